@@ -1,0 +1,432 @@
+/* forksim calibration: process-creation microbenchmarks against a controlled parent image.
+ *
+ * Build: cc -O2 -o forkbench forkbench.c -lpthread
+ * Usage: forkbench MODE [options]; every result is one JSON object per line on stdout:
+ *   {"shape": {...}}                       the parent image after set-up (from /proc/self/smaps)
+ *   {"b": MODE, "i": k, ...ns fields...}   one raw sample (nanoseconds, CLOCK_MONOTONIC)
+ *   {"error": "..."}                       a refusal (exit status 3), e.g. not enough MemAvailable
+ *
+ * What is timed (t0 = clock_gettime just before the call, in the parent):
+ *   fork     fork_ns  = parent's return from fork() - t0           (fork_latency)
+ *            rt_ns    = waitpid() return - t0                      (round trip)
+ *            child_ns = child's first clock read - t0              (child start latency)
+ *            exit_ns  = waitpid() return - child's clock just before _exit (exit + reap)
+ *   vfork    fork_ns  = parent's return from vfork() - t0 (includes the child's life up to _exit)
+ *   spawn    fork_ns  = return from posix_spawn(helper) - t0 (glibc: CLONE_VM|CLONE_VFORK + execve)
+ *   forkexec fork_ns  = return from fork() - t0; rt_ns = waitpid return - t0 (child execve's helper)
+ *   thread   fork_ns  = return from pthread_create - t0; rt_ns = pthread_join return - t0
+ *   burst    K forks before any reap; children block on a pipe; fork_ns per index j (stack cache)
+ *   cow      per pass over P pages: copy_ns (child writes while the parent maps them),
+ *            pcopy_ns (parent writes while the child is alive), reuse_ns (parent writes after the
+ *            child exited), base_ns (a pass with no fault); divide by pages
+ *   fault    fault_ns: first write to P fresh anonymous pages (one fault per page), base_ns
+ *
+ * Options: -r RSS bytes (touched anonymous memory, one byte written per 4 KiB page)
+ *          -A N  N extra anonymous VMAs, each with a touched page (mprotect splits one region)
+ *          -F N  N extra file-backed VMAs (a memfd page mapped privately, read-only, never touched)
+ *          -t 0|1 THP off (MADV_NOHUGEPAGE) / on (MADV_HUGEPAGE, 2 MiB aligned)
+ *          -n reps  -w warm-up reps  -c CPU (pin; -1 = unpinned)  -k K (burst)  -p pages (cow/fault)
+ *          -x helper path (spawn, forkexec)  -g (print {"ready": pid}, wait for a byte on stdin)
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define PAGE 4096UL
+#define HPAGE (2UL * 1024 * 1024)
+
+struct shared {
+    volatile int64_t child_start;
+    volatile int64_t child_exit;
+    volatile int64_t child_copy;
+    volatile int64_t thread_start;
+};
+
+static struct shared *sh;
+static char *region;
+static size_t region_len;
+
+static inline int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void die(const char *what)
+{
+    printf("{\"error\": \"%s: %s\"}\n", what, strerror(errno));
+    fflush(stdout);
+    exit(3);
+}
+
+static void refuse(const char *msg)
+{
+    printf("{\"error\": \"%s\"}\n", msg);
+    fflush(stdout);
+    exit(3);
+}
+
+static long meminfo_kb(const char *key)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    long v = -1;
+    size_t kl = strlen(key);
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, kl) && line[kl] == ':') {
+            v = atol(line + kl + 1);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+static void touch(char *p, size_t len)
+{
+    for (size_t off = 0; off < len; off += PAGE)
+        p[off] = (char)(off >> 12) | 1;
+}
+
+static void setup_image(size_t rss, int thp, long anon_vmas, long file_vmas)
+{
+    long avail = meminfo_kb("MemAvailable");
+    /* keep a margin: the image, plus its page tables, plus 512 MiB for everyone else */
+    if (avail >= 0 && (long)((rss + rss / 256) / 1024) + 512 * 1024 > avail) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "refused: rss %zu bytes does not fit in MemAvailable %ld kB (with a 512 MiB margin)",
+                 rss, avail);
+        refuse(msg);
+    }
+    sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED)
+        die("mmap shared");
+    if (rss) {
+        size_t len = (rss + PAGE - 1) & ~(PAGE - 1);
+        char *p = mmap(NULL, len + (thp ? HPAGE : 0), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            die("mmap rss");
+        if (thp) {
+            char *a = (char *)(((uintptr_t)p + HPAGE - 1) & ~(HPAGE - 1));
+            if (a > p)
+                munmap(p, a - p);
+            size_t tail = (size_t)((p + len + HPAGE) - (a + len));
+            if (tail)
+                munmap(a + len, tail);
+            p = a;
+            if (madvise(p, len, MADV_HUGEPAGE))
+                die("madvise(MADV_HUGEPAGE)");
+        } else {
+            madvise(p, len, MADV_NOHUGEPAGE);
+        }
+        touch(p, len);
+        region = p;
+        region_len = len;
+    }
+    if (anon_vmas > 0) {
+        size_t len = (size_t)anon_vmas * PAGE;
+        char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            die("mmap anon vmas");
+        madvise(p, len, MADV_NOHUGEPAGE);
+        touch(p, len);
+        for (long i = 1; i < anon_vmas; i += 2)
+            if (mprotect(p + i * PAGE, PAGE, PROT_READ))
+                die("mprotect (vm.max_map_count?)");
+    }
+    if (file_vmas > 0) {
+        int fd = memfd_create("forksim-file-vmas", 0);
+        if (fd < 0)
+            die("memfd_create");
+        if (ftruncate(fd, PAGE))
+            die("ftruncate");
+        for (long i = 0; i < file_vmas; i++)
+            if (mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE, fd, 0) == MAP_FAILED)
+                die("mmap file vma (vm.max_map_count?)");
+        close(fd);
+    }
+}
+
+/* The image as the cost model sees it: VMAs, VMAs holding anonymous pages, anon 4K pages, THP. */
+static void print_shape(size_t rss, int thp)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    long vmas = 0, anon_vmas = 0, anon_kb = 0, ahp_kb = 0;
+    if (!f)
+        die("smaps");
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        long v;
+        if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            vmas++;
+        } else if (sscanf(line, "Anonymous: %ld kB", &v) == 1) {
+            anon_kb += v;
+            if (v > 0)
+                anon_vmas++;
+        } else if (sscanf(line, "AnonHugePages: %ld kB", &v) == 1) {
+            ahp_kb += v;
+        }
+    }
+    fclose(f);
+    printf("{\"shape\": {\"pid\": %d, \"rss_bytes\": %zu, \"thp\": %d, \"vmas\": %ld, \"anon_vmas\": %ld, "
+           "\"anon_kb\": %ld, \"anon_huge_kb\": %ld, \"ptes\": %ld, \"pmds\": %ld}}\n",
+           getpid(), rss, thp, vmas, anon_vmas, anon_kb, ahp_kb, (anon_kb - ahp_kb) / 4, ahp_kb / 2048);
+    fflush(stdout);
+}
+
+static void pin(int cpu)
+{
+    if (cpu < 0)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof set, &set))
+        die("sched_setaffinity");
+}
+
+static void *thread_fn(void *arg)
+{
+    (void)arg;
+    sh->thread_start = now_ns();
+    return NULL;
+}
+
+static void reap(pid_t pid)
+{
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+}
+
+static int64_t write_pass(char *p, size_t pages)
+{
+    int64_t t0 = now_ns();
+    for (size_t i = 0; i < pages; i++)
+        p[i * PAGE] += 1;
+    return now_ns() - t0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *mode = argc > 1 ? argv[1] : "fork";
+    size_t rss = 0, pages = 1024;
+    long anon_vmas = 0, file_vmas = 0, reps = 100, warm = 5, k = 8;
+    int thp = 0, cpu = -1, gate = 0, opt;
+    const char *helper = NULL;
+
+    optind = 2;
+    while ((opt = getopt(argc, argv, "r:A:F:t:n:w:c:k:p:x:g")) != -1) {
+        switch (opt) {
+        case 'r': rss = strtoull(optarg, NULL, 0); break;
+        case 'A': anon_vmas = atol(optarg); break;
+        case 'F': file_vmas = atol(optarg); break;
+        case 't': thp = atoi(optarg); break;
+        case 'n': reps = atol(optarg); break;
+        case 'w': warm = atol(optarg); break;
+        case 'c': cpu = atoi(optarg); break;
+        case 'k': k = atol(optarg); break;
+        case 'p': pages = strtoull(optarg, NULL, 0); break;
+        case 'x': helper = optarg; break;
+        case 'g': gate = 1; break;
+        default: refuse("bad option");
+        }
+    }
+    pin(cpu);
+    if (!strcmp(mode, "cow") && rss < pages * PAGE)
+        rss = pages * PAGE;
+    if (!strcmp(mode, "fault"))
+        setup_image(0, 0, anon_vmas, file_vmas);
+    else
+        setup_image(rss, thp, anon_vmas, file_vmas);
+    print_shape(rss, thp);
+    if (gate) {
+        char c;
+        printf("{\"ready\": %d}\n", getpid());
+        fflush(stdout);
+        if (read(0, &c, 1) != 1)
+            return 0;
+    }
+
+    for (long i = -warm; i < reps; i++) {
+        int64_t t0, t1, t2;
+        pid_t pid;
+        if (!strcmp(mode, "fork")) {
+            sh->child_start = sh->child_exit = 0;
+            t0 = now_ns();
+            pid = fork();
+            if (pid == 0) {
+                sh->child_start = now_ns();
+                sh->child_exit = now_ns();
+                _exit(0);
+            }
+            t1 = now_ns();
+            if (pid < 0)
+                die("fork");
+            reap(pid);
+            t2 = now_ns();
+            if (i >= 0)
+                printf("{\"b\": \"fork\", \"i\": %ld, \"fork_ns\": %ld, \"rt_ns\": %ld, \"child_ns\": %ld, "
+                       "\"exit_ns\": %ld}\n",
+                       i, (long)(t1 - t0), (long)(t2 - t0), (long)(sh->child_start - t0),
+                       (long)(t2 - sh->child_exit));
+        } else if (!strcmp(mode, "vfork")) {
+            t0 = now_ns();
+            pid = vfork();
+            if (pid == 0)
+                _exit(0);
+            t1 = now_ns();
+            if (pid < 0)
+                die("vfork");
+            reap(pid);
+            t2 = now_ns();
+            if (i >= 0)
+                printf("{\"b\": \"vfork\", \"i\": %ld, \"fork_ns\": %ld, \"rt_ns\": %ld}\n", i, (long)(t1 - t0),
+                       (long)(t2 - t0));
+        } else if (!strcmp(mode, "spawn") || !strcmp(mode, "forkexec")) {
+            char *args[] = {(char *)helper, NULL};
+            if (!helper)
+                refuse("spawn/forkexec need -x helper");
+            t0 = now_ns();
+            if (mode[0] == 's') {
+                int rc = posix_spawn(&pid, helper, NULL, NULL, args, environ);
+                if (rc) {
+                    errno = rc;
+                    die("posix_spawn");
+                }
+            } else {
+                pid = fork();
+                if (pid == 0) {
+                    execve(helper, args, environ);
+                    _exit(127);
+                }
+                if (pid < 0)
+                    die("fork");
+            }
+            t1 = now_ns();
+            reap(pid);
+            t2 = now_ns();
+            if (i >= 0)
+                printf("{\"b\": \"%s\", \"i\": %ld, \"fork_ns\": %ld, \"rt_ns\": %ld}\n", mode, i, (long)(t1 - t0),
+                       (long)(t2 - t0));
+        } else if (!strcmp(mode, "thread")) {
+            pthread_t th;
+            sh->thread_start = 0;
+            t0 = now_ns();
+            if (pthread_create(&th, NULL, thread_fn, NULL))
+                die("pthread_create");
+            t1 = now_ns();
+            pthread_join(th, NULL);
+            t2 = now_ns();
+            if (i >= 0)
+                printf("{\"b\": \"thread\", \"i\": %ld, \"fork_ns\": %ld, \"rt_ns\": %ld, \"child_ns\": %ld}\n", i,
+                       (long)(t1 - t0), (long)(t2 - t0), (long)(sh->thread_start - t0));
+        } else if (!strcmp(mode, "burst")) {
+            int fds[2];
+            pid_t kids[256];
+            int64_t lat[256];
+            if (k > 256)
+                k = 256;
+            if (pipe(fds))
+                die("pipe");
+            for (long j = 0; j < k; j++) {
+                t0 = now_ns();
+                pid = fork();
+                if (pid == 0) {
+                    char c;
+                    close(fds[1]);
+                    while (read(fds[0], &c, 1) < 0 && errno == EINTR)
+                        ;
+                    _exit(0);
+                }
+                t1 = now_ns();
+                if (pid < 0)
+                    die("fork");
+                kids[j] = pid;
+                lat[j] = t1 - t0;
+            }
+            close(fds[0]);
+            close(fds[1]);
+            for (long j = 0; j < k; j++)
+                reap(kids[j]);
+            if (i >= 0)
+                for (long j = 0; j < k; j++)
+                    printf("{\"b\": \"burst\", \"i\": %ld, \"j\": %ld, \"k\": %ld, \"fork_ns\": %ld}\n", i, j, k,
+                           (long)lat[j]);
+        } else if (!strcmp(mode, "cow")) {
+            int fds[2];
+            int64_t copy, pcopy, reuse, base;
+            /* 1. the child writes every page while the parent still maps them: wp_page_copy */
+            sh->child_copy = 0;
+            pid = fork();
+            if (pid == 0) {
+                sh->child_copy = write_pass(region, pages);
+                _exit(0);
+            }
+            if (pid < 0)
+                die("fork");
+            reap(pid);
+            copy = sh->child_copy;
+            /* 2. the child is gone: the parent's writes find pages it alone maps: wp_page_reuse */
+            reuse = write_pass(region, pages);
+            base = write_pass(region, pages);
+            /* 3. the parent writes while a child still maps the pages: wp_page_copy in the parent */
+            if (pipe(fds))
+                die("pipe");
+            pid = fork();
+            if (pid == 0) {
+                char c;
+                close(fds[1]);
+                while (read(fds[0], &c, 1) < 0 && errno == EINTR)
+                    ;
+                _exit(0);
+            }
+            if (pid < 0)
+                die("fork");
+            pcopy = write_pass(region, pages);
+            close(fds[0]);
+            close(fds[1]);
+            reap(pid);
+            if (i >= 0)
+                printf("{\"b\": \"cow\", \"i\": %ld, \"pages\": %zu, \"copy_ns\": %ld, \"pcopy_ns\": %ld, "
+                       "\"reuse_ns\": %ld, \"base_ns\": %ld}\n",
+                       i, pages, (long)copy, (long)pcopy, (long)reuse, (long)base);
+        } else if (!strcmp(mode, "fault")) {
+            size_t len = pages * PAGE;
+            char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            int64_t f, base;
+            if (p == MAP_FAILED)
+                die("mmap");
+            madvise(p, len, MADV_NOHUGEPAGE);
+            f = write_pass(p, pages);
+            base = write_pass(p, pages);
+            munmap(p, len);
+            if (i >= 0)
+                printf("{\"b\": \"fault\", \"i\": %ld, \"pages\": %zu, \"fault_ns\": %ld, \"base_ns\": %ld}\n", i,
+                       pages, (long)f, (long)base);
+        } else {
+            refuse("unknown mode (fork vfork spawn forkexec thread burst cow fault)");
+        }
+    }
+    fflush(stdout);
+    return 0;
+}

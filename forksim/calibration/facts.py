@@ -1,0 +1,94 @@
+"""Facts about this machine for a profile's provenance: kernel, CPU, THP, HZ, preemption, base slice."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+__all__ = ["machine_facts", "debugfs_base_slice"]
+
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _kconfig() -> dict[str, str]:
+    try:
+        import gzip as _gz
+
+        with _gz.open("/proc/config.gz", "rt") as f:
+            out = {}
+            for line in f:
+                if line.startswith("CONFIG_"):
+                    k, _, v = line.strip().partition("=")
+                    out[k] = v
+            return out
+    except OSError:
+        return {}
+
+
+def debugfs_base_slice() -> tuple[float | None, str]:
+    """EEVDF base slice from debugfs (mounted for the read if needed, then unmounted)."""
+    path = Path("/sys/kernel/debug/sched/base_slice_ns")
+    mounted = False
+    try:
+        if not path.exists() and os.geteuid() == 0 and not any(
+            l.split()[1] == "/sys/kernel/debug" for l in Path("/proc/self/mounts").read_text().splitlines()
+        ):
+            r = subprocess.run(["mount", "-t", "debugfs", "nodev", "/sys/kernel/debug"], capture_output=True)
+            mounted = r.returncode == 0
+        if path.exists():
+            return float(path.read_text()) / 1000.0, "measured: /sys/kernel/debug/sched/base_slice_ns"
+        return None, "debugfs not readable"
+    except OSError as exc:
+        return None, f"debugfs: {exc}"
+    finally:
+        if mounted:
+            subprocess.run(["umount", "/sys/kernel/debug"], capture_output=True)
+
+
+def machine_facts() -> dict[str, Any]:
+    cfg = _kconfig()
+    cpu_model = "unknown"
+    for line in (_read("/proc/cpuinfo") or "").splitlines():
+        if line.startswith("model name"):
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    thp = _read("/sys/kernel/mm/transparent_hugepage/enabled") or "unknown"
+    m = re.search(r"\[(\w+)\]", thp)
+    preempt = _read("/sys/kernel/debug/sched/preempt")
+    if not preempt:
+        preempt = next((k[len("CONFIG_PREEMPT_"):].lower() for k in ("CONFIG_PREEMPT_NONE", "CONFIG_PREEMPT_VOLUNTARY",
+                       "CONFIG_PREEMPT_LAZY", "CONFIG_PREEMPT") if cfg.get(k) == "y"), "unknown")
+    try:
+        from importlib.metadata import version
+
+        fv = version("forksim")
+    except Exception:  # noqa: BLE001
+        fv = "dev"
+    return {
+        "kernel": platform.release(),
+        "cpu_model": cpu_model,
+        "cpus": os.cpu_count() or 1,
+        "thp_mode": m.group(1) if m else thp,
+        "page_size": os.sysconf("SC_PAGE_SIZE"),
+        "hz": int(cfg["CONFIG_HZ"]) if cfg.get("CONFIG_HZ", "").isdigit() else None,
+        "hz_source": "/proc/config.gz CONFIG_HZ" if cfg.get("CONFIG_HZ") else None,
+        "preempt": preempt,
+        "vmap_stack": cfg.get("CONFIG_VMAP_STACK") == "y" if cfg else None,
+        "per_vma_lock": cfg.get("CONFIG_PER_VMA_LOCK") == "y" if cfg else None,
+        "cpuidle_driver": _read("/sys/devices/system/cpu/cpuidle/current_driver"),
+        "mem_total_bytes": int((_read("/proc/meminfo") or "MemTotal: 0").splitlines()[0].split()[1]) * 1024,
+        "forksim_version": fv,
+        "python": platform.python_version(),
+    }
+
+

@@ -1,0 +1,172 @@
+"""Fit stage costs: a non-negative linear model of the median in the image, plus residuals.
+
+    median_us = fixed + per_vma*vmas + per_anon_vma*anon_vmas + per_pte*ptes + per_pmd*pmds
+                (+ per_thread*threads)
+
+fitted by non-negative least squares (`scipy.optimize.nnls`) on the per-configuration medians,
+each row weighted by 1/median so that small images count as much as large ones (relative error).
+Residuals: the distribution of sample / median-of-its-configuration pooled over configurations,
+as 21 empirical quantiles (the end points are the 0.5% and 99.5% quantiles so that one outlier does
+not stretch a whole band) and as a lognormal sigma. Diagnostics: R^2 (on medians), the relative
+error per configuration, and leave-out cross-validation (refit without some configurations,
+predict their medians).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from scipy.optimize import nnls
+
+__all__ = ["TERMS", "Config", "LinearFit", "fit_linear", "residual_quantiles", "lognormal_sigma",
+           "cross_validate", "stage_cost", "median"]
+
+TERMS = ("fixed_us", "per_vma_us", "per_anon_vma_us", "per_pte_us", "per_pmd_us", "per_thread_us")
+_FEATURES = ("fixed", "vmas", "anon_vmas", "ptes", "pmds", "threads")
+
+
+@dataclass
+class Config:
+    """One measured configuration: its image shape and its raw samples (microseconds)."""
+
+    vmas: float = 0
+    anon_vmas: float = 0
+    ptes: float = 0
+    pmds: float = 0
+    threads: float = 1
+    samples: Sequence[float] = field(default_factory=list)
+    label: str = ""
+
+    def features(self, terms: Sequence[str]) -> np.ndarray:
+        vals = {"fixed_us": 1.0, "per_vma_us": self.vmas, "per_anon_vma_us": self.anon_vmas,
+                "per_pte_us": self.ptes, "per_pmd_us": self.pmds, "per_thread_us": self.threads}
+        return np.array([float(vals[t]) for t in terms])
+
+    @property
+    def median(self) -> float:
+        return float(np.median(np.asarray(self.samples, dtype=float)))
+
+
+def median(x: Iterable[float]) -> float:
+    a = np.asarray(list(x), dtype=float)
+    return float(np.median(a)) if a.size else float("nan")
+
+
+@dataclass
+class LinearFit:
+    coef: dict[str, float]
+    r2: float
+    rel_errors: dict[str, float]
+    n_configs: int
+    n_samples: int
+
+    def predict(self, cfg: Config) -> float:
+        return float(sum(self.coef.get(t, 0.0) * v for t, v in zip(TERMS, cfg.features(TERMS))))
+
+
+def fit_linear(configs: Sequence[Config], terms: Sequence[str] = TERMS[:5], weighted: bool = True) -> LinearFit:
+    """NNLS of the configurations' medians on `terms` (unused terms are 0)."""
+    cfgs = [c for c in configs if len(c.samples)]
+    if not cfgs:
+        raise ValueError("no samples to fit")
+    X = np.array([c.features(terms) for c in cfgs])
+    y = np.array([c.median for c in cfgs])
+    w = 1.0 / np.maximum(np.abs(y), 1e-9) if weighted else np.ones_like(y)
+    # scale columns so that NNLS is well conditioned whatever the units (ptes ~ 1e6, fixed ~ 1)
+    scale = np.maximum(np.abs(X).max(axis=0), 1e-12)
+    beta, _ = nnls(X * w[:, None] / scale, y * w)
+    beta = beta / scale
+    pred = X @ beta
+    ss_res = float(np.sum((y - pred) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res < 1e-12 else 0.0)
+    coef = {t: 0.0 for t in TERMS}
+    coef.update({t: float(b) for t, b in zip(terms, beta)})
+    rel = {(c.label or str(i)): float((p - c.median) / c.median) if c.median else 0.0
+           for i, (c, p) in enumerate(zip(cfgs, pred))}
+    return LinearFit(coef, r2, rel, len(cfgs), int(sum(len(c.samples) for c in cfgs)))
+
+
+def residual_quantiles(configs: Sequence[Config], n: int = 21, pred: Any = None) -> list[float]:
+    """Pooled ratios sample / median of its configuration (or / pred(cfg)) at n evenly spaced
+    probabilities; the end points use the 0.5% and 99.5% quantiles."""
+    ratios = []
+    for c in configs:
+        s = np.asarray(c.samples, dtype=float)
+        if not s.size:
+            continue
+        m = pred(c) if pred else float(np.median(s))
+        if m > 0:
+            ratios.append(s / m)
+    if not ratios:
+        return [1.0] * n
+    r = np.concatenate(ratios)
+    r = r[np.isfinite(r) & (r > 0)]
+    if not r.size:
+        return [1.0] * n
+    p = np.linspace(0.0, 1.0, n)
+    p[0], p[-1] = 0.005, 0.995
+    q = np.quantile(r, p)
+    q = np.maximum.accumulate(np.maximum(q, 1e-3))
+    return [round(float(v), 5) for v in q]
+
+
+def lognormal_sigma(configs: Sequence[Config]) -> float:
+    """Robust lognormal sigma of sample/median: the interquartile range of log ratios / 1.349."""
+    logs = []
+    for c in configs:
+        s = np.asarray(c.samples, dtype=float)
+        s = s[s > 0]
+        if s.size:
+            logs.append(np.log(s / np.median(s)))
+    if not logs:
+        return 0.0
+    lr = np.concatenate(logs)
+    q1, q3 = np.quantile(lr, [0.25, 0.75])
+    return float(min(5.0, max(0.0, (q3 - q1) / 1.349)))
+
+
+def cross_validate(configs: Sequence[Config], terms: Sequence[str] = TERMS[:5],
+                   folds: Sequence[Sequence[int]] | None = None) -> list[dict[str, Any]]:
+    """Leave-out validation: for each fold (indices of configs), refit without them and report the
+    relative error of the predicted p50. Default: leave one configuration out at a time (configs
+    whose removal leaves a term unidentifiable still get a prediction, with NNLS picking zero)."""
+    cfgs = [c for c in configs if len(c.samples)]
+    folds = folds or [[i] for i in range(len(cfgs))]
+    out = []
+    for fold in folds:
+        train = [c for i, c in enumerate(cfgs) if i not in fold]
+        if len(train) < 2:
+            continue
+        f = fit_linear(train, terms)
+        for i in fold:
+            c = cfgs[i]
+            p = f.predict(c)
+            out.append({"config": c.label or str(i), "measured_p50_us": round(c.median, 3),
+                        "predicted_p50_us": round(p, 3),
+                        "rel_error": round((p - c.median) / c.median, 4) if c.median else None})
+    return out
+
+
+def stage_cost(coef: dict[str, float] | None = None, *, fixed_us: float | None = None,
+               quantiles: list[float] | None = None, sigma: float | None = None, source: str) -> dict[str, Any]:
+    """A StageCost dict (profile schema) from coefficients and a residual."""
+    d: dict[str, Any] = {t: 0.0 for t in TERMS}
+    if coef:
+        d.update({t: float(max(0.0, v)) for t, v in coef.items() if t in TERMS})
+    if fixed_us is not None:
+        d["fixed_us"] = float(max(0.0, fixed_us))
+    for t in TERMS:
+        v = d[t]
+        d[t] = float(f"{v:.6g}") if math.isfinite(v) else 0.0
+    if quantiles and len(quantiles) >= 3 and quantiles[-1] > quantiles[0]:
+        d["residual"] = {"family": "empirical", "quantiles": quantiles}
+    elif sigma is not None:
+        d["residual"] = {"family": "lognormal", "sigma": round(float(sigma), 4)}
+    else:
+        d["residual"] = {"family": "none"}
+    d["source"] = source
+    return d

@@ -1,0 +1,80 @@
+"""What a calibration measures (the plans: smoke, quick, full) and where its raw samples go (Store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["MiB", "GiB", "Plan", "PLANS", "Store", "label"]
+
+MiB = 1024**2
+GiB = 1024**3
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    sizes: tuple[int, ...]  # pinned fork sweep (THP off)
+    held_out: tuple[int, ...]  # measured, never fitted
+    rounds: int
+    unpinned_sizes: tuple[int, ...]
+    vma_counts: tuple[int, ...]
+    thp_sizes: tuple[int, ...]
+    traced_sizes: tuple[int, ...]
+    traced_vmas: tuple[int, ...]
+    budget_us: float  # per (size, round): time spent in fork round trips
+    variant_reps: int
+    sched_reps: int
+    cow_pages: int
+    cow_reps: int
+    traced_reps: int
+    burst_reps: int
+    optional_sizes: tuple[int, ...] = ()  # measured when MemAvailable allows, else refused
+
+
+PLANS = {
+    "smoke": Plan("smoke", (0, 16 * MiB), (8 * MiB,), 1, (0,), (10, 300), (16 * MiB,), (0, 16 * MiB), (300,),
+                  60_000, 30, 40, 512, 3, 15, 3),
+    "quick": Plan("quick", (0, 16 * MiB, 256 * MiB, 1 * GiB), (64 * MiB,), 8, (0, 64 * MiB, 256 * MiB, 1 * GiB),
+                  (10, 100, 1000, 10000), (256 * MiB, 1 * GiB), (0, 16 * MiB, 256 * MiB, 1 * GiB), (1000, 10000),
+                  350_000, 300, 400, 4096, 15, 50, 30),
+    "full": Plan("full", (0, 16 * MiB, 128 * MiB, 256 * MiB, 1 * GiB, 2 * GiB), (64 * MiB, 512 * MiB), 10,
+                 (0, 64 * MiB, 256 * MiB, 1 * GiB), (10, 100, 1000, 3000, 10000), (64 * MiB, 256 * MiB, 1 * GiB, 2 * GiB),
+                 (0, 16 * MiB, 128 * MiB, 256 * MiB, 1 * GiB, 2 * GiB), (1000, 10000),
+                 450_000, 600, 1000, 8192, 20, 80, 60, optional_sizes=(4 * GiB,)),
+}
+
+
+
+
+@dataclass
+class Store:
+    """Every raw sample, keyed by what was measured."""
+
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, key: dict[str, Any], shape: dict[str, Any], samples: list[dict[str, Any]],
+            segments: list[dict[str, float]] | None = None) -> None:
+        self.runs.append({"kind": kind, "key": key, "shape": shape, "samples": samples,
+                          "segments": segments or []})
+
+    def select(self, kind: str, **key: Any) -> list[dict[str, Any]]:
+        return [r for r in self.runs if r["kind"] == kind and all(r["key"].get(k) == v for k, v in key.items())]
+
+
+def label(key: dict[str, Any]) -> str:
+    parts = []
+    if key.get("rss") is not None:
+        r = key["rss"]
+        parts.append(f"{r // GiB}GiB" if r and r % GiB == 0 else f"{r // MiB}MiB")
+    if key.get("anon_vmas"):
+        parts.append(f"+{key['anon_vmas']}anonVMA")
+    if key.get("file_vmas"):
+        parts.append(f"+{key['file_vmas']}fileVMA")
+    if key.get("thp"):
+        parts.append("THP")
+    return " ".join(parts) or "base"
+
+

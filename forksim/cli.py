@@ -1,0 +1,68 @@
+"""The `forksim` command. Each subcommand lives in forksim/commands/<name>.py and exposes
+`register(subparsers)`; this module only parses, dispatches and turns errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from .errors import ForksimError
+
+__all__ = ["main", "build_parser"]
+
+COMMANDS = ("run", "sweep", "predict", "plan", "calibrate", "validate", "report", "profiles", "bench")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 2 with one line naming the problem (no traceback)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="forksim",
+        description="A discrete-event model of Linux process creation, calibrated on real machines.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    try:
+        from importlib.metadata import version
+
+        parser.add_argument("--version", action="version", version=f"forksim {version('forksim')}")
+    except Exception:  # pragma: no cover - not installed
+        pass
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f".commands.{name}", __package__)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.endswith(f"commands.{name}"):
+                continue  # a command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ForksimError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"forksim: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("forksim: interrupted; finished results are kept", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `forksim` subcommand; each exposes `register(subparsers)`."""

@@ -1,0 +1,69 @@
+"""Pieces the subcommands share: config loading with overrides, output folders, tables."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..config import Experiment, load_experiment, parse_override
+from ..errors import ConfigError
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="experiment config (TOML)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set workload.parents=8 (repeatable)")
+    p.add_argument("--profile", help="profile name or file (default: the config's machine.profile)")
+    p.add_argument("--seed", type=int, help="root seed (default: the config's experiment.seed)")
+
+
+def load_from_args(args: argparse.Namespace) -> Experiment:
+    overrides: dict[str, Any] = dict(parse_override(o) for o in args.overrides)
+    if getattr(args, "profile", None):
+        overrides["machine.profile"] = args.profile
+    if getattr(args, "seed", None) is not None:
+        if args.seed < 0:
+            raise ConfigError("must be a non-negative integer", source="--seed")
+        overrides["experiment.seed"] = args.seed
+    return load_experiment(args.config, overrides)
+
+
+def out_dir(args: argparse.Namespace, exp: Experiment, kind: str) -> Path:
+    if args.out:
+        return Path(args.out)
+    return Path("results") / f"{exp.experiment.name}" / kind
+
+
+def fmt(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def latency_table(summary: dict[str, Any], title: str) -> Table:
+    t = Table(title=title, title_justify="left")
+    t.add_column("latency (us)")
+    for col in ("mean", "p50", "p90", "p99", "p999", "p99 95% CI"):
+        t.add_column(col, justify="right")
+    for key, label in (
+        ("fork_latency_us", "fork() call"),
+        ("child_start_latency_us", "child start"),
+        ("roundtrip_latency_us", "round trip (to reap)"),
+        ("response_latency_us", "response (arrival to reap)"),
+    ):
+        s = summary.get(key)
+        if not s:
+            continue
+        ci = (s.get("ci95") or {}).get("p99")
+        ci_text = f"{fmt(ci[0])} .. {fmt(ci[1])}" if ci else "-"
+        t.add_row(label, *(fmt(s.get(c)) for c in ("mean", "p50", "p90", "p99", "p999")), ci_text)
+    return t

@@ -1,0 +1,57 @@
+"""`forksim predict`: the latency of one creation on an otherwise idle machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.table import Table
+
+from ..config import CLONE_KINDS
+from ..errors import ConfigError
+from ..predict import predict
+from ..units import UnitError, format_size, parse_size
+from ._common import console, fmt
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="latency of one creation on an idle machine")
+    p.add_argument("--rss", required=True, help="the parent's touched anonymous memory, e.g. 256MiB")
+    p.add_argument("--vmas", type=int, default=40, help="mappings in the parent (default 40)")
+    p.add_argument("--anon-vmas", type=int, help="mappings with anonymous pages (default: half of --vmas)")
+    p.add_argument("--thp", choices=("on", "off"), default="off", help="transparent huge pages for the RSS")
+    p.add_argument("--clone", choices=CLONE_KINDS, default="fork")
+    p.add_argument("--profile", default="default")
+    p.add_argument("--cpus", type=int, help="CPUs of the machine (default: the profile's)")
+    p.add_argument("--samples", type=int, default=400, help="creations simulated (default 400)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        rss = parse_size(args.rss)
+    except UnitError as exc:
+        raise ConfigError(str(exc), source="--rss") from None
+    for flag, value, low in (("--vmas", args.vmas, 1), ("--samples", args.samples, 1), ("--cpus", args.cpus, 1)):
+        if value is not None and value < low:
+            raise ConfigError(f"must be at least {low}", source=flag)
+    if args.anon_vmas is not None and not 0 <= args.anon_vmas <= args.vmas:
+        raise ConfigError("must be between 0 and --vmas", source="--anon-vmas")
+    res = predict(rss, vmas=args.vmas, anon_vmas=args.anon_vmas, thp=args.thp == "on", clone=args.clone,
+                  profile=args.profile, cpus=args.cpus, samples=args.samples, seed=args.seed)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    t = Table(title=f"{args.clone} from a parent of {format_size(rss)} RSS, {args.vmas} VMAs, THP {args.thp}, "
+              f"{res['cpus']} idle CPUs, profile {res['profile']}", title_justify="left")
+    t.add_column("latency (us)")
+    for c in ("mean", "p50", "p90", "p99"):
+        t.add_column(c, justify="right")
+    for key, label in (("fork_latency_us", "fork() call"), ("child_start_latency_us", "child start"),
+                       ("roundtrip_latency_us", "round trip (to reap)")):
+        t.add_row(label, *(fmt(res[key][c]) for c in ("mean", "p50", "p90", "p99")))
+    console.print(t)
+    console.print("mean us per stage: " + ", ".join(f"{k} {fmt(v)}" for k, v in res["stage_us"].items()))
+    return 0

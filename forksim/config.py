@@ -1,0 +1,311 @@
+"""Experiment configs: the TOML schema, units, `--set` overrides, and the frozen `Experiment`.
+
+Every key has a default, so an empty file is a valid experiment. Quantities keep their units in
+TOML ("256MiB", "2ms", "5000/s"); the validated `Experiment` holds plain numbers (bytes,
+microseconds, per second) and is immutable, so one object flows from the config into the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from .errors import ConfigError
+from .units import UnitError, parse_rate, parse_size, parse_time_us
+
+__all__ = [
+    "Experiment",
+    "ExperimentSection",
+    "MachineSection",
+    "WorkloadSection",
+    "ImageSection",
+    "ChildSection",
+    "BackgroundSection",
+    "CLONE_KINDS",
+    "load_config",
+    "load_experiment",
+    "parse_config",
+    "apply_overrides",
+    "parse_override",
+    "experiment_to_toml_dict",
+]
+
+CLONE_KINDS = ("fork", "vfork", "posix_spawn", "fork_exec", "thread")
+
+
+def _unit(parser):
+    def convert(value: Any) -> Any:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            try:
+                return parser(value)
+            except UnitError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    return BeforeValidator(convert)
+
+
+Bytes = Annotated[int, _unit(parse_size), Field(ge=0)]
+Micros = Annotated[float, _unit(parse_time_us), Field(ge=0)]
+PerSecond = Annotated[float, _unit(parse_rate), Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class ExperimentSection(_Section):
+    """[experiment]: what to call the run, how long to simulate, how many replications."""
+
+    name: str = "experiment"
+    duration: Micros = Field(default=2e6, gt=0, description="simulated time per replication after warm-up (default 2s)")
+    warmup: Micros = Field(default=0.2e6, description="simulated time discarded at the start (default 0.2s)")
+    replications: int = Field(default=5, ge=1, le=10_000, description="independent replications (default 5)")
+    seed: int = Field(default=42, ge=0, description="root seed; replications get independent streams")
+    max_creations: int = Field(default=0, ge=0, description="stop a replication after this many creations (0: no limit)")
+
+
+class MachineSection(_Section):
+    """[machine]: the simulated box. Scheduler costs come from the profile unless set here."""
+
+    cpus: int = Field(default=2, ge=1, le=4096)
+    profile: str = "default"
+    tick: Micros | None = Field(default=None, gt=0, description="scheduler tick (default: profile, 4ms at HZ=250)")
+    slice: Micros | None = Field(default=None, gt=0, description="fair-share time slice (default: profile)")
+    idle_wake: Micros | None = Field(default=None, description="latency to wake a halted CPU (default: profile)")
+    context_switch: Micros | None = Field(default=None, description="cost of a context switch (default: profile)")
+    migration: Micros | None = Field(default=None, description="cost of pulling a task to another CPU (default: profile)")
+    wakeup_preemption: bool = True
+
+
+class ImageSection(_Section):
+    """[workload.image]: the parent's address space."""
+
+    rss: Bytes = Field(default=64 * 1024**2, description="touched anonymous memory (default 64MiB)")
+    vmas: int = Field(default=40, ge=1, le=1_000_000, description="mappings in the address space")
+    anon_vmas: int | None = Field(
+        default=None, ge=0, description="mappings carrying anonymous pages (default: half of vmas, at least 1)"
+    )
+    thp: bool = False
+    threads: int = Field(default=1, ge=1, le=100_000, description="threads in the parent process")
+    fault_rate: PerSecond = Field(default=2000.0, description="page faults per second per extra thread")
+    fault_position: float | Literal["uniform"] = Field(
+        default="uniform",
+        description="where in the VMA walk the threads' faults land: 'uniform' or a fraction 0..1",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "ImageSection":
+        if self.anon_vmas is not None and self.anon_vmas > self.vmas:
+            raise ValueError(f"anon_vmas ({self.anon_vmas}) cannot exceed vmas ({self.vmas})")
+        if isinstance(self.fault_position, float) and not 0.0 <= self.fault_position <= 1.0:
+            raise ValueError("fault_position must be 'uniform' or a fraction between 0 and 1")
+        return self
+
+    @property
+    def anon_vma_count(self) -> int:
+        if self.anon_vmas is not None:
+            return self.anon_vmas
+        return max(1, self.vmas // 2) if self.rss > 0 else 0
+
+
+class ChildSection(_Section):
+    """[workload.child]: what each creation makes and what the child does."""
+
+    clone: Literal["fork", "vfork", "posix_spawn", "fork_exec", "thread"] = "fork"
+    lifetime: Micros = Field(default=0.0, description="child's CPU time before it exits (exec kinds: before exec)")
+    exec_lifetime: Micros = Field(default=0.0, description="CPU time of the exec'd program before it exits")
+    cow_write_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    cow_writer: Literal["child", "parent"] = "child"
+
+
+class WorkloadSection(_Section):
+    """[workload]: who creates, how often."""
+
+    kind: Literal["closed", "open"] = "closed"
+    parents: int = Field(default=1, ge=1, le=100_000)
+    think_time: Micros = 0.0
+    rate: PerSecond | None = None
+    arrivals: str = Field(default="poisson", description="poisson | deterministic | path to a file of arrival times")
+    max_queue: int = Field(default=100_000, ge=1, description="open workload: refuse to queue more requests")
+    image: ImageSection = ImageSection()
+    child: ChildSection = ChildSection()
+
+    @model_validator(mode="after")
+    def _check(self) -> "WorkloadSection":
+        if self.kind == "open" and self.rate is None and self.arrivals in ("poisson", "deterministic"):
+            raise ValueError("an open workload needs `rate` (e.g. rate = \"2000/s\") or an arrivals file")
+        return self
+
+
+class BackgroundSection(_Section):
+    """[background]: load that competes with the creations."""
+
+    cpu_hogs: int = Field(default=0, ge=0, le=100_000)
+
+
+class Experiment(_Section):
+    """A validated, frozen experiment: what `run()` consumes."""
+
+    experiment: ExperimentSection = ExperimentSection()
+    machine: MachineSection = MachineSection()
+    workload: WorkloadSection = WorkloadSection()
+    background: BackgroundSection = BackgroundSection()
+    whatif: dict[str, float] = Field(
+        default_factory=dict,
+        description="profile modifiers: 'stage.term' = factor, e.g. 'dup_mmap.per_pte_us' = 0.05",
+    )
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    source: str | None = Field(default=None, exclude=True)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Experiment":
+        data = apply_overrides(experiment_to_toml_dict(self), overrides, source=self.source)
+        return parse_config(data, source=self.source)
+
+
+# ------------------------------------------------------------------ loading and errors
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [n for n in model.model_fields if n != "source"]
+
+
+def _model_at(path: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Experiment
+    for part in path:
+        if model is None:
+            return None
+        info = model.model_fields.get(part)
+        if info is None:
+            return None
+        ann = info.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return model
+
+
+def _format_validation(exc: ValidationError, source: str | None) -> ConfigError:
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not isinstance(p, int))
+    field = ".".join(str(p) for p in loc)
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        names = _field_names(parent) if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        allowed = f" (allowed: {', '.join(names)})" if names else ""
+        return ConfigError(f"unknown key{hint}{allowed}", source=source, field=field)
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    given = err.get("input")
+    if err["type"] not in ("missing",) and not isinstance(given, dict):
+        msg = f"{msg} (got {given!r})"
+    return ConfigError(msg, source=source, field=field or None)
+
+
+def parse_config(data: dict[str, Any], *, source: str | None = None) -> Experiment:
+    """Validate a config mapping (as read from TOML) into an `Experiment`."""
+    if not isinstance(data, dict):
+        raise ConfigError("a config must be a table of sections", source=source)
+    try:
+        exp = Experiment.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation(exc, source) from None
+    for key, values in exp.sweep.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError("a sweep key needs a non-empty list of values", source=source, field=f"sweep.{key}")
+        # Every swept value must itself make a valid experiment.
+        for value in values:
+            apply_overrides(experiment_to_toml_dict(exp), {key: value}, source=source, validate=True)
+    return exp.model_copy(update={"source": source})
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file into a mapping (no validation yet)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError("no such config file", source=str(path)) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config: {exc.__class__.__name__}", source=str(path)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
+
+
+def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> Experiment:
+    """Load, override and validate a config file."""
+    data = load_config(path)
+    if overrides:
+        data = apply_overrides(data, overrides, source=str(path))
+    return parse_config(data, source=str(path))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'workload.parents=8' -> ('workload.parents', 8); the value is read as TOML when it can be."""
+    if "=" not in text:
+        raise ConfigError(f"an override must look like KEY=VALUE, got {text!r}", source="--set")
+    key, raw = (s.strip() for s in text.split("=", 1))
+    if not key:
+        raise ConfigError(f"an override needs a key before '=', got {text!r}", source="--set")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word or a quantity such as 256MiB
+    return key, value
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: dict[str, Any], *, source: str | None = None, validate: bool = False
+) -> dict[str, Any]:
+    """Return a copy of `data` with dotted keys set; unknown sections and keys are reported."""
+    out = copy.deepcopy(data)
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if parts[0] == "whatif" and len(parts) > 1:
+            out.setdefault("whatif", {})[".".join(parts[1:])] = value
+            continue
+        model: type[BaseModel] | None = Experiment
+        node = out
+        for depth, part in enumerate(parts):
+            if model is not None and part not in model.model_fields:
+                names = _field_names(model)
+                close = difflib.get_close_matches(part, names, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(f"unknown key{hint}", source=source or "--set", field=key)
+            if depth == len(parts) - 1:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError("is not a section", source=source or "--set", field=".".join(parts[: depth + 1]))
+                model = _model_at(tuple(parts[: depth + 1]))
+                if model is None:
+                    raise ConfigError("is not a section", source=source or "--set", field=".".join(parts[: depth + 1]))
+    if validate:
+        out.pop("sweep", None)
+        try:
+            Experiment.model_validate(out)
+        except ValidationError as exc:
+            raise _format_validation(exc, source) from None
+    return out
+
+
+def experiment_to_toml_dict(exp: Experiment) -> dict[str, Any]:
+    """The experiment as a TOML-ready mapping, with quantities in the model's units (us, bytes, /s)."""
+    data = exp.model_dump(mode="json", exclude_none=True)
+    return data

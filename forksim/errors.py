@@ -1,0 +1,27 @@
+"""The errors forksim reports to users: each names where the problem is and what is allowed."""
+
+from __future__ import annotations
+
+__all__ = ["ForksimError", "ConfigError", "ProfileError", "MeasurementError"]
+
+
+class ForksimError(Exception):
+    """Base of every error forksim reports as a one-line message (exit status 2 in the CLI)."""
+
+
+class ConfigError(ForksimError):
+    """An experiment config, an override or a flag is invalid."""
+
+    def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
+        self.source = source
+        self.field = field
+        where = ": ".join(p for p in (source, field) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ProfileError(ConfigError):
+    """A profile file is missing, malformed or inconsistent."""
+
+
+class MeasurementError(ForksimError):
+    """A real-kernel measurement could not be made (missing privilege, compiler, memory)."""

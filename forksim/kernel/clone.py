@@ -1,0 +1,289 @@
+"""The creation path: kernel_clone() -> copy_process() stage by stage, and the child's life.
+
+Each stage below is a chunk of CPU work on the task that runs it, in kernel order. Stages that touch
+no shared resource are merged into one chunk (one simulation event); the shared locks are taken
+inside the chunks (see locks.py), and dup_mmap is its own chunk because the parent's mmap_lock is
+held across it and other threads can see how far it has got.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Generator
+
+import simpy
+
+from ..locks import LockStats, SpinRWLock
+from .costs import EMPTY_IMAGE, Costs
+from .mm import MM, Process
+from .stack import StackCache
+
+if TYPE_CHECKING:
+    from ..config import ChildSection
+    from ..machine import Machine, Task
+    from ..metrics import Creation
+
+__all__ = ["Kernel", "NEW_PROCESS", "COPIES_MM", "VFORK_WAIT", "EXECS"]
+
+NEW_PROCESS = frozenset({"fork", "vfork", "posix_spawn", "fork_exec"})
+COPIES_MM = frozenset({"fork", "fork_exec"})  # CLONE_VM absent: dup_mm
+VFORK_WAIT = frozenset({"vfork", "posix_spawn"})  # CLONE_VFORK: wait_for_vfork_done
+EXECS = frozenset({"posix_spawn", "fork_exec"})
+
+# Where in copy_process_tail the two spinlocks are taken, as fractions of the tail's unlocked
+# time. Assumption from the order of kernel/fork.c (6.x): copy_namespaces, copy_io and
+# copy_thread precede alloc_pid; cgroup_can_fork and sched_cgroup_fork sit between alloc_pid and
+# the tasklist_lock section; the post-fork hooks follow it.
+_ALLOC_PID_AT = 0.5
+_TASKLIST_AT = 0.8
+# Share of wait_reap spent before a parent with no zombie child goes to sleep (do_wait's scan).
+_WAIT_SCAN_SHARE = 0.3
+
+Proc = Generator[simpy.Event, object, object]
+
+
+class Kernel:
+    """The shared kernel state of one simulated machine and the creation path over it."""
+
+    def __init__(self, machine: "Machine", costs: Costs, stack_per_cpu: int, child: "ChildSection"):
+        self.machine = machine
+        self.env = machine.env
+        self.costs = costs
+        self.child_cfg = child
+        self.stacks = StackCache(len(machine.cpus), stack_per_cpu)
+        self.lock_stats = {n: LockStats(n) for n in ("tasklist_lock", "pidmap_lock", "mmap_lock")}
+        self.tasklist_lock = SpinRWLock("tasklist_lock", self.lock_stats["tasklist_lock"])
+        self.pidmap_lock = SpinRWLock("pidmap_lock", self.lock_stats["pidmap_lock"])
+        self.stalls: list[float] = []  # faults that waited for a dup_mmap to finish
+        self.record_from = 0.0
+        self.on_stage = None  # tracing hook: (task, stage_name, start_us, end_us)
+
+    def set_record_from(self, t: float) -> None:
+        self.record_from = t
+        self.tasklist_lock.record_from = t
+        self.pidmap_lock.record_from = t
+
+    def new_mm(self, shape) -> MM:
+        mm = MM(self.env, shape, self.lock_stats["mmap_lock"])
+        mm.mmap_lock.record_from = self.record_from
+        return mm
+
+    def _stage(self, task: "Task", name: str, start: float) -> None:
+        if self.on_stage is not None:
+            self.on_stage(task, name, start, self.env.now)
+
+    def sleep_until(self, task: "Task", event: simpy.Event) -> simpy.Event:
+        woken = task.sleep()
+        event.callbacks.append(lambda _e: self.machine.wake(task, None))
+        return woken
+
+    # ------------------------------------------------------------------ the parent's call
+
+    def kernel_clone(self, parent: Process, kind: str, rec: "Creation", thread: "Task | None" = None) -> Proc:
+        """kernel_clone(): copy_process, wake_up_new_task, and for CLONE_VFORK the wait for the child."""
+        env, c = self.env, self.costs
+        P = thread or parent.task
+        rec.start = env.now
+        rec.parent_cpu = P.cpu.id
+
+        # dup_task_struct .. copy_signal, alloc_thread_stack_node, copy_mm -> dup_mm (mm_alloc, mm_init)
+        hit = self.stacks.alloc(P.cpu.id)
+        rec.stack_hit = hit
+        cost = c.draw("copy_process_setup" if kind in NEW_PROCESS else "copy_process_setup_thread")
+        cost += c.draw("stack_cache_hit" if hit else "stack_vmalloc")
+        if kind in COPIES_MM:
+            cost += c.draw("dup_mm")
+        yield P.run(cost)
+        rec.setup_us = env.now - rec.start
+        self._stage(P, "copy_process_setup", rec.start)
+
+        child_mm = parent.mm
+        if kind in COPIES_MM:
+            # dup_mmap(): the parent's mmap_lock for write across the whole VMA walk (cond_resched inside)
+            t = env.now
+            lock = parent.mm.mmap_lock
+            granted = lock.try_write(P)
+            if granted is not None:
+                yield self.sleep_until(P, granted)
+            rec.mmap_wait = env.now - t
+            t1 = env.now
+            yield P.run(c.draw("dup_mmap", parent.mm.shape), preemptible=True)
+            lock.release()
+            rec.dup_mmap_us = env.now - t1
+            self._stage(P, "dup_mmap", t1)
+            child_mm = self.new_mm(parent.mm.shape)
+            parent.mm.users += 1
+
+        # copy_namespaces, copy_io, copy_thread, alloc_pid (pidmap_lock), cgroup_can_fork,
+        # the tasklist_lock write section, post-fork hooks; then wake_up_new_task
+        t = env.now
+        tail = c.draw("copy_process_tail")
+        pid_hold = c.draw("alloc_pid_hold")
+        link_hold = c.draw("tasklist_fork_hold")
+        free = max(0.0, tail - pid_hold - link_hold)
+        pid_at = t + _ALLOC_PID_AT * free
+        pid_wait = self.pidmap_lock.write(pid_at, pid_hold)
+        link_at = pid_at + pid_wait + pid_hold + (_TASKLIST_AT - _ALLOC_PID_AT) * free
+        link_wait = self.tasklist_lock.write(link_at, link_hold)
+        rec.pidmap_wait = pid_wait
+        rec.tasklist_wait = link_wait
+        yield P.run(max(tail, pid_hold + link_hold) + pid_wait + link_wait + c.draw("wake_up_new_task"))
+        rec.tail_us = env.now - t
+        self._stage(P, "copy_process_tail", t)
+
+        child_task = self.machine.new_task(f"{parent.task.name}.{kind}")
+        child = Process(child_task, child_mm, parent)
+        child.inherited = kind in COPIES_MM
+        if kind in VFORK_WAIT:
+            child.vfork_waiter = P
+        first_run, ipi = self.machine.spawn(child_task, P)
+        env.process(self.child_life(child, kind, first_run, rec))
+        if ipi > 0.0:
+            yield P.run(ipi)
+        if child.vfork_waiter is not None:
+            # wait_for_vfork_done(): sleep until the child execs or exits (mm_release)
+            yield P.sleep()
+        rec.fork_ret = env.now
+        ev = P.ret_to_user()
+        if ev is not None:
+            yield ev
+        return child
+
+    # ------------------------------------------------------------------ the child
+
+    def _complete_vfork(self, child: Process) -> float:
+        """mm_release -> complete_vfork_done: wake the parent sleeping in vfork; the waker's cost."""
+        waiter = child.vfork_waiter
+        if waiter is None:
+            return 0.0
+        child.vfork_waiter = None
+        return self.machine.wake(waiter, child.task)
+
+    def child_life(self, child: Process, kind: str, first_run: simpy.Event, rec: "Creation") -> Proc:
+        """The child: ret_from_fork, COW writes, its lifetime, exec, do_exit."""
+        env, c, cfg = self.env, self.costs, self.child_cfg
+        C = child.task
+        yield first_run
+        # ret_from_fork -> schedule_tail: the first return to user space
+        yield C.run(c.draw("ret_from_fork"))
+        rec.child_start = env.now
+        rec.child_cpu = C.cpu.id
+
+        if child.inherited and cfg.cow_writer == "child" and cfg.cow_write_fraction > 0.0:
+            # the parent still maps every inherited page: each write is a copy
+            yield C.run(self._cow_cost(child.mm.shape, True, cfg.cow_write_fraction), preemptible=True)
+        if cfg.lifetime > 0.0:
+            yield C.run(cfg.lifetime, preemptible=True)
+
+        if kind in EXECS:
+            # execve: begin_new_exec -> exec_mmap drops the old mm (exit_mmap if its last user)
+            t = env.now
+            cost = c.draw("exec")
+            if child.inherited:
+                cost += c.draw("exit_mmap", child.mm.shape)
+                child.inherited = False
+                child.parent.mm.users -= 1
+            yield C.run(cost, preemptible=True)
+            self._stage(C, "exec", t)
+            child.mm = self.new_mm(EMPTY_IMAGE)
+            ipi = self._complete_vfork(child)
+            if ipi > 0.0:
+                yield C.run(ipi)
+            if cfg.exec_lifetime > 0.0:
+                yield C.run(cfg.exec_lifetime, preemptible=True)
+        yield from self.do_exit(child, kind, rec)
+
+    def _cow_cost(self, shape, shared: bool, fraction: float) -> float:
+        """do_wp_page for `fraction` of the inherited 4 KiB pages (a write to a shared THP splits it
+        and copies one 4 KiB page, since Linux 5.8): a copy while shared, else a reuse."""
+        pages = int(round(fraction * (shape.ptes + shape.pmds * 512)))
+        return self.costs.draw_many("cow_fault_copy" if shared else "cow_fault_reuse", pages)
+
+    def do_exit(self, child: Process, kind: str, rec: "Creation") -> Proc:
+        """do_exit(): exit_mm (exit_mmap of an mm it owns), exit_files.., exit_notify, the last schedule."""
+        env, c = self.env, self.costs
+        C = child.task
+        t = env.now
+        cost = c.draw("do_exit")
+        if child.mm is not child.parent.mm:  # exit_mm -> mmput -> exit_mmap of an mm it owns
+            cost += c.draw("exit_mmap", child.mm.shape)
+        yield C.run(cost, preemptible=True)
+        if child.inherited:
+            child.inherited = False
+            child.parent.mm.users -= 1
+        self._stage(C, "do_exit", t)
+        ipi = self._complete_vfork(child)  # a vfork child that exits without exec
+
+        # exit_notify(): tasklist_lock for write, do_notify_parent -> __wake_up_parent (a sync wake-up);
+        # a thread is reaped at once by itself (release_task)
+        t = env.now
+        hold = c.draw("exit_notify_hold")
+        wait = self.tasklist_lock.write(t, hold)
+        work = wait + hold
+        if kind == "thread":
+            rel = c.draw("release_task_hold")
+            wait2 = self.tasklist_lock.write(t + work, rel)
+            pid_hold = c.draw("alloc_pid_hold")
+            wait3 = self.pidmap_lock.write(t + work + wait2 + rel, pid_hold)
+            work += wait2 + rel + wait3 + pid_hold
+        yield C.run(work + ipi)
+        rec.child_exit = env.now
+        child.exited = True
+        parent = child.parent
+        parent.zombies.append(child)
+        waiter = parent.waiter
+        ipi = 0.0
+        if waiter is not None and waiter.state == "sleeping":
+            ipi = self.machine.wake(waiter, C, sync=True)
+        if ipi > 0.0:
+            yield C.run(ipi)
+        # do_task_dead -> __schedule -> finish_task_switch: the stack goes back to this CPU's cache
+        self.stacks.free(C.cpu.id)
+        C.exit()
+
+    # ------------------------------------------------------------------ the parent's wait
+
+    def cow_by_parent(self, parent: Process, kind: str, rec: "Creation", thread: "Task | None" = None) -> Proc:
+        """The parent writes its share of the inherited pages after the fork returns."""
+        cfg = self.child_cfg
+        if kind in COPIES_MM and cfg.cow_writer == "parent" and cfg.cow_write_fraction > 0.0:
+            P = thread or parent.task
+            shape = parent.mm.shape
+            yield P.run(self._cow_cost(shape, parent.mm.users > 1, cfg.cow_write_fraction), preemptible=True)
+
+    def do_wait(self, parent: Process, child: Process, kind: str, rec: "Creation", thread: "Task | None" = None) -> Proc:
+        """wait4() -> do_wait -> wait_task_zombie -> release_task; pthread_join for a thread."""
+        env, c = self.env, self.costs
+        P = thread or parent.task
+        t = env.now
+        if kind == "thread":
+            # pthread_join: a futex wait woken by the exiting thread (CLONE_CHILD_CLEARTID)
+            if not child.exited:
+                parent.waiter = P
+                yield P.sleep()
+                parent.waiter = None
+            parent.zombies.remove(child)
+            rec.reap = env.now
+            return
+        reap = c.draw("wait_reap")
+        rest = reap
+        if not child.exited:
+            scan = _WAIT_SCAN_SHARE * reap
+            rest = reap - scan
+            yield P.run(scan)
+            if not child.exited:
+                parent.waiter = P
+                yield P.sleep()
+                parent.waiter = None
+        # release_task(): tasklist_lock for write, free_pid under pidmap_lock
+        now = env.now
+        hold = c.draw("release_task_hold")
+        wait = self.tasklist_lock.write(now + 0.5 * rest, hold)
+        pid_hold = c.draw("alloc_pid_hold")
+        wait2 = self.pidmap_lock.write(now + 0.5 * rest + wait + hold, pid_hold)
+        yield P.run(rest + wait + wait2)
+        parent.zombies.remove(child)
+        rec.reap = env.now
+        self._stage(P, "wait_reap", t)
+        ev = P.ret_to_user()
+        if ev is not None:
+            yield ev

@@ -1,0 +1,70 @@
+"""Sampling stage costs from a profile: fitted median for an image, times a residual draw.
+
+Residual factors are drawn from numpy in blocks (a scalar numpy call per draw costs more than the
+whole rest of a stage), and medians are cached per (stage, image shape).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..profile import ImageShape, Profile
+
+__all__ = ["Costs", "EMPTY_IMAGE"]
+
+EMPTY_IMAGE = ImageShape()
+_BLOCK = 2048
+
+
+class Costs:
+    """Draws stage costs (microseconds) for one replication from its own random stream."""
+
+    def __init__(self, profile: Profile, rng: np.random.Generator):
+        self.profile = profile
+        self.rng = rng
+        self._medians: dict[tuple[str, ImageShape], float] = {}
+        self._blocks: dict[str, list[float]] = {}
+        self._mean_ratio: dict[str, float] = {}
+
+    def median(self, stage: str, shape: ImageShape = EMPTY_IMAGE) -> float:
+        key = (stage, shape)
+        m = self._medians.get(key)
+        if m is None:
+            m = self._medians[key] = self.profile.stages[stage].median_us(shape)
+        return m
+
+    def _ratio(self, stage: str) -> float:
+        block = self._blocks.get(stage)
+        if not block:
+            block = self._blocks[stage] = self.profile.stages[stage].residual.draw(self.rng, _BLOCK).tolist()
+        return block.pop()
+
+    def draw(self, stage: str, shape: ImageShape = EMPTY_IMAGE) -> float:
+        return self.median(stage, shape) * self._ratio(stage)
+
+    def draw_many(self, stage: str, count: int, shape: ImageShape = EMPTY_IMAGE) -> float:
+        """The total of `count` independent draws (per-page costs); large counts use the mean ratio."""
+        if count <= 0:
+            return 0.0
+        if count <= 64:
+            return sum(self.draw(stage, shape) for _ in range(count))
+        mean = self._mean_ratio.get(stage)
+        if mean is None:
+            mean = self._mean_ratio[stage] = float(self.profile.stages[stage].residual.draw(self.rng, 20000).mean())
+        return self.median(stage, shape) * count * mean
+
+    def sampler(self, stage_cost) -> Callable[[], float]:
+        """A no-argument sampler for a scheduler cost (a StageCost using fixed_us as its median)."""
+        median = stage_cost.fixed_us
+        residual = stage_cost.residual
+        rng = self.rng
+        block: list[float] = []
+
+        def draw() -> float:
+            if not block:
+                block.extend(residual.draw(rng, _BLOCK).tolist())
+            return median * block.pop()
+
+        return draw

@@ -1,0 +1,43 @@
+"""Address spaces (struct mm_struct) and processes as the creation path sees them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import simpy
+
+from ..locks import LockStats, MmapLock
+from ..profile import ImageShape
+
+if TYPE_CHECKING:
+    from ..machine import Task
+
+__all__ = ["MM", "Process"]
+
+
+class MM:
+    """An mm_struct: its image shape (what dup_mmap and exit_mmap walk) and its mmap_lock."""
+
+    __slots__ = ("shape", "mmap_lock", "users")
+
+    def __init__(self, env: simpy.Environment, shape: ImageShape, mmap_stats: LockStats):
+        self.shape = shape
+        self.mmap_lock = MmapLock(env, mmap_stats)
+        self.users = 1  # processes mapping these pages (COW: a copy while the other side still maps)
+
+
+class Process:
+    """A thread group: its main task, its mm, and its children awaiting wait()."""
+
+    __slots__ = ("task", "mm", "parent", "zombies", "waiter", "vfork_waiter", "inherited", "exited", "threads")
+
+    def __init__(self, task: "Task", mm: MM | None, parent: "Process | None" = None):
+        self.task = task
+        self.mm = mm
+        self.parent = parent
+        self.zombies: list["Process"] = []  # exited children not yet reaped
+        self.waiter: "Task | None" = None  # a task sleeping in wait()/join on this process's children
+        self.vfork_waiter: "Task | None" = None  # the parent sleeping in wait_for_vfork_done
+        self.inherited = False  # its mm is a fork copy still mapping the parent's pages
+        self.exited = False
+        self.threads: list["Task"] = [task]

@@ -1,0 +1,136 @@
+"""Shared kernel locks, with wait-time accounting.
+
+Spinning locks (`tasklist_lock`, `pidmap_lock`) are held with preemption (and for tasklist_lock,
+irqs) off, so a holder runs its section to the end: the hold time is known when the lock is taken.
+`SpinRWLock` therefore grants each acquisition an interval on the lock's timeline: the first gap at
+or after the requested time that fits the hold. A writer's gap must clear all holders, a reader's
+only the writers. The waiter spins, so its wait is CPU time folded into its own chunk of work:
+no simulation event is spent on an uncontended lock.
+
+`MmapLock` is the parent's mmap_lock (a sleeping rw_semaphore) as fork uses it: `dup_mmap` holds it
+for write for the whole VMA walk; a thread that faults on a VMA the walk has already reached
+(per-VMA locks: `vma_start_write` marks each one) falls back to the mmap_lock and sleeps until
+the walk ends.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import TYPE_CHECKING
+
+import simpy
+
+if TYPE_CHECKING:
+    from .machine import Task
+
+__all__ = ["SpinRWLock", "MmapLock", "LockStats"]
+
+
+class LockStats:
+    """Wait times per acquisition (microseconds), zero waits included."""
+
+    __slots__ = ("name", "waits")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.waits: list[float] = []
+
+
+class SpinRWLock:
+    """A queued spinning reader-writer lock on a timeline of granted intervals."""
+
+    def __init__(self, name: str, stats: LockStats | None = None):
+        self.name = name
+        self.stats = stats or LockStats(name)
+        self._write: list[tuple[float, float]] = []  # sorted (start, end)
+        self._read: list[tuple[float, float]] = []
+        self.record_from = 0.0  # waits before this time (warm-up) are not recorded
+
+    @staticmethod
+    def _prune(intervals: list[tuple[float, float]], now: float) -> None:
+        i = 0
+        while i < len(intervals) and intervals[i][1] <= now:
+            i += 1
+        if i:
+            del intervals[:i]
+
+    @staticmethod
+    def _first_fit(busy: list[tuple[float, float]], start: float, hold: float) -> float:
+        for s, e in busy:
+            if e <= start:
+                continue
+            if start + hold <= s:
+                break
+            start = e
+        return start
+
+    def _take(self, at: float, hold: float, write: bool) -> float:
+        self._prune(self._write, at)
+        self._prune(self._read, at)
+        if write:
+            busy = sorted(self._write + self._read) if self._read else self._write
+        else:
+            busy = self._write
+        start = self._first_fit(busy, at, hold)
+        bisect.insort(self._write if write else self._read, (start, start + hold))
+        wait = start - at
+        if at >= self.record_from:
+            self.stats.waits.append(wait)
+        return wait
+
+    def write(self, at: float, hold: float) -> float:
+        """Take the lock for write at time `at` for `hold` us; returns the spin wait (us)."""
+        return self._take(at, hold, True)
+
+    def read(self, at: float, hold: float) -> float:
+        """Take the lock for read at time `at` for `hold` us; returns the spin wait (us)."""
+        return self._take(at, hold, False)
+
+
+class MmapLock:
+    """One address space's mmap_lock as the fork path and faulting threads see it."""
+
+    __slots__ = ("env", "stats", "holder", "_released", "_queue", "record_from")
+
+    def __init__(self, env: simpy.Environment, stats: LockStats):
+        self.env = env
+        self.stats = stats
+        self.holder: "Task | None" = None  # the task inside dup_mmap
+        self._released: simpy.Event | None = None
+        self._queue: list[tuple] = []  # (task, event, since): writers waiting (another thread forking)
+        self.record_from = 0.0
+
+    def _record(self, wait: float, since: float) -> None:
+        if since >= self.record_from:
+            self.stats.waits.append(wait)
+
+    def try_write(self, task: "Task") -> simpy.Event | None:
+        """None if `task` now holds the lock for write, else an event that fires once it does."""
+        if self.holder is None:
+            self.holder = task
+            self._released = simpy.Event(self.env)
+            self._record(0.0, self.env.now)
+            return None
+        ev = simpy.Event(self.env)
+        self._queue.append((task, ev, self.env.now))
+        return ev
+
+    def walk_reached(self, position: float) -> bool:
+        """Has the VMA walk passed `position` (0..1 through the address space)?"""
+        return self.holder is not None and self.holder.progress() > position
+
+    def released_event(self) -> simpy.Event | None:
+        return self._released
+
+    def release(self) -> None:
+        ev = self._released
+        self.holder = None
+        self._released = None
+        if self._queue:
+            task, waiter, since = self._queue.pop(0)
+            self.holder = task
+            self._released = simpy.Event(self.env)
+            self._record(self.env.now - since, since)
+            waiter.succeed()
+        if ev is not None:
+            ev.succeed()

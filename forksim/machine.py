@@ -1,0 +1,452 @@
+"""The machine: CPUs with per-CPU runqueues and a fair (EEVDF/CFS-like) scheduler.
+
+Tasks ask for CPU work; the scheduler decides the interleaving. The model follows the kernel of
+this machine kind (Linux 6.x, HZ=250, preempt=none):
+
+- Work is done in chunks. A non-preemptible chunk (kernel code, a spinlock held with irqs off)
+  runs to its end. A preemptible chunk (user code, or kernel loops with cond_resched such as
+  copy_page_range) can be switched away from at a tick once the task's slice is used up while
+  others wait, or at once by wake-up preemption.
+- Wake-up preemption only sets need_resched for a task inside a non-preemptible chunk; the switch
+  happens at its next preemption point (`Task.ret_to_user()` or a preemptible chunk).
+- A woken or new task is placed like select_task_rq_fair: a new task on the idlest CPU, a woken
+  one by wake_affine (a sync wake-up pulls it to the waker's CPU), preferring idle CPUs. Waking a
+  halted idle CPU costs `idle_wake` before it runs anything; the waker pays `ipi_send`.
+- A CPU that goes idle pulls a waiting task from the busiest runqueue (newidle balance).
+
+Time is in microseconds. A task's process (a SimPy generator) interacts through `Task.run`,
+`Task.ret_to_user`, `Task.sleep`, `Machine.wake`, `Machine.spawn` and `Task.exit`; a task that
+waits on any other event without `sleep()` keeps its CPU busy (spinning).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import simpy
+
+__all__ = ["SchedulerParams", "Machine", "CPU", "Task"]
+
+
+
+def _tolerance(now: float) -> float:
+    """Work left below this is done: 1 ps, or the float resolution of the clock at `now`."""
+    return max(1e-6, abs(now) * 4e-16)
+
+RUNNING, RUNNABLE, SLEEPING, DEAD = "running", "runnable", "sleeping", "dead"
+
+
+@dataclass
+class SchedulerParams:
+    """Scheduling costs in microseconds; samplers draw one value per use (tails come from them)."""
+
+    tick_us: float = 4000.0
+    slice_us: float = 1500.0
+    wakeup_granularity_us: float = 1500.0
+    wakeup_preemption: bool = True
+    context_switch: Callable[[], float] = field(default=lambda: 0.0)
+    idle_wake: Callable[[], float] = field(default=lambda: 0.0)
+    ipi_send: Callable[[], float] = field(default=lambda: 0.0)
+    migration: Callable[[], float] = field(default=lambda: 0.0)
+
+
+class Task:
+    """A schedulable entity (a process or a thread) as the scheduler sees it."""
+
+    __slots__ = (
+        "machine", "name", "pid", "cpu", "prev_cpu", "state", "vruntime", "need_resched",
+        "_left", "_total", "_done", "_preemptible", "_chunk_start", "_slice_start", "_wake_event", "_seq",
+        "run_us", "on_dispatch",
+    )
+
+    def __init__(self, machine: "Machine", name: str, pid: int):
+        self.machine = machine
+        self.name = name
+        self.pid = pid
+        self.cpu: CPU | None = None
+        self.prev_cpu: CPU | None = None
+        self.state = SLEEPING
+        self.vruntime = 0.0
+        self.need_resched = False
+        self._left = 0.0
+        self._total = 0.0
+        self._done: simpy.Event | None = None
+        self._preemptible = False
+        self._chunk_start = 0.0
+        self._slice_start = 0.0
+        self._wake_event: simpy.Event | None = None
+        self._seq = 0
+        self.run_us = 0.0  # CPU time received
+        self.on_dispatch: Callable[["Task", "CPU", float], None] | None = None  # tracing hook
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} pid={self.pid} {self.state} cpu={self.cpu.id if self.cpu else None}>"
+
+    # ---- what a task's process calls
+
+    def run(self, us: float, preemptible: bool = False) -> simpy.Event:
+        """Do `us` of CPU work; the event fires when it is done."""
+        if self.state != RUNNING or self._done is not None:
+            raise RuntimeError(f"{self} asked for CPU work while not running on a CPU")
+        ev = simpy.Event(self.machine.env)
+        self._done = ev
+        self._left = self._total = us if us > 0.0 else 0.0
+        self._preemptible = preemptible
+        self.cpu._start_chunk(self)
+        return ev
+
+    def ret_to_user(self) -> simpy.Event | None:
+        """A preemption point (return from a syscall): an event if the task is switched away."""
+        cpu = self.cpu
+        if self.need_resched or (cpu.rq and cpu._slice_expired(self)):
+            return cpu._preempt(self)
+        return None
+
+    def sleep(self) -> simpy.Event:
+        """Leave the CPU until `Machine.wake(task)`; the event fires when running again."""
+        if self.state != RUNNING:
+            raise RuntimeError(f"{self} cannot sleep: not running")
+        ev = simpy.Event(self.machine.env)
+        self._wake_event = ev
+        cpu = self.cpu
+        cpu._account(self)
+        self.state = SLEEPING
+        self.need_resched = False
+        self.prev_cpu = cpu
+        self.cpu = None
+        cpu._switch_away()
+        return ev
+
+    def sleep_for(self, us: float) -> simpy.Event:
+        """Sleep `us` (a timer wakes the task)."""
+        ev = self.sleep()
+        self.machine.env.timeout(us).callbacks.append(lambda _e: self.machine.wake(self, None))
+        return ev
+
+    def exit(self) -> None:
+        """Leave the CPU for good (the final schedule of a dead task)."""
+        cpu = self.cpu
+        cpu._account(self)
+        self.state = DEAD
+        self.prev_cpu = cpu
+        self.cpu = None
+        cpu._switch_away()
+
+    def progress(self) -> float:
+        """Fraction of the current chunk done (how far has dup_mmap got, say)."""
+        if self._done is None or self._total <= 0.0:
+            return 1.0
+        left = self._left
+        cpu = self.cpu
+        if self.state == RUNNING and cpu is not None and not cpu.in_transit:
+            left -= self.machine.env.now - self._chunk_start
+        return min(1.0, max(0.0, 1.0 - left / self._total))
+
+
+class CPU:
+    """One CPU: its runqueue (a heap on vruntime), the running task, busy-time accounting."""
+
+    __slots__ = (
+        "machine", "id", "rq", "current", "min_vruntime", "_token", "_busy_since", "busy_us",
+        "waking", "in_transit", "_kick_pending", "_seq",
+    )
+
+    def __init__(self, machine: "Machine", cpu_id: int):
+        self.machine = machine
+        self.id = cpu_id
+        self.rq: list[tuple[float, int, Task]] = []
+        self.current: Task | None = None
+        self.min_vruntime = 0.0
+        self._token = 0
+        self._busy_since: float | None = None
+        self.busy_us = 0.0
+        self.waking = False  # a halted CPU on its way to run a task
+        self.in_transit = False  # current task chosen but not yet running (switch, migration, halt exit)
+        self._kick_pending = False
+        self._seq = 0
+
+    def __repr__(self) -> str:
+        return f"<CPU {self.id} current={self.current.name if self.current else None} rq={len(self.rq)}>"
+
+    @property
+    def nr_running(self) -> int:
+        return len(self.rq) + (1 if self.current is not None else 0)
+
+    @property
+    def idle(self) -> bool:
+        return self.current is None and not self.rq
+
+    # ---- runqueue
+
+    def _enqueue(self, task: Task) -> None:
+        task.state = RUNNABLE
+        task.cpu = self
+        self._seq += 1
+        heapq.heappush(self.rq, (task.vruntime, self._seq, task))
+
+    def _pick(self) -> Task | None:
+        if self.rq:
+            return heapq.heappop(self.rq)[2]
+        return None
+
+    # ---- running work
+
+    def _account(self, task: Task) -> None:
+        """Charge the running task for the CPU time of its current chunk so far."""
+        if task._done is not None:
+            now = self.machine.env.now
+            ran = now - task._chunk_start
+            task._left -= ran
+            task._chunk_start = now
+            task.vruntime += ran
+            task.run_us += ran
+            floor = min(task.vruntime, self.rq[0][0]) if self.rq else task.vruntime
+            if floor > self.min_vruntime:
+                self.min_vruntime = floor
+
+    def _preempt_at(self, task: Task) -> float:
+        """The first tick at or after the end of the task's slice (no hrtick: ticks notice it)."""
+        p = self.machine.params
+        return math.ceil((task._slice_start + p.slice_us) / p.tick_us) * p.tick_us
+
+    def _slice_expired(self, task: Task) -> bool:
+        return self.machine.env.now >= self._preempt_at(task) - _tolerance(self.machine.env.now)
+
+    def _start_chunk(self, task: Task) -> None:
+        now = self.machine.env.now
+        task._chunk_start = now
+        if task._preemptible and (task.need_resched or (self.rq and self._slice_expired(task))):
+            self._preempt(task)
+            return
+        self._program(task)
+
+    def _program(self, task: Task) -> None:
+        """Set the timer for the running chunk: its end, or the next preemption check."""
+        self._token += 1
+        token = self._token
+        now = self.machine.env.now
+        delay = task._left
+        if task._preemptible and self.rq:
+            delay = min(delay, max(self._preempt_at(task) - now, _tolerance(now)))
+        env = self.machine.env
+        env.timeout(delay).callbacks.append(lambda _e: self._timer(token))
+
+    def _timer(self, token: int) -> None:
+        if token != self._token:
+            return  # reprogrammed since
+        task = self.current
+        self._account(task)
+        if task._left <= _tolerance(self.machine.env.now):
+            done = task._done
+            task._done = None
+            done.succeed()
+            return
+        if self.rq and (task.need_resched or self._slice_expired(task)):
+            self._preempt(task)
+        else:
+            self._program(task)
+
+    def _preempt(self, task: Task) -> simpy.Event | None:
+        """Put the running task back on the runqueue and run the next one."""
+        self._account(task)
+        self._token += 1
+        task.need_resched = False
+        ev = None
+        if task._done is None:  # at a preemption point between chunks: resume its process later
+            ev = simpy.Event(self.machine.env)
+            task._wake_event = ev
+        task.prev_cpu = self
+        self._enqueue(task)
+        self._switch_away()
+        return ev
+
+    def _switch_away(self) -> None:
+        """The current task left (slept, exited or was preempted): run the next one or go idle."""
+        m = self.machine
+        now = m.env.now
+        if self._busy_since is not None:
+            self.busy_us += now - self._busy_since
+            self._busy_since = None
+        self.current = None
+        self._token += 1
+        nxt = self._pick()
+        cost = 0.0
+        if nxt is None:
+            nxt = m._steal_for(self)
+            if nxt is not None:
+                cost += m.params.migration()
+        if nxt is None:
+            return  # idle: the vCPU halts
+        self._dispatch(nxt, cost + m.params.context_switch())
+
+    def _dispatch(self, task: Task, delay: float) -> None:
+        """Make `task` current; it starts running after `delay` (switch, migration or halt exit)."""
+        m = self.machine
+        now = m.env.now
+        task.state = RUNNING
+        task.cpu = self
+        self.current = task
+        if task.vruntime < self.min_vruntime:
+            task.vruntime = self.min_vruntime
+        self._token += 1
+        if self._busy_since is None and not self.waking:
+            self._busy_since = now
+        if delay <= 0.0:
+            self._begin(task)
+        else:
+            self.in_transit = True
+            m.env.timeout(delay).callbacks.append(lambda _e: self._begin(task))
+
+    def _begin(self, task: Task) -> None:
+        now = self.machine.env.now
+        self.in_transit = False
+        if self.waking:
+            self.waking = False
+            self._busy_since = now
+        task._slice_start = now
+        if task.on_dispatch is not None:
+            task.on_dispatch(task, self, now)
+        if task._done is not None:  # a preempted chunk resumes
+            task._chunk_start = now
+            self._program(task)
+            return
+        ev = task._wake_event
+        if ev is not None:
+            task._wake_event = None
+            ev.succeed()
+
+
+class Machine:
+    """N CPUs and the scheduler's placement and balancing decisions."""
+
+    def __init__(self, env: simpy.Environment, cpus: int, params: SchedulerParams):
+        if cpus < 1:
+            raise ValueError("a machine needs at least one CPU")
+        self.env = env
+        self.params = params
+        self.cpus = [CPU(self, i) for i in range(cpus)]
+        self._next_pid = 1
+        self.start_time = env.now
+
+    # ---- tasks
+
+    def new_task(self, name: str) -> Task:
+        task = Task(self, name, self._next_pid)
+        self._next_pid += 1
+        return task
+
+    def spawn(self, task: Task, parent: Task | None = None) -> tuple[simpy.Event, float]:
+        """wake_up_new_task: place a new task (select_task_rq with SD_BALANCE_FORK).
+
+        Returns the event that fires when the task first runs, and the waker's extra cost
+        (sending an IPI to a halted CPU) in microseconds.
+        """
+        ev = simpy.Event(self.env)
+        task._wake_event = ev
+        home = parent.cpu if parent is not None and parent.cpu is not None else None
+        target = self._idlest(home)
+        task.vruntime = target.min_vruntime
+        return ev, self._activate(task, target, home)
+
+    def wake(self, task: Task, waker: Task | None, sync: bool = False) -> float:
+        """try_to_wake_up: place a sleeping task; returns the waker's extra cost in us."""
+        if task.state != SLEEPING:
+            return 0.0
+        waker_cpu = waker.cpu if waker is not None else None
+        target = self._select_wake_cpu(task, waker_cpu, sync)
+        # A sleeper keeps a little credit (half a slice) but never its whole sleep.
+        credit = self.params.slice_us / 2.0
+        if task.prev_cpu is not None and task.prev_cpu is not target:
+            task.vruntime -= task.prev_cpu.min_vruntime - target.min_vruntime
+        task.vruntime = max(task.vruntime, target.min_vruntime - credit)
+        return self._activate(task, target, waker_cpu)
+
+    def _activate(self, task: Task, target: CPU, waker_cpu: CPU | None) -> float:
+        p = self.params
+        if target.idle:
+            # An idle vCPU halts at once (haltpoll without polling): it must be woken.
+            target.waking = True
+            target._dispatch(task, p.idle_wake())
+            return p.ipi_send() if waker_cpu is not None and waker_cpu is not target else 0.0
+        target._enqueue(task)
+        cur = target.current
+        if cur is not None and not target.in_transit and p.wakeup_preemption:
+            running_chunk = cur._done is not None and cur._preemptible
+            if self.env.now - cur._slice_start >= p.wakeup_granularity_us and task.vruntime <= cur.vruntime:
+                if running_chunk:
+                    target._preempt(cur)
+                else:
+                    cur.need_resched = True  # acted on at the next preemption point
+            elif running_chunk:
+                target._account(cur)
+                target._program(cur)  # a waiter now exists: arm the slice-expiry check
+        self._kick_idle(target)
+        return 0.0
+
+    def _kick_idle(self, busy: CPU) -> None:
+        """nohz idle balance: at the busy CPU's next tick, an idle CPU pulls a waiting task."""
+        if busy._kick_pending or not any(c.idle for c in self.cpus):
+            return
+        busy._kick_pending = True
+        tick = self.params.tick_us
+        delay = max(math.ceil(self.env.now / tick) * tick - self.env.now, _tolerance(self.env.now))
+
+        def balance(_e) -> None:
+            busy._kick_pending = False
+            for cpu in self.cpus:
+                if not busy.rq:
+                    return
+                if cpu.idle:
+                    task = heapq.heappop(busy.rq)[2]
+                    task.vruntime += cpu.min_vruntime - busy.min_vruntime
+                    cpu.waking = True
+                    cpu._dispatch(task, self.params.idle_wake() + self.params.migration())
+
+        self.env.timeout(delay).callbacks.append(balance)
+
+    # ---- placement
+
+    def _idlest(self, home: CPU | None) -> CPU:
+        best = home
+        best_load = home.nr_running if home is not None else math.inf
+        for cpu in self.cpus:
+            load = cpu.nr_running + (1 if cpu.waking else 0)
+            if load < best_load:
+                best, best_load = cpu, load
+        return best
+
+    def _select_wake_cpu(self, task: Task, waker_cpu: CPU | None, sync: bool) -> CPU:
+        prev = task.prev_cpu or self.cpus[0]
+        if waker_cpu is not None and sync and waker_cpu.nr_running == 1:
+            return waker_cpu  # wake_affine_idle: the waker is about to sleep
+        if prev.idle and not prev.waking:
+            return prev
+        if waker_cpu is not None and waker_cpu.idle and not waker_cpu.waking:
+            return waker_cpu
+        for cpu in self.cpus:
+            if cpu.idle and not cpu.waking:
+                return cpu
+        if waker_cpu is not None and waker_cpu.nr_running < prev.nr_running:
+            return waker_cpu
+        return prev
+
+    def _steal_for(self, idle_cpu: CPU) -> Task | None:
+        """newidle balance: take the first waiting task of the busiest runqueue."""
+        busiest = None
+        for cpu in self.cpus:
+            if cpu is not idle_cpu and cpu.rq and (busiest is None or len(cpu.rq) > len(busiest.rq)):
+                busiest = cpu
+        if busiest is None:
+            return None
+        task = heapq.heappop(busiest.rq)[2]
+        task.vruntime += idle_cpu.min_vruntime - busiest.min_vruntime
+        return task
+
+    # ---- measurement
+
+    def busy_us(self) -> float:
+        now = self.env.now
+        return sum(c.busy_us + (now - c._busy_since if c._busy_since is not None else 0.0) for c in self.cpus)

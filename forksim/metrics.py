@@ -1,0 +1,193 @@
+"""Records and summaries: per-creation records, percentiles with confidence intervals across
+independent replications, warm-up removal, CPU utilisation, and the summary.json contract."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = ["Creation", "ReplicationResult", "records_frame", "summarize", "ci95", "PERCENTILES"]
+
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
+_NAN = float("nan")
+
+
+class Creation:
+    """One creation request, from the creating call's entry to the parent's wait returning."""
+
+    __slots__ = (
+        "seq", "kind", "parent", "arrival", "start", "fork_ret", "child_start", "child_exit", "reap",
+        "parent_cpu", "child_cpu", "stack_hit", "setup_us", "dup_mmap_us", "tail_us", "mmap_wait", "pidmap_wait",
+        "tasklist_wait",
+    )
+    FIELDS = __slots__
+
+    def __init__(self, seq: int, kind: str, parent: int, arrival: float):
+        self.seq = seq
+        self.kind = kind
+        self.parent = parent
+        self.arrival = arrival
+        self.start = self.fork_ret = self.child_start = self.child_exit = self.reap = _NAN
+        self.parent_cpu = self.child_cpu = -1
+        self.stack_hit = True
+        self.setup_us = self.dup_mmap_us = self.tail_us = 0.0
+        self.mmap_wait = self.pidmap_wait = self.tasklist_wait = 0.0
+
+    def row(self) -> tuple:
+        return tuple(getattr(self, f) for f in self.FIELDS)
+
+
+class ReplicationResult:
+    """What one replication hands back: records and machine-level measurements."""
+
+    def __init__(
+        self,
+        replication: int,
+        records: list[Creation],
+        window: tuple[float, float],
+        busy_us: float,
+        cpus: int,
+        lock_waits: dict[str, list[float]],
+        stalls: list[float],
+        in_flight: int,
+        events: int,
+        wall_s: float,
+    ):
+        self.replication = replication
+        self.records = records
+        self.window = window
+        self.busy_us = busy_us
+        self.cpus = cpus
+        self.lock_waits = lock_waits
+        self.stalls = stalls
+        self.in_flight = in_flight
+        self.events = events
+        self.wall_s = wall_s
+
+
+def records_frame(results: Sequence[ReplicationResult]) -> pd.DataFrame:
+    """All replications' creations as one tidy table (times in microseconds)."""
+    frames = []
+    for r in results:
+        df = pd.DataFrame.from_records([c.row() for c in r.records], columns=list(Creation.FIELDS))
+        df.insert(0, "replication", r.replication)
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["replication", *Creation.FIELDS])
+    df["fork_latency_us"] = df["fork_ret"] - df["start"]
+    df["roundtrip_latency_us"] = df["reap"] - df["start"]
+    df["child_start_latency_us"] = df["child_start"] - df["start"]
+    df["response_latency_us"] = df["reap"] - df["arrival"]
+    return df
+
+
+def ci95(values: Sequence[float]) -> list[float] | None:
+    """Student-t 95% interval of the mean across replications (None with fewer than two)."""
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
+    if len(v) < 2:
+        return None
+    mean = float(v.mean())
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return [mean - half, mean + half]
+
+
+def _clean(x: float) -> float | None:
+    return round(float(x), 6) if x is not None and math.isfinite(x) else None
+
+
+def _latency(per_rep: list[np.ndarray]) -> dict[str, Any]:
+    """Mean and percentiles: the mean over replications of each replication's value, with a CI."""
+    rows = [a for a in per_rep if len(a)]
+    out: dict[str, Any] = {"count": int(sum(len(a) for a in rows))}
+    if not rows:
+        out.update({k: None for k in ("mean", *PERCENTILES)})
+        out["ci95"] = {}
+        return out
+    means = [float(a.mean()) for a in rows]
+    out["mean"] = _clean(np.mean(means))
+    cis: dict[str, Any] = {"mean": ci95(means)}
+    for name, q in PERCENTILES.items():
+        vals = [float(np.percentile(a, q)) for a in rows]
+        out[name] = _clean(np.mean(vals))
+        cis[name] = ci95(vals)
+    out["ci95"] = {k: ([_clean(x) for x in v] if v else None) for k, v in cis.items()}
+    return out
+
+
+def _window_mask(df: pd.DataFrame, results: Sequence[ReplicationResult]) -> pd.Series:
+    lo = df["replication"].map({r.replication: r.window[0] for r in results})
+    return df["start"] >= lo
+
+
+def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The summary.json contract from all replications."""
+    if df is None:
+        df = records_frame(results)
+    measured = df[_window_mask(df, results)] if len(df) else df
+    by_rep = {r.replication: measured[measured["replication"] == r.replication] for r in results}
+
+    def col(name: str) -> list[np.ndarray]:
+        return [by_rep[r.replication][name].dropna().to_numpy() for r in results]
+
+    throughputs = []
+    for r in results:
+        sub = by_rep[r.replication]
+        lo, hi = r.window
+        done = int(((sub["reap"] >= lo) & (sub["reap"] <= hi)).sum())
+        throughputs.append(done / ((hi - lo) / 1e6))
+    utilization = [r.busy_us / (r.cpus * (r.window[1] - r.window[0])) for r in results]
+
+    summary: dict[str, Any] = {
+        "forks": int(measured["fork_ret"].notna().sum()),
+        "replications": len(results),
+        "throughput_per_s": {"mean": _clean(np.mean(throughputs)), "ci95": ci95(throughputs)},
+        "fork_latency_us": _latency(col("fork_latency_us")),
+        "roundtrip_latency_us": _latency(col("roundtrip_latency_us")),
+        "child_start_latency_us": _latency(col("child_start_latency_us")),
+    }
+    if measured["arrival"].notna().any() and (measured["arrival"] != measured["start"]).any():
+        summary["response_latency_us"] = _latency(col("response_latency_us"))
+    summary["cpu_utilization"] = _clean(np.mean(utilization))
+    summary["cpu_utilization_ci95"] = ci95(utilization)
+
+    lock_wait: dict[str, Any] = {}
+    for name in ("tasklist_lock", "pidmap_lock", "mmap_lock"):
+        waits = np.concatenate([np.asarray(r.lock_waits.get(name, []), dtype=float) for r in results])
+        lock_wait[name] = {
+            "acquisitions": int(len(waits)),
+            "mean": _clean(waits.mean()) if len(waits) else 0.0,
+            "p99": _clean(np.percentile(waits, 99)) if len(waits) else 0.0,
+            "max": _clean(waits.max()) if len(waits) else 0.0,
+        }
+    summary["lock_wait_us"] = lock_wait
+    stalls = np.concatenate([np.asarray(r.stalls, dtype=float) for r in results])
+    summary["mmap_stall_us"] = {
+        "count": int(len(stalls)),
+        "p50": _clean(np.percentile(stalls, 50)) if len(stalls) else None,
+        "p99": _clean(np.percentile(stalls, 99)) if len(stalls) else None,
+        "max": _clean(stalls.max()) if len(stalls) else None,
+    }
+    # Where the parent's time inside the call goes (means over measured creations).
+    stage_us = {}
+    if len(measured):
+        parts = {
+            "copy_process_setup": measured["setup_us"],
+            "mmap_lock_wait": measured["mmap_wait"],
+            "dup_mmap": measured["dup_mmap_us"],
+            "copy_process_tail": measured["tail_us"],
+        }
+        for stage, values in parts.items():
+            stage_us[stage] = _clean(values.mean())
+        rest = measured["fork_latency_us"] - sum(parts.values())
+        stage_us["after_wake_up_new_task"] = _clean(rest.mean())  # IPI to a halted CPU, vfork wait
+    summary["stage_us"] = stage_us
+    summary["stack_cache_hit_ratio"] = _clean(measured["stack_hit"].mean()) if len(measured) else None
+    summary["in_flight_at_end"] = int(sum(r.in_flight for r in results))
+    summary["events_per_creation"] = _clean(
+        sum(r.events for r in results) / max(1, sum(len(r.records) for r in results))
+    )
+    summary["sim_wall_s"] = round(sum(r.wall_s for r in results), 3)
+    return summary

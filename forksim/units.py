@@ -1,0 +1,96 @@
+"""Quantities with units: sizes, durations and rates as users write them in configs and flags.
+
+Internally forksim keeps sizes in bytes, times in microseconds (float) and rates per second.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["parse_size", "parse_time_us", "parse_rate", "format_size", "format_time_us"]
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}
+_TIME_UNITS = {"ns": 1e-3, "us": 1.0, "µs": 1.0, "ms": 1e3, "s": 1e6, "min": 60e6, "h": 3600e6}
+_NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+
+
+class UnitError(ValueError):
+    """A quantity that does not parse; the message says what is allowed."""
+
+
+def _split(text: str, what: str, examples: str) -> tuple[float, str]:
+    m = re.fullmatch(_NUMBER + r"\s*([a-zA-Zµ/]*)", text.strip())
+    if not m:
+        raise UnitError(f"{text!r} is not a {what} (examples: {examples})")
+    return float(m.group(1)), m.group(2)
+
+
+def parse_size(value: str | int | float) -> int:
+    """'256MiB', '1GiB', '4096' (bytes) -> bytes."""
+    if isinstance(value, bool):
+        raise UnitError(f"{value!r} is not a size (examples: 256MiB, 1GiB, 4096)")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), ""
+    else:
+        number, unit = _split(value, "size", "256MiB, 1GiB, 4096")
+    factor = _SIZE_UNITS.get(unit.lower())
+    if factor is None:
+        raise UnitError(f"unknown size unit {unit!r} in {value!r} (use B, KiB, MiB, GiB, TiB, kB, MB, GB)")
+    if number < 0:
+        raise UnitError(f"size {value!r} is negative")
+    return int(round(number * factor))
+
+
+def parse_time_us(value: str | int | float) -> float:
+    """'250us', '2ms', '10s' -> microseconds. A bare number is taken as microseconds."""
+    if isinstance(value, bool):
+        raise UnitError(f"{value!r} is not a duration (examples: 250us, 2ms, 10s)")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), "us"
+    else:
+        number, unit = _split(value, "duration", "250us, 2ms, 10s")
+        unit = unit or "us"
+    factor = _TIME_UNITS.get(unit)
+    if factor is None:
+        raise UnitError(f"unknown time unit {unit!r} in {value!r} (use ns, us, ms, s, min, h)")
+    if number < 0:
+        raise UnitError(f"duration {value!r} is negative")
+    return number * factor
+
+
+def parse_rate(value: str | int | float) -> float:
+    """'5000/s', '2/ms', '300/min' -> events per second. A bare number is per second."""
+    if isinstance(value, bool):
+        raise UnitError(f"{value!r} is not a rate (examples: 5000/s, 2/ms)")
+    if isinstance(value, (int, float)):
+        number, per = float(value), "s"
+    else:
+        m = re.fullmatch(_NUMBER + r"\s*(?:/\s*([a-zµ]+))?", value.strip())
+        if not m:
+            raise UnitError(f"{value!r} is not a rate (examples: 5000/s, 2/ms, 300/min)")
+        number, per = float(m.group(1)), m.group(2) or "s"
+    factor = _TIME_UNITS.get(per)
+    if factor is None:
+        raise UnitError(f"unknown rate unit '/{per}' in {value!r} (use /s, /ms, /us, /min)")
+    if number < 0:
+        raise UnitError(f"rate {value!r} is negative")
+    return number / factor * 1e6
+
+
+def format_size(nbytes: float) -> str:
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if nbytes >= factor:
+            return f"{nbytes / factor:g}{unit}"
+    return f"{int(nbytes)}B"
+
+
+def format_time_us(us: float) -> str:
+    if us >= 1e6:
+        return f"{us / 1e6:g}s"
+    if us >= 1e3:
+        return f"{us / 1e3:g}ms"
+    return f"{us:g}us"

@@ -1,0 +1,425 @@
+"""Real process-creation load on this machine, measured per creation.
+
+`measure(scenario, quick)` builds the C load generator (csrc/loadgen.c, compiled at run time with the
+system compiler into a cache directory), runs the scenario, reads every creation's timestamps and
+returns statistics. The load generator runs in its own process group; whatever happens (an error,
+Ctrl-C, SIGTERM) the group is killed before `measure` returns, so no parent, child or CPU hog is
+left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .scenarios import Scenario, capacity_key, scenarios
+
+__all__ = [
+    "LoadgenError",
+    "Tools",
+    "build_tools",
+    "compiler",
+    "run_loadgen",
+    "latency_stats",
+    "measure",
+    "measure_all",
+    "REC_DTYPE",
+    "STALL_DTYPE",
+]
+
+CSRC = Path(__file__).with_name("csrc") / "loadgen.c"
+
+REC_DTYPE = np.dtype([
+    ("arrival", "<i8"), ("t0", "<i8"), ("t1", "<i8"), ("t2", "<i8"),
+    ("pcpu0", "<i4"), ("pcpu1", "<i4"), ("ccpu", "<i4"), ("parent", "<i4"),
+])
+STALL_DTYPE = np.dtype([
+    ("start", "<i8"), ("dur", "<i8"), ("thread", "<i4"), ("nvcsw", "<i4"), ("nivcsw", "<i4"), ("pad", "<i4"),
+])
+
+# Headroom beyond the parents' images: page tables, the record buffers, the rest of the system.
+_MEM_HEADROOM = 512 * 1024**2
+
+
+class LoadgenError(RuntimeError):
+    """The real load could not be built or run; the message says why."""
+
+
+# ------------------------------------------------------------------ building
+
+
+@dataclass(frozen=True)
+class Tools:
+    loadgen: Path
+    helper: Path
+    helper_static: bool
+    compiler: str
+    compiler_version: str
+
+
+def compiler() -> str | None:
+    """The C compiler to use: $CC, else gcc, else cc; None when there is none."""
+    for cand in (os.environ.get("CC"), "gcc", "cc"):
+        if cand and shutil.which(cand):
+            return cand
+    return None
+
+
+def _cache_root() -> Path:
+    base = os.environ.get("FORKSIM_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
+    root = Path(base) / "forksim" if base else Path.home() / ".cache" / "forksim"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+        return root / "validation"
+    except OSError:
+        return Path(tempfile.gettempdir()) / f"forksim-{os.getuid()}" / "validation"
+
+
+def _compile(cc: str, args: list[str], out: Path) -> subprocess.CompletedProcess:
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}.{threading.get_ident()}")
+    proc = subprocess.run([cc, *args, "-o", str(tmp)], capture_output=True, text=True)
+    if proc.returncode == 0:
+        os.replace(tmp, out)  # atomic: concurrent builds never see half a binary
+    else:
+        tmp.unlink(missing_ok=True)
+    return proc
+
+
+_tools_cache: Tools | None = None
+
+
+def build_tools(force: bool = False) -> Tools:
+    """Compile the load generator and the posix_spawn helper (cached by source and compiler)."""
+    global _tools_cache
+    if _tools_cache is not None and not force and _tools_cache.loadgen.exists():
+        return _tools_cache
+    cc = compiler()
+    if cc is None:
+        raise LoadgenError("no C compiler found (install gcc, or set $CC): the real load is a C program")
+    source = CSRC.read_bytes()
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.splitlines()
+    version = version[0] if version else cc
+    digest = hashlib.sha256(source + version.encode()).hexdigest()[:16]
+    d = _cache_root() / digest
+    d.mkdir(parents=True, exist_ok=True)
+    loadgen, helper = d / "loadgen", d / "spawn_helper"
+    meta_path = d / "build.json"
+    if not force and loadgen.exists() and helper.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+    else:
+        proc = _compile(cc, ["-O2", "-pthread", str(CSRC), "-lm"], loadgen)
+        if proc.returncode != 0:
+            raise LoadgenError(f"compiling {CSRC.name} with {cc} failed:\n{proc.stderr.strip()}")
+        static = True
+        proc = _compile(cc, ["-O2", "-static", "-DSPAWN_HELPER", str(CSRC)], helper)
+        if proc.returncode != 0:
+            static = False
+            proc = _compile(cc, ["-O2", "-DSPAWN_HELPER", str(CSRC)], helper)
+            if proc.returncode != 0:
+                raise LoadgenError(f"compiling the spawn helper failed:\n{proc.stderr.strip()}")
+        meta = {"helper_static": static, "compiler": cc, "compiler_version": version}
+        tmp = meta_path.with_name(f"build.json.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, meta_path)
+    _tools_cache = Tools(loadgen, helper, bool(meta["helper_static"]), meta["compiler"], meta["compiler_version"])
+    return _tools_cache
+
+
+# ------------------------------------------------------------------ running
+
+
+def mem_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(scenario: Scenario) -> None:
+    """Refuse a scenario whose parents' images MemAvailable cannot hold."""
+    need = scenario.rss * scenario.parents
+    if need == 0:
+        return
+    avail = mem_available()
+    if avail is not None and need + _MEM_HEADROOM > avail:
+        raise LoadgenError(
+            f"scenario {scenario.name}: {scenario.parents} parent(s) x {scenario.rss / 1024**2:.0f} MiB "
+            f"= {need / 1024**2:.0f} MiB (+{_MEM_HEADROOM // 1024**2} MiB headroom) does not fit in "
+            f"MemAvailable = {avail / 1024**2:.0f} MiB; refusing to run it")
+
+
+class _Terminated(BaseException):
+    pass
+
+
+@contextmanager
+def _terminate_as_exception() -> Iterator[None]:
+    """Turn SIGTERM (and SIGHUP) into an exception while the load runs, so `finally` cleans up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # pragma: no cover - exercised by hand
+        raise _Terminated(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the process group is left (zombies of ours included)."""
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def run_loadgen(args: list[str], *, timeout: float, tools: Tools | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Run the load generator with `args`; return (its JSON summary, records, stalls)."""
+    tools = tools or build_tools()
+    with tempfile.TemporaryDirectory(prefix="forksim-loadgen-") as tmp:
+        prefix = str(Path(tmp) / "run")
+        cmd = [str(tools.loadgen), *args, "--helper", str(tools.helper), "--out", prefix]
+        proc: subprocess.Popen | None = None
+        with _terminate_as_exception():
+            try:
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        start_new_session=True)
+                try:
+                    out, err = proc.communicate(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    raise LoadgenError(f"the load generator ran past {timeout:.0f} s and was killed") from None
+            finally:
+                if proc is not None:
+                    _kill_group(proc.pid)  # the group: hogs, parents, children, whatever is left
+                    if proc.poll() is None:
+                        proc.kill()
+                    proc.wait()
+                    deadline = time.monotonic() + 5
+                    while group_alive(proc.pid) and time.monotonic() < deadline:
+                        _kill_group(proc.pid)
+                        time.sleep(0.01)
+        if proc.returncode != 0:
+            raise LoadgenError(f"the load generator failed (exit {proc.returncode}): {err.strip() or out.strip()}")
+        try:
+            meta = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise LoadgenError(f"the load generator printed no summary: {out!r} {err!r}") from None
+        recs = np.fromfile(prefix + ".rec", dtype=REC_DTYPE)
+        stall_path = Path(prefix + ".stall")
+        stalls = np.fromfile(stall_path, dtype=STALL_DTYPE) if stall_path.exists() else np.zeros(0, STALL_DTYPE)
+    return meta, recs, stalls
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def latency_stats(values_us: np.ndarray) -> dict[str, float]:
+    """mean, p50, p90, p99, p99.9 and max of a sample (microseconds); NaN-free, empty -> zeros."""
+    v = np.asarray(values_us, dtype=float)
+    if v.size == 0:
+        return {"mean": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0, "n": 0}
+    p50, p90, p99, p999 = np.percentile(v, [50, 90, 99, 99.9])
+    return {"mean": float(v.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99),
+            "p999": float(p999), "max": float(v.max()), "n": int(v.size)}
+
+
+def _placement(recs: np.ndarray) -> dict[str, Any]:
+    """Where the children ran, relative to the parent's CPU at the call."""
+    known = recs[recs["ccpu"] >= 0]
+    if known.size == 0:
+        return {"known": 0}
+    same = known["ccpu"] == known["pcpu0"]
+    out: dict[str, Any] = {
+        "known": int(known.size),
+        "same_cpu_frac": float(same.mean()),
+        "parent_moved_frac": float((known["pcpu0"] != known["pcpu1"]).mean()),
+    }
+    fl = (known["t1"] - known["t0"]) / 1e3
+    rt = (known["t2"] - known["t0"]) / 1e3
+    for label, mask in (("same_cpu", same), ("other_cpu", ~same)):
+        if mask.any():
+            out[label] = {"n": int(mask.sum()),
+                          "fork_p50_us": float(np.percentile(fl[mask], 50)),
+                          "roundtrip_p50_us": float(np.percentile(rt[mask], 50)),
+                          "roundtrip_p99_us": float(np.percentile(rt[mask], 99))}
+    return out
+
+
+def _cpu_accounting(meta: dict, duration: float) -> dict[str, float]:
+    """Shares of the machine's CPU time over the measured window (USER_HZ resolution): busy, ours
+    (parents, their reaped children, hogs), the hogs alone, foreign (everything else running on the
+    machine meanwhile: other users' load makes a run noisy) and steal."""
+    hz, cpus = meta.get("clk_tck") or 100, meta.get("cpus") or 1
+    cap = hz * duration * cpus
+    if "win_busy_ticks" not in meta or cap <= 0:
+        return {}
+    busy, hogs, ours = meta["win_busy_ticks"], meta["win_hog_ticks"], meta["win_parent_ticks"] + meta["win_hog_ticks"]
+    return {"busy_frac": busy / cap, "ours_frac": ours / cap, "hogs_frac": hogs / cap,
+            "foreign_frac": max(0.0, busy - ours) / cap, "steal_frac": meta["win_steal_ticks"] / cap}
+
+
+def _stall_stats(stalls: np.ndarray, recs: np.ndarray) -> tuple[dict, dict, dict]:
+    """Stalls of the writer threads (gaps > threshold between two consecutive writes):
+    (lock stalls: overlapping a fork call and blocked, i.e. a voluntary context switch: the wait on
+    the mmap_lock / VMA lock the fork holds; all stalls overlapping a fork call, preemptions included;
+    every stall)."""
+    if stalls.size == 0:
+        empty = {"count": 0, "p50": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0}
+        return empty, dict(empty), dict(empty)
+    start, end = stalls["start"], stalls["start"] + stalls["dur"]
+    order = np.argsort(recs["t0"])
+    t0, t1 = recs["t0"][order], recs["t1"][order]
+    # The last fork that began before the stall ended; it overlaps when it ended after the stall began.
+    i = np.searchsorted(t0, end, side="right") - 1
+    overlap = (i >= 0) & (t1[np.clip(i, 0, None)] > start) if t0.size else np.zeros(stalls.size, bool)
+    dur_us = stalls["dur"] / 1e3
+
+    def st(mask):
+        d = dur_us[mask]
+        if d.size == 0:
+            return {"count": 0, "p50": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0}
+        return {"count": int(d.size), "p50": float(np.percentile(d, 50)), "p99": float(np.percentile(d, 99)),
+                "max": float(d.max()), "mean": float(d.mean()),
+                "blocked_frac": float((stalls["nvcsw"][mask] > 0).mean()),
+                "preempted_frac": float((stalls["nivcsw"][mask] > 0).mean())}
+
+    return st(overlap & (stalls["nvcsw"] > 0)), st(overlap), st(np.ones(stalls.size, bool))
+
+
+def summarize(scenario: Scenario, meta: dict, recs: np.ndarray, stalls: np.ndarray, *, quick: bool,
+              rate: float | None = None) -> dict[str, Any]:
+    """The measured result of one run (the shape `compare` puts beside the prediction)."""
+    duration = (meta["t_end_ns"] - meta["t_warm_ns"]) / 1e9
+    fork_us = (recs["t1"] - recs["t0"]) / 1e3
+    rt_us = (recs["t2"] - recs["t0"]) / 1e3
+    out: dict[str, Any] = {
+        "scenario": scenario.name,
+        "quick": quick,
+        "throughput_per_s": recs.size / duration if duration > 0 else 0.0,
+        "fork_latency_us": latency_stats(fork_us),
+        "roundtrip_latency_us": latency_stats(rt_us),
+        "samples": int(recs.size),
+        "duration_s": duration,
+        "warmup_s": (meta["t_warm_ns"] - meta["t_start_ns"]) / 1e9,
+        "vmas": int(meta["vmas"] - meta["vmas_dontcopy"]),
+        "vmas_in_maps": int(meta["vmas"]),
+        "anon_vmas": int(meta["anon_vmas"]),
+        "rss_bytes": int(max(scenario.rss, meta["anon_kb"] * 1024)),
+        "touched_bytes": int(scenario.rss),
+        "pte_kb": int(meta["pte_kb"]),
+        "setup_s": float(meta["setup_s"]),
+        "creations": int(meta["creations"]),
+        "errors": int(meta["errors"]),
+        "dropped_records": int(meta["dropped"]),
+        "cpus": int(meta["cpus"]),
+        "pinned": scenario.pin,
+        "placement": _placement(recs),
+        "cpu": _cpu_accounting(meta, duration),
+    }
+    if scenario.mode == "open":
+        out["rate_per_s"] = rate
+        out["response_latency_us"] = latency_stats((recs["t2"] - recs["arrival"]) / 1e3)
+        out["queue_wait_us"] = latency_stats((recs["t0"] - recs["arrival"]) / 1e3)
+        out["unserved"] = int(meta["unserved"])
+    if scenario.mode == "mt":
+        out["stalls_us"], out["stalls_during_fork_us"], out["stalls_all_us"] = _stall_stats(stalls, recs)
+        run_s = (meta["t_end_ns"] - meta["t_start_ns"]) / 1e9
+        writers = max(1, scenario.writers)
+        out["writer_fault_rate_per_s"] = meta["writer_minflt"] / writers / run_s if run_s > 0 else 0.0
+        out["writer_writes_per_s"] = meta["writer_writes"] / writers / run_s if run_s > 0 else 0.0
+        out["stalls_dropped"] = int(meta["stalls_dropped"])
+    return out
+
+
+def measure(scenario: Scenario, quick: bool = False, *, capacity: float | None = None,
+            raw: bool = False, tools: Tools | None = None) -> dict[str, Any]:
+    """Run one scenario for real; return its measured statistics.
+
+    Open scenarios run at `scenario.rate_fraction x capacity`; without `capacity` the K=2 closed
+    scenario at the same RSS is measured first. `raw=True` adds the records under "_records".
+    """
+    check_memory(scenario)
+    tools = tools or build_tools()
+    rate = None
+    if scenario.mode == "open":
+        if capacity is None:
+            from .scenarios import SCENARIOS
+
+            base = next(s for s in SCENARIOS if s.mode == "closed" and s.parents == 2 and not s.hogs
+                        and s.kind == scenario.kind and s.rss == scenario.rss)
+            capacity = measure(base, quick, tools=tools)["throughput_per_s"]
+        rate = float(scenario.rate_fraction or 0.5) * capacity
+    args = scenario.loadgen_args(quick, rate)
+    # Setup touches the images (a few seconds per GiB here), then the run itself.
+    timeout = 60 + scenario.warmup(quick) + scenario.duration(quick) * 3 + 20 * scenario.rss * scenario.parents / 1024**3
+    meta, recs, stalls = run_loadgen(args, timeout=timeout, tools=tools)
+    out = summarize(scenario, meta, recs, stalls, quick=quick, rate=rate)
+    out["helper_static"] = tools.helper_static
+    if raw:
+        out["_records"] = recs
+        out["_stalls"] = stalls
+    return out
+
+
+def measure_all(quick: bool = False, progress: bool | Callable[[str], None] = True,
+                only: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Measure every scenario of the set (quick: the quick subset), in order; {name: result}.
+
+    A scenario that fails is recorded as {"error": message}, not fatal to the rest.
+    """
+    say = progress if callable(progress) else ((lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None))
+    tools = build_tools()
+    results: dict[str, dict[str, Any]] = {}
+    capacity: dict[tuple[str, int], float] = {}
+    for sc in scenarios(quick):
+        if only and sc.name not in only:
+            continue
+        t = time.monotonic()
+        try:
+            cap = capacity.get(capacity_key(sc.kind, sc.rss)) if sc.mode == "open" else None
+            res = measure(sc, quick, capacity=cap, tools=tools)
+            if sc.mode == "closed" and sc.parents == 2 and not sc.hogs:
+                capacity[capacity_key(sc.kind, sc.rss)] = res["throughput_per_s"]
+            results[sc.name] = res
+            say(f"{sc.name:34s} {res['throughput_per_s']:9.0f}/s  fork p50 {res['fork_latency_us']['p50']:8.1f} us"
+                f"  p99 {res['fork_latency_us']['p99']:8.1f} us  rt p50 {res['roundtrip_latency_us']['p50']:8.1f} us"
+                f"  ({time.monotonic() - t:.1f} s)")
+        except LoadgenError as exc:
+            results[sc.name] = {"scenario": sc.name, "error": str(exc)}
+            say(f"{sc.name:34s} FAILED: {exc}")
+    return results

@@ -1,0 +1,201 @@
+"""The validation scenarios, as data: what to run for real, and the same thing as a forksim config.
+
+Each `Scenario` names one real load (run by `measure.measure`) and knows how to write the equivalent
+forksim experiment config (`Scenario.to_config`), filled in with what the real run measured: the
+parent's VMA count, how many of them carry anonymous pages, its anonymous RSS, and for open loads
+the offered rate (a fraction of the closed-loop capacity measured in the same validation run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "Scenario",
+    "SCENARIOS",
+    "MiB",
+    "GiB",
+    "scenarios",
+    "get_scenario",
+    "capacity_key",
+]
+
+MiB = 1024**2
+GiB = 1024**3
+
+Mode = Literal["closed", "open", "mt"]
+Kind = Literal["fork", "vfork", "posix_spawn", "thread"]
+
+
+def _size_name(rss: int) -> str:
+    if rss == 0:
+        return "0"
+    if rss % GiB == 0:
+        return f"{rss // GiB}GiB"
+    return f"{rss // MiB}MiB"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One real load and its simulated twin.
+
+    mode: "closed" (K parents loop create -> exit -> wait), "open" (Poisson arrivals at
+    `rate_fraction` x the K=2 closed-loop capacity at the same RSS, served by K parents) or "mt"
+    (one parent with `writers` extra threads writing one byte per page across its RSS; their stalls
+    during forks are measured).
+    """
+
+    name: str
+    mode: Mode = "closed"
+    kind: Kind = "fork"
+    parents: int = 1
+    rss: int = 0
+    hogs: int = 0
+    rate_fraction: float | None = None
+    writers: int = 0
+    quick: bool = False            # part of the quick subset
+    duration_s: float = 5.0        # full mode, after warm-up
+    quick_duration_s: float = 1.0
+    warmup_s: float = 0.5
+    quick_warmup_s: float = 0.2
+    pin: bool = False              # pin parent i to CPU i % cpus (children inherit it)
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def duration(self, quick: bool) -> float:
+        return self.quick_duration_s if quick else self.duration_s
+
+    def warmup(self, quick: bool) -> float:
+        return self.quick_warmup_s if quick else self.warmup_s
+
+    @property
+    def threads(self) -> int:
+        return 1 + self.writers if self.mode == "mt" else 1
+
+    def loadgen_args(self, quick: bool, rate: float | None = None) -> list[str]:
+        """The load generator's flags for this scenario (without --out/--helper)."""
+        args = [
+            "--mode", self.mode,
+            "--kind", self.kind,
+            "--parents", str(self.parents),
+            "--duration", f"{self.duration(quick):g}",
+            "--warmup", f"{self.warmup(quick):g}",
+            "--hogs", str(self.hogs),
+            "--rss", str(self.rss),
+        ]
+        if self.mode == "open":
+            if rate is None or rate <= 0:
+                raise ValueError(f"scenario {self.name}: an open load needs a rate")
+            args += ["--rate", f"{rate:.3f}"]
+        if self.mode == "mt":
+            args += ["--writers", str(self.writers)]
+        if self.pin:
+            args.append("--pin")
+        return args
+
+    def to_config(self, measured: dict[str, Any], *, cpus: int, quick: bool = False,
+                  profile: str = "default", replications: int | None = None, seed: int = 42) -> dict[str, Any]:
+        """The forksim experiment config (a dict of forksim/config.py keys) equivalent to the real run."""
+        vmas = int(measured.get("vmas") or 1)
+        anon_vmas = measured.get("anon_vmas")
+        anon_vmas = None if anon_vmas is None else max(0, min(int(anon_vmas), vmas))
+        rss = int(measured.get("rss_bytes", self.rss))
+        image: dict[str, Any] = {"rss": rss, "vmas": vmas, "thp": False, "threads": self.threads}
+        if anon_vmas is not None:
+            image["anon_vmas"] = anon_vmas
+        workload: dict[str, Any] = {
+            "kind": "open" if self.mode == "open" else "closed",
+            "parents": self.parents,
+            "think_time": 0.0,
+            "image": image,
+            "child": {"clone": self.kind, "lifetime": 0.0},
+        }
+        if self.mode == "open":
+            rate = measured.get("rate_per_s")
+            if not rate:
+                raise ValueError(f"scenario {self.name}: the measured result has no offered rate")
+            workload["rate"] = float(rate)
+            workload["arrivals"] = "poisson"
+        if self.mode == "mt":
+            fault_rate = measured.get("writer_fault_rate_per_s")
+            if fault_rate:
+                image["fault_rate"] = float(fault_rate)
+        reps = replications if replications is not None else (2 if quick else 3)
+        return {
+            "experiment": {
+                "name": f"validate-{self.name}",
+                "duration": self.duration(quick) * 1e6,
+                "warmup": self.warmup(quick) * 1e6,
+                "replications": reps,
+                "seed": seed,
+            },
+            "machine": {"cpus": int(cpus), "profile": profile},
+            "workload": workload,
+            "background": {"cpu_hogs": self.hogs},
+        }
+
+
+def capacity_key(kind: str, rss: int) -> tuple[str, int]:
+    """Open loads at RSS r run at a fraction of the K=2 closed-loop throughput of `kind` at r."""
+    return (kind, rss)
+
+
+def _closed(kind: Kind, parents: int, rss: int, *, hogs: int = 0, quick: bool = False, **kw) -> Scenario:
+    name = f"closed-{kind}-K{parents}-rss{_size_name(rss)}" + (f"-hogs{hogs}" if hogs else "")
+    return Scenario(name=name, mode="closed", kind=kind, parents=parents, rss=rss, hogs=hogs, quick=quick, **kw)
+
+
+def _open(fraction: float, rss: int, *, quick: bool = False) -> Scenario:
+    pct = int(round(fraction * 100))
+    return Scenario(name=f"open-fork-{pct}pct-rss{_size_name(rss)}", mode="open", kind="fork", parents=2, rss=rss,
+                    rate_fraction=fraction, quick=quick)
+
+
+def _build() -> tuple[Scenario, ...]:
+    out: list[Scenario] = []
+    for k in (1, 2, 4, 8):
+        out.append(_closed("fork", k, 0, quick=k in (1, 2)))
+    for rss in (256 * MiB, 1 * GiB):
+        for k in (1, 2):
+            # Large images fork slowly (milliseconds): fewer samples per second, so run longer.
+            out.append(_closed("fork", k, rss, quick=rss == 256 * MiB, duration_s=6.0, quick_duration_s=1.5))
+    for kind in ("vfork", "posix_spawn", "thread"):
+        for rss in (0, 256 * MiB):
+            out.append(_closed(kind, 1, rss, quick=rss == 0))
+    for k in (1, 2):
+        out.append(_closed("fork", k, 0, hogs=2, quick=k == 1))
+    for rss in (0, 256 * MiB):
+        for f in (0.3, 0.6, 0.9):
+            out.append(_open(f, rss, quick=rss == 0 and f == 0.6))
+    out.append(Scenario(name="mt-fork-4threads-rss1GiB", mode="mt", kind="fork", parents=1, rss=1 * GiB, writers=3,
+                        quick=True, duration_s=6.0, quick_duration_s=1.5,
+                        notes="1 forking thread + 3 threads writing one byte per page across the 1 GiB image"))
+    return tuple(out)
+
+
+SCENARIOS: tuple[Scenario, ...] = _build()
+
+
+def scenarios(quick: bool = False) -> list[Scenario]:
+    """The scenarios of a run, in run order: every open load comes after the closed K=2 run at its
+    RSS that sets its capacity (added to the list when the subset does not hold it)."""
+    chosen = [s for s in SCENARIOS if s.quick or not quick]
+    have = {capacity_key(s.kind, s.rss) for s in chosen if s.mode == "closed" and s.parents == 2 and not s.hogs}
+    extra: list[Scenario] = []
+    for s in chosen:
+        if s.mode == "open" and capacity_key(s.kind, s.rss) not in have:
+            base = next(c for c in SCENARIOS if c.mode == "closed" and c.parents == 2 and not c.hogs
+                        and c.kind == s.kind and c.rss == s.rss)
+            extra.append(base)
+            have.add(capacity_key(s.kind, s.rss))
+    chosen = extra + chosen
+    # Closed loads first, then open ones (which need the capacities), keeping the order otherwise.
+    return [s for s in chosen if s.mode != "open"] + [s for s in chosen if s.mode == "open"]
+
+
+def get_scenario(name: str) -> Scenario:
+    for s in SCENARIOS:
+        if s.name == name:
+            return s
+    raise KeyError(f"no validation scenario named {name!r} (have: {', '.join(s.name for s in SCENARIOS)})")

@@ -1,0 +1,210 @@
+"""Workload drivers: closed loops of parents, open arrival streams, a multi-threaded parent's
+faulting threads, and always-runnable CPU hogs."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import simpy
+
+from .errors import ConfigError, ForksimError
+from .kernel.mm import Process
+from .metrics import Creation
+from .profile import ImageShape
+from .units import UnitError, parse_time_us
+
+if TYPE_CHECKING:
+    from .config import Experiment
+    from .kernel.clone import Kernel
+    from .machine import Task
+
+__all__ = ["Workload", "UnstableError", "load_arrivals", "image_shape"]
+
+
+class UnstableError(ForksimError):
+    """An open workload's queue grew past its bound: the offered rate exceeds capacity."""
+
+
+def image_shape(exp: "Experiment") -> ImageShape:
+    img = exp.workload.image
+    return ImageShape.from_rss(img.rss, img.vmas, img.anon_vma_count, img.thp, img.threads)
+
+
+def load_arrivals(path: str) -> np.ndarray:
+    """A file of arrival times, one per line: seconds from the start, or with a unit (1.5ms).
+    Lines starting with '#' are comments."""
+    p = Path(path)
+    try:
+        lines = p.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read arrivals file: {exc.strerror or exc}", source=path, field="workload.arrivals") from None
+    times = []
+    for n, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            try:
+                times.append(float(text) * 1e6)  # a bare number: seconds
+            except ValueError:
+                times.append(parse_time_us(text))
+        except UnitError as exc:
+            raise ConfigError(f"line {n}: {exc}", source=path, field="workload.arrivals") from None
+    if not times:
+        raise ConfigError("the arrivals file holds no arrival time", source=path, field="workload.arrivals")
+    arr = np.asarray(times)
+    if np.any(np.diff(arr) < 0):
+        raise ConfigError("arrival times must be non-decreasing", source=path, field="workload.arrivals")
+    return arr
+
+
+class _Exp:
+    """Exponential draws in numpy blocks."""
+
+    __slots__ = ("rng", "mean", "_block")
+
+    def __init__(self, rng: np.random.Generator, mean: float):
+        self.rng, self.mean, self._block = rng, mean, []
+
+    def __call__(self) -> float:
+        if not self._block:
+            self._block = self.rng.exponential(self.mean, 2048).tolist()
+        return self._block.pop()
+
+
+class Workload:
+    """Starts the experiment's tasks on a kernel and collects one record per creation."""
+
+    def __init__(self, exp: "Experiment", kernel: "Kernel", rng: np.random.Generator, arrivals: np.ndarray | None = None):
+        self.exp = exp
+        self.kernel = kernel
+        self.machine = kernel.machine
+        self.env = kernel.env
+        self.rng = rng
+        self.kind = exp.workload.child.clone
+        self.records: list[Creation] = []
+        self.completed = 0
+        self.stop = simpy.Event(self.env)
+        self._queue: deque[float] = deque()
+        self._idle_parents: list["Task"] = []
+        self._arrivals = arrivals
+        self.shape = image_shape(exp)
+
+    def _start_task(self, name: str) -> tuple["Task", simpy.Event]:
+        task = self.machine.new_task(name)
+        first_run, _ = self.machine.spawn(task, None)
+        return task, first_run
+
+    def start(self) -> None:
+        wl = self.exp.workload
+        for i in range(wl.parents):
+            task, first = self._start_task(f"parent{i}")
+            proc = Process(task, self.kernel.new_mm(self.shape))
+            body = self._closed_parent if wl.kind == "closed" else self._open_parent
+            self.env.process(body(proc, i, first))
+            for j in range(1, wl.image.threads):
+                thread, tfirst = self._start_task(f"parent{i}.t{j}")
+                proc.threads.append(thread)
+                self.env.process(self._faulting_thread(proc, thread, tfirst))
+        for h in range(self.exp.background.cpu_hogs):
+            task, first = self._start_task(f"hog{h}")
+            self.env.process(self._hog(task, first))
+        if wl.kind == "open":
+            self.env.process(self._arrival_stream())
+
+    # ---- a creation, start to reap
+
+    def _create(self, proc: Process, index: int, arrival: float):
+        k = self.kernel
+        rec = Creation(len(self.records), self.kind, index, arrival)
+        self.records.append(rec)
+        child = yield from k.kernel_clone(proc, self.kind, rec)
+        yield from k.cow_by_parent(proc, self.kind, rec)
+        yield from k.do_wait(proc, child, self.kind, rec)
+        self.completed += 1
+        limit = self.exp.experiment.max_creations
+        if limit and self.completed >= limit and not self.stop.triggered:
+            self.stop.succeed()
+
+    def _closed_parent(self, proc: Process, index: int, first_run: simpy.Event):
+        yield first_run
+        think = self.exp.workload.think_time
+        task = proc.task
+        while True:
+            yield from self._create(proc, index, self.env.now)
+            if think > 0.0:
+                yield task.sleep_for(think)
+
+    def _open_parent(self, proc: Process, index: int, first_run: simpy.Event):
+        yield first_run
+        task = proc.task
+        while True:
+            if not self._queue:
+                self._idle_parents.append(task)
+                yield task.sleep()
+            arrival = self._queue.popleft()
+            yield from self._create(proc, index, arrival)
+
+    def _arrival_stream(self):
+        wl = self.exp.workload
+        env = self.env
+        if self._arrivals is not None:
+            times = iter(self._arrivals.tolist())
+            gap = None
+        elif wl.arrivals == "deterministic":
+            times, gap = None, (lambda: 1e6 / wl.rate)
+        else:
+            times, gap = None, _Exp(self.rng, 1e6 / wl.rate)
+        while True:
+            if times is not None:
+                t = next(times, None)
+                if t is None:
+                    return
+                if t > env.now:
+                    yield env.timeout(t - env.now)
+            else:
+                yield env.timeout(gap())
+            self._queue.append(env.now)
+            if len(self._queue) > wl.max_queue:
+                raise UnstableError(
+                    f"the open workload is unstable: {len(self._queue)} requests queued at "
+                    f"t={env.now / 1e6:.3f}s (workload.max_queue = {wl.max_queue}); the offered rate "
+                    f"exceeds what {wl.parents} parent(s) on {len(self.machine.cpus)} CPU(s) can serve"
+                )
+            if self._idle_parents:
+                self.machine.wake(self._idle_parents.pop(), None)
+
+    # ---- background
+
+    def _hog(self, task: "Task", first_run: simpy.Event):
+        yield first_run
+        while True:
+            yield task.run(1e6, preemptible=True)
+
+    def _faulting_thread(self, proc: Process, task: "Task", first_run: simpy.Event):
+        """Another thread of the parent: user work, then a page fault; a fault on a VMA that a
+        running dup_mmap has already reached waits for the whole walk to end."""
+        yield first_run
+        img = self.exp.workload.image
+        gap = _Exp(self.rng, 1e6 / img.fault_rate)
+        fixed = None if img.fault_position == "uniform" else float(img.fault_position)
+        uniforms: list[float] = []
+        costs, env, k = self.kernel.costs, self.env, self.kernel
+        while True:
+            yield task.run(gap(), preemptible=True)
+            if not uniforms:
+                uniforms = self.rng.random(2048).tolist()
+            position = uniforms.pop() if fixed is None else fixed
+            lock = proc.mm.mmap_lock
+            if lock.walk_reached(position):
+                t = env.now
+                released = lock.released_event()
+                yield k.sleep_until(task, released)
+                if t >= k.record_from:
+                    stall = env.now - t
+                    k.stalls.append(stall)
+                    lock.stats.waits.append(stall)
+            yield task.run(costs.draw("page_fault"))

@@ -1,0 +1,208 @@
+"""Calibration wing: fits, trace parsing, a seconds-long real calibration, and cleanup on SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forksim.calibration import tracefs
+from forksim.calibration.fit import Config, cross_validate, fit_linear, lognormal_sigma, residual_quantiles
+from forksim.profile import Profile
+
+REPO = Path(__file__).resolve().parent.parent
+HAVE_CC = any(shutil.which(c) for c in (os.environ.get("CC") or "cc", "gcc", "clang"))
+LINUX = sys.platform == "linux"
+
+
+# ---------------------------------------------------------------------------------------------
+# fits
+
+
+def _synthetic(coef: dict[str, float], sigma: float = 0.05, seed: int = 1) -> list[Config]:
+    rng = np.random.default_rng(seed)
+    shapes = [(25, 11, 24, 0), (25, 11, 4096, 0), (26, 12, 65560, 0), (26, 12, 262168, 0), (1025, 11, 24, 0),
+              (10025, 11, 24, 0), (1025, 1011, 1024, 0), (10025, 10011, 10024, 0), (26, 12, 24, 128),
+              (26, 12, 24, 512)]
+    out = []
+    for v, a, p, m in shapes:
+        med = coef["fixed_us"] + coef["per_vma_us"] * v + coef["per_anon_vma_us"] * a + coef["per_pte_us"] * p \
+            + coef["per_pmd_us"] * m
+        out.append(Config(v, a, p, m, 1, list(med * rng.lognormal(0.0, sigma, 400)), f"{v}/{a}/{p}/{m}"))
+    return out
+
+
+def test_fit_recovers_known_coefficients():
+    truth = {"fixed_us": 14.0, "per_vma_us": 0.35, "per_anon_vma_us": 0.86, "per_pte_us": 0.052, "per_pmd_us": 0.5}
+    cfgs = _synthetic(truth)
+    fit = fit_linear(cfgs)
+    for term, want in truth.items():
+        assert fit.coef[term] == pytest.approx(want, rel=0.05), term
+    assert fit.coef["per_thread_us"] == 0.0
+    assert fit.r2 > 0.999
+    cv = cross_validate(cfgs)
+    assert cv and max(abs(r["rel_error"]) for r in cv if r["config"] != "25/11/24/0") < 0.1
+
+
+def test_fit_is_non_negative_and_residuals_are_ratios():
+    truth = {"fixed_us": 10.0, "per_vma_us": 0.0, "per_anon_vma_us": 0.0, "per_pte_us": 0.03, "per_pmd_us": 0.0}
+    cfgs = _synthetic(truth, sigma=0.2, seed=7)
+    fit = fit_linear(cfgs)
+    assert all(v >= 0 for v in fit.coef.values())
+    q = residual_quantiles(cfgs)
+    assert len(q) == 21 and q == sorted(q)
+    assert q[10] == pytest.approx(1.0, abs=0.03)  # the median ratio
+    # lognormal(0, 0.2): the 5% and 95% quantiles of the ratio
+    assert q[1] == pytest.approx(np.exp(-1.645 * 0.2), rel=0.05)
+    assert q[19] == pytest.approx(np.exp(1.645 * 0.2), rel=0.05)
+    assert lognormal_sigma(cfgs) == pytest.approx(0.2, rel=0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# trace parsing (no privileges needed)
+
+_TRACE = """\
+# tracer: nop
+       forkbench-100   [001] .....    1000000: sys_enter: NR 56 (1200011, 0, 0, 7f, 0, 0)
+       forkbench-100   [001] .....    1010000: mmap_lock_start_locking: mm=00000000aaaa memcg_id=1 write=true
+       forkbench-100   [001] .....    1010500: mmap_lock_acquire_returned: mm=00000000aaaa memcg_id=1 write=true success=true
+       forkbench-100   [001] .....    1011000: mmap_lock_start_locking: mm=00000000bbbb memcg_id=1 write=true
+       forkbench-100   [001] .....    1011100: mmap_lock_acquire_returned: mm=00000000bbbb memcg_id=1 write=true success=true
+       forkbench-100   [001] .....    1040000: mmap_lock_released: mm=00000000bbbb memcg_id=1 write=true
+       forkbench-100   [001] .....    1040500: mmap_lock_released: mm=00000000aaaa memcg_id=1 write=true
+       forkbench-100   [001] .....    1045500: task_newtask: pid=101 comm=forkbench clone_flags=1200011 oom_score_adj=0
+       forkbench-100   [001] .....    1046000: sched_process_fork: comm=forkbench pid=100 child_comm=forkbench child_pid=101
+       forkbench-100   [001] d..2.    1047000: sched_wakeup_new: comm=forkbench pid=101 prio=120 target_cpu=001
+       forkbench-100   [001] .....    1051500: sys_exit: NR 56 = 101
+       forkbench-100   [001] .....    1052000: sys_enter: NR 61 (65, 7ffd, 0, 0, 0, 0)
+       forkbench-100   [001] d..2.    1055000: sched_switch: prev_comm=forkbench prev_pid=100 prev_prio=120 prev_state=S ==> next_comm=forkbench next_pid=101 next_prio=120
+       forkbench-101   [001] .....    1090000: sys_enter: NR 231 (0, 0, 0, 0, 0, 0)
+       forkbench-101   [001] .....    1091000: sched_process_exit: comm=forkbench pid=101 prio=120 group_dead=true
+       forkbench-101   [001] .....    1092000: mmap_lock_start_locking: mm=00000000bbbb memcg_id=1 write=false
+       forkbench-101   [001] .....    1092100: mmap_lock_acquire_returned: mm=00000000bbbb memcg_id=1 write=false success=true
+       forkbench-101   [001] .....    1120000: mmap_lock_released: mm=00000000bbbb memcg_id=1 write=true
+       forkbench-101   [001] d..2.    1130000: sched_switch: prev_comm=forkbench prev_pid=101 prev_prio=120 prev_state=Z ==> next_comm=forkbench next_pid=100 next_prio=120
+       forkbench-100   [001] .....    1134000: sys_exit: NR 61 = 101
+"""
+
+
+def test_trace_parsing_cuts_the_fork_segments():
+    ev = tracefs.parse_trace(_TRACE, tsc_hz=1e9)  # 1 tick = 1 ns
+    assert len(ev) == 20
+    (s,) = tracefs.fork_segments(ev, 100)
+    assert s["A"] == pytest.approx(10.0)  # enter -> start_locking (us)
+    assert s["lock_wait"] == pytest.approx(0.5)
+    assert s["B"] == pytest.approx(30.0)  # acquire -> release of the parent's mm
+    assert s["C"] == pytest.approx(5.0)  # release -> task_newtask
+    assert s["E"] == pytest.approx(6.0)  # task_newtask -> sys_exit
+    assert s["total"] == pytest.approx(51.5)
+    assert s["child_start"] == pytest.approx(8.0)  # wakeup_new -> switch-in
+    assert s["first_run"] == pytest.approx(35.0)
+    assert s["exit_mmap"] == pytest.approx(28.0)
+    assert s["exit_total"] == pytest.approx(40.0)
+    assert s["wait_reap"] == pytest.approx(3.0 + 4.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# real measurements
+
+
+_ok, _why = tracefs.tracefs_status() if LINUX else (False, "not Linux")
+
+
+@pytest.mark.skipif(not (LINUX and HAVE_CC), reason="needs Linux and a C compiler")
+@pytest.mark.parametrize("traced", [False, True], ids=["microbenchmarks-only", "tracepoints"])
+def test_smoke_calibration_writes_a_valid_profile(tmp_path, traced):
+    from forksim.calibration import build_published, calibrate
+
+    if traced and not _ok:
+        pytest.skip(f"needs root and tracefs: {_why}")
+    out = tmp_path / "smoke.json"
+    prof = calibrate(out, smoke=True, progress=False, use_tracefs=None if traced else False)
+    assert out.exists() and json.loads(out.read_text()) == prof
+    p = Profile.model_validate(prof)
+    assert p.provenance["tracefs"] is traced
+    if traced:
+        assert p.stages["exit_mmap"].source.startswith("measured: traced")
+        assert p.diagnostics["segments_base_us"]["B"]["n"] > 0
+    for key in ("kernel", "cpu_model", "cpus", "thp_mode", "page_size", "date", "command", "forksim_version"):
+        assert key in p.provenance, key
+    assert all(s.source.split(":")[0] in ("measured", "derived", "assumption") for s in p.stages.values())
+    ho = p.diagnostics["held_out"]
+    assert ho and {"rss_bytes", "vmas", "thp", "fork_p50_us"} <= set(ho[0])
+    assert p.stages["dup_mmap"].per_pte_us > 0
+    assert not list(tmp_path.glob(".smoke.json.*"))  # no temp file left behind
+
+    pub = build_published(tmp_path / "published.json", base=out)
+    Profile.model_validate(pub)
+    assert pub["stages"]["dup_mmap"]["per_pte_us"] == pytest.approx(9000 / 262144, rel=1e-4)
+
+
+def _tracefs_state() -> dict[str, object]:
+    root = tracefs.TRACEFS
+    mounted = any(l.split()[1] == str(root) for l in Path("/proc/self/mounts").read_text().splitlines())
+    state: dict[str, object] = {"mounted": mounted}
+    if mounted:
+        state["set_event"] = (root / "set_event").read_text()
+        state["instances"] = sorted(p.name for p in (root / "instances").iterdir())
+    return state
+
+
+def _bench_processes(prefix: str) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd.startswith(prefix.encode()):
+                pids.append(int(d.name))
+    return pids
+
+
+@pytest.mark.skipif(not (LINUX and HAVE_CC), reason="needs Linux and a C compiler")
+@pytest.mark.skipif(not _ok, reason=f"needs root and tracefs: {_why}")
+def test_sigint_mid_calibration_leaves_tracefs_and_processes_clean(tmp_path):
+    before = _tracefs_state()
+    cache = tmp_path / "cache"
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache), PYTHONPATH=str(REPO))
+    code = ("import sys; from forksim.calibration import calibrate; "
+            "calibrate(sys.argv[1], quick=True, progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "p.json")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    inst = tracefs.TRACEFS / "instances" / f"forksim-{proc.pid}"
+    try:
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and not (inst / "tracing_on").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.05)
+        assert inst.exists(), "tracing never started"
+        # wait until a traced benchmark runs, then interrupt
+        while time.monotonic() < deadline and not _bench_processes(str(cache)):
+            time.sleep(0.02)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert not (tracefs.TRACEFS / "instances" / f"forksim-{proc.pid}").exists()
+    after = _tracefs_state()
+    assert after["mounted"] == before["mounted"]
+    if after["mounted"]:
+        assert after["set_event"] == before["set_event"]
+        assert not [n for n in after["instances"] if n.startswith(f"forksim-{proc.pid}")]
+    time.sleep(0.2)
+    assert _bench_processes(str(cache)) == [], "benchmark processes survived the interrupt"
+    assert not (tmp_path / "p.json").exists()

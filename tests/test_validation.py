@@ -1,0 +1,283 @@
+"""forksim validate: the comparison/table code on stub data, and one short real run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from forksim.validation import measure, scenarios
+from forksim.validation.compare import (
+    compare_row,
+    relative_error,
+    render_markdown,
+    summarize_rows,
+    validate,
+    write_report,
+)
+from forksim.validation.scenarios import GiB, MiB, SCENARIOS, get_scenario
+
+NEEDS_CC = pytest.mark.skipif(measure.compiler() is None,
+                              reason="no C compiler (gcc/cc): the real load generator is compiled at run time")
+
+
+def _stub_summary(thr=1000.0, f50=50.0, f99=150.0, r50=120.0, r99=400.0, stall=None):
+    s = {"forks": 1000, "throughput_per_s": {"mean": thr, "ci95": [thr, thr]},
+         "fork_latency_us": {"mean": f50, "p50": f50, "p90": f99, "p99": f99},
+         "roundtrip_latency_us": {"mean": r50, "p50": r50, "p90": r99, "p99": r99}}
+    if stall:
+        s["mmap_stall_us"] = stall
+    return s
+
+
+def _stub_measured(thr=1000.0, f50=50.0, f99=150.0, r50=120.0, r99=400.0):
+    return {"throughput_per_s": thr, "fork_latency_us": {"p50": f50, "p99": f99, "p90": f99, "mean": f50},
+            "roundtrip_latency_us": {"p50": r50, "p99": r99, "p90": r99, "mean": r50}, "samples": 10,
+            "vmas": 30, "anon_vmas": 12, "rss_bytes": 4096}
+
+
+# ------------------------------------------------------------------ relative errors and the table
+
+
+def test_relative_error():
+    assert relative_error(110.0, 100.0) == pytest.approx(0.10)
+    assert relative_error(50.0, 100.0) == pytest.approx(-0.5)
+    assert relative_error(None, 100.0) is None
+    assert relative_error(1.0, 0.0) is None
+    assert relative_error(1.0, None) is None
+
+
+def test_compare_row_and_summary():
+    rows = [
+        compare_row("a", _stub_measured(), _stub_summary(thr=1100, f50=55, f99=150, r50=120, r99=400)),
+        compare_row("b", _stub_measured(), _stub_summary(thr=900, f50=50, f99=450, r50=100, r99=400)),
+        compare_row("c", _stub_measured(), _stub_summary(thr=1000, f50=40, f99=150, r50=130, r99=300)),
+        compare_row("d", _stub_measured(), None, error="simulation failed: boom"),
+    ]
+    assert rows[0]["rel_error"]["throughput"] == pytest.approx(0.10)
+    assert rows[1]["rel_error"]["fork_p99"] == pytest.approx(2.0)
+    assert rows[1]["off_by_2x"] == ["fork_p99"]
+    assert rows[0]["off_by_2x"] == []
+    assert rows[3]["predicted"]["throughput"] is None and rows[3]["rel_error"]["throughput"] is None
+    s = summarize_rows(rows)
+    assert s["median_abs_rel_error"]["throughput"] == pytest.approx(0.10)   # |.1|, |-.1|, 0
+    assert s["median_abs_rel_error"]["fork_p50"] == pytest.approx(0.10)     # .1, 0, .2
+    assert s["n"]["throughput"] == 3
+    assert s["rows_off_by_2x"] == 1 and s["rows_off_by_2x_names"] == ["b"]
+    assert s["rows_failed"] == ["d"]
+    assert s["meets_target"]["throughput"] is True
+    assert s["median_abs_rel_error"]["stall_p50"] is None
+
+
+def test_off_by_2x_both_directions():
+    r = compare_row("x", _stub_measured(f50=100), _stub_summary(f50=49))
+    assert "fork_p50" in r["off_by_2x"]
+    r = compare_row("x", _stub_measured(f50=100), _stub_summary(f50=51))
+    assert "fork_p50" not in r["off_by_2x"]
+
+
+def test_stall_metric_compared_for_multithreaded_rows():
+    meas = _stub_measured() | {"stalls_us": {"count": 10, "p50": 1000.0, "p99": 4000.0, "max": 5000.0}}
+    row = compare_row("mt", meas, _stub_summary(stall={"p50": 1200.0, "p99": 4000.0, "count": 12}))
+    assert row["rel_error"]["stall_p50"] == pytest.approx(0.2)
+    assert row["rel_error"]["stall_p99"] == pytest.approx(0.0)
+
+
+def test_markdown_and_files(tmp_path):
+    rows = [compare_row("closed-fork-K1-rss0", _stub_measured(), _stub_summary(thr=1100)),
+            compare_row("closed-fork-K2-rss0", _stub_measured(), _stub_summary(f99=500)),
+            compare_row("broken", {}, None, error="measurement failed: no")]
+    rows[1]["foreign_cpu_frac"] = 0.5
+    report = {"provenance": {"kernel": "6.18", "cpu_model": "AMD EPYC", "cpus": 2, "date": "today",
+                             "profile": "default"},
+              "quick": True, "summary": summarize_rows(rows), "rows": rows}
+    md = render_markdown(report)
+    assert "| scenario |" in md
+    assert "closed-fork-K1-rss0" in md and "+10%" in md
+    assert "median abs error" in md and "<= 10%" in md and "<= 15%" in md and "<= 25%" in md
+    assert "more than 2x" in md and "closed-fork-K2-rss0 (2x!)" in md
+    assert "broken: measurement failed" in md
+    assert "(noisy: 50% foreign CPU)" in md and report["summary"]["rows_noisy"] == ["closed-fork-K2-rss0"]
+    paths = write_report(report, tmp_path / "out")
+    data = json.loads(paths["json"].read_text())
+    assert data["rows"][0]["rel_error"]["throughput"] == pytest.approx(0.1)
+    assert paths["md"].read_text() == md
+    assert paths["png"].stat().st_size > 1000
+
+
+# ------------------------------------------------------------------ scenarios and configs
+
+
+def test_scenario_set():
+    names = [s.name for s in SCENARIOS]
+    assert len(names) == len(set(names))
+    full = scenarios.scenarios(quick=False)
+    assert len(full) == len(SCENARIOS) == 23
+    quick = scenarios.scenarios(quick=True)
+    assert {"closed-fork-K1-rss0", "closed-fork-K2-rss0", "closed-vfork-K1-rss0", "closed-posix_spawn-K1-rss0",
+            "closed-thread-K1-rss0", "closed-fork-K1-rss0-hogs2"} <= {s.name for s in quick}
+    # every open load comes after the K=2 closed load at its RSS that sets its rate
+    for runs in (full, quick):
+        seen = set()
+        for s in runs:
+            if s.mode == "closed" and s.parents == 2 and not s.hogs:
+                seen.add((s.kind, s.rss))
+            if s.mode == "open":
+                assert (s.kind, s.rss) in seen, s.name
+    # the quick set is short: < ~2 minutes of real load with setup included
+    assert sum(s.quick_duration_s + s.quick_warmup_s for s in quick) < 30
+
+
+def test_to_config_follows_the_schema():
+    from forksim.config import parse_config
+
+    meas = {"vmas": 31, "anon_vmas": 14, "rss_bytes": 256 * MiB + 118784, "rate_per_s": 4000.0,
+            "writer_fault_rate_per_s": 50000.0}
+    for sc in SCENARIOS:
+        cfg = sc.to_config(meas, cpus=2, quick=True, profile="default")
+        exp = parse_config(cfg)
+        assert exp.machine.cpus == 2
+        assert exp.workload.image.vmas == 31 and exp.workload.image.anon_vmas == 14
+        assert exp.workload.child.clone == sc.kind and exp.workload.child.lifetime == 0
+        assert exp.workload.parents == sc.parents
+        assert exp.background.cpu_hogs == sc.hogs
+        assert exp.workload.kind == ("open" if sc.mode == "open" else "closed")
+        if sc.mode == "open":
+            assert exp.workload.rate == 4000.0
+        if sc.mode == "mt":
+            assert exp.workload.image.threads == 4 and exp.workload.image.fault_rate == 50000.0
+        assert exp.experiment.duration == pytest.approx(sc.quick_duration_s * 1e6)
+
+
+def test_memory_refusal(monkeypatch):
+    monkeypatch.setattr(measure, "mem_available", lambda: 1 * GiB)
+    big = dataclasses.replace(get_scenario("closed-fork-K2-rss1GiB"))
+    with pytest.raises(measure.LoadgenError, match="MemAvailable"):
+        measure.check_memory(big)
+    measure.check_memory(get_scenario("closed-fork-K1-rss0"))
+
+
+def test_stall_classification():
+    recs = np.zeros(2, measure.REC_DTYPE)
+    recs["t0"] = [1000, 10_000]
+    recs["t1"] = [2000, 12_000]
+    stalls = np.zeros(3, measure.STALL_DTYPE)
+    stalls["start"] = [1500, 5000, 9000]     # inside fork 1, between forks, runs into fork 2
+    stalls["dur"] = [400, 1000, 2000]
+    stalls["nvcsw"] = [1, 1, 0]              # the third was preempted, not blocked
+    lock, during, everything = measure._stall_stats(stalls, recs)
+    assert during["count"] == 2 and everything["count"] == 3
+    assert lock["count"] == 1 and lock["p50"] == pytest.approx(0.4)
+
+
+# ------------------------------------------------------------------ real load
+
+
+def _descendants_alive(pgid: int) -> bool:
+    return measure.group_alive(pgid)
+
+
+def _our_loadgens() -> list[int]:
+    """Processes running our loadgen binary that are children (any depth) of this test process."""
+    me = os.getpid()
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+            exe = os.readlink(f"/proc/{d}/exe")
+        except OSError:
+            continue
+        if "loadgen" not in os.path.basename(exe) and "spawn_helper" not in os.path.basename(exe):
+            continue
+        # walk up the parents to see whether it descends from us
+        pid = int(d)
+        for _ in range(10):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                break
+            if ppid == me:
+                found.append(int(d))
+                break
+            if ppid <= 1:
+                break
+            pid = ppid
+    return found
+
+
+@NEEDS_CC
+@pytest.mark.kernel
+def test_real_closed_fork_run():
+    sc = dataclasses.replace(get_scenario("closed-fork-K1-rss0"), quick_duration_s=0.5, quick_warmup_s=0.1)
+    res = measure.measure(sc, quick=True, raw=True)
+    f, rt = res["fork_latency_us"], res["roundtrip_latency_us"]
+    assert res["samples"] > 50 and res["samples"] == res["_records"].size
+    assert res["throughput_per_s"] > 0
+    assert res["duration_s"] == pytest.approx(0.5, rel=0.01)
+    assert 0 < f["p50"] <= f["p99"] and 0 < rt["p50"] <= rt["p99"]
+    assert rt["p50"] >= f["p50"]                       # the round trip contains the call
+    assert f["p50"] < 100_000                          # a fork of an empty parent is not 100 ms
+    assert res["vmas"] >= 5 and 0 < res["anon_vmas"] <= res["vmas"]
+    assert res["errors"] == 0
+    recs = res["_records"]
+    assert (recs["t1"] >= recs["t0"]).all() and (recs["t2"] >= recs["t1"]).all()
+    assert res["placement"]["known"] == recs.size      # every child reported its CPU
+    assert not _our_loadgens(), "a loadgen process was left behind"
+
+
+@NEEDS_CC
+@pytest.mark.kernel
+def test_hogs_are_killed_even_when_interrupted():
+    """A run with CPU hogs killed halfway (as by Ctrl-C) leaves no hog, parent or child behind."""
+    tools = measure.build_tools()
+    proc = subprocess.Popen([str(tools.loadgen), "--hogs", "2", "--parents", "2", "--duration", "30",
+                             "--out", "/tmp/forksim-test-interrupt-" + str(os.getpid())],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        time.sleep(0.5)
+        assert measure.group_alive(proc.pid)
+        proc.send_signal(signal.SIGINT)            # the master's handler kills its whole tree
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while measure.group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not measure.group_alive(proc.pid), "processes of the load generator's group survived SIGINT"
+    finally:
+        measure._kill_group(proc.pid)
+        proc.wait()
+        for suffix in (".rec", ".stall"):
+            try:
+                os.unlink(f"/tmp/forksim-test-interrupt-{os.getpid()}{suffix}")
+            except OSError:
+                pass
+
+
+@NEEDS_CC
+@pytest.mark.kernel
+def test_validate_end_to_end_with_a_stub_simulator(tmp_path):
+    calls = []
+
+    def fake_sim(config, profile):
+        calls.append((config, profile))
+        return _stub_summary(thr=5000.0)
+
+    sc = "closed-thread-K1-rss0"
+    report = validate(profile="default", quick=True, out=tmp_path, progress=False, only=[sc], simulator=fake_sim)
+    assert [r["scenario"] for r in report["rows"]] == [sc]
+    row = report["rows"][0]
+    assert row["predicted"]["throughput"] == 5000.0 and row["measured"]["throughput"] > 0
+    assert calls[0][0]["workload"]["child"]["clone"] == "thread"
+    assert calls[0][0]["machine"]["cpus"] == os.cpu_count()
+    assert (tmp_path / "validation.json").exists() and (tmp_path / "validation.md").exists()
+    assert report["provenance"]["profile"] == "default" and report["provenance"]["cpus"] == os.cpu_count()
+    assert not _our_loadgens()
