@@ -212,6 +212,12 @@ class CPU:
         p = self.machine.params
         return math.ceil((task._slice_start + p.slice_us) / p.tick_us) * p.tick_us
 
+    def _sync_min_vruntime(self) -> None:
+        """Charge the running task up to now, so min_vruntime is current before a placement."""
+        cur = self.current
+        if cur is not None and not self.in_transit and cur._done is not None:
+            self._account(cur)
+
     def _slice_expired(self, task: Task) -> bool:
         return self.machine.env.now >= self._preempt_at(task) - _tolerance(self.machine.env.now)
 
@@ -267,6 +273,8 @@ class CPU:
         """The current task left (slept, exited or was preempted): run the next one or go idle."""
         m = self.machine
         now = m.env.now
+        if m.tracer is not None:
+            m.tracer("leave", self, self.current, now)
         if self._busy_since is not None:
             self.busy_us += now - self._busy_since
             self._busy_since = None
@@ -294,6 +302,8 @@ class CPU:
         self._token += 1
         if self._busy_since is None and not self.waking:
             self._busy_since = now
+        if m.tracer is not None:
+            m.tracer("dispatch", self, task, now)
         if delay <= 0.0:
             self._begin(task)
         else:
@@ -307,6 +317,8 @@ class CPU:
             self.waking = False
             self._busy_since = now
         task._slice_start = now
+        if self.machine.tracer is not None:
+            self.machine.tracer("begin", self, task, now)
         if task.on_dispatch is not None:
             task.on_dispatch(task, self, now)
         if task._done is not None:  # a preempted chunk resumes
@@ -330,6 +342,11 @@ class Machine:
         self.cpus = [CPU(self, i) for i in range(cpus)]
         self._next_pid = 1
         self.start_time = env.now
+        # Tracing hook (forksim.trace), None for no cost: tracer(event, cpu, task, now_us) with event
+        # "dispatch" (task made current; the CPU counts busy from here unless it is waking from halt),
+        # "begin" (task starts running: after the switch, migration or halt exit) and
+        # "leave" (task leaves the CPU; task.state says why: sleeping, runnable or dead).
+        self.tracer: Callable[[str, "CPU", Task, float], None] | None = None
 
     # ---- tasks
 
@@ -338,8 +355,9 @@ class Machine:
         self._next_pid += 1
         return task
 
-    def spawn(self, task: Task, parent: Task | None = None) -> tuple[simpy.Event, float]:
-        """wake_up_new_task: place a new task (select_task_rq with SD_BALANCE_FORK).
+    def spawn(self, task: Task, parent: Task | None = None, pack: bool = False) -> tuple[simpy.Event, float]:
+        """wake_up_new_task: place a new task (select_task_rq with SD_BALANCE_FORK): the idlest
+        CPU, or with `pack` the parent's own CPU (a kernel that packs vCPUs to avoid waking one).
 
         Returns the event that fires when the task first runs, and the waker's extra cost
         (sending an IPI to a halted CPU) in microseconds.
@@ -347,7 +365,8 @@ class Machine:
         ev = simpy.Event(self.env)
         task._wake_event = ev
         home = parent.cpu if parent is not None and parent.cpu is not None else None
-        target = self._idlest(home)
+        target = home if pack and home is not None else self._idlest(home)
+        target._sync_min_vruntime()
         task.vruntime = target.min_vruntime
         return ev, self._activate(task, target, home)
 
@@ -359,6 +378,7 @@ class Machine:
         target = self._select_wake_cpu(task, waker_cpu, sync)
         # A sleeper keeps a little credit (half a slice) but never its whole sleep.
         credit = self.params.slice_us / 2.0
+        target._sync_min_vruntime()
         if task.prev_cpu is not None and task.prev_cpu is not target:
             task.vruntime -= task.prev_cpu.min_vruntime - target.min_vruntime
         task.vruntime = max(task.vruntime, target.min_vruntime - credit)

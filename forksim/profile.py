@@ -35,6 +35,7 @@ __all__ = [
     "Residual",
     "StageCost",
     "SchedulerCosts",
+    "Placement",
     "Profile",
     "ImageShape",
     "load_profile",
@@ -66,6 +67,8 @@ STAGES: dict[str, str] = {
     "wake_up_new_task": "kernel_clone: trace_sched_process_fork, wake_up_new_task (select_task_rq, activate_task, "
     "wakeup_preempt) and the return to user space",
     "ret_from_fork": "ret_from_fork -> schedule_tail: the child's first return to user space",
+    "fork_child_touch": "a fork child's first writes after the return (its stack, glibc's fork bookkeeping, TLS): "
+    "the COW faults it takes before it can exit or exec",
     "exec": "execve of a small static binary: bprm, load_elf_binary, begin_new_exec (without dropping the old mm)",
     "exit_mmap": "exit_mmap / exec_mmap of the old mm: unmap_vmas, zap_pte_range (per PTE/PMD), free_pgtables",
     "do_exit": "do_exit without exit_mmap: exit_files, exit_fs, exit_sighand, exit_thread, exit_notify bookkeeping",
@@ -163,6 +166,17 @@ class SchedulerCosts(BaseModel):
     wakeup_granularity: StageCost
 
 
+class Placement(BaseModel):
+    """A placement probability of this kernel's scheduler, with where it came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    value: float = Field(ge=0.0, le=1.0)
+    source: str = Field(min_length=1)
+
+
+_UPSTREAM = "assumption: upstream select_task_rq_fair (SD_BALANCE_FORK) puts a new task on an idle CPU"
+
+
 class Profile(BaseModel):
     """A whole profile file."""
 
@@ -175,6 +189,14 @@ class Profile(BaseModel):
     stages: dict[str, StageCost]
     scheduler: SchedulerCosts
     stack_cache_per_cpu: int = Field(default=2, ge=0, le=64)
+    # Share of creations whose child the scheduler keeps on the parent's CPU although another CPU is
+    # idle (a kernel that packs vCPUs does; upstream does not). By family: fork and threads, CLONE_VFORK.
+    placement: dict[Literal["fork_local_when_idle", "vfork_local_when_idle"], Placement] = Field(
+        default_factory=lambda: {
+            "fork_local_when_idle": Placement(value=0.0, source=_UPSTREAM),
+            "vfork_local_when_idle": Placement(value=0.0, source=_UPSTREAM),
+        }
+    )
     diagnostics: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("version")

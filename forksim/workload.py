@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .kernel.clone import Kernel
     from .machine import Task
 
-__all__ = ["Workload", "UnstableError", "load_arrivals", "image_shape"]
+__all__ = ["Workload", "UnstableError", "load_arrivals", "image_shape", "burst_times"]
 
 
 class UnstableError(ForksimError):
@@ -59,6 +59,18 @@ def load_arrivals(path: str) -> np.ndarray:
     if np.any(np.diff(arr) < 0):
         raise ConfigError("arrival times must be non-decreasing", source=path, field="workload.arrivals")
     return arr
+
+
+def burst_times(bursts):
+    """`arrivals = "bursty"`: absolute arrival times (us) of [workload.bursts]: `size` requests per
+    burst, evenly over `spread`, a burst every `interval` from `offset` (deterministic, endless)."""
+    step = bursts.spread / bursts.size
+    k = 0
+    while True:
+        t0 = bursts.offset + k * bursts.interval
+        for j in range(bursts.size):
+            yield t0 + j * step
+        k += 1
 
 
 class _Exp:
@@ -142,7 +154,7 @@ class Workload:
         yield first_run
         task = proc.task
         while True:
-            if not self._queue:
+            while not self._queue:  # another parent may take the request this one was woken for
                 self._idle_parents.append(task)
                 yield task.sleep()
             arrival = self._queue.popleft()
@@ -154,6 +166,8 @@ class Workload:
         if self._arrivals is not None:
             times = iter(self._arrivals.tolist())
             gap = None
+        elif wl.arrivals == "bursty":
+            times, gap = burst_times(wl.bursts), None
         elif wl.arrivals == "deterministic":
             times, gap = None, (lambda: 1e6 / wl.rate)
         else:

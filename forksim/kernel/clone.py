@@ -50,6 +50,11 @@ class Kernel:
         self.costs = costs
         self.child_cfg = child
         self.stacks = StackCache(len(machine.cpus), stack_per_cpu)
+        placement = costs.profile.placement
+        self._pack = {  # P(child stays on the parent's CPU although one is idle), by CLONE_VFORK
+            False: placement["fork_local_when_idle"].value,
+            True: placement["vfork_local_when_idle"].value,
+        }
         self.lock_stats = {n: LockStats(n) for n in ("tasklist_lock", "pidmap_lock", "mmap_lock")}
         self.tasklist_lock = SpinRWLock("tasklist_lock", self.lock_stats["tasklist_lock"])
         self.pidmap_lock = SpinRWLock("pidmap_lock", self.lock_stats["pidmap_lock"])
@@ -135,7 +140,8 @@ class Kernel:
         child.inherited = kind in COPIES_MM
         if kind in VFORK_WAIT:
             child.vfork_waiter = P
-        first_run, ipi = self.machine.spawn(child_task, P)
+        pack = self.costs.uniform() < self._pack[kind in VFORK_WAIT]
+        first_run, ipi = self.machine.spawn(child_task, P, pack=pack)
         env.process(self.child_life(child, kind, first_run, rec))
         if ipi > 0.0:
             yield P.run(ipi)
@@ -163,8 +169,12 @@ class Kernel:
         env, c, cfg = self.env, self.costs, self.child_cfg
         C = child.task
         yield first_run
-        # ret_from_fork -> schedule_tail: the first return to user space
-        yield C.run(c.draw("ret_from_fork"))
+        # ret_from_fork -> schedule_tail: the first return to user space; a fork child then takes
+        # COW faults on the pages it writes first (stack, glibc's fork bookkeeping)
+        cost = c.draw("ret_from_fork")
+        if child.inherited:
+            cost += c.draw("fork_child_touch")
+        yield C.run(cost)
         rec.child_start = env.now
         rec.child_cpu = C.cpu.id
 

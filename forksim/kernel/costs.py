@@ -44,6 +44,13 @@ class Costs:
     def draw(self, stage: str, shape: ImageShape = EMPTY_IMAGE) -> float:
         return self.median(stage, shape) * self._ratio(stage)
 
+    def uniform(self) -> float:
+        """A U(0,1) draw (placement decisions)."""
+        block = self._blocks.get("")
+        if not block:
+            block = self._blocks[""] = self.rng.random(_BLOCK).tolist()
+        return block.pop()
+
     def draw_many(self, stage: str, count: int, shape: ImageShape = EMPTY_IMAGE) -> float:
         """The total of `count` independent draws (per-page costs); large counts use the mean ratio."""
         if count <= 0:

@@ -1,0 +1,57 @@
+"""`forksim calibrate`: measure this machine and write a profile, then check it on held-out sizes."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from ._common import console, fmt
+
+
+def register(sub) -> None:
+    p = sub.add_parser("calibrate", help="measure this machine and write a profile",
+                       description="Build and run the C microbenchmarks (and, as root with tracefs, a tracepoint "
+                       "stage breakdown), fit every stage cost, and write a profile with provenance and fit "
+                       "diagnostics. Then simulate the sizes the fit left out and compare with their measurements.")
+    p.add_argument("--out", default="profile.json", help="profile file to write (default: profile.json)")
+    p.add_argument("--quick", action="store_true", help="the short plan (under 2 minutes)")
+    p.add_argument("--raw", help="also write every raw sample (.json or .json.gz)")
+    p.add_argument("--no-tracefs", action="store_true", help="microbenchmarks only, even as root")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=main)
+
+
+def held_out_check(profile_path: str, held_out: list[dict]) -> list[dict]:
+    """forksim's own prediction (one pinned CPU, like the measurement) for each held-out size."""
+    from ..predict import predict
+
+    rows = []
+    for h in held_out:
+        res = predict(int(h["rss_bytes"]), vmas=int(h.get("vmas") or 40), anon_vmas=h.get("anon_vmas"),
+                      thp=bool(h.get("thp")), profile=profile_path, cpus=1, samples=300)
+        pred = res["fork_latency_us"]["p50"]
+        meas = float(h["fork_p50_us"])
+        rows.append({**h, "forksim_p50_us": pred, "rel_error": (pred - meas) / meas})
+    return rows
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..calibration import calibrate
+
+    prof = calibrate(args.out, quick=args.quick, progress=not args.quiet, raw_out=args.raw,
+                     use_tracefs=False if args.no_tracefs else None)
+    prov = prof["provenance"]
+    console.print(f"wrote {args.out} ({prov.get('duration_s')} s; tracepoints: "
+                  f"{'yes' if prov.get('tracefs') else 'no — ' + str(prov.get('tracefs_reason'))})")
+    rows = held_out_check(args.out, prof.get("diagnostics", {}).get("held_out", []))
+    if rows:
+        t = Table(title="held-out sizes (left out of the fit): measured vs forksim predict, pinned, fork() p50",
+                  title_justify="left")
+        for c in ("RSS", "VMAs", "THP", "measured (us)", "forksim (us)", "error"):
+            t.add_column(c, justify="right")
+        for r in rows:
+            t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", str(r.get("vmas", "-")), "on" if r.get("thp") else "off",
+                      fmt(r["fork_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%")
+        console.print(t)
+    return 0

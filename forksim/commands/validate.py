@@ -1,0 +1,27 @@
+"""`forksim validate`: real load on this machine beside the model's prediction."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("validate", help="measure real load on this machine and compare with the model",
+                       description="Run real load scenarios (a C load generator built with the system compiler), "
+                       "simulate the same scenarios with the profile, and write validation.json, validation.md and "
+                       "validation.png (measured vs predicted, relative errors).")
+    p.add_argument("--profile", default="default", help="profile name or file (default: default)")
+    p.add_argument("--quick", action="store_true", help="a subset of scenarios with short runs (under 3 minutes)")
+    p.add_argument("--out", default="validation", help="output folder (default: ./validation)")
+    p.add_argument("--only", action="append", metavar="SCENARIO", help="run only this scenario (repeatable)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..profile import load_profile
+    from ..validation import validate
+
+    load_profile(args.profile)  # a bad profile fails here, before minutes of measurement
+    validate(profile=args.profile, quick=args.quick, out=Path(args.out), progress=True, only=args.only)
+    return 0
