@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a command not built yet
             raise
         module.register(sub)
+    for subparser in sub.choices.values():  # `forksim run ... --debug` works too
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                               help="show a traceback on errors")
     return parser
 
 

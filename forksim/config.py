@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
+import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -33,16 +37,33 @@ __all__ = [
     "ImageSection",
     "ChildSection",
     "BackgroundSection",
+    "BurstSection",
+    "ServerSection",
     "CLONE_KINDS",
     "load_config",
     "load_experiment",
     "parse_config",
     "apply_overrides",
     "parse_override",
+    "sweep_overrides",
     "experiment_to_toml_dict",
 ]
 
 CLONE_KINDS = ("fork", "vfork", "posix_spawn", "fork_exec", "thread")
+
+# Physical bounds (the reason goes into the message).
+MAX_RSS_BYTES = 64 * 1024**4  # x86-64, 4-level page tables: 46-bit physical addresses, 64 TiB of RAM at most
+MAX_VMAS = 1_048_576  # vm.max_map_count: 65530 by default, 1048576 where distributions raise it
+MAX_QUEUE = 10_000_000  # an open workload's queue: beyond this the memory grows without telling anything new
+_RSS_REASON = (
+    "more than 64 TiB (64TiB): more memory than an x86-64 machine with 4-level page tables can hold "
+    "(46-bit physical addresses), so no process can touch that much"
+)
+_VMAS_REASON = (
+    f"more than {MAX_VMAS} mappings: Linux refuses mmap beyond vm.max_map_count, 65530 by default and "
+    f"{MAX_VMAS} where distributions raise it"
+)
+_NAME = re.compile(r"[A-Za-z0-9_.+-][A-Za-z0-9 _.,+=@-]{0,99}")
 
 
 def _unit(parser):
@@ -63,7 +84,7 @@ PerSecond = Annotated[float, _unit(parse_rate), Field(gt=0)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 class ExperimentSection(_Section):
@@ -75,6 +96,17 @@ class ExperimentSection(_Section):
     replications: int = Field(default=5, ge=1, le=10_000, description="independent replications (default 5)")
     seed: int = Field(default=42, ge=0, description="root seed; replications get independent streams")
     max_creations: int = Field(default=0, ge=0, description="stop a replication after this many creations (0: no limit)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        # The name becomes a folder (results/<name>/run): no path separators, no '..', no control characters.
+        if not _NAME.fullmatch(v) or v in (".", ".."):
+            raise ValueError(
+                "must be 1-100 characters of letters, digits, spaces and _ . , + = @ - (it names the results "
+                "folder), not starting with a space"
+            )
+        return v
 
 
 class MachineSection(_Section):
@@ -89,12 +121,29 @@ class MachineSection(_Section):
     migration: Micros | None = Field(default=None, description="cost of pulling a task to another CPU (default: profile)")
     wakeup_preemption: bool = True
 
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, v: str) -> str:
+        from .profile import shipped_profiles
+
+        shipped = list(shipped_profiles())
+        if v in shipped:
+            return v
+        try:
+            if v and Path(v).is_file():
+                return v
+        except (OSError, ValueError):  # a name too long for a path, a NUL byte
+            pass
+        close = difflib.get_close_matches(v, shipped, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ValueError(f"no shipped profile of that name and no such file ({hint}shipped: {', '.join(shipped)})")
+
 
 class ImageSection(_Section):
     """[workload.image]: the parent's address space."""
 
     rss: Bytes = Field(default=64 * 1024**2, description="touched anonymous memory (default 64MiB)")
-    vmas: int = Field(default=40, ge=1, le=1_000_000, description="mappings in the address space")
+    vmas: int = Field(default=40, ge=1, description=f"mappings in the address space (at most {MAX_VMAS})")
     anon_vmas: int | None = Field(
         default=None, ge=0, description="mappings carrying anonymous pages (default: half of vmas, at least 1)"
     )
@@ -105,6 +154,20 @@ class ImageSection(_Section):
         default="uniform",
         description="where in the VMA walk the threads' faults land: 'uniform' or a fraction 0..1",
     )
+
+    @field_validator("rss")
+    @classmethod
+    def _rss(cls, v: int) -> int:
+        if v > MAX_RSS_BYTES:
+            raise ValueError(_RSS_REASON)
+        return v
+
+    @field_validator("vmas")
+    @classmethod
+    def _vmas(cls, v: int) -> int:
+        if v > MAX_VMAS:
+            raise ValueError(_VMAS_REASON)
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "ImageSection":
@@ -131,22 +194,81 @@ class ChildSection(_Section):
     cow_writer: Literal["child", "parent"] = "child"
 
 
+class BurstSection(_Section):
+    """[workload.bursts]: `arrivals = "bursty"`: deterministic bursts of requests."""
+
+    size: int = Field(default=20, ge=1, le=1_000_000, description="requests per burst (default 20)")
+    interval: Micros = Field(default=100e3, gt=0, description="time from one burst to the next (default 100ms)")
+    spread: Micros = Field(
+        default=0.0, description="the burst's requests arrive evenly over this time (default 0: all at once)"
+    )
+    offset: Micros = Field(default=0.0, description="time of the first burst (default 0)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "BurstSection":
+        if self.spread >= self.interval:
+            raise ValueError("spread must be shorter than interval")
+        return self
+
+
+class ServerSection(_Section):
+    """[workload.server]: `kind = "server"`: a single-threaded server (Redis-like) that serves an open
+    request stream (`workload.rate`, `workload.arrivals`) and forks a snapshot child (BGSAVE) every
+    `interval`; the child runs `workload.child.lifetime` (the snapshot's write time) and exits."""
+
+    service: Micros = Field(default=20.0, gt=0, description="mean CPU time per request (default 20us)")
+    service_distribution: Literal["exponential", "deterministic"] = Field(
+        default="exponential", description="distribution of the per-request CPU time (default exponential)"
+    )
+    interval: Micros = Field(default=1e6, gt=0, description="time between snapshot forks (default 1s)")
+    first_snapshot: Micros | None = Field(
+        default=None, description="time of the first snapshot fork (default: experiment.warmup + interval/2)"
+    )
+    cron: Micros = Field(
+        default=100e3, gt=0,
+        description="the server checks for a due snapshot and reaps an exited child (WNOHANG) this often "
+        "(default 100ms: Redis hz=10)",
+    )
+    writes_per_request: float = Field(
+        default=2.0, ge=0.0,
+        description="4 KiB dataset pages each request writes, at random (default 2); a write to a page still "
+        "write-protected since the fork faults: a copy while the snapshot child maps it, a reuse after",
+    )
+
+
 class WorkloadSection(_Section):
     """[workload]: who creates, how often."""
 
-    kind: Literal["closed", "open"] = "closed"
+    kind: Literal["closed", "open", "server"] = "closed"
     parents: int = Field(default=1, ge=1, le=100_000)
     think_time: Micros = 0.0
     rate: PerSecond | None = None
-    arrivals: str = Field(default="poisson", description="poisson | deterministic | path to a file of arrival times")
-    max_queue: int = Field(default=100_000, ge=1, description="open workload: refuse to queue more requests")
+    arrivals: str = Field(
+        default="poisson", description="poisson | deterministic | bursty ([workload.bursts]) | path to a file of arrival times"
+    )
+    max_queue: int = Field(default=100_000, ge=1, le=MAX_QUEUE,
+                           description="open workload: refuse to queue more requests")
+    queue: Literal["shared", "per_parent"] = Field(
+        default="shared",
+        description="open workload: one queue served by every parent, or per_parent: each parent its own "
+        "arrival stream at rate/parents and its own queue (a pre-forked server per core, say)",
+    )
     image: ImageSection = ImageSection()
     child: ChildSection = ChildSection()
+    bursts: BurstSection = BurstSection()
+    server: ServerSection = ServerSection()
 
     @model_validator(mode="after")
     def _check(self) -> "WorkloadSection":
         if self.kind == "open" and self.rate is None and self.arrivals in ("poisson", "deterministic"):
             raise ValueError("an open workload needs `rate` (e.g. rate = \"2000/s\") or an arrivals file")
+        if self.kind == "server":
+            if self.rate is None and self.arrivals in ("poisson", "deterministic"):
+                raise ValueError("a server workload needs the request `rate` (e.g. rate = \"20000/s\") or an arrivals file")
+            if self.image.threads != 1:
+                raise ValueError("a server workload models a single-threaded server: workload.image.threads must be 1")
+            if self.child.clone != "fork":
+                raise ValueError("a server workload snapshots with fork: workload.child.clone must be \"fork\"")
         return self
 
 
@@ -169,6 +291,25 @@ class Experiment(_Section):
     )
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     source: str | None = Field(default=None, exclude=True)
+
+    @field_validator("whatif")
+    @classmethod
+    def _whatif(cls, mods: dict[str, float]) -> dict[str, float]:
+        from .profile import _TERMS, STAGES
+
+        for key, factor in mods.items():
+            stage, _, term = key.partition(".")
+            if stage not in STAGES:
+                close = difflib.get_close_matches(stage, list(STAGES), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"whatif.{key}: unknown stage {stage!r}{hint} (a what-if is 'stage.term' = factor)")
+            if term not in _TERMS:
+                close = difflib.get_close_matches(term, _TERMS, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise ValueError(f"whatif.{key}: unknown cost term {term!r} ({hint}terms: {', '.join(_TERMS)})")
+            if factor < 0:
+                raise ValueError(f"whatif.{key}: a what-if factor must be a non-negative number (got {factor!r})")
+        return mods
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Experiment":
         data = apply_overrides(experiment_to_toml_dict(self), overrides, source=self.source)
@@ -195,9 +336,31 @@ def _model_at(path: tuple) -> type[BaseModel] | None:
     return model
 
 
+def _clean_loc(loc: tuple) -> tuple:
+    """The config path of an error: fields down to the leaf, plus a dict key (whatif, sweep); pydantic's
+    union-member tags ('float', "literal['uniform']") and list indexes are dropped."""
+    model: type[BaseModel] | None = Experiment
+    out: list = []
+    parts = [p for p in loc if not isinstance(p, int)]
+    while parts:
+        part = parts.pop(0)
+        out.append(part)
+        info = model.model_fields.get(part) if model is not None else None
+        if info is None:
+            break
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+            continue
+        if typing.get_origin(ann) is dict and parts:
+            out.append(parts.pop(0))
+        break
+    return tuple(out)
+
+
 def _format_validation(exc: ValidationError, source: str | None) -> ConfigError:
     err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if not isinstance(p, int))
+    loc = _clean_loc(tuple(err["loc"]))
     field = ".".join(str(p) for p in loc)
     if err["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1])
@@ -209,9 +372,13 @@ def _format_validation(exc: ValidationError, source: str | None) -> ConfigError:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    if field == "whatif" and msg.startswith("whatif."):  # the validator names the key
+        field, _, msg = msg.partition(": ")
     given = err.get("input")
     if err["type"] not in ("missing",) and not isinstance(given, dict):
-        msg = f"{msg} (got {given!r})"
+        shown = repr(given)
+        if shown not in msg:
+            msg = f"{msg} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
     return ConfigError(msg, source=source, field=field or None)
 
 
@@ -219,6 +386,9 @@ def parse_config(data: dict[str, Any], *, source: str | None = None) -> Experime
     """Validate a config mapping (as read from TOML) into an `Experiment`."""
     if not isinstance(data, dict):
         raise ConfigError("a config must be a table of sections", source=source)
+    if "source" in data:  # set by the loader, not by the file
+        raise ConfigError(f"unknown key (allowed: {', '.join(_field_names(Experiment))})", source=source,
+                          field="source")
     try:
         exp = Experiment.model_validate(data)
     except ValidationError as exc:
@@ -226,10 +396,24 @@ def parse_config(data: dict[str, Any], *, source: str | None = None) -> Experime
     for key, values in exp.sweep.items():
         if not isinstance(values, list) or not values:
             raise ConfigError("a sweep key needs a non-empty list of values", source=source, field=f"sweep.{key}")
-        # Every swept value must itself make a valid experiment.
+        # Every swept value must itself make a valid experiment. Linked keys "a,b" = [[a1, b1], ...]
+        # move together (one axis of the grid).
         for value in values:
-            apply_overrides(experiment_to_toml_dict(exp), {key: value}, source=source, validate=True)
+            apply_overrides(experiment_to_toml_dict(exp), sweep_overrides(key, value, source=source),
+                            source=source, validate=True)
     return exp.model_copy(update={"source": source})
+
+
+def sweep_overrides(key: str, value: Any, *, source: str | None = None) -> dict[str, Any]:
+    """One value of a `[sweep]` axis as overrides: 'k' = v -> {k: v}; linked keys 'k1,k2' = [v1, v2]
+    -> {k1: v1, k2: v2}."""
+    keys = [k.strip() for k in key.split(",")]
+    if len(keys) == 1:
+        return {key: value}
+    if not isinstance(value, list) or len(value) != len(keys):
+        raise ConfigError(f"linked sweep keys need a list of {len(keys)} values per point (got {value!r})",
+                          source=source, field=f"sweep.{key}")
+    return dict(zip(keys, value))
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -245,6 +429,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
+    except RecursionError:
+        raise ConfigError("not valid TOML: nested too deeply", source=str(path)) from None
 
 
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> Experiment:
@@ -282,7 +468,7 @@ def apply_overrides(
         model: type[BaseModel] | None = Experiment
         node = out
         for depth, part in enumerate(parts):
-            if model is not None and part not in model.model_fields:
+            if model is not None and part not in _field_names(model):
                 names = _field_names(model)
                 close = difflib.get_close_matches(part, names, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""

@@ -56,6 +56,7 @@ class ReplicationResult:
         in_flight: int,
         events: int,
         wall_s: float,
+        requests: list[float] | None = None,
     ):
         self.replication = replication
         self.records = records
@@ -67,6 +68,7 @@ class ReplicationResult:
         self.in_flight = in_flight
         self.events = events
         self.wall_s = wall_s
+        self.requests = requests  # server workloads: latencies (us) of requests arriving after warm-up
 
 
 def records_frame(results: Sequence[ReplicationResult]) -> pd.DataFrame:
@@ -150,6 +152,12 @@ def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = No
     }
     if measured["arrival"].notna().any() and (measured["arrival"] != measured["start"]).any():
         summary["response_latency_us"] = _latency(col("response_latency_us"))
+    if any(getattr(r, "requests", None) is not None for r in results):
+        # server workloads: request latency (arrival to the end of its service) and request throughput
+        reqs = [np.asarray(getattr(r, "requests", None) or [], dtype=float) for r in results]
+        summary["request_latency_us"] = _latency(reqs)
+        rates = [len(a) / ((r.window[1] - r.window[0]) / 1e6) for a, r in zip(reqs, results)]
+        summary["request_throughput_per_s"] = {"mean": _clean(np.mean(rates)), "ci95": ci95(rates)}
     summary["cpu_utilization"] = _clean(np.mean(utilization))
     summary["cpu_utilization_ci95"] = ci95(utilization)
 

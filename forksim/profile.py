@@ -165,6 +165,13 @@ class SchedulerCosts(BaseModel):
     migration: StageCost
     wakeup_granularity: StageCost
 
+    @model_validator(mode="after")
+    def _check(self) -> "SchedulerCosts":
+        for name in ("tick", "slice"):  # the scheduler divides by them
+            if getattr(self, name).fixed_us <= 0.0:
+                raise ValueError(f"scheduler.{name}.fixed_us must be positive (microseconds)")
+        return self
+
 
 class Placement(BaseModel):
     """A placement probability of this kernel's scheduler, with where it came from."""
@@ -282,6 +289,8 @@ def load_profile(name_or_path: str) -> Profile:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ProfileError(f"not valid JSON: {exc}", source=str(path)) from None
+    except RecursionError:
+        raise ProfileError("not valid JSON: nested too deeply", source=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"cannot read profile: {exc.__class__.__name__}", source=str(path)) from None
     if not isinstance(data, dict) or data.get("format") != PROFILE_FORMAT:

@@ -3,6 +3,7 @@ experiment (in parallel across local cores), and the results they hand back."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -14,14 +15,26 @@ import pandas as pd
 import simpy
 
 from .config import Experiment
-from .kernel.clone import Kernel
-from .kernel.costs import Costs
+from .errors import ConfigError
+from .kernel.clone import COPIES_MM, EXECS, NEW_PROCESS, Kernel
+from .kernel.costs import EMPTY_IMAGE, Costs
 from .machine import Machine, SchedulerParams
 from .metrics import ReplicationResult, records_frame, summarize
 from .profile import Profile, load_profile
-from .workload import Workload, load_arrivals
+from .workload import UnstableError, Workload, image_shape, load_arrivals
 
-__all__ = ["RunResult", "run_experiment", "run_replication", "replication_seeds", "scheduler_params", "resolve_profile"]
+__all__ = [
+    "RunResult",
+    "run_experiment",
+    "run_replication",
+    "replication_seeds",
+    "scheduler_params",
+    "resolve_profile",
+    "WorkEstimate",
+    "estimate_work",
+    "check_work",
+    "MAX_EVENTS",
+]
 
 
 @dataclass
@@ -45,6 +58,183 @@ def resolve_profile(exp: Experiment, profile: str | Profile | None = None) -> Pr
     if isinstance(profile, Profile):
         return profile.with_whatif(exp.whatif)
     return load_profile(profile or exp.machine.profile).with_whatif(exp.whatif)
+
+
+# ------------------------------------------------------------------ how much work a run is
+
+# SimPy runs ~100k events per second on one core (measured: 70-100k/s for fork, vfork and thread
+# workloads), and a creation costs ~16-23 events. MAX_EVENTS is ~15 minutes of one core by this
+# estimate, which runs 2-3x above the events a run really takes (measured).
+MAX_EVENTS = 100_000_000
+EVENTS_PER_SECOND = 100_000
+EVENTS_PER_CREATION = 25
+_FAR_BEYOND = 10.0  # an offered rate this many times the capacity bound is refused before running
+
+
+@dataclass(frozen=True)
+class WorkEstimate:
+    """What a run would simulate, estimated before running it (upper estimates: stage costs are taken
+    at half their fitted medians, so creations are rather over- than under-counted)."""
+
+    creations: float  # per replication
+    events: float  # all replications together
+    capacity_per_s: float  # an upper bound on the creations (server: requests) per second served
+    creation_floor_us: float  # a lower bound on the parent's time per creation
+    parts: dict[str, float]  # events per replication by cause: creations, arrivals, faults, preemption
+
+    @property
+    def wall_s(self) -> float:
+        """Rough single-core wall time."""
+        return self.events / EVENTS_PER_SECOND
+
+
+def _arrival_times(exp: Experiment) -> "np.ndarray":
+    """The arrivals file, checked (the file and `workload.arrivals` named on any problem)."""
+    path = exp.workload.arrivals
+    try:
+        times = load_arrivals(path)
+    except ValueError as exc:  # not text (UnicodeDecodeError), a line float() reads oddly
+        raise ConfigError(f"cannot read arrivals file: {exc.__class__.__name__}: not a text file of times",
+                          source=path, field="workload.arrivals") from None
+    bad = ~np.isfinite(times) | (times < 0)
+    if bad.any():
+        raise ConfigError(f"arrival times must be finite and non-negative (got {float(times[bad][0]) / 1e6!r} s)",
+                          source=path, field="workload.arrivals")
+    return times
+
+
+def estimate_work(exp: Experiment, profile: Profile) -> WorkEstimate:
+    """Estimate what `exp` would simulate: creations ~ capacity x time for a closed workload (capacity
+    from a lower bound of one creation's cost), the offered rate x time for an open one (at most what
+    the capacity serves plus `max_queue`), plus the other threads' faults and preemptions."""
+    wl, img, child = exp.workload, exp.workload.image, exp.workload.child
+    kind = child.clone
+    st = profile.stages
+    shape = image_shape(exp)
+
+    def ratio(cost) -> float:  # the residual's mean (the median is 1)
+        r = cost.residual
+        if r.family == "lognormal":
+            return math.exp(r.sigma**2 / 2)
+        if r.family == "empirical":
+            q = np.asarray(r.quantiles, dtype=float)
+            return float((q[1:] + q[:-1]).mean() / 2)
+        return 1.0
+
+    def med(name: str, sh=EMPTY_IMAGE) -> float:  # a stage's mean cost
+        return st[name].median_us(sh) * ratio(st[name])
+
+    parent = med("copy_process_setup" if kind in NEW_PROCESS else "copy_process_setup_thread")
+    parent += med("stack_cache_hit") + med("copy_process_tail") + med("wake_up_new_task") + med("wait_reap")
+    if kind in COPIES_MM:
+        parent += med("dup_mm") + med("dup_mmap", shape)
+    childw = med("ret_from_fork") + med("do_exit") + child.lifetime
+    if kind in COPIES_MM:  # the child's first COW touches, its writes, and the teardown of its copy
+        childw += med("fork_child_touch") + med("exit_mmap", shape)
+        childw += child.cow_write_fraction * (shape.ptes + 512 * shape.pmds) * med("cow_fault_copy")
+    if kind in EXECS:
+        childw += med("exec") + child.exec_lifetime
+    sched = profile.scheduler
+    childw += 2 * sched.context_switch.fixed_us * ratio(sched.context_switch)  # the child in, the parent back
+    if wl.parents * img.threads + exp.background.cpu_hogs < exp.machine.cpus:
+        childw += sched.idle_wake.fixed_us * ratio(sched.idle_wake)  # the child is placed on a halted CPU
+    # Mean costs; half of them as the floor (the estimate errs towards more work, not less).
+    floor = max(0.5 * parent, 0.5)
+    cpu = max(0.5 * (parent + childw), 0.5)
+    # A closed parent forks, then waits to reap: its loop takes at least the child's life too.
+    cycle = cpu + wl.think_time
+    per_us = min(wl.parents / cycle, exp.machine.cpus / cpu)  # creations per us, upper bound
+    total_us = exp.experiment.warmup + exp.experiment.duration
+    limit = exp.experiment.max_creations
+
+    arrivals = 0.0
+    if wl.kind == "closed":
+        creations = per_us * total_us
+    else:
+        if wl.arrivals not in ("poisson", "deterministic", "bursty"):
+            times = _arrival_times(exp)
+            offered = float(np.searchsorted(times, total_us, side="right"))
+        elif wl.arrivals == "bursty":
+            offered = wl.bursts.size * total_us / wl.bursts.interval
+        else:
+            offered = wl.rate * total_us / 1e6
+        if wl.kind == "server":
+            streams = wl.parents
+            per_us = min(wl.parents / wl.server.service, exp.machine.cpus / wl.server.service)
+            served = min(offered * streams, per_us * total_us)
+            arrivals = min(offered * streams, served + wl.max_queue * streams)
+            creations = total_us / wl.server.interval * wl.parents
+            arrivals += 2 * served  # a request's service: a run and a wake-up
+        else:
+            served = min(offered, per_us * total_us)
+            arrivals = min(offered, served + wl.max_queue * wl.parents)
+            creations = served
+    if limit:
+        creations = min(creations, float(limit))
+        total_us = min(total_us, exp.experiment.warmup + limit / per_us)
+    faults = wl.parents * max(img.threads - 1, 0) * img.fault_rate * total_us / 1e6 * 3
+    preemption = 0.0
+    if exp.background.cpu_hogs > 0 or wl.parents * img.threads > exp.machine.cpus:
+        tick = exp.machine.tick if exp.machine.tick is not None else profile.scheduler.tick.fixed_us
+        slc = exp.machine.slice if exp.machine.slice is not None else profile.scheduler.slice.fixed_us
+        preemption = 2 * exp.machine.cpus * total_us / max(min(tick, slc), 1e-3)
+    parts = {"creations": creations * EVENTS_PER_CREATION, "arrivals": arrivals, "faults": faults,
+             "preemption": preemption}
+    events = exp.experiment.replications * sum(parts.values())
+    return WorkEstimate(creations, events, per_us * 1e6, floor, parts)
+
+
+def _human_s(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
+def check_work(exp: Experiment, profile: Profile, *, max_events: float = MAX_EVENTS) -> WorkEstimate:
+    """Refuse, before running, an experiment that would simulate far more than `max_events` (hours of
+    computing) or an open workload offered far more than the machine can serve. `run_experiment` and
+    `run_replication` (so `forksim run`, `sweep`, `plan` and `predict`) all go through here."""
+    est = estimate_work(exp, profile)
+    wl, reps = exp.workload, exp.experiment.replications
+    if wl.kind in ("open", "server") and wl.rate is not None and wl.arrivals in ("poisson", "deterministic"):
+        rate = wl.rate * (wl.parents if wl.kind == "server" else 1)
+        if rate > _FAR_BEYOND * est.capacity_per_s:
+            who = (f"{wl.parents} server(s) at workload.server.service = {wl.server.service:g} us per request"
+                   if wl.kind == "server" else
+                   f"{wl.parents} parent(s) on {exp.machine.cpus} CPU(s), one creation taking at least "
+                   f"~{est.creation_floor_us:.3g} us")
+            raise UnstableError(
+                f"{exp.source + ': ' if exp.source else ''}workload.rate: {wl.rate:g}/s is far beyond what "
+                f"{who} can serve (at most ~{est.capacity_per_s:.3g}/s): the queue would only grow; lower "
+                f"workload.rate, or add workload.parents or machine.cpus"
+            )
+    if not math.isfinite(est.events) or est.events > max_events:
+        per_rep = sum(est.parts.values())
+        cause = max(est.parts, key=lambda k: est.parts[k])
+        head = (f"this run would simulate about {est.events:.2g} events ({per_rep:.2g} per replication x {reps}; "
+                f"roughly {_human_s(est.wall_s)} of one CPU core), above the limit of {max_events:.2g} "
+                f"(~{_human_s(max_events / EVENTS_PER_SECOND)})")
+        if cause == "creations" or cause == "arrivals":
+            other = per_rep - est.parts["creations"]
+            fits = int(max(max_events / reps - other, 0) / EVENTS_PER_CREATION)
+            advice = (f"about {est.creations:.2g} creations per replication: lower experiment.duration (now "
+                      f"{exp.experiment.duration / 1e6:g}s) or experiment.replications")
+            if wl.kind != "server" and fits >= 1:
+                advice += f", or cap each replication with --set experiment.max_creations={fits}"
+            field = "experiment.duration"
+        elif cause == "faults":
+            field = "workload.image.fault_rate"
+            advice = (f"the parent's {exp.workload.image.threads - 1} other thread(s) fault "
+                      f"{exp.workload.image.fault_rate:g} times/s each: lower workload.image.fault_rate, "
+                      f"workload.image.threads or experiment.duration")
+        else:
+            field = "machine.tick"
+            advice = ("preemptions at every tick/slice of a busy CPU: raise machine.tick and machine.slice (or leave "
+                      "them to the profile), or lower experiment.duration")
+        raise ConfigError(f"{head}; {advice}", source=exp.source, field=field)
+    return est
 
 
 def scheduler_params(exp: Experiment, profile: Profile, costs: Costs) -> SchedulerParams:
@@ -73,6 +263,7 @@ def run_replication(
     exp: Experiment, profile: Profile, replication: int, seed: np.random.SeedSequence
 ) -> ReplicationResult:
     """Simulate one replication: warm-up, then `duration` of measured time."""
+    check_work(exp, profile)
     wall = time.perf_counter()
     rng = np.random.default_rng(seed)
     env = simpy.Environment()
@@ -83,15 +274,26 @@ def run_replication(
     kernel.set_record_from(warmup)
     arrivals = None
     arr = exp.workload.arrivals
-    if exp.workload.kind == "open" and arr not in ("poisson", "deterministic"):
+    if exp.workload.kind in ("open", "server") and arr not in ("poisson", "deterministic", "bursty"):
         arrivals = load_arrivals(arr)
-    workload = Workload(exp, kernel, rng, arrivals)
+    if exp.workload.kind == "server":
+        from .server import Server
+
+        workload = Server(exp, kernel, rng, arrivals)
+    else:
+        workload = Workload(exp, kernel, rng, arrivals)
     workload.start()
-    if warmup > 0.0:
-        env.run(until=warmup)
-    busy0 = machine.busy_us()
-    end = warmup + exp.experiment.duration
-    env.run(until=simpy.AnyOf(env, [workload.stop, env.timeout(end - warmup)]))
+    try:
+        if warmup > 0.0:
+            env.run(until=warmup)
+        busy0 = machine.busy_us()
+        end = warmup + exp.experiment.duration
+        env.run(until=simpy.AnyOf(env, [workload.stop, env.timeout(end - warmup)]))
+    except UnstableError as exc:
+        if "workload.rate" in str(exc):
+            raise
+        raise UnstableError(f"{exp.source + ': ' if exp.source else ''}workload.rate: {exc}; lower "
+                            f"workload.rate, or add workload.parents or machine.cpus") from None
     end = env.now
     busy = machine.busy_us() - busy0
     records = workload.records
@@ -107,6 +309,7 @@ def run_replication(
         in_flight=in_flight,
         events=next(env._eid),  # events scheduled (SimPy's own counter)
         wall_s=time.perf_counter() - wall,
+        requests=getattr(workload, "request_latencies", None),
     )
 
 
@@ -125,6 +328,7 @@ def run_experiment(
     """Run every replication of `exp` and summarise. `workers` > 1 spreads replications over
     processes (None: one per CPU); results are identical whatever the worker count."""
     prof = resolve_profile(exp, profile)
+    check_work(exp, prof)
     seed = exp.experiment.seed if seed is None else seed
     n = exp.experiment.replications
     jobs = [(exp, prof, i, s) for i, s in enumerate(replication_seeds(seed, n))]

@@ -5,6 +5,7 @@ Internally forksim keeps sizes in bytes, times in microseconds (float) and rates
 
 from __future__ import annotations
 
+import math
 import re
 
 __all__ = ["parse_size", "parse_time_us", "parse_rate", "format_size", "format_time_us"]
@@ -22,11 +23,24 @@ class UnitError(ValueError):
     """A quantity that does not parse; the message says what is allowed."""
 
 
+def _float(value: int | float | str, what: str, given: object = None) -> float:
+    """A finite float (a number too large for a float, inf and nan are refused)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        text = repr(value if given is None else given)
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise UnitError(f"{shown} is not a finite {what}")
+    return number
+
+
 def _split(text: str, what: str, examples: str) -> tuple[float, str]:
     m = re.fullmatch(_NUMBER + r"\s*([a-zA-Zµ/]*)", text.strip())
     if not m:
         raise UnitError(f"{text!r} is not a {what} (examples: {examples})")
-    return float(m.group(1)), m.group(2)
+    return _float(m.group(1), what), m.group(2)
 
 
 def parse_size(value: str | int | float) -> int:
@@ -34,7 +48,7 @@ def parse_size(value: str | int | float) -> int:
     if isinstance(value, bool):
         raise UnitError(f"{value!r} is not a size (examples: 256MiB, 1GiB, 4096)")
     if isinstance(value, (int, float)):
-        number, unit = float(value), ""
+        number, unit = _float(value, "size"), ""
     else:
         number, unit = _split(value, "size", "256MiB, 1GiB, 4096")
     factor = _SIZE_UNITS.get(unit.lower())
@@ -42,7 +56,7 @@ def parse_size(value: str | int | float) -> int:
         raise UnitError(f"unknown size unit {unit!r} in {value!r} (use B, KiB, MiB, GiB, TiB, kB, MB, GB)")
     if number < 0:
         raise UnitError(f"size {value!r} is negative")
-    return int(round(number * factor))
+    return int(round(_float(number * factor, "size", value)))
 
 
 def parse_time_us(value: str | int | float) -> float:
@@ -50,7 +64,7 @@ def parse_time_us(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise UnitError(f"{value!r} is not a duration (examples: 250us, 2ms, 10s)")
     if isinstance(value, (int, float)):
-        number, unit = float(value), "us"
+        number, unit = _float(value, "duration"), "us"
     else:
         number, unit = _split(value, "duration", "250us, 2ms, 10s")
         unit = unit or "us"
@@ -59,7 +73,7 @@ def parse_time_us(value: str | int | float) -> float:
         raise UnitError(f"unknown time unit {unit!r} in {value!r} (use ns, us, ms, s, min, h)")
     if number < 0:
         raise UnitError(f"duration {value!r} is negative")
-    return number * factor
+    return _float(number * factor, "duration", value)
 
 
 def parse_rate(value: str | int | float) -> float:
@@ -67,18 +81,18 @@ def parse_rate(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise UnitError(f"{value!r} is not a rate (examples: 5000/s, 2/ms)")
     if isinstance(value, (int, float)):
-        number, per = float(value), "s"
+        number, per = _float(value, "rate"), "s"
     else:
         m = re.fullmatch(_NUMBER + r"\s*(?:/\s*([a-zµ]+))?", value.strip())
         if not m:
             raise UnitError(f"{value!r} is not a rate (examples: 5000/s, 2/ms, 300/min)")
-        number, per = float(m.group(1)), m.group(2) or "s"
+        number, per = _float(m.group(1), "rate"), m.group(2) or "s"
     factor = _TIME_UNITS.get(per)
     if factor is None:
         raise UnitError(f"unknown rate unit '/{per}' in {value!r} (use /s, /ms, /us, /min)")
     if number < 0:
         raise UnitError(f"rate {value!r} is negative")
-    return number / factor * 1e6
+    return _float(number / factor * 1e6, "rate", value)
 
 
 def format_size(nbytes: float) -> str:

@@ -87,6 +87,16 @@ class _Exp:
         return self._block.pop()
 
 
+class _Queue:
+    """Requests waiting for a parent, and the parents sleeping until one comes."""
+
+    __slots__ = ("requests", "idle")
+
+    def __init__(self) -> None:
+        self.requests: deque[float] = deque()
+        self.idle: list["Task"] = []
+
+
 class Workload:
     """Starts the experiment's tasks on a kernel and collects one record per creation."""
 
@@ -100,8 +110,6 @@ class Workload:
         self.records: list[Creation] = []
         self.completed = 0
         self.stop = simpy.Event(self.env)
-        self._queue: deque[float] = deque()
-        self._idle_parents: list["Task"] = []
         self._arrivals = arrivals
         self.shape = image_shape(exp)
 
@@ -112,11 +120,18 @@ class Workload:
 
     def start(self) -> None:
         wl = self.exp.workload
+        if wl.kind == "open":
+            per_parent = wl.queue == "per_parent"
+            queues = [_Queue() for _ in range(wl.parents)] if per_parent else [_Queue()]
+            for q in queues:
+                self.env.process(self._arrival_stream(q, len(queues)))
         for i in range(wl.parents):
             task, first = self._start_task(f"parent{i}")
             proc = Process(task, self.kernel.new_mm(self.shape))
-            body = self._closed_parent if wl.kind == "closed" else self._open_parent
-            self.env.process(body(proc, i, first))
+            if wl.kind == "closed":
+                self.env.process(self._closed_parent(proc, i, first))
+            else:
+                self.env.process(self._open_parent(proc, i, first, queues[i % len(queues)]))
             for j in range(1, wl.image.threads):
                 thread, tfirst = self._start_task(f"parent{i}.t{j}")
                 proc.threads.append(thread)
@@ -124,8 +139,6 @@ class Workload:
         for h in range(self.exp.background.cpu_hogs):
             task, first = self._start_task(f"hog{h}")
             self.env.process(self._hog(task, first))
-        if wl.kind == "open":
-            self.env.process(self._arrival_stream())
 
     # ---- a creation, start to reap
 
@@ -150,28 +163,30 @@ class Workload:
             if think > 0.0:
                 yield task.sleep_for(think)
 
-    def _open_parent(self, proc: Process, index: int, first_run: simpy.Event):
+    def _open_parent(self, proc: Process, index: int, first_run: simpy.Event, queue: "_Queue"):
         yield first_run
         task = proc.task
         while True:
-            while not self._queue:  # another parent may take the request this one was woken for
-                self._idle_parents.append(task)
+            while not queue.requests:  # another parent may take the request this one was woken for
+                queue.idle.append(task)
                 yield task.sleep()
-            arrival = self._queue.popleft()
+            arrival = queue.requests.popleft()
             yield from self._create(proc, index, arrival)
 
-    def _arrival_stream(self):
+    def _arrival_stream(self, queue: "_Queue", streams: int):
+        """Arrivals into `queue`; with one stream per parent each runs at rate/streams."""
         wl = self.exp.workload
         env = self.env
+        rate = wl.rate / streams if wl.rate else None
         if self._arrivals is not None:
             times = iter(self._arrivals.tolist())
             gap = None
         elif wl.arrivals == "bursty":
             times, gap = burst_times(wl.bursts), None
         elif wl.arrivals == "deterministic":
-            times, gap = None, (lambda: 1e6 / wl.rate)
+            times, gap = None, (lambda: 1e6 / rate)
         else:
-            times, gap = None, _Exp(self.rng, 1e6 / wl.rate)
+            times, gap = None, _Exp(self.rng, 1e6 / rate)
         while True:
             if times is not None:
                 t = next(times, None)
@@ -181,15 +196,15 @@ class Workload:
                     yield env.timeout(t - env.now)
             else:
                 yield env.timeout(gap())
-            self._queue.append(env.now)
-            if len(self._queue) > wl.max_queue:
+            queue.requests.append(env.now)
+            if len(queue.requests) > wl.max_queue:
                 raise UnstableError(
-                    f"the open workload is unstable: {len(self._queue)} requests queued at "
+                    f"the open workload is unstable: {len(queue.requests)} requests queued at "
                     f"t={env.now / 1e6:.3f}s (workload.max_queue = {wl.max_queue}); the offered rate "
                     f"exceeds what {wl.parents} parent(s) on {len(self.machine.cpus)} CPU(s) can serve"
                 )
-            if self._idle_parents:
-                self.machine.wake(self._idle_parents.pop(), None)
+            if queue.idle:
+                self.machine.wake(queue.idle.pop(), None)
 
     # ---- background
 

@@ -121,13 +121,16 @@ _ok, _why = tracefs.tracefs_status() if LINUX else (False, "not Linux")
 @pytest.mark.skipif(not (LINUX and HAVE_CC), reason="needs Linux and a C compiler")
 @pytest.mark.parametrize("traced", [False, True], ids=["microbenchmarks-only", "tracepoints"])
 def test_smoke_calibration_writes_a_valid_profile(tmp_path, traced):
-    from forksim.calibration import build_published, calibrate
+    from forksim.calibration import build_published, calibrate, refit
 
     if traced and not _ok:
         pytest.skip(f"needs root and tracefs: {_why}")
     out = tmp_path / "smoke.json"
-    prof = calibrate(out, smoke=True, progress=False, use_tracefs=None if traced else False)
+    raw = tmp_path / "smoke.raw.json.gz"
+    prof = calibrate(out, smoke=True, progress=False, use_tracefs=None if traced else False, raw_out=raw)
     assert out.exists() and json.loads(out.read_text()) == prof
+    again = refit(raw, tmp_path / "refit.json")  # the fits redone offline from the raw samples
+    assert again["stages"] == prof["stages"] and again["scheduler"]["tick"] == prof["scheduler"]["tick"]
     p = Profile.model_validate(prof)
     assert p.provenance["tracefs"] is traced
     if traced:
@@ -206,3 +209,17 @@ def test_sigint_mid_calibration_leaves_tracefs_and_processes_clean(tmp_path):
     time.sleep(0.2)
     assert _bench_processes(str(cache)) == [], "benchmark processes survived the interrupt"
     assert not (tmp_path / "p.json").exists()
+
+
+def test_placement_counts_use_the_other_cpus_idle_state():
+    sw = tracefs.parse_trace(
+        "  a-1 [001] d..2. 100: sched_switch: prev_comm=a prev_pid=1 prev_prio=120 prev_state=S ==> "
+        "next_comm=swapper/1 next_pid=0 next_prio=120\n"
+        "  b-2 [001] d..2. 500: sched_switch: prev_comm=swapper/1 prev_pid=0 prev_prio=120 prev_state=R ==> "
+        "next_comm=b next_pid=2 next_prio=120\n", tsc_hz=1e9)
+    segs = [{"t_wakeup_new": 200.0, "waker_cpu": 0.0, "target_cpu": 0.0},  # CPU 1 idle, child kept local
+            {"t_wakeup_new": 300.0, "waker_cpu": 0.0, "target_cpu": 1.0},  # CPU 1 idle, child sent there
+            {"t_wakeup_new": 600.0, "waker_cpu": 0.0, "target_cpu": 0.0},  # CPU 1 busy: not counted
+            {"t_wakeup_new": 50.0, "waker_cpu": 0.0, "target_cpu": 0.0}]  # CPU 1 state unknown
+    c = tracefs.placement_counts(segs, sw, 2)
+    assert c == {"other_cpu_idle": 2, "stayed_local": 1, "unknown": 1, "creations": 4}

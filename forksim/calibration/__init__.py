@@ -2,7 +2,7 @@
 
 `calibrate(out, quick=False, progress=True)` builds the C microbenchmarks in `csrc/` with the system
 compiler, measures (with tracepoints when root and tracefs allow), fits every stage cost and writes
-the profile atomically. `list_profiles()` lists the shipped profiles. `build_published()` writes the
+the profile atomically; `refit(raw, out)` redoes the fits from its raw samples. `list_profiles()` lists the shipped profiles. `build_published()` writes the
 profile built from published per-GB fork figures. The simulator core never imports this package.
 """
 
@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .calibrate import PLANS, calibrate, machine_facts
+from .calibrate import PLANS, calibrate, machine_facts, refit
 from .published import build_published
 
-__all__ = ["calibrate", "list_profiles", "build_published", "machine_facts", "PLANS"]
+__all__ = ["calibrate", "refit", "list_profiles", "build_published", "machine_facts", "PLANS"]
 
 
 def list_profiles() -> list[dict[str, Any]]:

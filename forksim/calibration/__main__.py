@@ -18,8 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw", default=None, help="also write every raw sample here (.json or .json.gz)")
     ap.add_argument("--no-tracefs", action="store_true", help="do not use tracepoints even as root")
     ap.add_argument("--quiet", action="store_true", help="no progress display")
+    ap.add_argument("--refit", metavar="RAW", default=None, help="redo the fits from a raw file; measure nothing")
     a = ap.parse_args(argv)
     try:
+        if a.refit:
+            from . import refit
+
+            prof = refit(a.refit, a.out)
+            print(f"wrote {a.out} (refit of {a.refit})")
+            return 0
         prof = calibrate(a.out, quick=a.quick, progress=not a.quiet, smoke=a.smoke, raw_out=a.raw,
                          use_tracefs=False if a.no_tracefs else None)
     except ForksimError as exc:

@@ -128,12 +128,15 @@ def running_children() -> list[int]:
     return [pid for pid, p in _children.items() if p.poll() is None]
 
 
-def run_bench(argv: list[str], trace: "tracefs.TraceInstance | None" = None, timeout: float = 300.0
+def run_bench(argv: list[str], trace: "tracefs.TraceInstance | None" = None, timeout: float = 300.0,
+              aux: "tracefs.TraceInstance | None" = None, aux_out: "list[tracefs.Event] | None" = None
               ) -> tuple[dict[str, Any], list[dict[str, Any]], "list[tracefs.Event] | None", int]:
     """Run one benchmark; returns (shape, samples, trace events or None, pid).
 
     With `trace`, the benchmark is started gated (-g): once it has built its image and printed its
-    pid, that pid is followed, tracing starts, and the benchmark is released."""
+    pid, that pid is followed, tracing starts, and the benchmark is released. `aux` (an instance
+    following every pid, e.g. sched_switch only, to know which CPUs were idle) runs alongside; its
+    events are appended to `aux_out`."""
     if trace is not None:
         argv = [*argv, "-g"]
     p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -158,6 +161,9 @@ def run_bench(argv: list[str], trace: "tracefs.TraceInstance | None" = None, tim
                 elif "ready" in obj:
                     trace.follow(int(obj["ready"]))
                     trace.start()
+                    if aux is not None:
+                        aux.tsc_hz = aux.tsc_hz or trace.tsc_hz
+                        aux.start()
                     p.stdin.write("g")
                     p.stdin.flush()
                     break
@@ -166,6 +172,12 @@ def run_bench(argv: list[str], trace: "tracefs.TraceInstance | None" = None, tim
             trace.stop()
             events = trace.read()
             trace.clear_buffer()
+        if aux is not None:
+            aux.stop()
+            aux.tsc_hz = aux.tsc_hz or (trace.tsc_hz if trace is not None else None)
+            if aux_out is not None:
+                aux_out.extend(aux.read())
+            aux.clear_buffer()
         for line in out.splitlines():
             if not line.strip():
                 continue

@@ -36,7 +36,7 @@ from .derive import build_profile
 from .facts import _read, machine_facts
 from .plan import GiB, MiB, PLANS, Plan, Store, label as _label
 
-__all__ = ["calibrate", "Plan", "PLANS", "machine_facts"]
+__all__ = ["calibrate", "refit", "Plan", "PLANS", "machine_facts"]
 
 
 def _reps(rss: int, vmas: int, budget_us: float, lo: int, hi: int, thp: bool = False) -> int:
@@ -102,7 +102,8 @@ def _jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: tracefs.TraceIns
 
     def fork_job(kind: str, rss: int = 0, anon_vmas: int = 0, file_vmas: int = 0, thp: bool = False,
                  pinned: bool = True, reps: int | None = None, traced: bool = False, rnd: int = 0,
-                 mode: str = "fork", extra: list[str] | None = None) -> Callable[[], None]:
+                 mode: str = "fork", extra: list[str] | None = None,
+                 aux: tracefs.TraceInstance | None = None) -> Callable[[], None]:
         def run() -> None:
             if rss and not fits(rss):
                 return
@@ -110,8 +111,10 @@ def _jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: tracefs.TraceIns
             argv = [fb, mode, "-r", str(rss), "-A", str(anon_vmas), "-F", str(file_vmas), "-t", str(int(thp)),
                     "-n", str(n), "-w", "3" if rss >= 256 * MiB else "10", "-c", str(cpu if pinned else -1),
                     *(extra or [])]
+            switches: list[tracefs.Event] = []
             try:
-                shape, samples, events, pid = bench.run_bench(argv, trace if traced else None)
+                shape, samples, events, pid = bench.run_bench(argv, trace if traced else None, aux=aux,
+                                                              aux_out=switches)
             except MeasurementError as exc:
                 if "refused" in str(exc):
                     store.refused.append(str(exc))
@@ -121,6 +124,8 @@ def _jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: tracefs.TraceIns
             key = {"rss": rss, "anon_vmas": anon_vmas, "file_vmas": file_vmas, "thp": thp, "pinned": pinned,
                    "traced": traced, "mode": mode, "round": rnd}
             store.add(kind, key, shape, samples, segs)
+            if aux is not None and segs is not None:
+                store.runs[-1]["placement"] = tracefs.placement_counts(segs, switches, os.cpu_count() or 1)
             if thp and shape.get("rss_bytes"):
                 frac = shape["anon_huge_kb"] * 1024 / shape["rss_bytes"]
                 if frac < 0.9:
@@ -144,7 +149,14 @@ def _jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: tracefs.TraceIns
             jobs.append((f"traced {mode}", fork_job(mode, traced=True, reps=plan.traced_reps * 2, mode=mode)))
         jobs.append(("traced posix_spawn", fork_job("spawn", traced=True, reps=plan.traced_reps * 2, mode="spawn",
                                                     extra=["-x", str(b.helper)])))
-        jobs.append(("traced fork unpinned", fork_job("fork", traced=True, pinned=False, reps=plan.traced_reps * 2)))
+        aux = trace.aux
+        jobs.append(("traced fork unpinned", fork_job("fork", traced=True, pinned=False, reps=plan.traced_reps * 4,
+                                                      aux=aux)))
+        jobs.append(("traced vfork unpinned", fork_job("vfork", mode="vfork", traced=True, pinned=False,
+                                                       reps=plan.traced_reps * 4, aux=aux)))
+        jobs.append(("traced posix_spawn unpinned", fork_job("spawn", mode="spawn", traced=True, pinned=False,
+                                                             reps=plan.traced_reps * 2, aux=aux,
+                                                             extra=["-x", str(b.helper)])))
 
     # 2. fork vs RSS, pinned, sizes interleaved over rounds (held-out sizes in the same rounds)
     sizes = list(plan.sizes) + list(plan.held_out) + list(plan.optional_sizes)
@@ -258,8 +270,13 @@ def calibrate(out: str | Path, quick: bool = False, progress: bool = True, *, sm
         if ok:
             try:
                 trace = tracefs.TraceInstance().open()
+                # every pid's context switches (to know which CPUs were idle when a child was placed)
+                trace.aux = tracefs.TraceInstance(events=("sched/sched_switch",), buffer_kb=16384,
+                                                  name=f"forksim-{os.getpid()}-cpus", optional=False).open()
             except (OSError, subprocess.CalledProcessError) as exc:
                 ok, why = False, f"tracefs instance: {exc}"
+                if trace is not None:
+                    trace.close()
                 trace = None
         if not ok:
             prog.log(f"no tracepoints ({why}): calibrating from the microbenchmarks alone")
@@ -273,6 +290,7 @@ def calibrate(out: str | Path, quick: bool = False, progress: bool = True, *, sm
             if trace is not None and not what.startswith("traced") and not traced_done:
                 traced_done = True
                 lost = trace.lost
+                trace.aux.close()
                 trace.close()
                 trace = None
                 if lost:
@@ -283,6 +301,7 @@ def calibrate(out: str | Path, quick: bool = False, progress: bool = True, *, sm
                 prog.log(msg)
             prog.advance()
         if trace is not None:
+            trace.aux.close()
             trace.close()
             trace = None
         prog.step("fitting")
@@ -327,7 +346,47 @@ def calibrate(out: str | Path, quick: bool = False, progress: bool = True, *, sm
     finally:
         prog.close()
         if trace is not None:
+            if getattr(trace, "aux", None) is not None:
+                trace.aux.close()
             trace.close()
         bench.kill_children()
         unreg_kids()
         restore()
+
+
+def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
+    """Redo the fits from a raw-sample file written by calibrate(raw_out=...), without measuring;
+    write the profile to `out` atomically and return it (provenance kept, `refit` noted)."""
+    from ..profile import Profile
+
+    rp = Path(raw)
+    data = rp.read_bytes()
+    if rp.suffix == ".gz":
+        data = gzip.decompress(data)
+    r = json.loads(data)
+    plan = Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in r["plan"].items()})
+    store = Store(runs=r["runs"], refused=list(r.get("refused", [])), notes=list(r.get("notes", [])))
+    prov = dict(r["provenance"])
+    facts_keys = ("kernel", "cpu_model", "cpus", "thp_mode", "page_size", "hz", "hz_source", "preempt", "vmap_stack",
+                  "per_vma_lock", "cpuidle_driver", "mem_total_bytes", "forksim_version", "python")
+    facts = {k: prov.get(k) for k in facts_keys}
+    extra = {k: v for k, v in prov.items() if k not in facts_keys and k not in ("tracefs", "measured_cpu")}
+    extra["refit"] = {"from": str(rp), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    extra["profile_name"] = Path(out).stem
+    profile = build_profile(store, plan, facts, bool(prov.get("tracefs")), int(prov.get("measured_cpu", 0)), extra)
+    profile["provenance"].pop("profile_name", None)
+    Profile.model_validate(profile)
+    text = json.dumps(profile, indent=1) + "\n"
+    out = Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=str(out.parent))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        _umask = os.umask(0)
+        os.umask(_umask)
+        os.chmod(tmp, 0o666 & ~_umask)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return json.loads(text)

@@ -10,6 +10,7 @@ assumption with its reasoning in `source`.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -101,7 +102,10 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
                   "mean 'unidentifiable', not a bad fit); residual quantiles: sample / median of its configuration "
                   "at p = 0.005, 0.05, ..., 0.95, 0.995; held_out: sizes measured in the same rounds but never "
                   "fitted, with the fork() p50 the profile predicts (sum of the fork-path stage medians, pinned, so "
-                  "without ipi_send)")}
+                  "without ipi_send); fork times: the parent's time inside fork(), pinned, taken as its thread CPU "
+                  "time over the call (CLOCK_THREAD_CPUTIME_ID), which equals the wall time when nothing preempted "
+                  "it and stays the intrinsic cost when other load on this shared machine preempts a long copy at "
+                  "its cond_resched points; fork_wall_p50_us and preempted_share give the wall-clock view")}
     pin_txt = f"pinned to CPU {cpu}"
     held = set(plan.held_out)
 
@@ -109,7 +113,8 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
     fork_groups = {k: v for k, v in _group(store, "fork", pinned=True, traced=False, mode="fork").items()}
     train, held_cfgs = [], []
     for lab, runs in fork_groups.items():
-        c = _fork_cfg(runs, "fork_ns", lab)
+        # the parent's CPU time in fork() (= its wall time when nothing preempted it): the intrinsic cost
+        c = _fork_cfg(runs, _FORK_FIELD(runs), lab)
         k = runs[0]["key"]
         is_held = (k["rss"] in held and not k["thp"] and not k["anon_vmas"] and not k["file_vmas"])
         (held_cfgs if is_held else train).append((c, runs))
@@ -121,12 +126,15 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
                               "n_samples": total_fit.n_samples,
                               "cross_validation": cross_validate([c for c, _ in train])}
     diag["fork_p50_us"] = {c.label: _pct(c.samples) for c, _ in train + held_cfgs}
+    diag["fork_wall_p50_us"] = {c.label: _pct(_vals(runs, "fork_ns")) for c, runs in train + held_cfgs}
+    diag["fork_preempted_share"] = {c.label: _preempted_share(runs) for c, runs in train + held_cfgs}
 
     # ---- segments from tracepoints
     seg = {}
     base_key = {"rss": 0, "anon_vmas": 0, "file_vmas": 0, "thp": False, "pinned": True, "mode": "fork"}
     if traced:
-        for name in ("A", "B", "C", "E", "to_newtask", "first_run", "first_run_faults", "exit_mmap", "do_exit", "wait_reap",
+        for name in ("A", "B", "C", "E", "to_newtask", "first_run", "first_run_faults", "ret_from_fork",
+                     "child_touch", "exit_mmap", "do_exit", "wait_reap",
                      "exit_total", "total", "child_start", "lock_wait"):
             cf = _seg_cfgs(store, name, **base_key)
             seg[name] = cf[0].samples if cf else []
@@ -175,7 +183,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
     # dup_mm: fork's (A + C) minus vfork's enter->task_newtask (same setup, stack and tail, no mm)
     dup_mm = None
     if traced:
-        vf = [s["to_newtask"] for r in store.select("vfork", traced=True) for s in r["segments"] if "to_newtask" in s]
+        vf = [s["to_newtask"] for r in store.select("vfork", traced=True, pinned=True) for s in r["segments"] if "to_newtask" in s]
         if vf:
             raw = median(seg["A"]) + median(seg["C"]) - median(vf)
             dup_mm = max(0.3, raw) * diag.get("trace_scale_k", 1.0)
@@ -203,13 +211,13 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
         b_cfgs = _seg_cfgs(store, "B", pinned=True, mode="fork")
         dm_q = residual_quantiles(b_cfgs)
         dm_src = (f"measured: fork() against RSS / VMA count / THP ({total_fit.n_configs} configurations, "
-                  f"{total_fit.n_samples} samples, {pin_txt}, untraced), NNLS on medians (R^2 {total_fit.r2:.4f}); "
+                  f"{total_fit.n_samples} samples, {pin_txt}, untraced, the parent's CPU time in fork()), NNLS on medians (R^2 {total_fit.r2:.4f}); "
                   f"slopes cross-checked against the traced dup_mmap segment (mmap_lock acquire->release); "
                   f"residual from the traced segment; fixed part " + how.split(":", 1)[0])
     else:
         dm_q = residual_quantiles([c for c, _ in train])
         dm_src = (f"measured: fork() against RSS / VMA count / THP ({total_fit.n_configs} configurations, "
-                  f"{total_fit.n_samples} samples, {pin_txt}), NNLS on medians (R^2 {total_fit.r2:.4f}); "
+                  f"{total_fit.n_samples} samples, {pin_txt}, the parent's CPU time in fork()), NNLS on medians (R^2 {total_fit.r2:.4f}); "
                   f"all image-dependent cost attributed to dup_mmap; no tracefs")
     st["dup_mmap"] = stage_cost(dm, quantiles=dm_q, source=dm_src)
     st["copy_process_tail"] = stage_cost(fixed_us=shares["C"], quantiles=_q(seg["C"]) if traced else None,
@@ -225,7 +233,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
     thr = store.select("thread", pinned=True, traced=False)
     thr_create = _vals(thr, "fork_ns")
     if traced:
-        tt = [s["to_newtask"] for r in store.select("thread", traced=True) for s in r["segments"] if "to_newtask" in s]
+        tt = [s["to_newtask"] for r in store.select("thread", traced=True, pinned=True) for s in r["segments"] if "to_newtask" in s]
     else:
         tt = []
     if tt:
@@ -243,9 +251,10 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
 
     # ---- stack cache: bursts of 8 forks before any reap; index 0-1 hit, 2+ miss (NR_CACHED_STACKS = 2)
     burst = store.select("burst", pinned=True)
-    hit = [x["fork_ns"] / 1e3 for r in burst for x in r["samples"] if x["j"] < 2]
-    miss = [x["fork_ns"] / 1e3 for r in burst for x in r["samples"] if x["j"] >= 2]
-    by_j = {str(j): round(median([x["fork_ns"] / 1e3 for r in burst for x in r["samples"] if x["j"] == j]), 3)
+    bf = _FORK_FIELD(burst)
+    hit = [x[bf] / 1e3 for r in burst for x in r["samples"] if x["j"] < 2]
+    miss = [x[bf] / 1e3 for r in burst for x in r["samples"] if x["j"] >= 2]
+    by_j = {str(j): round(median([x[bf] / 1e3 for r in burst for x in r["samples"] if x["j"] == j]), 3)
             for j in range(8)} if burst else {}
     diag["burst_fork_p50_by_index_us"] = by_j
     diff = (median(miss) - median(hit)) if hit and miss else float("nan")
@@ -277,20 +286,35 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
     base_unt = [r for r in store.select("fork", pinned=True, traced=False, mode="fork") if r["key"]["rss"] == 0
                 and not r["key"]["anon_vmas"] and not r["key"]["file_vmas"] and not r["key"]["thp"]]
     ctx = _context_switch(store)
-    if traced and seg.get("first_run"):
-        st["ret_from_fork"] = stage_cost(fixed_us=median(seg["first_run"]), quantiles=_q(seg["first_run"]), source=(
-            f"measured: traced child's first sched_switch-in -> sys_enter(exit_group) ({len(seg['first_run'])} forks, "
-            f"{pin_txt}); includes glibc's child-side fork work and its first COW faults (stack, libc data, TLS): "
-            f"{median(seg.get('first_run_faults') or [float('nan')]):.0f} user page faults (p50, "
-            f"exceptions:page_fault_user) before _exit"))
+    rff = [v for v in seg.get("ret_from_fork", []) if v > 0] if traced else []
+    touch = [v for v in seg.get("child_touch", []) if v > 0] if traced else []
+    if traced and len(rff) >= 5 and touch:
+        st["ret_from_fork"] = stage_cost(fixed_us=median(rff), quantiles=_q(rff), source=(
+            f"measured: traced child's first sched_switch-in -> its first user page fault (exceptions:page_fault_user), "
+            f"i.e. ret_from_fork/schedule_tail up to the first user instructions ({len(rff)} forks, {pin_txt})"))
+        st["fork_child_touch"] = stage_cost(fixed_us=median(touch), quantiles=_q(touch), source=(
+            f"measured: traced child's first user page fault -> sys_enter(exit_group) ({len(touch)} forks, {pin_txt}): "
+            f"glibc's child-side fork work and its COW faults (stack, libc data, TLS): "
+            f"{median(seg.get('first_run_faults') or [float('nan')]):.0f} user page faults (p50) before _exit"))
+    elif traced and seg.get("first_run"):
+        fr = seg["first_run"]
+        st["ret_from_fork"] = stage_cost(fixed_us=1.5, sigma=0.2, source=(
+            "assumption: the bare return through ret_from_fork/schedule_tail (~1.5 us); no user page-fault "
+            "tracepoint to split the child's first run"))
+        st["fork_child_touch"] = stage_cost(fixed_us=max(0.1, median(fr) - 1.5), quantiles=_q(fr), source=(
+            f"derived: traced child's first switch-in -> sys_enter(exit_group) ({len(fr)} forks, {pin_txt}) minus "
+            f"ret_from_fork (1.5 us, assumed)"))
     else:
         cs = [x["child_ns"] / 1e3 - x["fork_ns"] / 1e3 for r in base_unt for x in r["samples"]]
-        v = max(1.0, median(cs) - (ctx or 3.0) - 3.0) if cs else 10.0
-        st["ret_from_fork"] = stage_cost(fixed_us=v, sigma=0.2, source=(
-            "derived: untraced child start (child's first clock - parent's fork return), minus a context switch and "
-            "~3 us of the parent's wait4 entry; includes glibc's child-side fork work and first COW faults"))
+        v = max(1.0, median(cs) - (ctx or 3.0) - 3.0 - 1.5) if cs else 10.0
+        st["ret_from_fork"] = stage_cost(fixed_us=1.5, sigma=0.2, source=(
+            "assumption: the bare return through ret_from_fork/schedule_tail (~1.5 us, a syscall exit plus switch_mm "
+            "bookkeeping); no tracepoints"))
+        st["fork_child_touch"] = stage_cost(fixed_us=v, sigma=0.2, source=(
+            "derived: untraced child start (child's first clock - parent's fork return) minus a context switch, "
+            "~3 us of the parent's wait4 entry and ret_from_fork: glibc's child-side work and its COW faults"))
 
-    spawn_tr = [s["exec"] for r in store.select("spawn", traced=True) for s in r["segments"] if "exec" in s]
+    spawn_tr = [s["exec"] for r in store.select("spawn", traced=True, pinned=True) for s in r["segments"] if "exec" in s]
     spawn_u = _vals(store.select("spawn", pinned=True, traced=False), "fork_ns")
     vfork_u = _vals(store.select("vfork", pinned=True, traced=False), "fork_ns")
     if spawn_tr:
@@ -411,11 +435,16 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
         p = predict(sh)
         ho.append({"rss_bytes": int(runs[0]["key"]["rss"]), "vmas": int(sh["vmas"]), "anon_vmas": int(sh["anon_vmas"]),
                    "thp": False, "fork_p50_us": round(c.median, 3), "n": len(c.samples),
+                   "fork_wall_p50_us": round(median(_vals(runs, "fork_ns")), 3),
+                   "preempted_share": _preempted_share(runs),
                    "profile_predicted_p50_us": round(p, 3), "rel_error": round((p - c.median) / c.median, 4)})
     diag["held_out"] = ho
     diag["fit_in_sample"] = [
         {"config": c.label, "fork_p50_us": round(c.median, 3), "profile_predicted_p50_us": round(predict(runs[0]["shape"]), 3)}
         for c, runs in train]
+
+    placement = _placement(store)
+    diag["placement_counts"] = {k: v.pop("_counts") for k, v in placement.items()}
 
     missing = [s for s in _stage_names() if s not in st]
     if missing:
@@ -434,8 +463,56 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
         "stages": {s: st[s] for s in _stage_names()},
         "scheduler": sched,
         "stack_cache_per_cpu": 2,
+        "placement": placement,
         "diagnostics": diag,
     }
+
+
+def _FORK_FIELD(runs: list[dict[str, Any]]) -> str:
+    """fork_cpu_ns when the benchmark recorded it (CPU time: robust to other load), else fork_ns."""
+    ok = runs and all(any("fork_cpu_ns" in x for x in r["samples"]) for r in runs if r["samples"])
+    return "fork_cpu_ns" if ok else "fork_ns"
+
+
+def _preempted_share(runs: list[dict[str, Any]]) -> float | None:
+    """Share of fork() calls whose wall time exceeds their CPU time (by > 5 us and 2%): preempted."""
+    pairs = [(x["fork_ns"], x["fork_cpu_ns"]) for r in runs for x in r["samples"] if "fork_cpu_ns" in x]
+    if not pairs:
+        return None
+    return round(sum(1 for w, c in pairs if w - c > max(5000, 0.02 * c)) / len(pairs), 4)
+
+
+def _placement(store: Store) -> dict[str, dict[str, Any]]:
+    """P(child stays on the parent's CPU although another CPU is idle), from unpinned traced runs with
+    every CPU's sched_switch recorded (idle = the CPU's last switch went to pid 0)."""
+    out = {}
+    fams = {"fork_local_when_idle": (("fork",), "fork()"),
+            "vfork_local_when_idle": (("vfork", "spawn"), "vfork() and posix_spawn()")}
+    for key, (kinds, what) in fams.items():
+        tot = {"other_cpu_idle": 0, "stayed_local": 0, "unknown": 0, "creations": 0}
+        for kind in kinds:
+            for r in store.select(kind, traced=True, pinned=False):
+                for k, v in (r.get("placement") or {}).items():
+                    tot[k] += v
+        n, loc = tot["other_cpu_idle"], tot["stayed_local"]
+        if n >= 10:
+            out[key] = {"value": round(loc / n, 3), "source": (
+                f"measured: unpinned traced {what}: of {n} creations made while another CPU was idle (its last "
+                f"sched_switch went to the idle task), {loc} put the child on the parent's CPU "
+                f"(sched_wakeup_new target_cpu); {tot['creations']} creations traced"), "_counts": tot}
+        else:
+            try:
+                cmdline = open("/proc/cmdline").read()
+            except OSError:
+                cmdline = ""
+            m = re.search(r"\bsched_\w*pack\w*=\S+", cmdline)
+            warn = (f"; this kernel boots with {m.group(0)} (not upstream), so its placement may differ: measure "
+                    f"it on a quiet machine" if m else "")
+            out[key] = {"value": 0.0, "source": (
+                f"assumption: upstream select_task_rq_fair (SD_BALANCE_FORK) puts a new task on an idle CPU; only "
+                f"{n} traced {what} creations found another CPU idle (a busy shared machine, or no tracefs){warn}"),
+                "_counts": tot}
+    return out
 
 
 def _stage_names() -> list[str]:
@@ -480,10 +557,15 @@ def _scheduler(store: Store, facts: dict[str, Any], cpu: int) -> dict[str, Any]:
     d["futex_wake_call_local_us"] = _pct(call_local)
     d["futex_wake_call_no_waiter_us"] = _pct(_vals(nowake, "call_ns"))
     d["same_cpu_wake_to_run_us"] = _pct(_vals(local, "lat_ns") + _vals(local, "lat_back_ns"))
-    if lat:
-        out["idle_wake"] = stage_cost(fixed_us=median(lat), quantiles=_q(lat), source=(
+    # a wake-up that took over 1 ms found the other CPU busy (this machine is shared): the wakee waited
+    # for a slice or a tick, which the model's runqueues represent; it is not an idle wake-up
+    idle_lat = [v for v in lat if v < 1000.0]
+    d["idle_wake_samples_over_1ms_dropped"] = len(lat) - len(idle_lat)
+    if idle_lat:
+        out["idle_wake"] = stage_cost(fixed_us=median(idle_lat), quantiles=_q(idle_lat), source=(
             f"measured: futex ping-pong across CPUs, the wakee's CPU halted (waker spins 200 us first): waker's clock "
-            f"before FUTEX_WAKE -> wakee's clock after FUTEX_WAIT ({len(lat)} wake-ups)"))
+            f"before FUTEX_WAKE -> wakee's clock after FUTEX_WAIT ({len(idle_lat)} wake-ups; {len(lat) - len(idle_lat)} "
+            f"over 1 ms dropped: the other CPU was busy, not idle)"))
     else:
         out["idle_wake"] = stage_cost(fixed_us=25.0, source="assumption: 25 us (no cross-CPU measurement)")
     ipi = median(call_x) - median(call_local) if call_x and call_local else float("nan")

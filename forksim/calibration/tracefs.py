@@ -56,6 +56,8 @@ __all__ = [
     "install_signal_cleanup",
     "cleanup_all",
     "register_cleanup",
+    "cpu_idle_at",
+    "placement_counts",
 ]
 
 TRACEFS = Path("/sys/kernel/tracing")
@@ -197,9 +199,10 @@ def _is_mounted(path: Path) -> bool:
 class TraceInstance:
     """A private tracefs instance recording EVENTS for a set of pids (and their children)."""
 
-    def __init__(self, events: Iterable[str] = EVENTS, buffer_kb: int = 32768, name: str | None = None):
-        self.events = tuple(events) + tuple(e for e in OPTIONAL_EVENTS
-                                            if (TRACEFS / "events" / e / "enable").exists())
+    def __init__(self, events: Iterable[str] = EVENTS, buffer_kb: int = 32768, name: str | None = None,
+                 optional: bool = True):
+        self.events = tuple(events) + (tuple(e for e in OPTIONAL_EVENTS
+                                             if (TRACEFS / "events" / e / "enable").exists()) if optional else ())
         self.buffer_kb = buffer_kb
         self.name = name or f"forksim-{os.getpid()}"
         self.root = TRACEFS
@@ -211,6 +214,7 @@ class TraceInstance:
         self._open = False
         self._created = False
         self.lost = 0
+        self.aux: "TraceInstance | None" = None  # a companion instance (calibrate's idle-CPU tracker)
 
     # -- life cycle
     def open(self) -> "TraceInstance":
@@ -408,6 +412,8 @@ def fork_segments(events: list[Event], parent: int) -> list[dict[str, float]]:
     """Per fork by `parent` (pid): the stage segments in microseconds (see the module docstring)."""
     forks: list[dict[str, Any]] = []
     cur: dict[str, Any] | None = None
+    off_since: dict[int, float] = {}
+    off: dict[int, list[tuple[float, float]]] = {}
     by_child: dict[int, dict[str, Any]] = {}
     wait: dict[str, Any] | None = None
     for ev in events:
@@ -447,6 +453,9 @@ def fork_segments(events: list[Event], parent: int) -> list[dict[str, float]]:
         if n == "sched_switch":
             prev = int(ev.f.get("prev_pid") or -1)
             nxt = int(ev.f.get("next_pid") or -1)
+            off_since[prev] = ev.ts
+            if nxt in off_since:
+                off.setdefault(nxt, []).append((off_since.pop(nxt), ev.ts))
             if prev == parent and wait is not None and "out" not in wait:
                 wait["out"] = ev.ts
             if nxt == parent and wait is not None and "out" in wait and "in" not in wait:
@@ -460,6 +469,7 @@ def fork_segments(events: list[Event], parent: int) -> list[dict[str, float]]:
             c = by_child.get(int(ev.f.get("pid", -1)))
             if c is not None:
                 c["wakeup_new"] = ev.ts
+                c["waker_cpu"] = ev.cpu
                 c["target_cpu"] = int(ev.f.get("target_cpu", "-1"))
         elif ev.pid in by_child and ev.pid != parent:
             c = by_child[ev.pid]
@@ -471,6 +481,7 @@ def fork_segments(events: list[Event], parent: int) -> list[dict[str, float]]:
                 c["exec_exit"] = ev.ts
             elif n == "page_fault_user" and "exit_enter" not in c and "exec_enter" not in c:
                 c["faults"] = c.get("faults", 0) + 1
+                c.setdefault("first_fault", ev.ts)
             elif n.startswith("mmap_lock_") and "exit_enter" in c:
                 c.setdefault("mm_first", ev.ts)
                 if n == "mmap_lock_released":
@@ -480,30 +491,48 @@ def fork_segments(events: list[Event], parent: int) -> list[dict[str, float]]:
 
     out = []
     us = 1e-3
+
+    def on_cpu(pid: int, a: float, b: float) -> float:
+        """Microseconds of [a, b] that `pid` spent on a CPU: the segment minus the times it was switched
+        out (preempted by other load at a cond_resched point, or asleep)."""
+        gone = sum(max(0.0, min(b, e) - max(a, s0)) for s0, e in off.get(pid, ()) if e > a and s0 < b)
+        return max(0.0, (b - a) - gone) * us
+
     for r in forks:
-        s: dict[str, float] = {"total": (r["exit"] - r["enter"]) * us, "cpu": r["cpu"]}
+        s: dict[str, float] = {"total": on_cpu(parent, r["enter"], r["exit"]), "cpu": r["cpu"],
+                               "total_wall": (r["exit"] - r["enter"]) * us}
         if "lock_start" in r and "acq" in r and "rel" in r and "newtask" in r:
-            s["A"] = (r["lock_start"] - r["enter"]) * us
+            s["A"] = on_cpu(parent, r["enter"], r["lock_start"])
             s["lock_wait"] = (r["acq"] - r["lock_start"]) * us
-            s["B"] = (r["rel"] - r["acq"]) * us
-            s["C"] = (r["newtask"] - r["rel"]) * us
+            s["B"] = on_cpu(parent, r["acq"], r["rel"])
+            s["B_wall"] = (r["rel"] - r["acq"]) * us
+            s["C"] = on_cpu(parent, r["rel"], r["newtask"])
         s["vmalloc"] = float(r.get("vmalloc", 0))
         if "newtask" in r:
-            s["to_newtask"] = (r["newtask"] - r["enter"]) * us
-            s["E"] = (r["exit"] - r["newtask"]) * us
+            s["to_newtask"] = on_cpu(parent, r["enter"], r["newtask"])
+            s["E"] = on_cpu(parent, r["newtask"], r["exit"])
+        if "wakeup_new" in r:
+            s["t_wakeup_new"] = r["wakeup_new"]
+            s["waker_cpu"] = float(r["waker_cpu"])
+            s["target_cpu"] = float(r["target_cpu"])
+        kid = r.get("child", -1)
+        if "run" in r and "first_fault" in r and r["first_fault"] > r["run"]:
+            s["ret_from_fork"] = on_cpu(kid, r["run"], r["first_fault"])
+            if "exit_enter" in r and "exec_enter" not in r:
+                s["child_touch"] = on_cpu(kid, r["first_fault"], r["exit_enter"])
         if "wakeup_new" in r and "run" in r:
             s["child_start"] = (r["run"] - r["wakeup_new"]) * us
             s["child_cross_cpu"] = float(r.get("run_cpu", -1) != r["cpu"])
             s["child_from_enter"] = (r["run"] - r["enter"]) * us
         if "run" in r and "exit_enter" in r and "exec_enter" not in r:
-            s["first_run"] = (r["exit_enter"] - r["run"]) * us
+            s["first_run"] = on_cpu(kid, r["run"], r["exit_enter"])
             s["first_run_faults"] = float(r.get("faults", 0))
         if "exec_enter" in r and "exec_exit" in r:
-            s["exec"] = (r["exec_exit"] - r["exec_enter"]) * us
+            s["exec"] = on_cpu(kid, r["exec_enter"], r["exec_exit"])
         if "exit_enter" in r and "last_out" in r and r["last_out"] > r["exit_enter"]:
-            s["exit_total"] = (r["last_out"] - r["exit_enter"]) * us
+            s["exit_total"] = on_cpu(kid, r["exit_enter"], r["last_out"])
             if "mm_first" in r and "mm_last" in r and r["mm_first"] > r["exit_enter"]:
-                s["exit_mmap"] = (r["mm_last"] - r["mm_first"]) * us
+                s["exit_mmap"] = on_cpu(kid, r["mm_first"], r["mm_last"])
                 s["do_exit"] = s["exit_total"] - s["exit_mmap"]
         w = r.get("wait")
         if w and "exit" in w:
@@ -519,3 +548,46 @@ def clone_segments(events: list[Event], parent: int) -> list[dict[str, float]]:
     """vfork / posix_spawn / thread creation: the creating syscall up to task_newtask (no mm copy),
     and the child's execve when it runs one. Same keys as fork_segments where they apply."""
     return fork_segments(events, parent)
+
+
+def cpu_idle_at(switches: list[Event]) -> Callable[[int, float], bool | None]:
+    """From unfiltered sched_switch events: a function telling whether CPU c was idle at time t
+    (its last switch before t went to pid 0), or None when no switch on c precedes t."""
+    import bisect
+
+    per: dict[int, tuple[list[float], list[bool]]] = {}
+    for e in switches:
+        if e.name != "sched_switch":
+            continue
+        ts, idle = per.setdefault(e.cpu, ([], []))
+        ts.append(e.ts)
+        idle.append(e.f.get("next_pid") == "0")
+
+    def idle_at(cpu: int, t: float) -> bool | None:
+        if cpu not in per:
+            return None
+        ts, idle = per[cpu]
+        i = bisect.bisect_left(ts, t) - 1
+        return idle[i] if i >= 0 else None
+
+    return idle_at
+
+
+def placement_counts(segments: list[dict[str, float]], switches: list[Event], ncpus: int) -> dict[str, int]:
+    """Creations whose child was placed while another CPU was idle, and how many of those stayed on
+    the waker's CPU (sched_wakeup_new target_cpu == the CPU it was issued on)."""
+    idle_at = cpu_idle_at(switches)
+    n_idle = n_local = n_unknown = 0
+    for s in segments:
+        if "t_wakeup_new" not in s:
+            continue
+        waker = int(s["waker_cpu"])
+        states = [idle_at(c, s["t_wakeup_new"]) for c in range(ncpus) if c != waker]
+        if any(st is None for st in states):
+            n_unknown += 1
+            continue
+        if any(states):
+            n_idle += 1
+            n_local += int(int(s["target_cpu"]) == waker)
+    return {"other_cpu_idle": n_idle, "stayed_local": n_local, "unknown": n_unknown,
+            "creations": sum(1 for s in segments if "t_wakeup_new" in s)}

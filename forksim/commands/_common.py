@@ -36,9 +36,15 @@ def load_from_args(args: argparse.Namespace) -> Experiment:
 
 
 def out_dir(args: argparse.Namespace, exp: Experiment, kind: str) -> Path:
-    if args.out:
-        return Path(args.out)
-    return Path("results") / f"{exp.experiment.name}" / kind
+    """The output folder (not created here: nothing is written before the results exist)."""
+    out = Path(args.out) if args.out else Path("results") / f"{exp.experiment.name}" / kind
+    for parent in (out, *out.parents):  # a file where a folder must go fails now, not after the run
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{parent} exists and is not a folder", source="--out" if args.out else None,
+                                  field=None if args.out else "experiment.name")
+            break
+    return out
 
 
 def fmt(v: Any, digits: int = 1) -> str:

@@ -7,7 +7,7 @@ import json
 
 from rich.table import Table
 
-from ..config import CLONE_KINDS
+from ..config import CLONE_KINDS, MAX_RSS_BYTES, MAX_VMAS
 from ..errors import ConfigError
 from ..predict import predict
 from ..units import UnitError, format_size, parse_size
@@ -34,9 +34,16 @@ def main(args: argparse.Namespace) -> int:
         rss = parse_size(args.rss)
     except UnitError as exc:
         raise ConfigError(str(exc), source="--rss") from None
-    for flag, value, low in (("--vmas", args.vmas, 1), ("--samples", args.samples, 1), ("--cpus", args.cpus, 1)):
-        if value is not None and value < low:
-            raise ConfigError(f"must be at least {low}", source=flag)
+    if rss > MAX_RSS_BYTES:
+        raise ConfigError(f"{args.rss} is more than 64 TiB: more memory than an x86-64 machine with 4-level page "
+                          "tables can hold (46-bit physical addresses)", source="--rss")
+    for flag, value, low, high in (("--vmas", args.vmas, 1, MAX_VMAS), ("--samples", args.samples, 1, 100_000),
+                                   ("--cpus", args.cpus, 1, 4096), ("--seed", args.seed, 0, None)):
+        if value is not None and (value < low or (high is not None and value > high)):
+            allowed = f"between {low} and {high}" if high is not None else f"at least {low}"
+            why = {"--vmas": " (vm.max_map_count: 65530 by default, 1048576 where distributions raise it)",
+                   }.get(flag, "")
+            raise ConfigError(f"must be {allowed}{why} (got {value})", source=flag)
     if args.anon_vmas is not None and not 0 <= args.anon_vmas <= args.vmas:
         raise ConfigError("must be between 0 and --vmas", source="--anon-vmas")
     res = predict(rss, vmas=args.vmas, anon_vmas=args.anon_vmas, thp=args.thp == "on", clone=args.clone,

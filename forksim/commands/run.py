@@ -40,11 +40,17 @@ def summary_table(summary: dict) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    exp = load_from_args(args)
+    from ..errors import ConfigError
+
     if args.workers < 0:
-        from ..errors import ConfigError
-        raise ConfigError("must be 0 (one per CPU) or more", source="--workers")
+        raise ConfigError(f"must be 0 (one per CPU) or more (got {args.workers})", source="--workers")
+    exp = load_from_args(args)
     out = out_dir(args, exp, "run")
+    if args.trace:
+        try:
+            from ..trace import write_trace  # noqa: F401  (fail before the run, not after it)
+        except ImportError:
+            raise ConfigError("timeline traces are not available in this build", source="--trace") from None
     n = exp.experiment.replications
     with Progress(console=console, transient=True, disable=args.quiet) as progress:
         task = progress.add_task(f"simulating {exp.experiment.name}", total=n)

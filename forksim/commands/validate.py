@@ -15,6 +15,8 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a subset of scenarios with short runs (under 3 minutes)")
     p.add_argument("--out", default="validation", help="output folder (default: ./validation)")
     p.add_argument("--only", action="append", metavar="SCENARIO", help="run only this scenario (repeatable)")
+    p.add_argument("--doc", metavar="FILE", help="also write the validation document (e.g. VALIDATION.md): "
+                   "provenance, the table, and the mechanism believed responsible for each row above target")
     p.set_defaults(func=main)
 
 
@@ -23,5 +25,6 @@ def main(args: argparse.Namespace) -> int:
     from ..validation import validate
 
     load_profile(args.profile)  # a bad profile fails here, before minutes of measurement
-    validate(profile=args.profile, quick=args.quick, out=Path(args.out), progress=True, only=args.only)
+    validate(profile=args.profile, quick=args.quick, out=Path(args.out), progress=True, only=args.only,
+             doc=Path(args.doc) if args.doc else None)
     return 0

@@ -117,6 +117,7 @@ class Scenario:
                 raise ValueError(f"scenario {self.name}: the measured result has no offered rate")
             workload["rate"] = float(rate)
             workload["arrivals"] = "poisson"
+            workload["queue"] = "per_parent"  # loadgen: each parent its own Poisson stream at rate/K
         if self.mode == "mt":
             fault_rate = measured.get("writer_fault_rate_per_s")
             if fault_rate:

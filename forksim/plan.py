@@ -1,0 +1,427 @@
+"""Capacity planning: the smallest (or largest) value of one config key that meets an SLO.
+
+An SLO is a bound on any numeric field of summary.json, named by its path:
+`fork_latency_us.p99<=2000`, `throughput_per_s.mean>=5000`, `request_latency_us.p999<5ms`,
+`lock_wait_us.tasklist_lock.p99<=10`, `cpu_utilization<=0.8`. Every probe runs the experiment with
+all its replications (same seeds at every probe: common random numbers), and is judged on the
+point estimate (with `strict`, on the whole 95% CI: a pass needs the interval's worse end to meet
+the bound).
+
+The search assumes the metric is monotone in the key. The range's two ends are probed first: if
+the SLO holds at the high end only, the answer is the smallest passing value (more CPUs, say); at
+the low end only, the largest passing value (the highest rate or the biggest image). Integer keys
+(machine.cpus, workload.parents, ...) are searched by binary search over the integers; continuous
+keys (rates, sizes, times, what-if factors) by bisection until the bracket is within `tolerance`.
+The answer is always a probed value that passed, and its neighbour one step (or one tolerance)
+worse was probed and failed.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, get_args, get_origin
+
+from pydantic import BaseModel
+
+from .config import Experiment, _model_at, apply_overrides, experiment_to_toml_dict, load_experiment, parse_override
+from .errors import ConfigError, ForksimError
+from .profile import Profile
+from .runner import run_experiment
+from .units import UnitError, parse_rate, parse_time_us
+from .workload import UnstableError
+
+__all__ = ["plan", "PlanResult", "Probe", "SLO", "parse_slo", "parse_range"]
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt,
+}
+_SLO_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*(.+?)\s*$")
+# Top-level numeric groups of summary.json an SLO may name.
+_KNOWN = (
+    "forks", "throughput_per_s", "fork_latency_us", "roundtrip_latency_us", "child_start_latency_us",
+    "response_latency_us", "request_latency_us", "request_throughput_per_s", "cpu_utilization",
+    "lock_wait_us", "mmap_stall_us", "stage_us", "stack_cache_hit_ratio", "in_flight_at_end",
+    "events_per_creation",
+)
+
+_LAT = ("count", "mean", "p50", "p90", "p99", "p999")
+_FIELDS = {
+    "throughput_per_s": ("mean",), "request_throughput_per_s": ("mean",),
+    "fork_latency_us": _LAT, "roundtrip_latency_us": _LAT, "child_start_latency_us": _LAT,
+    "response_latency_us": _LAT, "request_latency_us": _LAT, "mmap_stall_us": ("count", "p50", "p99", "max"),
+}
+_SCALARS = ("forks", "cpu_utilization", "stack_cache_hit_ratio", "in_flight_at_end", "events_per_creation")
+
+
+@dataclass(frozen=True)
+class SLO:
+    """`metric op bound`, e.g. fork_latency_us.p99 <= 2000."""
+
+    metric: str
+    op: str
+    bound: float
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.bound:g}"
+
+    @property
+    def upper(self) -> bool:
+        """True for an upper bound (smaller is better)."""
+        return self.op in ("<=", "<")
+
+    def holds(self, value: float | None) -> bool:
+        return value is not None and math.isfinite(value) and _OPS[self.op](value, self.bound)
+
+    def value(self, summary: dict[str, Any]) -> tuple[float | None, list[float] | None]:
+        """The metric and its 95% CI (None where the summary has none) from a summary."""
+        parts = self.metric.split(".")
+        node: Any = summary
+        parent: Any = None
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                here = ".".join(parts[:i]) or "summary.json"
+                fields = sorted(k for k, v in node.items() if k != "ci95") if isinstance(node, dict) else []
+                raise ConfigError(f"no field {part!r} in {here} (fields: {', '.join(fields)})", source="--slo")
+            parent, node = node, node[part]
+        if node is None:
+            return None, None
+        if not isinstance(node, (int, float)) or isinstance(node, bool):
+            fields = sorted(k for k in node if k != "ci95") if isinstance(node, dict) else []
+            hint = f"; name one of its fields: {', '.join(f'{self.metric}.{f}' for f in fields)}" if fields else ""
+            raise ConfigError(f"{self.metric!r} is not a number{hint}", source="--slo")
+        ci = None
+        last = parts[-1]
+        if isinstance(parent, dict):
+            c = parent.get("ci95")
+            if isinstance(c, dict):
+                ci = c.get(last)
+            elif isinstance(c, list) and last == "mean":
+                ci = c
+            if ci is None and len(parts) == 1:
+                ci = summary.get(f"{last}_ci95")
+        return float(node), (list(ci) if ci else None)
+
+
+def parse_slo(text: str) -> SLO:
+    """'fork_latency_us.p99<=2000' -> SLO. The bound may carry a unit matching the metric
+    (`<=2ms` for a *_us metric, `>=5000/s` for a *_per_s metric)."""
+    m = _SLO_RE.match(text or "")
+    if not m:
+        raise ConfigError(
+            f"an SLO looks like METRIC OP NUMBER, e.g. 'fork_latency_us.p99<=2000' or "
+            f"'throughput_per_s.mean>=5000' (OP one of <=, >=, <, >), got {text!r}", source="--slo")
+    metric, op, raw = m.groups()
+    top = metric.split(".")[0]
+    if top not in _KNOWN:
+        raise ConfigError(f"unknown metric {top!r} (summary fields: {', '.join(_KNOWN)})", source="--slo")
+    parts = metric.split(".")
+    fields = _FIELDS.get(top)
+    if fields is not None and (len(parts) != 2 or parts[1] not in fields):
+        raise ConfigError(f"{metric!r} is not a summary number; name one of: "
+                          f"{', '.join(f'{top}.{f}' for f in fields)}", source="--slo")
+    if top in _SCALARS and len(parts) != 1:
+        raise ConfigError(f"{top!r} is a number with no fields (use '{top}{op}...')", source="--slo")
+    try:
+        bound = float(raw)
+    except ValueError:
+        try:
+            if metric.split(".")[0].endswith("_us"):
+                bound = parse_time_us(raw)
+            elif metric.split(".")[0].endswith("_per_s"):
+                bound = parse_rate(raw)
+            else:
+                raise UnitError(f"{raw!r} is not a number")
+        except UnitError as exc:
+            raise ConfigError(f"bad bound in {text!r}: {exc}", source="--slo") from None
+    if not math.isfinite(bound):
+        raise ConfigError(f"the bound must be a finite number, got {raw!r}", source="--slo")
+    return SLO(metric, op, bound)
+
+
+# ------------------------------------------------------------------ the key and its range
+
+
+def _key_kind(exp: Experiment, key: str) -> str:
+    """'int' for plain integer keys, 'float' for quantities, factors and sizes; raises for unknown keys."""
+    apply_overrides(experiment_to_toml_dict(exp), {key: _current(exp, key, None) or 1}, source="--find")
+    if key.startswith("whatif."):
+        return "float"
+    parts = key.split(".")
+    model = _model_at(tuple(parts[:-1]))
+    if model is None or parts[-1] not in model.model_fields:
+        raise ConfigError("unknown key", source="--find", field=key)
+    info = model.model_fields[parts[-1]]
+    ann = info.annotation
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        raise ConfigError("is a section, not a key to search", source="--find", field=key)
+    has_unit = any(type(m).__name__ == "BeforeValidator" for m in info.metadata)
+    args = getattr(ann, "__args__", None) or ()
+    if args and type(None) in args:  # an optional key: int | None
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and rest[0] is int:
+            ann = int
+    if ann is int and not has_unit:
+        return "int"
+    if not _numeric(ann):
+        raise ConfigError("plan searches a numeric key (an integer, a size, a time, a rate or a factor)",
+                          source="--find", field=key)
+    return "bytes" if ann is int else "float"
+
+
+def _numeric(ann: Any) -> bool:
+    """int/float, an Annotated quantity of them, or a union holding one."""
+    if ann in (int, float):
+        return True
+    if get_origin(ann) is Annotated:
+        return _numeric(get_args(ann)[0])
+    if get_origin(ann) is Literal:
+        return False
+    return any(_numeric(a) for a in get_args(ann) if a is not type(None))
+
+
+def _current(exp: Experiment, key: str, default: Any) -> Any:
+    if key.startswith("whatif."):
+        return exp.whatif.get(key[len("whatif."):], default)
+    node: Any = experiment_to_toml_dict(exp)
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _resolve_value(exp: Experiment, key: str, raw: Any, what: str) -> float:
+    """A value as the user wrote it (256MiB, 2ms, 5000/s, 8) -> the model's unit, via the config."""
+    if key.startswith("whatif."):
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"a what-if factor is a number, got {raw!r}", source=what) from None
+    data = apply_overrides(experiment_to_toml_dict(exp), {key: raw}, source=what)
+    data.pop("sweep", None)
+    try:
+        probe = exp.model_validate(data)
+    except Exception as exc:
+        err = getattr(exc, "errors", None)
+        msg = err()[0]["msg"].removeprefix("Value error, ") if callable(err) else str(exc)
+        raise ConfigError(f"{raw!r} is not a valid value for {key}: {msg}", source=what) from None
+    value = _current(probe, key, None)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigError(f"{key} is not numeric", source=what)
+    return float(value)
+
+
+def parse_range(exp: Experiment, key: str, text: str | tuple | list | None, kind: str) -> tuple[float, float]:
+    """'LO..HI' (units allowed: 1GiB..64GiB, 1000/s..20000/s) -> (lo, hi) in the model's units."""
+    if text is None:
+        if kind != "int":
+            raise ConfigError(f"{key} is continuous: give a search range, e.g. --range LO..HI", source="--range")
+        cur = _current(exp, key, 1) or 1
+        return 1.0, float(max(16, 8 * int(cur)))
+    if isinstance(text, str):
+        if ".." not in text:
+            raise ConfigError(f"a range looks like LO..HI, got {text!r}", source="--range")
+        lo_raw, hi_raw = (s.strip() for s in text.split("..", 1))
+        if not lo_raw or not hi_raw:
+            raise ConfigError(f"a range looks like LO..HI, got {text!r}", source="--range")
+        lo_raw, hi_raw = parse_override(f"v={lo_raw}")[1], parse_override(f"v={hi_raw}")[1]
+    else:
+        if len(text) != 2:
+            raise ConfigError("a range is two values (LO, HI)", source="--range")
+        lo_raw, hi_raw = text
+    lo = _resolve_value(exp, key, lo_raw, "--range")
+    hi = _resolve_value(exp, key, hi_raw, "--range")
+    if kind == "int" and (lo != int(lo) or hi != int(hi)):
+        raise ConfigError(f"{key} is an integer key: give integer ends", source="--range")
+    if not lo < hi:
+        raise ConfigError(f"the range's low end must be below its high end (got {lo:g}..{hi:g})", source="--range")
+    return lo, hi
+
+
+# ------------------------------------------------------------------ results
+
+
+@dataclass
+class Probe:
+    """One probed value: the metric with its CI across replications, and whether the SLO held."""
+
+    value: Any  # int for integer keys
+    metric: float | None
+    ci95: list[float] | None
+    ok: bool
+    summary: dict[str, Any] = field(repr=False, default_factory=dict)
+    unstable: bool = False  # an open workload whose queue grew without bound
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"value": self.value, "metric": self.metric, "ci95": self.ci95, "ok": self.ok}
+        if self.unstable:
+            d["unstable"] = True
+        return d
+
+
+@dataclass
+class PlanResult:
+    """The answer and the evidence."""
+
+    key: str
+    slo: SLO
+    answer: Any
+    direction: str  # "smallest" or "largest" passing value
+    range: tuple[Any, Any]
+    tried: list[Probe]
+    note: str = ""
+
+    @property
+    def probes(self) -> list[Probe]:
+        """The probes sorted by value."""
+        return sorted(self.tried, key=lambda p: p.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "answer": self.answer,
+            "slo": str(self.slo),
+            "direction": self.direction,
+            "range": list(self.range),
+            "note": self.note,
+            "tried": [p.to_dict() for p in self.tried],
+        }
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([p.to_dict() for p in self.tried])
+
+
+# ------------------------------------------------------------------ the search
+
+
+def _as_key_value(kind: str, v: float) -> Any:
+    return int(round(v)) if kind in ("int", "bytes") else float(v)
+
+
+def plan(
+    exp_or_path: Experiment | str | Path,
+    slo: str | SLO,
+    find: str,
+    range: str | tuple | list | None = None,  # noqa: A002 - the command's flag name
+    *,
+    overrides: dict[str, Any] | None = None,
+    profile: str | Profile | None = None,
+    tolerance: float | str | None = None,
+    strict: bool = False,
+    workers: int | None = None,
+    max_probes: int = 40,
+    on_probe: Callable[[Probe], None] | None = None,
+) -> PlanResult:
+    """Search `find` over `range` ('LO..HI' or (lo, hi), units allowed) for the boundary of `slo`.
+
+    Integer keys: binary search (the answer passes, one step worse fails). Continuous keys:
+    bisection until the bracket is narrower than `tolerance` (default: 1/64 of the range; a
+    quantity with units is allowed, '64MiB'). `workers`: processes for each probe's replications
+    (default one per CPU). A sweep table in the config is ignored."""
+    if isinstance(exp_or_path, Experiment):
+        exp = exp_or_path.with_overrides(overrides) if overrides else exp_or_path
+    else:
+        exp = load_experiment(exp_or_path, overrides)
+    exp = exp.model_copy(update={"sweep": {}})
+    slo_ = parse_slo(slo) if isinstance(slo, str) else slo
+    if not find or not isinstance(find, str):
+        raise ConfigError("name the key to search, e.g. --find machine.cpus", source="--find")
+    kind = _key_kind(exp, find)
+    lo, hi = parse_range(exp, find, range, kind)
+    if kind == "int":
+        tol = 1.0
+    elif tolerance is None:
+        tol = (hi - lo) / 64.0
+    else:
+        tol = _resolve_value(exp, find, tolerance, "--tolerance") if isinstance(tolerance, str) else float(tolerance)
+        if not tol > 0:
+            raise ConfigError("must be positive", source="--tolerance")
+    if kind == "bytes":
+        tol = max(tol, 1.0)
+
+    cache: dict[float, Probe] = {}
+    tried: list[Probe] = []
+
+    def probe(v: float) -> Probe:
+        v = float(_as_key_value(kind, v))
+        if v in cache:
+            return cache[v]
+        if len(tried) >= max_probes:
+            raise ConfigError(f"no answer within {max_probes} probes; widen --tolerance", source="plan")
+        pexp = exp.with_overrides({find: _as_key_value(kind, v)})
+        try:
+            result = run_experiment(pexp, profile=profile, workers=workers)
+        except UnstableError as exc:  # an open workload the machine cannot keep up with: fails any SLO
+            p = Probe(_as_key_value(kind, v), None, None, False, {"error": str(exc)}, unstable=True)
+        else:
+            metric, ci = slo_.value(result.summary)
+            ok = slo_.holds(metric)
+            if ok and strict and ci:
+                worse = max(ci) if slo_.upper else min(ci)
+                ok = slo_.holds(worse)
+            p = Probe(_as_key_value(kind, v), metric, ci, ok, result.summary)
+        cache[v] = p
+        tried.append(p)
+        if on_probe is not None:
+            on_probe(p)
+        return p
+
+    rng = (_as_key_value(kind, lo), _as_key_value(kind, hi))
+    p_lo, p_hi = probe(lo), probe(hi)
+    note = ""
+    if not p_lo.ok and not p_hi.ok:
+        raise ConfigError(
+            f"the SLO {slo_} is met nowhere in {find} = {_fmt(lo)}..{_fmt(hi)} "
+            f"({slo_.metric} = {_shown(p_lo)} at {_fmt(lo)}, {_shown(p_hi)} at {_fmt(hi)}); "
+            "widen --range or relax the SLO", source="plan")
+    if p_lo.ok and p_hi.ok:
+        # Which way does the metric worsen? Toward that end lies the limit, beyond the range.
+        worsens_up = (p_hi.metric or 0) > (p_lo.metric or 0) if slo_.upper else (p_hi.metric or 0) < (p_lo.metric or 0)
+        if worsens_up:
+            return PlanResult(find, slo_, _as_key_value(kind, hi), "largest", rng, tried,
+                              f"the SLO holds across the whole range; the limit lies above {_fmt(hi)}")
+        return PlanResult(find, slo_, _as_key_value(kind, lo), "smallest", rng, tried,
+                          f"the SLO holds across the whole range; it holds already at {_fmt(lo)}")
+
+    direction = "smallest" if p_hi.ok else "largest"
+    good, bad = (hi, lo) if direction == "smallest" else (lo, hi)
+    while abs(good - bad) > tol + 1e-12 * max(1.0, abs(good)):
+        if kind == "int":
+            if abs(good - bad) <= 1:
+                break
+            mid = float((good + bad) // 2)
+        else:
+            mid = (good + bad) / 2.0
+            if kind == "bytes":
+                mid = float(round(mid))
+                if mid in (good, bad):
+                    break
+        if probe(mid).ok:
+            good = mid
+        else:
+            bad = mid
+    vals = sorted(tried, key=lambda p: p.value)
+    passes = [p.ok for p in vals]
+    flips = sum(1 for a, b in zip(passes, passes[1:]) if a != b)
+    if flips > 1:
+        note = ("the probes are not monotone in the key (noise or a non-monotone metric): "
+                "more replications or a longer duration would settle the boundary")
+    return PlanResult(find, slo_, _as_key_value(kind, good), direction, rng, tried, note)
+
+
+def _shown(p: Probe) -> str:
+    return "unstable (the queue grew without bound)" if p.unstable else _fmt(p.metric)
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    if float(v).is_integer():
+        return f"{int(v)}"
+    return f"{v:.4g}"

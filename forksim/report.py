@@ -1,0 +1,481 @@
+"""`forksim report DIR`: figures (PNG) and a short markdown summary of a run or a sweep directory.
+
+A run directory (what `forksim run --out DIR` writes): summary.json, forks.parquet or forks.csv,
+config.resolved.toml. The report draws the latency ECDFs, the percentiles with their confidence
+intervals, where the creating call's time goes by stage, and the lock waits.
+
+A sweep directory (what `forksim sweep --out DIR` writes): results.parquet or results.csv (one row
+per point x replication) and points/*/summary.json. The report draws throughput and latency against
+the swept key with the 95% confidence intervals of each point, and the latency-throughput curve.
+
+summary.md's numbers are summary.json's under one rule, `rounded()`: a float is shown rounded to
+`DIGITS` decimals (Python's round), an integer as it is, a missing value as "-".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import plots
+from .errors import ForksimError
+from .io import read_table, write_text
+
+__all__ = [
+    "DIGITS",
+    "ReportError",
+    "Report",
+    "rounded",
+    "report",
+    "run_report",
+    "sweep_report",
+    "load_run",
+    "load_sweep",
+    "points_frame",
+    "summary_row",
+    "is_run_dir",
+    "is_sweep_dir",
+]
+
+DIGITS = 2
+LATENCIES = ("fork_latency_us", "child_start_latency_us", "roundtrip_latency_us", "response_latency_us")
+_SECTIONS = ("experiment.", "machine.", "workload.", "background.", "whatif.")
+
+
+class ReportError(ForksimError):
+    """The directory is not a run or sweep directory, or its files cannot be read."""
+
+
+@dataclass
+class Report:
+    kind: str  # "run" | "sweep"
+    directory: Path
+    markdown: Path
+    figures: list[Path] = field(default_factory=list)
+
+
+def rounded(x: Any) -> str:
+    """The one rounding rule of summary.md: floats to DIGITS decimals, integers as they are."""
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return str(x).lower()
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return "-"
+        return f"{round(x, DIGITS):.{DIGITS}f}"
+    return str(x)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read: {exc.__class__.__name__}") from None
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: not a summary (expected a JSON object)")
+    return data
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read the config: {exc}") from None
+
+
+def _table_path(directory: Path, stem: str) -> Path | None:
+    for ext in ("parquet", "csv"):
+        p = directory / f"{stem}.{ext}"
+        if p.exists():
+            return p
+    return None
+
+
+def is_run_dir(directory: Path) -> bool:
+    return (directory / "summary.json").is_file() and _table_path(directory, "forks") is not None
+
+
+def is_sweep_dir(directory: Path) -> bool:
+    return (directory / "points").is_dir() or _table_path(directory, "results") is not None
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    cur: Any = d
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+# ------------------------------------------------------------------ runs
+
+
+def load_run(directory: str | Path) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """summary.json, the per-creation records and the resolved config of a run directory."""
+    d = Path(directory)
+    if not is_run_dir(d):
+        raise ReportError(f"{d}: not a run directory (needs summary.json and forks.parquet or forks.csv)")
+    summary = _read_json(d / "summary.json")
+    table = _table_path(d, "forks")
+    try:
+        records = read_table(table)
+    except Exception as exc:  # pyarrow / pandas errors of many kinds
+        raise ReportError(f"{table}: cannot read the records: {exc.__class__.__name__}: {exc}") from None
+    cfg_path = d / "config.resolved.toml"
+    config = _read_toml(cfg_path) if cfg_path.exists() else {}
+    return summary, records, config
+
+
+def _seconds(us: Any) -> str:
+    return f"{us / 1e6:g} s" if isinstance(us, (int, float)) else "-"
+
+
+def _run_markdown(summary: dict[str, Any], config: dict[str, Any], figures: list[Path]) -> str:
+    r = rounded
+    name = summary.get("experiment") or _get(config, "experiment.name") or "run"
+    lines = [
+        f"# forksim run report: {name}",
+        "",
+        f"Experiment `{name}`, profile `{summary.get('profile', '-')}`, seed {r(summary.get('seed'))}, "
+        f"{r(summary.get('replications'))} replications, {r(summary.get('forks'))} creations measured "
+        f"({_seconds(_get(config, 'experiment.duration'))} measured per replication after a warm-up of "
+        f"{_seconds(_get(config, 'experiment.warmup'))}; from config.resolved.toml).",
+        "",
+        f"Every number below is summary.json's, rounded to {DIGITS} decimals. Latencies in microseconds; "
+        "each percentile is the mean over replications of that replication's percentile, with a 95% "
+        "confidence interval across replications.",
+        "",
+        "## Latency (µs)",
+        "",
+        "| latency | count | mean | p50 | p90 | p99 | p999 | p99 95% CI low | p99 95% CI high |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key in LATENCIES:
+        s = summary.get(key)
+        if not isinstance(s, dict):
+            continue
+        ci = (s.get("ci95") or {}).get("p99") or [None, None]
+        lines.append(f"| `{key}` | {r(s.get('count'))} | " + " | ".join(
+            r(s.get(c)) for c in ("mean", "p50", "p90", "p99", "p999")) + f" | {r(ci[0])} | {r(ci[1])} |")
+    thr = summary.get("throughput_per_s") or {}
+    tci = thr.get("ci95") or [None, None]
+    uci = summary.get("cpu_utilization_ci95") or [None, None]
+    lines += [
+        "",
+        "## Throughput and CPU utilisation",
+        "",
+        "| quantity | value | 95% CI low | 95% CI high |",
+        "|---|---:|---:|---:|",
+        f"| `throughput_per_s` (creations reaped per second) | {r(thr.get('mean'))} | {r(tci[0])} | {r(tci[1])} |",
+        f"| `cpu_utilization` (fraction of all CPUs busy) | {r(summary.get('cpu_utilization'))} | {r(uci[0])} | {r(uci[1])} |",
+    ]
+    stages = summary.get("stage_us") or {}
+    if stages:
+        lines += ["", "## Where the creating call's time goes (mean µs per creation)", "",
+                  "| stage | µs |", "|---|---:|"]
+        lines += [f"| `{k}` | {r(v)} |" for k, v in stages.items()]
+    locks = summary.get("lock_wait_us") or {}
+    if locks:
+        lines += ["", "## Lock waits (µs per acquisition)", "", "| lock | acquisitions | mean | p99 | max |",
+                  "|---|---:|---:|---:|---:|"]
+        for k, v in locks.items():
+            lines.append(f"| `{k}` | {r(v.get('acquisitions'))} | {r(v.get('mean'))} | {r(v.get('p99'))} | {r(v.get('max'))} |")
+    stall = summary.get("mmap_stall_us")
+    if isinstance(stall, dict):
+        lines += ["", "## mmap_lock stalls of the parent's other threads (µs)", "",
+                  "| count | p50 | p99 | max |", "|---:|---:|---:|---:|",
+                  f"| {r(stall.get('count'))} | {r(stall.get('p50'))} | {r(stall.get('p99'))} | {r(stall.get('max'))} |"]
+    other = [(k, summary.get(k)) for k in ("stack_cache_hit_ratio", "in_flight_at_end", "events_per_creation", "sim_wall_s")
+             if k in summary]
+    if other:
+        lines += ["", "## Other", "", "| quantity | value |", "|---|---:|"]
+        lines += [f"| `{k}` | {r(v)} |" for k, v in other]
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in figures]
+    return "\n".join(lines) + "\n"
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _figure(figsize=(7.5, 4.5)):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots()
+
+
+def run_report(directory: str | Path, out: str | Path | None = None) -> Report:
+    """Figures and summary.md for a run directory (written into `out`, default the directory)."""
+    d = Path(directory)
+    summary, records, config = load_run(d)
+    out = Path(out) if out is not None else d
+    out.mkdir(parents=True, exist_ok=True)
+    warmup = _get(config, "experiment.warmup")
+    plots.set_theme()
+    figures = []
+    name = summary.get("experiment") or "run"
+    fig, ax = _figure()
+    plots.latency_ecdf(records, warmup_us=warmup, ax=ax, title=f"{name}: latency per creation (ECDF)")
+    figures.append(_save(fig, out / "latency_ecdf.png"))
+    fig, ax = _figure()
+    plots.latency_percentiles(summary, ax=ax, title=f"{name}: latency percentiles (95% CI across replications)")
+    figures.append(_save(fig, out / "latency_percentiles.png"))
+    fig, ax = _figure((8.0, 4.2))
+    plots.stage_breakdown(summary, ax=ax, title=f"{name}: where the creating call's time goes")
+    figures.append(_save(fig, out / "stages.png"))
+    fig, ax = _figure((7.5, 4.0))
+    plots.lock_waits(summary, ax=ax, title=f"{name}: lock waits")
+    figures.append(_save(fig, out / "lock_waits.png"))
+    md = write_text(out / "summary.md", _run_markdown(summary, config, figures))
+    return Report("run", d, md, figures)
+
+
+# ------------------------------------------------------------------ sweeps
+
+
+def summary_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """One sweep point's summary.json as flat columns (means, percentiles, CI bounds)."""
+    row: dict[str, Any] = {"forks": summary.get("forks"), "replications": summary.get("replications")}
+    thr = summary.get("throughput_per_s") or {}
+    ci = thr.get("ci95") or [None, None]
+    row.update({"throughput_per_s": thr.get("mean"), "throughput_lo": ci[0], "throughput_hi": ci[1]})
+    for key in LATENCIES:
+        s = summary.get(key)
+        if not isinstance(s, dict):
+            continue
+        row[f"{key}.mean"] = s.get("mean")
+        for p in ("p50", "p90", "p99", "p999"):
+            row[f"{key}.{p}"] = s.get(p)
+            pci = (s.get("ci95") or {}).get(p) or [None, None]
+            row[f"{key}.{p}.lo"], row[f"{key}.{p}.hi"] = pci[0], pci[1]
+    row["cpu_utilization"] = summary.get("cpu_utilization")
+    return row
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _from_dir_name(name: str) -> dict[str, Any]:
+    """'workload.parents=4,machine.cpus=2' (or '__' / ';' separated) -> {key: value}."""
+    out = {}
+    for part in re.split(r",|__|;|&", name):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            out[k.strip()] = _parse_scalar(v.strip())
+    return out
+
+
+def _sweep_keys(d: Path, results: pd.DataFrame | None, point_values: list[dict[str, Any]]) -> list[str]:
+    for cfg_name in ("config.resolved.toml", "config.toml", "sweep.toml"):
+        p = d / cfg_name
+        if p.exists():
+            sweep = _read_toml(p).get("sweep")
+            if isinstance(sweep, dict) and sweep:
+                return list(sweep)
+    keys: list[str] = []
+    for values in point_values:
+        for k in values:
+            if k not in keys:
+                keys.append(k)
+    if keys:
+        return keys
+    if results is not None:
+        return [c for c in results.columns if c.startswith(_SECTIONS) and results[c].nunique(dropna=True) > 1]
+    return []
+
+
+def _point_values(pdir: Path, summary: dict[str, Any], results: pd.DataFrame | None) -> dict[str, Any]:
+    for k in ("point", "sweep", "params", "values"):
+        v = summary.get(k)
+        if isinstance(v, dict) and v:
+            return dict(v)
+    values: dict[str, Any] = {}
+    if results is not None and "point" in results.columns:
+        rows = results[results["point"].astype(str) == pdir.name]
+        if len(rows):
+            first = rows.iloc[0]
+            values.update({c: first[c] for c in results.columns if c.startswith(_SECTIONS)})
+    if not values:
+        values = _from_dir_name(pdir.name)
+    cfg = pdir / "config.resolved.toml"
+    if cfg.exists():
+        values["__config__"] = _read_toml(cfg)
+    return values
+
+
+def points_frame(points: list[tuple[dict[str, Any], dict[str, Any]]], keys: list[str] | None = None) -> pd.DataFrame:
+    """One row per sweep point: its swept values (`keys`) beside `summary_row(summary)`."""
+    rows = []
+    for values, summary in points:
+        row = {k: values.get(k) for k in (keys or list(values))}
+        row.update(summary_row(summary))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_sweep(directory: str | Path) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """(points frame, swept keys, notes) of a sweep directory; the frame holds each point's
+    summary.json numbers (see `summary_row`) and a 'point' column (the point's folder name)."""
+    d = Path(directory)
+    if not is_sweep_dir(d):
+        raise ReportError(f"{d}: not a sweep directory (needs points/*/summary.json or results.parquet)")
+    results = None
+    table = _table_path(d, "results")
+    if table is not None:
+        try:
+            results = read_table(table)
+        except Exception as exc:
+            raise ReportError(f"{table}: cannot read: {exc.__class__.__name__}: {exc}") from None
+    notes: list[str] = []
+    found: list[tuple[Path, dict[str, Any], dict[str, Any]]] = []
+    for pdir in sorted(p for p in (d / "points").glob("*") if p.is_dir()) if (d / "points").is_dir() else []:
+        sfile = pdir / "summary.json"
+        if not sfile.exists():
+            notes.append(f"point `{pdir.name}`: no summary.json (failed or not finished)")
+            continue
+        summary = _read_json(sfile)
+        if summary.get("error"):
+            notes.append(f"point `{pdir.name}`: {summary['error']}")
+            continue
+        found.append((pdir, summary, _point_values(pdir, summary, results)))
+    if not found:
+        raise ReportError(f"{d}: no finished sweep point (no points/*/summary.json)")
+    keys = _sweep_keys(d, results, [{k: v for k, v in vals.items() if k != "__config__"} for _, _, vals in found])
+    if not keys:
+        raise ReportError(f"{d}: cannot tell which key was swept (no [sweep] in config.resolved.toml, "
+                          "no point values in summary.json or results, no key=value folder names)")
+    pts = []
+    for pdir, summary, vals in found:
+        cfg = vals.pop("__config__", None)
+        for k in keys:
+            if k not in vals and cfg is not None:
+                vals[k] = _get(cfg, k)
+        vals["point"] = pdir.name
+        pts.append((vals, summary))
+    frame = points_frame(pts, ["point", *keys])
+    for k in keys:  # numbers stored as strings in some tables
+        conv = pd.to_numeric(frame[k], errors="coerce")
+        if conv.notna().all():
+            frame[k] = conv
+    frame = frame.sort_values(keys, kind="stable").reset_index(drop=True)
+    return frame, keys, notes
+
+
+def _key_axis(frame: pd.DataFrame, key: str) -> tuple[pd.DataFrame, str]:
+    """Plot-friendly x: sizes in MiB, times in µs (the resolved config's units), counts as they are."""
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf == "rss" and pd.api.types.is_numeric_dtype(frame[key]):
+        frame = frame.copy()
+        col = f"{key} (MiB)"
+        frame[col] = frame[key] / 2**20
+        return frame, col
+    units = {"duration": "µs", "warmup": "µs", "think_time": "µs", "lifetime": "µs", "exec_lifetime": "µs",
+             "tick": "µs", "slice": "µs", "idle_wake": "µs", "context_switch": "µs", "migration": "µs",
+             "rate": "/s", "fault_rate": "/s", "cpus": "CPUs", "parents": "processes", "threads": "threads",
+             "vmas": "mappings", "anon_vmas": "mappings", "cpu_hogs": "tasks", "cow_write_fraction": "fraction"}
+    if leaf in units:
+        frame = frame.copy()
+        col = f"{key} ({units[leaf]})"
+        frame[col] = frame[key]
+        return frame, col
+    return frame, key
+
+
+def _sweep_markdown(d: Path, frame: pd.DataFrame, keys: list[str], notes: list[str], figures: list[Path]) -> str:
+    r = rounded
+    lines = [
+        f"# forksim sweep report: {d.name}",
+        "",
+        f"{len(frame)} points over {', '.join(f'`{k}`' for k in keys)}. Every number is the point's "
+        f"summary.json value, rounded to {DIGITS} decimals; latencies in microseconds, throughput in "
+        "creations per second; CI: 95% confidence interval across replications.",
+        "",
+        "| point | " + " | ".join(f"`{k}`" for k in keys)
+        + " | forks | throughput | thr. CI low | thr. CI high | fork p50 | fork p99 | fork p99 CI low "
+          "| fork p99 CI high | round trip p99 | cpu_utilization |",
+        "|---|" + "---:|" * (len(keys) + 10),
+    ]
+
+    def val(row, col):
+        v = row.get(col)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return None
+        if hasattr(v, "item"):
+            v = v.item()
+        return v
+
+    for _, row in frame.iterrows():
+        row = row.to_dict()
+        cells = [f"`{row['point']}`"] + [r(val(row, k)) for k in keys] + [
+            r(val(row, c)) for c in ("forks", "throughput_per_s", "throughput_lo", "throughput_hi",
+                                     "fork_latency_us.p50", "fork_latency_us.p99", "fork_latency_us.p99.lo",
+                                     "fork_latency_us.p99.hi", "roundtrip_latency_us.p99", "cpu_utilization")]
+        lines.append("| " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", "## Points left out", ""] + [f"- {n}" for n in notes]
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
+    return "\n".join(lines) + "\n"
+
+
+def sweep_report(directory: str | Path, out: str | Path | None = None) -> Report:
+    """Figures and summary.md for a sweep directory."""
+    d = Path(directory)
+    frame, keys, notes = load_sweep(d)
+    out = Path(out) if out is not None else d
+    out.mkdir(parents=True, exist_ok=True)
+    plots.set_theme()
+    key, by = keys[0], keys[1:]
+    pframe, xcol = _key_axis(frame, key)
+    figures = []
+    fig, ax = _figure()
+    plots.sweep_throughput(pframe, xcol, by=by, ax=ax, title=f"throughput against {key}")
+    figures.append(_save(fig, out / "sweep_throughput.png"))
+    fig, ax = _figure()
+    plots.sweep_latency(pframe, xcol, metric="fork_latency_us", percentiles=("p50", "p99"), by=by, ax=ax,
+                        title=f"fork() latency against {key}")
+    figures.append(_save(fig, out / "sweep_fork_latency.png"))
+    if "roundtrip_latency_us.p99" in pframe:
+        fig, ax = _figure()
+        plots.sweep_latency(pframe, xcol, metric="roundtrip_latency_us", percentiles=("p50", "p99"), by=by, ax=ax,
+                            title=f"round-trip latency against {key}")
+        figures.append(_save(fig, out / "sweep_roundtrip_latency.png"))
+    fig, ax = _figure()
+    plots.throughput_latency(pframe, key=key, by=by, ax=ax, title=f"fork() p99 against throughput (labels: {key})")
+    figures.append(_save(fig, out / "sweep_throughput_latency.png"))
+    md = write_text(out / "summary.md", _sweep_markdown(d, frame, keys, notes, figures))
+    return Report("sweep", d, md, figures)
+
+
+def report(directory: str | Path, out: str | Path | None = None) -> Report:
+    """`forksim report DIR`: a run directory or a sweep directory, whichever DIR is."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ReportError(f"{d}: no such directory")
+    if is_run_dir(d):
+        return run_report(d, out)
+    if is_sweep_dir(d):
+        return sweep_report(d, out)
+    raise ReportError(f"{d}: neither a run directory (summary.json + forks.parquet/.csv) nor a sweep "
+                      "directory (results.parquet/.csv + points/*/summary.json)")

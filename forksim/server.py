@@ -1,0 +1,239 @@
+"""A single-threaded server that snapshots by fork (Redis BGSAVE), as a workload driver.
+
+`[workload] kind = "server"` starts `workload.parents` independent server processes (one is the
+usual case), each with its own request stream (`workload.rate` with `workload.arrivals`: poisson,
+deterministic, bursty or a file) and the dataset `workload.image` as its address space. A server's
+event loop, like Redis's:
+
+- serves queued requests in arrival order, each `[workload.server] service` of CPU time on the
+  server's own task (user code, preemptible), and records each request's latency from arrival to
+  the end of its service (`request_latency_us` in summary.json);
+- every `cron` (serverCron, hz=10) checks, between requests, whether a snapshot child has exited
+  (reaps it with a non-blocking wait: `Kernel.do_wait` on a zombie never sleeps) and whether a
+  snapshot is due: one every `interval`, the first at `first_snapshot`, never two at once (a due
+  snapshot waits until the previous child is reaped);
+- a snapshot is `Kernel.kernel_clone(fork)`: the server is inside fork() for the whole
+  copy_process/dup_mmap, so the requests arriving meanwhile queue behind it (the fork stall). The
+  child runs `workload.child.lifetime` (the snapshot's write time, as CPU time on another CPU when
+  one is free) and exits;
+- after a fork every page of the dataset is write-protected in the server: each request writes
+  `writes_per_request` random 4 KiB pages, and a write to a page still write-protected faults once:
+  a copy (`cow_fault_copy`) while the child still maps the pages, a reuse (`cow_fault_reuse`) after
+  it exited. `[workload.child] cow_write_fraction` with `cow_writer = "parent"` adds a one-off burst
+  of writes right after the fork (Kernel.cow_by_parent), as for the other workloads.
+
+Creations (one per snapshot) are recorded as for the other workloads, so `fork_latency_us` is the
+stall of each fork; `throughput_per_s` counts reaped snapshots.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import numpy as np
+import simpy
+
+from .kernel.mm import Process
+from .metrics import Creation
+from .workload import UnstableError, burst_times, image_shape
+
+if TYPE_CHECKING:
+    from .config import Experiment
+    from .kernel.clone import Kernel
+    from .machine import Task
+
+__all__ = ["Server"]
+
+_BLOCK = 4096
+
+
+class _Draws:
+    """Blocks of numpy draws handed out one at a time (a scalar numpy call per draw is slow)."""
+
+    __slots__ = ("make", "block")
+
+    def __init__(self, make):
+        self.make = make
+        self.block: list[float] = []
+
+    def __call__(self) -> float:
+        if not self.block:
+            self.block = self.make(_BLOCK).tolist()
+        return self.block.pop()
+
+
+class _Instance:
+    """One server process: its queue, its snapshot child, its write-protected pages."""
+
+    __slots__ = ("index", "proc", "queue", "idle", "cron_due", "child", "child_rec", "next_snapshot",
+                 "wp_pages")
+
+    def __init__(self, index: int, proc: Process, first_snapshot: float):
+        self.index = index
+        self.proc = proc
+        self.queue: deque[float] = deque()
+        self.idle = False
+        self.cron_due = False
+        self.child: Process | None = None
+        self.child_rec: Creation | None = None
+        self.next_snapshot = first_snapshot
+        self.wp_pages = 0  # pages write-protected in the server since the last fork
+
+
+class Server:
+    """Drives `workload.parents` server processes on a kernel; the runner's workload interface:
+    `start()`, `stop` (an event), `records` (creations) and `request_latencies`."""
+
+    def __init__(self, exp: "Experiment", kernel: "Kernel", rng: np.random.Generator,
+                 arrivals: np.ndarray | None = None):
+        self.exp = exp
+        self.kernel = kernel
+        self.machine = kernel.machine
+        self.env = kernel.env
+        self.rng = rng
+        self.cfg = exp.workload.server
+        self.records: list[Creation] = []
+        self.request_latencies: list[float] = []
+        self.completed = 0
+        self.stop = simpy.Event(self.env)
+        self._arrivals = arrivals
+        self.shape = image_shape(exp)
+        self.pages = self.shape.ptes + self.shape.pmds * 512  # 4 KiB pages of the dataset
+        mean = self.cfg.service
+        if self.cfg.service_distribution == "exponential":
+            self._service = _Draws(lambda n: rng.exponential(mean, n))
+        else:
+            self._service = lambda: mean
+        self._uniform = _Draws(rng.random)
+        self.instances: list[_Instance] = []
+
+    def _start_task(self, name: str) -> tuple["Task", simpy.Event]:
+        task = self.machine.new_task(name)
+        first_run, _ = self.machine.spawn(task, None)
+        return task, first_run
+
+    def start(self) -> None:
+        wl = self.exp.workload
+        first = self.cfg.first_snapshot
+        if first is None:
+            first = self.exp.experiment.warmup + self.cfg.interval / 2.0
+        for i in range(wl.parents):
+            task, first_run = self._start_task(f"server{i}")
+            inst = _Instance(i, Process(task, self.kernel.new_mm(self.shape)), first)
+            self.instances.append(inst)
+            self.env.process(self._serve(inst, first_run))
+            self.env.process(self._requests(inst))
+            self.env.process(self._cron(inst))
+        for h in range(self.exp.background.cpu_hogs):
+            task, first_run = self._start_task(f"hog{h}")
+            self.env.process(self._hog(task, first_run))
+
+    # ---- the event loop
+
+    def _wake(self, inst: _Instance) -> None:
+        if inst.idle:
+            inst.idle = False
+            self.machine.wake(inst.proc.task, None)
+
+    def _serve(self, inst: _Instance, first_run: simpy.Event):
+        yield first_run
+        env, task = self.env, inst.proc.task
+        record_from = self.kernel.record_from
+        latencies = self.request_latencies
+        while True:
+            if inst.cron_due:
+                inst.cron_due = False
+                yield from self._cron_work(inst)
+                continue
+            if not inst.queue:
+                inst.idle = True
+                yield task.sleep()
+                continue
+            arrival = inst.queue.popleft()
+            yield task.run(self._service() + self._writes(inst), preemptible=True)
+            if arrival >= record_from:
+                latencies.append(env.now - arrival)
+
+    def _writes(self, inst: _Instance) -> float:
+        """COW faults of one request's writes to random pages of the dataset."""
+        n = self.cfg.writes_per_request
+        if inst.wp_pages <= 0 or n <= 0.0:
+            return 0.0
+        whole = int(n)
+        if n > whole and self._uniform() < n - whole:
+            whole += 1
+        faults = 0
+        for _ in range(whole):
+            if self._uniform() * self.pages < inst.wp_pages:
+                inst.wp_pages -= 1
+                faults += 1
+        if not faults:
+            return 0.0
+        shared = inst.proc.mm.users > 1  # the snapshot child still maps the pages
+        return self.kernel.costs.draw_many("cow_fault_copy" if shared else "cow_fault_reuse", faults)
+
+    def _cron_work(self, inst: _Instance):
+        """serverCron: reap an exited snapshot child (WNOHANG), start a due snapshot."""
+        k, env, proc = self.kernel, self.env, inst.proc
+        child = inst.child
+        if child is not None and child.exited:
+            yield from k.do_wait(proc, child, "fork", inst.child_rec)
+            inst.child = inst.child_rec = None
+            self.completed += 1
+            limit = self.exp.experiment.max_creations
+            if limit and self.completed >= limit and not self.stop.triggered:
+                self.stop.succeed()
+        if inst.child is None and env.now >= inst.next_snapshot:
+            while inst.next_snapshot <= env.now:
+                inst.next_snapshot += self.cfg.interval
+            rec = Creation(len(self.records), "fork", inst.index, env.now)
+            self.records.append(rec)
+            inst.child = yield from k.kernel_clone(proc, "fork", rec)
+            inst.child_rec = rec
+            inst.wp_pages = self.pages
+            yield from k.cow_by_parent(proc, "fork", rec)
+
+    def _cron(self, inst: _Instance):
+        period = self.cfg.cron
+        while True:
+            yield self.env.timeout(period)
+            inst.cron_due = True
+            self._wake(inst)
+
+    # ---- requests and background
+
+    def _requests(self, inst: _Instance):
+        wl = self.exp.workload
+        env = self.env
+        if self._arrivals is not None:
+            times, gap = iter(self._arrivals.tolist()), None
+        elif wl.arrivals == "bursty":
+            times, gap = burst_times(wl.bursts), None
+        elif wl.arrivals == "deterministic":
+            times, gap = None, (lambda: 1e6 / wl.rate)
+        else:
+            rng, mean = self.rng, 1e6 / wl.rate
+            times, gap = None, _Draws(lambda n: rng.exponential(mean, n))
+        while True:
+            if times is not None:
+                t = next(times, None)
+                if t is None:
+                    return
+                if t > env.now:
+                    yield env.timeout(t - env.now)
+            else:
+                yield env.timeout(gap())
+            inst.queue.append(env.now)
+            if len(inst.queue) > wl.max_queue:
+                raise UnstableError(
+                    f"the server is unstable: {len(inst.queue)} requests queued at t={env.now / 1e6:.3f}s "
+                    f"(workload.max_queue = {wl.max_queue}); the request rate exceeds what one server "
+                    f"thread serves at workload.server.service = {self.cfg.service:g} us per request"
+                )
+            self._wake(inst)
+
+    def _hog(self, task: "Task", first_run: simpy.Event):
+        yield first_run
+        while True:
+            yield task.run(1e6, preemptible=True)

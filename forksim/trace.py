@@ -1,0 +1,426 @@
+"""A timeline of one replication as Chrome trace-event JSON (open it in https://ui.perfetto.dev or
+chrome://tracing).
+
+`write_trace(exp, path)` runs the experiment's first replication again, with the same seed (so the
+same timeline as `run_experiment`'s replication 0), with two observers attached: `Machine.tracer`
+(a task starts running on a CPU, leaves it) and `Kernel.on_stage` (a creation stage ends). It writes:
+
+- process "CPUs": one lane per CPU, complete ('X') slices of which task ran when, plus
+  "context switch" slices (the switch or migration cost before a task runs). A CPU lane's slices
+  never overlap, and their total is exactly the CPU's busy time as the run accounts it (a CPU
+  waking from halt is not busy: that wait shows on the task's lane instead).
+- process "tasks": one lane per parent, thread and background task, and lanes for each parent's
+  children. A creation shows as a `fork()` slice (entry to return) with its stages nested inside
+  (copy_process_setup, `mmap_lock wait`, dup_mmap, copy_process_tail with the pidmap_lock and
+  tasklist_lock spin waits in its args), then `wait_reap`; a child as one slice (first run to its
+  last schedule) with exec / do_exit nested; periods off the CPU as nested `off CPU: ...` slices
+  (preempted, sleeping, waiting for a halted CPU to wake); a faulting thread's sleeps are its
+  `mmap_lock stall`s (a fault on a VMA the parent's dup_mmap has already reached).
+
+The trace is bounded: it covers the measured window (after warm-up) up to `max_span_us` of simulated
+time and stops early once `max_events` events are recorded; the file's `otherData` says which
+window was traced, whether and why it was cut, and the CPU busy time the machine itself counted.
+Times (`ts`, `dur`) are microseconds of simulated time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import simpy
+
+from .config import Experiment
+from .io import write_text
+from .kernel.clone import Kernel
+from .kernel.costs import Costs
+from .machine import Machine
+from .profile import Profile
+from .runner import replication_seeds, resolve_profile, scheduler_params
+from .workload import Workload, load_arrivals
+
+__all__ = ["write_trace", "build_trace", "DEFAULT_MAX_SPAN_US", "DEFAULT_MAX_EVENTS", "CPU_PID", "TASK_PID"]
+
+DEFAULT_MAX_SPAN_US = 100_000.0  # 100 ms of simulated time after warm-up
+DEFAULT_MAX_EVENTS = 200_000
+CPU_PID, TASK_PID = 0, 1
+_CHILD_TID_BASE = 1_000_000
+_STEP_US = 1000.0  # how often the event budget is checked while simulating
+_STAGE_ARGS = {
+    "dup_mmap": "copy of the parent's VMAs and page tables, the parent's mmap_lock held for write",
+    "copy_process_setup": "dup_task_struct (stack cache or vmalloc) .. copy_signal, dup_mm",
+    "copy_process_tail": "copy_namespaces .. alloc_pid (pidmap_lock), tasklist_lock section, wake_up_new_task",
+    "wait_reap": "wait4 -> do_wait -> release_task",
+    "exec": "execve (exec_mmap drops the inherited mm)",
+    "do_exit": "do_exit (exit_mmap of an mm the child owns)",
+}
+
+
+def _ns(t: float) -> float:
+    """Microseconds rounded to the nanosecond: abutting slices share exact boundaries."""
+    return round(t, 3)
+
+
+class _Recorder:
+    """Collects CPU segments and task off-CPU periods from `Machine.tracer` callbacks."""
+
+    def __init__(self, lo: float):
+        self.lo = lo
+        self.cpu: dict[int, list[tuple[float, float, str, Any]]] = defaultdict(list)  # (start, end, kind, task)
+        self.open_cpu: dict[int, tuple[float, str, Any]] = {}
+        self.off: dict[Any, list[tuple[float, float, str]]] = defaultdict(list)  # task -> (start, end, label)
+        self.off_since: dict[Any, tuple[float, str]] = {}
+        self.first_run: dict[Any, float] = {}
+        self.last_leave: dict[Any, float] = {}
+        self.tasks: dict[Any, None] = {}  # every task seen, in first-seen order
+        self.stages: list[tuple[Any, str, float, float]] = []
+        self.count = 0
+
+    def _cpu_seg(self, cpu_id: int, start: float, end: float, kind: str, task) -> None:
+        if end > start and end > self.lo:
+            self.cpu[cpu_id].append((start, end, kind, task))
+            self.count += 1
+
+    def _off_seg(self, task, start: float, end: float, label: str) -> None:
+        if end > start and end > self.lo:
+            self.off[task].append((start, end, label))
+            self.count += 1
+
+    def __call__(self, event: str, cpu, task, now: float) -> None:
+        cid = cpu.id
+        if event == "dispatch":
+            self.tasks.setdefault(task, None)
+            if not cpu.waking:
+                self.open_cpu[cid] = (now, "switch", task)
+            since = self.off_since.pop(task, None)
+            if since is not None:
+                self._off_seg(task, since[0], now, since[1])
+            if cpu.waking:
+                self.off_since[task] = (now, f"off CPU: CPU {cid} waking from halt")
+        elif event == "begin":
+            seg = self.open_cpu.pop(cid, None)
+            if seg is not None:
+                self._cpu_seg(cid, seg[0], now, "switch", task)
+            since = self.off_since.pop(task, None)
+            if since is not None:
+                self._off_seg(task, since[0], now, since[1])
+            self.open_cpu[cid] = (now, "run", task)
+            self.first_run.setdefault(task, now)
+        elif event == "leave":
+            seg = self.open_cpu.pop(cid, None)
+            if seg is not None:
+                self._cpu_seg(cid, seg[0], now, seg[1], seg[2])
+            self.last_leave[task] = now
+            state = task.state
+            if state == "sleeping":
+                label = "mmap_lock stall" if _is_thread(task.name) else "off CPU: sleeping"
+                self.off_since[task] = (now, label)
+            elif state == "runnable":
+                self.off_since[task] = (now, "off CPU: preempted (runnable)")
+
+    def on_stage(self, task, name: str, start: float, end: float) -> None:
+        if end > self.lo:
+            self.stages.append((task, name, start, end))
+            self.count += 1
+
+    def close(self, hi: float) -> None:
+        for cid, (start, kind, task) in list(self.open_cpu.items()):
+            self._cpu_seg(cid, start, hi, kind, task)
+        self.open_cpu.clear()
+        for task, (start, label) in list(self.off_since.items()):
+            self._off_seg(task, start, hi, label)
+        self.off_since.clear()
+
+
+def _is_thread(name: str) -> bool:
+    """A parent's extra (faulting) thread: 'parent3.t2'."""
+    head, _, tail = name.rpartition(".")
+    return bool(head) and tail[:1] == "t" and tail[1:].isdigit()
+
+
+def _machine_busy(machine: Machine) -> list[float]:
+    now = machine.env.now
+    return [c.busy_us + (now - c._busy_since if c._busy_since is not None else 0.0) for c in machine.cpus]
+
+
+def _simulate(exp: Experiment, profile: Profile, max_span_us: float, max_events: int):
+    """Replication 0 of `exp`, as runner.run_replication builds it, with the observers attached."""
+    seed = replication_seeds(exp.experiment.seed, exp.experiment.replications)[0]
+    rng = np.random.default_rng(seed)
+    env = simpy.Environment()
+    costs = Costs(profile, rng)
+    machine = Machine(env, exp.machine.cpus, scheduler_params(exp, profile, costs))
+    kernel = Kernel(machine, costs, profile.stack_cache_per_cpu, exp.workload.child)
+    warmup = exp.experiment.warmup
+    kernel.set_record_from(warmup)
+    arrivals = None
+    arr = exp.workload.arrivals
+    if exp.workload.kind == "open" and arr not in ("poisson", "deterministic"):
+        arrivals = load_arrivals(arr)
+    workload = Workload(exp, kernel, rng, arrivals)
+    rec = _Recorder(warmup)
+    machine.tracer = rec
+    kernel.on_stage = rec.on_stage
+    workload.start()
+    if warmup > 0.0:
+        env.run(until=warmup)
+    busy0 = _machine_busy(machine)
+    end = warmup + exp.experiment.duration
+    hi = min(end, warmup + max_span_us)
+    reason = None
+    # Step through the window so that the event budget can end it early (stepping does not change
+    # the order of the model's events: the stop events only delimit env.run calls).
+    while env.now < hi:
+        nxt = min(hi, env.now + _STEP_US)
+        env.run(until=simpy.AnyOf(env, [workload.stop, env.timeout(nxt - env.now)]))
+        if workload.stop.triggered:
+            reason = "the experiment's max_creations was reached"
+            break
+        if rec.count >= max_events:
+            reason = f"max_events ({max_events}) reached"
+            break
+    if reason is None and hi < end:
+        reason = f"max_span_us ({max_span_us:g} us of simulated time)"
+    hi = env.now
+    busy1 = _machine_busy(machine)
+    rec.close(hi)
+    return machine, workload, rec, (warmup, hi), [b - a for a, b in zip(busy0, busy1)], reason
+
+
+class _Lane:
+    """Slices of one task lane, made properly nested (Perfetto needs it for 'X' events on a lane)."""
+
+    def __init__(self):
+        self.items: list[tuple[float, float, int, str, dict]] = []  # start, end, level, name, args
+
+    def add(self, start: float, end: float, level: int, name: str, args: dict | None = None) -> None:
+        self.items.append((start, end, level, name, args or {}))
+
+    def nested(self, lo: float, hi: float) -> tuple[list[tuple[float, float, str, dict]], int]:
+        """Clip to [lo, hi], round to ns, and drop or merge what would not nest; (slices, dropped)."""
+        clipped = []
+        for start, end, level, name, args in self.items:
+            s, e = _ns(max(start, lo)), _ns(min(end, hi))
+            if e > s:
+                clipped.append((s, e, level, name, args))
+        clipped.sort(key=lambda x: (x[0], -x[1], x[2]))
+        out: list[tuple[float, float, str, dict]] = []
+        stack: list[tuple[float, float, str, dict]] = []
+        dropped = 0
+        for s, e, _level, name, args in clipped:
+            while stack and stack[-1][1] <= s:
+                stack.pop()
+            if stack:
+                ps, pe, pname, pargs = stack[-1]
+                if ps == s and pe == e:  # the same interval twice (a sleep that is the lock wait)
+                    pargs.setdefault("also", []).append(name)
+                    continue
+                if e > pe:  # would cross its parent's end: keep the part inside
+                    e = pe
+                    dropped += 1
+                    if e <= s:
+                        continue
+            item = (s, e, name, args)
+            out.append(item)
+            stack.append(item)
+        return out, dropped
+
+
+def build_trace(
+    exp: Experiment,
+    profile: str | Profile | None = None,
+    *,
+    max_span_us: float = DEFAULT_MAX_SPAN_US,
+    max_events: int = DEFAULT_MAX_EVENTS,
+) -> dict[str, Any]:
+    """The trace as a dict ({"traceEvents": [...], "otherData": {...}}). `profile`: a name or path
+    (the experiment's what-ifs are applied), or an already resolved `Profile` such as
+    `RunResult.profile` (used as it is)."""
+    if not (max_span_us > 0 and math.isfinite(max_span_us)):
+        raise ValueError("max_span_us must be a positive number of microseconds")
+    if max_events < 1:
+        raise ValueError("max_events must be at least 1")
+    prof = profile if isinstance(profile, Profile) else resolve_profile(exp, profile)
+    machine, workload, rec, (lo, hi), busy, reason = _simulate(exp, prof, max_span_us, max_events)
+    events: list[dict[str, Any]] = []
+
+    def meta(pid: int, tid: int | None, name: str, value: Any) -> None:
+        ev = {"ph": "M", "pid": pid, "name": name, "args": {"name" if "name" in name else "sort_index": value}}
+        if tid is not None:
+            ev["tid"] = tid
+        events.append(ev)
+
+    meta(CPU_PID, None, "process_name", "CPUs")
+    meta(CPU_PID, None, "process_sort_index", 0)
+    meta(TASK_PID, None, "process_name", "tasks")
+    meta(TASK_PID, None, "process_sort_index", 1)
+
+    # ---- CPU lanes
+    lane_busy = {}
+    for cpu in machine.cpus:
+        meta(CPU_PID, cpu.id, "thread_name", f"CPU {cpu.id}")
+        meta(CPU_PID, cpu.id, "thread_sort_index", cpu.id)
+        total = 0.0
+        for start, end, kind, task in sorted(rec.cpu[cpu.id], key=lambda x: x[0]):
+            s, e = _ns(max(start, lo)), _ns(min(end, hi))
+            if e <= s:
+                continue
+            total += min(end, hi) - max(start, lo)
+            if kind == "run":
+                ev = {"ph": "X", "pid": CPU_PID, "tid": cpu.id, "ts": s, "dur": _ns(e - s), "name": task.name,
+                      "cat": "cpu", "args": {"task": task.name, "pid": task.pid}}
+            else:
+                ev = {"ph": "X", "pid": CPU_PID, "tid": cpu.id, "ts": s, "dur": _ns(e - s), "name": "context switch",
+                      "cat": "cpu,switch", "args": {"next": task.name, "pid": task.pid}}
+            events.append(ev)
+        lane_busy[cpu.id] = total
+
+    # ---- task lanes
+    records = workload.records
+    by_parent: dict[int, list] = defaultdict(list)
+    for r in records:
+        by_parent[r.parent].append(r)
+    kind = workload.kind
+    children: dict[int, list] = defaultdict(list)  # parent index -> its child tasks in creation order
+    parent_of_child: dict[str, int] = {f"parent{i}.{kind}": i for i in by_parent}
+    lanes: dict[int, _Lane] = {}
+    lane_names: dict[int, str] = {}
+    sort_keys: dict[int, tuple] = {}
+    task_lane: dict[Any, int] = {}
+    child_lane_ends: dict[int, list[float]] = defaultdict(list)  # parent index -> end of each child lane
+
+    for task in sorted(rec.tasks, key=lambda t: t.pid):
+        if task.name in parent_of_child:
+            children[parent_of_child[task.name]].append(task)
+            continue
+        lanes[task.pid] = _Lane()
+        lane_names[task.pid] = f"{task.name} (pid {task.pid})"
+        sort_keys[task.pid] = (task.name.split(".")[0], 0, task.pid)
+        task_lane[task] = task.pid
+
+    # children of one parent: one lane while they do not overlap, more where they do
+    child_record: dict[Any, Any] = {}
+    for i, kids in children.items():
+        for task, r in zip(kids, by_parent[i]):
+            child_record[task] = r
+        for task in kids:
+            start = rec.first_run.get(task, math.inf)
+            end = rec.last_leave.get(task, hi)
+            ends = child_lane_ends[i]
+            k = next((k for k, e in enumerate(ends) if e <= start), None)
+            if k is None:
+                ends.append(end)
+                k = len(ends) - 1
+            else:
+                ends[k] = end
+            tid = _CHILD_TID_BASE + 1000 * i + k
+            if tid not in lanes:
+                lanes[tid] = _Lane()
+                lane_names[tid] = f"parent{i} children" + (f" #{k + 1}" if k else "")
+                sort_keys[tid] = (f"parent{i}", 1, k)
+            task_lane[task] = tid
+            r = child_record.get(task)
+            args = {"pid": task.pid, "clone": kind}
+            if r is not None:
+                args.update({"creation": r.seq, "child_start_latency_us": r.child_start - r.start,
+                             "child_cpu": r.child_cpu})
+            lanes[tid].add(start, end, 0, f"{kind} child", args)
+
+    # creations on the parents' lanes
+    parent_tid = {int(t.name[len("parent"):]): tid for t, tid in task_lane.items()
+                  if t.name.startswith("parent") and t.name[len("parent"):].isdigit()}
+    for r in records:
+        tid = parent_tid.get(r.parent)
+        if tid is None or not r.start == r.start:
+            continue
+        end = r.fork_ret if r.fork_ret == r.fork_ret else hi
+        lane = lanes[tid]
+        lane.add(r.start, end, 0, f"{kind}()", {
+            "creation": r.seq, "fork_latency_us": end - r.start, "parent_cpu": r.parent_cpu,
+            "child_cpu": r.child_cpu, "stack_cache_hit": bool(r.stack_hit),
+            "mmap_lock_wait_us": r.mmap_wait, "pidmap_lock_spin_us": r.pidmap_wait,
+            "tasklist_lock_spin_us": r.tasklist_wait, "complete": r.fork_ret == r.fork_ret,
+        })
+        if r.mmap_wait > 0.0:
+            s = r.start + r.setup_us
+            lane.add(s, s + r.mmap_wait, 1, "mmap_lock wait", {"lock": "mmap_lock (write)", "wait_us": r.mmap_wait})
+
+    tid_parent = {tid: i for i, tid in parent_tid.items()}
+    starts = {i: [r.start for r in recs] for i, recs in by_parent.items()}
+    for task, name, start, end in rec.stages:
+        tid = task_lane.get(task)
+        if tid is None:
+            continue
+        args = {"stage": name, "what": _STAGE_ARGS.get(name, ""), "us": end - start}
+        if name == "copy_process_tail" and tid in tid_parent:
+            recs = by_parent[tid_parent[tid]]
+            k = bisect.bisect_right(starts[tid_parent[tid]], start) - 1
+            if k >= 0:
+                r = recs[k]
+                args.update({"pidmap_lock_spin_us": r.pidmap_wait, "tasklist_lock_spin_us": r.tasklist_wait})
+        level = 0 if name == "wait_reap" else 1
+        lanes[tid].add(start, end, level, name, args)
+
+    for task, periods in rec.off.items():
+        tid = task_lane.get(task)
+        if tid is None:
+            continue
+        for start, end, label in periods:
+            lanes[tid].add(start, end, 2, label, {"task": task.name, "pid": task.pid})
+
+    dropped = 0
+    for idx, tid in enumerate(sorted(lanes, key=lambda t: sort_keys[t])):
+        meta(TASK_PID, tid, "thread_name", lane_names[tid])
+        meta(TASK_PID, tid, "thread_sort_index", idx)
+        slices, d = lanes[tid].nested(lo, hi)
+        dropped += d
+        for s, e, name, args in slices:
+            cat = "stall" if name in ("mmap_lock stall", "mmap_lock wait") else (
+                "offcpu" if name.startswith("off CPU") else "creation")
+            events.append({"ph": "X", "pid": TASK_PID, "tid": tid, "ts": s, "dur": _ns(e - s), "name": name,
+                           "cat": cat, "args": args})
+
+    span = hi - lo
+    cpus = len(machine.cpus)
+    other = {
+        "generator": "forksim.trace",
+        "experiment": exp.experiment.name,
+        "profile": prof.name,
+        "seed": exp.experiment.seed,
+        "replication": 0,
+        "time_unit": "microseconds of simulated time",
+        "window_us": [lo, hi],
+        "warmup_us": exp.experiment.warmup,
+        "bounded": True,
+        "max_span_us": max_span_us,
+        "max_events": max_events,
+        "truncated": reason is not None,
+        "truncated_by": reason,
+        "cpus": cpus,
+        "cpu_busy_us": busy,  # the machine's own busy-time counters over the window
+        "cpu_utilization": (sum(busy) / (cpus * span)) if span > 0 else None,
+        "lane_busy_us": [lane_busy[c] for c in range(cpus)],
+        "creations_started": sum(1 for r in records if lo <= r.start < hi),
+        "slices_clipped_to_nest": dropped,
+    }
+    return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": other}
+
+
+def write_trace(
+    exp: Experiment,
+    path: str | Path,
+    profile: str | Profile | None = None,
+    *,
+    max_span_us: float = DEFAULT_MAX_SPAN_US,
+    max_events: int = DEFAULT_MAX_EVENTS,
+) -> dict[str, Any]:
+    """Run replication 0 again with tracing and write Chrome trace-event JSON to `path`; returns
+    the trace's `otherData` (window, bounds, busy time)."""
+    trace = build_trace(exp, profile, max_span_us=max_span_us, max_events=max_events)
+    write_text(path, json.dumps(trace, separators=(",", ":"), allow_nan=False) + "\n")
+    return trace["otherData"]

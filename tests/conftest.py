@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny experiment configs (as mappings, Experiments or TOML files) and a way to
+run the `forksim` command in a subprocess."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import tomli_w
+
+from forksim.config import Experiment, parse_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A small closed-loop experiment: short, two replications, the shipped default profile.
+TINY: dict[str, Any] = {
+    "experiment": {"name": "tiny", "duration": "20ms", "warmup": "2ms", "replications": 2, "seed": 7},
+    "machine": {"cpus": 2},
+    "workload": {"kind": "closed", "parents": 2, "image": {"rss": "1MiB", "vmas": 20}},
+}
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of `base` with the nested mapping `extra` laid over it."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@pytest.fixture
+def tiny_dict() -> Callable[..., dict[str, Any]]:
+    """tiny_dict({"workload": {"parents": 4}}) -> the tiny config with those keys changed."""
+
+    def make(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        return merge(TINY, extra or {})
+
+    return make
+
+
+@pytest.fixture
+def tiny_exp(tiny_dict) -> Callable[..., Experiment]:
+    def make(extra: dict[str, Any] | None = None) -> Experiment:
+        return parse_config(tiny_dict(extra), source="tiny")
+
+    return make
+
+
+@pytest.fixture
+def tiny_toml(tmp_path, tiny_dict) -> Callable[..., Path]:
+    """Write the tiny config (with changes) to a TOML file; returns its path."""
+
+    def make(extra: dict[str, Any] | None = None, name: str = "tiny.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(tomli_w.dumps(tiny_dict(extra)))
+        return path
+
+    return make
+
+
+@pytest.fixture
+def forksim_cli(tmp_path) -> Callable[..., subprocess.CompletedProcess]:
+    """Run `python -m forksim ARGS...` (cwd: a scratch folder); returns the completed process."""
+
+    def run(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+        env = dict(os.environ, COLUMNS="200", NO_COLOR="1", PYTHONPATH=str(REPO))
+        return subprocess.run(
+            [sys.executable, "-m", "forksim", *map(str, args)],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+
+    return run

@@ -1,0 +1,43 @@
+"""forksim bench: runs in a tiny mode and prints its tables (figures only: no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+
+from forksim.bench import MODES, floor_rate, plan
+from forksim.cli import main
+from forksim.commands.bench import COLUMNS
+
+
+def test_floor_counts_jobs():
+    fl = floor_rate(2, 200)
+    assert fl["jobs"] == 200 and fl["rate"] > 0
+    assert fl["events_per_job"] > 1
+
+
+def test_bench_tiny_table(capsys):
+    assert main(["bench", "--tiny"]) == 0
+    out = capsys.readouterr().out
+    flat = " ".join(out.split())
+    for col in COLUMNS:
+        # rich may fold a long header over two lines
+        assert all(word in flat for word in col.split("/")), col
+    for figure in ("2-CPU fork storm", "1M creations on 256 CPUs", "2 workers / 1 worker"):
+        assert figure in flat
+    for target in (">= 0.5", "< 60", "< 500", ">= 1.8"):
+        assert target in flat
+    assert "extrapolated" in flat
+
+
+def test_bench_tiny_json(capsys):
+    assert main(["bench", "--tiny", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = result["scenarios"]
+    assert [(r["cpus"], r["rss"], r["workload"]) for r in rows] == plan(MODES["tiny"])
+    for r in rows:
+        for key in ("creations_per_s", "events_per_creation", "floor_per_s", "ratio"):
+            assert key in r
+        assert r["creations"] >= MODES["tiny"].creations
+    assert result["million"]["extrapolated"] is True
+    assert set(result["targets"]) == {"floor_ratio_2cpu_storm", "million_wall_s", "million_peak_mb", "parallel_speedup"}
+    assert "speedup" in result["parallel"]
