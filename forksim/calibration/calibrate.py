@@ -219,6 +219,13 @@ def _jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: tracefs.TraceIns
 # entry point
 
 
+def _loadavg() -> float:
+    try:
+        return float((_read("/proc/loadavg") or "0").split()[0])
+    except ValueError:
+        return 0.0
+
+
 def _idlest_cpu(allowed: list[int], window_s: float = 0.3) -> int:
     """The allowed CPU with the most idle time over a short window (others share this machine)."""
 
@@ -246,6 +253,7 @@ def calibrate(out: str | Path, quick: bool = False, progress: bool = True, *, sm
     (tests). use_tracefs: None = when root and tracefs allow; False = never. raw_out: also write
     every raw sample (JSON, gzip if it ends in .gz). cpu: the CPU for pinned runs (default: the last)."""
     t_start = time.monotonic()
+    load_start = _loadavg()
     out = Path(out)
     if out.parent and not out.parent.exists():
         raise MeasurementError(f"{out}: the directory {out.parent} does not exist")
@@ -305,6 +313,15 @@ def calibrate(out: str | Path, quick: bool = False, progress: bool = True, *, sm
             trace.close()
             trace = None
         prog.step("fitting")
+        load_end = _loadavg()
+        busy = max(load_start, load_end) > 0.5 * ncpu
+        if busy:
+            msg = (f"this machine was busy during the calibration (load average {load_start:.1f} at the start, "
+                   f"{load_end:.1f} at the end, {ncpu} CPUs): fork() times are the parent's CPU time (samples that "
+                   f"kept their CPU where there are enough), but long copies that other tasks preempted still come "
+                   f"out slower (cold caches); calibrate on a quiet machine for a reference profile")
+            store.notes.append(msg)
+            prog.log(msg)
         prov_extra = {
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(shlex.quote(a) for a in sys.argv) or "python",
@@ -314,6 +331,7 @@ def calibrate(out: str | Path, quick: bool = False, progress: bool = True, *, sm
             "tracefs_reason": why,
             "profile_name": name or out.stem,
         }
+        prov_extra["loadavg_start_end"] = [round(load_start, 2), round(load_end, 2)]
         profile = build_profile(store, plan, facts, ok, cpu, prov_extra)
         profile["provenance"].pop("profile_name", None)
         profile["provenance"]["duration_s"] = round(time.monotonic() - t_start, 1)

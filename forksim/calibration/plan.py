@@ -35,7 +35,7 @@ class Plan:
 PLANS = {
     "smoke": Plan("smoke", (0, 16 * MiB), (8 * MiB,), 1, (0,), (10, 300), (16 * MiB,), (0, 16 * MiB), (300,),
                   60_000, 30, 40, 512, 3, 15, 3),
-    "quick": Plan("quick", (0, 16 * MiB, 256 * MiB, 1 * GiB), (64 * MiB,), 8, (0, 64 * MiB, 256 * MiB, 1 * GiB),
+    "quick": Plan("quick", (0, 16 * MiB, 256 * MiB, 1 * GiB), (64 * MiB,), 6, (0, 64 * MiB, 256 * MiB, 1 * GiB),
                   (10, 100, 1000, 10000), (256 * MiB, 1 * GiB), (0, 16 * MiB, 256 * MiB, 1 * GiB), (1000, 10000),
                   350_000, 300, 400, 4096, 15, 50, 30),
     "full": Plan("full", (0, 16 * MiB, 128 * MiB, 256 * MiB, 1 * GiB, 2 * GiB), (64 * MiB, 512 * MiB), 10,

@@ -73,6 +73,8 @@ def published_profile(base: dict[str, Any], system: str = DEFAULT_SYSTEM, base_n
                         f"({factor:.3f}); {em['source']}")
     for name, sc in p["scheduler"].items():
         sc["source"] = f"{borrowed}: {sc['source']}"
+    for name, pl in (p.get("placement") or {}).items():
+        pl["source"] = f"{borrowed}: {pl['source']}"
     p["name"] = "published"
     p["description"] = (f"fork() page-table copy cost from the Redis published figure for a {system.replace('_', ' ')} "
                         f"({per_gb} ms/GB); every other stage borrowed from the measured '{base_name}' profile")
