@@ -463,7 +463,9 @@ def apply_overrides(
     for key, value in overrides.items():
         parts = key.split(".")
         if parts[0] == "whatif" and len(parts) > 1:
-            out.setdefault("whatif", {})[".".join(parts[1:])] = value
+            if not isinstance(out.setdefault("whatif", {}), dict):
+                raise ConfigError("is not a section", source=source or "--set", field="whatif")
+            out["whatif"][".".join(parts[1:])] = value
             continue
         model: type[BaseModel] | None = Experiment
         node = out

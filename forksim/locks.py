@@ -39,7 +39,8 @@ class LockStats:
 class SpinRWLock:
     """A queued spinning reader-writer lock on a timeline of granted intervals."""
 
-    def __init__(self, name: str, stats: LockStats | None = None):
+    def __init__(self, env: simpy.Environment, name: str, stats: LockStats | None = None):
+        self.env = env
         self.name = name
         self.stats = stats or LockStats(name)
         self._write: list[tuple[float, float]] = []  # sorted (start, end)
@@ -65,8 +66,11 @@ class SpinRWLock:
         return start
 
     def _take(self, at: float, hold: float, write: bool) -> float:
-        self._prune(self._write, at)
-        self._prune(self._read, at)
+        # Requests come out of order (a fork asks for a moment inside its coming chunk, an exit for
+        # now), so only intervals over before the present can go: none can be asked for again.
+        now = self.env.now
+        self._prune(self._write, now)
+        self._prune(self._read, now)
         if write:
             busy = sorted(self._write + self._read) if self._read else self._write
         else:

@@ -42,11 +42,11 @@ scalars = st.one_of(
 )
 keys = st.one_of(st.sampled_from(KEYS), st.sampled_from(DOTTED), st.text(max_size=8))
 values = st.recursive(scalars, lambda ch: st.lists(ch, max_size=3) | st.dictionaries(keys, ch, max_size=3),
-                      max_leaves=8)
+                      max_leaves=4)
 configs = st.recursive(
     st.dictionaries(keys, values, max_size=4),
     lambda ch: st.dictionaries(keys, st.one_of(values, ch), max_size=5),
-    max_leaves=20,
+    max_leaves=10,
 )
 
 

@@ -56,8 +56,8 @@ class Kernel:
             True: placement["vfork_local_when_idle"].value,
         }
         self.lock_stats = {n: LockStats(n) for n in ("tasklist_lock", "pidmap_lock", "mmap_lock")}
-        self.tasklist_lock = SpinRWLock("tasklist_lock", self.lock_stats["tasklist_lock"])
-        self.pidmap_lock = SpinRWLock("pidmap_lock", self.lock_stats["pidmap_lock"])
+        self.tasklist_lock = SpinRWLock(self.env, "tasklist_lock", self.lock_stats["tasklist_lock"])
+        self.pidmap_lock = SpinRWLock(self.env, "pidmap_lock", self.lock_stats["pidmap_lock"])
         self.stalls: list[float] = []  # faults that waited for a dup_mmap to finish
         self.record_from = 0.0
         self.on_stage = None  # tracing hook: (task, stage_name, start_us, end_us)
