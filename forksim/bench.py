@@ -114,10 +114,13 @@ def scenario_experiment(cpus: int, rss: int, kind: str, creations: int, *, rate:
         "image": {"rss": rss},
         "child": {"clone": "fork", "lifetime": "0us"},
     }
+    duration = "1000000s"  # closed: max_creations ends the run
     if kind == "open":
         workload["rate"] = rate
+        # the arrivals of `creations` requests and some slack (runner.check_work counts arrivals)
+        duration = f"{1.5 * creations / rate + 0.1:.6g}s"
     return parse_config({
-        "experiment": {"name": f"bench-{cpus}cpu-{rss}-{kind}", "duration": "1000000s", "warmup": "0s",
+        "experiment": {"name": f"bench-{cpus}cpu-{rss}-{kind}", "duration": duration, "warmup": "0s",
                        "replications": replications, "seed": seed, "max_creations": creations},
         "machine": {"cpus": cpus, "profile": "default"},
         "workload": workload,

@@ -149,6 +149,11 @@ def estimate_work(exp: Experiment, profile: Profile) -> WorkEstimate:
     total_us = exp.experiment.warmup + exp.experiment.duration
     limit = exp.experiment.max_creations
 
+    if limit and wl.kind != "server":  # the run stops after `limit` creations
+        served_per_us = per_us
+        if wl.kind == "open" and wl.rate is not None and wl.arrivals in ("poisson", "deterministic"):
+            served_per_us = min(per_us, wl.rate / 1e6)
+        total_us = min(total_us, exp.experiment.warmup + limit / served_per_us)
     arrivals = 0.0
     if wl.kind == "closed":
         creations = per_us * total_us
@@ -173,7 +178,6 @@ def estimate_work(exp: Experiment, profile: Profile) -> WorkEstimate:
             creations = served
     if limit:
         creations = min(creations, float(limit))
-        total_us = min(total_us, exp.experiment.warmup + limit / per_us)
     faults = wl.parents * max(img.threads - 1, 0) * img.fault_rate * total_us / 1e6 * 3
     preemption = 0.0
     if exp.background.cpu_hogs > 0 or wl.parents * img.threads > exp.machine.cpus:
