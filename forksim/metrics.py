@@ -20,7 +20,7 @@ class Creation:
     """One creation request, from the creating call's entry to the parent's wait returning."""
 
     __slots__ = (
-        "seq", "kind", "parent", "arrival", "start", "fork_ret", "child_start", "child_exit", "reap",
+        "seq", "kind", "parent", "arrival", "start", "fork_ret", "child_start", "mm_release", "child_exit", "reap",
         "parent_cpu", "child_cpu", "stack_hit", "setup_us", "dup_mmap_us", "tail_us", "mmap_wait", "pidmap_wait",
         "tasklist_wait",
     )
@@ -31,7 +31,7 @@ class Creation:
         self.kind = kind
         self.parent = parent
         self.arrival = arrival
-        self.start = self.fork_ret = self.child_start = self.child_exit = self.reap = _NAN
+        self.start = self.fork_ret = self.child_start = self.mm_release = self.child_exit = self.reap = _NAN
         self.parent_cpu = self.child_cpu = -1
         self.stack_hit = True
         self.setup_us = self.dup_mmap_us = self.tail_us = 0.0

@@ -156,11 +156,12 @@ class Kernel:
 
     # ------------------------------------------------------------------ the child
 
-    def _complete_vfork(self, child: Process) -> float:
+    def _complete_vfork(self, child: Process, rec: "Creation") -> float:
         """mm_release -> complete_vfork_done: wake the parent sleeping in vfork; the waker's cost."""
         waiter = child.vfork_waiter
         if waiter is None:
             return 0.0
+        rec.mm_release = self.env.now
         child.vfork_waiter = None
         # The child is about to exec or exit and leave its CPU: a wake-up in the manner of a sync
         # one, which keeps the parent on this CPU (this kernel keeps ~100% of vfork children and
@@ -198,7 +199,7 @@ class Kernel:
             yield C.run(cost, preemptible=True)
             self._stage(C, "exec", t)
             child.mm = self.new_mm(EMPTY_IMAGE)
-            ipi = self._complete_vfork(child)
+            ipi = self._complete_vfork(child, rec)
             if ipi > 0.0:
                 yield C.run(ipi)
             if cfg.exec_lifetime > 0.0:
@@ -218,7 +219,7 @@ class Kernel:
         t = env.now
         # exit_mm -> mm_release comes early in do_exit: a vfork child that exits without exec
         # releases its parent there, before the rest of its exit
-        cost = c.draw("do_exit") + self._complete_vfork(child)
+        cost = c.draw("do_exit") + self._complete_vfork(child, rec)
         if child.mm is not child.parent.mm:  # exit_mm -> mmput -> exit_mmap of an mm it owns
             cost += c.draw("exit_mmap", child.mm.shape)
         yield C.run(cost, preemptible=True)
