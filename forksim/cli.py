@@ -65,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug of ours, not bad input: say so in one line, keep the trace for --debug
+        if args.debug:
+            raise
+        print(f"forksim: internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for a traceback, "
+              "and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -433,9 +433,25 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError("not valid TOML: nested too deeply", source=str(path)) from None
 
 
+_ARRIVAL_KINDS = ("poisson", "deterministic", "bursty")
+
+
+def _relative_to(base: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """File paths written in a config (an arrivals file, a profile file) are read from the config's
+    folder when they name a file there, as a user who keeps them side by side expects."""
+    for section, key, keep in (("workload", "arrivals", _ARRIVAL_KINDS), ("machine", "profile", ())):
+        table = data.get(section)
+        value = table.get(key) if isinstance(table, dict) else None
+        if isinstance(value, str) and value not in keep and not Path(value).is_absolute():
+            candidate = base / value
+            if candidate.is_file() and not Path(value).is_file():
+                table[key] = str(candidate)
+    return data
+
+
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> Experiment:
     """Load, override and validate a config file."""
-    data = load_config(path)
+    data = _relative_to(Path(path).parent, load_config(path))
     if overrides:
         data = apply_overrides(data, overrides, source=str(path))
     return parse_config(data, source=str(path))

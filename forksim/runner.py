@@ -90,21 +90,6 @@ class WorkEstimate:
         return self.events / EVENTS_PER_SECOND
 
 
-def _arrival_times(exp: Experiment) -> "np.ndarray":
-    """The arrivals file, checked (the file and `workload.arrivals` named on any problem)."""
-    path = exp.workload.arrivals
-    try:
-        times = load_arrivals(path)
-    except ValueError as exc:  # not text (UnicodeDecodeError), a line float() reads oddly
-        raise ConfigError(f"cannot read arrivals file: {exc.__class__.__name__}: not a text file of times",
-                          source=path, field="workload.arrivals") from None
-    bad = ~np.isfinite(times) | (times < 0)
-    if bad.any():
-        raise ConfigError(f"arrival times must be finite and non-negative (got {float(times[bad][0]) / 1e6!r} s)",
-                          source=path, field="workload.arrivals")
-    return times
-
-
 def estimate_work(exp: Experiment, profile: Profile) -> WorkEstimate:
     """Estimate what `exp` would simulate: creations ~ capacity x time for a closed workload (capacity
     from a lower bound of one creation's cost), the offered rate x time for an open one (at most what
@@ -159,7 +144,7 @@ def estimate_work(exp: Experiment, profile: Profile) -> WorkEstimate:
         creations = per_us * total_us
     else:
         if wl.arrivals not in ("poisson", "deterministic", "bursty"):
-            times = _arrival_times(exp)
+            times = load_arrivals(exp.workload.arrivals)
             offered = float(np.searchsorted(times, total_us, side="right"))
         elif wl.arrivals == "bursty":
             offered = wl.bursts.size * total_us / wl.bursts.interval

@@ -41,6 +41,9 @@ def load_arrivals(path: str) -> np.ndarray:
         lines = p.read_text().splitlines()
     except OSError as exc:
         raise ConfigError(f"cannot read arrivals file: {exc.strerror or exc}", source=path, field="workload.arrivals") from None
+    except UnicodeDecodeError:
+        raise ConfigError("cannot read arrivals file: not a text file of times", source=path,
+                          field="workload.arrivals") from None
     times = []
     for n, line in enumerate(lines, 1):
         text = line.split("#", 1)[0].strip()
@@ -56,6 +59,10 @@ def load_arrivals(path: str) -> np.ndarray:
     if not times:
         raise ConfigError("the arrivals file holds no arrival time", source=path, field="workload.arrivals")
     arr = np.asarray(times)
+    bad = ~np.isfinite(arr) | (arr < 0)
+    if bad.any():
+        raise ConfigError(f"arrival times must be finite and non-negative (got {float(arr[bad][0]) / 1e6!r} s)",
+                          source=path, field="workload.arrivals")
     if np.any(np.diff(arr) < 0):
         raise ConfigError("arrival times must be non-decreasing", source=path, field="workload.arrivals")
     return arr
