@@ -112,7 +112,7 @@ class MmapLock:
         """None if `task` now holds the lock for write, else an event that fires once it does."""
         if self.holder is None:
             self.holder = task
-            self._released = simpy.Event(self.env)
+            self._released = None  # made on demand: most walks end with nobody waiting
             self._record(0.0, self.env.now)
             return None
         ev = simpy.Event(self.env)
@@ -124,6 +124,9 @@ class MmapLock:
         return self.holder is not None and self.holder.progress() > position
 
     def released_event(self) -> simpy.Event | None:
+        """The event that fires when the current holder releases (None if the lock is free)."""
+        if self._released is None and self.holder is not None:
+            self._released = simpy.Event(self.env)
         return self._released
 
     def release(self) -> None:
@@ -133,7 +136,6 @@ class MmapLock:
         if self._queue:
             task, waiter, since = self._queue.pop(0)
             self.holder = task
-            self._released = simpy.Event(self.env)
             self._record(self.env.now - since, since)
             waiter.succeed()
         if ev is not None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import simpy
+from simpy.events import NORMAL
 
 __all__ = ["SchedulerParams", "Machine", "CPU", "Task"]
 
@@ -91,12 +92,26 @@ class Task:
         """Do `us` of CPU work; the event fires when it is done."""
         if self.state != RUNNING or self._done is not None:
             raise RuntimeError(f"{self} asked for CPU work while not running on a CPU")
-        ev = simpy.Event(self.machine.env)
-        self._done = ev
         self._left = self._total = us if us > 0.0 else 0.0
         self._preemptible = preemptible
+        if not preemptible:
+            # Nothing cuts a non-preemptible chunk short: its end is a single timeout, whose first
+            # callback charges the CPU time before the task's process resumes on the same event.
+            env = self.machine.env
+            self._chunk_start = env.now
+            self.cpu._token += 1
+            ev = env.timeout(self._left)
+            ev.callbacks.append(self._chunk_end)
+            self._done = ev
+            return ev
+        ev = simpy.Event(self.machine.env)
+        self._done = ev
         self.cpu._start_chunk(self)
         return ev
+
+    def _chunk_end(self, _ev: simpy.Event) -> None:
+        self.cpu._account(self)
+        self._done = None
 
     def ret_to_user(self) -> simpy.Event | None:
         """A preemption point (return from a syscall): an event if the task is switched away."""
@@ -182,6 +197,7 @@ class CPU:
     # ---- runqueue
 
     def _enqueue(self, task: Task) -> None:
+        self.machine._idle.discard(self.id)
         task.state = RUNNABLE
         task.cpu = self
         self._seq += 1
@@ -287,6 +303,7 @@ class CPU:
             if nxt is not None:
                 cost += m.params.migration()
         if nxt is None:
+            m._idle.add(self.id)
             return  # idle: the vCPU halts
         self._dispatch(nxt, cost + m.params.context_switch())
 
@@ -297,6 +314,7 @@ class CPU:
         task.state = RUNNING
         task.cpu = self
         self.current = task
+        m._idle.discard(self.id)
         if task.vruntime < self.min_vruntime:
             task.vruntime = self.min_vruntime
         self._token += 1
@@ -306,9 +324,22 @@ class CPU:
             m.tracer("dispatch", self, task, now)
         if delay <= 0.0:
             self._begin(task)
+            return
+        self.in_transit = True
+        ev = task._wake_event
+        if task._done is None and ev is not None:
+            # The task's process waits on its wake-up event: schedule that event itself after the
+            # delay, with _begin first among its callbacks (one event, not a timeout and a wake-up).
+            task._wake_event = None
+            ev.callbacks.insert(0, self._begin_current)
+            ev._ok = True
+            ev._value = None
+            m.env.schedule(ev, NORMAL, delay)
         else:
-            self.in_transit = True
             m.env.timeout(delay).callbacks.append(lambda _e: self._begin(task))
+
+    def _begin_current(self, _ev: simpy.Event) -> None:
+        self._begin(self.current)
 
     def _begin(self, task: Task) -> None:
         now = self.machine.env.now
@@ -340,6 +371,9 @@ class Machine:
         self.env = env
         self.params = params
         self.cpus = [CPU(self, i) for i in range(cpus)]
+        # ids of the idle CPUs (no current task, empty runqueue): placement and idle balance
+        # look here instead of scanning every CPU
+        self._idle: set[int] = set(range(cpus))
         self._next_pid = 1
         self.start_time = env.now
         # Tracing hook (forksim.trace), None for no cost: tracer(event, cpu, task, now_us) with event
@@ -409,7 +443,7 @@ class Machine:
 
     def _kick_idle(self, busy: CPU) -> None:
         """nohz idle balance: at the busy CPU's next tick, an idle CPU pulls a waiting task."""
-        if busy._kick_pending or not any(c.idle for c in self.cpus):
+        if busy._kick_pending or not self._idle:
             return
         busy._kick_pending = True
         tick = self.params.tick_us
@@ -417,9 +451,10 @@ class Machine:
 
         def balance(_e) -> None:
             busy._kick_pending = False
-            for cpu in self.cpus:
+            for i in sorted(self._idle):
                 if not busy.rq:
                     return
+                cpu = self.cpus[i]
                 if cpu.idle:
                     task = heapq.heappop(busy.rq)[2]
                     task.vruntime += cpu.min_vruntime - busy.min_vruntime
@@ -431,10 +466,13 @@ class Machine:
     # ---- placement
 
     def _idlest(self, home: CPU | None) -> CPU:
+        # an idle CPU has load 0 and comes first in CPU order among the least loaded
+        if self._idle and (home is None or home.nr_running > 0):
+            return self.cpus[min(self._idle)]
         best = home
         best_load = home.nr_running if home is not None else math.inf
         for cpu in self.cpus:
-            load = cpu.nr_running + (1 if cpu.waking else 0)
+            load = len(cpu.rq) + (cpu.current is not None) + cpu.waking  # nr_running, + 1 if waking
             if load < best_load:
                 best, best_load = cpu, load
         return best
@@ -447,9 +485,8 @@ class Machine:
             return prev
         if waker_cpu is not None and waker_cpu.idle and not waker_cpu.waking:
             return waker_cpu
-        for cpu in self.cpus:
-            if cpu.idle and not cpu.waking:
-                return cpu
+        if self._idle:  # the first idle CPU (an idle CPU is never waking)
+            return self.cpus[min(self._idle)]
         if waker_cpu is not None and waker_cpu.nr_running < prev.nr_running:
             return waker_cpu
         return prev

@@ -27,6 +27,7 @@ class Costs:
         self._medians: dict[tuple[str, ImageShape], float] = {}
         self._blocks: dict[str, list[float]] = {}
         self._mean_ratio: dict[str, float] = {}
+        self._empty_medians: dict[str, float] = {}
 
     def median(self, stage: str, shape: ImageShape = EMPTY_IMAGE) -> float:
         key = (stage, shape)
@@ -42,7 +43,18 @@ class Costs:
         return block.pop()
 
     def draw(self, stage: str, shape: ImageShape = EMPTY_IMAGE) -> float:
-        return self.median(stage, shape) * self._ratio(stage)
+        # the hot path: a shape-free median looked up by stage alone (hashing an ImageShape costs
+        # a Python-level call), and the block pop inlined; same values, same order of draws
+        if shape is EMPTY_IMAGE:
+            m = self._empty_medians.get(stage)
+            if m is None:
+                m = self._empty_medians[stage] = self.median(stage)
+        else:
+            m = self.median(stage, shape)
+        block = self._blocks.get(stage)
+        if not block:
+            return m * self._ratio(stage)
+        return m * block.pop()
 
     def uniform(self) -> float:
         """A U(0,1) draw (placement decisions)."""
