@@ -25,12 +25,14 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    t = Table(title="shipped profiles", title_justify="left")
-    for c in ("name", "description", "kernel", "CPU", "cpus", "date", "tracefs"):
-        t.add_column(c)
+    t = Table(title="shipped profiles (forksim profiles --json for everything)", title_justify="left")
+    for c in ("name", "kernel", "CPU", "cpus", "measured on", "tracepoints"):
+        t.add_column(c, no_wrap=True)
     for r in rows:
         p = r["provenance"]
-        t.add_row(r["name"], r["description"], str(p.get("kernel", "-")), str(p.get("cpu_model", "-")),
-                  str(p.get("cpus", "-")), str(p.get("date", "-")), str(p.get("tracefs", "-")))
+        t.add_row(r["name"], str(p.get("kernel", "-")), str(p.get("cpu_model", "-")), str(p.get("cpus", "-")),
+                  str(p.get("date", "-"))[:10], "yes" if p.get("tracefs") else "no")
     console.print(t)
+    for r in rows:
+        console.print(f"[bold]{r['name']}[/bold]: {r['description']}")
     return 0

@@ -128,7 +128,10 @@ def build_tools(force: bool = False) -> Tools:
         if proc.returncode != 0:
             raise LoadgenError(f"compiling {CSRC.name} with {cc} failed:\n{proc.stderr.strip()}")
         static = True
-        proc = _compile(cc, ["-O2", "-static", "-DSPAWN_HELPER", str(CSRC)], helper)
+        proc = _compile(cc, ["-O2", "-static", "-nostdlib", "-DSPAWN_HELPER", "-DSPAWN_HELPER_NOLIBC", str(CSRC)],
+                        helper)
+        if proc.returncode != 0:
+            proc = _compile(cc, ["-O2", "-static", "-DSPAWN_HELPER", str(CSRC)], helper)
         if proc.returncode != 0:
             static = False
             proc = _compile(cc, ["-O2", "-DSPAWN_HELPER", str(CSRC)], helper)

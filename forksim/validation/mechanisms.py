@@ -11,25 +11,34 @@ __all__ = ["MECHANISMS", "mechanism_for"]
 
 # (substring of the scenario name, explanation); the first match wins.
 MECHANISMS: tuple[tuple[str, str], ...] = (
-    ("mt-fork", "the writer threads fault on every write-protected page after each fork (COW), not at a fixed "
-     "`fault_rate`; the model's threads fault at the measured rate and wait on the whole dup_mmap when the "
-     "fault lands on a VMA the walk already reached (per-VMA locks), but it does not model the COW storm after "
-     "the fork nor memcg charging of the copies"),
-    ("hogs", "placement of CPU hogs by the periodic load balancer (PELT load, this kernel's vCPU packing): the model "
-     "places hogs at start and only pulls work to an idle CPU; it has no periodic balancing, so which CPU the "
-     "hogs share with the parent can differ from the real run"),
-    ("open-", "the per-parent Poisson streams and the cost of waking a sleeping parent (timer expiry on a halted "
-     "vCPU); queueing amplifies any error in the service time near saturation"),
-    ("posix_spawn", "exec of the static helper: its cost depends on page-cache state and the binary's size; the "
-     "profile holds one measured exec cost"),
-    ("vfork", "the vfork child's exit path runs while the parent sleeps; the child's placement (this kernel keeps "
-     "it on the parent's CPU) and its exit cost set the call's latency"),
-    ("thread", "thread placement (about half the children go to the idle vCPU) and the IPI/halt-exit cost, which "
-     "dominate a 7 us creation"),
-    ("K1-rss0", "placement of the child: half the time on the idle vCPU (an IPI and a halt exit of tens of "
-     "microseconds, with a heavy tail when the host deschedules the vCPU)"),
-    ("rss", "dup_mmap and exit_mmap per-PTE costs (memcg charging, page-table allocation) and the two sides "
-     "contending when parents run on both CPUs"),
+    ("mt-fork", "the writer threads fault on every write-protected page after each fork (a COW storm that also "
+     "competes with the next fork), while the model's threads fault at the measured average rate; the stall itself "
+     "(waiting on the whole dup_mmap when the fault lands on a VMA the walk already reached) is modelled"),
+    ("hogs", "placement of the CPU hogs: the real load balancer (PELT load and this kernel's sched_vcpu_pack) puts "
+     "both hogs on one vCPU and leaves a single parent alone, and makes a new child wait for a hog's protected "
+     "slice until a tick; the model places one hog per CPU at start and has no periodic load balancing"),
+    ("open-fork", "the parent sleeps between requests and its vCPU halts: the work after a halt exit runs slower "
+     "in the real VM (the same effect as in the K=1 rows: host-side cache and TLB state), which the model does "
+     "not charge; queueing then amplifies the service-time error in the response percentiles"),
+    ("posix_spawn", "the exec of the no-libc helper and its exit, and the IPI to a halted vCPU when the "
+     "exec'd child or the woken parent lands on the other vCPU"),
+    ("vfork", "the p99: host-level noise (vCPU preemption, interrupts, the 4 ms tick) that the pinned, traced stage "
+     "residuals do not hold; the medians agree"),
+    ("thread", "placement of the new thread (about half go to the idle vCPU: an IPI and a halt exit of tens of "
+     "microseconds) dominates a 7-14 us creation"),
+    ("-K4-", "more parents than vCPUs: the real switch between parents with different mms (switch_mm, TLB and "
+     "cache refill) costs more than the pipe ping-pong context switch the profile measured, so the model's "
+     "throughput is high and its tails short"),
+    ("-K8-", "more parents than vCPUs: the real switch between parents with different mms (switch_mm, TLB and "
+     "cache refill) costs more than the pipe ping-pong context switch the profile measured, so the model's "
+     "throughput is high and its tails short"),
+    ("K1-rss", "a single parent migrates after its child's sync wake-up and forks on a vCPU just out of halt; "
+     "the real call is slower there (host-side cache and TLB state after a halt), which the model does not "
+     "charge; the p99s hold host noise absent from the pinned stage residuals"),
+    ("rss0", "the p99s: host-level noise (vCPU preemption, interrupts, the 4 ms tick) that the pinned, traced stage "
+     "residuals do not hold"),
+    ("rss", "dup_mmap's cost per PTE is not quite linear in the image (memcg charging and page-table allocation "
+     "grow with it), and at the p99 host-level noise"),
 )
 
 

@@ -26,11 +26,31 @@
 
 #ifdef SPAWN_HELPER
 
+#if defined(__x86_64__) && defined(SPAWN_HELPER_NOLIBC)
+/* Like the calibration's helper: no libc start-up, so what the scenario measures is the kernel's
+ * exec and exit (a real program's start-up is the config's workload.child.exec_lifetime). */
+__attribute__((naked, noreturn)) void _start(void)
+{
+    __asm__ volatile("sub $16, %rsp\n\t"
+                     "movl $255, (%rsp)\n\t"
+                     "mov $309, %eax\n\t" /* getcpu(&cpu, NULL, NULL) */
+                     "mov %rsp, %rdi\n\t"
+                     "xor %esi, %esi\n\t"
+                     "xor %edx, %edx\n\t"
+                     "syscall\n\t"
+                     "mov (%rsp), %edi\n\t"
+                     "and $255, %edi\n\t"
+                     "mov $231, %eax\n\t" /* exit_group */
+                     "syscall\n\t"
+                     "hlt\n\t");
+}
+#else
 int main(void)
 {
     int cpu = sched_getcpu();
     _exit(cpu < 0 ? 255 : (cpu & 0xff));
 }
+#endif
 
 #else
 
