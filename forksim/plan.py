@@ -28,7 +28,7 @@ from typing import Annotated, Any, Callable, Literal, get_args, get_origin
 from pydantic import BaseModel
 
 from .config import Experiment, _model_at, apply_overrides, experiment_to_toml_dict, load_experiment, parse_override
-from .errors import ConfigError, ForksimError
+from .errors import ConfigError
 from .profile import Profile
 from .runner import run_experiment
 from .units import UnitError, parse_rate, parse_time_us

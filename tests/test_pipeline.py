@@ -4,7 +4,6 @@ determinism and monotonicity. Durations are simulated milliseconds, so the whole
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import numpy as np

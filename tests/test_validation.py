@@ -191,8 +191,6 @@ def _our_loadgens() -> list[int]:
         if not d.isdigit():
             continue
         try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
             exe = os.readlink(f"/proc/{d}/exe")
         except OSError:
             continue

@@ -10,6 +10,7 @@ from rich.progress import Progress
 from ..config import experiment_to_toml_dict
 from ..io import write_json, write_table, write_text
 from ..runner import run_experiment
+from ..trace import write_trace
 from ._common import add_config_arguments, console, fmt, latency_table, load_from_args, out_dir
 
 
@@ -46,11 +47,6 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"must be 0 (one per CPU) or more (got {args.workers})", source="--workers")
     exp = load_from_args(args)
     out = out_dir(args, exp, "run")
-    if args.trace:
-        try:
-            from ..trace import write_trace  # noqa: F401  (fail before the run, not after it)
-        except ImportError:
-            raise ConfigError("timeline traces are not available in this build", source="--trace") from None
     n = exp.experiment.replications
     with Progress(console=console, transient=True, disable=args.quiet) as progress:
         task = progress.add_task(f"simulating {exp.experiment.name}", total=n)
@@ -62,7 +58,6 @@ def main(args: argparse.Namespace) -> int:
                + tomli_w.dumps(experiment_to_toml_dict(exp)))
     write_json(out / "summary.json", result.summary)
     if args.trace:
-        from ..trace import write_trace
         write_trace(exp, args.trace, profile=result.profile)
     if not args.quiet:
         summary_table(result.summary)

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from ..io import write_text
 from .measure import LoadgenError, build_tools, measure
+from .crosscheck import stress_ng_vfork
 from .mechanisms import mechanism_for
 from .scenarios import capacity_key, scenarios
 
@@ -209,6 +210,11 @@ def render_markdown(report: dict[str, Any]) -> str:
                 if r["measured"].get(k) is not None or r["predicted"].get(k) is not None:
                     lines.append(f"| {r['scenario']} | {lab} | {_fmt(r['measured'].get(k))} | "
                                  f"{_fmt(r['predicted'].get(k))} | {_fmt_err(r['rel_error'].get(k))} |")
+    cc = report.get("crosscheck_stress_ng")
+    if cc and cc.get("stress_ng_per_s"):
+        lines += ["", "Cross-check with stress-ng (vfork+_exit+wait, one process pinned to CPU 0, creations/s): "
+                  f"stress-ng {_fmt(cc.get('stress_ng_per_s'))}, forksim's load generator "
+                  f"{_fmt(cc.get('loadgen_per_s'))}, the model (1 CPU) {_fmt(cc.get('model_per_s'))}."]
     failed = [r for r in rows if r.get("error")]
     if failed:
         lines += ["", "Not compared:", ""]
@@ -440,8 +446,13 @@ def validate(profile: str = "default", quick: bool = False, out: Path | None = N
         say(line if not error or measured else f"  {sc.name:34s} {error}")
         if error and measured:
             say(f"  {'':34s} {error}")
+    crosscheck = stress_ng_vfork(2.0 if quick else 5.0, sim, profile)
+    if crosscheck:
+        say("  stress-ng cross-check (vfork, pinned, per s): " + ", ".join(
+            f"{k} {_fmt(v)}" for k, v in crosscheck.items() if k.endswith("_per_s")))
     report = {
         "provenance": provenance(profile),
+        "crosscheck_stress_ng": crosscheck,
         "quick": quick,
         "targets": TARGETS,
         "summary": summarize_rows(rows),
