@@ -36,7 +36,7 @@ import simpy
 
 from .kernel.mm import Process
 from .metrics import Creation
-from .workload import UnstableError, burst_times, image_shape
+from .workload import Draws, UnstableError, arrival_times, cpu_hog, image_shape
 
 if TYPE_CHECKING:
     from .config import Experiment
@@ -46,21 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["Server"]
 
 _BLOCK = 4096
-
-
-class _Draws:
-    """Blocks of numpy draws handed out one at a time (a scalar numpy call per draw is slow)."""
-
-    __slots__ = ("make", "block")
-
-    def __init__(self, make):
-        self.make = make
-        self.block: list[float] = []
-
-    def __call__(self) -> float:
-        if not self.block:
-            self.block = self.make(_BLOCK).tolist()
-        return self.block.pop()
 
 
 class _Instance:
@@ -102,10 +87,10 @@ class Server:
         self.pages = self.shape.ptes + self.shape.pmds * 512  # 4 KiB pages of the dataset
         mean = self.cfg.service
         if self.cfg.service_distribution == "exponential":
-            self._service = _Draws(lambda n: rng.exponential(mean, n))
+            self._service = Draws(lambda n: rng.exponential(mean, n), _BLOCK)
         else:
             self._service = lambda: mean
-        self._uniform = _Draws(rng.random)
+        self._uniform = Draws(rng.random, _BLOCK)
         self.instances: list[_Instance] = []
 
     def _start_task(self, name: str) -> tuple["Task", simpy.Event]:
@@ -127,7 +112,7 @@ class Server:
             self.env.process(self._cron(inst))
         for h in range(self.exp.background.cpu_hogs):
             task, first_run = self._start_task(f"hog{h}")
-            self.env.process(self._hog(task, first_run))
+            self.env.process(cpu_hog(task, first_run))
 
     # ---- the event loop
 
@@ -206,24 +191,9 @@ class Server:
     def _requests(self, inst: _Instance):
         wl = self.exp.workload
         env = self.env
-        if self._arrivals is not None:
-            times, gap = iter(self._arrivals.tolist()), None
-        elif wl.arrivals == "bursty":
-            times, gap = burst_times(wl.bursts), None
-        elif wl.arrivals == "deterministic":
-            times, gap = None, (lambda: 1e6 / wl.rate)
-        else:
-            rng, mean = self.rng, 1e6 / wl.rate
-            times, gap = None, _Draws(lambda n: rng.exponential(mean, n))
-        while True:
-            if times is not None:
-                t = next(times, None)
-                if t is None:
-                    return
-                if t > env.now:
-                    yield env.timeout(t - env.now)
-            else:
-                yield env.timeout(gap())
+        for t in arrival_times(wl, self.rng, self._arrivals, wl.rate):
+            if t > env.now:
+                yield env.timeout(t - env.now)
             inst.queue.append(env.now)
             if len(inst.queue) > wl.max_queue:
                 raise UnstableError(
@@ -233,7 +203,3 @@ class Server:
                 )
             self._wake(inst)
 
-    def _hog(self, task: "Task", first_run: simpy.Event):
-        yield first_run
-        while True:
-            yield task.run(1e6, preemptible=True)

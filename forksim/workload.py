@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import simpy
@@ -17,11 +17,12 @@ from .profile import ImageShape
 from .units import UnitError, parse_time_us
 
 if TYPE_CHECKING:
-    from .config import Experiment
+    from .config import Experiment, WorkloadSection
     from .kernel.clone import Kernel
     from .machine import Task
 
-__all__ = ["Workload", "UnstableError", "load_arrivals", "image_shape", "burst_times"]
+__all__ = ["Workload", "UnstableError", "load_arrivals", "image_shape", "burst_times", "arrival_times", "Draws",
+           "cpu_hog"]
 
 
 class UnstableError(ForksimError):
@@ -80,18 +81,43 @@ def burst_times(bursts):
         k += 1
 
 
-class _Exp:
-    """Exponential draws in numpy blocks."""
+class Draws:
+    """Blocks of numpy draws handed out one at a time (a scalar numpy call per draw is slow)."""
 
-    __slots__ = ("rng", "mean", "_block")
+    __slots__ = ("make", "size", "block")
 
-    def __init__(self, rng: np.random.Generator, mean: float):
-        self.rng, self.mean, self._block = rng, mean, []
+    def __init__(self, make: Callable[[int], np.ndarray], size: int = 2048):
+        self.make = make
+        self.size = size
+        self.block: list[float] = []
 
     def __call__(self) -> float:
-        if not self._block:
-            self._block = self.rng.exponential(self.mean, 2048).tolist()
-        return self._block.pop()
+        if not self.block:
+            self.block = self.make(self.size).tolist()
+        return self.block.pop()
+
+
+def arrival_times(wl: "WorkloadSection", rng: np.random.Generator, arrivals: np.ndarray | None,
+                  rate: float | None) -> Iterator[float]:
+    """Absolute arrival times (us): a file's, bursts, or a deterministic or Poisson stream at `rate`."""
+    if arrivals is not None:
+        yield from arrivals.tolist()
+        return
+    if wl.arrivals == "bursty":
+        yield from burst_times(wl.bursts)
+        return
+    gap = (lambda: 1e6 / rate) if wl.arrivals == "deterministic" else Draws(lambda n: rng.exponential(1e6 / rate, n))
+    t = 0.0
+    while True:
+        t += gap()
+        yield t
+
+
+def cpu_hog(task: "Task", first_run: simpy.Event):
+    """An always-runnable CPU-bound task."""
+    yield first_run
+    while True:
+        yield task.run(1e6, preemptible=True)
 
 
 class _Queue:
@@ -145,7 +171,7 @@ class Workload:
                 self.env.process(self._faulting_thread(proc, thread, tfirst))
         for h in range(self.exp.background.cpu_hogs):
             task, first = self._start_task(f"hog{h}")
-            self.env.process(self._hog(task, first))
+            self.env.process(cpu_hog(task, first))
 
     # ---- a creation, start to reap
 
@@ -185,24 +211,9 @@ class Workload:
         wl = self.exp.workload
         env = self.env
         rate = wl.rate / streams if wl.rate else None
-        if self._arrivals is not None:
-            times = iter(self._arrivals.tolist())
-            gap = None
-        elif wl.arrivals == "bursty":
-            times, gap = burst_times(wl.bursts), None
-        elif wl.arrivals == "deterministic":
-            times, gap = None, (lambda: 1e6 / rate)
-        else:
-            times, gap = None, _Exp(self.rng, 1e6 / rate)
-        while True:
-            if times is not None:
-                t = next(times, None)
-                if t is None:
-                    return
-                if t > env.now:
-                    yield env.timeout(t - env.now)
-            else:
-                yield env.timeout(gap())
+        for t in arrival_times(wl, self.rng, self._arrivals, rate):
+            if t > env.now:
+                yield env.timeout(t - env.now)
             queue.requests.append(env.now)
             if len(queue.requests) > wl.max_queue:
                 raise UnstableError(
@@ -215,17 +226,12 @@ class Workload:
 
     # ---- background
 
-    def _hog(self, task: "Task", first_run: simpy.Event):
-        yield first_run
-        while True:
-            yield task.run(1e6, preemptible=True)
-
     def _faulting_thread(self, proc: Process, task: "Task", first_run: simpy.Event):
         """Another thread of the parent: user work, then a page fault; a fault on a VMA that a
         running dup_mmap has already reached waits for the whole walk to end."""
         yield first_run
         img = self.exp.workload.image
-        gap = _Exp(self.rng, 1e6 / img.fault_rate)
+        gap = Draws(lambda n: self.rng.exponential(1e6 / img.fault_rate, n))
         fixed = None if img.fault_position == "uniform" else float(img.fault_position)
         uniforms: list[float] = []
         costs, env, k = self.kernel.costs, self.env, self.kernel
