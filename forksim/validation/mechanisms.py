@@ -17,9 +17,10 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
     ("hogs", "placement of the CPU hogs: the real load balancer (PELT load and this kernel's sched_vcpu_pack) puts "
      "both hogs on one vCPU and leaves a single parent alone, and makes a new child wait for a hog's protected "
      "slice until a tick; the model places one hog per CPU at start and has no periodic load balancing"),
-    ("open-fork", "the parent sleeps between requests and its vCPU halts: the work after a halt exit runs slower "
-     "in the real VM (the same effect as in the K=1 rows: host-side cache and TLB state), which the model does "
-     "not charge; queueing then amplifies the service-time error in the response percentiles"),
+    ("open-fork", "a warm-cache effect the model does not have: a fork right after the previous fork and exit of "
+     "the same image finds its page tables and struct pages in the cache; after 20 ms of anything else (sleeping "
+     "or spinning) the same 64 MiB fork took 1.8x as long here. At low load the parent waits between requests, "
+     "so its forks run cold; queueing then amplifies the service-time error in the response percentiles"),
     ("posix_spawn", "the exec of the no-libc helper and its exit, and the IPI to a halted vCPU when the "
      "exec'd child or the woken parent lands on the other vCPU"),
     ("vfork", "the p99: host-level noise (vCPU preemption, interrupts, the 4 ms tick) that the pinned, traced stage "
@@ -32,9 +33,10 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
     ("-K8-", "more parents than vCPUs: the real switch between parents with different mms (switch_mm, TLB and "
      "cache refill) costs more than the pipe ping-pong context switch the profile measured, so the model's "
      "throughput is high and its tails short"),
-    ("K1-rss", "a single parent migrates after its child's sync wake-up and forks on a vCPU just out of halt; "
-     "the real call is slower there (host-side cache and TLB state after a halt), which the model does not "
-     "charge; the p99s hold host noise absent from the pinned stage residuals"),
+    ("K1-rss", "a single parent migrates after its child's sync wake-up and forks on a vCPU just out of halt, "
+     "and its image is colder than when two parents keep both vCPUs busy (see the open rows: a fork after other "
+     "work is up to 1.8x slower than a back-to-back one); the model charges the IPI and halt exit but has no "
+     "cache-warmth term; the p99s hold host noise absent from the pinned stage residuals"),
     ("rss0", "the p99s: host-level noise (vCPU preemption, interrupts, the 4 ms tick) that the pinned, traced stage "
      "residuals do not hold"),
     ("rss", "dup_mmap's cost per PTE is not quite linear in the image (memcg charging and page-table allocation "
