@@ -16,6 +16,7 @@ the walk ends.
 from __future__ import annotations
 
 import bisect
+import heapq
 from typing import TYPE_CHECKING
 
 import simpy
@@ -72,7 +73,7 @@ class SpinRWLock:
         self._prune(self._write, now)
         self._prune(self._read, now)
         if write:
-            busy = sorted(self._write + self._read) if self._read else self._write
+            busy = heapq.merge(self._write, self._read) if self._read else self._write
         else:
             busy = self._write
         start = self._first_fit(busy, at, hold)
