@@ -24,13 +24,13 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 import random
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import MeasurementError
+from ..io import write_text
 from . import bench, tracefs
 from .derive import build_profile
 from .facts import _read, machine_facts
@@ -340,17 +340,7 @@ def calibrate(out: str | Path, quick: bool = False, progress: bool = True, *, sm
 
         Profile.model_validate(profile)
         text = json.dumps(profile, indent=1, sort_keys=False) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=str(out.parent or Path(".")))
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            _umask = os.umask(0)
-            os.umask(_umask)
-            os.chmod(tmp, 0o666 & ~_umask)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text(out, text)
         profile = json.loads(text)  # exactly what was written
         if raw_out:
             raw = {"provenance": profile["provenance"], "plan": plan.__dict__, "runs": store.runs,
@@ -395,16 +385,5 @@ def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
     profile["provenance"].pop("profile_name", None)
     Profile.model_validate(profile)
     text = json.dumps(profile, indent=1) + "\n"
-    out = Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=str(out.parent))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        _umask = os.umask(0)
-        os.umask(_umask)
-        os.chmod(tmp, 0o666 & ~_umask)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(out, text)
     return json.loads(text)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from ..io import write_text
 
 __all__ = ["REDIS_FORK_MS_PER_GB", "build_published", "published_profile"]
 
@@ -110,17 +110,7 @@ def build_published(out: str | Path | None = None, base: str | Path | None = Non
     prof = published_profile(base_data, system, base_name)
     Profile.model_validate(prof)
     out = Path(out) if out else Path(__file__).resolve().parent.parent / "profiles" / "published.json"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=str(out.parent))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(prof, indent=1) + "\n")
-        _umask = os.umask(0)
-        os.umask(_umask)
-        os.chmod(tmp, 0o666 & ~_umask)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(out, json.dumps(prof, indent=1) + "\n")
     return prof
 
 
