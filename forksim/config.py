@@ -46,6 +46,7 @@ __all__ = [
     "parse_override",
     "sweep_overrides",
     "experiment_to_toml_dict",
+    "config_value",
 ]
 
 CLONE_KINDS = ("fork", "vfork", "posix_spawn", "fork_exec", "thread")
@@ -512,3 +513,15 @@ def experiment_to_toml_dict(exp: Experiment) -> dict[str, Any]:
     """The experiment as a TOML-ready mapping, with quantities in the model's units (us, bytes, /s)."""
     data = exp.model_dump(mode="json", exclude_none=True)
     return data
+
+
+def config_value(exp: Experiment, key: str, default: Any = None) -> Any:
+    """The value a dotted key has in `exp`, in the model's units (`default` if it is not set)."""
+    if key.startswith("whatif."):
+        return exp.whatif.get(key[len("whatif."):], default)
+    node: Any = experiment_to_toml_dict(exp)
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node

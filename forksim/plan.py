@@ -27,7 +27,15 @@ from typing import Annotated, Any, Callable, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
-from .config import Experiment, _model_at, apply_overrides, experiment_to_toml_dict, load_experiment, parse_override
+from .config import (
+    Experiment,
+    _model_at,
+    apply_overrides,
+    config_value,
+    experiment_to_toml_dict,
+    load_experiment,
+    parse_override,
+)
 from .errors import ConfigError
 from .profile import Profile
 from .runner import run_experiment
@@ -147,7 +155,7 @@ def parse_slo(text: str) -> SLO:
 
 def _key_kind(exp: Experiment, key: str) -> str:
     """'int' for plain integer keys, 'float' for quantities, factors and sizes; raises for unknown keys."""
-    apply_overrides(experiment_to_toml_dict(exp), {key: _current(exp, key, None) or 1}, source="--find")
+    apply_overrides(experiment_to_toml_dict(exp), {key: config_value(exp, key, None) or 1}, source="--find")
     if key.startswith("whatif."):
         return "float"
     parts = key.split(".")
@@ -183,17 +191,6 @@ def _numeric(ann: Any) -> bool:
     return any(_numeric(a) for a in get_args(ann) if a is not type(None))
 
 
-def _current(exp: Experiment, key: str, default: Any) -> Any:
-    if key.startswith("whatif."):
-        return exp.whatif.get(key[len("whatif."):], default)
-    node: Any = experiment_to_toml_dict(exp)
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
 def _resolve_value(exp: Experiment, key: str, raw: Any, what: str) -> float:
     """A value as the user wrote it (256MiB, 2ms, 5000/s, 8) -> the model's unit, via the config."""
     if key.startswith("whatif."):
@@ -209,7 +206,7 @@ def _resolve_value(exp: Experiment, key: str, raw: Any, what: str) -> float:
         err = getattr(exc, "errors", None)
         msg = err()[0]["msg"].removeprefix("Value error, ") if callable(err) else str(exc)
         raise ConfigError(f"{raw!r} is not a valid value for {key}: {msg}", source=what) from None
-    value = _current(probe, key, None)
+    value = config_value(probe, key, None)
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise ConfigError(f"{key} is not numeric", source=what)
     return float(value)
@@ -220,7 +217,7 @@ def parse_range(exp: Experiment, key: str, text: str | tuple | list | None, kind
     if text is None:
         if kind != "int":
             raise ConfigError(f"{key} is continuous: give a search range, e.g. --range LO..HI", source="--range")
-        cur = _current(exp, key, 1) or 1
+        cur = config_value(exp, key, 1) or 1
         return 1.0, float(max(16, 8 * int(cur)))
     if isinstance(text, str):
         if ".." not in text:

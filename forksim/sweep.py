@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from .config import Experiment, experiment_to_toml_dict, load_experiment, sweep_overrides
+from .config import Experiment, config_value, experiment_to_toml_dict, load_experiment, sweep_overrides
 from .errors import ConfigError, ForksimError
 from .io import write_json, write_table
 from .metrics import ReplicationResult, summarize
@@ -87,17 +87,6 @@ def swept_keys(exp: Experiment) -> list[str]:
     return [k.strip() for axis, _ in _axes(exp) for k in axis.split(",")]
 
 
-def _resolved(exp: Experiment, key: str, raw: Any) -> Any:
-    if key.startswith("whatif."):
-        return exp.whatif.get(key[len("whatif."):], raw)
-    node: Any = experiment_to_toml_dict(exp)
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return raw
-        node = node[part]
-    return node
-
-
 def _digest(exp: Experiment, profile: Profile | None, overrides: dict[str, Any]) -> str:
     data = experiment_to_toml_dict(exp)
     data.pop("sweep", None)
@@ -127,7 +116,7 @@ def grid_points(exp: Experiment, profile: str | Profile | None = None) -> list[S
             prof = resolve_profile(pexp, profile)
         except ForksimError as exc:
             error = f"{exc.__class__.__name__}: {exc}"
-        values = {k: _resolved(pexp, k, v) for k, v in overrides.items()}
+        values = {k: config_value(pexp, k, v) for k, v in overrides.items()}
         pid = f"{index:04d}-{_digest(pexp, prof, overrides)}"
         seeds = replication_seeds(pexp.experiment.seed, pexp.experiment.replications)
         points.append(SweepPoint(index, overrides, values, pexp, prof, pid, error, seeds))
