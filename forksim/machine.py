@@ -52,6 +52,10 @@ class SchedulerParams:
     idle_wake: Callable[[], float] = field(default=lambda: 0.0)
     ipi_send: Callable[[], float] = field(default=lambda: 0.0)
     migration: Callable[[], float] = field(default=lambda: 0.0)
+    # Interruptions of a running CPU (tick, device interrupts, host preemption of a vCPU): the gap
+    # to the next one (None: none) and how long one lasts.
+    interruption_gap: Callable[[], float] | None = None
+    interruption: Callable[[], float] = field(default=lambda: 0.0)
 
 
 class Task:
@@ -92,7 +96,10 @@ class Task:
         """Do `us` of CPU work; the event fires when it is done."""
         if self.state != RUNNING or self._done is not None:
             raise RuntimeError(f"{self} asked for CPU work while not running on a CPU")
-        self._left = self._total = us if us > 0.0 else 0.0
+        us = us if us > 0.0 else 0.0
+        if self.machine.params.interruption_gap is not None:
+            us += self.cpu._interruptions(us)
+        self._left = self._total = us
         self._preemptible = preemptible
         if not preemptible:
             # Nothing cuts a non-preemptible chunk short: its end is a single timeout, whose first
@@ -166,7 +173,7 @@ class CPU:
 
     __slots__ = (
         "machine", "id", "rq", "current", "min_vruntime", "_token", "_busy_since", "busy_us",
-        "waking", "in_transit", "_kick_pending", "_seq",
+        "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption",
     )
 
     def __init__(self, machine: "Machine", cpu_id: int):
@@ -181,6 +188,7 @@ class CPU:
         self.waking = False  # a halted CPU on its way to run a task
         self.in_transit = False  # current task chosen but not yet running (switch, migration, halt exit)
         self._kick_pending = False
+        self._next_interruption = 0.0
         self._seq = 0
 
     def __repr__(self) -> str:
@@ -227,6 +235,21 @@ class CPU:
         """The first tick at or after the end of the task's slice (no hrtick: ticks notice it)."""
         p = self.machine.params
         return math.ceil((task._slice_start + p.slice_us) / p.tick_us) * p.tick_us
+
+    def _interruptions(self, us: float) -> float:
+        """Time taken by the interruptions that land in `us` of work starting now (a Poisson stream
+        per CPU; memoryless, so a stream that fell behind while the CPU did not run restarts now)."""
+        p = self.machine.params
+        now = self.machine.env.now
+        nxt = self._next_interruption
+        if nxt < now:
+            nxt = now + p.interruption_gap()
+        extra = 0.0
+        while nxt < now + us + extra:
+            extra += p.interruption()
+            nxt += p.interruption_gap()
+        self._next_interruption = nxt
+        return extra
 
     def _sync_min_vruntime(self) -> None:
         """Charge the running task up to now, so min_vruntime is current before a placement."""

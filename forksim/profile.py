@@ -36,6 +36,7 @@ __all__ = [
     "StageCost",
     "SchedulerCosts",
     "Placement",
+    "Interruptions",
     "Profile",
     "ImageShape",
     "load_profile",
@@ -184,6 +185,16 @@ class Placement(BaseModel):
 _UPSTREAM = "assumption: upstream select_task_rq_fair (SD_BALANCE_FORK) puts a new task on an idle CPU"
 
 
+class Interruptions(BaseModel):
+    """Interruptions of a running CPU (tick, device interrupts, the host preempting a vCPU): a
+    Poisson stream at `rate_per_s`, each lasting a draw of `duration`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rate_per_s: float = Field(ge=0.0, le=1e6)
+    duration: StageCost
+    source: str = Field(min_length=1)
+
+
 class Profile(BaseModel):
     """A whole profile file."""
 
@@ -204,6 +215,7 @@ class Profile(BaseModel):
             "vfork_local_when_idle": Placement(value=0.0, source=_UPSTREAM),
         }
     )
+    interruptions: Interruptions | None = None
     diagnostics: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("version")

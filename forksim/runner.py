@@ -21,7 +21,7 @@ from .kernel.costs import EMPTY_IMAGE, Costs
 from .machine import Machine, SchedulerParams
 from .metrics import ReplicationResult, records_frame, summarize
 from .profile import Profile, load_profile
-from .workload import UnstableError, Workload, image_shape, load_arrivals
+from .workload import Draws, UnstableError, Workload, image_shape, load_arrivals
 
 __all__ = [
     "RunResult",
@@ -247,7 +247,20 @@ def scheduler_params(exp: Experiment, profile: Profile, costs: Costs) -> Schedul
         idle_wake=sampler(m.idle_wake, sched.idle_wake),
         ipi_send=costs.sampler(profile.stages["ipi_send"]) if m.idle_wake is None else (lambda: 0.0),
         migration=sampler(m.migration, sched.migration),
+        **_interruption_samplers(profile, costs),
     )
+
+
+def _interruption_samplers(profile: Profile, costs: Costs) -> dict[str, Any]:
+    irq = profile.interruptions
+    if irq is None or irq.rate_per_s <= 0.0:
+        return {}
+    mean_gap_us = 1e6 / irq.rate_per_s
+    rng = costs.rng
+    return {
+        "interruption_gap": Draws(lambda n: rng.exponential(mean_gap_us, n)),
+        "interruption": costs.sampler(irq.duration),
+    }
 
 
 @dataclass

@@ -313,8 +313,9 @@ def build_trace(
             r = child_record.get(task)
             args = {"pid": task.pid, "clone": kind}
             if r is not None:
-                args.update({"creation": r.seq, "child_start_latency_us": r.child_start - r.start,
-                             "child_cpu": r.child_cpu})
+                args.update({"creation": r.seq, "child_cpu": r.child_cpu})
+                if r.child_start == r.child_start:  # NaN: still in ret_from_fork when the window ends
+                    args["child_start_latency_us"] = r.child_start - r.start
             lanes[tid].add(start, end, 0, f"{kind} child", args)
 
     # creations on the parents' lanes

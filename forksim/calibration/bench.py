@@ -36,6 +36,7 @@ class Benchmarks:
     helper: Path
     helper_static: bool
     cc: str
+    hiccup: Path
 
 
 def _cache_root() -> Path:
@@ -82,6 +83,10 @@ def build(cc: str | None = None) -> Benchmarks:
     if not sb.exists():
         cc_run(["-O2", "-o", str(sb) + ".tmp", str(CSRC / "schedbench.c")], "schedbench.c")
         os.replace(str(sb) + ".tmp", sb)
+    hc = out / "hiccup"
+    if not hc.exists():
+        cc_run(["-O2", "-o", str(hc) + ".tmp", str(CSRC / "hiccup.c")], "hiccup.c")
+        os.replace(str(hc) + ".tmp", hc)
     static_flag = out / "helper.static"
     if not hp.exists():
         ok = cc_run(["-O2", "-static", "-nostdlib", "-ffreestanding", "-o", str(hp) + ".tmp",
@@ -91,7 +96,7 @@ def build(cc: str | None = None) -> Benchmarks:
         else:
             static_flag.touch()
         os.replace(str(hp) + ".tmp", hp)
-    return Benchmarks(fb, sb, hp, static_flag.exists(), cc)
+    return Benchmarks(fb, sb, hp, static_flag.exists(), cc, hc)
 
 
 def mem_available() -> int:

@@ -33,6 +33,7 @@ from ..errors import MeasurementError
 from ..io import write_text
 from . import bench, tracefs
 from .derive import build_profile
+from .interruptions import measure_interruptions
 from .facts import _read, machine_facts
 from .plan import GiB, MiB, PLANS, Plan, Store, label as _label
 
@@ -333,6 +334,7 @@ def calibrate(out: str | Path, quick: bool = False, progress: bool = True, *, sm
         }
         prov_extra["loadavg_start_end"] = [round(load_start, 2), round(load_end, 2)]
         profile = build_profile(store, plan, facts, ok, cpu, prov_extra)
+        profile["interruptions"] = measure_interruptions(b, cpu, seconds=0.5 if smoke else 2.0)
         profile["provenance"].pop("profile_name", None)
         profile["provenance"]["duration_s"] = round(time.monotonic() - t_start, 1)
         # validate before writing
