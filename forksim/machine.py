@@ -64,7 +64,7 @@ class Task:
     __slots__ = (
         "machine", "name", "pid", "cpu", "prev_cpu", "state", "vruntime", "need_resched",
         "_left", "_total", "_done", "_preemptible", "_chunk_start", "_slice_start", "_wake_event", "_seq",
-        "run_us", "on_dispatch",
+        "run_us",
     )
 
     def __init__(self, machine: "Machine", name: str, pid: int):
@@ -85,7 +85,6 @@ class Task:
         self._wake_event: simpy.Event | None = None
         self._seq = 0
         self.run_us = 0.0  # CPU time received
-        self.on_dispatch: Callable[["Task", "CPU", float], None] | None = None  # tracing hook
 
     def __repr__(self) -> str:
         return f"<Task {self.name} pid={self.pid} {self.state} cpu={self.cpu.id if self.cpu else None}>"
@@ -373,8 +372,6 @@ class CPU:
         task._slice_start = now
         if self.machine.tracer is not None:
             self.machine.tracer("begin", self, task, now)
-        if task.on_dispatch is not None:
-            task.on_dispatch(task, self, now)
         if task._done is not None:  # a preempted chunk resumes
             task._chunk_start = now
             self._program(task)
