@@ -36,7 +36,7 @@ import simpy
 
 from .kernel.mm import Process
 from .metrics import Creation
-from .workload import Draws, UnstableError, arrival_times, cpu_hog, image_shape
+from .workload import Draws, arrival_times, cpu_hog, feed_arrivals, image_shape
 
 if TYPE_CHECKING:
     from .config import Experiment
@@ -191,15 +191,12 @@ class Server:
     def _requests(self, inst: _Instance):
         wl = self.exp.workload
         env = self.env
-        for t in arrival_times(wl, self.rng, self._arrivals, wl.rate):
-            if t > env.now:
-                yield env.timeout(t - env.now)
-            inst.queue.append(env.now)
-            if len(inst.queue) > wl.max_queue:
-                raise UnstableError(
-                    f"workload.rate: the server is unstable: {len(inst.queue)} requests queued at t={env.now / 1e6:.3f}s "
+
+        def overflow(queued: int) -> str:
+            return (f"workload.rate: the server is unstable: {queued} requests queued at t={env.now / 1e6:.3f}s "
                     f"(workload.max_queue = {wl.max_queue}); the request rate exceeds what one server "
-                    f"thread serves at workload.server.service = {self.cfg.service:g} us per request"
-                )
-            self._wake(inst)
+                    f"thread serves at workload.server.service = {self.cfg.service:g} us per request")
+
+        yield from feed_arrivals(env, arrival_times(wl, self.rng, self._arrivals, wl.rate), inst.queue,
+                                 wl.max_queue, lambda: self._wake(inst), overflow)
 

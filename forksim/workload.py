@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .machine import Task
 
 __all__ = ["Workload", "UnstableError", "load_arrivals", "image_shape", "burst_times", "arrival_times", "Draws",
-           "cpu_hog"]
+           "cpu_hog", "feed_arrivals"]
 
 
 class UnstableError(ForksimError):
@@ -111,6 +111,19 @@ def arrival_times(wl: "WorkloadSection", rng: np.random.Generator, arrivals: np.
     while True:
         t += gap()
         yield t
+
+
+def feed_arrivals(env: simpy.Environment, times: Iterator[float], requests: deque, max_queue: int,
+                  on_arrival: Callable[[], None], overflow: Callable[[int], str]):
+    """Queue each arrival at its time and call `on_arrival`; a queue beyond `max_queue` means the
+    offered load exceeds capacity: UnstableError(overflow(queued)) rather than an endless climb."""
+    for t in times:
+        if t > env.now:
+            yield env.timeout(t - env.now)
+        requests.append(env.now)
+        if len(requests) > max_queue:
+            raise UnstableError(overflow(len(requests)))
+        on_arrival()
 
 
 def cpu_hog(task: "Task", first_run: simpy.Event):
@@ -211,18 +224,18 @@ class Workload:
         wl = self.exp.workload
         env = self.env
         rate = wl.rate / streams if wl.rate else None
-        for t in arrival_times(wl, self.rng, self._arrivals, rate):
-            if t > env.now:
-                yield env.timeout(t - env.now)
-            queue.requests.append(env.now)
-            if len(queue.requests) > wl.max_queue:
-                raise UnstableError(
-                    f"the open workload is unstable: {len(queue.requests)} requests queued at "
-                    f"t={env.now / 1e6:.3f}s (workload.max_queue = {wl.max_queue}); the offered rate "
-                    f"exceeds what {wl.parents} parent(s) on {len(self.machine.cpus)} CPU(s) can serve"
-                )
+
+        def wake_a_parent() -> None:
             if queue.idle:
                 self.machine.wake(queue.idle.pop(), None)
+
+        def overflow(queued: int) -> str:
+            return (f"the open workload is unstable: {queued} requests queued at t={env.now / 1e6:.3f}s "
+                    f"(workload.max_queue = {wl.max_queue}); the offered rate exceeds what {wl.parents} "
+                    f"parent(s) on {len(self.machine.cpus)} CPU(s) can serve")
+
+        yield from feed_arrivals(env, arrival_times(wl, self.rng, self._arrivals, rate), queue.requests,
+                                 wl.max_queue, wake_a_parent, overflow)
 
     # ---- background
 
