@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import simpy
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from .machine import Task
 
 __all__ = ["SpinRWLock", "MmapLock", "LockStats"]
+
+_end = itemgetter(1)
 
 
 class LockStats:
@@ -57,7 +60,7 @@ class SpinRWLock:
             del intervals[:i]
 
     @staticmethod
-    def _first_fit(busy: list[tuple[float, float]], start: float, hold: float) -> float:
+    def _first_fit(busy, start: float, hold: float) -> float:
         for s, e in busy:
             if e <= start:
                 continue
@@ -66,18 +69,36 @@ class SpinRWLock:
             start = e
         return start
 
+    @staticmethod
+    def _insert(intervals: list[tuple[float, float]], start: float, end: float) -> None:
+        """Add a grant; one that begins as the previous one ends (a waiter's) extends it, so a
+        saturated lock's queue is one interval, not hundreds to step over. All requests are for
+        now or later, so the merged interval's past part can never matter."""
+        i = bisect.bisect_right(intervals, (start, end))
+        if i and intervals[i - 1][1] == start:
+            intervals[i - 1] = (intervals[i - 1][0], end)
+        else:
+            intervals.insert(i, (start, end))
+
     def _take(self, at: float, hold: float, write: bool) -> float:
         # Requests come out of order (a fork asks for a moment inside its coming chunk, an exit for
         # now), so only intervals over before the present can go: none can be asked for again.
         now = self.env.now
         self._prune(self._write, now)
         self._prune(self._read, now)
-        if write:
-            busy = heapq.merge(self._write, self._read) if self._read else self._write
+        if write and self._read:
+            start = self._first_fit(heapq.merge(self._write, self._read), at, hold)
         else:
-            busy = self._write
-        start = self._first_fit(busy, at, hold)
-        bisect.insort(self._write if write else self._read, (start, start + hold))
+            # Granted writes never overlap, so their ends are sorted like their starts: skip by
+            # bisection to the first one still held at `at` (hundreds are queued on a big machine).
+            w = self._write
+            start = at
+            for i in range(bisect.bisect_right(w, at, key=_end), len(w)):
+                s, e = w[i]
+                if start + hold <= s:
+                    break
+                start = e
+        self._insert(self._write if write else self._read, start, start + hold)
         wait = start - at
         if at >= self.record_from:
             self.stats.waits.append(wait)

@@ -1,0 +1,138 @@
+"""Same seed, same results: a fingerprint of what the model computes, to compare across a speed change.
+
+    python tools/fingerprint.py record before.json     # on the commit before the change
+    python tools/fingerprint.py record after.json      # after it
+    python tools/fingerprint.py compare before.json after.json
+
+`record` runs, with fixed seeds: the 23 validation scenarios' simulator configs (tools/validation-configs.json,
+shortened to 1 s), every experiment in experiments/ (shortened as the tests shorten them), the bench's
+2- and 256-CPU rows and the engine's queueing checks (M/M/1, M/M/4), and writes every summary.json
+(less its wall time) and a hash of every records table. `compare` prints, per run, whether the summaries
+and records are identical and, where not, the largest relative difference of any figure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+SHORT = {"experiment.duration": 0.2e6, "experiment.warmup": 0.02e6, "experiment.replications": 2}
+
+
+def _runs():
+    """(name, experiment) pairs: every run the fingerprint covers."""
+    from forksim.bench import scenario_experiment
+    from forksim.config import load_experiment, parse_config, parse_override
+
+    configs = json.loads((ROOT / "tools" / "validation-configs.json").read_text())["configs"]
+    for name, cfg in configs.items():
+        cfg = json.loads(json.dumps(cfg))
+        cfg["experiment"].update({"duration": 1e6, "warmup": 0.2e6, "replications": 2})
+        yield f"validate/{name}", parse_config(cfg, source=name)
+    from test_experiments import EXTRA  # the shortened sizes the tests use
+
+    for path in sorted((ROOT / "experiments").glob("*.toml")):
+        overrides = dict(SHORT)
+        overrides.update(parse_override(o) for o in EXTRA.get(path.stem, []))
+        yield f"experiment/{path.stem}", load_experiment(path, overrides)
+    for cpus in (2, 256):
+        yield f"bench/{cpus}cpu-closed", scenario_experiment(cpus, 0, "closed", 3000, replications=2)
+
+
+def _queueing() -> dict[str, float]:
+    """The engine's analytic checks, as figures (tests/test_engine.py asserts them against theory)."""
+    from test_engine import FCFS, fair, simulate
+
+    out = {}
+    for name, (lam, cpus, params, preemptible, service) in {
+        "mm1_fcfs_rho0.9": (0.9, 1, FCFS, False, "exponential"),
+        "mm4_fcfs_rho0.8": (3.2, 4, FCFS, False, "exponential"),
+        "mg1_fair_hyperexp_rho0.7": (0.7, 1, fair(0.04), True, "hyperexponential"),
+    }.items():
+        run = simulate(np.random.SeedSequence(7), lam, cpus, 20_000, service, params, preemptible)
+        out[name] = {"mean_response": float(run.response.mean()), "p99_response": float(np.percentile(run.response, 99)),
+                     "busy": run.busy, "end": run.end}
+    return out
+
+
+def _records_hash(df: pd.DataFrame) -> str:
+    """A hash of the records table's values (whatever its in-memory layout or dtypes)."""
+    return hashlib.sha256(df.to_csv(index=False, float_format="%.17g").encode()).hexdigest()
+
+
+def record(out: Path) -> None:
+    from forksim.runner import run_experiment
+
+    result = {}
+    t0 = time.perf_counter()
+    for name, exp in _runs():
+        t = time.perf_counter()
+        res = run_experiment(exp, workers=1)
+        summary = dict(res.summary)
+        summary.pop("sim_wall_s", None)
+        result[name] = {"summary": summary, "records_sha256": _records_hash(res.records)}
+        print(f"{name:55s} {time.perf_counter() - t:6.2f} s", flush=True)
+    result["engine/queueing"] = {"summary": _queueing(), "records_sha256": None}
+    out.write_text(json.dumps(result, indent=1, sort_keys=True, default=str))
+    print(f"{len(result)} runs in {time.perf_counter() - t0:.0f} s -> {out}")
+
+
+def _flatten(d, prefix=""):
+    if isinstance(d, dict):
+        for k, v in d.items():
+            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(d, list):
+        for i, v in enumerate(d):
+            yield from _flatten(v, f"{prefix}[{i}]")
+    else:
+        yield prefix, d
+
+
+def compare(a_path: Path, b_path: Path) -> int:
+    a, b = json.loads(a_path.read_text()), json.loads(b_path.read_text())
+    differ = 0
+    for name in sorted(set(a) | set(b)):
+        if name not in a or name not in b:
+            print(f"{name}: only in {'the first' if name in a else 'the second'}")
+            differ += 1
+            continue
+        fa, fb = dict(_flatten(a[name]["summary"])), dict(_flatten(b[name]["summary"]))
+        same_rec = a[name]["records_sha256"] == b[name]["records_sha256"]
+        if fa == fb and same_rec:
+            print(f"{name:55s} identical")
+            continue
+        differ += 1
+        worst, where = 0.0, ""
+        for k in set(fa) | set(fb):
+            x, y = fa.get(k), fb.get(k)
+            if x == y:
+                continue
+            if isinstance(x, (int, float)) and isinstance(y, (int, float)) and x != 0:
+                r = abs(y - x) / abs(x)
+            else:
+                r = math.inf
+            if r >= worst:
+                worst, where = r, k
+        print(f"{name:55s} DIFFERS: records {'same' if same_rec else 'differ'}; largest summary change "
+              f"{worst:.3g} (relative) at {where}")
+    print(f"{differ} of {len(set(a) | set(b))} runs differ")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "record":
+        record(Path(sys.argv[2]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "compare":
+        sys.exit(compare(Path(sys.argv[2]), Path(sys.argv[3])))
+    else:
+        sys.exit(__doc__)
