@@ -134,7 +134,7 @@ def scenario_experiment(cpus: int, rss: int, kind: str, creations: int, *, rate:
 
 
 def _reaped(rep) -> int:
-    return sum(1 for c in rep.records if c.reap == c.reap)
+    return int(rep.records["reap"].notna().sum())
 
 
 def run_scenario(profile, cpus: int, rss: int, kind: str, creations: int, rate: float | None = None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ the walk ends.
 from __future__ import annotations
 
 import bisect
+from array import array
 import heapq
 from operator import itemgetter
 from typing import TYPE_CHECKING
@@ -37,7 +38,7 @@ class LockStats:
 
     def __init__(self, name: str):
         self.name = name
-        self.waits: list[float] = []
+        self.waits = array("d")
 
 
 class SpinRWLock:

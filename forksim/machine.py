@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import simpy
-from simpy.events import NORMAL
+from simpy.events import NORMAL, PENDING
 
 __all__ = ["SchedulerParams", "Machine", "CPU", "Task"]
 
@@ -271,12 +271,38 @@ class CPU:
         """Set the timer for the running chunk: its end, or the next preemption check."""
         self._token += 1
         token = self._token
-        now = self.machine.env.now
+        env = self.machine.env
+        now = env.now
+        done = task._done
+        if done._value is not PENDING:
+            done = self._disarm(task)
         delay = task._left
         if task._preemptible and self.rq:
-            delay = min(delay, max(self._preempt_at(task) - now, _tolerance(now)))
-        env = self.machine.env
-        env.timeout(delay).callbacks.append(lambda _e: self._timer(token))
+            check = max(self._preempt_at(task) - now, _tolerance(now))
+            if check < delay:
+                env.timeout(check).callbacks.append(lambda _e: self._timer(token))
+                return
+        # Nothing due before the chunk's end: schedule the event the task waits on itself, with the
+        # CPU's accounting first among its callbacks (one event per chunk, not a timer and an event).
+        done.callbacks.insert(0, self._chunk_done)
+        done._ok = True
+        done._value = None
+        env.schedule(done, NORMAL, delay)
+
+    def _chunk_done(self, _ev: simpy.Event) -> None:
+        task = self.current
+        self._account(task)
+        task._done = None
+
+    def _disarm(self, task: Task) -> simpy.Event:
+        """The chunk's end, already scheduled, will not be its end (preempted, or a waiter came):
+        the scheduled event goes off with no callbacks, and the task waits on a fresh one."""
+        old = task._done
+        fresh = simpy.Event(self.machine.env)
+        fresh.callbacks = old.callbacks[1:]  # less _chunk_done
+        old.callbacks = []
+        task._done = fresh
+        return fresh
 
     def _timer(self, token: int) -> None:
         if token != self._token:
@@ -299,6 +325,8 @@ class CPU:
         self._token += 1
         task.need_resched = False
         ev = None
+        if task._done is not None and task._done._value is not PENDING:
+            self._disarm(task)
         if task._done is None:  # at a preemption point between chunks: resume its process later
             ev = simpy.Event(self.machine.env)
             task._wake_event = ev

@@ -318,11 +318,10 @@ def run_replication(
                             f"workload.rate, or add workload.parents or machine.cpus") from None
     end = env.now
     busy = machine.busy_us() - busy0
-    records = workload.records
-    in_flight = sum(1 for r in records if not (r.reap == r.reap))  # NaN: not reaped yet
+    in_flight = workload.records.in_flight
     return ReplicationResult(
         replication=replication,
-        records=records,
+        records=workload.records.frame(),
         window=(warmup, end),
         busy_us=busy,
         cpus=exp.machine.cpus,

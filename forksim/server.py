@@ -28,6 +28,7 @@ stall of each fork; `throughput_per_s` counts reaped snapshots.
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,7 @@ import numpy as np
 import simpy
 
 from .kernel.mm import Process
-from .metrics import Creation
+from .metrics import Creation, Records
 from .workload import Draws, arrival_times, cpu_hog, feed_arrivals, image_shape
 
 if TYPE_CHECKING:
@@ -78,8 +79,8 @@ class Server:
         self.env = kernel.env
         self.rng = rng
         self.cfg = exp.workload.server
-        self.records: list[Creation] = []
-        self.request_latencies: list[float] = []
+        self.records = Records()
+        self.request_latencies = array("d")
         self.completed = 0
         self.stop = simpy.Event(self.env)
         self._arrivals = arrivals
@@ -164,6 +165,7 @@ class Server:
         child = inst.child
         if child is not None and child.exited:
             yield from k.do_wait(proc, child, "fork", inst.child_rec)
+            self.records.done(inst.child_rec)
             inst.child = inst.child_rec = None
             self.completed += 1
             limit = self.exp.experiment.max_creations
@@ -172,8 +174,7 @@ class Server:
         if inst.child is None and env.now >= inst.next_snapshot:
             while inst.next_snapshot <= env.now:
                 inst.next_snapshot += self.cfg.interval
-            rec = Creation(len(self.records), "fork", inst.index, env.now)
-            self.records.append(rec)
+            rec = self.records.new("fork", inst.index, env.now)
             inst.child = yield from k.kernel_clone(proc, "fork", rec)
             inst.child_rec = rec
             inst.wp_pages = self.pages

@@ -267,7 +267,7 @@ def build_trace(
         lane_busy[cpu.id] = total
 
     # ---- task lanes
-    records = workload.records
+    records = list(workload.records.frame().itertuples(index=False))
     by_parent: dict[int, list] = defaultdict(list)
     for r in records:
         by_parent[r.parent].append(r)

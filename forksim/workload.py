@@ -12,7 +12,7 @@ import simpy
 
 from .errors import ConfigError, ForksimError
 from .kernel.mm import Process
-from .metrics import Creation
+from .metrics import Records
 from .profile import ImageShape
 from .units import UnitError, parse_time_us
 
@@ -153,7 +153,7 @@ class Workload:
         self.env = kernel.env
         self.rng = rng
         self.kind = exp.workload.child.clone
-        self.records: list[Creation] = []
+        self.records = Records()
         self.completed = 0
         self.stop = simpy.Event(self.env)
         self._arrivals = arrivals
@@ -190,11 +190,11 @@ class Workload:
 
     def _create(self, proc: Process, index: int, arrival: float):
         k = self.kernel
-        rec = Creation(len(self.records), self.kind, index, arrival)
-        self.records.append(rec)
+        rec = self.records.new(self.kind, index, arrival)
         child = yield from k.kernel_clone(proc, self.kind, rec)
         yield from k.cow_by_parent(proc, self.kind, rec)
         yield from k.do_wait(proc, child, self.kind, rec)
+        self.records.done(rec)
         self.completed += 1
         limit = self.exp.experiment.max_creations
         if limit and self.completed >= limit and not self.stop.triggered:

@@ -8,6 +8,7 @@ held across it and other threads can see how far it has got.
 
 from __future__ import annotations
 
+from array import array
 from typing import TYPE_CHECKING, Generator
 
 import simpy
@@ -58,7 +59,7 @@ class Kernel:
         self.lock_stats = {n: LockStats(n) for n in ("tasklist_lock", "pidmap_lock", "mmap_lock")}
         self.tasklist_lock = SpinRWLock(self.env, "tasklist_lock", self.lock_stats["tasklist_lock"])
         self.pidmap_lock = SpinRWLock(self.env, "pidmap_lock", self.lock_stats["pidmap_lock"])
-        self.stalls: list[float] = []  # faults that waited for a dup_mmap to finish
+        self.stalls = array("d")  # faults that waited for a dup_mmap to finish (us)
         self.record_from = 0.0
         self.on_stage = None  # tracing hook: (task, stage_name, start_us, end_us)
 
