@@ -84,7 +84,7 @@ class SpinRWLock:
     def _take(self, at: float, hold: float, write: bool) -> float:
         # Requests come out of order (a fork asks for a moment inside its coming chunk, an exit for
         # now), so only intervals over before the present can go: none can be asked for again.
-        now = self.env.now
+        now = self.env._now
         self._prune(self._write, now)
         self._prune(self._read, now)
         if write and self._read:
@@ -136,10 +136,10 @@ class MmapLock:
         if self.holder is None:
             self.holder = task
             self._released = None  # made on demand: most walks end with nobody waiting
-            self._record(0.0, self.env.now)
+            self._record(0.0, self.env._now)
             return None
         ev = simpy.Event(self.env)
-        self._queue.append((task, ev, self.env.now))
+        self._queue.append((task, ev, self.env._now))
         return ev
 
     def walk_reached(self, position: float) -> bool:
@@ -159,7 +159,7 @@ class MmapLock:
         if self._queue:
             task, waiter, since = self._queue.pop(0)
             self.holder = task
-            self._record(self.env.now - since, since)
+            self._record(self.env._now - since, since)
             waiter.succeed()
         if ev is not None:
             ev.succeed()

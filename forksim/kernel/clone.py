@@ -75,7 +75,7 @@ class Kernel:
 
     def _stage(self, task: "Task", name: str, start: float) -> None:
         if self.on_stage is not None:
-            self.on_stage(task, name, start, self.env.now)
+            self.on_stage(task, name, start, self.env._now)
 
     def sleep_until(self, task: "Task", event: simpy.Event) -> simpy.Event:
         woken = task.sleep()
@@ -88,7 +88,7 @@ class Kernel:
         """kernel_clone(): copy_process, wake_up_new_task, and for CLONE_VFORK the wait for the child."""
         env, c = self.env, self.costs
         P = thread or parent.task
-        rec.start = env.now
+        rec.start = env._now
         rec.parent_cpu = P.cpu.id
 
         # dup_task_struct .. copy_signal, alloc_thread_stack_node, copy_mm -> dup_mm (mm_alloc, mm_init)
@@ -99,29 +99,29 @@ class Kernel:
         if kind in COPIES_MM:
             cost += c.draw("dup_mm")
         yield P.run(cost)
-        rec.setup_us = env.now - rec.start
+        rec.setup_us = env._now - rec.start
         self._stage(P, "copy_process_setup", rec.start)
 
         child_mm = parent.mm
         if kind in COPIES_MM:
             # dup_mmap(): the parent's mmap_lock for write across the whole VMA walk (cond_resched inside)
-            t = env.now
+            t = env._now
             lock = parent.mm.mmap_lock
             granted = lock.try_write(P)
             if granted is not None:
                 yield self.sleep_until(P, granted)
-            rec.mmap_wait = env.now - t
-            t1 = env.now
+            rec.mmap_wait = env._now - t
+            t1 = env._now
             yield P.run(c.draw("dup_mmap", parent.mm.shape), preemptible=True)
             lock.release()
-            rec.dup_mmap_us = env.now - t1
+            rec.dup_mmap_us = env._now - t1
             self._stage(P, "dup_mmap", t1)
             child_mm = self.new_mm(parent.mm.shape)
             parent.mm.users += 1
 
         # copy_namespaces, copy_io, copy_thread, alloc_pid (pidmap_lock), cgroup_can_fork,
         # the tasklist_lock write section, post-fork hooks; then wake_up_new_task
-        t = env.now
+        t = env._now
         tail = c.draw("copy_process_tail")
         pid_hold = c.draw("alloc_pid_hold")
         link_hold = c.draw("tasklist_fork_hold")
@@ -133,7 +133,7 @@ class Kernel:
         rec.pidmap_wait = pid_wait
         rec.tasklist_wait = link_wait
         yield P.run(max(tail, pid_hold + link_hold) + pid_wait + link_wait + c.draw("wake_up_new_task"))
-        rec.tail_us = env.now - t
+        rec.tail_us = env._now - t
         self._stage(P, "copy_process_tail", t)
 
         child_task = self.machine.new_task(f"{parent.task.name}.{kind}")
@@ -149,7 +149,7 @@ class Kernel:
         if child.vfork_waiter is not None:
             # wait_for_vfork_done(): sleep until the child execs or exits (mm_release)
             yield P.sleep()
-        rec.fork_ret = env.now
+        rec.fork_ret = env._now
         ev = P.ret_to_user()
         if ev is not None:
             yield ev
@@ -162,7 +162,7 @@ class Kernel:
         waiter = child.vfork_waiter
         if waiter is None:
             return 0.0
-        rec.mm_release = self.env.now
+        rec.mm_release = self.env._now
         child.vfork_waiter = None
         # The child is about to exec or exit and leave its CPU: a wake-up in the manner of a sync
         # one, which keeps the parent on this CPU (this kernel keeps ~100% of vfork children and
@@ -180,7 +180,7 @@ class Kernel:
         if child.inherited:
             cost += c.draw("fork_child_touch")
         yield C.run(cost)
-        rec.child_start = env.now
+        rec.child_start = env._now
         rec.child_cpu = C.cpu.id
 
         if child.inherited and cfg.cow_writer == "child" and cfg.cow_write_fraction > 0.0:
@@ -191,7 +191,7 @@ class Kernel:
 
         if kind in EXECS:
             # execve: begin_new_exec -> exec_mmap drops the old mm (exit_mmap if its last user)
-            t = env.now
+            t = env._now
             cost = c.draw("exec")
             if child.inherited:
                 cost += c.draw("exit_mmap", child.mm.shape)
@@ -217,7 +217,7 @@ class Kernel:
         """do_exit(): exit_mm (exit_mmap of an mm it owns), exit_files.., exit_notify, the last schedule."""
         env, c = self.env, self.costs
         C = child.task
-        t = env.now
+        t = env._now
         # exit_mm -> mm_release comes early in do_exit: a vfork child that exits without exec
         # releases its parent there, before the rest of its exit
         cost = c.draw("do_exit") + self._complete_vfork(child, rec)
@@ -231,7 +231,7 @@ class Kernel:
 
         # exit_notify(): tasklist_lock for write, do_notify_parent -> __wake_up_parent (a sync wake-up);
         # a thread is reaped at once by itself (release_task)
-        t = env.now
+        t = env._now
         hold = c.draw("exit_notify_hold")
         wait = self.tasklist_lock.write(t, hold)
         work = wait + hold
@@ -242,7 +242,7 @@ class Kernel:
             wait3 = self.pidmap_lock.write(t + work + wait2 + rel, pid_hold)
             work += wait2 + rel + wait3 + pid_hold
         yield C.run(work)
-        rec.child_exit = env.now
+        rec.child_exit = env._now
         child.exited = True
         parent = child.parent
         parent.zombies.append(child)
@@ -270,7 +270,7 @@ class Kernel:
         """wait4() -> do_wait -> wait_task_zombie -> release_task; pthread_join for a thread."""
         env, c = self.env, self.costs
         P = thread or parent.task
-        t = env.now
+        t = env._now
         if kind == "thread":
             # pthread_join: a futex wait woken by the exiting thread (CLONE_CHILD_CLEARTID)
             if not child.exited:
@@ -278,7 +278,7 @@ class Kernel:
                 yield P.sleep()
                 parent.waiter = None
             parent.zombies.remove(child)
-            rec.reap = env.now
+            rec.reap = env._now
             return
         reap = c.draw("wait_reap")
         rest = reap
@@ -291,14 +291,14 @@ class Kernel:
                 yield P.sleep()
                 parent.waiter = None
         # release_task(): tasklist_lock for write, free_pid under pidmap_lock
-        now = env.now
+        now = env._now
         hold = c.draw("release_task_hold")
         wait = self.tasklist_lock.write(now + 0.5 * rest, hold)
         pid_hold = c.draw("alloc_pid_hold")
         wait2 = self.pidmap_lock.write(now + 0.5 * rest + wait + hold, pid_hold)
         yield P.run(rest + wait + wait2)
         parent.zombies.remove(child)
-        rec.reap = env.now
+        rec.reap = env._now
         self._stage(P, "wait_reap", t)
         ev = P.ret_to_user()
         if ev is not None:
