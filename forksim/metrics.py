@@ -50,14 +50,17 @@ _ROW = operator.attrgetter(*_ROW_FIELDS)
 class Records:
     """One replication's creations: a `Creation` object while it is in flight (the kernel fills in its
     fields), then a row of typed columns (`array`), about 130 bytes a creation instead of ~500 as
-    objects: a million-creation run's records fit in memory and cross process boundaries quickly."""
+    objects: a million-creation run's records fit in memory and cross process boundaries quickly.
+    Rows are written in entry order (`seq`): a creation reaped before an earlier one waits for it."""
 
     def __init__(self) -> None:
-        self.active: dict[int, Creation] = {}
+        self.active: dict[int, Creation] = {}  # in flight
+        self._reaped: dict[int, Creation] = {}  # reaped, waiting for an earlier creation's row
         self._cols = {f: array(_TYPECODES.get(f, "d")) for f in Creation.FIELDS}
         self._appends = [self._cols[f].append for f in _ROW_FIELDS]
         self._kinds: list[str] = []
-        self._next = 0
+        self._next = 0  # seq of the next creation to enter
+        self._next_row = 0  # seq of the next row to write
 
     def new(self, kind: str, parent: int, arrival: float) -> Creation:
         """A creation request enters the kernel: its record, numbered in order of entry."""
@@ -69,7 +72,13 @@ class Records:
     def done(self, rec: Creation) -> None:
         """The parent has reaped the child: the record is final."""
         del self.active[rec.seq]
+        if rec.seq != self._next_row:
+            self._reaped[rec.seq] = rec
+            return
         self._append(rec)
+        reaped = self._reaped
+        while reaped and self._next_row in reaped:
+            self._append(reaped.pop(self._next_row))
 
     def _append(self, rec: Creation) -> None:
         kinds = self._kinds
@@ -78,6 +87,7 @@ class Records:
         self._cols["kind"].append(kinds.index(rec.kind))
         for append, value in zip(self._appends, _ROW(rec)):
             append(value)
+        self._next_row += 1
 
     def __len__(self) -> int:
         return self._next
@@ -88,22 +98,22 @@ class Records:
 
     def frame(self) -> pd.DataFrame:
         """Every creation, finished or in flight, as a table in entry order (`seq`); the columns are
-        moved out, so call it once, when the replication is over."""
-        for rec in sorted(self.active.values(), key=lambda r: r.seq):
+        moved out (no copy), so call it once, when the replication is over."""
+        for rec in sorted([*self.active.values(), *self._reaped.values()], key=lambda r: r.seq):
             self._append(rec)
         self.active.clear()
+        self._reaped.clear()
+        n = self._next_row
         cols = {}
-        for f, col in self._cols.items():
-            a = np.frombuffer(col, dtype=np.uint8 if f == "kind" else col.typecode) if len(col) else np.empty(0, col.typecode)
+        for f in Creation.FIELDS:
+            col = self._cols[f]
             if f == "kind":
-                a = np.asarray(self._kinds + [""], dtype=object)[a] if len(a) else np.empty(0, dtype=object)
-            elif f == "stack_hit":
-                a = a.view(bool)
-            cols[f] = a
+                codes = np.frombuffer(col, dtype=np.uint8) if n else np.empty(0, np.uint8)
+                cols[f] = np.asarray(self._kinds or [""], dtype=object)[codes]
+            else:
+                a = np.frombuffer(col, dtype=col.typecode) if n else np.empty(0, col.typecode)
+                cols[f] = a.view(bool) if f == "stack_hit" else a
         self._cols, self._appends = {}, []
-        order = np.argsort(cols["seq"], kind="stable")
-        if not np.all(order == np.arange(len(order))):  # reaped out of entry order
-            cols = {f: a[order] for f, a in cols.items()}
         return pd.DataFrame(cols, copy=False)
 
 
@@ -197,8 +207,12 @@ def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = No
     """The summary.json contract from all replications."""
     if df is None:
         df = records_frame(results)
-    measured = df[_window_mask(df, results)] if len(df) else df
-    by_rep = {r.replication: measured[measured["replication"] == r.replication] for r in results}
+    mask = _window_mask(df, results) if len(df) else None
+    measured = df if mask is None or mask.all() else df[mask]
+    if len(results) == 1:  # no per-replication copies of a big run's table
+        by_rep = {results[0].replication: measured}
+    else:
+        by_rep = {r.replication: measured[measured["replication"] == r.replication] for r in results}
 
     def col(name: str) -> list[np.ndarray]:
         return [by_rep[r.replication][name].dropna().to_numpy() for r in results]
@@ -249,17 +263,20 @@ def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = No
     }
     # Where the parent's time inside the call goes (means over measured creations).
     stage_us = {}
-    returned = measured[measured["fork_ret"].notna()]  # creations still inside the call have no stages yet
-    if len(returned):
+    returned = measured["fork_ret"].notna().to_numpy()  # creations still inside the call have no stages yet
+    if returned.any():
+        def stage(column: str) -> np.ndarray:  # column by column: no copy of the whole table
+            return measured[column].to_numpy()[returned]
+
         parts = {
-            "copy_process_setup": returned["setup_us"],
-            "mmap_lock_wait": returned["mmap_wait"],
-            "dup_mmap": returned["dup_mmap_us"],
-            "copy_process_tail": returned["tail_us"],
+            "copy_process_setup": stage("setup_us"),
+            "mmap_lock_wait": stage("mmap_wait"),
+            "dup_mmap": stage("dup_mmap_us"),
+            "copy_process_tail": stage("tail_us"),
         }
-        for stage, values in parts.items():
-            stage_us[stage] = _clean(values.mean())
-        rest = returned["fork_latency_us"] - sum(parts.values())
+        for name, values in parts.items():
+            stage_us[name] = _clean(values.mean())
+        rest = stage("fork_latency_us") - sum(parts.values())
         stage_us["after_wake_up_new_task"] = _clean(rest.mean())  # IPI to a halted CPU, vfork wait
     summary["stage_us"] = stage_us
     summary["stack_cache_hit_ratio"] = _clean(measured["stack_hit"].mean()) if len(measured) else None
