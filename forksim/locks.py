@@ -85,8 +85,10 @@ class SpinRWLock:
         # Requests come out of order (a fork asks for a moment inside its coming chunk, an exit for
         # now), so only intervals over before the present can go: none can be asked for again.
         now = self.env._now
-        self._prune(self._write, now)
-        self._prune(self._read, now)
+        if self._write and self._write[0][1] <= now:
+            self._prune(self._write, now)
+        if self._read and self._read[0][1] <= now:
+            self._prune(self._read, now)
         if write and self._read:
             start = self._first_fit(heapq.merge(self._write, self._read), at, hold)
         else:
