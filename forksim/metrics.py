@@ -43,8 +43,8 @@ class Creation:
 
 # Column types of the records table: int64 ("q"), bool ("b"), kind (index into the kinds seen), else float64.
 _TYPECODES = {"seq": "q", "parent": "q", "parent_cpu": "q", "child_cpu": "q", "stack_hit": "b", "kind": "B"}
-_ROW_FIELDS = tuple(f for f in Creation.FIELDS if f != "kind")  # kind is stored as a code
-_ROW = operator.attrgetter(*_ROW_FIELDS)
+_ROW = operator.attrgetter(*Creation.FIELDS)
+_BLOCK_ROWS = 4096
 
 
 class Records:
@@ -57,8 +57,9 @@ class Records:
         self.active: dict[int, Creation] = {}  # in flight
         self._reaped: dict[int, Creation] = {}  # reaped, waiting for an earlier creation's row
         self._cols = {f: array(_TYPECODES.get(f, "d")) for f in Creation.FIELDS}
-        self._appends = [self._cols[f].append for f in _ROW_FIELDS]
-        self._kinds: list[str] = []
+        self._extends = [self._cols[f].extend for f in Creation.FIELDS]
+        self._rows: list[tuple] = []
+        self._kind_codes: dict[str, int] = {}
         self._next = 0  # seq of the next creation to enter
         self._next_row = 0  # seq of the next row to write
 
@@ -81,13 +82,19 @@ class Records:
             self._append(reaped.pop(self._next_row))
 
     def _append(self, rec: Creation) -> None:
-        kinds = self._kinds
-        if rec.kind not in kinds:
-            kinds.append(rec.kind)
-        self._cols["kind"].append(kinds.index(rec.kind))
-        for append, value in zip(self._appends, _ROW(rec)):
-            append(value)
+        # a row is a tuple until a block of them is moved into the columns (a C-level transpose)
+        self._rows.append(_ROW(rec))
         self._next_row += 1
+        if len(self._rows) >= _BLOCK_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        codes = self._kind_codes
+        for field, extend, values in zip(Creation.FIELDS, self._extends, zip(*self._rows)):
+            if field == "kind":
+                values = [codes.setdefault(k, len(codes)) for k in values]
+            extend(values)
+        self._rows = []
 
     def __len__(self) -> int:
         return self._next
@@ -103,17 +110,18 @@ class Records:
             self._append(rec)
         self.active.clear()
         self._reaped.clear()
+        self._flush()
         n = self._next_row
         cols = {}
         for f in Creation.FIELDS:
             col = self._cols[f]
             if f == "kind":
                 codes = np.frombuffer(col, dtype=np.uint8) if n else np.empty(0, np.uint8)
-                cols[f] = np.asarray(self._kinds or [""], dtype=object)[codes]
+                cols[f] = np.asarray(list(self._kind_codes) or [""], dtype=object)[codes]
             else:
                 a = np.frombuffer(col, dtype=col.typecode) if n else np.empty(0, col.typecode)
                 cols[f] = a.view(bool) if f == "stack_hit" else a
-        self._cols, self._appends = {}, []
+        self._cols, self._extends = {}, []
         return pd.DataFrame(cols, copy=False)
 
 

@@ -28,6 +28,7 @@ class Costs:
         self._blocks: dict[str, list[float]] = {}
         self._mean_ratio: dict[str, float] = {}
         self._empty_medians: dict[str, float] = {}
+        self._by_identity: dict[tuple[str, int], tuple[ImageShape, float]] = {}
 
     def median(self, stage: str, shape: ImageShape = EMPTY_IMAGE) -> float:
         key = (stage, shape)
@@ -50,7 +51,12 @@ class Costs:
             if m is None:
                 m = self._empty_medians[stage] = self.median(stage)
         else:
-            m = self.median(stage, shape)
+            # by the shape's identity (a process keeps one shape object): hashing a dataclass per
+            # draw costs more than the draw; the shape is kept in the entry, so its id is not reused
+            hit = self._by_identity.get((stage, id(shape)))
+            if hit is None or hit[0] is not shape:
+                hit = self._by_identity[(stage, id(shape))] = (shape, self.median(stage, shape))
+            m = hit[1]
         block = self._blocks.get(stage)
         if not block:
             return m * self._ratio(stage)
