@@ -367,3 +367,37 @@ def test_busy_time_never_exceeds_capacity():
     c = 3
     run = simulate(np.random.SeedSequence(606), 0.9 * c, c, 5_000, "exponential", fair(0.05), True)
     assert 0.0 < run.busy <= c * run.end * (1 + 1e-12)
+
+
+def test_placement_load_is_kept_up_to_date():
+    """`CPU.load` (what placement minimises) is maintained incrementally; at any moment it must equal
+    nr_running plus one for a CPU waking from halt, through forks, wake-ups, preemptions, idle pulls,
+    steals and hogs on a 16-CPU machine with idle-wake and switch costs."""
+    from forksim.config import parse_config
+    from forksim.runner import build_simulation, resolve_profile, replication_seeds
+
+    exp = parse_config({
+        "experiment": {"duration": "20ms", "warmup": "0s", "seed": 4},
+        "machine": {"cpus": 16},
+        "workload": {"kind": "open", "rate": 60000, "parents": 24, "child": {"clone": "fork", "lifetime": "30us"}},
+        "background": {"cpu_hogs": 5},
+    })
+    sim = build_simulation(exp, resolve_profile(exp), replication_seeds(4, 1)[0])
+    env, cpus = sim.env, sim.machine.cpus
+    rng = np.random.default_rng(9)
+    bad, seen = [], {"samples": 0, "waking": 0}
+
+    def monitor():
+        while True:
+            yield env.timeout(float(rng.exponential(3.0)))
+            seen["samples"] += 1
+            for c in cpus:
+                seen["waking"] += c.waking
+                if c.load != len(c.rq) + (c.current is not None) + c.waking:
+                    bad.append((env.now, c.id, c.load, len(c.rq), c.current is not None, c.waking))
+
+    sim.workload.start()
+    env.process(monitor())
+    env.run(until=sim.end)
+    assert seen["samples"] > 5000 and seen["waking"] > 0
+    assert not bad, bad[:5]

@@ -66,8 +66,9 @@ def notes(result: dict) -> list[str]:
                    f"{m['peak_mb']:.0f} MB of which {m['base_mb']:.0f} MB before the run; {how}; "
                    f"{m['events_per_creation']:.1f} events/creation")
     out.append(f"replications: {p['replications']} x {p['creations_per_replication']:,} creations on {p['cpus']} CPUs: "
-               f"{p['wall_1_s']:.1f} s with 1 worker, {p['wall_2_s']:.1f} s with 2 "
-               f"(speed-up {p['speedup']:.2f}; {p['local_cores']} local cores)")
+               f"{p['wall_1_s']:.1f} s with 1 worker, {p['wall_2_s']:.1f} s with 2 (medians of {p['repeats']}); "
+               f"speed-up {p['speedup']:.2f} (median of {', '.join(f'{x:.2f}' for x in p['speedups'])}); "
+               f"{p['local_cores']} local cores")
     out.append("creations/s: creations reaped per wall second of simulation; floor: simpy.Resource with c servers, "
                "a process per job, exponential service, Poisson arrivals (load 0.9 beside closed rows, 0.5 beside "
                "open ones), as many jobs; open rows arrive at half the closed row's throughput")
