@@ -16,10 +16,10 @@ the walk ends.
 from __future__ import annotations
 
 import bisect
-from array import array
 import heapq
+from array import array
 from operator import itemgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import simpy
 
@@ -61,7 +61,7 @@ class SpinRWLock:
             del intervals[:i]
 
     @staticmethod
-    def _first_fit(busy, start: float, hold: float) -> float:
+    def _first_fit(busy: Iterable[tuple[float, float]], start: float, hold: float) -> float:
         for s, e in busy:
             if e <= start:
                 continue

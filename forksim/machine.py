@@ -14,18 +14,19 @@ this machine kind (Linux 6.x, HZ=250, preempt=none):
   halted idle CPU costs `idle_wake` before it runs anything; the waker pays `ipi_send`.
 - A CPU that goes idle pulls a waiting task from the busiest runqueue (newidle balance).
 
-The hot paths read SimPy's clock as `env._now` (the attribute behind `env.now`, without the
-property call: a creation reads it about fifty times). Time is in microseconds. A task's process (a SimPy generator) interacts through `Task.run`,
+Time is in microseconds. A task's process (a SimPy generator) interacts through `Task.run`,
 `Task.ret_to_user`, `Task.sleep`, `Machine.wake`, `Machine.spawn` and `Task.exit`; a task that
-waits on any other event without `sleep()` keeps its CPU busy (spinning).
+waits on any other event without `sleep()` keeps its CPU busy (spinning). The hot paths read
+SimPy's clock as `env._now` (the attribute behind `env.now`, without the property call: a creation
+reads it about fifty times).
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from operator import attrgetter
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Callable
 
 import simpy

@@ -64,9 +64,9 @@ def resolve_profile(exp: Experiment, profile: str | Profile | None = None) -> Pr
 
 # ------------------------------------------------------------------ how much work a run is
 
-# SimPy runs ~100k events per second on one core (measured: 70-100k/s for fork, vfork and thread
-# workloads), and a creation costs ~16-23 events. MAX_EVENTS is ~15 minutes of one core by this
-# estimate, which runs 2-3x above the events a run really takes (measured).
+# Deliberately high: `forksim bench` measures 150-260k events per second on one core and 11-17
+# events a creation (2026-11-28), where this estimate assumes 100k/s and 25. MAX_EVENTS is ~15
+# minutes of one core by the estimate, which runs 2-5x above the events and time a run really takes.
 MAX_EVENTS = 100_000_000
 EVENTS_PER_SECOND = 100_000
 EVENTS_PER_CREATION = 25

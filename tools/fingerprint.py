@@ -1,6 +1,7 @@
 """Same seed, same results: a fingerprint of what the model computes, to compare across a speed change.
 
     python tools/fingerprint.py record before.json     # on the commit before the change
+    python tools/fingerprint.py record --full v.json   # the validation configs at their own length
     python tools/fingerprint.py record after.json      # after it
     python tools/fingerprint.py compare before.json after.json
 
@@ -24,23 +25,27 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the forksim of this tree (copy tools/ into an old checkout)
 
 # What a speed change may change: how many events a creation takes (reported beside the results).
 SPEED_FIGURES = ("events_per_creation",)
 SHORT = {"experiment.duration": 0.2e6, "experiment.warmup": 0.02e6, "experiment.replications": 2}
 
 
-def _runs():
-    """(name, experiment) pairs: every run the fingerprint covers."""
+def _runs(full: bool = False):
+    """(name, experiment) pairs: every run the fingerprint covers (`full`: only the validation
+    scenarios, at the duration and replications `forksim validate` gives them)."""
     from forksim.bench import scenario_experiment
     from forksim.config import load_experiment, parse_config, parse_override
 
     configs = json.loads((ROOT / "tools" / "validation-configs.json").read_text())["configs"]
     for name, cfg in configs.items():
         cfg = json.loads(json.dumps(cfg))
-        cfg["experiment"].update({"duration": 1e6, "warmup": 0.2e6, "replications": 2})
+        if not full:
+            cfg["experiment"].update({"duration": 1e6, "warmup": 0.2e6, "replications": 2})
         yield f"validate/{name}", parse_config(cfg, source=name)
+    if full:
+        return
     from test_experiments import EXTRA  # the shortened sizes the tests use
 
     for path in sorted((ROOT / "experiments").glob("*.toml")):
@@ -72,19 +77,20 @@ def _records_hash(df: pd.DataFrame) -> str:
     return hashlib.sha256(df.to_csv(index=False, float_format="%.17g").encode()).hexdigest()
 
 
-def record(out: Path) -> None:
+def record(out: Path, full: bool = False) -> None:
     from forksim.runner import run_experiment
 
     result = {}
     t0 = time.perf_counter()
-    for name, exp in _runs():
+    for name, exp in _runs(full):
         t = time.perf_counter()
         res = run_experiment(exp, workers=1)
         summary = dict(res.summary)
         summary.pop("sim_wall_s", None)
         result[name] = {"summary": summary, "records_sha256": _records_hash(res.records)}
         print(f"{name:55s} {time.perf_counter() - t:6.2f} s", flush=True)
-    result["engine/queueing"] = {"summary": _queueing(), "records_sha256": None}
+    if not full:
+        result["engine/queueing"] = {"summary": _queueing(), "records_sha256": None}
     out.write_text(json.dumps(result, indent=1, sort_keys=True, default=str))
     print(f"{len(result)} runs in {time.perf_counter() - t0:.0f} s -> {out}")
 
@@ -135,6 +141,8 @@ def compare(a_path: Path, b_path: Path) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "record":
         record(Path(sys.argv[2]))
+    elif len(sys.argv) == 4 and sys.argv[1:3] == ["record", "--full"]:
+        record(Path(sys.argv[3]), full=True)
     elif len(sys.argv) == 4 and sys.argv[1] == "compare":
         sys.exit(compare(Path(sys.argv[2]), Path(sys.argv[3])))
     else:
