@@ -111,6 +111,33 @@ def test_trace_parsing_cuts_the_fork_segments():
     assert s["wait_reap"] == pytest.approx(3.0 + 4.0)
 
 
+_VFORK_TRACE = """\
+# tracer: nop
+       forkbench-100   [001] .....    1000000: sys_enter: NR 58 (0, 0, 0, 0, 0, 0)
+       forkbench-100   [001] .....    1006000: task_newtask: pid=101 comm=forkbench clone_flags=4111 oom_score_adj=0
+       forkbench-100   [001] d..2.    1007000: sched_wakeup_new: comm=forkbench pid=101 prio=120 target_cpu=001
+       forkbench-100   [001] d..2.    1009000: sched_switch: prev_comm=forkbench prev_pid=100 prev_prio=120 prev_state=D ==> next_comm=forkbench next_pid=101 next_prio=120
+       forkbench-101   [001] .....    1011000: sys_enter: NR 231 (0, 0, 0, 0, 0, 0)
+       forkbench-101   [001] d..2.    1017000: sched_switch: prev_comm=forkbench prev_pid=101 prev_prio=120 prev_state=R+ ==> next_comm=forkbench next_pid=100 next_prio=120
+       forkbench-100   [001] .....    1019000: sys_exit: NR 58 = 101
+       forkbench-100   [001] .....    1020000: sys_enter: NR 61 (65, 7ffd, 0, 0, 0, 0)
+       forkbench-100   [001] d..2.    1021000: sched_switch: prev_comm=forkbench prev_pid=100 prev_prio=120 prev_state=S ==> next_comm=forkbench next_pid=101 next_prio=120
+       forkbench-101   [001] d..2.    1026000: sched_switch: prev_comm=forkbench prev_pid=101 prev_prio=120 prev_state=Z ==> next_comm=forkbench next_pid=100 next_prio=120
+       forkbench-100   [001] .....    1028000: sys_exit: NR 61 = 101
+"""
+
+
+def test_trace_parsing_cuts_the_head_of_a_preempted_exit():
+    """A vfork child preempted in do_exit (by the parent it released at mm_release) and finishing
+    its exit later: the head is its on-CPU time up to that first, runnable switch-out."""
+    ev = tracefs.parse_trace(_VFORK_TRACE, tsc_hz=1e9)
+    (s,) = tracefs.fork_segments(ev, 100)
+    assert s["exit_head"] == pytest.approx(6.0)
+    assert s["exit_total"] == pytest.approx(6.0 + 5.0)  # the time the parent ran is not the child's
+    (f,) = tracefs.fork_segments(tracefs.parse_trace(_TRACE, tsc_hz=1e9), 100)
+    assert "exit_head" not in f  # a fork child that exits in one go has no head
+
+
 # ---------------------------------------------------------------------------------------------
 # real measurements
 

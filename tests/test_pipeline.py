@@ -147,6 +147,54 @@ def test_vfork_parent_returns_only_after_the_child_execs_or_exits(clone):
         assert (done["child_exit"] >= done["mm_release"]).all()
 
 
+def _quiet_profile(**update):
+    """The default profile without interruptions (their stream depends on chunk boundaries)."""
+    prof = runner.resolve_profile(closed())
+    return prof.model_copy(update={"interruptions": None, **update})
+
+
+def test_a_vfork_parent_waits_for_the_head_of_the_childs_exit():
+    """mm_release (in exit_mm) wakes the vfork parent, but under preempt=none it runs only at the
+    child's first preemption point, close_files' cond_resched: the parent's call is longer by the
+    part of do_exit before it (profile.exit_head_share), and mm_release comes at that part's end."""
+    from forksim.profile import Fraction
+
+    def call_us(share: float) -> tuple[float, pd.DataFrame]:
+        prof = _quiet_profile(exit_head_share=Fraction(value=share, source="test"))
+        r = run_experiment(closed(cpus=1, parents=1, rss="0", clone="vfork", duration="20ms", reps=1),
+                           profile=prof)
+        df = r.records.dropna(subset=["fork_ret"])
+        return float((df["fork_ret"] - df["start"]).mean()), df
+
+    none, df0 = call_us(0.0)
+    half, _ = call_us(0.5)
+    whole, df1 = call_us(1.0)
+    assert none < half < whole
+    c = runner.Costs(_quiet_profile(), np.random.default_rng(0))
+    body = float(np.mean([c.draw("do_exit") - c.draw("exit_notify_hold") for _ in range(20_000)]))
+    assert whole - none == pytest.approx(body, rel=0.1)
+    # on one CPU the child runs from its start to mm_release without the parent
+    head = df1["mm_release"] - df1["child_start"]
+    assert (head > 0).all() and head.mean() == pytest.approx(body, rel=0.1)
+    assert ((df0["mm_release"] - df0["child_start"]) < 1e-6).all()
+
+
+@pytest.mark.parametrize("clone", ["fork", "thread"])
+def test_exit_lock_sections_are_part_of_do_exit_not_added(clone):
+    """The measured do_exit runs to the final schedule, so it already holds exit_notify's
+    tasklist_lock section (and a thread's release_task): a shorter hold moves time from the
+    locked part into the unlocked one and leaves the child's exit as long as it was."""
+    def exits(factor: float) -> np.ndarray:
+        prof = _quiet_profile().with_whatif({"exit_notify_hold.fixed_us": factor, "release_task_hold.fixed_us": factor})
+        r = run_experiment(closed(cpus=1, parents=1, rss="0", clone=clone, duration="10ms", reps=1), profile=prof)
+        df = r.records.dropna(subset=["child_exit"])
+        return (df["child_exit"] - df["child_start"]).to_numpy()
+
+    base, shorter = exits(1.0), exits(0.5)
+    assert len(base) > 50
+    np.testing.assert_allclose(shorter[: len(base)], base[: len(shorter)], rtol=1e-9, atol=1e-6)
+
+
 def test_vfork_stage_order_from_the_on_stage_hook(monkeypatch):
     """The kernel's on_stage hook: for posix_spawn the child's exec ends before the parent's call
     returns; for fork the parent's dup_mmap precedes the tail, and no exec stage exists."""

@@ -488,6 +488,8 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
     placement = _placement(store)
     diag["placement_counts"] = {k: v.pop("_counts") for k, v in placement.items()}
 
+    exit_head = _exit_head_share(store)
+
     missing = [s for s in _stage_names() if s not in st]
     if missing:
         raise MeasurementError(f"internal: stages not produced: {missing}")
@@ -506,8 +508,24 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
         "scheduler": sched,
         "stack_cache_per_cpu": 2,
         "placement": placement,
+        **({"exit_head_share": exit_head} if exit_head else {}),
         "diagnostics": diag,
     }
+
+
+def _exit_head_share(store: Store) -> dict[str, Any] | None:
+    """Share of a vfork child's exit (on-CPU, exit_group to its last switch-out) run before the
+    parent it released at mm_release gets the CPU: do_exit's first preemption point. None without
+    traced vfork children that were preempted in their exit (the profile's default then applies)."""
+    pairs = [(s["exit_head"], s["exit_total"]) for r in store.select("vfork", traced=True, pinned=True)
+             for s in r["segments"] if "exit_head" in s and s.get("exit_total", 0) > 0]
+    if len(pairs) < 20:
+        return None
+    share = median([h / t for h, t in pairs])
+    return {"value": round(min(1.0, max(0.0, share)), 4), "source": (
+        f"measured: traced vfork children, pinned: on-CPU exit_group -> first switch-out while runnable (to the "
+        f"parent woken at mm_release; p50 {median([h for h, _ in pairs]):.2f} us) over exit_group -> last "
+        f"switch-out (p50 {median([t for _, t in pairs]):.2f} us), median of the ratio over {len(pairs)} children")}
 
 
 def _FORK_FIELD(runs: list[dict[str, Any]]) -> str:

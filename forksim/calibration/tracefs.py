@@ -20,6 +20,8 @@ and the per-fork segments are cut from them (`fork_segments`):
            exit_group -> last mmap_lock release                    [do_exit up to exit_mmap's end]
            first -> last mmap_lock event in exit                   [exit_mmap]
            exit_group -> final switch-out                          [do_exit + exit_mmap]
+           exit_group -> first switch-out while runnable           [do_exit's head: up to its first
+                                                                    preemption point (vfork parent)]
     parent's wait4: the parts of the syscall outside its sleep     [wait_reap]
 
 The timestamps use the instance's `x86-tsc` clock (nanosecond-class resolution; the text `trace`
@@ -465,6 +467,9 @@ def fork_segments(events: list[Event], parent: int) -> list[dict[str, float]]:
                 by_child[nxt]["run_cpu"] = ev.cpu
             if prev in by_child:
                 by_child[prev]["last_out"] = ev.ts
+                c = by_child[prev]
+                if "exit_enter" in c and "exit_first_out" not in c and ev.f.get("prev_state", "").startswith("R"):
+                    c["exit_first_out"] = ev.ts  # preempted inside do_exit (by a parent woken at mm_release)
         elif n == "sched_wakeup_new":
             c = by_child.get(int(ev.f.get("pid", -1)))
             if c is not None:
@@ -531,6 +536,9 @@ def fork_segments(events: list[Event], parent: int) -> list[dict[str, float]]:
             s["exec"] = on_cpu(kid, r["exec_enter"], r["exec_exit"])
         if "exit_enter" in r and "last_out" in r and r["last_out"] > r["exit_enter"]:
             s["exit_total"] = on_cpu(kid, r["exit_enter"], r["last_out"])
+            if "exit_first_out" in r and r["exit_first_out"] < r["last_out"]:
+                # do_exit up to its first preemption point (close_files' cond_resched, after exit_mm)
+                s["exit_head"] = on_cpu(kid, r["exit_enter"], r["exit_first_out"])
             if "mm_first" in r and "mm_last" in r and r["mm_first"] > r["exit_enter"]:
                 s["exit_mmap"] = on_cpu(kid, r["mm_first"], r["mm_last"])
                 s["do_exit"] = s["exit_total"] - s["exit_mmap"]

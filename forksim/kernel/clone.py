@@ -56,6 +56,7 @@ class Kernel:
             False: placement["fork_local_when_idle"].value,
             True: placement["vfork_local_when_idle"].value,
         }
+        self._exit_head = costs.profile.exit_head_share.value
         self.lock_stats = {n: LockStats(n) for n in ("tasklist_lock", "pidmap_lock", "mmap_lock")}
         self.tasklist_lock = SpinRWLock(self.env, "tasklist_lock", self.lock_stats["tasklist_lock"])
         self.pidmap_lock = SpinRWLock(self.env, "pidmap_lock", self.lock_stats["pidmap_lock"])
@@ -214,16 +215,27 @@ class Kernel:
         return self.costs.draw_many("cow_fault_copy" if shared else "cow_fault_reuse", pages)
 
     def do_exit(self, child: Process, kind: str, rec: "Creation") -> Proc:
-        """do_exit(): exit_mm (exit_mmap of an mm it owns), exit_files.., exit_notify, the last schedule."""
+        """do_exit(): exit_signals .. exit_mm (mm_release), exit_mmap of an mm it owns, exit_files ..,
+        exit_notify, the last schedule."""
         env, c = self.env, self.costs
         C = child.task
         t = env._now
-        # exit_mm -> mm_release comes early in do_exit: a vfork child that exits without exec
-        # releases its parent there, before the rest of its exit
-        cost = c.draw("do_exit") + self._complete_vfork(child, rec)
+        # The measured do_exit runs to the last schedule, so it holds the tasklist_lock sections of
+        # exit_notify (and a thread's own release_task): they are carved out of it, not added.
+        hold = c.draw("exit_notify_hold")
+        locked = hold
+        if kind == "thread":
+            rel, pid_hold = c.draw("release_task_hold"), c.draw("alloc_pid_hold")
+            locked += rel + pid_hold
+        body = max(0.0, c.draw("do_exit") - locked)
+        # exit_signals .. exit_mm: no preemption point before close_files' cond_resched, so a parent
+        # released at mm_release (the end of this part) waits for it on this CPU
+        head = self._exit_head * body
+        yield C.run(head)
+        rest = body - head + self._complete_vfork(child, rec)
         if child.mm is not child.parent.mm:  # exit_mm -> mmput -> exit_mmap of an mm it owns
-            cost += c.draw("exit_mmap", child.mm.shape)
-        yield C.run(cost, preemptible=True)
+            rest += c.draw("exit_mmap", child.mm.shape)
+        yield C.run(rest, preemptible=True)
         if child.inherited:
             child.inherited = False
             child.parent.mm.users -= 1
@@ -232,13 +244,10 @@ class Kernel:
         # exit_notify(): tasklist_lock for write, do_notify_parent -> __wake_up_parent (a sync wake-up);
         # a thread is reaped at once by itself (release_task)
         t = env._now
-        hold = c.draw("exit_notify_hold")
         wait = self.tasklist_lock.write(t, hold)
         work = wait + hold
         if kind == "thread":
-            rel = c.draw("release_task_hold")
             wait2 = self.tasklist_lock.write(t + work, rel)
-            pid_hold = c.draw("alloc_pid_hold")
             wait3 = self.pidmap_lock.write(t + work + wait2 + rel, pid_hold)
             work += wait2 + rel + wait3 + pid_hold
         yield C.run(work)
