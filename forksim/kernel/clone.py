@@ -151,9 +151,7 @@ class Kernel:
             # wait_for_vfork_done(): sleep until the child execs or exits (mm_release)
             yield P.sleep()
         rec.fork_ret = env._now
-        ev = P.ret_to_user()
-        if ev is not None:
-            yield ev
+        yield from self._return_to_user(P)
         return child
 
     # ------------------------------------------------------------------ the child
@@ -183,6 +181,7 @@ class Kernel:
         yield C.run(cost)
         rec.child_start = env._now
         rec.child_cpu = C.cpu.id
+        yield from self._return_to_user(C)
 
         if child.inherited and cfg.cow_writer == "child" and cfg.cow_write_fraction > 0.0:
             # the parent still maps every inherited page: each write is a copy
@@ -204,9 +203,17 @@ class Kernel:
             ipi = self._complete_vfork(child, rec)
             if ipi > 0.0:
                 yield C.run(ipi)
+            yield from self._return_to_user(C)  # into the new program: a parent released by exec runs here
             if cfg.exec_lifetime > 0.0:
                 yield C.run(cfg.exec_lifetime, preemptible=True)
         yield from self.do_exit(child, kind, rec)
+
+    @staticmethod
+    def _return_to_user(task: "Task") -> Proc:
+        """A return to user space: a preemption point (need_resched, or a used-up slice)."""
+        ev = task.ret_to_user()
+        if ev is not None:
+            yield ev
 
     def _cow_cost(self, shape, shared: bool, fraction: float) -> float:
         """do_wp_page for `fraction` of the inherited 4 KiB pages (a write to a shared THP splits it
@@ -309,6 +316,4 @@ class Kernel:
         parent.zombies.remove(child)
         rec.reap = env._now
         self._stage(P, "wait_reap", t)
-        ev = P.ret_to_user()
-        if ev is not None:
-            yield ev
+        yield from self._return_to_user(P)
