@@ -68,7 +68,7 @@ class Task:
 
     __slots__ = (
         "machine", "name", "pid", "cpu", "prev_cpu", "state", "vruntime", "need_resched",
-        "_left", "_total", "_done", "_preemptible", "_chunk_start", "_slice_start", "_wake_event", "_seq",
+        "_left", "_total", "_done", "_preemptible", "_preempt_from", "_chunk_start", "_slice_start", "_wake_event", "_seq",
         "run_us",
     )
 
@@ -85,6 +85,7 @@ class Task:
         self._total = 0.0
         self._done: simpy.Event | None = None
         self._preemptible = False
+        self._preempt_from = 0.0  # a preemptible chunk's first preemption point (after its head)
         self._chunk_start = 0.0
         self._slice_start = 0.0
         self._wake_event: simpy.Event | None = None
@@ -96,8 +97,9 @@ class Task:
 
     # ---- what a task's process calls
 
-    def run(self, us: float, preemptible: bool = False) -> simpy.Event:
-        """Do `us` of CPU work; the event fires when it is done."""
+    def run(self, us: float, preemptible: bool = False, head: float = 0.0) -> simpy.Event:
+        """Do `us` of CPU work; the event fires when it is done. A preemptible chunk's first `head` us
+        have no preemption point (a wake-up meanwhile is acted on once they are done)."""
         if self.state != RUNNING or self._done is not None:
             raise RuntimeError(f"{self} asked for CPU work while not running on a CPU")
         us = us if us > 0.0 else 0.0
@@ -120,6 +122,7 @@ class Task:
             return ev
         ev = simpy.Event(self.machine.env)
         self._done = ev
+        self._preempt_from = self.machine.env._now + head
         self.cpu._start_chunk(self)
         return ev
 
@@ -275,7 +278,8 @@ class CPU:
     def _start_chunk(self, task: Task) -> None:
         now = self.machine.env._now
         task._chunk_start = now
-        if task._preemptible and (task.need_resched or (self.rq and self._slice_expired(task))):
+        if task._preemptible and now >= task._preempt_from and (
+                task.need_resched or (self.rq and self._slice_expired(task))):
             self._preempt(task)
             return
         self._program(task)
@@ -292,6 +296,9 @@ class CPU:
         delay = task._left
         if task._preemptible and self.rq:
             check = max(self._preempt_at(task) - now, _tolerance(now))
+            if task._preempt_from > now + _tolerance(now):  # in the head: no check before its end
+                head_left = task._preempt_from - now
+                check = head_left if task.need_resched else max(check, head_left)
             if check < delay:
                 env.timeout(check).callbacks.append(lambda _e: self._timer(token))
                 return
@@ -494,13 +501,18 @@ class Machine:
         target._enqueue(task)
         cur = target.current
         if cur is not None and not target.in_transit and p.wakeup_preemption:
-            running_chunk = cur._done is not None and cur._preemptible
-            if self.env._now - cur._slice_start >= p.wakeup_granularity_us and task.vruntime <= cur.vruntime:
-                if running_chunk:
+            now = self.env._now
+            preemptible = cur._done is not None and cur._preemptible
+            in_head = preemptible and cur._preempt_from > now
+            if now - cur._slice_start >= p.wakeup_granularity_us and task.vruntime <= cur.vruntime:
+                if preemptible and not in_head:
                     target._preempt(cur)
                 else:
                     cur.need_resched = True  # acted on at the next preemption point
-            elif running_chunk:
+                    if in_head:  # the end of the chunk's head
+                        target._account(cur)
+                        target._program(cur)
+            elif preemptible:
                 target._account(cur)
                 target._program(cur)  # a waiter now exists: arm the slice-expiry check
         self._kick_idle(target)

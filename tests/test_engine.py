@@ -327,6 +327,43 @@ def test_new_task_gets_no_credit_for_the_current_tasks_unaccounted_run():
     assert done["a"] == pytest.approx(1.5, abs=0.03), done
 
 
+@pytest.mark.parametrize("wake_at, switch_at", [(1.0, 3.0), (2.5, 3.0), (5.0, 5.0)])
+def test_a_chunks_head_has_no_preemption_point(wake_at, switch_at):
+    """A 10-unit preemptible chunk whose first 3 units are its head (do_exit up to close_files),
+    and a task woken at `wake_at` that wins wake-up preemption: during the head the switch waits for
+    the head's end; after it, the switch is immediate; the chunk still gets all its work."""
+    env = simpy.Environment()
+    m = Machine(env, 1, SchedulerParams(tick_us=1e6, slice_us=1e6, wakeup_granularity_us=0.0))
+    seen = {}
+
+    def exiting():
+        task = m.new_task("child")
+        ev, _ = m.spawn(task, None)
+        yield ev
+        task.vruntime = 100.0  # the woken task wins the wake-up preemption
+        yield task.run(10.0, preemptible=True, head=3.0)
+        seen["child_done"] = env.now
+        task.exit()
+
+    def parent():
+        task = m.new_task("parent")
+        ev, _ = m.spawn(task, None)
+        yield ev
+        woken = task.sleep()
+        yield env.timeout(wake_at)
+        m.wake(task, None)
+        yield woken
+        seen["parent_runs"] = env.now
+        yield task.run(1.0)
+        task.exit()
+
+    env.process(parent())  # runs first and goes to sleep at t=0; then the child's chunk starts
+    env.process(exiting())
+    env.run()
+    assert seen["parent_runs"] == pytest.approx(switch_at)
+    assert seen["child_done"] == pytest.approx(11.0)  # its 10 units and the parent's 1
+
+
 # ------------------------------------------------------------------------- Little's law, work conservation
 
 

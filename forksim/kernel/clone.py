@@ -236,13 +236,17 @@ class Kernel:
             locked += rel + pid_hold
         body = max(0.0, c.draw("do_exit") - locked)
         # exit_signals .. exit_mm: no preemption point before close_files' cond_resched, so a parent
-        # released at mm_release (the end of this part) waits for it on this CPU
+        # released at mm_release (the end of this head) waits for it on this CPU
         head = self._exit_head * body
-        yield C.run(head)
-        rest = body - head + self._complete_vfork(child, rec)
+        rest = body - head
         if child.mm is not child.parent.mm:  # exit_mm -> mmput -> exit_mmap of an mm it owns
             rest += c.draw("exit_mmap", child.mm.shape)
-        yield C.run(rest, preemptible=True)
+        if child.vfork_waiter is not None:
+            yield C.run(head)
+            rest += self._complete_vfork(child, rec)
+            yield C.run(rest, preemptible=True)
+        else:  # nothing happens at the head's end: one chunk whose preemption points start there
+            yield C.run(head + rest, preemptible=True, head=head)
         if child.inherited:
             child.inherited = False
             child.parent.mm.users -= 1
