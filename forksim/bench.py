@@ -51,11 +51,13 @@ class BenchMode:
 
 
 MODES = {
-    "full": BenchMode("full", creations=20_000, big_target=1_000_000, big_run=1_000_000, par_replications=8, par_creations=10_000,
-                      par_repeats=5),
-    "quick": BenchMode("quick", creations=4_000, big_target=1_000_000, big_run=100_000, par_replications=8, par_creations=10_000),
+    "full": BenchMode("full", creations=20_000, big_target=1_000_000, big_run=1_000_000,
+                      par_replications=8, par_creations=10_000, par_repeats=5),
+    "quick": BenchMode("quick", creations=4_000, big_target=1_000_000, big_run=100_000,
+                       par_replications=8, par_creations=10_000),
     # for tests: every row and figure, in seconds (figures meaningless)
-    "tiny": BenchMode("tiny", creations=300, big_target=1_000_000, big_run=2_000, par_replications=2, par_creations=300, par_repeats=1),
+    "tiny": BenchMode("tiny", creations=300, big_target=1_000_000, big_run=2_000,
+                      par_replications=2, par_creations=300, par_repeats=1),
 }
 
 TARGETS = {

@@ -68,7 +68,8 @@ class Task:
 
     __slots__ = (
         "machine", "name", "pid", "cpu", "prev_cpu", "state", "vruntime", "need_resched",
-        "_left", "_total", "_done", "_preemptible", "_preempt_from", "_chunk_start", "_slice_start", "_wake_event", "_seq",
+        "_left", "_total", "_done", "_preemptible", "_preempt_from", "_chunk_start", "_slice_start",
+        "_wake_event", "_seq",
         "run_us",
     )
 

@@ -40,7 +40,6 @@ class Creation:
         self.mmap_wait = self.pidmap_wait = self.tasklist_wait = 0.0
 
 
-
 # Column types of the records table: int64 ("q"), bool ("b"), kind (index into the kinds seen), else float64.
 _TYPECODES = {"seq": "q", "parent": "q", "parent_cpu": "q", "child_cpu": "q", "stack_hit": "b", "kind": "B"}
 _ROW = operator.attrgetter(*Creation.FIELDS)
@@ -162,10 +161,12 @@ def records_frame(results: Sequence[ReplicationResult]) -> pd.DataFrame:
         df = r.records.copy(deep=False)  # the replication's columns are shared, not copied
         df.insert(0, "replication", r.replication)
         frames.append(df)
-    if len(frames) == 1:
+    if not frames:
+        df = pd.DataFrame(columns=["replication", *Creation.FIELDS])
+    elif len(frames) == 1:
         df = frames[0]
     else:
-        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["replication", *Creation.FIELDS])
+        df = pd.concat(frames, ignore_index=True)
     df["fork_latency_us"] = df["fork_ret"] - df["start"]
     df["roundtrip_latency_us"] = df["reap"] - df["start"]
     df["child_start_latency_us"] = df["child_start"] - df["start"]

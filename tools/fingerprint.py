@@ -8,8 +8,9 @@
 `record` runs, with fixed seeds: the 23 validation scenarios' simulator configs (tools/validation-configs.json,
 shortened to 1 s), every experiment in experiments/ (shortened as the tests shorten them), the bench's
 2- and 256-CPU rows and the engine's queueing checks (M/M/1, M/M/4), and writes every summary.json
-(less its wall time) and a hash of every records table. `compare` prints, per run, whether the summaries
-and records are identical (the events per creation aside: they are the speed) and, where not, the largest relative difference of any figure.
+(less its wall time) and a hash of every records table. `compare` prints, per run, whether the
+summaries and records are identical (the events per creation aside: they are the speed) and, where
+not, the largest relative difference of any figure.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def _queueing() -> dict[str, float]:
         "mg1_fair_hyperexp_rho0.7": (0.7, 1, fair(0.04), True, "hyperexponential"),
     }.items():
         run = simulate(np.random.SeedSequence(7), lam, cpus, 20_000, service, params, preemptible)
-        out[name] = {"mean_response": float(run.response.mean()), "p99_response": float(np.percentile(run.response, 99)),
-                     "busy": run.busy, "end": run.end}
+        out[name] = {"mean_response": float(run.response.mean()),
+                     "p99_response": float(np.percentile(run.response, 99)), "busy": run.busy, "end": run.end}
     return out
 
 
@@ -134,7 +135,8 @@ def compare(a_path: Path, b_path: Path) -> int:
                 worst, where = r, k
         print(f"{name:45s} DIFFERS: records {'same' if same_rec else 'differ'}; largest summary change "
               f"{worst:.3g} (relative) at {where}")
-    print(f"{differ} of {len(set(a) | set(b))} runs differ (records or any summary figure but {', '.join(SPEED_FIGURES)})")
+    print(f"{differ} of {len(set(a) | set(b))} runs differ "
+          f"(records or any summary figure but {', '.join(SPEED_FIGURES)})")
     return 1 if differ else 0
 
 

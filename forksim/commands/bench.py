@@ -70,7 +70,8 @@ def notes(result: dict) -> list[str]:
                f"speed-up {p['speedup']:.2f} (median of {', '.join(f'{x:.2f}' for x in p['speedups'])}); "
                f"{p['local_cores']} local cores")
     storm = next(r for r in result["scenarios"] if r["cpus"] == 2 and r["rss"] == 0 and r["workload"] == "closed")
-    out.append(f"a floor job is {storm['floor_events_per_job']:.0f} events, a creation {storm['events_per_creation']:.0f} "
+    out.append(f"a floor job is {storm['floor_events_per_job']:.0f} events, "
+               f"a creation {storm['events_per_creation']:.0f} "
                "(a stage that takes a shared lock or can be preempted ends in one): README.md, Speed")
     out.append("creations/s: creations reaped per wall second of simulation; floor: simpy.Resource with c servers, "
                "a process per job, exponential service, Poisson arrivals (load 0.9 beside closed rows, 0.5 beside "
