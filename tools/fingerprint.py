@@ -1,13 +1,13 @@
 """Same seed, same results: a fingerprint of what the model computes, to compare across a speed change.
 
     python tools/fingerprint.py record before.json     # on the commit before the change
-    python tools/fingerprint.py record --full v.json   # the validation configs at their own length
     python tools/fingerprint.py record after.json      # after it
     python tools/fingerprint.py compare before.json after.json
+    python tools/fingerprint.py record --full v.json   # the validation configs at their own length
 
 `record` runs, with fixed seeds: the 23 validation scenarios' simulator configs (tools/validation-configs.json,
 shortened to 1 s), every experiment in experiments/ (shortened as the tests shorten them), the bench's
-2- and 256-CPU rows and the engine's queueing checks (M/M/1, M/M/4), and writes every summary.json
+2- and 256-CPU rows and the engine's queueing checks (M/M/1, M/M/4, M/G/1 under the fair scheduler), and writes every summary.json
 (less its wall time) and a hash of every records table. `compare` prints, per run, whether the
 summaries and records are identical (the events per creation aside: they are the speed) and, where
 not, the largest relative difference of any figure.
