@@ -548,6 +548,8 @@ class Machine:
         # an idle CPU has load 0 and comes first in CPU order among the least loaded
         if self._idle and (home is None or home.nr_running > 0):
             return self.cpus[min(self._idle)]
+        if not self._idle and home is not None and home.load <= 1:
+            return home  # no CPU is idle, so none has a load below 1: nothing beats the parent's
         best = min(self.cpus, key=_LOAD)  # the first of the least loaded, in CPU order
         if home is not None and home.load <= best.load:
             return home  # the parent's CPU unless another is strictly less loaded
