@@ -250,3 +250,24 @@ def test_placement_counts_use_the_other_cpus_idle_state():
             {"t_wakeup_new": 50.0, "waker_cpu": 0.0, "target_cpu": 0.0}]  # CPU 1 state unknown
     c = tracefs.placement_counts(segs, sw, 2)
     assert c == {"other_cpu_idle": 2, "stayed_local": 1, "unknown": 1, "creations": 4}
+
+
+def test_family_check_puts_each_pinned_family_beside_its_prediction():
+    from forksim.commands.calibrate import family_check
+    from forksim.profile import profile_path
+
+    shape = {"rss_bytes": 0, "vmas": 25, "anon_vmas": 11}
+    variants = {
+        "vfork pinned": {"call": {"p50": 14.4}, "roundtrip": {"p50": 22.6}, "mode": "vfork", "shape": shape},
+        "thread pinned": {"call": {"p50": 8.9}, "roundtrip": {"p50": 23.9}, "mode": "thread", "shape": shape},
+        "vfork unpinned": {"call": {"p50": 22.9}, "roundtrip": {"p50": 47.1}, "mode": "vfork", "shape": shape},
+        "fork pinned": {"call": {"p50": 37.0}, "roundtrip": {"p50": 109.0}},  # no mode/shape: an older profile
+    }
+    rows = family_check(str(profile_path("default")), variants)
+    assert [(r["family"], r["what"]) for r in rows] == [
+        ("vfork", "call"), ("vfork", "round trip"), ("thread", "call"), ("thread", "round trip")]
+    for r in rows:
+        assert r["forksim_p50_us"] > 0
+        assert r["rel_error"] == pytest.approx((r["forksim_p50_us"] - r["measured_p50_us"]) / r["measured_p50_us"])
+    call, rt = rows[0]["forksim_p50_us"], rows[1]["forksim_p50_us"]
+    assert rt > call  # the round trip holds the call

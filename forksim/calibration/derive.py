@@ -448,8 +448,10 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
         for pinned in (True, False):
             runs = [r for r in store.select(mode, pinned=pinned, traced=False) if r["key"]["rss"] == 0]
             if runs:
+                shape = {k: runs[0]["shape"].get(k) for k in ("rss_bytes", "vmas", "anon_vmas")}
                 var[f"{mode} {'pinned' if pinned else 'unpinned'}"] = {"call": _pct(_vals(runs, "fork_ns")),
-                                                                       "roundtrip": _pct(_vals(runs, "rt_ns"))}
+                                                                       "roundtrip": _pct(_vals(runs, "rt_ns")),
+                                                                       "mode": mode, "shape": shape}
     fe = [r for r in store.select("forkexec", pinned=True) if r["key"]["rss"]]
     if fe:
         var[f"forkexec {_label(fe[0]['key'])} pinned"] = {"call": _pct(_vals(fe, "fork_ns")),

@@ -1,4 +1,5 @@
-"""`forksim calibrate`: measure this machine and write a profile, then check it on held-out sizes."""
+"""`forksim calibrate`: measure this machine and write a profile, then check it on held-out sizes and on
+the other creation families."""
 
 from __future__ import annotations
 
@@ -36,6 +37,34 @@ def held_out_check(profile_path: str, held_out: list[dict]) -> list[dict]:
     return rows
 
 
+# forkbench's modes as forksim's clone kinds
+_FAMILIES = {"vfork": "vfork", "spawn": "posix_spawn", "forkexec": "fork_exec", "thread": "thread"}
+
+
+def family_check(profile_path: str, variants: dict[str, dict]) -> list[dict]:
+    """The closure of the other creation families: each pinned family's measured call and round trip
+    (p50, empty image) beside forksim's prediction on one CPU from the profile just written. Their
+    stages come from fork's split and traced segments, so this is where a stage that is counted twice,
+    or a tracing overhead not taken out, shows."""
+    from ..predict import predict
+
+    rows = []
+    for name, v in variants.items():
+        mode = v.get("mode")
+        if not name.endswith(" pinned") or mode not in _FAMILIES or not v.get("shape"):
+            continue
+        shape = v["shape"]
+        res = predict(int(shape.get("rss_bytes") or 0), vmas=int(shape.get("vmas") or 40),
+                      anon_vmas=shape.get("anon_vmas"), clone=_FAMILIES[mode], profile=profile_path, cpus=1,
+                      samples=300)
+        for what, key in (("call", "fork_latency_us"), ("round trip", "roundtrip_latency_us")):
+            meas = float(v["call" if what == "call" else "roundtrip"]["p50"])
+            pred = res[key]["p50"]
+            rows.append({"family": _FAMILIES[mode], "what": what, "measured_p50_us": meas,
+                         "forksim_p50_us": pred, "rel_error": (pred - meas) / meas})
+    return rows
+
+
 def main(args: argparse.Namespace) -> int:
     from ..calibration import calibrate
 
@@ -53,5 +82,14 @@ def main(args: argparse.Namespace) -> int:
         for r in rows:
             t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", str(r.get("vmas", "-")), "on" if r.get("thp") else "off",
                       fmt(r["fork_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%")
+        console.print(t)
+    fam = family_check(args.out, prof.get("diagnostics", {}).get("variants_us", {}))
+    if fam:
+        t = Table(title="other families (pinned, empty image): measured vs forksim predict, p50", title_justify="left")
+        for c in ("family", "what", "measured (us)", "forksim (us)", "error"):
+            t.add_column(c, justify="left" if c in ("family", "what") else "right")
+        for r in fam:
+            t.add_row(r["family"], r["what"], fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]),
+                      f"{100 * r['rel_error']:+.1f}%")
         console.print(t)
     return 0
