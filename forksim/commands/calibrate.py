@@ -14,7 +14,8 @@ def register(sub) -> None:
     p = sub.add_parser("calibrate", help="measure this machine and write a profile",
                        description="Build and run the C microbenchmarks (and, as root with tracefs, a tracepoint "
                        "stage breakdown), fit every stage cost, and write a profile with provenance and fit "
-                       "diagnostics. Then simulate the sizes the fit left out and compare with their measurements.")
+                       "diagnostics. Then simulate the sizes the fit left out, and the other creation families, and "
+                       "compare with their measurements.")
     p.add_argument("--out", default="profile.json", help="profile file to write (default: profile.json)")
     p.add_argument("--quick", action="store_true", help="the short plan (under 2 minutes)")
     p.add_argument("--raw", help="also write every raw sample (.json or .json.gz)")
