@@ -59,8 +59,9 @@ def notes(result: dict) -> list[str]:
     if "error" in m:
         out.append(f"1M run failed: {m['error']}")
     else:
-        how = (f"extrapolated x{m['target_creations'] / max(1, m['creations']):g} from {m['creations']:,} creations run "
-               f"({m['total_wall_s']:.1f} s, peak {m['measured_peak_mb']:.0f} MB)") if m["extrapolated"] else "measured"
+        how = (f"extrapolated from {m['creations']:,} creations run ({m['total_wall_s']:.1f} s, peak "
+               f"{m['measured_peak_mb']:.0f} MB; time x{m['target_creations'] / max(1, m['creations']):g}, memory by "
+               f"its growth from a half-size run's {m['half_run_peak_mb']:.0f} MB)") if m["extrapolated"] else "measured"
         out.append(f"{m['target_creations']:,} creations on {m['cpus']} CPUs (closed, RSS 0): {m['wall_s']:.1f} s wall "
                    f"(simulation {m['sim_wall_s_scaled']:.1f} s, rest: records table and summary), peak RSS "
                    f"{m['peak_mb']:.0f} MB of which {m['base_mb']:.0f} MB before the run; {how}; "
