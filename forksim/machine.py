@@ -461,6 +461,12 @@ class Machine:
         self._next_pid += 1
         return task
 
+    def start_task(self, name: str) -> tuple[Task, simpy.Event]:
+        """A new task of the workload itself (no parent: the idlest CPU) and the event of its first run."""
+        task = self.new_task(name)
+        first_run, _ = self.spawn(task, None)
+        return task, first_run
+
     def spawn(self, task: Task, parent: Task | None = None, pack: bool = False) -> tuple[simpy.Event, float]:
         """wake_up_new_task: place a new task (select_task_rq with SD_BALANCE_FORK): the idlest
         CPU, or with `pack` the parent's own CPU (a kernel that packs vCPUs to avoid waking one).

@@ -37,12 +37,11 @@ import simpy
 
 from .kernel.mm import Process
 from .metrics import Creation, Records
-from .workload import Draws, arrival_times, cpu_hog, feed_arrivals, image_shape
+from .workload import Draws, arrival_times, feed_arrivals, image_shape, start_cpu_hogs
 
 if TYPE_CHECKING:
     from .config import Experiment
     from .kernel.clone import Kernel
-    from .machine import Task
 
 __all__ = ["Server"]
 
@@ -94,26 +93,19 @@ class Server:
         self._uniform = Draws(rng.random, _BLOCK)
         self.instances: list[_Instance] = []
 
-    def _start_task(self, name: str) -> tuple["Task", simpy.Event]:
-        task = self.machine.new_task(name)
-        first_run, _ = self.machine.spawn(task, None)
-        return task, first_run
-
     def start(self) -> None:
         wl = self.exp.workload
         first = self.cfg.first_snapshot
         if first is None:
             first = self.exp.experiment.warmup + self.cfg.interval / 2.0
         for i in range(wl.parents):
-            task, first_run = self._start_task(f"server{i}")
+            task, first_run = self.machine.start_task(f"server{i}")
             inst = _Instance(i, Process(task, self.kernel.new_mm(self.shape)), first)
             self.instances.append(inst)
             self.env.process(self._serve(inst, first_run))
             self.env.process(self._requests(inst))
             self.env.process(self._cron(inst))
-        for h in range(self.exp.background.cpu_hogs):
-            task, first_run = self._start_task(f"hog{h}")
-            self.env.process(cpu_hog(task, first_run))
+        start_cpu_hogs(self.machine, self.exp.background.cpu_hogs)
 
     # ---- the event loop
 

@@ -19,10 +19,10 @@ from .units import UnitError, parse_time_us
 if TYPE_CHECKING:
     from .config import Experiment, WorkloadSection
     from .kernel.clone import Kernel
-    from .machine import Task
+    from .machine import Machine, Task
 
 __all__ = ["Workload", "UnstableError", "load_arrivals", "image_shape", "burst_times", "arrival_times", "Draws",
-           "cpu_hog", "feed_arrivals"]
+           "cpu_hog", "start_cpu_hogs", "feed_arrivals"]
 
 
 class UnstableError(ForksimError):
@@ -133,6 +133,13 @@ def cpu_hog(task: "Task", first_run: simpy.Event):
         yield task.run(1e6, preemptible=True)
 
 
+def start_cpu_hogs(machine: "Machine", count: int) -> None:
+    """The experiment's [background] CPU hogs."""
+    for h in range(count):
+        task, first_run = machine.start_task(f"hog{h}")
+        machine.env.process(cpu_hog(task, first_run))
+
+
 class _Queue:
     """Requests waiting for a parent, and the parents sleeping until one comes."""
 
@@ -159,11 +166,6 @@ class Workload:
         self._arrivals = arrivals
         self.shape = image_shape(exp)
 
-    def _start_task(self, name: str) -> tuple["Task", simpy.Event]:
-        task = self.machine.new_task(name)
-        first_run, _ = self.machine.spawn(task, None)
-        return task, first_run
-
     def start(self) -> None:
         wl = self.exp.workload
         if wl.kind == "open":
@@ -172,19 +174,17 @@ class Workload:
             for q in queues:
                 self.env.process(self._arrival_stream(q, len(queues)))
         for i in range(wl.parents):
-            task, first = self._start_task(f"parent{i}")
+            task, first = self.machine.start_task(f"parent{i}")
             proc = Process(task, self.kernel.new_mm(self.shape))
             if wl.kind == "closed":
                 self.env.process(self._closed_parent(proc, i, first))
             else:
                 self.env.process(self._open_parent(proc, i, first, queues[i % len(queues)]))
             for j in range(1, wl.image.threads):
-                thread, tfirst = self._start_task(f"parent{i}.t{j}")
+                thread, tfirst = self.machine.start_task(f"parent{i}.t{j}")
                 proc.threads.append(thread)
                 self.env.process(self._faulting_thread(proc, thread, tfirst))
-        for h in range(self.exp.background.cpu_hogs):
-            task, first = self._start_task(f"hog{h}")
-            self.env.process(cpu_hog(task, first))
+        start_cpu_hogs(self.machine, self.exp.background.cpu_hogs)
 
     # ---- a creation, start to reap
 
