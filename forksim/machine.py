@@ -69,8 +69,7 @@ class Task:
     __slots__ = (
         "machine", "name", "pid", "cpu", "prev_cpu", "state", "vruntime", "need_resched",
         "_left", "_total", "_done", "_preemptible", "_preempt_from", "_chunk_start", "_slice_start",
-        "_wake_event", "_seq",
-        "run_us",
+        "_wake_event",
     )
 
     def __init__(self, machine: "Machine", name: str, pid: int):
@@ -90,8 +89,6 @@ class Task:
         self._chunk_start = 0.0
         self._slice_start = 0.0
         self._wake_event: simpy.Event | None = None
-        self._seq = 0
-        self.run_us = 0.0  # CPU time received
 
     def __repr__(self) -> str:
         return f"<Task {self.name} pid={self.pid} {self.state} cpu={self.cpu.id if self.cpu else None}>"
@@ -242,7 +239,6 @@ class CPU:
             task._left -= ran
             task._chunk_start = now
             task.vruntime += ran
-            task.run_us += ran
             floor = min(task.vruntime, self.rq[0][0]) if self.rq else task.vruntime
             if floor > self.min_vruntime:
                 self.min_vruntime = floor
@@ -447,7 +443,6 @@ class Machine:
         # look here instead of scanning every CPU
         self._idle: set[int] = set(range(cpus))
         self._next_pid = 1
-        self.start_time = env._now
         # Tracing hook (forksim.trace), None for no cost: tracer(event, cpu, task, now_us) with event
         # "dispatch" (task made current; the CPU counts busy from here unless it is waking from halt),
         # "begin" (task starts running: after the switch, migration or halt exit) and

@@ -471,9 +471,3 @@ def sweep(
         write_table(outp / f"results.{format}", df)
     return df
 
-
-def point_summaries(out: str | Path) -> dict[str, dict[str, Any]]:
-    """The per-point summaries of a sweep folder, by point id (for notebooks and reports)."""
-    outp = Path(out)
-    return {d.name: json.loads((d / "summary.json").read_text())
-            for d in sorted((outp / "points").glob("*")) if (d / "summary.json").exists()}

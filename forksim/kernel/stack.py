@@ -14,21 +14,17 @@ class StackCache:
     free_thread_stack), into an empty slot of *that* CPU's cache, else freed after RCU.
     """
 
-    __slots__ = ("slots", "capacity", "hits", "misses")
+    __slots__ = ("slots", "capacity")
 
     def __init__(self, cpus: int, per_cpu: int):
         self.capacity = per_cpu
         self.slots = [per_cpu] * cpus  # caches start full: a booted machine has freed stacks
-        self.hits = 0
-        self.misses = 0
 
     def alloc(self, cpu: int) -> bool:
         """Take a stack on `cpu`; True on a cache hit."""
         if self.slots[cpu] > 0:
             self.slots[cpu] -= 1
-            self.hits += 1
             return True
-        self.misses += 1
         return False
 
     def free(self, cpu: int) -> None:
