@@ -139,7 +139,7 @@ class ReplicationResult:
         in_flight: int,
         events: int,
         wall_s: float,
-        requests: Sequence[float] | None = None,
+        requests: pd.DataFrame | None = None,
     ):
         self.replication = replication
         self.records = records  # this replication's creations (records_frame's columns, less `replication`)
@@ -151,7 +151,7 @@ class ReplicationResult:
         self.in_flight = in_flight
         self.events = events
         self.wall_s = wall_s
-        self.requests = requests  # server workloads: latencies (us) of requests arriving after warm-up
+        self.requests = requests  # server workloads: requests arriving after warm-up (forksim.requests' columns)
 
 
 def records_frame(results: Sequence[ReplicationResult]) -> pd.DataFrame:
@@ -207,6 +207,35 @@ def _latency(per_rep: list[np.ndarray]) -> dict[str, Any]:
     return out
 
 
+def _clean_ci(values: Sequence[float]) -> list[float | None] | None:
+    """ci95 rounded as the estimate is (`_clean`): rounding is monotone, so a rounded mean stays inside
+    its rounded interval (an unrounded bound may sit a hair above a rounded mean)."""
+    ci = ci95(values)
+    return [_clean(x) for x in ci] if ci else None
+
+
+def _mean_ci(values: Sequence[float]) -> dict[str, Any]:
+    return {"mean": _clean(np.mean(values)), "ci95": _clean_ci(values)}
+
+
+def _requests(results: Sequence[ReplicationResult]) -> dict[str, Any]:
+    """Server workloads: request latency (arrival to the end of its service) over every request and
+    over the fork and snapshot windows (forksim.requests.WINDOWS, each section stating its window),
+    requests unfinished at the end, and request throughput."""
+    from .requests import DONE, LATENCY, WINDOWS
+
+    frames = [r.requests if r.requests is not None else pd.DataFrame({LATENCY: [], DONE: []}) for r in results]
+    finished = [f[f[DONE].notna()] for f in frames]
+    out: dict[str, Any] = {}
+    for section, (flag, window) in WINDOWS.items():
+        picked = [f if flag is None else f[f[flag].to_numpy(dtype=bool)] for f in finished]
+        out[section] = {**_latency([f[LATENCY].to_numpy(dtype=float) for f in picked]), "window": window}
+    out["requests_unfinished"] = int(sum(len(f) - len(g) for f, g in zip(frames, finished)))
+    rates = [len(f) / ((r.window[1] - r.window[0]) / 1e6) for f, r in zip(finished, results)]
+    out["request_throughput_per_s"] = _mean_ci(rates)
+    return out
+
+
 def _window_mask(df: pd.DataFrame, results: Sequence[ReplicationResult]) -> pd.Series:
     lo = df["replication"].map({r.replication: r.window[0] for r in results})
     return df["start"] >= lo
@@ -237,7 +266,7 @@ def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = No
     summary: dict[str, Any] = {
         "forks": int(measured["fork_ret"].notna().sum()),
         "replications": len(results),
-        "throughput_per_s": {"mean": _clean(np.mean(throughputs)), "ci95": ci95(throughputs)},
+        "throughput_per_s": _mean_ci(throughputs),
         "fork_latency_us": _latency(col("fork_latency_us")),
         "roundtrip_latency_us": _latency(col("roundtrip_latency_us")),
         "child_start_latency_us": _latency(col("child_start_latency_us")),
@@ -245,13 +274,9 @@ def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = No
     if measured["arrival"].notna().any() and (measured["arrival"] != measured["start"]).any():
         summary["response_latency_us"] = _latency(col("response_latency_us"))
     if any(getattr(r, "requests", None) is not None for r in results):
-        # server workloads: request latency (arrival to the end of its service) and request throughput
-        reqs = [np.asarray(getattr(r, "requests", None) or [], dtype=float) for r in results]
-        summary["request_latency_us"] = _latency(reqs)
-        rates = [len(a) / ((r.window[1] - r.window[0]) / 1e6) for a, r in zip(reqs, results)]
-        summary["request_throughput_per_s"] = {"mean": _clean(np.mean(rates)), "ci95": ci95(rates)}
+        summary.update(_requests(results))
     summary["cpu_utilization"] = _clean(np.mean(utilization))
-    summary["cpu_utilization_ci95"] = ci95(utilization)
+    summary["cpu_utilization_ci95"] = _clean_ci(utilization)
 
     lock_wait: dict[str, Any] = {}
     for name in ("tasklist_lock", "pidmap_lock", "mmap_lock"):

@@ -23,6 +23,7 @@ from .kernel.costs import EMPTY_IMAGE, Costs
 from .machine import Machine, SchedulerParams
 from .metrics import ReplicationResult, records_frame, summarize
 from .profile import Profile, load_profile
+from .requests import requests_frame
 from .workload import Draws, UnstableError, Workload, image_shape, load_arrivals
 
 __all__ = [
@@ -51,6 +52,7 @@ class RunResult:
     summary: dict[str, Any]
     records: pd.DataFrame
     replications: list[ReplicationResult] = field(repr=False)
+    requests: pd.DataFrame | None = field(default=None, repr=False)  # server workloads (forksim.requests)
 
 
 def replication_seeds(seed: int, replications: int) -> list[np.random.SeedSequence]:
@@ -341,9 +343,10 @@ def _run_replication(exp: Experiment, profile: Profile, replication: int,
     end = env.now
     busy = machine.busy_us() - busy0
     in_flight = workload.records.in_flight
+    records = workload.records.frame()
     return ReplicationResult(
         replication=replication,
-        records=workload.records.frame(),
+        records=records,
         window=(warmup, end),
         busy_us=busy,
         cpus=exp.machine.cpus,
@@ -352,7 +355,7 @@ def _run_replication(exp: Experiment, profile: Profile, replication: int,
         in_flight=in_flight,
         events=next(env._eid),  # events scheduled (SimPy's own counter)
         wall_s=time.perf_counter() - wall,
-        requests=getattr(workload, "request_latencies", None),
+        requests=workload.request_frame(records, end) if hasattr(workload, "request_frame") else None,
     )
 
 
@@ -394,4 +397,4 @@ def run_experiment(
     summary = summarize(results, df)
     summary["sim_wall_s"] = round(time.perf_counter() - wall, 3)
     summary = {"experiment": exp.experiment.name, "profile": prof.name, "seed": seed, **summary}
-    return RunResult(exp, prof, seed, summary, df, results)
+    return RunResult(exp, prof, seed, summary, df, results, requests_frame(results))

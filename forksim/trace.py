@@ -17,7 +17,8 @@ same timeline as `run_experiment`'s replication 0), with two observers attached:
   (preempted, sleeping, waiting for a halted CPU to wake); a faulting thread's sleeps are its
   `mmap_lock stall`s (a fault on a VMA the parent's dup_mmap has already reached).
 
-The trace is bounded: it covers the measured window (after warm-up) up to `max_span_us` of simulated
+The trace is bounded: it covers the measured window (after warm-up; for a server workload, from a
+tenth of the span before its first snapshot, so that the fork is in it) up to `max_span_us` of simulated
 time and stops early once `max_events` events are recorded; the file's `otherData` says which
 window was traced, whether and why it was cut, and the CPU busy time the machine itself counted.
 Times (`ts`, `dur`) are microseconds of simulated time.
@@ -153,11 +154,13 @@ def _simulate(exp: Experiment, profile: Profile, max_span_us: float, max_events:
     machine.tracer = rec
     kernel.on_stage = rec.on_stage
     workload.start()
-    if warmup > 0.0:
-        env.run(until=warmup)
-    busy0 = _machine_busy(machine)
     end = sim.end
-    hi = min(end, warmup + max_span_us)
+    lo = _window_start(workload, warmup, end, max_span_us)
+    rec.lo = lo
+    if lo > 0.0:
+        env.run(until=lo)
+    busy0 = _machine_busy(machine)
+    hi = min(end, lo + max_span_us)
     reason = None
     # Step through the window so that the event budget can end it early (stepping does not change
     # the order of the model's events: the stop events only delimit env.run calls).
@@ -175,7 +178,16 @@ def _simulate(exp: Experiment, profile: Profile, max_span_us: float, max_events:
     hi = env.now
     busy1 = _machine_busy(machine)
     rec.close(hi)
-    return machine, workload, rec, (warmup, hi), [b - a for a, b in zip(busy0, busy1)], reason
+    return machine, workload, rec, (lo, hi), [b - a for a, b in zip(busy0, busy1)], reason
+
+
+def _window_start(workload, warmup: float, end: float, max_span_us: float) -> float:
+    """Where the traced window opens: at the end of the warm-up; for a server (snapshots seconds
+    apart), a tenth of the span before its first snapshot, when that falls in the measured window."""
+    first = getattr(workload, "first_snapshot", None)
+    if first is not None and warmup < first < end:
+        return max(warmup, first - 0.1 * max_span_us)
+    return warmup
 
 
 class _Lane:
@@ -272,8 +284,9 @@ def build_trace(
     for r in records:
         by_parent[r.parent].append(r)
     kind = workload.kind
+    pname = workload.parent_name  # the parents' task names: 'parent3' (Workload), 'server0' (Server)
     children: dict[int, list] = defaultdict(list)  # parent index -> its child tasks in creation order
-    parent_of_child: dict[str, int] = {f"parent{i}.{kind}": i for i in by_parent}
+    parent_of_child: dict[str, int] = {f"{pname}{i}.{kind}": i for i in by_parent}
     lanes: dict[int, _Lane] = {}
     lane_names: dict[int, str] = {}
     sort_keys: dict[int, tuple] = {}
@@ -307,8 +320,8 @@ def build_trace(
             tid = _CHILD_TID_BASE + 1000 * i + k
             if tid not in lanes:
                 lanes[tid] = _Lane()
-                lane_names[tid] = f"parent{i} children" + (f" #{k + 1}" if k else "")
-                sort_keys[tid] = (f"parent{i}", 1, k)
+                lane_names[tid] = f"{pname}{i} children" + (f" #{k + 1}" if k else "")
+                sort_keys[tid] = (f"{pname}{i}", 1, k)
             task_lane[task] = tid
             r = child_record.get(task)
             args = {"pid": task.pid, "clone": kind}
@@ -319,8 +332,8 @@ def build_trace(
             lanes[tid].add(start, end, 0, f"{kind} child", args)
 
     # creations on the parents' lanes
-    parent_tid = {int(t.name[len("parent"):]): tid for t, tid in task_lane.items()
-                  if t.name.startswith("parent") and t.name[len("parent"):].isdigit()}
+    parent_tid = {int(t.name[len(pname):]): tid for t, tid in task_lane.items()
+                  if t.name.startswith(pname) and t.name[len(pname):].isdigit()}
     for r in records:
         tid = parent_tid.get(r.parent)
         if tid is None or not r.start == r.start:

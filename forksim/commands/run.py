@@ -33,6 +33,11 @@ def summary_table(summary: dict) -> None:
     thr = summary["throughput_per_s"]
     ci = thr.get("ci95")
     console.print(f"throughput: {fmt(thr['mean'])} creations/s" + (f" (95% CI {fmt(ci[0])} .. {fmt(ci[1])})" if ci else ""))
+    req = summary.get("request_throughput_per_s")
+    if req:  # server workloads
+        console.print(f"requests: {fmt(req['mean'])} served/s, {summary.get('requests_unfinished', 0):,} unfinished at "
+                      "the end; in fork(): arrived between fork()'s entry and return; in snapshot: arrived between "
+                      "fork()'s entry and the snapshot child's exit")
     console.print(f"CPU utilisation: {100 * (summary['cpu_utilization'] or 0):.1f}%")
     waits = ", ".join(f"{k} mean {fmt(v['mean'], 2)} us / p99 {fmt(v['p99'], 2)} us" for k, v in summary["lock_wait_us"].items())
     console.print(f"lock waits: {waits}")
@@ -53,6 +58,8 @@ def main(args: argparse.Namespace) -> int:
         result = run_experiment(exp, workers=args.workers or None,
                                 on_replication=lambda done, total: progress.update(task, completed=done))
     write_table(out / f"forks.{args.format}", result.records)
+    if result.requests is not None:  # server workloads: every request after the warm-up
+        write_table(out / f"requests.{args.format}", result.requests)
     write_text(out / "config.resolved.toml",
                "# The fully resolved experiment: times in microseconds, sizes in bytes, rates per second.\n"
                + tomli_w.dumps(experiment_to_toml_dict(exp)))

@@ -31,9 +31,16 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
-def _points_table(name: str, rows: list[tuple]) -> Table:
+_REQUEST_COLUMNS = (("request_latency_us", "p99", "request p99 us"),
+                    ("request_latency_in_snapshot_us", "p99", "request p99 in snapshot us"))
+
+
+def _points_table(name: str, rows: list[tuple], server: bool = False) -> Table:
     t = Table(title=f"{name}: sweep points", title_justify="left")
-    for col in ("point", "values", "throughput/s", "fork p50 us", "fork p99 us", "p99 95% CI", "CPU util", "note"):
+    cols = ["point", "values", "throughput/s", "fork p50 us", "fork p99 us", "p99 95% CI", "CPU util", "note"]
+    if server:  # the question of a server experiment: request latency, overall and during the snapshot
+        cols[-1:-1] = [label for _, _, label in _REQUEST_COLUMNS]
+    for col in cols:
         t.add_column(col, justify="left" if col in ("point", "values", "note") else "right")
     for r in rows:
         t.add_row(*r)
@@ -48,11 +55,12 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("must be 1 or more", source="--workers")
     out = out_dir(args, exp, "sweep")
     rows: dict[int, tuple] = {}
+    server = exp.workload.kind == "server"
 
     def on_point(point, summary, reused) -> None:
         values = ", ".join(f"{k.split('.')[-1]}={fmt(v)}" for k, v in point.values.items()) or "(base)"
         if summary.get("error"):
-            rows[point.index] = (point.id, values, "-", "-", "-", "-", "-", f"[red]{summary['error']}[/red]")
+            rows[point.index] = (point.id, values, *["-"] * (5 + 2 * server), f"[red]{summary['error']}[/red]")
             return
         thr = (summary.get("throughput_per_s") or {}).get("mean")
         fl = summary.get("fork_latency_us") or {}
@@ -63,12 +71,13 @@ def main(args: argparse.Namespace) -> int:
             note = f"{len(summary['errors'])} replication(s) failed"
         rows[point.index] = (point.id, values, fmt(thr), fmt(fl.get("p50")), fmt(fl.get("p99")),
                              f"{fmt(ci[0])} .. {fmt(ci[1])}" if ci else "-",
-                             f"{100 * util:.0f}%" if util is not None else "-", note)
+                             f"{100 * util:.0f}%" if util is not None else "-",
+                             *[fmt((summary.get(k) or {}).get(p)) for k, p, _ in _REQUEST_COLUMNS if server], note)
 
     df = sweep(exp, out=out, executor=args.executor, scheduler=args.scheduler, workers=args.workers,
                resume=args.resume, format=args.format, progress=not args.quiet, on_point=on_point)
     if not args.quiet:
-        console.print(_points_table(exp.experiment.name, [rows[i] for i in sorted(rows)]))
+        console.print(_points_table(exp.experiment.name, [rows[i] for i in sorted(rows)], server))
         errors = int(df["error"].notna().sum())
         console.print(f"{len(df)} rows ({len(df.attrs['computed'])} points computed, {len(df.attrs['reused'])} reused"
                       + (f", {errors} failed replications" if errors else "") + f"); results in {out}/")
