@@ -1,12 +1,15 @@
 """`forksim report DIR`: figures (PNG) and a short markdown summary of a run or a sweep directory.
 
 A run directory (what `forksim run --out DIR` writes): summary.json, forks.parquet or forks.csv,
-config.resolved.toml. The report draws the latency ECDFs, the percentiles with their confidence
-intervals, where the creating call's time goes by stage, and the lock waits.
+config.resolved.toml (a server workload: requests.parquet too). The report draws the latency ECDFs
+(a server: its request latency overall, arriving in a snapshot, arriving in fork()), the percentiles
+with their confidence intervals, where the creating call's time goes by stage, and the lock waits.
 
 A sweep directory (what `forksim sweep --out DIR` writes): results.parquet or results.csv (one row
 per point x replication) and points/*/summary.json. The report draws throughput and latency against
-the swept key with the 95% confidence intervals of each point, and the latency-throughput curve.
+the swept key (keys linked to it on the same line) with the 95% confidence intervals of each point,
+the latency-throughput curve, and what the experiment asks about where its points measured it: request
+latency over the snapshot windows (a server), the faulting threads' mmap_lock stalls, the lock waits.
 
 summary.md's numbers are summary.json's under one rule, `rounded()`: a float is shown rounded to
 `DIGITS` decimals (Python's round), an integer as it is, a missing value as "-".
