@@ -14,13 +14,13 @@ estimate (`ci_errors`).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from .axes import (SIZE_KEYS, TIME_KEYS, ci_errors, key_axis, leaf, legend, legend_place, plain_log, size_text,
+                   thousands, time_axis, time_text, x_values)
 
 __all__ = [
     "LATENCY_LABELS",
@@ -60,82 +60,6 @@ STAGE_LABELS = {
     "copy_process_tail": "copy_process tail\n(alloc_pid, tasklist_lock, wake_up_new_task)",
     "after_wake_up_new_task": "after wake_up_new_task\n(IPI, vfork wait)",
 }
-# what a swept key's values are (the resolved config's units: bytes, microseconds, per second)
-_SIZE_KEYS = {"rss"}
-_TIME_KEYS = {"duration", "warmup", "think_time", "lifetime", "exec_lifetime", "tick", "slice", "idle_wake",
-              "context_switch", "migration", "service", "interval", "cron", "first_snapshot"}
-_RATE_KEYS = {"rate", "fault_rate"}
-_COUNT_UNITS = {"cpus": "CPUs", "parents": "processes", "threads": "threads", "vmas": "mappings",
-                "anon_vmas": "mappings", "cpu_hogs": "tasks"}
-
-
-# ------------------------------------------------------------------ units on axes
-
-
-def time_text(us: float) -> str:
-    """A time in µs as a tick label: '500 µs', '2 ms', '1.5 s'."""
-    if us == 0 or not math.isfinite(us):
-        return "0" if us == 0 else ""
-    a = abs(us)
-    for unit, f in (("s", 1e6), ("ms", 1e3), ("µs", 1.0)):
-        if a >= f:
-            return f"{us / f:.3g} {unit}"
-    return f"{us * 1e3:.3g} ns"
-
-
-def size_text(nbytes: float) -> str:
-    """A size in bytes as a tick label: '64 MiB', '1 GiB'."""
-    if nbytes == 0 or not math.isfinite(nbytes):
-        return "0" if nbytes == 0 else ""
-    for unit, f in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(nbytes) >= f:
-            return f"{nbytes / f:.3g} {unit}"
-    return f"{nbytes:.3g} B"
-
-
-def time_axis(ax, axis: str = "y", log: bool = True) -> None:
-    """A time axis in µs: log scale, ticks at 1-2-5 (or decades over a wide range) labelled in units."""
-    target = ax.yaxis if axis == "y" else ax.xaxis
-    if log:
-        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
-        lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
-        decades = math.log10(max(hi, 1e-12) / max(lo, 1e-12))
-        target.set_major_locator(LogLocator(base=10, subs=(1.0,) if decades > 3 else (1.0, 2.0, 5.0)))
-        target.set_minor_formatter(NullFormatter())
-    target.set_major_formatter(FuncFormatter(lambda v, _pos: time_text(v)))
-
-
-def _plain_log(ax, axis: str = "y") -> None:
-    """Log-scale count labels as plain numbers (2,000, not 2x10^3)."""
-    target = ax.yaxis if axis == "y" else ax.xaxis
-    target.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
-    target.set_minor_formatter(NullFormatter())
-
-
-def _legend_place(labels: Sequence[str]) -> dict[str, Any]:
-    """Beside the axes, or below them when the labels are long (a legend never covers the data)."""
-    if max((len(str(t)) for t in labels), default=0) > 32:
-        return {"loc": "upper center", "bbox_to_anchor": (0.5, -0.16), "ncol": 1 if len(labels) < 4 else 2}
-    return {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
-
-
-def _legend(ax, title: str | None = None) -> None:
-    """The legend off the data (see _legend_place)."""
-    handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        ax.legend(handles, labels, borderaxespad=0.0, fontsize=8, title=title, title_fontsize=8, frameon=False,
-                  **_legend_place(labels))
-
-
-def ci_errors(est: Sequence[float], lo: Sequence[float], hi: Sequence[float]) -> np.ndarray:
-    """Error-bar lengths (2 x n) for intervals [lo, hi] around `est`; a bound that is missing, or an
-    interval that does not contain its estimate (beyond rounding), draws no bar rather than a wrong one."""
-    est, lo, hi = (np.asarray(v, dtype=float) for v in (est, lo, hi))
-    tol = 1e-6 * np.maximum(np.abs(est), 1.0)
-    ok = np.isfinite(est) & np.isfinite(lo) & np.isfinite(hi) & (lo <= est + tol) & (hi >= est - tol)
-    return np.vstack([np.where(ok, np.maximum(est - lo, 0.0), 0.0), np.where(ok, np.maximum(hi - est, 0.0), 0.0)])
-
-
 def set_theme() -> None:
     """The house style: seaborn's whitegrid, colour-blind palette."""
     sns.set_theme(style="whitegrid", palette="colorblind", context="notebook")
@@ -175,7 +99,7 @@ def _ecdf(ax, long: pd.DataFrame, x: str, hue: str, log: bool | None) -> None:
                     textcoords="offset points", va="center", fontsize=8, color="0.4")
     if ax.get_legend() is not None:
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        place = _legend_place(labels)
+        place = legend_place(labels)
         if place["loc"] == "upper left":
             place["bbox_to_anchor"] = (1.04, 1.0)  # room for the p50/p99 marks
         sns.move_legend(ax, frameon=False, fontsize=8, title=None, **place)
@@ -254,7 +178,8 @@ def stage_breakdown(summary: dict[str, Any], *, ax=None, title: str | None = Non
         ax.set_xlim(0, max(1e-9, df["us"].max()) * 1.35)
     time_axis(ax, "x", log=log)
     for i, v in enumerate(df["us"]):
-        share = f" ({100 * v / total:.0f}%)" if total > 0 else ""
+        pct = 100 * v / total if total > 0 else 0.0
+        share = "" if total <= 0 else f" ({pct:.0f}%)" if pct >= 1 or v == 0 else " (<1%)"
         ax.annotate(f"{time_text(v)}{share}", (max(v, ax.get_xlim()[0]), i), xytext=(4, 0),
                     textcoords="offset points", va="center", fontsize=8)
     ax.set_xlabel("mean time per creation inside the call" + (" (log scale)" if log else ""))
@@ -298,7 +223,7 @@ def latency_percentiles(summary: dict[str, Any], *, ax=None, title: str | None =
     time_axis(ax, "y")
     ax.set_xlabel("percentile")
     ax.set_ylabel("latency (log scale; bars: 95% CI)")
-    _legend(ax)
+    legend(ax)
     ax.set_title(title or "latency percentiles across replications")
     return ax
 
@@ -329,55 +254,12 @@ def lock_waits(summary: dict[str, Any], *, ax=None, title: str | None = None):
     time_axis(ax, "y", log=False)
     ax.set_xlabel("")
     ax.set_ylabel("wait per acquisition")
-    _legend(ax, "statistic")
+    legend(ax, "statistic")
     ax.set_title(title or "lock waits")
     return ax
 
 
 # ------------------------------------------------------------------ sweeps
-
-
-def _leaf(key: str) -> str:
-    return key.split(",")[0].rsplit(".", 1)[-1]
-
-
-def _x(points: pd.DataFrame, key: str) -> tuple[np.ndarray, list[str] | None]:
-    vals = points[key]
-    numeric = pd.api.types.is_numeric_dtype(vals) and not pd.api.types.is_bool_dtype(vals)
-    if numeric:
-        return vals.to_numpy(dtype=float), None
-    labels = [str(v) for v in dict.fromkeys(vals)]
-    return np.array([labels.index(str(v)) for v in vals], dtype=float), labels
-
-
-def key_axis(ax, points: pd.DataFrame, key: str, label: str | None = None) -> None:
-    """The swept key on x: sizes on a log-2 axis ticked at the swept values in binary units, times in
-    units, counts spanning a factor of 8 or more on a log-2 axis, text values as categories."""
-    x, labels = _x(points, key)
-    leaf = _leaf(key)
-    unit = ""
-    if labels is None and len(x):
-        values = np.unique(x[np.isfinite(x)])
-        positive = values[values > 0]
-        wide = len(positive) >= 3 and positive.max() / positive.min() >= 8
-        if (leaf in _SIZE_KEYS or wide) and len(positive):
-            if (values <= 0).any():  # a zero among sizes: linear up to the smallest positive value
-                ax.set_xscale("symlog", base=2, linthresh=positive.min(), linscale=0.6)
-            else:
-                ax.set_xscale("log", base=2)
-            unit = "log scale"
-        fmt = size_text if leaf in _SIZE_KEYS else time_text if leaf in _TIME_KEYS else (lambda v: f"{v:g}")
-        if len(values) <= 12:
-            ax.xaxis.set_major_locator(FixedLocator(values))
-        elif pd.api.types.is_integer_dtype(points[key]):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt(v)))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        what = "per second" if leaf in _RATE_KEYS else _COUNT_UNITS.get(leaf, "")
-        unit = ", ".join(u for u in (what, unit) if u)
-    else:
-        ax.set_xticks(range(len(labels or [])), labels or [])
-    ax.set_xlabel(label or (key + (f" ({unit})" if unit else "")))
 
 
 def _groups(points: pd.DataFrame, by: Iterable[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -387,7 +269,7 @@ def _groups(points: pd.DataFrame, by: Iterable[str]) -> list[tuple[str, pd.DataF
     out = []
     for values, sub in points.groupby(by, sort=True, dropna=False):
         values = values if isinstance(values, tuple) else (values,)
-        text = [size_text(v) if _leaf(k) in _SIZE_KEYS and isinstance(v, (int, float)) else str(v)
+        text = [size_text(v) if leaf(k) in SIZE_KEYS and isinstance(v, (int, float)) else str(v)
                 for k, v in zip(by, values)]
         name = text[0] if len(by) == 1 else ", ".join(f"{k}={v}" for k, v in zip(by, text))
         out.append((name, sub))
@@ -407,9 +289,9 @@ def sweep_lines(points: pd.DataFrame, key: str, series: Sequence[tuple[str, str]
     ys, banded = [], False
     for g, (name, sub) in enumerate(groups):
         sub = sub.sort_values(key)
-        x, labels = _x(sub, key)
+        x, labels = x_values(sub, key)
         if labels is not None:  # categories in the order of the whole frame
-            all_labels = _x(points, key)[1]
+            all_labels = x_values(points, key)[1]
             x = np.array([all_labels.index(str(v)) for v in sub[key]], dtype=float)
         for j, (col, label) in enumerate(series):
             if col not in sub or sub[col].isna().all():
@@ -442,11 +324,13 @@ def sweep_lines(points: pd.DataFrame, key: str, series: Sequence[tuple[str, str]
         time_axis(ax, "y", log=log)
     elif log:
         ax.set_yscale("log")
-        _plain_log(ax)
+        plain_log(ax)
+    else:
+        thousands(ax)
     key_axis(ax, points, key, xlabel)
     ax.set_ylabel(ylabel + (" (log scale)" if log else "") + ("\nband: 95% CI" if banded else ""))
     if len(ys) > 1:
-        _legend(ax, ", ".join(by) if len(groups) > 1 else None)
+        legend(ax, ", ".join(by) if len(groups) > 1 else None)
     ax.set_title(title or f"{ylabel} against {key}")
     return ax
 
@@ -477,7 +361,7 @@ def throughput_latency(points: pd.DataFrame, *, metric: str = "fork_latency_us",
     (labelled with the swept value), with both 95% CIs as error bars; an optional SLO line."""
     ax = new_axes(ax)
     col = f"{metric}.{percentile}"
-    fmt = size_text if key and _leaf(key) in _SIZE_KEYS else time_text if key and _leaf(key) in _TIME_KEYS else str
+    fmt = size_text if key and leaf(key) in SIZE_KEYS else time_text if key and leaf(key) in TIME_KEYS else str
     for j, (name, sub) in enumerate(_groups(points, by)):
         sub = sub.sort_values(key if key is not None and key in sub else "throughput_per_s")
         x, y = sub["throughput_per_s"].to_numpy(float), sub[col].to_numpy(float)
@@ -494,9 +378,10 @@ def throughput_latency(points: pd.DataFrame, *, metric: str = "fork_latency_us",
         ax.annotate(f"SLO {percentile} ≤ {time_text(slo_us)}", (0.01, slo_us), xycoords=("axes fraction", "data"),
                     xytext=(0, 3), textcoords="offset points", color="crimson", fontsize=8)
     ax.set_xlabel("throughput (creations/s; bars: 95% CI)")
+    thousands(ax, "x")
     ax.set_ylabel(f"{LATENCY_LABELS.get(metric, metric).split(' (')[0]} {percentile} (log scale)")
     time_axis(ax, "y")
     if by:
-        _legend(ax, ", ".join(by))
+        legend(ax, ", ".join(by))
     ax.set_title(title or f"{percentile} latency against throughput" + (f" (labels: {key})" if key else ""))
     return ax

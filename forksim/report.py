@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from . import plots
+from .axes import SIZE_KEYS, TIME_KEYS, size_text, time_text
 from .errors import ForksimError
 from .io import read_table, write_text
 
@@ -448,10 +449,10 @@ def _key_cell(key: str, value: Any) -> str:
     """A swept value in summary.md: sizes and times in units, the rest as `rounded`."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         leaf = key.rsplit(".", 1)[-1]
-        if leaf in plots._SIZE_KEYS:
-            return plots.size_text(value)
-        if leaf in plots._TIME_KEYS:
-            return plots.time_text(value)
+        if leaf in SIZE_KEYS:
+            return size_text(value)
+        if leaf in TIME_KEYS:
+            return time_text(value)
     return rounded(value)
 
 
@@ -515,7 +516,7 @@ def _sweep_figures(frame: pd.DataFrame, key: str, by: list[str], linked: list[st
     def draw(name: str, fn, *args, size=(8.5, 4.5), **kw) -> None:
         fig, ax = _figure(size)
         fn(*args, by=by, ax=ax, **kw)
-        if linked:  # linked keys move with the x key: one line, both named on the axis
+        if linked and fn is not plots.throughput_latency:  # linked keys move with x: one line, all named
             ax.set_xlabel(f"{ax.get_xlabel()}; with {', '.join(linked)}")
         figures.append(_save(fig, out / name))
 
@@ -545,7 +546,7 @@ def _sweep_figures(frame: pd.DataFrame, key: str, by: list[str], linked: list[st
             draw("sweep_roundtrip_latency.png", plots.sweep_latency, frame, key, metric="roundtrip_latency_us",
                  percentiles=("p50", "p99"), title=f"round-trip latency against {key}")
         draw("sweep_throughput_latency.png", plots.throughput_latency, frame, key=key,
-             title=f"fork() p99 against throughput (labels: {key})")
+             title=f"fork() p99 against throughput (labels: {', '.join([key, *linked])})")
     return figures
 
 
