@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import stdtrit  # Student's t quantile; scipy.stats would cost 50 MB to import
 
+from .requests import DONE, LATENCY, WINDOWS
+
 __all__ = ["Creation", "Records", "ReplicationResult", "records_frame", "summarize", "ci95", "PERCENTILES"]
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
@@ -222,8 +224,6 @@ def _requests(results: Sequence[ReplicationResult]) -> dict[str, Any]:
     """Server workloads: request latency (arrival to the end of its service) over every request and
     over the fork and snapshot windows (forksim.requests.WINDOWS, each section stating its window),
     requests unfinished at the end, and request throughput."""
-    from .requests import DONE, LATENCY, WINDOWS
-
     frames = [r.requests if r.requests is not None else pd.DataFrame({LATENCY: [], DONE: []}) for r in results]
     finished = [f[f[DONE].notna()] for f in frames]
     out: dict[str, Any] = {}

@@ -540,13 +540,13 @@ def _sweep_figures(frame: pd.DataFrame, key: str, by: list[str], linked: list[st
         draw("sweep_lock_waits.png", plots.sweep_lines, frame, key, cols, log=False,
              ylabel="wait per acquisition", title=f"lock waits against {key}")
     draw("sweep_fork_latency.png", plots.sweep_latency, frame, key, metric="fork_latency_us",
-         percentiles=("p50", "p99"), title=f"fork() latency against {key}")
+         percentiles=("p50", "p99"), title=f"creating call latency (entry to return) against {key}")
     if not head["server"]:
         if "roundtrip_latency_us.p99" in frame:
             draw("sweep_roundtrip_latency.png", plots.sweep_latency, frame, key, metric="roundtrip_latency_us",
                  percentiles=("p50", "p99"), title=f"round-trip latency against {key}")
         draw("sweep_throughput_latency.png", plots.throughput_latency, frame, key=key,
-             title=f"fork() p99 against throughput (labels: {', '.join([key, *linked])})")
+             title=f"creating call p99 against throughput (labels: {', '.join([key, *linked])})")
     return figures
 
 
