@@ -208,7 +208,7 @@ def test_run_writes_the_contract_files(tiny_toml, tmp_path, forksim_cli):
     summary = json.loads((out / "summary.json").read_text())
     _check_contract(summary)
     forks = pd.read_parquet(out / "forks.parquet")
-    assert {"replication", "start", "fork_ret", "child_start", "reap", "fork_latency_us"} <= set(forks.columns)
+    assert {"replication", "warmup", "start_us", "fork_ret_us", "child_start_us", "reap_us", "fork_latency_us"} <= set(forks.columns)
     assert len(forks) >= summary["forks"]
     assert set(forks["replication"]) == {0, 1}
 
