@@ -237,6 +237,27 @@ def _latency(per_rep: list[np.ndarray], *, seed: int | None = None, name: str = 
     return out
 
 
+def _stage_means(measured: pd.DataFrame) -> dict[str, float | None]:
+    """Where the parent's time inside the call goes (means over measured creations)."""
+    stage_us: dict[str, float | None] = {}
+    returned = measured["fork_ret_us"].notna().to_numpy()  # creations still inside the call have no stages yet
+    if returned.any():
+        def stage(column: str) -> np.ndarray:  # column by column: no copy of the whole table
+            return measured[column].to_numpy()[returned]
+
+        parts = {
+            "copy_process_setup": stage("setup_us"),
+            "mmap_lock_wait": stage("mmap_wait_us"),
+            "dup_mmap": stage("dup_mmap_us"),
+            "copy_process_tail": stage("tail_us"),
+        }
+        for name, values in parts.items():
+            stage_us[name] = _clean(values.mean())
+        rest = stage("fork_latency_us") - sum(parts.values())
+        stage_us["after_wake_up_new_task"] = _clean(rest.mean())  # IPI to a halted CPU, vfork wait
+    return stage_us
+
+
 def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = None, *,
               seed: int | None = None) -> dict[str, Any]:
     """The summary.json contract from all replications: latencies over the pooled post-warm-up
@@ -303,24 +324,7 @@ def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = No
         "p99": _clean(np.percentile(stalls, 99)) if len(stalls) else None,
         "max": _clean(stalls.max()) if len(stalls) else None,
     }
-    # Where the parent's time inside the call goes (means over measured creations).
-    stage_us = {}
-    returned = measured["fork_ret_us"].notna().to_numpy()  # creations still inside the call have no stages yet
-    if returned.any():
-        def stage(column: str) -> np.ndarray:  # column by column: no copy of the whole table
-            return measured[column].to_numpy()[returned]
-
-        parts = {
-            "copy_process_setup": stage("setup_us"),
-            "mmap_lock_wait": stage("mmap_wait_us"),
-            "dup_mmap": stage("dup_mmap_us"),
-            "copy_process_tail": stage("tail_us"),
-        }
-        for name, values in parts.items():
-            stage_us[name] = _clean(values.mean())
-        rest = stage("fork_latency_us") - sum(parts.values())
-        stage_us["after_wake_up_new_task"] = _clean(rest.mean())  # IPI to a halted CPU, vfork wait
-    summary["stage_us"] = stage_us
+    summary["stage_us"] = _stage_means(measured)
     summary["stack_cache_hit_ratio"] = _clean(measured["stack_hit"].mean()) if len(measured) else None
     summary["in_flight_at_end"] = int(sum(r.in_flight for r in results))
     summary["events_per_creation"] = _clean(
