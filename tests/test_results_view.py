@@ -63,8 +63,10 @@ def test_a_plan_result_shows_the_answer_and_probes_with_units():
 
 
 def test_a_sweep_table_shows_one_row_per_point_with_units(tiny_exp):
+    from forksim.sweep import sweep  # not forksim.sweep: once the submodule is imported it shadows the function (#17.1)
+
     exp = tiny_exp({"sweep": {"workload.image.rss": ["1MiB", "4MiB"]}})
-    table = forksim.sweep(exp, workers=1)
+    table = sweep(exp, workers=1)
     assert isinstance(table, forksim.SweepTable) and len(table) == 4  # 2 points x 2 replications
     page = table._repr_html_()
     assert "1MiB" in page and "4MiB" in page and "1048576" not in page
