@@ -71,6 +71,11 @@ class RunResult:
         return {"forksim.config": self.config_toml(), "forksim.profile": json.dumps(profile),
                 "forksim.seed": str(self.seed)}
 
+    def __repr__(self) -> str:  # the experiment, profile and records are a click away, not a dump
+        s = self.summary
+        return (f"RunResult(experiment={self.experiment.experiment.name!r}, seed={self.seed}, profile={self.profile.name!r}, "
+                f"replications={s.get('replications')}, forks={s.get('forks')}, records={len(self.records)} rows)")
+
     def _repr_html_(self) -> str:
         from .display import run_html
 
