@@ -11,7 +11,8 @@ import pandas as pd
 
 from .units import format_size, format_time_us, parse_rate, parse_size, parse_time_us
 
-__all__ = ["run_html", "plan_html", "sweep_html", "SweepTable", "LATENCY_LABELS"]
+__all__ = ["run_html", "plan_html", "sweep_html", "latency_frame", "refused_note", "key_unit", "key_value",
+           "SweepTable", "LATENCY_LABELS", "PERCENTILE_KEYS"]
 
 LATENCY_LABELS = {
     "fork_latency_us": "creating call (entry to return)",
@@ -52,7 +53,7 @@ def key_unit(key: str) -> str | None:
     metadata = list(getattr(info, "metadata", ()))
     for arg in typing.get_args(getattr(info, "annotation", None)):  # an optional quantity: Annotated | None
         metadata += list(getattr(arg, "__metadata__", ()))
-    for m in metadata:
+    for m in metadata:  # config._unit wraps each quantity's parser in a BeforeValidator: the parser is the unit
         cells = getattr(getattr(m, "func", None), "__closure__", None) or ()
         for cell in cells:
             parser = cell.cell_contents
