@@ -35,17 +35,40 @@ __all__ = [
     "MeasurementError",
     "sweep",
     "plan",
+    "PlanResult",
+    "SweepTable",
+    "write_trace",
+    "read_metadata",
+    "plots",
+    "validation",
 ]
+
+# Imported on first use (they pull in dask, matplotlib, the validation harness): name -> (module, attribute
+# or None for the module itself). The name is bound to what it stands for once imported, so a later
+# `forksim.sweep` is still the function, not the submodule the import also binds on the package.
+_LAZY = {
+    "sweep": (".sweep", "sweep"),
+    "plan": (".plan", "plan"),
+    "PlanResult": (".plan", "PlanResult"),
+    "SweepTable": (".display", "SweepTable"),
+    "write_trace": (".trace", "write_trace"),
+    "read_metadata": (".io", "read_metadata"),
+    "plots": (".plots", None),
+    "validation": (".validation", None),
+}
 
 
 def __getattr__(name: str):
-    # sweep and plan pull in dask and friends: import them on first use.
-    if name == "sweep":
-        from .sweep import sweep
+    if name not in _LAZY:
+        raise AttributeError(f"module 'forksim' has no attribute {name!r}")
+    import importlib
 
-        return sweep
-    if name == "plan":
-        from .plan import plan
+    module, attr = _LAZY[name]
+    mod = importlib.import_module(module, __name__)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value
 
-        return plan
-    raise AttributeError(f"module 'forksim' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

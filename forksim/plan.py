@@ -293,6 +293,11 @@ class PlanResult:
 
         return pd.DataFrame([p.to_dict() for p in self.tried])
 
+    def _repr_html_(self) -> str:
+        from .display import plan_html
+
+        return plan_html(self)
+
 
 # ------------------------------------------------------------------ the search
 

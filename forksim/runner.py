@@ -4,6 +4,8 @@ experiment (in parallel across local cores), and the results they hand back."""
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import math
 import os
 import time
@@ -15,8 +17,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 import simpy
+import tomli_w
 
-from .config import Experiment
+from .config import Experiment, experiment_to_toml_dict
 from .errors import ConfigError
 from .kernel.clone import COPIES_MM, EXECS, NEW_PROCESS, Kernel
 from .kernel.costs import EMPTY_IMAGE, Costs
@@ -51,6 +54,32 @@ class RunResult:
     summary: dict[str, Any]
     records: pd.DataFrame
     replications: list[ReplicationResult] = field(repr=False)
+
+    def config_toml(self) -> str:
+        """The fully resolved experiment as TOML (what `forksim run` writes to config.resolved.toml)."""
+        return ("# The fully resolved experiment: times in microseconds, sizes in bytes, rates per second.\n"
+                + tomli_w.dumps(experiment_to_toml_dict(self.experiment)))
+
+    def metadata(self) -> dict[str, str]:
+        """How the records were made, as the key-value metadata forks.parquet carries: the resolved
+        config (TOML), the profile (name, host, sha256 of the profile as used, what-if applied) and
+        the seed. `forksim.io.read_metadata` reads it back."""
+        prov = self.profile.provenance
+        profile = {"name": self.profile.name, "source": self.experiment.machine.profile,
+                   "kernel": prov.get("kernel"), "cpu_model": prov.get("cpu_model"),
+                   "sha256": hashlib.sha256(self.profile.model_dump_json().encode()).hexdigest()}
+        return {"forksim.config": self.config_toml(), "forksim.profile": json.dumps(profile),
+                "forksim.seed": str(self.seed)}
+
+    def __repr__(self) -> str:  # the experiment, profile and records are a click away, not a dump
+        s = self.summary
+        return (f"RunResult(experiment={self.experiment.experiment.name!r}, seed={self.seed}, profile={self.profile.name!r}, "
+                f"replications={s.get('replications')}, forks={s.get('forks')}, records={len(self.records)} rows)")
+
+    def _repr_html_(self) -> str:
+        from .display import run_html
+
+        return run_html(self)
 
 
 def replication_seeds(seed: int, replications: int) -> list[np.random.SeedSequence]:
@@ -353,6 +382,7 @@ def _run_replication(exp: Experiment, profile: Profile, replication: int,
         events=next(env._eid),  # events scheduled (SimPy's own counter)
         wall_s=time.perf_counter() - wall,
         requests=getattr(workload, "request_latencies", None),
+        seed=seed.entropy if isinstance(seed.entropy, int) else None,
     )
 
 

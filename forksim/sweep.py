@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from .config import Experiment, config_value, experiment_to_toml_dict, load_experiment, sweep_overrides
+from .display import SweepTable
 from .errors import ConfigError, ForksimError
 from .io import write_json, write_table
 from .metrics import ReplicationResult, summarize
@@ -380,6 +381,7 @@ def sweep(
     outp = Path(out) if out is not None else None
 
     rows_by_point: dict[str, list[dict[str, Any]]] = {}
+    summaries: dict[str, dict[str, Any]] = {}  # each point's summary.json (the notebook view shows them)
     reused: list[str] = []
     todo: list[SweepPoint] = []
     for p in points:
@@ -387,12 +389,12 @@ def sweep(
         if rows is not None:
             rows_by_point[p.id] = rows
             reused.append(p.id)
+            try:
+                summaries[p.id] = json.loads((outp / "points" / p.id / "summary.json").read_text())
+            except (OSError, ValueError):
+                summaries[p.id] = {}
             if on_point is not None:
-                try:
-                    summary = json.loads((outp / "points" / p.id / "summary.json").read_text())
-                except (OSError, ValueError):
-                    summary = {}
-                on_point(p, summary, True)
+                on_point(p, summaries[p.id], True)
         else:
             todo.append(p)
 
@@ -416,6 +418,7 @@ def sweep(
             write_json(pdir / "result.json", {"id": p.id, "index": p.index, "overrides": _clean_json(p.overrides),
                                               "rows": rows})
         rows_by_point[p.id] = rows
+        summaries[p.id] = summary
         if on_point is not None:
             on_point(p, summary, False)
 
@@ -464,7 +467,7 @@ def sweep(
                 bar.stop()
             ex.close(cancel=not ok)
 
-    df = _table(points, rows_by_point)
+    df = SweepTable(_table(points, rows_by_point), summaries=summaries)
     df.attrs["computed"] = computed
     df.attrs["reused"] = reused
     if outp is not None:

@@ -74,8 +74,11 @@ def _queueing() -> dict[str, float]:
 
 
 def _records_hash(df: pd.DataFrame) -> str:
-    """A hash of the records table's values (whatever its in-memory layout or dtypes)."""
-    return hashlib.sha256(df.to_csv(index=False, float_format="%.17g").encode()).hexdigest()
+    """A hash of the records table's values, column by column in order (whatever their names, in-memory
+    layout or dtypes: a renamed column or a categorical hashes the same); the derived `warmup` mark is
+    left out, so tables of trees before and after it compare."""
+    df = df.drop(columns=["warmup"], errors="ignore")
+    return hashlib.sha256(df.to_csv(index=False, header=False, float_format="%.17g").encode()).hexdigest()
 
 
 def record(out: Path, full: bool = False) -> None:

@@ -72,4 +72,8 @@ def latency_table(summary: dict[str, Any], title: str) -> Table:
         ci = (s.get("ci95") or {}).get("p99")
         ci_text = f"{fmt(ci[0])} .. {fmt(ci[1])}" if ci else "-"
         t.add_row(label, *(fmt(s.get(c)) for c in ("mean", "p50", "p90", "p99", "p999")), ci_text)
+        if s.get("refused"):  # a tail percentile from too few samples (forksim.stats.MIN_BEYOND)
+            from ..display import refused_note
+
+            t.caption, t.caption_justify = refused_note().replace("–", "-"), "left"
     return t

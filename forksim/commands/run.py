@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import tomli_w
 from rich.progress import Progress
 
-from ..config import experiment_to_toml_dict
 from ..io import write_json, write_table, write_text
 from ..runner import run_experiment
 from ..trace import write_trace
@@ -52,10 +50,8 @@ def main(args: argparse.Namespace) -> int:
         task = progress.add_task(f"simulating {exp.experiment.name}", total=n)
         result = run_experiment(exp, workers=args.workers or None,
                                 on_replication=lambda done, total: progress.update(task, completed=done))
-    write_table(out / f"forks.{args.format}", result.records)
-    write_text(out / "config.resolved.toml",
-               "# The fully resolved experiment: times in microseconds, sizes in bytes, rates per second.\n"
-               + tomli_w.dumps(experiment_to_toml_dict(exp)))
+    write_table(out / f"forks.{args.format}", result.records, metadata=result.metadata())
+    write_text(out / "config.resolved.toml", result.config_toml())
     write_json(out / "summary.json", result.summary)
     if args.trace:
         write_trace(exp, args.trace, profile=result.profile)
