@@ -16,6 +16,12 @@ from .predict import predict
 from .profile import Profile, load_profile, shipped_profiles
 from .runner import RunResult, run_experiment
 
+# Imported here, not on first use: importing the submodule `forksim.sweep` binds the package's
+# `sweep` attribute to the module, and a lazy `__getattr__` is no longer asked after that (the name
+# would be a function once, then a module). Bound after the import, the names stay the functions.
+from .plan import plan  # noqa: E402
+from .sweep import sweep  # noqa: E402
+
 run = run_experiment
 
 __all__ = [
@@ -37,15 +43,3 @@ __all__ = [
     "plan",
 ]
 
-
-def __getattr__(name: str):
-    # sweep and plan pull in dask and friends: import them on first use.
-    if name == "sweep":
-        from .sweep import sweep
-
-        return sweep
-    if name == "plan":
-        from .plan import plan
-
-        return plan
-    raise AttributeError(f"module 'forksim' has no attribute {name!r}")
