@@ -50,7 +50,7 @@ from .errors import ConfigError, ForksimError, SweepError
 from .io import write_json, write_table
 from .metrics import ReplicationResult, summarize
 from .profile import Profile
-from .runner import replication_seeds, resolve_profile, run_replication
+from .runner import nothing_measured, replication_seeds, resolve_profile, run_replication
 
 __all__ = ["sweep", "SweepPoint", "grid_points", "EXECUTORS", "flatten_summary"]
 
@@ -210,6 +210,9 @@ def _point_summary(point: SweepPoint, results: list[Any]) -> dict[str, Any]:
     if not ok:
         return {**head, "error": errors[0] if errors else "no replication ran", "errors": errors}
     summary = {**head, **summarize(ok)}
+    empty = nothing_measured(point.exp, summary)
+    if empty is not None:
+        return {**head, "error": f"experiment.duration: {empty}", "errors": errors}
     if errors:
         summary["errors"] = errors
     return summary
@@ -475,6 +478,8 @@ def sweep(
     def finish(p: SweepPoint, results: list[Any]) -> None:
         rows = _clean_json(_point_rows(p, results))
         summary = _clean_json(_point_summary(p, results))
+        for row in rows if summary.get("error") else []:  # e.g. a point that measured no creation
+            row["error"] = row["error"] or summary["error"]
         if outp is not None:
             pdir = outp / "points" / p.id
             write_json(pdir / "summary.json", summary)
