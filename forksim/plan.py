@@ -337,17 +337,8 @@ def plan(
     Integer keys: binary search (the answer passes, one step worse fails). Continuous keys:
     bisection (geometric for sizes and rates) until the bracket is narrower than `tolerance`
     (default: 1/64 of the range, of its log for sizes and rates; a quantity with units is allowed,
-    '64MiB'). `workers`: processes for each probe's replications (default one per CPU). A sweep
-    table in the config is otherwise ignored."""
-    if isinstance(exp_or_path, Experiment):
-        exp = exp_or_path.with_overrides(overrides) if overrides else exp_or_path
-    else:
-        exp = load_experiment(exp_or_path, overrides)
-    slo_ = parse_slo(slo) if isinstance(slo, str) else slo
-    if not find or not isinstance(find, str):
-        raise ConfigError("name the key to search, e.g. --find machine.cpus", source="--find")
-    if direction not in (None, "smallest", "largest"):
-        raise ConfigError(f"'smallest' or 'largest', got {direction!r}", source="direction")
+    '64MiB'). `workers`: processes for each probe's replications (default one per CPU)."""
+    exp, slo_ = _inputs(exp_or_path, overrides, slo, find, direction)
     kind = _key_kind(exp, find)
     links = linked_keys(exp, find, lambda k, raw: _resolve_value(exp, k, raw, "[sweep]"))
     exp = exp.model_copy(update={"sweep": {}})
@@ -392,14 +383,10 @@ def plan(
         why = f"{find}: the direction the range's ends show (--smallest/--largest to choose)"
     good, bad = (hi, lo) if want == "smallest" else (lo, hi)
     extra = [f"{ln.describe(find)} at every probe (linked in [sweep])" for ln in links]
-    if not (p_hi if want == "smallest" else p_lo).ok:  # the SLO holds only at the other end
-        note = (f"the SLO holds at {show(bad)} but not at {show(good)}: it does not improve the way {why.split(':')[0]} "
-                f"suggests; the {want} value meeting it is {show(bad)}")
-        return _result(find, slo_, _as_key_value(kind, bad), want, rng, tried, [*extra, note], cache, kind, why)
-    if (p_lo if want == "smallest" else p_hi).ok:
-        where = f"it holds already at {show(lo)}" if want == "smallest" else f"the limit lies above {show(hi)}"
-        return _result(find, slo_, _as_key_value(kind, bad), want, rng, tried,
-                       [*extra, f"the SLO holds across the whole range; {where}"], cache, kind, why)
+    end_note = _ends_note(want, cache[float(_as_key_value(kind, good))].ok, cache[float(_as_key_value(kind, bad))].ok,
+                          show(good), show(bad), why)
+    if end_note:  # the answer is an end of the range
+        return _result(find, slo_, _as_key_value(kind, bad), want, rng, tried, [*extra, end_note], cache, kind, why)
     good = _bisect(probe, good, bad, kind, tol, geo, ratio_tol)
     notes = list(extra)
     passes = [p.ok for p in sorted(tried, key=lambda p: p.value)]
@@ -407,6 +394,31 @@ def plan(
         notes.append("the probes are not monotone in the key (noise or a non-monotone metric): "
                      "more replications or a longer duration would settle the boundary")
     return _result(find, slo_, _as_key_value(kind, good), want, rng, tried, notes, cache, kind, why)
+
+
+def _ends_note(want: str, good_ok: bool, bad_ok: bool, good: str, bad: str, why: str) -> str:
+    """When the answer is the range's end `bad` (the end where the SLO should break): why."""
+    if not good_ok:  # the SLO holds only at the other end
+        return (f"the SLO holds at {bad} but not at {good}: it does not improve the way {why.split(':')[0]} suggests; "
+                f"within the range, the answer is {bad}")
+    if bad_ok:
+        return "the SLO holds across the whole range; " + (
+            f"it holds already at {bad}" if want == "smallest" else f"the limit lies above {bad}")
+    return ""
+
+
+def _inputs(exp_or_path: Experiment | str | Path, overrides: dict[str, Any] | None, slo: str | SLO, find: str,
+            direction: str | None) -> tuple[Experiment, SLO]:
+    if isinstance(exp_or_path, Experiment):
+        exp = exp_or_path.with_overrides(overrides) if overrides else exp_or_path
+    else:
+        exp = load_experiment(exp_or_path, overrides)
+    slo_ = parse_slo(slo) if isinstance(slo, str) else slo
+    if not find or not isinstance(find, str):
+        raise ConfigError("name the key to search, e.g. --find machine.cpus", source="--find")
+    if direction not in (None, "smallest", "largest"):
+        raise ConfigError(f"'smallest' or 'largest', got {direction!r}", source="direction")
+    return exp, slo_
 
 
 def _tolerance(exp: Experiment, find: str, kind: str, tolerance: float | str | None, lo: float, hi: float,

@@ -8,6 +8,7 @@ import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -17,7 +18,7 @@ import pandas as pd
 import simpy
 
 from .config import Experiment
-from .errors import ConfigError
+from .errors import ConfigError, ForksimError
 from .kernel.clone import COPIES_MM, EXECS, NEW_PROCESS, Kernel
 from .kernel.costs import EMPTY_IMAGE, Costs
 from .machine import Machine, SchedulerParams
@@ -424,10 +425,14 @@ def _run_all(jobs: list[tuple], workers: int, results: list[ReplicationResult],
     n = len(jobs)
     if workers > 1 and n > 1:
         with ProcessPoolExecutor(max_workers=min(workers, n)) as pool:
-            for i, res in enumerate(pool.map(_one, jobs)):
-                results.append(res)
-                if on_replication:
-                    on_replication(i + 1, n)
+            try:
+                for i, res in enumerate(pool.map(_one, jobs)):
+                    results.append(res)
+                    if on_replication:
+                        on_replication(i + 1, n)
+            except BrokenProcessPool as exc:  # a worker killed (out of memory, a signal)
+                raise ForksimError(f"a worker process died ({exc}) after {len(results)} of {n} replications; "
+                                   "rerun, or with --workers 1 to run them in this process") from None
     else:
         for i, job in enumerate(jobs):
             results.append(_one(job))

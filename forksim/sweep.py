@@ -353,6 +353,39 @@ def _finished(out: Path, point: SweepPoint) -> list[dict[str, Any]] | None:
     return data["rows"]
 
 
+def _check_args(executor: str, format: str, workers: int | None, scheduler: str | None, resume: bool,
+                out: str | Path | None) -> None:
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r} (one of: {', '.join(EXECUTORS)})", source="--executor")
+    if format not in ("parquet", "csv"):
+        raise ConfigError(f"unknown format {format!r} (parquet or csv)", source="--format")
+    if workers is not None and workers < 1:
+        raise ConfigError("must be 1 or more", source="--workers")
+    if scheduler and executor != "dask":
+        raise ConfigError("--scheduler needs --executor dask", source="--scheduler")
+    if resume and out is None:
+        raise ConfigError("--resume needs the output folder of the sweep to resume (--out)", source="--resume")
+
+
+def _reuse(out: Path, points: list[SweepPoint], rows_by_point: dict[str, list[dict[str, Any]]],
+           on_point: Callable[[SweepPoint, dict[str, Any], bool], None] | None) -> list[str]:
+    """Take the rows of the points finished in `out` into `rows_by_point`; returns their ids."""
+    reused = []
+    for p in points:
+        rows = _finished(out, p)
+        if rows is None:
+            continue
+        rows_by_point[p.id] = rows
+        reused.append(p.id)
+        if on_point is not None:
+            try:
+                summary = json.loads((out / "points" / p.id / "summary.json").read_text())
+            except (OSError, ValueError):
+                summary = {}
+            on_point(p, summary, True)
+    return reused
+
+
 def _check_resumable(out: Path, points: list[SweepPoint]) -> None:
     """Refuse to resume into a folder that holds another grid's points (a changed config, --set or
     --profile): the folder would end up with two sweeps' points side by side."""
@@ -431,16 +464,7 @@ def sweep(
     as each point is finished. Raises `SweepError` when the workers die or every point fails.
 
     The returned frame's `attrs` say which point ids were computed and which reused."""
-    if executor not in EXECUTORS:
-        raise ConfigError(f"unknown executor {executor!r} (one of: {', '.join(EXECUTORS)})", source="--executor")
-    if format not in ("parquet", "csv"):
-        raise ConfigError(f"unknown format {format!r} (parquet or csv)", source="--format")
-    if workers is not None and workers < 1:
-        raise ConfigError("must be 1 or more", source="--workers")
-    if scheduler and executor != "dask":
-        raise ConfigError("--scheduler needs --executor dask", source="--scheduler")
-    if resume and out is None:
-        raise ConfigError("--resume needs the output folder of the sweep to resume (--out)", source="--resume")
+    _check_args(executor, format, workers, scheduler, resume, out)
     exp = _load(exp_or_path, overrides)
     points = grid_points(exp, profile)
     outp = Path(out) if out is not None else None
@@ -448,22 +472,8 @@ def sweep(
         _check_resumable(outp, points)
 
     rows_by_point: dict[str, list[dict[str, Any]]] = {}
-    reused: list[str] = []
-    todo: list[SweepPoint] = []
-    for p in points:
-        rows = _finished(outp, p) if (resume and outp is not None) else None
-        if rows is not None:
-            rows_by_point[p.id] = rows
-            reused.append(p.id)
-            if on_point is not None:
-                try:
-                    summary = json.loads((outp / "points" / p.id / "summary.json").read_text())
-                except (OSError, ValueError):
-                    summary = {}
-                on_point(p, summary, True)
-        else:
-            todo.append(p)
-
+    reused = _reuse(outp, points, rows_by_point, on_point) if (resume and outp is not None) else []
+    todo = [p for p in points if p.id not in rows_by_point]
     if outp is not None:
         write_json(outp / "sweep.json", _clean_json({
             "experiment": exp.experiment.name,
