@@ -16,6 +16,13 @@ from .predict import predict
 from .profile import Profile, load_profile, shipped_profiles
 from .runner import RunResult, run_experiment
 
+# Imported here, not on first use: importing the submodule `forksim.sweep` binds the package's
+# `sweep` attribute to the module, and a lazy `__getattr__` is no longer asked after that (the name
+# would be a function once, then a module). Bound after the import, the names stay the functions.
+from .display import SweepTable  # noqa: E402
+from .plan import PlanResult, plan  # noqa: E402
+from .sweep import sweep  # noqa: E402
+
 run = run_experiment
 
 __all__ = [
@@ -43,14 +50,9 @@ __all__ = [
     "validation",
 ]
 
-# Imported on first use (they pull in dask, matplotlib, the validation harness): name -> (module, attribute
-# or None for the module itself). The name is bound to what it stands for once imported, so a later
-# `forksim.sweep` is still the function, not the submodule the import also binds on the package.
+# Imported on first use (they pull in matplotlib and the validation harness): name -> (module,
+# attribute or None for the module itself), bound once imported.
 _LAZY = {
-    "sweep": (".sweep", "sweep"),
-    "plan": (".plan", "plan"),
-    "PlanResult": (".plan", "PlanResult"),
-    "SweepTable": (".display", "SweepTable"),
     "write_trace": (".trace", "write_trace"),
     "read_metadata": (".io", "read_metadata"),
     "plots": (".plots", None),

@@ -43,6 +43,7 @@ def predict(
             "workload": {"kind": "closed", "parents": 1, "think_time": 2000.0, "image": image, "child": {"clone": clone}},
         },
         source="predict",
+        resolved=True,  # rss in bytes, times in microseconds
     )
     result = run_experiment(exp, profile=prof)
     s = result.summary

@@ -295,7 +295,7 @@ def test_unknown_command_exits_2(capsys):
 
 @pytest.mark.parametrize(
     "text,value",
-    [("256MiB", 256 * 1024**2), ("1GiB", 1024**3), ("4096", 4096), ("1.5KiB", 1536), ("2MB", 2_000_000),
+    [("256MiB", 256 * 1024**2), ("1GiB", 1024**3), ("4096B", 4096), ("1.5KiB", 1536), ("2MB", 2_000_000),
      ("1 GiB", 1024**3), ("0", 0), ("3kib", 3072)],
 )
 def test_parse_size(text, value):
@@ -305,13 +305,13 @@ def test_parse_size(text, value):
 @pytest.mark.parametrize(
     "text,value",
     [("250us", 250.0), ("2ms", 2000.0), ("10s", 10e6), ("1.5ms", 1500.0), ("500ns", 0.5), ("1min", 60e6),
-     ("42", 42.0), ("0us", 0.0)],
+     ("42us", 42.0), ("0us", 0.0), ("0", 0.0)],
 )
 def test_parse_time(text, value):
     assert parse_time_us(text) == pytest.approx(value)
 
 
-@pytest.mark.parametrize("text,value", [("5000/s", 5000.0), ("2/ms", 2000.0), ("300/min", 5.0), ("7", 7.0)])
+@pytest.mark.parametrize("text,value", [("5000/s", 5000.0), ("2/ms", 2000.0), ("300/min", 5.0), ("7/s", 7.0)])
 def test_parse_rate(text, value):
     assert parse_rate(text) == pytest.approx(value)
 
