@@ -493,7 +493,11 @@ def _result(find: str, slo_: SLO, answer: Any, want: str, rng: tuple, tried: lis
 
 
 def _shown(p: Probe) -> str:
-    return "unstable (the queue grew without bound)" if p.unstable else _fmt(p.metric)
+    if p.unstable:
+        return "unstable (the queue grew without bound)"
+    if p.metric is None:  # a percentile summary.json refuses (too few samples beyond it)
+        return "n/a (too few samples: lengthen experiment.duration or add replications)"
+    return _fmt(p.metric)
 
 
 def _fmt(v: float | None) -> str:

@@ -46,7 +46,8 @@ def test_public_names_stay_what_they_are():
     for name, obj in before.items():
         again = getattr(forksim, name)
         assert again is obj, f"forksim.{name} changed from {obj!r} to {again!r}"
-        assert not isinstance(again, types.ModuleType), f"forksim.{name} is a module"
+        if name not in ("plots", "validation"):  # the two names that are modules on purpose
+            assert not isinstance(again, types.ModuleType), f"forksim.{name} is a module"
     assert forksim.sweep is forksim.sweep and forksim.plan.__module__ == "forksim.plan"
 
 

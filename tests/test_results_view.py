@@ -23,7 +23,9 @@ def test_forks_parquet_carries_config_profile_seed_and_marks_warmup(forksim_cli,
     forks = tmp_path / "out" / "forks.parquet"
     meta = forksim.read_metadata(forks)
     assert meta["forksim.seed"] == "11"
-    resolved = parse_config(tomllib.loads(meta["forksim.config"]))
+    config = tomllib.loads(meta["forksim.config"])
+    assert config.pop("units") == "model"  # bare numbers in the model's units, as config.resolved.toml
+    resolved = parse_config(config, resolved=True)
     assert resolved.experiment.seed == 11 and resolved.workload.image.rss == 2**20
     assert meta["forksim.config"] == (tmp_path / "out" / "config.resolved.toml").read_text()
     profile = json.loads(meta["forksim.profile"])
