@@ -16,6 +16,13 @@ from .predict import predict
 from .profile import Profile, load_profile, shipped_profiles
 from .runner import RunResult, run_experiment
 
+# Imported here, not on first use: importing the submodule `forksim.sweep` binds the package's
+# `sweep` attribute to the module, and a lazy `__getattr__` is no longer asked after that (the name
+# would be a function once, then a module). Bound after the import, the names stay the functions.
+from .display import SweepTable  # noqa: E402
+from .plan import PlanResult, plan  # noqa: E402
+from .sweep import sweep  # noqa: E402
+
 run = run_experiment
 
 __all__ = [
@@ -35,17 +42,35 @@ __all__ = [
     "MeasurementError",
     "sweep",
     "plan",
+    "PlanResult",
+    "SweepTable",
+    "write_trace",
+    "read_metadata",
+    "plots",
+    "validation",
 ]
+
+# Imported on first use (they pull in matplotlib and the validation harness): name -> (module,
+# attribute or None for the module itself), bound once imported.
+_LAZY = {
+    "write_trace": (".trace", "write_trace"),
+    "read_metadata": (".io", "read_metadata"),
+    "plots": (".plots", None),
+    "validation": (".validation", None),
+}
 
 
 def __getattr__(name: str):
-    # sweep and plan pull in dask and friends: import them on first use.
-    if name == "sweep":
-        from .sweep import sweep
+    if name not in _LAZY:
+        raise AttributeError(f"module 'forksim' has no attribute {name!r}")
+    import importlib
 
-        return sweep
-    if name == "plan":
-        from .plan import plan
+    module, attr = _LAZY[name]
+    mod = importlib.import_module(module, __name__)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value
 
-        return plan
-    raise AttributeError(f"module 'forksim' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -136,7 +136,7 @@ def scenario_experiment(cpus: int, rss: int, kind: str, creations: int, *, rate:
                        "replications": replications, "seed": seed, "max_creations": creations},
         "machine": {"cpus": cpus, "profile": "default"},
         "workload": workload,
-    })
+    }, resolved=True)  # rss in bytes, the rate per second
 
 
 def _reaped(rep) -> int:

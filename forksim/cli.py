@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"forksim: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("forksim: interrupted; finished results are kept", file=sys.stderr)
+    except KeyboardInterrupt:  # run and sweep say themselves what they kept
+        print("forksim: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

@@ -3,6 +3,11 @@
 Every key has a default, so an empty file is a valid experiment. Quantities keep their units in
 TOML ("256MiB", "2ms", "5000/s"); the validated `Experiment` holds plain numbers (bytes,
 microseconds, per second) and is immutable, so one object flows from the config into the model.
+
+A time, size or rate written as a bare number (`duration = 2`, `--set workload.image.rss=256`) is
+refused: its unit is not known. Numbers already in the model's units come in only through named
+doors: `parse_config(..., resolved=True)`, `Experiment.with_overrides(..., resolved=True)`, and a
+config file that says `units = "model"` (the `config.resolved.toml` that `forksim run` writes).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import re
 import tomllib
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 from pydantic import (
     BaseModel,
@@ -21,12 +26,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from .errors import ConfigError
-from .units import UnitError, parse_rate, parse_size, parse_time_us
+from .units import UnitError, format_rate, format_size, format_time_us, parse_rate, parse_size, parse_time_us
 
 __all__ = [
     "Experiment",
@@ -39,6 +45,8 @@ __all__ = [
     "BurstSection",
     "ServerSection",
     "CLONE_KINDS",
+    "CALLS",
+    "format_config_value",
     "load_config",
     "load_experiment",
     "parse_config",
@@ -47,9 +55,14 @@ __all__ = [
     "sweep_overrides",
     "experiment_to_toml_dict",
     "config_value",
+    "quantity_parser",
+    "validate_resolved",
 ]
 
 CLONE_KINDS = ("fork", "vfork", "posix_spawn", "fork_exec", "thread")
+# The call each kind of creation makes, as tables and figures name it (fork_latency_us is its latency).
+CALLS = {"fork": "fork()", "vfork": "vfork()", "posix_spawn": "posix_spawn()", "fork_exec": "fork() (+execve)",
+         "thread": "pthread_create() (clone(CLONE_THREAD))"}
 
 # Physical bounds (the reason goes into the message).
 MAX_RSS_BYTES = 64 * 1024**4  # x86-64, 4-level page tables: 46-bit physical addresses, 64 TiB of RAM at most
@@ -67,14 +80,18 @@ _NAME = re.compile(r"[A-Za-z0-9_.+-][A-Za-z0-9 _.,+=@-]{0,99}")
 
 
 def _unit(parser):
-    def convert(value: Any) -> Any:
+    """A quantity's validator: the unit is required unless the validation context says the data are
+    resolved (the model's units)."""
+
+    def convert(value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             try:
-                return parser(value)
+                return parser(value, bare_ok=bool((info.context or {}).get("resolved")))
             except UnitError as exc:
                 raise ValueError(str(exc)) from None
         return value
 
+    convert.parser = parser  # type: ignore[attr-defined] - read by quantity_parser()
     return BeforeValidator(convert)
 
 
@@ -311,9 +328,12 @@ class Experiment(_Section):
                 raise ValueError(f"whatif.{key}: a what-if factor must be a non-negative number (got {factor!r})")
         return mods
 
-    def with_overrides(self, overrides: dict[str, Any]) -> "Experiment":
-        data = apply_overrides(experiment_to_toml_dict(self), overrides, source=self.source)
-        return parse_config(data, source=self.source)
+    def with_overrides(self, overrides: dict[str, Any], *, resolved: bool = False) -> "Experiment":
+        """A copy with dotted keys set. Values are written as in a config ("256MiB", "2ms", "5000/s");
+        `resolved=True`: they are already in the model's units (bytes, microseconds, per second), as
+        `config_value` returns them."""
+        data = apply_overrides(experiment_to_toml_dict(self), overrides, source=self.source, resolved=resolved)
+        return parse_config(data, source=self.source, resolved=True)
 
 
 # ------------------------------------------------------------------ loading and errors
@@ -377,20 +397,23 @@ def _format_validation(exc: ValidationError, source: str | None) -> ConfigError:
     given = err.get("input")
     if err["type"] not in ("missing",) and not isinstance(given, dict):
         shown = repr(given)
-        if shown not in msg:
+        if shown not in msg and "has no unit" not in msg:
             msg = f"{msg} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
     return ConfigError(msg, source=source, field=field or None)
 
 
-def parse_config(data: dict[str, Any], *, source: str | None = None) -> Experiment:
-    """Validate a config mapping (as read from TOML) into an `Experiment`."""
+def parse_config(data: dict[str, Any], *, source: str | None = None, resolved: bool = False) -> Experiment:
+    """Validate a config mapping (as read from TOML) into an `Experiment`. Times, sizes and rates need
+    their units; `resolved=True`: bare numbers are already in the model's units (microseconds,
+    bytes, per second), as `experiment_to_toml_dict` writes them. The `[sweep]` lists always need
+    units."""
     if not isinstance(data, dict):
         raise ConfigError("a config must be a table of sections", source=source)
     if "source" in data:  # set by the loader, not by the file
         raise ConfigError(f"unknown key (allowed: {', '.join(_field_names(Experiment))})", source=source,
                           field="source")
     try:
-        exp = Experiment.model_validate(data)
+        exp = Experiment.model_validate(data, context={"resolved": resolved})
     except ValidationError as exc:
         raise _format_validation(exc, source) from None
     for key, values in exp.sweep.items():
@@ -399,9 +422,59 @@ def parse_config(data: dict[str, Any], *, source: str | None = None) -> Experime
         # Every swept value must itself make a valid experiment. Linked keys "a,b" = [[a1, b1], ...]
         # move together (one axis of the grid).
         for value in values:
-            apply_overrides(experiment_to_toml_dict(exp), sweep_overrides(key, value, source=source),
-                            source=source, validate=True)
+            overrides = sweep_overrides(key, value, source=source)
+            for k, v in overrides.items():
+                _require_unit(k, v, source, f"sweep.{key}")
+            apply_overrides(experiment_to_toml_dict(exp), overrides, source=source, validate=True, resolved=True)
     return exp.model_copy(update={"source": source})
+
+
+def validate_resolved(data: dict[str, Any]) -> Experiment:
+    """pydantic validation of a mapping whose bare numbers are in the model's units (errors as
+    pydantic's ValidationError)."""
+    data = {k: v for k, v in data.items() if k != "sweep"}
+    return Experiment.model_validate(data, context={"resolved": True})
+
+
+def quantity_parser(key: str) -> Callable[..., Any] | None:
+    """The units parser of a dotted key (parse_time_us, parse_size, parse_rate), None for other keys."""
+    parts = key.split(".")
+    model = _model_at(tuple(parts[:-1]))
+    info = model.model_fields.get(parts[-1]) if model is not None else None
+    if info is None:
+        return None
+    found = [m for m in info.metadata if isinstance(m, BeforeValidator)]
+    for arg in typing.get_args(info.annotation):  # an optional quantity: Micros | None
+        if typing.get_origin(arg) is Annotated:
+            found += [m for m in arg.__metadata__ if isinstance(m, BeforeValidator)]
+    for m in found:
+        parser = getattr(m.func, "parser", None)
+        if parser is not None:
+            return parser
+    return None
+
+
+def format_config_value(key: str, value: Any) -> str:
+    """A key's value in the model's units as a user writes it: 64MiB, 2ms, 5000/s, 8."""
+    parser = quantity_parser(key)
+    if parser is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if parser is parse_size:
+        return format_size(value)
+    if parser is parse_time_us:
+        return format_time_us(value)
+    return format_rate(value)
+
+
+def _require_unit(key: str, value: Any, source: str | None, field: str | None = None) -> None:
+    """Refuse a time, size or rate override given as a bare number (it has no unit)."""
+    parser = quantity_parser(key)
+    if parser is None or isinstance(value, (bool, dict, list)) or value is None:
+        return
+    try:
+        parser(value)
+    except UnitError as exc:
+        raise ConfigError(str(exc), source=source or "--set", field=field or key) from None
 
 
 def sweep_overrides(key: str, value: Any, *, source: str | None = None) -> dict[str, Any]:
@@ -450,11 +523,18 @@ def _relative_to(base: Path, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> Experiment:
-    """Load, override and validate a config file."""
+    """Load, override and validate a config file. A file that opens with `units = "model"` (as
+    `config.resolved.toml` does) holds bare numbers in the model's units; `overrides` need units."""
     data = _relative_to(Path(path).parent, load_config(path))
+    resolved = False
+    if "units" in data:
+        if data["units"] != "model":
+            raise ConfigError(f'the only value is "model": bare numbers are microseconds, bytes and per second '
+                              f"(got {data['units']!r})", source=str(path), field="units")
+        resolved = bool(data.pop("units"))
     if overrides:
         data = apply_overrides(data, overrides, source=str(path))
-    return parse_config(data, source=str(path))
+    return parse_config(data, source=str(path), resolved=resolved)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -472,9 +552,12 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def apply_overrides(
-    data: dict[str, Any], overrides: dict[str, Any], *, source: str | None = None, validate: bool = False
+    data: dict[str, Any], overrides: dict[str, Any], *, source: str | None = None, validate: bool = False,
+    resolved: bool = False,
 ) -> dict[str, Any]:
-    """Return a copy of `data` with dotted keys set; unknown sections and keys are reported."""
+    """Return a copy of `data` with dotted keys set; unknown sections and keys are reported, and so is
+    a time, size or rate without its unit (unless `resolved`: values in the model's units).
+    `validate`: check the result, reading `data`'s bare numbers in the model's units."""
     out = copy.deepcopy(data)
     for key, value in overrides.items():
         parts = key.split(".")
@@ -492,6 +575,8 @@ def apply_overrides(
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise ConfigError(f"unknown key{hint}", source=source or "--set", field=key)
             if depth == len(parts) - 1:
+                if not resolved:
+                    _require_unit(key, value, source)
                 node[part] = value
             else:
                 node = node.setdefault(part, {})
@@ -501,9 +586,8 @@ def apply_overrides(
                 if model is None:
                     raise ConfigError("is not a section", source=source or "--set", field=".".join(parts[: depth + 1]))
     if validate:
-        out.pop("sweep", None)
         try:
-            Experiment.model_validate(out)
+            validate_resolved(out)
         except ValidationError as exc:
             raise _format_validation(exc, source) from None
     return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ForksimError", "ConfigError", "ProfileError", "MeasurementError"]
+__all__ = ["ForksimError", "ConfigError", "ProfileError", "MeasurementError", "SweepError"]
 
 
 class ForksimError(Exception):
@@ -26,3 +26,8 @@ class ProfileError(ConfigError):
 
 class MeasurementError(ForksimError):
     """A real-kernel measurement could not be made (missing privilege, compiler, memory)."""
+
+
+class SweepError(ForksimError):
+    """A sweep that produced no answer: its worker processes died, or every point failed. (One
+    failing point is recorded in the table; this is the sweep itself failing.)"""

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-__all__ = ["atomic_write", "write_json", "write_text", "write_table", "read_table"]
+__all__ = ["atomic_write", "write_json", "write_text", "write_table", "read_table", "read_metadata"]
 
 
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
@@ -43,12 +43,32 @@ def write_json(path: str | Path, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
-def write_table(path: str | Path, df: pd.DataFrame) -> Path:
-    """Parquet when the name ends in .parquet, else CSV."""
+def write_table(path: str | Path, df: pd.DataFrame, metadata: dict[str, str] | None = None) -> Path:
+    """Parquet when the name ends in .parquet (with `metadata` as the file's key-value metadata,
+    beside pandas' own, so categoricals read back as categoricals), else CSV (no metadata)."""
     path = Path(path)
     if path.suffix == ".parquet":
-        return atomic_write(path, lambda p: df.to_parquet(p, index=False))
+        def parquet(p: Path) -> None:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if metadata:
+                extra = {k.encode(): v.encode() for k, v in metadata.items()}
+                table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
+            pq.write_table(table, p)
+
+        return atomic_write(path, parquet)
     return atomic_write(path, lambda p: df.to_csv(p, index=False))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The forksim key-value metadata of a parquet file (`forksim.config`, `forksim.profile`,
+    `forksim.seed`; see `RunResult.metadata`); empty for a file without them."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"forksim.")}
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

@@ -1,5 +1,5 @@
-"""Records and summaries: per-creation records, percentiles with confidence intervals across
-independent replications, warm-up removal, CPU utilisation, and the summary.json contract."""
+"""Records and summaries: per-creation records, percentiles of the pooled post-warm-up samples with
+their confidence intervals (`stats`), warm-up marking, CPU utilisation, and the summary.json contract."""
 
 from __future__ import annotations
 
@@ -10,14 +10,25 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.special import stdtrit  # Student's t quantile; scipy.stats would cost 50 MB to import
 
 from .requests import DONE, LATENCY, WINDOWS
+from .stats import PERCENTILES, beyond, bootstrap_ci95, refusal, stream, t_ci95
 
-__all__ = ["Creation", "Records", "ReplicationResult", "records_frame", "summarize", "ci95", "PERCENTILES"]
+__all__ = ["Creation", "Records", "ReplicationResult", "records_frame", "summarize", "ci95", "PERCENTILES",
+           "RECORD_COLUMNS", "KIND_DTYPE"]
 
-PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
 _NAN = float("nan")
+
+# The records table's public column names (RunResult.records, forks.parquet): every time carries its
+# unit. The one place a `Creation` field is renamed; fields not named here keep their name.
+RECORD_COLUMNS = {
+    "arrival": "arrival_us", "start": "start_us", "fork_ret": "fork_ret_us", "child_start": "child_start_us",
+    "mm_release": "mm_release_us", "child_exit": "child_exit_us", "reap": "reap_us",
+    "mmap_wait": "mmap_wait_us", "pidmap_wait": "pidmap_wait_us", "tasklist_wait": "tasklist_wait_us",
+}
+# The clone kind as a pandas categorical with every kind as a category (tables of different runs
+# concatenate without falling back to strings).
+KIND_DTYPE = pd.CategoricalDtype(["fork", "vfork", "posix_spawn", "fork_exec", "thread"])
 
 
 class Creation:
@@ -142,6 +153,7 @@ class ReplicationResult:
         events: int,
         wall_s: float,
         requests: pd.DataFrame | None = None,
+        seed: int | None = None,
     ):
         self.replication = replication
         self.records = records  # this replication's creations (records_frame's columns, less `replication`)
@@ -154,99 +166,135 @@ class ReplicationResult:
         self.events = events
         self.wall_s = wall_s
         self.requests = requests  # server workloads: requests arriving after warm-up (forksim.requests' columns)
+        self.seed = seed  # the experiment's seed (the entropy of this replication's SeedSequence)
 
 
 def records_frame(results: Sequence[ReplicationResult]) -> pd.DataFrame:
-    """All replications' creations as one tidy table (times in microseconds)."""
+    """All replications' creations as one tidy table: `RECORD_COLUMNS` names (times in microseconds
+    since the replication's start), `warmup` marking the creations that entered before the warm-up
+    ended (summary.json leaves them out), `kind` a categorical, and the latencies."""
     frames = []
     for r in results:
         df = r.records.copy(deep=False)  # the replication's columns are shared, not copied
         df.insert(0, "replication", r.replication)
+        df.insert(1, "warmup", df["start"].to_numpy() < r.window[0])
         frames.append(df)
     if not frames:
-        df = pd.DataFrame(columns=["replication", *Creation.FIELDS])
+        df = pd.DataFrame(columns=["replication", "warmup", *Creation.FIELDS])
+        df["warmup"] = df["warmup"].astype(bool)
     elif len(frames) == 1:
         df = frames[0]
     else:
         df = pd.concat(frames, ignore_index=True)
-    df["fork_latency_us"] = df["fork_ret"] - df["start"]
-    df["roundtrip_latency_us"] = df["reap"] - df["start"]
-    df["child_start_latency_us"] = df["child_start"] - df["start"]
-    df["response_latency_us"] = df["reap"] - df["arrival"]
+    df = df.rename(columns=RECORD_COLUMNS)
+    if df["kind"].isin(KIND_DTYPE.categories).all():
+        df["kind"] = df["kind"].astype(KIND_DTYPE)
+    else:  # a kind outside the clone table (a test's own workload): categories from the data
+        df["kind"] = df["kind"].astype("category")
+    df["fork_latency_us"] = df["fork_ret_us"] - df["start_us"]
+    df["roundtrip_latency_us"] = df["reap_us"] - df["start_us"]
+    df["child_start_latency_us"] = df["child_start_us"] - df["start_us"]
+    df["response_latency_us"] = df["reap_us"] - df["arrival_us"]
     return df
 
 
 def ci95(values: Sequence[float]) -> list[float] | None:
     """Student-t 95% interval of the mean across replications (None with fewer than two)."""
-    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
-    if len(v) < 2:
-        return None
-    mean = float(v.mean())
-    half = float(stdtrit(len(v) - 1, 0.975) * v.std(ddof=1) / math.sqrt(len(v)))
-    return [mean - half, mean + half]
+    return t_ci95(values)
 
 
 def _clean(x: float) -> float | None:
     return round(float(x), 6) if x is not None and math.isfinite(x) else None
 
 
-def _latency(per_rep: list[np.ndarray]) -> dict[str, Any]:
-    """Mean and percentiles: the mean over replications of each replication's value, with a CI."""
-    rows = [a for a in per_rep if len(a)]
+def _latency(per_rep: list[np.ndarray], *, seed: int | None = None, name: str = "",
+             replications: Sequence[int] = ()) -> dict[str, Any]:
+    """Mean and percentiles of the pooled samples of all replications, each with a block-bootstrap
+    95% interval (`stats`); `count` samples in all, `beyond` the samples above each tail percentile,
+    and a tail percentile resting on too few of them null, with the reason under `refused`."""
+    rows = [np.asarray(a, dtype=float) for a in per_rep if len(a)]
     out: dict[str, Any] = {"count": int(sum(len(a) for a in rows))}
     if not rows:
         out.update({k: None for k in ("mean", *PERCENTILES)})
         out["ci95"] = {}
         return out
-    means = [float(a.mean()) for a in rows]
-    out["mean"] = _clean(np.mean(means))
-    cis: dict[str, Any] = {"mean": ci95(means)}
-    for name, q in PERCENTILES.items():
-        vals = [float(np.percentile(a, q)) for a in rows]
-        out[name] = _clean(np.mean(vals))
-        cis[name] = ci95(vals)
+    pooled = np.concatenate(rows)
+    out["mean"] = _clean(pooled.mean())
+    values = dict(zip(PERCENTILES, np.percentile(pooled, list(PERCENTILES.values()))))
+    cis = bootstrap_ci95(rows, PERCENTILES, stream(seed, name, replications))
+    counts, refused = {}, {}
+    for p, v in values.items():
+        out[p] = _clean(v)
+        if p in ("p99", "p999"):
+            counts[p] = beyond(pooled, v)
+            why = refusal(p, len(pooled), counts[p])
+            if why:
+                out[p], cis[p] = None, None
+                refused[p] = why
+    out["beyond"] = counts
+    if refused:
+        out["refused"] = refused
     out["ci95"] = {k: ([_clean(x) for x in v] if v else None) for k, v in cis.items()}
     return out
 
 
-def _clean_ci(values: Sequence[float]) -> list[float | None] | None:
-    """ci95 rounded as the estimate is (`_clean`): rounding is monotone, so a rounded mean stays inside
-    its rounded interval (an unrounded bound may sit a hair above a rounded mean)."""
-    ci = ci95(values)
-    return [_clean(x) for x in ci] if ci else None
+def _mean_ci(values: Sequence[float], lower: float | None = 0.0, upper: float | None = None) -> dict[str, Any]:
+    """The mean across replications and its Student-t interval (stats.t_ci95), both rounded by `_clean`:
+    rounding is monotone, so the rounded mean stays inside its rounded interval (an unrounded bound sat
+    a hair above a rounded mean, and `forksim report` drew a negative error bar)."""
+    ci = t_ci95(values, lower=lower, upper=upper)
+    return {"mean": _clean(np.mean(values)), "ci95": [_clean(x) for x in ci] if ci else None}
 
 
-def _mean_ci(values: Sequence[float]) -> dict[str, Any]:
-    return {"mean": _clean(np.mean(values)), "ci95": _clean_ci(values)}
-
-
-def _requests(results: Sequence[ReplicationResult]) -> dict[str, Any]:
+def _requests(results: Sequence[ReplicationResult], latency) -> dict[str, Any]:
     """Server workloads: request latency (arrival to the end of its service) over every request and
     over the fork and snapshot windows (forksim.requests.WINDOWS, each section stating its window),
-    requests unfinished at the end, and request throughput."""
+    requests unfinished at the end, and request throughput. `latency(name, per_rep)`: summarize's."""
     frames = [r.requests if r.requests is not None else pd.DataFrame({LATENCY: [], DONE: []}) for r in results]
     finished = [f[f[DONE].notna()] for f in frames]
     out: dict[str, Any] = {}
     for section, (flag, window) in WINDOWS.items():
         picked = [f if flag is None else f[f[flag].to_numpy(dtype=bool)] for f in finished]
-        out[section] = {**_latency([f[LATENCY].to_numpy(dtype=float) for f in picked]), "window": window}
+        out[section] = {**latency(section, [f[LATENCY].to_numpy(dtype=float) for f in picked]), "window": window}
     out["requests_unfinished"] = int(sum(len(f) - len(g) for f, g in zip(frames, finished)))
     rates = [len(f) / ((r.window[1] - r.window[0]) / 1e6) for f, r in zip(finished, results)]
     out["request_throughput_per_s"] = _mean_ci(rates)
     return out
 
 
-def _window_mask(df: pd.DataFrame, results: Sequence[ReplicationResult]) -> pd.Series:
-    lo = df["replication"].map({r.replication: r.window[0] for r in results})
-    return df["start"] >= lo
+def _stage_means(measured: pd.DataFrame) -> dict[str, float | None]:
+    """Where the parent's time inside the call goes (means over measured creations)."""
+    stage_us: dict[str, float | None] = {}
+    returned = measured["fork_ret_us"].notna().to_numpy()  # creations still inside the call have no stages yet
+    if returned.any():
+        def stage(column: str) -> np.ndarray:  # column by column: no copy of the whole table
+            return measured[column].to_numpy()[returned]
+
+        parts = {
+            "copy_process_setup": stage("setup_us"),
+            "mmap_lock_wait": stage("mmap_wait_us"),
+            "dup_mmap": stage("dup_mmap_us"),
+            "copy_process_tail": stage("tail_us"),
+        }
+        for name, values in parts.items():
+            stage_us[name] = _clean(values.mean())
+        rest = stage("fork_latency_us") - sum(parts.values())
+        stage_us["after_wake_up_new_task"] = _clean(rest.mean())  # IPI to a halted CPU, vfork wait
+    return stage_us
 
 
-def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The summary.json contract from all replications."""
+def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = None, *,
+              seed: int | None = None) -> dict[str, Any]:
+    """The summary.json contract from all replications: latencies over the pooled post-warm-up
+    creations, rates across replications. `seed` (default: the replications' own) seeds the
+    bootstrap, so the same seed gives the same summary."""
     if df is None:
         df = records_frame(results)
-    mask = _window_mask(df, results) if len(df) else None
-    measured = df if mask is None or mask.all() else df[mask]
+    if seed is None:
+        seed = next((r.seed for r in results if getattr(r, "seed", None) is not None), None)
+    reps = [r.replication for r in results]
+    warm = df["warmup"].to_numpy(dtype=bool) if len(df) else None
+    measured = df if warm is None or not warm.any() else df[~warm]
     if len(results) == 1:  # no per-replication copies of a big run's table
         by_rep = {results[0].replication: measured}
     else:
@@ -255,28 +303,31 @@ def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = No
     def col(name: str) -> list[np.ndarray]:
         return [by_rep[r.replication][name].dropna().to_numpy() for r in results]
 
+    def latency(name: str, per_rep: list[np.ndarray]) -> dict[str, Any]:
+        return _latency(per_rep, seed=seed, name=name, replications=reps)
+
     throughputs = []
     for r in results:
         sub = by_rep[r.replication]
         lo, hi = r.window
-        done = int(((sub["reap"] >= lo) & (sub["reap"] <= hi)).sum())
+        done = int(((sub["reap_us"] >= lo) & (sub["reap_us"] <= hi)).sum())
         throughputs.append(done / ((hi - lo) / 1e6))
     utilization = [r.busy_us / (r.cpus * (r.window[1] - r.window[0])) for r in results]
 
     summary: dict[str, Any] = {
-        "forks": int(measured["fork_ret"].notna().sum()),
+        "forks": int(measured["fork_ret_us"].notna().sum()),
         "replications": len(results),
         "throughput_per_s": _mean_ci(throughputs),
-        "fork_latency_us": _latency(col("fork_latency_us")),
-        "roundtrip_latency_us": _latency(col("roundtrip_latency_us")),
-        "child_start_latency_us": _latency(col("child_start_latency_us")),
     }
-    if measured["arrival"].notna().any() and (measured["arrival"] != measured["start"]).any():
-        summary["response_latency_us"] = _latency(col("response_latency_us"))
+    for name in ("fork_latency_us", "roundtrip_latency_us", "child_start_latency_us"):
+        summary[name] = latency(name, col(name))
+    if measured["arrival_us"].notna().any() and (measured["arrival_us"] != measured["start_us"]).any():
+        summary["response_latency_us"] = latency("response_latency_us", col("response_latency_us"))
     if any(getattr(r, "requests", None) is not None for r in results):
-        summary.update(_requests(results))
-    summary["cpu_utilization"] = _clean(np.mean(utilization))
-    summary["cpu_utilization_ci95"] = _clean_ci(utilization)
+        summary.update(_requests(results, latency))
+    util = _mean_ci(utilization, lower=0.0, upper=1.0)
+    summary["cpu_utilization"] = util["mean"]
+    summary["cpu_utilization_ci95"] = util["ci95"]
 
     lock_wait: dict[str, Any] = {}
     for name in ("tasklist_lock", "pidmap_lock", "mmap_lock"):
@@ -295,24 +346,7 @@ def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = No
         "p99": _clean(np.percentile(stalls, 99)) if len(stalls) else None,
         "max": _clean(stalls.max()) if len(stalls) else None,
     }
-    # Where the parent's time inside the call goes (means over measured creations).
-    stage_us = {}
-    returned = measured["fork_ret"].notna().to_numpy()  # creations still inside the call have no stages yet
-    if returned.any():
-        def stage(column: str) -> np.ndarray:  # column by column: no copy of the whole table
-            return measured[column].to_numpy()[returned]
-
-        parts = {
-            "copy_process_setup": stage("setup_us"),
-            "mmap_lock_wait": stage("mmap_wait"),
-            "dup_mmap": stage("dup_mmap_us"),
-            "copy_process_tail": stage("tail_us"),
-        }
-        for name, values in parts.items():
-            stage_us[name] = _clean(values.mean())
-        rest = stage("fork_latency_us") - sum(parts.values())
-        stage_us["after_wake_up_new_task"] = _clean(rest.mean())  # IPI to a halted CPU, vfork wait
-    summary["stage_us"] = stage_us
+    summary["stage_us"] = _stage_means(measured)
     summary["stack_cache_hit_ratio"] = _clean(measured["stack_hit"].mean()) if len(measured) else None
     summary["in_flight_at_end"] = int(sum(r.in_flight for r in results))
     summary["events_per_creation"] = _clean(

@@ -33,13 +33,17 @@ from .config import (
     apply_overrides,
     config_value,
     experiment_to_toml_dict,
+    format_config_value,
     load_experiment,
     parse_override,
+    validate_resolved,
 )
 from .errors import ConfigError
+from .plan_keys import direction as plan_direction
+from .plan_keys import geometric, linked_keys
 from .profile import Profile
 from .runner import run_experiment
-from .units import UnitError, parse_rate, parse_time_us
+from .units import UnitError, format_rate, format_time_us, parse_rate, parse_time_us
 from .workload import UnstableError
 
 __all__ = ["plan", "PlanResult", "Probe", "SLO", "parse_slo", "parse_range"]
@@ -74,6 +78,11 @@ class SLO:
     bound: float
 
     def __str__(self) -> str:
+        top = self.metric.split(".")[0]
+        if top.endswith("_us"):
+            return f"{self.metric}{self.op}{format_time_us(self.bound)}"
+        if top.endswith("_per_s"):
+            return f"{self.metric}{self.op}{format_rate(self.bound)}"
         return f"{self.metric}{self.op}{self.bound:g}"
 
     @property
@@ -155,7 +164,8 @@ def parse_slo(text: str) -> SLO:
 
 def _key_kind(exp: Experiment, key: str) -> str:
     """'int' for plain integer keys, 'float' for quantities, factors and sizes; raises for unknown keys."""
-    apply_overrides(experiment_to_toml_dict(exp), {key: config_value(exp, key, None) or 1}, source="--find")
+    apply_overrides(experiment_to_toml_dict(exp), {key: config_value(exp, key, None) or 1}, source="--find",
+                    resolved=True)
     if key.startswith("whatif."):
         return "float"
     parts = key.split(".")
@@ -199,9 +209,8 @@ def _resolve_value(exp: Experiment, key: str, raw: Any, what: str) -> float:
         except (TypeError, ValueError):
             raise ConfigError(f"a what-if factor is a number, got {raw!r}", source=what) from None
     data = apply_overrides(experiment_to_toml_dict(exp), {key: raw}, source=what)
-    data.pop("sweep", None)
     try:
-        probe = exp.model_validate(data)
+        probe = validate_resolved(data)
     except Exception as exc:
         err = getattr(exc, "errors", None)
         msg = err()[0]["msg"].removeprefix("Value error, ") if callable(err) else str(exc)
@@ -271,6 +280,8 @@ class PlanResult:
     range: tuple[Any, Any]
     tried: list[Probe]
     note: str = ""
+    why: str = ""  # why this direction (the key's kind, or as asked)
+    undecided: bool = False  # the answer's 95% CI straddles the SLO's bound
 
     @property
     def probes(self) -> list[Probe]:
@@ -283,6 +294,8 @@ class PlanResult:
             "answer": self.answer,
             "slo": str(self.slo),
             "direction": self.direction,
+            "why": self.why,
+            "undecided": self.undecided,
             "range": list(self.range),
             "note": self.note,
             "tried": [p.to_dict() for p in self.tried],
@@ -292,6 +305,11 @@ class PlanResult:
         import pandas as pd
 
         return pd.DataFrame([p.to_dict() for p in self.tried])
+
+    def _repr_html_(self) -> str:
+        from .display import plan_html
+
+        return plan_html(self)
 
 
 # ------------------------------------------------------------------ the search
@@ -313,34 +331,27 @@ def plan(
     strict: bool = False,
     workers: int | None = None,
     max_probes: int = 40,
+    direction: str | None = None,
     on_probe: Callable[[Probe], None] | None = None,
 ) -> PlanResult:
     """Search `find` over `range` ('LO..HI' or (lo, hi), units allowed) for the boundary of `slo`.
 
+    `direction` ("smallest" or "largest" passing value) defaults to what the key and the SLO say
+    (forksim.plan_keys: a resource such as machine.cpus: the smallest; a load such as workload.rate
+    under a latency bound: the largest). Keys the config's [sweep] links to `find` follow it.
     Integer keys: binary search (the answer passes, one step worse fails). Continuous keys:
-    bisection until the bracket is narrower than `tolerance` (default: 1/64 of the range; a
-    quantity with units is allowed, '64MiB'). `workers`: processes for each probe's replications
-    (default one per CPU). A sweep table in the config is ignored."""
-    if isinstance(exp_or_path, Experiment):
-        exp = exp_or_path.with_overrides(overrides) if overrides else exp_or_path
-    else:
-        exp = load_experiment(exp_or_path, overrides)
-    exp = exp.model_copy(update={"sweep": {}})
-    slo_ = parse_slo(slo) if isinstance(slo, str) else slo
-    if not find or not isinstance(find, str):
-        raise ConfigError("name the key to search, e.g. --find machine.cpus", source="--find")
+    bisection (geometric for sizes and rates) until the bracket is narrower than `tolerance`
+    (default: 1/64 of the range, of its log for sizes and rates; a quantity with units is allowed,
+    '64MiB'). `workers`: processes for each probe's replications (default one per CPU)."""
+    exp, slo_ = _inputs(exp_or_path, overrides, slo, find, direction)
     kind = _key_kind(exp, find)
+    links = linked_keys(exp, find, lambda k, raw: _resolve_value(exp, k, raw, "[sweep]"))
+    exp = exp.model_copy(update={"sweep": {}})
     lo, hi = parse_range(exp, find, range, kind)
-    if kind == "int":
-        tol = 1.0
-    elif tolerance is None:
-        tol = (hi - lo) / 64.0
-    else:
-        tol = _resolve_value(exp, find, tolerance, "--tolerance") if isinstance(tolerance, str) else float(tolerance)
-        if not tol > 0:
-            raise ConfigError("must be positive", source="--tolerance")
-    if kind == "bytes":
-        tol = max(tol, 1.0)
+    geo = geometric(find) and lo > 0
+    tol = _tolerance(exp, find, kind, tolerance, lo, hi, geo)
+    ratio_tol = geo and tolerance is None  # the default geometric tolerance is a ratio
+    want, why = plan_direction(find, slo_.upper, [ln.key for ln in links], direction)
 
     cache: dict[float, Probe] = {}
     tried: list[Probe] = []
@@ -351,18 +362,9 @@ def plan(
             return cache[v]
         if len(tried) >= max_probes:
             raise ConfigError(f"no answer within {max_probes} probes; widen --tolerance", source="plan")
-        pexp = exp.with_overrides({find: _as_key_value(kind, v)})
-        try:
-            result = run_experiment(pexp, profile=profile, workers=workers)
-        except UnstableError as exc:  # an open workload the machine cannot keep up with: fails any SLO
-            p = Probe(_as_key_value(kind, v), None, None, False, {"error": str(exc)}, unstable=True)
-        else:
-            metric, ci = slo_.value(result.summary)
-            ok = slo_.holds(metric)
-            if ok and strict and ci:
-                worse = max(ci) if slo_.upper else min(ci)
-                ok = slo_.holds(worse)
-            p = Probe(_as_key_value(kind, v), metric, ci, ok, result.summary)
+        values = {find: _as_key_value(kind, v), **{ln.key: ln(v) for ln in links}}
+        p = _run_probe(exp.with_overrides(values, resolved=True), slo_, strict, profile, workers,
+                       _as_key_value(kind, v))
         cache[v] = p
         tried.append(p)
         if on_probe is not None:
@@ -371,54 +373,137 @@ def plan(
 
     rng = (_as_key_value(kind, lo), _as_key_value(kind, hi))
     p_lo, p_hi = probe(lo), probe(hi)
-    note = ""
+    show = lambda v: format_config_value(find, _as_key_value(kind, v))  # noqa: E731
     if not p_lo.ok and not p_hi.ok:
         raise ConfigError(
-            f"the SLO {slo_} is met nowhere in {find} = {_fmt(lo)}..{_fmt(hi)} "
-            f"({slo_.metric} = {_shown(p_lo)} at {_fmt(lo)}, {_shown(p_hi)} at {_fmt(hi)}); "
+            f"the SLO {slo_} is met nowhere in {find} = {show(lo)}..{show(hi)} "
+            f"({slo_.metric} = {_shown(p_lo)} at {show(lo)}, {_shown(p_hi)} at {show(hi)}); "
             "widen --range or relax the SLO", source="plan")
-    if p_lo.ok and p_hi.ok:
-        # Which way does the metric worsen? Toward that end lies the limit, beyond the range.
-        worsens_up = (p_hi.metric or 0) > (p_lo.metric or 0) if slo_.upper else (p_hi.metric or 0) < (p_lo.metric or 0)
-        if worsens_up:
-            return PlanResult(find, slo_, _as_key_value(kind, hi), "largest", rng, tried,
-                              f"the SLO holds across the whole range; the limit lies above {_fmt(hi)}")
-        return PlanResult(find, slo_, _as_key_value(kind, lo), "smallest", rng, tried,
-                          f"the SLO holds across the whole range; it holds already at {_fmt(lo)}")
+    if want is None:  # a key of no known kind: the ends tell which way the SLO breaks
+        if p_lo.ok != p_hi.ok:
+            want = "smallest" if p_hi.ok else "largest"
+        else:
+            worsens_up = (p_hi.metric or 0) > (p_lo.metric or 0) if slo_.upper else (p_hi.metric or 0) < (p_lo.metric or 0)
+            want = "largest" if worsens_up else "smallest"
+        why = f"{find}: the direction the range's ends show (--smallest/--largest to choose)"
+    good, bad = (hi, lo) if want == "smallest" else (lo, hi)
+    extra = [f"{ln.describe(find)} at every probe (linked in [sweep])" for ln in links]
+    end_note = _ends_note(want, cache[float(_as_key_value(kind, good))].ok, cache[float(_as_key_value(kind, bad))].ok,
+                          show(good), show(bad), why)
+    if end_note:  # the answer is an end of the range
+        return _result(find, slo_, _as_key_value(kind, bad), want, rng, tried, [*extra, end_note], cache, kind, why)
+    good = _bisect(probe, good, bad, kind, tol, geo, ratio_tol)
+    notes = list(extra)
+    passes = [p.ok for p in sorted(tried, key=lambda p: p.value)]
+    if sum(1 for a, b in zip(passes, passes[1:]) if a != b) > 1:
+        notes.append("the probes are not monotone in the key (noise or a non-monotone metric): "
+                     "more replications or a longer duration would settle the boundary")
+    return _result(find, slo_, _as_key_value(kind, good), want, rng, tried, notes, cache, kind, why)
 
-    direction = "smallest" if p_hi.ok else "largest"
-    good, bad = (hi, lo) if direction == "smallest" else (lo, hi)
-    while abs(good - bad) > tol + 1e-12 * max(1.0, abs(good)):
+
+def _ends_note(want: str, good_ok: bool, bad_ok: bool, good: str, bad: str, why: str) -> str:
+    """When the answer is the range's end `bad` (the end where the SLO should break): why."""
+    if not good_ok:  # the SLO holds only at the other end
+        return (f"the SLO holds at {bad} but not at {good}: it does not improve the way {why.split(':')[0]} suggests; "
+                f"within the range, the answer is {bad}")
+    if bad_ok:
+        return "the SLO holds across the whole range; " + (
+            f"it holds already at {bad}" if want == "smallest" else f"the limit lies above {bad}")
+    return ""
+
+
+def _inputs(exp_or_path: Experiment | str | Path, overrides: dict[str, Any] | None, slo: str | SLO, find: str,
+            direction: str | None) -> tuple[Experiment, SLO]:
+    if isinstance(exp_or_path, Experiment):
+        exp = exp_or_path.with_overrides(overrides) if overrides else exp_or_path
+    else:
+        exp = load_experiment(exp_or_path, overrides)
+    slo_ = parse_slo(slo) if isinstance(slo, str) else slo
+    if not find or not isinstance(find, str):
+        raise ConfigError("name the key to search, e.g. --find machine.cpus", source="--find")
+    if direction not in (None, "smallest", "largest"):
+        raise ConfigError(f"'smallest' or 'largest', got {direction!r}", source="direction")
+    return exp, slo_
+
+
+def _tolerance(exp: Experiment, find: str, kind: str, tolerance: float | str | None, lo: float, hi: float,
+               geo: bool) -> float:
+    """The bracket width at which bisection stops: 1 for integers; a ratio hi/lo for geometric keys
+    without an explicit tolerance; else a width in the key's units."""
+    if kind == "int":
+        return 1.0
+    if tolerance is None:
+        return (hi / lo) ** (1 / 64) if geo else (hi - lo) / 64.0
+    tol = _resolve_value(exp, find, tolerance, "--tolerance") if isinstance(tolerance, str) else float(tolerance)
+    if not tol > 0:
+        raise ConfigError("must be positive", source="--tolerance")
+    return max(tol, 1.0) if kind == "bytes" else tol
+
+
+def _bisect(probe: Callable[[float], Probe], good: float, bad: float, kind: str, tol: float, geo: bool,
+            ratio_tol: bool) -> float:
+    """Narrow [good, bad] (good passes, bad fails) to `tol` (a ratio hi/lo when `ratio_tol`); returns
+    the last passing value."""
+    while True:
         if kind == "int":
             if abs(good - bad) <= 1:
-                break
+                return good
             mid = float((good + bad) // 2)
         else:
-            mid = (good + bad) / 2.0
+            if (max(good, bad) / min(good, bad) <= tol) if ratio_tol else abs(good - bad) <= tol + 1e-12 * max(1.0, abs(good)):
+                return good
+            mid = math.sqrt(good * bad) if geo else (good + bad) / 2.0
             if kind == "bytes":
                 mid = float(round(mid))
                 if mid in (good, bad):
-                    break
+                    return good
         if probe(mid).ok:
             good = mid
         else:
             bad = mid
-    vals = sorted(tried, key=lambda p: p.value)
-    passes = [p.ok for p in vals]
-    flips = sum(1 for a, b in zip(passes, passes[1:]) if a != b)
-    if flips > 1:
-        note = ("the probes are not monotone in the key (noise or a non-monotone metric): "
-                "more replications or a longer duration would settle the boundary")
-    return PlanResult(find, slo_, _as_key_value(kind, good), direction, rng, tried, note)
+
+
+def _run_probe(pexp: Experiment, slo_: SLO, strict: bool, profile: str | Profile | None, workers: int | None,
+               value: Any) -> Probe:
+    try:
+        result = run_experiment(pexp, profile=profile, workers=workers)
+    except UnstableError as exc:  # an open workload the machine cannot keep up with: fails any SLO
+        return Probe(value, None, None, False, {"error": str(exc)}, unstable=True)
+    metric, ci = slo_.value(result.summary)
+    ok = slo_.holds(metric)
+    if ok and strict and ci:
+        worse = max(ci) if slo_.upper else min(ci)
+        ok = slo_.holds(worse)
+    return Probe(value, metric, ci, ok, result.summary)
+
+
+def _result(find: str, slo_: SLO, answer: Any, want: str, rng: tuple, tried: list[Probe], notes: list[str],
+            cache: dict[float, Probe], kind: str, why: str) -> PlanResult:
+    """The PlanResult, with a note when the answer's CI (or its failing neighbour's) straddles the bound."""
+    at = cache.get(float(answer))
+    undecided = False
+    if at is not None and at.ci95 and min(at.ci95) <= slo_.bound <= max(at.ci95):
+        undecided = True
+        notes.append(f"undecided: at {format_config_value(find, answer)} the 95% CI of {slo_.metric} "
+                     f"({_fmt(at.ci95[0])} .. {_fmt(at.ci95[1])}) straddles the bound {_fmt(slo_.bound)}: more "
+                     "replications or a longer experiment.duration would decide (or --strict: the CI's worse end "
+                     "must meet it)")
+    return PlanResult(find, slo_, answer, want, rng, tried, "; ".join(n for n in notes if n), why=why,
+                      undecided=undecided)
 
 
 def _shown(p: Probe) -> str:
-    return "unstable (the queue grew without bound)" if p.unstable else _fmt(p.metric)
+    if p.unstable:
+        return "unstable (the queue grew without bound)"
+    if p.metric is None:  # a percentile summary.json refuses (too few samples beyond it)
+        return "n/a (too few samples: lengthen experiment.duration or add replications)"
+    return _fmt(p.metric)
 
 
 def _fmt(v: float | None) -> str:
+    """A metric in full, never in exponent form (208,230.4, not 2.082e+05)."""
     if v is None:
         return "n/a"
     if float(v).is_integer():
-        return f"{int(v)}"
-    return f"{v:.4g}"
+        return f"{int(v):,}"
+    return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"

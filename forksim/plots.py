@@ -76,6 +76,8 @@ def new_axes(ax=None, figsize=(7.0, 4.2)):
 
 def measured(records: pd.DataFrame, warmup_us: float | None) -> pd.DataFrame:
     """The creations that count (started after the warm-up), as summary.json counts them."""
+    if "warmup" in records:  # the records mark their warm-up rows (forksim.metrics.records_frame)
+        return records[~records["warmup"].astype(bool)]
     if warmup_us is None or "start" not in records:
         return records
     return records[records["start"] >= warmup_us]

@@ -4,10 +4,13 @@ experiment (in parallel across local cores), and the results they hand back."""
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -15,19 +18,22 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 import simpy
+import tomli_w
 
-from .config import Experiment
-from .errors import ConfigError
+from .config import Experiment, experiment_to_toml_dict
+from .errors import ConfigError, ForksimError
 from .kernel.clone import COPIES_MM, EXECS, NEW_PROCESS, Kernel
 from .kernel.costs import EMPTY_IMAGE, Costs
 from .machine import Machine, SchedulerParams
 from .metrics import ReplicationResult, records_frame, summarize
 from .profile import Profile, load_profile
 from .requests import requests_frame
+from .units import format_time_us
 from .workload import Draws, UnstableError, Workload, image_shape, load_arrivals
 
 __all__ = [
     "RunResult",
+    "Interrupted",
     "Simulation",
     "build_simulation",
     "run_experiment",
@@ -38,6 +44,7 @@ __all__ = [
     "WorkEstimate",
     "estimate_work",
     "check_work",
+    "nothing_measured",
     "MAX_EVENTS",
 ]
 
@@ -53,6 +60,42 @@ class RunResult:
     records: pd.DataFrame
     replications: list[ReplicationResult] = field(repr=False)
     requests: pd.DataFrame | None = field(default=None, repr=False)  # server workloads (forksim.requests)
+
+    def config_toml(self) -> str:
+        """The fully resolved experiment as TOML (what `forksim run` writes to config.resolved.toml)."""
+        return ("# The fully resolved experiment: times in microseconds, sizes in bytes, rates per second\n"
+                "# (units = \"model\": forksim reads its bare numbers so).\n"
+                + tomli_w.dumps({"units": "model", **experiment_to_toml_dict(self.experiment)}))
+
+    def metadata(self) -> dict[str, str]:
+        """How the records were made, as the key-value metadata forks.parquet carries: the resolved
+        config (TOML), the profile (name, host, sha256 of the profile as used, what-if applied) and
+        the seed. `forksim.io.read_metadata` reads it back."""
+        prov = self.profile.provenance
+        profile = {"name": self.profile.name, "source": self.experiment.machine.profile,
+                   "kernel": prov.get("kernel"), "cpu_model": prov.get("cpu_model"),
+                   "sha256": hashlib.sha256(self.profile.model_dump_json().encode()).hexdigest()}
+        return {"forksim.config": self.config_toml(), "forksim.profile": json.dumps(profile),
+                "forksim.seed": str(self.seed)}
+
+    def __repr__(self) -> str:  # the experiment, profile and records are a click away, not a dump
+        s = self.summary
+        return (f"RunResult(experiment={self.experiment.experiment.name!r}, seed={self.seed}, profile={self.profile.name!r}, "
+                f"replications={s.get('replications')}, forks={s.get('forks')}, records={len(self.records)} rows)")
+
+    def _repr_html_(self) -> str:
+        from .display import run_html
+
+        return run_html(self)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during `run_experiment`: `partial` holds the replications finished until then (their
+    summary says `"partial": true`), or None when none had finished."""
+
+    def __init__(self, partial: "RunResult | None"):
+        super().__init__("interrupted")
+        self.partial = partial
 
 
 def replication_seeds(seed: int, replications: int) -> list[np.random.SeedSequence]:
@@ -356,7 +399,21 @@ def _run_replication(exp: Experiment, profile: Profile, replication: int,
         events=next(env._eid),  # events scheduled (SimPy's own counter)
         wall_s=time.perf_counter() - wall,
         requests=workload.request_frame(records, end) if hasattr(workload, "request_frame") else None,
+        seed=seed.entropy if isinstance(seed.entropy, int) else None,
     )
+
+
+def nothing_measured(exp: Experiment, summary: dict[str, Any]) -> str | None:
+    """Why a summary answers nothing (no creation measured; a server: no request either), or None.
+    A server that served requests but forked no snapshot in the window still answers (a baseline)."""
+    if summary.get("forks"):
+        return None
+    if exp.workload.kind == "server" and (summary.get("request_latency_us") or {}).get("count"):
+        return None
+    what = "no creation and no request" if exp.workload.kind == "server" else "no creation"
+    e = exp.experiment
+    return (f"{what} was measured in {format_time_us(e.duration)} after a warm-up of {format_time_us(e.warmup)} "
+            f"({e.replications} replication(s)): lengthen experiment.duration so that it spans several creations")
 
 
 def _one(args: tuple) -> ReplicationResult:
@@ -382,19 +439,48 @@ def run_experiment(
         workers = os.cpu_count() or 1
     wall = time.perf_counter()
     results: list[ReplicationResult] = []
+    try:
+        _run_all(jobs, workers, results, on_replication)
+    except KeyboardInterrupt:
+        # Keep what finished: the replications are independent, so the finished ones are a valid
+        # (smaller) experiment; the summary says it is partial.
+        partial = _result(exp, prof, seed, results, wall, planned=n) if results else None
+        raise Interrupted(partial) from None
+    result = _result(exp, prof, seed, results, wall)
+    empty = nothing_measured(exp, result.summary)
+    if empty is not None:
+        raise ConfigError(empty, source=exp.source, field="experiment.duration")
+    return result
+
+
+def _run_all(jobs: list[tuple], workers: int, results: list[ReplicationResult],
+             on_replication: Callable[[int, int], None] | None) -> None:
+    """Run the jobs (in a process pool when `workers` > 1), appending to `results` in order."""
+    n = len(jobs)
     if workers > 1 and n > 1:
         with ProcessPoolExecutor(max_workers=min(workers, n)) as pool:
-            for i, res in enumerate(pool.map(_one, jobs)):
-                results.append(res)
-                if on_replication:
-                    on_replication(i + 1, n)
+            try:
+                for i, res in enumerate(pool.map(_one, jobs)):
+                    results.append(res)
+                    if on_replication:
+                        on_replication(i + 1, n)
+            except BrokenProcessPool as exc:  # a worker killed (out of memory, a signal)
+                raise ForksimError(f"a worker process died ({exc}) after {len(results)} of {n} replications; "
+                                   "rerun, or with --workers 1 to run them in this process") from None
     else:
         for i, job in enumerate(jobs):
             results.append(_one(job))
             if on_replication:
                 on_replication(i + 1, n)
+
+
+def _result(exp: Experiment, prof: Profile, seed: int, results: list[ReplicationResult], wall: float,
+            planned: int | None = None) -> RunResult:
     df = records_frame(results)
     summary = summarize(results, df)
     summary["sim_wall_s"] = round(time.perf_counter() - wall, 3)
     summary = {"experiment": exp.experiment.name, "profile": prof.name, "seed": seed, **summary}
+    if planned is not None:
+        summary["partial"] = True  # interrupted: `replications` of `replications_planned` finished
+        summary["replications_planned"] = planned
     return RunResult(exp, prof, seed, summary, df, results, requests_frame(results))

@@ -24,7 +24,9 @@ Output folder:
 - `sweep.json`: the grid (point ids and overrides) and how the sweep was run.
 
 A failing point (an unstable open workload, a bad what-if, a crash) is recorded: its rows carry the
-error and no metrics, and the sweep goes on.
+error and no metrics, and the sweep goes on. The sweep itself fails (`SweepError`: the CLI exits
+non-zero) when its worker processes die (killed, out of memory) or when every point failed: the
+points finished until then stay in the folder for `--resume`.
 """
 
 from __future__ import annotations
@@ -44,11 +46,12 @@ import numpy as np
 import pandas as pd
 
 from .config import Experiment, config_value, experiment_to_toml_dict, load_experiment, sweep_overrides
-from .errors import ConfigError, ForksimError
+from .display import SweepTable
+from .errors import ConfigError, ForksimError, SweepError
 from .io import write_json, write_table
 from .metrics import ReplicationResult, summarize
 from .profile import Profile
-from .runner import replication_seeds, resolve_profile, run_replication
+from .runner import nothing_measured, replication_seeds, resolve_profile, run_replication
 
 __all__ = ["sweep", "SweepPoint", "grid_points", "EXECUTORS", "flatten_summary"]
 
@@ -208,6 +211,9 @@ def _point_summary(point: SweepPoint, results: list[Any]) -> dict[str, Any]:
     if not ok:
         return {**head, "error": errors[0] if errors else "no replication ran", "errors": errors}
     summary = {**head, **summarize(ok)}
+    empty = nothing_measured(point.exp, summary)
+    if empty is not None:
+        return {**head, "error": f"experiment.duration: {empty}", "errors": errors}
     if errors:
         summary["errors"] = errors
     return summary
@@ -246,6 +252,10 @@ def _table(points: list[SweepPoint], rows_by_point: dict[str, list[dict[str, Any
 # ------------------------------------------------------------------ executors
 
 
+class _WorkersLost(Exception):
+    """The executor lost its workers: no result can come back for the tasks still out."""
+
+
 class _Local:
     """A local process pool (or in-process with one worker)."""
 
@@ -272,8 +282,8 @@ class _Local:
         for fut in as_completed(futures):
             try:
                 res = fut.result()
-            except Exception as exc:  # a worker died (BrokenProcessPool)
-                res = _Failure(futures[fut][1], f"{exc.__class__.__name__}: {exc}")
+            except Exception as exc:  # a worker died (BrokenProcessPool): _run_task itself never raises
+                raise _WorkersLost(f"{exc.__class__.__name__}: {exc}") from None
             yield futures[fut], res
 
     def close(self, cancel: bool = False) -> None:
@@ -313,8 +323,8 @@ class _Dask:
         for fut in as_completed(list(futures)):
             try:
                 res = fut.result()
-            except Exception as exc:  # a worker lost (KilledWorker), a deserialisation error
-                res = _Failure(futures[fut][1], f"{exc.__class__.__name__}: {exc}")
+            except Exception as exc:  # a worker lost (KilledWorker), a lost scheduler: _run_task never raises
+                raise _WorkersLost(f"{exc.__class__.__name__}: {exc}") from None
             yield futures[fut], res
             fut.release()
 
@@ -344,6 +354,97 @@ def _finished(out: Path, point: SweepPoint) -> list[dict[str, Any]] | None:
     return data["rows"]
 
 
+def _check_args(executor: str, format: str, workers: int | None, scheduler: str | None, resume: bool,
+                out: str | Path | None) -> None:
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r} (one of: {', '.join(EXECUTORS)})", source="--executor")
+    if format not in ("parquet", "csv"):
+        raise ConfigError(f"unknown format {format!r} (parquet or csv)", source="--format")
+    if workers is not None and workers < 1:
+        raise ConfigError("must be 1 or more", source="--workers")
+    if scheduler and executor != "dask":
+        raise ConfigError("--scheduler needs --executor dask", source="--scheduler")
+    if resume and out is None:
+        raise ConfigError("--resume needs the output folder of the sweep to resume (--out)", source="--resume")
+
+
+def _reuse(out: Path, points: list[SweepPoint], rows_by_point: dict[str, list[dict[str, Any]]],
+           summaries: dict[str, dict[str, Any]],
+           on_point: Callable[[SweepPoint, dict[str, Any], bool], None] | None) -> list[str]:
+    """Take the rows and summaries of the points finished in `out` into `rows_by_point` and
+    `summaries`; returns their ids."""
+    reused = []
+    for p in points:
+        rows = _finished(out, p)
+        if rows is None:
+            continue
+        rows_by_point[p.id] = rows
+        reused.append(p.id)
+        try:
+            summaries[p.id] = json.loads((out / "points" / p.id / "summary.json").read_text())
+        except (OSError, ValueError):
+            summaries[p.id] = {}
+        if on_point is not None:
+            on_point(p, summaries[p.id], True)
+    return reused
+
+
+def _check_resumable(out: Path, points: list[SweepPoint]) -> None:
+    """Refuse to resume into a folder that holds another grid's points (a changed config, --set or
+    --profile): the folder would end up with two sweeps' points side by side."""
+    try:
+        manifest = json.loads((out / "sweep.json").read_text())
+        before = [p["id"] for p in manifest["points"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # nothing to resume (or not a sweep folder): every point is computed
+    now = {p.id for p in points}
+    foreign = [pid for pid in before if pid not in now]
+    if foreign:
+        raise ConfigError(
+            f"{out} holds a sweep whose points differ from this one ({len(foreign)} of its {len(before)} points, "
+            f"e.g. {foreign[0]}, are not in this grid: the config, a --set, --seed or --profile changed since); "
+            "resume with the same config and flags, or write this sweep to a new --out", source="--resume")
+
+
+def _progress_bar(name: str, executor: str, replications: int, points: str):
+    """A rich progress bar that counts replications (the tasks) and, beside them, finished points."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("replications, {task.fields[points]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                   transient=False)
+    bar.start()
+    return bar, bar.add_task(f"sweep {name} ({executor})", total=replications, points=points)
+
+
+def _run_points(ex, runnable: list[SweepPoint], npoints: int, finish: Callable[[SweepPoint, list[Any]], None],
+                bar) -> int:
+    """Run every replication of `runnable` on `ex`, finishing each point as its last one comes in;
+    returns how many points finished. Raises `_WorkersLost` when the executor loses its workers."""
+    jobs = [((p.index, i), (p.exp, p.profile, i, p.seeds[i])) for p in runnable for i in range(p.replications)]
+    pending = {p.index: [None] * p.replications for p in runnable}
+    left = {p.index: p.replications for p in runnable}
+    by_index = {p.index: p for p in runnable}
+    finished = 0
+    for (index, rep), res in ex.run(jobs):
+        pending[index][rep] = res
+        left[index] -= 1
+        if left[index] == 0:
+            finish(by_index[index], pending.pop(index))
+            finished += 1
+        if bar is not None:
+            bar[0].update(bar[1], advance=1, points=f"points {npoints - len(runnable) + finished}/{npoints}")
+    return finished
+
+
+def _all_failed(rows_by_point: dict[str, list[dict[str, Any]]]) -> str | None:
+    """The first error when no replication of any point produced a result (None otherwise)."""
+    rows = [r for rs in rows_by_point.values() for r in rs]
+    if not rows or any(r.get("error") is None for r in rows):
+        return None
+    return str(rows[0]["error"])
+
+
 def sweep(
     exp_or_path: Experiment | str | Path,
     *,
@@ -360,42 +461,23 @@ def sweep(
 ) -> pd.DataFrame:
     """Run the grid of a config's `[sweep]` table; return the tidy table (one row per point x
     replication). With `out`, write the folder described in this module's docstring; `resume`
-    reuses the points finished there. `executor`: "local" (a process pool of `workers`, default one
-    per CPU) or "dask" (a LocalCluster of `workers` processes, or `scheduler`'s cluster).
-    `on_point(point, summary, reused)` is called as each point is finished.
+    reuses the points finished there (and refuses a folder holding another grid's points).
+    `executor`: "local" (a process pool of `workers`, default one per CPU) or "dask" (a LocalCluster
+    of `workers` processes, or `scheduler`'s cluster). `on_point(point, summary, reused)` is called
+    as each point is finished. Raises `SweepError` when the workers die or every point fails.
 
     The returned frame's `attrs` say which point ids were computed and which reused."""
-    if executor not in EXECUTORS:
-        raise ConfigError(f"unknown executor {executor!r} (one of: {', '.join(EXECUTORS)})", source="--executor")
-    if format not in ("parquet", "csv"):
-        raise ConfigError(f"unknown format {format!r} (parquet or csv)", source="--format")
-    if workers is not None and workers < 1:
-        raise ConfigError("must be 1 or more", source="--workers")
-    if scheduler and executor != "dask":
-        raise ConfigError("--scheduler needs --executor dask", source="--scheduler")
-    if resume and out is None:
-        raise ConfigError("--resume needs the output folder of the sweep to resume (--out)", source="--resume")
+    _check_args(executor, format, workers, scheduler, resume, out)
     exp = _load(exp_or_path, overrides)
     points = grid_points(exp, profile)
     outp = Path(out) if out is not None else None
+    if resume and outp is not None:
+        _check_resumable(outp, points)
 
     rows_by_point: dict[str, list[dict[str, Any]]] = {}
-    reused: list[str] = []
-    todo: list[SweepPoint] = []
-    for p in points:
-        rows = _finished(outp, p) if (resume and outp is not None) else None
-        if rows is not None:
-            rows_by_point[p.id] = rows
-            reused.append(p.id)
-            if on_point is not None:
-                try:
-                    summary = json.loads((outp / "points" / p.id / "summary.json").read_text())
-                except (OSError, ValueError):
-                    summary = {}
-                on_point(p, summary, True)
-        else:
-            todo.append(p)
-
+    summaries: dict[str, dict[str, Any]] = {}  # each point's summary.json (the notebook view shows them)
+    reused = _reuse(outp, points, rows_by_point, summaries, on_point) if (resume and outp is not None) else []
+    todo = [p for p in points if p.id not in rows_by_point]
     if outp is not None:
         write_json(outp / "sweep.json", _clean_json({
             "experiment": exp.experiment.name,
@@ -410,12 +492,15 @@ def sweep(
     def finish(p: SweepPoint, results: list[Any]) -> None:
         rows = _clean_json(_point_rows(p, results))
         summary = _clean_json(_point_summary(p, results))
+        for row in rows if summary.get("error") else []:  # e.g. a point that measured no creation
+            row["error"] = row["error"] or summary["error"]
         if outp is not None:
             pdir = outp / "points" / p.id
             write_json(pdir / "summary.json", summary)
             write_json(pdir / "result.json", {"id": p.id, "index": p.index, "overrides": _clean_json(p.overrides),
                                               "rows": rows})
         rows_by_point[p.id] = rows
+        summaries[p.id] = summary
         if on_point is not None:
             on_point(p, summary, False)
 
@@ -426,48 +511,50 @@ def sweep(
             finish(p, [_Failure(i, p.error or "no profile") for i in range(p.replications)])
         else:
             runnable.append(p)
+    if runnable:
+        _execute(exp, runnable, len(points), finish, executor, scheduler, workers, progress, outp)
 
-    jobs = [((p.index, i), (p.exp, p.profile, i, p.seeds[i])) for p in runnable for i in range(p.replications)]
-    computed = [p.id for p in todo]
-    if jobs:
-        nworkers = workers or (os.cpu_count() or 1)
-        nworkers = max(1, min(nworkers, len(jobs))) if executor == "local" else nworkers
-        pending = {p.index: [None] * p.replications for p in runnable}
-        left = {p.index: p.replications for p in runnable}
-        by_index = {p.index: p for p in runnable}
-        bar = None
-        if progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[points]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                           transient=False)
-        ex = _Local(nworkers) if executor == "local" else _Dask(nworkers, scheduler)
-        ok = False
-        try:
-            if bar is not None:
-                bar.start()
-                task = bar.add_task(f"sweep {exp.experiment.name} ({executor})", total=len(jobs),
-                                    points=f"points {len(reused)}/{len(points)}")
-            done_points = len(points) - len(runnable)
-            for (index, rep), res in ex.run(jobs):
-                pending[index][rep] = res
-                left[index] -= 1
-                if left[index] == 0:
-                    finish(by_index[index], pending.pop(index))
-                    done_points += 1
-                if bar is not None:
-                    bar.update(task, advance=1, points=f"points {done_points}/{len(points)}")
-            ok = True
-        finally:
-            if bar is not None:
-                bar.stop()
-            ex.close(cancel=not ok)
-
-    df = _table(points, rows_by_point)
-    df.attrs["computed"] = computed
+    df = SweepTable(_table(points, rows_by_point), summaries=summaries)
+    df.attrs["computed"] = [p.id for p in todo]
     df.attrs["reused"] = reused
     if outp is not None:
         write_table(outp / f"results.{format}", df)
+    first = _all_failed(rows_by_point)
+    if first is not None:
+        where = f" (recorded in {outp}/)" if outp is not None else ""
+        raise SweepError(f"every point of the sweep failed{where}; the first: {first}")
     return df
 
+
+def _execute(exp: Experiment, runnable: list[SweepPoint], npoints: int, finish, executor: str,
+             scheduler: str | None, workers: int | None, progress: bool, outp: Path | None) -> None:
+    """Run the runnable points' replications on the executor; a lost worker pool is a `SweepError`
+    that says what was kept."""
+    njobs = sum(p.replications for p in runnable)
+    nworkers = workers or (os.cpu_count() or 1)
+    nworkers = max(1, min(nworkers, njobs)) if executor == "local" else nworkers
+    bar = _progress_bar(exp.experiment.name, executor, njobs, f"points {npoints - len(runnable)}/{npoints}") \
+        if progress else None
+    ex = None
+    ok = False
+    finished = 0
+
+    def counted(p: SweepPoint, results: list[Any]) -> None:
+        nonlocal finished
+        finish(p, results)
+        finished += 1
+
+    try:
+        ex = _Local(nworkers) if executor == "local" else _Dask(nworkers, scheduler)
+        _run_points(ex, runnable, npoints, counted, bar)
+        ok = True
+    except _WorkersLost as exc:
+        kept = (f"the {npoints - len(runnable) + finished} finished points are kept in {outp}/ (rerun with --resume)"
+                if outp is not None else "nothing was written (no output folder)")
+        raise SweepError(f"the sweep's worker processes died ({exc}); {finished} of {len(runnable)} points to "
+                         f"compute finished; {kept}") from None
+    finally:
+        if bar is not None:
+            bar[0].stop()
+        if ex is not None:
+            ex.close(cancel=not ok)

@@ -416,7 +416,7 @@ def test_placement_load_is_kept_up_to_date():
     exp = parse_config({
         "experiment": {"duration": "20ms", "warmup": "0s", "seed": 4},
         "machine": {"cpus": 16},
-        "workload": {"kind": "open", "rate": 60000, "parents": 24, "child": {"clone": "fork", "lifetime": "30us"}},
+        "workload": {"kind": "open", "rate": "60000/s", "parents": 24, "child": {"clone": "fork", "lifetime": "30us"}},
         "background": {"cpu_hogs": 5},
     })
     sim = build_simulation(exp, resolve_profile(exp), replication_seeds(4, 1)[0])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+import tomllib
 from pathlib import Path
 
 import nbformat
@@ -25,6 +27,37 @@ def test_committed_without_outputs(path):
         if cell.cell_type == "code":
             assert cell.outputs == [], f"{path.name}: a code cell has outputs (strip them before committing)"
             assert cell.execution_count is None, f"{path.name}: a code cell has an execution count"
+
+
+def _code(path: Path) -> str:
+    return "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_use_only_the_top_level_api(path):
+    """README: the notebooks use only `import forksim` and the names in `forksim.__all__` (with the
+    public submodules listed there, `forksim.plots` and `forksim.validation`, through their own __all__)."""
+    import importlib
+
+    import forksim
+
+    text = _code(path)
+    assert not re.search(r"^\s*(from\s+forksim\b|import\s+forksim\.)", text, re.M), "imports a forksim submodule"
+    used = set(re.findall(r"(?<![\w.])forksim\.([A-Za-z_]\w*)", text))
+    assert used and used <= set(forksim.__all__), used - set(forksim.__all__)
+    for sub, name in re.findall(r"(?<![\w.])forksim\.(plots|validation)\.([A-Za-z_]\w*)", text):
+        assert name in importlib.import_module(f"forksim.{sub}").__all__, f"forksim.{sub}.{name}"
+
+
+def test_notebook_05_takes_the_what_if_factors_from_the_configs():
+    """The what-ifs are the shipped configs' [whatif] tables, not numbers repeated in the notebook."""
+    text = _code(next(p for p in NOTEBOOKS if p.stem == "05-redis-bgsave"))
+    assert not re.search(r"whatif\.\w|_us\"\s*:\s*[\d.]", text), "a what-if factor written into the notebook"
+    root = NOTEBOOKS[0].parent.parent / "experiments"
+    for name in ("redis-bgsave.toml", "on-demand-fork.toml", "async-fork.toml"):
+        assert f'"{name}"' in text
+        if name != "redis-bgsave.toml":
+            assert tomllib.loads((root / name).read_text())["whatif"]  # there are factors to take
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -135,16 +135,16 @@ def test_tasklist_lock_contention_grows_with_parents():
 def test_vfork_parent_returns_only_after_the_child_execs_or_exits(clone):
     r = run_experiment(closed(cpus=2, parents=2, rss="64MiB", clone=clone, duration="30ms",
                               child={"lifetime": "50us"}))
-    df = r.records.dropna(subset=["fork_ret"])
+    df = r.records.dropna(subset=["fork_ret_us"])
     assert len(df) > 20
-    assert (df["child_start"] <= df["fork_ret"]).all()
+    assert (df["child_start_us"] <= df["fork_ret_us"]).all()
     # The parent is released when the child lets go of the shared mm (mm_release: in exec, or at
     # exit_mm early in do_exit), after the child's lifetime, and only then returns.
-    assert (df["mm_release"] >= df["child_start"] + 50.0).all()
-    assert (df["fork_ret"] >= df["mm_release"]).all()
+    assert (df["mm_release_us"] >= df["child_start_us"] + 50.0).all()
+    assert (df["fork_ret_us"] >= df["mm_release_us"]).all()
     if clone == "vfork":  # no exec: the release is part of the exit, which finishes later
-        done = df.dropna(subset=["child_exit"])
-        assert (done["child_exit"] >= done["mm_release"]).all()
+        done = df.dropna(subset=["child_exit_us"])
+        assert (done["child_exit_us"] >= done["mm_release_us"]).all()
 
 
 def _quiet_profile(**update):
@@ -163,8 +163,8 @@ def test_a_vfork_parent_waits_for_the_head_of_the_childs_exit():
         prof = _quiet_profile(exit_head_share=Fraction(value=share, source="test"))
         r = run_experiment(closed(cpus=1, parents=1, rss="0", clone="vfork", duration="20ms", reps=1),
                            profile=prof)
-        df = r.records.dropna(subset=["fork_ret"])
-        return float((df["fork_ret"] - df["start"]).mean()), df
+        df = r.records.dropna(subset=["fork_ret_us"])
+        return float((df["fork_ret_us"] - df["start_us"]).mean()), df
 
     none, df0 = call_us(0.0)
     half, _ = call_us(0.5)
@@ -174,9 +174,9 @@ def test_a_vfork_parent_waits_for_the_head_of_the_childs_exit():
     body = float(np.mean([c.draw("do_exit") - c.draw("exit_notify_hold") for _ in range(20_000)]))
     assert whole - none == pytest.approx(body, rel=0.1)
     # on one CPU the child runs from its start to mm_release without the parent
-    head = df1["mm_release"] - df1["child_start"]
+    head = df1["mm_release_us"] - df1["child_start_us"]
     assert (head > 0).all() and head.mean() == pytest.approx(body, rel=0.1)
-    assert ((df0["mm_release"] - df0["child_start"]) < 1e-6).all()
+    assert ((df0["mm_release_us"] - df0["child_start_us"]) < 1e-6).all()
 
 
 @pytest.mark.parametrize("clone", ["fork", "thread"])
@@ -187,8 +187,8 @@ def test_exit_lock_sections_are_part_of_do_exit_not_added(clone):
     def exits(factor: float) -> np.ndarray:
         prof = _quiet_profile().with_whatif({"exit_notify_hold.fixed_us": factor, "release_task_hold.fixed_us": factor})
         r = run_experiment(closed(cpus=1, parents=1, rss="0", clone=clone, duration="10ms", reps=1), profile=prof)
-        df = r.records.dropna(subset=["child_exit"])
-        return (df["child_exit"] - df["child_start"]).to_numpy()
+        df = r.records.dropna(subset=["child_exit_us"])
+        return (df["child_exit_us"] - df["child_start_us"]).to_numpy()
 
     base, shorter = exits(1.0), exits(0.5)
     assert len(base) > 50
@@ -209,12 +209,12 @@ def test_vfork_stage_order_from_the_on_stage_hook(monkeypatch):
     r = run_experiment(closed(cpus=2, parents=1, clone="posix_spawn", duration="20ms", reps=1,
                               child={"lifetime": "20us"}))
     execs = sorted(end for task, name, start, end in stages if name == "exec")
-    rec = r.records.sort_values("start")
-    returned = rec["fork_ret"].dropna().to_numpy()
+    rec = r.records.sort_values("start_us")
+    returned = rec["fork_ret_us"].dropna().to_numpy()
     assert len(returned) > 5 and len(execs) >= len(returned)
     for i, ret in enumerate(returned):  # one parent: creations are sequential
         assert execs[i] <= ret + 1e-9
-        assert execs[i] >= rec["start"].iloc[i]
+        assert execs[i] >= rec["start_us"].iloc[i]
     assert all(start <= end for *_, start, end in stages)
     # the hook fires per stage in kernel order for the parent
     parent_stages = [name for task, name, *_ in stages if task == "parent0"][:3]
@@ -235,8 +235,8 @@ def test_every_started_creation_is_completed_or_in_flight(clone):
     r = run_experiment(closed(cpus=2, parents=3, rss="8MiB", clone=clone, duration="15ms",
                               child={"lifetime": "200us"}, hogs=1))
     df, s = r.records, r.summary
-    assert len(df) > 0 and df["start"].notna().all()
-    open_ = df["reap"].isna()
+    assert len(df) > 0 and df["start_us"].notna().all()
+    open_ = df["reap_us"].isna()
     assert s["in_flight_at_end"] == int(open_.sum())
     assert s["in_flight_at_end"] <= 3 * 2  # at most one open creation per parent per replication
     done = df[~open_]
@@ -244,15 +244,16 @@ def test_every_started_creation_is_completed_or_in_flight(clone):
         v = done[col]
         assert v.notna().all(), col
         assert (v >= 0).all(), col
-    assert (done["start"] <= done["fork_ret"]).all()
-    assert (done["child_start"] <= done["child_exit"]).all()
-    assert (done["child_exit"] <= done["reap"]).all()
-    assert (done["fork_ret"] <= done["reap"]).all()
+    assert (done["start_us"] <= done["fork_ret_us"]).all()
+    assert (done["child_start_us"] <= done["child_exit_us"]).all()
+    assert (done["child_exit_us"] <= done["reap_us"]).all()
+    assert (done["fork_ret_us"] <= done["reap_us"]).all()
     assert 0.0 <= s["cpu_utilization"] <= 1.0
     for name in ("fork_latency_us", "roundtrip_latency_us", "child_start_latency_us"):
         lat = s[name]
         assert lat["mean"] is not None and lat["mean"] > 0
-        assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"]
+        given = [lat[p] for p in ("p50", "p90", "p99", "p999") if lat[p] is not None]  # a short run: no p99.9
+        assert len(given) >= 2 and given == sorted(given)
 
 
 def test_utilization_is_a_fraction_with_idle_cpus():

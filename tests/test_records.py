@@ -56,6 +56,6 @@ def test_a_simulated_replication_records_every_creation():
     res = run_experiment(scenario_experiment(16, 0, "closed", 600))
     df = res.records
     assert df["seq"].tolist() == list(range(len(df)))
-    assert df["reap"].notna().sum() >= 600
-    assert res.summary["in_flight_at_end"] == int(df["reap"].isna().sum())
-    assert all(math.isfinite(x) for x in df["start"])
+    assert df["reap_us"].notna().sum() >= 600
+    assert res.summary["in_flight_at_end"] == int(df["reap_us"].isna().sum())
+    assert all(math.isfinite(x) for x in df["start_us"])

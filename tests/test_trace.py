@@ -88,8 +88,8 @@ def test_trace_is_valid_and_matches_the_run(tmp_path, clone):
     assert len(forks) > 10
     for seq, ts, dur in forks:
         r = rec.loc[seq]
-        if r["start"] >= 2000.0:
-            assert ts == pytest.approx(r["start"], abs=1e-3)
+        if r["start_us"] >= 2000.0:
+            assert ts == pytest.approx(r["start_us"], abs=1e-3)
             assert dur == pytest.approx(r["fork_latency_us"], abs=2e-3)
     names = {e["name"] for e in trace["traceEvents"] if e["ph"] == "X"}
     assert {"copy_process_setup", "copy_process_tail", "wait_reap", "context switch"} <= names

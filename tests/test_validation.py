@@ -141,7 +141,7 @@ def test_to_config_follows_the_schema():
             "writer_fault_rate_per_s": 50000.0}
     for sc in SCENARIOS:
         cfg = sc.to_config(meas, cpus=2, quick=True, profile="default")
-        exp = parse_config(cfg)
+        exp = parse_config(cfg, resolved=True)  # the scenarios' numbers: us, bytes, /s
         assert exp.machine.cpus == 2
         assert exp.workload.image.vmas == 31 and exp.workload.image.anon_vmas == 14
         assert exp.workload.child.clone == sc.kind and exp.workload.child.lifetime == 0

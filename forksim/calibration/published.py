@@ -1,6 +1,6 @@
 """The `published` profile: fork() cost per GB from public figures, the rest borrowed.
 
-REFERENCE.md lists Redis's `latest_fork_usec` per GB of RSS on several systems (documentation page
+docs/REFERENCES.md lists Redis's `latest_fork_usec` per GB of RSS on several systems (documentation page
 "Diagnosing latency issues"). Fork time there is dominated by copying page tables, so each figure
 becomes a per-PTE cost of dup_mmap:
 
@@ -27,7 +27,7 @@ __all__ = ["REDIS_FORK_MS_PER_GB", "build_published", "published_profile"]
 
 PAGES_PER_GIB = (1024**3) // 4096
 
-# system -> (RSS in GB, fork time in ms, ms per GB), from REFERENCE.md (Redis documentation)
+# system -> (RSS in GB, fork time in ms, ms per GB), from docs/REFERENCES.md (Redis documentation)
 REDIS_FORK_MS_PER_GB: dict[str, tuple[float, float, float]] = {
     "vmware_vm": (6.0, 77.0, 12.8),
     "physical_unknown": (6.1, 80.0, 13.1),
@@ -80,7 +80,7 @@ def published_profile(base: dict[str, Any], system: str = DEFAULT_SYSTEM, base_n
                         f"({per_gb} ms/GB); every other stage borrowed from the measured '{base_name}' profile")
     p["provenance"] = {
         "kind": "published",
-        "source": "Redis documentation, 'Diagnosing latency issues' (fork time per GB of RSS), via REFERENCE.md",
+        "source": "Redis documentation, 'Diagnosing latency issues' (fork time per GB of RSS), via docs/REFERENCES.md",
         "system": system,
         "ms_per_gb": per_gb,
         "borrowed_from": {"profile": base_name, **{k: base_prov.get(k) for k in ("kernel", "cpu_model", "cpus", "date",

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..config import Experiment, load_experiment, parse_override
+from ..config import CALLS, Experiment, load_experiment, parse_override
 from ..errors import ConfigError
 
 console = Console(stderr=False)
@@ -55,13 +55,18 @@ def fmt(v: Any, digits: int = 1) -> str:
     return str(v)
 
 
-def latency_table(summary: dict[str, Any], title: str) -> Table:
+def call_label(clone: str | None) -> str:
+    """'vfork() call' for the creating call of a clone kind (None: kinds vary, 'creating call')."""
+    return f"{CALLS[clone]} call" if clone in CALLS else "creating call"
+
+
+def latency_table(summary: dict[str, Any], title: str, clone: str | None = "fork") -> Table:
     t = Table(title=title, title_justify="left")
     t.add_column("latency (us)")
     for col in ("mean", "p50", "p90", "p99", "p999", "p99 95% CI"):
         t.add_column(col, justify="right")
     for key, label in (
-        ("fork_latency_us", "fork() call"),
+        ("fork_latency_us", call_label(clone)),
         ("child_start_latency_us", "child start"),
         ("roundtrip_latency_us", "round trip (to reap)"),
         ("response_latency_us", "response (arrival to reap)"),
@@ -75,4 +80,8 @@ def latency_table(summary: dict[str, Any], title: str) -> Table:
         ci = (s.get("ci95") or {}).get("p99")
         ci_text = f"{fmt(ci[0])} .. {fmt(ci[1])}" if ci else "-"
         t.add_row(label, *(fmt(s.get(c)) for c in ("mean", "p50", "p90", "p99", "p999")), ci_text)
+        if s.get("refused"):  # a tail percentile from too few samples (forksim.stats.MIN_BEYOND)
+            from ..display import refused_note
+
+            t.caption, t.caption_justify = refused_note().replace("–", "-"), "left"
     return t

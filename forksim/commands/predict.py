@@ -11,7 +11,7 @@ from ..config import CLONE_KINDS, MAX_RSS_BYTES, MAX_VMAS
 from ..errors import ConfigError
 from ..predict import predict
 from ..units import UnitError, format_size, parse_size
-from ._common import console, fmt
+from ._common import call_label, console, fmt
 
 
 def register(sub) -> None:
@@ -23,7 +23,8 @@ def register(sub) -> None:
     p.add_argument("--clone", choices=CLONE_KINDS, default="fork")
     p.add_argument("--profile", default="default")
     p.add_argument("--cpus", type=int, help="CPUs of the machine (default: the profile's)")
-    p.add_argument("--samples", type=int, default=400, help="creations simulated (default 400)")
+    p.add_argument("--samples", type=int, default=1200,
+                   help="creations simulated (default 1200; a p99 needs about 1,000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=main)
@@ -56,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     t.add_column("latency (us)")
     for c in ("mean", "p50", "p90", "p99"):
         t.add_column(c, justify="right")
-    for key, label in (("fork_latency_us", "fork() call"), ("child_start_latency_us", "child start"),
+    for key, label in (("fork_latency_us", call_label(args.clone)), ("child_start_latency_us", "child start"),
                        ("roundtrip_latency_us", "round trip (to reap)")):
         t.add_row(label, *(fmt(res[key][c]) for c in ("mean", "p50", "p90", "p99")))
     console.print(t)

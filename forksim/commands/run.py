@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-import tomli_w
 from rich.progress import Progress
 
-from ..config import experiment_to_toml_dict
 from ..io import write_json, write_table, write_text
-from ..runner import run_experiment
+from ..runner import Interrupted, run_experiment
 from ..trace import write_trace
-from ._common import add_config_arguments, console, fmt, latency_table, load_from_args, out_dir
+from ._common import add_config_arguments, console, err_console, fmt, latency_table, load_from_args, out_dir
 
 
 def register(sub) -> None:
@@ -27,9 +25,9 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
-def summary_table(summary: dict) -> None:
+def summary_table(summary: dict, clone: str = "fork") -> None:
     console.print(latency_table(summary, f"{summary['experiment']}: {summary['forks']:,} creations measured, "
-                                 f"{summary['replications']} replications, profile {summary['profile']}"))
+                                 f"{summary['replications']} replications, profile {summary['profile']}", clone))
     thr = summary["throughput_per_s"]
     ci = thr.get("ci95")
     console.print(f"throughput: {fmt(thr['mean'])} creations/s" + (f" (95% CI {fmt(ci[0])} .. {fmt(ci[1])})" if ci else ""))
@@ -39,10 +37,21 @@ def summary_table(summary: dict) -> None:
                       "the end; in fork(): arrived between fork()'s entry and return; in snapshot: arrived between "
                       "fork()'s entry and the snapshot child's exit")
     console.print(f"CPU utilisation: {100 * (summary['cpu_utilization'] or 0):.1f}%")
+    if not summary["forks"]:  # a server that served requests but forked no snapshot in the window
+        console.print("[yellow]note: no snapshot fork in the measured window: lengthen experiment.duration "
+                      "or move workload.server.first_snapshot into it[/yellow]")
     waits = ", ".join(f"{k} mean {fmt(v['mean'], 2)} us / p99 {fmt(v['p99'], 2)} us" for k, v in summary["lock_wait_us"].items())
     console.print(f"lock waits: {waits}")
     stages = ", ".join(f"{k} {fmt(v)}" for k, v in summary["stage_us"].items())
     console.print(f"mean time per stage in the call (us): {stages}")
+
+
+def _write(out, result, fmt_: str) -> None:
+    write_table(out / f"forks.{fmt_}", result.records, metadata=result.metadata())
+    if result.requests is not None:  # server workloads: every request after the warm-up
+        write_table(out / f"requests.{fmt_}", result.requests, metadata=result.metadata())
+    write_text(out / "config.resolved.toml", result.config_toml())
+    write_json(out / "summary.json", result.summary)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -53,20 +62,24 @@ def main(args: argparse.Namespace) -> int:
     exp = load_from_args(args)
     out = out_dir(args, exp, "run")
     n = exp.experiment.replications
-    with Progress(console=console, transient=True, disable=args.quiet) as progress:
-        task = progress.add_task(f"simulating {exp.experiment.name}", total=n)
-        result = run_experiment(exp, workers=args.workers or None,
-                                on_replication=lambda done, total: progress.update(task, completed=done))
-    write_table(out / f"forks.{args.format}", result.records)
-    if result.requests is not None:  # server workloads: every request after the warm-up
-        write_table(out / f"requests.{args.format}", result.requests)
-    write_text(out / "config.resolved.toml",
-               "# The fully resolved experiment: times in microseconds, sizes in bytes, rates per second.\n"
-               + tomli_w.dumps(experiment_to_toml_dict(exp)))
-    write_json(out / "summary.json", result.summary)
+    try:
+        with Progress(console=console, transient=True, disable=args.quiet) as progress:
+            task = progress.add_task(f"simulating {exp.experiment.name} ({n} replications)", total=n)
+            result = run_experiment(exp, workers=args.workers or None,
+                                    on_replication=lambda done, total: progress.update(task, completed=done))
+    except Interrupted as stop:
+        if stop.partial is None:
+            err_console.print("forksim: interrupted before any replication finished; nothing written")
+        else:
+            _write(out, stop.partial, args.format)
+            s = stop.partial.summary
+            err_console.print(f"forksim: interrupted; the {s['replications']} finished of {n} replications are kept "
+                              f"in {out}/ (summary.json says \"partial\": true)")
+        return 130
+    _write(out, result, args.format)
     if args.trace:
         write_trace(exp, args.trace, profile=result.profile)
     if not args.quiet:
-        summary_table(result.summary)
+        summary_table(result.summary, exp.workload.child.clone)
         console.print(f"results in {out}/")
     return 0

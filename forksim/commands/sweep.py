@@ -6,8 +6,9 @@ import argparse
 
 from rich.table import Table
 
+from ..config import CALLS, format_config_value
 from ..errors import ConfigError
-from ._common import add_config_arguments, console, fmt, load_from_args, out_dir
+from ._common import add_config_arguments, console, err_console, fmt, load_from_args, out_dir
 
 
 def register(sub) -> None:
@@ -35,9 +36,9 @@ _REQUEST_COLUMNS = (("request_latency_us", "p99", "request p99 us"),
                     ("request_latency_in_snapshot_us", "p99", "request p99 in snapshot us"))
 
 
-def _points_table(name: str, rows: list[tuple], server: bool = False) -> Table:
+def _points_table(name: str, rows: list[tuple], call: str, server: bool = False) -> Table:
     t = Table(title=f"{name}: sweep points", title_justify="left")
-    cols = ["point", "values", "throughput/s", "fork p50 us", "fork p99 us", "p99 95% CI", "CPU util", "note"]
+    cols = ["point", "values", "throughput/s", f"{call} p50 us", f"{call} p99 us", "p99 95% CI", "CPU util", "note"]
     if server:  # the question of a server experiment: request latency, overall and during the snapshot
         cols[-1:-1] = [label for _, _, label in _REQUEST_COLUMNS]
     for col in cols:
@@ -48,7 +49,7 @@ def _points_table(name: str, rows: list[tuple], server: bool = False) -> Table:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..sweep import sweep
+    from ..sweep import grid_points, sweep
 
     exp = load_from_args(args)
     if args.workers is not None and args.workers < 1:
@@ -58,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
     server = exp.workload.kind == "server"
 
     def on_point(point, summary, reused) -> None:
-        values = ", ".join(f"{k.split('.')[-1]}={fmt(v)}" for k, v in point.values.items()) or "(base)"
+        values = ", ".join(f"{k.split('.')[-1]}={format_config_value(k, v)}" for k, v in point.values.items()) or "(base)"
         if summary.get("error"):
             rows[point.index] = (point.id, values, *["-"] * (5 + 2 * server), f"[red]{summary['error']}[/red]")
             return
@@ -74,10 +75,17 @@ def main(args: argparse.Namespace) -> int:
                              f"{100 * util:.0f}%" if util is not None else "-",
                              *[fmt((summary.get(k) or {}).get(p)) for k, p, _ in _REQUEST_COLUMNS if server], note)
 
-    df = sweep(exp, out=out, executor=args.executor, scheduler=args.scheduler, workers=args.workers,
-               resume=args.resume, format=args.format, progress=not args.quiet, on_point=on_point)
+    try:
+        df = sweep(exp, out=out, executor=args.executor, scheduler=args.scheduler, workers=args.workers,
+                   resume=args.resume, format=args.format, progress=not args.quiet, on_point=on_point)
+    except KeyboardInterrupt:
+        err_console.print(f"forksim: interrupted; the {len(rows)} finished points are kept in {out}/points/ "
+                          "(the same command with --resume computes only the others)")
+        return 130
     if not args.quiet:
-        console.print(_points_table(exp.experiment.name, [rows[i] for i in sorted(rows)], server))
+        kinds = {p.exp.workload.child.clone for p in grid_points(exp)} if exp.sweep else {exp.workload.child.clone}
+        call = CALLS[kinds.pop()] if len(kinds) == 1 else "call"
+        console.print(_points_table(exp.experiment.name, [rows[i] for i in sorted(rows)], call, server))
         errors = int(df["error"].notna().sum())
         console.print(f"{len(df)} rows ({len(df.attrs['computed'])} points computed, {len(df.attrs['reused'])} reused"
                       + (f", {errors} failed replications" if errors else "") + f"); results in {out}/")

@@ -9,7 +9,7 @@ simulator's prediction of the same scenarios.
 # The submodules keep their names (`measure.measure(scenario, quick)`, `scenarios.scenarios(quick)`):
 # the package does not re-export those two functions, so that the modules are not shadowed.
 from . import compare, measure, scenarios
-from .compare import render_markdown, relative_error, summarize_rows, validate
+from .compare import compare_row, render_markdown, relative_error, summarize_rows, validate
 from .measure import LoadgenError, build_tools, measure_all
 from .scenarios import SCENARIOS, Scenario, get_scenario
 
@@ -25,6 +25,7 @@ __all__ = [
     "SCENARIOS",
     "get_scenario",
     "relative_error",
+    "compare_row",
     "summarize_rows",
     "render_markdown",
 ]

@@ -317,7 +317,7 @@ def simulate(config: dict[str, Any], profile: str | None) -> dict[str, Any]:
     from forksim.config import parse_config
     from forksim.runner import run_experiment
 
-    exp = parse_config(config, source="forksim validate")
+    exp = parse_config(config, source="forksim validate", resolved=True)  # the scenarios' numbers: us, bytes, /s
     result = run_experiment(exp, profile=profile)
     summary = result.summary
     return dict(summary) if not isinstance(summary, dict) else summary
