@@ -282,13 +282,15 @@ def sweep_lines(points: pd.DataFrame, key: str, series: Sequence[tuple[str, str]
                 ax=None, unit: str = "time", ylabel: str = "", log: bool = True, xlabel: str | None = None,
                 title: str | None = None):
     """Columns of a points frame against the swept key: `series` = [(column, label)], each with its
-    95% CI band where the frame has `column.lo`/`column.hi`. One colour per series (per group with
-    `by`, the series then told apart by line style). The y range follows the lines, not the bands.
+    95% CI where the frame has `column.lo`/`column.hi`: a faint band for up to three lines, thin error
+    bars beyond (overlapping bands would bury the lines). One colour per series (per group with `by`,
+    the series then told apart by line style). The y range follows the lines, not the intervals.
     `unit`: "time" (µs), "count" or "rate"."""
     ax = new_axes(ax)
     styles = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":")]
     groups = _groups(points, by)
-    ys, banded = [], False
+    ys, banded, bars = [], False, False
+    drawn = sum(1 for _, sub in groups for col, _ in series if col in sub and sub[col].notna().any())
     for g, (name, sub) in enumerate(groups):
         sub = sub.sort_values(key)
         x, labels = x_values(sub, key)
@@ -307,9 +309,13 @@ def sweep_lines(points: pd.DataFrame, key: str, series: Sequence[tuple[str, str]
                 lo, hi = sub[f"{col}.lo"].to_numpy(dtype=float), sub[f"{col}.hi"].to_numpy(dtype=float)
                 err = ci_errors(y, lo, hi)
                 ok = np.isfinite(y) & ((err[0] > 0) | (err[1] > 0))
-                if ok.any():
+                if ok.any() and drawn <= 3:
                     banded = True
                     ax.fill_between(x[ok], (y - err[0])[ok], (y + err[1])[ok], color=c, alpha=0.1, lw=0, zorder=1)
+                elif ok.any():
+                    ax.errorbar(x[ok], y[ok], yerr=err[:, ok], fmt="none", ecolor=c, elinewidth=0.8, capsize=2,
+                                alpha=0.7, zorder=2)
+                    bars = True
             ys.append(y)
     if not ys:
         ax.text(0.5, 0.5, "nothing to draw", ha="center", va="center", transform=ax.transAxes)
@@ -330,7 +336,7 @@ def sweep_lines(points: pd.DataFrame, key: str, series: Sequence[tuple[str, str]
     else:
         thousands(ax)
     key_axis(ax, points, key, xlabel)
-    ax.set_ylabel(ylabel + (" (log scale)" if log else "") + ("\nband: 95% CI" if banded else ""))
+    ax.set_ylabel(ylabel + (" (log scale)" if log else "") + ("\nband: 95% CI" if banded else "\nbars: 95% CI" if bars else ""))
     if len(ys) > 1:
         legend(ax, ", ".join(by) if len(groups) > 1 else None)
     ax.set_title(title or f"{ylabel} against {key}")

