@@ -20,6 +20,8 @@ LATENCY_LABELS = {
     "roundtrip_latency_us": "round trip (entry to reaped)",
     "response_latency_us": "response (arrival to reaped)",
     "request_latency_us": "server request (arrival to reply)",
+    "request_latency_in_snapshot_us": "server request arriving in a snapshot (fork entry to child exit)",
+    "request_latency_in_fork_us": "server request arriving in fork() (entry to return)",
 }
 _PCTS = (("mean", "mean"), ("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9"))
 _DASH = "–"
@@ -165,6 +167,8 @@ def sweep_html(table: pd.DataFrame) -> str:
         req = s.get("request_latency_us")
         if req:
             row["request p99 (µs)"] = _num(req.get("p99"))
+            snap = s.get("request_latency_in_snapshot_us") or {}
+            row["request p99 in snapshot (µs)"] = _num(snap.get("p99"))
         rows.append(row)
         if fork.get("refused"):
             notes = [refused_note()]

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .requests import DONE, LATENCY, WINDOWS
 from .stats import PERCENTILES, beyond, bootstrap_ci95, refusal, stream, t_ci95
 
 __all__ = ["Creation", "Records", "ReplicationResult", "records_frame", "summarize", "ci95", "PERCENTILES",
@@ -151,7 +152,7 @@ class ReplicationResult:
         in_flight: int,
         events: int,
         wall_s: float,
-        requests: Sequence[float] | None = None,
+        requests: pd.DataFrame | None = None,
         seed: int | None = None,
     ):
         self.replication = replication
@@ -164,7 +165,7 @@ class ReplicationResult:
         self.in_flight = in_flight
         self.events = events
         self.wall_s = wall_s
-        self.requests = requests  # server workloads: latencies (us) of requests arriving after warm-up
+        self.requests = requests  # server workloads: requests arriving after warm-up (forksim.requests' columns)
         self.seed = seed  # the experiment's seed (the entropy of this replication's SeedSequence)
 
 
@@ -237,6 +238,30 @@ def _latency(per_rep: list[np.ndarray], *, seed: int | None = None, name: str = 
     return out
 
 
+def _mean_ci(values: Sequence[float], lower: float | None = 0.0, upper: float | None = None) -> dict[str, Any]:
+    """The mean across replications and its Student-t interval (stats.t_ci95), both rounded by `_clean`:
+    rounding is monotone, so the rounded mean stays inside its rounded interval (an unrounded bound sat
+    a hair above a rounded mean, and `forksim report` drew a negative error bar)."""
+    ci = t_ci95(values, lower=lower, upper=upper)
+    return {"mean": _clean(np.mean(values)), "ci95": [_clean(x) for x in ci] if ci else None}
+
+
+def _requests(results: Sequence[ReplicationResult], latency) -> dict[str, Any]:
+    """Server workloads: request latency (arrival to the end of its service) over every request and
+    over the fork and snapshot windows (forksim.requests.WINDOWS, each section stating its window),
+    requests unfinished at the end, and request throughput. `latency(name, per_rep)`: summarize's."""
+    frames = [r.requests if r.requests is not None else pd.DataFrame({LATENCY: [], DONE: []}) for r in results]
+    finished = [f[f[DONE].notna()] for f in frames]
+    out: dict[str, Any] = {}
+    for section, (flag, window) in WINDOWS.items():
+        picked = [f if flag is None else f[f[flag].to_numpy(dtype=bool)] for f in finished]
+        out[section] = {**latency(section, [f[LATENCY].to_numpy(dtype=float) for f in picked]), "window": window}
+    out["requests_unfinished"] = int(sum(len(f) - len(g) for f, g in zip(frames, finished)))
+    rates = [len(f) / ((r.window[1] - r.window[0]) / 1e6) for f, r in zip(finished, results)]
+    out["request_throughput_per_s"] = _mean_ci(rates)
+    return out
+
+
 def _stage_means(measured: pd.DataFrame) -> dict[str, float | None]:
     """Where the parent's time inside the call goes (means over measured creations)."""
     stage_us: dict[str, float | None] = {}
@@ -292,20 +317,17 @@ def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = No
     summary: dict[str, Any] = {
         "forks": int(measured["fork_ret_us"].notna().sum()),
         "replications": len(results),
-        "throughput_per_s": {"mean": _clean(np.mean(throughputs)), "ci95": t_ci95(throughputs, lower=0.0)},
+        "throughput_per_s": _mean_ci(throughputs),
     }
     for name in ("fork_latency_us", "roundtrip_latency_us", "child_start_latency_us"):
         summary[name] = latency(name, col(name))
     if measured["arrival_us"].notna().any() and (measured["arrival_us"] != measured["start_us"]).any():
         summary["response_latency_us"] = latency("response_latency_us", col("response_latency_us"))
     if any(getattr(r, "requests", None) is not None for r in results):
-        # server workloads: request latency (arrival to the end of its service) and request throughput
-        reqs = [np.asarray(getattr(r, "requests", None) or [], dtype=float) for r in results]
-        summary["request_latency_us"] = latency("request_latency_us", reqs)
-        rates = [len(a) / ((r.window[1] - r.window[0]) / 1e6) for a, r in zip(reqs, results)]
-        summary["request_throughput_per_s"] = {"mean": _clean(np.mean(rates)), "ci95": t_ci95(rates, lower=0.0)}
-    summary["cpu_utilization"] = _clean(np.mean(utilization))
-    summary["cpu_utilization_ci95"] = t_ci95(utilization, lower=0.0, upper=1.0)
+        summary.update(_requests(results, latency))
+    util = _mean_ci(utilization, lower=0.0, upper=1.0)
+    summary["cpu_utilization"] = util["mean"]
+    summary["cpu_utilization_ci95"] = util["ci95"]
 
     lock_wait: dict[str, Any] = {}
     for name in ("tasklist_lock", "pidmap_lock", "mmap_lock"):

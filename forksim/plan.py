@@ -55,8 +55,8 @@ _SLO_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*(.+?)\s*$")
 # Top-level numeric groups of summary.json an SLO may name.
 _KNOWN = (
     "forks", "throughput_per_s", "fork_latency_us", "roundtrip_latency_us", "child_start_latency_us",
-    "response_latency_us", "request_latency_us", "request_throughput_per_s", "cpu_utilization",
-    "lock_wait_us", "mmap_stall_us", "stage_us", "stack_cache_hit_ratio", "in_flight_at_end",
+    "response_latency_us", "request_latency_us", "request_latency_in_fork_us", "request_latency_in_snapshot_us",
+    "request_throughput_per_s", "cpu_utilization", "lock_wait_us", "mmap_stall_us", "stage_us", "stack_cache_hit_ratio", "in_flight_at_end",
     "events_per_creation",
 )
 
@@ -64,7 +64,8 @@ _LAT = ("count", "mean", "p50", "p90", "p99", "p999")
 _FIELDS = {
     "throughput_per_s": ("mean",), "request_throughput_per_s": ("mean",),
     "fork_latency_us": _LAT, "roundtrip_latency_us": _LAT, "child_start_latency_us": _LAT,
-    "response_latency_us": _LAT, "request_latency_us": _LAT, "mmap_stall_us": ("count", "p50", "p99", "max"),
+    "response_latency_us": _LAT, "request_latency_us": _LAT, "request_latency_in_fork_us": _LAT,
+    "request_latency_in_snapshot_us": _LAT, "mmap_stall_us": ("count", "p50", "p99", "max"),
 }
 _SCALARS = ("forks", "cpu_utilization", "stack_cache_hit_ratio", "in_flight_at_end", "events_per_creation")
 

@@ -27,6 +27,7 @@ from .kernel.costs import EMPTY_IMAGE, Costs
 from .machine import Machine, SchedulerParams
 from .metrics import ReplicationResult, records_frame, summarize
 from .profile import Profile, load_profile
+from .requests import requests_frame
 from .units import format_time_us
 from .workload import Draws, UnstableError, Workload, image_shape, load_arrivals
 
@@ -58,6 +59,7 @@ class RunResult:
     summary: dict[str, Any]
     records: pd.DataFrame
     replications: list[ReplicationResult] = field(repr=False)
+    requests: pd.DataFrame | None = field(default=None, repr=False)  # server workloads (forksim.requests)
 
     def config_toml(self) -> str:
         """The fully resolved experiment as TOML (what `forksim run` writes to config.resolved.toml)."""
@@ -384,9 +386,10 @@ def _run_replication(exp: Experiment, profile: Profile, replication: int,
     end = env.now
     busy = machine.busy_us() - busy0
     in_flight = workload.records.in_flight
+    records = workload.records.frame()
     return ReplicationResult(
         replication=replication,
-        records=workload.records.frame(),
+        records=records,
         window=(warmup, end),
         busy_us=busy,
         cpus=exp.machine.cpus,
@@ -395,7 +398,7 @@ def _run_replication(exp: Experiment, profile: Profile, replication: int,
         in_flight=in_flight,
         events=next(env._eid),  # events scheduled (SimPy's own counter)
         wall_s=time.perf_counter() - wall,
-        requests=getattr(workload, "request_latencies", None),
+        requests=workload.request_frame(records, end) if hasattr(workload, "request_frame") else None,
         seed=seed.entropy if isinstance(seed.entropy, int) else None,
     )
 
@@ -480,4 +483,4 @@ def _result(exp: Experiment, prof: Profile, seed: int, results: list[Replication
     if planned is not None:
         summary["partial"] = True  # interrupted: `replications` of `replications_planned` finished
         summary["replications_planned"] = planned
-    return RunResult(exp, prof, seed, summary, df, results)
+    return RunResult(exp, prof, seed, summary, df, results, requests_frame(results))

@@ -6,8 +6,9 @@ deterministic, bursty or a file) and the dataset `workload.image` as its address
 event loop, like Redis's:
 
 - serves queued requests in arrival order, each `[workload.server] service` of CPU time on the
-  server's own task (user code, preemptible), and records each request's latency from arrival to
-  the end of its service (`request_latency_us` in summary.json);
+  server's own task (user code, preemptible), and logs each request that arrives after the warm-up
+  (arrival, end of service: `forksim.requests`, requests.parquet; `request_latency_us` and its
+  fork and snapshot windows in summary.json);
 - every `cron` (serverCron, hz=10) checks, between requests, whether a snapshot child has exited
   (reaps it with a non-blocking wait: `Kernel.do_wait` on a zombie never sleeps) and whether a
   snapshot is due: one every `interval`, the first at `first_snapshot`, never two at once (a due
@@ -28,15 +29,17 @@ stall of each fork; `throughput_per_s` counts reaped snapshots.
 
 from __future__ import annotations
 
-from array import array
+import math
 from collections import deque
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import simpy
 
 from .kernel.mm import Process
 from .metrics import Creation, Records
+from .requests import RequestLog, mark_windows
 from .workload import Draws, arrival_times, feed_arrivals, image_shape, start_cpu_hogs
 
 if TYPE_CHECKING:
@@ -52,7 +55,7 @@ class _Instance:
     """One server process: its queue, its snapshot child, its write-protected pages."""
 
     __slots__ = ("index", "proc", "queue", "idle", "cron_due", "child", "child_rec", "next_snapshot",
-                 "wp_pages")
+                 "wp_pages", "serving")
 
     def __init__(self, index: int, proc: Process, first_snapshot: float):
         self.index = index
@@ -64,11 +67,16 @@ class _Instance:
         self.child_rec: Creation | None = None
         self.next_snapshot = first_snapshot
         self.wp_pages = 0  # pages write-protected in the server since the last fork
+        self.serving: float | None = None  # arrival time of the request in service
 
 
 class Server:
     """Drives `workload.parents` server processes on a kernel; the runner's workload interface:
-    `start()`, `stop` (an event), `records` (creations) and `request_latencies`."""
+    `start()`, `stop` (an event), `records` (creations), `requests` (a RequestLog) and
+    `request_frame()`; `kind` and `parent_name` as forksim.workload.Workload's (the trace reads them)."""
+
+    kind = "fork"  # a snapshot is a fork (BGSAVE)
+    parent_name = "server"  # the servers' tasks: server0, server1, ...
 
     def __init__(self, exp: "Experiment", kernel: "Kernel", rng: np.random.Generator,
                  arrivals: np.ndarray | None = None):
@@ -79,7 +87,7 @@ class Server:
         self.rng = rng
         self.cfg = exp.workload.server
         self.records = Records()
-        self.request_latencies = array("d")
+        self.requests = RequestLog()
         self.completed = 0
         self.stop = simpy.Event(self.env)
         self._arrivals = arrivals
@@ -92,12 +100,14 @@ class Server:
             self._service = lambda: mean
         self._uniform = Draws(rng.random, _BLOCK)
         self.instances: list[_Instance] = []
+        self.first_snapshot: float | None = None  # us, set by start()
 
     def start(self) -> None:
         wl = self.exp.workload
         first = self.cfg.first_snapshot
         if first is None:
             first = self.exp.experiment.warmup + self.cfg.interval / 2.0
+        self.first_snapshot = first
         for i in range(wl.parents):
             task, first_run = self.machine.start_task(f"server{i}")
             inst = _Instance(i, Process(task, self.kernel.new_mm(self.shape)), first)
@@ -118,7 +128,9 @@ class Server:
         yield first_run
         env, task = self.env, inst.proc.task
         record_from = self.kernel.record_from
-        latencies = self.request_latencies
+        log = self.requests
+        log_arrival, log_done, log_server = log.arrival.append, log.done.append, log.server.append
+        index = inst.index
         while True:
             if inst.cron_due:
                 inst.cron_due = False
@@ -128,10 +140,13 @@ class Server:
                 inst.idle = True
                 yield task.sleep()
                 continue
-            arrival = inst.queue.popleft()
+            arrival = inst.serving = inst.queue.popleft()
             yield task.run(self._service() + self._writes(inst), preemptible=True)
+            inst.serving = None
             if arrival >= record_from:
-                latencies.append(env.now - arrival)
+                log_arrival(arrival)
+                log_done(env.now)
+                log_server(index)
 
     def _writes(self, inst: _Instance) -> float:
         """COW faults of one request's writes to random pages of the dataset."""
@@ -178,6 +193,21 @@ class Server:
             yield self.env.timeout(period)
             inst.cron_due = True
             self._wake(inst)
+
+    def request_frame(self, creations: pd.DataFrame, end: float) -> pd.DataFrame:
+        """The replication's requests (forksim.requests' columns), those still queued or in service at
+        `end` with a NaN end of service, each placed against its server's snapshots (`creations`:
+        this replication's creation records)."""
+        log = self.requests
+        record_from = self.kernel.record_from
+        for inst in self.instances:
+            waiting = [inst.serving] if inst.serving is not None else []
+            for arrival in [*waiting, *inst.queue]:
+                if arrival >= record_from:
+                    log.arrival.append(arrival)
+                    log.done.append(math.nan)
+                    log.server.append(inst.index)
+        return mark_windows(log.frame(), creations, end)
 
     # ---- requests and background
 

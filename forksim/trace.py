@@ -17,7 +17,8 @@ same timeline as `run_experiment`'s replication 0), with two observers attached:
   (preempted, sleeping, waiting for a halted CPU to wake); a faulting thread's sleeps are its
   `mmap_lock stall`s (a fault on a VMA the parent's dup_mmap has already reached).
 
-The trace is bounded: it covers the measured window (after warm-up) up to `max_span_us` of simulated
+The trace is bounded: it covers the measured window (after warm-up; for a server workload, from a
+tenth of the span before its first snapshot, so that the fork is in it) up to `max_span_us` of simulated
 time and stops early once `max_events` events are recorded; the file's `otherData` says which
 window was traced, whether and why it was cut, and the CPU busy time the machine itself counted.
 Times (`ts`, `dur`) are microseconds of simulated time.
@@ -29,6 +30,7 @@ import bisect
 import json
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,11 +155,13 @@ def _simulate(exp: Experiment, profile: Profile, max_span_us: float, max_events:
     machine.tracer = rec
     kernel.on_stage = rec.on_stage
     workload.start()
-    if warmup > 0.0:
-        env.run(until=warmup)
-    busy0 = _machine_busy(machine)
     end = sim.end
-    hi = min(end, warmup + max_span_us)
+    lo = _window_start(workload, warmup, end, max_span_us)
+    rec.lo = lo
+    if lo > 0.0:
+        env.run(until=lo)
+    busy0 = _machine_busy(machine)
+    hi = min(end, lo + max_span_us)
     reason = None
     # Step through the window so that the event budget can end it early (stepping does not change
     # the order of the model's events: the stop events only delimit env.run calls).
@@ -175,7 +179,16 @@ def _simulate(exp: Experiment, profile: Profile, max_span_us: float, max_events:
     hi = env.now
     busy1 = _machine_busy(machine)
     rec.close(hi)
-    return machine, workload, rec, (warmup, hi), [b - a for a, b in zip(busy0, busy1)], reason
+    return machine, workload, rec, (lo, hi), [b - a for a, b in zip(busy0, busy1)], reason
+
+
+def _window_start(workload, warmup: float, end: float, max_span_us: float) -> float:
+    """Where the traced window opens: at the end of the warm-up; for a server (snapshots seconds
+    apart), a tenth of the span before its first snapshot, when that falls in the measured window."""
+    first = getattr(workload, "first_snapshot", None)
+    if first is not None and warmup < first < end:
+        return max(warmup, first - 0.1 * max_span_us)
+    return warmup
 
 
 class _Lane:
@@ -217,36 +230,22 @@ class _Lane:
         return out, dropped
 
 
-def build_trace(
-    exp: Experiment,
-    profile: str | Profile | None = None,
-    *,
-    max_span_us: float = DEFAULT_MAX_SPAN_US,
-    max_events: int = DEFAULT_MAX_EVENTS,
-) -> dict[str, Any]:
-    """The trace as a dict ({"traceEvents": [...], "otherData": {...}}). `profile`: a name or path
-    (the experiment's what-ifs are applied), or an already resolved `Profile` such as
-    `RunResult.profile` (used as it is)."""
-    if not (max_span_us > 0 and math.isfinite(max_span_us)):
-        raise ValueError("max_span_us must be a positive number of microseconds")
-    if max_events < 1:
-        raise ValueError("max_events must be at least 1")
-    prof = profile if isinstance(profile, Profile) else resolve_profile(exp, profile)
-    machine, workload, rec, (lo, hi), busy, reason = _simulate(exp, prof, max_span_us, max_events)
-    events: list[dict[str, Any]] = []
+class _Events:
+    """The trace's events, and its metadata events (names and sort order of processes and lanes)."""
 
-    def meta(pid: int, tid: int | None, name: str, value: Any) -> None:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def meta(self, pid: int, tid: int | None, name: str, value: Any) -> None:
         ev = {"ph": "M", "pid": pid, "name": name, "args": {"name" if "name" in name else "sort_index": value}}
         if tid is not None:
             ev["tid"] = tid
-        events.append(ev)
+        self.events.append(ev)
 
-    meta(CPU_PID, None, "process_name", "CPUs")
-    meta(CPU_PID, None, "process_sort_index", 0)
-    meta(TASK_PID, None, "process_name", "tasks")
-    meta(TASK_PID, None, "process_sort_index", 1)
 
-    # ---- CPU lanes
+def _cpu_lanes(out: _Events, machine: Machine, rec: _Recorder, lo: float, hi: float) -> dict[int, float]:
+    """One lane per CPU: what ran when, and the context switches; returns each lane's busy time."""
+    meta, events = out.meta, out.events
     lane_busy = {}
     for cpu in machine.cpus:
         meta(CPU_PID, cpu.id, "thread_name", f"CPU {cpu.id}")
@@ -265,15 +264,34 @@ def build_trace(
                       "cat": "cpu,switch", "args": {"next": task.name, "pid": task.pid}}
             events.append(ev)
         lane_busy[cpu.id] = total
+    return lane_busy
 
-    # ---- task lanes
+
+@dataclass
+class _TaskLanes:
+    """The task lanes of a trace, and what places slices on them."""
+
+    records: list  # the replication's creation records (namedtuples), in entry order
+    by_parent: dict[int, list]
+    kind: str  # the creation the workload makes
+    pname: str  # the parents' task names: 'parent3' (Workload), 'server0' (Server)
+    lanes: dict[int, _Lane]
+    lane_names: dict[int, str]
+    sort_keys: dict[int, tuple]
+    task_lane: dict[Any, int]
+
+
+def _task_lanes(workload, rec: _Recorder, hi: float) -> _TaskLanes:
+    """A lane per parent, thread and background task; children of one parent share a lane while they
+    do not overlap (more lanes where they do), each child one slice."""
     records = list(workload.records.frame().itertuples(index=False))
     by_parent: dict[int, list] = defaultdict(list)
     for r in records:
         by_parent[r.parent].append(r)
     kind = workload.kind
+    pname = workload.parent_name  # the parents' task names: 'parent3' (Workload), 'server0' (Server)
     children: dict[int, list] = defaultdict(list)  # parent index -> its child tasks in creation order
-    parent_of_child: dict[str, int] = {f"parent{i}.{kind}": i for i in by_parent}
+    parent_of_child: dict[str, int] = {f"{pname}{i}.{kind}": i for i in by_parent}
     lanes: dict[int, _Lane] = {}
     lane_names: dict[int, str] = {}
     sort_keys: dict[int, tuple] = {}
@@ -307,8 +325,8 @@ def build_trace(
             tid = _CHILD_TID_BASE + 1000 * i + k
             if tid not in lanes:
                 lanes[tid] = _Lane()
-                lane_names[tid] = f"parent{i} children" + (f" #{k + 1}" if k else "")
-                sort_keys[tid] = (f"parent{i}", 1, k)
+                lane_names[tid] = f"{pname}{i} children" + (f" #{k + 1}" if k else "")
+                sort_keys[tid] = (f"{pname}{i}", 1, k)
             task_lane[task] = tid
             r = child_record.get(task)
             args = {"pid": task.pid, "clone": kind}
@@ -317,10 +335,16 @@ def build_trace(
                 if r.child_start == r.child_start:  # NaN: still in ret_from_fork when the window ends
                     args["child_start_latency_us"] = r.child_start - r.start
             lanes[tid].add(start, end, 0, f"{kind} child", args)
+    return _TaskLanes(records, by_parent, kind, pname, lanes, lane_names, sort_keys, task_lane)
 
+
+def _creation_slices(t: _TaskLanes, rec: _Recorder, hi: float) -> None:
+    """The creations on their parents' lanes (the call, its stages, its lock waits) and the periods
+    each task spent off its CPU."""
+    records, by_parent, kind, pname, lanes, task_lane = t.records, t.by_parent, t.kind, t.pname, t.lanes, t.task_lane
     # creations on the parents' lanes
-    parent_tid = {int(t.name[len("parent"):]): tid for t, tid in task_lane.items()
-                  if t.name.startswith("parent") and t.name[len("parent"):].isdigit()}
+    parent_tid = {int(t.name[len(pname):]): tid for t, tid in task_lane.items()
+                  if t.name.startswith(pname) and t.name[len(pname):].isdigit()}
     for r in records:
         tid = parent_tid.get(r.parent)
         if tid is None or not r.start == r.start:
@@ -359,6 +383,34 @@ def build_trace(
             continue
         for start, end, label in periods:
             lanes[tid].add(start, end, 2, label, {"task": task.name, "pid": task.pid})
+
+
+def build_trace(
+    exp: Experiment,
+    profile: str | Profile | None = None,
+    *,
+    max_span_us: float = DEFAULT_MAX_SPAN_US,
+    max_events: int = DEFAULT_MAX_EVENTS,
+) -> dict[str, Any]:
+    """The trace as a dict ({"traceEvents": [...], "otherData": {...}}). `profile`: a name or path
+    (the experiment's what-ifs are applied), or an already resolved `Profile` such as
+    `RunResult.profile` (used as it is)."""
+    if not (max_span_us > 0 and math.isfinite(max_span_us)):
+        raise ValueError("max_span_us must be a positive number of microseconds")
+    if max_events < 1:
+        raise ValueError("max_events must be at least 1")
+    prof = profile if isinstance(profile, Profile) else resolve_profile(exp, profile)
+    machine, workload, rec, (lo, hi), busy, reason = _simulate(exp, prof, max_span_us, max_events)
+    out = _Events()
+    meta, events = out.meta, out.events
+    meta(CPU_PID, None, "process_name", "CPUs")
+    meta(CPU_PID, None, "process_sort_index", 0)
+    meta(TASK_PID, None, "process_name", "tasks")
+    meta(TASK_PID, None, "process_sort_index", 1)
+    lane_busy = _cpu_lanes(out, machine, rec, lo, hi)
+    t = _task_lanes(workload, rec, hi)
+    _creation_slices(t, rec, hi)
+    records, lanes, lane_names, sort_keys = t.records, t.lanes, t.lane_names, t.sort_keys
 
     dropped = 0
     for idx, tid in enumerate(sorted(lanes, key=lambda t: sort_keys[t])):

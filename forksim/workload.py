@@ -153,6 +153,8 @@ class _Queue:
 class Workload:
     """Starts the experiment's tasks on a kernel and collects one record per creation."""
 
+    parent_name = "parent"  # the parents' tasks: parent0, parent1, ... (their threads parent0.t1, ...)
+
     def __init__(self, exp: "Experiment", kernel: "Kernel", rng: np.random.Generator, arrivals: np.ndarray | None = None):
         self.exp = exp
         self.kernel = kernel

@@ -16,6 +16,7 @@ from forksim.errors import ConfigError
 from forksim.runner import run_experiment
 from forksim.sweep import grid_points
 from forksim.workload import burst_times
+from test_trace import _check_valid
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 CONFIGS = sorted(EXPERIMENTS.glob("*.toml"))
@@ -51,7 +52,7 @@ def test_experiment_runs_shortened(path, tmp_path):
         points = grid_points(exp)
         assert len(points) >= 2 and all(p.error is None for p in points)
     out = tmp_path / "run"
-    args = ["run", str(path), "--quiet", "--out", str(out)]
+    args = ["run", str(path), "--quiet", "--out", str(out), "--trace", str(tmp_path / "trace.json")]
     for o in SHORT + EXTRA.get(path.stem, []):
         args += ["--set", o]
     assert main(args) == 0
@@ -63,6 +64,18 @@ def test_experiment_runs_shortened(path, tmp_path):
         assert r["count"] > 100 and r["p50"] > 0
         assert set(r) >= {"mean", "p50", "p90", "p99", "p999", "ci95"}
         assert r["ci95"]["p99"] is not None
+        assert s["request_latency_in_snapshot_us"]["count"] > 0  # async-fork's fork is too short to meet a request
+        assert s["request_latency_in_fork_us"]["count"] > (0 if path.stem == "redis-bgsave" else -1)
+        assert (out / "requests.parquet").exists()
+    # the trace of replication 0 and the report of the run work for every shipped experiment
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    _check_valid(trace)
+    assert any(e["ph"] == "X" and e["name"].endswith("()") for e in trace["traceEvents"]), "a creation in the trace"
+    assert main(["report", str(out), "--quiet"]) == 0
+    assert (out / "summary.md").exists() and len(list(out.glob("*.png"))) >= 4
+    if exp.workload.kind == "server":
+        assert (out / "request_latency_ecdf.png").exists()
+        assert "request_latency_in_snapshot_us" in (out / "summary.md").read_text()
 
 
 def _server(**over):

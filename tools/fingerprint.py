@@ -8,7 +8,7 @@
 `record` runs, with fixed seeds: the 23 validation scenarios' simulator configs (tools/validation-configs.json,
 shortened to 1 s), every experiment in experiments/ (shortened as the tests shorten them), the bench's
 2- and 256-CPU rows and the engine's queueing checks (M/M/1, M/M/4, M/G/1 under the fair scheduler), and writes every summary.json
-(less its wall time) and a hash of every records table. `compare` prints, per run, whether the
+(less its wall time) and a hash of every records table (and of a server's request table). `compare` prints, per run, whether the
 summaries and records are identical (the events per creation aside: they are the speed) and, where
 not, the largest relative difference of any figure.
 """
@@ -92,6 +92,8 @@ def record(out: Path, full: bool = False) -> None:
         summary = dict(res.summary)
         summary.pop("sim_wall_s", None)
         result[name] = {"summary": summary, "records_sha256": _records_hash(res.records)}
+        if res.requests is not None:  # a server's per-request table (requests.parquet)
+            result[name]["requests_sha256"] = _records_hash(res.requests)
         print(f"{name:55s} {time.perf_counter() - t:6.2f} s", flush=True)
     if not full:
         result["engine/queueing"] = {"summary": _queueing(), "records_sha256": None}
@@ -121,6 +123,8 @@ def compare(a_path: Path, b_path: Path) -> int:
         fa, fb = dict(_flatten(a[name]["summary"])), dict(_flatten(b[name]["summary"]))
         speed = "".join(f"; {k} {fa.pop(k, None)} -> {fb.pop(k, None)}" for k in SPEED_FIGURES)
         same_rec = a[name]["records_sha256"] == b[name]["records_sha256"]
+        if "requests_sha256" in a[name] and "requests_sha256" in b[name]:  # fingerprints made before it lack it
+            same_rec = same_rec and a[name]["requests_sha256"] == b[name]["requests_sha256"]
         if fa == fb and same_rec:
             print(f"{name:45s} identical{speed}")
             continue

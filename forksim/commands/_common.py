@@ -70,6 +70,9 @@ def latency_table(summary: dict[str, Any], title: str, clone: str | None = "fork
         ("child_start_latency_us", "child start"),
         ("roundtrip_latency_us", "round trip (to reap)"),
         ("response_latency_us", "response (arrival to reap)"),
+        ("request_latency_us", "request, all"),
+        ("request_latency_in_fork_us", "request arriving in fork()"),
+        ("request_latency_in_snapshot_us", "request arriving in snapshot"),
     ):
         s = summary.get(key)
         if not s:

@@ -31,6 +31,11 @@ def summary_table(summary: dict, clone: str = "fork") -> None:
     thr = summary["throughput_per_s"]
     ci = thr.get("ci95")
     console.print(f"throughput: {fmt(thr['mean'])} creations/s" + (f" (95% CI {fmt(ci[0])} .. {fmt(ci[1])})" if ci else ""))
+    req = summary.get("request_throughput_per_s")
+    if req:  # server workloads
+        console.print(f"requests: {fmt(req['mean'])} served/s, {summary.get('requests_unfinished', 0):,} unfinished at "
+                      "the end; in fork(): arrived between fork()'s entry and return; in snapshot: arrived between "
+                      "fork()'s entry and the snapshot child's exit")
     console.print(f"CPU utilisation: {100 * (summary['cpu_utilization'] or 0):.1f}%")
     if not summary["forks"]:  # a server that served requests but forked no snapshot in the window
         console.print("[yellow]note: no snapshot fork in the measured window: lengthen experiment.duration "
@@ -43,6 +48,8 @@ def summary_table(summary: dict, clone: str = "fork") -> None:
 
 def _write(out, result, fmt_: str) -> None:
     write_table(out / f"forks.{fmt_}", result.records, metadata=result.metadata())
+    if result.requests is not None:  # server workloads: every request after the warm-up
+        write_table(out / f"requests.{fmt_}", result.requests, metadata=result.metadata())
     write_text(out / "config.resolved.toml", result.config_toml())
     write_json(out / "summary.json", result.summary)
 

@@ -32,9 +32,16 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
-def _points_table(name: str, rows: list[tuple], call: str) -> Table:
+_REQUEST_COLUMNS = (("request_latency_us", "p99", "request p99 us"),
+                    ("request_latency_in_snapshot_us", "p99", "request p99 in snapshot us"))
+
+
+def _points_table(name: str, rows: list[tuple], call: str, server: bool = False) -> Table:
     t = Table(title=f"{name}: sweep points", title_justify="left")
-    for col in ("point", "values", "throughput/s", f"{call} p50 us", f"{call} p99 us", "p99 95% CI", "CPU util", "note"):
+    cols = ["point", "values", "throughput/s", f"{call} p50 us", f"{call} p99 us", "p99 95% CI", "CPU util", "note"]
+    if server:  # the question of a server experiment: request latency, overall and during the snapshot
+        cols[-1:-1] = [label for _, _, label in _REQUEST_COLUMNS]
+    for col in cols:
         t.add_column(col, justify="left" if col in ("point", "values", "note") else "right")
     for r in rows:
         t.add_row(*r)
@@ -49,11 +56,12 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("must be 1 or more", source="--workers")
     out = out_dir(args, exp, "sweep")
     rows: dict[int, tuple] = {}
+    server = exp.workload.kind == "server"
 
     def on_point(point, summary, reused) -> None:
         values = ", ".join(f"{k.split('.')[-1]}={format_config_value(k, v)}" for k, v in point.values.items()) or "(base)"
         if summary.get("error"):
-            rows[point.index] = (point.id, values, "-", "-", "-", "-", "-", f"[red]{summary['error']}[/red]")
+            rows[point.index] = (point.id, values, *["-"] * (5 + 2 * server), f"[red]{summary['error']}[/red]")
             return
         thr = (summary.get("throughput_per_s") or {}).get("mean")
         fl = summary.get("fork_latency_us") or {}
@@ -64,7 +72,8 @@ def main(args: argparse.Namespace) -> int:
             note = f"{len(summary['errors'])} replication(s) failed"
         rows[point.index] = (point.id, values, fmt(thr), fmt(fl.get("p50")), fmt(fl.get("p99")),
                              f"{fmt(ci[0])} .. {fmt(ci[1])}" if ci else "-",
-                             f"{100 * util:.0f}%" if util is not None else "-", note)
+                             f"{100 * util:.0f}%" if util is not None else "-",
+                             *[fmt((summary.get(k) or {}).get(p)) for k, p, _ in _REQUEST_COLUMNS if server], note)
 
     try:
         df = sweep(exp, out=out, executor=args.executor, scheduler=args.scheduler, workers=args.workers,
@@ -76,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.quiet:
         kinds = {p.exp.workload.child.clone for p in grid_points(exp)} if exp.sweep else {exp.workload.child.clone}
         call = CALLS[kinds.pop()] if len(kinds) == 1 else "call"
-        console.print(_points_table(exp.experiment.name, [rows[i] for i in sorted(rows)], call))
+        console.print(_points_table(exp.experiment.name, [rows[i] for i in sorted(rows)], call, server))
         errors = int(df["error"].notna().sum())
         console.print(f"{len(df)} rows ({len(df.attrs['computed'])} points computed, {len(df.attrs['reused'])} reused"
                       + (f", {errors} failed replications" if errors else "") + f"); results in {out}/")
