@@ -242,6 +242,8 @@ def _mean_ci(values: Sequence[float], lower: float | None = 0.0, upper: float | 
     """The mean across replications and its Student-t interval (stats.t_ci95), both rounded by `_clean`:
     rounding is monotone, so the rounded mean stays inside its rounded interval (an unrounded bound sat
     a hair above a rounded mean, and `forksim report` drew a negative error bar)."""
+    if len(values) == 0:
+        return {"mean": None, "ci95": None}
     ci = t_ci95(values, lower=lower, upper=upper)
     return {"mean": _clean(np.mean(values)), "ci95": [_clean(x) for x in ci] if ci else None}
 
@@ -306,13 +308,15 @@ def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = No
     def latency(name: str, per_rep: list[np.ndarray]) -> dict[str, Any]:
         return _latency(per_rep, seed=seed, name=name, replications=reps)
 
-    throughputs = []
+    throughputs, utilization = [], []
     for r in results:
-        sub = by_rep[r.replication]
         lo, hi = r.window
+        if hi <= lo:  # stopped (experiment.max_creations) before its warm-up ended: measured nothing
+            continue
+        sub = by_rep[r.replication]
         done = int(((sub["reap_us"] >= lo) & (sub["reap_us"] <= hi)).sum())
         throughputs.append(done / ((hi - lo) / 1e6))
-    utilization = [r.busy_us / (r.cpus * (r.window[1] - r.window[0])) for r in results]
+        utilization.append(r.busy_us / (r.cpus * (hi - lo)))
 
     summary: dict[str, Any] = {
         "forks": int(measured["fork_ret_us"].notna().sum()),

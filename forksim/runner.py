@@ -412,8 +412,10 @@ def nothing_measured(exp: Experiment, summary: dict[str, Any]) -> str | None:
         return None
     what = "no creation and no request" if exp.workload.kind == "server" else "no creation"
     e = exp.experiment
+    cap = (f", or raise experiment.max_creations ({e.max_creations}: it counts the warm-up's creations too)"
+           if e.max_creations else "")
     return (f"{what} was measured in {format_time_us(e.duration)} after a warm-up of {format_time_us(e.warmup)} "
-            f"({e.replications} replication(s)): lengthen experiment.duration so that it spans several creations")
+            f"({e.replications} replication(s)): lengthen experiment.duration so that it spans several creations{cap}")
 
 
 def _one(args: tuple) -> ReplicationResult:

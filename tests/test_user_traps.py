@@ -97,6 +97,15 @@ def test_a_run_that_measures_no_creation_is_an_error(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_creation_cap_reached_inside_the_warm_up_is_an_error_not_a_crash(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(BASE)
+    assert cli.main(["run", str(cfg), "--out", str(tmp_path / "o"), "--quiet", "--set", "experiment.max_creations=3",
+                     "--set", "experiment.warmup=200ms"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "no creation was measured" in line and "experiment.max_creations (3" in line
+
+
 @pytest.mark.parametrize("clone,call", [("vfork", "vfork() call"), ("posix_spawn", "posix_spawn() call"),
                                         ("thread", "pthread_create() (clone(CLONE_THREAD)) call"),
                                         ("fork_exec", "fork() (+execve) call")])
