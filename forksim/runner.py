@@ -22,7 +22,8 @@ from .kernel.clone import COPIES_MM, EXECS, NEW_PROCESS, Kernel
 from .kernel.costs import EMPTY_IMAGE, Costs
 from .machine import Machine, SchedulerParams
 from .metrics import ReplicationResult, records_frame, summarize
-from .profile import Profile, load_profile
+from .profile import Profile, load_profile, profile_info
+from .store import warn_if_off_host
 from .workload import Draws, UnstableError, Workload, image_shape, load_arrivals
 
 __all__ = [
@@ -59,9 +60,11 @@ def replication_seeds(seed: int, replications: int) -> list[np.random.SeedSequen
 
 
 def resolve_profile(exp: Experiment, profile: str | Profile | None = None) -> Profile:
-    if isinstance(profile, Profile):
-        return profile.with_whatif(exp.whatif)
-    return load_profile(profile or exp.machine.profile).with_whatif(exp.whatif)
+    """The profile a run uses (`profile`, else the config's machine.profile) with its what-ifs; warns
+    once (forksim.store.OffHostProfileWarning) when it was measured on another kind of host."""
+    prof = profile if isinstance(profile, Profile) else load_profile(profile or exp.machine.profile)
+    warn_if_off_host(prof)
+    return prof.with_whatif(exp.whatif)
 
 
 # ------------------------------------------------------------------ how much work a run is
@@ -393,5 +396,6 @@ def run_experiment(
     df = records_frame(results)
     summary = summarize(results, df)
     summary["sim_wall_s"] = round(time.perf_counter() - wall, 3)
-    summary = {"experiment": exp.experiment.name, "profile": prof.name, "seed": seed, **summary}
+    summary = {"experiment": exp.experiment.name, "profile": prof.name, "profile_used": profile_info(prof),
+               "seed": seed, **summary}
     return RunResult(exp, prof, seed, summary, df, results)
