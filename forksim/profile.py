@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from .errors import ProfileError
 from .host import HostFingerprint, host_from_provenance
+from .scaling import ScalingRule, default_scaling
 
 __all__ = [
     "STAGES",
@@ -228,6 +229,9 @@ class Profile(BaseModel):
     # to the facts its provenance recorded (CPU model name, kernel, CPUs), and a profile built from
     # published figures has none.
     host: HostFingerprint | None = None
+    # How each cost that depends on the CPU count or the machine's size scales beyond `host`
+    # (forksim.scaling); a profile without the section gets the standard statements.
+    scaling: dict[str, ScalingRule] = Field(default_factory=default_scaling)
     # Share of do_exit (the child's whole exit, less exit_mmap) before its first preemption point:
     # a task woken meanwhile (a vfork parent, at mm_release) waits for it under preempt=none.
     exit_head_share: Fraction = Field(default_factory=lambda: Fraction(value=0.5, source=_EXIT_HEAD_DEFAULT))

@@ -134,3 +134,24 @@ def test_profiles_lists_stored_and_compares_with_a_figure(xdg, forksim_cli, tmp_
     assert (tmp_path / "cmp.png").stat().st_size > 10_000
     r = forksim_cli("profiles", "--compare", "default", "nosuch")
     assert r.returncode == 2 and "nosuch" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_every_size_dependent_cost_says_how_it_scales_and_where_from():
+    prof = load_profile("default")
+    for name in ("lock_hold", "ipi_and_idle_wake", "tlb_shootdown", "page_table_copy", "numa_distance",
+                 "scheduler_slice"):
+        rule = prof.scaling[name]
+        assert rule.depends_on and rule.model
+        assert rule.source.split(":")[0] in ("measured", "derived", "assumption")
+
+
+def test_other_hosts_section_puts_published_figures_beside_predictions():
+    from forksim.validation.other_hosts import PUBLISHED_FORKS, other_hosts_rows, render_other_hosts
+
+    rows = other_hosts_rows(lambda gib: 9.0 * gib)  # 9 ms per GiB, like the published profile's slope
+    assert len(rows) == len(PUBLISHED_FORKS)
+    xeon = next(r for r in rows if r["by_construction"])
+    assert xeon["ratio"] == pytest.approx(9.0 / (62.0 / 6.9))
+    text = render_other_hosts(rows)
+    assert text.startswith("## Other hosts") and "Redis documentation" in text and "On-demand-fork" in text
+    assert "slower than predicted" in text  # the old Xen guests are named as outside the model

@@ -55,7 +55,8 @@ def _rows() -> list[dict]:
                 status = "matches this host" if host.matches(here) else "other host"
             rows.append({"name": name, "where": where, "path": str(path), "status": status,
                          "host": host.model_dump(mode="json", exclude_none=True) if host else None,
-                         "description": prof.description, "provenance": prof.provenance})
+                         "description": prof.description, "provenance": prof.provenance,
+                         "scaling": {k: v.model_dump() for k, v in prof.scaling.items()}})
     return rows
 
 

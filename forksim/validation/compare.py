@@ -27,6 +27,7 @@ from typing import Any, Callable
 from ..io import write_text
 from .measure import LoadgenError, build_tools, measure
 from .crosscheck import stress_ng_vfork
+from .other_hosts import render_other_hosts
 from .mechanisms import mechanism_for
 from .scenarios import capacity_key, scenarios
 
@@ -349,8 +350,9 @@ def _above_target(row: dict[str, Any]) -> list[str]:
 
 
 def render_doc(report: dict[str, Any]) -> str:
-    """VALIDATION.md: provenance, the table, and for every row above target the mechanism believed
-    responsible (forksim/validation/mechanisms.py)."""
+    """VALIDATION.md: provenance, the table, for every row above target the mechanism believed
+    responsible (forksim/validation/mechanisms.py), and published fork times of other hosts beside
+    the `published` profile (forksim/validation/other_hosts.py)."""
     prov = report.get("provenance", {})
     lines = [
         "# Validation: forksim against this machine kind",
@@ -370,7 +372,7 @@ def render_doc(report: dict[str, Any]) -> str:
         if cols or row.get("error"):
             what = ", ".join(cols) if cols else "not compared"
             lines.append(f"- **{row['scenario']}** ({what}): {mechanism_for(row['scenario'])}.")
-    lines.append("")
+    lines += ["", render_other_hosts()]
     return "\n".join(lines)
 
 
