@@ -117,7 +117,8 @@ class MachineSection(_Section):
                          description="a shipped profile's name, a stored profile's name, a file, or 'auto': the "
                          "profile `forksim calibrate` stored for this host, else the shipped default")
     tick: Micros | None = Field(default=None, gt=0, description="scheduler tick (default: profile, 4ms at HZ=250)")
-    slice: Micros | None = Field(default=None, gt=0, description="fair-share time slice (default: profile)")
+    slice: Micros | None = Field(default=None, gt=0, description="fair-share time slice (default: the profile's, "
+                                 "scaled from its host's CPU count to `cpus` by 1 + ilog2(min(cpus, 8)) as the kernel does)")
     idle_wake: Micros | None = Field(default=None, description="latency to wake a halted CPU (default: profile)")
     context_switch: Micros | None = Field(default=None, description="cost of a context switch (default: profile)")
     migration: Micros | None = Field(default=None, description="cost of pulling a task to another CPU (default: profile)")

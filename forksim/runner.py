@@ -172,7 +172,7 @@ def estimate_work(exp: Experiment, profile: Profile) -> WorkEstimate:
     preemption = 0.0
     if exp.background.cpu_hogs > 0 or wl.parents * img.threads > exp.machine.cpus:
         tick = exp.machine.tick if exp.machine.tick is not None else profile.scheduler.tick.fixed_us
-        slc = exp.machine.slice if exp.machine.slice is not None else profile.scheduler.slice.fixed_us
+        slc = exp.machine.slice if exp.machine.slice is not None else scaled_slice_us(profile, exp.machine.cpus)
         preemption = 2 * exp.machine.cpus * total_us / max(min(tick, slc), 1e-3)
     parts = {"creations": creations * EVENTS_PER_CREATION, "arrivals": arrivals, "faults": faults,
              "preemption": preemption}
@@ -233,6 +233,24 @@ def check_work(exp: Experiment, profile: Profile, *, max_events: float = MAX_EVE
     return est
 
 
+def _slice_factor(cpus: int) -> int:
+    """kernel/sched/fair.c get_update_sysctl_factor (SCHED_TUNABLESCALING_LOG, the default): the boot-time
+    scale of sysctl_sched_base_slice, 1 + ilog2(min(online CPUs, 8))."""
+    return 1 + (min(max(cpus, 1), 8).bit_length() - 1)
+
+
+def scaled_slice_us(profile: Profile, cpus: int) -> float:
+    """The profile's base slice, measured (or derived) on its host's CPU count, carried to a machine of
+    `cpus` CPUs the way the kernel scales it at boot; unscaled when the profile's CPU count is unknown."""
+    host = profile.fingerprint()
+    measured_on = (host.cpus if host and host.cpus else None) or profile.provenance.get("cpus") or \
+        (profile.provenance.get("borrowed_from") or {}).get("cpus")
+    base = profile.scheduler.slice.fixed_us
+    if not measured_on:
+        return base
+    return base * _slice_factor(cpus) / _slice_factor(int(measured_on))
+
+
 def scheduler_params(exp: Experiment, profile: Profile, costs: Costs) -> SchedulerParams:
     """Scheduler costs from the profile, with the config's [machine] overrides on top."""
     sched = profile.scheduler
@@ -245,7 +263,7 @@ def scheduler_params(exp: Experiment, profile: Profile, costs: Costs) -> Schedul
 
     return SchedulerParams(
         tick_us=m.tick if m.tick is not None else sched.tick.fixed_us,
-        slice_us=m.slice if m.slice is not None else sched.slice.fixed_us,
+        slice_us=m.slice if m.slice is not None else scaled_slice_us(profile, m.cpus),
         wakeup_granularity_us=m.slice if m.slice is not None else sched.wakeup_granularity.fixed_us,
         wakeup_preemption=m.wakeup_preemption,
         context_switch=sampler(m.context_switch, sched.context_switch),

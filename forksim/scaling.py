@@ -69,11 +69,11 @@ DEFAULT_SCALING: dict[str, dict[str, str]] = {
     },
     "scheduler_slice": {
         "depends_on": "cpus",
-        "model": "the profile's slice (base_slice) is used on a machine of any size",
-        "source": "assumption: the kernel scales base_slice by 1 + ilog2(min(cpus, 8)) at boot "
-                  "(kernel/sched/fair.c get_update_sysctl_factor, SCHED_TUNABLESCALING_LOG): 0.75 ms on 1 CPU, 1.5 ms "
-                  "on 2, 3 ms on 8 or more; the model keeps the calibrated host's value (set machine.slice to follow "
-                  "the kernel on another size)",
+        "model": "the profile's slice (base_slice on its host's CPU count) times f(machine.cpus) / f(host cpus), "
+                 "f(n) = 1 + ilog2(min(n, 8)): 0.75 ms on 1 CPU, 1.5 ms on 2, 2.25 ms on 4, 3 ms on 8 or more for a "
+                 "2-CPU profile of 1.5 ms; machine.slice overrides it",
+        "source": "derived: the kernel scales sysctl_sched_base_slice at boot by get_update_sysctl_factor "
+                  "(kernel/sched/fair.c, SCHED_TUNABLESCALING_LOG, the default)",
     },
     "stack_cache": {
         "depends_on": "cpus",

@@ -155,3 +155,13 @@ def test_other_hosts_section_puts_published_figures_beside_predictions():
     text = render_other_hosts(rows)
     assert text.startswith("## Other hosts") and "Redis documentation" in text and "On-demand-fork" in text
     assert "slower than predicted" in text  # the old Xen guests are named as outside the model
+
+
+def test_the_slice_follows_the_kernels_cpu_scaling():
+    from forksim.runner import scaled_slice_us
+
+    prof = load_profile("default")  # measured on 2 CPUs: 1.5 ms
+    assert prof.scheduler.slice.fixed_us == pytest.approx(1500.0)
+    got = {n: scaled_slice_us(prof, n) for n in (1, 2, 3, 4, 8, 256)}
+    assert got == pytest.approx({1: 750.0, 2: 1500.0, 3: 1500.0, 4: 2250.0, 8: 3000.0, 256: 3000.0})
+    assert scaled_slice_us(load_profile("published"), 8) == pytest.approx(3000.0)  # borrowed from a 2-CPU host
