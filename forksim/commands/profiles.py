@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ..errors import ConfigError
-from ..host import MATCHING_RULE, this_host
+from ..host import MATCHING_RULE, HostFingerprint, differences, this_host
 from ..profile import load_profile, shipped_profiles, stored_profiles
 from ..store import matching_stored, store_dir
 from ._common import console, fmt
@@ -77,6 +77,10 @@ def _list(args: argparse.Namespace) -> int:
                   f"{h.get('hz', '-')}/{h.get('preempt', '-')}", str(p.get("date", "-"))[:10], r["status"])
     console.print(t)
     console.print(f"this host: {this_host().describe()}; store: {store_dir()}")
+    used = next((r for r in rows if r["status"].startswith("used here")), None)
+    if used and used["host"]:
+        diff = differences(HostFingerprint(**used["host"]), this_host())
+        console.print(f"'{used['name']}' vs this host: " + ("; ".join(diff) if diff else "no recorded fact differs"))
     console.print(f"matching: {MATCHING_RULE}")
     for r in rows:
         console.print(f"[bold]{r['name']}[/bold]: {r['description']}")
