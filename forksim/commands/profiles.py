@@ -67,12 +67,11 @@ def _list(args: argparse.Namespace) -> int:
                           "store": str(store_dir()), "matching_rule": MATCHING_RULE, "profiles": rows}, indent=2))
         return 0
     t = Table(title="profiles (forksim profiles --json for everything)", title_justify="left")
-    for c in ("name", "where", "CPU", "vendor", "cpus", "kernel", "hypervisor", "THP", "HZ/preempt", "measured",
-              "on this host"):
-        t.add_column(c, no_wrap=c in ("name", "kernel"))
+    for c in ("name", "where", "CPU", "cpus", "kernel", "hypervisor", "THP", "HZ/preempt", "measured", "on this host"):
+        t.add_column(c, no_wrap=c in ("kernel", "measured", "cpus"), overflow="fold")
     for r in rows:
         h, p = r["host"] or {}, r["provenance"]
-        t.add_row(r["name"], r["where"], h.get("cpu_model", "-"), h.get("cpu_vendor", "-"), str(h.get("cpus", "-")),
+        t.add_row(r["name"], r["where"], h.get("cpu_model", "-"), str(h.get("cpus", "-")),
                   h.get("kernel", "-"), h.get("hypervisor", "-"), h.get("thp_mode", "-"),
                   f"{h.get('hz', '-')}/{h.get('preempt', '-')}", str(p.get("date", "-"))[:10], r["status"])
     console.print(t)
