@@ -7,6 +7,7 @@ import argparse
 import importlib
 import sys
 import traceback
+import warnings
 
 from .errors import ForksimError
 
@@ -50,7 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """forksim's own warnings (a profile measured on another host) as one line on stderr."""
+    from .store import OffHostProfileWarning
+
+    if issubclass(category, OffHostProfileWarning):
+        print(f"forksim: warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
+    with warnings.catch_warnings():  # restored on return (main is also called in-process)
+        warnings.showwarning = _show_warning
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

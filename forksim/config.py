@@ -130,9 +130,12 @@ class MachineSection(_Section):
     """[machine]: the simulated box. Scheduler costs come from the profile unless set here."""
 
     cpus: int = Field(default=2, ge=1, le=4096)
-    profile: str = "default"
+    profile: str = Field(default="auto", validate_default=True,
+                         description="a shipped profile's name, a stored profile's name, a file, or 'auto': the "
+                         "profile `forksim calibrate` stored for this host, else the shipped default")
     tick: Micros | None = Field(default=None, gt=0, description="scheduler tick (default: profile, 4ms at HZ=250)")
-    slice: Micros | None = Field(default=None, gt=0, description="fair-share time slice (default: profile)")
+    slice: Micros | None = Field(default=None, gt=0, description="fair-share time slice (default: the profile's, "
+                                 "scaled from its host's CPU count to `cpus` by 1 + ilog2(min(cpus, 8)) as the kernel does)")
     idle_wake: Micros | None = Field(default=None, description="latency to wake a halted CPU (default: profile)")
     context_switch: Micros | None = Field(default=None, description="cost of a context switch (default: profile)")
     migration: Micros | None = Field(default=None, description="cost of pulling a task to another CPU (default: profile)")
@@ -141,19 +144,29 @@ class MachineSection(_Section):
     @field_validator("profile")
     @classmethod
     def _profile(cls, v: str) -> str:
-        from .profile import shipped_profiles
+        # Resolved here, so that config.resolved.toml and a sweep point's digest name the profile used:
+        # 'auto' becomes the stored profile's path (or 'default'), a stored name its path.
+        from .profile import shipped_profiles, stored_profiles
+        from .store import AUTO, auto_profile
 
+        if v == AUTO:
+            return auto_profile()
         shipped = list(shipped_profiles())
         if v in shipped:
             return v
+        stored = stored_profiles()
+        if v in stored:
+            return str(stored[v])
         try:
             if v and Path(v).is_file():
                 return v
         except (OSError, ValueError):  # a name too long for a path, a NUL byte
             pass
-        close = difflib.get_close_matches(v, shipped, n=1)
+        close = difflib.get_close_matches(v, shipped + list(stored), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ValueError(f"no shipped profile of that name and no such file ({hint}shipped: {', '.join(shipped)})")
+        more = f"; stored: {', '.join(stored)}" if stored else ""
+        raise ValueError(f"no shipped or stored profile of that name and no such file ({hint}shipped: "
+                         f"{', '.join(shipped)}{more}; or 'auto')")
 
 
 class ImageSection(_Section):

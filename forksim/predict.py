@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from .config import parse_config
-from .profile import Profile, load_profile
+from .profile import Profile, load_profile, profile_info
 from .runner import run_experiment
+from .store import warn_if_off_host
 
 __all__ = ["predict"]
 
@@ -18,7 +19,7 @@ def predict(
     anon_vmas: int | None = None,
     thp: bool = False,
     clone: str = "fork",
-    profile: str | Profile = "default",
+    profile: str | Profile = "auto",
     cpus: int | None = None,
     samples: int = 1200,
     seed: int = 0,
@@ -26,8 +27,10 @@ def predict(
     """Latency of single creations, each on an idle machine (one parent, 2 ms apart so the CPUs
     halt and the stack cache refills between them). `cpus` defaults to the profile's machine.
     `samples` creations: 1200 by default, enough for a p99 (with fewer than ~1,000 it is None, and
-    the reason is under "refused")."""
+    the reason is under "refused"). `profile` "auto": the profile `forksim calibrate` stored for
+    this host, else `default`."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    warn_if_off_host(prof)
     if cpus is None:
         cpus = int(prof.provenance.get("cpus", 2) or 2)
     image: dict[str, Any] = {"rss": rss, "vmas": vmas, "thp": thp}
@@ -57,6 +60,7 @@ def predict(
         "thp": thp,
         "cpus": cpus,
         "profile": prof.name,
+        "profile_used": profile_info(prof),
         "samples": s["fork_latency_us"]["count"],
         "fork_latency_us": {k: s["fork_latency_us"][k] for k in keys},
         "roundtrip_latency_us": {k: s["roundtrip_latency_us"][k] for k in keys},

@@ -18,6 +18,7 @@ section holds the machine's costs (tick, slice, idle wake-up, context switch, mi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -25,9 +26,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ProfileError
+from .host import HostFingerprint, host_from_provenance
+from .scaling import ScalingRule, default_scaling
 
 __all__ = [
     "STAGES",
@@ -44,6 +47,7 @@ __all__ = [
     "shipped_profiles",
     "PROFILE_FORMAT",
     "PROFILE_VERSION",
+    "profile_info",
 ]
 
 PROFILE_FORMAT = "forksim-profile"
@@ -221,10 +225,19 @@ class Profile(BaseModel):
         }
     )
     interruptions: Interruptions | None = None
+    # The machine the costs were measured on (forksim.host). Optional: a profile without it falls back
+    # to the facts its provenance recorded (CPU model name, kernel, CPUs), and a profile built from
+    # published figures has none.
+    host: HostFingerprint | None = None
+    # How each cost that depends on the CPU count or the machine's size scales beyond `host`
+    # (forksim.scaling); a profile without the section gets the standard statements.
+    scaling: dict[str, ScalingRule] = Field(default_factory=default_scaling)
     # Share of do_exit (the child's whole exit, less exit_mmap) before its first preemption point:
     # a task woken meanwhile (a vfork parent, at mm_release) waits for it under preempt=none.
     exit_head_share: Fraction = Field(default_factory=lambda: Fraction(value=0.5, source=_EXIT_HEAD_DEFAULT))
     diagnostics: dict[str, Any] = Field(default_factory=dict)
+    # Where this profile was read from: {"name", "path", "sha256"} (set by load_profile).
+    _origin: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @field_validator("version")
     @classmethod
@@ -246,6 +259,10 @@ class Profile(BaseModel):
 
     def stage(self, name: str) -> StageCost:
         return self.stages[name]
+
+    def fingerprint(self) -> HostFingerprint | None:
+        """The host this profile was measured on: its `host` section, else what its provenance says."""
+        return self.host if self.host is not None else host_from_provenance(self.provenance)
 
     def with_whatif(self, modifiers: dict[str, float]) -> "Profile":
         """Scale cost terms, e.g. {'dup_mmap.per_pte_us': 0.05} (what-if experiments)."""
@@ -289,24 +306,54 @@ def shipped_profiles() -> dict[str, Path]:
     return {p.stem: p for p in sorted(_SHIPPED.glob("*.json"))}
 
 
+def stored_profiles() -> dict[str, Path]:
+    """Profiles `forksim calibrate` stored for this account (forksim.store), by name."""
+    from .store import stored_profile_paths
+
+    return {p.stem: p for p in stored_profile_paths()}
+
+
 def profile_path(name_or_path: str) -> Path:
+    """A shipped profile's name, `auto` (this host's stored profile, else `default`), a stored
+    profile's name (its host, e.g. amd-epyc-2cpu-linux6.18-kvm), or a file."""
+    if name_or_path == "auto":
+        from .store import auto_profile
+
+        name_or_path = auto_profile()
     shipped = shipped_profiles()
     if name_or_path in shipped:
         return shipped[name_or_path]
+    stored = stored_profiles()
+    if name_or_path in stored:
+        return stored[name_or_path]
     path = Path(name_or_path)
     if path.exists():
         return path
-    raise ProfileError(
-        f"no shipped profile of that name and no such file (shipped: {', '.join(shipped) or 'none'})",
-        source=name_or_path,
-    )
+    names = ", ".join(shipped) + (f"; stored: {', '.join(stored)}" if stored else "")
+    raise ProfileError(f"no shipped or stored profile of that name and no such file (shipped: {names})",
+                       source=name_or_path)
+
+
+def profile_info(profile: Profile) -> dict[str, Any]:
+    """Which profile a result used: name, file, its sha256 and the host it was measured on."""
+    host = profile.fingerprint()
+    origin = profile._origin
+    return {
+        "name": profile.name,
+        "path": origin.get("path"),
+        "sha256": origin.get("sha256"),
+        "host_cpu": host.cpu_model if host else None,
+        "host": host.describe() if host else "no host (published figures)",
+        "measured": str(profile.provenance.get("date") or "")[:10] or None,
+    }
 
 
 def load_profile(name_or_path: str) -> Profile:
-    """Load a shipped profile by name, or a profile file by path, and validate it."""
+    """Load a shipped profile by name, a stored one by name, or a profile file by path, and validate it."""
     path = profile_path(name_or_path)
     try:
-        data = json.loads(path.read_text())
+        raw = path.read_bytes()
+        data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ProfileError(f"not valid JSON: {exc}", source=str(path)) from None
     except RecursionError:
@@ -316,9 +363,11 @@ def load_profile(name_or_path: str) -> Profile:
     if not isinstance(data, dict) or data.get("format") != PROFILE_FORMAT:
         raise ProfileError(f"not a forksim profile (expected \"format\": \"{PROFILE_FORMAT}\")", source=str(path))
     try:
-        return Profile.model_validate(data)
+        prof = Profile.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         raise ProfileError(msg, source=str(path), field=field or None) from None
+    prof._origin = {"name": prof.name, "path": str(path.resolve()), "sha256": hashlib.sha256(raw).hexdigest()}
+    return prof

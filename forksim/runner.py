@@ -26,8 +26,9 @@ from .kernel.clone import COPIES_MM, EXECS, NEW_PROCESS, Kernel
 from .kernel.costs import EMPTY_IMAGE, Costs
 from .machine import Machine, SchedulerParams
 from .metrics import ReplicationResult, records_frame, summarize
-from .profile import Profile, load_profile
+from .profile import Profile, load_profile, profile_info
 from .requests import requests_frame
+from .store import warn_if_off_host
 from .units import format_time_us
 from .workload import Draws, UnstableError, Workload, image_shape, load_arrivals
 
@@ -104,9 +105,11 @@ def replication_seeds(seed: int, replications: int) -> list[np.random.SeedSequen
 
 
 def resolve_profile(exp: Experiment, profile: str | Profile | None = None) -> Profile:
-    if isinstance(profile, Profile):
-        return profile.with_whatif(exp.whatif)
-    return load_profile(profile or exp.machine.profile).with_whatif(exp.whatif)
+    """The profile a run uses (`profile`, else the config's machine.profile) with its what-ifs; warns
+    once (forksim.store.OffHostProfileWarning) when it was measured on another kind of host."""
+    prof = profile if isinstance(profile, Profile) else load_profile(profile or exp.machine.profile)
+    warn_if_off_host(prof)
+    return prof.with_whatif(exp.whatif)
 
 
 # ------------------------------------------------------------------ how much work a run is
@@ -214,7 +217,7 @@ def estimate_work(exp: Experiment, profile: Profile) -> WorkEstimate:
     preemption = 0.0
     if exp.background.cpu_hogs > 0 or wl.parents * img.threads > exp.machine.cpus:
         tick = exp.machine.tick if exp.machine.tick is not None else profile.scheduler.tick.fixed_us
-        slc = exp.machine.slice if exp.machine.slice is not None else profile.scheduler.slice.fixed_us
+        slc = exp.machine.slice if exp.machine.slice is not None else scaled_slice_us(profile, exp.machine.cpus)
         preemption = 2 * exp.machine.cpus * total_us / max(min(tick, slc), 1e-3)
     parts = {"creations": creations * EVENTS_PER_CREATION, "arrivals": arrivals, "faults": faults,
              "preemption": preemption}
@@ -275,6 +278,24 @@ def check_work(exp: Experiment, profile: Profile, *, max_events: float = MAX_EVE
     return est
 
 
+def _slice_factor(cpus: int) -> int:
+    """kernel/sched/fair.c get_update_sysctl_factor (SCHED_TUNABLESCALING_LOG, the default): the boot-time
+    scale of sysctl_sched_base_slice, 1 + ilog2(min(online CPUs, 8))."""
+    return 1 + (min(max(cpus, 1), 8).bit_length() - 1)
+
+
+def scaled_slice_us(profile: Profile, cpus: int) -> float:
+    """The profile's base slice, measured (or derived) on its host's CPU count, carried to a machine of
+    `cpus` CPUs the way the kernel scales it at boot; unscaled when the profile's CPU count is unknown."""
+    host = profile.fingerprint()
+    measured_on = (host.cpus if host and host.cpus else None) or profile.provenance.get("cpus") or \
+        (profile.provenance.get("borrowed_from") or {}).get("cpus")
+    base = profile.scheduler.slice.fixed_us
+    if not measured_on:
+        return base
+    return base * _slice_factor(cpus) / _slice_factor(int(measured_on))
+
+
 def scheduler_params(exp: Experiment, profile: Profile, costs: Costs) -> SchedulerParams:
     """Scheduler costs from the profile, with the config's [machine] overrides on top."""
     sched = profile.scheduler
@@ -287,7 +308,7 @@ def scheduler_params(exp: Experiment, profile: Profile, costs: Costs) -> Schedul
 
     return SchedulerParams(
         tick_us=m.tick if m.tick is not None else sched.tick.fixed_us,
-        slice_us=m.slice if m.slice is not None else sched.slice.fixed_us,
+        slice_us=m.slice if m.slice is not None else scaled_slice_us(profile, m.cpus),
         wakeup_granularity_us=m.slice if m.slice is not None else sched.wakeup_granularity.fixed_us,
         wakeup_preemption=m.wakeup_preemption,
         context_switch=sampler(m.context_switch, sched.context_switch),
@@ -481,7 +502,8 @@ def _result(exp: Experiment, prof: Profile, seed: int, results: list[Replication
     df = records_frame(results)
     summary = summarize(results, df)
     summary["sim_wall_s"] = round(time.perf_counter() - wall, 3)
-    summary = {"experiment": exp.experiment.name, "profile": prof.name, "seed": seed, **summary}
+    summary = {"experiment": exp.experiment.name, "profile": prof.name, "profile_used": profile_info(prof),
+               "seed": seed, **summary}
     if planned is not None:
         summary["partial"] = True  # interrupted: `replications` of `replications_planned` finished
         summary["replications_planned"] = planned

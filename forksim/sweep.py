@@ -50,13 +50,13 @@ from .display import SweepTable
 from .errors import ConfigError, ForksimError, SweepError
 from .io import write_json, write_table
 from .metrics import ReplicationResult, summarize
-from .profile import Profile
+from .profile import Profile, profile_info
 from .runner import nothing_measured, replication_seeds, resolve_profile, run_replication
 
 __all__ = ["sweep", "SweepPoint", "grid_points", "EXECUTORS", "flatten_summary"]
 
 EXECUTORS = ("local", "dask")
-_SKIP = {"experiment", "profile", "seed", "replications", "sim_wall_s", "cpu_utilization_ci95", "ci95", "point",
+_SKIP = {"experiment", "profile", "profile_used", "seed", "replications", "sim_wall_s", "cpu_utilization_ci95", "ci95", "point",
          "overrides", "errors"}
 
 
@@ -206,6 +206,7 @@ def _point_summary(point: SweepPoint, results: list[Any]) -> dict[str, Any]:
         "point": point.id,
         "overrides": point.overrides,
         "profile": point.profile.name if point.profile else None,
+        "profile_used": profile_info(point.profile) if point.profile else None,
         "seed": point.exp.experiment.seed if point.exp else None,
     }
     if not ok:

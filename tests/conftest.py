@@ -36,6 +36,16 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_stored_profiles(tmp_path_factory) -> Any:
+    """Every test (and every `forksim` subprocess a test starts) sees an empty profile store: a profile
+    that `forksim calibrate` stored on this machine must not change what the tests compute, and the
+    tests never write into the real ~/.local/share. Tests of the store point XDG_DATA_HOME elsewhere."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        yield
+
+
 @pytest.fixture
 def tiny_dict() -> Callable[..., dict[str, Any]]:
     """tiny_dict({"workload": {"parents": 4}}) -> the tiny config with those keys changed."""

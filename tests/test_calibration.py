@@ -147,18 +147,28 @@ _ok, _why = tracefs.tracefs_status() if LINUX else (False, "not Linux")
 
 @pytest.mark.skipif(not (LINUX and HAVE_CC), reason="needs Linux and a C compiler")
 @pytest.mark.parametrize("traced", [False, True], ids=["microbenchmarks-only", "tracepoints"])
-def test_smoke_calibration_writes_a_valid_profile(tmp_path, traced):
+def test_smoke_calibration_writes_a_valid_profile(tmp_path, traced, monkeypatch):
     from forksim.calibration import build_published, calibrate, refit
+    from forksim.host import this_host
+    from forksim.store import auto_profile
 
     if traced and not _ok:
         pytest.skip(f"needs root and tracefs: {_why}")
-    out = tmp_path / "smoke.json"
+    # without tracepoints: no --out, so the profile goes to the (temporary) profile store, named after the host
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    to_store = not traced
+    out = tmp_path / "xdg" / "forksim" / "profiles" / f"{this_host().slug()}.json" if to_store else tmp_path / "smoke.json"
     raw = tmp_path / "smoke.raw.json.gz"
-    prof = calibrate(out, smoke=True, progress=False, use_tracefs=None if traced else False, raw_out=raw)
+    prof = calibrate(None if to_store else out, smoke=True, progress=False, use_tracefs=None if traced else False,
+                     raw_out=raw)
     assert out.exists() and json.loads(out.read_text()) == prof
+    if to_store:
+        assert prof["name"] == this_host().slug() and auto_profile() == str(out)  # used from now on on this host
     again = refit(raw, tmp_path / "refit.json")  # the fits redone offline from the raw samples
     assert again["stages"] == prof["stages"] and again["scheduler"]["tick"] == prof["scheduler"]["tick"]
+    assert again["host"] == prof["host"]
     p = Profile.model_validate(prof)
+    assert p.host is not None and p.host.matches(this_host()) and p.host.cpu_model == this_host().cpu_model
     assert p.provenance["tracefs"] is traced
     if traced:
         assert p.stages["exit_mmap"].source.startswith("measured: traced")
@@ -169,10 +179,11 @@ def test_smoke_calibration_writes_a_valid_profile(tmp_path, traced):
     ho = p.diagnostics["held_out"]
     assert ho and {"rss_bytes", "vmas", "thp", "fork_p50_us"} <= set(ho[0])
     assert p.stages["dup_mmap"].per_pte_us > 0
-    assert not list(tmp_path.glob(".smoke.json.*"))  # no temp file left behind
+    assert not list(out.parent.glob(f".{out.name}.*"))  # no temp file left behind
 
     pub = build_published(tmp_path / "published.json", base=out)
     Profile.model_validate(pub)
+    assert "host" not in pub  # built from published figures: measured on no host
     assert pub["stages"]["dup_mmap"]["per_pte_us"] == pytest.approx(9000 / 262144, rel=1e-4)
 
 

@@ -30,7 +30,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the forksim of this tree (cop
 
 # What a speed change may change: how many events a creation takes (reported beside the results).
 SPEED_FIGURES = ("events_per_creation",)
-SHORT = {"experiment.duration": "200ms", "experiment.warmup": "20ms", "experiment.replications": 2}
+# Where a result came from, not what the model computed (the profile file's path differs per checkout).
+PROVENANCE_KEYS = ("profile_used",)
+# Every run pins the shipped `default` profile: a profile `forksim calibrate` stored on this machine
+# (machine.profile = "auto") must not change the fingerprint.
+SHORT = {"experiment.duration": "200ms", "experiment.warmup": "20ms", "experiment.replications": 2,
+         "machine.profile": "default"}
 
 
 def _runs(full: bool = False):
@@ -42,6 +47,7 @@ def _runs(full: bool = False):
     configs = json.loads((ROOT / "tools" / "validation-configs.json").read_text())["configs"]
     for name, cfg in configs.items():
         cfg = json.loads(json.dumps(cfg))
+        cfg.setdefault("machine", {})["profile"] = "default"
         if not full:
             cfg["experiment"].update({"duration": 1e6, "warmup": 0.2e6, "replications": 2})
         yield f"validate/{name}", parse_config(cfg, source=name, resolved=True)  # us, bytes, /s
@@ -91,6 +97,8 @@ def record(out: Path, full: bool = False) -> None:
         res = run_experiment(exp, workers=1)
         summary = dict(res.summary)
         summary.pop("sim_wall_s", None)
+        for key in PROVENANCE_KEYS:
+            summary.pop(key, None)
         result[name] = {"summary": summary, "records_sha256": _records_hash(res.records)}
         if res.requests is not None:  # a server's per-request table (requests.parquet)
             result[name]["requests_sha256"] = _records_hash(res.requests)
@@ -120,7 +128,8 @@ def compare(a_path: Path, b_path: Path) -> int:
             print(f"{name}: only in {'the first' if name in a else 'the second'}")
             differ += 1
             continue
-        fa, fb = dict(_flatten(a[name]["summary"])), dict(_flatten(b[name]["summary"]))
+        sa, sb = ({k: v for k, v in x[name]["summary"].items() if k not in PROVENANCE_KEYS} for x in (a, b))
+        fa, fb = dict(_flatten(sa)), dict(_flatten(sb))
         speed = "".join(f"; {k} {fa.pop(k, None)} -> {fb.pop(k, None)}" for k in SPEED_FIGURES)
         same_rec = a[name]["records_sha256"] == b[name]["records_sha256"]
         if "requests_sha256" in a[name] and "requests_sha256" in b[name]:  # fingerprints made before it lack it

@@ -34,6 +34,8 @@ from ..io import write_text
 from . import bench, tracefs
 from .derive import build_profile
 from .interruptions import measure_interruptions
+from ..host import this_host
+from ..store import store_dir
 from .facts import _read, machine_facts
 from .plan import GiB, MiB, PLANS, Plan, Store, label as _label
 
@@ -245,16 +247,23 @@ def _idlest_cpu(allowed: list[int], window_s: float = 0.3) -> int:
     return max(allowed, key=lambda c: (scores[c], c)) if scores else allowed[-1]
 
 
-def calibrate(out: str | Path, quick: bool = False, progress: bool = True, *, smoke: bool = False,
+def calibrate(out: str | Path | None, quick: bool = False, progress: bool = True, *, smoke: bool = False,
               use_tracefs: bool | None = None, raw_out: str | Path | None = None, cpu: int | None = None,
               name: str | None = None) -> dict[str, Any]:
     """Measure this machine and write a profile to `out` (atomically); return the profile dict.
+    `out` None: the user's profile store (forksim.store), as <host>.json, named after the host; the
+    path written is in the returned profile's provenance ("written_to" is not kept in the file).
 
     quick: the short plan (< 2 min); default: the full plan (< 10 min). smoke: a seconds-long subset
     (tests). use_tracefs: None = when root and tracefs allow; False = never. raw_out: also write
     every raw sample (JSON, gzip if it ends in .gz). cpu: the CPU for pinned runs (default: the last)."""
     t_start = time.monotonic()
     load_start = _loadavg()
+    host = this_host()
+    if out is None:
+        out = store_dir() / f"{host.slug()}.json"
+        name = name or host.slug()
+        out.parent.mkdir(parents=True, exist_ok=True)
     out = Path(out)
     if out.parent and not out.parent.exists():
         raise MeasurementError(f"{out}: the directory {out.parent} does not exist")
@@ -334,6 +343,7 @@ def calibrate(out: str | Path, quick: bool = False, progress: bool = True, *, sm
         }
         prov_extra["loadavg_start_end"] = [round(load_start, 2), round(load_end, 2)]
         profile = build_profile(store, plan, facts, ok, cpu, prov_extra)
+        profile["host"] = host.model_dump(mode="json", exclude_none=True)
         profile["interruptions"] = measure_interruptions(b, cpu, seconds=0.5 if smoke else 2.0)
         profile["provenance"].pop("profile_name", None)
         profile["provenance"]["duration_s"] = round(time.monotonic() - t_start, 1)
@@ -345,7 +355,7 @@ def calibrate(out: str | Path, quick: bool = False, progress: bool = True, *, sm
         write_text(out, text)
         profile = json.loads(text)  # exactly what was written
         if raw_out:
-            raw = {"provenance": profile["provenance"], "plan": plan.__dict__, "runs": store.runs,
+            raw = {"provenance": profile["provenance"], "host": profile["host"], "plan": plan.__dict__, "runs": store.runs,
                    "refused": store.refused, "notes": store.notes}
             rp = Path(raw_out)
             data = json.dumps(raw).encode()
@@ -385,6 +395,8 @@ def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
     extra["profile_name"] = Path(out).stem
     profile = build_profile(store, plan, facts, bool(prov.get("tracefs")), int(prov.get("measured_cpu", 0)), extra)
     profile["provenance"].pop("profile_name", None)
+    if r.get("host"):
+        profile["host"] = r["host"]
     Profile.model_validate(profile)
     text = json.dumps(profile, indent=1) + "\n"
     write_text(out, text)

@@ -76,6 +76,8 @@ def published_profile(base: dict[str, Any], system: str = DEFAULT_SYSTEM, base_n
     for name, pl in (p.get("placement") or {}).items():
         pl["source"] = f"{borrowed}: {pl['source']}"
     p["name"] = "published"
+    # not measured on any host: no fingerprint, so no host matches it and it never warns off-host
+    p.pop("host", None)
     p["description"] = (f"fork() page-table copy cost from the Redis published figure for a {system.replace('_', ' ')} "
                         f"({per_gb} ms/GB); every other stage borrowed from the measured '{base_name}' profile")
     p["provenance"] = {

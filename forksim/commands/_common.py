@@ -20,7 +20,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="experiment config (TOML)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set workload.parents=8 (repeatable)")
-    p.add_argument("--profile", help="profile name or file (default: the config's machine.profile)")
+    p.add_argument("--profile", help="profile name or file (default: the config's machine.profile; "
+                   "'auto' there, the default, is the profile `forksim calibrate` stored for this host, else `default`)")
     p.add_argument("--seed", type=int, help="root seed (default: the config's experiment.seed)")
 
 

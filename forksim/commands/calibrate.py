@@ -16,7 +16,9 @@ def register(sub) -> None:
                        "stage breakdown), fit every stage cost, and write a profile with provenance and fit "
                        "diagnostics. Then simulate the sizes the fit left out, and the other creation families, and "
                        "compare with their measurements.")
-    p.add_argument("--out", default="profile.json", help="profile file to write (default: profile.json)")
+    p.add_argument("--out", help="profile file to write (default: the user's profile store, "
+                   "$XDG_DATA_HOME/forksim/profiles/<host>.json, used from then on by every command on a matching "
+                   "host; see `forksim profiles --help`)")
     p.add_argument("--quick", action="store_true", help="the short plan (under 2 minutes)")
     p.add_argument("--raw", help="also write every raw sample (.json or .json.gz)")
     p.add_argument("--no-tracefs", action="store_true", help="microbenchmarks only, even as root")
@@ -69,12 +71,19 @@ def family_check(profile_path: str, variants: dict[str, dict]) -> list[dict]:
 def main(args: argparse.Namespace) -> int:
     from ..calibration import calibrate
 
-    prof = calibrate(args.out, quick=args.quick, progress=not args.quiet, raw_out=args.raw,
-                     use_tracefs=False if args.no_tracefs else None)
+    from ..host import this_host
+    from ..store import store_dir
+
+    out = args.out or str(store_dir() / f"{this_host().slug()}.json")
+    prof = calibrate(out, quick=args.quick, progress=not args.quiet, raw_out=args.raw,
+                     use_tracefs=False if args.no_tracefs else None, name=None if args.out else this_host().slug())
     prov = prof["provenance"]
-    console.print(f"wrote {args.out} ({prov.get('duration_s')} s; tracepoints: "
+    console.print(f"wrote {out} ({prov.get('duration_s')} s; tracepoints: "
                   f"{'yes' if prov.get('tracefs') else 'no — ' + str(prov.get('tracefs_reason'))})")
-    rows = held_out_check(args.out, prof.get("diagnostics", {}).get("held_out", []))
+    if not args.out:
+        console.print(f"profile '{prof['name']}' is now used by every forksim command on a host like this one "
+                      f"({this_host().describe()}) unless a config or --profile names another")
+    rows = held_out_check(out, prof.get("diagnostics", {}).get("held_out", []))
     if rows:
         t = Table(title="held-out sizes (left out of the fit): measured vs forksim predict, pinned, fork() p50",
                   title_justify="left")
@@ -84,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
             t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", str(r.get("vmas", "-")), "on" if r.get("thp") else "off",
                       fmt(r["fork_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%")
         console.print(t)
-    fam = family_check(args.out, prof.get("diagnostics", {}).get("variants_us", {}))
+    fam = family_check(out, prof.get("diagnostics", {}).get("variants_us", {}))
     if fam:
         t = Table(title="other families (pinned, empty image): measured vs forksim predict, p50", title_justify="left")
         for c in ("family", "what", "measured (us)", "forksim (us)", "error"):

@@ -21,7 +21,8 @@ def register(sub) -> None:
     p.add_argument("--anon-vmas", type=int, help="mappings with anonymous pages (default: half of --vmas)")
     p.add_argument("--thp", choices=("on", "off"), default="off", help="transparent huge pages for the RSS")
     p.add_argument("--clone", choices=CLONE_KINDS, default="fork")
-    p.add_argument("--profile", default="default")
+    p.add_argument("--profile", default="auto", help="profile name or file (default: auto, the profile "
+                   "`forksim calibrate` stored for this host, else the shipped default)")
     p.add_argument("--cpus", type=int, help="CPUs of the machine (default: the profile's)")
     p.add_argument("--samples", type=int, default=1200,
                    help="creations simulated (default 1200; a p99 needs about 1,000)")
@@ -61,5 +62,7 @@ def main(args: argparse.Namespace) -> int:
                        ("roundtrip_latency_us", "round trip (to reap)")):
         t.add_row(label, *(fmt(res[key][c]) for c in ("mean", "p50", "p90", "p99")))
     console.print(t)
+    used = res["profile_used"]
+    console.print(f"profile {used['name']} (measured on {used['host']}; sha256 {str(used['sha256'])[:12]})")
     console.print("mean us per stage: " + ", ".join(f"{k} {fmt(v)}" for k, v in res["stage_us"].items()))
     return 0

@@ -11,7 +11,8 @@ def register(sub) -> None:
                        description="Run real load scenarios (a C load generator built with the system compiler), "
                        "simulate the same scenarios with the profile, and write validation.json, validation.md and "
                        "validation.png (measured vs predicted, relative errors).")
-    p.add_argument("--profile", default="default", help="profile name or file (default: default)")
+    p.add_argument("--profile", default="auto", help="profile name or file (default: auto, the profile "
+                   "`forksim calibrate` stored for this host, else the shipped default)")
     p.add_argument("--quick", action="store_true", help="a subset of scenarios with short runs (under 3 minutes)")
     p.add_argument("--out", default="validation", help="output folder (default: ./validation)")
     p.add_argument("--only", action="append", metavar="SCENARIO", help="run only this scenario (repeatable)")
@@ -24,7 +25,10 @@ def main(args: argparse.Namespace) -> int:
     from ..profile import load_profile
     from ..validation import validate
 
-    load_profile(args.profile)  # a bad profile fails here, before minutes of measurement
-    validate(profile=args.profile, quick=args.quick, out=Path(args.out), progress=True, only=args.only,
+    from ..store import warn_if_off_host
+
+    profile = str(load_profile(args.profile)._origin["path"]) if args.profile == "auto" else args.profile
+    warn_if_off_host(load_profile(profile))  # a bad profile fails here, before minutes of measurement
+    validate(profile=profile, quick=args.quick, out=Path(args.out), progress=True, only=args.only,
              doc=Path(args.doc) if args.doc else None)
     return 0

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from ..io import write_text
 from .measure import LoadgenError, build_tools, measure
 from .crosscheck import stress_ng_vfork
+from .other_hosts import render_other_hosts
 from .mechanisms import mechanism_for
 from .scenarios import capacity_key, scenarios
 
@@ -304,6 +305,14 @@ def provenance(profile: str) -> dict[str, Any]:
         "thp": thp.split("[")[1].split("]")[0] if thp and "[" in thp else thp,
         "clocksource": read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
     }
+    try:  # which profile file (sha256) and the host it was measured on, and this host's fingerprint
+        from ..host import this_host
+        from ..profile import load_profile, profile_info
+
+        prov["profile_used"] = profile_info(load_profile(profile))
+        prov["host"] = this_host().model_dump(mode="json", exclude_none=True)
+    except Exception:  # noqa: BLE001 - provenance is best effort; the profile was checked before measuring
+        pass
     try:
         tools = build_tools()
         prov.update({"compiler": tools.compiler_version, "spawn_helper_static": tools.helper_static})
@@ -349,8 +358,9 @@ def _above_target(row: dict[str, Any]) -> list[str]:
 
 
 def render_doc(report: dict[str, Any]) -> str:
-    """VALIDATION.md: provenance, the table, and for every row above target the mechanism believed
-    responsible (forksim/validation/mechanisms.py)."""
+    """VALIDATION.md: provenance, the table, for every row above target the mechanism believed
+    responsible (forksim/validation/mechanisms.py), and published fork times of other hosts beside
+    the `published` profile (forksim/validation/other_hosts.py)."""
     prov = report.get("provenance", {})
     lines = [
         "# Validation: forksim against this machine kind",
@@ -364,13 +374,16 @@ def render_doc(report: dict[str, Any]) -> str:
     for key in ("cpu_model", "cpus", "kernel", "date", "profile", "compiler", "spawn_helper_static"):
         if key in prov:
             lines.append(f"- {key}: {prov[key]}")
+    used = prov.get("profile_used")
+    if used:
+        lines.append(f"- profile used: {used.get('name')} (measured on {used.get('host')}; sha256 {used.get('sha256')})")
     lines += ["", render_markdown(report).split("\n", 2)[2], "## Rows above target and the mechanism believed responsible", ""]
     for row in report["rows"]:
         cols = _above_target(row)
         if cols or row.get("error"):
             what = ", ".join(cols) if cols else "not compared"
             lines.append(f"- **{row['scenario']}** ({what}): {mechanism_for(row['scenario'])}.")
-    lines.append("")
+    lines += ["", render_other_hosts()]
     return "\n".join(lines)
 
 

@@ -1,0 +1,215 @@
+"""The host a profile describes: a fingerprint of the machine, read from /proc and /sys.
+
+A profile's costs describe the machine it was measured on. The fingerprint says which machine that
+was (CPU vendor, model name, family/model/stepping and microcode, kernel release, the kernel config
+facts the model uses, THP mode, memory, hypervisor, CPUs), so that forksim can pick the profile
+measured on the host it runs on and say when it uses one measured elsewhere.
+
+Two hosts *match* (are of the same kind, for choosing a stored profile and for the off-host
+warning) when they have the same CPU vendor and model name, the same kernel major.minor release,
+the same number of online CPUs and the same hypervisor (or both bare metal). Microcode, memory,
+THP mode, HZ and preemption are recorded and shown but do not break a match: a profile measured on
+the same CPU and kernel line is still the best description available, and `forksim profiles` shows
+where the two differ.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["HostFingerprint", "this_host", "MATCH_KEYS", "MATCHING_RULE", "host_from_provenance", "differences"]
+
+# The facts two hosts must share for a profile of one to be used on the other without being asked.
+MATCH_KEYS = ("cpu_vendor", "cpu_model", "kernel_series", "cpus", "hypervisor")
+MATCHING_RULE = ("same CPU vendor and model name, same kernel major.minor (e.g. 6.18), same number of online "
+                 "CPUs, same hypervisor (or both bare metal); among stored profiles that match, the newest "
+                 "(its calibration date) wins")
+
+
+class HostFingerprint(BaseModel):
+    """The machine a profile was measured on. Every field is optional: older profiles and profiles
+    built from published figures do not know all of them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cpu_vendor: str | None = Field(default=None, description="/proc/cpuinfo vendor_id, e.g. AuthenticAMD")
+    cpu_model: str | None = Field(default=None, description="/proc/cpuinfo model name")
+    cpu_family: int | None = None
+    cpu_model_number: int | None = None
+    cpu_stepping: int | None = None
+    microcode: str | None = None
+    kernel: str | None = Field(default=None, description="uname -r")
+    hz: int | None = Field(default=None, description="CONFIG_HZ (the scheduler tick)")
+    preempt: str | None = Field(default=None, description="preemption model: none, voluntary, lazy, full")
+    thp_mode: str | None = Field(default=None, description="/sys/kernel/mm/transparent_hugepage/enabled")
+    mem_total_bytes: int | None = None
+    hypervisor: str | None = Field(default=None, description="hypervisor vendor (KVM, Xen, ...), 'none' on bare metal")
+    cpus: int | None = Field(default=None, ge=1, description="online CPUs")
+    numa_nodes: int | None = Field(default=None, ge=1)
+    source: str = Field(default="measured: /proc/cpuinfo, uname, /proc/config.gz, /sys, lscpu",
+                        description="where the facts came from")
+
+    @property
+    def kernel_series(self) -> str | None:
+        """The kernel's major.minor release (6.18 for 6.18.44-fc-v669)."""
+        m = re.match(r"(\d+)\.(\d+)", self.kernel or "")
+        return f"{m.group(1)}.{m.group(2)}" if m else None
+
+    def key(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in MATCH_KEYS)
+
+    def matches(self, other: "HostFingerprint") -> bool:
+        """Same kind of host (see MATCHING_RULE); unknown facts never match."""
+        a, b = self.key(), other.key()
+        return all(x is not None and x == y for x, y in zip(a, b))
+
+    def describe(self) -> str:
+        """One line: 'AMD EPYC (AuthenticAMD), 2 CPUs, Linux 6.18.44, KVM'."""
+        parts = [self.cpu_model or "unknown CPU"]
+        if self.cpus:
+            parts.append(f"{self.cpus} CPUs")
+        if self.kernel:
+            parts.append(f"Linux {self.kernel}")
+        if self.hypervisor:
+            parts.append("bare metal" if self.hypervisor == "none" else self.hypervisor)
+        return ", ".join(parts)
+
+    def slug(self) -> str:
+        """A file and profile name for this kind of host: 'amd-epyc-2cpu-linux6.18-kvm'."""
+        model = re.sub(r"\((r|tm)\)|cpu|processor|@.*$", "", (self.cpu_model or "unknown").lower())
+        model = re.sub(r"[^a-z0-9]+", "-", model).strip("-") or "unknown"
+        parts = [model, f"{self.cpus or 0}cpu", f"linux{self.kernel_series or 'x'}"]
+        if self.hypervisor and self.hypervisor != "none":
+            parts.append(re.sub(r"[^a-z0-9]+", "", self.hypervisor.lower()))
+        return "-".join(parts)
+
+
+def differences(a: HostFingerprint, b: HostFingerprint) -> list[str]:
+    """The facts that differ between two hosts, as 'name: a -> b' (unknown on either side skipped)."""
+    out = []
+    for name in HostFingerprint.model_fields:
+        if name == "source":
+            continue
+        x, y = getattr(a, name), getattr(b, name)
+        if x is not None and y is not None and x != y:
+            out.append(f"{name}: {x} -> {y}")
+    return out
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _kconfig(keys: tuple[str, ...]) -> dict[str, str]:
+    import gzip
+
+    out: dict[str, str] = {}
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            for line in f:
+                k, _, v = line.strip().partition("=")
+                if k in keys:
+                    out[k] = v
+    except OSError:
+        pass
+    return out
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    for line in (_read("/proc/cpuinfo") or "").splitlines():
+        if not line.strip():
+            break  # the first CPU is enough
+        k, _, v = line.partition(":")
+        info.setdefault(k.strip(), v.strip())
+    return info
+
+
+def _hypervisor(flags: str) -> str | None:
+    """The hypervisor's vendor from lscpu (CPUID leaf 0x40000000), 'none' without the hypervisor flag."""
+    if "hypervisor" not in flags.split():
+        return "none" if flags else None
+    if shutil.which("lscpu"):
+        try:
+            out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5,
+                                 env={**os.environ, "LC_ALL": "C"}).stdout
+            m = re.search(r"^Hypervisor vendor:\s*(.+)$", out, re.M)
+            if m:
+                return m.group(1).strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    xen = _read("/sys/hypervisor/type")
+    return xen or "unknown"
+
+
+def _int(v: str | None) -> int | None:
+    return int(v) if v and v.isdigit() else None
+
+
+def _preempt(cfg: dict[str, str]) -> str | None:
+    dyn = _read("/sys/kernel/debug/sched/preempt")
+    if dyn:
+        m = re.search(r"\((\w+)\)", dyn)
+        return m.group(1) if m else dyn
+    for k in ("CONFIG_PREEMPT_NONE", "CONFIG_PREEMPT_VOLUNTARY", "CONFIG_PREEMPT_LAZY", "CONFIG_PREEMPT"):
+        if cfg.get(k) == "y":
+            return k[len("CONFIG_PREEMPT_"):].lower() if k != "CONFIG_PREEMPT" else "full"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def this_host() -> HostFingerprint:
+    """The fingerprint of the machine forksim runs on (read once per process)."""
+    info = _cpuinfo()
+    cfg = _kconfig(("CONFIG_HZ", "CONFIG_PREEMPT_NONE", "CONFIG_PREEMPT_VOLUNTARY", "CONFIG_PREEMPT_LAZY",
+                    "CONFIG_PREEMPT"))
+    thp = _read("/sys/kernel/mm/transparent_hugepage/enabled") or ""
+    m = re.search(r"\[(\w+)\]", thp)
+    mem = re.search(r"MemTotal:\s+(\d+)", _read("/proc/meminfo") or "")
+    nodes = [p for p in Path("/sys/devices/system/node").glob("node[0-9]*")] if Path("/sys/devices/system/node").exists() else []
+    return HostFingerprint(
+        cpu_vendor=info.get("vendor_id"),
+        cpu_model=info.get("model name") or platform.processor() or None,
+        cpu_family=_int(info.get("cpu family")),
+        cpu_model_number=_int(info.get("model")),
+        cpu_stepping=_int(info.get("stepping")),
+        microcode=info.get("microcode"),
+        kernel=platform.release() or None,
+        hz=_int(cfg.get("CONFIG_HZ")),
+        preempt=_preempt(cfg),
+        thp_mode=m.group(1) if m else None,
+        mem_total_bytes=int(mem.group(1)) * 1024 if mem else None,
+        hypervisor=_hypervisor(info.get("flags", "")),
+        cpus=os.cpu_count() or None,
+        numa_nodes=len(nodes) or None,
+    )
+
+
+_VENDORS = (("amd", "AuthenticAMD"), ("intel", "GenuineIntel"), ("xeon", "GenuineIntel"))
+
+
+def host_from_provenance(prov: dict[str, Any]) -> HostFingerprint | None:
+    """For a profile written before profiles carried a `host` section: the facts its provenance
+    recorded (CPU model name, kernel, CPUs, HZ, preemption, THP, memory); the vendor is read from the
+    model name. None for a profile that was not measured on a host (published figures)."""
+    if prov.get("kind") == "published" or not prov.get("cpu_model"):
+        return None
+    model = str(prov["cpu_model"])
+    vendor = next((v for k, v in _VENDORS if k in model.lower()), None)
+    return HostFingerprint(
+        cpu_vendor=vendor, cpu_model=model, kernel=prov.get("kernel"), hz=prov.get("hz"),
+        preempt=prov.get("preempt"), thp_mode=prov.get("thp_mode"), mem_total_bytes=prov.get("mem_total_bytes"),
+        cpus=prov.get("cpus"), hypervisor=prov.get("hypervisor"),
+        source="derived: from the profile's provenance (written before profiles carried a host section)",
+    )

@@ -1,0 +1,167 @@
+"""Profiles that travel: host fingerprints, the user's profile store, `auto` resolution, the
+off-host warning, and which profile a result says it used."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+import forksim.store as store
+from forksim.cli import main as cli_main
+from forksim.config import parse_config
+from forksim.host import HostFingerprint, differences, host_from_provenance, this_host
+from forksim.profile import load_profile, profile_path
+from forksim.runner import run_experiment
+
+INTEL = HostFingerprint(cpu_vendor="GenuineIntel", cpu_model="Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz",
+                        kernel="6.18.44-fc-v1045", cpus=2, hypervisor="KVM")
+
+
+@pytest.fixture
+def xdg(tmp_path, monkeypatch) -> Path:
+    """An empty profile store of this test's own (and the off-host warning reset)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(store, "_warned", set())
+    return tmp_path / "xdg" / "forksim" / "profiles"
+
+
+def _store_copy(d: Path, name: str, host: HostFingerprint, date: str) -> Path:
+    """The shipped default, re-badged as a profile measured on `host` at `date`, in the store."""
+    data = json.loads(profile_path("default").read_text())
+    data["name"], data["host"] = name, host.model_dump(mode="json", exclude_none=True)
+    data["provenance"]["date"] = date
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_matching_needs_vendor_model_kernel_series_cpus_and_hypervisor():
+    a = HostFingerprint(cpu_vendor="AuthenticAMD", cpu_model="AMD EPYC", kernel="6.18.44-a", cpus=2, hypervisor="KVM",
+                        microcode="0x1", mem_total_bytes=1)
+    assert a.matches(a.model_copy(update={"kernel": "6.18.2-b", "microcode": "0x2", "mem_total_bytes": 2}))
+    for change in ({"cpu_model": "AMD EPYC 9R14"}, {"kernel": "6.19.1"}, {"cpus": 4}, {"hypervisor": "none"},
+                   {"cpu_vendor": "GenuineIntel"}):
+        assert not a.matches(a.model_copy(update=change)), change
+    assert not a.matches(a.model_copy(update={"hypervisor": None}))  # unknown never matches
+    assert differences(a, a.model_copy(update={"cpus": 4})) == ["cpus: 2 -> 4"]
+    assert a.slug() == "amd-epyc-2cpu-linux6.18-kvm"
+    assert INTEL.slug() == "intel-xeon-platinum-8375c-2cpu-linux6.18-kvm"
+
+
+def test_this_host_reads_the_machine():
+    h = this_host()
+    assert h.cpus and h.cpus >= 1 and h.kernel and h.kernel_series
+    assert h.cpu_model
+
+
+def test_old_profiles_fall_back_to_their_provenance_and_published_has_no_host():
+    prov = {"cpu_model": "AMD EPYC", "kernel": "6.18.44-fc-v669", "cpus": 2}
+    assert host_from_provenance(prov).cpu_vendor == "AuthenticAMD"
+    assert load_profile("published").fingerprint() is None
+    assert load_profile("default").fingerprint().cpu_model == "AMD EPYC"
+
+
+def test_auto_uses_the_newest_matching_stored_profile_and_results_say_so(xdg, tiny_dict):
+    here = this_host()
+    _store_copy(xdg, "older", here, "2026-01-01T00:00:00+00:00")
+    newest = _store_copy(xdg, "newer", here, "2026-06-01T00:00:00+00:00")
+    _store_copy(xdg, "intel", INTEL, "2027-01-01T00:00:00+00:00")  # newest of all, but another host
+    exp = parse_config(tiny_dict(), source="tiny")  # machine.profile left at 'auto'
+    assert exp.machine.profile == str(newest)
+    res = run_experiment(exp)
+    used = res.summary["profile_used"]
+    assert res.summary["profile"] == "newer" and used["name"] == "newer"
+    assert used["sha256"] == hashlib.sha256(newest.read_bytes()).hexdigest()
+    assert used["host_cpu"] == here.cpu_model
+    # a config that names a profile gets it; a stored profile is named by its file name
+    assert parse_config(tiny_dict({"machine": {"profile": "default"}}), source="t").machine.profile == "default"
+    assert parse_config(tiny_dict({"machine": {"profile": "intel"}}), source="t").machine.profile == str(xdg / "intel.json")
+
+
+def test_no_matching_stored_profile_means_default(xdg, tiny_dict):
+    _store_copy(xdg, "intel", INTEL, "2027-01-01T00:00:00+00:00")
+    assert parse_config(tiny_dict(), source="tiny").machine.profile == "default"
+
+
+def test_off_host_profile_warns_once_naming_both_cpus(xdg, tmp_path, capsys):
+    intel = _store_copy(tmp_path, "intel-host", INTEL, "2027-01-01T00:00:00+00:00")
+    for _ in range(2):  # one line per process, however often the profile is loaded
+        assert cli_main(["predict", "--rss", "1MiB", "--samples", "20", "--profile", str(intel)]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    assert err[0].startswith("forksim: warning: profile 'intel-host' was measured on Intel(R) Xeon(R)")
+    assert this_host().cpu_model in err[0] and "forksim calibrate --quick" in err[0]
+
+
+def test_the_default_warns_on_another_kind_of_host(xdg, monkeypatch, capsys):
+    monkeypatch.setattr(store, "this_host", lambda: INTEL)  # as if forksim ran on the Intel host
+    assert store.auto_profile() == "default"
+    assert cli_main(["predict", "--rss", "1MiB", "--samples", "20", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["profile_used"]["name"] == "default"
+    assert "measured on AMD EPYC" in out.err and "this host is Intel(R) Xeon(R)" in out.err
+    assert store.warn_if_off_host(load_profile("published")) is None  # no host, no warning
+
+
+def test_resolved_config_records_the_stored_profile_used(xdg, forksim_cli, tiny_toml, tmp_path):
+    path = _store_copy(xdg, "mine", this_host(), "2026-06-01T00:00:00+00:00")
+    r = forksim_cli("run", tiny_toml(), "--out", tmp_path / "out", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "warning" not in r.stderr
+    assert f'profile = "{path}"' in (tmp_path / "out" / "config.resolved.toml").read_text()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["profile_used"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_profiles_lists_stored_and_compares_with_a_figure(xdg, forksim_cli, tmp_path):
+    _store_copy(xdg, "intel", INTEL, "2027-01-01T00:00:00+00:00")
+    r = forksim_cli("profiles", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {p["name"]: p for p in json.loads(r.stdout)["profiles"]}
+    assert rows["intel"]["where"] == "stored" and rows["intel"]["status"] == "other host"
+    assert rows["intel"]["host"]["cpu_vendor"] == "GenuineIntel"
+    assert rows["published"]["status"] == "no host"
+    r = forksim_cli("profiles", "--compare", "default", "intel", "--figure", tmp_path / "cmp.png", "--json")
+    assert r.returncode == 0, r.stderr
+    cmp = json.loads(r.stdout)
+    fork = next(m for m in cmp["medians"] if m["stage"].startswith("fork()"))
+    assert fork["RSS 1 GiB"]["ratio"] == pytest.approx(1.0)  # the same costs under another host's name
+    assert any(t["stage"] == "dup_mmap" and t["term"] == "per_pte_us" for t in cmp["terms"])
+    assert (tmp_path / "cmp.png").stat().st_size > 10_000
+    r = forksim_cli("profiles", "--compare", "default", "nosuch")
+    assert r.returncode == 2 and "nosuch" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_every_size_dependent_cost_says_how_it_scales_and_where_from():
+    prof = load_profile("default")
+    for name in ("lock_hold", "ipi_and_idle_wake", "tlb_shootdown", "page_table_copy", "numa_distance",
+                 "scheduler_slice"):
+        rule = prof.scaling[name]
+        assert rule.depends_on and rule.model
+        assert rule.source.split(":")[0] in ("measured", "derived", "assumption")
+
+
+def test_other_hosts_section_puts_published_figures_beside_predictions():
+    from forksim.validation.other_hosts import PUBLISHED_FORKS, other_hosts_rows, render_other_hosts
+
+    rows = other_hosts_rows(lambda gib: 9.0 * gib)  # 9 ms per GiB, like the published profile's slope
+    assert len(rows) == len(PUBLISHED_FORKS)
+    xeon = next(r for r in rows if r["by_construction"])
+    assert xeon["ratio"] == pytest.approx(9.0 / (62.0 / 6.9))
+    text = render_other_hosts(rows)
+    assert text.startswith("## Other hosts") and "Redis documentation" in text and "On-demand-fork" in text
+    assert "slower than predicted" in text  # the old Xen guests are named as outside the model
+
+
+def test_the_slice_follows_the_kernels_cpu_scaling():
+    from forksim.runner import scaled_slice_us
+
+    prof = load_profile("default")  # measured on 2 CPUs: 1.5 ms
+    assert prof.scheduler.slice.fixed_us == pytest.approx(1500.0)
+    got = {n: scaled_slice_us(prof, n) for n in (1, 2, 3, 4, 8, 256)}
+    assert got == pytest.approx({1: 750.0, 2: 1500.0, 3: 1500.0, 4: 2250.0, 8: 3000.0, 256: 3000.0})
+    assert scaled_slice_us(load_profile("published"), 8) == pytest.approx(3000.0)  # borrowed from a 2-CPU host
