@@ -18,17 +18,12 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import MeasurementError
+from ..kernel.flags import FLAG_BITS
 from ..profile import FD_BASE
 from . import bench
 
 __all__ = ["CopiesPlan", "COPIES_PLANS", "build_clonebench", "measure_copies", "fit_copies", "FLAG_BITS"]
 
-FLAG_BITS = {  # include/uapi/linux/sched.h
-    "CLONE_VM": 0x100, "CLONE_FS": 0x200, "CLONE_FILES": 0x400, "CLONE_SIGHAND": 0x800,
-    "CLONE_NEWNS": 0x20000, "CLONE_SYSVSEM": 0x40000, "CLONE_NEWCGROUP": 0x02000000,
-    "CLONE_NEWUTS": 0x04000000, "CLONE_NEWIPC": 0x08000000, "CLONE_NEWUSER": 0x10000000,
-    "CLONE_NEWPID": 0x20000000, "CLONE_NEWNET": 0x40000000, "CLONE_IO": 0x80000000,
-}
 _SHARING = ("CLONE_FILES", "CLONE_FS", "CLONE_SIGHAND", "CLONE_SYSVSEM", "CLONE_IO")
 _NAMESPACES = ("CLONE_NEWNS", "CLONE_NEWPID", "CLONE_NEWNET", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWCGROUP",
                "CLONE_NEWUSER")

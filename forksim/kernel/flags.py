@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["CLONE_FLAGS", "USER_FLAGS", "NAMESPACE_FLAGS", "SHARING_FLAGS", "KINDS", "Kind", "NEW_PROCESS",
+__all__ = ["CLONE_FLAGS", "FLAG_BITS", "USER_FLAGS", "NAMESPACE_FLAGS", "SHARING_FLAGS", "KINDS", "Kind", "NEW_PROCESS",
            "COPIES_MM", "VFORK_WAIT", "EXECS", "preset", "check", "extra_flags"]
 
 # Flag -> what copy_process() does with it (the copy_* stage it switches between share and copy).
@@ -31,6 +31,13 @@ CLONE_FLAGS: dict[str, str] = {
     "CLONE_NEWIPC": "copy_namespaces -> copy_ipcs: a new IPC namespace (mqueue mount)",
     "CLONE_NEWCGROUP": "copy_namespaces -> copy_cgroup_ns: a new cgroup namespace",
     "CLONE_NEWUSER": "copy_creds -> create_user_ns: a new user namespace",
+}
+
+FLAG_BITS = {  # include/uapi/linux/sched.h
+    "CLONE_VM": 0x100, "CLONE_FS": 0x200, "CLONE_FILES": 0x400, "CLONE_SIGHAND": 0x800,
+    "CLONE_NEWNS": 0x20000, "CLONE_SYSVSEM": 0x40000, "CLONE_NEWCGROUP": 0x02000000,
+    "CLONE_NEWUTS": 0x04000000, "CLONE_NEWIPC": 0x08000000, "CLONE_NEWUSER": 0x10000000,
+    "CLONE_NEWPID": 0x20000000, "CLONE_NEWNET": 0x40000000, "CLONE_IO": 0x80000000,
 }
 
 NAMESPACE_FLAGS = ("CLONE_NEWNS", "CLONE_NEWPID", "CLONE_NEWNET", "CLONE_NEWUTS", "CLONE_NEWIPC",
