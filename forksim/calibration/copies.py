@@ -243,6 +243,65 @@ def measured_p50(raw: dict[str, Any]) -> list[dict[str, Any]]:
     """Every run's p50s (us), for the diagnostics and the closure beside the model."""
     rows = []
     for r in raw.get("runs", []):
-        rows.append({**r["key"], "samples": len(r["samples"]), "call_p50_us": round(_med(r, "fork_cpu_ns")[0], 2),
+        rows.append({**r["key"], "vmas": (r.get("setup") or {}).get("vmas"), "samples": len(r["samples"]), "call_p50_us": round(_med(r, "fork_cpu_ns")[0], 2),
                      "exit_p50_us": round(_med(r, "exit_ns")[0], 2), "rt_p50_us": round(_med(r, "rt_ns")[0], 2)})
     return rows
+
+
+def merge_into(path: str, fit: dict[str, Any], note: str) -> None:
+    """Add the fitted sections to an existing profile file (an additive merge: every other number stays),
+    with a provenance entry saying what was added, when and how."""
+    import datetime as _dt
+    import json
+    from pathlib import Path
+
+    from ..io import write_text
+    from ..profile import Profile
+
+    data = json.loads(Path(path).read_text())
+    data.update(fit)
+    data.setdefault("provenance", {})["merged_copies"] = {
+        "sections": sorted(fit), "note": note,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    Profile.model_validate(data)
+    write_text(Path(path), json.dumps(data, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m forksim.calibration.copies`: measure the fd table, clone flags and live children alone
+    (pinned; run it under the exclusive CPU lock), print the fit, optionally merge it into profiles."""
+    import argparse
+    import gzip
+    import json
+    from pathlib import Path
+
+    from .facts import machine_facts
+
+    ap = argparse.ArgumentParser(prog="python -m forksim.calibration.copies", description=main.__doc__)
+    ap.add_argument("--plan", choices=sorted(COPIES_PLANS), default="full")
+    ap.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1, help="CPU to pin to (default: the last)")
+    ap.add_argument("--raw", help="write the raw samples here (.json or .json.gz)")
+    ap.add_argument("--from-raw", help="fit a raw file written by --raw instead of measuring")
+    ap.add_argument("--merge", action="append", default=[], metavar="PROFILE",
+                    help="add the fitted sections to this profile file (repeatable)")
+    a = ap.parse_args(argv)
+    if a.from_raw:
+        data = Path(a.from_raw).read_bytes()
+        raw = json.loads(gzip.decompress(data) if a.from_raw.endswith(".gz") else data)
+    else:
+        raw = measure_copies(build_clonebench(bench.build().cc), a.cpu, COPIES_PLANS[a.plan], print)
+        raw["plan"], raw["cpu"], raw["facts"] = a.plan, a.cpu, machine_facts()
+        if a.raw:
+            blob = json.dumps(raw).encode()
+            Path(a.raw).write_bytes(gzip.compress(blob) if a.raw.endswith(".gz") else blob)
+    fit = fit_copies(raw, int(raw.get("cpu", a.cpu)), str(raw.get("facts", {}).get("cpu_model") or ""))
+    print(json.dumps({"fit": fit, "measured": measured_p50(raw), "skipped": raw["skipped"]}, indent=1))
+    for path in a.merge:
+        merge_into(path, fit, f"python -m forksim.calibration.copies --plan {raw.get('plan')} "
+                   f"(raw: {a.raw or a.from_raw or 'not kept'}), kernel {raw.get('facts', {}).get('kernel')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
