@@ -33,7 +33,6 @@ from ..errors import MeasurementError
 from ..io import write_text
 from . import bench, tracefs
 from .derive import build_profile
-from .copies import COPIES_PLANS, build_clonebench, fit_copies, measure_copies, measured_p50
 from .interruptions import measure_interruptions
 from .facts import _read, machine_facts
 from .plan import GiB, MiB, PLANS, Plan, Store, label as _label
@@ -315,6 +314,8 @@ def calibrate(out: str | Path, quick: bool = False, progress: bool = True, *, sm
             trace.close()
             trace = None
         # fds, clone flags and namespaces, live children (csrc/clonebench.c; copies.py)
+        from .copies import COPIES_PLANS, build_clonebench, fit_copies, measure_copies, measured_p50
+
         prog.step("fd table, clone flags, namespaces, live children")
         raw_copies = measure_copies(build_clonebench(b.cc), cpu, COPIES_PLANS[plan.name], prog.log)
         prog.step("fitting")
@@ -391,6 +392,8 @@ def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
     extra["profile_name"] = Path(out).stem
     profile = build_profile(store, plan, facts, bool(prov.get("tracefs")), int(prov.get("measured_cpu", 0)), extra)
     if r.get("copies"):
+        from .copies import fit_copies
+
         profile.update(fit_copies(r["copies"], int(prov.get("measured_cpu", 0)), str(facts.get("cpu_model") or "")))
     profile["provenance"].pop("profile_name", None)
     Profile.model_validate(profile)
