@@ -43,8 +43,10 @@ class Copies:
         setup = per_fd * files.dup_fd_per_fd_us      # copy_files -> dup_fd
         exit_ = per_fd * files.close_files_per_fd_us  # exit_files -> close_files
         saved = tail = deferred = 0.0
+        sigmas = [files.sigma if per_fd else 0.0]
         for flag in sorted(extra):
             cost = profile.flag_cost(flag)
+            sigmas.append(cost.sigma)
             if flag in NAMESPACE_FLAGS:
                 tail += cost.call_us  # copy_namespaces (copy_creds for CLONE_NEWUSER), before alloc_pid
             elif cost.call_us < 0.0:
@@ -62,7 +64,8 @@ class Copies:
         self.exit_notify_us = live_children * kids.exit_per_child_us
         self.wait_us = live_children * kids.wait_per_child_us
         self.deferred_us = deferred
-        self.sigma = max(files.sigma, kids.sigma)
+        sigmas.append(kids.sigma if live_children else 0.0)
+        self.sigma = max(sigmas)  # one lognormal spread for the added terms: the widest involved
 
     @classmethod
     def of(cls, exp: "Experiment", profile: Profile) -> "Copies":
