@@ -12,6 +12,11 @@ as medians. `ptes` counts 4 KiB anonymous pages, `pmds` 2 MiB transparent huge p
 and scheduler entry says where its number came from in `source` ("measured: ...",
 "derived: ...", "assumption: ...").
 
+Optional sections (issue 19; a profile without them loads and they cost 0, each fallback saying so
+in its `source`): `files` (dup_fd and close_files per open fd beyond the calibration's FD_BASE = 3),
+`clone_flags` (per flag beyond a kind's preset: the call's, the exit's signed change and deferred
+work), `live_children` (per live child of the parent, in the stage where it was measured to grow).
+
 Which stages exist and which kernel functions each stands for: `STAGES` below. The scheduler
 section holds the machine's costs (tick, slice, idle wake-up, context switch, migration).
 """
