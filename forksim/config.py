@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .kernel import flags as clone_flags
 from .units import UnitError, format_rate, format_size, format_time_us, parse_rate, parse_size, parse_time_us
 
 __all__ = [
@@ -59,10 +60,12 @@ __all__ = [
     "validate_resolved",
 ]
 
-CLONE_KINDS = ("fork", "vfork", "posix_spawn", "fork_exec", "thread")
+CLONE_KINDS = tuple(clone_flags.KINDS)  # the kinds' table: forksim/kernel/flags.py
 # The call each kind of creation makes, as tables and figures name it (fork_latency_us is its latency).
 CALLS = {"fork": "fork()", "vfork": "vfork()", "posix_spawn": "posix_spawn()", "fork_exec": "fork() (+execve)",
          "thread": "pthread_create() (clone(CLONE_THREAD))"}
+MAX_FDS = 1_048_576  # fs.nr_open's default: RLIMIT_NOFILE cannot be raised beyond it
+MAX_LIVE_CHILDREN = 4_194_304  # PID_MAX_LIMIT on 64-bit: kernel.pid_max cannot be set higher
 
 # Physical bounds (the reason goes into the message).
 MAX_RSS_BYTES = 64 * 1024**4  # x86-64, 4-level page tables: 46-bit physical addresses, 64 TiB of RAM at most
@@ -184,6 +187,9 @@ class ImageSection(_Section):
         default="uniform",
         description="where in the VMA walk the threads' faults land: 'uniform' or a fraction 0..1",
     )
+    fds: int = Field(default=3, ge=0, le=MAX_FDS,
+                     description="open file descriptors: copy_files -> dup_fd copies them, exit closes them "
+                     "(default 3: stdin, stdout, stderr; at most fs.nr_open's default 1048576)")
 
     @field_validator("rss")
     @classmethod
@@ -222,6 +228,18 @@ class ChildSection(_Section):
     exec_lifetime: Micros = Field(default=0.0, description="CPU time of the exec'd program before it exits")
     cow_write_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
     cow_writer: Literal["child", "parent"] = "child"
+    flags: list[str] = Field(
+        default_factory=list,
+        description="clone flags beyond the kind's preset: " + ", ".join(clone_flags.USER_FLAGS),
+    )
+
+    @field_validator("flags")
+    @classmethod
+    def _flags(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        why = clone_flags.check(info.data.get("clone", "fork"), v)
+        if why:
+            raise ValueError(why)
+        return sorted(set(v), key=clone_flags.USER_FLAGS.index)
 
 
 class BurstSection(_Section):
@@ -282,6 +300,10 @@ class WorkloadSection(_Section):
         default="shared",
         description="open workload: one queue served by every parent, or per_parent: each parent its own "
         "arrival stream at rate/parents and its own queue (a pre-forked server per core, say)",
+    )
+    live_children: int = Field(
+        default=0, ge=0, le=MAX_LIVE_CHILDREN,
+        description="other children each parent keeps alive (a prefork master's workers; default 0)",
     )
     image: ImageSection = ImageSection()
     child: ChildSection = ChildSection()

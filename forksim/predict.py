@@ -19,6 +19,9 @@ def predict(
     anon_vmas: int | None = None,
     thp: bool = False,
     clone: str = "fork",
+    fds: int = 3,
+    flags: list[str] | tuple[str, ...] = (),
+    live_children: int = 0,
     profile: str | Profile = "auto",
     cpus: int | None = None,
     samples: int = 1200,
@@ -28,12 +31,14 @@ def predict(
     halt and the stack cache refills between them). `cpus` defaults to the profile's machine.
     `samples` creations: 1200 by default, enough for a p99 (with fewer than ~1,000 it is None, and
     the reason is under "refused"). `profile` "auto": the profile `forksim calibrate` stored for
-    this host, else `default`."""
+    this host, else `default`. `fds` open file descriptors, clone `flags` beyond the kind's preset, `live_children` other
+    children the parent keeps alive: as `[workload.image] fds`, `[workload.child] flags`,
+    `[workload] live_children`."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     warn_if_off_host(prof)
     if cpus is None:
         cpus = int(prof.provenance.get("cpus", 2) or 2)
-    image: dict[str, Any] = {"rss": rss, "vmas": vmas, "thp": thp}
+    image: dict[str, Any] = {"rss": rss, "vmas": vmas, "thp": thp, "fds": fds}
     if anon_vmas is not None:
         image["anon_vmas"] = anon_vmas
     exp = parse_config(
@@ -43,7 +48,8 @@ def predict(
                 "max_creations": samples,
             },
             "machine": {"cpus": cpus},
-            "workload": {"kind": "closed", "parents": 1, "think_time": 2000.0, "image": image, "child": {"clone": clone}},
+            "workload": {"kind": "closed", "parents": 1, "think_time": 2000.0, "live_children": live_children,
+                         "image": image, "child": {"clone": clone, "flags": list(flags)}},
         },
         source="predict",
         resolved=True,  # rss in bytes, times in microseconds
@@ -58,6 +64,9 @@ def predict(
         "rss_bytes": rss,
         "vmas": vmas,
         "thp": thp,
+        "fds": fds,
+        "flags": list(exp.workload.child.flags),
+        "live_children": live_children,
         "cpus": cpus,
         "profile": prof.name,
         "profile_used": profile_info(prof),

@@ -12,6 +12,11 @@ as medians. `ptes` counts 4 KiB anonymous pages, `pmds` 2 MiB transparent huge p
 and scheduler entry says where its number came from in `source` ("measured: ...",
 "derived: ...", "assumption: ...").
 
+Optional sections (issue 19; a profile without them loads and they cost 0, each fallback saying so
+in its `source`): `files` (dup_fd and close_files per open fd beyond the calibration's FD_BASE = 3),
+`clone_flags` (per flag beyond a kind's preset: the call's, the exit's signed change and deferred
+work), `live_children` (per live child of the parent, in the stage where it was measured to grow).
+
 Which stages exist and which kernel functions each stands for: `STAGES` below. The scheduler
 section holds the machine's costs (tick, slice, idle wake-up, context switch, migration).
 """
@@ -42,6 +47,10 @@ __all__ = [
     "Interruptions",
     "Profile",
     "ImageShape",
+    "FlagCost",
+    "FilesCost",
+    "ChildrenCost",
+    "FD_BASE",
     "load_profile",
     "profile_path",
     "shipped_profiles",
@@ -204,6 +213,66 @@ class Interruptions(BaseModel):
     source: str = Field(min_length=1)
 
 
+# ---- what copy_process copies beyond the address space (optional sections: absent -> cost 0)
+
+# The calibration's parents hold stdin, stdout and stderr: copying (and closing) those three is
+# inside the measured fixed costs (copy_process_setup, do_exit), so the per-fd terms count the fds
+# beyond them and the default image (fds = 3) adds nothing.
+FD_BASE = 3
+
+_ABSENT_FILES = ("assumption: this profile has no `files` section (measured before the fd terms existed): "
+                 "dup_fd and close_files cost nothing per fd beyond the 3 the calibration's parents held")
+_ABSENT_CHILDREN = ("assumption: this profile has no `live_children` section: the parent's other live children "
+                    "cost nothing")
+_ABSENT_FLAG = "assumption: this profile has no measurement of {flag}: it changes no cost"
+
+
+class FlagCost(BaseModel):
+    """What one clone flag beyond a kind's preset changes, measured against a plain clone() of the same
+    parent (SIGCHLD only): signed medians (a sharing flag saves the copy_* it skips)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    call_us: float = Field(description="change of the creating call's median (us): copy_* / copy_namespaces")
+    exit_us: float = Field(default=0.0, description="change of the child's exit and reap (us): exit_* / put_*_ns")
+    deferred_us: float = Field(default=0.0, ge=0.0,
+                               description="CPU a kernel worker spends later per creation (us): cleanup_net")
+    sigma: float = Field(default=0.1, ge=0.0, le=2.0, description="lognormal residual of the added parts")
+    source: str = Field(min_length=1)
+
+    @field_validator("call_us", "exit_us", "deferred_us")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number of microseconds")
+        return v
+
+
+class FilesCost(BaseModel):
+    """The fd table: dup_fd (copy_files) and close_files (the child's exit_files) per open fd beyond
+    FD_BASE, each fd costing its share of the table's copy and its reference count."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dup_fd_per_fd_us: float = Field(ge=0.0, le=10.0)
+    close_files_per_fd_us: float = Field(ge=0.0, le=10.0)
+    sigma: float = Field(default=0.1, ge=0.0, le=2.0)
+    source: str = Field(min_length=1)
+
+
+class ChildrenCost(BaseModel):
+    """The parent's other live children (a prefork master): what grows with their number, per child,
+    in the stage where the measurement puts it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fork_per_child_us: float = Field(default=0.0, ge=0.0, le=10.0,
+                                     description="copy_process, inside its tasklist_lock write section")
+    exit_per_child_us: float = Field(default=0.0, ge=0.0, le=10.0,
+                                     description="the child's exit_notify, under tasklist_lock for write")
+    wait_per_child_us: float = Field(default=0.0, ge=0.0, le=10.0,
+                                     description="do_wait walking the parent's children, tasklist_lock read side")
+    sigma: float = Field(default=0.1, ge=0.0, le=2.0)
+    source: str = Field(min_length=1)
+
+
 class Profile(BaseModel):
     """A whole profile file."""
 
@@ -235,9 +304,35 @@ class Profile(BaseModel):
     # Share of do_exit (the child's whole exit, less exit_mmap) before its first preemption point:
     # a task woken meanwhile (a vfork parent, at mm_release) waits for it under preempt=none.
     exit_head_share: Fraction = Field(default_factory=lambda: Fraction(value=0.5, source=_EXIT_HEAD_DEFAULT))
+    # What copy_process copies beyond the address space; profiles without them load (costs 0, see
+    # `files_cost`, `children_cost`, `flag_cost`).
+    clone_flags: dict[str, FlagCost] = Field(default_factory=dict)
+    files: FilesCost | None = None
+    live_children: ChildrenCost | None = None
     diagnostics: dict[str, Any] = Field(default_factory=dict)
     # Where this profile was read from: {"name", "path", "sha256"} (set by load_profile).
     _origin: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("clone_flags")
+    @classmethod
+    def _clone_flags(cls, flags: dict[str, FlagCost]) -> dict[str, FlagCost]:
+        from .kernel.flags import USER_FLAGS
+
+        unknown = [f for f in flags if f not in USER_FLAGS]
+        if unknown:
+            raise ValueError(f"unknown clone flag(s): {', '.join(unknown)} (known: {', '.join(USER_FLAGS)})")
+        return flags
+
+    def flag_cost(self, flag: str) -> FlagCost:
+        """A flag's measured cost, or a zero cost saying it was not measured."""
+        return self.clone_flags.get(flag) or FlagCost(call_us=0.0, sigma=0.0, source=_ABSENT_FLAG.format(flag=flag))
+
+    def files_cost(self) -> FilesCost:
+        return self.files or FilesCost(dup_fd_per_fd_us=0.0, close_files_per_fd_us=0.0, sigma=0.0,
+                                       source=_ABSENT_FILES)
+
+    def children_cost(self) -> ChildrenCost:
+        return self.live_children or ChildrenCost(sigma=0.0, source=_ABSENT_CHILDREN)
 
     @field_validator("version")
     @classmethod

@@ -22,7 +22,9 @@ import tomli_w
 
 from .config import Experiment, experiment_to_toml_dict
 from .errors import ConfigError, ForksimError
-from .kernel.clone import COPIES_MM, EXECS, NEW_PROCESS, Kernel
+from .kernel.clone import Kernel
+from .kernel.copies import Copies
+from .kernel.flags import COPIES_MM, EXECS, NEW_PROCESS
 from .kernel.costs import EMPTY_IMAGE, Costs
 from .machine import Machine, SchedulerParams
 from .metrics import ReplicationResult, records_frame, summarize
@@ -349,7 +351,7 @@ def build_simulation(exp: Experiment, profile: Profile, seed: np.random.SeedSequ
     env = simpy.Environment()
     costs = Costs(profile, rng)
     machine = Machine(env, exp.machine.cpus, scheduler_params(exp, profile, costs))
-    kernel = Kernel(machine, costs, profile.stack_cache_per_cpu, exp.workload.child)
+    kernel = Kernel(machine, costs, profile.stack_cache_per_cpu, exp.workload.child, Copies.of(exp, profile))
     warmup = exp.experiment.warmup
     kernel.set_record_from(warmup)
     arrivals = None

@@ -322,6 +322,11 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: bool = True
             trace.aux.close()
             trace.close()
             trace = None
+        # fds, clone flags and namespaces, live children (csrc/clonebench.c; copies.py)
+        from .copies import COPIES_PLANS, build_clonebench, fit_copies, measure_copies, measured_p50
+
+        prog.step("fd table, clone flags, namespaces, live children")
+        raw_copies = measure_copies(build_clonebench(b.cc), cpu, COPIES_PLANS[plan.name], prog.log)
         prog.step("fitting")
         load_end = _loadavg()
         busy = max(load_start, load_end) > 0.5 * ncpu
@@ -345,6 +350,8 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: bool = True
         profile = build_profile(store, plan, facts, ok, cpu, prov_extra)
         profile["host"] = host.model_dump(mode="json", exclude_none=True)
         profile["interruptions"] = measure_interruptions(b, cpu, seconds=0.5 if smoke else 2.0)
+        profile.update(fit_copies(raw_copies, cpu, str(facts.get("cpu_model") or "")))
+        profile["diagnostics"]["copies"] = {"measured": measured_p50(raw_copies), "skipped": raw_copies["skipped"]}
         profile["provenance"].pop("profile_name", None)
         profile["provenance"]["duration_s"] = round(time.monotonic() - t_start, 1)
         # validate before writing
@@ -355,7 +362,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: bool = True
         write_text(out, text)
         profile = json.loads(text)  # exactly what was written
         if raw_out:
-            raw = {"provenance": profile["provenance"], "host": profile["host"], "plan": plan.__dict__, "runs": store.runs,
+            raw = {"provenance": profile["provenance"], "host": profile["host"], "plan": plan.__dict__, "runs": store.runs, "copies": raw_copies,
                    "refused": store.refused, "notes": store.notes}
             rp = Path(raw_out)
             data = json.dumps(raw).encode()
@@ -394,6 +401,10 @@ def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
     extra["refit"] = {"from": str(rp), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     extra["profile_name"] = Path(out).stem
     profile = build_profile(store, plan, facts, bool(prov.get("tracefs")), int(prov.get("measured_cpu", 0)), extra)
+    if r.get("copies"):
+        from .copies import fit_copies
+
+        profile.update(fit_copies(r["copies"], int(prov.get("measured_cpu", 0)), str(facts.get("cpu_model") or "")))
     profile["provenance"].pop("profile_name", None)
     if r.get("host"):
         profile["host"] = r["host"]

@@ -68,6 +68,28 @@ def family_check(profile_path: str, variants: dict[str, dict]) -> list[dict]:
     return rows
 
 
+def copies_check(profile_path: str, measured: list[dict]) -> list[dict]:
+    """The closure of the fd table, the namespaces and the live children: each pinned clonebench case's
+    measured call p50 beside forksim's prediction on one CPU from the profile just written."""
+    from ..predict import predict
+
+    rows = []
+    for m in measured:
+        flag = m.get("flag", "")
+        if m["what"] == "fds" and m["fds"] != 3:
+            kw, case = {"fds": int(m["fds"])}, f"{m['fds']} fds"
+        elif m["what"] == "flag" and flag.startswith("CLONE_NEW"):
+            kw, case = {"flags": [flag]}, flag
+        elif m["what"] == "children" and m["live_children"]:
+            kw, case = {"live_children": int(m["live_children"])}, f"{m['live_children']} live children"
+        else:
+            continue
+        res = predict(0, vmas=int(m.get("vmas") or 25), profile=profile_path, cpus=1, samples=200, **kw)
+        pred, meas = res["fork_latency_us"]["p50"], float(m["call_p50_us"])
+        rows.append({"case": case, "measured_p50_us": meas, "forksim_p50_us": pred, "rel_error": (pred - meas) / meas})
+    return rows
+
+
 def main(args: argparse.Namespace) -> int:
     from ..calibration import calibrate
 
@@ -101,5 +123,14 @@ def main(args: argparse.Namespace) -> int:
         for r in fam:
             t.add_row(r["family"], r["what"], fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]),
                       f"{100 * r['rel_error']:+.1f}%")
+        console.print(t)
+    cop = copies_check(args.out, prof.get("diagnostics", {}).get("copies", {}).get("measured", []))
+    if cop:
+        t = Table(title="fds, namespaces, live children (pinned, RSS ~0): measured vs forksim predict, call p50",
+                  title_justify="left")
+        for c in ("case", "measured (us)", "forksim (us)", "error"):
+            t.add_column(c, justify="left" if c == "case" else "right")
+        for r in cop:
+            t.add_row(r["case"], fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%")
         console.print(t)
     return 0

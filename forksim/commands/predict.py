@@ -7,8 +7,9 @@ import json
 
 from rich.table import Table
 
-from ..config import CLONE_KINDS, MAX_RSS_BYTES, MAX_VMAS
+from ..config import CLONE_KINDS, MAX_FDS, MAX_LIVE_CHILDREN, MAX_RSS_BYTES, MAX_VMAS
 from ..errors import ConfigError
+from ..kernel.flags import USER_FLAGS, check
 from ..predict import predict
 from ..units import UnitError, format_size, parse_size
 from ._common import call_label, console, fmt
@@ -21,6 +22,11 @@ def register(sub) -> None:
     p.add_argument("--anon-vmas", type=int, help="mappings with anonymous pages (default: half of --vmas)")
     p.add_argument("--thp", choices=("on", "off"), default="off", help="transparent huge pages for the RSS")
     p.add_argument("--clone", choices=CLONE_KINDS, default="fork")
+    p.add_argument("--fds", type=int, default=3, help="open file descriptors in the parent (default 3)")
+    p.add_argument("--flags", default="", help="clone flags beyond the kind's preset, comma-separated, e.g. "
+                   "CLONE_NEWNET,CLONE_NEWPID (" + ", ".join(USER_FLAGS) + ")")
+    p.add_argument("--live-children", type=int, default=0,
+                   help="other children the parent keeps alive (a prefork master; default 0)")
     p.add_argument("--profile", default="auto", help="profile name or file (default: auto, the profile "
                    "`forksim calibrate` stored for this host, else the shipped default)")
     p.add_argument("--cpus", type=int, help="CPUs of the machine (default: the profile's)")
@@ -40,7 +46,9 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.rss} is more than 64 TiB: more memory than an x86-64 machine with 4-level page "
                           "tables can hold (46-bit physical addresses)", source="--rss")
     for flag, value, low, high in (("--vmas", args.vmas, 1, MAX_VMAS), ("--samples", args.samples, 1, 100_000),
-                                   ("--cpus", args.cpus, 1, 4096), ("--seed", args.seed, 0, None)):
+                                   ("--cpus", args.cpus, 1, 4096), ("--seed", args.seed, 0, None),
+                                   ("--fds", args.fds, 0, MAX_FDS), ("--live-children", args.live_children, 0,
+                                                                     MAX_LIVE_CHILDREN)):
         if value is not None and (value < low or (high is not None and value > high)):
             allowed = f"between {low} and {high}" if high is not None else f"at least {low}"
             why = {"--vmas": " (vm.max_map_count: 65530 by default, 1048576 where distributions raise it)",
@@ -48,13 +56,20 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError(f"must be {allowed}{why} (got {value})", source=flag)
     if args.anon_vmas is not None and not 0 <= args.anon_vmas <= args.vmas:
         raise ConfigError("must be between 0 and --vmas", source="--anon-vmas")
+    flags = [f.strip() for f in args.flags.split(",") if f.strip()]
+    why = check(args.clone, flags)
+    if why:
+        raise ConfigError(why, source="--flags")
     res = predict(rss, vmas=args.vmas, anon_vmas=args.anon_vmas, thp=args.thp == "on", clone=args.clone,
-                  profile=args.profile, cpus=args.cpus, samples=args.samples, seed=args.seed)
+                  fds=args.fds, flags=flags, live_children=args.live_children, profile=args.profile, cpus=args.cpus, samples=args.samples, seed=args.seed)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
     t = Table(title=f"{args.clone} from a parent of {format_size(rss)} RSS, {args.vmas} VMAs, THP {args.thp}, "
-              f"{res['cpus']} idle CPUs, profile {res['profile']}", title_justify="left")
+              f"{res['cpus']} idle CPUs, profile {res['profile']}"
+              + (f", {args.fds} fds" if args.fds != 3 else "")
+              + (f", {args.live_children} live children" if args.live_children else "")
+              + (f", {'|'.join(flags)}" if flags else ""), title_justify="left")
     t.add_column("latency (us)")
     for c in ("mean", "p50", "p90", "p99"):
         t.add_column(c, justify="right")

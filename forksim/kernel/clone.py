@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Generator
 import simpy
 
 from ..locks import LockStats, SpinRWLock
+from .copies import Copies
 from .costs import EMPTY_IMAGE, Costs
+from .flags import COPIES_MM, EXECS, NEW_PROCESS, VFORK_WAIT
 from .mm import MM, Process
 from .stack import StackCache
 
@@ -23,12 +25,7 @@ if TYPE_CHECKING:
     from ..machine import Machine, Task
     from ..metrics import Creation
 
-__all__ = ["Kernel", "NEW_PROCESS", "COPIES_MM", "VFORK_WAIT", "EXECS"]
-
-NEW_PROCESS = frozenset({"fork", "vfork", "posix_spawn", "fork_exec"})
-COPIES_MM = frozenset({"fork", "fork_exec"})  # CLONE_VM absent: dup_mm
-VFORK_WAIT = frozenset({"vfork", "posix_spawn"})  # CLONE_VFORK: wait_for_vfork_done
-EXECS = frozenset({"posix_spawn", "fork_exec"})
+__all__ = ["Kernel", "NEW_PROCESS", "COPIES_MM", "VFORK_WAIT", "EXECS"]  # the sets: kernel/flags.py
 
 # Where in copy_process_tail the two spinlocks are taken, as fractions of the tail's unlocked
 # time. Assumption from the order of kernel/fork.c (6.x): copy_namespaces, copy_io and
@@ -45,8 +42,13 @@ Proc = Generator[simpy.Event, object, object]
 class Kernel:
     """The shared kernel state of one simulated machine and the creation path over it."""
 
-    def __init__(self, machine: "Machine", costs: Costs, stack_per_cpu: int, child: "ChildSection"):
+    def __init__(self, machine: "Machine", costs: Costs, stack_per_cpu: int, child: "ChildSection",
+                 copies: Copies | None = None):
         self.machine = machine
+        # fds, clone flags and live children beyond the profile's plain fork (None: none of them)
+        self.copies = copies if copies is not None and not copies.zero else None
+        self._deferred = 0.0  # queued deferred work (us): one kernel worker drains it (cleanup_net)
+        self._worker_busy = False
         self.env = machine.env
         self.costs = costs
         self.child_cfg = child
@@ -99,6 +101,9 @@ class Kernel:
         cost += c.draw("stack_cache_hit" if hit else "stack_vmalloc")
         if kind in COPIES_MM:
             cost += c.draw("dup_mm")
+        x = self.copies
+        if x is not None:  # copy_files -> dup_fd per fd; copy_fs / copy_sighand .. shared or copied
+            cost = max(0.0, cost + c.term("+setup", x.setup_us, x.sigma) - x.saved_us)
         yield P.run(cost)
         rec.setup_us = env._now - rec.start
         self._stage(P, "copy_process_setup", rec.start)
@@ -126,6 +131,11 @@ class Kernel:
         tail = c.draw("copy_process_tail")
         pid_hold = c.draw("alloc_pid_hold")
         link_hold = c.draw("tasklist_fork_hold")
+        if x is not None:
+            tail += c.term("+tail", x.tail_us, x.sigma)  # copy_namespaces
+            link = c.term("+link", x.link_us, x.sigma)  # grows with the parent's live children
+            link_hold += link
+            tail += link
         free = max(0.0, tail - pid_hold - link_hold)
         pid_at = t + _ALLOC_PID_AT * free
         pid_wait = self.pidmap_lock.write(pid_at, pid_hold)
@@ -235,6 +245,10 @@ class Kernel:
             rel, pid_hold = c.draw("release_task_hold"), c.draw("alloc_pid_hold")
             locked += rel + pid_hold
         body = max(0.0, c.draw("do_exit") - locked)
+        x = self.copies
+        if x is not None:  # exit_files -> close_files per fd, exit_task_namespaces; exit_notify's share
+            body = max(0.0, body + c.term("+exit", x.exit_us, x.sigma))
+            hold += c.term("+exit_notify", x.exit_notify_us, x.sigma)
         # exit_signals .. exit_mm: no preemption point before close_files' cond_resched, so a parent
         # released at mm_release (the end of this head) waits for it on this CPU
         head = self._exit_head * body
@@ -275,6 +289,25 @@ class Kernel:
         # do_task_dead -> __schedule -> finish_task_switch: the stack goes back to this CPU's cache
         self.stacks.free(C.cpu.id)
         C.exit()
+        if x is not None and x.deferred_us > 0.0:
+            self._defer(c.term("+deferred", x.deferred_us, x.sigma))
+
+    def _defer(self, cost: float) -> None:
+        """Work the exit queues for a kernel worker (put_net -> cleanup_net on the netns workqueue:
+        one work item drains every dying namespace in turn)."""
+        self._deferred += cost
+        if not self._worker_busy:
+            self._worker_busy = True
+            self.env.process(self._kworker())
+
+    def _kworker(self) -> Proc:
+        task, first_run = self.machine.start_task("kworker.cleanup")
+        yield first_run
+        while self._deferred > 0.0:
+            work, self._deferred = self._deferred, 0.0
+            yield task.run(work, preemptible=True)
+        self._worker_busy = False
+        task.exit()
 
     # ------------------------------------------------------------------ the parent's wait
 
@@ -302,9 +335,14 @@ class Kernel:
             return
         reap = c.draw("wait_reap")
         rest = reap
+        walk = 0.0  # do_wait's walk of the parent's other children, tasklist_lock read side
+        if self.copies is not None and self.copies.wait_us > 0.0:
+            walk = c.term("+wait", self.copies.wait_us, self.copies.sigma)
         if not child.exited:
             scan = _WAIT_SCAN_SHARE * reap
             rest = reap - scan
+            if walk:
+                scan += walk + self.tasklist_lock.read(env._now, walk)
             yield P.run(scan)
             if not child.exited:
                 parent.waiter = P
@@ -312,6 +350,8 @@ class Kernel:
                 parent.waiter = None
         # release_task(): tasklist_lock for write, free_pid under pidmap_lock
         now = env._now
+        if walk:  # the walk again once woken (wait_task_zombie is reached through it)
+            rest += walk + self.tasklist_lock.read(now, walk)
         hold = c.draw("release_task_hold")
         wait = self.tasklist_lock.write(now + 0.5 * rest, hold)
         pid_hold = c.draw("alloc_pid_hold")

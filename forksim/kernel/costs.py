@@ -62,6 +62,18 @@ class Costs:
             return m * self._ratio(stage)
         return m * block.pop()
 
+    def term(self, key: str, median: float, sigma: float) -> float:
+        """A term beyond the profile's stages (fds, flags, live children): `median` times a
+        lognormal(0, sigma) factor; nothing is drawn for a zero term (the default's stream is kept)."""
+        if median <= 0.0:
+            return median
+        if sigma <= 0.0:
+            return median
+        block = self._blocks.get(key)
+        if not block:
+            block = self._blocks[key] = self.rng.lognormal(0.0, sigma, _BLOCK).tolist()
+        return median * block.pop()
+
     def uniform(self) -> float:
         """A U(0,1) draw (placement decisions)."""
         block = self._blocks.get("")

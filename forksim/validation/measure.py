@@ -377,6 +377,9 @@ def measure(scenario: Scenario, quick: bool = False, *, capacity: float | None =
     scenario at the same RSS is measured first. `raw=True` adds the records under "_records".
     """
     check_memory(scenario)
+    if any(f.startswith("CLONE_NEW") for f in scenario.clone_flags) and os.geteuid() != 0:
+        raise LoadgenError(f"{', '.join(scenario.clone_flags)} needs CAP_SYS_ADMIN (clone refuses it with EPERM): "
+                           "run forksim validate as root for this row")
     tools = tools or build_tools()
     rate = None
     if scenario.mode == "open":

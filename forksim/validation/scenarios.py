@@ -62,6 +62,9 @@ class Scenario:
     pin: bool = False              # pin parent i to CPU i % cpus (children inherit it)
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    fds: int = 3                   # open fds in each parent (loadgen --fds)
+    clone_flags: tuple[str, ...] = ()  # fork kind: clone(flags|SIGCHLD) (loadgen --clone-flags)
+    live_children: int = 0         # idle children each parent keeps (loadgen --live-children)
 
     def duration(self, quick: bool) -> float:
         return self.quick_duration_s if quick else self.duration_s
@@ -92,6 +95,14 @@ class Scenario:
             args += ["--writers", str(self.writers)]
         if self.pin:
             args.append("--pin")
+        if self.fds != 3:
+            args += ["--fds", str(self.fds)]
+        if self.clone_flags:
+            from ..kernel.flags import FLAG_BITS
+
+            args += ["--clone-flags", f"{sum(FLAG_BITS[f] for f in self.clone_flags):x}"]
+        if self.live_children:
+            args += ["--live-children", str(self.live_children)]
         return args
 
     def to_config(self, measured: dict[str, Any], *, cpus: int, quick: bool = False,
@@ -101,7 +112,7 @@ class Scenario:
         anon_vmas = measured.get("anon_vmas")
         anon_vmas = None if anon_vmas is None else max(0, min(int(anon_vmas), vmas))
         rss = int(measured.get("rss_bytes", self.rss))
-        image: dict[str, Any] = {"rss": rss, "vmas": vmas, "thp": False, "threads": self.threads}
+        image: dict[str, Any] = {"rss": rss, "vmas": vmas, "thp": False, "threads": self.threads, "fds": self.fds}
         if anon_vmas is not None:
             image["anon_vmas"] = anon_vmas
         workload: dict[str, Any] = {
@@ -109,7 +120,8 @@ class Scenario:
             "parents": self.parents,
             "think_time": 0.0,
             "image": image,
-            "child": {"clone": self.kind, "lifetime": 0.0},
+            "child": {"clone": self.kind, "lifetime": 0.0, "flags": list(self.clone_flags)},
+            "live_children": self.live_children,
         }
         if self.mode == "open":
             rate = measured.get("rate_per_s")
@@ -172,6 +184,11 @@ def _build() -> tuple[Scenario, ...]:
     out.append(Scenario(name="mt-fork-4threads-rss1GiB", mode="mt", kind="fork", parents=1, rss=1 * GiB, writers=3,
                         quick=True, duration_s=6.0, quick_duration_s=1.5,
                         notes="1 forking thread + 3 threads writing one byte per page across the 1 GiB image"))
+    # What copy_process copies beyond the mm: one pinned parent each (issue 19)
+    for name, kw in (("fds10000", {"fds": 10000}), ("newnet", {"clone_flags": ("CLONE_NEWNET",)}),
+                     ("live10000", {"live_children": 10000})):
+        out.append(Scenario(name=f"closed-fork-K1-rss0-{name}-pin", mode="closed", kind="fork", parents=1, rss=0,
+                            pin=True, notes="one pinned parent, RSS ~0: " + name, **kw))
     return tuple(out)
 
 

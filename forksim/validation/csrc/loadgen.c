@@ -65,6 +65,7 @@ int main(void)
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -130,6 +131,8 @@ static struct {
     int64_t cap, stall_cap, stall_ns;
     const char *helper, *out;
     uint64_t seed;
+    long fds, live;          /* open fds in each parent; live children each parent keeps */
+    unsigned long cflags;    /* fork kind: clone(cflags|SIGCHLD) instead of fork() */
 } opt = {M_CLOSED, K_FORK, 1, 0, 3, 0, 0, 1.0, 0.2, 0.0, 1.0, 0, 0, 0, 50000, NULL, NULL, 1};
 
 static struct ctl *ctl;
@@ -166,7 +169,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: loadgen --out PREFIX [--mode closed|open|mt] [--kind fork|vfork|posix_spawn|thread]\n"
             "  [--parents K] [--duration S] [--warmup S] [--rate R/s] [--hogs N] [--rss BYTES]\n"
-            "  [--thp] [--pin] [--writers W] [--stall-us US] [--helper PATH] [--cap N] [--seed S]\n");
+            "  [--thp] [--pin] [--writers W] [--stall-us US] [--helper PATH] [--cap N] [--seed S]\n"
+            "  [--fds N] [--live-children N] [--clone-flags HEX]\n");
     exit(2);
 }
 
@@ -267,7 +271,7 @@ static int create_one(struct rec *r)
     switch (opt.kind) {
     case K_FORK:
         r->t0 = now_ns();
-        pid = fork();
+        pid = opt.cflags ? (pid_t)syscall(SYS_clone, opt.cflags | SIGCHLD, 0, NULL, NULL, 0) : fork();
         if (pid == 0)
             _exit(sched_getcpu() & 0xff);
         r->t1 = now_ns();
@@ -428,6 +432,33 @@ static void parent_main(int idx)
             if (pthread_create(&ws[w].th, NULL, writer_fn, &ws[w]))
                 die("pthread_create writer");
         }
+    }
+    if (opt.fds > 3) { /* a server's connections: dups of /dev/null up to --fds open descriptors */
+        int null = open("/dev/null", O_RDONLY);
+        if (null < 0)
+            die("open /dev/null");
+        for (long have = null + 1; have < opt.fds; have++)
+            if (dup(null) < 0)
+                die("dup (--fds above RLIMIT_NOFILE?)");
+    }
+    if (opt.live > 0) { /* a prefork master's idle workers: block in read() until this parent dies */
+        int lp[2];
+        if (pipe(lp))
+            die("pipe");
+        for (long j = 0; j < opt.live; j++) {
+            pid_t w = fork();
+            if (w == 0) {
+                char c;
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                close(lp[1]);
+                while (read(lp[0], &c, 1) < 0 && errno == EINTR)
+                    ;
+                _exit(0);
+            }
+            if (w < 0)
+                die("fork (--live-children)");
+        }
+        close(lp[0]);
     }
     if (opt.kind == K_THREAD) { /* warm glibc's stack cache outside the measurement */
         pthread_t th;
@@ -637,6 +668,9 @@ int main(int argc, char **argv)
         else if (ARG("--cap")) opt.cap = atoll(v);
         else if (ARG("--seed")) opt.seed = strtoull(v, NULL, 10);
         else if (ARG("--out")) opt.out = v;
+        else if (ARG("--fds")) opt.fds = atol(v);
+        else if (ARG("--live-children")) opt.live = atol(v);
+        else if (ARG("--clone-flags")) opt.cflags = strtoul(v, NULL, 16);
         else if (!strcmp(a, "--pin")) opt.pin = 1;
         else if (!strcmp(a, "--thp")) opt.thp = 1;
         else usage();

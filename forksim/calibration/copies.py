@@ -1,0 +1,307 @@
+"""Measure and fit what copy_process copies beyond the address space (csrc/clonebench.c).
+
+Pinned, RSS ~0, untraced: fork() against the number of open fds (copy_files -> dup_fd, and the
+child's close_files); clone() with each sharing flag and each CLONE_NEW* against a plain clone()
+(the call, the child's exit and reap, and for deferred teardown the CPU the rest of the machine
+spent); fork() with N live children of the parent (the call, the exit and reap). The fits give the
+profile's optional `files`, `clone_flags` and `live_children` sections, each with its provenance.
+Namespaces need CAP_SYS_ADMIN: without it they are skipped with the kernel's reason.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import MeasurementError
+from ..kernel.flags import FLAG_BITS
+from ..profile import FD_BASE
+from . import bench
+
+__all__ = ["CopiesPlan", "COPIES_PLANS", "build_clonebench", "measure_copies", "fit_copies", "FLAG_BITS"]
+
+_SHARING = ("CLONE_FILES", "CLONE_FS", "CLONE_SIGHAND", "CLONE_SYSVSEM", "CLONE_IO")
+_NAMESPACES = ("CLONE_NEWNS", "CLONE_NEWPID", "CLONE_NEWNET", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWCGROUP",
+               "CLONE_NEWUSER")
+# Teardown the kernel defers to a worker (the rest is inside the child's exit): a network
+# namespace's last put queues cleanup_net on netns_wq (net/core/net_namespace.c).
+_DEFERRED = ("CLONE_NEWNET",)
+
+
+@dataclass(frozen=True)
+class CopiesPlan:
+    fds: tuple[int, ...]
+    children: tuple[int, ...]
+    reps: int
+    ns_reps: int
+
+
+COPIES_PLANS = {
+    "smoke": CopiesPlan((3, 1000), (0, 200), 30, 10),
+    "quick": CopiesPlan((3, 1000, 10000), (0, 1000, 10000), 150, 60),
+    "full": CopiesPlan((3, 1000, 5000, 10000, 19000), (0, 1000, 3000, 10000), 300, 150),
+}
+
+
+def build_clonebench(cc: str) -> str:
+    """Compile csrc/clonebench.c into the benchmarks' cache (by content hash)."""
+    import hashlib
+
+    src = bench.CSRC / "clonebench.c"
+    h = hashlib.sha256(src.read_bytes() + cc.encode()).hexdigest()[:16]
+    out = bench._cache_root() / f"clonebench-{h}"
+    if not out.exists():
+        r = subprocess.run([cc, "-O2", "-o", str(out) + ".tmp", str(src)], capture_output=True, text=True,
+                           timeout=120)
+        if r.returncode != 0:
+            raise MeasurementError(f"cannot compile clonebench.c: {r.stderr.strip()[-400:]}")
+        os.replace(str(out) + ".tmp", out)
+    return str(out)
+
+
+def _fd_limit() -> int:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+def measure_copies(exe: str, cpu: int, plan: CopiesPlan, log: Callable[[str], None] = lambda m: None
+                   ) -> dict[str, Any]:
+    """Run the set; returns {"runs": [{"key", "setup", "samples", "sys"}], "skipped": [reasons]}."""
+    runs: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    limit = _fd_limit() - 16
+
+    def one(key: dict[str, Any], args: list[str], reps: int) -> None:
+        argv = [exe, "-n", str(reps), "-w", str(max(3, reps // 10)), "-c", str(cpu), *args]
+        try:
+            setup, samples, _, _ = bench.run_bench(argv, timeout=120)
+        except MeasurementError as exc:
+            skipped.append(f"{key}: {exc}")
+            log(f"skipped {key}: {exc}")
+            return
+        sysrow = next((s for s in samples if s.get("b") == "sys"), None)
+        runs.append({"key": key, "setup": setup, "sys": sysrow,
+                     "samples": [s for s in samples if s.get("b") == "clone"]})
+
+    for fds in plan.fds:
+        if fds > limit:
+            skipped.append(f"fds={fds}: above RLIMIT_NOFILE's hard limit {limit + 16} (the per-fd term extrapolates)")
+            continue
+        one({"what": "fds", "fds": fds}, ["-d", str(fds)], plan.reps)
+    one({"what": "flag", "flag": "none"}, ["-C"], plan.reps)
+    one({"what": "flag", "flag": "CLONE_VM"}, ["-f", f"{FLAG_BITS['CLONE_VM']:x}"], plan.reps)
+    for flag in _SHARING:
+        one({"what": "flag", "flag": flag}, ["-f", f"{FLAG_BITS[flag]:x}"], plan.reps)
+    if os.geteuid() != 0:
+        skipped.append("namespaces: not root (CLONE_NEW* needs CAP_SYS_ADMIN): no namespace costs measured")
+    else:
+        for flag in _NAMESPACES:
+            one({"what": "flag", "flag": flag}, ["-f", f"{FLAG_BITS[flag]:x}"], plan.ns_reps)
+    for n in plan.children:
+        one({"what": "children", "live_children": n}, ["-L", str(n)], plan.reps)
+        one({"what": "children_any", "live_children": n}, ["-L", str(n), "-a"], plan.reps)
+    return {"runs": runs, "skipped": skipped}
+
+
+# ---------------------------------------------------------------------------------------------- fits
+
+
+def _med(run: dict[str, Any], field: str) -> tuple[float, float]:
+    """(median us, its standard error us) of one run's field (SE from the IQR, normal approximation)."""
+    v = np.asarray([s[field] for s in run["samples"]], dtype=float) / 1e3
+    q1, q2, q3 = np.percentile(v, [25, 50, 75])
+    return float(q2), float(1.253 * (q3 - q1) / 1.349 / np.sqrt(max(1, len(v))))
+
+
+def _other_cpu_us(run: dict[str, Any]) -> float:
+    s = run.get("sys") or {}
+    return float(s.get("other_cpu_ns", 0)) / max(1, int(s.get("reps", 1))) / 1e3
+
+
+def _slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope through the first point (the calibration's own baseline)."""
+    x = np.asarray(xs, dtype=float) - xs[0]
+    y = np.asarray(ys, dtype=float) - ys[0]
+    den = float((x * x).sum())
+    return max(0.0, float((x * y).sum()) / den) if den > 0 else 0.0
+
+
+def _delta(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, bool]:
+    """a - b, and whether it stands out of the noise (more than 2 standard errors)."""
+    d = a[0] - b[0]
+    return d, abs(d) > 2.0 * float(np.hypot(a[1], b[1]))
+
+
+def _fit_files(runs: list[dict[str, Any]], where: str) -> dict[str, Any] | None:
+    fd_runs = sorted((r for r in runs if r["key"]["what"] == "fds"), key=lambda r: r["key"]["fds"])
+    if len(fd_runs) < 2 or fd_runs[0]["key"]["fds"] != FD_BASE:
+        return None
+    xs = [r["key"]["fds"] for r in fd_runs]
+    call = [_med(r, "fork_cpu_ns")[0] for r in fd_runs]
+    exit_ = [_med(r, "exit_ns")[0] for r in fd_runs]
+    n = min(len(r["samples"]) for r in fd_runs)
+    pts = ", ".join(f"{x} fds {c:.1f}/{e:.1f} us" for x, c, e in zip(xs, call, exit_))
+    resid = [c - call[0] - _slope(xs, call) * (x - xs[0]) for x, c in zip(xs, call)]
+    return {
+        "dup_fd_per_fd_us": round(_slope(xs, call), 6),
+        "close_files_per_fd_us": round(_slope(xs, exit_), 6),
+        "sigma": 0.1,
+        "source": (f"measured: fork() of a parent holding N open fds (dup of /dev/null), RSS ~0, {where}, "
+                   f">= {n} samples per size, clonebench; p50 of the call (the parent's CPU time) / of the child's "
+                   f"exit and reap: {pts}; least-squares slopes through the {FD_BASE}-fd point (the calibration's "
+                   f"parents hold {FD_BASE} fds, inside the fixed stages, so the default adds 0); residuals of the "
+                   f"call's line {', '.join(f'{r:+.1f}' for r in resid)} us; sigma an assumption"),
+    }
+
+
+def _fit_flags(runs: list[dict[str, Any]], where: str) -> dict[str, Any]:
+    by = {r["key"]["flag"]: r for r in runs if r["key"]["what"] == "flag"}
+    out: dict[str, Any] = {}
+    base = by.get("none")
+    if base is None:
+        return out
+    for flag, run in by.items():
+        if flag in ("none", "CLONE_VM"):
+            continue
+        ref = by.get("CLONE_VM") if flag == "CLONE_SIGHAND" else base
+        if ref is None:
+            continue
+        call, call_sig = _delta(_med(run, "fork_cpu_ns"), _med(ref, "fork_cpu_ns"))
+        exit_, exit_sig = _delta(_med(run, "exit_ns"), _med(ref, "exit_ns"))
+        deferred = max(0.0, _other_cpu_us(run) - _other_cpu_us(ref)) if flag in _DEFERRED else 0.0
+        against = "clone(CLONE_VM)" if flag == "CLONE_SIGHAND" else "clone(SIGCHLD)"
+        what = (f"measured: clone({flag}{'|CLONE_VM' if flag == 'CLONE_SIGHAND' else ''}) against {against} of the "
+                f"same parent (RSS ~0, 3 fds, {where}, {len(run['samples'])} and {len(ref['samples'])} samples, "
+                f"clonebench): call p50 {_med(run, 'fork_cpu_ns')[0]:.1f} vs {_med(ref, 'fork_cpu_ns')[0]:.1f} us, "
+                f"child exit + reap p50 {_med(run, 'exit_ns')[0]:.1f} vs {_med(ref, 'exit_ns')[0]:.1f} us")
+        if not call_sig:
+            what += "; the call's change is within 2 standard errors: taken as 0"
+            call = 0.0
+        if not exit_sig:
+            what += "; the exit's change is within 2 standard errors: taken as 0"
+            exit_ = 0.0
+        if flag in _DEFERRED:
+            what += (f"; deferred: CPU the rest of the machine spent per creation beyond the plain clone's "
+                     f"({_other_cpu_us(run):.0f} vs {_other_cpu_us(ref):.0f} us, /proc/stat less the benchmark's own "
+                     f"rusage, 0.3 s allowed for the workqueue to drain)")
+        out[flag] = {"call_us": round(call, 3), "exit_us": round(exit_, 3), "deferred_us": round(deferred, 3),
+                     "sigma": 0.1, "source": what + "; sigma an assumption"}
+    return out
+
+
+def _fit_children(runs: list[dict[str, Any]], where: str) -> dict[str, Any] | None:
+    pid = sorted((r for r in runs if r["key"]["what"] == "children"), key=lambda r: r["key"]["live_children"])
+    anyw = {r["key"]["live_children"]: r for r in runs if r["key"]["what"] == "children_any"}
+    if len(pid) < 2 or pid[0]["key"]["live_children"] != 0:
+        return None
+    xs = [r["key"]["live_children"] for r in pid]
+    call = [_med(r, "fork_cpu_ns")[0] for r in pid]
+    exit_ = [_med(r, "exit_ns")[0] for r in pid]
+    walk = [(_med(anyw[x], "exit_ns")[0] - e) if x in anyw else e for x, e in zip(xs, exit_)]
+    pts = ", ".join(f"{x}: call {c:.1f}, exit+reap {e:.1f}, waitpid(-1) extra {w:+.1f}"
+                    for x, c, e, w in zip(xs, call, exit_, walk))
+    n = min(len(r["samples"]) for r in pid)
+    return {
+        **_CHILDREN_PLACE(_slope(xs, call), _slope(xs, exit_), _slope(xs, walk) if len(anyw) >= 2 else 0.0),
+        "sigma": 0.1,
+        "source": (f"measured: fork() of a parent with N live children blocked in read() (RSS ~0, {where}, "
+                   f">= {n} samples per N, clonebench), p50 us by N: {pts}; least-squares slopes through N = 0; "
+                   "reaped with waitpid(pid) (do_wait_pid: no walk of the children list), the walk from the "
+                   "waitpid(-1) runs' extra; sigma an assumption"),
+    }
+
+
+def _CHILDREN_PLACE(call: float, exit_: float, walk: float) -> dict[str, float]:
+    """Where each measured growth lands in the model (see the module's docstring)."""
+    return {"fork_per_child_us": round(call, 6), "exit_per_child_us": round(exit_, 6),
+            "wait_per_child_us": round(walk, 6)}
+
+
+def fit_copies(raw: dict[str, Any], cpu: int, host: str = "") -> dict[str, Any]:
+    """The profile's optional sections from measure_copies()'s runs (absent where not measured)."""
+    where = f"pinned to CPU {cpu}" + (f" on {host}" if host else "")
+    runs = raw.get("runs", [])
+    out: dict[str, Any] = {}
+    files = _fit_files(runs, where)
+    if files:
+        out["files"] = files
+    flags = _fit_flags(runs, where)
+    if flags:
+        out["clone_flags"] = flags
+    kids = _fit_children(runs, where)
+    if kids:
+        out["live_children"] = kids
+    return out
+
+
+def measured_p50(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every run's p50s (us), for the diagnostics and the closure beside the model."""
+    rows = []
+    for r in raw.get("runs", []):
+        rows.append({**r["key"], "vmas": (r.get("setup") or {}).get("vmas"), "samples": len(r["samples"]), "call_p50_us": round(_med(r, "fork_cpu_ns")[0], 2),
+                     "exit_p50_us": round(_med(r, "exit_ns")[0], 2), "rt_p50_us": round(_med(r, "rt_ns")[0], 2)})
+    return rows
+
+
+def merge_into(path: str, fit: dict[str, Any], note: str) -> None:
+    """Add the fitted sections to an existing profile file (an additive merge: every other number stays),
+    with a provenance entry saying what was added, when and how."""
+    import datetime as _dt
+    import json
+    from pathlib import Path
+
+    from ..io import write_text
+    from ..profile import Profile
+
+    data = json.loads(Path(path).read_text())
+    data.update(fit)
+    data.setdefault("provenance", {})["merged_copies"] = {
+        "sections": sorted(fit), "note": note,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    Profile.model_validate(data)
+    write_text(Path(path), json.dumps(data, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m forksim.calibration.copies`: measure the fd table, clone flags and live children alone
+    (pinned; run it under the exclusive CPU lock), print the fit, optionally merge it into profiles."""
+    import argparse
+    import gzip
+    import json
+    from pathlib import Path
+
+    from .facts import machine_facts
+
+    ap = argparse.ArgumentParser(prog="python -m forksim.calibration.copies", description=main.__doc__)
+    ap.add_argument("--plan", choices=sorted(COPIES_PLANS), default="full")
+    ap.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1, help="CPU to pin to (default: the last)")
+    ap.add_argument("--raw", help="write the raw samples here (.json or .json.gz)")
+    ap.add_argument("--from-raw", help="fit a raw file written by --raw instead of measuring")
+    ap.add_argument("--merge", action="append", default=[], metavar="PROFILE",
+                    help="add the fitted sections to this profile file (repeatable)")
+    a = ap.parse_args(argv)
+    if a.from_raw:
+        data = Path(a.from_raw).read_bytes()
+        raw = json.loads(gzip.decompress(data) if a.from_raw.endswith(".gz") else data)
+    else:
+        raw = measure_copies(build_clonebench(bench.build().cc), a.cpu, COPIES_PLANS[a.plan], print)
+        raw["plan"], raw["cpu"], raw["facts"] = a.plan, a.cpu, machine_facts()
+        if a.raw:
+            blob = json.dumps(raw).encode()
+            Path(a.raw).write_bytes(gzip.compress(blob) if a.raw.endswith(".gz") else blob)
+    fit = fit_copies(raw, int(raw.get("cpu", a.cpu)), str(raw.get("facts", {}).get("cpu_model") or ""))
+    print(json.dumps({"fit": fit, "measured": measured_p50(raw), "skipped": raw["skipped"]}, indent=1))
+    for path in a.merge:
+        merge_into(path, fit, f"python -m forksim.calibration.copies --plan {raw.get('plan')} "
+                   f"(raw: {a.raw or a.from_raw or 'not kept'}), kernel {raw.get('facts', {}).get('kernel')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

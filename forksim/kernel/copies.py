@@ -1,0 +1,78 @@
+"""What copy_process copies beyond the address space, for one kind, image and set of flags.
+
+The profile's measured stages hold a plain fork() of a parent with 3 open fds and no other child;
+`Copies` says what a creation adds to (or saves from) those stages:
+
+- copy_files -> dup_fd: per open fd beyond those 3, unless CLONE_FILES shares the table; the child's
+  exit_files -> close_files closes them again (a shared table is only dropped);
+- each flag beyond the kind's preset: its measured change of the call (copy_fs, copy_sighand,
+  copy_semundo, copy_io sharing instead of copying; copy_namespaces creating a namespace), of the
+  child's exit (exit_task_namespaces, free_nsproxy), and deferred work (cleanup_net);
+- the parent's other live children: the costs that grow with them, where the measurement put them.
+
+Every term is zero for the default workload (fds = 3, no flag, no live child), and nothing is
+drawn from the random stream then, so default results are unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..profile import FD_BASE, Profile
+from .flags import KINDS, NAMESPACE_FLAGS, extra_flags
+
+if TYPE_CHECKING:
+    from ..config import Experiment
+
+__all__ = ["Copies"]
+
+
+class Copies:
+    """Medians (us) a creation of `kind` adds to the stages of the profile's plain fork()."""
+
+    __slots__ = ("setup_us", "tail_us", "exit_us", "exit_notify_us", "wait_us", "deferred_us", "sigma",
+                 "flags", "saved_us", "link_us")
+
+    def __init__(self, profile: Profile, kind: str, flags: list[str] | tuple[str, ...] = (), fds: int = FD_BASE,
+                 live_children: int = 0):
+        extra = extra_flags(kind, flags)
+        self.flags = extra
+        all_flags = KINDS[kind].flags | extra
+        files = profile.files_cost()
+        per_fd = max(0, fds - FD_BASE) if "CLONE_FILES" not in all_flags else 0
+        setup = per_fd * files.dup_fd_per_fd_us      # copy_files -> dup_fd
+        exit_ = per_fd * files.close_files_per_fd_us  # exit_files -> close_files
+        saved = tail = deferred = 0.0
+        sigmas = [files.sigma if per_fd else 0.0]
+        for flag in sorted(extra):
+            cost = profile.flag_cost(flag)
+            sigmas.append(cost.sigma)
+            if flag in NAMESPACE_FLAGS:
+                tail += cost.call_us  # copy_namespaces (copy_creds for CLONE_NEWUSER), before alloc_pid
+            elif cost.call_us < 0.0:
+                saved -= cost.call_us  # a shared copy_* the plain fork()'s setup paid
+            else:
+                setup += cost.call_us
+            exit_ += cost.exit_us
+            deferred += cost.deferred_us
+        kids = profile.children_cost()
+        self.setup_us = setup
+        self.saved_us = saved
+        self.tail_us = max(0.0, tail)
+        self.link_us = live_children * kids.fork_per_child_us
+        self.exit_us = exit_
+        self.exit_notify_us = live_children * kids.exit_per_child_us
+        self.wait_us = live_children * kids.wait_per_child_us
+        self.deferred_us = deferred
+        sigmas.append(kids.sigma if live_children else 0.0)
+        self.sigma = max(sigmas)  # one lognormal spread for the added terms: the widest involved
+
+    @classmethod
+    def of(cls, exp: "Experiment", profile: Profile) -> "Copies":
+        wl = exp.workload
+        return cls(profile, wl.child.clone, wl.child.flags, wl.image.fds, wl.live_children)
+
+    @property
+    def zero(self) -> bool:
+        return not (self.setup_us or self.saved_us or self.tail_us or self.link_us or self.exit_us or self.exit_notify_us
+                    or self.wait_us or self.deferred_us)

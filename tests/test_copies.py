@@ -1,0 +1,191 @@
+"""Clone flags, the fd table, namespaces and live children (issue 19): the flags table and its
+presets, config errors, the model's terms (known answers, monotonicity, the default unchanged), the
+profile sections' fallbacks, and a short real run of the microbenchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from forksim import run
+from forksim.config import CLONE_KINDS, parse_config
+from forksim.kernel import flags as F
+from forksim.kernel.copies import Copies
+from forksim.profile import FD_BASE, Profile, load_profile
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Known-answer sections laid over the shipped default (round numbers, easy to check).
+SECTIONS = {
+    "files": {"dup_fd_per_fd_us": 0.01, "close_files_per_fd_us": 0.05, "sigma": 0.0, "source": "test"},
+    "clone_flags": {
+        "CLONE_NEWNET": {"call_us": 200.0, "exit_us": 30.0, "deferred_us": 400.0, "sigma": 0.0, "source": "test"},
+        "CLONE_FILES": {"call_us": -1.0, "exit_us": -0.5, "sigma": 0.0, "source": "test"},
+    },
+    "live_children": {"fork_per_child_us": 0.002, "exit_per_child_us": 0.0, "wait_per_child_us": 0.001,
+                      "sigma": 0.0, "source": "test"},
+}
+
+
+def _profile(sections: dict | None = SECTIONS) -> Profile:
+    data = json.loads((REPO / "forksim/profiles/default.json").read_text())
+    for key in ("files", "clone_flags", "live_children"):
+        data.pop(key, None)
+    data.update(sections or {})
+    return Profile.model_validate(data)
+
+
+def _exp(extra_workload: dict | None = None, cpus: int = 2, duration: str = "30ms"):
+    wl = {"kind": "closed", "parents": 1, "image": {"rss": 0, "vmas": 25}}
+    for k, v in (extra_workload or {}).items():
+        wl[k] = {**wl.get(k, {}), **v} if isinstance(v, dict) else v
+    return parse_config({"experiment": {"name": "t", "duration": duration, "warmup": "2ms", "replications": 1,
+                                        "seed": 3}, "machine": {"cpus": cpus}, "workload": wl}, source="t")
+
+
+# ------------------------------------------------------------------ the table
+
+
+def test_presets_are_the_old_kinds():
+    # the sets the creation path branches on, as they were spelled before the table
+    assert F.NEW_PROCESS == {"fork", "vfork", "posix_spawn", "fork_exec"}
+    assert F.COPIES_MM == {"fork", "fork_exec"}
+    assert F.VFORK_WAIT == {"vfork", "posix_spawn"}
+    assert F.EXECS == {"posix_spawn", "fork_exec"}
+    assert CLONE_KINDS == ("fork", "vfork", "posix_spawn", "fork_exec", "thread")
+    # a kind's own preset flags change nothing: a thread already shares files, fs and sighand
+    assert not F.extra_flags("thread", ["CLONE_FILES", "CLONE_FS", "CLONE_SIGHAND"])
+    assert set(F.FLAG_BITS) >= set(F.USER_FLAGS)
+
+
+@pytest.mark.parametrize("kind, flags, expect", [
+    ("fork", ["CLONE_SIGHAND"], "needs CLONE_VM"),
+    ("thread", ["CLONE_NEWPID"], "thread cannot take CLONE_NEWPID"),
+    ("thread", ["CLONE_NEWNS"], "CLONE_NEWNS cannot share CLONE_FS"),
+    ("fork", ["CLONE_NEWIPC", "CLONE_SYSVSEM"], "CLONE_NEWIPC cannot share CLONE_SYSVSEM"),
+    ("fork", ["CLONE_NEWUSER", "CLONE_FS"], "CLONE_NEWUSER cannot share CLONE_FS"),
+])
+def test_kernel_refusals(kind, flags, expect):
+    assert expect in F.check(kind, flags)
+
+
+def test_unknown_flag_is_refused_with_the_valid_list(forksim_cli, tiny_toml):
+    path = tiny_toml({"workload": {"child": {"flags": ["CLONE_NEWNET", "CLONE_NEWFOO"]}}})
+    r = forksim_cli("run", path, "--out", "o")
+    assert r.returncode == 2
+    line = r.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert "workload.child.flags" in line and "CLONE_NEWFOO" in line
+    assert all(f in line for f in F.USER_FLAGS)
+    assert not (path.parent / "o").exists()
+    r = forksim_cli("predict", "--rss", "0", "--flags", "CLONE_NOPE")
+    assert r.returncode == 2 and "--flags" in r.stderr and "CLONE_NEWNET" in r.stderr
+
+
+def test_fds_and_live_children_bounds(forksim_cli, tiny_toml):
+    r = forksim_cli("run", tiny_toml({"workload": {"image": {"fds": -1}}}), "--out", "o")
+    assert r.returncode == 2 and "workload.image.fds" in r.stderr
+    r = forksim_cli("run", tiny_toml({"workload": {"live_children": 10**8}}), "--out", "o")
+    assert r.returncode == 2 and "workload.live_children" in r.stderr
+
+
+# ------------------------------------------------------------------ the profile
+
+
+def test_profiles_without_the_sections_load_with_zero_costs():
+    for name in ("default", "published"):
+        load_profile(name)
+    p = _profile(None)
+    assert p.files_cost().dup_fd_per_fd_us == 0.0 and p.files_cost().source.startswith("assumption")
+    assert p.flag_cost("CLONE_NEWNET").call_us == 0.0 and "assumption" in p.flag_cost("CLONE_NEWNET").source
+    c = Copies(p, "fork", ["CLONE_NEWNET"], fds=10000, live_children=1000)
+    assert c.zero
+
+
+def test_unknown_flag_in_a_profile_is_refused():
+    with pytest.raises(Exception, match="unknown clone flag"):
+        _profile({"clone_flags": {"CLONE_BOGUS": {"call_us": 1.0, "source": "x"}}})
+
+
+def test_copies_known_answers():
+    p = _profile()
+    assert Copies(p, "fork").zero  # the default image, no flag, no child: nothing added
+    c = Copies(p, "fork", (), fds=10003)
+    assert c.setup_us == pytest.approx(100.0) and c.exit_us == pytest.approx(500.0)
+    shared = Copies(p, "fork", ["CLONE_FILES"], fds=10003)  # a shared table: no dup_fd, no close_files
+    assert shared.setup_us == 0.0 and shared.saved_us == pytest.approx(1.0) and shared.exit_us == pytest.approx(-0.5)
+    assert Copies(p, "thread", (), fds=10003).setup_us == 0.0  # threads share the table
+    assert Copies(p, "posix_spawn", (), fds=10003).setup_us == pytest.approx(100.0)  # CLONE_VM|CLONE_VFORK copies it
+    net = Copies(p, "fork", ["CLONE_NEWNET"])
+    assert (net.tail_us, net.exit_us, net.deferred_us) == (200.0, 30.0, 400.0)
+    kids = Copies(p, "fork", (), live_children=10000)
+    assert kids.link_us == pytest.approx(20.0) and kids.wait_us == pytest.approx(10.0)
+    assert FD_BASE == 3
+
+
+# ------------------------------------------------------------------ the model
+
+
+def test_default_workload_is_unchanged_by_the_sections():
+    # a profile with every section, a workload using none: the same numbers, draw for draw
+    exp = _exp({"image": {"rss": "1MiB"}})
+    a = run(exp, profile=_profile(None)).summary
+    b = run(exp, profile=_profile()).summary
+    for key in ("fork_latency_us", "roundtrip_latency_us", "throughput_per_s", "stage_us"):
+        assert a[key] == b[key]
+
+
+def test_more_fds_is_not_faster():
+    p = _profile()
+    p50 = [run(_exp({"image": {"fds": n}}), profile=p).summary["fork_latency_us"]["p50"] for n in (3, 1000, 10000)]
+    assert p50[0] <= p50[1] <= p50[2]
+    assert p50[2] - p50[0] == pytest.approx(0.01 * 9997, rel=0.35)  # the per-fd term, in the call
+
+
+def test_live_children_grow_the_call_under_tasklist_lock_and_the_wait():
+    p = _profile({**SECTIONS, "live_children": {**SECTIONS["live_children"], "fork_per_child_us": 0.01}})
+    base = run(_exp(), profile=p).summary
+    many = run(_exp({"live_children": 10000}), profile=p).summary
+    # 10000 x 0.01 us in copy_process's tasklist_lock section
+    assert many["fork_latency_us"]["p50"] - base["fork_latency_us"]["p50"] == pytest.approx(100.0, rel=0.3)
+    assert many["roundtrip_latency_us"]["p50"] > many["fork_latency_us"]["p50"] + 10.0  # + do_wait's walks
+    # two parents with many children contend on tasklist_lock; without children they hardly do
+    two = lambda n: run(_exp({"parents": 2, "live_children": n}), profile=p).summary["lock_wait_us"]["tasklist_lock"]
+    assert two(10000)["mean"] > two(0)["mean"]
+
+
+def test_newnet_adds_to_the_call_and_defers_cleanup_to_a_worker():
+    p = _profile()
+    plain = run(_exp(duration="60ms"), profile=p).summary
+    net = run(_exp({"child": {"flags": ["CLONE_NEWNET"]}}, duration="60ms"), profile=p).summary
+    assert net["fork_latency_us"]["p50"] - plain["fork_latency_us"]["p50"] == pytest.approx(200.0, rel=0.2)
+    # cleanup_net runs on the other CPU: more CPU busy per creation than the creations alone
+    busy = lambda s: s["cpu_utilization"] / s["throughput_per_s"]["mean"]
+    assert busy(net) > busy(plain)
+
+
+# ------------------------------------------------------------------ the microbenchmark
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="needs a C compiler (gcc)")
+def test_clonebench_measures_fds_flags_and_children():
+    from forksim.calibration import bench
+    from forksim.calibration.copies import COPIES_PLANS, build_clonebench, fit_copies, measure_copies
+
+    exe = build_clonebench(bench.build().cc)
+    raw = measure_copies(exe, -1, COPIES_PLANS["smoke"])
+    kinds = {r["key"]["what"] for r in raw["runs"]}
+    assert {"fds", "flag", "children", "children_any"} <= kinds
+    fit = fit_copies(raw, -1)
+    assert fit["files"]["dup_fd_per_fd_us"] >= 0.0 and fit["files"]["source"].startswith("measured")
+    assert "CLONE_FILES" in fit["clone_flags"]
+    if os.geteuid() == 0:
+        assert "CLONE_NEWNET" in fit["clone_flags"]
+    else:
+        assert any("not root" in s for s in raw["skipped"])
+    _profile(fit)  # what the fit writes is a valid profile section
