@@ -37,6 +37,8 @@ __all__ = [
     "SchedulerCosts",
     "Fraction",
     "Interruptions",
+    "ColdTerms",
+    "Warmth",
     "Profile",
     "ImageShape",
     "load_profile",
@@ -200,6 +202,39 @@ class Interruptions(BaseModel):
     source: str = Field(min_length=1)
 
 
+class ColdTerms(BaseModel):
+    """What a stage that walks the parent's image costs on top of its (warm, back-to-back) median
+    when the walk finds the image fully cold: fixed_us + per_pte_us * min(ptes, pte_cap)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fixed_us: float = Field(default=0.0, ge=0.0)
+    per_pte_us: float = Field(default=0.0, ge=0.0)
+    pte_cap: float = Field(default=0.0, ge=0.0, description="4 KiB pages beyond which the extra stops growing "
+                           "(what the caches held warm of a larger image)")
+
+    def extra_us(self, ptes: int) -> float:
+        return self.fixed_us + self.per_pte_us * min(float(ptes), self.pte_cap)
+
+
+class Warmth(BaseModel):
+    """How cold a walk of a process's image (dup_mmap, exit_mmap) finds its page tables and struct
+    pages: a coldness 0 (right after the last walk, on the same CPU: what the back-to-back
+    calibration measured) .. 1 (fully cold), from the time since the last walk,
+    1 - exp(-(dt/tau_us)^beta), the bytes other walks touched on that CPU since,
+    1 - exp(-bytes/footprint_bytes), and a move to another CPU (`migration`), combined as
+    independent chances of eviction. Absent from a profile: every walk is warm."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tau_us: float = Field(gt=0.0)
+    beta: float = Field(default=1.0, gt=0.0, le=4.0)
+    footprint_bytes: float = Field(gt=0.0)
+    walk_bytes_per_pte: float = Field(default=80.0, ge=0.0, description="what one walk touches per 4 KiB page "
+                                      "(its PTE in the parent and in the child, 8 + 8 B, and its struct page, 64 B)")
+    migration: float = Field(default=0.0, ge=0.0, le=1.0)
+    stages: dict[Literal["dup_mmap"], ColdTerms]
+    source: str = Field(min_length=1)
+
+
 class Profile(BaseModel):
     """A whole profile file."""
 
@@ -224,6 +259,9 @@ class Profile(BaseModel):
     # Share of do_exit (the child's whole exit, less exit_mmap) before its first preemption point:
     # a task woken meanwhile (a vfork parent, at mm_release) waits for it under preempt=none.
     exit_head_share: Fraction = Field(default_factory=lambda: Fraction(value=0.5, source=_EXIT_HEAD_DEFAULT))
+    # Cold walks of the image (idle gaps, other work, migration); None: every fork as warm as the
+    # back-to-back loops the stages were fitted from (profiles older than the measurement).
+    warmth: Warmth | None = None
     diagnostics: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("version")
