@@ -118,6 +118,19 @@ def _curve(gap: np.ndarray, tau: float, beta: float) -> np.ndarray:
     return 1.0 - np.exp(-np.power(np.maximum(gap, 0.0) / tau, beta))
 
 
+def _fit_curve(g: np.ndarray, c: np.ndarray) -> tuple[float, float] | None:
+    """tau and beta of 1 - exp(-(gap/tau)^beta) (beta = 1 with fewer than three gaps); None if no fit."""
+    try:
+        if len(set(g.tolist())) >= 3:
+            (tau, beta), _ = curve_fit(_curve, g, c, p0=(3000.0, 1.0), bounds=([1.0, 0.1], [1e7, 4.0]),
+                                       max_nfev=5000)
+            return float(tau), float(beta)
+        (tau,), _ = curve_fit(lambda x, t: _curve(x, t, 1.0), g, c, p0=(3000.0,), bounds=([1.0], [1e7]), max_nfev=5000)
+        return float(tau), 1.0
+    except (RuntimeError, ValueError):
+        return None
+
+
 def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The profile's `warmth` section (None when not measured or no effect) and its diagnostics."""
     runs = store.select("cold")
@@ -158,10 +171,11 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
            for t in table if t["cond"] == "sleep" and t["rss_bytes"] in good and t["x"] > 0]
     g = np.array([p[0] for p in pts])
     c = np.clip(np.array([p[1] for p in pts]), 0.0, 1.0)
-    try:
-        (tau, beta), _ = curve_fit(_curve, g, c, p0=(3000.0, 1.0), bounds=([1.0, 0.1], [1e7, 4.0]))
-    except (RuntimeError, ValueError) as exc:
-        raise MeasurementError(f"cold forks: the coldness curve does not fit ({exc})") from None
+    tau_beta = _fit_curve(g, c)
+    if tau_beta is None:
+        diag["warmth_note"] = "the coldness against the gap does not fit 1-exp(-(gap/tau)^beta): no warmth terms"
+        return None, diag
+    tau, beta = tau_beta
 
     def rel(t: dict[str, Any]) -> float:
         return float(np.clip((t["fork_p50_us"] - warm[t["rss_bytes"]]) / extra(t["rss_bytes"]), 0.0, 0.999))
