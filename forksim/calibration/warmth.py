@@ -17,6 +17,7 @@ own memory on the parent's CPU (-W, in multiples of the last-level cache), a mov
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from pathlib import Path
 from typing import Any, Callable
@@ -32,15 +33,20 @@ __all__ = ["GRIDS", "cold_jobs", "fit_warmth", "llc_bytes"]
 
 _MS = 1000  # us
 
-# plan name -> (sizes, [(sleep_us, reps)], [(LLC multiple, reps)], migration reps, [(spin_us, reps)])
+# plan name -> (sizes, [(sleep_us, reps)], [(LLC multiple, reps)], migration reps, [(spin_us, reps)]);
+# sizes after the first get the back-to-back and the longest sleep only in the quick plan (the
+# coldness curve's shape comes from the first size; the others give the cold extra's growth)
 GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple[float, int], ...], int,
                        tuple[tuple[int, int], ...]]] = {
     "smoke": ((16 * MiB,), ((0, 8), (10 * _MS, 4), (100 * _MS, 3)), ((2.0, 3),), 6, ()),
-    "quick": ((64 * MiB, 256 * MiB), ((0, 25), (1 * _MS, 15), (10 * _MS, 10), (100 * _MS, 6)), ((2.0, 8),), 16, ()),
+    "quick": ((64 * MiB, 256 * MiB), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 5)), ((2.0, 6),), 12, ()),
     "full": ((16 * MiB, 64 * MiB, 256 * MiB),
              ((0, 60), (1 * _MS, 40), (3 * _MS, 30), (10 * _MS, 25), (30 * _MS, 15), (100 * _MS, 10), (1000 * _MS, 5)),
              ((0.25, 25), (0.5, 25), (1.0, 20), (2.0, 20)), 60, ((10 * _MS, 20), (100 * _MS, 8))),
 }
+
+
+_ROUNDS = {"smoke": 1, "quick": 1, "full": 3}
 
 
 def llc_bytes() -> int:
@@ -79,21 +85,43 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
 
         return run
 
-    for rss in sizes:
-        for gap, reps in sleeps:
-            jobs.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep",
-                         job(rss, "sleep", gap, reps, ["-s", str(gap)], cpu)))
-        for gap, reps in spins:
-            jobs.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms of spinning",
-                         job(rss, "spin", gap, reps, ["-S", str(gap)], cpu)))
-        for mult, reps in works:
-            w = int(mult * llc)
-            jobs.append((f"cold fork {rss // MiB}MiB after {w // MiB} MiB of other work",
-                         job(rss, "work", float(w), reps, ["-W", str(w)], cpu)))
-        if other != cpu:
-            jobs.append((f"cold fork {rss // MiB}MiB after a move to another CPU",
-                         job(rss, "migrate", 0.0, mig_reps, ["-M"], min(cpu, other))))
+    rounds = _ROUNDS[plan.name]
+    rng = random.Random(1313)
+    for rnd in range(rounds):
+        this: list[tuple[str, Callable[[], None]]] = []
+        per = f" (round {rnd + 1}/{rounds})" if rounds > 1 else ""
+        for rss in sizes:
+            short = plan.name == "quick" and rss != sizes[0]
+            for gap, reps in (sleeps[:1] + sleeps[-1:] if short else sleeps):
+                this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep{per}",
+                             job(rss, "sleep", gap, -(-reps // rounds), ["-s", str(gap)], cpu)))
+            for gap, reps in spins:
+                this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms of spinning{per}",
+                             job(rss, "spin", gap, -(-reps // rounds), ["-S", str(gap)], cpu)))
+            for mult, reps in ([] if short else works):
+                w = int(mult * llc)
+                this.append((f"cold fork {rss // MiB}MiB after {w // MiB} MiB of other work{per}",
+                             job(rss, "work", float(w), -(-reps // rounds), ["-W", str(w)], cpu)))
+            if other != cpu and not short:
+                this.append((f"cold fork {rss // MiB}MiB after a move to another CPU{per}",
+                             job(rss, "migrate", 0.0, -(-mig_reps // rounds), ["-M"], min(cpu, other))))
+        if rounds > 1:
+            rng.shuffle(this)  # conditions interleaved: a drift of the host hits them all alike
+        jobs += this
     return jobs
+
+
+def _pooled(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of the same (size, condition, amount) as one: rounds interleave conditions against drift."""
+    pooled: dict[tuple, dict[str, Any]] = {}
+    for r in runs:
+        k = r["key"]
+        key = (k["rss"], k["cond"], k["x"])
+        if key in pooled:
+            pooled[key]["samples"] = pooled[key]["samples"] + r["samples"]
+        elif r["samples"]:
+            pooled[key] = {**r, "samples": list(r["samples"])}
+    return list(pooled.values())
 
 
 def _p50(run: dict[str, Any], field: str = "fork_cpu_ns") -> float:
@@ -133,7 +161,7 @@ def _fit_curve(g: np.ndarray, c: np.ndarray) -> tuple[float, float] | None:
 
 def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The profile's `warmth` section (None when not measured or no effect) and its diagnostics."""
-    runs = store.select("cold")
+    runs = _pooled(store.select("cold"))
     if not runs:
         return None, {}
     sizes = sorted({r["key"]["rss"] for r in runs})
@@ -209,3 +237,35 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
                           "coldness_points": [[round(float(a), 1), round(float(b), 3)] for a, b in zip(g, c)],
                           "footprint_estimates_bytes": [round(x) for x in fp], "migration_points": mig}
     return warmth, diag
+
+
+def merge_into(raw: str | Path, profile: str | Path, note: str = "") -> dict[str, Any]:
+    """Fit the cold-fork runs of a raw file (calibrate --raw, or the cold grid alone) and add the
+    `warmth` section to an existing profile file, leaving everything else as it is (additive)."""
+    import gzip
+    import json
+
+    from ..io import write_text
+    from ..profile import Profile
+
+    rp = Path(raw)
+    data = rp.read_bytes()
+    r = json.loads(gzip.decompress(data) if rp.suffix == ".gz" else data)
+    store = Store(runs=[x for x in r["runs"] if x["kind"] == "cold"])
+    warmth, diag = fit_warmth(store)
+    if warmth is None:
+        raise MeasurementError(f"{rp}: {diag.get('warmth_note', 'no cold-fork runs')}")
+    warmth["source"] += f"; raw samples: {rp.name}" + (f"; {note}" if note else "")
+    path = Path(profile)
+    prof = json.loads(path.read_text())
+    prof["warmth"] = warmth
+    prof.setdefault("diagnostics", {})["warmth"] = diag
+    Profile.model_validate(prof)
+    write_text(path, json.dumps(prof, indent=1) + "\n")
+    return warmth
+
+
+if __name__ == "__main__":  # python -m forksim.calibration.warmth RAW PROFILE [NOTE]
+    import sys
+
+    print(merge_into(sys.argv[1], sys.argv[2], " ".join(sys.argv[3:])))
