@@ -150,7 +150,9 @@ def _fit_curve(g: np.ndarray, c: np.ndarray) -> tuple[float, float] | None:
     """tau and beta of 1 - exp(-(gap/tau)^beta) (beta = 1 with fewer than three gaps); None if no fit."""
     try:
         if len(set(g.tolist())) >= 3:
-            (tau, beta), _ = curve_fit(_curve, g, c, p0=(3000.0, 1.0), bounds=([1.0, 0.1], [1e7, 4.0]),
+            # beta >= 1: the reference (coldness 0) is the back-to-back fork, tens of microseconds
+            # after the last walk; a curve steeper than exponential at 0 would cool that reference itself
+            (tau, beta), _ = curve_fit(_curve, g, c, p0=(3000.0, 1.5), bounds=([1.0, 1.0], [1e7, 4.0]),
                                        max_nfev=5000)
             return float(tau), float(beta)
         (tau,), _ = curve_fit(lambda x, t: _curve(x, t, 1.0), g, c, p0=(3000.0,), bounds=([1.0], [1e7]), max_nfev=5000)
