@@ -22,10 +22,15 @@ def predict(
     cpus: int | None = None,
     samples: int = 400,
     seed: int = 0,
+    warm: bool = False,
 ) -> dict[str, Any]:
     """Latency of single creations, each on an idle machine (one parent, 2 ms apart so the CPUs
-    halt and the stack cache refills between them). `cpus` defaults to the profile's machine."""
+    halt and the stack cache refills between them; the image cools as much as 2 ms let it, by the
+    profile's warmth terms). `cpus` defaults to the profile's machine. `warm`: every fork as warm as
+    in a back-to-back loop (the warmth terms off), to compare with back-to-back measurements."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    if warm:
+        prof = prof.model_copy(update={"warmth": None})
     if cpus is None:
         cpus = int(prof.provenance.get("cpus", 2) or 2)
     image: dict[str, Any] = {"rss": rss, "vmas": vmas, "thp": thp}

@@ -174,7 +174,8 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         row = {"rss_bytes": k["rss"], "cond": k["cond"], "x": k["x"], "n": len(r["samples"]),
                "fork_p50_us": round(_p50(r), 2), "fork_wall_p50_us": round(_p50(r, "fork_ns"), 2),
                "exit_p50_us": round(_p50(r, "exit_ns"), 2), "gap_p50_us": round(_p50(r, "gap_ns"), 1),
-               "ptes": r["shape"].get("ptes", 0)}
+               "ptes": r["shape"].get("ptes", 0), "vmas": r["shape"].get("vmas"),
+               "anon_vmas": r["shape"].get("anon_vmas")}
         table.append(row)
         if k["cond"] == "sleep" and k["x"] == 0:
             warm[k["rss"]] = row["fork_p50_us"]
