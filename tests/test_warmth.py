@@ -138,3 +138,20 @@ def test_fit_finds_no_terms_without_an_effect():
         store.runs.append(_run(64 * MiB, "sleep", gap, 1500.0, 16384, gap))
     w, diag = fit_warmth(store)
     assert w is None and "no cold extra" in diag["warmth_note"]
+
+
+def test_calibrate_cold_check_and_warm_predict():
+    from forksim.commands.calibrate import cold_check
+    from forksim.predict import predict
+
+    rows = cold_check("default", [{"cond": "sleep", "x": x, "rss_bytes": 64 * MiB, "fork_p50_us": 1000.0,
+                                   "vmas": 26, "anon_vmas": 12} for x in (0, 100_000)]
+                      + [{"cond": "migrate", "x": 0, "rss_bytes": 64 * MiB, "fork_p50_us": 1.0}])
+    assert [r["x"] for r in rows] == [0, 100_000]  # sleeps only
+    prof = load_profile("default")
+    extra = prof.warmth.stages["dup_mmap"].extra_us(16410)
+    assert rows[1]["forksim_p50_us"] - rows[0]["forksim_p50_us"] == pytest.approx(extra, rel=0.3)
+    # predict(warm=True): the back-to-back figure the held-out sizes are measured at
+    cold = predict(64 * MiB, vmas=26, cpus=1, samples=60)["fork_latency_us"]["p50"]
+    warm = predict(64 * MiB, vmas=26, cpus=1, samples=60, warm=True)["fork_latency_us"]["p50"]
+    assert warm < cold < warm + extra
