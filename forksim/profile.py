@@ -234,6 +234,15 @@ class Warmth(BaseModel):
     stages: dict[Literal["dup_mmap"], ColdTerms]
     source: str = Field(min_length=1)
 
+    def scaled(self, stage: str, term: str, factor: float) -> "Warmth":
+        """A what-if on a stage's warm term scales its cold counterpart alike (a walk that touches
+        fewer PTEs misses on fewer): fixed_us and per_pte_us."""
+        cold = self.stages.get(stage)
+        if cold is None or term not in ("fixed_us", "per_pte_us"):
+            return self
+        terms = cold.model_copy(update={term: getattr(cold, term) * factor})
+        return self.model_copy(update={"stages": {**self.stages, stage: terms}})
+
 
 class Profile(BaseModel):
     """A whole profile file."""
@@ -290,6 +299,7 @@ class Profile(BaseModel):
         if not modifiers:
             return self
         stages = dict(self.stages)
+        warmth = self.warmth
         for key, factor in modifiers.items():
             stage, _, term = key.partition(".")
             if stage not in stages or not term:
@@ -302,7 +312,8 @@ class Profile(BaseModel):
                 stages[stage] = stages[stage].scaled(term, float(factor))
             except ValueError as exc:
                 raise ProfileError(str(exc), field=f"whatif.{key}") from None
-        return self.model_copy(update={"stages": stages})
+            warmth = warmth.scaled(stage, term, float(factor)) if warmth is not None else None
+        return self.model_copy(update={"stages": stages, "warmth": warmth})
 
 
 @dataclass(frozen=True)

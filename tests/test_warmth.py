@@ -155,3 +155,11 @@ def test_calibrate_cold_check_and_warm_predict():
     cold = predict(64 * MiB, vmas=26, cpus=1, samples=60)["fork_latency_us"]["p50"]
     warm = predict(64 * MiB, vmas=26, cpus=1, samples=60, warm=True)["fork_latency_us"]["p50"]
     assert warm < cold < warm + extra
+
+
+def test_a_whatif_on_the_pte_copy_scales_its_cold_extra():
+    prof = load_profile("default")
+    w = prof.with_whatif({"dup_mmap.per_pte_us": 0.0, "dup_mmap.per_vma_us": 2.0}).warmth
+    assert w.stages["dup_mmap"].per_pte_us == 0.0
+    assert w.stages["dup_mmap"].pte_cap == prof.warmth.stages["dup_mmap"].pte_cap
+    assert prof.with_whatif({"dup_mmap.per_vma_us": 2.0}).warmth == prof.warmth
