@@ -26,16 +26,21 @@ def predict(
     cpus: int | None = None,
     samples: int = 1200,
     seed: int = 0,
+    warm: bool = False,
 ) -> dict[str, Any]:
     """Latency of single creations, each on an idle machine (one parent, 2 ms apart so the CPUs
-    halt and the stack cache refills between them). `cpus` defaults to the profile's machine.
-    `samples` creations: 1200 by default, enough for a p99 (with fewer than ~1,000 it is None, and
-    the reason is under "refused"). `profile` "auto": the profile `forksim calibrate` stored for
-    this host, else `default`. `fds` open file descriptors, clone `flags` beyond the kind's preset, `live_children` other
-    children the parent keeps alive: as `[workload.image] fds`, `[workload.child] flags`,
-    `[workload] live_children`."""
+    halt and the stack cache refills between them; the image cools as much as 2 ms let it, by the
+    profile's warmth terms). `cpus` defaults to the profile's machine. `samples` creations: 1200 by
+    default, enough for a p99 (with fewer than ~1,000 it is None, and the reason is under "refused").
+    `profile` "auto": the profile `forksim calibrate` stored for this host, else `default`. `fds` open
+    file descriptors, clone `flags` beyond the kind's preset, `live_children` other children the parent
+    keeps alive: as `[workload.image] fds`, `[workload.child] flags`, `[workload] live_children`.
+    `warm`: every fork as warm as in a back-to-back loop (the warmth terms off), to compare with
+    back-to-back measurements."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     warn_if_off_host(prof)
+    if warm:
+        prof = prof.model_copy(update={"warmth": None})
     if cpus is None:
         cpus = int(prof.provenance.get("cpus", 2) or 2)
     image: dict[str, Any] = {"rss": rss, "vmas": vmas, "thp": thp, "fds": fds}

@@ -45,6 +45,8 @@ __all__ = [
     "SchedulerCosts",
     "Fraction",
     "Interruptions",
+    "ColdTerms",
+    "Warmth",
     "Profile",
     "ImageShape",
     "FlagCost",
@@ -272,6 +274,47 @@ class ChildrenCost(BaseModel):
     sigma: float = Field(default=0.1, ge=0.0, le=2.0)
     source: str = Field(min_length=1)
 
+class ColdTerms(BaseModel):
+    """What a stage that walks the parent's image costs on top of its (warm, back-to-back) median
+    when the walk finds the image fully cold: fixed_us + per_pte_us * min(ptes, pte_cap)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fixed_us: float = Field(default=0.0, ge=0.0)
+    per_pte_us: float = Field(default=0.0, ge=0.0)
+    pte_cap: float = Field(default=0.0, ge=0.0, description="4 KiB pages beyond which the extra stops growing "
+                           "(what the caches held warm of a larger image)")
+
+    def extra_us(self, ptes: int) -> float:
+        return self.fixed_us + self.per_pte_us * min(float(ptes), self.pte_cap)
+
+
+class Warmth(BaseModel):
+    """How cold a walk of a process's image (dup_mmap, exit_mmap) finds its page tables and struct
+    pages: a coldness 0 (right after the last walk, on the same CPU: what the back-to-back
+    calibration measured) .. 1 (fully cold), from the time since the last walk,
+    1 - exp(-(dt/tau_us)^beta), the bytes other walks touched on that CPU since,
+    1 - exp(-bytes/footprint_bytes), and a move to another CPU (`migration`), combined as
+    independent chances of eviction. Absent from a profile: every walk is warm."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tau_us: float = Field(gt=0.0)
+    beta: float = Field(default=1.0, gt=0.0, le=4.0)
+    footprint_bytes: float = Field(gt=0.0)
+    walk_bytes_per_pte: float = Field(default=80.0, ge=0.0, description="what one walk touches per 4 KiB page "
+                                      "(its PTE in the parent and in the child, 8 + 8 B, and its struct page, 64 B)")
+    migration: float = Field(default=0.0, ge=0.0, le=1.0)
+    stages: dict[Literal["dup_mmap"], ColdTerms]
+    source: str = Field(min_length=1)
+
+    def scaled(self, stage: str, term: str, factor: float) -> "Warmth":
+        """A what-if on a stage's warm term scales its cold counterpart alike (a walk that touches
+        fewer PTEs misses on fewer): fixed_us and per_pte_us."""
+        cold = self.stages.get(stage)
+        if cold is None or term not in ("fixed_us", "per_pte_us"):
+            return self
+        terms = cold.model_copy(update={term: getattr(cold, term) * factor})
+        return self.model_copy(update={"stages": {**self.stages, stage: terms}})
+
 
 class Profile(BaseModel):
     """A whole profile file."""
@@ -309,6 +352,10 @@ class Profile(BaseModel):
     clone_flags: dict[str, FlagCost] = Field(default_factory=dict)
     files: FilesCost | None = None
     live_children: ChildrenCost | None = None
+
+    # Cold walks of the image (idle gaps, other work, migration); None: every fork as warm as the
+    # back-to-back loops the stages were fitted from (profiles older than the measurement).
+    warmth: Warmth | None = None
     diagnostics: dict[str, Any] = Field(default_factory=dict)
     # Where this profile was read from: {"name", "path", "sha256"} (set by load_profile).
     _origin: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -364,6 +411,7 @@ class Profile(BaseModel):
         if not modifiers:
             return self
         stages = dict(self.stages)
+        warmth = self.warmth
         for key, factor in modifiers.items():
             stage, _, term = key.partition(".")
             if stage not in stages or not term:
@@ -376,7 +424,8 @@ class Profile(BaseModel):
                 stages[stage] = stages[stage].scaled(term, float(factor))
             except ValueError as exc:
                 raise ProfileError(str(exc), field=f"whatif.{key}") from None
-        return self.model_copy(update={"stages": stages})
+            warmth = warmth.scaled(stage, term, float(factor)) if warmth is not None else None
+        return self.model_copy(update={"stages": stages, "warmth": warmth})
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ def test_scenario_set():
     names = [s.name for s in SCENARIOS]
     assert len(names) == len(set(names))
     full = scenarios.scenarios(quick=False)
-    assert len(full) == len(SCENARIOS) == 26
+    assert len(full) == len(SCENARIOS) == 34
     quick = scenarios.scenarios(quick=True)
     assert {"closed-fork-K1-rss0", "closed-fork-K2-rss0", "closed-vfork-K1-rss0", "closed-posix_spawn-K1-rss0",
             "closed-thread-K1-rss0", "closed-fork-K1-rss0-hogs2"} <= {s.name for s in quick}
@@ -153,6 +153,22 @@ def test_to_config_follows_the_schema():
         if sc.mode == "mt":
             assert exp.workload.image.threads == 4 and exp.workload.image.fault_rate == 50000.0
         assert exp.experiment.duration == pytest.approx(sc.quick_duration_s * 1e6)
+        assert exp.workload.think_time == pytest.approx(sc.think_s * 1e6)
+    gaps = {s.think_s for s in SCENARIOS if s.think_s}
+    assert gaps == {0.001, 0.01, 0.1, 1.0}
+    assert "--think" in get_scenario("closed-fork-K1-rss64MiB-think10ms").loadgen_args(True)
+
+
+def test_real_application_config_from_proc(monkeypatch):
+    from forksim.config import parse_config
+    from forksim.validation import apps
+
+    image = apps.image_from_proc(os.getpid())
+    assert image["rss_bytes"] > 0 and image["vmas"] >= image["anon_vmas"] > 0 and image["threads"] >= 1
+    exp = parse_config(apps.redis_config(image, 2.0, cpus=2, profile="default", quick=True), resolved=True)
+    assert exp.workload.think_time == 2e6 and exp.workload.image.vmas == image["vmas"]
+    monkeypatch.setattr(apps.shutil, "which", lambda _exe: None)
+    assert "not installed" in apps.redis_bgsave(lambda c, p: {}, "default")["skipped"]
 
 
 def test_memory_refusal(monkeypatch):

@@ -33,6 +33,7 @@ from ..errors import MeasurementError
 from ..io import write_text
 from . import bench, tracefs
 from .derive import build_profile
+from .warmth import cold_jobs
 from .interruptions import measure_interruptions
 from ..host import this_host
 from ..store import store_dir
@@ -198,6 +199,8 @@ def _jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: tracefs.TraceIns
                                                        extra=["-k", "8"])))
     jobs.append(("COW faults", fork_job("cow", mode="cow", reps=plan.cow_reps, extra=["-p", str(plan.cow_pages)])))
     jobs.append(("anonymous page faults", fork_job("fault", mode="fault", reps=plan.cow_reps, extra=["-p", str(plan.cow_pages)])))
+    # 5b. cold forks: after idle gaps, other work, a move to the other CPU (warmth.py)
+    jobs.extend(cold_jobs(plan, fb, store, cpu, other))
 
     # 6. scheduler costs
     def sched_job(mode: str, a: int, bb: int, reps: int, spin: int = 200) -> Callable[[], None]:

@@ -19,6 +19,7 @@ from ..errors import MeasurementError
 from .facts import debugfs_base_slice as _debugfs_base_slice
 from .fit import TERMS, Config, cross_validate, fit_linear, median, residual_quantiles, stage_cost
 from .plan import Plan, Store, label as _label
+from .warmth import fit_warmth
 
 __all__ = ["build_profile"]
 
@@ -491,6 +492,8 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
     diag["placement_counts"] = {k: v.pop("_counts") for k, v in placement.items()}
 
     exit_head = _exit_head_share(store)
+    warmth, warmth_diag = fit_warmth(store)
+    diag.update(warmth_diag)
 
     missing = [s for s in _stage_names() if s not in st]
     if missing:
@@ -511,6 +514,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
         "stack_cache_per_cpu": 2,
         "placement": placement,
         **({"exit_head_share": exit_head} if exit_head else {}),
+        **({"warmth": warmth} if warmth else {}),
         "diagnostics": diag,
     }
 

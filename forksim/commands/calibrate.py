@@ -27,13 +27,14 @@ def register(sub) -> None:
 
 
 def held_out_check(profile_path: str, held_out: list[dict]) -> list[dict]:
-    """forksim's own prediction (one pinned CPU, like the measurement) for each held-out size."""
+    """forksim's own prediction (one pinned CPU, like the measurement, and as warm: back to back) for
+    each held-out size."""
     from ..predict import predict
 
     rows = []
     for h in held_out:
         res = predict(int(h["rss_bytes"]), vmas=int(h.get("vmas") or 40), anon_vmas=h.get("anon_vmas"),
-                      thp=bool(h.get("thp")), profile=profile_path, cpus=1, samples=300)
+                      thp=bool(h.get("thp")), profile=profile_path, cpus=1, samples=300, warm=True)
         pred = res["fork_latency_us"]["p50"]
         meas = float(h["fork_p50_us"])
         rows.append({**h, "forksim_p50_us": pred, "rel_error": (pred - meas) / meas})
@@ -59,7 +60,7 @@ def family_check(profile_path: str, variants: dict[str, dict]) -> list[dict]:
         shape = v["shape"]
         res = predict(int(shape.get("rss_bytes") or 0), vmas=int(shape.get("vmas") or 40),
                       anon_vmas=shape.get("anon_vmas"), clone=_FAMILIES[mode], profile=profile_path, cpus=1,
-                      samples=300)
+                      samples=300, warm=True)  # measured back to back: as warm
         for what, key in (("call", "fork_latency_us"), ("round trip", "roundtrip_latency_us")):
             meas = float(v["call" if what == "call" else "roundtrip"]["p50"])
             pred = res[key]["p50"]
@@ -87,6 +88,27 @@ def copies_check(profile_path: str, measured: list[dict]) -> list[dict]:
         res = predict(0, vmas=int(m.get("vmas") or 25), profile=profile_path, cpus=1, samples=200, **kw)
         pred, meas = res["fork_latency_us"]["p50"], float(m["call_p50_us"])
         rows.append({"case": case, "measured_p50_us": meas, "forksim_p50_us": pred, "rel_error": (pred - meas) / meas})
+
+def cold_check(profile_path: str, cold: list[dict]) -> list[dict]:
+    """The cold forks measured (pinned, after a sleep) beside `forksim run` of a closed loop on one CPU
+    that states only the image and the gap (think time): the warmth terms at work."""
+    from ..config import parse_config
+    from ..runner import run_experiment
+
+    rows = []
+    for c in cold:
+        if c.get("cond") != "sleep":
+            continue
+        exp = parse_config({
+            "experiment": {"name": "cold-check", "duration": 1e12, "warmup": 0, "replications": 1, "seed": 0,
+                           "max_creations": 60 if c["x"] < 100_000 else 15},
+            "machine": {"cpus": 1, "profile": profile_path},
+            "workload": {"kind": "closed", "parents": 1, "think_time": float(c["x"]),
+                         "image": {"rss": int(c["rss_bytes"]), "vmas": int(c.get("vmas") or 26),
+                                   **({"anon_vmas": int(c["anon_vmas"])} if c.get("anon_vmas") is not None else {})},
+                         "child": {"clone": "fork", "lifetime": 0.0}}}, source="calibrate", resolved=True)
+        pred = run_experiment(exp).summary["fork_latency_us"]["p50"]
+        rows.append({**c, "forksim_p50_us": pred, "rel_error": (pred - c["fork_p50_us"]) / c["fork_p50_us"]})
     return rows
 
 
@@ -132,5 +154,15 @@ def main(args: argparse.Namespace) -> int:
             t.add_column(c, justify="left" if c == "case" else "right")
         for r in cop:
             t.add_row(r["case"], fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%")
+
+    cold = cold_check(args.out, prof.get("diagnostics", {}).get("cold_forks", []))
+    if cold:
+        t = Table(title="cold forks (pinned, after a sleep): measured vs forksim run (closed loop, think time = the "
+                  "gap), fork() p50", title_justify="left")
+        for c in ("RSS", "gap (ms)", "measured (us)", "forksim (us)", "error"):
+            t.add_column(c, justify="right")
+        for r in cold:
+            t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", f"{r['x'] / 1000:g}", fmt(r["fork_p50_us"]),
+                      fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%")
         console.print(t)
     return 0

@@ -19,6 +19,7 @@ from .costs import EMPTY_IMAGE, Costs
 from .flags import COPIES_MM, EXECS, NEW_PROCESS, VFORK_WAIT
 from .mm import MM, Process
 from .stack import StackCache
+from .warmth import WarmthTracker
 
 if TYPE_CHECKING:
     from ..config import ChildSection
@@ -53,6 +54,7 @@ class Kernel:
         self.costs = costs
         self.child_cfg = child
         self.stacks = StackCache(len(machine.cpus), stack_per_cpu)
+        self.warmth = WarmthTracker(costs.profile.warmth, len(machine.cpus))
         placement = costs.profile.placement
         self._pack = {  # P(child stays on the parent's CPU although one is idle), by CLONE_VFORK
             False: placement["fork_local_when_idle"].value,
@@ -118,7 +120,11 @@ class Kernel:
                 yield self.sleep_until(P, granted)
             rec.mmap_wait = env._now - t
             t1 = env._now
-            yield P.run(c.draw("dup_mmap", parent.mm.shape), preemptible=True)
+            mm, cpu = parent.mm, P.cpu.id
+            cold = self.warmth.coldness(mm, cpu, t1)
+            yield P.run(c.draw_plus("dup_mmap", mm.shape, self.warmth.extra_us("dup_mmap", cold, mm.shape)),
+                        preemptible=True)
+            self.warmth.walked(mm, P.cpu.id, env._now)  # its PTEs and struct pages are now in this CPU's caches
             lock.release()
             rec.dup_mmap_us = env._now - t1
             self._stage(P, "dup_mmap", t1)
@@ -264,6 +270,9 @@ class Kernel:
         if child.inherited:
             child.inherited = False
             child.parent.mm.users -= 1
+            # zap_pte_range drops the mapcount of every folio it shares with the parent: the
+            # parent's struct pages are warm on this CPU again
+            self.warmth.walked(child.parent.mm, C.cpu.id, env._now)
         self._stage(C, "do_exit", t)
 
         # exit_notify(): tasklist_lock for write, do_notify_parent -> __wake_up_parent (a sync wake-up);

@@ -74,6 +74,12 @@ class Costs:
             block = self._blocks[key] = self.rng.lognormal(0.0, sigma, _BLOCK).tolist()
         return median * block.pop()
 
+    def draw_plus(self, stage: str, shape: ImageShape, extra_us: float) -> float:
+        """A draw of `stage` whose median is raised by `extra_us` (a cold walk), under the same residual."""
+        if extra_us <= 0.0:
+            return self.draw(stage, shape)
+        return (self.median(stage, shape) + extra_us) * self._ratio(stage)
+
     def uniform(self) -> float:
         """A U(0,1) draw (placement decisions)."""
         block = self._blocks.get("")

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from ..io import write_text
 from .measure import LoadgenError, build_tools, measure
+from .apps import redis_bgsave
 from .crosscheck import stress_ng_vfork
 from .other_hosts import render_other_hosts
 from .mechanisms import mechanism_for
@@ -216,6 +217,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "Cross-check with stress-ng (vfork+_exit+wait, one process pinned to CPU 0, creations/s): "
                   f"stress-ng {_fmt(cc.get('stress_ng_per_s'))}, forksim's load generator "
                   f"{_fmt(cc.get('loadgen_per_s'))}, the model (1 CPU) {_fmt(cc.get('model_per_s'))}."]
+    apps = report.get("apps") or {}
+    if apps.get("rows"):
+        lines += ["", f"A real application, timed by itself ({apps.get('app')}: BGSAVE every "
+                  f"{apps['rows'][0]['interval_s']:g} s, `latest_fork_usec` of INFO stats; the model gets the RSS, "
+                  "VMAs and threads from /proc and the interval):", "",
+                  "| scenario | RSS (MiB) | VMAs | forks | fork() p50 (us) meas | pred | err |", "|---|---|---|---|---|---|---|"]
+        for a in apps["rows"]:
+            lines.append(f"| {a['scenario']} | {a['image']['rss_bytes'] / 1024**2:.0f} | {a['image']['vmas']} | "
+                         f"{len(a['fork_usec'])} | {_fmt(a['measured_p50_us'])} | {_fmt(a['predicted_p50_us'])} | "
+                         f"{_fmt_err(a['rel_error'])} |")
+    elif apps.get("skipped"):
+        lines += ["", f"Real application: skipped ({apps['skipped']})."]
     failed = [r for r in rows if r.get("error")]
     if failed:
         lines += ["", "Not compared:", ""]
@@ -463,9 +476,13 @@ def validate(profile: str = "default", quick: bool = False, out: Path | None = N
     if crosscheck:
         say("  stress-ng cross-check (vfork, pinned, per s): " + ", ".join(
             f"{k} {_fmt(v)}" for k, v in crosscheck.items() if k.endswith("_per_s")))
+    # a real application, timed by itself (full set only: it fills Redis to 1 GiB)
+    apps = ({"skipped": "quick set: the real application (Redis BGSAVE) runs in the full set only"} if quick or only
+            else redis_bgsave(sim, profile, quick=quick, say=say))
     report = {
         "provenance": provenance(profile),
         "crosscheck_stress_ng": crosscheck,
+        "apps": apps,
         "quick": quick,
         "targets": TARGETS,
         "summary": summarize_rows(rows),

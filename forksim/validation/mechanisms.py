@@ -17,10 +17,13 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
     ("hogs", "placement of the CPU hogs: the real load balancer (PELT load and this kernel's sched_vcpu_pack) puts "
      "both hogs on one vCPU and leaves a single parent alone, and makes a new child wait for a hog's protected "
      "slice until a tick; the model places one hog per CPU at start and has no periodic load balancing"),
-    ("open-fork", "a warm-cache effect the model does not have: a fork right after the previous fork and exit of "
-     "the same image finds its page tables and struct pages in the cache; after 20 ms of anything else (sleeping "
-     "or spinning) the same 64 MiB fork took 1.8x as long here. At low load the parent waits between requests, "
-     "so its forks run cold; queueing then amplifies the service-time error in the response percentiles"),
+    ("think", "a fork after an idle gap finds the parent's page tables and struct pages cold; the model adds the "
+     "profile's cold extra to dup_mmap by the time since the image was last walked (warmth: 1-exp(-gap/tau)), "
+     "measured pinned on 64 and 256 MiB images; what remains is the host: how much of the cache other tenants "
+     "evicted during the gap varies from hour to hour, and an unpinned parent also wakes on either vCPU"),
+    ("open-fork", "at low load the parent waits between requests, so its forks run cold (the model now charges the "
+     "profile's cold extra by the time since the last walk of the image); queueing then amplifies the remaining "
+     "service-time error in the response percentiles"),
     ("posix_spawn", "the exec of the no-libc helper and its exit, and the IPI to a halted vCPU when the "
      "exec'd child or the woken parent lands on the other vCPU"),
     ("vfork", "the p99: host-level noise (vCPU preemption, interrupts, the 4 ms tick) that the pinned, traced stage "
@@ -33,10 +36,9 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
     ("-K8-", "more parents than vCPUs: the real switch between parents with different mms (switch_mm, TLB and "
      "cache refill) costs more than the pipe ping-pong context switch the profile measured, so the model's "
      "throughput is high and its tails short"),
-    ("K1-rss", "a single parent migrates after its child's sync wake-up and forks on a vCPU just out of halt, "
-     "and its image is colder than when two parents keep both vCPUs busy (see the open rows: a fork after other "
-     "work is up to 1.8x slower than a back-to-back one); the model charges the IPI and halt exit but has no "
-     "cache-warmth term; the p99s hold host noise absent from the pinned stage residuals"),
+    ("K1-rss", "a single parent migrates after its child's sync wake-up and forks on a vCPU just out of halt; the "
+     "model charges the IPI, the halt exit and (warmth) the colder image after a move to the other CPU, whose "
+     "coldness is a rough figure from two sizes; the p99s hold host noise absent from the pinned stage residuals"),
     ("rss0", "the p99s: host-level noise (vCPU preemption, interrupts, the 4 ms tick) that the pinned, traced stage "
      "residuals do not hold"),
     ("rss", "dup_mmap's cost per PTE is not quite linear in the image (memcg charging and page-table allocation "

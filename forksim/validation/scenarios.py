@@ -60,6 +60,7 @@ class Scenario:
     warmup_s: float = 0.5
     quick_warmup_s: float = 0.2
     pin: bool = False              # pin parent i to CPU i % cpus (children inherit it)
+    think_s: float = 0.0           # closed: the parent sleeps this long after each reap (a cold fork)
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     fds: int = 3                   # open fds in each parent (loadgen --fds)
@@ -103,6 +104,8 @@ class Scenario:
             args += ["--clone-flags", f"{sum(FLAG_BITS[f] for f in self.clone_flags):x}"]
         if self.live_children:
             args += ["--live-children", str(self.live_children)]
+        if self.think_s > 0:
+            args += ["--think", f"{self.think_s:g}"]
         return args
 
     def to_config(self, measured: dict[str, Any], *, cpus: int, quick: bool = False,
@@ -118,7 +121,7 @@ class Scenario:
         workload: dict[str, Any] = {
             "kind": "open" if self.mode == "open" else "closed",
             "parents": self.parents,
-            "think_time": 0.0,
+            "think_time": self.think_s * 1e6,
             "image": image,
             "child": {"clone": self.kind, "lifetime": 0.0, "flags": list(self.clone_flags)},
             "live_children": self.live_children,
@@ -159,6 +162,17 @@ def _closed(kind: Kind, parents: int, rss: int, *, hogs: int = 0, quick: bool = 
     return Scenario(name=name, mode="closed", kind=kind, parents=parents, rss=rss, hogs=hogs, quick=quick, **kw)
 
 
+def _think(rss: int, think_s: float, *, quick: bool = False) -> Scenario:
+    """One parent forking after an idle gap: fork -> reap -> sleep `think_s` -> fork (a server, a
+    database snapshot, a shell at the pace of its user); enough gaps for a p50 in the time given."""
+    gap = f"{think_s * 1e3:g}ms"
+    return Scenario(name=f"closed-fork-K1-rss{_size_name(rss)}-think{gap}", mode="closed", kind="fork", parents=1,
+                    rss=rss, think_s=think_s, quick=quick, duration_s=max(5.0, 25 * think_s),
+                    quick_duration_s=max(1.0, 12 * think_s), warmup_s=max(0.5, 2 * think_s),
+                    quick_warmup_s=max(0.2, 1.5 * think_s),
+                    notes=f"a fork after {gap} asleep: the parent's page tables and struct pages have cooled")
+
+
 def _open(fraction: float, rss: int, *, quick: bool = False) -> Scenario:
     pct = int(round(fraction * 100))
     return Scenario(name=f"open-fork-{pct}pct-rss{_size_name(rss)}", mode="open", kind="fork", parents=2, rss=rss,
@@ -181,6 +195,9 @@ def _build() -> tuple[Scenario, ...]:
     for rss in (0, 256 * MiB):
         for f in (0.3, 0.6, 0.9):
             out.append(_open(f, rss, quick=rss == 0 and f == 0.6))
+    for rss in (64 * MiB, 256 * MiB):
+        for think in (0.001, 0.01, 0.1, 1.0):
+            out.append(_think(rss, think, quick=rss == 64 * MiB and think in (0.01, 0.1)))
     out.append(Scenario(name="mt-fork-4threads-rss1GiB", mode="mt", kind="fork", parents=1, rss=1 * GiB, writers=3,
                         quick=True, duration_s=6.0, quick_duration_s=1.5,
                         notes="1 forking thread + 3 threads writing one byte per page across the 1 GiB image"))

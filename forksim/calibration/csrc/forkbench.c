@@ -22,6 +22,11 @@
  *            pcopy_ns (parent writes while the child is alive), reuse_ns (parent writes after the
  *            child exited), base_ns (a pass with no fault); divide by pages
  *   fault    fault_ns: first write to P fresh anonymous pages (one fault per page), base_ns
+ *   cold     the fork sample of `fork`, each fork after a gap that cools what the previous one warmed:
+ *            -s US sleep (nanosleep: the vCPU halts), -S US spin (clock reads, no memory traffic),
+ *            -W BYTES another process pinned to the parent's CPU sweeps that much of its own memory
+ *            (one write per 64-byte line) while the parent blocks on a pipe, -M the parent moves to
+ *            the other CPU of a pair (sched_setaffinity) just before each fork; gap_ns = the gap
  *
  * Options: -r RSS bytes (touched anonymous memory, one byte written per 4 KiB page)
  *          -A N  N extra anonymous VMAs, each with a touched page (mprotect splits one region)
@@ -29,6 +34,7 @@
  *          -t 0|1 THP off (MADV_NOHUGEPAGE) / on (MADV_HUGEPAGE, 2 MiB aligned)
  *          -n reps  -w warm-up reps  -c CPU (pin; -1 = unpinned)  -k K (burst)  -p pages (cow/fault)
  *          -x helper path (spawn, forkexec)  -g (print {"ready": pid}, wait for a byte on stdin)
+ *          -s US -S US -W BYTES -M (cold; -M needs -c)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -238,16 +244,66 @@ static int64_t write_pass(char *p, size_t pages)
     return cpu_ns() - c0;
 }
 
+/* cold mode's other work: a process forked before the image exists (so it shares none of it),
+ * pinned with the parent, sweeping its own buffer once per byte read from `go`. */
+static int work_go = -1, work_done = -1;
+
+static void start_worker(size_t bytes)
+{
+    int a[2], b[2];
+    if (pipe(a) || pipe(b))
+        die("pipe");
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork worker");
+    if (pid == 0) {
+        char *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        char c;
+        close(a[1]);
+        close(b[0]);
+        if (buf == MAP_FAILED)
+            _exit(3);
+        touch(buf, bytes);
+        while (read(a[0], &c, 1) == 1) {
+            for (size_t off = 0; off < bytes; off += 64)
+                buf[off] += 1;
+            if (write(b[1], &c, 1) != 1)
+                _exit(3);
+        }
+        _exit(0);
+    }
+    close(a[0]);
+    close(b[1]);
+    work_go = a[1];
+    work_done = b[0];
+}
+
+static void other_work(void)
+{
+    char c = 1;
+    if (write(work_go, &c, 1) != 1 || read(work_done, &c, 1) != 1)
+        die("worker");
+}
+
+static void spin_for(int64_t us)
+{
+    int64_t end = now_ns() + us * 1000;
+    while (now_ns() < end)
+        ;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "fork";
     size_t rss = 0, pages = 1024;
     long anon_vmas = 0, file_vmas = 0, reps = 100, warm = 5, k = 8;
-    int thp = 0, cpu = -1, gate = 0, opt;
+    int thp = 0, cpu = -1, gate = 0, migrate = 0, opt;
+    long sleep_us = 0, spin_us = 0;
+    size_t work_bytes = 0;
     const char *helper = NULL;
 
     optind = 2;
-    while ((opt = getopt(argc, argv, "r:A:F:t:n:w:c:k:p:x:g")) != -1) {
+    while ((opt = getopt(argc, argv, "r:A:F:t:n:w:c:k:p:x:gs:S:W:M")) != -1) {
         switch (opt) {
         case 'r': rss = strtoull(optarg, NULL, 0); break;
         case 'A': anon_vmas = atol(optarg); break;
@@ -260,10 +316,18 @@ int main(int argc, char **argv)
         case 'p': pages = strtoull(optarg, NULL, 0); break;
         case 'x': helper = optarg; break;
         case 'g': gate = 1; break;
+        case 's': sleep_us = atol(optarg); break;
+        case 'S': spin_us = atol(optarg); break;
+        case 'W': work_bytes = strtoull(optarg, NULL, 0); break;
+        case 'M': migrate = 1; break;
         default: refuse("bad option");
         }
     }
     pin(cpu);
+    if (migrate && cpu < 0)
+        refuse("-M needs -c CPU (the parent alternates between CPU and its neighbour)");
+    if (!strcmp(mode, "cold") && work_bytes)
+        start_worker(work_bytes);
     if (!strcmp(mode, "cow") && rss < pages * PAGE)
         rss = pages * PAGE;
     if (!strcmp(mode, "fault"))
@@ -282,7 +346,23 @@ int main(int argc, char **argv)
     for (long i = -warm; i < reps; i++) {
         int64_t t0, t1, t2, c0, c1;
         pid_t pid;
-        if (!strcmp(mode, "fork")) {
+        int64_t gap = 0;
+        if (!strcmp(mode, "cold")) {
+            int64_t g0 = now_ns();
+            if (sleep_us) {
+                struct timespec ts = {sleep_us / 1000000, (sleep_us % 1000000) * 1000};
+                while (nanosleep(&ts, &ts) && errno == EINTR)
+                    ;
+            }
+            if (spin_us)
+                spin_for(spin_us);
+            if (work_bytes)
+                other_work();
+            if (migrate)
+                pin(cpu = (i & 1) ? cpu - 1 : cpu + 1);
+            gap = now_ns() - g0;
+        }
+        if (!strcmp(mode, "fork") || !strcmp(mode, "cold")) {
             sh->child_start = sh->child_exit = 0;
             c0 = cpu_ns();
             t0 = now_ns();
@@ -299,10 +379,10 @@ int main(int argc, char **argv)
             reap(pid);
             t2 = now_ns();
             if (i >= 0)
-                printf("{\"b\": \"fork\", \"i\": %ld, \"fork_ns\": %ld, \"fork_cpu_ns\": %ld, \"rt_ns\": %ld, "
-                       "\"child_ns\": %ld, \"exit_ns\": %ld}\n",
-                       i, (long)(t1 - t0), (long)(c1 - c0), (long)(t2 - t0), (long)(sh->child_start - t0),
-                       (long)(t2 - sh->child_exit));
+                printf("{\"b\": \"%s\", \"i\": %ld, \"fork_ns\": %ld, \"fork_cpu_ns\": %ld, \"rt_ns\": %ld, "
+                       "\"child_ns\": %ld, \"exit_ns\": %ld, \"gap_ns\": %ld, \"cpu\": %d}\n",
+                       mode, i, (long)(t1 - t0), (long)(c1 - c0), (long)(t2 - t0), (long)(sh->child_start - t0),
+                       (long)(t2 - sh->child_exit), (long)gap, sched_getcpu());
         } else if (!strcmp(mode, "vfork")) {
             t0 = now_ns();
             pid = vfork();
@@ -441,7 +521,7 @@ int main(int argc, char **argv)
                 printf("{\"b\": \"fault\", \"i\": %ld, \"pages\": %zu, \"fault_ns\": %ld, \"base_ns\": %ld}\n", i,
                        pages, (long)f, (long)base);
         } else {
-            refuse("unknown mode (fork vfork spawn forkexec thread burst cow fault)");
+            refuse("unknown mode (fork vfork spawn forkexec thread burst cow fault cold)");
         }
     }
     fflush(stdout);

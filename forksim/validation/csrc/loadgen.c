@@ -126,14 +126,14 @@ static struct {
     enum mode mode;
     enum kind kind;
     int parents, hogs, writers, pin, thp;
-    double duration, warmup, rate, grace;
+    double duration, warmup, rate, grace, think;
     size_t rss;
     int64_t cap, stall_cap, stall_ns;
     const char *helper, *out;
     uint64_t seed;
     long fds, live;          /* open fds in each parent; live children each parent keeps */
     unsigned long cflags;    /* fork kind: clone(cflags|SIGCHLD) instead of fork() */
-} opt = {M_CLOSED, K_FORK, 1, 0, 3, 0, 0, 1.0, 0.2, 0.0, 1.0, 0, 0, 0, 50000, NULL, NULL, 1};
+} opt = {M_CLOSED, K_FORK, 1, 0, 3, 0, 0, 1.0, 0.2, 0.0, 1.0, 0.0, 0, 0, 0, 50000, NULL, NULL, 1};
 
 static struct ctl *ctl;
 static struct rec *recbuf;
@@ -170,7 +170,8 @@ static void usage(void)
             "usage: loadgen --out PREFIX [--mode closed|open|mt] [--kind fork|vfork|posix_spawn|thread]\n"
             "  [--parents K] [--duration S] [--warmup S] [--rate R/s] [--hogs N] [--rss BYTES]\n"
             "  [--thp] [--pin] [--writers W] [--stall-us US] [--helper PATH] [--cap N] [--seed S]\n"
-            "  [--fds N] [--live-children N] [--clone-flags HEX]\n");
+            "  [--fds N] [--live-children N] [--clone-flags HEX]\n"
+            "  [--think S] (closed: sleep S seconds after each creation)\n");
     exit(2);
 }
 
@@ -530,6 +531,8 @@ static void parent_main(int idx)
                 else
                     ctl->dropped[idx]++;
             }
+            if (opt.think > 0) /* closed loop with think time: the parent sleeps between creations */
+                sleep_until(now_ns() + (int64_t)(opt.think * 1e9));
         }
     }
     ctl->count[idx] = n;
@@ -660,6 +663,7 @@ int main(int argc, char **argv)
         else if (ARG("--warmup")) opt.warmup = atof(v);
         else if (ARG("--rate")) opt.rate = atof(v);
         else if (ARG("--grace")) opt.grace = atof(v);
+        else if (ARG("--think")) opt.think = atof(v);
         else if (ARG("--hogs")) opt.hogs = atoi(v);
         else if (ARG("--rss")) opt.rss = (size_t)strtoull(v, NULL, 10);
         else if (ARG("--writers")) opt.writers = atoi(v);

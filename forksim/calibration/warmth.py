@@ -1,0 +1,274 @@
+"""Cold forks: measure fork() after the parent's image cooled, and fit the profile's `warmth` terms.
+
+forkbench's `cold` mode times the same pinned fork() as the stage sweep, each one after a gap that
+cools what the previous fork and the child's exit warmed: a sleep (-s), another process sweeping its
+own memory on the parent's CPU (-W, in multiples of the last-level cache), a move to the other CPU
+(-M). The fit (see forksim/kernel/warmth.py for how the model uses it):
+
+- per size, the warm p50 (gap 0) and the cold extra E = p50 - warm at the gaps of 100 ms and more
+  (the curve is flat there: fully cold);
+- ColdTerms for dup_mmap: fixed_us + per_pte_us * min(ptes, pte_cap) through the sizes' E (NNLS per
+  candidate cap; the cap the caches held warm, or no cap);
+- coldness c = (p50 - warm) / E per gap, fitted by scipy.optimize.curve_fit to 1 - exp(-(gap/tau)^beta);
+- the footprint scale from the sweeps (the sweep's own duration is a gap too: its part is divided out),
+  and the migration coldness from the moves.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from scipy.optimize import curve_fit, nnls
+
+from ..errors import MeasurementError
+from . import bench
+from .plan import MiB, Plan, Store
+
+__all__ = ["GRIDS", "cold_jobs", "fit_warmth", "llc_bytes"]
+
+_MS = 1000  # us
+
+# plan name -> (sizes, [(sleep_us, reps)], [(LLC multiple, reps)], migration reps, [(spin_us, reps)]);
+# sizes after the first get the back-to-back and the longest sleep only in the quick plan (the
+# coldness curve's shape comes from the first size; the others give the cold extra's growth)
+GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple[float, int], ...], int,
+                       tuple[tuple[int, int], ...]]] = {
+    "smoke": ((16 * MiB,), ((0, 8), (10 * _MS, 4), (100 * _MS, 3)), ((2.0, 3),), 6, ()),
+    "quick": ((64 * MiB, 256 * MiB), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 5)), ((2.0, 6),), 12, ()),
+    "full": ((16 * MiB, 64 * MiB, 256 * MiB),
+             ((0, 60), (1 * _MS, 40), (3 * _MS, 30), (10 * _MS, 25), (30 * _MS, 15), (100 * _MS, 10), (1000 * _MS, 5)),
+             ((0.25, 25), (0.5, 25), (1.0, 20), (2.0, 20)), 60, ((10 * _MS, 20), (100 * _MS, 8))),
+}
+
+
+_ROUNDS = {"smoke": 1, "quick": 1, "full": 3}
+
+
+def llc_bytes() -> int:
+    """The largest cache the kernel reports for CPU 0 (sysfs); under a VM it may be the host's."""
+    best = 0
+    for d in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            txt = (d / "size").read_text().strip()
+        except OSError:
+            continue
+        mult = {"K": 1024, "M": MiB, "G": 1024 * MiB}.get(txt[-1:], 1)
+        try:
+            best = max(best, int(txt.rstrip("KMG")) * mult)
+        except ValueError:
+            continue
+    return best or 32 * MiB
+
+
+def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[tuple[str, Callable[[], None]]]:
+    """The cold-fork runs of this plan, each a (description, job) pair."""
+    sizes, sleeps, works, mig_reps, spins = GRIDS[plan.name]
+    llc = llc_bytes()
+    jobs: list[tuple[str, Callable[[], None]]] = []
+
+    def job(rss: int, cond: str, x: float, reps: int, extra: list[str], pinned_cpu: int) -> Callable[[], None]:
+        def run() -> None:
+            argv = [fb, "cold", "-r", str(rss), "-n", str(reps), "-w", "3", "-c", str(pinned_cpu), *extra]
+            try:
+                shape, samples, _, _ = bench.run_bench(argv)
+            except MeasurementError as exc:
+                if "refused" in str(exc):
+                    store.refused.append(str(exc))
+                    return
+                raise
+            store.add("cold", {"rss": rss, "cond": cond, "x": x, "llc_bytes": llc}, shape, samples)
+
+        return run
+
+    rounds = _ROUNDS[plan.name]
+    rng = random.Random(1313)
+    for rnd in range(rounds):
+        this: list[tuple[str, Callable[[], None]]] = []
+        per = f" (round {rnd + 1}/{rounds})" if rounds > 1 else ""
+        for rss in sizes:
+            short = plan.name == "quick" and rss != sizes[0]
+            for gap, reps in (sleeps[:1] + sleeps[-1:] if short else sleeps):
+                this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep{per}",
+                             job(rss, "sleep", gap, -(-reps // rounds), ["-s", str(gap)], cpu)))
+            for gap, reps in spins:
+                this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms of spinning{per}",
+                             job(rss, "spin", gap, -(-reps // rounds), ["-S", str(gap)], cpu)))
+            for mult, reps in ([] if short else works):
+                w = int(mult * llc)
+                this.append((f"cold fork {rss // MiB}MiB after {w // MiB} MiB of other work{per}",
+                             job(rss, "work", float(w), -(-reps // rounds), ["-W", str(w)], cpu)))
+            if other != cpu and not short:
+                this.append((f"cold fork {rss // MiB}MiB after a move to another CPU{per}",
+                             job(rss, "migrate", 0.0, -(-mig_reps // rounds), ["-M"], min(cpu, other))))
+        if rounds > 1:
+            rng.shuffle(this)  # conditions interleaved: a drift of the host hits them all alike
+        jobs += this
+    return jobs
+
+
+def _pooled(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of the same (size, condition, amount) as one: rounds interleave conditions against drift."""
+    pooled: dict[tuple, dict[str, Any]] = {}
+    for r in runs:
+        k = r["key"]
+        key = (k["rss"], k["cond"], k["x"])
+        if key in pooled:
+            pooled[key]["samples"] = pooled[key]["samples"] + r["samples"]
+        elif r["samples"]:
+            pooled[key] = {**r, "samples": list(r["samples"])}
+    return list(pooled.values())
+
+
+def _p50(run: dict[str, Any], field: str = "fork_cpu_ns") -> float:
+    return statistics.median(x[field] for x in run["samples"]) / 1e3
+
+
+def _cap_fit(ptes: np.ndarray, extra: np.ndarray) -> tuple[float, float, float]:
+    """fixed + per_pte * min(ptes, cap) through the sizes' cold extras (relative least squares)."""
+    best: tuple[float, float, float, float] | None = None
+    for cap in sorted({*ptes.tolist(), math.inf}):
+        a = np.column_stack([np.ones_like(ptes), np.minimum(ptes, cap)]) / extra[:, None]
+        coef, _ = nnls(a, np.ones_like(extra))
+        err = float(np.sum((a @ coef - 1.0) ** 2))
+        if best is None or err < best[0] - 1e-9:
+            best = (err, float(coef[0]), float(coef[1]), cap)
+    assert best is not None
+    _, fixed, per_pte, cap = best
+    return fixed, per_pte, (cap if math.isfinite(cap) else float(ptes.max()) * 1e6)
+
+
+def _curve(gap: np.ndarray, tau: float, beta: float) -> np.ndarray:
+    return 1.0 - np.exp(-np.power(np.maximum(gap, 0.0) / tau, beta))
+
+
+def _fit_curve(g: np.ndarray, c: np.ndarray) -> tuple[float, float] | None:
+    """tau and beta of 1 - exp(-(gap/tau)^beta) (beta = 1 with fewer than three gaps); None if no fit."""
+    try:
+        if len(set(g.tolist())) >= 3:
+            # beta >= 1: the reference (coldness 0) is the back-to-back fork, tens of microseconds
+            # after the last walk; a curve steeper than exponential at 0 would cool that reference itself
+            (tau, beta), _ = curve_fit(_curve, g, c, p0=(3000.0, 1.5), bounds=([1.0, 1.0], [1e7, 4.0]),
+                                       max_nfev=5000)
+            return float(tau), float(beta)
+        (tau,), _ = curve_fit(lambda x, t: _curve(x, t, 1.0), g, c, p0=(3000.0,), bounds=([1.0], [1e7]), max_nfev=5000)
+        return float(tau), 1.0
+    except (RuntimeError, ValueError):
+        return None
+
+
+def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The profile's `warmth` section (None when not measured or no effect) and its diagnostics."""
+    runs = _pooled(store.select("cold"))
+    if not runs:
+        return None, {}
+    sizes = sorted({r["key"]["rss"] for r in runs})
+    warm: dict[int, float] = {}
+    table: list[dict[str, Any]] = []
+    for r in runs:
+        k = r["key"]
+        row = {"rss_bytes": k["rss"], "cond": k["cond"], "x": k["x"], "n": len(r["samples"]),
+               "fork_p50_us": round(_p50(r), 2), "fork_wall_p50_us": round(_p50(r, "fork_ns"), 2),
+               "exit_p50_us": round(_p50(r, "exit_ns"), 2), "gap_p50_us": round(_p50(r, "gap_ns"), 1),
+               "ptes": r["shape"].get("ptes", 0), "vmas": r["shape"].get("vmas"),
+               "anon_vmas": r["shape"].get("anon_vmas")}
+        table.append(row)
+        if k["cond"] == "sleep" and k["x"] == 0:
+            warm[k["rss"]] = row["fork_p50_us"]
+    diag: dict[str, Any] = {"cold_forks": table}
+    sat: dict[int, float] = {}
+    for rss in sizes:
+        if rss not in warm:
+            continue
+        long = [t for t in table if t["rss_bytes"] == rss and t["cond"] == "sleep" and t["x"] >= 100 * _MS]
+        if long:
+            sat[rss] = statistics.median(t["fork_p50_us"] for t in long) - warm[rss]
+    good = [s for s in sat if sat[s] > 0.02 * warm[s]]
+    if not good:
+        diag["warmth_note"] = "no cold extra above 2% of the warm fork at gaps >= 100 ms: no warmth terms"
+        return None, diag
+    ptes = np.array([next(t["ptes"] for t in table if t["rss_bytes"] == s) for s in good], dtype=float)
+    fixed, per_pte, cap = _cap_fit(ptes, np.array([sat[s] for s in good]))
+
+    def extra(rss: int) -> float:
+        p = next(t["ptes"] for t in table if t["rss_bytes"] == rss)
+        return fixed + per_pte * min(p, cap)
+
+    pts = [(t["gap_p50_us"], (t["fork_p50_us"] - warm[t["rss_bytes"]]) / extra(t["rss_bytes"]))
+           for t in table if t["cond"] == "sleep" and t["rss_bytes"] in good and t["x"] > 0]
+    g = np.array([p[0] for p in pts])
+    c = np.clip(np.array([p[1] for p in pts]), 0.0, 1.0)
+    tau_beta = _fit_curve(g, c)
+    if tau_beta is None:
+        diag["warmth_note"] = "the coldness against the gap does not fit 1-exp(-(gap/tau)^beta): no warmth terms"
+        return None, diag
+    tau, beta = tau_beta
+
+    def rel(t: dict[str, Any]) -> float:
+        return float(np.clip((t["fork_p50_us"] - warm[t["rss_bytes"]]) / extra(t["rss_bytes"]), 0.0, 0.999))
+
+    fp = []
+    for t in table:
+        if t["cond"] == "work" and t["rss_bytes"] in good and t["x"] > 0:
+            c_time = float(_curve(np.array([t["gap_p50_us"]]), tau, beta)[0])
+            c_work = 1.0 - (1.0 - rel(t)) / max(1e-9, 1.0 - c_time)
+            if c_work > 0.01:
+                fp.append(t["x"] / -math.log(1.0 - min(c_work, 0.999)))
+    footprint = statistics.median(fp) if fp else 1e15
+    mig = [rel(t) for t in table if t["cond"] == "migrate" and t["rss_bytes"] in good]
+    migration = statistics.median(mig) if mig else 0.0
+    llc = runs[0]["key"].get("llc_bytes", 0)
+    n = sum(len(r["samples"]) for r in runs)
+    gaps_ms = ", ".join(f"{x / _MS:g}" for x in sorted({t["x"] for t in table if t["cond"] == "sleep"}))
+    src = (f"measured: forkbench cold, pinned, the parent's CPU time in fork() (p50) at {', '.join(f'{s // MiB} MiB' for s in sizes)} "
+           f"after sleeps of {gaps_ms} ms, "
+           f"after another process swept multiples of the {llc // MiB} MiB last-level cache on the same CPU, and after a move "
+           f"to the other CPU ({len(runs)} runs, {n} forks); cold extra at >= 100 ms gaps fitted as fixed + per_pte*min(ptes, cap) "
+           f"(NNLS), coldness 1-exp(-(gap/tau)^beta) by scipy curve_fit, footprint and migration from their extras")
+    warmth = {"tau_us": round(float(tau), 1), "beta": round(float(beta), 3),
+              "footprint_bytes": round(float(footprint), 0), "walk_bytes_per_pte": 80.0,
+              "migration": round(float(np.clip(migration, 0.0, 1.0)), 3),
+              "stages": {"dup_mmap": {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6),
+                                      "pte_cap": round(cap, 0)}},
+              "source": src}
+    diag["warmth_fit"] = {"warm_p50_us": {str(s): warm[s] for s in warm},
+                          "cold_extra_us": {str(s): round(v, 1) for s, v in sat.items()},
+                          "coldness_points": [[round(float(a), 1), round(float(b), 3)] for a, b in zip(g, c)],
+                          "footprint_estimates_bytes": [round(x) for x in fp], "migration_points": mig}
+    return warmth, diag
+
+
+def merge_into(raw: str | Path, profile: str | Path, note: str = "") -> dict[str, Any]:
+    """Fit the cold-fork runs of a raw file (calibrate --raw, or the cold grid alone) and add the
+    `warmth` section to an existing profile file, leaving everything else as it is (additive)."""
+    import gzip
+    import json
+
+    from ..io import write_text
+    from ..profile import Profile
+
+    rp = Path(raw)
+    data = rp.read_bytes()
+    r = json.loads(gzip.decompress(data) if rp.suffix == ".gz" else data)
+    store = Store(runs=[x for x in r["runs"] if x["kind"] == "cold"])
+    warmth, diag = fit_warmth(store)
+    if warmth is None:
+        raise MeasurementError(f"{rp}: {diag.get('warmth_note', 'no cold-fork runs')}")
+    warmth["source"] += f"; raw samples: {rp.name}" + (f"; {note}" if note else "")
+    path = Path(profile)
+    prof = json.loads(path.read_text())
+    prof["warmth"] = warmth
+    prof.setdefault("diagnostics", {})["warmth"] = diag
+    Profile.model_validate(prof)
+    write_text(path, json.dumps(prof, indent=1) + "\n")
+    return warmth
+
+
+if __name__ == "__main__":  # python -m forksim.calibration.warmth RAW PROFILE [NOTE]
+    import sys
+
+    print(merge_into(sys.argv[1], sys.argv[2], " ".join(sys.argv[3:])))

@@ -1,0 +1,69 @@
+"""Cache warmth of a process's image: how cold a fork finds the parent's page tables and struct pages.
+
+The stage costs are fitted from back-to-back loops, where each fork finds what the previous fork and
+the child's exit walked still in the caches. copy_page_range (mm/memory.c) reads every parent PTE,
+write-protects it and bumps the folio's mapcount and refcount (folio_try_dup_anon_rmap_ptes), and
+writes the child's PTE: per 4 KiB page a PTE and a 64-byte struct page. After an idle gap (other
+tenants of the host's shared cache, or the host itself, evict them), after other work on the same
+CPU, or on another CPU, those lines come from memory instead, and the same walk costs more.
+
+State kept here, per simulated machine: per mm, when and on which CPU its image was last walked
+(fork, the exit of a child that shared its pages, COW) and how many bytes that CPU's walks had
+touched by then; per CPU, the running total of bytes walked on it (other processes' images).
+The profile's `warmth` curve turns that state into a coldness 0..1, and `ColdTerms` into microseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from ..profile import ImageShape, Warmth
+
+if TYPE_CHECKING:
+    from .mm import MM
+
+__all__ = ["WarmthTracker"]
+
+
+class WarmthTracker:
+    """Per-CPU walk footprints and per-mm last walks of one simulated machine."""
+
+    __slots__ = ("curve", "cpu_bytes")
+
+    def __init__(self, curve: Warmth | None, ncpu: int):
+        self.curve = curve
+        self.cpu_bytes = [0.0] * ncpu  # bytes of image walks done on each CPU so far
+
+    def coldness(self, mm: "MM", cpu: int, now: float) -> float:
+        """0 (as warm as a back-to-back fork) .. 1 (fully cold) for a walk of `mm` on `cpu` now."""
+        w = self.curve
+        if w is None:
+            return 0.0
+        if mm.walked_at is None:
+            return 1.0  # never walked in this run: nothing of it is in the caches
+        warm = math.exp(-(max(0.0, now - mm.walked_at) / w.tau_us) ** w.beta)
+        if mm.walked_cpu == cpu:
+            warm *= math.exp(-max(0.0, self.cpu_bytes[cpu] - mm.walked_mark) / w.footprint_bytes)
+        else:
+            # another CPU's private caches held it; the other CPU's walks since do not count here
+            warm *= 1.0 - w.migration
+        return 1.0 - warm
+
+    def extra_us(self, stage: str, coldness: float, shape: ImageShape) -> float:
+        """What `stage` costs on top of its warm median at this coldness (microseconds)."""
+        if coldness <= 0.0 or self.curve is None:
+            return 0.0
+        terms = self.curve.stages.get(stage)
+        if terms is None:
+            return 0.0
+        return coldness * terms.extra_us(shape.ptes)
+
+    def walked(self, mm: "MM", cpu: int, now: float) -> None:
+        """`mm`'s image was walked on `cpu`, ending now: it is warm there."""
+        if self.curve is None:
+            return
+        self.cpu_bytes[cpu] += self.curve.walk_bytes_per_pte * (mm.shape.ptes + mm.shape.pmds)
+        mm.walked_at = now
+        mm.walked_cpu = cpu
+        mm.walked_mark = self.cpu_bytes[cpu]

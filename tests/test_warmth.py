@@ -1,0 +1,165 @@
+"""Cold forks: the warmth state (forksim/kernel/warmth.py), the profile's `warmth` section and its fit."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import simpy
+
+from forksim.calibration.plan import MiB, Store
+from forksim.calibration.warmth import fit_warmth
+from forksim.config import parse_config
+from forksim.errors import ProfileError
+from forksim.kernel.mm import MM
+from forksim.kernel.warmth import WarmthTracker
+from forksim.locks import LockStats
+from forksim.profile import ImageShape, Warmth, load_profile
+from forksim.runner import run_experiment
+
+CURVE = Warmth(tau_us=2000.0, beta=1.0, footprint_bytes=8 * MiB, migration=0.4,
+               stages={"dup_mmap": {"fixed_us": 20.0, "per_pte_us": 0.04, "pte_cap": 20000}},
+               source="assumption: test curve")
+SHAPE = ImageShape(vmas=26, anon_vmas=12, ptes=16384)
+
+
+def _mm(shape: ImageShape = SHAPE) -> MM:
+    return MM(simpy.Environment(), shape, LockStats("mmap_lock"))
+
+
+def test_coldness_grows_with_the_gap_and_saturates():
+    w = WarmthTracker(CURVE, 2)
+    mm = _mm()
+    assert w.coldness(mm, 0, 0.0) == 1.0  # never walked
+    w.walked(mm, 0, 0.0)
+    c = [w.coldness(mm, 0, t) for t in (0.0, 500.0, 2000.0, 10000.0, 1e6)]
+    assert c[0] == 0.0
+    assert all(b > a for a, b in zip(c, c[1:-1]))
+    assert c[2] == pytest.approx(1 - math.exp(-1))
+    assert c[-1] == pytest.approx(1.0)
+
+
+def test_other_walks_on_the_cpu_and_a_move_cool_the_image():
+    w = WarmthTracker(CURVE, 2)
+    mm, other = _mm(), _mm(ImageShape(ptes=100_000))
+    w.walked(mm, 0, 0.0)
+    w.walked(other, 0, 0.0)  # 8 MB of another image's metadata on CPU 0
+    expect = 1 - math.exp(-80 * 100_000 / (8 * MiB))
+    assert w.coldness(mm, 0, 0.0) == pytest.approx(expect)
+    w.walked(other, 1, 0.0)  # walks on the other CPU do not evict CPU 0's caches
+    assert w.coldness(mm, 0, 0.0) == pytest.approx(expect)
+    w.walked(mm, 0, 0.0)
+    assert w.coldness(mm, 1, 0.0) == pytest.approx(0.4)  # moved: the migration coldness
+
+
+def test_extra_is_capped_and_absent_without_a_curve():
+    w = WarmthTracker(CURVE, 1)
+    assert w.extra_us("dup_mmap", 1.0, ImageShape(ptes=10_000)) == pytest.approx(20 + 400)
+    assert w.extra_us("dup_mmap", 0.5, ImageShape(ptes=10**6)) == pytest.approx(0.5 * (20 + 800))
+    assert w.extra_us("do_exit", 1.0, SHAPE) == 0.0
+    none = WarmthTracker(None, 1)
+    mm = _mm()
+    assert none.coldness(mm, 0, 0.0) == 0.0 and none.extra_us("dup_mmap", 1.0, SHAPE) == 0.0
+
+
+def test_profiles_without_warmth_still_load():
+    for name in ("default",):
+        assert load_profile(name) is not None
+    p = load_profile("default").model_dump()
+    p.pop("warmth", None)
+    from forksim.profile import Profile
+
+    assert Profile.model_validate(p).warmth is None
+
+
+def test_a_bad_warmth_section_names_its_field(tmp_path):
+    p = json.loads(json.dumps(load_profile("default").model_dump()))
+    p["warmth"] = {**CURVE.model_dump(), "tau_us": -1}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(p))
+    with pytest.raises(ProfileError) as exc:
+        load_profile(str(path))
+    assert "warmth.tau_us" in str(exc.value)
+
+
+def _loop(think_us: float, warmth: Warmth | None) -> float:
+    exp = parse_config({
+        "experiment": {"name": "t", "duration": 600_000.0, "warmup": 50_000.0, "replications": 1, "seed": 3},
+        "machine": {"cpus": 2, "profile": "default"},
+        "workload": {"kind": "closed", "parents": 1, "think_time": think_us,
+                     "image": {"rss": 64 * MiB, "vmas": 26}, "child": {"clone": "fork", "lifetime": 0.0}},
+    }, resolved=True)  # us, bytes
+    prof = load_profile("default").model_copy(update={"warmth": warmth})
+    return run_experiment(exp, profile=prof).summary["fork_latency_us"]["p50"]
+
+
+def test_think_time_slows_the_fork_back_to_back_barely():
+    warm0, cold0 = _loop(0.0, None), _loop(0.0, CURVE)
+    warm, cold = _loop(20_000.0, None), _loop(20_000.0, CURVE)
+    assert cold0 < warm0 * 1.05  # back to back: as calibrated
+    extra = CURVE.stages["dup_mmap"].extra_us(SHAPE.ptes)
+    assert cold - warm == pytest.approx(extra, rel=0.25)  # 20 ms = 10 tau: fully cold
+
+
+def _run(rss: int, cond: str, x: float, p50_us: float, ptes: int, gap_us: float) -> dict:
+    rng = np.random.default_rng(int(p50_us))
+    samples = [{"fork_ns": v, "fork_cpu_ns": v, "exit_ns": 1000.0, "gap_ns": gap_us * 1e3}
+               for v in p50_us * 1e3 * rng.uniform(0.99, 1.01, 21)]
+    return {"kind": "cold", "key": {"rss": rss, "cond": cond, "x": x, "llc_bytes": 32 * MiB},
+            "shape": {"ptes": ptes}, "samples": samples, "segments": []}
+
+
+def test_fit_recovers_a_known_curve():
+    tau, beta = 3000.0, 1.0
+    fixed, per_pte = 50.0, 0.03
+    store = Store()
+    for rss, ptes, warm in ((64 * MiB, 16384, 1500.0), (256 * MiB, 65536, 6000.0)):
+        e = fixed + per_pte * ptes
+        for gap in (0, 1000, 10000, 100000, 1000000):
+            c = 1 - math.exp(-((gap / tau) ** beta))
+            store.runs.append(_run(rss, "sleep", gap, warm + c * e, ptes, gap))
+        store.runs.append(_run(rss, "migrate", 0.0, warm + 0.3 * e, ptes, 0.0))
+        store.runs.append(_run(rss, "work", 64 * MiB, warm + (1 - math.exp(-0.5)) * e, ptes, 0.0))
+    w, diag = fit_warmth(store)
+    assert w is not None and diag["cold_forks"]
+    assert w["tau_us"] == pytest.approx(tau, rel=0.1)
+    d = w["stages"]["dup_mmap"]
+    assert d["fixed_us"] + d["per_pte_us"] * 65536 == pytest.approx(fixed + per_pte * 65536, rel=0.05)
+    assert w["migration"] == pytest.approx(0.3, abs=0.03)
+    assert w["footprint_bytes"] == pytest.approx(128 * MiB, rel=0.1)
+    Warmth.model_validate(w)
+
+
+def test_fit_finds_no_terms_without_an_effect():
+    store = Store()
+    for gap in (0, 10000, 100000):
+        store.runs.append(_run(64 * MiB, "sleep", gap, 1500.0, 16384, gap))
+    w, diag = fit_warmth(store)
+    assert w is None and "no cold extra" in diag["warmth_note"]
+
+
+def test_calibrate_cold_check_and_warm_predict():
+    from forksim.commands.calibrate import cold_check
+    from forksim.predict import predict
+
+    rows = cold_check("default", [{"cond": "sleep", "x": x, "rss_bytes": 64 * MiB, "fork_p50_us": 1000.0,
+                                   "vmas": 26, "anon_vmas": 12} for x in (0, 100_000)]
+                      + [{"cond": "migrate", "x": 0, "rss_bytes": 64 * MiB, "fork_p50_us": 1.0}])
+    assert [r["x"] for r in rows] == [0, 100_000]  # sleeps only
+    prof = load_profile("default")
+    extra = prof.warmth.stages["dup_mmap"].extra_us(16410)
+    assert rows[1]["forksim_p50_us"] - rows[0]["forksim_p50_us"] == pytest.approx(extra, rel=0.3)
+    # predict(warm=True): the back-to-back figure the held-out sizes are measured at
+    cold = predict(64 * MiB, vmas=26, cpus=1, samples=60)["fork_latency_us"]["p50"]
+    warm = predict(64 * MiB, vmas=26, cpus=1, samples=60, warm=True)["fork_latency_us"]["p50"]
+    assert warm < cold < warm + extra
+
+
+def test_a_whatif_on_the_pte_copy_scales_its_cold_extra():
+    prof = load_profile("default")
+    w = prof.with_whatif({"dup_mmap.per_pte_us": 0.0, "dup_mmap.per_vma_us": 2.0}).warmth
+    assert w.stages["dup_mmap"].per_pte_us == 0.0
+    assert w.stages["dup_mmap"].pte_cap == prof.warmth.stages["dup_mmap"].pte_cap
+    assert prof.with_whatif({"dup_mmap.per_vma_us": 2.0}).warmth == prof.warmth
