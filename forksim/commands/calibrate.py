@@ -119,6 +119,8 @@ def main(args: argparse.Namespace) -> int:
     from ..store import store_dir
 
     out = args.out or str(store_dir() / f"{this_host().slug()}.json")
+    if not args.out:  # the user's profile store: made on first use
+        store_dir().mkdir(parents=True, exist_ok=True)
     prof = calibrate(out, quick=args.quick, progress=not args.quiet, raw_out=args.raw,
                      use_tracefs=False if args.no_tracefs else None, name=None if args.out else this_host().slug())
     prov = prof["provenance"]
@@ -146,7 +148,7 @@ def main(args: argparse.Namespace) -> int:
             t.add_row(r["family"], r["what"], fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]),
                       f"{100 * r['rel_error']:+.1f}%")
         console.print(t)
-    cop = copies_check(args.out, prof.get("diagnostics", {}).get("copies", {}).get("measured", []))
+    cop = copies_check(out, prof.get("diagnostics", {}).get("copies", {}).get("measured", []))
     if cop:
         t = Table(title="fds, namespaces, live children (pinned, RSS ~0): measured vs forksim predict, call p50",
                   title_justify="left")
@@ -154,8 +156,8 @@ def main(args: argparse.Namespace) -> int:
             t.add_column(c, justify="left" if c == "case" else "right")
         for r in cop:
             t.add_row(r["case"], fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%")
-
-    cold = cold_check(args.out, prof.get("diagnostics", {}).get("cold_forks", []))
+        console.print(t)
+    cold = cold_check(out, prof.get("diagnostics", {}).get("cold_forks", []))
     if cold:
         t = Table(title="cold forks (pinned, after a sleep): measured vs forksim run (closed loop, think time = the "
                   "gap), fork() p50", title_justify="left")
