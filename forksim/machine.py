@@ -32,6 +32,9 @@ from typing import Callable
 import simpy
 from simpy.events import NORMAL, PENDING
 
+from .sched import eevdf
+from .sched.balance import Balancer, BalanceParams, decay
+
 __all__ = ["SchedulerParams", "Machine", "CPU", "Task"]
 
 
@@ -61,6 +64,12 @@ class SchedulerParams:
     # to the next one (None: none) and how long one lasts.
     interruption_gap: Callable[[], float] | None = None
     interruption: Callable[[], float] = field(default=lambda: 0.0)
+    # EEVDF (Linux 6.6+, forksim.sched.eevdf): lag placement, deadlines and RUN_TO_PARITY slice
+    # protection. False: the plain fair queue (wake-up preemption after wakeup_granularity_us).
+    eevdf: bool = False
+    # Load balancing (forksim.sched.balance): periodic, nohz and newidle passes with PELT load and
+    # cache-hot tasks. None: an idealised balancer (an idle CPU pulls any waiting task at once).
+    balance: BalanceParams | None = None
 
 
 class Task:
@@ -69,7 +78,7 @@ class Task:
     __slots__ = (
         "machine", "name", "pid", "cpu", "prev_cpu", "state", "vruntime", "need_resched",
         "_left", "_total", "_done", "_preemptible", "_preempt_from", "_chunk_start", "_slice_start",
-        "_wake_event",
+        "_wake_event", "deadline", "vlag", "_protect_end", "last_ran", "load_avg", "load_t",
     )
 
     def __init__(self, machine: "Machine", name: str, pid: int):
@@ -89,6 +98,19 @@ class Task:
         self._chunk_start = 0.0
         self._slice_start = 0.0
         self._wake_event: simpy.Event | None = None
+        self.deadline = 0.0      # EEVDF virtual deadline
+        self.vlag = 0.0          # EEVDF lag kept while asleep
+        self._protect_end = 0.0  # RUN_TO_PARITY: wall time its protected slice ends
+        self.last_ran = -math.inf  # when it last left a CPU (task_hot)
+        self.load_avg = 1024.0   # PELT runnable average (a new task starts full)
+        self.load_t = machine.env._now
+
+    def _pelt(self, runnable: bool) -> None:
+        """Bring the PELT load up to now; `runnable`: whether it was runnable since the last update."""
+        now = self.machine.env._now
+        d = decay(now - self.load_t)
+        self.load_avg = self.load_avg * d + (1024.0 * (1.0 - d) if runnable else 0.0)
+        self.load_t = now
 
     def __repr__(self) -> str:
         return f"<Task {self.name} pid={self.pid} {self.state} cpu={self.cpu.id if self.cpu else None}>"
@@ -143,6 +165,11 @@ class Task:
         self._wake_event = ev
         cpu = self.cpu
         cpu._account(self)
+        m = self.machine
+        if m._balancer is not None:
+            self._pelt(True)
+        if m.params.eevdf:
+            self.vlag = eevdf.dequeue_lag(self, cpu, m.params.slice_us, m.params.tick_us)
         self.state = SLEEPING
         self.need_resched = False
         self.prev_cpu = cpu
@@ -161,6 +188,7 @@ class Task:
         cpu = self.cpu
         cpu._account(self)
         self.state = DEAD
+        self.machine.tasks.discard(self)
         self.prev_cpu = cpu
         self.cpu = None
         cpu._switch_away()
@@ -244,9 +272,11 @@ class CPU:
                 self.min_vruntime = floor
 
     def _preempt_at(self, task: Task) -> float:
-        """The first tick at or after the end of the task's slice (no hrtick: ticks notice it)."""
+        """The first tick at or after the end of the task's slice (no hrtick: ticks notice it);
+        under EEVDF the end of its protected slice (RUN_TO_PARITY: up to its deadline)."""
         p = self.machine.params
-        return math.ceil((task._slice_start + p.slice_us) / p.tick_us) * p.tick_us
+        end = task._protect_end if p.eevdf else task._slice_start + p.slice_us
+        return math.ceil(end / p.tick_us) * p.tick_us
 
     def _interruptions(self, us: float) -> float:
         """Time taken by the interruptions that land in `us` of work starting now (a Poisson stream
@@ -358,6 +388,7 @@ class CPU:
         now = m.env._now
         if m.tracer is not None:
             m.tracer("leave", self, self.current, now)
+        self.current.last_ran = now
         if self._busy_since is not None:
             self.busy_us += now - self._busy_since
             self._busy_since = None
@@ -367,7 +398,7 @@ class CPU:
         nxt = self._pick()
         cost = 0.0
         if nxt is None:
-            nxt = m._steal_for(self)
+            nxt = m._steal_for(self)  # sched_balance_newidle
             if nxt is not None:
                 cost += m.params.migration()
         if nxt is None:
@@ -384,7 +415,7 @@ class CPU:
         self.current = task
         self.load += 1
         m._idle.discard(self.id)
-        if task.vruntime < self.min_vruntime:
+        if task.vruntime < self.min_vruntime and not m.params.eevdf:
             task.vruntime = self.min_vruntime
         self._token += 1
         if self._busy_since is None and not self.waking:
@@ -418,6 +449,10 @@ class CPU:
             self.load -= 1
             self._busy_since = now
         task._slice_start = now
+        p = self.machine.params
+        if p.eevdf:  # set_next_entity -> set_protect_slice: protected up to its deadline
+            eevdf.renew_deadline(task, p.slice_us)
+            task._protect_end = now + max(0.0, task.deadline - task.vruntime)
         if self.machine.tracer is not None:
             self.machine.tracer("begin", self, task, now)
         if task._done is not None:  # a preempted chunk resumes
@@ -448,12 +483,25 @@ class Machine:
         # "begin" (task starts running: after the switch, migration or halt exit) and
         # "leave" (task leaves the CPU; task.state says why: sleeping, runnable or dead).
         self.tracer: Callable[[str, "CPU", Task, float], None] | None = None
+        self.tasks: set[Task] = set()  # live tasks (PELT load per CPU sums over them)
+        self._balancer = Balancer(self, params.balance) if params.balance is not None else None
+        if self._balancer is not None and params.balance.enabled:
+            env.process(self._ticks())
+
+    def _ticks(self):
+        """The scheduler tick's balancing (trigger_load_balance), at every tick."""
+        tick = self.params.tick_us
+        while True:
+            yield self.env.timeout(tick)
+            self._balancer.tick()
 
     # ---- tasks
 
     def new_task(self, name: str) -> Task:
         task = Task(self, name, self._next_pid)
         self._next_pid += 1
+        if self._balancer is not None:
+            self.tasks.add(task)
         return task
 
     def start_task(self, name: str) -> tuple[Task, simpy.Event]:
@@ -474,7 +522,11 @@ class Machine:
         home = parent.cpu if parent is not None and parent.cpu is not None else None
         target = home if pack and home is not None else self._idlest(home)
         target._sync_min_vruntime()
-        task.vruntime = target.min_vruntime
+        if self.params.eevdf:
+            eevdf.place_new(task, target, self.params.slice_us)
+        else:
+            task.vruntime = target.min_vruntime
+        task.load_t = self.env._now
         return ev, self._activate(task, target, home)
 
     def wake(self, task: Task, waker: Task | None, sync: bool = False) -> float:
@@ -483,9 +535,14 @@ class Machine:
             return 0.0
         waker_cpu = waker.cpu if waker is not None else None
         target = self._select_wake_cpu(task, waker_cpu, sync)
+        if self._balancer is not None:
+            task._pelt(False)
+        target._sync_min_vruntime()
+        if self.params.eevdf:
+            eevdf.place_woken(task, target, self.params.slice_us)
+            return self._activate(task, target, waker_cpu)
         # A sleeper keeps a little credit (half a slice) but never its whole sleep.
         credit = self.params.slice_us / 2.0
-        target._sync_min_vruntime()
         if task.prev_cpu is not None and task.prev_cpu is not target:
             task.prev_cpu._sync_min_vruntime()
             task.vruntime -= task.prev_cpu.min_vruntime - target.min_vruntime
@@ -506,7 +563,7 @@ class Machine:
             now = self.env._now
             preemptible = cur._done is not None and cur._preemptible
             in_head = preemptible and cur._preempt_from > now
-            if now - cur._slice_start >= p.wakeup_granularity_us and task.vruntime <= cur.vruntime:
+            if self._wakeup_preempts(target, cur, task, now):
                 if preemptible and not in_head:
                     target._preempt(cur)
                 else:
@@ -520,8 +577,22 @@ class Machine:
         self._kick_idle(target)
         return 0.0
 
+    def _wakeup_preempts(self, cpu: CPU, cur: Task, task: Task, now: float) -> bool:
+        """check_preempt_wakeup_fair: does the woken `task` take the CPU from `cur`?"""
+        p = self.params
+        if not p.eevdf:
+            return now - cur._slice_start >= p.wakeup_granularity_us and task.vruntime <= cur.vruntime
+        if now < cur._protect_end - _tolerance(now):
+            return False  # RUN_TO_PARITY: cur's slice is protected up to its deadline
+        cpu._account(cur)
+        eevdf.renew_deadline(cur, p.slice_us)
+        v, _ = eevdf.avg_vruntime(cpu)
+        return task.vruntime <= v + _tolerance(now) and task.deadline < cur.deadline  # __pick_eevdf
+
     def _kick_idle(self, busy: CPU) -> None:
         """nohz idle balance: at the busy CPU's next tick, an idle CPU pulls a waiting task."""
+        if self._balancer is not None:
+            return  # the balancer's tick does it (forksim.sched.balance)
         if busy._kick_pending or not self._idle:
             return
         busy._kick_pending = True
@@ -570,8 +641,36 @@ class Machine:
             return waker_cpu
         return prev
 
+    def _run_pulled(self, cpu: CPU, task: Task) -> None:
+        """An idle CPU runs a task an idle balance detached from `task.cpu` (halt exit, migration)."""
+        src = task.cpu
+        task.vruntime += cpu.min_vruntime - src.min_vruntime
+        task.deadline += cpu.min_vruntime - src.min_vruntime
+        cpu.waking = True
+        cpu.load += 1
+        cpu._dispatch(task, self.params.idle_wake() + self.params.migration())
+
+    def _migrate_in(self, task: Task, src: CPU, dst: CPU) -> None:
+        """attach_task after a periodic balance detached `task` from `src`."""
+        src._sync_min_vruntime()
+        dst._sync_min_vruntime()
+        task.vruntime += dst.min_vruntime - src.min_vruntime
+        task.deadline += dst.min_vruntime - src.min_vruntime
+        dst._enqueue(task)
+        cur = dst.current
+        if cur is not None and not dst.in_transit and cur._done is not None and cur._preemptible:
+            dst._account(cur)
+            dst._program(cur)  # a waiter now exists: arm the slice-expiry check
+
     def _steal_for(self, idle_cpu: CPU) -> Task | None:
         """newidle balance: take the first waiting task of the busiest runqueue."""
+        if self._balancer is not None:
+            task = self._balancer.idle_pull(idle_cpu, newidle=True)
+            if task is not None:
+                src = task.cpu
+                task.vruntime += idle_cpu.min_vruntime - src.min_vruntime
+                task.deadline += idle_cpu.min_vruntime - src.min_vruntime
+            return task
         busiest = None
         for cpu in self.cpus:
             if cpu is not idle_cpu and cpu.rq and (busiest is None or len(cpu.rq) > len(busiest.rq)):

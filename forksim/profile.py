@@ -190,6 +190,25 @@ _EXIT_HEAD_DEFAULT = ("assumption: do_exit runs exit_signals .. exit_mm (where m
                       "a 2-vCPU Linux 6.18 VM (0.52 of a vfork child's exit, forksim calibrate)")
 
 
+_EEVDF_SRC = ("assumption: Linux 6.6+ EEVDF with the default features (PLACE_LAG, PLACE_DEADLINE_INITIAL, "
+              "RUN_TO_PARITY, DELAY_DEQUEUE; kernel/sched/features.h); debugfs sched/features is not readable here")
+_MIGRATION_COST_SRC = ("assumption: sysctl_sched_migration_cost default 500 us (kernel/sched/fair.c); "
+                       "debugfs sched/migration_cost_ns is not readable here")
+_IDLE_PULL_SRC = "assumption: upstream (no vCPU packing): an idle CPU's balance pass pulls a waiting task"
+
+
+class Balancing(BaseModel):
+    """The fair scheduler's policy settings: EEVDF on or off, and load balancing (forksim.sched)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    eevdf: bool = True
+    eevdf_source: str = _EEVDF_SRC
+    migration_cost_us: float = Field(default=500.0, ge=0.0, le=1e6)
+    migration_cost_source: str = _MIGRATION_COST_SRC
+    # sched_vcpu_pack-style packing: P(an idle vCPU's balance pass pulls a waiting task); 1 upstream.
+    idle_pull: Fraction = Field(default_factory=lambda: Fraction(value=1.0, source=_IDLE_PULL_SRC))
+
+
 class Interruptions(BaseModel):
     """Interruptions of a running CPU (tick, device interrupts, the host preempting a vCPU): a
     Poisson stream at `rate_per_s`, each lasting a draw of `duration`."""
@@ -221,6 +240,8 @@ class Profile(BaseModel):
         }
     )
     interruptions: Interruptions | None = None
+    # Scheduler policy (EEVDF, load balancing, vCPU packing); absent: the defaults of Balancing.
+    balancing: Balancing = Field(default_factory=Balancing)
     # Share of do_exit (the child's whole exit, less exit_mmap) before its first preemption point:
     # a task woken meanwhile (a vfork parent, at mm_release) waits for it under preempt=none.
     exit_head_share: Fraction = Field(default_factory=lambda: Fraction(value=0.5, source=_EXIT_HEAD_DEFAULT))

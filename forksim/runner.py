@@ -21,6 +21,7 @@ from .errors import ConfigError
 from .kernel.clone import COPIES_MM, EXECS, NEW_PROCESS, Kernel
 from .kernel.costs import EMPTY_IMAGE, Costs
 from .machine import Machine, SchedulerParams
+from .sched.balance import BalanceParams
 from .metrics import ReplicationResult, records_frame, summarize
 from .profile import Profile, load_profile
 from .workload import Draws, UnstableError, Workload, image_shape, load_arrivals
@@ -249,8 +250,19 @@ def scheduler_params(exp: Experiment, profile: Profile, costs: Costs) -> Schedul
         idle_wake=sampler(m.idle_wake, sched.idle_wake),
         ipi_send=costs.sampler(profile.stages["ipi_send"]) if m.idle_wake is None else (lambda: 0.0),
         migration=sampler(m.migration, sched.migration),
+        eevdf=profile.balancing.eevdf,
+        balance=balance_params(exp, profile, costs),
         **_interruption_samplers(profile, costs),
     )
+
+
+def balance_params(exp: Experiment, profile: Profile, costs: Costs) -> BalanceParams:
+    """Load balancing for the simulated machine: one MC domain spanning its CPUs (sd_init:
+    balance_interval = the domain's weight in ms, busy_factor 16, imbalance_pct 117,
+    cache_nice_tries 1), the profile's migration cost and vCPU packing."""
+    b = profile.balancing
+    return BalanceParams(interval_us=1000.0 * exp.machine.cpus, migration_cost_us=b.migration_cost_us,
+                         idle_pull=b.idle_pull.value, uniform=costs.uniform)
 
 
 def _interruption_samplers(profile: Profile, costs: Costs) -> dict[str, Any]:

@@ -3,6 +3,7 @@ faulting threads, and always-runnable CPU hogs."""
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -167,24 +168,47 @@ class Workload:
         self.shape = image_shape(exp)
 
     def start(self) -> None:
+        """Start the tasks as a load generator does: a launcher forks the CPU hogs, then the parents
+        (their threads from each parent), each placed by fork placement from the launcher's CPU;
+        then it exits. Where they land is the kernel's placement, not a fixed layout."""
         wl = self.exp.workload
+        queues: list[_Queue] = []
         if wl.kind == "open":
             per_parent = wl.queue == "per_parent"
             queues = [_Queue() for _ in range(wl.parents)] if per_parent else [_Queue()]
             for q in queues:
                 self.env.process(self._arrival_stream(q, len(queues)))
+        plan: list[tuple[str, Callable[["Task", simpy.Event], None]]] = []
+        for h in range(self.exp.background.cpu_hogs):
+            plan.append((f"hog{h}", lambda task, first: self.env.process(cpu_hog(task, first))))
         for i in range(wl.parents):
-            task, first = self.machine.start_task(f"parent{i}")
-            proc = Process(task, self.kernel.new_mm(self.shape))
-            if wl.kind == "closed":
-                self.env.process(self._closed_parent(proc, i, first))
-            else:
-                self.env.process(self._open_parent(proc, i, first, queues[i % len(queues)]))
-            for j in range(1, wl.image.threads):
-                thread, tfirst = self.machine.start_task(f"parent{i}.t{j}")
-                proc.threads.append(thread)
-                self.env.process(self._faulting_thread(proc, thread, tfirst))
-        start_cpu_hogs(self.machine, self.exp.background.cpu_hogs)
+            plan.append((f"parent{i}", functools.partial(self._start_parent, i, queues)))
+        launcher, first = self.machine.start_task("launcher")
+        self.env.process(self._launch(launcher, first, plan))
+
+    def _launch(self, launcher: "Task", first: simpy.Event, plan):
+        """The launcher: fork each planned task (SD_BALANCE_FORK placement from its CPU), then exit."""
+        yield first
+        local = self.kernel.costs.profile.placement["fork_local_when_idle"].value
+        for name, begin in plan:
+            task = self.machine.new_task(name)
+            first_run, ipi = self.machine.spawn(task, launcher, pack=self.kernel.costs.uniform() < local)
+            begin(task, first_run)
+            if ipi > 0.0:
+                yield launcher.run(ipi)
+        launcher.exit()
+
+    def _start_parent(self, i: int, queues: list["_Queue"], task: "Task", first: simpy.Event) -> None:
+        wl = self.exp.workload
+        proc = Process(task, self.kernel.new_mm(self.shape))
+        if wl.kind == "closed":
+            self.env.process(self._closed_parent(proc, i, first))
+        else:
+            self.env.process(self._open_parent(proc, i, first, queues[i % len(queues)]))
+        for j in range(1, wl.image.threads):
+            thread, tfirst = self.machine.start_task(f"parent{i}.t{j}")
+            proc.threads.append(thread)
+            self.env.process(self._faulting_thread(proc, thread, tfirst))
 
     # ---- a creation, start to reap
 
