@@ -237,7 +237,10 @@ def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = No
     summary: dict[str, Any] = {
         "forks": int(measured["fork_ret"].notna().sum()),
         "replications": len(results),
-        "throughput_per_s": {"mean": _clean(np.mean(throughputs)), "ci95": ci95(throughputs)},
+        # range: the replications' lowest and highest, the spread of placement outcomes (where the
+        # balancer put the hogs and parents) that a confidence interval of the mean hides
+        "throughput_per_s": {"mean": _clean(np.mean(throughputs)), "ci95": ci95(throughputs),
+                             "range": [_clean(min(throughputs)), _clean(max(throughputs))]},
         "fork_latency_us": _latency(col("fork_latency_us")),
         "roundtrip_latency_us": _latency(col("roundtrip_latency_us")),
         "child_start_latency_us": _latency(col("child_start_latency_us")),

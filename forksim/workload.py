@@ -4,6 +4,7 @@ faulting threads, and always-runnable CPU hogs."""
 from __future__ import annotations
 
 import functools
+import math
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -127,11 +128,25 @@ def feed_arrivals(env: simpy.Environment, times: Iterator[float], requests: dequ
         on_arrival()
 
 
-def cpu_hog(task: "Task", first_run: simpy.Event):
-    """An always-runnable CPU-bound task."""
+def cpu_hog(task: "Task", first_run: simpy.Event, duty: float = 1.0, period: float = 10_000.0):
+    """A CPU-bound task: always runnable, or (duty < 1) spinning `duty` of each `period` by the
+    clock and sleeping the rest, like the load generator's --hog-duty hogs."""
     yield first_run
+    if duty >= 1.0:
+        while True:
+            yield task.run(1e6, preemptible=True)
+    env = task.machine.env
+    on = duty * period
+    start = env.now
     while True:
-        yield task.run(1e6, preemptible=True)
+        while env.now - start < on:  # spin by the clock: time waiting for the CPU counts
+            yield task.run(min(100.0, on - (env.now - start)), preemptible=True)
+        start += period
+        if start > env.now:
+            yield task.sleep_for(start - env.now)
+        else:  # fell behind: missed periods are skipped, not made up
+            start += math.ceil((env.now - start) / period) * period
+            yield task.sleep_for(start - env.now)
 
 
 def start_cpu_hogs(machine: "Machine", count: int) -> None:
@@ -180,7 +195,8 @@ class Workload:
                 self.env.process(self._arrival_stream(q, len(queues)))
         plan: list[tuple[str, Callable[["Task", simpy.Event], None]]] = []
         for h in range(self.exp.background.cpu_hogs):
-            plan.append((f"hog{h}", lambda task, first: self.env.process(cpu_hog(task, first))))
+            plan.append((f"hog{h}", lambda task, first: self.env.process(
+                cpu_hog(task, first, self.exp.background.hog_duty, self.exp.background.hog_period))))
         for i in range(wl.parents):
             plan.append((f"parent{i}", functools.partial(self._start_parent, i, queues)))
         launcher, first = self.machine.start_task("launcher")

@@ -32,7 +32,10 @@ def summary_table(summary: dict) -> None:
                                  f"{summary['replications']} replications, profile {summary['profile']}"))
     thr = summary["throughput_per_s"]
     ci = thr.get("ci95")
-    console.print(f"throughput: {fmt(thr['mean'])} creations/s" + (f" (95% CI {fmt(ci[0])} .. {fmt(ci[1])})" if ci else ""))
+    rng = thr.get("range")
+    spread = (f"; replications {fmt(rng[0])} .. {fmt(rng[1])}" if rng and summary["replications"] > 1 else "")
+    console.print(f"throughput: {fmt(thr['mean'])} creations/s"
+                  + (f" (95% CI {fmt(ci[0])} .. {fmt(ci[1])}{spread})" if ci else (f" ({spread[2:]})" if spread else "")))
     console.print(f"CPU utilisation: {100 * (summary['cpu_utilization'] or 0):.1f}%")
     waits = ", ".join(f"{k} mean {fmt(v['mean'], 2)} us / p99 {fmt(v['p99'], 2)} us" for k, v in summary["lock_wait_us"].items())
     console.print(f"lock waits: {waits}")

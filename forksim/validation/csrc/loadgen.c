@@ -126,11 +126,12 @@ static struct {
     enum kind kind;
     int parents, hogs, writers, pin, thp;
     double duration, warmup, rate, grace;
+    double hog_duty, hog_period; /* a hog spins duty x period of each period (wall), sleeps the rest */
     size_t rss;
     int64_t cap, stall_cap, stall_ns;
     const char *helper, *out;
     uint64_t seed;
-} opt = {M_CLOSED, K_FORK, 1, 0, 3, 0, 0, 1.0, 0.2, 0.0, 1.0, 0, 0, 0, 50000, NULL, NULL, 1};
+} opt = {M_CLOSED, K_FORK, 1, 0, 3, 0, 0, 1.0, 0.2, 0.0, 1.0, 1.0, 0.01, 0, 0, 0, 50000, NULL, NULL, 1};
 
 static struct ctl *ctl;
 static struct rec *recbuf;
@@ -166,7 +167,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: loadgen --out PREFIX [--mode closed|open|mt] [--kind fork|vfork|posix_spawn|thread]\n"
             "  [--parents K] [--duration S] [--warmup S] [--rate R/s] [--hogs N] [--rss BYTES]\n"
-            "  [--thp] [--pin] [--writers W] [--stall-us US] [--helper PATH] [--cap N] [--seed S]\n");
+            "  [--thp] [--pin] [--writers W] [--stall-us US] [--helper PATH] [--cap N] [--seed S]\n"
+            "  [--hog-duty F] [--hog-period S]\n");
     exit(2);
 }
 
@@ -517,8 +519,20 @@ static void hog_main(void)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     volatile uint64_t x = 0;
-    for (;;)
-        x++;
+    if (opt.hog_duty >= 1.0)
+        for (;;)
+            x++;
+    /* duty cycle: spin until `on` has passed on the clock, sleep the rest of the period */
+    int64_t period = (int64_t)(opt.hog_period * 1e9), on = (int64_t)(opt.hog_duty * opt.hog_period * 1e9);
+    for (int64_t start = now_ns();; start += period) {
+        while (now_ns() - start < on)
+            x++;
+        int64_t left = start + period - now_ns();
+        if (left > 0) {
+            struct timespec ts = {left / 1000000000, left % 1000000000};
+            nanosleep(&ts, NULL);
+        }
+    }
 }
 
 /* ------------------------------------------------------------------ CPU accounting (master) */
@@ -630,6 +644,8 @@ int main(int argc, char **argv)
         else if (ARG("--rate")) opt.rate = atof(v);
         else if (ARG("--grace")) opt.grace = atof(v);
         else if (ARG("--hogs")) opt.hogs = atoi(v);
+        else if (ARG("--hog-duty")) opt.hog_duty = atof(v);
+        else if (ARG("--hog-period")) opt.hog_period = atof(v);
         else if (ARG("--rss")) opt.rss = (size_t)strtoull(v, NULL, 10);
         else if (ARG("--writers")) opt.writers = atoi(v);
         else if (ARG("--stall-us")) opt.stall_ns = (int64_t)(atof(v) * 1000);
@@ -643,7 +659,8 @@ int main(int argc, char **argv)
 #undef ARG
     }
     if (!opt.out || opt.parents < 1 || opt.parents > MAXP || opt.duration <= 0 || opt.warmup < 0 ||
-        opt.hogs < 0 || opt.hogs > 4096 || opt.writers < 1 || opt.writers > MAXW)
+        opt.hogs < 0 || opt.hogs > 4096 || opt.writers < 1 || opt.writers > MAXW ||
+        !(opt.hog_duty > 0 && opt.hog_duty <= 1) || !(opt.hog_period > 0 && opt.hog_period <= 10))
         usage();
     if (opt.mode == M_OPEN && opt.rate <= 0) {
         fprintf(stderr, "loadgen: open mode needs --rate > 0\n");
