@@ -630,6 +630,10 @@ class Machine:
     def _select_wake_cpu(self, task: Task, waker_cpu: CPU | None, sync: bool) -> CPU:
         prev = task.prev_cpu or self.cpus[0]
         if waker_cpu is not None and sync and waker_cpu.nr_running == 1:
+            b = self.params.balance
+            if (b is not None and b.wake_prev > 0.0 and prev is not waker_cpu and not prev.idle
+                    and b.uniform() < b.wake_prev):
+                return prev  # vCPU packing: the wakee stays on its busy vCPU (as measured)
             return waker_cpu  # wake_affine_idle: the waker is about to sleep
         if prev.idle and not prev.waking:
             return prev

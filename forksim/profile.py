@@ -233,7 +233,12 @@ class Profile(BaseModel):
     stack_cache_per_cpu: int = Field(default=2, ge=0, le=64)
     # Share of creations whose child the scheduler keeps on the parent's CPU although another CPU is
     # idle (a kernel that packs vCPUs does; upstream does not). By family: fork and threads, CLONE_VFORK.
-    placement: dict[Literal["fork_local_when_idle", "vfork_local_when_idle"], Fraction] = Field(
+    # Under load, with vCPU packing (measured by forksim.calibration.busy; absent: as upstream):
+    # fork_local_when_idle_busy: the same share when the parent's CPU also has a task waiting (a hog);
+    # absent: fork_local_when_idle. wake_prev_when_busy: share of sync wake-ups (a child's exit
+    # waking its parent) that leave the wakee on its own busy CPU instead of the waker's; absent: 0.
+    placement: dict[Literal["fork_local_when_idle", "vfork_local_when_idle", "fork_local_when_idle_busy",
+                            "wake_prev_when_busy"], Fraction] = Field(
         default_factory=lambda: {
             "fork_local_when_idle": Fraction(value=0.0, source=_UPSTREAM),
             "vfork_local_when_idle": Fraction(value=0.0, source=_UPSTREAM),

@@ -261,8 +261,10 @@ def balance_params(exp: Experiment, profile: Profile, costs: Costs) -> BalancePa
     balance_interval = the domain's weight in ms, busy_factor 16, imbalance_pct 117,
     cache_nice_tries 1), the profile's migration cost and vCPU packing."""
     b = profile.balancing
+    wake_prev = profile.placement.get("wake_prev_when_busy")
     return BalanceParams(interval_us=1000.0 * exp.machine.cpus, migration_cost_us=b.migration_cost_us,
-                         idle_pull=b.idle_pull.value, uniform=costs.uniform)
+                         idle_pull=b.idle_pull.value, wake_prev=wake_prev.value if wake_prev else 0.0,
+                         uniform=costs.uniform)
 
 
 def _interruption_samplers(profile: Profile, costs: Costs) -> dict[str, Any]:

@@ -205,9 +205,10 @@ class Workload:
     def _launch(self, launcher: "Task", first: simpy.Event, plan):
         """The launcher: fork each planned task (SD_BALANCE_FORK placement from its CPU), then exit."""
         yield first
-        local = self.kernel.costs.profile.placement["fork_local_when_idle"].value
+        pack = self.kernel._pack  # P(local although a CPU is idle), by (CLONE_VFORK, parent's CPU busy)
         for name, begin in plan:
             task = self.machine.new_task(name)
+            local = pack[False, bool(launcher.cpu.rq)]
             first_run, ipi = self.machine.spawn(task, launcher, pack=self.kernel.costs.uniform() < local)
             begin(task, first_run)
             if ipi > 0.0:

@@ -18,7 +18,9 @@
   passes count failures; newidle passes do not).
 - vCPU packing (this kernel's non-upstream sched_vcpu_pack, as measured): an idle vCPU's balance
   pass pulls with probability `idle_pull` (1 upstream); the rest leave the waiting task packed on
-  its busy vCPU, so that the halted vCPU stays halted.
+  its busy vCPU, so that the halted vCPU stays halted. A sync wake-up (a child's exit waking its
+  parent) leaves the wakee on its own busy vCPU with probability `wake_prev` (0 upstream, where
+  wake_affine_idle moves it to the waker's vCPU).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class BalanceParams:
     migration_cost_us: float = 500.0  # sysctl_sched_migration_cost: cache-hot window
     cache_nice_tries: int = 1        # sd->cache_nice_tries of an MC domain
     idle_pull: float = 1.0           # P(an idle vCPU's balance pass pulls): < 1 with vCPU packing
+    wake_prev: float = 0.0           # P(a sync wakee stays on its busy previous vCPU): > 0 with packing
     uniform: Callable[[], float] = lambda: 0.0  # a U(0,1) draw for `idle_pull`
 
 
@@ -74,8 +77,8 @@ class Balancer:
     def __init__(self, machine: "Machine", params: BalanceParams):
         self.m = machine
         self.p = params
-        self.failed = 0  # sd->nr_balance_failed (one domain)
         n = len(machine.cpus)
+        self.failed = [0] * n  # sd->nr_balance_failed of each CPU's domain
         self.next_balance = [0.0] * n
         self.migrations = 0
 
@@ -85,15 +88,16 @@ class Balancer:
         """task_hot(): ran within migration_cost (a task that never ran is not hot)."""
         return now - task.last_ran < self.p.migration_cost_us
 
-    def _movable(self, src: "CPU", now: float, count_failures: bool, max_load: float | None = None) -> "Task | None":
+    def _movable(self, local: "CPU", src: "CPU", now: float, max_load: float | None = None) -> "Task | None":
         """detach_tasks(): the first waiting task of `src` that may move (lowest vruntime first)."""
-        force = self.failed > self.p.cache_nice_tries
+        failed = self.failed[local.id]
+        force = failed > self.p.cache_nice_tries
         for _v, _s, task in sorted(src.rq):
             if self._hot(task, now) and not force:
                 continue
             # detach_tasks (migrate_load): not more load than the imbalance, a bound halved at each
             # failed attempt (shr_bound(load, nr_balance_failed))
-            if max_load is not None and task_load(task, now) / 2.0 ** self.failed > max_load:
+            if max_load is not None and task_load(task, now) / 2.0 ** failed > max_load:
                 continue
             return task
         return None
@@ -118,12 +122,12 @@ class Balancer:
         if self.p.idle_pull < 1.0 and self.p.uniform() >= self.p.idle_pull:
             return None  # vCPU packing: the halted vCPU stays halted
         now = self.m.env._now
-        task = self._movable(src, now, not newidle)
+        task = self._movable(local, src, now)
         if task is None:
             if not newidle:
-                self.failed += 1
+                self.failed[local.id] += 1
             return None
-        self.failed = 0
+        self.failed[local.id] = 0
         self._detach(src, task)
         return task
 
@@ -138,11 +142,11 @@ class Balancer:
         if 100.0 * b_load <= self.p.imbalance_pct * l_load:
             return  # balanced within imbalance_pct
         imbalance = (b_load - l_load) / 2.0
-        task = self._movable(src, now, True, imbalance)
+        task = self._movable(local, src, now, imbalance)
         if task is None:
-            self.failed += 1
+            self.failed[local.id] += 1
             return
-        self.failed = 0
+        self.failed[local.id] = 0
         self._detach(src, task)
         self.m._migrate_in(task, src, local)
 
