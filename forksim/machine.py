@@ -582,12 +582,16 @@ class Machine:
         p = self.params
         if not p.eevdf:
             return now - cur._slice_start >= p.wakeup_granularity_us and task.vruntime <= cur.vruntime
-        if now < cur._protect_end - _tolerance(now):
-            return False  # RUN_TO_PARITY: cur's slice is protected up to its deadline
-        cpu._account(cur)
+        cpu._account(cur)  # update_curr
         eevdf.renew_deadline(cur, p.slice_us)
-        v, _ = eevdf.avg_vruntime(cpu)
-        return task.vruntime <= v + _tolerance(now) and task.deadline < cur.deadline  # __pick_eevdf
+        v, _ = eevdf.avg_vruntime(cpu)  # the wakee is already queued: V with its lag
+        tol = _tolerance(now)
+        if now >= cur._protect_end - tol:
+            return True  # update_curr: !protect_slice(curr) with others queued -> resched
+        if cur.vruntime <= v + tol:
+            return False  # RUN_TO_PARITY: an eligible cur keeps its slice up to its deadline
+        # pick_eevdf drops an ineligible cur: the wakee runs if it is eligible
+        return task.vruntime <= v + tol
 
     def _kick_idle(self, busy: CPU) -> None:
         """nohz idle balance: at the busy CPU's next tick, an idle CPU pulls a waiting task."""

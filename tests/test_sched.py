@@ -91,12 +91,18 @@ def test_lag_at_sleep_is_clamped_and_negative_lag_dropped():
     assert eevdf.dequeue_lag(a, cpu, SLICE, TICK) == 0.0
 
 
-@pytest.mark.parametrize("sleep, runs_at", [(100.0, 2 * TICK), (2000.0, TICK + 2000.0)])
-def test_run_to_parity_protects_the_running_slice(sleep, runs_at):
-    """A hog and a task that first runs at the 4 ms tick (the hog's first, half-slice request
-    ends at 0.75 ms; the tick notices it), then sleeps `sleep`. The hog, picked again at 4 ms, is
-    protected up to its deadline (5.5 ms): woken at 4.1 ms the task waits for the tick at 8 ms;
-    woken at 6 ms, after the protection, it preempts at once (it is eligible, its deadline earlier)."""
+@pytest.mark.parametrize("sleep, keep_lag, runs_at", [
+    (100.0, False, 2 * TICK),        # no lag: waits for the hog's protected slice, seen at the 8 ms tick
+    (2000.0, False, TICK + 2000.0),  # woken after the protection ended: preempts at once
+    (100.0, True, TICK + 100.0),     # its own (positive) lag makes the hog ineligible: preempts at once
+])
+def test_run_to_parity_protects_an_eligible_running_slice(sleep, keep_lag, runs_at):
+    """A hog and a task that first runs at the 4 ms tick (the hog's first, half-slice request ends
+    at 0.75 ms; the tick notices it), then sleeps `sleep`. The hog, picked again at 4 ms, is
+    protected up to its deadline (5.5 ms) while it is eligible (pick_eevdf drops an ineligible
+    current): a woken task with no lag waits for the tick at 8 ms; one woken after the protection
+    preempts at once; one that keeps the lag it left with (it waited 4 ms: owed service) is placed
+    that far behind V, the hog is no longer eligible, and it preempts at once."""
     env = simpy.Environment()
     m = Machine(env, 1, eevdf_params())
     ran: dict[str, float] = {}
@@ -108,6 +114,9 @@ def test_run_to_parity_protects_the_running_slice(sleep, runs_at):
         yield ev
         seen["first"] = env.now
         woken = task.sleep()
+        seen["lag"] = task.vlag
+        if not keep_lag:
+            task.vlag = 0.0
         yield env.timeout(sleep)
         m.wake(task, None)
         yield woken
@@ -118,6 +127,7 @@ def test_run_to_parity_protects_the_running_slice(sleep, runs_at):
     env.process(sleeper())
     env.run(until=20_000.0)
     assert seen["first"] == pytest.approx(TICK)
+    assert seen["lag"] > 0.0
     assert seen["again"] == pytest.approx(runs_at, abs=1.0)
 
 
