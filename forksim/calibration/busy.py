@@ -20,7 +20,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -272,21 +271,50 @@ def _ours(events: list[Event], master: int) -> set[int]:
     return ours
 
 
+def fractions(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The profile's vCPU-packing shares, pooled over traced runs (None where no chance was seen)."""
+    def pooled(num_key: str, den_key: str) -> tuple[float | None, float]:
+        den = sum(r.get(den_key) or 0 for r in runs)
+        num = sum((r.get(num_key) or 0) * (r.get(den_key) or 0) for r in runs)
+        return (round(num / den, 4) if den else None), den
+
+    local, n_local = pooled("fork_local_when_idle_with_hog", "fork_idle_chances_with_hog")
+    prev, n_prev = pooled("parent_wake_stays_on_prev", "parent_woken_from_other_cpu")
+    chances = sum(r.get("idle_pull_chances") or 0 for r in runs)
+    pulls = sum(r.get("idle_pulls") or 0 for r in runs)
+    what = f"{len(runs)} traced 3 s runs of 1-2 fork parents beside 1-4 CPU hogs (forksim.calibration.busy)"
+    out = {}
+    if local is not None:
+        out["fork_local_when_idle_busy"] = {"value": local, "source": (
+            f"measured: {what}: of {n_local:.0f} forks made while another CPU was idle and a hog shared the "
+            f"parent's CPU, this share put the child on the parent's CPU (sched_wakeup_new target_cpu)")}
+    if prev is not None:
+        out["wake_prev_when_busy"] = {"value": prev, "source": (
+            f"measured: {what}: of {n_prev:.0f} wake-ups of a parent from another CPU (its child's exit), "
+            f"this share left it on the CPU it last ran on (sched_wakeup target_cpu)")}
+    if chances >= 1:
+        out["idle_pull"] = {"value": round(min(1.0, pulls / chances), 4), "source": (
+            f"measured: {what}: {pulls} pulls of a waiting task to an idle CPU (sched_migrate_task) in "
+            f"{chances:.0f} ticks during which a CPU was idle while a task waited on another")}
+    return out
+
+
 def main(argv: list[str]) -> int:
+    """Trace every hog load `reps` times (default 3); print each run and the pooled shares (JSON)."""
     from ..validation.measure import build_tools
 
     reps = int(argv[0]) if argv else 3
     tools = build_tools()
-    results = []
+    runs = []
     for rss in (0, 256 << 20):
         for parents in (1, 2):
             for hogs in (1, 2, 4):
                 for _ in range(reps):
                     r = trace_run(tools.loadgen, tools.helper, parents=parents, hogs=hogs, rss=rss,
-                                  duration=3.0 if rss == 0 else 3.0, warmup=0.5)
+                                  duration=3.0, warmup=0.5)
                     print(json.dumps(r), flush=True)
-                    results.append(r)
-                    time.sleep(0.2)
+                    runs.append(r)
+    print(json.dumps({"profile_fractions": fractions(runs)}, indent=1))
     return 0
 
 
