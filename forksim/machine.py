@@ -583,15 +583,7 @@ class Machine:
         if not p.eevdf:
             return now - cur._slice_start >= p.wakeup_granularity_us and task.vruntime <= cur.vruntime
         cpu._account(cur)  # update_curr
-        eevdf.renew_deadline(cur, p.slice_us)
-        v, _ = eevdf.avg_vruntime(cpu)  # the wakee is already queued: V with its lag
-        tol = _tolerance(now)
-        if now >= cur._protect_end - tol:
-            return True  # update_curr: !protect_slice(curr) with others queued -> resched
-        if cur.vruntime <= v + tol:
-            return False  # RUN_TO_PARITY: an eligible cur keeps its slice up to its deadline
-        # pick_eevdf drops an ineligible cur: the wakee runs if it is eligible
-        return task.vruntime <= v + tol
+        return eevdf.wakeup_preempts(cpu, cur, task, now, p.slice_us, _tolerance(now))
 
     def _kick_idle(self, busy: CPU) -> None:
         """nohz idle balance: at the busy CPU's next tick, an idle CPU pulls a waiting task."""
@@ -649,36 +641,10 @@ class Machine:
             return waker_cpu
         return prev
 
-    def _run_pulled(self, cpu: CPU, task: Task) -> None:
-        """An idle CPU runs a task an idle balance detached from `task.cpu` (halt exit, migration)."""
-        src = task.cpu
-        task.vruntime += cpu.min_vruntime - src.min_vruntime
-        task.deadline += cpu.min_vruntime - src.min_vruntime
-        cpu.waking = True
-        cpu.load += 1
-        cpu._dispatch(task, self.params.idle_wake() + self.params.migration())
-
-    def _migrate_in(self, task: Task, src: CPU, dst: CPU) -> None:
-        """attach_task after a periodic balance detached `task` from `src`."""
-        src._sync_min_vruntime()
-        dst._sync_min_vruntime()
-        task.vruntime += dst.min_vruntime - src.min_vruntime
-        task.deadline += dst.min_vruntime - src.min_vruntime
-        dst._enqueue(task)
-        cur = dst.current
-        if cur is not None and not dst.in_transit and cur._done is not None and cur._preemptible:
-            dst._account(cur)
-            dst._program(cur)  # a waiter now exists: arm the slice-expiry check
-
     def _steal_for(self, idle_cpu: CPU) -> Task | None:
         """newidle balance: take the first waiting task of the busiest runqueue."""
         if self._balancer is not None:
-            task = self._balancer.idle_pull(idle_cpu, newidle=True)
-            if task is not None:
-                src = task.cpu
-                task.vruntime += idle_cpu.min_vruntime - src.min_vruntime
-                task.deadline += idle_cpu.min_vruntime - src.min_vruntime
-            return task
+            return self._balancer.idle_pull(idle_cpu, newidle=True)
         busiest = None
         for cpu in self.cpus:
             if cpu is not idle_cpu and cpu.rq and (busiest is None or len(cpu.rq) > len(busiest.rq)):

@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -69,6 +70,14 @@ def task_load(task: "Task", now: float) -> float:
 def cpu_load(machine: "Machine", cpu: "CPU", now: float) -> float:
     """cfs_rq->avg.load_avg: the loads of the tasks that belong to `cpu`, blocked ones included."""
     return sum(task_load(t, now) for t in machine.tasks if (t.cpu or t.prev_cpu) is cpu)
+
+
+def _renormalise(task: "Task", src: "CPU", dst: "CPU") -> None:
+    """A moved task keeps its place relative to its queue: vruntime and deadline shift by the
+    difference of the two queues' min_vruntime."""
+    shift = dst.min_vruntime - src.min_vruntime
+    task.vruntime += shift
+    task.deadline += shift
 
 
 class Balancer:
@@ -129,6 +138,7 @@ class Balancer:
             return None
         self.failed[local.id] = 0
         self._detach(src, task)
+        _renormalise(task, src, local)
         return task
 
     def busy_pass(self, local: "CPU") -> None:
@@ -147,16 +157,34 @@ class Balancer:
             self.failed[local.id] += 1
             return
         self.failed[local.id] = 0
+        src._sync_min_vruntime()
+        local._sync_min_vruntime()
         self._detach(src, task)
-        self.m._migrate_in(task, src, local)
+        _renormalise(task, src, local)
+        self._attach(task, local)
 
     def _detach(self, src: "CPU", task: "Task") -> None:
+        """detach_task: off the source runqueue."""
         src.rq = [e for e in src.rq if e[2] is not task]
-        import heapq
-
         heapq.heapify(src.rq)
         src.load -= 1
         self.migrations += 1
+
+    def _attach(self, task: "Task", dst: "CPU") -> None:
+        """attach_task after a periodic balance: queued on `dst`; a running preemptible chunk there
+        re-arms its slice-expiry check (a waiter now exists)."""
+        dst._enqueue(task)
+        cur = dst.current
+        if cur is not None and not dst.in_transit and cur._done is not None and cur._preemptible:
+            dst._account(cur)
+            dst._program(cur)
+
+    def _run_pulled(self, cpu: "CPU", task: "Task") -> None:
+        """A nohz idle pass's pull: the halted CPU wakes to run it (halt exit and migration)."""
+        params = self.m.params
+        cpu.waking = True
+        cpu.load += 1
+        cpu._dispatch(task, params.idle_wake() + params.migration())
 
     # ---- the tick
 
@@ -175,7 +203,7 @@ class Balancer:
                 self.next_balance[cpu.id] = now + p.interval_us
                 task = self.idle_pull(cpu, newidle=False)
                 if task is not None:
-                    self.m._run_pulled(cpu, task)
+                    self._run_pulled(cpu, task)
             elif cpu.current is not None:
                 self.next_balance[cpu.id] = now + p.interval_us * p.busy_factor
                 self.busy_pass(cpu)

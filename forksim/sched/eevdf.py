@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..machine import CPU, Task
 
-__all__ = ["avg_vruntime", "lag_limit", "dequeue_lag", "place_woken", "place_new", "renew_deadline"]
+__all__ = ["avg_vruntime", "lag_limit", "dequeue_lag", "place_woken", "place_new", "renew_deadline",
+           "wakeup_preempts"]
 
 
 def avg_vruntime(cpu: "CPU") -> tuple[float, int]:
@@ -82,3 +83,17 @@ def renew_deadline(task: "Task", slice_us: float) -> None:
     """update_deadline(): a new request once the old one is served."""
     if task.vruntime >= task.deadline:
         task.deadline = task.vruntime + slice_us
+
+
+def wakeup_preempts(cpu: "CPU", cur: "Task", task: "Task", now: float, slice_us: float, tol: float) -> bool:
+    """check_preempt_wakeup_fair for `task`, just queued on `cpu` (V includes its lag), against the
+    running `cur` (charged up to now): resched once cur's protected slice is over (update_curr:
+    !protect_slice with others queued); an eligible cur keeps its protected slice (RUN_TO_PARITY);
+    pick_eevdf drops an ineligible cur, and the wakee runs if it is eligible."""
+    renew_deadline(cur, slice_us)
+    if now >= cur._protect_end - tol:
+        return True
+    v, _ = avg_vruntime(cpu)
+    if cur.vruntime <= v + tol:
+        return False
+    return task.vruntime <= v + tol
