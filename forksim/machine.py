@@ -188,7 +188,7 @@ class Task:
         cpu = self.cpu
         cpu._account(self)
         self.state = DEAD
-        self.machine.tasks.discard(self)
+        self.machine.tasks.pop(self, None)
         self.prev_cpu = cpu
         self.cpu = None
         cpu._switch_away()
@@ -483,7 +483,9 @@ class Machine:
         # "begin" (task starts running: after the switch, migration or halt exit) and
         # "leave" (task leaves the CPU; task.state says why: sleeping, runnable or dead).
         self.tracer: Callable[[str, "CPU", Task, float], None] | None = None
-        self.tasks: set[Task] = set()  # live tasks (PELT load per CPU sums over them)
+        # live tasks, in creation order (PELT load per CPU sums over them; a dict, not a set, so the
+        # float sums run in the same order in every process: reproducible)
+        self.tasks: dict[Task, None] = {}
         self._balancer = Balancer(self, params.balance) if params.balance is not None else None
         if self._balancer is not None and params.balance.enabled:
             env.process(self._ticks())
@@ -501,7 +503,7 @@ class Machine:
         task = Task(self, name, self._next_pid)
         self._next_pid += 1
         if self._balancer is not None:
-            self.tasks.add(task)
+            self.tasks[task] = None
         return task
 
     def start_task(self, name: str) -> tuple[Task, simpy.Event]:
