@@ -78,7 +78,7 @@ class Task:
     __slots__ = (
         "machine", "name", "pid", "cpu", "prev_cpu", "state", "vruntime", "need_resched",
         "_left", "_total", "_done", "_preemptible", "_preempt_from", "_chunk_start", "_slice_start",
-        "_wake_event", "deadline", "vlag", "_protect_end", "last_ran", "load_avg", "load_t",
+        "_wake_event", "deadline", "vlag", "_protect_end", "last_ran", "load_avg", "load_t", "_delayed",
     )
 
     def __init__(self, machine: "Machine", name: str, pid: int):
@@ -103,6 +103,7 @@ class Task:
         self._protect_end = 0.0  # RUN_TO_PARITY: wall time its protected slice ends
         self.last_ran = -math.inf  # when it last left a CPU (task_hot)
         self.load_avg = 1024.0   # PELT runnable average (a new task starts full)
+        self._delayed: tuple[CPU, int] | None = None  # DELAY_DEQUEUE: (its CPU, that CPU's picks then)
         self.load_t = machine.env._now
 
     def _pelt(self, runnable: bool) -> None:
@@ -170,6 +171,12 @@ class Task:
             self._pelt(True)
         if m.params.eevdf:
             self.vlag = eevdf.dequeue_lag(self, cpu, m.params.slice_us, m.params.tick_us)
+            # DELAY_DEQUEUE: a sleeper with negative lag stays queued (its vruntime kept) until its
+            # CPU next picks; woken before that, it is requeued as it was (see Machine.wake)
+            # (the switch away from it below is the one pick it survives: the next task is chosen)
+            # A lag of exactly 0 counts: the kernel's sleeper ran a few us past the placement of
+            # what it woke (a vfork parent after wake_up_new_task), which the model folds into one chunk.
+            self._delayed = (cpu, cpu._picks + 1) if cpu.rq and eevdf.raw_lag(self, cpu) <= 0.0 else None
         self.state = SLEEPING
         self.need_resched = False
         self.prev_cpu = cpu
@@ -209,7 +216,7 @@ class CPU:
 
     __slots__ = (
         "machine", "id", "rq", "current", "min_vruntime", "_token", "_busy_since", "busy_us",
-        "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load",
+        "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load", "_picks",
     )
 
     def __init__(self, machine: "Machine", cpu_id: int):
@@ -229,6 +236,7 @@ class CPU:
         self._kick_pending = False
         self._next_interruption = 0.0
         self._seq = 0
+        self._picks = 0  # tasks made current so far (DELAY_DEQUEUE: a delayed sleeper leaves at a pick)
 
     def __repr__(self) -> str:
         return f"<CPU {self.id} current={self.current.name if self.current else None} rq={len(self.rq)}>"
@@ -414,6 +422,7 @@ class CPU:
         task.cpu = self
         self.current = task
         self.load += 1
+        self._picks += 1
         m._idle.discard(self.id)
         if task.vruntime < self.min_vruntime and not m.params.eevdf:
             task.vruntime = self.min_vruntime
@@ -541,7 +550,11 @@ class Machine:
             task._pelt(False)
         target._sync_min_vruntime()
         if self.params.eevdf:
-            eevdf.place_woken(task, target, self.params.slice_us)
+            d = task._delayed
+            task._delayed = None
+            if d is None or d[0] is not target or d[1] != target._picks:
+                eevdf.place_woken(task, target, self.params.slice_us)
+            # else still delayed on this CPU (no pick since it slept): requeued with its vruntime
             return self._activate(task, target, waker_cpu)
         # A sleeper keeps a little credit (half a slice) but never its whole sleep.
         credit = self.params.slice_us / 2.0

@@ -159,12 +159,8 @@ def test_a_vfork_parent_waits_for_the_head_of_the_childs_exit():
     part of do_exit before it (profile.exit_head_share), and mm_release comes at that part's end."""
     from forksim.profile import Fraction
 
-    from forksim.profile import Balancing
-
     def call_us(share: float) -> tuple[float, pd.DataFrame]:
-        # The plain fair queue, where the woken parent wins the wake-up preemption: under EEVDF's
-        # RUN_TO_PARITY the new child's protected first half-slice would keep it waiting to the end.
-        prof = _quiet_profile(exit_head_share=Fraction(value=share, source="test"), balancing=Balancing(eevdf=False))
+        prof = _quiet_profile(exit_head_share=Fraction(value=share, source="test"))
         r = run_experiment(closed(cpus=1, parents=1, rss="0", clone="vfork", duration="20ms", reps=1),
                            profile=prof)
         df = r.records.dropna(subset=["fork_ret"])
@@ -174,7 +170,7 @@ def test_a_vfork_parent_waits_for_the_head_of_the_childs_exit():
     half, _ = call_us(0.5)
     whole, df1 = call_us(1.0)
     assert none < half < whole
-    c = runner.Costs(_quiet_profile(balancing=Balancing(eevdf=False)), np.random.default_rng(0))
+    c = runner.Costs(_quiet_profile(), np.random.default_rng(0))
     body = float(np.mean([c.draw("do_exit") - c.draw("exit_notify_hold") for _ in range(20_000)]))
     assert whole - none == pytest.approx(body, rel=0.1)
     # on one CPU the child runs from its start to mm_release without the parent

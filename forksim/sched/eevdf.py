@@ -9,8 +9,10 @@ What the model keeps of it:
   (n + 1) / n for the n tasks it joins (PLACE_LAG), so that the lag survives the task's own weight
   entering the average. A new task has no lag. Its deadline is vruntime + slice, half a slice for a
   new task (PLACE_DEADLINE_INITIAL).
-- DELAY_DEQUEUE: a task that sleeps with negative lag stays queued until it is eligible again, so it
-  leaves with (about) zero lag; the model gives it zero lag at once.
+- DELAY_DEQUEUE: a task that sleeps with negative lag stays queued until its CPU next picks, and
+  leaves then with (about) zero lag; woken before that pick on the same CPU it is requeued with its
+  vruntime unchanged, so that the running task, which has advanced meanwhile, may have become
+  ineligible (a vfork parent woken at mm_release preempts its exiting child this way).
 - update_deadline: once a task's vruntime reaches its deadline it gets a new one a slice later.
 - RUN_TO_PARITY (set_protect_slice at pick): the picked task is protected up to its deadline;
   wake-up preemption (check_preempt_wakeup_fair -> __pick_eevdf with protection) waits for it,
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..machine import CPU, Task
 
-__all__ = ["avg_vruntime", "lag_limit", "dequeue_lag", "place_woken", "place_new", "renew_deadline",
+__all__ = ["avg_vruntime", "raw_lag", "lag_limit", "dequeue_lag", "place_woken", "place_new", "renew_deadline",
            "wakeup_preempts"]
 
 
@@ -50,6 +52,12 @@ def avg_vruntime(cpu: "CPU") -> tuple[float, int]:
 def lag_limit(slice_us: float, tick_us: float) -> float:
     """update_entity_lag's clamp: calc_delta_fair(max(2 * slice, TICK_NSEC)) for a nice-0 task."""
     return max(2.0 * slice_us, tick_us)
+
+
+def raw_lag(task: "Task", cpu: "CPU") -> float:
+    """V - vruntime on `cpu` (0 when the task is alone there)."""
+    v, n = avg_vruntime(cpu)
+    return v - task.vruntime if n > 1 else 0.0
 
 
 def dequeue_lag(task: "Task", cpu: "CPU", slice_us: float, tick_us: float) -> float:
