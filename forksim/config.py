@@ -328,6 +328,9 @@ class BackgroundSection(_Section):
     """[background]: load that competes with the creations."""
 
     cpu_hogs: int = Field(default=0, ge=0, le=100_000)
+    hog_duty: float = Field(default=1.0, gt=0.0, le=1.0,
+                            description="share of each hog_period a hog spins (wall clock); it sleeps the rest (default 1: always)")
+    hog_period: Micros = Field(default=10_000.0, gt=0, description="a duty-cycled hog's period (default 10ms)")
 
 
 class Experiment(_Section):

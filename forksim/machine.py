@@ -32,6 +32,9 @@ from typing import Callable
 import simpy
 from simpy.events import NORMAL, PENDING
 
+from .sched import eevdf
+from .sched.balance import Balancer, BalanceParams, decay
+
 __all__ = ["SchedulerParams", "Machine", "CPU", "Task"]
 
 
@@ -61,6 +64,12 @@ class SchedulerParams:
     # to the next one (None: none) and how long one lasts.
     interruption_gap: Callable[[], float] | None = None
     interruption: Callable[[], float] = field(default=lambda: 0.0)
+    # EEVDF (Linux 6.6+, forksim.sched.eevdf): lag placement, deadlines and RUN_TO_PARITY slice
+    # protection. False: the plain fair queue (wake-up preemption after wakeup_granularity_us).
+    eevdf: bool = False
+    # Load balancing (forksim.sched.balance): periodic, nohz and newidle passes with PELT load and
+    # cache-hot tasks. None: an idealised balancer (an idle CPU pulls any waiting task at once).
+    balance: BalanceParams | None = None
 
 
 class Task:
@@ -69,7 +78,7 @@ class Task:
     __slots__ = (
         "machine", "name", "pid", "cpu", "prev_cpu", "state", "vruntime", "need_resched",
         "_left", "_total", "_done", "_preemptible", "_preempt_from", "_chunk_start", "_slice_start",
-        "_wake_event",
+        "_wake_event", "deadline", "vlag", "_protect_end", "last_ran", "load_avg", "load_t", "_delayed",
     )
 
     def __init__(self, machine: "Machine", name: str, pid: int):
@@ -89,6 +98,20 @@ class Task:
         self._chunk_start = 0.0
         self._slice_start = 0.0
         self._wake_event: simpy.Event | None = None
+        self.deadline = 0.0      # EEVDF virtual deadline
+        self.vlag = 0.0          # EEVDF lag kept while asleep
+        self._protect_end = 0.0  # RUN_TO_PARITY: wall time its protected slice ends
+        self.last_ran = -math.inf  # when it last left a CPU (task_hot)
+        self.load_avg = 1024.0   # PELT runnable average (a new task starts full)
+        self._delayed: tuple[CPU, int] | None = None  # DELAY_DEQUEUE: (its CPU, that CPU's picks then)
+        self.load_t = machine.env._now
+
+    def _pelt(self, runnable: bool) -> None:
+        """Bring the PELT load up to now; `runnable`: whether it was runnable since the last update."""
+        now = self.machine.env._now
+        d = decay(now - self.load_t)
+        self.load_avg = self.load_avg * d + (1024.0 * (1.0 - d) if runnable else 0.0)
+        self.load_t = now
 
     def __repr__(self) -> str:
         return f"<Task {self.name} pid={self.pid} {self.state} cpu={self.cpu.id if self.cpu else None}>"
@@ -143,6 +166,17 @@ class Task:
         self._wake_event = ev
         cpu = self.cpu
         cpu._account(self)
+        m = self.machine
+        if m._balancer is not None:
+            self._pelt(True)
+        if m.params.eevdf:
+            self.vlag = eevdf.dequeue_lag(self, cpu, m.params.slice_us, m.params.tick_us)
+            # DELAY_DEQUEUE: a sleeper with negative lag stays queued (its vruntime kept) until its
+            # CPU next picks; woken before that, it is requeued as it was (see Machine.wake)
+            # (the switch away from it below is the one pick it survives: the next task is chosen)
+            # A lag of exactly 0 counts: the kernel's sleeper ran a few us past the placement of
+            # what it woke (a vfork parent after wake_up_new_task), which the model folds into one chunk.
+            self._delayed = (cpu, cpu._picks + 1) if cpu.rq and eevdf.raw_lag(self, cpu) <= 0.0 else None
         self.state = SLEEPING
         self.need_resched = False
         self.prev_cpu = cpu
@@ -161,6 +195,7 @@ class Task:
         cpu = self.cpu
         cpu._account(self)
         self.state = DEAD
+        self.machine.tasks.pop(self, None)
         self.prev_cpu = cpu
         self.cpu = None
         cpu._switch_away()
@@ -181,7 +216,7 @@ class CPU:
 
     __slots__ = (
         "machine", "id", "rq", "current", "min_vruntime", "_token", "_busy_since", "busy_us",
-        "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load",
+        "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load", "_picks",
     )
 
     def __init__(self, machine: "Machine", cpu_id: int):
@@ -201,6 +236,7 @@ class CPU:
         self._kick_pending = False
         self._next_interruption = 0.0
         self._seq = 0
+        self._picks = 0  # tasks made current so far (DELAY_DEQUEUE: a delayed sleeper leaves at a pick)
 
     def __repr__(self) -> str:
         return f"<CPU {self.id} current={self.current.name if self.current else None} rq={len(self.rq)}>"
@@ -244,9 +280,11 @@ class CPU:
                 self.min_vruntime = floor
 
     def _preempt_at(self, task: Task) -> float:
-        """The first tick at or after the end of the task's slice (no hrtick: ticks notice it)."""
+        """The first tick at or after the end of the task's slice (no hrtick: ticks notice it);
+        under EEVDF the end of its protected slice (RUN_TO_PARITY: up to its deadline)."""
         p = self.machine.params
-        return math.ceil((task._slice_start + p.slice_us) / p.tick_us) * p.tick_us
+        end = task._protect_end if p.eevdf else task._slice_start + p.slice_us
+        return math.ceil(end / p.tick_us) * p.tick_us
 
     def _interruptions(self, us: float) -> float:
         """Time taken by the interruptions that land in `us` of work starting now (a Poisson stream
@@ -358,6 +396,7 @@ class CPU:
         now = m.env._now
         if m.tracer is not None:
             m.tracer("leave", self, self.current, now)
+        self.current.last_ran = now
         if self._busy_since is not None:
             self.busy_us += now - self._busy_since
             self._busy_since = None
@@ -367,7 +406,7 @@ class CPU:
         nxt = self._pick()
         cost = 0.0
         if nxt is None:
-            nxt = m._steal_for(self)
+            nxt = m._steal_for(self)  # sched_balance_newidle
             if nxt is not None:
                 cost += m.params.migration()
         if nxt is None:
@@ -383,8 +422,9 @@ class CPU:
         task.cpu = self
         self.current = task
         self.load += 1
+        self._picks += 1
         m._idle.discard(self.id)
-        if task.vruntime < self.min_vruntime:
+        if task.vruntime < self.min_vruntime and not m.params.eevdf:
             task.vruntime = self.min_vruntime
         self._token += 1
         if self._busy_since is None and not self.waking:
@@ -418,6 +458,10 @@ class CPU:
             self.load -= 1
             self._busy_since = now
         task._slice_start = now
+        p = self.machine.params
+        if p.eevdf:  # set_next_entity -> set_protect_slice: protected up to its deadline
+            eevdf.renew_deadline(task, p.slice_us)
+            task._protect_end = now + max(0.0, task.deadline - task.vruntime)
         if self.machine.tracer is not None:
             self.machine.tracer("begin", self, task, now)
         if task._done is not None:  # a preempted chunk resumes
@@ -448,12 +492,27 @@ class Machine:
         # "begin" (task starts running: after the switch, migration or halt exit) and
         # "leave" (task leaves the CPU; task.state says why: sleeping, runnable or dead).
         self.tracer: Callable[[str, "CPU", Task, float], None] | None = None
+        # live tasks, in creation order (PELT load per CPU sums over them; a dict, not a set, so the
+        # float sums run in the same order in every process: reproducible)
+        self.tasks: dict[Task, None] = {}
+        self._balancer = Balancer(self, params.balance) if params.balance is not None else None
+        if self._balancer is not None and params.balance.enabled:
+            env.process(self._ticks())
+
+    def _ticks(self):
+        """The scheduler tick's balancing (trigger_load_balance), at every tick."""
+        tick = self.params.tick_us
+        while True:
+            yield self.env.timeout(tick)
+            self._balancer.tick()
 
     # ---- tasks
 
     def new_task(self, name: str) -> Task:
         task = Task(self, name, self._next_pid)
         self._next_pid += 1
+        if self._balancer is not None:
+            self.tasks[task] = None
         return task
 
     def start_task(self, name: str) -> tuple[Task, simpy.Event]:
@@ -474,7 +533,11 @@ class Machine:
         home = parent.cpu if parent is not None and parent.cpu is not None else None
         target = home if pack and home is not None else self._idlest(home)
         target._sync_min_vruntime()
-        task.vruntime = target.min_vruntime
+        if self.params.eevdf:
+            eevdf.place_new(task, target, self.params.slice_us)
+        else:
+            task.vruntime = target.min_vruntime
+        task.load_t = self.env._now
         return ev, self._activate(task, target, home)
 
     def wake(self, task: Task, waker: Task | None, sync: bool = False) -> float:
@@ -483,9 +546,18 @@ class Machine:
             return 0.0
         waker_cpu = waker.cpu if waker is not None else None
         target = self._select_wake_cpu(task, waker_cpu, sync)
+        if self._balancer is not None:
+            task._pelt(False)
+        target._sync_min_vruntime()
+        if self.params.eevdf:
+            d = task._delayed
+            task._delayed = None
+            if d is None or d[0] is not target or d[1] != target._picks:
+                eevdf.place_woken(task, target, self.params.slice_us)
+            # else still delayed on this CPU (no pick since it slept): requeued with its vruntime
+            return self._activate(task, target, waker_cpu)
         # A sleeper keeps a little credit (half a slice) but never its whole sleep.
         credit = self.params.slice_us / 2.0
-        target._sync_min_vruntime()
         if task.prev_cpu is not None and task.prev_cpu is not target:
             task.prev_cpu._sync_min_vruntime()
             task.vruntime -= task.prev_cpu.min_vruntime - target.min_vruntime
@@ -506,7 +578,7 @@ class Machine:
             now = self.env._now
             preemptible = cur._done is not None and cur._preemptible
             in_head = preemptible and cur._preempt_from > now
-            if now - cur._slice_start >= p.wakeup_granularity_us and task.vruntime <= cur.vruntime:
+            if self._wakeup_preempts(target, cur, task, now):
                 if preemptible and not in_head:
                     target._preempt(cur)
                 else:
@@ -520,8 +592,18 @@ class Machine:
         self._kick_idle(target)
         return 0.0
 
+    def _wakeup_preempts(self, cpu: CPU, cur: Task, task: Task, now: float) -> bool:
+        """check_preempt_wakeup_fair: does the woken `task` take the CPU from `cur`?"""
+        p = self.params
+        if not p.eevdf:
+            return now - cur._slice_start >= p.wakeup_granularity_us and task.vruntime <= cur.vruntime
+        cpu._account(cur)  # update_curr
+        return eevdf.wakeup_preempts(cpu, cur, task, now, p.slice_us, _tolerance(now))
+
     def _kick_idle(self, busy: CPU) -> None:
         """nohz idle balance: at the busy CPU's next tick, an idle CPU pulls a waiting task."""
+        if self._balancer is not None:
+            return  # the balancer's tick does it (forksim.sched.balance)
         if busy._kick_pending or not self._idle:
             return
         busy._kick_pending = True
@@ -559,6 +641,10 @@ class Machine:
     def _select_wake_cpu(self, task: Task, waker_cpu: CPU | None, sync: bool) -> CPU:
         prev = task.prev_cpu or self.cpus[0]
         if waker_cpu is not None and sync and waker_cpu.nr_running == 1:
+            b = self.params.balance
+            if (b is not None and b.wake_prev > 0.0 and prev is not waker_cpu and not prev.idle
+                    and b.uniform() < b.wake_prev):
+                return prev  # vCPU packing: the wakee stays on its busy vCPU (as measured)
             return waker_cpu  # wake_affine_idle: the waker is about to sleep
         if prev.idle and not prev.waking:
             return prev
@@ -572,6 +658,8 @@ class Machine:
 
     def _steal_for(self, idle_cpu: CPU) -> Task | None:
         """newidle balance: take the first waiting task of the busiest runqueue."""
+        if self._balancer is not None:
+            return self._balancer.idle_pull(idle_cpu, newidle=True)
         busiest = None
         for cpu in self.cpus:
             if cpu is not idle_cpu and cpu.rq and (busiest is None or len(cpu.rq) > len(busiest.rq)):

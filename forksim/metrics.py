@@ -321,7 +321,10 @@ def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = No
     summary: dict[str, Any] = {
         "forks": int(measured["fork_ret_us"].notna().sum()),
         "replications": len(results),
-        "throughput_per_s": _mean_ci(throughputs),
+        # range: the replications' lowest and highest, the spread of placement outcomes (where the
+        # balancer put the hogs and parents) that a confidence interval of the mean hides
+        "throughput_per_s": {**_mean_ci(throughputs),
+                             "range": [_clean(min(throughputs)), _clean(max(throughputs))] if throughputs else None},
     }
     for name in ("fork_latency_us", "roundtrip_latency_us", "child_start_latency_us"):
         summary[name] = latency(name, col(name))

@@ -205,6 +205,25 @@ _EXIT_HEAD_DEFAULT = ("assumption: do_exit runs exit_signals .. exit_mm (where m
                       "a 2-vCPU Linux 6.18 VM (0.52 of a vfork child's exit, forksim calibrate)")
 
 
+_EEVDF_SRC = ("assumption: Linux 6.6+ EEVDF with the default features (PLACE_LAG, PLACE_DEADLINE_INITIAL, "
+              "RUN_TO_PARITY, DELAY_DEQUEUE; kernel/sched/features.h); debugfs sched/features is not readable here")
+_MIGRATION_COST_SRC = ("assumption: sysctl_sched_migration_cost default 500 us (kernel/sched/fair.c); "
+                       "debugfs sched/migration_cost_ns is not readable here")
+_IDLE_PULL_SRC = "assumption: upstream (no vCPU packing): an idle CPU's balance pass pulls a waiting task"
+
+
+class Balancing(BaseModel):
+    """The fair scheduler's policy settings: EEVDF on or off, and load balancing (forksim.sched)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    eevdf: bool = True
+    eevdf_source: str = _EEVDF_SRC
+    migration_cost_us: float = Field(default=500.0, ge=0.0, le=1e6)
+    migration_cost_source: str = _MIGRATION_COST_SRC
+    # sched_vcpu_pack-style packing: P(an idle vCPU's balance pass pulls a waiting task); 1 upstream.
+    idle_pull: Fraction = Field(default_factory=lambda: Fraction(value=1.0, source=_IDLE_PULL_SRC))
+
+
 class Interruptions(BaseModel):
     """Interruptions of a running CPU (tick, device interrupts, the host preempting a vCPU): a
     Poisson stream at `rate_per_s`, each lasting a draw of `duration`."""
@@ -330,7 +349,12 @@ class Profile(BaseModel):
     stack_cache_per_cpu: int = Field(default=2, ge=0, le=64)
     # Share of creations whose child the scheduler keeps on the parent's CPU although another CPU is
     # idle (a kernel that packs vCPUs does; upstream does not). By family: fork and threads, CLONE_VFORK.
-    placement: dict[Literal["fork_local_when_idle", "vfork_local_when_idle"], Fraction] = Field(
+    # Under load, with vCPU packing (measured by forksim.calibration.busy; absent: as upstream):
+    # fork_local_when_idle_busy: the same share when the parent's CPU also has a task waiting (a hog);
+    # absent: fork_local_when_idle. wake_prev_when_busy: share of sync wake-ups (a child's exit
+    # waking its parent) that leave the wakee on its own busy CPU instead of the waker's; absent: 0.
+    placement: dict[Literal["fork_local_when_idle", "vfork_local_when_idle", "fork_local_when_idle_busy",
+                            "wake_prev_when_busy"], Fraction] = Field(
         default_factory=lambda: {
             "fork_local_when_idle": Fraction(value=0.0, source=_UPSTREAM),
             "vfork_local_when_idle": Fraction(value=0.0, source=_UPSTREAM),
@@ -344,6 +368,9 @@ class Profile(BaseModel):
     # How each cost that depends on the CPU count or the machine's size scales beyond `host`
     # (forksim.scaling); a profile without the section gets the standard statements.
     scaling: dict[str, ScalingRule] = Field(default_factory=default_scaling)
+    # Scheduler policy (EEVDF, load balancing, vCPU packing, forksim.sched); absent: the fair queue
+    # with wake-affine placement and idle pulls that the validated model runs.
+    balancing: Balancing | None = None
     # Share of do_exit (the child's whole exit, less exit_mmap) before its first preemption point:
     # a task woken meanwhile (a vfork parent, at mm_release) waits for it under preempt=none.
     exit_head_share: Fraction = Field(default_factory=lambda: Fraction(value=0.5, source=_EXIT_HEAD_DEFAULT))

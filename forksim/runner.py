@@ -27,6 +27,7 @@ from .kernel.copies import Copies
 from .kernel.flags import COPIES_MM, EXECS, NEW_PROCESS
 from .kernel.costs import EMPTY_IMAGE, Costs
 from .machine import Machine, SchedulerParams
+from .sched.balance import BalanceParams
 from .metrics import ReplicationResult, records_frame, summarize
 from .profile import Profile, load_profile, profile_info
 from .requests import requests_frame
@@ -317,8 +318,21 @@ def scheduler_params(exp: Experiment, profile: Profile, costs: Costs) -> Schedul
         idle_wake=sampler(m.idle_wake, sched.idle_wake),
         ipi_send=costs.sampler(profile.stages["ipi_send"]) if m.idle_wake is None else (lambda: 0.0),
         migration=sampler(m.migration, sched.migration),
+        eevdf=profile.balancing is not None and profile.balancing.eevdf,
+        balance=balance_params(exp, profile, costs) if profile.balancing is not None else None,
         **_interruption_samplers(profile, costs),
     )
+
+
+def balance_params(exp: Experiment, profile: Profile, costs: Costs) -> BalanceParams:
+    """Load balancing for the simulated machine: one MC domain spanning its CPUs (sd_init:
+    balance_interval = the domain's weight in ms, busy_factor 16, imbalance_pct 117,
+    cache_nice_tries 1), the profile's migration cost and vCPU packing."""
+    b = profile.balancing
+    wake_prev = profile.placement.get("wake_prev_when_busy")
+    return BalanceParams(interval_us=1000.0 * exp.machine.cpus, migration_cost_us=b.migration_cost_us,
+                         idle_pull=b.idle_pull.value, wake_prev=wake_prev.value if wake_prev else 0.0,
+                         uniform=costs.uniform)
 
 
 def _interruption_samplers(profile: Profile, costs: Costs) -> dict[str, Any]:

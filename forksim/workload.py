@@ -3,6 +3,8 @@ faulting threads, and always-runnable CPU hogs."""
 
 from __future__ import annotations
 
+import functools
+import math
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -126,18 +128,32 @@ def feed_arrivals(env: simpy.Environment, times: Iterator[float], requests: dequ
         on_arrival()
 
 
-def cpu_hog(task: "Task", first_run: simpy.Event):
-    """An always-runnable CPU-bound task."""
+def cpu_hog(task: "Task", first_run: simpy.Event, duty: float = 1.0, period: float = 10_000.0):
+    """A CPU-bound task: always runnable, or (duty < 1) spinning `duty` of each `period` by the
+    clock and sleeping the rest, like the load generator's --hog-duty hogs."""
     yield first_run
+    if duty >= 1.0:
+        while True:
+            yield task.run(1e6, preemptible=True)
+    env = task.machine.env
+    on = duty * period
+    start = env.now
     while True:
-        yield task.run(1e6, preemptible=True)
+        while env.now - start < on:  # spin by the clock: time waiting for the CPU counts
+            yield task.run(min(100.0, on - (env.now - start)), preemptible=True)
+        start += period
+        if start > env.now:
+            yield task.sleep_for(start - env.now)
+        else:  # fell behind: missed periods are skipped, not made up
+            start += math.ceil((env.now - start) / period) * period
+            yield task.sleep_for(start - env.now)
 
 
-def start_cpu_hogs(machine: "Machine", count: int) -> None:
-    """The experiment's [background] CPU hogs."""
+def start_cpu_hogs(machine: "Machine", count: int, duty: float = 1.0, period: float = 10_000.0) -> None:
+    """The experiment's [background] CPU hogs, each on the idlest CPU."""
     for h in range(count):
         task, first_run = machine.start_task(f"hog{h}")
-        machine.env.process(cpu_hog(task, first_run))
+        machine.env.process(cpu_hog(task, first_run, duty, period))
 
 
 class _Queue:
@@ -169,24 +185,57 @@ class Workload:
         self.shape = image_shape(exp)
 
     def start(self) -> None:
+        """Start the tasks as a load generator does: a launcher forks the CPU hogs, then the parents
+        (their threads from each parent), each placed by fork placement from the launcher's CPU;
+        then it exits. Where they land is the kernel's placement, not a fixed layout."""
         wl = self.exp.workload
+        queues: list[_Queue] = []
         if wl.kind == "open":
             per_parent = wl.queue == "per_parent"
             queues = [_Queue() for _ in range(wl.parents)] if per_parent else [_Queue()]
             for q in queues:
                 self.env.process(self._arrival_stream(q, len(queues)))
+        if self.kernel.costs.profile.balancing is None:
+            # the validated model: each task starts on the idlest CPU, hogs after the parents
+            for i in range(wl.parents):
+                task, first = self.machine.start_task(f"parent{i}")
+                self._start_parent(i, queues, task, first)
+            bg = self.exp.background
+            start_cpu_hogs(self.machine, bg.cpu_hogs, bg.hog_duty, bg.hog_period)
+            return
+        plan: list[tuple[str, Callable[["Task", simpy.Event], None]]] = []
+        for h in range(self.exp.background.cpu_hogs):
+            plan.append((f"hog{h}", lambda task, first: self.env.process(
+                cpu_hog(task, first, self.exp.background.hog_duty, self.exp.background.hog_period))))
         for i in range(wl.parents):
-            task, first = self.machine.start_task(f"parent{i}")
-            proc = Process(task, self.kernel.new_mm(self.shape))
-            if wl.kind == "closed":
-                self.env.process(self._closed_parent(proc, i, first))
-            else:
-                self.env.process(self._open_parent(proc, i, first, queues[i % len(queues)]))
-            for j in range(1, wl.image.threads):
-                thread, tfirst = self.machine.start_task(f"parent{i}.t{j}")
-                proc.threads.append(thread)
-                self.env.process(self._faulting_thread(proc, thread, tfirst))
-        start_cpu_hogs(self.machine, self.exp.background.cpu_hogs)
+            plan.append((f"parent{i}", functools.partial(self._start_parent, i, queues)))
+        launcher, first = self.machine.start_task("launcher")
+        self.env.process(self._launch(launcher, first, plan))
+
+    def _launch(self, launcher: "Task", first: simpy.Event, plan):
+        """The launcher: fork each planned task (SD_BALANCE_FORK placement from its CPU), then exit."""
+        yield first
+        pack = self.kernel._pack  # P(local although a CPU is idle), by (CLONE_VFORK, parent's CPU busy)
+        for name, begin in plan:
+            task = self.machine.new_task(name)
+            local = pack[False, bool(launcher.cpu.rq)]
+            first_run, ipi = self.machine.spawn(task, launcher, pack=self.kernel.costs.uniform() < local)
+            begin(task, first_run)
+            if ipi > 0.0:
+                yield launcher.run(ipi)
+        launcher.exit()
+
+    def _start_parent(self, i: int, queues: list["_Queue"], task: "Task", first: simpy.Event) -> None:
+        wl = self.exp.workload
+        proc = Process(task, self.kernel.new_mm(self.shape))
+        if wl.kind == "closed":
+            self.env.process(self._closed_parent(proc, i, first))
+        else:
+            self.env.process(self._open_parent(proc, i, first, queues[i % len(queues)]))
+        for j in range(1, wl.image.threads):
+            thread, tfirst = self.machine.start_task(f"parent{i}.t{j}")
+            proc.threads.append(thread)
+            self.env.process(self._faulting_thread(proc, thread, tfirst))
 
     # ---- a creation, start to reap
 

@@ -118,7 +118,18 @@ def test_scenario_set():
     names = [s.name for s in SCENARIOS]
     assert len(names) == len(set(names))
     full = scenarios.scenarios(quick=False)
-    assert len(full) == len(SCENARIOS) == 34
+    assert len(full) == len(SCENARIOS) == 46
+    # the busy machine: 1 and 2 parents beside 1, 2 and 4 hogs at RSS 0 and 256 MiB, and 50% duty hogs,
+    # each repeated (the real run-to-run spread)
+    hogs = [s for s in SCENARIOS if s.hogs]
+    assert {(s.parents, s.hogs, s.rss) for s in hogs if s.hog_duty == 1.0} == {
+        (k, h, r) for k in (1, 2) for h in (1, 2, 4) for r in (0, 256 * scenarios.MiB)}
+    assert {s.name for s in hogs if s.hog_duty < 1.0} == {"closed-fork-K1-rss0-hogs2-duty50",
+                                                          "closed-fork-K2-rss0-hogs2-duty50"}
+    assert all(s.repeats == 3 for s in hogs)
+    duty = next(s for s in hogs if s.hog_duty < 1.0)
+    assert duty.loadgen_args(False)[-4:] == ["--hog-duty", "0.5", "--hog-period", "0.01"]
+    assert duty.to_config({}, cpus=2)["background"] == {"cpu_hogs": 2, "hog_duty": 0.5, "hog_period": 10_000.0}
     quick = scenarios.scenarios(quick=True)
     assert {"closed-fork-K1-rss0", "closed-fork-K2-rss0", "closed-vfork-K1-rss0", "closed-posix_spawn-K1-rss0",
             "closed-thread-K1-rss0", "closed-fork-K1-rss0-hogs2"} <= {s.name for s in quick}
@@ -131,7 +142,7 @@ def test_scenario_set():
             if s.mode == "open":
                 assert (s.kind, s.rss) in seen, s.name
     # the quick set is short: < ~2 minutes of real load with setup included
-    assert sum(s.quick_duration_s + s.quick_warmup_s for s in quick) < 30
+    assert sum((s.quick_duration_s + s.quick_warmup_s) * s.repeats for s in quick) < 30
 
 
 def test_to_config_follows_the_schema():

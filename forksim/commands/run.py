@@ -30,7 +30,10 @@ def summary_table(summary: dict, clone: str = "fork") -> None:
                                  f"{summary['replications']} replications, profile {summary['profile']}", clone))
     thr = summary["throughput_per_s"]
     ci = thr.get("ci95")
-    console.print(f"throughput: {fmt(thr['mean'])} creations/s" + (f" (95% CI {fmt(ci[0])} .. {fmt(ci[1])})" if ci else ""))
+    rng = thr.get("range")
+    spread = (f"; replications {fmt(rng[0])} .. {fmt(rng[1])}" if rng and summary["replications"] > 1 else "")
+    console.print(f"throughput: {fmt(thr['mean'])} creations/s"
+                  + (f" (95% CI {fmt(ci[0])} .. {fmt(ci[1])}{spread})" if ci else (f" ({spread[2:]})" if spread else "")))
     req = summary.get("request_throughput_per_s")
     if req:  # server workloads
         console.print(f"requests: {fmt(req['mean'])} served/s, {summary.get('requests_unfinished', 0):,} unfinished at "

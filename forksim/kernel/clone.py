@@ -56,9 +56,13 @@ class Kernel:
         self.stacks = StackCache(len(machine.cpus), stack_per_cpu)
         self.warmth = WarmthTracker(costs.profile.warmth, len(machine.cpus))
         placement = costs.profile.placement
-        self._pack = {  # P(child stays on the parent's CPU although one is idle), by CLONE_VFORK
-            False: placement["fork_local_when_idle"].value,
-            True: placement["vfork_local_when_idle"].value,
+        fork_local = placement["fork_local_when_idle"].value
+        busy = placement.get("fork_local_when_idle_busy")
+        self._pack = {  # P(child stays on the parent's CPU although one is idle), by (CLONE_VFORK,
+            (False, False): fork_local,  # whether the parent's CPU has a task waiting besides it)
+            (False, True): busy.value if busy is not None else fork_local,
+            (True, False): placement["vfork_local_when_idle"].value,
+            (True, True): placement["vfork_local_when_idle"].value,
         }
         self._exit_head = costs.profile.exit_head_share.value
         self.lock_stats = {n: LockStats(n) for n in ("tasklist_lock", "pidmap_lock", "mmap_lock")}
@@ -158,7 +162,7 @@ class Kernel:
         child.inherited = kind in COPIES_MM
         if kind in VFORK_WAIT:
             child.vfork_waiter = P
-        pack = self.costs.uniform() < self._pack[kind in VFORK_WAIT]
+        pack = self.costs.uniform() < self._pack[kind in VFORK_WAIT, bool(P.cpu.rq)]
         first_run, ipi = self.machine.spawn(child_task, P, pack=pack)
         env.process(self.child_life(child, kind, first_run, rec))
         if ipi > 0.0:

@@ -107,6 +107,14 @@ def compare_row(name: str, measured: dict[str, Any], predicted: dict[str, Any] |
         row["rel_error"][key] = relative_error(p, m)
     row["off_by_2x"] = [k for k in row["measured"]
                         if _off_by_factor(row["predicted"].get(k), row["measured"].get(k), TARGETS["max_factor"])]
+    runs = measured.get("throughput_runs_per_s")
+    rng = _get(predicted, ("throughput_per_s", "range")) if predicted else None
+    if runs:
+        # The real run-to-run spread against the range of the model's replications.
+        row["throughput_spread"] = {"measured": [min(runs), max(runs)], "runs": list(runs),
+                                    "predicted": rng,
+                                    "inside": bool(rng and rng[0] is not None and rng[1] is not None
+                                                   and rng[0] <= min(runs) and max(runs) <= rng[1])}
     foreign = _get(measured, ("cpu", "foreign_frac"))
     if foreign is not None:
         row["foreign_cpu_frac"] = foreign
@@ -212,6 +220,18 @@ def render_markdown(report: dict[str, Any]) -> str:
                 if r["measured"].get(k) is not None or r["predicted"].get(k) is not None:
                     lines.append(f"| {r['scenario']} | {lab} | {_fmt(r['measured'].get(k))} | "
                                  f"{_fmt(r['predicted'].get(k))} | {_fmt_err(r['rel_error'].get(k))} |")
+    spread = [r for r in rows if r.get("throughput_spread")]
+    if spread:
+        lines += ["", "Run-to-run spread of the throughput (/s; where the balancer put hogs and parents differs "
+                  "from run to run): the real runs against the model's replications:", "",
+                  "| scenario | real runs | real min .. max | model min .. max | real inside model's range |",
+                  "|---|---|---|---|---|"]
+        for r in spread:
+            sp = r["throughput_spread"]
+            pr = sp.get("predicted") or [None, None]
+            lines.append(f"| {r['scenario']} | {', '.join(_fmt(v) for v in sp['runs'])} | "
+                         f"{_fmt(sp['measured'][0])} .. {_fmt(sp['measured'][1])} | {_fmt(pr[0])} .. {_fmt(pr[1])} | "
+                         f"{'yes' if sp['inside'] else 'no'} |")
     cc = report.get("crosscheck_stress_ng")
     if cc and cc.get("stress_ng_per_s"):
         lines += ["", "Cross-check with stress-ng (vfork+_exit+wait, one process pinned to CPU 0, creations/s): "

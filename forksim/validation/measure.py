@@ -393,8 +393,21 @@ def measure(scenario: Scenario, quick: bool = False, *, capacity: float | None =
     args = scenario.loadgen_args(quick, rate)
     # Setup touches the images (a few seconds per GiB here), then the run itself.
     timeout = 60 + scenario.warmup(quick) + scenario.duration(quick) * 3 + 20 * scenario.rss * scenario.parents / 1024**3
-    meta, recs, stalls = run_loadgen(args, timeout=timeout, tools=tools)
+    runs = [run_loadgen(args, timeout=timeout, tools=tools) for _ in range(max(1, scenario.repeats))]
+    meta, recs, stalls = runs[0]
     out = summarize(scenario, meta, recs, stalls, quick=quick, rate=rate)
+    if len(runs) > 1:
+        # Repeated runs (placement differs run to run): the latencies pool every run's creations,
+        # the throughput is the median run's, and each run's throughput is kept (the spread).
+        thr = [summarize(scenario, m, r, st, quick=quick, rate=rate)["throughput_per_s"] for m, r, st in runs]
+        recs = np.concatenate([r for _m, r, _st in runs])
+        pooled = summarize(scenario, meta, recs, stalls, quick=quick, rate=rate)
+        out["fork_latency_us"] = pooled["fork_latency_us"]
+        out["roundtrip_latency_us"] = pooled["roundtrip_latency_us"]
+        out["placement"] = pooled["placement"]
+        out["samples"] = int(recs.size)
+        out["throughput_per_s"] = float(np.median(thr))
+        out["throughput_runs_per_s"] = thr
     out["helper_static"] = tools.helper_static
     if raw:
         out["_records"] = recs

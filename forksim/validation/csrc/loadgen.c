@@ -127,13 +127,14 @@ static struct {
     enum kind kind;
     int parents, hogs, writers, pin, thp;
     double duration, warmup, rate, grace, think;
+    double hog_duty, hog_period; /* a hog spins duty x period of each period (wall), sleeps the rest */
     size_t rss;
     int64_t cap, stall_cap, stall_ns;
     const char *helper, *out;
     uint64_t seed;
     long fds, live;          /* open fds in each parent; live children each parent keeps */
     unsigned long cflags;    /* fork kind: clone(cflags|SIGCHLD) instead of fork() */
-} opt = {M_CLOSED, K_FORK, 1, 0, 3, 0, 0, 1.0, 0.2, 0.0, 1.0, 0.0, 0, 0, 0, 50000, NULL, NULL, 1};
+} opt = {M_CLOSED, K_FORK, 1, 0, 3, 0, 0, 1.0, 0.2, 0.0, 1.0, 0.0, 1.0, 0.01, 0, 0, 0, 50000, NULL, NULL, 1};
 
 static struct ctl *ctl;
 static struct rec *recbuf;
@@ -171,7 +172,9 @@ static void usage(void)
             "  [--parents K] [--duration S] [--warmup S] [--rate R/s] [--hogs N] [--rss BYTES]\n"
             "  [--thp] [--pin] [--writers W] [--stall-us US] [--helper PATH] [--cap N] [--seed S]\n"
             "  [--fds N] [--live-children N] [--clone-flags HEX]\n"
-            "  [--think S] (closed: sleep S seconds after each creation)\n");
+            "  [--think S] (closed: sleep S seconds after each creation)\n"
+
+            "  [--hog-duty F] [--hog-period S]\n");
     exit(2);
 }
 
@@ -551,8 +554,20 @@ static void hog_main(void)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     volatile uint64_t x = 0;
-    for (;;)
-        x++;
+    if (opt.hog_duty >= 1.0)
+        for (;;)
+            x++;
+    /* duty cycle: spin until `on` has passed on the clock, sleep the rest of the period */
+    int64_t period = (int64_t)(opt.hog_period * 1e9), on = (int64_t)(opt.hog_duty * opt.hog_period * 1e9);
+    for (int64_t start = now_ns();; start += period) {
+        while (now_ns() - start < on)
+            x++;
+        int64_t left = start + period - now_ns();
+        if (left > 0) {
+            struct timespec ts = {left / 1000000000, left % 1000000000};
+            nanosleep(&ts, NULL);
+        }
+    }
 }
 
 /* ------------------------------------------------------------------ CPU accounting (master) */
@@ -665,6 +680,8 @@ int main(int argc, char **argv)
         else if (ARG("--grace")) opt.grace = atof(v);
         else if (ARG("--think")) opt.think = atof(v);
         else if (ARG("--hogs")) opt.hogs = atoi(v);
+        else if (ARG("--hog-duty")) opt.hog_duty = atof(v);
+        else if (ARG("--hog-period")) opt.hog_period = atof(v);
         else if (ARG("--rss")) opt.rss = (size_t)strtoull(v, NULL, 10);
         else if (ARG("--writers")) opt.writers = atoi(v);
         else if (ARG("--stall-us")) opt.stall_ns = (int64_t)(atof(v) * 1000);
@@ -681,7 +698,8 @@ int main(int argc, char **argv)
 #undef ARG
     }
     if (!opt.out || opt.parents < 1 || opt.parents > MAXP || opt.duration <= 0 || opt.warmup < 0 ||
-        opt.hogs < 0 || opt.hogs > 4096 || opt.writers < 1 || opt.writers > MAXW)
+        opt.hogs < 0 || opt.hogs > 4096 || opt.writers < 1 || opt.writers > MAXW ||
+        !(opt.hog_duty > 0 && opt.hog_duty <= 1) || !(opt.hog_period > 0 && opt.hog_period <= 10))
         usage();
     if (opt.mode == M_OPEN && opt.rate <= 0) {
         fprintf(stderr, "loadgen: open mode needs --rate > 0\n");

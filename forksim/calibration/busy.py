@@ -1,0 +1,322 @@
+"""Where the scheduler puts CPU hogs, parents and their children on a busy machine (root + tracefs).
+
+One run of the validation load generator (`loadgen --hogs N`) is traced in a private tracefs
+instance (sched_switch, sched_migrate_task, sched_wakeup_new, sched_process_fork, for the load's
+pids only) and reduced to what decides its throughput:
+
+- the hogs' layout over the measured window: the share of time the hogs were spread as evenly as
+  the CPUs allow, and the share they were packed one CPU heavier than that ("stacked");
+- the hogs' migrations per second (load balancing moving them);
+- where each forked child first ran: on the parent's CPU, or another one;
+- the throughput and the fork latency percentiles of the run itself.
+
+The runs are repeated (placement is decided anew each time), so the spread across runs is the
+spread of the kernel's placement outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .tracefs import Event, TraceInstance
+
+__all__ = ["EVENTS", "trace_run", "layout"]
+
+EVENTS = ("sched/sched_switch", "sched/sched_migrate_task", "sched/sched_wakeup", "sched/sched_wakeup_new",
+          "sched/sched_process_fork")
+_REC = np.dtype([("arrival", "<i8"), ("t0", "<i8"), ("t1", "<i8"), ("t2", "<i8"), ("pcpu0", "<i4"),
+                 ("pcpu1", "<i4"), ("ccpu", "<i4"), ("parent", "<i4")])
+
+
+def _runs_on(events: list[Event], pids: set[int], t0: float, t1: float, ncpu: int) -> dict[int, list[tuple[float, float, int]]]:
+    """Per pid, its on-CPU intervals (start ns, end ns, cpu) clipped to [t0, t1]."""
+    on: dict[int, tuple[float, int]] = {}
+    out: dict[int, list[tuple[float, float, int]]] = defaultdict(list)
+    for e in events:
+        if e.name != "sched_switch":
+            continue
+        prev, nxt = int(e.f.get("prev_pid") or -1), int(e.f.get("next_pid") or -1)
+        if prev in pids and prev in on:
+            s, cpu = on.pop(prev)
+            a, b = max(s, t0), min(e.ts, t1)
+            if b > a:
+                out[prev].append((a, b, cpu))
+        if nxt in pids:
+            on[nxt] = (e.ts, e.cpu)
+    for pid, (s, cpu) in on.items():
+        a = max(s, t0)
+        if t1 > a:
+            out[pid].append((a, t1, cpu))
+    return out
+
+
+def layout(events: list[Event], hogs: list[int], t0: float, t1: float, ncpu: int,
+           parents: list[int] = ()) -> dict[str, Any]:
+    """The hogs' layout over [t0, t1] ns: the time-weighted share of each per-CPU hog count (a hog
+    belongs to the CPU it last ran on), whether that was spread or stacked, and migrations; and the
+    share of time a parent's CPU (the one it last ran on) also held a hog."""
+    last_cpu: dict[int, int] = {}
+    counts: dict[tuple[int, ...], float] = defaultdict(float)
+    t_prev = t0
+    migrations = 0
+    hogset = set(hogs)
+    pset = set(parents)
+    p_cpu: dict[int, int] = {}
+    shared = 0.0
+
+    def state() -> tuple[int, ...]:
+        per = [0] * ncpu
+        for pid in hogs:
+            if pid in last_cpu:
+                per[last_cpu[pid]] += 1
+        return tuple(sorted(per, reverse=True))
+
+    for e in events:
+        if e.ts > t1:
+            break
+        cpu_of = None
+        nxt = int(e.f.get("next_pid") or -1) if e.name == "sched_switch" else -1
+        mig = int(e.f.get("pid") or -1) if e.name == "sched_migrate_task" else -1
+        if nxt in pset or mig in pset:
+            if e.ts > t_prev and len(last_cpu) == len(hogs) and p_cpu:
+                hog_cpus = set(last_cpu.values())
+                shared += (e.ts - t_prev) * sum(c in hog_cpus for c in p_cpu.values()) / len(pset)
+                counts[state()] += e.ts - t_prev
+                t_prev = e.ts
+            p_cpu[nxt if nxt in pset else mig] = e.cpu if nxt in pset else int(e.f["dest_cpu"])
+            continue
+        if e.name == "sched_switch" and int(e.f.get("next_pid") or -1) in hogset:
+            cpu_of = (int(e.f["next_pid"]), e.cpu)
+        elif e.name == "sched_migrate_task" and int(e.f.get("pid") or -1) in hogset:
+            cpu_of = (int(e.f["pid"]), int(e.f["dest_cpu"]))
+            if e.ts >= t0:
+                migrations += 1
+        if cpu_of is None:
+            continue
+        if e.ts > t_prev and len(last_cpu) == len(hogs):
+            counts[state()] += e.ts - t_prev
+            if p_cpu:
+                hog_cpus = set(last_cpu.values())
+                shared += (e.ts - t_prev) * sum(c in hog_cpus for c in p_cpu.values()) / len(pset)
+        t_prev = max(t_prev, e.ts)
+        last_cpu[cpu_of[0]] = cpu_of[1]
+    if len(last_cpu) == len(hogs) and t1 > t_prev:
+        counts[state()] += t1 - t_prev
+        if p_cpu:
+            hog_cpus = set(last_cpu.values())
+            shared += (t1 - t_prev) * sum(c in hog_cpus for c in p_cpu.values()) / len(pset)
+    total = sum(counts.values()) or 1.0
+    even = tuple(sorted([len(hogs) // ncpu + (1 if i < len(hogs) % ncpu else 0) for i in range(ncpu)], reverse=True))
+    shares = {"/".join(map(str, k)): round(v / total, 4) for k, v in sorted(counts.items())}
+    return {"layout_share": shares, "spread_share": round(counts.get(even, 0.0) / total, 4),
+            "hog_migrations_per_s": round(migrations / ((t1 - t0) / 1e9), 2),
+            "parent_on_hog_cpu": round(shared / total, 4)}
+
+
+def parent_wakeups(events: list[Event], parents: list[int], t0: float, t1: float) -> dict[str, Any]:
+    """Where the parents were woken (sched_wakeup target_cpu): on the CPU they last ran on, or on
+    the waker's (the event's) CPU; and how often they migrated while runnable (balancing)."""
+    pset = set(parents)
+    last: dict[int, int] = {}
+    n = prev = waker = moved = away = away_prev = 0
+    for e in events:
+        if e.name == "sched_switch":
+            nxt = int(e.f.get("next_pid") or -1)
+            if nxt in pset:
+                last[nxt] = e.cpu
+        elif e.name == "sched_wakeup" and int(e.f.get("pid") or -1) in pset and t0 <= e.ts <= t1:
+            pid, tgt = int(e.f["pid"]), int(e.f.get("target_cpu") or -1)
+            if pid in last:
+                n += 1
+                prev += tgt == last[pid]
+                waker += tgt == e.cpu
+                if last[pid] != e.cpu:  # woken from another CPU: stayed on its own, or came over
+                    away += 1
+                    away_prev += tgt == last[pid]
+        elif e.name == "sched_migrate_task" and int(e.f.get("pid") or -1) in pset and t0 <= e.ts <= t1:
+            moved += 1
+    return {"parent_wakeups": n, "parent_wake_on_prev": round(prev / n, 4) if n else None,
+            "parent_wake_on_waker_cpu": round(waker / n, 4) if n else None,
+            "parent_migrations_per_s": round(moved / ((t1 - t0) / 1e9), 1),
+            "parent_woken_from_other_cpu": away,
+            "parent_wake_stays_on_prev": round(away_prev / away, 4) if away else None}
+
+
+def idle_pulls(events: list[Event], pids: set[int], t0: float, t1: float, ncpu: int,
+               tick_ns: float = 4e6) -> dict[str, Any]:
+    """How often an idle CPU pulled a waiting task off a busy one: pulls (sched_migrate_task of a
+    task that was waiting on another CPU, to an idle CPU) per tick of opportunity (time during which
+    a CPU was idle while a task of ours waited on another)."""
+    running = [-1] * ncpu          # pid running per CPU (0: idle; -1: unknown)
+    waiting: dict[int, int] = {}   # pid -> CPU it waits on
+    t_prev, opp_ns, pulls = t0, 0.0, 0
+
+    def chance() -> bool:
+        idle = [c for c in range(ncpu) if running[c] == 0]
+        return any(w != c for c in idle for w in waiting.values())
+
+    for e in events:
+        if e.ts > t1:
+            break
+        if e.ts > t_prev and e.ts > t0 and chance():
+            opp_ns += e.ts - max(t_prev, t0)
+        t_prev = max(t_prev, e.ts)
+        if e.name == "sched_switch":
+            prev, nxt = int(e.f.get("prev_pid") or -1), int(e.f.get("next_pid") or -1)
+            running[e.cpu] = nxt
+            waiting.pop(nxt, None)
+            if prev in pids and e.f.get("prev_state", "").startswith("R"):
+                waiting[prev] = e.cpu
+        elif e.name in ("sched_wakeup", "sched_wakeup_new"):
+            pid = int(e.f.get("pid") or -1)
+            if pid in pids:
+                waiting[pid] = int(e.f.get("target_cpu") or e.cpu)
+        elif e.name == "sched_migrate_task":
+            pid = int(e.f.get("pid") or -1)
+            dest = int(e.f.get("dest_cpu") or -1)
+            if pid in waiting and 0 <= dest < ncpu:
+                if running[dest] == 0 and e.ts >= t0:
+                    pulls += 1
+                waiting[pid] = dest
+    ticks = opp_ns / tick_ns
+    return {"idle_pull_chances": round(ticks, 1), "idle_pulls": pulls,
+            "idle_pull": round(min(1.0, pulls / ticks), 4) if ticks >= 1 else None}
+
+
+def fork_placement(events: list[Event], hogs: list[int], parents: list[int], t0: float, t1: float,
+                   ncpu: int) -> dict[str, Any]:
+    """Where new children went (sched_wakeup_new target_cpu) when another CPU was idle: on the
+    parent's CPU or not, split by whether the parent's CPU also held a hog."""
+    hogset, pset = set(hogs), set(parents)
+    running = [-1] * ncpu
+    hog_cpu: dict[int, int] = {}
+    cnt = {"alone": [0, 0], "with_hog": [0, 0]}  # [local, total]
+    for e in events:
+        if e.ts > t1:
+            break
+        if e.name == "sched_switch":
+            nxt = int(e.f.get("next_pid") or -1)
+            running[e.cpu] = nxt
+            if nxt in hogset:
+                hog_cpu[nxt] = e.cpu
+        elif e.name == "sched_migrate_task" and int(e.f.get("pid") or -1) in hogset:
+            hog_cpu[int(e.f["pid"])] = int(e.f["dest_cpu"])
+        elif e.name == "sched_wakeup_new" and e.pid in pset and e.ts >= t0:
+            if not any(running[c] == 0 for c in range(ncpu) if c != e.cpu):
+                continue
+            key = "with_hog" if e.cpu in hog_cpu.values() else "alone"
+            cnt[key][0] += int(e.f.get("target_cpu") or -1) == e.cpu
+            cnt[key][1] += 1
+    return {f"fork_local_when_idle_{k}": (round(v[0] / v[1], 4) if v[1] else None) for k, v in cnt.items()} | {
+        f"fork_idle_chances_{k}": v[1] for k, v in cnt.items()}
+
+
+def trace_run(loadgen: Path, helper: Path, *, parents: int, hogs: int, rss: int, duration: float,
+              warmup: float) -> dict[str, Any]:
+    """One traced closed-loop fork run beside `hogs` CPU hogs; its summary and placement."""
+    with tempfile.TemporaryDirectory() as d, TraceInstance(EVENTS, buffer_kb=65536, optional=False) as tr:
+        out = Path(d) / "run"
+        tr._write("trace_clock", "mono")  # CLOCK_MONOTONIC, as loadgen's times (us resolution is enough)
+        tr.clock = "mono"
+        # A shell that waits for one line, then execs loadgen: its pid is followed before any fork.
+        cmd = [str(loadgen), "--mode", "closed", "--kind", "fork", "--parents", str(parents), "--hogs",
+               str(hogs), "--rss", str(rss), "--duration", f"{duration:g}", "--warmup", f"{warmup:g}",
+               "--helper", str(helper), "--out", str(out)]
+        sh = subprocess.Popen(["sh", "-c", 'read x; exec "$@"', "sh", *cmd], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+        tr.follow(sh.pid)
+        tr.start()
+        stdout, _ = sh.communicate("go\n")
+        tr.stop()
+        summary = json.loads(stdout.strip().splitlines()[-1])
+        events = tr.read()
+        recs = np.fromfile(str(out) + ".rec", dtype=_REC)
+    master = sh.pid
+    kids = [int(e.f["child_pid"]) for e in events if e.name == "sched_process_fork" and int(e.f["pid"]) == master]
+    hog_pids = kids[:hogs]
+    fork_ns = (recs["t1"] - recs["t0"]) / 1e3
+    ncpu = int(summary["cpus"])
+    w0, w1 = float(summary["t_warm_ns"]), float(summary["t_end_ns"])
+    lay = layout(events, hog_pids, w0, w1, ncpu, kids[hogs:hogs + parents])
+    local = recs["ccpu"] == recs["pcpu1"]
+    return {
+        "parents": parents, "hogs": hogs, "rss": rss, "duration_s": duration,
+        "throughput_per_s": round(len(recs) / duration, 1),
+        "fork_p50_us": round(float(np.percentile(fork_ns, 50)), 1) if len(recs) else None,
+        "fork_p99_us": round(float(np.percentile(fork_ns, 99)), 1) if len(recs) else None,
+        "child_on_parent_cpu": round(float(local.mean()), 4) if len(recs) else None,
+        "hog_ticks_share": round(summary["win_hog_ticks"] / max(1, summary["win_busy_ticks"] + summary["win_idle_ticks"]), 3),
+        "lost_events": tr.lost,
+        **lay,
+        **parent_wakeups(events, kids[hogs:hogs + parents], w0, w1),
+        **idle_pulls(events, _ours(events, master), w0, w1, ncpu),
+        **fork_placement(events, hog_pids, kids[hogs:hogs + parents], w0, w1, ncpu),
+    }
+
+
+def _ours(events: list[Event], master: int) -> set[int]:
+    """The load's pids: the master and every task forked from it, transitively."""
+    ours = {master}
+    for e in events:
+        if e.name == "sched_process_fork" and int(e.f.get("pid") or -1) in ours:
+            ours.add(int(e.f["child_pid"]))
+    return ours
+
+
+def fractions(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The profile's vCPU-packing shares, pooled over traced runs (None where no chance was seen)."""
+    def pooled(num_key: str, den_key: str) -> tuple[float | None, float]:
+        den = sum(r.get(den_key) or 0 for r in runs)
+        num = sum((r.get(num_key) or 0) * (r.get(den_key) or 0) for r in runs)
+        return (round(num / den, 4) if den else None), den
+
+    local, n_local = pooled("fork_local_when_idle_with_hog", "fork_idle_chances_with_hog")
+    prev, n_prev = pooled("parent_wake_stays_on_prev", "parent_woken_from_other_cpu")
+    chances = sum(r.get("idle_pull_chances") or 0 for r in runs)
+    pulls = sum(r.get("idle_pulls") or 0 for r in runs)
+    what = f"{len(runs)} traced 3 s runs of 1-2 fork parents beside 1-4 CPU hogs (forksim.calibration.busy)"
+    out = {}
+    if local is not None:
+        out["fork_local_when_idle_busy"] = {"value": local, "source": (
+            f"measured: {what}: of {n_local:.0f} forks made while another CPU was idle and a hog shared the "
+            f"parent's CPU, this share put the child on the parent's CPU (sched_wakeup_new target_cpu)")}
+    if prev is not None:
+        out["wake_prev_when_busy"] = {"value": prev, "source": (
+            f"measured: {what}: of {n_prev:.0f} wake-ups of a parent from another CPU (its child's exit), "
+            f"this share left it on the CPU it last ran on (sched_wakeup target_cpu)")}
+    if chances >= 1:
+        out["idle_pull"] = {"value": round(min(1.0, pulls / chances), 4), "source": (
+            f"measured: {what}: {pulls} pulls of a waiting task to an idle CPU (sched_migrate_task) in "
+            f"{chances:.0f} ticks during which a CPU was idle while a task waited on another")}
+    return out
+
+
+def main(argv: list[str]) -> int:
+    """Trace every hog load `reps` times (default 3); print each run and the pooled shares (JSON)."""
+    from ..validation.measure import build_tools
+
+    reps = int(argv[0]) if argv else 3
+    tools = build_tools()
+    runs = []
+    for rss in (0, 256 << 20):
+        for parents in (1, 2):
+            for hogs in (1, 2, 4):
+                for _ in range(reps):
+                    r = trace_run(tools.loadgen, tools.helper, parents=parents, hogs=hogs, rss=rss,
+                                  duration=3.0, warmup=0.5)
+                    print(json.dumps(r), flush=True)
+                    runs.append(r)
+    print(json.dumps({"profile_fractions": fractions(runs)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,107 @@
+"""EEVDF as Linux 6.6+ runs it (kernel/sched/fair.c), for tasks of equal weight (nice 0).
+
+What the model keeps of it:
+
+- avg_vruntime (V): the average virtual runtime of the runqueue's tasks, the running one included;
+  a task is eligible when its vruntime is at most V (entity_eligible).
+- place_entity: a task is placed at V minus its lag; a woken task's lag is the one it had when it
+  went to sleep (update_entity_lag: V - vruntime, clamped to +-max(2 slices, one tick)), scaled by
+  (n + 1) / n for the n tasks it joins (PLACE_LAG), so that the lag survives the task's own weight
+  entering the average. A new task has no lag. Its deadline is vruntime + slice, half a slice for a
+  new task (PLACE_DEADLINE_INITIAL).
+- DELAY_DEQUEUE: a task that sleeps with negative lag stays queued until its CPU next picks, and
+  leaves then with (about) zero lag; woken before that pick on the same CPU it is requeued with its
+  vruntime unchanged, so that the running task, which has advanced meanwhile, may have become
+  ineligible (a vfork parent woken at mm_release preempts its exiting child this way).
+- update_deadline: once a task's vruntime reaches its deadline it gets a new one a slice later.
+- RUN_TO_PARITY (set_protect_slice at pick): the picked task is protected up to its deadline;
+  wake-up preemption (check_preempt_wakeup_fair -> __pick_eevdf with protection) waits for it,
+  and the tick (update_curr -> !protect_slice) reschedules once it is over and others wait.
+
+The pick order stays the lowest vruntime (the runqueue heap): for equal weights and slices the
+earliest eligible deadline is the lowest vruntime, except that a new task's half-slice deadline
+would put it a little earlier.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..machine import CPU, Task
+
+__all__ = ["avg_vruntime", "raw_lag", "lag_limit", "dequeue_lag", "place_woken", "place_new", "renew_deadline",
+           "wakeup_preempts"]
+
+
+def avg_vruntime(cpu: "CPU") -> tuple[float, int]:
+    """avg_vruntime(): V of `cpu` and the number of tasks it averages (0: V is min_vruntime)."""
+    n = len(cpu.rq)
+    total = 0.0
+    for entry in cpu.rq:
+        total += entry[0]
+    cur = cpu.current
+    if cur is not None:
+        total += cur.vruntime
+        n += 1
+    if n == 0:
+        return cpu.min_vruntime, 0
+    return total / n, n
+
+
+def lag_limit(slice_us: float, tick_us: float) -> float:
+    """update_entity_lag's clamp: calc_delta_fair(max(2 * slice, TICK_NSEC)) for a nice-0 task."""
+    return max(2.0 * slice_us, tick_us)
+
+
+def raw_lag(task: "Task", cpu: "CPU") -> float:
+    """V - vruntime on `cpu` (0 when the task is alone there)."""
+    v, n = avg_vruntime(cpu)
+    return v - task.vruntime if n > 1 else 0.0
+
+
+def dequeue_lag(task: "Task", cpu: "CPU", slice_us: float, tick_us: float) -> float:
+    """The lag a task keeps when it leaves `cpu` to sleep (update_entity_lag, with DELAY_DEQUEUE
+    turning a negative lag into zero)."""
+    v, n = avg_vruntime(cpu)
+    if n <= 1:
+        return 0.0  # alone: V is its own vruntime
+    lim = lag_limit(slice_us, tick_us)
+    lag = min(max(v - task.vruntime, -lim), lim)
+    return lag if lag > 0.0 else 0.0
+
+
+def place_woken(task: "Task", cpu: "CPU", slice_us: float) -> None:
+    """place_entity() for a woken task joining `cpu` (PLACE_LAG), and its deadline."""
+    v, n = avg_vruntime(cpu)
+    lag = task.vlag * (n + 1) / n if n else 0.0
+    task.vruntime = v - lag
+    task.deadline = task.vruntime + slice_us
+
+
+def place_new(task: "Task", cpu: "CPU", slice_us: float) -> None:
+    """place_entity() with ENQUEUE_INITIAL: no lag, half a slice to its first deadline."""
+    v, _ = avg_vruntime(cpu)
+    task.vruntime = v
+    task.vlag = 0.0
+    task.deadline = v + slice_us / 2.0
+
+
+def renew_deadline(task: "Task", slice_us: float) -> None:
+    """update_deadline(): a new request once the old one is served."""
+    if task.vruntime >= task.deadline:
+        task.deadline = task.vruntime + slice_us
+
+
+def wakeup_preempts(cpu: "CPU", cur: "Task", task: "Task", now: float, slice_us: float, tol: float) -> bool:
+    """check_preempt_wakeup_fair for `task`, just queued on `cpu` (V includes its lag), against the
+    running `cur` (charged up to now): resched once cur's protected slice is over (update_curr:
+    !protect_slice with others queued); an eligible cur keeps its protected slice (RUN_TO_PARITY);
+    pick_eevdf drops an ineligible cur, and the wakee runs if it is eligible."""
+    renew_deadline(cur, slice_us)
+    if now >= cur._protect_end - tol:
+        return True
+    v, _ = avg_vruntime(cpu)
+    if cur.vruntime <= v + tol:
+        return False
+    return task.vruntime <= v + tol

@@ -1,0 +1,47 @@
+"""forksim.calibration.busy's reductions of a traced busy load, on hand-made event lists."""
+
+from __future__ import annotations
+
+import pytest
+
+from forksim.calibration.busy import fork_placement, fractions, idle_pulls, layout, parent_wakeups
+from forksim.calibration.tracefs import Event
+
+
+def sw(ts, cpu, prev, nxt, state="S"):
+    return Event(ts, prev, cpu, "sched_switch", {"prev_pid": str(prev), "prev_state": state, "next_pid": str(nxt)})
+
+
+def test_layout_shares_and_parent_beside_a_hog():
+    # hog 10 on CPU 0 throughout; parent 20 on CPU 1 for [1, 5), then on CPU 0 (with the hog)
+    ev = [sw(0, 0, 0, 10), sw(1, 1, 0, 20),
+          Event(5, 20, 1, "sched_migrate_task", {"pid": "20", "dest_cpu": "0"})]
+    out = layout(ev, [10], 0, 11, 2, [20])
+    assert out["layout_share"] == {"1/0": 1.0}
+    assert out["parent_on_hog_cpu"] == pytest.approx(6 / 11, abs=1e-4)
+
+
+def test_idle_pulls_count_pulls_per_tick_of_chance():
+    tick = 4e6
+    # CPU 1 idle from 0; task 30 waits on CPU 0 (preempted) from 0 to 8 ms: two ticks of chance;
+    # then it is pulled to CPU 1 while CPU 1 is idle
+    ev = [sw(0, 1, 31, 0), sw(0, 0, 30, 32, "R"),
+          Event(8e6, 30, 1, "sched_migrate_task", {"pid": "30", "dest_cpu": "1"})]
+    out = idle_pulls(ev, {30, 31, 32}, 0, 10e6, 2, tick)
+    assert out["idle_pulls"] == 1 and out["idle_pull_chances"] == pytest.approx(2.0)
+    assert out["idle_pull"] == pytest.approx(0.5)
+
+
+def test_fork_placement_and_wakeups_split_by_where_the_hog_is():
+    ev = [sw(0, 0, 0, 10), sw(0, 1, 40, 0),  # hog 10 on CPU 0, CPU 1 idle
+          Event(1, 20, 0, "sched_wakeup_new", {"pid": "50", "target_cpu": "001"}),
+          Event(2, 20, 0, "sched_wakeup_new", {"pid": "51", "target_cpu": "000"}),
+          sw(3, 0, 10, 20, "R"),
+          Event(4, 50, 1, "sched_wakeup", {"pid": "20", "target_cpu": "000"})]
+    fp = fork_placement(ev, [10], [20], 0, 10, 2)
+    assert fp["fork_local_when_idle_with_hog"] == pytest.approx(0.5) and fp["fork_idle_chances_with_hog"] == 2
+    pw = parent_wakeups(ev, [20], 0, 10)
+    assert pw["parent_woken_from_other_cpu"] == 1 and pw["parent_wake_stays_on_prev"] == 1.0
+    fr = fractions([fp | pw | {"idle_pull_chances": 0, "idle_pulls": 0}])
+    assert fr["fork_local_when_idle_busy"]["value"] == pytest.approx(0.5)
+    assert fr["wake_prev_when_busy"]["value"] == 1.0 and "idle_pull" not in fr

@@ -1,0 +1,192 @@
+"""The scheduler's policies against known answers: EEVDF (forksim.sched.eevdf) and load balancing
+(forksim.sched.balance). Times in microseconds; the kernel's defaults (HZ=250, 1.5 ms slice)."""
+
+from __future__ import annotations
+
+import pytest
+import simpy
+
+from forksim.machine import Machine, SchedulerParams
+from forksim.sched import eevdf
+from forksim.sched.balance import BalanceParams, decay
+
+TICK, SLICE = 4000.0, 1500.0
+
+
+def eevdf_params(**kw) -> SchedulerParams:
+    return SchedulerParams(tick_us=TICK, slice_us=SLICE, wakeup_granularity_us=0.0, eevdf=True, **kw)
+
+
+def hog(m: Machine, name: str, ran: dict, pin=None):
+    """An always-runnable task; `ran[name]` is its CPU time so far (counted per 100 us chunk done)."""
+    task = m.new_task(name)
+    if pin is None:
+        first, _ = m.spawn(task, None)
+    else:  # placed on CPU `pin` as if forked there (pack)
+        first = simpy.Event(m.env)
+        task._wake_event = first
+        eevdf.place_new(task, m.cpus[pin], SLICE)
+        m._activate(task, m.cpus[pin], None)
+
+    def body():
+        yield first
+        while True:
+            yield task.run(100.0, preemptible=True)
+            ran[name] = ran.get(name, 0.0) + 100.0
+
+    m.env.process(body())
+    return task
+
+
+def test_two_always_runnable_tasks_share_one_cpu_evenly():
+    """Two hogs on one CPU for a second: each gets half within 1% (slices end at ticks)."""
+    env = simpy.Environment()
+    m = Machine(env, 1, eevdf_params())
+    ran: dict[str, float] = {}
+    for name in ("a", "b"):
+        hog(m, name, ran)
+    env.run(until=1e6)
+    share = ran["a"] / (ran["a"] + ran["b"])
+    assert share == pytest.approx(0.5, abs=0.01), ran
+    assert ran["a"] + ran["b"] == pytest.approx(1e6, abs=200.0)
+
+
+def test_a_woken_task_is_placed_with_its_lag():
+    """place_entity with PLACE_LAG: V - vlag * (n + 1) / n, deadline a slice later; a new task has
+    no lag and half a slice to its deadline."""
+    env = simpy.Environment()
+    m = Machine(env, 1, eevdf_params())
+    cpu = m.cpus[0]
+    ran: dict[str, float] = {}
+    a, b = hog(m, "a", ran), hog(m, "b", ran)
+    env.run(until=10_000.0)
+    sleeper = m.new_task("s")
+    sleeper.vlag = 300.0
+    sleeper.state = "sleeping"
+    sleeper.prev_cpu = cpu
+    cpu._sync_min_vruntime()
+    v, n = eevdf.avg_vruntime(cpu)
+    assert n == 2 and v == pytest.approx((a.vruntime + b.vruntime) / 2)
+    eevdf.place_woken(sleeper, cpu, SLICE)
+    assert sleeper.vruntime == pytest.approx(v - 300.0 * 3 / 2)
+    assert sleeper.deadline == pytest.approx(sleeper.vruntime + SLICE)
+    new = m.new_task("n")
+    eevdf.place_new(new, cpu, SLICE)
+    assert new.vruntime == pytest.approx(v) and new.deadline == pytest.approx(v + SLICE / 2)
+
+
+def test_lag_at_sleep_is_clamped_and_negative_lag_dropped():
+    """update_entity_lag clamps to max(2 slices, a tick); DELAY_DEQUEUE leaves no negative lag."""
+    env = simpy.Environment()
+    m = Machine(env, 1, eevdf_params())
+    cpu = m.cpus[0]
+    ran: dict[str, float] = {}
+    a, b = hog(m, "a", ran), hog(m, "b", ran)
+    env.run(until=10_000.0)
+    cpu._sync_min_vruntime()
+    v, _ = eevdf.avg_vruntime(cpu)
+    a.vruntime = v - 1e6  # far behind: lag clamped
+    assert eevdf.dequeue_lag(a, cpu, SLICE, TICK) == pytest.approx(eevdf.lag_limit(SLICE, TICK))
+    a.vruntime = v + 1e6  # far ahead: negative lag, dropped
+    assert eevdf.dequeue_lag(a, cpu, SLICE, TICK) == 0.0
+
+
+@pytest.mark.parametrize("sleep, keep_lag, runs_at", [
+    (100.0, False, 2 * TICK),        # no lag: waits for the hog's protected slice, seen at the 8 ms tick
+    (2000.0, False, TICK + 2000.0),  # woken after the protection ended: preempts at once
+    (100.0, True, TICK + 100.0),     # its own (positive) lag makes the hog ineligible: preempts at once
+])
+def test_run_to_parity_protects_an_eligible_running_slice(sleep, keep_lag, runs_at):
+    """A hog and a task that first runs at the 4 ms tick (the hog's first, half-slice request ends
+    at 0.75 ms; the tick notices it), then sleeps `sleep`. The hog, picked again at 4 ms, is
+    protected up to its deadline (5.5 ms) while it is eligible (pick_eevdf drops an ineligible
+    current): a woken task with no lag waits for the tick at 8 ms; one woken after the protection
+    preempts at once; one that keeps the lag it left with (it waited 4 ms: owed service) is placed
+    that far behind V, the hog is no longer eligible, and it preempts at once."""
+    env = simpy.Environment()
+    m = Machine(env, 1, eevdf_params())
+    ran: dict[str, float] = {}
+    seen = {}
+
+    def sleeper():
+        task = m.new_task("s")
+        ev, _ = m.spawn(task, None)
+        yield ev
+        seen["first"] = env.now
+        woken = task.sleep()
+        seen["lag"] = task.vlag
+        if not keep_lag:
+            task.vlag = 0.0
+        yield env.timeout(sleep)
+        m.wake(task, None)
+        yield woken
+        seen["again"] = env.now
+        task.sleep()
+
+    hog(m, "h", ran)
+    env.process(sleeper())
+    env.run(until=20_000.0)
+    assert seen["first"] == pytest.approx(TICK)
+    assert seen["lag"] > 0.0
+    assert seen["again"] == pytest.approx(runs_at, abs=1.0)
+
+
+def test_pelt_load_halves_in_32_ms():
+    assert decay(32 * 1024.0) == pytest.approx(0.5)
+    env = simpy.Environment()
+    m = Machine(env, 1, eevdf_params(balance=BalanceParams()))
+    t = m.new_task("t")
+    t.load_avg, t.load_t, t.state = 0.0, 0.0, "runnable"
+    env.run(until=32 * 1024.0)
+    t._pelt(True)
+    assert t.load_avg == pytest.approx(512.0)
+
+
+@pytest.mark.parametrize("idle_pull, moved", [(1.0, True), (0.0, False)])
+def test_an_idle_cpu_pulls_one_of_two_hogs_within_the_interval(idle_pull, moved):
+    """Two hogs on CPU 0, CPU 1 idle: the nohz idle balance moves the waiting one to CPU 1 at the
+    first tick after it stopped being cache hot (migration_cost); with vCPU packing (an idle vCPU
+    never pulls) both stay on CPU 0."""
+    env = simpy.Environment()
+    bal = BalanceParams(interval_us=2000.0, idle_pull=idle_pull, uniform=lambda: 0.5)
+    m = Machine(env, 2, eevdf_params(balance=bal))
+    ran: dict[str, float] = {}
+    a, b = hog(m, "a", ran, pin=0), hog(m, "b", ran, pin=0)
+    env.run(until=2 * TICK + 1.0)
+    on = {a.cpu.id, b.cpu.id}
+    assert (on == {0, 1}) is moved, (a, b)
+    env.run(until=200_000.0)
+    assert ({a.cpu.id, b.cpu.id} == {0, 1}) is moved
+    if moved:  # each then has a CPU to itself
+        assert ran["a"] == pytest.approx(ran["b"], rel=0.05)
+
+
+def test_a_busy_cpu_takes_a_hog_from_an_overloaded_one():
+    """Three hogs on CPU 0 and one on CPU 1: periodic balancing from CPU 1 (every interval x
+    busy_factor) takes one hog: two and two."""
+    env = simpy.Environment()
+    bal = BalanceParams(interval_us=2000.0, idle_pull=0.0, uniform=lambda: 0.5)
+    m = Machine(env, 2, eevdf_params(balance=bal))
+    ran: dict[str, float] = {}
+    tasks = [hog(m, f"h{i}", ran, pin=0) for i in range(3)] + [hog(m, "h3", ran, pin=1)]
+    env.run(until=500_000.0)
+    per = [sum(1 for t in tasks if t.cpu.id == c) for c in (0, 1)]
+    assert per == [2, 2], per
+
+
+def test_eevdf_with_short_slices_is_processor_sharing():
+    """M/G/1 (hyperexponential service, cv^2 = 4) under EEVDF with a 4% slice and tick: the mean
+    response is that of exact processor sharing on the same arrivals and service times within 3%
+    (EEVDF's lag placement and half-slice first deadline included)."""
+    from test_engine import ps_exact, simulate
+
+    import numpy as np
+
+    diffs = []
+    for ss in np.random.SeedSequence(404).spawn(2):
+        q = 0.04
+        params = SchedulerParams(tick_us=q, slice_us=q, wakeup_granularity_us=q, eevdf=True)
+        run = simulate(ss, 0.7, 1, 4_000, "hyperexponential", params, True)
+        exact = ps_exact(run.arrivals, run.service)
+        diffs.append(float(run.response[500:].mean()) / float(exact[500:].mean()))
+    assert np.mean(diffs) == pytest.approx(1.0, abs=0.03), diffs
