@@ -2,7 +2,7 @@
 machines this validation cannot run on (bigger images, other hypervisors, bare metal).
 
 Nothing here is measured by `forksim validate`: the measured side is quoted from its sources
-(/work/shared/REFERENCE.md collects them), the predicted side is `forksim predict` with the shipped
+(docs/REFERENCES.md collects them), the predicted side is `forksim predict` with the shipped
 `published` profile (an idle 2-CPU machine, 40 VMAs, 4 KiB pages, the parent's fork() call p50).
 """
 
