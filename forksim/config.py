@@ -61,9 +61,7 @@ __all__ = [
 ]
 
 CLONE_KINDS = tuple(clone_flags.KINDS)  # the kinds' table: forksim/kernel/flags.py
-# The call each kind of creation makes, as tables and figures name it (fork_latency_us is its latency).
-CALLS = {"fork": "fork()", "vfork": "vfork()", "posix_spawn": "posix_spawn()", "fork_exec": "fork() (+execve)",
-         "thread": "pthread_create() (clone(CLONE_THREAD))"}
+CALLS = {name: kind.call for name, kind in clone_flags.KINDS.items()}  # the call each kind makes
 MAX_FDS = 1_048_576  # fs.nr_open's default: RLIMIT_NOFILE cannot be raised beyond it
 MAX_LIVE_CHILDREN = 4_194_304  # PID_MAX_LIMIT on 64-bit: kernel.pid_max cannot be set higher
 

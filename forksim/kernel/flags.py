@@ -48,15 +48,17 @@ USER_FLAGS = SHARING_FLAGS + NAMESPACE_FLAGS
 
 
 class Kind:
-    """A creation kind: the clone flags it passes and whether the child then execs."""
+    """A creation kind: the clone flags it passes, whether the child then execs, and the call that
+    creates it as tables and figures name it (fork_latency_us is that call's latency)."""
 
-    __slots__ = ("name", "flags", "execs", "how")
+    __slots__ = ("name", "flags", "execs", "how", "call")
 
-    def __init__(self, name: str, flags: Iterable[str], execs: bool, how: str):
+    def __init__(self, name: str, flags: Iterable[str], execs: bool, how: str, call: str):
         self.name = name
         self.flags = frozenset(flags)
         self.execs = execs
         self.how = how
+        self.call = call
 
 
 _THREAD = ("CLONE_VM", "CLONE_FS", "CLONE_FILES", "CLONE_SIGHAND", "CLONE_THREAD", "CLONE_SYSVSEM")
@@ -64,12 +66,13 @@ _THREAD = ("CLONE_VM", "CLONE_FS", "CLONE_FILES", "CLONE_SIGHAND", "CLONE_THREAD
 # The kinds: what glibc passes to clone (fork: SIGCHLD only; posix_spawn: CLONE_VM|CLONE_VFORK;
 # pthread_create: CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM|...).
 KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("fork", (), False, "fork(): clone(SIGCHLD)"),
-    Kind("vfork", ("CLONE_VM", "CLONE_VFORK"), False, "vfork(): CLONE_VM|CLONE_VFORK"),
-    Kind("posix_spawn", ("CLONE_VM", "CLONE_VFORK"), True, "glibc posix_spawn: CLONE_VM|CLONE_VFORK, then execve"),
-    Kind("fork_exec", (), True, "fork() then execve in the child"),
+    Kind("fork", (), False, "fork(): clone(SIGCHLD)", "fork()"),
+    Kind("vfork", ("CLONE_VM", "CLONE_VFORK"), False, "vfork(): CLONE_VM|CLONE_VFORK", "vfork()"),
+    Kind("posix_spawn", ("CLONE_VM", "CLONE_VFORK"), True, "glibc posix_spawn: CLONE_VM|CLONE_VFORK, then execve",
+         "posix_spawn()"),
+    Kind("fork_exec", (), True, "fork() then execve in the child", "fork() (+execve)"),
     Kind("thread", _THREAD, False, "pthread_create: CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|"
-         "CLONE_SYSVSEM (and TLS/tid flags)"),
+         "CLONE_SYSVSEM (and TLS/tid flags)", "pthread_create() (clone(CLONE_THREAD))"),
 )}
 
 NEW_PROCESS = frozenset(n for n, k in KINDS.items() if "CLONE_THREAD" not in k.flags)
