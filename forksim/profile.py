@@ -34,6 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ProfileError
+from .kernel.stages import STAGES as _STAGE_TABLE
 from .host import HostFingerprint, host_from_provenance
 from .scaling import ScalingRule, default_scaling
 
@@ -65,37 +66,8 @@ PROFILE_FORMAT = "forksim-profile"
 PROFILE_VERSION = 1
 _SHIPPED = Path(__file__).parent / "profiles"
 
-# Stage name -> the kernel functions it stands for. Order is kernel order along the creation path.
-STAGES: dict[str, str] = {
-    "copy_process_setup": "kernel_clone entry, dup_task_struct (without the stack), copy_creds, sched_fork, "
-    "copy_files, copy_fs, copy_sighand, copy_signal: a new process (fork, vfork, posix_spawn)",
-    "copy_process_setup_thread": "the same stages for CLONE_THREAD|CLONE_VM|CLONE_FILES|CLONE_FS|CLONE_SIGHAND "
-    "(reference counts instead of copies)",
-    "stack_cache_hit": "alloc_thread_stack_node: a per-CPU cached vmalloc'd stack, zeroed",
-    "stack_vmalloc": "alloc_thread_stack_node: cache miss, __vmalloc_node_range of a new stack",
-    "dup_mm": "copy_mm -> dup_mm: mm_alloc, mm_init, pgd_alloc (before dup_mmap takes mmap_lock)",
-    "dup_mmap": "dup_mmap under the parent's mmap_lock (write): vm_area_dup, anon_vma_fork, maple tree, "
-    "copy_page_range (per PTE / per PMD), flush_tlb_mm",
-    "copy_process_tail": "copy_namespaces, copy_io, copy_thread, alloc_pid, cgroup_can_fork, the tasklist_lock "
-    "section, post-fork hooks (sched_post_fork, cgroup_post_fork, perf/uprobe) up to task_newtask",
-    "alloc_pid_hold": "alloc_pid: time pidmap_lock is held (idr_alloc_cyclic per namespace level)",
-    "tasklist_fork_hold": "copy_process: time tasklist_lock is held for write while linking the child",
-    "wake_up_new_task": "kernel_clone: trace_sched_process_fork, wake_up_new_task (select_task_rq, activate_task, "
-    "wakeup_preempt) and the return to user space",
-    "ret_from_fork": "ret_from_fork -> schedule_tail: the child's first return to user space",
-    "fork_child_touch": "a fork child's first writes after the return (its stack, glibc's fork bookkeeping, TLS): "
-    "the COW faults it takes before it can exit or exec",
-    "exec": "execve of a small static binary: bprm, load_elf_binary, begin_new_exec (without dropping the old mm)",
-    "exit_mmap": "exit_mmap / exec_mmap of the old mm: unmap_vmas, zap_pte_range (per PTE/PMD), free_pgtables",
-    "do_exit": "do_exit without exit_mmap: exit_files, exit_fs, exit_sighand, exit_thread, exit_notify bookkeeping",
-    "exit_notify_hold": "exit_notify: time tasklist_lock is held for write",
-    "wait_reap": "do_wait -> wait_task_zombie -> release_task, and the wait syscall's own entry and exit",
-    "release_task_hold": "release_task: time tasklist_lock is held for write (__exit_signal, __unhash_process)",
-    "cow_fault_copy": "do_wp_page -> wp_page_copy: a write to a page the other side still maps (per page)",
-    "cow_fault_reuse": "do_wp_page -> wp_page_reuse: a write to a page no longer shared (per page)",
-    "page_fault": "handle_mm_fault under the per-VMA lock: an ordinary anonymous fault (per fault)",
-    "ipi_send": "the waker's cost of sending a reschedule IPI to a halted vCPU (VM exit on the APIC write)",
-}
+# Stage name -> the kernel functions it stands for, in kernel order (the table: kernel/stages.py).
+STAGES: dict[str, str] = {name: stage.kernel for name, stage in _STAGE_TABLE.items()}
 
 SCHEDULER_KEYS = ("tick", "slice", "idle_wake", "context_switch", "migration", "wakeup_granularity")
 
