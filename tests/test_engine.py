@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import simpy
 
-from forksim import analytic
+import analytic  # tests/analytic.py: the queueing formulas the engine is checked against
 from forksim.machine import Machine, SchedulerParams
 from forksim.metrics import ci95
 
