@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from forksim import lab
 from forksim.validation import measure, scenarios
 from forksim.validation.compare import (
     compare_row,
@@ -23,7 +24,7 @@ from forksim.validation.compare import (
 )
 from forksim.validation.scenarios import GiB, MiB, SCENARIOS, get_scenario
 
-NEEDS_CC = pytest.mark.skipif(measure.compiler() is None,
+NEEDS_CC = pytest.mark.skipif(lab.compiler() is None,
                               reason="no C compiler (gcc/cc): the real load generator is compiled at run time")
 
 
@@ -207,7 +208,7 @@ def test_stall_classification():
 
 
 def _descendants_alive(pgid: int) -> bool:
-    return measure.group_alive(pgid)
+    return lab.group_alive(pgid)
 
 
 def _our_loadgens() -> list[int]:
@@ -270,15 +271,15 @@ def test_hogs_are_killed_even_when_interrupted():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         time.sleep(0.5)
-        assert measure.group_alive(proc.pid)
+        assert lab.group_alive(proc.pid)
         proc.send_signal(signal.SIGINT)            # the master's handler kills its whole tree
         proc.wait(timeout=10)
         deadline = time.monotonic() + 5
-        while measure.group_alive(proc.pid) and time.monotonic() < deadline:
+        while lab.group_alive(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not measure.group_alive(proc.pid), "processes of the load generator's group survived SIGINT"
+        assert not lab.group_alive(proc.pid), "processes of the load generator's group survived SIGINT"
     finally:
-        measure._kill_group(proc.pid)
+        lab.kill_group(proc.pid)
         proc.wait()
         for suffix in (".rec", ".stall"):
             try:

@@ -1,28 +1,25 @@
 """Build the C microbenchmarks (csrc/*.c) with the system compiler and run them.
 
-Binaries go to a cache directory keyed by the sources' and the compiler's hash
-($XDG_CACHE_HOME/forksim/bench-<hash>, else a temp dir); nothing is built into the package.
+Binaries go to a folder of the lab's build cache keyed by the sources' and the compiler's hash
+(`forksim.lab.compiler`: <cache root>/bench-<hash>); nothing is built into the package.
 Every benchmark process runs in its own session so that a cleanup can kill it and its children by
 process group; `running_children()` lists what is still alive.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import signal
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import MeasurementError
+from ..lab import build_dir, cache_root, compile_c, compiler, compiler_version
+from ..lab.processes import end_group, group_alive
 from . import tracefs
 
-__all__ = ["Benchmarks", "build", "run_bench", "mem_available", "kill_children", "running_children", "CSRC"]
+__all__ = ["Benchmarks", "build", "run_bench", "kill_children", "running_children", "CSRC"]
 
 CSRC = Path(__file__).parent / "csrc"
 
@@ -39,87 +36,44 @@ class Benchmarks:
     hiccup: Path
 
 
-def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    root = Path(base) / "forksim"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        test = root / ".w"
-        test.touch()
-        test.unlink()
-        return root
-    except OSError:
-        return Path(tempfile.gettempdir()) / f"forksim-{os.getuid()}"
+# copies.py (clonebench's build) names the cache root through this module
+_cache_root = cache_root
 
 
 def build(cc: str | None = None) -> Benchmarks:
-    """Compile forkbench, schedbench and the static helper (cached by content hash)."""
-    cc = cc or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    """Compile forkbench, schedbench, hiccup and the static helper (cached by content hash)."""
+    cc = cc or compiler()
     if not cc:
         raise MeasurementError("no C compiler found (set CC or install gcc): calibration builds C benchmarks")
-    try:
-        ver = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise MeasurementError(f"the C compiler {cc!r} does not run: {exc}") from None
-    h = hashlib.sha256(ver.encode())
-    for src in sorted(CSRC.glob("*.c")):
-        h.update(src.name.encode())
-        h.update(src.read_bytes())
-    out = _cache_root() / f"bench-{h.hexdigest()[:16]}"
-    out.mkdir(parents=True, exist_ok=True)
+    version = compiler_version(cc)
+    if version is None:
+        raise MeasurementError(f"the C compiler {cc!r} does not run")
+    out = build_dir("bench", sorted(CSRC.glob("*.[ch]")), version)
 
-    def cc_run(args: list[str], what: str) -> bool:
-        r = subprocess.run([cc, *args], capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            if what:
-                raise MeasurementError(f"cannot compile {what}: {r.stderr.strip()[-400:]}")
-            return False
-        return True
+    def cc_run(args: list[str], binary: Path, what: str) -> bool:
+        if binary.exists():
+            return True
+        r = compile_c(cc, args, binary)
+        if r.returncode != 0 and what:
+            raise MeasurementError(f"cannot compile {what}: {r.stderr.strip()[-400:]}")
+        return r.returncode == 0
 
-    fb, sb, hp = out / "forkbench", out / "schedbench", out / "helper"
-    if not fb.exists():
-        cc_run(["-O2", "-o", str(fb) + ".tmp", str(CSRC / "forkbench.c"), "-lpthread"], "forkbench.c")
-        os.replace(str(fb) + ".tmp", fb)
-    if not sb.exists():
-        cc_run(["-O2", "-o", str(sb) + ".tmp", str(CSRC / "schedbench.c")], "schedbench.c")
-        os.replace(str(sb) + ".tmp", sb)
-    hc = out / "hiccup"
-    if not hc.exists():
-        cc_run(["-O2", "-o", str(hc) + ".tmp", str(CSRC / "hiccup.c")], "hiccup.c")
-        os.replace(str(hc) + ".tmp", hc)
+    fb, sb, hp, hc = out / "forkbench", out / "schedbench", out / "helper", out / "hiccup"
+    cc_run(["-O2", str(CSRC / "forkbench.c"), "-lpthread"], fb, "forkbench.c")
+    cc_run(["-O2", str(CSRC / "schedbench.c")], sb, "schedbench.c")
+    cc_run(["-O2", str(CSRC / "hiccup.c")], hc, "hiccup.c")
     static_flag = out / "helper.static"
     if not hp.exists():
-        ok = cc_run(["-O2", "-static", "-nostdlib", "-ffreestanding", "-o", str(hp) + ".tmp",
-                     str(CSRC / "helper.c")], "")
-        if not ok:  # no static toolchain: a dynamic helper (the exec then includes ld.so)
-            cc_run(["-O2", "-o", str(hp) + ".tmp", str(CSRC / "helper.c")], "helper.c")
-        else:
+        if cc_run(["-O2", "-static", "-nostdlib", "-ffreestanding", str(CSRC / "helper.c")], hp, ""):
             static_flag.touch()
-        os.replace(str(hp) + ".tmp", hp)
+        else:  # no static toolchain: a dynamic helper (the exec then includes ld.so)
+            cc_run(["-O2", str(CSRC / "helper.c")], hp, "helper.c")
     return Benchmarks(fb, sb, hp, static_flag.exists(), cc, hc)
 
 
-def mem_available() -> int:
-    """MemAvailable in bytes (0 when unknown)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def _kill(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+    if p.poll() is None or group_alive(p.pid):
+        end_group(p)
     _children.pop(p.pid, None)
 
 

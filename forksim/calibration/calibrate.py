@@ -15,8 +15,6 @@ profile's own prediction in diagnostics['held_out'].
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import datetime as _dt
 import gzip
 import json
@@ -37,7 +35,7 @@ from .warmth import cold_jobs
 from .interruptions import measure_interruptions
 from ..host import this_host
 from ..store import store_dir
-from .facts import _read, machine_facts
+from ..lab import machine_facts, mem_available, read_text
 from .plan import GiB, MiB, PLANS, Plan, Store, label as _label
 
 __all__ = ["calibrate", "refit", "Plan", "PLANS", "machine_facts"]
@@ -95,7 +93,7 @@ def _jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: tracefs.TraceIns
 
     def fits(rss: int) -> bool:
         need = rss + rss // 256 + 512 * MiB
-        avail = bench.mem_available()
+        avail = mem_available()
         if avail and need > avail:
             msg = (f"refused {rss / GiB:.2f} GiB: MemAvailable is {avail / GiB:.2f} GiB "
                    f"(needs the image, its page tables and a 512 MiB margin)")
@@ -227,7 +225,7 @@ def _jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: tracefs.TraceIns
 
 def _loadavg() -> float:
     try:
-        return float((_read("/proc/loadavg") or "0").split()[0])
+        return float((read_text("/proc/loadavg") or "0").split()[0])
     except ValueError:
         return 0.0
 
@@ -237,7 +235,7 @@ def _idlest_cpu(allowed: list[int], window_s: float = 0.3) -> int:
 
     def idle() -> dict[int, int]:
         out = {}
-        for line in (_read("/proc/stat") or "").splitlines():
+        for line in (read_text("/proc/stat") or "").splitlines():
             if line.startswith("cpu") and line[3:4].isdigit():
                 f = line.split()
                 out[int(f[0][3:])] = int(f[4]) + int(f[5])

@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
     from pathlib import Path
 
-    from .facts import machine_facts
+    from ..lab import machine_facts
 
     ap = argparse.ArgumentParser(prog="python -m forksim.calibration.copies", description=main.__doc__)
     ap.add_argument("--plan", choices=sorted(COPIES_PLANS), default="full")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MeasurementError
-from .facts import debugfs_base_slice as _debugfs_base_slice
+from ..lab import debugfs_base_slice as _debugfs_base_slice
 from .fit import TERMS, Config, cross_validate, fit_linear, median, residual_quantiles, stage_cost
 from .plan import Plan, Store, label as _label
 from .warmth import fit_warmth

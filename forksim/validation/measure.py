@@ -1,7 +1,7 @@
 """Real process-creation load on this machine, measured per creation.
 
 `measure(scenario, quick)` builds the C load generator (csrc/loadgen.c, compiled at run time with the
-system compiler into a cache directory), runs the scenario, reads every creation's timestamps and
+system compiler into the lab's build cache, `forksim.lab.compiler`), runs the scenario, reads every creation's timestamps and
 returns statistics. The load generator runs in its own process group; whatever happens (an error,
 Ctrl-C, SIGTERM) the group is killed before `measure` returns, so no parent, child or CPU hog is
 left behind.
@@ -9,10 +9,8 @@ left behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,13 +24,14 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..lab import build_dir, compile_c, compiler, compiler_version, mem_available
+from ..lab.processes import end_group
 from .scenarios import Scenario, capacity_key, scenarios
 
 __all__ = [
     "LoadgenError",
     "Tools",
     "build_tools",
-    "compiler",
     "run_loadgen",
     "latency_stats",
     "measure",
@@ -71,37 +70,6 @@ class Tools:
     compiler_version: str
 
 
-def compiler() -> str | None:
-    """The C compiler to use: $CC, else gcc, else cc; None when there is none."""
-    for cand in (os.environ.get("CC"), "gcc", "cc"):
-        if cand and shutil.which(cand):
-            return cand
-    return None
-
-
-def _cache_root() -> Path:
-    base = os.environ.get("FORKSIM_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    root = Path(base) / "forksim" if base else Path.home() / ".cache" / "forksim"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".probe-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-        return root / "validation"
-    except OSError:
-        return Path(tempfile.gettempdir()) / f"forksim-{os.getuid()}" / "validation"
-
-
-def _compile(cc: str, args: list[str], out: Path) -> subprocess.CompletedProcess:
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}.{threading.get_ident()}")
-    proc = subprocess.run([cc, *args, "-o", str(tmp)], capture_output=True, text=True)
-    if proc.returncode == 0:
-        os.replace(tmp, out)  # atomic: concurrent builds never see half a binary
-    else:
-        tmp.unlink(missing_ok=True)
-    return proc
-
-
 _tools_cache: Tools | None = None
 
 
@@ -113,28 +81,24 @@ def build_tools(force: bool = False) -> Tools:
     cc = compiler()
     if cc is None:
         raise LoadgenError("no C compiler found (install gcc, or set $CC): the real load is a C program")
-    source = CSRC.read_bytes()
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.splitlines()
-    version = version[0] if version else cc
-    digest = hashlib.sha256(source + version.encode()).hexdigest()[:16]
-    d = _cache_root() / digest
-    d.mkdir(parents=True, exist_ok=True)
+    version = compiler_version(cc) or cc
+    d = build_dir("loadgen", [CSRC], version)
     loadgen, helper = d / "loadgen", d / "spawn_helper"
     meta_path = d / "build.json"
     if not force and loadgen.exists() and helper.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
     else:
-        proc = _compile(cc, ["-O2", "-pthread", str(CSRC), "-lm"], loadgen)
+        proc = compile_c(cc, ["-O2", "-pthread", str(CSRC), "-lm"], loadgen)
         if proc.returncode != 0:
             raise LoadgenError(f"compiling {CSRC.name} with {cc} failed:\n{proc.stderr.strip()}")
         static = True
-        proc = _compile(cc, ["-O2", "-static", "-nostdlib", "-DSPAWN_HELPER", "-DSPAWN_HELPER_NOLIBC", str(CSRC)],
-                        helper)
+        proc = compile_c(cc, ["-O2", "-static", "-nostdlib", "-DSPAWN_HELPER", "-DSPAWN_HELPER_NOLIBC", str(CSRC)],
+                         helper)
         if proc.returncode != 0:
-            proc = _compile(cc, ["-O2", "-static", "-DSPAWN_HELPER", str(CSRC)], helper)
+            proc = compile_c(cc, ["-O2", "-static", "-DSPAWN_HELPER", str(CSRC)], helper)
         if proc.returncode != 0:
             static = False
-            proc = _compile(cc, ["-O2", "-DSPAWN_HELPER", str(CSRC)], helper)
+            proc = compile_c(cc, ["-O2", "-DSPAWN_HELPER", str(CSRC)], helper)
             if proc.returncode != 0:
                 raise LoadgenError(f"compiling the spawn helper failed:\n{proc.stderr.strip()}")
         meta = {"helper_static": static, "compiler": cc, "compiler_version": version}
@@ -146,16 +110,6 @@ def build_tools(force: bool = False) -> Tools:
 
 
 # ------------------------------------------------------------------ running
-
-
-def mem_available() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def check_memory(scenario: Scenario) -> None:
@@ -193,24 +147,6 @@ def _terminate_as_exception() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the process group is left (zombies of ours included)."""
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def run_loadgen(args: list[str], *, timeout: float, tools: Tools | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
     """Run the load generator with `args`; return (its JSON summary, records, stalls)."""
     tools = tools or build_tools()
@@ -228,14 +164,7 @@ def run_loadgen(args: list[str], *, timeout: float, tools: Tools | None = None) 
                     raise LoadgenError(f"the load generator ran past {timeout:.0f} s and was killed") from None
             finally:
                 if proc is not None:
-                    _kill_group(proc.pid)  # the group: hogs, parents, children, whatever is left
-                    if proc.poll() is None:
-                        proc.kill()
-                    proc.wait()
-                    deadline = time.monotonic() + 5
-                    while group_alive(proc.pid) and time.monotonic() < deadline:
-                        _kill_group(proc.pid)
-                        time.sleep(0.01)
+                    end_group(proc)  # the group: hogs, parents, children, whatever is left
         if proc.returncode != 0:
             raise LoadgenError(f"the load generator failed (exit {proc.returncode}): {err.strip() or out.strip()}")
         try:

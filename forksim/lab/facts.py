@@ -1,4 +1,5 @@
-"""Facts about this machine for a profile's provenance: kernel, CPU, THP, HZ, preemption, base slice."""
+"""Facts about this machine: for a profile's provenance (kernel, CPU, THP, HZ, preemption, base slice)
+and for what a measurement may ask of it (MemAvailable)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_facts", "debugfs_base_slice"]
+__all__ = ["machine_facts", "debugfs_base_slice", "mem_available", "cpu_model", "read_text"]
 
 
-
-def _read(path: str) -> str | None:
+def read_text(path: str) -> str | None:
+    """A /proc or /sys file's text, stripped; None when it cannot be read."""
     try:
         return Path(path).read_text().strip()
     except OSError:
@@ -55,16 +56,28 @@ def debugfs_base_slice() -> tuple[float | None, str]:
             subprocess.run(["umount", "/sys/kernel/debug"], capture_output=True)
 
 
-def machine_facts() -> dict[str, Any]:
-    cfg = _kconfig()
-    cpu_model = "unknown"
-    for line in (_read("/proc/cpuinfo") or "").splitlines():
+def mem_available() -> int | None:
+    """MemAvailable in bytes (/proc/meminfo); None when unknown."""
+    for line in (read_text("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (/proc/cpuinfo); None when it says none."""
+    for line in (read_text("/proc/cpuinfo") or "").splitlines():
         if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
-    thp = _read("/sys/kernel/mm/transparent_hugepage/enabled") or "unknown"
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def machine_facts() -> dict[str, Any]:
+    """The facts a profile's provenance records (`facts` in calibration's raw file)."""
+    cfg = _kconfig()
+    thp = read_text("/sys/kernel/mm/transparent_hugepage/enabled") or "unknown"
     m = re.search(r"\[(\w+)\]", thp)
-    preempt = _read("/sys/kernel/debug/sched/preempt")
+    preempt = read_text("/sys/kernel/debug/sched/preempt")
     if not preempt:
         preempt = next((k[len("CONFIG_PREEMPT_"):].lower() for k in ("CONFIG_PREEMPT_NONE", "CONFIG_PREEMPT_VOLUNTARY",
                        "CONFIG_PREEMPT_LAZY", "CONFIG_PREEMPT") if cfg.get(k) == "y"), "unknown")
@@ -76,7 +89,7 @@ def machine_facts() -> dict[str, Any]:
         fv = "dev"
     return {
         "kernel": platform.release(),
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model() or "unknown",
         "cpus": os.cpu_count() or 1,
         "thp_mode": m.group(1) if m else thp,
         "page_size": os.sysconf("SC_PAGE_SIZE"),
@@ -85,8 +98,8 @@ def machine_facts() -> dict[str, Any]:
         "preempt": preempt,
         "vmap_stack": cfg.get("CONFIG_VMAP_STACK") == "y" if cfg else None,
         "per_vma_lock": cfg.get("CONFIG_PER_VMA_LOCK") == "y" if cfg else None,
-        "cpuidle_driver": _read("/sys/devices/system/cpu/cpuidle/current_driver"),
-        "mem_total_bytes": int((_read("/proc/meminfo") or "MemTotal: 0").splitlines()[0].split()[1]) * 1024,
+        "cpuidle_driver": read_text("/sys/devices/system/cpu/cpuidle/current_driver"),
+        "mem_total_bytes": int((read_text("/proc/meminfo") or "MemTotal: 0").splitlines()[0].split()[1]) * 1024,
         "forksim_version": fv,
         "python": platform.python_version(),
     }
