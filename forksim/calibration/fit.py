@@ -21,8 +21,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from scipy.optimize import nnls
 
+from ..profile import StageCost
+
 __all__ = ["TERMS", "Config", "LinearFit", "fit_linear", "residual_quantiles", "lognormal_sigma",
-           "cross_validate", "stage_cost", "median"]
+           "cross_validate", "stage_cost", "stage_json", "median"]
 
 TERMS = ("fixed_us", "per_vma_us", "per_anon_vma_us", "per_pte_us", "per_pmd_us", "per_thread_us")
 _FEATURES = ("fixed", "vmas", "anon_vmas", "ptes", "pmds", "threads")
@@ -152,8 +154,8 @@ def cross_validate(configs: Sequence[Config], terms: Sequence[str] = TERMS[:5],
 
 
 def stage_cost(coef: dict[str, float] | None = None, *, fixed_us: float | None = None,
-               quantiles: list[float] | None = None, sigma: float | None = None, source: str) -> dict[str, Any]:
-    """A StageCost dict (profile schema) from coefficients and a residual."""
+               quantiles: list[float] | None = None, sigma: float | None = None, source: str) -> StageCost:
+    """A profile's StageCost from coefficients and a residual (6 significant digits, negatives to 0)."""
     d: dict[str, Any] = {t: 0.0 for t in TERMS}
     if coef:
         d.update({t: float(max(0.0, v)) for t, v in coef.items() if t in TERMS})
@@ -169,4 +171,9 @@ def stage_cost(coef: dict[str, float] | None = None, *, fixed_us: float | None =
     else:
         d["residual"] = {"family": "none"}
     d["source"] = source
-    return d
+    return StageCost.model_validate(d)
+
+
+def stage_json(cost: StageCost) -> dict[str, Any]:
+    """A StageCost as the profile file writes it: the terms, the residual's given fields, the source."""
+    return cost.model_dump(mode="json", exclude_unset=True)

@@ -5,10 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MiB", "GiB", "Plan", "PLANS", "Store", "label"]
+from ..kernel.flags import KINDS
+
+__all__ = ["MiB", "GiB", "Plan", "PLANS", "Store", "label", "BENCH_MODES"]
 
 MiB = 1024**2
 GiB = 1024**3
+
+# forkbench's -m mode of each creation kind of the kind table (kernel/flags.KINDS): the kind's name
+# without glibc's posix_ prefix and without underscores (posix_spawn -> spawn, fork_exec -> forkexec)
+BENCH_MODES = {kind: kind.removeprefix("posix_").replace("_", "") for kind in KINDS}
 
 
 @dataclass(frozen=True)

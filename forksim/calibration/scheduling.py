@@ -1,0 +1,140 @@
+"""Fitters of the scheduler's costs (tick, slice, idle wake-up, IPI, context switch), of placement
+(does a new task stay on its parent's CPU while another is idle) and of do_exit's head share (how much
+of a vfork child's exit runs before the parent it released gets the CPU)."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from ..lab import debugfs_base_slice
+from ..profile import StageCost
+from .fit import median, stage_cost
+from .plan import Store
+from .samples import Evidence, pct, quantiles, vals
+
+__all__ = ["fit_scheduler", "fit_placement", "exit_head_share"]
+
+
+def fit_scheduler(ev: Evidence, facts: dict[str, Any]) -> tuple[dict[str, StageCost], StageCost]:
+    """The scheduler section (tick, slice, idle wake-up, context switch, migration, wake-up granularity)
+    and ipi_send, the waker's cost of a remote wake-up; the figures behind them go to diag['scheduler']."""
+    store, cpu = ev.store, ev.cpu
+    out: dict[str, StageCost] = {}
+    d: dict[str, Any] = {}
+    hz = facts.get("hz")
+    if hz:
+        out["tick"] = stage_cost(fixed_us=1e6 / hz, source=f"measured: CONFIG_HZ={hz} in /proc/config.gz")
+    else:
+        out["tick"] = stage_cost(fixed_us=4000.0, source="assumption: HZ=250 (no kernel config readable)")
+    ncpu = facts.get("cpus") or 1
+    slice_us, why = debugfs_base_slice()
+    if slice_us:
+        out["slice"] = stage_cost(fixed_us=slice_us, source=why)
+    else:
+        f = 1 + int(math.log2(min(ncpu, 8)))
+        out["slice"] = stage_cost(fixed_us=750.0 * f, source=(
+            f"assumption: EEVDF base slice 0.75 ms x (1 + ilog2(min({ncpu} CPUs, 8))) = {0.75 * f} ms "
+            f"(SCHED_TUNABLESCALING_LOG); {why}"))
+    cross = [r for r in store.select("sched", mode="wake") if r["key"]["a"] != r["key"]["b"]]
+    local = [r for r in store.select("sched", mode="wake") if r["key"]["a"] == r["key"]["b"]]
+    nowake = store.select("sched", mode="nowake")
+    lat = vals(cross, "lat_ns") + vals(cross, "lat_back_ns")
+    call_x = vals(cross, "call_ns") + vals(cross, "call_back_ns")
+    call_local = vals(local, "call_back_ns")
+    d["futex_wake_cross_cpu_latency_us"] = pct(lat)
+    d["futex_wake_call_cross_cpu_us"] = pct(call_x)
+    d["futex_wake_call_local_us"] = pct(call_local)
+    d["futex_wake_call_no_waiter_us"] = pct(vals(nowake, "call_ns"))
+    d["same_cpu_wake_to_run_us"] = pct(vals(local, "lat_ns") + vals(local, "lat_back_ns"))
+    # a wake-up that took over 1 ms found the other CPU busy (this machine is shared): the wakee waited
+    # for a slice or a tick, which the model's runqueues represent; it is not an idle wake-up
+    idle_lat = [v for v in lat if v < 1000.0]
+    d["idle_wake_samples_over_1ms_dropped"] = len(lat) - len(idle_lat)
+    if idle_lat:
+        out["idle_wake"] = stage_cost(fixed_us=median(idle_lat), quantiles=quantiles(idle_lat), source=(
+            f"measured: futex ping-pong across CPUs, the wakee's CPU halted (waker spins 200 us first): waker's clock "
+            f"before FUTEX_WAKE -> wakee's clock after FUTEX_WAIT ({len(idle_lat)} wake-ups; {len(lat) - len(idle_lat)} "
+            f"over 1 ms dropped: the other CPU was busy, not idle)"))
+    else:
+        out["idle_wake"] = stage_cost(fixed_us=25.0, source="assumption: 25 us (no cross-CPU measurement)")
+    ipi = median(call_x) - median(call_local) if call_x and call_local else float("nan")
+    if math.isfinite(ipi) and ipi > 0:
+        ipi_cost = stage_cost(fixed_us=ipi, quantiles=quantiles([c - median(call_local) for c in call_x
+                                                          if c - median(call_local) > 0]), source=(
+            f"measured: FUTEX_WAKE of a task on the halted other CPU ({len(call_x)} calls) minus a same-CPU wake "
+            f"({len(call_local)} calls): the waker's cost of the remote wake-up and its reschedule IPI"))
+    else:
+        ipi_cost = stage_cost(fixed_us=3.0, source="assumption: 3 us (an APIC ICR write exits to the hypervisor)")
+    same = [r for r in store.select("sched", mode="pipe") if r["key"]["a"] == r["key"]["b"]]
+    xpipe = [r for r in store.select("sched", mode="pipe") if r["key"]["a"] != r["key"]["b"]]
+    p1 = median(vals(store.select("sched", mode="pipe1"), "rtt_ns"))
+    cs = [v / 2 - p1 for v in vals(same, "rtt_ns")]
+    d["pipe_rtt_same_cpu_us"] = pct(vals(same, "rtt_ns"))
+    d["pipe_rtt_cross_cpu_us"] = pct(vals(xpipe, "rtt_ns"))
+    d["pipe_write_read_no_switch_us"] = round(p1, 3) if math.isfinite(p1) else None
+    if cs:
+        out["context_switch"] = stage_cost(fixed_us=max(0.1, median(cs)), quantiles=quantiles([max(0.01, c) for c in cs]), source=(
+            f"measured: same-CPU pipe ping-pong, half a round trip minus one write+read without blocking "
+            f"({len(cs)} round trips, CPU {cpu})"))
+    else:
+        out["context_switch"] = stage_cost(fixed_us=2.5, source="assumption: 2.5 us")
+    out["migration"] = stage_cost(fixed_us=3.0, sigma=0.3, source=(
+        "assumption: 3 us to move a task between runqueues (dequeue + enqueue under both rq locks, cache refill); "
+        "sched_migration_cost (0.5 ms) is a balancing heuristic, not a cost; not measured"))
+    local_lat = vals(local, "lat_ns")
+    out["wakeup_granularity"] = stage_cost(fixed_us=0.0, source=(
+        "derived: EEVDF (Linux 6.6+) has no wake-up granularity; a woken task preempts when eligible with an earlier "
+        "deadline. Measured: on one CPU a futex-woken task ran "
+        + (f"{median(local_lat):.1f} us after the wake (it preempted the waker at once)" if local_lat else "n/a")))
+    ev.diag["scheduler"] = d
+    return out, ipi_cost
+
+
+def fit_placement(store: Store) -> dict[str, dict[str, Any]]:
+    """P(child stays on the parent's CPU although another CPU is idle), from unpinned traced runs with
+    every CPU's sched_switch recorded (idle = the CPU's last switch went to pid 0)."""
+    out = {}
+    fams = {"fork_local_when_idle": (("fork",), "fork()"),
+            "vfork_local_when_idle": (("vfork", "spawn"), "vfork() and posix_spawn()")}
+    for key, (kinds, what) in fams.items():
+        tot = {"other_cpu_idle": 0, "stayed_local": 0, "unknown": 0, "creations": 0}
+        for kind in kinds:
+            for r in store.select(kind, traced=True, pinned=False):
+                for k, v in (r.get("placement") or {}).items():
+                    tot[k] += v
+        n, loc = tot["other_cpu_idle"], tot["stayed_local"]
+        if n >= 10:
+            out[key] = {"value": round(loc / n, 3), "source": (
+                f"measured: unpinned traced {what}: of {n} creations made while another CPU was idle (its last "
+                f"sched_switch went to the idle task), {loc} put the child on the parent's CPU "
+                f"(sched_wakeup_new target_cpu); {tot['creations']} creations traced"), "_counts": tot}
+        else:
+            try:
+                cmdline = open("/proc/cmdline").read()
+            except OSError:
+                cmdline = ""
+            m = re.search(r"\bsched_\w*pack\w*=\S+", cmdline)
+            warn = (f"; this kernel boots with {m.group(0)} (not upstream), so its placement may differ: measure "
+                    f"it on a quiet machine" if m else "")
+            out[key] = {"value": 0.0, "source": (
+                f"assumption: upstream select_task_rq_fair (SD_BALANCE_FORK) puts a new task on an idle CPU; only "
+                f"{n} traced {what} creations found another CPU idle (a busy shared machine, or no tracefs){warn}"),
+                "_counts": tot}
+    return out
+
+
+def exit_head_share(store: Store) -> dict[str, Any] | None:
+    """Share of a vfork child's exit (on-CPU, exit_group to its last switch-out) run before the
+    parent it released at mm_release gets the CPU: do_exit's first preemption point. None without
+    traced vfork children that were preempted in their exit (the profile's default then applies)."""
+    pairs = [(s["exit_head"], s["exit_total"]) for r in store.select("vfork", traced=True, pinned=True)
+             for s in r["segments"] if "exit_head" in s and s.get("exit_total", 0) > 0]
+    if len(pairs) < 20:
+        return None
+    share = median([h / t for h, t in pairs])
+    return {"value": round(min(1.0, max(0.0, share)), 4), "source": (
+        f"measured: traced vfork children, pinned: on-CPU exit_group -> first switch-out while runnable (to the "
+        f"parent woken at mm_release; p50 {median([h for h, _ in pairs]):.2f} us) over exit_group -> last "
+        f"switch-out (p50 {median([t for _, t in pairs]):.2f} us), median of the ratio over {len(pairs)} children")}
