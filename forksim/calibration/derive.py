@@ -13,14 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import MeasurementError
-from ..kernel.flags import COPIES_MM, EXECS
 from ..kernel.stages import FORK_PATH
 from ..profile import STAGES, StageCost
 from .fit import TERMS, Config, median, stage_json
 from .fork_path import (ForkTotals, fit_fork_path, fit_stack_vmalloc, fit_thread_setup, fork_split, fork_totals,
                         trace_segments)
 from .lifetime import fit_child_start, fit_exec, fit_exit, fit_faults
-from .plan import BENCH_MODES, Plan, Store, label as _label
+from .plan import VARIANTS, Plan, Store, label as _label
 from .samples import Evidence, group, pct, preempted_share, seg_cfgs, vals
 from .scheduling import exit_head_share, fit_placement, fit_scheduler
 from .warmth import fit_warmth
@@ -106,9 +105,6 @@ def _pinned_vs_unpinned(store: Store) -> dict[str, Any]:
     return cmp_
 
 
-# forkbench's modes of the creation kinds other than the plain fork (a copied mm, no exec: measured
-# against the image above), in the kind table's order
-_VARIANT_MODES = tuple(mode for kind, mode in BENCH_MODES.items() if kind not in COPIES_MM - EXECS)
 # the fork path's stages whose fixed part adds up to the fork() call (dup_mmap adds all its terms)
 _FORK_CALL = tuple(s for s in FORK_PATH if s != "dup_mmap")
 
@@ -118,7 +114,7 @@ def _variant_diagnostics(ev: Evidence) -> None:
     store = ev.store
     ev.diag["pinned_vs_unpinned"] = _pinned_vs_unpinned(store)
     var = {}
-    for mode in _VARIANT_MODES:
+    for mode in VARIANTS.values():
         for pinned in (True, False):
             runs = [r for r in store.select(mode, pinned=pinned, traced=False) if r["key"]["rss"] == 0]
             if runs:

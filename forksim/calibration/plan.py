@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..kernel.flags import KINDS
+from ..kernel.flags import COPIES_MM, EXECS, KINDS
 
-__all__ = ["MiB", "GiB", "Plan", "PLANS", "Store", "label", "BENCH_MODES"]
+__all__ = ["MiB", "GiB", "Plan", "PLANS", "Store", "label", "BENCH_MODES", "VARIANTS"]
 
 MiB = 1024**2
 GiB = 1024**3
@@ -15,6 +15,9 @@ GiB = 1024**3
 # forkbench's -m mode of each creation kind of the kind table (kernel/flags.KINDS): the kind's name
 # without glibc's posix_ prefix and without underscores (posix_spawn -> spawn, fork_exec -> forkexec)
 BENCH_MODES = {kind: kind.removeprefix("posix_").replace("_", "") for kind in KINDS}
+# the kinds other than the plain fork (a copied mm and no exec: measured against the image), each with
+# its forkbench mode, in the kind table's order: calibration measures each at RSS 0
+VARIANTS = {kind: mode for kind, mode in BENCH_MODES.items() if kind not in COPIES_MM - EXECS}
 
 
 @dataclass(frozen=True)

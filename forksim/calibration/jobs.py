@@ -1,0 +1,199 @@
+"""The runs a calibration makes, in order: each a (what, job) pair whose job runs one benchmark and
+adds its samples to the Store.
+
+Order of work: the traced runs first (while the tracefs instance exists); then the untraced runs,
+sizes interleaved over rounds: fork against touched anonymous RSS (pinned and unpinned), against VMA
+counts (anonymous-with-pages and file-backed), THP on, the other creation kinds (vfork, posix_spawn,
+fork+execve, threads), bursts of forks (stack cache), COW and page faults, cold forks (warmth.py) and
+the scheduler's costs (idle wake-up, context switch, IPI).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Callable
+
+from ..errors import MeasurementError
+from ..kernel.flags import EXECS
+from ..lab import mem_available
+from . import bench, tracefs
+from .plan import BENCH_MODES, GiB, MiB, VARIANTS, Plan, Store, label as _label
+from .warmth import cold_jobs
+
+__all__ = ["Job", "calibration_jobs"]
+
+Job = tuple[str, Callable[[], None]]
+_FORK = BENCH_MODES["fork"]
+
+
+def _reps(rss: int, vmas: int, budget_us: float, lo: int, hi: int, thp: bool = False) -> int:
+    """Repetitions so that one run's fork round trips take about budget_us (rough cost model)."""
+    est = 120.0 + vmas * 2.5 + (rss / (2 * MiB) * 1.2 if thp else rss / 4096 * 0.12)
+    return int(max(lo, min(hi, budget_us / est)))
+
+
+class _Jobs:
+    """Builds the job list of one calibration (plan, benchmarks, pinned CPU and the other CPU)."""
+
+    def __init__(self, plan: Plan, b: bench.Benchmarks, store: Store, trace: tracefs.TraceInstance | None,
+                 cpu: int, other: int):
+        self.plan, self.b, self.store, self.trace, self.cpu, self.other = plan, b, store, trace, cpu, other
+        self.helper = ["-x", str(b.helper)]
+
+    def fits(self, rss: int) -> bool:
+        """Whether MemAvailable holds the image, its page tables and a margin (else: refused, noted)."""
+        need = rss + rss // 256 + 512 * MiB
+        avail = mem_available()
+        if avail and need > avail:
+            msg = (f"refused {rss / GiB:.2f} GiB: MemAvailable is {avail / GiB:.2f} GiB "
+                   f"(needs the image, its page tables and a 512 MiB margin)")
+            if msg not in self.store.refused:
+                self.store.refused.append(msg)
+            return False
+        return True
+
+    def fork(self, kind: str, rss: int = 0, anon_vmas: int = 0, file_vmas: int = 0, thp: bool = False,
+             pinned: bool = True, reps: int | None = None, traced: bool = False, rnd: int = 0,
+             mode: str = _FORK, extra: list[str] | None = None,
+             aux: tracefs.TraceInstance | None = None) -> Callable[[], None]:
+        """A forkbench run (mode: fork, vfork, spawn, forkexec, thread, burst, cow, fault)."""
+        plan, store, cpu = self.plan, self.store, self.cpu
+
+        def run() -> None:
+            if rss and not self.fits(rss):
+                return
+            n = reps or _reps(rss, anon_vmas + file_vmas, plan.budget_us, 5, 400, thp)
+            argv = [str(self.b.forkbench), mode, "-r", str(rss), "-A", str(anon_vmas), "-F", str(file_vmas),
+                    "-t", str(int(thp)), "-n", str(n), "-w", "3" if rss >= 256 * MiB else "10",
+                    "-c", str(cpu if pinned else -1), *(extra or [])]
+            switches: list[tracefs.Event] = []
+            try:
+                shape, samples, events, pid = bench.run_bench(argv, self.trace if traced else None, aux=aux,
+                                                              aux_out=switches)
+            except MeasurementError as exc:
+                if "refused" in str(exc):
+                    store.refused.append(str(exc))
+                    return
+                raise
+            segs = tracefs.fork_segments(events, pid) if events is not None else None
+            key = {"rss": rss, "anon_vmas": anon_vmas, "file_vmas": file_vmas, "thp": thp, "pinned": pinned,
+                   "traced": traced, "mode": mode, "round": rnd}
+            store.add(kind, key, shape, samples, segs)
+            if aux is not None and segs is not None:
+                store.runs[-1]["placement"] = tracefs.placement_counts(segs, switches, os.cpu_count() or 1)
+            if thp and shape.get("rss_bytes"):
+                frac = shape["anon_huge_kb"] * 1024 / shape["rss_bytes"]
+                if frac < 0.9:
+                    store.notes.append(f"THP {rss // MiB} MiB: only {frac:.0%} of the region is in AnonHugePages")
+
+        return run
+
+    def sched(self, mode: str, a: int, bb: int, reps: int, spin: int = 200) -> Callable[[], None]:
+        """A schedbench run (wake, nowake, pipe, pipe1) between CPUs a and bb."""
+        def run() -> None:
+            argv = [str(self.b.schedbench), mode, "-a", str(a), "-b", str(bb), "-n", str(reps), "-s", str(spin)]
+            shape, samples, _, _ = bench.run_bench(argv)
+            self.store.add("sched", {"mode": mode, "a": a, "b": bb}, shape, samples)
+
+        return run
+
+    def traced(self) -> list[Job]:
+        """1. the traced runs (the tracefs instance exists from the start)."""
+        plan, reps, jobs = self.plan, self.plan.traced_reps, []
+        for rss in plan.traced_sizes:
+            jobs.append((f"traced fork {_label({'rss': rss})}",
+                         self.fork(_FORK, rss=rss, traced=True, reps=reps if rss < GiB else max(8, reps // 4))))
+        for nv in plan.traced_vmas:
+            jobs.append((f"traced fork +{nv} file VMAs", self.fork(_FORK, file_vmas=nv, traced=True, reps=reps // 2)))
+            jobs.append((f"traced fork +{nv} anon VMAs", self.fork(_FORK, anon_vmas=nv, traced=True, reps=reps // 2)))
+        if plan.thp_sizes:
+            t = plan.thp_sizes[-1]
+            jobs.append((f"traced fork {_label({'rss': t})} THP", self.fork(_FORK, rss=t, thp=True, traced=True,
+                                                                           reps=reps)))
+        for mode in (BENCH_MODES["vfork"], BENCH_MODES["thread"]):
+            jobs.append((f"traced {mode}", self.fork(mode, traced=True, reps=reps * 2, mode=mode)))
+        spawn = BENCH_MODES["posix_spawn"]
+        jobs.append(("traced posix_spawn", self.fork(spawn, traced=True, reps=reps * 2, mode=spawn, extra=self.helper)))
+        aux = self.trace.aux
+        jobs.append(("traced fork unpinned", self.fork(_FORK, traced=True, pinned=False, reps=reps * 4, aux=aux)))
+        jobs.append(("traced vfork unpinned", self.fork(BENCH_MODES["vfork"], mode=BENCH_MODES["vfork"], traced=True, pinned=False,
+                                                        reps=reps * 4, aux=aux)))
+        jobs.append(("traced posix_spawn unpinned", self.fork(spawn, mode=spawn, traced=True, pinned=False,
+                                                              reps=reps * 2, aux=aux, extra=self.helper)))
+        return jobs
+
+    def untraced_forks(self) -> list[Job]:
+        """2. fork vs RSS, pinned, sizes interleaved over rounds (held-out sizes in the same rounds);
+        3. VMA counts; THP on."""
+        plan, jobs, rng = self.plan, [], random.Random(20240611)
+        sizes = list(plan.sizes) + list(plan.held_out) + list(plan.optional_sizes)
+        for rnd in range(plan.rounds):
+            order = sizes[:]
+            rng.shuffle(order)
+            for rss in order:
+                jobs.append((f"fork {_label({'rss': rss})} pinned (round {rnd + 1}/{plan.rounds})",
+                             self.fork(_FORK, rss=rss, rnd=rnd)))
+            if rnd % 4 == 0:
+                for rss in plan.unpinned_sizes:
+                    jobs.append((f"fork {_label({'rss': rss})} unpinned",
+                                 self.fork(_FORK, rss=rss, pinned=False, rnd=rnd)))
+        for rnd in range(max(1, plan.rounds // 4)):
+            for nv in plan.vma_counts:
+                jobs.append((f"fork +{nv} file VMAs", self.fork(_FORK, file_vmas=nv, rnd=rnd)))
+                jobs.append((f"fork +{nv} anon VMAs", self.fork(_FORK, anon_vmas=nv, rnd=rnd)))
+            for rss in plan.thp_sizes:
+                jobs.append((f"fork {_label({'rss': rss})} THP", self.fork(_FORK, rss=rss, thp=True, rnd=rnd)))
+        return jobs
+
+    def variants(self) -> list[Job]:
+        """4. the other creation kinds at RSS 0, pinned and not; fork+execve of a 256 MiB parent."""
+        plan, jobs = self.plan, []
+        for kind, mode in VARIANTS.items():
+            extra = self.helper if kind in EXECS else None
+            jobs.append((f"{mode} pinned", self.fork(mode, mode=mode, reps=plan.variant_reps, extra=extra)))
+            jobs.append((f"{mode} unpinned", self.fork(mode, mode=mode, pinned=False, reps=plan.variant_reps // 2,
+                                                       extra=extra)))
+        fe = BENCH_MODES["fork_exec"]
+        jobs.append(("fork+execve 256MiB pinned", self.fork(fe, rss=256 * MiB if plan.name != "smoke" else 16 * MiB,
+                                                            mode=fe, reps=max(5, plan.variant_reps // 10),
+                                                            extra=self.helper)))
+        return jobs
+
+    def memory(self) -> list[Job]:
+        """5. stack cache (bursts of 8 forks), COW and page faults."""
+        plan, burst = self.plan, ["-k", "8"]
+        pages = ["-p", str(plan.cow_pages)]
+        return [
+            ("burst of 8 forks (stack cache)", self.fork("burst", mode="burst", reps=plan.burst_reps, extra=burst)),
+            ("burst of 8 forks unpinned", self.fork("burst", mode="burst", pinned=False, reps=plan.burst_reps,
+                                                    extra=burst)),
+            ("COW faults", self.fork("cow", mode="cow", reps=plan.cow_reps, extra=pages)),
+            ("anonymous page faults", self.fork("fault", mode="fault", reps=plan.cow_reps, extra=pages)),
+        ]
+
+    def scheduler(self) -> list[Job]:
+        """6. the scheduler's costs: wake-ups across and on one CPU, context switches, IPIs."""
+        r, cpu, other = self.plan.sched_reps, self.cpu, self.other
+        return [
+            ("idle wake-up (cross-CPU futex)", self.sched("wake", cpu, other, max(20, r // 2))),
+            ("local wake-up (same-CPU futex)", self.sched("wake", cpu, cpu, max(10, r // 10), spin=20)),
+            ("futex wake without waiter", self.sched("nowake", cpu, cpu, r)),
+            ("context switch (same-CPU pipe)", self.sched("pipe", cpu, cpu, r * 5)),
+            ("cross-CPU pipe ping-pong", self.sched("pipe", cpu, other, r)),
+            ("pipe syscalls without switch", self.sched("pipe1", cpu, cpu, r * 5)),
+        ]
+
+
+def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: tracefs.TraceInstance | None, cpu: int,
+                     other: int) -> list[Job]:
+    """Every run of one calibration, in order (the traced ones first, while `trace` is open)."""
+    j = _Jobs(plan, b, store, trace, cpu, other)
+    jobs = j.traced() if trace is not None else []
+    if trace is not None:  # the traced burst goes last among the traced runs
+        jobs.append(("traced burst of 8 forks", j.fork("burst", mode="burst", traced=True, reps=plan.burst_reps,
+                                                       extra=["-k", "8"])))
+    jobs += j.untraced_forks() + j.variants() + j.memory()
+    # 5b. cold forks: after idle gaps, other work, a move to the other CPU (warmth.py)
+    jobs.extend(cold_jobs(plan, str(b.forkbench), store, cpu, other))
+    return jobs + j.scheduler()
