@@ -1,4 +1,4 @@
-"""Stage breakdown of a real fork from kernel tracepoints (root + tracefs).
+"""The kernel tracepoints of a real fork, recorded in a private tracefs instance (root + tracefs).
 
 A private tracefs instance (`instances/forksim-<pid>`) records, for the benchmark's pids only
 (`set_event_pid` with the `event-fork` option, so children are followed):
@@ -8,21 +8,7 @@ A private tracefs instance (`instances/forksim-<pid>`) records, for the benchmar
     task:task_newtask, sched:sched_process_fork, sched:sched_wakeup_new, sched:sched_switch,
     sched:sched_process_exit, sched:sched_process_free
 
-and the per-fork segments are cut from them (`fork_segments`):
-
-    A = sys_enter(clone/fork)  -> mmap_lock_start_locking(write) by the parent
-        [copy_process_setup + thread stack + dup_mm]
-    B = acquire_returned(write) -> released of the parent's mm   [dup_mmap]
-    C = released -> task_newtask                                   [copy_process_tail]
-    E = task_newtask -> sys_exit(clone/fork)                       [wake_up_new_task + return]
-    child: sched_wakeup_new -> first sched_switch to it            [child start latency]
-           switch-in -> sys_enter(exit_group)                      [ret_from_fork + user start-up]
-           exit_group -> last mmap_lock release                    [do_exit up to exit_mmap's end]
-           first -> last mmap_lock event in exit                   [exit_mmap]
-           exit_group -> final switch-out                          [do_exit + exit_mmap]
-           exit_group -> first switch-out while runnable           [do_exit's head: up to its first
-                                                                    preemption point (vfork parent)]
-    parent's wait4: the parts of the syscall outside its sleep     [wait_reap]
+and segments.py cuts the per-fork segments from them (`fork_segments`, re-exported here).
 
 The timestamps use the instance's `x86-tsc` clock (nanosecond-class resolution; the text `trace`
 of the ns clocks only prints microseconds), converted with a frequency measured against
@@ -37,13 +23,14 @@ from __future__ import annotations
 
 import atexit
 import os
-import re
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from .segments import (SYSCALLS, TRACE_LINE, Event, clone_segments, cpu_idle_at, fork_segments,  # noqa: F401
+                       parse_trace, placement_counts)
 
 __all__ = [
     "TRACEFS",
@@ -63,11 +50,6 @@ __all__ = [
 ]
 
 TRACEFS = Path("/sys/kernel/tracing")
-
-# x86-64 syscall numbers of interest
-SYSCALLS = {"clone": 56, "fork": 57, "vfork": 58, "execve": 59, "exit": 60, "wait4": 61, "exit_group": 231,
-            "clone3": 435, "waitid": 247}
-CREATE_NRS = {56, 57, 58, 435}
 
 EVENTS = (
     "raw_syscalls/sys_enter",
@@ -327,7 +309,7 @@ class TraceInstance:
         t3 = time.monotonic_ns()
         ticks: dict[str, int] = {}
         for line in (self.dir / "trace").read_text().splitlines():
-            m = _LINE.match(line)
+            m = TRACE_LINE.match(line)
             if m and m["event"] == "tracing_mark_write" and "forksim-sync" in m["rest"]:
                 ticks[m["rest"].strip()[-1]] = int(m["ts"])
         self._write("trace", "")
@@ -352,250 +334,3 @@ class TraceInstance:
     def read(self) -> list["Event"]:
         text = (self.dir / "trace").read_text()
         return parse_trace(text, self.tsc_hz if self.clock == "x86-tsc" else None)
-
-
-# ---------------------------------------------------------------------------------------------
-# parsing
-
-_LINE = re.compile(
-    r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*\S+\)\s+)?\[(?P<cpu>\d+)\]\s+(?:\S+\s+)?"
-    r"(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>\w+):\s?(?P<rest>.*)$"
-)
-_KV = re.compile(r"(\w+)=(\S+)")
-
-
-@dataclass(slots=True)
-class Event:
-    ts: float  # nanoseconds
-    pid: int
-    cpu: int
-    name: str
-    f: dict[str, str] = field(default_factory=dict)
-
-
-def parse_trace(text: str, tsc_hz: float | None) -> list[Event]:
-    """Parse the text of a tracefs `trace` file into events (timestamps in nanoseconds)."""
-    out: list[Event] = []
-    scale = 1e9 / tsc_hz if tsc_hz else None
-    for line in text.splitlines():
-        if not line or line[0] == "#":
-            continue
-        m = _LINE.match(line)
-        if not m:
-            continue
-        ts_s = m["ts"]
-        ts = float(ts_s) * 1e9 if "." in ts_s else float(ts_s) * (scale or 1.0)
-        name = m["event"]
-        rest = m["rest"]
-        f: dict[str, str]
-        if name in ("sys_enter", "sys_exit"):
-            parts = rest.split()
-            f = {"id": parts[1]} if len(parts) > 1 else {}
-            if name == "sys_exit" and "=" in parts:
-                f["ret"] = parts[-1]
-        elif name == "sched_switch":
-            prev, _, nxt = rest.partition("==>")
-            pf = dict(_KV.findall(prev))
-            nf = dict(_KV.findall(nxt))
-            f = {"prev_pid": pf.get("prev_pid", ""), "prev_state": pf.get("prev_state", ""),
-                 "next_pid": nf.get("next_pid", "")}
-        else:
-            f = dict(_KV.findall(rest))
-        out.append(Event(ts, int(m["pid"]), int(m["cpu"]), name, f))
-    out.sort(key=lambda e: e.ts)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# segments
-
-
-def fork_segments(events: list[Event], parent: int) -> list[dict[str, float]]:
-    """Per fork by `parent` (pid): the stage segments in microseconds (see the module docstring)."""
-    forks: list[dict[str, Any]] = []
-    cur: dict[str, Any] | None = None
-    off_since: dict[int, float] = {}
-    off: dict[int, list[tuple[float, float]]] = {}
-    by_child: dict[int, dict[str, Any]] = {}
-    wait: dict[str, Any] | None = None
-    for ev in events:
-        n = ev.name
-        if ev.pid == parent:
-            if n == "sys_enter" and int(ev.f.get("id", -1)) in CREATE_NRS:
-                cur = {"enter": ev.ts, "cpu": ev.cpu}
-            elif cur is not None and n == "mmap_lock_start_locking" and ev.f.get("write") == "true" \
-                    and "lock_start" not in cur:
-                cur["lock_start"] = ev.ts
-                cur["mm"] = ev.f.get("mm")
-            elif cur is not None and n == "mmap_lock_acquire_returned" and ev.f.get("mm") == cur.get("mm") \
-                    and "acq" not in cur:
-                cur["acq"] = ev.ts
-            elif cur is not None and n == "mmap_lock_released" and ev.f.get("mm") == cur.get("mm") \
-                    and "rel" not in cur:
-                cur["rel"] = ev.ts
-            elif cur is not None and n == "alloc_vmap_area" and "newtask" not in cur:
-                cur["vmalloc"] = cur.get("vmalloc", 0) + 1
-            elif cur is not None and n == "task_newtask":
-                cur["newtask"] = ev.ts
-                cur["child"] = int(ev.f.get("pid", -1))
-                by_child[cur["child"]] = cur
-            elif cur is not None and n == "sys_exit" and int(ev.f.get("id", -1)) in CREATE_NRS:
-                cur["exit"] = ev.ts
-                forks.append(cur)
-                cur = None
-            elif n == "sys_enter" and int(ev.f.get("id", -1)) in (SYSCALLS["wait4"], SYSCALLS["waitid"]):
-                wait = {"enter": ev.ts}
-            elif n == "sys_exit" and wait is not None and int(ev.f.get("id", -1)) in (61, 247):
-                wait["exit"] = ev.ts
-                ret = ev.f.get("ret", "")
-                rec = by_child.get(int(ret)) if ret.lstrip("-").isdigit() else None
-                if rec is not None:
-                    rec["wait"] = wait
-                wait = None
-        if n == "sched_switch":
-            prev = int(ev.f.get("prev_pid") or -1)
-            nxt = int(ev.f.get("next_pid") or -1)
-            off_since[prev] = ev.ts
-            if nxt in off_since:
-                off.setdefault(nxt, []).append((off_since.pop(nxt), ev.ts))
-            if prev == parent and wait is not None and "out" not in wait:
-                wait["out"] = ev.ts
-            if nxt == parent and wait is not None and "out" in wait and "in" not in wait:
-                wait["in"] = ev.ts
-            if nxt in by_child and "run" not in by_child[nxt]:
-                by_child[nxt]["run"] = ev.ts
-                by_child[nxt]["run_cpu"] = ev.cpu
-            if prev in by_child:
-                by_child[prev]["last_out"] = ev.ts
-                c = by_child[prev]
-                if "exit_enter" in c and "exit_first_out" not in c and ev.f.get("prev_state", "").startswith("R"):
-                    c["exit_first_out"] = ev.ts  # preempted inside do_exit (by a parent woken at mm_release)
-        elif n == "sched_wakeup_new":
-            c = by_child.get(int(ev.f.get("pid", -1)))
-            if c is not None:
-                c["wakeup_new"] = ev.ts
-                c["waker_cpu"] = ev.cpu
-                c["target_cpu"] = int(ev.f.get("target_cpu", "-1"))
-        elif ev.pid in by_child and ev.pid != parent:
-            c = by_child[ev.pid]
-            if n == "sys_enter" and int(ev.f.get("id", -1)) in (SYSCALLS["exit_group"], SYSCALLS["exit"]):
-                c["exit_enter"] = ev.ts
-            elif n == "sys_enter" and int(ev.f.get("id", -1)) == SYSCALLS["execve"]:
-                c["exec_enter"] = ev.ts
-            elif n == "sys_exit" and int(ev.f.get("id", -1)) == SYSCALLS["execve"]:
-                c["exec_exit"] = ev.ts
-            elif n == "page_fault_user" and "exit_enter" not in c and "exec_enter" not in c:
-                c["faults"] = c.get("faults", 0) + 1
-                c.setdefault("first_fault", ev.ts)
-            elif n.startswith("mmap_lock_") and "exit_enter" in c:
-                c.setdefault("mm_first", ev.ts)
-                if n == "mmap_lock_released":
-                    c["mm_last"] = ev.ts
-            elif n == "sched_process_exit":
-                c["proc_exit"] = ev.ts
-
-    out = []
-    us = 1e-3
-
-    def on_cpu(pid: int, a: float, b: float) -> float:
-        """Microseconds of [a, b] that `pid` spent on a CPU: the segment minus the times it was switched
-        out (preempted by other load at a cond_resched point, or asleep)."""
-        gone = sum(max(0.0, min(b, e) - max(a, s0)) for s0, e in off.get(pid, ()) if e > a and s0 < b)
-        return max(0.0, (b - a) - gone) * us
-
-    for r in forks:
-        s: dict[str, float] = {"total": on_cpu(parent, r["enter"], r["exit"]), "cpu": r["cpu"],
-                               "total_wall": (r["exit"] - r["enter"]) * us}
-        if "lock_start" in r and "acq" in r and "rel" in r and "newtask" in r:
-            s["A"] = on_cpu(parent, r["enter"], r["lock_start"])
-            s["lock_wait"] = (r["acq"] - r["lock_start"]) * us
-            s["B"] = on_cpu(parent, r["acq"], r["rel"])
-            s["B_wall"] = (r["rel"] - r["acq"]) * us
-            s["C"] = on_cpu(parent, r["rel"], r["newtask"])
-        s["vmalloc"] = float(r.get("vmalloc", 0))
-        if "newtask" in r:
-            s["to_newtask"] = on_cpu(parent, r["enter"], r["newtask"])
-            s["E"] = on_cpu(parent, r["newtask"], r["exit"])
-        if "wakeup_new" in r:
-            s["t_wakeup_new"] = r["wakeup_new"]
-            s["waker_cpu"] = float(r["waker_cpu"])
-            s["target_cpu"] = float(r["target_cpu"])
-        kid = r.get("child", -1)
-        if "run" in r and "first_fault" in r and r["first_fault"] > r["run"]:
-            s["ret_from_fork"] = on_cpu(kid, r["run"], r["first_fault"])
-            if "exit_enter" in r and "exec_enter" not in r:
-                s["child_touch"] = on_cpu(kid, r["first_fault"], r["exit_enter"])
-        if "wakeup_new" in r and "run" in r:
-            s["child_start"] = (r["run"] - r["wakeup_new"]) * us
-            s["child_cross_cpu"] = float(r.get("run_cpu", -1) != r["cpu"])
-            s["child_from_enter"] = (r["run"] - r["enter"]) * us
-        if "run" in r and "exit_enter" in r and "exec_enter" not in r:
-            s["first_run"] = on_cpu(kid, r["run"], r["exit_enter"])
-            s["first_run_faults"] = float(r.get("faults", 0))
-        if "exec_enter" in r and "exec_exit" in r:
-            s["exec"] = on_cpu(kid, r["exec_enter"], r["exec_exit"])
-        if "exit_enter" in r and "last_out" in r and r["last_out"] > r["exit_enter"]:
-            s["exit_total"] = on_cpu(kid, r["exit_enter"], r["last_out"])
-            if "exit_first_out" in r and r["exit_first_out"] < r["last_out"]:
-                # do_exit up to its first preemption point (close_files' cond_resched, after exit_mm)
-                s["exit_head"] = on_cpu(kid, r["exit_enter"], r["exit_first_out"])
-            if "mm_first" in r and "mm_last" in r and r["mm_first"] > r["exit_enter"]:
-                s["exit_mmap"] = on_cpu(kid, r["mm_first"], r["mm_last"])
-                s["do_exit"] = s["exit_total"] - s["exit_mmap"]
-        w = r.get("wait")
-        if w and "exit" in w:
-            if "out" in w and "in" in w:
-                s["wait_reap"] = ((w["out"] - w["enter"]) + (w["exit"] - w["in"])) * us
-            else:
-                s["wait_reap"] = (w["exit"] - w["enter"]) * us
-        out.append(s)
-    return out
-
-
-def clone_segments(events: list[Event], parent: int) -> list[dict[str, float]]:
-    """vfork / posix_spawn / thread creation: the creating syscall up to task_newtask (no mm copy),
-    and the child's execve when it runs one. Same keys as fork_segments where they apply."""
-    return fork_segments(events, parent)
-
-
-def cpu_idle_at(switches: list[Event]) -> Callable[[int, float], bool | None]:
-    """From unfiltered sched_switch events: a function telling whether CPU c was idle at time t
-    (its last switch before t went to pid 0), or None when no switch on c precedes t."""
-    import bisect
-
-    per: dict[int, tuple[list[float], list[bool]]] = {}
-    for e in switches:
-        if e.name != "sched_switch":
-            continue
-        ts, idle = per.setdefault(e.cpu, ([], []))
-        ts.append(e.ts)
-        idle.append(e.f.get("next_pid") == "0")
-
-    def idle_at(cpu: int, t: float) -> bool | None:
-        if cpu not in per:
-            return None
-        ts, idle = per[cpu]
-        i = bisect.bisect_left(ts, t) - 1
-        return idle[i] if i >= 0 else None
-
-    return idle_at
-
-
-def placement_counts(segments: list[dict[str, float]], switches: list[Event], ncpus: int) -> dict[str, int]:
-    """Creations whose child was placed while another CPU was idle, and how many of those stayed on
-    the waker's CPU (sched_wakeup_new target_cpu == the CPU it was issued on)."""
-    idle_at = cpu_idle_at(switches)
-    n_idle = n_local = n_unknown = 0
-    for s in segments:
-        if "t_wakeup_new" not in s:
-            continue
-        waker = int(s["waker_cpu"])
-        states = [idle_at(c, s["t_wakeup_new"]) for c in range(ncpus) if c != waker]
-        if any(st is None for st in states):
-            n_unknown += 1
-            continue
-        if any(states):
-            n_idle += 1
-            n_local += int(int(s["target_cpu"]) == waker)
-    return {"other_cpu_idle": n_idle, "stayed_local": n_local, "unknown": n_unknown,
-            "creations": sum(1 for s in segments if "t_wakeup_new" in s)}
