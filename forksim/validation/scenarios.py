@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..kernel.flags import COPIES_MM, EXECS, KINDS
+
 __all__ = [
     "Scenario",
     "SCENARIOS",
@@ -19,13 +21,17 @@ __all__ = [
     "scenarios",
     "get_scenario",
     "capacity_key",
+    "LOADGEN_KINDS",
 ]
 
 MiB = 1024**2
 GiB = 1024**3
 
 Mode = Literal["closed", "open", "mt"]
-Kind = Literal["fork", "vfork", "posix_spawn", "thread"]
+# The creation kinds the load generator runs (its --kind): every kind of kernel/flags.KINDS but the
+# one that copies the mm and then execs (fork+exec), which loadgen.c has no mode for.
+LOADGEN_KINDS = tuple(k for k in KINDS if k not in COPIES_MM & EXECS)
+Kind = str  # one of LOADGEN_KINDS
 
 
 def _size_name(rss: int) -> str:
@@ -196,7 +202,7 @@ def _build() -> tuple[Scenario, ...]:
         for k in (1, 2):
             # Large images fork slowly (milliseconds): fewer samples per second, so run longer.
             out.append(_closed("fork", k, rss, quick=rss == 256 * MiB, duration_s=6.0, quick_duration_s=1.5))
-    for kind in ("vfork", "posix_spawn", "thread"):
+    for kind in (k for k in LOADGEN_KINDS if k not in COPIES_MM):  # the kinds that share the parent's mm
         for rss in (0, 256 * MiB):
             out.append(_closed(kind, 1, rss, quick=rss == 0))
     # A busy machine: CPU hogs beside the parents. Where the balancer puts hogs and parents differs
