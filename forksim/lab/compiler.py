@@ -16,7 +16,11 @@ import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["compiler", "compiler_version", "cache_root", "build_dir", "compile_c"]
+__all__ = ["compiler", "compiler_version", "cache_root", "build_dir", "compile_c", "LAB_CSRC"]
+
+# lab.h: the helpers the measuring programs share (clocks, busy wait, pinning); on every build's
+# include path and in every build's hash
+LAB_CSRC = Path(__file__).parent / "csrc"
 
 # A compile that takes longer than this is stuck (the sources build in about a second).
 _COMPILE_TIMEOUT_S = 300
@@ -57,9 +61,9 @@ def cache_root() -> Path:
 
 def build_dir(name: str, sources: list[Path], version: str) -> Path:
     """The (created) cache folder `<name>-<hash>` of one build: the hash covers the compiler's version
-    and each source's name and bytes."""
+    and each source's name and bytes, the lab's shared headers included."""
     h = hashlib.sha256(version.encode())
-    for src in sources:
+    for src in [*sources, *sorted(LAB_CSRC.glob("*.h"))]:
         h.update(src.name.encode())
         h.update(src.read_bytes())
     out = cache_root() / f"{name}-{h.hexdigest()[:16]}"
@@ -68,10 +72,10 @@ def build_dir(name: str, sources: list[Path], version: str) -> Path:
 
 
 def compile_c(cc: str, args: list[str], out: Path) -> subprocess.CompletedProcess:
-    """Run `cc ARGS -o OUT`; the binary appears atomically (a concurrent build never sees half of it).
-    The result's returncode and stderr say whether and why it failed (124: it timed out)."""
+    """Run `cc -I LAB_CSRC ARGS -o OUT`; the binary appears atomically (a concurrent build never sees
+    half of it). The result's returncode and stderr say whether and why it failed (124: it timed out)."""
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}.{threading.get_ident()}")
-    cmd = [cc, *args, "-o", str(tmp)]
+    cmd = [cc, "-I", str(LAB_CSRC), *args, "-o", str(tmp)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S)
     except subprocess.TimeoutExpired:

@@ -54,6 +54,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lab.h" /* now_ns, cpu_ns, busy_wait_us, pin_cpu (forksim/lab/csrc) */
+
 extern char **environ;
 
 #define PAGE 4096UL
@@ -69,22 +71,6 @@ struct shared {
 static struct shared *sh;
 static char *region;
 static size_t region_len;
-
-static inline int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-/* CPU time of the calling thread: what it cost, without the time other tasks ran on its CPU (this
- * machine is shared; a long fork is preempted at dup_mmap's cond_resched points under load). */
-static inline int64_t cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void die(const char *what)
 {
@@ -212,12 +198,7 @@ static void print_shape(size_t rss, int thp)
 
 static void pin(int cpu)
 {
-    if (cpu < 0)
-        return;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set))
+    if (pin_cpu(cpu))
         die("sched_setaffinity");
 }
 
@@ -285,13 +266,6 @@ static void other_work(void)
         die("worker");
 }
 
-static void spin_for(int64_t us)
-{
-    int64_t end = now_ns() + us * 1000;
-    while (now_ns() < end)
-        ;
-}
-
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "fork";
@@ -355,7 +329,7 @@ int main(int argc, char **argv)
                     ;
             }
             if (spin_us)
-                spin_for(spin_us);
+                busy_wait_us(spin_us);
             if (work_bytes)
                 other_work();
             if (migrate)

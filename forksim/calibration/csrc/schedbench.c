@@ -32,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lab.h" /* now_ns, busy_wait_us, pin_cpu (forksim/lab/csrc) */
+
 struct shared {
     volatile int32_t turn; /* futex word: whose turn (0: A, 1: B), bumped by 2 per round */
     volatile int32_t pad;
@@ -41,21 +43,9 @@ struct shared {
     volatile int64_t call_ba; /* B's FUTEX_WAKE time, written by B */
 };
 
-static inline int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static void pin(int cpu)
 {
-    cpu_set_t set;
-    if (cpu < 0)
-        return;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set)) {
+    if (pin_cpu(cpu)) {
         printf("{\"error\": \"sched_setaffinity: %s\"}\n", strerror(errno));
         exit(3);
     }
@@ -64,13 +54,6 @@ static void pin(int cpu)
 static long futex(volatile int32_t *uaddr, int op, int val)
 {
     return syscall(SYS_futex, uaddr, op, val, NULL, NULL, 0);
-}
-
-static void spin(long us)
-{
-    int64_t end = now_ns() + us * 1000;
-    while (now_ns() < end)
-        ;
 }
 
 int main(int argc, char **argv)
@@ -163,7 +146,7 @@ int main(int argc, char **argv)
                 /* my turn to wake the other side */
                 while (sh->turn != want)
                     futex(&sh->turn, FUTEX_WAIT, sh->turn);
-                spin(spin_us);
+                busy_wait_us(spin_us);
                 int64_t t0 = now_ns();
                 sh->t_wake = t0;
                 __atomic_store_n(&sh->turn, want + 1, __ATOMIC_SEQ_CST);

@@ -70,6 +70,8 @@ int main(void)
 #include <sys/wait.h>
 #include <time.h>
 
+#include "lab.h" /* now_ns, pin_cpu (forksim/lab/csrc) */
+
 #define MAXP 256
 #define MAXW 64
 #define PAGE 4096UL
@@ -144,13 +146,6 @@ static size_t stallbuf_len;
 static pid_t kids[MAXP + 4096];
 static int nkids;
 static char *const empty_env[] = {NULL};
-
-static inline int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void sleep_until(int64_t t)
 {
@@ -405,10 +400,7 @@ static void parent_main(int idx)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (opt.pin) {
         int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(idx % ncpu, &set);
-        sched_setaffinity(0, sizeof set, &set);
+        pin_cpu(idx % ncpu);
     }
     int64_t t_setup = now_ns();
     /* The record buffers must not be part of the measured fork. */
