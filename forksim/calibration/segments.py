@@ -1,14 +1,7 @@
 """Stage breakdown of a real fork from the events of a tracefs instance (tracefs.py records them).
 
-A private tracefs instance (`instances/forksim-<pid>`) records, for the benchmark's pids only
-(`set_event_pid` with the `event-fork` option, so children are followed):
-
-    raw_syscalls:sys_enter/sys_exit (filtered on the creation, exec, exit and wait syscalls)
-    mmap_lock:mmap_lock_start_locking / acquire_returned / released
-    task:task_newtask, sched:sched_process_fork, sched:sched_wakeup_new, sched:sched_switch,
-    sched:sched_process_exit, sched:sched_process_free
-
-and the per-fork segments are cut from them (`fork_segments`):
+The events (`TraceInstance.read()`, tracefs.py, which lists the tracepoints it enables) are parsed
+here and the per-fork segments cut from them (`fork_segments`), in microseconds (on-CPU time where a task was switched out):
 
     A = sys_enter(clone/fork)  -> mmap_lock_start_locking(write) by the parent
         [copy_process_setup + thread stack + dup_mm]
@@ -23,8 +16,6 @@ and the per-fork segments are cut from them (`fork_segments`):
            exit_group -> first switch-out while runnable           [do_exit's head: up to its first
                                                                     preemption point (vfork parent)]
     parent's wait4: the parts of the syscall outside its sleep     [wait_reap]
-
-The events come from `TraceInstance.read()` (tracefs.py); this module only parses and cuts them.
 """
 
 from __future__ import annotations
