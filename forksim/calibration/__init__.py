@@ -2,8 +2,20 @@
 
 `calibrate(out, quick=False, progress=True)` builds the C microbenchmarks in `csrc/` with the system
 compiler, measures (with tracepoints when root and tracefs allow), fits every stage cost and writes
-the profile atomically; `refit(raw, out)` redoes the fits from its raw samples. `list_profiles()` lists the shipped profiles. `build_published()` writes the
-profile built from published per-GB fork figures. The simulator core never imports this package.
+the profile atomically; `refit(raw, out)` redoes the fits from its raw samples. `list_profiles()` lists
+the shipped profiles. `build_published()` writes the profile built from published per-GB fork
+figures. The simulator core never imports this package.
+
+Measuring: `calibrate` (the entry point), `plan` (what each plan measures, the Store of raw samples),
+`jobs` (the runs in order), `bench` (building and running the benchmarks), `tracefs` (the tracefs
+instance) and `segments` (per-fork segments cut from its events), `warmth`, `copies`, `busy`,
+`interruptions` (their own runs). Fitting: `derive.build_profile` assembles the per-family fitters,
+each returning typed stage costs (`forksim.profile.StageCost`): `fork_path` (fork() against the image,
+the split of its fixed part, threads, the stack cache), `lifetime` (child start, exec, exit and reap,
+COW and page faults), `scheduling` (scheduler costs, placement, do_exit's head share), `warmth`
+(cold forks), `copies` (fds, clone flags, live children); `samples` reads the raw samples, `fit` holds
+the linear fits. The compiler, build cache, machine facts and process-group kill are `forksim.lab`'s,
+shared with validation.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ simulator's prediction of the same scenarios.
 - `scenarios`: the scenario list as data, each with its equivalent forksim config.
 - `measure`: builds and runs the C load generator (csrc/loadgen.c), returns statistics.
 - `compare`: runs the simulator on each scenario and writes validation.json/.md/.png.
+
+The compiler, build cache, MemAvailable check and process-group kill are `forksim.lab`'s, shared with
+calibration.
 """
 
 # The submodules keep their names (`measure.measure(scenario, quick)`, `scenarios.scenarios(quick)`):
