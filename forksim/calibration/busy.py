@@ -26,14 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from ..validation.measure import REC_DTYPE  # the load generator's record layout
 from .tracefs import Event, TraceInstance
 
 __all__ = ["EVENTS", "trace_run", "layout"]
 
 EVENTS = ("sched/sched_switch", "sched/sched_migrate_task", "sched/sched_wakeup", "sched/sched_wakeup_new",
           "sched/sched_process_fork")
-_REC = np.dtype([("arrival", "<i8"), ("t0", "<i8"), ("t1", "<i8"), ("t2", "<i8"), ("pcpu0", "<i4"),
-                 ("pcpu1", "<i4"), ("ccpu", "<i4"), ("parent", "<i4")])
 
 
 def _runs_on(events: list[Event], pids: set[int], t0: float, t1: float, ncpu: int) -> dict[int, list[tuple[float, float, int]]]:
@@ -238,7 +237,7 @@ def trace_run(loadgen: Path, helper: Path, *, parents: int, hogs: int, rss: int,
         tr.stop()
         summary = json.loads(stdout.strip().splitlines()[-1])
         events = tr.read()
-        recs = np.fromfile(str(out) + ".rec", dtype=_REC)
+        recs = np.fromfile(str(out) + ".rec", dtype=REC_DTYPE)
     master = sh.pid
     kids = [int(e.f["child_pid"]) for e in events if e.name == "sched_process_fork" and int(e.f["pid"]) == master]
     hog_pids = kids[:hogs]

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..lab.processes import end_group
+
 __all__ = ["redis_bgsave", "redis_config", "image_from_proc", "REDIS_SIZES"]
 
 MiB = 1024**2
@@ -109,9 +111,7 @@ class _Redis:
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait(timeout=10)
+        end_group(self.proc, grace_s=10)  # redis-server and any snapshot child it left
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
