@@ -307,3 +307,14 @@ def test_validate_end_to_end_with_a_stub_simulator(tmp_path):
     assert (tmp_path / "validation.json").exists() and (tmp_path / "validation.md").exists()
     assert report["provenance"]["profile"] == "default" and report["provenance"]["cpus"] == os.cpu_count()
     assert not _our_loadgens()
+
+
+def test_loadgen_kinds_follow_the_kind_table():
+    """The scenarios' kinds are the kind table's that loadgen.c runs (its --kind), and only those."""
+    from forksim.kernel.flags import KINDS
+
+    text = measure.CSRC.read_text()
+    assert set(scenarios.LOADGEN_KINDS) <= set(KINDS)
+    for kind in scenarios.LOADGEN_KINDS:
+        assert f'!strcmp(v, "{kind}")' in text, f"loadgen.c has no --kind {kind}"
+    assert {s.kind for s in SCENARIOS} == set(scenarios.LOADGEN_KINDS)

@@ -1,0 +1,98 @@
+"""forksim.lab: the compiler and build cache, machine facts, and ending a measured program's group."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from forksim import lab
+from forksim.calibration.fit import stage_cost, stage_json
+from forksim.calibration.plan import BENCH_MODES, VARIANTS
+from forksim.kernel.flags import COPIES_MM, EXECS, KINDS
+from forksim.lab.processes import end_group
+
+NEEDS_CC = pytest.mark.skipif(lab.compiler() is None, reason="no C compiler")
+
+
+def test_cache_root_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("FORKSIM_CACHE_DIR", str(tmp_path / "a"))
+    assert lab.cache_root() == tmp_path / "a" / "forksim"
+    monkeypatch.delenv("FORKSIM_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "b"))
+    assert lab.cache_root() == tmp_path / "b" / "forksim"
+
+
+def test_build_dir_is_keyed_by_sources_and_compiler(tmp_path, monkeypatch):
+    monkeypatch.setenv("FORKSIM_CACHE_DIR", str(tmp_path))
+    src = tmp_path / "x.c"
+    src.write_text("int main(void) { return 0; }\n")
+    a = lab.build_dir("t", [src], "cc 1")
+    assert a.is_dir() and a.name.startswith("t-")
+    assert lab.build_dir("t", [src], "cc 1") == a  # same inputs: the same folder
+    assert lab.build_dir("t", [src], "cc 2") != a  # another compiler
+    src.write_text("int main(void) { return 1; }\n")
+    assert lab.build_dir("t", [src], "cc 1") != a  # another source
+
+
+def test_compiler_honours_cc(monkeypatch):
+    monkeypatch.setenv("CC", sys.executable)  # any program on PATH stands for the named compiler
+    assert lab.compiler() == sys.executable
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    assert lab.compiler() != "/nonexistent/cc"
+
+
+@NEEDS_CC
+def test_compile_c_is_atomic_and_reports_errors(tmp_path):
+    cc = lab.compiler()
+    good, bad = tmp_path / "good.c", tmp_path / "bad.c"
+    good.write_text('#include "lab.h"\nint main(void) { return now_ns() > 0 ? 0 : 1; }\n')
+    bad.write_text("int main(void) { return }\n")
+    r = lab.compile_c(cc, ["-O2", str(good)], tmp_path / "good")
+    assert r.returncode == 0 and subprocess.run([tmp_path / "good"]).returncode == 0
+    r = lab.compile_c(cc, ["-O2", str(bad)], tmp_path / "bad")
+    assert r.returncode != 0 and r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.c", "good", "good.c"]  # no half binary left
+
+
+def test_machine_facts_and_memory():
+    facts = lab.machine_facts()
+    assert facts["cpus"] >= 1 and facts["page_size"] >= 4096 and facts["kernel"]
+    avail = lab.mem_available()
+    assert avail is None or 0 < avail <= facts["mem_total_bytes"]
+    assert lab.read_text("/nonexistent/file") is None
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no sh")
+def test_end_group_leaves_nothing_of_the_group():
+    # a leader whose child outlives it in the same group (setsid: the group is the leader's pid)
+    proc = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30"], start_new_session=True)
+    time.sleep(0.2)
+    assert lab.group_alive(proc.pid)
+    end_group(proc)
+    assert proc.returncode is not None
+    assert not lab.group_alive(proc.pid)
+
+
+def test_stage_cost_is_typed_and_writes_as_before():
+    c = stage_cost({"per_pte_us": 0.0123456789, "fixed_us": -1.0}, quantiles=[0.5, 1.0, 2.0], source="measured: x")
+    assert c.per_pte_us == 0.0123457 and c.fixed_us == 0.0  # 6 significant digits, negatives to 0
+    assert stage_json(c) == {"fixed_us": 0.0, "per_vma_us": 0.0, "per_anon_vma_us": 0.0, "per_pte_us": 0.0123457,
+                             "per_pmd_us": 0.0, "per_thread_us": 0.0,
+                             "residual": {"family": "empirical", "quantiles": [0.5, 1.0, 2.0]}, "source": "measured: x"}
+    assert stage_json(stage_cost(fixed_us=2.0, sigma=0.1, source="s"))["residual"] == {"family": "lognormal",
+                                                                                        "sigma": 0.1}
+
+
+def test_benchmark_modes_follow_the_kind_table():
+    assert set(BENCH_MODES) == set(KINDS)
+    assert set(VARIANTS) == set(KINDS) - (COPIES_MM - EXECS)  # every kind but the plain fork
+    csrc = Path(lab.__file__).parent.parent / "calibration" / "csrc" / "forkbench.c"
+    text = csrc.read_text()
+    for mode in BENCH_MODES.values():
+        assert f'"{mode}"' in text, f"forkbench.c has no mode {mode!r}"
