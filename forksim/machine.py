@@ -242,6 +242,11 @@ class Machine:
 
     # ---- measurement
 
-    def busy_us(self) -> float:
+    def busy_per_cpu(self) -> list[float]:
+        """Each CPU's busy time so far (us), the running stretch included."""
         now = self.env._now
-        return sum(c.busy_us + (now - c._busy_since if c._busy_since is not None else 0.0) for c in self.cpus)
+        return [c.busy_us + (now - c._busy_since if c._busy_since is not None else 0.0) for c in self.cpus]
+
+    def busy_us(self) -> float:
+        """All CPUs' busy time so far (us)."""
+        return sum(self.busy_per_cpu())

@@ -2,8 +2,9 @@
 chrome://tracing).
 
 `write_trace(exp, path)` runs the experiment's first replication again, with the same seed (so the
-same timeline as `run_experiment`'s replication 0), with two observers attached: `Machine.tracer`
-(a task starts running on a CPU, leaves it) and `Kernel.on_stage` (a creation stage ends). It writes:
+same timeline as `run_experiment`'s replication 0: one `forksim.simulation.Simulation`, built as the
+run builds it), with an observer attached (`_Recorder`: `on_cpu`, a task is made current on a CPU,
+starts running, leaves it; `on_stage`, a creation stage ends; `on_end`). It writes:
 
 - process "CPUs": one lane per CPU, complete ('X') slices of which task ran when, plus
   "context switch" slices (the switch or migration cost before a task runs). A CPU lane's slices
@@ -39,8 +40,10 @@ import simpy
 from .config import Experiment
 from .io import write_text
 from .machine import Machine
+from .model import ModelParams
 from .profile import Profile
-from .runner import build_simulation, replication_seeds, resolve_profile
+from .runner import replication_seeds, resolve_profile
+from .simulation import Observer, Simulation
 
 __all__ = ["write_trace", "build_trace", "DEFAULT_MAX_SPAN_US", "DEFAULT_MAX_EVENTS", "CPU_PID", "TASK_PID"]
 
@@ -64,8 +67,8 @@ def _ns(t: float) -> float:
     return round(t, 3)
 
 
-class _Recorder:
-    """Collects CPU segments and task off-CPU periods from `Machine.tracer` callbacks."""
+class _Recorder(Observer):
+    """Collects CPU segments, task off-CPU periods and stages as the replication's observer."""
 
     def __init__(self, lo: float):
         self.lo = lo
@@ -89,7 +92,7 @@ class _Recorder:
             self.off[task].append((start, end, label))
             self.count += 1
 
-    def __call__(self, event: str, cpu, task, now: float) -> None:
+    def on_cpu(self, event: str, cpu, task, now: float) -> None:
         cid = cpu.id
         if event == "dispatch":
             self.tasks.setdefault(task, None)
@@ -126,7 +129,8 @@ class _Recorder:
             self.stages.append((task, name, start, end))
             self.count += 1
 
-    def close(self, hi: float) -> None:
+    def on_end(self, sim: Simulation, hi: float) -> None:
+        """Close the segments still open at the end of the window."""
         for cid, (start, kind, task) in list(self.open_cpu.items()):
             self._cpu_seg(cid, start, hi, kind, task)
         self.open_cpu.clear()
@@ -141,34 +145,23 @@ def _is_thread(name: str) -> bool:
     return bool(head) and tail[:1] == "t" and tail[1:].isdigit()
 
 
-def _machine_busy(machine: Machine) -> list[float]:
-    now = machine.env.now
-    return [c.busy_us + (now - c._busy_since if c._busy_since is not None else 0.0) for c in machine.cpus]
-
-
 def _simulate(exp: Experiment, profile: Profile, max_span_us: float, max_events: int):
-    """Replication 0 of `exp`, as runner.run_replication builds it, with the observers attached."""
+    """Replication 0 of `exp`, as runner.run_replication builds it, with the recorder attached."""
     seed = replication_seeds(exp.experiment.seed, exp.experiment.replications)[0]
-    sim = build_simulation(exp, profile, seed)
-    env, machine, kernel, workload, warmup = sim.env, sim.machine, sim.kernel, sim.workload, sim.warmup
-    rec = _Recorder(warmup)
-    machine.tracer = rec
-    kernel.on_stage = rec.on_stage
-    workload.start()
+    rec = _Recorder(exp.experiment.warmup)
+    sim = Simulation(ModelParams.of(exp, profile), seed, [rec])
+    sim.start()
     end = sim.end
-    lo = _window_start(workload, warmup, end, max_span_us)
-    rec.lo = lo
-    if lo > 0.0:
-        env.run(until=lo)
-    busy0 = _machine_busy(machine)
+    lo = _window_start(sim.workload, sim.warmup, end, max_span_us)
+    rec.lo = lo  # segments that end before the window are not kept (the event budget counts the kept)
+    sim.run_to(lo)
+    sim.open_window()
     hi = min(end, lo + max_span_us)
     reason = None
     # Step through the window so that the event budget can end it early (stepping does not change
     # the order of the model's events: the stop events only delimit env.run calls).
-    while env.now < hi:
-        nxt = min(hi, env.now + _STEP_US)
-        env.run(until=simpy.AnyOf(env, [workload.stop, env.timeout(nxt - env.now)]))
-        if workload.stop.triggered:
+    while sim.env.now < hi:
+        if sim.advance(min(hi, sim.env.now + _STEP_US)):
             reason = "the experiment's max_creations was reached"
             break
         if rec.count >= max_events:
@@ -176,10 +169,10 @@ def _simulate(exp: Experiment, profile: Profile, max_span_us: float, max_events:
             break
     if reason is None and hi < end:
         reason = f"max_span_us ({max_span_us:g} us of simulated time)"
-    hi = env.now
-    busy1 = _machine_busy(machine)
-    rec.close(hi)
-    return machine, workload, rec, (lo, hi), [b - a for a, b in zip(busy0, busy1)], reason
+    hi = sim.env.now
+    busy = sim.window_busy()
+    sim.finish()
+    return sim.machine, sim.workload, rec, (lo, hi), busy, reason
 
 
 def _window_start(workload, warmup: float, end: float, max_span_us: float) -> float:
