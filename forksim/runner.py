@@ -1,5 +1,9 @@
 """Running experiments: one replication on its own random stream, all replications of an
-experiment (in parallel across local cores), and the results they hand back."""
+experiment (in parallel across local cores), and the results they hand back.
+
+An experiment is resolved once (`forksim.model.ModelParams`: the scheduler, what a creation copies,
+the image, the arrivals) and each replication is a `forksim.simulation.Simulation` on its own
+stream (`run_replication`); `build_simulation` builds one with observers, not started."""
 
 from __future__ import annotations
 
