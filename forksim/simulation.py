@@ -126,8 +126,8 @@ class Simulation:
     def open_window(self) -> None:
         """The measured window opens now: the CPUs' busy time counts from here."""
         self._busy0 = self.machine.busy_per_cpu()
-        for obs in self.observers:
-            obs.on_window(self, self.env.now)
+        for hook in _overrides(self.observers, "on_window"):
+            hook(self, self.env.now)
 
     def advance(self, until: float) -> bool:
         """Run to `until` (us) or to the workload's stop, whichever comes first; True once stopped."""
@@ -138,8 +138,8 @@ class Simulation:
 
     def finish(self) -> None:
         """The run ends now: observers close what they have open."""
-        for obs in self.observers:
-            obs.on_end(self, self.env.now)
+        for hook in _overrides(self.observers, "on_end"):
+            hook(self, self.env.now)
 
     def window_busy(self) -> list[float]:
         """Each CPU's busy time (us) since the window opened."""
