@@ -15,6 +15,10 @@
 - the same experiment's replications on 2 local processes vs 1 (`run_experiment(workers=2)` vs
   `workers=1`), as a speed ratio: the median over alternating pairs (5, or 3 in `quick` mode).
 
+Every forksim figure comes from `runner.run_experiment`, so each replication is built and run as
+`forksim run` runs it (one `forksim.simulation.Simulation`); `events_per_creation` is SimPy's own
+event counter over the replication.
+
 The figures are measurements, never assertions; the targets are printed beside them.
 """
 

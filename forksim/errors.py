@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ForksimError", "ConfigError", "ProfileError", "MeasurementError", "SweepError"]
+__all__ = ["ForksimError", "ConfigError", "ProfileError", "MeasurementError", "SweepError", "UnstableError"]
 
 
 class ForksimError(Exception):
@@ -31,3 +31,9 @@ class MeasurementError(ForksimError):
 class SweepError(ForksimError):
     """A sweep that produced no answer: its worker processes died, or every point failed. (One
     failing point is recorded in the table; this is the sweep itself failing.)"""
+
+
+class UnstableError(ForksimError):
+    """An open or server workload's queue grew past its bound (workload.max_queue): the offered rate
+    exceeds what the machine serves. Raised while simulating, or before running when the rate is far
+    beyond the capacity estimate (runner.check_work)."""

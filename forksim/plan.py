@@ -44,7 +44,7 @@ from .plan_keys import geometric, linked_keys
 from .profile import Profile
 from .runner import run_experiment
 from .units import UnitError, format_rate, format_time_us, parse_rate, parse_time_us
-from .workload import UnstableError
+from .errors import UnstableError
 
 __all__ = ["plan", "PlanResult", "Probe", "SLO", "parse_slo", "parse_range"]
 

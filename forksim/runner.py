@@ -1,5 +1,9 @@
 """Running experiments: one replication on its own random stream, all replications of an
-experiment (in parallel across local cores), and the results they hand back."""
+experiment (in parallel across local cores), and the results they hand back.
+
+An experiment is resolved once (`forksim.model.ModelParams`: the scheduler, what a creation copies,
+the image, the arrivals) and each replication is a `forksim.simulation.Simulation` on its own
+stream (`run_replication`); `build_simulation` builds one with observers, not started."""
 
 from __future__ import annotations
 
@@ -13,37 +17,38 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
-import simpy
 import tomli_w
 
 from .config import Experiment, experiment_to_toml_dict
-from .errors import ConfigError, ForksimError
-from .kernel.clone import Kernel
-from .kernel.copies import Copies
+from .errors import ConfigError, ForksimError, UnstableError
 from .kernel.flags import COPIES_MM, EXECS, NEW_PROCESS
 from .kernel.costs import EMPTY_IMAGE, Costs
-from .machine import Machine, SchedulerParams
-from .sched.balance import BalanceParams
+from .machine import SchedulerParams
 from .metrics import ReplicationResult, records_frame, summarize
+from .model import ModelParams, SchedulerSpec, image_shape, scaled_slice_us
 from .profile import Profile, load_profile, profile_info
 from .requests import requests_frame
 from .store import warn_if_off_host
 from .units import format_time_us
-from .workload import Draws, UnstableError, Workload, image_shape, load_arrivals
+from .simulation import Observer, Simulation
+from .workloads.arrivals import load_arrivals
 
 __all__ = [
     "RunResult",
     "Interrupted",
     "Simulation",
+    "Observer",
+    "ModelParams",
     "build_simulation",
     "run_experiment",
     "run_replication",
     "replication_seeds",
     "scheduler_params",
+    "scaled_slice_us",
     "resolve_profile",
     "WorkEstimate",
     "estimate_work",
@@ -281,113 +286,29 @@ def check_work(exp: Experiment, profile: Profile, *, max_events: float = MAX_EVE
     return est
 
 
-def _slice_factor(cpus: int) -> int:
-    """kernel/sched/fair.c get_update_sysctl_factor (SCHED_TUNABLESCALING_LOG, the default): the boot-time
-    scale of sysctl_sched_base_slice, 1 + ilog2(min(online CPUs, 8))."""
-    return 1 + (min(max(cpus, 1), 8).bit_length() - 1)
-
-
-def scaled_slice_us(profile: Profile, cpus: int) -> float:
-    """The profile's base slice, measured (or derived) on its host's CPU count, carried to a machine of
-    `cpus` CPUs the way the kernel scales it at boot; unscaled when the profile's CPU count is unknown."""
-    host = profile.fingerprint()
-    measured_on = (host.cpus if host and host.cpus else None) or profile.provenance.get("cpus") or \
-        (profile.provenance.get("borrowed_from") or {}).get("cpus")
-    base = profile.scheduler.slice.fixed_us
-    if not measured_on:
-        return base
-    return base * _slice_factor(cpus) / _slice_factor(int(measured_on))
-
-
 def scheduler_params(exp: Experiment, profile: Profile, costs: Costs) -> SchedulerParams:
-    """Scheduler costs from the profile, with the config's [machine] overrides on top."""
-    sched = profile.scheduler
-    m = exp.machine
-
-    def sampler(override: float | None, cost) -> Callable[[], float]:
-        if override is not None:
-            return lambda: override
-        return costs.sampler(cost)
-
-    return SchedulerParams(
-        tick_us=m.tick if m.tick is not None else sched.tick.fixed_us,
-        slice_us=m.slice if m.slice is not None else scaled_slice_us(profile, m.cpus),
-        wakeup_granularity_us=m.slice if m.slice is not None else sched.wakeup_granularity.fixed_us,
-        wakeup_preemption=m.wakeup_preemption,
-        context_switch=sampler(m.context_switch, sched.context_switch),
-        idle_wake=sampler(m.idle_wake, sched.idle_wake),
-        ipi_send=costs.sampler(profile.stages["ipi_send"]) if m.idle_wake is None else (lambda: 0.0),
-        migration=sampler(m.migration, sched.migration),
-        eevdf=profile.balancing is not None and profile.balancing.eevdf,
-        balance=balance_params(exp, profile, costs) if profile.balancing is not None else None,
-        **_interruption_samplers(profile, costs),
-    )
+    """Scheduler costs from the profile, with the config's [machine] overrides on top, on the stream of
+    `costs` (forksim.model.SchedulerSpec: resolved once per experiment, bound per replication)."""
+    return SchedulerSpec.of(exp, profile).bind(costs)
 
 
-def balance_params(exp: Experiment, profile: Profile, costs: Costs) -> BalanceParams:
-    """Load balancing for the simulated machine: one MC domain spanning its CPUs (sd_init:
-    balance_interval = the domain's weight in ms, busy_factor 16, imbalance_pct 117,
-    cache_nice_tries 1), the profile's migration cost and vCPU packing."""
-    b = profile.balancing
-    wake_prev = profile.placement.get("wake_prev_when_busy")
-    return BalanceParams(interval_us=1000.0 * exp.machine.cpus, migration_cost_us=b.migration_cost_us,
-                         idle_pull=b.idle_pull.value, wake_prev=wake_prev.value if wake_prev else 0.0,
-                         uniform=costs.uniform)
+def build_simulation(exp: Experiment, profile: Profile, seed: np.random.SeedSequence,
+                     observers: Iterable[Observer] = ()) -> Simulation:
+    """The machine, kernel and workload of one replication, on the replication's own stream, with
+    `observers` attached (forksim.simulation); not started."""
+    return Simulation(ModelParams.of(exp, profile), seed, observers)
 
 
-def _interruption_samplers(profile: Profile, costs: Costs) -> dict[str, Any]:
-    irq = profile.interruptions
-    if irq is None or irq.rate_per_s <= 0.0:
-        return {}
-    mean_gap_us = 1e6 / irq.rate_per_s
-    rng = costs.rng
-    return {
-        "interruption_gap": Draws(lambda n: rng.exponential(mean_gap_us, n)),
-        "interruption": costs.sampler(irq.duration),
-    }
-
-
-@dataclass
-class Simulation:
-    """One replication's model, built but not started: attach observers, then `workload.start()`."""
-
-    env: simpy.Environment
-    machine: Machine
-    kernel: Kernel
-    workload: Any
-    warmup: float
-    end: float
-
-
-def build_simulation(exp: Experiment, profile: Profile, seed: np.random.SeedSequence) -> Simulation:
-    """The machine, kernel and workload of one replication, on the replication's own stream."""
-    rng = np.random.default_rng(seed)
-    env = simpy.Environment()
-    costs = Costs(profile, rng)
-    machine = Machine(env, exp.machine.cpus, scheduler_params(exp, profile, costs))
-    kernel = Kernel(machine, costs, profile.stack_cache_per_cpu, exp.workload.child, Copies.of(exp, profile))
-    warmup = exp.experiment.warmup
-    kernel.set_record_from(warmup)
-    arrivals = None
-    arr = exp.workload.arrivals
-    if exp.workload.kind in ("open", "server") and arr not in ("poisson", "deterministic", "bursty"):
-        arrivals = load_arrivals(arr)
-    if exp.workload.kind == "server":
-        from .server import Server
-
-        workload = Server(exp, kernel, rng, arrivals)
-    else:
-        workload = Workload(exp, kernel, rng, arrivals)
-    return Simulation(env, machine, kernel, workload, warmup, warmup + exp.experiment.duration)
-
-
-def run_replication(
-    exp: Experiment, profile: Profile, replication: int, seed: np.random.SeedSequence
-) -> ReplicationResult:
-    """Simulate one replication: warm-up, then `duration` of measured time."""
-    check_work(exp, profile)
+def run_replication(exp: Experiment, profile: Profile, replication: int, seed: np.random.SeedSequence,
+                    params: ModelParams | None = None) -> ReplicationResult:
+    """Simulate one replication: warm-up, then `duration` of measured time. `params`: the experiment
+    resolved once for all its replications (`ModelParams.of(exp, profile)`, already checked by
+    `check_work`); without them they are resolved (and the work checked) here."""
+    if params is None:
+        check_work(exp, profile)
+        params = ModelParams.of(exp, profile)
     with _fewer_gc_passes():
-        return _run_replication(exp, profile, replication, seed)
+        return Simulation(params, seed).run(replication)
 
 
 @contextmanager
@@ -402,42 +323,6 @@ def _fewer_gc_passes() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*old)
-
-
-def _run_replication(exp: Experiment, profile: Profile, replication: int,
-                     seed: np.random.SeedSequence) -> ReplicationResult:
-    wall = time.perf_counter()
-    sim = build_simulation(exp, profile, seed)
-    env, machine, kernel, workload, warmup = sim.env, sim.machine, sim.kernel, sim.workload, sim.warmup
-    workload.start()
-    try:
-        if warmup > 0.0:
-            env.run(until=warmup)
-        busy0 = machine.busy_us()
-        env.run(until=simpy.AnyOf(env, [workload.stop, env.timeout(sim.end - warmup)]))
-    except UnstableError as exc:
-        if "workload.rate" in str(exc):
-            raise
-        raise UnstableError(f"{exp.source + ': ' if exp.source else ''}workload.rate: {exc}; lower "
-                            f"workload.rate, or add workload.parents or machine.cpus") from None
-    end = env.now
-    busy = machine.busy_us() - busy0
-    in_flight = workload.records.in_flight
-    records = workload.records.frame()
-    return ReplicationResult(
-        replication=replication,
-        records=records,
-        window=(warmup, end),
-        busy_us=busy,
-        cpus=exp.machine.cpus,
-        lock_waits={name: st.waits for name, st in kernel.lock_stats.items()},
-        stalls=kernel.stalls,
-        in_flight=in_flight,
-        events=next(env._eid),  # events scheduled (SimPy's own counter)
-        wall_s=time.perf_counter() - wall,
-        requests=workload.request_frame(records, end) if hasattr(workload, "request_frame") else None,
-        seed=seed.entropy if isinstance(seed.entropy, int) else None,
-    )
 
 
 def nothing_measured(exp: Experiment, summary: dict[str, Any]) -> str | None:
@@ -473,7 +358,8 @@ def run_experiment(
     check_work(exp, prof)
     seed = exp.experiment.seed if seed is None else seed
     n = exp.experiment.replications
-    jobs = [(exp, prof, i, s) for i, s in enumerate(replication_seeds(seed, n))]
+    params = ModelParams.of(exp, prof)  # resolved once (an arrivals file read once) for every replication
+    jobs = [(exp, prof, i, s, params) for i, s in enumerate(replication_seeds(seed, n))]
     if workers is None:
         workers = os.cpu_count() or 1
     wall = time.perf_counter()

@@ -2,8 +2,9 @@
 chrome://tracing).
 
 `write_trace(exp, path)` runs the experiment's first replication again, with the same seed (so the
-same timeline as `run_experiment`'s replication 0), with two observers attached: `Machine.tracer`
-(a task starts running on a CPU, leaves it) and `Kernel.on_stage` (a creation stage ends). It writes:
+same timeline as `run_experiment`'s replication 0: one `forksim.simulation.Simulation`, built as the
+run builds it), with an observer attached (forksim.timeline's `Timeline`: `on_cpu`, a task is made current on a
+CPU, starts running, leaves it; `on_stage`, a creation stage ends; `on_end`). It writes:
 
 - process "CPUs": one lane per CPU, complete ('X') slices of which task ran when, plus
   "context switch" slices (the switch or migration cost before a task runs). A CPU lane's slices
@@ -34,13 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import simpy
-
 from .config import Experiment
 from .io import write_text
 from .machine import Machine
 from .profile import Profile
-from .runner import build_simulation, replication_seeds, resolve_profile
+from .runner import resolve_profile
+from .timeline import Timeline, record_window
 
 __all__ = ["write_trace", "build_trace", "DEFAULT_MAX_SPAN_US", "DEFAULT_MAX_EVENTS", "CPU_PID", "TASK_PID"]
 
@@ -48,7 +48,6 @@ DEFAULT_MAX_SPAN_US = 100_000.0  # 100 ms of simulated time after warm-up
 DEFAULT_MAX_EVENTS = 200_000
 CPU_PID, TASK_PID = 0, 1
 _CHILD_TID_BASE = 1_000_000
-_STEP_US = 1000.0  # how often the event budget is checked while simulating
 _STAGE_ARGS = {
     "dup_mmap": "copy of the parent's VMAs and page tables, the parent's mmap_lock held for write",
     "copy_process_setup": "dup_task_struct (stack cache or vmalloc) .. copy_signal, dup_mm",
@@ -62,133 +61,6 @@ _STAGE_ARGS = {
 def _ns(t: float) -> float:
     """Microseconds rounded to the nanosecond: abutting slices share exact boundaries."""
     return round(t, 3)
-
-
-class _Recorder:
-    """Collects CPU segments and task off-CPU periods from `Machine.tracer` callbacks."""
-
-    def __init__(self, lo: float):
-        self.lo = lo
-        self.cpu: dict[int, list[tuple[float, float, str, Any]]] = defaultdict(list)  # (start, end, kind, task)
-        self.open_cpu: dict[int, tuple[float, str, Any]] = {}
-        self.off: dict[Any, list[tuple[float, float, str]]] = defaultdict(list)  # task -> (start, end, label)
-        self.off_since: dict[Any, tuple[float, str]] = {}
-        self.first_run: dict[Any, float] = {}
-        self.last_leave: dict[Any, float] = {}
-        self.tasks: dict[Any, None] = {}  # every task seen, in first-seen order
-        self.stages: list[tuple[Any, str, float, float]] = []
-        self.count = 0
-
-    def _cpu_seg(self, cpu_id: int, start: float, end: float, kind: str, task) -> None:
-        if end > start and end > self.lo:
-            self.cpu[cpu_id].append((start, end, kind, task))
-            self.count += 1
-
-    def _off_seg(self, task, start: float, end: float, label: str) -> None:
-        if end > start and end > self.lo:
-            self.off[task].append((start, end, label))
-            self.count += 1
-
-    def __call__(self, event: str, cpu, task, now: float) -> None:
-        cid = cpu.id
-        if event == "dispatch":
-            self.tasks.setdefault(task, None)
-            if not cpu.waking:
-                self.open_cpu[cid] = (now, "switch", task)
-            since = self.off_since.pop(task, None)
-            if since is not None:
-                self._off_seg(task, since[0], now, since[1])
-            if cpu.waking:
-                self.off_since[task] = (now, f"off CPU: CPU {cid} waking from halt")
-        elif event == "begin":
-            seg = self.open_cpu.pop(cid, None)
-            if seg is not None:
-                self._cpu_seg(cid, seg[0], now, "switch", task)
-            since = self.off_since.pop(task, None)
-            if since is not None:
-                self._off_seg(task, since[0], now, since[1])
-            self.open_cpu[cid] = (now, "run", task)
-            self.first_run.setdefault(task, now)
-        elif event == "leave":
-            seg = self.open_cpu.pop(cid, None)
-            if seg is not None:
-                self._cpu_seg(cid, seg[0], now, seg[1], seg[2])
-            self.last_leave[task] = now
-            state = task.state
-            if state == "sleeping":
-                label = "mmap_lock stall" if _is_thread(task.name) else "off CPU: sleeping"
-                self.off_since[task] = (now, label)
-            elif state == "runnable":
-                self.off_since[task] = (now, "off CPU: preempted (runnable)")
-
-    def on_stage(self, task, name: str, start: float, end: float) -> None:
-        if end > self.lo:
-            self.stages.append((task, name, start, end))
-            self.count += 1
-
-    def close(self, hi: float) -> None:
-        for cid, (start, kind, task) in list(self.open_cpu.items()):
-            self._cpu_seg(cid, start, hi, kind, task)
-        self.open_cpu.clear()
-        for task, (start, label) in list(self.off_since.items()):
-            self._off_seg(task, start, hi, label)
-        self.off_since.clear()
-
-
-def _is_thread(name: str) -> bool:
-    """A parent's extra (faulting) thread: 'parent3.t2'."""
-    head, _, tail = name.rpartition(".")
-    return bool(head) and tail[:1] == "t" and tail[1:].isdigit()
-
-
-def _machine_busy(machine: Machine) -> list[float]:
-    now = machine.env.now
-    return [c.busy_us + (now - c._busy_since if c._busy_since is not None else 0.0) for c in machine.cpus]
-
-
-def _simulate(exp: Experiment, profile: Profile, max_span_us: float, max_events: int):
-    """Replication 0 of `exp`, as runner.run_replication builds it, with the observers attached."""
-    seed = replication_seeds(exp.experiment.seed, exp.experiment.replications)[0]
-    sim = build_simulation(exp, profile, seed)
-    env, machine, kernel, workload, warmup = sim.env, sim.machine, sim.kernel, sim.workload, sim.warmup
-    rec = _Recorder(warmup)
-    machine.tracer = rec
-    kernel.on_stage = rec.on_stage
-    workload.start()
-    end = sim.end
-    lo = _window_start(workload, warmup, end, max_span_us)
-    rec.lo = lo
-    if lo > 0.0:
-        env.run(until=lo)
-    busy0 = _machine_busy(machine)
-    hi = min(end, lo + max_span_us)
-    reason = None
-    # Step through the window so that the event budget can end it early (stepping does not change
-    # the order of the model's events: the stop events only delimit env.run calls).
-    while env.now < hi:
-        nxt = min(hi, env.now + _STEP_US)
-        env.run(until=simpy.AnyOf(env, [workload.stop, env.timeout(nxt - env.now)]))
-        if workload.stop.triggered:
-            reason = "the experiment's max_creations was reached"
-            break
-        if rec.count >= max_events:
-            reason = f"max_events ({max_events}) reached"
-            break
-    if reason is None and hi < end:
-        reason = f"max_span_us ({max_span_us:g} us of simulated time)"
-    hi = env.now
-    busy1 = _machine_busy(machine)
-    rec.close(hi)
-    return machine, workload, rec, (lo, hi), [b - a for a, b in zip(busy0, busy1)], reason
-
-
-def _window_start(workload, warmup: float, end: float, max_span_us: float) -> float:
-    """Where the traced window opens: at the end of the warm-up; for a server (snapshots seconds
-    apart), a tenth of the span before its first snapshot, when that falls in the measured window."""
-    first = getattr(workload, "first_snapshot", None)
-    if first is not None and warmup < first < end:
-        return max(warmup, first - 0.1 * max_span_us)
-    return warmup
 
 
 class _Lane:
@@ -243,7 +115,7 @@ class _Events:
         self.events.append(ev)
 
 
-def _cpu_lanes(out: _Events, machine: Machine, rec: _Recorder, lo: float, hi: float) -> dict[int, float]:
+def _cpu_lanes(out: _Events, machine: Machine, rec: Timeline, lo: float, hi: float) -> dict[int, float]:
     """One lane per CPU: what ran when, and the context switches; returns each lane's busy time."""
     meta, events = out.meta, out.events
     lane_busy = {}
@@ -281,7 +153,7 @@ class _TaskLanes:
     task_lane: dict[Any, int]
 
 
-def _task_lanes(workload, rec: _Recorder, hi: float) -> _TaskLanes:
+def _task_lanes(workload, rec: Timeline, hi: float) -> _TaskLanes:
     """A lane per parent, thread and background task; children of one parent share a lane while they
     do not overlap (more lanes where they do), each child one slice."""
     records = list(workload.records.frame().itertuples(index=False))
@@ -338,7 +210,7 @@ def _task_lanes(workload, rec: _Recorder, hi: float) -> _TaskLanes:
     return _TaskLanes(records, by_parent, kind, pname, lanes, lane_names, sort_keys, task_lane)
 
 
-def _creation_slices(t: _TaskLanes, rec: _Recorder, hi: float) -> None:
+def _creation_slices(t: _TaskLanes, rec: Timeline, hi: float) -> None:
     """The creations on their parents' lanes (the call, its stages, its lock waits) and the periods
     each task spent off its CPU."""
     records, by_parent, kind, pname, lanes, task_lane = t.records, t.by_parent, t.kind, t.pname, t.lanes, t.task_lane
@@ -400,7 +272,7 @@ def build_trace(
     if max_events < 1:
         raise ValueError("max_events must be at least 1")
     prof = profile if isinstance(profile, Profile) else resolve_profile(exp, profile)
-    machine, workload, rec, (lo, hi), busy, reason = _simulate(exp, prof, max_span_us, max_events)
+    machine, workload, rec, (lo, hi), busy, reason = record_window(exp, prof, max_span_us, max_events)
     out = _Events()
     meta, events = out.meta, out.events
     meta(CPU_PID, None, "process_name", "CPUs")

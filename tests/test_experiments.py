@@ -15,7 +15,7 @@ from forksim.config import load_experiment, parse_config
 from forksim.errors import ConfigError
 from forksim.runner import run_experiment
 from forksim.sweep import grid_points
-from forksim.workload import burst_times
+from forksim.workloads.arrivals import burst_times
 from test_trace import _check_valid
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"

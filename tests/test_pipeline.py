@@ -12,9 +12,10 @@ import pytest
 
 from forksim import runner
 from forksim.config import parse_config
-from forksim.kernel.clone import Kernel
+from forksim.metrics import records_frame
 from forksim.predict import predict
 from forksim.runner import run_experiment
+from forksim.simulation import Observer
 
 MiB, GiB = 1024**2, 1024**3
 SIZES = (0, 16 * MiB, 64 * MiB, 256 * MiB, 1 * GiB, 4 * GiB)
@@ -195,21 +196,32 @@ def test_exit_lock_sections_are_part_of_do_exit_not_added(clone):
     np.testing.assert_allclose(shorter[: len(base)], base[: len(shorter)], rtol=1e-9, atol=1e-6)
 
 
-def test_vfork_stage_order_from_the_on_stage_hook(monkeypatch):
-    """The kernel's on_stage hook: for posix_spawn the child's exec ends before the parent's call
-    returns; for fork the parent's dup_mmap precedes the tail, and no exec stage exists."""
-    stages: list[tuple] = []
+class _Stages(Observer):
+    """An observer of the stages only (forksim.simulation): (task name, stage, start, end)."""
 
-    class Traced(Kernel):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            self.on_stage = lambda task, name, start, end: stages.append((task.name, name, start, end))
+    def __init__(self) -> None:
+        self.stages: list[tuple] = []
 
-    monkeypatch.setattr(runner, "Kernel", Traced)
-    r = run_experiment(closed(cpus=2, parents=1, clone="posix_spawn", duration="20ms", reps=1,
-                              child={"lifetime": "20us"}))
+    def on_stage(self, task, name, start, end) -> None:
+        self.stages.append((task.name, name, start, end))
+
+
+def _observed(exp) -> tuple[list[tuple], pd.DataFrame]:
+    """Replication 0 of `exp` with a stage observer: the stages and the records table."""
+    obs = _Stages()
+    sim = runner.build_simulation(exp, runner.resolve_profile(exp), runner.replication_seeds(exp.experiment.seed, 1)[0],
+                                  [obs])
+    assert sim.machine.tracer is None  # a hook no observer overrides is not wired
+    return obs.stages, records_frame([sim.run()])
+
+
+def test_vfork_stage_order_from_the_on_stage_hook():
+    """The on_stage hook: for posix_spawn the child's exec ends before the parent's call returns;
+    for fork the parent's dup_mmap precedes the tail, and no exec stage exists."""
+    exp = closed(cpus=2, parents=1, clone="posix_spawn", duration="20ms", reps=1, child={"lifetime": "20us"})
+    stages, records = _observed(exp)
     execs = sorted(end for task, name, start, end in stages if name == "exec")
-    rec = r.records.sort_values("start_us")
+    rec = records.sort_values("start_us")
     returned = rec["fork_ret_us"].dropna().to_numpy()
     assert len(returned) > 5 and len(execs) >= len(returned)
     for i, ret in enumerate(returned):  # one parent: creations are sequential
@@ -220,11 +232,36 @@ def test_vfork_stage_order_from_the_on_stage_hook(monkeypatch):
     parent_stages = [name for task, name, *_ in stages if task == "parent0"][:3]
     assert parent_stages == ["copy_process_setup", "copy_process_tail", "wait_reap"]
 
-    stages.clear()
-    run_experiment(closed(cpus=2, parents=1, clone="fork", rss="16MiB", duration="10ms", reps=1))
+    stages, _ = _observed(closed(cpus=2, parents=1, clone="fork", rss="16MiB", duration="10ms", reps=1))
     parent_stages = [name for task, name, *_ in stages if task == "parent0"][:4]
     assert parent_stages == ["copy_process_setup", "dup_mmap", "copy_process_tail", "wait_reap"]
     assert not any(name == "exec" for _, name, *_ in stages)
+
+
+def test_an_observer_does_not_change_the_replication():
+    """Observing is not perturbing: the same replication with and without observers of every hook
+    gives the same records, busy time and event count; on_window / on_end see the window's ends."""
+    exp = closed(cpus=2, parents=2, rss="16MiB", duration="10ms", reps=1, hogs=1)
+    prof, seed = runner.resolve_profile(exp), runner.replication_seeds(exp.experiment.seed, 1)[0]
+    seen: dict[str, list] = {"cpu": [], "window": [], "end": []}
+
+    class All(_Stages):
+        def on_cpu(self, event, cpu, task, now):
+            seen["cpu"].append(event)
+
+        def on_window(self, sim, now):
+            seen["window"].append(now)
+
+        def on_end(self, sim, now):
+            seen["end"].append(now)
+
+    plain = runner.build_simulation(exp, prof, seed).run()
+    obs = All()
+    watched = runner.build_simulation(exp, prof, seed, [obs, _Stages()]).run()
+    pd.testing.assert_frame_equal(plain.records, watched.records)
+    assert (plain.busy_us, plain.events) == (watched.busy_us, watched.events)
+    assert obs.stages and {"dispatch", "begin", "leave"} <= set(seen["cpu"])
+    assert seen["window"] == [exp.experiment.warmup] and seen["end"] == [watched.window[1]]
 
 
 # ------------------------------------------------------------------------- conservation

@@ -1,4 +1,4 @@
-"""A single-threaded server that snapshots by fork (Redis BGSAVE), as a workload driver.
+"""A single-threaded server that snapshots by fork (Redis BGSAVE), as a workload (Ciw's server).
 
 `[workload] kind = "server"` starts `workload.parents` independent server processes (one is the
 usual case), each with its own request stream (`workload.rate` with `workload.arrivals`: poisson,
@@ -37,14 +37,16 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from .kernel.mm import Process
-from .metrics import Creation, Records
-from .requests import RequestLog, mark_windows
-from .workload import Draws, arrival_times, feed_arrivals, image_shape, start_cpu_hogs
+from ..draws import Draws
+from ..kernel.mm import Process
+from ..metrics import Creation
+from ..requests import RequestLog, mark_windows
+from .arrivals import arrival_times, feed_arrivals
+from .base import Workload, start_cpu_hogs
 
 if TYPE_CHECKING:
-    from .config import Experiment
-    from .kernel.clone import Kernel
+    from ..kernel.clone import Kernel
+    from ..model import ModelParams
 
 __all__ = ["Server"]
 
@@ -70,28 +72,17 @@ class _Instance:
         self.serving: float | None = None  # arrival time of the request in service
 
 
-class Server:
-    """Drives `workload.parents` server processes on a kernel; the runner's workload interface:
-    `start()`, `stop` (an event), `records` (creations), `requests` (a RequestLog) and
-    `request_frame()`; `kind` and `parent_name` as forksim.workload.Workload's (the trace reads them)."""
+class Server(Workload):
+    """Drives `workload.parents` server processes on a kernel (the workload interface of
+    forksim.workloads.base, with `requests` (a RequestLog) and `request_frame()` besides)."""
 
     kind = "fork"  # a snapshot is a fork (BGSAVE)
     parent_name = "server"  # the servers' tasks: server0, server1, ...
 
-    def __init__(self, exp: "Experiment", kernel: "Kernel", rng: np.random.Generator,
-                 arrivals: np.ndarray | None = None):
-        self.exp = exp
-        self.kernel = kernel
-        self.machine = kernel.machine
-        self.env = kernel.env
-        self.rng = rng
-        self.cfg = exp.workload.server
-        self.records = Records()
+    def __init__(self, params: "ModelParams", kernel: "Kernel", rng: np.random.Generator):
+        super().__init__(params, kernel, rng)
+        self.cfg = params.workload.server
         self.requests = RequestLog()
-        self.completed = 0
-        self.stop = simpy.Event(self.env)
-        self._arrivals = arrivals
-        self.shape = image_shape(exp)
         self.pages = self.shape.ptes + self.shape.pmds * 512  # 4 KiB pages of the dataset
         mean = self.cfg.service
         if self.cfg.service_distribution == "exponential":
@@ -172,12 +163,8 @@ class Server:
         child = inst.child
         if child is not None and child.exited:
             yield from k.do_wait(proc, child, "fork", inst.child_rec)
-            self.records.done(inst.child_rec)
-            inst.child = inst.child_rec = None
-            self.completed += 1
-            limit = self.exp.experiment.max_creations
-            if limit and self.completed >= limit and not self.stop.triggered:
-                self.stop.succeed()
+            rec, inst.child, inst.child_rec = inst.child_rec, None, None
+            self._reaped(rec)
         if inst.child is None and env.now >= inst.next_snapshot:
             while inst.next_snapshot <= env.now:
                 inst.next_snapshot += self.cfg.interval
@@ -220,6 +207,6 @@ class Server:
                     f"(workload.max_queue = {wl.max_queue}); the request rate exceeds what one server "
                     f"thread serves at workload.server.service = {self.cfg.service:g} us per request")
 
-        yield from feed_arrivals(env, arrival_times(wl, self.rng, self._arrivals, wl.rate), inst.queue,
+        yield from feed_arrivals(env, arrival_times(wl, self.rng, self.params.arrivals, wl.rate), inst.queue,
                                  wl.max_queue, lambda: self._wake(inst), overflow)
 

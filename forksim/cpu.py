@@ -1,0 +1,285 @@
+"""One CPU: its runqueue (a heap on vruntime), the running task's chunks of work (their timers,
+preemption at a tick or by a wake-up), the switch to the next task and busy-time accounting.
+Observers see each task made current ("dispatch"), starting to run ("begin") and leaving ("leave")
+through `Machine.tracer`."""
+
+from __future__ import annotations
+
+import heapq
+import math
+from typing import TYPE_CHECKING
+
+import simpy
+from simpy.events import NORMAL, PENDING
+
+from .sched import eevdf
+from .task import RUNNABLE, RUNNING, Task, _tolerance
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+__all__ = ["CPU"]
+
+
+class CPU:
+    """One CPU: its runqueue (a heap on vruntime), the running task, busy-time accounting."""
+
+    __slots__ = (
+        "machine", "id", "rq", "current", "min_vruntime", "_token", "_busy_since", "busy_us",
+        "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load", "_picks",
+    )
+
+    def __init__(self, machine: "Machine", cpu_id: int):
+        self.machine = machine
+        self.id = cpu_id
+        self.rq: list[tuple[float, int, Task]] = []
+        self.current: Task | None = None
+        self.min_vruntime = 0.0
+        self._token = 0
+        self._busy_since: float | None = None
+        self.busy_us = 0.0
+        self.waking = False  # a halted CPU on its way to run a task
+        # placement's load: nr_running, + 1 while waking from halt (kept up to date, so finding the
+        # idlest of hundreds of CPUs is one C-level min())
+        self.load = 0
+        self.in_transit = False  # current task chosen but not yet running (switch, migration, halt exit)
+        self._kick_pending = False
+        self._next_interruption = 0.0
+        self._seq = 0
+        self._picks = 0  # tasks made current so far (DELAY_DEQUEUE: a delayed sleeper leaves at a pick)
+
+    def __repr__(self) -> str:
+        return f"<CPU {self.id} current={self.current.name if self.current else None} rq={len(self.rq)}>"
+
+    @property
+    def nr_running(self) -> int:
+        return len(self.rq) + (1 if self.current is not None else 0)
+
+    @property
+    def idle(self) -> bool:
+        return self.current is None and not self.rq
+
+    # ---- runqueue
+
+    def _enqueue(self, task: Task) -> None:
+        self.machine._idle.discard(self.id)
+        task.state = RUNNABLE
+        task.cpu = self
+        self._seq += 1
+        heapq.heappush(self.rq, (task.vruntime, self._seq, task))
+        self.load += 1
+
+    def _pick(self) -> Task | None:
+        if self.rq:
+            self.load -= 1
+            return heapq.heappop(self.rq)[2]
+        return None
+
+    # ---- running work
+
+    def _account(self, task: Task) -> None:
+        """Charge the running task for the CPU time of its current chunk so far."""
+        if task._done is not None:
+            now = self.machine.env._now
+            ran = now - task._chunk_start
+            task._left -= ran
+            task._chunk_start = now
+            task.vruntime += ran
+            floor = min(task.vruntime, self.rq[0][0]) if self.rq else task.vruntime
+            if floor > self.min_vruntime:
+                self.min_vruntime = floor
+
+    def _preempt_at(self, task: Task) -> float:
+        """The first tick at or after the end of the task's slice (no hrtick: ticks notice it);
+        under EEVDF the end of its protected slice (RUN_TO_PARITY: up to its deadline)."""
+        p = self.machine.params
+        end = task._protect_end if p.eevdf else task._slice_start + p.slice_us
+        return math.ceil(end / p.tick_us) * p.tick_us
+
+    def _interruptions(self, us: float) -> float:
+        """Time taken by the interruptions that land in `us` of work starting now (a Poisson stream
+        per CPU; memoryless, so a stream that fell behind while the CPU did not run restarts now)."""
+        p = self.machine.params
+        now = self.machine.env._now
+        nxt = self._next_interruption
+        if nxt < now:
+            nxt = now + p.interruption_gap()
+        extra = 0.0
+        while nxt < now + us + extra:
+            extra += p.interruption()
+            nxt += p.interruption_gap()
+        self._next_interruption = nxt
+        return extra
+
+    def _sync_min_vruntime(self) -> None:
+        """Charge the running task up to now, so min_vruntime is current before a placement."""
+        cur = self.current
+        if cur is not None and not self.in_transit and cur._done is not None:
+            self._account(cur)
+
+    def _slice_expired(self, task: Task) -> bool:
+        return self.machine.env._now >= self._preempt_at(task) - _tolerance(self.machine.env._now)
+
+    def _start_chunk(self, task: Task) -> None:
+        now = self.machine.env._now
+        task._chunk_start = now
+        if task._preemptible and now >= task._preempt_from and (
+                task.need_resched or (self.rq and self._slice_expired(task))):
+            self._preempt(task)
+            return
+        self._program(task)
+
+    def _program(self, task: Task) -> None:
+        """Set the timer for the running chunk: its end, or the next preemption check."""
+        self._token += 1
+        token = self._token
+        env = self.machine.env
+        now = env._now
+        done = task._done
+        if done._value is not PENDING:
+            done = self._disarm(task)
+        delay = task._left
+        if task._preemptible and self.rq:
+            check = max(self._preempt_at(task) - now, _tolerance(now))
+            if task._preempt_from > now + _tolerance(now):  # in the head: no check before its end
+                head_left = task._preempt_from - now
+                check = head_left if task.need_resched else max(check, head_left)
+            if check < delay:
+                env.timeout(check).callbacks.append(lambda _e: self._timer(token))
+                return
+        # Nothing due before the chunk's end: schedule the event the task waits on itself, with the
+        # CPU's accounting first among its callbacks (one event per chunk, not a timer and an event).
+        done.callbacks.insert(0, self._chunk_done)
+        done._ok = True
+        done._value = None
+        env.schedule(done, NORMAL, delay)
+
+    def _chunk_done(self, _ev: simpy.Event) -> None:
+        task = self.current
+        self._account(task)
+        task._done = None
+
+    def _disarm(self, task: Task) -> simpy.Event:
+        """The chunk's end, already scheduled, will not be its end (preempted, or a waiter came):
+        the scheduled event goes off with no callbacks, and the task waits on a fresh one."""
+        old = task._done
+        fresh = simpy.Event(self.machine.env)
+        fresh.callbacks = old.callbacks[1:]  # less _chunk_done
+        old.callbacks = []
+        task._done = fresh
+        return fresh
+
+    def _timer(self, token: int) -> None:
+        if token != self._token:
+            return  # reprogrammed since
+        task = self.current
+        self._account(task)
+        if task._left <= _tolerance(self.machine.env._now):
+            done = task._done
+            task._done = None
+            done.succeed()
+            return
+        if self.rq and (task.need_resched or self._slice_expired(task)):
+            self._preempt(task)
+        else:
+            self._program(task)
+
+    def _preempt(self, task: Task) -> simpy.Event | None:
+        """Put the running task back on the runqueue and run the next one."""
+        self._account(task)
+        self._token += 1
+        task.need_resched = False
+        ev = None
+        if task._done is not None and task._done._value is not PENDING:
+            self._disarm(task)
+        if task._done is None:  # at a preemption point between chunks: resume its process later
+            ev = simpy.Event(self.machine.env)
+            task._wake_event = ev
+        task.prev_cpu = self
+        self._enqueue(task)
+        self._switch_away()
+        return ev
+
+    def _switch_away(self) -> None:
+        """The current task left (slept, exited or was preempted): run the next one or go idle."""
+        m = self.machine
+        now = m.env._now
+        if m.tracer is not None:
+            m.tracer("leave", self, self.current, now)
+        self.current.last_ran = now
+        if self._busy_since is not None:
+            self.busy_us += now - self._busy_since
+            self._busy_since = None
+        self.current = None
+        self.load -= 1
+        self._token += 1
+        nxt = self._pick()
+        cost = 0.0
+        if nxt is None:
+            nxt = m._steal_for(self)  # sched_balance_newidle
+            if nxt is not None:
+                cost += m.params.migration()
+        if nxt is None:
+            m._idle.add(self.id)
+            return  # idle: the vCPU halts
+        self._dispatch(nxt, cost + m.params.context_switch())
+
+    def _dispatch(self, task: Task, delay: float) -> None:
+        """Make `task` current; it starts running after `delay` (switch, migration or halt exit)."""
+        m = self.machine
+        now = m.env._now
+        task.state = RUNNING
+        task.cpu = self
+        self.current = task
+        self.load += 1
+        self._picks += 1
+        m._idle.discard(self.id)
+        if task.vruntime < self.min_vruntime and not m.params.eevdf:
+            task.vruntime = self.min_vruntime
+        self._token += 1
+        if self._busy_since is None and not self.waking:
+            self._busy_since = now
+        if m.tracer is not None:
+            m.tracer("dispatch", self, task, now)
+        if delay <= 0.0:
+            self._begin(task)
+            return
+        self.in_transit = True
+        ev = task._wake_event
+        if task._done is None and ev is not None:
+            # The task's process waits on its wake-up event: schedule that event itself after the
+            # delay, with _begin first among its callbacks (one event, not a timeout and a wake-up).
+            task._wake_event = None
+            ev.callbacks.insert(0, self._begin_current)
+            ev._ok = True
+            ev._value = None
+            m.env.schedule(ev, NORMAL, delay)
+        else:
+            m.env.timeout(delay).callbacks.append(lambda _e: self._begin(task))
+
+    def _begin_current(self, _ev: simpy.Event) -> None:
+        self._begin(self.current)
+
+    def _begin(self, task: Task) -> None:
+        now = self.machine.env._now
+        self.in_transit = False
+        if self.waking:
+            self.waking = False
+            self.load -= 1
+            self._busy_since = now
+        task._slice_start = now
+        p = self.machine.params
+        if p.eevdf:  # set_next_entity -> set_protect_slice: protected up to its deadline
+            eevdf.renew_deadline(task, p.slice_us)
+            task._protect_end = now + max(0.0, task.deadline - task.vruntime)
+        if self.machine.tracer is not None:
+            self.machine.tracer("begin", self, task, now)
+        if task._done is not None:  # a preempted chunk resumes
+            task._chunk_start = now
+            self._program(task)
+            return
+        ev = task._wake_event
+        if ev is not None:
+            task._wake_event = None
+            ev.succeed()
+

@@ -1,0 +1,206 @@
+"""The config resolved once into frozen model parameters.
+
+`ModelParams.of(exp, profile)` turns an experiment and its (what-if applied) profile into what the
+model reads while it runs: the scheduler's settings (`SchedulerSpec`: the profile's costs with the
+config's [machine] overrides on top, the base slice scaled to the CPU count, EEVDF and balancing),
+what a creation copies beyond the address space (`Copies`: fds, flags, live children), the child's
+program, the parent's image shape and the arrivals file (read here, once per experiment). Nothing in
+it draws a random number: every replication binds the same parameters to its own random stream
+(`SchedulerSpec.bind(costs)`) in `forksim.simulation.Simulation`. (As a Ciw network is built once
+from its parameters and each run gets its own seed.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from .draws import Draws
+from .kernel.copies import Copies
+from .profile import ImageShape, Profile, StageCost
+from .sched.balance import BalanceParams
+from .sched.params import SchedulerParams
+from .workloads.arrivals import FILE_FREE, load_arrivals
+
+if TYPE_CHECKING:
+    from .config import BackgroundSection, ChildSection, Experiment, WorkloadSection
+    from .kernel.costs import Costs
+
+__all__ = ["ModelParams", "SchedulerSpec", "BalanceSpec", "image_shape", "scaled_slice_us"]
+
+
+def image_shape(exp: "Experiment") -> ImageShape:
+    """The parent's image ([workload.image]) as the cost model sees it."""
+    img = exp.workload.image
+    return ImageShape.from_rss(img.rss, img.vmas, img.anon_vma_count, img.thp, img.threads)
+
+
+def _slice_factor(cpus: int) -> int:
+    """kernel/sched/fair.c get_update_sysctl_factor (SCHED_TUNABLESCALING_LOG, the default): the boot-time
+    scale of sysctl_sched_base_slice, 1 + ilog2(min(online CPUs, 8))."""
+    return 1 + (min(max(cpus, 1), 8).bit_length() - 1)
+
+
+def scaled_slice_us(profile: Profile, cpus: int) -> float:
+    """The profile's base slice, measured (or derived) on its host's CPU count, carried to a machine of
+    `cpus` CPUs the way the kernel scales it at boot; unscaled when the profile's CPU count is unknown."""
+    host = profile.fingerprint()
+    measured_on = (host.cpus if host and host.cpus else None) or profile.provenance.get("cpus") or \
+        (profile.provenance.get("borrowed_from") or {}).get("cpus")
+    base = profile.scheduler.slice.fixed_us
+    if not measured_on:
+        return base
+    return base * _slice_factor(cpus) / _slice_factor(int(measured_on))
+
+
+@dataclass(frozen=True)
+class BalanceSpec:
+    """Load balancing for the simulated machine: one MC domain spanning its CPUs (sd_init:
+    balance_interval = the domain's weight in ms, busy_factor 16, imbalance_pct 117,
+    cache_nice_tries 1), the profile's migration cost and vCPU packing."""
+
+    interval_us: float
+    migration_cost_us: float
+    idle_pull: float
+    wake_prev: float
+
+    @classmethod
+    def of(cls, exp: "Experiment", profile: Profile) -> "BalanceSpec":
+        b = profile.balancing
+        wake_prev = profile.placement.get("wake_prev_when_busy")
+        return cls(interval_us=1000.0 * exp.machine.cpus, migration_cost_us=b.migration_cost_us,
+                   idle_pull=b.idle_pull.value, wake_prev=wake_prev.value if wake_prev else 0.0)
+
+    def bind(self, costs: "Costs") -> BalanceParams:
+        return BalanceParams(interval_us=self.interval_us, migration_cost_us=self.migration_cost_us,
+                             idle_pull=self.idle_pull, wake_prev=self.wake_prev, uniform=costs.uniform)
+
+
+# A scheduler cost: a fixed value (a [machine] override) or the profile's cost, sampled per use.
+Cost = float | StageCost
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """The scheduler's settings for one experiment (microseconds): the profile's, with the config's
+    [machine] overrides on top. `bind(costs)` makes the per-replication `SchedulerParams`."""
+
+    tick_us: float
+    slice_us: float
+    wakeup_granularity_us: float
+    wakeup_preemption: bool
+    context_switch: Cost
+    idle_wake: Cost
+    ipi_send: StageCost | None  # None: no IPI cost (machine.idle_wake overrides the halt exit)
+    migration: Cost
+    eevdf: bool
+    balance: BalanceSpec | None
+    interruption_rate_per_s: float  # interruptions of a running CPU; 0: none
+    interruption: StageCost | None  # how long one lasts
+
+    @classmethod
+    def of(cls, exp: "Experiment", profile: Profile) -> "SchedulerSpec":
+        sched, m, irq = profile.scheduler, exp.machine, profile.interruptions
+
+        def cost(override: float | None, measured: StageCost) -> Cost:
+            return override if override is not None else measured
+
+        has_irq = irq is not None and irq.rate_per_s > 0.0
+        return cls(
+            tick_us=m.tick if m.tick is not None else sched.tick.fixed_us,
+            slice_us=m.slice if m.slice is not None else scaled_slice_us(profile, m.cpus),
+            wakeup_granularity_us=m.slice if m.slice is not None else sched.wakeup_granularity.fixed_us,
+            wakeup_preemption=m.wakeup_preemption,
+            context_switch=cost(m.context_switch, sched.context_switch),
+            idle_wake=cost(m.idle_wake, sched.idle_wake),
+            ipi_send=profile.stages["ipi_send"] if m.idle_wake is None else None,
+            migration=cost(m.migration, sched.migration),
+            eevdf=profile.balancing is not None and profile.balancing.eevdf,
+            balance=BalanceSpec.of(exp, profile) if profile.balancing is not None else None,
+            interruption_rate_per_s=irq.rate_per_s if has_irq else 0.0,
+            interruption=irq.duration if has_irq else None,
+        )
+
+    def bind(self, costs: "Costs") -> SchedulerParams:
+        """The scheduler's parameters on one replication's stream (samplers draw lazily, per use)."""
+
+        def sampler(c: Cost) -> Callable[[], float]:
+            if isinstance(c, StageCost):
+                return costs.sampler(c)
+            return lambda: c
+
+        ipi = self.ipi_send
+        return SchedulerParams(
+            tick_us=self.tick_us,
+            slice_us=self.slice_us,
+            wakeup_granularity_us=self.wakeup_granularity_us,
+            wakeup_preemption=self.wakeup_preemption,
+            context_switch=sampler(self.context_switch),
+            idle_wake=sampler(self.idle_wake),
+            ipi_send=costs.sampler(ipi) if ipi is not None else (lambda: 0.0),
+            migration=sampler(self.migration),
+            eevdf=self.eevdf,
+            balance=self.balance.bind(costs) if self.balance is not None else None,
+            **self._interruptions(costs),
+        )
+
+    def _interruptions(self, costs: "Costs") -> dict[str, Any]:
+        if self.interruption is None:
+            return {}
+        mean_gap_us = 1e6 / self.interruption_rate_per_s
+        rng = costs.rng
+        return {"interruption_gap": Draws(lambda n: rng.exponential(mean_gap_us, n)),
+                "interruption": costs.sampler(self.interruption)}
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """An experiment resolved once for its replications: the profile, the scheduler, the machine's
+    size, what a creation copies, the parent's image shape and the arrivals (times in us, read-only)."""
+
+    experiment: "Experiment"
+    profile: Profile
+    scheduler: SchedulerSpec
+    copies: Copies
+    shape: ImageShape
+    arrivals: np.ndarray | None  # a file's arrival times (us); None: a generated stream or none
+
+    @classmethod
+    def of(cls, exp: "Experiment", profile: Profile) -> "ModelParams":
+        arrivals = None
+        if exp.workload.kind in ("open", "server") and exp.workload.arrivals not in FILE_FREE:
+            arrivals = load_arrivals(exp.workload.arrivals)
+            arrivals.flags.writeable = False
+        return cls(exp, profile, SchedulerSpec.of(exp, profile), Copies.of(exp, profile), image_shape(exp),
+                   arrivals)
+
+    @property
+    def cpus(self) -> int:
+        return self.experiment.machine.cpus
+
+    @property
+    def workload(self) -> "WorkloadSection":
+        return self.experiment.workload
+
+    @property
+    def child(self) -> "ChildSection":
+        return self.experiment.workload.child
+
+    @property
+    def background(self) -> "BackgroundSection":
+        return self.experiment.background
+
+    @property
+    def warmup(self) -> float:
+        return self.experiment.experiment.warmup
+
+    @property
+    def end(self) -> float:
+        """The end of the measured window (us): warm-up + duration."""
+        return self.experiment.experiment.warmup + self.experiment.experiment.duration
+
+    @property
+    def max_creations(self) -> int | None:
+        return self.experiment.experiment.max_creations

@@ -1,0 +1,37 @@
+"""The scheduler's parameters as the machine uses them during one replication: costs in microseconds,
+and samplers that draw one value per use (built per replication from the frozen
+`forksim.model.SchedulerSpec`, on the replication's own random stream)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .balance import BalanceParams
+
+__all__ = ["SchedulerParams"]
+
+
+@dataclass
+class SchedulerParams:
+    """Scheduling costs in microseconds; samplers draw one value per use (tails come from them)."""
+
+    tick_us: float = 4000.0
+    slice_us: float = 1500.0
+    wakeup_granularity_us: float = 1500.0
+    wakeup_preemption: bool = True
+    context_switch: Callable[[], float] = field(default=lambda: 0.0)
+    idle_wake: Callable[[], float] = field(default=lambda: 0.0)
+    ipi_send: Callable[[], float] = field(default=lambda: 0.0)
+    migration: Callable[[], float] = field(default=lambda: 0.0)
+    # Interruptions of a running CPU (tick, device interrupts, host preemption of a vCPU): the gap
+    # to the next one (None: none) and how long one lasts.
+    interruption_gap: Callable[[], float] | None = None
+    interruption: Callable[[], float] = field(default=lambda: 0.0)
+    # EEVDF (Linux 6.6+, forksim.sched.eevdf): lag placement, deadlines and RUN_TO_PARITY slice
+    # protection. False: the plain fair queue (wake-up preemption after wakeup_granularity_us).
+    eevdf: bool = False
+    # Load balancing (forksim.sched.balance): periodic, nohz and newidle passes with PELT load and
+    # cache-hot tasks. None: an idealised balancer (an idle CPU pulls any waiting task at once).
+    balance: BalanceParams | None = None
+

@@ -1,0 +1,168 @@
+"""A task (a process or a thread) as the scheduler sees it, and the calls its SimPy process makes:
+`Task.run` (a chunk of CPU work, preemptible or not), `Task.ret_to_user` (a preemption point),
+`Task.sleep` / `Task.sleep_for` and `Task.exit`. The CPU that runs it is forksim.cpu; placement and
+wake-ups are forksim.machine's."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import simpy
+
+from .sched import eevdf
+from .sched.balance import decay
+
+if TYPE_CHECKING:
+    from .cpu import CPU
+    from .machine import Machine
+
+__all__ = ["Task", "RUNNING", "RUNNABLE", "SLEEPING", "DEAD"]
+
+
+def _tolerance(now: float) -> float:
+    """Work left below this is done: 1 ps, or the float resolution of the clock at `now`."""
+    return max(1e-6, abs(now) * 4e-16)
+
+
+RUNNING, RUNNABLE, SLEEPING, DEAD = "running", "runnable", "sleeping", "dead"
+
+
+class Task:
+    """A schedulable entity (a process or a thread) as the scheduler sees it."""
+
+    __slots__ = (
+        "machine", "name", "pid", "cpu", "prev_cpu", "state", "vruntime", "need_resched",
+        "_left", "_total", "_done", "_preemptible", "_preempt_from", "_chunk_start", "_slice_start",
+        "_wake_event", "deadline", "vlag", "_protect_end", "last_ran", "load_avg", "load_t", "_delayed",
+    )
+
+    def __init__(self, machine: "Machine", name: str, pid: int):
+        self.machine = machine
+        self.name = name
+        self.pid = pid
+        self.cpu: CPU | None = None
+        self.prev_cpu: CPU | None = None
+        self.state = SLEEPING
+        self.vruntime = 0.0
+        self.need_resched = False
+        self._left = 0.0
+        self._total = 0.0
+        self._done: simpy.Event | None = None
+        self._preemptible = False
+        self._preempt_from = 0.0  # a preemptible chunk's first preemption point (after its head)
+        self._chunk_start = 0.0
+        self._slice_start = 0.0
+        self._wake_event: simpy.Event | None = None
+        self.deadline = 0.0      # EEVDF virtual deadline
+        self.vlag = 0.0          # EEVDF lag kept while asleep
+        self._protect_end = 0.0  # RUN_TO_PARITY: wall time its protected slice ends
+        self.last_ran = -math.inf  # when it last left a CPU (task_hot)
+        self.load_avg = 1024.0   # PELT runnable average (a new task starts full)
+        self._delayed: tuple[CPU, int] | None = None  # DELAY_DEQUEUE: (its CPU, that CPU's picks then)
+        self.load_t = machine.env._now
+
+    def _pelt(self, runnable: bool) -> None:
+        """Bring the PELT load up to now; `runnable`: whether it was runnable since the last update."""
+        now = self.machine.env._now
+        d = decay(now - self.load_t)
+        self.load_avg = self.load_avg * d + (1024.0 * (1.0 - d) if runnable else 0.0)
+        self.load_t = now
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} pid={self.pid} {self.state} cpu={self.cpu.id if self.cpu else None}>"
+
+    # ---- what a task's process calls
+
+    def run(self, us: float, preemptible: bool = False, head: float = 0.0) -> simpy.Event:
+        """Do `us` of CPU work; the event fires when it is done. A preemptible chunk's first `head` us
+        have no preemption point (a wake-up meanwhile is acted on once they are done)."""
+        if self.state != RUNNING or self._done is not None:
+            raise RuntimeError(f"{self} asked for CPU work while not running on a CPU")
+        us = us if us > 0.0 else 0.0
+        if self.machine.params.interruption_gap is not None:
+            cpu = self.cpu
+            nxt, now = cpu._next_interruption, self.machine.env._now
+            if nxt < now + us or nxt < now:  # else none lands in this chunk: skip the call
+                us += cpu._interruptions(us)
+        self._left = self._total = us
+        self._preemptible = preemptible
+        if not preemptible:
+            # Nothing cuts a non-preemptible chunk short: its end is a single timeout, whose first
+            # callback charges the CPU time before the task's process resumes on the same event.
+            env = self.machine.env
+            self._chunk_start = env._now
+            self.cpu._token += 1
+            ev = env.timeout(self._left)
+            ev.callbacks.append(self._chunk_end)
+            self._done = ev
+            return ev
+        ev = simpy.Event(self.machine.env)
+        self._done = ev
+        self._preempt_from = self.machine.env._now + head
+        self.cpu._start_chunk(self)
+        return ev
+
+    def _chunk_end(self, _ev: simpy.Event) -> None:
+        self.cpu._account(self)
+        self._done = None
+
+    def ret_to_user(self) -> simpy.Event | None:
+        """A preemption point (return from a syscall): an event if the task is switched away."""
+        cpu = self.cpu
+        if self.need_resched or (cpu.rq and cpu._slice_expired(self)):
+            return cpu._preempt(self)
+        return None
+
+    def sleep(self) -> simpy.Event:
+        """Leave the CPU until `Machine.wake(task)`; the event fires when running again."""
+        if self.state != RUNNING:
+            raise RuntimeError(f"{self} cannot sleep: not running")
+        ev = simpy.Event(self.machine.env)
+        self._wake_event = ev
+        cpu = self.cpu
+        cpu._account(self)
+        m = self.machine
+        if m._balancer is not None:
+            self._pelt(True)
+        if m.params.eevdf:
+            self.vlag = eevdf.dequeue_lag(self, cpu, m.params.slice_us, m.params.tick_us)
+            # DELAY_DEQUEUE: a sleeper with negative lag stays queued (its vruntime kept) until its
+            # CPU next picks; woken before that, it is requeued as it was (see Machine.wake)
+            # (the switch away from it below is the one pick it survives: the next task is chosen)
+            # A lag of exactly 0 counts: the kernel's sleeper ran a few us past the placement of
+            # what it woke (a vfork parent after wake_up_new_task), which the model folds into one chunk.
+            self._delayed = (cpu, cpu._picks + 1) if cpu.rq and eevdf.raw_lag(self, cpu) <= 0.0 else None
+        self.state = SLEEPING
+        self.need_resched = False
+        self.prev_cpu = cpu
+        self.cpu = None
+        cpu._switch_away()
+        return ev
+
+    def sleep_for(self, us: float) -> simpy.Event:
+        """Sleep `us` (a timer wakes the task)."""
+        ev = self.sleep()
+        self.machine.env.timeout(us).callbacks.append(lambda _e: self.machine.wake(self, None))
+        return ev
+
+    def exit(self) -> None:
+        """Leave the CPU for good (the final schedule of a dead task)."""
+        cpu = self.cpu
+        cpu._account(self)
+        self.state = DEAD
+        self.machine.tasks.pop(self, None)
+        self.prev_cpu = cpu
+        self.cpu = None
+        cpu._switch_away()
+
+    def progress(self) -> float:
+        """Fraction of the current chunk done (how far has dup_mmap got, say)."""
+        if self._done is None or self._total <= 0.0:
+            return 1.0
+        left = self._left
+        cpu = self.cpu
+        if self.state == RUNNING and cpu is not None and not cpu.in_transit:
+            left -= self.machine.env._now - self._chunk_start
+        return min(1.0, max(0.0, 1.0 - left / self._total))
+

@@ -1,0 +1,188 @@
+"""What every workload shares (Ciw's node, in a simpler form): the creation records, the `stop`
+event a capped run (`experiment.max_creations`) fires, the background CPU hogs; and for the workloads
+of parents that create (closed, open), the parents' start-up, their faulting threads and one
+creation from entry to reap.
+
+A workload's interface to `forksim.simulation.Simulation`: `start()`, `stop` (an event), `records`
+(the creations), `request_frame(creations, end)` (a server's requests, else None), and for the
+trace `kind` (the creation made), `parent_name` (the parents' task names) and `first_snapshot`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from ..draws import Draws
+from ..kernel.mm import Process
+from ..metrics import Creation, Records
+
+if TYPE_CHECKING:
+    from ..kernel.clone import Kernel
+    from ..machine import Machine, Task
+    from ..model import ModelParams
+
+__all__ = ["Workload", "ParentWorkload", "cpu_hog", "start_cpu_hogs"]
+
+
+def cpu_hog(task: "Task", first_run: simpy.Event, duty: float = 1.0, period: float = 10_000.0):
+    """A CPU-bound task: always runnable, or (duty < 1) spinning `duty` of each `period` by the
+    clock and sleeping the rest, like the load generator's --hog-duty hogs."""
+    yield first_run
+    if duty >= 1.0:
+        while True:
+            yield task.run(1e6, preemptible=True)
+    env = task.machine.env
+    on = duty * period
+    start = env.now
+    while True:
+        while env.now - start < on:  # spin by the clock: time waiting for the CPU counts
+            yield task.run(min(100.0, on - (env.now - start)), preemptible=True)
+        start += period
+        if start > env.now:
+            yield task.sleep_for(start - env.now)
+        else:  # fell behind: missed periods are skipped, not made up
+            start += math.ceil((env.now - start) / period) * period
+            yield task.sleep_for(start - env.now)
+
+
+def start_cpu_hogs(machine: "Machine", count: int, duty: float = 1.0, period: float = 10_000.0) -> None:
+    """The experiment's [background] CPU hogs, each on the idlest CPU."""
+    for h in range(count):
+        task, first_run = machine.start_task(f"hog{h}")
+        machine.env.process(cpu_hog(task, first_run, duty, period))
+
+
+class Workload:
+    """The small base: records, the stop event, counting reaped creations against max_creations."""
+
+    kind: str = "fork"  # the creation it makes (a clone kind)
+    parent_name = "parent"  # the parents' tasks: parent0, parent1, ... (their threads parent0.t1, ...)
+    first_snapshot: float | None = None  # a server's first snapshot (us), where the trace's window opens
+
+    def __init__(self, params: "ModelParams", kernel: "Kernel", rng: np.random.Generator):
+        self.params = params
+        self.exp = params.experiment
+        self.kernel = kernel
+        self.machine = kernel.machine
+        self.env = kernel.env
+        self.rng = rng
+        self.records = Records()
+        self.completed = 0
+        self.stop = simpy.Event(self.env)
+        self.shape = params.shape
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def _reaped(self, rec: Creation) -> None:
+        """A creation's child is reaped: its record is done; a capped run stops at its cap."""
+        self.records.done(rec)
+        self.completed += 1
+        limit = self.params.max_creations
+        if limit and self.completed >= limit and not self.stop.triggered:
+            self.stop.succeed()
+
+    def request_frame(self, creations: pd.DataFrame, end: float) -> pd.DataFrame | None:
+        """The replication's requests (forksim.requests), for a workload that serves them."""
+        return None
+
+
+class ParentWorkload(Workload):
+    """Parents that create (closed.py, open.py): each a process with `workload.image` as its address
+    space and `image.threads - 1` faulting threads; a subclass says what each parent does (`_parent`)."""
+
+    def __init__(self, params: "ModelParams", kernel: "Kernel", rng: np.random.Generator):
+        super().__init__(params, kernel, rng)
+        self.kind = params.child.clone
+
+    def _before_parents(self) -> None:
+        """Started before the parents (an open workload's arrival streams)."""
+
+    def _parent(self, proc: Process, index: int, first_run: simpy.Event):
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Start the tasks as a load generator does: a launcher forks the CPU hogs, then the parents
+        (their threads from each parent), each placed by fork placement from the launcher's CPU;
+        then it exits. Where they land is the kernel's placement, not a fixed layout."""
+        wl, bg = self.params.workload, self.params.background
+        self._before_parents()
+        if self.params.profile.balancing is None:
+            # the validated model: each task starts on the idlest CPU, hogs after the parents
+            for i in range(wl.parents):
+                task, first = self.machine.start_task(f"{self.parent_name}{i}")
+                self._start_parent(i, task, first)
+            start_cpu_hogs(self.machine, bg.cpu_hogs, bg.hog_duty, bg.hog_period)
+            return
+        plan: list[tuple[str, Callable[["Task", simpy.Event], None]]] = []
+        for h in range(bg.cpu_hogs):
+            plan.append((f"hog{h}", lambda task, first: self.env.process(
+                cpu_hog(task, first, bg.hog_duty, bg.hog_period))))
+        for i in range(wl.parents):
+            plan.append((f"{self.parent_name}{i}", functools.partial(self._start_parent, i)))
+        launcher, first = self.machine.start_task("launcher")
+        self.env.process(self._launch(launcher, first, plan))
+
+    def _launch(self, launcher: "Task", first: simpy.Event, plan):
+        """The launcher: fork each planned task (SD_BALANCE_FORK placement from its CPU), then exit."""
+        yield first
+        pack = self.kernel._pack  # P(local although a CPU is idle), by (CLONE_VFORK, parent's CPU busy)
+        for name, begin in plan:
+            task = self.machine.new_task(name)
+            local = pack[False, bool(launcher.cpu.rq)]
+            first_run, ipi = self.machine.spawn(task, launcher, pack=self.kernel.costs.uniform() < local)
+            begin(task, first_run)
+            if ipi > 0.0:
+                yield launcher.run(ipi)
+        launcher.exit()
+
+    def _start_parent(self, i: int, task: "Task", first: simpy.Event) -> None:
+        proc = Process(task, self.kernel.new_mm(self.shape))
+        self.env.process(self._parent(proc, i, first))
+        for j in range(1, self.params.workload.image.threads):
+            thread, tfirst = self.machine.start_task(f"{self.parent_name}{i}.t{j}")
+            proc.threads.append(thread)
+            self.env.process(self._faulting_thread(proc, thread, tfirst))
+
+    # ---- a creation, start to reap
+
+    def _create(self, proc: Process, index: int, arrival: float):
+        k = self.kernel
+        rec = self.records.new(self.kind, index, arrival)
+        child = yield from k.kernel_clone(proc, self.kind, rec)
+        yield from k.cow_by_parent(proc, self.kind, rec)
+        yield from k.do_wait(proc, child, self.kind, rec)
+        self._reaped(rec)
+
+    # ---- the parent's other threads
+
+    def _faulting_thread(self, proc: Process, task: "Task", first_run: simpy.Event):
+        """Another thread of the parent: user work, then a page fault; a fault on a VMA that a
+        running dup_mmap has already reached waits for the whole walk to end."""
+        yield first_run
+        img = self.params.workload.image
+        gap = Draws(lambda n: self.rng.exponential(1e6 / img.fault_rate, n))
+        fixed = None if img.fault_position == "uniform" else float(img.fault_position)
+        uniforms: list[float] = []
+        costs, env, k = self.kernel.costs, self.env, self.kernel
+        while True:
+            yield task.run(gap(), preemptible=True)
+            if not uniforms:
+                uniforms = self.rng.random(2048).tolist()
+            position = uniforms.pop() if fixed is None else fixed
+            lock = proc.mm.mmap_lock
+            if lock.walk_reached(position):
+                t = env.now
+                released = lock.released_event()
+                yield k.sleep_until(task, released)
+                if t >= k.record_from:
+                    stall = env.now - t
+                    k.stalls.append(stall)
+                    lock.stats.waits.append(stall)
+            yield task.run(costs.draw("page_fault"))

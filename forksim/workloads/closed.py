@@ -1,0 +1,25 @@
+"""A closed workload (`workload.kind = "closed"`): `workload.parents` parents, each creating a child,
+waiting to reap it, thinking `workload.think_time`, and again: the next creation starts when the
+previous one is reaped, so the machine sets the pace."""
+
+from __future__ import annotations
+
+import simpy
+
+from ..kernel.mm import Process
+from .base import ParentWorkload
+
+__all__ = ["ClosedWorkload"]
+
+
+class ClosedWorkload(ParentWorkload):
+    """Parents in a create-reap-think loop."""
+
+    def _parent(self, proc: Process, index: int, first_run: simpy.Event):
+        yield first_run
+        think = self.params.workload.think_time
+        task = proc.task
+        while True:
+            yield from self._create(proc, index, self.env.now)
+            if think > 0.0:
+                yield task.sleep_for(think)
