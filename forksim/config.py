@@ -62,6 +62,8 @@ __all__ = [
 
 CLONE_KINDS = tuple(clone_flags.KINDS)  # the kinds' table: forksim/kernel/flags.py
 CALLS = {name: kind.call for name, kind in clone_flags.KINDS.items()}  # the call each kind makes
+# A server's snapshot child (BGSAVE): a copy of the parent's memory that runs without exec.
+_SNAPSHOT_KINDS = clone_flags.kinds_where(copies_mm=True, execs=False)
 MAX_FDS = 1_048_576  # fs.nr_open's default: RLIMIT_NOFILE cannot be raised beyond it
 MAX_LIVE_CHILDREN = 4_194_304  # PID_MAX_LIMIT on 64-bit: kernel.pid_max cannot be set higher
 
@@ -221,7 +223,7 @@ class ImageSection(_Section):
 class ChildSection(_Section):
     """[workload.child]: what each creation makes and what the child does."""
 
-    clone: Literal["fork", "vfork", "posix_spawn", "fork_exec", "thread"] = "fork"
+    clone: Literal[CLONE_KINDS] = clone_flags.DEFAULT_KIND  # type: ignore[valid-type] - the kinds: kernel/flags.py
     lifetime: Micros = Field(default=0.0, description="child's CPU time before it exits (exec kinds: before exec)")
     exec_lifetime: Micros = Field(default=0.0, description="CPU time of the exec'd program before it exits")
     cow_write_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -234,7 +236,7 @@ class ChildSection(_Section):
     @field_validator("flags")
     @classmethod
     def _flags(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        why = clone_flags.check(info.data.get("clone", "fork"), v)
+        why = clone_flags.check(info.data.get("clone", clone_flags.DEFAULT_KIND), v)
         if why:
             raise ValueError(why)
         return sorted(set(v), key=clone_flags.USER_FLAGS.index)
@@ -317,8 +319,9 @@ class WorkloadSection(_Section):
                 raise ValueError("a server workload needs the request `rate` (e.g. rate = \"20000/s\") or an arrivals file")
             if self.image.threads != 1:
                 raise ValueError("a server workload models a single-threaded server: workload.image.threads must be 1")
-            if self.child.clone != "fork":
-                raise ValueError("a server workload snapshots with fork: workload.child.clone must be \"fork\"")
+            if self.child.clone not in _SNAPSHOT_KINDS:
+                need = " or ".join(f'"{k}"' for k in _SNAPSHOT_KINDS)
+                raise ValueError(f"a server workload snapshots with fork: workload.child.clone must be {need}")
         return self
 
 

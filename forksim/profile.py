@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ProfileError
-from .kernel.stages import STAGES as _STAGE_TABLE
+from .kernel.stages import COLD_STAGES, STAGES as _STAGE_TABLE
 from .host import HostFingerprint, host_from_provenance
 from .scaling import ScalingRule, default_scaling
 
@@ -294,7 +294,7 @@ class Warmth(BaseModel):
     walk_bytes_per_pte: float = Field(default=80.0, ge=0.0, description="what one walk touches per 4 KiB page "
                                       "(its PTE in the parent and in the child, 8 + 8 B, and its struct page, 64 B)")
     migration: float = Field(default=0.0, ge=0.0, le=1.0)
-    stages: dict[Literal["dup_mmap"], ColdTerms]
+    stages: dict[Literal[COLD_STAGES], ColdTerms]  # type: ignore[valid-type] - kernel/stages.py marks them
     source: str = Field(min_length=1)
 
     def scaled(self, stage: str, term: str, factor: float) -> "Warmth":

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .kernel.stages import FORK_PATH
 from .profile import _TERMS, STAGES, ImageShape, Profile
 
 __all__ = ["REFERENCE_SHAPES", "FORK_PATH", "compare_profiles", "plot_comparison"]
@@ -18,9 +19,8 @@ REFERENCE_SHAPES: dict[str, ImageShape] = {
     "RSS 256 MiB": ImageShape.from_rss(256 * MiB, 40, 20, False),
     "RSS 1 GiB": ImageShape.from_rss(1024 * MiB, 40, 20, False),
 }
-# The stages inside the parent's fork() call, in kernel order (their sum is the call's median on an
-# idle machine, less lock waits and interruptions).
-FORK_PATH = ("copy_process_setup", "stack_cache_hit", "dup_mm", "dup_mmap", "copy_process_tail", "wake_up_new_task")
+# FORK_PATH: the stages inside the parent's fork() call, in kernel order (their sum is the call's
+# median on an idle machine, less lock waits and interruptions): kernel/stages.py marks them.
 # Scheduler and machine costs worth putting side by side (fixed_us is their median).
 _MACHINE = ("idle_wake", "context_switch", "migration")
 
