@@ -269,7 +269,7 @@ def check_work(exp: Experiment, profile: Profile, *, max_events: float = MAX_EVE
             advice = (f"about {est.creations:.2g} creations per replication: lower experiment.duration (now "
                       f"{exp.experiment.duration / 1e6:g}s) or experiment.replications")
             if wl.kind != "server" and fits >= 1:
-                advice += f", or cap each replication with --set experiment.max_creations={fits}"
+                advice += f", or cap each replication: experiment.max_creations={fits}"
             field = "experiment.duration"
         elif cause == "faults":
             field = "workload.image.fault_rate"
