@@ -331,7 +331,7 @@ class Experiment(_Section):
     @field_validator("whatif")
     @classmethod
     def _whatif(cls, mods: dict[str, float]) -> dict[str, float]:
-        from .profile import _TERMS, STAGES
+        from .profile import STAGES, TERMS
 
         for key, factor in mods.items():
             stage, _, term = key.partition(".")
@@ -339,10 +339,10 @@ class Experiment(_Section):
                 close = difflib.get_close_matches(stage, list(STAGES), n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise ValueError(f"whatif.{key}: unknown stage {stage!r}{hint} (a what-if is 'stage.term' = factor)")
-            if term not in _TERMS:
-                close = difflib.get_close_matches(term, _TERMS, n=1)
+            if term not in TERMS:
+                close = difflib.get_close_matches(term, TERMS, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
-                raise ValueError(f"whatif.{key}: unknown cost term {term!r} ({hint}terms: {', '.join(_TERMS)})")
+                raise ValueError(f"whatif.{key}: unknown cost term {term!r} ({hint}terms: {', '.join(TERMS)})")
             if factor < 0:
                 raise ValueError(f"whatif.{key}: a what-if factor must be a non-negative number (got {factor!r})")
         return mods

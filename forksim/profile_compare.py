@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .kernel.stages import FORK_PATH
-from .profile import _TERMS, STAGES, ImageShape, Profile
+from .profile import STAGES, TERMS, ImageShape, Profile
 
 __all__ = ["REFERENCE_SHAPES", "FORK_PATH", "compare_profiles", "plot_comparison"]
 
@@ -36,7 +36,7 @@ def compare_profiles(a: Profile, b: Profile) -> dict[str, Any]:
     terms, medians = [], []
     for stage in STAGES:
         sa, sb = a.stages[stage], b.stages[stage]
-        for term in _TERMS:
+        for term in TERMS:
             va, vb = getattr(sa, term), getattr(sb, term)
             if va or vb:
                 terms.append({"stage": stage, "term": term, "a": va, "b": vb, "ratio": _ratio(va, vb)})
