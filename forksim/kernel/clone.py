@@ -95,11 +95,10 @@ class Kernel:
 
     def kernel_clone(self, parent: Process, kind: str, rec: "Creation", thread: "Task | None" = None) -> Proc:
         """kernel_clone(): copy_process, wake_up_new_task, and for CLONE_VFORK the wait for the child."""
-        env, c = self.env, self.costs
+        env, c, k = self.env, self.costs, KINDS[kind]
         P = thread or parent.task
         rec.start = env._now
         rec.parent_cpu = P.cpu.id
-        k = KINDS[kind]
 
         # dup_task_struct .. copy_signal, alloc_thread_stack_node, copy_mm -> dup_mm (mm_alloc, mm_init)
         hit = self.stacks.alloc(P.cpu.id)
@@ -152,8 +151,7 @@ class Kernel:
         pid_wait = self.pidmap_lock.write(pid_at, pid_hold)
         link_at = pid_at + pid_wait + pid_hold + (_TASKLIST_AT - _ALLOC_PID_AT) * free
         link_wait = self.tasklist_lock.write(link_at, link_hold)
-        rec.pidmap_wait = pid_wait
-        rec.tasklist_wait = link_wait
+        rec.pidmap_wait, rec.tasklist_wait = pid_wait, link_wait
         yield P.run(max(tail, pid_hold + link_hold) + pid_wait + link_wait + c.draw("wake_up_new_task"))
         rec.tail_us = env._now - t
         self._stage(P, "copy_process_tail", t)
