@@ -15,7 +15,11 @@ from .config_sections import Experiment
 from .errors import ConfigError
 from .units import UnitError, format_rate, format_size, format_time_us, parse_size, parse_time_us
 
-__all__ = ["quantity_parser", "format_config_value", "experiment_to_toml_dict", "config_value"]
+__all__ = ["quantity_parser", "format_config_value", "experiment_to_toml_dict", "config_value", "OVERRIDE_SOURCE"]
+
+# Where an error says an override came from when it names no file: the command line's `--set` (the
+# one CLI name the library still writes; the CLI may map it).
+OVERRIDE_SOURCE = "--set"
 
 
 def _field_names(model: type[BaseModel]) -> list[str]:
@@ -119,7 +123,7 @@ def _require_unit(key: str, value: Any, source: str | None, field: str | None = 
     try:
         parser(value)
     except UnitError as exc:
-        raise ConfigError(str(exc), source=source or "--set", field=field or key) from None
+        raise ConfigError(str(exc), source=source or OVERRIDE_SOURCE, field=field or key) from None
 
 
 def experiment_to_toml_dict(exp: Experiment) -> dict[str, Any]:

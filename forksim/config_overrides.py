@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .config_keys import _field_names, _format_validation, _model_at, _require_unit
+from .config_keys import OVERRIDE_SOURCE, _field_names, _format_validation, _model_at, _require_unit
 from .config_sections import Experiment
 from .errors import ConfigError
 
@@ -34,10 +34,10 @@ def sweep_overrides(key: str, value: Any, *, source: str | None = None) -> dict[
 def parse_override(text: str) -> tuple[str, Any]:
     """'workload.parents=8' -> ('workload.parents', 8); the value is read as TOML when it can be."""
     if "=" not in text:
-        raise ConfigError(f"an override must look like KEY=VALUE, got {text!r}", source="--set")
+        raise ConfigError(f"an override must look like KEY=VALUE, got {text!r}", source=OVERRIDE_SOURCE)
     key, raw = (s.strip() for s in text.split("=", 1))
     if not key:
-        raise ConfigError(f"an override needs a key before '=', got {text!r}", source="--set")
+        raise ConfigError(f"an override needs a key before '=', got {text!r}", source=OVERRIDE_SOURCE)
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -57,7 +57,7 @@ def apply_overrides(
         parts = key.split(".")
         if parts[0] == "whatif" and len(parts) > 1:
             if not isinstance(out.setdefault("whatif", {}), dict):
-                raise ConfigError("is not a section", source=source or "--set", field="whatif")
+                raise ConfigError("is not a section", source=source or OVERRIDE_SOURCE, field="whatif")
             out["whatif"][".".join(parts[1:])] = value
             continue
         model: type[BaseModel] | None = Experiment
@@ -67,18 +67,19 @@ def apply_overrides(
                 names = _field_names(model)
                 close = difflib.get_close_matches(part, names, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise ConfigError(f"unknown key{hint}", source=source or "--set", field=key)
+                raise ConfigError(f"unknown key{hint}", source=source or OVERRIDE_SOURCE, field=key)
             if depth == len(parts) - 1:
                 if not resolved:
                     _require_unit(key, value, source)
                 node[part] = value
             else:
                 node = node.setdefault(part, {})
+                section = ".".join(parts[: depth + 1])
                 if not isinstance(node, dict):
-                    raise ConfigError("is not a section", source=source or "--set", field=".".join(parts[: depth + 1]))
+                    raise ConfigError("is not a section", source=source or OVERRIDE_SOURCE, field=section)
                 model = _model_at(tuple(parts[: depth + 1]))
                 if model is None:
-                    raise ConfigError("is not a section", source=source or "--set", field=".".join(parts[: depth + 1]))
+                    raise ConfigError("is not a section", source=source or OVERRIDE_SOURCE, field=section)
     if validate:
         try:
             from .config import validate_resolved

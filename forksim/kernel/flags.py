@@ -1,9 +1,11 @@
 """Clone flags as copy_process() takes them, and the creation kinds as presets of flags.
 
-One table (`KINDS`) names the kinds; the sets the creation path branches on (`NEW_PROCESS`,
-`COPIES_MM`, `VFORK_WAIT`, `EXECS`) derive from it. A config's `[workload.child] flags` adds to the
-kind's preset the flags in `USER_FLAGS`; `check()` refuses the combinations copy_process() and
-copy_namespaces() refuse with -EINVAL (kernel/fork.c, kernel/nsproxy.c, Linux 6.x).
+One table (`KINDS`) names the kinds; each `Kind` carries the attributes the creation path branches
+on (`copies_mm`, `shares_mm`, `vfork_wait`, `execs`, `clone_thread`, `new_process`), derived from its
+flags, and the sets of names (`NEW_PROCESS`, `COPIES_MM`, `VFORK_WAIT`, `EXECS`) derive from those.
+A config's `[workload.child] flags` adds to the kind's preset the flags in `USER_FLAGS`; `check()`
+refuses the combinations copy_process() and copy_namespaces() refuse with -EINVAL (kernel/fork.c,
+kernel/nsproxy.c, Linux 6.x).
 """
 
 from __future__ import annotations
@@ -130,5 +132,6 @@ def check(kind: str, flags: Iterable[str]) -> str | None:
             return f"{why}: copy_process refuses it with EINVAL"
     if "CLONE_SIGHAND" in f and "CLONE_VM" not in f:
         shared = ", ".join(f'"{n}"' for n in kinds_where(shares_mm=True))
-        return f"CLONE_SIGHAND needs CLONE_VM (copy_process refuses it with EINVAL): use it with clone = one of {shared}"
+        return (f"CLONE_SIGHAND needs CLONE_VM (copy_process refuses it with EINVAL): use it with clone = one "
+                f"of {shared}")
     return None
