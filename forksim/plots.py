@@ -21,6 +21,7 @@ import pandas as pd
 import seaborn as sns
 from .axes import (SIZE_KEYS, TIME_KEYS, ci_errors, key_axis, leaf, legend, legend_place, plain_log, size_text,
                    thousands, time_axis, time_text, x_values)
+from .kernel.stages import CALL_PARTS
 
 __all__ = [
     "LATENCY_LABELS",
@@ -53,13 +54,9 @@ LATENCY_LABELS = {
     "request_latency_in_snapshot_us": "request arriving in snapshot (fork entry to child exit)",
     "request_latency_in_fork_us": "request arriving in fork() (entry to return)",
 }
-STAGE_LABELS = {
-    "copy_process_setup": "copy_process setup\n(task struct, stack, creds .. dup_mm)",
-    "mmap_lock_wait": "mmap_lock wait",
-    "dup_mmap": "dup_mmap\n(VMAs + page tables)",
-    "copy_process_tail": "copy_process tail\n(alloc_pid, tasklist_lock, wake_up_new_task)",
-    "after_wake_up_new_task": "after wake_up_new_task\n(IPI, vfork wait)",
-}
+# The creating call's parts as summary.json's `stage_us` names them (the table: kernel/stages.py).
+STAGE_LABELS = {name: part.label for name, part in CALL_PARTS.items()}
+
 def set_theme() -> None:
     """The house style: seaborn's whitegrid, colour-blind palette."""
     sns.set_theme(style="whitegrid", palette="colorblind", context="notebook")

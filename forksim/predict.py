@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import parse_config
+from .kernel.flags import DEFAULT_KIND
 from .profile import Profile, load_profile, profile_info
 from .runner import run_experiment
 from .store import warn_if_off_host
@@ -18,7 +19,7 @@ def predict(
     vmas: int = 40,
     anon_vmas: int | None = None,
     thp: bool = False,
-    clone: str = "fork",
+    clone: str = DEFAULT_KIND,
     fds: int = 3,
     flags: list[str] | tuple[str, ...] = (),
     live_children: int = 0,

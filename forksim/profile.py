@@ -17,8 +17,13 @@ in its `source`): `files` (dup_fd and close_files per open fd beyond the calibra
 `clone_flags` (per flag beyond a kind's preset: the call's, the exit's signed change and deferred
 work), `live_children` (per live child of the parent, in the stage where it was measured to grow).
 
-Which stages exist and which kernel functions each stands for: `STAGES` below. The scheduler
-section holds the machine's costs (tick, slice, idle wake-up, context switch, migration).
+Which stages exist and which kernel functions each stands for: `STAGES` below (the table:
+kernel/stages.py). The scheduler section holds the machine's costs (tick, slice, idle wake-up,
+context switch, migration).
+
+The house: profile_terms.py (a stage's cost terms and residual, the image shape, the scheduler's
+costs), profile_sections.py (the optional sections); this module holds the `Profile` and loads
+it, and re-exports both.
 """
 
 from __future__ import annotations
@@ -26,16 +31,36 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .errors import ProfileError
-from .kernel.stages import STAGES as _STAGE_TABLE
 from .host import HostFingerprint, host_from_provenance
+from .kernel.stages import STAGES as _STAGE_TABLE
+from .profile_sections import (
+    _ABSENT_CHILDREN,
+    _ABSENT_FILES,
+    _ABSENT_FLAG,
+    FD_BASE,
+    Balancing,
+    ChildrenCost,
+    ColdTerms,
+    FilesCost,
+    FlagCost,
+    Interruptions,
+    Warmth,
+)
+from .profile_terms import (  # noqa: F401 - _TERMS: the old private name of TERMS
+    _TERMS,
+    TERMS,
+    Fraction,
+    ImageShape,
+    Residual,
+    SchedulerCosts,
+    StageCost,
+)
 from .scaling import ScalingRule, default_scaling
 
 __all__ = [
@@ -48,6 +73,8 @@ __all__ = [
     "Interruptions",
     "ColdTerms",
     "Warmth",
+    "Balancing",
+    "TERMS",
     "Profile",
     "ImageShape",
     "FlagCost",
@@ -72,239 +99,12 @@ STAGES: dict[str, str] = {name: stage.kernel for name, stage in _STAGE_TABLE.ite
 SCHEDULER_KEYS = ("tick", "slice", "idle_wake", "context_switch", "migration", "wakeup_granularity")
 
 
-class Residual(BaseModel):
-    """Multiplicative noise around the fitted median: lognormal(0, sigma) or empirical quantiles."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    family: Literal["lognormal", "empirical", "none"] = "lognormal"
-    sigma: float = Field(default=0.0, ge=0.0, le=5.0)
-    quantiles: list[float] | None = Field(
-        default=None, description="ratios measured/median at evenly spaced probabilities 0..1"
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> "Residual":
-        if self.family == "empirical":
-            q = self.quantiles
-            if not q or len(q) < 3:
-                raise ValueError("an empirical residual needs at least 3 quantiles")
-            if any(not math.isfinite(x) or x <= 0 for x in q):
-                raise ValueError("empirical residual quantiles must be positive finite ratios")
-            if any(b < a for a, b in zip(q, q[1:])):
-                raise ValueError("empirical residual quantiles must be non-decreasing")
-        return self
-
-    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        if self.family == "none" or (self.family == "lognormal" and self.sigma == 0.0):
-            return np.ones(n)
-        if self.family == "lognormal":
-            return rng.lognormal(0.0, self.sigma, n)
-        q = np.asarray(self.quantiles, dtype=float)
-        return np.interp(rng.random(n), np.linspace(0.0, 1.0, len(q)), q)
-
-
-_TERMS = ("fixed_us", "per_vma_us", "per_anon_vma_us", "per_pte_us", "per_pmd_us", "per_thread_us")
-
-
-class StageCost(BaseModel):
-    """One stage's cost: a linear median in the image, and a residual around it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    fixed_us: float = Field(default=0.0, ge=0.0)
-    per_vma_us: float = Field(default=0.0, ge=0.0)
-    per_anon_vma_us: float = Field(default=0.0, ge=0.0)
-    per_pte_us: float = Field(default=0.0, ge=0.0)
-    per_pmd_us: float = Field(default=0.0, ge=0.0)
-    per_thread_us: float = Field(default=0.0, ge=0.0)
-    residual: Residual = Residual()
-    source: str = Field(min_length=1, description="measured: ... | derived: ... | assumption: ...")
-
-    @field_validator(*_TERMS)
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be a finite number of microseconds")
-        return v
-
-    def median_us(self, shape: "ImageShape") -> float:
-        return (
-            self.fixed_us
-            + self.per_vma_us * shape.vmas
-            + self.per_anon_vma_us * shape.anon_vmas
-            + self.per_pte_us * shape.ptes
-            + self.per_pmd_us * shape.pmds
-            + self.per_thread_us * shape.threads
-        )
-
-    def scaled(self, term: str, factor: float) -> "StageCost":
-        if term not in _TERMS:
-            raise ValueError(f"unknown cost term {term!r} (one of {', '.join(_TERMS)})")
-        return self.model_copy(update={term: getattr(self, term) * factor})
-
-
-class SchedulerCosts(BaseModel):
-    """The machine's scheduling costs, each a StageCost with only `fixed_us` used as its median."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    tick: StageCost
-    slice: StageCost
-    idle_wake: StageCost
-    context_switch: StageCost
-    migration: StageCost
-    wakeup_granularity: StageCost
-
-    @model_validator(mode="after")
-    def _check(self) -> "SchedulerCosts":
-        for name in ("tick", "slice"):  # the scheduler divides by them
-            if getattr(self, name).fixed_us <= 0.0:
-                raise ValueError(f"scheduler.{name}.fixed_us must be positive (microseconds)")
-        return self
-
-
-class Fraction(BaseModel):
-    """A probability or share measured on (or assumed for) this kernel, with where it came from."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    value: float = Field(ge=0.0, le=1.0)
-    source: str = Field(min_length=1)
-
-
 _UPSTREAM = "assumption: upstream select_task_rq_fair (SD_BALANCE_FORK) puts a new task on an idle CPU"
 
 
 _EXIT_HEAD_DEFAULT = ("assumption: do_exit runs exit_signals .. exit_mm (where mm_release releases a vfork parent) "
                       "before its first preemption point, close_files' cond_resched: half of it, as measured on "
                       "a 2-vCPU Linux 6.18 VM (0.52 of a vfork child's exit, forksim calibrate)")
-
-
-_EEVDF_SRC = ("assumption: Linux 6.6+ EEVDF with the default features (PLACE_LAG, PLACE_DEADLINE_INITIAL, "
-              "RUN_TO_PARITY, DELAY_DEQUEUE; kernel/sched/features.h); debugfs sched/features is not readable here")
-_MIGRATION_COST_SRC = ("assumption: sysctl_sched_migration_cost default 500 us (kernel/sched/fair.c); "
-                       "debugfs sched/migration_cost_ns is not readable here")
-_IDLE_PULL_SRC = "assumption: upstream (no vCPU packing): an idle CPU's balance pass pulls a waiting task"
-
-
-class Balancing(BaseModel):
-    """The fair scheduler's policy settings: EEVDF on or off, and load balancing (forksim.sched)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    eevdf: bool = True
-    eevdf_source: str = _EEVDF_SRC
-    migration_cost_us: float = Field(default=500.0, ge=0.0, le=1e6)
-    migration_cost_source: str = _MIGRATION_COST_SRC
-    # sched_vcpu_pack-style packing: P(an idle vCPU's balance pass pulls a waiting task); 1 upstream.
-    idle_pull: Fraction = Field(default_factory=lambda: Fraction(value=1.0, source=_IDLE_PULL_SRC))
-
-
-class Interruptions(BaseModel):
-    """Interruptions of a running CPU (tick, device interrupts, the host preempting a vCPU): a
-    Poisson stream at `rate_per_s`, each lasting a draw of `duration`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    rate_per_s: float = Field(ge=0.0, le=1e6)
-    duration: StageCost
-    source: str = Field(min_length=1)
-
-
-# ---- what copy_process copies beyond the address space (optional sections: absent -> cost 0)
-
-# The calibration's parents hold stdin, stdout and stderr: copying (and closing) those three is
-# inside the measured fixed costs (copy_process_setup, do_exit), so the per-fd terms count the fds
-# beyond them and the default image (fds = 3) adds nothing.
-FD_BASE = 3
-
-_ABSENT_FILES = ("assumption: this profile has no `files` section (measured before the fd terms existed): "
-                 "dup_fd and close_files cost nothing per fd beyond the 3 the calibration's parents held")
-_ABSENT_CHILDREN = ("assumption: this profile has no `live_children` section: the parent's other live children "
-                    "cost nothing")
-_ABSENT_FLAG = "assumption: this profile has no measurement of {flag}: it changes no cost"
-
-
-class FlagCost(BaseModel):
-    """What one clone flag beyond a kind's preset changes, measured against a plain clone() of the same
-    parent (SIGCHLD only): signed medians (a sharing flag saves the copy_* it skips)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    call_us: float = Field(description="change of the creating call's median (us): copy_* / copy_namespaces")
-    exit_us: float = Field(default=0.0, description="change of the child's exit and reap (us): exit_* / put_*_ns")
-    deferred_us: float = Field(default=0.0, ge=0.0,
-                               description="CPU a kernel worker spends later per creation (us): cleanup_net")
-    sigma: float = Field(default=0.1, ge=0.0, le=2.0, description="lognormal residual of the added parts")
-    source: str = Field(min_length=1)
-
-    @field_validator("call_us", "exit_us", "deferred_us")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be a finite number of microseconds")
-        return v
-
-
-class FilesCost(BaseModel):
-    """The fd table: dup_fd (copy_files) and close_files (the child's exit_files) per open fd beyond
-    FD_BASE, each fd costing its share of the table's copy and its reference count."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    dup_fd_per_fd_us: float = Field(ge=0.0, le=10.0)
-    close_files_per_fd_us: float = Field(ge=0.0, le=10.0)
-    sigma: float = Field(default=0.1, ge=0.0, le=2.0)
-    source: str = Field(min_length=1)
-
-
-class ChildrenCost(BaseModel):
-    """The parent's other live children (a prefork master): what grows with their number, per child,
-    in the stage where the measurement puts it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    fork_per_child_us: float = Field(default=0.0, ge=0.0, le=10.0,
-                                     description="copy_process, inside its tasklist_lock write section")
-    exit_per_child_us: float = Field(default=0.0, ge=0.0, le=10.0,
-                                     description="the child's exit_notify, under tasklist_lock for write")
-    wait_per_child_us: float = Field(default=0.0, ge=0.0, le=10.0,
-                                     description="do_wait walking the parent's children, tasklist_lock read side")
-    sigma: float = Field(default=0.1, ge=0.0, le=2.0)
-    source: str = Field(min_length=1)
-
-class ColdTerms(BaseModel):
-    """What a stage that walks the parent's image costs on top of its (warm, back-to-back) median
-    when the walk finds the image fully cold: fixed_us + per_pte_us * min(ptes, pte_cap)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    fixed_us: float = Field(default=0.0, ge=0.0)
-    per_pte_us: float = Field(default=0.0, ge=0.0)
-    pte_cap: float = Field(default=0.0, ge=0.0, description="4 KiB pages beyond which the extra stops growing "
-                           "(what the caches held warm of a larger image)")
-
-    def extra_us(self, ptes: int) -> float:
-        return self.fixed_us + self.per_pte_us * min(float(ptes), self.pte_cap)
-
-
-class Warmth(BaseModel):
-    """How cold a walk of a process's image (dup_mmap, exit_mmap) finds its page tables and struct
-    pages: a coldness 0 (right after the last walk, on the same CPU: what the back-to-back
-    calibration measured) .. 1 (fully cold), from the time since the last walk,
-    1 - exp(-(dt/tau_us)^beta), the bytes other walks touched on that CPU since,
-    1 - exp(-bytes/footprint_bytes), and a move to another CPU (`migration`), combined as
-    independent chances of eviction. Absent from a profile: every walk is warm."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    tau_us: float = Field(gt=0.0)
-    beta: float = Field(default=1.0, gt=0.0, le=4.0)
-    footprint_bytes: float = Field(gt=0.0)
-    walk_bytes_per_pte: float = Field(default=80.0, ge=0.0, description="what one walk touches per 4 KiB page "
-                                      "(its PTE in the parent and in the child, 8 + 8 B, and its struct page, 64 B)")
-    migration: float = Field(default=0.0, ge=0.0, le=1.0)
-    stages: dict[Literal["dup_mmap"], ColdTerms]
-    source: str = Field(min_length=1)
-
-    def scaled(self, stage: str, term: str, factor: float) -> "Warmth":
-        """A what-if on a stage's warm term scales its cold counterpart alike (a walk that touches
-        fewer PTEs misses on fewer): fixed_us and per_pte_us."""
-        cold = self.stages.get(stage)
-        if cold is None or term not in ("fixed_us", "per_pte_us"):
-            return self
-        terms = cold.model_copy(update={term: getattr(cold, term) * factor})
-        return self.model_copy(update={"stages": {**self.stages, stage: terms}})
 
 
 class Profile(BaseModel):
@@ -425,24 +225,6 @@ class Profile(BaseModel):
                 raise ProfileError(str(exc), field=f"whatif.{key}") from None
             warmth = warmth.scaled(stage, term, float(factor)) if warmth is not None else None
         return self.model_copy(update={"stages": stages, "warmth": warmth})
-
-
-@dataclass(frozen=True)
-class ImageShape:
-    """The parent's image as the cost model sees it."""
-
-    vmas: int = 0
-    anon_vmas: int = 0
-    ptes: int = 0
-    pmds: int = 0
-    threads: int = 1
-
-    @classmethod
-    def from_rss(cls, rss: int, vmas: int, anon_vmas: int, thp: bool, threads: int = 1) -> "ImageShape":
-        if thp:
-            pmds, rest = divmod(rss, 2 * 1024**2)
-            return cls(vmas, anon_vmas, -(-rest // 4096), pmds, threads)
-        return cls(vmas, anon_vmas, -(-rss // 4096), 0, threads)
 
 
 def shipped_profiles() -> dict[str, Path]:

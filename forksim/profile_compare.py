@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .profile import _TERMS, STAGES, ImageShape, Profile
+from .kernel.stages import FORK_PATH
+from .profile import STAGES, TERMS, ImageShape, Profile
 
 __all__ = ["REFERENCE_SHAPES", "FORK_PATH", "compare_profiles", "plot_comparison"]
 
@@ -18,9 +19,8 @@ REFERENCE_SHAPES: dict[str, ImageShape] = {
     "RSS 256 MiB": ImageShape.from_rss(256 * MiB, 40, 20, False),
     "RSS 1 GiB": ImageShape.from_rss(1024 * MiB, 40, 20, False),
 }
-# The stages inside the parent's fork() call, in kernel order (their sum is the call's median on an
-# idle machine, less lock waits and interruptions).
-FORK_PATH = ("copy_process_setup", "stack_cache_hit", "dup_mm", "dup_mmap", "copy_process_tail", "wake_up_new_task")
+# FORK_PATH: the stages inside the parent's fork() call, in kernel order (their sum is the call's
+# median on an idle machine, less lock waits and interruptions): kernel/stages.py marks them.
 # Scheduler and machine costs worth putting side by side (fixed_us is their median).
 _MACHINE = ("idle_wake", "context_switch", "migration")
 
@@ -36,7 +36,7 @@ def compare_profiles(a: Profile, b: Profile) -> dict[str, Any]:
     terms, medians = [], []
     for stage in STAGES:
         sa, sb = a.stages[stage], b.stages[stage]
-        for term in _TERMS:
+        for term in TERMS:
             va, vb = getattr(sa, term), getattr(sb, term)
             if va or vb:
                 terms.append({"stage": stage, "term": term, "a": va, "b": vb, "ratio": _ratio(va, vb)})

@@ -25,12 +25,13 @@ import tomli_w
 
 from .config import Experiment, experiment_to_toml_dict
 from .errors import ConfigError, ForksimError, UnstableError
-from .kernel.flags import COPIES_MM, EXECS, NEW_PROCESS
+from .kernel.flags import KINDS
 from .kernel.costs import EMPTY_IMAGE, Costs
+from .kernel.stages import CHILD, PARENT, PER_CREATION, PER_SHARED_PAGE, STAGES
 from .machine import SchedulerParams
 from .metrics import ReplicationResult, records_frame, summarize
 from .model import ModelParams, SchedulerSpec, image_shape, scaled_slice_us
-from .profile import Profile, load_profile, profile_info
+from .profile import Profile, StageCost, load_profile, profile_info
 from .requests import requests_frame
 from .store import warn_if_off_host
 from .units import format_time_us
@@ -148,41 +149,43 @@ class WorkEstimate:
         return self.events / EVENTS_PER_SECOND
 
 
+def _residual_mean(cost: StageCost) -> float:
+    """A stage cost's residual mean (its median is 1)."""
+    r = cost.residual
+    if r.family == "lognormal":
+        return math.exp(r.sigma**2 / 2)
+    if r.family == "empirical":
+        q = np.asarray(r.quantiles, dtype=float)
+        return float((q[1:] + q[:-1]).mean() / 2)
+    return 1.0
+
+
+def _mean_creation_us(exp: Experiment, profile: Profile) -> tuple[float, float]:
+    """The mean CPU time (us) one creation costs its parent and its child: the stages each pays for
+    the kind (kernel/stages.py: paid_by, kinds, per), the child's programme, two context switches."""
+    child, kind = exp.workload.child, KINDS[exp.workload.child.clone]
+    shape = image_shape(exp)
+    count = {PER_CREATION: 1.0, PER_SHARED_PAGE: child.cow_write_fraction * (shape.ptes + 512 * shape.pmds)}
+    paid = {PARENT: 0.0, CHILD: child.lifetime + (child.exec_lifetime if kind.execs else 0.0)}
+    for name, stage in STAGES.items():
+        if stage.paid_by and (not stage.kinds or getattr(kind, stage.kinds)):
+            cost = profile.stages[name]
+            paid[stage.paid_by] += (count[stage.per] * _residual_mean(cost)
+                                    * cost.median_us(shape if stage.walks_image else EMPTY_IMAGE))
+    sched = profile.scheduler
+    childw = paid[CHILD] + 2 * sched.context_switch.fixed_us * _residual_mean(sched.context_switch)
+    wl = exp.workload
+    if wl.parents * wl.image.threads + exp.background.cpu_hogs < exp.machine.cpus:
+        childw += sched.idle_wake.fixed_us * _residual_mean(sched.idle_wake)  # the child on a halted CPU
+    return paid[PARENT], childw
+
+
 def estimate_work(exp: Experiment, profile: Profile) -> WorkEstimate:
     """Estimate what `exp` would simulate: creations ~ capacity x time for a closed workload (capacity
     from a lower bound of one creation's cost), the offered rate x time for an open one (at most what
     the capacity serves plus `max_queue`), plus the other threads' faults and preemptions."""
-    wl, img, child = exp.workload, exp.workload.image, exp.workload.child
-    kind = child.clone
-    st = profile.stages
-    shape = image_shape(exp)
-
-    def ratio(cost) -> float:  # the residual's mean (the median is 1)
-        r = cost.residual
-        if r.family == "lognormal":
-            return math.exp(r.sigma**2 / 2)
-        if r.family == "empirical":
-            q = np.asarray(r.quantiles, dtype=float)
-            return float((q[1:] + q[:-1]).mean() / 2)
-        return 1.0
-
-    def med(name: str, sh=EMPTY_IMAGE) -> float:  # a stage's mean cost
-        return st[name].median_us(sh) * ratio(st[name])
-
-    parent = med("copy_process_setup" if kind in NEW_PROCESS else "copy_process_setup_thread")
-    parent += med("stack_cache_hit") + med("copy_process_tail") + med("wake_up_new_task") + med("wait_reap")
-    if kind in COPIES_MM:
-        parent += med("dup_mm") + med("dup_mmap", shape)
-    childw = med("ret_from_fork") + med("do_exit") + child.lifetime
-    if kind in COPIES_MM:  # the child's first COW touches, its writes, and the teardown of its copy
-        childw += med("fork_child_touch") + med("exit_mmap", shape)
-        childw += child.cow_write_fraction * (shape.ptes + 512 * shape.pmds) * med("cow_fault_copy")
-    if kind in EXECS:
-        childw += med("exec") + child.exec_lifetime
-    sched = profile.scheduler
-    childw += 2 * sched.context_switch.fixed_us * ratio(sched.context_switch)  # the child in, the parent back
-    if wl.parents * img.threads + exp.background.cpu_hogs < exp.machine.cpus:
-        childw += sched.idle_wake.fixed_us * ratio(sched.idle_wake)  # the child is placed on a halted CPU
+    wl, img = exp.workload, exp.workload.image
+    parent, childw = _mean_creation_us(exp, profile)
     # Mean costs; half of them as the floor (the estimate errs towards more work, not less).
     floor = max(0.5 * parent, 0.5)
     cpu = max(0.5 * (parent + childw), 0.5)
@@ -271,7 +274,7 @@ def check_work(exp: Experiment, profile: Profile, *, max_events: float = MAX_EVE
             advice = (f"about {est.creations:.2g} creations per replication: lower experiment.duration (now "
                       f"{exp.experiment.duration / 1e6:g}s) or experiment.replications")
             if wl.kind != "server" and fits >= 1:
-                advice += f", or cap each replication with --set experiment.max_creations={fits}"
+                advice += f", or cap each replication: experiment.max_creations={fits}"
             field = "experiment.duration"
         elif cause == "faults":
             field = "workload.image.fault_rate"

@@ -37,6 +37,7 @@ from typing import Any
 
 from .config import Experiment
 from .io import write_text
+from .kernel.stages import TRACE_TEXT
 from .machine import Machine
 from .profile import Profile
 from .runner import resolve_profile
@@ -48,14 +49,7 @@ DEFAULT_MAX_SPAN_US = 100_000.0  # 100 ms of simulated time after warm-up
 DEFAULT_MAX_EVENTS = 200_000
 CPU_PID, TASK_PID = 0, 1
 _CHILD_TID_BASE = 1_000_000
-_STAGE_ARGS = {
-    "dup_mmap": "copy of the parent's VMAs and page tables, the parent's mmap_lock held for write",
-    "copy_process_setup": "dup_task_struct (stack cache or vmalloc) .. copy_signal, dup_mm",
-    "copy_process_tail": "copy_namespaces .. alloc_pid (pidmap_lock), tasklist_lock section, wake_up_new_task",
-    "wait_reap": "wait4 -> do_wait -> release_task",
-    "exec": "execve (exec_mmap drops the inherited mm)",
-    "do_exit": "do_exit (exit_mmap of an mm the child owns)",
-}
+_STAGE_ARGS = TRACE_TEXT  # what each stage's slice says: kernel/stages.py
 
 
 def _ns(t: float) -> float:

@@ -16,7 +16,7 @@ import simpy
 from ..locks import LockStats, SpinRWLock
 from .copies import Copies
 from .costs import EMPTY_IMAGE, Costs
-from .flags import COPIES_MM, EXECS, NEW_PROCESS, VFORK_WAIT
+from .flags import COPIES_MM, EXECS, KINDS, NEW_PROCESS, VFORK_WAIT
 from .mm import MM, Process
 from .stack import StackCache
 from .warmth import WarmthTracker
@@ -95,7 +95,7 @@ class Kernel:
 
     def kernel_clone(self, parent: Process, kind: str, rec: "Creation", thread: "Task | None" = None) -> Proc:
         """kernel_clone(): copy_process, wake_up_new_task, and for CLONE_VFORK the wait for the child."""
-        env, c = self.env, self.costs
+        env, c, k = self.env, self.costs, KINDS[kind]
         P = thread or parent.task
         rec.start = env._now
         rec.parent_cpu = P.cpu.id
@@ -103,9 +103,9 @@ class Kernel:
         # dup_task_struct .. copy_signal, alloc_thread_stack_node, copy_mm -> dup_mm (mm_alloc, mm_init)
         hit = self.stacks.alloc(P.cpu.id)
         rec.stack_hit = hit
-        cost = c.draw("copy_process_setup" if kind in NEW_PROCESS else "copy_process_setup_thread")
+        cost = c.draw("copy_process_setup" if k.new_process else "copy_process_setup_thread")
         cost += c.draw("stack_cache_hit" if hit else "stack_vmalloc")
-        if kind in COPIES_MM:
+        if k.copies_mm:
             cost += c.draw("dup_mm")
         x = self.copies
         if x is not None:  # copy_files -> dup_fd per fd; copy_fs / copy_sighand .. shared or copied
@@ -115,7 +115,7 @@ class Kernel:
         self._stage(P, "copy_process_setup", rec.start)
 
         child_mm = parent.mm
-        if kind in COPIES_MM:
+        if k.copies_mm:
             # dup_mmap(): the parent's mmap_lock for write across the whole VMA walk (cond_resched inside)
             t = env._now
             lock = parent.mm.mmap_lock
@@ -151,18 +151,17 @@ class Kernel:
         pid_wait = self.pidmap_lock.write(pid_at, pid_hold)
         link_at = pid_at + pid_wait + pid_hold + (_TASKLIST_AT - _ALLOC_PID_AT) * free
         link_wait = self.tasklist_lock.write(link_at, link_hold)
-        rec.pidmap_wait = pid_wait
-        rec.tasklist_wait = link_wait
+        rec.pidmap_wait, rec.tasklist_wait = pid_wait, link_wait
         yield P.run(max(tail, pid_hold + link_hold) + pid_wait + link_wait + c.draw("wake_up_new_task"))
         rec.tail_us = env._now - t
         self._stage(P, "copy_process_tail", t)
 
         child_task = self.machine.new_task(f"{parent.task.name}.{kind}")
         child = Process(child_task, child_mm, parent)
-        child.inherited = kind in COPIES_MM
-        if kind in VFORK_WAIT:
+        child.inherited = k.copies_mm
+        if k.vfork_wait:
             child.vfork_waiter = P
-        pack = self.costs.uniform() < self._pack[kind in VFORK_WAIT, bool(P.cpu.rq)]
+        pack = self.costs.uniform() < self._pack[k.vfork_wait, bool(P.cpu.rq)]
         first_run, ipi = self.machine.spawn(child_task, P, pack=pack)
         env.process(self.child_life(child, kind, first_run, rec))
         if ipi > 0.0:
@@ -209,7 +208,7 @@ class Kernel:
         if cfg.lifetime > 0.0:
             yield C.run(cfg.lifetime, preemptible=True)
 
-        if kind in EXECS:
+        if KINDS[kind].execs:
             # execve: begin_new_exec -> exec_mmap drops the old mm (exit_mmap if its last user)
             t = env._now
             cost = c.draw("exec")
@@ -251,7 +250,8 @@ class Kernel:
         # exit_notify (and a thread's own release_task): they are carved out of it, not added.
         hold = c.draw("exit_notify_hold")
         locked = hold
-        if kind == "thread":
+        thread = KINDS[kind].clone_thread  # CLONE_THREAD: release_task by itself at exit_notify
+        if thread:
             rel, pid_hold = c.draw("release_task_hold"), c.draw("alloc_pid_hold")
             locked += rel + pid_hold
         body = max(0.0, c.draw("do_exit") - locked)
@@ -284,7 +284,7 @@ class Kernel:
         t = env._now
         wait = self.tasklist_lock.write(t, hold)
         work = wait + hold
-        if kind == "thread":
+        if thread:
             wait2 = self.tasklist_lock.write(t + work, rel)
             wait3 = self.pidmap_lock.write(t + work + wait2 + rel, pid_hold)
             work += wait2 + rel + wait3 + pid_hold
@@ -327,7 +327,7 @@ class Kernel:
     def cow_by_parent(self, parent: Process, kind: str, rec: "Creation", thread: "Task | None" = None) -> Proc:
         """The parent writes its share of the inherited pages after the fork returns."""
         cfg = self.child_cfg
-        if kind in COPIES_MM and cfg.cow_writer == "parent" and cfg.cow_write_fraction > 0.0:
+        if KINDS[kind].copies_mm and cfg.cow_writer == "parent" and cfg.cow_write_fraction > 0.0:
             P = thread or parent.task
             shape = parent.mm.shape
             yield P.run(self._cow_cost(shape, parent.mm.users > 1, cfg.cow_write_fraction), preemptible=True)
@@ -337,7 +337,7 @@ class Kernel:
         env, c = self.env, self.costs
         P = thread or parent.task
         t = env._now
-        if kind == "thread":
+        if KINDS[kind].clone_thread:
             # pthread_join: a futex wait woken by the exiting thread (CLONE_CHILD_CLEARTID)
             if not child.exited:
                 parent.waiter = P

@@ -1,9 +1,11 @@
 """Clone flags as copy_process() takes them, and the creation kinds as presets of flags.
 
-One table (`KINDS`) names the kinds; the sets the creation path branches on (`NEW_PROCESS`,
-`COPIES_MM`, `VFORK_WAIT`, `EXECS`) derive from it. A config's `[workload.child] flags` adds to the
-kind's preset the flags in `USER_FLAGS`; `check()` refuses the combinations copy_process() and
-copy_namespaces() refuse with -EINVAL (kernel/fork.c, kernel/nsproxy.c, Linux 6.x).
+One table (`KINDS`) names the kinds; each `Kind` carries the attributes the creation path branches
+on (`copies_mm`, `shares_mm`, `vfork_wait`, `execs`, `clone_thread`, `new_process`), derived from its
+flags, and the sets of names (`NEW_PROCESS`, `COPIES_MM`, `VFORK_WAIT`, `EXECS`) derive from those.
+A config's `[workload.child] flags` adds to the kind's preset the flags in `USER_FLAGS`; `check()`
+refuses the combinations copy_process() and copy_namespaces() refuse with -EINVAL (kernel/fork.c,
+kernel/nsproxy.c, Linux 6.x).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from typing import Iterable
 
 __all__ = ["CLONE_FLAGS", "FLAG_BITS", "USER_FLAGS", "NAMESPACE_FLAGS", "SHARING_FLAGS", "KINDS", "Kind", "NEW_PROCESS",
-           "COPIES_MM", "VFORK_WAIT", "EXECS", "preset", "check", "extra_flags"]
+           "COPIES_MM", "VFORK_WAIT", "EXECS", "DEFAULT_KIND", "kinds_where", "preset", "check", "extra_flags"]
 
 # Flag -> what copy_process() does with it (the copy_* stage it switches between share and copy).
 CLONE_FLAGS: dict[str, str] = {
@@ -49,9 +51,15 @@ USER_FLAGS = SHARING_FLAGS + NAMESPACE_FLAGS
 
 class Kind:
     """A creation kind: the clone flags it passes, whether the child then execs, and the call that
-    creates it as tables and figures name it (fork_latency_us is that call's latency)."""
+    creates it as tables and figures name it (fork_latency_us is that call's latency).
 
-    __slots__ = ("name", "flags", "execs", "how", "call")
+    The creation path branches on the attributes derived from the flags, never on a kind's name:
+    `clone_thread` (CLONE_THREAD: joins the parent's thread group, reaped by itself, joined by the parent),
+    `new_process` (its opposite: a new thread group, reaped by wait4), `shares_mm` (CLONE_VM) and
+    `copies_mm` (copy_mm -> dup_mm), `vfork_wait` (CLONE_VFORK: wait_for_vfork_done)."""
+
+    __slots__ = ("name", "flags", "execs", "how", "call", "clone_thread", "new_process", "shares_mm", "copies_mm",
+                 "vfork_wait")
 
     def __init__(self, name: str, flags: Iterable[str], execs: bool, how: str, call: str):
         self.name = name
@@ -59,6 +67,14 @@ class Kind:
         self.execs = execs
         self.how = how
         self.call = call
+        self.clone_thread = "CLONE_THREAD" in self.flags
+        self.new_process = not self.clone_thread
+        self.shares_mm = "CLONE_VM" in self.flags
+        self.copies_mm = not self.shares_mm
+        self.vfork_wait = "CLONE_VFORK" in self.flags
+
+    def __repr__(self) -> str:
+        return f"Kind({self.name!r})"
 
 
 _THREAD = ("CLONE_VM", "CLONE_FS", "CLONE_FILES", "CLONE_SIGHAND", "CLONE_THREAD", "CLONE_SYSVSEM")
@@ -75,10 +91,18 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          "CLONE_SYSVSEM (and TLS/tid flags)", "pthread_create() (clone(CLONE_THREAD))"),
 )}
 
-NEW_PROCESS = frozenset(n for n, k in KINDS.items() if "CLONE_THREAD" not in k.flags)
-COPIES_MM = frozenset(n for n, k in KINDS.items() if "CLONE_VM" not in k.flags)  # dup_mm
-VFORK_WAIT = frozenset(n for n, k in KINDS.items() if "CLONE_VFORK" in k.flags)  # wait_for_vfork_done
+# The first kind is the default (a config without `clone`): plain fork().
+DEFAULT_KIND: str = next(iter(KINDS))
+NEW_PROCESS = frozenset(n for n, k in KINDS.items() if k.new_process)
+COPIES_MM = frozenset(n for n, k in KINDS.items() if k.copies_mm)  # dup_mm
+VFORK_WAIT = frozenset(n for n, k in KINDS.items() if k.vfork_wait)  # wait_for_vfork_done
 EXECS = frozenset(n for n, k in KINDS.items() if k.execs)
+
+
+def kinds_where(**attrs: bool) -> tuple[str, ...]:
+    """The kinds' names whose attributes have these values, in table order, e.g.
+    kinds_where(shares_mm=True) -> ('vfork', 'posix_spawn', 'thread')."""
+    return tuple(n for n, k in KINDS.items() if all(getattr(k, a) == v for a, v in attrs.items()))
 
 
 def preset(kind: str) -> frozenset[str]:
@@ -107,6 +131,7 @@ def check(kind: str, flags: Iterable[str]) -> str | None:
         if both <= f:
             return f"{why}: copy_process refuses it with EINVAL"
     if "CLONE_SIGHAND" in f and "CLONE_VM" not in f:
-        return ("CLONE_SIGHAND needs CLONE_VM (copy_process refuses it with EINVAL): use it with "
-                "clone = \"vfork\", \"posix_spawn\" or \"thread\"")
+        shared = ", ".join(f'"{n}"' for n in kinds_where(shares_mm=True))
+        return (f"CLONE_SIGHAND needs CLONE_VM (copy_process refuses it with EINVAL): use it with clone = one "
+                f"of {shared}")
     return None

@@ -1,0 +1,148 @@
+"""A profile's optional sections: scheduler policy (`balancing`), interruptions, what copy_process
+copies beyond the address space (`clone_flags`, `files`, `live_children`), and the cold walks of the
+image (`warmth`). A profile without one loads: each fallback says so in its `source`.
+
+Part of a profile (forksim.profile re-exports every name here).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .kernel.stages import COLD_STAGES
+from .profile_terms import Fraction, StageCost
+
+__all__ = ["Balancing", "Interruptions", "FD_BASE", "FlagCost", "FilesCost", "ChildrenCost", "ColdTerms", "Warmth"]
+
+
+_EEVDF_SRC = ("assumption: Linux 6.6+ EEVDF with the default features (PLACE_LAG, PLACE_DEADLINE_INITIAL, "
+              "RUN_TO_PARITY, DELAY_DEQUEUE; kernel/sched/features.h); debugfs sched/features is not readable here")
+_MIGRATION_COST_SRC = ("assumption: sysctl_sched_migration_cost default 500 us (kernel/sched/fair.c); "
+                       "debugfs sched/migration_cost_ns is not readable here")
+_IDLE_PULL_SRC = "assumption: upstream (no vCPU packing): an idle CPU's balance pass pulls a waiting task"
+
+
+class Balancing(BaseModel):
+    """The fair scheduler's policy settings: EEVDF on or off, and load balancing (forksim.sched)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    eevdf: bool = True
+    eevdf_source: str = _EEVDF_SRC
+    migration_cost_us: float = Field(default=500.0, ge=0.0, le=1e6)
+    migration_cost_source: str = _MIGRATION_COST_SRC
+    # sched_vcpu_pack-style packing: P(an idle vCPU's balance pass pulls a waiting task); 1 upstream.
+    idle_pull: Fraction = Field(default_factory=lambda: Fraction(value=1.0, source=_IDLE_PULL_SRC))
+
+
+class Interruptions(BaseModel):
+    """Interruptions of a running CPU (tick, device interrupts, the host preempting a vCPU): a
+    Poisson stream at `rate_per_s`, each lasting a draw of `duration`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rate_per_s: float = Field(ge=0.0, le=1e6)
+    duration: StageCost
+    source: str = Field(min_length=1)
+
+
+# ---- what copy_process copies beyond the address space (optional sections: absent -> cost 0)
+
+# The calibration's parents hold stdin, stdout and stderr: copying (and closing) those three is
+# inside the measured fixed costs (copy_process_setup, do_exit), so the per-fd terms count the fds
+# beyond them and the default image (fds = 3) adds nothing.
+FD_BASE = 3
+
+_ABSENT_FILES = ("assumption: this profile has no `files` section (measured before the fd terms existed): "
+                 "dup_fd and close_files cost nothing per fd beyond the 3 the calibration's parents held")
+_ABSENT_CHILDREN = ("assumption: this profile has no `live_children` section: the parent's other live children "
+                    "cost nothing")
+_ABSENT_FLAG = "assumption: this profile has no measurement of {flag}: it changes no cost"
+
+
+class FlagCost(BaseModel):
+    """What one clone flag beyond a kind's preset changes, measured against a plain clone() of the same
+    parent (SIGCHLD only): signed medians (a sharing flag saves the copy_* it skips)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    call_us: float = Field(description="change of the creating call's median (us): copy_* / copy_namespaces")
+    exit_us: float = Field(default=0.0, description="change of the child's exit and reap (us): exit_* / put_*_ns")
+    deferred_us: float = Field(default=0.0, ge=0.0,
+                               description="CPU a kernel worker spends later per creation (us): cleanup_net")
+    sigma: float = Field(default=0.1, ge=0.0, le=2.0, description="lognormal residual of the added parts")
+    source: str = Field(min_length=1)
+
+    @field_validator("call_us", "exit_us", "deferred_us")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number of microseconds")
+        return v
+
+
+class FilesCost(BaseModel):
+    """The fd table: dup_fd (copy_files) and close_files (the child's exit_files) per open fd beyond
+    FD_BASE, each fd costing its share of the table's copy and its reference count."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dup_fd_per_fd_us: float = Field(ge=0.0, le=10.0)
+    close_files_per_fd_us: float = Field(ge=0.0, le=10.0)
+    sigma: float = Field(default=0.1, ge=0.0, le=2.0)
+    source: str = Field(min_length=1)
+
+
+class ChildrenCost(BaseModel):
+    """The parent's other live children (a prefork master): what grows with their number, per child,
+    in the stage where the measurement puts it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fork_per_child_us: float = Field(default=0.0, ge=0.0, le=10.0,
+                                     description="copy_process, inside its tasklist_lock write section")
+    exit_per_child_us: float = Field(default=0.0, ge=0.0, le=10.0,
+                                     description="the child's exit_notify, under tasklist_lock for write")
+    wait_per_child_us: float = Field(default=0.0, ge=0.0, le=10.0,
+                                     description="do_wait walking the parent's children, tasklist_lock read side")
+    sigma: float = Field(default=0.1, ge=0.0, le=2.0)
+    source: str = Field(min_length=1)
+
+class ColdTerms(BaseModel):
+    """What a stage that walks the parent's image costs on top of its (warm, back-to-back) median
+    when the walk finds the image fully cold: fixed_us + per_pte_us * min(ptes, pte_cap)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fixed_us: float = Field(default=0.0, ge=0.0)
+    per_pte_us: float = Field(default=0.0, ge=0.0)
+    pte_cap: float = Field(default=0.0, ge=0.0, description="4 KiB pages beyond which the extra stops growing "
+                           "(what the caches held warm of a larger image)")
+
+    def extra_us(self, ptes: int) -> float:
+        return self.fixed_us + self.per_pte_us * min(float(ptes), self.pte_cap)
+
+
+class Warmth(BaseModel):
+    """How cold a walk of a process's image (dup_mmap, exit_mmap) finds its page tables and struct
+    pages: a coldness 0 (right after the last walk, on the same CPU: what the back-to-back
+    calibration measured) .. 1 (fully cold), from the time since the last walk,
+    1 - exp(-(dt/tau_us)^beta), the bytes other walks touched on that CPU since,
+    1 - exp(-bytes/footprint_bytes), and a move to another CPU (`migration`), combined as
+    independent chances of eviction. Absent from a profile: every walk is warm."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tau_us: float = Field(gt=0.0)
+    beta: float = Field(default=1.0, gt=0.0, le=4.0)
+    footprint_bytes: float = Field(gt=0.0)
+    walk_bytes_per_pte: float = Field(default=80.0, ge=0.0, description="what one walk touches per 4 KiB page "
+                                      "(its PTE in the parent and in the child, 8 + 8 B, and its struct page, 64 B)")
+    migration: float = Field(default=0.0, ge=0.0, le=1.0)
+    stages: dict[Literal[COLD_STAGES], ColdTerms]  # type: ignore[valid-type] - kernel/stages.py marks them
+    source: str = Field(min_length=1)
+
+    def scaled(self, stage: str, term: str, factor: float) -> "Warmth":
+        """A what-if on a stage's warm term scales its cold counterpart alike (a walk that touches
+        fewer PTEs misses on fewer): fixed_us and per_pte_us."""
+        cold = self.stages.get(stage)
+        if cold is None or term not in ("fixed_us", "per_pte_us"):
+            return self
+        terms = cold.model_copy(update={term: getattr(cold, term) * factor})
+        return self.model_copy(update={"stages": {**self.stages, stage: terms}})

@@ -1,0 +1,136 @@
+"""The cost model's terms: a stage's cost linear in the parent's image with a residual around its
+median, the image shape it is priced at, the scheduler's costs, and a measured fraction.
+
+    median_us = fixed_us + per_vma_us*vmas + per_anon_vma_us*anon_vmas + per_pte_us*ptes
+                + per_pmd_us*pmds + per_thread_us*threads
+
+Part of a profile (forksim.profile re-exports every name here).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["TERMS", "Residual", "StageCost", "SchedulerCosts", "Fraction", "ImageShape"]
+
+
+class Residual(BaseModel):
+    """Multiplicative noise around the fitted median: lognormal(0, sigma) or empirical quantiles."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    family: Literal["lognormal", "empirical", "none"] = "lognormal"
+    sigma: float = Field(default=0.0, ge=0.0, le=5.0)
+    quantiles: list[float] | None = Field(
+        default=None, description="ratios measured/median at evenly spaced probabilities 0..1"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "Residual":
+        if self.family == "empirical":
+            q = self.quantiles
+            if not q or len(q) < 3:
+                raise ValueError("an empirical residual needs at least 3 quantiles")
+            if any(not math.isfinite(x) or x <= 0 for x in q):
+                raise ValueError("empirical residual quantiles must be positive finite ratios")
+            if any(b < a for a, b in zip(q, q[1:])):
+                raise ValueError("empirical residual quantiles must be non-decreasing")
+        return self
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        if self.family == "none" or (self.family == "lognormal" and self.sigma == 0.0):
+            return np.ones(n)
+        if self.family == "lognormal":
+            return rng.lognormal(0.0, self.sigma, n)
+        q = np.asarray(self.quantiles, dtype=float)
+        return np.interp(rng.random(n), np.linspace(0.0, 1.0, len(q)), q)
+
+
+# The cost terms every stage carries (a what-if scales one of them: `stage.term`).
+TERMS = ("fixed_us", "per_vma_us", "per_anon_vma_us", "per_pte_us", "per_pmd_us", "per_thread_us")
+_TERMS = TERMS
+
+
+class StageCost(BaseModel):
+    """One stage's cost: a linear median in the image, and a residual around it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fixed_us: float = Field(default=0.0, ge=0.0)
+    per_vma_us: float = Field(default=0.0, ge=0.0)
+    per_anon_vma_us: float = Field(default=0.0, ge=0.0)
+    per_pte_us: float = Field(default=0.0, ge=0.0)
+    per_pmd_us: float = Field(default=0.0, ge=0.0)
+    per_thread_us: float = Field(default=0.0, ge=0.0)
+    residual: Residual = Residual()
+    source: str = Field(min_length=1, description="measured: ... | derived: ... | assumption: ...")
+
+    @field_validator(*_TERMS)
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number of microseconds")
+        return v
+
+    def median_us(self, shape: "ImageShape") -> float:
+        return (
+            self.fixed_us
+            + self.per_vma_us * shape.vmas
+            + self.per_anon_vma_us * shape.anon_vmas
+            + self.per_pte_us * shape.ptes
+            + self.per_pmd_us * shape.pmds
+            + self.per_thread_us * shape.threads
+        )
+
+    def scaled(self, term: str, factor: float) -> "StageCost":
+        if term not in _TERMS:
+            raise ValueError(f"unknown cost term {term!r} (one of {', '.join(_TERMS)})")
+        return self.model_copy(update={term: getattr(self, term) * factor})
+
+
+class SchedulerCosts(BaseModel):
+    """The machine's scheduling costs, each a StageCost with only `fixed_us` used as its median."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tick: StageCost
+    slice: StageCost
+    idle_wake: StageCost
+    context_switch: StageCost
+    migration: StageCost
+    wakeup_granularity: StageCost
+
+    @model_validator(mode="after")
+    def _check(self) -> "SchedulerCosts":
+        for name in ("tick", "slice"):  # the scheduler divides by them
+            if getattr(self, name).fixed_us <= 0.0:
+                raise ValueError(f"scheduler.{name}.fixed_us must be positive (microseconds)")
+        return self
+
+
+class Fraction(BaseModel):
+    """A probability or share measured on (or assumed for) this kernel, with where it came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    value: float = Field(ge=0.0, le=1.0)
+    source: str = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class ImageShape:
+    """The parent's image as the cost model sees it."""
+
+    vmas: int = 0
+    anon_vmas: int = 0
+    ptes: int = 0
+    pmds: int = 0
+    threads: int = 1
+
+    @classmethod
+    def from_rss(cls, rss: int, vmas: int, anon_vmas: int, thp: bool, threads: int = 1) -> "ImageShape":
+        if thp:
+            pmds, rest = divmod(rss, 2 * 1024**2)
+            return cls(vmas, anon_vmas, -(-rest // 4096), pmds, threads)
+        return cls(vmas, anon_vmas, -(-rss // 4096), 0, threads)
