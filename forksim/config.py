@@ -303,6 +303,12 @@ class WorkloadSection(_Section):
         default=0, ge=0, le=MAX_LIVE_CHILDREN,
         description="other children each parent keeps alive (a prefork master's workers; default 0)",
     )
+    wait: Literal["pid", "any"] = Field(
+        default="pid",
+        description="how the parent reaps: 'pid' (waitpid(pid): do_wait_pid looks the child up, the default, "
+        "as forksim's closed loop and the validation's loadgen do) or 'any' (waitpid(-1)/wait(): do_wait walks "
+        "the parent's whole children list, as shells and prefork masters do)",
+    )
     image: ImageSection = ImageSection()
     child: ChildSection = ChildSection()
     bursts: BurstSection = BurstSection()

@@ -8,7 +8,9 @@ The profile's measured stages hold a plain fork() of a parent with 3 open fds an
 - each flag beyond the kind's preset: its measured change of the call (copy_fs, copy_sighand,
   copy_semundo, copy_io sharing instead of copying; copy_namespaces creating a namespace), of the
   child's exit (exit_task_namespaces, free_nsproxy), and deferred work (cleanup_net);
-- the parent's other live children: the costs that grow with them, where the measurement put them.
+- the parent's other live children: the costs that grow with them, where the measurement put them;
+  do_wait's walk of the children list only for a parent that reaps with waitpid(-1) (`wait = "any"`):
+  __do_wait sends a waitpid(pid) to do_wait_pid, which looks the one child up without the walk.
 
 Every term is zero for the default workload (fds = 3, no flag, no live child), and nothing is
 drawn from the random stream then, so default results are unchanged.
@@ -34,7 +36,7 @@ class Copies:
                  "flags", "saved_us", "link_us")
 
     def __init__(self, profile: Profile, kind: str, flags: list[str] | tuple[str, ...] = (), fds: int = FD_BASE,
-                 live_children: int = 0):
+                 live_children: int = 0, wait: str = "pid"):
         extra = extra_flags(kind, flags)
         self.flags = extra
         all_flags = KINDS[kind].flags | extra
@@ -62,7 +64,8 @@ class Copies:
         self.link_us = live_children * kids.fork_per_child_us
         self.exit_us = exit_
         self.exit_notify_us = live_children * kids.exit_per_child_us
-        self.wait_us = live_children * kids.wait_per_child_us
+        # do_wait -> __do_wait: waitpid(-1) walks every child (do_wait_thread); a pid goes to do_wait_pid
+        self.wait_us = live_children * kids.wait_per_child_us if wait == "any" else 0.0
         self.deferred_us = deferred
         sigmas.append(kids.sigma if live_children else 0.0)
         self.sigma = max(sigmas)  # one lognormal spread for the added terms: the widest involved
@@ -70,7 +73,7 @@ class Copies:
     @classmethod
     def of(cls, exp: "Experiment", profile: Profile) -> "Copies":
         wl = exp.workload
-        return cls(profile, wl.child.clone, wl.child.flags, wl.image.fds, wl.live_children)
+        return cls(profile, wl.child.clone, wl.child.flags, wl.image.fds, wl.live_children, wl.wait)
 
     @property
     def zero(self) -> bool:
