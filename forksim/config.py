@@ -230,6 +230,11 @@ class ChildSection(_Section):
         default_factory=list,
         description="clone flags beyond the kind's preset: " + ", ".join(clone_flags.USER_FLAGS),
     )
+    unshare: list[str] = Field(
+        default_factory=list,
+        description="the child first calls unshare(2) with these flags (as unshare(1), runc and systemd's "
+        "PrivateNetwork= do; it creates no task): " + ", ".join(clone_flags.UNSHARE_FLAGS),
+    )
 
     @field_validator("flags")
     @classmethod
@@ -238,6 +243,14 @@ class ChildSection(_Section):
         if why:
             raise ValueError(why)
         return sorted(set(v), key=clone_flags.USER_FLAGS.index)
+
+    @field_validator("unshare")
+    @classmethod
+    def _unshare(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        why = clone_flags.check_unshare(info.data.get("clone", "fork"), v)
+        if why:
+            raise ValueError(why)
+        return sorted(set(v), key=clone_flags.UNSHARE_FLAGS.index)
 
 
 class BurstSection(_Section):
