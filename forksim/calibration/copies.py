@@ -128,7 +128,7 @@ def measure_copies(exe: str, cpu: int, plan: CopiesPlan, log: Callable[[str], No
 
 
 def measure_contention(exe: str, cpu: int, flags: tuple[str, ...] = ("CLONE_NEWNS", "CLONE_NEWNET"),
-                       rounds: int = 6, reps: int = 40, log: Callable[[str], None] = lambda m: None
+                       rounds: int = 30, reps: int = 100, log: Callable[[str], None] = lambda m: None
                        ) -> dict[str, Any]:
     """Creators serialising on a namespace's lock: clone(FLAG) by one creator, then by two at once
     (one per CPU, -P 2), alternated `rounds` times in one run (the box's other load hits both alike).
