@@ -95,7 +95,7 @@ def measure_copies(exe: str, cpu: int, plan: CopiesPlan, log: Callable[[str], No
             return
         sysrow = next((s for s in samples if s.get("b") == "sys"), None)
         runs.append({"key": key, "setup": setup, "sys": sysrow,
-                     "samples": [s for s in samples if s.get("b") == "clone"]})
+                     "samples": [s for s in samples if s.get("b") in ("clone", "unshare")]})
 
     for fds in plan.fds if "fds" in parts else ():
         if fds > limit:
@@ -289,8 +289,8 @@ def _fit_unshare(runs: list[dict[str, Any]], where: str, clone_flags: dict[str, 
     by = {r["key"]["flag"]: r for r in runs if r["key"]["what"] == "unshare" and "fds" not in r["key"]}
     wide = next((r for r in runs if r["key"]["what"] == "unshare" and r["key"].get("fds")), None)
     for flag, run in by.items():
-        if flag not in _UNSHARE:
-            continue  # a combination: a check, not a term
+        if flag not in _UNSHARE or min(sum(1 for x in run["samples"] if x.get("u") == u) for u in (0, 1)) < 2:
+            continue  # a combination (a check, not a term), or nothing measured
         call, call_sig = _delta(_med_u(run, "unshare_cpu_ns", 1), _med_u(run, "unshare_cpu_ns", 0))
         exit_, exit_sig = _delta(_med_u(run, "exit_ns", 1), _med_u(run, "exit_ns", 0))
         n1 = sum(1 for x in run["samples"] if x.get("u") == 1)
