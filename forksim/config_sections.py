@@ -212,6 +212,11 @@ class ChildSection(_Section):
         default_factory=list,
         description="clone flags beyond the kind's preset: " + ", ".join(clone_flags.USER_FLAGS),
     )
+    unshare: list[str] = Field(
+        default_factory=list,
+        description="the child first calls unshare(2) with these flags (as unshare(1), runc and systemd's "
+        "PrivateNetwork= do; it creates no task): " + ", ".join(clone_flags.UNSHARE_FLAGS),
+    )
 
     @field_validator("flags")
     @classmethod
@@ -220,6 +225,14 @@ class ChildSection(_Section):
         if why:
             raise ValueError(why)
         return sorted(set(v), key=clone_flags.USER_FLAGS.index)
+
+    @field_validator("unshare")
+    @classmethod
+    def _unshare(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        why = clone_flags.check_unshare(info.data.get("clone", clone_flags.DEFAULT_KIND), v)
+        if why:
+            raise ValueError(why)
+        return sorted(set(v), key=clone_flags.UNSHARE_FLAGS.index)
 
 
 class BurstSection(_Section):
@@ -284,6 +297,12 @@ class WorkloadSection(_Section):
     live_children: int = Field(
         default=0, ge=0, le=MAX_LIVE_CHILDREN,
         description="other children each parent keeps alive (a prefork master's workers; default 0)",
+    )
+    wait: Literal["pid", "any"] = Field(
+        default="pid",
+        description="how the parent reaps: 'pid' (waitpid(pid): do_wait_pid looks the child up, the default, "
+        "as forksim's closed loop and the validation's loadgen do) or 'any' (waitpid(-1)/wait(): do_wait walks "
+        "the parent's whole children list, as shells and prefork masters do)",
     )
     image: ImageSection = ImageSection()
     child: ChildSection = ChildSection()

@@ -23,6 +23,8 @@ def predict(
     fds: int = 3,
     flags: list[str] | tuple[str, ...] = (),
     live_children: int = 0,
+    wait: str = "pid",
+    unshare: list[str] | tuple[str, ...] = (),
     profile: str | Profile = "auto",
     cpus: int | None = None,
     samples: int = 1200,
@@ -35,7 +37,9 @@ def predict(
     default, enough for a p99 (with fewer than ~1,000 it is None, and the reason is under "refused").
     `profile` "auto": the profile `forksim calibrate` stored for this host, else `default`. `fds` open
     file descriptors, clone `flags` beyond the kind's preset, `live_children` other children the parent
-    keeps alive: as `[workload.image] fds`, `[workload.child] flags`, `[workload] live_children`.
+    keeps alive, `wait` how it reaps ("pid" or "any": waitpid(-1) walks its children list), `unshare`
+    the flags the child unshares first: as `[workload.image] fds`, `[workload.child] flags`,
+    `[workload] live_children`, `[workload] wait` and `[workload.child] unshare`.
     `warm`: every fork as warm as in a back-to-back loop (the warmth terms off), to compare with
     back-to-back measurements."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
@@ -55,7 +59,8 @@ def predict(
             },
             "machine": {"cpus": cpus},
             "workload": {"kind": "closed", "parents": 1, "think_time": 2000.0, "live_children": live_children,
-                         "image": image, "child": {"clone": clone, "flags": list(flags)}},
+                         "wait": wait, "image": image, "child": {"clone": clone, "flags": list(flags),
+                                                            "unshare": list(unshare)}},
         },
         source="predict",
         resolved=True,  # rss in bytes, times in microseconds
@@ -73,6 +78,8 @@ def predict(
         "fds": fds,
         "flags": list(exp.workload.child.flags),
         "live_children": live_children,
+        "wait": wait,
+        "unshare": list(exp.workload.child.unshare),
         "cpus": cpus,
         "profile": prof.name,
         "profile_used": profile_info(prof),

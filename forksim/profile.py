@@ -43,6 +43,7 @@ from .profile_sections import (
     _ABSENT_CHILDREN,
     _ABSENT_FILES,
     _ABSENT_FLAG,
+    _ABSENT_UNSHARE,
     FD_BASE,
     Balancing,
     ChildrenCost,
@@ -151,6 +152,9 @@ class Profile(BaseModel):
     clone_flags: dict[str, FlagCost] = Field(default_factory=dict)
     files: FilesCost | None = None
     live_children: ChildrenCost | None = None
+    # unshare(2) by a running task, per flag (measured against unshare(0) in the same child); a flag
+    # absent falls back to the clone flag's cost (see `unshare_cost`).
+    unshare: dict[str, FlagCost] = Field(default_factory=dict)
 
     # Cold walks of the image (idle gaps, other work, migration); None: every fork as warm as the
     # back-to-back loops the stages were fitted from (profiles older than the measurement).
@@ -172,6 +176,28 @@ class Profile(BaseModel):
     def flag_cost(self, flag: str) -> FlagCost:
         """A flag's measured cost, or a zero cost saying it was not measured."""
         return self.clone_flags.get(flag) or FlagCost(call_us=0.0, sigma=0.0, source=_ABSENT_FLAG.format(flag=flag))
+
+    @field_validator("unshare")
+    @classmethod
+    def _unshare(cls, flags: dict[str, FlagCost]) -> dict[str, FlagCost]:
+        from .kernel.flags import UNSHARE_FLAGS
+
+        unknown = [f for f in flags if f not in UNSHARE_FLAGS]
+        if unknown:
+            raise ValueError(f"unknown unshare flag(s): {', '.join(unknown)} (known: {', '.join(UNSHARE_FLAGS)})")
+        return flags
+
+    def unshare_cost(self, flag: str) -> FlagCost:
+        """unshare(flag)'s measured cost; absent, a namespace's clone cost (unshare_nsproxy_namespaces and
+        copy_namespaces both build it with create_new_namespaces), else 0 (CLONE_FILES, CLONE_FS: their
+        table copies are the fd and fs terms)."""
+        if flag in self.unshare:
+            return self.unshare[flag]
+        if flag in self.clone_flags and flag.startswith("CLONE_NEW"):
+            c = self.clone_flags[flag]
+            return c.model_copy(update={"source": _ABSENT_UNSHARE.format(flag=flag) + c.source})
+        return FlagCost(call_us=0.0, sigma=0.0, source=f"assumption: this profile has no measurement of unshare({flag}): "
+                        "it costs nothing beyond the copies the fd term prices")
 
     def files_cost(self) -> FilesCost:
         return self.files or FilesCost(dup_fd_per_fd_us=0.0, close_files_per_fd_us=0.0, sigma=0.0,

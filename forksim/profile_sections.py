@@ -59,6 +59,8 @@ _ABSENT_FILES = ("assumption: this profile has no `files` section (measured befo
 _ABSENT_CHILDREN = ("assumption: this profile has no `live_children` section: the parent's other live children "
                     "cost nothing")
 _ABSENT_FLAG = "assumption: this profile has no measurement of {flag}: it changes no cost"
+_ABSENT_UNSHARE = ("derived: this profile has no measurement of unshare({flag}): the clone flag's cost "
+                   "(create_new_namespaces builds the namespace for both); clone's measurement: ")
 
 
 class FlagCost(BaseModel):

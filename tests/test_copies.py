@@ -1,6 +1,6 @@
-"""Clone flags, the fd table, namespaces and live children (issue 19): the flags table and its
-presets, config errors, the model's terms (known answers, monotonicity, the default unchanged), the
-profile sections' fallbacks, and a short real run of the microbenchmark."""
+"""Clone flags, the fd table, namespaces, live children and unshare(2) (issue 19): the flags table and
+its presets, config errors, the model's terms (known answers, monotonicity, the default unchanged),
+the wait style, the profile sections' fallbacks, and a short real run of the microbenchmark."""
 
 from __future__ import annotations
 
@@ -28,12 +28,16 @@ SECTIONS = {
     },
     "live_children": {"fork_per_child_us": 0.002, "exit_per_child_us": 0.0, "wait_per_child_us": 0.001,
                       "sigma": 0.0, "source": "test"},
+    "unshare": {
+        "CLONE_NEWNET": {"call_us": 300.0, "exit_us": 20.0, "deferred_us": 400.0, "sigma": 0.0, "source": "test"},
+        "CLONE_FILES": {"call_us": 2.0, "exit_us": 1.0, "sigma": 0.0, "source": "test"},
+    },
 }
 
 
 def _profile(sections: dict | None = SECTIONS) -> Profile:
     data = json.loads((REPO / "forksim/profiles/default.json").read_text())
-    for key in ("files", "clone_flags", "live_children"):
+    for key in ("files", "clone_flags", "live_children", "unshare"):
         data.pop(key, None)
     data.update(sections or {})
     return Profile.model_validate(data)
@@ -122,8 +126,9 @@ def test_copies_known_answers():
     assert Copies(p, "posix_spawn", (), fds=10003).setup_us == pytest.approx(100.0)  # CLONE_VM|CLONE_VFORK copies it
     net = Copies(p, "fork", ["CLONE_NEWNET"])
     assert (net.tail_us, net.exit_us, net.deferred_us) == (200.0, 30.0, 400.0)
-    kids = Copies(p, "fork", (), live_children=10000)
-    assert kids.link_us == pytest.approx(20.0) and kids.wait_us == pytest.approx(10.0)
+    kids = Copies(p, "fork", (), live_children=10000)  # reaped by pid: do_wait_pid, no walk
+    assert kids.link_us == pytest.approx(20.0) and kids.wait_us == 0.0
+    assert Copies(p, "fork", (), live_children=10000, wait="any").wait_us == pytest.approx(10.0)
     assert FD_BASE == 3
 
 
@@ -152,7 +157,12 @@ def test_live_children_grow_the_call_under_tasklist_lock_and_the_wait():
     many = run(_exp({"live_children": 10000}), profile=p).summary
     # 10000 x 0.01 us in copy_process's tasklist_lock section
     assert many["fork_latency_us"]["p50"] - base["fork_latency_us"]["p50"] == pytest.approx(100.0, rel=0.3)
-    assert many["roundtrip_latency_us"]["p50"] > many["fork_latency_us"]["p50"] + 10.0  # + do_wait's walks
+    # the walk of 10000 children (0.001 us each) to reap, and before it once more if the parent had to
+    # sleep for its child (on 2 CPUs it sometimes does): only for waitpid(-1)
+    walked = run(_exp({"live_children": 10000, "wait": "any"}), profile=p).summary
+    extra = walked["roundtrip_latency_us"]["p50"] - many["roundtrip_latency_us"]["p50"]
+    assert 0.9 * 10.0 <= extra <= 1.1 * 2 * 10.0
+    assert walked["fork_latency_us"]["p50"] == pytest.approx(many["fork_latency_us"]["p50"], rel=0.05)
     # two parents with many children contend on tasklist_lock; without children they hardly do
     two = lambda n: run(_exp({"parents": 2, "live_children": n}), profile=p).summary["lock_wait_us"]["tasklist_lock"]
     assert two(10000)["mean"] > two(0)["mean"]
@@ -168,6 +178,77 @@ def test_newnet_adds_to_the_call_and_defers_cleanup_to_a_worker():
     assert busy(net) > busy(plain)
 
 
+def test_wait_any_without_children_changes_nothing():
+    p = _profile()
+    a = run(_exp(), profile=p).summary
+    b = run(_exp({"wait": "any"}), profile=p).summary
+    assert a["roundtrip_latency_us"] == b["roundtrip_latency_us"]
+
+
+# ------------------------------------------------------------------ unshare(2)
+
+
+def test_unshare_known_answers():
+    p = _profile()
+    net = Copies(p, "fork", unshare=["CLONE_NEWNET"])
+    assert (net.unshare_us, net.exit_us, net.deferred_us) == (300.0, 20.0, 400.0)
+    assert net.setup_us == net.tail_us == 0.0  # it creates no task: the fork itself is unchanged
+    # a forked child owns its fd table: unshare_fd has nothing to copy
+    assert Copies(p, "fork", unshare=["CLONE_FILES"], fds=10003).zero is False  # (the fork's own dup_fd)
+    assert Copies(p, "fork", unshare=["CLONE_FILES"], fds=10003).unshare_us == 0.0
+    # a child sharing the table (CLONE_FILES, a thread) copies it: the call + dup_fd per fd, closed at exit
+    for kind, flags in (("fork", ["CLONE_FILES"]), ("thread", [])):
+        c = Copies(p, kind, flags, fds=10003, unshare=["CLONE_FILES"])
+        assert c.unshare_us == pytest.approx(2.0 + 0.01 * 10000)
+        assert c.exit_us == pytest.approx((-0.5 if flags else 0.0) + 1.0 + 0.05 * 10000)
+
+
+def test_unshare_falls_back_to_the_clone_flags_cost():
+    p = _profile({k: v for k, v in SECTIONS.items() if k != "unshare"})
+    c = p.unshare_cost("CLONE_NEWNET")
+    assert (c.call_us, c.exit_us, c.deferred_us) == (200.0, 30.0, 400.0) and c.source.startswith("derived")
+    assert p.unshare_cost("CLONE_NEWUTS").call_us == 0.0 and "assumption" in p.unshare_cost("CLONE_NEWUTS").source
+    with pytest.raises(Exception, match="unknown unshare flag"):
+        _profile({"unshare": {"CLONE_IO": {"call_us": 1.0, "source": "x"}}})
+
+
+def test_unshare_is_a_child_stage_in_the_round_trip():
+    p = _profile()
+    plain = run(_exp(duration="60ms"), profile=p).summary
+    net = run(_exp({"child": {"unshare": ["CLONE_NEWNET"]}}, duration="60ms"), profile=p).summary
+    assert net["fork_latency_us"]["p50"] == pytest.approx(plain["fork_latency_us"]["p50"], rel=0.1)
+    extra = net["roundtrip_latency_us"]["p50"] - plain["roundtrip_latency_us"]["p50"]
+    assert extra == pytest.approx(300.0 + 20.0, rel=0.2)
+
+
+def test_unshare_config_errors(forksim_cli, tiny_toml):
+    r = forksim_cli("run", tiny_toml({"workload": {"child": {"unshare": ["CLONE_NEWNET", "CLONE_IO"]}}}), "--out", "o")
+    assert r.returncode == 2
+    line = r.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert "workload.child.unshare" in line and "CLONE_IO" in line and all(f in line for f in F.UNSHARE_FLAGS)
+    r = forksim_cli("run", tiny_toml({"workload": {"child": {"clone": "thread", "unshare": ["CLONE_NEWUSER"]}}}),
+                    "--out", "o")
+    assert r.returncode == 2 and "workload.child.unshare" in r.stderr and "EINVAL" in r.stderr
+
+
+def test_predict_wait_and_unshare(forksim_cli):
+    base = ["predict", "--rss", "0", "--samples", "60", "--json", "--profile", str(REPO / "forksim/profiles/default.json")]
+    out = {}
+    for extra in ((), ("--live-children", "10000", "--wait", "any"), ("--unshare", "CLONE_NEWNET")):
+        r = forksim_cli(*base, *extra)
+        assert r.returncode == 0, r.stderr
+        out[extra] = json.loads(r.stdout)
+    walked, net = out[("--live-children", "10000", "--wait", "any")], out[("--unshare", "CLONE_NEWNET")]
+    assert walked["wait"] == "any" and net["unshare"] == ["CLONE_NEWNET"]
+    rt = lambda d: d["roundtrip_latency_us"]["p50"]
+    assert rt(walked) > rt(out[()]) + 100.0 and rt(net) > rt(out[()]) + 100.0
+    r = forksim_cli("predict", "--rss", "0", "--wait", "all")
+    assert r.returncode == 2 and "--wait" in r.stderr
+    r = forksim_cli("predict", "--rss", "0", "--unshare", "CLONE_VM")
+    assert r.returncode == 2 and "--unshare" in r.stderr and "CLONE_NEWNET" in r.stderr
+
+
 # ------------------------------------------------------------------ the microbenchmark
 
 
@@ -180,12 +261,13 @@ def test_clonebench_measures_fds_flags_and_children():
     exe = build_clonebench(bench.build().cc)
     raw = measure_copies(exe, -1, COPIES_PLANS["smoke"])
     kinds = {r["key"]["what"] for r in raw["runs"]}
-    assert {"fds", "flag", "children", "children_any"} <= kinds
+    assert {"fds", "flag", "children", "children_any", "unshare"} <= kinds
     fit = fit_copies(raw, -1)
     assert fit["files"]["dup_fd_per_fd_us"] >= 0.0 and fit["files"]["source"].startswith("measured")
     assert "CLONE_FILES" in fit["clone_flags"]
     if os.geteuid() == 0:
         assert "CLONE_NEWNET" in fit["clone_flags"]
+        assert fit["unshare"]["CLONE_NEWNET"]["call_us"] > 0.0 and "unshare(0)" in fit["unshare"]["CLONE_NEWNET"]["source"]
     else:
         assert any("not root" in s for s in raw["skipped"])
     _profile(fit)  # what the fit writes is a valid profile section

@@ -3,9 +3,12 @@
 Pinned, RSS ~0, untraced: fork() against the number of open fds (copy_files -> dup_fd, and the
 child's close_files); clone() with each sharing flag and each CLONE_NEW* against a plain clone()
 (the call, the child's exit and reap, and for deferred teardown the CPU the rest of the machine
-spent); fork() with N live children of the parent (the call, the exit and reap). The fits give the
-profile's optional `files`, `clone_flags` and `live_children` sections, each with its provenance.
-Namespaces need CAP_SYS_ADMIN: without it they are skipped with the kernel's reason.
+spent); fork() with N live children of the parent (the call, the exit and reap); unshare(FLAG) as a
+fresh child's first call against unshare(0) in alternate repetitions (`-u`). The fits give the
+profile's optional `files`, `clone_flags`, `live_children` and `unshare` sections, each with its
+provenance. Namespaces need CAP_SYS_ADMIN: without it they are skipped with the kernel's reason.
+`measure_contention` (`--contention`): one creator of clone(CLONE_NEWNS / CLONE_NEWNET) against two at
+once, one per CPU (`-P 2`), alternated: whether creators serialise on namespace_sem or rtnl_lock.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ __all__ = ["CopiesPlan", "COPIES_PLANS", "build_clonebench", "measure_copies", "
 _SHARING = ("CLONE_FILES", "CLONE_FS", "CLONE_SIGHAND", "CLONE_SYSVSEM", "CLONE_IO")
 _NAMESPACES = ("CLONE_NEWNS", "CLONE_NEWPID", "CLONE_NEWNET", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWCGROUP",
                "CLONE_NEWUSER")
+# unshare(2) of a running task: the namespaces, and the fd table and fs_struct of a child that shares
+# them (clone(CLONE_FILES|CLONE_FS)): ksys_unshare -> unshare_fd (dup_fd) / unshare_fs (copy_fs_struct)
+_UNSHARE = ("CLONE_FILES", "CLONE_FS") + _NAMESPACES
 # Teardown the kernel defers to a worker (the rest is inside the child's exit): a network
 # namespace's last put queues cleanup_net on netns_wq (net/core/net_namespace.c).
 _DEFERRED = ("CLONE_NEWNET",)
@@ -69,9 +75,12 @@ def _fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
 
-def measure_copies(exe: str, cpu: int, plan: CopiesPlan, log: Callable[[str], None] = lambda m: None
-                   ) -> dict[str, Any]:
-    """Run the set; returns {"runs": [{"key", "setup", "samples", "sys"}], "skipped": [reasons]}."""
+PARTS = ("fds", "flags", "children", "unshare")
+
+
+def measure_copies(exe: str, cpu: int, plan: CopiesPlan, log: Callable[[str], None] = lambda m: None,
+                   parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
+    """Run the set (`parts` of it); returns {"runs": [{"key", "setup", "samples", "sys"}], "skipped": [reasons]}."""
     runs: list[dict[str, Any]] = []
     skipped: list[str] = []
     limit = _fd_limit() - 16
@@ -86,26 +95,77 @@ def measure_copies(exe: str, cpu: int, plan: CopiesPlan, log: Callable[[str], No
             return
         sysrow = next((s for s in samples if s.get("b") == "sys"), None)
         runs.append({"key": key, "setup": setup, "sys": sysrow,
-                     "samples": [s for s in samples if s.get("b") == "clone"]})
+                     "samples": [s for s in samples if s.get("b") in ("clone", "unshare")]})
 
-    for fds in plan.fds:
+    for fds in plan.fds if "fds" in parts else ():
         if fds > limit:
             skipped.append(f"fds={fds}: above RLIMIT_NOFILE's hard limit {limit + 16} (the per-fd term extrapolates)")
             continue
         one({"what": "fds", "fds": fds}, ["-d", str(fds)], plan.reps)
-    one({"what": "flag", "flag": "none"}, ["-C"], plan.reps)
-    one({"what": "flag", "flag": "CLONE_VM"}, ["-f", f"{FLAG_BITS['CLONE_VM']:x}"], plan.reps)
-    for flag in _SHARING:
-        one({"what": "flag", "flag": flag}, ["-f", f"{FLAG_BITS[flag]:x}"], plan.reps)
+    if "flags" in parts:
+        one({"what": "flag", "flag": "none"}, ["-C"], plan.reps)
+        one({"what": "flag", "flag": "CLONE_VM"}, ["-f", f"{FLAG_BITS['CLONE_VM']:x}"], plan.reps)
+        for flag in _SHARING:
+            one({"what": "flag", "flag": flag}, ["-f", f"{FLAG_BITS[flag]:x}"], plan.reps)
     if os.geteuid() != 0:
         skipped.append("namespaces: not root (CLONE_NEW* needs CAP_SYS_ADMIN): no namespace costs measured")
-    else:
+    elif "flags" in parts:
         for flag in _NAMESPACES:
             one({"what": "flag", "flag": flag}, ["-f", f"{FLAG_BITS[flag]:x}"], plan.ns_reps)
-    for n in plan.children:
+    for n in plan.children if "children" in parts else ():
         one({"what": "children", "live_children": n}, ["-L", str(n)], plan.reps)
         one({"what": "children_any", "live_children": n}, ["-L", str(n), "-a"], plan.reps)
+    shared = ["-f", f"{FLAG_BITS['CLONE_FILES'] | FLAG_BITS['CLONE_FS']:x}"]  # unshare copies only what is shared
+    for flag in _UNSHARE if "unshare" in parts else ():
+        if flag in _NAMESPACES and os.geteuid() != 0:
+            continue  # said once above
+        args = ["-u", f"{FLAG_BITS[flag]:x}"] + (shared if flag in ("CLONE_FILES", "CLONE_FS") else [])
+        one({"what": "unshare", "flag": flag}, args, 2 * plan.ns_reps)  # half of them unshare(0)
+    if "unshare" in parts and plan.fds[-1] <= limit:  # the per-fd check of unshare_fd -> dup_fd
+        one({"what": "unshare", "flag": "CLONE_FILES", "fds": plan.fds[-1]},
+            ["-u", f"{FLAG_BITS['CLONE_FILES']:x}", "-d", str(plan.fds[-1]), *shared], 2 * plan.ns_reps)
     return {"runs": runs, "skipped": skipped}
+
+
+def measure_contention(exe: str, cpu: int, flags: tuple[str, ...] = ("CLONE_NEWNS", "CLONE_NEWNET"),
+                       rounds: int = 30, reps: int = 100, log: Callable[[str], None] = lambda m: None
+                       ) -> dict[str, Any]:
+    """Creators serialising on a namespace's lock: clone(FLAG) by one creator, then by two at once
+    (one per CPU, -P 2), alternated `rounds` times in one run (the box's other load hits both alike).
+    Returns {"runs": [{"flag", "creators", "round", "samples", "spans"}]}."""
+    runs: list[dict[str, Any]] = []
+    for r in range(rounds):
+        for flag in ("none", *flags):
+            bits = ["-C"] if flag == "none" else ["-f", f"{FLAG_BITS[flag]:x}"]
+            for n in (1, 2):
+                argv = [exe, "-n", str(reps), "-w", "3", "-c", str(cpu), "-P", str(n), *bits]
+                _, samples, _, _ = bench.run_bench(argv, timeout=300)
+                runs.append({"flag": flag, "creators": n, "round": r,
+                             "samples": [s for s in samples if s.get("b") == "clone"],
+                             "spans": [s for s in samples if s.get("b") == "span"]})
+        log(f"contention round {r + 1}/{rounds}")
+    return {"runs": runs}
+
+
+def contention_table(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per flag and number of creators: the call's wall and CPU p50 (us) and the throughput (creations/s
+    over the longest worker's loop, median over rounds), and two creators' throughput against one's."""
+    rows: list[dict[str, Any]] = []
+    one: dict[str, float] = {}
+    for flag in dict.fromkeys(r["flag"] for r in data["runs"]):
+        for n in (1, 2):
+            rs = [r for r in data["runs"] if r["flag"] == flag and r["creators"] == n]
+            samples = [s for r in rs for s in r["samples"]]
+            thr = [sum(s["reps"] for s in r["spans"]) / (max(s["wall_ns"] for s in r["spans"]) / 1e9) for r in rs]
+            row = {"flag": flag, "creators": n, "rounds": len(rs), "call_wall_p50_us": float(np.median(
+                [s["fork_ns"] for s in samples]) / 1e3), "call_cpu_p50_us": float(np.median(
+                    [s["fork_cpu_ns"] for s in samples]) / 1e3), "throughput_per_s": float(np.median(thr))}
+            if n == 1:
+                one[flag] = row["throughput_per_s"]
+            else:
+                row["throughput_vs_one"] = row["throughput_per_s"] / one[flag]
+            rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- fits
@@ -216,14 +276,64 @@ def _fit_children(runs: list[dict[str, Any]], where: str) -> dict[str, Any] | No
     }
 
 
+def _med_u(run: dict[str, Any], field: str, u: int) -> tuple[float, float]:
+    """_med over the unshare run's repetitions with ("u": 1) or without ("u": 0) the flags."""
+    return _med({"samples": [x for x in run["samples"] if x.get("u") == u]}, field)
+
+
+def _fit_unshare(runs: list[dict[str, Any]], where: str, clone_flags: dict[str, Any]) -> dict[str, Any]:
+    """unshare(FLAG) in a fresh child against unshare(0) in the same run (alternate repetitions): the
+    call's CPU time and the child's exit + reap; a network namespace's deferred cleanup_net is the
+    clone flag's (the same teardown; /proc/stat cannot single it out of a busy machine's CPU time)."""
+    out: dict[str, Any] = {}
+    by = {r["key"]["flag"]: r for r in runs if r["key"]["what"] == "unshare" and "fds" not in r["key"]}
+    wide = next((r for r in runs if r["key"]["what"] == "unshare" and r["key"].get("fds")), None)
+    for flag, run in by.items():
+        if flag not in _UNSHARE or min(sum(1 for x in run["samples"] if x.get("u") == u) for u in (0, 1)) < 2:
+            continue  # a combination (a check, not a term), or nothing measured
+        call, call_sig = _delta(_med_u(run, "unshare_cpu_ns", 1), _med_u(run, "unshare_cpu_ns", 0))
+        exit_, exit_sig = _delta(_med_u(run, "exit_ns", 1), _med_u(run, "exit_ns", 0))
+        n1 = sum(1 for x in run["samples"] if x.get("u") == 1)
+        shared = " by a child sharing the parent's fd table and fs_struct (clone(CLONE_FILES|CLONE_FS))" \
+            if flag in ("CLONE_FILES", "CLONE_FS") else ""
+        what = (f"measured: unshare({flag}){shared} as a fresh child's first call, against unshare(0) in alternate "
+                f"repetitions of the same run (RSS ~0, 3 fds, {where}, {n1} + {len(run['samples']) - n1} samples, "
+                f"clonebench -u): call CPU p50 {_med_u(run, 'unshare_cpu_ns', 1)[0]:.1f} vs "
+                f"{_med_u(run, 'unshare_cpu_ns', 0)[0]:.1f} us (the latter: the bare syscall and the fresh child's "
+                f"first page faults), child exit + reap p50 {_med_u(run, 'exit_ns', 1)[0]:.1f} vs "
+                f"{_med_u(run, 'exit_ns', 0)[0]:.1f} us")
+        if not call_sig:
+            what += "; the call's change is within 2 standard errors: taken as 0"
+            call = 0.0
+        if not exit_sig:
+            what += "; the exit's change is within 2 standard errors: taken as 0"
+            exit_ = 0.0
+        if flag == "CLONE_FILES" and wide is not None:
+            d = _med_u(wide, "unshare_cpu_ns", 1)[0] - _med_u(wide, "unshare_cpu_ns", 0)[0]
+            fds = int(wide["key"]["fds"])
+            what += (f"; check of the per-fd term: with {fds} fds the call adds {d:.1f} us, "
+                     f"{(d - call) / (fds - FD_BASE):.4f} us per fd beyond {FD_BASE} (dup_fd: the files section's "
+                     "dup_fd_per_fd_us, added by the model)")
+        deferred = 0.0
+        if flag in _DEFERRED:
+            deferred = float((clone_flags.get(flag) or {}).get("deferred_us", 0.0))
+            what += (f"; deferred {deferred:.1f} us: clone({flag})'s measured cleanup_net (the same teardown)"
+                     if deferred else "; deferred: not measured (no clone measurement of the flag)")
+        out[flag] = {"call_us": round(max(0.0, call), 3), "exit_us": round(exit_, 3), "deferred_us": round(deferred, 3),
+                     "sigma": 0.1, "source": what + "; sigma an assumption"}
+    return out
+
+
 def _CHILDREN_PLACE(call: float, exit_: float, walk: float) -> dict[str, float]:
     """Where each measured growth lands in the model (see the module's docstring)."""
     return {"fork_per_child_us": round(call, 6), "exit_per_child_us": round(exit_, 6),
             "wait_per_child_us": round(walk, 6)}
 
 
-def fit_copies(raw: dict[str, Any], cpu: int, host: str = "") -> dict[str, Any]:
-    """The profile's optional sections from measure_copies()'s runs (absent where not measured)."""
+def fit_copies(raw: dict[str, Any], cpu: int, host: str = "", clone_flags: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """The profile's optional sections from measure_copies()'s runs (absent where not measured);
+    `clone_flags`: a profile's measured flags, for deferred teardown when the raw holds no clone run."""
     where = f"pinned to CPU {cpu}" + (f" on {host}" if host else "")
     runs = raw.get("runs", [])
     out: dict[str, Any] = {}
@@ -236,6 +346,9 @@ def fit_copies(raw: dict[str, Any], cpu: int, host: str = "") -> dict[str, Any]:
     kids = _fit_children(runs, where)
     if kids:
         out["live_children"] = kids
+    unshare = _fit_unshare(runs, where, flags or clone_flags or {})
+    if unshare:
+        out["unshare"] = unshare
     return out
 
 
@@ -243,12 +356,19 @@ def measured_p50(raw: dict[str, Any]) -> list[dict[str, Any]]:
     """Every run's p50s (us), for the diagnostics and the closure beside the model."""
     rows = []
     for r in raw.get("runs", []):
+        if r["key"]["what"] == "unshare":
+            rows.append({**r["key"], "samples": len(r["samples"]),
+                         "unshare_p50_us": round(_med_u(r, "unshare_cpu_ns", 1)[0], 2),
+                         "unshare0_p50_us": round(_med_u(r, "unshare_cpu_ns", 0)[0], 2),
+                         "exit_p50_us": round(_med_u(r, "exit_ns", 1)[0], 2),
+                         "exit0_p50_us": round(_med_u(r, "exit_ns", 0)[0], 2)})
+            continue
         rows.append({**r["key"], "vmas": (r.get("setup") or {}).get("vmas"), "samples": len(r["samples"]), "call_p50_us": round(_med(r, "fork_cpu_ns")[0], 2),
                      "exit_p50_us": round(_med(r, "exit_ns")[0], 2), "rt_p50_us": round(_med(r, "rt_ns")[0], 2)})
     return rows
 
 
-def merge_into(path: str, fit: dict[str, Any], note: str) -> None:
+def merge_into(path: str, fit: dict[str, Any], note: str, key: str = "merged_copies") -> None:
     """Add the fitted sections to an existing profile file (an additive merge: every other number stays),
     with a provenance entry saying what was added, when and how."""
     import datetime as _dt
@@ -260,7 +380,7 @@ def merge_into(path: str, fit: dict[str, Any], note: str) -> None:
 
     data = json.loads(Path(path).read_text())
     data.update(fit)
-    data.setdefault("provenance", {})["merged_copies"] = {
+    data.setdefault("provenance", {})[key] = {
         "sections": sorted(fit), "note": note,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -285,21 +405,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-raw", help="fit a raw file written by --raw instead of measuring")
     ap.add_argument("--merge", action="append", default=[], metavar="PROFILE",
                     help="add the fitted sections to this profile file (repeatable)")
+    ap.add_argument("--parts", default=",".join(PARTS), help="what to measure, comma-separated (default: "
+                    f"{','.join(PARTS)})")
+    ap.add_argument("--contention", action="store_true", help="instead: one creator against two at once (one per "
+                    "CPU) of clone(CLONE_NEWNS) and clone(CLONE_NEWNET), alternated; prints the medians and ratios")
     a = ap.parse_args(argv)
+    if a.contention:
+        data = measure_contention(build_clonebench(bench.build().cc), a.cpu, log=print)
+        print(json.dumps(contention_table(data), indent=1))
+        return 0
     if a.from_raw:
         data = Path(a.from_raw).read_bytes()
         raw = json.loads(gzip.decompress(data) if a.from_raw.endswith(".gz") else data)
     else:
-        raw = measure_copies(build_clonebench(bench.build().cc), a.cpu, COPIES_PLANS[a.plan], print)
-        raw["plan"], raw["cpu"], raw["facts"] = a.plan, a.cpu, machine_facts()
+        parts = tuple(p for p in a.parts.split(",") if p)
+        if not set(parts) <= set(PARTS):
+            ap.error(f"--parts: one or more of {', '.join(PARTS)}")
+        raw = measure_copies(build_clonebench(bench.build().cc), a.cpu, COPIES_PLANS[a.plan], print, parts)
+        raw["plan"], raw["cpu"], raw["facts"], raw["parts"] = a.plan, a.cpu, machine_facts(), list(parts)
         if a.raw:
             blob = json.dumps(raw).encode()
             Path(a.raw).write_bytes(gzip.compress(blob) if a.raw.endswith(".gz") else blob)
-    fit = fit_copies(raw, int(raw.get("cpu", a.cpu)), str(raw.get("facts", {}).get("cpu_model") or ""))
-    print(json.dumps({"fit": fit, "measured": measured_p50(raw), "skipped": raw["skipped"]}, indent=1))
-    for path in a.merge:
-        merge_into(path, fit, f"python -m forksim.calibration.copies --plan {raw.get('plan')} "
-                   f"(raw: {a.raw or a.from_raw or 'not kept'}), kernel {raw.get('facts', {}).get('kernel')}")
+    cpu, host = int(raw.get("cpu", a.cpu)), str(raw.get("facts", {}).get("cpu_model") or "")
+    fit = fit_copies(raw, cpu, host)
+    print(json.dumps({"fit": fit, "measured": measured_p50(raw), "skipped": raw.get("skipped", [])}, indent=1))
+    parts = raw.get("parts", PARTS)
+    for path in a.merge:  # unshare's deferred teardown: the target's own clone measurement where this raw has none
+        target = fit_copies(raw, cpu, host, json.loads(Path(path).read_text()).get("clone_flags") or {})
+        merge_into(path, target, f"python -m forksim.calibration.copies --plan {raw.get('plan')} --parts "
+                   f"{','.join(parts)} (raw: {a.raw or a.from_raw or 'not kept'}), kernel "
+                   f"{raw.get('facts', {}).get('kernel')}", key="merged_copies" if set(parts) == set(PARTS)
+                   else f"merged_copies_{'_'.join(parts)}")
     return 0
 
 

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ..config import CLONE_KINDS, MAX_FDS, MAX_LIVE_CHILDREN, MAX_RSS_BYTES, MAX_VMAS
 from ..errors import ConfigError
-from ..kernel.flags import USER_FLAGS, check
+from ..kernel.flags import UNSHARE_FLAGS, USER_FLAGS, check, check_unshare
 from ..predict import predict
 from ..units import UnitError, format_size, parse_size
 from ._common import call_label, console, fmt
@@ -27,6 +27,11 @@ def register(sub) -> None:
                    "CLONE_NEWNET,CLONE_NEWPID (" + ", ".join(USER_FLAGS) + ")")
     p.add_argument("--live-children", type=int, default=0,
                    help="other children the parent keeps alive (a prefork master; default 0)")
+    p.add_argument("--wait", choices=("pid", "any"), default="pid",
+                   help="how the parent reaps: pid (waitpid(pid), the default) or any (waitpid(-1): do_wait walks "
+                   "the parent's children list, as shells and prefork masters do)")
+    p.add_argument("--unshare", default="", help="the child first calls unshare(2) with these flags, "
+                   "comma-separated (" + ", ".join(UNSHARE_FLAGS) + "): shows in the round trip")
     p.add_argument("--profile", default="auto", help="profile name or file (default: auto, the profile "
                    "`forksim calibrate` stored for this host, else the shipped default)")
     p.add_argument("--cpus", type=int, help="CPUs of the machine (default: the profile's)")
@@ -60,8 +65,12 @@ def main(args: argparse.Namespace) -> int:
     why = check(args.clone, flags)
     if why:
         raise ConfigError(why, source="--flags")
+    unshare = [f.strip() for f in args.unshare.split(",") if f.strip()]
+    why = check_unshare(args.clone, unshare)
+    if why:
+        raise ConfigError(why, source="--unshare")
     res = predict(rss, vmas=args.vmas, anon_vmas=args.anon_vmas, thp=args.thp == "on", clone=args.clone,
-                  fds=args.fds, flags=flags, live_children=args.live_children, profile=args.profile, cpus=args.cpus, samples=args.samples, seed=args.seed)
+                  fds=args.fds, flags=flags, live_children=args.live_children, wait=args.wait, unshare=unshare, profile=args.profile, cpus=args.cpus, samples=args.samples, seed=args.seed)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
@@ -69,7 +78,9 @@ def main(args: argparse.Namespace) -> int:
               f"{res['cpus']} idle CPUs, profile {res['profile']}"
               + (f", {args.fds} fds" if args.fds != 3 else "")
               + (f", {args.live_children} live children" if args.live_children else "")
-              + (f", {'|'.join(flags)}" if flags else ""), title_justify="left")
+              + (", reaped with waitpid(-1)" if args.wait == "any" else "")
+              + (f", {'|'.join(flags)}" if flags else "")
+              + (f", child unshares {'|'.join(unshare)}" if unshare else ""), title_justify="left")
     t.add_column("latency (us)")
     for c in ("mean", "p50", "p90", "p99"):
         t.add_column(c, justify="right")

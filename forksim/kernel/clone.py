@@ -201,6 +201,12 @@ class Kernel:
         rec.child_start = env._now
         rec.child_cpu = C.cpu.id
         yield from self._return_to_user(C)
+        x = self.copies
+        if x is not None and x.unshare_us > 0.0:
+            # ksys_unshare: unshare_fs, unshare_fd (dup_fd), unshare_nsproxy_namespaces
+            t = env._now
+            yield C.run(c.term("+unshare", x.unshare_us, x.sigma))
+            self._stage(C, "unshare", t)
 
         if child.inherited and cfg.cow_writer == "child" and cfg.cow_write_fraction > 0.0:
             # the parent still maps every inherited page: each write is a copy

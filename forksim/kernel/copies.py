@@ -8,7 +8,15 @@ The profile's measured stages hold a plain fork() of a parent with 3 open fds an
 - each flag beyond the kind's preset: its measured change of the call (copy_fs, copy_sighand,
   copy_semundo, copy_io sharing instead of copying; copy_namespaces creating a namespace), of the
   child's exit (exit_task_namespaces, free_nsproxy), and deferred work (cleanup_net);
-- the parent's other live children: the costs that grow with them, where the measurement put them.
+- the parent's other live children: the costs that grow with them, where the measurement put them;
+  do_wait's walk of the children list only for a parent that reaps with waitpid(-1) (`wait = "any"`):
+  __do_wait sends a waitpid(pid) to do_wait_pid, which looks the one child up without the walk.
+
+The child's unshare(2) (`[workload.child] unshare`), a stage of its own after ret_from_fork:
+ksys_unshare -> unshare_nsproxy_namespaces builds each namespace (create_new_namespaces, as clone
+does); unshare_fd copies the fd table (dup_fd, per fd) and unshare_fs the fs_struct only where the
+child shares them with its parent, else they return at once. Its namespaces are torn down at the
+child's exit (and a network namespace's cleanup_net later on a worker), like a clone flag's.
 
 Every term is zero for the default workload (fds = 3, no flag, no live child), and nothing is
 drawn from the random stream then, so default results are unchanged.
@@ -19,7 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..profile import FD_BASE, Profile
-from .flags import KINDS, NAMESPACE_FLAGS, extra_flags
+from .flags import KINDS, NAMESPACE_FLAGS, extra_flags, shares
 
 if TYPE_CHECKING:
     from ..config import Experiment
@@ -31,10 +39,10 @@ class Copies:
     """Medians (us) a creation of `kind` adds to the stages of the profile's plain fork()."""
 
     __slots__ = ("setup_us", "tail_us", "exit_us", "exit_notify_us", "wait_us", "deferred_us", "sigma",
-                 "flags", "saved_us", "link_us")
+                 "flags", "saved_us", "link_us", "unshare_us")
 
     def __init__(self, profile: Profile, kind: str, flags: list[str] | tuple[str, ...] = (), fds: int = FD_BASE,
-                 live_children: int = 0):
+                 live_children: int = 0, wait: str = "pid", unshare: list[str] | tuple[str, ...] = ()):
         extra = extra_flags(kind, flags)
         self.flags = extra
         all_flags = KINDS[kind].flags | extra
@@ -55,6 +63,21 @@ class Copies:
                 setup += cost.call_us
             exit_ += cost.exit_us
             deferred += cost.deferred_us
+        unshare_us = 0.0
+        for flag in unshare:  # ksys_unshare, in the child
+            if flag in ("CLONE_FILES", "CLONE_FS") and not shares(kind, flags, flag):
+                continue  # unshare_fd / unshare_fs: nothing shared, nothing to copy
+            cost = profile.unshare_cost(flag)
+            sigmas.append(cost.sigma)
+            unshare_us += max(0.0, cost.call_us)
+            exit_ += cost.exit_us
+            deferred += cost.deferred_us
+            if flag == "CLONE_FILES":  # unshare_fd -> dup_fd: the child's own table, closed at its exit
+                own = max(0, fds - FD_BASE)
+                unshare_us += own * files.dup_fd_per_fd_us
+                exit_ += own * files.close_files_per_fd_us
+                sigmas.append(files.sigma if own else 0.0)
+        self.unshare_us = unshare_us
         kids = profile.children_cost()
         self.setup_us = setup
         self.saved_us = saved
@@ -62,7 +85,8 @@ class Copies:
         self.link_us = live_children * kids.fork_per_child_us
         self.exit_us = exit_
         self.exit_notify_us = live_children * kids.exit_per_child_us
-        self.wait_us = live_children * kids.wait_per_child_us
+        # do_wait -> __do_wait: waitpid(-1) walks every child (do_wait_thread); a pid goes to do_wait_pid
+        self.wait_us = live_children * kids.wait_per_child_us if wait == "any" else 0.0
         self.deferred_us = deferred
         sigmas.append(kids.sigma if live_children else 0.0)
         self.sigma = max(sigmas)  # one lognormal spread for the added terms: the widest involved
@@ -70,9 +94,10 @@ class Copies:
     @classmethod
     def of(cls, exp: "Experiment", profile: Profile) -> "Copies":
         wl = exp.workload
-        return cls(profile, wl.child.clone, wl.child.flags, wl.image.fds, wl.live_children)
+        return cls(profile, wl.child.clone, wl.child.flags, wl.image.fds, wl.live_children, wl.wait,
+                   wl.child.unshare)
 
     @property
     def zero(self) -> bool:
         return not (self.setup_us or self.saved_us or self.tail_us or self.link_us or self.exit_us or self.exit_notify_us
-                    or self.wait_us or self.deferred_us)
+                    or self.wait_us or self.deferred_us or self.unshare_us)

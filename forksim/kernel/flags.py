@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Iterable
 
 __all__ = ["CLONE_FLAGS", "FLAG_BITS", "USER_FLAGS", "NAMESPACE_FLAGS", "SHARING_FLAGS", "KINDS", "Kind", "NEW_PROCESS",
-           "COPIES_MM", "VFORK_WAIT", "EXECS", "DEFAULT_KIND", "kinds_where", "preset", "check", "extra_flags"]
+           "COPIES_MM", "VFORK_WAIT", "EXECS", "DEFAULT_KIND", "kinds_where", "preset", "check", "extra_flags",
+           "UNSHARE_FLAGS", "check_unshare", "shares"]
 
 # Flag -> what copy_process() does with it (the copy_* stage it switches between share and copy).
 CLONE_FLAGS: dict[str, str] = {
@@ -47,6 +48,9 @@ NAMESPACE_FLAGS = ("CLONE_NEWNS", "CLONE_NEWPID", "CLONE_NEWNET", "CLONE_NEWUTS"
 SHARING_FLAGS = ("CLONE_FILES", "CLONE_FS", "CLONE_SIGHAND", "CLONE_SYSVSEM", "CLONE_IO")
 # What a config may add to a kind's preset (CLONE_VM, CLONE_THREAD, CLONE_VFORK make the kinds).
 USER_FLAGS = SHARING_FLAGS + NAMESPACE_FLAGS
+# What `[workload.child] unshare` takes (ksys_unshare: unshare_fs, unshare_fd, unshare_nsproxy_namespaces;
+# CLONE_SIGHAND/VM/THREAD only succeed for a task that shares nothing, CLONE_IO is refused).
+UNSHARE_FLAGS = ("CLONE_FILES", "CLONE_FS") + NAMESPACE_FLAGS
 
 
 class Kind:
@@ -134,4 +138,21 @@ def check(kind: str, flags: Iterable[str]) -> str | None:
         shared = ", ".join(f'"{n}"' for n in kinds_where(shares_mm=True))
         return (f"CLONE_SIGHAND needs CLONE_VM (copy_process refuses it with EINVAL): use it with clone = one "
                 f"of {shared}")
+    return None
+
+
+def shares(kind: str, flags: Iterable[str], what: str) -> bool:
+    """Does a child of this kind, created with these extra flags, share `what` (CLONE_FILES, CLONE_FS)
+    with its parent? (unshare_fd / unshare_fs copy only a shared table; alone, they do nothing.)"""
+    return what in KINDS[kind].flags or what in frozenset(flags)
+
+
+def check_unshare(kind: str, flags: Iterable[str]) -> str | None:
+    """Why ksys_unshare would refuse these flags in a child of this kind (-EINVAL), or None."""
+    unknown = sorted(set(flags) - set(UNSHARE_FLAGS))
+    if unknown:
+        return f"unknown unshare flag {unknown[0]!r} (valid: {', '.join(UNSHARE_FLAGS)})"
+    if "CLONE_NEWUSER" in flags and KINDS[kind].clone_thread:
+        # unshare(CLONE_NEWUSER) implies CLONE_THREAD: check_unshare_flags refuses a non-empty thread group
+        return "a thread cannot unshare CLONE_NEWUSER (it implies CLONE_THREAD): ksys_unshare refuses it with EINVAL"
     return None

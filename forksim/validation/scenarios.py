@@ -74,6 +74,8 @@ class Scenario:
     fds: int = 3                   # open fds in each parent (loadgen --fds)
     clone_flags: tuple[str, ...] = ()  # fork kind: clone(flags|SIGCHLD) (loadgen --clone-flags)
     live_children: int = 0         # idle children each parent keeps (loadgen --live-children)
+    wait: str = "pid"              # how each parent reaps: "pid" or "any" (loadgen --wait-any: waitpid(-1))
+    unshare: tuple[str, ...] = ()  # fork kind: the child calls unshare(flags) before it exits (loadgen --unshare)
 
     def duration(self, quick: bool) -> float:
         return self.quick_duration_s if quick else self.duration_s
@@ -114,6 +116,12 @@ class Scenario:
             args += ["--clone-flags", f"{sum(FLAG_BITS[f] for f in self.clone_flags):x}"]
         if self.live_children:
             args += ["--live-children", str(self.live_children)]
+        if self.wait == "any":
+            args.append("--wait-any")
+        if self.unshare:
+            from ..kernel.flags import FLAG_BITS
+
+            args += ["--unshare", f"{sum(FLAG_BITS[f] for f in self.unshare):x}"]
         if self.think_s > 0:
             args += ["--think", f"{self.think_s:g}"]
         return args
@@ -133,8 +141,10 @@ class Scenario:
             "parents": self.parents,
             "think_time": self.think_s * 1e6,
             "image": image,
-            "child": {"clone": self.kind, "lifetime": 0.0, "flags": list(self.clone_flags)},
+            "child": {"clone": self.kind, "lifetime": 0.0, "flags": list(self.clone_flags),
+                      "unshare": list(self.unshare)},
             "live_children": self.live_children,
+            "wait": self.wait,
         }
         if self.mode == "open":
             rate = measured.get("rate_per_s")
@@ -226,7 +236,9 @@ def _build() -> tuple[Scenario, ...]:
                         notes="1 forking thread + 3 threads writing one byte per page across the 1 GiB image"))
     # What copy_process copies beyond the mm: one pinned parent each (issue 19)
     for name, kw in (("fds10000", {"fds": 10000}), ("newnet", {"clone_flags": ("CLONE_NEWNET",)}),
-                     ("live10000", {"live_children": 10000})):
+                     ("live10000", {"live_children": 10000}),
+                     ("live10000-waitany", {"live_children": 10000, "wait": "any"}),
+                     ("unshare-newnet", {"unshare": ("CLONE_NEWNET",)})):
         out.append(Scenario(name=f"closed-fork-K1-rss0-{name}-pin", mode="closed", kind="fork", parents=1, rss=0,
                             pin=True, notes="one pinned parent, RSS ~0: " + name, **kw))
     return tuple(out)

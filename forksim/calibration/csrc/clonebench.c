@@ -18,8 +18,19 @@
  * The call is glibc fork() with -f 0 and no -C, else glibc clone(fn, stack, FLAGS|SIGCHLD) with
  * FLAGS from -f (hex; CLONE_SIGHAND needs CLONE_VM, so -f adds CLONE_VM when it is set).
  * -a: reap with waitpid(-1) (do_wait walks the parent's children list) instead of waitpid(pid).
+ * -u HEX (unshare(2)): every child calls unshare(HEX) first thing and times it itself (ksys_unshare:
+ *   unshare_fs, unshare_fd, unshare_nsproxy_namespaces); a fresh child per repetition, because a
+ *   process can unshare CLONE_NEWPID only once and nests CLONE_NEWUSER at most 32 deep. Repetitions
+ *   alternate with unshare(0) (the syscall alone, "u": 0) so that both are measured interleaved:
+ *   {"b": "unshare", "i": k, "u": 0|1, "unshare_ns", "unshare_cpu_ns", "fork_ns", "exit_ns", "rt_ns"}
+ *   (the child's unshare and its exit + reap; with -f CLONE_FILES|CLONE_FS the child starts sharing
+ *   the parent's fd table and fs_struct, so unshare copies them as dup_fd / copy_fs_struct).
+ * -P N: N creators at once, worker k pinned to CPU (c + k) % CPUs, released together, each running
+ *   the whole loop; every sample gains "w": k, and each worker prints
+ *   {"b": "span", "w": k, "reps": n, "wall_ns": ...} (its loop's wall time): creators serialising
+ *   on a lock (namespace_sem, rtnl_lock) show as a longer call wall time (fork_ns) at N = 2.
  * Options: -n reps -w warm-up -c CPU (pin; -1 unpinned) -d fds -L live children -f flags -C (clone
- *          even with flags 0)
+ *          even with flags 0) -u unshare flags -P creators
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -39,6 +50,11 @@
 
 struct shared {
     volatile int64_t child_exit;
+    volatile int64_t unshare_ns, unshare_cpu_ns;
+    volatile int unshare_err;
+    volatile int ready;    /* -P: workers ready (slot 0 only) */
+    volatile int out_lock; /* -P: one worker writes its buffered lines at a time (slot 0 only) */
+    char pad[64 - 3 * sizeof(int64_t) - 3 * sizeof(int)];
 };
 
 static struct shared *sh;
@@ -120,9 +136,20 @@ static void pin(int cpu)
         die("sched_setaffinity");
 }
 
+static unsigned long unshare_flags; /* -u: this repetition's unshare(2) flags (0: the syscall alone) */
+static int do_unshare;
+
 static int child_fn(void *arg)
 {
     (void)arg;
+    if (do_unshare) {
+        int64_t c0 = cpu_ns(), t0 = now_ns();
+        int r = unshare((int)unshare_flags);
+        int64_t t1 = now_ns(), c1 = cpu_ns();
+        sh->unshare_ns = t1 - t0;
+        sh->unshare_cpu_ns = c1 - c0;
+        sh->unshare_err = r ? errno : 0;
+    }
     sh->child_exit = now_ns();
     return 0; /* glibc's clone: exit(2) with this status */
 }
@@ -157,16 +184,78 @@ static long open_fds(long want)
     return have;
 }
 
+/* The timed loop of one creator (worker `w`, -1 without -P). */
+static void creator(long reps, long warm, unsigned long flags, int use_clone, int any, int w, char *stack,
+                    size_t stack_len, unsigned long uflags)
+{
+    int64_t busy0 = machine_busy_ns(), own0 = own_cpu_ns(), wall0 = now_ns(), loop0 = 0;
+    char wfield[24] = "";
+    if (w >= 0)
+        snprintf(wfield, sizeof wfield, "\"w\": %d, ", w);
+    for (long i = -warm; i < reps; i++) {
+        int64_t t0, t1, t2, c0, c1;
+        pid_t pid;
+        if (i == 0)
+            loop0 = now_ns();
+        sh->child_exit = 0;
+        unshare_flags = (i & 1) ? 0 : uflags; /* -u: unshare(flags) and unshare(0) interleaved */
+        c0 = cpu_ns();
+        t0 = now_ns();
+        if (use_clone) {
+            pid = clone(child_fn, stack + stack_len - 64, (int)(flags | SIGCHLD), NULL);
+        } else {
+            pid = fork();
+            if (pid == 0)
+                _exit(child_fn(NULL));
+        }
+        t1 = now_ns();
+        c1 = cpu_ns();
+        if (pid < 0)
+            die("clone");
+        reap(pid, any);
+        t2 = now_ns();
+        if (do_unshare && sh->unshare_err) {
+            errno = sh->unshare_err;
+            die("unshare");
+        }
+        if (i < 0)
+            continue;
+        if (do_unshare)
+            printf("{\"b\": \"unshare\", %s\"i\": %ld, \"u\": %d, \"unshare_ns\": %ld, \"unshare_cpu_ns\": %ld, "
+                   "\"fork_ns\": %ld, \"rt_ns\": %ld, \"exit_ns\": %ld}\n", wfield, i, unshare_flags != 0,
+                   (long)sh->unshare_ns, (long)sh->unshare_cpu_ns, (long)(t1 - t0), (long)(t2 - t0),
+                   (long)(t2 - sh->child_exit));
+        else
+            printf("{\"b\": \"clone\", %s\"i\": %ld, \"fork_ns\": %ld, \"fork_cpu_ns\": %ld, \"rt_ns\": %ld, "
+                   "\"exit_ns\": %ld}\n",
+                   wfield, i, (long)(t1 - t0), (long)(c1 - c0), (long)(t2 - t0), (long)(t2 - sh->child_exit));
+    }
+    if (w >= 0)
+        printf("{\"b\": \"span\", \"w\": %d, \"reps\": %ld, \"wall_ns\": %ld}\n", w, reps, (long)(now_ns() - loop0));
+    {
+        /* deferred work (cleanup_net runs from a workqueue): give it a moment, then count what the
+         * machine spent outside this benchmark and its reaped children */
+        int64_t wall1;
+        usleep((flags | uflags) & CLONE_NEWNET ? 300000 : 0);
+        wall1 = now_ns();
+        printf("{\"b\": \"sys\", %s\"reps\": %ld, \"wall_ns\": %ld, \"other_cpu_ns\": %ld}\n", wfield, reps + warm,
+               (long)(wall1 - wall0), (long)((machine_busy_ns() - busy0) - (own_cpu_ns() - own0)));
+    }
+}
+
 int main(int argc, char **argv)
 {
     long reps = 200, warm = 10, fds = 3, live = 0;
-    unsigned long flags = 0;
-    int cpu = -1, any = 0, use_clone = 0, opt, pipefd[2];
+    unsigned long flags = 0, uflags = 0;
+    int cpu = -1, any = 0, use_clone = 0, opt, pipefd[2], creators = 0;
     const size_t stack_len = 64 * 1024;
     char *stack;
-    int64_t busy0, own0, wall0;
+    struct shared *slots;
+    static char obuf[1 << 22]; /* -P: a worker's whole run of lines, written at its end under out_lock */
 
-    while ((opt = getopt(argc, argv, "n:w:c:d:L:f:aC")) != -1) {
+    setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
+
+    while ((opt = getopt(argc, argv, "n:w:c:d:L:f:aCu:P:")) != -1) {
         switch (opt) {
         case 'n': reps = atol(optarg); break;
         case 'w': warm = atol(optarg); break;
@@ -176,6 +265,8 @@ int main(int argc, char **argv)
         case 'f': flags = strtoul(optarg, NULL, 16); break;
         case 'a': any = 1; break;
         case 'C': use_clone = 1; break;
+        case 'u': uflags = strtoul(optarg, NULL, 16); do_unshare = 1; break;
+        case 'P': creators = atoi(optarg); break;
         default: refuse("bad option");
         }
     }
@@ -183,12 +274,16 @@ int main(int argc, char **argv)
         flags |= CLONE_VM;
     if (flags)
         use_clone = 1;
-    pin(cpu);
-    sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (creators < 0 || creators > 64)
+        refuse("-P: 0 to 64 creators");
+    slots = mmap(NULL, 65 * sizeof(struct shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     stack = mmap(NULL, stack_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (sh == MAP_FAILED || stack == MAP_FAILED)
+    if (slots == MAP_FAILED || stack == MAP_FAILED)
         die("mmap");
+    sh = &slots[0];
     stack[stack_len - 64] = 1;
+    if (creators == 0)
+        pin(cpu);
     fds = open_fds(fds);
     if (pipe(pipefd))
         die("pipe");
@@ -205,44 +300,35 @@ int main(int argc, char **argv)
             die("fork (live children)");
     }
     printf("{\"shape\": {\"pid\": %d, \"fds\": %ld, \"live_children\": %ld, \"flags\": \"0x%lx\", \"clone\": %d, "
-           "\"wait_any\": %d, \"vmas\": %ld}}\n", getpid(), fds, live, flags, use_clone, any, count_vmas());
+           "\"wait_any\": %d, \"vmas\": %ld, \"unshare\": \"0x%lx\", \"creators\": %d}}\n", getpid(), fds, live, flags,
+           use_clone, any, count_vmas(), uflags, creators);
     fflush(stdout);
 
-    busy0 = machine_busy_ns();
-    own0 = own_cpu_ns();
-    wall0 = now_ns();
-    for (long i = -warm; i < reps; i++) {
-        int64_t t0, t1, t2, c0, c1;
-        pid_t pid;
-        sh->child_exit = 0;
-        c0 = cpu_ns();
-        t0 = now_ns();
-        if (use_clone) {
-            pid = clone(child_fn, stack + stack_len - 64, (int)(flags | SIGCHLD), NULL);
-        } else {
-            pid = fork();
-            if (pid == 0)
-                _exit(child_fn(NULL));
+    if (creators == 0) {
+        creator(reps, warm, flags, use_clone, any, -1, stack, stack_len, uflags);
+    } else {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        for (int k = 0; k < creators; k++) {
+            pid_t pid = fork();
+            if (pid < 0)
+                die("fork (-P creators)");
+            if (pid == 0) {
+                sh = &slots[1 + k];
+                pin(cpu < 0 ? -1 : (int)((cpu + k) % ncpu));
+                __sync_fetch_and_add(&slots[0].ready, 1);
+                while (slots[0].ready < creators) /* released together */
+                    ;
+                creator(reps, warm, flags, use_clone, any, k, stack, stack_len, uflags);
+                while (__sync_lock_test_and_set(&slots[0].out_lock, 1))
+                    ;
+                fflush(stdout);
+                __sync_lock_release(&slots[0].out_lock);
+                _exit(0);
+            }
         }
-        t1 = now_ns();
-        c1 = cpu_ns();
-        if (pid < 0)
-            die("clone");
-        reap(pid, any);
-        t2 = now_ns();
-        if (i >= 0)
-            printf("{\"b\": \"clone\", \"i\": %ld, \"fork_ns\": %ld, \"fork_cpu_ns\": %ld, \"rt_ns\": %ld, "
-                   "\"exit_ns\": %ld}\n",
-                   i, (long)(t1 - t0), (long)(c1 - c0), (long)(t2 - t0), (long)(t2 - sh->child_exit));
-    }
-    {
-        /* deferred work (cleanup_net runs from a workqueue): give it a moment, then count what the
-         * machine spent outside this benchmark and its reaped children */
-        int64_t wall1;
-        usleep(flags & CLONE_NEWNET ? 300000 : 0);
-        wall1 = now_ns();
-        printf("{\"b\": \"sys\", \"reps\": %ld, \"wall_ns\": %ld, \"other_cpu_ns\": %ld}\n", reps + warm,
-               (long)(wall1 - wall0), (long)((machine_busy_ns() - busy0) - (own_cpu_ns() - own0)));
+        for (int k = 0; k < creators; k++)
+            while (wait(NULL) < 0 && errno == EINTR)
+                ;
     }
     close(pipefd[0]);
     close(pipefd[1]);

@@ -136,6 +136,8 @@ static struct {
     uint64_t seed;
     long fds, live;          /* open fds in each parent; live children each parent keeps */
     unsigned long cflags;    /* fork kind: clone(cflags|SIGCHLD) instead of fork() */
+    int wait_any;            /* fork kind: reap with waitpid(-1) (do_wait walks the children list) */
+    unsigned long unshare;   /* fork kind: the child calls unshare(unshare) before it exits */
 } opt = {M_CLOSED, K_FORK, 1, 0, 3, 0, 0, 1.0, 0.2, 0.0, 1.0, 0.0, 1.0, 0.01, 0, 0, 0, 50000, NULL, NULL, 1};
 
 static struct ctl *ctl;
@@ -166,7 +168,7 @@ static void usage(void)
             "usage: loadgen --out PREFIX [--mode closed|open|mt] [--kind fork|vfork|posix_spawn|thread]\n"
             "  [--parents K] [--duration S] [--warmup S] [--rate R/s] [--hogs N] [--rss BYTES]\n"
             "  [--thp] [--pin] [--writers W] [--stall-us US] [--helper PATH] [--cap N] [--seed S]\n"
-            "  [--fds N] [--live-children N] [--clone-flags HEX]\n"
+            "  [--fds N] [--live-children N] [--clone-flags HEX] [--wait-any] [--unshare HEX]\n"
             "  [--think S] (closed: sleep S seconds after each creation)\n"
 
             "  [--hog-duty F] [--hog-period S]\n");
@@ -271,15 +273,22 @@ static int create_one(struct rec *r)
     case K_FORK:
         r->t0 = now_ns();
         pid = opt.cflags ? (pid_t)syscall(SYS_clone, opt.cflags | SIGCHLD, 0, NULL, NULL, 0) : fork();
-        if (pid == 0)
+        if (pid == 0) {
+            if (opt.unshare && syscall(SYS_unshare, opt.unshare))
+                _exit(254); /* the parent says why: see below */
             _exit(sched_getcpu() & 0xff);
+        }
         r->t1 = now_ns();
         r->pcpu1 = sched_getcpu();
         if (pid < 0)
             return -1;
-        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        while (waitpid(opt.wait_any ? -1 : pid, &st, 0) < 0 && errno == EINTR)
             ;
         r->t2 = now_ns();
+        if (opt.unshare && WIFEXITED(st) && WEXITSTATUS(st) == 254) {
+            errno = EPERM;
+            die("unshare in the child (--unshare needs CAP_SYS_ADMIN)");
+        }
         r->ccpu = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
         return 0;
     case K_VFORK:
@@ -684,6 +693,8 @@ int main(int argc, char **argv)
         else if (ARG("--fds")) opt.fds = atol(v);
         else if (ARG("--live-children")) opt.live = atol(v);
         else if (ARG("--clone-flags")) opt.cflags = strtoul(v, NULL, 16);
+        else if (ARG("--unshare")) opt.unshare = strtoul(v, NULL, 16);
+        else if (!strcmp(a, "--wait-any")) opt.wait_any = 1;
         else if (!strcmp(a, "--pin")) opt.pin = 1;
         else if (!strcmp(a, "--thp")) opt.thp = 1;
         else usage();
