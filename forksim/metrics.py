@@ -14,7 +14,7 @@ import pandas as pd
 
 from .requests import DONE, LATENCY, WINDOWS
 from .stats import PERCENTILES, TAIL_PERCENTILES, beyond, bootstrap_ci95, refusal, stream, t_ci95
-from .summary import Latency, LockWait, Rate, Stall, Summary
+from .summary import LOCKS, Latency, LockWait, Rate, Stall, Summary
 
 __all__ = ["Creation", "Records", "ReplicationResult", "records_frame", "summarize", "build_summary", "ci95", "PERCENTILES",
            "RECORD_COLUMNS", "KIND_DTYPE"]
@@ -303,7 +303,7 @@ def _rates(results: Sequence[ReplicationResult], by_rep: dict[int, pd.DataFrame]
 
 def _lock_waits(results: Sequence[ReplicationResult]) -> dict[str, LockWait]:
     out = {}
-    for name in ("tasklist_lock", "pidmap_lock", "mmap_lock"):
+    for name in LOCKS:
         waits = np.concatenate([np.asarray(r.lock_waits.get(name, []), dtype=float) for r in results])
         out[name] = LockWait(
             acquisitions=int(len(waits)),

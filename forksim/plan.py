@@ -43,6 +43,7 @@ from .plan_keys import direction as plan_direction
 from .plan_keys import geometric, linked_keys
 from .profile import Profile
 from .runner import run_experiment
+from .summary import metric_fields, slo_fields
 from .units import UnitError, format_rate, format_time_us, parse_rate, parse_time_us
 from .workload import UnstableError
 
@@ -52,22 +53,8 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt,
 }
 _SLO_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*(.+?)\s*$")
-# Top-level numeric groups of summary.json an SLO may name.
-_KNOWN = (
-    "forks", "throughput_per_s", "fork_latency_us", "roundtrip_latency_us", "child_start_latency_us",
-    "response_latency_us", "request_latency_us", "request_latency_in_fork_us", "request_latency_in_snapshot_us",
-    "request_throughput_per_s", "cpu_utilization", "lock_wait_us", "mmap_stall_us", "stage_us", "stack_cache_hit_ratio", "in_flight_at_end",
-    "events_per_creation",
-)
-
-_LAT = ("count", "mean", "p50", "p90", "p99", "p999")
-_FIELDS = {
-    "throughput_per_s": ("mean",), "request_throughput_per_s": ("mean",),
-    "fork_latency_us": _LAT, "roundtrip_latency_us": _LAT, "child_start_latency_us": _LAT,
-    "response_latency_us": _LAT, "request_latency_us": _LAT, "request_latency_in_fork_us": _LAT,
-    "request_latency_in_snapshot_us": _LAT, "mmap_stall_us": ("count", "p50", "p99", "max"),
-}
-_SCALARS = ("forks", "cpu_utilization", "stack_cache_hit_ratio", "in_flight_at_end", "events_per_creation")
+# The fields an SLO may name, and their numeric fields, come from summary.json's schema (forksim.summary).
+_KNOWN = metric_fields()
 
 
 @dataclass(frozen=True)
@@ -137,12 +124,13 @@ def parse_slo(text: str) -> SLO:
     if top not in _KNOWN:
         raise ConfigError(f"unknown metric {top!r} (summary fields: {', '.join(_KNOWN)})", source="--slo")
     parts = metric.split(".")
-    fields = _FIELDS.get(top)
-    if fields is not None and (len(parts) != 2 or parts[1] not in fields):
+    fields = slo_fields(top)
+    if fields == ():
+        if len(parts) != 1:
+            raise ConfigError(f"{top!r} is a number with no fields (use '{top}{op}...')", source="--slo")
+    elif fields is not None and (len(parts) != 2 or parts[1] not in fields):
         raise ConfigError(f"{metric!r} is not a summary number; name one of: "
                           f"{', '.join(f'{top}.{f}' for f in fields)}", source="--slo")
-    if top in _SCALARS and len(parts) != 1:
-        raise ConfigError(f"{top!r} is a number with no fields (use '{top}{op}...')", source="--slo")
     try:
         bound = float(raw)
     except ValueError:

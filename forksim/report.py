@@ -31,6 +31,8 @@ from . import plots
 from .axes import SIZE_KEYS, TIME_KEYS, size_text, time_text
 from .errors import ForksimError
 from .io import read_table, write_text
+from .requests import WINDOWS
+from .summary import LATENCIES, LOCKS, PERCENTILE_NAMES, LockWait, Stall
 
 __all__ = [
     "DIGITS",
@@ -49,10 +51,8 @@ __all__ = [
 ]
 
 DIGITS = 2
-LATENCIES = ("fork_latency_us", "child_start_latency_us", "roundtrip_latency_us", "response_latency_us",
-             "request_latency_us", "request_latency_in_snapshot_us", "request_latency_in_fork_us")
-REQUEST_WINDOWS = ("request_latency_us", "request_latency_in_snapshot_us", "request_latency_in_fork_us")
-LOCKS = ("tasklist_lock", "pidmap_lock", "mmap_lock")
+# The sections and their fields come from summary.json's schema (forksim.summary).
+REQUEST_WINDOWS = tuple(WINDOWS)  # the server's request latency sections
 _SECTIONS = ("experiment.", "machine.", "workload.", "background.", "whatif.")
 
 
@@ -187,7 +187,7 @@ def _run_markdown(summary: dict[str, Any], config: dict[str, Any], figures: list
             continue
         ci = (s.get("ci95") or {}).get("p99") or [None, None]
         lines.append(f"| `{key}` | {r(s.get('count'))} | " + " | ".join(
-            r(s.get(c)) for c in ("mean", "p50", "p90", "p99", "p999")) + f" | {r(ci[0])} | {r(ci[1])} |")
+            r(s.get(c)) for c in ("mean", *PERCENTILE_NAMES)) + f" | {r(ci[0])} | {r(ci[1])} |")
     windows = [(k, summary[k].get("window")) for k in REQUEST_WINDOWS if isinstance(summary.get(k), dict)]
     if windows:
         lines += ["", "Request latency is measured from a request's arrival to the end of its service, over three "
@@ -284,7 +284,8 @@ def run_report(directory: str | Path, out: str | Path | None = None) -> Report:
 
 
 def summary_row(summary: dict[str, Any]) -> dict[str, Any]:
-    """One sweep point's summary.json as flat columns (means, percentiles, CI bounds)."""
+    """One sweep point's summary.json as flat columns (means, percentiles, CI bounds), every latency
+    section and figure as forksim.summary declares them."""
     row: dict[str, Any] = {"forks": summary.get("forks"), "replications": summary.get("replications")}
     thr = summary.get("throughput_per_s") or {}
     ci = thr.get("ci95") or [None, None]
@@ -294,7 +295,7 @@ def summary_row(summary: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(s, dict):
             continue
         row[f"{key}.mean"] = s.get("mean")
-        for p in ("p50", "p90", "p99", "p999"):
+        for p in PERCENTILE_NAMES:
             row[f"{key}.{p}"] = s.get(p)
             pci = (s.get("ci95") or {}).get(p) or [None, None]
             row[f"{key}.{p}.lo"], row[f"{key}.{p}.hi"] = pci[0], pci[1]
@@ -305,9 +306,9 @@ def summary_row(summary: dict[str, Any]) -> dict[str, Any]:
                     "request_throughput_per_s.hi": rci[1], "requests_unfinished": summary.get("requests_unfinished")})
     stall = summary.get("mmap_stall_us")
     if isinstance(stall, dict):
-        row.update({f"mmap_stall_us.{k}": stall.get(k) for k in ("count", "p50", "p99", "max")})
+        row.update({f"mmap_stall_us.{k}": stall.get(k) for k in Stall.model_fields})
     for lock, v in (summary.get("lock_wait_us") or {}).items():
-        row.update({f"lock_wait_us.{lock}.{k}": v.get(k) for k in ("acquisitions", "mean", "p99", "max")})
+        row.update({f"lock_wait_us.{lock}.{k}": v.get(k) for k in LockWait.model_fields})
     row["cpu_utilization"] = summary.get("cpu_utilization")
     return row
 

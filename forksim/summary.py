@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .stats import PERCENTILES
 
 __all__ = ["Summary", "Latency", "Rate", "LockWait", "Stall", "LATENCIES", "RATES", "PERCENTILE_NAMES",
-           "fields_of", "role", "slo_fields", "latency_label", "FLAT_SKIP"]
+           "fields_of", "role", "slo_fields", "metric_fields", "latency_label", "path", "LOCKS", "FLAT_SKIP"]
 
 PERCENTILE_NAMES = tuple(PERCENTILES)  # p50, p90, p99, p999
 
@@ -208,3 +208,18 @@ def latency_label(name: str, long: bool = False) -> str:
 # What a flat table of a summary (the sweep's results, one column per figure) leaves out: who and how
 # (identity, provenance, run), wall-clock times, and the confidence intervals.
 FLAT_SKIP = frozenset(fields_of("identity", "provenance", "run", "wall_clock", "ci")) | {"ci95"}
+
+# The locks whose waits summary.json's lock_wait_us reports (metrics.build_summary fills them in this order).
+LOCKS = ("tasklist_lock", "pidmap_lock", "mmap_lock")
+
+
+def path(dotted: str) -> tuple[str, ...]:
+    """A numeric figure's path in summary.json ('fork_latency_us.p99' -> ('fork_latency_us', 'p99')),
+    checked against the schema: raises KeyError for a path summary.json does not have."""
+    parts = tuple(dotted.split("."))
+    fields = slo_fields(parts[0])
+    ok = (fields == () and len(parts) == 1) or (fields and len(parts) == 2 and parts[1] in fields) \
+        or (fields is None and len(parts) >= 2)
+    if not ok:
+        raise KeyError(dotted)
+    return parts

@@ -51,13 +51,14 @@ from .errors import ConfigError, ForksimError, SweepError
 from .io import write_json, write_table
 from .metrics import ReplicationResult, summarize
 from .profile import Profile, profile_info
+from .summary import FLAT_SKIP
 from .runner import nothing_measured, replication_seeds, resolve_profile, run_replication
 
 __all__ = ["sweep", "SweepPoint", "grid_points", "EXECUTORS", "flatten_summary"]
 
 EXECUTORS = ("local", "dask")
-_SKIP = {"experiment", "profile", "profile_used", "seed", "replications", "sim_wall_s", "cpu_utilization_ci95", "ci95", "point",
-         "overrides", "errors"}
+# The summary fields a flat row leaves out (who and how, wall-clock times, CIs): from summary.json's schema.
+_SKIP = FLAT_SKIP
 
 
 # ------------------------------------------------------------------ the grid
