@@ -192,9 +192,9 @@ class SweepTable(pd.DataFrame):
 
     def points(self) -> pd.DataFrame:
         """One row per finished point: its swept keys (model units: bytes, µs, per second) and 'point',
-        beside its summary's figures (`forksim.report.summary_row`: 'throughput_per_s', 'throughput_lo',
+        beside its summary's figures (`forksim.summary.summary_row`: 'throughput_per_s', 'throughput_lo',
         'fork_latency_us.p99', 'fork_latency_us.p99.lo', ...; every latency block of the summary)."""
-        from .report import summary_row
+        from .summary import summary_row
 
         keys, rows = self.swept_keys(), []
         for pid, sub in pd.DataFrame(self).groupby("point", sort=False):

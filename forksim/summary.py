@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .stats import PERCENTILES
 
 __all__ = ["Summary", "Latency", "Rate", "LockWait", "Stall", "LATENCIES", "RATES", "PERCENTILE_NAMES",
-           "fields_of", "role", "slo_fields", "metric_fields", "latency_label", "path", "LOCKS", "FLAT_SKIP"]
+           "fields_of", "role", "slo_fields", "metric_fields", "latency_label", "path", "LOCKS", "FLAT_SKIP", "summary_row"]
 
 PERCENTILE_NAMES = tuple(PERCENTILES)  # p50, p90, p99, p999
 
@@ -223,3 +223,33 @@ def path(dotted: str) -> tuple[str, ...]:
     if not ok:
         raise KeyError(dotted)
     return parts
+
+
+def summary_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """One sweep point's summary.json as flat columns (means, percentiles, CI bounds), every latency
+    section and figure as forksim.summary declares them."""
+    row: dict[str, Any] = {"forks": summary.get("forks"), "replications": summary.get("replications")}
+    thr = summary.get("throughput_per_s") or {}
+    ci = thr.get("ci95") or [None, None]
+    row.update({"throughput_per_s": thr.get("mean"), "throughput_lo": ci[0], "throughput_hi": ci[1]})
+    for key in LATENCIES:
+        s = summary.get(key)
+        if not isinstance(s, dict):
+            continue
+        row[f"{key}.mean"] = s.get("mean")
+        for p in PERCENTILE_NAMES:
+            row[f"{key}.{p}"] = s.get(p)
+            pci = (s.get("ci95") or {}).get(p) or [None, None]
+            row[f"{key}.{p}.lo"], row[f"{key}.{p}.hi"] = pci[0], pci[1]
+    req = summary.get("request_throughput_per_s")
+    if isinstance(req, dict):
+        rci = req.get("ci95") or [None, None]
+        row.update({"request_throughput_per_s": req.get("mean"), "request_throughput_per_s.lo": rci[0],
+                    "request_throughput_per_s.hi": rci[1], "requests_unfinished": summary.get("requests_unfinished")})
+    stall = summary.get("mmap_stall_us")
+    if isinstance(stall, dict):
+        row.update({f"mmap_stall_us.{k}": stall.get(k) for k in Stall.model_fields})
+    for lock, v in (summary.get("lock_wait_us") or {}).items():
+        row.update({f"lock_wait_us.{lock}.{k}": v.get(k) for k in LockWait.model_fields})
+    row["cpu_utilization"] = summary.get("cpu_utilization")
+    return row

@@ -10,11 +10,28 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import CALLS, Experiment, load_experiment, parse_override
-from ..errors import ConfigError
+from ..errors import ConfigError, ForksimError
 from ..summary import LATENCIES, PERCENTILE_NAMES, latency_label
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
+
+# The library's errors name the argument or config key they are about; where the CLI took that value
+# from a flag, the message names the flag instead (`range: ...` -> `--range: ...`).
+FLAGS = {
+    "slo": "--slo", "find": "--find", "range": "--range", "tolerance": "--tolerance",
+    "direction": "--smallest/--largest", "executor": "--executor", "scheduler": "--scheduler",
+    "workers": "--workers", "format": "--format", "resume": "--resume",
+}
+
+
+def flag_error(exc: ForksimError) -> ForksimError:
+    """`exc` with the argument it names (its `source`) shown as the flag it came from (FLAGS)."""
+    if not isinstance(exc, ConfigError) or exc.source not in FLAGS:
+        return exc
+    where = ": ".join(p for p in (exc.source, exc.field) if p)
+    message = str(exc)[len(where) + 2:] if str(exc).startswith(f"{where}: ") else str(exc)
+    return type(exc)(message, source=FLAGS[exc.source], field=exc.field)
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
