@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .stats import PERCENTILES
 
-__all__ = ["Summary", "Latency", "Rate", "LockWait", "Stall", "LATENCIES", "RATES", "PERCENTILE_NAMES",
-           "fields_of", "role", "slo_fields", "metric_fields", "latency_label", "path", "LOCKS", "FLAT_SKIP", "summary_row"]
+__all__ = ["Summary", "Latency", "Rate", "LockWait", "Stall", "LATENCIES", "RATES", "PERCENTILE_NAMES", "LOCKS",
+           "FLAT_SKIP", "fields_of", "role", "slo_fields", "metric_fields", "latency_label", "path", "summary_row"]
 
 PERCENTILE_NAMES = tuple(PERCENTILES)  # p50, p90, p99, p999
 
