@@ -27,6 +27,7 @@ from .kernel.costs import EMPTY_IMAGE, Costs
 from .machine import Machine, SchedulerParams
 from .sched.balance import BalanceParams
 from .metrics import ReplicationResult, records_frame, summarize
+from .summary import Summary
 from .profile import Profile, load_profile, profile_info
 from .requests import requests_frame
 from .store import warn_if_off_host
@@ -536,11 +537,10 @@ def _run_all(jobs: list[tuple], workers: int | None, results: list[ReplicationRe
 def _result(exp: Experiment, prof: Profile, seed: int, results: list[ReplicationResult], wall: float,
             planned: int | None = None) -> RunResult:
     df = records_frame(results)
-    summary = summarize(results, df)
-    summary["sim_wall_s"] = round(time.perf_counter() - wall, 3)
-    summary = {"experiment": exp.experiment.name, "profile": prof.name, "profile_used": profile_info(prof),
-               "seed": seed, **summary}
+    fields = {**summarize(results, df), "experiment": exp.experiment.name, "profile": prof.name,
+              "profile_used": profile_info(prof), "seed": seed, "sim_wall_s": round(time.perf_counter() - wall, 3)}
     if planned is not None:
-        summary["partial"] = True  # interrupted: `replications` of `replications_planned` finished
-        summary["replications_planned"] = planned
+        fields["partial"] = True  # interrupted: `replications` of `replications_planned` finished
+        fields["replications_planned"] = planned
+    summary = Summary.model_validate(fields).to_dict()  # the schema's order: identity fields first
     return RunResult(exp, prof, seed, summary, df, results, requests_frame(results))

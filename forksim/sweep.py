@@ -49,7 +49,7 @@ from .layout import FORMATS
 from .metrics import ReplicationResult, summarize
 from .profile import Profile, profile_info
 from .runner import nothing_measured, run_replication
-from .summary import FLAT_SKIP
+from .summary import FLAT_SKIP, Summary
 
 __all__ = ["sweep", "SweepPoint", "grid_points", "EXECUTORS", "flatten_summary", "Progress"]
 
@@ -143,14 +143,19 @@ def _point_summary(point: SweepPoint, results: list[Any]) -> dict[str, Any]:
         "seed": point.exp.experiment.seed if point.exp else None,
     }
     if not ok:
-        return {**head, "error": errors[0] if errors else "no replication ran", "errors": errors}
+        return _typed({**head, "error": errors[0] if errors else "no replication ran", "errors": errors})
     summary = {**head, **summarize(ok)}
     empty = nothing_measured(point.exp, summary)
     if empty is not None:
-        return {**head, "error": f"experiment.duration: {empty}", "errors": errors}
+        return _typed({**head, "error": f"experiment.duration: {empty}", "errors": errors})
     if errors:
         summary["errors"] = errors
-    return summary
+    return _typed(summary)
+
+
+def _typed(summary: dict[str, Any]) -> dict[str, Any]:
+    """A point's summary.json through its schema (forksim.summary): checked, in the schema's order."""
+    return Summary.model_validate(summary).to_dict()
 
 
 def _columns(points: list[SweepPoint], rows: list[dict[str, Any]]) -> list[str]:
