@@ -210,14 +210,14 @@ def _clean(x: float) -> float | None:
 
 
 def _latency(per_rep: list[np.ndarray], *, seed: int | None = None, name: str = "",
-             replications: Sequence[int] = ()) -> Latency:
+             replications: Sequence[int] = ()) -> dict[str, Any]:
     """Mean and percentiles of the pooled samples of all replications, each with a block-bootstrap
     95% interval (`stats`); `count` samples in all, `beyond` the samples above each tail percentile,
     and a tail percentile resting on too few of them null, with the reason under `refused`."""
     rows = [np.asarray(a, dtype=float) for a in per_rep if len(a)]
     count = int(sum(len(a) for a in rows))
     if not rows:
-        return Latency(count=count, mean=None, **{k: None for k in PERCENTILES}, ci95={})
+        return {"count": count, "mean": None, **{k: None for k in PERCENTILES}, "ci95": {}}
     pooled = np.concatenate(rows)
     values = dict(zip(PERCENTILES, np.percentile(pooled, list(PERCENTILES.values()))))
     cis = bootstrap_ci95(rows, PERCENTILES, stream(seed, name, replications))
@@ -235,7 +235,7 @@ def _latency(per_rep: list[np.ndarray], *, seed: int | None = None, name: str = 
     if refused:
         out["refused"] = refused
     out["ci95"] = {k: ([_clean(x) for x in v] if v else None) for k, v in cis.items()}
-    return Latency(**out)
+    return out  # a forksim.summary.Latency's fields
 
 
 def _mean_ci(values: Sequence[float], lower: float | None = 0.0, upper: float | None = None) -> dict[str, Any]:
@@ -345,7 +345,7 @@ def build_summary(results: Sequence[ReplicationResult], df: pd.DataFrame | None 
         return [by_rep[r.replication][name].dropna().to_numpy() for r in results]
 
     def latency(name: str, per_rep: list[np.ndarray]) -> Latency:
-        return _latency(per_rep, seed=seed, name=name, replications=reps)
+        return Latency(**_latency(per_rep, seed=seed, name=name, replications=reps))
 
     throughputs, utilization = _rates(results, by_rep)
     fields: dict[str, Any] = {
