@@ -78,7 +78,9 @@ def _main(argv: list[str] | None) -> int:
     except ForksimError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"forksim: error: {exc}", file=sys.stderr)
+        from .commands._common import flag_error  # the argument an error names, as its flag
+
+        print(f"forksim: error: {flag_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # run and sweep say themselves what they kept
         print("forksim: interrupted", file=sys.stderr)

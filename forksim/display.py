@@ -9,23 +9,17 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from .summary import LATENCIES, PERCENTILE_NAMES, latency_label
 from .units import format_size, format_time_us, parse_rate, parse_size, parse_time_us
 
 __all__ = ["run_html", "plan_html", "sweep_html", "latency_frame", "refused_note", "key_unit", "key_value",
            "SweepTable", "LATENCY_LABELS", "PERCENTILE_KEYS"]
 
-LATENCY_LABELS = {
-    "fork_latency_us": "creating call (entry to return)",
-    "child_start_latency_us": "child start (entry to the child's first instruction)",
-    "roundtrip_latency_us": "round trip (entry to reaped)",
-    "response_latency_us": "response (arrival to reaped)",
-    "request_latency_us": "server request (arrival to reply)",
-    "request_latency_in_snapshot_us": "server request arriving in a snapshot (fork entry to child exit)",
-    "request_latency_in_fork_us": "server request arriving in fork() (entry to return)",
-}
+# Each latency section's label, from summary.json's schema (forksim.summary).
+LATENCY_LABELS = {key: latency_label(key, long=True) for key in LATENCIES}
 _PCTS = (("mean", "mean"), ("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9"))
 _DASH = "–"
-PERCENTILE_KEYS = ("p50", "p90", "p99", "p999")
+PERCENTILE_KEYS = PERCENTILE_NAMES
 
 
 def _num(v: Any, digits: int = 1) -> str:
@@ -198,23 +192,16 @@ class SweepTable(pd.DataFrame):
 
     def points(self) -> pd.DataFrame:
         """One row per finished point: its swept keys (model units: bytes, µs, per second) and 'point',
-        beside its summary's figures (`forksim.report.summary_row`: 'throughput_per_s', 'throughput_lo',
+        beside its summary's figures (`forksim.summary.summary_row`: 'throughput_per_s', 'throughput_lo',
         'fork_latency_us.p99', 'fork_latency_us.p99.lo', ...; every latency block of the summary)."""
-        from .report import summary_row
+        from .summary import summary_row
 
         keys, rows = self.swept_keys(), []
         for pid, sub in pd.DataFrame(self).groupby("point", sort=False):
             s = self.summaries.get(pid) or {}
             if not s or s.get("error"):
                 continue
-            row = {**{k: sub.iloc[0][k] for k in keys}, "point": pid, **summary_row(s)}
-            for key, block in s.items():  # latency blocks summary_row does not list (request_latency_us)
-                if key.endswith("_latency_us") and isinstance(block, dict) and f"{key}.p50" not in row:
-                    row[f"{key}.mean"] = block.get("mean")
-                    for p in PERCENTILE_KEYS:
-                        ci = (block.get("ci95") or {}).get(p) or [None, None]
-                        row[f"{key}.{p}"], row[f"{key}.{p}.lo"], row[f"{key}.{p}.hi"] = block.get(p), ci[0], ci[1]
-            rows.append(row)
+            rows.append({**{k: sub.iloc[0][k] for k in keys}, "point": pid, **summary_row(s)})
         return pd.DataFrame(rows)
 
     def _repr_html_(self) -> str:  # noqa: D401 - Jupyter's hook

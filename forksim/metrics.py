@@ -1,5 +1,6 @@
 """Records and summaries: per-creation records, percentiles of the pooled post-warm-up samples with
-their confidence intervals (`stats`), warm-up marking, CPU utilisation, and the summary.json contract."""
+their confidence intervals (`stats`), warm-up marking, CPU utilisation; `build_summary` fills the
+summary.json schema (`forksim.summary.Summary`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import numpy as np
 import pandas as pd
 
 from .requests import DONE, LATENCY, WINDOWS
-from .stats import PERCENTILES, beyond, bootstrap_ci95, refusal, stream, t_ci95
+from .stats import PERCENTILES, TAIL_PERCENTILES, beyond, bootstrap_ci95, refusal, stream, t_ci95
+from .summary import LOCKS, Latency, LockWait, Rate, Stall, Summary
 
-__all__ = ["Creation", "Records", "ReplicationResult", "records_frame", "summarize", "ci95", "PERCENTILES",
+__all__ = ["Creation", "Records", "ReplicationResult", "records_frame", "summarize", "build_summary", "ci95", "PERCENTILES",
            "RECORD_COLUMNS", "KIND_DTYPE"]
 
 _NAN = float("nan")
@@ -213,19 +215,17 @@ def _latency(per_rep: list[np.ndarray], *, seed: int | None = None, name: str = 
     95% interval (`stats`); `count` samples in all, `beyond` the samples above each tail percentile,
     and a tail percentile resting on too few of them null, with the reason under `refused`."""
     rows = [np.asarray(a, dtype=float) for a in per_rep if len(a)]
-    out: dict[str, Any] = {"count": int(sum(len(a) for a in rows))}
+    count = int(sum(len(a) for a in rows))
     if not rows:
-        out.update({k: None for k in ("mean", *PERCENTILES)})
-        out["ci95"] = {}
-        return out
+        return {"count": count, "mean": None, **{k: None for k in PERCENTILES}, "ci95": {}}
     pooled = np.concatenate(rows)
-    out["mean"] = _clean(pooled.mean())
     values = dict(zip(PERCENTILES, np.percentile(pooled, list(PERCENTILES.values()))))
     cis = bootstrap_ci95(rows, PERCENTILES, stream(seed, name, replications))
+    out: dict[str, Any] = {"count": count, "mean": _clean(pooled.mean())}
     counts, refused = {}, {}
     for p, v in values.items():
         out[p] = _clean(v)
-        if p in ("p99", "p999"):
+        if p in TAIL_PERCENTILES:
             counts[p] = beyond(pooled, v)
             why = refusal(p, len(pooled), counts[p])
             if why:
@@ -235,7 +235,7 @@ def _latency(per_rep: list[np.ndarray], *, seed: int | None = None, name: str = 
     if refused:
         out["refused"] = refused
     out["ci95"] = {k: ([_clean(x) for x in v] if v else None) for k, v in cis.items()}
-    return out
+    return out  # a forksim.summary.Latency's fields
 
 
 def _mean_ci(values: Sequence[float], lower: float | None = 0.0, upper: float | None = None) -> dict[str, Any]:
@@ -257,10 +257,12 @@ def _requests(results: Sequence[ReplicationResult], latency) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for section, (flag, window) in WINDOWS.items():
         picked = [f if flag is None else f[f[flag].to_numpy(dtype=bool)] for f in finished]
-        out[section] = {**latency(section, [f[LATENCY].to_numpy(dtype=float) for f in picked]), "window": window}
+        lat = latency(section, [f[LATENCY].to_numpy(dtype=float) for f in picked])
+        lat.window = window
+        out[section] = lat
     out["requests_unfinished"] = int(sum(len(f) - len(g) for f, g in zip(frames, finished)))
     rates = [len(f) / ((r.window[1] - r.window[0]) / 1e6) for f, r in zip(finished, results)]
-    out["request_throughput_per_s"] = _mean_ci(rates)
+    out["request_throughput_per_s"] = Rate(**_mean_ci(rates))
     return out
 
 
@@ -285,11 +287,48 @@ def _stage_means(measured: pd.DataFrame) -> dict[str, float | None]:
     return stage_us
 
 
-def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = None, *,
-              seed: int | None = None) -> dict[str, Any]:
-    """The summary.json contract from all replications: latencies over the pooled post-warm-up
-    creations, rates across replications. `seed` (default: the replications' own) seeds the
-    bootstrap, so the same seed gives the same summary."""
+def _rates(results: Sequence[ReplicationResult], by_rep: dict[int, pd.DataFrame]) -> tuple[list[float], list[float]]:
+    """Per replication: creations reaped per second in the measured window, and the CPUs' busy share."""
+    throughputs, utilization = [], []
+    for r in results:
+        lo, hi = r.window
+        if hi <= lo:  # stopped (experiment.max_creations) before its warm-up ended: measured nothing
+            continue
+        sub = by_rep[r.replication]
+        done = int(((sub["reap_us"] >= lo) & (sub["reap_us"] <= hi)).sum())
+        throughputs.append(done / ((hi - lo) / 1e6))
+        utilization.append(r.busy_us / (r.cpus * (hi - lo)))
+    return throughputs, utilization
+
+
+def _lock_waits(results: Sequence[ReplicationResult]) -> dict[str, LockWait]:
+    out = {}
+    for name in LOCKS:
+        waits = np.concatenate([np.asarray(r.lock_waits.get(name, []), dtype=float) for r in results])
+        out[name] = LockWait(
+            acquisitions=int(len(waits)),
+            mean=_clean(waits.mean()) if len(waits) else 0.0,
+            p99=_clean(np.percentile(waits, 99)) if len(waits) else 0.0,
+            max=_clean(waits.max()) if len(waits) else 0.0,
+        )
+    return out
+
+
+def _stalls(results: Sequence[ReplicationResult]) -> Stall:
+    stalls = np.concatenate([np.asarray(r.stalls, dtype=float) for r in results])
+    return Stall(
+        count=int(len(stalls)),
+        p50=_clean(np.percentile(stalls, 50)) if len(stalls) else None,
+        p99=_clean(np.percentile(stalls, 99)) if len(stalls) else None,
+        max=_clean(stalls.max()) if len(stalls) else None,
+    )
+
+
+def build_summary(results: Sequence[ReplicationResult], df: pd.DataFrame | None = None, *,
+                  seed: int | None = None) -> Summary:
+    """The typed summary from all replications: latencies over the pooled post-warm-up creations,
+    rates across replications. `seed` (default: the replications' own) seeds the bootstrap, so the
+    same seed gives the same summary."""
     if df is None:
         df = records_frame(results)
     if seed is None:
@@ -305,59 +344,40 @@ def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = No
     def col(name: str) -> list[np.ndarray]:
         return [by_rep[r.replication][name].dropna().to_numpy() for r in results]
 
-    def latency(name: str, per_rep: list[np.ndarray]) -> dict[str, Any]:
-        return _latency(per_rep, seed=seed, name=name, replications=reps)
+    def latency(name: str, per_rep: list[np.ndarray]) -> Latency:
+        return Latency(**_latency(per_rep, seed=seed, name=name, replications=reps))
 
-    throughputs, utilization = [], []
-    for r in results:
-        lo, hi = r.window
-        if hi <= lo:  # stopped (experiment.max_creations) before its warm-up ended: measured nothing
-            continue
-        sub = by_rep[r.replication]
-        done = int(((sub["reap_us"] >= lo) & (sub["reap_us"] <= hi)).sum())
-        throughputs.append(done / ((hi - lo) / 1e6))
-        utilization.append(r.busy_us / (r.cpus * (hi - lo)))
-
-    summary: dict[str, Any] = {
+    throughputs, utilization = _rates(results, by_rep)
+    fields: dict[str, Any] = {
         "forks": int(measured["fork_ret_us"].notna().sum()),
         "replications": len(results),
         # range: the replications' lowest and highest, the spread of placement outcomes (where the
         # balancer put the hogs and parents) that a confidence interval of the mean hides
-        "throughput_per_s": {**_mean_ci(throughputs),
-                             "range": [_clean(min(throughputs)), _clean(max(throughputs))] if throughputs else None},
+        "throughput_per_s": Rate(**_mean_ci(throughputs),
+                                 range=[_clean(min(throughputs)), _clean(max(throughputs))] if throughputs else None),
     }
     for name in ("fork_latency_us", "roundtrip_latency_us", "child_start_latency_us"):
-        summary[name] = latency(name, col(name))
+        fields[name] = latency(name, col(name))
     if measured["arrival_us"].notna().any() and (measured["arrival_us"] != measured["start_us"]).any():
-        summary["response_latency_us"] = latency("response_latency_us", col("response_latency_us"))
+        fields["response_latency_us"] = latency("response_latency_us", col("response_latency_us"))
     if any(getattr(r, "requests", None) is not None for r in results):
-        summary.update(_requests(results, latency))
+        fields.update(_requests(results, latency))
     util = _mean_ci(utilization, lower=0.0, upper=1.0)
-    summary["cpu_utilization"] = util["mean"]
-    summary["cpu_utilization_ci95"] = util["ci95"]
-
-    lock_wait: dict[str, Any] = {}
-    for name in ("tasklist_lock", "pidmap_lock", "mmap_lock"):
-        waits = np.concatenate([np.asarray(r.lock_waits.get(name, []), dtype=float) for r in results])
-        lock_wait[name] = {
-            "acquisitions": int(len(waits)),
-            "mean": _clean(waits.mean()) if len(waits) else 0.0,
-            "p99": _clean(np.percentile(waits, 99)) if len(waits) else 0.0,
-            "max": _clean(waits.max()) if len(waits) else 0.0,
-        }
-    summary["lock_wait_us"] = lock_wait
-    stalls = np.concatenate([np.asarray(r.stalls, dtype=float) for r in results])
-    summary["mmap_stall_us"] = {
-        "count": int(len(stalls)),
-        "p50": _clean(np.percentile(stalls, 50)) if len(stalls) else None,
-        "p99": _clean(np.percentile(stalls, 99)) if len(stalls) else None,
-        "max": _clean(stalls.max()) if len(stalls) else None,
-    }
-    summary["stage_us"] = _stage_means(measured)
-    summary["stack_cache_hit_ratio"] = _clean(measured["stack_hit"].mean()) if len(measured) else None
-    summary["in_flight_at_end"] = int(sum(r.in_flight for r in results))
-    summary["events_per_creation"] = _clean(
-        sum(r.events for r in results) / max(1, sum(len(r.records) for r in results))
+    return Summary(
+        **fields,
+        cpu_utilization=util["mean"],
+        cpu_utilization_ci95=util["ci95"],
+        lock_wait_us=_lock_waits(results),
+        mmap_stall_us=_stalls(results),
+        stage_us=_stage_means(measured),
+        stack_cache_hit_ratio=_clean(measured["stack_hit"].mean()) if len(measured) else None,
+        in_flight_at_end=int(sum(r.in_flight for r in results)),
+        events_per_creation=_clean(sum(r.events for r in results) / max(1, sum(len(r.records) for r in results))),
+        sim_wall_s=round(sum(r.wall_s for r in results), 3),
     )
-    summary["sim_wall_s"] = round(sum(r.wall_s for r in results), 3)
-    return summary
+
+
+def summarize(results: Sequence[ReplicationResult], df: pd.DataFrame | None = None, *,
+              seed: int | None = None) -> dict[str, Any]:
+    """The summary.json dict (`build_summary(...).to_dict()`, the schema in forksim.summary)."""
+    return build_summary(results, df, seed=seed).to_dict()

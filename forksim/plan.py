@@ -19,11 +19,10 @@ worse was probed and failed.
 from __future__ import annotations
 
 import math
-import operator
-import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, get_args, get_origin
+from typing import Annotated, Any, Callable, Iterator, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -42,141 +41,30 @@ from .errors import ConfigError
 from .plan_keys import direction as plan_direction
 from .plan_keys import geometric, linked_keys
 from .profile import Profile
+from .executor import make_executor
 from .runner import run_experiment
-from .units import UnitError, format_rate, format_time_us, parse_rate, parse_time_us
 from .errors import UnstableError
+from .slo import SLO, parse_slo
 
 __all__ = ["plan", "PlanResult", "Probe", "SLO", "parse_slo", "parse_range"]
-
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt,
-}
-_SLO_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*(.+?)\s*$")
-# Top-level numeric groups of summary.json an SLO may name.
-_KNOWN = (
-    "forks", "throughput_per_s", "fork_latency_us", "roundtrip_latency_us", "child_start_latency_us",
-    "response_latency_us", "request_latency_us", "request_latency_in_fork_us", "request_latency_in_snapshot_us",
-    "request_throughput_per_s", "cpu_utilization", "lock_wait_us", "mmap_stall_us", "stage_us", "stack_cache_hit_ratio", "in_flight_at_end",
-    "events_per_creation",
-)
-
-_LAT = ("count", "mean", "p50", "p90", "p99", "p999")
-_FIELDS = {
-    "throughput_per_s": ("mean",), "request_throughput_per_s": ("mean",),
-    "fork_latency_us": _LAT, "roundtrip_latency_us": _LAT, "child_start_latency_us": _LAT,
-    "response_latency_us": _LAT, "request_latency_us": _LAT, "request_latency_in_fork_us": _LAT,
-    "request_latency_in_snapshot_us": _LAT, "mmap_stall_us": ("count", "p50", "p99", "max"),
-}
-_SCALARS = ("forks", "cpu_utilization", "stack_cache_hit_ratio", "in_flight_at_end", "events_per_creation")
-
-
-@dataclass(frozen=True)
-class SLO:
-    """`metric op bound`, e.g. fork_latency_us.p99 <= 2000."""
-
-    metric: str
-    op: str
-    bound: float
-
-    def __str__(self) -> str:
-        top = self.metric.split(".")[0]
-        if top.endswith("_us"):
-            return f"{self.metric}{self.op}{format_time_us(self.bound)}"
-        if top.endswith("_per_s"):
-            return f"{self.metric}{self.op}{format_rate(self.bound)}"
-        return f"{self.metric}{self.op}{self.bound:g}"
-
-    @property
-    def upper(self) -> bool:
-        """True for an upper bound (smaller is better)."""
-        return self.op in ("<=", "<")
-
-    def holds(self, value: float | None) -> bool:
-        return value is not None and math.isfinite(value) and _OPS[self.op](value, self.bound)
-
-    def value(self, summary: dict[str, Any]) -> tuple[float | None, list[float] | None]:
-        """The metric and its 95% CI (None where the summary has none) from a summary."""
-        parts = self.metric.split(".")
-        node: Any = summary
-        parent: Any = None
-        for i, part in enumerate(parts):
-            if not isinstance(node, dict) or part not in node:
-                here = ".".join(parts[:i]) or "summary.json"
-                fields = sorted(k for k, v in node.items() if k != "ci95") if isinstance(node, dict) else []
-                raise ConfigError(f"no field {part!r} in {here} (fields: {', '.join(fields)})", source="--slo")
-            parent, node = node, node[part]
-        if node is None:
-            return None, None
-        if not isinstance(node, (int, float)) or isinstance(node, bool):
-            fields = sorted(k for k in node if k != "ci95") if isinstance(node, dict) else []
-            hint = f"; name one of its fields: {', '.join(f'{self.metric}.{f}' for f in fields)}" if fields else ""
-            raise ConfigError(f"{self.metric!r} is not a number{hint}", source="--slo")
-        ci = None
-        last = parts[-1]
-        if isinstance(parent, dict):
-            c = parent.get("ci95")
-            if isinstance(c, dict):
-                ci = c.get(last)
-            elif isinstance(c, list) and last == "mean":
-                ci = c
-            if ci is None and len(parts) == 1:
-                ci = summary.get(f"{last}_ci95")
-        return float(node), (list(ci) if ci else None)
-
-
-def parse_slo(text: str) -> SLO:
-    """'fork_latency_us.p99<=2000' -> SLO. The bound may carry a unit matching the metric
-    (`<=2ms` for a *_us metric, `>=5000/s` for a *_per_s metric)."""
-    m = _SLO_RE.match(text or "")
-    if not m:
-        raise ConfigError(
-            f"an SLO looks like METRIC OP NUMBER, e.g. 'fork_latency_us.p99<=2000' or "
-            f"'throughput_per_s.mean>=5000' (OP one of <=, >=, <, >), got {text!r}", source="--slo")
-    metric, op, raw = m.groups()
-    top = metric.split(".")[0]
-    if top not in _KNOWN:
-        raise ConfigError(f"unknown metric {top!r} (summary fields: {', '.join(_KNOWN)})", source="--slo")
-    parts = metric.split(".")
-    fields = _FIELDS.get(top)
-    if fields is not None and (len(parts) != 2 or parts[1] not in fields):
-        raise ConfigError(f"{metric!r} is not a summary number; name one of: "
-                          f"{', '.join(f'{top}.{f}' for f in fields)}", source="--slo")
-    if top in _SCALARS and len(parts) != 1:
-        raise ConfigError(f"{top!r} is a number with no fields (use '{top}{op}...')", source="--slo")
-    try:
-        bound = float(raw)
-    except ValueError:
-        try:
-            if metric.split(".")[0].endswith("_us"):
-                bound = parse_time_us(raw)
-            elif metric.split(".")[0].endswith("_per_s"):
-                bound = parse_rate(raw)
-            else:
-                raise UnitError(f"{raw!r} is not a number")
-        except UnitError as exc:
-            raise ConfigError(f"bad bound in {text!r}: {exc}", source="--slo") from None
-    if not math.isfinite(bound):
-        raise ConfigError(f"the bound must be a finite number, got {raw!r}", source="--slo")
-    return SLO(metric, op, bound)
-
 
 # ------------------------------------------------------------------ the key and its range
 
 
 def _key_kind(exp: Experiment, key: str) -> str:
     """'int' for plain integer keys, 'float' for quantities, factors and sizes; raises for unknown keys."""
-    apply_overrides(experiment_to_toml_dict(exp), {key: config_value(exp, key, None) or 1}, source="--find",
+    apply_overrides(experiment_to_toml_dict(exp), {key: config_value(exp, key, None) or 1}, source="find",
                     resolved=True)
     if key.startswith("whatif."):
         return "float"
     parts = key.split(".")
     model = _model_at(tuple(parts[:-1]))
     if model is None or parts[-1] not in model.model_fields:
-        raise ConfigError("unknown key", source="--find", field=key)
+        raise ConfigError("unknown key", source="find", field=key)
     info = model.model_fields[parts[-1]]
     ann = info.annotation
     if isinstance(ann, type) and issubclass(ann, BaseModel):
-        raise ConfigError("is a section, not a key to search", source="--find", field=key)
+        raise ConfigError("is a section, not a key to search", source="find", field=key)
     has_unit = any(type(m).__name__ == "BeforeValidator" for m in info.metadata)
     args = getattr(ann, "__args__", None) or ()
     if args and type(None) in args:  # an optional key: int | None
@@ -187,7 +75,7 @@ def _key_kind(exp: Experiment, key: str) -> str:
         return "int"
     if not _numeric(ann):
         raise ConfigError("plan searches a numeric key (an integer, a size, a time, a rate or a factor)",
-                          source="--find", field=key)
+                          source="find", field=key)
     return "bytes" if ann is int else "float"
 
 
@@ -226,26 +114,26 @@ def parse_range(exp: Experiment, key: str, text: str | tuple | list | None, kind
     """'LO..HI' (units allowed: 1GiB..64GiB, 1000/s..20000/s) -> (lo, hi) in the model's units."""
     if text is None:
         if kind != "int":
-            raise ConfigError(f"{key} is continuous: give a search range, e.g. --range LO..HI", source="--range")
+            raise ConfigError(f"{key} is continuous: give a search range, e.g. --range LO..HI", source="range")
         cur = config_value(exp, key, 1) or 1
         return 1.0, float(max(16, 8 * int(cur)))
     if isinstance(text, str):
         if ".." not in text:
-            raise ConfigError(f"a range looks like LO..HI, got {text!r}", source="--range")
+            raise ConfigError(f"a range looks like LO..HI, got {text!r}", source="range")
         lo_raw, hi_raw = (s.strip() for s in text.split("..", 1))
         if not lo_raw or not hi_raw:
-            raise ConfigError(f"a range looks like LO..HI, got {text!r}", source="--range")
+            raise ConfigError(f"a range looks like LO..HI, got {text!r}", source="range")
         lo_raw, hi_raw = parse_override(f"v={lo_raw}")[1], parse_override(f"v={hi_raw}")[1]
     else:
         if len(text) != 2:
-            raise ConfigError("a range is two values (LO, HI)", source="--range")
+            raise ConfigError("a range is two values (LO, HI)", source="range")
         lo_raw, hi_raw = text
-    lo = _resolve_value(exp, key, lo_raw, "--range")
-    hi = _resolve_value(exp, key, hi_raw, "--range")
+    lo = _resolve_value(exp, key, lo_raw, "range")
+    hi = _resolve_value(exp, key, hi_raw, "range")
     if kind == "int" and (lo != int(lo) or hi != int(hi)):
-        raise ConfigError(f"{key} is an integer key: give integer ends", source="--range")
+        raise ConfigError(f"{key} is an integer key: give integer ends", source="range")
     if not lo < hi:
-        raise ConfigError(f"the range's low end must be below its high end (got {lo:g}..{hi:g})", source="--range")
+        raise ConfigError(f"the range's low end must be below its high end (got {lo:g}..{hi:g})", source="range")
     return lo, hi
 
 
@@ -331,6 +219,8 @@ def plan(
     tolerance: float | str | None = None,
     strict: bool = False,
     workers: int | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
     max_probes: int = 40,
     direction: str | None = None,
     on_probe: Callable[[Probe], None] | None = None,
@@ -343,7 +233,8 @@ def plan(
     Integer keys: binary search (the answer passes, one step worse fails). Continuous keys:
     bisection (geometric for sizes and rates) until the bracket is narrower than `tolerance`
     (default: 1/64 of the range, of its log for sizes and rates; a quantity with units is allowed,
-    '64MiB'). `workers`: processes for each probe's replications (default one per CPU)."""
+    '64MiB'). `workers`: processes for each probe's replications (default one per CPU), on one
+    `executor` for every probe ("local" or "dask" at `scheduler`: forksim.executor)."""
     exp, slo_ = _inputs(exp_or_path, overrides, slo, find, direction)
     kind = _key_kind(exp, find)
     links = linked_keys(exp, find, lambda k, raw: _resolve_value(exp, k, raw, "[sweep]"))
@@ -354,25 +245,17 @@ def plan(
     ratio_tol = geo and tolerance is None  # the default geometric tolerance is a ratio
     want, why = plan_direction(find, slo_.upper, [ln.key for ln in links], direction)
 
-    cache: dict[float, Probe] = {}
-    tried: list[Probe] = []
+    prober = _Prober(exp, find, kind, links, slo_, strict, profile, max_probes, on_probe)
+    with prober.on(make_executor(executor, workers, scheduler, jobs=exp.experiment.replications)):
+        return _search(prober, lo, hi, want, why, tol, geo, ratio_tol, rng=(_as_key_value(kind, lo),
+                                                                            _as_key_value(kind, hi)))
 
-    def probe(v: float) -> Probe:
-        v = float(_as_key_value(kind, v))
-        if v in cache:
-            return cache[v]
-        if len(tried) >= max_probes:
-            raise ConfigError(f"no answer within {max_probes} probes; widen --tolerance", source="plan")
-        values = {find: _as_key_value(kind, v), **{ln.key: ln(v) for ln in links}}
-        p = _run_probe(exp.with_overrides(values, resolved=True), slo_, strict, profile, workers,
-                       _as_key_value(kind, v))
-        cache[v] = p
-        tried.append(p)
-        if on_probe is not None:
-            on_probe(p)
-        return p
 
-    rng = (_as_key_value(kind, lo), _as_key_value(kind, hi))
+def _search(prober: "_Prober", lo: float, hi: float, want: str | None, why: str, tol: float, geo: bool,
+            ratio_tol: bool, rng: tuple) -> PlanResult:
+    """Probe the range's ends, then bisect between the passing and the failing end."""
+    find, kind, slo_, probe, cache, tried = prober.find, prober.kind, prober.slo, prober, prober.cache, prober.tried
+    links = prober.links
     p_lo, p_hi = probe(lo), probe(hi)
     show = lambda v: format_config_value(find, _as_key_value(kind, v))  # noqa: E731
     if not p_lo.ok and not p_hi.ok:
@@ -402,6 +285,43 @@ def plan(
     return _result(find, slo_, _as_key_value(kind, good), want, rng, tried, notes, cache, kind, why)
 
 
+class _Prober:
+    """The probes of one search: each value run once (all the config's replications, same seeds), on
+    one executor, cached by value, at most `max_probes` of them."""
+
+    def __init__(self, exp: Experiment, find: str, kind: str, links: list, slo_: SLO, strict: bool,
+                 profile: str | Profile | None, max_probes: int, on_probe: Callable[[Probe], None] | None):
+        self.exp, self.find, self.kind, self.links, self.slo = exp, find, kind, links, slo_
+        self.strict, self.profile, self.max_probes, self.on_probe = strict, profile, max_probes, on_probe
+        self.cache: dict[float, Probe] = {}
+        self.tried: list[Probe] = []
+        self.executor: Any = None
+
+    @contextmanager
+    def on(self, executor: Any) -> Iterator[None]:
+        self.executor = executor
+        try:
+            yield
+        finally:
+            executor.close()
+
+    def __call__(self, v: float) -> Probe:
+        kind = self.kind
+        v = float(_as_key_value(kind, v))
+        if v in self.cache:
+            return self.cache[v]
+        if len(self.tried) >= self.max_probes:
+            raise ConfigError(f"no answer within {self.max_probes} probes; widen --tolerance", source="plan")
+        values = {self.find: _as_key_value(kind, v), **{ln.key: ln(v) for ln in self.links}}
+        p = _run_probe(self.exp.with_overrides(values, resolved=True), self.slo, self.strict, self.profile,
+                       self.executor, _as_key_value(kind, v))
+        self.cache[v] = p
+        self.tried.append(p)
+        if self.on_probe is not None:
+            self.on_probe(p)
+        return p
+
+
 def _ends_note(want: str, good_ok: bool, bad_ok: bool, good: str, bad: str, why: str) -> str:
     """When the answer is the range's end `bad` (the end where the SLO should break): why."""
     if not good_ok:  # the SLO holds only at the other end
@@ -421,7 +341,7 @@ def _inputs(exp_or_path: Experiment | str | Path, overrides: dict[str, Any] | No
         exp = load_experiment(exp_or_path, overrides)
     slo_ = parse_slo(slo) if isinstance(slo, str) else slo
     if not find or not isinstance(find, str):
-        raise ConfigError("name the key to search, e.g. --find machine.cpus", source="--find")
+        raise ConfigError("name the key to search, e.g. --find machine.cpus", source="find")
     if direction not in (None, "smallest", "largest"):
         raise ConfigError(f"'smallest' or 'largest', got {direction!r}", source="direction")
     return exp, slo_
@@ -435,9 +355,9 @@ def _tolerance(exp: Experiment, find: str, kind: str, tolerance: float | str | N
         return 1.0
     if tolerance is None:
         return (hi / lo) ** (1 / 64) if geo else (hi - lo) / 64.0
-    tol = _resolve_value(exp, find, tolerance, "--tolerance") if isinstance(tolerance, str) else float(tolerance)
+    tol = _resolve_value(exp, find, tolerance, "tolerance") if isinstance(tolerance, str) else float(tolerance)
     if not tol > 0:
-        raise ConfigError("must be positive", source="--tolerance")
+        raise ConfigError("must be positive", source="tolerance")
     return max(tol, 1.0) if kind == "bytes" else tol
 
 
@@ -464,10 +384,10 @@ def _bisect(probe: Callable[[float], Probe], good: float, bad: float, kind: str,
             bad = mid
 
 
-def _run_probe(pexp: Experiment, slo_: SLO, strict: bool, profile: str | Profile | None, workers: int | None,
+def _run_probe(pexp: Experiment, slo_: SLO, strict: bool, profile: str | Profile | None, executor: Any,
                value: Any) -> Probe:
     try:
-        result = run_experiment(pexp, profile=profile, workers=workers)
+        result = run_experiment(pexp, profile=profile, executor=executor)
     except UnstableError as exc:  # an open workload the machine cannot keep up with: fails any SLO
         return Probe(value, None, None, False, {"error": str(exc)}, unstable=True)
     metric, ci = slo_.value(result.summary)

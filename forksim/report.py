@@ -11,16 +11,16 @@ the swept key (keys linked to it on the same line) with the 95% confidence inter
 the latency-throughput curve, and what the experiment asks about where its points measured it: request
 latency over the snapshot windows (a server), the faulting threads' mmap_lock stalls, the lock waits.
 
+The folders are read by forksim.layout (which also owns their file names); `load_run`, `load_sweep`
+and `ReportError` here are its `read_run`, `read_sweep` and `FolderError`.
+
 summary.md's numbers are summary.json's under one rule, `rounded()`: a float is shown rounded to
 `DIGITS` decimals (Python's round), an integer as it is, a missing value as "-".
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,15 @@ import pandas as pd
 
 from . import plots
 from .axes import SIZE_KEYS, TIME_KEYS, size_text, time_text
-from .errors import ForksimError
-from .io import read_table, write_text
+from .io import write_text
+from .layout import FolderError as ReportError  # the folder's files cannot be read (forksim.layout reads them)
+from .layout import dotted_get as _get
+from .layout import is_run_dir, is_sweep_dir, points_frame
+from .layout import read_requests as load_requests
+from .layout import read_run as load_run
+from .layout import read_sweep as load_sweep
+from .requests import WINDOWS
+from .summary import LATENCIES, LOCKS, PERCENTILE_NAMES, summary_row
 
 __all__ = [
     "DIGITS",
@@ -49,15 +56,8 @@ __all__ = [
 ]
 
 DIGITS = 2
-LATENCIES = ("fork_latency_us", "child_start_latency_us", "roundtrip_latency_us", "response_latency_us",
-             "request_latency_us", "request_latency_in_snapshot_us", "request_latency_in_fork_us")
-REQUEST_WINDOWS = ("request_latency_us", "request_latency_in_snapshot_us", "request_latency_in_fork_us")
-LOCKS = ("tasklist_lock", "pidmap_lock", "mmap_lock")
-_SECTIONS = ("experiment.", "machine.", "workload.", "background.", "whatif.")
-
-
-class ReportError(ForksimError):
-    """The directory is not a run or sweep directory, or its files cannot be read."""
+# The sections and their fields come from summary.json's schema (forksim.summary).
+REQUEST_WINDOWS = tuple(WINDOWS)  # the server's request latency sections
 
 
 @dataclass
@@ -83,78 +83,7 @@ def rounded(x: Any) -> str:
     return str(x)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: cannot read: {exc.__class__.__name__}") from None
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{path}: not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ReportError(f"{path}: not a summary (expected a JSON object)")
-    return data
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ReportError(f"{path}: cannot read the config: {exc}") from None
-
-
-def _table_path(directory: Path, stem: str) -> Path | None:
-    for ext in ("parquet", "csv"):
-        p = directory / f"{stem}.{ext}"
-        if p.exists():
-            return p
-    return None
-
-
-def is_run_dir(directory: Path) -> bool:
-    return (directory / "summary.json").is_file() and _table_path(directory, "forks") is not None
-
-
-def is_sweep_dir(directory: Path) -> bool:
-    return (directory / "points").is_dir() or _table_path(directory, "results") is not None
-
-
-def _get(d: dict[str, Any], dotted: str) -> Any:
-    cur: Any = d
-    for part in dotted.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return None
-        cur = cur[part]
-    return cur
-
-
 # ------------------------------------------------------------------ runs
-
-
-def load_run(directory: str | Path) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
-    """summary.json, the per-creation records and the resolved config of a run directory."""
-    d = Path(directory)
-    if not is_run_dir(d):
-        raise ReportError(f"{d}: not a run directory (needs summary.json and forks.parquet or forks.csv)")
-    summary = _read_json(d / "summary.json")
-    table = _table_path(d, "forks")
-    try:
-        records = read_table(table)
-    except Exception as exc:  # pyarrow / pandas errors of many kinds
-        raise ReportError(f"{table}: cannot read the records: {exc.__class__.__name__}: {exc}") from None
-    cfg_path = d / "config.resolved.toml"
-    config = _read_toml(cfg_path) if cfg_path.exists() else {}
-    return summary, records, config
-
-
-def load_requests(directory: str | Path) -> pd.DataFrame | None:
-    """A server run's per-request table (requests.parquet or .csv), or None where there is none."""
-    table = _table_path(Path(directory), "requests")
-    if table is None:
-        return None
-    try:
-        return read_table(table)
-    except Exception as exc:
-        raise ReportError(f"{table}: cannot read the requests: {exc.__class__.__name__}: {exc}") from None
 
 
 def _seconds(us: Any) -> str:
@@ -187,7 +116,7 @@ def _run_markdown(summary: dict[str, Any], config: dict[str, Any], figures: list
             continue
         ci = (s.get("ci95") or {}).get("p99") or [None, None]
         lines.append(f"| `{key}` | {r(s.get('count'))} | " + " | ".join(
-            r(s.get(c)) for c in ("mean", "p50", "p90", "p99", "p999")) + f" | {r(ci[0])} | {r(ci[1])} |")
+            r(s.get(c)) for c in ("mean", *PERCENTILE_NAMES)) + f" | {r(ci[0])} | {r(ci[1])} |")
     windows = [(k, summary[k].get("window")) for k in REQUEST_WINDOWS if isinstance(summary.get(k), dict)]
     if windows:
         lines += ["", "Request latency is measured from a request's arrival to the end of its service, over three "
@@ -281,148 +210,6 @@ def run_report(directory: str | Path, out: str | Path | None = None) -> Report:
 
 
 # ------------------------------------------------------------------ sweeps
-
-
-def summary_row(summary: dict[str, Any]) -> dict[str, Any]:
-    """One sweep point's summary.json as flat columns (means, percentiles, CI bounds)."""
-    row: dict[str, Any] = {"forks": summary.get("forks"), "replications": summary.get("replications")}
-    thr = summary.get("throughput_per_s") or {}
-    ci = thr.get("ci95") or [None, None]
-    row.update({"throughput_per_s": thr.get("mean"), "throughput_lo": ci[0], "throughput_hi": ci[1]})
-    for key in LATENCIES:
-        s = summary.get(key)
-        if not isinstance(s, dict):
-            continue
-        row[f"{key}.mean"] = s.get("mean")
-        for p in ("p50", "p90", "p99", "p999"):
-            row[f"{key}.{p}"] = s.get(p)
-            pci = (s.get("ci95") or {}).get(p) or [None, None]
-            row[f"{key}.{p}.lo"], row[f"{key}.{p}.hi"] = pci[0], pci[1]
-    req = summary.get("request_throughput_per_s")
-    if isinstance(req, dict):
-        rci = req.get("ci95") or [None, None]
-        row.update({"request_throughput_per_s": req.get("mean"), "request_throughput_per_s.lo": rci[0],
-                    "request_throughput_per_s.hi": rci[1], "requests_unfinished": summary.get("requests_unfinished")})
-    stall = summary.get("mmap_stall_us")
-    if isinstance(stall, dict):
-        row.update({f"mmap_stall_us.{k}": stall.get(k) for k in ("count", "p50", "p99", "max")})
-    for lock, v in (summary.get("lock_wait_us") or {}).items():
-        row.update({f"lock_wait_us.{lock}.{k}": v.get(k) for k in ("acquisitions", "mean", "p99", "max")})
-    row["cpu_utilization"] = summary.get("cpu_utilization")
-    return row
-
-
-def _parse_scalar(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _from_dir_name(name: str) -> dict[str, Any]:
-    """'workload.parents=4,machine.cpus=2' (or '__' / ';' separated) -> {key: value}."""
-    out = {}
-    for part in re.split(r",|__|;|&", name):
-        if "=" in part:
-            k, v = part.split("=", 1)
-            out[k.strip()] = _parse_scalar(v.strip())
-    return out
-
-
-def _sweep_keys(d: Path, results: pd.DataFrame | None, point_values: list[dict[str, Any]]) -> list[str]:
-    for cfg_name in ("config.resolved.toml", "config.toml", "sweep.toml"):
-        p = d / cfg_name
-        if p.exists():
-            sweep = _read_toml(p).get("sweep")
-            if isinstance(sweep, dict) and sweep:
-                return list(sweep)
-    keys: list[str] = []
-    for values in point_values:
-        for k in values:
-            if k not in keys:
-                keys.append(k)
-    if keys:
-        return keys
-    if results is not None:
-        return [c for c in results.columns if c.startswith(_SECTIONS) and results[c].nunique(dropna=True) > 1]
-    return []
-
-
-def _point_values(pdir: Path, summary: dict[str, Any], results: pd.DataFrame | None) -> dict[str, Any]:
-    for k in ("point", "sweep", "params", "values"):
-        v = summary.get(k)
-        if isinstance(v, dict) and v:
-            return dict(v)
-    values: dict[str, Any] = {}
-    if results is not None and "point" in results.columns:
-        rows = results[results["point"].astype(str) == pdir.name]
-        if len(rows):
-            first = rows.iloc[0]
-            values.update({c: first[c] for c in results.columns if c.startswith(_SECTIONS)})
-    if not values:
-        values = _from_dir_name(pdir.name)
-    cfg = pdir / "config.resolved.toml"
-    if cfg.exists():
-        values["__config__"] = _read_toml(cfg)
-    return values
-
-
-def points_frame(points: list[tuple[dict[str, Any], dict[str, Any]]], keys: list[str] | None = None) -> pd.DataFrame:
-    """One row per sweep point: its swept values (`keys`) beside `summary_row(summary)`."""
-    rows = []
-    for values, summary in points:
-        row = {k: values.get(k) for k in (keys or list(values))}
-        row.update(summary_row(summary))
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def load_sweep(directory: str | Path) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """(points frame, swept keys, notes) of a sweep directory; the frame holds each point's
-    summary.json numbers (see `summary_row`) and a 'point' column (the point's folder name)."""
-    d = Path(directory)
-    if not is_sweep_dir(d):
-        raise ReportError(f"{d}: not a sweep directory (needs points/*/summary.json or results.parquet)")
-    results = None
-    table = _table_path(d, "results")
-    if table is not None:
-        try:
-            results = read_table(table)
-        except Exception as exc:
-            raise ReportError(f"{table}: cannot read: {exc.__class__.__name__}: {exc}") from None
-    notes: list[str] = []
-    found: list[tuple[Path, dict[str, Any], dict[str, Any]]] = []
-    for pdir in sorted(p for p in (d / "points").glob("*") if p.is_dir()) if (d / "points").is_dir() else []:
-        sfile = pdir / "summary.json"
-        if not sfile.exists():
-            notes.append(f"point `{pdir.name}`: no summary.json (failed or not finished)")
-            continue
-        summary = _read_json(sfile)
-        if summary.get("error"):
-            notes.append(f"point `{pdir.name}`: {summary['error']}")
-            continue
-        found.append((pdir, summary, _point_values(pdir, summary, results)))
-    if not found:
-        raise ReportError(f"{d}: no finished sweep point (no points/*/summary.json)")
-    keys = _sweep_keys(d, results, [{k: v for k, v in vals.items() if k != "__config__"} for _, _, vals in found])
-    if not keys:
-        raise ReportError(f"{d}: cannot tell which key was swept (no [sweep] in config.resolved.toml, "
-                          "no point values in summary.json or results, no key=value folder names)")
-    pts = []
-    for pdir, summary, vals in found:
-        cfg = vals.pop("__config__", None)
-        for k in keys:
-            if k not in vals and cfg is not None:
-                vals[k] = _get(cfg, k)
-        vals["point"] = pdir.name
-        pts.append((vals, summary))
-    frame = points_frame(pts, ["point", *keys])
-    for k in keys:  # numbers stored as strings in some tables
-        conv = pd.to_numeric(frame[k], errors="coerce")
-        if conv.notna().all():
-            frame[k] = conv
-    frame = frame.sort_values(keys, kind="stable").reset_index(drop=True)
-    return frame, keys, notes
 
 
 # Extra summary.md columns and figures for what an experiment asks about: (column, header).

@@ -13,17 +13,15 @@ import json
 import math
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
-import tomli_w
 
-from .config import Experiment, experiment_to_toml_dict
+from .config import Experiment
 from .errors import ConfigError, ForksimError, UnstableError
 from .kernel.flags import KINDS
 from .kernel.costs import EMPTY_IMAGE, Costs
@@ -31,12 +29,16 @@ from .kernel.stages import CHILD, PARENT, PER_CREATION, PER_SHARED_PAGE, STAGES
 from .machine import SchedulerParams
 from .metrics import ReplicationResult, records_frame, summarize
 from .model import ModelParams, SchedulerSpec, image_shape, scaled_slice_us
+from .summary import Summary
 from .profile import Profile, StageCost, load_profile, profile_info
 from .requests import requests_frame
 from .store import warn_if_off_host
 from .units import format_time_us
 from .simulation import Observer, Simulation
 from .workloads.arrivals import load_arrivals
+
+if TYPE_CHECKING:
+    from .executor import Executor
 
 __all__ = [
     "RunResult",
@@ -73,9 +75,16 @@ class RunResult:
 
     def config_toml(self) -> str:
         """The fully resolved experiment as TOML (what `forksim run` writes to config.resolved.toml)."""
-        return ("# The fully resolved experiment: times in microseconds, sizes in bytes, rates per second\n"
-                "# (units = \"model\": forksim reads its bare numbers so).\n"
-                + tomli_w.dumps({"units": "model", **experiment_to_toml_dict(self.experiment)}))
+        from .layout import config_toml
+
+        return config_toml(self.experiment)
+
+    def write(self, directory: str | os.PathLike, format: str = "parquet") -> Path:
+        """The run folder (forksim.layout): summary.json, the records (a server: its requests), the
+        resolved config and the profile as used."""
+        from .layout import write_run
+
+        return write_run(directory, self, format)
 
     def metadata(self) -> dict[str, str]:
         """How the records were made, as the key-value metadata forks.parquet carries: the resolved
@@ -347,28 +356,36 @@ def _one(args: tuple) -> ReplicationResult:
     return run_replication(*args)
 
 
+def _call(args: tuple) -> ReplicationResult:
+    """One job on an executor: `_one` looked up when it runs (a test may replace it)."""
+    return _one(args)
+
+
 def run_experiment(
     exp: Experiment,
     *,
     profile: str | Profile | None = None,
     seed: int | None = None,
     workers: int | None = 1,
+    executor: "str | Executor" = "local",
+    scheduler: str | None = None,
     on_replication: Callable[[int, int], None] | None = None,
 ) -> RunResult:
     """Run every replication of `exp` and summarise. `workers` > 1 spreads replications over
-    processes (None: one per CPU); results are identical whatever the worker count."""
+    processes (None: one per CPU) on `executor` ("local": a process pool; "dask": a LocalCluster of
+    `workers` processes, or `scheduler`'s cluster; or an executor already made, which is left open:
+    forksim.executor); results are identical whatever the executor and the worker count.
+    `on_replication(done, total)` is called as each replication finishes."""
     prof = resolve_profile(exp, profile)
     check_work(exp, prof)
     seed = exp.experiment.seed if seed is None else seed
     n = exp.experiment.replications
     params = ModelParams.of(exp, prof)  # resolved once (an arrivals file read once) for every replication
     jobs = [(exp, prof, i, s, params) for i, s in enumerate(replication_seeds(seed, n))]
-    if workers is None:
-        workers = os.cpu_count() or 1
     wall = time.perf_counter()
     results: list[ReplicationResult] = []
     try:
-        _run_all(jobs, workers, results, on_replication)
+        _run_all(jobs, workers, results, on_replication, executor=executor, scheduler=scheduler)
     except KeyboardInterrupt:
         # Keep what finished: the replications are independent, so the finished ones are a valid
         # (smaller) experiment; the summary says it is partial.
@@ -381,35 +398,38 @@ def run_experiment(
     return result
 
 
-def _run_all(jobs: list[tuple], workers: int, results: list[ReplicationResult],
-             on_replication: Callable[[int, int], None] | None) -> None:
-    """Run the jobs (in a process pool when `workers` > 1), appending to `results` in order."""
+def _run_all(jobs: list[tuple], workers: int | None, results: list[ReplicationResult],
+             on_replication: Callable[[int, int], None] | None, *, executor: "str | Executor" = "local",
+             scheduler: str | None = None) -> None:
+    """Run the jobs on the executor (forksim.executor; in this process with one worker), keeping
+    `results` in replication order as they finish (so an interrupted run keeps every finished one)."""
+    from .executor import WorkersLost, make_executor
+
     n = len(jobs)
-    if workers > 1 and n > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, n)) as pool:
-            try:
-                for i, res in enumerate(pool.map(_one, jobs)):
-                    results.append(res)
-                    if on_replication:
-                        on_replication(i + 1, n)
-            except BrokenProcessPool as exc:  # a worker killed (out of memory, a signal)
-                raise ForksimError(f"a worker process died ({exc}) after {len(results)} of {n} replications; "
-                                   "rerun, or with --workers 1 to run them in this process") from None
-    else:
-        for i, job in enumerate(jobs):
-            results.append(_one(job))
+    ex = make_executor(executor, workers or None, scheduler, jobs=n) if isinstance(executor, str) else executor
+    ok = False
+    try:
+        for i, (_, res) in enumerate(ex.run(_call, [(job[2], (job,)) for job in jobs])):
+            results.append(res)
+            results.sort(key=lambda r: r.replication)
             if on_replication:
                 on_replication(i + 1, n)
+        ok = True
+    except WorkersLost as exc:  # a worker killed (out of memory, a signal)
+        raise ForksimError(f"a worker process died ({exc}) after {len(results)} of {n} replications; "
+                           "rerun, or with --workers 1 to run them in this process") from None
+    finally:
+        if isinstance(executor, str):  # made here: closed here
+            ex.close(cancel=not ok)
 
 
 def _result(exp: Experiment, prof: Profile, seed: int, results: list[ReplicationResult], wall: float,
             planned: int | None = None) -> RunResult:
     df = records_frame(results)
-    summary = summarize(results, df)
-    summary["sim_wall_s"] = round(time.perf_counter() - wall, 3)
-    summary = {"experiment": exp.experiment.name, "profile": prof.name, "profile_used": profile_info(prof),
-               "seed": seed, **summary}
+    fields = {**summarize(results, df), "experiment": exp.experiment.name, "profile": prof.name,
+              "profile_used": profile_info(prof), "seed": seed, "sim_wall_s": round(time.perf_counter() - wall, 3)}
     if planned is not None:
-        summary["partial"] = True  # interrupted: `replications` of `replications_planned` finished
-        summary["replications_planned"] = planned
+        fields["partial"] = True  # interrupted: `replications` of `replications_planned` finished
+        fields["replications_planned"] = planned
+    summary = Summary.model_validate(fields).to_dict()  # the schema's order: identity fields first
     return RunResult(exp, prof, seed, summary, df, results, requests_frame(results))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -21,16 +22,10 @@ from test_trace import _check_valid
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 CONFIGS = sorted(EXPERIMENTS.glob("*.toml"))
 
-SHORT = ["experiment.duration=0.2s", "experiment.warmup=0.02s", "experiment.replications=2"]
-# Smaller sizes or fewer creations where the full experiment needs them.
-EXTRA = {
-    "rss-latency": ["experiment.max_creations=8"],
-    "thp": ["experiment.max_creations=8"],
-    "redis-bgsave": ["workload.server.first_snapshot=0.05s", "workload.child.lifetime=50ms",
-                     "workload.image.rss=512MiB", "workload.rate=5000/s"],
-    "mmap-stall": ["workload.image.rss=256MiB"],
-}
-EXTRA["on-demand-fork"] = EXTRA["async-fork"] = EXTRA["redis-bgsave"]
+# The shortened sizes (tools/shortened.toml: tools/fingerprint.py runs the same).
+_SHORTENED = tomllib.loads((EXPERIMENTS.parent / "tools" / "shortened.toml").read_text())
+SHORT: list[str] = _SHORTENED["short"]
+EXTRA: dict[str, list[str]] = _SHORTENED["extra"]
 EXPECTED = {"fork-storm", "rss-latency", "clone-kinds", "thp", "redis-bgsave", "prefork-server", "cpu-scaling",
             "mmap-stall", "on-demand-fork", "async-fork", "quickstart"}
 

@@ -320,7 +320,7 @@ def test_run_writes_no_temp_files(quick, tmp_path, capsys):
     out = tmp_path / "out"
     rc, err = invoke(["run", str(quick), "--out", str(out), "--quiet"], capsys)
     assert rc == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["config.resolved.toml", "forks.parquet", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.resolved.toml", "forks.parquet", "profile.json", "summary.json"]
 
 
 # ------------------------------------------------------------------ reproducibility

@@ -179,5 +179,5 @@ def test_cli_sweep_errors(tmp_path, capsys):
     assert main(["sweep", str(cfg), "--set", "sweep.workload.parent=[1]"]) == 2
     err = capsys.readouterr().err
     assert "forksim: error:" in err and "Traceback" not in err
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(ConfigError, match="resume"):
         sweep(cfg, resume=True)

@@ -6,7 +6,7 @@
     python tools/fingerprint.py record --full v.json   # the validation configs at their own length
 
 `record` runs, with fixed seeds: the 23 validation scenarios' simulator configs (tools/validation-configs.json,
-shortened to 1 s), every experiment in experiments/ (shortened as the tests shorten them), the bench's
+shortened to 1 s), every experiment in experiments/ (shortened as the tests shorten them: tools/shortened.toml), the bench's
 2- and 256-CPU rows and the engine's queueing checks (M/M/1, M/M/4, M/G/1 under the fair scheduler), and writes every summary.json
 (less its wall time) and a hash of every records table (and of a server's request table). `compare` prints, per run, whether the
 summaries and records are identical (the events per creation aside: they are the speed) and, where
@@ -20,22 +20,28 @@ import json
 import math
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the forksim of this tree (copy tools/ into an old checkout)
+sys.path[:0] = [str(ROOT)]  # the forksim of this tree (an old checkout: copy tools/ and forksim/summary.py into it)
+
+from forksim.summary import fields_of  # noqa: E402 - after the path
 
 # What a speed change may change: how many events a creation takes (reported beside the results).
-SPEED_FIGURES = ("events_per_creation",)
+SPEED_FIGURES = fields_of(speed=True)
 # Where a result came from, not what the model computed (the profile file's path differs per checkout).
-PROVENANCE_KEYS = ("profile_used",)
-# Every run pins the shipped `default` profile: a profile `forksim calibrate` stored on this machine
-# (machine.profile = "auto") must not change the fingerprint.
-SHORT = {"experiment.duration": "200ms", "experiment.warmup": "20ms", "experiment.replications": 2,
-         "machine.profile": "default"}
+PROVENANCE_KEYS = fields_of("provenance")
+# Real time taken: differs on every run.
+WALL_CLOCK = fields_of("wall_clock")
+# The shortened sizes the tests run (tools/shortened.toml). Every run pins the shipped `default`
+# profile: a profile `forksim calibrate` stored on this machine (machine.profile = "auto") must not
+# change the fingerprint.
+SHORTENED = tomllib.loads((ROOT / "tools" / "shortened.toml").read_text())
+PINNED = {"machine.profile": "default"}
 
 
 def _runs(full: bool = False):
@@ -53,19 +59,18 @@ def _runs(full: bool = False):
         yield f"validate/{name}", parse_config(cfg, source=name, resolved=True)  # us, bytes, /s
     if full:
         return
-    from test_experiments import EXTRA  # the shortened sizes the tests use
-
     for path in sorted((ROOT / "experiments").glob("*.toml")):
-        overrides = dict(SHORT)
-        overrides.update(parse_override(o) for o in EXTRA.get(path.stem, []))
+        overrides = dict(parse_override(o) for o in SHORTENED["short"])
+        overrides.update(PINNED)
+        overrides.update(parse_override(o) for o in SHORTENED["extra"].get(path.stem, []))
         yield f"experiment/{path.stem}", load_experiment(path, overrides)
     for cpus in (2, 256):
         yield f"bench/{cpus}cpu-closed", scenario_experiment(cpus, 0, "closed", 3000, replications=2)
 
 
 def _queueing() -> dict[str, float]:
-    """The engine's analytic checks, as figures (tests/test_engine.py asserts them against theory)."""
-    from test_engine import FCFS, fair, simulate
+    """The engine's queueing checks, as figures (tests/test_engine.py asserts them against theory)."""
+    from forksim.queueing import FCFS, fair, simulate
 
     out = {}
     for name, (lam, cpus, params, preemptible, service) in {
@@ -96,8 +101,7 @@ def record(out: Path, full: bool = False) -> None:
         t = time.perf_counter()
         res = run_experiment(exp, workers=1)
         summary = dict(res.summary)
-        summary.pop("sim_wall_s", None)
-        for key in PROVENANCE_KEYS:
+        for key in (*WALL_CLOCK, *PROVENANCE_KEYS):
             summary.pop(key, None)
         result[name] = {"summary": summary, "records_sha256": _records_hash(res.records)}
         if res.requests is not None:  # a server's per-request table (requests.parquet)

@@ -10,10 +10,28 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import CALLS, Experiment, load_experiment, parse_override
-from ..errors import ConfigError
+from ..errors import ConfigError, ForksimError
+from ..summary import LATENCIES, PERCENTILE_NAMES, latency_label
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
+
+# The library's errors name the argument or config key they are about; where the CLI took that value
+# from a flag, the message names the flag instead (`range: ...` -> `--range: ...`).
+FLAGS = {
+    "slo": "--slo", "find": "--find", "range": "--range", "tolerance": "--tolerance",
+    "direction": "--smallest/--largest", "executor": "--executor", "scheduler": "--scheduler",
+    "workers": "--workers", "format": "--format", "resume": "--resume",
+}
+
+
+def flag_error(exc: ForksimError) -> ForksimError:
+    """`exc` with the argument it names (its `source`) shown as the flag it came from (FLAGS)."""
+    if not isinstance(exc, ConfigError) or exc.source not in FLAGS:
+        return exc
+    where = ": ".join(p for p in (exc.source, exc.field) if p)
+    message = str(exc)[len(where) + 2:] if str(exc).startswith(f"{where}: ") else str(exc)
+    return type(exc)(message, source=FLAGS[exc.source], field=exc.field)
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,23 +82,16 @@ def call_label(clone: str | None) -> str:
 def latency_table(summary: dict[str, Any], title: str, clone: str | None = "fork") -> Table:
     t = Table(title=title, title_justify="left")
     t.add_column("latency (us)")
-    for col in ("mean", "p50", "p90", "p99", "p999", "p99 95% CI"):
+    for col in ("mean", *PERCENTILE_NAMES, "p99 95% CI"):
         t.add_column(col, justify="right")
-    for key, label in (
-        ("fork_latency_us", call_label(clone)),
-        ("child_start_latency_us", "child start"),
-        ("roundtrip_latency_us", "round trip (to reap)"),
-        ("response_latency_us", "response (arrival to reap)"),
-        ("request_latency_us", "request, all"),
-        ("request_latency_in_fork_us", "request arriving in fork()"),
-        ("request_latency_in_snapshot_us", "request arriving in snapshot"),
-    ):
+    for key in LATENCIES:
+        label = call_label(clone) if key == "fork_latency_us" else latency_label(key)
         s = summary.get(key)
         if not s:
             continue
         ci = (s.get("ci95") or {}).get("p99")
         ci_text = f"{fmt(ci[0])} .. {fmt(ci[1])}" if ci else "-"
-        t.add_row(label, *(fmt(s.get(c)) for c in ("mean", "p50", "p90", "p99", "p999")), ci_text)
+        t.add_row(label, *(fmt(s.get(c)) for c in ("mean", *PERCENTILE_NAMES)), ci_text)
         if s.get("refused"):  # a tail percentile from too few samples (forksim.stats.MIN_BEYOND)
             from ..display import refused_note
 

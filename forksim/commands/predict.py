@@ -11,6 +11,7 @@ from ..config import CLONE_KINDS, MAX_FDS, MAX_LIVE_CHILDREN, MAX_RSS_BYTES, MAX
 from ..errors import ConfigError
 from ..kernel.flags import UNSHARE_FLAGS, USER_FLAGS, check, check_unshare
 from ..predict import predict
+from ..summary import latency_label
 from ..units import UnitError, format_size, parse_size
 from ._common import call_label, console, fmt
 
@@ -84,8 +85,8 @@ def main(args: argparse.Namespace) -> int:
     t.add_column("latency (us)")
     for c in ("mean", "p50", "p90", "p99"):
         t.add_column(c, justify="right")
-    for key, label in (("fork_latency_us", call_label(args.clone)), ("child_start_latency_us", "child start"),
-                       ("roundtrip_latency_us", "round trip (to reap)")):
+    for key in ("fork_latency_us", "child_start_latency_us", "roundtrip_latency_us"):  # what predict gives
+        label = call_label(args.clone) if key == "fork_latency_us" else latency_label(key)
         t.add_row(label, *(fmt(res[key][c]) for c in ("mean", "p50", "p90", "p99")))
     console.print(t)
     used = res["profile_used"]

@@ -6,7 +6,6 @@ import argparse
 
 from rich.progress import Progress
 
-from ..io import write_json, write_table, write_text
 from ..runner import Interrupted, run_experiment
 from ..trace import write_trace
 from ._common import add_config_arguments, console, err_console, fmt, latency_table, load_from_args, out_dir
@@ -15,7 +14,7 @@ from ._common import add_config_arguments, console, err_console, fmt, latency_ta
 def register(sub) -> None:
     p = sub.add_parser("run", help="simulate one experiment (all its replications)",
                        description="Simulate one experiment; print a summary; write summary.json, "
-                       "forks.parquet and the resolved config to --out.")
+                       "forks.parquet, the resolved config and the profile as used to --out.")
     add_config_arguments(p)
     p.add_argument("--out", help="output folder (default: results/<name>/run)")
     p.add_argument("--workers", type=int, default=1, help="processes for replications (default 1; 0: one per CPU)")
@@ -49,14 +48,6 @@ def summary_table(summary: dict, clone: str = "fork") -> None:
     console.print(f"mean time per stage in the call (us): {stages}")
 
 
-def _write(out, result, fmt_: str) -> None:
-    write_table(out / f"forks.{fmt_}", result.records, metadata=result.metadata())
-    if result.requests is not None:  # server workloads: every request after the warm-up
-        write_table(out / f"requests.{fmt_}", result.requests, metadata=result.metadata())
-    write_text(out / "config.resolved.toml", result.config_toml())
-    write_json(out / "summary.json", result.summary)
-
-
 def main(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
 
@@ -74,12 +65,12 @@ def main(args: argparse.Namespace) -> int:
         if stop.partial is None:
             err_console.print("forksim: interrupted before any replication finished; nothing written")
         else:
-            _write(out, stop.partial, args.format)
+            stop.partial.write(out, args.format)
             s = stop.partial.summary
             err_console.print(f"forksim: interrupted; the {s['replications']} finished of {n} replications are kept "
                               f"in {out}/ (summary.json says \"partial\": true)")
         return 130
-    _write(out, result, args.format)
+    result.write(out, args.format)
     if args.trace:
         write_trace(exp, args.trace, profile=result.profile)
     if not args.quiet:

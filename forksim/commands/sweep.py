@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..config import CALLS, format_config_value
@@ -48,6 +51,32 @@ def _points_table(name: str, rows: list[tuple], call: str, server: bool = False)
     return t
 
 
+@contextmanager
+def _progress_bar(title: str, quiet: bool) -> Iterator[Callable[[int, int, int, int], None] | None]:
+    """A rich progress bar of the replications (the tasks) and, beside them, the finished points, fed
+    by the sweep's on_progress callback (none when quiet)."""
+    if quiet:
+        yield None
+        return
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("replications, points {task.fields[points]}"), TimeElapsedColumn(),
+                   TimeRemainingColumn(), transient=False)
+    task = None
+
+    def update(done: int, total: int, points_done: int, points: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task(title, total=total, points=f"{points_done}/{points}")
+        bar.update(task, completed=done, points=f"{points_done}/{points}")
+
+    try:
+        yield update
+    finally:
+        if task is not None:
+            bar.stop()
+
+
 def main(args: argparse.Namespace) -> int:
     from ..sweep import grid_points, sweep
 
@@ -76,8 +105,9 @@ def main(args: argparse.Namespace) -> int:
                              *[fmt((summary.get(k) or {}).get(p)) for k, p, _ in _REQUEST_COLUMNS if server], note)
 
     try:
-        df = sweep(exp, out=out, executor=args.executor, scheduler=args.scheduler, workers=args.workers,
-                   resume=args.resume, format=args.format, progress=not args.quiet, on_point=on_point)
+        with _progress_bar(f"sweep {exp.experiment.name} ({args.executor})", args.quiet) as on_progress:
+            df = sweep(exp, out=out, executor=args.executor, scheduler=args.scheduler, workers=args.workers,
+                       resume=args.resume, format=args.format, on_point=on_point, on_progress=on_progress)
     except KeyboardInterrupt:
         err_console.print(f"forksim: interrupted; the {len(rows)} finished points are kept in {out}/points/ "
                           "(the same command with --resume computes only the others)")

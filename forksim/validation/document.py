@@ -1,0 +1,264 @@
+"""The validation report's documents: the markdown table (validation.md), VALIDATION.md (the table with
+the mechanism believed responsible for each row above target and other hosts' published figures), the
+predicted-against-measured figure (validation.png) and validation.json. The rows and their errors
+come from forksim.validation.compare.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..io import write_text
+from .compare import EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, TARGETS
+from .mechanisms import mechanism_for
+from .other_hosts import render_other_hosts
+
+__all__ = ["render_markdown", "render_doc", "plot_report", "write_report"]
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    a = abs(v)
+    if a >= 1000:
+        return f"{v:,.0f}"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def _fmt_pct(e: float | None) -> str:
+    return "-" if e is None else f"{e * 100:.0f}%"
+
+
+def _fmt_err(e: float | None) -> str:
+    return "-" if e is None else f"{e * 100:+.0f}%"
+
+
+def _table(rows: list[dict[str, Any]], summ: dict[str, Any]) -> list[str]:
+    """The main table: measured, predicted and error per column for each scenario, then the medians
+    beside their targets."""
+    lines: list[str] = []
+    header = ["scenario"]
+    for _key, label, *_ in METRICS:
+        header += [f"{label} meas", "pred", "err"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for r in rows:
+        name = r["scenario"]
+        if any(k in {m[0] for m in METRICS} for k in r.get("off_by_2x", [])):
+            name += " (2x!)"
+        if (r.get("foreign_cpu_frac") or 0) > NOISY_FOREIGN_FRAC:
+            name += f" (noisy: {r['foreign_cpu_frac'] * 100:.0f}% foreign CPU)"
+        cells = [name]
+        for key, *_ in METRICS:
+            cells += [_fmt(r["measured"].get(key)), _fmt(r["predicted"].get(key)), _fmt_err(r["rel_error"].get(key))]
+        lines.append("| " + " | ".join(cells) + " |")
+    med = ["**median abs error**"]
+    tgt = ["target"]
+    for key, _label, _m, _p, target in METRICS:
+        m = summ["median_abs_rel_error"].get(key)
+        med += ["", "", "-" if m is None else f"**{m * 100:.0f}%**"]
+        tgt += ["", "", f"<= {TARGETS[target] * 100:.0f}%"]
+    lines.append("| " + " | ".join(med) + " |")
+    lines.append("| " + " | ".join(tgt) + " |")
+    return lines
+
+
+def _other_comparisons(report: dict[str, Any]) -> list[str]:
+    """The comparisons beside the main table: extra metrics, the throughput's run-to-run spread, the
+    stress-ng cross-check and the real application."""
+    rows, summ = report["rows"], report["summary"]
+    lines: list[str] = []
+    extra = [(k, lab) for k, lab, *_ in EXTRA_METRICS if summ["n"].get(k)]
+    if extra:
+        lines += ["", "Other comparisons:", "", "| scenario | metric | measured | predicted | error |", "|---|---|---|---|---|"]
+        for r in rows:
+            for k, lab in extra:
+                if r["measured"].get(k) is not None or r["predicted"].get(k) is not None:
+                    lines.append(f"| {r['scenario']} | {lab} | {_fmt(r['measured'].get(k))} | "
+                                 f"{_fmt(r['predicted'].get(k))} | {_fmt_err(r['rel_error'].get(k))} |")
+    spread = [r for r in rows if r.get("throughput_spread")]
+    if spread:
+        lines += ["", "Run-to-run spread of the throughput (/s; where the balancer put hogs and parents differs "
+                  "from run to run): the real runs against the model's replications:", "",
+                  "| scenario | real runs | real min .. max | model min .. max | real inside model's range |",
+                  "|---|---|---|---|---|"]
+        for r in spread:
+            sp = r["throughput_spread"]
+            pr = sp.get("predicted") or [None, None]
+            lines.append(f"| {r['scenario']} | {', '.join(_fmt(v) for v in sp['runs'])} | "
+                         f"{_fmt(sp['measured'][0])} .. {_fmt(sp['measured'][1])} | {_fmt(pr[0])} .. {_fmt(pr[1])} | "
+                         f"{'yes' if sp['inside'] else 'no'} |")
+    cc = report.get("crosscheck_stress_ng")
+    if cc and cc.get("stress_ng_per_s"):
+        lines += ["", "Cross-check with stress-ng (vfork+_exit+wait, one process pinned to CPU 0, creations/s): "
+                  f"stress-ng {_fmt(cc.get('stress_ng_per_s'))}, forksim's load generator "
+                  f"{_fmt(cc.get('loadgen_per_s'))}, the model (1 CPU) {_fmt(cc.get('model_per_s'))}."]
+    apps = report.get("apps") or {}
+    if apps.get("rows"):
+        lines += ["", f"A real application, timed by itself ({apps.get('app')}: BGSAVE every "
+                  f"{apps['rows'][0]['interval_s']:g} s, `latest_fork_usec` of INFO stats; the model gets the RSS, "
+                  "VMAs and threads from /proc and the interval):", "",
+                  "| scenario | RSS (MiB) | VMAs | forks | fork() p50 (us) meas | pred | err |", "|---|---|---|---|---|---|---|"]
+        for a in apps["rows"]:
+            lines.append(f"| {a['scenario']} | {a['image']['rss_bytes'] / 1024**2:.0f} | {a['image']['vmas']} | "
+                         f"{len(a['fork_usec'])} | {_fmt(a['measured_p50_us'])} | {_fmt(a['predicted_p50_us'])} | "
+                         f"{_fmt_err(a['rel_error'])} |")
+    elif apps.get("skipped"):
+        lines += ["", f"Real application: skipped ({apps['skipped']})."]
+    return lines
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The validation table (markdown): measured, predicted and error per metric, then the medians."""
+    rows, summ, prov = report["rows"], report["summary"], report.get("provenance", {})
+    lines = ["# forksim validation: measured vs predicted", ""]
+    if prov:
+        lines.append(f"Machine: {prov.get('cpu_model', '?')}, {prov.get('cpus', '?')} CPUs, "
+                     f"Linux {prov.get('kernel', '?')}; profile `{prov.get('profile', '?')}`; "
+                     f"{prov.get('date', '')}; {'quick' if report.get('quick') else 'full'} set.")
+        lines.append("")
+    lines += _table(rows, summ)
+    lines.append("")
+    lines.append(f"Rows off by more than {TARGETS['max_factor']:g}x in any column: **{summ['rows_off_by_2x']}** "
+                 f"of {summ['rows_compared']} (target: 0)"
+                 + (f": {', '.join(summ['rows_off_by_2x_names'])}" if summ["rows_off_by_2x_names"] else "") + ".")
+    noisy = summ.get("rows_noisy") or []
+    if noisy:
+        lines.append(f"Rows measured while other processes used more than {NOISY_FOREIGN_FRAC * 100:.0f}% of the "
+                     f"CPUs (not part of the simulated load): {len(noisy)}; median errors over the quiet rows only: "
+                     + ", ".join(f"{k} {_fmt_pct(v)}" for k, v in (summ.get("median_abs_rel_error_quiet") or {}).items()
+                                 if k in {m[0] for m in METRICS}) + ".")
+    lines += _other_comparisons(report)
+    failed = [r for r in rows if r.get("error")]
+    if failed:
+        lines += ["", "Not compared:", ""]
+        lines += [f"- {r['scenario']}: {r['error']}" for r in failed]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plot_report(report: dict[str, Any], path: Path) -> Path | None:
+    """Predicted vs measured, one panel for throughput and one for latencies, log-log with y = x."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        import seaborn as sns
+
+        sns.set_theme(style="whitegrid", context="notebook")
+    except ImportError:  # pragma: no cover
+        pass
+    panels = [("throughput", "throughput (creations/s)", ["throughput"]),
+              ("latency", "latency (µs)", ["fork_p50", "fork_p99", "rt_p50", "rt_p99", "stall_p50", "stall_p99"])]
+    labels = {k: lab for k, lab, *_ in METRICS + EXTRA_METRICS}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
+    for ax, (_name, unit, keys) in zip(axes, panels):
+        allv: list[float] = []
+        for key in keys:
+            pts = [(r["measured"][key], r["predicted"][key]) for r in report["rows"]
+                   if (r["measured"].get(key) or 0) > 0 and (r["predicted"].get(key) or 0) > 0]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            allv += list(xs) + list(ys)
+            ax.scatter(xs, ys, label=labels[key], alpha=0.8, s=36)
+        if allv:
+            lo, hi = min(allv) / 1.5, max(allv) * 1.5
+            ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="y = x")
+            ax.fill_between([lo, hi], [lo / 2, hi / 2], [lo * 2, hi * 2], color="grey", alpha=0.12, label="within 2x")
+            ax.set_xlim(lo, hi)
+            ax.set_ylim(lo, hi)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.legend(fontsize=8, loc="upper left")
+        else:
+            ax.text(0.5, 0.5, "no predictions to plot", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel(f"measured {unit}")
+        ax.set_ylabel(f"predicted {unit}")
+    prov = report.get("provenance", {})
+    fig.suptitle(f"forksim validation ({prov.get('profile', '?')} profile, {prov.get('cpus', '?')} CPUs, "
+                 f"Linux {prov.get('kernel', '?')})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _json_default(o: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def _above_target(row: dict[str, Any]) -> list[str]:
+    """The columns of a row whose |relative error| exceeds its target."""
+    out = []
+    for key, _label, _m, _p, target in METRICS:
+        e = row["rel_error"].get(key)
+        if e is not None and abs(e) > TARGETS[target]:
+            out.append(key)
+    return out
+
+
+def render_doc(report: dict[str, Any]) -> str:
+    """VALIDATION.md: provenance, the table, for every row above target the mechanism believed
+    responsible (forksim/validation/mechanisms.py), and published fork times of other hosts beside
+    the `published` profile (forksim/validation/other_hosts.py)."""
+    prov = report.get("provenance", {})
+    lines = [
+        "# Validation: forksim against this machine kind",
+        "",
+        "Generated by `forksim validate" + (" --quick" if report.get("quick") else "") + " --doc VALIDATION.md`; "
+        "do not edit by hand. Rerun the command to refresh it.",
+        "",
+        "## Machine",
+        "",
+    ]
+    for key in ("cpu_model", "cpus", "kernel", "date", "profile", "compiler", "spawn_helper_static"):
+        if key in prov:
+            lines.append(f"- {key}: {prov[key]}")
+    used = prov.get("profile_used")
+    if used:
+        lines.append(f"- profile used: {used.get('name')} (measured on {used.get('host')}; sha256 {used.get('sha256')})")
+    lines += ["", render_markdown(report).split("\n", 2)[2], "## Rows above target and the mechanism believed responsible", ""]
+    for row in report["rows"]:
+        cols = _above_target(row)
+        if cols or row.get("error"):
+            what = ", ".join(cols) if cols else "not compared"
+            lines.append(f"- **{row['scenario']}** ({what}): {mechanism_for(row['scenario'])}.")
+    lines += ["", render_other_hosts()]
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], out: Path, doc: Path | None = None) -> dict[str, Path]:
+    """validation.json, validation.md and validation.png under `out` (and `doc`, VALIDATION.md)."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "validation.json", "md": out / "validation.md", "png": out / "validation.png"}
+    write_text(paths["json"], json.dumps(report, indent=2, default=_json_default) + "\n")
+    write_text(paths["md"], render_markdown(report))
+    if doc is not None:
+        paths["doc"] = write_text(doc, render_doc(report))
+    if plot_report(report, paths["png"]) is None:
+        paths.pop("png")
+    return paths
+
+
