@@ -1,0 +1,65 @@
+"""The stopping rule and the warm-up rule of --precision (forksim/precision.py)."""
+
+import numpy as np
+import pytest
+
+from forksim.precision import Precision, mser5, parse_precision, relative_half_width, run_to_precision
+from forksim.stats import t_ci95
+
+
+def _summary(values):
+    mean = float(np.mean(values))
+    return {"throughput_per_s": {"mean": mean, "ci95": t_ci95(values)}}
+
+
+def _draws(seed, sigma):
+    rng = np.random.default_rng(seed)
+    return lambda start, stop: [float(rng.normal(100.0, sigma)) for _ in range(start, stop)]
+
+
+def test_parse_precision():
+    assert parse_precision("5%") == pytest.approx(0.05)
+    assert parse_precision(0.02) == pytest.approx(0.02)
+    for bad in ("0%", "100%", "abc", -0.1, 1.5):
+        with pytest.raises(ValueError):
+            parse_precision(bad)
+
+
+def test_stops_when_every_interval_is_narrow_enough():
+    p = Precision(0.01, metrics=("throughput_per_s.mean",), max_replications=500)
+    results, summary, stop = run_to_precision(p, _draws(1, 5.0), _summary)
+    assert stop.reason.startswith("reached")
+    assert relative_half_width(summary, "throughput_per_s.mean") <= 0.01
+    # One batch fewer would not have been enough (the rule stops at the first batch that satisfies it).
+    fewer = _summary(results[: len(results) - p.batch])
+    assert relative_half_width(fewer, "throughput_per_s.mean") > 0.01
+    # Noise 4x larger needs about 16x more replications: more, at least.
+    more, _, _ = run_to_precision(p, _draws(1, 20.0), _summary)
+    assert len(more) > len(results)
+
+
+def test_cap_is_reported_with_the_metric_missing():
+    p = Precision(0.0001, metrics=("throughput_per_s.mean",), max_replications=10)
+    results, _, stop = run_to_precision(p, _draws(2, 50.0), _summary)
+    assert len(results) == 10
+    assert stop.reason.startswith("cap") and "throughput_per_s.mean" in stop.reason
+    d = stop.as_dict()
+    assert d["replications"] == 10 and d["done"] == {"throughput_per_s.mean": False}
+
+
+def test_missing_interval_is_never_done():
+    # A refused tail percentile (null) must not count as reached.
+    s = {"fork_latency_us": {"p99": None, "ci95": {"p99": None}}}
+    assert relative_half_width(s, "fork_latency_us.p99") is None
+    s = {"fork_latency_us": {"p99": 200.0, "ci95": {"p99": [190.0, 214.0]}}}
+    assert relative_half_width(s, "fork_latency_us.p99") == pytest.approx(0.06)
+
+
+def test_mser5_finds_a_transient_and_leaves_a_stationary_series():
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0.0, 1.0, 4000)
+    transient = noise + np.where(np.arange(4000) < 500, 8.0 * np.exp(-np.arange(4000) / 200.0), 0.0)
+    cut = mser5(transient)
+    assert 300 <= cut <= 900 and cut % 5 == 0
+    assert mser5(noise) < 400  # nothing to cut but noise: a short prefix at most
+    assert mser5([1.0, 2.0, 3.0]) == 0
