@@ -96,6 +96,19 @@ class ExperimentSection(_Section):
     replications: int = Field(default=5, ge=1, le=10_000, description="independent replications (default 5)")
     seed: int = Field(default=42, ge=0, description="root seed; replications get independent streams")
     max_creations: int = Field(default=0, ge=0, description="stop a replication after this many creations (0: no limit)")
+    precision: float | None = Field(
+        default=None, description="run to a precision instead of a fixed count: add `replications` at a time "
+        "until the 95% CI half-width of throughput and of fork() p99 is within this fraction of each "
+        "estimate (\"5%\" or 0.05), or max_replications is reached (default: off)")
+    max_replications: int = Field(default=200, ge=2, le=10_000,
+                                  description="with precision: the cap on replications (default 200)")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, v: Any) -> float | None:
+        from .precision import parse_precision
+
+        return None if v is None else parse_precision(v)
 
     @field_validator("name")
     @classmethod

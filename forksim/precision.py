@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 __all__ = ["DEFAULT_METRICS", "Precision", "MetricPrecision", "Stopping", "parse_precision", "relative_half_width",
-           "mser5", "run_to_precision"]
+           "mser5", "run_to_precision", "warmup_check"]
 
 # What --precision watches unless told otherwise: the creation rate and the tail users plan for.
 DEFAULT_METRICS = ("throughput_per_s.mean", "fork_latency_us.p99")
@@ -161,3 +161,22 @@ def mser5(series: Sequence[float] | np.ndarray, batch: int = 5) -> int:
     n = m - d
     sse = s2[d] - s1[d] ** 2 / n
     return int(np.argmin(sse / n.astype(float) ** 2)) * batch
+
+
+def warmup_check(records, warmup_us: float) -> dict[str, Any]:
+    """MSER-5 on each replication's fork() latency series (in entry order, warm-up creations
+    included): where the rule would end the warm-up, against the configured `warmup_us`."""
+    cuts: list[float] = []
+    for _, rep in records.groupby("replication", sort=True):
+        rep = rep.sort_values("start_us")
+        lat = rep["fork_latency_us"].to_numpy(dtype=float)
+        ok = np.isfinite(lat)
+        cut = mser5(lat[ok])
+        starts = rep["start_us"].to_numpy(dtype=float)[ok]
+        cuts.append(float(starts[cut]) if 0 < cut < len(starts) else 0.0)
+    median = float(np.median(cuts)) if cuts else None
+    return {"rule": "MSER-5 on each replication's fork() latency series (White 1997)",
+            "configured_us": warmup_us,
+            "mser5_us_median": None if median is None else round(median, 3),
+            "mser5_us_max": round(max(cuts), 3) if cuts else None,
+            "enough": None if median is None else median <= warmup_us}

@@ -381,6 +381,8 @@ def run_experiment(
     seed = exp.experiment.seed if seed is None else seed
     n = exp.experiment.replications
     params = ModelParams.of(exp, prof)  # resolved once (an arrivals file read once) for every replication
+    if exp.experiment.precision is not None:
+        return _run_to_precision(exp, prof, seed, params, workers, executor, scheduler, on_replication)
     jobs = [(exp, prof, i, s, params) for i, s in enumerate(replication_seeds(seed, n))]
     wall = time.perf_counter()
     results: list[ReplicationResult] = []
@@ -396,6 +398,40 @@ def run_experiment(
     if empty is not None:
         raise ConfigError(empty, source=exp.source, field="experiment.duration")
     return result
+
+
+def _run_to_precision(exp: Experiment, prof: Profile, seed: int, params: ModelParams, workers: int | None,
+                      executor: "str | Executor", scheduler: str | None,
+                      on_replication: Callable[[int, int], None] | None) -> RunResult:
+    """`experiment.precision`: batches of `experiment.replications` until throughput's and fork() p99's
+    95% intervals are narrow enough, or `experiment.max_replications` (forksim.precision)."""
+    from .executor import make_executor
+    from .precision import Precision, run_to_precision, warmup_check
+
+    e = exp.experiment
+    want = Precision(e.precision, max_replications=e.max_replications, batch=e.replications)
+    seeds = replication_seeds(seed, e.max_replications)  # replication i's stream whatever the cap
+    ex = make_executor(executor, workers or None, scheduler, jobs=e.replications) if isinstance(executor, str) else executor
+    wall = time.perf_counter()
+    done: list[ReplicationResult] = []
+
+    def batch(start: int, stop: int) -> list[ReplicationResult]:
+        got: list[ReplicationResult] = []
+        _run_all([(exp, prof, i, seeds[i], params) for i in range(start, stop)], workers, got, None, executor=ex)
+        done.extend(got)
+        if on_replication:
+            on_replication(len(done), e.max_replications)
+        return got
+
+    try:
+        results, _, stop = run_to_precision(want, batch, lambda res: _result(exp, prof, seed, res, wall).summary)
+    except KeyboardInterrupt:
+        raise Interrupted(_result(exp, prof, seed, done, wall, planned=len(done)) if done else None) from None
+    finally:
+        if isinstance(executor, str):
+            ex.close()
+    extra = {"precision": stop.as_dict(), "warmup_check": warmup_check(records_frame(results), e.warmup)}
+    return _result(exp, prof, seed, results, wall, extra=extra)
 
 
 def _run_all(jobs: list[tuple], workers: int | None, results: list[ReplicationResult],
@@ -424,12 +460,13 @@ def _run_all(jobs: list[tuple], workers: int | None, results: list[ReplicationRe
 
 
 def _result(exp: Experiment, prof: Profile, seed: int, results: list[ReplicationResult], wall: float,
-            planned: int | None = None) -> RunResult:
+            planned: int | None = None, extra: dict[str, Any] | None = None) -> RunResult:
     df = records_frame(results)
     fields = {**summarize(results, df), "experiment": exp.experiment.name, "profile": prof.name,
               "profile_used": profile_info(prof), "seed": seed, "sim_wall_s": round(time.perf_counter() - wall, 3)}
     if planned is not None:
         fields["partial"] = True  # interrupted: `replications` of `replications_planned` finished
         fields["replications_planned"] = planned
+    fields.update(extra or {})
     summary = Summary.model_validate(fields).to_dict()  # the schema's order: identity fields first
     return RunResult(exp, prof, seed, summary, df, results, requests_frame(results))

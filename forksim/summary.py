@@ -135,6 +135,8 @@ class Summary(_Section):
     sim_wall_s: Optional[float] = _f("wall_clock")
     partial: Optional[bool] = _f("run")  # interrupted: `replications` of `replications_planned` finished
     replications_planned: Optional[int] = _f("run")
+    precision: Optional[dict[str, Any]] = _f("run", description="run to a precision: target, reached, why it stopped")
+    warmup_check: Optional[dict[str, Any]] = _f("run", description="MSER-5's truncation against the configured warm-up")
     error: Optional[str] = _f("run")  # a sweep point that produced nothing
     errors: Optional[list[str]] = _f("run")  # a sweep point's failed replications
 

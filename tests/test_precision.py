@@ -63,3 +63,40 @@ def test_mser5_finds_a_transient_and_leaves_a_stationary_series():
     assert 300 <= cut <= 900 and cut % 5 == 0
     assert mser5(noise) < 400  # nothing to cut but noise: a short prefix at most
     assert mser5([1.0, 2.0, 3.0]) == 0
+
+
+def _exp(**experiment):
+    from forksim.config import parse_config
+
+    base = {"name": "prec", "duration": "100ms", "warmup": "20ms", "replications": 2, "precision": "5%",
+            "max_replications": 8}
+    base.update(experiment)
+    return parse_config({"experiment": base, "machine": {"cpus": 2, "profile": "default"},
+                         "workload": {"kind": "closed", "parents": 2, "image": {"rss": "4MiB"}}})
+
+
+def test_run_to_precision_reports_and_is_independent_of_workers():
+    from forksim.runner import run_experiment
+
+    one = run_experiment(_exp(), workers=1).summary
+    two = run_experiment(_exp(), workers=2).summary
+    p = one["precision"]
+    assert p["stopped"].startswith("reached") and one["replications"] == p["replications"] <= 8
+    assert all(v is not None and v <= 0.05 for v in p["reached"].values())
+    assert one["warmup_check"]["rule"].startswith("MSER-5") and one["warmup_check"]["configured_us"] == 20_000.0
+    drop = ("sim_wall_s",)
+    assert {k: v for k, v in one.items() if k not in drop} == {k: v for k, v in two.items() if k not in drop}
+
+
+def test_run_to_precision_stops_at_the_cap():
+    from forksim.runner import run_experiment
+
+    s = run_experiment(_exp(precision="0.01%", max_replications=4), workers=1).summary
+    assert s["replications"] == 4 and s["precision"]["stopped"].startswith("cap")
+
+
+def test_fixed_replications_carry_no_precision_section():
+    from forksim.runner import run_experiment
+
+    s = run_experiment(_exp(precision=None, replications=2), workers=1).summary
+    assert "precision" not in s and "warmup_check" not in s and s["replications"] == 2

@@ -47,6 +47,8 @@ def load_from_args(args: argparse.Namespace) -> Experiment:
     overrides: dict[str, Any] = dict(parse_override(o) for o in args.overrides)
     if getattr(args, "profile", None):
         overrides["machine.profile"] = args.profile
+    if getattr(args, "precision", None) is not None:  # the config's key: parsed and checked there
+        overrides["experiment.precision"] = args.precision
     if getattr(args, "seed", None) is not None:
         if args.seed < 0:
             raise ConfigError("must be a non-negative integer", source="--seed")

@@ -20,6 +20,10 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes for replications (default 1; 0: one per CPU)")
     p.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="per-fork records format")
     p.add_argument("--trace", metavar="FILE", help="also write the first replication's timeline (Chrome trace JSON)")
+    p.add_argument("--precision", metavar="FRACTION",
+                   help="add replications (experiment.replications at a time) until throughput's and fork() p99's "
+                   "95%% CI half-widths are within this fraction of each estimate, e.g. 5%% "
+                   "(sets experiment.precision; the cap: experiment.max_replications, default 200)")
     p.add_argument("--quiet", action="store_true", help="no table, no progress")
     p.set_defaults(func=main)
 
@@ -39,6 +43,15 @@ def summary_table(summary: dict, clone: str = "fork") -> None:
                       "the end; in fork(): arrived between fork()'s entry and return; in snapshot: arrived between "
                       "fork()'s entry and the snapshot child's exit")
     console.print(f"CPU utilisation: {100 * (summary['cpu_utilization'] or 0):.1f}%")
+    if summary.get("precision"):
+        p = summary["precision"]
+        reached = ", ".join(f"{k} ±{v:.1%}" if v is not None else f"{k} no interval" for k, v in p["reached"].items())
+        console.print(f"precision: {p['stopped']} ({reached})")
+        w = summary.get("warmup_check") or {}
+        if w.get("enough") is False:
+            console.print(f"[yellow]warm-up: MSER-5 puts the end of the transient at {fmt(w['mser5_us_median'])} us "
+                          f"(median over replications), past experiment.warmup = {fmt(w['configured_us'])} us: "
+                          "lengthen the warm-up[/yellow]")
     if not summary["forks"]:  # a server that served requests but forked no snapshot in the window
         console.print("[yellow]note: no snapshot fork in the measured window: lengthen experiment.duration "
                       "or move workload.server.first_snapshot into it[/yellow]")
@@ -55,10 +68,12 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"must be 0 (one per CPU) or more (got {args.workers})", source="--workers")
     exp = load_from_args(args)
     out = out_dir(args, exp, "run")
-    n = exp.experiment.replications
+    n = exp.experiment.replications if exp.experiment.precision is None else exp.experiment.max_replications
     try:
         with Progress(console=console, transient=True, disable=args.quiet) as progress:
-            task = progress.add_task(f"simulating {exp.experiment.name} ({n} replications)", total=n)
+            what = f"{n} replications" if exp.experiment.precision is None else (
+                f"to {exp.experiment.precision:.1%} precision, at most {n} replications")
+            task = progress.add_task(f"simulating {exp.experiment.name} ({what})", total=n)
             result = run_experiment(exp, workers=args.workers or None,
                                     on_replication=lambda done, total: progress.update(task, completed=done))
     except Interrupted as stop:
