@@ -133,7 +133,7 @@ def scenario_experiment(cpus: int, rss: int, kind: str, creations: int, *, rate:
     duration = "1000000s"  # closed: max_creations ends the run
     if kind == "open":
         workload["rate"] = rate
-        # the arrivals of `creations` requests and some slack (runner.check_work counts arrivals)
+        # the arrivals of `creations` requests and some slack (work.check_work counts arrivals)
         duration = f"{1.5 * creations / rate + 0.1:.6g}s"
     return parse_config({
         "experiment": {"name": f"bench-{cpus}cpu-{rss}-{kind}", "duration": duration, "warmup": "0s",

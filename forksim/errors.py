@@ -36,4 +36,4 @@ class SweepError(ForksimError):
 class UnstableError(ForksimError):
     """An open or server workload's queue grew past its bound (workload.max_queue): the offered rate
     exceeds what the machine serves. Raised while simulating, or before running when the rate is far
-    beyond the capacity estimate (runner.check_work)."""
+    beyond the capacity estimate (work.check_work)."""

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .kernel.flags import KINDS
+from .kernel.stages import CALL_PARTS
 from .requests import DONE, LATENCY, WINDOWS
 from .stats import PERCENTILES, TAIL_PERCENTILES, beyond, bootstrap_ci95, refusal, stream, t_ci95
 from .summary import LOCKS, Latency, LockWait, Rate, Stall, Summary
@@ -30,7 +32,7 @@ RECORD_COLUMNS = {
 }
 # The clone kind as a pandas categorical with every kind as a category (tables of different runs
 # concatenate without falling back to strings).
-KIND_DTYPE = pd.CategoricalDtype(["fork", "vfork", "posix_spawn", "fork_exec", "thread"])
+KIND_DTYPE = pd.CategoricalDtype(list(KINDS))
 
 
 class Creation:
@@ -274,16 +276,11 @@ def _stage_means(measured: pd.DataFrame) -> dict[str, float | None]:
         def stage(column: str) -> np.ndarray:  # column by column: no copy of the whole table
             return measured[column].to_numpy()[returned]
 
-        parts = {
-            "copy_process_setup": stage("setup_us"),
-            "mmap_lock_wait": stage("mmap_wait_us"),
-            "dup_mmap": stage("dup_mmap_us"),
-            "copy_process_tail": stage("tail_us"),
-        }
+        parts = {p.name: stage(p.column) for p in CALL_PARTS.values() if p.column is not None}
         for name, values in parts.items():
             stage_us[name] = _clean(values.mean())
-        rest = stage("fork_latency_us") - sum(parts.values())
-        stage_us["after_wake_up_new_task"] = _clean(rest.mean())  # IPI to a halted CPU, vfork wait
+        rest = stage("fork_latency_us") - sum(parts.values())  # IPI to a halted CPU, vfork wait
+        stage_us.update({p.name: _clean(rest.mean()) for p in CALL_PARTS.values() if p.column is None})
     return stage_us
 
 

@@ -12,7 +12,7 @@ from forksim.errors import ConfigError
 from forksim.kernel import flags, stages
 from forksim.profile import STAGES as PROFILE_STAGES
 from forksim.profile import Warmth, load_profile
-from forksim.runner import estimate_work
+from forksim.work import estimate_work
 
 
 def test_kinds_derive_their_attributes_from_their_flags():

@@ -23,7 +23,7 @@ __all__ = ["Stage", "STAGES", "CallPart", "CALL_PARTS", "FORK_PATH", "COLD_STAGE
 class Stage:
     """A priced stage of the creation path (a profile `stages` entry).
 
-    `paid_by`, `kinds` and `per` say what a creation costs on average (runner.estimate_work): a
+    `paid_by`, `kinds` and `per` say what a creation costs on average (work.estimate_work): a
     stage paid by the parent or the child, for every kind or for the kinds whose `Kind` attribute
     `kinds` names (kernel/flags.py), once per creation or per shared page written; a stage paid by
     nobody ("") is inside another stage (a lock hold) or charged per event (a fault, an IPI)."""
@@ -40,7 +40,7 @@ class Stage:
     cold: bool = False  # a profile's `warmth` section may price a cold walk of it (ColdTerms)
 
 
-# Stages' `per` values and the `paid_by` sides (runner.estimate_work sums them).
+# Stages' `per` values and the `paid_by` sides (work.estimate_work sums them).
 PER_CREATION, PER_SHARED_PAGE = "creation", "shared page written"
 PARENT, CHILD = "parent", "child"
 
