@@ -126,9 +126,9 @@ class SchedulerSpec:
     def bind(self, costs: "Costs") -> SchedulerParams:
         """The scheduler's parameters on one replication's stream (samplers draw lazily, per use)."""
 
-        def sampler(c: Cost) -> Callable[[], float]:
+        def sampler(c: Cost, name: str) -> Callable[[], float]:
             if isinstance(c, StageCost):
-                return costs.sampler(c)
+                return costs.sampler(c, name)
             return lambda: c
 
         ipi = self.ipi_send
@@ -137,10 +137,10 @@ class SchedulerSpec:
             slice_us=self.slice_us,
             wakeup_granularity_us=self.wakeup_granularity_us,
             wakeup_preemption=self.wakeup_preemption,
-            context_switch=sampler(self.context_switch),
-            idle_wake=sampler(self.idle_wake),
-            ipi_send=costs.sampler(ipi) if ipi is not None else (lambda: 0.0),
-            migration=sampler(self.migration),
+            context_switch=sampler(self.context_switch, "context_switch"),
+            idle_wake=sampler(self.idle_wake, "idle_wake"),
+            ipi_send=costs.sampler(ipi, "ipi_send") if ipi is not None else (lambda: 0.0),
+            migration=sampler(self.migration, "migration"),
             eevdf=self.eevdf,
             balance=self.balance.bind(costs) if self.balance is not None else None,
             **self._interruptions(costs),
@@ -150,9 +150,9 @@ class SchedulerSpec:
         if self.interruption is None:
             return {}
         mean_gap_us = 1e6 / self.interruption_rate_per_s
-        rng = costs.rng
+        rng = costs.stream("interruption_gap")
         return {"interruption_gap": Draws(lambda n: rng.exponential(mean_gap_us, n)),
-                "interruption": costs.sampler(self.interruption)}
+                "interruption": costs.sampler(self.interruption, "interruption")}
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from .kernel.costs import Costs
 from .machine import Machine
 from .metrics import ReplicationResult
 from .model import ModelParams
+from .streams import Streams
 from .workloads import Workload, make_workload
 
 if TYPE_CHECKING:
@@ -91,15 +92,15 @@ class Simulation:
         self.params = params
         self.seed = seed
         exp, profile = params.experiment, params.profile
-        self.rng = rng = np.random.default_rng(seed)
+        self.streams = Streams(seed)  # one stream per purpose: common random numbers across sweep points
         self.env = simpy.Environment()
-        self.costs = Costs(profile, rng)
+        self.costs = Costs(profile, self.streams)
         self.machine = Machine(self.env, params.cpus, params.scheduler.bind(self.costs))
         self.kernel = Kernel(self.machine, self.costs, profile.stack_cache_per_cpu, params.child, params.copies)
         self.warmup = exp.experiment.warmup
         self.end = params.end
         self.kernel.set_record_from(self.warmup)
-        self.workload: Workload = make_workload(params, self.kernel, rng)
+        self.workload: Workload = make_workload(params, self.kernel, self.streams)
         self.observers: list[Observer] = []
         self._busy0: list[float] = []
         for obs in observers:

@@ -16,6 +16,7 @@ from forksim.metrics import records_frame
 from forksim.predict import predict
 from forksim.runner import run_experiment
 from forksim.simulation import Observer
+from forksim.streams import Streams
 
 MiB, GiB = 1024**2, 1024**3
 SIZES = (0, 16 * MiB, 64 * MiB, 256 * MiB, 1 * GiB, 4 * GiB)
@@ -171,7 +172,7 @@ def test_a_vfork_parent_waits_for_the_head_of_the_childs_exit():
     half, _ = call_us(0.5)
     whole, df1 = call_us(1.0)
     assert none < half < whole
-    c = runner.Costs(_quiet_profile(), np.random.default_rng(0))
+    c = runner.Costs(_quiet_profile(), Streams(np.random.SeedSequence(0)))
     body = float(np.mean([c.draw("do_exit") - c.draw("exit_notify_hold") for _ in range(20_000)]))
     assert whole - none == pytest.approx(body, rel=0.1)
     # on one CPU the child runs from its start to mm_release without the parent

@@ -4,13 +4,16 @@
     python tools/fingerprint.py record after.json      # after it
     python tools/fingerprint.py compare before.json after.json
     python tools/fingerprint.py record --full v.json   # the validation configs at their own length
+    python tools/fingerprint.py record --seed-offset 1 other-seeds.json  # the null for a change of streams
 
 `record` runs, with fixed seeds: the 23 validation scenarios' simulator configs (tools/validation-configs.json,
 shortened to 1 s), every experiment in experiments/ (shortened as the tests shorten them: tools/shortened.toml), the bench's
 2- and 256-CPU rows and the engine's queueing checks (M/M/1, M/M/4, M/G/1 under the fair scheduler), and writes every summary.json
 (less its wall time) and a hash of every records table (and of a server's request table). `compare` prints, per run, whether the
 summaries and records are identical (the events per creation aside: they are the speed) and, where
-not, the largest relative difference of any figure.
+not, how many of the two summaries' 95% intervals fail to overlap (a change of random streams, such as
+common random numbers, must leave the distributions as they were: few intervals apart) and the
+largest relative difference of any figure.
 """
 
 from __future__ import annotations
@@ -92,14 +95,16 @@ def _records_hash(df: pd.DataFrame) -> str:
     return hashlib.sha256(df.to_csv(index=False, header=False, float_format="%.17g").encode()).hexdigest()
 
 
-def record(out: Path, full: bool = False) -> None:
+def record(out: Path, full: bool = False, seed_offset: int = 0) -> None:
+    """`seed_offset`: every run on other seeds (the null for `compare`'s interval count: the same
+    model on other random numbers)."""
     from forksim.runner import run_experiment
 
     result = {}
     t0 = time.perf_counter()
     for name, exp in _runs(full):
         t = time.perf_counter()
-        res = run_experiment(exp, workers=1)
+        res = run_experiment(exp, workers=1, seed=exp.experiment.seed + seed_offset)
         summary = dict(res.summary)
         for key in (*WALL_CLOCK, *PROVENANCE_KEYS):
             summary.pop(key, None)
@@ -124,9 +129,34 @@ def _flatten(d, prefix=""):
         yield prefix, d
 
 
+def _intervals(summary: dict, prefix: str = ""):
+    """(path, [lo, hi]) of every 95% interval in a summary: a rate's ci95, a latency's ci95 per statistic."""
+    for k, v in summary.items():
+        if not isinstance(v, dict):
+            continue
+        ci = v.get("ci95")
+        if isinstance(ci, list) and len(ci) == 2 and None not in ci:
+            yield f"{prefix}{k}.mean", ci
+        elif isinstance(ci, dict):
+            for stat, iv in ci.items():
+                if isinstance(iv, list) and len(iv) == 2 and None not in iv:
+                    yield f"{prefix}{k}.{stat}", iv
+        else:
+            yield from _intervals(v, f"{prefix}{k}.")
+
+
+def _apart(sa: dict, sb: dict) -> tuple[int, list[str]]:
+    """How many 95% intervals the two summaries share, and those that do not overlap (a change that
+    alters the random streams, not the model, keeps them overlapping bar the odd 1-in-20 miss)."""
+    ia, ib = dict(_intervals(sa)), dict(_intervals(sb))
+    shared = sorted(set(ia) & set(ib))
+    return len(shared), [k for k in shared if ia[k][1] < ib[k][0] or ib[k][1] < ia[k][0]]
+
+
 def compare(a_path: Path, b_path: Path) -> int:
     a, b = json.loads(a_path.read_text()), json.loads(b_path.read_text())
     differ = 0
+    tally = [0, 0]  # intervals compared, intervals that do not overlap
     for name in sorted(set(a) | set(b)):
         if name not in a or name not in b:
             print(f"{name}: only in {'the first' if name in a else 'the second'}")
@@ -153,16 +183,26 @@ def compare(a_path: Path, b_path: Path) -> int:
                 r = math.inf
             if r >= worst:
                 worst, where = r, k
+        shared, apart = _apart(sa, sb)
+        tally[0] += shared
+        tally[1] += len(apart)
         print(f"{name:45s} DIFFERS: records {'same' if same_rec else 'differ'}; largest summary change "
-              f"{worst:.3g} (relative) at {where}")
+              f"{worst:.3g} (relative) at {where}; 95% intervals apart: {len(apart)} of {shared}"
+              + (f" ({', '.join(apart)})" if apart else ""))
     print(f"{differ} of {len(set(a) | set(b))} runs differ "
           f"(records or any summary figure but {', '.join(SPEED_FIGURES)})")
+    if tally[0]:
+        print(f"where they differ: {tally[1]} of {tally[0]} 95% intervals do not overlap "
+              f"({100 * tally[1] / tally[0]:.1f}%; the null to hold it against: the old tree against itself "
+              "on other seeds, `record --seed-offset 1`)")
     return 1 if differ else 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "record":
         record(Path(sys.argv[2]))
+    elif len(sys.argv) == 5 and sys.argv[1:3] == ["record", "--seed-offset"]:
+        record(Path(sys.argv[4]), seed_offset=int(sys.argv[3]))
     elif len(sys.argv) == 4 and sys.argv[1:3] == ["record", "--full"]:
         record(Path(sys.argv[3]), full=True)
     elif len(sys.argv) == 4 and sys.argv[1] == "compare":

@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 from ..profile import ImageShape, Profile
+from ..streams import Streams
 
 __all__ = ["Costs", "EMPTY_IMAGE"]
 
@@ -19,11 +20,12 @@ _BLOCK = 2048
 
 
 class Costs:
-    """Draws stage costs (microseconds) for one replication from its own random stream."""
+    """Draws stage costs (microseconds) for one replication, each stage (and term) from a stream of its
+    own (forksim.streams: the n-th draw of a stage is the same at every sweep point of a seed)."""
 
-    def __init__(self, profile: Profile, rng: np.random.Generator):
+    def __init__(self, profile: Profile, streams: Streams):
         self.profile = profile
-        self.rng = rng
+        self.streams = streams
         self._medians: dict[tuple[str, ImageShape], float] = {}
         self._blocks: dict[str, list[float]] = {}
         self._mean_ratio: dict[str, float] = {}
@@ -40,7 +42,7 @@ class Costs:
     def _ratio(self, stage: str) -> float:
         block = self._blocks.get(stage)
         if not block:
-            block = self._blocks[stage] = self.profile.stages[stage].residual.draw(self.rng, _BLOCK).tolist()
+            block = self._blocks[stage] = self.profile.stages[stage].residual.draw(self.streams(stage), _BLOCK).tolist()
         return block.pop()
 
     def draw(self, stage: str, shape: ImageShape = EMPTY_IMAGE) -> float:
@@ -71,7 +73,7 @@ class Costs:
             return median
         block = self._blocks.get(key)
         if not block:
-            block = self._blocks[key] = self.rng.lognormal(0.0, sigma, _BLOCK).tolist()
+            block = self._blocks[key] = self.streams(key).lognormal(0.0, sigma, _BLOCK).tolist()
         return median * block.pop()
 
     def draw_plus(self, stage: str, shape: ImageShape, extra_us: float) -> float:
@@ -84,7 +86,7 @@ class Costs:
         """A U(0,1) draw (placement decisions)."""
         block = self._blocks.get("")
         if not block:
-            block = self._blocks[""] = self.rng.random(_BLOCK).tolist()
+            block = self._blocks[""] = self.streams("uniform").random(_BLOCK).tolist()
         return block.pop()
 
     def draw_many(self, stage: str, count: int, shape: ImageShape = EMPTY_IMAGE) -> float:
@@ -95,14 +97,19 @@ class Costs:
             return sum(self.draw(stage, shape) for _ in range(count))
         mean = self._mean_ratio.get(stage)
         if mean is None:
-            mean = self._mean_ratio[stage] = float(self.profile.stages[stage].residual.draw(self.rng, 20000).mean())
+            mean = self._mean_ratio[stage] = float(self.profile.stages[stage].residual.draw(self.streams(stage + " mean"), 20000).mean())
         return self.median(stage, shape) * count * mean
 
-    def sampler(self, stage_cost) -> Callable[[], float]:
-        """A no-argument sampler for a scheduler cost (a StageCost using fixed_us as its median)."""
+    def stream(self, name: str) -> np.random.Generator:
+        """The replication's stream for `name` (a draw that is not a stage's: interruption gaps)."""
+        return self.streams(name)
+
+    def sampler(self, stage_cost, name: str) -> Callable[[], float]:
+        """A no-argument sampler for a scheduler cost (a StageCost using fixed_us as its median), on
+        the stream `name`."""
         median = stage_cost.fixed_us
         residual = stage_cost.residual
-        rng = self.rng
+        rng = self.streams(name)
         block: list[float] = []
 
         def draw() -> float:

@@ -7,14 +7,13 @@
 - `server`: a single-threaded server that snapshots by fork (Redis BGSAVE);
 - `arrivals`: arrival streams (a file, bursts, poisson, deterministic) and the bounded queue feed.
 
-`make_workload(params, kernel, rng)` builds the one `workload.kind` names.
+`make_workload(params, kernel, streams)` builds the one `workload.kind` names.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 
 from .base import ParentWorkload, Workload
 from .closed import ClosedWorkload
@@ -24,6 +23,7 @@ from .server import Server
 if TYPE_CHECKING:
     from ..kernel.clone import Kernel
     from ..model import ModelParams
+    from ..streams import Streams
 
 __all__ = ["WORKLOADS", "make_workload", "Workload", "ParentWorkload", "ClosedWorkload", "OpenWorkload", "Server"]
 
@@ -31,6 +31,7 @@ __all__ = ["WORKLOADS", "make_workload", "Workload", "ParentWorkload", "ClosedWo
 WORKLOADS: dict[str, type[Workload]] = {"closed": ClosedWorkload, "open": OpenWorkload, "server": Server}
 
 
-def make_workload(params: "ModelParams", kernel: "Kernel", rng: np.random.Generator) -> Workload:
-    """The workload of `params` (its `workload.kind`) on `kernel`, drawing from `rng`."""
-    return WORKLOADS[params.workload.kind](params, kernel, rng)
+def make_workload(params: "ModelParams", kernel: "Kernel", streams: "Streams") -> Workload:
+    """The workload of `params` (its `workload.kind`) on `kernel`, drawing from the replication's
+    named `streams` (forksim.streams)."""
+    return WORKLOADS[params.workload.kind](params, kernel, streams)

@@ -14,7 +14,6 @@ import functools
 import math
 from typing import TYPE_CHECKING, Callable
 
-import numpy as np
 import pandas as pd
 import simpy
 
@@ -23,6 +22,7 @@ from ..kernel.mm import Process
 from ..metrics import Creation, Records
 
 if TYPE_CHECKING:
+    from ..streams import Streams
     from ..kernel.clone import Kernel
     from ..machine import Machine, Task
     from ..model import ModelParams
@@ -65,13 +65,13 @@ class Workload:
     parent_name = "parent"  # the parents' tasks: parent0, parent1, ... (their threads parent0.t1, ...)
     first_snapshot: float | None = None  # a server's first snapshot (us), where the trace's window opens
 
-    def __init__(self, params: "ModelParams", kernel: "Kernel", rng: np.random.Generator):
+    def __init__(self, params: "ModelParams", kernel: "Kernel", streams: "Streams"):
         self.params = params
         self.exp = params.experiment
         self.kernel = kernel
         self.machine = kernel.machine
         self.env = kernel.env
-        self.rng = rng
+        self.streams = streams  # named random streams (forksim.streams)
         self.records = Records()
         self.completed = 0
         self.stop = simpy.Event(self.env)
@@ -97,8 +97,8 @@ class ParentWorkload(Workload):
     """Parents that create (closed.py, open.py): each a process with `workload.image` as its address
     space and `image.threads - 1` faulting threads; a subclass says what each parent does (`_parent`)."""
 
-    def __init__(self, params: "ModelParams", kernel: "Kernel", rng: np.random.Generator):
-        super().__init__(params, kernel, rng)
+    def __init__(self, params: "ModelParams", kernel: "Kernel", streams: "Streams"):
+        super().__init__(params, kernel, streams)
         self.kind = params.child.clone
 
     def _before_parents(self) -> None:
@@ -167,14 +167,15 @@ class ParentWorkload(Workload):
         running dup_mmap has already reached waits for the whole walk to end."""
         yield first_run
         img = self.params.workload.image
-        gap = Draws(lambda n: self.rng.exponential(1e6 / img.fault_rate, n))
+        gaps = self.streams(f"fault_gap {task.name}")
+        gap = Draws(lambda n: gaps.exponential(1e6 / img.fault_rate, n))
         fixed = None if img.fault_position == "uniform" else float(img.fault_position)
         uniforms: list[float] = []
         costs, env, k = self.kernel.costs, self.env, self.kernel
         while True:
             yield task.run(gap(), preemptible=True)
             if not uniforms:
-                uniforms = self.rng.random(2048).tolist()
+                uniforms = self.streams(f"fault_position {task.name}").random(2048).tolist()
             position = uniforms.pop() if fixed is None else fixed
             lock = proc.mm.mmap_lock
             if lock.walk_reached(position):

@@ -68,5 +68,5 @@ class OpenWorkload(ParentWorkload):
                     f"(workload.max_queue = {wl.max_queue}); the offered rate exceeds what {wl.parents} "
                     f"parent(s) on {len(self.machine.cpus)} CPU(s) can serve")
 
-        yield from feed_arrivals(env, arrival_times(wl, self.rng, self.params.arrivals, rate), queue.requests,
+        yield from feed_arrivals(env, arrival_times(wl, self.streams("arrivals"), self.params.arrivals, rate), queue.requests,
                                  wl.max_queue, wake_a_parent, overflow)

@@ -33,7 +33,6 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 import simpy
 
@@ -45,6 +44,7 @@ from .arrivals import arrival_times, feed_arrivals
 from .base import Workload, start_cpu_hogs
 
 if TYPE_CHECKING:
+    from ..streams import Streams
     from ..kernel.clone import Kernel
     from ..model import ModelParams
 
@@ -79,17 +79,18 @@ class Server(Workload):
     kind = "fork"  # a snapshot is a fork (BGSAVE)
     parent_name = "server"  # the servers' tasks: server0, server1, ...
 
-    def __init__(self, params: "ModelParams", kernel: "Kernel", rng: np.random.Generator):
-        super().__init__(params, kernel, rng)
+    def __init__(self, params: "ModelParams", kernel: "Kernel", streams: "Streams"):
+        super().__init__(params, kernel, streams)
         self.cfg = params.workload.server
         self.requests = RequestLog()
         self.pages = self.shape.ptes + self.shape.pmds * 512  # 4 KiB pages of the dataset
         mean = self.cfg.service
         if self.cfg.service_distribution == "exponential":
-            self._service = Draws(lambda n: rng.exponential(mean, n), _BLOCK)
+            service = streams("service")
+            self._service = Draws(lambda n: service.exponential(mean, n), _BLOCK)
         else:
             self._service = lambda: mean
-        self._uniform = Draws(rng.random, _BLOCK)
+        self._uniform = Draws(streams("request_uniform").random, _BLOCK)
         self.instances: list[_Instance] = []
         self.first_snapshot: float | None = None  # us, set by start()
 
@@ -207,6 +208,6 @@ class Server(Workload):
                     f"(workload.max_queue = {wl.max_queue}); the request rate exceeds what one server "
                     f"thread serves at workload.server.service = {self.cfg.service:g} us per request")
 
-        yield from feed_arrivals(env, arrival_times(wl, self.rng, self.params.arrivals, wl.rate), inst.queue,
+        yield from feed_arrivals(env, arrival_times(wl, self.streams("arrivals"), self.params.arrivals, wl.rate), inst.queue,
                                  wl.max_queue, lambda: self._wake(inst), overflow)
 
