@@ -387,7 +387,9 @@ def _bisect(probe: Callable[[float], Probe], good: float, bad: float, kind: str,
 def _run_probe(pexp: Experiment, slo_: SLO, strict: bool, profile: str | Profile | None, executor: Any,
                value: Any) -> Probe:
     try:
-        result = run_experiment(pexp, profile=profile, executor=executor)
+        # with experiment.precision: until the SLO metric too is that precise, or its CI clears the bound
+        result = run_experiment(pexp, profile=profile, executor=executor, watch=(slo_.metric,),
+                                decided=lambda s: _clears(slo_, s))
     except UnstableError as exc:  # an open workload the machine cannot keep up with: fails any SLO
         return Probe(value, None, None, False, {"error": str(exc)}, unstable=True)
     metric, ci = slo_.value(result.summary)
@@ -396,6 +398,12 @@ def _run_probe(pexp: Experiment, slo_: SLO, strict: bool, profile: str | Profile
         worse = max(ci) if slo_.upper else min(ci)
         ok = slo_.holds(worse)
     return Probe(value, metric, ci, ok, result.summary)
+
+
+def _clears(slo_: SLO, summary: dict[str, Any]) -> bool:
+    """The SLO metric's 95% CI lies wholly on one side of the bound: more replications cannot change the verdict."""
+    _, ci = slo_.value(summary)
+    return bool(ci) and None not in ci and slo_.holds(ci[0]) == slo_.holds(ci[1])
 
 
 def _result(find: str, slo_: SLO, answer: Any, want: str, rng: tuple, tried: list[Probe], notes: list[str],

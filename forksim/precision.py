@@ -49,6 +49,8 @@ def _metric(summary: dict[str, Any], path: str) -> tuple[float | None, list[floa
     """The estimate and its 95% interval at a dotted path: `throughput_per_s.mean` (a rate:
     {mean, ci95}) or `fork_latency_us.p99` (a latency: {p99, ci95: {p99: [lo, hi]}})."""
     head, _, stat = path.rpartition(".")
+    if not head:  # a top-level figure (cpu_utilization): its interval sits beside it
+        return summary.get(stat), summary.get(f"{stat}_ci95")
     node: Any = summary
     for part in head.split("."):
         node = node.get(part) if isinstance(node, dict) else None
@@ -78,6 +80,9 @@ class Precision:
     max_replications: int = DEFAULT_MAX_REPLICATIONS
     min_replications: int = 2  # a t-interval across replications needs two
     batch: int = 4  # replications added per step (fixed, so the stopping point never depends on workers)
+    # A decision that ends the run before the precision does (plan: the SLO metric's interval lies
+    # wholly on one side of the bound): a sequential test, stopping as soon as the answer is known.
+    decided: Callable[[dict[str, Any]], bool] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target < 1.0:
@@ -133,6 +138,9 @@ def run_to_precision(precision: Precision, run_batch: Callable[[int, int], list[
         summary = summarize(results)
         if stop.check(summary, precision.metrics):
             stop.reason = f"reached: every metric within {precision.target:.1%} after {len(results)} replications"
+            break
+        if precision.decided is not None and precision.decided(summary):
+            stop.reason = f"decided: the question is answered after {len(results)} replications"
             break
         if len(results) >= precision.max_replications:
             missing = ", ".join(m.metric for m in stop.metrics if not m.done)

@@ -199,19 +199,24 @@ def run_experiment(
     executor: "str | Executor" = "local",
     scheduler: str | None = None,
     on_replication: Callable[[int, int], None] | None = None,
+    watch: tuple[str, ...] = (),
+    decided: Callable[[dict[str, Any]], bool] | None = None,
 ) -> RunResult:
     """Run every replication of `exp` and summarise. `workers` > 1 spreads replications over
     processes (None: one per CPU) on `executor` ("local": a process pool; "dask": a LocalCluster of
     `workers` processes, or `scheduler`'s cluster; or an executor already made, which is left open:
     forksim.executor); results are identical whatever the executor and the worker count.
-    `on_replication(done, total)` is called as each replication finishes."""
+    `on_replication(done, total)` is called as each replication finishes. With `experiment.precision`:
+    `watch` adds metrics (summary paths) the precision must reach, and `decided(summary)` may end the
+    run sooner (forksim.precision)."""
     prof = resolve_profile(exp, profile)
     check_work(exp, prof)
     seed = exp.experiment.seed if seed is None else seed
     n = exp.experiment.replications
     params = ModelParams.of(exp, prof)  # resolved once (an arrivals file read once) for every replication
     if exp.experiment.precision is not None:
-        return _run_to_precision(exp, prof, seed, params, workers, executor, scheduler, on_replication)
+        return _run_to_precision(exp, prof, seed, params, workers, executor, scheduler, on_replication,
+                                 watch, decided)
     jobs = [(exp, prof, i, s, params) for i, s in enumerate(replication_seeds(seed, n))]
     wall = time.perf_counter()
     results: list[ReplicationResult] = []
@@ -231,14 +236,16 @@ def run_experiment(
 
 def _run_to_precision(exp: Experiment, prof: Profile, seed: int, params: ModelParams, workers: int | None,
                       executor: "str | Executor", scheduler: str | None,
-                      on_replication: Callable[[int, int], None] | None) -> RunResult:
+                      on_replication: Callable[[int, int], None] | None, watch: tuple[str, ...] = (),
+                      decided: Callable[[dict[str, Any]], bool] | None = None) -> RunResult:
     """`experiment.precision`: batches of `experiment.replications` until throughput's and fork() p99's
     95% intervals are narrow enough, or `experiment.max_replications` (forksim.precision)."""
     from .executor import make_executor
-    from .precision import Precision, run_to_precision, warmup_check
+    from .precision import DEFAULT_METRICS, Precision, run_to_precision, warmup_check
 
     e = exp.experiment
-    want = Precision(e.precision, max_replications=e.max_replications, batch=e.replications)
+    metrics = DEFAULT_METRICS + tuple(m for m in watch if m not in DEFAULT_METRICS)
+    want = Precision(e.precision, metrics, e.max_replications, batch=e.replications, decided=decided)
     seeds = replication_seeds(seed, e.max_replications)  # replication i's stream whatever the cap
     ex = make_executor(executor, workers or None, scheduler, jobs=e.replications) if isinstance(executor, str) else executor
     wall = time.perf_counter()

@@ -100,3 +100,18 @@ def test_fixed_replications_carry_no_precision_section():
 
     s = run_experiment(_exp(precision=None, replications=2), workers=1).summary
     assert "precision" not in s and "warmup_check" not in s and s["replications"] == 2
+
+
+def test_plan_probes_run_until_the_slo_metric_is_decided_or_precise():
+    from forksim.plan import parse_slo, plan
+
+    exp = _exp(precision="2%", max_replications=12)
+    slo = parse_slo("throughput_per_s.mean>=2500")
+    res = plan(exp, slo, "machine.cpus", "1..6", workers=1)
+    stops = [p.summary["precision"]["stopped"] for p in res.tried if p.summary.get("precision")]
+    assert stops and all(s.startswith(("reached", "decided", "cap")) for s in stops)
+    for p in res.tried:  # a probe that stopped on the decision has its CI wholly on one side of the bound
+        if p.summary.get("precision", {}).get("stopped", "").startswith("decided"):
+            lo, hi = p.ci95
+            assert slo.holds(lo) == slo.holds(hi) == p.ok
+    assert "throughput_per_s.mean" in res.tried[0].summary["precision"]["reached"]
