@@ -1,6 +1,6 @@
 """Per-request records of a server workload (`kind = "server"`) and the windows they are measured in.
 
-A server (forksim.server) logs every request that arrives after the warm-up: when it arrived, when
+A server (forksim.workloads.server) logs every request that arrives after the warm-up: when it arrived, when
 its service ended (NaN while it is still queued or in service at the end of the run) and which
 server process took it. At the end of a replication each request is placed against that server's
 snapshots (its rows in the creation records):

@@ -271,3 +271,14 @@ def test_clonebench_measures_fds_flags_and_children():
     else:
         assert any("not root" in s for s in raw["skipped"])
     _profile(fit)  # what the fit writes is a valid profile section
+
+
+def test_calibrate_copies_check_returns_its_rows():
+    # `forksim calibrate` prints this table; it printed nothing while copies_check returned None.
+    from forksim.commands.calibrate import copies_check
+
+    measured = [{"what": "fds", "fds": 3, "call_p50_us": 50.0},
+                {"what": "fds", "fds": 10000, "call_p50_us": 100.0, "vmas": 25}]
+    rows = copies_check("default", measured)
+    assert [r["case"] for r in rows] == ["10000 fds"]
+    assert rows[0]["forksim_p50_us"] > 0 and rows[0]["rel_error"] == pytest.approx(rows[0]["forksim_p50_us"] / 100.0 - 1)

@@ -88,6 +88,8 @@ def copies_check(profile_path: str, measured: list[dict]) -> list[dict]:
         res = predict(0, vmas=int(m.get("vmas") or 25), profile=profile_path, cpus=1, samples=200, **kw)
         pred, meas = res["fork_latency_us"]["p50"], float(m["call_p50_us"])
         rows.append({"case": case, "measured_p50_us": meas, "forksim_p50_us": pred, "rel_error": (pred - meas) / meas})
+    return rows
+
 
 def cold_check(profile_path: str, cold: list[dict]) -> list[dict]:
     """The cold forks measured (pinned, after a sleep) beside `forksim run` of a closed loop on one CPU
