@@ -1,8 +1,10 @@
 """Clone flags as copy_process() takes them, and the creation kinds as presets of flags.
 
-One table (`KINDS`) names the kinds; each `Kind` carries the attributes the creation path branches
-on (`copies_mm`, `shares_mm`, `vfork_wait`, `execs`, `clone_thread`, `new_process`), derived from its
-flags, and the sets of names (`NEW_PROCESS`, `COPIES_MM`, `VFORK_WAIT`, `EXECS`) derive from those.
+One table (`KINDS`) names the kinds, each name spelled once (`FORK` .. `THREAD`: code that means
+one particular kind imports its name, code that means the default uses `DEFAULT_KIND`); each `Kind`
+carries the attributes the creation path branches on (`copies_mm`, `shares_mm`, `vfork_wait`,
+`execs`, `clone_thread`, `new_process`), derived from its flags, and the sets of names
+(`NEW_PROCESS`, `COPIES_MM`, `VFORK_WAIT`, `EXECS`) derive from those.
 A config's `[workload.child] flags` adds to the kind's preset the flags in `USER_FLAGS`; `check()`
 refuses the combinations copy_process() and copy_namespaces() refuse with -EINVAL (kernel/fork.c,
 kernel/nsproxy.c, Linux 6.x).
