@@ -123,12 +123,13 @@ def scenario_experiment(cpus: int, rss: int, kind: str, creations: int, *, rate:
                         replications: int = 1, seed: int = 42, parents: int | None = None):
     """The experiment of one bench row: fork, a child that exits at once, default profile."""
     from .config import parse_config
+    from .kernel.flags import FORK
 
     workload: dict[str, Any] = {
         "kind": kind,
         "parents": parents or cpus,
         "image": {"rss": rss},
-        "child": {"clone": "fork", "lifetime": "0us"},
+        "child": {"clone": FORK, "lifetime": "0us"},
     }
     duration = "1000000s"  # closed: max_creations ends the run
     if kind == "open":

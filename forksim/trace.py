@@ -37,7 +37,7 @@ from typing import Any
 
 from .config import Experiment
 from .io import write_text
-from .kernel.stages import TRACE_TEXT
+from .kernel.stages import TRACE_TEXT, WAIT_REAP
 from .machine import Machine
 from .profile import Profile
 from .runner import resolve_profile
@@ -240,7 +240,7 @@ def _creation_slices(t: _TaskLanes, rec: Timeline, hi: float) -> None:
             if k >= 0:
                 r = recs[k]
                 args.update({"pidmap_lock_spin_us": r.pidmap_wait, "tasklist_lock_spin_us": r.tasklist_wait})
-        level = 0 if name == "wait_reap" else 1
+        level = 0 if name == WAIT_REAP else 1
         lanes[tid].add(start, end, level, name, args)
 
     for task, periods in rec.off.items():

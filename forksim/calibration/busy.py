@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..kernel.flags import FORK
 from ..validation.measure import REC_DTYPE  # the load generator's record layout
 from .tracefs import Event, TraceInstance
 
@@ -226,7 +227,7 @@ def trace_run(loadgen: Path, helper: Path, *, parents: int, hogs: int, rss: int,
         tr._write("trace_clock", "mono")  # CLOCK_MONOTONIC, as loadgen's times (us resolution is enough)
         tr.clock = "mono"
         # A shell that waits for one line, then execs loadgen: its pid is followed before any fork.
-        cmd = [str(loadgen), "--mode", "closed", "--kind", "fork", "--parents", str(parents), "--hogs",
+        cmd = [str(loadgen), "--mode", "closed", "--kind", FORK, "--parents", str(parents), "--hogs",
                str(hogs), "--rss", str(rss), "--duration", f"{duration:g}", "--warmup", f"{warmup:g}",
                "--helper", str(helper), "--out", str(out)]
         sh = subprocess.Popen(["sh", "-c", 'read x; exec "$@"', "sh", *cmd], stdin=subprocess.PIPE,

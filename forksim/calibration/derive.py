@@ -13,13 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import MeasurementError
-from ..kernel.stages import FORK_PATH
+from ..kernel.stages import DUP_MMAP, FORK_PATH
 from ..profile import STAGES, StageCost
 from .fit import TERMS, Config, median, stage_json
 from .fork_path import (ForkTotals, fit_fork_path, fit_stack_vmalloc, fit_thread_setup, fork_split, fork_totals,
                         trace_segments)
 from .lifetime import fit_child_start, fit_exec, fit_exit, fit_faults
-from .plan import VARIANTS, Plan, Store, label as _label
+from .plan import FORK_MODE, FORKEXEC_MODE, VARIANTS, Plan, Store, label as _label
 from .samples import Evidence, group, pct, preempted_share, seg_cfgs, vals
 from .scheduling import exit_head_share, fit_placement, fit_scheduler
 from .warmth import fit_warmth
@@ -92,7 +92,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
 def _pinned_vs_unpinned(store: Store) -> dict[str, Any]:
     """Per fork configuration measured both ways: the call, round trip and child start, pinned or not."""
     cmp_ = {}
-    for lab, runs in group(store, "fork", traced=False, mode="fork").items():
+    for lab, runs in group(store, FORK_MODE, traced=False, mode=FORK_MODE).items():
         pinned = [r for r in runs if r["key"]["pinned"]]
         unp = [r for r in runs if not r["key"]["pinned"]]
         if unp:
@@ -106,7 +106,7 @@ def _pinned_vs_unpinned(store: Store) -> dict[str, Any]:
 
 
 # the fork path's stages whose fixed part adds up to the fork() call (dup_mmap adds all its terms)
-_FORK_CALL = tuple(s for s in FORK_PATH if s != "dup_mmap")
+_FORK_CALL = tuple(s for s in FORK_PATH if s != DUP_MMAP)
 
 
 def _variant_diagnostics(ev: Evidence) -> None:
@@ -122,13 +122,13 @@ def _variant_diagnostics(ev: Evidence) -> None:
                 var[f"{mode} {'pinned' if pinned else 'unpinned'}"] = {"call": pct(vals(runs, "fork_ns")),
                                                                        "roundtrip": pct(vals(runs, "rt_ns")),
                                                                        "mode": mode, "shape": shape}
-    fe = [r for r in store.select("forkexec", pinned=True) if r["key"]["rss"]]
+    fe = [r for r in store.select(FORKEXEC_MODE, pinned=True) if r["key"]["rss"]]
     if fe:
         var[f"forkexec {_label(fe[0]['key'])} pinned"] = {"call": pct(vals(fe, "fork_ns")),
                                                           "roundtrip": pct(vals(fe, "rt_ns"))}
     ev.diag["variants_us"] = var
     if ev.traced:
-        un = [s for r in store.select("fork", traced=True, pinned=False) for s in r["segments"]]
+        un = [s for r in store.select(FORK_MODE, traced=True, pinned=False) for s in r["segments"]]
         cross = [s for s in un if s.get("child_cross_cpu") == 1.0]
         ev.diag["unpinned_traced"] = {
             "forks": len(un), "child_on_other_cpu": len(cross),
@@ -144,7 +144,7 @@ def _held_out(ev: Evidence, totals: ForkTotals, st: dict[str, StageCost]) -> Non
     def predict(shape: dict[str, Any]) -> float:
         c = Config(shape["vmas"], shape["anon_vmas"], shape["ptes"], shape["pmds"])
         s = sum(st[n].fixed_us for n in _FORK_CALL)
-        return s + sum(getattr(st["dup_mmap"], t) * v for t, v in zip(TERMS, c.features(TERMS)))
+        return s + sum(getattr(st[DUP_MMAP], t) * v for t, v in zip(TERMS, c.features(TERMS)))
 
     ho = []
     for c, runs in totals.held:

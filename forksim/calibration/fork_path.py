@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MeasurementError
+from ..kernel.stages import DO_EXIT, DUP_MMAP, EXIT_MMAP, RET_FROM_FORK, WAIT_REAP
 from ..profile import StageCost
 from .fit import Config, LinearFit, cross_validate, fit_linear, median, residual_quantiles, stage_cost
-from .plan import Plan
+from .plan import FORK_MODE, THREAD_MODE, VFORK_MODE, Plan
 from .samples import Evidence, fork_cfg, fork_field, group, pct, preempted_share, quantiles, seg_cfgs, vals
 
 __all__ = ["ForkTotals", "ForkSplit", "ASSUMED", "fork_totals", "trace_segments", "fork_split", "fit_fork_path",
@@ -46,9 +47,9 @@ ASSUMED = {
 }
 
 # the traced segments of the base image kept for the fits and the diagnostics
-_SEGMENTS = ("A", "B", "C", "E", "to_newtask", "first_run", "first_run_faults", "ret_from_fork", "child_touch",
-             "exit_mmap", "do_exit", "wait_reap", "exit_total", "total", "child_start", "lock_wait")
-BASE_KEY = {"rss": 0, "anon_vmas": 0, "file_vmas": 0, "thp": False, "pinned": True, "mode": "fork"}
+_SEGMENTS = ("A", "B", "C", "E", "to_newtask", "first_run", "first_run_faults", RET_FROM_FORK, "child_touch",
+             EXIT_MMAP, DO_EXIT, WAIT_REAP, "exit_total", "total", "child_start", "lock_wait")
+BASE_KEY = {"rss": 0, "anon_vmas": 0, "file_vmas": 0, "thp": False, "pinned": True, "mode": FORK_MODE}
 
 
 @dataclass
@@ -77,7 +78,7 @@ def fork_totals(ev: Evidence, plan: Plan) -> ForkTotals:
     """Pinned, untraced fork(): the ground truth of fork() latency, fitted against the image."""
     held = set(plan.held_out)
     train, held_cfgs = [], []
-    for lab, runs in group(ev.store, "fork", pinned=True, traced=False, mode="fork").items():
+    for lab, runs in group(ev.store, FORK_MODE, pinned=True, traced=False, mode=FORK_MODE).items():
         # the parent's CPU time in fork() (= its wall time when nothing preempted it): the intrinsic cost
         c = fork_cfg(runs, fork_field(runs), lab)
         k = runs[0]["key"]
@@ -112,7 +113,7 @@ def trace_segments(ev: Evidence) -> None:
 def _traced_dup_mmap(ev: Evidence) -> LinearFit | None:
     """dup_mmap from the traced B segments (cross-check of the slopes), with the segments' diagnostics."""
     b_fit = None
-    b_cfgs = [c for c in seg_cfgs(ev.store, "B", pinned=True, mode="fork") if c.samples]
+    b_cfgs = [c for c in seg_cfgs(ev.store, "B", pinned=True, mode=FORK_MODE) if c.samples]
     if len(b_cfgs) >= 2:
         b_fit = fit_linear(b_cfgs)
         ev.diag["dup_mmap_traced_fit"] = {"coef": b_fit.coef, "r2": round(b_fit.r2, 5),
@@ -120,9 +121,9 @@ def _traced_dup_mmap(ev: Evidence) -> LinearFit | None:
                                           "cross_validation": cross_validate(b_cfgs)}
     ev.diag["segments_base_us"] = {k: pct(v) for k, v in ev.seg.items() if v}
     ev.diag["segments_by_config_us"] = {
-        c.label: {s: round(median(cc.samples), 3) for s in ("A", "B", "C", "E", "exit_mmap", "do_exit", "wait_reap")
-                  for cc in seg_cfgs(ev.store, s, pinned=True, mode="fork") if cc.label == c.label}
-        for c in seg_cfgs(ev.store, "total", pinned=True, mode="fork")}
+        c.label: {s: round(median(cc.samples), 3) for s in ("A", "B", "C", "E", EXIT_MMAP, DO_EXIT, WAIT_REAP)
+                  for cc in seg_cfgs(ev.store, s, pinned=True, mode=FORK_MODE) if cc.label == c.label}
+        for c in seg_cfgs(ev.store, "total", pinned=True, mode=FORK_MODE)}
     return b_fit
 
 
@@ -158,7 +159,7 @@ def _dup_mm(ev: Evidence, split: ForkSplit) -> tuple[float, str]:
     dup_mm = None
     if ev.traced:
         seg = ev.seg
-        vf = [s["to_newtask"] for r in ev.store.select("vfork", traced=True, pinned=True) for s in r["segments"]
+        vf = [s["to_newtask"] for r in ev.store.select(VFORK_MODE, traced=True, pinned=True) for s in r["segments"]
               if "to_newtask" in s]
         if vf:
             raw = median(seg["A"]) + median(seg["C"]) - median(vf)
@@ -182,7 +183,7 @@ def _dup_mmap(ev: Evidence, totals: ForkTotals, split: ForkSplit) -> StageCost:
     measured = (f"measured: fork() against RSS / VMA count / THP ({fit.n_configs} configurations, "
                 f"{fit.n_samples} samples, {ev.pin_txt}, ")
     if ev.traced:
-        dm_q = residual_quantiles(seg_cfgs(ev.store, "B", pinned=True, mode="fork"))
+        dm_q = residual_quantiles(seg_cfgs(ev.store, "B", pinned=True, mode=FORK_MODE))
         dm_src = (measured + f"untraced, the parent's CPU time in fork()), NNLS on medians (R^2 {fit.r2:.4f}); "
                   f"slopes cross-checked against the traced dup_mmap segment (mmap_lock acquire->release); "
                   f"residual from the traced segment; fixed part " + split.how.split(":", 1)[0])
@@ -204,7 +205,7 @@ def fit_fork_path(ev: Evidence, totals: ForkTotals, split: ForkSplit) -> dict[st
                                          sigma=0.1, source=how + "; minus stack_cache_hit and dup_mm"),
         "stack_cache_hit": stage_cost(fixed_us=stack_hit, sigma=0.1, source=ASSUMED["stack_cache_hit"][1]),
         "dup_mm": stage_cost(fixed_us=split.dup_mm_us, sigma=0.15, source=split.dup_mm_source),
-        "dup_mmap": _dup_mmap(ev, totals, split),
+        DUP_MMAP: _dup_mmap(ev, totals, split),
         "copy_process_tail": stage_cost(fixed_us=shares["C"], quantiles=quantiles(ev.seg["C"]) if traced else None,
                                         sigma=0.15, source=how + " (segment: mmap_lock released -> task_newtask)"),
         "wake_up_new_task": stage_cost(fixed_us=shares["E"], quantiles=quantiles(ev.seg["E"]) if traced else None,
@@ -221,8 +222,8 @@ def fit_thread_setup(ev: Evidence, split: ForkSplit) -> dict[str, StageCost]:
     """A thread's copy_process up to the tail: traced pthread_create, else half the untraced call."""
     stack_hit = ASSUMED["stack_cache_hit"][0]
     tail = split.shares["C"]
-    thr_create = vals(ev.store.select("thread", pinned=True, traced=False), "fork_ns")
-    tt = [s["to_newtask"] for r in ev.store.select("thread", traced=True, pinned=True) for s in r["segments"]
+    thr_create = vals(ev.store.select(THREAD_MODE, pinned=True, traced=False), "fork_ns")
+    tt = [s["to_newtask"] for r in ev.store.select(THREAD_MODE, traced=True, pinned=True) for s in r["segments"]
           if "to_newtask" in s] if ev.traced else []
     if tt:
         k = ev.trace_scale

@@ -18,13 +18,13 @@ from ..errors import MeasurementError
 from ..kernel.flags import EXECS
 from ..lab import mem_available
 from . import bench, tracefs
-from .plan import BENCH_MODES, GiB, MiB, VARIANTS, Plan, Store, label as _label
+from .plan import (FORK_MODE, FORKEXEC_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE, VARIANTS, GiB, MiB, Plan, Store,
+                   label as _label)
 from .warmth import cold_jobs
 
 __all__ = ["Job", "calibration_jobs"]
 
 Job = tuple[str, Callable[[], None]]
-_FORK = BENCH_MODES["fork"]
 
 
 def _reps(rss: int, vmas: int, budget_us: float, lo: int, hi: int, thp: bool = False) -> int:
@@ -55,7 +55,7 @@ class _Jobs:
 
     def fork(self, kind: str, rss: int = 0, anon_vmas: int = 0, file_vmas: int = 0, thp: bool = False,
              pinned: bool = True, reps: int | None = None, traced: bool = False, rnd: int = 0,
-             mode: str = _FORK, extra: list[str] | None = None,
+             mode: str = FORK_MODE, extra: list[str] | None = None,
              aux: tracefs.TraceInstance | None = None) -> Callable[[], None]:
         """A forkbench run (mode: fork, vfork, spawn, forkexec, thread, burst, cow, fault)."""
         plan, store, cpu = self.plan, self.store, self.cpu
@@ -103,21 +103,21 @@ class _Jobs:
         plan, reps, jobs = self.plan, self.plan.traced_reps, []
         for rss in plan.traced_sizes:
             jobs.append((f"traced fork {_label({'rss': rss})}",
-                         self.fork(_FORK, rss=rss, traced=True, reps=reps if rss < GiB else max(8, reps // 4))))
+                         self.fork(FORK_MODE, rss=rss, traced=True, reps=reps if rss < GiB else max(8, reps // 4))))
         for nv in plan.traced_vmas:
-            jobs.append((f"traced fork +{nv} file VMAs", self.fork(_FORK, file_vmas=nv, traced=True, reps=reps // 2)))
-            jobs.append((f"traced fork +{nv} anon VMAs", self.fork(_FORK, anon_vmas=nv, traced=True, reps=reps // 2)))
+            jobs.append((f"traced fork +{nv} file VMAs", self.fork(FORK_MODE, file_vmas=nv, traced=True, reps=reps // 2)))
+            jobs.append((f"traced fork +{nv} anon VMAs", self.fork(FORK_MODE, anon_vmas=nv, traced=True, reps=reps // 2)))
         if plan.thp_sizes:
             t = plan.thp_sizes[-1]
-            jobs.append((f"traced fork {_label({'rss': t})} THP", self.fork(_FORK, rss=t, thp=True, traced=True,
+            jobs.append((f"traced fork {_label({'rss': t})} THP", self.fork(FORK_MODE, rss=t, thp=True, traced=True,
                                                                            reps=reps)))
-        for mode in (BENCH_MODES["vfork"], BENCH_MODES["thread"]):
+        for mode in (VFORK_MODE, THREAD_MODE):
             jobs.append((f"traced {mode}", self.fork(mode, traced=True, reps=reps * 2, mode=mode)))
-        spawn = BENCH_MODES["posix_spawn"]
+        spawn = SPAWN_MODE
         jobs.append(("traced posix_spawn", self.fork(spawn, traced=True, reps=reps * 2, mode=spawn, extra=self.helper)))
         aux = self.trace.aux
-        jobs.append(("traced fork unpinned", self.fork(_FORK, traced=True, pinned=False, reps=reps * 4, aux=aux)))
-        jobs.append(("traced vfork unpinned", self.fork(BENCH_MODES["vfork"], mode=BENCH_MODES["vfork"], traced=True, pinned=False,
+        jobs.append(("traced fork unpinned", self.fork(FORK_MODE, traced=True, pinned=False, reps=reps * 4, aux=aux)))
+        jobs.append(("traced vfork unpinned", self.fork(VFORK_MODE, mode=VFORK_MODE, traced=True, pinned=False,
                                                         reps=reps * 4, aux=aux)))
         jobs.append(("traced posix_spawn unpinned", self.fork(spawn, mode=spawn, traced=True, pinned=False,
                                                               reps=reps * 2, aux=aux, extra=self.helper)))
@@ -133,17 +133,17 @@ class _Jobs:
             rng.shuffle(order)
             for rss in order:
                 jobs.append((f"fork {_label({'rss': rss})} pinned (round {rnd + 1}/{plan.rounds})",
-                             self.fork(_FORK, rss=rss, rnd=rnd)))
+                             self.fork(FORK_MODE, rss=rss, rnd=rnd)))
             if rnd % 4 == 0:
                 for rss in plan.unpinned_sizes:
                     jobs.append((f"fork {_label({'rss': rss})} unpinned",
-                                 self.fork(_FORK, rss=rss, pinned=False, rnd=rnd)))
+                                 self.fork(FORK_MODE, rss=rss, pinned=False, rnd=rnd)))
         for rnd in range(max(1, plan.rounds // 4)):
             for nv in plan.vma_counts:
-                jobs.append((f"fork +{nv} file VMAs", self.fork(_FORK, file_vmas=nv, rnd=rnd)))
-                jobs.append((f"fork +{nv} anon VMAs", self.fork(_FORK, anon_vmas=nv, rnd=rnd)))
+                jobs.append((f"fork +{nv} file VMAs", self.fork(FORK_MODE, file_vmas=nv, rnd=rnd)))
+                jobs.append((f"fork +{nv} anon VMAs", self.fork(FORK_MODE, anon_vmas=nv, rnd=rnd)))
             for rss in plan.thp_sizes:
-                jobs.append((f"fork {_label({'rss': rss})} THP", self.fork(_FORK, rss=rss, thp=True, rnd=rnd)))
+                jobs.append((f"fork {_label({'rss': rss})} THP", self.fork(FORK_MODE, rss=rss, thp=True, rnd=rnd)))
         return jobs
 
     def variants(self) -> list[Job]:
@@ -154,7 +154,7 @@ class _Jobs:
             jobs.append((f"{mode} pinned", self.fork(mode, mode=mode, reps=plan.variant_reps, extra=extra)))
             jobs.append((f"{mode} unpinned", self.fork(mode, mode=mode, pinned=False, reps=plan.variant_reps // 2,
                                                        extra=extra)))
-        fe = BENCH_MODES["fork_exec"]
+        fe = FORKEXEC_MODE
         jobs.append(("fork+execve 256MiB pinned", self.fork(fe, rss=256 * MiB if plan.name != "smoke" else 16 * MiB,
                                                             mode=fe, reps=max(5, plan.variant_reps // 10),
                                                             extra=self.helper)))

@@ -7,8 +7,10 @@ start and exit times are split by explicit assumptions (said in each stage's `so
 
 from __future__ import annotations
 
+from ..kernel.stages import DO_EXIT, EXIT_MMAP, RET_FROM_FORK, WAIT_REAP
 from ..profile import StageCost
 from .fit import cross_validate, fit_linear, median, residual_quantiles, stage_cost
+from .plan import FORK_MODE, SPAWN_MODE, VFORK_MODE
 from .samples import Evidence, context_switch, fork_cfg, group, pct, quantiles, seg_cfgs, vals
 
 __all__ = ["fit_child_start", "fit_exec", "fit_exit", "fit_faults"]
@@ -21,13 +23,13 @@ def _positive(ev: Evidence, name: str) -> list[float]:
 def _child_start_untraced(ev: Evidence) -> dict[str, StageCost]:
     """No tracepoints: the untraced child start less a context switch, the parent's wait4 entry and
     ret_from_fork (assumed)."""
-    base_unt = [r for r in ev.store.select("fork", pinned=True, traced=False, mode="fork") if r["key"]["rss"] == 0
+    base_unt = [r for r in ev.store.select(FORK_MODE, pinned=True, traced=False, mode=FORK_MODE) if r["key"]["rss"] == 0
                 and not r["key"]["anon_vmas"] and not r["key"]["file_vmas"] and not r["key"]["thp"]]
     ctx = context_switch(ev.store)
     cs = [x["child_ns"] / 1e3 - x["fork_ns"] / 1e3 for r in base_unt for x in r["samples"]]
     v = max(1.0, median(cs) - (ctx or 3.0) - 3.0 - 1.5) if cs else 10.0
     return {
-        "ret_from_fork": stage_cost(fixed_us=1.5, sigma=0.2, source=(
+        RET_FROM_FORK: stage_cost(fixed_us=1.5, sigma=0.2, source=(
             "assumption: the bare return through ret_from_fork/schedule_tail (~1.5 us, a syscall exit plus "
             "switch_mm bookkeeping); no tracepoints")),
         "fork_child_touch": stage_cost(fixed_us=v, sigma=0.2, source=(
@@ -39,18 +41,18 @@ def _child_start_untraced(ev: Evidence) -> dict[str, StageCost]:
 def fit_child_start(ev: Evidence) -> dict[str, StageCost]:
     """The child's first run: ret_from_fork, then its switch to the fresh mm and first COW writes."""
     pin_txt, seg = ev.pin_txt, ev.seg
-    rff, touch = _positive(ev, "ret_from_fork"), _positive(ev, "child_touch")
+    rff, touch = _positive(ev, RET_FROM_FORK), _positive(ev, "child_touch")
     # A CLONE_VM child (posix_spawn's) returns to user space without switching to a new mm; a fork
     # child's first run adds the switch to its fresh mm and the COW faults of its first writes.
-    rff_vm = [s["ret_from_fork"] for r in ev.store.select("spawn", traced=True, pinned=True) for s in r["segments"]
-              if (s.get("ret_from_fork") or 0) > 0] if ev.traced else []
+    rff_vm = [s[RET_FROM_FORK] for r in ev.store.select(SPAWN_MODE, traced=True, pinned=True) for s in r["segments"]
+              if (s.get(RET_FROM_FORK) or 0) > 0] if ev.traced else []
     first = _positive(ev, "first_run")
     faults = median(seg.get("first_run_faults") or [float("nan")])
     if ev.traced and len(rff_vm) >= 5 and len(first) >= 5:
         base = median(rff_vm)
         extra = [max(0.1, v - base) for v in first]
         return {
-            "ret_from_fork": stage_cost(fixed_us=base, quantiles=quantiles(rff_vm), source=(
+            RET_FROM_FORK: stage_cost(fixed_us=base, quantiles=quantiles(rff_vm), source=(
                 f"measured: traced posix_spawn (CLONE_VM) child's first sched_switch-in -> its first user page "
                 f"fault, i.e. ret_from_fork/schedule_tail without an mm switch ({len(rff_vm)} children, {pin_txt})")),
             "fork_child_touch": stage_cost(fixed_us=median(extra), quantiles=quantiles(extra), source=(
@@ -60,7 +62,7 @@ def fit_child_start(ev: Evidence) -> dict[str, StageCost]:
         }
     if ev.traced and len(rff) >= 5 and touch:
         return {
-            "ret_from_fork": stage_cost(fixed_us=median(rff), quantiles=quantiles(rff), source=(
+            RET_FROM_FORK: stage_cost(fixed_us=median(rff), quantiles=quantiles(rff), source=(
                 f"measured: traced child's first sched_switch-in -> its first user page fault "
                 f"(exceptions:page_fault_user), i.e. ret_from_fork/schedule_tail up to the first user instructions "
                 f"({len(rff)} forks, {pin_txt})")),
@@ -72,7 +74,7 @@ def fit_child_start(ev: Evidence) -> dict[str, StageCost]:
     if ev.traced and seg.get("first_run"):
         fr = seg["first_run"]
         return {
-            "ret_from_fork": stage_cost(fixed_us=1.5, sigma=0.2, source=(
+            RET_FROM_FORK: stage_cost(fixed_us=1.5, sigma=0.2, source=(
                 "assumption: the bare return through ret_from_fork/schedule_tail (~1.5 us); no user page-fault "
                 "tracepoint to split the child's first run")),
             "fork_child_touch": stage_cost(fixed_us=max(0.1, median(fr) - 1.5), quantiles=quantiles(fr), source=(
@@ -85,10 +87,10 @@ def fit_child_start(ev: Evidence) -> dict[str, StageCost]:
 def fit_exec(ev: Evidence) -> dict[str, StageCost]:
     """exec of a static no-libc helper: traced posix_spawn children, else posix_spawn minus vfork."""
     store = ev.store
-    spawn_tr = [s["exec"] for r in store.select("spawn", traced=True, pinned=True) for s in r["segments"]
+    spawn_tr = [s["exec"] for r in store.select(SPAWN_MODE, traced=True, pinned=True) for s in r["segments"]
                 if "exec" in s]
-    spawn_u = vals(store.select("spawn", pinned=True, traced=False), "fork_ns")
-    vfork_u = vals(store.select("vfork", pinned=True, traced=False), "fork_ns")
+    spawn_u = vals(store.select(SPAWN_MODE, pinned=True, traced=False), "fork_ns")
+    vfork_u = vals(store.select(VFORK_MODE, pinned=True, traced=False), "fork_ns")
     if spawn_tr:
         return {"exec": stage_cost(fixed_us=median(spawn_tr), quantiles=quantiles(spawn_tr), source=(
             f"measured: traced posix_spawn child's execve (sys_enter->sys_exit) of a static no-libc helper "
@@ -105,45 +107,45 @@ def _exit_traced(ev: Evidence, exit_cfgs: list) -> dict[str, StageCost]:
                                 "cross_validation": cross_validate(exit_cfgs)}
     pin_txt, seg = ev.pin_txt, ev.seg
     return {
-        "exit_mmap": stage_cost(ef.coef, quantiles=residual_quantiles(exit_cfgs), source=(
+        EXIT_MMAP: stage_cost(ef.coef, quantiles=residual_quantiles(exit_cfgs), source=(
             f"measured: traced child's exit, first -> last mmap_lock event after exit_group (exit_mmap: "
             f"unmap_vmas under the read lock, free_pgtables under the write lock), {len(exit_cfgs)} configurations, "
             f"{ef.n_samples} samples, {pin_txt}, NNLS on medians (R^2 {ef.r2:.4f})")),
-        "do_exit": stage_cost(fixed_us=median(seg["do_exit"]), quantiles=quantiles(seg["do_exit"]), source=(
+        DO_EXIT: stage_cost(fixed_us=median(seg[DO_EXIT]), quantiles=quantiles(seg[DO_EXIT]), source=(
             f"measured: traced exit_group -> the dead child's last switch-out, minus exit_mmap "
-            f"({len(seg['do_exit'])} samples, {pin_txt})")),
-        "wait_reap": stage_cost(fixed_us=median(seg["wait_reap"]), quantiles=quantiles(seg["wait_reap"]), source=(
+            f"({len(seg[DO_EXIT])} samples, {pin_txt})")),
+        WAIT_REAP: stage_cost(fixed_us=median(seg[WAIT_REAP]), quantiles=quantiles(seg[WAIT_REAP]), source=(
             f"measured: traced parent's wait4 outside its sleep (enter->switch-out + switch-in->exit) "
-            f"({len(seg['wait_reap'])} samples, {pin_txt})")),
+            f"({len(seg[WAIT_REAP])} samples, {pin_txt})")),
     }
 
 
 def _exit_untraced(ev: Evidence) -> dict[str, StageCost]:
     ex = [fork_cfg(runs, "exit_ns", lab)
-          for lab, runs in group(ev.store, "fork", pinned=True, traced=False, mode="fork").items()]
+          for lab, runs in group(ev.store, FORK_MODE, pinned=True, traced=False, mode=FORK_MODE).items()]
     ef = fit_linear(ex)
     fx = ef.coef["fixed_us"]
     coef = dict(ef.coef)
     coef["fixed_us"] = 0.35 * fx
     ev.diag["exit_total_fit"] = {"coef": ef.coef, "r2": round(ef.r2, 5)}
     return {
-        "exit_mmap": stage_cost(coef, quantiles=residual_quantiles(ex), source=(
+        EXIT_MMAP: stage_cost(coef, quantiles=residual_quantiles(ex), source=(
             f"measured: untraced child exit -> parent's waitpid return against the image ({ef.n_configs} "
             f"configurations, {ef.n_samples} samples, {ev.pin_txt}); all image-dependent cost attributed to "
             f"exit_mmap; fixed part: assumption 35% of the intercept")),
-        "do_exit": stage_cost(fixed_us=0.45 * fx, sigma=0.2, source=(
+        DO_EXIT: stage_cost(fixed_us=0.45 * fx, sigma=0.2, source=(
             "assumption: 45% of the untraced exit intercept (do_exit without exit_mmap, incl. the final switch)")),
-        "wait_reap": stage_cost(fixed_us=0.20 * fx, sigma=0.2, source=(
+        WAIT_REAP: stage_cost(fixed_us=0.20 * fx, sigma=0.2, source=(
             "assumption: 20% of the untraced exit intercept (wait4 entry/exit and release_task)")),
     }
 
 
 def fit_exit(ev: Evidence) -> dict[str, StageCost]:
     """The child's exit (exit_mmap against the image, the rest of do_exit) and the parent's reap."""
-    exit_cfgs = seg_cfgs(ev.store, "exit_mmap", pinned=True, mode="fork") if ev.traced else []
+    exit_cfgs = seg_cfgs(ev.store, EXIT_MMAP, pinned=True, mode=FORK_MODE) if ev.traced else []
     st = _exit_traced(ev, exit_cfgs) if ev.traced and len(exit_cfgs) >= 2 else _exit_untraced(ev)
     ev.diag["exit_ns_p50_us"] = {lab: round(median(vals(runs, "exit_ns")), 3) for lab, runs in
-                                 group(ev.store, "fork", pinned=True, traced=False, mode="fork").items()}
+                                 group(ev.store, FORK_MODE, pinned=True, traced=False, mode=FORK_MODE).items()}
     return st
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..kernel.flags import COPIES_MM, EXECS, KINDS
+from ..kernel.flags import COPIES_MM, EXECS, FORK, FORK_EXEC, KINDS, POSIX_SPAWN, THREAD, VFORK
 
-__all__ = ["MiB", "GiB", "Plan", "PLANS", "Store", "label", "BENCH_MODES", "VARIANTS"]
+__all__ = ["MiB", "GiB", "Plan", "PLANS", "Store", "label", "BENCH_MODES", "VARIANTS", "FORK_MODE", "VFORK_MODE",
+           "SPAWN_MODE", "FORKEXEC_MODE", "THREAD_MODE"]
 
 MiB = 1024**2
 GiB = 1024**3
@@ -15,6 +16,10 @@ GiB = 1024**3
 # forkbench's -m mode of each creation kind of the kind table (kernel/flags.KINDS): the kind's name
 # without glibc's posix_ prefix and without underscores (posix_spawn -> spawn, fork_exec -> forkexec)
 BENCH_MODES = {kind: kind.removeprefix("posix_").replace("_", "") for kind in KINDS}
+# The same vocabulary by kind: a kind's forkbench mode is also the family key of its runs in the raw
+# files (Store.select), so the fitters name a family by these and never spell forkbench's words again.
+FORK_MODE, VFORK_MODE, SPAWN_MODE, FORKEXEC_MODE, THREAD_MODE = (
+    BENCH_MODES[kind] for kind in (FORK, VFORK, POSIX_SPAWN, FORK_EXEC, THREAD))
 # the kinds other than the plain fork (a copied mm and no exec: measured against the image), each with
 # its forkbench mode, in the kind table's order: calibration measures each at RSS 0
 VARIANTS = {kind: mode for kind, mode in BENCH_MODES.items() if kind not in COPIES_MM - EXECS}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_text
+from ..kernel.stages import DUP_MMAP, EXIT_MMAP
 
 __all__ = ["REDIS_FORK_MS_PER_GB", "build_published", "published_profile"]
 
@@ -51,13 +52,13 @@ def published_profile(base: dict[str, Any], system: str = DEFAULT_SYSTEM, base_n
                 f"{base_prov.get('cpu_model', '?')}, {base_prov.get('date', '?')})")
     p = copy.deepcopy(base)
     stages = p["stages"]
-    measured_pte = stages["dup_mmap"].get("per_pte_us") or 0.0
+    measured_pte = stages[DUP_MMAP].get("per_pte_us") or 0.0
     factor = per_pte / measured_pte if measured_pte > 0 else 1.0
     for name, st in stages.items():
-        if name == "dup_mmap":
+        if name == DUP_MMAP:
             continue
         st["source"] = f"{borrowed}: {st['source']}"
-    dm = stages["dup_mmap"]
+    dm = stages[DUP_MMAP]
     dm["per_pte_us"] = float(f"{per_pte:.6g}")
     # a THP entry copies one PMD instead of 512 PTEs: keep the measured PMD/PTE ratio
     if dm.get("per_pmd_us") and measured_pte > 0:
@@ -66,7 +67,7 @@ def published_profile(base: dict[str, Any], system: str = DEFAULT_SYSTEM, base_n
                     f"fork of {rss_gb} GB RSS in {fork_ms} ms = {per_gb} ms/GB -> per_pte_us = {per_gb * 1000:.0f} us / "
                     f"{PAGES_PER_GIB} pages (page-table copy dominates); per_pmd scaled by the same factor "
                     f"({factor:.3f}) from the measured profile; fixed, per-VMA terms and residual {borrowed}")
-    em = stages["exit_mmap"]
+    em = stages[EXIT_MMAP]
     if em.get("per_pte_us"):
         em["per_pte_us"] = float(f"{em['per_pte_us'] * factor:.6g}")
         em["source"] = (f"derived: the measured exit_mmap per-PTE cost scaled by the published/measured dup_mmap ratio "
@@ -121,4 +122,4 @@ if __name__ == "__main__":  # python -m forksim.calibration.published [BASE] [OU
 
     args = sys.argv[1:]
     prof = build_published(args[1] if len(args) > 1 else None, args[0] if args else None)
-    print(f"wrote published profile: dup_mmap.per_pte_us = {prof['stages']['dup_mmap']['per_pte_us']}")
+    print(f"wrote published profile: dup_mmap.per_pte_us = {prof['stages'][DUP_MMAP]['per_pte_us']}")

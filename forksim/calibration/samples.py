@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .fit import Config, median, residual_quantiles
-from .plan import Store, label
+from .plan import FORK_MODE, Store, label
 
 __all__ = ["Evidence", "fork_cfg", "seg_cfgs", "group", "vals", "quantiles", "pct", "fork_field",
            "preempted_share", "context_switch"]
@@ -69,7 +69,7 @@ def fork_cfg(runs: list[dict[str, Any]], field_: str, lab: str, source: str = "s
                   samples=values, label=lab)
 
 
-def seg_cfgs(store: Store, seg: str, kind: str = "fork", **key: Any) -> list[Config]:
+def seg_cfgs(store: Store, seg: str, kind: str = FORK_MODE, **key: Any) -> list[Config]:
     """Per traced configuration: a Config of one segment's samples."""
     out = []
     for r in store.select(kind, traced=True, **key):

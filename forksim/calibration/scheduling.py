@@ -11,7 +11,7 @@ from typing import Any
 from ..lab import debugfs_base_slice
 from ..profile import StageCost
 from .fit import median, stage_cost
-from .plan import Store
+from .plan import FORK_MODE, SPAWN_MODE, VFORK_MODE, Store
 from .samples import Evidence, pct, quantiles, vals
 
 __all__ = ["fit_scheduler", "fit_placement", "exit_head_share"]
@@ -96,8 +96,8 @@ def fit_placement(store: Store) -> dict[str, dict[str, Any]]:
     """P(child stays on the parent's CPU although another CPU is idle), from unpinned traced runs with
     every CPU's sched_switch recorded (idle = the CPU's last switch went to pid 0)."""
     out = {}
-    fams = {"fork_local_when_idle": (("fork",), "fork()"),
-            "vfork_local_when_idle": (("vfork", "spawn"), "vfork() and posix_spawn()")}
+    fams = {"fork_local_when_idle": ((FORK_MODE,), "fork()"),
+            "vfork_local_when_idle": ((VFORK_MODE, SPAWN_MODE), "vfork() and posix_spawn()")}
     for key, (kinds, what) in fams.items():
         tot = {"other_cpu_idle": 0, "stayed_local": 0, "unknown": 0, "creations": 0}
         for kind in kinds:
@@ -129,7 +129,7 @@ def exit_head_share(store: Store) -> dict[str, Any] | None:
     """Share of a vfork child's exit (on-CPU, exit_group to its last switch-out) run before the
     parent it released at mm_release gets the CPU: do_exit's first preemption point. None without
     traced vfork children that were preempted in their exit (the profile's default then applies)."""
-    pairs = [(s["exit_head"], s["exit_total"]) for r in store.select("vfork", traced=True, pinned=True)
+    pairs = [(s["exit_head"], s["exit_total"]) for r in store.select(VFORK_MODE, traced=True, pinned=True)
              for s in r["segments"] if "exit_head" in s and s.get("exit_total", 0) > 0]
     if len(pairs) < 20:
         return None

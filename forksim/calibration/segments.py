@@ -24,12 +24,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..kernel.stages import DO_EXIT, EXIT_MMAP, RET_FROM_FORK, WAIT_REAP
+
 __all__ = ["SYSCALLS", "CREATE_NRS", "Event", "parse_trace", "fork_segments", "clone_segments", "cpu_idle_at",
            "placement_counts"]
 
-# x86-64 syscall numbers of interest
-SYSCALLS = {"clone": 56, "fork": 57, "vfork": 58, "execve": 59, "exit": 60, "wait4": 61, "exit_group": 231,
-            "clone3": 435, "waitid": 247}
+# x86-64 syscall numbers of interest, by the kernel's names (asm/unistd_64.h)
+SYSCALLS = {"__NR_clone": 56, "__NR_fork": 57, "__NR_vfork": 58, "__NR_execve": 59, "__NR_exit": 60,
+            "__NR_wait4": 61, "__NR_exit_group": 231, "__NR_clone3": 435, "__NR_waitid": 247}
 CREATE_NRS = {56, 57, 58, 435}
 _US = 1e-3  # microseconds per nanosecond
 
@@ -145,7 +147,7 @@ class _Tracker:
             cur["exit"] = ev.ts
             self.forks.append(cur)
             self.cur = None
-        elif n == "sys_enter" and int(ev.f.get("id", -1)) in (SYSCALLS["wait4"], SYSCALLS["waitid"]):
+        elif n == "sys_enter" and int(ev.f.get("id", -1)) in (SYSCALLS["__NR_wait4"], SYSCALLS["__NR_waitid"]):
             self.wait = {"enter": ev.ts}
         elif n == "sys_exit" and self.wait is not None and int(ev.f.get("id", -1)) in (61, 247):
             self.wait["exit"] = ev.ts
@@ -180,11 +182,11 @@ class _Tracker:
     def _child(c: dict[str, Any], ev: Event) -> None:
         """The child's exit or execve, its user page faults before them, its exit's mmap_lock events."""
         n = ev.name
-        if n == "sys_enter" and int(ev.f.get("id", -1)) in (SYSCALLS["exit_group"], SYSCALLS["exit"]):
+        if n == "sys_enter" and int(ev.f.get("id", -1)) in (SYSCALLS["__NR_exit_group"], SYSCALLS["__NR_exit"]):
             c["exit_enter"] = ev.ts
-        elif n == "sys_enter" and int(ev.f.get("id", -1)) == SYSCALLS["execve"]:
+        elif n == "sys_enter" and int(ev.f.get("id", -1)) == SYSCALLS["__NR_execve"]:
             c["exec_enter"] = ev.ts
-        elif n == "sys_exit" and int(ev.f.get("id", -1)) == SYSCALLS["execve"]:
+        elif n == "sys_exit" and int(ev.f.get("id", -1)) == SYSCALLS["__NR_execve"]:
             c["exec_exit"] = ev.ts
         elif n == "page_fault_user" and "exit_enter" not in c and "exec_enter" not in c:
             c["faults"] = c.get("faults", 0) + 1
@@ -229,7 +231,7 @@ def _child_segments(t: _Tracker, r: dict[str, Any], s: dict[str, float]) -> None
     """The child's side of one fork (its start, first run, exec, exit) and the parent's reap, into `s`."""
     on_cpu, kid = t.on_cpu, r.get("child", -1)
     if "run" in r and "first_fault" in r and r["first_fault"] > r["run"]:
-        s["ret_from_fork"] = on_cpu(kid, r["run"], r["first_fault"])
+        s[RET_FROM_FORK] = on_cpu(kid, r["run"], r["first_fault"])
         if "exit_enter" in r and "exec_enter" not in r:
             s["child_touch"] = on_cpu(kid, r["first_fault"], r["exit_enter"])
     if "wakeup_new" in r and "run" in r:
@@ -247,14 +249,14 @@ def _child_segments(t: _Tracker, r: dict[str, Any], s: dict[str, float]) -> None
             # do_exit up to its first preemption point (close_files' cond_resched, after exit_mm)
             s["exit_head"] = on_cpu(kid, r["exit_enter"], r["exit_first_out"])
         if "mm_first" in r and "mm_last" in r and r["mm_first"] > r["exit_enter"]:
-            s["exit_mmap"] = on_cpu(kid, r["mm_first"], r["mm_last"])
-            s["do_exit"] = s["exit_total"] - s["exit_mmap"]
+            s[EXIT_MMAP] = on_cpu(kid, r["mm_first"], r["mm_last"])
+            s[DO_EXIT] = s["exit_total"] - s[EXIT_MMAP]
     w = r.get("wait")
     if w and "exit" in w:
         if "out" in w and "in" in w:
-            s["wait_reap"] = ((w["out"] - w["enter"]) + (w["exit"] - w["in"])) * _US
+            s[WAIT_REAP] = ((w["out"] - w["enter"]) + (w["exit"] - w["in"])) * _US
         else:
-            s["wait_reap"] = (w["exit"] - w["enter"]) * _US
+            s[WAIT_REAP] = (w["exit"] - w["enter"]) * _US
 
 
 def fork_segments(events: list[Event], parent: int) -> list[dict[str, float]]:

@@ -26,6 +26,7 @@ import numpy as np
 from scipy.optimize import curve_fit, nnls
 
 from ..errors import MeasurementError
+from ..kernel.stages import DUP_MMAP
 from . import bench
 from .plan import MiB, Plan, Store
 
@@ -232,7 +233,7 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     warmth = {"tau_us": round(float(tau), 1), "beta": round(float(beta), 3),
               "footprint_bytes": round(float(footprint), 0), "walk_bytes_per_pte": 80.0,
               "migration": round(float(np.clip(migration, 0.0, 1.0)), 3),
-              "stages": {"dup_mmap": {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6),
+              "stages": {DUP_MMAP: {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6),
                                       "pte_cap": round(cap, 0)}},
               "source": src}
     diag["warmth_fit"] = {"warm_p50_us": {str(s): warm[s] for s in warm},

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..config import CALLS, Experiment, load_experiment, parse_override
 from ..errors import ConfigError, ForksimError
+from ..kernel.flags import DEFAULT_KIND
 from ..summary import LATENCIES, PERCENTILE_NAMES, latency_label
 
 console = Console(stderr=False)
@@ -81,7 +82,7 @@ def call_label(clone: str | None) -> str:
     return f"{CALLS[clone]} call" if clone in CALLS else "creating call"
 
 
-def latency_table(summary: dict[str, Any], title: str, clone: str | None = "fork") -> Table:
+def latency_table(summary: dict[str, Any], title: str, clone: str | None = DEFAULT_KIND) -> Table:
     t = Table(title=title, title_justify="left")
     t.add_column("latency (us)")
     for col in ("mean", *PERCENTILE_NAMES, "p99 95% CI"):

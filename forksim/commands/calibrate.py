@@ -7,6 +7,7 @@ import argparse
 
 from rich.table import Table
 
+from ..kernel.flags import FORK
 from ._common import console, fmt
 
 
@@ -41,30 +42,28 @@ def held_out_check(profile_path: str, held_out: list[dict]) -> list[dict]:
     return rows
 
 
-# forkbench's modes as forksim's clone kinds
-_FAMILIES = {"vfork": "vfork", "spawn": "posix_spawn", "forkexec": "fork_exec", "thread": "thread"}
-
-
 def family_check(profile_path: str, variants: dict[str, dict]) -> list[dict]:
     """The closure of the other creation families: each pinned family's measured call and round trip
     (p50, empty image) beside forksim's prediction on one CPU from the profile just written. Their
     stages come from fork's split and traced segments, so this is where a stage that is counted twice,
     or a tracing overhead not taken out, shows."""
+    from ..calibration.plan import VARIANTS
     from ..predict import predict
 
+    families = {mode: kind for kind, mode in VARIANTS.items()}  # forkbench's modes as forksim's clone kinds
     rows = []
     for name, v in variants.items():
         mode = v.get("mode")
-        if not name.endswith(" pinned") or mode not in _FAMILIES or not v.get("shape"):
+        if not name.endswith(" pinned") or mode not in families or not v.get("shape"):
             continue
         shape = v["shape"]
         res = predict(int(shape.get("rss_bytes") or 0), vmas=int(shape.get("vmas") or 40),
-                      anon_vmas=shape.get("anon_vmas"), clone=_FAMILIES[mode], profile=profile_path, cpus=1,
+                      anon_vmas=shape.get("anon_vmas"), clone=families[mode], profile=profile_path, cpus=1,
                       samples=300, warm=True)  # measured back to back: as warm
         for what, key in (("call", "fork_latency_us"), ("round trip", "roundtrip_latency_us")):
             meas = float(v["call" if what == "call" else "roundtrip"]["p50"])
             pred = res[key]["p50"]
-            rows.append({"family": _FAMILIES[mode], "what": what, "measured_p50_us": meas,
+            rows.append({"family": families[mode], "what": what, "measured_p50_us": meas,
                          "forksim_p50_us": pred, "rel_error": (pred - meas) / meas})
     return rows
 
@@ -108,7 +107,7 @@ def cold_check(profile_path: str, cold: list[dict]) -> list[dict]:
             "workload": {"kind": "closed", "parents": 1, "think_time": float(c["x"]),
                          "image": {"rss": int(c["rss_bytes"]), "vmas": int(c.get("vmas") or 26),
                                    **({"anon_vmas": int(c["anon_vmas"])} if c.get("anon_vmas") is not None else {})},
-                         "child": {"clone": "fork", "lifetime": 0.0}}}, source="calibrate", resolved=True)
+                         "child": {"clone": FORK, "lifetime": 0.0}}}, source="calibrate", resolved=True)
         pred = run_experiment(exp).summary["fork_latency_us"]["p50"]
         rows.append({**c, "forksim_p50_us": pred, "rel_error": (pred - c["fork_p50_us"]) / c["fork_p50_us"]})
     return rows

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ..config import CLONE_KINDS, MAX_FDS, MAX_LIVE_CHILDREN, MAX_RSS_BYTES, MAX_VMAS
 from ..errors import ConfigError
-from ..kernel.flags import UNSHARE_FLAGS, USER_FLAGS, check, check_unshare
+from ..kernel.flags import DEFAULT_KIND, UNSHARE_FLAGS, USER_FLAGS, check, check_unshare
 from ..predict import predict
 from ..summary import latency_label
 from ..units import UnitError, format_size, parse_size
@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--vmas", type=int, default=40, help="mappings in the parent (default 40)")
     p.add_argument("--anon-vmas", type=int, help="mappings with anonymous pages (default: half of --vmas)")
     p.add_argument("--thp", choices=("on", "off"), default="off", help="transparent huge pages for the RSS")
-    p.add_argument("--clone", choices=CLONE_KINDS, default="fork")
+    p.add_argument("--clone", choices=CLONE_KINDS, default=DEFAULT_KIND)
     p.add_argument("--fds", type=int, default=3, help="open file descriptors in the parent (default 3)")
     p.add_argument("--flags", default="", help="clone flags beyond the kind's preset, comma-separated, e.g. "
                    "CLONE_NEWNET,CLONE_NEWPID (" + ", ".join(USER_FLAGS) + ")")

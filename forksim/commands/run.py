@@ -6,6 +6,7 @@ import argparse
 
 from rich.progress import Progress
 
+from ..kernel.flags import DEFAULT_KIND
 from ..runner import Interrupted, run_experiment
 from ..trace import write_trace
 from ._common import add_config_arguments, console, err_console, fmt, latency_table, load_from_args, out_dir
@@ -28,7 +29,7 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
-def summary_table(summary: dict, clone: str = "fork") -> None:
+def summary_table(summary: dict, clone: str = DEFAULT_KIND) -> None:
     console.print(latency_table(summary, f"{summary['experiment']}: {summary['forks']:,} creations measured, "
                                  f"{summary['replications']} replications, profile {summary['profile']}", clone))
     thr = summary["throughput_per_s"]

@@ -1,8 +1,10 @@
 """Clone flags as copy_process() takes them, and the creation kinds as presets of flags.
 
-One table (`KINDS`) names the kinds; each `Kind` carries the attributes the creation path branches
-on (`copies_mm`, `shares_mm`, `vfork_wait`, `execs`, `clone_thread`, `new_process`), derived from its
-flags, and the sets of names (`NEW_PROCESS`, `COPIES_MM`, `VFORK_WAIT`, `EXECS`) derive from those.
+One table (`KINDS`) names the kinds, each name spelled once (`FORK` .. `THREAD`: code that means
+one particular kind imports its name, code that means the default uses `DEFAULT_KIND`); each `Kind`
+carries the attributes the creation path branches on (`copies_mm`, `shares_mm`, `vfork_wait`,
+`execs`, `clone_thread`, `new_process`), derived from its flags, and the sets of names
+(`NEW_PROCESS`, `COPIES_MM`, `VFORK_WAIT`, `EXECS`) derive from those.
 A config's `[workload.child] flags` adds to the kind's preset the flags in `USER_FLAGS`; `check()`
 refuses the combinations copy_process() and copy_namespaces() refuse with -EINVAL (kernel/fork.c,
 kernel/nsproxy.c, Linux 6.x).
@@ -12,7 +14,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["CLONE_FLAGS", "FLAG_BITS", "USER_FLAGS", "NAMESPACE_FLAGS", "SHARING_FLAGS", "KINDS", "Kind", "NEW_PROCESS",
+__all__ = ["FORK", "VFORK", "POSIX_SPAWN", "FORK_EXEC", "THREAD",
+           "CLONE_FLAGS", "FLAG_BITS", "USER_FLAGS", "NAMESPACE_FLAGS", "SHARING_FLAGS", "KINDS", "Kind", "NEW_PROCESS",
            "COPIES_MM", "VFORK_WAIT", "EXECS", "DEFAULT_KIND", "kinds_where", "preset", "check", "extra_flags",
            "UNSHARE_FLAGS", "check_unshare", "shares"]
 
@@ -81,17 +84,21 @@ class Kind:
         return f"Kind({self.name!r})"
 
 
+# The kinds' names, spelled once: code that means one particular kind (a snapshot is a fork, a
+# scenario of vforks) imports its name; code that branches on what a kind does reads its attributes.
+FORK, VFORK, POSIX_SPAWN, FORK_EXEC, THREAD = "fork", "vfork", "posix_spawn", "fork_exec", "thread"
+
 _THREAD = ("CLONE_VM", "CLONE_FS", "CLONE_FILES", "CLONE_SIGHAND", "CLONE_THREAD", "CLONE_SYSVSEM")
 
 # The kinds: what glibc passes to clone (fork: SIGCHLD only; posix_spawn: CLONE_VM|CLONE_VFORK;
 # pthread_create: CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM|...).
 KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("fork", (), False, "fork(): clone(SIGCHLD)", "fork()"),
-    Kind("vfork", ("CLONE_VM", "CLONE_VFORK"), False, "vfork(): CLONE_VM|CLONE_VFORK", "vfork()"),
-    Kind("posix_spawn", ("CLONE_VM", "CLONE_VFORK"), True, "glibc posix_spawn: CLONE_VM|CLONE_VFORK, then execve",
+    Kind(FORK, (), False, "fork(): clone(SIGCHLD)", "fork()"),
+    Kind(VFORK, ("CLONE_VM", "CLONE_VFORK"), False, "vfork(): CLONE_VM|CLONE_VFORK", "vfork()"),
+    Kind(POSIX_SPAWN, ("CLONE_VM", "CLONE_VFORK"), True, "glibc posix_spawn: CLONE_VM|CLONE_VFORK, then execve",
          "posix_spawn()"),
-    Kind("fork_exec", (), True, "fork() then execve in the child", "fork() (+execve)"),
-    Kind("thread", _THREAD, False, "pthread_create: CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|"
+    Kind(FORK_EXEC, (), True, "fork() then execve in the child", "fork() (+execve)"),
+    Kind(THREAD, _THREAD, False, "pthread_create: CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|"
          "CLONE_SYSVSEM (and TLS/tid flags)", "pthread_create() (clone(CLONE_THREAD))"),
 )}
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Stage", "STAGES", "CallPart", "CALL_PARTS", "FORK_PATH", "COLD_STAGES", "TRACE_TEXT", "PER_CREATION",
+__all__ = ["DUP_MMAP", "RET_FROM_FORK", "EXIT_MMAP", "DO_EXIT", "WAIT_REAP", "Stage", "STAGES",
+           "CallPart", "CALL_PARTS", "FORK_PATH", "COLD_STAGES", "TRACE_TEXT", "PER_CREATION",
            "PER_SHARED_PAGE", "PARENT", "CHILD", "stage_label"]
 
 
@@ -44,6 +45,11 @@ class Stage:
 PER_CREATION, PER_SHARED_PAGE = "creation", "shared page written"
 PARENT, CHILD = "parent", "child"
 
+# The names of the stages that more than the kernel names (calibration's fitters and its trace
+# segments, traces, the warmth and published profiles), spelled once: import these.
+DUP_MMAP, RET_FROM_FORK, EXIT_MMAP, DO_EXIT = "dup_mmap", "ret_from_fork", "exit_mmap", "do_exit"
+WAIT_REAP = "wait_reap"
+
 
 _STAGES = (
     Stage("copy_process_setup",
@@ -60,7 +66,7 @@ _STAGES = (
           "stack (vmalloc)"),
     Stage("dup_mm", "copy_mm -> dup_mm: mm_alloc, mm_init, pgd_alloc (before dup_mmap takes mmap_lock)",
           "dup_mm", in_fork_call=True, paid_by=PARENT, kinds="copies_mm"),
-    Stage("dup_mmap",
+    Stage(DUP_MMAP,
           "dup_mmap under the parent's mmap_lock (write): vm_area_dup, anon_vma_fork, maple tree, "
           "copy_page_range (per PTE / per PMD), flush_tlb_mm",
           "dup_mmap", "copy of the parent's VMAs and page tables, the parent's mmap_lock held for write", True,
@@ -77,19 +83,19 @@ _STAGES = (
     Stage("wake_up_new_task",
           "kernel_clone: trace_sched_process_fork, wake_up_new_task (select_task_rq, activate_task, "
           "wakeup_preempt) and the return to user space", "wake_up_new_task", in_fork_call=True, paid_by=PARENT),
-    Stage("ret_from_fork", "ret_from_fork -> schedule_tail: the child's first return to user space",
+    Stage(RET_FROM_FORK, "ret_from_fork -> schedule_tail: the child's first return to user space",
           "ret_from_fork", paid_by=CHILD),
     Stage("fork_child_touch",
           "a fork child's first writes after the return (its stack, glibc's fork bookkeeping, TLS): the COW "
           "faults it takes before it can exit or exec", "child's first writes", paid_by=CHILD, kinds="copies_mm"),
     Stage("exec", "execve of a small static binary: bprm, load_elf_binary, begin_new_exec (without dropping "
           "the old mm)", "execve", "execve (exec_mmap drops the inherited mm)", paid_by=CHILD, kinds="execs"),
-    Stage("exit_mmap", "exit_mmap / exec_mmap of the old mm: unmap_vmas, zap_pte_range (per PTE/PMD), "
+    Stage(EXIT_MMAP, "exit_mmap / exec_mmap of the old mm: unmap_vmas, zap_pte_range (per PTE/PMD), "
           "free_pgtables", "exit_mmap", paid_by=CHILD, kinds="copies_mm", walks_image=True),
-    Stage("do_exit", "do_exit without exit_mmap: exit_files, exit_fs, exit_sighand, exit_thread, exit_notify "
+    Stage(DO_EXIT, "do_exit without exit_mmap: exit_files, exit_fs, exit_sighand, exit_thread, exit_notify "
           "bookkeeping", "do_exit", "do_exit (exit_mmap of an mm the child owns)", paid_by=CHILD),
     Stage("exit_notify_hold", "exit_notify: time tasklist_lock is held for write", "tasklist_lock hold (exit)"),
-    Stage("wait_reap", "do_wait -> wait_task_zombie -> release_task, and the wait syscall's own entry and exit",
+    Stage(WAIT_REAP, "do_wait -> wait_task_zombie -> release_task, and the wait syscall's own entry and exit",
           "wait and reap", "wait4 -> do_wait -> release_task", paid_by=PARENT),
     Stage("release_task_hold", "release_task: time tasklist_lock is held for write (__exit_signal, "
           "__unhash_process)", "tasklist_lock hold (reap)"),
@@ -124,7 +130,7 @@ class CallPart:
 CALL_PARTS: dict[str, CallPart] = {p.name: p for p in (
     CallPart("copy_process_setup", "setup_us", "copy_process setup\n(task struct, stack, creds .. dup_mm)"),
     CallPart("mmap_lock_wait", "mmap_wait_us", "mmap_lock wait"),
-    CallPart("dup_mmap", "dup_mmap_us", "dup_mmap\n(VMAs + page tables)"),
+    CallPart(DUP_MMAP, "dup_mmap_us", "dup_mmap\n(VMAs + page tables)"),
     CallPart("copy_process_tail", "tail_us", "copy_process tail\n(alloc_pid, tasklist_lock, wake_up_new_task)"),
     CallPart("after_wake_up_new_task", None, "after wake_up_new_task\n(IPI, vfork wait)"),
 )}

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..kernel.flags import FORK
 from ..lab.processes import end_group
 
 __all__ = ["redis_bgsave", "redis_config", "image_from_proc", "REDIS_SIZES"]
@@ -136,7 +137,7 @@ def redis_config(image: dict[str, Any], interval_s: float, *, cpus: int, profile
         "workload": {"kind": "closed", "parents": 1, "think_time": interval_s * 1e6,
                      "image": {"rss": image["rss_bytes"], "vmas": image["vmas"], "anon_vmas": image["anon_vmas"],
                                "threads": image["threads"], "thp": False},
-                     "child": {"clone": "fork", "lifetime": 0.0}},
+                     "child": {"clone": FORK, "lifetime": 0.0}},
         "background": {"cpu_hogs": 0},
     }
 

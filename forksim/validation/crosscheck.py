@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from typing import Any, Callable
 
+from ..kernel.flags import VFORK
 from .measure import LoadgenError, measure
 from .scenarios import Scenario
 
@@ -37,7 +38,7 @@ def stress_ng_vfork(seconds: float, simulate: Callable[[dict[str, Any], str | No
     except (OSError, subprocess.TimeoutExpired) as exc:
         out["error"] = f"stress-ng: {exc}"
         return out
-    sc = Scenario(name="crosscheck-vfork-K1-pinned", mode="closed", kind="vfork", parents=1, rss=0, pin=True)
+    sc = Scenario(name="crosscheck-vfork-K1-pinned", mode="closed", kind=VFORK, parents=1, rss=0, pin=True)
     try:
         measured = measure(sc, quick=True)
         out["loadgen_per_s"] = measured["throughput_per_s"]

@@ -7,6 +7,8 @@ mechanism is thought responsible. Update them when the model or the evidence cha
 
 from __future__ import annotations
 
+from ..kernel.flags import POSIX_SPAWN, THREAD, VFORK
+
 __all__ = ["MECHANISMS", "mechanism_for"]
 
 # (substring of the scenario name, explanation); the first match wins.
@@ -24,11 +26,11 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
     ("open-fork", "at low load the parent waits between requests, so its forks run cold (the model now charges the "
      "profile's cold extra by the time since the last walk of the image); queueing then amplifies the remaining "
      "service-time error in the response percentiles"),
-    ("posix_spawn", "the exec of the no-libc helper and its exit, and the IPI to a halted vCPU when the "
+    (POSIX_SPAWN, "the exec of the no-libc helper and its exit, and the IPI to a halted vCPU when the "
      "exec'd child or the woken parent lands on the other vCPU"),
-    ("vfork", "the p99: host-level noise (vCPU preemption, interrupts, the 4 ms tick) that the pinned, traced stage "
+    (VFORK, "the p99: host-level noise (vCPU preemption, interrupts, the 4 ms tick) that the pinned, traced stage "
      "residuals do not hold; the medians agree"),
-    ("thread", "placement of the new thread (about half go to the idle vCPU: an IPI and a halt exit of tens of "
+    (THREAD, "placement of the new thread (about half go to the idle vCPU: an IPI and a halt exit of tens of "
      "microseconds) dominates a 7-14 us creation"),
     ("-K4-", "more parents than vCPUs: the real switch between parents with different mms (switch_mm, TLB and "
      "cache refill) costs more than the pipe ping-pong context switch the profile measured, so the model's "

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..kernel.flags import COPIES_MM, EXECS, KINDS
+from ..kernel.flags import COPIES_MM, DEFAULT_KIND, EXECS, FORK, KINDS
 
 __all__ = [
     "Scenario",
@@ -54,7 +54,7 @@ class Scenario:
 
     name: str
     mode: Mode = "closed"
-    kind: Kind = "fork"
+    kind: Kind = DEFAULT_KIND
     parents: int = 1
     rss: int = 0
     hogs: int = 0
@@ -191,7 +191,7 @@ def _think(rss: int, think_s: float, *, quick: bool = False) -> Scenario:
     """One parent forking after an idle gap: fork -> reap -> sleep `think_s` -> fork (a server, a
     database snapshot, a shell at the pace of its user); enough gaps for a p50 in the time given."""
     gap = f"{think_s * 1e3:g}ms"
-    return Scenario(name=f"closed-fork-K1-rss{_size_name(rss)}-think{gap}", mode="closed", kind="fork", parents=1,
+    return Scenario(name=f"closed-fork-K1-rss{_size_name(rss)}-think{gap}", mode="closed", kind=FORK, parents=1,
                     rss=rss, think_s=think_s, quick=quick, duration_s=max(5.0, 25 * think_s),
                     quick_duration_s=max(1.0, 12 * think_s), warmup_s=max(0.5, 2 * think_s),
                     quick_warmup_s=max(0.2, 1.5 * think_s),
@@ -200,18 +200,18 @@ def _think(rss: int, think_s: float, *, quick: bool = False) -> Scenario:
 
 def _open(fraction: float, rss: int, *, quick: bool = False) -> Scenario:
     pct = int(round(fraction * 100))
-    return Scenario(name=f"open-fork-{pct}pct-rss{_size_name(rss)}", mode="open", kind="fork", parents=2, rss=rss,
+    return Scenario(name=f"open-fork-{pct}pct-rss{_size_name(rss)}", mode="open", kind=FORK, parents=2, rss=rss,
                     rate_fraction=fraction, quick=quick)
 
 
 def _build() -> tuple[Scenario, ...]:
     out: list[Scenario] = []
     for k in (1, 2, 4, 8):
-        out.append(_closed("fork", k, 0, quick=k in (1, 2)))
+        out.append(_closed(FORK, k, 0, quick=k in (1, 2)))
     for rss in (256 * MiB, 1 * GiB):
         for k in (1, 2):
             # Large images fork slowly (milliseconds): fewer samples per second, so run longer.
-            out.append(_closed("fork", k, rss, quick=rss == 256 * MiB, duration_s=6.0, quick_duration_s=1.5))
+            out.append(_closed(FORK, k, rss, quick=rss == 256 * MiB, duration_s=6.0, quick_duration_s=1.5))
     for kind in (k for k in LOADGEN_KINDS if k not in COPIES_MM):  # the kinds that share the parent's mm
         for rss in (0, 256 * MiB):
             out.append(_closed(kind, 1, rss, quick=rss == 0))
@@ -221,17 +221,17 @@ def _build() -> tuple[Scenario, ...]:
     for rss in (0, 256 * MiB):
         for k in (1, 2):
             for hogs in (1, 2, 4):
-                out.append(_closed("fork", k, rss, hogs=hogs, quick=rss == 0 and k == 1 and hogs == 2,
+                out.append(_closed(FORK, k, rss, hogs=hogs, quick=rss == 0 and k == 1 and hogs == 2,
                                    repeats=3, duration_s=3.0, quick_duration_s=1.0))
     for k in (1, 2):
-        out.append(_closed("fork", k, 0, hogs=2, hog_duty=0.5, repeats=3, duration_s=3.0))
+        out.append(_closed(FORK, k, 0, hogs=2, hog_duty=0.5, repeats=3, duration_s=3.0))
     for rss in (0, 256 * MiB):
         for f in (0.3, 0.6, 0.9):
             out.append(_open(f, rss, quick=rss == 0 and f == 0.6))
     for rss in (64 * MiB, 256 * MiB):
         for think in (0.001, 0.01, 0.1, 1.0):
             out.append(_think(rss, think, quick=rss == 64 * MiB and think in (0.01, 0.1)))
-    out.append(Scenario(name="mt-fork-4threads-rss1GiB", mode="mt", kind="fork", parents=1, rss=1 * GiB, writers=3,
+    out.append(Scenario(name="mt-fork-4threads-rss1GiB", mode="mt", kind=FORK, parents=1, rss=1 * GiB, writers=3,
                         quick=True, duration_s=6.0, quick_duration_s=1.5,
                         notes="1 forking thread + 3 threads writing one byte per page across the 1 GiB image"))
     # What copy_process copies beyond the mm: one pinned parent each (issue 19)
@@ -239,7 +239,7 @@ def _build() -> tuple[Scenario, ...]:
                      ("live10000", {"live_children": 10000}),
                      ("live10000-waitany", {"live_children": 10000, "wait": "any"}),
                      ("unshare-newnet", {"unshare": ("CLONE_NEWNET",)})):
-        out.append(Scenario(name=f"closed-fork-K1-rss0-{name}-pin", mode="closed", kind="fork", parents=1, rss=0,
+        out.append(Scenario(name=f"closed-fork-K1-rss0-{name}-pin", mode="closed", kind=FORK, parents=1, rss=0,
                             pin=True, notes="one pinned parent, RSS ~0: " + name, **kw))
     return tuple(out)
 

@@ -18,6 +18,7 @@ import pandas as pd
 import simpy
 
 from ..draws import Draws
+from ..kernel.flags import DEFAULT_KIND
 from ..kernel.mm import Process
 from ..metrics import Creation, Records
 
@@ -61,7 +62,7 @@ def start_cpu_hogs(machine: "Machine", count: int, duty: float = 1.0, period: fl
 class Workload:
     """The small base: records, the stop event, counting reaped creations against max_creations."""
 
-    kind: str = "fork"  # the creation it makes (a clone kind)
+    kind: str = DEFAULT_KIND  # the creation it makes (a clone kind)
     parent_name = "parent"  # the parents' tasks: parent0, parent1, ... (their threads parent0.t1, ...)
     first_snapshot: float | None = None  # a server's first snapshot (us), where the trace's window opens
 

@@ -37,6 +37,7 @@ import pandas as pd
 import simpy
 
 from ..draws import Draws
+from ..kernel.flags import FORK
 from ..kernel.mm import Process
 from ..metrics import Creation
 from ..requests import RequestLog, mark_windows
@@ -76,7 +77,7 @@ class Server(Workload):
     """Drives `workload.parents` server processes on a kernel (the workload interface of
     forksim.workloads.base, with `requests` (a RequestLog) and `request_frame()` besides)."""
 
-    kind = "fork"  # a snapshot is a fork (BGSAVE)
+    kind = FORK  # a snapshot is a fork (BGSAVE)
     parent_name = "server"  # the servers' tasks: server0, server1, ...
 
     def __init__(self, params: "ModelParams", kernel: "Kernel", streams: "Streams"):
@@ -163,17 +164,17 @@ class Server(Workload):
         k, env, proc = self.kernel, self.env, inst.proc
         child = inst.child
         if child is not None and child.exited:
-            yield from k.do_wait(proc, child, "fork", inst.child_rec)
+            yield from k.do_wait(proc, child, self.kind, inst.child_rec)
             rec, inst.child, inst.child_rec = inst.child_rec, None, None
             self._reaped(rec)
         if inst.child is None and env.now >= inst.next_snapshot:
             while inst.next_snapshot <= env.now:
                 inst.next_snapshot += self.cfg.interval
-            rec = self.records.new("fork", inst.index, env.now)
-            inst.child = yield from k.kernel_clone(proc, "fork", rec)
+            rec = self.records.new(self.kind, inst.index, env.now)
+            inst.child = yield from k.kernel_clone(proc, self.kind, rec)
             inst.child_rec = rec
             inst.wp_pages = self.pages
-            yield from k.cow_by_parent(proc, "fork", rec)
+            yield from k.cow_by_parent(proc, self.kind, rec)
 
     def _cron(self, inst: _Instance):
         period = self.cfg.cron
