@@ -38,8 +38,10 @@ def parse_precision(value: str | float) -> float:
             frac = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
         except ValueError:
             raise ValueError(f"precision {value!r}: give a relative half-width such as \"5%\" or 0.05") from None
-    else:
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
         frac = float(value)
+    else:
+        raise ValueError(f"precision {value!r}: give a relative half-width such as \"5%\" or 0.05")
     if not (0.0 < frac < 1.0) or math.isnan(frac):
         raise ValueError(f"precision {value!r}: must lie strictly between 0% and 100% (e.g. \"5%\")")
     return frac

@@ -20,7 +20,7 @@ def _draws(seed, sigma):
 def test_parse_precision():
     assert parse_precision("5%") == pytest.approx(0.05)
     assert parse_precision(0.02) == pytest.approx(0.02)
-    for bad in ("0%", "100%", "abc", -0.1, 1.5):
+    for bad in ("0%", "100%", "abc", -0.1, 1.5, [1, 2], True, None):
         with pytest.raises(ValueError):
             parse_precision(bad)
 
