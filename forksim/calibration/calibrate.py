@@ -36,44 +36,32 @@ from ..store import store_dir
 from ..lab import machine_facts, read_text
 from .plan import PLANS, Plan, Store
 
-__all__ = ["calibrate", "refit", "Plan", "PLANS", "machine_facts"]
+__all__ = ["calibrate", "refit", "Reporter", "Plan", "PLANS", "machine_facts"]
 
 
-class _Progress:
-    def __init__(self, enabled: bool, total: int):
+class Reporter:
+    """Where `calibrate` says how far it is: `total(n)` once the jobs are known, `step(what)` as each
+    begins, `advance()` as each ends, `log(msg)` for what the user should read. This one writes plain
+    lines to stderr (or nothing); the CLI passes one that draws a progress bar (commands/calibrate.py)."""
+
+    def __init__(self, enabled: bool = True):
         self.enabled = enabled
-        self._p = None
-        if enabled:
-            try:
-                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-                self._p = Progress(TextColumn("[bold]calibrate[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                                   TimeElapsedColumn(), TextColumn("{task.description}"), transient=False)
-                self._p.start()
-                self._task = self._p.add_task("", total=total)
-            except Exception:  # noqa: BLE001 - no rich: plain lines
-                self._p = None
+    def total(self, n: int) -> None:
+        pass
 
     def step(self, what: str) -> None:
-        if self._p is not None:
-            self._p.update(self._task, description=what)
-        elif self.enabled:
-            print(f"calibrate: {what}", file=sys.stderr, flush=True)
+        self.log(what)
 
     def advance(self) -> None:
-        if self._p is not None:
-            self._p.advance(self._task)
+        pass
 
     def log(self, msg: str) -> None:
-        if self._p is not None:
-            self._p.console.log(msg)
-        elif self.enabled:
+        if self.enabled:
             print(f"calibrate: {msg}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self._p is not None:
-            self._p.stop()
-            self._p = None
+        pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,11 +114,10 @@ def _close_trace(trace: tracefs.TraceInstance) -> None:
     trace.close()
 
 
-def _run_jobs(jobs: list, trace: tracefs.TraceInstance | None, store: Store, prog: _Progress) -> None:
+def _run_jobs(jobs: list, trace: tracefs.TraceInstance | None, store: Store, prog: Reporter) -> None:
     """Run the jobs in order; the tracefs instance is closed after the last traced one (its lost
     events noted), and in any case before this returns."""
-    if prog._p is not None:
-        prog._p.update(prog._task, total=len(jobs))
+    prog.total(len(jobs))
     try:
         for what, job in jobs:
             prog.step(what)
@@ -150,7 +137,7 @@ def _run_jobs(jobs: list, trace: tracefs.TraceInstance | None, store: Store, pro
             _close_trace(trace)
 
 
-def _note_busy(load_start: float, load_end: float, store: Store, prog: _Progress) -> None:
+def _note_busy(load_start: float, load_end: float, store: Store, prog: Reporter) -> None:
     """A note (in the profile and on the console) when the load average says others shared the machine."""
     ncpu = os.cpu_count() or 1
     if max(load_start, load_end) > 0.5 * ncpu:
@@ -191,7 +178,7 @@ def _write_profile(out: Path, profile: dict[str, Any]) -> dict[str, Any]:
     return json.loads(text)
 
 
-def calibrate(out: str | Path | None, quick: bool = False, progress: bool = True, *, smoke: bool = False,
+def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Reporter" = True, *, smoke: bool = False,
               use_tracefs: bool | None = None, raw_out: str | Path | None = None, cpu: int | None = None,
               name: str | None = None) -> dict[str, Any]:
     """Measure this machine and write a profile to `out` (atomically); return the profile dict.
@@ -216,7 +203,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: bool = True
     ok, why = tracefs.tracefs_status()
     if use_tracefs is False:
         ok, why = False, "disabled by the caller"
-    prog = _Progress(progress, 1)
+    prog = Reporter(progress) if isinstance(progress, bool) else progress
     restore = tracefs.install_signal_cleanup()
     unreg_kids = tracefs.register_cleanup(bench.kill_children)
     trace = None

@@ -68,6 +68,34 @@ def family_check(profile_path: str, variants: dict[str, dict]) -> list[dict]:
     return rows
 
 
+class _Bar:
+    """calibrate's progress as a rich bar (the library reports to a calibration.calibrate.Reporter; the CLI
+    passes this one, which draws it)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._p = Progress(TextColumn("[bold]calibrate[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                           TimeElapsedColumn(), TextColumn("{task.description}"), transient=False)
+        self._p.start()
+        self._task = self._p.add_task("", total=1)
+
+    def total(self, n: int) -> None:
+        self._p.update(self._task, total=n)
+
+    def step(self, what: str) -> None:
+        self._p.update(self._task, description=what)
+
+    def advance(self) -> None:
+        self._p.advance(self._task)
+
+    def log(self, msg: str) -> None:
+        self._p.console.log(msg)
+
+    def close(self) -> None:
+        self._p.stop()
+
+
 def copies_check(profile_path: str, measured: list[dict]) -> list[dict]:
     """The closure of the fd table, the namespaces and the live children: each pinned clonebench case's
     measured call p50 beside forksim's prediction on one CPU from the profile just written."""
@@ -122,7 +150,7 @@ def main(args: argparse.Namespace) -> int:
     out = args.out or str(store_dir() / f"{this_host().slug()}.json")
     if not args.out:  # the user's profile store: made on first use
         store_dir().mkdir(parents=True, exist_ok=True)
-    prof = calibrate(out, quick=args.quick, progress=not args.quiet, raw_out=args.raw,
+    prof = calibrate(out, quick=args.quick, progress=_Bar() if not args.quiet else False, raw_out=args.raw,
                      use_tracefs=False if args.no_tracefs else None, name=None if args.out else this_host().slug())
     prov = prof["provenance"]
     console.print(f"wrote {out} ({prov.get('duration_s')} s; tracepoints: "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._common import err_console
+
 
 def register(sub) -> None:
     p = sub.add_parser("validate", help="measure real load on this machine and compare with the model",
@@ -24,11 +26,14 @@ def register(sub) -> None:
 def main(args: argparse.Namespace) -> int:
     from ..profile import load_profile
     from ..validation import validate
+    from ..validation.compare import render_markdown
 
     from ..store import warn_if_off_host
 
     profile = str(load_profile(args.profile)._origin["path"]) if args.profile == "auto" else args.profile
     warn_if_off_host(load_profile(profile))  # a bad profile fails here, before minutes of measurement
-    validate(profile=profile, quick=args.quick, out=Path(args.out), progress=True, only=args.only,
-             doc=Path(args.doc) if args.doc else None)
+    report = validate(profile=profile, quick=args.quick, out=Path(args.out),
+                      progress=lambda line: err_console.print(line, markup=False, highlight=False), only=args.only,
+                      doc=Path(args.doc) if args.doc else None)
+    print(render_markdown(report))
     return 0

@@ -250,16 +250,19 @@ def _progress_lines(name: str, row: dict[str, Any]) -> list[str]:
     return [line, f"  {'':34s} {error}"] if error else [line]
 
 
-def validate(profile: str = "default", quick: bool = False, out: Path | None = None, progress: bool = True, *,
+def validate(profile: str = "default", quick: bool = False, out: Path | None = None,
+             progress: bool | Callable[[str], None] = True, *,
              only: list[str] | None = None, doc: Path | None = None,
              simulator: Callable[[dict[str, Any], str | None], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Measure each scenario for real, simulate it, compare; write the report files; return the report.
 
+    `progress`: a callback for each progress line (True: lines on stderr; False: silent).
     `only` restricts the run to the named scenarios (open ones still get their capacity measured);
     `simulator(config, profile) -> summary dict` replaces the simulator (tests). A scenario whose
     measurement or simulation fails is recorded with its error, not fatal to the rest.
     """
-    say: Callable[[str], None] = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None)
+    say: Callable[[str], None] = progress if callable(progress) else (
+        (lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None))
     sim = simulator or simulate
     out = Path(out) if out is not None else Path("validation")
     build_tools()  # fail early, with the reason, when there is no compiler
@@ -297,9 +300,7 @@ def validate(profile: str = "default", quick: bool = False, out: Path | None = N
         "wall_s": round(time.monotonic() - t_start, 1),
     }
     paths = write_report(report, out, doc)
-    if progress:
-        print(render_markdown(report))
-        say("wrote " + ", ".join(str(p) for p in paths.values()))
+    say("wrote " + ", ".join(str(p) for p in paths.values()))
     return report
 
 
