@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..summary import path as _summary_path
 from .measure import LoadgenError, build_tools, measure
 from .apps import redis_bgsave
 from .crosscheck import stress_ng_vfork
+from .document import _fmt, _fmt_err, plot_report, render_markdown, write_report
+from .metrics import EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, TARGETS
 from .scenarios import capacity_key, scenarios
 
 __all__ = [
@@ -43,27 +44,6 @@ __all__ = [
     "write_report",
 ]
 
-# (column key, label, path in the measured result, path in summary.json (checked against its schema,
-# forksim.summary), target key)
-METRICS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...], str], ...] = (
-    ("throughput", "throughput (/s)", ("throughput_per_s",), _summary_path("throughput_per_s.mean"), "throughput"),
-    ("fork_p50", "fork() p50 (us)", ("fork_latency_us", "p50"), _summary_path("fork_latency_us.p50"), "p50"),
-    ("fork_p99", "fork() p99 (us)", ("fork_latency_us", "p99"), _summary_path("fork_latency_us.p99"), "p99"),
-    ("rt_p50", "round trip p50 (us)", ("roundtrip_latency_us", "p50"), _summary_path("roundtrip_latency_us.p50"), "p50"),
-    ("rt_p99", "round trip p99 (us)", ("roundtrip_latency_us", "p99"), _summary_path("roundtrip_latency_us.p99"), "p99"),
-)
-# Extra comparisons made where both sides have them (not in the main table's columns).
-EXTRA_METRICS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...], str], ...] = (
-    ("stall_p50", "mmap stall p50 (us)", ("stalls_us", "p50"), _summary_path("mmap_stall_us.p50"), "p50"),
-    ("stall_p99", "mmap stall p99 (us)", ("stalls_us", "p99"), _summary_path("mmap_stall_us.p99"), "p99"),
-    ("response_p50", "response p50 (us)", ("response_latency_us", "p50"), _summary_path("response_latency_us.p50"), "p50"),
-    ("response_p99", "response p99 (us)", ("response_latency_us", "p99"), _summary_path("response_latency_us.p99"), "p99"),
-)
-# Median |relative error| targets, and the largest factor any single number may be off by.
-TARGETS = {"throughput": 0.10, "p50": 0.15, "p99": 0.25, "max_factor": 2.0}
-# A measurement during which other processes (not ours) kept more than this share of the machine's
-# CPUs busy is marked noisy in the table: the simulation does not know about that load.
-NOISY_FOREIGN_FRAC = 0.10
 
 
 def _get(d: Any, path: tuple[str, ...]) -> float | None:
@@ -306,4 +286,3 @@ def validate(profile: str = "default", quick: bool = False, out: Path | None = N
 
 # The documents (validation.md, VALIDATION.md, validation.png, validation.json): forksim.validation.document
 # (imported last: it reads this module's METRICS and TARGETS).
-from .document import _fmt, _fmt_err, plot_report, render_doc, render_markdown, write_report  # noqa: E402

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_text
-from .compare import EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, TARGETS
+from .metrics import EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, TARGETS
 from .mechanisms import mechanism_for
 from .other_hosts import render_other_hosts
 
