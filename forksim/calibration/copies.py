@@ -219,6 +219,18 @@ def _fit_files(runs: list[dict[str, Any]], where: str) -> dict[str, Any] | None:
     }
 
 
+
+def _zero_unless_significant(what: str, call: float, exit_: float, call_sig: bool,
+                             exit_sig: bool) -> tuple[str, float, float]:
+    """A change within 2 standard errors of the reference is taken as 0, and the source says so."""
+    if not call_sig:
+        what += "; the call's change is within 2 standard errors: taken as 0"
+        call = 0.0
+    if not exit_sig:
+        what += "; the exit's change is within 2 standard errors: taken as 0"
+        exit_ = 0.0
+    return what, call, exit_
+
 def _fit_flags(runs: list[dict[str, Any]], where: str) -> dict[str, Any]:
     by = {r["key"]["flag"]: r for r in runs if r["key"]["what"] == "flag"}
     out: dict[str, Any] = {}
@@ -239,12 +251,7 @@ def _fit_flags(runs: list[dict[str, Any]], where: str) -> dict[str, Any]:
                 f"same parent (RSS ~0, 3 fds, {where}, {len(run['samples'])} and {len(ref['samples'])} samples, "
                 f"clonebench): call p50 {_med(run, 'fork_cpu_ns')[0]:.1f} vs {_med(ref, 'fork_cpu_ns')[0]:.1f} us, "
                 f"child exit + reap p50 {_med(run, 'exit_ns')[0]:.1f} vs {_med(ref, 'exit_ns')[0]:.1f} us")
-        if not call_sig:
-            what += "; the call's change is within 2 standard errors: taken as 0"
-            call = 0.0
-        if not exit_sig:
-            what += "; the exit's change is within 2 standard errors: taken as 0"
-            exit_ = 0.0
+        what, call, exit_ = _zero_unless_significant(what, call, exit_, call_sig, exit_sig)
         if flag in _DEFERRED:
             what += (f"; deferred: CPU the rest of the machine spent per creation beyond the plain clone's "
                      f"({_other_cpu_us(run):.0f} vs {_other_cpu_us(ref):.0f} us, /proc/stat less the benchmark's own "
@@ -302,12 +309,7 @@ def _fit_unshare(runs: list[dict[str, Any]], where: str, clone_flags: dict[str, 
                 f"{_med_u(run, 'unshare_cpu_ns', 0)[0]:.1f} us (the latter: the bare syscall and the fresh child's "
                 f"first page faults), child exit + reap p50 {_med_u(run, 'exit_ns', 1)[0]:.1f} vs "
                 f"{_med_u(run, 'exit_ns', 0)[0]:.1f} us")
-        if not call_sig:
-            what += "; the call's change is within 2 standard errors: taken as 0"
-            call = 0.0
-        if not exit_sig:
-            what += "; the exit's change is within 2 standard errors: taken as 0"
-            exit_ = 0.0
+        what, call, exit_ = _zero_unless_significant(what, call, exit_, call_sig, exit_sig)
         if flag == "CLONE_FILES" and wide is not None:
             d = _med_u(wide, "unshare_cpu_ns", 1)[0] - _med_u(wide, "unshare_cpu_ns", 0)[0]
             fds = int(wide["key"]["fds"])
