@@ -337,6 +337,9 @@ def sweep(
     The returned frame's `attrs` say which point ids were computed and which reused."""
     _check_args(executor, format, workers, scheduler, resume, out)
     exp = _load(exp_or_path, overrides)
+    if exp.experiment.precision is not None:  # a grid runs a fixed count per point (common random numbers)
+        raise ConfigError("a sweep runs experiment.replications at every point; precision applies to "
+                          "`forksim run` and `forksim plan`", source=exp.source, field="experiment.precision")
     points = grid_points(exp, profile)
     outp = Path(out) if out is not None else None
     if resume and outp is not None:

@@ -115,3 +115,11 @@ def test_plan_probes_run_until_the_slo_metric_is_decided_or_precise():
             lo, hi = p.ci95
             assert slo.holds(lo) == slo.holds(hi) == p.ok
     assert "throughput_per_s.mean" in res.tried[0].summary["precision"]["reached"]
+
+
+def test_sweep_refuses_precision_with_the_key_named():
+    from forksim.errors import ConfigError
+    from forksim.sweep import sweep
+
+    with pytest.raises(ConfigError, match="experiment.precision"):
+        sweep(_exp(), out=None)
