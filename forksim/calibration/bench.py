@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MeasurementError
-from ..lab import build_dir, cache_root, compile_c, compiler, compiler_version
+from ..lab import build_dir, compile_c, compiler, compiler_version
 from ..lab.processes import end_group, group_alive
 from . import tracefs
 
@@ -34,10 +34,6 @@ class Benchmarks:
     helper_static: bool
     cc: str
     hiccup: Path
-
-
-# copies.py (clonebench's build) names the cache root through this module
-_cache_root = cache_root
 
 
 def build(cc: str | None = None) -> Benchmarks:

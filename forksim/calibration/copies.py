@@ -14,7 +14,6 @@ once, one per CPU (`-P 2`), alternated: whether creators serialise on namespace_
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -22,6 +21,7 @@ import numpy as np
 
 from ..errors import MeasurementError
 from ..kernel.flags import FLAG_BITS
+from ..lab import build_dir, compile_c, compiler_version
 from ..profile import FD_BASE
 from . import bench
 
@@ -54,18 +54,12 @@ COPIES_PLANS = {
 
 
 def build_clonebench(cc: str) -> str:
-    """Compile csrc/clonebench.c into the benchmarks' cache (by content hash)."""
-    import hashlib
-
-    src = bench.CSRC / "clonebench.c"
-    h = hashlib.sha256(src.read_bytes() + cc.encode()).hexdigest()[:16]
-    out = bench._cache_root() / f"clonebench-{h}"
+    """Compile csrc/clonebench.c into the benchmarks' build folder (forksim.lab: by content hash)."""
+    out = build_dir("bench", sorted(bench.CSRC.glob("*.[ch]")), compiler_version(cc) or cc) / "clonebench"
     if not out.exists():
-        r = subprocess.run([cc, "-O2", "-o", str(out) + ".tmp", str(src)], capture_output=True, text=True,
-                           timeout=120)
+        r = compile_c(cc, ["-O2", str(bench.CSRC / "clonebench.c")], out)
         if r.returncode != 0:
             raise MeasurementError(f"cannot compile clonebench.c: {r.stderr.strip()[-400:]}")
-        os.replace(str(out) + ".tmp", out)
     return str(out)
 
 

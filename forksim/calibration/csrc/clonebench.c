@@ -48,6 +48,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lab.h" /* now_ns, cpu_ns, pin_cpu */
+
 struct shared {
     volatile int64_t child_exit;
     volatile int64_t unshare_ns, unshare_cpu_ns;
@@ -58,20 +60,6 @@ struct shared {
 };
 
 static struct shared *sh;
-
-static inline int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static inline int64_t cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void refuse(const char *msg)
 {
@@ -127,12 +115,7 @@ static long count_vmas(void)
 
 static void pin(int cpu)
 {
-    cpu_set_t set;
-    if (cpu < 0)
-        return;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set))
+    if (pin_cpu(cpu))
         die("sched_setaffinity");
 }
 
