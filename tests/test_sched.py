@@ -190,3 +190,21 @@ def test_eevdf_with_short_slices_is_processor_sharing():
         exact = ps_exact(run.arrivals, run.service)
         diffs.append(float(run.response[500:].mean()) / float(exact[500:].mean()))
     assert np.mean(diffs) == pytest.approx(1.0, abs=0.03), diffs
+
+
+def test_duty_cycle_hog_never_spins_on_a_remainder_below_the_clock_resolution():
+    # 0.6 x 10 ms leaves a remainder of ~1e-12 us that `now + remainder` cannot represent past ~8 ms:
+    # the hog ran chunks of no time forever (a validate scenario hung). In a subprocess, so a
+    # regression fails on the timeout instead of hanging the suite.
+    import subprocess
+    import sys
+
+    code = ("from forksim.config import parse_config\nfrom forksim.runner import run_experiment\n"
+            "exp = parse_config({'experiment': {'duration': '300ms', 'warmup': '10ms', 'replications': 1},"
+            " 'machine': {'cpus': 2, 'profile': 'default'}, 'workload': {'parents': 1},"
+            " 'background': {'cpu_hogs': 1, 'hog_duty': 0.6}})\n"
+            "s = run_experiment(exp).summary\nprint(s['forks'], s['cpu_utilization'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    forks, util = out.stdout.split()
+    assert int(forks) > 0 and 0.3 < float(util) <= 1.0

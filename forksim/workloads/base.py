@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 __all__ = ["Workload", "ParentWorkload", "cpu_hog", "start_cpu_hogs"]
 
 
+_SPIN_EPS_US = 1e-3
+
+
 def cpu_hog(task: "Task", first_run: simpy.Event, duty: float = 1.0, period: float = 10_000.0):
     """A CPU-bound task: always runnable, or (duty < 1) spinning `duty` of each `period` by the
     clock and sleeping the rest, like the load generator's --hog-duty hogs."""
@@ -42,7 +45,9 @@ def cpu_hog(task: "Task", first_run: simpy.Event, duty: float = 1.0, period: flo
     on = duty * period
     start = env.now
     while True:
-        while env.now - start < on:  # spin by the clock: time waiting for the CPU counts
+        # Spin by the clock (time waiting for the CPU counts) until less than a nanosecond is left: a
+        # remainder below the clock's resolution at `now` would run for no time, forever.
+        while on - (env.now - start) > _SPIN_EPS_US:
             yield task.run(min(100.0, on - (env.now - start)), preemptible=True)
         start += period
         if start > env.now:
