@@ -123,8 +123,7 @@ class Stopping:
 
 
 def run_to_precision(precision: Precision, run_batch: Callable[[int, int], list[Any]],
-                     summarize: Callable[[list[Any]], dict[str, Any]],
-                     progress: Callable[[Stopping], None] | None = None) -> tuple[list[Any], dict[str, Any], Stopping]:
+                     summarize: Callable[[list[Any]], dict[str, Any]]) -> tuple[list[Any], dict[str, Any], Stopping]:
     """Run replications [0, n) in batches of `precision.batch` (`run_batch(start, stop)` returns their
     results, in index order) until `precision` holds or its cap; returns the results, the last summary
     and the stopping record."""
@@ -149,10 +148,6 @@ def run_to_precision(precision: Precision, run_batch: Callable[[int, int], list[
             stop.reason = (f"cap: {precision.max_replications} replications reached without {missing} "
                            f"within {precision.target:.1%} (raise experiment.max_replications or run longer)")
             break
-        if progress is not None:
-            progress(stop)
-    if progress is not None:
-        progress(stop)
     return results, summary, stop
 
 
