@@ -231,21 +231,16 @@ class ChildSection(_Section):
         "PrivateNetwork= do; it creates no task): " + ", ".join(clone_flags.UNSHARE_FLAGS),
     )
 
-    @field_validator("flags")
+    @field_validator("flags", "unshare")
     @classmethod
     def _flags(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        why = clone_flags.check(info.data.get("clone", clone_flags.DEFAULT_KIND), v)
+        # what copy_process (flags) or ksys_unshare (unshare) refuses for this kind, in the kernel's words
+        check, order = ((clone_flags.check, clone_flags.USER_FLAGS) if info.field_name == "flags"
+                        else (clone_flags.check_unshare, clone_flags.UNSHARE_FLAGS))
+        why = check(info.data.get("clone", clone_flags.DEFAULT_KIND), v)
         if why:
             raise ValueError(why)
-        return sorted(set(v), key=clone_flags.USER_FLAGS.index)
-
-    @field_validator("unshare")
-    @classmethod
-    def _unshare(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        why = clone_flags.check_unshare(info.data.get("clone", clone_flags.DEFAULT_KIND), v)
-        if why:
-            raise ValueError(why)
-        return sorted(set(v), key=clone_flags.UNSHARE_FLAGS.index)
+        return sorted(set(v), key=order.index)
 
 
 class BurstSection(_Section):

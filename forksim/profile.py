@@ -34,7 +34,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 
 from .errors import ProfileError
 from .host import HostFingerprint, host_from_provenance
@@ -163,29 +163,20 @@ class Profile(BaseModel):
     # Where this profile was read from: {"name", "path", "sha256"} (set by load_profile).
     _origin: dict[str, Any] = PrivateAttr(default_factory=dict)
 
-    @field_validator("clone_flags")
+    @field_validator("clone_flags", "unshare")
     @classmethod
-    def _clone_flags(cls, flags: dict[str, FlagCost]) -> dict[str, FlagCost]:
-        from .kernel.flags import USER_FLAGS
+    def _known_flags(cls, flags: dict[str, FlagCost], info: ValidationInfo) -> dict[str, FlagCost]:
+        from .kernel.flags import UNSHARE_FLAGS, USER_FLAGS
 
-        unknown = [f for f in flags if f not in USER_FLAGS]
+        known, what = (USER_FLAGS, "clone") if info.field_name == "clone_flags" else (UNSHARE_FLAGS, "unshare")
+        unknown = [f for f in flags if f not in known]
         if unknown:
-            raise ValueError(f"unknown clone flag(s): {', '.join(unknown)} (known: {', '.join(USER_FLAGS)})")
+            raise ValueError(f"unknown {what} flag(s): {', '.join(unknown)} (known: {', '.join(known)})")
         return flags
 
     def flag_cost(self, flag: str) -> FlagCost:
         """A flag's measured cost, or a zero cost saying it was not measured."""
         return self.clone_flags.get(flag) or FlagCost(call_us=0.0, sigma=0.0, source=_ABSENT_FLAG.format(flag=flag))
-
-    @field_validator("unshare")
-    @classmethod
-    def _unshare(cls, flags: dict[str, FlagCost]) -> dict[str, FlagCost]:
-        from .kernel.flags import UNSHARE_FLAGS
-
-        unknown = [f for f in flags if f not in UNSHARE_FLAGS]
-        if unknown:
-            raise ValueError(f"unknown unshare flag(s): {', '.join(unknown)} (known: {', '.join(UNSHARE_FLAGS)})")
-        return flags
 
     def unshare_cost(self, flag: str) -> FlagCost:
         """unshare(flag)'s measured cost; absent, a namespace's clone cost (unshare_nsproxy_namespaces and
