@@ -38,6 +38,16 @@ def hog(m: Machine, name: str, ran: dict, pin=None):
     return task
 
 
+
+def _two_hogs_after_10ms():
+    """One EEVDF CPU that two always-runnable hogs have shared for 10 ms."""
+    env = simpy.Environment()
+    m = Machine(env, 1, eevdf_params())
+    ran: dict[str, float] = {}
+    a, b = hog(m, "a", ran), hog(m, "b", ran)
+    env.run(until=10_000.0)
+    return env, m, m.cpus[0], a, b
+
 def test_two_always_runnable_tasks_share_one_cpu_evenly():
     """Two hogs on one CPU for a second: each gets half within 1% (slices end at ticks)."""
     env = simpy.Environment()
@@ -54,12 +64,7 @@ def test_two_always_runnable_tasks_share_one_cpu_evenly():
 def test_a_woken_task_is_placed_with_its_lag():
     """place_entity with PLACE_LAG: V - vlag * (n + 1) / n, deadline a slice later; a new task has
     no lag and half a slice to its deadline."""
-    env = simpy.Environment()
-    m = Machine(env, 1, eevdf_params())
-    cpu = m.cpus[0]
-    ran: dict[str, float] = {}
-    a, b = hog(m, "a", ran), hog(m, "b", ran)
-    env.run(until=10_000.0)
+    env, m, cpu, a, b = _two_hogs_after_10ms()
     sleeper = m.new_task("s")
     sleeper.vlag = 300.0
     sleeper.state = "sleeping"
@@ -77,12 +82,7 @@ def test_a_woken_task_is_placed_with_its_lag():
 
 def test_lag_at_sleep_is_clamped_and_negative_lag_dropped():
     """update_entity_lag clamps to max(2 slices, a tick); DELAY_DEQUEUE leaves no negative lag."""
-    env = simpy.Environment()
-    m = Machine(env, 1, eevdf_params())
-    cpu = m.cpus[0]
-    ran: dict[str, float] = {}
-    a, b = hog(m, "a", ran), hog(m, "b", ran)
-    env.run(until=10_000.0)
+    env, m, cpu, a, b = _two_hogs_after_10ms()
     cpu._sync_min_vruntime()
     v, _ = eevdf.avg_vruntime(cpu)
     a.vruntime = v - 1e6  # far behind: lag clamped
