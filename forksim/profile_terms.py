@@ -26,7 +26,11 @@ class Residual(BaseModel):
     family: Literal["lognormal", "empirical", "none"] = "lognormal"
     sigma: float = Field(default=0.0, ge=0.0, le=5.0)
     quantiles: list[float] | None = Field(
-        default=None, description="ratios measured/median at evenly spaced probabilities 0..1"
+        default=None, description="ratios measured/median at `probabilities` (default: evenly spaced 0..1)"
+    )
+    probabilities: list[float] | None = Field(
+        default=None, description="the probabilities of `quantiles`, 0 .. 1 increasing: denser in a long tail, "
+                                  "so that one extreme sample is drawn about as often as it was measured"
     )
 
     @model_validator(mode="after")
@@ -39,15 +43,36 @@ class Residual(BaseModel):
                 raise ValueError("empirical residual quantiles must be positive finite ratios")
             if any(b < a for a, b in zip(q, q[1:])):
                 raise ValueError("empirical residual quantiles must be non-decreasing")
+            p = self.probabilities
+            if p is not None and (len(p) != len(q) or p[0] != 0.0 or p[-1] != 1.0
+                                  or any(b <= a for a, b in zip(p, p[1:]))):
+                raise ValueError("empirical residual probabilities must match the quantiles, rise strictly "
+                                 "and run from 0 to 1")
+        elif self.probabilities is not None:
+            raise ValueError("probabilities belong to an empirical residual")
         return self
+
+    def _grid(self) -> tuple[np.ndarray, np.ndarray]:
+        q = np.asarray(self.quantiles, dtype=float)
+        p = np.linspace(0.0, 1.0, len(q)) if self.probabilities is None else np.asarray(self.probabilities, dtype=float)
+        return p, q
+
+    def mean(self) -> float:
+        """The residual's mean (its median is 1)."""
+        if self.family == "lognormal":
+            return math.exp(self.sigma**2 / 2)
+        if self.family == "empirical":
+            p, q = self._grid()  # piecewise-linear inverse CDF: the mean is its integral
+            return float(np.sum(np.diff(p) * (q[1:] + q[:-1]) / 2))
+        return 1.0
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         if self.family == "none" or (self.family == "lognormal" and self.sigma == 0.0):
             return np.ones(n)
         if self.family == "lognormal":
             return rng.lognormal(0.0, self.sigma, n)
-        q = np.asarray(self.quantiles, dtype=float)
-        return np.interp(rng.random(n), np.linspace(0.0, 1.0, len(q)), q)
+        p, q = self._grid()
+        return np.interp(rng.random(n), p, q)
 
 
 # The cost terms every stage carries (a what-if scales one of them: `stage.term`).

@@ -49,13 +49,7 @@ class WorkEstimate:
 
 def _residual_mean(cost: StageCost) -> float:
     """A stage cost's residual mean (its median is 1)."""
-    r = cost.residual
-    if r.family == "lognormal":
-        return math.exp(r.sigma**2 / 2)
-    if r.family == "empirical":
-        q = np.asarray(r.quantiles, dtype=float)
-        return float((q[1:] + q[:-1]).mean() / 2)
-    return 1.0
+    return cost.residual.mean()
 
 
 def _mean_creation_us(exp: Experiment, profile: Profile) -> tuple[float, float]:

@@ -238,7 +238,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         }
         profile = build_profile(store, plan, facts, ok, cpu, prov_extra)
         profile["host"] = host.model_dump(mode="json", exclude_none=True)
-        profile["interruptions"] = measure_interruptions(b, cpu, seconds=0.5 if smoke else 2.0)
+        profile["interruptions"] = measure_interruptions(b, sorted({cpu, other}), seconds=0.5 if smoke else 2.0)
         profile.update(fit_copies(raw_copies, cpu, str(facts.get("cpu_model") or "")))
         profile["diagnostics"]["copies"] = {"measured": measured_p50(raw_copies), "skipped": raw_copies["skipped"]}
         profile["provenance"].pop("profile_name", None)

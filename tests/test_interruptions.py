@@ -1,0 +1,61 @@
+"""The interruption probe's fit (calibration/interruptions.py) and the tail-dense empirical residual."""
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from forksim.calibration.interruptions import PROBABILITIES, fit_interruptions
+from forksim.profile import Profile, Residual, load_profile
+
+
+def _window(gaps_us, switched_us=(), cpu=0):
+    rows = [(i * 100.0, g, 0) for i, g in enumerate(gaps_us)] + [(1e5 + i, g, 1) for i, g in enumerate(switched_us)]
+    return cpu, np.array(rows, dtype=float).reshape(-1, 3)
+
+
+def test_gaps_with_a_context_switch_are_left_out():
+    quiet = [20.0] * 100
+    sec = fit_interruptions([_window(quiet, switched_us=[4000.0] * 5)], 1.0)
+    assert sec["rate_per_s"] == 100.0
+    assert sec["duration"]["fixed_us"] == 20.0
+    assert max(sec["duration"]["residual"]["quantiles"]) == 1.0  # the 4 ms gaps are not in the shape
+    assert "left out: 5 gaps with a context switch" in sec["source"]
+
+
+def test_rate_is_the_median_window_so_one_noisy_window_does_not_set_it():
+    rng = np.random.default_rng(1)
+    windows = [_window(rng.uniform(10, 40, n), cpu=i % 2) for i, n in enumerate((300, 320, 310, 3000))]
+    sec = fit_interruptions(windows, 1.0)
+    assert 300 <= sec["rate_per_s"] <= 320  # the 3000/s window does not move it beyond its neighbours
+    assert "CPUs 0, 1" in sec["source"]
+
+
+def test_single_extreme_gap_is_drawn_about_as_often_as_measured():
+    gaps = [20.0] * 999 + [4000.0]
+    res = Residual(**fit_interruptions([_window(gaps)], 1.0)["duration"]["residual"])
+    draws = res.draw(np.random.default_rng(2), 200_000) * 20.0
+    assert (draws > 1000).mean() < 0.002  # measured 0.1%; the old 21-point grid drew it 2.5% of the time
+    assert res.mean() == pytest.approx(np.mean(res.draw(np.random.default_rng(3), 400_000)), rel=0.02)
+
+
+def test_too_few_gaps_gives_no_interruptions():
+    sec = fit_interruptions([_window([30.0, 40.0])], 0.5)
+    assert sec["rate_per_s"] == 0.0 and sec["duration"]["residual"]["family"] == "none"
+
+
+def test_uniform_grid_mean_and_bad_probabilities_refused():
+    q = [0.5, 0.8, 1.0, 1.5, 3.0]
+    assert Residual(family="empirical", quantiles=q).mean() == pytest.approx(np.mean([(a + b) / 2 for a, b in zip(q, q[1:])]))
+    for bad in ([0.0, 0.5, 1.0], [0.0, 0.3, 0.3, 0.9, 1.0], [0.1, 0.2, 0.5, 0.9, 1.0]):
+        with pytest.raises(ValidationError, match="probabilities"):
+            Residual(family="empirical", quantiles=q, probabilities=bad)
+    with pytest.raises(ValidationError, match="empirical"):
+        Residual(family="lognormal", sigma=0.1, probabilities=[0.0, 1.0])
+
+
+def test_probe_section_loads_into_a_profile():
+    sec = fit_interruptions([_window(np.linspace(10, 80, 400))], 1.0)
+    raw = load_profile("default").model_dump(mode="json")
+    raw["interruptions"] = sec
+    assert raw["interruptions"]["duration"]["residual"]["probabilities"] == list(PROBABILITIES)
+    assert Profile.model_validate(raw).interruptions.rate_per_s == 400.0
