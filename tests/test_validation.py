@@ -54,6 +54,18 @@ def test_relative_error():
     assert relative_error(1.0, None) is None
 
 
+def test_throughput_spread_compares_the_real_runs_with_the_model_range():
+    measured = dict(_stub_measured(), throughput_runs_per_s=[950.0, 1000.0, 1050.0])
+    inside = _stub_summary()
+    inside["throughput_per_s"]["range"] = [900.0, 1100.0]
+    sp = compare_row("a", measured, inside)["throughput_spread"]
+    assert sp["predicted"] == [900.0, 1100.0] and sp["inside"] is True
+    narrow = _stub_summary()
+    narrow["throughput_per_s"]["range"] = [990.0, 1010.0]
+    assert compare_row("b", measured, narrow)["throughput_spread"]["inside"] is False
+    assert compare_row("c", measured, _stub_summary())["throughput_spread"]["predicted"] is None
+
+
 def test_compare_row_and_summary():
     rows = [
         compare_row("a", _stub_measured(), _stub_summary(thr=1100, f50=55, f99=150, r50=120, r99=400)),

@@ -86,7 +86,8 @@ def compare_row(name: str, measured: dict[str, Any], predicted: dict[str, Any] |
     row["off_by_2x"] = [k for k in row["measured"]
                         if _off_by_factor(row["predicted"].get(k), row["measured"].get(k), TARGETS["max_factor"])]
     runs = measured.get("throughput_runs_per_s")
-    rng = _get(predicted, ("throughput_per_s", "range")) if predicted else None
+    # a [min, max] pair, which _get (numbers only) would refuse
+    rng = ((predicted or {}).get("throughput_per_s") or {}).get("range")
     if runs:
         # The real run-to-run spread against the range of the model's replications.
         row["throughput_spread"] = {"measured": [min(runs), max(runs)], "runs": list(runs),
