@@ -114,12 +114,14 @@ def _close_trace(trace: tracefs.TraceInstance) -> None:
     trace.close()
 
 
-def _run_jobs(jobs: list, trace: tracefs.TraceInstance | None, store: Store, prog: Reporter) -> None:
+def _run_jobs(jobs: list, trace: tracefs.TraceInstance | None, store: Store, prog: Reporter) -> dict[str, float]:
     """Run the jobs in order; the tracefs instance is closed after the last traced one (its lost
-    events noted), and in any case before this returns."""
+    events noted), and in any case before this returns. The wall seconds of each job."""
     prog.total(len(jobs))
+    took: dict[str, float] = {}
     try:
         for what, job in jobs:
+            t0 = time.monotonic()
             prog.step(what)
             if trace is not None and not what.startswith("traced"):
                 lost = trace.lost
@@ -132,9 +134,11 @@ def _run_jobs(jobs: list, trace: tracefs.TraceInstance | None, store: Store, pro
             for msg in store.refused[n_refused:]:
                 prog.log(msg)
             prog.advance()
+            took[what] = round(took.get(what, 0.0) + time.monotonic() - t0, 2)
     finally:
         if trace is not None:
             _close_trace(trace)
+    return took
 
 
 def _note_busy(load_start: float, load_end: float, store: Store, prog: Reporter) -> None:
@@ -216,13 +220,15 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         if not ok:
             prog.log(f"no tracepoints ({why}): calibrating from the microbenchmarks alone")
             store.notes.append(f"tracefs not used: {why}")
-        _run_jobs(calibration_jobs(plan, b, store, trace, cpu, other), trace, store, prog)
+        took = _run_jobs(calibration_jobs(plan, b, store, trace, cpu, other), trace, store, prog)
         trace = None  # _run_jobs closed it
+        t0 = time.monotonic()
         # fds, clone flags and namespaces, live children (csrc/clonebench.c; copies.py)
         from .copies import COPIES_PLANS, build_clonebench, fit_copies, measure_copies, measured_p50
 
         prog.step("fd table, clone flags, namespaces, live children")
         raw_copies = measure_copies(build_clonebench(b.cc), cpu, COPIES_PLANS[plan.name], prog.log)
+        took["fd table, clone flags, namespaces, live children"] = round(time.monotonic() - t0, 2)
         prog.step("fitting")
         load_end = _loadavg()
         _note_busy(load_start, load_end, store, prog)
@@ -238,7 +244,10 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         }
         profile = build_profile(store, plan, facts, ok, cpu, prov_extra)
         profile["host"] = host.model_dump(mode="json", exclude_none=True)
+        t0 = time.monotonic()
         profile["interruptions"] = measure_interruptions(b, sorted({cpu, other}), seconds=0.5 if smoke else 2.0)
+        took["interruptions"] = round(time.monotonic() - t0, 2)
+        profile["diagnostics"]["seconds_by_step"] = took
         profile.update(fit_copies(raw_copies, cpu, str(facts.get("cpu_model") or "")))
         profile["diagnostics"]["copies"] = {"measured": measured_p50(raw_copies), "skipped": raw_copies["skipped"]}
         profile["provenance"].pop("profile_name", None)
