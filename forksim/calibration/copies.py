@@ -48,7 +48,7 @@ class CopiesPlan:
 
 COPIES_PLANS = {
     "smoke": CopiesPlan((3, 1000), (0, 200), 30, 10),
-    "quick": CopiesPlan((3, 1000, 10000), (0, 1000, 10000), 150, 60),
+    "quick": CopiesPlan((3, 1000, 10000), (0, 10000), 80, 30),
     "full": CopiesPlan((3, 1000, 5000, 10000, 19000), (0, 1000, 3000, 10000), 300, 150),
 }
 
