@@ -28,6 +28,7 @@ from scipy.optimize import curve_fit, nnls
 from ..errors import MeasurementError
 from ..kernel.stages import DUP_MMAP
 from . import bench
+from ..lab import llc_bytes
 from .plan import MiB, Plan, Store
 
 __all__ = ["GRIDS", "cold_jobs", "fit_warmth", "llc_bytes"]
@@ -48,22 +49,6 @@ GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple
 
 
 _ROUNDS = {"smoke": 1, "quick": 1, "full": 3}
-
-
-def llc_bytes() -> int:
-    """The largest cache the kernel reports for CPU 0 (sysfs); under a VM it may be the host's."""
-    best = 0
-    for d in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            txt = (d / "size").read_text().strip()
-        except OSError:
-            continue
-        mult = {"K": 1024, "M": MiB, "G": 1024 * MiB}.get(txt[-1:], 1)
-        try:
-            best = max(best, int(txt.rstrip("KMG")) * mult)
-        except ValueError:
-            continue
-    return best or 32 * MiB
 
 
 def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[tuple[str, Callable[[], None]]]:
