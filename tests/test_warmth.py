@@ -198,3 +198,40 @@ def test_other_work_needs_a_closed_loop_with_think_time(workload):
     assert "workload.other_work" in str(exc.value)
     with pytest.raises(ConfigError, match="other_work"):
         parse_config({"workload": {"kind": "closed", "think_time": "1ms", "other_work": 16}})  # no unit
+
+
+def test_merge_a_calibration_raw_file_into_a_profile(tmp_path):
+    """The cold runs a calibrate --raw kept are fitted and merged additively, with provenance."""
+    from pathlib import Path
+
+    from forksim.calibration.warmth_grid import main
+
+    raw = Path(__file__).parents[1] / "calibration/data/firecracker-6.18-quick-20261201.raw.json.gz"
+    prof = tmp_path / "p.json"
+    before = json.loads((Path(__file__).parents[1] / "forksim/profiles/default.json").read_text())
+    prof.write_text(json.dumps(before))
+    assert main(["merge", str(raw), str(prof), "--note", "test"]) == 0
+    after = json.loads(prof.read_text())
+    assert after["warmth"] != before["warmth"] and "raw samples: " + raw.name in after["warmth"]["source"]
+    assert after["provenance"]["merged_warmth"]["sections"] == ["warmth"]
+    assert "test" in after["provenance"]["merged_warmth"]["note"]
+    assert {k: v for k, v in after.items() if k not in ("warmth", "diagnostics", "provenance")} == \
+        {k: v for k, v in before.items() if k not in ("warmth", "diagnostics", "provenance")}
+    Warmth.model_validate(after["warmth"])
+    assert main(["merge", str(tmp_path / "missing.json.gz"), str(prof)]) == 2  # one line, exit 2
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(__import__("forksim.lab", fromlist=["compiler"]).compiler() is None, reason="no C compiler")
+def test_the_cold_grid_alone_keeps_its_raw_samples(tmp_path):
+    import gzip
+
+    from forksim.calibration.warmth_grid import main
+
+    raw = tmp_path / "w.raw.json.gz"
+    rc = main(["measure", "--plan", "smoke", "--raw", str(raw)])
+    data = json.loads(gzip.decompress(raw.read_bytes()))
+    assert rc == 0 and data["plan"] == "smoke" and data["facts"]["kernel"]
+    conds = {r["key"]["cond"] for r in data["runs"]}
+    assert {"sleep", "work"} <= conds and all(r["kind"] == "cold" for r in data["runs"])
+    assert all(s["gap_ns"] >= 0 and s["fork_cpu_ns"] > 0 for r in data["runs"] for s in r["samples"])
