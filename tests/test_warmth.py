@@ -218,6 +218,15 @@ def test_merge_a_calibration_raw_file_into_a_profile(tmp_path):
     assert {k: v for k, v in after.items() if k not in ("warmth", "diagnostics", "provenance")} == \
         {k: v for k, v in before.items() if k not in ("warmth", "diagnostics", "provenance")}
     Warmth.model_validate(after["warmth"])
+    assert "the grid's back-to-back fork() p50 / the profile's: 64 MiB" in after["warmth"]["source"]
+    prof.write_text(json.dumps(before))
+    assert main(["merge", str(raw), str(prof), "--scale"]) == 0  # the host ran ~2x slower that day
+    scaled = json.loads(prof.read_text())["warmth"]
+    ratio = after["warmth"]["stages"]["dup_mmap"]["per_pte_us"] / scaled["stages"]["dup_mmap"]["per_pte_us"]
+    import re
+
+    said = float(re.search(r"divided by ([\d.]+)", scaled["source"]).group(1))
+    assert 1.5 < ratio < 3 and said == pytest.approx(ratio, rel=0.01)
     assert main(["merge", str(tmp_path / "missing.json.gz"), str(prof)]) == 2  # one line, exit 2
 
 

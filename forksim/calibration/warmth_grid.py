@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import ForksimError, MeasurementError
 from . import bench
 from .plan import PLANS, MiB, Store
@@ -48,9 +50,29 @@ def _read_raw(path: Path) -> dict[str, Any]:
     return json.loads(gzip.decompress(data) if path.suffix == ".gz" else data)
 
 
-def merge_into(raw: str | Path, profile: str | Path, note: str = "") -> dict[str, Any]:
+def _speed(prof: dict[str, Any], diag: dict[str, Any]) -> tuple[str, float | None]:
+    """The grid's back-to-back fork() p50 against the profile's own at the same sizes: a host that ran
+    slower when the grid was measured than when the profile was (this VM's speed drifts by up to 2x
+    between days) shows here. (text, median ratio grid/profile)."""
+    mine = (prof.get("diagnostics") or {}).get("fork_p50_us") or {}
+    parts, ratios = [], []
+    for rss, warm in sorted(((int(k), v) for k, v in diag["warmth_fit"]["warm_p50_us"].items())):
+        ref = mine.get(f"{rss // MiB}MiB")
+        ref = ref.get("p50") if isinstance(ref, dict) else ref
+        if ref:
+            ratios.append(warm / ref)
+            parts.append(f"{rss // MiB} MiB {warm:.0f} / {ref:.0f} us = {warm / ref:.2f}x")
+    if not ratios:
+        return "no size in common with the profile's back-to-back forks", None
+    ratio = float(np.median(ratios))
+    return "the grid's back-to-back fork() p50 / the profile's: " + ", ".join(parts), ratio
+
+
+def merge_into(raw: str | Path, profile: str | Path, note: str = "", scale: bool = False) -> dict[str, Any]:
     """Fit the cold-fork runs of a raw file (calibrate --raw, or the cold grid alone) and add the
-    `warmth` section to an existing profile file, leaving everything else as it is (additive)."""
+    `warmth` section to an existing profile file, leaving everything else as it is (additive).
+    scale: divide the cold extra (fixed_us, per_pte_us) by the grid's back-to-back speed relative to
+    the profile's (an assumption: a host running slower slows the cold extra alike)."""
     import datetime as _dt
     import json
 
@@ -63,9 +85,16 @@ def merge_into(raw: str | Path, profile: str | Path, note: str = "") -> dict[str
     warmth, diag = fit_warmth(store)
     if warmth is None:
         raise MeasurementError(f"{rp}: {diag.get('warmth_note', 'no cold-fork runs')}")
-    warmth["source"] += f"; raw samples: {rp.name}" + (f"; {note}" if note else "")
     path = Path(profile)
     prof = json.loads(path.read_text())
+    speed, ratio = _speed(prof, diag)
+    warmth["source"] += f"; {speed}"
+    if scale and ratio:
+        d = warmth["stages"]["dup_mmap"]
+        d["fixed_us"], d["per_pte_us"] = round(d["fixed_us"] / ratio, 2), round(d["per_pte_us"] / ratio, 6)
+        warmth["source"] += (f"; the cold extra divided by {ratio:.2f} (assumption: the host's speed that day "
+                             "scales the cold extra as it does the back-to-back fork)")
+    warmth["source"] += f"; raw samples: {rp.name}" + (f"; {note}" if note else "")
     prof["warmth"] = warmth
     prof.setdefault("diagnostics", {})["warmth"] = diag
     kernel = (r.get("facts") or r.get("provenance") or {}).get("kernel")
@@ -92,10 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--merge", action="append", default=[], metavar="PROFILE",
                    help="then merge the fit into this profile file (repeatable)")
     m.add_argument("--note", default="", help="added to the merged provenance (when, how quiet)")
+    m.add_argument("--scale", action="store_true", help="divide the cold extra by the grid's back-to-back speed "
+                   "relative to each profile's (when the host ran at another speed than the profile's day)")
     g = sub.add_parser("merge", help="fit a raw file (this command's, or calibrate --raw) into profile files")
     g.add_argument("raw")
     g.add_argument("profiles", nargs="+")
     g.add_argument("--note", default="")
+    g.add_argument("--scale", action="store_true", help="as measure --scale")
     a = ap.parse_args(argv)
     try:
         _run(a)
@@ -122,8 +154,9 @@ def _run(a: Any) -> None:
     else:
         targets, note = a.profiles, a.note
     for prof in targets:
-        merge_into(a.raw, prof, note)
-        print(f"merged the warmth fit into {prof}")
+        w = merge_into(a.raw, prof, note, scale=a.scale)
+        src = w["source"]
+        print(f"merged the warmth fit into {prof} ({src[src.find('the grid'):].split(';')[0]})")
 
 
 if __name__ == "__main__":  # python -m forksim.calibration.warmth_grid measure|merge ...
