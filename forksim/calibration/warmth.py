@@ -139,10 +139,12 @@ def _fit_curve(g: np.ndarray, c: np.ndarray) -> tuple[float, float] | None:
         if len(set(g.tolist())) >= 3:
             # beta >= 1: the reference (coldness 0) is the back-to-back fork, tens of microseconds
             # after the last walk; a curve steeper than exponential at 0 would cool that reference itself
+            # dogbox: trf crawls for seconds when the points fit exactly (two of three gaps saturated at 1)
             (tau, beta), _ = curve_fit(_curve, g, c, p0=(3000.0, 1.5), bounds=([1.0, 1.0], [1e7, 4.0]),
-                                       max_nfev=5000)
+                                       max_nfev=5000, method="dogbox")
             return float(tau), float(beta)
-        (tau,), _ = curve_fit(lambda x, t: _curve(x, t, 1.0), g, c, p0=(3000.0,), bounds=([1.0], [1e7]), max_nfev=5000)
+        (tau,), _ = curve_fit(lambda x, t: _curve(x, t, 1.0), g, c, p0=(3000.0,), bounds=([1.0], [1e7]), max_nfev=5000,
+                              method="dogbox")
         return float(tau), 1.0
     except (RuntimeError, ValueError):
         return None
