@@ -16,7 +16,7 @@ __all__ = ["SIZE_KEYS", "TIME_KEYS", "RATE_KEYS", "COUNT_UNITS", "time_text", "s
            "thousands", "legend_place", "legend", "ci_errors", "leaf", "x_values", "key_axis"]
 
 # what a swept key's values are (the resolved config's units: bytes, microseconds, per second)
-SIZE_KEYS = {"rss"}
+SIZE_KEYS = {"rss", "other_work"}
 TIME_KEYS = {"duration", "warmup", "think_time", "lifetime", "exec_lifetime", "tick", "slice", "idle_wake",
               "context_switch", "migration", "service", "interval", "cron", "first_snapshot"}
 RATE_KEYS = {"rate", "fault_rate"}

@@ -312,6 +312,12 @@ class WorkloadSection(_Section):
         "as forksim's closed loop and the validation's loadgen do) or 'any' (waitpid(-1)/wait(): do_wait walks "
         "the parent's whole children list, as shells and prefork masters do)",
     )
+    other_work: Bytes = Field(
+        default=0,
+        description="closed: bytes of its own memory another process touches on the parent's CPU in each think "
+        "time, just before the next fork (a co-runner sweeping its working set): they count against the warmth "
+        "of the parent's image (profile `warmth`); their CPU time is part of think_time (default 0)",
+    )
     image: ImageSection = ImageSection()
     child: ChildSection = ChildSection()
     bursts: BurstSection = BurstSection()
@@ -321,6 +327,9 @@ class WorkloadSection(_Section):
     def _check(self) -> "WorkloadSection":
         if self.kind == "open" and self.rate is None and self.arrivals in ("poisson", "deterministic"):
             raise ValueError("an open workload needs `rate` (e.g. rate = \"2000/s\") or an arrivals file")
+        if self.other_work and (self.kind != "closed" or self.think_time <= 0):
+            raise ValueError("workload.other_work runs in a closed workload's think time: set kind = \"closed\" "
+                             "and workload.think_time to the gap between a reap and the next fork")
         if self.kind == "server":
             if self.rate is None and self.arrivals in ("poisson", "deterministic"):
                 raise ValueError("a server workload needs the request `rate` (e.g. rate = \"20000/s\") or an arrivals file")

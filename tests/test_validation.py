@@ -131,7 +131,7 @@ def test_scenario_set():
     names = [s.name for s in SCENARIOS]
     assert len(names) == len(set(names))
     full = scenarios.scenarios(quick=False)
-    assert len(full) == len(SCENARIOS) == 48
+    assert len(full) == len(SCENARIOS) == 50
     # the busy machine: 1 and 2 parents beside 1, 2 and 4 hogs at RSS 0 and 256 MiB, and 50% duty hogs,
     # each repeated (the real run-to-run spread)
     hogs = [s for s in SCENARIOS if s.hogs]
@@ -162,7 +162,7 @@ def test_to_config_follows_the_schema():
     from forksim.config import parse_config
 
     meas = {"vmas": 31, "anon_vmas": 14, "rss_bytes": 256 * MiB + 118784, "rate_per_s": 4000.0,
-            "writer_fault_rate_per_s": 50000.0}
+            "writer_fault_rate_per_s": 50000.0, "gap_us": {"p50": 2500.0}, "other_work_bytes": 16 * MiB}
     for sc in SCENARIOS:
         cfg = sc.to_config(meas, cpus=2, quick=True, profile="default")
         exp = parse_config(cfg, resolved=True)  # the scenarios' numbers: us, bytes, /s
@@ -177,10 +177,19 @@ def test_to_config_follows_the_schema():
         if sc.mode == "mt":
             assert exp.workload.image.threads == 4 and exp.workload.image.fault_rate == 50000.0
         assert exp.experiment.duration == pytest.approx(sc.quick_duration_s * 1e6)
-        assert exp.workload.think_time == pytest.approx(sc.think_s * 1e6)
+        if sc.other_work_llc:  # the gap and the bytes, as measured
+            assert exp.workload.think_time == 2500.0 and exp.workload.other_work == 16 * MiB
+        else:
+            assert exp.workload.think_time == pytest.approx(sc.think_s * 1e6) and exp.workload.other_work == 0
     gaps = {s.think_s for s in SCENARIOS if s.think_s}
     assert gaps == {0.001, 0.01, 0.1, 1.0}
     assert "--think" in get_scenario("closed-fork-K1-rss64MiB-think10ms").loadgen_args(True)
+    work = [s for s in SCENARIOS if s.other_work_llc]
+    assert {s.other_work_llc for s in work} == {0.5, 2.0} and all(s.pin and s.parents == 1 for s in work)
+    args = work[0].loadgen_args(True)
+    assert "--pin" in args and int(args[args.index("--other-work") + 1]) == work[0].other_work_bytes > 0
+    with pytest.raises(ValueError, match="no gap"):
+        work[0].to_config({"vmas": 31}, cpus=2)
 
 
 def test_real_application_config_from_proc(monkeypatch):
@@ -270,6 +279,21 @@ def test_real_closed_fork_run():
     recs = res["_records"]
     assert (recs["t1"] >= recs["t0"]).all() and (recs["t2"] >= recs["t1"]).all()
     assert res["placement"]["known"] == recs.size      # every child reported its CPU
+    assert not _our_loadgens(), "a loadgen process was left behind"
+
+
+@NEEDS_CC
+@pytest.mark.kernel
+def test_real_fork_after_other_work():
+    """A co-runner on the parent's CPU sweeps its memory before each fork: the gap it leaves is
+    measured (what the model is given) and the co-runner goes with the run."""
+    sc = dataclasses.replace(get_scenario("closed-fork-K1-rss64MiB-work0.5llc-pin"), rss=4 * MiB,
+                             other_work_llc=0.0625, quick_duration_s=0.3, quick_warmup_s=0.05)
+    res = measure.measure(sc, quick=True)
+    assert res["samples"] > 10 and res["errors"] == 0
+    assert res["other_work_bytes"] == sc.other_work_bytes > 0
+    assert 0 < res["gap_us"]["p50"] < 1e6
+    assert res["placement"]["parent_moved_frac"] == 0.0  # pinned
     assert not _our_loadgens(), "a loadgen process was left behind"
 
 

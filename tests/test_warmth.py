@@ -84,11 +84,11 @@ def test_a_bad_warmth_section_names_its_field(tmp_path):
     assert "warmth.tau_us" in str(exc.value)
 
 
-def _loop(think_us: float, warmth: Warmth | None) -> float:
+def _loop(think_us: float, warmth: Warmth | None, other_work: int = 0) -> float:
     exp = parse_config({
         "experiment": {"name": "t", "duration": 600_000.0, "warmup": 50_000.0, "replications": 1, "seed": 3},
         "machine": {"cpus": 2, "profile": "default"},
-        "workload": {"kind": "closed", "parents": 1, "think_time": think_us,
+        "workload": {"kind": "closed", "parents": 1, "think_time": think_us, "other_work": other_work,
                      "image": {"rss": 64 * MiB, "vmas": 26}, "child": {"clone": "fork", "lifetime": 0.0}},
     }, resolved=True)  # us, bytes
     prof = load_profile("default").model_copy(update={"warmth": warmth})
@@ -163,3 +163,84 @@ def test_a_whatif_on_the_pte_copy_scales_its_cold_extra():
     assert w.stages["dup_mmap"].per_pte_us == 0.0
     assert w.stages["dup_mmap"].pte_cap == prof.warmth.stages["dup_mmap"].pte_cap
     assert prof.with_whatif({"dup_mmap.per_vma_us": 2.0}).warmth == prof.warmth
+
+
+def test_other_work_in_the_think_time_cools_the_image_by_its_bytes():
+    curve = CURVE.model_copy(update={"tau_us": 1e7})  # time alone barely cools: the bytes decide
+    extra = CURVE.stages["dup_mmap"].extra_us(SHAPE.ptes)
+    still = _loop(200.0, curve)
+    swept = _loop(200.0, curve, other_work=8 * MiB)  # one footprint: 1 - e^-1 of the extra
+    flooded = _loop(200.0, curve, other_work=1024 * MiB)
+    assert swept - still == pytest.approx((1 - math.exp(-1)) * extra, rel=0.3)
+    assert flooded - still == pytest.approx(extra, rel=0.2)
+    assert _loop(200.0, None, other_work=1024 * MiB) == pytest.approx(_loop(200.0, None), rel=0.02)  # no curve
+
+
+def test_touched_bytes_count_only_on_their_cpu():
+    w = WarmthTracker(CURVE, 2)
+    mm = _mm()
+    w.walked(mm, 0, 0.0)
+    w.touched(1, 64 * MiB)
+    assert w.coldness(mm, 0, 0.0) == 0.0
+    w.touched(0, 8 * MiB)
+    assert w.coldness(mm, 0, 0.0) == pytest.approx(1 - math.exp(-1))
+
+
+@pytest.mark.parametrize("workload", [
+    {"kind": "closed", "other_work": "16MiB"},  # no think time to run in
+    {"kind": "open", "rate": "100/s", "think_time": "1ms", "other_work": "16MiB"},
+])
+def test_other_work_needs_a_closed_loop_with_think_time(workload):
+    from forksim.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"workload": workload})
+    assert "workload.other_work" in str(exc.value)
+    with pytest.raises(ConfigError, match="other_work"):
+        parse_config({"workload": {"kind": "closed", "think_time": "1ms", "other_work": 16}})  # no unit
+
+
+def test_merge_a_calibration_raw_file_into_a_profile(tmp_path):
+    """The cold runs a calibrate --raw kept are fitted and merged additively, with provenance."""
+    from pathlib import Path
+
+    from forksim.calibration.warmth_grid import main
+
+    raw = Path(__file__).parents[1] / "calibration/data/firecracker-6.18-quick-20261201.raw.json.gz"
+    prof = tmp_path / "p.json"
+    before = json.loads((Path(__file__).parents[1] / "forksim/profiles/default.json").read_text())
+    prof.write_text(json.dumps(before))
+    assert main(["merge", str(raw), str(prof), "--note", "test"]) == 0
+    after = json.loads(prof.read_text())
+    assert after["warmth"] != before["warmth"] and "raw samples: " + raw.name in after["warmth"]["source"]
+    assert after["provenance"]["merged_warmth"]["sections"] == ["warmth"]
+    assert "test" in after["provenance"]["merged_warmth"]["note"]
+    assert {k: v for k, v in after.items() if k not in ("warmth", "diagnostics", "provenance")} == \
+        {k: v for k, v in before.items() if k not in ("warmth", "diagnostics", "provenance")}
+    Warmth.model_validate(after["warmth"])
+    assert "the grid's back-to-back fork() p50 / the profile's: 64 MiB" in after["warmth"]["source"]
+    prof.write_text(json.dumps(before))
+    assert main(["merge", str(raw), str(prof), "--scale"]) == 0  # the host ran ~2x slower that day
+    scaled = json.loads(prof.read_text())["warmth"]
+    ratio = after["warmth"]["stages"]["dup_mmap"]["per_pte_us"] / scaled["stages"]["dup_mmap"]["per_pte_us"]
+    import re
+
+    said = float(re.search(r"divided by ([\d.]+)", scaled["source"]).group(1))
+    assert 1.5 < ratio < 3 and said == pytest.approx(ratio, rel=0.01)
+    assert main(["merge", str(tmp_path / "missing.json.gz"), str(prof)]) == 2  # one line, exit 2
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(__import__("forksim.lab", fromlist=["compiler"]).compiler() is None, reason="no C compiler")
+def test_the_cold_grid_alone_keeps_its_raw_samples(tmp_path):
+    import gzip
+
+    from forksim.calibration.warmth_grid import main
+
+    raw = tmp_path / "w.raw.json.gz"
+    rc = main(["measure", "--plan", "smoke", "--raw", str(raw)])
+    data = json.loads(gzip.decompress(raw.read_bytes()))
+    assert rc == 0 and data["plan"] == "smoke" and data["facts"]["kernel"]
+    conds = {r["key"]["cond"] for r in data["runs"]}
+    assert {"sleep", "work"} <= conds and all(r["kind"] == "cold" for r in data["runs"])
+    assert all(s["gap_ns"] >= 0 and s["fork_cpu_ns"] > 0 for r in data["runs"] for s in r["samples"])

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -27,6 +26,7 @@ from scipy.optimize import curve_fit, nnls
 
 from ..errors import MeasurementError
 from ..kernel.stages import DUP_MMAP
+from ..lab import llc_bytes
 from . import bench
 from .plan import MiB, Plan, Store
 
@@ -36,11 +36,13 @@ _MS = 1000  # us
 
 # plan name -> (sizes, [(sleep_us, reps)], [(LLC multiple, reps)], migration reps, [(spin_us, reps)]);
 # sizes after the first get the back-to-back and the longest sleep only in the quick plan (the
-# coldness curve's shape comes from the first size; the others give the cold extra's growth)
+# coldness curve's shape comes from the first size; the others give the cold extra's growth, whose
+# estimate at 256 MiB, a difference of two ~9 ms medians, needs ten forks at the long gap: with five
+# the 2026-12-01 quick grid found it below zero)
 GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple[float, int], ...], int,
                        tuple[tuple[int, int], ...]]] = {
     "smoke": ((16 * MiB,), ((0, 8), (10 * _MS, 4), (100 * _MS, 3)), ((2.0, 3),), 6, ()),
-    "quick": ((64 * MiB, 256 * MiB), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 5)), ((2.0, 6),), 12, ()),
+    "quick": ((64 * MiB, 256 * MiB), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 10)), ((2.0, 6),), 12, ()),
     "full": ((16 * MiB, 64 * MiB, 256 * MiB),
              ((0, 60), (1 * _MS, 40), (3 * _MS, 30), (10 * _MS, 25), (30 * _MS, 15), (100 * _MS, 10), (1000 * _MS, 5)),
              ((0.25, 25), (0.5, 25), (1.0, 20), (2.0, 20)), 60, ((10 * _MS, 20), (100 * _MS, 8))),
@@ -48,22 +50,6 @@ GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple
 
 
 _ROUNDS = {"smoke": 1, "quick": 1, "full": 3}
-
-
-def llc_bytes() -> int:
-    """The largest cache the kernel reports for CPU 0 (sysfs); under a VM it may be the host's."""
-    best = 0
-    for d in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            txt = (d / "size").read_text().strip()
-        except OSError:
-            continue
-        mult = {"K": 1024, "M": MiB, "G": 1024 * MiB}.get(txt[-1:], 1)
-        try:
-            best = max(best, int(txt.rstrip("KMG")) * mult)
-        except ValueError:
-            continue
-    return best or 32 * MiB
 
 
 def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[tuple[str, Callable[[], None]]]:
@@ -153,10 +139,12 @@ def _fit_curve(g: np.ndarray, c: np.ndarray) -> tuple[float, float] | None:
         if len(set(g.tolist())) >= 3:
             # beta >= 1: the reference (coldness 0) is the back-to-back fork, tens of microseconds
             # after the last walk; a curve steeper than exponential at 0 would cool that reference itself
+            # dogbox: trf crawls for seconds when the points fit exactly (two of three gaps saturated at 1)
             (tau, beta), _ = curve_fit(_curve, g, c, p0=(3000.0, 1.5), bounds=([1.0, 1.0], [1e7, 4.0]),
-                                       max_nfev=5000)
+                                       max_nfev=5000, method="dogbox")
             return float(tau), float(beta)
-        (tau,), _ = curve_fit(lambda x, t: _curve(x, t, 1.0), g, c, p0=(3000.0,), bounds=([1.0], [1e7]), max_nfev=5000)
+        (tau,), _ = curve_fit(lambda x, t: _curve(x, t, 1.0), g, c, p0=(3000.0,), bounds=([1.0], [1e7]), max_nfev=5000,
+                              method="dogbox")
         return float(tau), 1.0
     except (RuntimeError, ValueError):
         return None
@@ -229,7 +217,10 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
            f"after sleeps of {gaps_ms} ms, "
            f"after another process swept multiples of the {llc // MiB} MiB last-level cache on the same CPU, and after a move "
            f"to the other CPU ({len(runs)} runs, {n} forks); cold extra at >= 100 ms gaps fitted as fixed + per_pte*min(ptes, cap) "
-           f"(NNLS), coldness 1-exp(-(gap/tau)^beta) by scipy curve_fit, footprint and migration from their extras")
+           f"(NNLS), coldness 1-exp(-(gap/tau)^beta) by scipy curve_fit, footprint and migration from their extras; "
+           + (f"footprint_bytes: median of {len(fp)} sweeps' coldness beyond their own duration's, as exp(-W/footprint)"
+              if fp else "footprint_bytes 1e15 (no effect): no sweep cooled the image more than its own duration did")
+           + "; walk_bytes_per_pte 80: assumption (the parent's and the child's PTE, 8 + 8 B, and the struct page, 64 B)")
     warmth = {"tau_us": round(float(tau), 1), "beta": round(float(beta), 3),
               "footprint_bytes": round(float(footprint), 0), "walk_bytes_per_pte": 80.0,
               "migration": round(float(np.clip(migration, 0.0, 1.0)), 3),
@@ -241,35 +232,3 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
                           "coldness_points": [[round(float(a), 1), round(float(b), 3)] for a, b in zip(g, c)],
                           "footprint_estimates_bytes": [round(x) for x in fp], "migration_points": mig}
     return warmth, diag
-
-
-def merge_into(raw: str | Path, profile: str | Path, note: str = "") -> dict[str, Any]:
-    """Fit the cold-fork runs of a raw file (calibrate --raw, or the cold grid alone) and add the
-    `warmth` section to an existing profile file, leaving everything else as it is (additive)."""
-    import gzip
-    import json
-
-    from ..io import write_text
-    from ..profile import Profile
-
-    rp = Path(raw)
-    data = rp.read_bytes()
-    r = json.loads(gzip.decompress(data) if rp.suffix == ".gz" else data)
-    store = Store(runs=[x for x in r["runs"] if x["kind"] == "cold"])
-    warmth, diag = fit_warmth(store)
-    if warmth is None:
-        raise MeasurementError(f"{rp}: {diag.get('warmth_note', 'no cold-fork runs')}")
-    warmth["source"] += f"; raw samples: {rp.name}" + (f"; {note}" if note else "")
-    path = Path(profile)
-    prof = json.loads(path.read_text())
-    prof["warmth"] = warmth
-    prof.setdefault("diagnostics", {})["warmth"] = diag
-    Profile.model_validate(prof)
-    write_text(path, json.dumps(prof, indent=1) + "\n")
-    return warmth
-
-
-if __name__ == "__main__":  # python -m forksim.calibration.warmth RAW PROFILE [NOTE]
-    import sys
-
-    print(merge_into(sys.argv[1], sys.argv[2], " ".join(sys.argv[3:])))

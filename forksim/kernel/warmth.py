@@ -9,7 +9,8 @@ CPU, or on another CPU, those lines come from memory instead, and the same walk 
 
 State kept here, per simulated machine: per mm, when and on which CPU its image was last walked
 (fork, the exit of a child that shared its pages, COW) and how many bytes that CPU's walks had
-touched by then; per CPU, the running total of bytes walked on it (other processes' images).
+touched by then; per CPU, the running total of bytes walked on it (other processes' images, and the
+memory a co-runner touches there: workload.other_work).
 The profile's `warmth` curve turns that state into a coldness 0..1, and `ColdTerms` into microseconds.
 """
 
@@ -58,6 +59,12 @@ class WarmthTracker:
         if terms is None:
             return 0.0
         return coldness * terms.extra_us(shape.ptes)
+
+    def touched(self, cpu: int, nbytes: float) -> None:
+        """Another process touched `nbytes` of its own memory on `cpu` (workload.other_work): lines the
+        images last walked there may have lost to it, like another image's walk."""
+        if self.curve is not None and nbytes > 0:
+            self.cpu_bytes[cpu] += float(nbytes)
 
     def walked(self, mm: "MM", cpu: int, now: float) -> None:
         """`mm`'s image was walked on `cpu`, ending now: it is warm there."""

@@ -8,8 +8,8 @@ Nothing in the model imports it; `forksim calibrate` and `forksim validate` do.
 """
 
 from .compiler import build_dir, cache_root, compile_c, compiler, compiler_version
-from .facts import cpu_model, debugfs_base_slice, machine_facts, mem_available, read_text
+from .facts import cpu_model, debugfs_base_slice, llc_bytes, machine_facts, mem_available, read_text
 from .processes import group_alive, kill_group
 
 __all__ = ["build_dir", "cache_root", "compile_c", "compiler", "compiler_version", "cpu_model",
-           "debugfs_base_slice", "machine_facts", "mem_available", "read_text", "group_alive", "kill_group"]
+           "debugfs_base_slice", "llc_bytes", "machine_facts", "mem_available", "read_text", "group_alive", "kill_group"]

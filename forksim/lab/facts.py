@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_facts", "debugfs_base_slice", "mem_available", "cpu_model", "read_text"]
+__all__ = ["machine_facts", "debugfs_base_slice", "mem_available", "cpu_model", "read_text", "llc_bytes"]
 
 
 def read_text(path: str) -> str | None:
@@ -54,6 +54,20 @@ def debugfs_base_slice() -> tuple[float | None, str]:
     finally:
         if mounted:
             subprocess.run(["umount", "/sys/kernel/debug"], capture_output=True)
+
+
+def llc_bytes() -> int:
+    """The largest cache the kernel reports for CPU 0 (sysfs; under a VM it may be the host's), in
+    bytes; 32 MiB when sysfs says nothing."""
+    best = 0
+    for d in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        txt = read_text(str(d / "size")) or ""
+        mult = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(txt[-1:], 1)
+        try:
+            best = max(best, int(txt.rstrip("KMG")) * mult)
+        except ValueError:
+            continue
+    return best or 32 * 1024**2
 
 
 def mem_available() -> int | None:

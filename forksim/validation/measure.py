@@ -283,6 +283,11 @@ def summarize(scenario: Scenario, meta: dict, recs: np.ndarray, stalls: np.ndarr
         "placement": _placement(recs),
         "cpu": _cpu_accounting(meta, duration),
     }
+    if scenario.mode == "closed" and scenario.parents == 1 and (scenario.think_s > 0 or scenario.other_work_llc > 0):
+        # the gap each fork followed: from the previous reap to this fork (sleep, co-runner's sweep)
+        order = np.argsort(recs["t0"])
+        out["gap_us"] = latency_stats((recs["t0"][order][1:] - recs["t2"][order][:-1]) / 1e3)
+        out["other_work_bytes"] = scenario.other_work_bytes
     if scenario.mode == "open":
         out["rate_per_s"] = rate
         out["response_latency_us"] = latency_stats((recs["t2"] - recs["arrival"]) / 1e3)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..kernel.flags import COPIES_MM, DEFAULT_KIND, EXECS, FORK, KINDS
+from ..lab import llc_bytes
 
 __all__ = [
     "Scenario",
@@ -69,6 +70,7 @@ class Scenario:
     quick_warmup_s: float = 0.2
     pin: bool = False              # pin parent i to CPU i % cpus (children inherit it)
     think_s: float = 0.0           # closed: the parent sleeps this long after each reap (a cold fork)
+    other_work_llc: float = 0.0    # closed: then a co-runner on its CPU sweeps this many last-level caches
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     fds: int = 3                   # open fds in each parent (loadgen --fds)
@@ -82,6 +84,11 @@ class Scenario:
 
     def warmup(self, quick: bool) -> float:
         return self.quick_warmup_s if quick else self.warmup_s
+
+    @property
+    def other_work_bytes(self) -> int:
+        """What the co-runner sweeps before each fork on this machine (bytes, 4 KiB pages)."""
+        return int(self.other_work_llc * llc_bytes()) // 4096 * 4096 if self.other_work_llc > 0 else 0
 
     @property
     def threads(self) -> int:
@@ -124,6 +131,8 @@ class Scenario:
             args += ["--unshare", f"{sum(FLAG_BITS[f] for f in self.unshare):x}"]
         if self.think_s > 0:
             args += ["--think", f"{self.think_s:g}"]
+        if self.other_work_llc > 0:
+            args += ["--other-work", str(self.other_work_bytes)]
         return args
 
     def to_config(self, measured: dict[str, Any], *, cpus: int, quick: bool = False,
@@ -146,6 +155,14 @@ class Scenario:
             "live_children": self.live_children,
             "wait": self.wait,
         }
+        if self.other_work_llc > 0:
+            # what a user states: the bytes the other work touches, and the gap it leaves between a
+            # reap and the next fork (the co-runner's sweep and any sleep: the measured median)
+            workload["other_work"] = int(measured.get("other_work_bytes", self.other_work_bytes))
+            gap = (measured.get("gap_us") or {}).get("p50")
+            if not gap:
+                raise ValueError(f"scenario {self.name}: the measured result has no gap between forks")
+            workload["think_time"] = float(gap)
         if self.mode == "open":
             rate = measured.get("rate_per_s")
             if not rate:
@@ -198,6 +215,15 @@ def _think(rss: int, think_s: float, *, quick: bool = False) -> Scenario:
                     notes=f"a fork after {gap} asleep: the parent's page tables and struct pages have cooled")
 
 
+def _after_work(rss: int, llc: float, *, quick: bool = False) -> Scenario:
+    """One pinned parent forking after another process swept `llc` last-level caches of its own memory
+    on the same CPU (a database forking beside a busy neighbour): fork -> reap -> sweep -> fork."""
+    return Scenario(name=f"closed-fork-K1-rss{_size_name(rss)}-work{llc:g}llc-pin", mode="closed", kind=FORK,
+                    parents=1, rss=rss, other_work_llc=llc, pin=True, quick=quick, duration_s=4.0,
+                    quick_duration_s=1.0,
+                    notes=f"a fork after a co-runner on the parent's CPU swept {llc:g}x the last-level cache")
+
+
 def _open(fraction: float, rss: int, *, quick: bool = False) -> Scenario:
     pct = int(round(fraction * 100))
     return Scenario(name=f"open-fork-{pct}pct-rss{_size_name(rss)}", mode="open", kind=FORK, parents=2, rss=rss,
@@ -231,6 +257,8 @@ def _build() -> tuple[Scenario, ...]:
     for rss in (64 * MiB, 256 * MiB):
         for think in (0.001, 0.01, 0.1, 1.0):
             out.append(_think(rss, think, quick=rss == 64 * MiB and think in (0.01, 0.1)))
+    for llc in (0.5, 2.0):
+        out.append(_after_work(64 * MiB, llc, quick=llc == 0.5))
     out.append(Scenario(name="mt-fork-4threads-rss1GiB", mode="mt", kind=FORK, parents=1, rss=1 * GiB, writers=3,
                         quick=True, duration_s=6.0, quick_duration_s=1.5,
                         notes="1 forking thread + 3 threads writing one byte per page across the 1 GiB image"))

@@ -8,6 +8,8 @@
  *                  +-- N CPU hogs (spin until killed)
  *                  +-- K parents (each: touch its RSS, then create -> child exits -> wait, in a loop)
  *                        +-- children (exit at once with sched_getcpu() as their exit status)
+ *                        +-- with --other-work: a co-runner on the parent's CPU sweeping its own memory
+ *                            between the parent's creations (the parent blocks meanwhile)
  *
  * Every creation is written to a shared buffer (MAP_SHARED, and MADV_DONTFORK in each parent so
  * that the buffer adds nothing to the fork being measured); the master writes them to OUT.rec as
@@ -138,6 +140,7 @@ static struct {
     unsigned long cflags;    /* fork kind: clone(cflags|SIGCHLD) instead of fork() */
     int wait_any;            /* fork kind: reap with waitpid(-1) (do_wait walks the children list) */
     unsigned long unshare;   /* fork kind: the child calls unshare(unshare) before it exits */
+    size_t other_work;       /* closed: bytes a co-runner on the parent's CPU sweeps before each creation */
 } opt = {M_CLOSED, K_FORK, 1, 0, 3, 0, 0, 1.0, 0.2, 0.0, 1.0, 0.0, 1.0, 0.01, 0, 0, 0, 50000, NULL, NULL, 1};
 
 static struct ctl *ctl;
@@ -170,6 +173,8 @@ static void usage(void)
             "  [--thp] [--pin] [--writers W] [--stall-us US] [--helper PATH] [--cap N] [--seed S]\n"
             "  [--fds N] [--live-children N] [--clone-flags HEX] [--wait-any] [--unshare HEX]\n"
             "  [--think S] (closed: sleep S seconds after each creation)\n"
+            "  [--other-work BYTES] (closed: then another process on the parent's CPU writes one byte per\n"
+            "   64-byte line of its own BYTES of memory while the parent waits; --pin keeps them on one CPU)\n"
 
             "  [--hog-duty F] [--hog-period S]\n");
     exit(2);
@@ -393,6 +398,56 @@ static void *writer_fn(void *arg)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ other work (closed, --other-work) */
+
+/* Like forkbench's cold mode: a process forked before the parent's image exists (so it shares none
+ * of it), on the parent's CPU (it inherits the parent's pinning), sweeping its own buffer once per
+ * byte read from `go`: one write per 64-byte line. */
+static int work_go = -1, work_done = -1;
+
+static void start_co_runner(size_t bytes)
+{
+    int a[2], b[2];
+    if (pipe(a) || pipe(b))
+        die("pipe");
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork co-runner");
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(a[1]);
+        close(b[0]);
+        char *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (buf == MAP_FAILED)
+            _exit(3);
+        madvise(buf, bytes, MADV_NOHUGEPAGE);
+        for (size_t off = 0; off < bytes; off += PAGE)
+            buf[off] = 1;
+        char c;
+        while (read(a[0], &c, 1) == 1) {
+            for (size_t off = 0; off < bytes; off += 64)
+                buf[off] += 1;
+            if (write(b[1], &c, 1) != 1)
+                _exit(3);
+        }
+        _exit(0);
+    }
+    close(a[0]);
+    close(b[1]);
+    work_go = a[1];
+    work_done = b[0];
+}
+
+static void other_work(void)
+{
+    char c = 1;
+    if (write(work_go, &c, 1) != 1)
+        die("co-runner");
+    while (read(work_done, &c, 1) != 1)
+        if (errno != EINTR)
+            die("co-runner");
+}
+
 /* ------------------------------------------------------------------ a parent */
 
 static uint64_t rng_state;
@@ -420,6 +475,8 @@ static void parent_main(int idx)
 #ifdef MADV_POPULATE_WRITE
     madvise(mine, opt.cap * sizeof(struct rec), MADV_POPULATE_WRITE);
 #endif
+    if (opt.other_work && opt.mode == M_CLOSED)
+        start_co_runner(opt.other_work); /* before the image: it shares none of it */
     char *image = touch_rss(opt.rss);
 
     struct writer ws[MAXW];
@@ -537,6 +594,8 @@ static void parent_main(int idx)
             }
             if (opt.think > 0) /* closed loop with think time: the parent sleeps between creations */
                 sleep_until(now_ns() + (int64_t)(opt.think * 1e9));
+            if (opt.other_work) /* then another process's work on this CPU, just before the next creation */
+                other_work();
         }
     }
     ctl->count[idx] = n;
@@ -680,6 +739,7 @@ int main(int argc, char **argv)
         else if (ARG("--rate")) opt.rate = atof(v);
         else if (ARG("--grace")) opt.grace = atof(v);
         else if (ARG("--think")) opt.think = atof(v);
+        else if (ARG("--other-work")) opt.other_work = (size_t)strtoull(v, NULL, 10);
         else if (ARG("--hogs")) opt.hogs = atoi(v);
         else if (ARG("--hog-duty")) opt.hog_duty = atof(v);
         else if (ARG("--hog-period")) opt.hog_period = atof(v);
@@ -704,6 +764,10 @@ int main(int argc, char **argv)
         opt.hogs < 0 || opt.hogs > 4096 || opt.writers < 1 || opt.writers > MAXW ||
         !(opt.hog_duty > 0 && opt.hog_duty <= 1) || !(opt.hog_period > 0 && opt.hog_period <= 10))
         usage();
+    if (opt.other_work && opt.mode != M_CLOSED) {
+        fprintf(stderr, "loadgen: --other-work needs --mode closed\n");
+        return 2;
+    }
     if (opt.mode == M_OPEN && opt.rate <= 0) {
         fprintf(stderr, "loadgen: open mode needs --rate > 0\n");
         return 2;
