@@ -38,12 +38,14 @@ _MS = 1000  # us
 # sizes after the first get the back-to-back and the longest sleep only in the quick plan (the
 # coldness curve's shape comes from the first size; the others give the cold extra's growth, whose
 # estimate at 256 MiB, a difference of two ~9 ms medians, needs ten forks at the long gap: with five
-# the 2026-12-01 quick grid found it below zero)
+# the 2026-12-01 quick grid found it below zero). The empty image (RSS 0, last) gets the back-to-back and
+# the longest sleep in every plan: it pins the cold extra's fixed part, which two sizes alone leave free
+# (the 2026-12-01 quick grids put 271 us and, on a busy box, 2 ms there: a cold fork of an empty parent)
 GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple[float, int], ...], int,
                        tuple[tuple[int, int], ...]]] = {
     "smoke": ((16 * MiB,), ((0, 8), (10 * _MS, 4), (100 * _MS, 3)), ((2.0, 3),), 6, ()),
-    "quick": ((64 * MiB, 256 * MiB), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 10)), ((2.0, 6),), 12, ()),
-    "full": ((16 * MiB, 64 * MiB, 256 * MiB),
+    "quick": ((64 * MiB, 256 * MiB, 0), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 10)), ((2.0, 6),), 12, ()),
+    "full": ((16 * MiB, 64 * MiB, 256 * MiB, 0),
              ((0, 60), (1 * _MS, 40), (3 * _MS, 30), (10 * _MS, 25), (30 * _MS, 15), (100 * _MS, 10), (1000 * _MS, 5)),
              ((0.25, 25), (0.5, 25), (1.0, 20), (2.0, 20)), 60, ((10 * _MS, 20), (100 * _MS, 8))),
 }
@@ -78,7 +80,7 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
         this: list[tuple[str, Callable[[], None]]] = []
         per = f" (round {rnd + 1}/{rounds})" if rounds > 1 else ""
         for rss in sizes:
-            short = plan.name == "quick" and rss != sizes[0]
+            short = rss != sizes[0] and (plan.name == "quick" or rss == 0)
             for gap, reps in (sleeps[:1] + sleeps[-1:] if short else sleeps):
                 this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep{per}",
                              job(rss, "sleep", gap, -(-reps // rounds), ["-s", str(gap)], cpu)))
@@ -180,8 +182,10 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     if not good:
         diag["warmth_note"] = "no cold extra above 2% of the warm fork at gaps >= 100 ms: no warmth terms"
         return None, diag
-    ptes = np.array([next(t["ptes"] for t in table if t["rss_bytes"] == s) for s in good], dtype=float)
-    fixed, per_pte, cap = _cap_fit(ptes, np.array([sat[s] for s in good]))
+    # the empty image anchors the fixed part even when its extra is within the noise (floored at 1%)
+    fitted = good + ([0] if 0 in sat and 0 not in good else [])
+    ptes = np.array([next(t["ptes"] for t in table if t["rss_bytes"] == s) for s in fitted], dtype=float)
+    fixed, per_pte, cap = _cap_fit(ptes, np.array([max(sat[s], 0.01 * warm[s]) for s in fitted]))
 
     def extra(rss: int) -> float:
         p = next(t["ptes"] for t in table if t["rss_bytes"] == rss)
