@@ -20,6 +20,7 @@ from .flags import COPIES_MM, EXECS, KINDS, NEW_PROCESS, VFORK_WAIT
 from .mm import MM, Process
 from .stack import StackCache
 from .warmth import WarmthTracker
+from ..task import Coroutine
 
 if TYPE_CHECKING:
     from ..config import ChildSection
@@ -38,6 +39,24 @@ _TASKLIST_AT = 0.8
 _WAIT_SCAN_SHARE = 0.3
 
 Proc = Generator[simpy.Event, object, object]
+
+
+class _Drawers:
+    """`Costs.draw(stage)` for each shape-free stage the creation path draws, as attributes."""
+
+    __slots__ = ("setup", "setup_thread", "stack_hit", "stack_vmalloc", "dup_mm", "tail", "pid_hold",
+                 "link_hold", "wake_new", "ret_from_fork", "child_touch", "exec", "exit_notify_hold",
+                 "release_hold", "do_exit", "wait_reap")
+
+    def __init__(self, costs: Costs):
+        d = costs.drawer
+        self.setup, self.setup_thread = d("copy_process_setup"), d("copy_process_setup_thread")
+        self.stack_hit, self.stack_vmalloc = d("stack_cache_hit"), d("stack_vmalloc")
+        self.dup_mm, self.tail, self.wake_new = d("dup_mm"), d("copy_process_tail"), d("wake_up_new_task")
+        self.pid_hold, self.link_hold = d("alloc_pid_hold"), d("tasklist_fork_hold")
+        self.ret_from_fork, self.child_touch, self.exec = d("ret_from_fork"), d("fork_child_touch"), d("exec")
+        self.exit_notify_hold, self.release_hold = d("exit_notify_hold"), d("release_task_hold")
+        self.do_exit, self.wait_reap = d("do_exit"), d("wait_reap")
 
 
 class Kernel:
@@ -71,6 +90,8 @@ class Kernel:
         self.stalls = array("d")  # faults that waited for a dup_mmap to finish (us)
         self.record_from = 0.0
         self.on_stage = None  # tracing hook: (task, stage_name, start_us, end_us)
+        # the hot path's cost draws, one function per stage (Costs.drawer: same draws as costs.draw)
+        self._d = _Drawers(costs)
 
     def set_record_from(self, t: float) -> None:
         self.record_from = t
@@ -95,52 +116,38 @@ class Kernel:
 
     def kernel_clone(self, parent: Process, kind: str, rec: "Creation", thread: "Task | None" = None) -> Proc:
         """kernel_clone(): copy_process, wake_up_new_task, and for CLONE_VFORK the wait for the child."""
-        env, c, k = self.env, self.costs, KINDS[kind]
+        env, c, k, d, on_stage = self.env, self.costs, KINDS[kind], self._d, self.on_stage
         P = thread or parent.task
-        rec.start = env._now
+        rec.start = t0 = env._now
         rec.parent_cpu = P.cpu.id
 
         # dup_task_struct .. copy_signal, alloc_thread_stack_node, copy_mm -> dup_mm (mm_alloc, mm_init)
         hit = self.stacks.alloc(P.cpu.id)
         rec.stack_hit = hit
-        cost = c.draw("copy_process_setup" if k.new_process else "copy_process_setup_thread")
-        cost += c.draw("stack_cache_hit" if hit else "stack_vmalloc")
+        cost = d.setup() if k.new_process else d.setup_thread()
+        cost += d.stack_hit() if hit else d.stack_vmalloc()
         if k.copies_mm:
-            cost += c.draw("dup_mm")
+            cost += d.dup_mm()
         x = self.copies
         if x is not None:  # copy_files -> dup_fd per fd; copy_fs / copy_sighand .. shared or copied
             cost = max(0.0, cost + c.term("+setup", x.setup_us, x.sigma) - x.saved_us)
         yield P.run(cost)
-        rec.setup_us = env._now - rec.start
-        self._stage(P, "copy_process_setup", rec.start)
+        rec.setup_us = env._now - t0
+        if on_stage is not None:
+            on_stage(P, "copy_process_setup", t0, env._now)
 
         child_mm = parent.mm
         if k.copies_mm:
-            # dup_mmap(): the parent's mmap_lock for write across the whole VMA walk (cond_resched inside)
-            t = env._now
-            lock = parent.mm.mmap_lock
-            granted = lock.try_write(P)
-            if granted is not None:
-                yield self.sleep_until(P, granted)
-            rec.mmap_wait = env._now - t
-            t1 = env._now
-            mm, cpu = parent.mm, P.cpu.id
-            cold = self.warmth.coldness(mm, cpu, t1)
-            yield P.run(c.draw_plus("dup_mmap", mm.shape, self.warmth.extra_us("dup_mmap", cold, mm.shape)),
-                        preemptible=True)
-            self.warmth.walked(mm, P.cpu.id, env._now)  # its PTEs and struct pages are now in this CPU's caches
-            lock.release()
-            rec.dup_mmap_us = env._now - t1
-            self._stage(P, "dup_mmap", t1)
+            yield from self._dup_mmap(P, parent.mm, rec)
             child_mm = self.new_mm(parent.mm.shape)
             parent.mm.users += 1
 
         # copy_namespaces, copy_io, copy_thread, alloc_pid (pidmap_lock), cgroup_can_fork,
         # the tasklist_lock write section, post-fork hooks; then wake_up_new_task
         t = env._now
-        tail = c.draw("copy_process_tail")
-        pid_hold = c.draw("alloc_pid_hold")
-        link_hold = c.draw("tasklist_fork_hold")
+        tail = d.tail()
+        pid_hold = d.pid_hold()
+        link_hold = d.link_hold()
         if x is not None:
             tail += c.term("+tail", x.tail_us, x.sigma)  # copy_namespaces
             link = c.term("+link", x.link_us, x.sigma)  # grows with the parent's live children
@@ -152,9 +159,10 @@ class Kernel:
         link_at = pid_at + pid_wait + pid_hold + (_TASKLIST_AT - _ALLOC_PID_AT) * free
         link_wait = self.tasklist_lock.write(link_at, link_hold)
         rec.pidmap_wait, rec.tasklist_wait = pid_wait, link_wait
-        yield P.run(max(tail, pid_hold + link_hold) + pid_wait + link_wait + c.draw("wake_up_new_task"))
+        yield P.run(max(tail, pid_hold + link_hold) + pid_wait + link_wait + d.wake_new())
         rec.tail_us = env._now - t
-        self._stage(P, "copy_process_tail", t)
+        if on_stage is not None:
+            on_stage(P, "copy_process_tail", t, env._now)
 
         child_task = self.machine.new_task(f"{parent.task.name}.{kind}")
         child = Process(child_task, child_mm, parent)
@@ -163,15 +171,37 @@ class Kernel:
             child.vfork_waiter = P
         pack = self.costs.uniform() < self._pack[k.vfork_wait, bool(P.cpu.rq)]
         first_run, ipi = self.machine.spawn(child_task, P, pack=pack)
-        env.process(self.child_life(child, kind, first_run, rec))
+        Coroutine(self.child_life(child, kind, rec), first_run)
         if ipi > 0.0:
             yield P.run(ipi)
         if child.vfork_waiter is not None:
             # wait_for_vfork_done(): sleep until the child execs or exits (mm_release)
             yield P.sleep()
         rec.fork_ret = env._now
-        yield from self._return_to_user(P)
+        if P.need_resched or P.cpu.rq:  # the return to user space: a preemption point
+            ev = P.ret_to_user()
+            if ev is not None:
+                yield ev
         return child
+
+    def _dup_mmap(self, P: "Task", mm: MM, rec: "Creation") -> Proc:
+        """dup_mmap(): the parent's mmap_lock for write across the whole VMA walk (cond_resched inside)."""
+        env, c = self.env, self.costs
+        t = env._now
+        lock = mm.mmap_lock
+        granted = lock.try_write(P)
+        if granted is not None:
+            yield self.sleep_until(P, granted)
+        rec.mmap_wait = env._now - t
+        t1 = env._now
+        cold = self.warmth.coldness(mm, P.cpu.id, t1)
+        yield P.run(c.draw_plus("dup_mmap", mm.shape, self.warmth.extra_us("dup_mmap", cold, mm.shape)),
+                    preemptible=True)
+        self.warmth.walked(mm, P.cpu.id, env._now)  # its PTEs and struct pages are now in this CPU's caches
+        lock.release()
+        rec.dup_mmap_us = env._now - t1
+        if self.on_stage is not None:
+            self.on_stage(P, "dup_mmap", t1, env._now)
 
     # ------------------------------------------------------------------ the child
 
@@ -187,20 +217,21 @@ class Kernel:
         # their parents on one vCPU; an IPI and halt exit per vfork would not fit its 15 us).
         return self.machine.wake(waiter, child.task, sync=True)
 
-    def child_life(self, child: Process, kind: str, first_run: simpy.Event, rec: "Creation") -> Proc:
-        """The child: ret_from_fork, COW writes, its lifetime, exec, do_exit."""
-        env, c, cfg = self.env, self.costs, self.child_cfg
+    def child_life(self, child: Process, kind: str, rec: "Creation") -> Proc:
+        """The child from its first run (a `Coroutine` started by it): ret_from_fork, COW writes, its
+        lifetime, exec, do_exit."""
+        env, c, cfg, d = self.env, self.costs, self.child_cfg, self._d
         C = child.task
-        yield first_run
         # ret_from_fork -> schedule_tail: the first return to user space; a fork child then takes
         # COW faults on the pages it writes first (stack, glibc's fork bookkeeping)
-        cost = c.draw("ret_from_fork")
+        cost = d.ret_from_fork()
         if child.inherited:
-            cost += c.draw("fork_child_touch")
+            cost += d.child_touch()
         yield C.run(cost)
         rec.child_start = env._now
         rec.child_cpu = C.cpu.id
-        yield from self._return_to_user(C)
+        if C.need_resched or C.cpu.rq:  # a preemption point
+            yield from self._return_to_user(C)
         x = self.copies
         if x is not None and x.unshare_us > 0.0:
             # ksys_unshare: unshare_fs, unshare_fd (dup_fd), unshare_nsproxy_namespaces
@@ -217,7 +248,7 @@ class Kernel:
         if KINDS[kind].execs:
             # execve: begin_new_exec -> exec_mmap drops the old mm (exit_mmap if its last user)
             t = env._now
-            cost = c.draw("exec")
+            cost = d.exec()
             if child.inherited:
                 cost += c.draw("exit_mmap", child.mm.shape)
                 child.inherited = False
@@ -235,7 +266,8 @@ class Kernel:
 
     @staticmethod
     def _return_to_user(task: "Task") -> Proc:
-        """A return to user space: a preemption point (need_resched, or a used-up slice)."""
+        """A return to user space: a preemption point (need_resched, or a used-up slice; the hot
+        paths call it only when the task has need_resched or its CPU has tasks waiting)."""
         ev = task.ret_to_user()
         if ev is not None:
             yield ev
@@ -249,18 +281,18 @@ class Kernel:
     def do_exit(self, child: Process, kind: str, rec: "Creation") -> Proc:
         """do_exit(): exit_signals .. exit_mm (mm_release), exit_mmap of an mm it owns, exit_files ..,
         exit_notify, the last schedule."""
-        env, c = self.env, self.costs
+        env, c, d = self.env, self.costs, self._d
         C = child.task
         t = env._now
         # The measured do_exit runs to the last schedule, so it holds the tasklist_lock sections of
         # exit_notify (and a thread's own release_task): they are carved out of it, not added.
-        hold = c.draw("exit_notify_hold")
+        hold = d.exit_notify_hold()
         locked = hold
         thread = KINDS[kind].clone_thread  # CLONE_THREAD: release_task by itself at exit_notify
         if thread:
-            rel, pid_hold = c.draw("release_task_hold"), c.draw("alloc_pid_hold")
+            rel, pid_hold = d.release_hold(), d.pid_hold()
             locked += rel + pid_hold
-        body = max(0.0, c.draw("do_exit") - locked)
+        body = max(0.0, d.do_exit() - locked)
         x = self.copies
         if x is not None:  # exit_files -> close_files per fd, exit_task_namespaces; exit_notify's share
             body = max(0.0, body + c.term("+exit", x.exit_us, x.sigma))
@@ -283,7 +315,8 @@ class Kernel:
             # zap_pte_range drops the mapcount of every folio it shares with the parent: the
             # parent's struct pages are warm on this CPU again
             self.warmth.walked(child.parent.mm, C.cpu.id, env._now)
-        self._stage(C, "do_exit", t)
+        if self.on_stage is not None:
+            self.on_stage(C, "do_exit", t, env._now)
 
         # exit_notify(): tasklist_lock for write, do_notify_parent -> __wake_up_parent (a sync wake-up);
         # a thread is reaped at once by itself (release_task)
@@ -340,7 +373,7 @@ class Kernel:
 
     def do_wait(self, parent: Process, child: Process, kind: str, rec: "Creation", thread: "Task | None" = None) -> Proc:
         """wait4() -> do_wait -> wait_task_zombie -> release_task; pthread_join for a thread."""
-        env, c = self.env, self.costs
+        env, c, d = self.env, self.costs, self._d
         P = thread or parent.task
         t = env._now
         if KINDS[kind].clone_thread:
@@ -352,7 +385,7 @@ class Kernel:
             parent.zombies.remove(child)
             rec.reap = env._now
             return
-        reap = c.draw("wait_reap")
+        reap = d.wait_reap()
         rest = reap
         walk = 0.0  # do_wait's walk of the parent's other children, tasklist_lock read side
         if self.copies is not None and self.copies.wait_us > 0.0:
@@ -371,12 +404,14 @@ class Kernel:
         now = env._now
         if walk:  # the walk again once woken (wait_task_zombie is reached through it)
             rest += walk + self.tasklist_lock.read(now, walk)
-        hold = c.draw("release_task_hold")
+        hold = d.release_hold()
         wait = self.tasklist_lock.write(now + 0.5 * rest, hold)
-        pid_hold = c.draw("alloc_pid_hold")
+        pid_hold = d.pid_hold()
         wait2 = self.pidmap_lock.write(now + 0.5 * rest + wait + hold, pid_hold)
         yield P.run(rest + wait + wait2)
         parent.zombies.remove(child)
         rec.reap = env._now
-        self._stage(P, "wait_reap", t)
-        yield from self._return_to_user(P)
+        if self.on_stage is not None:
+            self.on_stage(P, "wait_reap", t, env._now)
+        if P.need_resched or P.cpu.rq:  # the return to user space: a preemption point
+            yield from self._return_to_user(P)
