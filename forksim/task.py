@@ -10,7 +10,7 @@ from heapq import heappush
 from typing import TYPE_CHECKING
 
 import simpy
-from simpy.events import NORMAL, Timeout
+from simpy.events import NORMAL, PENDING, Event, Timeout
 
 from .sched import eevdf
 from .sched.balance import decay
@@ -84,22 +84,22 @@ class Task:
         if self.state != RUNNING or self._done is not None:
             raise RuntimeError(f"{self} asked for CPU work while not running on a CPU")
         us = us if us > 0.0 else 0.0
+        env = self.machine.env
+        now = env._now
+        cpu = self.cpu
         if self.machine.params.interruption_gap is not None:
-            cpu = self.cpu
-            nxt, now = cpu._next_interruption, self.machine.env._now
+            nxt = cpu._next_interruption
             if nxt < now + us or nxt < now:  # else none lands in this chunk: skip the call
                 us += cpu._interruptions(us)
         self._left = self._total = us
         self._preemptible = preemptible
+        # (the events below are built in place, as simpy.Event / Timeout.__init__ and env.schedule
+        # build them: Python calls fewer on the path every chunk of every creation takes)
         if not preemptible:
             # Nothing cuts a non-preemptible chunk short: its end is a single timeout, whose first
             # callback charges the CPU time before the task's process resumes on the same event.
-            # (simpy.Timeout built and scheduled in place, as Timeout.__init__ and env.schedule do:
-            # two Python calls fewer on the path every chunk of every creation takes.)
-            env = self.machine.env
-            now = env._now
             self._chunk_start = now
-            self.cpu._token += 1
+            cpu._token += 1
             ev = _new_event(Timeout)
             ev.env = env
             ev.callbacks = [self._chunk_end]
@@ -109,10 +109,13 @@ class Task:
             heappush(env._queue, (now + us, NORMAL, next(env._eid), ev))
             self._done = ev
             return ev
-        ev = simpy.Event(self.machine.env)
+        ev = _new_event(Event)  # pending: the CPU schedules it (cpu._program)
+        ev.env = env
+        ev.callbacks = []
+        ev._value = PENDING
         self._done = ev
-        self._preempt_from = self.machine.env._now + head
-        self.cpu._start_chunk(self)
+        self._preempt_from = now + head
+        cpu._start_chunk(self)
         return ev
 
     def _chunk_end(self, _ev: simpy.Event) -> None:
