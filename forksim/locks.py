@@ -112,7 +112,10 @@ class SpinRWLock:
         now = self.env._now
         w, r = self._write, self._read
         if w and w[0][1] <= now:
-            self._prune(w, now)
+            if w[-1][1] <= now:  # all over (granted writes end in order): what _prune leaves
+                w.clear()
+            else:
+                self._prune(w, now)
         if r:
             if r[0][1] <= now:
                 self._prune(r, now)
