@@ -118,6 +118,18 @@ class Task:
         cpu._start_chunk(self)
         return ev
 
+    def interrupted(self, us: float) -> float:
+        """`us` of work from now, lengthened by the interruptions that land in it (consumed: a chunk
+        that then runs this span and more counts only those after it). A head whose end is no event
+        (forksim.kernel.clone merges stages) knows its own length this way."""
+        us = us if us > 0.0 else 0.0
+        if self.machine.params.interruption_gap is not None:
+            cpu = self.cpu
+            nxt, now = cpu._next_interruption, self.machine.env._now
+            if nxt < now + us or nxt < now:
+                us += cpu._interruptions(us)
+        return us
+
     def _chunk_end(self, _ev: simpy.Event) -> None:
         # CPU._account for the chunk just ended, inlined (one call per chunk fewer)
         cpu = self.cpu

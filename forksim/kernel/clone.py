@@ -92,6 +92,9 @@ class Kernel:
         self.on_stage = None  # tracing hook: (task, stage_name, start_us, end_us)
         # the hot path's cost draws, one function per stage (Costs.drawer: same draws as costs.draw)
         self._d = _Drawers(costs)
+        # stages with nothing between them that another task could see run as one chunk (one event);
+        # False: each its own chunk, as the kernel's stage boundaries (tests compare the two)
+        self.merge_stages = True
 
     def set_record_from(self, t: float) -> None:
         self.record_from = t
@@ -104,6 +107,7 @@ class Kernel:
         return mm
 
     def _stage(self, task: "Task", name: str, start: float) -> None:
+        """The tracing hook for a stage that ends now (nothing when no observer wants it)."""
         if self.on_stage is not None:
             self.on_stage(task, name, start, self.env._now)
 
@@ -115,54 +119,48 @@ class Kernel:
     # ------------------------------------------------------------------ the parent's call
 
     def kernel_clone(self, parent: Process, kind: str, rec: "Creation", thread: "Task | None" = None) -> Proc:
-        """kernel_clone(): copy_process, wake_up_new_task, and for CLONE_VFORK the wait for the child."""
-        env, c, k, d, on_stage = self.env, self.costs, KINDS[kind], self._d, self.on_stage
+        """kernel_clone(): copy_process, wake_up_new_task, and for CLONE_VFORK the wait for the child.
+
+        Stages with no preemption point and no lock another task could see between them run as one
+        chunk (one event): copy_process_setup and copy_process_tail of a creation that shares the mm;
+        copy_process_setup and dup_mmap of a single-threaded parent, whose mmap_lock nobody else takes
+        (its dup_mmap stays preemptible after the setup, as a chunk's head). A merged chunk's stage
+        boundaries are its parts' lengths with the interruptions that land in each (Task.interrupted)."""
+        env, k = self.env, KINDS[kind]
         P = thread or parent.task
         rec.start = t0 = env._now
         rec.parent_cpu = P.cpu.id
-
-        # dup_task_struct .. copy_signal, alloc_thread_stack_node, copy_mm -> dup_mm (mm_alloc, mm_init)
-        hit = self.stacks.alloc(P.cpu.id)
-        rec.stack_hit = hit
-        cost = d.setup() if k.new_process else d.setup_thread()
-        cost += d.stack_hit() if hit else d.stack_vmalloc()
+        setup = self._setup_cost(P, k, rec)
         if k.copies_mm:
-            cost += d.dup_mm()
-        x = self.copies
-        if x is not None:  # copy_files -> dup_fd per fd; copy_fs / copy_sighand .. shared or copied
-            cost = max(0.0, cost + c.term("+setup", x.setup_us, x.sigma) - x.saved_us)
-        yield P.run(cost)
-        rec.setup_us = env._now - t0
-        if on_stage is not None:
-            on_stage(P, "copy_process_setup", t0, env._now)
-
-        child_mm = parent.mm
-        if k.copies_mm:
-            yield from self._dup_mmap(P, parent.mm, rec)
-            child_mm = self.new_mm(parent.mm.shape)
-            parent.mm.users += 1
-
-        # copy_namespaces, copy_io, copy_thread, alloc_pid (pidmap_lock), cgroup_can_fork,
-        # the tasklist_lock write section, post-fork hooks; then wake_up_new_task
-        t = env._now
-        tail = d.tail()
-        pid_hold = d.pid_hold()
-        link_hold = d.link_hold()
-        if x is not None:
-            tail += c.term("+tail", x.tail_us, x.sigma)  # copy_namespaces
-            link = c.term("+link", x.link_us, x.sigma)  # grows with the parent's live children
-            link_hold += link
-            tail += link
-        free = max(0.0, tail - pid_hold - link_hold)
-        pid_at = t + _ALLOC_PID_AT * free
-        pid_wait = self.pidmap_lock.write(pid_at, pid_hold)
-        link_at = pid_at + pid_wait + pid_hold + (_TASKLIST_AT - _ALLOC_PID_AT) * free
-        link_wait = self.tasklist_lock.write(link_at, link_hold)
-        rec.pidmap_wait, rec.tasklist_wait = pid_wait, link_wait
-        yield P.run(max(tail, pid_hold + link_hold) + pid_wait + link_wait + d.wake_new())
+            mm = parent.mm
+            if self.merge_stages and len(parent.threads) == 1 and mm.mmap_lock.holder is None:
+                yield from self._setup_dup_mmap(P, mm, setup, rec)
+            else:
+                yield P.run(setup)
+                rec.setup_us = env._now - t0
+                self._stage(P, "copy_process_setup", t0)
+                yield from self._dup_mmap(P, mm, rec)
+            child_mm = self.new_mm(mm.shape)
+            mm.users += 1
+            t = env._now
+            yield P.run(self._tail(t, rec))
+        elif not self.merge_stages:
+            child_mm = parent.mm
+            yield P.run(setup)
+            rec.setup_us = env._now - t0
+            self._stage(P, "copy_process_setup", t0)
+            t = env._now
+            yield P.run(self._tail(t, rec))
+        else:  # copy_process_setup and copy_process_tail as one chunk: the tail's locks at its own start
+            child_mm = parent.mm
+            head = P.interrupted(setup)
+            t = t0 + head
+            rec.setup_us = t - t0
+            yield P.run(head + self._tail(t, rec))
+            if self.on_stage is not None:
+                self.on_stage(P, "copy_process_setup", t0, t)
         rec.tail_us = env._now - t
-        if on_stage is not None:
-            on_stage(P, "copy_process_tail", t, env._now)
+        self._stage(P, "copy_process_tail", t)
 
         child_task = self.machine.new_task(f"{parent.task.name}.{kind}")
         child = Process(child_task, child_mm, parent)
@@ -184,6 +182,61 @@ class Kernel:
                 yield ev
         return child
 
+    def _setup_cost(self, P: "Task", k, rec: "Creation") -> float:
+        """copy_process_setup: dup_task_struct .. copy_signal, alloc_thread_stack_node, copy_mm -> dup_mm
+        (mm_alloc, mm_init); copy_files -> dup_fd per fd, copy_fs / copy_sighand shared or copied."""
+        d, x = self._d, self.copies
+        hit = self.stacks.alloc(P.cpu.id)
+        rec.stack_hit = hit
+        cost = d.setup() if k.new_process else d.setup_thread()
+        cost += d.stack_hit() if hit else d.stack_vmalloc()
+        if k.copies_mm:
+            cost += d.dup_mm()
+        if x is not None:
+            cost = max(0.0, cost + self.costs.term("+setup", x.setup_us, x.sigma) - x.saved_us)
+        return cost
+
+    def _tail(self, t: float, rec: "Creation") -> float:
+        """copy_process_tail from `t`: copy_namespaces, copy_io, copy_thread, alloc_pid (pidmap_lock),
+        cgroup_can_fork, the tasklist_lock write section, post-fork hooks; then wake_up_new_task. Takes
+        the two spinlocks at their moments; returns the chunk's length (us), spin waits included."""
+        c, d, x = self.costs, self._d, self.copies
+        tail = d.tail()
+        pid_hold = d.pid_hold()
+        link_hold = d.link_hold()
+        if x is not None:
+            tail += c.term("+tail", x.tail_us, x.sigma)  # copy_namespaces
+            link = c.term("+link", x.link_us, x.sigma)  # grows with the parent's live children
+            link_hold += link
+            tail += link
+        free = max(0.0, tail - pid_hold - link_hold)
+        pid_at = t + _ALLOC_PID_AT * free
+        pid_wait = self.pidmap_lock.write(pid_at, pid_hold)
+        link_at = pid_at + pid_wait + pid_hold + (_TASKLIST_AT - _ALLOC_PID_AT) * free
+        link_wait = self.tasklist_lock.write(link_at, link_hold)
+        rec.pidmap_wait, rec.tasklist_wait = pid_wait, link_wait
+        return max(tail, pid_hold + link_hold) + pid_wait + link_wait + d.wake_new()
+
+    def _setup_dup_mmap(self, P: "Task", mm: MM, setup: float, rec: "Creation") -> Proc:
+        """copy_process_setup, then dup_mmap under the free mmap_lock of a single-threaded parent, as
+        one chunk: the setup its non-preemptible head, the VMA walk preemptible (cond_resched)."""
+        env, c = self.env, self.costs
+        t0 = env._now
+        lock = mm.mmap_lock
+        lock.try_write(P)  # free: held at once (its zero wait recorded)
+        head = P.interrupted(setup)
+        t1 = t0 + head
+        rec.setup_us = t1 - t0
+        cold = self.warmth.coldness(mm, P.cpu.id, t1)
+        walk = c.draw_plus("dup_mmap", mm.shape, self.warmth.extra_us("dup_mmap", cold, mm.shape))
+        yield P.run(head + walk, preemptible=True, head=head)
+        self.warmth.walked(mm, P.cpu.id, env._now)  # its PTEs and struct pages are now in this CPU's caches
+        lock.release()
+        rec.dup_mmap_us = env._now - t1
+        if self.on_stage is not None:
+            self.on_stage(P, "copy_process_setup", t0, t1)
+            self.on_stage(P, "dup_mmap", t1, env._now)
+
     def _dup_mmap(self, P: "Task", mm: MM, rec: "Creation") -> Proc:
         """dup_mmap(): the parent's mmap_lock for write across the whole VMA walk (cond_resched inside)."""
         env, c = self.env, self.costs
@@ -200,8 +253,7 @@ class Kernel:
         self.warmth.walked(mm, P.cpu.id, env._now)  # its PTEs and struct pages are now in this CPU's caches
         lock.release()
         rec.dup_mmap_us = env._now - t1
-        if self.on_stage is not None:
-            self.on_stage(P, "dup_mmap", t1, env._now)
+        self._stage(P, "dup_mmap", t1)
 
     # ------------------------------------------------------------------ the child
 
