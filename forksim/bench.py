@@ -13,7 +13,11 @@
   run). In `quick` mode 100,000 creations are run: the time is scaled linearly, the memory by its
   growth from a 50,000-creation run;
 - the same experiment's replications on 2 local processes vs 1 (`run_experiment(workers=2)` vs
-  `workers=1`), as a speed ratio: the median over alternating pairs (5, or 3 in `quick` mode).
+  `workers=1`), as a speed ratio: the median over alternating pairs (5, or 3 in `quick` mode);
+- time to precision: the base points of experiments/fork-storm.toml and experiments/cpu-scaling.toml
+  (`PRECISION_RUNS`, the bench's own copies) run with `experiment.precision = 5%` as `forksim run
+  --precision 5%` runs them (forksim.precision: batches of `replications` until throughput's and fork()
+  p99's 95% intervals are within 5%): wall time, the replications used and why it stopped.
 
 Every forksim figure comes from `runner.run_experiment`, so each replication is built and run as
 `forksim run` runs it (one `forksim.simulation.Simulation`); `events_per_creation` is SimPy's own
@@ -51,6 +55,8 @@ class BenchMode:
     par_replications: int
     par_creations: int  # per replication
     par_repeats: int = 3  # 1-worker / 2-worker pairs, alternating (the median ratio is the figure)
+    precision: float = 0.05  # time to precision: the relative half-width asked for
+    precision_cap: int = 200  # ... and the replication cap (experiment.max_replications' default)
     cpus: tuple[int, ...] = (2, 16, 64, 256)
     rss: tuple[int, ...] = (0, GiB)
 
@@ -62,7 +68,25 @@ MODES = {
                        par_replications=8, par_creations=10_000),
     # for tests: every row and figure, in seconds (figures meaningless)
     "tiny": BenchMode("tiny", creations=300, big_target=1_000_000, big_run=2_000,
-                      par_replications=2, par_creations=300, par_repeats=1),
+                      par_replications=2, par_creations=300, par_repeats=1, precision=0.5, precision_cap=4),
+}
+
+# Time to precision: the base point (no sweep) of each experiment file, as the bench's own copy (the
+# bench runs from an installed package too, where experiments/ is absent); tests/test_bench.py checks
+# that they match the files.
+PRECISION_RUNS: dict[str, dict[str, Any]] = {
+    "fork-storm": {
+        "experiment": {"name": "fork-storm", "duration": "2s", "warmup": "0.2s", "replications": 5, "seed": 42},
+        "machine": {"cpus": 2, "profile": "default"},
+        "workload": {"kind": "closed", "parents": 4, "think_time": "0us", "image": {"rss": "64MiB", "vmas": 40},
+                     "child": {"clone": "fork", "lifetime": "100us"}},
+    },
+    "cpu-scaling": {
+        "experiment": {"name": "cpu-scaling", "duration": "20ms", "warmup": "5ms", "replications": 3, "seed": 42},
+        "machine": {"cpus": 2, "profile": "default"},
+        "workload": {"kind": "closed", "parents": 2, "image": {"rss": "4MiB", "vmas": 30},
+                     "child": {"clone": "fork", "lifetime": "0us"}},
+    },
 }
 
 TARGETS = {
@@ -70,6 +94,7 @@ TARGETS = {
     "million_wall_s": ("<", 60.0, "1M creations on 256 CPUs: wall s"),
     "million_peak_mb": ("<", 500.0, "1M creations on 256 CPUs: peak MB"),
     "parallel_speedup": (">=", 1.8, "2 workers / 1 worker"),
+    "precision_fork_storm_s": ("<", 60.0, "fork-storm to 5% precision: wall s"),
 }
 
 
@@ -252,6 +277,26 @@ def run_parallel(profile, mode: BenchMode, cpus: int = 16) -> dict[str, Any]:
             "speedups": ratios, "speedup": statistics.median(ratios) if ratios else None}
 
 
+def run_to_precision_timed(mode: BenchMode, name: str, workers: int | None = None) -> dict[str, Any]:
+    """`forksim run` of PRECISION_RUNS[name] at `mode.precision`: wall time (building, every batch and
+    the summaries), replications used, the precision reached per metric and why it stopped."""
+    import copy
+
+    from .config import parse_config
+    from .runner import run_experiment
+
+    cfg = copy.deepcopy(PRECISION_RUNS[name])
+    cfg["experiment"].update({"precision": mode.precision, "max_replications": mode.precision_cap})
+    exp = parse_config(cfg, source=f"bench:{name}")
+    t = time.perf_counter()
+    res = run_experiment(exp, workers=workers)
+    wall = time.perf_counter() - t
+    stop = res.summary["precision"]
+    return {"experiment": name, "target": mode.precision, "workers": workers or os.cpu_count(), "wall_s": wall,
+            "replications": stop["replications"], "reached": stop["reached"], "stopped": stop["stopped"],
+            "creations": int(res.summary["forks"])}
+
+
 # ------------------------------------------------------------------ the whole bench
 
 
@@ -267,8 +312,8 @@ def run_bench(mode: str | BenchMode = "full", progress: Callable[[str, float], N
     note = progress or (lambda label, weight: None)
     profile = resolve_profile(scenario_experiment(2, 0, "closed", 1))
     steps = plan(m)
-    # rough shares of the wall time: scenarios, the big run, the parallel pair
-    w_rows, w_big, w_par = 0.5, 0.35, 0.15
+    # rough shares of the wall time: scenarios, the big run, the parallel pair, time to precision
+    w_rows, w_big, w_par, w_ttp = 0.4, 0.3, 0.1, 0.2
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     closed_thr: dict[tuple[int, int], float] = {}
@@ -289,12 +334,17 @@ def run_bench(mode: str | BenchMode = "full", progress: Callable[[str, float], N
     million = run_million(m)
     note("replications: 2 workers vs 1", w_par)
     par = run_parallel(profile, m)
+    ttp = []
+    for name in PRECISION_RUNS:
+        note(f"{name} to {m.precision:.0%} precision", w_ttp / len(PRECISION_RUNS))
+        ttp.append(run_to_precision_timed(m, name))
     storm = next(r for r in rows if r["cpus"] == 2 and r["rss"] == 0 and r["workload"] == "closed")
     figures = {
         "floor_ratio_2cpu_storm": storm["ratio"],
         "million_wall_s": million.get("wall_s"),
         "million_peak_mb": million.get("peak_mb"),
         "parallel_speedup": par["speedup"],
+        "precision_fork_storm_s": ttp[0]["wall_s"] if m.precision == 0.05 else None,
     }
     targets = {k: {"what": TARGETS[k][2], "value": v, "target": f"{TARGETS[k][0]} {TARGETS[k][1]:g}", "met": _met(k, v)}
                for k, v in figures.items()}
@@ -306,6 +356,7 @@ def run_bench(mode: str | BenchMode = "full", progress: Callable[[str, float], N
         "scenarios": rows,
         "million": million,
         "parallel": par,
+        "time_to_precision": ttp,
         "targets": targets,
         "bench_wall_s": time.perf_counter() - t0,
     }

@@ -152,11 +152,19 @@ class CPU:
         done.callbacks.insert(0, self._chunk_done)
         done._ok = True
         done._value = None
-        env.schedule(done, NORMAL, delay)
+        heapq.heappush(env._queue, (now + delay, NORMAL, next(env._eid), done))  # env.schedule, inline
 
     def _chunk_done(self, _ev: simpy.Event) -> None:
         task = self.current
-        self._account(task)
+        # _account, inlined (a call per preemptible chunk fewer)
+        now = self.machine.env._now
+        ran = now - task._chunk_start
+        task._left -= ran
+        task._chunk_start = now
+        vr = task.vruntime = task.vruntime + ran
+        floor = min(vr, self.rq[0][0]) if self.rq else vr
+        if floor > self.min_vruntime:
+            self.min_vruntime = floor
         task._done = None
 
     def _disarm(self, task: Task) -> simpy.Event:

@@ -6,9 +6,11 @@ wake-ups are forksim.machine's."""
 from __future__ import annotations
 
 import math
+from heapq import heappush
 from typing import TYPE_CHECKING
 
 import simpy
+from simpy.events import NORMAL, PENDING, Event, Timeout
 
 from .sched import eevdf
 from .sched.balance import decay
@@ -26,6 +28,8 @@ def _tolerance(now: float) -> float:
 
 
 RUNNING, RUNNABLE, SLEEPING, DEAD = "running", "runnable", "sleeping", "dead"
+
+_new_event = object.__new__  # an event's attributes are set in place on the hot path (Task.run)
 
 
 class Task:
@@ -80,31 +84,64 @@ class Task:
         if self.state != RUNNING or self._done is not None:
             raise RuntimeError(f"{self} asked for CPU work while not running on a CPU")
         us = us if us > 0.0 else 0.0
+        env = self.machine.env
+        now = env._now
+        cpu = self.cpu
         if self.machine.params.interruption_gap is not None:
-            cpu = self.cpu
-            nxt, now = cpu._next_interruption, self.machine.env._now
+            nxt = cpu._next_interruption
             if nxt < now + us or nxt < now:  # else none lands in this chunk: skip the call
                 us += cpu._interruptions(us)
         self._left = self._total = us
         self._preemptible = preemptible
+        # (the events below are built in place, as simpy.Event / Timeout.__init__ and env.schedule
+        # build them: Python calls fewer on the path every chunk of every creation takes)
         if not preemptible:
             # Nothing cuts a non-preemptible chunk short: its end is a single timeout, whose first
             # callback charges the CPU time before the task's process resumes on the same event.
-            env = self.machine.env
-            self._chunk_start = env._now
-            self.cpu._token += 1
-            ev = env.timeout(self._left)
-            ev.callbacks.append(self._chunk_end)
+            self._chunk_start = now
+            cpu._token += 1
+            ev = _new_event(Timeout)
+            ev.env = env
+            ev.callbacks = [self._chunk_end]
+            ev._value = None
+            ev._delay = us
+            ev._ok = True
+            heappush(env._queue, (now + us, NORMAL, next(env._eid), ev))
             self._done = ev
             return ev
-        ev = simpy.Event(self.machine.env)
+        ev = _new_event(Event)  # pending: the CPU schedules it (cpu._program)
+        ev.env = env
+        ev.callbacks = []
+        ev._value = PENDING
         self._done = ev
-        self._preempt_from = self.machine.env._now + head
-        self.cpu._start_chunk(self)
+        self._preempt_from = now + head
+        cpu._start_chunk(self)
         return ev
 
+    def interrupted(self, us: float) -> float:
+        """`us` of work from now, lengthened by the interruptions that land in it (consumed: a chunk
+        that then runs this span and more counts only those after it). A head whose end is no event
+        (forksim.kernel.clone merges stages) knows its own length this way."""
+        us = us if us > 0.0 else 0.0
+        if self.machine.params.interruption_gap is not None:
+            cpu = self.cpu
+            nxt, now = cpu._next_interruption, self.machine.env._now
+            if nxt < now + us or nxt < now:
+                us += cpu._interruptions(us)
+        return us
+
     def _chunk_end(self, _ev: simpy.Event) -> None:
-        self.cpu._account(self)
+        # CPU._account for the chunk just ended, inlined (one call per chunk fewer)
+        cpu = self.cpu
+        now = self.machine.env._now
+        ran = now - self._chunk_start
+        self._left -= ran
+        self._chunk_start = now
+        vr = self.vruntime = self.vruntime + ran
+        rq = cpu.rq
+        floor = min(vr, rq[0][0]) if rq else vr
+        if floor > cpu.min_vruntime:
+            cpu.min_vruntime = floor
         self._done = None
 
     def ret_to_user(self) -> simpy.Event | None:
@@ -166,3 +203,30 @@ class Task:
             left -= self.machine.env._now - self._chunk_start
         return min(1.0, max(0.0, 1.0 - left / self._total))
 
+
+
+class Coroutine:
+    """A task's generator of events, driven as `simpy.Process` drives one but without its two events
+    of its own (`Initialize` at the start, the process's own event at the end): it starts when
+    `first` fires and ends silently, so nothing may wait on it. A creation's child is one (two
+    events fewer per creation, and no other event moves: SimPy orders events by time, priority and
+    then the order they were scheduled in, which the events left out do not change). An exception
+    in the generator propagates out of the event loop at once."""
+
+    __slots__ = ("_send",)
+
+    def __init__(self, generator, first: simpy.Event):
+        self._send = generator.send
+        first.callbacks.append(self._resume)
+
+    def _resume(self, event: simpy.Event) -> None:
+        send = self._send
+        while True:
+            try:
+                event = send(event._value)
+            except StopIteration:
+                return
+            callbacks = event.callbacks
+            if callbacks is not None:  # not yet processed: resume when it is
+                callbacks.append(self._resume)
+                return

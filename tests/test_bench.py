@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from forksim.bench import MODES, floor_rate, plan
+from forksim.bench import MODES, PRECISION_RUNS, floor_rate, plan
 from forksim.cli import main
 from forksim.commands.bench import COLUMNS
 
@@ -42,5 +42,24 @@ def test_bench_tiny_json(capsys):
             assert key in r
         assert r["creations"] >= MODES["tiny"].creations
     assert result["million"]["extrapolated"] is True
-    assert set(result["targets"]) == {"floor_ratio_2cpu_storm", "million_wall_s", "million_peak_mb", "parallel_speedup"}
+    assert set(result["targets"]) == {"floor_ratio_2cpu_storm", "million_wall_s", "million_peak_mb", "parallel_speedup",
+                                      "precision_fork_storm_s"}
     assert "speedup" in result["parallel"]
+    ttp = {t["experiment"]: t for t in result["time_to_precision"]}
+    assert set(ttp) == set(PRECISION_RUNS)
+    for t in ttp.values():  # tiny: 50% or a cap of 4 replications, whichever first
+        assert 2 <= t["replications"] <= MODES["tiny"].precision_cap and t["wall_s"] > 0
+        assert t["stopped"].startswith(("reached", "cap"))
+
+
+def test_precision_runs_are_the_experiment_files():
+    """The bench's own copies of fork-storm and cpu-scaling are the files' base points (sweep aside)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "experiments"
+    for name, cfg in PRECISION_RUNS.items():
+        file = tomllib.loads((root / f"{name}.toml").read_text())
+        file.pop("sweep", None)
+        file["machine"]["profile"] = "default"  # the bench pins the shipped profile
+        assert file == cfg, name

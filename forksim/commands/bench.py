@@ -18,7 +18,8 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="simulation speed: creations per second beside a bare SimPy floor",
                        description="Simulated creations per wall-clock second and events per creation on "
                        "standard scenarios, beside a bare SimPy M/M/c floor; 1M creations on 256 CPUs "
-                       "(time, memory); replications on 2 processes vs 1. Figures, with targets beside them.")
+                       "(time, memory); replications on 2 processes vs 1; wall time of the fork-storm and cpu-scaling "
+                       "experiments run to 5% precision. Figures, with targets beside them.")
     p.add_argument("--quick", action="store_true", help="smaller runs (about a minute); the 1M figure is extrapolated from 100k")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: every row in seconds
@@ -46,7 +47,8 @@ def figures_table(result: dict) -> Table:
     t = Table(title="figures and targets", title_justify="left")
     for c in ("figure", "value", "target", "met"):
         t.add_column(c, justify="left" if c == "figure" else "right")
-    digits = {"floor_ratio_2cpu_storm": 2, "million_wall_s": 1, "million_peak_mb": 0, "parallel_speedup": 2}
+    digits = {"floor_ratio_2cpu_storm": 2, "million_wall_s": 1, "million_peak_mb": 0, "parallel_speedup": 2,
+              "precision_fork_storm_s": 1}
     for key, f in result["targets"].items():
         met = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[f["met"]]
         t.add_row(f["what"], _f(f["value"], digits[key]), f["target"], met)
@@ -70,6 +72,11 @@ def notes(result: dict) -> list[str]:
                f"{p['wall_1_s']:.1f} s with 1 worker, {p['wall_2_s']:.1f} s with 2 (medians of {p['repeats']}); "
                f"speed-up {p['speedup']:.2f} (median of {', '.join(f'{x:.2f}' for x in p['speedups'])}); "
                f"{p['local_cores']} local cores")
+    for t in result.get("time_to_precision", []):
+        reached = ", ".join(f"{k} {'-' if v is None else f'{v:.1%}'}" for k, v in t["reached"].items())
+        out.append(f"time to precision: {t['experiment']} (base point, default profile) to {t['target']:.0%}: "
+                   f"{t['wall_s']:.1f} s wall on {t['workers']} workers, {t['replications']} replications, "
+                   f"{t['creations']:,} creations measured; reached {reached}; {t['stopped']}")
     storm = next(r for r in result["scenarios"] if r["cpus"] == 2 and r["rss"] == 0 and r["workload"] == "closed")
     out.append(f"a floor job is {storm['floor_events_per_job']:.0f} events, "
                f"a creation {storm['events_per_creation']:.0f} "

@@ -20,6 +20,7 @@ from .flags import COPIES_MM, EXECS, KINDS, NEW_PROCESS, VFORK_WAIT
 from .mm import MM, Process
 from .stack import StackCache
 from .warmth import WarmthTracker
+from ..task import Coroutine
 
 if TYPE_CHECKING:
     from ..config import ChildSection
@@ -38,6 +39,24 @@ _TASKLIST_AT = 0.8
 _WAIT_SCAN_SHARE = 0.3
 
 Proc = Generator[simpy.Event, object, object]
+
+
+class _Drawers:
+    """`Costs.draw(stage)` for each shape-free stage the creation path draws, as attributes."""
+
+    __slots__ = ("setup", "setup_thread", "stack_hit", "stack_vmalloc", "dup_mm", "tail", "pid_hold",
+                 "link_hold", "wake_new", "ret_from_fork", "child_touch", "exec", "exit_notify_hold",
+                 "release_hold", "do_exit", "wait_reap")
+
+    def __init__(self, costs: Costs):
+        d = costs.drawer
+        self.setup, self.setup_thread = d("copy_process_setup"), d("copy_process_setup_thread")
+        self.stack_hit, self.stack_vmalloc = d("stack_cache_hit"), d("stack_vmalloc")
+        self.dup_mm, self.tail, self.wake_new = d("dup_mm"), d("copy_process_tail"), d("wake_up_new_task")
+        self.pid_hold, self.link_hold = d("alloc_pid_hold"), d("tasklist_fork_hold")
+        self.ret_from_fork, self.child_touch, self.exec = d("ret_from_fork"), d("fork_child_touch"), d("exec")
+        self.exit_notify_hold, self.release_hold = d("exit_notify_hold"), d("release_task_hold")
+        self.do_exit, self.wait_reap = d("do_exit"), d("wait_reap")
 
 
 class Kernel:
@@ -71,6 +90,11 @@ class Kernel:
         self.stalls = array("d")  # faults that waited for a dup_mmap to finish (us)
         self.record_from = 0.0
         self.on_stage = None  # tracing hook: (task, stage_name, start_us, end_us)
+        # the hot path's cost draws, one function per stage (Costs.drawer: same draws as costs.draw)
+        self._d = _Drawers(costs)
+        # stages with nothing between them that another task could see run as one chunk (one event);
+        # False: each its own chunk, as the kernel's stage boundaries (tests compare the two)
+        self.merge_stages = True
 
     def set_record_from(self, t: float) -> None:
         self.record_from = t
@@ -83,6 +107,7 @@ class Kernel:
         return mm
 
     def _stage(self, task: "Task", name: str, start: float) -> None:
+        """The tracing hook for a stage that ends now (nothing when no observer wants it)."""
         if self.on_stage is not None:
             self.on_stage(task, name, start, self.env._now)
 
@@ -94,53 +119,91 @@ class Kernel:
     # ------------------------------------------------------------------ the parent's call
 
     def kernel_clone(self, parent: Process, kind: str, rec: "Creation", thread: "Task | None" = None) -> Proc:
-        """kernel_clone(): copy_process, wake_up_new_task, and for CLONE_VFORK the wait for the child."""
-        env, c, k = self.env, self.costs, KINDS[kind]
-        P = thread or parent.task
-        rec.start = env._now
-        rec.parent_cpu = P.cpu.id
+        """kernel_clone(): copy_process, wake_up_new_task, and for CLONE_VFORK the wait for the child.
 
-        # dup_task_struct .. copy_signal, alloc_thread_stack_node, copy_mm -> dup_mm (mm_alloc, mm_init)
+        Stages with no preemption point and no lock another task could see between them run as one
+        chunk (one event): copy_process_setup and copy_process_tail of a creation that shares the mm;
+        copy_process_setup and dup_mmap of a single-threaded parent, whose mmap_lock nobody else takes
+        (its dup_mmap stays preemptible after the setup, as a chunk's head). A merged chunk's stage
+        boundaries are its parts' lengths with the interruptions that land in each (Task.interrupted)."""
+        env, k = self.env, KINDS[kind]
+        P = thread or parent.task
+        rec.start = t0 = env._now
+        rec.parent_cpu = P.cpu.id
+        setup = self._setup_cost(P, k, rec)
+        if k.copies_mm:
+            mm = parent.mm
+            if self.merge_stages and len(parent.threads) == 1 and mm.mmap_lock.holder is None:
+                yield from self._setup_dup_mmap(P, mm, setup, rec)
+            else:
+                yield P.run(setup)
+                rec.setup_us = env._now - t0
+                self._stage(P, "copy_process_setup", t0)
+                yield from self._dup_mmap(P, mm, rec)
+            child_mm = self.new_mm(mm.shape)
+            mm.users += 1
+            t = env._now
+            yield P.run(self._tail(t, rec))
+        elif not self.merge_stages:
+            child_mm = parent.mm
+            yield P.run(setup)
+            rec.setup_us = env._now - t0
+            self._stage(P, "copy_process_setup", t0)
+            t = env._now
+            yield P.run(self._tail(t, rec))
+        else:  # copy_process_setup and copy_process_tail as one chunk: the tail's locks at its own start
+            child_mm = parent.mm
+            head = P.interrupted(setup)
+            t = t0 + head
+            rec.setup_us = t - t0
+            yield P.run(head + self._tail(t, rec))
+            if self.on_stage is not None:
+                self.on_stage(P, "copy_process_setup", t0, t)
+        rec.tail_us = env._now - t
+        self._stage(P, "copy_process_tail", t)
+
+        child_task = self.machine.new_task(f"{parent.task.name}.{kind}")
+        child = Process(child_task, child_mm, parent)
+        child.inherited = k.copies_mm
+        if k.vfork_wait:
+            child.vfork_waiter = P
+        pack = self.costs.uniform() < self._pack[k.vfork_wait, bool(P.cpu.rq)]
+        first_run, ipi = self.machine.spawn(child_task, P, pack=pack)
+        Coroutine(self.child_life(child, kind, rec), first_run)
+        if ipi > 0.0:
+            yield P.run(ipi)
+        if child.vfork_waiter is not None:
+            # wait_for_vfork_done(): sleep until the child execs or exits (mm_release)
+            yield P.sleep()
+        rec.fork_ret = env._now
+        if P.need_resched or P.cpu.rq:  # the return to user space: a preemption point
+            ev = P.ret_to_user()
+            if ev is not None:
+                yield ev
+        return child
+
+    def _setup_cost(self, P: "Task", k, rec: "Creation") -> float:
+        """copy_process_setup: dup_task_struct .. copy_signal, alloc_thread_stack_node, copy_mm -> dup_mm
+        (mm_alloc, mm_init); copy_files -> dup_fd per fd, copy_fs / copy_sighand shared or copied."""
+        d, x = self._d, self.copies
         hit = self.stacks.alloc(P.cpu.id)
         rec.stack_hit = hit
-        cost = c.draw("copy_process_setup" if k.new_process else "copy_process_setup_thread")
-        cost += c.draw("stack_cache_hit" if hit else "stack_vmalloc")
+        cost = d.setup() if k.new_process else d.setup_thread()
+        cost += d.stack_hit() if hit else d.stack_vmalloc()
         if k.copies_mm:
-            cost += c.draw("dup_mm")
-        x = self.copies
-        if x is not None:  # copy_files -> dup_fd per fd; copy_fs / copy_sighand .. shared or copied
-            cost = max(0.0, cost + c.term("+setup", x.setup_us, x.sigma) - x.saved_us)
-        yield P.run(cost)
-        rec.setup_us = env._now - rec.start
-        self._stage(P, "copy_process_setup", rec.start)
+            cost += d.dup_mm()
+        if x is not None:
+            cost = max(0.0, cost + self.costs.term("+setup", x.setup_us, x.sigma) - x.saved_us)
+        return cost
 
-        child_mm = parent.mm
-        if k.copies_mm:
-            # dup_mmap(): the parent's mmap_lock for write across the whole VMA walk (cond_resched inside)
-            t = env._now
-            lock = parent.mm.mmap_lock
-            granted = lock.try_write(P)
-            if granted is not None:
-                yield self.sleep_until(P, granted)
-            rec.mmap_wait = env._now - t
-            t1 = env._now
-            mm, cpu = parent.mm, P.cpu.id
-            cold = self.warmth.coldness(mm, cpu, t1)
-            yield P.run(c.draw_plus("dup_mmap", mm.shape, self.warmth.extra_us("dup_mmap", cold, mm.shape)),
-                        preemptible=True)
-            self.warmth.walked(mm, P.cpu.id, env._now)  # its PTEs and struct pages are now in this CPU's caches
-            lock.release()
-            rec.dup_mmap_us = env._now - t1
-            self._stage(P, "dup_mmap", t1)
-            child_mm = self.new_mm(parent.mm.shape)
-            parent.mm.users += 1
-
-        # copy_namespaces, copy_io, copy_thread, alloc_pid (pidmap_lock), cgroup_can_fork,
-        # the tasklist_lock write section, post-fork hooks; then wake_up_new_task
-        t = env._now
-        tail = c.draw("copy_process_tail")
-        pid_hold = c.draw("alloc_pid_hold")
-        link_hold = c.draw("tasklist_fork_hold")
+    def _tail(self, t: float, rec: "Creation") -> float:
+        """copy_process_tail from `t`: copy_namespaces, copy_io, copy_thread, alloc_pid (pidmap_lock),
+        cgroup_can_fork, the tasklist_lock write section, post-fork hooks; then wake_up_new_task. Takes
+        the two spinlocks at their moments; returns the chunk's length (us), spin waits included."""
+        c, d, x = self.costs, self._d, self.copies
+        tail = d.tail()
+        pid_hold = d.pid_hold()
+        link_hold = d.link_hold()
         if x is not None:
             tail += c.term("+tail", x.tail_us, x.sigma)  # copy_namespaces
             link = c.term("+link", x.link_us, x.sigma)  # grows with the parent's live children
@@ -152,26 +215,45 @@ class Kernel:
         link_at = pid_at + pid_wait + pid_hold + (_TASKLIST_AT - _ALLOC_PID_AT) * free
         link_wait = self.tasklist_lock.write(link_at, link_hold)
         rec.pidmap_wait, rec.tasklist_wait = pid_wait, link_wait
-        yield P.run(max(tail, pid_hold + link_hold) + pid_wait + link_wait + c.draw("wake_up_new_task"))
-        rec.tail_us = env._now - t
-        self._stage(P, "copy_process_tail", t)
+        return max(tail, pid_hold + link_hold) + pid_wait + link_wait + d.wake_new()
 
-        child_task = self.machine.new_task(f"{parent.task.name}.{kind}")
-        child = Process(child_task, child_mm, parent)
-        child.inherited = k.copies_mm
-        if k.vfork_wait:
-            child.vfork_waiter = P
-        pack = self.costs.uniform() < self._pack[k.vfork_wait, bool(P.cpu.rq)]
-        first_run, ipi = self.machine.spawn(child_task, P, pack=pack)
-        env.process(self.child_life(child, kind, first_run, rec))
-        if ipi > 0.0:
-            yield P.run(ipi)
-        if child.vfork_waiter is not None:
-            # wait_for_vfork_done(): sleep until the child execs or exits (mm_release)
-            yield P.sleep()
-        rec.fork_ret = env._now
-        yield from self._return_to_user(P)
-        return child
+    def _setup_dup_mmap(self, P: "Task", mm: MM, setup: float, rec: "Creation") -> Proc:
+        """copy_process_setup, then dup_mmap under the free mmap_lock of a single-threaded parent, as
+        one chunk: the setup its non-preemptible head, the VMA walk preemptible (cond_resched)."""
+        env, c = self.env, self.costs
+        t0 = env._now
+        lock = mm.mmap_lock
+        lock.try_write(P)  # free: held at once (its zero wait recorded)
+        head = P.interrupted(setup)
+        t1 = t0 + head
+        rec.setup_us = t1 - t0
+        cold = self.warmth.coldness(mm, P.cpu.id, t1)
+        walk = c.draw_plus("dup_mmap", mm.shape, self.warmth.extra_us("dup_mmap", cold, mm.shape))
+        yield P.run(head + walk, preemptible=True, head=head)
+        self.warmth.walked(mm, P.cpu.id, env._now)  # its PTEs and struct pages are now in this CPU's caches
+        lock.release()
+        rec.dup_mmap_us = env._now - t1
+        if self.on_stage is not None:
+            self.on_stage(P, "copy_process_setup", t0, t1)
+            self.on_stage(P, "dup_mmap", t1, env._now)
+
+    def _dup_mmap(self, P: "Task", mm: MM, rec: "Creation") -> Proc:
+        """dup_mmap(): the parent's mmap_lock for write across the whole VMA walk (cond_resched inside)."""
+        env, c = self.env, self.costs
+        t = env._now
+        lock = mm.mmap_lock
+        granted = lock.try_write(P)
+        if granted is not None:
+            yield self.sleep_until(P, granted)
+        rec.mmap_wait = env._now - t
+        t1 = env._now
+        cold = self.warmth.coldness(mm, P.cpu.id, t1)
+        yield P.run(c.draw_plus("dup_mmap", mm.shape, self.warmth.extra_us("dup_mmap", cold, mm.shape)),
+                    preemptible=True)
+        self.warmth.walked(mm, P.cpu.id, env._now)  # its PTEs and struct pages are now in this CPU's caches
+        lock.release()
+        rec.dup_mmap_us = env._now - t1
+        self._stage(P, "dup_mmap", t1)
 
     # ------------------------------------------------------------------ the child
 
@@ -187,20 +269,21 @@ class Kernel:
         # their parents on one vCPU; an IPI and halt exit per vfork would not fit its 15 us).
         return self.machine.wake(waiter, child.task, sync=True)
 
-    def child_life(self, child: Process, kind: str, first_run: simpy.Event, rec: "Creation") -> Proc:
-        """The child: ret_from_fork, COW writes, its lifetime, exec, do_exit."""
-        env, c, cfg = self.env, self.costs, self.child_cfg
+    def child_life(self, child: Process, kind: str, rec: "Creation") -> Proc:
+        """The child from its first run (a `Coroutine` started by it): ret_from_fork, COW writes, its
+        lifetime, exec, do_exit."""
+        env, c, cfg, d = self.env, self.costs, self.child_cfg, self._d
         C = child.task
-        yield first_run
         # ret_from_fork -> schedule_tail: the first return to user space; a fork child then takes
         # COW faults on the pages it writes first (stack, glibc's fork bookkeeping)
-        cost = c.draw("ret_from_fork")
+        cost = d.ret_from_fork()
         if child.inherited:
-            cost += c.draw("fork_child_touch")
+            cost += d.child_touch()
         yield C.run(cost)
         rec.child_start = env._now
         rec.child_cpu = C.cpu.id
-        yield from self._return_to_user(C)
+        if C.need_resched or C.cpu.rq:  # a preemption point
+            yield from self._return_to_user(C)
         x = self.copies
         if x is not None and x.unshare_us > 0.0:
             # ksys_unshare: unshare_fs, unshare_fd (dup_fd), unshare_nsproxy_namespaces
@@ -217,7 +300,7 @@ class Kernel:
         if KINDS[kind].execs:
             # execve: begin_new_exec -> exec_mmap drops the old mm (exit_mmap if its last user)
             t = env._now
-            cost = c.draw("exec")
+            cost = d.exec()
             if child.inherited:
                 cost += c.draw("exit_mmap", child.mm.shape)
                 child.inherited = False
@@ -235,7 +318,8 @@ class Kernel:
 
     @staticmethod
     def _return_to_user(task: "Task") -> Proc:
-        """A return to user space: a preemption point (need_resched, or a used-up slice)."""
+        """A return to user space: a preemption point (need_resched, or a used-up slice; the hot
+        paths call it only when the task has need_resched or its CPU has tasks waiting)."""
         ev = task.ret_to_user()
         if ev is not None:
             yield ev
@@ -249,18 +333,18 @@ class Kernel:
     def do_exit(self, child: Process, kind: str, rec: "Creation") -> Proc:
         """do_exit(): exit_signals .. exit_mm (mm_release), exit_mmap of an mm it owns, exit_files ..,
         exit_notify, the last schedule."""
-        env, c = self.env, self.costs
+        env, c, d = self.env, self.costs, self._d
         C = child.task
         t = env._now
         # The measured do_exit runs to the last schedule, so it holds the tasklist_lock sections of
         # exit_notify (and a thread's own release_task): they are carved out of it, not added.
-        hold = c.draw("exit_notify_hold")
+        hold = d.exit_notify_hold()
         locked = hold
         thread = KINDS[kind].clone_thread  # CLONE_THREAD: release_task by itself at exit_notify
         if thread:
-            rel, pid_hold = c.draw("release_task_hold"), c.draw("alloc_pid_hold")
+            rel, pid_hold = d.release_hold(), d.pid_hold()
             locked += rel + pid_hold
-        body = max(0.0, c.draw("do_exit") - locked)
+        body = max(0.0, d.do_exit() - locked)
         x = self.copies
         if x is not None:  # exit_files -> close_files per fd, exit_task_namespaces; exit_notify's share
             body = max(0.0, body + c.term("+exit", x.exit_us, x.sigma))
@@ -283,7 +367,8 @@ class Kernel:
             # zap_pte_range drops the mapcount of every folio it shares with the parent: the
             # parent's struct pages are warm on this CPU again
             self.warmth.walked(child.parent.mm, C.cpu.id, env._now)
-        self._stage(C, "do_exit", t)
+        if self.on_stage is not None:
+            self.on_stage(C, "do_exit", t, env._now)
 
         # exit_notify(): tasklist_lock for write, do_notify_parent -> __wake_up_parent (a sync wake-up);
         # a thread is reaped at once by itself (release_task)
@@ -340,7 +425,7 @@ class Kernel:
 
     def do_wait(self, parent: Process, child: Process, kind: str, rec: "Creation", thread: "Task | None" = None) -> Proc:
         """wait4() -> do_wait -> wait_task_zombie -> release_task; pthread_join for a thread."""
-        env, c = self.env, self.costs
+        env, c, d = self.env, self.costs, self._d
         P = thread or parent.task
         t = env._now
         if KINDS[kind].clone_thread:
@@ -352,7 +437,7 @@ class Kernel:
             parent.zombies.remove(child)
             rec.reap = env._now
             return
-        reap = c.draw("wait_reap")
+        reap = d.wait_reap()
         rest = reap
         walk = 0.0  # do_wait's walk of the parent's other children, tasklist_lock read side
         if self.copies is not None and self.copies.wait_us > 0.0:
@@ -371,12 +456,14 @@ class Kernel:
         now = env._now
         if walk:  # the walk again once woken (wait_task_zombie is reached through it)
             rest += walk + self.tasklist_lock.read(now, walk)
-        hold = c.draw("release_task_hold")
+        hold = d.release_hold()
         wait = self.tasklist_lock.write(now + 0.5 * rest, hold)
-        pid_hold = c.draw("alloc_pid_hold")
+        pid_hold = d.pid_hold()
         wait2 = self.pidmap_lock.write(now + 0.5 * rest + wait + hold, pid_hold)
         yield P.run(rest + wait + wait2)
         parent.zombies.remove(child)
         rec.reap = env._now
-        self._stage(P, "wait_reap", t)
-        yield from self._return_to_user(P)
+        if self.on_stage is not None:
+            self.on_stage(P, "wait_reap", t, env._now)
+        if P.need_resched or P.cpu.rq:  # the return to user space: a preemption point
+            yield from self._return_to_user(P)
