@@ -190,12 +190,13 @@ class Kernel:
     def _clear_child_tid(self, child: Process) -> float:
         """mm_release -> clear_child_tid: a thread's tid is zeroed and the futex woken, which is what
         pthread_join sleeps on (CLONE_CHILD_CLEARTID): the joiner runs on before the thread's exit_files
-        and exit_notify are done. The waker's cost."""
+        and exit_notify are done. The waker's cost: futex_wake is an ordinary wake-up (no WF_SYNC), so
+        the joiner goes back to its own CPU when that one is idle."""
         child.tid_cleared = True
         waiter = child.parent.waiter
         if waiter is None or waiter.state != "sleeping":
             return 0.0
-        return self.machine.wake(waiter, child.task, sync=True)
+        return self.machine.wake(waiter, child.task)
 
     def child_life(self, child: Process, kind: str, first_run: simpy.Event, rec: "Creation") -> Proc:
         """The child: ret_from_fork, COW writes, its lifetime, exec, do_exit."""
