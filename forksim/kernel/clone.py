@@ -187,12 +187,13 @@ class Kernel:
         # their parents on one vCPU; an IPI and halt exit per vfork would not fit its 15 us).
         return self.machine.wake(waiter, child.task, sync=True)
 
-    def _clear_child_tid(self, child: Process) -> float:
+    def _clear_child_tid(self, child: Process, rec: "Creation") -> float:
         """mm_release -> clear_child_tid: a thread's tid is zeroed and the futex woken, which is what
         pthread_join sleeps on (CLONE_CHILD_CLEARTID): the joiner runs on before the thread's exit_files
         and exit_notify are done. The waker's cost: futex_wake is an ordinary wake-up (no WF_SYNC), so
         the joiner goes back to its own CPU when that one is idle."""
         child.tid_cleared = True
+        rec.mm_release = self.env._now
         waiter = child.parent.waiter
         if waiter is None or waiter.state != "sleeping":
             return 0.0
@@ -288,7 +289,7 @@ class Kernel:
             yield C.run(rest, preemptible=True)
         elif thread:
             yield C.run(head)
-            rest += self._clear_child_tid(child)
+            rest += self._clear_child_tid(child, rec)
             yield C.run(rest, preemptible=True)
         else:  # nothing happens at the head's end: one chunk whose preemption points start there
             yield C.run(head + rest, preemptible=True, head=head)
