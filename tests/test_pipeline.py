@@ -149,6 +149,24 @@ def test_vfork_parent_returns_only_after_the_child_execs_or_exits(clone):
         assert (done["child_exit_us"] >= done["mm_release_us"]).all()
 
 
+def test_pthread_join_returns_at_the_threads_mm_release():
+    """CLONE_CHILD_CLEARTID: mm_release (in exit_mm, the end of do_exit's head) wakes the joiner's
+    futex; the thread goes on with exit_files .. exit_notify and reaps itself. With the joiner's CPU
+    idle (the thread placed on the other one), the join returns later the longer that head is, and
+    never before mm_release."""
+    from forksim.profile import Fraction
+
+    def join_us(share: float) -> float:
+        prof = _quiet_profile(exit_head_share=Fraction(value=share, source="test"))
+        r = run_experiment(closed(cpus=2, parents=1, rss="0", clone="thread", duration="20ms", reps=1), profile=prof)
+        df = r.records.dropna(subset=["reap_us"])
+        assert len(df) > 50 and (df["reap_us"] >= df["mm_release_us"]).all()
+        assert (df["mm_release_us"] >= df["child_start_us"]).all()
+        return float((df["reap_us"] - df["start_us"]).mean())
+
+    assert join_us(0.0) < join_us(0.5) < join_us(1.0)
+
+
 def _quiet_profile(**update):
     """The default profile without interruptions (their stream depends on chunk boundaries)."""
     prof = runner.resolve_profile(closed())

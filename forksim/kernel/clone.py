@@ -269,6 +269,18 @@ class Kernel:
         # their parents on one vCPU; an IPI and halt exit per vfork would not fit its 15 us).
         return self.machine.wake(waiter, child.task, sync=True)
 
+    def _clear_child_tid(self, child: Process, rec: "Creation") -> float:
+        """mm_release -> clear_child_tid: a thread's tid is zeroed and the futex woken, which is what
+        pthread_join sleeps on (CLONE_CHILD_CLEARTID): the joiner runs on before the thread's exit_files
+        and exit_notify are done. The waker's cost: futex_wake is an ordinary wake-up (no WF_SYNC), so
+        the joiner goes back to its own CPU when that one is idle."""
+        child.tid_cleared = True
+        rec.mm_release = self.env._now
+        waiter = child.parent.waiter
+        if waiter is None or waiter.state != "sleeping":
+            return 0.0
+        return self.machine.wake(waiter, child.task)
+
     def child_life(self, child: Process, kind: str, rec: "Creation") -> Proc:
         """The child from its first run (a `Coroutine` started by it): ret_from_fork, COW writes, its
         lifetime, exec, do_exit."""
@@ -359,6 +371,10 @@ class Kernel:
             yield C.run(head)
             rest += self._complete_vfork(child, rec)
             yield C.run(rest, preemptible=True)
+        elif thread:
+            yield C.run(head)
+            rest += self._clear_child_tid(child, rec)
+            yield C.run(rest, preemptible=True)
         else:  # nothing happens at the head's end: one chunk whose preemption points start there
             yield C.run(head + rest, preemptible=True, head=head)
         if child.inherited:
@@ -382,12 +398,13 @@ class Kernel:
         yield C.run(work)
         rec.child_exit = env._now
         child.exited = True
-        parent = child.parent
-        parent.zombies.append(child)
-        waiter = parent.waiter
         ipi = 0.0
-        if waiter is not None and waiter.state == "sleeping":
-            ipi = self.machine.wake(waiter, C, sync=True)
+        if not thread:  # a process: a zombie until reaped, and SIGCHLD wakes a parent in wait()
+            parent = child.parent
+            parent.zombies.append(child)
+            waiter = parent.waiter
+            if waiter is not None and waiter.state == "sleeping":
+                ipi = self.machine.wake(waiter, C, sync=True)
         if ipi > 0.0:
             yield C.run(ipi)
         # do_task_dead -> __schedule -> finish_task_switch: the stack goes back to this CPU's cache
@@ -429,12 +446,12 @@ class Kernel:
         P = thread or parent.task
         t = env._now
         if KINDS[kind].clone_thread:
-            # pthread_join: a futex wait woken by the exiting thread (CLONE_CHILD_CLEARTID)
-            if not child.exited:
+            # pthread_join: a futex wait on the thread's tid, woken at its mm_release (_clear_child_tid);
+            # the thread reaps itself
+            if not child.tid_cleared:
                 parent.waiter = P
                 yield P.sleep()
                 parent.waiter = None
-            parent.zombies.remove(child)
             rec.reap = env._now
             return
         reap = d.wait_reap()

@@ -34,7 +34,8 @@ class MM:
 class Process:
     """A thread group: its main task, its mm, and its children awaiting wait()."""
 
-    __slots__ = ("task", "mm", "parent", "zombies", "waiter", "vfork_waiter", "inherited", "exited", "threads")
+    __slots__ = ("task", "mm", "parent", "zombies", "waiter", "vfork_waiter", "inherited", "exited", "tid_cleared",
+                 "threads")
 
     def __init__(self, task: "Task", mm: MM | None, parent: "Process | None" = None):
         self.task = task
@@ -45,4 +46,5 @@ class Process:
         self.vfork_waiter: "Task | None" = None  # the parent sleeping in wait_for_vfork_done
         self.inherited = False  # its mm is a fork copy still mapping the parent's pages
         self.exited = False
+        self.tid_cleared = False  # a thread: mm_release cleared its tid and woke pthread_join
         self.threads: list["Task"] = [task]
