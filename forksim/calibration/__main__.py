@@ -13,7 +13,7 @@ from . import calibrate
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m forksim.calibration", description=__doc__)
     ap.add_argument("--out", default="profile.json", help="profile file to write (default: profile.json)")
-    ap.add_argument("--quick", action="store_true", help="the short plan (under 2 minutes)")
+    ap.add_argument("--quick", action="store_true", help="the short plan (about a minute on a 2-vCPU VM)")
     ap.add_argument("--smoke", action="store_true", help="a seconds-long subset (tests)")
     ap.add_argument("--raw", default=None, help="also write every raw sample here (.json or .json.gz)")
     ap.add_argument("--no-tracefs", action="store_true", help="do not use tracepoints even as root")
