@@ -26,7 +26,7 @@ class CPU:
 
     __slots__ = (
         "machine", "id", "rq", "current", "min_vruntime", "_token", "_busy_since", "busy_us",
-        "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load", "_picks",
+        "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load", "_picks", "idle_since",
     )
 
     def __init__(self, machine: "Machine", cpu_id: int):
@@ -45,6 +45,7 @@ class CPU:
         self.in_transit = False  # current task chosen but not yet running (switch, migration, halt exit)
         self._kick_pending = False
         self._next_interruption = 0.0
+        self.idle_since = 0.0  # when it last went idle (a halted vCPU wakes slower the longer it slept)
         self._seq = 0
         self._picks = 0  # tasks made current so far (DELAY_DEQUEUE: a delayed sleeper leaves at a pick)
 
@@ -229,6 +230,7 @@ class CPU:
                 cost += m.params.migration()
         if nxt is None:
             m._idle.add(self.id)
+            self.idle_since = m.env._now
             return  # idle: the vCPU halts
         self._dispatch(nxt, cost + m.params.context_switch())
 

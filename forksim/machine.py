@@ -134,13 +134,20 @@ class Machine:
         task.vruntime = max(task.vruntime, target.min_vruntime - credit)
         return self._activate(task, target, waker_cpu)
 
+    def halt_exit(self, cpu: CPU) -> float:
+        """How long a halted `cpu` takes to run what it was woken for: idle_wake, scaled by how long
+        it has been idle where the profile measured that (the host's halt polling)."""
+        p = self.params
+        wake = p.idle_wake()
+        return wake if p.idle_wake_scale is None else wake * p.idle_wake_scale(self.env._now - cpu.idle_since)
+
     def _activate(self, task: Task, target: CPU, waker_cpu: CPU | None) -> float:
         p = self.params
         if target.idle:
             # An idle vCPU halts at once (haltpoll without polling): it must be woken.
             target.waking = True
             target.load += 1
-            target._dispatch(task, p.idle_wake())
+            target._dispatch(task, self.halt_exit(target))
             return p.ipi_send() if waker_cpu is not None and waker_cpu is not target else 0.0
         target._enqueue(task)
         cur = target.current
@@ -191,7 +198,7 @@ class Machine:
                     task.vruntime += cpu.min_vruntime - busy.min_vruntime
                     cpu.waking = True
                     cpu.load += 1
-                    cpu._dispatch(task, self.params.idle_wake() + self.params.migration())
+                    cpu._dispatch(task, self.halt_exit(cpu) + self.params.migration())
 
         self.env.timeout(delay).callbacks.append(balance)
 

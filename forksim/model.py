@@ -19,7 +19,7 @@ import numpy as np
 
 from .draws import Draws
 from .kernel.copies import Copies
-from .profile import ImageShape, Profile, StageCost
+from .profile import IdleWakeCurve, ImageShape, Profile, StageCost
 from .sched.balance import BalanceParams
 from .sched.params import SchedulerParams
 from .workloads.arrivals import FILE_FREE, load_arrivals
@@ -93,6 +93,7 @@ class SchedulerSpec:
     wakeup_preemption: bool
     context_switch: Cost
     idle_wake: Cost
+    idle_wake_curve: IdleWakeCurve | None  # None: idle_wake whatever the idle time (or overridden)
     ipi_send: StageCost | None  # None: no IPI cost (machine.idle_wake overrides the halt exit)
     migration: Cost
     eevdf: bool
@@ -115,6 +116,7 @@ class SchedulerSpec:
             wakeup_preemption=m.wakeup_preemption,
             context_switch=cost(m.context_switch, sched.context_switch),
             idle_wake=cost(m.idle_wake, sched.idle_wake),
+            idle_wake_curve=sched.idle_wake_curve if m.idle_wake is None else None,
             ipi_send=profile.stages["ipi_send"] if m.idle_wake is None else None,
             migration=cost(m.migration, sched.migration),
             eevdf=profile.balancing is not None and profile.balancing.eevdf,
@@ -139,6 +141,7 @@ class SchedulerSpec:
             wakeup_preemption=self.wakeup_preemption,
             context_switch=sampler(self.context_switch, "context_switch"),
             idle_wake=sampler(self.idle_wake, "idle_wake"),
+            idle_wake_scale=self.idle_wake_curve.at if self.idle_wake_curve is not None else None,
             ipi_send=costs.sampler(ipi, "ipi_send") if ipi is not None else (lambda: 0.0),
             migration=sampler(self.migration, "migration"),
             eevdf=self.eevdf,

@@ -59,6 +59,7 @@ from .profile_terms import (  # noqa: F401 - _TERMS: the old private name of TER
     Fraction,
     ImageShape,
     Residual,
+    IdleWakeCurve,
     SchedulerCosts,
     StageCost,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "SCHEDULER_KEYS",
     "Residual",
     "StageCost",
+    "IdleWakeCurve",
     "SchedulerCosts",
     "Fraction",
     "Interruptions",

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["TERMS", "Residual", "StageCost", "SchedulerCosts", "Fraction", "ImageShape"]
+__all__ = ["TERMS", "Residual", "StageCost", "IdleWakeCurve", "SchedulerCosts", "Fraction", "ImageShape"]
 
 
 class Residual(BaseModel):
@@ -116,6 +116,32 @@ class StageCost(BaseModel):
         return self.model_copy(update={term: getattr(self, term) * factor})
 
 
+class IdleWakeCurve(BaseModel):
+    """How a halted vCPU's wake-up latency depends on how long it has been idle: `scale` (the median
+    latency over `idle_wake`'s median) at each `idle_us`, interpolated in log(idle) and held flat
+    beyond the ends. The host polls a halted vCPU a while before it deschedules its thread, so a CPU
+    idle for microseconds wakes faster than one idle for a millisecond."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    idle_us: list[float] = Field(min_length=2)
+    scale: list[float] = Field(min_length=2)
+    source: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "IdleWakeCurve":
+        if len(self.idle_us) != len(self.scale):
+            raise ValueError("idle_wake_curve: idle_us and scale must have the same length")
+        if any(x <= 0 for x in self.idle_us) or any(b <= a for a, b in zip(self.idle_us, self.idle_us[1:])):
+            raise ValueError("idle_wake_curve.idle_us must be positive and rise strictly (microseconds)")
+        if any(not math.isfinite(x) or x <= 0 for x in self.scale):
+            raise ValueError("idle_wake_curve.scale must be positive ratios")
+        return self
+
+    def at(self, idle_us: float) -> float:
+        """The latency scale for a CPU idle `idle_us` microseconds."""
+        return float(np.interp(math.log(max(idle_us, 1e-3)), np.log(self.idle_us), self.scale))
+
+
 class SchedulerCosts(BaseModel):
     """The machine's scheduling costs, each a StageCost with only `fixed_us` used as its median."""
 
@@ -126,6 +152,9 @@ class SchedulerCosts(BaseModel):
     context_switch: StageCost
     migration: StageCost
     wakeup_granularity: StageCost
+    # optional (profiles before 2026-12-01 evening lack it: every wake-up of a halted CPU costs
+    # idle_wake, however briefly it was idle)
+    idle_wake_curve: IdleWakeCurve | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "SchedulerCosts":

@@ -59,3 +59,30 @@ def test_probe_section_loads_into_a_profile():
     raw["interruptions"] = sec
     assert raw["interruptions"]["duration"]["residual"]["probabilities"] == list(PROBABILITIES)
     assert Profile.model_validate(raw).interruptions.rate_per_s == 400.0
+
+
+# ------------------------------------------------------------------ a halted vCPU's wake-up by idle time
+
+
+def test_idle_wake_curve_interpolates_in_log_idle_and_holds_its_ends():
+    from forksim.profile import IdleWakeCurve
+
+    c = IdleWakeCurve(idle_us=[10.0, 1000.0], scale=[0.4, 1.2], source="test")
+    assert c.at(1.0) == pytest.approx(0.4) and c.at(1e6) == pytest.approx(1.2)
+    assert c.at(100.0) == pytest.approx(0.8)  # halfway in log(idle)
+    for bad in ({"idle_us": [10.0], "scale": [1.0]}, {"idle_us": [10.0, 5.0], "scale": [1.0, 1.0]},
+                {"idle_us": [10.0, 50.0], "scale": [1.0, 0.0]}, {"idle_us": [10.0, 50.0], "scale": [1.0]}):
+        with pytest.raises(ValidationError):
+            IdleWakeCurve(source="test", **bad)
+
+
+def test_idle_wake_curve_fitted_from_the_spin_runs():
+    from forksim.calibration.scheduling import _idle_wake_curve
+
+    def run(spin, lat_us):
+        key = {"mode": "wake", "a": 0, "b": 1, **({"spin": spin} if spin != 200 else {})}
+        return {"key": key, "samples": [{"lat_ns": lat_us * 1e3, "lat_back_ns": lat_us * 1e3}] * 10}
+
+    c = _idle_wake_curve([run(10, 9.0), run(200, 18.0), run(1000, 27.0)], 18.0)
+    assert c["idle_us"] == [10.0, 200.0, 1000.0] and c["scale"] == [0.5, 1.0, 1.5]
+    assert _idle_wake_curve([run(200, 18.0)], 18.0) is None  # the reference alone: no curve

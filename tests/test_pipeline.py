@@ -367,3 +367,20 @@ def test_stage_breakdown_adds_up_to_the_fork_latency():
     s = run_experiment(closed(parents=2, rss="512MiB", duration="30ms", reps=1)).summary
     total = sum(s["stage_us"].values())
     assert total == pytest.approx(s["fork_latency_us"]["mean"], rel=1e-6), s["stage_us"]
+
+
+def test_a_cpu_idle_briefly_wakes_faster_so_a_thread_loop_runs_faster():
+    """pthread_create -> join on 2 CPUs: the thread often lands on the other, briefly idle CPU; a
+    profile whose halted vCPU wakes at a tenth of idle_wake after short idle times simulates more
+    creations per second, and the same profile without the curve is the old model."""
+    from forksim.profile import IdleWakeCurve
+
+    base = runner.resolve_profile(closed())
+    fast = base.model_copy(update={"scheduler": base.scheduler.model_copy(update={
+        "idle_wake_curve": IdleWakeCurve(idle_us=[50.0, 200.0], scale=[0.1, 1.0], source="test")})})
+
+    def rate(prof):
+        r = run_experiment(closed(cpus=2, parents=1, rss=0, clone="thread", duration="20ms", reps=1), profile=prof)
+        return r.summary["throughput_per_s"]["mean"]
+
+    assert rate(fast) > 1.1 * rate(base)

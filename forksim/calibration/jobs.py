@@ -94,7 +94,10 @@ class _Jobs:
         def run() -> None:
             argv = [str(self.b.schedbench), mode, "-a", str(a), "-b", str(bb), "-n", str(reps), "-s", str(spin)]
             shape, samples, _, _ = bench.run_bench(argv)
-            self.store.add("sched", {"mode": mode, "a": a, "b": bb}, shape, samples)
+            key = {"mode": mode, "a": a, "b": bb}
+            if spin != 200:  # the reference idle time keeps the old key (raw files before 2026-12-01 evening)
+                key["spin"] = spin
+            self.store.add("sched", key, shape, samples)
 
         return run
 
@@ -177,12 +180,19 @@ class _Jobs:
         r, cpu, other = self.plan.sched_reps, self.cpu, self.other
         return [
             ("idle wake-up (cross-CPU futex)", self.sched("wake", cpu, other, max(20, r // 2))),
+            # the same after shorter and longer idle times (IDLE_SPINS_US): the host's halt polling
+            *((f"idle wake-up after {s} us idle", self.sched("wake", cpu, other, max(20, r // 4), spin=s))
+              for s in IDLE_SPINS_US),
             ("local wake-up (same-CPU futex)", self.sched("wake", cpu, cpu, max(10, r // 10), spin=20)),
             ("futex wake without waiter", self.sched("nowake", cpu, cpu, r)),
             ("context switch (same-CPU pipe)", self.sched("pipe", cpu, cpu, r * 5)),
             ("cross-CPU pipe ping-pong", self.sched("pipe", cpu, other, r)),
             ("pipe syscalls without switch", self.sched("pipe1", cpu, cpu, r * 5)),
         ]
+
+
+# how long the wakee's CPU has been idle before the cross-CPU wake-ups beside the 200 us reference
+IDLE_SPINS_US = (10, 50, 1000)
 
 
 def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: tracefs.TraceInstance | None, cpu: int,

@@ -17,6 +17,23 @@ from .samples import Evidence, pct, quantiles, vals
 __all__ = ["fit_scheduler", "fit_placement", "exit_head_share"]
 
 
+def _idle_wake_curve(wakes: list[dict[str, Any]], ref_us: float) -> dict[str, Any] | None:
+    """The wake-up latency's median after each idle time the wakee's CPU had (the waker's spin before
+    FUTEX_WAKE), over the 200 us reference's: the profile's scheduler.idle_wake_curve."""
+    by: dict[float, list[float]] = {}
+    for r in wakes:
+        lat = [v for v in vals([r], "lat_ns") + vals([r], "lat_back_ns") if v < 1000.0]
+        by.setdefault(float(r["key"].get("spin", 200)), []).extend(lat)
+    pts = sorted((s, median(v)) for s, v in by.items() if len(v) >= 10)
+    if len(pts) < 2 or ref_us <= 0:
+        return None
+    return {"idle_us": [s for s, _ in pts], "scale": [round(m / ref_us, 4) for _, m in pts],
+            "source": "measured: futex ping-pong across CPUs, the waker spinning " + ", ".join(f"{s:g}" for s, _ in pts)
+                      + " us before FUTEX_WAKE (the wakee's CPU idle about as long): wake-up latency p50 "
+                      + ", ".join(f"{m:.1f}" for _, m in pts) + " us, over idle_wake's median (the 200 us run); "
+                      "samples over 1 ms dropped (the other CPU was busy)"}
+
+
 def fit_scheduler(ev: Evidence, facts: dict[str, Any]) -> tuple[dict[str, StageCost], StageCost]:
     """The scheduler section (tick, slice, idle wake-up, context switch, migration, wake-up granularity)
     and ipi_send, the waker's cost of a remote wake-up; the figures behind them go to diag['scheduler']."""
@@ -37,7 +54,8 @@ def fit_scheduler(ev: Evidence, facts: dict[str, Any]) -> tuple[dict[str, StageC
         out["slice"] = stage_cost(fixed_us=750.0 * f, source=(
             f"assumption: EEVDF base slice 0.75 ms x (1 + ilog2(min({ncpu} CPUs, 8))) = {0.75 * f} ms "
             f"(SCHED_TUNABLESCALING_LOG); {why}"))
-    cross = [r for r in store.select("sched", mode="wake") if r["key"]["a"] != r["key"]["b"]]
+    wakes = [r for r in store.select("sched", mode="wake") if r["key"]["a"] != r["key"]["b"]]
+    cross = [r for r in wakes if "spin" not in r["key"]]  # the reference: the wakee idle 200 us
     local = [r for r in store.select("sched", mode="wake") if r["key"]["a"] == r["key"]["b"]]
     nowake = store.select("sched", mode="nowake")
     lat = vals(cross, "lat_ns") + vals(cross, "lat_back_ns")
@@ -57,6 +75,9 @@ def fit_scheduler(ev: Evidence, facts: dict[str, Any]) -> tuple[dict[str, StageC
             f"measured: futex ping-pong across CPUs, the wakee's CPU halted (waker spins 200 us first): waker's clock "
             f"before FUTEX_WAKE -> wakee's clock after FUTEX_WAIT ({len(idle_lat)} wake-ups; {len(lat) - len(idle_lat)} "
             f"over 1 ms dropped: the other CPU was busy, not idle)"))
+        curve = _idle_wake_curve(wakes, median(idle_lat))
+        if curve is not None:
+            d["idle_wake_curve"] = curve  # derive.py puts it into the profile's scheduler section
     else:
         out["idle_wake"] = stage_cost(fixed_us=25.0, source="assumption: 25 us (no cross-CPU measurement)")
     ipi = median(call_x) - median(call_local) if call_x and call_local else float("nan")

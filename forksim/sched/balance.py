@@ -184,7 +184,7 @@ class Balancer:
         params = self.m.params
         cpu.waking = True
         cpu.load += 1
-        cpu._dispatch(task, params.idle_wake() + params.migration())
+        cpu._dispatch(task, self.m.halt_exit(cpu) + params.migration())
 
     # ---- the tick
 

@@ -22,6 +22,8 @@ class SchedulerParams:
     wakeup_preemption: bool = True
     context_switch: Callable[[], float] = field(default=lambda: 0.0)
     idle_wake: Callable[[], float] = field(default=lambda: 0.0)
+    # idle_wake's scale for a CPU idle this long (microseconds); None: 1 whatever the idle time
+    idle_wake_scale: Callable[[float], float] | None = None
     ipi_send: Callable[[], float] = field(default=lambda: 0.0)
     migration: Callable[[], float] = field(default=lambda: 0.0)
     # Interruptions of a running CPU (tick, device interrupts, host preemption of a vCPU): the gap
