@@ -225,44 +225,16 @@ static int64_t write_pass(char *p, size_t pages)
     return cpu_ns() - c0;
 }
 
-/* cold mode's other work: a process forked before the image exists (so it shares none of it),
- * pinned with the parent, sweeping its own buffer once per byte read from `go`. */
-static int work_go = -1, work_done = -1;
-
+/* cold mode's other work: lab_start_sweeper (lab.h), started before the image exists. */
 static void start_worker(size_t bytes)
 {
-    int a[2], b[2];
-    if (pipe(a) || pipe(b))
-        die("pipe");
-    pid_t pid = fork();
-    if (pid < 0)
-        die("fork worker");
-    if (pid == 0) {
-        char *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        char c;
-        close(a[1]);
-        close(b[0]);
-        if (buf == MAP_FAILED)
-            _exit(3);
-        touch(buf, bytes);
-        while (read(a[0], &c, 1) == 1) {
-            for (size_t off = 0; off < bytes; off += 64)
-                buf[off] += 1;
-            if (write(b[1], &c, 1) != 1)
-                _exit(3);
-        }
-        _exit(0);
-    }
-    close(a[0]);
-    close(b[1]);
-    work_go = a[1];
-    work_done = b[0];
+    if (lab_start_sweeper(bytes))
+        die("worker");
 }
 
 static void other_work(void)
 {
-    char c = 1;
-    if (write(work_go, &c, 1) != 1 || read(work_done, &c, 1) != 1)
+    if (lab_sweep())
         die("worker");
 }
 

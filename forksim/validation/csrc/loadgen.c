@@ -400,52 +400,17 @@ static void *writer_fn(void *arg)
 
 /* ------------------------------------------------------------------ other work (closed, --other-work) */
 
-/* Like forkbench's cold mode: a process forked before the parent's image exists (so it shares none
- * of it), on the parent's CPU (it inherits the parent's pinning), sweeping its own buffer once per
- * byte read from `go`: one write per 64-byte line. */
-static int work_go = -1, work_done = -1;
-
+/* Like forkbench's cold mode: lab_start_sweeper (lab.h), started before the parent's image exists. */
 static void start_co_runner(size_t bytes)
 {
-    int a[2], b[2];
-    if (pipe(a) || pipe(b))
-        die("pipe");
-    pid_t pid = fork();
-    if (pid < 0)
-        die("fork co-runner");
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        close(a[1]);
-        close(b[0]);
-        char *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (buf == MAP_FAILED)
-            _exit(3);
-        madvise(buf, bytes, MADV_NOHUGEPAGE);
-        for (size_t off = 0; off < bytes; off += PAGE)
-            buf[off] = 1;
-        char c;
-        while (read(a[0], &c, 1) == 1) {
-            for (size_t off = 0; off < bytes; off += 64)
-                buf[off] += 1;
-            if (write(b[1], &c, 1) != 1)
-                _exit(3);
-        }
-        _exit(0);
-    }
-    close(a[0]);
-    close(b[1]);
-    work_go = a[1];
-    work_done = b[0];
+    if (lab_start_sweeper(bytes))
+        die("co-runner");
 }
 
 static void other_work(void)
 {
-    char c = 1;
-    if (write(work_go, &c, 1) != 1)
+    if (lab_sweep())
         die("co-runner");
-    while (read(work_done, &c, 1) != 1)
-        if (errno != EINTR)
-            die("co-runner");
 }
 
 /* ------------------------------------------------------------------ a parent */
