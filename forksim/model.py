@@ -141,7 +141,7 @@ class SchedulerSpec:
             wakeup_preemption=self.wakeup_preemption,
             context_switch=sampler(self.context_switch, "context_switch"),
             idle_wake=sampler(self.idle_wake, "idle_wake"),
-            idle_wake_scale=self.idle_wake_curve.at if self.idle_wake_curve is not None else None,
+            idle_wake_scale=self.idle_wake_curve.scaler() if self.idle_wake_curve is not None else None,
             ipi_send=costs.sampler(ipi, "ipi_send") if ipi is not None else (lambda: 0.0),
             migration=sampler(self.migration, "migration"),
             eevdf=self.eevdf,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -139,7 +139,16 @@ class IdleWakeCurve(BaseModel):
 
     def at(self, idle_us: float) -> float:
         """The latency scale for a CPU idle `idle_us` microseconds."""
-        return float(np.interp(math.log(max(idle_us, 1e-3)), np.log(self.idle_us), self.scale))
+        return self.scaler()(idle_us)
+
+    def scaler(self) -> Callable[[float], float]:
+        """`at` with the logs of the idle times worked out once (it runs at every halt exit)."""
+        logs, scale = [math.log(x) for x in self.idle_us], list(self.scale)
+
+        def at(idle_us: float) -> float:
+            return float(np.interp(math.log(max(idle_us, 1e-3)), logs, scale))
+
+        return at
 
 
 class SchedulerCosts(BaseModel):

@@ -15,7 +15,7 @@ from .kernel.costs import EMPTY_IMAGE
 from .kernel.flags import KINDS
 from .kernel.stages import CHILD, PARENT, PER_CREATION, PER_SHARED_PAGE, STAGES
 from .model import image_shape, scaled_slice_us
-from .profile import Profile, StageCost
+from .profile import Profile
 from .workloads.arrivals import load_arrivals
 
 __all__ = ["WorkEstimate", "estimate_work", "check_work", "MAX_EVENTS", "EVENTS_PER_SECOND", "EVENTS_PER_CREATION"]
@@ -47,11 +47,6 @@ class WorkEstimate:
         return self.events / EVENTS_PER_SECOND
 
 
-def _residual_mean(cost: StageCost) -> float:
-    """A stage cost's residual mean (its median is 1)."""
-    return cost.residual.mean()
-
-
 def _mean_creation_us(exp: Experiment, profile: Profile) -> tuple[float, float]:
     """The mean CPU time (us) one creation costs its parent and its child: the stages each pays for
     the kind (kernel/stages.py: paid_by, kinds, per), the child's programme, two context switches."""
@@ -62,13 +57,13 @@ def _mean_creation_us(exp: Experiment, profile: Profile) -> tuple[float, float]:
     for name, stage in STAGES.items():
         if stage.paid_by and (not stage.kinds or getattr(kind, stage.kinds)):
             cost = profile.stages[name]
-            paid[stage.paid_by] += (count[stage.per] * _residual_mean(cost)
+            paid[stage.paid_by] += (count[stage.per] * cost.residual.mean()
                                     * cost.median_us(shape if stage.walks_image else EMPTY_IMAGE))
     sched = profile.scheduler
-    childw = paid[CHILD] + 2 * sched.context_switch.fixed_us * _residual_mean(sched.context_switch)
+    childw = paid[CHILD] + 2 * sched.context_switch.fixed_us * sched.context_switch.residual.mean()
     wl = exp.workload
     if wl.parents * wl.image.threads + exp.background.cpu_hogs < exp.machine.cpus:
-        childw += sched.idle_wake.fixed_us * _residual_mean(sched.idle_wake)  # the child on a halted CPU
+        childw += sched.idle_wake.fixed_us * sched.idle_wake.residual.mean()  # the child on a halted CPU
     return paid[PARENT], childw
 
 

@@ -22,8 +22,9 @@ import shlex
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import MeasurementError
 from ..io import write_text
@@ -114,6 +115,16 @@ def _close_trace(trace: tracefs.TraceInstance) -> None:
     trace.close()
 
 
+@contextmanager
+def _timed(took: dict[str, float], what: str) -> Iterator[None]:
+    """Add the wall seconds the block takes to took[what] (diagnostics.seconds_by_step)."""
+    t0 = time.monotonic()
+    try:
+        yield
+    finally:
+        took[what] = round(took.get(what, 0.0) + time.monotonic() - t0, 2)
+
+
 def _run_jobs(jobs: list, trace: tracefs.TraceInstance | None, store: Store, prog: Reporter) -> dict[str, float]:
     """Run the jobs in order; the tracefs instance is closed after the last traced one (its lost
     events noted), and in any case before this returns. The wall seconds of each job."""
@@ -121,7 +132,6 @@ def _run_jobs(jobs: list, trace: tracefs.TraceInstance | None, store: Store, pro
     took: dict[str, float] = {}
     try:
         for what, job in jobs:
-            t0 = time.monotonic()
             prog.step(what)
             if trace is not None and not what.startswith("traced"):
                 lost = trace.lost
@@ -130,11 +140,11 @@ def _run_jobs(jobs: list, trace: tracefs.TraceInstance | None, store: Store, pro
                 if lost:
                     store.notes.append(f"tracefs reported {lost} lost events (overrun)")
             n_refused = len(store.refused)
-            job()
+            with _timed(took, what):
+                job()
             for msg in store.refused[n_refused:]:
                 prog.log(msg)
             prog.advance()
-            took[what] = round(took.get(what, 0.0) + time.monotonic() - t0, 2)
     finally:
         if trace is not None:
             _close_trace(trace)
@@ -182,6 +192,20 @@ def _write_profile(out: Path, profile: dict[str, Any]) -> dict[str, Any]:
     return json.loads(text)
 
 
+def _provenance(plan: Plan, b: bench.Benchmarks, why: str, name: str, loadavg: tuple[float, float]) -> dict[str, Any]:
+    """How this calibration ran: when, the command, the plan, the compiler, tracefs, the load."""
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(shlex.quote(a) for a in sys.argv) or "python",
+        "mode": plan.name,
+        "compiler": b.cc,
+        "helper_static": b.helper_static,
+        "tracefs_reason": why,
+        "profile_name": name,
+        "loadavg_start_end": [round(loadavg[0], 2), round(loadavg[1], 2)],
+    }
+
+
 def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Reporter" = True, *, smoke: bool = False,
               use_tracefs: bool | None = None, raw_out: str | Path | None = None, cpu: int | None = None,
               name: str | None = None) -> dict[str, Any]:
@@ -189,7 +213,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
     `out` None: the user's profile store (forksim.store), as <host>.json, named after the host; the
     path written is in the returned profile's provenance ("written_to" is not kept in the file).
 
-    quick: the short plan (< 2 min); default: the full plan (< 10 min). smoke: a seconds-long subset
+    quick: the short plan (about a minute); default: the full plan (< 10 min). smoke: a seconds-long subset
     (tests). use_tracefs: None = when root and tracefs allow; False = never. raw_out: also write
     every raw sample (JSON, gzip if it ends in .gz). cpu: the CPU for pinned runs (default: the last)."""
     t_start = time.monotonic()
@@ -222,31 +246,20 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
             store.notes.append(f"tracefs not used: {why}")
         took = _run_jobs(calibration_jobs(plan, b, store, trace, cpu, other), trace, store, prog)
         trace = None  # _run_jobs closed it
-        t0 = time.monotonic()
         # fds, clone flags and namespaces, live children (csrc/clonebench.c; copies.py)
         from .copies import COPIES_PLANS, build_clonebench, fit_copies, measure_copies, measured_p50
 
-        prog.step("fd table, clone flags, namespaces, live children")
-        raw_copies = measure_copies(build_clonebench(b.cc), cpu, COPIES_PLANS[plan.name], prog.log)
-        took["fd table, clone flags, namespaces, live children"] = round(time.monotonic() - t0, 2)
+        prog.step(what := "fd table, clone flags, namespaces, live children")
+        with _timed(took, what):
+            raw_copies = measure_copies(build_clonebench(b.cc), cpu, COPIES_PLANS[plan.name], prog.log)
         prog.step("fitting")
         load_end = _loadavg()
         _note_busy(load_start, load_end, store, prog)
-        prov_extra = {
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(shlex.quote(a) for a in sys.argv) or "python",
-            "mode": plan.name,
-            "compiler": b.cc,
-            "helper_static": b.helper_static,
-            "tracefs_reason": why,
-            "profile_name": name or out.stem,
-            "loadavg_start_end": [round(load_start, 2), round(load_end, 2)],
-        }
+        prov_extra = _provenance(plan, b, why, name or out.stem, (load_start, load_end))
         profile = build_profile(store, plan, facts, ok, cpu, prov_extra)
         profile["host"] = host.model_dump(mode="json", exclude_none=True)
-        t0 = time.monotonic()
-        profile["interruptions"] = measure_interruptions(b, sorted({cpu, other}), seconds=0.5 if smoke else 2.0)
-        took["interruptions"] = round(time.monotonic() - t0, 2)
+        with _timed(took, "interruptions"):
+            profile["interruptions"] = measure_interruptions(b, sorted({cpu, other}), seconds=0.5 if smoke else 2.0)
         profile["diagnostics"]["seconds_by_step"] = took
         profile.update(fit_copies(raw_copies, cpu, str(facts.get("cpu_model") or "")))
         profile["diagnostics"]["copies"] = {"measured": measured_p50(raw_copies), "skipped": raw_copies["skipped"]}

@@ -45,9 +45,7 @@ def _probe(b: Benchmarks, cpu: int, seconds: float) -> np.ndarray:
         raise MeasurementError(f"the interruption probe failed: {exc}") from None
     if proc.returncode != 0:
         raise MeasurementError(f"the interruption probe failed: {proc.stderr.strip()[-200:]}")
-    rows = [[float(x) for x in line.split()] for line in proc.stdout.splitlines() if line.strip()]
-    # an older probe printed no switch column: count its gaps as interruptions
-    return np.array([r + [0.0] * (3 - len(r)) for r in rows]).reshape(-1, 3)
+    return np.array([[float(x) for x in line.split()] for line in proc.stdout.splitlines() if line.strip()]).reshape(-1, 3)
 
 
 def measure_interruptions(b: Benchmarks, cpus: Sequence[int], seconds: float = 2.0) -> dict[str, Any]:

@@ -152,12 +152,8 @@ def _fit_curve(g: np.ndarray, c: np.ndarray) -> tuple[float, float] | None:
         return None
 
 
-def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """The profile's `warmth` section (None when not measured or no effect) and its diagnostics."""
-    runs = _pooled(store.select("cold"))
-    if not runs:
-        return None, {}
-    sizes = sorted({r["key"]["rss"] for r in runs})
+def _cold_table(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[int, float]]:
+    """One row per pooled cold run (p50s in us), and the back-to-back fork() p50 per size."""
     warm: dict[int, float] = {}
     table: list[dict[str, Any]] = []
     for r in runs:
@@ -170,14 +166,28 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         table.append(row)
         if k["cond"] == "sleep" and k["x"] == 0:
             warm[k["rss"]] = row["fork_p50_us"]
-    diag: dict[str, Any] = {"cold_forks": table}
+    return table, warm
+
+
+def _saturated_extras(table: list[dict[str, Any]], warm: dict[int, float], sizes: list[int]) -> dict[int, float]:
+    """Per size: the fully-cold extra, the median p50 at gaps of 100 ms or more less back to back."""
     sat: dict[int, float] = {}
     for rss in sizes:
-        if rss not in warm:
-            continue
         long = [t for t in table if t["rss_bytes"] == rss and t["cond"] == "sleep" and t["x"] >= 100 * _MS]
-        if long:
+        if rss in warm and long:
             sat[rss] = statistics.median(t["fork_p50_us"] for t in long) - warm[rss]
+    return sat
+
+
+def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The profile's `warmth` section (None when not measured or no effect) and its diagnostics."""
+    runs = _pooled(store.select("cold"))
+    if not runs:
+        return None, {}
+    sizes = sorted({r["key"]["rss"] for r in runs})
+    table, warm = _cold_table(runs)
+    diag: dict[str, Any] = {"cold_forks": table}
+    sat = _saturated_extras(table, warm, sizes)
     good = [s for s in sat if sat[s] > 0.02 * warm[s]]
     if not good:
         diag["warmth_note"] = "no cold extra above 2% of the warm fork at gaps >= 100 ms: no warmth terms"
