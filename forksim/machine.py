@@ -145,10 +145,13 @@ class Machine:
         p = self.params
         if target.idle:
             # An idle vCPU halts at once (haltpoll without polling): it must be woken.
+            idle_us = self.env._now - target.idle_since
             target.waking = True
             target.load += 1
             target._dispatch(task, self.halt_exit(target))
-            return p.ipi_send() if waker_cpu is not None and waker_cpu is not target else 0.0
+            if waker_cpu is None or waker_cpu is target:
+                return 0.0
+            return p.ipi_send() if p.ipi_send_by_idle is None else p.ipi_send_by_idle(idle_us)
         target._enqueue(task)
         cur = target.current
         if cur is not None and not target.in_transit and p.wakeup_preemption:

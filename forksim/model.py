@@ -19,7 +19,7 @@ import numpy as np
 
 from .draws import Draws
 from .kernel.copies import Copies
-from .profile import IdleWakeCurve, ImageShape, Profile, StageCost
+from .profile import IdleWakeCurve, ImageShape, IpiSendCurve, Profile, StageCost
 from .sched.balance import BalanceParams
 from .sched.params import SchedulerParams
 from .workloads.arrivals import FILE_FREE, load_arrivals
@@ -95,6 +95,7 @@ class SchedulerSpec:
     idle_wake: Cost
     idle_wake_curve: IdleWakeCurve | None  # None: idle_wake whatever the idle time (or overridden)
     ipi_send: StageCost | None  # None: no IPI cost (machine.idle_wake overrides the halt exit)
+    ipi_send_curve: IpiSendCurve | None  # None: ipi_send whatever the wakee CPU's idle time
     migration: Cost
     eevdf: bool
     balance: BalanceSpec | None
@@ -118,6 +119,7 @@ class SchedulerSpec:
             idle_wake=cost(m.idle_wake, sched.idle_wake),
             idle_wake_curve=sched.idle_wake_curve if m.idle_wake is None else None,
             ipi_send=profile.stages["ipi_send"] if m.idle_wake is None else None,
+            ipi_send_curve=sched.ipi_send_curve if m.idle_wake is None else None,
             migration=cost(m.migration, sched.migration),
             eevdf=profile.balancing is not None and profile.balancing.eevdf,
             balance=BalanceSpec.of(exp, profile) if profile.balancing is not None else None,
@@ -143,11 +145,20 @@ class SchedulerSpec:
             idle_wake=sampler(self.idle_wake, "idle_wake"),
             idle_wake_scale=self.idle_wake_curve.scaler() if self.idle_wake_curve is not None else None,
             ipi_send=costs.sampler(ipi, "ipi_send") if ipi is not None else (lambda: 0.0),
+            ipi_send_by_idle=self._ipi_send_by_idle(costs),
             migration=sampler(self.migration, "migration"),
             eevdf=self.eevdf,
             balance=self.balance.bind(costs) if self.balance is not None else None,
             **self._interruptions(costs),
         )
+
+    def _ipi_send_by_idle(self, costs: "Costs") -> Callable[[float], float] | None:
+        curve = self.ipi_send_curve
+        if curve is None:
+            return None
+        draws = [costs.sampler(c, f"ipi_send@{idle:g}us") for idle, c in zip(curve.idle_us, curve.costs)]
+        nearest = curve.nearest()
+        return lambda idle_us: draws[nearest(idle_us)]()
 
     def _interruptions(self, costs: "Costs") -> dict[str, Any]:
         if self.interruption is None:

@@ -60,6 +60,7 @@ from .profile_terms import (  # noqa: F401 - _TERMS: the old private name of TER
     ImageShape,
     Residual,
     IdleWakeCurve,
+    IpiSendCurve,
     SchedulerCosts,
     StageCost,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "Residual",
     "StageCost",
     "IdleWakeCurve",
+    "IpiSendCurve",
     "SchedulerCosts",
     "Fraction",
     "Interruptions",

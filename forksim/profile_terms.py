@@ -9,6 +9,7 @@ Part of a profile (forksim.profile re-exports every name here).
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Callable, Literal
@@ -16,7 +17,7 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["TERMS", "Residual", "StageCost", "IdleWakeCurve", "SchedulerCosts", "Fraction", "ImageShape"]
+__all__ = ["TERMS", "Residual", "StageCost", "IdleWakeCurve", "IpiSendCurve", "SchedulerCosts", "Fraction", "ImageShape"]
 
 
 class Residual(BaseModel):
@@ -151,6 +152,36 @@ class IdleWakeCurve(BaseModel):
         return at
 
 
+class IpiSendCurve(BaseModel):
+    """The waker's cost of waking a halted vCPU (ipi_send) measured after several idle times of that
+    vCPU: `costs[i]` after `idle_us[i]`. A wake-up draws from the measured idle time nearest in
+    log(idle). The host's halt polling makes it depend on the idle time, and not smoothly: on KVM an
+    IPI that arrives as the target stops polling (about 200 us) can stall the sender for hundreds of
+    microseconds, which one reference idle time would charge to every wake-up."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    idle_us: list[float] = Field(min_length=2)
+    costs: list[StageCost] = Field(min_length=2)
+    source: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "IpiSendCurve":
+        if len(self.idle_us) != len(self.costs):
+            raise ValueError("ipi_send_curve: idle_us and costs must have the same length")
+        if any(x <= 0 for x in self.idle_us) or any(b <= a for a, b in zip(self.idle_us, self.idle_us[1:])):
+            raise ValueError("ipi_send_curve.idle_us must be positive and rise strictly (microseconds)")
+        return self
+
+    def nearest(self) -> Callable[[float], int]:
+        """The index of the measured idle time nearest to a CPU's idle time (in log), for each wake-up."""
+        cuts = np.sqrt(np.multiply(self.idle_us[:-1], self.idle_us[1:])).tolist()  # geometric midpoints
+
+        def index(idle_us: float) -> int:
+            return bisect.bisect_right(cuts, idle_us)
+
+        return index
+
+
 class SchedulerCosts(BaseModel):
     """The machine's scheduling costs, each a StageCost with only `fixed_us` used as its median."""
 
@@ -164,6 +195,8 @@ class SchedulerCosts(BaseModel):
     # optional (profiles before 2026-12-01 evening lack it: every wake-up of a halted CPU costs
     # idle_wake, however briefly it was idle)
     idle_wake_curve: IdleWakeCurve | None = None
+    # optional (profiles before 2026-12-02 lack it: ipi_send, measured after 200 us idle, whatever the idle time)
+    ipi_send_curve: IpiSendCurve | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "SchedulerCosts":

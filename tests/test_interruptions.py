@@ -86,3 +86,28 @@ def test_idle_wake_curve_fitted_from_the_spin_runs():
     c = _idle_wake_curve([run(10, 9.0), run(200, 18.0), run(1000, 27.0)], 18.0)
     assert c["idle_us"] == [10.0, 200.0, 1000.0] and c["scale"] == [0.5, 1.0, 1.5]
     assert _idle_wake_curve([run(200, 18.0)], 18.0) is None  # the reference alone: no curve
+
+
+def test_ipi_send_curve_keeps_each_idle_times_distribution_and_picks_the_nearest_in_log():
+    from forksim.calibration.scheduling import _ipi_send_curve
+    from forksim.profile import IpiSendCurve
+
+    def run(spin, calls_us):
+        key = {"mode": "wake", "a": 0, "b": 1, **({"spin": spin} if spin != 200 else {})}
+        return {"key": key, "samples": [{"call_ns": c * 1e3, "call_back_ns": c * 1e3} for c in calls_us]}
+
+    stalled = [6.0] * 97 + [250.0] * 3  # the host's stall after 200 us idle: 3% of the calls
+    c = _ipi_send_curve([run(10, [3.0] * 50), run(200, stalled), run(1000, [8.0] * 50)], 1.0)
+    curve = IpiSendCurve.model_validate(c)
+    assert curve.idle_us == [10.0, 200.0, 1000.0]
+    assert [x.fixed_us for x in curve.costs] == [2.0, 5.0, 7.0]  # minus the same-CPU wake (1 us)
+    tail = curve.costs[1].residual
+    assert tail.quantiles[-1] == pytest.approx(249.0 / 5.0)
+    stalls = (tail.draw(np.random.default_rng(1), 100_000) > 10.0).mean()
+    assert 0.01 < stalls < 0.03  # about as often as measured (tail-dense probabilities)
+    assert curve.costs[0].residual.quantiles[-1] == pytest.approx(1.0)
+    pick = curve.nearest()
+    assert [pick(x) for x in (1.0, 44.0, 45.0, 400.0, 500.0, 1e6)] == [0, 0, 1, 1, 2, 2]  # cuts at sqrt(a*b)
+    assert _ipi_send_curve([run(200, stalled)], 1.0) is None
+    with pytest.raises(ValidationError):
+        IpiSendCurve(idle_us=[200.0, 10.0], costs=curve.costs[:2], source="test")

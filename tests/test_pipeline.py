@@ -384,3 +384,24 @@ def test_a_cpu_idle_briefly_wakes_faster_so_a_thread_loop_runs_faster():
         return r.summary["throughput_per_s"]["mean"]
 
     assert rate(fast) > 1.1 * rate(base)
+
+
+def test_the_waker_pays_the_ipi_cost_measured_at_the_wakee_cpus_idle_time():
+    """ipi_send_curve: a wake-up of a halted CPU draws the waker's cost measured after the idle time
+    nearest that CPU's. In a thread loop on 2 CPUs the other CPU idles tens of microseconds: a 300 us
+    cost after 10 us idle lands in pthread_create; the same cost after 10 ms idle never does."""
+    from forksim.profile import IpiSendCurve, StageCost
+
+    base = runner.resolve_profile(closed())
+
+    def with_stall_at(idle_us):
+        costs = [StageCost(fixed_us=300.0 if x == idle_us else 1.0, source="test") for x in (10.0, 10_000.0)]
+        return base.model_copy(update={"scheduler": base.scheduler.model_copy(update={
+            "ipi_send_curve": IpiSendCurve(idle_us=[10.0, 10_000.0], costs=costs, source="test")})})
+
+    def mean(prof):
+        r = run_experiment(closed(cpus=2, parents=1, rss=0, clone="thread", duration="20ms", reps=1), profile=prof)
+        return r.summary["fork_latency_us"]["mean"]
+
+    # some creations wake the other CPU (300 us x their share), none after 10 ms idle
+    assert mean(with_stall_at(10.0)) > mean(with_stall_at(10_000.0)) + 20.0

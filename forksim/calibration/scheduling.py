@@ -8,9 +8,12 @@ import math
 import re
 from typing import Any
 
+import numpy as np
+
 from ..lab import debugfs_base_slice
 from ..profile import StageCost
 from .fit import median, stage_cost
+from .interruptions import PROBABILITIES
 from .plan import FORK_MODE, SPAWN_MODE, VFORK_MODE, Store
 from .samples import Evidence, pct, quantiles, vals
 
@@ -32,6 +35,31 @@ def _idle_wake_curve(wakes: list[dict[str, Any]], ref_us: float) -> dict[str, An
                       + " us before FUTEX_WAKE (the wakee's CPU idle about as long): wake-up latency p50 "
                       + ", ".join(f"{m:.1f}" for _, m in pts) + " us, over idle_wake's median (the 200 us run); "
                       "samples over 1 ms dropped (the other CPU was busy)"}
+
+
+def _ipi_send_curve(wakes: list[dict[str, Any]], local_us: float) -> dict[str, Any] | None:
+    """The waker's FUTEX_WAKE of a task on the halted other CPU, minus a same-CPU wake, after each idle
+    time the wakee's CPU had: the profile's scheduler.ipi_send_curve (whole distributions: the host's
+    stalls come at one idle time only)."""
+    by: dict[float, list[float]] = {}
+    for r in wakes:
+        calls = vals([r], "call_ns") + vals([r], "call_back_ns")
+        by.setdefault(float(r["key"].get("spin", 200)), []).extend(c - local_us for c in calls)
+    pts = sorted((s, v) for s, v in by.items() if len(v) >= 20)
+    if len(pts) < 2:
+        return None
+    costs = []
+    for s, v in pts:
+        med = max(median(v), 0.01)
+        ratios = np.maximum.accumulate(np.maximum(np.quantile(np.asarray(v) / med, PROBABILITIES), 1e-3))
+        costs.append({"fixed_us": round(med, 4), "residual": {
+            "family": "empirical", "quantiles": [round(float(q), 5) for q in ratios], "probabilities": list(PROBABILITIES)},
+            "source": f"measured: {len(v)} FUTEX_WAKEs of a task on the other CPU, halted {s:g} us, minus a same-CPU "
+                      f"wake ({local_us:.2f} us); {sum(c > 100.0 for c in v)} over 100 us"})
+    return {"idle_us": [s for s, _ in pts], "costs": costs,
+            "source": "measured: futex ping-pong across CPUs, the waker spinning " + ", ".join(f"{s:g}" for s, _ in pts)
+                      + " us before FUTEX_WAKE (the wakee's CPU idle about as long): the waker's call p50 "
+                      + ", ".join(f"{median(v):.1f}" for _, v in pts) + " us over a same-CPU wake"}
 
 
 def fit_scheduler(ev: Evidence, facts: dict[str, Any]) -> tuple[dict[str, StageCost], StageCost]:
@@ -88,6 +116,8 @@ def fit_scheduler(ev: Evidence, facts: dict[str, Any]) -> tuple[dict[str, StageC
             f"({len(call_local)} calls): the waker's cost of the remote wake-up and its reschedule IPI"))
     else:
         ipi_cost = stage_cost(fixed_us=3.0, source="assumption: 3 us (an APIC ICR write exits to the hypervisor)")
+    if call_local and (ipi_curve := _ipi_send_curve(wakes, median(call_local))) is not None:
+        d["ipi_send_curve"] = ipi_curve  # derive.py puts it into the profile's scheduler section
     same = [r for r in store.select("sched", mode="pipe") if r["key"]["a"] == r["key"]["b"]]
     xpipe = [r for r in store.select("sched", mode="pipe") if r["key"]["a"] != r["key"]["b"]]
     p1 = median(vals(store.select("sched", mode="pipe1"), "rtt_ns"))

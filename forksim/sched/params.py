@@ -25,6 +25,8 @@ class SchedulerParams:
     # idle_wake's scale for a CPU idle this long (microseconds); None: 1 whatever the idle time
     idle_wake_scale: Callable[[float], float] | None = None
     ipi_send: Callable[[], float] = field(default=lambda: 0.0)
+    # ipi_send for a wakee CPU idle this long (microseconds); None: ipi_send whatever the idle time
+    ipi_send_by_idle: Callable[[float], float] | None = None
     migration: Callable[[], float] = field(default=lambda: 0.0)
     # Interruptions of a running CPU (tick, device interrupts, host preemption of a vCPU): the gap
     # to the next one (None: none) and how long one lasts.
