@@ -93,3 +93,35 @@ def test_children_kept_on_the_parents_cpu_pay_nothing():
     # a child that stays is freed where it was made: not one draw of the term, same results
     assert _k1(TERM, 1.0)["fork_latency_us"] == _k1(None, 1.0)["fork_latency_us"]
 
+
+def _runs(store, kind: str, shape: dict, p50_us: float, rnd: int) -> None:
+    samples = [{"fork_ns": int(1000 * p50_us * f), "fork_cpu_ns": int(1000 * p50_us * f)} for f in (0.9, 1.0, 1.1)]
+    key = {"rss": 0, "anon_vmas": shape["anon_vmas"] - 11, "file_vmas": shape["vmas"] - 25 - (shape["anon_vmas"] - 11),
+           "thp": False, "pinned": True, "traced": False, "mode": "fork", "round": rnd}
+    store.add(kind, key, shape, samples)
+
+
+def test_the_fit_recovers_a_known_extra_less_the_stack_miss():
+    from forksim.calibration.fork_path import fit_remote_free
+    from forksim.calibration.plan import Store
+    from forksim.calibration.samples import Evidence
+    from forksim.profile import StageCost
+
+    def extra(vmas: int, anon: int) -> float:  # the truth: 8 + 0.4/VMA + 0.9/anon VMA, plus a 2.5 us stack miss
+        return 8.0 + 0.4 * vmas + 0.9 * anon + 2.5
+
+    store = Store()
+    shapes = ({"vmas": 25, "anon_vmas": 11}, {"vmas": 125, "anon_vmas": 11}, {"vmas": 125, "anon_vmas": 111})
+    for rnd in range(2):
+        for sh in shapes:
+            local = 60.0 + sh["vmas"] + rnd
+            _runs(store, "free_local", sh, local, rnd)
+            _runs(store, "free_remote", sh, local + extra(sh["vmas"], sh["anon_vmas"]), rnd)
+    st = {"stack_vmalloc": StageCost(fixed_us=3.1, source="measured: t"),
+          "stack_cache_hit": StageCost(fixed_us=0.6, source="assumption: t")}
+    ev = Evidence(store, 1, False)
+    got = RemoteFree.model_validate(fit_remote_free(ev, st))
+    assert got.fixed_us == pytest.approx(8.0, abs=0.01)
+    assert got.per_vma_us == pytest.approx(0.4, abs=1e-3) and got.per_anon_vma_us == pytest.approx(0.9, abs=1e-3)
+    assert got.source.startswith("measured:") and ev.diag["remote_free"]["stack_miss_us"] == pytest.approx(2.5)
+    assert fit_remote_free(Evidence(Store(), 1, False), st) is None  # an old raw file: no section
