@@ -191,7 +191,7 @@ class _Jobs:
                     where = "the other CPU" if kind == "free_remote" else "its parent's CPU"
                     jobs.append((f"fork{what}, the child exits on {where} (round {rnd + 1})",
                                  self.fork(kind, file_vmas=files, anon_vmas=anon, rnd=rnd,
-                                           reps=reps if not (files or anon) else reps * 2 // 3,
+                                           reps=reps if not (files or anon) else reps // 2,
                                            extra=["-R", str(exit_cpu)])))
         return jobs
 
