@@ -5,10 +5,11 @@ freelist): the child's task, its vm_area_structs (vm_area_dup), anon_vma and ano
 (anon_vma_fork, anon_vma_clone), files and fs structs, and page-table pages from the CPU's per-CPU
 page lists. When the child exits on the same CPU, do_exit frees them back onto that CPU's freelists,
 still in its caches, and the next fork takes them again: the back-to-back pinned loop the stages were
-fitted from. When it exits on another CPU, each object goes back to its slab as a remote free
-(__slab_free), the page tables into the other CPU's page lists: the next fork on the first CPU finds
-its freelists empty, refills them through ___slab_alloc and the buddy allocator, and reuses objects
-whose cache lines the other CPU holds. Traced (kmem:kmem_cache_alloc/free, 2026-12-01, an empty
+fitted from. When it exits on another CPU, its objects do not come back to the first CPU's per-CPU
+caches (do_slab_free takes the fast path only for the freeing CPU's own slab; any other goes back to
+its slab through __slab_free), the page tables go into the other CPU's page lists: the next fork on
+the first CPU finds its per-CPU caches empty, refills them through ___slab_alloc and the buddy
+allocator, and reuses objects whose cache lines the other CPU last wrote. Traced (kmem:kmem_cache_alloc/free, 2026-12-01, an empty
 parent: 25 VMAs, 11 with anonymous pages): 60 of the 80 allocations of such a fork reused an object
 freed on the other CPU (0.2 of 80 after a local exit), and it took twice the zone-locked page refills
 (4.8 against 2.4 pages).
