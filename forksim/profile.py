@@ -15,7 +15,8 @@ and scheduler entry says where its number came from in `source` ("measured: ..."
 Optional sections (issue 19; a profile without them loads and they cost 0, each fallback saying so
 in its `source`): `files` (dup_fd and close_files per open fd beyond the calibration's FD_BASE = 3),
 `clone_flags` (per flag beyond a kind's preset: the call's, the exit's signed change and deferred
-work), `live_children` (per live child of the parent, in the stage where it was measured to grow).
+work), `live_children` (per live child of the parent, in the stage where it was measured to grow),
+`remote_free` (a fork after its CPU's last child was freed on another CPU: kernel/slab.py).
 
 Which stages exist and which kernel functions each stands for: `STAGES` below (the table:
 kernel/stages.py). The scheduler section holds the machine's costs (tick, slice, idle wake-up,
@@ -51,6 +52,7 @@ from .profile_sections import (
     FilesCost,
     FlagCost,
     Interruptions,
+    RemoteFree,
     Warmth,
 )
 from .profile_terms import (  # noqa: F401 - _TERMS: the old private name of TERMS
@@ -85,6 +87,7 @@ __all__ = [
     "FlagCost",
     "FilesCost",
     "ChildrenCost",
+    "RemoteFree",
     "FD_BASE",
     "load_profile",
     "profile_path",
@@ -163,6 +166,9 @@ class Profile(BaseModel):
     # Cold walks of the image (idle gaps, other work, migration); None: every fork as warm as the
     # back-to-back loops the stages were fitted from (profiles older than the measurement).
     warmth: Warmth | None = None
+    # A fork after its CPU's last child was freed on another CPU (kernel/slab.py); None: no extra
+    # (profiles older than the measurement: every fork priced as the pinned back-to-back loop).
+    remote_free: RemoteFree | None = None
     diagnostics: dict[str, Any] = Field(default_factory=dict)
     # Where this profile was read from: {"name", "path", "sha256"} (set by load_profile).
     _origin: dict[str, Any] = PrivateAttr(default_factory=dict)

@@ -1,6 +1,7 @@
 """A profile's optional sections: scheduler policy (`balancing`), interruptions, what copy_process
-copies beyond the address space (`clone_flags`, `files`, `live_children`), and the cold walks of the
-image (`warmth`). A profile without one loads: each fallback says so in its `source`.
+copies beyond the address space (`clone_flags`, `files`, `live_children`), the cold walks of the
+image (`warmth`) and what a fork pays after its CPU's last child was freed on another CPU
+(`remote_free`). A profile without one loads: each fallback says so in its `source`.
 
 Part of a profile (forksim.profile re-exports every name here).
 """
@@ -15,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .kernel.stages import COLD_STAGES
 from .profile_terms import Fraction, StageCost
 
-__all__ = ["Balancing", "Interruptions", "FD_BASE", "FlagCost", "FilesCost", "ChildrenCost", "ColdTerms", "Warmth"]
+__all__ = ["Balancing", "Interruptions", "FD_BASE", "FlagCost", "FilesCost", "ChildrenCost", "ColdTerms", "Warmth",
+           "RemoteFree"]
 
 
 _EEVDF_SRC = ("assumption: Linux 6.6+ EEVDF with the default features (PLACE_LAG, PLACE_DEADLINE_INITIAL, "
@@ -148,3 +150,27 @@ class Warmth(BaseModel):
             return self
         terms = cold.model_copy(update={term: getattr(cold, term) * factor})
         return self.model_copy(update={"stages": {**self.stages, stage: terms}})
+
+
+class RemoteFree(BaseModel):
+    """What a fork() pays on top of its (back-to-back, pinned) stages when the last child created on its
+    CPU was freed on another CPU: that child's VMAs, anon_vma chains, files and fs structs went back to
+    their slabs as SLUB remote frees (the next fork takes them again through the slow path, their lines
+    in the other CPU's caches), its page tables into the other CPU's per-CPU page lists (this CPU's
+    refill from the buddy allocator), its memcg charges into the other CPU's stock. Linear in the
+    image's VMAs (one vm_area_struct each) and anonymous VMAs (an anon_vma and two anon_vma_chains
+    each). The thread-stack cache miss it also causes is not in here: StackCache prices it
+    (stack_vmalloc); nor the parent's page tables and struct pages the child's exit_mmap walked on the
+    other CPU (the warmth section's `migration`).
+    Absent from a profile: such a fork costs what a back-to-back pinned one does."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fixed_us: float = Field(ge=0.0, le=10000.0, description="median extra of the fork() call (us)")
+    per_vma_us: float = Field(default=0.0, ge=0.0, le=100.0, description="... per VMA of the parent (us)")
+    per_anon_vma_us: float = Field(default=0.0, ge=0.0, le=100.0,
+                                   description="... per VMA holding anonymous pages, beyond per_vma_us (us)")
+    sigma: float = Field(default=0.3, ge=0.0, le=2.0, description="lognormal residual of the extra")
+    source: str = Field(min_length=1)
+
+    def median_us(self, vmas: int, anon_vmas: int) -> float:
+        return self.fixed_us + self.per_vma_us * vmas + self.per_anon_vma_us * anon_vmas

@@ -16,8 +16,8 @@ from ..errors import MeasurementError
 from ..kernel.stages import DUP_MMAP, FORK_PATH
 from ..profile import STAGES, StageCost
 from .fit import TERMS, Config, median, stage_json
-from .fork_path import (ForkTotals, fit_fork_path, fit_stack_vmalloc, fit_thread_setup, fork_split, fork_totals,
-                        trace_segments)
+from .fork_path import (ForkTotals, fit_fork_path, fit_remote_free, fit_stack_vmalloc, fit_thread_setup, fork_split,
+                        fork_totals, trace_segments)
 from .lifetime import fit_child_start, fit_exec, fit_exit, fit_faults
 from .plan import FORK_MODE, FORKEXEC_MODE, VARIANTS, Plan, Store, label as _label
 from .samples import Evidence, group, pct, preempted_share, seg_cfgs, vals
@@ -52,6 +52,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
     st: dict[str, StageCost] = fit_fork_path(ev, totals, split)
     st.update(fit_thread_setup(ev, split))
     st.update(fit_stack_vmalloc(ev))
+    remote_free = fit_remote_free(ev, st)
     st.update(fit_child_start(ev))
     st.update(fit_exec(ev))
     st.update(fit_exit(ev))
@@ -86,6 +87,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
         "placement": placement,
         **({"exit_head_share": exit_head} if exit_head else {}),
         **({"warmth": warmth} if warmth else {}),
+        **({"remote_free": remote_free} if remote_free else {}),
         "diagnostics": ev.diag,
     }
 

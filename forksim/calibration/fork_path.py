@@ -1,5 +1,6 @@
 """Fitters of the fork path: fork() totals against the image, the split of their fixed part among
-the stages of copy_process, the thread variant's setup and the thread-stack cache.
+the stages of copy_process, the thread variant's setup, the thread-stack cache, and what a fork pays
+after its CPU's last child exited on another CPU (remote frees).
 
 Pinned, untraced fork() totals give the image-dependent slopes of dup_mmap (the only stage that walks
 the image) and the fixed intercept; tracepoint segments (when recorded) split the intercept among the
@@ -22,7 +23,7 @@ from .plan import FORK_MODE, THREAD_MODE, VFORK_MODE, Plan
 from .samples import Evidence, fork_cfg, fork_field, group, pct, preempted_share, quantiles, seg_cfgs, vals
 
 __all__ = ["ForkTotals", "ForkSplit", "ASSUMED", "fork_totals", "trace_segments", "fork_split", "fit_fork_path",
-           "fit_thread_setup", "fit_stack_vmalloc"]
+           "fit_thread_setup", "fit_stack_vmalloc", "fit_remote_free"]
 
 # Shares of the fixed (image-independent) part of fork() among the fork-path stages when no
 # tracepoints are available: measured by tracepoints on Linux 6.18 (Firecracker VM, AMD EPYC) with
@@ -275,3 +276,62 @@ def fit_stack_vmalloc(ev: Evidence) -> dict[str, StageCost]:
             f"burst benchmark could not resolve a miss penalty (forks 3..8 minus 1..2 = "
             f"{diff:.2f} us, within noise)"))
     return {"stack_vmalloc": cost}
+
+
+_REMOTE_SIGMA = 0.3  # the extra's lognormal residual: not separable from the fork's own spread
+
+
+def _diffs(ev: Evidence, files: bool, anon: bool) -> tuple[list[float], dict[str, Any]] | None:
+    """Per round, fork() p50 with the children exiting on the other CPU minus with them exiting on the
+    parent's (us), for the image with extra file VMAs, anonymous VMAs or neither; and its shape."""
+    def pick(kind: str) -> list[dict[str, Any]]:
+        return [r for r in ev.store.select(kind) if bool(r["key"]["file_vmas"]) == files
+                and bool(r["key"]["anon_vmas"]) == anon]
+
+    rem, loc = pick("free_remote"), pick("free_local")
+    rounds = sorted({r["key"].get("round", 0) for r in rem} & {r["key"].get("round", 0) for r in loc})
+    if not rounds:
+        return None
+    f = fork_field(rem + loc)
+
+    def p50(runs: list[dict[str, Any]], rnd: int) -> float:
+        return median(vals([r for r in runs if r["key"].get("round", 0) == rnd], f))
+
+    return [p50(rem, r) - p50(loc, r) for r in rounds], loc[0]["shape"]
+
+
+def fit_remote_free(ev: Evidence, st: dict[str, StageCost]) -> dict[str, Any] | None:
+    """The profile's `remote_free` (kernel/slab.py), from forkbench -R runs (pinned; both sides' children
+    call sched_setaffinity): per image and round, fork() p50 with the children exiting on the other CPU
+    minus with them exiting on the parent's; the median over rounds, less the stack-cache miss those
+    forks also take (stack_vmalloc - stack_cache_hit: StackCache prices it), is the base image's extra;
+    the images with extra file and anonymous VMAs give its slopes per VMA and per anonymous VMA.
+    None when the calibration has no such runs (one CPU, or a raw file older than them)."""
+    base = _diffs(ev, False, False)
+    if base is None:
+        return None
+    stack = st["stack_vmalloc"].fixed_us - st["stack_cache_hit"].fixed_us
+    d0, sh0 = median(base[0]) - stack, base[1]
+    per_vma = per_anon = 0.0
+    files, anon = _diffs(ev, True, False), _diffs(ev, False, True)
+    if files is not None and files[1]["vmas"] > sh0["vmas"]:
+        per_vma = max(0.0, (median(files[0]) - stack - d0) / (files[1]["vmas"] - sh0["vmas"]))
+    if anon is not None and anon[1]["anon_vmas"] > sh0["anon_vmas"]:
+        rest = median(anon[0]) - stack - d0 - per_vma * (anon[1]["vmas"] - sh0["vmas"])
+        per_anon = max(0.0, rest / (anon[1]["anon_vmas"] - sh0["anon_vmas"]))
+    fixed = max(0.0, d0 - per_vma * sh0["vmas"] - per_anon * sh0["anon_vmas"])
+    runs = {"base": base, "file VMAs": files, "anon VMAs": anon}
+    txt = "; ".join(f"{k} ({v[1]['vmas']} VMAs, {v[1]['anon_vmas']} anon): {', '.join(f'{d:.1f}' for d in v[0])}"
+                    for k, v in runs.items() if v is not None)
+    ev.diag["remote_free"] = {k: {"vmas": v[1]["vmas"], "anon_vmas": v[1]["anon_vmas"],
+                                  "remote_minus_local_us": [round(d, 2) for d in v[0]]}
+                              for k, v in runs.items() if v is not None}
+    ev.diag["remote_free"]["stack_miss_us"] = round(stack, 3)
+    return {"fixed_us": round(fixed, 3), "per_vma_us": round(per_vma, 4), "per_anon_vma_us": round(per_anon, 4),
+            "sigma": _REMOTE_SIGMA, "source": (
+                f"measured: fork() {ev.pin_txt}, each child pinning itself to the other CPU before it exits, "
+                f"against the same loop with its pin to the parent's CPU (rounds alternate the order); p50 "
+                f"remote - local per round, {txt} us; medians less the stack-cache miss those forks take "
+                f"({stack:.2f} us, stack_vmalloc - stack_cache_hit), solved for the fixed part and the slopes per "
+                f"VMA and per anonymous VMA (floored at 0); sigma {_REMOTE_SIGMA} is an assumption (the extra's "
+                f"spread is not separable from the fork's own)")}

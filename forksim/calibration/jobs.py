@@ -4,8 +4,9 @@ adds its samples to the Store.
 Order of work: the traced runs first (while the tracefs instance exists); then the untraced runs,
 sizes interleaved over rounds: fork against touched anonymous RSS (pinned and unpinned), against VMA
 counts (anonymous-with-pages and file-backed), THP on, the other creation kinds (vfork, posix_spawn,
-fork+execve, threads), bursts of forks (stack cache), COW and page faults, cold forks (warmth.py) and
-the scheduler's costs (idle wake-up, context switch, IPI).
+fork+execve, threads), bursts of forks (stack cache), COW and page faults, forks after the child
+exited on the other CPU (remote frees), cold forks (warmth.py) and the scheduler's costs (idle
+wake-up, context switch, IPI).
 """
 
 from __future__ import annotations
@@ -175,6 +176,25 @@ class _Jobs:
             ("anonymous page faults", self.fork("fault", mode="fault", reps=plan.cow_reps, extra=pages)),
         ]
 
+    def remote_free(self) -> list[Job]:
+        """5a. fork() pinned, each child exiting on the other CPU (forkbench -R: it pins itself there first)
+        against the same loop with the child's pin to the parent's own CPU: the next fork refills
+        freelists the remote frees emptied (kernel/slab.py). The base image, and +REMOTE_VMAS file and
+        anonymous VMAs (what the refill grows with); rounds alternate the order."""
+        jobs: list[Job] = []
+        reps = self.plan.variant_reps
+        for rnd in range(max(1, self.plan.rounds // 2)):
+            sides = [("free_local", self.cpu), ("free_remote", self.other)]
+            for what, files, anon in (("", 0, 0), (f" +{REMOTE_VMAS} file VMAs", REMOTE_VMAS, 0),
+                                      (f" +{REMOTE_VMAS} anon VMAs", 0, REMOTE_VMAS)):
+                for kind, exit_cpu in (sides if rnd % 2 == 0 else sides[::-1]):
+                    where = "the other CPU" if kind == "free_remote" else "its parent's CPU"
+                    jobs.append((f"fork{what}, the child exits on {where} (round {rnd + 1})",
+                                 self.fork(kind, file_vmas=files, anon_vmas=anon, rnd=rnd,
+                                           reps=reps if not (files or anon) else reps // 2,
+                                           extra=["-R", str(exit_cpu)])))
+        return jobs
+
     def scheduler(self) -> list[Job]:
         """6. the scheduler's costs: wake-ups across and on one CPU, context switches, IPIs."""
         r, cpu, other = self.plan.sched_reps, self.cpu, self.other
@@ -191,6 +211,9 @@ class _Jobs:
         ]
 
 
+# the VMAs the remote-free runs add to the base image (file-backed, then anonymous)
+REMOTE_VMAS = 100
+
 # how long the wakee's CPU has been idle before the cross-CPU wake-ups beside the 200 us reference
 IDLE_SPINS_US = (10, 50, 1000)
 
@@ -204,6 +227,8 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
         jobs.append(("traced burst of 8 forks", j.fork("burst", mode="burst", traced=True, reps=plan.burst_reps,
                                                        extra=["-k", "8"])))
     jobs += j.untraced_forks() + j.variants() + j.memory()
+    if other != cpu:
+        jobs += j.remote_free()
     # 5b. cold forks: after idle gaps, other work, a move to the other CPU (warmth.py)
     jobs.extend(cold_jobs(plan, str(b.forkbench), store, cpu, other))
     return jobs + j.scheduler()

@@ -18,6 +18,7 @@ from .copies import Copies
 from .costs import EMPTY_IMAGE, Costs
 from .flags import COPIES_MM, EXECS, KINDS, NEW_PROCESS, VFORK_WAIT
 from .mm import MM, Process
+from .slab import SlabFreelists
 from .stack import StackCache
 from .warmth import WarmthTracker
 from ..task import Coroutine
@@ -73,6 +74,7 @@ class Kernel:
         self.costs = costs
         self.child_cfg = child
         self.stacks = StackCache(len(machine.cpus), stack_per_cpu)
+        self.slab = SlabFreelists(costs.profile.remote_free, len(machine.cpus))
         self.warmth = WarmthTracker(costs.profile.warmth, len(machine.cpus))
         placement = costs.profile.placement
         fork_local = placement["fork_local_when_idle"].value
@@ -133,6 +135,7 @@ class Kernel:
         setup = self._setup_cost(P, k, rec)
         if k.copies_mm:
             mm = parent.mm
+            setup += self.slab.extra_us(P.cpu.id, mm.shape, self.costs)  # freelists emptied by remote frees
             if self.merge_stages and len(parent.threads) == 1 and mm.mmap_lock.holder is None:
                 yield from self._setup_dup_mmap(P, mm, setup, rec)
             else:
@@ -409,6 +412,8 @@ class Kernel:
             yield C.run(ipi)
         # do_task_dead -> __schedule -> finish_task_switch: the stack goes back to this CPU's cache
         self.stacks.free(C.cpu.id)
+        if KINDS[kind].copies_mm:  # its VMAs, anon_vma chains, page tables: freed here (kernel/slab.py)
+            self.slab.freed(rec.parent_cpu, C.cpu.id)
         C.exit()
         if x is not None and x.deferred_us > 0.0:
             self._defer(c.term("+deferred", x.deferred_us, x.sigma))

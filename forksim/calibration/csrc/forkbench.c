@@ -35,6 +35,10 @@
  *          -n reps  -w warm-up reps  -c CPU (pin; -1 = unpinned)  -k K (burst)  -p pages (cow/fault)
  *          -x helper path (spawn, forkexec)  -g (print {"ready": pid}, wait for a byte on stdin)
  *          -s US -S US -W BYTES -M (cold; -M needs -c)
+ *          -R CPU (fork, cold) each child pins itself to CPU before it exits, so that its task, VMAs and
+ *                 anon_vma chains are freed there: with CPU other than -c's, the next fork reuses slab
+ *                 objects another CPU freed (SLUB remote frees); -R with -c's own CPU is the same call
+ *                 without the move (the A/B baseline)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -243,13 +247,13 @@ int main(int argc, char **argv)
     const char *mode = argc > 1 ? argv[1] : "fork";
     size_t rss = 0, pages = 1024;
     long anon_vmas = 0, file_vmas = 0, reps = 100, warm = 5, k = 8;
-    int thp = 0, cpu = -1, gate = 0, migrate = 0, opt;
+    int thp = 0, cpu = -1, gate = 0, migrate = 0, exit_cpu = -1, opt;
     long sleep_us = 0, spin_us = 0;
     size_t work_bytes = 0;
     const char *helper = NULL;
 
     optind = 2;
-    while ((opt = getopt(argc, argv, "r:A:F:t:n:w:c:k:p:x:gs:S:W:M")) != -1) {
+    while ((opt = getopt(argc, argv, "r:A:F:t:n:w:c:k:p:x:gs:S:W:MR:")) != -1) {
         switch (opt) {
         case 'r': rss = strtoull(optarg, NULL, 0); break;
         case 'A': anon_vmas = atol(optarg); break;
@@ -266,6 +270,7 @@ int main(int argc, char **argv)
         case 'S': spin_us = atol(optarg); break;
         case 'W': work_bytes = strtoull(optarg, NULL, 0); break;
         case 'M': migrate = 1; break;
+        case 'R': exit_cpu = atoi(optarg); break;
         default: refuse("bad option");
         }
     }
@@ -315,6 +320,8 @@ int main(int argc, char **argv)
             pid = fork();
             if (pid == 0) {
                 sh->child_start = now_ns();
+                if (exit_cpu >= 0 && pin_cpu(exit_cpu))
+                    _exit(4);
                 sh->child_exit = now_ns();
                 _exit(0);
             }
