@@ -169,6 +169,9 @@ class Profile(BaseModel):
     # Share of do_exit before exit_mm -> mm_release -> complete_vfork_done wakes a vfork parent: what a parent
     # on another CPU waits for (it need not wait for this CPU's preemption point); absent: exit_head_share.
     mm_release_share: Fraction | None = None
+    # wait4's reap of a vfork child that exited still sharing the parent's mm, measured on the vfork loop
+    # (the stage wait_reap is measured on fork's); absent: wait_reap.
+    wait_reap_vfork: StageCost | None = None
     # What copy_process copies beyond the address space; profiles without them load (costs 0, see
     # `files_cost`, `children_cost`, `flag_cost`).
     clone_flags: dict[str, FlagCost] = Field(default_factory=dict)

@@ -87,3 +87,23 @@ def test_a_cross_cpu_parent_is_released_at_mm_release_not_at_the_preemption_poin
                                                     .pipe(lambda d: d[d["child_cpu"] != d["parent_cpu"]])
                                                     .pipe(lambda d: (d["mm_release_us"] - d["child_start_us"]).median())),
                                              rel=0.05)
+
+
+def test_a_vfork_childs_reap_has_its_own_measured_cost_and_forks_keep_theirs():
+    """profile.wait_reap_vfork (wait4 reaping a child that exited still sharing the parent's mm, measured
+    on the vfork loop) replaces wait_reap for vfork children only: a shorter one shortens the vfork round
+    trip after the call by about the difference, and a fork loop's records stay the same to the bit."""
+    from forksim.profile import StageCost
+
+    base = _profile(local=0.0)
+    fixed = base.stages["wait_reap"].fixed_us
+    cheap = base.model_copy(update={"wait_reap_vfork": StageCost(fixed_us=fixed / 4, source="test")})
+    after = lambda df: float((df["reap_us"] - df["fork_ret_us"]).mean())  # noqa: E731
+    assert after(_records(cheap)) < after(_records(base)) - fixed / 4
+    fork = parse_config({
+        "experiment": {"name": "t", "duration": "10ms", "warmup": "1ms", "replications": 1, "seed": 5},
+        "machine": {"cpus": 2},
+        "workload": {"kind": "closed", "parents": 1, "image": {"rss": "0"}, "child": {"clone": "fork"}},
+    }, source="test")
+    a, b = run_experiment(fork, profile=base).records, run_experiment(fork, profile=cheap).records
+    pd.testing.assert_frame_equal(a, b)

@@ -88,6 +88,8 @@ class Kernel:
         recent = costs.profile.placement_recent_idle
         self._recent_idle = (recent.below_us, recent.vfork_local) if recent is not None else None
         self._exit_head = costs.profile.exit_head_share.value
+        reap = costs.profile.wait_reap_vfork
+        self._reap_vfork = costs.sampler(reap, "wait_reap_vfork") if reap is not None else None
         mm_release = costs.profile.mm_release_share
         self._mm_release = mm_release.value if mm_release is not None else self._exit_head
         self.lock_stats = {n: LockStats(n) for n in ("tasklist_lock", "pidmap_lock", "mmap_lock")}
@@ -480,7 +482,9 @@ class Kernel:
                 parent.waiter = None
             rec.reap = env._now
             return
-        reap = d.wait_reap()
+        k = KINDS[kind]
+        # a vfork child that exited without exec never had an mm of its own: its reap is measured apart
+        reap = self._reap_vfork() if self._reap_vfork is not None and k.vfork_wait and not k.execs else d.wait_reap()
         rest = reap
         walk = 0.0  # do_wait's walk of the parent's other children, tasklist_lock read side
         if self.copies is not None and self.copies.wait_us > 0.0:
