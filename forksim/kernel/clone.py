@@ -289,7 +289,7 @@ class Kernel:
         # parent always comes back on its own CPU. A child on that CPU: the parent waits there for the
         # exit's head, as a sync wake-up keeps it. A child on the other CPU: the parent's CPU, halted since
         # the parent slept, takes a wake-up IPI and a halt exit while the child goes on with its exit, so
-        # the parent's wait4 mostly finds a zombie (97% of such iterations traced).
+        # the parent's wait4 mostly finds a zombie (95% of such iterations traced).
         sync = waiter.prev_cpu is child.task.cpu
         return self.machine.wake(waiter, child.task, sync=sync)
 
