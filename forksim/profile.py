@@ -77,6 +77,7 @@ __all__ = [
     "IpiSendCurve",
     "SchedulerCosts",
     "Fraction",
+    "RecentIdle",
     "Interruptions",
     "ColdTerms",
     "Warmth",
@@ -115,6 +116,17 @@ _EXIT_HEAD_DEFAULT = ("assumption: do_exit runs exit_signals .. exit_mm (where m
                       "a 2-vCPU Linux 6.18 VM (0.52 of a vfork child's exit, forksim calibrate)")
 
 
+class RecentIdle(BaseModel):
+    """Where a kernel that packs vCPUs puts a CLONE_VFORK child while another CPU is idle, when that CPU
+    went idle less than `below_us` ago (still warm from the previous child): `vfork_local` is the share kept
+    on the parent's CPU. A CPU idle longer than that gets placement.vfork_local_when_idle."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    below_us: float = Field(gt=0.0, le=1e6)
+    vfork_local: float = Field(ge=0.0, le=1.0)
+    source: str = Field(min_length=1)
+
+
 class Profile(BaseModel):
     """A whole profile file."""
 
@@ -140,6 +152,9 @@ class Profile(BaseModel):
             "vfork_local_when_idle": Fraction(value=0.0, source=_UPSTREAM),
         }
     )
+    # The same share for a vfork child when the idle CPU went idle only just now (sched_vcpu_pack spreads a
+    # tight vfork loop over both vCPUs); absent: vfork_local_when_idle whatever the idle time.
+    placement_recent_idle: RecentIdle | None = None
     interruptions: Interruptions | None = None
     # The machine the costs were measured on (forksim.host). Optional: a profile without it falls back
     # to the facts its provenance recorded (CPU model name, kernel, CPUs), and a profile built from
@@ -154,6 +169,12 @@ class Profile(BaseModel):
     # Share of do_exit (the child's whole exit, less exit_mmap) before its first preemption point:
     # a task woken meanwhile (a vfork parent, at mm_release) waits for it under preempt=none.
     exit_head_share: Fraction = Field(default_factory=lambda: Fraction(value=0.5, source=_EXIT_HEAD_DEFAULT))
+    # Share of do_exit before exit_mm -> mm_release -> complete_vfork_done wakes a vfork parent: what a parent
+    # on another CPU waits for (it need not wait for this CPU's preemption point); absent: exit_head_share.
+    mm_release_share: Fraction | None = None
+    # wait4's reap of a vfork child that exited still sharing the parent's mm, measured on the vfork loop
+    # (the stage wait_reap is measured on fork's); absent: wait_reap.
+    wait_reap_vfork: StageCost | None = None
     # What copy_process copies beyond the address space; profiles without them load (costs 0, see
     # `files_cost`, `children_cost`, `flag_cost`).
     clone_flags: dict[str, FlagCost] = Field(default_factory=dict)

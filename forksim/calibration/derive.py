@@ -18,7 +18,7 @@ from ..profile import STAGES, StageCost
 from .fit import TERMS, Config, median, stage_json
 from .fork_path import (ForkTotals, fit_fork_path, fit_remote_free, fit_stack_vmalloc, fit_thread_setup, fork_split,
                         fork_totals, trace_segments)
-from .lifetime import fit_child_start, fit_exec, fit_exit, fit_faults
+from .lifetime import fit_child_start, fit_exec, fit_exit, fit_faults, fit_vfork_wait_reap
 from .plan import FORK_MODE, FORKEXEC_MODE, VARIANTS, Plan, Store, label as _label
 from .samples import Evidence, group, pct, preempted_share, seg_cfgs, vals
 from .scheduling import exit_head_share, fit_placement, fit_scheduler
@@ -63,6 +63,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
     placement = fit_placement(store)
     ev.diag["placement_counts"] = {k: v.pop("_counts") for k, v in placement.items()}
     exit_head = exit_head_share(store)
+    vfork_reap = fit_vfork_wait_reap(store)
     warmth, warmth_diag = fit_warmth(store)
     ev.diag.update(warmth_diag)
 
@@ -86,6 +87,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
         "stack_cache_per_cpu": 2,
         "placement": placement,
         **({"exit_head_share": exit_head} if exit_head else {}),
+        **({"wait_reap_vfork": stage_json(vfork_reap)} if vfork_reap else {}),
         **({"warmth": warmth} if warmth else {}),
         **({"remote_free": remote_free} if remote_free else {}),
         "diagnostics": ev.diag,

@@ -13,7 +13,7 @@ from .fit import cross_validate, fit_linear, median, residual_quantiles, stage_c
 from .plan import FORK_MODE, SPAWN_MODE, VFORK_MODE
 from .samples import Evidence, context_switch, fork_cfg, group, pct, quantiles, seg_cfgs, vals
 
-__all__ = ["fit_child_start", "fit_exec", "fit_exit", "fit_faults"]
+__all__ = ["fit_child_start", "fit_exec", "fit_exit", "fit_faults", "fit_vfork_wait_reap"]
 
 
 def _positive(ev: Evidence, name: str) -> list[float]:
@@ -173,3 +173,16 @@ def fit_faults(ev: Evidence) -> dict[str, StageCost]:
             f"measured: first write to {pages} fresh anonymous 4 KiB pages (MADV_NOHUGEPAGE) ({len(flt)} passes, "
             f"{pin_txt}), per fault")),
     }
+
+
+def fit_vfork_wait_reap(store) -> StageCost | None:
+    """wait4 reaping a vfork child that exited without exec (it never had an mm of its own): the traced
+    pinned vfork runs' wait_reap, as wait_reap is measured on fork's (the profile's wait_reap_vfork). None
+    without 20 such samples (the model then uses wait_reap)."""
+    seg = [s[WAIT_REAP] for r in store.select(VFORK_MODE, traced=True, pinned=True) for s in r["segments"]
+           if WAIT_REAP in s]
+    if len(seg) < 20:
+        return None
+    return stage_cost(fixed_us=median(seg), quantiles=quantiles(seg), source=(
+        f"measured: traced vfork parent's wait4 outside its sleep (enter->switch-out + switch-in->exit), the "
+        f"child _exit()ed still sharing the parent's mm ({len(seg)} samples, pinned)"))

@@ -85,7 +85,15 @@ class Kernel:
             (True, False): placement["vfork_local_when_idle"].value,
             (True, True): placement["vfork_local_when_idle"].value,
         }
+        # sched_vcpu_pack keeps a vfork child on the parent's CPU when the idle CPU has slept a while, but
+        # puts it on a CPU that went idle only just now (the previous child's): None, no such distinction
+        recent = costs.profile.placement_recent_idle
+        self._recent_idle = (recent.below_us, recent.vfork_local) if recent is not None else None
         self._exit_head = costs.profile.exit_head_share.value
+        reap = costs.profile.wait_reap_vfork
+        self._reap_vfork = costs.sampler(reap, "wait_reap_vfork") if reap is not None else None
+        mm_release = costs.profile.mm_release_share
+        self._mm_release = mm_release.value if mm_release is not None else self._exit_head
         self.lock_stats = {n: LockStats(n) for n in ("tasklist_lock", "pidmap_lock", "mmap_lock")}
         self.tasklist_lock = SpinRWLock(self.env, "tasklist_lock", self.lock_stats["tasklist_lock"])
         self.pidmap_lock = SpinRWLock(self.env, "pidmap_lock", self.lock_stats["pidmap_lock"])
@@ -170,7 +178,7 @@ class Kernel:
         child.inherited = k.copies_mm
         if k.vfork_wait:
             child.vfork_waiter = P
-        pack = self.costs.uniform() < self._pack[k.vfork_wait, bool(P.cpu.rq)]
+        pack = self.costs.uniform() < self._local_share(k.vfork_wait, P)
         first_run, ipi = self.machine.spawn(child_task, P, pack=pack)
         Coroutine(self.child_life(child, kind, rec), first_run)
         if ipi > 0.0:
@@ -184,6 +192,19 @@ class Kernel:
             if ev is not None:
                 yield ev
         return child
+
+    def _local_share(self, vfork: bool, P: "Task") -> float:
+        """P(the new child stays on the parent's CPU although another is idle): the profile's share for the
+        family, and for a vfork child the recent-idle share when the CPU it would go to (the first idle
+        one, as Machine.spawn picks it) went idle less than `below_us` ago."""
+        share = self._pack[vfork, bool(P.cpu.rq)]
+        if vfork and self._recent_idle is not None:
+            idle = self.machine._idle  # read only: the ids of the idle CPUs
+            if idle:
+                below_us, local = self._recent_idle
+                if self.env._now - self.machine.cpus[min(idle)].idle_since < below_us:
+                    return local
+        return share
 
     def _setup_cost(self, P: "Task", k, rec: "Creation") -> float:
         """copy_process_setup: dup_task_struct .. copy_signal, alloc_thread_stack_node, copy_mm -> dup_mm
@@ -267,10 +288,13 @@ class Kernel:
             return 0.0
         rec.mm_release = self.env._now
         child.vfork_waiter = None
-        # The child is about to exec or exit and leave its CPU: a wake-up in the manner of a sync
-        # one, which keeps the parent on this CPU (this kernel keeps ~100% of vfork children and
-        # their parents on one vCPU; an IPI and halt exit per vfork would not fit its 15 us).
-        return self.machine.wake(waiter, child.task, sync=True)
+        # complete() -> try_to_wake_up without WF_SYNC. Traced on this kernel (tools/vfork_trace.py): the
+        # parent always comes back on its own CPU. A child on that CPU: the parent waits there for the
+        # exit's head, as a sync wake-up keeps it. A child on the other CPU: the parent's CPU, halted since
+        # the parent slept, takes a wake-up IPI and a halt exit while the child goes on with its exit, so
+        # the parent's wait4 mostly finds a zombie (95% of such iterations traced).
+        sync = waiter.prev_cpu is child.task.cpu
+        return self.machine.wake(waiter, child.task, sync=sync)
 
     def _clear_child_tid(self, child: Process, rec: "Creation") -> float:
         """mm_release -> clear_child_tid: a thread's tid is zeroed and the futex woken, which is what
@@ -365,8 +389,12 @@ class Kernel:
             body = max(0.0, body + c.term("+exit", x.exit_us, x.sigma))
             hold += c.term("+exit_notify", x.exit_notify_us, x.sigma)
         # exit_signals .. exit_mm: no preemption point before close_files' cond_resched, so a parent
-        # released at mm_release (the end of this head) waits for it on this CPU
+        # released at mm_release waits on this CPU for the end of this head; a vfork parent on another
+        # CPU is woken at mm_release itself, early in it
         head = self._exit_head * body
+        waiter = child.vfork_waiter
+        if waiter is not None and waiter.prev_cpu is not C.cpu:
+            head = self._mm_release * body
         rest = body - head
         if child.mm is not child.parent.mm:  # exit_mm -> mmput -> exit_mmap of an mm it owns
             rest += c.draw("exit_mmap", child.mm.shape)
@@ -459,7 +487,9 @@ class Kernel:
                 parent.waiter = None
             rec.reap = env._now
             return
-        reap = d.wait_reap()
+        k = KINDS[kind]
+        # a vfork child that exited without exec never had an mm of its own: its reap is measured apart
+        reap = self._reap_vfork() if self._reap_vfork is not None and k.vfork_wait and not k.execs else d.wait_reap()
         rest = reap
         walk = 0.0  # do_wait's walk of the parent's other children, tasklist_lock read side
         if self.copies is not None and self.copies.wait_us > 0.0:
