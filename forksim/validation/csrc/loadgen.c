@@ -299,8 +299,13 @@ static int create_one(struct rec *r)
     case K_VFORK:
         r->t0 = now_ns();
         pid = vfork();
-        if (pid == 0)
-            _exit(sched_getcpu() & 0xff);
+        if (pid == 0) {
+            /* not sched_getcpu(): a CLONE_VM child has no rseq area of its own, and glibc's reads the
+             * parent's cpu_id (a vfork child on the other CPU would report the parent's) */
+            unsigned cpu = 255;
+            syscall(SYS_getcpu, &cpu, NULL, NULL);
+            _exit(cpu & 0xff);
+        }
         r->t1 = now_ns();
         r->pcpu1 = sched_getcpu();
         if (pid < 0)
