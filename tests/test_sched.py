@@ -208,3 +208,20 @@ def test_duty_cycle_hog_never_spins_on_a_remainder_below_the_clock_resolution():
     assert out.returncode == 0, out.stderr
     forks, util = out.stdout.split()
     assert int(forks) > 0 and 0.3 < float(util) <= 1.0
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("se.sum_exec_runtime   :   0.000000\nse.slice                                     :              1400000\n", 1400.0),
+    ("se.sum_exec_runtime   :   0.000000\n", None),  # a kernel before 6.12 prints no slice
+])
+def test_the_base_slice_falls_back_to_proc_self_sched(monkeypatch, text, expect):
+    """With debugfs locked, the base slice is a nice-0 task's own se.slice (ns -> us); without one
+    the reason debugfs failed is kept."""
+    from pathlib import Path
+
+    from forksim.lab import facts
+
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: text)
+    value, why = facts.proc_sched_slice("debugfs: locked")
+    assert value == expect
+    assert why.endswith("debugfs: locked)" if expect else "debugfs: locked")
