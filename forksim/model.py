@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .config import BackgroundSection, ChildSection, Experiment, WorkloadSection
     from .kernel.costs import Costs
 
-__all__ = ["ModelParams", "SchedulerSpec", "BalanceSpec", "image_shape", "scaled_slice_us", "runs_eevdf"]
+__all__ = ["ModelParams", "SchedulerSpec", "BalanceSpec", "image_shape", "scaled_slice_us"]
 
 
 def image_shape(exp: "Experiment") -> ImageShape:
@@ -78,22 +78,6 @@ class BalanceSpec:
                              idle_pull=self.idle_pull, wake_prev=self.wake_prev, uniform=costs.uniform)
 
 
-def runs_eevdf(profile: Profile) -> bool:
-    """Whether the profile's kernel schedules with EEVDF (Linux 6.6+: lag, deadlines, RUN_TO_PARITY):
-    its `balancing` section says so where it has one; otherwise any kernel not known to be older than
-    6.6 does (unknown: the current kernel line). Traced on 6.18 (tools/sched_trace.py): a new child
-    woken beside a running hog preempted it at once only 18-33% of the time and otherwise waited for
-    the hog's protected slice to end at a tick (p50 2.4-3.8 ms), which the plain fair queue cannot do."""
-    if profile.balancing is not None:
-        return profile.balancing.eevdf
-    host = profile.fingerprint()
-    series = host.kernel_series if host is not None else None
-    if not series:
-        return True
-    major, minor = (int(x) for x in series.split("."))
-    return (major, minor) >= (6, 6)
-
-
 # A scheduler cost: a fixed value (a [machine] override) or the profile's cost, sampled per use.
 Cost = float | StageCost
 
@@ -137,7 +121,7 @@ class SchedulerSpec:
             ipi_send=profile.stages["ipi_send"] if m.idle_wake is None else None,
             ipi_send_curve=sched.ipi_send_curve if m.idle_wake is None else None,
             migration=cost(m.migration, sched.migration),
-            eevdf=runs_eevdf(profile),
+            eevdf=profile.balancing is not None and profile.balancing.eevdf,
             balance=BalanceSpec.of(exp, profile) if profile.balancing is not None else None,
             interruption_rate_per_s=irq.rate_per_s if has_irq else 0.0,
             interruption=irq.duration if has_irq else None,
