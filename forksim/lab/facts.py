@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_facts", "debugfs_base_slice", "mem_available", "cpu_model", "read_text", "llc_bytes"]
+__all__ = ["machine_facts", "debugfs_base_slice", "proc_sched_slice", "mem_available", "cpu_model", "read_text", "llc_bytes"]
 
 
 def read_text(path: str) -> str | None:
@@ -37,7 +37,8 @@ def _kconfig() -> dict[str, str]:
 
 
 def debugfs_base_slice() -> tuple[float | None, str]:
-    """EEVDF base slice from debugfs (mounted for the read if needed, then unmounted)."""
+    """EEVDF base slice (us) from debugfs (mounted for the read if needed, then unmounted), else from
+    /proc/self/sched (`proc_sched_slice`)."""
     path = Path("/sys/kernel/debug/sched/base_slice_ns")
     mounted = False
     try:
@@ -48,12 +49,28 @@ def debugfs_base_slice() -> tuple[float | None, str]:
             mounted = r.returncode == 0
         if path.exists():
             return float(path.read_text()) / 1000.0, "measured: /sys/kernel/debug/sched/base_slice_ns"
-        return None, "debugfs not readable"
+        return proc_sched_slice("debugfs not readable")
     except OSError as exc:
-        return None, f"debugfs: {exc}"
+        return proc_sched_slice(f"debugfs: {exc}")
     finally:
         if mounted:
             subprocess.run(["umount", "/sys/kernel/debug"], capture_output=True)
+
+
+def proc_sched_slice(why: str) -> tuple[float | None, str]:
+    """The base slice as this process's own `se.slice` in /proc/self/sched (Linux 6.12+ prints it),
+    in us: a nice-0 task without a custom slice (sched_setattr) gets sysctl_sched_base_slice at fork
+    and at every update_deadline, so this is the debugfs value where debugfs is locked. `why` says
+    why debugfs was not used; it ends the provenance when /proc/self/sched has no slice either."""
+    try:
+        for line in Path("/proc/self/sched").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "se.slice" and value.strip().isdigit():
+                return float(value) / 1000.0, (f"measured: se.slice of a nice-0 task in /proc/self/sched "
+                                               f"(sysctl_sched_base_slice; {why})")
+    except OSError:
+        pass
+    return None, why
 
 
 def llc_bytes() -> int:

@@ -1,0 +1,175 @@
+"""Trace the scheduler under a validation load: where the hogs, parents and children run, how long a
+woken parent or a new child waits, and whom it waited behind (issue 14, the busy machine).
+
+    sudo python tools/sched_trace.py record OUT [--nice N] -- LOADGEN_ARGS...
+    python tools/sched_trace.py show OUT.trace [OUT.trace ...]
+
+`record` runs the validation's load generator (built as forksim.validation.measure builds it) in a
+session of its own, as `measure` does (start_new_session: its own autogroup), with the sched_switch,
+sched_wakeup, sched_wakeup_new, sched_migrate_task and sched_process_fork tracepoints on in a
+tracefs instance of its own; it writes OUT.trace, OUT.json (the load generator's summary) and
+OUT.rec. `--nice N` sets the session's autogroup nice value first: on a box others are using,
+-20 keeps their tasks off our CPUs' time (the weight of the whole group against theirs; the tasks
+inside it stay nice 0), but it also scales the root runqueue loads that fork and wake placement
+compare, so only a quiet run (nice 0) says where the kernel places children.
+
+`show` classifies the tasks (hogs: forked by the loadgen, never sleep; parents: fork more than 20
+children; children) and prints each CPU's time by role, the children's placement, and the
+wake-to-run waits of parents and children by the task they switched in after: a wake-up that
+preempts a running hog at once (under 50 us) is EEVDF's wake-up preemption (the wakee's positive
+lag drags V below the hog's vruntime: pick_eevdf drops the ineligible hog); the rest waited for the
+hog's protected slice to end at a tick (RUN_TO_PARITY).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+TRACEFS = Path("/sys/kernel/tracing")
+INSTANCE = TRACEFS / "instances" / "forksim-sched"
+EVENTS = ("sched_switch", "sched_wakeup", "sched_wakeup_new", "sched_migrate_task", "sched_process_fork")
+LINE = re.compile(r"^\s*(.+?)-(\d+)\s+\[(\d+)\]\s+\S+\s+([\d.]+): (\w+): (.*)$")
+KV = re.compile(r"(\w+)=(\S+)")
+IMMEDIATE_US = 50.0  # a wake-up that switched in within this preempted at once (wake-up preemption)
+
+
+def _events(on: bool) -> None:
+    for e in EVENTS:
+        (INSTANCE / "events" / "sched" / e / "enable").write_text("1" if on else "0")
+
+
+def record(out: str, nice: int, loadgen_args: list[str]) -> int:
+    """Run the load generator with the tracepoints on; OUT.trace/.json/.rec."""
+    from forksim.validation.measure import build_tools
+
+    tools = build_tools()
+    INSTANCE.mkdir(exist_ok=True)
+    (INSTANCE / "tracing_on").write_text("0")
+    (INSTANCE / "trace_clock").write_text("mono")
+    (INSTANCE / "buffer_size_kb").write_text("16384")
+    (INSTANCE / "trace").write_text("")
+    _events(True)
+    cmd = f"echo {nice} > /proc/self/autogroup; exec \"$@\""
+    argv = [str(tools.loadgen), *loadgen_args, "--helper", str(tools.helper), "--out", out]
+    try:
+        (INSTANCE / "tracing_on").write_text("1")
+        proc = subprocess.run(["bash", "-c", cmd, "loadgen", *argv], capture_output=True, text=True,
+                              start_new_session=True)
+        (INSTANCE / "tracing_on").write_text("0")
+        Path(out + ".json").write_text(proc.stdout)
+        Path(out + ".trace").write_text((INSTANCE / "trace").read_text())
+    finally:
+        _events(False)
+        (INSTANCE / "trace").write_text("")
+    if proc.returncode != 0:
+        print(f"loadgen failed: {proc.stderr.strip()}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}.trace, {out}.json, {out}.rec")
+    return 0
+
+
+def parse(path: str) -> list[tuple[float, int, str, dict[str, str]]]:
+    """(time us, cpu, event, fields) of each event line, in time order."""
+    ev = []
+    for ln in open(path):
+        m = LINE.match(ln)
+        if m:
+            _comm, _pid, cpu, ts, name, rest = m.groups()
+            ev.append((float(ts) * 1e6, int(cpu), name, dict(KV.findall(rest.replace(" ==> ", " ")))))
+    ev.sort(key=lambda e: e[0])
+    return ev
+
+
+def roles(ev: list) -> dict[int, str]:
+    """pid -> hog, parent, child or master (the loadgen's own process)."""
+    kids = collections.defaultdict(list)
+    loadgen, sleeps = set(), collections.Counter()
+    for _t, _c, name, d in ev:
+        if name == "sched_process_fork":
+            kids[int(d["pid"])].append(int(d["child_pid"]))
+        elif name == "sched_switch":
+            for k in ("prev", "next"):
+                if d[k + "_comm"] == "loadgen":
+                    loadgen.add(int(d[k + "_pid"]))
+            if not d["prev_state"].startswith("R"):
+                sleeps[int(d["prev_pid"])] += 1
+    role = {}
+    for p, cs in kids.items():
+        if len(cs) > 20:
+            role[p] = "parent"
+            role.update((c, "child") for c in cs)
+    for p in loadgen - set(role):
+        role[p] = "hog" if sleeps[p] <= 2 else "master"
+    return role
+
+
+def timeline(ev: list, role: dict[int, str]) -> tuple[dict, dict, collections.Counter]:
+    """Each CPU's time by role, the wake-to-run waits keyed by (wakee role, role and state of the task
+    it switched in after), and the hogs' CPUs per run."""
+    name = lambda pid: role.get(pid, "idle" if pid == 0 else "other")  # noqa: E731
+    share, waits, hogs = collections.defaultdict(float), collections.defaultdict(list), collections.Counter()
+    cur, pending = {}, {}
+    for t, cpu, ev_name, d in ev:
+        if ev_name in ("sched_wakeup", "sched_wakeup_new"):
+            pending[int(d["pid"])] = t
+        elif ev_name == "sched_switch":
+            prev, nxt = int(d["prev_pid"]), int(d["next_pid"])
+            if cpu in cur:
+                share[(cpu, name(cur[cpu][0]))] += t - cur[cpu][1]
+            cur[cpu] = (nxt, t)
+            if name(nxt) == "hog":
+                hogs[(nxt, cpu)] += 1
+            if nxt in pending:
+                waits[(name(nxt), name(prev), d["prev_state"][:1])].append(t - pending.pop(nxt))
+    return share, waits, hogs
+
+
+def show(path: str) -> None:
+    ev = parse(path)
+    role = roles(ev)
+    share, waits, hogs = timeline(ev, role)
+    span = ev[-1][0] - ev[0][0]
+    print(f"{path}: {span / 1e3:.0f} ms, tasks: {dict(collections.Counter(role.values()))}")
+    for cpu in sorted({c for c, _ in share}):
+        print(f"  cpu{cpu}: " + ", ".join(f"{r} {100 * v / span:.0f}%" for (c, r), v in sorted(share.items()) if c == cpu))
+    print("  hog runs by (pid, cpu):", dict(hogs))
+    for key in sorted(waits, key=lambda k: -len(waits[k])):
+        w = np.array(waits[key])
+        if key[0] in ("parent", "child") and len(w) >= 20:
+            print(f"  {key[0]:6s} switched in after {key[1]:6s}({key[2]}): n={len(w):5d}  wait p10 "
+                  f"{np.percentile(w, 10):5.0f}  p50 {np.median(w):5.0f}  p90 {np.percentile(w, 90):5.0f} us")
+    for who in ("parent", "child"):
+        w = np.array(waits.get((who, "hog", "R"), []))
+        if w.size:
+            late = w[w >= IMMEDIATE_US]
+            print(f"  {who} woken beside a running hog: {100 * np.mean(w < IMMEDIATE_US):.0f}% preempted it at once; "
+                  f"the rest waited p50 {np.median(late) if late.size else 0:.0f} us (to a tick)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("record", help="trace one load generator run (root; tracefs)")
+    r.add_argument("out")
+    r.add_argument("--nice", type=int, default=0, help="the run's autogroup nice value (default 0)")
+    s = sub.add_parser("show", help="analyse recorded traces")
+    s.add_argument("traces", nargs="+")
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)  # the load generator's own flags follow --
+    args = ap.parse_args(argv[:cut])
+    if args.cmd == "record":
+        return record(args.out, args.nice, argv[cut + 1:])
+    for t in args.traces:
+        show(t)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
