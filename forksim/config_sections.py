@@ -318,6 +318,11 @@ class WorkloadSection(_Section):
         "time, just before the next fork (a co-runner sweeping its working set): they count against the warmth "
         "of the parent's image (profile `warmth`); their CPU time is part of think_time (default 0)",
     )
+    pin: bool = Field(
+        default=False,
+        description="pin parent i (and its threads) to CPU i % cpus, as taskset does; its children inherit the "
+        "pin and never leave that CPU (default false: the scheduler places every task)",
+    )
     image: ImageSection = ImageSection()
     child: ChildSection = ChildSection()
     bursts: BurstSection = BurstSection()

@@ -76,6 +76,19 @@ class CPU:
             return heapq.heappop(self.rq)[2]
         return None
 
+    def _pick_for(self, dst: "CPU") -> Task | None:
+        """The next waiting task that may move to `dst` (its affinity allows it), taken off this runqueue."""
+        if self.rq and self.rq[0][2].affinity in (None, dst):
+            return self._pick()
+        for entry in sorted(self.rq):
+            task = entry[2]
+            if task.affinity is None or task.affinity is dst:
+                self.rq.remove(entry)
+                heapq.heapify(self.rq)
+                self.load -= 1
+                return task
+        return None
+
     # ---- running work
 
     def _account(self, task: Task) -> None:

@@ -85,9 +85,12 @@ class Machine:
             self.tasks[task] = None
         return task
 
-    def start_task(self, name: str) -> tuple[Task, simpy.Event]:
-        """A new task of the workload itself (no parent: the idlest CPU) and the event of its first run."""
+    def start_task(self, name: str, pin: int | None = None) -> tuple[Task, simpy.Event]:
+        """A new task of the workload itself (no parent: the idlest CPU; `pin`: that CPU only, for good)
+        and the event of its first run."""
         task = self.new_task(name)
+        if pin is not None:
+            task.affinity = self.cpus[pin % len(self.cpus)]
         first_run, _ = self.spawn(task, None)
         return task, first_run
 
@@ -101,7 +104,12 @@ class Machine:
         ev = simpy.Event(self.env)
         task._wake_event = ev
         home = parent.cpu if parent is not None and parent.cpu is not None else None
-        target = home if pack and home is not None else self._idlest(home)
+        if parent is not None and parent.affinity is not None:
+            task.affinity = parent.affinity  # copy_process: the child inherits cpus_mask
+        if task.affinity is not None:
+            target = task.affinity
+        else:
+            target = home if pack and home is not None else self._idlest(home)
         target._sync_min_vruntime()
         if self.params.eevdf:
             eevdf.place_new(task, target, self.params.slice_us)
@@ -197,7 +205,9 @@ class Machine:
                     return
                 cpu = self.cpus[i]
                 if cpu.idle:
-                    task = busy._pick()
+                    task = busy._pick_for(cpu)
+                    if task is None:
+                        continue  # every waiting task is pinned to the busy CPU
                     task.vruntime += cpu.min_vruntime - busy.min_vruntime
                     cpu.waking = True
                     cpu.load += 1
@@ -219,6 +229,8 @@ class Machine:
         return best
 
     def _select_wake_cpu(self, task: Task, waker_cpu: CPU | None, sync: bool) -> CPU:
+        if task.affinity is not None:
+            return task.affinity  # select_task_rq: a task allowed on one CPU goes there
         prev = task.prev_cpu or self.cpus[0]
         if waker_cpu is not None and sync and waker_cpu.nr_running == 1:
             b = self.params.balance
@@ -240,15 +252,13 @@ class Machine:
         """newidle balance: take the first waiting task of the busiest runqueue."""
         if self._balancer is not None:
             return self._balancer.idle_pull(idle_cpu, newidle=True)
-        busiest = None
-        for cpu in self.cpus:
-            if cpu is not idle_cpu and cpu.rq and (busiest is None or len(cpu.rq) > len(busiest.rq)):
-                busiest = cpu
-        if busiest is None:
-            return None
-        task = busiest._pick()
-        task.vruntime += idle_cpu.min_vruntime - busiest.min_vruntime
-        return task
+        task = None
+        for busiest in sorted((c for c in self.cpus if c is not idle_cpu and c.rq), key=lambda c: -len(c.rq)):
+            task = busiest._pick_for(idle_cpu)  # the first of the busiest runqueue that may move here
+            if task is not None:
+                task.vruntime += idle_cpu.min_vruntime - busiest.min_vruntime
+                return task
+        return None
 
     # ---- measurement
 

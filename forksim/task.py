@@ -39,6 +39,7 @@ class Task:
         "machine", "name", "pid", "cpu", "prev_cpu", "state", "vruntime", "need_resched",
         "_left", "_total", "_done", "_preemptible", "_preempt_from", "_chunk_start", "_slice_start",
         "_wake_event", "deadline", "vlag", "_protect_end", "last_ran", "load_avg", "load_t", "_delayed",
+        "affinity",
     )
 
     def __init__(self, machine: "Machine", name: str, pid: int):
@@ -65,6 +66,7 @@ class Task:
         self.load_avg = 1024.0   # PELT runnable average (a new task starts full)
         self._delayed: tuple[CPU, int] | None = None  # DELAY_DEQUEUE: (its CPU, that CPU's picks then)
         self.load_t = machine.env._now
+        self.affinity: CPU | None = None  # the one CPU it may run on (sched_setaffinity), None: any
 
     def _pelt(self, runnable: bool) -> None:
         """Bring the PELT load up to now; `runnable`: whether it was runnable since the last update."""

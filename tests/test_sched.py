@@ -260,3 +260,43 @@ def test_a_new_child_waits_for_a_running_hogs_protected_slice(eevdf_on):
         assert seen["parent"] == pytest.approx(TICK) and seen["child"] == pytest.approx(2 * TICK, abs=1.0)
     else:
         assert seen["child"] == pytest.approx(seen["fork"], abs=1.0)
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_a_pinned_task_and_its_children_never_leave_their_cpu(balanced):
+    """workload.pin (sched_setaffinity): two always-runnable tasks pinned to CPU 0 share it while CPU 1
+    idles (no newidle, nohz or periodic pull moves them), a child spawned by one inherits the pin although
+    CPU 1 is idle, and an unpinned task still goes to the idle CPU."""
+    env = simpy.Environment()
+    params = eevdf_params(balance=BalanceParams() if balanced else None)
+    m = Machine(env, 2, params)
+    ran: dict[str, float] = {}
+    a, first_a = m.start_task("a", pin=0)
+    b, first_b = m.start_task("b", pin=2)  # 2 % 2 CPUs: CPU 0 too
+    seen: dict[str, set] = {"a": set(), "b": set(), "child": set()}
+
+    def spin(task, first, name):
+        yield first
+        while True:
+            seen[name].add(task.cpu.id)
+            yield task.run(100.0, preemptible=True)
+            ran[name] = ran.get(name, 0.0) + 100.0
+
+    def child_of_a():
+        yield env.timeout(5_000.0)
+        child = m.new_task("child")
+        first, _ = m.spawn(child, a)
+        yield first
+        seen["child"].add(child.cpu.id)
+        yield child.run(50.0)
+        seen["child"].add(child.cpu.id)
+        child.exit()
+
+    env.process(spin(a, first_a, "a"))
+    env.process(spin(b, first_b, "b"))
+    env.process(child_of_a())
+    env.run(until=100_000.0)
+    assert seen == {"a": {0}, "b": {0}, "child": {0}}
+    assert ran["a"] == pytest.approx(ran["b"], rel=0.1)
+    free, first_free = m.start_task("free")
+    assert free.cpu is m.cpus[1]

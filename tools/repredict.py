@@ -2,10 +2,12 @@
 stored configs, against their stored measurements) with today's model and a profile, and print the
 errors beside the file's own. For a model change between quiet windows: which rows it moves, and how.
 
-    python tools/repredict.py VALIDATION_JSON [--profile P] [--only SCENARIO ...] [--seed N]
+    python tools/repredict.py VALIDATION_JSON [--profile P] [--only SCENARIO ...] [--seed N] [--rebuild]
 
 The measurement stays the one in the file (same host state, same day); only the prediction is new.
 A row's config names the profile it was predicted with; --profile replaces it (a name or a path).
+--rebuild makes each config again from today's scenario definition and the stored measurement
+(Scenario.to_config), for a change in how a scenario becomes a config.
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ import sys
 from pathlib import Path
 
 from forksim.validation.compare import METRICS, compare_row, simulate, summarize_rows
+from forksim.validation.scenarios import get_scenario
 
 
-def repredict(report: dict, profile: str | None, only: list[str], seed: int | None) -> list[dict]:
+def repredict(report: dict, profile: str | None, only: list[str], seed: int | None, rebuild: bool = False) -> list[dict]:
     rows = []
     for old in report["rows"]:
         if (only and old["scenario"] not in only) or not old.get("config") or not old.get("measured_full"):
             continue
         config = json.loads(json.dumps(old["config"]))
+        if rebuild:
+            config = get_scenario(old["scenario"]).to_config(
+                old["measured_full"], cpus=config["machine"]["cpus"], quick=bool(report.get("quick")),
+                profile=config["machine"]["profile"], seed=config["experiment"]["seed"])
         if profile:
             config["machine"]["profile"] = profile
         if seed is not None:
@@ -50,9 +57,10 @@ def main() -> int:
     ap.add_argument("--profile", help="profile name or file (default: each row's own)")
     ap.add_argument("--only", action="append", default=[], help="one scenario (repeatable)")
     ap.add_argument("--seed", type=int, help="another seed than the rows' own")
+    ap.add_argument("--rebuild", action="store_true", help="configs from today's scenario definitions")
     args = ap.parse_args()
     report = json.loads(args.report.read_text())
-    rows = repredict(report, args.profile, args.only, args.seed)
+    rows = repredict(report, args.profile, args.only, args.seed, args.rebuild)
     if not rows:
         print("no row to re-predict (check --only)", file=sys.stderr)
         return 2

@@ -102,6 +102,8 @@ class Balancer:
         failed = self.failed[local.id]
         force = failed > self.p.cache_nice_tries
         for _v, _s, task in sorted(src.rq):
+            if task.affinity is not None and task.affinity is not local:
+                continue  # can_migrate_task: not in its cpus_mask
             if self._hot(task, now) and not force:
                 continue
             # detach_tasks (migrate_load): not more load than the imbalance, a bound halved at each

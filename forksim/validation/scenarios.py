@@ -154,6 +154,7 @@ class Scenario:
                       "unshare": list(self.unshare)},
             "live_children": self.live_children,
             "wait": self.wait,
+            "pin": self.pin,  # loadgen --pin: parent i and its children on CPU i % cpus
         }
         if self.other_work_llc > 0:
             # what a user states: the bytes the other work touches, and the gap it leaves between a

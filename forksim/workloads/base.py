@@ -122,16 +122,16 @@ class ParentWorkload(Workload):
         if self.params.profile.balancing is None:
             # the validated model: each task starts on the idlest CPU, hogs after the parents
             for i in range(wl.parents):
-                task, first = self.machine.start_task(f"{self.parent_name}{i}")
+                task, first = self.machine.start_task(f"{self.parent_name}{i}", pin=self._pin(i))
                 self._start_parent(i, task, first)
             start_cpu_hogs(self.machine, bg.cpu_hogs, bg.hog_duty, bg.hog_period)
             return
-        plan: list[tuple[str, Callable[["Task", simpy.Event], None]]] = []
+        plan: list[tuple[str, Callable[["Task", simpy.Event], None], int | None]] = []
         for h in range(bg.cpu_hogs):
             plan.append((f"hog{h}", lambda task, first: self.env.process(
-                cpu_hog(task, first, bg.hog_duty, bg.hog_period))))
+                cpu_hog(task, first, bg.hog_duty, bg.hog_period)), None))
         for i in range(wl.parents):
-            plan.append((f"{self.parent_name}{i}", functools.partial(self._start_parent, i)))
+            plan.append((f"{self.parent_name}{i}", functools.partial(self._start_parent, i), self._pin(i)))
         launcher, first = self.machine.start_task("launcher")
         self.env.process(self._launch(launcher, first, plan))
 
@@ -139,8 +139,10 @@ class ParentWorkload(Workload):
         """The launcher: fork each planned task (SD_BALANCE_FORK placement from its CPU), then exit."""
         yield first
         pack = self.kernel._pack  # P(local although a CPU is idle), by (CLONE_VFORK, parent's CPU busy)
-        for name, begin in plan:
+        for name, begin, pin in plan:
             task = self.machine.new_task(name)
+            if pin is not None:
+                task.affinity = self.machine.cpus[pin]
             local = pack[False, bool(launcher.cpu.rq)]
             first_run, ipi = self.machine.spawn(task, launcher, pack=self.kernel.costs.uniform() < local)
             begin(task, first_run)
@@ -148,11 +150,15 @@ class ParentWorkload(Workload):
                 yield launcher.run(ipi)
         launcher.exit()
 
+    def _pin(self, i: int) -> int | None:
+        """workload.pin: parent i's CPU (i % cpus, as the validation's loadgen --pin), else None."""
+        return i % len(self.machine.cpus) if self.params.workload.pin else None
+
     def _start_parent(self, i: int, task: "Task", first: simpy.Event) -> None:
         proc = Process(task, self.kernel.new_mm(self.shape))
         self.env.process(self._parent(proc, i, first))
         for j in range(1, self.params.workload.image.threads):
-            thread, tfirst = self.machine.start_task(f"{self.parent_name}{i}.t{j}")
+            thread, tfirst = self.machine.start_task(f"{self.parent_name}{i}.t{j}", pin=self._pin(i))
             proc.threads.append(thread)
             self.env.process(self._faulting_thread(proc, thread, tfirst))
 
