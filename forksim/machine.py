@@ -237,6 +237,10 @@ class Machine:
             if (b is not None and b.wake_prev > 0.0 and prev is not waker_cpu and not prev.idle
                     and b.uniform() < b.wake_prev):
                 return prev  # vCPU packing: the wakee stays on its busy vCPU (as measured)
+            if prev is not waker_cpu and prev.idle and not prev.waking:
+                # select_idle_sibling: the waker's CPU (wake_affine_idle's target) is busy, and "if the
+                # previous CPU is cache affine and idle, don't be stupid": the wakee stays there
+                return prev
             return waker_cpu  # wake_affine_idle: the waker is about to sleep
         if prev.idle and not prev.waking:
             return prev

@@ -300,3 +300,36 @@ def test_a_pinned_task_and_its_children_never_leave_their_cpu(balanced):
     assert ran["a"] == pytest.approx(ran["b"], rel=0.1)
     free, first_free = m.start_task("free")
     assert free.cpu is m.cpus[1]
+
+
+def test_a_sync_wakeup_keeps_the_wakee_on_its_idle_previous_cpu():
+    """exit_notify's sync wake of a parent asleep in wait4 from a child running on the other CPU:
+    wake_affine_idle picks the waker's CPU, but select_idle_sibling returns the previous CPU when it is
+    idle ("don't be stupid"), so the parent wakes where it slept (traced on 6.18: 0 of 253 moved). When
+    the previous CPU is busy, the sync wake-up pulls it to the waker's."""
+    for prev_busy in (False, True):
+        env = simpy.Environment()
+        m = Machine(env, 2, eevdf_params())
+        parent, first_p = m.start_task("parent")
+        child, first_c = m.start_task("child")
+        ran: dict[str, float] = {}
+        if prev_busy:
+            hog(m, "hog", ran, pin=0)
+        where = {}
+
+        def parent_body():
+            yield first_p
+            yield parent.sleep()
+            where["woke_on"] = parent.cpu.id
+
+        def child_body():
+            yield first_c
+            yield env.timeout(100.0)
+            m.wake(parent, child, sync=True)
+            yield child.run(10.0)
+            child.exit()
+
+        env.process(parent_body())
+        env.process(child_body())
+        env.run(until=20_000.0)
+        assert where["woke_on"] == (1 if prev_busy else 0), (prev_busy, where)

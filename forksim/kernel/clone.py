@@ -412,8 +412,8 @@ class Kernel:
             child.inherited = False
             child.parent.mm.users -= 1
             # zap_pte_range drops the mapcount of every folio it shares with the parent: the
-            # parent's struct pages are warm on this CPU again
-            self.warmth.walked(child.parent.mm, C.cpu.id, env._now)
+            # parent's struct pages are warm again
+            self.warmth.exit_walked(child.parent.mm, C.cpu.id, env._now)
         if self.on_stage is not None:
             self.on_stage(C, "do_exit", t, env._now)
 

@@ -74,3 +74,18 @@ class WarmthTracker:
         mm.walked_at = now
         mm.walked_cpu = cpu
         mm.walked_mark = self.cpu_bytes[cpu]
+
+    def exit_walked(self, mm: "MM", cpu: int, now: float) -> None:
+        """A child that shared `mm`'s pages exited on `cpu`, ending now: zap_pte_range touched the
+        struct pages (their mapcounts), not the parent's page tables. On the image's own CPU that is a
+        walk. On another CPU the image stays where it was (the parent's page tables are still in that
+        CPU's caches; the struct page lines moved to a core that shares the last-level cache: assumption,
+        both vCPUs of this machine kind share it, /sys/devices/system/cpu/cpu0/cache/index3) and only its
+        time is refreshed; the bytes count against that other CPU's own images."""
+        if self.curve is None:
+            return
+        if mm.walked_at is None or mm.walked_cpu == cpu:
+            self.walked(mm, cpu, now)
+            return
+        self.cpu_bytes[cpu] += self.curve.walk_bytes_per_pte * (mm.shape.ptes + mm.shape.pmds)
+        mm.walked_at = now
