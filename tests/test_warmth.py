@@ -132,6 +132,28 @@ def test_fit_recovers_a_known_curve():
     Warmth.model_validate(w)
 
 
+def test_a_larger_image_whose_extra_falls_caps_the_fit_and_leaves_the_curve_alone():
+    """The 2026-12-02 quick grid: cold extras 147, 1212 and 168 us at 0, 64 and 256 MiB (the 256 MiB
+    back-to-back fork was itself cold). The fit goes through the rising sizes and caps at 64 MiB, and
+    the coldness curve comes from the warm references only: 0.55 cold after 1 ms is no tau at the
+    bound (before, 256 MiB pulled the 64 MiB extra down to 188 us and every point to fully cold)."""
+    tau = 1300.0
+    store = Store()
+    for rss, ptes, warm, e in ((0, 0, 80.0, 147.0), (64 * MiB, 16409, 1253.0, 1212.0),
+                               (256 * MiB, 65561, 8000.0, 168.0)):
+        gaps = (0, 1000, 10000, 100000) if rss == 64 * MiB else (0, 100000)
+        for gap in gaps:
+            c = 1 - math.exp(-gap / tau)
+            store.runs.append(_run(rss, "sleep", gap, warm + c * e, ptes, gap))
+    w, _ = fit_warmth(store)
+    d = w["stages"]["dup_mmap"]
+    assert d["pte_cap"] == 16409
+    extra = {p: d["fixed_us"] + d["per_pte_us"] * min(p, d["pte_cap"]) for p in (0, 16409, 65561)}
+    assert extra[0] == pytest.approx(147.0, rel=0.05) and extra[16409] == pytest.approx(1212.0, rel=0.05)
+    assert extra[65561] == extra[16409]
+    assert w["tau_us"] == pytest.approx(tau, rel=0.15)
+
+
 def test_fit_finds_no_terms_without_an_effect():
     store = Store()
     for gap in (0, 10000, 100000):

@@ -8,7 +8,8 @@ own memory on the parent's CPU (-W, in multiples of the last-level cache), a mov
 - per size, the warm p50 (gap 0) and the cold extra E = p50 - warm at the gaps of 100 ms and more
   (the curve is flat there: fully cold);
 - ColdTerms for dup_mmap: fixed_us + per_pte_us * min(ptes, pte_cap) through the sizes' E (NNLS per
-  candidate cap; the cap the caches held warm, or no cap);
+  candidate cap; the cap the caches held warm, or no cap), over the sizes up to the largest whose E
+  still grew (a larger image's back-to-back reference is itself partly cold): the cap is that size;
 - coldness c = (p50 - warm) / E per gap, fitted by scipy.optimize.curve_fit to 1 - exp(-(gap/tau)^beta);
 - the footprint scale from the sweeps (the sweep's own duration is a gap too: its part is divided out),
   and the migration coldness from the moves.
@@ -179,6 +180,19 @@ def _saturated_extras(table: list[dict[str, Any]], warm: dict[int, float], sizes
     return sat
 
 
+def _rising(sizes: list[int], sat: dict[int, float]) -> list[int]:
+    """The sizes up to the largest whose cold extra still grew with the image. Beyond it the extra falls
+    (2026-12-02 quick grid: 0, 64, 256 MiB -> 147, 1212, 168 us): the back-to-back reference of a larger
+    image is itself partly cold (its fork costs more per PTE than the smaller size's), so that extra says
+    how much colder a cold fork is than an already cold one, not what the caches kept warm."""
+    out: list[int] = []
+    for s in sorted(sizes):
+        if out and sat[s] < sat[out[-1]]:
+            break
+        out.append(s)
+    return out
+
+
 def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The profile's `warmth` section (None when not measured or no effect) and its diagnostics."""
     runs = _pooled(store.select("cold"))
@@ -193,9 +207,12 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         diag["warmth_note"] = "no cold extra above 2% of the warm fork at gaps >= 100 ms: no warmth terms"
         return None, diag
     # the empty image anchors the fixed part even when its extra is within the noise (floored at 1%)
-    fitted = good + ([0] if 0 in sat and 0 not in good else [])
+    fitted = _rising(good + ([0] if 0 in sat and 0 not in good else []), sat)
     ptes = np.array([next(t["ptes"] for t in table if t["rss_bytes"] == s) for s in fitted], dtype=float)
     fixed, per_pte, cap = _cap_fit(ptes, np.array([max(sat[s], 0.01 * warm[s]) for s in fitted]))
+    if any(g not in fitted for g in good):
+        cap = float(ptes.max())  # the larger sizes' extras fell: what the caches kept warm stops growing here
+    good = [g for g in good if g in fitted]  # the coldness, footprint and migration points: warm references only
 
     def extra(rss: int) -> float:
         p = next(t["ptes"] for t in table if t["rss_bytes"] == rss)
