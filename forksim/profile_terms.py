@@ -117,6 +117,14 @@ class StageCost(BaseModel):
         return self.model_copy(update={term: getattr(self, term) * factor})
 
 
+def _check_idle_times(name: str, idle_us: list[float], what: str, values: list) -> None:
+    """A curve over idle times: one value per idle time, the idle times positive and rising."""
+    if len(idle_us) != len(values):
+        raise ValueError(f"{name}: idle_us and {what} must have the same length")
+    if any(x <= 0 for x in idle_us) or any(b <= a for a, b in zip(idle_us, idle_us[1:])):
+        raise ValueError(f"{name}.idle_us must be positive and rise strictly (microseconds)")
+
+
 class IdleWakeCurve(BaseModel):
     """How a halted vCPU's wake-up latency depends on how long it has been idle: `scale` (the median
     latency over `idle_wake`'s median) at each `idle_us`, interpolated in log(idle) and held flat
@@ -130,10 +138,7 @@ class IdleWakeCurve(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "IdleWakeCurve":
-        if len(self.idle_us) != len(self.scale):
-            raise ValueError("idle_wake_curve: idle_us and scale must have the same length")
-        if any(x <= 0 for x in self.idle_us) or any(b <= a for a, b in zip(self.idle_us, self.idle_us[1:])):
-            raise ValueError("idle_wake_curve.idle_us must be positive and rise strictly (microseconds)")
+        _check_idle_times("idle_wake_curve", self.idle_us, "scale", self.scale)
         if any(not math.isfinite(x) or x <= 0 for x in self.scale):
             raise ValueError("idle_wake_curve.scale must be positive ratios")
         return self
@@ -166,10 +171,7 @@ class IpiSendCurve(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "IpiSendCurve":
-        if len(self.idle_us) != len(self.costs):
-            raise ValueError("ipi_send_curve: idle_us and costs must have the same length")
-        if any(x <= 0 for x in self.idle_us) or any(b <= a for a, b in zip(self.idle_us, self.idle_us[1:])):
-            raise ValueError("ipi_send_curve.idle_us must be positive and rise strictly (microseconds)")
+        _check_idle_times("ipi_send_curve", self.idle_us, "costs", self.costs)
         return self
 
     def nearest(self) -> Callable[[float], int]:
