@@ -78,9 +78,12 @@ class Machine:
 
     # ---- tasks
 
-    def new_task(self, name: str) -> Task:
+    def new_task(self, name: str, pin: int | None = None) -> Task:
+        """A task; `pin`: it may run on CPU pin % cpus only, for good (sched_setaffinity)."""
         task = Task(self, name, self._next_pid)
         self._next_pid += 1
+        if pin is not None:
+            task.affinity = self.cpus[pin % len(self.cpus)]
         if self._balancer is not None:
             self.tasks[task] = None
         return task
@@ -88,9 +91,7 @@ class Machine:
     def start_task(self, name: str, pin: int | None = None) -> tuple[Task, simpy.Event]:
         """A new task of the workload itself (no parent: the idlest CPU; `pin`: that CPU only, for good)
         and the event of its first run."""
-        task = self.new_task(name)
-        if pin is not None:
-            task.affinity = self.cpus[pin % len(self.cpus)]
+        task = self.new_task(name, pin)
         first_run, _ = self.spawn(task, None)
         return task, first_run
 
@@ -145,9 +146,12 @@ class Machine:
     def halt_exit(self, cpu: CPU) -> float:
         """How long a halted `cpu` takes to run what it was woken for: idle_wake, scaled by how long
         it has been idle where the profile measured that (the host's halt polling)."""
+        return self._halt_exit_after(self.env._now - cpu.idle_since)
+
+    def _halt_exit_after(self, idle_us: float) -> float:
         p = self.params
         wake = p.idle_wake()
-        return wake if p.idle_wake_scale is None else wake * p.idle_wake_scale(self.env._now - cpu.idle_since)
+        return wake if p.idle_wake_scale is None else wake * p.idle_wake_scale(idle_us)
 
     def _activate(self, task: Task, target: CPU, waker_cpu: CPU | None) -> float:
         p = self.params
@@ -156,7 +160,7 @@ class Machine:
             idle_us = self.env._now - target.idle_since
             target.waking = True
             target.load += 1
-            target._dispatch(task, self.halt_exit(target))
+            target._dispatch(task, self._halt_exit_after(idle_us))
             if waker_cpu is None or waker_cpu is target:
                 return 0.0
             return p.ipi_send() if p.ipi_send_by_idle is None else p.ipi_send_by_idle(idle_us)

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import MeasurementError
 from .bench import Benchmarks
+from .samples import PROBABILITIES, tail_residual
 
 __all__ = ["measure_interruptions", "fit_interruptions", "THRESHOLD_US", "PROBABILITIES"]
 
@@ -32,9 +33,6 @@ __all__ = ["measure_interruptions", "fit_interruptions", "THRESHOLD_US", "PROBAB
 # stage's own median; longer ones are interruptions.
 THRESHOLD_US = 5.0
 WINDOWS = 4
-# where a long-tailed distribution is kept: every 5% up to p95, every 1% to p99, then the tail (a
-# rare stall then comes out about as often as it was measured, not smeared over a 5% step)
-PROBABILITIES = tuple(round(x, 3) for x in np.linspace(0.0, 0.95, 20)) + (0.96, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0)
 
 
 def _probe(b: Benchmarks, cpu: int, seconds: float) -> np.ndarray:
@@ -72,13 +70,11 @@ def fit_interruptions(windows: list[tuple[int, np.ndarray]], window_s: float) ->
                                                 "source": f"measured: fewer than 5 gaps over {THRESHOLD_US:g} us"},
                 "source": f"measured: {len(gaps)} gaps over {THRESHOLD_US:g} us in {where}{left_out}"}
     med = float(np.median(gaps))
-    ratios = np.quantile(gaps / med, PROBABILITIES)
     return {
         "rate_per_s": round(float(np.median(rates)), 3),
         "duration": {
             "fixed_us": round(med, 4),
-            "residual": {"family": "empirical", "quantiles": [round(float(q), 5) for q in ratios],
-                         "probabilities": list(PROBABILITIES)},
+            "residual": tail_residual(gaps / med),
             "source": f"measured: {len(gaps)} gaps over {THRESHOLD_US:g} us without a context switch in {where} "
                       f"(p50 {med:.1f} us, p99 {np.percentile(gaps, 99):.1f} us, max {gaps.max():.0f} us)",
         },

@@ -12,7 +12,7 @@ from .fit import Config, median, residual_quantiles
 from .plan import FORK_MODE, Store, label
 
 __all__ = ["Evidence", "fork_cfg", "seg_cfgs", "group", "vals", "quantiles", "pct", "fork_field",
-           "preempted_share", "context_switch"]
+           "preempted_share", "context_switch", "PROBABILITIES", "tail_residual"]
 
 
 @dataclass
@@ -96,6 +96,17 @@ def vals(runs: list[dict[str, Any]], f: str, scale: float = 1e-3) -> list[float]
 def quantiles(samples: list[float]) -> list[float]:
     """The residual quantiles of one sample around its median."""
     return residual_quantiles([Config(samples=samples)])
+
+
+# where a long-tailed distribution is kept: every 5% up to p95, every 1% to p99, then the tail (a
+# rare stall then comes out about as often as it was measured, not smeared over a 5% step)
+PROBABILITIES = tuple(round(x, 3) for x in np.linspace(0.0, 0.95, 20)) + (0.96, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0)
+
+
+def tail_residual(ratios: np.ndarray) -> dict[str, Any]:
+    """An empirical residual of sample/median ratios at the tail-dense PROBABILITIES (a profile's JSON)."""
+    q = np.maximum.accumulate(np.maximum(np.quantile(ratios, PROBABILITIES), 1e-3))
+    return {"family": "empirical", "quantiles": [round(float(x), 5) for x in q], "probabilities": list(PROBABILITIES)}
 
 
 def pct(v: list[float]) -> dict[str, float]:

@@ -13,9 +13,8 @@ import numpy as np
 from ..lab import debugfs_base_slice
 from ..profile import StageCost
 from .fit import median, stage_cost
-from .interruptions import PROBABILITIES
 from .plan import FORK_MODE, SPAWN_MODE, VFORK_MODE, Store
-from .samples import Evidence, pct, quantiles, vals
+from .samples import Evidence, pct, quantiles, tail_residual, vals
 
 __all__ = ["fit_scheduler", "fit_placement", "exit_head_share"]
 
@@ -51,9 +50,7 @@ def _ipi_send_curve(wakes: list[dict[str, Any]], local_us: float) -> dict[str, A
     costs = []
     for s, v in pts:
         med = max(median(v), 0.01)
-        ratios = np.maximum.accumulate(np.maximum(np.quantile(np.asarray(v) / med, PROBABILITIES), 1e-3))
-        costs.append({"fixed_us": round(med, 4), "residual": {
-            "family": "empirical", "quantiles": [round(float(q), 5) for q in ratios], "probabilities": list(PROBABILITIES)},
+        costs.append({"fixed_us": round(med, 4), "residual": tail_residual(np.asarray(v) / med),
             "source": f"measured: {len(v)} FUTEX_WAKEs of a task on the other CPU, halted {s:g} us, minus a same-CPU "
                       f"wake ({local_us:.2f} us); {sum(c > 100.0 for c in v)} over 100 us"})
     return {"idle_us": [s for s, _ in pts], "costs": costs,

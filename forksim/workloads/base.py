@@ -86,6 +86,11 @@ class Workload:
     def start(self) -> None:
         raise NotImplementedError
 
+    def _pin(self, i: int) -> int | None:
+        """workload.pin: the CPU of parent (or server) i, as the validation's loadgen --pin (i % cpus,
+        Machine.new_task); None: unpinned."""
+        return i if self.exp.workload.pin else None
+
     def _reaped(self, rec: Creation) -> None:
         """A creation's child is reaped: its record is done; a capped run stops at its cap."""
         self.records.done(rec)
@@ -140,19 +145,13 @@ class ParentWorkload(Workload):
         yield first
         pack = self.kernel._pack  # P(local although a CPU is idle), by (CLONE_VFORK, parent's CPU busy)
         for name, begin, pin in plan:
-            task = self.machine.new_task(name)
-            if pin is not None:
-                task.affinity = self.machine.cpus[pin]
+            task = self.machine.new_task(name, pin)
             local = pack[False, bool(launcher.cpu.rq)]
             first_run, ipi = self.machine.spawn(task, launcher, pack=self.kernel.costs.uniform() < local)
             begin(task, first_run)
             if ipi > 0.0:
                 yield launcher.run(ipi)
         launcher.exit()
-
-    def _pin(self, i: int) -> int | None:
-        """workload.pin: parent i's CPU (i % cpus, as the validation's loadgen --pin), else None."""
-        return i % len(self.machine.cpus) if self.params.workload.pin else None
 
     def _start_parent(self, i: int, task: "Task", first: simpy.Event) -> None:
         proc = Process(task, self.kernel.new_mm(self.shape))

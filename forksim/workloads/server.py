@@ -102,7 +102,7 @@ class Server(Workload):
             first = self.exp.experiment.warmup + self.cfg.interval / 2.0
         self.first_snapshot = first
         for i in range(wl.parents):
-            task, first_run = self.machine.start_task(f"server{i}", pin=i if wl.pin else None)
+            task, first_run = self.machine.start_task(f"server{i}", pin=self._pin(i))
             inst = _Instance(i, Process(task, self.kernel.new_mm(self.shape)), first)
             self.instances.append(inst)
             self.env.process(self._serve(inst, first_run))
