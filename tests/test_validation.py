@@ -143,6 +143,10 @@ def test_scenario_set():
     duty = next(s for s in hogs if s.hog_duty < 1.0)
     assert duty.loadgen_args(False)[-4:] == ["--hog-duty", "0.5", "--hog-period", "0.01"]
     assert duty.to_config({}, cpus=2)["background"] == {"cpu_hogs": 2, "hog_duty": 0.5, "hog_period": 10_000.0}
+    # forks after idle gaps and after other work are measured interleaved, one group per image size
+    assert {s.name: s.interleave for s in SCENARIOS if s.interleave} == {
+        s.name: f"cold-{'64MiB' if s.rss == 64 * scenarios.MiB else '256MiB'}"
+        for s in SCENARIOS if s.think_s or s.other_work_llc}
     quick = scenarios.scenarios(quick=True)
     assert {"closed-fork-K1-rss0", "closed-fork-K2-rss0", "closed-vfork-K1-rss0", "closed-posix_spawn-K1-rss0",
             "closed-thread-K1-rss0", "closed-fork-K1-rss0-hogs2"} <= {s.name for s in quick}
@@ -294,6 +298,27 @@ def test_real_fork_after_other_work():
     assert res["other_work_bytes"] == sc.other_work_bytes > 0
     assert 0 < res["gap_us"]["p50"] < 1e6
     assert res["placement"]["parent_moved_frac"] == 0.0  # pinned
+    assert not _our_loadgens(), "a loadgen process was left behind"
+
+
+@NEEDS_CC
+@pytest.mark.kernel
+def test_interleaved_rounds_pool_every_round():
+    """A group measured in rounds: each scenario runs once a round (its time split among the rounds), its
+    records pool all rounds, its throughput is all forks over all measured time, and the gaps come from
+    within each run (no gap spans two runs)."""
+    group = [dataclasses.replace(get_scenario(name), rss=4 * MiB, duration_s=0.6, warmup_s=0.05)
+             for name in ("closed-fork-K1-rss64MiB-think1ms", "closed-fork-K1-rss64MiB-think10ms")]
+    assert group[0].interleave == group[1].interleave == "cold-64MiB"
+    res = measure.measure_interleaved(group, rounds=3)
+    for sc in group:
+        r = res[sc.name]
+        assert len(r["rounds"]) == 3 and sum(x["samples"] for x in r["rounds"]) == r["samples"]
+        assert r["duration_s"] == pytest.approx(0.6, rel=0.02)      # 3 rounds of 0.2 s
+        assert r["throughput_per_s"] == pytest.approx(r["samples"] / r["duration_s"])
+        assert sc.think_s * 1e6 <= r["gap_us"]["p50"] < 10 * sc.think_s * 1e6 + 5000  # the sleep, not minutes
+        assert r["gap_us"]["n"] == r["samples"] - 3                  # one gap fewer than forks per run
+    assert res[group[0].name]["samples"] > res[group[1].name]["samples"]  # the shorter sleep forks more often
     assert not _our_loadgens(), "a loadgen process was left behind"
 
 

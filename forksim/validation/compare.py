@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .measure import LoadgenError, build_tools, measure
+from .measure import LoadgenError, build_tools, interleaved_measurer, measure
 from .apps import redis_bgsave
 from .crosscheck import stress_ng_vfork
 from .document import _fmt, _fmt_err, plot_report, render_markdown, write_report
@@ -186,23 +186,31 @@ def simulate(config: dict[str, Any], profile: str | None) -> dict[str, Any]:
 
 
 def _scenario_row(sc: Any, quick: bool, capacity: dict[tuple[str, int], float], cpus: int,
-                  sim: Callable[[dict[str, Any], str | None], dict[str, Any]], profile: str) -> dict[str, Any]:
+                  sim: Callable[[dict[str, Any], str | None], dict[str, Any]], profile: str,
+                  measured_before: tuple[dict[str, Any], float] | None = None) -> dict[str, Any]:
     """One scenario measured for real and simulated: its compared row (with the measured and predicted
     summaries in full and the seconds each took). A closed 2-parent scenario without hogs records its
-    throughput in `capacity`, the rate its open scenarios are offered a share of."""
+    throughput in `capacity`, the rate its open scenarios are offered a share of. `measured_before`:
+    (result, seconds) of a measurement already taken (an interleaved group's)."""
     t = time.monotonic()
     measured: dict[str, Any] = {}
     predicted: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     error = None
-    try:
-        cap = capacity.get(capacity_key(sc.kind, sc.rss)) if sc.mode == "open" else None
-        measured = measure(sc, quick, capacity=cap)
-        if sc.mode == "closed" and sc.parents == 2 and not sc.hogs:
-            capacity[capacity_key(sc.kind, sc.rss)] = measured["throughput_per_s"]
-    except LoadgenError as exc:
-        error = f"measurement failed: {exc}"
-    t_meas = time.monotonic() - t
+    if measured_before is not None:
+        measured, t_meas = measured_before
+        if "error" in measured:
+            measured, error = {}, f"measurement failed: {measured['error']}"
+    else:
+        try:
+            cap = capacity.get(capacity_key(sc.kind, sc.rss)) if sc.mode == "open" else None
+            measured = measure(sc, quick, capacity=cap)
+            if sc.mode == "closed" and sc.parents == 2 and not sc.hogs:
+                capacity[capacity_key(sc.kind, sc.rss)] = measured["throughput_per_s"]
+        except LoadgenError as exc:
+            error = f"measurement failed: {exc}"
+        t_meas = time.monotonic() - t
+    t_sim = time.monotonic()
     if error is None:
         config = sc.to_config(measured, cpus=cpus, quick=quick, profile=profile)
         try:
@@ -212,7 +220,7 @@ def _scenario_row(sc: Any, quick: bool, capacity: dict[tuple[str, int], float], 
     row = compare_row(sc.name, measured, predicted, config=config, error=error)
     row["measured_full"] = measured
     row["predicted_full"] = predicted
-    row["seconds"] = {"measure": round(t_meas, 2), "simulate": round(time.monotonic() - t - t_meas, 2)}
+    row["seconds"] = {"measure": round(t_meas, 2), "simulate": round(time.monotonic() - t_sim, 2)}
     return row
 
 
@@ -258,8 +266,9 @@ def validate(profile: str = "default", quick: bool = False, out: Path | None = N
         chosen = [s for s in chosen if s.name in names or (s.mode == "closed" and s.parents == 2 and not s.hogs
                                                            and capacity_key(s.kind, s.rss) in needed_caps)]
     say(f"forksim validate: {len(chosen)} scenarios ({'quick' if quick else 'full'}), profile {profile!r}")
+    grouped = interleaved_measurer(chosen, quick, say)
     for sc in chosen:
-        row = _scenario_row(sc, quick, capacity, cpus, sim, profile)
+        row = _scenario_row(sc, quick, capacity, cpus, sim, profile, grouped(sc))
         rows.append(row)
         for line in _progress_lines(sc.name, row):
             say(line)

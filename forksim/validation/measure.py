@@ -36,6 +36,9 @@ __all__ = [
     "latency_stats",
     "measure",
     "measure_all",
+    "measure_interleaved",
+    "interleaved_measurer",
+    "INTERLEAVE_ROUNDS",
     "REC_DTYPE",
     "STALL_DTYPE",
 ]
@@ -49,6 +52,9 @@ REC_DTYPE = np.dtype([
 STALL_DTYPE = np.dtype([
     ("start", "<i8"), ("dur", "<i8"), ("thread", "<i4"), ("nvcsw", "<i4"), ("nivcsw", "<i4"), ("pad", "<i4"),
 ])
+
+# Rounds of an interleaved group (full set; the quick set measures each scenario in one run)
+INTERLEAVE_ROUNDS = 4
 
 # Headroom beyond the parents' images: page tables, the record buffers, the rest of the system.
 _MEM_HEADROOM = 512 * 1024**2
@@ -253,6 +259,12 @@ def _stall_stats(stalls: np.ndarray, recs: np.ndarray) -> tuple[dict, dict, dict
     return st(overlap & (stalls["nvcsw"] > 0)), st(overlap), st(np.ones(stalls.size, bool))
 
 
+def _gaps(recs: np.ndarray) -> np.ndarray:
+    """One parent's gap before each fork: from the previous reap to this fork (us)."""
+    order = np.argsort(recs["t0"])
+    return (recs["t0"][order][1:] - recs["t2"][order][:-1]) / 1e3
+
+
 def summarize(scenario: Scenario, meta: dict, recs: np.ndarray, stalls: np.ndarray, *, quick: bool,
               rate: float | None = None) -> dict[str, Any]:
     """The measured result of one run (the shape `compare` puts beside the prediction)."""
@@ -285,8 +297,7 @@ def summarize(scenario: Scenario, meta: dict, recs: np.ndarray, stalls: np.ndarr
     }
     if scenario.mode == "closed" and scenario.parents == 1 and (scenario.think_s > 0 or scenario.other_work_llc > 0):
         # the gap each fork followed: from the previous reap to this fork (sleep, co-runner's sweep)
-        order = np.argsort(recs["t0"])
-        out["gap_us"] = latency_stats((recs["t0"][order][1:] - recs["t2"][order][:-1]) / 1e3)
+        out["gap_us"] = latency_stats(_gaps(recs))
         out["other_work_bytes"] = scenario.other_work_bytes
     if scenario.mode == "open":
         out["rate_per_s"] = rate
@@ -325,23 +336,89 @@ def measure(scenario: Scenario, quick: bool = False, *, capacity: float | None =
             capacity = measure(base, quick, tools=tools)["throughput_per_s"]
         rate = float(scenario.rate_fraction or 0.5) * capacity
     args = scenario.loadgen_args(quick, rate)
-    # Setup touches the images (a few seconds per GiB here), then the run itself.
-    timeout = 60 + scenario.warmup(quick) + scenario.duration(quick) * 3 + 20 * scenario.rss * scenario.parents / 1024**3
-    runs = [run_loadgen(args, timeout=timeout, tools=tools) for _ in range(max(1, scenario.repeats))]
+    runs = [run_loadgen(args, timeout=_timeout(scenario, quick), tools=tools) for _ in range(max(1, scenario.repeats))]
+    return _pooled(scenario, runs, quick=quick, rate=rate, raw=raw, tools=tools)
+
+
+def measure_interleaved(group: list[Scenario], quick: bool = False, *, rounds: int = INTERLEAVE_ROUNDS,
+                        tools: Tools | None = None) -> dict[str, dict[str, Any]]:
+    """Measure closed scenarios that are compared with one another (forks after 1 to 1000 ms asleep, after
+    other work) in `rounds` rounds, each running every scenario for 1/rounds of its time, the order turned
+    by one each round; {name: result}. The host's speed drifts over minutes (+-30% between rows run
+    minutes apart here); interleaved, every scenario of the group sees the same drift, and each result's
+    `rounds` lists the per-round fork() p50s. A scenario that fails is recorded as {"error": message}."""
+    tools = tools or build_tools()
+    runs: dict[str, list] = {sc.name: [] for sc in group}
+    errors: dict[str, str] = {}
+    for r in range(rounds):
+        for sc in group[r % len(group):] + group[:r % len(group)]:
+            if sc.name in errors:
+                continue
+            try:
+                check_memory(sc)
+                args = sc.loadgen_args(quick, duration=sc.duration(quick) / rounds)
+                runs[sc.name].append(run_loadgen(args, timeout=_timeout(sc, quick), tools=tools))
+            except LoadgenError as exc:
+                errors[sc.name] = str(exc)
+    out: dict[str, dict[str, Any]] = {}
+    for sc in group:
+        if sc.name in errors:
+            out[sc.name] = {"scenario": sc.name, "error": errors[sc.name]}
+            continue
+        res = _pooled(sc, runs[sc.name], quick=quick, rate=None, raw=False, tools=tools, spread=False)
+        res["rounds"] = [{"fork_p50_us": float(np.median((recs["t1"] - recs["t0"]) / 1e3)) if recs.size else None,
+                          "samples": int(recs.size)} for _m, recs, _st in runs[sc.name]]
+        out[sc.name] = res
+    return out
+
+
+def interleaved_measurer(chosen: list[Scenario], quick: bool, say: Callable[[str], None]
+                        ) -> Callable[[Scenario], tuple[dict[str, Any], float] | None]:
+    """For each scenario: its measurement when it belongs to an interleaved group (full set; the whole
+    group is measured, in rounds, when its first member comes up), else None (measure it alone)."""
+    done: dict[str, tuple[dict[str, Any], float]] = {}
+
+    def grouped(sc: Scenario) -> tuple[dict[str, Any], float] | None:
+        if quick or not sc.interleave:
+            return None
+        if sc.name not in done:
+            group = [s for s in chosen if s.interleave == sc.interleave]
+            say(f"  measuring {len(group)} scenarios ({sc.interleave}) interleaved, in {INTERLEAVE_ROUNDS} rounds")
+            t = time.monotonic()
+            results = measure_interleaved(group, quick, rounds=INTERLEAVE_ROUNDS)
+            took = (time.monotonic() - t) / len(group)
+            done.update({name: (res, took) for name, res in results.items()})
+        return done[sc.name]
+
+    return grouped
+
+
+def _timeout(scenario: Scenario, quick: bool) -> float:
+    """Setup touches the images (a few seconds per GiB here), then the run itself."""
+    return 60 + scenario.warmup(quick) + scenario.duration(quick) * 3 + 20 * scenario.rss * scenario.parents / 1024**3
+
+
+def _pooled(scenario: Scenario, runs: list[tuple[dict, np.ndarray, np.ndarray]], *, quick: bool,
+            rate: float | None, raw: bool, tools: Tools, spread: bool = True) -> dict[str, Any]:
+    """One result from one or more runs of a scenario: the latencies pool every run's creations.
+    `spread` (repeated runs, whose placement differs run to run): the throughput is the median run's
+    and each run's is kept; else (rounds of one measurement) all creations over all measured time."""
     meta, recs, stalls = runs[0]
     out = summarize(scenario, meta, recs, stalls, quick=quick, rate=rate)
     if len(runs) > 1:
-        # Repeated runs (placement differs run to run): the latencies pool every run's creations,
-        # the throughput is the median run's, and each run's throughput is kept (the spread).
-        thr = [summarize(scenario, m, r, st, quick=quick, rate=rate)["throughput_per_s"] for m, r, st in runs]
+        each = [summarize(scenario, m, r, st, quick=quick, rate=rate) for m, r, st in runs]
         recs = np.concatenate([r for _m, r, _st in runs])
         pooled = summarize(scenario, meta, recs, stalls, quick=quick, rate=rate)
-        out["fork_latency_us"] = pooled["fork_latency_us"]
-        out["roundtrip_latency_us"] = pooled["roundtrip_latency_us"]
-        out["placement"] = pooled["placement"]
-        out["samples"] = int(recs.size)
-        out["throughput_per_s"] = float(np.median(thr))
-        out["throughput_runs_per_s"] = thr
+        for key in ("fork_latency_us", "roundtrip_latency_us", "placement", "samples"):
+            out[key] = pooled[key]
+        if spread:
+            out["throughput_per_s"] = float(np.median([e["throughput_per_s"] for e in each]))
+            out["throughput_runs_per_s"] = [e["throughput_per_s"] for e in each]
+        else:
+            out["duration_s"] = float(sum(e["duration_s"] for e in each))
+            out["throughput_per_s"] = recs.size / out["duration_s"] if out["duration_s"] > 0 else 0.0
+        if "gap_us" in out:  # gaps within each run (a run's last reap is not followed by the next run's fork)
+            out["gap_us"] = latency_stats(np.concatenate([_gaps(r) for _m, r, _st in runs]))
     out["helper_static"] = tools.helper_static
     if raw:
         out["_records"] = recs
@@ -359,13 +436,16 @@ def measure_all(quick: bool = False, progress: bool | Callable[[str], None] = Tr
     tools = build_tools()
     results: dict[str, dict[str, Any]] = {}
     capacity: dict[tuple[str, int], float] = {}
-    for sc in scenarios(quick):
-        if only and sc.name not in only:
-            continue
+    chosen = [sc for sc in scenarios(quick) if not only or sc.name in only]
+    grouped = interleaved_measurer(chosen, quick, say)
+    for sc in chosen:
         t = time.monotonic()
         try:
             cap = capacity.get(capacity_key(sc.kind, sc.rss)) if sc.mode == "open" else None
-            res = measure(sc, quick, capacity=cap, tools=tools)
+            before = grouped(sc)
+            res = before[0] if before else measure(sc, quick, capacity=cap, tools=tools)
+            if "error" in res:
+                raise LoadgenError(res["error"])
             if sc.mode == "closed" and sc.parents == 2 and not sc.hogs:
                 capacity[capacity_key(sc.kind, sc.rss)] = res["throughput_per_s"]
             results[sc.name] = res

@@ -21,15 +21,15 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "slice until a tick; the model places one hog per CPU at start and has no periodic load balancing"),
     ("think", "a fork after an idle gap finds the parent's page tables and struct pages cold; the model adds the "
      "profile's cold extra to dup_mmap by the time since the image was last walked (warmth: 1-exp(-gap/tau)), "
-     "measured pinned on 64 and 256 MiB images; what remains is the host: how much of the cache other tenants "
-     "evicted during the gap varies from hour to hour, and an unpinned parent also wakes on either vCPU. The "
-     "rows run minutes apart and the host's speed drifts between them: interleaved in one run, a fork after "
-     "10 ms and after 1000 ms asleep cost the same (forkbench cold, pinned, within 4%), so a long-gap row off "
-     "by as much as the warm closed-fork row of its size is the warm reference, not the gap"),
-    ("llc-pin", "a fork after a co-runner swept its memory on the parent's CPU: the model charges the cold extra "
-     "by the gap the sweep left (measured) and by the bytes swept against the profile's footprint scale; on this "
-     "host a sweep cooled the image no more than sleeping as long (forkbench cold, pinned, interleaved), so the "
-     "gap decides; the real child is pinned with its parent, the model's child may run on the other CPU"),
+     "measured pinned on 64 and 256 MiB images. The rows of one size are measured interleaved (4 rounds; each "
+     "row's rounds are in validation.json) so that the host's drift, +-30% over minutes here, hits them alike; "
+     "what remains is the host between calibration and validation (how much of the cache other tenants evict "
+     "during a gap varies from hour to hour) and an unpinned parent waking on either vCPU"),
+    ("llc-pin", "a fork after a co-runner swept its memory on the parent's CPU: the new child runs first (forkbench "
+     "cold -W, 2026-12-02: the child started before fork() returned in 83% of forks after a sweep, never after a "
+     "sleep), so the parent's fork() wall time holds the child's whole run and exit (wall 4,022 us against 2,014 "
+     "us of the parent's CPU time at 64 MiB) while the round trip is unchanged; the cold extra itself is charged "
+     "by the gap the sweep left and the bytes swept"),
     ("open-fork", "at low load the parent waits between requests, so its forks run cold (the model now charges the "
      "profile's cold extra by the time since the last walk of the image); queueing then amplifies the remaining "
      "service-time error in the response percentiles"),

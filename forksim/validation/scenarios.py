@@ -71,6 +71,7 @@ class Scenario:
     pin: bool = False              # pin parent i to CPU i % cpus (children inherit it)
     think_s: float = 0.0           # closed: the parent sleeps this long after each reap (a cold fork)
     other_work_llc: float = 0.0    # closed: then a co-runner on its CPU sweeps this many last-level caches
+    interleave: str = ""           # full set: scenarios with this key are measured together, in rounds
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     fds: int = 3                   # open fds in each parent (loadgen --fds)
@@ -94,13 +95,14 @@ class Scenario:
     def threads(self) -> int:
         return 1 + self.writers if self.mode == "mt" else 1
 
-    def loadgen_args(self, quick: bool, rate: float | None = None) -> list[str]:
-        """The load generator's flags for this scenario (without --out/--helper)."""
+    def loadgen_args(self, quick: bool, rate: float | None = None, *, duration: float | None = None) -> list[str]:
+        """The load generator's flags for this scenario (without --out/--helper); `duration`: a run's
+        measured seconds when not the scenario's own (a round of an interleaved group)."""
         args = [
             "--mode", self.mode,
             "--kind", self.kind,
             "--parents", str(self.parents),
-            "--duration", f"{self.duration(quick):g}",
+            "--duration", f"{duration if duration is not None else self.duration(quick):g}",
             "--warmup", f"{self.warmup(quick):g}",
             "--hogs", str(self.hogs),
             "--rss", str(self.rss),
@@ -212,7 +214,7 @@ def _think(rss: int, think_s: float, *, quick: bool = False) -> Scenario:
     return Scenario(name=f"closed-fork-K1-rss{_size_name(rss)}-think{gap}", mode="closed", kind=FORK, parents=1,
                     rss=rss, think_s=think_s, quick=quick, duration_s=max(5.0, 25 * think_s),
                     quick_duration_s=max(1.0, 12 * think_s), warmup_s=max(0.5, 2 * think_s),
-                    quick_warmup_s=max(0.2, 1.5 * think_s),
+                    quick_warmup_s=max(0.2, 1.5 * think_s), interleave=f"cold-{_size_name(rss)}",
                     notes=f"a fork after {gap} asleep: the parent's page tables and struct pages have cooled")
 
 
@@ -221,7 +223,7 @@ def _after_work(rss: int, llc: float, *, quick: bool = False) -> Scenario:
     on the same CPU (a database forking beside a busy neighbour): fork -> reap -> sweep -> fork."""
     return Scenario(name=f"closed-fork-K1-rss{_size_name(rss)}-work{llc:g}llc-pin", mode="closed", kind=FORK,
                     parents=1, rss=rss, other_work_llc=llc, pin=True, quick=quick, duration_s=4.0,
-                    quick_duration_s=1.0,
+                    quick_duration_s=1.0, interleave=f"cold-{_size_name(rss)}",
                     notes=f"a fork after a co-runner on the parent's CPU swept {llc:g}x the last-level cache")
 
 
