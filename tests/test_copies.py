@@ -264,6 +264,12 @@ def test_clonebench_measures_fds_flags_and_children():
     raw = measure_copies(exe, -1, COPIES_PLANS["smoke"])
     kinds = {r["key"]["what"] for r in raw["runs"]}
     assert {"fds", "flag", "children", "children_any", "unshare"} <= kinds
+    # one set of live children serves both wait styles (clonebench -A), split by the samples' "any"
+    by = {(r["key"]["what"], r["key"]["live_children"]): r for r in raw["runs"] if "live_children" in r["key"]}
+    for n in COPIES_PLANS["smoke"].children:
+        pid_wait, any_wait = by[("children", n)], by[("children_any", n)]
+        assert len(pid_wait["samples"]) == len(any_wait["samples"]) == COPIES_PLANS["smoke"].reps
+        assert {x["any"] for x in pid_wait["samples"]} == {0} and {x["any"] for x in any_wait["samples"]} == {1}
     fit = fit_copies(raw, -1)
     assert fit["files"]["dup_fd_per_fd_us"] >= 0.0 and fit["files"]["source"].startswith("measured")
     assert "CLONE_FILES" in fit["clone_flags"]

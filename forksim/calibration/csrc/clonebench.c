@@ -18,6 +18,8 @@
  * The call is glibc fork() with -f 0 and no -C, else glibc clone(fn, stack, FLAGS|SIGCHLD) with
  * FLAGS from -f (hex; CLONE_SIGHAND needs CLONE_VM, so -f adds CLONE_VM when it is set).
  * -a: reap with waitpid(-1) (do_wait walks the parent's children list) instead of waitpid(pid).
+ * -A: both, alternating repetition by repetition (odd i: waitpid(-1)); each sample gains "any": 0|1.
+ *   One set of -L live children then serves both (their start and teardown dominate the run).
  * -u HEX (unshare(2)): every child calls unshare(HEX) first thing and times it itself (ksys_unshare:
  *   unshare_fs, unshare_fd, unshare_nsproxy_namespaces); a fresh child per repetition, because a
  *   process can unshare CLONE_NEWPID only once and nests CLONE_NEWUSER at most 32 deep. Repetitions
@@ -30,7 +32,7 @@
  *   {"b": "span", "w": k, "reps": n, "wall_ns": ...} (its loop's wall time): creators serialising
  *   on a lock (namespace_sem, rtnl_lock) show as a longer call wall time (fork_ns) at N = 2.
  * Options: -n reps -w warm-up -c CPU (pin; -1 unpinned) -d fds -L live children -f flags -C (clone
- *          even with flags 0) -u unshare flags -P creators
+ *          even with flags 0) -u unshare flags -P creators -a / -A wait style
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -170,6 +172,7 @@ static long open_fds(long want)
 /* The timed loop of one creator (worker `w`, -1 without -P). */
 static void creator(long reps, long warm, unsigned long flags, int use_clone, int any, int w, char *stack,
                     size_t stack_len, unsigned long uflags)
+/* any: 0 waitpid(pid), 1 waitpid(-1), 2 alternating (-A) */
 {
     int64_t busy0 = machine_busy_ns(), own0 = own_cpu_ns(), wall0 = now_ns(), loop0 = 0;
     char wfield[24] = "";
@@ -195,7 +198,7 @@ static void creator(long reps, long warm, unsigned long flags, int use_clone, in
         c1 = cpu_ns();
         if (pid < 0)
             die("clone");
-        reap(pid, any);
+        reap(pid, any == 2 ? (int)(i & 1) : any);
         t2 = now_ns();
         if (do_unshare && sh->unshare_err) {
             errno = sh->unshare_err;
@@ -209,9 +212,9 @@ static void creator(long reps, long warm, unsigned long flags, int use_clone, in
                    (long)sh->unshare_ns, (long)sh->unshare_cpu_ns, (long)(t1 - t0), (long)(t2 - t0),
                    (long)(t2 - sh->child_exit));
         else
-            printf("{\"b\": \"clone\", %s\"i\": %ld, \"fork_ns\": %ld, \"fork_cpu_ns\": %ld, \"rt_ns\": %ld, "
-                   "\"exit_ns\": %ld}\n",
-                   wfield, i, (long)(t1 - t0), (long)(c1 - c0), (long)(t2 - t0), (long)(t2 - sh->child_exit));
+            printf("{\"b\": \"clone\", %s\"i\": %ld, \"any\": %d, \"fork_ns\": %ld, \"fork_cpu_ns\": %ld, "
+                   "\"rt_ns\": %ld, \"exit_ns\": %ld}\n", wfield, i, any == 2 ? (int)(i & 1) : any, (long)(t1 - t0),
+                   (long)(c1 - c0), (long)(t2 - t0), (long)(t2 - sh->child_exit));
     }
     if (w >= 0)
         printf("{\"b\": \"span\", \"w\": %d, \"reps\": %ld, \"wall_ns\": %ld}\n", w, reps, (long)(now_ns() - loop0));
@@ -238,7 +241,7 @@ int main(int argc, char **argv)
 
     setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
 
-    while ((opt = getopt(argc, argv, "n:w:c:d:L:f:aCu:P:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:w:c:d:L:f:aACu:P:")) != -1) {
         switch (opt) {
         case 'n': reps = atol(optarg); break;
         case 'w': warm = atol(optarg); break;
@@ -247,6 +250,7 @@ int main(int argc, char **argv)
         case 'L': live = atol(optarg); break;
         case 'f': flags = strtoul(optarg, NULL, 16); break;
         case 'a': any = 1; break;
+        case 'A': any = 2; break;
         case 'C': use_clone = 1; break;
         case 'u': uflags = strtoul(optarg, NULL, 16); do_unshare = 1; break;
         case 'P': creators = atoi(optarg); break;
@@ -259,6 +263,8 @@ int main(int argc, char **argv)
         use_clone = 1;
     if (creators < 0 || creators > 64)
         refuse("-P: 0 to 64 creators");
+    if (any == 2 && uflags)
+        refuse("-A with -u: both alternate repetitions");
     slots = mmap(NULL, 65 * sizeof(struct shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     stack = mmap(NULL, stack_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (slots == MAP_FAILED || stack == MAP_FAILED)
