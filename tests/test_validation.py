@@ -95,6 +95,26 @@ def test_off_by_2x_both_directions():
     assert "fork_p50" not in r["off_by_2x"]
 
 
+def test_rows_far_from_their_canary_are_marked_as_host_drift():
+    """The document marks a row whose canary was off the model by more than DRIFT_NOTE, and says the
+    canary's range over the run; a row without a canary is not marked."""
+    from forksim.validation.canary import canary_summary
+    from forksim.validation.metrics import DRIFT_NOTE
+
+    rows = [compare_row("a", _stub_measured(), _stub_summary()), compare_row("b", _stub_measured(), _stub_summary()),
+            compare_row("c", _stub_measured(), _stub_summary())]
+    rows[0]["canary"] = {"measured_fork_p50_us": 1000.0, "predicted_fork_p50_us": 800.0, "rel_error": -0.2}
+    rows[1]["canary"] = {"measured_fork_p50_us": 820.0, "predicted_fork_p50_us": 800.0, "rel_error": -0.0244}
+    summ = {**summarize_rows(rows), "canary": canary_summary(rows)}
+    assert summ["canary"]["n"] == 2 and summ["canary"]["rel_error_min"] == -0.2
+    assert summ["canary"]["measured_fork_p50_us_max"] == 1000.0
+    md = render_markdown({"rows": rows, "summary": summ})
+    assert DRIFT_NOTE < 0.2
+    assert "| a (host drift: canary -20%) |" in md and "| b |" in md and "| c |" in md
+    assert "Host drift:" in md and "800 us" in md
+    assert canary_summary(rows[2:]) is None
+
+
 def test_stall_metric_compared_for_multithreaded_rows():
     meas = _stub_measured() | {"stalls_us": {"count": 10, "p50": 1000.0, "p99": 4000.0, "max": 5000.0}}
     row = compare_row("mt", meas, _stub_summary(stall={"p50": 1200.0, "p99": 4000.0, "count": 12}))
@@ -363,8 +383,14 @@ def test_validate_end_to_end_with_a_stub_simulator(tmp_path):
     assert [r["scenario"] for r in report["rows"]] == [sc]
     row = report["rows"][0]
     assert row["predicted"]["throughput"] == 5000.0 and row["measured"]["throughput"] > 0
-    assert calls[0][0]["workload"]["child"]["clone"] == "thread"
-    assert calls[0][0]["machine"]["cpus"] == os.cpu_count()
+    row_calls = [c for c, _p in calls if c["experiment"]["name"] == f"validate-{sc}"]
+    assert row_calls[0]["workload"]["child"]["clone"] == "thread"
+    assert row_calls[0]["machine"]["cpus"] == os.cpu_count()
+    # the canary ran before the row and was simulated once: one pinned parent, 64 MiB
+    canary_calls = [c for c, _p in calls if c["experiment"]["name"].startswith("validate-canary")]
+    assert len(canary_calls) == 1 and canary_calls[0]["workload"]["pin"] is True
+    assert row["canary"]["measured_fork_p50_us"] > 0 and row["canary"]["predicted_fork_p50_us"] == 50.0
+    assert report["summary"]["canary"]["n"] == 1
     assert (tmp_path / "validation.json").exists() and (tmp_path / "validation.md").exists()
     assert report["provenance"]["profile"] == "default" and report["provenance"]["cpus"] == os.cpu_count()
     assert not _our_loadgens()

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from .measure import LoadgenError, build_tools, interleaved_measurer, measure
 from .apps import redis_bgsave
+from .canary import Canary, canary_summary
 from .crosscheck import stress_ng_vfork
 from .document import _fmt, _fmt_err, plot_report, render_markdown, write_report
 from .metrics import EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, TARGETS
@@ -236,6 +237,8 @@ def _progress_lines(name: str, row: dict[str, Any]) -> list[str]:
             f"  [{row['seconds']['measure']:.1f}+{row['seconds']['simulate']:.1f} s]")
     if (row.get("foreign_cpu_frac") or 0) > NOISY_FOREIGN_FRAC:
         line += f"  noisy: {row['foreign_cpu_frac'] * 100:.0f}% of the CPUs busy with other processes"
+    if (row.get("canary") or {}).get("rel_error") is not None:
+        line += f"  canary {_fmt_err(row['canary']['rel_error'])}"
     return [line, f"  {'':34s} {error}"] if error else [line]
 
 
@@ -267,8 +270,13 @@ def validate(profile: str = "default", quick: bool = False, out: Path | None = N
                                                            and capacity_key(s.kind, s.rss) in needed_caps)]
     say(f"forksim validate: {len(chosen)} scenarios ({'quick' if quick else 'full'}), profile {profile!r}")
     grouped = interleaved_measurer(chosen, quick, say)
+    canary, drift, groups_seen = Canary(sim, profile, cpus), None, set()
     for sc in chosen:
+        if not sc.interleave or quick or sc.interleave not in groups_seen:
+            drift = canary.measure()  # before each row; once before an interleaved group
+        groups_seen.add(sc.interleave)
         row = _scenario_row(sc, quick, capacity, cpus, sim, profile, grouped(sc))
+        row["canary"] = drift
         rows.append(row)
         for line in _progress_lines(sc.name, row):
             say(line)
@@ -285,7 +293,7 @@ def validate(profile: str = "default", quick: bool = False, out: Path | None = N
         "apps": apps,
         "quick": quick,
         "targets": TARGETS,
-        "summary": summarize_rows(rows),
+        "summary": {**summarize_rows(rows), "canary": canary_summary(rows)},
         "rows": rows,
         "wall_s": round(time.monotonic() - t_start, 1),
     }

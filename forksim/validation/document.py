@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_text
-from .metrics import EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, TARGETS
+from .metrics import DRIFT_NOTE, EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, TARGETS
 from .mechanisms import mechanism_for
 from .other_hosts import render_other_hosts
 
@@ -54,6 +54,9 @@ def _table(rows: list[dict[str, Any]], summ: dict[str, Any]) -> list[str]:
             name += " (2x!)"
         if (r.get("foreign_cpu_frac") or 0) > NOISY_FOREIGN_FRAC:
             name += f" (noisy: {r['foreign_cpu_frac'] * 100:.0f}% foreign CPU)"
+        drift = (r.get("canary") or {}).get("rel_error")
+        if drift is not None and abs(drift) > DRIFT_NOTE:
+            name += f" (host drift: canary {_fmt_err(drift)})"
         cells = [name]
         for key, *_ in METRICS:
             cells += [_fmt(r["measured"].get(key)), _fmt(r["predicted"].get(key)), _fmt_err(r["rel_error"].get(key))]
@@ -114,6 +117,19 @@ def _other_comparisons(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _drift_line(c: dict[str, Any] | None) -> list[str]:
+    """What the canary said about the host's drift over the run."""
+    if not c:
+        return []
+    return [f"Host drift: before each row (once before an interleaved group) a canary ran, one pinned parent "
+            f"forking a 64 MiB image back to back for 0.3 s. Its fork() p50 measured "
+            f"{_fmt(c['measured_fork_p50_us_min'])}-{_fmt(c['measured_fork_p50_us_max'])} us over the run, against "
+            f"the model's {_fmt(c['predicted_fork_p50_us'])} us: error {_fmt_err(c['rel_error_min'])} to "
+            f"{_fmt_err(c['rel_error_max'])} (median {_fmt_err(c['rel_error_median'])}, {c['n']} rows). Rows whose "
+            f"canary was off by more than {DRIFT_NOTE * 100:.0f}% are marked: the host had moved that far from the "
+            "profile, and a row's error that follows its canary's is that drift, not the model's."]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The validation table (markdown): measured, predicted and error per metric, then the medians."""
     rows, summ, prov = report["rows"], report["summary"], report.get("provenance", {})
@@ -134,6 +150,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                      f"CPUs (not part of the simulated load): {len(noisy)}; median errors over the quiet rows only: "
                      + ", ".join(f"{k} {_fmt_pct(v)}" for k, v in (summ.get("median_abs_rel_error_quiet") or {}).items()
                                  if k in {m[0] for m in METRICS}) + ".")
+    lines += _drift_line(summ.get("canary"))
     lines += _other_comparisons(report)
     failed = [r for r in rows if r.get("error")]
     if failed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..summary import path as _summary_path
 
-__all__ = ["METRICS", "EXTRA_METRICS", "TARGETS", "NOISY_FOREIGN_FRAC"]
+__all__ = ["METRICS", "EXTRA_METRICS", "TARGETS", "NOISY_FOREIGN_FRAC", "DRIFT_NOTE"]
 
 # (column key, label, path in the measured result, path in summary.json (checked against its schema,
 # forksim.summary), target key)
@@ -27,3 +27,6 @@ TARGETS = {"throughput": 0.10, "p50": 0.15, "p99": 0.25, "max_factor": 2.0}
 # A measurement during which other processes (not ours) kept more than this share of the machine's
 # CPUs busy is marked noisy in the table: the simulation does not know about that load.
 NOISY_FOREIGN_FRAC = 0.10
+# A row whose canary (forksim.validation.canary: the same small load measured before it) was off the model
+# by more than this is marked: the host had drifted that far from the profile when the row ran.
+DRIFT_NOTE = 0.15
