@@ -122,6 +122,8 @@ def test_fit_recovers_a_known_curve():
             store.runs.append(_run(rss, "sleep", gap, warm + c * e, ptes, gap))
         store.runs.append(_run(rss, "migrate", 0.0, warm + 0.3 * e, ptes, 0.0))
         store.runs.append(_run(rss, "work", 64 * MiB, warm + (1 - math.exp(-0.5)) * e, ptes, 0.0))
+        # unpinned forks are compared with the model, never fitted: an absurd one changes nothing
+        store.runs.append(_run(rss, "unpinned", 100000, 5 * warm, ptes, 100000))
     w, diag = fit_warmth(store)
     assert w is not None and diag["cold_forks"]
     assert w["tau_us"] == pytest.approx(tau, rel=0.1)
@@ -168,8 +170,11 @@ def test_calibrate_cold_check_and_warm_predict():
 
     rows = cold_check("default", [{"cond": "sleep", "x": x, "rss_bytes": 64 * MiB, "fork_p50_us": 1000.0,
                                    "vmas": 26, "anon_vmas": 12} for x in (0, 100_000)]
-                      + [{"cond": "migrate", "x": 0, "rss_bytes": 64 * MiB, "fork_p50_us": 1.0}])
-    assert [r["x"] for r in rows] == [0, 100_000]  # sleeps only
+                      + [{"cond": "migrate", "x": 0, "rss_bytes": 64 * MiB, "fork_p50_us": 1.0},
+                         {"cond": "unpinned", "x": 100_000, "rss_bytes": 64 * MiB, "fork_p50_us": 1000.0, "vmas": 26}])
+    assert [(r["cond"], r["x"]) for r in rows] == [("sleep", 0), ("sleep", 100_000), ("unpinned", 100_000)]
+    assert rows[2]["forksim_p50_us"] > rows[0]["forksim_p50_us"]  # after a sleep on either CPU: cold too
+    rows = rows[:2]
     prof = load_profile("default")
     extra = prof.warmth.stages["dup_mmap"].extra_us(16410)
     assert rows[1]["forksim_p50_us"] - rows[0]["forksim_p50_us"] == pytest.approx(extra, rel=0.3)

@@ -3,7 +3,9 @@
 forkbench's `cold` mode times the same pinned fork() as the stage sweep, each one after a gap that
 cools what the previous fork and the child's exit warmed: a sleep (-s), another process sweeping its
 own memory on the parent's CPU (-W, in multiples of the last-level cache), a move to the other CPU
-(-M). The fit (see forksim/kernel/warmth.py for how the model uses it):
+(-M); and unpinned after a sleep (-c -1: the parent wakes on either CPU, as a real one does), which
+calibrate's report compares with `forksim run` and the fit leaves out. The fit (see
+forksim/kernel/warmth.py for how the model uses it):
 
 - per size, the warm p50 (gap 0) and the cold extra E = p50 - warm at the gaps of 100 ms and more
   (the curve is flat there: fully cold);
@@ -35,7 +37,9 @@ __all__ = ["GRIDS", "cold_jobs", "fit_warmth", "llc_bytes"]
 
 _MS = 1000  # us
 
-# plan name -> (sizes, [(sleep_us, reps)], [(LLC multiple, reps)], migration reps, [(spin_us, reps)]);
+# plan name -> (sizes, [(sleep_us, reps)], [(LLC multiple, reps)], migration reps, [(spin_us, reps)],
+# [(sleep_us, reps)] of the first size unpinned: the parent wakes on either CPU, as a real one does; these
+# are compared with the model in calibrate's report, never fitted);
 # sizes after the first get the back-to-back and the longest sleep only in the quick plan (the
 # coldness curve's shape comes from the first size; the others give the cold extra's growth, whose
 # estimate at 256 MiB, a difference of two ~9 ms medians, needs ten forks at the long gap: with five
@@ -43,12 +47,14 @@ _MS = 1000  # us
 # the longest sleep in every plan: it pins the cold extra's fixed part, which two sizes alone leave free
 # (the 2026-12-01 quick grids put 271 us and, on a busy box, 2 ms there: a cold fork of an empty parent)
 GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple[float, int], ...], int,
-                       tuple[tuple[int, int], ...]]] = {
-    "smoke": ((16 * MiB,), ((0, 8), (10 * _MS, 4), (100 * _MS, 3)), ((2.0, 3),), 6, ()),
-    "quick": ((64 * MiB, 256 * MiB, 0), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 10)), ((2.0, 6),), 12, ()),
+                       tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]] = {
+    "smoke": ((16 * MiB,), ((0, 8), (10 * _MS, 4), (100 * _MS, 3)), ((2.0, 3),), 6, (), ()),
+    "quick": ((64 * MiB, 256 * MiB, 0), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 10)), ((2.0, 6),), 12, (),
+              ((100 * _MS, 8),)),
     "full": ((16 * MiB, 64 * MiB, 256 * MiB, 0),
              ((0, 60), (1 * _MS, 40), (3 * _MS, 30), (10 * _MS, 25), (30 * _MS, 15), (100 * _MS, 10), (1000 * _MS, 5)),
-             ((0.25, 25), (0.5, 25), (1.0, 20), (2.0, 20)), 60, ((10 * _MS, 20), (100 * _MS, 8))),
+             ((0.25, 25), (0.5, 25), (1.0, 20), (2.0, 20)), 60, ((10 * _MS, 20), (100 * _MS, 8)),
+             ((10 * _MS, 20), (100 * _MS, 10), (1000 * _MS, 5))),
 }
 
 
@@ -57,7 +63,7 @@ _ROUNDS = {"smoke": 1, "quick": 1, "full": 3}
 
 def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[tuple[str, Callable[[], None]]]:
     """The cold-fork runs of this plan, each a (description, job) pair."""
-    sizes, sleeps, works, mig_reps, spins = GRIDS[plan.name]
+    sizes, sleeps, works, mig_reps, spins, unpinned = GRIDS[plan.name]
     llc = llc_bytes()
     jobs: list[tuple[str, Callable[[], None]]] = []
 
@@ -95,6 +101,9 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
             if other != cpu and not short:
                 this.append((f"cold fork {rss // MiB}MiB after a move to another CPU{per}",
                              job(rss, "migrate", 0.0, -(-mig_reps // rounds), ["-M"], min(cpu, other))))
+            for gap, reps in ([] if rss != sizes[0] else unpinned):
+                this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep, unpinned{per}",
+                             job(rss, "unpinned", gap, -(-reps // rounds), ["-s", str(gap)], -1)))
         if rounds > 1:
             rng.shuffle(this)  # conditions interleaved: a drift of the host hits them all alike
         jobs += this

@@ -120,19 +120,22 @@ def copies_check(profile_path: str, measured: list[dict]) -> list[dict]:
 
 
 def cold_check(profile_path: str, cold: list[dict]) -> list[dict]:
-    """The cold forks measured (pinned, after a sleep) beside `forksim run` of a closed loop on one CPU
-    that states only the image and the gap (think time): the warmth terms at work."""
+    """The cold forks measured after a sleep (pinned, and unpinned on every CPU: cond "unpinned") beside
+    `forksim run` of a closed loop on one CPU (unpinned: on this machine's CPUs) that states only the
+    image and the gap (think time): the warmth terms at work."""
+    import os
+
     from ..config import parse_config
     from ..runner import run_experiment
 
     rows = []
     for c in cold:
-        if c.get("cond") != "sleep":
+        if c.get("cond") not in ("sleep", "unpinned"):
             continue
         exp = parse_config({
             "experiment": {"name": "cold-check", "duration": 1e12, "warmup": 0, "replications": 1, "seed": 0,
                            "max_creations": 60 if c["x"] < 100_000 else 15},
-            "machine": {"cpus": 1, "profile": profile_path},
+            "machine": {"cpus": 1 if c["cond"] == "sleep" else os.cpu_count() or 1, "profile": profile_path},
             "workload": {"kind": "closed", "parents": 1, "think_time": float(c["x"]),
                          "image": {"rss": int(c["rss_bytes"]), "vmas": int(c.get("vmas") or 26),
                                    **({"anon_vmas": int(c["anon_vmas"])} if c.get("anon_vmas") is not None else {})},
@@ -189,12 +192,13 @@ def main(args: argparse.Namespace) -> int:
         console.print(t)
     cold = cold_check(out, prof.get("diagnostics", {}).get("cold_forks", []))
     if cold:
-        t = Table(title="cold forks (pinned, after a sleep): measured vs forksim run (closed loop, think time = the "
+        t = Table(title="cold forks (after a sleep): measured vs forksim run (closed loop, think time = the "
                   "gap), fork() p50", title_justify="left")
-        for c in ("RSS", "gap (ms)", "measured (us)", "forksim (us)", "error"):
+        for c in ("RSS", "gap (ms)", "parent", "measured (us)", "forksim (us)", "error"):
             t.add_column(c, justify="right")
         for r in cold:
-            t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", f"{r['x'] / 1000:g}", fmt(r["fork_p50_us"]),
+            t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", f"{r['x'] / 1000:g}",
+                      "pinned" if r["cond"] == "sleep" else "unpinned", fmt(r["fork_p50_us"]),
                       fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%")
         console.print(t)
     return 0
