@@ -73,12 +73,7 @@ class Costs:
             if m is None:
                 m = self._empty_medians[stage] = self.median(stage)
         else:
-            # by the shape's identity (a process keeps one shape object): hashing a dataclass per
-            # draw costs more than the draw; the shape is kept in the entry, so its id is not reused
-            hit = self._by_identity.get((stage, id(shape)))
-            if hit is None or hit[0] is not shape:
-                hit = self._by_identity[(stage, id(shape))] = (shape, self.median(stage, shape))
-            m = hit[1]
+            m = self._median_of(stage, shape)
         it = self._ratios.get(stage)
         return m * next(it if it is not None else self._ratio_iter(stage))
 
@@ -95,11 +90,20 @@ class Costs:
             it = self._ratios[key] = values(lambda n: rng.lognormal(0.0, sigma, n), _BLOCK)
         return median * next(it)
 
+    def _median_of(self, stage: str, shape: ImageShape) -> float:
+        """`median(stage, shape)` looked up by the shape's identity (a process keeps one shape object):
+        hashing a dataclass per draw costs more than the draw; the shape is kept in the entry, so its
+        id is not reused."""
+        hit = self._by_identity.get((stage, id(shape)))
+        if hit is None or hit[0] is not shape:
+            hit = self._by_identity[(stage, id(shape))] = (shape, self.median(stage, shape))
+        return hit[1]
+
     def draw_plus(self, stage: str, shape: ImageShape, extra_us: float) -> float:
         """A draw of `stage` whose median is raised by `extra_us` (a cold walk), under the same residual."""
         if extra_us <= 0.0:
             return self.draw(stage, shape)
-        return (self.median(stage, shape) + extra_us) * self._ratio(stage)
+        return (self._median_of(stage, shape) + extra_us) * self._ratio(stage)
 
     def draw_many(self, stage: str, count: int, shape: ImageShape = EMPTY_IMAGE) -> float:
         """The total of `count` independent draws (per-page costs); large counts use the mean ratio."""
