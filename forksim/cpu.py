@@ -13,7 +13,7 @@ import simpy
 from simpy.events import NORMAL, PENDING
 
 from .sched import eevdf
-from .task import RUNNABLE, RUNNING, Task, _tolerance
+from .task import RUNNABLE, RUNNING, Task, _new_event, _tolerance
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -132,7 +132,9 @@ class CPU:
             self._account(cur)
 
     def _slice_expired(self, task: Task) -> bool:
-        return self.machine.env._now >= self._preempt_at(task) - _tolerance(self.machine.env._now)
+        now = self.machine.env._now
+        tol = now * 4e-16  # _tolerance(now), inline (the clock is never negative)
+        return now >= self._preempt_at(task) - (tol if tol > 1e-6 else 1e-6)
 
     def _start_chunk(self, task: Task) -> None:
         now = self.machine.env._now
@@ -154,8 +156,9 @@ class CPU:
             done = self._disarm(task)
         delay = task._left
         if task._preemptible and self.rq:
-            check = max(self._preempt_at(task) - now, _tolerance(now))
-            if task._preempt_from > now + _tolerance(now):  # in the head: no check before its end
+            tol = _tolerance(now)
+            check = max(self._preempt_at(task) - now, tol)
+            if task._preempt_from > now + tol:  # in the head: no check before its end
                 head_left = task._preempt_from - now
                 check = head_left if task.need_resched else max(check, head_left)
             if check < delay:
@@ -170,12 +173,9 @@ class CPU:
 
     def _chunk_done(self, _ev: simpy.Event) -> None:
         task = self.current
-        # _account, inlined (a call per preemptible chunk fewer)
-        now = self.machine.env._now
-        ran = now - task._chunk_start
-        task._left -= ran
-        task._chunk_start = now
-        vr = task.vruntime = task.vruntime + ran
+        # _account, inlined (a call per preemptible chunk fewer); the chunk is over, so its _left and
+        # _chunk_start are not read again (Task.run sets them afresh)
+        vr = task.vruntime = task.vruntime + (self.machine.env._now - task._chunk_start)
         floor = min(vr, self.rq[0][0]) if self.rq else vr
         if floor > self.min_vruntime:
             self.min_vruntime = floor
@@ -215,7 +215,10 @@ class CPU:
         if task._done is not None and task._done._value is not PENDING:
             self._disarm(task)
         if task._done is None:  # at a preemption point between chunks: resume its process later
-            ev = simpy.Event(self.machine.env)
+            ev = _new_event(simpy.Event)  # pending, built in place as simpy.Event.__init__ builds it
+            ev.env = self.machine.env
+            ev.callbacks = []
+            ev._value = PENDING
             task._wake_event = ev
         task.prev_cpu = self
         self._enqueue(task)
@@ -235,7 +238,12 @@ class CPU:
         self.current = None
         self.load -= 1
         self._token += 1
-        nxt = self._pick()
+        rq = self.rq
+        if rq:  # _pick, inline
+            self.load -= 1
+            nxt = heapq.heappop(rq)[2]
+        else:
+            nxt = None
         cost = 0.0
         if nxt is None:
             nxt = m._steal_for(self)  # sched_balance_newidle
@@ -265,7 +273,7 @@ class CPU:
         if m.tracer is not None:
             m.tracer("dispatch", self, task, now)
         if delay <= 0.0:
-            self._begin(task)
+            self._begin()
             return
         self.in_transit = True
         ev = task._wake_event
@@ -273,17 +281,18 @@ class CPU:
             # The task's process waits on its wake-up event: schedule that event itself after the
             # delay, with _begin first among its callbacks (one event, not a timeout and a wake-up).
             task._wake_event = None
-            ev.callbacks.insert(0, self._begin_current)
+            ev.callbacks.insert(0, self._begin)
             ev._ok = True
             ev._value = None
-            m.env.schedule(ev, NORMAL, delay)
+            env = m.env
+            heapq.heappush(env._queue, (now + delay, NORMAL, next(env._eid), ev))  # env.schedule, inline
         else:
-            m.env.timeout(delay).callbacks.append(lambda _e: self._begin(task))
+            m.env.timeout(delay).callbacks.append(self._begin)
 
-    def _begin_current(self, _ev: simpy.Event) -> None:
-        self._begin(self.current)
-
-    def _begin(self, task: Task) -> None:
+    def _begin(self, _ev: simpy.Event | None = None) -> None:
+        """The current task starts running (after the switch, migration or halt exit: the current task
+        cannot change while the CPU is in transit)."""
+        task = self.current
         now = self.machine.env._now
         self.in_transit = False
         if self.waking:

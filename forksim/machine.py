@@ -32,12 +32,13 @@ from operator import attrgetter
 from typing import Callable
 
 import simpy
+from simpy.events import PENDING
 
 from .cpu import CPU
 from .sched import eevdf
 from .sched.balance import Balancer
 from .sched.params import SchedulerParams
-from .task import SLEEPING, Task, _tolerance
+from .task import SLEEPING, Task, _new_event, _tolerance
 
 __all__ = ["SchedulerParams", "Machine", "CPU", "Task"]
 
@@ -102,7 +103,10 @@ class Machine:
         Returns the event that fires when the task first runs, and the waker's extra cost
         (sending an IPI to a halted CPU) in microseconds.
         """
-        ev = simpy.Event(self.env)
+        ev = _new_event(simpy.Event)  # pending, built in place as simpy.Event.__init__ builds it
+        ev.env = self.env
+        ev.callbacks = []
+        ev._value = PENDING
         task._wake_event = ev
         home = parent.cpu if parent is not None and parent.cpu is not None else None
         if parent is not None and parent.affinity is not None:
@@ -155,7 +159,7 @@ class Machine:
 
     def _activate(self, task: Task, target: CPU, waker_cpu: CPU | None) -> float:
         p = self.params
-        if target.idle:
+        if target.current is None and not target.rq:  # target.idle
             # An idle vCPU halts at once (haltpoll without polling): it must be woken.
             idle_us = self.env._now - target.idle_since
             target.waking = True
@@ -181,7 +185,8 @@ class Machine:
             elif preemptible:
                 target._account(cur)
                 target._program(cur)  # a waiter now exists: arm the slice-expiry check
-        self._kick_idle(target)
+        if self._idle and self._balancer is None and not target._kick_pending:  # what _kick_idle acts on
+            self._kick_idle(target)
         return 0.0
 
     def _wakeup_preempts(self, cpu: CPU, cur: Task, task: Task, now: float) -> bool:

@@ -92,7 +92,12 @@ class Records:
         if rec.seq != self._next_row:
             self._reaped[rec.seq] = rec
             return
-        self._append(rec)
+        # _append, inline (the common case: reaped in order of entry)
+        rows = self._rows
+        rows.append(_ROW(rec))
+        self._next_row += 1
+        if len(rows) >= _BLOCK_ROWS:
+            self._flush()
         reaped = self._reaped
         while reaped and self._next_row in reaped:
             self._append(reaped.pop(self._next_row))
@@ -107,8 +112,10 @@ class Records:
     def _flush(self) -> None:
         codes = self._kind_codes
         for field, extend, values in zip(Creation.FIELDS, self._extends, zip(*self._rows)):
-            if field == "kind":
-                values = [codes.setdefault(k, len(codes)) for k in values]
+            if field == "kind":  # codes in order of first appearance, then looked up in C (no loop per row)
+                for k in dict.fromkeys(values):
+                    codes.setdefault(k, len(codes))
+                values = map(codes.__getitem__, values)
             extend(values)
         self._rows = []
 

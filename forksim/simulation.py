@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 import numpy as np
 import simpy
 
+from .environment import Environment
 from .errors import UnstableError
 from .kernel.clone import Kernel
 from .kernel.costs import Costs
@@ -93,7 +94,7 @@ class Simulation:
         self.seed = seed
         exp, profile = params.experiment, params.profile
         self.streams = Streams(seed)  # one stream per purpose: common random numbers across sweep points
-        self.env = simpy.Environment()
+        self.env = Environment()  # simpy.Environment with a leaner event loop (forksim.environment)
         self.costs = Costs(profile, self.streams)
         self.machine = Machine(self.env, params.cpus, params.scheduler.bind(self.costs))
         self.kernel = Kernel(self.machine, self.costs, profile.stack_cache_per_cpu, params.child, params.copies)

@@ -39,7 +39,7 @@ class Task:
         "machine", "name", "pid", "cpu", "prev_cpu", "state", "vruntime", "need_resched",
         "_left", "_total", "_done", "_preemptible", "_preempt_from", "_chunk_start", "_slice_start",
         "_wake_event", "deadline", "vlag", "_protect_end", "last_ran", "load_avg", "load_t", "_delayed",
-        "affinity",
+        "affinity", "_end_cb",
     )
 
     def __init__(self, machine: "Machine", name: str, pid: int):
@@ -67,6 +67,7 @@ class Task:
         self._delayed: tuple[CPU, int] | None = None  # DELAY_DEQUEUE: (its CPU, that CPU's picks then)
         self.load_t = machine.env._now
         self.affinity: CPU | None = None  # the one CPU it may run on (sched_setaffinity), None: any
+        self._end_cb = self._chunk_end  # bound once: the first callback of every non-preemptible chunk
 
     def _pelt(self, runnable: bool) -> None:
         """Bring the PELT load up to now; `runnable`: whether it was runnable since the last update."""
@@ -104,7 +105,7 @@ class Task:
             cpu._token += 1
             ev = _new_event(Timeout)
             ev.env = env
-            ev.callbacks = [self._chunk_end]
+            ev.callbacks = [self._end_cb]
             ev._value = None
             ev._delay = us
             ev._ok = True
@@ -133,13 +134,10 @@ class Task:
         return us
 
     def _chunk_end(self, _ev: simpy.Event) -> None:
-        # CPU._account for the chunk just ended, inlined (one call per chunk fewer)
+        # CPU._account for the chunk just ended, inlined (one call per chunk fewer); its _left and
+        # _chunk_start are not read once the chunk is over (run sets them afresh), so they are left
         cpu = self.cpu
-        now = self.machine.env._now
-        ran = now - self._chunk_start
-        self._left -= ran
-        self._chunk_start = now
-        vr = self.vruntime = self.vruntime + ran
+        vr = self.vruntime = self.vruntime + (self.machine.env._now - self._chunk_start)
         rq = cpu.rq
         floor = min(vr, rq[0][0]) if rq else vr
         if floor > cpu.min_vruntime:
@@ -160,7 +158,8 @@ class Task:
         ev = simpy.Event(self.machine.env)
         self._wake_event = ev
         cpu = self.cpu
-        cpu._account(self)
+        if self._done is not None:  # (between chunks, as a process sleeps: nothing to charge)
+            cpu._account(self)
         m = self.machine
         if m._balancer is not None:
             self._pelt(True)
@@ -188,8 +187,10 @@ class Task:
     def exit(self) -> None:
         """Leave the CPU for good (the final schedule of a dead task)."""
         cpu = self.cpu
-        cpu._account(self)
+        if self._done is not None:  # (between chunks, as a process exits: nothing to charge)
+            cpu._account(self)
         self.state = DEAD
+        self._end_cb = None  # no reference cycle left: a dead task is freed at once, not by the cyclic collector
         self.machine.tasks.pop(self, None)
         self.prev_cpu = cpu
         self.cpu = None
@@ -215,11 +216,12 @@ class Coroutine:
     then the order they were scheduled in, which the events left out do not change). An exception
     in the generator propagates out of the event loop at once."""
 
-    __slots__ = ("_send",)
+    __slots__ = ("_send", "_callback")
 
     def __init__(self, generator, first: simpy.Event):
         self._send = generator.send
-        first.callbacks.append(self._resume)
+        self._callback = self._resume  # the bound method made once, not at every wait
+        first.callbacks.append(self._callback)
 
     def _resume(self, event: simpy.Event) -> None:
         send = self._send
@@ -227,8 +229,9 @@ class Coroutine:
             try:
                 event = send(event._value)
             except StopIteration:
+                self._callback = None  # no reference cycle left: freed at once, not by the cyclic collector
                 return
             callbacks = event.callbacks
             if callbacks is not None:  # not yet processed: resume when it is
-                callbacks.append(self._resume)
+                callbacks.append(self._callback)
                 return

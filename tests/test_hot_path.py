@@ -103,3 +103,75 @@ def test_merged_stages_add_up_as_separate_chunks(kind):
     assert merged.shape == separate.shape and len(merged) >= 400
     np.testing.assert_allclose(merged, separate, rtol=1e-9, atol=1e-6)
     assert (merged[:, 2] > 0).all() and (merged[:, 4] > 0).all()  # setup and tail both recorded
+
+
+def _event_log(env):
+    """A small model with timeouts, priorities, a process, an event succeeded by hand and an AnyOf:
+    the order and times its callbacks run in."""
+    log = []
+
+    def proc(name, delays):
+        for d in delays:
+            yield env.timeout(d)
+            log.append((name, env.now))
+        done = env.event()
+        env.timeout(0.5).callbacks.append(lambda _e: done.succeed(name))
+        value = yield done
+        log.append((value, env.now))
+
+    for i, delays in enumerate(([1, 1, 2], [2, 0, 1], [0.5, 1.5, 0])):
+        env.process(proc(f"p{i}", delays))
+    return log
+
+
+def test_the_environment_processes_events_as_simpy_does():
+    """forksim.environment.Environment (step inlined into run) against simpy.Environment: the same
+    callbacks at the same times in the same order, through a run to a time, a run to an event that
+    stops it with callbacks left, and a run to the end."""
+    from forksim.environment import Environment
+
+    logs, counts = [], []
+    for env in (simpy.Environment(), Environment()):
+        log = _event_log(env)
+        env.run(until=2.0)
+        stop = env.timeout(1.0)
+        stop.callbacks.append(lambda _e: None)  # runs before the stop's own callback
+        assert env.run(until=simpy.AnyOf(env, [stop])) is not None
+        env.run()
+        logs.append(log)
+        counts.append(next(env._eid))
+    assert logs[0] == logs[1] and len(logs[0]) == 12
+    assert counts[0] == counts[1]
+
+
+def test_the_environment_raises_as_simpy_does():
+    from forksim.environment import Environment
+
+    env = Environment()
+    env.timeout(1).callbacks.append(lambda _e: None)
+    with pytest.raises(ValueError, match="must be greater"):
+        env.run(until=0)
+    with pytest.raises(RuntimeError, match="No scheduled events left"):
+        env.run(until=env.event())  # never triggered
+
+    def fails():
+        yield env.timeout(1)
+        raise KeyError("lost")
+
+    env.process(fails())
+    with pytest.raises(KeyError, match="lost"):  # a failed process nobody waits on crashes the run
+        env.run()
+
+
+def test_block_iterators_hand_out_draws_as_draws_does():
+    """forksim.draws.values (and `scaled`) give Draws' values in Draws' order, block after block."""
+    from forksim.draws import Draws, scaled, values
+
+    plain = Draws(np.random.default_rng(4).random, 7)
+    it = values(np.random.default_rng(4).random, 7)
+    assert [plain() for _ in range(30)] == [next(it) for _ in range(30)]
+    plain = Draws(np.random.default_rng(4).random, 7)
+    shared = values(np.random.default_rng(4).random, 7)
+    times3 = scaled(3.0, shared)
+    got = [times3() if i % 2 else 3.0 * next(shared) for i in range(30)]  # both share one order
+    assert got == [3.0 * plain() for _ in range(30)]

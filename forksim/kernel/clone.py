@@ -105,6 +105,9 @@ class Kernel:
         # stages with nothing between them that another task could see run as one chunk (one event);
         # False: each its own chunk, as the kernel's stage boundaries (tests compare the two)
         self.merge_stages = True
+        # whether the parent writes its share of the inherited pages after a fork (cow_by_parent): the
+        # workloads skip the call, and its generator, when it would do nothing
+        self.parent_writes = child.cow_writer == "parent" and child.cow_write_fraction > 0.0
 
     def set_record_from(self, t: float) -> None:
         self.record_from = t
@@ -145,11 +148,18 @@ class Kernel:
             mm = parent.mm
             setup += self.slab.extra_us(P.cpu.id, mm.shape, self.costs)  # freelists emptied by remote frees
             if self.merge_stages and len(parent.threads) == 1 and mm.mmap_lock.holder is None:
-                yield from self._setup_dup_mmap(P, mm, setup, rec)
+                chunk, head = self._setup_dup_mmap(P, mm, setup, rec)
+                t1 = t0 + head
+                yield chunk
+                self._dup_mmap_done(P, mm, rec, t1)
+                if self.on_stage is not None:
+                    self.on_stage(P, "copy_process_setup", t0, t1)
+                    self.on_stage(P, "dup_mmap", t1, env._now)
             else:
                 yield P.run(setup)
                 rec.setup_us = env._now - t0
-                self._stage(P, "copy_process_setup", t0)
+                if self.on_stage is not None:
+                    self.on_stage(P, "copy_process_setup", t0, env._now)
                 yield from self._dup_mmap(P, mm, rec)
             child_mm = self.new_mm(mm.shape)
             mm.users += 1
@@ -159,7 +169,8 @@ class Kernel:
             child_mm = parent.mm
             yield P.run(setup)
             rec.setup_us = env._now - t0
-            self._stage(P, "copy_process_setup", t0)
+            if self.on_stage is not None:
+                self.on_stage(P, "copy_process_setup", t0, env._now)
             t = env._now
             yield P.run(self._tail(t, rec))
         else:  # copy_process_setup and copy_process_tail as one chunk: the tail's locks at its own start
@@ -171,7 +182,8 @@ class Kernel:
             if self.on_stage is not None:
                 self.on_stage(P, "copy_process_setup", t0, t)
         rec.tail_us = env._now - t
-        self._stage(P, "copy_process_tail", t)
+        if self.on_stage is not None:
+            self.on_stage(P, "copy_process_tail", t, env._now)
 
         child_task = self.machine.new_task(f"{parent.task.name}.{kind}")
         child = Process(child_task, child_mm, parent)
@@ -241,25 +253,26 @@ class Kernel:
         rec.pidmap_wait, rec.tasklist_wait = pid_wait, link_wait
         return max(tail, pid_hold + link_hold) + pid_wait + link_wait + d.wake_new()
 
-    def _setup_dup_mmap(self, P: "Task", mm: MM, setup: float, rec: "Creation") -> Proc:
+    def _setup_dup_mmap(self, P: "Task", mm: MM, setup: float, rec: "Creation") -> tuple[simpy.Event, float]:
         """copy_process_setup, then dup_mmap under the free mmap_lock of a single-threaded parent, as
-        one chunk: the setup its non-preemptible head, the VMA walk preemptible (cond_resched)."""
-        env, c = self.env, self.costs
-        t0 = env._now
-        lock = mm.mmap_lock
-        lock.try_write(P)  # free: held at once (its zero wait recorded)
+        one chunk: the setup its non-preemptible head, the VMA walk preemptible (cond_resched). Starts
+        the chunk and returns its event (the caller waits on it, then calls `_dup_mmap_done`) and the head's length.
+        (Plain calls, not a generator of its own: two generator resumptions per fork fewer.)"""
+        t0 = self.env._now
+        mm.mmap_lock.try_write(P)  # free: held at once (its zero wait recorded)
         head = P.interrupted(setup)
         t1 = t0 + head
         rec.setup_us = t1 - t0
-        cold = self.warmth.coldness(mm, P.cpu.id, t1)
-        walk = c.draw_plus("dup_mmap", mm.shape, self.warmth.extra_us("dup_mmap", cold, mm.shape))
-        yield P.run(head + walk, preemptible=True, head=head)
-        self.warmth.walked(mm, P.cpu.id, env._now)  # its PTEs and struct pages are now in this CPU's caches
-        lock.release()
-        rec.dup_mmap_us = env._now - t1
-        if self.on_stage is not None:
-            self.on_stage(P, "copy_process_setup", t0, t1)
-            self.on_stage(P, "dup_mmap", t1, env._now)
+        warmth = self.warmth
+        extra = warmth.extra_us("dup_mmap", warmth.coldness(mm, P.cpu.id, t1), mm.shape) if warmth.curve is not None else 0.0
+        walk = self.costs.draw_plus("dup_mmap", mm.shape, extra)
+        return P.run(head + walk, preemptible=True, head=head), head
+
+    def _dup_mmap_done(self, P: "Task", mm: MM, rec: "Creation", t1: float) -> None:
+        """The end of dup_mmap's walk: the image is warm on this CPU, the mmap_lock released."""
+        self.warmth.walked(mm, P.cpu.id, self.env._now)  # its PTEs and struct pages are now in this CPU's caches
+        mm.mmap_lock.release()
+        rec.dup_mmap_us = self.env._now - t1
 
     def _dup_mmap(self, P: "Task", mm: MM, rec: "Creation") -> Proc:
         """dup_mmap(): the parent's mmap_lock for write across the whole VMA walk (cond_resched inside)."""
@@ -277,7 +290,8 @@ class Kernel:
         self.warmth.walked(mm, P.cpu.id, env._now)  # its PTEs and struct pages are now in this CPU's caches
         lock.release()
         rec.dup_mmap_us = env._now - t1
-        self._stage(P, "dup_mmap", t1)
+        if self.on_stage is not None:
+            self.on_stage(P, "dup_mmap", t1, env._now)
 
     # ------------------------------------------------------------------ the child
 
@@ -321,8 +335,10 @@ class Kernel:
         yield C.run(cost)
         rec.child_start = env._now
         rec.child_cpu = C.cpu.id
-        if C.need_resched or C.cpu.rq:  # a preemption point
-            yield from self._return_to_user(C)
+        if C.need_resched or C.cpu.rq:  # a preemption point (_return_to_user, inline)
+            ev = C.ret_to_user()
+            if ev is not None:
+                yield ev
         x = self.copies
         if x is not None and x.unshare_us > 0.0:
             # ksys_unshare: unshare_fs, unshare_fd (dup_fd), unshare_nsproxy_namespaces
@@ -517,5 +533,7 @@ class Kernel:
         rec.reap = env._now
         if self.on_stage is not None:
             self.on_stage(P, "wait_reap", t, env._now)
-        if P.need_resched or P.cpu.rq:  # the return to user space: a preemption point
-            yield from self._return_to_user(P)
+        if P.need_resched or P.cpu.rq:  # the return to user space: a preemption point (inline)
+            ev = P.ret_to_user()
+            if ev is not None:
+                yield ev

@@ -1,15 +1,17 @@
 """Sampling stage costs from a profile: fitted median for an image, times a residual draw.
 
 Residual factors are drawn from numpy in blocks (a scalar numpy call per draw costs more than the
-whole rest of a stage), and medians are cached per (stage, image shape).
+whole rest of a stage) and handed out by C-level iterators (forksim.draws), and medians are cached
+per (stage, image shape).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
+from ..draws import scaled, values
 from ..profile import ImageShape, Profile
 from ..streams import Streams
 
@@ -27,10 +29,14 @@ class Costs:
         self.profile = profile
         self.streams = streams
         self._medians: dict[tuple[str, ImageShape], float] = {}
-        self._blocks: dict[str, list[float]] = {}
+        # a stage's (or term's) residual factors, one iterator per stage that every way of drawing the
+        # stage shares (draw, drawer, draw_plus): one order of draws per stage, as a single list gave
+        self._ratios: dict[str, Iterator[float]] = {}
         self._mean_ratio: dict[str, float] = {}
         self._empty_medians: dict[str, float] = {}
         self._by_identity: dict[tuple[str, int], tuple[ImageShape, float]] = {}
+        self.uniform: Callable[[], float] = values(self.streams("uniform").random, _BLOCK).__next__
+        """A U(0,1) draw (placement decisions)."""
 
     def median(self, stage: str, shape: ImageShape = EMPTY_IMAGE) -> float:
         key = (stage, shape)
@@ -39,53 +45,37 @@ class Costs:
             m = self._medians[key] = self.profile.stages[stage].median_us(shape)
         return m
 
+    def _ratio_iter(self, stage: str) -> Iterator[float]:
+        it = self._ratios.get(stage)
+        if it is None:
+            residual, rng = self.profile.stages[stage].residual, self.streams(stage)
+            it = self._ratios[stage] = values(lambda n: residual.draw(rng, n), _BLOCK)
+        return it
+
     def _ratio(self, stage: str) -> float:
-        block = self._blocks.get(stage)
-        if block is None:
-            block = self._blocks[stage] = []
-        if not block:  # refilled in place: a `drawer` holds the same list
-            block.extend(self.profile.stages[stage].residual.draw(self.streams(stage), _BLOCK).tolist())
-        return block.pop()
+        return next(self._ratio_iter(stage))
 
     def drawer(self, stage: str) -> Callable[[], float]:
-        """`draw(stage)` as a no-argument function for the hot path (no lookups per draw): it pops from
-        the same block as `draw(stage)`, so mixing the two keeps one order of draws per stage."""
-        spec = self.profile.stages.get(stage)
-        if spec is None:  # not in this profile: fails as draw() does, when (if ever) drawn
+        """`draw(stage)` as a no-argument function for the hot path: a C-level iterator's `__next__` (no
+        Python frame per draw) over the same residuals as `draw(stage)`, so mixing the two keeps one
+        order of draws per stage."""
+        if self.profile.stages.get(stage) is None:  # not in this profile: fails as draw() does, when (if ever) drawn
             return lambda: self.draw(stage)
         m = self._empty_medians.get(stage)
         if m is None:
             m = self._empty_medians[stage] = self.median(stage)
-        block = self._blocks.get(stage)
-        if block is None:
-            block = self._blocks[stage] = []
-        residual, rng = spec.residual, self.streams(stage)
-
-        def draw() -> float:
-            if not block:
-                block.extend(residual.draw(rng, _BLOCK).tolist())
-            return m * block.pop()
-
-        return draw
+        return scaled(m, self._ratio_iter(stage))
 
     def draw(self, stage: str, shape: ImageShape = EMPTY_IMAGE) -> float:
-        # the hot path: a shape-free median looked up by stage alone (hashing an ImageShape costs
-        # a Python-level call), and the block pop inlined; same values, same order of draws
+        # a shape-free median looked up by stage alone (hashing an ImageShape costs a Python-level call)
         if shape is EMPTY_IMAGE:
             m = self._empty_medians.get(stage)
             if m is None:
                 m = self._empty_medians[stage] = self.median(stage)
         else:
-            # by the shape's identity (a process keeps one shape object): hashing a dataclass per
-            # draw costs more than the draw; the shape is kept in the entry, so its id is not reused
-            hit = self._by_identity.get((stage, id(shape)))
-            if hit is None or hit[0] is not shape:
-                hit = self._by_identity[(stage, id(shape))] = (shape, self.median(stage, shape))
-            m = hit[1]
-        block = self._blocks.get(stage)
-        if not block:
-            return m * self._ratio(stage)
-        return m * block.pop()
+            m = self._median_of(stage, shape)
+        it = self._ratios.get(stage)
+        return m * next(it if it is not None else self._ratio_iter(stage))
 
     def term(self, key: str, median: float, sigma: float) -> float:
         """A term beyond the profile's stages (fds, flags, live children): `median` times a
@@ -94,23 +84,26 @@ class Costs:
             return median
         if sigma <= 0.0:
             return median
-        block = self._blocks.get(key)
-        if not block:
-            block = self._blocks[key] = self.streams(key).lognormal(0.0, sigma, _BLOCK).tolist()
-        return median * block.pop()
+        it = self._ratios.get(key)
+        if it is None:  # the first block's sigma serves the key's every block, as one list of draws did
+            rng = self.streams(key)
+            it = self._ratios[key] = values(lambda n: rng.lognormal(0.0, sigma, n), _BLOCK)
+        return median * next(it)
+
+    def _median_of(self, stage: str, shape: ImageShape) -> float:
+        """`median(stage, shape)` looked up by the shape's identity (a process keeps one shape object):
+        hashing a dataclass per draw costs more than the draw; the shape is kept in the entry, so its
+        id is not reused."""
+        hit = self._by_identity.get((stage, id(shape)))
+        if hit is None or hit[0] is not shape:
+            hit = self._by_identity[(stage, id(shape))] = (shape, self.median(stage, shape))
+        return hit[1]
 
     def draw_plus(self, stage: str, shape: ImageShape, extra_us: float) -> float:
         """A draw of `stage` whose median is raised by `extra_us` (a cold walk), under the same residual."""
         if extra_us <= 0.0:
             return self.draw(stage, shape)
-        return (self.median(stage, shape) + extra_us) * self._ratio(stage)
-
-    def uniform(self) -> float:
-        """A U(0,1) draw (placement decisions)."""
-        block = self._blocks.get("")
-        if not block:
-            block = self._blocks[""] = self.streams("uniform").random(_BLOCK).tolist()
-        return block.pop()
+        return (self._median_of(stage, shape) + extra_us) * self._ratio(stage)
 
     def draw_many(self, stage: str, count: int, shape: ImageShape = EMPTY_IMAGE) -> float:
         """The total of `count` independent draws (per-page costs); large counts use the mean ratio."""
@@ -129,15 +122,6 @@ class Costs:
 
     def sampler(self, stage_cost, name: str) -> Callable[[], float]:
         """A no-argument sampler for a scheduler cost (a StageCost using fixed_us as its median), on
-        the stream `name`."""
-        median = stage_cost.fixed_us
-        residual = stage_cost.residual
-        rng = self.streams(name)
-        block: list[float] = []
-
-        def draw() -> float:
-            if not block:
-                block.extend(residual.draw(rng, _BLOCK).tolist())
-            return median * block.pop()
-
-        return draw
+        the stream `name` (a C-level iterator's `__next__`: no Python frame per draw)."""
+        residual, rng = stage_cost.residual, self.streams(name)
+        return scaled(stage_cost.fixed_us, values(lambda n: residual.draw(rng, n), _BLOCK))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 import simpy
 
-from ..draws import Draws
+from ..draws import values
 from ..errors import ConfigError, UnstableError
 from ..units import UnitError, parse_time_us
 
@@ -83,7 +83,7 @@ def arrival_times(wl: "WorkloadSection", rng: np.random.Generator, arrivals: np.
     if wl.arrivals == "bursty":
         yield from burst_times(wl.bursts)
         return
-    gap = (lambda: 1e6 / rate) if wl.arrivals == "deterministic" else Draws(lambda n: rng.exponential(1e6 / rate, n))
+    gap = (lambda: 1e6 / rate) if wl.arrivals == "deterministic" else values(lambda n: rng.exponential(1e6 / rate, n)).__next__
     t = 0.0
     while True:
         t += gap()
@@ -94,10 +94,10 @@ def feed_arrivals(env: simpy.Environment, times: Iterator[float], requests: dequ
                   on_arrival: Callable[[], None], overflow: Callable[[int], str]):
     """Queue each arrival at its time and call `on_arrival`; a queue beyond `max_queue` means the
     offered load exceeds capacity: UnstableError(overflow(queued)) rather than an endless climb."""
-    for t in times:
-        if t > env.now:
-            yield env.timeout(t - env.now)
-        requests.append(env.now)
+    for t in times:  # (env._now: the clock without the property's call, once per request)
+        if t > env._now:
+            yield env.timeout(t - env._now)
+        requests.append(env._now)
         if len(requests) > max_queue:
             raise UnstableError(overflow(len(requests)))
         on_arrival()

@@ -21,6 +21,7 @@ from ..draws import Draws
 from ..kernel.flags import DEFAULT_KIND
 from ..kernel.mm import Process
 from ..metrics import Creation, Records
+from ..task import Coroutine
 
 if TYPE_CHECKING:
     from ..streams import Streams
@@ -80,6 +81,7 @@ class Workload:
         self.streams = streams  # named random streams (forksim.streams)
         self.records = Records()
         self.completed = 0
+        self._limit = params.max_creations  # experiment.max_creations (read once: a property)
         self.stop = simpy.Event(self.env)
         self.shape = params.shape
 
@@ -95,7 +97,7 @@ class Workload:
         """A creation's child is reaped: its record is done; a capped run stops at its cap."""
         self.records.done(rec)
         self.completed += 1
-        limit = self.params.max_creations
+        limit = self._limit
         if limit and self.completed >= limit and not self.stop.triggered:
             self.stop.succeed()
 
@@ -115,7 +117,8 @@ class ParentWorkload(Workload):
     def _before_parents(self) -> None:
         """Started before the parents (an open workload's arrival streams)."""
 
-    def _parent(self, proc: Process, index: int, first_run: simpy.Event):
+    def _parent(self, proc: Process, index: int):
+        """Parent `index`'s life from its first run (a `task.Coroutine` started by that event)."""
         raise NotImplementedError
 
     def start(self) -> None:
@@ -155,7 +158,8 @@ class ParentWorkload(Workload):
 
     def _start_parent(self, i: int, task: "Task", first: simpy.Event) -> None:
         proc = Process(task, self.kernel.new_mm(self.shape))
-        self.env.process(self._parent(proc, i, first))
+        # driven without simpy.Process's own events and bookkeeping (resumed about four times a creation)
+        Coroutine(self._parent(proc, i), first)
         for j in range(1, self.params.workload.image.threads):
             thread, tfirst = self.machine.start_task(f"{self.parent_name}{i}.t{j}", pin=self._pin(i))
             proc.threads.append(thread)
@@ -167,7 +171,8 @@ class ParentWorkload(Workload):
         k = self.kernel
         rec = self.records.new(self.kind, index, arrival)
         child = yield from k.kernel_clone(proc, self.kind, rec)
-        yield from k.cow_by_parent(proc, self.kind, rec)
+        if k.parent_writes:
+            yield from k.cow_by_parent(proc, self.kind, rec)
         yield from k.do_wait(proc, child, self.kind, rec)
         self._reaped(rec)
 

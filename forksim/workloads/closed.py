@@ -5,8 +5,6 @@ previous one is reaped, so the machine sets the pace."""
 
 from __future__ import annotations
 
-import simpy
-
 from ..kernel.mm import Process
 from .base import ParentWorkload
 
@@ -16,13 +14,12 @@ __all__ = ["ClosedWorkload"]
 class ClosedWorkload(ParentWorkload):
     """Parents in a create-reap-think loop."""
 
-    def _parent(self, proc: Process, index: int, first_run: simpy.Event):
-        yield first_run
+    def _parent(self, proc: Process, index: int):
         think = self.params.workload.think_time
         other = self.params.workload.other_work
         task = proc.task
         while True:
-            yield from self._create(proc, index, self.env.now)
+            yield from self._create(proc, index, self.env._now)
             if think > 0.0:
                 cpu = task.cpu.id if task.cpu is not None else None
                 yield task.sleep_for(think)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-import simpy
 
 from ..kernel.mm import Process
 from .arrivals import arrival_times, feed_arrivals
@@ -42,9 +41,8 @@ class OpenWorkload(ParentWorkload):
         for q in self.queues:
             self.env.process(self._arrival_stream(q, len(self.queues)))
 
-    def _parent(self, proc: Process, index: int, first_run: simpy.Event):
+    def _parent(self, proc: Process, index: int):
         queue = self.queues[index % len(self.queues)]
-        yield first_run
         task = proc.task
         while True:
             while not queue.requests:  # another parent may take the request this one was woken for
