@@ -175,6 +175,12 @@ class Profile(BaseModel):
     # wait4's reap of a vfork child that exited still sharing the parent's mm, measured on the vfork loop
     # (the stage wait_reap is measured on fork's); absent: wait_reap.
     wait_reap_vfork: StageCost | None = None
+    # A new thread's own work in glibc's start_thread around its function (signal mask, rseq, robust list;
+    # TLS destructors, the stack's MADV_DONTNEED) before its exit, and an exec'd program's start in its new
+    # image (first return, its page faults) with what its exit costs beyond an empty image's exit_mmap: each
+    # fitted to its family's untraced round trip (calibration.families); absent: 0 (not modelled).
+    thread_start: StageCost | None = None
+    exec_start: StageCost | None = None
     # What copy_process copies beyond the address space; profiles without them load (costs 0, see
     # `files_cost`, `children_cost`, `flag_cost`).
     clone_flags: dict[str, FlagCost] = Field(default_factory=dict)

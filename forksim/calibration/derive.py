@@ -4,8 +4,9 @@
 (`forksim.profile.StageCost`): the fork path (fork_path.py: fork() against the image, the split of its
 fixed part, the thread variant, the stack cache), the child's lifetime (lifetime.py: first run, exec,
 exit and reap, COW and page faults), the scheduler, placement and do_exit's head share
-(scheduling.py) and the cold-fork terms (warmth.py). What cannot be separated is an explicit
-assumption with its reasoning in `source`.
+(scheduling.py) and the cold-fork terms (warmth.py); then each creation family's fixed cost is fitted to
+its own untraced loop, the traced segments only apportioning it (families.py). What cannot be separated
+is an explicit assumption with its reasoning in `source`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 from ..errors import MeasurementError
 from ..kernel.stages import DUP_MMAP, FORK_PATH
-from ..profile import STAGES, StageCost
+from ..profile import STAGES, Profile, StageCost
+from .families import fit_families
 from .fit import TERMS, Config, median, stage_json
 from .fork_path import (ForkTotals, fit_fork_path, fit_remote_free, fit_stack_vmalloc, fit_thread_setup, fork_split,
                         fork_totals, trace_segments)
@@ -25,6 +27,9 @@ from .scheduling import exit_head_share, fit_placement, fit_scheduler
 from .warmth import fit_warmth
 
 __all__ = ["build_profile"]
+
+# the profile's exit_head_share when the calibration could not measure it (the model's fallback)
+_DEFAULT_HEAD = Profile.model_fields["exit_head_share"].default_factory().value
 
 _ABOUT = ("fits: NNLS on per-configuration medians weighted by 1/median; cross_validation: leave one "
           "configuration out, refit, predict its p50 (a configuration that alone determines a term, e.g. the "
@@ -58,12 +63,15 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
     st.update(fit_exit(ev))
     st.update(fit_faults(ev))
     sched, st["ipi_send"] = fit_scheduler(ev, facts)
+    exit_head = exit_head_share(store)
+    vfork_reap = fit_vfork_wait_reap(store)
+    # each family's fixed cost to its own untraced loop (the traced runs only apportion it)
+    st, vfork_reap, starts = fit_families(ev, st, sched["context_switch"].fixed_us,
+                                          exit_head["value"] if exit_head else _DEFAULT_HEAD, vfork_reap)
     _variant_diagnostics(ev)
     _held_out(ev, totals, st)
     placement = fit_placement(store)
     ev.diag["placement_counts"] = {k: v.pop("_counts") for k, v in placement.items()}
-    exit_head = exit_head_share(store)
-    vfork_reap = fit_vfork_wait_reap(store)
     warmth, warmth_diag = fit_warmth(store)
     ev.diag.update(warmth_diag)
 
@@ -88,6 +96,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
         "placement": placement,
         **({"exit_head_share": exit_head} if exit_head else {}),
         **({"wait_reap_vfork": stage_json(vfork_reap)} if vfork_reap else {}),
+        **{k: stage_json(v) for k, v in starts.items()},
         **({"warmth": warmth} if warmth else {}),
         **({"remote_free": remote_free} if remote_free else {}),
         "diagnostics": ev.diag,

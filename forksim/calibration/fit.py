@@ -23,7 +23,7 @@ from scipy.optimize import nnls
 
 from ..profile import StageCost
 
-__all__ = ["TERMS", "Config", "LinearFit", "fit_linear", "residual_quantiles", "lognormal_sigma",
+__all__ = ["TERMS", "Config", "LinearFit", "fit_linear", "fit_linear_through", "residual_quantiles", "lognormal_sigma",
            "cross_validate", "stage_cost", "stage_json", "median"]
 
 TERMS = ("fixed_us", "per_vma_us", "per_anon_vma_us", "per_pte_us", "per_pmd_us", "per_thread_us")
@@ -87,6 +87,41 @@ def fit_linear(configs: Sequence[Config], terms: Sequence[str] = TERMS[:5], weig
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res < 1e-12 else 0.0)
     coef = {t: 0.0 for t in TERMS}
     coef.update({t: float(b) for t, b in zip(terms, beta)})
+    rel = {(c.label or str(i)): float((p - c.median) / c.median) if c.median else 0.0
+           for i, (c, p) in enumerate(zip(cfgs, pred))}
+    return LinearFit(coef, r2, rel, len(cfgs), int(sum(len(c.samples) for c in cfgs)))
+
+
+def fit_linear_through(configs: Sequence[Config], anchor: Config, terms: Sequence[str] = TERMS[:5]) -> LinearFit:
+    """NNLS as `fit_linear`, constrained to pass through the anchor configuration's median: the slopes are
+    fitted to the other configurations' differences from the anchor (each weighted by 1/its median, as
+    there), and the fixed part is what the anchor's median leaves. For a reference image whose cost every
+    other fit builds on (the empty image: the families and the fork path's fixed parts), so that a slope
+    bent by configurations far from it (thousands of VMAs) cannot move its prediction. Falls back to
+    `fit_linear` when the anchor would need a negative fixed part."""
+    cfgs = [c for c in configs if len(c.samples)]
+    free = [t for t in terms if t != "fixed_us"]
+    if "fixed_us" not in terms or not free or not len(anchor.samples) or len(cfgs) < 2:
+        return fit_linear(cfgs, terms)
+    x0, y0 = anchor.features(free), anchor.median
+    others = [c for c in cfgs if c is not anchor]
+    X = np.array([c.features(free) for c in others]) - x0
+    y = np.array([c.median for c in others]) - y0
+    w = 1.0 / np.maximum(np.abs(y + y0), 1e-9)
+    scale = np.maximum(np.abs(X).max(axis=0), 1e-12)
+    beta, _ = nnls(X * w[:, None] / scale, y * w)
+    beta = beta / scale
+    fixed = y0 - float(x0 @ beta)
+    if fixed < 0:
+        return fit_linear(cfgs, terms)
+    coef = {t: 0.0 for t in TERMS}
+    coef.update({t: float(b) for t, b in zip(free, beta)})
+    coef["fixed_us"] = fixed
+    Xall = np.array([c.features(TERMS) for c in cfgs])
+    yall = np.array([c.median for c in cfgs])
+    pred = Xall @ np.array([coef[t] for t in TERMS])
+    ss_res, ss_tot = float(np.sum((yall - pred) ** 2)), float(np.sum((yall - yall.mean()) ** 2))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
     rel = {(c.label or str(i)): float((p - c.median) / c.median) if c.median else 0.0
            for i, (c, p) in enumerate(zip(cfgs, pred))}
     return LinearFit(coef, r2, rel, len(cfgs), int(sum(len(c.samples) for c in cfgs)))

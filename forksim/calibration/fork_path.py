@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import MeasurementError
 from ..kernel.stages import DO_EXIT, DUP_MMAP, EXIT_MMAP, RET_FROM_FORK, WAIT_REAP
 from ..profile import StageCost
-from .fit import Config, LinearFit, cross_validate, fit_linear, median, residual_quantiles, stage_cost
+from .fit import Config, LinearFit, cross_validate, fit_linear, fit_linear_through, median, residual_quantiles, stage_cost
 from .plan import FORK_MODE, THREAD_MODE, VFORK_MODE, Plan
 from .samples import Evidence, fork_cfg, fork_field, group, pct, preempted_share, quantiles, seg_cfgs, vals
 
@@ -87,8 +87,11 @@ def fork_totals(ev: Evidence, plan: Plan) -> ForkTotals:
         (held_cfgs if is_held else train).append((c, runs))
     if len(train) < 2:
         raise MeasurementError("too few fork configurations were measured to fit (memory refused?)")
-    total_fit = fit_linear([c for c, _ in train])
+    # through the base image (its p50 exactly): every family's and the fork path's fixed parts build on it
+    base = next((c for c, runs in train if _is_base(runs[0]["key"])), None)
+    total_fit = fit_linear_through([c for c, _ in train], base) if base is not None else fit_linear([c for c, _ in train])
     ev.diag["fork_total_fit"] = {"coef": total_fit.coef, "r2": round(total_fit.r2, 5),
+                                 "through": base.label if base is not None else None,
                                  "rel_errors": {k: round(v, 4) for k, v in total_fit.rel_errors.items()},
                                  "n_samples": total_fit.n_samples,
                                  "cross_validation": cross_validate([c for c, _ in train])}
@@ -96,6 +99,11 @@ def fork_totals(ev: Evidence, plan: Plan) -> ForkTotals:
     ev.diag["fork_wall_p50_us"] = {c.label: pct(vals(runs, "fork_ns")) for c, runs in train + held_cfgs}
     ev.diag["fork_preempted_share"] = {c.label: preempted_share(runs) for c, runs in train + held_cfgs}
     return ForkTotals(total_fit, train, held_cfgs)
+
+
+def _is_base(key: dict[str, Any]) -> bool:
+    """The base image: RSS 0, no extra VMAs, THP off (what the families are measured at)."""
+    return not key["rss"] and not key["anon_vmas"] and not key["file_vmas"] and not key["thp"]
 
 
 def trace_segments(ev: Evidence) -> None:

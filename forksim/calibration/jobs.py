@@ -4,7 +4,7 @@ adds its samples to the Store.
 Order of work: the traced runs first (while the tracefs instance exists); then the untraced runs,
 sizes interleaved over rounds: fork against touched anonymous RSS (pinned and unpinned), against VMA
 counts (anonymous-with-pages and file-backed), THP on, the other creation kinds (vfork, posix_spawn,
-fork+execve, threads), bursts of forks (stack cache), COW and page faults, forks after the child
+fork+execve, threads; pinned in the fork sweep's rounds), bursts of forks (stack cache), COW and page faults, forks after the child
 exited on the other CPU (remote frees), cold forks (warmth.py) and the scheduler's costs (idle
 wake-up, context switch, IPI).
 """
@@ -138,6 +138,7 @@ class _Jobs:
             for rss in order:
                 jobs.append((f"fork {_label({'rss': rss})} pinned (round {rnd + 1}/{plan.rounds})",
                              self.fork(FORK_MODE, rss=rss, rnd=rnd)))
+            jobs += self.pinned_variants(rnd)
             if rnd % 4 == 0:
                 for rss in plan.unpinned_sizes:
                     jobs.append((f"fork {_label({'rss': rss})} unpinned",
@@ -150,12 +151,24 @@ class _Jobs:
                 jobs.append((f"fork {_label({'rss': rss})} THP", self.fork(FORK_MODE, rss=rss, thp=True, rnd=rnd)))
         return jobs
 
-    def variants(self) -> list[Job]:
-        """4. the other creation kinds at RSS 0, pinned and not; fork+execve of a 256 MiB parent."""
+    def pinned_variants(self, rnd: int) -> list[Job]:
+        """The other creation kinds at RSS 0, pinned, in every round of the fork sweep (a share of their
+        repetitions each): the host drifts by tens of percent over a calibration (2026-12-02: the same
+        pinned fork 57 us in one round, 82 in the next), and the families' fit (families.py) compares
+        each family's loop with fork's, so they are measured in the same rounds."""
         plan, jobs = self.plan, []
         for kind, mode in VARIANTS.items():
             extra = self.helper if kind in EXECS else None
-            jobs.append((f"{mode} pinned", self.fork(mode, mode=mode, reps=plan.variant_reps, extra=extra)))
+            jobs.append((f"{mode} pinned (round {rnd + 1}/{plan.rounds})",
+                         self.fork(mode, mode=mode, reps=-(-plan.variant_reps // plan.rounds), extra=extra, rnd=rnd)))
+        return jobs
+
+    def variants(self) -> list[Job]:
+        """4. the other creation kinds at RSS 0, unpinned (pinned: in the sweep's rounds); fork+execve of a
+        256 MiB parent."""
+        plan, jobs = self.plan, []
+        for kind, mode in VARIANTS.items():
+            extra = self.helper if kind in EXECS else None
             jobs.append((f"{mode} unpinned", self.fork(mode, mode=mode, pinned=False, reps=plan.variant_reps // 2,
                                                        extra=extra)))
         fe = FORKEXEC_MODE

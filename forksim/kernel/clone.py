@@ -92,6 +92,9 @@ class Kernel:
         self._exit_head = costs.profile.exit_head_share.value
         reap = costs.profile.wait_reap_vfork
         self._reap_vfork = costs.sampler(reap, "wait_reap_vfork") if reap is not None else None
+        ts, es = costs.profile.thread_start, costs.profile.exec_start  # optional: None, not modelled
+        self._thread_start = costs.sampler(ts, "thread_start") if ts is not None else None
+        self._exec_start = costs.sampler(es, "exec_start") if es is not None else None
         mm_release = costs.profile.mm_release_share
         self._mm_release = mm_release.value if mm_release is not None else self._exit_head
         self.lock_stats = {n: LockStats(n) for n in ("tasklist_lock", "pidmap_lock", "mmap_lock")}
@@ -351,6 +354,8 @@ class Kernel:
             yield C.run(self._cow_cost(child.mm.shape, True, cfg.cow_write_fraction), preemptible=True)
         if cfg.lifetime > 0.0:
             yield C.run(cfg.lifetime, preemptible=True)
+        if self._thread_start is not None and KINDS[kind].clone_thread:
+            yield C.run(self._thread_start())  # glibc's start_thread around the function, up to the exit
 
         if KINDS[kind].execs:
             # execve: begin_new_exec -> exec_mmap drops the old mm (exit_mmap if its last user)
@@ -367,6 +372,8 @@ class Kernel:
             if ipi > 0.0:
                 yield C.run(ipi)
             yield from self._return_to_user(C)  # into the new program: a parent released by exec runs here
+            if self._exec_start is not None:
+                yield C.run(self._exec_start())  # the new program's start, its image's teardown beyond empty
             if cfg.exec_lifetime > 0.0:
                 yield C.run(cfg.exec_lifetime, preemptible=True)
         yield from self.do_exit(child, kind, rec)
