@@ -186,11 +186,11 @@ class Kernel:
         if child.vfork_waiter is not None:
             # wait_for_vfork_done(): sleep until the child execs or exits (mm_release)
             yield P.sleep()
-        rec.fork_ret = env._now
         if P.need_resched or P.cpu.rq:  # the return to user space: a preemption point
             ev = P.ret_to_user()
             if ev is not None:
                 yield ev
+        rec.fork_ret = env._now  # the caller's clock reads after it (a preemption there is in fork())
         return child
 
     def _local_share(self, vfork: bool, P: "Task") -> float:
