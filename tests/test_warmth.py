@@ -169,7 +169,11 @@ def test_calibrate_cold_check_and_warm_predict():
     rows = cold_check("default", [{"cond": "sleep", "x": x, "rss_bytes": 64 * MiB, "fork_p50_us": 1000.0,
                                    "vmas": 26, "anon_vmas": 12} for x in (0, 100_000)]
                       + [{"cond": "migrate", "x": 0, "rss_bytes": 64 * MiB, "fork_p50_us": 1.0}])
-    assert [r["x"] for r in rows] == [0, 100_000]  # sleeps only
+    assert [r["x"] for r in rows] == [0, 100_000]  # sleeps only (a sweep needs its gap and wall time)
+    work = cold_check("default", [{"cond": "work", "x": 64 * MiB, "rss_bytes": 64 * MiB, "fork_p50_us": 1000.0,
+                                   "fork_wall_p50_us": 2000.0, "gap_p50_us": 6000.0, "vmas": 26, "anon_vmas": 12}])
+    # after the co-runner's sweep the child runs inside fork(): compared by wall time
+    assert work[0]["measured_p50_us"] == 2000.0 and work[0]["forksim_p50_us"] > 1.5 * rows[1]["forksim_p50_us"]
     prof = load_profile("default")
     extra = prof.warmth.stages["dup_mmap"].extra_us(16410)
     assert rows[1]["forksim_p50_us"] - rows[0]["forksim_p50_us"] == pytest.approx(extra, rel=0.3)

@@ -120,25 +120,31 @@ def copies_check(profile_path: str, measured: list[dict]) -> list[dict]:
 
 
 def cold_check(profile_path: str, cold: list[dict]) -> list[dict]:
-    """The cold forks measured (pinned, after a sleep) beside `forksim run` of a closed loop on one CPU
-    that states only the image and the gap (think time): the warmth terms at work."""
+    """The cold forks measured (pinned, after a sleep or a co-runner's sweep) beside `forksim run` of a
+    closed loop on one CPU that states only the image and the gap (think time), and for a sweep the bytes
+    swept (workload.other_work): the warmth terms at work, and after a sweep the scheduler too (the
+    co-runner's wake-up can leave the child running before fork() returns: compared by fork() wall time)."""
     from ..config import parse_config
     from ..runner import run_experiment
 
     rows = []
     for c in cold:
-        if c.get("cond") != "sleep":
+        work = c.get("cond") == "work" and c.get("fork_wall_p50_us") and c.get("gap_p50_us")
+        if c.get("cond") != "sleep" and not work:
             continue
+        think = float(c["gap_p50_us"]) if work else float(c["x"])
+        other = {"other_work": int(c["x"])} if work else {}
+        meas = float(c["fork_wall_p50_us"]) if work else float(c["fork_p50_us"])
         exp = parse_config({
             "experiment": {"name": "cold-check", "duration": 1e12, "warmup": 0, "replications": 1, "seed": 0,
                            "max_creations": 60 if c["x"] < 100_000 else 15},
             "machine": {"cpus": 1, "profile": profile_path},
-            "workload": {"kind": "closed", "parents": 1, "think_time": float(c["x"]),
+            "workload": {"kind": "closed", "parents": 1, "think_time": think, **other,
                          "image": {"rss": int(c["rss_bytes"]), "vmas": int(c.get("vmas") or 26),
                                    **({"anon_vmas": int(c["anon_vmas"])} if c.get("anon_vmas") is not None else {})},
                          "child": {"clone": FORK, "lifetime": 0.0}}}, source="calibrate", resolved=True)
         pred = run_experiment(exp).summary["fork_latency_us"]["p50"]
-        rows.append({**c, "forksim_p50_us": pred, "rel_error": (pred - c["fork_p50_us"]) / c["fork_p50_us"]})
+        rows.append({**c, "measured_p50_us": meas, "forksim_p50_us": pred, "rel_error": (pred - meas) / meas})
     return rows
 
 
@@ -189,12 +195,16 @@ def main(args: argparse.Namespace) -> int:
         console.print(t)
     cold = cold_check(out, prof.get("diagnostics", {}).get("cold_forks", []))
     if cold:
-        t = Table(title="cold forks (pinned, after a sleep): measured vs forksim run (closed loop, think time = the "
-                  "gap), fork() p50", title_justify="left")
-        for c in ("RSS", "gap (ms)", "measured (us)", "forksim (us)", "error"):
+        t = Table(title="cold forks (pinned, after a sleep or a co-runner's sweep on the same CPU): measured vs "
+                  "forksim run (closed loop, think time = the gap), fork() p50 (after a sweep: wall time)",
+                  title_justify="left")
+        for c in ("RSS", "before", "gap (ms)", "measured (us)", "forksim (us)", "error"):
             t.add_column(c, justify="right")
         for r in cold:
-            t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", f"{r['x'] / 1000:g}", fmt(r["fork_p50_us"]),
-                      fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%")
+            work = r["cond"] == "work"
+            gap = r["gap_p50_us"] if work else r["x"]
+            t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", f"sweep {int(r['x']) >> 20} MiB" if work else "sleep",
+                      f"{gap / 1000:.3g}", fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]),
+                      f"{100 * r['rel_error']:+.1f}%")
         console.print(t)
     return 0
