@@ -26,10 +26,14 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "rows run minutes apart and the host's speed drifts between them: interleaved in one run, a fork after "
      "10 ms and after 1000 ms asleep cost the same (forkbench cold, pinned, within 4%), so a long-gap row off "
      "by as much as the warm closed-fork row of its size is the warm reference, not the gap"),
-    ("llc-pin", "a fork after a co-runner swept its memory on the parent's CPU: the model charges the cold extra "
-     "by the gap the sweep left (measured) and by the bytes swept against the profile's footprint scale; on this "
-     "host a sweep cooled the image no more than sleeping as long (forkbench cold, pinned, interleaved), so the "
-     "gap decides; the real child is pinned with its parent, the model's child may run on the other CPU"),
+    ("llc-pin", "a fork after a co-runner swept its memory on the parent's CPU: its wake-up of the parent leaves it "
+     "runnable (preempted before its blocking read), so at the child's wake_up_new_task the parent, past its "
+     "slice, is rescheduled (update_curr with another task queued) and the child's whole life, its exit "
+     "included, falls inside fork() (traced: tools/child_first_trace.py, 26 of 26 forks of 64 MiB with the "
+     "co-runner runnable); the model runs the co-runner as a task and that rule (forksim.sched.eevdf"
+     ".new_task_resched). How often the co-runner is still runnable depends on whether a tick preempts its "
+     "sweep (a short sweep often ends before one, and the parent then forks alone); the cold extra is "
+     "charged by the gap and by the bytes swept against the profile's footprint scale"),
     ("open-fork", "at low load the parent waits between requests, so its forks run cold (the model now charges the "
      "profile's cold extra by the time since the last walk of the image); queueing then amplifies the remaining "
      "service-time error in the response percentiles"),
