@@ -301,8 +301,13 @@ def test_every_started_creation_is_completed_or_in_flight(clone):
         assert v.notna().all(), col
         assert (v >= 0).all(), col
     assert (done["start_us"] <= done["fork_ret_us"]).all()
-    assert (done["child_start_us"] <= done["child_exit_us"]).all()
-    assert (done["child_exit_us"] <= done["reap_us"]).all()
+    # pthread_join returns at the thread's mm_release (its tid cleared), before its exit_notify: a
+    # thread's exit may come after its join (or be unknown to its row); a process is reaped after its exit
+    known = done["child_exit_us"].notna()
+    assert known.all() or clone == "thread"
+    assert (done["child_start_us"][known] <= done["child_exit_us"][known]).all()
+    if clone != "thread":
+        assert (done["child_exit_us"] <= done["reap_us"]).all()
     assert (done["fork_ret_us"] <= done["reap_us"]).all()
     assert 0.0 <= s["cpu_utilization"] <= 1.0
     for name in ("fork_latency_us", "roundtrip_latency_us", "child_start_latency_us"):
