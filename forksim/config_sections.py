@@ -315,8 +315,10 @@ class WorkloadSection(_Section):
     other_work: Bytes = Field(
         default=0,
         description="closed: bytes of its own memory another process touches on the parent's CPU in each think "
-        "time, just before the next fork (a co-runner sweeping its working set): they count against the warmth "
-        "of the parent's image (profile `warmth`); their CPU time is part of think_time (default 0)",
+        "time, just before the next fork (a co-runner sweeping its working set): a task of its own that the parent "
+        "wakes and waits on, running think_time of CPU work on the parent's CPU (so the scheduler decides whether "
+        "the next fork's child runs before fork() returns); the bytes count against the warmth of the parent's "
+        "image (profile `warmth`) (default 0)",
     )
     pin: bool = Field(
         default=False,

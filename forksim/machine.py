@@ -121,7 +121,7 @@ class Machine:
         else:
             task.vruntime = target.min_vruntime
         task.load_t = self.env._now
-        return ev, self._activate(task, target, home)
+        return ev, self._activate(task, target, home, new=True)
 
     def wake(self, task: Task, waker: Task | None, sync: bool = False) -> float:
         """try_to_wake_up: place a sleeping task; returns the waker's extra cost in us."""
@@ -157,7 +157,7 @@ class Machine:
         wake = p.idle_wake()
         return wake if p.idle_wake_scale is None else wake * p.idle_wake_scale(idle_us)
 
-    def _activate(self, task: Task, target: CPU, waker_cpu: CPU | None) -> float:
+    def _activate(self, task: Task, target: CPU, waker_cpu: CPU | None, new: bool = False) -> float:
         p = self.params
         if target.current is None and not target.rq:  # target.idle
             # An idle vCPU halts at once (haltpoll without polling): it must be woken.
@@ -174,7 +174,7 @@ class Machine:
             now = self.env._now
             preemptible = cur._done is not None and cur._preemptible
             in_head = preemptible and cur._preempt_from > now
-            if self._wakeup_preempts(target, cur, task, now):
+            if self._wakeup_preempts(target, cur, task, now, new):
                 if preemptible and not in_head:
                     target._preempt(cur)
                 else:
@@ -189,13 +189,15 @@ class Machine:
             self._kick_idle(target)
         return 0.0
 
-    def _wakeup_preempts(self, cpu: CPU, cur: Task, task: Task, now: float) -> bool:
-        """check_preempt_wakeup_fair: does the woken `task` take the CPU from `cur`?"""
+    def _wakeup_preempts(self, cpu: CPU, cur: Task, task: Task, now: float, new: bool = False) -> bool:
+        """check_preempt_wakeup_fair: does the woken (or `new`: wake_up_new_task) `task` take the CPU from `cur`?"""
         p = self.params
         if not p.eevdf:
+            if new:
+                return eevdf.new_task_resched(cpu, cur, now, p.slice_us, _tolerance(now))
             return now - cur._slice_start >= p.wakeup_granularity_us and task.vruntime <= cur.vruntime
         cpu._account(cur)  # update_curr
-        return eevdf.wakeup_preempts(cpu, cur, task, now, p.slice_us, _tolerance(now))
+        return eevdf.wakeup_preempts(cpu, cur, task, now, p.slice_us, _tolerance(now), new)
 
     def _kick_idle(self, busy: CPU) -> None:
         """nohz idle balance: at the busy CPU's next tick, an idle CPU pulls a waiting task."""

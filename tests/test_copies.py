@@ -158,10 +158,12 @@ def test_live_children_grow_the_call_under_tasklist_lock_and_the_wait():
     # 10000 x 0.01 us in copy_process's tasklist_lock section
     assert many["fork_latency_us"]["p50"] - base["fork_latency_us"]["p50"] == pytest.approx(100.0, rel=0.3)
     # the walk of 10000 children (0.001 us each) to reap, and before it once more if the parent had to
-    # sleep for its child (on 2 CPUs it sometimes does): only for waitpid(-1)
+    # sleep for its child (on 2 CPUs it sometimes does; a child on its CPU no longer takes it at the
+    # fork's return, wake_up_new_task's rule, so the parent walks first and its child's run waits behind
+    # that walk: a few us of second-order timing on top): only for waitpid(-1)
     walked = run(_exp({"live_children": 10000, "wait": "any"}), profile=p).summary
     extra = walked["roundtrip_latency_us"]["p50"] - many["roundtrip_latency_us"]["p50"]
-    assert 0.9 * 10.0 <= extra <= 1.1 * 2 * 10.0
+    assert 0.9 * 10.0 <= extra <= 2 * 10.0 + 5.0
     assert walked["fork_latency_us"]["p50"] == pytest.approx(many["fork_latency_us"]["p50"], rel=0.05)
     # two parents with many children contend on tasklist_lock; without children they hardly do
     two = lambda n: run(_exp({"parents": 2, "live_children": n}), profile=p).summary["lock_wait_us"]["tasklist_lock"]

@@ -129,9 +129,9 @@ def test_the_cold_table_puts_the_error_on_the_extra_over_its_own_runs_back_to_ba
 
     # the grid's back-to-back fork ran slower than the sweep the model prices (the host drifted): the
     # absolute errors hold that drift, the extras do not
-    rows = [{"rss_bytes": 64 << 20, "x": 0, "fork_p50_us": 1777.0, "forksim_p50_us": 1450.0},
-            {"rss_bytes": 64 << 20, "x": 100_000, "fork_p50_us": 2277.0, "forksim_p50_us": 1950.0},
-            {"rss_bytes": 0, "x": 100_000, "fork_p50_us": 200.0, "forksim_p50_us": 210.0}]  # no gap-0 run
+    rows = [{"rss_bytes": 64 << 20, "cond": "sleep", "x": 0, "fork_p50_us": 1777.0, "forksim_p50_us": 1450.0},
+            {"rss_bytes": 64 << 20, "cond": "sleep", "x": 100_000, "fork_p50_us": 2277.0, "forksim_p50_us": 1950.0},
+            {"rss_bytes": 0, "cond": "sleep", "x": 100_000, "fork_p50_us": 200.0, "forksim_p50_us": 210.0}]  # no gap-0 run
     _cold_extras(rows)
     assert "extra_us" not in rows[0] and "extra_us" not in rows[2]
     assert rows[1]["extra_us"] == pytest.approx(500.0) and rows[1]["forksim_extra_us"] == pytest.approx(500.0)

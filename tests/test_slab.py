@@ -90,8 +90,12 @@ def test_children_on_the_other_cpu_slow_the_next_fork_by_the_term():
 
 
 def test_children_kept_on_the_parents_cpu_pay_nothing():
-    # a child that stays is freed where it was made: not one draw of the term, same results
-    assert _k1(TERM, 1.0)["fork_latency_us"] == _k1(None, 1.0)["fork_latency_us"]
+    # a child that stays is freed where it was made: the term all but never applies. (A child kept on its
+    # parent's CPU no longer takes it at the fork's return, wake_up_new_task's rule; one still waiting at
+    # a tick is pulled by the idle CPU's nohz balance and exits there: 2 of 2835 with this seed.)
+    with_, without = _k1(TERM, 1.0)["fork_latency_us"], _k1(None, 1.0)["fork_latency_us"]
+    assert with_["p50"] == pytest.approx(without["p50"], rel=0.01)
+    assert with_["mean"] == pytest.approx(without["mean"], rel=0.02)
 
 
 def _runs(store, kind: str, shape: dict, p50_us: float, rnd: int) -> None:

@@ -48,7 +48,10 @@ def test_summary_percentiles_are_those_of_the_pooled_post_warmup_records(tiny_ex
         assert s["mean"] == pytest.approx(pooled.mean(), abs=1e-6)
         for name, q in (("p50", 50), ("p90", 90), ("p99", 99)):
             assert s[name] == pytest.approx(np.percentile(pooled, q), abs=1e-6), (key, name)
-        assert s["beyond"]["p99"] == int((pooled > s["p99"]).sum()) >= MIN_BEYOND
+        # the summary's p99 is rounded to 1e-6 us: a sample within that of it may fall on either side
+        beyond = s["beyond"]["p99"]
+        assert int((pooled > s["p99"] + 1e-6).sum()) <= beyond <= int((pooled > s["p99"] - 1e-6).sum())
+        assert beyond >= MIN_BEYOND
         lo, hi = s["ci95"]["p99"]
         assert 0 <= lo <= s["p99"] <= hi
 

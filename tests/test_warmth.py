@@ -175,6 +175,10 @@ def test_calibrate_cold_check_and_warm_predict():
     assert [(r["cond"], r["x"]) for r in rows] == [("sleep", 0), ("sleep", 100_000), ("unpinned", 100_000)]
     assert rows[2]["forksim_p50_us"] > rows[0]["forksim_p50_us"]  # after a sleep on either CPU: cold too
     rows = rows[:2]
+    work = cold_check("default", [{"cond": "work", "x": 64 * MiB, "rss_bytes": 64 * MiB, "fork_p50_us": 1000.0,
+                                   "fork_wall_p50_us": 2000.0, "gap_p50_us": 6000.0, "vmas": 26, "anon_vmas": 12}])
+    # after the co-runner's sweep the child runs inside fork(): compared by wall time
+    assert work[0]["measured_p50_us"] == 2000.0 and work[0]["forksim_p50_us"] > 1.5 * rows[1]["forksim_p50_us"]
     prof = load_profile("default")
     extra = prof.warmth.stages["dup_mmap"].extra_us(16410)
     assert rows[1]["forksim_p50_us"] - rows[0]["forksim_p50_us"] == pytest.approx(extra, rel=0.3)

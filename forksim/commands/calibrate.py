@@ -120,9 +120,12 @@ def copies_check(profile_path: str, measured: list[dict]) -> list[dict]:
 
 
 def cold_check(profile_path: str, cold: list[dict]) -> list[dict]:
-    """The cold forks measured after a sleep (pinned, and unpinned on every CPU: cond "unpinned") beside
-    `forksim run` of a closed loop on one CPU (unpinned: on this machine's CPUs) that states only the
-    image and the gap (think time): the warmth terms at work."""
+    """The cold forks measured after a sleep (pinned, and unpinned on every CPU: cond "unpinned") or a
+    co-runner's sweep on the parent's CPU (pinned) beside `forksim run` of a closed loop on one CPU
+    (unpinned: on this machine's CPUs) that states only the image and the gap (think time), and for a
+    sweep the bytes swept (workload.other_work): the warmth terms at work, and after a sweep the scheduler
+    too (the co-runner's wake-up can leave the child running before fork() returns: compared by fork()
+    wall time)."""
     import os
 
     from ..config import parse_config
@@ -130,18 +133,22 @@ def cold_check(profile_path: str, cold: list[dict]) -> list[dict]:
 
     rows = []
     for c in cold:
-        if c.get("cond") not in ("sleep", "unpinned"):
+        work = c.get("cond") == "work" and c.get("fork_wall_p50_us") and c.get("gap_p50_us")
+        if c.get("cond") not in ("sleep", "unpinned") and not work:
             continue
+        think = float(c["gap_p50_us"]) if work else float(c["x"])
+        other = {"other_work": int(c["x"])} if work else {}
+        meas = float(c["fork_wall_p50_us"]) if work else float(c["fork_p50_us"])
         exp = parse_config({
             "experiment": {"name": "cold-check", "duration": 1e12, "warmup": 0, "replications": 1, "seed": 0,
                            "max_creations": 60 if c["x"] < 100_000 else 15},
-            "machine": {"cpus": 1 if c["cond"] == "sleep" else os.cpu_count() or 1, "profile": profile_path},
-            "workload": {"kind": "closed", "parents": 1, "think_time": float(c["x"]),
+            "machine": {"cpus": (os.cpu_count() or 1) if c["cond"] == "unpinned" else 1, "profile": profile_path},
+            "workload": {"kind": "closed", "parents": 1, "think_time": think, **other,
                          "image": {"rss": int(c["rss_bytes"]), "vmas": int(c.get("vmas") or 26),
                                    **({"anon_vmas": int(c["anon_vmas"])} if c.get("anon_vmas") is not None else {})},
                          "child": {"clone": FORK, "lifetime": 0.0}}}, source="calibrate", resolved=True)
         pred = run_experiment(exp).summary["fork_latency_us"]["p50"]
-        rows.append({**c, "forksim_p50_us": pred, "rel_error": (pred - c["fork_p50_us"]) / c["fork_p50_us"]})
+        rows.append({**c, "measured_p50_us": meas, "forksim_p50_us": pred, "rel_error": (pred - meas) / meas})
     _cold_extras(rows)
     return rows
 
@@ -152,10 +159,10 @@ def _cold_extras(rows: list[dict]) -> None:
     after the fork sweep that gave the back-to-back cost, on a host that drifts by tens of percent between
     them (2026-12-02 quick calibration: 64 MiB back to back 1,158-1,564 us over the sweep's rounds, 1,777 us in
     the grid), so the absolute error of a cold row holds that drift; its extra does not."""
-    b2b = {(r["rss_bytes"]): r for r in rows if r["x"] == 0}
+    b2b = {r["rss_bytes"]: r for r in rows if r["cond"] == "sleep" and r["x"] == 0}
     for r in rows:
         ref = b2b.get(r["rss_bytes"])
-        if ref is None or r["x"] == 0:
+        if ref is None or r is ref or r["cond"] == "work":  # a sweep's row is wall time: no like to compare
             continue
         r["extra_us"] = r["fork_p50_us"] - ref["fork_p50_us"]
         r["forksim_extra_us"] = r["forksim_p50_us"] - ref["forksim_p50_us"]
@@ -210,17 +217,18 @@ def main(args: argparse.Namespace) -> int:
     diag = prof.get("diagnostics", {})
     cold = cold_check(out, diag.get("cold_forks", []))
     if cold:
-        t = Table(title="cold forks (after a sleep): measured vs forksim run (closed loop, think time = the "
-                  "gap), fork() p50; extra: over the pinned back-to-back fork of the same run (gap 0)",
-                  title_justify="left")
-        for c in ("RSS", "gap (ms)", "parent", "measured (us)", "forksim (us)", "error", "extra (us)",
+        t = Table(title="cold forks (after a sleep or a co-runner's sweep on the same CPU): measured vs forksim "
+                  "run (closed loop, think time = the gap), fork() p50 (after a sweep: wall time); extra: over the "
+                  "pinned back-to-back fork of the same run (gap 0)", title_justify="left")
+        for c in ("RSS", "before", "gap (ms)", "parent", "measured (us)", "forksim (us)", "error", "extra (us)",
                   "forksim extra (us)", "extra error"):
             t.add_column(c, justify="right")
         for r in cold:
-            ee = r.get("extra_error")
-            t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", f"{r['x'] / 1000:g}",
-                      "pinned" if r["cond"] == "sleep" else "unpinned", fmt(r["fork_p50_us"]),
-                      fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%",
+            work, ee = r["cond"] == "work", r.get("extra_error")
+            gap = r["gap_p50_us"] if work else r["x"]
+            t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", f"sweep {int(r['x']) >> 20} MiB" if work else "sleep",
+                      f"{gap / 1000:.3g}", "unpinned" if r["cond"] == "unpinned" else "pinned",
+                      fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%",
                       fmt(r["extra_us"]) if "extra_us" in r else "-",
                       fmt(r["forksim_extra_us"]) if "forksim_extra_us" in r else "-",
                       f"{100 * ee:+.1f}%" if ee is not None else "-")

@@ -21,7 +21,7 @@ from .mm import MM, Process
 from .slab import SlabFreelists
 from .stack import StackCache
 from .warmth import WarmthTracker
-from ..task import Coroutine
+from ..task import RUNNABLE, Coroutine
 
 if TYPE_CHECKING:
     from ..config import ChildSection
@@ -201,11 +201,14 @@ class Kernel:
         if child.vfork_waiter is not None:
             # wait_for_vfork_done(): sleep until the child execs or exits (mm_release)
             yield P.sleep()
-        rec.fork_ret = env._now
-        if P.need_resched or P.cpu.rq:  # the return to user space: a preemption point
+        # the return to user space: a preemption point. The new child queued here counts only through
+        # need_resched (wake_up_new_task's rule): no tick has seen it waiting yet
+        cpu = P.cpu
+        if P.need_resched or len(cpu.rq) > (child_task.cpu is cpu and child_task.state == RUNNABLE):
             ev = P.ret_to_user()
             if ev is not None:
                 yield ev
+        rec.fork_ret = env._now  # the caller's clock reads after it (a preemption there is in fork())
         return child
 
     def _local_share(self, vfork: bool, P: "Task") -> float:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ..machine import CPU, Task
 
 __all__ = ["avg_vruntime", "raw_lag", "lag_limit", "dequeue_lag", "place_woken", "place_new", "renew_deadline",
-           "wakeup_preempts"]
+           "others_queued", "slice_over", "wakeup_preempts", "new_task_resched"]
 
 
 def avg_vruntime(cpu: "CPU") -> tuple[float, int]:
@@ -93,15 +93,45 @@ def renew_deadline(task: "Task", slice_us: float) -> None:
         task.deadline = task.vruntime + slice_us
 
 
-def wakeup_preempts(cpu: "CPU", cur: "Task", task: "Task", now: float, slice_us: float, tol: float) -> bool:
-    """check_preempt_wakeup_fair for `task`, just queued on `cpu` (V includes its lag), against the
-    running `cur` (charged up to now): resched once cur's protected slice is over (update_curr:
-    !protect_slice with others queued); an eligible cur keeps its protected slice (RUN_TO_PARITY);
+def others_queued(cpu: "CPU") -> bool:
+    """Whether a task other than the one just enqueued waits on `cpu` (its runqueue holds the wakee):
+    update_curr runs in enqueue_entity before the wakee is counted, so its `cfs_rq->nr_queued == 1`
+    return means "the running task was alone"."""
+    return len(cpu.rq) > 1
+
+
+def slice_over(cur: "Task", now: float, protect_end: float, tol: float) -> bool:
+    """update_curr's reschedule once others are queued: `resched || !protect_slice(curr)`, the running
+    task past the end of the slice it was protected for when picked (set_protect_slice)."""
+    return now >= protect_end - tol
+
+
+def wakeup_preempts(cpu: "CPU", cur: "Task", task: "Task", now: float, slice_us: float, tol: float,
+                    new: bool = False) -> bool:
+    """The enqueue of `task`, just queued on `cpu` (V includes its lag), against the running `cur`
+    (charged up to now): resched once cur's protected slice is over (update_curr: !protect_slice with
+    others queued; for a woken task with a full slice to its deadline, __pick_eevdf's tie with cur's
+    renewed deadline goes to the wakee too). A `new` task (wake_up_new_task) reschedules a parent past
+    its slice only if another task besides the child was queued: update_curr returns while
+    nr_queued == 1, and the child (half a slice to its deadline) did not displace a parent alone with
+    it (traced: 1 of 33 after an idle sleep, 26 of 26 beside a runnable co-runner;
+    tools/child_first_trace.py). An eligible cur keeps its protected slice (RUN_TO_PARITY);
     pick_eevdf drops an ineligible cur, and the wakee runs if it is eligible."""
     renew_deadline(cur, slice_us)
-    if now >= cur._protect_end - tol:
+    if slice_over(cur, now, cur._protect_end, tol) and (not new or others_queued(cpu)):
         return True
     v, _ = avg_vruntime(cpu)
     if cur.vruntime <= v + tol:
         return False
     return task.vruntime <= v + tol
+
+
+def new_task_resched(cpu: "CPU", cur: "Task", now: float, slice_us: float, tol: float) -> bool:
+    """wake_up_new_task on the running parent's CPU under the plain fair queue (no EEVDF state): the
+    new child (no lag, half a slice to its deadline, WF_FORK: no next buddy) leaves the parent running,
+    except update_curr's reschedule when another task besides the child waits and the parent has used
+    its slice since it was picked (its protected slice: picked with a full slice to its deadline).
+    After another task ran on the CPU and woke the parent (a co-runner preempted before its blocking
+    read), a fork longer than the slice ends with the child running before fork() returns; after an
+    idle sleep the parent is alone with its child and returns first (tools/child_first_trace.py)."""
+    return others_queued(cpu) and slice_over(cur, now, cur._slice_start + slice_us, tol)

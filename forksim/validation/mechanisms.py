@@ -25,11 +25,14 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "row's rounds are in validation.json) so that the host's drift, +-30% over minutes here, hits them alike; "
      "what remains is the host between calibration and validation (how much of the cache other tenants evict "
      "during a gap varies from hour to hour) and an unpinned parent waking on either vCPU"),
-    ("llc-pin", "a fork after a co-runner swept its memory on the parent's CPU: the new child runs first (forkbench "
-     "cold -W, 2026-12-02: the child started before fork() returned in 83% of forks after a sweep, never after a "
-     "sleep), so the parent's fork() wall time holds the child's whole run and exit (wall 4,022 us against 2,014 "
-     "us of the parent's CPU time at 64 MiB) while the round trip is unchanged; the cold extra itself is charged "
-     "by the gap the sweep left and the bytes swept"),
+    ("llc-pin", "a fork after a co-runner swept its memory on the parent's CPU: its wake-up of the parent leaves it "
+     "runnable (preempted before its blocking read), so at the child's wake_up_new_task the parent, past its "
+     "slice, is rescheduled (update_curr with another task queued) and the child's whole life, its exit "
+     "included, falls inside fork() (traced: tools/child_first_trace.py, 26 of 26 forks of 64 MiB with the "
+     "co-runner runnable); the model runs the co-runner as a task and that rule (forksim.sched.eevdf"
+     ".new_task_resched). How often the co-runner is still runnable depends on whether a tick preempts its "
+     "sweep (a short sweep often ends before one, and the parent then forks alone); the cold extra is "
+     "charged by the gap and by the bytes swept against the profile's footprint scale"),
     ("open-fork", "at low load the parent waits between requests, so its forks run cold (the model now charges the "
      "profile's cold extra by the time since the last walk of the image); queueing then amplifies the remaining "
      "service-time error in the response percentiles"),

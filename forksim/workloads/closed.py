@@ -1,12 +1,14 @@
 """A closed workload (`workload.kind = "closed"`): `workload.parents` parents, each creating a child,
-waiting to reap it, thinking `workload.think_time` (while another process touches `workload.other_work` bytes on
-its CPU, when set), and again: the next creation starts when the
-previous one is reaped, so the machine sets the pace."""
+waiting to reap it, thinking `workload.think_time`, and again: the next creation starts when the
+previous one is reaped, so the machine sets the pace. With `workload.other_work` the think time is
+another process's work on the parent's CPU (forksim.workloads.corunner): the parent wakes its
+co-runner and blocks until that one has swept `other_work` bytes of its own memory for the think time."""
 
 from __future__ import annotations
 
 from ..kernel.mm import Process
 from .base import ParentWorkload
+from .corunner import CoRunner
 
 __all__ = ["ClosedWorkload"]
 
@@ -18,11 +20,10 @@ class ClosedWorkload(ParentWorkload):
         think = self.params.workload.think_time
         other = self.params.workload.other_work
         task = proc.task
+        co = CoRunner(self.machine, task, int(other), think, self.kernel.warmth) if other and think > 0.0 else None
         while True:
             yield from self._create(proc, index, self.env._now)
-            if think > 0.0:
-                cpu = task.cpu.id if task.cpu is not None else None
+            if co is not None:
+                yield from co.sweep(task)
+            elif think > 0.0:
                 yield task.sleep_for(think)
-                if other and cpu is not None:
-                    # a co-runner swept its memory on the parent's CPU just before this fork
-                    self.kernel.warmth.touched(cpu, other)
