@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import simpy
 from simpy.events import NORMAL, PENDING
 
-from .rcu import RcuBacklog
+from .rcu import RcuBacklog, ksoftirqd
 from .sched import eevdf
 from .task import RUNNABLE, RUNNING, Task, _tolerance
 
@@ -141,7 +141,12 @@ class CPU:
                 extra += p.interruption()
                 nxt += p.interruption_gap()
             elif due < now + us + extra:
-                extra += rcu.pop()
+                batch = rcu.pop()
+                cap = p.rcu.softirq_cap_us
+                if batch > cap:  # the rest goes to ksoftirqd, a task on this CPU from then on
+                    self.machine.env.process(ksoftirqd(self.machine, self.id, due + cap, batch - cap))
+                    batch = cap
+                extra += batch
             else:
                 break
         self._next_irq = nxt

@@ -128,7 +128,8 @@ class SchedulerSpec:
             balance=BalanceSpec.of(exp, profile) if profile.balancing is not None else None,
             interruption_rate_per_s=irq.rate_per_s if has_irq else 0.0,
             interruption=irq.duration if has_irq else None,
-            rcu=RcuSpec(rc.reap_us, rc.exit_mm_us, rc.grace_us) if (rc := profile.rcu_callbacks) is not None else None,
+            rcu=RcuSpec(rc.reap_us, rc.exit_mm_us, rc.grace_us, rc.softirq_cap_us or math.inf)
+            if (rc := profile.rcu_callbacks) is not None else None,
         )
 
     def bind(self, costs: "Costs") -> SchedulerParams:

@@ -58,6 +58,8 @@ class RcuCallbacks(BaseModel):
     reap_us: float = Field(ge=0.0, le=1e4)
     exit_mm_us: float = Field(ge=0.0, le=1e4)
     grace_us: float = Field(gt=0.0, le=1e6)
+    # the most a batch runs in softirq; the rest runs in ksoftirqd, a task (absent: all in softirq)
+    softirq_cap_us: float | None = Field(default=None, gt=0.0, le=1e6)
     source: str = Field(min_length=1)
 
 

@@ -5,7 +5,9 @@ Tree RCU (kernel/rcu/tree.c) hands callbacks queued during one grace period to t
 them from RCU_SOFTIRQ (rcu_core -> rcu_do_batch) raised by the tick (rcu_sched_clock_irq) once that one
 has ended: the callbacks of one grace period's worth of exits run together, between one and two grace
 periods after they were queued. Grace periods here are back to back, `grace_us` long, from time 0.
-A CPU idle when its batch is due runs it in idle: nobody waits (the batch is dropped).
+A CPU idle when its batch is due runs it in idle: nobody waits (the batch is dropped). A batch longer
+than `softirq_cap_us` runs that much in softirq and the rest in ksoftirqd, a task pinned to the CPU
+(__do_softirq restarts a few times, at most 2 ms and while nothing needs the CPU, then wakes ksoftirqd).
 """
 
 from __future__ import annotations
@@ -13,8 +15,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generator
 
-__all__ = ["RcuSpec", "RcuBacklog"]
+if TYPE_CHECKING:
+    import simpy
+
+    from .machine import Machine
+
+__all__ = ["RcuSpec", "RcuBacklog", "ksoftirqd"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,17 @@ class RcuSpec:
     reap_us: float
     exit_mm_us: float
     grace_us: float
+    softirq_cap_us: float = math.inf
+
+
+def ksoftirqd(machine: "Machine", cpu_id: int, at: float, us: float) -> "Generator[simpy.Event, None, None]":
+    """The rest of a batch from time `at`: ksoftirqd/N, a task of its own on that CPU (run_ksoftirqd)."""
+    env = machine.env
+    yield env.timeout(max(0.0, at - env.now))
+    task, first_run = machine.start_task(f"ksoftirqd/{cpu_id}", pin=cpu_id)
+    yield first_run
+    yield task.run(us, preemptible=True)
+    task.exit()
 
 
 class RcuBacklog:

@@ -18,10 +18,10 @@ TICK = 4000.0
 GRACE = 10000.0
 
 
-def _machine(cpus: int = 1, **kw) -> tuple[simpy.Environment, Machine]:
+def _machine(cpus: int = 1, cap: float = math.inf, **kw) -> tuple[simpy.Environment, Machine]:
     env = simpy.Environment()
     params = SchedulerParams(tick_us=TICK, slice_us=1e9, wakeup_granularity_us=0.0,
-                             rcu=RcuSpec(reap_us=5.0, exit_mm_us=10.0, grace_us=GRACE),
+                             rcu=RcuSpec(reap_us=5.0, exit_mm_us=10.0, grace_us=GRACE, softirq_cap_us=cap),
                              interruption_gap=lambda: math.inf, **kw)
     return env, Machine(env, cpus, params)
 
@@ -72,6 +72,27 @@ def test_a_chunk_running_when_the_batch_is_due_is_stretched_by_exactly_the_batch
     env.run()
     assert ends["busy"] == pytest.approx(32015.0)
     assert ends["plain"] == pytest.approx(32000.0)
+
+
+def test_a_batch_over_the_softirq_cap_leaves_the_rest_to_ksoftirqd_on_that_cpu():
+    """500 us due at 20 ms with a 200 us cap: the running 30 ms chunk ends 200 us late; ksoftirqd/0
+    then runs the other 300 us on that CPU (the chunk cannot be preempted), so the CPU is busy 300 us
+    longer than the task."""
+    env, m = _machine(1, cap=200.0)
+    ends = {}
+
+    def body(task):
+        yield task.run(1000.0)
+        task.cpu.queue_rcu(500.0)
+        yield task.run(1000.0)
+        yield task.run(30000.0)
+        ends["task"] = env.now
+
+    _task(env, m, "a", body)
+    env.run()
+    assert ends["task"] == pytest.approx(32200.0)
+    assert env.now == pytest.approx(32500.0)
+    assert m.cpus[0].busy_us == pytest.approx(32500.0)
 
 
 def test_a_batch_due_while_the_cpu_is_idle_ran_in_idle_and_stretches_nothing():
