@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import simpy
 from simpy.events import NORMAL, PENDING
 
+from .rcu import RcuBacklog, ksoftirqd
 from .sched import eevdf
 from .task import RUNNABLE, RUNNING, Task, _new_event, _tolerance
 
@@ -27,6 +28,7 @@ class CPU:
     __slots__ = (
         "machine", "id", "rq", "current", "min_vruntime", "_token", "_busy_since", "busy_us",
         "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load", "_picks", "idle_since",
+        "_next_irq", "rcu",
     )
 
     def __init__(self, machine: "Machine", cpu_id: int):
@@ -44,7 +46,10 @@ class CPU:
         self.load = 0
         self.in_transit = False  # current task chosen but not yet running (switch, migration, halt exit)
         self._kick_pending = False
-        self._next_interruption = 0.0
+        self._next_interruption = 0.0  # the next interruption or RCU batch (Task.run skips the call before it)
+        self._next_irq = 0.0  # the next of the interruption stream
+        rcu = machine.params.rcu
+        self.rcu = RcuBacklog(rcu.grace_us, machine.params.tick_us) if rcu is not None else None
         self.idle_since = 0.0  # when it last went idle (a halted vCPU wakes slower the longer it slept)
         self._seq = 0
         self._picks = 0  # tasks made current so far (DELAY_DEQUEUE: a delayed sleeper leaves at a pick)
@@ -111,19 +116,49 @@ class CPU:
         return math.ceil(end / p.tick_us) * p.tick_us
 
     def _interruptions(self, us: float) -> float:
-        """Time taken by the interruptions that land in `us` of work starting now (a Poisson stream
-        per CPU; memoryless, so a stream that fell behind while the CPU did not run restarts now)."""
+        """Time taken by the interruptions and RCU batches that land in `us` of work starting now (the
+        interruptions a Poisson stream per CPU; memoryless, so a stream that fell behind while the CPU
+        did not run restarts now; a batch due while the CPU did not run ran then)."""
         p = self.machine.params
         now = self.machine.env._now
-        nxt = self._next_interruption
+        nxt = self._next_irq
         if nxt < now:
             nxt = now + p.interruption_gap()
         extra = 0.0
-        while nxt < now + us + extra:
-            extra += p.interruption()
-            nxt += p.interruption_gap()
-        self._next_interruption = nxt
+        rcu = self.rcu
+        if rcu is None:
+            while nxt < now + us + extra:
+                extra += p.interruption()
+                nxt += p.interruption_gap()
+            self._next_irq = self._next_interruption = nxt
+            return extra
+        rcu.drop_before(now)
+        while True:
+            due = rcu.next_due
+            if nxt <= due:
+                if nxt >= now + us + extra:
+                    break
+                extra += p.interruption()
+                nxt += p.interruption_gap()
+            elif due < now + us + extra:
+                batch = rcu.pop()
+                cap = p.rcu.softirq_cap_us
+                if batch > cap:  # the rest goes to ksoftirqd, a task on this CPU from then on
+                    self.machine.env.process(ksoftirqd(self.machine, self.id, due + cap, batch - cap))
+                    batch = cap
+                extra += batch
+            else:
+                break
+        self._next_irq = nxt
+        self._next_interruption = min(nxt, rcu.next_due)
         return extra
+
+    def queue_rcu(self, us: float) -> None:
+        """call_rcu(): `us` of callbacks this CPU runs in softirq after the next grace period."""
+        if self.rcu is not None and us > 0.0:
+            due = self.rcu.queue(self.machine.env._now, us)
+            if due < self._next_interruption:
+                self._next_interruption = due
 
     def _sync_min_vruntime(self) -> None:
         """Charge the running task up to now, so min_vruntime is current before a placement."""

@@ -12,6 +12,7 @@ from its parameters and each run gets its own seed.)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from .draws import Draws
 from .kernel.copies import Copies
+from .rcu import RcuSpec
 from .profile import IdleWakeCurve, ImageShape, IpiSendCurve, Profile, StageCost
 from .sched.balance import BalanceParams
 from .sched.params import SchedulerParams
@@ -101,6 +103,7 @@ class SchedulerSpec:
     balance: BalanceSpec | None
     interruption_rate_per_s: float  # interruptions of a running CPU; 0: none
     interruption: StageCost | None  # how long one lasts
+    rcu: RcuSpec | None  # RCU callbacks of exited tasks (profile.rcu_callbacks); None: none
 
     @classmethod
     def of(cls, exp: "Experiment", profile: Profile) -> "SchedulerSpec":
@@ -125,6 +128,8 @@ class SchedulerSpec:
             balance=BalanceSpec.of(exp, profile) if profile.balancing is not None else None,
             interruption_rate_per_s=irq.rate_per_s if has_irq else 0.0,
             interruption=irq.duration if has_irq else None,
+            rcu=RcuSpec(rc.reap_us, rc.exit_mm_us, rc.grace_us, rc.softirq_cap_us or math.inf)
+            if (rc := profile.rcu_callbacks) is not None else None,
         )
 
     def bind(self, costs: "Costs") -> SchedulerParams:
@@ -149,6 +154,7 @@ class SchedulerSpec:
             migration=sampler(self.migration, "migration"),
             eevdf=self.eevdf,
             balance=self.balance.bind(costs) if self.balance is not None else None,
+            rcu=self.rcu,
             **self._interruptions(costs),
         )
 
@@ -162,7 +168,8 @@ class SchedulerSpec:
 
     def _interruptions(self, costs: "Costs") -> dict[str, Any]:
         if self.interruption is None:
-            return {}
+            # RCU batches ride the interruption path (CPU._interruptions): a stream that never fires
+            return {"interruption_gap": lambda: math.inf} if self.rcu is not None else {}
         mean_gap_us = 1e6 / self.interruption_rate_per_s
         rng = costs.stream("interruption_gap")
         return {"interruption_gap": Draws(lambda n: rng.exponential(mean_gap_us, n)),

@@ -52,6 +52,7 @@ from .profile_sections import (
     FilesCost,
     FlagCost,
     Interruptions,
+    RcuCallbacks,
     RemoteFree,
     Warmth,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "Fraction",
     "RecentIdle",
     "Interruptions",
+    "RcuCallbacks",
     "ColdTerms",
     "Warmth",
     "Balancing",
@@ -156,6 +158,9 @@ class Profile(BaseModel):
     # tight vfork loop over both vCPUs); absent: vfork_local_when_idle whatever the idle time.
     placement_recent_idle: RecentIdle | None = None
     interruptions: Interruptions | None = None
+    # RCU callbacks of exited tasks, run a grace period later in softirq (forksim.rcu; measured by
+    # forksim.calibration.rcu); absent: they cost nothing
+    rcu_callbacks: RcuCallbacks | None = None
     # The machine the costs were measured on (forksim.host). Optional: a profile without it falls back
     # to the facts its provenance recorded (CPU model name, kernel, CPUs), and a profile built from
     # published figures has none.

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .kernel.stages import COLD_STAGES
 from .profile_terms import Fraction, StageCost
 
-__all__ = ["Balancing", "Interruptions", "FD_BASE", "FlagCost", "FilesCost", "ChildrenCost", "ColdTerms", "Warmth",
+__all__ = ["Balancing", "Interruptions", "RcuCallbacks", "FD_BASE", "FlagCost", "FilesCost", "ChildrenCost", "ColdTerms", "Warmth",
            "RemoteFree"]
 
 
@@ -46,6 +46,20 @@ class Interruptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     rate_per_s: float = Field(ge=0.0, le=1e6)
     duration: StageCost
+    source: str = Field(min_length=1)
+
+
+class RcuCallbacks(BaseModel):
+    """RCU callbacks of exited tasks (forksim.rcu): microseconds queued per reaped process on the reaper's
+    CPU (release_task) and per dying mm on the exiting task's CPU (exit_mmap), run in softirq a grace
+    period later. Absent: they cost nothing (the profiles measured before 2026-12-02)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    reap_us: float = Field(ge=0.0, le=1e4)
+    exit_mm_us: float = Field(ge=0.0, le=1e4)
+    grace_us: float = Field(gt=0.0, le=1e6)
+    # the most a batch runs in softirq; the rest runs in ksoftirqd, a task (absent: all in softirq)
+    softirq_cap_us: float | None = Field(default=None, gt=0.0, le=1e6)
     source: str = Field(min_length=1)
 
 

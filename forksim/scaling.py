@@ -86,6 +86,12 @@ DEFAULT_SCALING: dict[str, dict[str, str]] = {
         "source": "measured: on one CPU of the calibrated host; assumption: every CPU of a bigger machine sees the "
                   "same tick, device and host-preemption interruptions",
     },
+    "rcu_callbacks": {
+        "depends_on": "cpus",
+        "model": "each simulated CPU runs the RCU callbacks queued on it (forksim.rcu), per reap and per dying mm",
+        "source": "measured: per creation on one CPU of the calibrated host; assumption: the grace period does not "
+                  "lengthen with more CPUs (tree RCU reports quiescent states per leaf node of 16 CPUs)",
+    },
     "migration_and_context_switch": {
         "depends_on": "cpus (distance between them)",
         "model": "scheduler.migration and scheduler.context_switch are constant",

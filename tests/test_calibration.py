@@ -173,6 +173,11 @@ def test_smoke_calibration_writes_a_valid_profile(tmp_path, traced, monkeypatch)
     if traced:
         assert p.stages["exit_mmap"].source.startswith("measured: traced")
         assert p.diagnostics["segments_base_us"]["B"]["n"] > 0
+        # the RCU callbacks of exited tasks (calibration/rcu.py), fitted again from the raw file
+        assert p.rcu_callbacks is not None and p.rcu_callbacks.source.startswith("measured:")
+        assert again["rcu_callbacks"] == prof["rcu_callbacks"]
+    else:
+        assert p.rcu_callbacks is None
     for key in ("kernel", "cpu_model", "cpus", "thp_mode", "page_size", "date", "command", "forksim_version"):
         assert key in p.provenance, key
     assert all(s.source.split(":")[0] in ("measured", "derived", "assumption") for s in p.stages.values())

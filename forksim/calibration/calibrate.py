@@ -32,6 +32,7 @@ from . import bench, tracefs
 from .derive import build_profile
 from .jobs import calibration_jobs
 from .interruptions import measure_interruptions
+from .rcu import fit_rcu, measure_rcu
 from ..host import this_host
 from ..store import store_dir
 from ..lab import machine_facts, read_text
@@ -252,6 +253,9 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         prog.step(what := "fd table, clone flags, namespaces, live children")
         with _timed(took, what):
             raw_copies = measure_copies(build_clonebench(b.cc), cpu, COPIES_PLANS[plan.name], prog.log)
+        if ok:  # RCU callbacks of exited tasks, traced (rcu.py; about 2 s)
+            with _timed(took, "rcu callbacks"):
+                measure_rcu(b, store, cpu, other, reps=300 if smoke else 600)
         prog.step("fitting")
         load_end = _loadavg()
         _note_busy(load_start, load_end, store, prog)
@@ -260,6 +264,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         profile["host"] = host.model_dump(mode="json", exclude_none=True)
         with _timed(took, "interruptions"):
             profile["interruptions"] = measure_interruptions(b, sorted({cpu, other}), seconds=0.5 if smoke else 2.0)
+        profile.update(_rcu_section(store, profile))
         profile["diagnostics"]["seconds_by_step"] = took
         profile.update(fit_copies(raw_copies, cpu, str(facts.get("cpu_model") or "")))
         profile["diagnostics"]["copies"] = {"measured": measured_p50(raw_copies), "skipped": raw_copies["skipped"]}
@@ -278,6 +283,12 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         bench.kill_children()
         unreg_kids()
         restore()
+
+
+def _rcu_section(store: Store, profile: dict[str, Any]) -> dict[str, Any]:
+    """{"rcu_callbacks": ...} when the store holds the traced RCU loops (rcu.py), else {}."""
+    sec = fit_rcu(store, float(profile["scheduler"]["tick"]["fixed_us"]))
+    return {"rcu_callbacks": sec} if sec else {}
 
 
 def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
@@ -304,6 +315,7 @@ def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
         from .copies import fit_copies
 
         profile.update(fit_copies(r["copies"], int(prov.get("measured_cpu", 0)), str(facts.get("cpu_model") or "")))
+    profile.update(_rcu_section(store, profile))
     profile["provenance"].pop("profile_name", None)
     if r.get("host"):
         profile["host"] = r["host"]

@@ -466,6 +466,10 @@ class Kernel:
             yield C.run(ipi)
         # do_task_dead -> __schedule -> finish_task_switch: the stack goes back to this CPU's cache
         self.stacks.free(C.cpu.id)
+        rcu = self.machine.params.rcu
+        if rcu is not None:  # call_rcu here: exit_mmap's maple nodes and page tables; a thread's release_task
+            C.cpu.queue_rcu((rcu.exit_mm_us if child.mm is not child.parent.mm else 0.0)
+                            + (rcu.reap_us if thread else 0.0))
         if KINDS[kind].copies_mm:  # its VMAs, anon_vma chains, page tables: freed here (kernel/slab.py)
             self.slab.freed(rec.parent_cpu, C.cpu.id)
         C.exit()
@@ -540,6 +544,8 @@ class Kernel:
         wait2 = self.pidmap_lock.write(now + 0.5 * rest + wait + hold, pid_hold)
         yield P.run(rest + wait + wait2)
         parent.zombies.remove(child)
+        if self.machine.params.rcu is not None:  # release_task: delayed_put_task_struct, delayed_put_pid
+            P.cpu.queue_rcu(self.machine.params.rcu.reap_us)
         rec.reap = env._now
         if self.on_stage is not None:
             self.on_stage(P, "wait_reap", t, env._now)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..rcu import RcuSpec
 from .balance import BalanceParams
 
 __all__ = ["SchedulerParams"]
@@ -32,6 +33,9 @@ class SchedulerParams:
     # to the next one (None: none) and how long one lasts.
     interruption_gap: Callable[[], float] | None = None
     interruption: Callable[[], float] = field(default=lambda: 0.0)
+    # RCU callbacks of exited tasks (forksim.rcu): what a reap and a dying mm queue, the grace period;
+    # None: none (they cost nothing)
+    rcu: RcuSpec | None = None
     # EEVDF (Linux 6.6+, forksim.sched.eevdf): lag placement, deadlines and RUN_TO_PARITY slice
     # protection. False: the plain fair queue (wake-up preemption after wakeup_granularity_us).
     eevdf: bool = False

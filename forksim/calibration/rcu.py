@@ -1,0 +1,134 @@
+"""Deferred frees of exited tasks: the RCU callbacks a creation's end queues, run a grace period later
+in softirq on the CPU that queued them, stretching whatever runs there (the tails under fork load).
+
+Traced on this machine kind (2026-12-02, tools in the t14-tails report): in the slowest 1% of a tight
+fork loop's fork() calls (the validation's closed-fork-K1-rss0 loop and forkbench pinned), the call held
+190-210 us of RCU softirq (rcu_core -> rcu_do_batch) and little else (the tick, 18 us); the median call
+held none. An idle CPU's spin probe (interruptions.py) never sees them: they are the work of the loop's
+own exits. The callbacks of one creation (kernel/exit.c, kernel/fork.c, mm/mmap.c):
+- release_task -> put_task_struct_rcu_user -> call_rcu(delayed_put_task_struct) and free_pid ->
+  call_rcu(delayed_put_pid): queued on the reaper's CPU (the parent in wait4, or a thread itself);
+- exit_mmap: the maple tree's nodes (mt_free_rcu) and the page tables (tlb_remove_table_rcu) of the
+  dying mm: queued on the exiting child's CPU, only where the mm dies with it.
+
+Measured by `measure_rcu`: forkbench's pinned fork loop at RSS 0 under tracefs (irq:softirq_entry/exit
+and sched:sched_process_free for every pid, sched:sched_process_exit for the benchmark's), twice: the
+child exiting on the parent's CPU (forkbench -R CPU: everything lands on one CPU) and on the other one
+(-R OTHER: only the reaper's callbacks land on the parent's). Per creation, the RCU softirq time the
+parent's CPU spent outside idle (in the loop's tasks, or in ksoftirqd when softirq processing ran long:
+the model runs a batch in softirq up to the longest bursts seen there, the rest in ksoftirqd) gives `reap_us` (the second run) and `exit_mm_us` (the first less
+the second); the exit -> free delay of each child gives the grace period. About 2 s.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bench import Benchmarks, run_bench
+from .plan import Store
+
+__all__ = ["EVENTS", "measure_rcu", "rcu_run", "softirq_bursts", "fit_rcu"]
+
+EVENTS = ("irq/softirq_entry", "irq/softirq_exit", "sched/sched_process_free")  # every pid (aux instance)
+FOLLOWED = ("sched/sched_process_exit",)  # the benchmark's pids
+RCU_VEC = "9"  # RCU_SOFTIRQ (include/linux/interrupt.h)
+KIND = "rcu"
+
+
+def _ksoftirqd(cpu: int) -> int:
+    """The pid of ksoftirqd/CPU (-1 if not found)."""
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == f"ksoftirqd/{cpu}":
+                return int(comm.parent.name)
+        except OSError:
+            continue
+    return -1
+
+
+def rcu_run(followed: list[Any], every: list[Any], cpu: int, ksoftirqd: int) -> dict[str, Any]:
+    """One traced loop's figures: RCU softirq runs on `cpu` outside idle, (us, 1 if in ksoftirqd, start us),
+    the children's exits, and each child's exit -> free delay (us)."""
+    runs, start = [], None
+    for e in every:
+        if e.cpu != cpu or e.f.get("vec") != RCU_VEC or e.pid == 0:
+            continue
+        if e.name == "softirq_entry":
+            start = e.ts
+        elif e.name == "softirq_exit" and start is not None:
+            runs.append([round((e.ts - start) / 1e3, 3), int(e.pid == ksoftirqd), round(start / 1e3, 1)])
+            start = None
+    exits = {e.f.get("pid", ""): e.ts for e in followed if e.name == "sched_process_exit"}
+    delays = [round((e.ts - exits[e.f["pid"]]) / 1e3, 1) for e in every
+              if e.name == "sched_process_free" and e.f.get("pid", "") in exits]
+    return {"rcu_runs_us": runs, "exits": len(exits), "free_delay_us": delays}
+
+
+def measure_rcu(b: Benchmarks, store: Store, cpu: int, other: int, reps: int = 1500) -> None:
+    """The two traced loops into `store` (kind "rcu", key exit_cpu "same" / "other"); needs tracefs."""
+    from .tracefs import TraceInstance
+
+    ksoft = _ksoftirqd(cpu)
+    with TraceInstance(FOLLOWED, buffer_kb=4096, optional=False) as trace, \
+            TraceInstance(EVENTS, buffer_kb=16384, name=f"forksim-rcu-{os.getpid()}", optional=False) as every:
+        for where, exit_cpu in (("same", cpu), ("other", other)):
+            argv = [str(b.forkbench), "fork", "-r", "0", "-n", str(reps), "-w", "20", "-c", str(cpu),
+                    "-R", str(exit_cpu)]
+            got: list[Any] = []
+            shape, _, events, _ = run_bench(argv, trace=trace, timeout=120, aux=every, aux_out=got)
+            store.add(KIND, {"exit_cpu": where, "cpu": cpu}, shape, [], [rcu_run(events or [], got, cpu, ksoft)])
+
+
+def softirq_bursts(runs: list[list[float]]) -> list[float]:
+    """Lengths (us) of the bursts of RCU softirq outside ksoftirqd: runs under 5 us apart (a restart of
+    __do_softirq, another rcu_do_batch) are one burst."""
+    out: list[float] = []
+    end = -np.inf
+    for us, in_ksoftirqd, start in sorted((r for r in runs if not r[1]), key=lambda r: r[2]):
+        if start - end < 5.0:
+            out[-1] += start - end + us
+        else:
+            out.append(us)
+        end = start + us
+    return out
+
+
+def fit_rcu(store: Store, tick_us: float) -> dict[str, Any] | None:
+    """The profile's `rcu_callbacks` section from the two loops (None when they were not measured)."""
+    got = {r["key"]["exit_cpu"]: r["segments"][0] for r in store.select(KIND) if r["segments"]}
+    if set(got) != {"same", "other"} or not all(g["exits"] for g in got.values()):
+        return None
+
+    def per_exit(g: dict[str, Any]) -> float:
+        return float(sum(r[0] for r in g["rcu_runs_us"])) / g["exits"]
+
+    same, other = per_exit(got["same"]), per_exit(got["other"])
+    reap = min(same, other)
+    delays = np.asarray(got["same"]["free_delay_us"] + got["other"]["free_delay_us"], dtype=float)
+    # forksim.rcu: callbacks queued during one grace period run after the next one ends, at a tick: a
+    # delay of 1.5 grace periods and half a tick on average
+    grace = max(tick_us, (float(np.median(delays)) - tick_us / 2) / 1.5) if delays.size else 2 * tick_us
+    runs = np.asarray([r[0] for r in got["same"]["rcu_runs_us"]], dtype=float)
+    in_ksoftirqd = sum(r[0] for r in got["same"]["rcu_runs_us"] if r[1]) / max(1e-9, float(runs.sum()))
+    bursts = softirq_bursts(got["same"]["rcu_runs_us"])
+    cap = float(np.quantile(bursts, 0.99)) if len(bursts) >= 20 else None
+    how = (f"{got['same']['exits']} + {got['other']['exits']} children of forkbench's pinned fork loop at RSS 0 "
+           f"(CPU {store.select(KIND)[0]['key']['cpu']}), traced (irq:softirq_entry/exit of RCU on that CPU outside "
+           f"idle, sched:sched_process_exit/free)")
+    return {
+        "reap_us": round(reap, 3),
+        "exit_mm_us": round(max(0.0, same - reap), 3),
+        "grace_us": round(grace, 1),
+        **({"softirq_cap_us": round(cap, 1)} if cap else {}),
+        "source": (f"measured: {how}: RCU softirq per creation {same:.1f} us with the child exiting on the "
+                   f"parent's CPU, {other:.1f} us with it exiting on the other CPU (the reaper's callbacks: "
+                   f"reap_us; the rest, exit_mmap's: exit_mm_us); softirq runs p50 {np.median(runs) if runs.size else 0:.0f} "
+                   f"us, p99 {np.quantile(runs, 0.99) if runs.size else 0:.0f} us ({in_ksoftirqd:.0%} of the time in ksoftirqd)"
+                   f"{f'; softirq_cap_us: the p99 of {len(bursts)} bursts of RCU softirq outside ksoftirqd (runs under 5 us apart)' if cap else ''}; grace_us: the exit -> "
+                   f"sched_process_free delay's median ({np.median(delays) if delays.size else float('nan'):.0f} us) "
+                   f"less half a {tick_us:g} us tick, over 1.5 (queued during one grace period, run after the next)"),
+    }

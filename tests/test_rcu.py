@@ -1,0 +1,172 @@
+"""RCU callbacks of exited tasks (forksim.rcu, CPU._interruptions): known answers on the engine, the
+calibration's fit (calibration/rcu.py), and a profile without the section unchanged."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import simpy
+
+from forksim.calibration.plan import Store
+from forksim.calibration.rcu import fit_rcu, rcu_run
+from forksim.calibration.segments import Event
+from forksim.machine import Machine, SchedulerParams
+from forksim.rcu import RcuBacklog, RcuSpec
+
+TICK = 4000.0
+GRACE = 10000.0
+
+
+def _machine(cpus: int = 1, cap: float = math.inf, **kw) -> tuple[simpy.Environment, Machine]:
+    env = simpy.Environment()
+    params = SchedulerParams(tick_us=TICK, slice_us=1e9, wakeup_granularity_us=0.0,
+                             rcu=RcuSpec(reap_us=5.0, exit_mm_us=10.0, grace_us=GRACE, softirq_cap_us=cap),
+                             interruption_gap=lambda: math.inf, **kw)
+    return env, Machine(env, cpus, params)
+
+
+def _task(env, m, name, body, cpu=None):
+    def proc():
+        task = m.new_task(name, pin=cpu)
+        ev, _ = m.spawn(task, None)
+        yield ev
+        yield from body(task)
+        task.exit()
+    env.process(proc())
+
+
+def test_callbacks_run_after_the_next_grace_period_at_a_tick():
+    b = RcuBacklog(GRACE, TICK)
+    # queued during grace period 0 (0..10 ms): run after period 1 ends (20 ms), at the tick there
+    assert b.due(100.0) == 20000.0
+    assert b.due(9999.0) == 20000.0
+    # queued in period 1: period 2 ends at 30 ms, the first tick at or after it is 32 ms
+    assert b.due(10000.0) == 32000.0
+    b.queue(100.0, 3.0)
+    b.queue(200.0, 4.0)  # the same batch
+    assert list(b.batches) == [[20000.0, 7.0]]
+
+
+def test_a_chunk_running_when_the_batch_is_due_is_stretched_by_exactly_the_batch():
+    """15 us queued at t=1 ms (a reap and a dying mm) run at 20 ms: a 30 ms chunk started at 2 ms
+    ends 15 us late; the same chunk on a CPU with nothing queued is not stretched."""
+    env, m = _machine(2)
+    ends = {}
+
+    def queue_then_run(task):
+        yield task.run(1000.0)
+        task.cpu.queue_rcu(5.0)
+        task.cpu.queue_rcu(10.0)
+        yield task.run(1000.0)
+        yield task.run(30000.0)
+        ends["busy"] = env.now
+
+    def plain(task):
+        yield task.run(2000.0)
+        yield task.run(30000.0)
+        ends["plain"] = env.now
+
+    _task(env, m, "a", queue_then_run, cpu=0)
+    _task(env, m, "b", plain, cpu=1)
+    env.run()
+    assert ends["busy"] == pytest.approx(32015.0)
+    assert ends["plain"] == pytest.approx(32000.0)
+
+
+def test_a_batch_over_the_softirq_cap_leaves_the_rest_to_ksoftirqd_on_that_cpu():
+    """500 us due at 20 ms with a 200 us cap: the running 30 ms chunk ends 200 us late; ksoftirqd/0
+    then runs the other 300 us on that CPU (the chunk cannot be preempted), so the CPU is busy 300 us
+    longer than the task."""
+    env, m = _machine(1, cap=200.0)
+    ends = {}
+
+    def body(task):
+        yield task.run(1000.0)
+        task.cpu.queue_rcu(500.0)
+        yield task.run(1000.0)
+        yield task.run(30000.0)
+        ends["task"] = env.now
+
+    _task(env, m, "a", body)
+    env.run()
+    assert ends["task"] == pytest.approx(32200.0)
+    assert env.now == pytest.approx(32500.0)
+    assert m.cpus[0].busy_us == pytest.approx(32500.0)
+
+
+def test_a_batch_due_while_the_cpu_is_idle_ran_in_idle_and_stretches_nothing():
+    env, m = _machine(1)
+    ends = {}
+
+    def body(task):
+        yield task.run(1000.0)
+        task.cpu.queue_rcu(50.0)  # due at 20 ms
+        woken = task.sleep()
+        env.process(_wake_at(env, m, task, 25000.0))
+        yield woken
+        yield task.run(10000.0)
+        ends["t"] = env.now
+
+    _task(env, m, "a", body)
+    env.run()
+    assert ends["t"] == pytest.approx(35000.0)
+
+
+def _wake_at(env, m, task, at):
+    yield env.timeout(at - env.now)
+    m.wake(task, None)
+
+
+def test_the_clone_path_queues_a_reap_on_the_parents_cpu_and_an_exit_on_the_childs():
+    from forksim import runner
+    from forksim.config import parse_config
+    from forksim.profile_sections import RcuCallbacks
+
+    exp = parse_config({"experiment": {"name": "t", "duration": "200ms", "warmup": "0ms", "replications": 1, "seed": 3},
+                        "machine": {"cpus": 2}, "workload": {"kind": "closed", "parents": 1, "pin": True,
+                                                             "image": {"rss": "0"}}}, source="test")
+    base = runner.resolve_profile(exp).model_copy(update={"interruptions": None})
+    with_rcu = base.model_copy(update={"rcu_callbacks": RcuCallbacks(reap_us=40.0, exit_mm_us=60.0, grace_us=GRACE,
+                                                                    source="assumption: test")})
+    a = runner.run_experiment(exp, profile=base).summary
+    b = runner.run_experiment(exp, profile=with_rcu).summary
+    # pinned: every creation's 100 us of callbacks run on the parent's CPU, which is always busy
+    loss = 1 - b["throughput_per_s"]["mean"] / a["throughput_per_s"]["mean"]
+    cycle_us = 1e6 / a["throughput_per_s"]["mean"]
+    assert loss == pytest.approx(100.0 / (cycle_us + 100.0), rel=0.25)
+    assert b["fork_latency_us"]["p99"] > a["fork_latency_us"]["p99"]
+
+
+def _ev(ts_us, name, cpu=1, pid=100, child=None, **f):
+    """An event as parse_trace gives it; `child`: the pid field of sched_process_exit/free."""
+    fields = {k: str(v) for k, v in f.items()} | ({"pid": str(child)} if child is not None else {})
+    return Event(ts_us * 1e3, pid, cpu, name, fields)
+
+
+def test_fit_from_two_traced_loops():
+    def loop(per_exit_us, n=10):
+        followed = [_ev(i * 200.0, "sched_process_exit", child=1000 + i) for i in range(n)]
+        every = []
+        for i in range(n):
+            every += [_ev(i * 200.0 + 50, "softirq_entry", vec=9), _ev(i * 200.0 + 50 + per_exit_us, "softirq_exit", vec=9),
+                      _ev(i * 200.0 + 12000.0, "sched_process_free", child=1000 + i)]
+        every += [_ev(5.0, "softirq_entry", vec=9, pid=0), _ev(500.0, "softirq_exit", vec=9, pid=0)]  # idle: left out
+        every += [_ev(7.0, "softirq_entry", vec=7), _ev(9.0, "softirq_exit", vec=7)]  # not RCU
+        return rcu_run(followed, sorted(every, key=lambda e: e.ts), 1, ksoftirqd=-1)
+
+    store = Store()
+    store.add("rcu", {"exit_cpu": "same", "cpu": 1}, {}, [], [loop(20.0)])
+    store.add("rcu", {"exit_cpu": "other", "cpu": 1}, {}, [], [loop(8.0)])
+    sec = fit_rcu(store, TICK)
+    assert sec["reap_us"] == pytest.approx(8.0)
+    assert sec["exit_mm_us"] == pytest.approx(12.0)
+    assert sec["grace_us"] == pytest.approx((12000.0 - TICK / 2) / 1.5, abs=0.1)
+    assert sec["source"].startswith("measured:")
+    assert fit_rcu(Store(), TICK) is None
+
+
+def test_a_profile_without_the_section_loads_and_runs_as_before():
+    from forksim.profile import load_profile
+
+    assert load_profile("default").rcu_callbacks is None
