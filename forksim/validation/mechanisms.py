@@ -66,8 +66,11 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
     ("K1-rss", "a single parent migrates after its child's sync wake-up and forks on a vCPU just out of halt; the "
      "model charges the IPI, the halt exit and (warmth) the colder image after a move to the other CPU, whose "
      "coldness is a rough figure from two sizes; the p99s hold host noise absent from the pinned stage residuals"),
-    ("rss0", "the p99s: host-level noise (vCPU preemption, interrupts, the 4 ms tick) that the pinned, traced stage "
-     "residuals do not hold"),
+    ("rss0", "the p99s: the RCU callbacks of the loop's own exited children run in softirq on the forking CPU "
+     "(traced, tools/tail_trace.py: the slowest 1% of a K1 loop's fork() calls held 190 us of RCU softirq each, "
+     "the middle ones 0.1 us); the model runs them (rcu_callbacks, measured by calibrate under tracefs) batched "
+     "after a grace period, up to the measured softirq cap, the rest in ksoftirqd; what remains is the tick "
+     "(about 25 us here) and host-level noise"),
     ("rss", "dup_mmap's cost per PTE is not quite linear in the image (memcg charging and page-table allocation "
      "grow with it), and at the p99 host-level noise"),
 )
