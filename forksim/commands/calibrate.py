@@ -113,7 +113,7 @@ def copies_check(profile_path: str, measured: list[dict]) -> list[dict]:
         else:
             continue
         # clonebench creates back to back: compared warm (predict's default cools the image for 2 ms)
-        res = predict(0, vmas=int(m.get("vmas") or 25), profile=profile_path, cpus=1, samples=200, warm=True, **kw)
+        res = predict(0, vmas=int(m.get("vmas") or 25), profile=profile_path, cpus=1, samples=100, warm=True, **kw)
         pred, meas = res["fork_latency_us"]["p50"], float(m["call_p50_us"])
         rows.append({"case": case, "measured_p50_us": meas, "forksim_p50_us": pred, "rel_error": (pred - meas) / meas})
     return rows
