@@ -232,6 +232,8 @@ def main(args: argparse.Namespace) -> int:
                       fmt(r["extra_us"]) if "extra_us" in r else "-",
                       fmt(r["forksim_extra_us"]) if "forksim_extra_us" in r else "-",
                       f"{100 * ee:+.1f}%" if ee is not None else "-")
+        if not console.is_terminal:  # ten columns: a log file (no terminal to fit) gets them whole, not cut at 80
+            console.width = max(console.width, 140)
         console.print(t)
         sweep = _sweep_p50(diag)
         same = [f"{int(r['rss_bytes']) >> 20} MiB {fmt(sweep[int(r['rss_bytes'])])} / {fmt(r['fork_p50_us'])}"
