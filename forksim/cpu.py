@@ -14,7 +14,7 @@ from simpy.events import NORMAL, PENDING
 
 from .rcu import RcuBacklog, ksoftirqd
 from .sched import eevdf
-from .task import RUNNABLE, RUNNING, Task, _new_event, _tolerance
+from .task import _TOL_ABS, _TOL_REL, RUNNABLE, RUNNING, Task, _new_event, _tolerance
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -126,15 +126,10 @@ class CPU:
             nxt = now + p.interruption_gap()
         extra = 0.0
         rcu = self.rcu
-        if rcu is None:
-            while nxt < now + us + extra:
-                extra += p.interruption()
-                nxt += p.interruption_gap()
-            self._next_irq = self._next_interruption = nxt
-            return extra
-        rcu.drop_before(now)
+        if rcu is not None:
+            rcu.drop_before(now)
         while True:
-            due = rcu.next_due
+            due = rcu.next_due if rcu is not None else math.inf
             if nxt <= due:
                 if nxt >= now + us + extra:
                     break
@@ -150,7 +145,7 @@ class CPU:
             else:
                 break
         self._next_irq = nxt
-        self._next_interruption = min(nxt, rcu.next_due)
+        self._next_interruption = min(nxt, rcu.next_due) if rcu is not None else nxt
         return extra
 
     def queue_rcu(self, us: float) -> None:
@@ -168,8 +163,8 @@ class CPU:
 
     def _slice_expired(self, task: Task) -> bool:
         now = self.machine.env._now
-        tol = now * 4e-16  # _tolerance(now), inline (the clock is never negative)
-        return now >= self._preempt_at(task) - (tol if tol > 1e-6 else 1e-6)
+        tol = now * _TOL_REL  # _tolerance(now), inline (the clock is never negative)
+        return now >= self._preempt_at(task) - (tol if tol > _TOL_ABS else _TOL_ABS)
 
     def _start_chunk(self, task: Task) -> None:
         now = self.machine.env._now

@@ -22,9 +22,13 @@ if TYPE_CHECKING:
 __all__ = ["Task", "RUNNING", "RUNNABLE", "SLEEPING", "DEAD"]
 
 
+_TOL_ABS = 1e-6  # us: 1 ps
+_TOL_REL = 4e-16  # the float resolution of the clock, relative to its value
+
+
 def _tolerance(now: float) -> float:
     """Work left below this is done: 1 ps, or the float resolution of the clock at `now`."""
-    return max(1e-6, abs(now) * 4e-16)
+    return max(_TOL_ABS, abs(now) * _TOL_REL)
 
 
 RUNNING, RUNNABLE, SLEEPING, DEAD = "running", "runnable", "sleeping", "dead"

@@ -24,6 +24,6 @@ class ClosedWorkload(ParentWorkload):
         while True:
             yield from self._create(proc, index, self.env._now)
             if co is not None:
-                yield from co.sweep(task)
+                yield from co.sweep()
             elif think > 0.0:
                 yield task.sleep_for(think)

@@ -23,7 +23,7 @@ __all__ = ["CoRunner"]
 
 
 class CoRunner:
-    """A sweeping neighbour of one parent: `sweep(parent)` is the parent's side of one round."""
+    """A sweeping neighbour of one parent: `sweep()` is the parent's side of one round."""
 
     __slots__ = ("machine", "task", "parent", "sweep_us", "nbytes", "warmth", "_asked")
 
@@ -58,8 +58,9 @@ class CoRunner:
             if ev is not None:
                 yield ev  # (still runnable: its read has not blocked yet)
 
-    def sweep(self, parent: "Task"):
+    def sweep(self):
         """The parent's side of one round: write the request (waking the co-runner), block on the answer."""
+        parent = self.parent
         self._asked = True
         self.task.affinity = parent.cpu
         ipi = self.machine.wake(self.task, parent, sync=True)
