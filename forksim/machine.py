@@ -239,6 +239,33 @@ class Machine:
             return home  # the parent's CPU unless another is strictly less loaded
         return best
 
+    def exec_target(self, task: Task, alone_moves: float, uniform: Callable[[], float]) -> CPU | None:
+        """sched_exec's select_task_rq(WF_EXEC) for the running `task`: the CPU it moves to, or None to
+        stay. find_idlest_group (SD_BALANCE_EXEC) compares idle CPUs with the task's own taken out
+        (idle_cpu_without): a task alone on its CPU sees it as idle as any other and stays, a task
+        sharing its CPU goes to the first idle one. `alone_moves`: P(the lone task moves anyway), the
+        profile's exec_moves_when_idle (a kernel that packs vCPUs; 0 upstream)."""
+        if task.affinity is not None or not self._idle:
+            return None
+        cpu = task.cpu
+        target = self.cpus[min(self._idle)]
+        if cpu.rq:  # others wait on its CPU: the idle one is idler
+            return target
+        return target if alone_moves > 0.0 and uniform() < alone_moves else None
+
+    def move_to(self, task: Task, target: CPU) -> float:
+        """migration_cpu_stop: put `task`, just switched away from its CPU by the stopper (Task.sleep),
+        on `target` with its lag (move_queued_task); returns the stopper's IPI cost in us (the target
+        was halted)."""
+        target._sync_min_vruntime()
+        if self.params.eevdf:
+            task._delayed = None
+            eevdf.place_woken(task, target, self.params.slice_us)
+        else:
+            task.prev_cpu._sync_min_vruntime()
+            task.vruntime += target.min_vruntime - task.prev_cpu.min_vruntime
+        return self._activate(task, target, task.prev_cpu)
+
     def _select_wake_cpu(self, task: Task, waker_cpu: CPU | None, sync: bool) -> CPU:
         if task.affinity is not None:
             return task.affinity  # select_task_rq: a task allowed on one CPU goes there

@@ -147,8 +147,14 @@ class Profile(BaseModel):
     # fork_local_when_idle_busy: the same share when the parent's CPU also has a task waiting (a hog);
     # absent: fork_local_when_idle. wake_prev_when_busy: share of sync wake-ups (a child's exit
     # waking its parent) that leave the wakee on its own busy CPU instead of the waker's; absent: 0.
+    # By creation family where measured (forksim.calibration.scheduling.fit_placement; absent: the
+    # fallback named): thread_local_when_idle, a CLONE_THREAD child (absent: fork_local_when_idle);
+    # spawn_local_when_idle, a CLONE_VFORK child that execs, posix_spawn (absent: vfork_local_when_idle);
+    # exec_moves_when_idle, sched_exec's share that moves an exec'ing child alone on its CPU to an idle
+    # one (absent: 0, upstream's find_idlest_group counts the child's own CPU idle and keeps it there).
     placement: dict[Literal["fork_local_when_idle", "vfork_local_when_idle", "fork_local_when_idle_busy",
-                            "wake_prev_when_busy"], Fraction] = Field(
+                            "wake_prev_when_busy", "thread_local_when_idle", "spawn_local_when_idle",
+                            "exec_moves_when_idle"], Fraction] = Field(
         default_factory=lambda: {
             "fork_local_when_idle": Fraction(value=0.0, source=_UPSTREAM),
             "vfork_local_when_idle": Fraction(value=0.0, source=_UPSTREAM),

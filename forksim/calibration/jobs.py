@@ -125,6 +125,9 @@ class _Jobs:
                                                         reps=reps * 4, aux=aux)))
         jobs.append(("traced posix_spawn unpinned", self.fork(spawn, mode=spawn, traced=True, pinned=False,
                                                               reps=reps * 2, aux=aux, extra=self.helper)))
+        # a thread's placement is its own (the fork share does not carry: tools/place_trace.py, 2026-12-02)
+        jobs.append(("traced thread unpinned", self.fork(THREAD_MODE, mode=THREAD_MODE, traced=True, pinned=False,
+                                                         reps=reps * 4, aux=aux)))
         return jobs
 
     def untraced_forks(self) -> list[Job]:

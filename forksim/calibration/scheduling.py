@@ -13,7 +13,7 @@ import numpy as np
 from ..lab import debugfs_base_slice
 from ..profile import StageCost
 from .fit import median, stage_cost
-from .plan import FORK_MODE, SPAWN_MODE, VFORK_MODE, Store
+from .plan import FORK_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE, Store
 from .samples import Evidence, pct, quantiles, tail_residual, vals
 
 __all__ = ["fit_scheduler", "fit_placement", "exit_head_share"]
@@ -140,37 +140,69 @@ def fit_scheduler(ev: Evidence, facts: dict[str, Any]) -> tuple[dict[str, StageC
     return out, ipi_cost
 
 
+_FAMILIES = {  # profile key: (forkbench modes, what, fallback key when too few creations found another CPU idle)
+    "fork_local_when_idle": ((FORK_MODE,), "fork()", None),
+    "vfork_local_when_idle": ((VFORK_MODE,), "vfork()", None),
+    "spawn_local_when_idle": ((SPAWN_MODE,), "posix_spawn()", "vfork_local_when_idle"),
+    "thread_local_when_idle": ((THREAD_MODE,), "pthread_create()", "fork_local_when_idle"),
+}
+
+
+def _pack_warning() -> str:
+    try:
+        cmdline = open("/proc/cmdline").read()
+    except OSError:
+        cmdline = ""
+    m = re.search(r"\bsched_\w*pack\w*=\S+", cmdline)
+    return (f"; this kernel boots with {m.group(0)} (not upstream), so its placement may differ: measure "
+            f"it on a quiet machine" if m else "")
+
+
 def fit_placement(store: Store) -> dict[str, dict[str, Any]]:
-    """P(child stays on the parent's CPU although another CPU is idle), from unpinned traced runs with
-    every CPU's sched_switch recorded (idle = the CPU's last switch went to pid 0)."""
+    """P(child stays on the parent's CPU although another CPU is idle), by creation family, from unpinned
+    traced runs with every CPU's sched_switch recorded (idle = the CPU's last switch went to pid 0); and
+    sched_exec's share that moves an exec'ing child to an idle CPU (exec_moves_when_idle). A family with
+    too few creations that found another CPU idle: the older families get upstream's rule (0), the
+    newer ones (spawn, thread) are left out so that the model falls back as the profile documents."""
     out = {}
-    fams = {"fork_local_when_idle": ((FORK_MODE,), "fork()"),
-            "vfork_local_when_idle": ((VFORK_MODE, SPAWN_MODE), "vfork() and posix_spawn()")}
-    for key, (kinds, what) in fams.items():
+    for key, (kinds, what, fallback) in _FAMILIES.items():
         tot = {"other_cpu_idle": 0, "stayed_local": 0, "unknown": 0, "creations": 0}
         for kind in kinds:
             for r in store.select(kind, traced=True, pinned=False):
-                for k, v in (r.get("placement") or {}).items():
-                    tot[k] += v
+                for k in tot:
+                    tot[k] += (r.get("placement") or {}).get(k, 0)
         n, loc = tot["other_cpu_idle"], tot["stayed_local"]
         if n >= 10:
             out[key] = {"value": round(loc / n, 3), "source": (
                 f"measured: unpinned traced {what}: of {n} creations made while another CPU was idle (its last "
                 f"sched_switch went to the idle task), {loc} put the child on the parent's CPU "
                 f"(sched_wakeup_new target_cpu); {tot['creations']} creations traced"), "_counts": tot}
-        else:
-            try:
-                cmdline = open("/proc/cmdline").read()
-            except OSError:
-                cmdline = ""
-            m = re.search(r"\bsched_\w*pack\w*=\S+", cmdline)
-            warn = (f"; this kernel boots with {m.group(0)} (not upstream), so its placement may differ: measure "
-                    f"it on a quiet machine" if m else "")
+        elif fallback is None:
             out[key] = {"value": 0.0, "source": (
                 f"assumption: upstream select_task_rq_fair (SD_BALANCE_FORK) puts a new task on an idle CPU; only "
-                f"{n} traced {what} creations found another CPU idle (a busy shared machine, or no tracefs){warn}"),
-                "_counts": tot}
+                f"{n} traced {what} creations found another CPU idle (a busy shared machine, or no tracefs)"
+                + _pack_warning()), "_counts": tot}
+    moves = _exec_moves(store)
+    if moves is not None:
+        out["exec_moves_when_idle"] = moves
     return out
+
+
+def _exec_moves(store: Store) -> dict[str, Any] | None:
+    """sched_exec: of the traced unpinned posix_spawn children whose execve began while another CPU was
+    idle, the share that left execve on another CPU than they entered it on (None: under 10 such)."""
+    n = moved = total = 0
+    for r in store.select(SPAWN_MODE, traced=True, pinned=False):
+        pl = r.get("placement") or {}
+        n += pl.get("exec_other_cpu_idle", 0)
+        moved += pl.get("exec_moved", 0)
+        total += pl.get("execs", 0)
+    if n < 10:
+        return None
+    return {"value": round(moved / n, 3), "source": (
+        f"measured: unpinned traced posix_spawn(): of {n} execve calls of the child begun while another CPU was "
+        f"idle, {moved} returned on another CPU (sched_exec: select_task_rq(WF_EXEC), stop_one_cpu); "
+        f"{total} execs traced"), "_counts": {"exec_other_cpu_idle": n, "exec_moved": moved, "execs": total}}
 
 
 def exit_head_share(store: Store) -> dict[str, Any] | None:

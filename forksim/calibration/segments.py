@@ -186,8 +186,10 @@ class _Tracker:
             c["exit_enter"] = ev.ts
         elif n == "sys_enter" and int(ev.f.get("id", -1)) == SYSCALLS["__NR_execve"]:
             c["exec_enter"] = ev.ts
+            c["exec_cpu"] = ev.cpu
         elif n == "sys_exit" and int(ev.f.get("id", -1)) == SYSCALLS["__NR_execve"]:
             c["exec_exit"] = ev.ts
+            c["exec_exit_cpu"] = ev.cpu  # another CPU than exec_cpu: sched_exec moved it
         elif n == "page_fault_user" and "exit_enter" not in c and "exec_enter" not in c:
             c["faults"] = c.get("faults", 0) + 1
             c.setdefault("first_fault", ev.ts)
@@ -243,6 +245,9 @@ def _child_segments(t: _Tracker, r: dict[str, Any], s: dict[str, float]) -> None
         s["first_run_faults"] = float(r.get("faults", 0))
     if "exec_enter" in r and "exec_exit" in r:
         s["exec"] = on_cpu(kid, r["exec_enter"], r["exec_exit"])
+        s["t_exec"] = r["exec_enter"]
+        s["exec_cpu"] = float(r["exec_cpu"])
+        s["exec_moved"] = float(r["exec_exit_cpu"] != r["exec_cpu"])
     if "exit_enter" in r and "last_out" in r and r["last_out"] > r["exit_enter"]:
         s["exit_total"] = on_cpu(kid, r["exit_enter"], r["last_out"])
         if "exit_first_out" in r and r["exit_first_out"] < r["last_out"]:
@@ -317,5 +322,12 @@ def placement_counts(segments: list[dict[str, float]], switches: list[Event], nc
         if any(states):
             n_idle += 1
             n_local += int(int(s["target_cpu"]) == waker)
-    return {"other_cpu_idle": n_idle, "stayed_local": n_local, "unknown": n_unknown,
-            "creations": sum(1 for s in segments if "t_wakeup_new" in s)}
+    out = {"other_cpu_idle": n_idle, "stayed_local": n_local, "unknown": n_unknown,
+           "creations": sum(1 for s in segments if "t_wakeup_new" in s)}
+    # sched_exec of children that exec: with another CPU idle at the execve, how many moved there
+    execs = [s for s in segments if "t_exec" in s]
+    if execs:
+        idle_execs = [s for s in execs if any(idle_at(c, s["t_exec"]) for c in range(ncpus) if c != int(s["exec_cpu"]))]
+        out.update(execs=len(execs), exec_other_cpu_idle=len(idle_execs),
+                   exec_moved=sum(int(s["exec_moved"]) for s in idle_execs))
+    return out

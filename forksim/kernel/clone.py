@@ -85,6 +85,14 @@ class Kernel:
             (True, False): placement["vfork_local_when_idle"].value,
             (True, True): placement["vfork_local_when_idle"].value,
         }
+        # by family where the profile measured it: a thread (absent: as fork), a CLONE_VFORK child that
+        # execs (posix_spawn; absent: as vfork)
+        thread, spawn = placement.get("thread_local_when_idle"), placement.get("spawn_local_when_idle")
+        self._thread_local = thread.value if thread is not None else None
+        self._spawn_local = spawn.value if spawn is not None else None
+        # sched_exec: P(an exec'ing child alone on its CPU moves to an idle one); absent: 0 (upstream)
+        moves = placement.get("exec_moves_when_idle")
+        self._exec_moves = moves.value if moves is not None else 0.0
         # sched_vcpu_pack keeps a vfork child on the parent's CPU when the idle CPU has slept a while, but
         # puts it on a CPU that went idle only just now (the previous child's): None, no such distinction
         recent = costs.profile.placement_recent_idle
@@ -193,7 +201,7 @@ class Kernel:
         child.inherited = k.copies_mm
         if k.vfork_wait:
             child.vfork_waiter = P
-        pack = self.costs.uniform() < self._local_share(k.vfork_wait, P)
+        pack = self.costs.uniform() < self._local_share(k, P)
         first_run, ipi = self.machine.spawn(child_task, P, pack=pack)
         Coroutine(self.child_life(child, kind, rec), first_run)
         if ipi > 0.0:
@@ -211,11 +219,18 @@ class Kernel:
         rec.fork_ret = env._now  # the caller's clock reads after it (a preemption there is in fork())
         return child
 
-    def _local_share(self, vfork: bool, P: "Task") -> float:
+    def _local_share(self, k, P: "Task") -> float:
         """P(the new child stays on the parent's CPU although another is idle): the profile's share for the
-        family, and for a vfork child the recent-idle share when the CPU it would go to (the first idle
-        one, as Machine.spawn picks it) went idle less than `below_us` ago."""
-        share = self._pack[vfork, bool(P.cpu.rq)]
+        family (a thread's and posix_spawn's own where measured), and for a vfork child the recent-idle
+        share when the CPU it would go to (the first idle one, as Machine.spawn picks it) went idle less
+        than `below_us` ago."""
+        vfork = k.vfork_wait
+        busy = bool(P.cpu.rq)
+        if k.clone_thread and self._thread_local is not None and not busy:
+            return self._thread_local
+        if vfork and k.execs and self._spawn_local is not None:
+            return self._spawn_local
+        share = self._pack[vfork, busy]
         if vfork and self._recent_idle is not None:
             idle = self.machine._idle  # read only: the ids of the idle CPUs
             if idle:
@@ -361,6 +376,7 @@ class Kernel:
             yield C.run(self._thread_start())  # glibc's start_thread around the function, up to the exit
 
         if KINDS[kind].execs:
+            yield from self._sched_exec(C)
             # execve: begin_new_exec -> exec_mmap drops the old mm (exit_mmap if its last user)
             t = env._now
             cost = d.exec()
@@ -380,6 +396,20 @@ class Kernel:
             if cfg.exec_lifetime > 0.0:
                 yield C.run(cfg.exec_lifetime, preemptible=True)
         yield from self.do_exit(child, kind, rec)
+
+    def _sched_exec(self, C: "Task") -> Proc:
+        """sched_exec (bprm_execve, before the new image is read): select_task_rq(WF_EXEC), and for
+        another CPU stop_one_cpu: the stopper preempts the child on its CPU (a context switch),
+        migration_cpu_stop moves it (the migration) and wakes the target, which leaves halt first."""
+        m = self.machine
+        target = m.exec_target(C, self._exec_moves, self.costs.uniform)
+        if target is None:
+            return
+        p = m.params
+        yield C.run(p.context_switch() + p.migration())
+        woken = C.sleep()
+        m.move_to(C, target)  # the IPI is the stopper's, on the CPU the child leaves (idle after)
+        yield woken
 
     @staticmethod
     def _return_to_user(task: "Task") -> Proc:
