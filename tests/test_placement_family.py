@@ -133,3 +133,13 @@ def test_fit_placement_leaves_out_a_new_family_it_could_not_measure():
     out = fit_placement(Store())
     assert "thread_local_when_idle" not in out and "spawn_local_when_idle" not in out
     assert "exec_moves_when_idle" not in out
+
+
+def test_validation_marks_a_row_measured_under_host_steal():
+    from forksim.validation.document import _row_name
+
+    row = {"scenario": "closed-thread-K1-rss0", "measured_full": {"cpu": {"steal_frac": 0.288}}}
+    assert _row_name(row) == "closed-thread-K1-rss0 (host steal: 29%)"
+    quiet = {"scenario": "closed-fork-K1-rss0", "measured_full": {"cpu": {"steal_frac": 0.038}}}
+    assert _row_name(quiet) == "closed-fork-K1-rss0"
+    assert _row_name({"scenario": "x"}) == "x"  # older files: no CPU accounting

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_text
-from .metrics import DRIFT_NOTE, EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, TARGETS
+from .metrics import DRIFT_NOTE, EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, STEAL_NOTE, TARGETS
 from .mechanisms import mechanism_for
 from .other_hosts import render_other_hosts
 
@@ -39,6 +39,22 @@ def _fmt_err(e: float | None) -> str:
     return "-" if e is None else f"{e * 100:+.0f}%"
 
 
+def _row_name(r: dict[str, Any]) -> str:
+    """The scenario's name with its notes: off by 2x, foreign CPU, the canary's drift, the host's steal."""
+    name = r["scenario"]
+    if any(k in {m[0] for m in METRICS} for k in r.get("off_by_2x", [])):
+        name += " (2x!)"
+    if (r.get("foreign_cpu_frac") or 0) > NOISY_FOREIGN_FRAC:
+        name += f" (noisy: {r['foreign_cpu_frac'] * 100:.0f}% foreign CPU)"
+    drift = (r.get("canary") or {}).get("rel_error")
+    if drift is not None and abs(drift) > DRIFT_NOTE:
+        name += f" (host drift: canary {_fmt_err(drift)})"
+    steal = ((r.get("measured_full") or {}).get("cpu") or {}).get("steal_frac")
+    if steal is not None and steal > STEAL_NOTE:
+        name += f" (host steal: {steal * 100:.0f}%)"
+    return name
+
+
 def _table(rows: list[dict[str, Any]], summ: dict[str, Any]) -> list[str]:
     """The main table: measured, predicted and error per column for each scenario, then the medians
     beside their targets."""
@@ -49,15 +65,7 @@ def _table(rows: list[dict[str, Any]], summ: dict[str, Any]) -> list[str]:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for r in rows:
-        name = r["scenario"]
-        if any(k in {m[0] for m in METRICS} for k in r.get("off_by_2x", [])):
-            name += " (2x!)"
-        if (r.get("foreign_cpu_frac") or 0) > NOISY_FOREIGN_FRAC:
-            name += f" (noisy: {r['foreign_cpu_frac'] * 100:.0f}% foreign CPU)"
-        drift = (r.get("canary") or {}).get("rel_error")
-        if drift is not None and abs(drift) > DRIFT_NOTE:
-            name += f" (host drift: canary {_fmt_err(drift)})"
-        cells = [name]
+        cells = [_row_name(r)]
         for key, *_ in METRICS:
             cells += [_fmt(r["measured"].get(key)), _fmt(r["predicted"].get(key)), _fmt_err(r["rel_error"].get(key))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -151,6 +159,11 @@ def render_markdown(report: dict[str, Any]) -> str:
                      + ", ".join(f"{k} {_fmt_pct(v)}" for k, v in (summ.get("median_abs_rel_error_quiet") or {}).items()
                                  if k in {m[0] for m in METRICS}) + ".")
     lines += _drift_line(summ.get("canary"))
+    stolen = [r["scenario"] for r in rows if "(host steal:" in _row_name(r)]
+    if stolen:
+        lines.append(f"Host steal: rows measured while the host held the vCPUs for more than {STEAL_NOTE * 100:.0f}% "
+                     f"of their time (/proc/stat steal) are marked ({len(stolen)}): a short unpinned loop waits for "
+                     "the host at every halt exit, which the profile, measured in another host state, does not hold.")
     lines += _other_comparisons(report)
     failed = [r for r in rows if r.get("error")]
     if failed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..summary import path as _summary_path
 
-__all__ = ["METRICS", "EXTRA_METRICS", "TARGETS", "NOISY_FOREIGN_FRAC", "DRIFT_NOTE"]
+__all__ = ["METRICS", "EXTRA_METRICS", "TARGETS", "NOISY_FOREIGN_FRAC", "DRIFT_NOTE", "STEAL_NOTE"]
 
 # (column key, label, path in the measured result, path in summary.json (checked against its schema,
 # forksim.summary), target key)
@@ -30,3 +30,8 @@ NOISY_FOREIGN_FRAC = 0.10
 # A row whose canary (forksim.validation.canary: the same small load measured before it) was off the model
 # by more than this is marked: the host had drifted that far from the profile when the row ran.
 DRIFT_NOTE = 0.15
+# A row measured while the host took more than this share of the vCPUs' time (/proc/stat steal over the
+# run) is marked "host steal": a short unpinned loop crosses a halt exit per hand-off, each waiting for
+# the host to run the vCPU. In the 2026-12-02 03:21 window the five rows with 13-29% steal were the
+# five short loops over-predicted by 44-212%, all others had under 4% (p-place's analysis).
+STEAL_NOTE = 0.05
