@@ -10,7 +10,8 @@ the idle task, or running a task: the parent's own earlier child, or a foreign o
 after the wake-up (wake -> sched_switch in, on which CPU); the parent's next wake-up (sched_waking of the
 parent: the vfork child's exec or exit, the child's exit for wait4, the thread's exit for pthread_join):
 from which CPU, whether the parent's CPU was idle, and how long until the parent ran. The tracepoints:
-sched_switch, sched_waking, sched_wakeup_new, sched_process_exit (no syscalls: they slow short loops).
+sched_switch, sched_waking, sched_wakeup_new, sched_process_exit, sched_process_exec and sched_migrate_task
+(an exec'ing child migrated before sched_process_exec: sched_exec moved it); no syscalls: they slow short loops.
 The figures back the shipped profile's placement.thread_local_when_idle, spawn_local_when_idle and
 exec_moves_when_idle (calibration/data/place-trace-20261202.json); `forksim calibrate` measures the same shares
 on forkbench's loops (forksim.calibration.scheduling.fit_placement).
