@@ -59,6 +59,7 @@ from .profile_sections import (
 from .profile_terms import (  # noqa: F401 - _TERMS: the old private name of TERMS
     _TERMS,
     TERMS,
+    CacheCurve,
     Fraction,
     ImageShape,
     Residual,
@@ -85,6 +86,7 @@ __all__ = [
     "Warmth",
     "Balancing",
     "TERMS",
+    "CacheCurve",
     "Profile",
     "ImageShape",
     "FlagCost",

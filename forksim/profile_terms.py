@@ -3,6 +3,7 @@ median, the image shape it is priced at, the scheduler's costs, and a measured f
 
     median_us = fixed_us + per_vma_us*vmas + per_anon_vma_us*anon_vmas + per_pte_us*ptes
                 + per_pmd_us*pmds + per_thread_us*threads
+                (+ per_pte_miss_us*ptes*miss(walk bytes): a walk larger than the caches, CacheCurve)
 
 Part of a profile (forksim.profile re-exports every name here).
 """
@@ -17,7 +18,7 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["TERMS", "Residual", "StageCost", "IdleWakeCurve", "IpiSendCurve", "SchedulerCosts", "Fraction", "ImageShape"]
+__all__ = ["TERMS", "Residual", "CacheCurve", "StageCost", "IdleWakeCurve", "IpiSendCurve", "SchedulerCosts", "Fraction", "ImageShape"]
 
 
 class Residual(BaseModel):
@@ -81,8 +82,45 @@ TERMS = ("fixed_us", "per_vma_us", "per_anon_vma_us", "per_pte_us", "per_pmd_us"
 _TERMS = TERMS
 
 
+class CacheCurve(BaseModel):
+    """How much of a walk misses the caches when the same walk is repeated back to back: the miss
+    fraction (0 = every line still cached from the last walk, 1 = every line from memory) of a cyclic,
+    in-order pass over `bytes` of memory, measured on this CPU (forkbench lines) and interpolated in
+    log(bytes), held flat beyond the ends. A fork's walk touches `walk_bytes_per_pte` per 4 KiB page
+    (copy_present_pte: the parent's PTE, the child's PTE and the page's struct page)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    bytes: list[float] = Field(min_length=2)
+    miss: list[float] = Field(min_length=2)
+    walk_bytes_per_pte: float = Field(default=80.0, gt=0.0)
+    source: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "CacheCurve":
+        if len(self.bytes) != len(self.miss):
+            raise ValueError("cache_curve: bytes and miss must have the same length")
+        if any(x <= 0 for x in self.bytes) or any(b <= a for a, b in zip(self.bytes, self.bytes[1:])):
+            raise ValueError("cache_curve.bytes must be positive and rise strictly")
+        if any(not 0.0 <= m <= 1.0 for m in self.miss) or any(b < a for a, b in zip(self.miss, self.miss[1:])):
+            raise ValueError("cache_curve.miss must be fractions 0..1 that never fall")
+        return self
+
+    def miss_at(self, nbytes: float) -> float:
+        """The miss fraction of a repeated walk over `nbytes`."""
+        if nbytes <= self.bytes[0]:
+            return self.miss[0]
+        return float(np.interp(math.log(nbytes), np.log(self.bytes), self.miss))
+
+    def walk_miss(self, ptes: int, pmds: int = 0) -> float:
+        """The miss fraction of a fork's walk of an image of `ptes` 4 KiB pages and `pmds` huge pages."""
+        return self.miss_at(self.walk_bytes_per_pte * (ptes + pmds))
+
+
 class StageCost(BaseModel):
-    """One stage's cost: a linear median in the image, and a residual around it."""
+    """One stage's cost: a linear median in the image, and a residual around it. A stage that walks
+    the image's pages may also carry `per_pte_miss_us` with its `cache_curve`: what a page costs on
+    top of `per_pte_us` when its lines come from memory, times the share of the walk that misses
+    (a back-to-back fork of an image larger than the caches finds it cold however often it forks)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     fixed_us: float = Field(default=0.0, ge=0.0)
@@ -91,6 +129,9 @@ class StageCost(BaseModel):
     per_pte_us: float = Field(default=0.0, ge=0.0)
     per_pmd_us: float = Field(default=0.0, ge=0.0)
     per_thread_us: float = Field(default=0.0, ge=0.0)
+    per_pte_miss_us: float = Field(default=0.0, ge=0.0, description="per 4 KiB page, times cache_curve's miss "
+                                   "fraction of the walk (absent: 0, the walk's cost is linear)")
+    cache_curve: CacheCurve | None = None
     residual: Residual = Residual()
     source: str = Field(min_length=1, description="measured: ... | derived: ... | assumption: ...")
 
@@ -109,12 +150,22 @@ class StageCost(BaseModel):
             + self.per_pte_us * shape.ptes
             + self.per_pmd_us * shape.pmds
             + self.per_thread_us * shape.threads
+            + self.miss_us(shape)
         )
+
+    def miss_us(self, shape: "ImageShape") -> float:
+        """The walk's cache misses: per_pte_miss_us per page, times the share of the walk that misses."""
+        if not self.per_pte_miss_us or self.cache_curve is None:
+            return 0.0
+        return self.per_pte_miss_us * shape.ptes * self.cache_curve.walk_miss(shape.ptes, shape.pmds)
 
     def scaled(self, term: str, factor: float) -> "StageCost":
         if term not in _TERMS:
             raise ValueError(f"unknown cost term {term!r} (one of {', '.join(_TERMS)})")
-        return self.model_copy(update={term: getattr(self, term) * factor})
+        update = {term: getattr(self, term) * factor}
+        if term == "per_pte_us" and self.per_pte_miss_us:  # a walk with less work per page misses alike
+            update["per_pte_miss_us"] = self.per_pte_miss_us * factor
+        return self.model_copy(update=update)
 
 
 def _check_idle_times(name: str, idle_us: list[float], what: str, values: list) -> None:

@@ -224,6 +224,11 @@ def test_real_application_config_from_proc(monkeypatch):
     assert image["rss_bytes"] > 0 and image["vmas"] >= image["anon_vmas"] > 0 and image["threads"] >= 1
     exp = parse_config(apps.redis_config(image, 2.0, cpus=2, profile="default", quick=True), resolved=True)
     assert exp.workload.think_time == 2e6 and exp.workload.image.vmas == image["vmas"]
+    # Redis's other threads sleep through a BGSAVE: the model's parent forks as one thread, whatever /proc says
+    # (image.threads > 1 runs busy faulting threads beside it)
+    many = parse_config(apps.redis_config({**image, "threads": 5}, 1.0, cpus=2, profile="default", quick=True),
+                        resolved=True)
+    assert many.workload.image.threads == 1
     monkeypatch.setattr(apps.shutil, "which", lambda _exe: None)
     assert "not installed" in apps.redis_bgsave(lambda c, p: {}, "default")["skipped"]
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from ..errors import MeasurementError
 from ..kernel.stages import DUP_MMAP, FORK_PATH
-from ..profile import STAGES, Profile, StageCost
+from ..profile import STAGES, ImageShape, Profile, StageCost
 from .families import fit_families
-from .fit import TERMS, Config, median, stage_json
+from .fit import median, stage_json
 from .fork_path import (ForkTotals, fit_fork_path, fit_remote_free, fit_stack_vmalloc, fit_thread_setup, fork_split,
                         fork_totals, trace_segments)
 from .lifetime import fit_child_start, fit_exec, fit_exit, fit_faults, fit_vfork_wait_reap
@@ -156,9 +156,9 @@ def _held_out(ev: Evidence, totals: ForkTotals, st: dict[str, StageCost]) -> Non
     """The profile's own fork() prediction (the fork path's stage medians, pinned) beside the measured
     p50 of the held-out sizes and of the fitted ones."""
     def predict(shape: dict[str, Any]) -> float:
-        c = Config(shape["vmas"], shape["anon_vmas"], shape["ptes"], shape["pmds"])
         s = sum(st[n].fixed_us for n in _FORK_CALL)
-        return s + sum(getattr(st[DUP_MMAP], t) * v for t, v in zip(TERMS, c.features(TERMS)))
+        return s + st[DUP_MMAP].median_us(ImageShape(int(shape["vmas"]), int(shape["anon_vmas"]), int(shape["ptes"]),
+                                                     int(shape["pmds"])))
 
     ho = []
     for c, runs in totals.held:

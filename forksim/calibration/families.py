@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from ..kernel.stages import DO_EXIT, DUP_MMAP, RET_FROM_FORK, WAIT_REAP
-from ..profile import StageCost
-from .fit import TERMS, Config, median, stage_cost
+from ..profile import ImageShape, StageCost
+from .fit import median, stage_cost
 from .plan import FORK_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE
 from .samples import Evidence, fork_cfg, fork_field, vals
 
@@ -54,8 +54,9 @@ def _fx(st: dict[str, StageCost], name: str) -> float:
 
 
 def _at(cost: StageCost, shape: dict[str, Any]) -> float:
-    c = Config(shape["vmas"], shape["anon_vmas"], shape["ptes"], shape["pmds"])
-    return float(sum(getattr(cost, t) * v for t, v in zip(TERMS, c.features(TERMS))))
+    """The stage's median at a measured image (its cache-miss term included)."""
+    return float(cost.median_us(ImageShape(int(shape["vmas"]), int(shape["anon_vmas"]), int(shape["ptes"]),
+                                           int(shape["pmds"]))))
 
 
 def family_paths(st: dict[str, StageCost], ctx: float, head: float, shape: dict[str, Any],

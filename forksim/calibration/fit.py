@@ -1,7 +1,11 @@
 """Fit stage costs: a non-negative linear model of the median in the image, plus residuals.
 
     median_us = fixed + per_vma*vmas + per_anon_vma*anon_vmas + per_pte*ptes + per_pmd*pmds
-                (+ per_thread*threads)
+                (+ per_thread*threads) (+ per_pte_miss*ptes*miss)
+
+(`miss`: the share of the walk of the configuration's image that misses the caches, from the measured
+cache curve, profile_terms.CacheCurve; a fit that names the term fits a per-page cost that bends where
+the walk outgrows the caches, still linear in its coefficients)
 
 fitted by non-negative least squares (`scipy.optimize.nnls`) on the per-configuration medians,
 each row weighted by 1/median so that small images count as much as large ones (relative error).
@@ -23,11 +27,13 @@ from scipy.optimize import nnls
 
 from ..profile import StageCost
 
-__all__ = ["TERMS", "Config", "LinearFit", "fit_linear", "fit_linear_through", "residual_quantiles", "lognormal_sigma",
+__all__ = ["TERMS", "WALK_TERMS", "Config", "LinearFit", "fit_linear", "fit_linear_through", "residual_quantiles", "lognormal_sigma",
            "cross_validate", "stage_cost", "stage_json", "median"]
 
-TERMS = ("fixed_us", "per_vma_us", "per_anon_vma_us", "per_pte_us", "per_pmd_us", "per_thread_us")
-_FEATURES = ("fixed", "vmas", "anon_vmas", "ptes", "pmds", "threads")
+TERMS = ("fixed_us", "per_vma_us", "per_anon_vma_us", "per_pte_us", "per_pmd_us", "per_thread_us",
+         "per_pte_miss_us")
+# the terms of the image's walk: with the cache curve's miss term when a curve was measured
+WALK_TERMS = TERMS[:5] + ("per_pte_miss_us",)
 
 
 @dataclass
@@ -41,10 +47,12 @@ class Config:
     threads: float = 1
     samples: Sequence[float] = field(default_factory=list)
     label: str = ""
+    miss: float = 0.0  # the share of this image's walk that misses the caches (CacheCurve.walk_miss)
 
     def features(self, terms: Sequence[str]) -> np.ndarray:
         vals = {"fixed_us": 1.0, "per_vma_us": self.vmas, "per_anon_vma_us": self.anon_vmas,
-                "per_pte_us": self.ptes, "per_pmd_us": self.pmds, "per_thread_us": self.threads}
+                "per_pte_us": self.ptes, "per_pmd_us": self.pmds, "per_thread_us": self.threads,
+                "per_pte_miss_us": self.ptes * self.miss}
         return np.array([float(vals[t]) for t in terms])
 
     @property
@@ -189,8 +197,10 @@ def cross_validate(configs: Sequence[Config], terms: Sequence[str] = TERMS[:5],
 
 
 def stage_cost(coef: dict[str, float] | None = None, *, fixed_us: float | None = None,
-               quantiles: list[float] | None = None, sigma: float | None = None, source: str) -> StageCost:
-    """A profile's StageCost from coefficients and a residual (6 significant digits, negatives to 0)."""
+               quantiles: list[float] | None = None, sigma: float | None = None, source: str,
+               cache_curve: dict[str, Any] | None = None) -> StageCost:
+    """A profile's StageCost from coefficients and a residual (6 significant digits, negatives to 0);
+    the miss term only where it is fitted above 0, with the cache curve it multiplies."""
     d: dict[str, Any] = {t: 0.0 for t in TERMS}
     if coef:
         d.update({t: float(max(0.0, v)) for t, v in coef.items() if t in TERMS})
@@ -199,6 +209,10 @@ def stage_cost(coef: dict[str, float] | None = None, *, fixed_us: float | None =
     for t in TERMS:
         v = d[t]
         d[t] = float(f"{v:.6g}") if math.isfinite(v) else 0.0
+    if d["per_pte_miss_us"] > 0.0 and cache_curve is not None:
+        d["cache_curve"] = cache_curve
+    else:
+        del d["per_pte_miss_us"]  # absent: the file keeps the schema a profile without the term has
     if quantiles and len(quantiles) >= 3 and quantiles[-1] > quantiles[0]:
         d["residual"] = {"family": "empirical", "quantiles": quantiles}
     elif sigma is not None:

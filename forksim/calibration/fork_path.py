@@ -17,8 +17,9 @@ from typing import Any
 
 from ..errors import MeasurementError
 from ..kernel.stages import DO_EXIT, DUP_MMAP, EXIT_MMAP, RET_FROM_FORK, WAIT_REAP
-from ..profile import StageCost
-from .fit import Config, LinearFit, cross_validate, fit_linear, fit_linear_through, median, residual_quantiles, stage_cost
+from ..profile import CacheCurve, StageCost
+from .caches import fit_cache_curve
+from .fit import WALK_TERMS, Config, LinearFit, cross_validate, fit_linear, fit_linear_through, median, residual_quantiles, stage_cost
 from .plan import FORK_MODE, THREAD_MODE, VFORK_MODE, Plan
 from .samples import Evidence, fork_cfg, fork_field, group, pct, preempted_share, quantiles, seg_cfgs, vals
 
@@ -60,6 +61,7 @@ class ForkTotals:
     fit: LinearFit
     train: list[tuple[Config, list[dict[str, Any]]]]
     held: list[tuple[Config, list[dict[str, Any]]]]
+    cache_curve: dict[str, Any] | None = None  # the curve of the fit's miss term (caches.py)
 
 
 @dataclass
@@ -87,18 +89,25 @@ def fork_totals(ev: Evidence, plan: Plan) -> ForkTotals:
         (held_cfgs if is_held else train).append((c, runs))
     if len(train) < 2:
         raise MeasurementError("too few fork configurations were measured to fit (memory refused?)")
+    # the per-page cost bends where the walk outgrows the caches (caches.py): each image's miss share
+    curve_d = fit_cache_curve(ev.store)
+    curve = CacheCurve.model_validate(curve_d)
+    for c, runs in train + held_cfgs:
+        c.miss = curve.walk_miss(int(runs[0]["shape"]["ptes"]), int(runs[0]["shape"]["pmds"]))
+    ev.diag["cache_curve"] = curve_d
     # through the base image (its p50 exactly): every family's and the fork path's fixed parts build on it
     base = next((c for c, runs in train if _is_base(runs[0]["key"])), None)
-    total_fit = fit_linear_through([c for c, _ in train], base) if base is not None else fit_linear([c for c, _ in train])
+    total_fit = (fit_linear_through([c for c, _ in train], base, WALK_TERMS) if base is not None
+                 else fit_linear([c for c, _ in train], WALK_TERMS))
     ev.diag["fork_total_fit"] = {"coef": total_fit.coef, "r2": round(total_fit.r2, 5),
                                  "through": base.label if base is not None else None,
                                  "rel_errors": {k: round(v, 4) for k, v in total_fit.rel_errors.items()},
                                  "n_samples": total_fit.n_samples,
-                                 "cross_validation": cross_validate([c for c, _ in train])}
+                                 "cross_validation": cross_validate([c for c, _ in train], WALK_TERMS)}
     ev.diag["fork_p50_us"] = {c.label: pct(c.samples) for c, _ in train + held_cfgs}
     ev.diag["fork_wall_p50_us"] = {c.label: pct(vals(runs, "fork_ns")) for c, runs in train + held_cfgs}
     ev.diag["fork_preempted_share"] = {c.label: preempted_share(runs) for c, runs in train + held_cfgs}
-    return ForkTotals(total_fit, train, held_cfgs)
+    return ForkTotals(total_fit, train, held_cfgs, curve_d)
 
 
 def _is_base(key: dict[str, Any]) -> bool:
@@ -200,7 +209,10 @@ def _dup_mmap(ev: Evidence, totals: ForkTotals, split: ForkSplit) -> StageCost:
         dm_q = residual_quantiles([c for c, _ in totals.train])
         dm_src = (measured + f"the parent's CPU time in fork()), NNLS on medians (R^2 {fit.r2:.4f}); "
                   f"all image-dependent cost attributed to dup_mmap; no tracefs")
-    return stage_cost(dm, quantiles=dm_q, source=dm_src)
+    if dm.get("per_pte_miss_us", 0.0) > 0.0:
+        dm_src += ("; per_pte_miss_us: what a page costs more when the walk misses the caches, times the share of "
+                   "the walk (80 B per page) that misses by the measured cache_curve, NNLS with the other terms")
+    return stage_cost(dm, quantiles=dm_q, source=dm_src, cache_curve=totals.cache_curve)
 
 
 def fit_fork_path(ev: Evidence, totals: ForkTotals, split: ForkSplit) -> dict[str, StageCost]:

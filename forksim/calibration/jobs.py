@@ -17,10 +17,11 @@ from typing import Callable
 
 from ..errors import MeasurementError
 from ..kernel.flags import EXECS
-from ..lab import mem_available
+from ..lab import llc_bytes, mem_available
 from . import bench, tracefs
 from .plan import (FORK_MODE, FORKEXEC_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE, VARIANTS, GiB, MiB, Plan, Store,
                    label as _label)
+from .caches import lines_job
 from .warmth import cold_jobs
 
 __all__ = ["Job", "calibration_jobs"]
@@ -245,6 +246,8 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
     jobs += j.untraced_forks() + j.variants() + j.memory()
     if other != cpu:
         jobs += j.remote_free()
-    # 5b. cold forks: after idle gaps, other work, a move to the other CPU (warmth.py)
+    # 5b. the caches as the fork sweep's back-to-back walks see them: dup_mmap's miss term (caches.py)
+    jobs.append(("cache curve (forkbench lines)", lines_job(str(b.forkbench), store, cpu, max(2 * llc_bytes(), 64 * MiB))))
+    # 5c. cold forks: after idle gaps, other work, a move to the other CPU (warmth.py)
     jobs.extend(cold_jobs(plan, str(b.forkbench), store, cpu, other))
     return jobs + j.scheduler()

@@ -5,7 +5,8 @@ the parent's time in fork() as `latest_fork_usec` in INFO stats (redisFork: usti
 Here a private redis-server (from the distribution's package, `apt-get install redis-server`) is
 filled with DEBUG POPULATE to three dataset sizes; at each size it takes BGSAVEs `interval_s` apart
 and its own counter is read after each. The model gets what a user of that Redis would know: its
-anonymous RSS and thread count (/proc/PID/status), its VMA count and how many hold anonymous pages
+anonymous RSS and thread count (/proc/PID/status; recorded, but its other threads sleep through
+a BGSAVE, so the model's parent forks as one thread), its VMA count and how many hold anonymous pages
 (/proc/PID/smaps), and how often it forks: a closed loop of one parent, think time = the interval.
 Nothing of the measured fork time goes into the config.
 """
@@ -134,9 +135,12 @@ def redis_config(image: dict[str, Any], interval_s: float, *, cpus: int, profile
         "experiment": {"name": "validate-redis-bgsave", "duration": 40 * interval_s * 1e6,
                        "warmup": 2 * interval_s * 1e6, "replications": 2 if quick else 3, "seed": 42},
         "machine": {"cpus": cpus, "profile": profile},
+        # image.threads stands for threads that run and fault while the parent forks; Redis's other threads
+        # (bio_close_file, bio_aof_fsync, bio_lazy_free, jemalloc_bg_thd) sleep on condition variables: none
+        # was switched in during 5 traced BGSAVEs (k-fit, 2026-12-02), so the server forks as one thread
         "workload": {"kind": "closed", "parents": 1, "think_time": interval_s * 1e6,
                      "image": {"rss": image["rss_bytes"], "vmas": image["vmas"], "anon_vmas": image["anon_vmas"],
-                               "threads": image["threads"], "thp": False},
+                               "threads": 1, "thp": False},
                      "child": {"clone": FORK, "lifetime": 0.0}},
         "background": {"cpu_hogs": 0},
     }

@@ -27,6 +27,12 @@
  *            -W BYTES another process pinned to the parent's CPU sweeps that much of its own memory
  *            (one write per 64-byte line) while the parent blocks on a pipe, -M the parent moves to
  *            the other CPU of a pair (sched_setaffinity) just before each fork; gap_ns = the gap
+ *   lines    the caches as a back-to-back fork's walk sees them: for footprints of 256 KiB .. -r bytes
+ *            (steps of sqrt(2)), passes over a private buffer of that size incrementing one
+ *            word per 64-byte line in address order (what copy_page_range does to the struct pages and
+ *            PTEs of a large image, fork after fork); line_ns = the thread's CPU time per line over the
+ *            passes after a first (filling) pass, -n passes' worth of 256 MiB of lines per footprint;
+ *            no image is built. One sample per footprint: {"b": "lines", "bytes": B, "line_ns": x}
  *
  * Options: -r RSS bytes (touched anonymous memory, one byte written per 4 KiB page)
  *          -A N  N extra anonymous VMAs, each with a touched page (mprotect splits one region)
@@ -242,6 +248,35 @@ static void other_work(void)
         die("worker");
 }
 
+/* lines mode: one sample per footprint (see the header); the buffer is 4 KiB pages (no THP), like the
+ * struct pages and page tables a fork walks, and the passes run in address order (prefetchable). */
+static void lines_curve(size_t max_bytes, long scale)
+{
+    long i = 0;
+    for (double f = 256 << 10; f <= (double)max_bytes * 1.01; f *= 1.41421356) {
+        /* 256 KiB, 362 KiB, 512 KiB, ...: steps of sqrt(2), in whole pages */
+        size_t bytes = (size_t)f & ~(size_t)4095;
+        char *b = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (b == MAP_FAILED)
+            die("mmap");
+        madvise(b, bytes, MADV_NOHUGEPAGE);
+        for (size_t o = 0; o < bytes; o += 64)
+            b[o] = 1;
+        long passes = (long)((scale * (256ul << 20)) / bytes);
+        if (passes < 3)
+            passes = 3;
+        int64_t c0 = cpu_ns();
+        for (long p = 0; p < passes; p++)
+            for (size_t o = 0; o < bytes; o += 64)
+                (*(volatile long *)(b + o))++;
+        double per = (double)(cpu_ns() - c0) / ((double)passes * (double)(bytes / 64));
+        printf("{\"b\": \"lines\", \"i\": %ld, \"bytes\": %zu, \"passes\": %ld, \"line_ns\": %.4f}\n",
+               i++, bytes, passes, per);
+        fflush(stdout);
+        munmap(b, bytes);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "fork";
@@ -277,6 +312,10 @@ int main(int argc, char **argv)
     pin(cpu);
     if (migrate && cpu < 0)
         refuse("-M needs -c CPU (the parent alternates between CPU and its neighbour)");
+    if (!strcmp(mode, "lines")) {
+        lines_curve(rss ? rss : 64ul << 20, reps > 0 ? reps : 1);
+        return 0;
+    }
     if (!strcmp(mode, "cold") && work_bytes)
         start_worker(work_bytes);
     if (!strcmp(mode, "cow") && rss < pages * PAGE)
