@@ -393,3 +393,21 @@ def test_a_delayed_sleeper_counts_as_queued_for_fork_placement():
     assert nr_queued(m, cpu) == 1
     t._delayed = (cpu, cpu._picks - 1)  # picked since: gone
     assert nr_queued(m, cpu) == 0
+
+
+def test_pick_eevdf_runs_the_eligible_task_with_the_earliest_deadline():
+    """pick_index: of tasks at V the one with the earlier deadline runs (a new child's half slice beats a
+    hog part-way through its slice), not the lower vruntime; an ineligible task (above V) waits
+    whatever its deadline."""
+    env = simpy.Environment()
+    m = Machine(env, 1, eevdf_params())
+    cpu = m.cpus[0]
+    hog_, child, late = m.new_task("hog"), m.new_task("child"), m.new_task("late")
+    hog_.vruntime, hog_.deadline = 1000.0, 1900.0
+    child.vruntime, child.deadline = 1001.0, 1751.0
+    late.vruntime, late.deadline = 5000.0, 100.0  # V = 2333: not eligible
+    for t in (hog_, child, late):
+        cpu._enqueue(t)
+    assert cpu._pick() is child
+    assert cpu._pick() is hog_  # V now 3000: the hog is eligible, late is not
+    assert cpu._pick() is late
