@@ -66,3 +66,13 @@ def test_fork_placement_with_no_idle_cpu_by_runnable_difference():
     assert out["fork_no_idle_one_more"] == [2, 3]
     assert out["fork_no_idle_not_more"] == [0, 0] and out["fork_no_idle_more"] == [0, 0]
     assert set(NO_IDLE_KEYS) == {"not_more", "one_more", "more"}
+
+
+def test_parents_on_one_cpu_share():
+    """parents_together: parents 20 and 21 on CPUs 0 and 1 until 4, then 21 moves to CPU 0: 6 of 10 together."""
+    from forksim.calibration.busy import parents_together
+
+    ev = [sw(0, 0, 0, 20), sw(0, 1, 0, 21),
+          Event(4, 21, 0, "sched_migrate_task", {"pid": "21", "dest_cpu": "0"})]
+    assert parents_together(ev, [20, 21], 0, 10)["parents_on_one_cpu"] == pytest.approx(0.6)
+    assert parents_together(ev, [20], 0, 10)["parents_on_one_cpu"] is None

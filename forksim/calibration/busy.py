@@ -121,6 +121,37 @@ def layout(events: list[Event], hogs: list[int], t0: float, t1: float, ncpu: int
             "parent_on_hog_cpu": round(shared / total, 4)}
 
 
+def parents_together(events: list[Event], parents: list[int], t0: float, t1: float) -> dict[str, Any]:
+    """The share of [t0, t1] ns during which every parent last ran on one CPU (the slow layout of two
+    parents beside two hogs: the hogs one per CPU, both parents on one, their children pushed to the
+    other); None with fewer than two parents."""
+    if len(parents) < 2:
+        return {"parents_on_one_cpu": None}
+    pset = set(parents)
+    last: dict[int, int] = {}
+    t_prev, together, total = t0, 0.0, 0.0
+    for e in events:
+        if e.name == "sched_switch":
+            pid, cpu = int(e.f.get("next_pid") or -1), e.cpu
+        elif e.name == "sched_migrate_task":
+            pid, cpu = int(e.f.get("pid") or -1), int(e.f.get("dest_cpu") or -1)
+        else:
+            continue
+        if pid not in pset:
+            continue
+        if len(last) == len(pset):
+            dt = min(e.ts, t1) - max(t_prev, t0)
+            if dt > 0:
+                total += dt
+                together += dt * (len(set(last.values())) == 1)
+        t_prev = max(t_prev, e.ts)
+        last[pid] = cpu
+    if len(last) == len(pset) and t1 > max(t_prev, t0):
+        total += t1 - max(t_prev, t0)
+        together += (t1 - max(t_prev, t0)) * (len(set(last.values())) == 1)
+    return {"parents_on_one_cpu": round(together / total, 4) if total else None}
+
+
 def parent_wakeups(events: list[Event], parents: list[int], t0: float, t1: float) -> dict[str, Any]:
     """Where the parents were woken (sched_wakeup target_cpu): on the CPU they last ran on, or on
     the waker's (the event's) CPU; and how often they migrated while runnable (balancing)."""
@@ -307,6 +338,7 @@ def trace_run(loadgen: Path, helper: Path, *, parents: int, hogs: int, rss: int,
         "lost_events": tr.lost,
         **lay,
         **parent_wakeups(events, kids[hogs:hogs + parents], w0, w1),
+        **parents_together(events, kids[hogs:hogs + parents], w0, w1),
         **idle_pulls(events, _ours(events, master), w0, w1, ncpu),
         **fork_placement(events, hog_pids, kids[hogs:hogs + parents], w0, w1, ncpu),
         **fork_placement_no_idle(events, _ours(events, master), kids[hogs:hogs + parents], w0, w1, ncpu),

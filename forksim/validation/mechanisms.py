@@ -16,9 +16,19 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
     ("mt-fork", "the writer threads fault on every write-protected page after each fork (a COW storm that also "
      "competes with the next fork), while the model's threads fault at the measured average rate; the stall itself "
      "(waiting on the whole dup_mmap when the fault lands on a VMA the walk already reached) is modelled"),
-    ("hogs", "placement of the CPU hogs: the real load balancer (PELT load and this kernel's sched_vcpu_pack) puts "
-     "both hogs on one vCPU and leaves a single parent alone, and makes a new child wait for a hog's protected "
-     "slice until a tick; the model places one hog per CPU at start and has no periodic load balancing"),
+    ("hogs", "placement of the CPU hogs and parents. Traced on this kernel (2026-12-02, 2 s loadgen runs, every sched "
+     "event): one parent beside 2 hogs is fast when the hogs share one vCPU and the parent is alone (61-97% of the "
+     "time in the runs traced); two parents beside 2 hogs are slow because the hogs spread one per vCPU while both "
+     "parents share the other (77-96% of the time), so most children are pushed to the hog-only vCPU (no CPU idle: "
+     "6-37% stay local when the parent's vCPU holds 2+ more runnable tasks) and wait there for the hog's protected "
+     "slice to end at a tick (nothing else runs there; p50 ~2 ms, bimodal: ~40% at ~250 us, ~50% at the next "
+     "tick); woken parents preempt a hog in 5-6 us (their lag) and stay on their vCPU (98.75% of 4,729 wake-ups "
+     "from the other one). The calibrated profiles have no `balancing` section, so the model places one task per "
+     "CPU at start, balances only idle CPUs and keeps every child of a busy parent local. With a `balancing` "
+     "section (EEVDF, PELT balancer, forksim.sched.idlest's fork placement with the measured no-idle shares) the "
+     "K1 and K2-hogs4 rows come within 30-40%, but the model's two parents stay one per vCPU (nothing in it makes "
+     "them share one), so K2-hogs2 stays ~3x fast; and EEVDF on regresses the K4/K8 fork p50 (parents "
+     "rescheduled inside fork), so calibrate does not emit the section yet"),
     ("think", "a fork after an idle gap finds the parent's page tables and struct pages cold; the model adds the "
      "profile's cold extra to dup_mmap by the time since the image was last walked (warmth: 1-exp(-gap/tau)), "
      "measured pinned on 64 and 256 MiB images. The rows of one size are measured interleaved (4 rounds; each "
