@@ -25,10 +25,12 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "tick); woken parents preempt a hog in 5-6 us (their lag) and stay on their vCPU (98.75% of 4,729 wake-ups "
      "from the other one). The calibrated profiles have no `balancing` section, so the model places one task per "
      "CPU at start, balances only idle CPUs and keeps every child of a busy parent local. With a `balancing` "
-     "section (EEVDF, PELT balancer, forksim.sched.idlest's fork placement with the measured no-idle shares) the "
-     "K1 and K2-hogs4 rows come within 30-40%, but the model's two parents stay one per vCPU (nothing in it makes "
-     "them share one), so K2-hogs2 stays ~3x fast; and EEVDF on regresses the K4/K8 fork p50 (parents "
-     "rescheduled inside fork), so calibrate does not emit the section yet"),
+     "section (EEVDF, PELT balancer, forksim.sched.idlest's fork placement with the measured no-idle shares) a "
+     "child beside a busy parent goes and waits as traced (25% to the other vCPU, ~3 ms there), and K2-hogs4 "
+     "comes within 13%, but the model's balancer splits K1's hogs one per vCPU (the real ones mostly share one) "
+     "and keeps K2's two parents one per vCPU (the real ones mostly share one), so K1-hogs2 stays ~70% slow and "
+     "K2-hogs2 ~3x fast; and EEVDF on regresses the K4/K8 fork p50 (+377%/+651%), so calibrate does not emit "
+     "the section yet"),
     ("think", "a fork after an idle gap finds the parent's page tables and struct pages cold; the model adds the "
      "profile's cold extra to dup_mmap by the time since the image was last walked (warmth: 1-exp(-gap/tau)), "
      "measured pinned on 64 and 256 MiB images. The rows of one size are measured interleaved (4 rounds; each "
