@@ -27,7 +27,7 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "CPU at start, balances only idle CPUs and keeps every child of a busy parent local. With a `balancing` "
      "section (EEVDF, PELT balancer, forksim.sched.idlest's fork placement with the measured no-idle shares) a "
      "child beside a busy parent goes and waits as traced (25% to the other vCPU, ~3 ms there), and K2-hogs4 "
-     "comes within 13%, but the model's balancer splits K1's hogs one per vCPU (the real ones mostly share one) "
+     "comes within 13%, but in the replication traced the model's balancer split K1's hogs one per vCPU (the real ones mostly share one) "
      "and keeps K2's two parents one per vCPU (the real ones mostly share one), so K1-hogs2 stays ~70% slow and "
      "K2-hogs2 ~3x fast; and EEVDF on regresses the K4/K8 fork p50 (+377%/+651%), so calibrate does not emit "
      "the section yet"),
