@@ -78,8 +78,19 @@ class CPU:
     def _pick(self) -> Task | None:
         if self.rq:
             self.load -= 1
+            if self.machine.params.eevdf:
+                return self._take(eevdf.pick_index(self.rq, _tolerance(self.machine.env._now)))
             return heapq.heappop(self.rq)[2]
         return None
+
+    def _take(self, i: int) -> Task:
+        """Entry `i` off the runqueue heap (pick_eevdf's choice need not be the lowest vruntime)."""
+        rq = self.rq
+        if i == 0:
+            return heapq.heappop(rq)[2]
+        entry = rq.pop(i)
+        heapq.heapify(rq)
+        return entry[2]
 
     def _pick_for(self, dst: "CPU") -> Task | None:
         """The next waiting task that may move to `dst` (its affinity allows it), taken off this runqueue."""
@@ -271,7 +282,7 @@ class CPU:
         rq = self.rq
         if rq:  # _pick, inline
             self.load -= 1
-            nxt = heapq.heappop(rq)[2]
+            nxt = self._take(eevdf.pick_index(rq, _tolerance(now))) if m.params.eevdf else heapq.heappop(rq)[2]
         else:
             nxt = None
         cost = 0.0

@@ -37,6 +37,7 @@ from simpy.events import PENDING
 from .cpu import CPU
 from .sched import eevdf
 from .sched.balance import Balancer
+from .sched.idlest import find_dst_cpu
 from .sched.params import SchedulerParams
 from .task import SLEEPING, Task, _new_event, _tolerance
 
@@ -114,7 +115,9 @@ class Machine:
         if task.affinity is not None:
             target = task.affinity
         else:
-            target = home if pack and home is not None else self._idlest(home)
+            # pack: local although a CPU is idle; with none idle the balancer's fork placement decides
+            packed = pack and home is not None and (self._idle or self._balancer is None)
+            target = home if packed else self._idlest(home)
         target._sync_min_vruntime()
         if self.params.eevdf:
             eevdf.place_new(task, target, self.params.slice_us)
@@ -232,6 +235,8 @@ class Machine:
         # an idle CPU has load 0 and comes first in CPU order among the least loaded
         if self._idle and (home is None or home.nr_running > 0):
             return self.cpus[min(self._idle)]
+        if not self._idle and home is not None and self._balancer is not None:  # (h-hogs' hook)
+            return find_dst_cpu(self, home, self._balancer.p)  # sched_balance_find_dst_group
         if not self._idle and home is not None and home.load <= 1:
             return home  # no CPU is idle, so none has a load below 1: nothing beats the parent's
         best = min(self.cpus, key=_LOAD)  # the first of the least loaded, in CPU order

@@ -67,17 +67,22 @@ class BalanceSpec:
     migration_cost_us: float
     idle_pull: float
     wake_prev: float
+    fork_local_no_idle: tuple[float, float, float] | None = None  # by runnable difference <= 0, 1, >= 2
 
     @classmethod
     def of(cls, exp: "Experiment", profile: Profile) -> "BalanceSpec":
         b = profile.balancing
         wake_prev = profile.placement.get("wake_prev_when_busy")
+        no_idle = b.fork_local_no_idle
         return cls(interval_us=1000.0 * exp.machine.cpus, migration_cost_us=b.migration_cost_us,
-                   idle_pull=b.idle_pull.value, wake_prev=wake_prev.value if wake_prev else 0.0)
+                   idle_pull=b.idle_pull.value, wake_prev=wake_prev.value if wake_prev else 0.0,
+                   fork_local_no_idle=tuple(no_idle[k].value for k in ("not_more", "one_more", "more"))
+                   if no_idle is not None else None)
 
     def bind(self, costs: "Costs") -> BalanceParams:
         return BalanceParams(interval_us=self.interval_us, migration_cost_us=self.migration_cost_us,
-                             idle_pull=self.idle_pull, wake_prev=self.wake_prev, uniform=costs.uniform)
+                             idle_pull=self.idle_pull, wake_prev=self.wake_prev,
+                             fork_local_no_idle=self.fork_local_no_idle, uniform=costs.uniform)
 
 
 # A scheduler cost: a fixed value (a [machine] override) or the profile's cost, sampled per use.

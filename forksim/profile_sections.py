@@ -37,6 +37,17 @@ class Balancing(BaseModel):
     migration_cost_source: str = _MIGRATION_COST_SRC
     # sched_vcpu_pack-style packing: P(an idle vCPU's balance pass pulls a waiting task); 1 upstream.
     idle_pull: Fraction = Field(default_factory=lambda: Fraction(value=1.0, source=_IDLE_PULL_SRC))
+    # P(a new child stays on its parent's CPU when no CPU is idle), by the parent's CPU's runnable tasks
+    # minus the other's: "not_more" (<= 0), "one_more", "more" (>= 2); measured by forksim.calibration.busy
+    # (fork_placement_no_idle). Absent: the kernel's sched_balance_find_dst_group rule (forksim.sched.idlest).
+    fork_local_no_idle: dict[Literal["not_more", "one_more", "more"], Fraction] | None = None
+
+    @field_validator("fork_local_no_idle")
+    @classmethod
+    def _all_three(cls, v: dict | None) -> dict | None:
+        if v is not None and len(v) != 3:
+            raise ValueError("needs all of not_more, one_more and more")
+        return v
 
 
 class Interruptions(BaseModel):

@@ -45,3 +45,34 @@ def test_fork_placement_and_wakeups_split_by_where_the_hog_is():
     fr = fractions([fp | pw | {"idle_pull_chances": 0, "idle_pulls": 0}])
     assert fr["fork_local_when_idle_busy"]["value"] == pytest.approx(0.5)
     assert fr["wake_prev_when_busy"]["value"] == 1.0 and "idle_pull" not in fr
+
+
+def test_fork_placement_with_no_idle_cpu_by_runnable_difference():
+    """fork_placement_no_idle: forks while both CPUs run, split by the parent's CPU's runnable tasks of
+    the load minus the other's; other sessions' tasks (99) are not counted."""
+    from forksim.calibration.busy import NO_IDLE_KEYS, fork_placement_no_idle
+
+    ours = {10, 11, 20, 50, 51, 52}
+    ev = [sw(0, 0, 0, 10), sw(0, 1, 0, 11),  # hog 10 on CPU 0, hog 11 on CPU 1
+          Event(1, 20, 0, "sched_wakeup", {"pid": "20", "target_cpu": "000"}),  # parent queued on CPU 0
+          sw(2, 0, 10, 20, "R"),  # parent runs, hog 10 waits: CPU 0 holds 2, CPU 1 holds 1
+          Event(3, 20, 0, "sched_wakeup_new", {"pid": "50", "target_cpu": "001"}),  # d = 1: left
+          Event(3.5, 50, 1, "sched_process_exit", {}),
+          sw(4, 1, 11, 99, "R"),  # another session's task on CPU 1 (not counted): CPU 1 holds 1 of ours
+          Event(5, 20, 0, "sched_wakeup_new", {"pid": "51", "target_cpu": "000"}),  # d = 1 (2 vs 1): stayed
+          Event(6, 51, 0, "sched_process_exit", {}),
+          Event(7, 20, 0, "sched_wakeup_new", {"pid": "52", "target_cpu": "000"})]  # 51 gone: d = 1 again
+    out = fork_placement_no_idle(ev, ours, [20], 0, 10, 2)
+    assert out["fork_no_idle_one_more"] == [2, 3]
+    assert out["fork_no_idle_not_more"] == [0, 0] and out["fork_no_idle_more"] == [0, 0]
+    assert set(NO_IDLE_KEYS) == {"not_more", "one_more", "more"}
+
+
+def test_parents_on_one_cpu_share():
+    """parents_together: parents 20 and 21 on CPUs 0 and 1 until 4, then 21 moves to CPU 0: 6 of 10 together."""
+    from forksim.calibration.busy import parents_together
+
+    ev = [sw(0, 0, 0, 20), sw(0, 1, 0, 21),
+          Event(4, 21, 0, "sched_migrate_task", {"pid": "21", "dest_cpu": "0"})]
+    assert parents_together(ev, [20, 21], 0, 10)["parents_on_one_cpu"] == pytest.approx(0.6)
+    assert parents_together(ev, [20], 0, 10)["parents_on_one_cpu"] is None

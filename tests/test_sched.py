@@ -332,3 +332,82 @@ def test_a_sync_wakeup_keeps_the_wakee_on_its_idle_previous_cpu():
         env.process(child_body())
         env.run(until=20_000.0)
         assert where["woke_on"] == (1 if prev_busy else 0), (prev_busy, where)
+
+
+def _forking_parent_beside(m: Machine, ran: dict, hogs_here: int, hogs_there: int):
+    """A parent on CPU 0 running (a long chunk), `hogs_here` hogs waiting beside it, `hogs_there` on CPU 1."""
+    for i in range(hogs_here):
+        hog(m, f"h{i}", ran, pin=0)
+    for i in range(hogs_there):
+        hog(m, f"r{i}", ran, pin=1)
+    parent = m.new_task("parent")
+    first = simpy.Event(m.env)
+    parent._wake_event = first
+    eevdf.place_new(parent, m.cpus[0], SLICE)
+    m._activate(parent, m.cpus[0], None)
+    return parent
+
+
+@pytest.mark.parametrize("here, there, expect", [(1, 1, 1), (0, 2, 0), (1, 2, 0)])
+def test_fork_placement_with_no_idle_cpu_follows_the_group_types(here, there, expect):
+    """sched_balance_find_dst_group (forksim.sched.idlest): the parent's CPU overloaded (parent + a hog)
+    against one fully busy with a lone hog pushes the child there; a parent alone (fully busy) against
+    two hogs (overloaded) keeps it; both overloaded with loads within imbalance_pct keep it."""
+    from forksim.sched.idlest import find_dst_cpu
+
+    env = simpy.Environment()
+    bal = BalanceParams(interval_us=2000.0, uniform=lambda: 0.5)
+    m = Machine(env, 2, eevdf_params(balance=bal))
+    ran: dict[str, float] = {}
+    parent = _forking_parent_beside(m, ran, here, there)
+    env.run(until=1.0)
+    assert not m._idle
+    assert find_dst_cpu(m, m.cpus[0], bal).id == expect, (m.cpus, parent)
+
+
+@pytest.mark.parametrize("shares, draw, expect", [((1.0, 0.0, 1.0), 0.5, 1), ((0.0, 1.0, 0.0), 0.5, 0),
+                                                  ((0.0, 0.6, 0.0), 0.5, 0), ((0.0, 0.6, 0.0), 0.7, 1)])
+def test_measured_fork_shares_with_no_idle_cpu(shares, draw, expect):
+    """BalanceParams.fork_local_no_idle: parent + hog on CPU 0 (2 runnable), a hog on CPU 1 (1): the
+    difference is one, so the child stays with the "one_more" share (a U(0,1) draw below it)."""
+    from forksim.sched.idlest import find_dst_cpu
+
+    env = simpy.Environment()
+    bal = BalanceParams(interval_us=2000.0, fork_local_no_idle=shares, uniform=lambda: draw)
+    m = Machine(env, 2, eevdf_params(balance=bal))
+    _forking_parent_beside(m, {}, 1, 1)
+    env.run(until=1.0)
+    assert find_dst_cpu(m, m.cpus[0], bal).id == expect
+
+
+def test_a_delayed_sleeper_counts_as_queued_for_fork_placement():
+    """rq->nr_running counts a DELAY_DEQUEUE sleeper until its CPU next picks (forksim.sched.idlest)."""
+    from forksim.sched.idlest import nr_queued
+
+    env = simpy.Environment()
+    m = Machine(env, 1, eevdf_params(balance=BalanceParams()))
+    cpu = m.cpus[0]
+    t = m.new_task("t")
+    t.state = "sleeping"
+    t._delayed = (cpu, cpu._picks)
+    assert nr_queued(m, cpu) == 1
+    t._delayed = (cpu, cpu._picks - 1)  # picked since: gone
+    assert nr_queued(m, cpu) == 0
+
+
+def test_pick_eevdf_runs_the_eligible_task_with_the_earliest_deadline():
+    """pick_index: of tasks at V the one with the earlier deadline runs (a new child's half slice beats a
+    hog part-way through its slice), not the lower vruntime; an ineligible task (above V) waits
+    whatever its deadline."""
+    env = simpy.Environment()
+    m = Machine(env, 1, eevdf_params())
+    cpu = m.cpus[0]
+    hog_, child, late = m.new_task("hog"), m.new_task("child"), m.new_task("late")
+    hog_.vruntime, hog_.deadline = 1000.0, 1900.0
+    child.vruntime, child.deadline = 1001.0, 1751.0
+    late.vruntime, late.deadline = 5000.0, 100.0  # V = 2333: not eligible
+    for t in (hog_, child, late):
+        cpu._enqueue(t)
+    assert cpu._pick() is child
+    assert cpu._pick() is hog_  # V now 3000: the hog is eligible, late is not
+    assert cpu._pick() is late

@@ -33,7 +33,7 @@ from .tracefs import Event, TraceInstance
 __all__ = ["EVENTS", "trace_run", "layout"]
 
 EVENTS = ("sched/sched_switch", "sched/sched_migrate_task", "sched/sched_wakeup", "sched/sched_wakeup_new",
-          "sched/sched_process_fork")
+          "sched/sched_process_fork", "sched/sched_process_exit")
 
 
 def _runs_on(events: list[Event], pids: set[int], t0: float, t1: float, ncpu: int) -> dict[int, list[tuple[float, float, int]]]:
@@ -119,6 +119,37 @@ def layout(events: list[Event], hogs: list[int], t0: float, t1: float, ncpu: int
     return {"layout_share": shares, "spread_share": round(counts.get(even, 0.0) / total, 4),
             "hog_migrations_per_s": round(migrations / ((t1 - t0) / 1e9), 2),
             "parent_on_hog_cpu": round(shared / total, 4)}
+
+
+def parents_together(events: list[Event], parents: list[int], t0: float, t1: float) -> dict[str, Any]:
+    """The share of [t0, t1] ns during which every parent last ran on one CPU (the slow layout of two
+    parents beside two hogs: the hogs one per CPU, both parents on one, their children pushed to the
+    other); None with fewer than two parents."""
+    if len(parents) < 2:
+        return {"parents_on_one_cpu": None}
+    pset = set(parents)
+    last: dict[int, int] = {}
+    t_prev, together, total = t0, 0.0, 0.0
+    for e in events:
+        if e.name == "sched_switch":
+            pid, cpu = int(e.f.get("next_pid") or -1), e.cpu
+        elif e.name == "sched_migrate_task":
+            pid, cpu = int(e.f.get("pid") or -1), int(e.f.get("dest_cpu") or -1)
+        else:
+            continue
+        if pid not in pset:
+            continue
+        if len(last) == len(pset):
+            dt = min(e.ts, t1) - max(t_prev, t0)
+            if dt > 0:
+                total += dt
+                together += dt * (len(set(last.values())) == 1)
+        t_prev = max(t_prev, e.ts)
+        last[pid] = cpu
+    if len(last) == len(pset) and t1 > max(t_prev, t0):
+        total += t1 - max(t_prev, t0)
+        together += (t1 - max(t_prev, t0)) * (len(set(last.values())) == 1)
+    return {"parents_on_one_cpu": round(together / total, 4) if total else None}
 
 
 def parent_wakeups(events: list[Event], parents: list[int], t0: float, t1: float) -> dict[str, Any]:
@@ -219,6 +250,56 @@ def fork_placement(events: list[Event], hogs: list[int], parents: list[int], t0:
         f"fork_idle_chances_{k}": v[1] for k, v in cnt.items()}
 
 
+NO_IDLE_KEYS = ("not_more", "one_more", "more")
+_NO_IDLE_TEXT = {"not_more": "no more", "one_more": "one more", "more": "two or more more"}  # the parent's CPU's queued tasks of ours minus the other's: <=0, 1, >=2
+
+
+def fork_placement_no_idle(events: list[Event], ours: set[int], parents: list[int], t0: float, t1: float,
+                           ncpu: int) -> dict[str, Any]:
+    """Where new children went (sched_wakeup_new target_cpu) when no CPU was idle, by how many of the
+    load's tasks were runnable (running or waiting) on the parent's CPU, the parent included, against
+    the least loaded other CPU: [stayed, total] per NO_IDLE_KEYS. The load's tasks only (other
+    sessions' tasks are counted neither here nor in the model)."""
+    pset = set(parents)
+    running = [-1] * ncpu
+    where: dict[int, int] = {}  # pid of ours -> the CPU it is runnable on
+    cnt = {k: [0, 0] for k in NO_IDLE_KEYS}
+    for e in events:
+        if e.ts > t1:
+            break
+        if e.name == "sched_switch":
+            prev, nxt = int(e.f.get("prev_pid") or -1), int(e.f.get("next_pid") or -1)
+            running[e.cpu] = nxt
+            if prev in ours:
+                if e.f.get("prev_state", "").startswith("R"):
+                    where[prev] = e.cpu
+                else:
+                    where.pop(prev, None)
+            if nxt in ours:
+                where[nxt] = e.cpu
+        elif e.name in ("sched_wakeup", "sched_wakeup_new"):
+            pid = int(e.f.get("pid") or -1)
+            if e.name == "sched_wakeup_new" and e.pid in pset and e.ts >= t0 and all(r > 0 for r in running):
+                per = [0] * ncpu
+                for c in where.values():
+                    if 0 <= c < ncpu:
+                        per[c] += 1
+                other = min((per[c], c) for c in range(ncpu) if c != e.cpu)[0]
+                d = per[e.cpu] - other
+                key = NO_IDLE_KEYS[0] if d <= 0 else NO_IDLE_KEYS[1] if d == 1 else NO_IDLE_KEYS[2]
+                cnt[key][0] += int(e.f.get("target_cpu") or -1) == e.cpu
+                cnt[key][1] += 1
+            if pid in ours:
+                where[pid] = int(e.f.get("target_cpu") or e.cpu)
+        elif e.name == "sched_migrate_task":
+            pid = int(e.f.get("pid") or -1)
+            if pid in where:
+                where[pid] = int(e.f.get("dest_cpu") or -1)
+        elif e.name == "sched_process_exit":
+            where.pop(e.pid, None)
+    return {f"fork_no_idle_{k}": v for k, v in cnt.items()}
+
+
 def trace_run(loadgen: Path, helper: Path, *, parents: int, hogs: int, rss: int, duration: float,
               warmup: float) -> dict[str, Any]:
     """One traced closed-loop fork run beside `hogs` CPU hogs; its summary and placement."""
@@ -257,8 +338,10 @@ def trace_run(loadgen: Path, helper: Path, *, parents: int, hogs: int, rss: int,
         "lost_events": tr.lost,
         **lay,
         **parent_wakeups(events, kids[hogs:hogs + parents], w0, w1),
+        **parents_together(events, kids[hogs:hogs + parents], w0, w1),
         **idle_pulls(events, _ours(events, master), w0, w1, ncpu),
         **fork_placement(events, hog_pids, kids[hogs:hogs + parents], w0, w1, ncpu),
+        **fork_placement_no_idle(events, _ours(events, master), kids[hogs:hogs + parents], w0, w1, ncpu),
     }
 
 
@@ -292,6 +375,12 @@ def fractions(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         out["wake_prev_when_busy"] = {"value": prev, "source": (
             f"measured: {what}: of {n_prev:.0f} wake-ups of a parent from another CPU (its child's exit), "
             f"this share left it on the CPU it last ran on (sched_wakeup target_cpu)")}
+    no_idle = {k: [sum((r.get(f"fork_no_idle_{k}") or [0, 0])[i] for r in runs) for i in (0, 1)] for k in NO_IDLE_KEYS}
+    if all(n >= 20 for _, n in no_idle.values()):
+        out["fork_local_no_idle"] = {k: {"value": round(s / n, 4), "source": (
+            f"measured: {what}: of {n} forks made while no CPU was idle and the parent's CPU held "
+            f"{_NO_IDLE_TEXT[k]} of the load's runnable tasks (the parent included) than the other, this share "
+            f"put the child on the parent's CPU (sched_wakeup_new target_cpu)")} for k, (s, n) in no_idle.items()}
     if chances >= 1:
         out["idle_pull"] = {"value": round(min(1.0, pulls / chances), 4), "source": (
             f"measured: {what}: {pulls} pulls of a waiting task to an idle CPU (sched_migrate_task) in "

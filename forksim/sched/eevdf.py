@@ -18,9 +18,11 @@ What the model keeps of it:
   wake-up preemption (check_preempt_wakeup_fair -> __pick_eevdf with protection) waits for it,
   and the tick (update_curr -> !protect_slice) reschedules once it is over and others wait.
 
-The pick order stays the lowest vruntime (the runqueue heap): for equal weights and slices the
-earliest eligible deadline is the lowest vruntime, except that a new task's half-slice deadline
-would put it a little earlier.
+- pick_eevdf (pick_index): the CPU runs the eligible task with the earliest deadline, not the lowest
+  vruntime: a new child (half a slice to its deadline) and a hog part-way through its slice are both
+  near V, and which goes first decides whether the child waits for the hog's protected slice to end
+  at a tick (traced on 2 vCPUs, a child placed beside a hog: ~40% ran within ~250 us, ~50% at the
+  next tick).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from ..machine import CPU, Task
 
 __all__ = ["avg_vruntime", "raw_lag", "lag_limit", "dequeue_lag", "place_woken", "place_new", "renew_deadline",
-           "others_queued", "slice_over", "wakeup_preempts", "new_task_resched"]
+           "others_queued", "slice_over", "wakeup_preempts", "new_task_resched", "pick_index"]
 
 
 def avg_vruntime(cpu: "CPU") -> tuple[float, int]:
@@ -135,3 +137,24 @@ def new_task_resched(cpu: "CPU", cur: "Task", now: float, slice_us: float, tol: 
     read), a fork longer than the slice ends with the child running before fork() returns; after an
     idle sleep the parent is alone with its child and returns first (tools/child_first_trace.py)."""
     return others_queued(cpu) and slice_over(cur, now, cur._slice_start + slice_us, tol)
+
+
+def pick_index(rq: list, tol: float) -> int:
+    """pick_eevdf() at a pick (no task running): the index in the runqueue `rq` of (vruntime, seq, task)
+    entries of the eligible task (vruntime at most V, the queued tasks' average) with the earliest
+    deadline; ties go to the lower vruntime, then the earlier enqueue."""
+    n = len(rq)
+    if n == 1:
+        return 0
+    v = 0.0
+    for entry in rq:
+        v += entry[2].vruntime
+    v /= n
+    best, key = 0, None
+    for i, entry in enumerate(rq):
+        task = entry[2]
+        if task.vruntime <= v + tol:
+            k = (task.deadline, entry[0], entry[1])
+            if key is None or k < key:
+                best, key = i, k
+    return best
