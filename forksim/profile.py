@@ -52,6 +52,7 @@ from .profile_sections import (
     FilesCost,
     FlagCost,
     Interruptions,
+    NetnsCleanup,
     RcuCallbacks,
     RemoteFree,
     Warmth,
@@ -81,6 +82,7 @@ __all__ = [
     "RecentIdle",
     "Interruptions",
     "RcuCallbacks",
+    "NetnsCleanup",
     "ColdTerms",
     "Warmth",
     "Balancing",
@@ -161,6 +163,9 @@ class Profile(BaseModel):
     # RCU callbacks of exited tasks, run a grace period later in softirq (forksim.rcu; measured by
     # forksim.calibration.rcu); absent: they cost nothing
     rcu_callbacks: RcuCallbacks | None = None
+    # A network namespace's batched teardown (cleanup_net) and the rtnl_mutex it holds against the next
+    # clone(CLONE_NEWNET)'s setup (forksim.kernel.netns); absent: the flag's deferred_us on a worker, no rtnl
+    netns_cleanup: NetnsCleanup | None = None
     # The machine the costs were measured on (forksim.host). Optional: a profile without it falls back
     # to the facts its provenance recorded (CPU model name, kernel, CPUs), and a profile built from
     # published figures has none.
