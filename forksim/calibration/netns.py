@@ -40,7 +40,7 @@ __all__ = ["EVENTS", "measure", "fit", "analyse"]
 EVENTS = ("workqueue/workqueue_execute_start", "workqueue/workqueue_execute_end", "notifier/notifier_run",
           "sched/sched_switch", "sched/sched_process_exit")
 _SWITCH = re.compile(r"prev_pid=(\d+) .*prev_state=(\S+) ==> next_comm=.* next_pid=(\d+) ")
-_GAP_US = 500.0  # notifier calls further apart than this belong to different chains
+_GAP_US = 500.0  # the worker's notifier calls further apart than this belong to different chains
 _GRACE_WITHIN_US = 300.0  # a sleep this soon after the unregister chain is its synchronize_net
 
 
@@ -138,7 +138,13 @@ def analyse(text: str, tsc_hz: float | None, creator: str) -> dict[str, Any]:
         grace = next((e - s for s, e in asleep if 0.0 <= s - last <= _GRACE_WITHIN_US), 0.0)
         items.append({"n": n, "dur_us": b - a, "cpu_us": cpu, "rtnl_us": last - first, "grace_us": grace,
                       "pre_us": first - a, "asleep_us": sum(min(e, b) - max(s, a) for s, e in asleep)})
-    setup = [c[1] - c[0] for ts in notif_c.values() for c in _clusters(ts) if c[2] >= 20]
+    # the creator's register chain: its notifier calls between one child's exit and the next (one clone each)
+    setup = []
+    for ts in notif_c.values():
+        t = np.array(ts)
+        for cycle in np.split(t, np.searchsorted(t, exits)):
+            if len(cycle) >= 20:  # a netdevice chain (a lone pvclock_gtod_notify is not one)
+                setup.append(float(cycle[-1] - cycle[0]))
     return {"items": items, "setup_chain_us": setup, "exits": int(len(exits))}
 
 
