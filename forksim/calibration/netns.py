@@ -15,8 +15,8 @@ netdevice chains: under rtnl on both sides), sched_switch (the worker's sleeps: 
 rcu_barrier) and sched_process_exit (the namespaces' deaths, one a child); `fit` reads from that:
 
     rtnl_setup_us            the creator's NETDEV_REGISTER chain (median span of its notifier calls)
-    rtnl_fixed_us, rtnl_per_netns_us   the batch's unregister chain: span of the worker's first notifier
-                             cluster in an item against the batch size (least squares)
+    rtnl_fixed_us, rtnl_per_netns_us   the batch's unregister chain: the worker's time on the CPU over its
+                             first notifier cluster in an item, against the batch size (least squares)
     rtnl_grace_us            the worker's sleep right after that chain, rtnl still held (synchronize_net)
     pre_us                   the item's start to its first notifier (synchronize_rcu before the exits)
     cpu_fixed_us, cpu_per_netns_us     the worker's CPU time in an item against the batch size
@@ -136,7 +136,10 @@ def analyse(text: str, tsc_hz: float | None, creator: str) -> dict[str, Any]:
         cpu = sum(min(e, b) - max(s, a) for s, e in oncpu[pid] if e > a and s < b)
         asleep = [(s, e) for s, e, st in offcpu[pid] if st.startswith("D") and e > a and s < b]
         grace = next((e - s for s, e in asleep if 0.0 <= s - last <= _GRACE_WITHIN_US), 0.0)
-        items.append({"n": n, "dur_us": b - a, "cpu_us": cpu, "rtnl_us": last - first, "grace_us": grace,
+        # the chain's CPU: its span less the worker's time off the CPU inside it (preempted on a busy machine;
+        # the model preempts the worker itself)
+        away = sum(min(e, last) - max(s, first) for s, e, _ in offcpu[pid] if e > first and s < last)
+        items.append({"n": n, "dur_us": b - a, "cpu_us": cpu, "rtnl_us": last - first - away, "grace_us": grace,
                       "pre_us": first - a, "asleep_us": sum(min(e, b) - max(s, a) for s, e in asleep)})
     # the creator's register chain: its notifier calls between one child's exit and the next (one clone each)
     setup = []

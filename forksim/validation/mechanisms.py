@@ -52,12 +52,12 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "cache refill) costs more than the pipe ping-pong context switch the profile measured, so the model's "
      "throughput is high and its tails short"),
     ("newnet", "the p99s: a clone(CLONE_NEWNET) waits on rtnl_mutex while the netns workqueue's cleanup_net holds it "
-     "for a batch of dying namespaces (ops_exit_rtnl_list: each namespace's exit_rtnl and unregister_netdevice_many "
-     "with its grace periods, net/core/net_namespace.c). Traced on a quiet machine (2026-12-02, lock:contention_* "
-     "and workqueue events, 1,500 clones pinned): fork() p50 766 us, p99 8.9 ms; 1.3% of the clones waited over "
-     "1 ms (waits p90 11.7 ms) on a mutex the cleanup_net worker also contends for, while cleanup_net ran back to "
-     "back (batches of 72 ms, 99% of the loop). The model runs cleanup_net as CPU work on a worker and has no "
-     "rtnl_mutex"),
+     "for a batch of dying namespaces (ops_undo_list: each namespace's exit_rtnl and unregister_netdevice_many, "
+     "then a synchronize_net still holding it, net/core/net_namespace.c). Traced (2026-12-02, calibration/netns.py: "
+     "workqueue, notifier_run and sched_switch events, pinned loops): batches of 13-101 namespaces, the unregister "
+     "chain about 140-160 us a namespace under rtnl plus a ~1 ms grace period; in a closed loop the one clone that "
+     "meets a batch waits out the rest of its section (waits of 2-30 ms, about one clone a batch). The model runs "
+     "them (kernel/netns.py) where the profile has netns_cleanup; without it cleanup_net is CPU on a worker only"),
     ("live10000", "one pinned parent with 10,000 live children: pinned, the model's cycle is shorter than the real "
      "one (about 250 against 430 us); what the live children add beyond the calibrated per-child costs (the "
      "pid allocator's larger tree, the children list the exit and reap touch) is not identified"),
