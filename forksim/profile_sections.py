@@ -85,6 +85,17 @@ class NetnsCleanup(BaseModel):
     source: str = Field(min_length=1)
 
 
+class DamonRmap(BaseModel):
+    """A DAMON kdamond's rmap walks over a creator's anonymous folios (forksim.kernel.damon): each walk holds the
+    anon_vma root rwsem for read while it visits every VMA mapping the folio (per_mapping_us each: a parent with
+    N live children has N + 1), and walks_per_s of them reach the creator's folios. Absent: no monitor runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    per_mapping_us: float = Field(gt=0.0, le=1e3)
+    walks_per_s: float = Field(gt=0.0, le=1e5)
+    source: str = Field(min_length=1)
+
+
 # ---- what copy_process copies beyond the address space (optional sections: absent -> cost 0)
 
 # The calibration's parents hold stdin, stdout and stderr: copying (and closing) those three is

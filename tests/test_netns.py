@@ -1,4 +1,5 @@
-"""Network namespaces (kernel/netns.py, locks.Mutex, calibration/netns.py): known answers on the engine for
+"""Network namespaces (kernel/netns.py, locks.Mutex, calibration/netns.py) and a DAMON monitor's rmap walks
+(kernel/damon.py): known answers on the engine for
 cleanup_net's batching and the rtnl_mutex a clone(CLONE_NEWNET) meets, the trace fit, and a profile without
 the section unchanged."""
 
@@ -168,3 +169,27 @@ def test_profile_without_the_section_keeps_the_deferred_worker(tmp_path):
     y = Copies(with_section, "fork", ["CLONE_NEWNET"])
     assert y.netns_clone and y.deferred_us == 0.0
     assert y.tail_us == pytest.approx(max(0.0, with_section.flag_cost("CLONE_NEWNET").call_us - 200.0))
+
+
+def test_kdamond_walk_holds_the_anon_vma_root_against_fork_and_exit():
+    """kernel/damon.py: walks of 1 us per mapping over 1,000 mappings (1 ms each), 100 a second: with the gap
+    draw at its mean the first walk runs 9-10 ms. A writer (anon_vma_clone) at 9.5 ms waits 0.5 ms; one at
+    10.5 ms does not wait."""
+    from forksim.kernel.damon import Kdamond
+    from forksim.profile_sections import DamonRmap
+
+    env, m = _machine()
+    k = Kdamond(m, DamonRmap(per_mapping_us=1.0, walks_per_s=100.0, source="test"), 1000, lambda us: us,
+                lambda: 1.0 - math.exp(-1.0))
+    assert k.walk_us == 1000.0
+    waits = []
+
+    def writer(task):
+        for at in (9500.0, 10500.0):
+            yield task.sleep_for(at - env.now)
+            waits.append((yield from k.anon_vma_write(task)))
+
+    _task(env, m, "parent", writer, cpu=1)
+    env.run(until=12000.0)
+    assert waits == [pytest.approx(500.0), 0.0]
+    assert k.walks == 1

@@ -18,6 +18,7 @@ from .copies import Copies
 from .costs import EMPTY_IMAGE, Costs
 from .flags import COPIES_MM, EXECS, KINDS, NEW_PROCESS, VFORK_WAIT
 from .mm import MM, Process
+from .damon import Kdamond
 from .netns import Netns
 from .slab import SlabFreelists
 from .stack import StackCache
@@ -74,6 +75,11 @@ class Kernel:
         x, spec = self.copies, costs.profile.netns_cleanup
         self.netns = Netns(machine, spec, lambda us: costs.term("+netns", us, x.sigma)) \
             if x is not None and spec is not None and (x.netns_clone or x.netns_unshare) else None
+        # a DAMON monitor's rmap walks over the anon folios a parent shares with its live children (kernel/damon.py)
+        damon = costs.profile.damon_rmap
+        self.damon = Kdamond(machine, damon, x.live_children + 1, lambda us: costs.term("+damon", us, x.sigma),
+                             costs.streams("kdamond").random) \
+            if x is not None and damon is not None and x.live_children > 0 else None
         self._worker_busy = False
         self.env = machine.env
         self.costs = costs
@@ -154,6 +160,8 @@ class Kernel:
         setup = self._setup_cost(P, k, rec)
         if k.copies_mm:
             mm = parent.mm
+            if self.damon is not None:  # dup_mmap -> anon_vma_fork: the anon_vma root for write (kernel/damon.py)
+                yield from self.damon.anon_vma_write(P)
             setup += self.slab.extra_us(P.cpu.id, mm.shape, self.costs)  # freelists emptied by remote frees
             if self.merge_stages and len(parent.threads) == 1 and mm.mmap_lock.holder is None:
                 chunk, head = self._setup_dup_mmap(P, mm, setup, rec)
@@ -435,6 +443,8 @@ class Kernel:
         rest = body - head
         if child.mm is not child.parent.mm:  # exit_mm -> mmput -> exit_mmap of an mm it owns
             rest += c.draw("exit_mmap", child.mm.shape)
+        if self.damon is not None and child.inherited:  # exit_mmap -> unlink_anon_vmas: the root for write
+            yield from self.damon.anon_vma_write(C)  # (taken before the exit's chunk, not inside it)
         if child.vfork_waiter is not None:
             yield C.run(head)
             rest += self._complete_vfork(child, rec)

@@ -41,7 +41,7 @@ class Copies:
     """Medians (us) a creation of `kind` adds to the stages of the profile's plain fork()."""
 
     __slots__ = ("setup_us", "tail_us", "exit_us", "exit_notify_us", "wait_us", "deferred_us", "sigma",
-                 "flags", "saved_us", "link_us", "unshare_us", "netns_clone", "netns_unshare")
+                 "flags", "saved_us", "link_us", "unshare_us", "netns_clone", "netns_unshare", "live_children")
 
     def __init__(self, profile: Profile, kind: str, flags: list[str] | tuple[str, ...] = (), fds: int = FD_BASE,
                  live_children: int = 0, wait: str = "pid", unshare: list[str] | tuple[str, ...] = ()):
@@ -91,6 +91,7 @@ class Copies:
                 sigmas.append(files.sigma if own else 0.0)
         self.unshare_us = unshare_us
         kids = profile.children_cost()
+        self.live_children = live_children  # they share the parent's anon folios (kernel/damon.py's walks)
         self.setup_us = setup
         self.saved_us = saved
         self.tail_us = max(0.0, tail)
