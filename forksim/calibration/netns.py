@@ -126,9 +126,9 @@ def analyse(text: str, tsc_hz: float | None, creator: str) -> dict[str, Any]:
                 since[nxt] = (us, "on")
     items = []
     for i, (pid, a, b) in enumerate(spans):
-        if i == 0:
-            continue  # its batch began before the trace
-        n = int(np.searchsorted(exits, a) - np.searchsorted(exits, spans[i - 1][1]))
+        # the namespaces that died before the item started and after the previous one did (the first item's:
+        # every death since the trace began, which `measure` starts before the loop)
+        n = int(np.searchsorted(exits, a) - (np.searchsorted(exits, spans[i - 1][1]) if i else 0))
         chains = _clusters([t for t in notif_w[pid] if a <= t <= b])
         if n <= 0 or not chains:
             continue
@@ -163,7 +163,7 @@ def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def fit(raw: dict[str, Any], where: str) -> dict[str, Any] | None:
     """The profile's `netns_cleanup` section from `measure`'s summary (None: too few batches to fit)."""
     items = raw["items"]
-    if len(items) < 4 or len(raw["setup_chain_us"]) < 20:
+    if len(items) < 3 or len(raw["setup_chain_us"]) < 20:
         return None
     n = np.array([i["n"] for i in items], float)
     rtnl = _line(n, np.array([i["rtnl_us"] for i in items]))
