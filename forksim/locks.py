@@ -26,7 +26,7 @@ import simpy
 if TYPE_CHECKING:
     from .machine import Task
 
-__all__ = ["SpinRWLock", "MmapLock", "LockStats"]
+__all__ = ["SpinRWLock", "MmapLock", "Mutex", "LockStats"]
 
 _end = itemgetter(1)
 
@@ -185,4 +185,41 @@ class MmapLock:
             self._record(self.env._now - since, since)
             waiter.succeed()
         if ev is not None:
+            ev.succeed()
+
+
+class Mutex:
+    """A sleeping kernel mutex (struct mutex) handed to its waiters in arrival order: `acquire` returns
+    None when the task now holds it, else an event that fires once `release` hands it over. (The kernel's
+    optimistic spinning and a woken waiter's race with a newcomer are not modelled: a waiter behind a
+    holder that sleeps, as rtnl's holders do in a grace period, sleeps too.)"""
+
+    __slots__ = ("env", "stats", "holder", "_queue", "record_from")
+
+    def __init__(self, env: simpy.Environment, stats: LockStats):
+        self.env = env
+        self.stats = stats
+        self.holder: object | None = None
+        self._queue: list[tuple[object, simpy.Event, float]] = []
+        self.record_from = 0.0
+
+    def _record(self, wait: float, since: float) -> None:
+        if since >= self.record_from:
+            self.stats.waits.append(wait)
+
+    def acquire(self, owner: object) -> simpy.Event | None:
+        if self.holder is None:
+            self.holder = owner
+            self._record(0.0, self.env._now)
+            return None
+        ev = simpy.Event(self.env)
+        self._queue.append((owner, ev, self.env._now))
+        return ev
+
+    def release(self) -> None:
+        self.holder = None
+        if self._queue:
+            owner, ev, since = self._queue.pop(0)
+            self.holder = owner
+            self._record(self.env._now - since, since)
             ev.succeed()

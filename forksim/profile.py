@@ -51,7 +51,9 @@ from .profile_sections import (
     ColdTerms,
     FilesCost,
     FlagCost,
+    DamonRmap,
     Interruptions,
+    NetnsCleanup,
     RcuCallbacks,
     RemoteFree,
     Warmth,
@@ -82,6 +84,8 @@ __all__ = [
     "RecentIdle",
     "Interruptions",
     "RcuCallbacks",
+    "NetnsCleanup",
+    "DamonRmap",
     "ColdTerms",
     "Warmth",
     "Balancing",
@@ -169,6 +173,12 @@ class Profile(BaseModel):
     # RCU callbacks of exited tasks, run a grace period later in softirq (forksim.rcu; measured by
     # forksim.calibration.rcu); absent: they cost nothing
     rcu_callbacks: RcuCallbacks | None = None
+    # A network namespace's batched teardown (cleanup_net) and the rtnl_mutex it holds against the next
+    # clone(CLONE_NEWNET)'s setup (forksim.kernel.netns); absent: the flag's deferred_us on a worker, no rtnl
+    netns_cleanup: NetnsCleanup | None = None
+    # A DAMON monitor (kdamond, physical-address mode) whose rmap walks hold a creator's anon_vma root for read,
+    # one VMA visit per process mapping the folio (forksim.kernel.damon); absent: no monitor
+    damon_rmap: DamonRmap | None = None
     # The machine the costs were measured on (forksim.host). Optional: a profile without it falls back
     # to the facts its provenance recorded (CPU model name, kernel, CPUs), and a profile built from
     # published figures has none.

@@ -74,6 +74,39 @@ class RcuCallbacks(BaseModel):
     source: str = Field(min_length=1)
 
 
+class NetnsCleanup(BaseModel):
+    """A network namespace's teardown and the rtnl_mutex it shares with the next one's setup (forksim.kernel.netns;
+    measured by forksim.calibration.netns). cleanup_net tears down every namespace queued so far as one
+    batch: a lead-in (pre_us asleep: synchronize_rcu), then under rtnl_lock the unregister chain
+    (rtnl_fixed_us + rtnl_per_netns_us a namespace, CPU) and a grace period (rtnl_grace_us asleep,
+    synchronize_net), then the other exit methods (cpu_fixed_us + cpu_per_netns_us, less the chain) and
+    post_us asleep (rcu_barrier, the frees). A clone(CLONE_NEWNET) holds rtnl for rtnl_setup_us of its
+    copy_net_ns (register_netdev of the loopback). Absent: cleanup_net is the clone flag's deferred_us of
+    CPU on a worker, and no rtnl_mutex is modelled (profiles measured before 2026-12-02 05:00)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rtnl_setup_us: float = Field(ge=0.0, le=1e5)
+    rtnl_fixed_us: float = Field(ge=0.0, le=1e6)
+    rtnl_per_netns_us: float = Field(ge=0.0, le=1e5)
+    rtnl_grace_us: float = Field(ge=0.0, le=1e6)
+    pre_us: float = Field(ge=0.0, le=1e6)
+    cpu_fixed_us: float = Field(ge=0.0, le=1e6)
+    cpu_per_netns_us: float = Field(ge=0.0, le=1e5)
+    post_us: float = Field(ge=0.0, le=1e7)
+    source: str = Field(min_length=1)
+
+
+class DamonRmap(BaseModel):
+    """A DAMON kdamond's rmap walks over a creator's anonymous folios (forksim.kernel.damon): each walk holds the
+    anon_vma root rwsem for read while it visits every VMA mapping the folio (per_mapping_us each: a parent with
+    N live children has N + 1), and walks_per_s of them reach the creator's folios. Absent: no monitor runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    per_mapping_us: float = Field(gt=0.0, le=1e3)
+    walks_per_s: float = Field(gt=0.0, le=1e5)
+    source: str = Field(min_length=1)
+
+
 # ---- what copy_process copies beyond the address space (optional sections: absent -> cost 0)
 
 # The calibration's parents hold stdin, stdout and stderr: copying (and closing) those three is

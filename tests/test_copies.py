@@ -37,7 +37,7 @@ SECTIONS = {
 
 def _profile(sections: dict | None = SECTIONS) -> Profile:
     data = json.loads((REPO / "forksim/profiles/default.json").read_text())
-    for key in ("files", "clone_flags", "live_children", "unshare"):
+    for key in ("files", "clone_flags", "live_children", "unshare", "netns_cleanup", "damon_rmap"):
         data.pop(key, None)
     data.update(sections or {})
     return Profile.model_validate(data)

@@ -253,6 +253,12 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         prog.step(what := "fd table, clone flags, namespaces, live children")
         with _timed(took, what):
             raw_copies = measure_copies(build_clonebench(b.cc), cpu, COPIES_PLANS[plan.name], prog.log)
+        if ok and COPIES_PLANS[plan.name].netns_reps:  # rtnl and cleanup_net's batches, traced (netns.py)
+            from .netns import measure as measure_netns
+
+            with _timed(took, "netns teardown"):
+                raw_copies["netns"] = _netns_or_none(measure_netns, build_clonebench(b.cc), cpu,
+                                                     COPIES_PLANS[plan.name].netns_reps, prog.log)
         if ok:  # RCU callbacks of exited tasks, traced (rcu.py; about 2 s)
             with _timed(took, "rcu callbacks"):
                 measure_rcu(b, store, cpu, other, reps=300 if smoke else 600)
@@ -283,6 +289,15 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         bench.kill_children()
         unreg_kids()
         restore()
+
+
+def _netns_or_none(measure, exe: str, cpu: int, reps: int, log) -> dict[str, Any] | None:
+    """The traced clone(CLONE_NEWNET) loop's summary, or None (said in the log) where it cannot run."""
+    try:
+        return measure(exe, cpu, reps, log)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        log(f"netns teardown not measured ({exc}): the profile keeps cleanup_net as deferred CPU")
+        return None
 
 
 def _rcu_section(store: Store, profile: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from .copies import Copies
 from .costs import EMPTY_IMAGE, Costs
 from .flags import COPIES_MM, EXECS, KINDS, NEW_PROCESS, VFORK_WAIT
 from .mm import MM, Process
+from .damon import Kdamond
+from .netns import Netns
 from .slab import SlabFreelists
 from .stack import StackCache
 from .warmth import WarmthTracker
@@ -69,6 +71,15 @@ class Kernel:
         # fds, clone flags and live children beyond the profile's plain fork (None: none of them)
         self.copies = copies if copies is not None and not copies.zero else None
         self._deferred = 0.0  # queued deferred work (us): one kernel worker drains it (cleanup_net)
+        # rtnl_mutex and cleanup_net's batches (kernel/netns.py), where the profile measured them
+        x, spec = self.copies, costs.profile.netns_cleanup
+        self.netns = Netns(machine, spec, lambda us: costs.term("+netns", us, x.sigma)) \
+            if x is not None and spec is not None and (x.netns_clone or x.netns_unshare) else None
+        # a DAMON monitor's rmap walks over the anon folios a parent shares with its live children (kernel/damon.py)
+        damon = costs.profile.damon_rmap
+        self.damon = Kdamond(machine, damon, x.live_children + 1, lambda us: costs.term("+damon", us, x.sigma),
+                             costs.streams("kdamond").random) \
+            if x is not None and damon is not None and x.live_children > 0 else None
         self._worker_busy = False
         self.env = machine.env
         self.costs = costs
@@ -157,6 +168,8 @@ class Kernel:
         setup = self._setup_cost(P, k, rec)
         if k.copies_mm:
             mm = parent.mm
+            if self.damon is not None:  # dup_mmap -> anon_vma_fork: the anon_vma root for write (kernel/damon.py)
+                yield from self.damon.anon_vma_write(P)
             setup += self.slab.extra_us(P.cpu.id, mm.shape, self.costs)  # freelists emptied by remote frees
             if self.merge_stages and len(parent.threads) == 1 and mm.mmap_lock.holder is None:
                 chunk, head = self._setup_dup_mmap(P, mm, setup, rec)
@@ -175,15 +188,19 @@ class Kernel:
             child_mm = self.new_mm(mm.shape)
             mm.users += 1
             t = env._now
-            yield P.run(self._tail(t, rec))
-        elif not self.merge_stages:
+            if self.netns is not None and self.copies.netns_clone:  # copy_namespaces -> copy_net_ns (rtnl)
+                yield from self.netns.copy_net_ns(P)
+            yield P.run(self._tail(env._now, rec))
+        elif not self.merge_stages or (self.netns is not None and self.copies.netns_clone):
             child_mm = parent.mm
             yield P.run(setup)
             rec.setup_us = env._now - t0
             if self.on_stage is not None:
                 self.on_stage(P, "copy_process_setup", t0, env._now)
             t = env._now
-            yield P.run(self._tail(t, rec))
+            if self.netns is not None and self.copies.netns_clone:  # copy_net_ns: rtnl_mutex, may sleep
+                yield from self.netns.copy_net_ns(P)
+            yield P.run(self._tail(env._now, rec))
         else:  # copy_process_setup and copy_process_tail as one chunk: the tail's locks at its own start
             child_mm = parent.mm
             head = P.interrupted(setup)
@@ -364,6 +381,8 @@ class Kernel:
         if x is not None and x.unshare_us > 0.0:
             # ksys_unshare: unshare_fs, unshare_fd (dup_fd), unshare_nsproxy_namespaces
             t = env._now
+            if self.netns is not None and x.netns_unshare:  # unshare_nsproxy_namespaces -> copy_net_ns (rtnl)
+                yield from self.netns.copy_net_ns(C)
             yield C.run(c.term("+unshare", x.unshare_us, x.sigma))
             self._stage(C, "unshare", t)
 
@@ -454,6 +473,8 @@ class Kernel:
         rest = body - head
         if child.mm is not child.parent.mm:  # exit_mm -> mmput -> exit_mmap of an mm it owns
             rest += c.draw("exit_mmap", child.mm.shape)
+        if self.damon is not None and child.inherited:  # exit_mmap -> unlink_anon_vmas: the root for write
+            yield from self.damon.anon_vma_write(C)  # (taken before the exit's chunk, not inside it)
         if child.vfork_waiter is not None:
             yield C.run(head)
             rest += self._complete_vfork(child, rec)
@@ -505,6 +526,8 @@ class Kernel:
         C.exit()
         if x is not None and x.deferred_us > 0.0:
             self._defer(c.term("+deferred", x.deferred_us, x.sigma))
+        if self.netns is not None:  # exit_task_namespaces -> put_net: the namespace joins cleanup_list
+            self.netns.put_net()
 
     def _defer(self, cost: float) -> None:
         """Work the exit queues for a kernel worker (put_net -> cleanup_net on the netns workqueue:

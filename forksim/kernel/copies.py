@@ -7,7 +7,9 @@ The profile's measured stages hold a plain fork() of a parent with 3 open fds an
   exit_files -> close_files closes them again (a shared table is only dropped);
 - each flag beyond the kind's preset: its measured change of the call (copy_fs, copy_sighand,
   copy_semundo, copy_io sharing instead of copying; copy_namespaces creating a namespace), of the
-  child's exit (exit_task_namespaces, free_nsproxy), and deferred work (cleanup_net);
+  child's exit (exit_task_namespaces, free_nsproxy), and deferred work (cleanup_net); with the profile's
+  `netns_cleanup`, a network namespace's rtnl section and batched teardown are kernel/netns.py's
+  (`netns_clone`, `netns_unshare`: the call's median less the rtnl section, no deferred_us);
 - the parent's other live children: the costs that grow with them, where the measurement put them;
   do_wait's walk of the children list only for a parent that reaps with waitpid(-1) (`wait = "any"`):
   __do_wait sends a waitpid(pid) to do_wait_pid, which looks the one child up without the walk.
@@ -39,7 +41,7 @@ class Copies:
     """Medians (us) a creation of `kind` adds to the stages of the profile's plain fork()."""
 
     __slots__ = ("setup_us", "tail_us", "exit_us", "exit_notify_us", "wait_us", "deferred_us", "sigma",
-                 "flags", "saved_us", "link_us", "unshare_us")
+                 "flags", "saved_us", "link_us", "unshare_us", "netns_clone", "netns_unshare", "live_children")
 
     def __init__(self, profile: Profile, kind: str, flags: list[str] | tuple[str, ...] = (), fds: int = FD_BASE,
                  live_children: int = 0, wait: str = "pid", unshare: list[str] | tuple[str, ...] = ()):
@@ -52,9 +54,18 @@ class Copies:
         exit_ = per_fd * files.close_files_per_fd_us  # exit_files -> close_files
         saved = tail = deferred = 0.0
         sigmas = [files.sigma if per_fd else 0.0]
+        # a network namespace with the profile's netns_cleanup: its rtnl section and its teardown are
+        # kernel/netns.py's (taken out of the call's median here; the worker's CPU replaces deferred_us)
+        netns = profile.netns_cleanup
+        self.netns_clone = netns is not None and "CLONE_NEWNET" in extra
+        self.netns_unshare = netns is not None and "CLONE_NEWNET" in unshare
         for flag in sorted(extra):
             cost = profile.flag_cost(flag)
             sigmas.append(cost.sigma)
+            if flag == "CLONE_NEWNET" and netns is not None:
+                tail += max(0.0, cost.call_us - netns.rtnl_setup_us)  # copy_net_ns less its rtnl section
+                exit_ += cost.exit_us
+                continue
             if flag in NAMESPACE_FLAGS:
                 tail += cost.call_us  # copy_namespaces (copy_creds for CLONE_NEWUSER), before alloc_pid
             elif cost.call_us < 0.0:
@@ -69,9 +80,10 @@ class Copies:
                 continue  # unshare_fd / unshare_fs: nothing shared, nothing to copy
             cost = profile.unshare_cost(flag)
             sigmas.append(cost.sigma)
-            unshare_us += max(0.0, cost.call_us)
+            netns_here = flag == "CLONE_NEWNET" and netns is not None
+            unshare_us += max(0.0, cost.call_us - (netns.rtnl_setup_us if netns_here else 0.0))
             exit_ += cost.exit_us
-            deferred += cost.deferred_us
+            deferred += 0.0 if netns_here else cost.deferred_us
             if flag == "CLONE_FILES":  # unshare_fd -> dup_fd: the child's own table, closed at its exit
                 own = max(0, fds - FD_BASE)
                 unshare_us += own * files.dup_fd_per_fd_us
@@ -79,6 +91,7 @@ class Copies:
                 sigmas.append(files.sigma if own else 0.0)
         self.unshare_us = unshare_us
         kids = profile.children_cost()
+        self.live_children = live_children  # they share the parent's anon folios (kernel/damon.py's walks)
         self.setup_us = setup
         self.saved_us = saved
         self.tail_us = max(0.0, tail)
@@ -100,4 +113,4 @@ class Copies:
     @property
     def zero(self) -> bool:
         return not (self.setup_us or self.saved_us or self.tail_us or self.link_us or self.exit_us or self.exit_notify_us
-                    or self.wait_us or self.deferred_us or self.unshare_us)
+                    or self.wait_us or self.deferred_us or self.unshare_us or self.netns_clone or self.netns_unshare)

@@ -64,15 +64,20 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "cache refill) costs more than the pipe ping-pong context switch the profile measured, so the model's "
      "throughput is high and its tails short"),
     ("newnet", "the p99s: a clone(CLONE_NEWNET) waits on rtnl_mutex while the netns workqueue's cleanup_net holds it "
-     "for a batch of dying namespaces (ops_exit_rtnl_list: each namespace's exit_rtnl and unregister_netdevice_many "
-     "with its grace periods, net/core/net_namespace.c). Traced on a quiet machine (2026-12-02, lock:contention_* "
-     "and workqueue events, 1,500 clones pinned): fork() p50 766 us, p99 8.9 ms; 1.3% of the clones waited over "
-     "1 ms (waits p90 11.7 ms) on a mutex the cleanup_net worker also contends for, while cleanup_net ran back to "
-     "back (batches of 72 ms, 99% of the loop). The model runs cleanup_net as CPU work on a worker and has no "
-     "rtnl_mutex"),
-    ("live10000", "one pinned parent with 10,000 live children: pinned, the model's cycle is shorter than the real "
-     "one (about 250 against 430 us); what the live children add beyond the calibrated per-child costs (the "
-     "pid allocator's larger tree, the children list the exit and reap touch) is not identified"),
+     "for a batch of dying namespaces (ops_undo_list: each namespace's exit_rtnl and unregister_netdevice_many, "
+     "then a synchronize_net still holding it, net/core/net_namespace.c). Traced (2026-12-02, calibration/netns.py: "
+     "workqueue, notifier_run and sched_switch events, pinned loops): batches of 13-101 namespaces, the unregister "
+     "chain about 140-160 us a namespace under rtnl plus a ~1 ms grace period; in a closed loop the one clone that "
+     "meets a batch waits out the rest of its section (waits of 2-30 ms, about one clone a batch). The model runs "
+     "them (kernel/netns.py) where the profile has netns_cleanup; without it cleanup_net is CPU on a worker only"),
+    ("live10000", "one pinned parent with 10,000 live children: the tails (p99.9 of tens to hundreds of ms) are this "
+     "guest's DAMON monitor (kdamond, physical-address mode): its rmap walks of the parent's anonymous folios, shared "
+     "with every child, visit 10,001 VMAs under the anon_vma root rwsem (about 45 ms each), and fork's "
+     "anon_vma_clone and the children's unlink_anon_vmas wait for them. Traced 2026-12-02 (tools/damon_trace.py): "
+     "kdamond 352 ms of CPU a second with 10,000 children against 6 with none, write waits 18 a second of median "
+     "47 ms. The model runs the walks (kernel/damon.py) where the profile has damon_rmap, which the shipped "
+     "profiles do not: how often walks reach the parent's folios follows the host's memory activity. Pinned, the "
+     "model's cycle is also shorter than the real one (about 250 against 430 us) for reasons not identified"),
     ("-pin", "one pinned parent: its children run, exit and are reaped on its CPU (the model pins them too, "
      "workload.pin); the p99s hold host noise absent from the pinned stage residuals"),
     ("K1-rss", "a single parent migrates after its child's sync wake-up and forks on a vCPU just out of halt; the "
