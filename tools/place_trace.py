@@ -158,7 +158,7 @@ def summary(d: pd.DataFrame) -> dict:
                 if len(ex):  # sched_exec's moves by how long the child ran before its exec
                     out[name]["exec_moved_by_to_exec_us"] = {
                         str(k): {"moved": round(float(g.exec_moved.mean()), 4), "n": int(len(g))}
-                        for k, g in ex.groupby(pd.cut(ex.to_exec_us, [0, 10, 20, 40, 80, 1e9]), observed=True)}
+                        for k, g in ex.groupby(pd.cut(ex.to_exec_us, [0, 100, 150, 200, 300, 1e9]), observed=True)}
                 if "mig" in part:
                     m = part[part.mig.notna()]
                     out[name].update(moved_to_idle=round(float(m.mig_dest_was_idle.astype(bool).mean()), 4) if len(m) else None,
