@@ -143,3 +143,56 @@ def test_validation_marks_a_row_measured_under_host_steal():
     quiet = {"scenario": "closed-fork-K1-rss0", "measured_full": {"cpu": {"steal_frac": 0.038}}}
     assert _row_name(quiet) == "closed-fork-K1-rss0"
     assert _row_name({"scenario": "x"}) == "x"  # older files: no CPU accounting
+
+
+# ---------------------------------------------------------------- the vfork spread rule (placement_recent_idle)
+
+def test_placement_counts_record_how_long_the_other_cpu_had_been_idle():
+    segs, sw = _segs_trace()  # CPU 1 idle from 100 ns to 500 ns
+    tracefs.placement_counts(segs, sw, 2)
+    assert segs[0]["other_idle_us"] == pytest.approx(0.05) and segs[1]["other_idle_us"] == pytest.approx(0.15)
+    assert "other_idle_us" not in segs[2]  # CPU 1 busy
+
+
+def _vfork_run(store: Store, mode: str, pts: list[tuple[float, bool]]) -> None:
+    segs = [{"t_wakeup_new": 1e6 * j, "waker_cpu": 0.0, "target_cpu": 0.0 if local else 1.0, "other_idle_us": idle}
+            for j, (idle, local) in enumerate(pts)]
+    store.add(mode, {"traced": True, "pinned": False, "mode": mode}, {}, [], segs)
+    store.runs[-1]["placement"] = {"other_cpu_idle": len(pts), "stayed_local": sum(k for _, k in pts)}
+
+
+def test_fit_recent_idle_splits_vfork_creations_at_the_boundary():
+    from forksim.calibration.scheduling import RECENT_IDLE_BELOW_US, fit_recent_idle
+
+    store = Store()
+    # 20 recent-idle vfork creations, 5 kept local; 10 long-idle ones (all local) and 10 posix_spawn (9 local)
+    _vfork_run(store, VFORK_MODE, [(30.0, j < 5) for j in range(20)] + [(2000.0, True)] * 10)
+    _vfork_run(store, SPAWN_MODE, [(5000.0, j < 9) for j in range(10)])
+    sec, local = fit_recent_idle(store)
+    assert sec["below_us"] == RECENT_IDLE_BELOW_US and sec["vfork_local"] == 0.25
+    assert local["value"] == 0.95  # 19 of the 20 CLONE_VFORK creations that found it idle 500 us or more
+    from forksim.profile import RecentIdle
+
+    RecentIdle.model_validate(sec)
+
+
+def test_fit_recent_idle_needs_ten_recent_creations_and_ten_long_ones():
+    from forksim.calibration.scheduling import fit_recent_idle
+
+    store = Store()
+    _vfork_run(store, VFORK_MODE, [(30.0, False)] * 9)
+    assert fit_recent_idle(store) == (None, None)
+    _vfork_run(store, VFORK_MODE, [(30.0, False), (900.0, True)])
+    sec, local = fit_recent_idle(store)
+    assert sec["vfork_local"] == 0.0 and local is None  # one long-idle creation: vfork_local_when_idle stays
+
+
+def test_derived_idle_time_is_the_time_since_the_previous_child_left_the_other_cpu():
+    from forksim.calibration.scheduling import _derived_idle_us
+
+    # ns timestamps; the child of the first creation went to CPU 1 and its parent's vfork took 20 us of wall
+    # time (5 us of it before task_newtask): CPU 1 idle from 15 us after that creation's wake_up_new_task
+    segs = [{"t_wakeup_new": 0.0, "waker_cpu": 0.0, "target_cpu": 1.0, "total_wall": 20.0, "to_newtask": 5.0},
+            {"t_wakeup_new": 55e3, "waker_cpu": 0.0, "target_cpu": 0.0, "total_wall": 20.0, "to_newtask": 5.0},
+            {"t_wakeup_new": 90e3, "waker_cpu": 1.0, "target_cpu": 1.0, "total_wall": 20.0, "to_newtask": 5.0}]
+    assert _derived_idle_us(segs) == [None, pytest.approx(40.0), None]  # the parent moved: unknown

@@ -154,12 +154,23 @@ def summary(d: pd.DataFrame) -> dict:
             if "exec" in part:
                 out[name].update(to_exec_us=_p(part.to_exec_us), exec_moved=round(float(part.exec_moved.mean()), 4),
                                  migrated=round(float(part.mig.notna().mean()), 4) if "mig" in part else 0.0)
+                ex = part[part.exec_other_idle.fillna(False).astype(bool) | part.mig.notna()] if "mig" in part else part
+                if len(ex):  # sched_exec's moves by how long the child ran before its exec
+                    out[name]["exec_moved_by_to_exec_us"] = {
+                        str(k): {"moved": round(float(g.exec_moved.mean()), 4), "n": int(len(g))}
+                        for k, g in ex.groupby(pd.cut(ex.to_exec_us, [0, 100, 150, 200, 300, 1e9]), observed=True)}
                 if "mig" in part:
                     m = part[part.mig.notna()]
                     out[name].update(moved_to_idle=round(float(m.mig_dest_was_idle.astype(bool).mean()), 4) if len(m) else None,
                                      moved_from_alone=round(float(m.mig_src_only_child.astype(bool).mean()), 4) if len(m) else None,
                                      stayed_with_other_idle=int(part.exec_other_idle.fillna(False).astype(bool).sum()))
     return out
+
+
+def _steal() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs from /proc/stat's cpu line."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return f[7], sum(f[:8])
 
 
 def main() -> int:
@@ -171,9 +182,14 @@ def main() -> int:
     ap.add_argument("--parse", type=Path, help="analyse this trace text instead of recording one")
     ap.add_argument("--json", type=Path, help="also write the summary here")
     a = ap.parse_args()
+    st0 = _steal()
     path = a.parse or record(["--mode", "closed", "--kind", a.kind, "--parents", "1", "--duration", f"{a.duration:g}",
                               "--warmup", "0.05", "--hogs", "0", "--rss", a.rss], a.out)
+    st1 = _steal()
     s = summary(creations(events(path)))
+    if not a.parse:  # the host's steal over the run (/proc/stat): placement under steal is not a quiet machine's
+        s["steal_frac"] = round((st1[0] - st0[0]) / max(1, st1[1] - st0[1]), 4)
+    s["rss"] = a.rss
     s["trace"] = str(path)
     text = json.dumps(s, indent=1)
     print(text)

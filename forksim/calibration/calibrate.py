@@ -33,6 +33,7 @@ from .derive import build_profile
 from .jobs import calibration_jobs
 from .interruptions import measure_interruptions
 from .rcu import fit_rcu, measure_rcu
+from .scheduling import fit_recent_idle
 from ..host import this_host
 from ..store import store_dir
 from ..lab import machine_facts, read_text
@@ -271,6 +272,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         with _timed(took, "interruptions"):
             profile["interruptions"] = measure_interruptions(b, sorted({cpu, other}), seconds=0.5 if smoke else 2.0)
         profile.update(_rcu_section(store, profile))
+        profile.update(_recent_idle_section(store, profile))
         profile["diagnostics"]["seconds_by_step"] = took
         profile.update(fit_copies(raw_copies, cpu, str(facts.get("cpu_model") or "")))
         profile["diagnostics"]["copies"] = {"measured": measured_p50(raw_copies), "skipped": raw_copies["skipped"]}
@@ -306,6 +308,18 @@ def _rcu_section(store: Store, profile: dict[str, Any]) -> dict[str, Any]:
     return {"rcu_callbacks": sec} if sec else {}
 
 
+def _recent_idle_section(store: Store, profile: dict[str, Any]) -> dict[str, Any]:
+    """{"placement_recent_idle": ...} when the traced unpinned vfork loop found the other CPU recently idle
+    often enough (scheduling.fit_recent_idle), with placement.vfork_local_when_idle refitted on the creations
+    that found it idle longer where enough did; else {} (the profile's documented fallback)."""
+    sec, local = fit_recent_idle(store)
+    if sec is None:
+        return {}
+    if local is not None:
+        profile["placement"]["vfork_local_when_idle"] = local
+    return {"placement_recent_idle": sec}
+
+
 def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
     """Redo the fits from a raw-sample file written by calibrate(raw_out=...), without measuring;
     write the profile to `out` atomically and return it (provenance kept, `refit` noted)."""
@@ -331,6 +345,7 @@ def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
 
         profile.update(fit_copies(r["copies"], int(prov.get("measured_cpu", 0)), str(facts.get("cpu_model") or "")))
     profile.update(_rcu_section(store, profile))
+    profile.update(_recent_idle_section(store, profile))
     profile["provenance"].pop("profile_name", None)
     if r.get("host"):
         profile["host"] = r["host"]

@@ -16,7 +16,7 @@ from .fit import median, stage_cost
 from .plan import FORK_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE, Store
 from .samples import Evidence, pct, quantiles, tail_residual, vals
 
-__all__ = ["fit_scheduler", "fit_placement", "exit_head_share"]
+__all__ = ["fit_scheduler", "fit_placement", "fit_recent_idle", "exit_head_share", "RECENT_IDLE_BELOW_US"]
 
 
 def _idle_wake_curve(wakes: list[dict[str, Any]], ref_us: float) -> dict[str, Any] | None:
@@ -204,6 +204,82 @@ def _exec_moves(store: Store) -> dict[str, Any] | None:
         f"idle, {moved} returned on another CPU (sched_exec: select_task_rq(WF_EXEC), stop_one_cpu); "
         f"{total} execs traced"), "_counts": {"exec_other_cpu_idle": n, "exec_moved": moved, "execs": total}}
 
+
+
+# The boundary between sched_vcpu_pack's two regimes for a vfork child: the other CPU idle under it (it went
+# idle just now, the previous child's) spreads the loop, idle longer keeps the child local. Measured on the
+# AMD EPYC host with tools/vfork_trace.py (2026-12-01 23:05 UTC, forksim/profiles/default.json's
+# placement_recent_idle); a quick calibration's ~200 traced creations cannot place it, so it is kept.
+RECENT_IDLE_BELOW_US = 500.0
+
+
+def _derived_idle_us(segs: list[dict[str, Any]]) -> list[float | None]:
+    """For raw files recorded before the segments carried other_idle_us (2026-12-02): the other CPU's idle
+    time at each vfork creation, derived on 2 CPUs from the previous child there: a vfork child ends at about
+    its parent's return (complete_vfork_done at mm_release), which is t_wakeup_new - to_newtask + total_wall
+    (the parent's call, on its own CPU). None where not derivable (the parent moved, or no child ran there)."""
+    out: list[float | None] = []
+    end_on: dict[int, float] = {}
+    last_cpu = None
+    for s in segs:
+        if "t_wakeup_new" not in s or "total_wall" not in s:
+            out.append(None)
+            continue
+        w = int(s["waker_cpu"])
+        if w != last_cpu:
+            end_on, last_cpu = {}, w  # the parent moved: what ran on the other CPU since is unknown
+        t = s["t_wakeup_new"]
+        out.append((t - end_on[1 - w]) * 1e-3 if (1 - w) in end_on and t > end_on[1 - w] else None)
+        if int(s["target_cpu"]) != w:
+            end_on[int(s["target_cpu"])] = t + (s["total_wall"] - s.get("to_newtask", 0.0)) * 1e3
+    return out
+
+
+def _idle_placements(store: Store, mode: str) -> tuple[list[tuple[float, bool]], bool]:
+    """(the other CPU's idle time us, child kept on the parent's CPU) per traced unpinned creation of `mode`
+    made while another CPU was idle; and whether any were derived (_derived_idle_us) rather than traced."""
+    pts: list[tuple[float, bool]] = []
+    derived = False
+    for r in store.select(mode, traced=True, pinned=False):
+        segs = r.get("segments") or []
+        if any("other_idle_us" in s for s in segs):
+            pts += [(s["other_idle_us"], int(s["target_cpu"]) == int(s["waker_cpu"])) for s in segs if "other_idle_us" in s]
+        elif mode == VFORK_MODE and segs and (r.get("placement") or {}).get("other_cpu_idle"):
+            idle = _derived_idle_us(segs)
+            pts += [(i, int(s["target_cpu"]) == int(s["waker_cpu"])) for i, s in zip(idle, segs) if i is not None]
+            derived = True
+    return pts, derived
+
+
+def fit_recent_idle(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The vfork spread rule (profile.placement_recent_idle): of the traced unpinned vfork() creations made
+    while the other CPU had been idle under RECENT_IDLE_BELOW_US, the share kept on the parent's CPU; and
+    placement.vfork_local_when_idle again from the CLONE_VFORK creations (vfork() and posix_spawn()) that found
+    it idle longer, when at least 10 did. (None, None) with under 10 recent-idle vfork creations."""
+    below = RECENT_IDLE_BELOW_US
+    vf, derived = _idle_placements(store, VFORK_MODE)
+    sp, _ = _idle_placements(store, SPAWN_MODE)
+    recent = [loc for i, loc in vf if i < below]
+    if len(recent) < 10:
+        return None, None
+    how = ("its idle time derived from the previous child's end there (the parent's vfork return: raw file "
+           "without other_idle_us)" if derived else "its idle time from the CPU's last sched_switch to the idle task")
+    bins = [0, 25, 100, below, 1e9]
+    hist = "; ".join(f"[{a:g}, {b:g}) us {sum(k for i, k in vf if a <= i < b)} of {sum(a <= i < b for i, _ in vf)}"
+                     for a, b in zip(bins, bins[1:]))
+    sec = {"below_us": below, "vfork_local": round(sum(recent) / len(recent), 3), "source": (
+        f"measured: unpinned traced vfork(): of {len(recent)} creations made while the other CPU had been idle "
+        f"under {below:g} us ({how}), {sum(recent)} kept the child on the parent's CPU (sched_wakeup_new "
+        f"target_cpu); kept local by idle time: {hist}. below_us: the boundary measured on the AMD EPYC host "
+        f"(tools/vfork_trace.py, 2026-12-01; forksim/profiles/default.json), kept")}
+    long_ = [loc for i, loc in vf + sp if i >= below]
+    if len(long_) < 10:
+        return sec, None
+    local = {"value": round(sum(long_) / len(long_), 3), "source": (
+        f"measured: unpinned traced vfork() and posix_spawn(): of {len(long_)} creations made while the other CPU "
+        f"had been idle {below:g} us or more, {sum(long_)} kept the child on the parent's CPU (sched_wakeup_new "
+        f"target_cpu); under {below:g} us: placement_recent_idle")}
+    return sec, local
 
 def exit_head_share(store: Store) -> dict[str, Any] | None:
     """Share of a vfork child's exit (on-CPU, exit_group to its last switch-out) run before the

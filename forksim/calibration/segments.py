@@ -27,7 +27,7 @@ from typing import Any, Callable
 from ..kernel.stages import DO_EXIT, EXIT_MMAP, RET_FROM_FORK, WAIT_REAP
 
 __all__ = ["SYSCALLS", "CREATE_NRS", "Event", "parse_trace", "fork_segments", "clone_segments", "cpu_idle_at",
-           "placement_counts"]
+           "placement_counts", "cpu_idle_since"]
 
 # x86-64 syscall numbers of interest, by the kernel's names (asm/unistd_64.h)
 SYSCALLS = {"__NR_clone": 56, "__NR_fork": 57, "__NR_vfork": 58, "__NR_execve": 59, "__NR_exit": 60,
@@ -283,25 +283,38 @@ def clone_segments(events: list[Event], parent: int) -> list[dict[str, float]]:
     return fork_segments(events, parent)
 
 
-def cpu_idle_at(switches: list[Event]) -> Callable[[int, float], bool | None]:
-    """From unfiltered sched_switch events: a function telling whether CPU c was idle at time t
-    (its last switch before t went to pid 0), or None when no switch on c precedes t."""
+def cpu_idle_since(switches: list[Event]) -> Callable[[int, float], float | None]:
+    """From unfiltered sched_switch events: a function giving, for CPU c at time t, the time its current
+    idle spell began (its last switch before t went to pid 0), nan when it was running a task, or None
+    when no switch on c precedes t."""
     import bisect
 
-    per: dict[int, tuple[list[float], list[bool]]] = {}
+    per: dict[int, tuple[list[float], list[float]]] = {}
     for e in switches:
         if e.name != "sched_switch":
             continue
-        ts, idle = per.setdefault(e.cpu, ([], []))
+        ts, since = per.setdefault(e.cpu, ([], []))
         ts.append(e.ts)
-        idle.append(e.f.get("next_pid") == "0")
+        since.append(e.ts if e.f.get("next_pid") == "0" else float("nan"))
 
-    def idle_at(cpu: int, t: float) -> bool | None:
+    def since_at(cpu: int, t: float) -> float | None:
         if cpu not in per:
             return None
-        ts, idle = per[cpu]
+        ts, since = per[cpu]
         i = bisect.bisect_left(ts, t) - 1
-        return idle[i] if i >= 0 else None
+        return since[i] if i >= 0 else None
+
+    return since_at
+
+
+def cpu_idle_at(switches: list[Event]) -> Callable[[int, float], bool | None]:
+    """From unfiltered sched_switch events: a function telling whether CPU c was idle at time t
+    (its last switch before t went to pid 0), or None when no switch on c precedes t."""
+    since_at = cpu_idle_since(switches)
+
+    def idle_at(cpu: int, t: float) -> bool | None:
+        s = since_at(cpu, t)
+        return None if s is None else s == s  # nan: running a task
 
     return idle_at
 
@@ -309,7 +322,7 @@ def cpu_idle_at(switches: list[Event]) -> Callable[[int, float], bool | None]:
 def placement_counts(segments: list[dict[str, float]], switches: list[Event], ncpus: int) -> dict[str, int]:
     """Creations whose child was placed while another CPU was idle, and how many of those stayed on
     the waker's CPU (sched_wakeup_new target_cpu == the CPU it was issued on)."""
-    idle_at = cpu_idle_at(switches)
+    idle_at, since_at = cpu_idle_at(switches), cpu_idle_since(switches)
     n_idle = n_local = n_unknown = 0
     for s in segments:
         if "t_wakeup_new" not in s:
@@ -322,6 +335,10 @@ def placement_counts(segments: list[dict[str, float]], switches: list[Event], nc
         if any(states):
             n_idle += 1
             n_local += int(int(s["target_cpu"]) == waker)
+            # how long the first idle other CPU (the one Machine.spawn would pick) had been idle: the
+            # recent-idle rule of a packing kernel (profile.placement_recent_idle) is fitted on it
+            first = next(c for c, st in zip((c for c in range(ncpus) if c != waker), states) if st)
+            s["other_idle_us"] = (s["t_wakeup_new"] - since_at(first, s["t_wakeup_new"])) * _US
     out = {"other_cpu_idle": n_idle, "stayed_local": n_local, "unknown": n_unknown,
            "creations": sum(1 for s in segments if "t_wakeup_new" in s)}
     # sched_exec of children that exec: with another CPU idle at the execve, how many moved there
