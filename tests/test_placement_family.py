@@ -11,7 +11,7 @@ import simpy
 from forksim import runner
 from forksim.calibration import tracefs
 from forksim.calibration.plan import SPAWN_MODE, THREAD_MODE, VFORK_MODE, Store
-from forksim.calibration.scheduling import fit_placement
+from forksim.calibration.scheduling import MIN_IDLE_EXECS, fit_placement
 from forksim.config import parse_config
 from forksim.machine import Machine, SchedulerParams
 from forksim.profile import Fraction
@@ -119,7 +119,8 @@ def test_fit_placement_fits_each_family_and_exec_moves_on_its_own():
     for mode, (idle, local) in counts.items():
         store.add(mode, {"traced": True, "pinned": False, "mode": mode}, {}, [])
         store.runs[-1]["placement"] = {"other_cpu_idle": idle, "stayed_local": local, "unknown": 0, "creations": idle}
-    store.runs[-2]["placement"].update(execs=20, exec_other_cpu_idle=20, exec_moved=5)
+    store.runs[-2]["placement"].update(execs=MIN_IDLE_EXECS * 2, exec_other_cpu_idle=MIN_IDLE_EXECS * 2,
+                                       exec_moved=MIN_IDLE_EXECS // 2)
     out = fit_placement(store)
     assert out["vfork_local_when_idle"]["value"] == 0.5
     assert out["spawn_local_when_idle"]["value"] == 0.95
@@ -127,6 +128,8 @@ def test_fit_placement_fits_each_family_and_exec_moves_on_its_own():
     assert out["exec_moves_when_idle"]["value"] == 0.25
     assert out["fork_local_when_idle"]["value"] == 0.0  # no fork run: upstream's assumption
     assert "assumption" in out["fork_local_when_idle"]["source"]
+    store.runs[-2]["placement"].update(exec_other_cpu_idle=MIN_IDLE_EXECS - 1)
+    assert "exec_moves_when_idle" not in fit_placement(store)  # too few execs for a share
 
 
 def test_fit_placement_leaves_out_a_new_family_it_could_not_measure():
