@@ -19,7 +19,7 @@ import bisect
 import heapq
 from array import array
 from operator import itemgetter
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Generator, Iterable
 
 import simpy
 
@@ -215,6 +215,17 @@ class Mutex:
         ev = simpy.Event(self.env)
         self._queue.append((owner, ev, self.env._now))
         return ev
+
+    def lock(self, task: "Task") -> Generator[simpy.Event, None, float]:
+        """mutex_lock: take it, the task asleep (off its CPU) until `release` hands it over. Returns the
+        wait (us)."""
+        t = self.env._now
+        granted = self.acquire(task)
+        if granted is not None:
+            woken = task.sleep()
+            granted.callbacks.append(lambda _e: task.machine.wake(task, None))
+            yield woken
+        return self.env._now - t
 
     def release(self) -> None:
         self.holder = None

@@ -15,6 +15,7 @@ from forksim.kernel.netns import Netns
 from forksim.locks import LockStats, Mutex
 from forksim.machine import Machine, SchedulerParams
 from forksim.profile_sections import NetnsCleanup
+from engine_tasks import start_task  # tests/engine_tasks.py
 
 
 def _spec(**kw) -> NetnsCleanup:
@@ -29,16 +30,6 @@ def _machine(cpus: int = 2) -> tuple[simpy.Environment, Machine]:
     params = SchedulerParams(tick_us=4000.0, slice_us=1e9, wakeup_granularity_us=0.0,
                              interruption_gap=lambda: math.inf)
     return env, Machine(env, cpus, params)
-
-
-def _task(env, m, name, body, cpu=None):
-    def proc():
-        task = m.new_task(name, pin=cpu)
-        ev, _ = m.spawn(task, None)
-        yield ev
-        yield from body(task)
-        task.exit()
-    env.process(proc())
 
 
 def test_mutex_hands_over_in_arrival_order_and_records_waits():
@@ -98,7 +89,7 @@ def test_a_clone_meeting_the_batch_waits_out_its_rtnl_section():
 
     net.put_net()
     net.put_net()
-    _task(env, m, "creator", creator, cpu=1)
+    start_task(env, m, "creator", creator, cpu=1)
     env.run()
     assert waits[0] == pytest.approx(2000.0)
     assert waits[1] == pytest.approx(2800.0)
@@ -189,7 +180,7 @@ def test_kdamond_walk_holds_the_anon_vma_root_against_fork_and_exit():
             yield task.sleep_for(at - env.now)
             waits.append((yield from k.anon_vma_write(task)))
 
-    _task(env, m, "parent", writer, cpu=1)
+    start_task(env, m, "parent", writer, cpu=1)
     env.run(until=12000.0)
     assert waits == [pytest.approx(500.0), 0.0]
     assert k.walks == 1

@@ -13,6 +13,7 @@ from forksim.calibration.rcu import fit_rcu, rcu_run
 from forksim.calibration.segments import Event
 from forksim.machine import Machine, SchedulerParams
 from forksim.rcu import RcuBacklog, RcuSpec
+from engine_tasks import start_task  # tests/engine_tasks.py
 
 TICK = 4000.0
 GRACE = 10000.0
@@ -24,16 +25,6 @@ def _machine(cpus: int = 1, cap: float = math.inf, **kw) -> tuple[simpy.Environm
                              rcu=RcuSpec(reap_us=5.0, exit_mm_us=10.0, grace_us=GRACE, softirq_cap_us=cap),
                              interruption_gap=lambda: math.inf, **kw)
     return env, Machine(env, cpus, params)
-
-
-def _task(env, m, name, body, cpu=None):
-    def proc():
-        task = m.new_task(name, pin=cpu)
-        ev, _ = m.spawn(task, None)
-        yield ev
-        yield from body(task)
-        task.exit()
-    env.process(proc())
 
 
 def test_callbacks_run_after_the_next_grace_period_at_a_tick():
@@ -67,8 +58,8 @@ def test_a_chunk_running_when_the_batch_is_due_is_stretched_by_exactly_the_batch
         yield task.run(30000.0)
         ends["plain"] = env.now
 
-    _task(env, m, "a", queue_then_run, cpu=0)
-    _task(env, m, "b", plain, cpu=1)
+    start_task(env, m, "a", queue_then_run, cpu=0)
+    start_task(env, m, "b", plain, cpu=1)
     env.run()
     assert ends["busy"] == pytest.approx(32015.0)
     assert ends["plain"] == pytest.approx(32000.0)
@@ -88,7 +79,7 @@ def test_a_batch_over_the_softirq_cap_leaves_the_rest_to_ksoftirqd_on_that_cpu()
         yield task.run(30000.0)
         ends["task"] = env.now
 
-    _task(env, m, "a", body)
+    start_task(env, m, "a", body)
     env.run()
     assert ends["task"] == pytest.approx(32200.0)
     assert env.now == pytest.approx(32500.0)
@@ -108,7 +99,7 @@ def test_a_batch_due_while_the_cpu_is_idle_ran_in_idle_and_stretches_nothing():
         yield task.run(10000.0)
         ends["t"] = env.now
 
-    _task(env, m, "a", body)
+    start_task(env, m, "a", body)
     env.run()
     assert ends["t"] == pytest.approx(35000.0)
 

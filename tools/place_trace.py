@@ -22,55 +22,29 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+import loadgen_trace  # tools/loadgen_trace.py beside this script
+from loadgen_trace import KV
+
 T = Path("/sys/kernel/tracing/instances/forksim-place")
 EVENTS = ("sched/sched_switch", "sched/sched_waking", "sched/sched_wakeup_new", "sched/sched_process_exit",
           "sched/sched_process_exec", "sched/sched_migrate_task")
-LINE = re.compile(r"^\s*(.+?)-(\d+)\s+\[(\d+)\]\s+\S+\s+([\d.]+):\s+(\w+):\s*(.*)$")
-KV = re.compile(r"(\w+)=(\S+)")
 IDLE_BINS = [0, 25, 100, 500, 1e9]
 
 
 def record(loadgen_args: list[str], out: Path) -> Path:
     """Run the load generator with the tracepoints on; returns the trace text's path."""
-    from forksim.validation.measure import build_tools
-
-    tools = build_tools()
-    T.mkdir(exist_ok=True)
-    (T / "tracing_on").write_text("0")
-    (T / "buffer_size_kb").write_text("32768")
-    (T / "trace_clock").write_text("mono")
-    for ev in EVENTS:
-        (T / "events" / ev / "enable").write_text("1")
-    (T / "trace").write_text("")
-    out.mkdir(parents=True, exist_ok=True)
-    (T / "tracing_on").write_text("1")
-    try:
-        subprocess.run([str(tools.loadgen), *loadgen_args, "--helper", str(tools.helper), "--out", str(out / "lg")],
-                       check=True, stdout=subprocess.DEVNULL)
-    finally:
-        (T / "tracing_on").write_text("0")
-        path = out / "trace.txt"
-        path.write_text((T / "trace").read_text())
-        (T / "events" / "enable").write_text("0")
-    return path
+    return loadgen_trace.record(T, EVENTS, loadgen_args, out)
 
 
 def events(path: Path) -> list[tuple[float, int, int, str, dict[str, str]]]:
-    out = []
-    with open(path) as f:
-        for ln in f:
-            m = LINE.match(ln)
-            if m:
-                _comm, pid, cpu, ts, ev, rest = m.groups()
-                out.append((float(ts) * 1e6, int(cpu), int(pid), ev, dict(KV.findall(rest.replace(" ==> ", " ")))))
+    out = [(ts, cpu, pid, ev, dict(KV.findall(rest.replace(" ==> ", " "))))
+           for ts, cpu, pid, ev, rest in loadgen_trace.lines(path)]
     out.sort(key=lambda e: e[0])
     return out
 

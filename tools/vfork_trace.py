@@ -18,59 +18,33 @@ import argparse
 import collections
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+import loadgen_trace  # tools/loadgen_trace.py beside this script
+from loadgen_trace import KV
+
 T = Path("/sys/kernel/tracing/instances/forksim-vfork")
 EVENTS = ("sched/sched_switch", "sched/sched_wakeup_new", "sched/sched_waking", "sched/sched_process_fork",
           "power/cpu_idle", "raw_syscalls/sys_enter", "raw_syscalls/sys_exit")
 CREATE = {"58", "56", "435"}  # vfork, clone, clone3: the creating call of vfork() and posix_spawn()
-LINE = re.compile(r"^\s*(.+?)-(\d+)\s+\[(\d+)\]\s+\S+\s+([\d.]+):\s+(\w+):\s*(.*)$")
-KV = re.compile(r"(\w+)=(\S+)")
 NR = re.compile(r"NR (\d+)")
 IDLE_BINS = [0, 25, 50, 100, 200, 500, 1000, 1e9]
 
 
 def record(loadgen_args: list[str], out: Path) -> Path:
     """Run the load generator under a tracefs instance of its own; returns the trace text's path."""
-    from forksim.validation.measure import build_tools
-
-    tools = build_tools()
-    T.mkdir(exist_ok=True)
-    (T / "tracing_on").write_text("0")
-    (T / "buffer_size_kb").write_text("65536")
-    (T / "trace_clock").write_text("mono")
     flt = "id == 58 || id == 56 || id == 435 || id == 61 || id == 231"
-    for ev in EVENTS:
-        if ev.startswith("raw_syscalls"):
-            (T / "events" / ev / "filter").write_text(flt)
-        (T / "events" / ev / "enable").write_text("1")
-    (T / "trace").write_text("")
-    out.mkdir(parents=True, exist_ok=True)
-    (T / "tracing_on").write_text("1")
-    try:
-        subprocess.run([str(tools.loadgen), *loadgen_args, "--helper", str(tools.helper), "--out", str(out / "lg")],
-                       check=True, stdout=subprocess.DEVNULL)
-    finally:
-        (T / "tracing_on").write_text("0")
-        path = out / "trace.txt"
-        path.write_text((T / "trace").read_text())
-        (T / "events" / "enable").write_text("0")
-    return path
+    return loadgen_trace.record(T, EVENTS, loadgen_args, out, buffer_kb=65536,
+                                filters={ev: flt for ev in EVENTS if ev.startswith("raw_syscalls")})
 
 
 def events(path: Path):
-    """(time us, cpu, pid, event, fields) per trace line."""
-    with open(path) as f:
-        for ln in f:
-            m = LINE.match(ln)
-            if m:
-                _comm, pid, cpu, ts, ev, rest = m.groups()
-                yield float(ts) * 1e6, int(cpu), int(pid), ev, rest
+    """(time us, cpu, pid, event, the rest of the line) per trace line."""
+    return loadgen_trace.lines(path)
 
 
 def iterations(path: Path) -> pd.DataFrame:

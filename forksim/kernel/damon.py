@@ -50,14 +50,9 @@ class Kdamond:
     def anon_vma_write(self, task: "Task") -> Proc:
         """lock_anon_vma_root for write (anon_vma_clone at fork, unlink_anon_vmas at exit): a short hold
         once any walk holding it for read has ended. Returns the wait (us)."""
-        t = self.env._now
-        granted = self.anon_vma.acquire(task)
-        if granted is not None:
-            woken = task.sleep()
-            granted.callbacks.append(lambda _e: self.machine.wake(task, None))
-            yield woken
+        wait = yield from self.anon_vma.lock(task)
         self.anon_vma.release()
-        return self.env._now - t
+        return wait
 
     def _run(self) -> Proc:
         task, first_run = self.machine.start_task("kdamond.0")
@@ -66,11 +61,7 @@ class Kdamond:
         while True:
             gap = -math.log(1.0 - self._uniform()) * max(0.0, period - self.walk_us)
             yield task.sleep_for(gap)
-            granted = self.anon_vma.acquire(task)  # rmap_walk_anon -> anon_vma_lock_read
-            if granted is not None:
-                woken = task.sleep()
-                granted.callbacks.append(lambda _e: self.machine.wake(task, None))
-                yield woken
+            yield from self.anon_vma.lock(task)  # rmap_walk_anon -> anon_vma_lock_read
             yield task.run(self._draw(self.walk_us), preemptible=True)  # cond_resched() per VMA
             self.anon_vma.release()
             self.walks += 1

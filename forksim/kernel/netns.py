@@ -47,13 +47,7 @@ class Netns:
     def copy_net_ns(self, task: "Task") -> Proc:
         """setup_net -> loopback_net_init -> register_netdev: rtnl_lock, the NETDEV_REGISTER chain, rtnl_unlock.
         Returns the wait for the mutex (us)."""
-        t = self.env._now
-        granted = self.rtnl.acquire(task)
-        if granted is not None:
-            woken = task.sleep()
-            granted.callbacks.append(lambda _e: self.machine.wake(task, None))
-            yield woken
-        wait = self.env._now - t
+        wait = yield from self.rtnl.lock(task)
         yield task.run(self._sample(self.spec.rtnl_setup_us))
         self.rtnl.release()
         return wait
@@ -80,11 +74,7 @@ class Netns:
         self.batches.append(n)
         if s.pre_us > 0.0:
             yield task.sleep_for(draw(s.pre_us))  # synchronize_rcu before the exit methods
-        granted = self.rtnl.acquire(task)  # rtnl_lock: exit_rtnl methods, unregister_netdevice_many
-        if granted is not None:
-            woken = task.sleep()
-            granted.callbacks.append(lambda _e: self.machine.wake(task, None))
-            yield woken
+        yield from self.rtnl.lock(task)  # rtnl_lock: exit_rtnl methods, unregister_netdevice_many
         chain = draw(s.rtnl_fixed_us + s.rtnl_per_netns_us * n)
         yield task.run(chain, preemptible=True)
         if s.rtnl_grace_us > 0.0:
