@@ -9,7 +9,7 @@ instance of its own (sched_switch, sched_wakeup_new, sched_migrate_task on all C
 and ipi_send_cpu/ipi_send_cpumask of the forking pid only) and /proc/stat's steal ticks around it.
 Per fork: the child's CPU (sched_wakeup_new target_cpu) against the other CPU's state (idle, and for how long
 since it switched to the idle task; or running a foreign task), the time in clone (enter -> exit), the IPIs the
-parent sent inside clone, and the parent's wait after clone: preempted (prev_state R) within 50 us of leaving clone, until
+parent sent inside clone, and the parent's wait after clone: preempted (prev_state R) within 300 us of leaving clone, until
 it ran again (and what ran meanwhile on its CPU); the user-space figure (latest_fork_usec or fork_ns) beside them.
 """
 
@@ -138,14 +138,14 @@ def forks(evs: list, P: int) -> list[dict]:
     """One row per fork of P: placement, the other CPU's state, clone time, IPIs, the parent's wait after clone."""
     cur: dict[int, int] = {}
     since: dict[int, float] = {}
-    busy_foreign: dict[int, float] = {}
+    comm: dict[int, str] = {}
     rows: list[dict] = []
     it: dict | None = None
     for t, c, p, e, raw, d in evs:
         if e == "sched_switch":
             prev, nxt = int(d["prev_pid"]), int(d["next_pid"])
             if it is not None:
-                if prev == P and "exit" in it and "out" not in it and t - it["exit"] < 50 and d.get("prev_state", "").startswith("R"):
+                if prev == P and "exit" in it and "out" not in it and t - it["exit"] < 300 and d.get("prev_state", "").startswith("R"):
                     it["out"], it["out_state"] = t, d.get("prev_state")
                     it["ran_instead"] = d.get("next_comm")
                     it["ran_instead_child"] = nxt == it.get("C")
@@ -154,6 +154,7 @@ def forks(evs: list, P: int) -> list[dict]:
                 if nxt == it.get("C") and "c_in" not in it:
                     it["c_in"], it["c_cpu"] = t, c
             cur[c], since[c] = nxt, t
+            comm[c] = d.get("next_comm", "?")
         elif e.startswith("sys_enter_clone") and p == P:
             it = {"enter": t, "pcpu": c, "ipis": 0, "ipi_sites": []}
             rows.append(it)
@@ -163,7 +164,8 @@ def forks(evs: list, P: int) -> list[dict]:
             o = cur.get(other[0])
             it.update(C=C, wake=t, ccpu=int(d["target_cpu"]), wake_cpu=c,
                       other=("unknown" if o is None else "idle" if o == 0 else "foreign"),
-                      other_idle_us=(t - since[other[0]]) if o == 0 else np.nan)
+                      other_idle_us=(t - since[other[0]]) if o == 0 else np.nan,
+                      other_comm=comm.get(other[0]), other_running_us=(t - since[other[0]]) if o else np.nan)
         elif e.startswith("ipi_send") and p == P and it is not None and "exit" not in it:
             it["ipis"] += 1
             it["ipi_sites"].append(d.get("callsite", "?"))
@@ -197,8 +199,12 @@ def summary(d: pd.DataFrame) -> dict:
         s = {"n": int(len(g)), "other_idle": int((g.other == "idle").sum()),
              "other_idle_us_p50": round(float(g.other_idle_us.median()), 0),
              "local_share_when_idle": round(float(g[g.other == "idle"].local.mean()), 3),
-             "ipi_share": round(float((g.ipis > 0).mean()), 3),
-             "user_us_p50": round(float(g.user_us.median()), 0), "clone_us_p50": round(float(g.clone_us.median()), 0)}
+             "user_us_p50": round(float(g.user_us.median()), 0), "clone_us_p50": round(float(g.clone_us.median()), 0),
+             "user_minus_clone_us_p50": round(float(g.user_minus_clone_us.median()), 0),
+             "tlb_ipi_share": round(float(g.get("ipi_on_each_cpu_cond_mask", pd.Series(np.nan, g.index)).notna().mean()), 3),
+             "tlb_ipi_to_wake_us_p50": round(float((g.wake - g.enter - g.get("ipi_on_each_cpu_cond_mask",
+                                                                               pd.Series(np.nan, g.index))).median()), 0),
+             "steal_ticks_per_block_p50": float(g.groupby("block").steal_ticks.first().median())}
         for name, part in (("local", g[g.local]), ("cross", g[~g.local])):
             if len(part):
                 s[name] = {"n": int(len(part)), "clone_us_p50": round(float(part.clone_us.median()), 0),
@@ -206,7 +212,11 @@ def summary(d: pd.DataFrame) -> dict:
                            "switched_out_after_clone": round(float(part["out"].notna().mean()), 3) if "out" in part else 0,
                            "wait_us_p50": round(float(part.wait_us.median()), 0),
                            "wait_us_max": round(float(part.wait_us.max()), 0),
-                           "user_minus_clone_us_p50": round(float(part.user_minus_clone_us.median()), 0)}
+                           "user_minus_clone_us_p50": round(float(part.user_minus_clone_us.median()), 0),
+                           # the caller waited: its clock read after clone ran over 500 us late
+                           "late_over_500us": round(float((part.user_minus_clone_us > 500).mean()), 3),
+                           "preempted_by_child": int(part.get("ran_instead_child", pd.Series(dtype=object)).eq(True).sum()),
+                           "preempted_by_other": int(part.get("ran_instead_child", pd.Series(dtype=object)).eq(False).sum())}
         out[f"{app}-{size}MiB"] = s
     return out
 
