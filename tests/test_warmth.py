@@ -103,9 +103,9 @@ def test_think_time_slows_the_fork_back_to_back_barely():
     assert cold - warm == pytest.approx(extra, rel=0.25)  # 20 ms = 10 tau: fully cold
 
 
-def _run(rss: int, cond: str, x: float, p50_us: float, ptes: int, gap_us: float) -> dict:
+def _run(rss: int, cond: str, x: float, p50_us: float, ptes: int, gap_us: float, exit_us: float = 1.0) -> dict:
     rng = np.random.default_rng(int(p50_us))
-    samples = [{"fork_ns": v, "fork_cpu_ns": v, "exit_ns": 1000.0, "gap_ns": gap_us * 1e3}
+    samples = [{"fork_ns": v, "fork_cpu_ns": v, "exit_ns": exit_us * 1e3, "gap_ns": gap_us * 1e3}
                for v in p50_us * 1e3 * rng.uniform(0.99, 1.01, 21)]
     return {"kind": "cold", "key": {"rss": rss, "cond": cond, "x": x, "llc_bytes": 32 * MiB},
             "shape": {"ptes": ptes}, "samples": samples, "segments": []}
@@ -154,6 +154,22 @@ def test_a_larger_image_whose_extra_falls_caps_the_fit_and_leaves_the_curve_alon
     assert extra[0] == pytest.approx(147.0, rel=0.05) and extra[16409] == pytest.approx(1212.0, rel=0.05)
     assert extra[65561] == extra[16409]
     assert w["tau_us"] == pytest.approx(tau, rel=0.15)
+
+
+def test_a_host_cold_after_the_shortest_gap_keeps_the_back_to_back_fork_warm():
+    """The 2026-12-02 05:40 quick grid: fully cold already 1 ms after the last walk. The fit once pushed tau
+    to its 1 us bound, and the model then priced every back-to-back fork cold (+127% at 64 MiB). The warm
+    reference, 90 us after the last walk (the empty image's exit and reap), stays warm."""
+    store = Store()
+    for rss, ptes, warm, e in ((0, 0, 83.0, 201.0), (64 * MiB, 16409, 1653.0, 2096.0)):
+        for gap in ((0, 1000, 10000, 100000) if rss else (0, 100000)):
+            store.runs.append(_run(rss, "sleep", gap, warm + (e if gap else 0.0), ptes, gap, exit_us=90.0))
+    w, _ = fit_warmth(store)
+    curve = Warmth.model_validate(w)
+    def cold(gap_us: float) -> float:
+        return 1.0 - math.exp(-((gap_us / curve.tau_us) ** curve.beta))
+    assert cold(90.0) < 0.05 and cold(1000.0) > 0.9
+    assert "coldness 0 at 90 us" in w["source"]
 
 
 def test_fit_finds_no_terms_without_an_effect():

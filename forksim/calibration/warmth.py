@@ -149,8 +149,7 @@ def _fit_curve(g: np.ndarray, c: np.ndarray) -> tuple[float, float] | None:
     """tau and beta of 1 - exp(-(gap/tau)^beta) (beta = 1 with fewer than three gaps); None if no fit."""
     try:
         if len(set(g.tolist())) >= 3:
-            # beta >= 1: the reference (coldness 0) is the back-to-back fork, tens of microseconds
-            # after the last walk; a curve steeper than exponential at 0 would cool that reference itself
+            # beta >= 1: a curve steeper than exponential at 0 would cool the warm reference itself
             # dogbox: trf crawls for seconds when the points fit exactly (two of three gaps saturated at 1)
             (tau, beta), _ = curve_fit(_curve, g, c, p0=(3000.0, 1.5), bounds=([1.0, 1.0], [1e7, 4.0]),
                                        max_nfev=5000, method="dogbox")
@@ -177,6 +176,14 @@ def _cold_table(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[
         if k["cond"] == "sleep" and k["x"] == 0:
             warm[k["rss"]] = row["fork_p50_us"]
     return table, warm
+
+
+def _reference_gap(table: list[dict[str, Any]]) -> float | None:
+    """How long before a back-to-back fork its image was last walked (us): the exit and reap of the previous
+    child after its zap, bounded by the back-to-back run's exit_ns p50 (child's _exit to waitpid's return) at
+    the emptiest image, where the walk itself is shortest. That fork is the warm reference: coldness 0 there."""
+    refs = sorted((t["rss_bytes"], t["exit_p50_us"]) for t in table if t["cond"] == "sleep" and t["x"] == 0)
+    return refs[0][1] if refs and refs[0][1] > 0 else None
 
 
 def _saturated_extras(table: list[dict[str, Any]], warm: dict[int, float], sizes: list[int]) -> dict[int, float]:
@@ -229,6 +236,11 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
 
     pts = [(t["gap_p50_us"], (t["fork_p50_us"] - warm[t["rss_bytes"]]) / extra(t["rss_bytes"]))
            for t in table if t["cond"] == "sleep" and t["rss_bytes"] in good and t["x"] > 0]
+    ref = _reference_gap(table)
+    if ref is not None:
+        # without it, a host whose image is fully cold after the shortest gap (12-02 05:40: 1 ms) pushes tau
+        # to its bound (1 us), and the model then finds every back-to-back fork fully cold
+        pts.append((ref, 0.0))
     g = np.array([p[0] for p in pts])
     c = np.clip(np.array([p[1] for p in pts]), 0.0, 1.0)
     tau_beta = _fit_curve(g, c)
@@ -257,7 +269,10 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
            f"after sleeps of {gaps_ms} ms, "
            f"after another process swept multiples of the {llc // MiB} MiB last-level cache on the same CPU, and after a move "
            f"to the other CPU ({len(runs)} runs, {n} forks); cold extra at >= 100 ms gaps fitted as fixed + per_pte*min(ptes, cap) "
-           f"(NNLS), coldness 1-exp(-(gap/tau)^beta) by scipy curve_fit, footprint and migration from their extras; "
+           f"(NNLS), coldness 1-exp(-(gap/tau)^beta) by scipy curve_fit"
+           + (f" with the back-to-back fork as coldness 0 at {ref:.0f} us (its exit and reap after the last walk)"
+              if ref is not None else "")
+           + ", footprint and migration from their extras; "
            + (f"footprint_bytes: median of {len(fp)} sweeps' coldness beyond their own duration's, as exp(-W/footprint)"
               if fp else "footprint_bytes 1e15 (no effect): no sweep cooled the image more than its own duration did")
            + "; walk_bytes_per_pte 80: assumption (the parent's and the child's PTE, 8 + 8 B, and the struct page, 64 B)")
