@@ -188,9 +188,7 @@ class Kernel:
             child_mm = self.new_mm(mm.shape)
             mm.users += 1
             t = env._now
-            if self.netns is not None and self.copies.netns_clone:  # copy_namespaces -> copy_net_ns (rtnl)
-                yield from self.netns.copy_net_ns(P)
-            yield P.run(self._tail(env._now, rec))
+            yield from self._namespaces_then_tail(P, rec)
         elif not self.merge_stages or (self.netns is not None and self.copies.netns_clone):
             child_mm = parent.mm
             yield P.run(setup)
@@ -198,9 +196,7 @@ class Kernel:
             if self.on_stage is not None:
                 self.on_stage(P, "copy_process_setup", t0, env._now)
             t = env._now
-            if self.netns is not None and self.copies.netns_clone:  # copy_net_ns: rtnl_mutex, may sleep
-                yield from self.netns.copy_net_ns(P)
-            yield P.run(self._tail(env._now, rec))
+            yield from self._namespaces_then_tail(P, rec)
         else:  # copy_process_setup and copy_process_tail as one chunk: the tail's locks at its own start
             child_mm = parent.mm
             head = P.interrupted(setup)
@@ -235,6 +231,12 @@ class Kernel:
                 yield ev
         rec.fork_ret = env._now  # the caller's clock reads after it (a preemption there is in fork())
         return child
+
+    def _namespaces_then_tail(self, P: "Task", rec: "Creation") -> Proc:
+        """copy_namespaces -> copy_net_ns (rtnl_mutex, may sleep) where modelled, then copy_process_tail."""
+        if self.netns is not None and self.copies.netns_clone:
+            yield from self.netns.copy_net_ns(P)
+        yield P.run(self._tail(self.env._now, rec))
 
     def _local_share(self, k, P: "Task") -> float:
         """P(the new child stays on the parent's CPU although another is idle): the profile's share for the
@@ -515,12 +517,18 @@ class Kernel:
                 ipi = self.machine.wake(waiter, C, sync=True)
         if ipi > 0.0:
             yield C.run(ipi)
+        self._task_dead(child, kind, rec)
+
+    def _task_dead(self, child: Process, kind: str, rec: "Creation") -> None:
+        """do_task_dead and what the exit leaves behind it: the stack, RCU callbacks, slab objects, deferred
+        work and the network namespace."""
+        C, x, c = child.task, self.copies, self.costs
         # do_task_dead -> __schedule -> finish_task_switch: the stack goes back to this CPU's cache
         self.stacks.free(C.cpu.id)
         rcu = self.machine.params.rcu
         if rcu is not None:  # call_rcu here: exit_mmap's maple nodes and page tables; a thread's release_task
             C.cpu.queue_rcu((rcu.exit_mm_us if child.mm is not child.parent.mm else 0.0)
-                            + (rcu.reap_us if thread else 0.0))
+                            + (rcu.reap_us if KINDS[kind].clone_thread else 0.0))
         if KINDS[kind].copies_mm:  # its VMAs, anon_vma chains, page tables: freed here (kernel/slab.py)
             self.slab.freed(rec.parent_cpu, C.cpu.id)
         C.exit()
