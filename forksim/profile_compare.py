@@ -29,6 +29,10 @@ def _ratio(a: float, b: float) -> float | None:
     return b / a if a > 0 else None
 
 
+# The linear terms and the cache-miss term of a page walk (StageCost.per_pte_miss_us, with its cache curve)
+COMPARED_TERMS = (*TERMS, "per_pte_miss_us")
+
+
 def compare_profiles(a: Profile, b: Profile) -> dict[str, Any]:
     """{"terms": [...], "medians": [...], "machine": [...]}: rows of A's value, B's value and B/A.
     `terms`: every non-zero cost term of every stage (us); `medians`: each stage's median (us) at each
@@ -36,7 +40,7 @@ def compare_profiles(a: Profile, b: Profile) -> dict[str, Any]:
     terms, medians = [], []
     for stage in STAGES:
         sa, sb = a.stages[stage], b.stages[stage]
-        for term in TERMS:
+        for term in COMPARED_TERMS:
             va, vb = getattr(sa, term), getattr(sb, term)
             if va or vb:
                 terms.append({"stage": stage, "term": term, "a": va, "b": vb, "ratio": _ratio(va, vb)})
@@ -55,9 +59,11 @@ def compare_profiles(a: Profile, b: Profile) -> dict[str, Any]:
     for name in _MACHINE:
         va, vb = getattr(a.scheduler, name).fixed_us, getattr(b.scheduler, name).fixed_us
         machine.append({"what": f"scheduler.{name} (us)", "a": va, "b": vb, "ratio": _ratio(va, vb)})
-    for key in ("fork_local_when_idle", "vfork_local_when_idle"):
-        va, vb = a.placement[key].value, b.placement[key].value
-        machine.append({"what": f"placement.{key} (share)", "a": va, "b": vb, "ratio": _ratio(va, vb)})
+    for key in sorted(a.placement.keys() | b.placement.keys()):  # the per-family shares where either measured them
+        fa, fb = a.placement.get(key), b.placement.get(key)
+        va, vb = (fa.value if fa else None), (fb.value if fb else None)
+        machine.append({"what": f"placement.{key} (share)", "a": va, "b": vb,
+                        "ratio": _ratio(va, vb) if va is not None and vb is not None else None})
     ia, ib = a.interruptions, b.interruptions
     if ia is not None or ib is not None:
         for what, fa, fb in (("interruptions.rate_per_s (/s)", ia and ia.rate_per_s, ib and ib.rate_per_s),

@@ -165,3 +165,21 @@ def test_the_slice_follows_the_kernels_cpu_scaling():
     got = {n: scaled_slice_us(prof, n) for n in (1, 2, 3, 4, 8, 256)}
     assert got == pytest.approx({1: 750.0, 2: 1500.0, 3: 1500.0, 4: 2250.0, 8: 3000.0, 256: 3000.0})
     assert scaled_slice_us(load_profile("published"), 8) == pytest.approx(3000.0)  # borrowed from a 2-CPU host
+
+
+def test_compare_shows_the_cache_miss_term_and_a_share_only_one_profile_measured():
+    from forksim.profile_compare import compare_profiles
+    from forksim.profile_terms import CacheCurve
+
+    a = load_profile("default")
+    curve = CacheCurve(bytes=[1e6, 1e8], miss=[0.0, 1.0], source="assumption: a test curve")
+    stages = dict(a.stages)
+    stages["dup_mmap"] = stages["dup_mmap"].model_copy(update={"per_pte_miss_us": 0.02, "cache_curve": curve})
+    placement = {k: v for k, v in a.placement.items() if k != "thread_local_when_idle"}
+    b = a.model_copy(update={"stages": stages, "placement": placement})
+    cmp = compare_profiles(a, b)
+    miss = next(t for t in cmp["terms"] if t["stage"] == "dup_mmap" and t["term"] == "per_pte_miss_us")
+    assert miss["a"] == 0.0 and miss["b"] == 0.02 and miss["ratio"] is None
+    thread = next(m for m in cmp["machine"] if m["what"] == "placement.thread_local_when_idle (share)")
+    assert thread["a"] == a.placement["thread_local_when_idle"].value and thread["b"] is None
+    assert thread["ratio"] is None
