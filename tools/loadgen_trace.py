@@ -3,6 +3,7 @@ shared by the tracing tools beside it (place_trace.py, vfork_trace.py). Needs ro
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Iterable, Iterator
@@ -49,3 +50,19 @@ def lines(path: Path) -> Iterator[tuple[float, int, int, str, str]]:
             if m:
                 _comm, pid, cpu, ts, ev, rest = m.groups()
                 yield float(ts) * 1e6, int(cpu), int(pid), ev, rest
+
+
+def closed_loop(kind: str, duration: float, rss: str, *extra: str) -> list[str]:
+    """The load generator's arguments for the validation's closed loop: one unpinned parent, no hogs."""
+    return ["--mode", "closed", "--kind", kind, "--parents", "1", "--duration", f"{duration:g}", "--warmup", "0.05",
+            "--hogs", "0", "--rss", rss, *extra]
+
+
+def emit(summary: dict, trace: Path, json_out: Path | None) -> int:
+    """Print the summary (with its trace's path) as JSON, and write it to `json_out` too if given."""
+    summary["trace"] = str(trace)
+    text = json.dumps(summary, indent=1)
+    print(text)
+    if json_out:
+        json_out.write_text(text)
+    return 0

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 from pathlib import Path
 
@@ -157,19 +156,13 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write the summary here")
     a = ap.parse_args()
     st0 = _steal()
-    path = a.parse or record(["--mode", "closed", "--kind", a.kind, "--parents", "1", "--duration", f"{a.duration:g}",
-                              "--warmup", "0.05", "--hogs", "0", "--rss", a.rss], a.out)
+    path = a.parse or record(loadgen_trace.closed_loop(a.kind, a.duration, a.rss), a.out)
     st1 = _steal()
     s = summary(creations(events(path)))
     if not a.parse:  # the host's steal over the run (/proc/stat): placement under steal is not a quiet machine's
         s["steal_frac"] = round((st1[0] - st0[0]) / max(1, st1[1] - st0[1]), 4)
     s["rss"] = a.rss
-    s["trace"] = str(path)
-    text = json.dumps(s, indent=1)
-    print(text)
-    if a.json:
-        a.json.write_text(text)
-    return 0
+    return loadgen_trace.emit(s, path, a.json)
 
 
 if __name__ == "__main__":

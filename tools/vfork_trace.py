@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import re
 import sys
 from pathlib import Path
@@ -149,15 +148,8 @@ def main() -> int:
     ap.add_argument("--parse", type=Path, help="analyse this trace text instead of recording one")
     ap.add_argument("--json", type=Path, help="also write the summary here")
     a = ap.parse_args()
-    path = a.parse or record(["--mode", "closed", "--kind", a.kind, "--parents", "1", "--duration", f"{a.duration:g}",
-                              "--warmup", "0.05", "--hogs", "0", "--rss", "0", "--think", f"{a.think:g}"], a.out)
-    s = summary(iterations(path))
-    s["trace"] = str(path)
-    text = json.dumps(s, indent=1)
-    print(text)
-    if a.json:
-        a.json.write_text(text)
-    return 0
+    path = a.parse or record(loadgen_trace.closed_loop(a.kind, a.duration, "0", "--think", f"{a.think:g}"), a.out)
+    return loadgen_trace.emit(summary(iterations(path)), path, a.json)
 
 
 if __name__ == "__main__":

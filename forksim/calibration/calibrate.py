@@ -248,18 +248,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
             store.notes.append(f"tracefs not used: {why}")
         took = _run_jobs(calibration_jobs(plan, b, store, trace, cpu, other), trace, store, prog)
         trace = None  # _run_jobs closed it
-        # fds, clone flags and namespaces, live children (csrc/clonebench.c; copies.py)
-        from .copies import COPIES_PLANS, build_clonebench, fit_copies, measure_copies, measured_p50
-
-        prog.step(what := "fd table, clone flags, namespaces, live children")
-        with _timed(took, what):
-            raw_copies = measure_copies(build_clonebench(b.cc), cpu, COPIES_PLANS[plan.name], prog.log)
-        if ok and COPIES_PLANS[plan.name].netns_reps:  # rtnl and cleanup_net's batches, traced (netns.py)
-            from .netns import measure as measure_netns
-
-            with _timed(took, "netns teardown"):
-                raw_copies["netns"] = _netns_or_none(measure_netns, build_clonebench(b.cc), cpu,
-                                                     COPIES_PLANS[plan.name].netns_reps, prog.log)
+        raw_copies = _measure_copies(plan.name, b.cc, cpu, ok, took, prog)
         if ok:  # RCU callbacks of exited tasks, traced (rcu.py; about 2 s)
             with _timed(took, "rcu callbacks"):
                 measure_rcu(b, store, cpu, other, reps=300 if smoke else 600)
@@ -274,6 +263,8 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         profile.update(_rcu_section(store, profile))
         profile.update(_recent_idle_section(store, profile))
         profile["diagnostics"]["seconds_by_step"] = took
+        from .copies import fit_copies, measured_p50
+
         profile.update(fit_copies(raw_copies, cpu, str(facts.get("cpu_model") or "")))
         profile["diagnostics"]["copies"] = {"measured": measured_p50(raw_copies), "skipped": raw_copies["skipped"]}
         profile["provenance"].pop("profile_name", None)
@@ -291,6 +282,24 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         bench.kill_children()
         unreg_kids()
         restore()
+
+
+def _measure_copies(plan: str, cc: str, cpu: int, traced: bool, took: dict[str, float],
+                    prog: "Reporter") -> dict[str, Any]:
+    """fds, clone flags and namespaces, live children (csrc/clonebench.c; copies.py), and under tracefs
+    rtnl and cleanup_net's batches (netns.py): the raw data fit_copies fits."""
+    from .copies import COPIES_PLANS, build_clonebench, measure_copies
+
+    prog.step(what := "fd table, clone flags, namespaces, live children")
+    with _timed(took, what):
+        raw = measure_copies(build_clonebench(cc), cpu, COPIES_PLANS[plan], prog.log)
+    if traced and COPIES_PLANS[plan].netns_reps:
+        from .netns import measure as measure_netns
+
+        with _timed(took, "netns teardown"):
+            raw["netns"] = _netns_or_none(measure_netns, build_clonebench(cc), cpu, COPIES_PLANS[plan].netns_reps,
+                                          prog.log)
+    return raw
 
 
 def _netns_or_none(measure, exe: str, cpu: int, reps: int, log) -> dict[str, Any] | None:
