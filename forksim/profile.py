@@ -179,6 +179,9 @@ class Profile(BaseModel):
     # A DAMON monitor (kdamond, physical-address mode) whose rmap walks hold a creator's anon_vma root for read,
     # one VMA visit per process mapping the folio (forksim.kernel.damon); absent: no monitor
     damon_rmap: DamonRmap | None = None
+    # ImageShape.scatter of a freshly touched image on this host (what calibrate's own images had, read from
+    # /proc/PID/pagemap): the layout a config that does not state `workload.image.scatter` gets; absent: 0
+    fresh_image_scatter: Fraction | None = None
     # The machine the costs were measured on (forksim.host). Optional: a profile without it falls back
     # to the facts its provenance recorded (CPU model name, kernel, CPUs), and a profile built from
     # published figures has none.

@@ -4,6 +4,8 @@ median, the image shape it is priced at, the scheduler's costs, and a measured f
     median_us = fixed_us + per_vma_us*vmas + per_anon_vma_us*anon_vmas + per_pte_us*ptes
                 + per_pmd_us*pmds + per_thread_us*threads
                 (+ per_pte_miss_us*ptes*miss(walk bytes): a walk larger than the caches, CacheCurve)
+                (+ per_pte_scatter_us*ptes*scatter*scatter_curve.miss(walk bytes): an image whose physical
+                 pages are not in its virtual order, ImageShape.scatter)
 
 Part of a profile (forksim.profile re-exports every name here).
 """
@@ -132,6 +134,12 @@ class StageCost(BaseModel):
     per_pte_miss_us: float = Field(default=0.0, ge=0.0, description="per 4 KiB page, times cache_curve's miss "
                                    "fraction of the walk (absent: 0, the walk's cost is linear)")
     cache_curve: CacheCurve | None = None
+    # copy_present_pte and zap_pte_range touch each page's struct page in the image's virtual order: where
+    # the physical frames are out of that order the hardware prefetcher cannot follow the walk
+    per_pte_scatter_us: float = Field(default=0.0, ge=0.0, description="per 4 KiB page out of physical order "
+                                      "(ImageShape.scatter), times scatter_curve's miss fraction of the walk "
+                                      "(absent: 0, the physical layout costs nothing)")
+    scatter_curve: CacheCurve | None = None
     residual: Residual = Residual()
     source: str = Field(min_length=1, description="measured: ... | derived: ... | assumption: ...")
 
@@ -151,6 +159,7 @@ class StageCost(BaseModel):
             + self.per_pmd_us * shape.pmds
             + self.per_thread_us * shape.threads
             + self.miss_us(shape)
+            + self.scatter_us(shape)
         )
 
     def miss_us(self, shape: "ImageShape") -> float:
@@ -158,6 +167,14 @@ class StageCost(BaseModel):
         if not self.per_pte_miss_us or self.cache_curve is None:
             return 0.0
         return self.per_pte_miss_us * shape.ptes * self.cache_curve.walk_miss(shape.ptes, shape.pmds)
+
+    def scatter_us(self, shape: "ImageShape") -> float:
+        """The walk's out-of-order struct pages: per_pte_scatter_us per page out of physical order, times
+        the share of such a walk that misses."""
+        if not self.per_pte_scatter_us or self.scatter_curve is None or not shape.scatter:
+            return 0.0
+        return (self.per_pte_scatter_us * shape.ptes * shape.scatter
+                * self.scatter_curve.walk_miss(shape.ptes, shape.pmds))
 
     def scaled(self, term: str, factor: float) -> "StageCost":
         if term not in _TERMS:
@@ -276,10 +293,14 @@ class ImageShape:
     ptes: int = 0
     pmds: int = 0
     threads: int = 1
+    # share of the image's 4 KiB pages whose physical frame does not follow their virtual predecessor's
+    # (forksim.lab.pagemap.image_layout): 0 = one physically contiguous run, 1 = no two pages in order
+    scatter: float = 0.0
 
     @classmethod
-    def from_rss(cls, rss: int, vmas: int, anon_vmas: int, thp: bool, threads: int = 1) -> "ImageShape":
+    def from_rss(cls, rss: int, vmas: int, anon_vmas: int, thp: bool, threads: int = 1,
+                 scatter: float = 0.0) -> "ImageShape":
         if thp:
             pmds, rest = divmod(rss, 2 * 1024**2)
-            return cls(vmas, anon_vmas, -(-rest // 4096), pmds, threads)
-        return cls(vmas, anon_vmas, -(-rss // 4096), 0, threads)
+            return cls(vmas, anon_vmas, -(-rest // 4096), pmds, threads, scatter)
+        return cls(vmas, anon_vmas, -(-rss // 4096), 0, threads, scatter)
