@@ -142,9 +142,9 @@ def test_image_layout_of_a_process_built_here():
             p.communicate("")
     for lay in got.values():
         assert lay.pages >= 16 * 256 and 0.0 <= lay.scatter <= 1.0
-    # pages touched in a random order get their frames in that order: almost no virtual neighbours are physical ones
+    # pages touched in a random order get their frames in that order: almost no virtual neighbours are physical
+    # ones. (In address order it depends on the allocator's state: 0.46 and 1.00 in two runs here, 2026-12-02.)
     assert got["random"].scatter > 0.9
-    assert got["random"].scatter >= got["address"].scatter
 
 
 def test_the_load_generator_probe_reads_its_parents_layout():
