@@ -183,12 +183,27 @@ class ImageSection(_Section):
     fds: int = Field(default=3, ge=0, le=MAX_FDS,
                      description="open file descriptors: copy_files -> dup_fd copies them, exit closes them "
                      "(default 3: stdin, stdout, stderr; at most fs.nr_open's default 1048576)")
+    # fork's copy_present_pte and exit's zap_pte_range touch each page's struct page in virtual order: where
+    # the frames are out of that order no prefetcher follows the walk (StageCost.scatter_us prices it)
+    scatter: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="physical layout of the image: the share of consecutive anonymous pages whose frames are not "
+        "neighbours in /proc/PID/pagemap (0 = in order, 1 = none in order; tools/image_shape.py PID reads it; "
+        "default: the profile's fresh_image_scatter, else 0)")
 
     @field_validator("rss")
     @classmethod
     def _rss(cls, v: int) -> int:
         if v > MAX_RSS_BYTES:
             raise ValueError(_RSS_REASON)
+        return v
+
+    @field_validator("scatter", mode="before")
+    @classmethod
+    def _scatter(cls, v: Any) -> Any:
+        if isinstance(v, bool) or (isinstance(v, (int, float)) and not 0.0 <= v <= 1.0):  # NaN fails too
+            raise ValueError(f"must be a fraction between 0 (pages in physical order) and 1 (none in order), "
+                             f"as tools/image_shape.py PID reads it from /proc/PID/pagemap")
         return v
 
     @field_validator("vmas")
@@ -205,6 +220,16 @@ class ImageSection(_Section):
         if isinstance(self.fault_position, float) and not 0.0 <= self.fault_position <= 1.0:
             raise ValueError("fault_position must be 'uniform' or a fraction between 0 and 1")
         return self
+
+    def scatter_used(self, profile: Any) -> tuple[float, str]:
+        """The scatter the model prices this image at and where it came from: the config's own, else the
+        profile's `fresh_image_scatter` (what calibrate's freshly touched images had), else 0."""
+        if self.scatter is not None:
+            return self.scatter, "config"
+        fresh = getattr(profile, "fresh_image_scatter", None)
+        if fresh is not None:
+            return fresh.value, "profile fresh_image_scatter"
+        return 0.0, "default (neither the config nor the profile states it)"
 
     @property
     def anon_vma_count(self) -> int:

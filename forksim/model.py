@@ -33,10 +33,12 @@ if TYPE_CHECKING:
 __all__ = ["ModelParams", "SchedulerSpec", "BalanceSpec", "image_shape", "scaled_slice_us"]
 
 
-def image_shape(exp: "Experiment") -> ImageShape:
-    """The parent's image ([workload.image]) as the cost model sees it."""
+def image_shape(exp: "Experiment", profile: Profile | None = None) -> ImageShape:
+    """The parent's image ([workload.image]) as the cost model sees it, its physical layout (scatter) the
+    config's, else `profile`'s fresh-image default (`ImageSection.scatter_used`)."""
     img = exp.workload.image
-    return ImageShape.from_rss(img.rss, img.vmas, img.anon_vma_count, img.thp, img.threads)
+    scatter, _origin = img.scatter_used(profile)
+    return ImageShape.from_rss(img.rss, img.vmas, img.anon_vma_count, img.thp, img.threads, scatter)
 
 
 def _slice_factor(cpus: int) -> int:
@@ -199,7 +201,7 @@ class ModelParams:
         if exp.workload.kind in ("open", "server") and exp.workload.arrivals not in FILE_FREE:
             arrivals = load_arrivals(exp.workload.arrivals)
             arrivals.flags.writeable = False
-        return cls(exp, profile, SchedulerSpec.of(exp, profile), Copies.of(exp, profile), image_shape(exp),
+        return cls(exp, profile, SchedulerSpec.of(exp, profile), Copies.of(exp, profile), image_shape(exp, profile),
                    arrivals)
 
     @property

@@ -30,6 +30,7 @@ def predict(
     samples: int = 1200,
     seed: int = 0,
     warm: bool = False,
+    scatter: float | None = None,
 ) -> dict[str, Any]:
     """Latency of single creations, each on an idle machine (one parent, 2 ms apart so the CPUs
     halt and the stack cache refills between them; the image cools as much as 2 ms let it, by the
@@ -40,6 +41,8 @@ def predict(
     keeps alive, `wait` how it reaps ("pid" or "any": waitpid(-1) walks its children list), `unshare`
     the flags the child unshares first: as `[workload.image] fds`, `[workload.child] flags`,
     `[workload] live_children`, `[workload] wait` and `[workload.child] unshare`.
+    `scatter`: the image's physical layout as `[workload.image] scatter` (0..1, what tools/image_shape.py reads
+    from /proc/PID/pagemap; None: the profile's fresh_image_scatter, else 0).
     `warm`: every fork as warm as in a back-to-back loop (the warmth terms off), to compare with
     back-to-back measurements."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
@@ -51,6 +54,8 @@ def predict(
     image: dict[str, Any] = {"rss": rss, "vmas": vmas, "thp": thp, "fds": fds}
     if anon_vmas is not None:
         image["anon_vmas"] = anon_vmas
+    if scatter is not None:
+        image["scatter"] = scatter
     exp = parse_config(
         {
             "experiment": {
@@ -81,6 +86,7 @@ def predict(
         "wait": wait,
         "unshare": list(exp.workload.child.unshare),
         "cpus": cpus,
+        "scatter": s["image_scatter"],
         "profile": prof.name,
         "profile_used": profile_info(prof),
         "samples": s["fork_latency_us"]["count"],

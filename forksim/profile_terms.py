@@ -180,8 +180,11 @@ class StageCost(BaseModel):
         if term not in _TERMS:
             raise ValueError(f"unknown cost term {term!r} (one of {', '.join(_TERMS)})")
         update = {term: getattr(self, term) * factor}
-        if term == "per_pte_us" and self.per_pte_miss_us:  # a walk with less work per page misses alike
-            update["per_pte_miss_us"] = self.per_pte_miss_us * factor
+        if term == "per_pte_us":  # a walk with less work per page misses alike, in or out of physical order
+            if self.per_pte_miss_us:
+                update["per_pte_miss_us"] = self.per_pte_miss_us * factor
+            if self.per_pte_scatter_us:
+                update["per_pte_scatter_us"] = self.per_pte_scatter_us * factor
         return self.model_copy(update=update)
 
 

@@ -295,11 +295,17 @@ def _run_all(jobs: list[tuple], workers: int | None, results: list[ReplicationRe
             ex.close(cancel=not ok)
 
 
+def _scatter_used(exp: Experiment, prof: Profile) -> dict[str, Any]:
+    """The image's scatter the run priced and where it came from (summary.json `image_scatter`)."""
+    value, origin = exp.workload.image.scatter_used(prof)
+    return {"value": value, "from": origin}
+
+
 def _result(exp: Experiment, prof: Profile, seed: int, results: list[ReplicationResult], wall: float,
             planned: int | None = None, extra: dict[str, Any] | None = None) -> RunResult:
     df = records_frame(results)
     fields = {**summarize(results, df), "experiment": exp.experiment.name, "profile": prof.name,
-              "profile_used": profile_info(prof), "seed": seed, "sim_wall_s": round(time.perf_counter() - wall, 3)}
+              "profile_used": profile_info(prof), "image_scatter": _scatter_used(exp, prof), "seed": seed, "sim_wall_s": round(time.perf_counter() - wall, 3)}
     if planned is not None:
         fields["partial"] = True  # interrupted: `replications` of `replications_planned` finished
         fields["replications_planned"] = planned

@@ -9,7 +9,7 @@ derives from the fields here instead of spelling them again: the SLO paths `fork
 Each top-level field has a role (`Field(json_schema_extra={"role": ...})`):
 
 - "identity": which experiment, point, profile and seed a summary belongs to;
-- "provenance": the profile file as used (its path differs per checkout);
+- "provenance": the profile file as used (its path differs per checkout), the image's scatter and its origin;
 - "run": how the run went (replications, partial, a sweep point's errors);
 - "wall_clock": real time taken (differs on every run);
 - "ci": a confidence interval given beside a scalar figure (`cpu_utilization_ci95`);
@@ -103,6 +103,9 @@ class Summary(_Section):
     overrides: Optional[dict[str, Any]] = _f("identity")
     profile: Optional[str] = _f("identity")
     profile_used: Optional[dict[str, Any]] = _f("provenance")
+    image_scatter: Optional[dict[str, Any]] = _f(
+        "provenance", description="the physical layout the image was priced at: value (0..1) and where it came from "
+        "(config, the profile's fresh_image_scatter, or the default 0)")
     seed: Optional[int] = _f("identity")
     forks: Optional[int] = _f(description="creations measured (returned from the call after the warm-up)")
     replications: Optional[int] = _f("run")

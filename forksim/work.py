@@ -51,7 +51,7 @@ def _mean_creation_us(exp: Experiment, profile: Profile) -> tuple[float, float]:
     """The mean CPU time (us) one creation costs its parent and its child: the stages each pays for
     the kind (kernel/stages.py: paid_by, kinds, per), the child's programme, two context switches."""
     child, kind = exp.workload.child, KINDS[exp.workload.child.clone]
-    shape = image_shape(exp)
+    shape = image_shape(exp, profile)
     count = {PER_CREATION: 1.0, PER_SHARED_PAGE: child.cow_write_fraction * (shape.ptes + 512 * shape.pmds)}
     paid = {PARENT: 0.0, CHILD: child.lifetime + (child.exec_lifetime if kind.execs else 0.0)}
     for name, stage in STAGES.items():

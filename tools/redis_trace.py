@@ -6,7 +6,10 @@
 At each dataset size, blocks alternate: `per` BGSAVEs of a private redis-server 1 s apart (latest_fork_usec
 each), then forkbench `cold -s 1000000 -c -1` with `per` forks at the same RSS. Each block runs under a tracefs
 instance of its own (sched_switch, sched_wakeup_new, sched_migrate_task on all CPUs; clone/clone3 enter/exit
-and ipi_send_cpu/ipi_send_cpumask of the forking pid only) and /proc/stat's steal ticks around it.
+and ipi_send_cpu/ipi_send_cpumask of the forking pid only) and /proc/stat's steal ticks around it, and the
+forking process's image layout (scatter, forksim.lab.pagemap.image_layout: Redis's after the block, forkbench's
+once its image is touched): the two differ in how far their pages are from physical order, which fork's
+per-page walk pays for.
 Per fork: the child's CPU (sched_wakeup_new target_cpu) against the other CPU's state (idle, and for how long
 since it switched to the idle task; or running a foreign task), the time in clone (enter -> exit), the IPIs the
 parent sent inside clone, and the parent's wait after clone: preempted (prev_state R) within 300 us of leaving clone, until
@@ -72,7 +75,8 @@ def redis_block(r, n: int, out: Path, tag: str) -> dict:
             forks.append(float(r.info("stats")["latest_fork_usec"]))
     finally:
         trace_off(out / f"{tag}.txt")
-    return {"tag": tag, "app": "redis", "pid": r.proc.pid, "user_us": forks, "steal_ticks": steal() - s0}
+    return {"tag": tag, "app": "redis", "pid": r.proc.pid, "user_us": forks, "steal_ticks": steal() - s0,
+            "scatter": _scatter(r.proc.pid)}
 
 
 def bench_block(exe: str, rss: int, n: int, out: Path, tag: str) -> dict:
@@ -81,6 +85,7 @@ def bench_block(exe: str, rss: int, n: int, out: Path, tag: str) -> dict:
     while "ready" not in (line := json.loads(p.stdout.readline())):
         pass
     pid = line["ready"]
+    scatter = _scatter(pid)  # forkbench's freshly touched image, beside Redis's long-lived one
     s0 = steal()
     trace_on(pid)
     try:
@@ -91,7 +96,18 @@ def bench_block(exe: str, rss: int, n: int, out: Path, tag: str) -> dict:
     finally:
         trace_off(out / f"{tag}.txt")
     return {"tag": tag, "app": "forkbench", "pid": pid, "user_us": [r["fork_ns"] / 1e3 for r in rows],
-            "steal_ticks": steal() - s0}
+            "steal_ticks": steal() - s0, "scatter": scatter}
+
+
+def _scatter(pid: int) -> float | None:
+    """The physical layout of `pid`'s anonymous pages (forksim.lab.pagemap.image_layout), None if unreadable."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from forksim.lab.pagemap import PagemapUnreadable, image_layout
+
+    try:
+        return image_layout(pid).scatter
+    except (PagemapUnreadable, OSError):
+        return None
 
 
 def record(sizes: list[int], blocks: int, per: int, out: Path, bench: str) -> None:
@@ -113,7 +129,7 @@ def record(sizes: list[int], blocks: int, per: int, out: Path, bench: str) -> No
                 for run in (lambda t: redis_block(r, per, out, t),
                             lambda t: bench_block(bench, image["rss_bytes"], per, out, t)):
                     m = run(f"{mib}-{b}-{len(meta)}")
-                    m.update(size_mib=mib, rss=image["rss_bytes"])
+                    m.update(size_mib=mib, rss=image["rss_bytes"], vmas=image["vmas"], anon_vmas=image["anon_vmas"])
                     meta.append(m)
                     (out / "meta.json").write_text(json.dumps(meta, indent=1))
                     print(m["tag"], m["app"], m["user_us"], "steal", m["steal_ticks"], flush=True)
@@ -183,6 +199,7 @@ def parse(out: Path) -> pd.DataFrame:
         fs = forks(events(out / f"{m['tag']}.txt"), m["pid"])
         for i, f in enumerate(fs):
             f.update(app=m["app"], size=m["size_mib"], block=m["tag"], steal_ticks=m["steal_ticks"],
+                     scatter=m.get("scatter", np.nan) if m.get("scatter") is not None else np.nan,
                      user_us=m["user_us"][i] if i < len(m["user_us"]) and len(fs) == len(m["user_us"]) else np.nan)
             rows.append(f)
     d = pd.DataFrame(rows)
@@ -204,7 +221,10 @@ def summary(d: pd.DataFrame) -> dict:
              "tlb_ipi_share": round(float(g.get("ipi_on_each_cpu_cond_mask", pd.Series(np.nan, g.index)).notna().mean()), 3),
              "tlb_ipi_to_wake_us_p50": round(float((g.wake - g.enter - g.get("ipi_on_each_cpu_cond_mask",
                                                                                pd.Series(np.nan, g.index))).median()), 0),
-             "steal_ticks_per_block_p50": float(g.groupby("block").steal_ticks.first().median())}
+             "steal_ticks_per_block_p50": float(g.groupby("block").steal_ticks.first().median()),
+             # the image's physical layout per block (/proc/PID/pagemap): a long-lived Redis against a fresh image
+             "scatter_p50": (None if g.scatter.isna().all()
+                             else round(float(g.groupby("block").scatter.first().median()), 3))}
         for name, part in (("local", g[g.local]), ("cross", g[~g.local])):
             if len(part):
                 s[name] = {"n": int(len(part)), "clone_us_p50": round(float(part.clone_us.median()), 0),

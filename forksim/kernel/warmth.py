@@ -12,6 +12,13 @@ State kept here, per simulated machine: per mm, when and on which CPU its image 
 touched by then; per CPU, the running total of bytes walked on it (other processes' images, and the
 memory a co-runner touches there: workload.other_work).
 The profile's `warmth` curve turns that state into a coldness 0..1, and `ColdTerms` into microseconds.
+
+The image's physical layout (ImageShape.scatter) does not change the cold extra here: ColdTerms prices the
+lines a back-to-back walk found in the caches and a cold one fetches (at most `pte_cap` pages, what the
+caches held), measured on calibrate's own freshly touched images, so it already carries their layout
+(the profile's fresh_image_scatter); StageCost.scatter_us prices the pages that miss even back to back,
+out of order. How a cold walk of the cached part costs with a different layout has not been measured;
+the part it could move is bounded by pte_cap (16,409 pages, 64 MiB, in the shipped default).
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ filled with DEBUG POPULATE to three dataset sizes; at each size it takes BGSAVEs
 and its own counter is read after each. The model gets what a user of that Redis would know: its
 anonymous RSS and thread count (/proc/PID/status; recorded, but its other threads sleep through
 a BGSAVE, so the model's parent forks as one thread), its VMA count and how many hold anonymous pages
-(/proc/PID/smaps), and how often it forks: a closed loop of one parent, think time = the interval.
-Nothing of the measured fork time goes into the config.
+(/proc/PID/smaps), the physical layout of its anonymous pages (/proc/PID/pagemap as root: `scatter`,
+forksim.lab.pagemap.image_layout), and how often it forks: a closed loop of one parent, think time = the
+interval. Nothing of the measured fork time goes into the config.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..kernel.flags import FORK
+from ..lab.pagemap import PagemapUnreadable, image_layout
 from ..lab.processes import end_group
 
 __all__ = ["redis_bgsave", "redis_config", "image_from_proc", "REDIS_SIZES"]
@@ -35,7 +37,9 @@ _VALUE = 1000  # bytes per DEBUG POPULATE value
 
 
 def image_from_proc(pid: int) -> dict[str, Any]:
-    """What /proc says about a process's image: anonymous RSS, threads, VMAs and VMAs with anon pages."""
+    """What /proc says about a process's image: anonymous RSS, threads, VMAs and VMAs with anon pages, open
+    fds, and the physical layout of its anonymous pages (`scatter`, forksim.lab.pagemap.image_layout: None
+    with the reason under `scatter_unreadable` where frame numbers cannot be read, e.g. not as root)."""
     status = Path(f"/proc/{pid}/status").read_text()
 
     def kb(key: str) -> int:
@@ -49,7 +53,14 @@ def image_from_proc(pid: int) -> dict[str, Any]:
             vmas += 1
         elif line.startswith("Anonymous:") and int(line.split()[1]) > 0:
             anon_vmas += 1
-    return {"rss_bytes": kb("RssAnon") * 1024, "threads": threads, "vmas": vmas, "anon_vmas": anon_vmas}
+    out: dict[str, Any] = {"rss_bytes": kb("RssAnon") * 1024, "threads": threads, "vmas": vmas,
+                           "anon_vmas": anon_vmas, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+    try:
+        layout = image_layout(pid)
+        out.update(scatter=layout.scatter, scatter_pages=layout.pages)
+    except PagemapUnreadable as exc:
+        out.update(scatter=None, scatter_unreadable=str(exc))
+    return out
 
 
 class _Redis:
@@ -130,7 +141,9 @@ def _bgsaves(r: _Redis, n: int, interval_s: float) -> list[float]:
 
 
 def redis_config(image: dict[str, Any], interval_s: float, *, cpus: int, profile: str, quick: bool) -> dict[str, Any]:
-    """The forksim config of a Redis forking every `interval_s` with this /proc image."""
+    """The forksim config of a Redis forking every `interval_s` with this /proc image (its scatter where
+    /proc/PID/pagemap gave one: a long-lived Redis's pages are far from address order)."""
+    layout = {"scatter": float(image["scatter"])} if image.get("scatter") is not None else {}
     return {
         "experiment": {"name": "validate-redis-bgsave", "duration": 40 * interval_s * 1e6,
                        "warmup": 2 * interval_s * 1e6, "replications": 2 if quick else 3, "seed": 42},
@@ -140,7 +153,7 @@ def redis_config(image: dict[str, Any], interval_s: float, *, cpus: int, profile
         # was switched in during 5 traced BGSAVEs (k-fit, 2026-12-02), so the server forks as one thread
         "workload": {"kind": "closed", "parents": 1, "think_time": interval_s * 1e6,
                      "image": {"rss": image["rss_bytes"], "vmas": image["vmas"], "anon_vmas": image["anon_vmas"],
-                               "threads": 1, "thp": False},
+                               "threads": 1, "thp": False, **layout},
                      "child": {"clone": FORK, "lifetime": 0.0}},
         "background": {"cpu_hogs": 0},
     }
@@ -172,8 +185,9 @@ def redis_bgsave(simulate: Callable[[dict[str, Any], str | None], dict[str, Any]
             rows.append({"scenario": f"redis-bgsave-{target // MiB}MiB", "image": image, "interval_s": interval_s,
                          "fork_usec": forks, "measured_p50_us": meas, "predicted_p50_us": pred,
                          "rel_error": (pred - meas) / meas})
+            scat = "unreadable" if image["scatter"] is None else f"{image['scatter']:.2f}"
             say(f"  redis BGSAVE {target // MiB:5d} MiB dataset (RSS {image['rss_bytes'] / MiB:.0f} MiB, "
-                f"{image['vmas']} VMAs): latest_fork_usec p50 {meas:.0f} us, predicted {pred:.0f} us "
+                f"{image['vmas']} VMAs, scatter {scat}): latest_fork_usec p50 {meas:.0f} us, predicted {pred:.0f} us "
                 f"({(pred - meas) / meas * 100:+.0f}%)")
     finally:
         r.close()

@@ -235,6 +235,9 @@ def _progress_lines(name: str, row: dict[str, Any]) -> list[str]:
             f"  fork p50 {_fmt(m.get('fork_p50'))} us ({_fmt_err(e.get('fork_p50'))})"
             f"  p99 {_fmt(m.get('fork_p99'))} us ({_fmt_err(e.get('fork_p99'))})"
             f"  [{row['seconds']['measure']:.1f}+{row['seconds']['simulate']:.1f} s]")
+    scatter = (measured.get("image_layout") or {}).get("scatter")
+    if scatter is not None:  # the parents' physical layout, which the row's model was given
+        line += f"  scatter {scatter:.2f}"
     if (row.get("foreign_cpu_frac") or 0) > NOISY_FOREIGN_FRAC:
         line += f"  noisy: {row['foreign_cpu_frac'] * 100:.0f}% of the CPUs busy with other processes"
     if (row.get("canary") or {}).get("rel_error") is not None:

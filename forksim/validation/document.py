@@ -40,7 +40,8 @@ def _fmt_err(e: float | None) -> str:
 
 
 def _row_name(r: dict[str, Any]) -> str:
-    """The scenario's name with its notes: off by 2x, foreign CPU, the canary's drift, the host's steal."""
+    """The scenario's name with its notes: off by 2x, foreign CPU, the canary's drift, the image's measured
+    scatter (/proc/PID/pagemap, the model is configured with it), the host's steal."""
     name = r["scenario"]
     if any(k in {m[0] for m in METRICS} for k in r.get("off_by_2x", [])):
         name += " (2x!)"
@@ -49,6 +50,9 @@ def _row_name(r: dict[str, Any]) -> str:
     drift = (r.get("canary") or {}).get("rel_error")
     if drift is not None and abs(drift) > DRIFT_NOTE:
         name += f" (host drift: canary {_fmt_err(drift)})"
+    scatter = ((r.get("measured_full") or {}).get("image_layout") or {}).get("scatter")
+    if scatter is not None:  # the parents' physical layout, configured into the row's model
+        name += f" (scatter {scatter:.2f})"
     steal = ((r.get("measured_full") or {}).get("cpu") or {}).get("steal_frac")
     if steal is not None and steal > STEAL_NOTE:
         name += f" (host steal: {steal * 100:.0f}%)"
@@ -114,10 +118,13 @@ def _other_comparisons(report: dict[str, Any]) -> list[str]:
     if apps.get("rows"):
         lines += ["", f"A real application, timed by itself ({apps.get('app')}: BGSAVE every "
                   f"{apps['rows'][0]['interval_s']:g} s, `latest_fork_usec` of INFO stats; the model gets the RSS, "
-                  "VMAs and threads from /proc and the interval):", "",
-                  "| scenario | RSS (MiB) | VMAs | forks | fork() p50 (us) meas | pred | err |", "|---|---|---|---|---|---|---|"]
+                  "VMAs, threads and scatter (the physical layout of its pages) from /proc and the interval):", "",
+                  "| scenario | RSS (MiB) | VMAs | scatter | forks | fork() p50 (us) meas | pred | err |",
+                  "|---|---|---|---|---|---|---|---|"]
         for a in apps["rows"]:
+            scatter = a["image"].get("scatter")
             lines.append(f"| {a['scenario']} | {a['image']['rss_bytes'] / 1024**2:.0f} | {a['image']['vmas']} | "
+                         f"{'-' if scatter is None else f'{scatter:.2f}'} | "
                          f"{len(a['fork_usec'])} | {_fmt(a['measured_p50_us'])} | {_fmt(a['predicted_p50_us'])} | "
                          f"{_fmt_err(a['rel_error'])} |")
     elif apps.get("skipped"):

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..lab import build_dir, compile_c, compiler, compiler_version, mem_available
 from ..lab.processes import end_group
+from .layouts import ParentLayouts, pooled_layout
 from .scenarios import Scenario, capacity_key, scenarios
 
 __all__ = [
@@ -153,9 +154,13 @@ def _terminate_as_exception() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def run_loadgen(args: list[str], *, timeout: float, tools: Tools | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Run the load generator with `args`; return (its JSON summary, records, stalls)."""
+def run_loadgen(args: list[str], *, timeout: float, tools: Tools | None = None,
+                image: tuple[int, int] | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Run the load generator with `args`; return (its JSON summary, records, stalls). `image`: (bytes, parents)
+    of the images its parents touch: their physical layout is read while it runs (the summary's
+    "image_layout", forksim.validation.layouts)."""
     tools = tools or build_tools()
+    probe: ParentLayouts | None = None
     with tempfile.TemporaryDirectory(prefix="forksim-loadgen-") as tmp:
         prefix = str(Path(tmp) / "run")
         cmd = [str(tools.loadgen), *args, "--helper", str(tools.helper), "--out", prefix]
@@ -164,6 +169,9 @@ def run_loadgen(args: list[str], *, timeout: float, tools: Tools | None = None) 
             try:
                 proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         start_new_session=True)
+                if image is not None and image[0] > 0:
+                    probe = ParentLayouts(proc.pid, image[0], image[1], limit_s=timeout)
+                    probe.start()
                 try:
                     out, err = proc.communicate(timeout=timeout)
                 except subprocess.TimeoutExpired:
@@ -171,12 +179,15 @@ def run_loadgen(args: list[str], *, timeout: float, tools: Tools | None = None) 
             finally:
                 if proc is not None:
                     end_group(proc)  # the group: hogs, parents, children, whatever is left
+                layout = probe.result() if probe is not None else None
         if proc.returncode != 0:
             raise LoadgenError(f"the load generator failed (exit {proc.returncode}): {err.strip() or out.strip()}")
         try:
             meta = json.loads(out.strip().splitlines()[-1])
         except (ValueError, IndexError):
             raise LoadgenError(f"the load generator printed no summary: {out!r} {err!r}") from None
+        if layout is not None:
+            meta["image_layout"] = layout
         recs = np.fromfile(prefix + ".rec", dtype=REC_DTYPE)
         stall_path = Path(prefix + ".stall")
         stalls = np.fromfile(stall_path, dtype=STALL_DTYPE) if stall_path.exists() else np.zeros(0, STALL_DTYPE)
@@ -295,6 +306,8 @@ def summarize(scenario: Scenario, meta: dict, recs: np.ndarray, stalls: np.ndarr
         "placement": _placement(recs),
         "cpu": _cpu_accounting(meta, duration),
     }
+    if "image_layout" in meta:  # the parents' physical layout, read as the run began (validation/layouts.py)
+        out["image_layout"] = meta["image_layout"]
     if scenario.mode == "closed" and scenario.parents == 1 and (scenario.think_s > 0 or scenario.other_work_llc > 0):
         # the gap each fork followed: from the previous reap to this fork (sleep, co-runner's sweep)
         out["gap_us"] = latency_stats(_gaps(recs))
@@ -336,7 +349,8 @@ def measure(scenario: Scenario, quick: bool = False, *, capacity: float | None =
             capacity = measure(base, quick, tools=tools)["throughput_per_s"]
         rate = float(scenario.rate_fraction or 0.5) * capacity
     args = scenario.loadgen_args(quick, rate)
-    runs = [run_loadgen(args, timeout=_timeout(scenario, quick), tools=tools) for _ in range(max(1, scenario.repeats))]
+    runs = [run_loadgen(args, timeout=_timeout(scenario, quick), tools=tools, image=(scenario.rss, scenario.parents))
+            for _ in range(max(1, scenario.repeats))]
     return _pooled(scenario, runs, quick=quick, rate=rate, raw=raw, tools=tools)
 
 
@@ -357,7 +371,8 @@ def measure_interleaved(group: list[Scenario], quick: bool = False, *, rounds: i
             try:
                 check_memory(sc)
                 args = sc.loadgen_args(quick, duration=sc.duration(quick) / rounds)
-                runs[sc.name].append(run_loadgen(args, timeout=_timeout(sc, quick), tools=tools))
+                runs[sc.name].append(run_loadgen(args, timeout=_timeout(sc, quick), tools=tools,
+                                                 image=(sc.rss, sc.parents)))
             except LoadgenError as exc:
                 errors[sc.name] = str(exc)
     out: dict[str, dict[str, Any]] = {}
@@ -417,6 +432,8 @@ def _pooled(scenario: Scenario, runs: list[tuple[dict, np.ndarray, np.ndarray]],
         else:
             out["duration_s"] = float(sum(e["duration_s"] for e in each))
             out["throughput_per_s"] = recs.size / out["duration_s"] if out["duration_s"] > 0 else 0.0
+        if "image_layout" in out:
+            out["image_layout"] = pooled_layout([m.get("image_layout") or {} for m, _r, _st in runs])
         if "gap_us" in out:  # gaps within each run (a run's last reap is not followed by the next run's fork)
             out["gap_us"] = latency_stats(np.concatenate([_gaps(r) for _m, r, _st in runs]))
     out["helper_static"] = tools.helper_static

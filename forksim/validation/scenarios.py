@@ -147,6 +147,10 @@ class Scenario:
         image: dict[str, Any] = {"rss": rss, "vmas": vmas, "thp": False, "threads": self.threads, "fds": self.fds}
         if anon_vmas is not None:
             image["anon_vmas"] = anon_vmas
+        # what a user reads from /proc/PID/pagemap (tools/image_shape.py): the parents' layout as the run began
+        scatter = (measured.get("image_layout") or {}).get("scatter")
+        if scatter is not None:
+            image["scatter"] = float(scatter)
         workload: dict[str, Any] = {
             "kind": "open" if self.mode == "open" else "closed",
             "parents": self.parents,
