@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import MeasurementError
 from ..kernel.flags import EXECS
@@ -22,6 +22,7 @@ from . import bench, tracefs
 from .plan import (FORK_MODE, FORKEXEC_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE, VARIANTS, GiB, MiB, Plan, Store,
                    label as _label)
 from .caches import lines_job
+from .layout import RANDOM, SCATTERED, layout_reader
 from .warmth import cold_jobs
 
 __all__ = ["Job", "calibration_jobs"]
@@ -58,8 +59,9 @@ class _Jobs:
     def fork(self, kind: str, rss: int = 0, anon_vmas: int = 0, file_vmas: int = 0, thp: bool = False,
              pinned: bool = True, reps: int | None = None, traced: bool = False, rnd: int = 0,
              mode: str = FORK_MODE, extra: list[str] | None = None,
-             aux: tracefs.TraceInstance | None = None) -> Callable[[], None]:
-        """A forkbench run (mode: fork, vfork, spawn, forkexec, thread, burst, cow, fault)."""
+             aux: tracefs.TraceInstance | None = None, layout: bool = False) -> Callable[[], None]:
+        """A forkbench run (mode: fork, vfork, spawn, forkexec, thread, burst, cow, fault); `layout`: its
+        image's physical layout read at forkbench's gate (layout.py) into the run's "layout"."""
         plan, store, cpu = self.plan, self.store, self.cpu
 
         def run() -> None:
@@ -70,9 +72,11 @@ class _Jobs:
                     "-t", str(int(thp)), "-n", str(n), "-w", "3" if rss >= 256 * MiB else "10",
                     "-c", str(cpu if pinned else -1), *(extra or [])]
             switches: list[tracefs.Event] = []
+            got: dict[str, Any] = {}
             try:
                 shape, samples, events, pid = bench.run_bench(argv, self.trace if traced else None, aux=aux,
-                                                              aux_out=switches)
+                                                              aux_out=switches,
+                                                              on_ready=layout_reader(store, got) if layout else None)
             except MeasurementError as exc:
                 if "refused" in str(exc):
                     store.refused.append(str(exc))
@@ -82,6 +86,8 @@ class _Jobs:
             key = {"rss": rss, "anon_vmas": anon_vmas, "file_vmas": file_vmas, "thp": thp, "pinned": pinned,
                    "traced": traced, "mode": mode, "round": rnd}
             store.add(kind, key, shape, samples, segs)
+            if got:
+                store.runs[-1]["layout"] = got["layout"]
             if aux is not None and segs is not None:
                 store.runs[-1]["placement"] = tracefs.placement_counts(segs, switches, os.cpu_count() or 1)
             if thp and shape.get("rss_bytes"):
@@ -108,7 +114,8 @@ class _Jobs:
         plan, reps, jobs = self.plan, self.plan.traced_reps, []
         for rss in plan.traced_sizes:
             jobs.append((f"traced fork {_label({'rss': rss})}",
-                         self.fork(FORK_MODE, rss=rss, traced=True, reps=reps if rss < GiB else max(8, reps // 4))))
+                         self.fork(FORK_MODE, rss=rss, traced=True, reps=reps if rss < GiB else max(8, reps // 4),
+                                   layout=rss >= 16 * MiB)))
         for nv in plan.traced_vmas:
             jobs.append((f"traced fork +{nv} file VMAs", self.fork(FORK_MODE, file_vmas=nv, traced=True, reps=reps // 2)))
             jobs.append((f"traced fork +{nv} anon VMAs", self.fork(FORK_MODE, anon_vmas=nv, traced=True, reps=reps // 2)))
@@ -139,9 +146,12 @@ class _Jobs:
         for rnd in range(plan.rounds):
             order = sizes[:]
             rng.shuffle(order)
-            for rss in order:
-                jobs.append((f"fork {_label({'rss': rss})} pinned (round {rnd + 1}/{plan.rounds})",
-                             self.fork(FORK_MODE, rss=rss, rnd=rnd)))
+            this = [(f"fork {_label({'rss': rss})} pinned (round {rnd + 1}/{plan.rounds})",
+                     self.fork(FORK_MODE, rss=rss, rnd=rnd, layout=rss >= 16 * MiB)) for rss in order]
+            # the scattered images after the round's in-order ones, before them in every other layout round
+            scattered = self.scattered(rnd)
+            before = plan.layout_rounds and (rnd * plan.layout_rounds // plan.rounds) % 2 == 1
+            jobs += scattered + this if before else this + scattered
             jobs += self.pinned_variants(rnd)
             if rnd % 4 == 0:
                 for rss in plan.unpinned_sizes:
@@ -153,6 +163,26 @@ class _Jobs:
                 jobs.append((f"fork +{nv} anon VMAs", self.fork(FORK_MODE, anon_vmas=nv, rnd=rnd)))
             for rss in plan.thp_sizes:
                 jobs.append((f"fork {_label({'rss': rss})} THP", self.fork(FORK_MODE, rss=rss, thp=True, rnd=rnd)))
+        return jobs
+
+    def scattered(self, rnd: int) -> list[Job]:
+        """2a. in `layout_rounds` of the sweep's rounds, spread over them: each layout size again with its
+        pages touched in a random order (forkbench -L random, scatter ~1), beside the round's in-order image
+        of the same size: the A/B of the image's physical layout (layout.py)."""
+        plan = self.plan
+        if not plan.layout_rounds or rnd not in {i * plan.rounds // plan.layout_rounds
+                                                 for i in range(plan.layout_rounds)}:
+            return []
+        swept = set(plan.sizes) | set(plan.held_out) | set(plan.optional_sizes)
+        jobs = []
+        for rss in plan.layout_sizes:
+            reps = max(8, _reps(rss, 0, plan.budget_us, 5, 400) // 6)
+            if rss not in swept:  # the in-order side, where the sweep has no image of this size
+                jobs.append((f"fork {_label({'rss': rss})} pinned (round {rnd + 1}/{plan.rounds})",
+                             self.fork(FORK_MODE, rss=rss, rnd=rnd, layout=True, reps=reps)))
+            jobs.append((f"fork {_label({'rss': rss})} pinned, pages touched in a random order (round {rnd + 1}/"
+                         f"{plan.rounds})", self.fork(SCATTERED, rss=rss, rnd=rnd, layout=True, extra=["-L", RANDOM],
+                                                      reps=reps)))
         return jobs
 
     def pinned_variants(self, rnd: int) -> list[Job]:
@@ -248,6 +278,9 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
         jobs += j.remote_free()
     # 5b. the caches as the fork sweep's back-to-back walks see them: dup_mmap's miss term (caches.py)
     jobs.append(("cache curve (forkbench lines)", lines_job(str(b.forkbench), store, cpu, max(2 * llc_bytes(), 64 * MiB))))
+    if plan.layout_sizes:  # the same walk in one random order: the scatter curve's shape (layout.py)
+        jobs.append(("scatter curve (forkbench lines -L random)",
+                     lines_job(str(b.forkbench), store, cpu, 32 * MiB, layout=RANDOM)))
     # 5c. cold forks: after idle gaps, other work, a move to the other CPU (warmth.py)
     jobs.extend(cold_jobs(plan, str(b.forkbench), store, cpu, other))
     return jobs + j.scheduler()
