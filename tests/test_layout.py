@@ -69,15 +69,15 @@ def _store(sweep_scatter: float = 0.3) -> Store:
 
 
 def test_the_fit_recovers_the_scatter_slope_and_predicts_the_held_out_size():
-    fit = fit_layout(_store(), held_out=(128 * MiB,))
+    fit = fit_layout(_store(), held_out=(64 * MiB,))
     assert fit is not None and fit.curve is not None and fit.curve["walk_bytes_per_pte"] == 64.0  # the lines run's
-    assert fit.footprint == {"dup_mmap": BYTES, "exit_mmap": BYTES}  # the forks' knee: fitted on 64 and 256 MiB
+    assert fit.footprint == {"dup_mmap": BYTES, "exit_mmap": BYTES}  # the forks' knee: fitted on 128 and 256 MiB
     assert fit.slope["dup_mmap"] == pytest.approx(SLOPE, rel=0.05)
     assert fit.slope["exit_mmap"] == pytest.approx(0.5 * SLOPE, rel=0.05)
     assert fit.fresh == [0.3] * 10  # the sweep's images of 16 MiB and more
     rows = {r["rss_bytes"]: r for r in fit.rows}
-    assert rows[128 * MiB]["held_out"] and not rows[256 * MiB]["held_out"]
-    assert 0.5 < rows[128 * MiB]["walk_miss"]["dup_mmap"] < 0.9  # the held-out size sits in the knee
+    assert rows[64 * MiB]["held_out"] and not rows[128 * MiB]["held_out"] and not rows[256 * MiB]["held_out"]
+    assert 0.2 < rows[64 * MiB]["walk_miss"]["dup_mmap"] < 0.5  # the held-out size sits in the knee
     for r in rows.values():  # the held-out size too: its difference is predicted within the noise
         assert r["predicted_diff_us"]["dup_mmap"] == pytest.approx(r["diff_us"]["dup_mmap"], abs=0.03 * r["p50_order_us"]["dup_mmap"])
     assert "measured:" in fit.source["dup_mmap"] and "pagemap" in fit.source["dup_mmap"]
@@ -96,7 +96,7 @@ def test_the_sweep_fit_is_corrected_for_its_own_images_scatter():
 
 
 def test_the_terms_land_in_a_profile_that_loads_and_prices_the_scatter():
-    fit = fit_layout(_store(), held_out=(128 * MiB,))
+    fit = fit_layout(_store(), held_out=(64 * MiB,))
     base = load_profile("default")
     d = json.loads(base.model_dump_json(exclude_unset=True))
     for name in ("dup_mmap", "exit_mmap"):
@@ -122,7 +122,7 @@ def test_no_layout_measured_means_no_terms():
     # layouts but no random lines: the fresh scatter is kept, no slope is fitted
     store = _store()
     store.runs = [r for r in store.runs if r["kind"] != LINES_KIND]
-    fit = fit_layout(store, held_out=(128 * MiB,))
+    fit = fit_layout(store, held_out=(64 * MiB,))
     assert fit is not None and fit.curve is None and not fit.slope and fit.fresh
     assert with_scatter(StageCost(source="t"), fit, "dup_mmap") == StageCost(source="t")
 

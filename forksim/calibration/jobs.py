@@ -59,7 +59,8 @@ class _Jobs:
     def fork(self, kind: str, rss: int = 0, anon_vmas: int = 0, file_vmas: int = 0, thp: bool = False,
              pinned: bool = True, reps: int | None = None, traced: bool = False, rnd: int = 0,
              mode: str = FORK_MODE, extra: list[str] | None = None,
-             aux: tracefs.TraceInstance | None = None, layout: bool = False) -> Callable[[], None]:
+             aux: tracefs.TraceInstance | None = None, layout: bool = False,
+             warm: int | None = None) -> Callable[[], None]:
         """A forkbench run (mode: fork, vfork, spawn, forkexec, thread, burst, cow, fault); `layout`: its
         image's physical layout read at forkbench's gate (layout.py) into the run's "layout"."""
         plan, store, cpu = self.plan, self.store, self.cpu
@@ -69,7 +70,8 @@ class _Jobs:
                 return
             n = reps or _reps(rss, anon_vmas + file_vmas, plan.budget_us, 5, 400, thp)
             argv = [str(self.b.forkbench), mode, "-r", str(rss), "-A", str(anon_vmas), "-F", str(file_vmas),
-                    "-t", str(int(thp)), "-n", str(n), "-w", "3" if rss >= 256 * MiB else "10",
+                    "-t", str(int(thp)), "-n", str(n),
+                    "-w", str(warm if warm is not None else 3 if rss >= 256 * MiB else 10),
                     "-c", str(cpu if pinned else -1), *(extra or [])]
             switches: list[tracefs.Event] = []
             got: dict[str, Any] = {}
@@ -179,10 +181,10 @@ class _Jobs:
             reps = max(8, _reps(rss, 0, plan.budget_us, 5, 400) // 6)
             if rss not in swept:  # the in-order side, where the sweep has no image of this size
                 jobs.append((f"fork {_label({'rss': rss})} pinned (round {rnd + 1}/{plan.rounds})",
-                             self.fork(FORK_MODE, rss=rss, rnd=rnd, layout=True, reps=reps)))
+                             self.fork(FORK_MODE, rss=rss, rnd=rnd, layout=True, reps=reps, warm=3)))
             jobs.append((f"fork {_label({'rss': rss})} pinned, pages touched in a random order (round {rnd + 1}/"
                          f"{plan.rounds})", self.fork(SCATTERED, rss=rss, rnd=rnd, layout=True, extra=["-L", RANDOM],
-                                                      reps=reps)))
+                                                      reps=reps, warm=3)))
         return jobs
 
     def pinned_variants(self, rnd: int) -> list[Job]:
