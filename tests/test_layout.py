@@ -15,6 +15,7 @@ import pytest
 from forksim.calibration import bench, layout
 from forksim.calibration.caches import LINES_KIND
 from forksim.calibration.fork_path import fork_totals
+from forksim.calibration.lifetime import fit_exit
 from forksim.calibration.layout import RANDOM, SCATTERED, fit_layout, layout_reader, with_scatter
 from forksim.calibration.plan import FORK_MODE, MiB, PLANS, Store
 from forksim.calibration.samples import Evidence
@@ -93,6 +94,10 @@ def test_the_sweep_fit_is_corrected_for_its_own_images_scatter():
     assert ev.diag["image_layout"]["dup_mmap_scatter_term_taken_out_us"]["1GiB"] > 0
     held = dict((c.label, c) for c, _ in totals.held)["64MiB"]  # the quick plan's held-out sweep size
     assert held.scatter == 0.6  # measured; kept as measured (its prediction carries the term)
+    # the child's exit alike (untraced: exit_ns against the image; truth 0.1 us per page in order)
+    exit_mmap = fit_exit(ev)["exit_mmap"]
+    assert exit_mmap.per_pte_us == pytest.approx(0.1, rel=0.05)
+    assert ev.diag["image_layout"]["exit_mmap_scatter_term_taken_out_us"]["1GiB"] > 0
 
 
 def test_the_terms_land_in_a_profile_that_loads_and_prices_the_scatter():

@@ -97,7 +97,7 @@ def fork_totals(ev: Evidence, plan: Plan) -> ForkTotals:
     for c, runs in train + held_cfgs:
         c.miss = curve.walk_miss(int(runs[0]["shape"]["ptes"]), int(runs[0]["shape"]["pmds"]))
     ev.diag["cache_curve"] = curve_d
-    layout = _correct_for_layout(ev, plan, train, held_cfgs)
+    layout = ev.layout = _correct_for_layout(ev, plan, train, held_cfgs)
     # through the base image (its p50 exactly): every family's and the fork path's fixed parts build on it
     base = next((c for c, runs in train if _is_base(runs[0]["key"])), None)
     total_fit = (fit_linear_through([c for c, _ in train], base, WALK_TERMS) if base is not None

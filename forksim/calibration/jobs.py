@@ -178,7 +178,7 @@ class _Jobs:
         swept = set(plan.sizes) | set(plan.held_out) | set(plan.optional_sizes)
         jobs = []
         for rss in plan.layout_sizes:
-            reps = max(8, _reps(rss, 0, plan.budget_us, 5, 400) // 6)
+            reps = max(6, _reps(rss, 0, plan.budget_us, 5, 400) // 8)  # an eighth of the sweep's: p50s of one A/B
             if rss not in swept:  # the in-order side, where the sweep has no image of this size
                 jobs.append((f"fork {_label({'rss': rss})} pinned (round {rnd + 1}/{plan.rounds})",
                              self.fork(FORK_MODE, rss=rss, rnd=rnd, layout=True, reps=reps, warm=3)))
