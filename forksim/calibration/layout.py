@@ -199,16 +199,16 @@ def _slope(rows: list[dict[str, Any]], stage: str, curve: CacheCurve) -> tuple[f
 
 def _fit_stage(rows: list[dict[str, Any]], stage: str, shape: dict[str, Any]) -> tuple[float, float]:
     """(slope, bytes per page): per candidate footprint the slope and its error; of the footprints whose
-    error is within noise of the least (2% of each in-order p50), the one with the smallest slope (with
-    only sizes below the knee and past it, a smaller footprint fits as well by a larger slope)."""
+    error is within noise of the least (2% of each in-order p50), the smallest: the knee as late as the
+    fitted sizes allow (a larger footprint moves it below the smallest fitted size, where no fitted
+    difference says whether it lies)."""
     fits = {b: _slope(rows, stage, CacheCurve.model_validate({**shape, "walk_bytes_per_pte": b}))
             for b in FOOTPRINTS}
     best = min(e for _, e in fits.values())
     if not np.isfinite(best):
         return 0.0, FOOTPRINTS[0]
     tol = best + _NOISE**2 * sum(not r["held_out"] for r in rows)
-    ok = [(s, b) for b, (s, e) in fits.items() if e <= tol and s > 0]
-    return min(ok) if ok else (0.0, FOOTPRINTS[0])
+    return next((s, b) for b, (s, e) in fits.items() if e <= tol)
 
 
 def fit_layout(store: Store, held_out: tuple[int, ...]) -> LayoutFit | None:
@@ -239,7 +239,7 @@ def fit_layout(store: Store, held_out: tuple[int, ...]) -> LayoutFit | None:
             f"/proc/PID/pagemap at forkbench's gate (forksim.lab.pagemap); the slope of the per-size median "
             f"difference on ptes x scatter difference x the curve's miss fraction (least squares, weights 1 / the "
             f"in-order p50) over {used}; the curve's bytes per page: of {', '.join(f'{x:g}' for x in FOOTPRINTS)}, "
-            f"the one whose fit is within 2% of the best with the smallest slope")
+            f"the smallest whose fit is within 2% of the best")
     for r in fit.rows:
         curves = {st: CacheCurve.model_validate(fit.stage_curve(st)) for st in fit.slope}
         r["walk_miss"] = {st: round(c.walk_miss(r["ptes"], r["pmds"]), 4) for st, c in curves.items()}
