@@ -3,7 +3,9 @@ adds its samples to the Store.
 
 Order of work: the traced runs first (while the tracefs instance exists); then the untraced runs,
 sizes interleaved over rounds: fork against touched anonymous RSS (pinned and unpinned), against VMA
-counts (anonymous-with-pages and file-backed), THP on, the other creation kinds (vfork, posix_spawn,
+counts (anonymous-with-pages and file-backed), THP on, in some of the sweep's rounds the same sizes with their
+pages touched in a random order (layout.py; every sized pinned image's layout is read at forkbench's gate),
+the other creation kinds (vfork, posix_spawn,
 fork+execve, threads; pinned in the fork sweep's rounds), bursts of forks (stack cache), COW and page faults, forks after the child
 exited on the other CPU (remote frees), cold forks (warmth.py) and the scheduler's costs (idle
 wake-up, context switch, IPI).
