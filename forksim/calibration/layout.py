@@ -54,7 +54,7 @@ def layout_reader(store: Store, into: dict[str, Any]) -> Callable[[int], None] |
     def read(pid: int) -> None:
         try:
             lay = image_layout(pid)
-        except PagemapUnreadable as exc:
+        except (PagemapUnreadable, OSError) as exc:  # OSError: a read of pagemap itself failed
             if not any(n.startswith(_SKIPPED) for n in store.notes):
                 store.notes.append(f"{_SKIPPED} ({exc}): the profile gets no scatter terms and no "
                                    f"fresh_image_scatter, and the fork sweep's fit is not corrected for its layout")
