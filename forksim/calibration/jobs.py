@@ -150,8 +150,10 @@ class _Jobs:
         for rnd in range(plan.rounds):
             order = sizes[:]
             rng.shuffle(order)
+            # the images' layout read in the rounds of the layout A/B (what the fits use)
+            read = rnd in self.layout_rounds()
             this = [(f"fork {_label({'rss': rss})} pinned (round {rnd + 1}/{plan.rounds})",
-                     self.fork(FORK_MODE, rss=rss, rnd=rnd, layout=rss >= 16 * MiB)) for rss in order]
+                     self.fork(FORK_MODE, rss=rss, rnd=rnd, layout=read and rss >= 16 * MiB)) for rss in order]
             # the scattered images after the round's in-order ones, before them in every other layout round
             scattered = self.scattered(rnd)
             before = plan.layout_rounds and (rnd * plan.layout_rounds // plan.rounds) % 2 == 1
@@ -174,20 +176,26 @@ class _Jobs:
         pages touched in a random order (forkbench -L random, scatter ~1), beside the round's in-order image
         of the same size: the A/B of the image's physical layout (layout.py)."""
         plan = self.plan
-        if not plan.layout_rounds or rnd not in {i * plan.rounds // plan.layout_rounds
-                                                 for i in range(plan.layout_rounds)}:
+        if rnd not in self.layout_rounds():
             return []
         swept = set(plan.sizes) | set(plan.held_out) | set(plan.optional_sizes)
         jobs = []
         for rss in plan.layout_sizes:
+            if rss in plan.layout_held_out and rnd != min(self.layout_rounds()):
+                continue  # the held-out size's A/B: one round (a check, not a fit)
             reps = max(6, _reps(rss, 0, plan.budget_us, 5, 400) // 8)  # an eighth of the sweep's: p50s of one A/B
             if rss not in swept:  # the in-order side, where the sweep has no image of this size
                 jobs.append((f"fork {_label({'rss': rss})} pinned (round {rnd + 1}/{plan.rounds})",
-                             self.fork(FORK_MODE, rss=rss, rnd=rnd, layout=True, reps=reps, warm=3)))
+                             self.fork(FORK_MODE, rss=rss, rnd=rnd, layout=True, reps=reps, warm=1)))
             jobs.append((f"fork {_label({'rss': rss})} pinned, pages touched in a random order (round {rnd + 1}/"
                          f"{plan.rounds})", self.fork(SCATTERED, rss=rss, rnd=rnd, layout=True, extra=["-L", RANDOM],
-                                                      reps=reps, warm=3)))
+                                                      reps=reps, warm=1)))
         return jobs
+
+    def layout_rounds(self) -> set[int]:
+        """The sweep's rounds that hold the layout A/B, spread over them (layout.py)."""
+        plan = self.plan
+        return {i * plan.rounds // plan.layout_rounds for i in range(plan.layout_rounds)} if plan.layout_rounds else set()
 
     def pinned_variants(self, rnd: int) -> list[Job]:
         """The other creation kinds at RSS 0, pinned, in every round of the fork sweep (a share of their

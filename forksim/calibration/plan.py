@@ -57,13 +57,13 @@ class Plan:
 PLANS = {
     "smoke": Plan("smoke", (0, 16 * MiB), (8 * MiB,), 1, (0,), (10, 300), (16 * MiB,), (0, 16 * MiB), (300,),
                   60_000, 30, 40, 512, 3, 15, 3, layout_sizes=(16 * MiB,), layout_rounds=1),
-    # quick: under a minute on a 2-vCPU VM (diagnostics.seconds_by_step says where it goes): 4 rounds (320 ms of
+    # quick: under a minute on a 2-vCPU VM (diagnostics.seconds_by_step says where it goes): 4 rounds (300 ms of
     # fork round trips per size and round: 350 until the layout runs took their ~4 s, 2026-12-02), no
     # unpinned 1 GiB, no traced 1 GiB without THP (2.1 s; refitting the 2026-12-02 03:21 quick raw file
     # without it moved predict at 0-1 GiB by under 0.3%), one traced VMA count; the fitted terms are the full plan's
     "quick": Plan("quick", (0, 16 * MiB, 256 * MiB, 1 * GiB), (64 * MiB,), 4, (0, 64 * MiB, 256 * MiB),
                   (10, 100, 1000, 10000), (256 * MiB, 1 * GiB), (0, 16 * MiB, 256 * MiB), (1000,),
-                  320_000, 300, 400, 4096, 15, 50, 30, layout_sizes=(64 * MiB, 128 * MiB, 256 * MiB),
+                  300_000, 300, 400, 4096, 15, 50, 30, layout_sizes=(64 * MiB, 128 * MiB, 256 * MiB),
                   layout_held_out=(64 * MiB,), layout_rounds=2),
     "full": Plan("full", (0, 16 * MiB, 128 * MiB, 256 * MiB, 1 * GiB, 2 * GiB), (64 * MiB, 512 * MiB), 10,
                  (0, 64 * MiB, 256 * MiB, 1 * GiB), (10, 100, 1000, 3000, 10000), (64 * MiB, 256 * MiB, 1 * GiB, 2 * GiB),
