@@ -59,7 +59,8 @@ def layout_reader(store: Store, into: dict[str, Any]) -> Callable[[int], None] |
                 store.notes.append(f"{_SKIPPED} ({exc}): the profile gets no scatter terms and no "
                                    f"fresh_image_scatter, and the fork sweep's fit is not corrected for its layout")
             return
-        into["layout"] = {"pages": lay.pages, "pairs": lay.pairs, "scatter": round(lay.scatter, 5)}
+        into["layout"] = {"pages": lay.pages, "pairs": lay.pairs, "scatter": round(lay.scatter, 5),
+                          "struct_page_pages": lay.struct_page_pages}
 
     return read
 
@@ -151,8 +152,8 @@ _MEASURES = {"dup_mmap": "fork() (the parent's CPU time)", "exit_mmap": "the chi
 # frames spread over physical memory, sit on fewer lines and pages per vmemmap page than the lines run's
 # dense buffer: where the forks' knee lies is fitted (2026-12-02, this host: a fork of 128 MiB sits at the
 # knee, 256 MiB past it, where the lines run puts the knee at 6-8 MiB, i.e. 384-512 MiB at 64 B per page)
-FOOTPRINTS = (64.0, 128.0, 256.0, 512.0, 1024.0)
-_NOISE = 0.02  # the relative spread of a size's median difference that fits count as equal
+FOOTPRINTS = tuple(round(64.0 * 2 ** (k / 2), 1) for k in range(9))  # 64 .. 1024 B, steps of sqrt(2)
+_NOISE = 0.01  # the relative spread of a size's median difference that fits count as equal
 
 
 def _p50(runs: list[dict[str, Any]], stage: str) -> float:
@@ -168,6 +169,7 @@ def _row(rss: int, these: list[tuple[dict[str, Any], dict[str, Any]]], held: boo
                            "rounds": len(these), "held_out": held,
                            "scatter_random": round(median(run_scatter(r) for r, _ in these), 4),
                            "scatter_order": round(median(run_scatter(o) for _, o in these), 4),
+                           "spread_random": _spread([r for r, _ in these]), "spread_order": _spread([o for _, o in these]),
                            "p50_random_us": {}, "p50_order_us": {}, "diff_us": {}}
     for stage in _MEASURES:
         pr, po = [_p50([r], stage) for r, _ in these], [_p50([o], stage) for _, o in these]
@@ -175,6 +177,14 @@ def _row(rss: int, these: list[tuple[dict[str, Any], dict[str, Any]]], held: boo
         row["p50_order_us"][stage] = round(median(po), 3)
         row["diff_us"][stage] = round(median(a - b for a, b in zip(pr, po)), 3)
     return row
+
+
+def _spread(runs: list[dict[str, Any]]) -> float | None:
+    """The median over runs of how far the image's struct pages spread: distinct vmemmap pages x 64 / pages
+    (1: one dense range of frames; recorded, not fitted: the scatter terms assume the spread calibrate saw)."""
+    v = [r["layout"]["struct_page_pages"] * 64 / r["layout"]["pages"] for r in runs
+         if r["layout"].get("struct_page_pages") and r["layout"].get("pages")]
+    return round(median(v), 2) if v else None
 
 
 def _x(row: dict[str, Any], curve: CacheCurve) -> float:
@@ -199,7 +209,7 @@ def _slope(rows: list[dict[str, Any]], stage: str, curve: CacheCurve) -> tuple[f
 
 def _fit_stage(rows: list[dict[str, Any]], stage: str, shape: dict[str, Any]) -> tuple[float, float]:
     """(slope, bytes per page): per candidate footprint the slope and its error; of the footprints whose
-    error is within noise of the least (2% of each in-order p50), the smallest: the knee as late as the
+    error is within noise of the least (1% of each in-order p50), the smallest: the knee as late as the
     fitted sizes allow (a larger footprint moves it below the smallest fitted size, where no fitted
     difference says whether it lies)."""
     fits = {b: _slope(rows, stage, CacheCurve.model_validate({**shape, "walk_bytes_per_pte": b}))
@@ -239,7 +249,7 @@ def fit_layout(store: Store, held_out: tuple[int, ...]) -> LayoutFit | None:
             f"/proc/PID/pagemap at forkbench's gate (forksim.lab.pagemap); the slope of the per-size median "
             f"difference on ptes x scatter difference x the curve's miss fraction (least squares, weights 1 / the "
             f"in-order p50) over {used}; the curve's bytes per page: of {', '.join(f'{x:g}' for x in FOOTPRINTS)}, "
-            f"the smallest whose fit is within 2% of the best")
+            f"the smallest whose fit is within 1% of each in-order p50 of the best")
     for r in fit.rows:
         curves = {st: CacheCurve.model_validate(fit.stage_curve(st)) for st in fit.slope}
         r["walk_miss"] = {st: round(c.walk_miss(r["ptes"], r["pmds"]), 4) for st, c in curves.items()}
@@ -272,6 +282,7 @@ def scatter_rows(fit: LayoutFit | None, predict: Callable[[ImageShape, str], flo
         p = predict(shape, "dup_mmap")
         m = r["p50_random_us"]["dup_mmap"]
         out.append({"rss_bytes": r["rss_bytes"], "held_out": r["held_out"], "scatter": r["scatter_random"],
+                    "spread": r.get("spread_random"),
                     "measured_p50_us": m, "profile_predicted_p50_us": round(p, 3), "rel_error": round((p - m) / m, 4),
                     "measured_diff_us": r["diff_us"], "predicted_diff_us": r["predicted_diff_us"],
                     "measured_order_p50_us": r["p50_order_us"]["dup_mmap"]})

@@ -252,15 +252,16 @@ def _scattered_table(diag: dict) -> None:
     if not rows:
         return
     t = Table(title="scattered images (pages touched in a random order): measured vs the profile at the image's "
-              "scatter, pinned, fork() p50; difference: over the in-order image of the same size and round",
+              "scatter, pinned, fork() p50; difference: over the in-order image of the same size and round; spread: "
+              "how far the frames lie apart (vmemmap pages x 64 / pages, 1 = one dense range; not priced)",
               title_justify="left")
-    for c in ("RSS", "fit", "scatter", "measured (us)", "profile (us)", "error", "diff (us)", "profile diff (us)",
-              "exit diff (us)", "profile exit diff (us)"):
+    for c in ("RSS", "fit", "scatter", "spread", "measured (us)", "profile (us)", "error", "diff (us)",
+              "profile diff (us)", "exit diff (us)", "profile exit diff (us)"):
         t.add_column(c, justify="right")
     for r in rows:
         md, pd = r["measured_diff_us"], r["predicted_diff_us"]
         t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", "held out" if r["held_out"] else "fitted", f"{r['scatter']:.2f}",
-                  fmt(r["measured_p50_us"]), fmt(r["profile_predicted_p50_us"]), f"{100 * r['rel_error']:+.1f}%",
+                  fmt(r.get("spread")), fmt(r["measured_p50_us"]), fmt(r["profile_predicted_p50_us"]), f"{100 * r['rel_error']:+.1f}%",
                   fmt(md["dup_mmap"]), fmt(pd["dup_mmap"]), fmt(md["exit_mmap"]), fmt(pd["exit_mmap"]))
     if not console.is_terminal:
         console.width = max(console.width, 140)
