@@ -53,7 +53,10 @@ def _run(store: Store, kind: str, rss: int, rnd: int, scatter: float | None, rng
     shape = {"vmas": 26, "anon_vmas": 12, "ptes": ptes, "pmds": 0, "rss_bytes": rss}
     store.add(kind, key, shape, samples)
     if scatter is not None:
-        store.runs[-1]["layout"] = {"pages": ptes, "pairs": ptes - 1, "scatter": scatter}
+        # the frames of a random image spread over 4x a dense range (recorded beside the fit, not priced)
+        spread = 4 if kind == SCATTERED else 1
+        store.runs[-1]["layout"] = {"pages": ptes, "pairs": ptes - 1, "scatter": scatter,
+                                    "struct_page_pages": ptes * spread // 64}
 
 
 def _store(sweep_scatter: float = 0.3) -> Store:
@@ -82,6 +85,7 @@ def test_the_fit_recovers_the_scatter_slope_and_predicts_the_held_out_size():
     for r in rows.values():  # the held-out size too: its difference is predicted within the noise
         assert r["predicted_diff_us"]["dup_mmap"] == pytest.approx(r["diff_us"]["dup_mmap"], abs=0.03 * r["p50_order_us"]["dup_mmap"])
     assert "measured:" in fit.source["dup_mmap"] and "pagemap" in fit.source["dup_mmap"]
+    assert rows[256 * MiB]["spread_random"] == pytest.approx(4.0, abs=0.01) and "= 256 B" in fit.source["dup_mmap"]
 
 
 def test_the_sweep_fit_is_corrected_for_its_own_images_scatter():

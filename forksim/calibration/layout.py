@@ -238,6 +238,9 @@ def fit_layout(store: Store, held_out: tuple[int, ...]) -> LayoutFit | None:
         if not s:
             continue
         fit.slope[stage], fit.footprint[stage] = s, b
+        spread = [r["spread_random"] for r in fit.rows if not r["held_out"] and r.get("spread_random")]
+        beside = (f"; 64 B x the random images' spread (struct_page_pages x 64 / pages, median "
+                  f"{median(spread):.2f}) = {64 * median(spread):.0f} B" if spread else "")
         ab = "; ".join(f"{r['rss_bytes'] // MiB} MiB{' (held out)' if r['held_out'] else ''}: "
                        f"{r['p50_random_us'][stage]:.0f} vs {r['p50_order_us'][stage]:.0f} us at scatter "
                        f"{r['scatter_random']:.2f} vs {r['scatter_order']:.2f}, {r['rounds']} rounds"
@@ -249,7 +252,7 @@ def fit_layout(store: Store, held_out: tuple[int, ...]) -> LayoutFit | None:
             f"/proc/PID/pagemap at forkbench's gate (forksim.lab.pagemap); the slope of the per-size median "
             f"difference on ptes x scatter difference x the curve's miss fraction (least squares, weights 1 / the "
             f"in-order p50) over {used}; the curve's bytes per page: of {', '.join(f'{x:g}' for x in FOOTPRINTS)}, "
-            f"the smallest whose fit is within 1% of each in-order p50 of the best")
+            f"the smallest whose fit is within 1% of each in-order p50 of the best{beside}")
     for r in fit.rows:
         curves = {st: CacheCurve.model_validate(fit.stage_curve(st)) for st in fit.slope}
         r["walk_miss"] = {st: round(c.walk_miss(r["ptes"], r["pmds"]), 4) for st, c in curves.items()}
