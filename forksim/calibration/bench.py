@@ -12,7 +12,7 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import MeasurementError
 from ..lab import build_dir, compile_c, compiler, compiler_version
@@ -84,15 +84,18 @@ def running_children() -> list[int]:
 
 
 def run_bench(argv: list[str], trace: "tracefs.TraceInstance | None" = None, timeout: float = 300.0,
-              aux: "tracefs.TraceInstance | None" = None, aux_out: "list[tracefs.Event] | None" = None
+              aux: "tracefs.TraceInstance | None" = None, aux_out: "list[tracefs.Event] | None" = None,
+              on_ready: Callable[[int], None] | None = None
               ) -> tuple[dict[str, Any], list[dict[str, Any]], "list[tracefs.Event] | None", int]:
     """Run one benchmark; returns (shape, samples, trace events or None, pid).
 
-    With `trace`, the benchmark is started gated (-g): once it has built its image and printed its
-    pid, that pid is followed, tracing starts, and the benchmark is released. `aux` (an instance
-    following every pid, e.g. sched_switch only, to know which CPUs were idle) runs alongside; its
-    events are appended to `aux_out`."""
-    if trace is not None:
+    With `trace` or `on_ready`, the benchmark is started gated (-g): once it has built its image and
+    printed its pid, `on_ready(pid)` runs (e.g. reading the image's physical layout), that pid is
+    followed, tracing starts, and the benchmark is released. `aux` (an instance following every pid,
+    e.g. sched_switch only, to know which CPUs were idle) runs alongside; its events are appended to
+    `aux_out`."""
+    gated = trace is not None or on_ready is not None
+    if gated:
         argv = [*argv, "-g"]
     p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, start_new_session=True)
@@ -102,7 +105,7 @@ def run_bench(argv: list[str], trace: "tracefs.TraceInstance | None" = None, tim
     samples: list[dict[str, Any]] = []
     events = None
     try:
-        if trace is not None:
+        if gated:
             assert p.stdout is not None and p.stdin is not None
             while True:
                 line = p.stdout.readline()
@@ -114,6 +117,12 @@ def run_bench(argv: list[str], trace: "tracefs.TraceInstance | None" = None, tim
                 elif "error" in obj:
                     raise MeasurementError(f"{Path(argv[0]).name} {' '.join(argv[1:])}: {obj['error']}")
                 elif "ready" in obj:
+                    if on_ready is not None:
+                        on_ready(int(obj["ready"]))
+                    if trace is None:
+                        p.stdin.write("g")
+                        p.stdin.flush()
+                        break
                     trace.follow(int(obj["ready"]))
                     trace.start()
                     if aux is not None:

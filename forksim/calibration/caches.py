@@ -27,7 +27,7 @@ from ..errors import MeasurementError
 from . import bench
 from .plan import MiB, Store
 
-__all__ = ["LINES_KIND", "lines_job", "fit_cache_curve", "FALLBACK_CURVE"]
+__all__ = ["LINES_KIND", "lines_job", "fit_cache_curve", "miss_fraction", "FALLBACK_CURVE"]
 
 LINES_KIND = "lines"
 WALK_BYTES_PER_PTE = 80.0  # the parent's and the child's PTE (8 + 8 B) and the page's struct page (64 B)
@@ -46,17 +46,33 @@ FALLBACK_CURVE: dict[str, Any] = {
 }
 
 
-def lines_job(fb: str, store: Store, cpu: int, max_bytes: int) -> Callable[[], None]:
-    """The lines run (about 1 s): footprints 256 KiB .. max_bytes on `cpu`."""
+def lines_job(fb: str, store: Store, cpu: int, max_bytes: int, layout: str = "order") -> Callable[[], None]:
+    """The lines run (about 1 s): footprints 256 KiB .. max_bytes on `cpu`; layout "random": each pass in
+    one fixed random order (forkbench lines -L random: the scatter curve, layout.py)."""
     def run() -> None:
+        argv = [fb, "lines", "-r", str(int(max_bytes)), "-n", "1", "-c", str(cpu)]
         try:
-            _, samples, _, _ = bench.run_bench([fb, "lines", "-r", str(int(max_bytes)), "-n", "1", "-c", str(cpu)])
+            _, samples, _, _ = bench.run_bench(argv + (["-L", layout] if layout != "order" else []))
         except MeasurementError as exc:
-            store.notes.append(f"cache curve not measured: {exc}")
+            store.notes.append(f"{'scatter' if layout != 'order' else 'cache'} curve not measured: {exc}")
             return
-        store.add(LINES_KIND, {"cpu": cpu, "max_bytes": int(max_bytes)}, {}, samples)
+        key = {"cpu": cpu, "max_bytes": int(max_bytes)}
+        store.add(LINES_KIND, key if layout == "order" else {**key, "layout": layout}, {}, samples)
 
     return run
+
+
+def miss_fraction(by: dict[int, list[float]]) -> tuple[list[int], np.ndarray, float, float]:
+    """Footprints, their miss fractions, the cached and the memory per-line times (ns) of per-footprint
+    line times: (t - cached) / (memory - cached), never falling (0 where no knee: t never rose 20%)."""
+    sizes = sorted(by)
+    t = np.array([np.median(by[b]) for b in sizes])
+    hit, miss = float(np.median(t[:3])), float(np.median(t[-3:]))
+    if miss <= 1.2 * hit:  # no knee within the footprints measured: the caches held them all
+        frac = np.zeros_like(t)
+    else:
+        frac = np.maximum.accumulate(np.clip((t - hit) / (miss - hit), 0.0, 1.0))
+    return sizes, frac, hit, miss
 
 
 def fit_cache_curve(store: Store) -> dict[str, Any]:
@@ -65,17 +81,11 @@ def fit_cache_curve(store: Store) -> dict[str, Any]:
     for r in store.runs:
         if r["kind"] == LINES_KIND:
             for s in r["samples"]:
-                if s.get("line_ns", 0) > 0:
+                if s.get("line_ns", 0) > 0 and "layout" not in s:  # in address order (layout.py has the other)
                     by.setdefault(int(s["bytes"]), []).append(float(s["line_ns"]))
     if len(by) < 6:
         return dict(FALLBACK_CURVE)
-    sizes = sorted(by)
-    t = np.array([np.median(by[b]) for b in sizes])
-    hit, miss = float(np.median(t[:3])), float(np.median(t[-3:]))
-    if miss <= 1.2 * hit:  # no knee within the footprints measured: the caches held them all
-        frac = np.zeros_like(t)
-    else:
-        frac = np.maximum.accumulate(np.clip((t - hit) / (miss - hit), 0.0, 1.0))
+    sizes, frac, hit, miss = miss_fraction(by)
     return {"bytes": [float(b) for b in sizes], "miss": [round(float(m), 4) for m in frac],
             "walk_bytes_per_pte": WALK_BYTES_PER_PTE,
             "source": (f"measured: forkbench lines, pinned: per-line CPU time of repeated in-order passes over "

@@ -14,12 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import MeasurementError
-from ..kernel.stages import DUP_MMAP, FORK_PATH
+from ..kernel.stages import DUP_MMAP, EXIT_MMAP, FORK_PATH
 from ..profile import STAGES, ImageShape, Profile, StageCost
 from .families import fit_families
 from .fit import median, stage_json
 from .fork_path import (ForkTotals, fit_fork_path, fit_remote_free, fit_stack_vmalloc, fit_thread_setup, fork_split,
                         fork_totals, trace_segments)
+from .layout import LayoutFit, scatter_rows, with_scatter
 from .lifetime import fit_child_start, fit_exec, fit_exit, fit_faults, fit_vfork_wait_reap
 from .plan import FORK_MODE, FORKEXEC_MODE, VARIANTS, Plan, Store, label as _label
 from .samples import Evidence, group, pct, preempted_share, seg_cfgs, vals
@@ -61,6 +62,8 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
     st.update(fit_child_start(ev))
     st.update(fit_exec(ev))
     st.update(fit_exit(ev))
+    for name in (DUP_MMAP, EXIT_MMAP):  # an image out of physical order (layout.py)
+        st[name] = with_scatter(st[name], totals.layout, name)
     st.update(fit_faults(ev))
     sched, st["ipi_send"] = fit_scheduler(ev, facts)
     exit_head = exit_head_share(store)
@@ -70,6 +73,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
                                           exit_head["value"] if exit_head else _DEFAULT_HEAD, vfork_reap)
     _variant_diagnostics(ev)
     _held_out(ev, totals, st)
+    fresh = _fresh_scatter(ev, totals.layout)
     placement = fit_placement(store)
     ev.diag["placement_counts"] = {k: v.pop("_counts") for k, v in placement.items()}
     warmth, warmth_diag = fit_warmth(store)
@@ -99,6 +103,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
         **{k: stage_json(v) for k, v in starts.items()},
         **({"warmth": warmth} if warmth else {}),
         **({"remote_free": remote_free} if remote_free else {}),
+        **({"fresh_image_scatter": fresh} if fresh else {}),
         "diagnostics": ev.diag,
     }
 
@@ -152,25 +157,45 @@ def _variant_diagnostics(ev: Evidence) -> None:
         ev.diag["thp_traced"] = {c.label: round(c.median, 3) for c in seg_cfgs(store, "B", thp=True)}
 
 
+def _fresh_scatter(ev: Evidence, layout: LayoutFit | None) -> dict[str, Any] | None:
+    """The profile's fresh_image_scatter: the median scatter of the fork sweep's freshly touched images."""
+    if layout is None or not layout.fresh:
+        return None
+    v = round(median(layout.fresh), 4)
+    return {"value": v, "source": (
+        f"measured: scatter (forksim.lab.pagemap.image_layout: share of consecutive private anonymous pages whose "
+        f"frames are not neighbours) of the {len(layout.fresh)} images of 16 MiB and more that this calibration's "
+        f"pinned fork sweep touched in address order, read at forkbench's gate before the first fork: median "
+        f"{v:.3f}, range {min(layout.fresh):.3f} .. {max(layout.fresh):.3f} (the buddy allocator's state on this "
+        f"host then; a long-lived or fragmented system hands out frames further from order)")}
+
+
 def _held_out(ev: Evidence, totals: ForkTotals, st: dict[str, StageCost]) -> None:
-    """The profile's own fork() prediction (the fork path's stage medians, pinned) beside the measured
-    p50 of the held-out sizes and of the fitted ones."""
-    def predict(shape: dict[str, Any]) -> float:
-        s = sum(st[n].fixed_us for n in _FORK_CALL)
-        return s + st[DUP_MMAP].median_us(ImageShape(int(shape["vmas"]), int(shape["anon_vmas"]), int(shape["ptes"]),
-                                                     int(shape["pmds"])))
+    """The profile's own fork() prediction (the fork path's stage medians, pinned, at the image's measured
+    scatter) beside the measured p50 of the held-out sizes and of the fitted ones (the fitted ones' measured
+    p50 as measured, before their scatter term was taken out); the scattered images' (layout.py)."""
+    def at(shape: ImageShape, stage: str = DUP_MMAP) -> float:
+        return sum(st[n].fixed_us for n in _FORK_CALL) + st[stage].median_us(shape)
+
+    def predict(shape: dict[str, Any], scatter: float = 0.0) -> float:
+        return at(ImageShape(int(shape["vmas"]), int(shape["anon_vmas"]), int(shape["ptes"]), int(shape["pmds"]),
+                             scatter=scatter))
 
     ho = []
     for c, runs in totals.held:
         sh = runs[0]["shape"]
-        p = predict(sh)
+        p = predict(sh, c.scatter)
         ho.append({"rss_bytes": int(runs[0]["key"]["rss"]), "vmas": int(sh["vmas"]), "anon_vmas": int(sh["anon_vmas"]),
-                   "thp": False, "fork_p50_us": round(c.median, 3), "n": len(c.samples),
+                   "thp": False, "scatter": round(c.scatter, 4), "fork_p50_us": round(c.median, 3), "n": len(c.samples),
                    "fork_wall_p50_us": round(median(vals(runs, "fork_ns")), 3),
                    "preempted_share": preempted_share(runs),
                    "profile_predicted_p50_us": round(p, 3), "rel_error": round((p - c.median) / c.median, 4)})
     ev.diag["held_out"] = ho
+    taken = ev.diag.get("image_layout", {}).get("dup_mmap_scatter_term_taken_out_us", {})
     ev.diag["fit_in_sample"] = [
-        {"config": c.label, "fork_p50_us": round(c.median, 3),
-         "profile_predicted_p50_us": round(predict(runs[0]["shape"]), 3)}
+        {"config": c.label, "fork_p50_us": round(c.median + taken.get(c.label, 0.0), 3),
+         "profile_predicted_p50_us": round(predict(runs[0]["shape"], c.scatter), 3)}
         for c, runs in totals.train]
+    shapes = {int(k["rss"]): r[0]["shape"] for _, r in totals.train + totals.held
+              if not ((k := r[0]["key"])["thp"] or k["anon_vmas"] or k["file_vmas"])}
+    ev.diag["scattered_fork"] = scatter_rows(totals.layout, lambda shape, stage: at(shape, stage), shapes)

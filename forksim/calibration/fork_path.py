@@ -19,6 +19,7 @@ from ..errors import MeasurementError
 from ..kernel.stages import DO_EXIT, DUP_MMAP, EXIT_MMAP, RET_FROM_FORK, WAIT_REAP
 from ..profile import CacheCurve, StageCost
 from .caches import fit_cache_curve
+from .layout import LayoutFit, fit_layout, run_scatter
 from .fit import WALK_TERMS, Config, LinearFit, cross_validate, fit_linear, fit_linear_through, median, residual_quantiles, stage_cost
 from .plan import FORK_MODE, THREAD_MODE, VFORK_MODE, Plan
 from .samples import Evidence, fork_cfg, fork_field, group, pct, preempted_share, quantiles, seg_cfgs, vals
@@ -62,6 +63,7 @@ class ForkTotals:
     train: list[tuple[Config, list[dict[str, Any]]]]
     held: list[tuple[Config, list[dict[str, Any]]]]
     cache_curve: dict[str, Any] | None = None  # the curve of the fit's miss term (caches.py)
+    layout: LayoutFit | None = None  # the scatter terms and the images' layout (layout.py)
 
 
 @dataclass
@@ -95,6 +97,7 @@ def fork_totals(ev: Evidence, plan: Plan) -> ForkTotals:
     for c, runs in train + held_cfgs:
         c.miss = curve.walk_miss(int(runs[0]["shape"]["ptes"]), int(runs[0]["shape"]["pmds"]))
     ev.diag["cache_curve"] = curve_d
+    layout = ev.layout = _correct_for_layout(ev, plan, train, held_cfgs)
     # through the base image (its p50 exactly): every family's and the fork path's fixed parts build on it
     base = next((c for c, runs in train if _is_base(runs[0]["key"])), None)
     total_fit = (fit_linear_through([c for c, _ in train], base, WALK_TERMS) if base is not None
@@ -107,7 +110,31 @@ def fork_totals(ev: Evidence, plan: Plan) -> ForkTotals:
     ev.diag["fork_p50_us"] = {c.label: pct(c.samples) for c, _ in train + held_cfgs}
     ev.diag["fork_wall_p50_us"] = {c.label: pct(vals(runs, "fork_ns")) for c, runs in train + held_cfgs}
     ev.diag["fork_preempted_share"] = {c.label: preempted_share(runs) for c, runs in train + held_cfgs}
-    return ForkTotals(total_fit, train, held_cfgs, curve_d)
+    return ForkTotals(total_fit, train, held_cfgs, curve_d, layout)
+
+
+def _correct_for_layout(ev: Evidence, plan: Plan, train: list, held: list) -> LayoutFit | None:
+    """Each configuration's measured scatter (the median of its runs'); the fitted configurations' samples
+    less their scatter term (dup_mmap's per_pte_scatter_us at that scatter, layout.py), so that the linear
+    terms are those of an image in physical order and the scatter term alone prices the layout (the
+    held-out ones stay as measured: their prediction carries the term)."""
+    lay = fit_layout(ev.store, plan.layout_held_out)
+    corrected = {}
+    for c, runs in train + held:
+        sc = [s for r in runs if (s := run_scatter(r)) is not None]
+        c.scatter = median(sc) if sc else 0.0
+    for c, runs in train:
+        sh = runs[0]["shape"]
+        corr = lay.term_us(DUP_MMAP, int(sh["ptes"]), int(sh["pmds"]), c.scatter) if lay else 0.0
+        if corr > 0:
+            c.samples = [max(x - corr, 0.05 * x) for x in c.samples]
+            corrected[c.label] = round(corr, 3)
+    if lay is not None:
+        ev.diag["image_layout"] = {
+            "sweep_scatter": {c.label: round(c.scatter, 4) for c, runs in train + held if c.scatter},
+            "dup_mmap_scatter_term_taken_out_us": corrected, "scatter_curve": lay.curve, "slopes": lay.slope,
+            "ab": lay.rows}
+    return lay
 
 
 def _is_base(key: dict[str, Any]) -> bool:

@@ -3,7 +3,9 @@ adds its samples to the Store.
 
 Order of work: the traced runs first (while the tracefs instance exists); then the untraced runs,
 sizes interleaved over rounds: fork against touched anonymous RSS (pinned and unpinned), against VMA
-counts (anonymous-with-pages and file-backed), THP on, the other creation kinds (vfork, posix_spawn,
+counts (anonymous-with-pages and file-backed), THP on, in some of the sweep's rounds the same sizes with their
+pages touched in a random order (layout.py; every sized pinned image's layout is read at forkbench's gate),
+the other creation kinds (vfork, posix_spawn,
 fork+execve, threads; pinned in the fork sweep's rounds), bursts of forks (stack cache), COW and page faults, forks after the child
 exited on the other CPU (remote frees), cold forks (warmth.py) and the scheduler's costs (idle
 wake-up, context switch, IPI).
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import MeasurementError
 from ..kernel.flags import EXECS
@@ -22,6 +24,7 @@ from . import bench, tracefs
 from .plan import (FORK_MODE, FORKEXEC_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE, VARIANTS, GiB, MiB, Plan, Store,
                    label as _label)
 from .caches import lines_job
+from .layout import RANDOM, SCATTERED, layout_reader
 from .warmth import cold_jobs
 
 __all__ = ["Job", "calibration_jobs"]
@@ -58,8 +61,10 @@ class _Jobs:
     def fork(self, kind: str, rss: int = 0, anon_vmas: int = 0, file_vmas: int = 0, thp: bool = False,
              pinned: bool = True, reps: int | None = None, traced: bool = False, rnd: int = 0,
              mode: str = FORK_MODE, extra: list[str] | None = None,
-             aux: tracefs.TraceInstance | None = None) -> Callable[[], None]:
-        """A forkbench run (mode: fork, vfork, spawn, forkexec, thread, burst, cow, fault)."""
+             aux: tracefs.TraceInstance | None = None, layout: bool = False,
+             warm: int | None = None) -> Callable[[], None]:
+        """A forkbench run (mode: fork, vfork, spawn, forkexec, thread, burst, cow, fault); `layout`: its
+        image's physical layout read at forkbench's gate (layout.py) into the run's "layout"."""
         plan, store, cpu = self.plan, self.store, self.cpu
 
         def run() -> None:
@@ -67,12 +72,15 @@ class _Jobs:
                 return
             n = reps or _reps(rss, anon_vmas + file_vmas, plan.budget_us, 5, 400, thp)
             argv = [str(self.b.forkbench), mode, "-r", str(rss), "-A", str(anon_vmas), "-F", str(file_vmas),
-                    "-t", str(int(thp)), "-n", str(n), "-w", "3" if rss >= 256 * MiB else "10",
+                    "-t", str(int(thp)), "-n", str(n),
+                    "-w", str(warm if warm is not None else 3 if rss >= 256 * MiB else 10),
                     "-c", str(cpu if pinned else -1), *(extra or [])]
             switches: list[tracefs.Event] = []
+            got: dict[str, Any] = {}
             try:
                 shape, samples, events, pid = bench.run_bench(argv, self.trace if traced else None, aux=aux,
-                                                              aux_out=switches)
+                                                              aux_out=switches,
+                                                              on_ready=layout_reader(store, got) if layout else None)
             except MeasurementError as exc:
                 if "refused" in str(exc):
                     store.refused.append(str(exc))
@@ -82,6 +90,8 @@ class _Jobs:
             key = {"rss": rss, "anon_vmas": anon_vmas, "file_vmas": file_vmas, "thp": thp, "pinned": pinned,
                    "traced": traced, "mode": mode, "round": rnd}
             store.add(kind, key, shape, samples, segs)
+            if got:
+                store.runs[-1]["layout"] = got["layout"]
             if aux is not None and segs is not None:
                 store.runs[-1]["placement"] = tracefs.placement_counts(segs, switches, os.cpu_count() or 1)
             if thp and shape.get("rss_bytes"):
@@ -108,7 +118,8 @@ class _Jobs:
         plan, reps, jobs = self.plan, self.plan.traced_reps, []
         for rss in plan.traced_sizes:
             jobs.append((f"traced fork {_label({'rss': rss})}",
-                         self.fork(FORK_MODE, rss=rss, traced=True, reps=reps if rss < GiB else max(8, reps // 4))))
+                         self.fork(FORK_MODE, rss=rss, traced=True, reps=reps if rss < GiB else max(8, reps // 4),
+                                   layout=rss >= 16 * MiB)))
         for nv in plan.traced_vmas:
             jobs.append((f"traced fork +{nv} file VMAs", self.fork(FORK_MODE, file_vmas=nv, traced=True, reps=reps // 2)))
             jobs.append((f"traced fork +{nv} anon VMAs", self.fork(FORK_MODE, anon_vmas=nv, traced=True, reps=reps // 2)))
@@ -139,9 +150,14 @@ class _Jobs:
         for rnd in range(plan.rounds):
             order = sizes[:]
             rng.shuffle(order)
-            for rss in order:
-                jobs.append((f"fork {_label({'rss': rss})} pinned (round {rnd + 1}/{plan.rounds})",
-                             self.fork(FORK_MODE, rss=rss, rnd=rnd)))
+            # the images' layout read in the rounds of the layout A/B (what the fits use)
+            read = rnd in self.layout_rounds()
+            this = [(f"fork {_label({'rss': rss})} pinned (round {rnd + 1}/{plan.rounds})",
+                     self.fork(FORK_MODE, rss=rss, rnd=rnd, layout=read and rss >= 16 * MiB)) for rss in order]
+            # the scattered images after the round's in-order ones, before them in every other layout round
+            scattered = self.scattered(rnd)
+            before = plan.layout_rounds and (rnd * plan.layout_rounds // plan.rounds) % 2 == 1
+            jobs += scattered + this if before else this + scattered
             jobs += self.pinned_variants(rnd)
             if rnd % 4 == 0:
                 for rss in plan.unpinned_sizes:
@@ -154,6 +170,32 @@ class _Jobs:
             for rss in plan.thp_sizes:
                 jobs.append((f"fork {_label({'rss': rss})} THP", self.fork(FORK_MODE, rss=rss, thp=True, rnd=rnd)))
         return jobs
+
+    def scattered(self, rnd: int) -> list[Job]:
+        """2a. in `layout_rounds` of the sweep's rounds, spread over them: each layout size again with its
+        pages touched in a random order (forkbench -L random, scatter ~1), beside the round's in-order image
+        of the same size: the A/B of the image's physical layout (layout.py)."""
+        plan = self.plan
+        if rnd not in self.layout_rounds():
+            return []
+        swept = set(plan.sizes) | set(plan.held_out) | set(plan.optional_sizes)
+        jobs = []
+        for rss in plan.layout_sizes:
+            if rss in plan.layout_held_out and rnd != min(self.layout_rounds()):
+                continue  # the held-out size's A/B: one round (a check, not a fit)
+            reps = max(6, _reps(rss, 0, plan.budget_us, 5, 400) // 8)  # an eighth of the sweep's: p50s of one A/B
+            if rss not in swept:  # the in-order side, where the sweep has no image of this size
+                jobs.append((f"fork {_label({'rss': rss})} pinned (round {rnd + 1}/{plan.rounds})",
+                             self.fork(FORK_MODE, rss=rss, rnd=rnd, layout=True, reps=reps, warm=1)))
+            jobs.append((f"fork {_label({'rss': rss})} pinned, pages touched in a random order (round {rnd + 1}/"
+                         f"{plan.rounds})", self.fork(SCATTERED, rss=rss, rnd=rnd, layout=True, extra=["-L", RANDOM],
+                                                      reps=reps, warm=1)))
+        return jobs
+
+    def layout_rounds(self) -> set[int]:
+        """The sweep's rounds that hold the layout A/B, spread over them (layout.py)."""
+        plan = self.plan
+        return {i * plan.rounds // plan.layout_rounds for i in range(plan.layout_rounds)} if plan.layout_rounds else set()
 
     def pinned_variants(self, rnd: int) -> list[Job]:
         """The other creation kinds at RSS 0, pinned, in every round of the fork sweep (a share of their
@@ -248,6 +290,9 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
         jobs += j.remote_free()
     # 5b. the caches as the fork sweep's back-to-back walks see them: dup_mmap's miss term (caches.py)
     jobs.append(("cache curve (forkbench lines)", lines_job(str(b.forkbench), store, cpu, max(2 * llc_bytes(), 64 * MiB))))
+    if plan.layout_sizes:  # the same walk in one random order: the scatter curve's shape (layout.py)
+        jobs.append(("scatter curve (forkbench lines -L random)",
+                     lines_job(str(b.forkbench), store, cpu, 32 * MiB, layout=RANDOM)))
     # 5c. cold forks: after idle gaps, other work, a move to the other CPU (warmth.py)
     jobs.extend(cold_jobs(plan, str(b.forkbench), store, cpu, other))
     return jobs + j.scheduler()

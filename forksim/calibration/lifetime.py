@@ -121,8 +121,12 @@ def _exit_traced(ev: Evidence, exit_cfgs: list) -> dict[str, StageCost]:
 
 
 def _exit_untraced(ev: Evidence) -> dict[str, StageCost]:
-    ex = [fork_cfg(runs, "exit_ns", lab)
-          for lab, runs in group(ev.store, FORK_MODE, pinned=True, traced=False, mode=FORK_MODE).items()]
+    ex = []
+    for lab, runs in group(ev.store, FORK_MODE, pinned=True, traced=False, mode=FORK_MODE).items():
+        ex.append(c := fork_cfg(runs, "exit_ns", lab))
+        sc = [r["layout"]["scatter"] for r in runs if r.get("layout")]
+        c.scatter = median(sc) if sc else 0.0
+    ex = _without_scatter(ev, ex)
     ef = fit_linear(ex)
     fx = ef.coef["fixed_us"]
     coef = dict(ef.coef)
@@ -140,9 +144,25 @@ def _exit_untraced(ev: Evidence) -> dict[str, StageCost]:
     }
 
 
+def _without_scatter(ev: Evidence, cfgs: list) -> list:
+    """The configurations' samples less exit_mmap's scatter term at their image's measured scatter
+    (layout.py), so that the linear terms are those of an image in physical order."""
+    if ev.layout is None:
+        return cfgs
+    taken = {}
+    for c in cfgs:
+        corr = ev.layout.term_us(EXIT_MMAP, int(c.ptes), int(c.pmds), c.scatter)
+        if corr > 0:
+            c.samples = [max(x - corr, 0.05 * x) for x in c.samples]
+            taken[c.label] = round(corr, 3)
+    if taken:
+        ev.diag.setdefault("image_layout", {})["exit_mmap_scatter_term_taken_out_us"] = taken
+    return cfgs
+
+
 def fit_exit(ev: Evidence) -> dict[str, StageCost]:
     """The child's exit (exit_mmap against the image, the rest of do_exit) and the parent's reap."""
-    exit_cfgs = seg_cfgs(ev.store, EXIT_MMAP, pinned=True, mode=FORK_MODE) if ev.traced else []
+    exit_cfgs = _without_scatter(ev, seg_cfgs(ev.store, EXIT_MMAP, pinned=True, mode=FORK_MODE)) if ev.traced else []
     st = _exit_traced(ev, exit_cfgs) if ev.traced and len(exit_cfgs) >= 2 else _exit_untraced(ev)
     ev.diag["exit_ns_p50_us"] = {lab: round(median(vals(runs, "exit_ns")), 3) for lab, runs in
                                  group(ev.store, FORK_MODE, pinned=True, traced=False, mode=FORK_MODE).items()}

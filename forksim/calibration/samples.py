@@ -25,6 +25,7 @@ class Evidence:
     traced: bool
     seg: dict[str, list[float]] = field(default_factory=dict)
     diag: dict[str, Any] = field(default_factory=dict)
+    layout: Any = None  # the scatter terms fitted so far (layout.LayoutFit), for the stages fitted after dup_mmap
 
     @property
     def pin_txt(self) -> str:
@@ -76,7 +77,8 @@ def seg_cfgs(store: Store, seg: str, kind: str = FORK_MODE, **key: Any) -> list[
         values = [s[seg] for s in r["segments"] if seg in s and s[seg] >= 0]
         if values:
             sh = r["shape"]
-            out.append(Config(sh["vmas"], sh["anon_vmas"], sh["ptes"], sh["pmds"], 1, values, label(r["key"])))
+            out.append(Config(sh["vmas"], sh["anon_vmas"], sh["ptes"], sh["pmds"], 1, values, label(r["key"]),
+                              scatter=float((r.get("layout") or {}).get("scatter", 0.0))))
     return out
 
 

@@ -69,7 +69,10 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
 
     def job(rss: int, cond: str, x: float, reps: int, extra: list[str], pinned_cpu: int) -> Callable[[], None]:
         def run() -> None:
-            argv = [fb, "cold", "-r", str(rss), "-n", str(reps), "-w", "3", "-c", str(pinned_cpu), *extra]
+            # one warm-up fork where each gap is a sleep of 10 ms or more (it cools the image whatever came
+            # before: more warm-ups only sleep), three otherwise
+            warm = 1 if cond in ("sleep", "unpinned") and x >= 10 * _MS else 3
+            argv = [fb, "cold", "-r", str(rss), "-n", str(reps), "-w", str(warm), "-c", str(pinned_cpu), *extra]
             try:
                 shape, samples, _, _ = bench.run_bench(argv)
             except MeasurementError as exc:

@@ -215,6 +215,7 @@ def main(args: argparse.Namespace) -> int:
             t.add_row(r["case"], fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%")
         console.print(t)
     diag = prof.get("diagnostics", {})
+    _scattered_table(diag)
     cold = cold_check(out, diag.get("cold_forks", []))
     if cold:
         t = Table(title="cold forks (after a sleep or a co-runner's sweep on the same CPU): measured vs forksim "
@@ -242,6 +243,33 @@ def main(args: argparse.Namespace) -> int:
             console.print("back to back, the fork sweep's p50 (what forksim prices) / the cold grid's, us: "
                           + "; ".join(same) + " (the same fork minutes apart: the host's drift)")
     return 0
+
+
+def _scattered_table(diag: dict) -> None:
+    """The images whose pages were touched in a random order (calibration/layout.py): their fork() p50 beside
+    the profile's own prediction at their measured scatter, and the A/B difference from the in-order image."""
+    rows = diag.get("scattered_fork") or []
+    if not rows:
+        return
+    t = Table(title="scattered images (pages touched in a random order): measured vs the profile at the image's "
+              "scatter, pinned, fork() p50; difference: over the in-order image of the same size and round; spread: "
+              "how far the frames lie apart (vmemmap pages x 64 / pages, 1 = one dense range; not priced)",
+              title_justify="left")
+    for c in ("RSS", "fit", "scatter", "spread", "measured (us)", "profile (us)", "error", "diff (us)",
+              "profile diff (us)", "exit diff (us)", "profile exit diff (us)"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        md, pd = r["measured_diff_us"], r["predicted_diff_us"]
+        t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", "held out" if r["held_out"] else "fitted", f"{r['scatter']:.2f}",
+                  fmt(r.get("spread")), fmt(r["measured_p50_us"]), fmt(r["profile_predicted_p50_us"]), f"{100 * r['rel_error']:+.1f}%",
+                  fmt(md["dup_mmap"]), fmt(pd["dup_mmap"]), fmt(md["exit_mmap"]), fmt(pd["exit_mmap"]))
+    if not console.is_terminal:
+        console.width = max(console.width, 140)
+    console.print(t)
+    fresh = diag.get("image_layout", {}).get("sweep_scatter")
+    if fresh:
+        console.print("scatter of the fork sweep's images (touched in address order): "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in fresh.items()))
 
 
 def _sweep_p50(diag: dict) -> dict[int, float]:

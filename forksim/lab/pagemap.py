@@ -23,6 +23,7 @@ _PRESENT = np.uint64(1 << 63)
 _FILE_OR_SHARED = np.uint64(1 << 61)
 _PFN_MASK = np.uint64((1 << 55) - 1)
 _CHUNK_PAGES = 1 << 17  # 1 MiB of pagemap entries per read
+_STRUCT_PAGES_SHIFT = 6  # 64 struct pages (64 B each) per 4 KiB page of vmemmap
 
 
 class PagemapUnreadable(RuntimeError):
@@ -36,6 +37,10 @@ class ImageLayout:
     pages: int  # present private anonymous 4 KiB pages (PTE-mapped; a THP counts its 512 pages)
     pairs: int  # consecutive pairs of such pages within a VMA
     scatter: float  # share of those pairs whose frames are not neighbours (0 when there is no pair)
+    # distinct 4 KiB pages of struct pages (vmemmap, 64 frames each) holding these pages' struct pages: how far
+    # the walk's struct pages spread (pages / 64 when the frames are one dense range, up to pages when each
+    # frame is 64 or more from every other); 0 where not counted
+    struct_page_pages: int = 0
 
 
 def _anon_ranges(pid: int | str) -> list[tuple[int, int]]:
@@ -59,6 +64,7 @@ def image_layout(pid: int | str = "self") -> ImageLayout:
     except OSError as e:
         raise PagemapUnreadable(f"/proc/{pid}/pagemap: {e.strerror}") from None
     pages = pairs = apart = 0
+    groups: set[int] = set()
     try:
         for lo, hi in ranges:
             prev = None  # the last present page's (index, pfn) in this VMA
@@ -72,6 +78,7 @@ def image_layout(pid: int | str = "self") -> ImageLayout:
                 pfn = (e[idx] & _PFN_MASK).astype(np.int64)
                 if not pfn.any():
                     raise PagemapUnreadable(f"/proc/{pid}/pagemap: frame numbers read as 0 (needs CAP_SYS_ADMIN)")
+                groups.update(np.unique(pfn >> _STRUCT_PAGES_SHIFT).tolist())
                 gi, gp = idx + start, pfn
                 if prev is not None:
                     gi, gp = np.concatenate(([prev[0]], gi)), np.concatenate(([prev[1]], gp))
@@ -82,4 +89,4 @@ def image_layout(pid: int | str = "self") -> ImageLayout:
                 prev = (int(gi[-1]), int(gp[-1]))
     finally:
         os.close(fd)
-    return ImageLayout(pages, pairs, apart / pairs if pairs else 0.0)
+    return ImageLayout(pages, pairs, apart / pairs if pairs else 0.0, len(groups))

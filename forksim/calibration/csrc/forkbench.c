@@ -33,14 +33,24 @@
  *            PTEs of a large image, fork after fork); line_ns = the thread's CPU time per line over the
  *            passes after a first (filling) pass, -n passes' worth of 256 MiB of lines per footprint;
  *            no image is built. One sample per footprint: {"b": "lines", "bytes": B, "line_ns": x}
+ *            With -L random: each pass visits the lines in one fixed random permutation (the same every
+ *            pass, like a fork's walk over the struct pages of an image whose frames are out of order),
+ *            the buffer in 2 MiB pages where THP allows (the kernel maps its struct pages, vmemmap, with
+ *            PMDs); the sample then carries "layout": "random"
  *
- * Options: -r RSS bytes (touched anonymous memory, one byte written per 4 KiB page)
+ * Options: -r RSS bytes (touched anonymous memory, one byte written per 4 KiB page, in address order;
+ *                 faulted in first by MADV_POPULATE_WRITE where the kernel has it: the same faults in the
+ *                 same order, so the same frames, without a trap per page: a third faster at 1 GiB)
  *          -A N  N extra anonymous VMAs, each with a touched page (mprotect splits one region)
  *          -F N  N extra file-backed VMAs (a memfd page mapped privately, read-only, never touched)
  *          -t 0|1 THP off (MADV_NOHUGEPAGE) / on (MADV_HUGEPAGE, 2 MiB aligned)
  *          -n reps  -w warm-up reps  -c CPU (pin; -1 = unpinned)  -k K (burst)  -p pages (cow/fault)
  *          -x helper path (spawn, forkexec)  -g (print {"ready": pid}, wait for a byte on stdin)
  *          -s US -S US -W BYTES -M (cold; -M needs -c)
+ *          -L order|random the image's pages are touched (first written, so allocated) in address order
+ *                 (default) or in a random permutation (fixed seed): the buddy allocator then hands out
+ *                 frames in touch order, so that "random" leaves no two neighbouring pages in neighbouring
+ *                 frames (the physical layout a long-lived, fragmented process has; forksim.lab.pagemap)
  *          -R CPU (fork, cold) each child pins itself to CPU before it exits, so that its task, VMAs and
  *                 anon_vma chains are freed there: with CPU other than -c's, the next fork reuses slab
  *                 objects another CPU freed (SLUB remote frees); -R with -c's own CPU is the same call
@@ -67,6 +77,10 @@
 #include "lab.h" /* now_ns, cpu_ns, busy_wait_us, pin_cpu (forksim/lab/csrc) */
 
 extern char **environ;
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
 
 #define PAGE 4096UL
 #define HPAGE (2UL * 1024 * 1024)
@@ -119,6 +133,60 @@ static void touch(char *p, size_t len)
         p[off] = (char)(off >> 12) | 1;
 }
 
+/* splitmix64: a fixed-seed generator of our own, so that the permutation is the same with every libc */
+static uint64_t rng_state = 0x5eedf0e4c0ffee11ULL;
+
+static uint64_t rng_next(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* 0 .. n-1 in a random order (Fisher-Yates; the caller frees it) */
+static uint32_t *permutation(size_t n)
+{
+    uint32_t *idx = malloc(n * sizeof *idx);
+    if (!idx)
+        die("malloc permutation");
+    for (size_t i = 0; i < n; i++)
+        idx[i] = (uint32_t)i;
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)(rng_next() % i);
+        uint32_t t = idx[i - 1];
+        idx[i - 1] = idx[j];
+        idx[j] = t;
+    }
+    return idx;
+}
+
+static uint32_t *touch_order; /* -L random: the order the image's pages were touched in */
+
+/* touch's pages in a random permutation: each page's frame is whatever the allocator had next */
+static void touch_random(char *p, size_t len)
+{
+    size_t n = len / PAGE;
+    touch_order = permutation(n);
+    for (size_t i = 0; i < n; i++)
+        p[(size_t)touch_order[i] * PAGE] = (char)touch_order[i] | 1;
+}
+
+/* -L random, before exit: free the image's pages in the order they were allocated (exit_mmap would free
+ * them in address order, i.e. in a random frame order, and the free lists hand frames out last in, first
+ * out: every later image on this machine, touched in order, would then get its frames out of order) */
+static void release_random(void)
+{
+    if (!touch_order || !region)
+        return;
+    for (size_t i = 0; i < region_len / PAGE; i++)
+        madvise(region + (size_t)touch_order[i] * PAGE, PAGE, MADV_DONTNEED);
+    free(touch_order);
+    touch_order = NULL;
+}
+
+static int random_layout; /* -L random */
+
 static void setup_image(size_t rss, int thp, long anon_vmas, long file_vmas)
 {
     long avail = meminfo_kb("MemAvailable");
@@ -150,7 +218,14 @@ static void setup_image(size_t rss, int thp, long anon_vmas, long file_vmas)
         } else {
             madvise(p, len, MADV_NOHUGEPAGE);
         }
-        touch(p, len);
+        if (random_layout)
+            touch_random(p, len);
+        else {
+            /* the write faults in address order without a trap per page (a kernel before 5.14: the loop's
+             * own faults), then the loop's byte per page, so that no page is all zeros (THP shrinkers) */
+            madvise(p, len, MADV_POPULATE_WRITE);
+            touch(p, len);
+        }
         region = p;
         region_len = len;
     }
@@ -249,31 +324,45 @@ static void other_work(void)
 }
 
 /* lines mode: one sample per footprint (see the header); the buffer is 4 KiB pages (no THP), like the
- * struct pages and page tables a fork walks, and the passes run in address order (prefetchable). */
+ * struct pages and page tables a fork walks, and the passes run in address order (prefetchable).
+ * -L random: the passes visit the lines in one fixed random permutation, the buffer in 2 MiB pages where
+ * THP allows (vmemmap, the struct pages' mapping, is PMD-mapped on x86-64) */
 static void lines_curve(size_t max_bytes, long scale)
 {
     long i = 0;
     for (double f = 256 << 10; f <= (double)max_bytes * 1.01; f *= 1.41421356) {
         /* 256 KiB, 362 KiB, 512 KiB, ...: steps of sqrt(2), in whole pages */
         size_t bytes = (size_t)f & ~(size_t)4095;
+        size_t n = bytes / 64;
+        uint32_t *order = random_layout ? permutation(n) : NULL;
         char *b = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (b == MAP_FAILED)
             die("mmap");
-        madvise(b, bytes, MADV_NOHUGEPAGE);
+        madvise(b, bytes, random_layout ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
         for (size_t o = 0; o < bytes; o += 64)
             b[o] = 1;
         long passes = (long)((scale * (256ul << 20)) / bytes);
         if (passes < 3)
             passes = 3;
         int64_t c0 = cpu_ns();
-        for (long p = 0; p < passes; p++)
-            for (size_t o = 0; o < bytes; o += 64)
-                (*(volatile long *)(b + o))++;
-        double per = (double)(cpu_ns() - c0) / ((double)passes * (double)(bytes / 64));
-        printf("{\"b\": \"lines\", \"i\": %ld, \"bytes\": %zu, \"passes\": %ld, \"line_ns\": %.4f}\n",
-               i++, bytes, passes, per);
+        if (order)
+            for (long p = 0; p < passes; p++)
+                for (size_t j = 0; j < n; j++)
+                    (*(volatile long *)(b + (size_t)order[j] * 64))++;
+        else
+            for (long p = 0; p < passes; p++)
+                for (size_t o = 0; o < bytes; o += 64)
+                    (*(volatile long *)(b + o))++;
+        double per = (double)(cpu_ns() - c0) / ((double)passes * (double)n);
+        if (order)
+            printf("{\"b\": \"lines\", \"i\": %ld, \"bytes\": %zu, \"passes\": %ld, \"line_ns\": %.4f, "
+                   "\"layout\": \"random\"}\n", i++, bytes, passes, per);
+        else
+            printf("{\"b\": \"lines\", \"i\": %ld, \"bytes\": %zu, \"passes\": %ld, \"line_ns\": %.4f}\n",
+                   i++, bytes, passes, per);
         fflush(stdout);
         munmap(b, bytes);
+        free(order);
     }
 }
 
@@ -288,7 +377,7 @@ int main(int argc, char **argv)
     const char *helper = NULL;
 
     optind = 2;
-    while ((opt = getopt(argc, argv, "r:A:F:t:n:w:c:k:p:x:gs:S:W:MR:")) != -1) {
+    while ((opt = getopt(argc, argv, "r:A:F:t:n:w:c:k:p:x:gs:S:W:MR:L:")) != -1) {
         switch (opt) {
         case 'r': rss = strtoull(optarg, NULL, 0); break;
         case 'A': anon_vmas = atol(optarg); break;
@@ -306,6 +395,12 @@ int main(int argc, char **argv)
         case 'W': work_bytes = strtoull(optarg, NULL, 0); break;
         case 'M': migrate = 1; break;
         case 'R': exit_cpu = atoi(optarg); break;
+        case 'L':
+            if (!strcmp(optarg, "random"))
+                random_layout = 1;
+            else if (strcmp(optarg, "order"))
+                refuse("-L takes order or random");
+            break;
         default: refuse("bad option");
         }
     }
@@ -329,8 +424,10 @@ int main(int argc, char **argv)
         char c;
         printf("{\"ready\": %d}\n", getpid());
         fflush(stdout);
-        if (read(0, &c, 1) != 1)
+        if (read(0, &c, 1) != 1) {
+            release_random();
             return 0;
+        }
     }
 
     for (long i = -warm; i < reps; i++) {
@@ -517,5 +614,6 @@ int main(int argc, char **argv)
         }
     }
     fflush(stdout);
+    release_random();
     return 0;
 }
