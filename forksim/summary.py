@@ -105,7 +105,8 @@ class Summary(_Section):
     profile_used: Optional[dict[str, Any]] = _f("provenance")
     image_scatter: Optional[dict[str, Any]] = _f(
         "provenance", description="the physical layout the image was priced at: value (0..1) and where it came from "
-        "(config, the profile's fresh_image_scatter, or the default 0)")
+        "(config, the profile's fresh_image_scatter, or the default 0), and priced: whether the profile has a scatter "
+        "term to price it with")
     seed: Optional[int] = _f("identity")
     forks: Optional[int] = _f(description="creations measured (returned from the call after the warm-up)")
     replications: Optional[int] = _f("run")

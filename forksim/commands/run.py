@@ -56,6 +56,11 @@ def summary_table(summary: dict, clone: str = DEFAULT_KIND) -> None:
     if not summary["forks"]:  # a server that served requests but forked no snapshot in the window
         console.print("[yellow]note: no snapshot fork in the measured window: lengthen experiment.duration "
                       "or move workload.server.first_snapshot into it[/yellow]")
+    scatter = summary.get("image_scatter") or {}
+    if scatter.get("value") and scatter.get("priced") is False:
+        console.print(f"[yellow]note: the image's scatter ({scatter['value']:g}, {scatter['from']}) is not priced: profile "
+                      f"{summary['profile']} has no scatter terms (per_pte_scatter_us); `forksim calibrate` measures "
+                      "them on this host[/yellow]")
     waits = ", ".join(f"{k} mean {fmt(v['mean'], 2)} us / p99 {fmt(v['p99'], 2)} us" for k, v in summary["lock_wait_us"].items())
     console.print(f"lock waits: {waits}")
     stages = ", ".join(f"{k} {fmt(v)}" for k, v in summary["stage_us"].items())
