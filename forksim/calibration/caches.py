@@ -75,14 +75,21 @@ def miss_fraction(by: dict[int, list[float]]) -> tuple[list[int], np.ndarray, fl
     return sizes, frac, hit, miss
 
 
-def fit_cache_curve(store: Store) -> dict[str, Any]:
-    """The profile's cache_curve (profile_terms.CacheCurve) from the lines runs, else FALLBACK_CURVE."""
+def line_samples(store: Store, layout: str | None = None) -> dict[int, list[float]]:
+    """The lines runs' per-line times (ns) by footprint (bytes): in address order, or the `layout` given
+    (forkbench lines -L: calibration/layout.py's random order)."""
     by: dict[int, list[float]] = {}
     for r in store.runs:
         if r["kind"] == LINES_KIND:
             for s in r["samples"]:
-                if s.get("line_ns", 0) > 0 and "layout" not in s:  # in address order (layout.py has the other)
+                if s.get("line_ns", 0) > 0 and s.get("layout") == layout:
                     by.setdefault(int(s["bytes"]), []).append(float(s["line_ns"]))
+    return by
+
+
+def fit_cache_curve(store: Store) -> dict[str, Any]:
+    """The profile's cache_curve (profile_terms.CacheCurve) from the lines runs, else FALLBACK_CURVE."""
+    by = line_samples(store)
     if len(by) < 6:
         return dict(FALLBACK_CURVE)
     sizes, frac, hit, miss = miss_fraction(by)

@@ -67,14 +67,9 @@ def layout_reader(store: Store, into: dict[str, Any]) -> Callable[[int], None] |
 
 def fit_scatter_curve(store: Store) -> dict[str, Any] | None:
     """The scatter_curve (profile_terms.CacheCurve) from the `lines -L random` runs; None without them."""
-    from .caches import LINES_KIND, miss_fraction
+    from .caches import line_samples, miss_fraction
 
-    by: dict[int, list[float]] = {}
-    for r in store.runs:
-        if r["kind"] == LINES_KIND:
-            for s in r["samples"]:
-                if s.get("layout") == RANDOM and s.get("line_ns", 0) > 0:
-                    by.setdefault(int(s["bytes"]), []).append(float(s["line_ns"]))
+    by = line_samples(store, RANDOM)
     if len(by) < 6:
         return None
     sizes, frac, hit, miss = miss_fraction(by)
