@@ -56,20 +56,8 @@ def predict(
         image["anon_vmas"] = anon_vmas
     if scatter is not None:
         image["scatter"] = scatter
-    exp = parse_config(
-        {
-            "experiment": {
-                "name": "predict", "duration": 1e12, "warmup": 0, "replications": 1, "seed": seed,
-                "max_creations": samples,
-            },
-            "machine": {"cpus": cpus},
-            "workload": {"kind": "closed", "parents": 1, "think_time": 2000.0, "live_children": live_children,
-                         "wait": wait, "image": image, "child": {"clone": clone, "flags": list(flags),
-                                                            "unshare": list(unshare)}},
-        },
-        source="predict",
-        resolved=True,  # rss in bytes, times in microseconds
-    )
+    exp = _experiment(image, cpus=cpus, seed=seed, samples=samples, live_children=live_children, wait=wait,
+                      child={"clone": clone, "flags": list(flags), "unshare": list(unshare)})
     result = run_experiment(exp, profile=prof)
     s = result.summary
     keys = ("mean", "p50", "p90", "p99")
@@ -96,3 +84,21 @@ def predict(
         "stage_us": s["stage_us"],
         **({"refused": refused} if refused else {}),
     }
+
+
+def _experiment(image: dict[str, Any], *, cpus: int, seed: int, samples: int, live_children: int, wait: str,
+                child: dict[str, Any]) -> Any:
+    """predict's experiment: one parent forking `samples` times, 2 ms apart (rss in bytes, times in us)."""
+    return parse_config(
+        {
+            "experiment": {
+                "name": "predict", "duration": 1e12, "warmup": 0, "replications": 1, "seed": seed,
+                "max_creations": samples,
+            },
+            "machine": {"cpus": cpus},
+            "workload": {"kind": "closed", "parents": 1, "think_time": 2000.0, "live_children": live_children,
+                         "wait": wait, "image": image, "child": child},
+        },
+        source="predict",
+        resolved=True,
+    )
