@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from forksim import lab
-from forksim.validation import measure, scenarios
+from forksim.validation import loadgen, measure, scenarios
 from forksim.validation.compare import (
     compare_row,
     relative_error,
@@ -234,11 +234,11 @@ def test_real_application_config_from_proc(monkeypatch):
 
 
 def test_memory_refusal(monkeypatch):
-    monkeypatch.setattr(measure, "mem_available", lambda: 1 * GiB)
+    monkeypatch.setattr(loadgen, "mem_available", lambda: 1 * GiB)
     big = dataclasses.replace(get_scenario("closed-fork-K2-rss1GiB"))
-    with pytest.raises(measure.LoadgenError, match="MemAvailable"):
-        measure.check_memory(big)
-    measure.check_memory(get_scenario("closed-fork-K1-rss0"))
+    with pytest.raises(loadgen.LoadgenError, match="MemAvailable"):
+        loadgen.check_memory(big)
+    loadgen.check_memory(get_scenario("closed-fork-K1-rss0"))
 
 
 def test_stall_classification():
@@ -405,7 +405,7 @@ def test_loadgen_kinds_follow_the_kind_table():
     """The scenarios' kinds are the kind table's that loadgen.c runs (its --kind), and only those."""
     from forksim.kernel.flags import KINDS
 
-    text = measure.CSRC.read_text()
+    text = loadgen.CSRC.read_text()
     assert set(scenarios.LOADGEN_KINDS) <= set(KINDS)
     for kind in scenarios.LOADGEN_KINDS:
         assert f'!strcmp(v, "{kind}")' in text, f"loadgen.c has no --kind {kind}"
