@@ -168,10 +168,15 @@ class StageCost(BaseModel):
             return 0.0
         return self.per_pte_miss_us * shape.ptes * self.cache_curve.walk_miss(shape.ptes, shape.pmds)
 
+    @property
+    def prices_scatter(self) -> bool:
+        """Whether this stage prices the image's physical layout (a scatter term with its curve)."""
+        return bool(self.per_pte_scatter_us) and self.scatter_curve is not None
+
     def scatter_us(self, shape: "ImageShape") -> float:
         """The walk's out-of-order struct pages: per_pte_scatter_us per page out of physical order, times
         the share of such a walk that misses."""
-        if not self.per_pte_scatter_us or self.scatter_curve is None or not shape.scatter:
+        if not self.prices_scatter or not shape.scatter:
             return 0.0
         return (self.per_pte_scatter_us * shape.ptes * shape.scatter
                 * self.scatter_curve.walk_miss(shape.ptes, shape.pmds))

@@ -299,8 +299,7 @@ def _scatter_used(exp: Experiment, prof: Profile) -> dict[str, Any]:
     """The image's scatter, where it came from, and whether the profile prices it at all (a stage with a
     scatter term: StageCost.per_pte_scatter_us and its curve) (summary.json `image_scatter`)."""
     value, origin = exp.workload.image.scatter_used(prof)
-    priced = any(st.per_pte_scatter_us > 0 and st.scatter_curve is not None for st in prof.stages.values())
-    return {"value": value, "from": origin, "priced": priced}
+    return {"value": value, "from": origin, "priced": any(st.prices_scatter for st in prof.stages.values())}
 
 
 def _result(exp: Experiment, prof: Profile, seed: int, results: list[ReplicationResult], wall: float,

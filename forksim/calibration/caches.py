@@ -27,7 +27,7 @@ from ..errors import MeasurementError
 from . import bench
 from .plan import MiB, Store
 
-__all__ = ["LINES_KIND", "lines_job", "fit_cache_curve", "miss_fraction", "FALLBACK_CURVE"]
+__all__ = ["LINES_KIND", "lines_job", "fit_cache_curve", "line_samples", "miss_curve", "miss_fraction", "FALLBACK_CURVE"]
 
 LINES_KIND = "lines"
 WALK_BYTES_PER_PTE = 80.0  # the parent's and the child's PTE (8 + 8 B) and the page's struct page (64 B)
@@ -62,6 +62,15 @@ def lines_job(fb: str, store: Store, cpu: int, max_bytes: int, layout: str = "or
     return run
 
 
+def miss_curve(by: dict[int, list[float]], walk_bytes_per_pte: float,
+               describe: Callable[[list[int], float, float], str]) -> dict[str, Any]:
+    """A CacheCurve (profile_terms) from per-footprint line times: footprints, miss fractions, the walk's
+    bytes per page, and the source `describe(footprints, cached ns, memory ns)` writes."""
+    sizes, frac, hit, miss = miss_fraction(by)
+    return {"bytes": [float(b) for b in sizes], "miss": [round(float(m), 4) for m in frac],
+            "walk_bytes_per_pte": walk_bytes_per_pte, "source": describe(sizes, hit, miss)}
+
+
 def miss_fraction(by: dict[int, list[float]]) -> tuple[list[int], np.ndarray, float, float]:
     """Footprints, their miss fractions, the cached and the memory per-line times (ns) of per-footprint
     line times: (t - cached) / (memory - cached), never falling (0 where no knee: t never rose 20%)."""
@@ -92,11 +101,9 @@ def fit_cache_curve(store: Store) -> dict[str, Any]:
     by = line_samples(store)
     if len(by) < 6:
         return dict(FALLBACK_CURVE)
-    sizes, frac, hit, miss = miss_fraction(by)
-    return {"bytes": [float(b) for b in sizes], "miss": [round(float(m), 4) for m in frac],
-            "walk_bytes_per_pte": WALK_BYTES_PER_PTE,
-            "source": (f"measured: forkbench lines, pinned: per-line CPU time of repeated in-order passes over "
-                       f"{sizes[0] // 1024} KiB .. {sizes[-1] // MiB} MiB ({len(sizes)} footprints), {hit:.2f} ns "
-                       f"cached (median of the 3 smallest), {miss:.2f} ns from memory (the 3 largest); miss fraction "
-                       f"= (t - cached) / (memory - cached), never falling; walk_bytes_per_pte 80: the parent's "
-                       f"and the child's PTE, 8 + 8 B, and the struct page, 64 B")}
+    return miss_curve(by, WALK_BYTES_PER_PTE, lambda sizes, hit, miss: (
+        f"measured: forkbench lines, pinned: per-line CPU time of repeated in-order passes over "
+        f"{sizes[0] // 1024} KiB .. {sizes[-1] // MiB} MiB ({len(sizes)} footprints), {hit:.2f} ns "
+        f"cached (median of the 3 smallest), {miss:.2f} ns from memory (the 3 largest); miss fraction "
+        f"= (t - cached) / (memory - cached), never falling; walk_bytes_per_pte 80: the parent's "
+        f"and the child's PTE, 8 + 8 B, and the struct page, 64 B"))

@@ -67,20 +67,18 @@ def layout_reader(store: Store, into: dict[str, Any]) -> Callable[[int], None] |
 
 def fit_scatter_curve(store: Store) -> dict[str, Any] | None:
     """The scatter_curve (profile_terms.CacheCurve) from the `lines -L random` runs; None without them."""
-    from .caches import line_samples, miss_fraction
+    from .caches import line_samples, miss_curve
 
     by = line_samples(store, RANDOM)
     if len(by) < 6:
         return None
-    sizes, frac, hit, miss = miss_fraction(by)
-    return {"bytes": [float(b) for b in sizes], "miss": [round(float(m), 4) for m in frac],
-            "walk_bytes_per_pte": STRUCT_PAGE_BYTES,
-            "source": (f"measured: forkbench lines -L random, pinned: per-line CPU time of repeated passes in one fixed "
-                       f"random order over {sizes[0] // 1024} KiB .. {sizes[-1] // MiB} MiB ({len(sizes)} footprints, "
-                       f"2 MiB pages where THP allows, like the kernel's vmemmap), {hit:.2f} ns cached (median of the "
-                       f"3 smallest), {miss:.2f} ns from memory (the 3 largest); miss fraction = (t - cached) / "
-                       f"(memory - cached), never falling; walk_bytes_per_pte: the lines run's own 64 B (one struct "
-                       f"page per page of the image) here, fitted per stage to the forks (the stage's source)")}
+    return miss_curve(by, STRUCT_PAGE_BYTES, lambda sizes, hit, miss: (
+        f"measured: forkbench lines -L random, pinned: per-line CPU time of repeated passes in one fixed "
+        f"random order over {sizes[0] // 1024} KiB .. {sizes[-1] // MiB} MiB ({len(sizes)} footprints, "
+        f"2 MiB pages where THP allows, like the kernel's vmemmap), {hit:.2f} ns cached (median of the "
+        f"3 smallest), {miss:.2f} ns from memory (the 3 largest); miss fraction = (t - cached) / "
+        f"(memory - cached), never falling; walk_bytes_per_pte: the lines run's own 64 B (one struct "
+        f"page per page of the image) here, fitted per stage to the forks (the stage's source)"))
 
 
 @dataclass
@@ -102,11 +100,13 @@ class LayoutFit:
         return {**self.curve, "walk_bytes_per_pte": self.footprint[stage]}
 
     def term_us(self, stage: str, ptes: int, pmds: int, scatter: float) -> float:
-        """The scatter term of `stage` for an image (us); 0 without a slope or a curve."""
+        """The scatter term of `stage` for an image (us), as StageCost.scatter_us prices it; 0 without a slope
+        or a curve."""
         curve = self.stage_curve(stage)
         if curve is None or not self.slope.get(stage):
             return 0.0
-        return self.slope[stage] * ptes * scatter * CacheCurve.model_validate(curve).walk_miss(ptes, pmds)
+        cost = StageCost(per_pte_scatter_us=self.slope[stage], scatter_curve=curve, source="the scatter term alone")
+        return cost.scatter_us(ImageShape(ptes=ptes, pmds=pmds, scatter=scatter))
 
 
 def run_scatter(run: dict[str, Any]) -> float | None:
@@ -248,8 +248,8 @@ def fit_layout(store: Store, held_out: tuple[int, ...]) -> LayoutFit | None:
             f"difference on ptes x scatter difference x the curve's miss fraction (least squares, weights 1 / the "
             f"in-order p50) over {used}; the curve's bytes per page: of {', '.join(f'{x:g}' for x in FOOTPRINTS)}, "
             f"the smallest whose fit is within 1% of each in-order p50 of the best{beside}")
+    curves = {st: CacheCurve.model_validate(fit.stage_curve(st)) for st in fit.slope}
     for r in fit.rows:
-        curves = {st: CacheCurve.model_validate(fit.stage_curve(st)) for st in fit.slope}
         r["walk_miss"] = {st: round(c.walk_miss(r["ptes"], r["pmds"]), 4) for st, c in curves.items()}
         r["predicted_diff_us"] = {st: round(fit.slope[st] * _x(r, c), 3) for st, c in curves.items()}
     return fit
