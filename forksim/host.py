@@ -32,7 +32,8 @@ __all__ = ["HostFingerprint", "this_host", "MATCH_KEYS", "MATCHING_RULE", "host_
 MATCH_KEYS = ("cpu_vendor", "cpu_model", "kernel_series", "cpus", "hypervisor")
 MATCHING_RULE = ("same CPU vendor and model name, same kernel major.minor (e.g. 6.18), same number of online "
                  "CPUs, same hypervisor (or both bare metal); among stored profiles that match, the newest "
-                 "(its calibration date) wins")
+                 "(its calibration date) wins; with no stored one, a shipped profile of a matching host; "
+                 "with none, the shipped 'default'")
 
 
 class HostFingerprint(BaseModel):

@@ -4,7 +4,9 @@
 (`~/.local/share/forksim/profiles` when XDG_DATA_HOME is unset or not absolute), named after the kind
 of host (`HostFingerprint.slug`). A config that leaves `machine.profile` at `auto` (the default), and a
 command without `--profile`, then use the newest stored profile whose host matches this one (see
-`forksim.host.MATCHING_RULE`), and the shipped `default` when none does.
+`forksim.host.MATCHING_RULE`); with none, the shipped profile measured on this kind of host (`default` on
+the AMD EPYC host, `intel-xeon-2cpu-linux6.18-kvm` on the Intel Xeon one); with none of those either, the
+shipped `default`, and a one-line warning that it describes another host.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from .host import HostFingerprint, this_host
 
-__all__ = ["store_dir", "stored_profile_paths", "matching_stored", "auto_profile", "save_to_store",
+__all__ = ["store_dir", "stored_profile_paths", "matching_stored", "matching_shipped", "auto_profile", "save_to_store",
            "OffHostProfileWarning", "warn_if_off_host", "AUTO"]
 
 AUTO = "auto"
@@ -69,11 +71,25 @@ def matching_stored(host: HostFingerprint | None = None) -> Path | None:
     return max(found)[2] if found else None
 
 
+def matching_shipped(host: HostFingerprint | None = None) -> str | None:
+    """The name of the shipped profile measured on a host matching `host` (this one by default):
+    `default` when it matches, else the newest other; None if none does."""
+    from .profile import shipped_profiles
+
+    host = host or this_host()
+    found: list[tuple[bool, str, str]] = []
+    for name, p in shipped_profiles().items():
+        h, date = _host_and_date(p)
+        if h is not None and h.matches(host):
+            found.append((name == "default", date, name))
+    return max(found)[2] if found else None
+
+
 def auto_profile() -> str:
     """What `machine.profile = "auto"` means on this host: the matching stored profile's path, else
-    the shipped `default`."""
+    the matching shipped profile's name, else the shipped `default`."""
     path = matching_stored()
-    return str(path) if path is not None else "default"
+    return str(path) if path is not None else matching_shipped() or "default"
 
 
 def save_to_store(profile: dict[str, Any], host: HostFingerprint) -> Path:

@@ -82,9 +82,27 @@ def test_auto_uses_the_newest_matching_stored_profile_and_results_say_so(xdg, ti
     assert parse_config(tiny_dict({"machine": {"profile": "intel"}}), source="t").machine.profile == str(xdg / "intel.json")
 
 
-def test_no_matching_stored_profile_means_default(xdg, tiny_dict):
+def test_no_matching_stored_or_shipped_profile_means_default(xdg, tiny_dict, monkeypatch):
+    # a host no shipped profile was measured on (the tests run on either kind of host)
+    monkeypatch.setattr(store, "this_host", lambda: INTEL.model_copy(update={"cpu_model": "Intel(R) Xeon(R) Gold 6354"}))
     _store_copy(xdg, "intel", INTEL, "2027-01-01T00:00:00+00:00")
     assert parse_config(tiny_dict(), source="tiny").machine.profile == "default"
+
+
+def test_a_shipped_profile_of_this_kind_of_host_comes_before_default(xdg, monkeypatch, tmp_path):
+    import forksim.profile as profile_mod
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "default.json").write_bytes(profile_path("default").read_bytes())
+    _store_copy(shipped, "intel-xeon", INTEL, "2026-12-02T00:00:00+00:00")
+    monkeypatch.setattr(profile_mod, "_SHIPPED", shipped)
+    monkeypatch.setattr(store, "this_host", lambda: INTEL)
+    assert store.auto_profile() == "intel-xeon"
+    mine = _store_copy(xdg, "mine", INTEL, "2026-01-01T00:00:00+00:00")  # a stored one wins, however old
+    assert store.auto_profile() == str(mine)
+    monkeypatch.setattr(store, "this_host", lambda: load_profile("default").fingerprint())
+    assert store.auto_profile() == "default"  # the AMD host: the default is its own shipped profile
 
 
 def test_off_host_profile_warns_once_naming_both_cpus(xdg, tmp_path, capsys):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,16 @@ from ..errors import ConfigError, ForksimError
 from ..kernel.flags import DEFAULT_KIND
 from ..summary import LATENCIES, PERCENTILE_NAMES, latency_label
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+
+
+def _log_width(stream: Any) -> int | None:
+    """Output going to a file or a pipe (a CI log, `| tee`) without COLUMNS set gets 200 columns, so
+    that tables keep a row per line instead of folding at rich's 80; a terminal keeps its own width."""
+    return None if "COLUMNS" in os.environ or stream.isatty() else 200
+
+
+console = Console(stderr=False, width=_log_width(sys.stdout))
+err_console = Console(stderr=True, width=_log_width(sys.stderr))
 
 # The library's errors name the argument or config key they are about; where the CLI took that value
 # from a flag, the message names the flag instead (`range: ...` -> `--range: ...`).

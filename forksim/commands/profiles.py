@@ -13,7 +13,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from ..host import MATCHING_RULE, HostFingerprint, differences, this_host
 from ..profile import load_profile, shipped_profiles, stored_profiles
-from ..store import matching_stored, store_dir
+from ..store import auto_profile, store_dir
 from ._common import console, fmt
 
 
@@ -25,7 +25,7 @@ def register(sub) -> None:
             f"($XDG_DATA_HOME/forksim/profiles, now {store_dir()}), with the host each was measured on (CPU "
             "vendor and model, kernel, CPUs, hypervisor, THP, HZ, preemption) and which one commands use here. "
             "A config whose machine.profile is 'auto' (the default) and a command without --profile use the "
-            f"stored profile whose host matches this one: {MATCHING_RULE}; with none, the shipped 'default'. "
+            f"stored profile whose host matches this one: {MATCHING_RULE}. "
             "A command that uses a profile of another kind of host says so once on stderr."))
     p.add_argument("--json", action="store_true", help="print JSON (every profile's provenance and host)")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"),
@@ -38,7 +38,7 @@ def register(sub) -> None:
 
 
 def _rows() -> list[dict]:
-    auto = matching_stored()
+    auto = auto_profile()  # a shipped profile's name, or a stored profile's path
     here = this_host()
     rows = []
     for where, table in (("shipped", shipped_profiles()), ("stored", stored_profiles())):
@@ -47,9 +47,7 @@ def _rows() -> list[dict]:
             host = prof.fingerprint()
             if host is None:
                 status = "no host"
-            elif auto is not None and path.resolve() == auto.resolve():
-                status = "used here (auto)"
-            elif auto is None and where == "shipped" and name == "default":
+            elif name == auto if where == "shipped" else str(path) == auto:
                 status = "used here (auto)" + ("" if host.matches(here) else ", other host")
             else:
                 status = "matches this host" if host.matches(here) else "other host"
