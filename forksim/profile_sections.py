@@ -170,16 +170,22 @@ class ChildrenCost(BaseModel):
 
 class ColdTerms(BaseModel):
     """What a stage that walks the parent's image costs on top of its (warm, back-to-back) median
-    when the walk finds the image fully cold: fixed_us + per_pte_us * min(ptes, pte_cap)."""
+    when the walk finds the image fully cold: fixed_us + per_pte_us * min(ptes, pte_cap), and
+    per_scattered_pte_us per page whose frame does not follow the previous page's (ptes * scatter):
+    walked cold in physical order, the struct pages stream in behind the hardware prefetcher; out of
+    order each is a demand miss to memory, however large the image (no cap)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     fixed_us: float = Field(default=0.0, ge=0.0)
     per_pte_us: float = Field(default=0.0, ge=0.0)
     pte_cap: float = Field(default=0.0, ge=0.0, description="4 KiB pages beyond which the extra stops growing "
                            "(what the caches held warm of a larger image)")
+    per_scattered_pte_us: float = Field(default=0.0, ge=0.0, le=1.0, description="the cold extra per page out of "
+                                        "physical order, beyond the in-order cold extra and the warm scatter term")
 
-    def extra_us(self, ptes: int) -> float:
-        return self.fixed_us + self.per_pte_us * min(float(ptes), self.pte_cap)
+    def extra_us(self, ptes: int, scatter: float = 0.0) -> float:
+        return (self.fixed_us + self.per_pte_us * min(float(ptes), self.pte_cap)
+                + self.per_scattered_pte_us * float(ptes) * scatter)
 
 
 class Warmth(BaseModel):
@@ -202,11 +208,14 @@ class Warmth(BaseModel):
 
     def scaled(self, stage: str, term: str, factor: float) -> "Warmth":
         """A what-if on a stage's warm term scales its cold counterpart alike (a walk that touches
-        fewer PTEs misses on fewer): fixed_us and per_pte_us."""
+        fewer PTEs misses on fewer): fixed_us, and per_pte_us with per_scattered_pte_us."""
         cold = self.stages.get(stage)
         if cold is None or term not in ("fixed_us", "per_pte_us"):
             return self
-        terms = cold.model_copy(update={term: getattr(cold, term) * factor})
+        update = {term: getattr(cold, term) * factor}
+        if term == "per_pte_us":
+            update["per_scattered_pte_us"] = cold.per_scattered_pte_us * factor
+        terms = cold.model_copy(update=update)
         return self.model_copy(update={"stages": {**self.stages, stage: terms}})
 
 

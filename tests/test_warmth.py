@@ -64,6 +64,20 @@ def test_extra_is_capped_and_absent_without_a_curve():
     assert none.coldness(mm, 0, 0.0) == 0.0 and none.extra_us("dup_mmap", 1.0, SHAPE) == 0.0
 
 
+def test_a_cold_walk_prices_its_pages_out_of_physical_order_without_a_cap():
+    terms = CURVE.stages["dup_mmap"].model_copy(update={"per_scattered_pte_us": 0.025})
+    curve = CURVE.model_copy(update={"stages": {"dup_mmap": terms}})
+    w = WarmthTracker(curve, 1)
+    in_order = w.extra_us("dup_mmap", 1.0, ImageShape(ptes=10**6))
+    assert in_order == pytest.approx(20 + 800)  # capped, as before
+    scattered = w.extra_us("dup_mmap", 0.5, ImageShape(ptes=10**6, scatter=0.4))
+    assert scattered == pytest.approx(0.5 * (20 + 800 + 0.025 * 10**6 * 0.4))
+    # a what-if on the per-page copy scales both per-page cold terms; without the field: no layout term
+    scaled = curve.scaled("dup_mmap", "per_pte_us", 0.5).stages["dup_mmap"]
+    assert scaled.per_scattered_pte_us == pytest.approx(0.0125) and scaled.per_pte_us == pytest.approx(0.02)
+    assert WarmthTracker(CURVE, 1).extra_us("dup_mmap", 1.0, ImageShape(ptes=10**6, scatter=1.0)) == in_order
+
+
 def test_profiles_without_warmth_still_load():
     for name in ("default",):
         assert load_profile(name) is not None
@@ -132,6 +146,35 @@ def test_fit_recovers_a_known_curve():
     assert w["migration"] == pytest.approx(0.3, abs=0.03)
     assert w["footprint_bytes"] == pytest.approx(128 * MiB, rel=0.1)
     Warmth.model_validate(w)
+
+
+def test_fit_recovers_the_cold_extra_of_pages_out_of_order_and_corrects_the_in_order_one():
+    """Images touched in a random order beside in-order ones, back to back and after 100 ms asleep: the
+    slope through D = (random cold extra - in-order cold extra) on the pages out of order beyond the
+    in-order image's, and the in-order cold extra less its own images' out-of-order pages."""
+    from forksim.calibration.warmth import SCATTER_GAP, fit_cold_scatter
+
+    tau, fixed, per_pte, per_sc, warm_sc = 3000.0, 50.0, 0.03, 0.025, 0.004
+    store = Store()
+    for rss, ptes, warm in ((64 * MiB, 16384, 1500.0), (256 * MiB, 65536, 6000.0)):
+        for layout, sc in (("sleep", 0.05), ("random", 0.999)):
+            for gap in ((0, 1000, 10000, SCATTER_GAP, 1_000_000) if layout == "sleep" else (0, SCATTER_GAP)):
+                c = 1 - math.exp(-gap / tau)
+                p50 = warm + warm_sc * ptes * sc + c * (fixed + per_pte * ptes + per_sc * ptes * sc)
+                store.runs.append({**_run(rss, layout, gap, p50, ptes, gap), "layout": {"scatter": sc}})
+    w, diag = fit_warmth(store)
+    d = w["stages"]["dup_mmap"]
+    assert d["per_scattered_pte_us"] == pytest.approx(per_sc, rel=0.05)
+    assert d["fixed_us"] + d["per_pte_us"] * 65536 == pytest.approx(fixed + per_pte * 65536, rel=0.05)
+    assert [p["rss_bytes"] for p in diag["cold_scatter_pairs"]] == [64 * MiB, 256 * MiB]
+    assert "per_scattered_pte_us" in w["source"] and w["tau_us"] == pytest.approx(tau, rel=0.1)
+    Warmth.model_validate(w)
+    # without random-order runs (or their layouts) there is no term, and the rest fits as before
+    plain = Store()
+    plain.runs = [r for r in store.runs if r["key"]["cond"] == "sleep"]
+    w2, diag2 = fit_warmth(plain)
+    assert "per_scattered_pte_us" not in w2["stages"]["dup_mmap"] and "cold_scatter_pairs" not in diag2
+    assert fit_cold_scatter(diag2["cold_forks"]) == (None, [])
 
 
 def test_a_larger_image_whose_extra_falls_caps_the_fit_and_leaves_the_curve_alone():

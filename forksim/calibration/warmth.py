@@ -14,7 +14,13 @@ forksim/kernel/warmth.py for how the model uses it):
   still grew (a larger image's back-to-back reference is itself partly cold): the cap is that size;
 - coldness c = (p50 - warm) / E per gap, fitted by scipy.optimize.curve_fit to 1 - exp(-(gap/tau)^beta);
 - the footprint scale from the sweeps (the sweep's own duration is a gap too: its part is divided out),
-  and the migration coldness from the moves.
+  and the migration coldness from the moves;
+- the cold extra of a page out of physical order (ColdTerms.per_scattered_pte_us): images of the
+  SCATTERED sizes touched in a random order (forkbench -L random, scatter ~1; each image's scatter read at
+  forkbench's gate, the in-order ones' too), back to back and after SCATTER_GAP asleep; per size
+  D = (random cold - random back to back) - (in order cold - in order back to back), the least-squares
+  slope of D on ptes * (scatter random - scatter in order) through the origin. The in-order extras are
+  corrected for their own images' scatter before the fit above.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ from ..errors import MeasurementError
 from ..kernel.stages import DUP_MMAP
 from ..lab import llc_bytes
 from . import bench
+from .layout import layout_reader
 from .plan import MiB, Plan, Store
 
-__all__ = ["GRIDS", "cold_jobs", "fit_warmth", "llc_bytes"]
+__all__ = ["GRIDS", "SCATTERED", "SCATTER_GAP", "cold_jobs", "fit_warmth", "fit_cold_scatter", "llc_bytes"]
 
 _MS = 1000  # us
 
@@ -60,6 +67,18 @@ GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple
 
 _ROUNDS = {"smoke": 1, "quick": 1, "full": 3}
 
+# plan -> (sizes, back-to-back reps, reps after SCATTER_GAP asleep) of the images touched in a random order
+# (cond "random"); a size the grid above lacks gets in-order runs at the same two gaps too. Quick: two sizes
+# (about 2 s); the interaction measured 2026-12-02 on the Intel host, 19-28 ns a page at 64 MiB, 256 MiB
+# and 1 GiB, is flat enough in the image for two to give its slope.
+SCATTERED: dict[str, tuple[tuple[int, ...], int, int]] = {
+    "smoke": ((), 0, 0),
+    "quick": ((64 * MiB, 256 * MiB), 10, 6),
+    "full": ((64 * MiB, 256 * MiB, 1024 * MiB), 20, 10),
+}
+SCATTER_GAP = 100 * _MS  # fully cold on the hosts measured (coldness >= 0.95 at 100 ms), and in every grid
+RANDOM_COND = "random"
+
 
 def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[tuple[str, Callable[[], None]]]:
     """The cold-fork runs of this plan, each a (description, job) pair."""
@@ -67,20 +86,27 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
     llc = llc_bytes()
     jobs: list[tuple[str, Callable[[], None]]] = []
 
+    scattered, sc_warm_reps, sc_cold_reps = SCATTERED[plan.name]
+
     def job(rss: int, cond: str, x: float, reps: int, extra: list[str], pinned_cpu: int) -> Callable[[], None]:
         def run() -> None:
             # one warm-up fork where each gap is a sleep of 10 ms or more (it cools the image whatever came
             # before: more warm-ups only sleep), three otherwise
-            warm = 1 if cond in ("sleep", "unpinned") and x >= 10 * _MS else 3
+            warm = 1 if cond in ("sleep", "unpinned", RANDOM_COND) and x >= 10 * _MS else 3
             argv = [fb, "cold", "-r", str(rss), "-n", str(reps), "-w", str(warm), "-c", str(pinned_cpu), *extra]
+            got: dict[str, Any] = {}
+            # the layout of the images the scatter pairs compare (sleep and random runs of those sizes)
+            read = layout_reader(store, got) if rss in scattered and cond in ("sleep", RANDOM_COND) else None
             try:
-                shape, samples, _, _ = bench.run_bench(argv)
+                shape, samples, _, _ = bench.run_bench(argv, on_ready=read)
             except MeasurementError as exc:
                 if "refused" in str(exc):
                     store.refused.append(str(exc))
                     return
                 raise
             store.add("cold", {"rss": rss, "cond": cond, "x": x, "llc_bytes": llc}, shape, samples)
+            if got:
+                store.runs[-1]["layout"] = got["layout"]
 
         return run
 
@@ -107,6 +133,14 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
             for gap, reps in ([] if rss != sizes[0] else unpinned):
                 this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep, unpinned{per}",
                              job(rss, "unpinned", gap, -(-reps // rounds), ["-s", str(gap)], -1)))
+        for rss in scattered:
+            for gap, reps in ((0, sc_warm_reps), (SCATTER_GAP, sc_cold_reps)):
+                n = -(-reps // rounds)
+                if rss not in sizes:  # its in-order pair, which the grid above lacks
+                    this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep{per}",
+                                 job(rss, "sleep", gap, n, ["-s", str(gap)], cpu)))
+                this.append((f"cold fork {rss // MiB}MiB touched in a random order after {gap / _MS:g} ms asleep{per}",
+                             job(rss, RANDOM_COND, gap, n, ["-s", str(gap), "-L", "random"], cpu)))
         if rounds > 1:
             rng.shuffle(this)  # conditions interleaved: a drift of the host hits them all alike
         jobs += this
@@ -174,7 +208,7 @@ def _cold_table(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[
                "fork_p50_us": round(_p50(r), 2), "fork_wall_p50_us": round(_p50(r, "fork_ns"), 2),
                "exit_p50_us": round(_p50(r, "exit_ns"), 2), "gap_p50_us": round(_p50(r, "gap_ns"), 1),
                "ptes": r["shape"].get("ptes", 0), "vmas": r["shape"].get("vmas"),
-               "anon_vmas": r["shape"].get("anon_vmas")}
+               "anon_vmas": r["shape"].get("anon_vmas"), "scatter": (r.get("layout") or {}).get("scatter")}
         table.append(row)
         if k["cond"] == "sleep" and k["x"] == 0:
             warm[k["rss"]] = row["fork_p50_us"]
@@ -212,6 +246,45 @@ def _rising(sizes: list[int], sat: dict[int, float]) -> list[int]:
     return out
 
 
+def _scatter_pairs(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per size with all four runs (in order and random order, back to back and after SCATTER_GAP, each
+    with its image's scatter): the cold extra of each layout and the difference D against X = ptes *
+    (scatter random - scatter in order), the pages the random image has out of order beyond the other's."""
+    def at(rss: int, cond: str, x: float) -> dict[str, Any] | None:
+        return next((t for t in table if (t["rss_bytes"], t["cond"], t["x"]) == (rss, cond, x)
+                     and t["scatter"] is not None), None)
+
+    out = []
+    for rss in sorted({t["rss_bytes"] for t in table if t["cond"] == RANDOM_COND}):
+        wo, co = at(rss, "sleep", 0), at(rss, "sleep", SCATTER_GAP)
+        wr, cr = at(rss, RANDOM_COND, 0), at(rss, RANDOM_COND, SCATTER_GAP)
+        if None in (wo, co, wr, cr):
+            continue
+        e_order, e_random = co["fork_p50_us"] - wo["fork_p50_us"], cr["fork_p50_us"] - wr["fork_p50_us"]
+        x = wr["ptes"] * (wr["scatter"] - wo["scatter"])
+        if x > 0:
+            out.append({"rss_bytes": rss, "ptes": wr["ptes"], "scatter_order": wo["scatter"],
+                        "scatter_random": wr["scatter"], "cold_extra_order_us": round(e_order, 1),
+                        "cold_extra_random_us": round(e_random, 1), "d_us": round(e_random - e_order, 1),
+                        "x_pages": round(x, 1)})
+    return out
+
+
+def fit_cold_scatter(table: list[dict[str, Any]]) -> tuple[float | None, list[dict[str, Any]]]:
+    """ColdTerms.per_scattered_pte_us (us per page out of physical order, >= 0) from the cold grid's
+    layout pairs: the least-squares slope of D on X through the origin (_scatter_pairs); None without a
+    pair. The pairs, with the slope's prediction of each D, as diagnostics."""
+    pairs = _scatter_pairs(table)
+    if not pairs:
+        return None, pairs
+    d = np.array([p["d_us"] for p in pairs])
+    x = np.array([p["x_pages"] for p in pairs])
+    slope = max(0.0, float(d @ x / (x @ x)))
+    for p in pairs:
+        p["fit_d_us"] = round(slope * p["x_pages"], 1)
+    return slope, pairs
+
+
 def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The profile's `warmth` section (None when not measured or no effect) and its diagnostics."""
     runs = _pooled(store.select("cold"))
@@ -221,6 +294,14 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     table, warm = _cold_table(runs)
     diag: dict[str, Any] = {"cold_forks": table}
     sat = _saturated_extras(table, warm, sizes)
+    per_scattered, pairs = fit_cold_scatter(table)
+    # the in-order images' own pages out of order: priced by per_scattered_pte_us, not by the in-order terms
+    own = {p["rss_bytes"]: per_scattered * p["ptes"] * p["scatter_order"] for p in pairs} if pairs else {}
+    if pairs:
+        diag["cold_scatter_pairs"] = pairs
+        for rss, us in own.items():
+            if rss in sat:
+                sat[rss] -= us
     good = [s for s in sat if sat[s] > 0.02 * warm[s]]
     if not good:
         diag["warmth_note"] = "no cold extra above 2% of the warm fork at gaps >= 100 ms: no warmth terms"
@@ -235,7 +316,7 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
 
     def extra(rss: int) -> float:
         p = next(t["ptes"] for t in table if t["rss_bytes"] == rss)
-        return fixed + per_pte * min(p, cap)
+        return fixed + per_pte * min(p, cap) + own.get(rss, 0.0)
 
     pts = [(t["gap_p50_us"], (t["fork_p50_us"] - warm[t["rss_bytes"]]) / extra(t["rss_bytes"]))
            for t in table if t["cond"] == "sleep" and t["rss_bytes"] in good and t["x"] > 0]
@@ -278,12 +359,18 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
            + ", footprint and migration from their extras; "
            + (f"footprint_bytes: median of {len(fp)} sweeps' coldness beyond their own duration's, as exp(-W/footprint)"
               if fp else "footprint_bytes 1e15 (no effect): no sweep cooled the image more than its own duration did")
-           + "; walk_bytes_per_pte 80: assumption (the parent's and the child's PTE, 8 + 8 B, and the struct page, 64 B)")
+           + "; walk_bytes_per_pte 80: assumption (the parent's and the child's PTE, 8 + 8 B, and the struct page, 64 B)"
+           + (f"; per_scattered_pte_us: the cold extra of images touched in a random order over the in-order one's, "
+              f"per page out of order (least squares through the origin, {len(pairs)} sizes: "
+              + ", ".join(f"{p['rss_bytes'] // MiB} MiB {p['d_us']:.0f} us over {p['x_pages']:.0f} pages"
+                          for p in pairs) + f", {SCATTER_GAP / _MS:g} ms asleep)" if per_scattered is not None else ""))
+    cold_terms = {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0)}
+    if per_scattered is not None:
+        cold_terms["per_scattered_pte_us"] = round(per_scattered, 6)
     warmth = {"tau_us": round(float(tau), 1), "beta": round(float(beta), 3),
               "footprint_bytes": round(float(footprint), 0), "walk_bytes_per_pte": 80.0,
               "migration": round(float(np.clip(migration, 0.0, 1.0)), 3),
-              "stages": {DUP_MMAP: {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6),
-                                      "pte_cap": round(cap, 0)}},
+              "stages": {DUP_MMAP: cold_terms},
               "source": src}
     diag["warmth_fit"] = {"warm_p50_us": {str(s): warm[s] for s in warm},
                           "cold_extra_us": {str(s): round(v, 1) for s, v in sat.items()},

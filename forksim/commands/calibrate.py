@@ -128,13 +128,14 @@ def cold_check(profile_path: str, cold: list[dict]) -> list[dict]:
     wall time)."""
     import os
 
+    from ..calibration.warmth import RANDOM_COND
     from ..config import parse_config
     from ..runner import run_experiment
 
     rows = []
     for c in cold:
         work = c.get("cond") == "work" and c.get("fork_wall_p50_us") and c.get("gap_p50_us")
-        if c.get("cond") not in ("sleep", "unpinned") and not work:
+        if c.get("cond") not in ("sleep", "unpinned", RANDOM_COND) and not work:
             continue
         think = float(c["gap_p50_us"]) if work else float(c["x"])
         other = {"other_work": int(c["x"])} if work else {}
@@ -145,7 +146,8 @@ def cold_check(profile_path: str, cold: list[dict]) -> list[dict]:
             "machine": {"cpus": (os.cpu_count() or 1) if c["cond"] == "unpinned" else 1, "profile": profile_path},
             "workload": {"kind": "closed", "parents": 1, "think_time": think, **other,
                          "image": {"rss": int(c["rss_bytes"]), "vmas": int(c.get("vmas") or 26),
-                                   **({"anon_vmas": int(c["anon_vmas"])} if c.get("anon_vmas") is not None else {})},
+                                   **({"anon_vmas": int(c["anon_vmas"])} if c.get("anon_vmas") is not None else {}),
+                                   **({"scatter": float(c["scatter"])} if c.get("scatter") is not None else {})},
                          "child": {"clone": FORK, "lifetime": 0.0}}}, source="calibrate", resolved=True)
         pred = run_experiment(exp).summary["fork_latency_us"]["p50"]
         rows.append({**c, "measured_p50_us": meas, "forksim_p50_us": pred, "rel_error": (pred - meas) / meas})
@@ -171,6 +173,7 @@ def _cold_extras(rows: list[dict]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..calibration import calibrate
+    from ..calibration.warmth import RANDOM_COND
 
     from ..host import this_host
     from ..store import store_dir
@@ -218,27 +221,29 @@ def main(args: argparse.Namespace) -> int:
     _scattered_table(diag)
     cold = cold_check(out, diag.get("cold_forks", []))
     if cold:
-        t = Table(title="cold forks (after a sleep or a co-runner's sweep on the same CPU): measured vs forksim "
-                  "run (closed loop, think time = the gap), fork() p50 (after a sweep: wall time); extra: over the "
-                  "pinned back-to-back fork of the same run (gap 0)", title_justify="left")
+        t = Table(title="cold forks (after a sleep or a co-runner's sweep on the same CPU; scatter: an image touched "
+                  "in a random order): measured vs forksim run (closed loop, think time = the gap), fork() p50 (after "
+                  "a sweep: wall time); extra: over the pinned back-to-back fork of the same run (gap 0)",
+                  title_justify="left")
         for c in ("RSS", "before", "gap (ms)", "parent", "measured (us)", "forksim (us)", "error", "extra (us)",
                   "forksim extra (us)", "extra error"):
             t.add_column(c, justify="right")
         for r in cold:
             work, ee = r["cond"] == "work", r.get("extra_error")
             gap = r["gap_p50_us"] if work else r["x"]
-            t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", f"sweep {int(r['x']) >> 20} MiB" if work else "sleep",
+            scattered = r["cond"] == RANDOM_COND
+            before = f"sweep {int(r['x']) >> 20} MiB" if work else f"sleep, scatter {r['scatter']:.2f}" if scattered \
+                else "sleep"
+            t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", before,
                       f"{gap / 1000:.3g}", "unpinned" if r["cond"] == "unpinned" else "pinned",
                       fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%",
                       fmt(r["extra_us"]) if "extra_us" in r else "-",
                       fmt(r["forksim_extra_us"]) if "forksim_extra_us" in r else "-",
                       f"{100 * ee:+.1f}%" if ee is not None else "-")
-        if not console.is_terminal:  # ten columns: a log file (no terminal to fit) gets them whole, not cut at 80
-            console.width = max(console.width, 140)
         console.print(t)
         sweep = _sweep_p50(diag)
         same = [f"{int(r['rss_bytes']) >> 20} MiB {fmt(sweep[int(r['rss_bytes'])])} / {fmt(r['fork_p50_us'])}"
-                for r in cold if r["x"] == 0 and int(r["rss_bytes"]) in sweep]
+                for r in cold if r["cond"] == "sleep" and r["x"] == 0 and int(r["rss_bytes"]) in sweep]
         if same:
             console.print("back to back, the fork sweep's p50 (what forksim prices) / the cold grid's, us: "
                           + "; ".join(same) + " (the same fork minutes apart: the host's drift)")

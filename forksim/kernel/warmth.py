@@ -13,12 +13,12 @@ touched by then; per CPU, the running total of bytes walked on it (other process
 memory a co-runner touches there: workload.other_work).
 The profile's `warmth` curve turns that state into a coldness 0..1, and `ColdTerms` into microseconds.
 
-The image's physical layout (ImageShape.scatter) does not change the cold extra here: ColdTerms prices the
-lines a back-to-back walk found in the caches and a cold one fetches (at most `pte_cap` pages, what the
-caches held), measured on calibrate's own freshly touched images, so it already carries their layout
-(the profile's fresh_image_scatter); StageCost.scatter_us prices the pages that miss even back to back,
-out of order. How a cold walk of the cached part costs with a different layout has not been measured;
-the part it could move is bounded by pte_cap (16,409 pages, 64 MiB, in the shipped default).
+The image's physical layout (ImageShape.scatter) enters twice. StageCost.scatter_us prices the struct pages
+that miss even back to back, out of order. ColdTerms.per_scattered_pte_us prices what a cold walk adds per
+page out of physical order on top of the in-order cold extra: walked in order, the struct pages stream in
+behind the hardware prefetcher even cold; out of order each one is a demand miss to memory (measured by
+calibrate's cold grid with images touched in a random order: on the 2026-12-02 Intel host 19-28 ns a page
+at 64 MiB .. 1 GiB, 2.2-2.5x the in-order cold extra of the same image).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class WarmthTracker:
         terms = self.curve.stages.get(stage)
         if terms is None:
             return 0.0
-        return coldness * terms.extra_us(shape.ptes)
+        return coldness * terms.extra_us(shape.ptes, shape.scatter)
 
     def touched(self, cpu: int, nbytes: float) -> None:
         """Another process touched `nbytes` of its own memory on `cpu` (workload.other_work): lines the
