@@ -273,7 +273,9 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         if raw_out:
             _write_raw(Path(raw_out), {"provenance": profile["provenance"], "host": profile["host"],
                                        "plan": plan.__dict__, "runs": store.runs, "copies": raw_copies,
-                                       "refused": store.refused, "notes": store.notes})
+                                       "refused": store.refused, "notes": store.notes,
+                                       # measured and fitted in one step (hiccup.c): kept whole for refit
+                                       "interruptions": profile.get("interruptions")})
         return profile
     finally:
         prog.close()
@@ -358,6 +360,8 @@ def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
     profile["provenance"].pop("profile_name", None)
     if r.get("host"):
         profile["host"] = r["host"]
+    if r.get("interruptions"):  # raw files since 2026-12-02 11:00 UTC; older ones: the section is left out
+        profile["interruptions"] = r["interruptions"]
     Profile.model_validate(profile)
     text = json.dumps(profile, indent=1) + "\n"
     write_text(out, text)
