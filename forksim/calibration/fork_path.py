@@ -220,6 +220,23 @@ def _dup_mm(ev: Evidence, split: ForkSplit) -> tuple[float, str]:
     return min(dup_mm, 0.8 * split.shares["A"]), src
 
 
+# The share of a fork() call its image walk must take for the call's own spread to stand for dup_mmap's. Traced,
+# the walk of a large image shows a slow mode the untraced one lacks (2026-12-02 Intel quick calibration: 256 MiB,
+# traced dup_mmap segment p90 1.86x its median, 15% of the forks about 2x; the same size untraced, same run, p99
+# 1.11x; the validation's untraced 256 MiB loop p99 1.23x), so the model's dup_mmap spread comes from untraced
+# calls where the walk dominates them.
+DOMINATED = 0.8
+
+
+def _walk_dominated(totals: ForkTotals) -> list[Config]:
+    """The untraced training configurations whose image-dependent part (the fit's prediction less its fixed
+    part) is at least DOMINATED of their median."""
+    terms = [t for t in totals.fit.coef if t != "fixed_us"]
+    coef = [totals.fit.coef[t] for t in terms]
+    return [c for c, _ in totals.train
+            if c.median > 0 and float(c.features(terms) @ coef) >= DOMINATED * c.median]
+
+
 def _dup_mmap(ev: Evidence, totals: ForkTotals, split: ForkSplit) -> StageCost:
     """dup_mmap: slopes from the untraced totals (only dup_mmap scales with the image), fixed from the split."""
     fit = totals.fit
@@ -228,10 +245,14 @@ def _dup_mmap(ev: Evidence, totals: ForkTotals, split: ForkSplit) -> StageCost:
     measured = (f"measured: fork() against RSS / VMA count / THP ({fit.n_configs} configurations, "
                 f"{fit.n_samples} samples, {ev.pin_txt}, ")
     if ev.traced:
-        dm_q = residual_quantiles(seg_cfgs(ev.store, "B", pinned=True, mode=FORK_MODE))
+        big = _walk_dominated(totals)
+        dm_q = residual_quantiles(big or seg_cfgs(ev.store, "B", pinned=True, mode=FORK_MODE))
+        res = (f"residual from the untraced forks where the walk is {DOMINATED:.0%} or more of the call "
+               f"({', '.join(c.label for c in big)}: the traced segment's spread holds tracing's own)" if big
+               else "residual from the traced segment")
         dm_src = (measured + f"untraced, the parent's CPU time in fork()), NNLS on medians (R^2 {fit.r2:.4f}); "
                   f"slopes cross-checked against the traced dup_mmap segment (mmap_lock acquire->release); "
-                  f"residual from the traced segment; fixed part " + split.how.split(":", 1)[0])
+                  f"{res}; fixed part " + split.how.split(":", 1)[0])
     else:
         dm_q = residual_quantiles([c for c, _ in totals.train])
         dm_src = (measured + f"the parent's CPU time in fork()), NNLS on medians (R^2 {fit.r2:.4f}); "
