@@ -386,7 +386,9 @@ class Experiment(_Section):
     """A validated, frozen experiment: what `run()` consumes."""
 
     experiment: ExperimentSection = ExperimentSection()
-    machine: MachineSection = MachineSection()
+    # built per experiment, not once at import: its profile 'auto' resolves against the profile store as it
+    # is when the config is read (a profile calibrated since the import, or a test's own store)
+    machine: MachineSection = Field(default_factory=MachineSection)
     workload: WorkloadSection = WorkloadSection()
     background: BackgroundSection = BackgroundSection()
     whatif: dict[str, float] = Field(

@@ -82,6 +82,13 @@ def test_auto_uses_the_newest_matching_stored_profile_and_results_say_so(xdg, ti
     assert parse_config(tiny_dict({"machine": {"profile": "intel"}}), source="t").machine.profile == str(xdg / "intel.json")
 
 
+def test_a_config_without_a_machine_table_sees_a_profile_stored_after_import(xdg):
+    bare = {"experiment": {"name": "bare"}}  # machine.profile left to its default, 'auto'
+    assert parse_config(bare, source="t").machine.profile == store.auto_profile()
+    stored = _store_copy(xdg, "mine", this_host(), "2026-06-01T00:00:00+00:00")  # calibrated in this session
+    assert parse_config(bare, source="t").machine.profile == str(stored)
+
+
 def test_no_matching_stored_or_shipped_profile_means_default(xdg, tiny_dict, monkeypatch):
     # a host no shipped profile was measured on (the tests run on either kind of host)
     monkeypatch.setattr(store, "this_host", lambda: INTEL.model_copy(update={"cpu_model": "Intel(R) Xeon(R) Gold 6354"}))
