@@ -133,17 +133,21 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
             for gap, reps in ([] if rss != sizes[0] else unpinned):
                 this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep, unpinned{per}",
                              job(rss, "unpinned", gap, -(-reps // rounds), ["-s", str(gap)], -1)))
-        for rss in scattered:
-            for gap, reps in ((0, sc_warm_reps), (SCATTER_GAP, sc_cold_reps)):
-                n = -(-reps // rounds)
-                if rss not in sizes:  # its in-order pair, which the grid above lacks
-                    this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep{per}",
-                                 job(rss, "sleep", gap, n, ["-s", str(gap)], cpu)))
-                this.append((f"cold fork {rss // MiB}MiB touched in a random order after {gap / _MS:g} ms asleep{per}",
-                             job(rss, RANDOM_COND, gap, n, ["-s", str(gap), "-L", "random"], cpu)))
         if rounds > 1:
             rng.shuffle(this)  # conditions interleaved: a drift of the host hits them all alike
         jobs += this
+    # after every in-order image: an image touched in a random order leaves the free lists scattered, and the
+    # next "in-order" images with it (the 2026-12-02 full grid, interleaved: 256 MiB in-order images at
+    # scatter 0.01-0.71, and their cold extra with it, +318 to +1,470 us)
+    for rss in scattered:
+        if rss not in sizes:  # its in-order pair, which the grid above lacks
+            for gap, reps in ((0, sc_warm_reps), (SCATTER_GAP, sc_cold_reps)):
+                jobs.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep",
+                             job(rss, "sleep", gap, reps, ["-s", str(gap)], cpu)))
+    for rss in scattered:
+        for gap, reps in ((0, sc_warm_reps), (SCATTER_GAP, sc_cold_reps)):
+            jobs.append((f"cold fork {rss // MiB}MiB touched in a random order after {gap / _MS:g} ms asleep",
+                         job(rss, RANDOM_COND, gap, reps, ["-s", str(gap), "-L", "random"], cpu)))
     return jobs
 
 
@@ -233,14 +237,21 @@ def _saturated_extras(table: list[dict[str, Any]], warm: dict[int, float], sizes
     return sat
 
 
+# How far a larger image's cold extra must fall below the previous size's to mark a partly cold reference: a
+# fall to under half (the AMD host, 2026-12-02 quick grid: 1,212 -> 168 us), not a dip within the grid's noise
+# (the Intel host, 2026-12-02 full grid: 16 MiB 281 us, 64 MiB 222 us, then 894 and 4,202 us at 256 MiB and 1 GiB).
+_FALL = 0.5
+
+
 def _rising(sizes: list[int], sat: dict[int, float]) -> list[int]:
     """The sizes up to the largest whose cold extra still grew with the image. Beyond it the extra falls
     (2026-12-02 quick grid: 0, 64, 256 MiB -> 147, 1212, 168 us): the back-to-back reference of a larger
     image is itself partly cold (its fork costs more per PTE than the smaller size's), so that extra says
-    how much colder a cold fork is than an already cold one, not what the caches kept warm."""
+    how much colder a cold fork is than an already cold one, not what the caches kept warm. A fall is a drop
+    below _FALL of the largest extra so far."""
     out: list[int] = []
     for s in sorted(sizes):
-        if out and sat[s] < sat[out[-1]]:
+        if out and sat[s] < _FALL * max(sat[o] for o in out):
             break
         out.append(s)
     return out
@@ -249,7 +260,8 @@ def _rising(sizes: list[int], sat: dict[int, float]) -> list[int]:
 def _scatter_pairs(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per size with all four runs (in order and random order, back to back and after SCATTER_GAP, each
     with its image's scatter): the cold extra of each layout and the difference D against X = ptes *
-    (scatter random - scatter in order), the pages the random image has out of order beyond the other's."""
+    (scatter random - scatter in order) of the two cold runs' images, the pages the random image has out of
+    order beyond the other's."""
     def at(rss: int, cond: str, x: float) -> dict[str, Any] | None:
         return next((t for t in table if (t["rss_bytes"], t["cond"], t["x"]) == (rss, cond, x)
                      and t["scatter"] is not None), None)
@@ -261,10 +273,10 @@ def _scatter_pairs(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if None in (wo, co, wr, cr):
             continue
         e_order, e_random = co["fork_p50_us"] - wo["fork_p50_us"], cr["fork_p50_us"] - wr["fork_p50_us"]
-        x = wr["ptes"] * (wr["scatter"] - wo["scatter"])
+        x = cr["ptes"] * (cr["scatter"] - co["scatter"])  # the cold forks' own images
         if x > 0:
-            out.append({"rss_bytes": rss, "ptes": wr["ptes"], "scatter_order": wo["scatter"],
-                        "scatter_random": wr["scatter"], "cold_extra_order_us": round(e_order, 1),
+            out.append({"rss_bytes": rss, "ptes": cr["ptes"], "scatter_order": co["scatter"],
+                        "scatter_random": cr["scatter"], "cold_extra_order_us": round(e_order, 1),
                         "cold_extra_random_us": round(e_random, 1), "d_us": round(e_random - e_order, 1),
                         "x_pages": round(x, 1)})
     return out

@@ -133,7 +133,7 @@ def cold_check(profile_path: str, cold: list[dict]) -> list[dict]:
     from ..runner import run_experiment
 
     rows = []
-    for c in cold:
+    for c in sorted(cold, key=lambda c: (c["rss_bytes"], c["cond"] == RANDOM_COND, c["cond"], c["x"])):
         work = c.get("cond") == "work" and c.get("fork_wall_p50_us") and c.get("gap_p50_us")
         if c.get("cond") not in ("sleep", "unpinned", RANDOM_COND) and not work:
             continue
