@@ -20,7 +20,7 @@ from typing import Any
 from .host import HostFingerprint, this_host
 
 __all__ = ["store_dir", "stored_profile_paths", "matching_stored", "matching_shipped", "auto_profile", "save_to_store",
-           "OffHostProfileWarning", "warn_if_off_host", "AUTO"]
+           "OffHostProfileWarning", "warn_if_off_host", "AUTO", "PROFILE_ENV"]
 
 AUTO = "auto"
 
@@ -85,9 +85,17 @@ def matching_shipped(host: HostFingerprint | None = None) -> str | None:
     return max(found)[2] if found else None
 
 
+# A profile name or file that `auto` means whatever the host: for runs whose figures must not depend on the
+# machine they run on (the tests set it to `default`), or to pin one profile for a whole session.
+PROFILE_ENV = "FORKSIM_PROFILE"
+
+
 def auto_profile() -> str:
-    """What `machine.profile = "auto"` means on this host: the matching stored profile's path, else
-    the matching shipped profile's name, else the shipped `default`."""
+    """What `machine.profile = "auto"` means on this host: $FORKSIM_PROFILE where set, else the matching
+    stored profile's path, else the matching shipped profile's name, else the shipped `default`."""
+    pinned = os.environ.get(PROFILE_ENV, "").strip()
+    if pinned:
+        return pinned
     path = matching_stored()
     return str(path) if path is not None else matching_shipped() or "default"
 

@@ -40,9 +40,13 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def _no_stored_profiles(tmp_path_factory) -> Any:
     """Every test (and every `forksim` subprocess a test starts) sees an empty profile store: a profile
     that `forksim calibrate` stored on this machine must not change what the tests compute, and the
-    tests never write into the real ~/.local/share. Tests of the store point XDG_DATA_HOME elsewhere."""
+    tests never write into the real ~/.local/share. Tests of the store point XDG_DATA_HOME elsewhere
+    and unset FORKSIM_PROFILE."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        # and `auto` means the shipped default on every host (a shipped profile of this host's kind would
+        # change the figures the tests check); the tests of `auto` itself unset it
+        mp.setenv("FORKSIM_PROFILE", "default")
         yield
 
 

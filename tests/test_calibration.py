@@ -156,6 +156,7 @@ def test_smoke_calibration_writes_a_valid_profile(tmp_path, traced, monkeypatch)
         pytest.skip(f"needs root and tracefs: {_why}")
     # without tracepoints: no --out, so the profile goes to the (temporary) profile store, named after the host
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("FORKSIM_PROFILE", raising=False)  # `auto` as a user gets it
     to_store = not traced
     out = tmp_path / "xdg" / "forksim" / "profiles" / f"{this_host().slug()}.json" if to_store else tmp_path / "smoke.json"
     raw = tmp_path / "smoke.raw.json.gz"

@@ -24,6 +24,7 @@ INTEL = HostFingerprint(cpu_vendor="GenuineIntel", cpu_model="Intel(R) Xeon(R) P
 def xdg(tmp_path, monkeypatch) -> Path:
     """An empty profile store of this test's own (and the off-host warning reset)."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv(store.PROFILE_ENV, raising=False)  # `auto` as a user gets it
     monkeypatch.setattr(store, "_warned", set())
     return tmp_path / "xdg" / "forksim" / "profiles"
 
@@ -87,6 +88,15 @@ def test_a_config_without_a_machine_table_sees_a_profile_stored_after_import(xdg
     assert parse_config(bare, source="t").machine.profile == store.auto_profile()
     stored = _store_copy(xdg, "mine", this_host(), "2026-06-01T00:00:00+00:00")  # calibrated in this session
     assert parse_config(bare, source="t").machine.profile == str(stored)
+
+
+def test_forksim_profile_pins_what_auto_means(xdg, monkeypatch, tiny_dict):
+    _store_copy(xdg, "mine", this_host(), "2026-06-01T00:00:00+00:00")
+    monkeypatch.setenv(store.PROFILE_ENV, "published")
+    assert store.auto_profile() == "published"
+    assert parse_config(tiny_dict(), source="t").machine.profile == "published"
+    monkeypatch.setenv(store.PROFILE_ENV, "")  # empty: as unset
+    assert store.auto_profile() == str(xdg / "mine.json")
 
 
 def test_no_matching_stored_or_shipped_profile_means_default(xdg, tiny_dict, monkeypatch):
