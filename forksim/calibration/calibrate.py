@@ -248,12 +248,14 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
             store.notes.append(f"tracefs not used: {why}")
         took = _run_jobs(calibration_jobs(plan, b, store, trace, cpu, other), trace, store, prog)
         trace = None  # _run_jobs closed it
+        # read before the copies step: its thousands of live children and dying namespaces are this
+        # calibration's own, yet lift the load average (to 134 in the 2026-12-02 full run on an idle machine)
+        load_end = _loadavg()
         raw_copies = _measure_copies(plan.name, b.cc, cpu, ok, took, prog)
         if ok:  # RCU callbacks of exited tasks, traced (rcu.py; about 2 s)
             with _timed(took, "rcu callbacks"):
                 measure_rcu(b, store, cpu, other, reps=300 if smoke else 600)
         prog.step("fitting")
-        load_end = _loadavg()
         _note_busy(load_start, load_end, store, prog)
         prov_extra = _provenance(plan, b, why, name or out.stem, (load_start, load_end))
         profile = build_profile(store, plan, facts, ok, cpu, prov_extra)
