@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from forksim.calibration import tracefs
-from forksim.calibration.fit import Config, cross_validate, fit_linear, lognormal_sigma, residual_quantiles
+from forksim.calibration.fit import (Config, cross_validate, fit_linear, lognormal_sigma, residual_quantiles,
+                                    typical_quantiles)
 from forksim.profile import ImageShape, Profile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,6 +65,19 @@ def test_fit_is_non_negative_and_residuals_are_ratios():
     assert q[1] == pytest.approx(np.exp(-1.645 * 0.2), rel=0.05)
     assert q[19] == pytest.approx(np.exp(1.645 * 0.2), rel=0.05)
     assert lognormal_sigma(cfgs) == pytest.approx(0.2, rel=0.1)
+
+
+def test_a_typical_configurations_spread_is_not_set_by_one_with_hiccups():
+    truth = {"fixed_us": 10.0, "per_vma_us": 0.0, "per_anon_vma_us": 0.0, "per_pte_us": 0.03, "per_pmd_us": 0.0}
+    cfgs = _synthetic(truth, sigma=0.05, seed=3)
+    rng = np.random.default_rng(4)
+    bad = cfgs[0].samples
+    bad = [v * (3.0 if rng.random() < 0.2 else 1.0) for v in bad]  # one configuration: a fifth of it 3x
+    cfgs[0] = Config(cfgs[0].vmas, cfgs[0].anon_vmas, cfgs[0].ptes, cfgs[0].pmds, 1, bad, "hiccups")
+    pooled, typical = residual_quantiles(cfgs), typical_quantiles(cfgs)
+    assert typical[19] == pytest.approx(np.exp(1.645 * 0.05), rel=0.03)  # the others' lognormal(0, 0.05)
+    assert pooled[20] > 2.0 > typical[20]  # pooled, the hiccups set the tail
+    assert typical_quantiles(cfgs[:1]) is None  # one configuration: no typical one
 
 
 # ---------------------------------------------------------------------------------------------

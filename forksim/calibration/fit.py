@@ -27,7 +27,7 @@ from scipy.optimize import nnls
 
 from ..profile import StageCost
 
-__all__ = ["TERMS", "WALK_TERMS", "Config", "LinearFit", "fit_linear", "fit_linear_through", "residual_quantiles", "lognormal_sigma",
+__all__ = ["TERMS", "WALK_TERMS", "Config", "LinearFit", "fit_linear", "fit_linear_through", "residual_quantiles", "typical_quantiles", "lognormal_sigma",
            "cross_validate", "stage_cost", "stage_json", "median"]
 
 TERMS = ("fixed_us", "per_vma_us", "per_anon_vma_us", "per_pte_us", "per_pmd_us", "per_thread_us",
@@ -157,6 +157,25 @@ def residual_quantiles(configs: Sequence[Config], n: int = 21, pred: Any = None)
     p[0], p[-1] = 0.005, 0.995
     q = np.quantile(r, p)
     q = np.maximum.accumulate(np.maximum(q, 1e-3))
+    return [round(float(v), 5) for v in q]
+
+
+def typical_quantiles(configs: Sequence[Config], n: int = 21, min_samples: int = 20) -> list[float] | None:
+    """Like residual_quantiles, but per configuration (sample / its median) and then the median over the
+    configurations at each probability: the spread of a typical configuration, which one configuration with a
+    heavy tail of its own (a host hiccup in its rounds) does not set. None with fewer than two configurations of
+    at least min_samples samples."""
+    p = np.linspace(0.0, 1.0, n)
+    p[0], p[-1] = 0.005, 0.995
+    per = []
+    for c in configs:
+        s = np.asarray(c.samples, dtype=float)
+        s = s[np.isfinite(s) & (s > 0)]
+        if s.size >= min_samples:
+            per.append(np.quantile(s / np.median(s), p))
+    if len(per) < 2:
+        return None
+    q = np.maximum.accumulate(np.maximum(np.median(np.array(per), axis=0), 1e-3))
     return [round(float(v), 5) for v in q]
 
 

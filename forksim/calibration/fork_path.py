@@ -20,7 +20,8 @@ from ..kernel.stages import DO_EXIT, DUP_MMAP, EXIT_MMAP, RET_FROM_FORK, WAIT_RE
 from ..profile import CacheCurve, StageCost
 from .caches import fit_cache_curve
 from .layout import LayoutFit, fit_layout, run_scatter
-from .fit import WALK_TERMS, Config, LinearFit, cross_validate, fit_linear, fit_linear_through, median, residual_quantiles, stage_cost
+from .fit import (WALK_TERMS, Config, LinearFit, cross_validate, fit_linear, fit_linear_through, median, residual_quantiles,
+                  stage_cost, typical_quantiles)
 from .plan import FORK_MODE, THREAD_MODE, VFORK_MODE, Plan
 from .samples import Evidence, fork_cfg, fork_field, group, pct, preempted_share, quantiles, seg_cfgs, vals
 
@@ -246,9 +247,11 @@ def _dup_mmap(ev: Evidence, totals: ForkTotals, split: ForkSplit) -> StageCost:
                 f"{fit.n_samples} samples, {ev.pin_txt}, ")
     if ev.traced:
         big = _walk_dominated(totals)
-        dm_q = residual_quantiles(big or seg_cfgs(ev.store, "B", pinned=True, mode=FORK_MODE))
-        res = (f"residual from the untraced forks where the walk is {DOMINATED:.0%} or more of the call "
-               f"({', '.join(c.label for c in big)}: the traced segment's spread holds tracing's own)" if big
+        typical = typical_quantiles(big)
+        dm_q = typical or residual_quantiles(seg_cfgs(ev.store, "B", pinned=True, mode=FORK_MODE))
+        res = (f"residual: the median over the untraced configurations where the walk is {DOMINATED:.0%} or more "
+               f"of the call ({', '.join(c.label for c in big)}) of each one's sample / median quantiles (the traced "
+               f"segment's spread holds tracing's own; pooled, one configuration's hiccups set the tail)" if typical
                else "residual from the traced segment")
         dm_src = (measured + f"untraced, the parent's CPU time in fork()), NNLS on medians (R^2 {fit.r2:.4f}); "
                   f"slopes cross-checked against the traced dup_mmap segment (mmap_lock acquire->release); "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..kernel.stages import DO_EXIT, EXIT_MMAP, RET_FROM_FORK, WAIT_REAP
 from ..profile import StageCost
-from .fit import cross_validate, fit_linear, median, residual_quantiles, stage_cost
+from .fit import cross_validate, fit_linear, median, residual_quantiles, stage_cost, typical_quantiles
 from .plan import FORK_MODE, SPAWN_MODE, VFORK_MODE
 from .samples import Evidence, context_switch, fork_cfg, group, pct, quantiles, seg_cfgs, vals
 
@@ -100,6 +100,10 @@ def fit_exec(ev: Evidence) -> dict[str, StageCost]:
         "derived: untraced posix_spawn (clone + child's execve until it releases the parent) minus vfork+_exit"))}
 
 
+# pooled, one configuration's hiccups set every image's tail (fit.typical_quantiles)
+_TYPICAL = "the median over the configurations of each one's sample / median quantiles"
+
+
 def _exit_traced(ev: Evidence, exit_cfgs: list) -> dict[str, StageCost]:
     ef = fit_linear(exit_cfgs)
     ev.diag["exit_mmap_fit"] = {"coef": ef.coef, "r2": round(ef.r2, 5),
@@ -107,10 +111,10 @@ def _exit_traced(ev: Evidence, exit_cfgs: list) -> dict[str, StageCost]:
                                 "cross_validation": cross_validate(exit_cfgs)}
     pin_txt, seg = ev.pin_txt, ev.seg
     return {
-        EXIT_MMAP: stage_cost(ef.coef, quantiles=residual_quantiles(exit_cfgs), source=(
+        EXIT_MMAP: stage_cost(ef.coef, quantiles=typical_quantiles(exit_cfgs) or residual_quantiles(exit_cfgs), source=(
             f"measured: traced child's exit, first -> last mmap_lock event after exit_group (exit_mmap: "
             f"unmap_vmas under the read lock, free_pgtables under the write lock), {len(exit_cfgs)} configurations, "
-            f"{ef.n_samples} samples, {pin_txt}, NNLS on medians (R^2 {ef.r2:.4f})")),
+            f"{ef.n_samples} samples, {pin_txt}, NNLS on medians (R^2 {ef.r2:.4f}); residual: {_TYPICAL}")),
         DO_EXIT: stage_cost(fixed_us=median(seg[DO_EXIT]), quantiles=quantiles(seg[DO_EXIT]), source=(
             f"measured: traced exit_group -> the dead child's last switch-out, minus exit_mmap "
             f"({len(seg[DO_EXIT])} samples, {pin_txt})")),
@@ -133,10 +137,10 @@ def _exit_untraced(ev: Evidence) -> dict[str, StageCost]:
     coef["fixed_us"] = 0.35 * fx
     ev.diag["exit_total_fit"] = {"coef": ef.coef, "r2": round(ef.r2, 5)}
     return {
-        EXIT_MMAP: stage_cost(coef, quantiles=residual_quantiles(ex), source=(
+        EXIT_MMAP: stage_cost(coef, quantiles=typical_quantiles(ex) or residual_quantiles(ex), source=(
             f"measured: untraced child exit -> parent's waitpid return against the image ({ef.n_configs} "
             f"configurations, {ef.n_samples} samples, {ev.pin_txt}); all image-dependent cost attributed to "
-            f"exit_mmap; fixed part: assumption 35% of the intercept")),
+            f"exit_mmap; fixed part: assumption 35% of the intercept; residual: {_TYPICAL}")),
         DO_EXIT: stage_cost(fixed_us=0.45 * fx, sigma=0.2, source=(
             "assumption: 45% of the untraced exit intercept (do_exit without exit_mmap, incl. the final switch)")),
         WAIT_REAP: stage_cost(fixed_us=0.20 * fx, sigma=0.2, source=(
