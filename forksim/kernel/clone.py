@@ -261,7 +261,9 @@ class Kernel:
         vfork = k.vfork_wait
         busy = bool(P.cpu.rq)
         room = self._room
-        if room is not None:  # measured with the previous child perhaps still queued on the parent's CPU
+        # measured on the loop alone, its previous child perhaps still queued on the parent's CPU: where another
+        # program's task waits there (a hog), the placement section's shares below apply
+        if room is not None and (not busy or self._only_own_children(P)):
             curve = room.families.get(_family(k))
             idle = self.machine._idle  # read only: the ids of the idle CPUs
             if curve is not None and idle:
@@ -279,6 +281,13 @@ class Kernel:
                 if self.env._now - self.machine.cpus[min(idle)].idle_since < below_us:
                     return local
         return share
+
+    @staticmethod
+    def _only_own_children(P: "Task") -> bool:
+        """Whether every task waiting on P's CPU is a child of P's (named f"{P.name}.{kind}", as kernel_clone
+        names them)."""
+        prefix = P.name + "."
+        return all(t.name.startswith(prefix) for _v, _s, t in P.cpu.rq)
 
     def _wake_away(self, waiter: "Task", C: "Task", kind: str) -> "CPU | None":
         """Where a packing kernel's wake-up of the parent by its child alone on the parent's CPU (wait's
