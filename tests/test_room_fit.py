@@ -101,3 +101,16 @@ def test_a_family_the_room_does_not_explain_is_left_out():
     sec = fit_room(pts, "synthetic")
     assert "vfork" in sec["families"] and "fork" not in sec["families"]
     assert "fork: left out" in sec["source"]
+
+
+def test_a_wake_up_whose_switch_in_the_trace_missed_is_read_from_the_parents_next_event():
+    """tracefs on the Intel host records no switch away from CPU 1's idle task: the woken parent's first event
+    there (its next creation's sched_wakeup_new) says where it ran. Without this every move to CPU 1 was lost."""
+    evs = [
+        _sw(90.0, 1, 55, 0), _sw(95.0, 0, 55, 0), _sw(100.0, 0, 0, P),
+        _new(110.0, 0, C1, 0), _sw(111.0, 0, P, C1, "S"),
+        _waking(120.0, 0, C1), _sw(121.0, 0, C1, 0, "Z"),
+        _new(150.0, 1, C2, 1),  # the parent on CPU 1: its switch in (prev 0) was not recorded
+    ]
+    _place, wakes = trace_points(evs, "vfork")
+    assert wakes == [(30.0, True)]
