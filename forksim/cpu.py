@@ -28,6 +28,7 @@ class CPU:
     __slots__ = (
         "machine", "id", "rq", "current", "min_vruntime", "_token", "_busy_since", "busy_us",
         "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load", "_picks", "idle_since",
+        "awake_since", "_halted",
         "_next_irq", "rcu",
     )
 
@@ -51,6 +52,10 @@ class CPU:
         rcu = machine.params.rcu
         self.rcu = RcuBacklog(rcu.grace_us, machine.params.tick_us) if rcu is not None else None
         self.idle_since = 0.0  # when it last went idle (a halted vCPU wakes slower the longer it slept)
+        # when its first task began after its last idle spell (the placement room rule of a packing kernel,
+        # profile.placement_room, keys on how long the parent's CPU has been awake); _halted: idle since then
+        self.awake_since = 0.0
+        self._halted = True
         self._seq = 0
         self._picks = 0  # tasks made current so far (DELAY_DEQUEUE: a delayed sleeper leaves at a pick)
 
@@ -293,6 +298,7 @@ class CPU:
         if nxt is None:
             m._idle.add(self.id)
             self.idle_since = m.env._now
+            self._halted = True
             return  # idle: the vCPU halts
         self._dispatch(nxt, cost + m.params.context_switch())
 
@@ -340,6 +346,9 @@ class CPU:
             self.waking = False
             self.load -= 1
             self._busy_since = now
+        if self._halted:
+            self._halted = False
+            self.awake_since = now
         task._slice_start = now
         p = self.machine.params
         if p.eevdf:  # set_next_entity -> set_protect_slice: protected up to its deadline

@@ -126,12 +126,13 @@ class Machine:
         task.load_t = self.env._now
         return ev, self._activate(task, target, home, new=True)
 
-    def wake(self, task: Task, waker: Task | None, sync: bool = False) -> float:
-        """try_to_wake_up: place a sleeping task; returns the waker's extra cost in us."""
+    def wake(self, task: Task, waker: Task | None, sync: bool = False, to: CPU | None = None) -> float:
+        """try_to_wake_up: place a sleeping task (on `to` where the caller's measured rule chose a CPU);
+        returns the waker's extra cost in us."""
         if task.state != SLEEPING:
             return 0.0
         waker_cpu = waker.cpu if waker is not None else None
-        target = self._select_wake_cpu(task, waker_cpu, sync)
+        target = to if to is not None else self._select_wake_cpu(task, waker_cpu, sync)
         if self._balancer is not None:
             task._pelt(False)
         target._sync_min_vruntime()

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from .errors import ProfileError
 from .host import HostFingerprint, host_from_provenance
 from .kernel.stages import STAGES as _STAGE_TABLE
+from .profile_placement import ROOM_FAMILIES, PlacementRoom, RoomCurve, WakeAway  # noqa: F401
 from .profile_sections import (
     _ABSENT_CHILDREN,
     _ABSENT_FILES,
@@ -82,6 +83,10 @@ __all__ = [
     "SchedulerCosts",
     "Fraction",
     "RecentIdle",
+    "RoomCurve",
+    "PlacementRoom",
+    "WakeAway",
+    "ROOM_FAMILIES",
     "Interruptions",
     "RcuCallbacks",
     "NetnsCleanup",
@@ -169,6 +174,9 @@ class Profile(BaseModel):
     # The same share for a vfork child when the idle CPU went idle only just now (sched_vcpu_pack spreads a
     # tight vfork loop over both vCPUs); absent: vfork_local_when_idle whatever the idle time.
     placement_recent_idle: RecentIdle | None = None
+    # The room rule of a packing kernel by the parent CPU's awake time and the idle CPU's idle time, by family
+    # (PlacementRoom); where present for a family it replaces placement and placement_recent_idle for it.
+    placement_room: PlacementRoom | None = None
     interruptions: Interruptions | None = None
     # RCU callbacks of exited tasks, run a grace period later in softirq (forksim.rcu; measured by
     # forksim.calibration.rcu); absent: they cost nothing

@@ -33,6 +33,7 @@ from .derive import build_profile
 from .jobs import calibration_jobs
 from .interruptions import measure_interruptions
 from .rcu import fit_rcu, measure_rcu
+from .room_loops import room_section
 from .scheduling import fit_recent_idle
 from ..host import this_host
 from ..store import store_dir
@@ -264,6 +265,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
             profile["interruptions"] = measure_interruptions(b, sorted({cpu, other}), seconds=0.5 if smoke else 2.0)
         profile.update(_rcu_section(store, profile))
         profile.update(_recent_idle_section(store, profile))
+        profile.update(_room_section(store))
         profile["diagnostics"]["seconds_by_step"] = took
         from .copies import fit_copies, measured_p50
 
@@ -333,6 +335,12 @@ def _recent_idle_section(store: Store, profile: dict[str, Any]) -> dict[str, Any
     return {"placement_recent_idle": sec}
 
 
+def _room_section(store: Store) -> dict[str, Any]:
+    """{"placement_room": ...} from the traced tight loops (room_loops.py) where they show the rule, else {}."""
+    sec = room_section(store)
+    return {"placement_room": sec} if sec else {}
+
+
 def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
     """Redo the fits from a raw-sample file written by calibrate(raw_out=...), without measuring;
     write the profile to `out` atomically and return it (provenance kept, `refit` noted)."""
@@ -359,6 +367,7 @@ def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
         profile.update(fit_copies(r["copies"], int(prov.get("measured_cpu", 0)), str(facts.get("cpu_model") or "")))
     profile.update(_rcu_section(store, profile))
     profile.update(_recent_idle_section(store, profile))
+    profile.update(_room_section(store))
     profile["provenance"].pop("profile_name", None)
     if r.get("host"):
         profile["host"] = r["host"]

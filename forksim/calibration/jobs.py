@@ -21,6 +21,7 @@ from ..errors import MeasurementError
 from ..kernel.flags import EXECS
 from ..lab import llc_bytes, mem_available
 from . import bench, tracefs
+from .room_loops import measure_room
 from .plan import (FORK_MODE, FORKEXEC_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE, VARIANTS, GiB, MiB, Plan, Store,
                    label as _label)
 from .caches import lines_job
@@ -285,6 +286,9 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
     if trace is not None:  # the traced burst goes last among the traced runs
         jobs.append(("traced burst of 8 forks", j.fork("burst", mode="burst", traced=True, reps=plan.burst_reps,
                                                        extra=["-k", "8"])))
+        # the placement room rule in the regime a running program's tight loop settles in (room_loops.py)
+        secs = 1.0 if plan.name == "full" else 0.3
+        jobs.append(("traced tight loops (placement room)", lambda: measure_room(store, secs, store.notes.append)))
     jobs += j.untraced_forks() + j.variants() + j.memory()
     if other != cpu:
         jobs += j.remote_free()

@@ -27,6 +27,7 @@ from ..task import RUNNABLE, Coroutine
 
 if TYPE_CHECKING:
     from ..config import ChildSection
+    from ..cpu import CPU
     from ..machine import Machine, Task
     from ..metrics import Creation
 
@@ -60,6 +61,16 @@ class _Drawers:
         self.ret_from_fork, self.child_touch, self.exec = d("ret_from_fork"), d("fork_child_touch"), d("exec")
         self.exit_notify_hold, self.release_hold = d("exit_notify_hold"), d("release_task_hold")
         self.do_exit, self.wait_reap = d("do_exit"), d("wait_reap")
+
+
+def _family(k) -> str:
+    """The creation family placement_room keys on (profile.ROOM_FAMILIES): a thread, a CLONE_VFORK child that
+    execs (posix_spawn), another CLONE_VFORK child, or a fork."""
+    if k.clone_thread:
+        return "thread"
+    if k.vfork_wait:
+        return "spawn" if k.execs else "vfork"
+    return "fork"
 
 
 class Kernel:
@@ -108,6 +119,9 @@ class Kernel:
         # puts it on a CPU that went idle only just now (the previous child's): None, no such distinction
         recent = costs.profile.placement_recent_idle
         self._recent_idle = (recent.below_us, recent.vfork_local) if recent is not None else None
+        # the room rule by the parent CPU's awake time and the idle CPU's idle time, for the families it lists
+        # (profile.PlacementRoom); None: the rules above for every family
+        self._room = costs.profile.placement_room
         self._exit_head = costs.profile.exit_head_share.value
         reap = costs.profile.wait_reap_vfork
         self._reap_vfork = costs.sampler(reap, "wait_reap_vfork") if reap is not None else None
@@ -242,9 +256,19 @@ class Kernel:
         """P(the new child stays on the parent's CPU although another is idle): the profile's share for the
         family (a thread's and posix_spawn's own where measured), and for a vfork child the recent-idle
         share when the CPU it would go to (the first idle one, as Machine.spawn picks it) went idle less
-        than `below_us` ago."""
+        than `below_us` ago. Where the profile's placement_room lists the family: its room rule instead
+        (profile.RoomCurve.share)."""
         vfork = k.vfork_wait
         busy = bool(P.cpu.rq)
+        room = self._room
+        # measured on the loop alone, its previous child perhaps still queued on the parent's CPU: where another
+        # program's task waits there (a hog), the placement section's shares below apply
+        if room is not None and (not busy or self._only_own_children(P)):
+            curve = room.families.get(_family(k))
+            idle = self.machine._idle  # read only: the ids of the idle CPUs
+            if curve is not None and idle:
+                now = self.env._now
+                return curve.share(now - P.cpu.awake_since, room.room_us, now - self.machine.cpus[min(idle)].idle_since)
         if k.clone_thread and self._thread_local is not None and not busy:
             return self._thread_local
         if vfork and k.execs and self._spawn_local is not None:
@@ -257,6 +281,27 @@ class Kernel:
                 if self.env._now - self.machine.cpus[min(idle)].idle_since < below_us:
                     return local
         return share
+
+    @staticmethod
+    def _only_own_children(P: "Task") -> bool:
+        """Whether every task waiting on P's CPU is a child of P's (named f"{P.name}.{kind}", as kernel_clone
+        names them)."""
+        prefix = P.name + "."
+        return all(t.name.startswith(prefix) for _v, _s, t in P.cpu.rq)
+
+    def _wake_away(self, waiter: "Task", C: "Task", kind: str) -> "CPU | None":
+        """Where a packing kernel's wake-up of the parent by its child alone on the parent's CPU (wait's
+        exit_notify, pthread_join's clear_child_tid) puts the parent while another CPU is idle: that idle CPU or
+        the parent's own, by the profile's measured curve (placement_room.wake_away); None where the profile has
+        none for the family (Machine._select_wake_cpu's rule)."""
+        room, m = self._room, self.machine
+        if room is None or waiter.affinity is not None or waiter.prev_cpu is not C.cpu or not m._idle or C.cpu.rq:
+            return None
+        curve = room.wake_away.get(_family(KINDS[kind]))
+        if curve is None:
+            return None
+        cpu = m.cpus[min(m._idle)]
+        return cpu if self.costs.uniform() < curve.at(self.env._now - cpu.idle_since) else C.cpu
 
     def _setup_cost(self, P: "Task", k, rec: "Creation") -> float:
         """copy_process_setup: dup_task_struct .. copy_signal, alloc_thread_stack_node, copy_mm -> dup_mm
@@ -360,7 +405,7 @@ class Kernel:
         waiter = child.parent.waiter
         if waiter is None or waiter.state != "sleeping":
             return 0.0
-        return self.machine.wake(waiter, child.task)
+        return self.machine.wake(waiter, child.task, to=self._wake_away(waiter, child.task, "thread"))
 
     def child_life(self, child: Process, kind: str, rec: "Creation") -> Proc:
         """The child from its first run (a `Coroutine` started by it): ret_from_fork, COW writes, its
@@ -514,7 +559,7 @@ class Kernel:
             parent.zombies.append(child)
             waiter = parent.waiter
             if waiter is not None and waiter.state == "sleeping":
-                ipi = self.machine.wake(waiter, C, sync=True)
+                ipi = self.machine.wake(waiter, C, sync=True, to=self._wake_away(waiter, C, kind))
         if ipi > 0.0:
             yield C.run(ipi)
         self._task_dead(child, kind, rec)

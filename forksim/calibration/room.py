@@ -1,0 +1,214 @@
+"""Fit of a vCPU-packing kernel's placement room rule (profile.PlacementRoom) from traced creations.
+
+Each point is one creation made while another CPU was idle and the parent's CPU had nothing else to run:
+(family, how long the parent's CPU had been awake: since its first task began after its last idle spell,
+how long the idle CPU had been idle, whether sched_wakeup_new's target_cpu was the parent's). The rule: kept
+local while the parent's CPU has been awake under `room_us`, else by the idle CPU's idle time. `room_us` is
+the one threshold (shared by the families: the kernel's, not a family's) that maximises the likelihood of
+the points under that rule; the shares are the observed ones in each part.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.stats import chi2
+
+from ..profile import ROOM_FAMILIES
+
+__all__ = ["RoomPoint", "WakePoint", "TraceEvent", "IDLE_EDGES_US", "ROOM_CANDIDATES_US", "MIN_BIN", "fit_room",
+           "fit_wake_away", "trace_points"]
+
+RoomPoint = tuple[str, float, float, bool]  # (family, parent CPU awake us, idle CPU idle us, kept local)
+
+# Upper edges of the idle CPU's idle-time bins (us): the bins tools/vfork_trace.py reports, where the loops'
+# two regimes sit (the previous child's CPU idle tens of us; an idle CPU idle over 1 ms).
+IDLE_EDGES_US = (25.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 1e9)
+# Candidate room thresholds (us): 1 us apart (the trace clock's resolution) up to 200 us.
+ROOM_CANDIDATES_US = tuple(float(x) for x in range(2, 201))
+LR_ALPHA = 1e-3  # the likelihood-ratio test's level for a room to be said to exist
+MIN_BIN = 10  # fewest points for a bin's own share: a sparser bin joins its right-hand neighbour
+
+
+def _loglik(k: int, n: int) -> float:
+    """Bernoulli log-likelihood of k successes in n at the MLE k/n."""
+    if n == 0 or k == 0 or k == n:
+        return 0.0
+    p = k / n
+    return k * math.log(p) + (n - k) * math.log(1.0 - p)
+
+
+def _bins(idle: np.ndarray, local: np.ndarray) -> tuple[list[float], list[float], list[int]]:
+    """(upper edges, local shares, counts) over IDLE_EDGES_US, a bin under MIN_BIN points merged into the next
+    (the last such one into its left neighbour)."""
+    idx = np.searchsorted(np.asarray(IDLE_EDGES_US), idle, side="left")
+    n = np.bincount(idx, minlength=len(IDLE_EDGES_US))[: len(IDLE_EDGES_US)]
+    k = np.bincount(idx, weights=local, minlength=len(IDLE_EDGES_US))[: len(IDLE_EDGES_US)]
+    edges, kk, nn = [], [], []
+    acc_k = acc_n = 0.0
+    for e, ki, ni in zip(IDLE_EDGES_US, k, n):
+        acc_k, acc_n = acc_k + ki, acc_n + ni
+        if acc_n >= MIN_BIN:
+            edges.append(e)
+            kk.append(acc_k)
+            nn.append(acc_n)
+            acc_k = acc_n = 0.0
+    if acc_n and nn:
+        edges[-1] = IDLE_EDGES_US[-1]
+        kk[-1] += acc_k
+        nn[-1] += acc_n
+    return [float(e) for e in edges], [round(float(a / b), 3) for a, b in zip(kk, nn)], [int(b) for b in nn]
+
+
+def _family_loglik(awake: np.ndarray, idle: np.ndarray, local: np.ndarray, room: float) -> float:
+    inside = awake < room
+    ll = _loglik(int(local[inside].sum()), int(inside.sum()))
+    out = ~inside
+    idx = np.searchsorted(np.asarray(IDLE_EDGES_US), idle[out], side="left")
+    for b in np.unique(idx):
+        sel = idx == b
+        ll += _loglik(int(local[out][sel].sum()), int(sel.sum()))
+    return ll
+
+
+def fit_room(points: Iterable[RoomPoint], what: str, min_points: int = 50) -> dict[str, Any] | None:
+    """The profile's placement_room section from `points` (`what`: the runs they came from, for the source), or
+    None when no family has `min_points` points or the best threshold leaves fewer than MIN_BIN points on
+    either side (no room rule visible: the placement section's shares stand)."""
+    by: dict[str, list[RoomPoint]] = {}
+    for p in points:
+        if p[0] in ROOM_FAMILIES and math.isfinite(p[1]) and math.isfinite(p[2]):
+            by.setdefault(p[0], []).append(p)
+    arrays = {f: (np.array([p[1] for p in v]), np.array([p[2] for p in v]), np.array([p[3] for p in v], float))
+              for f, v in by.items() if len(v) >= min_points}
+    if not arrays:
+        return None
+    lls = [sum(_family_loglik(a, i, loc, r) for a, i, loc in arrays.values()) for r in ROOM_CANDIDATES_US]
+    room = ROOM_CANDIDATES_US[int(np.argmax(lls))]
+    # the room must explain the placements better than the idle-time curves alone: a likelihood-ratio test
+    # (the threshold and each family's room share as the extra parameters; the best of many thresholds, so 0.1%)
+    base = sum(_family_loglik(a, i, loc, 0.0) for a, i, loc in arrays.values())
+    if 2.0 * (max(lls) - base) < chi2.ppf(1.0 - LR_ALPHA, 1 + len(arrays)):
+        return None
+    fams: dict[str, Any] = {}
+    notes: list[str] = []
+    k_in = sum(int(loc[a < room].sum()) for a, _i, loc in arrays.values())
+    n_in = sum(int((a < room).sum()) for a, _i, _l in arrays.values())
+    if n_in < MIN_BIN:
+        return None  # no creation came early enough after a halt to see a room
+    for f, (a, i, loc) in sorted(arrays.items()):
+        inside = a < room
+        if (~inside).sum() < MIN_BIN:
+            continue  # no creation beyond the room: nothing to say beyond the placement section's share
+        gain = 2.0 * (_family_loglik(a, i, loc, room) - _family_loglik(a, i, loc, 0.0))
+        if gain < chi2.ppf(1.0 - LR_ALPHA, 1):
+            notes.append(f"{f}: left out ({int(inside.sum())} of {len(a)} creations awake under {room:g} us; the room "
+                         f"does not explain its placements: likelihood-ratio {gain:.1f}), its placement share stands")
+            continue
+        edges, shares, counts = _bins(i[~inside], loc[~inside])
+        own = inside.sum() >= MIN_BIN  # else the families' pooled share (a family whose creations all come late)
+        room_local = float(loc[inside].mean()) if own else k_in / n_in if n_in else 1.0
+        fams[f] = {"room_local": round(room_local, 3), "idle_us": edges, "local": shares}
+        notes.append(f"{f}: {int(loc[inside].sum())} of {int(inside.sum())} local awake under {room:g} us"
+                     + ("" if own else " (too few: the families' pooled share)") + "; beyond, by idle time "
+                     + ", ".join(f"<= {e:g} us {s:g} of {c}" for e, s, c in zip(edges, shares, counts)))
+    if not fams:
+        return None
+    return {"room_us": room, "families": fams, "source": (
+        f"measured: {what}: creations made while another CPU was idle and the parent's CPU ran nothing else, "
+        f"by how long the parent's CPU had been awake (since its first task after its last idle spell) and how "
+        f"long the idle CPU had been idle, child kept on the parent's CPU or not (sched_wakeup_new target_cpu); "
+        f"room_us: the one threshold (2-200 us) of greatest likelihood over the families; " + "; ".join(notes))}
+
+
+# ---------------------------------------------------------------------------------------------
+# the points, from a tracefs text's events
+
+TraceEvent = tuple[float, int, int, str, dict[str, str]]  # (time us, cpu, emitting pid, event, fields)
+WakePoint = tuple[float, bool]  # (idle CPU's idle time us at the wake-up, the wakee went there)
+
+
+class _Cpus:
+    """Each CPU's state from unfiltered sched_switch events: its current pid, when its idle spell began,
+    and since when it has been awake; None where the trace missed the switch that would say (a switch
+    away from the idle task that tracefs did not record leaves the awake time unknown until the next)."""
+
+    def __init__(self) -> None:
+        self.cur: dict[int, int] = {}
+        self.idle_from: dict[int, float] = {}
+        self.awake_from: dict[int, float | None] = {}
+
+    def switch(self, t: float, c: int, prev: int, nxt: int) -> None:
+        if nxt == 0:
+            self.idle_from[c] = t
+            self.awake_from[c] = None
+        elif prev == 0:
+            self.awake_from[c] = t
+        elif self.cur.get(c) == 0:  # the switch away from idle was not recorded
+            self.awake_from[c] = None
+        self.cur[c] = nxt
+
+    def first_idle_other(self, c: int) -> int | None:
+        idle = [o for o, p in self.cur.items() if o != c and p == 0]
+        return min(idle) if idle else None
+
+
+def trace_points(events: Iterable[TraceEvent], family: str) -> tuple[list[RoomPoint], list[WakePoint]]:
+    """The placement points of one traced unpinned creation loop (its parent: the pid that emits the most
+    sched_wakeup_new) and the wake-up points: each time the child woke the parent sleeping in wait or
+    pthread_join (its last switch-out in state S: a process child's exit_notify, a thread's clear_child_tid
+    futex wake) from the parent's own CPU while another CPU was idle, whether the parent then ran on that
+    idle CPU (select_idle_sibling) or stayed."""
+    evs = list(events)
+    counts: dict[int, int] = {}
+    for _t, _c, p, e, _f in evs:
+        if e == "sched_wakeup_new":
+            counts[p] = counts.get(p, 0) + 1
+    if not counts:
+        return [], []
+    P = max(counts, key=counts.__getitem__)
+    cpus, place, wakes = _Cpus(), [], []
+    p_cpu: int | None = None
+    p_slept = False
+    pending: tuple[float, int, float] | None = None  # a wake-up: (time, waker's CPU, idle CPU's idle us)
+    for t, c, pid, e, f in evs:
+        if pending is not None and (pid == P or (e == "sched_switch" and P in (int(f["prev_pid"]), int(f["next_pid"])))):
+            # the woken parent's first sign of life says where it runs: its switch in, or (where tracefs missed
+            # that switch, as it misses some switches away from the idle task) whatever it does next there
+            wakes.append((pending[2], c != pending[1]))
+            pending = None
+        if e == "sched_switch":
+            prev, nxt = int(f["prev_pid"]), int(f["next_pid"])
+            cpus.switch(t, c, prev, nxt)
+            if prev == P:
+                p_cpu, p_slept = c, f.get("prev_state", "").startswith("S")
+        elif e == "sched_wakeup_new" and pid == P:
+            o = cpus.first_idle_other(c)
+            awake = cpus.awake_from.get(c)
+            if o is not None and awake is not None and cpus.cur.get(c) == P:
+                place.append((family, t - awake, t - cpus.idle_from[o], int(f["target_cpu"]) == c))
+        elif e == "sched_waking" and int(f.get("pid", -1)) == P and pid != P:
+            pending = None
+            if p_slept and c == p_cpu and cpus.cur.get(c) == pid:
+                o = cpus.first_idle_other(c)
+                if o is not None:
+                    pending = (t, c, t - cpus.idle_from[o])
+    return place, wakes
+
+
+def fit_wake_away(points: Sequence[WakePoint], what: str, min_points: int = 50) -> dict[str, Any] | None:
+    """One family's placement_room.wake_away curve: the share of wake-ups by an exiting child on the parent's CPU
+    that put the parent on the idle CPU, by that CPU's idle time (IDLE_EDGES_US bins, sparse ones merged); None
+    under `min_points` points. (Either direction between the vCPUs: on the Intel host the moves up and down were
+    the same, 0.80 and 0.81 of the wake-ups with the other CPU idle under 25 us, tools/place_rule.py 2026-12-02.)"""
+    if len(points) < min_points:
+        return None
+    edges, shares, counts = _bins(np.array([p[0] for p in points]), np.array([p[1] for p in points], float))
+    return {"idle_us": edges, "share": shares, "source": (
+        f"measured: {what}: {len(points)} wake-ups of a parent sleeping in wait (a process child's exit_notify) or "
+        f"pthread_join (a thread's clear_child_tid) by the child on the parent's CPU while another CPU was idle; the "
+        f"parent ran next on the idle CPU, by its idle time: "
+        + ", ".join(f"<= {e:g} us {s:g} of {n}" for e, s, n in zip(edges, shares, counts)))}

@@ -1,0 +1,108 @@
+"""The traced tight loops that measure a packing kernel's placement room rule (profile.placement_room).
+
+forkbench's unpinned loops (jobs.py) start with the other CPU idle long and run ~200 creations: a packing
+kernel keeps every child local there (the all-local regime: the parent's CPU never halts, the other CPU's
+idle time only grows), while a program that has run a while alternates (measured on the Intel host,
+2026-12-02: tools/vfork_trace.py, tools/place_rule.py). So this job runs the validation's own load
+generator (a closed loop, one unpinned parent, no think time) for each creation family long enough to leave
+the start's regime, with every CPU's sched_switch, sched_waking and sched_wakeup_new traced, and keeps the
+per-creation state room.trace_points reads from them. The fit is room.fit_room / room.fit_wake_away.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from ..profile import ROOM_FAMILIES
+from . import tracefs
+from .plan import Store
+from .room import fit_room, fit_wake_away, trace_points
+
+__all__ = ["LOADGEN_KINDS", "MIN_PLACEMENTS", "ATTEMPTS", "measure_room", "room_section"]
+
+# profile family -> the load generator's --kind
+LOADGEN_KINDS = {"vfork": "vfork", "spawn": "posix_spawn", "thread": "thread", "fork": "fork"}
+EVENTS = ("sched/sched_switch", "sched/sched_waking", "sched/sched_wakeup_new")
+KIND = "room"  # the Store's kind of these runs
+
+
+def _events(trace: tracefs.TraceInstance) -> list[tuple[float, int, int, str, dict[str, str]]]:
+    return [(e.ts * 1e-3, e.cpu, e.pid, e.name, e.f) for e in trace.read()]
+
+
+# A loop whose parent sat on a CPU whose switches away from the idle task tracefs did not record (CPU 1 of the
+# Intel host, 2026-12-02: none of them in any trace) gives no placement with a known awake time; a thread loop's
+# parent never changes CPU. So a family with fewer placements than this runs again, up to ATTEMPTS times.
+MIN_PLACEMENTS = 200
+ATTEMPTS = 4
+
+
+def _traced_loop(kind: str, seconds: float, family: str) -> tuple[dict[str, Any], int, list, list]:
+    """One traced run of the load generator's loop: (its summary, events lost, placements, wake-ups)."""
+    from ..validation.loadgen import run_loadgen
+
+    args = ["--mode", "closed", "--kind", kind, "--parents", "1", "--duration", f"{seconds:g}",
+            "--warmup", "0.05", "--hogs", "0", "--rss", "0"]
+    trace = tracefs.TraceInstance(events=EVENTS, buffer_kb=65536, name=f"forksim-{os.getpid()}-room", optional=False)
+    try:
+        trace.open()
+        trace.start()
+        try:
+            meta, _recs, _stalls = run_loadgen(args, timeout=30.0 + 10 * seconds)
+        finally:
+            trace.stop()
+        lost = trace.overruns()
+        place, wakes = trace_points(_events(trace), family)
+    finally:
+        trace.close()
+    return meta, lost, place, wakes
+
+
+def measure_room(store: Store, seconds: float, log: Callable[[str], None]) -> None:
+    """Run each family's traced loop for `seconds` (again while it has under MIN_PLACEMENTS placements) and add
+    its points to `store` (kind "room", key family): samples of placements {"awake_us", "idle_us", "local"} and
+    segments of wait wake-ups {"idle_us", "moved"}."""
+    from ..validation.loadgen import LoadgenError
+
+    for family in ROOM_FAMILIES:
+        kind, n = LOADGEN_KINDS[family], 0
+        for attempt in range(ATTEMPTS):
+            try:
+                meta, lost, place, wakes = _traced_loop(kind, seconds, family)
+            except (OSError, LoadgenError) as exc:
+                log(f"placement room loop ({kind}) not measured: {exc}")
+                break
+            summary = {k: v for k, v in meta.items() if isinstance(v, (int, float))}
+            store.add(KIND, {"family": family, "seconds": seconds, "lost_events": lost, "attempt": attempt},
+                      {"loadgen_summary": summary},
+                      [{"awake_us": round(a, 2), "idle_us": round(i, 2), "local": loc} for _f, a, i, loc in place],
+                      [{"idle_us": round(i, 2), "moved": m} for i, m in wakes])
+            log(f"placement room loop ({kind}, {seconds:g} s): {len(place)} placements, {len(wakes)} wake-ups")
+            n += len(place)
+            if n >= MIN_PLACEMENTS:
+                break
+
+
+def room_section(store: Store) -> dict[str, Any] | None:
+    """The profile's placement_room section from the store's room runs, or None (none, or no rule visible)."""
+    runs = store.select(KIND)
+    if not runs:
+        return None
+    what = ("the validation's load generator, closed loop, one unpinned parent, traced (every CPU's sched_switch, "
+            "sched_waking, sched_wakeup_new): " + ", ".join(f"{LOADGEN_KINDS[r['key']['family']]} "
+                                                          f"{r['key']['seconds']:g} s" for r in runs)
+            + f" (a loop with under {MIN_PLACEMENTS} placements of known state ran again)")
+    sec = fit_room([(r["key"]["family"], s["awake_us"], s["idle_us"], bool(s["local"]))
+                    for r in runs for s in r["samples"]], what)
+    if sec is None:
+        return None
+    wakes = {}
+    for fam in sorted({r["key"]["family"] for r in runs}):
+        w = fit_wake_away([(s["idle_us"], bool(s["moved"])) for r in runs if r["key"]["family"] == fam
+                           for s in r["segments"]], what)
+        if w is not None:
+            wakes[fam] = w
+    if wakes:
+        sec["wake_away"] = wakes
+    return sec

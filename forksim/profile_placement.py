@@ -1,0 +1,85 @@
+"""A profile's placement_room section: where a kernel that packs vCPUs puts a new task, and a woken parent, by
+the state of the CPUs at that moment (measured by forksim.calibration.room_loops; absent: the placement
+section's shares). Part of a profile (forksim.profile re-exports every name here).
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["ROOM_FAMILIES", "RoomCurve", "WakeAway", "PlacementRoom"]
+
+# The creation families placement_room distinguishes (kernel/clone.py's Kernel._family names them).
+ROOM_FAMILIES = ("fork", "vfork", "spawn", "thread")
+
+
+def _check_curve(edges: list[float], shares: list[float]) -> None:
+    """A share per idle-time bin: as many shares as edges, edges positive and ascending, shares in [0, 1]."""
+    if len(edges) != len(shares):
+        raise ValueError("idle_us and the shares must have the same length")
+    if any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] <= 0.0:
+        raise ValueError("idle_us must be positive and ascending")
+    if any(not 0.0 <= x <= 1.0 for x in shares):
+        raise ValueError("shares must lie in [0, 1]")
+
+
+class RoomCurve(BaseModel):
+    """One creation family under PlacementRoom: `room_local`, the share kept on the parent's CPU while that
+    CPU has been awake under the section's `room_us`; beyond it, `local[i]`, the share kept local when the
+    idle CPU has been idle at most `idle_us[i]` (ascending upper edges; longer than the last: the last share)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    room_local: float = Field(ge=0.0, le=1.0)
+    idle_us: list[float] = Field(min_length=1)
+    local: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _curve(self) -> "RoomCurve":
+        _check_curve(self.idle_us, self.local)
+        return self
+
+    def share(self, awake_us: float, room_us: float, idle_us: float) -> float:
+        """P(kept on the parent's CPU) for a parent CPU awake `awake_us` and an idle CPU idle `idle_us`."""
+        if awake_us < room_us:
+            return self.room_local
+        i = bisect.bisect_left(self.idle_us, idle_us)
+        return self.local[i] if i < len(self.idle_us) else self.local[-1]
+
+
+class WakeAway(BaseModel):
+    """Under PlacementRoom, for one family: the share of wake-ups of the parent sleeping in wait or pthread_join
+    by the child on the parent's own CPU (a process child's exit_notify, a thread's clear_child_tid) that put the
+    parent on the idle CPU (select_idle_sibling; a packing kernel keeps it some of the time), by that CPU's idle
+    time: `share[i]` up to `idle_us[i]` (ascending upper edges; longer than the last: the last)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    idle_us: list[float] = Field(min_length=1)
+    share: list[float] = Field(min_length=1)
+    source: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _curve(self) -> "WakeAway":
+        _check_curve(self.idle_us, self.share)
+        return self
+
+    def at(self, idle_us: float) -> float:
+        i = bisect.bisect_left(self.idle_us, idle_us)
+        return self.share[i] if i < len(self.idle_us) else self.share[-1]
+
+
+class PlacementRoom(BaseModel):
+    """Where a kernel that packs vCPUs (this host's non-upstream sched_vcpu_pack) puts a new task while another
+    CPU is idle and the parent's CPU has nothing else to run: kept on the parent's CPU while that CPU has been
+    awake (running since it last left idle) under `room_us`, else by how long the idle CPU has been idle
+    (RoomCurve), for each family measured; a family not listed keeps the placement section's rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    room_us: float = Field(gt=0.0, le=1e6)
+    families: dict[Literal["fork", "vfork", "spawn", "thread"], RoomCurve] = Field(min_length=1)
+    source: str = Field(min_length=1)
+    # by family; absent for a family: Machine._select_wake_cpu's rule (a wait wake-up, sync, keeps the parent on
+    # the waker's CPU; a pthread_join wake-up puts it on the idle CPU)
+    wake_away: dict[Literal["fork", "vfork", "spawn", "thread"], WakeAway] = Field(default_factory=dict)

@@ -1,0 +1,116 @@
+"""Calibration of the placement room rule (forksim.calibration.room): the per-creation state read from a
+tracefs event stream (trace_points), and the fit of room_us and the curves on synthetic points (fit_room,
+fit_wake_away): the values a known rule generated come back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forksim.calibration.room import fit_room, fit_wake_away, trace_points
+from forksim.profile import PlacementRoom
+
+P, C1, C2 = 100, 101, 102
+
+
+def _sw(t, cpu, prev, nxt, state="S"):
+    return (t, cpu, prev, "sched_switch", {"prev_pid": str(prev), "prev_state": state, "next_pid": str(nxt)})
+
+
+def _new(t, cpu, child, target):
+    return (t, cpu, P, "sched_wakeup_new", {"pid": str(child), "target_cpu": f"{target:03d}"})
+
+
+def _waking(t, cpu, waker, wakee=P):
+    return (t, cpu, waker, "sched_waking", {"pid": str(wakee)})
+
+
+def test_trace_points_read_the_state_at_each_creation_and_wake_up():
+    """CPU 0 leaves idle at 100 (the parent), CPU 1 goes idle at 90: the creation at 110 has the parent's CPU
+    awake 10 us and CPU 1 idle 20 us, child local; the child's exit wakes the parent sleeping in wait on CPU 0
+    and it runs next on CPU 1 (moved). A CPU whose switch away from idle the trace missed gives no point."""
+    evs = [
+        _sw(90.0, 1, 55, 0), _sw(95.0, 0, 55, 0), _sw(100.0, 0, 0, P),
+        _new(110.0, 0, C1, 0),
+        _sw(111.0, 0, P, C1, "S"),  # the parent sleeps in wait, the child runs
+        _waking(120.0, 0, C1), _sw(121.0, 0, C1, 0, "Z"), _sw(140.0, 1, 0, P, "R"),
+        # CPU 1 runs the parent now; its idle exit was traced (prev 0). The parent's next creation: CPU 0 idle 19 us
+        _new(150.0, 1, C2, 0),
+        # CPU 0's switch away from idle missed: a task switch with CPU 0 still marked idle makes its state unknown
+        _sw(160.0, 0, 77, 78, "S"), _sw(161.0, 1, P, 0, "S"), _new(170.0, 0, 103, 1),
+    ]
+    place, wakes = trace_points(evs, "fork")
+    assert place[0] == ("fork", 10.0, 20.0, True)
+    assert place[1] == ("fork", 10.0, 29.0, False)
+    assert len(place) == 2  # the creation at 170 (CPU 0's awake time unknown) is left out
+    assert wakes == [(30.0, True)]
+
+
+def _synthetic(rng, n: int, room: float, room_local: float, edges, shares):
+    awake = rng.uniform(0.0, 60.0, n)
+    idle = rng.choice([10.0, 40.0, 300.0, 5000.0], n)
+    p = np.where(awake < room, room_local, np.asarray(shares)[np.searchsorted(edges, idle)])
+    return awake, idle, rng.random(n) < p
+
+
+def test_fit_room_recovers_the_threshold_and_the_curves():
+    rng = np.random.default_rng(3)
+    edges = [25.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 1e9]
+    pts = []
+    for fam, shares in (("vfork", [0.05, 0.3, 0.5, 0.5, 0.7, 0.9, 0.99]), ("thread", [0.0, 0.1, 0.5, 0.5, 0.8, 0.9, 1.0])):
+        a, i, loc = _synthetic(rng, 6000, 15.0, 0.98, edges, shares)
+        pts += [(fam, float(x), float(y), bool(z)) for x, y, z in zip(a, i, loc)]
+    sec = fit_room(pts, "synthetic")
+    PlacementRoom.model_validate(sec)
+    assert sec["room_us"] == pytest.approx(15.0, abs=1.0)
+    v = sec["families"]["vfork"]
+    assert v["room_local"] == pytest.approx(0.98, abs=0.02)
+    got = dict(zip(v["idle_us"], v["local"]))
+    assert got[25.0] == pytest.approx(0.05, abs=0.03) and got[50.0] == pytest.approx(0.3, abs=0.05)
+    assert got[1e9] == pytest.approx(0.99, abs=0.02)
+    assert 100.0 not in got  # no point there: merged into the next bin, not a share made up
+    assert sec["families"]["thread"]["local"][0] == pytest.approx(0.0, abs=0.02)
+
+
+def test_fit_room_gives_nothing_without_enough_points_or_a_rule():
+    assert fit_room([("vfork", 5.0, 20.0, True)] * 20, "few") is None
+    # every creation late (awake 40-60 us): nothing shows a room, so no section (the placement shares stand)
+    rng = np.random.default_rng(1)
+    pts = [("fork", float(a), 30.0, bool(rng.random() < 0.5)) for a in rng.uniform(40, 60, 500)]
+    assert fit_room(pts, "late") is None
+
+
+def test_fit_wake_away_bins_the_moves_by_idle_time():
+    rng = np.random.default_rng(2)
+    idle = rng.choice([10.0, 5000.0], 2000)
+    moved = rng.random(2000) < np.where(idle < 25.0, 0.7, 0.0)
+    w = fit_wake_away(list(zip(idle.tolist(), moved.tolist())), "synthetic")
+    assert w["idle_us"] == [25.0, 1e9]
+    assert w["share"][0] == pytest.approx(0.7, abs=0.05) and w["share"][1] == 0.0
+    assert fit_wake_away([(10.0, True)] * 5, "few") is None
+
+
+def test_a_family_the_room_does_not_explain_is_left_out():
+    """Creations of one family all come late after a halt (a fork's long copy): the room says nothing about them,
+    so the family keeps its placement share (left out of the section, said in the source)."""
+    rng = np.random.default_rng(4)
+    edges = [25.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 1e9]
+    a, i, loc = _synthetic(rng, 4000, 15.0, 1.0, edges, [0.05, 0.3, 0.5, 0.5, 0.7, 0.9, 0.99])
+    pts = [("vfork", float(x), float(y), bool(z)) for x, y, z in zip(a, i, loc)]
+    pts += [("fork", float(x), 60.0, bool(rng.random() < 0.5)) for x in rng.uniform(30.0, 200.0, 1000)]
+    sec = fit_room(pts, "synthetic")
+    assert "vfork" in sec["families"] and "fork" not in sec["families"]
+    assert "fork: left out" in sec["source"]
+
+
+def test_a_wake_up_whose_switch_in_the_trace_missed_is_read_from_the_parents_next_event():
+    """tracefs on the Intel host records no switch away from CPU 1's idle task: the woken parent's first event
+    there (its next creation's sched_wakeup_new) says where it ran. Without this every move to CPU 1 was lost."""
+    evs = [
+        _sw(90.0, 1, 55, 0), _sw(95.0, 0, 55, 0), _sw(100.0, 0, 0, P),
+        _new(110.0, 0, C1, 0), _sw(111.0, 0, P, C1, "S"),
+        _waking(120.0, 0, C1), _sw(121.0, 0, C1, 0, "Z"),
+        _new(150.0, 1, C2, 1),  # the parent on CPU 1: its switch in (prev 0) was not recorded
+    ]
+    _place, wakes = trace_points(evs, "vfork")
+    assert wakes == [(30.0, True)]
