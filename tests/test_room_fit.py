@@ -114,3 +114,22 @@ def test_a_wake_up_whose_switch_in_the_trace_missed_is_read_from_the_parents_nex
     ]
     _place, wakes = trace_points(evs, "vfork")
     assert wakes == [(30.0, True)]
+
+
+def test_a_family_the_room_rule_leaves_out_gets_its_share_from_the_same_loops():
+    """forkbench's short loop from a long-idle start gave fork 0.50 and 0.98 local in two quick calibrations; the
+    tight loop a running program settles in is measured anyway for the room rule, so a family the rule does not
+    take (fork, posix_spawn) gets that loop's share; a family the rule lists, or one with few creations, does not."""
+    from forksim.calibration.plan import Store
+    from forksim.calibration.room_loops import KIND, MIN_PLACEMENTS, loop_shares
+
+    store = Store()
+    rng = np.random.default_rng(5)
+    for family, n, p in (("fork", 3 * MIN_PLACEMENTS, 0.6), ("spawn", MIN_PLACEMENTS // 2, 1.0), ("vfork", 900, 0.9)):
+        store.add(KIND, {"family": family, "seconds": 0.3, "lost_events": 0, "attempt": 0}, {},
+                  [{"awake_us": 50.0, "idle_us": 30.0, "local": bool(x)} for x in rng.random(n) < p], [])
+    out = loop_shares(store, {"families": {"vfork": {}}})
+    assert set(out) == {"fork_local_when_idle"}  # spawn: too few; vfork: the room rule has it
+    assert out["fork_local_when_idle"]["value"] == pytest.approx(0.6, abs=0.06)
+    assert out["fork_local_when_idle"]["source"].startswith("measured:")
+    assert loop_shares(Store(), None) == {}

@@ -33,7 +33,7 @@ from .derive import build_profile
 from .jobs import calibration_jobs
 from .interruptions import measure_interruptions
 from .rcu import fit_rcu, measure_rcu
-from .room_loops import room_section
+from .room_loops import loop_shares, room_section
 from .scheduling import fit_recent_idle
 from ..host import this_host
 from ..store import store_dir
@@ -265,7 +265,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
             profile["interruptions"] = measure_interruptions(b, sorted({cpu, other}), seconds=0.5 if smoke else 2.0)
         profile.update(_rcu_section(store, profile))
         profile.update(_recent_idle_section(store, profile))
-        profile.update(_room_section(store))
+        profile.update(_room_section(store, profile))
         profile["diagnostics"]["seconds_by_step"] = took
         from .copies import fit_copies, measured_p50
 
@@ -335,9 +335,11 @@ def _recent_idle_section(store: Store, profile: dict[str, Any]) -> dict[str, Any
     return {"placement_recent_idle": sec}
 
 
-def _room_section(store: Store) -> dict[str, Any]:
-    """{"placement_room": ...} from the traced tight loops (room_loops.py) where they show the rule, else {}."""
+def _room_section(store: Store, profile: dict[str, Any]) -> dict[str, Any]:
+    """{"placement_room": ...} from the traced tight loops (room_loops.py) where they show the rule, else {}; the
+    families it leaves out get their placement share from the same loops (room_loops.loop_shares)."""
     sec = room_section(store)
+    profile["placement"].update(loop_shares(store, sec))
     return {"placement_room": sec} if sec else {}
 
 
@@ -367,7 +369,7 @@ def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
         profile.update(fit_copies(r["copies"], int(prov.get("measured_cpu", 0)), str(facts.get("cpu_model") or "")))
     profile.update(_rcu_section(store, profile))
     profile.update(_recent_idle_section(store, profile))
-    profile.update(_room_section(store))
+    profile.update(_room_section(store, profile))
     profile["provenance"].pop("profile_name", None)
     if r.get("host"):
         profile["host"] = r["host"]

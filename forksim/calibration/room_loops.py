@@ -19,7 +19,7 @@ from . import tracefs
 from .plan import Store
 from .room import fit_room, fit_wake_away, trace_points
 
-__all__ = ["LOADGEN_KINDS", "MIN_PLACEMENTS", "ATTEMPTS", "measure_room", "room_section"]
+__all__ = ["LOADGEN_KINDS", "MIN_PLACEMENTS", "ATTEMPTS", "measure_room", "room_section", "loop_shares"]
 
 # profile family -> the load generator's --kind
 LOADGEN_KINDS = {"vfork": "vfork", "spawn": "posix_spawn", "thread": "thread", "fork": "fork"}
@@ -82,6 +82,32 @@ def measure_room(store: Store, seconds: float, log: Callable[[str], None]) -> No
             n += len(place)
             if n >= MIN_PLACEMENTS:
                 break
+
+
+# the placement section's share each family's tight loop measures where the room rule does not take the family
+LOOP_SHARE_KEYS = {"fork": "fork_local_when_idle", "spawn": "spawn_local_when_idle"}
+
+
+def loop_shares(store: Store, room: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """For a family the room rule leaves out (no room visible for it), its placement share from the same tight
+    loops: the creations made while another CPU was idle that stayed on the parent's CPU, over all of them. The
+    loop a running program settles in, where forkbench's ~200 creations from a long-idle start gave 0.50 and 0.98
+    in two quick calibrations 75 minutes apart (the Intel host, 2026-12-02; these loops gave 0.54 and 0.67, the
+    full calibration's 0.50)."""
+    out: dict[str, dict[str, Any]] = {}
+    listed = (room or {}).get("families", {})
+    for family, key in LOOP_SHARE_KEYS.items():
+        runs = [r for r in store.select(KIND) if r["key"]["family"] == family]
+        local = [bool(s["local"]) for r in runs for s in r["samples"]]
+        if family in listed or len(local) < MIN_PLACEMENTS:
+            continue
+        secs = ", ".join(f"{r['key']['seconds']:g} s" for r in runs)
+        out[key] = {"value": round(sum(local) / len(local), 3), "source": (
+            f"measured: the validation's load generator's closed {LOADGEN_KINDS[family]} loop, one unpinned parent, "
+            f"traced ({secs}): of {len(local)} creations made while "
+            f"another CPU was idle, {sum(local)} put the child on the parent's CPU (sched_wakeup_new target_cpu); "
+            f"the placement room rule does not explain this family here, so its share is the loop's whole")}
+    return out
 
 
 def room_section(store: Store) -> dict[str, Any] | None:
