@@ -10,20 +10,25 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .profile_terms import _check_idle_times
+
 __all__ = ["ROOM_FAMILIES", "RoomCurve", "WakeAway", "PlacementRoom"]
 
 # The creation families placement_room distinguishes (kernel/clone.py's Kernel._family names them).
 ROOM_FAMILIES = ("fork", "vfork", "spawn", "thread")
 
 
-def _check_curve(edges: list[float], shares: list[float]) -> None:
-    """A share per idle-time bin: as many shares as edges, edges positive and ascending, shares in [0, 1]."""
-    if len(edges) != len(shares):
-        raise ValueError("idle_us and the shares must have the same length")
-    if any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] <= 0.0:
-        raise ValueError("idle_us must be positive and ascending")
+def _check_curve(name: str, edges: list[float], what: str, shares: list[float]) -> None:
+    """A share per idle-time bin: the idle times' checks of the scheduler curves, and shares in [0, 1]."""
+    _check_idle_times(name, edges, what, shares)
     if any(not 0.0 <= x <= 1.0 for x in shares):
-        raise ValueError("shares must lie in [0, 1]")
+        raise ValueError(f"{name}.{what} must lie in [0, 1]")
+
+
+def _step(edges: list[float], values: list[float], idle_us: float) -> float:
+    """The value of the bin whose upper edge is the first at or above `idle_us` (beyond the last: the last)."""
+    i = bisect.bisect_left(edges, idle_us)
+    return values[i] if i < len(edges) else values[-1]
 
 
 class RoomCurve(BaseModel):
@@ -38,15 +43,14 @@ class RoomCurve(BaseModel):
 
     @model_validator(mode="after")
     def _curve(self) -> "RoomCurve":
-        _check_curve(self.idle_us, self.local)
+        _check_curve("placement_room curve", self.idle_us, "local", self.local)
         return self
 
     def share(self, awake_us: float, room_us: float, idle_us: float) -> float:
         """P(kept on the parent's CPU) for a parent CPU awake `awake_us` and an idle CPU idle `idle_us`."""
         if awake_us < room_us:
             return self.room_local
-        i = bisect.bisect_left(self.idle_us, idle_us)
-        return self.local[i] if i < len(self.idle_us) else self.local[-1]
+        return _step(self.idle_us, self.local, idle_us)
 
 
 class WakeAway(BaseModel):
@@ -62,12 +66,11 @@ class WakeAway(BaseModel):
 
     @model_validator(mode="after")
     def _curve(self) -> "WakeAway":
-        _check_curve(self.idle_us, self.share)
+        _check_curve("placement_room wake_away", self.idle_us, "share", self.share)
         return self
 
     def at(self, idle_us: float) -> float:
-        i = bisect.bisect_left(self.idle_us, idle_us)
-        return self.share[i] if i < len(self.idle_us) else self.share[-1]
+        return _step(self.idle_us, self.share, idle_us)
 
 
 class PlacementRoom(BaseModel):

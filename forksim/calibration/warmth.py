@@ -297,6 +297,42 @@ def fit_cold_scatter(table: list[dict[str, Any]]) -> tuple[float | None, list[di
     return slope, pairs
 
 
+def _footprints(sweeps: list[dict[str, Any]], rel: Callable[[dict[str, Any]], float], tau: float,
+                beta: float) -> list[float]:
+    """Per co-runner sweep (the rows of cond "work"), the footprint scale its coldness beyond its own duration's
+    gives, as exp(-W/footprint) (sweeps that cooled nothing more are left out)."""
+    fp = []
+    for t in sweeps:
+        c_time = float(_curve(np.array([t["gap_p50_us"]]), tau, beta)[0])
+        c_work = 1.0 - (1.0 - rel(t)) / max(1e-9, 1.0 - c_time)
+        if c_work > 0.01:
+            fp.append(t["x"] / -math.log(1.0 - min(c_work, 0.999)))
+    return fp
+
+
+def _source(runs: list[dict[str, Any]], table: list[dict[str, Any]], sizes: list[int], ref: float | None,
+            n_footprints: int, pairs: list[dict[str, Any]]) -> str:
+    """The warmth section's provenance: what was measured and how each term was fitted."""
+    llc = runs[0]["key"].get("llc_bytes", 0)
+    n = sum(len(r["samples"]) for r in runs)
+    gaps_ms = ", ".join(f"{x / _MS:g}" for x in sorted({t["x"] for t in table if t["cond"] == "sleep"}))
+    return (f"measured: forkbench cold, pinned, the parent's CPU time in fork() (p50) at {', '.join(f'{s // MiB} MiB' for s in sizes)} "
+            f"after sleeps of {gaps_ms} ms, "
+            f"after another process swept multiples of the {llc // MiB} MiB last-level cache on the same CPU, and after a move "
+            f"to the other CPU ({len(runs)} runs, {n} forks); cold extra at >= 100 ms gaps fitted as fixed + per_pte*min(ptes, cap) "
+            f"(NNLS), coldness 1-exp(-(gap/tau)^beta) by scipy curve_fit"
+            + (f" with the back-to-back fork as coldness 0 at {ref:.0f} us (its exit and reap after the last walk)"
+               if ref is not None else "")
+            + ", footprint and migration from their extras; "
+            + (f"footprint_bytes: median of {n_footprints} sweeps' coldness beyond their own duration's, as exp(-W/footprint)"
+               if n_footprints else "footprint_bytes 1e15 (no effect): no sweep cooled the image more than its own duration did")
+            + "; walk_bytes_per_pte 80: assumption (the parent's and the child's PTE, 8 + 8 B, and the struct page, 64 B)"
+            + (f"; per_scattered_pte_us: the cold extra of images touched in a random order over the in-order one's, "
+               f"per page out of order (least squares through the origin, {len(pairs)} sizes: "
+               + ", ".join(f"{p['rss_bytes'] // MiB} MiB {p['d_us']:.0f} us over {p['x_pages']:.0f} pages"
+                           for p in pairs) + f", {SCATTER_GAP / _MS:g} ms asleep)" if pairs else ""))
+
+
 def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The profile's `warmth` section (None when not measured or no effect) and its diagnostics."""
     runs = _pooled(store.select("cold"))
@@ -307,10 +343,11 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     diag: dict[str, Any] = {"cold_forks": table}
     sat = _saturated_extras(table, warm, sizes)
     per_scattered, pairs = fit_cold_scatter(table)
-    # the in-order images' own pages out of order: priced by per_scattered_pte_us, not by the in-order terms
-    own = {p["rss_bytes"]: per_scattered * p["ptes"] * p["scatter_order"] for p in pairs} if pairs else {}
-    if pairs:
+    own: dict[int, float] = {}
+    if per_scattered is not None:
         diag["cold_scatter_pairs"] = pairs
+        # the in-order images' own pages out of order: priced by per_scattered_pte_us, not by the in-order terms
+        own = {p["rss_bytes"]: per_scattered * p["ptes"] * p["scatter_order"] for p in pairs}
         for rss, us in own.items():
             if rss in sat:
                 sat[rss] -= us
@@ -348,34 +385,12 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     def rel(t: dict[str, Any]) -> float:
         return float(np.clip((t["fork_p50_us"] - warm[t["rss_bytes"]]) / extra(t["rss_bytes"]), 0.0, 0.999))
 
-    fp = []
-    for t in table:
-        if t["cond"] == "work" and t["rss_bytes"] in good and t["x"] > 0:
-            c_time = float(_curve(np.array([t["gap_p50_us"]]), tau, beta)[0])
-            c_work = 1.0 - (1.0 - rel(t)) / max(1e-9, 1.0 - c_time)
-            if c_work > 0.01:
-                fp.append(t["x"] / -math.log(1.0 - min(c_work, 0.999)))
+    fp = _footprints([t for t in table if t["cond"] == "work" and t["rss_bytes"] in good and t["x"] > 0],
+                     rel, tau, beta)
     footprint = statistics.median(fp) if fp else 1e15
     mig = [rel(t) for t in table if t["cond"] == "migrate" and t["rss_bytes"] in good]
     migration = statistics.median(mig) if mig else 0.0
-    llc = runs[0]["key"].get("llc_bytes", 0)
-    n = sum(len(r["samples"]) for r in runs)
-    gaps_ms = ", ".join(f"{x / _MS:g}" for x in sorted({t["x"] for t in table if t["cond"] == "sleep"}))
-    src = (f"measured: forkbench cold, pinned, the parent's CPU time in fork() (p50) at {', '.join(f'{s // MiB} MiB' for s in sizes)} "
-           f"after sleeps of {gaps_ms} ms, "
-           f"after another process swept multiples of the {llc // MiB} MiB last-level cache on the same CPU, and after a move "
-           f"to the other CPU ({len(runs)} runs, {n} forks); cold extra at >= 100 ms gaps fitted as fixed + per_pte*min(ptes, cap) "
-           f"(NNLS), coldness 1-exp(-(gap/tau)^beta) by scipy curve_fit"
-           + (f" with the back-to-back fork as coldness 0 at {ref:.0f} us (its exit and reap after the last walk)"
-              if ref is not None else "")
-           + ", footprint and migration from their extras; "
-           + (f"footprint_bytes: median of {len(fp)} sweeps' coldness beyond their own duration's, as exp(-W/footprint)"
-              if fp else "footprint_bytes 1e15 (no effect): no sweep cooled the image more than its own duration did")
-           + "; walk_bytes_per_pte 80: assumption (the parent's and the child's PTE, 8 + 8 B, and the struct page, 64 B)"
-           + (f"; per_scattered_pte_us: the cold extra of images touched in a random order over the in-order one's, "
-              f"per page out of order (least squares through the origin, {len(pairs)} sizes: "
-              + ", ".join(f"{p['rss_bytes'] // MiB} MiB {p['d_us']:.0f} us over {p['x_pages']:.0f} pages"
-                          for p in pairs) + f", {SCATTER_GAP / _MS:g} ms asleep)" if per_scattered is not None else ""))
+    src = _source(runs, table, sizes, ref, len(fp), pairs if per_scattered is not None else [])
     cold_terms = {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0)}
     if per_scattered is not None:
         cold_terms["per_scattered_pte_us"] = round(per_scattered, 6)
