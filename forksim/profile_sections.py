@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .kernel.stages import COLD_STAGES
-from .profile_terms import Fraction, StageCost
+from .profile_terms import Fraction, StageCost, scatter_ramp
 
 __all__ = ["Balancing", "Interruptions", "RcuCallbacks", "FD_BASE", "FlagCost", "FilesCost", "ChildrenCost", "ColdTerms", "Warmth",
            "RemoteFree"]
@@ -171,9 +171,10 @@ class ChildrenCost(BaseModel):
 class ColdTerms(BaseModel):
     """What a stage that walks the parent's image costs on top of its (warm, back-to-back) median
     when the walk finds the image fully cold: fixed_us + per_pte_us * min(ptes, pte_cap), and
-    per_scattered_pte_us per page whose frame does not follow the previous page's (ptes * scatter):
-    walked cold in physical order, the struct pages stream in behind the hardware prefetcher; out of
-    order each is a demand miss to memory, however large the image (no cap)."""
+    per_scattered_pte_us per page the walk reaches within `scatter_window` pages after a break in the frame
+    order (ptes * scatter_ramp(scatter, scatter_window)): walked cold in physical order, the struct pages
+    stream in behind the hardware prefetcher; after each break the stream starts again from demand misses
+    to memory, however large the image (no cap)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     fixed_us: float = Field(default=0.0, ge=0.0)
@@ -182,10 +183,13 @@ class ColdTerms(BaseModel):
                            "(what the caches held warm of a larger image)")
     per_scattered_pte_us: float = Field(default=0.0, ge=0.0, le=1.0, description="the cold extra per page out of "
                                         "physical order, beyond the in-order cold extra and the warm scatter term")
+    scatter_window: float = Field(default=1.0, ge=1.0, le=4096.0, description="pages after a break in the frame "
+                                  "order that a cold walk pays per_scattered_pte_us on (absent: 1, the pages out "
+                                  "of order themselves)")
 
     def extra_us(self, ptes: int, scatter: float = 0.0) -> float:
         return (self.fixed_us + self.per_pte_us * min(float(ptes), self.pte_cap)
-                + self.per_scattered_pte_us * float(ptes) * scatter)
+                + self.per_scattered_pte_us * float(ptes) * scatter_ramp(scatter, self.scatter_window))
 
 
 class Warmth(BaseModel):

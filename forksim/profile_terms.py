@@ -20,7 +20,16 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["TERMS", "Residual", "CacheCurve", "StageCost", "IdleWakeCurve", "IpiSendCurve", "SchedulerCosts", "Fraction", "ImageShape"]
+__all__ = ["TERMS", "scatter_ramp", "Residual", "CacheCurve", "StageCost", "IdleWakeCurve", "IpiSendCurve", "SchedulerCosts", "Fraction", "ImageShape"]
+
+
+def scatter_ramp(scatter: float, window: float = 1.0) -> float:
+    """The share of an image's pages that a walk in virtual order reaches within `window` pages after a break in
+    the frame order (breaks independent, one per consecutive pair with probability `scatter`): 1 - (1 - scatter)
+    ** window. A break restarts the hardware prefetcher's stream, whose first pages are demand misses; a window
+    of 1 is the share of pages out of order itself (`scatter`)."""
+    s = min(max(scatter, 0.0), 1.0)
+    return s if window == 1.0 else 1.0 - (1.0 - s) ** window
 
 
 class Residual(BaseModel):

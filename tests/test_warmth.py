@@ -152,7 +152,7 @@ def test_fit_recovers_the_cold_extra_of_pages_out_of_order_and_corrects_the_in_o
     """Images touched in a random order beside in-order ones, back to back and after 100 ms asleep: the
     slope through D = (random cold extra - in-order cold extra) on the pages out of order beyond the
     in-order image's, and the in-order cold extra less its own images' out-of-order pages."""
-    from forksim.calibration.warmth import SCATTER_GAP, fit_cold_scatter
+    from forksim.calibration.cold_scatter import SCATTER_GAP, fit_cold_scatter
 
     tau, fixed, per_pte, per_sc, warm_sc = 3000.0, 50.0, 0.03, 0.025, 0.004
     store = Store()
@@ -174,7 +174,66 @@ def test_fit_recovers_the_cold_extra_of_pages_out_of_order_and_corrects_the_in_o
     plain.runs = [r for r in store.runs if r["key"]["cond"] == "sleep"]
     w2, diag2 = fit_warmth(plain)
     assert "per_scattered_pte_us" not in w2["stages"]["dup_mmap"] and "cold_scatter_pairs" not in diag2
-    assert fit_cold_scatter(diag2["cold_forks"]) == (None, [])
+    assert fit_cold_scatter(diag2["cold_forks"]) == (None, 1.0, [])
+
+
+def test_the_scatter_ramp_is_the_share_out_of_order_at_window_1_and_grows_with_the_window():
+    from forksim.profile_terms import scatter_ramp
+
+    for s in (0.0, 0.01, 0.3, 1.0):
+        assert scatter_ramp(s, 1.0) == s
+    assert scatter_ramp(0.0, 10.0) == 0.0 and scatter_ramp(1.0, 10.0) == 1.0
+    assert scatter_ramp(0.1, 10.0) == pytest.approx(1 - 0.9 ** 10)
+    values = [scatter_ramp(s, w) for w in (1.0, 4.0, 16.0) for s in (0.02, 0.1, 0.5)]
+    assert values[0] < values[1] < values[2] and values[0] < values[3] < values[6]
+    # a profile without the window prices the cold walk as before: per page out of order
+    from forksim.profile import ColdTerms
+
+    old = ColdTerms(fixed_us=5.0, per_pte_us=0.01, pte_cap=1e9, per_scattered_pte_us=0.02)
+    assert old.extra_us(1000, 0.25) == pytest.approx(5.0 + 10.0 + 0.02 * 1000 * 0.25)
+    windowed = old.model_copy(update={"scatter_window": 10.0})
+    assert windowed.extra_us(1000, 0.25) == pytest.approx(15.0 + 0.02 * 1000 * (1 - 0.75 ** 10))
+
+
+def test_fit_recovers_the_scatter_window_from_images_touched_in_runs():
+    """Images touched in runs of 16 and 8 pages beside in-order and random ones (the quick plan's layouts),
+    their cold extra made with a known window: the fit finds the window and the slope, and corrects the
+    in-order extra by its own image's share within the window."""
+    from forksim.calibration.cold_scatter import SCATTER_GAP, fit_cold_scatter, runs_cond
+    from forksim.profile_terms import scatter_ramp
+
+    tau, fixed, per_pte, per_sc, window = 3000.0, 50.0, 0.005, 0.03, 9.0
+    store = Store()
+    layouts = {64 * MiB: (("sleep", 0.01), ("random", 0.999)),
+               256 * MiB: (("sleep", 0.01), ("random", 0.999), (runs_cond(16), 1 / 16), (runs_cond(8), 1 / 8))}
+    for rss, ptes, warm in ((64 * MiB, 16384, 300.0), (256 * MiB, 65536, 1200.0)):
+        for cond, sc in layouts[rss]:
+            for gap in ((0, 1000, 10000, SCATTER_GAP, 1_000_000) if cond == "sleep" else (0, SCATTER_GAP)):
+                c = 1 - math.exp(-gap / tau)
+                p50 = warm + 0.002 * ptes * sc + c * (fixed + per_pte * ptes + per_sc * ptes * scatter_ramp(sc, window))
+                store.runs.append({**_run(rss, cond, gap, p50, ptes, gap), "layout": {"scatter": sc}})
+    w, diag = fit_warmth(store)
+    d = w["stages"]["dup_mmap"]
+    assert d["scatter_window"] == pytest.approx(window, rel=0.1)
+    assert d["per_scattered_pte_us"] == pytest.approx(per_sc, rel=0.05)
+    assert d["fixed_us"] + d["per_pte_us"] * 65536 == pytest.approx(fixed + per_pte * 65536, rel=0.05)
+    assert {p["layout"] for p in diag["cold_scatter_pairs"]} == {"random", "runs:16", "runs:8"}
+    assert "scatter_window" in w["source"]
+    Warmth.model_validate(w)
+    # random order alone does not identify the window: it stays 1
+    only_random = Store()
+    only_random.runs = [r for r in store.runs if not r["key"]["cond"].startswith("runs:")]
+    assert fit_cold_scatter(fit_warmth(only_random)[1]["cold_forks"])[1] == 1.0
+
+
+def test_the_quick_plan_forks_images_touched_in_runs_after_every_in_order_image():
+    from forksim.calibration.cold_scatter import layout_jobs
+
+    made = []
+    jobs = layout_jobs("quick", (64 * MiB, 256 * MiB, 0), lambda *a: made.append(a) or (lambda: None))
+    assert len(jobs) == len(made) == 8  # random at 64 and 256 MiB, runs of 16 and 6 pages: each b2b and cold
+    assert [a[4][-1] for a in made].count("runs:16") == 2 and all(a[4][-2] == "-L" for a in made)
+    assert layout_jobs("smoke", (16 * MiB,), lambda *a: None) == []
 
 
 def test_a_larger_image_whose_extra_falls_caps_the_fit_and_leaves_the_curve_alone():

@@ -15,12 +15,9 @@ forksim/kernel/warmth.py for how the model uses it):
 - coldness c = (p50 - warm) / E per gap, fitted by scipy.optimize.curve_fit to 1 - exp(-(gap/tau)^beta);
 - the footprint scale from the sweeps (the sweep's own duration is a gap too: its part is divided out),
   and the migration coldness from the moves;
-- the cold extra of a page out of physical order (ColdTerms.per_scattered_pte_us): images of the
-  SCATTERED sizes touched in a random order (forkbench -L random, scatter ~1; each image's scatter read at
-  forkbench's gate, the in-order ones' too), back to back and after SCATTER_GAP asleep; per size
-  D = (random cold - random back to back) - (in order cold - in order back to back), the least-squares
-  slope of D on ptes * (scatter random - scatter in order) through the origin. The in-order extras are
-  corrected for their own images' scatter before the fit above.
+- the cold extra of pages out of physical order (ColdTerms.per_scattered_pte_us and scatter_window):
+  images touched in a random order and in runs of K pages (forksim.calibration.cold_scatter). The
+  in-order extras are corrected for their own images' scatter before the fit above.
 """
 
 from __future__ import annotations
@@ -37,10 +34,12 @@ from ..errors import MeasurementError
 from ..kernel.stages import DUP_MMAP
 from ..lab import llc_bytes
 from . import bench
+from ..profile_terms import scatter_ramp
+from .cold_scatter import SCATTERED, fit_cold_scatter, is_layout, layout_jobs, scatter_source
 from .layout import layout_reader
 from .plan import MiB, Plan, Store
 
-__all__ = ["GRIDS", "SCATTERED", "SCATTER_GAP", "cold_jobs", "fit_warmth", "fit_cold_scatter", "llc_bytes"]
+__all__ = ["GRIDS", "cold_jobs", "fit_warmth", "llc_bytes"]
 
 _MS = 1000  # us
 
@@ -67,18 +66,6 @@ GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple
 
 _ROUNDS = {"smoke": 1, "quick": 1, "full": 3}
 
-# plan -> (sizes, back-to-back reps, reps after SCATTER_GAP asleep) of the images touched in a random order
-# (cond "random"); a size the grid above lacks gets in-order runs at the same two gaps too. Quick: two sizes
-# (about 2 s); the interaction measured 2026-12-02 on the Intel host, 19-28 ns a page at 64 MiB, 256 MiB
-# and 1 GiB, is flat enough in the image for two to give its slope.
-SCATTERED: dict[str, tuple[tuple[int, ...], int, int]] = {
-    "smoke": ((), 0, 0),
-    "quick": ((64 * MiB, 256 * MiB), 10, 6),
-    "full": ((64 * MiB, 256 * MiB, 1024 * MiB), 20, 10),
-}
-SCATTER_GAP = 100 * _MS  # fully cold on the hosts measured (coldness >= 0.95 at 100 ms), and in every grid
-RANDOM_COND = "random"
-
 
 def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[tuple[str, Callable[[], None]]]:
     """The cold-fork runs of this plan, each a (description, job) pair."""
@@ -86,17 +73,17 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
     llc = llc_bytes()
     jobs: list[tuple[str, Callable[[], None]]] = []
 
-    scattered, sc_warm_reps, sc_cold_reps = SCATTERED[plan.name]
+    scattered = SCATTERED[plan.name][0]
 
     def job(rss: int, cond: str, x: float, reps: int, extra: list[str], pinned_cpu: int) -> Callable[[], None]:
         def run() -> None:
             # one warm-up fork where each gap is a sleep of 10 ms or more (it cools the image whatever came
             # before: more warm-ups only sleep), three otherwise
-            warm = 1 if cond in ("sleep", "unpinned", RANDOM_COND) and x >= 10 * _MS else 3
+            warm = 1 if (cond in ("sleep", "unpinned") or is_layout(cond)) and x >= 10 * _MS else 3
             argv = [fb, "cold", "-r", str(rss), "-n", str(reps), "-w", str(warm), "-c", str(pinned_cpu), *extra]
             got: dict[str, Any] = {}
-            # the layout of the images the scatter pairs compare (sleep and random runs of those sizes)
-            read = layout_reader(store, got) if rss in scattered and cond in ("sleep", RANDOM_COND) else None
+            # the layout of the images the scatter pairs compare (in-order runs of those sizes, and the layout runs)
+            read = layout_reader(store, got) if (rss in scattered and cond == "sleep") or is_layout(cond) else None
             try:
                 shape, samples, _, _ = bench.run_bench(argv, on_ready=read)
             except MeasurementError as exc:
@@ -136,18 +123,7 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
         if rounds > 1:
             rng.shuffle(this)  # conditions interleaved: a drift of the host hits them all alike
         jobs += this
-    # after every in-order image: an image touched in a random order leaves the free lists scattered, and the
-    # next "in-order" images with it (the 2026-12-02 full grid, interleaved: 256 MiB in-order images at
-    # scatter 0.01-0.71, and their cold extra with it, +318 to +1,470 us)
-    for rss in scattered:
-        if rss not in sizes:  # its in-order pair, which the grid above lacks
-            for gap, reps in ((0, sc_warm_reps), (SCATTER_GAP, sc_cold_reps)):
-                jobs.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep",
-                             job(rss, "sleep", gap, reps, ["-s", str(gap)], cpu)))
-    for rss in scattered:
-        for gap, reps in ((0, sc_warm_reps), (SCATTER_GAP, sc_cold_reps)):
-            jobs.append((f"cold fork {rss // MiB}MiB touched in a random order after {gap / _MS:g} ms asleep",
-                         job(rss, RANDOM_COND, gap, reps, ["-s", str(gap), "-L", "random"], cpu)))
+    jobs += layout_jobs(plan.name, sizes, lambda rss, cond, x, reps, extra: job(rss, cond, x, reps, extra, cpu))
     return jobs
 
 
@@ -257,46 +233,6 @@ def _rising(sizes: list[int], sat: dict[int, float]) -> list[int]:
     return out
 
 
-def _scatter_pairs(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per size with all four runs (in order and random order, back to back and after SCATTER_GAP, each
-    with its image's scatter): the cold extra of each layout and the difference D against X = ptes *
-    (scatter random - scatter in order) of the two cold runs' images, the pages the random image has out of
-    order beyond the other's."""
-    def at(rss: int, cond: str, x: float) -> dict[str, Any] | None:
-        return next((t for t in table if (t["rss_bytes"], t["cond"], t["x"]) == (rss, cond, x)
-                     and t["scatter"] is not None), None)
-
-    out = []
-    for rss in sorted({t["rss_bytes"] for t in table if t["cond"] == RANDOM_COND}):
-        wo, co = at(rss, "sleep", 0), at(rss, "sleep", SCATTER_GAP)
-        wr, cr = at(rss, RANDOM_COND, 0), at(rss, RANDOM_COND, SCATTER_GAP)
-        if None in (wo, co, wr, cr):
-            continue
-        e_order, e_random = co["fork_p50_us"] - wo["fork_p50_us"], cr["fork_p50_us"] - wr["fork_p50_us"]
-        x = cr["ptes"] * (cr["scatter"] - co["scatter"])  # the cold forks' own images
-        if x > 0:
-            out.append({"rss_bytes": rss, "ptes": cr["ptes"], "scatter_order": co["scatter"],
-                        "scatter_random": cr["scatter"], "cold_extra_order_us": round(e_order, 1),
-                        "cold_extra_random_us": round(e_random, 1), "d_us": round(e_random - e_order, 1),
-                        "x_pages": round(x, 1)})
-    return out
-
-
-def fit_cold_scatter(table: list[dict[str, Any]]) -> tuple[float | None, list[dict[str, Any]]]:
-    """ColdTerms.per_scattered_pte_us (us per page out of physical order, >= 0) from the cold grid's
-    layout pairs: the least-squares slope of D on X through the origin (_scatter_pairs); None without a
-    pair. The pairs, with the slope's prediction of each D, as diagnostics."""
-    pairs = _scatter_pairs(table)
-    if not pairs:
-        return None, pairs
-    d = np.array([p["d_us"] for p in pairs])
-    x = np.array([p["x_pages"] for p in pairs])
-    slope = max(0.0, float(d @ x / (x @ x)))
-    for p in pairs:
-        p["fit_d_us"] = round(slope * p["x_pages"], 1)
-    return slope, pairs
-
-
 def _footprints(sweeps: list[dict[str, Any]], rel: Callable[[dict[str, Any]], float], tau: float,
                 beta: float) -> list[float]:
     """Per co-runner sweep (the rows of cond "work"), the footprint scale its coldness beyond its own duration's
@@ -311,7 +247,7 @@ def _footprints(sweeps: list[dict[str, Any]], rel: Callable[[dict[str, Any]], fl
 
 
 def _source(runs: list[dict[str, Any]], table: list[dict[str, Any]], sizes: list[int], ref: float | None,
-            n_footprints: int, pairs: list[dict[str, Any]]) -> str:
+            n_footprints: int) -> str:
     """The warmth section's provenance: what was measured and how each term was fitted."""
     llc = runs[0]["key"].get("llc_bytes", 0)
     n = sum(len(r["samples"]) for r in runs)
@@ -326,11 +262,7 @@ def _source(runs: list[dict[str, Any]], table: list[dict[str, Any]], sizes: list
             + ", footprint and migration from their extras; "
             + (f"footprint_bytes: median of {n_footprints} sweeps' coldness beyond their own duration's, as exp(-W/footprint)"
                if n_footprints else "footprint_bytes 1e15 (no effect): no sweep cooled the image more than its own duration did")
-            + "; walk_bytes_per_pte 80: assumption (the parent's and the child's PTE, 8 + 8 B, and the struct page, 64 B)"
-            + (f"; per_scattered_pte_us: the cold extra of images touched in a random order over the in-order one's, "
-               f"per page out of order (least squares through the origin, {len(pairs)} sizes: "
-               + ", ".join(f"{p['rss_bytes'] // MiB} MiB {p['d_us']:.0f} us over {p['x_pages']:.0f} pages"
-                           for p in pairs) + f", {SCATTER_GAP / _MS:g} ms asleep)" if pairs else ""))
+            + "; walk_bytes_per_pte 80: assumption (the parent's and the child's PTE, 8 + 8 B, and the struct page, 64 B)")
 
 
 def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -342,12 +274,12 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     table, warm = _cold_table(runs)
     diag: dict[str, Any] = {"cold_forks": table}
     sat = _saturated_extras(table, warm, sizes)
-    per_scattered, pairs = fit_cold_scatter(table)
+    per_scattered, window, pairs = fit_cold_scatter(table)
     own: dict[int, float] = {}
     if per_scattered is not None:
         diag["cold_scatter_pairs"] = pairs
         # the in-order images' own pages out of order: priced by per_scattered_pte_us, not by the in-order terms
-        own = {p["rss_bytes"]: per_scattered * p["ptes"] * p["scatter_order"] for p in pairs}
+        own = {p["rss_bytes"]: per_scattered * p["ptes"] * scatter_ramp(p["scatter_order"], window) for p in pairs}
         for rss, us in own.items():
             if rss in sat:
                 sat[rss] -= us
@@ -390,10 +322,12 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     footprint = statistics.median(fp) if fp else 1e15
     mig = [rel(t) for t in table if t["cond"] == "migrate" and t["rss_bytes"] in good]
     migration = statistics.median(mig) if mig else 0.0
-    src = _source(runs, table, sizes, ref, len(fp), pairs if per_scattered is not None else [])
+    src = _source(runs, table, sizes, ref, len(fp)) + scatter_source(pairs if per_scattered is not None else [], window)
     cold_terms = {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0)}
     if per_scattered is not None:
         cold_terms["per_scattered_pte_us"] = round(per_scattered, 6)
+        if window != 1.0:
+            cold_terms["scatter_window"] = round(window, 2)
     warmth = {"tau_us": round(float(tau), 1), "beta": round(float(beta), 3),
               "footprint_bytes": round(float(footprint), 0), "walk_bytes_per_pte": 80.0,
               "migration": round(float(np.clip(migration, 0.0, 1.0)), 3),

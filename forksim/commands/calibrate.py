@@ -128,14 +128,14 @@ def cold_check(profile_path: str, cold: list[dict]) -> list[dict]:
     wall time)."""
     import os
 
-    from ..calibration.warmth import RANDOM_COND
+    from ..calibration.cold_scatter import is_layout
     from ..config import parse_config
     from ..runner import run_experiment
 
     rows = []
-    for c in sorted(cold, key=lambda c: (c["rss_bytes"], c["cond"] == RANDOM_COND, c["cond"], c["x"])):
+    for c in sorted(cold, key=lambda c: (c["rss_bytes"], is_layout(c["cond"]), c["cond"], c["x"])):
         work = c.get("cond") == "work" and c.get("fork_wall_p50_us") and c.get("gap_p50_us")
-        if c.get("cond") not in ("sleep", "unpinned", RANDOM_COND) and not work:
+        if c.get("cond") not in ("sleep", "unpinned") and not is_layout(c["cond"]) and not work:
             continue
         think = float(c["gap_p50_us"]) if work else float(c["x"])
         other = {"other_work": int(c["x"])} if work else {}
@@ -161,9 +161,14 @@ def _cold_extras(rows: list[dict]) -> None:
     after the fork sweep that gave the back-to-back cost, on a host that drifts by tens of percent between
     them (2026-12-02 quick calibration: 64 MiB back to back 1,158-1,564 us over the sweep's rounds, 1,777 us in
     the grid), so the absolute error of a cold row holds that drift; its extra does not."""
-    b2b = {r["rss_bytes"]: r for r in rows if r["cond"] == "sleep" and r["x"] == 0}
+    from ..calibration.cold_scatter import is_layout
+
+    def own(r: dict) -> tuple[int, str]:  # a layout run's reference is its own layout back to back
+        return r["rss_bytes"], r["cond"] if is_layout(r["cond"]) else "sleep"
+
+    b2b = {own(r): r for r in rows if (r["cond"] == "sleep" or is_layout(r["cond"])) and r["x"] == 0}
     for r in rows:
-        ref = b2b.get(r["rss_bytes"])
+        ref = b2b.get(own(r))
         if ref is None or r is ref or r["cond"] == "work":  # a sweep's row is wall time: no like to compare
             continue
         r["extra_us"] = r["fork_p50_us"] - ref["fork_p50_us"]
@@ -173,7 +178,6 @@ def _cold_extras(rows: list[dict]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..calibration import calibrate
-    from ..calibration.warmth import RANDOM_COND
 
     from ..host import this_host
     from ..store import store_dir
@@ -222,8 +226,9 @@ def main(args: argparse.Namespace) -> int:
     cold = cold_check(out, diag.get("cold_forks", []))
     if cold:
         t = Table(title="cold forks (after a sleep or a co-runner's sweep on the same CPU; scatter: an image touched "
-                  "in a random order): measured vs forksim run (closed loop, think time = the gap), fork() p50 (after "
-                  "a sweep: wall time); extra: over the pinned back-to-back fork of the same run (gap 0)",
+                  "in a random order or in runs of K pages): measured vs forksim run (closed loop, think time = the "
+                  "gap), fork() p50 (after a sweep: wall time); extra: over the pinned back-to-back fork of the same "
+                  "size and layout (gap 0)",
                   title_justify="left")
         for c in ("RSS", "before", "gap (ms)", "parent", "measured (us)", "forksim (us)", "error", "extra (us)",
                   "forksim extra (us)", "extra error"):
@@ -231,9 +236,9 @@ def main(args: argparse.Namespace) -> int:
         for r in cold:
             work, ee = r["cond"] == "work", r.get("extra_error")
             gap = r["gap_p50_us"] if work else r["x"]
-            scattered = r["cond"] == RANDOM_COND
-            before = f"sweep {int(r['x']) >> 20} MiB" if work else f"sleep, scatter {r['scatter']:.2f}" if scattered \
-                else "sleep"
+            layout = r["cond"] not in ("sleep", "unpinned", "work")
+            before = f"sweep {int(r['x']) >> 20} MiB" if work else f"sleep, {r['cond']}, scatter {r['scatter']:.2f}" \
+                if layout else "sleep"
             t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", before,
                       f"{gap / 1000:.3g}", "unpinned" if r["cond"] == "unpinned" else "pinned",
                       fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%",

@@ -18,7 +18,11 @@ that miss even back to back, out of order. ColdTerms.per_scattered_pte_us prices
 page out of physical order on top of the in-order cold extra: walked in order, the struct pages stream in
 behind the hardware prefetcher even cold; out of order each one is a demand miss to memory (measured by
 calibrate's cold grid with images touched in a random order: on the 2026-12-02 Intel host 19-28 ns a page
-at 64 MiB .. 1 GiB, 2.2-2.5x the in-order cold extra of the same image).
+at 64 MiB .. 1 GiB, 2.2-2.5x the in-order cold extra of the same image). Not only the page after a break
+misses: the prefetcher's stream starts again, so the pages within ColdTerms.scatter_window after one do
+too, and a few breaks cool the walk nearly as much as a random order (256 MiB on that host, after 100 ms
+asleep: a break every 64 / 16 / 8 pages added 15% / 50% / 85% of the random order's extra; calibrate's grid
+measures images touched in runs of K pages, forkbench -L runs:K).
 """
 
 from __future__ import annotations

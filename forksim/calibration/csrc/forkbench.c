@@ -50,7 +50,10 @@
  *          -L order|random the image's pages are touched (first written, so allocated) in address order
  *                 (default) or in a random permutation (fixed seed): the buddy allocator then hands out
  *                 frames in touch order, so that "random" leaves no two neighbouring pages in neighbouring
- *                 frames (the physical layout a long-lived, fragmented process has; forksim.lab.pagemap)
+ *                 frames (the physical layout a long-lived, fragmented process has; forksim.lab.pagemap);
+ *                 runs:K touches runs of K pages, each in address order, the runs in a random permutation:
+ *                 a break in the frame order every K pages (scatter about 1/K), what a partly fragmented
+ *                 free list hands out
  *          -R CPU (fork, cold) each child pins itself to CPU before it exits, so that its task, VMAs and
  *                 anon_vma chains are freed there: with CPU other than -c's, the next fork reuses slab
  *                 objects another CPU freed (SLUB remote frees); -R with -c's own CPU is the same call
@@ -163,11 +166,24 @@ static uint32_t *permutation(size_t n)
 
 static uint32_t *touch_order; /* -L random: the order the image's pages were touched in */
 
-/* touch's pages in a random permutation: each page's frame is whatever the allocator had next */
+/* touch's pages in a random permutation (-L random), or runs of run_pages pages in address order, the runs in a
+ * random permutation (-L runs:K): each page's frame is whatever the allocator had next */
+static size_t run_pages = 1; /* -L runs:K: runs of K pages in address order, the runs in a random order */
 static void touch_random(char *p, size_t len)
 {
     size_t n = len / PAGE;
-    touch_order = permutation(n);
+    if (run_pages > 1) {
+        size_t nr = (n + run_pages - 1) / run_pages, k = 0;
+        uint32_t *runs = permutation(nr);
+        touch_order = malloc(n * sizeof *touch_order);
+        if (!touch_order)
+            die("malloc touch order");
+        for (size_t r = 0; r < nr; r++)
+            for (size_t j = 0; j < run_pages && (size_t)runs[r] * run_pages + j < n; j++)
+                touch_order[k++] = (uint32_t)(runs[r] * run_pages + j);
+        free(runs);
+    } else
+        touch_order = permutation(n);
     for (size_t i = 0; i < n; i++)
         p[(size_t)touch_order[i] * PAGE] = (char)touch_order[i] | 1;
 }
@@ -398,8 +414,10 @@ int main(int argc, char **argv)
         case 'L':
             if (!strcmp(optarg, "random"))
                 random_layout = 1;
+            else if (!strncmp(optarg, "runs:", 5) && atol(optarg + 5) >= 1)
+                random_layout = 1, run_pages = (size_t)atol(optarg + 5);
             else if (strcmp(optarg, "order"))
-                refuse("-L takes order or random");
+                refuse("-L takes order, random or runs:K (K >= 1)");
             break;
         default: refuse("bad option");
         }
