@@ -4,8 +4,8 @@ median, the image shape it is priced at, the scheduler's costs, and a measured f
     median_us = fixed_us + per_vma_us*vmas + per_anon_vma_us*anon_vmas + per_pte_us*ptes
                 + per_pmd_us*pmds + per_thread_us*threads
                 (+ per_pte_miss_us*ptes*miss(walk bytes): a walk larger than the caches, CacheCurve)
-                (+ per_pte_scatter_us*ptes*scatter*scatter_curve.miss(walk bytes): an image whose physical
-                 pages are not in its virtual order, ImageShape.scatter)
+                (+ per_pte_scatter_us*ptes*scatter_ramp(scatter, scatter_window)*scatter_curve.miss(walk bytes):
+                 an image whose physical pages are not in its virtual order, ImageShape.scatter)
 
 Part of a profile (forksim.profile re-exports every name here).
 """
@@ -149,6 +149,10 @@ class StageCost(BaseModel):
                                       "(ImageShape.scatter), times scatter_curve's miss fraction of the walk "
                                       "(absent: 0, the physical layout costs nothing)")
     scatter_curve: CacheCurve | None = None
+    # a break in the frame order also costs the pages after it (the prefetcher's stream starts again): the term
+    # prices the share within scatter_window pages of a break, scatter_ramp(scatter, scatter_window)
+    scatter_window: float = Field(default=1.0, ge=1.0, le=4096.0, description="pages after a break in the frame "
+                                  "order that pay per_pte_scatter_us (absent: 1, the pages out of order themselves)")
     residual: Residual = Residual()
     source: str = Field(min_length=1, description="measured: ... | derived: ... | assumption: ...")
 
@@ -183,11 +187,11 @@ class StageCost(BaseModel):
         return bool(self.per_pte_scatter_us) and self.scatter_curve is not None
 
     def scatter_us(self, shape: "ImageShape") -> float:
-        """The walk's out-of-order struct pages: per_pte_scatter_us per page out of physical order, times
-        the share of such a walk that misses."""
+        """The walk's out-of-order struct pages: per_pte_scatter_us per page within scatter_window pages after
+        a break in the frame order, times the share of such a walk that misses."""
         if not self.prices_scatter or not shape.scatter:
             return 0.0
-        return (self.per_pte_scatter_us * shape.ptes * shape.scatter
+        return (self.per_pte_scatter_us * shape.ptes * scatter_ramp(shape.scatter, self.scatter_window)
                 * self.scatter_curve.walk_miss(shape.ptes, shape.pmds))
 
     def scaled(self, term: str, factor: float) -> "StageCost":

@@ -124,6 +124,39 @@ def test_the_terms_land_in_a_profile_that_loads_and_prices_the_scatter():
     assert with_scatter(base.stages["dup_mmap"], None, "dup_mmap") is base.stages["dup_mmap"]
 
 
+def _cold_b2b(store: Store, windows: dict[str, float]) -> None:
+    """The cold grid's back-to-back forks of 256 MiB images in order, in runs of 16 and 8 pages and in a random
+    order, their fork() and exit priced with a known scatter window each."""
+    from forksim.profile_terms import scatter_ramp
+
+    for cond, sc in (("sleep", 0.01), ("runs:16", 1 / 16), ("runs:8", 1 / 8), ("random", 1.0)):
+        fork = 1200.0 + 300.0 * scatter_ramp(sc, windows["dup_mmap"])
+        exit_ = 900.0 + 200.0 * scatter_ramp(sc, windows["exit_mmap"])
+        samples = [{"fork_ns": fork * 1e3, "fork_cpu_ns": fork * 1e3, "exit_ns": exit_ * 1e3, "gap_ns": 0.0}] * 9
+        store.add("cold", {"rss": 256 * MiB, "cond": cond, "x": 0, "llc_bytes": 32 * MiB}, {"ptes": 65556}, samples)
+        store.runs[-1]["layout"] = {"pages": 65556, "pairs": 65555, "scatter": sc}
+
+
+def test_images_touched_in_runs_give_the_warm_scatter_window():
+    """A break every K pages costs the pages after it too: the window found from the cold grid's back-to-back
+    runs of K pages lands in the stage's term, which then prices scatter_ramp(scatter, window)."""
+    from forksim.profile_terms import scatter_ramp
+
+    store = _store()
+    _cold_b2b(store, {"dup_mmap": 4.0, "exit_mmap": 6.0})
+    assert layout.fit_window(store, "dup_mmap") == pytest.approx(4.0, rel=0.02)
+    assert layout.fit_window(store, "exit_mmap") == pytest.approx(6.0, rel=0.02)
+    fit = fit_layout(store, held_out=(64 * MiB,))
+    assert fit.window == pytest.approx({"dup_mmap": 4.0, "exit_mmap": 6.0}, rel=0.02)
+    assert "scatter_window" in fit.source["dup_mmap"]
+    cost = with_scatter(load_profile("default").stages["dup_mmap"], fit, "dup_mmap")
+    assert cost.scatter_window == pytest.approx(4.0, rel=0.02)
+    full, some, none = (cost.scatter_us(ImageShape(26, 12, 65556, scatter=s)) for s in (1.0, 0.1, 0.0))
+    assert none == 0.0 and some == pytest.approx(full * scatter_ramp(0.1, cost.scatter_window), rel=1e-9)
+    # without runs of K pages: window 1, the pages out of order alone (as before)
+    assert layout.fit_window(_store(), "dup_mmap") == 1.0 and fit_layout(_store(), held_out=(64 * MiB,)).window == {}
+
+
 def test_no_layout_measured_means_no_terms():
     store = Store()
     _run(store, FORK_MODE, 64 * MiB, 0, None, np.random.default_rng(1))

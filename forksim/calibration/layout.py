@@ -18,7 +18,12 @@ every struct page is a miss (and, past the TLB's reach, a page walk). What a cal
   fraction (0 cached .. 1 from memory) is the scatter_curve's shape, at 64 bytes (one struct page) per
   page of the image.
 
-The fit: per size, the A/B difference D against X = ptes * (scatter_random - scatter_order) *
+- the cold grid's back-to-back forks of 256 MiB images touched in runs of K pages (forkbench -L runs:K,
+  forksim.calibration.cold_scatter) beside its in-order and random ones: how much of the random order's
+  extra a break every K pages costs, which gives the scatter_window (the pages after a break that pay:
+  scatter_ramp(scatter, window)).
+
+The fit: per size, the A/B difference D against X = ptes * (ramp(scatter_random) - ramp(scatter_order)) *
 scatter_curve.walk_miss(ptes); per_pte_scatter_us = the relative least-squares slope of D on X over
 the sizes not held out (non-negative). The held-out size is predicted and reported.
 """
@@ -29,15 +34,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 
 from ..lab import PagemapUnreadable, image_layout
 from ..profile import CacheCurve, ImageShape, StageCost
+from ..profile_terms import scatter_ramp
 from .fit import median
 from .plan import MiB, Store
 from .samples import fork_cfg, fork_field, vals
 
 __all__ = ["SCATTERED", "RANDOM", "STRUCT_PAGE_BYTES", "layout_reader", "run_scatter", "fit_scatter_curve", "LayoutFit",
-           "fit_layout", "with_scatter", "sweep_scatter", "scatter_rows"]
+           "fit_layout", "fit_window", "with_scatter", "sweep_scatter", "scatter_rows"]
 
 SCATTERED = "scattered"  # the store kind of forks of images touched in a random order
 RANDOM = "random"  # forkbench's -L value, and the lines samples' "layout"
@@ -88,6 +95,7 @@ class LayoutFit:
 
     curve: dict[str, Any] | None
     slope: dict[str, float] = field(default_factory=dict)  # stage -> per_pte_scatter_us
+    window: dict[str, float] = field(default_factory=dict)  # stage -> scatter_window (absent: 1)
     footprint: dict[str, float] = field(default_factory=dict)  # stage -> its scatter_curve's walk_bytes_per_pte
     rows: list[dict[str, Any]] = field(default_factory=list)
     fresh: list[float] = field(default_factory=list)  # scatter of the sweep's freshly touched images
@@ -105,7 +113,8 @@ class LayoutFit:
         curve = self.stage_curve(stage)
         if curve is None or not self.slope.get(stage):
             return 0.0
-        cost = StageCost(per_pte_scatter_us=self.slope[stage], scatter_curve=curve, source="the scatter term alone")
+        cost = StageCost(per_pte_scatter_us=self.slope[stage], scatter_curve=curve,
+                         scatter_window=self.window.get(stage, 1.0), source="the scatter term alone")
         return cost.scatter_us(ImageShape(ptes=ptes, pmds=pmds, scatter=scatter))
 
 
@@ -182,18 +191,61 @@ def _spread(runs: list[dict[str, Any]]) -> float | None:
     return round(median(v), 2) if v else None
 
 
-def _x(row: dict[str, Any], curve: CacheCurve) -> float:
-    """ptes x (scatter random - scatter in order) x the walk's miss fraction."""
-    return row["ptes"] * (row["scatter_random"] - row["scatter_order"]) * curve.walk_miss(row["ptes"], row["pmds"])
+def _x(row: dict[str, Any], curve: CacheCurve, window: float = 1.0) -> float:
+    """ptes x (ramp(scatter random) - ramp(scatter in order)) x the walk's miss fraction."""
+    ramp = scatter_ramp(row["scatter_random"], window) - scatter_ramp(row["scatter_order"], window)
+    return row["ptes"] * ramp * curve.walk_miss(row["ptes"], row["pmds"])
 
 
-def _slope(rows: list[dict[str, Any]], stage: str, curve: CacheCurve) -> tuple[float, float]:
+_RUN_MEASURES = {"dup_mmap": "fork_cpu_ns", "exit_mmap": "exit_ns"}
+
+
+def _run_points(store: Store, stage: str) -> list[tuple[float, float, float, float]]:
+    """The cold grid's back-to-back layout runs of one size: per run of K pages, (its scatter, the in-order
+    image's, the random one's, its share of the random order's extra over the in-order p50)."""
+    from .cold_scatter import RANDOM_COND
+
+    field_ = _RUN_MEASURES[stage]
+    b2b = {}
+    for r in store.select("cold", x=0):
+        if run_scatter(r) is not None:
+            b2b.setdefault((r["key"]["rss"], r["key"]["cond"]), []).append(r)
+    out = []
+    for (rss, cond), runs in b2b.items():
+        order, rand = b2b.get((rss, "sleep")), b2b.get((rss, RANDOM_COND))
+        if not cond.startswith("runs:") or not order or not rand:
+            continue
+        p = {k: median(vals(v, field_)) / 1e3 for k, v in (("l", runs), ("o", order), ("r", rand))}
+        if p["r"] - p["o"] > 0.05 * p["o"]:  # a random order that costs clearly more than the in-order image
+            out.append((run_scatter(runs[0]), run_scatter(order[0]), run_scatter(rand[0]),
+                        (p["l"] - p["o"]) / (p["r"] - p["o"])))
+    return out
+
+
+def fit_window(store: Store, stage: str) -> float:
+    """scatter_window of `stage`'s warm scatter term: the window whose ramp puts each run of K pages' back-to-back
+    fork (or exit) where it lies between the in-order and the random image's (least squares over the runs,
+    scipy minimize_scalar over 1..256 pages); 1 without such runs."""
+    pts = _run_points(store, stage)
+    if not pts:
+        return 1.0
+
+    def sse(log_w: float) -> float:
+        w = float(np.exp(log_w))
+        return sum((share - (scatter_ramp(s, w) - scatter_ramp(so, w)) / (scatter_ramp(sr, w) - scatter_ramp(so, w))) ** 2
+                   for s, so, sr, share in pts)
+
+    best = minimize_scalar(sse, bounds=(0.0, float(np.log(256.0))), method="bounded")
+    return float(np.exp(best.x))
+
+
+def _slope(rows: list[dict[str, Any]], stage: str, curve: CacheCurve, window: float = 1.0) -> tuple[float, float]:
     """(slope, error): the least-squares slope through 0 of the per-size difference D on X over the sizes
     not held out, each weighted by 1 / its in-order p50 (relative error; a size whose difference is nil
     counts too), and the weighted squared error left; none (inf) unless a fitted size's walk is at least
     half past the knee (below it, the slope is the noise of a small difference over a small miss share)."""
     use = [r for r in rows if not r["held_out"]]
-    x = np.array([_x(r, curve) for r in use])
+    x = np.array([_x(r, curve, window) for r in use])
     if not np.any(x > 0) or max(curve.walk_miss(r["ptes"], r["pmds"]) for r in use) < 0.5:
         return 0.0, float("inf")
     d = np.array([r["diff_us"][stage] for r in use])
@@ -202,12 +254,12 @@ def _slope(rows: list[dict[str, Any]], stage: str, curve: CacheCurve) -> tuple[f
     return s, float(np.sum(((s * x - d) * w) ** 2))
 
 
-def _fit_stage(rows: list[dict[str, Any]], stage: str, shape: dict[str, Any]) -> tuple[float, float]:
+def _fit_stage(rows: list[dict[str, Any]], stage: str, shape: dict[str, Any], window: float) -> tuple[float, float]:
     """(slope, bytes per page): per candidate footprint the slope and its error; of the footprints whose
     error is within noise of the least (1% of each in-order p50), the smallest: the knee as late as the
     fitted sizes allow (a larger footprint moves it below the smallest fitted size, where no fitted
     difference says whether it lies)."""
-    fits = {b: _slope(rows, stage, CacheCurve.model_validate({**shape, "walk_bytes_per_pte": b}))
+    fits = {b: _slope(rows, stage, CacheCurve.model_validate({**shape, "walk_bytes_per_pte": b}), window)
             for b in FOOTPRINTS}
     best = min(e for _, e in fits.values())
     if not np.isfinite(best):
@@ -229,10 +281,13 @@ def fit_layout(store: Store, held_out: tuple[int, ...]) -> LayoutFit | None:
         fit.rows.append(_row(rss, [(r, o) for r, o in pairs if r["key"]["rss"] == rss], rss in held_out))
     used = ", ".join(f"{r['rss_bytes'] // MiB} MiB" for r in fit.rows if not r["held_out"])
     for stage, what in _MEASURES.items():
-        s, b = _fit_stage(fit.rows, stage, fit.curve)
+        window = fit_window(store, stage)
+        s, b = _fit_stage(fit.rows, stage, fit.curve, window)
         if not s:
             continue
         fit.slope[stage], fit.footprint[stage] = s, b
+        if window != 1.0:
+            fit.window[stage] = window
         spread = [r["spread_random"] for r in fit.rows if not r["held_out"] and r.get("spread_random")]
         beside = (f"; 64 B x the random images' spread (struct_page_pages x 64 / pages, median "
                   f"{median(spread):.2f}) = {64 * median(spread):.0f} B" if spread else "")
@@ -247,11 +302,15 @@ def fit_layout(store: Store, held_out: tuple[int, ...]) -> LayoutFit | None:
             f"/proc/PID/pagemap at forkbench's gate (forksim.lab.pagemap); the slope of the per-size median "
             f"difference on ptes x scatter difference x the curve's miss fraction (least squares, weights 1 / the "
             f"in-order p50) over {used}; the curve's bytes per page: of {', '.join(f'{x:g}' for x in FOOTPRINTS)}, "
-            f"the smallest whose fit is within 1% of each in-order p50 of the best{beside}")
+            f"the smallest whose fit is within 1% of each in-order p50 of the best{beside}"
+            + (f"; scatter_window {fit.window[stage]:.1f} pages: the cold grid's back-to-back images touched in runs "
+               f"of K pages (forkbench -L runs:K) between its in-order and random ones, least squares over "
+               f"{len(_run_points(store, stage))} runs" if stage in fit.window else ""))
     curves = {st: CacheCurve.model_validate(fit.stage_curve(st)) for st in fit.slope}
     for r in fit.rows:
         r["walk_miss"] = {st: round(c.walk_miss(r["ptes"], r["pmds"]), 4) for st, c in curves.items()}
-        r["predicted_diff_us"] = {st: round(fit.slope[st] * _x(r, c), 3) for st, c in curves.items()}
+        r["predicted_diff_us"] = {st: round(fit.slope[st] * _x(r, c, fit.window.get(st, 1.0)), 3)
+                                  for st, c in curves.items()}
     return fit
 
 
@@ -262,6 +321,8 @@ def with_scatter(cost: StageCost, fit: LayoutFit | None, stage: str) -> StageCos
     d = cost.model_dump(mode="json", exclude_unset=True)
     d["per_pte_scatter_us"] = float(f"{fit.slope[stage]:.6g}")
     d["scatter_curve"] = fit.stage_curve(stage)
+    if stage in fit.window:
+        d["scatter_window"] = round(fit.window[stage], 2)
     d["source"] = f"{d['source']}; {fit.source[stage]}"
     return StageCost.model_validate(d)
 
