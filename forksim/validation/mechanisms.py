@@ -33,7 +33,10 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "the section yet"),
     ("think", "a fork after an idle gap finds the parent's page tables and struct pages cold; the model adds the "
      "profile's cold extra to dup_mmap by the time since the image was last walked (warmth: 1-exp(-gap/tau)), "
-     "measured pinned on 64 and 256 MiB images. The rows of one size are measured interleaved (4 rounds; each "
+     "measured pinned on 64 and 256 MiB images, and for an image out of physical order the extra of the pages "
+     "within scatter_window pages after each break in the frame order (the load generator's images, at scatter "
+     "0.1-0.5, fork cold almost as a random order does: calibrate measures images touched in runs of K pages). "
+     "The rows of one size are measured interleaved (4 rounds; each "
      "row's rounds are in validation.json) so that the host's drift, +-30% over minutes here, hits them alike; "
      "what remains is the host between calibration and validation (how much of the cache other tenants evict "
      "during a gap varies from hour to hour) and an unpinned parent waking on either vCPU"),
