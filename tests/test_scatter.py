@@ -10,10 +10,11 @@ import sys
 import time
 import tomllib
 
+import numpy as np
 import pytest
 
 from forksim.config import ConfigError, parse_config
-from forksim.lab.pagemap import PagemapUnreadable, image_layout
+from forksim.lab.pagemap import AFTER_BREAK_PAGES, PagemapUnreadable, image_layout, within_window
 from forksim.model import ModelParams, image_shape
 from forksim.predict import predict
 from forksim.profile import CacheCurve, Fraction, ImageShape, load_profile
@@ -156,6 +157,29 @@ def test_image_layout_of_a_process_built_here():
     # (The interpreter's own pages, a third of the process at 16 MiB, may lie in any order: count the pairs apart.)
     rand = got["random"]
     assert rand.scatter * rand.pairs >= 0.95 * (16 * 256 - 1)
+    # how the breaks fall: every image's share after a break grows with the window; a random one's is ~1 at once
+    for lay in got.values():
+        assert len(lay.after_break) == len(AFTER_BREAK_PAGES)
+        assert list(lay.after_break) == sorted(lay.after_break) and lay.after_break[-1] <= 1.0
+    assert rand.after_break[0] >= 0.6 and within_window(rand.after_break, 8) >= rand.after_break[0]
+
+
+def test_the_share_after_a_break_counts_pages_since_the_last_break():
+    """A break every 4 pages (and the VMA's first page): a quarter of the pages right after one, half within 2,
+    all within 4; two chunks of one VMA carry the count across; interpolation is linear in log2 of the window."""
+    from forksim.lab.pagemap import _Distances
+
+    d = _Distances()
+    follows = np.array([i % 4 != 0 for i in range(64)])  # page 0 starts the VMA
+    d.add(follows[:30])
+    d.add(follows[30:])
+    shares = d.shares(64)
+    assert shares[:4] == (0.25, 0.5, 1.0, 1.0) and shares[-1] == 1.0
+    assert within_window(shares, 2 ** 1.5) == pytest.approx(0.75)
+    # one long run: only its first page is after a break
+    long = _Distances()
+    long.add(np.array([False] + [True] * 511))
+    assert long.shares(512)[0] == pytest.approx(1 / 512, abs=1e-5) and long.shares(512)[-1] == pytest.approx(0.5)
 
 
 def test_the_load_generator_probe_reads_its_parents_layout():

@@ -226,6 +226,31 @@ def test_fit_recovers_the_scatter_window_from_images_touched_in_runs():
     assert fit_cold_scatter(fit_warmth(only_random)[1]["cold_forks"])[1] == 1.0
 
 
+def test_the_window_fit_uses_each_images_measured_breaks_where_read():
+    """Runs of K pages break every K pages, not at random: with each image's after_break read (runs of K: a share
+    min(1, m / K) within m pages), the fit finds the window that made the extras from those shares, where the
+    independent-breaks ramp at the same scatter would not."""
+    from forksim.calibration.cold_scatter import SCATTER_GAP, fit_cold_scatter, runs_cond
+    from forksim.lab.pagemap import AFTER_BREAK_PAGES, within_window
+
+    def curve(k: float) -> list[float]:
+        return [min(1.0, m / k) for m in AFTER_BREAK_PAGES]
+
+    per_sc, window, ptes = 0.03, 8.0, 65536
+    table = []
+    for cond, k in (("sleep", 200.0), ("random", 1.0), (runs_cond(32), 32.0), (runs_cond(16), 16.0)):
+        ab = curve(k)
+        for gap in (0, SCATTER_GAP):
+            extra = per_sc * ptes * within_window(ab, window) if gap else 0.0
+            table.append({"rss_bytes": 256 * MiB, "cond": cond, "x": gap, "scatter": 1.0 / k, "after_break": ab,
+                          "fork_p50_us": 1200.0 + extra, "ptes": ptes})
+    slope, w, pairs = fit_cold_scatter(table)
+    assert w == pytest.approx(window, rel=0.05) and slope == pytest.approx(per_sc, rel=0.05)
+    # without the curves the same extras read as independent breaks give another window
+    plain = [{**t, "after_break": None} for t in table]
+    assert abs(fit_cold_scatter(plain)[1] - window) > 0.1 * window
+
+
 def test_the_quick_plan_forks_images_touched_in_runs_after_every_in_order_image():
     from forksim.calibration.cold_scatter import layout_jobs
 

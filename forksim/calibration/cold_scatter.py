@@ -9,8 +9,10 @@ the same sizes touched in another order, each back to back and after SCATTER_GAP
 
 Per layout L of a size, D = (L cold - L back to back) - (in order cold - in order back to back): what the
 layout adds to the cold extra. The model prices it as per_scattered_pte_us * ptes * (ramp(s_L, w) -
-ramp(s_order, w)), ramp = forksim.profile_terms.scatter_ramp (the pages within w pages after a break, where
-the prefetcher's stream starts again). The fit: for each window w, the least-squares slope through the
+ramp(s_order, w)), ramp = the share of the pages within w pages after a break, where the prefetcher's stream
+starts again: each image's own, from its measured layout (lab.pagemap's after_break; runs of K pages have a
+break every K pages, not at random), else forksim.profile_terms.scatter_ramp (breaks independent, as the
+model prices a config's scatter). The fit: for each window w, the least-squares slope through the
 origin; the window with the least squared error (a grid over 1..MAX_WINDOW pages, then scipy's bounded
 scalar minimiser around it). Without a `runs:K` layout the window is not identified (ramp(~1, w) ~ 1 for
 every w) and stays 1: the pages out of order themselves.
@@ -23,11 +25,12 @@ from typing import Any, Callable
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from ..lab.pagemap import within_window
 from ..profile_terms import scatter_ramp
 from .plan import MiB
 
 __all__ = ["SCATTERED", "RUN_LAYOUTS", "SCATTER_GAP", "RANDOM_COND", "runs_cond", "is_layout", "layout_jobs",
-           "fit_cold_scatter", "scatter_source", "MAX_WINDOW"]
+           "fit_cold_scatter", "scatter_source", "MAX_WINDOW", "page_share"]
 
 _MS = 1000  # us
 
@@ -53,6 +56,13 @@ RUN_LAYOUTS: dict[str, tuple[int, tuple[int, ...]]] = {
 SCATTER_GAP = 100 * _MS  # fully cold on the hosts measured (coldness >= 0.95 at 100 ms), and in every grid
 RANDOM_COND = "random"
 MAX_WINDOW = 256.0  # pages: a stream longer than a 4 KiB page of struct pages (64) restarts at page bounds anyway
+
+
+def page_share(scatter: float, after_break: tuple[float, ...] | list[float] | None, window: float) -> float:
+    """The share of an image's pages within `window` pages after a break: from its measured layout
+    (lab.pagemap's after_break: the breaks as they fall) where read, else as the model prices a config's
+    scatter (breaks independent: profile_terms.scatter_ramp)."""
+    return within_window(after_break, window) if after_break else scatter_ramp(scatter, window)
 
 
 def runs_cond(k: int) -> str:
@@ -106,15 +116,16 @@ def _pairs(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         e_order, e_layout = co["fork_p50_us"] - wo["fork_p50_us"], cl["fork_p50_us"] - wl["fork_p50_us"]
         out.append({"rss_bytes": rss, "layout": cond, "ptes": cl["ptes"], "scatter_order": co["scatter"],
-                    "scatter_layout": cl["scatter"], "cold_extra_order_us": round(e_order, 1),
+                    "scatter_layout": cl["scatter"], "after_break_order": co.get("after_break"),
+                    "after_break_layout": cl.get("after_break"), "cold_extra_order_us": round(e_order, 1),
                     "cold_extra_layout_us": round(e_layout, 1), "d_us": round(e_layout - e_order, 1)})
     return out
 
 
 def _x(pairs: list[dict[str, Any]], window: float) -> np.ndarray:
     """Per pair, the pages a cold walk of its layout pays per_scattered_pte_us on beyond its in-order image's."""
-    return np.array([p["ptes"] * (scatter_ramp(p["scatter_layout"], window) - scatter_ramp(p["scatter_order"], window))
-                     for p in pairs])
+    return np.array([p["ptes"] * (page_share(p["scatter_layout"], p["after_break_layout"], window)
+                                  - page_share(p["scatter_order"], p["after_break_order"], window)) for p in pairs])
 
 
 def _slope(d: np.ndarray, x: np.ndarray) -> float:

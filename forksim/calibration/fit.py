@@ -49,6 +49,7 @@ class Config:
     label: str = ""
     miss: float = 0.0  # the share of this image's walk that misses the caches (CacheCurve.walk_miss)
     scatter: float = 0.0  # the image's measured scatter (layout.py; 0 where not measured)
+    after_break: tuple[float, ...] = ()  # its measured shares within a window after a break (lab.pagemap; () not read)
 
     def features(self, terms: Sequence[str]) -> np.ndarray:
         vals = {"fixed_us": 1.0, "per_vma_us": self.vmas, "per_anon_vma_us": self.anon_vmas,

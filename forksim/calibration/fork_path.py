@@ -19,7 +19,7 @@ from ..errors import MeasurementError
 from ..kernel.stages import DO_EXIT, DUP_MMAP, EXIT_MMAP, RET_FROM_FORK, WAIT_REAP
 from ..profile import CacheCurve, StageCost
 from .caches import fit_cache_curve
-from .layout import LayoutFit, fit_layout, run_scatter
+from .layout import LayoutFit, fit_layout, runs_layout
 from .fit import (WALK_TERMS, Config, LinearFit, cross_validate, fit_linear, fit_linear_through, median, residual_quantiles,
                   stage_cost, typical_quantiles)
 from .plan import FORK_MODE, THREAD_MODE, VFORK_MODE, Plan
@@ -122,11 +122,10 @@ def _correct_for_layout(ev: Evidence, plan: Plan, train: list, held: list) -> La
     lay = fit_layout(ev.store, plan.layout_held_out)
     corrected = {}
     for c, runs in train + held:
-        sc = [s for r in runs if (s := run_scatter(r)) is not None]
-        c.scatter = median(sc) if sc else 0.0
+        c.scatter, c.after_break = runs_layout(runs)
     for c, runs in train:
         sh = runs[0]["shape"]
-        corr = lay.term_us(DUP_MMAP, int(sh["ptes"]), int(sh["pmds"]), c.scatter) if lay else 0.0
+        corr = lay.term_us(DUP_MMAP, int(sh["ptes"]), int(sh["pmds"]), c.scatter, c.after_break) if lay else 0.0
         if corr > 0:
             c.samples = [max(x - corr, 0.05 * x) for x in c.samples]
             corrected[c.label] = round(corr, 3)

@@ -20,10 +20,10 @@ every struct page is a miss (and, past the TLB's reach, a page walk). What a cal
 
 - the cold grid's back-to-back forks of 256 MiB images touched in runs of K pages (forkbench -L runs:K,
   forksim.calibration.cold_scatter) beside its in-order and random ones: how much of the random order's
-  extra a break every K pages costs, which gives the scatter_window (the pages after a break that pay:
-  scatter_ramp(scatter, window)).
+  extra a break every K pages costs, which gives the scatter_window (the pages after a break that pay: each
+  image's measured share within the window after a break, cold_scatter.page_share).
 
-The fit: per size, the A/B difference D against X = ptes * (ramp(scatter_random) - ramp(scatter_order)) *
+The fit: per size, the A/B difference D against X = ptes * (share(random) - share(in order)) *
 scatter_curve.walk_miss(ptes); per_pte_scatter_us = the relative least-squares slope of D on X over
 the sizes not held out (non-negative). The held-out size is predicted and reported.
 """
@@ -38,13 +38,13 @@ from scipy.optimize import minimize_scalar
 
 from ..lab import PagemapUnreadable, image_layout
 from ..profile import CacheCurve, ImageShape, StageCost
-from ..profile_terms import scatter_ramp
+from .cold_scatter import page_share
 from .fit import median
 from .plan import MiB, Store
 from .samples import fork_cfg, fork_field, vals
 
-__all__ = ["SCATTERED", "RANDOM", "STRUCT_PAGE_BYTES", "layout_reader", "run_scatter", "fit_scatter_curve", "LayoutFit",
-           "fit_layout", "fit_window", "with_scatter", "sweep_scatter", "scatter_rows"]
+__all__ = ["SCATTERED", "RANDOM", "STRUCT_PAGE_BYTES", "layout_reader", "run_scatter", "runs_layout", "fit_scatter_curve",
+           "LayoutFit", "fit_layout", "fit_window", "with_scatter", "sweep_scatter", "scatter_rows"]
 
 SCATTERED = "scattered"  # the store kind of forks of images touched in a random order
 RANDOM = "random"  # forkbench's -L value, and the lines samples' "layout"
@@ -67,7 +67,7 @@ def layout_reader(store: Store, into: dict[str, Any]) -> Callable[[int], None] |
                                    f"fresh_image_scatter, and the fork sweep's fit is not corrected for its layout")
             return
         into["layout"] = {"pages": lay.pages, "pairs": lay.pairs, "scatter": round(lay.scatter, 5),
-                          "struct_page_pages": lay.struct_page_pages}
+                          "struct_page_pages": lay.struct_page_pages, "after_break": list(lay.after_break)}
 
     return read
 
@@ -107,21 +107,28 @@ class LayoutFit:
             return None
         return {**self.curve, "walk_bytes_per_pte": self.footprint[stage]}
 
-    def term_us(self, stage: str, ptes: int, pmds: int, scatter: float) -> float:
-        """The scatter term of `stage` for an image (us), as StageCost.scatter_us prices it; 0 without a slope
-        or a curve."""
+    def term_us(self, stage: str, ptes: int, pmds: int, scatter: float, after_break: tuple[float, ...] = ()) -> float:
+        """The scatter term of `stage` for an image (us), as StageCost.scatter_us prices it, at the image's own
+        share of pages after a break where its layout was read; 0 without a slope or a curve."""
         curve = self.stage_curve(stage)
         if curve is None or not self.slope.get(stage):
             return 0.0
-        cost = StageCost(per_pte_scatter_us=self.slope[stage], scatter_curve=curve,
-                         scatter_window=self.window.get(stage, 1.0), source="the scatter term alone")
-        return cost.scatter_us(ImageShape(ptes=ptes, pmds=pmds, scatter=scatter))
+        window = self.window.get(stage, 1.0)
+        miss = CacheCurve.model_validate(curve).walk_miss(ptes, pmds)
+        return self.slope[stage] * ptes * page_share(scatter, after_break, window) * miss
 
 
 def run_scatter(run: dict[str, Any]) -> float | None:
     """The scatter of a run's image, where its layout was read (None: not measured)."""
     lay = run.get("layout")
     return None if lay is None or not lay.get("pairs") else float(lay["scatter"])
+
+
+def runs_layout(runs: list[dict[str, Any]]) -> tuple[float, tuple[float, ...]]:
+    """The median scatter of runs' images and the median of their after_break shares ((): none read)."""
+    sc = [s for r in runs if (s := run_scatter(r)) is not None]
+    ab = [r["layout"]["after_break"] for r in runs if (r.get("layout") or {}).get("after_break")]
+    return (median(sc) if sc else 0.0), (tuple(round(float(x), 5) for x in np.median(ab, axis=0)) if ab else ())
 
 
 def _is_plain(key: dict[str, Any]) -> bool:
@@ -173,6 +180,8 @@ def _row(rss: int, these: list[tuple[dict[str, Any], dict[str, Any]]], held: boo
                            "rounds": len(these), "held_out": held,
                            "scatter_random": round(median(run_scatter(r) for r, _ in these), 4),
                            "scatter_order": round(median(run_scatter(o) for _, o in these), 4),
+                           "after_break_random": runs_layout([r for r, _ in these])[1],
+                           "after_break_order": runs_layout([o for _, o in these])[1],
                            "spread_random": _spread([r for r, _ in these]), "spread_order": _spread([o for _, o in these]),
                            "p50_random_us": {}, "p50_order_us": {}, "diff_us": {}}
     for stage in _MEASURES:
@@ -192,16 +201,18 @@ def _spread(runs: list[dict[str, Any]]) -> float | None:
 
 
 def _x(row: dict[str, Any], curve: CacheCurve, window: float = 1.0) -> float:
-    """ptes x (ramp(scatter random) - ramp(scatter in order)) x the walk's miss fraction."""
-    ramp = scatter_ramp(row["scatter_random"], window) - scatter_ramp(row["scatter_order"], window)
+    """ptes x (the random image's share within `window` after a break - the in-order one's) x the walk's miss
+    fraction."""
+    ramp = (page_share(row["scatter_random"], row.get("after_break_random"), window)
+            - page_share(row["scatter_order"], row.get("after_break_order"), window))
     return row["ptes"] * ramp * curve.walk_miss(row["ptes"], row["pmds"])
 
 
 _RUN_MEASURES = {"dup_mmap": "fork_cpu_ns", "exit_mmap": "exit_ns"}
 
 
-def _run_points(store: Store, stage: str) -> list[tuple[float, float, float, float]]:
-    """The cold grid's back-to-back layout runs of one size: per run of K pages, (its scatter, the in-order
+def _run_points(store: Store, stage: str) -> list[tuple[dict, dict, dict, float]]:
+    """The cold grid's back-to-back layout runs of one size: per run of K pages, (its layout, the in-order
     image's, the random one's, its share of the random order's extra over the in-order p50)."""
     from .cold_scatter import RANDOM_COND
 
@@ -217,8 +228,7 @@ def _run_points(store: Store, stage: str) -> list[tuple[float, float, float, flo
             continue
         p = {k: median(vals(v, field_)) / 1e3 for k, v in (("l", runs), ("o", order), ("r", rand))}
         if p["r"] - p["o"] > 0.05 * p["o"]:  # a random order that costs clearly more than the in-order image
-            out.append((run_scatter(runs[0]), run_scatter(order[0]), run_scatter(rand[0]),
-                        (p["l"] - p["o"]) / (p["r"] - p["o"])))
+            out.append((runs[0]["layout"], order[0]["layout"], rand[0]["layout"], (p["l"] - p["o"]) / (p["r"] - p["o"])))
     return out
 
 
@@ -230,10 +240,12 @@ def fit_window(store: Store, stage: str) -> float:
     if not pts:
         return 1.0
 
+    def at(lay: dict, w: float) -> float:
+        return page_share(lay["scatter"], lay.get("after_break"), w)
+
     def sse(log_w: float) -> float:
         w = float(np.exp(log_w))
-        return sum((share - (scatter_ramp(s, w) - scatter_ramp(so, w)) / (scatter_ramp(sr, w) - scatter_ramp(so, w))) ** 2
-                   for s, so, sr, share in pts)
+        return sum((share - (at(lr, w) - at(lo, w)) / (at(lrand, w) - at(lo, w))) ** 2 for lr, lo, lrand, share in pts)
 
     best = minimize_scalar(sse, bounds=(0.0, float(np.log(256.0))), method="bounded")
     return float(np.exp(best.x))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..kernel.stages import DO_EXIT, EXIT_MMAP, RET_FROM_FORK, WAIT_REAP
 from ..profile import StageCost
 from .fit import cross_validate, fit_linear, median, residual_quantiles, stage_cost, typical_quantiles
+from .layout import runs_layout
 from .plan import FORK_MODE, SPAWN_MODE, VFORK_MODE
 from .samples import Evidence, context_switch, fork_cfg, group, pct, quantiles, seg_cfgs, vals
 
@@ -128,8 +129,7 @@ def _exit_untraced(ev: Evidence) -> dict[str, StageCost]:
     ex = []
     for lab, runs in group(ev.store, FORK_MODE, pinned=True, traced=False, mode=FORK_MODE).items():
         ex.append(c := fork_cfg(runs, "exit_ns", lab))
-        sc = [r["layout"]["scatter"] for r in runs if r.get("layout")]
-        c.scatter = median(sc) if sc else 0.0
+        c.scatter, c.after_break = runs_layout(runs)
     ex = _without_scatter(ev, ex)
     ef = fit_linear(ex)
     fx = ef.coef["fixed_us"]
@@ -155,7 +155,7 @@ def _without_scatter(ev: Evidence, cfgs: list) -> list:
         return cfgs
     taken = {}
     for c in cfgs:
-        corr = ev.layout.term_us(EXIT_MMAP, int(c.ptes), int(c.pmds), c.scatter)
+        corr = ev.layout.term_us(EXIT_MMAP, int(c.ptes), int(c.pmds), c.scatter, c.after_break)
         if corr > 0:
             c.samples = [max(x - corr, 0.05 * x) for x in c.samples]
             taken[c.label] = round(corr, 3)

@@ -77,8 +77,9 @@ def seg_cfgs(store: Store, seg: str, kind: str = FORK_MODE, **key: Any) -> list[
         values = [s[seg] for s in r["segments"] if seg in s and s[seg] >= 0]
         if values:
             sh = r["shape"]
+            lay = r.get("layout") or {}
             out.append(Config(sh["vmas"], sh["anon_vmas"], sh["ptes"], sh["pmds"], 1, values, label(r["key"]),
-                              scatter=float((r.get("layout") or {}).get("scatter", 0.0))))
+                              scatter=float(lay.get("scatter", 0.0)), after_break=tuple(lay.get("after_break") or ())))
     return out
 
 

@@ -34,8 +34,7 @@ from ..errors import MeasurementError
 from ..kernel.stages import DUP_MMAP
 from ..lab import llc_bytes
 from . import bench
-from ..profile_terms import scatter_ramp
-from .cold_scatter import SCATTERED, fit_cold_scatter, is_layout, layout_jobs, scatter_source
+from .cold_scatter import SCATTERED, fit_cold_scatter, is_layout, layout_jobs, page_share, scatter_source
 from .layout import layout_reader
 from .plan import MiB, Plan, Store
 
@@ -144,10 +143,11 @@ def _p50(run: dict[str, Any], field: str = "fork_cpu_ns") -> float:
     return statistics.median(x[field] for x in run["samples"]) / 1e3
 
 
-def _cap_fit(ptes: np.ndarray, extra: np.ndarray) -> tuple[float, float, float]:
-    """fixed + per_pte * min(ptes, cap) through the sizes' cold extras (relative least squares)."""
+def _cap_fit(ptes: np.ndarray, extra: np.ndarray, caps: list[float] | None = None) -> tuple[float, float, float]:
+    """fixed + per_pte * min(ptes, cap) through the sizes' cold extras (relative least squares), the cap one of
+    `caps` (default: each size's PTEs, or none)."""
     best: tuple[float, float, float, float] | None = None
-    for cap in sorted({*ptes.tolist(), math.inf}):
+    for cap in caps or sorted({*ptes.tolist(), math.inf}):
         a = np.column_stack([np.ones_like(ptes), np.minimum(ptes, cap)]) / extra[:, None]
         coef, _ = nnls(a, np.ones_like(extra))
         err = float(np.sum((a @ coef - 1.0) ** 2))
@@ -188,7 +188,8 @@ def _cold_table(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[
                "fork_p50_us": round(_p50(r), 2), "fork_wall_p50_us": round(_p50(r, "fork_ns"), 2),
                "exit_p50_us": round(_p50(r, "exit_ns"), 2), "gap_p50_us": round(_p50(r, "gap_ns"), 1),
                "ptes": r["shape"].get("ptes", 0), "vmas": r["shape"].get("vmas"),
-               "anon_vmas": r["shape"].get("anon_vmas"), "scatter": (r.get("layout") or {}).get("scatter")}
+               "anon_vmas": r["shape"].get("anon_vmas"), "scatter": (r.get("layout") or {}).get("scatter"),
+               "after_break": (r.get("layout") or {}).get("after_break")}
         table.append(row)
         if k["cond"] == "sleep" and k["x"] == 0:
             warm[k["rss"]] = row["fork_p50_us"]
@@ -279,7 +280,8 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     if per_scattered is not None:
         diag["cold_scatter_pairs"] = pairs
         # the in-order images' own pages out of order: priced by per_scattered_pte_us, not by the in-order terms
-        own = {p["rss_bytes"]: per_scattered * p["ptes"] * scatter_ramp(p["scatter_order"], window) for p in pairs}
+        own = {p["rss_bytes"]: per_scattered * p["ptes"] * page_share(p["scatter_order"], p["after_break_order"], window)
+               for p in pairs}
         for rss, us in own.items():
             if rss in sat:
                 sat[rss] -= us
@@ -290,9 +292,12 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     # the empty image anchors the fixed part even when its extra is within the noise (floored at 1%)
     fitted = _rising(good + ([0] if 0 in sat and 0 not in good else []), sat)
     ptes = np.array([next(t["ptes"] for t in table if t["rss_bytes"] == s) for s in fitted], dtype=float)
-    fixed, per_pte, cap = _cap_fit(ptes, np.array([max(sat[s], 0.01 * warm[s]) for s in fitted]))
-    if any(g not in fitted for g in good):
-        cap = float(ptes.max())  # the larger sizes' extras fell: what the caches kept warm stops growing here
+    # where the larger sizes' extras fell, what the caches kept warm stops growing at the largest fitted size: the
+    # cap is that size (fitted with it, not set after a fit that chose another: the 12:31 full grid's 0 and 16 MiB
+    # fit put a 6.6 us per-PTE slope under a cap of 26 PTEs, then moved the cap to 16 MiB, 27 ms at 1 s asleep)
+    fell = any(g not in fitted for g in good)
+    fixed, per_pte, cap = _cap_fit(ptes, np.array([max(sat[s], 0.01 * warm[s]) for s in fitted]),
+                                   [float(ptes.max())] if fell else None)
     good = [g for g in good if g in fitted]  # the coldness, footprint and migration points: warm references only
 
     def extra(rss: int) -> float:

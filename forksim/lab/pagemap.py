@@ -4,7 +4,10 @@ image's virtual order, and where the frames are out of that order no prefetcher 
 
 `ImageLayout.scatter` is the share of consecutive present private pages (in address order, within a VMA)
 whose frame numbers are not neighbours (|pfn difference| != 1): 0 for one physically contiguous run, 1 for
-a random placement. Frame numbers need CAP_SYS_ADMIN; without it the kernel reports them as 0 and
+a random placement. `ImageLayout.after_break` says how the breaks fall: per window m of AFTER_BREAK_PAGES,
+the share of pages within m pages after a break (a page whose frame does not follow the previous present
+page's, or the first of its VMA): the pages a walk reaches before the prefetcher's stream is running again.
+The same scatter gives a larger share where the breaks are spread evenly than where they come in clusters. Frame numbers need CAP_SYS_ADMIN; without it the kernel reports them as 0 and
 `image_layout` says so.
 """
 
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ImageLayout", "PagemapUnreadable", "image_layout"]
+__all__ = ["ImageLayout", "PagemapUnreadable", "image_layout", "AFTER_BREAK_PAGES", "within_window"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _PRESENT = np.uint64(1 << 63)
@@ -24,6 +27,7 @@ _FILE_OR_SHARED = np.uint64(1 << 61)
 _PFN_MASK = np.uint64((1 << 55) - 1)
 _CHUNK_PAGES = 1 << 17  # 1 MiB of pagemap entries per read
 _STRUCT_PAGES_SHIFT = 6  # 64 struct pages (64 B each) per 4 KiB page of vmemmap
+AFTER_BREAK_PAGES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class PagemapUnreadable(RuntimeError):
@@ -41,6 +45,35 @@ class ImageLayout:
     # the walk's struct pages spread (pages / 64 when the frames are one dense range, up to pages when each
     # frame is 64 or more from every other); 0 where not counted
     struct_page_pages: int = 0
+    # per window of AFTER_BREAK_PAGES, the share of pages within that many pages after a break; () where not read
+    after_break: tuple[float, ...] = ()
+
+
+def within_window(after_break: tuple[float, ...] | list[float], window: float) -> float:
+    """The share of pages within `window` pages after a break, from ImageLayout.after_break (linear in log2 of the
+    window between the measured ones; 1 page .. 256)."""
+    return float(np.interp(np.log2(max(window, 1.0)), np.log2(AFTER_BREAK_PAGES), after_break))
+
+
+class _Distances:
+    """Per present page, how many pages since the last break in the frame order (0: the page right after one),
+    kept as a histogram up to the largest window."""
+
+    def __init__(self) -> None:
+        self.hist = np.zeros(AFTER_BREAK_PAGES[-1] + 1, dtype=np.int64)
+        self.since = 0
+
+    def add(self, follows: np.ndarray) -> None:
+        """One VMA chunk's pages in address order; `follows`: each page's frame follows the previous page's."""
+        pos = np.arange(follows.size)
+        last = np.maximum.accumulate(np.where(follows, -1, pos))
+        d = np.where(last >= 0, pos - last, self.since + 1 + pos)
+        self.since = int(d[-1])
+        self.hist += np.bincount(np.minimum(d, AFTER_BREAK_PAGES[-1]), minlength=self.hist.size)
+
+    def shares(self, pages: int) -> tuple[float, ...]:
+        upto = np.cumsum(self.hist)
+        return tuple(round(float(upto[m - 1]) / pages, 5) for m in AFTER_BREAK_PAGES) if pages else ()
 
 
 def _anon_ranges(pid: int | str) -> list[tuple[int, int]]:
@@ -65,6 +98,7 @@ def image_layout(pid: int | str = "self") -> ImageLayout:
         raise PagemapUnreadable(f"/proc/{pid}/pagemap: {e.strerror}") from None
     pages = pairs = apart = 0
     groups: set[int] = set()
+    dist = _Distances()
     try:
         for lo, hi in ranges:
             prev = None  # the last present page's (index, pfn) in this VMA
@@ -83,10 +117,13 @@ def image_layout(pid: int | str = "self") -> ImageLayout:
                 if prev is not None:
                     gi, gp = np.concatenate(([prev[0]], gi)), np.concatenate(([prev[1]], gp))
                 adjacent = np.diff(gi) == 1
+                follows = adjacent & (np.abs(np.diff(gp)) == 1)
                 pages += idx.size
                 pairs += int(adjacent.sum())
-                apart += int((adjacent & (np.abs(np.diff(gp)) != 1)).sum())
+                apart += int((adjacent & ~follows).sum())
+                # this chunk's pages: the first of the VMA starts a stream; a hole in the image breaks one too
+                dist.add(follows if prev is not None else np.concatenate(([False], follows)))
                 prev = (int(gi[-1]), int(gp[-1]))
     finally:
         os.close(fd)
-    return ImageLayout(pages, pairs, apart / pairs if pairs else 0.0, len(groups))
+    return ImageLayout(pages, pairs, apart / pairs if pairs else 0.0, len(groups), dist.shares(pages))
