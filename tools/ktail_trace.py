@@ -95,6 +95,7 @@ def record(out: str, parents: int, duration: float, irqs: bool) -> int:
         (INSTANCE / "tracing_on").write_text("0")
         (INSTANCE / "events" / "enable").write_text("0")
         (INSTANCE / "trace").write_text("")
+        INSTANCE.rmdir()  # the instance's buffers go with it
     if proc.returncode != 0:
         print(f"loadgen failed: {proc.stderr.strip()}", file=sys.stderr)
         return 2
