@@ -11,6 +11,22 @@ from ..kernel.flags import POSIX_SPAWN, THREAD, VFORK
 
 __all__ = ["MECHANISMS", "mechanism_for"]
 
+# More parents than vCPUs (closed-fork-K4/K8-rss0): traced with tools/ktail_trace.py.
+_K_OVER_CPUS = (
+    "more parents than vCPUs. Traced on this kernel (2026-12-02, tools/ktail_trace.py, 1.5 s loadgen runs): about "
+    "5% of the fork() calls are preempted at their return (the reschedule set in the kernel is acted on at the "
+    "syscall exit, inside the measured call) and wait 75-285 us for the CPU: at K4 by another parent woken from "
+    "the other vCPU by its child's exit (2.6% of calls; such a wake-up takes the CPU from a parent inside fork() "
+    "18% of the time), by the parent's own new child (1.5%: only once the parent has run about 50 us since it "
+    "was switched in, i.e. once it is no longer eligible under EEVDF) and by kernel threads (0.8%: ksoftirqd's "
+    "RCU callbacks, ~270 us, hold a third of the slowest 1%); at K8 also by another parent's new child placed on "
+    "its vCPU (1.3%). With no vCPU idle 43% of the children go to the other vCPU (0.4% at K2), where they cost "
+    "~10 us more and their exit wakes their parent across CPUs; CPU per creation rises from ~89 us (K2) to ~103 "
+    "us, plus 5% idle. The model runs the plain fair queue without a `balancing` section: it keeps every child "
+    "local and never preempts a parent inside fork(), so its p99 and throughput do not move with K; its EEVDF "
+    "mode (a `balancing` section) lets the new child take the CPU at ~100% of forks (the parent is ineligible "
+    "by ~7 us after ~25 us of running), so neither reproduces the traced eligibility")
+
 # (substring of the scenario name, explanation); the first match wins.
 MECHANISMS: tuple[tuple[str, str], ...] = (
     ("mt-fork", "the writer threads fault on every write-protected page after each fork (a COW storm that also "
@@ -60,12 +76,8 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
     (THREAD, "placement of the new thread (about half go to the idle vCPU: an IPI and a halt exit of tens of "
      "microseconds, both now by how long that vCPU idled: scheduler.idle_wake_curve and ipi_send_curve) "
      "dominates a 7-14 us creation; its p99 holds host stalls the model lacks"),
-    ("-K4-", "more parents than vCPUs: the real switch between parents with different mms (switch_mm, TLB and "
-     "cache refill) costs more than the pipe ping-pong context switch the profile measured, so the model's "
-     "throughput is high and its tails short"),
-    ("-K8-", "more parents than vCPUs: the real switch between parents with different mms (switch_mm, TLB and "
-     "cache refill) costs more than the pipe ping-pong context switch the profile measured, so the model's "
-     "throughput is high and its tails short"),
+    ("-K4-", _K_OVER_CPUS),
+    ("-K8-", _K_OVER_CPUS),
     ("newnet", "the p99s: a clone(CLONE_NEWNET) waits on rtnl_mutex while the netns workqueue's cleanup_net holds it "
      "for a batch of dying namespaces (ops_undo_list: each namespace's exit_rtnl and unregister_netdevice_many, "
      "then a synchronize_net still holding it, net/core/net_namespace.c). Traced (2026-12-02, calibration/netns.py: "
