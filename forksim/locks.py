@@ -10,7 +10,11 @@ no simulation event is spent on an uncontended lock.
 `MmapLock` is the parent's mmap_lock (a sleeping rw_semaphore) as fork uses it: `dup_mmap` holds it
 for write for the whole VMA walk; a thread that faults on a VMA the walk has already reached
 (per-VMA locks: `vma_start_write` marks each one) falls back to the mmap_lock and sleeps until
-the walk ends.
+the walk ends. The walk's mmap_write_unlock hands the lock to those sleeping readers
+(up_write -> rwsem_wake -> rwsem_mark_wake adds each queued reader's count before it wakes), so each
+holds it for read from then until its fault is done (handle_mm_fault, mmap_read_unlock), however long
+it waits for a CPU first; the next fork's mmap_write_lock sleeps until the last of them lets go
+(rwsem_down_write_slowpath; up_read -> rwsem_wake wakes it).
 """
 
 from __future__ import annotations
@@ -140,14 +144,16 @@ class SpinRWLock:
 class MmapLock:
     """One address space's mmap_lock as the fork path and faulting threads see it."""
 
-    __slots__ = ("env", "stats", "holder", "_released", "_queue", "record_from")
+    __slots__ = ("env", "stats", "holder", "readers", "_read_waiters", "_released", "_queue", "record_from")
 
     def __init__(self, env: simpy.Environment, stats: LockStats):
         self.env = env
         self.stats = stats
         self.holder: "Task | None" = None  # the task inside dup_mmap
+        self.readers = 0  # threads the last walk's release handed the lock to, their fault not yet done
+        self._read_waiters = 0  # threads asleep on the held lock (a fault on a VMA the walk reached)
         self._released: simpy.Event | None = None
-        self._queue: list[tuple] = []  # (task, event, since): writers waiting (another thread forking)
+        self._queue: list[tuple] = []  # (task, event, since): writers waiting (a fork behind readers or a walk)
         self.record_from = 0.0
 
     def _record(self, wait: float, since: float) -> None:
@@ -156,7 +162,7 @@ class MmapLock:
 
     def try_write(self, task: "Task") -> simpy.Event | None:
         """None if `task` now holds the lock for write, else an event that fires once it does."""
-        if self.holder is None:
+        if self.holder is None and not self.readers:
             self.holder = task
             self._released = None  # made on demand: most walks end with nobody waiting
             self._record(0.0, self.env._now)
@@ -175,15 +181,35 @@ class MmapLock:
             self._released = simpy.Event(self.env)
         return self._released
 
+    def wait_read(self) -> simpy.Event | None:
+        """A faulting thread's mmap_read_lock while the walk holds the lock: the event of the walk's end,
+        when the lock is this thread's for read until it calls `read_release` (None if not held)."""
+        ev = self.released_event()
+        if ev is not None:
+            self._read_waiters += 1
+        return ev
+
+    def read_release(self) -> None:
+        """mmap_read_unlock of a thread the walk's end handed the lock to; the last one lets a waiting fork in."""
+        self.readers -= 1
+        if not self.readers and self.holder is None and self._queue:
+            self._grant()
+
+    def _grant(self) -> None:
+        task, waiter, since = self._queue.pop(0)
+        self.holder = task
+        self._record(self.env._now - since, since)
+        waiter.succeed()
+
     def release(self) -> None:
         ev = self._released
         self.holder = None
         self._released = None
-        if self._queue:
-            task, waiter, since = self._queue.pop(0)
-            self.holder = task
-            self._record(self.env._now - since, since)
-            waiter.succeed()
+        # rwsem_mark_wake: the readers asleep on the walk hold the lock from now on, before they run
+        self.readers += self._read_waiters
+        self._read_waiters = 0
+        if self._queue and not self.readers:
+            self._grant()
         if ev is not None:
             ev.succeed()
 

@@ -180,7 +180,8 @@ class ParentWorkload(Workload):
 
     def _faulting_thread(self, proc: Process, task: "Task", first_run: simpy.Event):
         """Another thread of the parent: user work, then a page fault; a fault on a VMA that a
-        running dup_mmap has already reached waits for the whole walk to end."""
+        running dup_mmap has already reached waits for the whole walk to end, which hands it the
+        mmap_lock for read until its fault is done (a fork meanwhile waits: MmapLock)."""
         yield first_run
         img = self.params.workload.image
         gaps = self.streams(f"fault_gap {task.name}")
@@ -196,10 +197,14 @@ class ParentWorkload(Workload):
             lock = proc.mm.mmap_lock
             if lock.walk_reached(position):
                 t = env.now
-                released = lock.released_event()
+                released = lock.wait_read()
                 yield k.sleep_until(task, released)
                 if t >= k.record_from:
                     stall = env.now - t
                     k.stalls.append(stall)
                     lock.stats.waits.append(stall)
+                # the walk's end handed it the lock for read: held through the fault (mmap_read_unlock)
+                yield task.run(costs.draw("page_fault"))
+                lock.read_release()
+                continue
             yield task.run(costs.draw("page_fault"))
