@@ -29,9 +29,15 @@ _K_OVER_CPUS = (
 
 # (substring of the scenario name, explanation); the first match wins.
 MECHANISMS: tuple[tuple[str, str], ...] = (
-    ("mt-fork", "the writer threads fault on every write-protected page after each fork (a COW storm that also "
-     "competes with the next fork), while the model's threads fault at the measured average rate; the stall itself "
-     "(waiting on the whole dup_mmap when the fault lands on a VMA the walk already reached) is modelled"),
+    ("mt-fork", "traced on the Intel Xeon host (2026-12-02, 1.5 s loadgen runs, sched, mmap_lock, tlb and ipi "
+     "events): the writers block on the mmap_lock within ~20 us of dup_mmap taking it and the other vCPU idles "
+     "through the walk (modelled), but the walk takes 6.6-6.7 ms against 5.5 ms single-threaded (p50), more the "
+     "longer the writers ran since the previous fork (5.9 ms after gaps under 7.8 ms, 7.5-7.8 ms over 8.8 ms; not "
+     "modelled); the walk's end hands the lock for read to the three sleeping writers, woken together onto the idle "
+     "vCPU (87% of forks), so a third of the next forks wait 0.2-3.6 ms for a writer still queued there (modelled) "
+     "and half of those then another ~4 ms on the runqueue behind the writer that let them in, to the next tick "
+     "(EEVDF's RUN_TO_PARITY: not in the validated scheduler); TLB-shootdown IPIs are ~8 a cycle of ~1 us "
+     "(negligible)"),
     ("hogs", "placement of the CPU hogs and parents. Traced on this kernel (2026-12-02, 2 s loadgen runs, every sched "
      "event): one parent beside 2 hogs is fast when the hogs share one vCPU and the parent is alone (61-97% of the "
      "time in the runs traced); two parents beside 2 hogs are slow because the hogs spread one per vCPU while both "
