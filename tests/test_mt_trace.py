@@ -1,0 +1,82 @@
+"""tools/mt_trace.py cuts each fork() of a multi-threaded parent at its mm's mmap_lock: the wait for the lock
+(and, where the forker slept, until it was woken and then until it ran), the walk, when the writers blocked
+and where the walk's end woke them, from tracefs text."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location("mt_trace", Path(__file__).parents[1] / "tools" / "mt_trace.py")
+mt_trace = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mt_trace)  # type: ignore[union-attr]
+
+F, W1, W2, CHILD = 100, 101, 102, 200
+
+
+def _line(pid: int, cpu: int, t_us: float, event: str, rest: str) -> str:
+    return f"{'loadgen':>16}-{pid:<6} [{cpu:03d}] d..2. {1.0 + t_us / 1e6:.6f}: {event}: {rest}"
+
+
+def _lock(pid: int, cpu: int, t_us: float, what: str, mm: str, write: bool, success: bool | None = None) -> str:
+    rest = f"mm={mm} memcg_id=1 write={'true' if write else 'false'}"
+    if success is not None:
+        rest += f" success={'true' if success else 'false'}"
+    return _line(pid, cpu, t_us, f"mmap_lock_{what}", rest)
+
+
+def _trace() -> list[str]:
+    """F (CPU 1) creates W1 and W2 with clone3, then forks at t=0: it asks for its mm's lock at +10, sleeps at
+    +30 (a writer still holds it for read), is woken at +1000 and runs at +5000, when it takes the lock; the
+    writers fault at +5020 and +5030; the walk ends at +11001, waking W1 and W2 onto CPU 0; fork() returns
+    at +11050."""
+    out = []
+    for i, w in enumerate((W1, W2)):
+        t = -1000.0 + 10 * i
+        out += [_line(F, 1, t, "sys_enter", "NR 435 (7ffd, 58, 0, 0, 0, 0)"),
+                _line(F, 1, t + 1, "sched_process_fork", f"comm=loadgen pid={F} child_comm=loadgen child_pid={w}"),
+                _line(F, 1, t + 2, "sys_exit", f"NR 435 = {w}")]
+    out += [
+        _line(F, 1, 0.0, "sys_enter", "NR 56 (1200011, 0, 0, 7ff8, 0, 0)"),
+        _lock(F, 1, 10.0, "start_locking", "A", True),
+        _line(F, 1, 30.0, "sched_switch", f"prev_comm=loadgen prev_pid={F} prev_prio=120 prev_state=D ==> "
+                                         f"next_comm=loadgen next_pid={W1} next_prio=120"),
+        _line(W1, 1, 1000.0, "sched_wakeup", f"comm=loadgen pid={F} prio=120 target_cpu=001"),
+        _line(W1, 1, 5000.0, "sched_switch", f"prev_comm=loadgen prev_pid={W1} prev_prio=120 prev_state=R ==> "
+                                             f"next_comm=loadgen next_pid={F} next_prio=120"),
+        _lock(F, 1, 5001.0, "acquire_returned", "A", True, True),
+        _lock(F, 1, 5002.0, "start_locking", "B", True),
+        _lock(F, 1, 5002.0, "acquire_returned", "B", True, True),
+        _lock(W1, 0, 5020.0, "start_locking", "A", False),
+        _lock(W2, 0, 5030.0, "start_locking", "A", False),
+        _lock(F, 1, 11000.0, "released", "B", True),
+        _lock(F, 1, 11001.0, "released", "A", True),
+        _line(0, 0, 11010.0, "sched_wakeup", f"comm=loadgen pid={W1} prio=120 target_cpu=000"),
+        _line(0, 0, 11011.0, "sched_wakeup", f"comm=loadgen pid={W2} prio=120 target_cpu=000"),
+        _line(F, 1, 11040.0, "sched_process_fork", f"comm=loadgen pid={F} child_comm=loadgen child_pid={CHILD}"),
+        _line(F, 1, 11050.0, "sys_exit", f"NR 56 = {CHILD}"),
+    ]
+    return out
+
+
+def test_a_fork_that_slept_for_a_handed_over_reader():
+    ev = mt_trace.parse(_trace())
+    forker, threads = mt_trace.roles(ev)
+    assert (forker, threads) == (F, {W1, W2})
+    (f,) = mt_trace.forks(ev, forker, threads)
+    assert f["fork_us"] == pytest.approx(11050.0)
+    assert f["lock_wait_us"] == pytest.approx(4991.0)
+    assert f["until_granted_us"] == pytest.approx(990.0)
+    assert f["runq_us"] == pytest.approx(4000.0)
+    assert f["hold_us"] == pytest.approx(6000.0)  # the parent's mm A, not the child's B
+    assert f["writers_blocked_after_us"] == pytest.approx([19.0, 29.0])
+    assert mt_trace.woken_placement(ev, [f], threads) == {("other", "other"): 1}
+
+
+def test_summary_counts_the_sleeping_fork():
+    s = mt_trace.summarise(mt_trace.parse(_trace()))
+    assert s["forks"] == 1 and s["writers"] == 2
+    assert s["lock_waits"]["slept"] == 1 and s["lock_waits"]["runq_us"] == [4000]
+    assert s["woken_writers_placed"] == {"other+other": 1}
