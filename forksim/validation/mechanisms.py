@@ -29,15 +29,18 @@ _K_OVER_CPUS = (
 
 # (substring of the scenario name, explanation); the first match wins.
 MECHANISMS: tuple[tuple[str, str], ...] = (
-    ("mt-fork", "traced on the Intel Xeon host (2026-12-02, 1.5 s loadgen runs, sched, mmap_lock, tlb and ipi "
-     "events): the writers block on the mmap_lock within ~20 us of dup_mmap taking it and the other vCPU idles "
-     "through the walk (modelled), but the walk takes 6.6-6.7 ms against 5.5 ms single-threaded (p50), more the "
-     "longer the writers ran since the previous fork (5.9 ms after gaps under 7.8 ms, 7.5-7.8 ms over 8.8 ms; not "
-     "modelled); the walk's end hands the lock for read to the three sleeping writers, woken together onto the idle "
-     "vCPU (87% of forks), so a third of the next forks wait 0.2-3.6 ms for a writer still queued there (modelled) "
-     "and half of those then another ~4 ms on the runqueue behind the writer that let them in, to the next tick "
-     "(EEVDF's RUN_TO_PARITY: not in the validated scheduler); TLB-shootdown IPIs are ~8 a cycle of ~1 us "
-     "(negligible)"),
+    ("mt-fork", "traced on the Intel Xeon host (2026-12-02, tools/mt_trace.py: 1.5 s loadgen runs, sched, mmap_lock, "
+     "tlb and ipi events): the writers block on the mmap_lock ~20 us after dup_mmap takes it and the other vCPU "
+     "idles through the walk (modelled), but the walk itself takes 6.6-6.7 ms against 5.5 ms single-threaded (p50), "
+     "also in the forks that did not wait for the lock, and the child's exit 8.0-8.3 ms against 7.0 (not modelled: "
+     "a pinned single-threaded 1 GiB loop that, after each reap, writes 8,000 of its pages from either vCPU or only "
+     "spins 5 ms forks 0.9 / 0.9 / 0.7 ms slower, so time since the last walk cools it and the faults add little; "
+     "what else cools the mt walk is not found); the walk's end hands the lock for read to the three sleeping "
+     "writers, woken together onto the other vCPU in 82-83% of forks, so about a third of the next forks sleep "
+     "0.1-7.6 ms until a writer still queued there has run its fault (modelled: in the model the forker's vCPU "
+     "pulls that writer at once, so the wait stays ~5 us), and half of those then wait ~4 ms more on the runqueue "
+     "behind the writer that let them in, to the next tick (EEVDF's RUN_TO_PARITY: not in the validated "
+     "scheduler); TLB-shootdown IPIs are ~8 a cycle of ~1 us (negligible)"),
     ("hogs", "placement of the CPU hogs and parents. Traced on this kernel (2026-12-02, 2 s loadgen runs, every sched "
      "event): one parent beside 2 hogs is fast when the hogs share one vCPU and the parent is alone (61-97% of the "
      "time in the runs traced); two parents beside 2 hogs are slow because the hogs spread one per vCPU while both "
