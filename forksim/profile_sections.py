@@ -172,9 +172,10 @@ class ColdTerms(BaseModel):
     """What a stage that walks the parent's image costs on top of its (warm, back-to-back) median
     when the walk finds the image fully cold: fixed_us + per_pte_us * min(ptes, pte_cap), and
     per_scattered_pte_us per page the walk reaches within `scatter_window` pages after a break in the frame
-    order (ptes * scatter_ramp(scatter, scatter_window)): walked cold in physical order, the struct pages
-    stream in behind the hardware prefetcher; after each break the stream starts again from demand misses
-    to memory, however large the image (no cap)."""
+    order (ptes * scatter_ramp(scatter, scatter_window)) beyond the in-order calibration images' own share
+    (reference_scatter: the fixed and per-PTE terms include theirs): walked cold in physical order, the struct
+    pages stream in behind the hardware prefetcher; after each break the stream starts again from demand
+    misses to memory, however large the image (no cap)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     fixed_us: float = Field(default=0.0, ge=0.0)
@@ -187,9 +188,14 @@ class ColdTerms(BaseModel):
                                   "order that a cold walk pays per_scattered_pte_us on (absent: 1, the pages out "
                                   "of order themselves)")
 
+    reference_scatter: float = Field(default=0.0, ge=0.0, le=1.0, description="the scatter of the in-order images "
+                                     "the fixed and per-PTE terms were measured on: per_scattered_pte_us prices the share "
+                                     "after a break beyond theirs (absent: 0)")
+
     def extra_us(self, ptes: int, scatter: float = 0.0) -> float:
-        return (self.fixed_us + self.per_pte_us * min(float(ptes), self.pte_cap)
-                + self.per_scattered_pte_us * float(ptes) * scatter_ramp(scatter, self.scatter_window))
+        w = self.scatter_window
+        beyond = max(0.0, scatter_ramp(scatter, w) - scatter_ramp(self.reference_scatter, w))
+        return self.fixed_us + self.per_pte_us * min(float(ptes), self.pte_cap) + self.per_scattered_pte_us * ptes * beyond
 
 
 class Warmth(BaseModel):

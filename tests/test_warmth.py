@@ -151,7 +151,7 @@ def test_fit_recovers_a_known_curve():
 def test_fit_recovers_the_cold_extra_of_pages_out_of_order_and_corrects_the_in_order_one():
     """Images touched in a random order beside in-order ones, back to back and after 100 ms asleep: the
     slope through D = (random cold extra - in-order cold extra) on the pages out of order beyond the
-    in-order image's, and the in-order cold extra less its own images' out-of-order pages."""
+    in-order image's; the in-order terms keep the in-order images' own (reference_scatter)."""
     from forksim.calibration.cold_scatter import SCATTER_GAP, fit_cold_scatter
 
     tau, fixed, per_pte, per_sc, warm_sc = 3000.0, 50.0, 0.03, 0.025, 0.004
@@ -165,7 +165,10 @@ def test_fit_recovers_the_cold_extra_of_pages_out_of_order_and_corrects_the_in_o
     w, diag = fit_warmth(store)
     d = w["stages"]["dup_mmap"]
     assert d["per_scattered_pte_us"] == pytest.approx(per_sc, rel=0.05)
-    assert d["fixed_us"] + d["per_pte_us"] * 65536 == pytest.approx(fixed + per_pte * 65536, rel=0.05)
+    assert d["reference_scatter"] == pytest.approx(0.05)  # the in-order images' own: their terms include it
+    terms = Warmth.model_validate(w).stages["dup_mmap"]
+    for sc in (0.05, 0.5, 0.999):  # the extra the profile prices is the known one, in order and out of it
+        assert terms.extra_us(65536, sc) == pytest.approx(fixed + per_pte * 65536 + per_sc * 65536 * sc, rel=0.05)
     assert [p["rss_bytes"] for p in diag["cold_scatter_pairs"]] == [64 * MiB, 256 * MiB]
     assert "per_scattered_pte_us" in w["source"] and w["tau_us"] == pytest.approx(tau, rel=0.1)
     Warmth.model_validate(w)
@@ -193,12 +196,16 @@ def test_the_scatter_ramp_is_the_share_out_of_order_at_window_1_and_grows_with_t
     assert old.extra_us(1000, 0.25) == pytest.approx(5.0 + 10.0 + 0.02 * 1000 * 0.25)
     windowed = old.model_copy(update={"scatter_window": 10.0})
     assert windowed.extra_us(1000, 0.25) == pytest.approx(15.0 + 0.02 * 1000 * (1 - 0.75 ** 10))
+    # the in-order terms were measured at reference_scatter: only the share beyond it is priced again
+    ref = windowed.model_copy(update={"reference_scatter": 0.05})
+    assert ref.extra_us(1000, 0.02) == pytest.approx(15.0) and ref.extra_us(1000, 0.05) == pytest.approx(15.0)
+    assert ref.extra_us(1000, 0.25) == pytest.approx(15.0 + 0.02 * 1000 * (0.95 ** 10 - 0.75 ** 10))
 
 
 def test_fit_recovers_the_scatter_window_from_images_touched_in_runs():
     """Images touched in runs of 16 and 8 pages beside in-order and random ones (the quick plan's layouts),
-    their cold extra made with a known window: the fit finds the window and the slope, and corrects the
-    in-order extra by its own image's share within the window."""
+    their cold extra made with a known window: the fit finds the window and the slope, and the profile prices
+    every layout's extra as made."""
     from forksim.calibration.cold_scatter import SCATTER_GAP, fit_cold_scatter, runs_cond
     from forksim.profile_terms import scatter_ramp
 
@@ -216,7 +223,10 @@ def test_fit_recovers_the_scatter_window_from_images_touched_in_runs():
     d = w["stages"]["dup_mmap"]
     assert d["scatter_window"] == pytest.approx(window, rel=0.1)
     assert d["per_scattered_pte_us"] == pytest.approx(per_sc, rel=0.05)
-    assert d["fixed_us"] + d["per_pte_us"] * 65536 == pytest.approx(fixed + per_pte * 65536, rel=0.05)
+    terms = Warmth.model_validate(w).stages["dup_mmap"]
+    for sc in (0.01, 1 / 8, 0.999):
+        truth = fixed + per_pte * 65536 + per_sc * 65536 * scatter_ramp(sc, window)
+        assert terms.extra_us(65536, sc) == pytest.approx(truth, rel=0.05)
     assert {p["layout"] for p in diag["cold_scatter_pairs"]} == {"random", "runs:16", "runs:8"}
     assert "scatter_window" in w["source"]
     Warmth.model_validate(w)

@@ -16,8 +16,9 @@ forksim/kernel/warmth.py for how the model uses it):
 - the footprint scale from the sweeps (the sweep's own duration is a gap too: its part is divided out),
   and the migration coldness from the moves;
 - the cold extra of pages out of physical order (ColdTerms.per_scattered_pte_us and scatter_window):
-  images touched in a random order and in runs of K pages (forksim.calibration.cold_scatter). The
-  in-order extras are corrected for their own images' scatter before the fit above.
+  images touched in a random order and in runs of K pages (forksim.calibration.cold_scatter); it prices
+  the share after a break beyond the in-order images' (reference_scatter), whose extras the fit above
+  takes as they are.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ..errors import MeasurementError
 from ..kernel.stages import DUP_MMAP
 from ..lab import llc_bytes
 from . import bench
-from .cold_scatter import SCATTERED, fit_cold_scatter, is_layout, layout_jobs, page_share, scatter_source
+from .cold_scatter import SCATTERED, fit_cold_scatter, is_layout, layout_jobs, scatter_source
 from .layout import layout_reader
 from .plan import MiB, Plan, Store
 
@@ -276,15 +277,13 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     diag: dict[str, Any] = {"cold_forks": table}
     sat = _saturated_extras(table, warm, sizes)
     per_scattered, window, pairs = fit_cold_scatter(table)
-    own: dict[int, float] = {}
     if per_scattered is not None:
         diag["cold_scatter_pairs"] = pairs
-        # the in-order images' own pages out of order: priced by per_scattered_pte_us, not by the in-order terms
-        own = {p["rss_bytes"]: per_scattered * p["ptes"] * page_share(p["scatter_order"], p["after_break_order"], window)
-               for p in pairs}
-        for rss, us in own.items():
-            if rss in sat:
-                sat[rss] -= us
+    # the in-order terms are fitted to the in-order images as they were, their own pages after a break included
+    # (their share is the profile's reference_scatter): taking out what per_scattered_pte_us would price there
+    # overshot on a box whose free lists had fragmented (12:31 and 13:05 full grids: a break every few dozen
+    # pages, in-order extras corrected below zero at 64 MiB and 1 GiB), as a fragment's break costs less than a
+    # far jump of the random and runs:K images
     good = [s for s in sat if sat[s] > 0.02 * warm[s]]
     if not good:
         diag["warmth_note"] = "no cold extra above 2% of the warm fork at gaps >= 100 ms: no warmth terms"
@@ -302,7 +301,7 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
 
     def extra(rss: int) -> float:
         p = next(t["ptes"] for t in table if t["rss_bytes"] == rss)
-        return fixed + per_pte * min(p, cap) + own.get(rss, 0.0)
+        return fixed + per_pte * min(p, cap)
 
     pts = [(t["gap_p50_us"], (t["fork_p50_us"] - warm[t["rss_bytes"]]) / extra(t["rss_bytes"]))
            for t in table if t["cond"] == "sleep" and t["rss_bytes"] in good and t["x"] > 0]
@@ -331,6 +330,7 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     cold_terms = {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0)}
     if per_scattered is not None:
         cold_terms["per_scattered_pte_us"] = round(per_scattered, 6)
+        cold_terms["reference_scatter"] = round(statistics.median(p["scatter_order"] for p in pairs), 4)
         if window != 1.0:
             cold_terms["scatter_window"] = round(window, 2)
     warmth = {"tau_us": round(float(tau), 1), "beta": round(float(beta), 3),
