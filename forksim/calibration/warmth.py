@@ -293,7 +293,8 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     ptes = np.array([next(t["ptes"] for t in table if t["rss_bytes"] == s) for s in fitted], dtype=float)
     # where the larger sizes' extras fell, what the caches kept warm stops growing at the largest fitted size: the
     # cap is that size (fitted with it, not set after a fit that chose another: the 12:31 full grid's 0 and 16 MiB
-    # fit put a 6.6 us per-PTE slope under a cap of 26 PTEs, then moved the cap to 16 MiB, 27 ms at 1 s asleep)
+    # fit put a 6.6 us per-PTE slope under a cap of 26 PTEs, then moved the cap to 16 MiB: 14 ms predicted for a
+    # 16 MiB fork after 1 s asleep)
     fell = any(g not in fitted for g in good)
     fixed, per_pte, cap = _cap_fit(ptes, np.array([max(sat[s], 0.01 * warm[s]) for s in fitted]),
                                    [float(ptes.max())] if fell else None)

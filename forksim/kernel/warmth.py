@@ -22,7 +22,8 @@ at 64 MiB .. 1 GiB, 2.2-2.5x the in-order cold extra of the same image). Not onl
 misses: the prefetcher's stream starts again, so the pages within ColdTerms.scatter_window after one do
 too, and a few breaks cool the walk nearly as much as a random order (256 MiB on that host, after 100 ms
 asleep: a break every 64 / 16 / 8 pages added 15% / 50% / 85% of the random order's extra; calibrate's grid
-measures images touched in runs of K pages, forkbench -L runs:K).
+measures images touched in runs of K pages, forkbench -L runs:K). The in-order terms hold the breaks of the
+in-order images they were measured on (ColdTerms.reference_scatter): only the share beyond theirs is priced again.
 """
 
 from __future__ import annotations
