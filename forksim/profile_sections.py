@@ -187,7 +187,6 @@ class ColdTerms(BaseModel):
     scatter_window: float = Field(default=1.0, ge=1.0, le=4096.0, description="pages after a break in the frame "
                                   "order that a cold walk pays per_scattered_pte_us on (absent: 1, the pages out "
                                   "of order themselves)")
-
     reference_scatter: float = Field(default=0.0, ge=0.0, le=1.0, description="the scatter of the in-order images "
                                      "the fixed and per-PTE terms were measured on: per_scattered_pte_us prices the share "
                                      "after a break beyond theirs (absent: 0)")
