@@ -191,8 +191,14 @@ class StageCost(BaseModel):
         a break in the frame order, times the share of such a walk that misses."""
         if not self.prices_scatter or not shape.scatter:
             return 0.0
-        return (self.per_pte_scatter_us * shape.ptes * scatter_ramp(shape.scatter, self.scatter_window)
-                * self.scatter_curve.walk_miss(shape.ptes, shape.pmds))
+        return self.scatter_share_us(shape.ptes, shape.pmds, scatter_ramp(shape.scatter, self.scatter_window))
+
+    def scatter_share_us(self, ptes: float, pmds: float, share: float) -> float:
+        """The scatter term for a walk whose `share` of pages lie within scatter_window pages after a break
+        (calibration passes an image's measured share; the model the ramp of a config's scatter)."""
+        if not self.prices_scatter:
+            return 0.0
+        return self.per_pte_scatter_us * ptes * share * self.scatter_curve.walk_miss(ptes, pmds)
 
     def scaled(self, term: str, factor: float) -> "StageCost":
         if term not in _TERMS:

@@ -41,9 +41,7 @@ def run(live: int, seconds: float, cpu: int) -> dict[str, float]:
     """One traced loop: kdamond's CPU (ms a second) and the loop's write waits over the timed part."""
     with tempfile.TemporaryDirectory() as tmp, \
             TraceInstance(("sched/sched_switch", "lock/contention_begin", "lock/contention_end"),
-                          buffer_kb=65536, name="forksim-damon", optional=False) as ti:
-        ti._write("trace_clock", "mono")
-        ti.clock = "mono"
+                          buffer_kb=65536, name="forksim-damon", optional=False, clock="mono") as ti:
         ti.start()
         out = Path(tmp) / "lg"
         subprocess.run([str(build_tools().loadgen), "--out", str(out), "--mode", "closed", "--kind", "fork",

@@ -55,7 +55,6 @@ from typing import Iterator
 
 import numpy as np
 
-INSTANCE = Path("/sys/kernel/tracing/instances/forksim-ktails")
 SCHED = ("sched_switch", "sched_waking", "sched_wakeup_new", "sched_migrate_task", "sched_process_fork",
          "sched_process_exit")
 IRQ = ("irq/softirq_entry", "irq/softirq_exit", "irq/irq_handler_entry", "irq/irq_handler_exit",
@@ -71,35 +70,26 @@ RUN_BINS = (0, 10, 20, 30, 40, 50, 60, 80, 100, 150, 1e9)  # us the running pare
 
 def record(out: str, parents: int, duration: float, irqs: bool) -> int:
     """The load generator's closed fork loop traced; OUT.trace, OUT.rec, OUT.json."""
+    from forksim.calibration.tracefs import TraceInstance
     from forksim.validation.measure import build_tools
 
     tools = build_tools()
-    events = [f"sched/{e}" for e in SCHED] + (list(IRQ) if irqs else [])
-    INSTANCE.mkdir(exist_ok=True)
-    try:
-        for f, v in (("tracing_on", "0"), ("buffer_size_kb", "98304"), ("trace_clock", "mono")):
-            (INSTANCE / f).write_text(v)
-        for ev in events:
-            (INSTANCE / "events" / ev / "enable").write_text("1")
-        (INSTANCE / "trace").write_text("")
-        (INSTANCE / "tracing_on").write_text("1")
-        argv = [str(tools.loadgen), "--mode", "closed", "--kind", "fork", "--parents", str(parents), "--duration",
-                f"{duration:g}", "--warmup", "0.3", "--hogs", "0", "--rss", "0", "--helper", str(tools.helper),
-                "--out", out]
+    argv = [str(tools.loadgen), "--mode", "closed", "--kind", "fork", "--parents", str(parents), "--duration",
+            f"{duration:g}", "--warmup", "0.3", "--hogs", "0", "--rss", "0", "--helper", str(tools.helper),
+            "--out", out]
+    # its own instance (96 MiB per CPU, removed afterwards), the mono clock the parser reads as seconds
+    with TraceInstance([f"sched/{e}" for e in SCHED] + (list(IRQ) if irqs else []), buffer_kb=98304,
+                       name="forksim-ktails", optional=False, clock="mono") as ti:
+        ti.start()
         proc = subprocess.run(argv, capture_output=True, text=True, start_new_session=True)
-        (INSTANCE / "tracing_on").write_text("0")
+        ti.stop()
         Path(out + ".json").write_text(proc.stdout)
-        Path(out + ".trace").write_text((INSTANCE / "trace").read_text())
-        lost = [ln for ln in (INSTANCE / "per_cpu" / "cpu0" / "stats").read_text().splitlines() if "overrun" in ln]
-    finally:
-        (INSTANCE / "tracing_on").write_text("0")
-        (INSTANCE / "events" / "enable").write_text("0")
-        (INSTANCE / "trace").write_text("")
-        INSTANCE.rmdir()  # the instance's buffers go with it
+        Path(out + ".trace").write_text((ti.dir / "trace").read_text())
+        lost = ti.overruns()
     if proc.returncode != 0:
         print(f"loadgen failed: {proc.stderr.strip()}", file=sys.stderr)
         return 2
-    print(f"wrote {out}.trace, {out}.rec, {out}.json ({'; '.join(lost)})")
+    print(f"wrote {out}.trace, {out}.rec, {out}.json (overrun: {lost} events)")
     return 0
 
 

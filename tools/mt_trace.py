@@ -42,7 +42,6 @@ from typing import Iterable
 
 import numpy as np
 
-INSTANCE = Path("/sys/kernel/tracing/instances/forksim-mtfork")
 EVENTS = ("sched/sched_switch", "sched/sched_wakeup", "sched/sched_wakeup_new", "sched/sched_migrate_task",
           "sched/sched_process_fork", "sched/sched_process_exit", "raw_syscalls/sys_enter", "raw_syscalls/sys_exit",
           "mmap_lock/mmap_lock_start_locking", "mmap_lock/mmap_lock_acquire_returned",
@@ -50,8 +49,7 @@ EVENTS = ("sched/sched_switch", "sched/sched_wakeup", "sched/sched_wakeup_new", 
 IPI_EVENTS = ("tlb/tlb_flush", "ipi/ipi_send_cpu", "ipi/ipi_send_cpumask", "irq_vectors/call_function_entry",
               "irq_vectors/call_function_exit", "irq_vectors/call_function_single_entry",
               "irq_vectors/call_function_single_exit")
-NR_CLONE, NR_WAIT4, NR_EXIT_GROUP, NR_CLONE3 = 56, 61, 231, 435  # x86_64
-SYSCALL_FILTER = " || ".join(f"id == {n}" for n in (NR_CLONE, NR_WAIT4, NR_EXIT_GROUP, NR_CLONE3))
+NR_CLONE, NR_CLONE3 = 56, 435  # x86_64 (the instance's raw_syscalls filter keeps these, wait4 and exit_group)
 LINE = re.compile(r"^\s*(.+?)-(\d+)\s+\[(\d+)\]\s+\S+\s+([\d.]+): (\w+): (.*)$")
 KV = re.compile(r"(\w+)=(\S+)")
 SLEPT_US = 100.0  # a lock wait this long had the forker off its CPU (the spin before sleeping is ~15-60 us)
@@ -59,33 +57,21 @@ SLEPT_US = 100.0  # a lock wait this long had the forker off its CPU (the spin b
 
 def record(out: str, writers: int, rss: int, duration: float, ipis: bool) -> int:
     """Run loadgen --mode mt with the events on; OUT.trace and OUT.json."""
+    from forksim.calibration.tracefs import TraceInstance
     from forksim.validation.loadgen import build_tools
 
     tools = build_tools()
-    events = EVENTS + (IPI_EVENTS if ipis else ())
-    INSTANCE.mkdir(exist_ok=True)
-    try:
-        (INSTANCE / "tracing_on").write_text("0")
-        (INSTANCE / "trace_clock").write_text("mono")
-        (INSTANCE / "buffer_size_kb").write_text("65536")
-        (INSTANCE / "trace").write_text("")
-        for e in events:
-            (INSTANCE / "events" / e / "enable").write_text("1")
-        for d in ("sys_enter", "sys_exit"):
-            (INSTANCE / "events" / "raw_syscalls" / d / "filter").write_text(SYSCALL_FILTER)
-        argv = [str(tools.loadgen), "--mode", "mt", "--kind", "fork", "--parents", "1", "--duration", f"{duration:g}",
-                "--warmup", "0.3", "--hogs", "0", "--rss", str(rss), "--writers", str(writers),
-                "--helper", str(tools.helper), "--out", out]
-        (INSTANCE / "tracing_on").write_text("1")
+    argv = [str(tools.loadgen), "--mode", "mt", "--kind", "fork", "--parents", "1", "--duration", f"{duration:g}",
+            "--warmup", "0.3", "--hogs", "0", "--rss", str(rss), "--writers", str(writers),
+            "--helper", str(tools.helper), "--out", out]
+    # its own instance (64 MiB per CPU, removed afterwards), the mono clock the parser reads as seconds
+    with TraceInstance(EVENTS + (IPI_EVENTS if ipis else ()), buffer_kb=65536, name="forksim-mtfork",
+                       optional=False, clock="mono") as ti:
+        ti.start()
         proc = subprocess.run(argv, capture_output=True, text=True, start_new_session=True)
-        (INSTANCE / "tracing_on").write_text("0")
+        ti.stop()
         Path(out + ".json").write_text(proc.stdout)
-        Path(out + ".trace").write_text((INSTANCE / "trace").read_text())
-    finally:
-        for e in events:
-            (INSTANCE / "events" / e / "enable").write_text("0")
-        (INSTANCE / "trace").write_text("")
-        INSTANCE.rmdir()  # its 64 MiB per-CPU buffers
+        Path(out + ".trace").write_text((ti.dir / "trace").read_text())
     if proc.returncode != 0:
         print(f"loadgen failed: {proc.stderr.strip()}", file=sys.stderr)
         return 2

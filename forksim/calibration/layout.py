@@ -114,8 +114,9 @@ class LayoutFit:
         if curve is None or not self.slope.get(stage):
             return 0.0
         window = self.window.get(stage, 1.0)
-        miss = CacheCurve.model_validate(curve).walk_miss(ptes, pmds)
-        return self.slope[stage] * ptes * page_share(scatter, after_break, window) * miss
+        cost = StageCost(per_pte_scatter_us=self.slope[stage], scatter_curve=curve, scatter_window=window,
+                         source="the scatter term alone")
+        return cost.scatter_share_us(ptes, pmds, page_share(scatter, after_break, window))
 
 
 def run_scatter(run: dict[str, Any]) -> float | None:

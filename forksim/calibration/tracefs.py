@@ -184,7 +184,7 @@ class TraceInstance:
     """A private tracefs instance recording EVENTS for a set of pids (and their children)."""
 
     def __init__(self, events: Iterable[str] = EVENTS, buffer_kb: int = 32768, name: str | None = None,
-                 optional: bool = True):
+                 optional: bool = True, clock: str | None = None):
         self.events = tuple(events) + (tuple(e for e in OPTIONAL_EVENTS
                                              if (TRACEFS / "events" / e / "enable").exists()) if optional else ())
         self.buffer_kb = buffer_kb
@@ -193,6 +193,7 @@ class TraceInstance:
         self.dir = self.root / "instances" / self.name
         self.mounted_here = False
         self.clock = "mono"
+        self._want_clock = clock  # None: x86-tsc where the instance offers it (calibrate's segments), else mono
         self.tsc_hz: float | None = None
         self._unregister: Callable[[], None] | None = None
         self._open = False
@@ -217,7 +218,7 @@ class TraceInstance:
         self._write("tracing_on", "0")
         self._write("buffer_size_kb", str(self.buffer_kb))
         clocks = (self.dir / "trace_clock").read_text()
-        self.clock = "x86-tsc" if "x86-tsc" in clocks else "mono"
+        self.clock = self._want_clock or ("x86-tsc" if "x86-tsc" in clocks else "mono")
         self._write("trace_clock", self.clock)
         self._write("options/event-fork", "1")
         for ev in self.events:

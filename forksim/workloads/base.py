@@ -195,7 +195,8 @@ class ParentWorkload(Workload):
                 uniforms = self.streams(f"fault_position {task.name}").random(2048).tolist()
             position = uniforms.pop() if fixed is None else fixed
             lock = proc.mm.mmap_lock
-            if lock.walk_reached(position):
+            handed = lock.walk_reached(position)
+            if handed:
                 t = env.now
                 released = lock.wait_read()
                 yield k.sleep_until(task, released)
@@ -203,8 +204,6 @@ class ParentWorkload(Workload):
                     stall = env.now - t
                     k.stalls.append(stall)
                     lock.stats.waits.append(stall)
-                # the walk's end handed it the lock for read: held through the fault (mmap_read_unlock)
-                yield task.run(costs.draw("page_fault"))
-                lock.read_release()
-                continue
             yield task.run(costs.draw("page_fault"))
+            if handed:  # the walk's end handed it the lock for read: held through the fault (mmap_read_unlock)
+                lock.read_release()
