@@ -18,6 +18,7 @@ from forksim.validation.compare import (
     compare_row,
     relative_error,
     render_markdown,
+    stated_prediction,
     summarize_rows,
     validate,
     write_report,
@@ -142,6 +143,34 @@ def test_markdown_and_files(tmp_path):
     assert data["rows"][0]["rel_error"]["throughput"] == pytest.approx(0.1)
     assert paths["md"].read_text() == md
     assert paths["png"].stat().st_size > 1000
+
+
+def test_cold_rows_are_also_predicted_as_a_user_states_them():
+    """A cold row's config without the layout read from pagemap (the model then takes the profile's
+    fresh_image_scatter); warm rows and rows without a layout get no second prediction."""
+    seen = []
+
+    def sim(config, profile):
+        seen.append(config)
+        return _stub_summary(f50=80.0 if "scatter" in config["workload"]["image"] else 60.0)
+
+    sc = get_scenario("closed-fork-K1-rss64MiB-think100ms")
+    meas = {**_stub_measured(f50=100.0), "vmas": 31, "anon_vmas": 14, "rss_bytes": 64 * MiB,
+            "image_layout": {"scatter": 0.4}}
+    cfg = sc.to_config(meas, cpus=2, quick=True, profile="default")
+    stated = stated_prediction(cfg, meas, sim)
+    assert stated == {"fork_p50": 60.0, "rel_error": pytest.approx(-0.4)}
+    assert "scatter" not in seen[-1]["workload"]["image"] and cfg["workload"]["image"]["scatter"] == 0.4
+    assert seen[-1]["workload"]["think_time"] == cfg["workload"]["think_time"] > 0
+    warm = get_scenario("closed-fork-K1-rss256MiB").to_config(meas, cpus=2, quick=True, profile="default")
+    assert stated_prediction(warm, meas, sim) is None
+    no_layout = sc.to_config({k: v for k, v in meas.items() if k != "image_layout"}, cpus=2, quick=True)
+    assert stated_prediction(no_layout, meas, sim) is None and len(seen) == 1
+    row = compare_row(sc.name, meas, sim(cfg, "default"), config=cfg)
+    row["predicted_stated"] = stated
+    md = render_markdown({"provenance": {"cpus": 2}, "quick": True, "summary": summarize_rows([row]), "rows": [row]})
+    assert "Cold forks as a user states them" in md
+    assert f"| {sc.name} | 100 | 80.0 | -20% | 60.0 | -40% |" in md and "largest error 40% over 1 cold rows" in md
 
 
 # ------------------------------------------------------------------ scenarios and configs

@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from forksim.validation.compare import METRICS, compare_row, simulate, summarize_rows
+from forksim.validation.compare import METRICS, compare_row, simulate, stated_prediction, summarize_rows
 from forksim.kernel.flags import VFORK
 from forksim.profile import load_profile, profile_info
 from forksim.validation.apps import redis_config
@@ -46,6 +46,9 @@ def repredict(report: dict, profile: str | None, only: list[str], seed: int | No
         predicted = simulate(config, config["machine"]["profile"])
         new = compare_row(old["scenario"], old["measured_full"], predicted, config=config)
         new.update(measured_full=old["measured_full"], predicted_full=predicted, seconds=old.get("seconds"))
+        stated = stated_prediction(config, old["measured_full"], simulate)
+        if stated is not None:
+            new["predicted_stated"] = stated
         rows.append((old, new))
         print(_line(old, new), flush=True)
     return [new for _, new in rows]

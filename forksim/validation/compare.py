@@ -13,6 +13,7 @@ through the simulator's Python API, and the two are compared. Written to OUT:
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import math
 import os
@@ -41,6 +42,7 @@ __all__ = [
     "plot_report",
     "provenance",
     "simulate",
+    "stated_prediction",
     "validate",
     "write_report",
 ]
@@ -186,6 +188,21 @@ def simulate(config: dict[str, Any], profile: str | None) -> dict[str, Any]:
     return dict(summary) if not isinstance(summary, dict) else summary
 
 
+def stated_prediction(config: dict[str, Any], measured: dict[str, Any],
+                      sim: Callable[[dict[str, Any], str | None], dict[str, Any]]) -> dict[str, Any] | None:
+    """A cold row (a gap between forks: think time) predicted as a user states it: the image's RSS, VMAs and
+    threads and the gap, its layout not read (`workload.image.scatter` left out, so the model takes the
+    profile's fresh_image_scatter): {"fork_p50": predicted us, "rel_error": against the measured p50}.
+    None for a row without a gap or without a layout to leave out (its main prediction is that already)."""
+    workload = config.get("workload") or {}
+    if not workload.get("think_time") or "scatter" not in (workload.get("image") or {}):
+        return None
+    stated = copy.deepcopy(config)
+    del stated["workload"]["image"]["scatter"]
+    pred = _get(sim(stated, config["machine"]["profile"]), ("fork_latency_us", "p50"))
+    return {"fork_p50": pred, "rel_error": relative_error(pred, _get(measured, ("fork_latency_us", "p50")))}
+
+
 def _scenario_row(sc: Any, quick: bool, capacity: dict[tuple[str, int], float], cpus: int,
                   sim: Callable[[dict[str, Any], str | None], dict[str, Any]], profile: str,
                   measured_before: tuple[dict[str, Any], float] | None = None) -> dict[str, Any]:
@@ -197,6 +214,7 @@ def _scenario_row(sc: Any, quick: bool, capacity: dict[tuple[str, int], float], 
     measured: dict[str, Any] = {}
     predicted: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
+    stated: dict[str, Any] | None = None
     error = None
     if measured_before is not None:
         measured, t_meas = measured_before
@@ -216,9 +234,12 @@ def _scenario_row(sc: Any, quick: bool, capacity: dict[tuple[str, int], float], 
         config = sc.to_config(measured, cpus=cpus, quick=quick, profile=profile)
         try:
             predicted = sim(config, profile)
+            stated = stated_prediction(config, measured, sim)
         except Exception as exc:  # a failing point is recorded, not fatal (desmod habit)
             error = f"simulation failed: {exc.__class__.__name__}: {exc}"
     row = compare_row(sc.name, measured, predicted, config=config, error=error)
+    if error is None and stated is not None:
+        row["predicted_stated"] = stated
     row["measured_full"] = measured
     row["predicted_full"] = predicted
     row["seconds"] = {"measure": round(t_meas, 2), "simulate": round(time.monotonic() - t_sim, 2)}
