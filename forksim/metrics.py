@@ -139,8 +139,10 @@ class Records:
         for f in Creation.FIELDS:
             col = self._cols[f]
             if f == "kind":
+                # a categorical over the codes as recorded (1 byte a creation), not an object array of
+                # strings (8 bytes a creation, and records_frame's conversion hashed every one of them)
                 codes = np.frombuffer(col, dtype=np.uint8) if n else np.empty(0, np.uint8)
-                cols[f] = np.asarray(list(self._kind_codes) or [""], dtype=object)[codes]
+                cols[f] = pd.Categorical.from_codes(codes, categories=list(self._kind_codes))
             else:
                 a = np.frombuffer(col, dtype=col.typecode) if n else np.empty(0, col.typecode)
                 cols[f] = a.view(bool) if f == "stack_hit" else a
@@ -227,7 +229,7 @@ def _latency(per_rep: list[np.ndarray], *, seed: int | None = None, name: str = 
     count = int(sum(len(a) for a in rows))
     if not rows:
         return {"count": count, "mean": None, **{k: None for k in PERCENTILES}, "ci95": {}}
-    pooled = np.concatenate(rows)
+    pooled = rows[0] if len(rows) == 1 else np.concatenate(rows)  # one replication's: no copy (a 1M run's peak)
     values = dict(zip(PERCENTILES, np.percentile(pooled, list(PERCENTILES.values()))))
     cis = bootstrap_ci95(rows, PERCENTILES, stream(seed, name, replications))
     out: dict[str, Any] = {"count": count, "mean": _clean(pooled.mean())}
@@ -308,7 +310,10 @@ def _rates(results: Sequence[ReplicationResult], by_rep: dict[int, pd.DataFrame]
 def _lock_waits(results: Sequence[ReplicationResult]) -> dict[str, LockWait]:
     out = {}
     for name in LOCKS:
-        waits = np.concatenate([np.asarray(r.lock_waits.get(name, []), dtype=float) for r in results])
+        parts = [np.asarray(r.lock_waits.get(name, []), dtype=float) for r in results]
+        # one replication's waits read in place (np.asarray of an array("d") is a view): a 1M-creation run's
+        # three million tasklist_lock waits are not copied before np.percentile copies them
+        waits = parts[0] if len(parts) == 1 else np.concatenate(parts)
         out[name] = LockWait(
             acquisitions=int(len(waits)),
             mean=_clean(waits.mean()) if len(waits) else 0.0,
