@@ -74,7 +74,8 @@ class WarmthTracker:
         hit = self._full.get((stage, id(shape)))
         if hit is None or hit[0] is not shape:
             terms = self.curve.stages.get(stage)
-            hit = self._full[(stage, id(shape))] = (shape, None if terms is None else terms.extra_us(shape.ptes, shape.scatter))
+            full = None if terms is None else terms.extra_us(shape.ptes, shape.scatter)
+            hit = self._full[(stage, id(shape))] = (shape, full)
         full = hit[1]
         return 0.0 if full is None else coldness * full
 
