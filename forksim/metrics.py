@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import operator
-from array import array
+import struct
 from typing import Any, Sequence
 
 import numpy as np
@@ -57,24 +57,33 @@ class Creation:
         self.mmap_wait = self.pidmap_wait = self.tasklist_wait = 0.0
 
 
-# Column types of the records table: int64 ("q"), bool ("b"), kind (index into the kinds seen), else float64.
-_TYPECODES = {"seq": "q", "parent": "q", "parent_cpu": "q", "child_cpu": "q", "stack_hit": "b", "kind": "B"}
-_ROW = operator.attrgetter(*Creation.FIELDS)
-_BLOCK_ROWS = 4096
+# A finished creation is one packed row: its float64 fields, its int64 fields, the kind's code (in order of
+# first appearance) and stack_hit, padded to a multiple of 8 bytes so every field of every row is aligned.
+_INT_FIELDS = ("seq", "parent", "parent_cpu", "child_cpu")
+_FLOAT_FIELDS = tuple(f for f in Creation.FIELDS if f not in (*_INT_FIELDS, "kind", "stack_hit"))
+_ROW_VALUES = operator.attrgetter(*_FLOAT_FIELDS, *_INT_FIELDS)
+_PACK = struct.Struct(f"={len(_FLOAT_FIELDS)}d{len(_INT_FIELDS)}q2B6x").pack
+_WORDS = len(_FLOAT_FIELDS) + len(_INT_FIELDS)
+_ROW_DTYPE = np.dtype({
+    "names": [*_FLOAT_FIELDS, *_INT_FIELDS, "kind", "stack_hit"],
+    "formats": [np.float64] * len(_FLOAT_FIELDS) + [np.int64] * len(_INT_FIELDS) + [np.uint8, np.uint8],
+    "offsets": [8 * i for i in range(_WORDS)] + [8 * _WORDS, 8 * _WORDS + 1],
+    "itemsize": struct.calcsize(f"={_WORDS}q2B6x"),
+})
 
 
 class Records:
     """One replication's creations: a `Creation` object while it is in flight (the kernel fills in its
-    fields), then a row of typed columns (`array`), about 130 bytes a creation instead of ~500 as
-    objects: a million-creation run's records fit in memory and cross process boundaries quickly.
-    Rows are written in entry order (`seq`): a creation reaped before an earlier one waits for it."""
+    fields), then a packed row of bytes (144 a creation instead of ~500 as an object): a million-creation
+    run's records fit in memory and cross process boundaries quickly. A row is packed as it is final (one
+    C call; no per-row tuple kept, no transpose of blocks): the table's columns are views of the rows,
+    made once at the end. Rows are written in entry order (`seq`): a creation reaped before an earlier one
+    waits for it."""
 
     def __init__(self) -> None:
         self.active: dict[int, Creation] = {}  # in flight
         self._reaped: dict[int, Creation] = {}  # reaped, waiting for an earlier creation's row
-        self._cols = {f: array(_TYPECODES.get(f, "d")) for f in Creation.FIELDS}
-        self._extends = [self._cols[f].extend for f in Creation.FIELDS]
-        self._rows: list[tuple] = []
+        self._rows: bytearray | None = bytearray()  # _ROW_DTYPE rows
         self._kind_codes: dict[str, int] = {}
         self._next = 0  # seq of the next creation to enter
         self._next_row = 0  # seq of the next row to write
@@ -92,32 +101,17 @@ class Records:
         if rec.seq != self._next_row:
             self._reaped[rec.seq] = rec
             return
-        # _append, inline (the common case: reaped in order of entry)
-        rows = self._rows
-        rows.append(_ROW(rec))
-        self._next_row += 1
-        if len(rows) >= _BLOCK_ROWS:
-            self._flush()
+        self._append(rec)
         reaped = self._reaped
         while reaped and self._next_row in reaped:
             self._append(reaped.pop(self._next_row))
 
     def _append(self, rec: Creation) -> None:
-        # a row is a tuple until a block of them is moved into the columns (a C-level transpose)
-        self._rows.append(_ROW(rec))
+        code = self._kind_codes.get(rec.kind)
+        if code is None:
+            code = self._kind_codes[rec.kind] = len(self._kind_codes)
+        self._rows += _PACK(*_ROW_VALUES(rec), code, rec.stack_hit)
         self._next_row += 1
-        if len(self._rows) >= _BLOCK_ROWS:
-            self._flush()
-
-    def _flush(self) -> None:
-        codes = self._kind_codes
-        for field, extend, values in zip(Creation.FIELDS, self._extends, zip(*self._rows)):
-            if field == "kind":  # codes in order of first appearance, then looked up in C (no loop per row)
-                for k in dict.fromkeys(values):
-                    codes.setdefault(k, len(codes))
-                values = map(codes.__getitem__, values)
-            extend(values)
-        self._rows = []
 
     def __len__(self) -> int:
         return self._next
@@ -128,24 +122,19 @@ class Records:
 
     def frame(self) -> pd.DataFrame:
         """Every creation, finished or in flight, as a table in entry order (`seq`); the columns are
-        moved out (no copy), so call it once, when the replication is over."""
+        views of the packed rows (no copy), so call it once, when the replication is over."""
         for rec in sorted([*self.active.values(), *self._reaped.values()], key=lambda r: r.seq):
             self._append(rec)
         self.active.clear()
         self._reaped.clear()
-        self._flush()
-        n = self._next_row
-        cols = {}
-        for f in Creation.FIELDS:
-            col = self._cols[f]
-            if f == "kind":
-                codes = np.frombuffer(col, dtype=np.uint8) if n else np.empty(0, np.uint8)
-                cols[f] = np.asarray(list(self._kind_codes) or [""], dtype=object)[codes]
-            else:
-                a = np.frombuffer(col, dtype=col.typecode) if n else np.empty(0, col.typecode)
-                cols[f] = a.view(bool) if f == "stack_hit" else a
-        self._cols, self._extends = {}, []
-        return pd.DataFrame(cols, copy=False)
+        rows = np.frombuffer(self._rows, dtype=_ROW_DTYPE) if self._next_row else np.empty(0, _ROW_DTYPE)
+        self._rows = None  # the table holds them now
+        cols: dict[str, Any] = {f: rows[f] for f in (*_FLOAT_FIELDS, *_INT_FIELDS)}
+        # the kind: a categorical over the codes as recorded (1 byte a creation), not an object array of strings
+        # (8 bytes a creation, and records_frame's conversion hashed every one of them)
+        cols["kind"] = pd.Categorical.from_codes(rows["kind"], categories=list(self._kind_codes))
+        cols["stack_hit"] = rows["stack_hit"].view(bool)
+        return pd.DataFrame({f: cols[f] for f in Creation.FIELDS}, copy=False)
 
 
 class ReplicationResult:
@@ -227,7 +216,7 @@ def _latency(per_rep: list[np.ndarray], *, seed: int | None = None, name: str = 
     count = int(sum(len(a) for a in rows))
     if not rows:
         return {"count": count, "mean": None, **{k: None for k in PERCENTILES}, "ci95": {}}
-    pooled = np.concatenate(rows)
+    pooled = rows[0] if len(rows) == 1 else np.concatenate(rows)  # one replication's: no copy (a 1M run's peak)
     values = dict(zip(PERCENTILES, np.percentile(pooled, list(PERCENTILES.values()))))
     cis = bootstrap_ci95(rows, PERCENTILES, stream(seed, name, replications))
     out: dict[str, Any] = {"count": count, "mean": _clean(pooled.mean())}
@@ -308,7 +297,10 @@ def _rates(results: Sequence[ReplicationResult], by_rep: dict[int, pd.DataFrame]
 def _lock_waits(results: Sequence[ReplicationResult]) -> dict[str, LockWait]:
     out = {}
     for name in LOCKS:
-        waits = np.concatenate([np.asarray(r.lock_waits.get(name, []), dtype=float) for r in results])
+        parts = [np.asarray(r.lock_waits.get(name, []), dtype=float) for r in results]
+        # one replication's waits read in place (np.asarray of an array("d") is a view): a 1M-creation run's
+        # three million tasklist_lock waits are not copied before np.percentile copies them
+        waits = parts[0] if len(parts) == 1 else np.concatenate(parts)
         out[name] = LockWait(
             acquisitions=int(len(waits)),
             mean=_clean(waits.mean()) if len(waits) else 0.0,

@@ -159,7 +159,10 @@ class Task:
         """Leave the CPU until `Machine.wake(task)`; the event fires when running again."""
         if self.state != RUNNING:
             raise RuntimeError(f"{self} cannot sleep: not running")
-        ev = simpy.Event(self.machine.env)
+        ev = _new_event(Event)  # pending, built in place as simpy.Event.__init__ builds it
+        ev.env = self.machine.env
+        ev.callbacks = []
+        ev._value = PENDING
         self._wake_event = ev
         cpu = self.cpu
         if self._done is not None:  # (between chunks, as a process sleeps: nothing to charge)

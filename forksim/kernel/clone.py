@@ -184,7 +184,8 @@ class Kernel:
             mm = parent.mm
             if self.damon is not None:  # dup_mmap -> anon_vma_fork: the anon_vma root for write (kernel/damon.py)
                 yield from self.damon.anon_vma_write(P)
-            setup += self.slab.extra_us(P.cpu.id, mm.shape, self.costs)  # freelists emptied by remote frees
+            if self.slab.cost is not None:  # freelists emptied by remote frees (the call only where priced)
+                setup += self.slab.extra_us(P.cpu.id, mm.shape, self.costs)
             if self.merge_stages and len(parent.threads) == 1 and mm.mmap_lock.holder is None:
                 chunk, head = self._setup_dup_mmap(P, mm, setup, rec)
                 t1 = t0 + head
@@ -202,7 +203,10 @@ class Kernel:
             child_mm = self.new_mm(mm.shape)
             mm.users += 1
             t = env._now
-            yield from self._namespaces_then_tail(P, rec)
+            if self.netns is not None:
+                yield from self._namespaces_then_tail(P, rec)
+            else:  # the tail alone: no generator of its own (one fewer per fork)
+                yield P.run(self._tail(t, rec))
         elif not self.merge_stages or (self.netns is not None and self.copies.netns_clone):
             child_mm = parent.mm
             yield P.run(setup)

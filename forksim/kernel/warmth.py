@@ -42,11 +42,15 @@ __all__ = ["WarmthTracker"]
 class WarmthTracker:
     """Per-CPU walk footprints and per-mm last walks of one simulated machine."""
 
-    __slots__ = ("curve", "cpu_bytes")
+    __slots__ = ("curve", "cpu_bytes", "_full")
 
     def __init__(self, curve: Warmth | None, ncpu: int):
         self.curve = curve
         self.cpu_bytes = [0.0] * ncpu  # bytes of image walks done on each CPU so far
+        # a stage's fully cold extra per image, keyed by the shape's identity (a process keeps one shape
+        # object; the shape is kept in the entry so its id is not reused): a fork reads it every time, and
+        # ColdTerms.extra_us is four Python calls for a figure fixed by the stage and the shape
+        self._full: dict[tuple[str, int], tuple[ImageShape, float | None]] = {}
 
     def coldness(self, mm: "MM", cpu: int, now: float) -> float:
         """0 (as warm as a back-to-back fork) .. 1 (fully cold) for a walk of `mm` on `cpu` now."""
@@ -67,10 +71,13 @@ class WarmthTracker:
         """What `stage` costs on top of its warm median at this coldness (microseconds)."""
         if coldness <= 0.0 or self.curve is None:
             return 0.0
-        terms = self.curve.stages.get(stage)
-        if terms is None:
-            return 0.0
-        return coldness * terms.extra_us(shape.ptes, shape.scatter)
+        hit = self._full.get((stage, id(shape)))
+        if hit is None or hit[0] is not shape:
+            terms = self.curve.stages.get(stage)
+            full = None if terms is None else terms.extra_us(shape.ptes, shape.scatter)
+            hit = self._full[(stage, id(shape))] = (shape, full)
+        full = hit[1]
+        return 0.0 if full is None else coldness * full
 
     def touched(self, cpu: int, nbytes: float) -> None:
         """Another process touched `nbytes` of its own memory on `cpu` (workload.other_work): lines the
