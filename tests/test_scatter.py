@@ -201,8 +201,13 @@ def test_the_load_generator_probe_reads_its_parents_layout():
         os.killpg(gen.pid, 9)
         gen.wait()
     assert got["scatter"] is not None and 0.0 <= got["scatter"] <= 1.0 and got["pages"][0] >= 2048
+    # recorded beside it: the struct pages' spread (at least one dense range's) and the share after a break
+    assert got["spread"][0] >= 1.0 and len(got["after_break"][0]) == len(AFTER_BREAK_PAGES)
     assert pooled_layout([{"scatter": 0.2}, {"scatter": None, "why": "x"}, {"scatter": 0.6}]) == \
         {"scatter": pytest.approx(0.4), "runs": [0.2, 0.6]}
+    two = pooled_layout([{"scatter": 0.2, "spread": [1.5], "after_break": [[0.1]]},
+                         {"scatter": 0.6, "spread": [3.0], "after_break": [[0.4]]}])
+    assert two["spread"] == [1.5, 3.0] and two["after_break"] == [[0.1], [0.4]]
 
 
 def _tool(pid: int, *prefix: str) -> subprocess.CompletedProcess:

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..lab.pagemap import PagemapUnreadable, image_layout
+from ..lab.pagemap import ImageLayout, PagemapUnreadable, image_layout
 
-__all__ = ["ParentLayouts", "pooled_layout"]
+__all__ = ["ParentLayouts", "pooled_layout", "spread"]
 
 _POLL_S = 0.02
 
@@ -43,10 +43,17 @@ def _anon_bytes(pid: int) -> int:
     return 0
 
 
+def spread(layout: ImageLayout) -> float | None:
+    """How far an image's struct pages spread: distinct vmemmap pages x 64 / pages (1: one dense range of frames;
+    2026-12-02, Intel host: 32-64 MiB images at spread ~10 forked 3-7x the cold extra of dense ones)."""
+    return round(layout.struct_page_pages * 64 / layout.pages, 3) if layout.pages and layout.struct_page_pages else None
+
+
 class ParentLayouts(threading.Thread):
     """Reads the layout of the images of `parents` children of `loadgen_pid` once each holds `rss` bytes
     of anonymous memory; `result()` after the run: {"scatter": median over the parents, "parents": [each
-    one's scatter], "pages": [each one's present anonymous pages]} or {"scatter": None, "why": ...}."""
+    one's scatter], "pages": [each one's present anonymous pages], "spread": [each one's], "after_break": [each
+    one's]} or {"scatter": None, "why": ...}."""
 
     def __init__(self, loadgen_pid: int, rss: int, parents: int, *, limit_s: float = 600.0):
         super().__init__(name="forksim-parent-layouts", daemon=True)
@@ -73,7 +80,10 @@ class ParentLayouts(threading.Thread):
             self._out = {"scatter": None, "why": f"a parent's pagemap: {exc.strerror}"}
             return
         self._out = {"scatter": statistics.median(l.scatter for l in layouts),
-                     "parents": [l.scatter for l in layouts], "pages": [l.pages for l in layouts]}
+                     "parents": [l.scatter for l in layouts], "pages": [l.pages for l in layouts],
+                     # recorded for the model's next layout terms (not priced yet): how far the struct pages spread
+                     # and how the breaks fall (lab.pagemap); a re-prediction can then try them on these rows
+                     "spread": [spread(l) for l in layouts], "after_break": [list(l.after_break) for l in layouts]}
 
     def result(self) -> dict[str, Any]:
         """The layout read (call after the load generator exited)."""
@@ -84,8 +94,12 @@ class ParentLayouts(threading.Thread):
 
 def pooled_layout(layouts: list[dict[str, Any]]) -> dict[str, Any]:
     """One layout for a row measured over several runs (repeats, interleaved rounds): the median of the
-    runs' scatters, each run's kept under "runs"."""
-    read = [l["scatter"] for l in layouts if l.get("scatter") is not None]
+    runs' scatters, each run's kept under "runs" (and every parent's spread and after_break, where read)."""
+    read = [l for l in layouts if l.get("scatter") is not None]
     if not read:
         return layouts[0] if layouts else {"scatter": None, "why": "no run"}
-    return {"scatter": statistics.median(read), "runs": read}
+    out: dict[str, Any] = {"scatter": statistics.median(l["scatter"] for l in read), "runs": [l["scatter"] for l in read]}
+    for key in ("spread", "after_break"):  # every parent's of every run
+        if all(key in l for l in read):
+            out[key] = [v for l in read for v in l[key]]
+    return out
