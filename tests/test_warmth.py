@@ -428,3 +428,25 @@ def test_the_cold_grid_alone_keeps_its_raw_samples(tmp_path):
     conds = {r["key"]["cond"] for r in data["runs"]}
     assert {"sleep", "work"} <= conds and all(r["kind"] == "cold" for r in data["runs"])
     assert all(s["gap_ns"] >= 0 and s["fork_cpu_ns"] > 0 for r in data["runs"] for s in r["samples"])
+
+
+def test_the_cold_grid_records_each_images_spread_and_calibrate_notes_a_fragmented_one(capsys):
+    """The in-order images' struct-page spread (vmemmap pages x 64 / pages) is kept in the cold grid's rows and
+    shown after calibrate's cold table, with a note where it says the free lists were fragmented."""
+    from forksim.commands import calibrate as cmd
+
+    store = Store()
+    for rss, ptes, sp_pages in ((64 * MiB, 16384, 853), (256 * MiB, 65536, 1024)):
+        for gap in (0, 100_000):
+            lay = {"scatter": 0.07, "pages": ptes, "struct_page_pages": sp_pages}
+            store.runs.append({**_run(rss, "sleep", gap, 300.0 + gap / 500, ptes, gap), "layout": lay})
+    store.runs.append(_run(0, "sleep", 0, 25.0, 0, 0))
+    rows = fit_warmth(store)[1]["cold_forks"]
+    assert {(r["rss_bytes"], r["spread"]) for r in rows if r["rss_bytes"]} == {(64 * MiB, 3.33), (256 * MiB, 1.0)}
+    assert next(r for r in rows if r["rss_bytes"] == 0)["spread"] is None  # no layout read
+    cmd._spread_line(rows)
+    out = capsys.readouterr().out
+    assert "64 MiB scatter 0.070 spread 3.33" in out and "256 MiB scatter 0.070 spread 1.00" in out
+    assert "note: the free lists handed the 64 MiB image(s)" in out
+    cmd._spread_line([{**r, "spread": 1.1} for r in rows if r["rss_bytes"]])
+    assert "note:" not in capsys.readouterr().out

@@ -252,7 +252,32 @@ def main(args: argparse.Namespace) -> int:
         if same:
             console.print("back to back, the fork sweep's p50 (what forksim prices) / the cold grid's, us: "
                           + "; ".join(same) + " (the same fork minutes apart: the host's drift)")
+        _spread_line(cold)
     return 0
+
+
+# An in-order image whose struct pages spread over this many times a dense range's vmemmap pages came from
+# fragmented free lists (2026-12-02, Intel host: 1.0-1.3 on a quiet machine, 3-10 after other images were freed)
+SPREAD_NOTE = 2.0
+
+
+def _spread_line(cold: list[dict]) -> None:
+    """The in-order images' layout in the cold grid, and a note where their struct pages spread (fragmented free
+    lists): the in-order cold terms then carry it, unpriced (calibration/data/layout-spread-20261202.json)."""
+    seen = {int(r["rss_bytes"]): (r["scatter"], r["spread"]) for r in cold
+            if r["cond"] == "sleep" and r.get("spread") is not None and r.get("scatter") is not None}
+    if not seen:
+        return
+    console.print("in-order images of the cold grid: " + "; ".join(
+        f"{rss >> 20} MiB scatter {sc:.3f} spread {sp:.2f}" for rss, (sc, sp) in sorted(seen.items()))
+        + " (spread: vmemmap pages x 64 / pages, 1 = one dense range of frames)")
+    spread = [rss >> 20 for rss, (_, sp) in sorted(seen.items()) if sp > SPREAD_NOTE]
+    if spread:
+        console.print(f"[yellow]note: the free lists handed the {', '.join(f'{m} MiB' for m in spread)} image(s) frames "
+                      f"spread over more than {SPREAD_NOTE:g}x the struct pages of a dense range; their cold extra, and "
+                      "the profile's in-order cold terms with it, are larger than on a machine with unfragmented free "
+                      "lists (4-7x at spread ~10 on this machine kind); a later calibration may find denser free lists "
+                      "(`echo 1 > /proc/sys/vm/compact_memory` helped only partly there)[/yellow]")
 
 
 def _scattered_table(diag: dict) -> None:
