@@ -37,6 +37,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from ..lab import PagemapUnreadable, image_layout
+from ..lab.pagemap import spread_of
 from ..profile import CacheCurve, ImageShape, StageCost
 from .cold_scatter import page_share
 from .fit import median
@@ -196,8 +197,7 @@ def _row(rss: int, these: list[tuple[dict[str, Any], dict[str, Any]]], held: boo
 def _spread(runs: list[dict[str, Any]]) -> float | None:
     """The median over runs of how far the image's struct pages spread: distinct vmemmap pages x 64 / pages
     (1: one dense range of frames; recorded, not fitted: the scatter terms assume the spread calibrate saw)."""
-    v = [r["layout"]["struct_page_pages"] * 64 / r["layout"]["pages"] for r in runs
-         if r["layout"].get("struct_page_pages") and r["layout"].get("pages")]
+    v = [s for r in runs if (s := spread_of(r["layout"].get("pages"), r["layout"].get("struct_page_pages")))]
     return round(median(v), 2) if v else None
 
 

@@ -34,6 +34,7 @@ from scipy.optimize import curve_fit, nnls
 from ..errors import MeasurementError
 from ..kernel.stages import DUP_MMAP
 from ..lab import llc_bytes
+from ..lab.pagemap import spread_of
 from . import bench
 from .cold_scatter import SCATTERED, fit_cold_scatter, is_layout, layout_jobs, scatter_source
 from .layout import layout_reader
@@ -190,20 +191,18 @@ def _cold_table(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[
                "exit_p50_us": round(_p50(r, "exit_ns"), 2), "gap_p50_us": round(_p50(r, "gap_ns"), 1),
                "ptes": r["shape"].get("ptes", 0), "vmas": r["shape"].get("vmas"),
                "anon_vmas": r["shape"].get("anon_vmas"), "scatter": (r.get("layout") or {}).get("scatter"),
-               "after_break": (r.get("layout") or {}).get("after_break"), "spread": _spread(r.get("layout"))}
+               "after_break": (r.get("layout") or {}).get("after_break"), "spread": _spread(r.get("layout") or {})}
         table.append(row)
         if k["cond"] == "sleep" and k["x"] == 0:
             warm[k["rss"]] = row["fork_p50_us"]
     return table, warm
 
 
-def _spread(layout: dict[str, Any] | None) -> float | None:
-    """How far an image's struct pages spread over vmemmap pages (x 64 / pages; 1: one dense range), where read:
-    recorded, not priced (calibration/data/layout-spread-20261202.json: at spread ~10 an in-order 32-64 MiB image
-    forked cold at 4-7x a dense one's extra)."""
-    if not layout or not layout.get("pages") or not layout.get("struct_page_pages"):
-        return None
-    return round(layout["struct_page_pages"] * 64 / layout["pages"], 2)
+def _spread(layout: dict[str, Any]) -> float | None:
+    """The image's struct-page spread where its layout was read: recorded, not priced
+    (calibration/data/layout-spread-20261202.json)."""
+    v = spread_of(layout.get("pages"), layout.get("struct_page_pages"))
+    return None if v is None else round(v, 2)
 
 
 def _reference_gap(table: list[dict[str, Any]]) -> float | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ImageLayout", "PagemapUnreadable", "image_layout", "AFTER_BREAK_PAGES", "within_window"]
+__all__ = ["ImageLayout", "PagemapUnreadable", "image_layout", "AFTER_BREAK_PAGES", "within_window", "spread_of"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _PRESENT = np.uint64(1 << 63)
@@ -47,6 +47,16 @@ class ImageLayout:
     struct_page_pages: int = 0
     # per window of AFTER_BREAK_PAGES, the share of pages within that many pages after a break; () where not read
     after_break: tuple[float, ...] = ()
+
+    @property
+    def spread(self) -> float | None:
+        return spread_of(self.pages, self.struct_page_pages)
+
+
+def spread_of(pages: int | None, struct_page_pages: int | None) -> float | None:
+    """How far an image's struct pages spread: distinct vmemmap pages x 64 / pages (1: one dense range of frames,
+    up to 64 when no two frames share a vmemmap page); None where not counted."""
+    return struct_page_pages * 64 / pages if pages and struct_page_pages else None
 
 
 def within_window(after_break: tuple[float, ...] | list[float], window: float) -> float:

@@ -28,7 +28,6 @@ from typing import Any, Callable
 from ..kernel.flags import FORK
 from ..lab.pagemap import PagemapUnreadable, image_layout
 from ..lab.processes import end_group
-from .layouts import spread
 
 __all__ = ["redis_bgsave", "redis_config", "image_from_proc", "REDIS_SIZES"]
 
@@ -58,7 +57,7 @@ def image_from_proc(pid: int) -> dict[str, Any]:
                            "anon_vmas": anon_vmas, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
     try:
         layout = image_layout(pid)
-        out.update(scatter=layout.scatter, scatter_pages=layout.pages, spread=spread(layout),
+        out.update(scatter=layout.scatter, scatter_pages=layout.pages, spread=layout.spread,
                    after_break=list(layout.after_break))  # recorded, not priced yet (validation/layouts.py)
     except PagemapUnreadable as exc:
         out.update(scatter=None, scatter_unreadable=str(exc))

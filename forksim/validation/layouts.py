@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..lab.pagemap import ImageLayout, PagemapUnreadable, image_layout
+from ..lab.pagemap import PagemapUnreadable, image_layout
 
-__all__ = ["ParentLayouts", "pooled_layout", "spread"]
+__all__ = ["ParentLayouts", "pooled_layout"]
 
 _POLL_S = 0.02
 
@@ -41,12 +41,6 @@ def _anon_bytes(pid: int) -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
-
-
-def spread(layout: ImageLayout) -> float | None:
-    """How far an image's struct pages spread: distinct vmemmap pages x 64 / pages (1: one dense range of frames;
-    2026-12-02, Intel host: 32-64 MiB images at spread ~10 forked 3-7x the cold extra of dense ones)."""
-    return round(layout.struct_page_pages * 64 / layout.pages, 3) if layout.pages and layout.struct_page_pages else None
 
 
 class ParentLayouts(threading.Thread):
@@ -83,7 +77,7 @@ class ParentLayouts(threading.Thread):
                      "parents": [l.scatter for l in layouts], "pages": [l.pages for l in layouts],
                      # recorded for the model's next layout terms (not priced yet): how far the struct pages spread
                      # and how the breaks fall (lab.pagemap); a re-prediction can then try them on these rows
-                     "spread": [spread(l) for l in layouts], "after_break": [list(l.after_break) for l in layouts]}
+                     "spread": [l.spread for l in layouts], "after_break": [list(l.after_break) for l in layouts]}
 
     def result(self) -> dict[str, Any]:
         """The layout read (call after the load generator exited)."""
