@@ -257,7 +257,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 # An in-order image whose struct pages spread over this many times a dense range's vmemmap pages came from
-# fragmented free lists (2026-12-02, Intel host: 1.0-1.3 on a quiet machine, 3-10 after other images were freed)
+# fragmented free lists (2026-12-02, Intel host: mostly 1.0-1.4; 3-10 for the first images after a fragmenting run)
 SPREAD_NOTE = 2.0
 
 
