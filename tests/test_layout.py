@@ -214,3 +214,14 @@ def test_forkbench_random_touch_and_random_lines():
     for bad in ("sideways", "runs:0"):
         with pytest.raises(Exception, match="-L takes order, random or runs:K"):
             bench.run_bench([str(b.forkbench), "fork", "-L", bad])
+
+
+def test_the_first_images_touched_are_reported_in_the_order_run():
+    """The first three plain pinned fork images of 16 MiB and more, as run (a process started on its own meets the
+    free lists as they did), whatever the sweep's median; the empty image and the scattered A/B images are not
+    among them."""
+    store = _store()
+    # the first 16 MiB image (after the lines runs and the empty image) took a fragmented free list's frames
+    store.runs[2]["layout"]["scatter"] = 0.45
+    assert layout.first_images(store) == [(16 * MiB, 0.45), (64 * MiB, 0.3), (128 * MiB, 0.3)]
+    assert layout.first_images(Store()) == []

@@ -19,7 +19,7 @@ from ..errors import MeasurementError
 from ..kernel.stages import DO_EXIT, DUP_MMAP, EXIT_MMAP, RET_FROM_FORK, WAIT_REAP
 from ..profile import CacheCurve, StageCost
 from .caches import fit_cache_curve
-from .layout import LayoutFit, fit_layout, runs_layout
+from .layout import LayoutFit, first_images, fit_layout, runs_layout
 from .fit import (WALK_TERMS, Config, LinearFit, cross_validate, fit_linear, fit_linear_through, median, residual_quantiles,
                   stage_cost, typical_quantiles)
 from .plan import FORK_MODE, THREAD_MODE, VFORK_MODE, Plan
@@ -132,6 +132,7 @@ def _correct_for_layout(ev: Evidence, plan: Plan, train: list, held: list) -> La
     if lay is not None:
         ev.diag["image_layout"] = {
             "sweep_scatter": {c.label: round(c.scatter, 4) for c, runs in train + held if c.scatter},
+            "first_images_scatter": [[rss, round(s, 4)] for rss, s in first_images(ev.store)],
             "dup_mmap_scatter_term_taken_out_us": corrected, "scatter_curve": lay.curve, "slopes": lay.slope,
             "ab": lay.rows}
     return lay

@@ -45,7 +45,7 @@ from .plan import MiB, Store
 from .samples import fork_cfg, fork_field, vals
 
 __all__ = ["SCATTERED", "RANDOM", "STRUCT_PAGE_BYTES", "layout_reader", "run_scatter", "runs_layout", "fit_scatter_curve",
-           "LayoutFit", "fit_layout", "fit_window", "with_scatter", "sweep_scatter", "scatter_rows"]
+           "LayoutFit", "fit_layout", "fit_window", "with_scatter", "sweep_scatter", "first_images", "scatter_rows"]
 
 SCATTERED = "scattered"  # the store kind of forks of images touched in a random order
 RANDOM = "random"  # forkbench's -L value, and the lines samples' "layout"
@@ -143,6 +143,23 @@ def sweep_scatter(store: Store) -> list[float]:
 
     return [s for r in store.select(FORK_MODE, pinned=True, traced=False, mode=FORK_MODE)
             if r["key"]["rss"] >= 16 * MiB and _is_plain(r["key"]) and (s := run_scatter(r)) is not None]
+
+
+# The images a calibration touches first meet the free lists as a process started on its own does: on the
+# 2026-12-02 Intel host the first three (the traced fork runs) came out at scatter 0.43 / 0.44 / 0.15 (16 MiB,
+# 256 MiB, 1 GiB) and the sweep's images after them at 0.005-0.04 (three calibrations alike), as freshly
+# started processes did before and after (0.13-0.46; tools/layout_spread.py). Reported beside the sweep's.
+FIRST_IMAGES = 3
+
+
+def first_images(store: Store) -> list[tuple[int, float]]:
+    """(RSS, scatter) of the first FIRST_IMAGES plain pinned fork images of 16 MiB and more, in the order run."""
+    from .plan import FORK_MODE
+
+    out = [(r["key"]["rss"], s) for r in store.runs if r["kind"] == FORK_MODE and r["key"].get("mode") == FORK_MODE
+           and r["key"].get("pinned") and r["key"]["rss"] >= 16 * MiB and _is_plain(r["key"])
+           and (s := run_scatter(r)) is not None]
+    return out[:FIRST_IMAGES]
 
 
 def _pairs(store: Store) -> list[tuple[dict[str, Any], dict[str, Any]]]:

@@ -305,6 +305,11 @@ def _scattered_table(diag: dict) -> None:
     if fresh:
         console.print("scatter of the fork sweep's images (touched in address order): "
                       + ", ".join(f"{k} {v:.3f}" for k, v in fresh.items()))
+    first = diag.get("image_layout", {}).get("first_images_scatter")
+    if first:
+        console.print("scatter of the first images this calibration touched (as a process started now meets the free "
+                      "lists; fresh_image_scatter is the sweep's median): "
+                      + ", ".join(f"{int(rss) >> 20} MiB {s:.3f}" for rss, s in first))
 
 
 def _sweep_p50(diag: dict) -> dict[int, float]:
