@@ -165,8 +165,7 @@ class MmapLock:
         if self.holder is None and not self.readers:
             self.holder = task
             self._released = None  # made on demand: most walks end with nobody waiting
-            if self.env._now >= self.record_from:  # _record, inline (every fork takes it)
-                self.stats.waits.append(0.0)
+            self._record(0.0, self.env._now)
             return None
         ev = simpy.Event(self.env)
         self._queue.append((task, ev, self.env._now))

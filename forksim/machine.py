@@ -118,9 +118,7 @@ class Machine:
             # pack: local although a CPU is idle; with none idle the balancer's fork placement decides
             packed = pack and home is not None and (self._idle or self._balancer is None)
             target = home if packed else self._idlest(home)
-        cur = target.current  # target._sync_min_vruntime(), inline (a call per creation fewer)
-        if cur is not None and not target.in_transit and cur._done is not None:
-            target._account(cur)
+        target._sync_min_vruntime()
         if self.params.eevdf:
             eevdf.place_new(task, target, self.params.slice_us)
         else:
@@ -137,9 +135,7 @@ class Machine:
         target = to if to is not None else self._select_wake_cpu(task, waker_cpu, sync)
         if self._balancer is not None:
             task._pelt(False)
-        cur = target.current  # target._sync_min_vruntime(), inline
-        if cur is not None and not target.in_transit and cur._done is not None:
-            target._account(cur)
+        target._sync_min_vruntime()
         if self.params.eevdf:
             d = task._delayed
             task._delayed = None
@@ -280,7 +276,7 @@ class Machine:
         if task.affinity is not None:
             return task.affinity  # select_task_rq: a task allowed on one CPU goes there
         prev = task.prev_cpu or self.cpus[0]
-        if waker_cpu is not None and sync and len(waker_cpu.rq) + (waker_cpu.current is not None) == 1:  # nr_running
+        if waker_cpu is not None and sync and waker_cpu.nr_running == 1:
             b = self.params.balance
             if (b is not None and b.wake_prev > 0.0 and prev is not waker_cpu and not prev.idle
                     and b.uniform() < b.wake_prev):

@@ -62,13 +62,14 @@ class Creation:
 _INT_FIELDS = ("seq", "parent", "parent_cpu", "child_cpu")
 _FLOAT_FIELDS = tuple(f for f in Creation.FIELDS if f not in (*_INT_FIELDS, "kind", "stack_hit"))
 _ROW_VALUES = operator.attrgetter(*_FLOAT_FIELDS, *_INT_FIELDS)
-_PACK = struct.Struct(f"={len(_FLOAT_FIELDS)}d{len(_INT_FIELDS)}q2B6x").pack
+_ROW_STRUCT = struct.Struct(f"={len(_FLOAT_FIELDS)}d{len(_INT_FIELDS)}q2B6x")
+_PACK = _ROW_STRUCT.pack
 _WORDS = len(_FLOAT_FIELDS) + len(_INT_FIELDS)
 _ROW_DTYPE = np.dtype({
     "names": [*_FLOAT_FIELDS, *_INT_FIELDS, "kind", "stack_hit"],
     "formats": [np.float64] * len(_FLOAT_FIELDS) + [np.int64] * len(_INT_FIELDS) + [np.uint8, np.uint8],
     "offsets": [8 * i for i in range(_WORDS)] + [8 * _WORDS, 8 * _WORDS + 1],
-    "itemsize": struct.calcsize(f"={_WORDS}q2B6x"),
+    "itemsize": _ROW_STRUCT.size,
 })
 
 

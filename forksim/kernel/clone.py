@@ -86,6 +86,7 @@ class Kernel:
         x, spec = self.copies, costs.profile.netns_cleanup
         self.netns = Netns(machine, spec, lambda us: costs.term("+netns", us, x.sigma)) \
             if x is not None and spec is not None and (x.netns_clone or x.netns_unshare) else None
+        self._clones_netns = self.netns is not None and x.netns_clone  # copy_net_ns in every copy_process
         # a DAMON monitor's rmap walks over the anon folios a parent shares with its live children (kernel/damon.py)
         damon = costs.profile.damon_rmap
         self.damon = Kdamond(machine, damon, x.live_children + 1, lambda us: costs.term("+damon", us, x.sigma),
@@ -180,6 +181,7 @@ class Kernel:
         rec.start = t0 = env._now
         rec.parent_cpu = P.cpu.id
         setup = self._setup_cost(P, k, rec)
+        child_mm = parent.mm
         if k.copies_mm:
             mm = parent.mm
             if self.damon is not None:  # dup_mmap -> anon_vma_fork: the anon_vma root for write (kernel/damon.py)
@@ -195,34 +197,25 @@ class Kernel:
                     self.on_stage(P, "copy_process_setup", t0, t1)
                     self.on_stage(P, "dup_mmap", t1, env._now)
             else:
-                yield P.run(setup)
-                rec.setup_us = env._now - t0
-                if self.on_stage is not None:
-                    self.on_stage(P, "copy_process_setup", t0, env._now)
+                yield from self._copy_process_setup(P, setup, rec, t0)
                 yield from self._dup_mmap(P, mm, rec)
             child_mm = self.new_mm(mm.shape)
             mm.users += 1
-            t = env._now
-            if self.netns is not None:
-                yield from self._namespaces_then_tail(P, rec)
-            else:  # the tail alone: no generator of its own (one fewer per fork)
-                yield P.run(self._tail(t, rec))
-        elif not self.merge_stages or (self.netns is not None and self.copies.netns_clone):
-            child_mm = parent.mm
-            yield P.run(setup)
-            rec.setup_us = env._now - t0
-            if self.on_stage is not None:
-                self.on_stage(P, "copy_process_setup", t0, env._now)
-            t = env._now
-            yield from self._namespaces_then_tail(P, rec)
-        else:  # copy_process_setup and copy_process_tail as one chunk: the tail's locks at its own start
-            child_mm = parent.mm
+        if not k.copies_mm and self.merge_stages and not self._clones_netns:
+            # copy_process_setup and copy_process_tail as one chunk: the tail's locks at its own start
             head = P.interrupted(setup)
             t = t0 + head
             rec.setup_us = t - t0
             yield P.run(head + self._tail(t, rec))
             if self.on_stage is not None:
                 self.on_stage(P, "copy_process_setup", t0, t)
+        else:
+            if not k.copies_mm:
+                yield from self._copy_process_setup(P, setup, rec, t0)
+            t = env._now
+            if self._clones_netns:  # copy_namespaces -> copy_net_ns: rtnl_mutex, may sleep
+                yield from self.netns.copy_net_ns(P)
+            yield P.run(self._tail(env._now, rec))
         rec.tail_us = env._now - t
         if self.on_stage is not None:
             self.on_stage(P, "copy_process_tail", t, env._now)
@@ -250,11 +243,12 @@ class Kernel:
         rec.fork_ret = env._now  # the caller's clock reads after it (a preemption there is in fork())
         return child
 
-    def _namespaces_then_tail(self, P: "Task", rec: "Creation") -> Proc:
-        """copy_namespaces -> copy_net_ns (rtnl_mutex, may sleep) where modelled, then copy_process_tail."""
-        if self.netns is not None and self.copies.netns_clone:
-            yield from self.netns.copy_net_ns(P)
-        yield P.run(self._tail(self.env._now, rec))
+    def _copy_process_setup(self, P: "Task", setup: float, rec: "Creation", t0: float) -> Proc:
+        """copy_process_setup as a chunk of its own (where it merges with nothing after it)."""
+        yield P.run(setup)
+        rec.setup_us = self.env._now - t0
+        if self.on_stage is not None:
+            self.on_stage(P, "copy_process_setup", t0, self.env._now)
 
     def _local_share(self, k, P: "Task") -> float:
         """P(the new child stays on the parent's CPU although another is idle): the profile's share for the

@@ -103,8 +103,7 @@ class Costs:
         """A draw of `stage` whose median is raised by `extra_us` (a cold walk), under the same residual."""
         if extra_us <= 0.0:
             return self.draw(stage, shape)
-        it = self._ratios.get(stage)  # _ratio, inline (every fork of a cold-walk profile draws here)
-        return (self._median_of(stage, shape) + extra_us) * next(it if it is not None else self._ratio_iter(stage))
+        return (self._median_of(stage, shape) + extra_us) * self._ratio(stage)
 
     def draw_many(self, stage: str, count: int, shape: ImageShape = EMPTY_IMAGE) -> float:
         """The total of `count` independent draws (per-page costs); large counts use the mean ratio."""
