@@ -16,7 +16,9 @@ Optional sections (issue 19; a profile without them loads and they cost 0, each 
 in its `source`): `files` (dup_fd and close_files per open fd beyond the calibration's FD_BASE = 3),
 `clone_flags` (per flag beyond a kind's preset: the call's, the exit's signed change and deferred
 work), `live_children` (per live child of the parent, in the stage where it was measured to grow),
-`remote_free` (a fork after its CPU's last child was freed on another CPU: kernel/slab.py).
+`remote_free` (a fork after its CPU's last child was freed on another CPU: kernel/slab.py),
+`concurrent_creation` (a creation or exit after another CPU, for another process, wrote the shared creation
+state: kernel/shared.py).
 
 Which stages exist and which kernel functions each stands for: `STAGES` below (the table:
 kernel/stages.py). The scheduler section holds the machine's costs (tick, slice, idle wake-up,
@@ -57,6 +59,7 @@ from .profile_sections import (
     NetnsCleanup,
     RcuCallbacks,
     RemoteFree,
+    ConcurrentCreation,
     Warmth,
 )
 from .profile_terms import (  # noqa: F401 - _TERMS: the old private name of TERMS
@@ -102,6 +105,7 @@ __all__ = [
     "FilesCost",
     "ChildrenCost",
     "RemoteFree",
+    "ConcurrentCreation",
     "FD_BASE",
     "load_profile",
     "profile_path",
@@ -230,6 +234,9 @@ class Profile(BaseModel):
     # A fork after its CPU's last child was freed on another CPU (kernel/slab.py); None: no extra
     # (profiles older than the measurement: every fork priced as the pinned back-to-back loop).
     remote_free: RemoteFree | None = None
+    # A creation or exit after another CPU, for another process, wrote the shared creation state
+    # (kernel/shared.py); None: no extra (profiles older than the measurement).
+    concurrent_creation: ConcurrentCreation | None = None
     diagnostics: dict[str, Any] = Field(default_factory=dict)
     # Where this profile was read from: {"name", "path", "sha256"} (set by load_profile).
     _origin: dict[str, Any] = PrivateAttr(default_factory=dict)

@@ -17,7 +17,7 @@ from .kernel.stages import COLD_STAGES
 from .profile_terms import Fraction, StageCost, scatter_ramp
 
 __all__ = ["Balancing", "Interruptions", "RcuCallbacks", "FD_BASE", "FlagCost", "FilesCost", "ChildrenCost", "ColdTerms", "Warmth",
-           "RemoteFree"]
+           "RemoteFree", "ConcurrentCreation"]
 
 
 _EEVDF_SRC = ("assumption: Linux 6.6+ EEVDF with the default features (PLACE_LAG, PLACE_DEADLINE_INITIAL, "
@@ -226,6 +226,19 @@ class Warmth(BaseModel):
             update["per_scattered_pte_us"] = cold.per_scattered_pte_us * factor
         terms = cold.model_copy(update=update)
         return self.model_copy(update={"stages": {**self.stages, stage: terms}})
+
+
+class ConcurrentCreation(BaseModel):
+    """What a creation and an exit pay on top of their (pinned, back-to-back) stages when another CPU, creating or
+    reaping for another process, wrote the kernel's shared creation state last (credentials and user counts, the
+    pid allocator, the task list, the root css_set: kernel/shared.py). Absent from a profile: nothing (every
+    creation priced as a loop alone on the machine)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fork_us: float = Field(ge=0.0, le=10000.0, description="median extra of copy_process (us)")
+    exit_us: float = Field(ge=0.0, le=10000.0, description="median extra of the child's exit and its reap (us)")
+    sigma: float = Field(default=0.3, ge=0.0, le=2.0, description="lognormal residual of each extra")
+    source: str = Field(min_length=1)
 
 
 class RemoteFree(BaseModel):

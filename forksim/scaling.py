@@ -92,6 +92,15 @@ DEFAULT_SCALING: dict[str, dict[str, str]] = {
         "source": "measured: per creation on one CPU of the calibrated host; assumption: the grace period does not "
                   "lengthen with more CPUs (tree RCU reports quiescent states per leaf node of 16 CPUs)",
     },
+    "concurrent_creation": {
+        "depends_on": "cpus creating at once",
+        "model": "a creation or exit pays the profile's fork_us / exit_us when another CPU, for another process, "
+                 "wrote the shared creation state last (kernel/shared.py): on many CPUs creating at once that is "
+                 "nearly every creation, at the same price",
+        "source": "measured: two fork loops on the calibrated host's two CPUs; assumption: a line's transfer costs "
+                  "the same with more CPUs contending for it (with many writers queueing on the same lines it costs "
+                  "more: not modelled)",
+    },
     "migration_and_context_switch": {
         "depends_on": "cpus (distance between them)",
         "model": "scheduler.migration and scheduler.context_switch are constant",

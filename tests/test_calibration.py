@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from forksim.calibration import tracefs
+from forksim.calibration.plan import PLANS
 from forksim.calibration.fit import (Config, cross_validate, fit_linear, lognormal_sigma, residual_quantiles,
                                     typical_quantiles)
 from forksim.profile import ImageShape, Profile
@@ -204,6 +205,9 @@ def test_smoke_calibration_writes_a_valid_profile(tmp_path, traced, monkeypatch)
     if (os.cpu_count() or 1) > 1:  # forks whose children exit on the other CPU (kernel/slab.py)
         assert p.remote_free is not None and p.remote_free.source.startswith("measured:")
         assert set(p.diagnostics["remote_free"]) >= {"base", "file VMAs", "anon VMAs", "stack_miss_us"}
+        # a fork loop beside another process's on the other CPU (calibration/concurrency.py)
+        assert p.concurrent_creation is not None and p.concurrent_creation.source.startswith("measured:")
+        assert len(p.diagnostics["concurrent_creation"]["fork_beside_minus_alone_us"]) == PLANS["smoke"].rounds
     assert not list(out.parent.glob(f".{out.name}.*"))  # no temp file left behind
 
     pub = build_published(tmp_path / "published.json", base=out)

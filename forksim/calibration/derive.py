@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import MeasurementError
 from ..kernel.stages import DUP_MMAP, EXIT_MMAP, FORK_PATH
 from ..profile import STAGES, ImageShape, Profile, StageCost
+from .concurrency import fit_concurrent_creation
 from .families import fit_families
 from .fit import median, stage_json
 from .fork_path import (ForkTotals, fit_fork_path, fit_remote_free, fit_stack_vmalloc, fit_thread_setup, fork_split,
@@ -59,6 +60,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
     st.update(fit_thread_setup(ev, split))
     st.update(fit_stack_vmalloc(ev))
     remote_free = fit_remote_free(ev, st)
+    concurrent = fit_concurrent_creation(ev)
     st.update(fit_child_start(ev))
     st.update(fit_exec(ev))
     st.update(fit_exit(ev))
@@ -103,6 +105,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
         **{k: stage_json(v) for k, v in starts.items()},
         **({"warmth": warmth} if warmth else {}),
         **({"remote_free": remote_free} if remote_free else {}),
+        **({"concurrent_creation": concurrent} if concurrent else {}),
         **({"fresh_image_scatter": fresh} if fresh else {}),
         "diagnostics": ev.diag,
     }

@@ -25,6 +25,7 @@ from .room_loops import measure_room
 from .plan import (FORK_MODE, FORKEXEC_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE, VARIANTS, GiB, MiB, Plan, Store,
                    label as _label)
 from .caches import lines_job
+from .concurrency import ALONE, BESIDE, beside_forker
 from .layout import RANDOM, SCATTERED, layout_reader
 from .warmth import cold_jobs
 
@@ -255,6 +256,20 @@ class _Jobs:
                                            extra=["-R", str(exit_cpu)])))
         return jobs
 
+    def concurrency(self) -> list[Job]:
+        """5a'. fork() pinned at RSS 0, alone against beside another process's fork loop pinned to the other CPU:
+        the shared creation state its writes find there (concurrency.py); rounds alternate the order."""
+        jobs: list[Job] = []
+        sides = [(ALONE, False), (BESIDE, True)]
+        for rnd in range(self.plan.rounds):
+            for kind, beside in (sides if rnd % 2 == 0 else sides[::-1]):
+                run = self.fork(kind, rnd=rnd, reps=self.plan.variant_reps)
+                if beside:
+                    run = beside_forker(str(self.b.forkbench), self.other, run)
+                what = "beside another process forking on the other CPU" if beside else "alone"
+                jobs.append((f"fork {what} (round {rnd + 1})", run))
+        return jobs
+
     def scheduler(self) -> list[Job]:
         """6. the scheduler's costs: wake-ups across and on one CPU, context switches, IPIs."""
         r, cpu, other = self.plan.sched_reps, self.cpu, self.other
@@ -291,7 +306,7 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
         jobs.append(("traced tight loops (placement room)", lambda: measure_room(store, secs, store.notes.append)))
     jobs += j.untraced_forks() + j.variants() + j.memory()
     if other != cpu:
-        jobs += j.remote_free()
+        jobs += j.remote_free() + j.concurrency()
     # 5b. the caches as the fork sweep's back-to-back walks see them: dup_mmap's miss term (caches.py)
     jobs.append(("cache curve (forkbench lines)", lines_job(str(b.forkbench), store, cpu, max(2 * llc_bytes(), 64 * MiB))))
     if plan.layout_sizes:  # the same walk in one random order: the scatter curve's shape (layout.py)

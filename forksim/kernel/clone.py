@@ -20,6 +20,7 @@ from .flags import COPIES_MM, EXECS, KINDS, NEW_PROCESS, VFORK_WAIT
 from .mm import MM, Process
 from .damon import Kdamond
 from .netns import Netns
+from .shared import SharedState
 from .slab import SlabFreelists
 from .stack import StackCache
 from .warmth import WarmthTracker
@@ -98,6 +99,7 @@ class Kernel:
         self.child_cfg = child
         self.stacks = StackCache(len(machine.cpus), stack_per_cpu)
         self.slab = SlabFreelists(costs.profile.remote_free, len(machine.cpus))
+        self.shared = SharedState(costs.profile.concurrent_creation)
         self.warmth = WarmthTracker(costs.profile.warmth, len(machine.cpus))
         placement = costs.profile.placement
         fork_local = placement["fork_local_when_idle"].value
@@ -181,6 +183,8 @@ class Kernel:
         rec.start = t0 = env._now
         rec.parent_cpu = P.cpu.id
         setup = self._setup_cost(P, k, rec)
+        if self.shared.cost is not None:  # the shared creation state last written on another CPU (kernel/shared.py)
+            setup += self.shared.fork_us(P.cpu.id, parent, self.costs)
         child_mm = parent.mm
         if k.copies_mm:
             mm = parent.mm
@@ -504,6 +508,8 @@ class Kernel:
             rel, pid_hold = d.release_hold(), d.pid_hold()
             locked += rel + pid_hold
         body = max(0.0, d.do_exit() - locked)
+        if self.shared.cost is not None:  # exit_creds, cgroup_exit, free_pid after another CPU's (kernel/shared.py)
+            body += self.shared.exit_us(C.cpu.id, child.parent, c)
         x = self.copies
         if x is not None:  # exit_files -> close_files per fd, exit_task_namespaces; exit_notify's share
             body = max(0.0, body + c.term("+exit", x.exit_us, x.sigma))
