@@ -33,13 +33,14 @@ def _step(edges: list[float], values: list[float], idle_us: float) -> float:
 
 class RoomCurve(BaseModel):
     """One creation family under PlacementRoom: `room_local`, the share kept on the parent's CPU while that
-    CPU has been awake under the section's `room_us`; beyond it, `local[i]`, the share kept local when the
+    CPU has been awake under the family's own `room_us` (absent: the section's); beyond it, `local[i]`, the share kept local when the
     idle CPU has been idle at most `idle_us[i]` (ascending upper edges; longer than the last: the last share)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     room_local: float = Field(ge=0.0, le=1.0)
     idle_us: list[float] = Field(min_length=1)
     local: list[float] = Field(min_length=1)
+    room_us: float | None = Field(default=None, gt=0.0, le=1e6)
 
     @model_validator(mode="after")
     def _curve(self) -> "RoomCurve":
@@ -47,8 +48,9 @@ class RoomCurve(BaseModel):
         return self
 
     def share(self, awake_us: float, room_us: float, idle_us: float) -> float:
-        """P(kept on the parent's CPU) for a parent CPU awake `awake_us` and an idle CPU idle `idle_us`."""
-        if awake_us < room_us:
+        """P(kept on the parent's CPU) for a parent CPU awake `awake_us` and an idle CPU idle `idle_us` (`room_us`:
+        the section's threshold, for a family without its own)."""
+        if awake_us < (self.room_us if self.room_us is not None else room_us):
             return self.room_local
         return _step(self.idle_us, self.local, idle_us)
 

@@ -133,3 +133,38 @@ def test_a_family_the_room_rule_leaves_out_gets_its_share_from_the_same_loops():
     assert out["fork_local_when_idle"]["value"] == pytest.approx(0.6, abs=0.06)
     assert out["fork_local_when_idle"]["source"].startswith("measured:")
     assert loop_shares(Store(), None) == {}
+
+
+def test_the_start_of_a_loop_is_left_out_when_asked():
+    """settle_us drops the placements and wake-ups in the first part after the parent's first creation (a loop's
+    start from a long-idle other CPU, room_loops.SETTLE_S): the creation at 110 goes, the one at 150 stays."""
+    evs = [
+        _sw(90.0, 1, 55, 0), _sw(95.0, 0, 55, 0), _sw(100.0, 0, 0, P),
+        _new(110.0, 0, C1, 0), _sw(111.0, 0, P, C1, "S"),
+        _waking(120.0, 0, C1), _sw(121.0, 0, C1, 0, "Z"), _sw(140.0, 1, 0, P, "R"),
+        _new(150.0, 1, C2, 0),
+    ]
+    assert len(trace_points(evs, "fork")[0]) == 2
+    place, wakes = trace_points(evs, "fork", settle_us=30.0)
+    assert place == [("fork", 10.0, 29.0, False)] and wakes == []  # the wake-up at 120 went too
+
+
+def test_a_family_whose_own_threshold_explains_it_better_keeps_it():
+    """vfork's room ends at 15 us, fork's at 110 us (a fork's copy runs before wake_up_new_task): the section's
+    room_us is the shared fit, fork's curve carries its own, and each family's shares come back."""
+    rng = np.random.default_rng(6)
+    edges = [25.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 1e9]
+    a, i, loc = _synthetic(rng, 6000, 15.0, 0.99, edges, [0.05, 0.3, 0.5, 0.5, 0.7, 0.9, 0.99])
+    pts = [("vfork", float(x), float(y), bool(z)) for x, y, z in zip(a, i, loc)]
+    awake = rng.choice([50.0, 140.0], 3000) + rng.uniform(-10.0, 10.0, 3000)  # after a remote child / a local one
+    local = rng.random(3000) < np.where(awake < 110.0, 0.99, 0.02)
+    pts += [("fork", float(x), 150.0, bool(z)) for x, z in zip(awake, local)]
+    sec = fit_room(pts, "synthetic")
+    PlacementRoom.model_validate(sec)
+    fork = sec["families"]["fork"]
+    assert 60.0 <= fork["room_us"] <= 130.0 and fork["room_local"] == pytest.approx(0.99, abs=0.02)
+    assert fork["local"] == [pytest.approx(0.02, abs=0.02)]
+    assert sec["room_us"] != fork["room_us"] and "fork: " in sec["source"] and "its own threshold" in sec["source"]
+    room = PlacementRoom.model_validate(sec)
+    assert room.families["fork"].share(70.0, room.room_us, 150.0) == pytest.approx(0.99, abs=0.02)  # its own room
+    assert room.families["vfork"].share(70.0, room.room_us, 5000.0) == pytest.approx(0.99, abs=0.02)

@@ -74,10 +74,28 @@ def _family_loglik(awake: np.ndarray, idle: np.ndarray, local: np.ndarray, room:
     return ll
 
 
+def _best_room(lls: list[float]) -> float:
+    """The threshold of greatest likelihood: the middle of the candidates that tie for it (a threshold anywhere in
+    the gap between two clusters of awake times explains them alike; the middle is the least committed)."""
+    top = max(lls)
+    tied = [r for r, ll in zip(ROOM_CANDIDATES_US, lls) if ll >= top - 1e-9]
+    run = tied[:1]  # the first contiguous run of tied candidates (1 us apart)
+    for r in tied[1:]:
+        if r - run[-1] > 1.0:
+            break
+        run.append(r)
+    return float(run[len(run) // 2])
+
+
 def fit_room(points: Iterable[RoomPoint], what: str, min_points: int = 50) -> dict[str, Any] | None:
     """The profile's placement_room section from `points` (`what`: the runs they came from, for the source), or
-    None when no family has `min_points` points or the best threshold leaves fewer than MIN_BIN points on
-    either side (no room rule visible: the placement section's shares stand)."""
+    None when no family has `min_points` points, no creation came early enough after a halt to show a room, or
+    no family's placements are explained better than by its one share (the placement section's shares stand).
+
+    `room_us` is the one threshold shared by the families; a family whose own threshold explains its points
+    better (a likelihood-ratio test) keeps its own (on the Intel host a fork's room came out 112-118 us against
+    ~15 us for vfork and threads: a fork's copy runs before wake_up_new_task, and the rule sees the CPU's
+    awake time then). A family is listed only where its rule beats its one share (the model's alternative)."""
     by: dict[str, list[RoomPoint]] = {}
     for p in points:
         if p[0] in ROOM_FAMILIES and math.isfinite(p[1]) and math.isfinite(p[2]):
@@ -86,34 +104,29 @@ def fit_room(points: Iterable[RoomPoint], what: str, min_points: int = 50) -> di
               for f, v in by.items() if len(v) >= min_points}
     if not arrays:
         return None
-    lls = [sum(_family_loglik(a, i, loc, r) for a, i, loc in arrays.values()) for r in ROOM_CANDIDATES_US]
-    room = ROOM_CANDIDATES_US[int(np.argmax(lls))]
-    # the room must explain the placements better than the idle-time curves alone: a likelihood-ratio test
-    # (the threshold and each family's room share as the extra parameters; the best of many thresholds, so 0.1%)
-    base = sum(_family_loglik(a, i, loc, 0.0) for a, i, loc in arrays.values())
-    if 2.0 * (max(lls) - base) < chi2.ppf(1.0 - LR_ALPHA, 1 + len(arrays)):
-        return None
+    own_lls = {f: [_family_loglik(a, i, loc, r) for r in ROOM_CANDIDATES_US] for f, (a, i, loc) in arrays.items()}
+    room = _best_room([sum(x) for x in zip(*own_lls.values())])
     fams: dict[str, Any] = {}
     notes: list[str] = []
-    k_in = sum(int(loc[a < room].sum()) for a, _i, loc in arrays.values())
-    n_in = sum(int((a < room).sum()) for a, _i, _l in arrays.values())
-    if n_in < MIN_BIN:
-        return None  # no creation came early enough after a halt to see a room
     for f, (a, i, loc) in sorted(arrays.items()):
-        inside = a < room
-        if (~inside).sum() < MIN_BIN:
-            continue  # no creation beyond the room: nothing to say beyond the placement section's share
-        gain = 2.0 * (_family_loglik(a, i, loc, room) - _family_loglik(a, i, loc, 0.0))
-        if gain < chi2.ppf(1.0 - LR_ALPHA, 1):
-            notes.append(f"{f}: left out ({int(inside.sum())} of {len(a)} creations awake under {room:g} us; the room "
-                         f"does not explain its placements: likelihood-ratio {gain:.1f}), its placement share stands")
-            continue
+        own = _best_room(own_lls[f])
+        # the family's own threshold where it beats the shared one (one extra parameter; the best of many: 0.1%)
+        shared_ll, own_ll = _family_loglik(a, i, loc, room), _family_loglik(a, i, loc, own)
+        r = own if 2.0 * (own_ll - shared_ll) >= chi2.ppf(1.0 - LR_ALPHA, 1) else room
+        inside = a < r
+        flat = _loglik(int(loc.sum()), len(loc))
         edges, shares, counts = _bins(i[~inside], loc[~inside])
-        own = inside.sum() >= MIN_BIN  # else the families' pooled share (a family whose creations all come late)
-        room_local = float(loc[inside].mean()) if own else k_in / n_in if n_in else 1.0
-        fams[f] = {"room_local": round(room_local, 3), "idle_us": edges, "local": shares}
-        notes.append(f"{f}: {int(loc[inside].sum())} of {int(inside.sum())} local awake under {room:g} us"
-                     + ("" if own else " (too few: the families' pooled share)") + "; beyond, by idle time "
+        df = len(edges) + 1  # the idle-time shares, the room's share and the threshold, less the one share
+        gain = 2.0 * (_family_loglik(a, i, loc, r) - flat)
+        if inside.sum() < MIN_BIN or (~inside).sum() < MIN_BIN or gain < chi2.ppf(1.0 - LR_ALPHA, df):
+            notes.append(f"{f}: left out ({int(inside.sum())} of {len(a)} creations awake under {r:g} us; the rule "
+                         f"does not explain its placements better than its one share: likelihood-ratio {gain:.1f}), "
+                         f"its placement share stands")
+            continue
+        fams[f] = {"room_local": round(float(loc[inside].mean()), 3), "idle_us": edges, "local": shares,
+                   **({"room_us": r} if r != room else {})}
+        notes.append(f"{f}: {int(loc[inside].sum())} of {int(inside.sum())} local awake under {r:g} us"
+                     + (" (its own threshold)" if r != room else "") + "; beyond, by idle time "
                      + ", ".join(f"<= {e:g} us {s:g} of {c}" for e, s, c in zip(edges, shares, counts)))
     if not fams:
         return None
@@ -156,12 +169,14 @@ class _Cpus:
         return min(idle) if idle else None
 
 
-def trace_points(events: Iterable[TraceEvent], family: str) -> tuple[list[RoomPoint], list[WakePoint]]:
+def trace_points(events: Iterable[TraceEvent], family: str,
+                 settle_us: float = 0.0) -> tuple[list[RoomPoint], list[WakePoint]]:
     """The placement points of one traced unpinned creation loop (its parent: the pid that emits the most
     sched_wakeup_new) and the wake-up points: each time the child woke the parent sleeping in wait or
     pthread_join (its last switch-out in state S: a process child's exit_notify, a thread's clear_child_tid
     futex wake) from the parent's own CPU while another CPU was idle, whether the parent then ran on that
-    idle CPU (select_idle_sibling) or stayed."""
+    idle CPU (select_idle_sibling) or stayed. Points in the first `settle_us` after the parent's first creation are
+    left out (the loop's start, from a long-idle other CPU, is a regime of its own: see room_loops.SETTLE_S)."""
     evs = list(events)
     counts: dict[int, int] = {}
     for _t, _c, p, e, _f in evs:
@@ -170,6 +185,7 @@ def trace_points(events: Iterable[TraceEvent], family: str) -> tuple[list[RoomPo
     if not counts:
         return [], []
     P = max(counts, key=counts.__getitem__)
+    settled = next(t for t, _c, p, e, _f in evs if e == "sched_wakeup_new" and p == P) + settle_us
     cpus, place, wakes = _Cpus(), [], []
     p_cpu: int | None = None
     p_slept = False
@@ -178,7 +194,8 @@ def trace_points(events: Iterable[TraceEvent], family: str) -> tuple[list[RoomPo
         if pending is not None and (pid == P or (e == "sched_switch" and P in (int(f["prev_pid"]), int(f["next_pid"])))):
             # the woken parent's first sign of life says where it runs: its switch in, or (where tracefs missed
             # that switch, as it misses some switches away from the idle task) whatever it does next there
-            wakes.append((pending[2], c != pending[1]))
+            if pending[0] >= settled:
+                wakes.append((pending[2], c != pending[1]))
             pending = None
         if e == "sched_switch":
             prev, nxt = int(f["prev_pid"]), int(f["next_pid"])
@@ -188,7 +205,7 @@ def trace_points(events: Iterable[TraceEvent], family: str) -> tuple[list[RoomPo
         elif e == "sched_wakeup_new" and pid == P:
             o = cpus.first_idle_other(c)
             awake = cpus.awake_from.get(c)
-            if o is not None and awake is not None and cpus.cur.get(c) == P:
+            if o is not None and awake is not None and cpus.cur.get(c) == P and t >= settled:
                 place.append((family, t - awake, t - cpus.idle_from[o], int(f["target_cpu"]) == c))
         elif e == "sched_waking" and int(f.get("pid", -1)) == P and pid != P:
             pending = None
