@@ -168,3 +168,42 @@ def test_a_family_whose_own_threshold_explains_it_better_keeps_it():
     room = PlacementRoom.model_validate(sec)
     assert room.families["fork"].share(70.0, room.room_us, 150.0) == pytest.approx(0.99, abs=0.02)  # its own room
     assert room.families["vfork"].share(70.0, room.room_us, 5000.0) == pytest.approx(0.99, abs=0.02)
+
+
+def _mig(t, cpu, child, orig, dest):
+    return (t, cpu, child, "sched_migrate_task", {"pid": str(child), "orig_cpu": str(orig), "dest_cpu": str(dest)})
+
+
+def _exec(t, cpu, child):
+    return (t, cpu, child, "sched_process_exec", {"pid": str(child)})
+
+
+def test_exec_points_count_the_execs_that_began_with_another_cpu_idle():
+    """C1 first runs on CPU 0 and sched_exec moves it to idle CPU 1 (moved); C2 execs on CPU 0 while CPU 1 idles
+    (stayed); C3 execs on CPU 0 while CPU 1 runs a task (not counted); C4, made in the settling time, not counted."""
+    C3, C4 = 103, 104
+    evs = [
+        _sw(1.0, 1, 55, 0), _sw(2.0, 0, 55, P),
+        _new(5.0, 0, C4, 0), _sw(6.0, 0, P, C4, "D"), _exec(8.0, 0, C4), _sw(9.0, 0, C4, P, "Z"),
+        _new(110.0, 0, C1, 0), _sw(111.0, 0, P, C1, "D"), _mig(120.0, 0, C1, 0, 1), _sw(121.0, 1, 0, C1),
+        _exec(130.0, 1, C1), _sw(131.0, 1, C1, 0, "Z"), _sw(132.0, 0, 0, P),
+        _new(140.0, 0, C2, 0), _sw(141.0, 0, P, C2, "D"), _exec(150.0, 0, C2), _sw(151.0, 0, C2, P, "Z"),
+        _new(160.0, 0, C3, 0), _sw(161.0, 1, 0, 77), _sw(162.0, 0, P, C3, "D"), _exec(170.0, 0, C3),
+    ]
+    from forksim.calibration.room import exec_points
+    assert exec_points(evs, settle_us=50.0) == [True, False]
+    assert exec_points(evs) == [False, True, False]  # C4 counts without the settling time
+
+
+def test_the_spawn_loop_s_exec_moves_replace_forkbench_s():
+    from forksim.calibration.plan import Store
+    from forksim.calibration.room_loops import KIND, loop_shares
+    from forksim.calibration.scheduling import MIN_IDLE_EXECS
+
+    store = Store()
+    store.add(KIND, {"family": "spawn", "seconds": 0.3, "settle_s": 0.15}, {}, [], [])
+    store.runs[-1]["exec_moved"] = [True] * 3 + [False] * (MIN_IDLE_EXECS - 3)
+    got = loop_shares(store, None)["exec_moves_when_idle"]
+    assert got["value"] == round(3 / MIN_IDLE_EXECS, 3) and got["source"].startswith("measured:")
+    store.runs[-1]["exec_moved"] = [True] * (MIN_IDLE_EXECS - 1)  # too few: forkbench's share stands
+    assert "exec_moves_when_idle" not in loop_shares(store, None)

@@ -20,7 +20,7 @@ from scipy.stats import chi2
 from ..profile import ROOM_FAMILIES
 
 __all__ = ["RoomPoint", "WakePoint", "TraceEvent", "IDLE_EDGES_US", "ROOM_CANDIDATES_US", "MIN_BIN", "fit_room",
-           "fit_wake_away", "trace_points"]
+           "fit_wake_away", "trace_points", "exec_points"]
 
 RoomPoint = tuple[str, float, float, bool]  # (family, parent CPU awake us, idle CPU idle us, kept local)
 
@@ -229,3 +229,44 @@ def fit_wake_away(points: Sequence[WakePoint], what: str, min_points: int = 50) 
         f"pthread_join (a thread's clear_child_tid) by the child on the parent's CPU while another CPU was idle; the "
         f"parent ran next on the idle CPU, by its idle time: "
         + ", ".join(f"<= {e:g} us {s:g} of {n}" for e, s, n in zip(edges, shares, counts)))}
+
+
+def exec_points(events: Iterable[TraceEvent], settle_us: float = 0.0) -> list[bool]:
+    """sched_exec in one traced unpinned posix_spawn loop (sched_switch, sched_wakeup_new, sched_migrate_task and
+    sched_process_exec on): for each child of the parent (the pid that emits the most sched_wakeup_new) whose execve
+    began while another CPU was idle (the other CPU ran the idle task when its exec completed where it started, or
+    sched_exec's migration took it to an idle CPU), whether it left execve on another CPU than it first ran on.
+    Children made in the first `settle_us` after the parent's first creation are left out."""
+    evs = list(events)
+    counts: dict[int, int] = {}
+    for _t, _c, p, e, _f in evs:
+        if e == "sched_wakeup_new":
+            counts[p] = counts.get(p, 0) + 1
+    if not counts:
+        return []
+    P = max(counts, key=counts.__getitem__)
+    settled = next(t for t, _c, p, e, _f in evs if e == "sched_wakeup_new" and p == P) + settle_us
+    cur: dict[int, int] = {}
+    kids: dict[int, dict[str, Any]] = {}  # child pid -> its first CPU and whether it moved to an idle one
+    out: list[bool] = []
+    for t, c, pid, e, f in evs:
+        if e == "sched_switch":
+            nxt = int(f["next_pid"])
+            cur[c] = nxt
+            k = kids.get(nxt)
+            if k is not None and k.get("cpu") is None:
+                k["cpu"] = c
+        elif e == "sched_wakeup_new" and pid == P and t >= settled:
+            kids[int(f["pid"])] = {"cpu": None}
+        elif e == "sched_migrate_task":
+            k = kids.get(int(f["pid"]))
+            if k is not None and k.get("cpu") is not None and "to_idle" not in k:
+                k["to_idle"] = cur.get(int(f["dest_cpu"])) == 0
+        elif e == "sched_process_exec":
+            k = kids.pop(pid, None)
+            if k is None or k.get("cpu") is None:
+                continue
+            other_idle = any(p == 0 for o, p in cur.items() if o != k["cpu"])
+            if k.get("to_idle", other_idle and c == k["cpu"]):
+                out.append(c != k["cpu"])
+    return out

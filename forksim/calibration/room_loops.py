@@ -17,13 +17,16 @@ from typing import Any, Callable
 from ..profile import ROOM_FAMILIES
 from . import tracefs
 from .plan import Store
-from .room import fit_room, fit_wake_away, trace_points
+from .room import exec_points, fit_room, fit_wake_away, trace_points
+from .scheduling import MIN_IDLE_EXECS
 
 __all__ = ["LOADGEN_KINDS", "MIN_PLACEMENTS", "ATTEMPTS", "measure_room", "room_section", "loop_shares"]
 
 # profile family -> the load generator's --kind
 LOADGEN_KINDS = {"vfork": "vfork", "spawn": "posix_spawn", "thread": "thread", "fork": "fork"}
-EVENTS = ("sched/sched_switch", "sched/sched_waking", "sched/sched_wakeup_new")
+# sched_migrate_task and sched_process_exec: where sched_exec takes the posix_spawn loop's children (room.exec_points)
+EVENTS = ("sched/sched_switch", "sched/sched_waking", "sched/sched_wakeup_new", "sched/sched_migrate_task",
+          "sched/sched_process_exec")
 KIND = "room"  # the Store's kind of these runs
 
 
@@ -44,8 +47,9 @@ ATTEMPTS = 4
 SETTLE_S = 0.15
 
 
-def _traced_loop(kind: str, seconds: float, family: str) -> tuple[dict[str, Any], int, list, list]:
-    """One traced run of the load generator's loop: (its summary, events lost, placements, wake-ups)."""
+def _traced_loop(kind: str, seconds: float, family: str) -> tuple[dict[str, Any], int, list, list, list]:
+    """One traced run of the load generator's loop: (its summary, events lost, placements, wake-ups, and for
+    posix_spawn whether each exec that began with another CPU idle left on another CPU)."""
     from ..validation.loadgen import run_loadgen
 
     args = ["--mode", "closed", "--kind", kind, "--parents", "1", "--duration", f"{seconds + SETTLE_S:g}",
@@ -59,10 +63,12 @@ def _traced_loop(kind: str, seconds: float, family: str) -> tuple[dict[str, Any]
         finally:
             trace.stop()
         lost = trace.overruns()
-        place, wakes = trace_points(_events(trace), family, settle_us=SETTLE_S * 1e6)
+        evs = _events(trace)
+        place, wakes = trace_points(evs, family, settle_us=SETTLE_S * 1e6)
+        execs = exec_points(evs, settle_us=SETTLE_S * 1e6) if family == "spawn" else []
     finally:
         trace.close()
-    return meta, lost, place, wakes
+    return meta, lost, place, wakes, execs
 
 
 def measure_room(store: Store, seconds: float, log: Callable[[str], None]) -> None:
@@ -75,7 +81,7 @@ def measure_room(store: Store, seconds: float, log: Callable[[str], None]) -> No
         kind, n = LOADGEN_KINDS[family], 0
         for attempt in range(ATTEMPTS):
             try:
-                meta, lost, place, wakes = _traced_loop(kind, seconds, family)
+                meta, lost, place, wakes, execs = _traced_loop(kind, seconds, family)
             except (OSError, LoadgenError) as exc:
                 log(f"placement room loop ({kind}) not measured: {exc}")
                 break
@@ -85,6 +91,8 @@ def measure_room(store: Store, seconds: float, log: Callable[[str], None]) -> No
                       {"loadgen_summary": summary},
                       [{"awake_us": round(a, 2), "idle_us": round(i, 2), "local": loc} for _f, a, i, loc in place],
                       [{"idle_us": round(i, 2), "moved": m} for i, m in wakes])
+            if execs:
+                store.runs[-1]["exec_moved"] = execs
             log(f"placement room loop ({kind}, {seconds:g} s): {len(place)} placements, {len(wakes)} wake-ups")
             n += len(place)
             if n >= MIN_PLACEMENTS:
@@ -100,7 +108,8 @@ def loop_shares(store: Store, room: dict[str, Any] | None) -> dict[str, dict[str
     loops: the creations made while another CPU was idle that stayed on the parent's CPU, over all of them. The
     loop a running program settles in, where forkbench's ~200 creations from a long-idle start gave 0.50 and 0.98
     in two quick calibrations 75 minutes apart (the Intel host, 2026-12-02; these loops gave 0.54 and 0.67, the
-    full calibration's 0.50)."""
+    full calibration's 0.50). And sched_exec's share (exec_moves_when_idle) from the posix_spawn loop where it saw
+    MIN_IDLE_EXECS execs begin with another CPU idle."""
     out: dict[str, dict[str, Any]] = {}
     listed = (room or {}).get("families", {})
     for family, key in LOOP_SHARE_KEYS.items():
@@ -114,6 +123,15 @@ def loop_shares(store: Store, room: dict[str, Any] | None) -> dict[str, dict[str
             f"traced ({secs}): of {len(local)} creations made while "
             f"another CPU was idle, {sum(local)} put the child on the parent's CPU (sched_wakeup_new target_cpu); "
             f"the placement room rule does not explain this family here, so its share is the loop's whole")}
+    moved = [bool(m) for r in store.select(KIND) if r["key"]["family"] == "spawn" for m in r.get("exec_moved", [])]
+    if len(moved) >= MIN_IDLE_EXECS:  # sched_exec in the loop a running program is in (forkbench's: from idle)
+        out["exec_moves_when_idle"] = {"value": round(sum(moved) / len(moved), 3), "source": (
+            f"measured: the validation's load generator's closed posix_spawn loop, one unpinned parent, traced "
+            f"(sched_migrate_task, sched_process_exec; its first {SETTLE_S * 1e3:g} ms left out): of {len(moved)} "
+            f"execve calls of a child begun while another CPU was idle, {sum(moved)} returned on another CPU "
+            f"(sched_exec: select_task_rq(WF_EXEC), stop_one_cpu). forkbench's short traced loop from a long-idle "
+            f"start gave 0.46 of 106 in one quick calibration and 0.01 in the ones before and after it (Intel host, "
+            f"2026-12-02), so the loop's share is the profile's")}
     return out
 
 
