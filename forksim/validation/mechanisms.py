@@ -22,7 +22,10 @@ _K_OVER_CPUS = (
     "RCU callbacks, ~270 us, hold a third of the slowest 1%); at K8 also by another parent's new child placed on "
     "its vCPU (1.3%). With no vCPU idle 43% of the children go to the other vCPU (0.4% at K2), where they cost "
     "~10 us more and their exit wakes their parent across CPUs; CPU per creation rises from ~89 us (K2) to ~103 "
-    "us, plus 5% idle. The model runs the plain fair queue without a `balancing` section: it keeps every child "
+    "us, plus 5% idle. Of the K2 cost over a pinned loop alone (~68 us), the shared creation state every "
+    "creation and exit writes, last written by the other CPU for another parent, is modelled (kernel/shared.py, "
+    "the profile's concurrent_creation: +6 us in fork(), +9 us in the exit and reap, measured by calibrate). "
+    "The model runs the plain fair queue without a `balancing` section: it keeps every child "
     "local and never preempts a parent inside fork(), so its p99 and throughput do not move with K; its EEVDF "
     "mode (a `balancing` section) lets the new child take the CPU at ~100% of forks (the parent is ineligible "
     "by ~7 us after ~25 us of running), so neither reproduces the traced eligibility")
@@ -104,9 +107,13 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "model's cycle is also shorter than the real one (about 250 against 430 us) for reasons not identified"),
     ("-pin", "one pinned parent: its children run, exit and are reaped on its CPU (the model pins them too, "
      "workload.pin); the p99s hold host noise absent from the pinned stage residuals"),
-    ("K1-rss", "a single parent migrates after its child's sync wake-up and forks on a vCPU just out of halt; the "
-     "model charges the IPI, the halt exit and (warmth) the colder image after a move to the other CPU, whose "
-     "coldness is a rough figure from two sizes; the p99s hold host noise absent from the pinned stage residuals"),
+    ("K1-rss", "a single parent alternates: a child made while its CPU has been awake under ~115 us (just after a "
+     "halt) stays local, the next goes to the idle vCPU (traced, tools/place_trace.py, 2026-12-02: 0.95-1.0 local "
+     "under 110 us, 0.01 at 120-150 us; the profile's placement_room fork curve), and a local child after a remote "
+     "one pays the remote frees (remote_free): real fork() p50 46 us either way, the model's 41-43; the local "
+     "cycle's rest (child, exit, reap) is ~15 us longer in the real loop than in the model (61 against 47 us, not "
+     "identified), so the model's CPU is awake less long at the next creation and keeps more children local; "
+     "the p99s hold host noise absent from the pinned stage residuals"),
     ("rss0", "the p99s: the RCU callbacks of the loop's own exited children run in softirq on the forking CPU "
      "(traced, tools/tail_trace.py: the slowest 1% of a K1 loop's fork() calls held 190 us of RCU softirq each, "
      "the middle ones 0.1 us); the model runs them (rcu_callbacks, measured by calibrate under tracefs) batched "
