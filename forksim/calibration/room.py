@@ -169,6 +169,19 @@ class _Cpus:
         return min(idle) if idle else None
 
 
+def _loop_parent(evs: list[TraceEvent], settle_us: float) -> tuple[int, float] | None:
+    """The loop's parent (the pid that emits the most sched_wakeup_new) and the time its loop has settled: its
+    first creation plus `settle_us`; None without a creation."""
+    counts: dict[int, int] = {}
+    for _t, _c, p, e, _f in evs:
+        if e == "sched_wakeup_new":
+            counts[p] = counts.get(p, 0) + 1
+    if not counts:
+        return None
+    P = max(counts, key=counts.__getitem__)
+    return P, next(t for t, _c, p, e, _f in evs if e == "sched_wakeup_new" and p == P) + settle_us
+
+
 def trace_points(events: Iterable[TraceEvent], family: str,
                  settle_us: float = 0.0) -> tuple[list[RoomPoint], list[WakePoint]]:
     """The placement points of one traced unpinned creation loop (its parent: the pid that emits the most
@@ -178,14 +191,10 @@ def trace_points(events: Iterable[TraceEvent], family: str,
     idle CPU (select_idle_sibling) or stayed. Points in the first `settle_us` after the parent's first creation are
     left out (the loop's start, from a long-idle other CPU, is a regime of its own: see room_loops.SETTLE_S)."""
     evs = list(events)
-    counts: dict[int, int] = {}
-    for _t, _c, p, e, _f in evs:
-        if e == "sched_wakeup_new":
-            counts[p] = counts.get(p, 0) + 1
-    if not counts:
+    loop = _loop_parent(evs, settle_us)
+    if loop is None:
         return [], []
-    P = max(counts, key=counts.__getitem__)
-    settled = next(t for t, _c, p, e, _f in evs if e == "sched_wakeup_new" and p == P) + settle_us
+    P, settled = loop
     cpus, place, wakes = _Cpus(), [], []
     p_cpu: int | None = None
     p_slept = False
@@ -238,14 +247,10 @@ def exec_points(events: Iterable[TraceEvent], settle_us: float = 0.0) -> list[bo
     sched_exec's migration took it to an idle CPU), whether it left execve on another CPU than it first ran on.
     Children made in the first `settle_us` after the parent's first creation are left out."""
     evs = list(events)
-    counts: dict[int, int] = {}
-    for _t, _c, p, e, _f in evs:
-        if e == "sched_wakeup_new":
-            counts[p] = counts.get(p, 0) + 1
-    if not counts:
+    loop = _loop_parent(evs, settle_us)
+    if loop is None:
         return []
-    P = max(counts, key=counts.__getitem__)
-    settled = next(t for t, _c, p, e, _f in evs if e == "sched_wakeup_new" and p == P) + settle_us
+    P, settled = loop
     cur: dict[int, int] = {}
     kids: dict[int, dict[str, Any]] = {}  # child pid -> its first CPU and whether it moved to an idle one
     out: list[bool] = []
