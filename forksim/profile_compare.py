@@ -64,12 +64,19 @@ def compare_profiles(a: Profile, b: Profile) -> dict[str, Any]:
         va, vb = (fa.value if fa else None), (fb.value if fb else None)
         machine.append({"what": f"placement.{key} (share)", "a": va, "b": vb,
                         "ratio": _ratio(va, vb) if va is not None and vb is not None else None})
-    ia, ib = a.interruptions, b.interruptions
-    if ia is not None or ib is not None:
-        for what, fa, fb in (("interruptions.rate_per_s (/s)", ia and ia.rate_per_s, ib and ib.rate_per_s),
-                             ("interruptions.duration (us)", ia and ia.duration.fixed_us, ib and ib.duration.fixed_us)):
-            machine.append({"what": what, "a": fa, "b": fb,
-                            "ratio": _ratio(fa, fb) if fa is not None and fb is not None else None})
+    # optional sections, where either profile has them: (section, row label, the figure of the section)
+    optional = (("interruptions", "interruptions.rate_per_s (/s)", lambda x: x.rate_per_s),
+                ("interruptions", "interruptions.duration (us)", lambda x: x.duration.fixed_us),
+                ("remote_free", "remote_free.fixed_us (us)", lambda x: x.fixed_us),
+                ("concurrent_creation", "concurrent_creation.fork_us (us)", lambda x: x.fork_us),
+                ("concurrent_creation", "concurrent_creation.exit_us (us)", lambda x: x.exit_us))
+    for section, what, figure in optional:
+        sa, sb = getattr(a, section), getattr(b, section)
+        if sa is None and sb is None:
+            continue
+        fa, fb = (figure(sa) if sa is not None else None), (figure(sb) if sb is not None else None)
+        machine.append({"what": what, "a": fa, "b": fb,
+                        "ratio": _ratio(fa, fb) if fa is not None and fb is not None else None})
     ha, hb = a.fingerprint(), b.fingerprint()
     return {"a": a.name, "b": b.name,
             "a_host": ha.describe() if ha else "no host (published figures)",

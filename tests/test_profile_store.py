@@ -218,3 +218,18 @@ def test_compare_shows_the_cache_miss_term_and_a_share_only_one_profile_measured
     thread = next(m for m in cmp["machine"] if m["what"] == "placement.thread_local_when_idle (share)")
     assert thread["a"] == a.placement["thread_local_when_idle"].value and thread["b"] is None
     assert thread["ratio"] is None
+
+
+def test_compare_shows_the_cross_cpu_terms_where_either_profile_has_them():
+    from forksim.profile import ConcurrentCreation
+    from forksim.profile_compare import compare_profiles
+
+    a = load_profile("default")
+    assert a.concurrent_creation is None
+    b = a.model_copy(update={"concurrent_creation": ConcurrentCreation(fork_us=6.0, exit_us=9.0,
+                                                                         source="assumption: test")})
+    rows = {m["what"]: m for m in compare_profiles(a, b)["machine"]}
+    assert rows["concurrent_creation.fork_us (us)"] == {"what": "concurrent_creation.fork_us (us)", "a": None,
+                                                        "b": 6.0, "ratio": None}
+    assert rows["concurrent_creation.exit_us (us)"]["b"] == 9.0
+    assert not any(w.startswith("remote_free") for w in rows)  # neither profile has it: no row
