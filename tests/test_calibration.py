@@ -311,3 +311,18 @@ def test_family_check_puts_each_pinned_family_beside_its_prediction():
         assert r["rel_error"] == pytest.approx((r["forksim_p50_us"] - r["measured_p50_us"]) / r["measured_p50_us"])
     call, rt = rows[0]["forksim_p50_us"], rows[1]["forksim_p50_us"]
     assert rt > call  # the round trip holds the call
+
+
+@pytest.mark.skipif(not LINUX, reason="process groups: Linux")
+def test_a_background_co_runner_ends_with_everything_it_forked():
+    """calibration.concurrency's co-runner (bench.background): a process group of its own, registered while it
+    runs, and ended with its children when the measurement beside it is over (or fails)."""
+    from forksim.calibration import bench
+    from forksim.lab.processes import group_alive
+
+    with pytest.raises(RuntimeError):
+        with bench.background(["sh", "-c", "sleep 100 & sleep 100"]) as p:
+            time.sleep(0.1)
+            assert p.pid in bench.running_children() and group_alive(p.pid)
+            raise RuntimeError("the measurement beside it failed")
+    assert not group_alive(p.pid) and p.pid not in bench.running_children()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +21,7 @@ from ..lab import build_dir, compile_c, compiler, compiler_version
 from ..lab.processes import end_group, group_alive
 from . import tracefs
 
-__all__ = ["Benchmarks", "build", "run_bench", "kill_children", "running_children", "CSRC"]
+__all__ = ["Benchmarks", "build", "run_bench", "background", "kill_children", "running_children", "CSRC"]
 
 CSRC = Path(__file__).parent / "csrc"
 
@@ -81,6 +83,20 @@ def kill_children() -> None:
 
 def running_children() -> list[int]:
     return [pid for pid, p in _children.items() if p.poll() is None]
+
+
+@contextmanager
+def background(argv: list[str]) -> Iterator[subprocess.Popen]:
+    """A benchmark running beside a measurement for the length of the `with` (a co-runner): in a session of its
+    own and registered as run_bench's are, so that its end, an error or Ctrl-C ends it and all it forked."""
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _children[p.pid] = p
+    unregister = tracefs.register_cleanup(lambda: _kill(p))
+    try:
+        yield p
+    finally:
+        _kill(p)
+        unregister()
 
 
 def run_bench(argv: list[str], trace: "tracefs.TraceInstance | None" = None, timeout: float = 300.0,

@@ -11,10 +11,10 @@ A co-runner that only spins, or streams 64 MiB of memory, slowed the same loop b
 
 from __future__ import annotations
 
-import subprocess
 import time
 from typing import Any, Callable
 
+from .bench import background
 from .fit import median
 from .samples import Evidence, fork_field, vals
 
@@ -28,14 +28,9 @@ _START_S = 0.05  # the co-runner's start (exec, its image, its first forks) befo
 def beside_forker(forkbench: str, other: int, run: Callable[[], None]) -> Callable[[], None]:
     """`run` with a forkbench fork loop pinned to CPU `other` for its whole length (stopped after it)."""
     def job() -> None:
-        co = subprocess.Popen([forkbench, "fork", "-r", "0", "-n", "100000000", "-w", "0", "-c", str(other)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
+        with background([forkbench, "fork", "-r", "0", "-n", "100000000", "-w", "0", "-c", str(other)]):
             time.sleep(_START_S)
             run()
-        finally:
-            co.kill()
-            co.wait()
 
     return job
 
