@@ -147,6 +147,14 @@ class Kernel:
         # whether the parent writes its share of the inherited pages after a fork (cow_by_parent): the
         # workloads skip the call, and its generator, when it would do nothing
         self.parent_writes = child.cow_writer == "parent" and child.cow_write_fraction > 0.0
+        # the kinds whose child does nothing between ret_from_fork and do_exit's single chunk (no lifetime,
+        # COW writes, unshare or exec; no vfork parent or joiner to wake at mm_release; no DAMON root to take):
+        # child_life runs the two as one chunk (do_exit's `lead`)
+        x = self.copies
+        plain = child.lifetime <= 0.0 and (x is None or x.unshare_us <= 0.0) and self.damon is None and not (
+            child.cow_writer == "child" and child.cow_write_fraction > 0.0)
+        self._exits_at_once = frozenset(
+            name for name, k in KINDS.items() if plain and not (k.execs or k.clone_thread or k.vfork_wait))
 
     def set_record_from(self, t: float) -> None:
         self.record_from = t
@@ -419,6 +427,10 @@ class Kernel:
         cost = d.ret_from_fork()
         if child.inherited:
             cost += d.child_touch()
+        if kind in self._exits_at_once and self.merge_stages and not (C.need_resched or C.cpu.rq):
+            # nothing between ret_from_fork and do_exit: one chunk (do_exit's `lead`)
+            yield from self.do_exit(child, kind, rec, lead=cost)
+            return
         yield C.run(cost)
         rec.child_start = env._now
         rec.child_cpu = C.cpu.id
@@ -493,12 +505,23 @@ class Kernel:
         pages = int(round(fraction * (shape.ptes + shape.pmds * 512)))
         return self.costs.draw_many("cow_fault_copy" if shared else "cow_fault_reuse", pages)
 
-    def do_exit(self, child: Process, kind: str, rec: "Creation") -> Proc:
+    def do_exit(self, child: Process, kind: str, rec: "Creation", lead: float | None = None) -> Proc:
         """do_exit(): exit_signals .. exit_mm (mm_release), exit_mmap of an mm it owns, exit_files ..,
-        exit_notify, the last schedule."""
+        exit_notify, the last schedule.
+
+        `lead`: the child's ret_from_fork (with its first COW faults), where the child exits at once
+        (`_exits_at_once`) and nothing waited on its CPU as it started: it runs as the head of do_exit's
+        chunk, with the exit's head after it non-preemptible too (a wake-up meanwhile preempts the child
+        at the end of that head, not at the return to user space between the two: an event fewer per
+        creation, shown statistically invisible by tools/fingerprint.py). child_start is the end of the
+        lead, lengthened by the interruptions that land in it (Task.interrupted)."""
         env, c, d = self.env, self.costs, self._d
         C = child.task
         t = env._now
+        if lead is not None:
+            lead = C.interrupted(lead)
+            t = rec.child_start = t + lead
+            rec.child_cpu = C.cpu.id
         # The measured do_exit runs to the last schedule, so it holds the tasklist_lock sections of
         # exit_notify (and a thread's own release_task): they are carved out of it, not added.
         hold = d.exit_notify_hold()
@@ -534,6 +557,8 @@ class Kernel:
             yield C.run(head)
             rest += self._clear_child_tid(child, rec)
             yield C.run(rest, preemptible=True)
+        elif lead is not None:  # ret_from_fork, then do_exit: one chunk (see above)
+            yield C.run(lead + head + rest, preemptible=True, head=lead + head)
         else:  # nothing happens at the head's end: one chunk whose preemption points start there
             yield C.run(head + rest, preemptible=True, head=head)
         if child.inherited:
