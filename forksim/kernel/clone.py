@@ -522,9 +522,10 @@ class Kernel:
         """do_exit(): exit_signals .. exit_mm (mm_release), exit_mmap of an mm it owns, exit_files ..,
         exit_notify, the last schedule.
 
-        `lead`: the length of ret_from_fork (child_start set) of a child that exits at once (`_exits_at_once`), nothing waiting on its CPU:
-        the head of do_exit's chunk, so a wake-up meanwhile preempts at the end of the exit's head, not at
-        the return to user space between (an event fewer; tools/fingerprint.py: statistically invisible)."""
+        `lead`: the length of ret_from_fork (child_start set) of a child that exits at once
+        (`_exits_at_once`), nothing waiting on its CPU: the head of do_exit's chunk, so a wake-up meanwhile
+        preempts at the end of the exit's head, not at the return to user space between (an event fewer;
+        tools/fingerprint.py: statistically invisible)."""
         env, c, d = self.env, self.costs, self._d
         C = child.task
         t = env._now if lead is None else rec.child_start
@@ -669,7 +670,8 @@ class Kernel:
             scan = _WAIT_SCAN_SHARE * reap
             rest = reap - scan
             C = child.task
-            if not walk and C.state == RUNNABLE and C.cpu is P.cpu and self.merge_stages and self.machine.tracer is None:
+            behind = C.state == RUNNABLE and C.cpu is P.cpu
+            if behind and not walk and self.merge_stages:
                 # the child waits on this CPU behind its parent, so it cannot exit during the scan: the scan
                 # and the sleep as one step (the switch-in after it starts at the scan's end: an event fewer)
                 parent.waiter = P
