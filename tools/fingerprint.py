@@ -5,6 +5,7 @@
     python tools/fingerprint.py compare before.json after.json
     python tools/fingerprint.py record --full v.json   # the validation configs at their own length
     python tools/fingerprint.py record --seed-offset 1 other-seeds.json  # the null for a change of streams
+    python tools/fingerprint.py record --full --seed-offset 1 v-other-seeds.json  # the same at full length
 
 `record` runs, with fixed seeds: the 23 validation scenarios' simulator configs (tools/validation-configs.json,
 shortened to 1 s), every experiment in experiments/ (shortened as the tests shorten them: tools/shortened.toml), the bench's
@@ -244,13 +245,24 @@ def compare(a_path: Path, b_path: Path) -> int:
     return 1 if differ else 0
 
 
+def _record_args(args: list[str]) -> tuple[Path, bool, int] | None:
+    """`[--full] [--seed-offset N] OUT` (either order), or None where they do not parse."""
+    full, offset = False, 0
+    while len(args) > 1:
+        if args[0] == "--full":
+            full, args = True, args[1:]
+        elif args[0] == "--seed-offset" and len(args) > 2 and args[1].lstrip("-").isdigit():
+            offset, args = int(args[1]), args[2:]
+        else:
+            return None
+    return (Path(args[0]), full, offset) if len(args) == 1 and not args[0].startswith("--") else None
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "record":
-        record(Path(sys.argv[2]))
-    elif len(sys.argv) == 5 and sys.argv[1:3] == ["record", "--seed-offset"]:
-        record(Path(sys.argv[4]), seed_offset=int(sys.argv[3]))
-    elif len(sys.argv) == 4 and sys.argv[1:3] == ["record", "--full"]:
-        record(Path(sys.argv[3]), full=True)
+    parsed = _record_args(sys.argv[2:]) if len(sys.argv) > 2 and sys.argv[1] == "record" else None
+    if parsed is not None:
+        out, full, offset = parsed
+        record(out, full=full, seed_offset=offset)
     elif len(sys.argv) == 4 and sys.argv[1] == "compare":
         sys.exit(compare(Path(sys.argv[2]), Path(sys.argv[3])))
     else:
