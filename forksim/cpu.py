@@ -271,13 +271,16 @@ class CPU:
         self._switch_away()
         return ev
 
-    def _switch_away(self) -> None:
-        """The current task left (slept, exited or was preempted): run the next one or go idle."""
+    def _switch_away(self, after: float = 0.0) -> None:
+        """The current task left (slept, exited or was preempted): run the next one or go idle.
+        `after`: it leaves that many us from now, its last work already charged (Task.sleep's `after`;
+        the CPU then switches to a waiting task, never idles: the caller's condition); observers see the
+        leave and the next dispatch then."""
         m = self.machine
         now = m.env._now
         if m.tracer is not None:
-            m.tracer("leave", self, self.current, now)
-        self.current.last_ran = now
+            m.tracer("leave", self, self.current, now + after)
+        self.current.last_ran = now + after
         if self._busy_since is not None:
             self.busy_us += now - self._busy_since
             self._busy_since = None
@@ -300,10 +303,11 @@ class CPU:
             self.idle_since = m.env._now
             self._halted = True
             return  # idle: the vCPU halts
-        self._dispatch(nxt, cost + m.params.context_switch())
+        self._dispatch(nxt, cost + m.params.context_switch() + after, after)
 
-    def _dispatch(self, task: Task, delay: float) -> None:
-        """Make `task` current; it starts running after `delay` (switch, migration or halt exit)."""
+    def _dispatch(self, task: Task, delay: float, after: float = 0.0) -> None:
+        """Make `task` current; it starts running after `delay` (switch, migration or halt exit). `after`:
+        the part of `delay` the task before it still ran (_switch_away's), for observers."""
         m = self.machine
         now = m.env._now
         task.state = RUNNING
@@ -318,7 +322,7 @@ class CPU:
         if self._busy_since is None and not self.waking:
             self._busy_since = now
         if m.tracer is not None:
-            m.tracer("dispatch", self, task, now)
+            m.tracer("dispatch", self, task, now + after)
         if delay <= 0.0:
             self._begin()
             return

@@ -38,16 +38,17 @@ KIND_DTYPE = pd.CategoricalDtype(list(KINDS))
 class Creation:
     """One creation request, from the creating call's entry to the parent's wait returning."""
 
-    __slots__ = (
+    FIELDS = (
         "seq", "kind", "parent", "arrival", "start", "fork_ret", "child_start", "mm_release", "child_exit", "reap",
         "parent_cpu", "child_cpu", "stack_hit", "setup_us", "dup_mmap_us", "tail_us", "mmap_wait", "pidmap_wait",
         "tasklist_wait",
     )
-    FIELDS = __slots__
+    __slots__ = (*FIELDS, "code")  # code: the kind's code in its Records (order of first appearance)
 
-    def __init__(self, seq: int, kind: str, parent: int, arrival: float):
+    def __init__(self, seq: int, kind: str, parent: int, arrival: float, code: int = 0):
         self.seq = seq
         self.kind = kind
+        self.code = code
         self.parent = parent
         self.arrival = arrival
         self.start = self.fork_ret = self.child_start = self.mm_release = self.child_exit = self.reap = _NAN
@@ -61,10 +62,11 @@ class Creation:
 # first appearance) and stack_hit, padded to a multiple of 8 bytes so every field of every row is aligned.
 _INT_FIELDS = ("seq", "parent", "parent_cpu", "child_cpu")
 _FLOAT_FIELDS = tuple(f for f in Creation.FIELDS if f not in (*_INT_FIELDS, "kind", "stack_hit"))
-_ROW_VALUES = operator.attrgetter(*_FLOAT_FIELDS, *_INT_FIELDS)
+_ROW_VALUES = operator.attrgetter(*_FLOAT_FIELDS, *_INT_FIELDS, "code", "stack_hit")  # a row's values, in order
 _ROW_STRUCT = struct.Struct(f"={len(_FLOAT_FIELDS)}d{len(_INT_FIELDS)}q2B6x")
-_PACK = _ROW_STRUCT.pack
 _WORDS = len(_FLOAT_FIELDS) + len(_INT_FIELDS)
+# Rows are packed a block at a time (numpy.fromiter over the records' value tuples: no Python frame per row)
+_BLOCK = 4096
 _ROW_DTYPE = np.dtype({
     "names": [*_FLOAT_FIELDS, *_INT_FIELDS, "kind", "stack_hit"],
     "formats": [np.float64] * len(_FLOAT_FIELDS) + [np.int64] * len(_INT_FIELDS) + [np.uint8, np.uint8],
@@ -76,14 +78,15 @@ _ROW_DTYPE = np.dtype({
 class Records:
     """One replication's creations: a `Creation` object while it is in flight (the kernel fills in its
     fields), then a packed row of bytes (144 a creation instead of ~500 as an object): a million-creation
-    run's records fit in memory and cross process boundaries quickly. A row is packed as it is final (one
-    C call; no per-row tuple kept, no transpose of blocks): the table's columns are views of the rows,
-    made once at the end. Rows are written in entry order (`seq`): a creation reaped before an earlier one
-    waits for it."""
+    run's records fit in memory and cross process boundaries quickly. Final rows are packed a block of
+    `_BLOCK` at a time (one numpy.fromiter: no Python call per row); the table's columns are views of the
+    rows, made once at the end. Rows are written in entry order (`seq`): a creation reaped before an
+    earlier one waits for it."""
 
     def __init__(self) -> None:
         self.active: dict[int, Creation] = {}  # in flight
         self._reaped: dict[int, Creation] = {}  # reaped, waiting for an earlier creation's row
+        self._final: list[tuple] = []  # final rows' values (_ROW_VALUES, taken as each is written), not yet packed
         self._rows: bytearray | None = bytearray()  # _ROW_DTYPE rows
         self._kind_codes: dict[str, int] = {}
         self._next = 0  # seq of the next creation to enter
@@ -91,7 +94,10 @@ class Records:
 
     def new(self, kind: str, parent: int, arrival: float) -> Creation:
         """A creation request enters the kernel: its record, numbered in order of entry."""
-        rec = Creation(self._next, kind, parent, arrival)
+        code = self._kind_codes.get(kind)
+        if code is None:
+            code = self._kind_codes[kind] = len(self._kind_codes)
+        rec = Creation(self._next, kind, parent, arrival, code)
         self._next += 1
         self.active[rec.seq] = rec
         return rec
@@ -102,17 +108,22 @@ class Records:
         if rec.seq != self._next_row:
             self._reaped[rec.seq] = rec
             return
-        self._append(rec)
+        final = self._final
+        final.append(_ROW_VALUES(rec))  # its values now: a thread's exit after its join stays out of its row
+        self._next_row += 1
         reaped = self._reaped
         while reaped and self._next_row in reaped:
-            self._append(reaped.pop(self._next_row))
+            final.append(_ROW_VALUES(reaped.pop(self._next_row)))
+            self._next_row += 1
+        if len(final) >= _BLOCK:
+            self._pack()
 
-    def _append(self, rec: Creation) -> None:
-        code = self._kind_codes.get(rec.kind)
-        if code is None:
-            code = self._kind_codes[rec.kind] = len(self._kind_codes)
-        self._rows += _PACK(*_ROW_VALUES(rec), code, rec.stack_hit)
-        self._next_row += 1
+    def _pack(self) -> None:
+        """The final records so far, packed onto the rows."""
+        final = self._final
+        if final:
+            self._rows += np.fromiter(final, _ROW_DTYPE, len(final)).tobytes()
+            final.clear()
 
     def __len__(self) -> int:
         return self._next
@@ -124,8 +135,9 @@ class Records:
     def frame(self) -> pd.DataFrame:
         """Every creation, finished or in flight, as a table in entry order (`seq`); the columns are
         views of the packed rows (no copy), so call it once, when the replication is over."""
-        for rec in sorted([*self.active.values(), *self._reaped.values()], key=lambda r: r.seq):
-            self._append(rec)
+        self._final += map(_ROW_VALUES, sorted([*self.active.values(), *self._reaped.values()], key=lambda r: r.seq))
+        self._next_row += len(self.active) + len(self._reaped)
+        self._pack()
         self.active.clear()
         self._reaped.clear()
         rows = np.frombuffer(self._rows, dtype=_ROW_DTYPE) if self._next_row else np.empty(0, _ROW_DTYPE)

@@ -155,8 +155,13 @@ class Task:
             return cpu._preempt(self)
         return None
 
-    def sleep(self) -> simpy.Event:
-        """Leave the CPU until `Machine.wake(task)`; the event fires when running again."""
+    def sleep(self, after: float = 0.0) -> simpy.Event:
+        """Leave the CPU until `Machine.wake(task)`; the event fires when running again.
+
+        `after`: the task first runs that many us more of work nothing can cut short (a wait's scan
+        before its schedule()), charged to it now; the next task's switch-in starts when that work
+        would have ended (Task.interrupted lengthens it). The caller's promise: nothing else on this
+        CPU could run or be placed differently meanwhile (a merged stretch: one event fewer)."""
         if self.state != RUNNING:
             raise RuntimeError(f"{self} cannot sleep: not running")
         ev = _new_event(Event)  # pending, built in place as simpy.Event.__init__ builds it
@@ -167,6 +172,13 @@ class Task:
         cpu = self.cpu
         if self._done is not None:  # (between chunks, as a process sleeps: nothing to charge)
             cpu._account(self)
+        if after > 0.0:  # the work before the switch, as _chunk_end charges a chunk
+            after = self.interrupted(after)
+            vr = self.vruntime = self.vruntime + after
+            rq = cpu.rq
+            floor = min(vr, rq[0][0]) if rq else vr
+            if floor > cpu.min_vruntime:
+                cpu.min_vruntime = floor
         m = self.machine
         if m._balancer is not None:
             self._pelt(True)
@@ -182,7 +194,7 @@ class Task:
         self.need_resched = False
         self.prev_cpu = cpu
         self.cpu = None
-        cpu._switch_away()
+        cpu._switch_away(after)
         return ev
 
     def sleep_for(self, us: float) -> simpy.Event:

@@ -92,13 +92,14 @@ def _stages(kind: str, merge: bool):
     sim.kernel.merge_stages = merge
     df = sim.run().records
     df = df[df["reap"].notna()]  # reaped (one in flight at the stop is mid-chunk in one and not the other)
-    return df[["start", "fork_ret", "setup_us", "dup_mmap_us", "tail_us", "reap"]].to_numpy()
+    return df[["start", "fork_ret", "setup_us", "dup_mmap_us", "tail_us", "reap", "child_start", "child_exit"]].to_numpy()
 
 
 @pytest.mark.parametrize("kind", [FORK, VFORK, POSIX_SPAWN])
 def test_merged_stages_add_up_as_separate_chunks(kind):
     """One parent on one CPU (nothing else runs, so nothing can tell the stages' boundaries apart): a
-    creation's stages merged into one chunk give the times of separate chunks, to rounding."""
+    creation's stages merged into one chunk give the times of separate chunks, to rounding (a fork
+    child's ret_from_fork and do_exit included: its child_start and child_exit)."""
     merged, separate = _stages(kind, True), _stages(kind, False)
     assert merged.shape == separate.shape and len(merged) >= 400
     np.testing.assert_allclose(merged, separate, rtol=1e-9, atol=1e-6)

@@ -5,6 +5,7 @@
     python tools/fingerprint.py compare before.json after.json
     python tools/fingerprint.py record --full v.json   # the validation configs at their own length
     python tools/fingerprint.py record --seed-offset 1 other-seeds.json  # the null for a change of streams
+    python tools/fingerprint.py record --full --seed-offset 1 v-other-seeds.json  # the same at full length
 
 `record` runs, with fixed seeds: the 23 validation scenarios' simulator configs (tools/validation-configs.json,
 shortened to 1 s), every experiment in experiments/ (shortened as the tests shorten them: tools/shortened.toml), the bench's
@@ -13,7 +14,11 @@ shortened to 1 s), every experiment in experiments/ (shortened as the tests shor
 summaries and records are identical (the events per creation aside: they are the speed) and, where
 not, how many of the two summaries' 95% intervals fail to overlap (a change of random streams, such as
 common random numbers, must leave the distributions as they were: few intervals apart) and the
-largest relative difference of any figure.
+largest relative difference of any figure, and a two-sample Kolmogorov-Smirnov test of each run's
+per-creation fork() and round-trip latencies (post-warm-up; a fixed random subsample of at most
+`KS_SAMPLE` of each is stored). Creations within a run are not independent (they queue behind each
+other), so the KS p-values are too small in absolute terms: hold the count of runs it rejects against
+the null's (`record --seed-offset 1` against the old tree), as for the intervals.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ WALL_CLOCK = fields_of("wall_clock")
 # change the fingerprint.
 SHORTENED = tomllib.loads((ROOT / "tools" / "shortened.toml").read_text())
 PINNED = {"machine.profile": "default"}
+# Per-creation latencies kept per run for the KS test: a fixed random subsample of at most this many
+# (the whole sample of the longest runs would make the file tens of MB).
+KS_SAMPLE = 4000
+KS_COLUMNS = ("fork_latency_us", "roundtrip_latency_us")
 
 
 def _runs(full: bool = False):
@@ -95,6 +104,19 @@ def _records_hash(df: pd.DataFrame) -> str:
     return hashlib.sha256(df.to_csv(index=False, header=False, float_format="%.17g").encode()).hexdigest()
 
 
+def _latency_samples(df: pd.DataFrame) -> dict[str, list[float]]:
+    """The post-warm-up creations' latencies (finished ones), each a fixed random subsample of at most KS_SAMPLE."""
+    kept = df[~df["warmup"]] if "warmup" in df else df
+    out = {}
+    for col in KS_COLUMNS:
+        v = kept[col].to_numpy(dtype=float)
+        v = v[np.isfinite(v)]
+        if len(v) > KS_SAMPLE:
+            v = np.random.default_rng(0).choice(v, KS_SAMPLE, replace=False)
+        out[col] = [round(float(x), 4) for x in v]
+    return out
+
+
 def record(out: Path, full: bool = False, seed_offset: int = 0) -> None:
     """`seed_offset`: every run on other seeds (the null for `compare`'s interval count: the same
     model on other random numbers)."""
@@ -108,7 +130,8 @@ def record(out: Path, full: bool = False, seed_offset: int = 0) -> None:
         summary = dict(res.summary)
         for key in (*WALL_CLOCK, *PROVENANCE_KEYS):
             summary.pop(key, None)
-        result[name] = {"summary": summary, "records_sha256": _records_hash(res.records)}
+        result[name] = {"summary": summary, "records_sha256": _records_hash(res.records),
+                        "latencies": _latency_samples(res.records)}
         if res.requests is not None:  # a server's per-request table (requests.parquet)
             result[name]["requests_sha256"] = _records_hash(res.requests)
         print(f"{name:55s} {time.perf_counter() - t:6.2f} s", flush=True)
@@ -153,10 +176,25 @@ def _apart(sa: dict, sb: dict) -> tuple[int, list[str]]:
     return len(shared), [k for k in shared if ia[k][1] < ib[k][0] or ib[k][1] < ia[k][0]]
 
 
+def _ks(ra: dict, rb: dict) -> list[tuple[str, float, float]]:
+    """(latency, KS statistic D, p-value) of each latency both runs stored samples of."""
+    from scipy.stats import ks_2samp
+
+    la, lb = ra.get("latencies") or {}, rb.get("latencies") or {}
+    out = []
+    for col in KS_COLUMNS:
+        x, y = la.get(col), lb.get(col)
+        if x and y:
+            t = ks_2samp(x, y)
+            out.append((col, float(t.statistic), float(t.pvalue)))
+    return out
+
+
 def compare(a_path: Path, b_path: Path) -> int:
     a, b = json.loads(a_path.read_text()), json.loads(b_path.read_text())
     differ = 0
     tally = [0, 0]  # intervals compared, intervals that do not overlap
+    ks_tally = [0, 0, 0.0]  # KS tests made, tests with p < 0.05, the largest D
     for name in sorted(set(a) | set(b)):
         if name not in a or name not in b:
             print(f"{name}: only in {'the first' if name in a else 'the second'}")
@@ -186,25 +224,45 @@ def compare(a_path: Path, b_path: Path) -> int:
         shared, apart = _apart(sa, sb)
         tally[0] += shared
         tally[1] += len(apart)
+        ks = _ks(a[name], b[name])
+        ks_tally[0] += len(ks)
+        ks_tally[1] += sum(p < 0.05 for _c, _d, p in ks)
+        ks_tally[2] = max([ks_tally[2], *(d for _c, d, _p in ks)])
+        ks_text = "".join(f"; KS {c.split('_')[0]} D={d:.3f} p={p:.2g}" for c, d, p in ks)
         print(f"{name:45s} DIFFERS: records {'same' if same_rec else 'differ'}; largest summary change "
               f"{worst:.3g} (relative) at {where}; 95% intervals apart: {len(apart)} of {shared}"
-              + (f" ({', '.join(apart)})" if apart else ""))
+              + (f" ({', '.join(apart)})" if apart else "") + ks_text)
     print(f"{differ} of {len(set(a) | set(b))} runs differ "
           f"(records or any summary figure but {', '.join(SPEED_FIGURES)})")
     if tally[0]:
         print(f"where they differ: {tally[1]} of {tally[0]} 95% intervals do not overlap "
               f"({100 * tally[1] / tally[0]:.1f}%; the null to hold it against: the old tree against itself "
               "on other seeds, `record --seed-offset 1`)")
+    if ks_tally[0]:
+        print(f"two-sample KS tests of per-creation latencies (fork, round trip): {ks_tally[1]} of {ks_tally[0]} "
+              f"with p < 0.05, largest D {ks_tally[2]:.3f} (hold against the null's count: creations within a run "
+              "are correlated, so p-values run small)")
     return 1 if differ else 0
 
 
+def _record_args(args: list[str]) -> tuple[Path, bool, int] | None:
+    """`[--full] [--seed-offset N] OUT` (either order), or None where they do not parse."""
+    full, offset = False, 0
+    while len(args) > 1:
+        if args[0] == "--full":
+            full, args = True, args[1:]
+        elif args[0] == "--seed-offset" and len(args) > 2 and args[1].lstrip("-").isdigit():
+            offset, args = int(args[1]), args[2:]
+        else:
+            return None
+    return (Path(args[0]), full, offset) if len(args) == 1 and not args[0].startswith("--") else None
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "record":
-        record(Path(sys.argv[2]))
-    elif len(sys.argv) == 5 and sys.argv[1:3] == ["record", "--seed-offset"]:
-        record(Path(sys.argv[4]), seed_offset=int(sys.argv[3]))
-    elif len(sys.argv) == 4 and sys.argv[1:3] == ["record", "--full"]:
-        record(Path(sys.argv[3]), full=True)
+    parsed = _record_args(sys.argv[2:]) if len(sys.argv) > 2 and sys.argv[1] == "record" else None
+    if parsed is not None:
+        out, full, offset = parsed
+        record(out, full=full, seed_offset=offset)
     elif len(sys.argv) == 4 and sys.argv[1] == "compare":
         sys.exit(compare(Path(sys.argv[2]), Path(sys.argv[3])))
     else:

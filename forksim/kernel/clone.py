@@ -147,6 +147,14 @@ class Kernel:
         # whether the parent writes its share of the inherited pages after a fork (cow_by_parent): the
         # workloads skip the call, and its generator, when it would do nothing
         self.parent_writes = child.cow_writer == "parent" and child.cow_write_fraction > 0.0
+        # the kinds whose child does nothing between ret_from_fork and do_exit's single chunk (no lifetime,
+        # COW writes, unshare or exec; no vfork parent or joiner to wake at mm_release; no DAMON root to take):
+        # child_life runs the two as one chunk (do_exit's `lead`)
+        x = self.copies
+        plain = child.lifetime <= 0.0 and (x is None or x.unshare_us <= 0.0) and self.damon is None and not (
+            child.cow_writer == "child" and child.cow_write_fraction > 0.0)
+        self._exits_at_once = frozenset(
+            name for name, k in KINDS.items() if plain and not (k.execs or k.clone_thread or k.vfork_wait))
 
     def set_record_from(self, t: float) -> None:
         self.record_from = t
@@ -419,27 +427,44 @@ class Kernel:
         cost = d.ret_from_fork()
         if child.inherited:
             cost += d.child_touch()
-        yield C.run(cost)
-        rec.child_start = env._now
-        rec.child_cpu = C.cpu.id
-        if C.need_resched or C.cpu.rq:  # a preemption point (_return_to_user, inline)
-            ev = C.ret_to_user()
-            if ev is not None:
-                yield ev
+        if kind in self._exits_at_once and self.merge_stages and not (C.need_resched or C.cpu.rq):
+            # nothing between ret_from_fork and do_exit: one chunk (do_exit's `lead`); child_start the lead's
+            # end, with the interruptions that land in it
+            lead = C.interrupted(cost)
+            rec.child_start = env._now + lead
+            rec.child_cpu = C.cpu.id
+            yield from self.do_exit(child, kind, rec, lead=lead)
+            return
         x = self.copies
-        if x is not None and x.unshare_us > 0.0:
-            # ksys_unshare: unshare_fs, unshare_fd (dup_fd), unshare_nsproxy_namespaces
-            t = env._now
-            if self.netns is not None and x.netns_unshare:  # unshare_nsproxy_namespaces -> copy_net_ns (rtnl)
-                yield from self.netns.copy_net_ns(C)
-            yield C.run(c.term("+unshare", x.unshare_us, x.sigma))
-            self._stage(C, "unshare", t)
-
-        if child.inherited and cfg.cow_writer == "child" and cfg.cow_write_fraction > 0.0:
-            # the parent still maps every inherited page: each write is a copy
-            yield C.run(self._cow_cost(child.mm.shape, True, cfg.cow_write_fraction), preemptible=True)
-        if cfg.lifetime > 0.0:
-            yield C.run(cfg.lifetime, preemptible=True)
+        # the parent still maps every inherited page: each write is a copy
+        cow = child.inherited and cfg.cow_writer == "child" and cfg.cow_write_fraction > 0.0
+        if (cow or cfg.lifetime > 0.0) and self.merge_stages and (x is None or x.unshare_us <= 0.0):
+            # ret_from_fork, the COW writes and the lifetime as one chunk, ret_from_fork its non-preemptible head
+            # (the return to user space after it is where the chunk's preemption points start): events fewer
+            head = C.interrupted(cost)
+            rec.child_start = env._now + head
+            rec.child_cpu = C.cpu.id
+            user = self._cow_cost(child.mm.shape, True, cfg.cow_write_fraction) if cow else 0.0
+            yield C.run(head + user + cfg.lifetime, preemptible=True, head=head)
+        else:
+            yield C.run(cost)
+            rec.child_start = env._now
+            rec.child_cpu = C.cpu.id
+            if C.need_resched or C.cpu.rq:  # a preemption point (_return_to_user, inline)
+                ev = C.ret_to_user()
+                if ev is not None:
+                    yield ev
+            if x is not None and x.unshare_us > 0.0:
+                # ksys_unshare: unshare_fs, unshare_fd (dup_fd), unshare_nsproxy_namespaces
+                t = env._now
+                if self.netns is not None and x.netns_unshare:  # unshare_nsproxy_namespaces -> copy_net_ns (rtnl)
+                    yield from self.netns.copy_net_ns(C)
+                yield C.run(c.term("+unshare", x.unshare_us, x.sigma))
+                self._stage(C, "unshare", t)
+            if cow:
+                yield C.run(self._cow_cost(child.mm.shape, True, cfg.cow_write_fraction), preemptible=True)
+            if cfg.lifetime > 0.0:
+                yield C.run(cfg.lifetime, preemptible=True)
         if self._thread_start is not None and KINDS[kind].clone_thread:
             yield C.run(self._thread_start())  # glibc's start_thread around the function, up to the exit
 
@@ -493,12 +518,17 @@ class Kernel:
         pages = int(round(fraction * (shape.ptes + shape.pmds * 512)))
         return self.costs.draw_many("cow_fault_copy" if shared else "cow_fault_reuse", pages)
 
-    def do_exit(self, child: Process, kind: str, rec: "Creation") -> Proc:
+    def do_exit(self, child: Process, kind: str, rec: "Creation", lead: float | None = None) -> Proc:
         """do_exit(): exit_signals .. exit_mm (mm_release), exit_mmap of an mm it owns, exit_files ..,
-        exit_notify, the last schedule."""
+        exit_notify, the last schedule.
+
+        `lead`: the length of ret_from_fork (child_start set) of a child that exits at once
+        (`_exits_at_once`), nothing waiting on its CPU: the head of do_exit's chunk, so a wake-up meanwhile
+        preempts at the end of the exit's head, not at the return to user space between (an event fewer;
+        tools/fingerprint.py: statistically invisible)."""
         env, c, d = self.env, self.costs, self._d
         C = child.task
-        t = env._now
+        t = env._now if lead is None else rec.child_start
         # The measured do_exit runs to the last schedule, so it holds the tasklist_lock sections of
         # exit_notify (and a thread's own release_task): they are carved out of it, not added.
         hold = d.exit_notify_hold()
@@ -534,6 +564,8 @@ class Kernel:
             yield C.run(head)
             rest += self._clear_child_tid(child, rec)
             yield C.run(rest, preemptible=True)
+        elif lead is not None:  # ret_from_fork, then do_exit: one chunk (see above)
+            yield C.run(lead + head + rest, preemptible=True, head=lead + head)
         else:  # nothing happens at the head's end: one chunk whose preemption points start there
             yield C.run(head + rest, preemptible=True, head=head)
         if child.inherited:
@@ -637,13 +669,22 @@ class Kernel:
         if not child.exited:
             scan = _WAIT_SCAN_SHARE * reap
             rest = reap - scan
-            if walk:
-                scan += walk + self.tasklist_lock.read(env._now, walk)
-            yield P.run(scan)
-            if not child.exited:
+            C = child.task
+            behind = C.state == RUNNABLE and C.cpu is P.cpu
+            if behind and not walk and self.merge_stages:
+                # the child waits on this CPU behind its parent, so it cannot exit during the scan: the scan
+                # and the sleep as one step (the switch-in after it starts at the scan's end: an event fewer)
                 parent.waiter = P
-                yield P.sleep()
+                yield P.sleep(after=scan)
                 parent.waiter = None
+            else:
+                if walk:
+                    scan += walk + self.tasklist_lock.read(env._now, walk)
+                yield P.run(scan)
+                if not child.exited:
+                    parent.waiter = P
+                    yield P.sleep()
+                    parent.waiter = None
         # release_task(): tasklist_lock for write, free_pid under pidmap_lock
         now = env._now
         if walk:  # the walk again once woken (wait_task_zombie is reached through it)
