@@ -50,6 +50,16 @@ def _no_stored_profiles(tmp_path_factory) -> Any:
         yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _wide_console() -> None:
+    """In-process command output at 200 columns whatever the terminal's width (the `forksim` subprocesses get
+    COLUMNS=200 too): tests read its lines, which rich would fold at a narrow terminal's edge."""
+    from forksim.commands import _common
+
+    for c in (_common.console, _common.err_console):
+        c.width = 200
+
+
 @pytest.fixture
 def tiny_dict() -> Callable[..., dict[str, Any]]:
     """tiny_dict({"workload": {"parents": 4}}) -> the tiny config with those keys changed."""
