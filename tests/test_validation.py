@@ -405,6 +405,22 @@ def test_hogs_are_killed_even_when_interrupted():
 
 @NEEDS_CC
 @pytest.mark.kernel
+def test_the_doc_states_each_mechanism_once_after_the_rows_it_explains():
+    from forksim.validation.document import render_doc
+    from forksim.validation.mechanisms import mechanism_for
+
+    names = ("closed-fork-K1-rss0-hogs2", "closed-fork-K2-rss0-hogs4", "closed-fork-K1-rss0")
+    rows = [compare_row(names[0], _stub_measured(), _stub_summary(thr=300)),
+            compare_row(names[1], _stub_measured(), _stub_summary(f99=500)),
+            compare_row(names[2], _stub_measured(), _stub_summary())]
+    doc = render_doc({"provenance": {"cpus": 2}, "quick": True, "summary": summarize_rows(rows), "rows": rows})
+    hogs = mechanism_for(names[0])
+    assert mechanism_for(names[1]) == hogs and doc.count(hogs) == 1
+    line = next(x for x in doc.splitlines() if hogs in x)
+    assert line.startswith(f"- **{names[0]}** (throughput); **{names[1]}** (fork_p99")
+    assert f"**{names[2]}**" not in doc  # within its targets: no mechanism line
+
+
 def test_validate_end_to_end_with_a_stub_simulator(tmp_path):
     calls = []
 

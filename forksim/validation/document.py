@@ -302,11 +302,13 @@ def render_doc(report: dict[str, Any]) -> str:
     if used:
         lines.append(f"- profile used: {used.get('name')} (measured on {used.get('host')}; sha256 {used.get('sha256')})")
     lines += ["", render_markdown(report).split("\n", 2)[2], "## Rows above target and the mechanism believed responsible", ""]
+    by_mechanism: dict[str, list[str]] = {}  # each mechanism once, after every row it is believed to explain
     for row in report["rows"]:
         cols = _above_target(row)
         if cols or row.get("error"):
             what = ", ".join(cols) if cols else "not compared"
-            lines.append(f"- **{row['scenario']}** ({what}): {mechanism_for(row['scenario'])}.")
+            by_mechanism.setdefault(mechanism_for(row["scenario"]), []).append(f"**{row['scenario']}** ({what})")
+    lines += [f"- {'; '.join(named)}: {text}." for text, named in by_mechanism.items()]
     lines += ["", render_other_hosts()]
     return "\n".join(lines)
 
