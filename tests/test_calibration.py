@@ -16,8 +16,8 @@ import pytest
 
 from forksim.calibration import tracefs
 from forksim.calibration.plan import PLANS
-from forksim.calibration.fit import (Config, cross_validate, fit_linear, lognormal_sigma, residual_quantiles,
-                                    typical_quantiles)
+from forksim.calibration.fit import (PROBABILITIES, Config, cross_validate, fit_linear, lognormal_sigma,
+                                    residual_quantiles, stage_cost, typical_quantiles)
 from forksim.profile import ImageShape, Profile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,12 +60,24 @@ def test_fit_is_non_negative_and_residuals_are_ratios():
     fit = fit_linear(cfgs)
     assert all(v >= 0 for v in fit.coef.values())
     q = residual_quantiles(cfgs)
-    assert len(q) == 21 and q == sorted(q)
+    assert len(q) == len(PROBABILITIES) and q == sorted(q)
     assert q[10] == pytest.approx(1.0, abs=0.03)  # the median ratio
     # lognormal(0, 0.2): the 5% and 95% quantiles of the ratio
     assert q[1] == pytest.approx(np.exp(-1.645 * 0.2), rel=0.05)
     assert q[19] == pytest.approx(np.exp(1.645 * 0.2), rel=0.05)
     assert lognormal_sigma(cfgs) == pytest.approx(0.2, rel=0.1)
+
+
+def test_one_outlier_is_drawn_about_as_often_as_it_was_measured():
+    """A stage's lone hiccup (one sample of 60 at 50x) keeps about its 1/60 of the residual's mass: the model
+    draws over 5x about 1-2% of the time, not the whole top 5% that an evenly spaced grid smeared it across."""
+    rng = np.random.default_rng(3)
+    samples = list(rng.lognormal(0.0, 0.1, 59)) + [50.0]
+    cost = stage_cost(fixed_us=1.0, quantiles=residual_quantiles([Config(samples=samples)]), source="test")
+    draws = cost.residual.draw(np.random.default_rng(4), 200_000)
+    assert 0.003 < float(np.mean(draws > 5.0)) < 0.02
+    assert float(draws.max()) == pytest.approx(50.0 / float(np.median(samples)), rel=0.01)
+    assert cost.residual.mean() < 1.6  # the evenly spaced grid's: 1.87
 
 
 def test_a_typical_configurations_spread_is_not_set_by_one_with_hiccups():
@@ -77,7 +89,8 @@ def test_a_typical_configurations_spread_is_not_set_by_one_with_hiccups():
     cfgs[0] = Config(cfgs[0].vmas, cfgs[0].anon_vmas, cfgs[0].ptes, cfgs[0].pmds, 1, bad, "hiccups")
     pooled, typical = residual_quantiles(cfgs), typical_quantiles(cfgs)
     assert typical[19] == pytest.approx(np.exp(1.645 * 0.05), rel=0.03)  # the others' lognormal(0, 0.05)
-    assert pooled[20] > 2.0 > typical[20]  # pooled, the hiccups set the tail
+    top = PROBABILITIES.index(0.995)
+    assert pooled[top] > 2.0 > typical[top]  # pooled, the hiccups set the tail
     assert typical_quantiles(cfgs[:1]) is None  # one configuration: no typical one
 
 

@@ -9,10 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from forksim import lab
-from forksim.calibration.fit import stage_cost, stage_json
+from forksim.calibration.fit import PROBABILITIES, stage_cost, stage_json
 from forksim.calibration.plan import BENCH_MODES, VARIANTS
 from forksim.kernel.flags import COPIES_MM, EXECS, KINDS
 from forksim.lab.processes import end_group
@@ -80,11 +81,15 @@ def test_end_group_leaves_nothing_of_the_group():
 
 
 def test_stage_cost_is_typed_and_writes_as_before():
-    c = stage_cost({"per_pte_us": 0.0123456789, "fixed_us": -1.0}, quantiles=[0.5, 1.0, 2.0], source="measured: x")
+    q = list(np.linspace(0.5, 2.0, len(PROBABILITIES)))  # a residual's quantiles are at fit.PROBABILITIES
+    c = stage_cost({"per_pte_us": 0.0123456789, "fixed_us": -1.0}, quantiles=q, source="measured: x")
     assert c.per_pte_us == 0.0123457 and c.fixed_us == 0.0  # 6 significant digits, negatives to 0
     assert stage_json(c) == {"fixed_us": 0.0, "per_vma_us": 0.0, "per_anon_vma_us": 0.0, "per_pte_us": 0.0123457,
                              "per_pmd_us": 0.0, "per_thread_us": 0.0,
-                             "residual": {"family": "empirical", "quantiles": [0.5, 1.0, 2.0]}, "source": "measured: x"}
+                             "residual": {"family": "empirical", "quantiles": q, "probabilities": list(PROBABILITIES)},
+                             "source": "measured: x"}
+    with pytest.raises(ValueError, match="PROBABILITIES"):
+        stage_cost(fixed_us=1.0, quantiles=[0.5, 1.0, 2.0], source="s")  # not one per probability
     assert stage_json(stage_cost(fixed_us=2.0, sigma=0.1, source="s"))["residual"] == {"family": "lognormal",
                                                                                         "sigma": 0.1}
 

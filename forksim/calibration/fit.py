@@ -10,8 +10,10 @@ the walk outgrows the caches, still linear in its coefficients)
 fitted by non-negative least squares (`scipy.optimize.nnls`) on the per-configuration medians,
 each row weighted by 1/median so that small images count as much as large ones (relative error).
 Residuals: the distribution of sample / median-of-its-configuration pooled over configurations,
-as 21 empirical quantiles (the end points are the 0.5% and 99.5% quantiles so that one outlier does
-not stretch a whole band) and as a lognormal sigma. Diagnostics: R^2 (on medians), the relative
+as empirical quantiles at the tail-dense PROBABILITIES (every 5% to p95, every 1% to p99, then p99.5,
+p99.9 and the maximum: an outlier of n samples keeps about its 1/n of the mass; on an evenly spaced
+grid whose top point is read as the maximum, one outlier in 60 was drawn across the whole top 5%) and
+as a lognormal sigma. Diagnostics: R^2 (on medians), the relative
 error per configuration, and leave-out cross-validation (refit without some configurations,
 predict their medians).
 """
@@ -27,7 +29,11 @@ from scipy.optimize import nnls
 
 from ..profile import StageCost
 
-__all__ = ["TERMS", "WALK_TERMS", "Config", "LinearFit", "fit_linear", "fit_linear_through", "residual_quantiles", "typical_quantiles", "lognormal_sigma",
+# where a residual is kept: every 5% up to p95, every 1% to p99, then the tail (a rare stall then comes out
+# about as often as it was measured, not smeared over a 5% step)
+PROBABILITIES = tuple(round(x, 3) for x in np.linspace(0.0, 0.95, 20)) + (0.96, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0)
+
+__all__ = ["TERMS", "WALK_TERMS", "PROBABILITIES", "Config", "LinearFit", "fit_linear", "fit_linear_through", "residual_quantiles", "typical_quantiles", "lognormal_sigma",
            "cross_validate", "stage_cost", "stage_json", "median"]
 
 TERMS = ("fixed_us", "per_vma_us", "per_anon_vma_us", "per_pte_us", "per_pmd_us", "per_thread_us",
@@ -137,9 +143,9 @@ def fit_linear_through(configs: Sequence[Config], anchor: Config, terms: Sequenc
     return LinearFit(coef, r2, rel, len(cfgs), int(sum(len(c.samples) for c in cfgs)))
 
 
-def residual_quantiles(configs: Sequence[Config], n: int = 21, pred: Any = None) -> list[float]:
-    """Pooled ratios sample / median of its configuration (or / pred(cfg)) at n evenly spaced
-    probabilities; the end points use the 0.5% and 99.5% quantiles."""
+def residual_quantiles(configs: Sequence[Config], pred: Any = None) -> list[float]:
+    """Pooled ratios sample / median of its configuration (or / pred(cfg)) at PROBABILITIES."""
+    n = len(PROBABILITIES)
     ratios = []
     for c in configs:
         s = np.asarray(c.samples, dtype=float)
@@ -154,26 +160,21 @@ def residual_quantiles(configs: Sequence[Config], n: int = 21, pred: Any = None)
     r = r[np.isfinite(r) & (r > 0)]
     if not r.size:
         return [1.0] * n
-    p = np.linspace(0.0, 1.0, n)
-    p[0], p[-1] = 0.005, 0.995
-    q = np.quantile(r, p)
-    q = np.maximum.accumulate(np.maximum(q, 1e-3))
+    q = np.maximum.accumulate(np.maximum(np.quantile(r, PROBABILITIES), 1e-3))
     return [round(float(v), 5) for v in q]
 
 
-def typical_quantiles(configs: Sequence[Config], n: int = 21, min_samples: int = 20) -> list[float] | None:
+def typical_quantiles(configs: Sequence[Config], min_samples: int = 20) -> list[float] | None:
     """Like residual_quantiles, but per configuration (sample / its median) and then the median over the
     configurations at each probability: the spread of a typical configuration, which one configuration with a
     heavy tail of its own (a host hiccup in its rounds) does not set. None with fewer than two configurations of
     at least min_samples samples."""
-    p = np.linspace(0.0, 1.0, n)
-    p[0], p[-1] = 0.005, 0.995
     per = []
     for c in configs:
         s = np.asarray(c.samples, dtype=float)
         s = s[np.isfinite(s) & (s > 0)]
         if s.size >= min_samples:
-            per.append(np.quantile(s / np.median(s), p))
+            per.append(np.quantile(s / np.median(s), PROBABILITIES))
     if len(per) < 2:
         return None
     q = np.maximum.accumulate(np.maximum(np.median(np.array(per), axis=0), 1e-3))
@@ -234,8 +235,10 @@ def stage_cost(coef: dict[str, float] | None = None, *, fixed_us: float | None =
         d["cache_curve"] = cache_curve
     else:
         del d["per_pte_miss_us"]  # absent: the file keeps the schema a profile without the term has
-    if quantiles and len(quantiles) >= 3 and quantiles[-1] > quantiles[0]:
-        d["residual"] = {"family": "empirical", "quantiles": quantiles}
+    if quantiles and quantiles[-1] > quantiles[0]:
+        if len(quantiles) != len(PROBABILITIES):
+            raise ValueError(f"a residual has {len(quantiles)} quantiles, not one per PROBABILITIES")
+        d["residual"] = {"family": "empirical", "quantiles": quantiles, "probabilities": list(PROBABILITIES)}
     elif sigma is not None:
         d["residual"] = {"family": "lognormal", "sigma": round(float(sigma), 4)}
     else:

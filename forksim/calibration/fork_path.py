@@ -22,7 +22,7 @@ from .caches import fit_cache_curve
 from .layout import LayoutFit, first_images, fit_layout, runs_layout
 from .fit import (WALK_TERMS, Config, LinearFit, cross_validate, fit_linear, fit_linear_through, median, residual_quantiles,
                   stage_cost, typical_quantiles)
-from .plan import FORK_MODE, THREAD_MODE, VFORK_MODE, Plan
+from .plan import FORK_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE, Plan
 from .samples import Evidence, fork_cfg, fork_field, group, pct, preempted_share, quantiles, seg_cfgs, vals
 
 __all__ = ["ForkTotals", "ForkSplit", "ASSUMED", "fork_totals", "trace_segments", "fork_split", "fit_fork_path",
@@ -266,23 +266,44 @@ def _dup_mmap(ev: Evidence, totals: ForkTotals, split: ForkSplit) -> StageCost:
     return stage_cost(dm, quantiles=dm_q, source=dm_src, cache_curve=totals.cache_curve)
 
 
+# Where an image-independent segment of the fork path is traced: A and C in every traced fork image, E
+# (task_newtask -> the call's return) in every family's creating call too.
+_SEGMENT_MODES = {"A": (FORK_MODE,), "C": (FORK_MODE,), "E": (FORK_MODE, VFORK_MODE, THREAD_MODE, SPAWN_MODE)}
+
+
+def _segment_residual(ev: Evidence, seg: str) -> tuple[list[float] | None, str]:
+    """A fixed fork-path segment's residual: the typical configuration's (typical_quantiles over every traced,
+    pinned configuration that has the segment), so that one configuration's hiccup does not set the tail of a
+    stage every creation runs (2026-12-02 quick calibrations: wake_up_new_task's p99.5 52.5x, 6.0x and 8.1x
+    from the base image's 60 forks alone; 3.4-3.9x typical over nine configurations); the base image's own
+    where fewer than two configurations have it. (None, "") untraced."""
+    if not ev.traced:
+        return None, ""
+    cfgs = [c for m in _SEGMENT_MODES[seg] for c in seg_cfgs(ev.store, seg, kind=m, pinned=True) if c.samples]
+    typical = typical_quantiles(cfgs)
+    if typical is None:
+        return quantiles(ev.seg[seg]), "; residual: the base image's traced segment"
+    return typical, (f"; residual: the median over {len(cfgs)} traced configurations of each one's sample / median "
+                     "quantiles (one configuration's hiccups do not set the tail)")
+
+
 def fit_fork_path(ev: Evidence, totals: ForkTotals, split: ForkSplit) -> dict[str, StageCost]:
     """The stages of fork() itself: setup, stack (hit), dup_mm, dup_mmap, the tail, the wake-up, and
     the lock hold times inside them (assumed)."""
     stack_hit = ASSUMED["stack_cache_hit"][0]
     shares, how = split.shares, split.how
-    traced = ev.traced
+    (qa, ra), (qc, rc), (qe, re_) = (_segment_residual(ev, s) for s in ("A", "C", "E"))
     st = {
-        "copy_process_setup": stage_cost(fixed_us=split.setup_us, quantiles=quantiles(ev.seg["A"]) if traced else None,
-                                         sigma=0.1, source=how + "; minus stack_cache_hit and dup_mm"),
+        "copy_process_setup": stage_cost(fixed_us=split.setup_us, quantiles=qa, sigma=0.1,
+                                         source=how + "; minus stack_cache_hit and dup_mm" + ra),
         "stack_cache_hit": stage_cost(fixed_us=stack_hit, sigma=0.1, source=ASSUMED["stack_cache_hit"][1]),
         "dup_mm": stage_cost(fixed_us=split.dup_mm_us, sigma=0.15, source=split.dup_mm_source),
         DUP_MMAP: _dup_mmap(ev, totals, split),
-        "copy_process_tail": stage_cost(fixed_us=shares["C"], quantiles=quantiles(ev.seg["C"]) if traced else None,
-                                        sigma=0.15, source=how + " (segment: mmap_lock released -> task_newtask)"),
-        "wake_up_new_task": stage_cost(fixed_us=shares["E"], quantiles=quantiles(ev.seg["E"]) if traced else None,
-                                       sigma=0.15, source=how + " (segment: task_newtask -> sys_exit; pinned, so "
-                                       "no IPI: ipi_send is added when the child goes to a halted CPU)"),
+        "copy_process_tail": stage_cost(fixed_us=shares["C"], quantiles=qc, sigma=0.15,
+                                        source=how + " (segment: mmap_lock released -> task_newtask)" + rc),
+        "wake_up_new_task": stage_cost(fixed_us=shares["E"], quantiles=qe, sigma=0.15,
+                                       source=how + " (segment: task_newtask -> sys_exit; pinned, so "
+                                       "no IPI: ipi_send is added when the child goes to a halted CPU)" + re_),
     }
     for name in ("alloc_pid_hold", "tasklist_fork_hold", "exit_notify_hold", "release_task_hold"):
         v, src = ASSUMED[name]

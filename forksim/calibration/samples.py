@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .fit import Config, median, residual_quantiles
+from .fit import PROBABILITIES, Config, median, residual_quantiles
 from .plan import FORK_MODE, Store, label
 
 __all__ = ["Evidence", "fork_cfg", "seg_cfgs", "group", "vals", "quantiles", "pct", "fork_field",
@@ -99,11 +99,6 @@ def vals(runs: list[dict[str, Any]], f: str, scale: float = 1e-3) -> list[float]
 def quantiles(samples: list[float]) -> list[float]:
     """The residual quantiles of one sample around its median."""
     return residual_quantiles([Config(samples=samples)])
-
-
-# where a long-tailed distribution is kept: every 5% up to p95, every 1% to p99, then the tail (a
-# rare stall then comes out about as often as it was measured, not smeared over a 5% step)
-PROBABILITIES = tuple(round(x, 3) for x in np.linspace(0.0, 0.95, 20)) + (0.96, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0)
 
 
 def tail_residual(ratios: np.ndarray) -> dict[str, Any]:
