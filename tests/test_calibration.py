@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -205,6 +206,9 @@ def test_smoke_calibration_writes_a_valid_profile(tmp_path, traced, monkeypatch)
         # the RCU callbacks of exited tasks (calibration/rcu.py), fitted again from the raw file
         assert p.rcu_callbacks is not None and p.rcu_callbacks.source.startswith("measured:")
         assert again["rcu_callbacks"] == prof["rcu_callbacks"]
+        # a traced forkbench run keeps the segments of its measured creations, not of its (cold) warm-ups
+        runs = [r for r in json.loads(gzip.decompress(raw.read_bytes()))["runs"] if r["key"].get("mode") and r["segments"]]
+        assert runs and all(len(r["segments"]) <= len(r["samples"]) for r in runs)
     else:
         assert p.rcu_callbacks is None
     for key in ("kernel", "cpu_model", "cpus", "thp_mode", "page_size", "date", "command", "forksim_version"):

@@ -38,7 +38,7 @@ from .scheduling import fit_recent_idle
 from ..host import this_host
 from ..store import store_dir
 from ..lab import machine_facts, read_text
-from .plan import PLANS, Plan, Store
+from .plan import PLANS, Plan, Store, measured_segments
 
 __all__ = ["calibrate", "refit", "Reporter", "Plan", "PLANS", "machine_facts"]
 
@@ -355,6 +355,9 @@ def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
     r = json.loads(data)
     plan = Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in r["plan"].items()})
     store = Store(runs=r["runs"], refused=list(r.get("refused", [])), notes=list(r.get("notes", [])))
+    for run in store.runs:  # raw files before 2026-12-03 kept forkbench's warm-up creations' segments
+        if run["key"].get("mode") and run["segments"]:
+            run["segments"] = measured_segments(run["segments"], run["samples"])
     prov = dict(r["provenance"])
     facts_keys = ("kernel", "cpu_model", "cpus", "thp_mode", "page_size", "hz", "hz_source", "preempt", "vmap_stack",
                   "per_vma_lock", "cpuidle_driver", "mem_total_bytes", "forksim_version", "python")

@@ -23,7 +23,7 @@ from ..lab import llc_bytes, mem_available
 from . import bench, tracefs
 from .room_loops import measure_room
 from .plan import (FORK_MODE, FORKEXEC_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE, VARIANTS, GiB, MiB, Plan, Store,
-                   label as _label)
+                   label as _label, measured_segments)
 from .caches import lines_job
 from .concurrency import ALONE, BESIDE, beside_forker
 from .layout import RANDOM, SCATTERED, layout_reader
@@ -88,7 +88,7 @@ class _Jobs:
                     store.refused.append(str(exc))
                     return
                 raise
-            segs = tracefs.fork_segments(events, pid) if events is not None else None
+            segs = measured_segments(tracefs.fork_segments(events, pid), samples) if events is not None else None
             key = {"rss": rss, "anon_vmas": anon_vmas, "file_vmas": file_vmas, "thp": thp, "pinned": pinned,
                    "traced": traced, "mode": mode, "round": rnd}
             store.add(kind, key, shape, samples, segs)
