@@ -315,7 +315,8 @@ def test_family_check_puts_each_pinned_family_beside_its_prediction():
 
     shape = {"rss_bytes": 0, "vmas": 25, "anon_vmas": 11}
     variants = {
-        "vfork pinned": {"call": {"p50": 14.4}, "roundtrip": {"p50": 22.6}, "mode": "vfork", "shape": shape},
+        "vfork pinned": {"call": {"p50": 14.4, "p99": 30.0}, "roundtrip": {"p50": 22.6, "p99": 40.0}, "mode": "vfork",
+                         "shape": shape},
         "thread pinned": {"call": {"p50": 8.9}, "roundtrip": {"p50": 23.9}, "mode": "thread", "shape": shape},
         "vfork unpinned": {"call": {"p50": 22.9}, "roundtrip": {"p50": 47.1}, "mode": "vfork", "shape": shape},
         "fork pinned": {"call": {"p50": 37.0}, "roundtrip": {"p50": 109.0}},  # no mode/shape: an older profile
@@ -328,6 +329,8 @@ def test_family_check_puts_each_pinned_family_beside_its_prediction():
         assert r["rel_error"] == pytest.approx((r["forksim_p50_us"] - r["measured_p50_us"]) / r["measured_p50_us"])
     call, rt = rows[0]["forksim_p50_us"], rows[1]["forksim_p50_us"]
     assert rt > call  # the round trip holds the call
+    assert rows[0]["forksim_p99_us"] > call and rows[0]["rel_error_p99"] == pytest.approx(rows[0]["forksim_p99_us"] / 30.0 - 1)
+    assert rows[2]["measured_p99_us"] is None and rows[2]["rel_error_p99"] is None  # the measurement has no p99
 
 
 @pytest.mark.skipif(not LINUX, reason="process groups: Linux")

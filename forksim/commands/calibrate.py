@@ -44,9 +44,11 @@ def held_out_check(profile_path: str, held_out: list[dict]) -> list[dict]:
 
 def family_check(profile_path: str, variants: dict[str, dict]) -> list[dict]:
     """The closure of the other creation families: each pinned family's measured call and round trip
-    (p50, empty image) beside forksim's prediction on one CPU from the profile just written. Their
+    (p50 and p99, empty image) beside forksim's prediction on one CPU from the profile just written. Their
     stages come from fork's split and traced segments, so this is where a stage that is counted twice,
-    or a tracing overhead not taken out, shows."""
+    or a tracing overhead not taken out, shows, and at the p99 a residual that draws a stall too often
+    (tools/tail_selfcheck.py puts them beside a simulated closed loop). The p99s are None where the
+    measurement has none (profiles before 2026-12-01)."""
     from ..calibration.plan import VARIANTS
     from ..predict import predict
 
@@ -59,12 +61,15 @@ def family_check(profile_path: str, variants: dict[str, dict]) -> list[dict]:
         shape = v["shape"]
         res = predict(int(shape.get("rss_bytes") or 0), vmas=int(shape.get("vmas") or 40),
                       anon_vmas=shape.get("anon_vmas"), clone=families[mode], profile=profile_path, cpus=1,
-                      samples=300, warm=True)  # measured back to back: as warm
+                      samples=2000, warm=True)  # measured back to back: as warm; 2,000 for the p99
         for what, key in (("call", "fork_latency_us"), ("round trip", "roundtrip_latency_us")):
-            meas = float(v["call" if what == "call" else "roundtrip"]["p50"])
-            pred = res[key]["p50"]
+            got = v["call" if what == "call" else "roundtrip"]
+            meas, pred = float(got["p50"]), res[key]["p50"]
+            meas99, pred99 = got.get("p99"), res[key].get("p99")
             rows.append({"family": families[mode], "what": what, "measured_p50_us": meas,
-                         "forksim_p50_us": pred, "rel_error": (pred - meas) / meas})
+                         "forksim_p50_us": pred, "rel_error": (pred - meas) / meas,
+                         "measured_p99_us": meas99, "forksim_p99_us": pred99,
+                         "rel_error_p99": (pred99 - meas99) / meas99 if meas99 and pred99 is not None else None})
     return rows
 
 
@@ -205,12 +210,16 @@ def main(args: argparse.Namespace) -> int:
         console.print(t)
     fam = family_check(out, prof.get("diagnostics", {}).get("variants_us", {}))
     if fam:
-        t = Table(title="other families (pinned, empty image): measured vs forksim predict, p50", title_justify="left")
-        for c in ("family", "what", "measured (us)", "forksim (us)", "error"):
+        t = Table(title="other families (pinned, empty image): measured vs forksim predict, p50 and p99",
+                  title_justify="left")
+        for c in ("family", "what", "p50 measured (us)", "forksim (us)", "error", "p99 measured (us)", "forksim (us)",
+                  "error"):
             t.add_column(c, justify="left" if c in ("family", "what") else "right")
         for r in fam:
+            e99 = r["rel_error_p99"]
             t.add_row(r["family"], r["what"], fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]),
-                      f"{100 * r['rel_error']:+.1f}%")
+                      f"{100 * r['rel_error']:+.1f}%", fmt(r["measured_p99_us"]), fmt(r["forksim_p99_us"]),
+                      "-" if e99 is None else f"{100 * e99:+.1f}%")
         console.print(t)
     cop = copies_check(out, prof.get("diagnostics", {}).get("copies", {}).get("measured", []))
     if cop:
