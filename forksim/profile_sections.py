@@ -165,6 +165,10 @@ class ChildrenCost(BaseModel):
                                      description="the child's exit_notify, under tasklist_lock for write")
     wait_per_child_us: float = Field(default=0.0, ge=0.0, le=10.0,
                                      description="do_wait walking the parent's children, tasklist_lock read side")
+    fork_after_walk_per_child_us: float = Field(
+        default=0.0, ge=0.0, le=10.0,
+        description="the next fork after a waitpid(-1) walk, per child walked: the walk's footprint (every child's "
+                    "task_struct) cools the fork's working set (absent in profiles measured before 2026-12-03)")
     sigma: float = Field(default=0.1, ge=0.0, le=2.0)
     source: str = Field(min_length=1)
 

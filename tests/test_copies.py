@@ -129,7 +129,36 @@ def test_copies_known_answers():
     kids = Copies(p, "fork", (), live_children=10000)  # reaped by pid: do_wait_pid, no walk
     assert kids.link_us == pytest.approx(20.0) and kids.wait_us == 0.0
     assert Copies(p, "fork", (), live_children=10000, wait="any").wait_us == pytest.approx(10.0)
+    cooled = _profile({**SECTIONS, "live_children": {**SECTIONS["live_children"], "fork_after_walk_per_child_us": 0.002}})
+    assert Copies(cooled, "fork", (), live_children=10000, wait="any").setup_us == pytest.approx(20.0)  # after a walk
+    assert Copies(cooled, "fork", (), live_children=10000).setup_us == 0.0  # waitpid(pid): no walk before the fork
     assert FD_BASE == 3
+
+
+def _children_runs(n_fork: dict[int, tuple[float, float]], reps: int = 40) -> list[dict]:
+    """clonebench -L N -A's two halves: repetition i reaps with waitpid(-1) when odd, so the fork of an even
+    repetition ("children", any 0) follows a walk. n_fork: N -> (fork us after no walk, after a walk)."""
+    runs = []
+    for n, (clean, cold) in n_fork.items():
+        for what, par in (("children", 0), ("children_any", 1)):
+            fork = cold if par == 0 else clean
+            exit_ = 20.0 + (0.05 * n if par else 0.0)
+            runs.append({"key": {"what": what, "live_children": n},
+                         "samples": [{"i": 2 * k + par, "any": par, "fork_cpu_ns": fork * 1e3 * (1 + 0.01 * (k % 3)),
+                                      "exit_ns": exit_ * 1e3} for k in range(reps)]})
+    return runs
+
+
+def test_the_fork_after_a_walk_is_fitted_apart_from_the_forks_own_growth():
+    """In clonebench -A the waitpid(pid) half's forks come right after a waitpid(-1) walk: their extra is the walk's
+    cooling (fork_after_walk_per_child_us), not a cost of fork() itself (fork_per_child_us: the other half's)."""
+    from forksim.calibration.copies import _fit_children
+
+    fit = _fit_children(_children_runs({0: (24.0, 24.0), 10000: (29.0, 49.0)}), "test")
+    assert fit["fork_per_child_us"] == pytest.approx(0.0005, rel=0.05)
+    assert fit["fork_after_walk_per_child_us"] == pytest.approx(0.002, rel=0.05)
+    assert fit["wait_per_child_us"] == pytest.approx(0.05, rel=0.01)
+    _profile({"live_children": fit})  # a valid section
 
 
 # ------------------------------------------------------------------ the model

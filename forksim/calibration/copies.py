@@ -263,25 +263,45 @@ def _fit_flags(runs: list[dict[str, Any]], where: str) -> dict[str, Any]:
     return out
 
 
+def _after_walk(run: dict[str, Any]) -> bool:
+    """Whether a children run's forks each came right after a waitpid(-1) walk of the children list. In a run of
+    both wait styles alternating (clonebench -A: samples of one parity of `i`), the fork of a waitpid(pid)
+    repetition follows the previous repetition's waitpid(-1), and the other way round; in a run of one style,
+    a fork follows its own style's reap."""
+    idx = [int(x["i"]) for x in run["samples"] if "i" in x]
+    alternating = len(idx) > 1 and all((i - idx[0]) % 2 == 0 for i in idx)
+    any_wait = run["key"]["what"] == "children_any"
+    return any_wait != alternating
+
+
 def _fit_children(runs: list[dict[str, Any]], where: str) -> dict[str, Any] | None:
+    """Per live child: the fork's own growth (forks that did not follow a waitpid(-1) walk), the fork's extra
+    right after a walk (the walk's footprint, 10,000 task_structs, cools the fork's working set: +19 us at
+    10,000 on the Intel host, 2026-12-03, where the call's own growth is +5 us), the exit and the walk."""
     pid = sorted((r for r in runs if r["key"]["what"] == "children"), key=lambda r: r["key"]["live_children"])
     anyw = {r["key"]["live_children"]: r for r in runs if r["key"]["what"] == "children_any"}
     if len(pid) < 2 or pid[0]["key"]["live_children"] != 0:
         return None
     xs = [r["key"]["live_children"] for r in pid]
-    call = [_med(r, "fork_cpu_ns")[0] for r in pid]
+    both = len(anyw) >= 2 and all(x in anyw for x in xs)
+    forks = [sorted((r, anyw[x]) if both else (r,), key=_after_walk) for x, r in zip(xs, pid)]
+    call = [_med(f[0], "fork_cpu_ns")[0] for f in forks]  # the fork that did not follow a walk
+    cooled = [_med(f[-1], "fork_cpu_ns")[0] - c if both and _after_walk(f[-1]) else 0.0 for f, c in zip(forks, call)]
     exit_ = [_med(r, "exit_ns")[0] for r in pid]
     walk = [(_med(anyw[x], "exit_ns")[0] - e) if x in anyw else e for x, e in zip(xs, exit_)]
-    pts = ", ".join(f"{x}: call {c:.1f}, exit+reap {e:.1f}, waitpid(-1) extra {w:+.1f}"
-                    for x, c, e, w in zip(xs, call, exit_, walk))
+    pts = ", ".join(f"{x}: call {c:.1f} ({k:+.1f} after a walk), exit+reap {e:.1f}, waitpid(-1) extra {w:+.1f}"
+                    for x, c, k, e, w in zip(xs, call, cooled, exit_, walk))
     n = min(len(r["samples"]) for r in pid)
     return {
-        **_CHILDREN_PLACE(_slope(xs, call), _slope(xs, exit_), _slope(xs, walk) if len(anyw) >= 2 else 0.0),
+        **_CHILDREN_PLACE(_slope(xs, call), _slope(xs, exit_), _slope(xs, walk) if len(anyw) >= 2 else 0.0,
+                          _slope(xs, cooled) if both else 0.0),
         "sigma": 0.1,
         "source": (f"measured: fork() of a parent with N live children blocked in read() (RSS ~0, {where}, "
                    f">= {n} samples per N, clonebench), p50 us by N: {pts}; least-squares slopes through N = 0; "
-                   "reaped with waitpid(pid) (do_wait_pid: no walk of the children list), the walk from the "
-                   "waitpid(-1) runs' extra; sigma an assumption"),
+                   "the call's CPU time from the forks that did not follow a waitpid(-1) walk, its extra after "
+                   "one from those that did (the two wait styles alternate in one run); reaped with waitpid(pid) "
+                   "(do_wait_pid: no walk of the children list), the walk from the waitpid(-1) runs' extra; "
+                   "sigma an assumption"),
     }
 
 
@@ -328,10 +348,10 @@ def _fit_unshare(runs: list[dict[str, Any]], where: str, clone_flags: dict[str, 
     return out
 
 
-def _CHILDREN_PLACE(call: float, exit_: float, walk: float) -> dict[str, float]:
+def _CHILDREN_PLACE(call: float, exit_: float, walk: float, after_walk: float = 0.0) -> dict[str, float]:
     """Where each measured growth lands in the model (see the module's docstring)."""
     return {"fork_per_child_us": round(call, 6), "exit_per_child_us": round(exit_, 6),
-            "wait_per_child_us": round(walk, 6)}
+            "wait_per_child_us": round(walk, 6), "fork_after_walk_per_child_us": round(after_walk, 6)}
 
 
 def fit_copies(raw: dict[str, Any], cpu: int, host: str = "", clone_flags: dict[str, Any] | None = None

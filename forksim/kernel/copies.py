@@ -100,6 +100,10 @@ class Copies:
         self.exit_notify_us = live_children * kids.exit_per_child_us
         # do_wait -> __do_wait: waitpid(-1) walks every child (do_wait_thread); a pid goes to do_wait_pid
         self.wait_us = live_children * kids.wait_per_child_us if wait == "any" else 0.0
+        # the walk's footprint cools the parent's next fork (copy_process's working set out of the caches): a
+        # parent that reaps with waitpid(-1) forks after a walk each time (its previous child's reap)
+        if wait == "any":
+            self.setup_us += live_children * kids.fork_after_walk_per_child_us
         self.deferred_us = deferred
         sigmas.append(kids.sigma if live_children else 0.0)
         self.sigma = max(sigmas)  # one lognormal spread for the added terms: the widest involved
