@@ -312,7 +312,7 @@ def test_clonebench_measures_fds_flags_and_children():
     _profile(fit)  # what the fit writes is a valid profile section
 
 
-def test_calibrate_copies_check_returns_its_rows():
+def test_calibrate_copies_check_returns_its_rows(tmp_path):
     # `forksim calibrate` prints this table; it printed nothing while copies_check returned None.
     from forksim.commands.calibrate import copies_check
 
@@ -321,3 +321,12 @@ def test_calibrate_copies_check_returns_its_rows():
     rows = copies_check("default", measured)
     assert [r["case"] for r in rows] == ["10000 fds"]
     assert rows[0]["forksim_p50_us"] > 0 and rows[0]["rel_error"] == pytest.approx(rows[0]["forksim_p50_us"] / 100.0 - 1)
+    # live children: the fork itself and the fork right after a waitpid(-1) walk (clonebench -A's two halves)
+    kids = [{"what": "children", "live_children": 10000, "after_walk": True, "call_p50_us": 49.0},
+            {"what": "children_any", "live_children": 10000, "after_walk": False, "call_p50_us": 29.0}]
+    walked = _profile({**SECTIONS, "live_children": {**SECTIONS["live_children"], "fork_after_walk_per_child_us": 0.002}})
+    path = tmp_path / "p.json"
+    path.write_text(walked.model_dump_json())
+    by_case = {r["case"]: r for r in copies_check(str(path), kids)}
+    after, plain = by_case["10000 live children, after a waitpid(-1) walk"], by_case["10000 live children"]
+    assert after["forksim_p50_us"] - plain["forksim_p50_us"] == pytest.approx(20.0, rel=0.3)  # 10,000 x 0.002 us

@@ -393,8 +393,10 @@ def measured_p50(raw: dict[str, Any]) -> list[dict[str, Any]]:
                          "exit_p50_us": round(_med_u(r, "exit_ns", 1)[0], 2),
                          "exit0_p50_us": round(_med_u(r, "exit_ns", 0)[0], 2)})
             continue
-        rows.append({**r["key"], "vmas": (r.get("setup") or {}).get("vmas"), "samples": len(r["samples"]), "call_p50_us": round(_med(r, "fork_cpu_ns")[0], 2),
-                     "exit_p50_us": round(_med(r, "exit_ns")[0], 2), "rt_p50_us": round(_med(r, "rt_ns")[0], 2)})
+        after = {"after_walk": _after_walk(r)} if r["key"]["what"] in ("children", "children_any") else {}
+        rows.append({**r["key"], **after, "vmas": (r.get("setup") or {}).get("vmas"), "samples": len(r["samples"]),
+                     "call_p50_us": round(_med(r, "fork_cpu_ns")[0], 2), "exit_p50_us": round(_med(r, "exit_ns")[0], 2),
+                     "rt_p50_us": round(_med(r, "rt_ns")[0], 2)})
     return rows
 
 

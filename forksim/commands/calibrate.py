@@ -113,7 +113,12 @@ def copies_check(profile_path: str, measured: list[dict]) -> list[dict]:
             kw, case = {"fds": int(m["fds"])}, f"{m['fds']} fds"
         elif m["what"] == "flag" and flag.startswith("CLONE_NEW"):
             kw, case = {"flags": [flag]}, flag
-        elif m["what"] == "children" and m["live_children"]:
+        elif m["what"] in ("children", "children_any") and m["live_children"] and "after_walk" in m:
+            # the fork itself, and the fork right after a waitpid(-1) walk of them (wait = "any")
+            walked = bool(m["after_walk"])
+            kw = {"live_children": int(m["live_children"]), "wait": "any" if walked else "pid"}
+            case = f"{m['live_children']} live children" + (", after a waitpid(-1) walk" if walked else "")
+        elif m["what"] == "children" and m["live_children"]:  # profiles before 2026-12-03: the walk not told apart
             kw, case = {"live_children": int(m["live_children"])}, f"{m['live_children']} live children"
         else:
             continue
