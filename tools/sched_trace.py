@@ -25,7 +25,9 @@ return when the child or another task displaced it).
 2026-12-03 01:19 UTC (Intel Xeon host, quiet, nice 0, 1.5 s, RSS 0): four parents (closed-fork-K4-rss0's
 loop), 31,823 forks: the child on the parent's CPU 58%; the parent's next switch-out its sleep in wait
 97.2% (then its own child 38.5%, another parent's child 30.9%, another parent 24.7%), a preemption 2.8%.
-Two parents: 99% local, asleep 99.8%. The model with EEVDF on (a profile with a `balancing` section) keeps
+Two parents: 99% local, asleep 99.8%. One parent (1 s runs, 01:53), by where this child and the previous one
+ran (L: the parent's CPU): fork R after L 43% (call p50 39.2 us), L after R 43% (39.6), L after L 13% (21.8);
+vfork 44% (52.7), 44% (9.7), 11% (8.2); pthread_create 45% (15.6), 45% (7.5), 9% (3.5). The model with EEVDF on (a profile with a `balancing` section) keeps
 97% of K4's children local and 89% of them start before fork() returns: both parents of a CPU runnable at
 nearly every fork, the forking one a few us past V, so pick_eevdf drops it for its child (a regime the
 kernel does not enter), which is why calibrate emits no `balancing` section yet (issue 14).
@@ -166,6 +168,27 @@ def fork_outcomes(ev: list, role: dict[int, str]) -> tuple[int, int, collections
     return forks, local, outcome
 
 
+def placement_sequence(rec_path: Path) -> list[str]:
+    """From the load generator's own records (OUT.rec, one parent): each creation by where its child ran
+    (L: the parent's CPU, R: another) and where the previous one's did, with its share and call p50. A
+    single parent's loop alternates L and R on this kernel, and the call after an R pays its CPU's halt."""
+    from forksim.validation.loadgen import REC_DTYPE
+
+    r = np.fromfile(rec_path, dtype=REC_DTYPE)
+    if len(r) < 3 or len(set(r["parent"].tolist())) != 1:
+        return []
+    call = (r["t1"] - r["t0"])[1:] / 1e3
+    local = r["ccpu"] == r["pcpu0"]
+    prev, this = local[:-1], local[1:]
+    out = []
+    for p, t in ((True, True), (False, True), (True, False), (False, False)):
+        m = (prev == p) & (this == t)
+        if m.any():
+            out.append(f"{'L' if t else 'R'} after {'L' if p else 'R'} {100 * m.mean():.1f}% (call p50 "
+                       f"{np.median(call[m]):.1f} us)")
+    return out
+
+
 def show(path: str) -> None:
     ev = parse(path)
     role = roles(ev)
@@ -179,6 +202,10 @@ def show(path: str) -> None:
     if forks:
         print(f"  {forks} forks: the child on the parent's CPU {100 * local / forks:.0f}%; the parent's next switch-out: "
               + ", ".join(f"{st} then {who} {100 * n / forks:.1f}%" for (st, who), n in outcome.most_common()))
+    rec = Path(path).with_suffix(".rec")
+    seq = placement_sequence(rec) if rec.exists() else []
+    if seq:
+        print("  by where this child and the previous one ran: " + ", ".join(seq))
     for key in sorted(waits, key=lambda k: -len(waits[k])):
         w = np.array(waits[key])
         if key[0] in ("parent", "child") and len(w) >= 20:
