@@ -284,9 +284,10 @@ def _fit_children(runs: list[dict[str, Any]], where: str) -> dict[str, Any] | No
         return None
     xs = [r["key"]["live_children"] for r in pid]
     both = len(anyw) >= 2 and all(x in anyw for x in xs)
-    forks = [sorted((r, anyw[x]) if both else (r,), key=_after_walk) for x, r in zip(xs, pid)]
-    call = [_med(f[0], "fork_cpu_ns")[0] for f in forks]  # the fork that did not follow a walk
-    cooled = [_med(f[-1], "fork_cpu_ns")[0] - c if both and _after_walk(f[-1]) else 0.0 for f, c in zip(forks, call)]
+    # per N, (the run whose forks did not follow a walk, the run whose forks did)
+    pairs = [(anyw[x], r) if _after_walk(r) else (r, anyw[x]) for x, r in zip(xs, pid)] if both else []
+    call = [_med(plain, "fork_cpu_ns")[0] for plain, _ in pairs] or [_med(r, "fork_cpu_ns")[0] for r in pid]
+    cooled = [_med(walked, "fork_cpu_ns")[0] - c for (_, walked), c in zip(pairs, call)] or [0.0] * len(xs)
     exit_ = [_med(r, "exit_ns")[0] for r in pid]
     walk = [(_med(anyw[x], "exit_ns")[0] - e) if x in anyw else e for x, e in zip(xs, exit_)]
     pts = ", ".join(f"{x}: call {c:.1f} ({k:+.1f} after a walk), exit+reap {e:.1f}, waitpid(-1) extra {w:+.1f}"

@@ -213,19 +213,7 @@ def main(args: argparse.Namespace) -> int:
             t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", str(r.get("vmas", "-")), "on" if r.get("thp") else "off",
                       fmt(r["fork_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%")
         console.print(t)
-    fam = family_check(out, prof.get("diagnostics", {}).get("variants_us", {}))
-    if fam:
-        t = Table(title="other families (pinned, empty image): measured vs forksim predict, p50 and p99",
-                  title_justify="left")
-        for c in ("family", "what", "p50 measured (us)", "forksim (us)", "error", "p99 measured (us)", "forksim (us)",
-                  "error"):
-            t.add_column(c, justify="left" if c in ("family", "what") else "right")
-        for r in fam:
-            e99 = r["rel_error_p99"]
-            t.add_row(r["family"], r["what"], fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]),
-                      f"{100 * r['rel_error']:+.1f}%", fmt(r["measured_p99_us"]), fmt(r["forksim_p99_us"]),
-                      "-" if e99 is None else f"{100 * e99:+.1f}%")
-        console.print(t)
+    _family_table(family_check(out, prof.get("diagnostics", {}).get("variants_us", {})))
     cop = copies_check(out, prof.get("diagnostics", {}).get("copies", {}).get("measured", []))
     if cop:
         t = Table(title="fds, namespaces, live children (pinned, RSS ~0): measured vs forksim predict, call p50",
@@ -273,6 +261,23 @@ def main(args: argparse.Namespace) -> int:
 # An in-order image whose struct pages spread over this many times a dense range's vmemmap pages came from
 # fragmented free lists (2026-12-02, Intel host: mostly 1.0-1.4; 3-10 for the first images after a fragmenting run)
 SPREAD_NOTE = 2.0
+
+
+def _family_table(rows: list[dict]) -> None:
+    """family_check's rows: each other family's measured p50 and p99 beside forksim's."""
+    if not rows:
+        return
+    t = Table(title="other families (pinned, empty image): measured vs forksim predict, p50 and p99",
+              title_justify="left")
+    for c in ("family", "what", "p50 measured (us)", "forksim (us)", "error", "p99 measured (us)", "forksim (us)",
+              "error"):
+        t.add_column(c, justify="left" if c in ("family", "what") else "right")
+    for r in rows:
+        e99 = r["rel_error_p99"]
+        t.add_row(r["family"], r["what"], fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]),
+                  f"{100 * r['rel_error']:+.1f}%", fmt(r["measured_p99_us"]), fmt(r["forksim_p99_us"]),
+                  "-" if e99 is None else f"{100 * e99:+.1f}%")
+    console.print(t)
 
 
 def _spread_line(cold: list[dict]) -> None:
