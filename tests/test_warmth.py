@@ -148,6 +148,33 @@ def test_fit_recovers_a_known_curve():
     Warmth.model_validate(w)
 
 
+def test_a_curve_still_rising_at_100_ms_is_fitted_to_the_longest_sleep():
+    """The 2026-12-03 Intel host: an image half as cold after 100 ms asleep as after 1 s (tau ~130 ms). The quick
+    plan's shape: the first size at every gap up to 1 s, the others back to back and at 1 s, a third only at 100 ms
+    (as older grids measured every size). Every size's fully cold extra comes back (a size measured at 100 ms only
+    is scaled up by the curve there), and the layout term measured at 100 ms is the fully cold one too."""
+    from forksim.calibration.cold_scatter import SCATTER_GAP
+
+    tau, fixed, per_pte, per_sc = 130_000.0, 150.0, 0.005, 0.03
+    store = Store()
+    sizes = ((64 * MiB, 16384, 290.0, (0, 1000, 10_000, 100_000, 1_000_000)), (256 * MiB, 65536, 1150.0, (0, 1_000_000)),
+             (0, 0, 23.0, (0, 1_000_000)), (1024 * MiB, 262144, 4600.0, (0, 100_000)))
+    for rss, ptes, warm, gaps in sizes:
+        for layout, sc in (("sleep", 0.0), ("random", 1.0)) if rss == 64 * MiB else (("sleep", 0.0),):
+            for gap in gaps if layout == "sleep" else (0, SCATTER_GAP):
+                c = 1 - math.exp(-gap / tau)
+                p50 = warm + c * (fixed + per_pte * ptes + per_sc * ptes * sc)
+                store.runs.append({**_run(rss, layout, gap, p50, ptes, gap), "layout": {"scatter": sc}})
+    w, diag = fit_warmth(store)
+    assert w["tau_us"] == pytest.approx(tau, rel=0.1)
+    terms = Warmth.model_validate(w).stages["dup_mmap"]
+    for ptes in (0, 16384, 65536, 262144):
+        assert terms.extra_us(ptes) == pytest.approx(fixed + per_pte * ptes, rel=0.05)
+    assert terms.per_scattered_pte_us == pytest.approx(per_sc, rel=0.05)
+    # what was measured at each size's longest sleep is kept beside the fully cold extra it gave
+    assert diag["warmth_fit"]["longest_sleep_extra_us"][str(1024 * MiB)][0] == 100_000
+    assert diag["warmth_fit"]["cold_extra_us"][str(1024 * MiB)] == pytest.approx(fixed + per_pte * 262144, rel=0.05)
+
 def test_fit_recovers_the_cold_extra_of_pages_out_of_order_and_corrects_the_in_order_one():
     """Images touched in a random order beside in-order ones, back to back and after 100 ms asleep: the
     slope through D = (random cold extra - in-order cold extra) on the pages out of order beyond the
@@ -265,10 +292,26 @@ def test_the_quick_plan_forks_images_touched_in_runs_after_every_in_order_image(
     from forksim.calibration.cold_scatter import layout_jobs
 
     made = []
-    jobs = layout_jobs("quick", (64 * MiB, 256 * MiB, 0), lambda *a: made.append(a) or (lambda: None))
+    grid = {(rss, gap) for rss in (64 * MiB, 256 * MiB, 0) for gap in (0, 100_000)}
+    jobs = layout_jobs("quick", grid, lambda *a: made.append(a) or (lambda: None))
     assert len(jobs) == len(made) == 8  # random at 64 and 256 MiB, runs of 16 and 6 pages: each b2b and cold
     assert [a[4][-1] for a in made].count("runs:16") == 2 and all(a[4][-2] == "-L" for a in made)
-    assert layout_jobs("smoke", (16 * MiB,), lambda *a: None) == []
+    assert layout_jobs("smoke", {(16 * MiB, 0)}, lambda *a: None) == []
+
+
+def test_every_layout_run_has_its_in_order_pair_in_the_plan():
+    """The layout terms compare each image touched out of order with an in-order one of its size at the same two
+    gaps: where the grid sleeps another longest gap at that size (the quick plan's 256 MiB: back to back and 1 s),
+    the pair at SCATTER_GAP is added (without it the 2026-12-03 quick fit lost every 256 MiB pair)."""
+    from forksim.calibration.cold_scatter import SCATTER_GAP, SCATTERED
+    from forksim.calibration.plan import PLANS
+    from forksim.calibration.warmth import cold_jobs
+
+    for plan in ("quick", "full"):
+        names = [d for d, _ in cold_jobs(PLANS[plan], "forkbench", Store(), 0, 1)]
+        for rss in SCATTERED[plan][0]:
+            for gap in (0, SCATTER_GAP):
+                assert any(d.startswith(f"cold fork {rss // MiB}MiB after {gap / 1000:g} ms asleep") for d in names)
 
 
 def test_a_larger_image_whose_extra_falls_caps_the_fit_and_leaves_the_curve_alone():

@@ -7,18 +7,24 @@ own memory on the parent's CPU (-W, in multiples of the last-level cache), a mov
 calibrate's report compares with `forksim run` and the fit leaves out. The fit (see
 forksim/kernel/warmth.py for how the model uses it):
 
-- per size, the warm p50 (gap 0) and the cold extra E = p50 - warm at the gaps of 100 ms and more
-  (the curve is flat there: fully cold);
+- per size, the warm p50 (gap 0) and the extra X = p50 - warm at that size's longest sleep (1 s in the
+  quick and full plans; the curve is not flat at 100 ms: on the 2026-12-03 Intel host 64 and 256 MiB
+  images were 0.44 and 0.66 as cold after 100 ms as after 3 s, 0.92 and 0.78 after 300 ms:
+  calibration/data/warmth-gaps-20261203.json);
+- coldness c = (p50 - warm) / X per gap of the sizes measured at the longest gap, fitted by
+  scipy.optimize.curve_fit to 1 - exp(-(gap/tau)^beta);
+- per size the fully cold extra E = X / c(its longest gap) (a size measured at a shorter longest gap is
+  scaled up by the curve);
 - ColdTerms for dup_mmap: fixed_us + per_pte_us * min(ptes, pte_cap) through the sizes' E (NNLS per
   candidate cap; the cap the caches held warm, or no cap), over the sizes up to the largest whose E
   still grew (a larger image's back-to-back reference is itself partly cold): the cap is that size;
-- coldness c = (p50 - warm) / E per gap, fitted by scipy.optimize.curve_fit to 1 - exp(-(gap/tau)^beta);
 - the footprint scale from the sweeps (the sweep's own duration is a gap too: its part is divided out),
   and the migration coldness from the moves;
 - the cold extra of pages out of physical order (ColdTerms.per_scattered_pte_us and scatter_window):
   images touched in a random order and in runs of K pages (forksim.calibration.cold_scatter); it prices
   the share after a break beyond the in-order images' (reference_scatter), whose extras the fit above
-  takes as they are.
+  takes as they are; measured after cold_scatter.SCATTER_GAP asleep, it is divided by the curve's coldness
+  there, as E is.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from ..kernel.stages import DUP_MMAP
 from ..lab import llc_bytes
 from ..lab.pagemap import spread_of
 from . import bench
-from .cold_scatter import SCATTERED, fit_cold_scatter, is_layout, layout_jobs, scatter_source
+from .cold_scatter import SCATTER_GAP, SCATTERED, fit_cold_scatter, is_layout, layout_jobs, scatter_source
 from .layout import layout_reader
 from .plan import MiB, Plan, Store
 
@@ -48,15 +54,20 @@ _MS = 1000  # us
 # [(sleep_us, reps)] of the first size unpinned: the parent wakes on either CPU, as a real one does; these
 # are compared with the model in calibrate's report, never fitted);
 # sizes after the first get the back-to-back and the longest sleep only in the quick plan (the
-# coldness curve's shape comes from the first size; the others give the cold extra's growth, whose
-# estimate at 256 MiB, a difference of two ~9 ms medians, needs ten forks at the long gap: with five
-# the 2026-12-01 quick grid found it below zero). The empty image (RSS 0, last) gets the back-to-back and
-# the longest sleep in every plan: it pins the cold extra's fixed part, which two sizes alone leave free
-# (the 2026-12-01 quick grids put 271 us and, on a busy box, 2 ms there: a cold fork of an empty parent)
+# coldness curve's shape comes from the first size; the others give the cold extra's growth). The longest
+# sleep is 1 s: after 100 ms the Intel host's images were about half as cold as after 1-3 s (2026-12-03,
+# calibration/data/warmth-gaps-20261203.json), and a fit that took 100 ms for fully cold put the validation's
+# forks after 1 s asleep 31-34% under. Five forks there (the quick plan's time: each costs its second); the
+# 2026-12-01 AMD quick grid found a 256 MiB extra, a difference of two ~9 ms medians, below zero with five
+# forks at 100 ms, which the fit's fall rule (_rising) then leaves out. The empty image (RSS 0, last) gets
+# the back-to-back and the longest sleep in every plan: it pins the cold extra's fixed part, which two sizes
+# alone leave free (the 2026-12-01 quick grids put 271 us and, on a busy box, 2 ms there: a cold fork of an
+# empty parent)
 GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple[float, int], ...], int,
                        tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]] = {
     "smoke": ((16 * MiB,), ((0, 8), (10 * _MS, 4), (100 * _MS, 3)), ((2.0, 3),), 6, (), ()),
-    "quick": ((64 * MiB, 256 * MiB, 0), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 10)), ((2.0, 6),), 12, (),
+    "quick": ((64 * MiB, 256 * MiB, 0), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 10), (1000 * _MS, 5)),
+              ((2.0, 6),), 12, (),
               ((100 * _MS, 8),)),
     "full": ((16 * MiB, 64 * MiB, 256 * MiB, 0),
              ((0, 60), (1 * _MS, 40), (3 * _MS, 30), (10 * _MS, 25), (30 * _MS, 15), (100 * _MS, 10), (1000 * _MS, 5)),
@@ -78,8 +89,8 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
 
     def job(rss: int, cond: str, x: float, reps: int, extra: list[str], pinned_cpu: int) -> Callable[[], None]:
         def run() -> None:
-            # one warm-up fork where each gap is a sleep of 10 ms or more (it cools the image whatever came
-            # before: more warm-ups only sleep), three otherwise
+            # one warm-up fork where each gap is a sleep of 10 ms or more (the sleep before the first measured
+            # fork cools what the warm-up warmed; forkbench does not sleep before warm-ups), three otherwise
             warm = 1 if (cond in ("sleep", "unpinned") or is_layout(cond)) and x >= 10 * _MS else 3
             argv = [fb, "cold", "-r", str(rss), "-n", str(reps), "-w", str(warm), "-c", str(pinned_cpu), *extra]
             got: dict[str, Any] = {}
@@ -100,12 +111,17 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
 
     rounds = _ROUNDS[plan.name]
     rng = random.Random(1313)
+
+    def sleeps_of(rss: int) -> tuple[tuple[int, int], ...]:
+        short = rss != sizes[0] and (plan.name == "quick" or rss == 0)
+        return sleeps[:1] + sleeps[-1:] if short else sleeps
+
     for rnd in range(rounds):
         this: list[tuple[str, Callable[[], None]]] = []
         per = f" (round {rnd + 1}/{rounds})" if rounds > 1 else ""
         for rss in sizes:
             short = rss != sizes[0] and (plan.name == "quick" or rss == 0)
-            for gap, reps in (sleeps[:1] + sleeps[-1:] if short else sleeps):
+            for gap, reps in sleeps_of(rss):
                 this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep{per}",
                              job(rss, "sleep", gap, -(-reps // rounds), ["-s", str(gap)], cpu)))
             for gap, reps in spins:
@@ -124,7 +140,8 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
         if rounds > 1:
             rng.shuffle(this)  # conditions interleaved: a drift of the host hits them all alike
         jobs += this
-    jobs += layout_jobs(plan.name, sizes, lambda rss, cond, x, reps, extra: job(rss, cond, x, reps, extra, cpu))
+    grid = {(rss, gap) for rss in sizes for gap, _ in sleeps_of(rss)}
+    jobs += layout_jobs(plan.name, grid, lambda rss, cond, x, reps, extra: job(rss, cond, x, reps, extra, cpu))
     return jobs
 
 
@@ -213,14 +230,14 @@ def _reference_gap(table: list[dict[str, Any]]) -> float | None:
     return refs[0][1] if refs and refs[0][1] > 0 else None
 
 
-def _saturated_extras(table: list[dict[str, Any]], warm: dict[int, float], sizes: list[int]) -> dict[int, float]:
-    """Per size: the fully-cold extra, the median p50 at gaps of 100 ms or more less back to back."""
-    sat: dict[int, float] = {}
+def _longest_sleeps(table: list[dict[str, Any]], warm: dict[int, float], sizes: list[int]) -> dict[int, dict[str, Any]]:
+    """Per size measured back to back: its row at the longest sleep (pooled over rounds: one row per gap)."""
+    out: dict[int, dict[str, Any]] = {}
     for rss in sizes:
-        long = [t for t in table if t["rss_bytes"] == rss and t["cond"] == "sleep" and t["x"] >= 100 * _MS]
-        if rss in warm and long:
-            sat[rss] = statistics.median(t["fork_p50_us"] for t in long) - warm[rss]
-    return sat
+        slept = [t for t in table if t["rss_bytes"] == rss and t["cond"] == "sleep" and t["x"] > 0]
+        if rss in warm and slept:
+            out[rss] = max(slept, key=lambda t: t["x"])
+    return out
 
 
 # How far a larger image's cold extra must fall below the previous size's to mark a partly cold reference: a
@@ -265,11 +282,12 @@ def _source(runs: list[dict[str, Any]], table: list[dict[str, Any]], sizes: list
     return (f"measured: forkbench cold, pinned, the parent's CPU time in fork() (p50) at {', '.join(f'{s // MiB} MiB' for s in sizes)} "
             f"after sleeps of {gaps_ms} ms, "
             f"after another process swept multiples of the {llc // MiB} MiB last-level cache on the same CPU, and after a move "
-            f"to the other CPU ({len(runs)} runs, {n} forks); cold extra at >= 100 ms gaps fitted as fixed + per_pte*min(ptes, cap) "
-            f"(NNLS), coldness 1-exp(-(gap/tau)^beta) by scipy curve_fit"
+            f"to the other CPU ({len(runs)} runs, {n} forks); coldness 1-exp(-(gap/tau)^beta) by scipy curve_fit to the "
+            f"extra over back to back as a share of the extra after the longest sleep"
             + (f" with the back-to-back fork as coldness 0 at {ref:.0f} us (its exit and reap after the last walk)"
                if ref is not None else "")
-            + ", footprint and migration from their extras; "
+            + "; fully cold extra: each size's after its longest sleep over the curve there, fitted as fixed + "
+            "per_pte*min(ptes, cap) (NNLS); footprint and migration from their extras; "
             + (f"footprint_bytes: median of {n_footprints} sweeps' coldness beyond their own duration's, as exp(-W/footprint)"
                if n_footprints else "footprint_bytes 1e15 (no effect): no sweep cooled the image more than its own duration did")
             + "; walk_bytes_per_pte 80: assumption (the parent's and the child's PTE, 8 + 8 B, and the struct page, 64 B)")
@@ -283,7 +301,8 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     sizes = sorted({r["key"]["rss"] for r in runs})
     table, warm = _cold_table(runs)
     diag: dict[str, Any] = {"cold_forks": table}
-    sat = _saturated_extras(table, warm, sizes)
+    longest = _longest_sleeps(table, warm, sizes)
+    measured = {s: t["fork_p50_us"] - warm[s] for s, t in longest.items()}  # X: the extra at the longest sleep
     per_scattered, window, pairs = fit_cold_scatter(table)
     if per_scattered is not None:
         diag["cold_scatter_pairs"] = pairs
@@ -292,28 +311,19 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     # overshot on a box whose free lists had fragmented (12:31 and 13:05 full grids: a break every few dozen
     # pages, in-order extras corrected below zero at 64 MiB and 1 GiB), as a fragment's break costs less than a
     # far jump of the random and runs:K images
-    good = [s for s in sat if sat[s] > 0.02 * warm[s]]
+    good = [s for s in measured if measured[s] > 0.02 * warm[s]]
     if not good:
-        diag["warmth_note"] = "no cold extra above 2% of the warm fork at gaps >= 100 ms: no warmth terms"
+        diag["warmth_note"] = "no cold extra above 2% of the warm fork at the longest sleep: no warmth terms"
         return None, diag
     # the empty image anchors the fixed part even when its extra is within the noise (floored at 1%)
-    fitted = _rising(good + ([0] if 0 in sat and 0 not in good else []), sat)
-    ptes = np.array([next(t["ptes"] for t in table if t["rss_bytes"] == s) for s in fitted], dtype=float)
-    # where the larger sizes' extras fell, what the caches kept warm stops growing at the largest fitted size: the
-    # cap is that size (fitted with it, not set after a fit that chose another: the 12:31 full grid's 0 and 16 MiB
-    # fit put a 6.6 us per-PTE slope under a cap of 26 PTEs, then moved the cap to 16 MiB: 14 ms predicted for a
-    # 16 MiB fork after 1 s asleep)
+    fitted = _rising(good + ([0] if 0 in measured and 0 not in good else []), measured)
     fell = any(g not in fitted for g in good)
-    fixed, per_pte, cap = _cap_fit(ptes, np.array([max(sat[s], 0.01 * warm[s]) for s in fitted]),
-                                   [float(ptes.max())] if fell else None)
     good = [g for g in good if g in fitted]  # the coldness, footprint and migration points: warm references only
-
-    def extra(rss: int) -> float:
-        p = next(t["ptes"] for t in table if t["rss_bytes"] == rss)
-        return fixed + per_pte * min(p, cap)
-
-    pts = [(t["gap_p50_us"], (t["fork_p50_us"] - warm[t["rss_bytes"]]) / extra(t["rss_bytes"]))
-           for t in table if t["cond"] == "sleep" and t["rss_bytes"] in good and t["x"] > 0]
+    # the coldness curve: (p50 - warm) / X against the gap, over the sizes measured at the longest sleep of all
+    top = max(longest[s]["x"] for s in good)
+    shaped = [s for s in good if longest[s]["x"] == top]
+    pts = [(t["gap_p50_us"], (t["fork_p50_us"] - warm[t["rss_bytes"]]) / measured[t["rss_bytes"]])
+           for t in table if t["cond"] == "sleep" and t["rss_bytes"] in shaped and t["x"] > 0]
     ref = _reference_gap(table)
     if ref is not None:
         # without it, a host whose image is fully cold after the shortest gap (12-02 05:40: 1 ms) pushes tau
@@ -327,6 +337,23 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         return None, diag
     tau, beta = tau_beta
 
+    def cold_at(gap_us: float) -> float:
+        return max(float(_curve(np.array([gap_us]), tau, beta)[0]), 0.05)
+
+    # fully cold: each size's extra at its longest sleep over the curve's coldness there (about 1 at 1 s)
+    sat = {s: measured[s] / cold_at(longest[s]["gap_p50_us"]) for s in measured}
+    ptes = np.array([next(t["ptes"] for t in table if t["rss_bytes"] == s) for s in fitted], dtype=float)
+    # where the larger sizes' extras fell, what the caches kept warm stops growing at the largest fitted size: the
+    # cap is that size (fitted with it, not set after a fit that chose another: the 12:31 full grid's 0 and 16 MiB
+    # fit put a 6.6 us per-PTE slope under a cap of 26 PTEs, then moved the cap to 16 MiB: 14 ms predicted for a
+    # 16 MiB fork after 1 s asleep)
+    fixed, per_pte, cap = _cap_fit(ptes, np.array([max(sat[s], 0.01 * warm[s]) for s in fitted]),
+                                   [float(ptes.max())] if fell else None)
+
+    def extra(rss: int) -> float:
+        p = next(t["ptes"] for t in table if t["rss_bytes"] == rss)
+        return fixed + per_pte * min(p, cap)
+
     def rel(t: dict[str, Any]) -> float:
         return float(np.clip((t["fork_p50_us"] - warm[t["rss_bytes"]]) / extra(t["rss_bytes"]), 0.0, 0.999))
 
@@ -338,7 +365,7 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     src = _source(runs, table, sizes, ref, len(fp)) + scatter_source(pairs if per_scattered is not None else [], window)
     cold_terms = {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0)}
     if per_scattered is not None:
-        cold_terms["per_scattered_pte_us"] = round(per_scattered, 6)
+        cold_terms["per_scattered_pte_us"] = round(per_scattered / cold_at(SCATTER_GAP), 6)
         cold_terms["reference_scatter"] = round(statistics.median(p["scatter_order"] for p in pairs), 4)
         if window != 1.0:
             cold_terms["scatter_window"] = round(window, 2)
@@ -349,6 +376,7 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
               "source": src}
     diag["warmth_fit"] = {"warm_p50_us": {str(s): warm[s] for s in warm},
                           "cold_extra_us": {str(s): round(v, 1) for s, v in sat.items()},
+                          "longest_sleep_extra_us": {str(s): [longest[s]["x"], round(v, 1)] for s, v in measured.items()},
                           "coldness_points": [[round(float(a), 1), round(float(b), 3)] for a, b in zip(g, c)],
                           "footprint_estimates_bytes": [round(x) for x in fp], "migration_points": mig}
     return warmth, diag

@@ -23,7 +23,7 @@
  *            child exited), base_ns (a pass with no fault); divide by pages
  *   fault    fault_ns: first write to P fresh anonymous pages (one fault per page), base_ns
  *   cold     the fork sample of `fork`, each fork after a gap that cools what the previous one warmed:
- *            -s US sleep (nanosleep: the vCPU halts), -S US spin (clock reads, no memory traffic),
+ *            -s US sleep (nanosleep: the vCPU halts; not before the -w warm-ups), -S US spin (clock reads, no memory traffic),
  *            -W BYTES another process pinned to the parent's CPU sweeps that much of its own memory
  *            (one write per 64-byte line) while the parent blocks on a pipe, -M the parent moves to
  *            the other CPU of a pair (sched_setaffinity) just before each fork; gap_ns = the gap
@@ -454,7 +454,7 @@ int main(int argc, char **argv)
         int64_t gap = 0;
         if (!strcmp(mode, "cold")) {
             int64_t g0 = now_ns();
-            if (sleep_us) {
+            if (sleep_us && i >= 0) { /* a warm-up fork only has to walk the image: the next sleep cools it */
                 struct timespec ts = {sleep_us / 1000000, (sleep_us % 1000000) * 1000};
                 while (nanosleep(&ts, &ts) && errno == EINTR)
                     ;
