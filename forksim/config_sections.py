@@ -190,6 +190,13 @@ class ImageSection(_Section):
         description="physical layout of the image: the share of consecutive anonymous pages whose frames are not "
         "neighbours in /proc/PID/pagemap (0 = in order, 1 = none in order; tools/image_shape.py PID reads it; "
         "default: the profile's fresh_image_scatter, else 0)")
+    # a cold walk misses per vmemmap page of struct pages: frames spread among other processes' put the image's
+    # struct pages on more of them (ColdTerms.per_spread prices it)
+    spread: float | None = Field(
+        default=None, ge=1.0, le=64.0,
+        description="how far the image's struct pages spread: the distinct 4 KiB vmemmap pages holding them x 64 / "
+        "pages, from /proc/PID/pagemap (1 = one dense range of frames, up to 64; tools/image_shape.py PID reads it; "
+        "default: the profile's fresh_image_spread, else 1)")
 
     @field_validator("rss")
     @classmethod
@@ -230,6 +237,16 @@ class ImageSection(_Section):
         if fresh is not None:
             return fresh.value, "profile fresh_image_scatter"
         return 0.0, "default (neither the config nor the profile states it)"
+
+    def spread_used(self, profile: Any) -> tuple[float, str]:
+        """The spread the model prices this image at and where it came from: the config's own, else the profile's
+        `fresh_image_spread` (what calibrate's freshly touched images had), else 1."""
+        if self.spread is not None:
+            return self.spread, "config"
+        fresh = getattr(profile, "fresh_image_spread", None)
+        if fresh is not None:
+            return fresh.value, "profile fresh_image_spread"
+        return 1.0, "default (neither the config nor the profile states it)"
 
     @property
     def anon_vma_count(self) -> int:

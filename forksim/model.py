@@ -34,11 +34,12 @@ __all__ = ["ModelParams", "SchedulerSpec", "BalanceSpec", "image_shape", "scaled
 
 
 def image_shape(exp: "Experiment", profile: Profile | None = None) -> ImageShape:
-    """The parent's image ([workload.image]) as the cost model sees it, its physical layout (scatter) the
-    config's, else `profile`'s fresh-image default (`ImageSection.scatter_used`)."""
+    """The parent's image ([workload.image]) as the cost model sees it, its physical layout (scatter, spread) the
+    config's, else `profile`'s fresh-image defaults (`ImageSection.scatter_used`, `spread_used`)."""
     img = exp.workload.image
     scatter, _origin = img.scatter_used(profile)
-    return ImageShape.from_rss(img.rss, img.vmas, img.anon_vma_count, img.thp, img.threads, scatter)
+    spread, _origin = img.spread_used(profile)
+    return ImageShape.from_rss(img.rss, img.vmas, img.anon_vma_count, img.thp, img.threads, scatter, spread)
 
 
 def _slice_factor(cpus: int) -> int:

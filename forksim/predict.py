@@ -31,6 +31,7 @@ def predict(
     seed: int = 0,
     warm: bool = False,
     scatter: float | None = None,
+    spread: float | None = None,
 ) -> dict[str, Any]:
     """Latency of single creations, each on an idle machine (one parent, 2 ms apart so the CPUs
     halt and the stack cache refills between them; the image cools as much as 2 ms let it, by the
@@ -42,7 +43,8 @@ def predict(
     the flags the child unshares first: as `[workload.image] fds`, `[workload.child] flags`,
     `[workload] live_children`, `[workload] wait` and `[workload.child] unshare`.
     `scatter`: the image's physical layout as `[workload.image] scatter` (0..1, what tools/image_shape.py reads
-    from /proc/PID/pagemap; None: the profile's fresh_image_scatter, else 0).
+    from /proc/PID/pagemap; None: the profile's fresh_image_scatter, else 0); `spread` as `[workload.image] spread`
+    (1..64; None: the profile's fresh_image_spread, else 1).
     `warm`: every fork as warm as in a back-to-back loop (the warmth terms off), to compare with
     back-to-back measurements."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
@@ -56,6 +58,8 @@ def predict(
         image["anon_vmas"] = anon_vmas
     if scatter is not None:
         image["scatter"] = scatter
+    if spread is not None:
+        image["spread"] = spread
     exp = _experiment(image, cpus=cpus, seed=seed, samples=samples, live_children=live_children, wait=wait,
                       child={"clone": clone, "flags": list(flags), "unshare": list(unshare)})
     result = run_experiment(exp, profile=prof)
@@ -75,6 +79,7 @@ def predict(
         "unshare": list(exp.workload.child.unshare),
         "cpus": cpus,
         "scatter": s["image_scatter"],
+        "spread": s["image_spread"],
         "profile": prof.name,
         "profile_used": profile_info(prof),
         "samples": s["fork_latency_us"]["count"],

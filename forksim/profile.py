@@ -72,6 +72,7 @@ from .profile_terms import (  # noqa: F401 - _TERMS: the old private name of TER
     IdleWakeCurve,
     IpiSendCurve,
     SchedulerCosts,
+    Spread,
     StageCost,
 )
 from .scaling import ScalingRule, default_scaling
@@ -85,6 +86,7 @@ __all__ = [
     "IpiSendCurve",
     "SchedulerCosts",
     "Fraction",
+    "Spread",
     "RecentIdle",
     "RoomCurve",
     "PlacementRoom",
@@ -194,6 +196,9 @@ class Profile(BaseModel):
     # ImageShape.scatter of a freshly touched image on this host (what calibrate's own images had, read from
     # /proc/PID/pagemap): the layout a config that does not state `workload.image.scatter` gets; absent: 0
     fresh_image_scatter: Fraction | None = None
+    # ImageShape.spread of a freshly touched image on this host, from the same images: what a config that does not
+    # state `workload.image.spread` gets; absent: 1 (one dense range of frames)
+    fresh_image_spread: Spread | None = None
     # The machine the costs were measured on (forksim.host). Optional: a profile without it falls back
     # to the facts its provenance recorded (CPU model name, kernel, CPUs), and a profile built from
     # published figures has none.

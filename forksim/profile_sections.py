@@ -174,7 +174,9 @@ class ChildrenCost(BaseModel):
 
 class ColdTerms(BaseModel):
     """What a stage that walks the parent's image costs on top of its (warm, back-to-back) median
-    when the walk finds the image fully cold: fixed_us + per_pte_us * min(ptes, pte_cap), and
+    when the walk finds the image fully cold: fixed_us + per_pte_us * min(ptes, pte_cap) (times the image's
+    spread where per_spread: a cold walk misses per vmemmap page of struct pages, and an image whose frames sit
+    among other processes' has its struct pages on more of them), and
     per_scattered_pte_us per page the walk reaches within `scatter_window` pages after a break in the frame
     order (ptes * scatter_ramp(scatter, scatter_window)) beyond the in-order calibration images' own share
     (reference_scatter: the fixed and per-PTE terms include theirs): walked cold in physical order, the struct
@@ -194,11 +196,16 @@ class ColdTerms(BaseModel):
     reference_scatter: float = Field(default=0.0, ge=0.0, le=1.0, description="the scatter of the in-order images "
                                      "the fixed and per-PTE terms were measured on: per_scattered_pte_us prices the share "
                                      "after a break beyond theirs (absent: 0)")
+    per_spread: bool = Field(default=False, description="per_pte_us is the extra per page of an image whose struct "
+                             "pages are one dense range (spread 1), and grows with the image's spread (the vmemmap "
+                             "pages its struct pages sit on); absent: as measured on the calibration's images, "
+                             "whatever their spread")
 
-    def extra_us(self, ptes: int, scatter: float = 0.0) -> float:
+    def extra_us(self, ptes: int, scatter: float = 0.0, spread: float = 1.0) -> float:
         w = self.scatter_window
         beyond = max(0.0, scatter_ramp(scatter, w) - scatter_ramp(self.reference_scatter, w))
-        return self.fixed_us + self.per_pte_us * min(float(ptes), self.pte_cap) + self.per_scattered_pte_us * ptes * beyond
+        per_page = self.per_pte_us * (spread if self.per_spread else 1.0)
+        return self.fixed_us + per_page * min(float(ptes), self.pte_cap) + self.per_scattered_pte_us * ptes * beyond
 
 
 class Warmth(BaseModel):

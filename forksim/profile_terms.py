@@ -20,7 +20,8 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["TERMS", "scatter_ramp", "Residual", "CacheCurve", "StageCost", "IdleWakeCurve", "IpiSendCurve", "SchedulerCosts", "Fraction", "ImageShape"]
+__all__ = ["TERMS", "scatter_ramp", "Residual", "CacheCurve", "StageCost", "IdleWakeCurve", "IpiSendCurve", "SchedulerCosts", "Fraction", "Spread",
+           "ImageShape"]
 
 
 def scatter_ramp(scatter: float, window: float = 1.0) -> float:
@@ -311,6 +312,15 @@ class Fraction(BaseModel):
     source: str = Field(min_length=1)
 
 
+class Spread(BaseModel):
+    """How far an image's struct pages spread over the vmemmap (ImageShape.spread) as measured on this host, with
+    where it came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    value: float = Field(ge=1.0, le=64.0)
+    source: str = Field(min_length=1)
+
+
 @dataclass(frozen=True)
 class ImageShape:
     """The parent's image as the cost model sees it."""
@@ -323,11 +333,15 @@ class ImageShape:
     # share of the image's 4 KiB pages whose physical frame does not follow their virtual predecessor's
     # (forksim.lab.pagemap.image_layout): 0 = one physically contiguous run, 1 = no two pages in order
     scatter: float = 0.0
+    # how far the image's struct pages spread over the vmemmap: the distinct 4 KiB pages of struct pages they sit
+    # on x 64 / pages (forksim.lab.pagemap.spread_of): 1 = one dense range of frames, up to 64 when no two of
+    # the image's frames share a vmemmap page (the buddy allocator handed out frames among other processes')
+    spread: float = 1.0
 
     @classmethod
     def from_rss(cls, rss: int, vmas: int, anon_vmas: int, thp: bool, threads: int = 1,
-                 scatter: float = 0.0) -> "ImageShape":
+                 scatter: float = 0.0, spread: float = 1.0) -> "ImageShape":
         if thp:
             pmds, rest = divmod(rss, 2 * 1024**2)
-            return cls(vmas, anon_vmas, -(-rest // 4096), pmds, threads, scatter)
-        return cls(vmas, anon_vmas, -(-rss // 4096), 0, threads, scatter)
+            return cls(vmas, anon_vmas, -(-rest // 4096), pmds, threads, scatter, spread)
+        return cls(vmas, anon_vmas, -(-rss // 4096), 0, threads, scatter, spread)

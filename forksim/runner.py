@@ -302,11 +302,20 @@ def _scatter_used(exp: Experiment, prof: Profile) -> dict[str, Any]:
     return {"value": value, "from": origin, "priced": any(st.prices_scatter for st in prof.stages.values())}
 
 
+def _spread_used(exp: Experiment, prof: Profile) -> dict[str, Any]:
+    """The image's spread, where it came from, and whether the profile's cold terms grow with it (summary.json
+    `image_spread`)."""
+    value, origin = exp.workload.image.spread_used(prof)
+    priced = prof.warmth is not None and any(t.per_spread for t in prof.warmth.stages.values())
+    return {"value": value, "from": origin, "priced": priced}
+
+
 def _result(exp: Experiment, prof: Profile, seed: int, results: list[ReplicationResult], wall: float,
             planned: int | None = None, extra: dict[str, Any] | None = None) -> RunResult:
     df = records_frame(results)
     fields = {**summarize(results, df), "experiment": exp.experiment.name, "profile": prof.name,
-              "profile_used": profile_info(prof), "image_scatter": _scatter_used(exp, prof), "seed": seed, "sim_wall_s": round(time.perf_counter() - wall, 3)}
+              "profile_used": profile_info(prof), "image_scatter": _scatter_used(exp, prof),
+              "image_spread": _spread_used(exp, prof), "seed": seed, "sim_wall_s": round(time.perf_counter() - wall, 3)}
     if planned is not None:
         fields["partial"] = True  # interrupted: `replications` of `replications_planned` finished
         fields["replications_planned"] = planned

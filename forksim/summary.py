@@ -107,6 +107,10 @@ class Summary(_Section):
         "provenance", description="the physical layout the image was priced at: value (0..1) and where it came from "
         "(config, the profile's fresh_image_scatter, or the default 0), and priced: whether the profile has a scatter "
         "term to price it with")
+    image_spread: Optional[dict[str, Any]] = _f(
+        "provenance", description="how far the image's struct pages spread (1 = one dense range of frames): value and "
+        "where it came from (config, the profile's fresh_image_spread, or the default 1), and priced: whether the "
+        "profile's cold terms grow with it (warmth, per_spread)")
     seed: Optional[int] = _f("identity")
     forks: Optional[int] = _f(description="creations measured (returned from the call after the warm-up)")
     replications: Optional[int] = _f("run")

@@ -493,3 +493,75 @@ def test_the_cold_grid_records_each_images_spread_and_calibrate_notes_a_fragment
     assert "note: the free lists handed the 64 MiB image(s)" in out
     cmd._spread_line([{**r, "spread": 1.1} for r in rows if r["rss_bytes"]])
     assert "note:" not in capsys.readouterr().out
+
+
+def test_a_cold_walk_grows_with_the_images_spread_where_the_terms_say_so():
+    """per_spread: the per-page cold extra is per page at spread 1 and grows with how many vmemmap pages the image's
+    struct pages sit on; older terms (no per_spread) price every image as measured, whatever its spread."""
+    from forksim.profile import ColdTerms
+
+    old = ColdTerms(fixed_us=150.0, per_pte_us=0.005, pte_cap=1e9)
+    new = old.model_copy(update={"per_spread": True})
+    assert old.extra_us(65536, 0.0, 3.0) == old.extra_us(65536) == pytest.approx(150.0 + 327.68)
+    assert new.extra_us(65536, 0.0, 1.0) == old.extra_us(65536)
+    assert new.extra_us(65536, 0.0, 3.0) == pytest.approx(150.0 + 3 * 327.68)
+    curve = CURVE.model_copy(update={"stages": {"dup_mmap": new}})
+    w = WarmthTracker(curve, 1)
+    assert w.extra_us("dup_mmap", 0.5, ImageShape(ptes=65536, spread=3.0)) == pytest.approx(0.5 * (150 + 3 * 327.68))
+
+
+def test_fit_prices_the_cold_extra_per_page_at_spread_one():
+    """The 2026-12-03 quick grid: 64 MiB in-order images at spread 6.3 (the free lists handed out frames among
+    others'), 256 MiB at 1.35. Fitted per page as measured, the 64 MiB extra set a per-page slope five times the
+    256 MiB one and a cap at 64 MiB; per unit of spread both sizes give the same slope."""
+    fixed, per_pte = 160.0, 0.0045
+    store = Store()
+    for rss, ptes, warm, spread in ((0, 0, 23.0, None), (64 * MiB, 16384, 300.0, 6.3), (256 * MiB, 65536, 1200.0, 1.35)):
+        for gap in (0, 1000, 100_000, 1_000_000) if rss == 64 * MiB else (0, 1_000_000):
+            c = 1 - math.exp(-gap / 130_000.0)
+            run = _run(rss, "sleep", gap, warm + c * (fixed + per_pte * ptes * (spread or 1.0)), ptes, gap)
+            if spread:
+                run["layout"] = {"scatter": 0.01, "pages": ptes, "struct_page_pages": round(ptes * spread / 64)}
+            store.runs.append(run)
+    w, diag = fit_warmth(store)
+    d = w["stages"]["dup_mmap"]
+    assert d["per_spread"] is True and d["pte_cap"] >= 65536
+    assert d["per_pte_us"] == pytest.approx(per_pte, rel=0.05) and d["fixed_us"] == pytest.approx(fixed, rel=0.05)
+    assert diag["warmth_fit"]["spread"] == {str(64 * MiB): 6.3, str(256 * MiB): 1.35}
+    assert "per_spread" in w["source"]
+    # without the images' struct pages counted, the terms are per page as measured (no per_spread)
+    for r in store.runs:
+        r.pop("layout", None)
+    assert "per_spread" not in fit_warmth(store)[0]["stages"]["dup_mmap"]
+
+
+def test_the_image_spread_comes_from_the_config_else_the_profile(tmp_path):
+    from forksim.config import parse_config
+    from forksim.errors import ConfigError
+    from forksim.profile import Spread, load_profile
+
+    base = {"experiment": {"name": "s", "duration": "10ms", "replications": 1},
+            "workload": {"kind": "closed", "parents": 1, "image": {"rss": "64MiB"}}}
+    prof = load_profile("default")
+    exp = parse_config(base)
+    assert exp.workload.image.spread_used(prof) == (1.0, "default (neither the config nor the profile states it)")
+    fresh = prof.model_copy(update={"fresh_image_spread": Spread(value=2.5, source="assumption: test")})
+    assert exp.workload.image.spread_used(fresh) == (2.5, "profile fresh_image_spread")
+    stated = parse_config({**base, "workload": {**base["workload"], "image": {"rss": "64MiB", "spread": 4}}})
+    assert stated.workload.image.spread_used(fresh) == (4.0, "config")
+    with pytest.raises(ConfigError, match="spread"):
+        parse_config({**base, "workload": {**base["workload"], "image": {"rss": "64MiB", "spread": 0.5}}})
+
+
+def test_a_more_spread_image_forks_slower_cold_and_the_summary_says_so():
+    from forksim.predict import predict
+
+    prof = load_profile("default")
+    terms = prof.warmth.stages["dup_mmap"].model_copy(update={"per_spread": True})
+    prof = prof.model_copy(update={"warmth": prof.warmth.model_copy(update={"stages": {"dup_mmap": terms}})})
+    got = {s: predict(64 * MiB, profile=prof, samples=200, spread=s, seed=3) for s in (1.0, 4.0)}
+    assert got[4.0]["fork_latency_us"]["p50"] > got[1.0]["fork_latency_us"]["p50"]
+    assert got[4.0]["spread"] == {"value": 4.0, "from": "config", "priced": True}
+    # back to back the image is warm: the spread changes nothing
+    warm = {s: predict(64 * MiB, profile=prof, samples=200, spread=s, seed=3, warm=True) for s in (1.0, 4.0)}
+    assert warm[4.0]["fork_latency_us"]["p50"] == warm[1.0]["fork_latency_us"]["p50"]

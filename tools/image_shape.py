@@ -7,8 +7,10 @@ Reads /proc/PID: the anonymous RSS and threads (status), the mappings and those 
 forksim.lab.pagemap.image_layout, the one definition of `scatter`): the share of consecutive pages whose
 frames are not neighbours. fork's copy_present_pte and exit's zap_pte_range touch every page's struct page
 in virtual order; out of physical order no prefetcher follows them, so a long-lived process (scatter near
-1) forks slower than a freshly touched image of the same size. Without root the kernel reports frame
-numbers as 0: the block then leaves `scatter` out (the model takes the profile's fresh_image_scatter) and
+1) forks slower than a freshly touched image of the same size; and `spread`, how many vmemmap pages its struct
+pages sit on (x 64 / pages: frames among other processes' spread them), which a cold fork's walk pays for.
+Without root the kernel reports frame
+numbers as 0: the block then leaves `scatter` and `spread` out (the model takes the profile's fresh-image ones) and
 says why on stderr. Prints TOML; exit status 2 with one line when the process cannot be read.
 """
 
@@ -33,6 +35,8 @@ def image_block(pid: int) -> tuple[str, str | None]:
              "threads": img["threads"], "fds": img["fds"]}
     if img["scatter"] is not None:
         image["scatter"] = round(img["scatter"], 3)
+    if img.get("spread"):
+        image["spread"] = round(min(64.0, max(1.0, img["spread"])), 2)
     comm = Path(f"/proc/{pid}/comm").read_text().strip()
     head = (f"# pid {pid} ({comm}) read from /proc/{pid}: RssAnon {kib / 1024:.1f} MiB, "
             + (f"scatter over {img['scatter_pages']} present anonymous pages\n" if img["scatter"] is not None

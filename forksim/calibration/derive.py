@@ -21,7 +21,7 @@ from .families import fit_families
 from .fit import median, stage_json
 from .fork_path import (ForkTotals, fit_fork_path, fit_remote_free, fit_stack_vmalloc, fit_thread_setup, fork_split,
                         fork_totals, trace_segments)
-from .layout import LayoutFit, scatter_rows, with_scatter
+from .layout import LayoutFit, scatter_rows, sweep_spread, with_scatter
 from .lifetime import fit_child_start, fit_exec, fit_exit, fit_faults, fit_vfork_wait_reap
 from .plan import FORK_MODE, FORKEXEC_MODE, VARIANTS, Plan, Store, label as _label
 from .samples import Evidence, group, pct, preempted_share, seg_cfgs, vals
@@ -76,6 +76,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
     _variant_diagnostics(ev)
     _held_out(ev, totals, st)
     fresh = _fresh_scatter(ev, totals.layout)
+    fresh_spread = _fresh_spread(ev)
     placement = fit_placement(store)
     ev.diag["placement_counts"] = {k: v.pop("_counts") for k, v in placement.items()}
     warmth, warmth_diag = fit_warmth(store)
@@ -107,6 +108,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
         **({"remote_free": remote_free} if remote_free else {}),
         **({"concurrent_creation": concurrent} if concurrent else {}),
         **({"fresh_image_scatter": fresh} if fresh else {}),
+        **({"fresh_image_spread": fresh_spread} if fresh_spread else {}),
         "diagnostics": ev.diag,
     }
 
@@ -171,6 +173,19 @@ def _fresh_scatter(ev: Evidence, layout: LayoutFit | None) -> dict[str, Any] | N
         f"pinned fork sweep touched in address order, read at forkbench's gate before the first fork: median "
         f"{v:.3f}, range {min(layout.fresh):.3f} .. {max(layout.fresh):.3f} (the buddy allocator's state on this "
         f"host then; a long-lived or fragmented system hands out frames further from order)")}
+
+
+def _fresh_spread(ev: Evidence) -> dict[str, Any] | None:
+    """The profile's fresh_image_spread: the median spread of the images fresh_image_scatter is read from."""
+    spreads = sweep_spread(ev.store)
+    if not spreads:
+        return None
+    v = round(min(64.0, max(1.0, median(spreads))), 3)
+    return {"value": v, "source": (
+        f"measured: spread (forksim.lab.pagemap.spread_of: the distinct 4 KiB vmemmap pages holding the image's "
+        f"struct pages x 64 / pages) of the {len(spreads)} images fresh_image_scatter is read from: median {v:.2f}, "
+        f"range {min(spreads):.2f} .. {max(spreads):.2f} (the buddy allocator's state on this host then: a process "
+        f"started after others exited can get frames among theirs, 1-10 on the 2026-12-03 Intel host)")}
 
 
 def _held_out(ev: Evidence, totals: ForkTotals, st: dict[str, StageCost]) -> None:

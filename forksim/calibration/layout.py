@@ -45,7 +45,8 @@ from .plan import MiB, Store
 from .samples import fork_cfg, fork_field, vals
 
 __all__ = ["SCATTERED", "RANDOM", "STRUCT_PAGE_BYTES", "layout_reader", "run_scatter", "runs_layout", "fit_scatter_curve",
-           "LayoutFit", "fit_layout", "fit_window", "with_scatter", "sweep_scatter", "first_images", "scatter_rows"]
+           "LayoutFit", "fit_layout", "fit_window", "with_scatter", "sweep_scatter", "sweep_spread", "first_images",
+           "scatter_rows"]
 
 SCATTERED = "scattered"  # the store kind of forks of images touched in a random order
 RANDOM = "random"  # forkbench's -L value, and the lines samples' "layout"
@@ -137,12 +138,23 @@ def _is_plain(key: dict[str, Any]) -> bool:
     return not key.get("anon_vmas") and not key.get("file_vmas") and not key.get("thp")
 
 
-def sweep_scatter(store: Store) -> list[float]:
-    """The scatter of every freshly touched image of the pinned, untraced fork sweep (16 MiB and more)."""
+def _sweep_images(store: Store) -> list[dict[str, Any]]:
+    """The runs of the pinned, untraced fork sweep's freshly touched images of 16 MiB and more, layout read."""
     from .plan import FORK_MODE
 
-    return [s for r in store.select(FORK_MODE, pinned=True, traced=False, mode=FORK_MODE)
-            if r["key"]["rss"] >= 16 * MiB and _is_plain(r["key"]) and (s := run_scatter(r)) is not None]
+    return [r for r in store.select(FORK_MODE, pinned=True, traced=False, mode=FORK_MODE)
+            if r["key"]["rss"] >= 16 * MiB and _is_plain(r["key"]) and run_scatter(r) is not None]
+
+
+def sweep_scatter(store: Store) -> list[float]:
+    """The scatter of every freshly touched image of the pinned, untraced fork sweep (16 MiB and more)."""
+    return [float(r["layout"]["scatter"]) for r in _sweep_images(store)]
+
+
+def sweep_spread(store: Store) -> list[float]:
+    """The spread (lab.pagemap.spread_of) of the same images, where their struct pages were counted."""
+    return [v for r in _sweep_images(store)
+            if (v := spread_of(r["layout"].get("pages"), r["layout"].get("struct_page_pages"))) is not None]
 
 
 # The images a calibration touches first meet the free lists as a process started on its own does: on the

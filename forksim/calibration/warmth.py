@@ -42,7 +42,7 @@ from ..kernel.stages import DUP_MMAP
 from ..lab import llc_bytes
 from ..lab.pagemap import spread_of
 from . import bench
-from .cold_scatter import SCATTER_GAP, SCATTERED, fit_cold_scatter, is_layout, layout_jobs, scatter_source
+from .cold_scatter import SCATTER_GAP, fit_cold_scatter, is_layout, layout_jobs, scatter_source
 from .layout import layout_reader
 from .plan import MiB, Plan, Store
 
@@ -85,8 +85,6 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
     llc = llc_bytes()
     jobs: list[tuple[str, Callable[[], None]]] = []
 
-    scattered = SCATTERED[plan.name][0]
-
     def job(rss: int, cond: str, x: float, reps: int, extra: list[str], pinned_cpu: int) -> Callable[[], None]:
         def run() -> None:
             # one warm-up fork where each gap is a sleep of 10 ms or more (the sleep before the first measured
@@ -94,8 +92,9 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
             warm = 1 if (cond in ("sleep", "unpinned") or is_layout(cond)) and x >= 10 * _MS else 3
             argv = [fb, "cold", "-r", str(rss), "-n", str(reps), "-w", str(warm), "-c", str(pinned_cpu), *extra]
             got: dict[str, Any] = {}
-            # the layout of the images the scatter pairs compare (in-order runs of those sizes, and the layout runs)
-            read = layout_reader(store, got) if (rss in scattered and cond == "sleep") or is_layout(cond) else None
+            # the layout of every slept image (the cold terms are fitted per unit of its spread; the scatter pairs
+            # compare the in-order runs with the layout runs)
+            read = layout_reader(store, got) if (rss > 0 and cond == "sleep") or is_layout(cond) else None
             try:
                 shape, samples, _, _ = bench.run_bench(argv, on_ready=read)
             except MeasurementError as exc:
@@ -162,12 +161,14 @@ def _p50(run: dict[str, Any], field: str = "fork_cpu_ns") -> float:
     return statistics.median(x[field] for x in run["samples"]) / 1e3
 
 
-def _cap_fit(ptes: np.ndarray, extra: np.ndarray, caps: list[float] | None = None) -> tuple[float, float, float]:
-    """fixed + per_pte * min(ptes, cap) through the sizes' cold extras (relative least squares), the cap one of
-    `caps` (default: each size's PTEs, or none)."""
+def _cap_fit(ptes: np.ndarray, extra: np.ndarray, caps: list[float] | None = None,
+             spread: np.ndarray | None = None) -> tuple[float, float, float]:
+    """fixed + per_pte * min(ptes, cap) * spread through the sizes' cold extras (relative least squares), the cap
+    one of `caps` (default: each size's PTEs, or none); spread 1 where not given."""
+    scale = np.ones_like(ptes) if spread is None else spread
     best: tuple[float, float, float, float] | None = None
     for cap in caps or sorted({*ptes.tolist(), math.inf}):
-        a = np.column_stack([np.ones_like(ptes), np.minimum(ptes, cap)]) / extra[:, None]
+        a = np.column_stack([np.ones_like(ptes), np.minimum(ptes, cap) * scale]) / extra[:, None]
         coef, _ = nnls(a, np.ones_like(extra))
         err = float(np.sum((a @ coef - 1.0) ** 2))
         if best is None or err < best[0] - 1e-9:
@@ -220,6 +221,21 @@ def _spread(layout: dict[str, Any]) -> float | None:
     (calibration/data/layout-spread-20261202.json)."""
     v = spread_of(layout.get("pages"), layout.get("struct_page_pages"))
     return None if v is None else round(v, 2)
+
+
+def _spreads(table: list[dict[str, Any]], sizes: list[int]) -> dict[int, float] | None:
+    """Per size but the empty image, the median spread of its slept in-order images (each run its own process and
+    image); None unless every such size has one (the cold terms are then priced per page as measured, whatever the
+    images' spread, as before the spread was read)."""
+    out: dict[int, float] = {}
+    for rss in sizes:
+        if rss == 0:  # a few dozen pages of stack and libraries: the fixed part
+            continue
+        got = [t["spread"] for t in table if t["rss_bytes"] == rss and t["cond"] == "sleep" and t.get("spread")]
+        if not got:
+            return None
+        out[rss] = max(1.0, statistics.median(got))
+    return out or None
 
 
 def _reference_gap(table: list[dict[str, Any]]) -> float | None:
@@ -343,16 +359,19 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     # fully cold: each size's extra at its longest sleep over the curve's coldness there (about 1 at 1 s)
     sat = {s: measured[s] / cold_at(longest[s]["gap_p50_us"]) for s in measured}
     ptes = np.array([next(t["ptes"] for t in table if t["rss_bytes"] == s) for s in fitted], dtype=float)
+    spreads = _spreads(table, fitted)
+    per_spread = spreads is not None
     # where the larger sizes' extras fell, what the caches kept warm stops growing at the largest fitted size: the
     # cap is that size (fitted with it, not set after a fit that chose another: the 12:31 full grid's 0 and 16 MiB
     # fit put a 6.6 us per-PTE slope under a cap of 26 PTEs, then moved the cap to 16 MiB: 14 ms predicted for a
     # 16 MiB fork after 1 s asleep)
     fixed, per_pte, cap = _cap_fit(ptes, np.array([max(sat[s], 0.01 * warm[s]) for s in fitted]),
-                                   [float(ptes.max())] if fell else None)
+                                   [float(ptes.max())] if fell else None,
+                                   None if spreads is None else np.array([spreads.get(s, 1.0) for s in fitted]))
 
     def extra(rss: int) -> float:
         p = next(t["ptes"] for t in table if t["rss_bytes"] == rss)
-        return fixed + per_pte * min(p, cap)
+        return fixed + per_pte * min(p, cap) * (spreads.get(rss, 1.0) if spreads else 1.0)
 
     def rel(t: dict[str, Any]) -> float:
         return float(np.clip((t["fork_p50_us"] - warm[t["rss_bytes"]]) / extra(t["rss_bytes"]), 0.0, 0.999))
@@ -363,7 +382,13 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     mig = [rel(t) for t in table if t["cond"] == "migrate" and t["rss_bytes"] in good]
     migration = statistics.median(mig) if mig else 0.0
     src = _source(runs, table, sizes, ref, len(fp)) + scatter_source(pairs if per_scattered is not None else [], window)
-    cold_terms = {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0)}
+    if spreads:
+        src += ("; per_spread: per_pte_us is per page at spread 1, each size's extra divided by its slept images' "
+                "median spread (lab.pagemap.spread_of: " + ", ".join(f"{s // MiB} MiB {v:.2f}" for s, v in spreads.items())
+                + "; the cold extra grows about linearly with it: on the 2026-12-02/03 Intel host 0.3-0.4 us per "
+                "vmemmap page, calibration/data/layout-spread-20261202.json)")
+    cold_terms = {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0),
+                  **({"per_spread": True} if per_spread else {})}
     if per_scattered is not None:
         cold_terms["per_scattered_pte_us"] = round(per_scattered / cold_at(SCATTER_GAP), 6)
         cold_terms["reference_scatter"] = round(statistics.median(p["scatter_order"] for p in pairs), 4)
@@ -377,6 +402,7 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     diag["warmth_fit"] = {"warm_p50_us": {str(s): warm[s] for s in warm},
                           "cold_extra_us": {str(s): round(v, 1) for s, v in sat.items()},
                           "longest_sleep_extra_us": {str(s): [longest[s]["x"], round(v, 1)] for s, v in measured.items()},
+                          "spread": {str(s): v for s, v in (spreads or {}).items()},
                           "coldness_points": [[round(float(a), 1), round(float(b), 3)] for a, b in zip(g, c)],
                           "footprint_estimates_bytes": [round(x) for x in fp], "migration_points": mig}
     return warmth, diag

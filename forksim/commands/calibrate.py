@@ -282,7 +282,8 @@ def _family_table(rows: list[dict]) -> None:
 
 def _spread_line(cold: list[dict]) -> None:
     """The in-order images' layout in the cold grid, and a note where their struct pages spread (fragmented free
-    lists): the in-order cold terms then carry it, unpriced (calibration/data/layout-spread-20261202.json)."""
+    lists): the cold terms are fitted per unit of it (warmth per_spread), which rests on the extra growing about
+    linearly with the spread (calibration/data/layout-spread-20261202.json, README "spread")."""
     seen = {int(r["rss_bytes"]): (r["scatter"], r["spread"]) for r in cold
             if r["cond"] == "sleep" and r.get("spread") is not None and r.get("scatter") is not None}
     if not seen:
@@ -293,10 +294,10 @@ def _spread_line(cold: list[dict]) -> None:
     spread = [rss >> 20 for rss, (_, sp) in sorted(seen.items()) if sp > SPREAD_NOTE]
     if spread:
         console.print(f"[yellow]note: the free lists handed the {', '.join(f'{m} MiB' for m in spread)} image(s) frames "
-                      f"spread over more than {SPREAD_NOTE:g}x the struct pages of a dense range; their cold extra, and "
-                      "the profile's in-order cold terms with it, are larger than on a machine with unfragmented free "
-                      "lists (4-7x at spread ~10 on this machine kind); a later calibration may find denser free lists "
-                      "(`echo 1 > /proc/sys/vm/compact_memory` helped only partly there)[/yellow]")
+                      f"spread over more than {SPREAD_NOTE:g}x the struct pages of a dense range; their cold extra is "
+                      "larger than a dense image's (4-7x at spread ~10 on this machine kind), and the profile's cold "
+                      "terms are fitted per unit of spread (warmth per_spread), which assumes it grows linearly; a "
+                      "later calibration may find denser free lists[/yellow]")
 
 
 def _scattered_table(diag: dict) -> None:

@@ -26,6 +26,10 @@ def register(sub) -> None:
                    help="physical layout of the parent's image, 0..1: the share of consecutive anonymous pages whose "
                    "frames are not neighbours (tools/image_shape.py PID reads it; default: the profile's "
                    "fresh_image_scatter, else 0)")
+    p.add_argument("--spread", type=float, metavar="S",
+                   help="how far the image's struct pages spread, 1..64: distinct vmemmap pages holding them x 64 / "
+                   "pages (1 = one dense range of frames; tools/image_shape.py PID reads it; default: the profile's "
+                   "fresh_image_spread, else 1); a cold fork's walk grows with it")
     p.add_argument("--clone", choices=CLONE_KINDS, default=DEFAULT_KIND)
     p.add_argument("--fds", type=int, default=3, help="open file descriptors in the parent (default 3)")
     p.add_argument("--flags", default="", help="clone flags beyond the kind's preset, comma-separated, e.g. "
@@ -66,6 +70,9 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError(f"must be {allowed}{why} (got {value})", source=flag)
     if args.scatter is not None and not 0.0 <= args.scatter <= 1.0:  # NaN fails too
         raise ConfigError(f"must be a fraction between 0 and 1 (got {args.scatter:g})", source="--scatter")
+    if args.spread is not None and not 1.0 <= args.spread <= 64.0:  # NaN fails too
+        raise ConfigError(f"must be between 1 (one dense range of frames) and 64 (got {args.spread:g})",
+                          source="--spread")
     if args.anon_vmas is not None and not 0 <= args.anon_vmas <= args.vmas:
         raise ConfigError("must be between 0 and --vmas", source="--anon-vmas")
     flags = [f.strip() for f in args.flags.split(",") if f.strip()]
@@ -78,13 +85,14 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(why, source="--unshare")
     res = predict(rss, vmas=args.vmas, anon_vmas=args.anon_vmas, thp=args.thp == "on", clone=args.clone,
                   fds=args.fds, flags=flags, live_children=args.live_children, wait=args.wait, unshare=unshare, profile=args.profile, cpus=args.cpus, samples=args.samples, seed=args.seed,
-                  scatter=args.scatter)
+                  scatter=args.scatter, spread=args.spread)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
     t = Table(title=f"{args.clone} from a parent of {format_size(rss)} RSS, {args.vmas} VMAs, THP {args.thp}, "
               f"{res['cpus']} idle CPUs, profile {res['profile']}"
               + f", scatter {res['scatter']['value']:.2f} ({res['scatter']['from']})"
+              + f", spread {res['spread']['value']:.2f} ({res['spread']['from']})"
               + (f", {args.fds} fds" if args.fds != 3 else "")
               + (f", {args.live_children} live children" if args.live_children else "")
               + (", reaped with waitpid(-1)" if args.wait == "any" else "")

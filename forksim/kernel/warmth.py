@@ -24,6 +24,9 @@ too, and a few breaks cool the walk nearly as much as a random order (256 MiB on
 asleep: a break every 64 / 16 / 8 pages added 15% / 50% / 85% of the random order's extra; calibrate's grid
 measures images touched in runs of K pages, forkbench -L runs:K). The in-order terms hold the breaks of the
 in-order images they were measured on (ColdTerms.reference_scatter): only the share beyond theirs is priced again.
+ImageShape.spread enters the in-order per-page term (ColdTerms.per_spread): a cold walk misses per 4 KiB vmemmap
+page of struct pages, and frames handed out among other processes' put the image's struct pages on more of them
+(64 MiB after 1 s asleep, the 2026-12-03 Intel host: 250 / 550 / 830 us over back to back at spread 1 / 3.6 / 5.9).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class WarmthTracker:
         hit = self._full.get((stage, id(shape)))
         if hit is None or hit[0] is not shape:
             terms = self.curve.stages.get(stage)
-            full = None if terms is None else terms.extra_us(shape.ptes, shape.scatter)
+            full = None if terms is None else terms.extra_us(shape.ptes, shape.scatter, shape.spread)
             hit = self._full[(stage, id(shape))] = (shape, full)
         full = hit[1]
         return 0.0 if full is None else coldness * full

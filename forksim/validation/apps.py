@@ -58,7 +58,7 @@ def image_from_proc(pid: int) -> dict[str, Any]:
     try:
         layout = image_layout(pid)
         out.update(scatter=layout.scatter, scatter_pages=layout.pages, spread=layout.spread,
-                   after_break=list(layout.after_break))  # recorded, not priced yet (validation/layouts.py)
+                   after_break=list(layout.after_break))  # after_break: recorded, not priced (validation/layouts.py)
     except PagemapUnreadable as exc:
         out.update(scatter=None, scatter_unreadable=str(exc))
     return out
@@ -145,6 +145,8 @@ def redis_config(image: dict[str, Any], interval_s: float, *, cpus: int, profile
     """The forksim config of a Redis forking every `interval_s` with this /proc image (its scatter where
     /proc/PID/pagemap gave one: a long-lived Redis's pages are far from address order)."""
     layout = {"scatter": float(image["scatter"])} if image.get("scatter") is not None else {}
+    if image.get("spread"):
+        layout["spread"] = min(64.0, max(1.0, float(image["spread"])))
     return {
         "experiment": {"name": "validate-redis-bgsave", "duration": 40 * interval_s * 1e6,
                        "warmup": 2 * interval_s * 1e6, "replications": 2 if quick else 3, "seed": 42},

@@ -75,8 +75,8 @@ class ParentLayouts(threading.Thread):
             return
         self._out = {"scatter": statistics.median(l.scatter for l in layouts),
                      "parents": [l.scatter for l in layouts], "pages": [l.pages for l in layouts],
-                     # recorded for the model's next layout terms (not priced yet): how far the struct pages spread
-                     # and how the breaks fall (lab.pagemap); a re-prediction can then try them on these rows
+                     # how far the struct pages spread (priced by the cold terms: ColdTerms.per_spread) and how the
+                     # breaks fall (recorded, not priced) (lab.pagemap)
                      "spread": [l.spread for l in layouts], "after_break": [list(l.after_break) for l in layouts]}
 
     def result(self) -> dict[str, Any]:

@@ -8,6 +8,8 @@ the offered rate (a fraction of the closed-loop capacity measured in the same va
 
 from __future__ import annotations
 
+import statistics
+
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -148,9 +150,11 @@ class Scenario:
         if anon_vmas is not None:
             image["anon_vmas"] = anon_vmas
         # what a user reads from /proc/PID/pagemap (tools/image_shape.py): the parents' layout as the run began
-        scatter = (measured.get("image_layout") or {}).get("scatter")
-        if scatter is not None:
-            image["scatter"] = float(scatter)
+        layout = measured.get("image_layout") or {}
+        if layout.get("scatter") is not None:
+            image["scatter"] = float(layout["scatter"])
+        if layout.get("spread"):  # every parent's of every run: the median, as the scatter's
+            image["spread"] = min(64.0, max(1.0, float(statistics.median(layout["spread"]))))
         workload: dict[str, Any] = {
             "kind": "open" if self.mode == "open" else "closed",
             "parents": self.parents,
