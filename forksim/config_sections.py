@@ -231,22 +231,21 @@ class ImageSection(_Section):
     def scatter_used(self, profile: Any) -> tuple[float, str]:
         """The scatter the model prices this image at and where it came from: the config's own, else the
         profile's `fresh_image_scatter` (what calibrate's freshly touched images had), else 0."""
-        if self.scatter is not None:
-            return self.scatter, "config"
-        fresh = getattr(profile, "fresh_image_scatter", None)
-        if fresh is not None:
-            return fresh.value, "profile fresh_image_scatter"
-        return 0.0, "default (neither the config nor the profile states it)"
+        return self._layout_used("scatter", profile, 0.0)
 
     def spread_used(self, profile: Any) -> tuple[float, str]:
         """The spread the model prices this image at and where it came from: the config's own, else the profile's
         `fresh_image_spread` (what calibrate's freshly touched images had), else 1."""
-        if self.spread is not None:
-            return self.spread, "config"
-        fresh = getattr(profile, "fresh_image_spread", None)
+        return self._layout_used("spread", profile, 1.0)
+
+    def _layout_used(self, key: str, profile: Any, default: float) -> tuple[float, str]:
+        stated = getattr(self, key)
+        if stated is not None:
+            return stated, "config"
+        fresh = getattr(profile, f"fresh_image_{key}", None)
         if fresh is not None:
-            return fresh.value, "profile fresh_image_spread"
-        return 1.0, "default (neither the config nor the profile states it)"
+            return fresh.value, f"profile fresh_image_{key}"
+        return default, "default (neither the config nor the profile states it)"
 
     @property
     def anon_vma_count(self) -> int:

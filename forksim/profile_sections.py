@@ -198,14 +198,19 @@ class ColdTerms(BaseModel):
                                      "after a break beyond theirs (absent: 0)")
     per_spread: bool = Field(default=False, description="per_pte_us is the extra per page of an image whose struct "
                              "pages are one dense range (spread 1), and grows with the image's spread (the vmemmap "
-                             "pages its struct pages sit on); absent: as measured on the calibration's images, "
-                             "whatever their spread")
+                             "pages its struct pages sit on), and the breaks' term (per_scattered_pte_us) shrinks as "
+                             "1 / spread; absent: as measured on the calibration's images, whatever their spread")
 
     def extra_us(self, ptes: int, scatter: float = 0.0, spread: float = 1.0) -> float:
         w = self.scatter_window
         beyond = max(0.0, scatter_ramp(scatter, w) - scatter_ramp(self.reference_scatter, w))
-        per_page = self.per_pte_us * (spread if self.per_spread else 1.0)
-        return self.fixed_us + per_page * min(float(ptes), self.pte_cap) + self.per_scattered_pte_us * ptes * beyond
+        # per_spread: the break term was measured on dense images (runs of K pages, random order: spread ~1); on
+        # an image spread among other processes' frames its walk already leaves a vmemmap page every 64 / spread
+        # pages, which the spread term prices, and the two overlap: the breaks' term is divided by the spread
+        # (assumption, chosen on validate's 1 s rounds: see the README's "spread")
+        spread = max(1.0, spread) if self.per_spread else 1.0
+        return (self.fixed_us + self.per_pte_us * spread * min(float(ptes), self.pte_cap)
+                + self.per_scattered_pte_us * ptes * beyond / spread)
 
 
 class Warmth(BaseModel):

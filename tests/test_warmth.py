@@ -508,6 +508,13 @@ def test_a_cold_walk_grows_with_the_images_spread_where_the_terms_say_so():
     curve = CURVE.model_copy(update={"stages": {"dup_mmap": new}})
     w = WarmthTracker(curve, 1)
     assert w.extra_us("dup_mmap", 0.5, ImageShape(ptes=65536, spread=3.0)) == pytest.approx(0.5 * (150 + 3 * 327.68))
+    # the breaks' term, measured on dense images, overlaps the spread's on a spread image: it shrinks as 1 / spread
+    breaks = new.model_copy(update={"per_scattered_pte_us": 0.02})
+    dense, spread4 = breaks.extra_us(65536, 1.0, 1.0), breaks.extra_us(65536, 1.0, 4.0)
+    assert dense == pytest.approx(150.0 + 327.68 + 0.02 * 65536)
+    assert spread4 == pytest.approx(150.0 + 4 * 327.68 + 0.02 * 65536 / 4)
+    old_breaks = old.model_copy(update={"per_scattered_pte_us": 0.02})
+    assert old_breaks.extra_us(65536, 1.0, 4.0) == old_breaks.extra_us(65536, 1.0, 1.0) == pytest.approx(dense)
 
 
 def test_fit_prices_the_cold_extra_per_page_at_spread_one():

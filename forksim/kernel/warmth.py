@@ -26,7 +26,8 @@ measures images touched in runs of K pages, forkbench -L runs:K). The in-order t
 in-order images they were measured on (ColdTerms.reference_scatter): only the share beyond theirs is priced again.
 ImageShape.spread enters the in-order per-page term (ColdTerms.per_spread): a cold walk misses per 4 KiB vmemmap
 page of struct pages, and frames handed out among other processes' put the image's struct pages on more of them
-(64 MiB after 1 s asleep, the 2026-12-03 Intel host: 250 / 550 / 830 us over back to back at spread 1 / 3.6 / 5.9).
+(64 MiB after 1 s asleep, the 2026-12-03 Intel host: 250 / 550 / 830 us over back to back at spread 1 / 3.6 / 5.9),
+and the breaks' term, measured on dense images, is divided by the spread (the two overlap on a fragmented image).
 """
 
 from __future__ import annotations
