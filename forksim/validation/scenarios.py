@@ -9,7 +9,6 @@ the offered rate (a fraction of the closed-loop capacity measured in the same va
 from __future__ import annotations
 
 import statistics
-
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
