@@ -57,20 +57,21 @@ _MS = 1000  # us
 # coldness curve's shape comes from the first size; the others give the cold extra's growth). The longest
 # sleep is 1 s: after 100 ms the Intel host's images were about half as cold as after 1-3 s (2026-12-03,
 # calibration/data/warmth-gaps-20261203.json), and a fit that took 100 ms for fully cold put the validation's
-# forks after 1 s asleep 31-34% under. Five forks there (the quick plan's time: each costs its second); the
+# forks after 1 s asleep 31-34% under. Four forks there (the quick plan's time: each costs its second); the
 # 2026-12-01 AMD quick grid found a 256 MiB extra, a difference of two ~9 ms medians, below zero with five
-# forks at 100 ms, which the fit's fall rule (_rising) then leaves out. The empty image (RSS 0, last) gets
+# forks at 100 ms, which the fit's fall rule (_rising) then leaves out. Four, not five, since 2026-12-03 04:11: with
+# five the plan took 60.1 s The empty image (RSS 0, last) gets
 # the back-to-back and the longest sleep in every plan: it pins the cold extra's fixed part, which two sizes
 # alone leave free (the 2026-12-01 quick grids put 271 us and, on a busy box, 2 ms there: a cold fork of an
 # empty parent)
 GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple[float, int], ...], int,
                        tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]] = {
     "smoke": ((16 * MiB,), ((0, 8), (10 * _MS, 4), (100 * _MS, 3)), ((2.0, 3),), 6, (), ()),
-    "quick": ((64 * MiB, 256 * MiB, 0), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 10), (1000 * _MS, 5)),
+    "quick": ((64 * MiB, 256 * MiB, 0), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 10), (1000 * _MS, 4)),
               ((2.0, 6),), 12, (),
               ((100 * _MS, 8),)),
     "full": ((16 * MiB, 64 * MiB, 256 * MiB, 0),
-             ((0, 60), (1 * _MS, 40), (3 * _MS, 30), (10 * _MS, 25), (30 * _MS, 15), (100 * _MS, 10), (1000 * _MS, 5)),
+             ((0, 60), (1 * _MS, 40), (3 * _MS, 30), (10 * _MS, 25), (30 * _MS, 15), (100 * _MS, 10), (1000 * _MS, 4)),
              ((0.25, 25), (0.5, 25), (1.0, 20), (2.0, 20)), 60, ((10 * _MS, 20), (100 * _MS, 8)),
              ((10 * _MS, 20), (100 * _MS, 10), (1000 * _MS, 5))),
 }
