@@ -60,7 +60,7 @@ _MS = 1000  # us
 # forks after 1 s asleep 31-34% under. Four forks there (the quick plan's time: each costs its second); the
 # 2026-12-01 AMD quick grid found a 256 MiB extra, a difference of two ~9 ms medians, below zero with five
 # forks at 100 ms, which the fit's fall rule (_rising) then leaves out. Four, not five, since 2026-12-03 04:11: with
-# five the plan took 60.1 s The empty image (RSS 0, last) gets
+# five the plan took 60.1 s. The empty image (RSS 0, last) gets
 # the back-to-back and the longest sleep in every plan: it pins the cold extra's fixed part, which two sizes
 # alone leave free (the 2026-12-01 quick grids put 271 us and, on a busy box, 2 ms there: a cold fork of an
 # empty parent)
