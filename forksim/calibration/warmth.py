@@ -310,6 +310,21 @@ def _source(runs: list[dict[str, Any]], table: list[dict[str, Any]], sizes: list
             + "; walk_bytes_per_pte 80: assumption (the parent's and the child's PTE, 8 + 8 B, and the struct page, 64 B)")
 
 
+def _coldness_points(table: list[dict[str, Any]], warm: dict[int, float], measured: dict[int, float],
+                     longest: dict[int, dict[str, Any]], good: list[int], ref: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The coldness curve's points: (p50 - warm) / X against the gap, over the sizes measured at the longest sleep
+    of all, and the back-to-back fork as coldness 0 `ref` us after the last walk."""
+    top = max(longest[s]["x"] for s in good)
+    shaped = [s for s in good if longest[s]["x"] == top]
+    pts = [(t["gap_p50_us"], (t["fork_p50_us"] - warm[t["rss_bytes"]]) / measured[t["rss_bytes"]])
+           for t in table if t["cond"] == "sleep" and t["rss_bytes"] in shaped and t["x"] > 0]
+    if ref is not None:
+        # without it, a host whose image is fully cold after the shortest gap (12-02 05:40: 1 ms) pushes tau
+        # to its bound (1 us), and the model then finds every back-to-back fork fully cold
+        pts.append((ref, 0.0))
+    return np.array([p[0] for p in pts]), np.clip(np.array([p[1] for p in pts]), 0.0, 1.0)
+
+
 def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The profile's `warmth` section (None when not measured or no effect) and its diagnostics."""
     runs = _pooled(store.select("cold"))
@@ -336,18 +351,8 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     fitted = _rising(good + ([0] if 0 in measured and 0 not in good else []), measured)
     fell = any(g not in fitted for g in good)
     good = [g for g in good if g in fitted]  # the coldness, footprint and migration points: warm references only
-    # the coldness curve: (p50 - warm) / X against the gap, over the sizes measured at the longest sleep of all
-    top = max(longest[s]["x"] for s in good)
-    shaped = [s for s in good if longest[s]["x"] == top]
-    pts = [(t["gap_p50_us"], (t["fork_p50_us"] - warm[t["rss_bytes"]]) / measured[t["rss_bytes"]])
-           for t in table if t["cond"] == "sleep" and t["rss_bytes"] in shaped and t["x"] > 0]
     ref = _reference_gap(table)
-    if ref is not None:
-        # without it, a host whose image is fully cold after the shortest gap (12-02 05:40: 1 ms) pushes tau
-        # to its bound (1 us), and the model then finds every back-to-back fork fully cold
-        pts.append((ref, 0.0))
-    g = np.array([p[0] for p in pts])
-    c = np.clip(np.array([p[1] for p in pts]), 0.0, 1.0)
+    g, c = _coldness_points(table, warm, measured, longest, good, ref)
     tau_beta = _fit_curve(g, c)
     if tau_beta is None:
         diag["warmth_note"] = "the coldness against the gap does not fit 1-exp(-(gap/tau)^beta): no warmth terms"
