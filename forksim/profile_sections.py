@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .kernel.stages import COLD_STAGES
@@ -216,8 +218,8 @@ class ColdTerms(BaseModel):
 class Warmth(BaseModel):
     """How cold a walk of a process's image (dup_mmap, exit_mmap) finds its page tables and struct
     pages: a coldness 0 (right after the last walk, on the same CPU: what the back-to-back
-    calibration measured) .. 1 (fully cold), from the time since the last walk,
-    1 - exp(-(dt/tau_us)^beta), the bytes other walks touched on that CPU since,
+    calibration measured) .. 1 (fully cold), from what the last walk left cold (`residual`), the time
+    since it, 1 - exp(-(dt/tau_us)^beta), the bytes other walks touched on that CPU since,
     1 - exp(-bytes/footprint_bytes), and a move to another CPU (`migration`), combined as
     independent chances of eviction. Absent from a profile: every walk is warm."""
 
@@ -228,8 +230,28 @@ class Warmth(BaseModel):
     walk_bytes_per_pte: float = Field(default=80.0, ge=0.0, description="what one walk touches per 4 KiB page "
                                       "(its PTE in the parent and in the child, 8 + 8 B, and its struct page, 64 B)")
     migration: float = Field(default=0.0, ge=0.0, le=1.0)
+    residual: list[tuple[float, float]] = Field(
+        default_factory=list, description="(4 KiB pages, share) points: the share of a walk's coldness still there "
+        "right after the walk (a cold walk leaves its image only partly warm: the next walk right after it pays "
+        "that share of its own cold extra), interpolated in the image's pages, flat beyond the points; absent: "
+        "every walk leaves its image as warm as a back-to-back loop's")
     stages: dict[Literal[COLD_STAGES], ColdTerms]  # type: ignore[valid-type] - kernel/stages.py marks them
     source: str = Field(min_length=1)
+
+    @field_validator("residual")
+    @classmethod
+    def _residual_points(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if any(not 0.0 <= share <= 1.0 or pages < 0.0 for pages, share in v):
+            raise ValueError("residual points are (pages >= 0, share in 0..1)")
+        if [p for p, _ in v] != sorted({p for p, _ in v}):
+            raise ValueError("residual points must be in increasing order of pages, each size once")
+        return v
+
+    def residual_at(self, ptes: float) -> float:
+        """The share of a walk's coldness left right after it, for an image of `ptes` pages."""
+        if not self.residual:
+            return 0.0
+        return float(np.interp(ptes, [p for p, _ in self.residual], [s for _, s in self.residual]))
 
     def scaled(self, stage: str, term: str, factor: float) -> "Warmth":
         """A what-if on a stage's warm term scales its cold counterpart alike (a walk that touches

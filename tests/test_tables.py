@@ -63,7 +63,7 @@ def test_warmth_prices_only_the_cold_stages():
     assert set(Warmth.model_validate({**base, "stages": {s: terms for s in stages.COLD_STAGES}}).stages) \
         == set(stages.COLD_STAGES)
     with pytest.raises(ValueError):
-        Warmth.model_validate({**base, "stages": {"exit_mmap": terms}})
+        Warmth.model_validate({**base, "stages": {"wait_reap": terms}})
 
 
 def _estimate(kind: str, rss: str, cow: float = 0.0):

@@ -572,3 +572,64 @@ def test_a_more_spread_image_forks_slower_cold_and_the_summary_says_so():
     # back to back the image is warm: the spread changes nothing
     warm = {s: predict(64 * MiB, profile=prof, samples=200, spread=s, seed=3, warm=True) for s in (1.0, 4.0)}
     assert warm[4.0]["fork_latency_us"]["p50"] == warm[1.0]["fork_latency_us"]["p50"]
+
+
+RESIDUAL = CURVE.model_copy(update={"residual": [(0.0, 0.5), (20_000.0, 0.25)],
+                                    "stages": {**CURVE.stages, "exit_mmap": CURVE.stages["dup_mmap"]}})
+
+
+def test_a_walk_begun_cold_leaves_its_share_of_that_coldness():
+    w = WarmthTracker(RESIDUAL, 2)
+    mm = _mm()  # 16,384 pages: 0.5 + (0.25 - 0.5) * 16384 / 20000 of its coldness stays
+    share = 0.5 - 0.25 * 16384 / 20000
+    w.walked(mm, 0, 0.0, coldness=0.8)
+    assert w.coldness(mm, 0, 0.0) == pytest.approx(share * 0.8)
+    # the next walk right after leaves its share of that, and time cools the image from there
+    w.walked(mm, 0, 0.0, coldness=w.coldness(mm, 0, 0.0))
+    assert w.coldness(mm, 0, 0.0) == pytest.approx(share * share * 0.8)
+    assert w.coldness(mm, 0, 2000.0) == pytest.approx(1 - (1 - share * share * 0.8) * math.exp(-1))
+    w.walked(mm, 0, 0.0)  # a warm walk leaves it warm
+    assert w.coldness(mm, 0, 0.0) == 0.0
+    # beyond the last point the share is flat; without points nothing stays
+    assert RESIDUAL.residual_at(10**7) == 0.25 and CURVE.residual_at(0.0) == 0.0
+
+
+@pytest.mark.parametrize("points", [[(10.0, 0.2), (5.0, 0.3)], [(0.0, 1.5)], [(5.0, 0.1), (5.0, 0.2)]])
+def test_residual_points_are_checked(points):
+    with pytest.raises(ValueError, match="residual points"):
+        Warmth.model_validate({**CURVE.model_dump(), "residual": points})
+
+
+def _rt(warmth: Warmth | None, think_us: float = 0.0, lifetime_us: float = 0.0) -> tuple[float, float]:
+    """fork() p50 and round-trip p50 of a 64 MiB closed loop on one CPU (us)."""
+    exp = parse_config({
+        "experiment": {"name": "t", "duration": 4_000_000.0, "warmup": 200_000.0, "replications": 1, "seed": 5},
+        "machine": {"cpus": 1, "profile": "default"},
+        "workload": {"kind": "closed", "parents": 1, "think_time": think_us,
+                     "image": {"rss": 64 * MiB, "vmas": 26}, "child": {"clone": "fork", "lifetime": lifetime_us}},
+    }, resolved=True)  # us, bytes
+    prof = load_profile("default").model_copy(update={"warmth": warmth})
+    res = run_experiment(exp, profile=prof)
+    return res.summary["fork_latency_us"]["p50"], res.summary["roundtrip_latency_us"]["p50"]
+
+
+def test_a_childs_exit_pays_the_cold_image_it_finds():
+    """After a sleep the fork finds the image fully cold; its child, exiting at once, pays the residual share of
+    exit_mmap's cold extra (the fork's walk left that much cold); a child that lived 20 ms (10 tau) pays it all,
+    and the next fork right after its exit pays the residual share of its own. Back to back: as calibrated."""
+    full = RESIDUAL.stages["exit_mmap"].extra_us(SHAPE.ptes + 26)  # the loop's image: 64 MiB and its base pages
+    share = RESIDUAL.residual_at(16384 + 26)
+    f0, rt0 = _rt(None, think_us=20_000.0)
+    f1, rt1 = _rt(RESIDUAL, think_us=20_000.0)
+    fork_full = RESIDUAL.stages["dup_mmap"].extra_us(16384 + 26)
+    assert f1 - f0 == pytest.approx(fork_full, rel=0.1)
+    assert (rt1 - rt0) - (f1 - f0) == pytest.approx(share * full, rel=0.15)
+    f2, rt2 = _rt(None, lifetime_us=20_000.0)
+    f3, rt3 = _rt(RESIDUAL, lifetime_us=20_000.0)
+    assert f3 - f2 == pytest.approx(share * fork_full, rel=0.15)  # after a cold exit
+    assert (rt3 - rt2) - (f3 - f2) == pytest.approx(full, rel=0.15)
+    # without the exit terms and the residual the same loops cost what they did
+    assert _rt(CURVE, think_us=20_000.0)[1] - rt0 == pytest.approx(f1 - f0, rel=0.1)
+    back, back_cold = _rt(None), _rt(RESIDUAL)
+    assert back_cold[1] == pytest.approx(back[1], rel=0.02)
+

@@ -18,6 +18,7 @@ from .copies import Copies
 from .costs import EMPTY_IMAGE, Costs
 from .flags import COPIES_MM, EXECS, KINDS, NEW_PROCESS, VFORK_WAIT
 from .mm import MM, Process
+from .stages import EXIT_MMAP
 from .damon import Kdamond
 from .netns import Netns
 from .shared import SharedState
@@ -101,6 +102,8 @@ class Kernel:
         self.slab = SlabFreelists(costs.profile.remote_free, len(machine.cpus))
         self.shared = SharedState(costs.profile.concurrent_creation)
         self.warmth = WarmthTracker(costs.profile.warmth, len(machine.cpus))
+        # a child's exit_mmap priced cold where the profile measured it (absent: read no coldness at exits)
+        self._exit_cold = costs.profile.warmth is not None and EXIT_MMAP in costs.profile.warmth.stages
         placement = costs.profile.placement
         fork_local = placement["fork_local_when_idle"].value
         busy = placement.get("fork_local_when_idle_busy")
@@ -201,10 +204,10 @@ class Kernel:
             if self.slab.cost is not None:  # freelists emptied by remote frees (the call only where priced)
                 setup += self.slab.extra_us(P.cpu.id, mm.shape, self.costs)
             if self.merge_stages and len(parent.threads) == 1 and mm.mmap_lock.holder is None:
-                chunk, head = self._setup_dup_mmap(P, mm, setup, rec)
+                chunk, head, cold = self._setup_dup_mmap(P, mm, setup, rec)
                 t1 = t0 + head
                 yield chunk
-                self._dup_mmap_done(P, mm, rec, t1)
+                self._dup_mmap_done(P, mm, rec, t1, cold)
                 if self.on_stage is not None:
                     self.on_stage(P, "copy_process_setup", t0, t1)
                     self.on_stage(P, "dup_mmap", t1, env._now)
@@ -348,10 +351,11 @@ class Kernel:
         rec.pidmap_wait, rec.tasklist_wait = pid_wait, link_wait
         return max(tail, pid_hold + link_hold) + pid_wait + link_wait + d.wake_new()
 
-    def _setup_dup_mmap(self, P: "Task", mm: MM, setup: float, rec: "Creation") -> tuple[simpy.Event, float]:
+    def _setup_dup_mmap(self, P: "Task", mm: MM, setup: float, rec: "Creation") -> tuple[simpy.Event, float, float]:
         """copy_process_setup, then dup_mmap under the free mmap_lock of a single-threaded parent, as
         one chunk: the setup its non-preemptible head, the VMA walk preemptible (cond_resched). Starts
-        the chunk and returns its event (the caller waits on it, then calls `_dup_mmap_done`) and the head's length.
+        the chunk and returns its event (the caller waits on it, then calls `_dup_mmap_done`), the head's length
+        and the coldness the walk found.
         (Plain calls, not a generator of its own: two generator resumptions per fork fewer.)"""
         t0 = self.env._now
         mm.mmap_lock.try_write(P)  # free: held at once (its zero wait recorded)
@@ -359,13 +363,13 @@ class Kernel:
         t1 = t0 + head
         rec.setup_us = t1 - t0
         warmth = self.warmth
-        extra = warmth.extra_us("dup_mmap", warmth.coldness(mm, P.cpu.id, t1), mm.shape) if warmth.curve is not None else 0.0
-        walk = self.costs.draw_plus("dup_mmap", mm.shape, extra)
-        return P.run(head + walk, preemptible=True, head=head), head
+        cold = warmth.coldness(mm, P.cpu.id, t1) if warmth.curve is not None else 0.0
+        walk = self.costs.draw_plus("dup_mmap", mm.shape, warmth.extra_us("dup_mmap", cold, mm.shape))
+        return P.run(head + walk, preemptible=True, head=head), head, cold
 
-    def _dup_mmap_done(self, P: "Task", mm: MM, rec: "Creation", t1: float) -> None:
-        """The end of dup_mmap's walk: the image is warm on this CPU, the mmap_lock released."""
-        self.warmth.walked(mm, P.cpu.id, self.env._now)  # its PTEs and struct pages are now in this CPU's caches
+    def _dup_mmap_done(self, P: "Task", mm: MM, rec: "Creation", t1: float, cold: float) -> None:
+        """The end of dup_mmap's walk (begun at coldness `cold`): the image is warm on this CPU, the mmap_lock released."""
+        self.warmth.walked(mm, P.cpu.id, self.env._now, cold)  # its PTEs and struct pages are now in this CPU's caches
         mm.mmap_lock.release()
         rec.dup_mmap_us = self.env._now - t1
 
@@ -382,7 +386,7 @@ class Kernel:
         cold = self.warmth.coldness(mm, P.cpu.id, t1)
         yield P.run(c.draw_plus("dup_mmap", mm.shape, self.warmth.extra_us("dup_mmap", cold, mm.shape)),
                     preemptible=True)
-        self.warmth.walked(mm, P.cpu.id, env._now)  # its PTEs and struct pages are now in this CPU's caches
+        self.warmth.walked(mm, P.cpu.id, env._now, cold)  # its PTEs and struct pages are now in this CPU's caches
         lock.release()
         rec.dup_mmap_us = env._now - t1
         if self.on_stage is not None:
@@ -473,11 +477,15 @@ class Kernel:
             # execve: begin_new_exec -> exec_mmap drops the old mm (exit_mmap if its last user)
             t = env._now
             cost = d.exec()
-            if child.inherited:
-                cost += c.draw("exit_mmap", child.mm.shape)
+            zapped = child.inherited
+            if zapped:
+                zap, cold = self._inherited_exit_mmap(child)
+                cost += zap
                 child.inherited = False
                 child.parent.mm.users -= 1
             yield C.run(cost, preemptible=True)
+            if zapped:  # exec_mmap's mmput zapped the struct pages it shared, as an exit does
+                self.warmth.exit_walked(child.parent.mm, C.cpu.id, env._now, cold)
             self._stage(C, "exec", t)
             child.mm = self.new_mm(EMPTY_IMAGE)
             ipi = self._complete_vfork(child, rec)
@@ -518,6 +526,14 @@ class Kernel:
         pages = int(round(fraction * (shape.ptes + shape.pmds * 512)))
         return self.costs.draw_many("cow_fault_copy" if shared else "cow_fault_reuse", pages)
 
+    def _inherited_exit_mmap(self, child: Process) -> tuple[float, float]:
+        """exit_mmap of the image a fork child shares with its parent (do_exit's mmput, or exec_mmap): its draw
+        and the coldness it finds the image at (the parent's: the struct pages are shared; 0 where the profile
+        prices no cold exit)."""
+        cold = self.warmth.coldness(child.parent.mm, child.task.cpu.id, self.env._now) if self._exit_cold else 0.0
+        return self.costs.draw_plus(EXIT_MMAP, child.mm.shape,
+                                    self.warmth.extra_us(EXIT_MMAP, cold, child.mm.shape)), cold
+
     def do_exit(self, child: Process, kind: str, rec: "Creation", lead: float | None = None) -> Proc:
         """do_exit(): exit_signals .. exit_mm (mm_release), exit_mmap of an mm it owns, exit_files ..,
         exit_notify, the last schedule.
@@ -552,7 +568,11 @@ class Kernel:
         if waiter is not None and waiter.prev_cpu is not C.cpu:
             head = self._mm_release * body
         rest = body - head
-        if child.mm is not child.parent.mm:  # exit_mm -> mmput -> exit_mmap of an mm it owns
+        cold = 0.0
+        if child.inherited:  # exit_mm -> mmput -> exit_mmap of the image it shares with the parent
+            zap, cold = self._inherited_exit_mmap(child)
+            rest += zap
+        elif child.mm is not child.parent.mm:  # ... of an mm of its own
             rest += c.draw("exit_mmap", child.mm.shape)
         if self.damon is not None and child.inherited:  # exit_mmap -> unlink_anon_vmas: the root for write
             yield from self.damon.anon_vma_write(C)  # (taken before the exit's chunk, not inside it)
@@ -572,8 +592,8 @@ class Kernel:
             child.inherited = False
             child.parent.mm.users -= 1
             # zap_pte_range drops the mapcount of every folio it shares with the parent: the
-            # parent's struct pages are warm again
-            self.warmth.exit_walked(child.parent.mm, C.cpu.id, env._now)
+            # parent's struct pages are warm again (but for what a walk begun cold leaves)
+            self.warmth.exit_walked(child.parent.mm, C.cpu.id, env._now, cold)
         if self.on_stage is not None:
             self.on_stage(C, "do_exit", t, env._now)
 

@@ -18,17 +18,18 @@ __all__ = ["MM", "Process"]
 class MM:
     """An mm_struct: its image shape (what dup_mmap and exit_mmap walk) and its mmap_lock."""
 
-    __slots__ = ("shape", "mmap_lock", "users", "walked_at", "walked_cpu", "walked_mark")
+    __slots__ = ("shape", "mmap_lock", "users", "walked_at", "walked_cpu", "walked_mark", "walk_residual")
 
     def __init__(self, env: simpy.Environment, shape: ImageShape, mmap_stats: LockStats):
         self.shape = shape
         self.mmap_lock = MmapLock(env, mmap_stats)
         self.users = 1  # processes mapping these pages (COW: a copy while the other side still maps)
         # the last walk of its image (kernel/warmth.py): when (us), on which CPU, and that CPU's
-        # walk-byte total then; None: not walked in this run
+        # walk-byte total then, and the coldness that walk left; None: not walked in this run
         self.walked_at: float | None = None
         self.walked_cpu = -1
         self.walked_mark = 0.0
+        self.walk_residual = 0.0
 
 
 class Process:

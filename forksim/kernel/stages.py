@@ -91,7 +91,7 @@ _STAGES = (
     Stage("exec", "execve of a small static binary: bprm, load_elf_binary, begin_new_exec (without dropping "
           "the old mm)", "execve", "execve (exec_mmap drops the inherited mm)", paid_by=CHILD, kinds="execs"),
     Stage(EXIT_MMAP, "exit_mmap / exec_mmap of the old mm: unmap_vmas, zap_pte_range (per PTE/PMD), "
-          "free_pgtables", "exit_mmap", paid_by=CHILD, kinds="copies_mm", walks_image=True),
+          "free_pgtables", "exit_mmap", paid_by=CHILD, kinds="copies_mm", walks_image=True, cold=True),
     Stage(DO_EXIT, "do_exit without exit_mmap: exit_files, exit_fs, exit_sighand, exit_thread, exit_notify "
           "bookkeeping", "do_exit", "do_exit (exit_mmap of an mm the child owns)", paid_by=CHILD),
     Stage("exit_notify_hold", "exit_notify: time tasklist_lock is held for write", "tasklist_lock hold (exit)"),

@@ -8,9 +8,17 @@ tenants of the host's shared cache, or the host itself, evict them), after other
 CPU, or on another CPU, those lines come from memory instead, and the same walk costs more.
 
 State kept here, per simulated machine: per mm, when and on which CPU its image was last walked
-(fork, the exit of a child that shared its pages, COW) and how many bytes that CPU's walks had
-touched by then; per CPU, the running total of bytes walked on it (other processes' images, and the
-memory a co-runner touches there: workload.other_work).
+(fork, the exit of a child that shared its pages, COW), how many bytes that CPU's walks had
+touched by then, and how cold that walk left it; per CPU, the running total of bytes walked on it (other
+processes' images, and the memory a co-runner touches there: workload.other_work).
+
+One walk does not make a cold image warm: a walk right after a cold one still pays a share of its cold
+extra (Warmth.residual; on the 2026-12-03 Intel host, pinned, 1 s asleep: the exit right after a cold fork
+and the fork right after a cold exit paid 0.2-0.4 of their fully cold extras at 0-64 MiB, 0.5-0.65 at 256 MiB;
+calibration/data/exit-warmth-20261203.json). Passes over a buffer after 1 s asleep show the same: 64 MiB, one
+byte a page, 555 / 230 / 148 / 113 us for the first four passes against 115 us warm. So a child's exit
+(exit_mmap's zap of the struct pages it shares with the parent) has cold terms of its own, and its coldness is
+the image's: the fork's residual right after the fork, the time since for a child that lived.
 The profile's `warmth` curve turns that state into a coldness 0..1, and `ColdTerms` into microseconds.
 
 The image's physical layout (ImageShape.scatter) enters twice. StageCost.scatter_us prices the struct pages
@@ -51,7 +59,7 @@ class WarmthTracker:
     def __init__(self, curve: Warmth | None, ncpu: int):
         self.curve = curve
         self.cpu_bytes = [0.0] * ncpu  # bytes of image walks done on each CPU so far
-        # a stage's fully cold extra per image, keyed by the shape's identity (a process keeps one shape
+        # a stage's fully cold extra (and, under "residual", the residual share) per image, keyed by the shape's identity (a process keeps one shape
         # object; the shape is kept in the entry so its id is not reused): a fork reads it every time, and
         # ColdTerms.extra_us is four Python calls for a figure fixed by the stage and the shape
         self._full: dict[tuple[str, int], tuple[ImageShape, float | None]] = {}
@@ -63,7 +71,7 @@ class WarmthTracker:
             return 0.0
         if mm.walked_at is None:
             return 1.0  # never walked in this run: nothing of it is in the caches
-        warm = math.exp(-(max(0.0, now - mm.walked_at) / w.tau_us) ** w.beta)
+        warm = (1.0 - mm.walk_residual) * math.exp(-(max(0.0, now - mm.walked_at) / w.tau_us) ** w.beta)
         if mm.walked_cpu == cpu:
             warm *= math.exp(-max(0.0, self.cpu_bytes[cpu] - mm.walked_mark) / w.footprint_bytes)
         else:
@@ -89,16 +97,25 @@ class WarmthTracker:
         if self.curve is not None and nbytes > 0:
             self.cpu_bytes[cpu] += float(nbytes)
 
-    def walked(self, mm: "MM", cpu: int, now: float) -> None:
-        """`mm`'s image was walked on `cpu`, ending now: it is warm there."""
+    def walked(self, mm: "MM", cpu: int, now: float, coldness: float = 0.0) -> None:
+        """`mm`'s image was walked on `cpu`, ending now, a walk that began at `coldness`: it is warm there,
+        but for the profile's residual share of that coldness."""
         if self.curve is None:
             return
         self.cpu_bytes[cpu] += self.curve.walk_bytes_per_pte * (mm.shape.ptes + mm.shape.pmds)
         mm.walked_at = now
         mm.walked_cpu = cpu
         mm.walked_mark = self.cpu_bytes[cpu]
+        mm.walk_residual = self._residual(mm.shape) * coldness if coldness > 0.0 else 0.0
 
-    def exit_walked(self, mm: "MM", cpu: int, now: float) -> None:
+    def _residual(self, shape: ImageShape) -> float:
+        """The profile's residual share for this image (cached per shape, as `_full`)."""
+        hit = self._full.get(("residual", id(shape)))
+        if hit is None or hit[0] is not shape:
+            hit = self._full[("residual", id(shape))] = (shape, self.curve.residual_at(shape.ptes + shape.pmds))
+        return hit[1]
+
+    def exit_walked(self, mm: "MM", cpu: int, now: float, coldness: float = 0.0) -> None:
         """A child that shared `mm`'s pages exited on `cpu`, ending now: zap_pte_range touched the
         struct pages (their mapcounts), not the parent's page tables. On the image's own CPU that is a
         walk. On another CPU the image stays where it was (the parent's page tables are still in that
@@ -108,7 +125,8 @@ class WarmthTracker:
         if self.curve is None:
             return
         if mm.walked_at is None or mm.walked_cpu == cpu:
-            self.walked(mm, cpu, now)
+            self.walked(mm, cpu, now, coldness)
             return
         self.cpu_bytes[cpu] += self.curve.walk_bytes_per_pte * (mm.shape.ptes + mm.shape.pmds)
         mm.walked_at = now
+        mm.walk_residual = self._residual(mm.shape) * coldness if coldness > 0.0 else 0.0
