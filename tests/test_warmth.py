@@ -633,3 +633,39 @@ def test_a_childs_exit_pays_the_cold_image_it_finds():
     back, back_cold = _rt(None), _rt(RESIDUAL)
     assert back_cold[1] == pytest.approx(back[1], rel=0.02)
 
+
+def test_fit_recovers_the_exits_cold_terms_and_the_residual():
+    """Per size: back to back, after 1 s asleep (the fork fully cold, its child's exit right after at the residual
+    share), and the child asleep 1 s before its exit (the exit fully cold, the next fork at the residual share; the
+    run's first fork follows a warm-up's exit and is left out)."""
+    tau, fork_fixed, fork_pte, exit_fixed, exit_pte = 30_000.0, 150.0, 0.02, 200.0, 0.025
+    share = {26: 0.3, 16410: 0.25, 65561: 0.6}
+    store = Store()
+    for rss, ptes in ((0, 26), (64 * MiB, 16410), (256 * MiB, 65561)):
+        warm_fork, warm_exit = 25.0 + 0.02 * ptes, 27.0 + 0.026 * ptes
+        fork_full, exit_full, r = fork_fixed + fork_pte * ptes, exit_fixed + exit_pte * ptes, share[ptes]
+        for gap in (0, 10_000, 100_000, 1_000_000):
+            c = 1 - math.exp(-gap / tau)
+            store.runs.append(_run(rss, "sleep", gap, warm_fork + c * fork_full, ptes, gap,
+                                   exit_us=warm_exit + r * c * exit_full))
+        exit_run = _run(rss, "exit", 1_000_000, warm_fork + r * fork_full, ptes, 0.0, exit_us=warm_exit + exit_full)
+        for i, x in enumerate(exit_run["samples"]):
+            x["i"] = i
+        exit_run["samples"][0]["fork_cpu_ns"] = warm_fork * 1e3  # after a warm-up's exit: warm
+        store.runs.append(exit_run)
+    w, diag = fit_warmth(store)
+    e = w["stages"]["exit_mmap"]
+    for ptes in (26, 65561):
+        assert e["fixed_us"] + e["per_pte_us"] * ptes == pytest.approx(exit_fixed + exit_pte * ptes, rel=0.05)
+    assert {p: s for p, s in w["residual"]} == pytest.approx(share, abs=0.03)
+    assert "exit_mmap" in w["source"] and "residual" in w["source"]
+    Warmth.model_validate(w)
+
+
+def test_the_quick_plan_cools_an_exit_at_every_size():
+    from forksim.calibration.plan import PLANS
+    from forksim.calibration.warmth import GRIDS, cold_jobs
+
+    names = [what for what, _ in cold_jobs(PLANS["quick"], "forkbench", Store(), 0, 1)]
+    for rss in GRIDS["quick"][0]:
+        assert any(n.startswith(f"cold exit {rss // MiB}MiB after the child slept 1000 ms") for n in names)

@@ -24,7 +24,12 @@ forksim/kernel/warmth.py for how the model uses it):
   images touched in a random order and in runs of K pages (forksim.calibration.cold_scatter); it prices
   the share after a break beyond the in-order images' (reference_scatter), whose extras the fit above
   takes as they are; measured after cold_scatter.SCATTER_GAP asleep, it is divided by the curve's coldness
-  there, as E is.
+  there, as E is;
+- exit_mmap's ColdTerms and the residual share a walk leaves (_fit_exit): runs whose child sleeps before its
+  exit (-E) give the exit's fully cold extra over the back-to-back run's exit, fitted as the fork's is; the exit
+  right after the longest-sleep fork and the fork right after a cold exit each pay the residual share of their
+  own fully cold extra (calibration/data/exit-warmth-20261203.json). The coldness curve is fitted as if a walk
+  left none (the forks after 1-10 ms carry a little of the previous cold fork's residual: a small bias).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import numpy as np
 from scipy.optimize import curve_fit, nnls
 
 from ..errors import MeasurementError
-from ..kernel.stages import DUP_MMAP
+from ..kernel.stages import DUP_MMAP, EXIT_MMAP
 from ..lab import llc_bytes
 from ..lab.pagemap import spread_of
 from . import bench
@@ -52,7 +57,9 @@ _MS = 1000  # us
 
 # plan name -> (sizes, [(sleep_us, reps)], [(LLC multiple, reps)], migration reps, [(spin_us, reps)],
 # [(sleep_us, reps)] of the first size unpinned: the parent wakes on either CPU, as a real one does; these
-# are compared with the model in calibrate's report, never fitted);
+# are compared with the model in calibrate's report, never fitted; [(child's sleep_us, reps)] at every size:
+# the child sleeps before its exit (forkbench -E), so its exit_mmap finds the image cold and the next fork
+# follows that cold exit: exit_mmap's cold terms and the residual a walk leaves);
 # sizes after the first get the back-to-back and the longest sleep only in the quick plan (the
 # coldness curve's shape comes from the first size; the others give the cold extra's growth). The longest
 # sleep is 1 s: after 100 ms the Intel host's images were about half as cold as after 1-3 s (2026-12-03,
@@ -63,17 +70,19 @@ _MS = 1000  # us
 # five the plan took 60.1 s. The empty image (RSS 0, last) gets
 # the back-to-back and the longest sleep in every plan: it pins the cold extra's fixed part, which two sizes
 # alone leave free (the 2026-12-01 quick grids put 271 us and, on a busy box, 2 ms there: a cold fork of an
-# empty parent)
+# empty parent). The quick plan's cold exits (2 a size: the second fork follows the first cold exit) took 9 s with 3
+# and the plan 65.0 s (2026-12-03 06:54): 2 exits, the co-runner's sweep 4 times (not 6) and the unpinned forks 4 (not
+# 8; compared, never fitted) keep it near a minute
 GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple[float, int], ...], int,
-                       tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]] = {
-    "smoke": ((16 * MiB,), ((0, 8), (10 * _MS, 4), (100 * _MS, 3)), ((2.0, 3),), 6, (), ()),
+                       tuple[tuple[int, int], ...], tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]] = {
+    "smoke": ((16 * MiB,), ((0, 8), (10 * _MS, 4), (100 * _MS, 3)), ((2.0, 3),), 6, (), (), ((100 * _MS, 3),)),
     "quick": ((64 * MiB, 256 * MiB, 0), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 10), (1000 * _MS, 4)),
-              ((2.0, 6),), 12, (),
-              ((100 * _MS, 8),)),
+              ((2.0, 4),), 12, (),
+              ((100 * _MS, 4),), ((1000 * _MS, 2),)),
     "full": ((16 * MiB, 64 * MiB, 256 * MiB, 0),
              ((0, 60), (1 * _MS, 40), (3 * _MS, 30), (10 * _MS, 25), (30 * _MS, 15), (100 * _MS, 10), (1000 * _MS, 4)),
              ((0.25, 25), (0.5, 25), (1.0, 20), (2.0, 20)), 60, ((10 * _MS, 20), (100 * _MS, 8)),
-             ((10 * _MS, 20), (100 * _MS, 10), (1000 * _MS, 5))),
+             ((10 * _MS, 20), (100 * _MS, 10), (1000 * _MS, 5)), ((100 * _MS, 9), (1000 * _MS, 6))),
 }
 
 
@@ -82,7 +91,7 @@ _ROUNDS = {"smoke": 1, "quick": 1, "full": 3}
 
 def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[tuple[str, Callable[[], None]]]:
     """The cold-fork runs of this plan, each a (description, job) pair."""
-    sizes, sleeps, works, mig_reps, spins, unpinned = GRIDS[plan.name]
+    sizes, sleeps, works, mig_reps, spins, unpinned, exits = GRIDS[plan.name]
     llc = llc_bytes()
     jobs: list[tuple[str, Callable[[], None]]] = []
 
@@ -124,6 +133,9 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
             for gap, reps in sleeps_of(rss):
                 this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep{per}",
                              job(rss, "sleep", gap, -(-reps // rounds), ["-s", str(gap)], cpu)))
+            for gap, reps in exits:
+                this.append((f"cold exit {rss // MiB}MiB after the child slept {gap / _MS:g} ms{per}",
+                             job(rss, "exit", gap, -(-reps // rounds), ["-E", str(gap)], cpu)))
             for gap, reps in spins:
                 this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms of spinning{per}",
                              job(rss, "spin", gap, -(-reps // rounds), ["-S", str(gap)], cpu)))
@@ -211,6 +223,9 @@ def _cold_table(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[
                "ptes": r["shape"].get("ptes", 0), "vmas": r["shape"].get("vmas"),
                "anon_vmas": r["shape"].get("anon_vmas"), "scatter": (r.get("layout") or {}).get("scatter"),
                "after_break": (r.get("layout") or {}).get("after_break"), "spread": _spread(r.get("layout") or {})}
+        if k["cond"] == "exit":  # the forks that followed one of the run's cold exits (the first followed a warm-up's)
+            after = [x["fork_cpu_ns"] for x in r["samples"] if x["i"] >= 1]
+            row["fork_after_exit_p50_us"] = round(statistics.median(after) / 1e3, 2) if after else None
         table.append(row)
         if k["cond"] == "sleep" and k["x"] == 0:
             warm[k["rss"]] = row["fork_p50_us"]
@@ -310,6 +325,20 @@ def _source(runs: list[dict[str, Any]], table: list[dict[str, Any]], sizes: list
             + "; walk_bytes_per_pte 80: assumption (the parent's and the child's PTE, 8 + 8 B, and the struct page, 64 B)")
 
 
+def _exit_source(points: dict[str, Any], terms: dict[str, Any] | None, residual: list[list[float]]) -> str:
+    """The provenance of exit_mmap's cold terms and of the residual points."""
+    sizes = ", ".join(f"{int(s) // MiB} MiB {p['exit_full_us']:.0f} us over {p['exit_warm_us']:.0f}"
+                      for s, p in points.items())
+    return ("; exit_mmap: forkbench cold -E (the child sleeps before its exit, the parent blocked in waitpid, both "
+            f"pinned), the exit's fully cold extra (exit_ns p50 over the back-to-back run's): {sizes}"
+            + ("; fitted as fixed + per_pte*min(ptes, cap) (NNLS), per page as measured on these images (no spread term: "
+               "not measured)" if terms is not None else "; no size cooled: no exit_mmap terms")
+            + ("; residual: the share of a walk's coldness left right after it, per size (ptes, share) "
+               + ", ".join(f"({p:.0f}, {r:.2f})" for p, r in sorted(residual))
+               + ", by least squares through the origin over the exit right after the longest-sleep fork (share of the "
+               "exit's fully cold extra) and the fork right after a cold exit (share of the fork's)" if residual else ""))
+
+
 def _coldness_points(table: list[dict[str, Any]], warm: dict[int, float], measured: dict[int, float],
                      longest: dict[int, dict[str, Any]], good: list[int], ref: float | None) -> tuple[np.ndarray, np.ndarray]:
     """The coldness curve's points: (p50 - warm) / X against the gap, over the sizes measured at the longest sleep
@@ -323,6 +352,54 @@ def _coldness_points(table: list[dict[str, Any]], warm: dict[int, float], measur
         # to its bound (1 us), and the model then finds every back-to-back fork fully cold
         pts.append((ref, 0.0))
     return np.array([p[0] for p in pts]), np.clip(np.array([p[1] for p in pts]), 0.0, 1.0)
+
+
+def _fit_exit(table: list[dict[str, Any]], warm: dict[int, float], fork_full: dict[int, float],
+              cold_at: Callable[[float], float]) -> tuple[dict[str, Any] | None, list[list[float]], dict[str, Any]]:
+    """exit_mmap's ColdTerms and the residual points, from the runs whose child slept before its exit (cond "exit")
+    beside the same size's back-to-back and longest-sleep runs. Per size:
+
+    - the exit's warm p50 is the back-to-back run's exit_ns (child's _exit to waitpid's return, both pinned to one CPU);
+    - its fully cold extra is the exit after the child's longest sleep over that, divided by the curve's coldness
+      there (assumption: the image cools by the fork's clock, however it was last walked);
+    - the residual share r: the exit right after a fork that found the image fully cold (the longest parent sleep)
+      pays r of the exit's fully cold extra, and the fork right after a cold exit r of the fork's; r by least squares
+      through the origin over the two, clipped to 0..1.
+
+    None, [] where no size has both."""
+    def row(rss: int, cond: str, x: float | None = None) -> dict[str, Any] | None:
+        got = [t for t in table if t["rss_bytes"] == rss and t["cond"] == cond and (x is None or t["x"] == x)]
+        return max(got, key=lambda t: t["x"]) if got else None
+
+    full: dict[int, float] = {}
+    residual: list[list[float]] = []
+    points: dict[str, Any] = {}
+    for rss in sorted({t["rss_bytes"] for t in table if t["cond"] == "exit"}):
+        b2b, slept, exited = row(rss, "sleep", 0), row(rss, "sleep"), row(rss, "exit")
+        if b2b is None or exited is None or rss not in fork_full:
+            continue
+        warm_exit = b2b["exit_p50_us"]
+        c_exit = cold_at(exited["x"])
+        full[rss] = (exited["exit_p50_us"] - warm_exit) / c_exit
+        xs, ys = [], []
+        if slept is not None and slept["x"] > 0:  # the exit right after a cold fork
+            xs.append(full[rss] * cold_at(slept["gap_p50_us"]))
+            ys.append(slept["exit_p50_us"] - warm_exit)
+        if exited.get("fork_after_exit_p50_us") is not None:  # the fork right after a cold exit
+            xs.append(fork_full[rss] * c_exit)
+            ys.append(exited["fork_after_exit_p50_us"] - warm[rss])
+        x, y = np.array(xs), np.array(ys)
+        if len(xs) and float(x @ x) > 0.0 and np.all(x > 0.0):
+            r = float(np.clip((x @ y) / (x @ x), 0.0, 1.0))
+            residual.append([float(exited["ptes"]), round(r, 3)])
+        points[str(rss)] = {"exit_warm_us": warm_exit, "exit_full_us": round(full[rss], 1),
+                            "residual_pairs_us": [[round(float(a), 1), round(float(b), 1)] for a, b in zip(xs, ys)]}
+    fitted = [s for s in full if full[s] > 0.0]
+    if not fitted:
+        return None, residual, points
+    ptes = np.array([row(s, "exit")["ptes"] for s in fitted], dtype=float)
+    fixed, per_pte, cap = _cap_fit(ptes, np.array([full[s] for s in fitted]))
+    return {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0)}, residual, points
 
 
 def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -400,15 +477,20 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         cold_terms["reference_scatter"] = round(statistics.median(p["scatter_order"] for p in pairs), 4)
         if window != 1.0:
             cold_terms["scatter_window"] = round(window, 2)
+    exit_terms, residual, exit_points = _fit_exit(table, warm, sat, cold_at)
+    if exit_terms is not None or residual:
+        src += _exit_source(exit_points, exit_terms, residual)
     warmth = {"tau_us": round(float(tau), 1), "beta": round(float(beta), 3),
               "footprint_bytes": round(float(footprint), 0), "walk_bytes_per_pte": 80.0,
               "migration": round(float(np.clip(migration, 0.0, 1.0)), 3),
-              "stages": {DUP_MMAP: cold_terms},
+              **({"residual": sorted(residual)} if residual else {}),
+              "stages": {DUP_MMAP: cold_terms, **({EXIT_MMAP: exit_terms} if exit_terms is not None else {})},
               "source": src}
     diag["warmth_fit"] = {"warm_p50_us": {str(s): warm[s] for s in warm},
                           "cold_extra_us": {str(s): round(v, 1) for s, v in sat.items()},
                           "longest_sleep_extra_us": {str(s): [longest[s]["x"], round(v, 1)] for s, v in measured.items()},
                           "spread": {str(s): v for s, v in (spreads or {}).items()},
                           "coldness_points": [[round(float(a), 1), round(float(b), 3)] for a, b in zip(g, c)],
-                          "footprint_estimates_bytes": [round(x) for x in fp], "migration_points": mig}
+                          "footprint_estimates_bytes": [round(x) for x in fp], "migration_points": mig,
+                          "exit": exit_points}
     return warmth, diag

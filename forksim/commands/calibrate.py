@@ -255,7 +255,20 @@ def main(args: argparse.Namespace) -> int:
             console.print("back to back, the fork sweep's p50 (what forksim prices) / the cold grid's, us: "
                           + "; ".join(same) + " (the same fork minutes apart: the host's drift)")
         _spread_line(cold)
+    _exit_line(prof.get("warmth"), diag.get("warmth_fit", {}).get("exit"))
     return 0
+
+
+def _exit_line(warmth: dict | None, points: dict | None) -> None:
+    """The cold exits (the child slept before its exit) and the residual shares the fit took from them."""
+    if not points:
+        return
+    console.print("cold exits (the child slept before its exit, pinned): exit + reap p50 back to back -> fully cold, us: "
+                  + "; ".join(f"{int(rss) >> 20} MiB {fmt(p['exit_warm_us'])} -> +{fmt(p['exit_full_us'])}"
+                              for rss, p in points.items())
+                  + ("; share of a walk's coldness left right after it (pages, share): "
+                     + ", ".join(f"({p:,.0f}, {r:.2f})" for p, r in warmth["residual"])
+                     if warmth and warmth.get("residual") else ""))
 
 
 # An in-order image whose struct pages spread over this many times a dense range's vmemmap pages came from

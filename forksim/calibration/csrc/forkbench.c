@@ -24,6 +24,9 @@
  *   fault    fault_ns: first write to P fresh anonymous pages (one fault per page), base_ns
  *   cold     the fork sample of `fork`, each fork after a gap that cools what the previous one warmed:
  *            -s US sleep (nanosleep: the vCPU halts; not before the -w warm-ups), -S US spin (clock reads, no memory traffic),
+ *            -E US the child sleeps that long before its exit (not in the -w warm-ups), the parent blocked in waitpid:
+ *            exit_ns is then an exit whose image cooled that long since the fork walked it, and the next fork follows
+ *            that cold exit's walk
  *            -W BYTES another process pinned to the parent's CPU sweeps that much of its own memory
  *            (one write per 64-byte line) while the parent blocks on a pipe, -M the parent moves to
  *            the other CPU of a pair (sched_setaffinity) just before each fork; gap_ns = the gap
@@ -46,7 +49,7 @@
  *          -t 0|1 THP off (MADV_NOHUGEPAGE) / on (MADV_HUGEPAGE, 2 MiB aligned)
  *          -n reps  -w warm-up reps  -c CPU (pin; -1 = unpinned)  -k K (burst)  -p pages (cow/fault)
  *          -x helper path (spawn, forkexec)  -g (print {"ready": pid}, wait for a byte on stdin)
- *          -s US -S US -W BYTES -M (cold; -M needs -c)
+ *          -s US -S US -W BYTES -M -E US (cold; -M needs -c)
  *          -L order|random the image's pages are touched (first written, so allocated) in address order
  *                 (default) or in a random permutation (fixed seed): the buddy allocator then hands out
  *                 frames in touch order, so that "random" leaves no two neighbouring pages in neighbouring
@@ -388,12 +391,12 @@ int main(int argc, char **argv)
     size_t rss = 0, pages = 1024;
     long anon_vmas = 0, file_vmas = 0, reps = 100, warm = 5, k = 8;
     int thp = 0, cpu = -1, gate = 0, migrate = 0, exit_cpu = -1, opt;
-    long sleep_us = 0, spin_us = 0;
+    long sleep_us = 0, spin_us = 0, child_sleep_us = 0;
     size_t work_bytes = 0;
     const char *helper = NULL;
 
     optind = 2;
-    while ((opt = getopt(argc, argv, "r:A:F:t:n:w:c:k:p:x:gs:S:W:MR:L:")) != -1) {
+    while ((opt = getopt(argc, argv, "r:A:F:t:n:w:c:k:p:x:gs:S:W:MR:L:E:")) != -1) {
         switch (opt) {
         case 'r': rss = strtoull(optarg, NULL, 0); break;
         case 'A': anon_vmas = atol(optarg); break;
@@ -411,6 +414,7 @@ int main(int argc, char **argv)
         case 'W': work_bytes = strtoull(optarg, NULL, 0); break;
         case 'M': migrate = 1; break;
         case 'R': exit_cpu = atoi(optarg); break;
+        case 'E': child_sleep_us = atol(optarg); break;
         case 'L':
             if (!strcmp(optarg, "random"))
                 random_layout = 1;
@@ -476,6 +480,11 @@ int main(int argc, char **argv)
                 sh->child_start = now_ns();
                 if (exit_cpu >= 0 && pin_cpu(exit_cpu))
                     _exit(4);
+                if (child_sleep_us && i >= 0) { /* as -s: a warm-up only has to walk the image */
+                    struct timespec ts = {child_sleep_us / 1000000, (child_sleep_us % 1000000) * 1000};
+                    while (nanosleep(&ts, &ts) && errno == EINTR)
+                        ;
+                }
                 sh->child_exit = now_ns();
                 _exit(0);
             }
