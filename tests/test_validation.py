@@ -166,6 +166,10 @@ def test_cold_rows_are_also_predicted_as_a_user_states_them():
     assert stated_prediction(warm, meas, sim) is None
     no_layout = sc.to_config({k: v for k, v in meas.items() if k != "image_layout"}, cpus=2, quick=True)
     assert stated_prediction(no_layout, meas, sim) is None and len(seen) == 1
+    lived = get_scenario("closed-fork-K1-rss64MiB-life1000ms-pin").to_config(meas, cpus=2, quick=True)
+    assert stated_prediction(lived, meas, sim)["fork_p50"] == 60.0  # the child's life is its gap
+    assert seen[-1]["workload"]["child"]["lifetime"] == 1e6 and "scatter" not in seen[-1]["workload"]["image"]
+    seen.pop()
     row = compare_row(sc.name, meas, sim(cfg, "default"), config=cfg)
     row["predicted_stated"] = stated
     md = render_markdown({"provenance": {"cpus": 2}, "quick": True, "summary": summarize_rows([row]), "rows": [row]})
@@ -180,7 +184,7 @@ def test_scenario_set():
     names = [s.name for s in SCENARIOS]
     assert len(names) == len(set(names))
     full = scenarios.scenarios(quick=False)
-    assert len(full) == len(SCENARIOS) == 50
+    assert len(full) == len(SCENARIOS) == 52
     # the busy machine: 1 and 2 parents beside 1, 2 and 4 hogs at RSS 0 and 256 MiB, and 50% duty hogs,
     # each repeated (the real run-to-run spread)
     hogs = [s for s in SCENARIOS if s.hogs]
@@ -195,7 +199,7 @@ def test_scenario_set():
     # forks after idle gaps and after other work are measured interleaved, one group per image size
     assert {s.name: s.interleave for s in SCENARIOS if s.interleave} == {
         s.name: f"cold-{'64MiB' if s.rss == 64 * scenarios.MiB else '256MiB'}"
-        for s in SCENARIOS if s.think_s or s.other_work_llc}
+        for s in SCENARIOS if s.think_s or s.other_work_llc or s.child_life_s}
     quick = scenarios.scenarios(quick=True)
     assert {"closed-fork-K1-rss0", "closed-fork-K2-rss0", "closed-vfork-K1-rss0", "closed-posix_spawn-K1-rss0",
             "closed-thread-K1-rss0", "closed-fork-K1-rss0-hogs2"} <= {s.name for s in quick}
@@ -221,7 +225,7 @@ def test_to_config_follows_the_schema():
         exp = parse_config(cfg, resolved=True)  # the scenarios' numbers: us, bytes, /s
         assert exp.machine.cpus == 2
         assert exp.workload.image.vmas == 31 and exp.workload.image.anon_vmas == 14
-        assert exp.workload.child.clone == sc.kind and exp.workload.child.lifetime == 0
+        assert exp.workload.child.clone == sc.kind and exp.workload.child.lifetime == pytest.approx(sc.child_life_s * 1e6)
         assert exp.workload.parents == sc.parents
         assert exp.background.cpu_hogs == sc.hogs
         assert exp.workload.kind == ("open" if sc.mode == "open" else "closed")
@@ -243,6 +247,11 @@ def test_to_config_follows_the_schema():
     assert "--pin" in args and int(args[args.index("--other-work") + 1]) == work[0].other_work_bytes > 0
     with pytest.raises(ValueError, match="no gap"):
         work[0].to_config({"vmas": 31}, cpus=2)
+    # a child that lives 1 s before its exit, pinned with its parent: a cold exit, then the next fork at once
+    lived = [s for s in SCENARIOS if s.child_life_s]
+    assert {(s.rss, s.child_life_s) for s in lived} == {(64 * MiB, 1.0), (256 * MiB, 1.0)}
+    args = lived[0].loadgen_args(False)
+    assert all(s.pin and not s.think_s for s in lived) and args[args.index("--child-life") + 1] == "1"
 
 
 def test_real_application_config_from_proc(monkeypatch):

@@ -71,6 +71,11 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "not the p50 at their median), the host between calibration and validation (how much of the cache other "
      "tenants evict during a gap varies from hour to hour: after 100 ms 0.3-0.7 of the 1 s extra on 2026-12-03) "
      "and an unpinned parent waking on either vCPU"),
+    ("life", "a fork right after the exit of a child that lived 1 s: the exit zapped the struct pages it shares with "
+     "the parent after they cooled (the profile's warmth.stages.exit_mmap, by the same coldness curve), and one walk "
+     "of a cold image leaves part of its coldness (warmth.residual: on 2026-12-03 0.3 at 0-64 MiB, 0.55-0.6 at "
+     "256 MiB), so this fork pays that share of its own cold extra; both measured by calibrate's cold grid "
+     "(forkbench cold -E, pinned)"),
     ("llc-pin", "a fork after a co-runner swept its memory on the parent's CPU: its wake-up of the parent leaves it "
      "runnable (preempted before its blocking read), so at the child's wake_up_new_task the parent, past its "
      "slice, is rescheduled (update_curr with another task queued) and the child's whole life, its exit "

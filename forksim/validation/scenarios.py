@@ -72,6 +72,7 @@ class Scenario:
     pin: bool = False              # pin parent i to CPU i % cpus (children inherit it)
     think_s: float = 0.0           # closed: the parent sleeps this long after each reap (a cold fork)
     other_work_llc: float = 0.0    # closed: then a co-runner on its CPU sweeps this many last-level caches
+    child_life_s: float = 0.0      # fork: the child spins this long before it exits (the image cools meanwhile)
     interleave: str = ""           # full set: scenarios with this key are measured together, in rounds
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -136,6 +137,8 @@ class Scenario:
             args += ["--think", f"{self.think_s:g}"]
         if self.other_work_llc > 0:
             args += ["--other-work", str(self.other_work_bytes)]
+        if self.child_life_s > 0:
+            args += ["--child-life", f"{self.child_life_s:g}"]
         return args
 
     def to_config(self, measured: dict[str, Any], *, cpus: int, quick: bool = False,
@@ -159,7 +162,7 @@ class Scenario:
             "parents": self.parents,
             "think_time": self.think_s * 1e6,
             "image": image,
-            "child": {"clone": self.kind, "lifetime": 0.0, "flags": list(self.clone_flags),
+            "child": {"clone": self.kind, "lifetime": self.child_life_s * 1e6, "flags": list(self.clone_flags),
                       "unshare": list(self.unshare)},
             "live_children": self.live_children,
             "wait": self.wait,
@@ -234,6 +237,18 @@ def _after_work(rss: int, llc: float, *, quick: bool = False) -> Scenario:
                     notes=f"a fork after a co-runner on the parent's CPU swept {llc:g}x the last-level cache")
 
 
+def _lived(rss: int, life_s: float) -> Scenario:
+    """One pinned parent whose child lives (spins) `life_s` before it exits (a worker, a snapshot child): the
+    child's exit finds the image cooled that long since the fork walked it, and the next fork follows that cold
+    exit at once (what one walk of a cold image leaves cold: the profile's warmth.residual)."""
+    life = f"{life_s * 1e3:g}ms"
+    return Scenario(name=f"closed-fork-K1-rss{_size_name(rss)}-life{life}-pin", mode="closed", kind=FORK, parents=1,
+                    rss=rss, child_life_s=life_s, pin=True, duration_s=max(5.0, 25 * life_s),
+                    quick_duration_s=max(1.0, 12 * life_s), warmup_s=max(0.5, 2 * life_s),
+                    quick_warmup_s=max(0.2, 1.5 * life_s), interleave=f"cold-{_size_name(rss)}",
+                    notes=f"a fork right after the exit of a child that lived {life}: the exit found the image cold")
+
+
 def _open(fraction: float, rss: int, *, quick: bool = False) -> Scenario:
     pct = int(round(fraction * 100))
     return Scenario(name=f"open-fork-{pct}pct-rss{_size_name(rss)}", mode="open", kind=FORK, parents=2, rss=rss,
@@ -269,6 +284,8 @@ def _build() -> tuple[Scenario, ...]:
             out.append(_think(rss, think, quick=rss == 64 * MiB and think in (0.01, 0.1)))
     for llc in (0.5, 2.0):
         out.append(_after_work(64 * MiB, llc, quick=llc == 0.5))
+    for rss in (64 * MiB, 256 * MiB):
+        out.append(_lived(rss, 1.0))
     out.append(Scenario(name="mt-fork-4threads-rss1GiB", mode="mt", kind=FORK, parents=1, rss=1 * GiB, writers=3,
                         quick=True, duration_s=6.0, quick_duration_s=1.5,
                         notes="1 forking thread + 3 threads writing one byte per page across the 1 GiB image"))

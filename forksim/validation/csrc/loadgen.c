@@ -141,6 +141,7 @@ static struct {
     int wait_any;            /* fork kind: reap with waitpid(-1) (do_wait walks the children list) */
     unsigned long unshare;   /* fork kind: the child calls unshare(unshare) before it exits */
     size_t other_work;       /* closed: bytes a co-runner on the parent's CPU sweeps before each creation */
+    double child_life;       /* fork kind: the child spins this many seconds (clock reads) before it exits */
 } opt = {M_CLOSED, K_FORK, 1, 0, 3, 0, 0, 1.0, 0.2, 0.0, 1.0, 0.0, 1.0, 0.01, 0, 0, 0, 50000, NULL, NULL, 1};
 
 static struct ctl *ctl;
@@ -173,6 +174,7 @@ static void usage(void)
             "  [--thp] [--pin] [--writers W] [--stall-us US] [--helper PATH] [--cap N] [--seed S]\n"
             "  [--fds N] [--live-children N] [--clone-flags HEX] [--wait-any] [--unshare HEX]\n"
             "  [--think S] (closed: sleep S seconds after each creation)\n"
+            "  [--child-life S] (fork kind: the child spins S seconds before it exits)\n"
             "  [--other-work BYTES] (closed: then another process on the parent's CPU writes one byte per\n"
             "   64-byte line of its own BYTES of memory while the parent waits; --pin keeps them on one CPU)\n"
 
@@ -281,6 +283,11 @@ static int create_one(struct rec *r)
         if (pid == 0) {
             if (opt.unshare && syscall(SYS_unshare, opt.unshare))
                 _exit(254); /* the parent says why: see below */
+            if (opt.child_life > 0) { /* a child that lives: the parent's image cools meanwhile */
+                int64_t end = now_ns() + (int64_t)(opt.child_life * 1e9);
+                while (now_ns() < end)
+                    ;
+            }
             _exit(sched_getcpu() & 0xff);
         }
         r->t1 = now_ns();
@@ -709,6 +716,7 @@ int main(int argc, char **argv)
         else if (ARG("--rate")) opt.rate = atof(v);
         else if (ARG("--grace")) opt.grace = atof(v);
         else if (ARG("--think")) opt.think = atof(v);
+        else if (ARG("--child-life")) opt.child_life = atof(v);
         else if (ARG("--other-work")) opt.other_work = (size_t)strtoull(v, NULL, 10);
         else if (ARG("--hogs")) opt.hogs = atoi(v);
         else if (ARG("--hog-duty")) opt.hog_duty = atof(v);
