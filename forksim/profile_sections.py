@@ -12,7 +12,6 @@ import math
 from typing import Literal
 
 import numpy as np
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .kernel.stages import COLD_STAGES

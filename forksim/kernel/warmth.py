@@ -59,9 +59,9 @@ class WarmthTracker:
     def __init__(self, curve: Warmth | None, ncpu: int):
         self.curve = curve
         self.cpu_bytes = [0.0] * ncpu  # bytes of image walks done on each CPU so far
-        # a stage's fully cold extra (and, under "residual", the residual share) per image, keyed by the shape's identity (a process keeps one shape
-        # object; the shape is kept in the entry so its id is not reused): a fork reads it every time, and
-        # ColdTerms.extra_us is four Python calls for a figure fixed by the stage and the shape
+        # a stage's fully cold extra (and, under "residual", the residual share) per image, keyed by the shape's
+        # identity (a process keeps one shape object; the shape is kept in the entry so its id is not reused): a
+        # fork reads it every time, and ColdTerms.extra_us is four Python calls for a figure fixed by the shape
         self._full: dict[tuple[str, int], tuple[ImageShape, float | None]] = {}
 
     def coldness(self, mm: "MM", cpu: int, now: float) -> float:
@@ -106,14 +106,19 @@ class WarmthTracker:
         mm.walked_at = now
         mm.walked_cpu = cpu
         mm.walked_mark = self.cpu_bytes[cpu]
-        mm.walk_residual = self._residual(mm.shape) * coldness if coldness > 0.0 else 0.0
+        self._leave(mm, coldness)
 
-    def _residual(self, shape: ImageShape) -> float:
-        """The profile's residual share for this image (cached per shape, as `_full`)."""
+    def _leave(self, mm: "MM", coldness: float) -> None:
+        """What a walk begun at `coldness` leaves cold: the profile's residual share for this image (cached per
+        shape, as `_full`)."""
+        if coldness <= 0.0:
+            mm.walk_residual = 0.0
+            return
+        shape = mm.shape
         hit = self._full.get(("residual", id(shape)))
         if hit is None or hit[0] is not shape:
             hit = self._full[("residual", id(shape))] = (shape, self.curve.residual_at(shape.ptes + shape.pmds))
-        return hit[1]
+        mm.walk_residual = hit[1] * coldness
 
     def exit_walked(self, mm: "MM", cpu: int, now: float, coldness: float = 0.0) -> None:
         """A child that shared `mm`'s pages exited on `cpu`, ending now: zap_pte_range touched the
@@ -129,4 +134,4 @@ class WarmthTracker:
             return
         self.cpu_bytes[cpu] += self.curve.walk_bytes_per_pte * (mm.shape.ptes + mm.shape.pmds)
         mm.walked_at = now
-        mm.walk_residual = self._residual(mm.shape) * coldness if coldness > 0.0 else 0.0
+        self._leave(mm, coldness)
