@@ -361,28 +361,32 @@ def _fit_exit(table: list[dict[str, Any]], warm: dict[int, float], fork_full: di
 
     - the exit's warm p50 is the back-to-back run's exit_ns (child's _exit to waitpid's return, both pinned to one CPU);
     - its fully cold extra is the exit after the child's longest sleep over that, divided by the curve's coldness
-      there (assumption: the image cools by the fork's clock, however it was last walked);
-    - the residual share r: the exit right after a fork that found the image fully cold (the longest parent sleep)
-      pays r of the exit's fully cold extra, and the fork right after a cold exit r of the fork's; r by least squares
-      through the origin over the two, clipped to 0..1.
+      there (assumption: the image cools by the fork's clock, however it was last walked; the full plan's shorter
+      child sleep is kept in the table, not fitted: on 2026-12-03 100 ms left the exit 0.55-0.63 as cold as 1 s);
+    - the residual share r: the exit right after a fork that found the image at coldness c (each parent sleep of
+      the size) pays r * c of the exit's fully cold extra, and the fork right after a cold exit r of the fork's; r
+      by least squares through the origin over them, clipped to 0..1.
 
-    None, [] where no size has both."""
+    Returns the terms (None where no size's exit cooled), the residual points and the per-size diagnostics."""
+    def rows(rss: int, cond: str) -> list[dict[str, Any]]:
+        return [t for t in table if t["rss_bytes"] == rss and t["cond"] == cond]
+
     def row(rss: int, cond: str, x: float | None = None) -> dict[str, Any] | None:
-        got = [t for t in table if t["rss_bytes"] == rss and t["cond"] == cond and (x is None or t["x"] == x)]
+        got = [t for t in rows(rss, cond) if x is None or t["x"] == x]
         return max(got, key=lambda t: t["x"]) if got else None
 
     full: dict[int, float] = {}
     residual: list[list[float]] = []
     points: dict[str, Any] = {}
     for rss in sorted({t["rss_bytes"] for t in table if t["cond"] == "exit"}):
-        b2b, slept, exited = row(rss, "sleep", 0), row(rss, "sleep"), row(rss, "exit")
+        b2b, exited = row(rss, "sleep", 0), row(rss, "exit")
         if b2b is None or exited is None or rss not in fork_full:
             continue
         warm_exit = b2b["exit_p50_us"]
         c_exit = cold_at(exited["x"])
         full[rss] = (exited["exit_p50_us"] - warm_exit) / c_exit
         xs, ys = [], []
-        if slept is not None and slept["x"] > 0:  # the exit right after a cold fork
+        for slept in (t for t in rows(rss, "sleep") if t["x"] > 0):  # the exit right after a fork at coldness c
             xs.append(full[rss] * cold_at(slept["gap_p50_us"]))
             ys.append(slept["exit_p50_us"] - warm_exit)
         if exited.get("fork_after_exit_p50_us") is not None:  # the fork right after a cold exit
