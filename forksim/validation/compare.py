@@ -191,9 +191,9 @@ def simulate(config: dict[str, Any], profile: str | None) -> dict[str, Any]:
 def stated_prediction(config: dict[str, Any], measured: dict[str, Any],
                       sim: Callable[[dict[str, Any], str | None], dict[str, Any]]) -> dict[str, Any] | None:
     """A cold row (a gap between forks: think time, or a child's life before its exit) predicted as a user states
-    it: the image's RSS, VMAs and threads and the gap, its layout not read (`workload.image.scatter` and `spread` left out, so the model takes
-    the profile's fresh_image_scatter and fresh_image_spread): {"fork_p50": predicted us, "rel_error": against the
-    measured p50}. None for a row without a gap or without a layout to leave out (its main prediction is that
+    it: the image's RSS, VMAs and threads and the gap, its layout not read (`workload.image.scatter` and `spread`
+    left out, so the model takes the profile's fresh_image_scatter and fresh_image_spread): {"fork_p50": predicted
+    us, "rel_error": against the measured p50}. None for a row without a gap or without a layout to leave out (its main prediction is that
     already)."""
     workload = config.get("workload") or {}
     gap = workload.get("think_time") or (workload.get("child") or {}).get("lifetime")

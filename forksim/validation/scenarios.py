@@ -217,14 +217,18 @@ def _closed(kind: Kind, parents: int, rss: int, *, hogs: int = 0, quick: bool = 
     return Scenario(name=name, mode="closed", kind=kind, parents=parents, rss=rss, hogs=hogs, quick=quick, **kw)
 
 
+def _paced(gap_s: float) -> dict[str, float]:
+    """Run and warm-up lengths for a row whose forks come `gap_s` apart or more: enough of them for a p50."""
+    return {"duration_s": max(5.0, 25 * gap_s), "quick_duration_s": max(1.0, 12 * gap_s),
+            "warmup_s": max(0.5, 2 * gap_s), "quick_warmup_s": max(0.2, 1.5 * gap_s)}
+
+
 def _think(rss: int, think_s: float, *, quick: bool = False) -> Scenario:
     """One parent forking after an idle gap: fork -> reap -> sleep `think_s` -> fork (a server, a
     database snapshot, a shell at the pace of its user); enough gaps for a p50 in the time given."""
     gap = f"{think_s * 1e3:g}ms"
     return Scenario(name=f"closed-fork-K1-rss{_size_name(rss)}-think{gap}", mode="closed", kind=FORK, parents=1,
-                    rss=rss, think_s=think_s, quick=quick, duration_s=max(5.0, 25 * think_s),
-                    quick_duration_s=max(1.0, 12 * think_s), warmup_s=max(0.5, 2 * think_s),
-                    quick_warmup_s=max(0.2, 1.5 * think_s), interleave=f"cold-{_size_name(rss)}",
+                    rss=rss, think_s=think_s, quick=quick, **_paced(think_s), interleave=f"cold-{_size_name(rss)}",
                     notes=f"a fork after {gap} asleep: the parent's page tables and struct pages have cooled")
 
 
@@ -243,9 +247,7 @@ def _lived(rss: int, life_s: float) -> Scenario:
     exit at once (what one walk of a cold image leaves cold: the profile's warmth.residual)."""
     life = f"{life_s * 1e3:g}ms"
     return Scenario(name=f"closed-fork-K1-rss{_size_name(rss)}-life{life}-pin", mode="closed", kind=FORK, parents=1,
-                    rss=rss, child_life_s=life_s, pin=True, duration_s=max(5.0, 25 * life_s),
-                    quick_duration_s=max(1.0, 12 * life_s), warmup_s=max(0.5, 2 * life_s),
-                    quick_warmup_s=max(0.2, 1.5 * life_s), interleave=f"cold-{_size_name(rss)}",
+                    rss=rss, child_life_s=life_s, pin=True, **_paced(life_s), interleave=f"cold-{_size_name(rss)}",
                     notes=f"a fork right after the exit of a child that lived {life}: the exit found the image cold")
 
 
