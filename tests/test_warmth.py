@@ -669,3 +669,32 @@ def test_the_quick_plan_cools_an_exit_at_every_size():
     names = [what for what, _ in cold_jobs(PLANS["quick"], "forkbench", Store(), 0, 1)]
     for rss in GRIDS["quick"][0]:
         assert any(n.startswith(f"cold exit {rss // MiB}MiB after the child slept 1000 ms") for n in names)
+
+
+def test_an_exit_on_another_cpu_refreshes_the_time_and_leaves_its_residual():
+    """A child that exits on the other CPU: the image stays on its own CPU (walked_cpu), its time is refreshed, and
+    the residual is what that exit's walk left."""
+    w = WarmthTracker(RESIDUAL, 2)
+    mm = _mm()
+    w.walked(mm, 0, 0.0, coldness=1.0)
+    share = RESIDUAL.residual_at(SHAPE.ptes)
+    w.exit_walked(mm, 1, 5000.0, coldness=0.5)
+    assert mm.walked_cpu == 0 and mm.walked_at == 5000.0
+    assert w.coldness(mm, 0, 5000.0) == pytest.approx(share * 0.5, rel=0.01)
+
+
+def test_a_fork_exec_child_zaps_the_image_as_an_exit_does():
+    """exec_mmap drops the inherited image: with exit terms, the parent's image was last walked by the exec's zap
+    (on the child's CPU, after the fork's own walk), so a fork_exec loop's images are walked once more a creation."""
+    exp = parse_config({
+        "experiment": {"name": "t", "duration": 200_000.0, "warmup": 0.0, "replications": 1, "seed": 5},
+        "machine": {"cpus": 1, "profile": "default"},
+        "workload": {"kind": "closed", "parents": 1, "think_time": 20_000.0,
+                     "image": {"rss": 64 * MiB, "vmas": 26}, "child": {"clone": "fork_exec"}},
+    }, resolved=True)  # us, bytes
+    cold = run_experiment(exp, profile=load_profile("default").model_copy(update={"warmth": RESIDUAL}))
+    warm = run_experiment(exp, profile=load_profile("default").model_copy(update={"warmth": CURVE}))
+    # the exec's zap after a cold fork pays the residual share of exit_mmap's cold extra: the round trip grows by it
+    extra = RESIDUAL.residual_at(16384 + 26) * RESIDUAL.stages["exit_mmap"].extra_us(16384 + 26)
+    got = cold.summary["roundtrip_latency_us"]["p50"] - warm.summary["roundtrip_latency_us"]["p50"]
+    assert got == pytest.approx(extra, rel=0.2)
