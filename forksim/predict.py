@@ -32,10 +32,13 @@ def predict(
     warm: bool = False,
     scatter: float | None = None,
     spread: float | None = None,
+    gap_us: float = 2000.0,
+    child_life_us: float = 0.0,
 ) -> dict[str, Any]:
-    """Latency of single creations, each on an idle machine (one parent, 2 ms apart so the CPUs
-    halt and the stack cache refills between them; the image cools as much as 2 ms let it, by the
-    profile's warmth terms). `cpus` defaults to the profile's machine. `samples` creations: 1200 by
+    """Latency of single creations, each on an idle machine (one parent, `gap_us` apart after each reap: by default
+    2 ms, so that the CPUs halt and the stack cache refills between them; the image cools as much as the gap lets it,
+    by the profile's warmth terms: 1 s gives a fork that finds it fully cold). `child_life_us`: the child's CPU time
+    before it exits (its exit then finds the image cooled that long, and the next fork follows that exit). `cpus` defaults to the profile's machine. `samples` creations: 1200 by
     default, enough for a p99 (with fewer than ~1,000 it is None, and the reason is under "refused").
     `profile` "auto": the profile `forksim calibrate` stored for this host, else `default`. `fds` open
     file descriptors, clone `flags` beyond the kind's preset, `live_children` other children the parent
@@ -61,7 +64,8 @@ def predict(
     if spread is not None:
         image["spread"] = spread
     exp = _experiment(image, cpus=cpus, seed=seed, samples=samples, live_children=live_children, wait=wait,
-                      child={"clone": clone, "flags": list(flags), "unshare": list(unshare)})
+                      gap_us=gap_us, child={"clone": clone, "flags": list(flags), "unshare": list(unshare),
+                                            "lifetime": child_life_us})
     result = run_experiment(exp, profile=prof)
     s = result.summary
     keys = ("mean", "p50", "p90", "p99")
@@ -78,6 +82,8 @@ def predict(
         "wait": wait,
         "unshare": list(exp.workload.child.unshare),
         "cpus": cpus,
+        "gap_us": gap_us,
+        "child_life_us": child_life_us,
         "scatter": s["image_scatter"],
         "spread": s["image_spread"],
         "profile": prof.name,
@@ -92,8 +98,9 @@ def predict(
 
 
 def _experiment(image: dict[str, Any], *, cpus: int, seed: int, samples: int, live_children: int, wait: str,
-                child: dict[str, Any]) -> Any:
-    """predict's experiment: one parent forking `samples` times, 2 ms apart (rss in bytes, times in us)."""
+                gap_us: float, child: dict[str, Any]) -> Any:
+    """predict's experiment: one parent forking `samples` times, `gap_us` after each reap (rss in bytes, times
+    in us)."""
     return parse_config(
         {
             "experiment": {
@@ -101,7 +108,7 @@ def _experiment(image: dict[str, Any], *, cpus: int, seed: int, samples: int, li
                 "max_creations": samples,
             },
             "machine": {"cpus": cpus},
-            "workload": {"kind": "closed", "parents": 1, "think_time": 2000.0, "live_children": live_children,
+            "workload": {"kind": "closed", "parents": 1, "think_time": gap_us, "live_children": live_children,
                          "wait": wait, "image": image, "child": child},
         },
         source="predict",

@@ -362,3 +362,10 @@ def test_size_format_parse_round_trip(n, unit):
 def test_time_format_parse_round_trip(us):
     back = parse_time_us(format_time_us(us))
     assert math.isclose(back, us, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("flag,value", [("--gap", "5"), ("--gap", "2h"), ("--child-life", "-1s")])
+def test_bad_gap_or_child_life_for_predict(capsys, flag, value):
+    rc = cli.main(["predict", "--rss", "1MiB", f"{flag}={value}"])
+    assert rc == 2
+    assert flag in _one_message(capsys.readouterr().err)

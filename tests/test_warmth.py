@@ -698,3 +698,31 @@ def test_a_fork_exec_child_zaps_the_image_as_an_exit_does():
     extra = RESIDUAL.residual_at(16384 + 26) * RESIDUAL.stages["exit_mmap"].extra_us(16384 + 26)
     got = cold.summary["roundtrip_latency_us"]["p50"] - warm.summary["roundtrip_latency_us"]["p50"]
     assert got == pytest.approx(extra, rel=0.2)
+
+
+def test_predict_states_the_gap_and_the_childs_life():
+    """`forksim predict --gap 1s`: the fork finds the image fully cold, and its child's exit right after pays the residual
+    share of exit_mmap's cold extra; `--child-life 1s --gap 0us`: the exit is fully cold and the fork after it pays
+    the residual share of its own. Each against the same loop without warmth terms (which the gap does not move)."""
+    from forksim.predict import predict
+
+    pages = 16384 + 26  # 64 MiB and the base image
+    share, fork_full = RESIDUAL.residual_at(pages), RESIDUAL.stages["dup_mmap"].extra_us(pages)
+    exit_full = RESIDUAL.stages["exit_mmap"].extra_us(pages)
+
+    def extras(**kw) -> tuple[float, float]:
+        """(fork p50, round trip p50 - fork p50) with the terms, less the same without any."""
+        got = []
+        for w in (RESIDUAL, None):
+            r = predict(64 * MiB, vmas=26, profile=load_profile("default").model_copy(update={"warmth": w}), cpus=1,
+                        samples=200, seed=3, **kw)
+            f = r["fork_latency_us"]["p50"]
+            got.append((f, r["roundtrip_latency_us"]["p50"] - f))
+        return got[0][0] - got[1][0], got[0][1] - got[1][1]
+
+    fork, child = extras(gap_us=1e6)
+    assert fork == pytest.approx(fork_full, rel=0.1) and child == pytest.approx(share * exit_full, rel=0.15)
+    fork, child = extras(gap_us=0.0, child_life_us=1e6)
+    assert fork == pytest.approx(share * fork_full, rel=0.15) and child == pytest.approx(exit_full, rel=0.15)
+    fork, child = extras(gap_us=0.0)
+    assert abs(fork) < 0.02 * fork_full and abs(child) < 0.02 * exit_full  # back to back: as calibrated

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..kernel.flags import DEFAULT_KIND, UNSHARE_FLAGS, USER_FLAGS, check, check_unshare
 from ..predict import predict
 from ..summary import latency_label
-from ..units import UnitError, format_size, parse_size
+from ..units import UnitError, format_size, parse_size, parse_time_us
 from ._common import call_label, console, fmt
 
 
@@ -30,6 +30,11 @@ def register(sub) -> None:
                    help="how far the image's struct pages spread, 1..64: distinct vmemmap pages holding them x 64 / "
                    "pages (1 = one dense range of frames; tools/image_shape.py PID reads it; default: the profile's "
                    "fresh_image_spread, else 1); a cold fork's walk grows with it")
+    p.add_argument("--gap", default="2ms", help="time from each reap to the next creation (default 2ms): the longer, "
+                   "the colder the parent's image when the fork walks it, by the profile's warmth terms (1s: fully "
+                   "cold, a process that forks now and then)")
+    p.add_argument("--child-life", default="0us", help="the child's CPU time before it exits (default 0): its exit "
+                   "then finds the image cooled that long (warmth exit_mmap terms)")
     p.add_argument("--clone", choices=CLONE_KINDS, default=DEFAULT_KIND)
     p.add_argument("--fds", type=int, default=3, help="open file descriptors in the parent (default 3)")
     p.add_argument("--flags", default="", help="clone flags beyond the kind's preset, comma-separated, e.g. "
@@ -73,6 +78,14 @@ def main(args: argparse.Namespace) -> int:
     if args.spread is not None and not 1.0 <= args.spread <= 64.0:  # NaN fails too
         raise ConfigError(f"must be between 1 (one dense range of frames) and 64 (got {args.spread:g})",
                           source="--spread")
+    times = {}
+    for flag, value in (("--gap", args.gap), ("--child-life", args.child_life)):
+        try:
+            times[flag] = parse_time_us(value)
+        except UnitError as exc:
+            raise ConfigError(str(exc), source=flag) from None
+        if not 0.0 <= times[flag] <= 3600e6:  # NaN fails too
+            raise ConfigError(f"must be between 0 and 1h (got {value})", source=flag)
     if args.anon_vmas is not None and not 0 <= args.anon_vmas <= args.vmas:
         raise ConfigError("must be between 0 and --vmas", source="--anon-vmas")
     flags = [f.strip() for f in args.flags.split(",") if f.strip()]
@@ -85,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(why, source="--unshare")
     res = predict(rss, vmas=args.vmas, anon_vmas=args.anon_vmas, thp=args.thp == "on", clone=args.clone,
                   fds=args.fds, flags=flags, live_children=args.live_children, wait=args.wait, unshare=unshare, profile=args.profile, cpus=args.cpus, samples=args.samples, seed=args.seed,
-                  scatter=args.scatter, spread=args.spread)
+                  scatter=args.scatter, spread=args.spread, gap_us=times["--gap"], child_life_us=times["--child-life"])
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
@@ -93,6 +106,8 @@ def main(args: argparse.Namespace) -> int:
               f"{res['cpus']} idle CPUs, profile {res['profile']}"
               + f", scatter {res['scatter']['value']:.2f} ({res['scatter']['from']})"
               + f", spread {res['spread']['value']:.2f} ({res['spread']['from']})"
+              + (f", {args.gap} between creations" if times["--gap"] != 2000.0 else "")
+              + (f", the child lives {args.child_life}" if times["--child-life"] > 0 else "")
               + (f", {args.fds} fds" if args.fds != 3 else "")
               + (f", {args.live_children} live children" if args.live_children else "")
               + (", reaped with waitpid(-1)" if args.wait == "any" else "")
