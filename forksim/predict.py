@@ -66,11 +66,7 @@ def predict(
     exp = _experiment(image, cpus=cpus, seed=seed, samples=samples, live_children=live_children, wait=wait,
                       gap_us=gap_us, child={"clone": clone, "flags": list(flags), "unshare": list(unshare),
                                             "lifetime": child_life_us})
-    result = run_experiment(exp, profile=prof)
-    s = result.summary
-    keys = ("mean", "p50", "p90", "p99")
-    refused = {k: s[k]["refused"]["p99"] for k in ("fork_latency_us", "roundtrip_latency_us", "child_start_latency_us")
-               if "p99" in s[k].get("refused", {})}
+    s = run_experiment(exp, profile=prof).summary
     return {
         "clone": clone,
         "rss_bytes": rss,
@@ -88,13 +84,18 @@ def predict(
         "spread": s["image_spread"],
         "profile": prof.name,
         "profile_used": profile_info(prof),
-        "samples": s["fork_latency_us"]["count"],
-        "fork_latency_us": {k: s["fork_latency_us"][k] for k in keys},
-        "roundtrip_latency_us": {k: s["roundtrip_latency_us"][k] for k in keys},
-        "child_start_latency_us": {k: s["child_start_latency_us"][k] for k in keys},
-        "stage_us": s["stage_us"],
-        **({"refused": refused} if refused else {}),
+        **_latencies(s),
     }
+
+
+def _latencies(s: dict[str, Any]) -> dict[str, Any]:
+    """predict's figures from a run's summary: the samples, mean and percentiles of each latency, the stage means,
+    and why a p99 was refused (too few samples)."""
+    keys = ("mean", "p50", "p90", "p99")
+    names = ("fork_latency_us", "roundtrip_latency_us", "child_start_latency_us")
+    refused = {k: s[k]["refused"]["p99"] for k in names if "p99" in s[k].get("refused", {})}
+    return {"samples": s["fork_latency_us"]["count"], **{k: {q: s[k][q] for q in keys} for k in names},
+            "stage_us": s["stage_us"], **({"refused": refused} if refused else {})}
 
 
 def _experiment(image: dict[str, Any], *, cpus: int, seed: int, samples: int, live_children: int, wait: str,

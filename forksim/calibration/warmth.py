@@ -325,6 +325,23 @@ def _source(runs: list[dict[str, Any]], table: list[dict[str, Any]], sizes: list
             + "; walk_bytes_per_pte 80: assumption (the parent's and the child's PTE, 8 + 8 B, and the struct page, 64 B)")
 
 
+def _spread_source(spreads: dict[int, float] | None) -> str:
+    """The provenance of per_spread ("" without it)."""
+    if not spreads:
+        return ""
+    return ("; per_spread: per_pte_us is per page at spread 1, each size's extra divided by its slept images' "
+            "median spread (lab.pagemap.spread_of: " + ", ".join(f"{s // MiB} MiB {v:.2f}" for s, v in spreads.items())
+            + "; the cold extra grows about linearly with it: on the 2026-12-02/03 Intel host 0.3-0.4 us per "
+            "vmemmap page, calibration/data/layout-spread-20261202.json)")
+
+
+def _scatter_terms(per_scattered: float, window: float, pairs: list[dict[str, Any]]) -> dict[str, float]:
+    """The breaks' cold terms (fully cold per page, the in-order images' own scatter, the window unless 1)."""
+    return {"per_scattered_pte_us": round(per_scattered, 6),
+            "reference_scatter": round(statistics.median(p["scatter_order"] for p in pairs), 4),
+            **({"scatter_window": round(window, 2)} if window != 1.0 else {})}
+
+
 def _exit_source(points: dict[str, Any], terms: dict[str, Any] | None, residual: list[list[float]]) -> str:
     """The provenance of exit_mmap's cold terms and of the residual points."""
     sizes = ", ".join(f"{int(s) // MiB} MiB {p['exit_full_us']:.0f} us over {p['exit_warm_us']:.0f}"
@@ -406,6 +423,18 @@ def _fit_exit(table: list[dict[str, Any]], warm: dict[int, float], fork_full: di
     return {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0)}, residual, points
 
 
+def _fully_cold_fit(table: list[dict[str, Any]], fitted: list[int], extras: dict[int, float], fell: bool,
+                    spreads: dict[int, float] | None) -> tuple[float, float, float]:
+    """fixed_us, per_pte_us and pte_cap through the fitted sizes' fully cold extras (per page at spread 1 where the
+    spreads were read). Where the larger sizes' extras fell, what the caches kept warm stops growing at the largest
+    fitted size: the cap is that size (fitted with it, not set after a fit that chose another: the 12:31 full
+    grid's 0 and 16 MiB fit put a 6.6 us per-PTE slope under a cap of 26 PTEs, then moved the cap to 16 MiB: 14 ms
+    predicted for a 16 MiB fork after 1 s asleep)."""
+    ptes = np.array([next(t["ptes"] for t in table if t["rss_bytes"] == s) for s in fitted], dtype=float)
+    return _cap_fit(ptes, np.array([extras[s] for s in fitted]), [float(ptes.max())] if fell else None,
+                    None if spreads is None else np.array([spreads.get(s, 1.0) for s in fitted]))
+
+
 def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The profile's `warmth` section (None when not measured or no effect) and its diagnostics."""
     runs = _pooled(store.select("cold"))
@@ -445,16 +474,9 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
 
     # fully cold: each size's extra at its longest sleep over the curve's coldness there (about 1 at 1 s)
     sat = {s: measured[s] / cold_at(longest[s]["gap_p50_us"]) for s in measured}
-    ptes = np.array([next(t["ptes"] for t in table if t["rss_bytes"] == s) for s in fitted], dtype=float)
     spreads = _spreads(table, fitted)
     per_spread = spreads is not None
-    # where the larger sizes' extras fell, what the caches kept warm stops growing at the largest fitted size: the
-    # cap is that size (fitted with it, not set after a fit that chose another: the 12:31 full grid's 0 and 16 MiB
-    # fit put a 6.6 us per-PTE slope under a cap of 26 PTEs, then moved the cap to 16 MiB: 14 ms predicted for a
-    # 16 MiB fork after 1 s asleep)
-    fixed, per_pte, cap = _cap_fit(ptes, np.array([max(sat[s], 0.01 * warm[s]) for s in fitted]),
-                                   [float(ptes.max())] if fell else None,
-                                   None if spreads is None else np.array([spreads.get(s, 1.0) for s in fitted]))
+    fixed, per_pte, cap = _fully_cold_fit(table, fitted, {s: max(sat[s], 0.01 * warm[s]) for s in fitted}, fell, spreads)
 
     def extra(rss: int) -> float:
         p = next(t["ptes"] for t in table if t["rss_bytes"] == rss)
@@ -468,19 +490,12 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     footprint = statistics.median(fp) if fp else 1e15
     mig = [rel(t) for t in table if t["cond"] == "migrate" and t["rss_bytes"] in good]
     migration = statistics.median(mig) if mig else 0.0
-    src = _source(runs, table, sizes, ref, len(fp)) + scatter_source(pairs if per_scattered is not None else [], window)
-    if spreads:
-        src += ("; per_spread: per_pte_us is per page at spread 1, each size's extra divided by its slept images' "
-                "median spread (lab.pagemap.spread_of: " + ", ".join(f"{s // MiB} MiB {v:.2f}" for s, v in spreads.items())
-                + "; the cold extra grows about linearly with it: on the 2026-12-02/03 Intel host 0.3-0.4 us per "
-                "vmemmap page, calibration/data/layout-spread-20261202.json)")
+    src = (_source(runs, table, sizes, ref, len(fp)) + scatter_source(pairs if per_scattered is not None else [], window)
+           + _spread_source(spreads))
     cold_terms = {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0),
                   **({"per_spread": True} if per_spread else {})}
     if per_scattered is not None:
-        cold_terms["per_scattered_pte_us"] = round(per_scattered / cold_at(SCATTER_GAP), 6)
-        cold_terms["reference_scatter"] = round(statistics.median(p["scatter_order"] for p in pairs), 4)
-        if window != 1.0:
-            cold_terms["scatter_window"] = round(window, 2)
+        cold_terms.update(_scatter_terms(per_scattered / cold_at(SCATTER_GAP), window, pairs))
     exit_terms, residual, exit_points = _fit_exit(table, warm, sat, cold_at)
     if exit_terms is not None or residual:
         src += _exit_source(exit_points, exit_terms, residual)

@@ -479,7 +479,7 @@ class Kernel:
             cost = d.exec()
             zapped = child.inherited
             if zapped:
-                zap, cold = self._inherited_exit_mmap(child)
+                zap, cold = self._exit_mmap(child)
                 cost += zap
                 child.inherited = False
                 child.parent.mm.users -= 1
@@ -526,13 +526,34 @@ class Kernel:
         pages = int(round(fraction * (shape.ptes + shape.pmds * 512)))
         return self.costs.draw_many("cow_fault_copy" if shared else "cow_fault_reuse", pages)
 
-    def _inherited_exit_mmap(self, child: Process) -> tuple[float, float]:
-        """exit_mmap of the image a fork child shares with its parent (do_exit's mmput, or exec_mmap): its draw
-        and the coldness it finds the image at (the parent's: the struct pages are shared; 0 where the profile
-        prices no cold exit)."""
-        cold = self.warmth.coldness(child.parent.mm, child.task.cpu.id, self.env._now) if self._exit_cold else 0.0
-        return self.costs.draw_plus(EXIT_MMAP, child.mm.shape,
-                                    self.warmth.extra_us(EXIT_MMAP, cold, child.mm.shape)), cold
+    def _exit_mmap(self, child: Process) -> tuple[float, float]:
+        """exit_mmap of the child's own mm (do_exit's mmput, or exec_mmap): its draw and the coldness it finds the
+        image at, where the image is the one a fork child shares with its parent (the parent's coldness: the
+        struct pages are shared) and the profile prices a cold exit; else 0."""
+        shape = child.mm.shape
+        if not (child.inherited and self._exit_cold):
+            return self.costs.draw(EXIT_MMAP, shape), 0.0
+        cold = self.warmth.coldness(child.parent.mm, child.task.cpu.id, self.env._now)
+        return self.costs.draw_plus(EXIT_MMAP, shape, self.warmth.extra_us(EXIT_MMAP, cold, shape)), cold
+
+    def _exit_costs(self, child: Process, thread: bool) -> tuple[float, float, float, float]:
+        """do_exit's CPU time without exit_mmap (body), exit_notify's tasklist_lock hold, and a thread's
+        release_task and pidmap_lock holds (0 for a process). The measured do_exit runs to the last schedule, so it
+        holds the tasklist_lock sections of exit_notify (and a thread's own release_task): they are carved out of
+        it, not added."""
+        c, d = self.costs, self._d
+        hold = d.exit_notify_hold()
+        rel = pid_hold = 0.0
+        if thread:
+            rel, pid_hold = d.release_hold(), d.pid_hold()
+        body = max(0.0, d.do_exit() - (hold + (rel + pid_hold)))  # grouped as it always was: the same float
+        if self.shared.cost is not None:  # exit_creds, cgroup_exit, free_pid after another CPU's (kernel/shared.py)
+            body += self.shared.exit_us(child.task.cpu.id, child.parent, c)
+        x = self.copies
+        if x is not None:  # exit_files -> close_files per fd, exit_task_namespaces; exit_notify's share
+            body = max(0.0, body + c.term("+exit", x.exit_us, x.sigma))
+            hold += c.term("+exit_notify", x.exit_notify_us, x.sigma)
+        return body, hold, rel, pid_hold
 
     def do_exit(self, child: Process, kind: str, rec: "Creation", lead: float | None = None) -> Proc:
         """do_exit(): exit_signals .. exit_mm (mm_release), exit_mmap of an mm it owns, exit_files ..,
@@ -542,24 +563,11 @@ class Kernel:
         (`_exits_at_once`), nothing waiting on its CPU: the head of do_exit's chunk, so a wake-up meanwhile
         preempts at the end of the exit's head, not at the return to user space between (an event fewer;
         tools/fingerprint.py: statistically invisible)."""
-        env, c, d = self.env, self.costs, self._d
+        env = self.env
         C = child.task
         t = env._now if lead is None else rec.child_start
-        # The measured do_exit runs to the last schedule, so it holds the tasklist_lock sections of
-        # exit_notify (and a thread's own release_task): they are carved out of it, not added.
-        hold = d.exit_notify_hold()
-        locked = hold
         thread = KINDS[kind].clone_thread  # CLONE_THREAD: release_task by itself at exit_notify
-        if thread:
-            rel, pid_hold = d.release_hold(), d.pid_hold()
-            locked += rel + pid_hold
-        body = max(0.0, d.do_exit() - locked)
-        if self.shared.cost is not None:  # exit_creds, cgroup_exit, free_pid after another CPU's (kernel/shared.py)
-            body += self.shared.exit_us(C.cpu.id, child.parent, c)
-        x = self.copies
-        if x is not None:  # exit_files -> close_files per fd, exit_task_namespaces; exit_notify's share
-            body = max(0.0, body + c.term("+exit", x.exit_us, x.sigma))
-            hold += c.term("+exit_notify", x.exit_notify_us, x.sigma)
+        body, hold, rel, pid_hold = self._exit_costs(child, thread)
         # exit_signals .. exit_mm: no preemption point before close_files' cond_resched, so a parent
         # released at mm_release waits on this CPU for the end of this head; a vfork parent on another
         # CPU is woken at mm_release itself, early in it
@@ -569,11 +577,9 @@ class Kernel:
             head = self._mm_release * body
         rest = body - head
         cold = 0.0
-        if child.inherited:  # exit_mm -> mmput -> exit_mmap of the image it shares with the parent
-            zap, cold = self._inherited_exit_mmap(child)
+        if child.mm is not child.parent.mm:  # exit_mm -> mmput -> exit_mmap of an mm it owns
+            zap, cold = self._exit_mmap(child)
             rest += zap
-        elif child.mm is not child.parent.mm:  # ... of an mm of its own
-            rest += c.draw("exit_mmap", child.mm.shape)
         if self.damon is not None and child.inherited:  # exit_mmap -> unlink_anon_vmas: the root for write
             yield from self.damon.anon_vma_write(C)  # (taken before the exit's chunk, not inside it)
         if child.vfork_waiter is not None:
