@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -726,3 +729,22 @@ def test_predict_states_the_gap_and_the_childs_life():
     assert fork == pytest.approx(share * fork_full, rel=0.15) and child == pytest.approx(exit_full, rel=0.15)
     fork, child = extras(gap_us=0.0)
     assert abs(fork) < 0.02 * fork_full and abs(child) < 0.02 * exit_full  # back to back: as calibrated
+
+
+@pytest.mark.skipif(not (sys.platform == "linux" and shutil.which("gcc") and len(os.sched_getaffinity(0)) >= 2),
+                    reason="needs Linux, gcc and two CPUs")
+@pytest.mark.parametrize("warm", [2, 3])
+def test_forkbench_moves_the_parent_at_every_fork(warm):
+    """forkbench cold -M alternates the parent between its CPU and the next one whatever the warm-up count (an odd
+    count once left it on its own CPU: the move computed from the parity of a negative index pinned to CPU -1,
+    which means no pin), so the warmth grid's `migrate` runs measure a fork after a move."""
+    from forksim.calibration import bench
+
+    cpu = min(os.sched_getaffinity(0))
+    if cpu + 1 not in os.sched_getaffinity(0):
+        pytest.skip("needs two neighbouring CPUs")
+    fb = str(bench.build().forkbench)
+    _, samples, _, _ = bench.run_bench([fb, "cold", "-r", str(1 * MiB), "-n", "6", "-w", str(warm), "-c", str(cpu),
+                                        "-M"])
+    ran = [s["cpu"] for s in samples]
+    assert set(ran) == {cpu, cpu + 1} and all(a != b for a, b in zip(ran, ran[1:]))

@@ -429,6 +429,7 @@ int main(int argc, char **argv)
     pin(cpu);
     if (migrate && cpu < 0)
         refuse("-M needs -c CPU (the parent alternates between CPU and its neighbour)");
+    const int home = cpu;
     if (!strcmp(mode, "lines")) {
         lines_curve(rss ? rss : 64ul << 20, reps > 0 ? reps : 1);
         return 0;
@@ -467,8 +468,9 @@ int main(int argc, char **argv)
                 busy_wait_us(spin_us);
             if (work_bytes)
                 other_work();
-            if (migrate)
-                pin(cpu = (i & 1) ? cpu - 1 : cpu + 1);
+            if (migrate) /* a toggle, not the parity of i: from a negative i (an odd warm-up count) that
+                            * read -1, "no pin", and the parent never moved */
+                pin(cpu = cpu == home ? home + 1 : home);
             gap = now_ns() - g0;
         }
         if (!strcmp(mode, "fork") || !strcmp(mode, "cold")) {
