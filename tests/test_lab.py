@@ -80,6 +80,21 @@ def test_end_group_leaves_nothing_of_the_group():
     assert not lab.group_alive(proc.pid)
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_a_group_of_zombies_is_not_alive():
+    """An exited process nobody has reaped yet runs nothing: a group left with only such members is ended (an
+    orphan's zombie waits for init, which reaps it seconds late on this machine kind)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # exited, not yet reaped: a zombie of ours
+        with open(f"/proc/{proc.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.01)
+    assert not lab.group_alive(proc.pid)
+    proc.wait()
+
+
 def test_stage_cost_is_typed_and_writes_as_before():
     q = list(np.linspace(0.5, 2.0, len(PROBABILITIES)))  # a residual's quantiles are at fit.PROBABILITIES
     c = stage_cost({"per_pte_us": 0.0123456789, "fixed_us": -1.0}, quantiles=q, source="measured: x")
