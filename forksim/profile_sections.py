@@ -220,7 +220,9 @@ class Warmth(BaseModel):
     calibration measured) .. 1 (fully cold), from what the last walk left cold (`residual`), the time
     since it, 1 - exp(-(dt/tau_us)^beta), the bytes other walks touched on that CPU since,
     1 - exp(-bytes/footprint_bytes), and a move to another CPU (`migration`), combined as
-    independent chances of eviction. Absent from a profile: every walk is warm."""
+    independent chances of eviction; where the profile has `remote` terms, a walk on another CPU than the
+    image's last walk pays those on what is still cached instead of `migration`. Absent from a profile: every
+    walk is warm."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     tau_us: float = Field(gt=0.0)
@@ -235,6 +237,13 @@ class Warmth(BaseModel):
         "that share of its own cold extra), interpolated in the image's pages, flat beyond the points; absent: "
         "every walk leaves its image as warm as a back-to-back loop's")
     stages: dict[Literal[COLD_STAGES], ColdTerms]  # type: ignore[valid-type] - kernel/stages.py marks them
+    remote: dict[Literal[COLD_STAGES], ColdTerms] = Field(  # type: ignore[valid-type]
+        default_factory=dict, description="what a walk pays on top of its warm median when the image's lines were "
+        "last written on another CPU (the child's exit there, or the parent's last walk before it moved) and are "
+        "still in that CPU's private caches, per stage: per_pte_us * min(ptes, pte_cap) (the cap: what that cache "
+        "holds); a walk at coldness c pays c of the cold terms and 1 - c of these. Present: a child's exit on "
+        "another CPU moves the image's lines there and `migration` is not used; absent: an exit elsewhere leaves "
+        "the image where it was, and a move pays `migration`")
     source: str = Field(min_length=1)
 
     @field_validator("residual")
@@ -262,7 +271,11 @@ class Warmth(BaseModel):
         if term == "per_pte_us":
             update["per_scattered_pte_us"] = cold.per_scattered_pte_us * factor
         terms = cold.model_copy(update=update)
-        return self.model_copy(update={"stages": {**self.stages, stage: terms}})
+        remote = self.remote.get(stage)
+        if remote is not None and term == "per_pte_us":
+            remote = remote.model_copy(update={"per_pte_us": remote.per_pte_us * factor})
+        return self.model_copy(update={"stages": {**self.stages, stage: terms},
+                                       "remote": {**self.remote, **({stage: remote} if remote is not None else {})}})
 
 
 class ConcurrentCreation(BaseModel):
@@ -286,8 +299,8 @@ class RemoteFree(BaseModel):
     refill from the buddy allocator), its memcg charges into the other CPU's stock. Linear in the
     image's VMAs (one vm_area_struct each) and anonymous VMAs (an anon_vma and two anon_vma_chains
     each). The thread-stack cache miss it also causes is not in here: StackCache prices it
-    (stack_vmalloc); nor the parent's page tables and struct pages the child's exit_mmap walked on the
-    other CPU (the warmth section's `migration`).
+    (stack_vmalloc); nor the image's lines the child's exit_mmap wrote on the other CPU, which grow with the
+    image (the warmth section's `remote`).
     Absent from a profile: such a fork costs what a back-to-back pinned one does."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -748,3 +748,53 @@ def test_forkbench_moves_the_parent_at_every_fork(warm):
                                         "-M"])
     ran = [s["cpu"] for s in samples]
     assert set(ran) == {cpu, cpu + 1} and all(a != b for a, b in zip(ran, ran[1:]))
+
+
+REMOTE = Warmth.model_validate({**CURVE.model_dump(), "remote": {"dup_mmap": {"per_pte_us": 0.03, "pte_cap": 16384},
+                                                                  "exit_mmap": {"per_pte_us": 0.012, "pte_cap": 16384}}})
+
+
+def test_an_exit_on_another_cpu_moves_the_lines_there_where_the_profile_prices_them():
+    """With Warmth.remote a child's exit on the other CPU moves the image there: the parent's next fork on its own CPU
+    pays the remote terms on the part still cached (1 - coldness) and the cold terms on the rest; no `migration`."""
+    w = WarmthTracker(REMOTE, 2)
+    mm = _mm()
+    w.walked(mm, 0, 0.0)
+    extra, cold = w.cold_walk("exit_mmap", mm, 1, 100.0, mm.shape)  # the child's exit, on the other CPU
+    assert cold == pytest.approx(1 - math.exp(-100.0 / CURVE.tau_us))  # time alone: no migration share
+    assert extra == pytest.approx((1 - cold) * 0.012 * 16384)  # no cold exit terms in this curve
+    w.exit_walked(mm, 1, 200.0, cold)
+    assert mm.walked_cpu == 1
+    extra, cold = w.cold_walk("dup_mmap", mm, 0, 200.0, mm.shape)  # the parent's next fork, right after
+    full = CURVE.stages["dup_mmap"].extra_us(SHAPE.ptes)
+    assert cold == 0.0 and extra == pytest.approx(0.03 * 16384)
+    extra, cold = w.cold_walk("dup_mmap", mm, 0, 200.0 + CURVE.tau_us, mm.shape)  # a tau later: partly evicted
+    assert extra == pytest.approx(cold * full + (1 - cold) * 0.03 * 16384)
+    assert w.cold_walk("dup_mmap", mm, 1, 200.0, mm.shape) == (0.0, 0.0)  # where the lines are: warm
+    # without remote terms: the exit leaves the image on the parent's CPU, a fork there is warm
+    old = WarmthTracker(CURVE, 2)
+    mm2 = _mm()
+    old.walked(mm2, 0, 0.0)
+    old.exit_walked(mm2, 1, 200.0)
+    assert mm2.walked_cpu == 0 and old.cold_walk("dup_mmap", mm2, 0, 200.0, mm2.shape) == (0.0, 0.0)
+
+
+def _unpinned(warmth: Warmth | None, pin: bool) -> tuple[float, float]:
+    """fork() p50 and round-trip p50 of a 64 MiB closed loop on two CPUs, pinned or not (us)."""
+    exp = parse_config({
+        "experiment": {"name": "t", "duration": 1_000_000.0, "warmup": 50_000.0, "replications": 1, "seed": 7},
+        "machine": {"cpus": 2, "profile": "default"},
+        "workload": {"kind": "closed", "parents": 1, "pin": pin, "image": {"rss": 64 * MiB, "vmas": 26},
+                     "child": {"clone": "fork", "lifetime": 0.0}},
+    }, resolved=True)  # us, bytes
+    res = run_experiment(exp, profile=load_profile("default").model_copy(update={"warmth": warmth}))
+    return res.summary["fork_latency_us"]["p50"], res.summary["roundtrip_latency_us"]["p50"]
+
+
+def test_children_exiting_on_the_other_cpu_slow_the_next_fork_and_their_exit():
+    """Unpinned, the default profile's placement puts children on the idle CPU: with remote terms forks and round
+    trips cost more; pinned (children exit where they were made) the loop costs what it did."""
+    fork0, rt0 = _unpinned(CURVE, pin=False)
+    fork1, rt1 = _unpinned(REMOTE, pin=False)
+    assert fork1 > fork0 + 50.0 and rt1 - fork1 > rt0 - fork0 + 20.0
+    assert _unpinned(REMOTE, pin=True) == _unpinned(CURVE, pin=True)

@@ -103,7 +103,8 @@ class Kernel:
         self.shared = SharedState(costs.profile.concurrent_creation)
         self.warmth = WarmthTracker(costs.profile.warmth, len(machine.cpus))
         # a child's exit_mmap priced cold where the profile measured it (absent: read no coldness at exits)
-        self._exit_cold = costs.profile.warmth is not None and EXIT_MMAP in costs.profile.warmth.stages
+        w = costs.profile.warmth
+        self._exit_cold = w is not None and (EXIT_MMAP in w.stages or EXIT_MMAP in w.remote)
         placement = costs.profile.placement
         fork_local = placement["fork_local_when_idle"].value
         busy = placement.get("fork_local_when_idle_busy")
@@ -362,9 +363,9 @@ class Kernel:
         head = P.interrupted(setup)
         t1 = t0 + head
         rec.setup_us = t1 - t0
-        warmth = self.warmth
-        cold = warmth.coldness(mm, P.cpu.id, t1) if warmth.curve is not None else 0.0
-        walk = self.costs.draw_plus("dup_mmap", mm.shape, warmth.extra_us("dup_mmap", cold, mm.shape))
+        w = self.warmth
+        extra, cold = w.cold_walk("dup_mmap", mm, P.cpu.id, t1, mm.shape) if w.curve is not None else (0.0, 0.0)
+        walk = self.costs.draw_plus("dup_mmap", mm.shape, extra)
         return P.run(head + walk, preemptible=True, head=head), head, cold
 
     def _dup_mmap_done(self, P: "Task", mm: MM, rec: "Creation", t1: float, cold: float) -> None:
@@ -383,9 +384,9 @@ class Kernel:
             yield self.sleep_until(P, granted)
         rec.mmap_wait = env._now - t
         t1 = env._now
-        cold = self.warmth.coldness(mm, P.cpu.id, t1)
-        yield P.run(c.draw_plus("dup_mmap", mm.shape, self.warmth.extra_us("dup_mmap", cold, mm.shape)),
-                    preemptible=True)
+        w = self.warmth
+        extra, cold = w.cold_walk("dup_mmap", mm, P.cpu.id, t1, mm.shape) if w.curve is not None else (0.0, 0.0)
+        yield P.run(c.draw_plus("dup_mmap", mm.shape, extra), preemptible=True)
         self.warmth.walked(mm, P.cpu.id, env._now, cold)  # its PTEs and struct pages are now in this CPU's caches
         lock.release()
         rec.dup_mmap_us = env._now - t1
@@ -533,8 +534,8 @@ class Kernel:
         shape = child.mm.shape
         if not (child.inherited and self._exit_cold):
             return self.costs.draw(EXIT_MMAP, shape), 0.0
-        cold = self.warmth.coldness(child.parent.mm, child.task.cpu.id, self.env._now)
-        return self.costs.draw_plus(EXIT_MMAP, shape, self.warmth.extra_us(EXIT_MMAP, cold, shape)), cold
+        extra, cold = self.warmth.cold_walk(EXIT_MMAP, child.parent.mm, child.task.cpu.id, self.env._now, shape)
+        return self.costs.draw_plus(EXIT_MMAP, shape, extra), cold
 
     def _exit_costs(self, child: Process, thread: bool) -> tuple[float, float, float, float]:
         """do_exit's CPU time without exit_mmap (body), exit_notify's tasklist_lock hold, and a thread's

@@ -21,6 +21,15 @@ byte a page, 555 / 230 / 148 / 113 us for the first four passes against 115 us w
 the image's: the fork's residual right after the fork, the time since for a child that lived.
 The profile's `warmth` curve turns that state into a coldness 0..1, and `ColdTerms` into microseconds.
 
+Where a walk's lines go matters as much as when: the lines a walk wrote stay in its CPU's private caches, and a walk
+on the other CPU fetches them from there (Warmth.remote). Pinned, forkbench -R (each child pins itself to the other
+CPU before it exits), the 2026-12-03 Intel host: the parent's next fork pays +190 / +500 / +500 us at 16 / 64 /
+256 MiB over a child exiting on the parent's CPU (+17 us at 0 MiB: remote_free's slab objects), flat beyond
+64 MiB (the other core's 2 MiB L2 holds the last lines the zap wrote); the child's exit pays +145 / +260 / +320 us
+when its fork ran on the other CPU; a parent that moved pays about the same (forkbench -M: +280 us at 64 MiB).
+Unpinned, a closed loop's children exit on the other CPU 40-50% of the time (64 / 256 MiB), and those forks cost
+1.8x / 1.3x the others (calibration/data/remote-exit-20261203.json).
+
 The image's physical layout (ImageShape.scatter) enters twice. StageCost.scatter_us prices the struct pages
 that miss even back to back, out of order. ColdTerms.per_scattered_pte_us prices what a cold walk adds per
 page out of physical order on top of the in-order cold extra: walked in order, the struct pages stream in
@@ -74,7 +83,7 @@ class WarmthTracker:
         warm = (1.0 - mm.walk_residual) * math.exp(-(max(0.0, now - mm.walked_at) / w.tau_us) ** w.beta)
         if mm.walked_cpu == cpu:
             warm *= math.exp(-max(0.0, self.cpu_bytes[cpu] - mm.walked_mark) / w.footprint_bytes)
-        else:
+        elif not w.remote:
             # another CPU's private caches held it; the other CPU's walks since do not count here
             warm *= 1.0 - w.migration
         return 1.0 - warm
@@ -83,13 +92,31 @@ class WarmthTracker:
         """What `stage` costs on top of its warm median at this coldness (microseconds)."""
         if coldness <= 0.0 or self.curve is None:
             return 0.0
-        hit = self._full.get((stage, id(shape)))
-        if hit is None or hit[0] is not shape:
-            terms = self.curve.stages.get(stage)
-            full = None if terms is None else terms.extra_us(shape.ptes, shape.scatter, shape.spread)
-            hit = self._full[(stage, id(shape))] = (shape, full)
-        full = hit[1]
+        full = self._full_us(stage, shape, self.curve.stages)
         return 0.0 if full is None else coldness * full
+
+    def cold_walk(self, stage: str, mm: "MM", cpu: int, now: float, shape: ImageShape) -> tuple[float, float]:
+        """A walk of `mm`'s image by `stage` on `cpu` now (`shape`: the walking mm's, the image or the child's copy of
+        it): what it costs on top of its warm median (microseconds) and the coldness it found. Where the profile
+        prices lines another CPU last wrote (Warmth.remote) and the image's are there, the part of the image still
+        cached (1 - coldness) pays those terms instead of nothing."""
+        coldness = self.coldness(mm, cpu, now)
+        extra = self.extra_us(stage, coldness, shape)
+        if self.curve.remote and mm.walked_cpu is not None and mm.walked_cpu != cpu and coldness < 1.0:
+            remote = self._full_us("remote " + stage, shape, self.curve.remote)
+            if remote is not None:
+                extra += (1.0 - coldness) * remote
+        return extra, coldness
+
+    def _full_us(self, key: str, shape: ImageShape, terms_of: dict) -> float | None:
+        """A stage's full extra for this image (its terms in `terms_of`, keyed by the stage: the last word of `key`),
+        cached per shape; None where the profile has no such terms."""
+        hit = self._full.get((key, id(shape)))
+        if hit is None or hit[0] is not shape:
+            terms = terms_of.get(key.rsplit(" ", 1)[-1])
+            full = None if terms is None else terms.extra_us(shape.ptes, shape.scatter, shape.spread)
+            hit = self._full[(key, id(shape))] = (shape, full)
+        return hit[1]
 
     def touched(self, cpu: int, nbytes: float) -> None:
         """Another process touched `nbytes` of its own memory on `cpu` (workload.other_work): lines the
@@ -123,13 +150,17 @@ class WarmthTracker:
     def exit_walked(self, mm: "MM", cpu: int, now: float, coldness: float = 0.0) -> None:
         """A child that shared `mm`'s pages exited on `cpu`, ending now: zap_pte_range touched the
         struct pages (their mapcounts), not the parent's page tables. On the image's own CPU that is a
-        walk. On another CPU the image stays where it was (the parent's page tables are still in that
-        CPU's caches; the struct page lines moved to a core that shares the last-level cache: assumption,
-        both vCPUs of this machine kind share it, /sys/devices/system/cpu/cpu0/cache/index3) and only its
-        time is refreshed; the bytes count against that other CPU's own images."""
+        walk. On another CPU, where the profile prices lines another CPU wrote (Warmth.remote), it is a walk there
+        too: the lines it wrote stay in that CPU's private caches, and the parent's next fork pays for them
+        (forkbench -R: 64 MiB, +500 us over a child exiting on the parent's CPU, 2026-12-03 Intel host). Without
+        those terms the image stays where it was (the assumption before that measurement: the lines moved to a
+        core that shares the last-level cache) and only its time is refreshed; the bytes count against that other
+        CPU's own images."""
         if self.curve is None:
             return
-        if mm.walked_at is None or mm.walked_cpu == cpu:
+        if mm.walked_at is None or mm.walked_cpu == cpu or self.curve.remote:
+            # with Warmth.remote: the lines it wrote are that CPU's now (measured: the parent's next fork pays the
+            # remote terms, forkbench -R)
             self.walked(mm, cpu, now, coldness)
             return
         self.cpu_bytes[cpu] += self.curve.walk_bytes_per_pte * (mm.shape.ptes + mm.shape.pmds)
