@@ -128,11 +128,42 @@ def test_a_family_the_room_rule_leaves_out_gets_its_share_from_the_same_loops():
     for family, n, p in (("fork", 3 * MIN_PLACEMENTS, 0.6), ("spawn", MIN_PLACEMENTS // 2, 1.0), ("vfork", 900, 0.9)):
         store.add(KIND, {"family": family, "seconds": 0.3, "lost_events": 0, "attempt": 0}, {},
                   [{"awake_us": 50.0, "idle_us": 30.0, "local": bool(x)} for x in rng.random(n) < p], [])
+    # the sparse loop (a 64 MiB parent asleep 1 ms after each fork) feeds the room rule, not the tight loop's share
+    store.add(KIND, {"family": "fork", "seconds": 0.4, "lost_events": 0, "attempt": 0, "rss": 64 << 20,
+                     "think_s": 0.001}, {}, [{"awake_us": 400.0, "idle_us": 3000.0, "local": True}] * 500, [])
     out = loop_shares(store, {"families": {"vfork": {}}})
     assert set(out) == {"fork_local_when_idle"}  # spawn: too few; vfork: the room rule has it
     assert out["fork_local_when_idle"]["value"] == pytest.approx(0.6, abs=0.06)
     assert out["fork_local_when_idle"]["source"].startswith("measured:")
     assert loop_shares(Store(), None) == {}
+
+
+def test_the_fork_family_also_runs_the_sparse_loop_and_its_long_idle_placements_reach_the_curve(monkeypatch):
+    """measure_room runs each family's tight loop until it has MIN_PLACEMENTS placements, then the fork family's
+    sparse loop once (an image, a think time); room_section pools them: the tight loop's short idle times say
+    spread, the sparse loop's long ones say local, each in its own idle bin."""
+    from forksim.calibration import room_loops
+    from forksim.calibration.plan import Store
+
+    calls = []
+
+    def fake(kind, seconds, family, rss=0, think_s=0.0):
+        calls.append((family, rss, think_s))
+        if rss:  # other CPU idle 3 ms, the parent's awake 400 us (its 64 MiB copy): kept local
+            place = [(family, 400.0, 3000.0, True)] * 150
+        else:  # the tight loop: awake under the room keeps it local, beyond it the recently idle CPU takes it
+            place = [(family, 20.0, 30.0, True)] * 150 + [(family, 200.0, 150.0, False)] * 150
+        return {"creations": 1}, 0, place, [], []
+
+    monkeypatch.setattr(room_loops, "_traced_loop", fake)
+    store = Store()
+    room_loops.measure_room(store, 0.3, lambda msg: None)
+    assert [c for c in calls if c[0] == "fork"] == [("fork", 0, 0.0), ("fork", 64 << 20, 0.001)]
+    assert all(c[1:] == (0, 0.0) for c in calls if c[0] != "fork")
+    sec = room_loops.room_section(store)
+    fork = sec["families"]["fork"]
+    assert fork["local"][0] < 0.05 and fork["local"][-1] > 0.95 and fork["idle_us"][-1] > 1000.0
+    assert "fork 0.3 s, fork 0.4 s, 64 MiB, 1 ms asleep after each" in sec["source"]
 
 
 def test_the_start_of_a_loop_is_left_out_when_asked():

@@ -798,3 +798,50 @@ def test_children_exiting_on_the_other_cpu_slow_the_next_fork_and_their_exit():
     fork1, rt1 = _unpinned(REMOTE, pin=False)
     assert fork1 > fork0 + 50.0 and rt1 - fork1 > rt0 - fork0 + 20.0
     assert _unpinned(REMOTE, pin=True) == _unpinned(CURVE, pin=True)
+
+
+def test_fit_recovers_the_remote_terms_less_the_empty_images():
+    """Per size a run whose children exit on the other CPU beside one whose children pin themselves to the parent's
+    CPU: the extras over the empty image's are per_pte * min(ptes, cap), the cap one of the sizes."""
+    store = Store()
+    per_fork, per_exit, cap = 0.03, 0.012, 16410
+    for rss, ptes in ((0, 26), (16 * MiB, 4122), (64 * MiB, 16410), (256 * MiB, 65561)):
+        warm_fork, warm_exit = 25.0 + 0.02 * ptes, 27.0 + 0.026 * ptes
+        for gap in (0, 1_000_000):
+            c = 0.0 if gap == 0 else 1.0
+            store.runs.append(_run(rss, "sleep", gap, warm_fork + c * (150 + 0.02 * ptes), ptes, gap, exit_us=warm_exit))
+        # the pair, run side by side, on a host 10% slower than at the back-to-back run: the extra is over the pair
+        drift = 1.1
+        store.runs.append(_run(rss, "remote_local", 0.0, drift * warm_fork, ptes, 0.0, exit_us=drift * warm_exit))
+        store.runs.append(_run(rss, "remote", 0.0, drift * warm_fork + 17.0 + per_fork * min(ptes, cap), ptes, 0.0,
+                               exit_us=drift * warm_exit + 59.0 + per_exit * min(ptes, cap)))
+    w, diag = fit_warmth(store)
+    r = w["remote"]
+    assert r["dup_mmap"]["pte_cap"] == cap and r["exit_mmap"]["pte_cap"] == cap
+    assert r["dup_mmap"]["per_pte_us"] == pytest.approx(per_fork, rel=0.03)
+    assert r["exit_mmap"]["per_pte_us"] == pytest.approx(per_exit, rel=0.03)
+    assert diag["warmth_fit"]["remote"][str(64 * MiB)]["fork_extra_us"] == pytest.approx(17 + per_fork * cap, rel=0.02)
+    assert "remote: forkbench cold -R" in w["source"]
+    Warmth.model_validate(w)
+
+
+def test_calibrate_reports_the_remote_extras_and_their_terms(capsys):
+    from forksim.commands import calibrate as cmd
+
+    points = {str(64 * MiB): {"ptes": 16410, "fork_extra_us": 500.2, "exit_extra_us": 260.0}}
+    cmd._remote_line({"remote": {"dup_mmap": {"per_pte_us": 0.0295, "pte_cap": 16410.0}}}, points)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "64 MiB fork +500, exit +260" in out and "dup_mmap 29.5 ns up to 16,410 pages" in out
+    cmd._remote_line({}, points)
+    assert "no remote terms" in capsys.readouterr().out
+
+
+def test_the_quick_plan_has_children_exit_on_the_other_cpu_at_every_size():
+    from forksim.calibration.plan import PLANS
+    from forksim.calibration.warmth import GRIDS, cold_jobs
+
+    names = [what for what, _ in cold_jobs(PLANS["quick"], "forkbench", Store(), 0, 1)]
+    for rss in GRIDS["quick"][0]:
+        assert f"fork {rss // MiB}MiB, the children exiting on the other CPU" in names
+        assert f"fork {rss // MiB}MiB, the children exiting on its parent's CPU" in names
+    assert not [n for n in cold_jobs(PLANS["quick"], "forkbench", Store(), 0, 0) if "other CPU" in n[0]]  # one CPU

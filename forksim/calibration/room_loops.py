@@ -20,7 +20,7 @@ from .plan import Store
 from .room import exec_points, fit_room, fit_wake_away, trace_points
 from .scheduling import MIN_IDLE_EXECS
 
-__all__ = ["LOADGEN_KINDS", "MIN_PLACEMENTS", "ATTEMPTS", "measure_room", "room_section", "loop_shares"]
+__all__ = ["LOADGEN_KINDS", "MIN_PLACEMENTS", "ATTEMPTS", "SPARSE_LOOP", "measure_room", "room_section", "loop_shares"]
 
 # profile family -> the load generator's --kind
 LOADGEN_KINDS = {"vfork": "vfork", "spawn": "posix_spawn", "thread": "thread", "fork": "fork"}
@@ -47,13 +47,15 @@ ATTEMPTS = 4
 SETTLE_S = 0.15
 
 
-def _traced_loop(kind: str, seconds: float, family: str) -> tuple[dict[str, Any], int, list, list, list]:
-    """One traced run of the load generator's loop: (its summary, events lost, placements, wake-ups, and for
-    posix_spawn whether each exec that began with another CPU idle left on another CPU)."""
+def _traced_loop(kind: str, seconds: float, family: str, rss: int = 0,
+                 think_s: float = 0.0) -> tuple[dict[str, Any], int, list, list, list]:
+    """One traced run of the load generator's loop (an image of `rss` bytes, `think_s` asleep after each
+    creation): (its summary, events lost, placements, wake-ups, and for posix_spawn whether each exec that began
+    with another CPU idle left on another CPU)."""
     from ..validation.loadgen import run_loadgen
 
     args = ["--mode", "closed", "--kind", kind, "--parents", "1", "--duration", f"{seconds + SETTLE_S:g}",
-            "--warmup", "0.05", "--hogs", "0", "--rss", "0"]
+            "--warmup", "0.05", "--hogs", "0", "--rss", str(rss), *(["--think", f"{think_s:g}"] if think_s else [])]
     trace = tracefs.TraceInstance(events=EVENTS, buffer_kb=65536, name=f"forksim-{os.getpid()}-room", optional=False)
     try:
         trace.open()
@@ -71,32 +73,52 @@ def _traced_loop(kind: str, seconds: float, family: str) -> tuple[dict[str, Any]
     return meta, lost, place, wakes, execs
 
 
+# The tight loops leave the other CPU idle a few hundred microseconds at most; a fork after a while asleep, or of an
+# image whose copy takes longer than that, finds it idle for milliseconds, a regime the tight loops do not reach
+# (the 2026-12-03 quick calibration's fork curve had 12 placements there). Traced on the Intel host (2026-12-03,
+# the load generator's unpinned fork loop): with the other CPU idle over 2 ms, 0.98 of 99 children of a 64 MiB
+# parent thinking 1 ms stayed on its CPU (0.98 of 500 forks in the validation's think1ms row) and 0.26 of 35 in a
+# tight 256 MiB loop. So the fork family also runs this loop, the sparse loop of a process forking now and then: a
+# 64 MiB image, 1 ms asleep after each creation (its placements pooled with the tight loop's; not in its share).
+SPARSE_LOOP = {"fork": (64 * 2**20, 0.001, 0.4)}  # family -> (rss bytes, think seconds, seconds traced)
+
+
 def measure_room(store: Store, seconds: float, log: Callable[[str], None]) -> None:
-    """Run each family's traced loop for `seconds` (again while it has under MIN_PLACEMENTS placements) and add
-    its points to `store` (kind "room", key family): samples of placements {"awake_us", "idle_us", "local"} and
-    segments of wait wake-ups {"idle_us", "moved"}."""
+    """Run each family's traced loop for `seconds` (again while it has under MIN_PLACEMENTS placements), and the
+    family's SPARSE_LOOP once, and add their points to `store` (kind "room", key family; the sparse loop's key also
+    rss and think_s): samples of placements {"awake_us", "idle_us", "local"} and segments of wait wake-ups
+    {"idle_us", "moved"}."""
     from ..validation.loadgen import LoadgenError
 
     for family in ROOM_FAMILIES:
         kind, n = LOADGEN_KINDS[family], 0
-        for attempt in range(ATTEMPTS):
+        loops = [(attempt, 0, 0.0, seconds) for attempt in range(ATTEMPTS)]
+        for attempt, rss, think_s, secs in loops + ([(0, *SPARSE_LOOP[family])] if family in SPARSE_LOOP else []):
+            if not rss and n >= MIN_PLACEMENTS:
+                continue
             try:
-                meta, lost, place, wakes, execs = _traced_loop(kind, seconds, family)
+                meta, lost, place, wakes, execs = _traced_loop(kind, secs, family, rss, think_s)
             except (OSError, LoadgenError) as exc:
                 log(f"placement room loop ({kind}) not measured: {exc}")
                 break
             summary = {k: v for k, v in meta.items() if isinstance(v, (int, float))}
-            store.add(KIND, {"family": family, "seconds": seconds, "settle_s": SETTLE_S, "lost_events": lost,
-                             "attempt": attempt},
+            store.add(KIND, {"family": family, "seconds": secs, "settle_s": SETTLE_S, "lost_events": lost,
+                             "attempt": attempt, **({"rss": rss, "think_s": think_s} if rss else {})},
                       {"loadgen_summary": summary},
                       [{"awake_us": round(a, 2), "idle_us": round(i, 2), "local": loc} for _f, a, i, loc in place],
                       [{"idle_us": round(i, 2), "moved": m} for i, m in wakes])
             if execs:
                 store.runs[-1]["exec_moved"] = execs
-            log(f"placement room loop ({kind}, {seconds:g} s): {len(place)} placements, {len(wakes)} wake-ups")
-            n += len(place)
-            if n >= MIN_PLACEMENTS:
-                break
+            log(f"placement room loop ({kind}, {_loop_label(store.runs[-1]['key'])}): {len(place)} placements, "
+                f"{len(wakes)} wake-ups")
+            if not rss:
+                n += len(place)
+
+
+def _loop_label(key: dict[str, Any]) -> str:
+    """A traced loop as the sources name it: its length, and a sparse loop's image and think time."""
+    extra = f", {key['rss'] >> 20} MiB, {key['think_s'] * 1e3:g} ms asleep after each" if key.get("rss") else ""
+    return f"{key['seconds']:g} s{extra}"
 
 
 # the placement section's share each family's tight loop measures where the room rule does not take the family
@@ -113,7 +135,7 @@ def loop_shares(store: Store, room: dict[str, Any] | None) -> dict[str, dict[str
     out: dict[str, dict[str, Any]] = {}
     listed = (room or {}).get("families", {})
     for family, key in LOOP_SHARE_KEYS.items():
-        runs = [r for r in store.select(KIND) if r["key"]["family"] == family]
+        runs = [r for r in store.select(KIND) if r["key"]["family"] == family and not r["key"].get("rss")]
         local = [bool(s["local"]) for r in runs for s in r["samples"]]
         if family in listed or len(local) < MIN_PLACEMENTS:
             continue
@@ -151,7 +173,7 @@ def room_section(store: Store) -> dict[str, Any] | None:
         return None
     what = ("the validation's load generator, closed loop, one unpinned parent, traced (every CPU's sched_switch, "
             "sched_waking, sched_wakeup_new): " + ", ".join(f"{LOADGEN_KINDS[r['key']['family']]} "
-                                                          f"{r['key']['seconds']:g} s" for r in runs)
+                                                          f"{_loop_label(r['key'])}" for r in runs)
             + f" (a loop with under {MIN_PLACEMENTS} placements of known state ran again)"
             + _settle_note(runs))
     sec = fit_room([(r["key"]["family"], s["awake_us"], s["idle_us"], bool(s["local"]))

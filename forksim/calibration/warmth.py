@@ -56,6 +56,8 @@ __all__ = ["GRIDS", "cold_jobs", "fit_warmth", "llc_bytes"]
 _MS = 1000  # us
 
 # plan name -> (sizes, [(sleep_us, reps)], [(LLC multiple, reps)], migration reps, [(spin_us, reps)],
+REMOTE_LOCAL = "remote_local"  # the remote runs' pair: the same forkbench -R call, the child's pin its parent's CPU
+
 # [(sleep_us, reps)] of the first size unpinned: the parent wakes on either CPU, as a real one does; these
 # are compared with the model in calibrate's report, never fitted; [(child's sleep_us, reps)] at every size:
 # the child sleeps before its exit (forkbench -E), so its exit_mmap finds the image cold and the next fork
@@ -72,17 +74,20 @@ _MS = 1000  # us
 # alone leave free (the 2026-12-01 quick grids put 271 us and, on a busy box, 2 ms there: a cold fork of an
 # empty parent). The quick plan's cold exits (2 a size: the second fork follows the first cold exit) took 9 s with 3
 # and the plan 65.0 s (2026-12-03 06:54): 2 exits, the co-runner's sweep 4 times (not 6) and the unpinned forks 4 (not
-# 8; compared, never fitted) keep it near a minute
+# 8; compared, never fitted) keep it near a minute. Last, the forks whose children exit on the other CPU, at every
+# size (forkbench -R: Warmth.remote). With those terms a move of the parent is priced by them (forkbench -M
+# measured +280 us at 64 MiB against -R's +240 us, 2026-12-03), so the quick plan leaves the moves out; the full
+# plan keeps them (warmth.migration, for the model without remote terms).
 GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple[float, int], ...], int,
-                       tuple[tuple[int, int], ...], tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]] = {
-    "smoke": ((16 * MiB,), ((0, 8), (10 * _MS, 4), (100 * _MS, 3)), ((2.0, 3),), 6, (), (), ((100 * _MS, 3),)),
+                       tuple[tuple[int, int], ...], tuple[tuple[int, int], ...], tuple[tuple[int, int], ...], int]] = {
+    "smoke": ((16 * MiB,), ((0, 8), (10 * _MS, 4), (100 * _MS, 3)), ((2.0, 3),), 6, (), (), ((100 * _MS, 3),), 4),
     "quick": ((64 * MiB, 256 * MiB, 0), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 10), (1000 * _MS, 4)),
-              ((2.0, 4),), 12, (),
-              ((100 * _MS, 4),), ((1000 * _MS, 2),)),
+              ((2.0, 4),), 0, (),
+              ((100 * _MS, 4),), ((1000 * _MS, 2),), 20),
     "full": ((16 * MiB, 64 * MiB, 256 * MiB, 0),
              ((0, 60), (1 * _MS, 40), (3 * _MS, 30), (10 * _MS, 25), (30 * _MS, 15), (100 * _MS, 10), (1000 * _MS, 4)),
              ((0.25, 25), (0.5, 25), (1.0, 20), (2.0, 20)), 60, ((10 * _MS, 20), (100 * _MS, 8)),
-             ((10 * _MS, 20), (100 * _MS, 10), (1000 * _MS, 5)), ((100 * _MS, 9), (1000 * _MS, 6))),
+             ((10 * _MS, 20), (100 * _MS, 10), (1000 * _MS, 5)), ((100 * _MS, 9), (1000 * _MS, 6)), 60),
 }
 
 
@@ -91,7 +96,7 @@ _ROUNDS = {"smoke": 1, "quick": 1, "full": 3}
 
 def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[tuple[str, Callable[[], None]]]:
     """The cold-fork runs of this plan, each a (description, job) pair."""
-    sizes, sleeps, works, mig_reps, spins, unpinned, exits = GRIDS[plan.name]
+    sizes, sleeps, works, mig_reps, spins, unpinned, exits, remote_reps = GRIDS[plan.name]
     llc = llc_bytes()
     jobs: list[tuple[str, Callable[[], None]]] = []
 
@@ -143,9 +148,14 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
                 w = int(mult * llc)
                 this.append((f"cold fork {rss // MiB}MiB after {w // MiB} MiB of other work{per}",
                              job(rss, "work", float(w), -(-reps // rounds), ["-W", str(w)], cpu)))
-            if other != cpu and not short:
+            if other != cpu and not short and mig_reps:
                 this.append((f"cold fork {rss // MiB}MiB after a move to another CPU{per}",
                              job(rss, "migrate", 0.0, -(-mig_reps // rounds), ["-M"], min(cpu, other))))
+            if other != cpu and remote_reps:  # a pair, side by side: the remote extra is a few hundred us
+                pair = [("remote", other, "the other CPU"), (REMOTE_LOCAL, cpu, "its parent's CPU")]
+                for cond, exit_cpu, where in pair if (rnd + sizes.index(rss)) % 2 == 0 else pair[::-1]:
+                    this.append((f"fork {rss // MiB}MiB, the children exiting on {where}{per}",
+                                 job(rss, cond, 0.0, -(-remote_reps // rounds), ["-R", str(exit_cpu)], cpu)))
             for gap, reps in ([] if rss != sizes[0] else unpinned):
                 this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep, unpinned{per}",
                              job(rss, "unpinned", gap, -(-reps // rounds), ["-s", str(gap)], -1)))
@@ -423,6 +433,61 @@ def _fit_exit(table: list[dict[str, Any]], warm: dict[int, float], fork_full: di
     return {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0)}, residual, points
 
 
+def _fit_remote(table: list[dict[str, Any]], warm: dict[int, float]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Warmth.remote, from the runs whose children exit on the other CPU (cond "remote", forkbench -R) beside the same
+    size's run whose children pin themselves to the parent's CPU (cond REMOTE_LOCAL, run next to it: the extra moved
+    from +500 to +100 us at 64 MiB within an hour on the 2026-12-03 Intel host, so a reference minutes away does
+    not do; without the pair, the back-to-back run). Per size, the fork's extra (fork() CPU time p50) and
+    the exit's (exit_ns p50: the child's _exit to the parent's reap); less the empty image's extras, which other terms
+    price (remote_free: the slab objects the exit freed there; the scheduler: the parent's wake-up from the other
+    CPU); per stage per_pte_us * min(ptes, cap) through the sizes' extras by relative least squares, the cap one of
+    the sizes' PTEs or none (what the other CPU's private caches hold of a larger image: measured flat beyond 64 MiB,
+    2026-12-03 Intel host). A stage none of whose sizes paid more than the empty image gets no terms.
+    Returns the terms per stage and the per-size extras (us)."""
+    def row(rss: int, cond: str) -> dict[str, Any] | None:
+        got = [t for t in table if t["rss_bytes"] == rss and t["cond"] == cond and t["x"] == 0]
+        return got[0] if got else None
+
+    points: dict[str, Any] = {}
+    for rss in sorted({t["rss_bytes"] for t in table if t["cond"] == "remote"}):
+        b2b, remote = row(rss, REMOTE_LOCAL) or row(rss, "sleep"), row(rss, "remote")
+        if b2b is not None and remote is not None:
+            points[rss] = {"ptes": remote["ptes"], "fork_extra_us": round(remote["fork_p50_us"] - b2b["fork_p50_us"], 1),
+                           "exit_extra_us": round(remote["exit_p50_us"] - b2b["exit_p50_us"], 1)}
+    terms: dict[str, Any] = {}
+    base = points.get(0)
+    for stage, field in ((DUP_MMAP, "fork_extra_us"), (EXIT_MMAP, "exit_extra_us")):
+        pts = [(p["ptes"], p[field] - (base[field] if base else 0.0)) for s, p in points.items() if s > 0]
+        pts = [(x, y) for x, y in pts if y > 0.0]
+        if not pts:
+            continue
+        ptes, extra = np.array([x for x, _ in pts], dtype=float), np.array([y for _, y in pts])
+        best: tuple[float, float, float] | None = None
+        for cap in sorted({*ptes.tolist(), math.inf}):
+            m = np.minimum(ptes, cap) / extra  # relative: each size's extra weighs alike
+            k = float(m.sum() / (m @ m))
+            err = float(np.sum((k * m - 1.0) ** 2))
+            if best is None or err < best[0] - 1e-9:
+                best = (err, k, cap)
+        assert best is not None
+        _, k, cap = best
+        terms[stage] = {"per_pte_us": round(k, 6), "pte_cap": round(cap if math.isfinite(cap) else ptes.max() * 1e6, 0)}
+    return terms, {str(s): p for s, p in points.items()}
+
+
+def _remote_source(terms: dict[str, Any], points: dict[str, Any]) -> str:
+    """The provenance of Warmth.remote ("" without runs)."""
+    if not points:
+        return ""
+    sizes = ", ".join(f"{int(s) // MiB} MiB fork {p['fork_extra_us']:+.0f} us, exit {p['exit_extra_us']:+.0f} us"
+                      for s, p in points.items())
+    return ("; remote: forkbench cold -R (each child pins itself to the other CPU before its exit) against the same "
+            f"call with the pin to the parent's CPU, run beside it, p50 extras: {sizes}; less the empty image's "
+            "(remote_free and the parent's cross-CPU wake-up price it), fitted as per_pte*min(ptes, cap) by relative "
+            "least squares, the cap one of the sizes' PTEs or none"
+            + ("" if terms else "; no size paid more than the empty image: no remote terms"))
+
+
 def _fully_cold_fit(table: list[dict[str, Any]], fitted: list[int], extras: dict[int, float], fell: bool,
                     spreads: dict[int, float] | None) -> tuple[float, float, float]:
     """fixed_us, per_pte_us and pte_cap through the fitted sizes' fully cold extras (per page at spread 1 where the
@@ -499,17 +564,19 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     exit_terms, residual, exit_points = _fit_exit(table, warm, sat, cold_at)
     if exit_terms is not None or residual:
         src += _exit_source(exit_points, exit_terms, residual)
+    remote, remote_points = _fit_remote(table, warm)
+    src += _remote_source(remote, remote_points)
     warmth = {"tau_us": round(float(tau), 1), "beta": round(float(beta), 3),
               "footprint_bytes": round(float(footprint), 0), "walk_bytes_per_pte": 80.0,
               "migration": round(float(np.clip(migration, 0.0, 1.0)), 3),
               **({"residual": sorted(residual)} if residual else {}),
               "stages": {DUP_MMAP: cold_terms, **({EXIT_MMAP: exit_terms} if exit_terms is not None else {})},
-              "source": src}
+              **({"remote": remote} if remote else {}), "source": src}
     diag["warmth_fit"] = {"warm_p50_us": {str(s): warm[s] for s in warm},
                           "cold_extra_us": {str(s): round(v, 1) for s, v in sat.items()},
                           "longest_sleep_extra_us": {str(s): [longest[s]["x"], round(v, 1)] for s, v in measured.items()},
                           "spread": {str(s): v for s, v in (spreads or {}).items()},
                           "coldness_points": [[round(float(a), 1), round(float(b), 3)] for a, b in zip(g, c)],
                           "footprint_estimates_bytes": [round(x) for x in fp], "migration_points": mig,
-                          "exit": exit_points}
+                          "exit": exit_points, "remote": remote_points}
     return warmth, diag

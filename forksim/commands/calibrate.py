@@ -256,7 +256,21 @@ def main(args: argparse.Namespace) -> int:
                           + "; ".join(same) + " (the same fork minutes apart: the host's drift)")
         _spread_line(cold)
     _exit_line(prof.get("warmth"), diag.get("warmth_fit", {}).get("exit"))
+    _remote_line(prof.get("warmth"), diag.get("warmth_fit", {}).get("remote"))
     return 0
+
+
+def _remote_line(warmth: dict | None, points: dict | None) -> None:
+    """The forks whose children exit on the other CPU: their extras, and the per-page terms fitted to them."""
+    if not points:
+        return
+    terms = (warmth or {}).get("remote", {})
+    console.print("children exiting on the other CPU (pinned parent, forkbench -R), p50 over exits on its CPU, us: "
+                  + "; ".join(f"{int(rss) >> 20} MiB fork {p['fork_extra_us']:+,.0f}, exit {p['exit_extra_us']:+,.0f}"
+                              for rss, p in points.items())
+                  + ("; priced beyond the empty image's, per page up to a cap: "
+                     + ", ".join(f"{stage} {t['per_pte_us'] * 1e3:.1f} ns up to {t['pte_cap']:,.0f} pages"
+                                 for stage, t in terms.items()) if terms else "; no remote terms"))
 
 
 def _exit_line(warmth: dict | None, points: dict | None) -> None:
