@@ -460,6 +460,27 @@ def test_merge_a_calibration_raw_file_into_a_profile(tmp_path):
     assert main(["merge", str(tmp_path / "missing.json.gz"), str(prof)]) == 2  # one line, exit 2
 
 
+def test_merge_takes_the_placement_room_loops_where_the_raw_file_has_them(tmp_path):
+    """A calibrate --raw file's room loops (the fork family's sparse loop among them) go into placement_room with
+    the warmth, from the same measurement; the remote pairs give warmth.remote."""
+    from pathlib import Path
+
+    from forksim.calibration.warmth_grid import main
+    from forksim.profile import Profile
+
+    raw = Path(__file__).parents[1] / "calibration/data/intel-xeon-warmth-room-20261203.raw.json.gz"
+    prof = tmp_path / "p.json"
+    prof.write_text((Path(__file__).parents[1] / "forksim/profiles/default.json").read_text())
+    assert main(["merge", str(raw), str(prof)]) == 0
+    after = json.loads(prof.read_text())
+    assert after["provenance"]["merged_warmth"]["sections"] == ["warmth", "placement_room"]
+    fork = after["placement_room"]["families"]["fork"]
+    assert fork["idle_us"][-1] >= 1000.0 and fork["local"][-1] > 0.9  # the sparse loop: the other CPU idle long
+    assert "64 MiB, 1 ms asleep after each" in after["placement_room"]["source"]
+    assert set(after["warmth"]["remote"]) == {"dup_mmap", "exit_mmap"}
+    Profile.model_validate(after)
+
+
 @pytest.mark.kernel
 @pytest.mark.skipif(__import__("forksim.lab", fromlist=["compiler"]).compiler() is None, reason="no C compiler")
 def test_the_cold_grid_alone_keeps_its_raw_samples(tmp_path):

@@ -440,7 +440,7 @@ def _fit_remote(table: list[dict[str, Any]], warm: dict[int, float]) -> tuple[di
     not do; without the pair, the back-to-back run). Per size, the fork's extra (fork() CPU time p50) and
     the exit's (exit_ns p50: the child's _exit to the parent's reap); less the empty image's extras, which other terms
     price (remote_free: the slab objects the exit freed there; the scheduler: the parent's wake-up from the other
-    CPU); per stage per_pte_us * min(ptes, cap) through the sizes' extras by relative least squares, the cap one of
+    CPU); per stage per_pte_us * min(ptes, cap) through the sizes' extras by least squares, the cap one of
     the sizes' PTEs or none (what the other CPU's private caches hold of a larger image: measured flat beyond 64 MiB,
     2026-12-03 Intel host). A stage none of whose sizes paid more than the empty image gets no terms.
     Returns the terms per stage and the per-size extras (us)."""
@@ -464,9 +464,11 @@ def _fit_remote(table: list[dict[str, Any]], warm: dict[int, float]) -> tuple[di
         ptes, extra = np.array([x for x, _ in pts], dtype=float), np.array([y for _, y in pts])
         best: tuple[float, float, float] | None = None
         for cap in sorted({*ptes.tolist(), math.inf}):
-            m = np.minimum(ptes, cap) / extra  # relative: each size's extra weighs alike
-            k = float(m.sum() / (m @ m))
-            err = float(np.sum((k * m - 1.0) ** 2))
+            # absolute, not relative, least squares: a small image's extra of a few tens of us (16 MiB: +29 us over
+            # the empty image's in the 2026-12-03 full calibration, against +304 at 64 MiB) would set the slope
+            m = np.minimum(ptes, cap)
+            k = float(m @ extra / (m @ m))
+            err = float(np.sum((k * m - extra) ** 2))
             if best is None or err < best[0] - 1e-9:
                 best = (err, k, cap)
         assert best is not None
@@ -483,8 +485,8 @@ def _remote_source(terms: dict[str, Any], points: dict[str, Any]) -> str:
                       for s, p in points.items())
     return ("; remote: forkbench cold -R (each child pins itself to the other CPU before its exit) against the same "
             f"call with the pin to the parent's CPU, run beside it, p50 extras: {sizes}; less the empty image's "
-            "(remote_free and the parent's cross-CPU wake-up price it), fitted as per_pte*min(ptes, cap) by relative "
-            "least squares, the cap one of the sizes' PTEs or none"
+            "(remote_free and the parent's cross-CPU wake-up price it), fitted as per_pte*min(ptes, cap) by least "
+            "squares, the cap one of the sizes' PTEs or none"
             + ("" if terms else "; no size paid more than the empty image: no remote terms"))
 
 

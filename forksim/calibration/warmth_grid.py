@@ -2,7 +2,7 @@
 whole calibration: measure forkbench's cold runs of a plan (warmth.GRIDS) pinned, keep their raw
 samples, fit them (warmth.fit_warmth) and merge the `warmth` section into profile files additively,
 with provenance.merged_warmth saying from what, when and how. `merge` also takes a raw file that
-`forksim calibrate --raw` wrote (its cold runs)."""
+`forksim calibrate --raw` wrote (its cold runs, and its placement room loops: placement_room)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import ForksimError, MeasurementError
 from . import bench
 from .plan import PLANS, MiB, Store
+from .room_loops import KIND as ROOM_KIND, room_section
 from .warmth import cold_jobs, fit_warmth
 
 __all__ = ["measure_warmth", "merge_into", "main"]
@@ -70,7 +71,8 @@ def _speed(prof: dict[str, Any], diag: dict[str, Any]) -> tuple[str, float | Non
 
 def merge_into(raw: str | Path, profile: str | Path, note: str = "", scale: bool = False) -> dict[str, Any]:
     """Fit the cold-fork runs of a raw file (calibrate --raw, or the cold grid alone) and add the
-    `warmth` section to an existing profile file, leaving everything else as it is (additive).
+    `warmth` section to an existing profile file, and the `placement_room` section where the raw file holds the
+    placement room loops, leaving everything else as it is (additive).
     scale: divide the cold extra (fixed_us, per_pte_us) by the grid's back-to-back speed relative to
     the profile's (an assumption: a host running slower slows the cold extra alike)."""
     import datetime as _dt
@@ -97,9 +99,17 @@ def merge_into(raw: str | Path, profile: str | Path, note: str = "", scale: bool
     warmth["source"] += f"; raw samples: {rp.name}" + (f"; {note}" if note else "")
     prof["warmth"] = warmth
     prof.setdefault("diagnostics", {})["warmth"] = diag
+    sections = ["warmth"]
+    # a calibrate --raw file also holds the placement room loops (the fork family's sparse loop finds the other CPU
+    # long idle, as a cold fork does): their section goes with the warmth, from the same measurement
+    room = room_section(Store(runs=[x for x in r["runs"] if x["kind"] == ROOM_KIND]))
+    if room is not None:
+        room["source"] += f"; raw samples: {rp.name}"
+        prof["placement_room"] = room
+        sections.append("placement_room")
     kernel = (r.get("facts") or r.get("provenance") or {}).get("kernel")
     prof.setdefault("provenance", {})["merged_warmth"] = {
-        "sections": ["warmth"], "note": f"python -m forksim.calibration.warmth_grid (raw: {rp}), kernel {kernel}"
+        "sections": sections, "note": f"python -m forksim.calibration.warmth_grid (raw: {rp}), kernel {kernel}"
         + (f"; {note}" if note else ""), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     Profile.model_validate(prof)
     write_text(path, json.dumps(prof, indent=1) + "\n")
