@@ -84,35 +84,46 @@ SPARSE_LOOP = {"fork": (64 * 2**20, 0.001, 0.4)}  # family -> (rss bytes, think 
 
 
 def measure_room(store: Store, seconds: float, log: Callable[[str], None]) -> None:
-    """Run each family's traced loop for `seconds` (again while it has under MIN_PLACEMENTS placements), and the
+    """Run each family's traced loop for `seconds` (again while it has under MIN_PLACEMENTS placements), then the
     family's SPARSE_LOOP once, and add their points to `store` (kind "room", key family; the sparse loop's key also
     rss and think_s): samples of placements {"awake_us", "idle_us", "local"} and segments of wait wake-ups
     {"idle_us", "moved"}."""
+    for family in ROOM_FAMILIES:
+        n, got = 0, 0
+        for attempt in range(ATTEMPTS):
+            got = _measure_loop(store, family, seconds, attempt, log)
+            if got is None:  # the load generator cannot run here: nor will the sparse loop
+                break
+            n += got
+            if n >= MIN_PLACEMENTS:
+                break
+        if got is not None and family in SPARSE_LOOP:
+            rss, think_s, secs = SPARSE_LOOP[family]
+            _measure_loop(store, family, secs, 0, log, rss, think_s)
+
+
+def _measure_loop(store: Store, family: str, seconds: float, attempt: int, log: Callable[[str], None], rss: int = 0,
+                  think_s: float = 0.0) -> int | None:
+    """One traced loop of `family` into `store`: its number of placements, None where it could not run."""
     from ..validation.loadgen import LoadgenError
 
-    for family in ROOM_FAMILIES:
-        kind, n = LOADGEN_KINDS[family], 0
-        loops = [(attempt, 0, 0.0, seconds) for attempt in range(ATTEMPTS)]
-        for attempt, rss, think_s, secs in loops + ([(0, *SPARSE_LOOP[family])] if family in SPARSE_LOOP else []):
-            if not rss and n >= MIN_PLACEMENTS:
-                continue
-            try:
-                meta, lost, place, wakes, execs = _traced_loop(kind, secs, family, rss, think_s)
-            except (OSError, LoadgenError) as exc:
-                log(f"placement room loop ({kind}) not measured: {exc}")
-                break
-            summary = {k: v for k, v in meta.items() if isinstance(v, (int, float))}
-            store.add(KIND, {"family": family, "seconds": secs, "settle_s": SETTLE_S, "lost_events": lost,
-                             "attempt": attempt, **({"rss": rss, "think_s": think_s} if rss else {})},
-                      {"loadgen_summary": summary},
-                      [{"awake_us": round(a, 2), "idle_us": round(i, 2), "local": loc} for _f, a, i, loc in place],
-                      [{"idle_us": round(i, 2), "moved": m} for i, m in wakes])
-            if execs:
-                store.runs[-1]["exec_moved"] = execs
-            log(f"placement room loop ({kind}, {_loop_label(store.runs[-1]['key'])}): {len(place)} placements, "
-                f"{len(wakes)} wake-ups")
-            if not rss:
-                n += len(place)
+    kind = LOADGEN_KINDS[family]
+    try:
+        meta, lost, place, wakes, execs = _traced_loop(kind, seconds, family, rss, think_s)
+    except (OSError, LoadgenError) as exc:
+        log(f"placement room loop ({kind}) not measured: {exc}")
+        return None
+    summary = {k: v for k, v in meta.items() if isinstance(v, (int, float))}
+    store.add(KIND, {"family": family, "seconds": seconds, "settle_s": SETTLE_S, "lost_events": lost,
+                     "attempt": attempt, **({"rss": rss, "think_s": think_s} if rss else {})},
+              {"loadgen_summary": summary},
+              [{"awake_us": round(a, 2), "idle_us": round(i, 2), "local": loc} for _f, a, i, loc in place],
+              [{"idle_us": round(i, 2), "moved": m} for i, m in wakes])
+    if execs:
+        store.runs[-1]["exec_moved"] = execs
+    log(f"placement room loop ({kind}, {_loop_label(store.runs[-1]['key'])}): {len(place)} placements, "
+        f"{len(wakes)} wake-ups")
+    return len(place)
 
 
 def _loop_label(key: dict[str, Any]) -> str:

@@ -55,9 +55,9 @@ __all__ = ["GRIDS", "cold_jobs", "fit_warmth", "llc_bytes"]
 
 _MS = 1000  # us
 
-# plan name -> (sizes, [(sleep_us, reps)], [(LLC multiple, reps)], migration reps, [(spin_us, reps)],
 REMOTE_LOCAL = "remote_local"  # the remote runs' pair: the same forkbench -R call, the child's pin its parent's CPU
 
+# plan name -> (sizes, [(sleep_us, reps)], [(LLC multiple, reps)], migration reps, [(spin_us, reps)],
 # [(sleep_us, reps)] of the first size unpinned: the parent wakes on either CPU, as a real one does; these
 # are compared with the model in calibrate's report, never fitted; [(child's sleep_us, reps)] at every size:
 # the child sleeps before its exit (forkbench -E), so its exit_mmap finds the image cold and the next fork
@@ -74,8 +74,8 @@ REMOTE_LOCAL = "remote_local"  # the remote runs' pair: the same forkbench -R ca
 # alone leave free (the 2026-12-01 quick grids put 271 us and, on a busy box, 2 ms there: a cold fork of an
 # empty parent). The quick plan's cold exits (2 a size: the second fork follows the first cold exit) took 9 s with 3
 # and the plan 65.0 s (2026-12-03 06:54): 2 exits, the co-runner's sweep 4 times (not 6) and the unpinned forks 4 (not
-# 8; compared, never fitted) keep it near a minute. Last, the forks whose children exit on the other CPU, at every
-# size (forkbench -R: Warmth.remote). With those terms a move of the parent is priced by them (forkbench -M
+# 8; compared, never fitted) keep it near a minute. Last, remote reps: forks whose children exit on the other CPU, at
+# every size, beside as many whose children exit on the parent's (forkbench -R: Warmth.remote). With those terms a move of the parent is priced by them (forkbench -M
 # measured +280 us at 64 MiB against -R's +240 us, 2026-12-03), so the quick plan leaves the moves out; the full
 # plan keeps them (warmth.migration, for the model without remote terms).
 GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple[float, int], ...], int,
@@ -433,7 +433,7 @@ def _fit_exit(table: list[dict[str, Any]], warm: dict[int, float], fork_full: di
     return {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0)}, residual, points
 
 
-def _fit_remote(table: list[dict[str, Any]], warm: dict[int, float]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _fit_remote(table: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Warmth.remote, from the runs whose children exit on the other CPU (cond "remote", forkbench -R) beside the same
     size's run whose children pin themselves to the parent's CPU (cond REMOTE_LOCAL, run next to it: the extra moved
     from +500 to +100 us at 64 MiB within an hour on the 2026-12-03 Intel host, so a reference minutes away does
@@ -566,7 +566,7 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     exit_terms, residual, exit_points = _fit_exit(table, warm, sat, cold_at)
     if exit_terms is not None or residual:
         src += _exit_source(exit_points, exit_terms, residual)
-    remote, remote_points = _fit_remote(table, warm)
+    remote, remote_points = _fit_remote(table)
     src += _remote_source(remote, remote_points)
     warmth = {"tau_us": round(float(tau), 1), "beta": round(float(beta), 3),
               "footprint_bytes": round(float(footprint), 0), "walk_bytes_per_pte": 80.0,

@@ -92,7 +92,7 @@ class WarmthTracker:
         """What `stage` costs on top of its warm median at this coldness (microseconds)."""
         if coldness <= 0.0 or self.curve is None:
             return 0.0
-        full = self._full_us(stage, shape, self.curve.stages)
+        full = self._full_us(stage, shape)
         return 0.0 if full is None else coldness * full
 
     def cold_walk(self, stage: str, mm: "MM", cpu: int, now: float, shape: ImageShape) -> tuple[float, float]:
@@ -103,17 +103,18 @@ class WarmthTracker:
         coldness = self.coldness(mm, cpu, now)
         extra = self.extra_us(stage, coldness, shape)
         if self.curve.remote and mm.walked_cpu is not None and mm.walked_cpu != cpu and coldness < 1.0:
-            remote = self._full_us("remote " + stage, shape, self.curve.remote)
+            remote = self._full_us(stage, shape, remote=True)
             if remote is not None:
                 extra += (1.0 - coldness) * remote
         return extra, coldness
 
-    def _full_us(self, key: str, shape: ImageShape, terms_of: dict) -> float | None:
-        """A stage's full extra for this image (its terms in `terms_of`, keyed by the stage: the last word of `key`),
-        cached per shape; None where the profile has no such terms."""
+    def _full_us(self, stage: str, shape: ImageShape, remote: bool = False) -> float | None:
+        """A stage's fully cold extra for this image (remote: its Warmth.remote terms'), cached per shape; None
+        where the profile has no such terms."""
+        key = ("remote " if remote else "") + stage
         hit = self._full.get((key, id(shape)))
         if hit is None or hit[0] is not shape:
-            terms = terms_of.get(key.rsplit(" ", 1)[-1])
+            terms = (self.curve.remote if remote else self.curve.stages).get(stage)
             full = None if terms is None else terms.extra_us(shape.ptes, shape.scatter, shape.spread)
             hit = self._full[(key, id(shape))] = (shape, full)
         return hit[1]
