@@ -36,6 +36,19 @@ def _idle_wake_curve(wakes: list[dict[str, Any]], ref_us: float) -> dict[str, An
                       "samples over 1 ms dropped (the other CPU was busy)"}
 
 
+# A same-CPU FUTEX_WAKE whose waker's call took longer than this switched to its wakee before returning (the wakee
+# preempted it: the call then holds the wakee's run and two context switches). On the Intel host (2026-12-03) the call
+# p50 came out 0.16-0.24 us in 4 quick calibrations and 22 us in 3 others: the reference of the cross-CPU call
+# (13.6-14.5 us in all 7), that put the IPI cost at 0 in those 3 (K1-rss0's fork p50 -34% against -6%).
+UNSWITCHED_WAKE_US = 5.0
+
+
+def _local_wake_call(calls: list[float]) -> float | None:
+    """The same-CPU wake's call p50 over the calls that did not switch to the wakee (under UNSWITCHED_WAKE_US)."""
+    quick = [c for c in calls if c < UNSWITCHED_WAKE_US]
+    return median(quick) if len(quick) >= 10 else None
+
+
 def _ipi_send_curve(wakes: list[dict[str, Any]], local_us: float) -> dict[str, Any] | None:
     """The waker's FUTEX_WAKE of a task on the halted other CPU, minus a same-CPU wake, after each idle
     time the wakee's CPU had: the profile's scheduler.ipi_send_curve (whole distributions: the host's
@@ -105,15 +118,18 @@ def fit_scheduler(ev: Evidence, facts: dict[str, Any]) -> tuple[dict[str, StageC
             d["idle_wake_curve"] = curve  # derive.py puts it into the profile's scheduler section
     else:
         out["idle_wake"] = stage_cost(fixed_us=25.0, source="assumption: 25 us (no cross-CPU measurement)")
-    ipi = median(call_x) - median(call_local) if call_x and call_local else float("nan")
+    local_ref = _local_wake_call(call_local)
+    d["futex_wake_call_local_unswitched_us"] = local_ref
+    ipi = median(call_x) - local_ref if call_x and local_ref is not None else float("nan")
     if math.isfinite(ipi) and ipi > 0:
-        ipi_cost = stage_cost(fixed_us=ipi, quantiles=quantiles([c - median(call_local) for c in call_x
-                                                          if c - median(call_local) > 0]), source=(
+        ipi_cost = stage_cost(fixed_us=ipi, quantiles=quantiles([c - local_ref for c in call_x
+                                                          if c - local_ref > 0]), source=(
             f"measured: FUTEX_WAKE of a task on the halted other CPU ({len(call_x)} calls) minus a same-CPU wake "
-            f"({len(call_local)} calls): the waker's cost of the remote wake-up and its reschedule IPI"))
+            f"that did not switch to its wakee ({local_ref:.2f} us, p50): the waker's cost of the remote wake-up and "
+            f"its reschedule IPI"))
     else:
         ipi_cost = stage_cost(fixed_us=3.0, source="assumption: 3 us (an APIC ICR write exits to the hypervisor)")
-    if call_local and (ipi_curve := _ipi_send_curve(wakes, median(call_local))) is not None:
+    if local_ref is not None and (ipi_curve := _ipi_send_curve(wakes, local_ref)) is not None:
         d["ipi_send_curve"] = ipi_curve  # derive.py puts it into the profile's scheduler section
     same = [r for r in store.select("sched", mode="pipe") if r["key"]["a"] == r["key"]["b"]]
     xpipe = [r for r in store.select("sched", mode="pipe") if r["key"]["a"] != r["key"]["b"]]
