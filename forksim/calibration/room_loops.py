@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from ..profile import ROOM_FAMILIES
 from . import tracefs
-from .plan import Store
+from .plan import MiB, Store
 from .room import exec_points, fit_room, fit_wake_away, trace_points
 from .scheduling import MIN_IDLE_EXECS
 
@@ -80,7 +80,7 @@ def _traced_loop(kind: str, seconds: float, family: str, rss: int = 0,
 # parent thinking 1 ms stayed on its CPU (0.98 of 500 forks in the validation's think1ms row) and 0.26 of 35 in a
 # tight 256 MiB loop. So the fork family also runs this loop, the sparse loop of a process forking now and then: a
 # 64 MiB image, 1 ms asleep after each creation (its placements pooled with the tight loop's; not in its share).
-SPARSE_LOOP = {"fork": (64 * 2**20, 0.001, 0.4)}  # family -> (rss bytes, think seconds, seconds traced)
+SPARSE_LOOP = {"fork": (64 * MiB, 0.001, 0.4)}  # family -> (rss bytes, think seconds, seconds traced)
 
 
 def measure_room(store: Store, seconds: float, log: Callable[[str], None]) -> None:
@@ -128,7 +128,7 @@ def _measure_loop(store: Store, family: str, seconds: float, attempt: int, log: 
 
 def _loop_label(key: dict[str, Any]) -> str:
     """A traced loop as the sources name it: its length, and a sparse loop's image and think time."""
-    extra = f", {key['rss'] >> 20} MiB, {key['think_s'] * 1e3:g} ms asleep after each" if key.get("rss") else ""
+    extra = f", {key['rss'] // MiB} MiB, {key['think_s'] * 1e3:g} ms asleep after each" if key.get("rss") else ""
     return f"{key['seconds']:g} s{extra}"
 
 

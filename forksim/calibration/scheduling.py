@@ -49,6 +49,23 @@ def _local_wake_call(calls: list[float]) -> float | None:
     return median(quick) if len(quick) >= 10 else None
 
 
+def _ipi_cost(wakes: list[dict[str, Any]], call_x: list[float], call_local: list[float],
+              d: dict[str, Any]) -> StageCost:
+    """ipi_send, the waker's cost of a cross-CPU wake-up (its calls `call_x` less the same-CPU wake that did not
+    switch), and in `d` that reference and the ipi_send_curve by the wakee's idle time."""
+    local_ref = _local_wake_call(call_local)
+    d["futex_wake_call_local_unswitched_us"] = local_ref
+    if local_ref is not None and (ipi_curve := _ipi_send_curve(wakes, local_ref)) is not None:
+        d["ipi_send_curve"] = ipi_curve  # derive.py puts it into the profile's scheduler section
+    ipi = median(call_x) - local_ref if call_x and local_ref is not None else float("nan")
+    if not (math.isfinite(ipi) and ipi > 0):
+        return stage_cost(fixed_us=3.0, source="assumption: 3 us (an APIC ICR write exits to the hypervisor)")
+    return stage_cost(fixed_us=ipi, quantiles=quantiles([c - local_ref for c in call_x if c - local_ref > 0]), source=(
+        f"measured: FUTEX_WAKE of a task on the halted other CPU ({len(call_x)} calls) minus a same-CPU wake "
+        f"that did not switch to its wakee ({local_ref:.2f} us, p50): the waker's cost of the remote wake-up and "
+        f"its reschedule IPI"))
+
+
 def _ipi_send_curve(wakes: list[dict[str, Any]], local_us: float) -> dict[str, Any] | None:
     """The waker's FUTEX_WAKE of a task on the halted other CPU, minus a same-CPU wake, after each idle
     time the wakee's CPU had: the profile's scheduler.ipi_send_curve (whole distributions: the host's
@@ -118,19 +135,7 @@ def fit_scheduler(ev: Evidence, facts: dict[str, Any]) -> tuple[dict[str, StageC
             d["idle_wake_curve"] = curve  # derive.py puts it into the profile's scheduler section
     else:
         out["idle_wake"] = stage_cost(fixed_us=25.0, source="assumption: 25 us (no cross-CPU measurement)")
-    local_ref = _local_wake_call(call_local)
-    d["futex_wake_call_local_unswitched_us"] = local_ref
-    ipi = median(call_x) - local_ref if call_x and local_ref is not None else float("nan")
-    if math.isfinite(ipi) and ipi > 0:
-        ipi_cost = stage_cost(fixed_us=ipi, quantiles=quantiles([c - local_ref for c in call_x
-                                                          if c - local_ref > 0]), source=(
-            f"measured: FUTEX_WAKE of a task on the halted other CPU ({len(call_x)} calls) minus a same-CPU wake "
-            f"that did not switch to its wakee ({local_ref:.2f} us, p50): the waker's cost of the remote wake-up and "
-            f"its reschedule IPI"))
-    else:
-        ipi_cost = stage_cost(fixed_us=3.0, source="assumption: 3 us (an APIC ICR write exits to the hypervisor)")
-    if local_ref is not None and (ipi_curve := _ipi_send_curve(wakes, local_ref)) is not None:
-        d["ipi_send_curve"] = ipi_curve  # derive.py puts it into the profile's scheduler section
+    ipi_cost = _ipi_cost(wakes, call_x, call_local, d)
     same = [r for r in store.select("sched", mode="pipe") if r["key"]["a"] == r["key"]["b"]]
     xpipe = [r for r in store.select("sched", mode="pipe") if r["key"]["a"] != r["key"]["b"]]
     p1 = median(vals(store.select("sched", mode="pipe1"), "rtt_ns"))

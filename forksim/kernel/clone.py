@@ -105,30 +105,7 @@ class Kernel:
         # a child's exit_mmap priced cold where the profile measured it (absent: read no coldness at exits)
         w = costs.profile.warmth
         self._exit_cold = w is not None and (EXIT_MMAP in w.stages or EXIT_MMAP in w.remote)
-        placement = costs.profile.placement
-        fork_local = placement["fork_local_when_idle"].value
-        busy = placement.get("fork_local_when_idle_busy")
-        self._pack = {  # P(child stays on the parent's CPU although one is idle), by (CLONE_VFORK,
-            (False, False): fork_local,  # whether the parent's CPU has a task waiting besides it)
-            (False, True): busy.value if busy is not None else fork_local,
-            (True, False): placement["vfork_local_when_idle"].value,
-            (True, True): placement["vfork_local_when_idle"].value,
-        }
-        # by family where the profile measured it: a thread (absent: as fork), a CLONE_VFORK child that
-        # execs (posix_spawn; absent: as vfork)
-        thread, spawn = placement.get("thread_local_when_idle"), placement.get("spawn_local_when_idle")
-        self._thread_local = thread.value if thread is not None else None
-        self._spawn_local = spawn.value if spawn is not None else None
-        # sched_exec: P(an exec'ing child alone on its CPU moves to an idle one); absent: 0 (upstream)
-        moves = placement.get("exec_moves_when_idle")
-        self._exec_moves = moves.value if moves is not None else 0.0
-        # sched_vcpu_pack keeps a vfork child on the parent's CPU when the idle CPU has slept a while, but
-        # puts it on a CPU that went idle only just now (the previous child's): None, no such distinction
-        recent = costs.profile.placement_recent_idle
-        self._recent_idle = (recent.below_us, recent.vfork_local) if recent is not None else None
-        # the room rule by the parent CPU's awake time and the idle CPU's idle time, for the families it lists
-        # (profile.PlacementRoom); None: the rules above for every family
-        self._room = costs.profile.placement_room
+        self._placement_rules(costs)
         self._exit_head = costs.profile.exit_head_share.value
         reap = costs.profile.wait_reap_vfork
         self._reap_vfork = costs.sampler(reap, "wait_reap_vfork") if reap is not None else None
@@ -159,6 +136,34 @@ class Kernel:
             child.cow_writer == "child" and child.cow_write_fraction > 0.0)
         self._exits_at_once = frozenset(
             name for name, k in KINDS.items() if plain and not (k.execs or k.clone_thread or k.vfork_wait))
+
+    def _placement_rules(self, costs: Costs) -> None:
+        """Where a new task goes while a CPU is idle: the profile's placement shares, sched_exec's moves, the vfork
+        rule for a CPU idle only just now and the room rule (read by _local_share and _sched_exec)."""
+        placement = costs.profile.placement
+        fork_local = placement["fork_local_when_idle"].value
+        busy = placement.get("fork_local_when_idle_busy")
+        self._pack = {  # P(child stays on the parent's CPU although one is idle), by (CLONE_VFORK,
+            (False, False): fork_local,  # whether the parent's CPU has a task waiting besides it)
+            (False, True): busy.value if busy is not None else fork_local,
+            (True, False): placement["vfork_local_when_idle"].value,
+            (True, True): placement["vfork_local_when_idle"].value,
+        }
+        # by family where the profile measured it: a thread (absent: as fork), a CLONE_VFORK child that
+        # execs (posix_spawn; absent: as vfork)
+        thread, spawn = placement.get("thread_local_when_idle"), placement.get("spawn_local_when_idle")
+        self._thread_local = thread.value if thread is not None else None
+        self._spawn_local = spawn.value if spawn is not None else None
+        # sched_exec: P(an exec'ing child alone on its CPU moves to an idle one); absent: 0 (upstream)
+        moves = placement.get("exec_moves_when_idle")
+        self._exec_moves = moves.value if moves is not None else 0.0
+        # sched_vcpu_pack keeps a vfork child on the parent's CPU when the idle CPU has slept a while, but
+        # puts it on a CPU that went idle only just now (the previous child's): None, no such distinction
+        recent = costs.profile.placement_recent_idle
+        self._recent_idle = (recent.below_us, recent.vfork_local) if recent is not None else None
+        # the room rule by the parent CPU's awake time and the idle CPU's idle time, for the families it lists
+        # (profile.PlacementRoom); None: the rules above for every family
+        self._room = costs.profile.placement_room
 
     def set_record_from(self, t: float) -> None:
         self.record_from = t
