@@ -314,7 +314,9 @@ def test_every_layout_run_has_its_in_order_pair_in_the_plan():
         names = [d for d, _ in cold_jobs(PLANS[plan], "forkbench", Store(), 0, 1)]
         for rss in SCATTERED[plan][0]:
             for gap in (0, SCATTER_GAP):
-                assert any(d.startswith(f"cold fork {rss // MiB}MiB after {gap / 1000:g} ms asleep") for d in names)
+                said = f"{gap / 1000:g} ms asleep"
+                assert any(d.startswith(f"cold fork {rss // MiB}MiB after {said}")  # the pair's own run
+                           or d.startswith(f"cold forks {rss // MiB}MiB after") and said in d for d in names)
 
 
 def test_a_larger_image_whose_extra_falls_caps_the_fit_and_leaves_the_curve_alone():
@@ -686,6 +688,17 @@ def test_fit_recovers_the_exits_cold_terms_and_the_residual():
     Warmth.model_validate(w)
 
 
+def test_a_sizes_gaps_run_interleaved_with_each_gaps_reps():
+    """The sleeps and spins of a size are one forkbench cold -G run: passes enough for the rarest gap, each gap repeated
+    in a pass as often as its reps ask (so the back-to-back reference is measured beside the cold forks)."""
+    from forksim.calibration.warmth import _interleaved
+
+    passes, items = _interleaved([(0, 20, False), (1000, 12, False), (1_000_000, 4, False), (10_000, 8, True)], 1)
+    assert passes == 4 and items == ["0"] * 5 + ["1000"] * 3 + ["1000000"] + ["S10000"] * 2
+    passes, items = _interleaved([(0, 60, False), (1_000_000, 4, False)], 3)
+    assert passes == 2 and items == ["0"] * 10 + ["1000000"]  # 2 passes a round, 3 rounds: 60 and 6 forks
+
+
 def test_the_quick_plan_cools_an_exit_at_every_size():
     from forksim.calibration.plan import PLANS
     from forksim.calibration.warmth import GRIDS, cold_jobs
@@ -769,6 +782,23 @@ def test_forkbench_moves_the_parent_at_every_fork(warm):
                                         "-M"])
     ran = [s["cpu"] for s in samples]
     assert set(ran) == {cpu, cpu + 1} and all(a != b for a, b in zip(ran, ran[1:]))
+
+
+@pytest.mark.skipif(not (sys.platform == "linux" and shutil.which("gcc")), reason="needs Linux and gcc")
+def test_forkbench_interleaves_the_gaps_each_pass_in_its_own_order():
+    """forkbench cold -G: every pass runs each listed gap once (a sleep, or a spin with an S prefix), in a shuffled
+    order, and each sample says which gap it followed (the interleaved cold grid splits them by it)."""
+    from forksim.calibration import bench
+
+    fb = str(bench.build().forkbench)
+    _, samples, _, _ = bench.run_bench([fb, "cold", "-r", str(1 * MiB), "-n", "6", "-w", "1",
+                                        "-c", str(min(os.sched_getaffinity(0))), "-G", "0,0,2000,S3000"])
+    got = [(s["x_us"], s["spin"]) for s in samples]
+    passes = [sorted(got[i:i + 4]) for i in range(0, 24, 4)]
+    assert len(got) == 24 and all(p == [(0, 0), (0, 0), (2000, 0), (3000, 1)] for p in passes)
+    assert len({tuple(got[i:i + 4]) for i in range(0, 24, 4)}) > 1  # not the same order every pass
+    for s in samples:  # the gap measured is the one asked for (a sleep overshoots by its wake-up)
+        assert s["x_us"] * 1000 <= s["gap_ns"] < s["x_us"] * 1000 + 2_000_000
 
 
 REMOTE = Warmth.model_validate({**CURVE.model_dump(), "remote": {"dup_mmap": {"per_pte_us": 0.03, "pte_cap": 16384},

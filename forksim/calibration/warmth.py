@@ -57,6 +57,11 @@ _MS = 1000  # us
 
 REMOTE_LOCAL = "remote_local"  # the remote runs' pair: the same forkbench -R call, the child's pin its parent's CPU
 
+# A size's sleeps and spins run interleaved in one process (forkbench cold -G, _interleaved), each gap after two
+# back-to-back forks: run one after another, the back-to-back reference and the cold runs were minutes apart, and this
+# host drifts by +-25% in minutes (the 2026-12-03 12:00 AMD full grid: the 64 MiB back-to-back fork 1,506 us, its
+# remote_local pair 1,088 us, so extras of +200 us read as noise; interleaved, the same gaps one after another in a
+# shuffled order gave a curve that rose to 10 ms and then held, calibration/data/gaps-spin-sleep-20261203.json).
 # plan name -> (sizes, [(sleep_us, reps)], [(LLC multiple, reps)], migration reps, [(spin_us, reps)],
 # [(sleep_us, reps)] of the first size unpinned: the parent wakes on either CPU, as a real one does; these
 # are compared with the model in calibrate's report, never fitted; [(child's sleep_us, reps)] at every size:
@@ -123,6 +128,29 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
 
         return run
 
+    def gaps_job(rss: int, passes: int, items: list[str]) -> Callable[[], None]:
+        """The sleeps and spins of one size in one process, interleaved (forkbench cold -G): stored as one run per
+        gap, as separate runs were, so the fit reads them alike."""
+        def run() -> None:
+            argv = [fb, "cold", "-r", str(rss), "-n", str(passes), "-w", "3", "-c", str(cpu), "-G", ",".join(items)]
+            got: dict[str, Any] = {}
+            try:
+                shape, samples, _, _ = bench.run_bench(argv, on_ready=layout_reader(store, got) if rss > 0 else None)
+            except MeasurementError as exc:
+                if "refused" in str(exc):
+                    store.refused.append(str(exc))
+                    return
+                raise
+            by: dict[tuple[str, int], list[dict[str, Any]]] = {}
+            for x in samples:
+                by.setdefault(("spin" if x.get("spin") else "sleep", int(x["x_us"])), []).append(x)
+            for (cond, x), part in sorted(by.items()):
+                store.add("cold", {"rss": rss, "cond": cond, "x": x, "llc_bytes": llc}, shape, part)
+                if got:
+                    store.runs[-1]["layout"] = got["layout"]
+
+        return run
+
     rounds = _ROUNDS[plan.name]
     rng = random.Random(1313)
 
@@ -135,15 +163,14 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
         per = f" (round {rnd + 1}/{rounds})" if rounds > 1 else ""
         for rss in sizes:
             short = rss != sizes[0] and (plan.name == "quick" or rss == 0)
-            for gap, reps in sleeps_of(rss):
-                this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep{per}",
-                             job(rss, "sleep", gap, -(-reps // rounds), ["-s", str(gap)], cpu)))
+            gaps = [(gap, reps, False) for gap, reps in sleeps_of(rss)] + [(gap, reps, True) for gap, reps in spins]
+            passes, items = _interleaved(gaps, rounds)
+            said = ", ".join(f"{gap / _MS:g} ms {'spinning' if spin else 'asleep'}" for gap, _, spin in gaps)
+            this.append((f"cold forks {rss // MiB}MiB after {said}, interleaved{per}",
+                         gaps_job(rss, passes, items)))
             for gap, reps in exits:
                 this.append((f"cold exit {rss // MiB}MiB after the child slept {gap / _MS:g} ms{per}",
                              job(rss, "exit", gap, -(-reps // rounds), ["-E", str(gap)], cpu)))
-            for gap, reps in spins:
-                this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms of spinning{per}",
-                             job(rss, "spin", gap, -(-reps // rounds), ["-S", str(gap)], cpu)))
             for mult, reps in ([] if short else works):
                 w = int(mult * llc)
                 this.append((f"cold fork {rss // MiB}MiB after {w // MiB} MiB of other work{per}",
@@ -165,6 +192,17 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
     grid = {(rss, gap) for rss in sizes for gap, _ in sleeps_of(rss)}
     jobs += layout_jobs(plan.name, grid, lambda rss, cond, x, reps, extra: job(rss, cond, x, reps, extra, cpu))
     return jobs
+
+
+def _interleaved(gaps: list[tuple[int, int, bool]], rounds: int) -> tuple[int, list[str]]:
+    """forkbench cold -G's passes and gap list for (gap us, reps, spin) asked over `rounds`: as many passes as the
+    rarest gap needs (the longest sleep: each costs its own length), each gap repeated in a pass as often as its
+    reps need over those passes."""
+    passes = max(1, -(-min(reps for _, reps, _ in gaps) // rounds))
+    items: list[str] = []
+    for gap, reps, spin in gaps:
+        items += [f"{'S' if spin else ''}{gap}"] * max(1, -(-reps // (rounds * passes)))
+    return passes, items
 
 
 def _pooled(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

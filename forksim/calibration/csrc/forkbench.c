@@ -30,6 +30,12 @@
  *            -W BYTES another process pinned to the parent's CPU sweeps that much of its own memory
  *            (one write per 64-byte line) while the parent blocks on a pipe, -M the parent moves to
  *            the other CPU of a pair (sched_setaffinity) just before each fork; gap_ns = the gap
+ *            -G LIST  the gaps interleaved in one process: LIST is comma-separated microseconds, each a sleep, or a
+ *            spin with an S prefix (e.g. 0,1000,100000,S10000); -n passes, each over the list in a fresh random
+ *            order (fixed seed), so that the host's drift, +-25% within minutes on this machine kind, hits every
+ *            gap alike; before each gap two unrecorded back-to-back forks walk the image, so each gap starts from
+ *            a warm image whatever gap came before (one cold walk leaves a share of its coldness); each sample
+ *            carries its gap's "x_us" and "spin"; -s and -S are ignored
  *   lines    the caches as a back-to-back fork's walk sees them: for footprints of 256 KiB .. -r bytes
  *            (steps of sqrt(2)), passes over a private buffer of that size incrementing one
  *            word per 64-byte line in address order (what copy_page_range does to the struct pages and
@@ -49,7 +55,7 @@
  *          -t 0|1 THP off (MADV_NOHUGEPAGE) / on (MADV_HUGEPAGE, 2 MiB aligned)
  *          -n reps  -w warm-up reps  -c CPU (pin; -1 = unpinned)  -k K (burst)  -p pages (cow/fault)
  *          -x helper path (spawn, forkexec)  -g (print {"ready": pid}, wait for a byte on stdin)
- *          -s US -S US -W BYTES -M -E US (cold; -M needs -c)
+ *          -s US -S US -G LIST -W BYTES -M -E US (cold; -M needs -c)
  *          -L order|random the image's pages are touched (first written, so allocated) in address order
  *                 (default) or in a random permutation (fixed seed): the buddy allocator then hands out
  *                 frames in touch order, so that "random" leaves no two neighbouring pages in neighbouring
@@ -320,6 +326,38 @@ static void reap(pid_t pid)
         ;
 }
 
+/* cold -G: the gap list (microseconds; spin[i] set for an S prefix) */
+#define MAX_GAPS 64
+static long gap_us[MAX_GAPS];
+static int gap_spin[MAX_GAPS];
+static int n_gaps;
+
+static void parse_gaps(const char *list)
+{
+    char *copy = strdup(list), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n_gaps == MAX_GAPS)
+            refuse("-G: too many gaps");
+        gap_spin[n_gaps] = *tok == 'S';
+        gap_us[n_gaps] = atol(tok + gap_spin[n_gaps]);
+        n_gaps++;
+    }
+    free(copy);
+    if (!n_gaps)
+        refuse("-G needs at least one gap");
+}
+
+/* An unrecorded fork whose child exits at once: a walk of the image (cold -G's reset before each gap). */
+static void fork_and_reap(void)
+{
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    if (pid < 0)
+        die("fork");
+    reap(pid);
+}
+
 /* One write per page; returns the thread's CPU time for the pass (faults included). */
 static int64_t write_pass(char *p, size_t pages)
 {
@@ -396,7 +434,7 @@ int main(int argc, char **argv)
     const char *helper = NULL;
 
     optind = 2;
-    while ((opt = getopt(argc, argv, "r:A:F:t:n:w:c:k:p:x:gs:S:W:MR:L:E:")) != -1) {
+    while ((opt = getopt(argc, argv, "r:A:F:t:n:w:c:k:p:x:gs:S:G:W:MR:L:E:")) != -1) {
         switch (opt) {
         case 'r': rss = strtoull(optarg, NULL, 0); break;
         case 'A': anon_vmas = atol(optarg); break;
@@ -411,6 +449,7 @@ int main(int argc, char **argv)
         case 'g': gate = 1; break;
         case 's': sleep_us = atol(optarg); break;
         case 'S': spin_us = atol(optarg); break;
+        case 'G': parse_gaps(optarg); break;
         case 'W': work_bytes = strtoull(optarg, NULL, 0); break;
         case 'M': migrate = 1; break;
         case 'R': exit_cpu = atoi(optarg); break;
@@ -453,11 +492,36 @@ int main(int argc, char **argv)
         }
     }
 
+    /* cold -G: the schedule, pass after pass, each a shuffle of the gap list (indices into gap_us) */
+    int *order = NULL;
+    if (n_gaps && !strcmp(mode, "cold")) {
+        order = malloc(sizeof *order * (size_t)(reps * n_gaps));
+        srand(4242);
+        for (long pass = 0; pass < reps; pass++) {
+            int *o = order + pass * n_gaps;
+            for (int j = 0; j < n_gaps; j++)
+                o[j] = j;
+            for (int j = n_gaps - 1; j > 0; j--) {
+                int m = rand() % (j + 1), t = o[j];
+                o[j] = o[m], o[m] = t;
+            }
+        }
+        reps *= n_gaps;
+    }
+    int item = -1; /* the gap of this fork, in order */
+
     for (long i = -warm; i < reps; i++) {
         int64_t t0, t1, t2, c0, c1;
         pid_t pid;
         int64_t gap = 0;
         if (!strcmp(mode, "cold")) {
+            if (order && i >= 0) {
+                item = order[i];
+                sleep_us = gap_spin[item] ? 0 : gap_us[item];
+                spin_us = gap_spin[item] ? gap_us[item] : 0;
+                fork_and_reap();
+                fork_and_reap();
+            }
             int64_t g0 = now_ns();
             if (sleep_us && i >= 0) { /* a warm-up fork only has to walk the image: the next sleep cools it */
                 struct timespec ts = {sleep_us / 1000000, (sleep_us % 1000000) * 1000};
@@ -496,7 +560,13 @@ int main(int argc, char **argv)
                 die("fork");
             reap(pid);
             t2 = now_ns();
-            if (i >= 0)
+            if (i >= 0 && item >= 0)
+                printf("{\"b\": \"%s\", \"i\": %ld, \"fork_ns\": %ld, \"fork_cpu_ns\": %ld, \"rt_ns\": %ld, "
+                       "\"child_ns\": %ld, \"exit_ns\": %ld, \"gap_ns\": %ld, \"cpu\": %d, \"x_us\": %ld, "
+                       "\"spin\": %d}\n",
+                       mode, i, (long)(t1 - t0), (long)(c1 - c0), (long)(t2 - t0), (long)(sh->child_start - t0),
+                       (long)(t2 - sh->child_exit), (long)gap, sched_getcpu(), gap_us[item], gap_spin[item]);
+            else if (i >= 0)
                 printf("{\"b\": \"%s\", \"i\": %ld, \"fork_ns\": %ld, \"fork_cpu_ns\": %ld, \"rt_ns\": %ld, "
                        "\"child_ns\": %ld, \"exit_ns\": %ld, \"gap_ns\": %ld, \"cpu\": %d}\n",
                        mode, i, (long)(t1 - t0), (long)(c1 - c0), (long)(t2 - t0), (long)(sh->child_start - t0),
