@@ -233,6 +233,30 @@ def test_smoke_calibration_writes_a_valid_profile(tmp_path, traced, monkeypatch)
     assert pub["stages"]["dup_mmap"]["per_pte_us"] == pytest.approx(9000 / 262144, rel=1e-4)
 
 
+@pytest.mark.skipif(not (LINUX and HAVE_CC), reason="needs Linux and a C compiler")
+def test_a_fit_that_fails_leaves_the_raw_samples_for_refit(tmp_path, monkeypatch):
+    """The raw file is written before the fits: a full calibration is minutes of a quiet window, and a fit that
+    fails (a ZeroDivisionError in one on 2026-12-03) must not take the measurement with it."""
+    import importlib
+
+    cal = importlib.import_module("forksim.calibration.calibrate")  # the module (the package exports the function)
+
+    def broken(*_a, **_k):
+        raise ZeroDivisionError("a fit that fails")
+
+    real = cal.build_profile
+    monkeypatch.setattr(cal, "build_profile", broken)
+    raw = tmp_path / "smoke.raw.json.gz"
+    with pytest.raises(ZeroDivisionError):
+        cal.calibrate(tmp_path / "smoke.json", smoke=True, progress=False, use_tracefs=False, raw_out=raw)
+    assert not (tmp_path / "smoke.json").exists()
+    data = json.loads(gzip.decompress(raw.read_bytes()))
+    assert data["runs"] and data["interruptions"] is None and data["provenance"]["mode"] == "smoke"
+    monkeypatch.setattr(cal, "build_profile", real)
+    again = cal.refit(raw, tmp_path / "refit.json")  # the fits, once mended, redone from it
+    assert Profile.model_validate(again).stages["dup_mmap"].per_pte_us >= 0 and "interruptions" not in again
+
+
 def _tracefs_state() -> dict[str, object]:
     root = tracefs.TRACEFS
     mounted = any(l.split()[1] == str(root) for l in Path("/proc/self/mounts").read_text().splitlines())

@@ -259,6 +259,15 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         prog.step("fitting")
         _note_busy(load_start, load_end, store, prog)
         prov_extra = _provenance(plan, b, why, name or out.stem, (load_start, load_end))
+
+        def raw(provenance: dict[str, Any], interruptions: dict[str, Any] | None) -> dict[str, Any]:
+            return {"provenance": provenance, "host": host.model_dump(mode="json", exclude_none=True),
+                    "plan": plan.__dict__, "runs": store.runs, "copies": raw_copies, "refused": store.refused,
+                    "notes": store.notes, "interruptions": interruptions}  # measured and fitted in one step (hiccup.c)
+
+        if raw_out:  # before the fits, so that one that fails leaves the minutes measured for `refit` (less the
+            # interruptions, measured after the fits: the copies step's dying namespaces are torn down meanwhile)
+            _write_raw(Path(raw_out), raw({**facts, **prov_extra, "tracefs": ok, "measured_cpu": cpu}, None))
         profile = build_profile(store, plan, facts, ok, cpu, prov_extra)
         profile["host"] = host.model_dump(mode="json", exclude_none=True)
         with _timed(took, "interruptions"):
@@ -274,12 +283,8 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         profile["provenance"].pop("profile_name", None)
         profile["provenance"]["duration_s"] = round(time.monotonic() - t_start, 1)
         profile = _write_profile(out, profile)
-        if raw_out:
-            _write_raw(Path(raw_out), {"provenance": profile["provenance"], "host": profile["host"],
-                                       "plan": plan.__dict__, "runs": store.runs, "copies": raw_copies,
-                                       "refused": store.refused, "notes": store.notes,
-                                       # measured and fitted in one step (hiccup.c): kept whole for refit
-                                       "interruptions": profile.get("interruptions")})
+        if raw_out:  # again, with the profile's whole provenance
+            _write_raw(Path(raw_out), raw(profile["provenance"], profile["interruptions"]))
         return profile
     finally:
         prog.close()
