@@ -17,6 +17,8 @@ from forksim.kernel import flags as F
 from forksim.kernel.copies import Copies
 from forksim.profile import FD_BASE, Profile, load_profile
 
+from conftest import REFERENCE_PROFILE
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Known-answer sections laid over the shipped default (round numbers, easy to check).
@@ -36,7 +38,7 @@ SECTIONS = {
 
 
 def _profile(sections: dict | None = SECTIONS) -> Profile:
-    data = json.loads((REPO / "forksim/profiles/default.json").read_text())
+    data = json.loads(Path(REFERENCE_PROFILE).read_text())
     for key in ("files", "clone_flags", "live_children", "unshare", "netns_cleanup", "damon_rmap"):
         data.pop(key, None)
     data.update(sections or {})
@@ -266,7 +268,7 @@ def test_unshare_config_errors(forksim_cli, tiny_toml):
 
 
 def test_predict_wait_and_unshare(forksim_cli):
-    base = ["predict", "--rss", "0", "--samples", "60", "--json", "--profile", str(REPO / "forksim/profiles/default.json")]
+    base = ["predict", "--rss", "0", "--samples", "60", "--json", "--profile", REFERENCE_PROFILE]
     out = {}
     for extra in ((), ("--live-children", "10000", "--wait", "any"), ("--unshare", "CLONE_NEWNET")):
         r = forksim_cli(*base, *extra)

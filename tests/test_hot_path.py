@@ -19,10 +19,11 @@ from forksim.runner import replication_seeds
 from forksim.simulation import Simulation
 from forksim.streams import Streams
 from forksim.task import Coroutine
+from conftest import REFERENCE_PROFILE
 
 
 def test_a_drawer_draws_what_draw_draws_in_one_order():
-    profile = load_profile("default")
+    profile = load_profile(REFERENCE_PROFILE)
     a, b = (Costs(profile, Streams(np.random.SeedSequence(5))) for _ in range(2))
     plain = [a.draw("copy_process_tail") for _ in range(5000)]  # past a block's end: a refill
     d = b.drawer("copy_process_tail")
@@ -83,11 +84,11 @@ def test_a_coroutine_raises_out_of_the_event_loop():
 def _stages(kind: str, merge: bool):
     exp = parse_config({
         "experiment": {"name": "merge", "duration": "1000s", "warmup": "0s", "max_creations": 400},
-        "machine": {"cpus": 1, "profile": "default"},
+        "machine": {"cpus": 1, "profile": REFERENCE_PROFILE},
         "workload": {"kind": "closed", "parents": 1, "image": {"rss": 64 << 20},
                      "child": {"clone": kind, "lifetime": "0us"}},
     }, resolved=True)
-    profile = load_profile("default")
+    profile = load_profile(REFERENCE_PROFILE)
     sim = Simulation(ModelParams.of(exp, profile), replication_seeds(7, 1)[0])
     sim.kernel.merge_stages = merge
     df = sim.run().records

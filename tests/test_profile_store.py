@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REFERENCE_PROFILE
+
 import forksim.store as store
 from forksim.cli import main as cli_main
 from forksim.config import parse_config
@@ -195,7 +197,7 @@ def test_other_hosts_section_puts_published_figures_beside_predictions():
 def test_the_slice_follows_the_kernels_cpu_scaling():
     from forksim.runner import scaled_slice_us
 
-    prof = load_profile("default")  # measured on 2 CPUs: 1.5 ms
+    prof = load_profile(REFERENCE_PROFILE)  # measured on 2 CPUs: 1.5 ms (the reference profile)
     assert prof.scheduler.slice.fixed_us == pytest.approx(1500.0)
     got = {n: scaled_slice_us(prof, n) for n in (1, 2, 3, 4, 8, 256)}
     assert got == pytest.approx({1: 750.0, 2: 1500.0, 3: 1500.0, 4: 2250.0, 8: 3000.0, 256: 3000.0})
@@ -224,7 +226,7 @@ def test_compare_shows_the_cross_cpu_terms_where_either_profile_has_them():
     from forksim.profile import ConcurrentCreation
     from forksim.profile_compare import compare_profiles
 
-    a = load_profile("default")
+    a = load_profile(REFERENCE_PROFILE)
     assert a.concurrent_creation is None
     b = a.model_copy(update={"concurrent_creation": ConcurrentCreation(fork_us=6.0, exit_us=9.0,
                                                                          source="assumption: test")})

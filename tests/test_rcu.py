@@ -14,6 +14,7 @@ from forksim.calibration.segments import Event
 from forksim.machine import Machine, SchedulerParams
 from forksim.rcu import RcuBacklog, RcuSpec
 from engine_tasks import start_task  # tests/engine_tasks.py
+from conftest import REFERENCE_PROFILE
 
 TICK = 4000.0
 GRACE = 10000.0
@@ -160,4 +161,4 @@ def test_fit_from_two_traced_loops():
 def test_a_profile_without_the_section_loads_and_runs_as_before():
     from forksim.profile import load_profile
 
-    assert load_profile("default").rcu_callbacks is None
+    assert load_profile(REFERENCE_PROFILE).rcu_callbacks is None

@@ -14,6 +14,7 @@ import forksim
 from forksim.config import parse_config
 from forksim.metrics import RECORD_COLUMNS
 from forksim.plan import PlanResult, Probe, parse_slo
+from conftest import REFERENCE_PROFILE
 
 
 def test_forks_parquet_carries_config_profile_seed_and_marks_warmup(forksim_cli, tiny_toml, tmp_path):
@@ -29,7 +30,7 @@ def test_forks_parquet_carries_config_profile_seed_and_marks_warmup(forksim_cli,
     assert resolved.experiment.seed == 11 and resolved.workload.image.rss == 2**20
     assert meta["forksim.config"] == (tmp_path / "out" / "config.resolved.toml").read_text()
     profile = json.loads(meta["forksim.profile"])
-    shipped = forksim.load_profile("default")
+    shipped = forksim.load_profile(REFERENCE_PROFILE)
     assert profile["name"] == "default"
     assert profile["sha256"] == hashlib.sha256(shipped.model_dump_json().encode()).hexdigest()
 

@@ -23,7 +23,7 @@ from forksim.validation.document import _row_name
 from forksim.validation.layouts import ParentLayouts, pooled_layout
 from forksim.validation.scenarios import get_scenario
 
-from conftest import REPO
+from conftest import REFERENCE_PROFILE, REPO
 
 MiB = 1024**2
 # Hand-set for the tests only (never in a shipped profile): a walk past the caches misses fully.
@@ -32,7 +32,7 @@ _CURVE = CacheCurve(bytes=[1 * MiB, 32 * MiB], miss=[0.0, 1.0], source="assumpti
 
 def _with_scatter_term(per_pte_scatter_us: float = 0.1, fresh: float | None = None):
     """The shipped default with a scatter term on dup_mmap and exit_mmap (and a fresh-image default)."""
-    prof = load_profile("default")
+    prof = load_profile(REFERENCE_PROFILE)
     stages = dict(prof.stages)
     for name in ("dup_mmap", "exit_mmap"):
         stages[name] = stages[name].model_copy(update={"per_pte_scatter_us": per_pte_scatter_us,
@@ -76,23 +76,23 @@ def test_the_key_reaches_the_image_shape_and_says_where_it_came_from(tiny_exp):
     unstated = tiny_exp()
     assert image_shape(unstated, prof).scatter == 0.3
     assert unstated.workload.image.scatter_used(prof)[1] == "profile fresh_image_scatter"
-    assert image_shape(unstated, load_profile("default")).scatter == 0.0
+    assert image_shape(unstated, load_profile(REFERENCE_PROFILE)).scatter == 0.0
     assert image_shape(unstated).scatter == 0.0
 
 
 def test_summary_states_the_scatter_used(tiny_exp):
     from forksim.runner import run_experiment
 
-    res = run_experiment(tiny_exp({"workload": {"image": {"scatter": 0.25}}}), profile=load_profile("default"))
+    res = run_experiment(tiny_exp({"workload": {"image": {"scatter": 0.25}}}), profile=load_profile(REFERENCE_PROFILE))
     assert res.summary["image_scatter"] == {"value": 0.25, "from": "config", "priced": False}
     res = run_experiment(tiny_exp({"workload": {"image": {"scatter": 0.25}}}), profile=_with_scatter_term())
     assert res.summary["image_scatter"]["priced"] is True
 
 
 def test_run_says_when_the_profile_cannot_price_a_stated_scatter(forksim_cli, tiny_toml):
-    res = forksim_cli("run", tiny_toml({"workload": {"image": {"scatter": 0.7}}}), "--profile", "default")
+    res = forksim_cli("run", tiny_toml({"workload": {"image": {"scatter": 0.7}}}), "--profile", REFERENCE_PROFILE)
     assert res.returncode == 0 and "is not priced" in res.stdout and "per_pte_scatter_us" in res.stdout
-    res = forksim_cli("run", tiny_toml({"workload": {"image": {"scatter": 0.0}}}), "--profile", "default")
+    res = forksim_cli("run", tiny_toml({"workload": {"image": {"scatter": 0.0}}}), "--profile", REFERENCE_PROFILE)
     assert res.returncode == 0 and "is not priced" not in res.stdout
 
 
@@ -112,7 +112,7 @@ def test_more_scatter_never_makes_a_fork_faster():
 
 
 def test_a_profile_without_the_term_is_unchanged_by_scatter():
-    prof = load_profile("default")  # no per_pte_scatter_us anywhere
+    prof = load_profile(REFERENCE_PROFILE)  # no per_pte_scatter_us anywhere
     a = predict(64 * MiB, profile=prof, samples=150, seed=5, scatter=0.0)
     b = predict(64 * MiB, profile=prof, samples=150, seed=5, scatter=1.0)
     for key in ("fork_latency_us", "roundtrip_latency_us", "stage_us"):

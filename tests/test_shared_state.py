@@ -16,12 +16,13 @@ from forksim.kernel.shared import SharedState
 from forksim.profile import ConcurrentCreation, load_profile
 from forksim.runner import run_experiment
 from forksim.streams import Streams
+from conftest import REFERENCE_PROFILE
 
 TERM = ConcurrentCreation(fork_us=6.0, exit_us=9.0, sigma=0.0, source="assumption: test")
 
 
 def _costs(term: ConcurrentCreation | None = TERM) -> Costs:
-    return Costs(load_profile("default").model_copy(update={"concurrent_creation": term}),
+    return Costs(load_profile(REFERENCE_PROFILE).model_copy(update={"concurrent_creation": term}),
                  Streams(np.random.SeedSequence(1)))
 
 
@@ -37,10 +38,10 @@ def test_only_another_cpu_writing_for_another_process_costs():
 
 
 def test_no_section_or_a_zero_one_costs_nothing_and_keeps_the_streams():
-    assert load_profile("default").concurrent_creation is None  # measured before the term: loads without it
+    assert load_profile(REFERENCE_PROFILE).concurrent_creation is None  # measured before the term: loads without it
     assert SharedState(None).fork_us(1, object(), _costs(None)) == 0.0
     exp = _two_parents(pinned=True)
-    base = load_profile("default")
+    base = load_profile(REFERENCE_PROFILE)
     zero = ConcurrentCreation(fork_us=0.0, exit_us=0.0, sigma=0.3, source="assumption: test")
     a = run_experiment(exp, profile=base).records
     b = run_experiment(exp, profile=base.model_copy(update={"concurrent_creation": zero})).records
@@ -50,14 +51,14 @@ def test_no_section_or_a_zero_one_costs_nothing_and_keeps_the_streams():
 def _two_parents(pinned: bool, parents: int = 2):
     return parse_config({
         "experiment": {"name": "t", "duration": 200_000.0, "warmup": 20_000.0, "replications": 1, "seed": 3},
-        "machine": {"cpus": 2, "profile": "default"},
+        "machine": {"cpus": 2, "profile": REFERENCE_PROFILE},
         "workload": {"kind": "closed", "parents": parents, "think_time": 0.0, "pin": pinned,
                      "image": {"rss": 0}, "child": {"clone": "fork", "lifetime": 0.0}},
     }, resolved=True)
 
 
 def _p50s(exp, term):
-    prof = load_profile("default").model_copy(update={"concurrent_creation": term, "interruptions": None})
+    prof = load_profile(REFERENCE_PROFILE).model_copy(update={"concurrent_creation": term, "interruptions": None})
     df = run_experiment(exp, profile=prof).records
     df = df[~df.warmup]
     return df.fork_latency_us.median(), df.roundtrip_latency_us.median()

@@ -15,13 +15,14 @@ from forksim.kernel.slab import SlabFreelists
 from forksim.profile import Fraction, ImageShape, RemoteFree, load_profile
 from forksim.runner import run_experiment
 from forksim.streams import Streams
+from conftest import REFERENCE_PROFILE
 
 TERM = RemoteFree(fixed_us=40.0, sigma=0.0, source="assumption: test")
 SHAPE = ImageShape(vmas=25, anon_vmas=11)
 
 
 def _costs(remote_free: RemoteFree | None = TERM) -> Costs:
-    return Costs(load_profile("default").model_copy(update={"remote_free": remote_free}), Streams(np.random.SeedSequence(1)))
+    return Costs(load_profile(REFERENCE_PROFILE).model_copy(update={"remote_free": remote_free}), Streams(np.random.SeedSequence(1)))
 
 
 def test_only_a_remote_free_of_the_cpus_own_child_costs():
@@ -58,8 +59,8 @@ def test_no_section_no_extra_and_the_residual_is_lognormal():
 
 
 def test_profiles_without_the_section_load_and_a_bad_one_names_its_field(tmp_path):
-    assert load_profile("default").remote_free is None
-    p = json.loads(load_profile("default").model_dump_json())
+    assert load_profile(REFERENCE_PROFILE).remote_free is None
+    p = json.loads(load_profile(REFERENCE_PROFILE).model_dump_json())
     p["remote_free"] = {"fixed_us": -1.0, "source": "measured: x"}
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(p))
@@ -71,11 +72,11 @@ def test_profiles_without_the_section_load_and_a_bad_one_names_its_field(tmp_pat
 def _k1(remote_free: RemoteFree | None, fork_local: float) -> dict:
     exp = parse_config({
         "experiment": {"name": "t", "duration": 300_000.0, "warmup": 30_000.0, "replications": 1, "seed": 5},
-        "machine": {"cpus": 2, "profile": "default"},
+        "machine": {"cpus": 2, "profile": REFERENCE_PROFILE},
         "workload": {"kind": "closed", "parents": 1, "think_time": 0.0,
                      "image": {"rss": 0, "vmas": 25}, "child": {"clone": "fork", "lifetime": 0.0}},
     }, resolved=True)
-    base = load_profile("default")
+    base = load_profile(REFERENCE_PROFILE)
     placement = {**base.placement, "fork_local_when_idle": Fraction(value=fork_local, source="assumption: test")}
     prof = base.model_copy(update={"remote_free": remote_free, "placement": placement})
     return run_experiment(exp, profile=prof).summary

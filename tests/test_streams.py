@@ -6,6 +6,7 @@ import numpy as np
 from forksim.config import parse_config
 from forksim.runner import replication_seeds, resolve_profile, run_replication
 from forksim.streams import Streams
+from conftest import REFERENCE_PROFILE
 
 
 def test_a_stream_does_not_depend_on_what_others_drew():
@@ -21,7 +22,7 @@ def test_a_stream_does_not_depend_on_what_others_drew():
 
 def _open(rss: str, rate: str = "4000/s"):
     return parse_config({"experiment": {"duration": "1s", "warmup": "50ms", "replications": 1},
-                         "machine": {"cpus": 2, "profile": "default"},
+                         "machine": {"cpus": 2, "profile": REFERENCE_PROFILE},
                          "workload": {"kind": "open", "rate": rate, "image": {"rss": rss}}})
 
 

@@ -18,6 +18,8 @@ from forksim.config import parse_config
 from forksim.errors import ProfileError
 from forksim.kernel.mm import MM
 from forksim.kernel.warmth import WarmthTracker
+
+from conftest import REFERENCE_PROFILE
 from forksim.locks import LockStats
 from forksim.profile import ImageShape, Warmth, load_profile
 from forksim.runner import run_experiment
@@ -84,7 +86,7 @@ def test_a_cold_walk_prices_its_pages_out_of_physical_order_without_a_cap():
 def test_profiles_without_warmth_still_load():
     for name in ("default",):
         assert load_profile(name) is not None
-    p = load_profile("default").model_dump()
+    p = load_profile(REFERENCE_PROFILE).model_dump()
     p.pop("warmth", None)
     from forksim.profile import Profile
 
@@ -92,7 +94,7 @@ def test_profiles_without_warmth_still_load():
 
 
 def test_a_bad_warmth_section_names_its_field(tmp_path):
-    p = json.loads(json.dumps(load_profile("default").model_dump()))
+    p = json.loads(json.dumps(load_profile(REFERENCE_PROFILE).model_dump()))
     p["warmth"] = {**CURVE.model_dump(), "tau_us": -1}
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(p))
@@ -104,11 +106,11 @@ def test_a_bad_warmth_section_names_its_field(tmp_path):
 def _loop(think_us: float, warmth: Warmth | None, other_work: int = 0) -> float:
     exp = parse_config({
         "experiment": {"name": "t", "duration": 600_000.0, "warmup": 50_000.0, "replications": 1, "seed": 3},
-        "machine": {"cpus": 2, "profile": "default"},
+        "machine": {"cpus": 2, "profile": REFERENCE_PROFILE},
         "workload": {"kind": "closed", "parents": 1, "think_time": think_us, "other_work": other_work,
                      "image": {"rss": 64 * MiB, "vmas": 26}, "child": {"clone": "fork", "lifetime": 0.0}},
     }, resolved=True)  # us, bytes
-    prof = load_profile("default").model_copy(update={"warmth": warmth})
+    prof = load_profile(REFERENCE_PROFILE).model_copy(update={"warmth": warmth})
     return run_experiment(exp, profile=prof).summary["fork_latency_us"]["p50"]
 
 
@@ -369,18 +371,18 @@ def test_calibrate_cold_check_and_warm_predict():
     from forksim.commands.calibrate import cold_check
     from forksim.predict import predict
 
-    rows = cold_check("default", [{"cond": "sleep", "x": x, "rss_bytes": 64 * MiB, "fork_p50_us": 1000.0,
+    rows = cold_check(REFERENCE_PROFILE, [{"cond": "sleep", "x": x, "rss_bytes": 64 * MiB, "fork_p50_us": 1000.0,
                                    "vmas": 26, "anon_vmas": 12} for x in (0, 100_000)]
                       + [{"cond": "migrate", "x": 0, "rss_bytes": 64 * MiB, "fork_p50_us": 1.0},
                          {"cond": "unpinned", "x": 100_000, "rss_bytes": 64 * MiB, "fork_p50_us": 1000.0, "vmas": 26}])
     assert [(r["cond"], r["x"]) for r in rows] == [("sleep", 0), ("sleep", 100_000), ("unpinned", 100_000)]
     assert rows[2]["forksim_p50_us"] > rows[0]["forksim_p50_us"]  # after a sleep on either CPU: cold too
     rows = rows[:2]
-    work = cold_check("default", [{"cond": "work", "x": 64 * MiB, "rss_bytes": 64 * MiB, "fork_p50_us": 1000.0,
+    work = cold_check(REFERENCE_PROFILE, [{"cond": "work", "x": 64 * MiB, "rss_bytes": 64 * MiB, "fork_p50_us": 1000.0,
                                    "fork_wall_p50_us": 2000.0, "gap_p50_us": 6000.0, "vmas": 26, "anon_vmas": 12}])
     # after the co-runner's sweep the child runs inside fork(): compared by wall time
     assert work[0]["measured_p50_us"] == 2000.0 and work[0]["forksim_p50_us"] > 1.5 * rows[1]["forksim_p50_us"]
-    prof = load_profile("default")
+    prof = load_profile(REFERENCE_PROFILE)
     extra = prof.warmth.stages["dup_mmap"].extra_us(16410)
     assert rows[1]["forksim_p50_us"] - rows[0]["forksim_p50_us"] == pytest.approx(extra, rel=0.3)
     # predict(warm=True): the back-to-back figure the held-out sizes are measured at
@@ -390,7 +392,7 @@ def test_calibrate_cold_check_and_warm_predict():
 
 
 def test_a_whatif_on_the_pte_copy_scales_its_cold_extra():
-    prof = load_profile("default")
+    prof = load_profile(REFERENCE_PROFILE)
     w = prof.with_whatif({"dup_mmap.per_pte_us": 0.0, "dup_mmap.per_vma_us": 2.0}).warmth
     assert w.stages["dup_mmap"].per_pte_us == 0.0
     assert w.stages["dup_mmap"].pte_cap == prof.warmth.stages["dup_mmap"].pte_cap
@@ -575,7 +577,7 @@ def test_the_image_spread_comes_from_the_config_else_the_profile(tmp_path):
 
     base = {"experiment": {"name": "s", "duration": "10ms", "replications": 1},
             "workload": {"kind": "closed", "parents": 1, "image": {"rss": "64MiB"}}}
-    prof = load_profile("default")
+    prof = load_profile(REFERENCE_PROFILE)
     exp = parse_config(base)
     assert exp.workload.image.spread_used(prof) == (1.0, "default (neither the config nor the profile states it)")
     fresh = prof.model_copy(update={"fresh_image_spread": Spread(value=2.5, source="assumption: test")})
@@ -589,7 +591,7 @@ def test_the_image_spread_comes_from_the_config_else_the_profile(tmp_path):
 def test_a_more_spread_image_forks_slower_cold_and_the_summary_says_so():
     from forksim.predict import predict
 
-    prof = load_profile("default")
+    prof = load_profile(REFERENCE_PROFILE)
     terms = prof.warmth.stages["dup_mmap"].model_copy(update={"per_spread": True})
     prof = prof.model_copy(update={"warmth": prof.warmth.model_copy(update={"stages": {"dup_mmap": terms}})})
     got = {s: predict(64 * MiB, profile=prof, samples=200, spread=s, seed=3) for s in (1.0, 4.0)}
@@ -630,11 +632,11 @@ def _rt(warmth: Warmth | None, think_us: float = 0.0, lifetime_us: float = 0.0) 
     """fork() p50 and round-trip p50 of a 64 MiB closed loop on one CPU (us)."""
     exp = parse_config({
         "experiment": {"name": "t", "duration": 4_000_000.0, "warmup": 200_000.0, "replications": 1, "seed": 5},
-        "machine": {"cpus": 1, "profile": "default"},
+        "machine": {"cpus": 1, "profile": REFERENCE_PROFILE},
         "workload": {"kind": "closed", "parents": 1, "think_time": think_us,
                      "image": {"rss": 64 * MiB, "vmas": 26}, "child": {"clone": "fork", "lifetime": lifetime_us}},
     }, resolved=True)  # us, bytes
-    prof = load_profile("default").model_copy(update={"warmth": warmth})
+    prof = load_profile(REFERENCE_PROFILE).model_copy(update={"warmth": warmth})
     res = run_experiment(exp, profile=prof)
     return res.summary["fork_latency_us"]["p50"], res.summary["roundtrip_latency_us"]["p50"]
 
@@ -725,12 +727,12 @@ def test_a_fork_exec_child_zaps_the_image_as_an_exit_does():
     (on the child's CPU, after the fork's own walk), so a fork_exec loop's images are walked once more a creation."""
     exp = parse_config({
         "experiment": {"name": "t", "duration": 200_000.0, "warmup": 0.0, "replications": 1, "seed": 5},
-        "machine": {"cpus": 1, "profile": "default"},
+        "machine": {"cpus": 1, "profile": REFERENCE_PROFILE},
         "workload": {"kind": "closed", "parents": 1, "think_time": 20_000.0,
                      "image": {"rss": 64 * MiB, "vmas": 26}, "child": {"clone": "fork_exec"}},
     }, resolved=True)  # us, bytes
-    cold = run_experiment(exp, profile=load_profile("default").model_copy(update={"warmth": RESIDUAL}))
-    warm = run_experiment(exp, profile=load_profile("default").model_copy(update={"warmth": CURVE}))
+    cold = run_experiment(exp, profile=load_profile(REFERENCE_PROFILE).model_copy(update={"warmth": RESIDUAL}))
+    warm = run_experiment(exp, profile=load_profile(REFERENCE_PROFILE).model_copy(update={"warmth": CURVE}))
     # the exec's zap after a cold fork pays the residual share of exit_mmap's cold extra: the round trip grows by it
     extra = RESIDUAL.residual_at(16384 + 26) * RESIDUAL.stages["exit_mmap"].extra_us(16384 + 26)
     got = cold.summary["roundtrip_latency_us"]["p50"] - warm.summary["roundtrip_latency_us"]["p50"]
@@ -751,7 +753,7 @@ def test_predict_states_the_gap_and_the_childs_life():
         """(fork p50, round trip p50 - fork p50) with the terms, less the same without any."""
         got = []
         for w in (RESIDUAL, None):
-            r = predict(64 * MiB, vmas=26, profile=load_profile("default").model_copy(update={"warmth": w}), cpus=1,
+            r = predict(64 * MiB, vmas=26, profile=load_profile(REFERENCE_PROFILE).model_copy(update={"warmth": w}), cpus=1,
                         samples=200, seed=3, **kw)
             f = r["fork_latency_us"]["p50"]
             got.append((f, r["roundtrip_latency_us"]["p50"] - f))
@@ -797,8 +799,8 @@ def test_forkbench_interleaves_the_gaps_each_pass_in_its_own_order():
     passes = [sorted(got[i:i + 4]) for i in range(0, 24, 4)]
     assert len(got) == 24 and all(p == [(0, 0), (0, 0), (2000, 0), (3000, 1)] for p in passes)
     assert len({tuple(got[i:i + 4]) for i in range(0, 24, 4)}) > 1  # not the same order every pass
-    for s in samples:  # the gap measured is the one asked for (a sleep overshoots by its wake-up)
-        assert s["x_us"] * 1000 <= s["gap_ns"] < s["x_us"] * 1000 + 2_000_000
+    for s in samples:  # the gap measured is the one asked for (a sleep overshoots by its wake-up, long on a busy box)
+        assert s["x_us"] * 1000 <= s["gap_ns"] < s["x_us"] * 1000 + 50_000_000
 
 
 REMOTE = Warmth.model_validate({**CURVE.model_dump(), "remote": {"dup_mmap": {"per_pte_us": 0.03, "pte_cap": 16384},
@@ -834,11 +836,11 @@ def _unpinned(warmth: Warmth | None, pin: bool) -> tuple[float, float]:
     """fork() p50 and round-trip p50 of a 64 MiB closed loop on two CPUs, pinned or not (us)."""
     exp = parse_config({
         "experiment": {"name": "t", "duration": 1_000_000.0, "warmup": 50_000.0, "replications": 1, "seed": 7},
-        "machine": {"cpus": 2, "profile": "default"},
+        "machine": {"cpus": 2, "profile": REFERENCE_PROFILE},
         "workload": {"kind": "closed", "parents": 1, "pin": pin, "image": {"rss": 64 * MiB, "vmas": 26},
                      "child": {"clone": "fork", "lifetime": 0.0}},
     }, resolved=True)  # us, bytes
-    res = run_experiment(exp, profile=load_profile("default").model_copy(update={"warmth": warmth}))
+    res = run_experiment(exp, profile=load_profile(REFERENCE_PROFILE).model_copy(update={"warmth": warmth}))
     return res.summary["fork_latency_us"]["p50"], res.summary["roundtrip_latency_us"]["p50"]
 
 
