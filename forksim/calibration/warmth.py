@@ -115,39 +115,9 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
             # the layout of every slept image (the cold terms are fitted per unit of its spread; the scatter pairs
             # compare the in-order runs with the layout runs)
             read = layout_reader(store, got) if (rss > 0 and cond == "sleep") or is_layout(cond) else None
-            try:
-                shape, samples, _, _ = bench.run_bench(argv, on_ready=read)
-            except MeasurementError as exc:
-                if "refused" in str(exc):
-                    store.refused.append(str(exc))
-                    return
-                raise
-            store.add("cold", {"rss": rss, "cond": cond, "x": x, "llc_bytes": llc}, shape, samples)
-            if got:
-                store.runs[-1]["layout"] = got["layout"]
-
-        return run
-
-    def gaps_job(rss: int, passes: int, items: list[str]) -> Callable[[], None]:
-        """The sleeps and spins of one size in one process, interleaved (forkbench cold -G): stored as one run per
-        gap, as separate runs were, so the fit reads them alike."""
-        def run() -> None:
-            argv = [fb, "cold", "-r", str(rss), "-n", str(passes), "-w", "3", "-c", str(cpu), "-G", ",".join(items)]
-            got: dict[str, Any] = {}
-            try:
-                shape, samples, _, _ = bench.run_bench(argv, on_ready=layout_reader(store, got) if rss > 0 else None)
-            except MeasurementError as exc:
-                if "refused" in str(exc):
-                    store.refused.append(str(exc))
-                    return
-                raise
-            by: dict[tuple[str, int], list[dict[str, Any]]] = {}
-            for x in samples:
-                by.setdefault(("spin" if x.get("spin") else "sleep", int(x["x_us"])), []).append(x)
-            for (cond, x), part in sorted(by.items()):
-                store.add("cold", {"rss": rss, "cond": cond, "x": x, "llc_bytes": llc}, shape, part)
-                if got:
-                    store.runs[-1]["layout"] = got["layout"]
+            ran = _run_or_refused(argv, read, store)
+            if ran is not None:
+                _add_cold(store, {"rss": rss, "cond": cond, "x": x, "llc_bytes": llc}, *ran, got)
 
         return run
 
@@ -167,7 +137,7 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
             passes, items = _interleaved(gaps, rounds)
             said = ", ".join(f"{gap / _MS:g} ms {'spinning' if spin else 'asleep'}" for gap, _, spin in gaps)
             this.append((f"cold forks {rss // MiB}MiB after {said}, interleaved{per}",
-                         gaps_job(rss, passes, items)))
+                         _gaps_job(fb, store, cpu, llc, rss, passes, items)))
             for gap, reps in exits:
                 this.append((f"cold exit {rss // MiB}MiB after the child slept {gap / _MS:g} ms{per}",
                              job(rss, "exit", gap, -(-reps // rounds), ["-E", str(gap)], cpu)))
@@ -192,6 +162,46 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
     grid = {(rss, gap) for rss in sizes for gap, _ in sleeps_of(rss)}
     jobs += layout_jobs(plan.name, grid, lambda rss, cond, x, reps, extra: job(rss, cond, x, reps, extra, cpu))
     return jobs
+
+
+def _gaps_job(fb: str, store: Store, cpu: int, llc: int, rss: int, passes: int, items: list[str]) -> Callable[[], None]:
+    """The sleeps and spins of one size in one process, interleaved (forkbench cold -G): stored as one run per gap, as
+    separate runs were, so the fit reads them alike."""
+    def run() -> None:
+        argv = [fb, "cold", "-r", str(rss), "-n", str(passes), "-w", "3", "-c", str(cpu), "-G", ",".join(items)]
+        got: dict[str, Any] = {}
+        ran = _run_or_refused(argv, layout_reader(store, got) if rss > 0 else None, store)
+        if ran is None:
+            return
+        shape, samples = ran
+        by: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for x in samples:
+            by.setdefault(("spin" if x.get("spin") else "sleep", int(x["x_us"])), []).append(x)
+        for (cond, x), part in sorted(by.items()):
+            _add_cold(store, {"rss": rss, "cond": cond, "x": x, "llc_bytes": llc}, shape, part, got)
+
+    return run
+
+
+def _add_cold(store: Store, key: dict[str, Any], shape: dict[str, Any], samples: list[dict[str, Any]],
+              got: dict[str, Any]) -> None:
+    """A cold run into the store, with the image's layout where it was read."""
+    store.add("cold", key, shape, samples)
+    if got:
+        store.runs[-1]["layout"] = got["layout"]
+
+
+def _run_or_refused(argv: list[str], on_ready: Callable[..., Any] | None,
+                    store: Store) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """One forkbench run: (shape, samples), or None where it refused (too little memory: noted in the store)."""
+    try:
+        shape, samples, _, _ = bench.run_bench(argv, on_ready=on_ready)
+    except MeasurementError as exc:
+        if "refused" in str(exc):
+            store.refused.append(str(exc))
+            return None
+        raise
+    return shape, samples
 
 
 def _interleaved(gaps: list[tuple[int, int, bool]], rounds: int) -> tuple[int, list[str]]:
