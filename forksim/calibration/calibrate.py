@@ -259,32 +259,26 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         prog.step("fitting")
         _note_busy(load_start, load_end, store, prog)
         prov_extra = _provenance(plan, b, why, name or out.stem, (load_start, load_end))
-
-        def raw(provenance: dict[str, Any], interruptions: dict[str, Any] | None) -> dict[str, Any]:
-            return {"provenance": provenance, "host": host.model_dump(mode="json", exclude_none=True),
-                    "plan": plan.__dict__, "runs": store.runs, "copies": raw_copies, "refused": store.refused,
-                    "notes": store.notes, "interruptions": interruptions}  # measured and fitted in one step (hiccup.c)
-
+        host_d = host.model_dump(mode="json", exclude_none=True)
         if raw_out:  # before the fits, so that one that fails leaves the minutes measured for `refit` (less the
             # interruptions, measured after the fits: the copies step's dying namespaces are torn down meanwhile)
-            _write_raw(Path(raw_out), raw({**facts, **prov_extra, "tracefs": ok, "measured_cpu": cpu}, None))
+            _write_raw(Path(raw_out), _raw_content({**facts, **prov_extra, "tracefs": ok, "measured_cpu": cpu}, host_d,
+                                                   plan, store, raw_copies, None))
         profile = build_profile(store, plan, facts, ok, cpu, prov_extra)
-        profile["host"] = host.model_dump(mode="json", exclude_none=True)
+        profile["host"] = host_d
         with _timed(took, "interruptions"):
             profile["interruptions"] = measure_interruptions(b, sorted({cpu, other}), seconds=0.5 if smoke else 2.0)
-        profile.update(_rcu_section(store, profile))
-        profile.update(_recent_idle_section(store, profile))
-        profile.update(_room_section(store, profile))
+        _add_sections(profile, store, raw_copies, cpu, facts)
         profile["diagnostics"]["seconds_by_step"] = took
-        from .copies import fit_copies, measured_p50
+        from .copies import measured_p50
 
-        profile.update(fit_copies(raw_copies, cpu, str(facts.get("cpu_model") or "")))
         profile["diagnostics"]["copies"] = {"measured": measured_p50(raw_copies), "skipped": raw_copies["skipped"]}
         profile["provenance"].pop("profile_name", None)
         profile["provenance"]["duration_s"] = round(time.monotonic() - t_start, 1)
         profile = _write_profile(out, profile)
         if raw_out:  # again, with the profile's whole provenance
-            _write_raw(Path(raw_out), raw(profile["provenance"], profile["interruptions"]))
+            _write_raw(Path(raw_out), _raw_content(profile["provenance"], host_d, plan, store, raw_copies,
+                                                   profile["interruptions"]))
         return profile
     finally:
         prog.close()
@@ -293,6 +287,27 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         bench.kill_children()
         unreg_kids()
         restore()
+
+
+def _raw_content(provenance: dict[str, Any], host: dict[str, Any], plan: Plan, store: Store,
+                 copies: dict[str, Any], interruptions: dict[str, Any] | None) -> dict[str, Any]:
+    """The raw file: every sample, with what `refit` needs to fit them again."""
+    return {"provenance": provenance, "host": host, "plan": plan.__dict__, "runs": store.runs, "copies": copies,
+            "refused": store.refused, "notes": store.notes,
+            "interruptions": interruptions}  # measured and fitted in one step (hiccup.c): kept whole
+
+
+def _add_sections(profile: dict[str, Any], store: Store, copies: dict[str, Any] | None, cpu: int,
+                  facts: dict[str, Any]) -> None:
+    """The sections fitted beside build_profile's, by calibrate and refit alike: RCU callbacks, recent-idle
+    placement, placement room, and the copies step's (where it ran)."""
+    profile.update(_rcu_section(store, profile))
+    profile.update(_recent_idle_section(store, profile))
+    profile.update(_room_section(store, profile))
+    if copies:
+        from .copies import fit_copies
+
+        profile.update(fit_copies(copies, cpu, str(facts.get("cpu_model") or "")))
 
 
 def _measure_copies(plan: str, cc: str, cpu: int, traced: bool, took: dict[str, float],
@@ -371,13 +386,7 @@ def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
     extra["refit"] = {"from": str(rp), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     extra["profile_name"] = Path(out).stem
     profile = build_profile(store, plan, facts, bool(prov.get("tracefs")), int(prov.get("measured_cpu", 0)), extra)
-    if r.get("copies"):
-        from .copies import fit_copies
-
-        profile.update(fit_copies(r["copies"], int(prov.get("measured_cpu", 0)), str(facts.get("cpu_model") or "")))
-    profile.update(_rcu_section(store, profile))
-    profile.update(_recent_idle_section(store, profile))
-    profile.update(_room_section(store, profile))
+    _add_sections(profile, store, r.get("copies"), int(prov.get("measured_cpu", 0)), facts)
     profile["provenance"].pop("profile_name", None)
     if r.get("host"):
         profile["host"] = r["host"]
