@@ -560,17 +560,15 @@ int main(int argc, char **argv)
                 die("fork");
             reap(pid);
             t2 = now_ns();
-            if (i >= 0 && item >= 0)
+            if (i >= 0) {
                 printf("{\"b\": \"%s\", \"i\": %ld, \"fork_ns\": %ld, \"fork_cpu_ns\": %ld, \"rt_ns\": %ld, "
-                       "\"child_ns\": %ld, \"exit_ns\": %ld, \"gap_ns\": %ld, \"cpu\": %d, \"x_us\": %ld, "
-                       "\"spin\": %d}\n",
-                       mode, i, (long)(t1 - t0), (long)(c1 - c0), (long)(t2 - t0), (long)(sh->child_start - t0),
-                       (long)(t2 - sh->child_exit), (long)gap, sched_getcpu(), gap_us[item], gap_spin[item]);
-            else if (i >= 0)
-                printf("{\"b\": \"%s\", \"i\": %ld, \"fork_ns\": %ld, \"fork_cpu_ns\": %ld, \"rt_ns\": %ld, "
-                       "\"child_ns\": %ld, \"exit_ns\": %ld, \"gap_ns\": %ld, \"cpu\": %d}\n",
+                       "\"child_ns\": %ld, \"exit_ns\": %ld, \"gap_ns\": %ld, \"cpu\": %d",
                        mode, i, (long)(t1 - t0), (long)(c1 - c0), (long)(t2 - t0), (long)(sh->child_start - t0),
                        (long)(t2 - sh->child_exit), (long)gap, sched_getcpu());
+                if (item >= 0) /* cold -G: the gap this fork followed */
+                    printf(", \"x_us\": %ld, \"spin\": %d", gap_us[item], gap_spin[item]);
+                printf("}\n");
+            }
         } else if (!strcmp(mode, "vfork")) {
             t0 = now_ns();
             pid = vfork();
@@ -713,6 +711,7 @@ int main(int argc, char **argv)
         }
     }
     fflush(stdout);
+    free(order);
     release_random();
     return 0;
 }
