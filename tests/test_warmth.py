@@ -707,7 +707,21 @@ def test_the_quick_plan_cools_an_exit_at_every_size():
 
     names = [what for what, _ in cold_jobs(PLANS["quick"], "forkbench", Store(), 0, 1)]
     for rss in GRIDS["quick"][0]:
-        assert any(n.startswith(f"cold exit {rss // MiB}MiB after the child slept 1000 ms") for n in names)
+        assert any(n.startswith(f"cold exit {rss // MiB}MiB after the child slept 300 ms") for n in names)
+
+
+def test_the_quick_plan_reaches_1_s_asleep_at_its_first_size_and_300_ms_at_the_others():
+    """The coldness curve's shape comes from the first size, up to 1 s; the others' longest sleep is 300 ms (the fit
+    divides their extra by the curve there)."""
+    from forksim.calibration.plan import PLANS
+    from forksim.calibration.warmth import GRIDS, cold_jobs
+
+    names = [what for what, _ in cold_jobs(PLANS["quick"], "forkbench", Store(), 0, 1)]
+    first, *others = GRIDS["quick"][0]
+    assert any(n.startswith(f"cold forks {first // MiB}MiB after ") and "1000 ms asleep" in n for n in names)
+    for rss in others:
+        grid = next(n for n in names if n.startswith(f"cold forks {rss // MiB}MiB after "))
+        assert "300 ms asleep" in grid and "1000 ms" not in grid
 
 
 def test_an_exit_on_another_cpu_refreshes_the_time_and_leaves_its_residual():

@@ -8,9 +8,9 @@ calibrate's report compares with `forksim run` and the fit leaves out. The fit (
 forksim/kernel/warmth.py for how the model uses it):
 
 - per size, the warm p50 (gap 0) and the extra X = p50 - warm at that size's longest sleep (1 s in the
-  quick and full plans; the curve is not flat at 100 ms: on the 2026-12-03 Intel host 64 and 256 MiB
-  images were 0.44 and 0.66 as cold after 100 ms as after 3 s, 0.92 and 0.78 after 300 ms:
-  calibration/data/warmth-gaps-20261203.json);
+  quick and full plans for the first size, in the quick plan 300 ms for the others and the exits; the
+  curve is not flat at 100 ms: on the 2026-12-03 Intel host 64 and 256 MiB images were 0.44 and 0.66 as
+  cold after 100 ms as after 3 s, 0.92 and 0.78 after 300 ms: calibration/data/warmth-gaps-20261203.json);
 - coldness c = (p50 - warm) / X per gap of the sizes measured at the longest gap, fitted by
   scipy.optimize.curve_fit to 1 - exp(-(gap/tau)^beta);
 - per size the fully cold extra E = X / c(its longest gap) (a size measured at a shorter longest gap is
@@ -79,16 +79,20 @@ REMOTE_LOCAL = "remote_local"  # the remote runs' pair: the same forkbench -R ca
 # alone leave free (the 2026-12-01 quick grids put 271 us and, on a busy box, 2 ms there: a cold fork of an
 # empty parent). The quick plan's cold exits (2 a size: the second fork follows the first cold exit) took 9 s with 3
 # and the plan 65.0 s (2026-12-03 06:54): 2 exits, the co-runner's sweep 4 times (not 6) and the unpinned forks 4 (not
-# 8; compared, never fitted) keep it near a minute. Last, remote reps: forks whose children exit on the other CPU, at
-# every size, beside as many whose children exit on the parent's (forkbench -R: Warmth.remote). With those terms a move of the parent is priced by them (forkbench -M
-# measured +280 us at 64 MiB against -R's +240 us, 2026-12-03), so the quick plan leaves the moves out; the full
+# 8; compared, never fitted) keep it near a minute. Since 2026-12-03 15:10 the quick plan's other sizes and its exits
+# sleep 300 ms, not 1 s (QUICK_OTHER_SLEEP: 9 s of the 80 s plan): the first size's curve still reaches 1 s, and the
+# fit divides their extra by the curve's coldness at 300 ms (the Intel host's images were 0.78-0.92 as cold there
+# as after 3 s, so at worst a sixth of their fully cold extra is missed).
+# Last, remote reps: forks whose children exit on the other CPU, at every size, beside as many whose children exit
+# on the parent's (forkbench -R: Warmth.remote). With those terms a move of the parent is priced by them (forkbench
+# -M measured +280 us at 64 MiB against -R's +240 us, 2026-12-03), so the quick plan leaves the moves out; the full
 # plan keeps them (warmth.migration, for the model without remote terms).
 GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple[float, int], ...], int,
                        tuple[tuple[int, int], ...], tuple[tuple[int, int], ...], tuple[tuple[int, int], ...], int]] = {
     "smoke": ((16 * MiB,), ((0, 8), (10 * _MS, 4), (100 * _MS, 3)), ((2.0, 3),), 6, (), (), ((100 * _MS, 3),), 4),
     "quick": ((64 * MiB, 256 * MiB, 0), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 10), (1000 * _MS, 4)),
               ((2.0, 4),), 0, (),
-              ((100 * _MS, 4),), ((1000 * _MS, 2),), 20),
+              ((100 * _MS, 4),), ((300 * _MS, 2),), 20),
     "full": ((16 * MiB, 64 * MiB, 256 * MiB, 0),
              ((0, 60), (1 * _MS, 40), (3 * _MS, 30), (10 * _MS, 25), (30 * _MS, 15), (100 * _MS, 10), (1000 * _MS, 4)),
              ((0.25, 25), (0.5, 25), (1.0, 20), (2.0, 20)), 60, ((10 * _MS, 20), (100 * _MS, 8)),
@@ -97,6 +101,8 @@ GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple
 
 
 _ROUNDS = {"smoke": 1, "quick": 1, "full": 3}
+# the quick plan's longest sleep of the sizes after the first, (sleep us, reps): see GRIDS
+QUICK_OTHER_SLEEP = (300 * _MS, 4)
 
 
 def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[tuple[str, Callable[[], None]]]:
@@ -126,7 +132,9 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
 
     def sleeps_of(rss: int) -> tuple[tuple[int, int], ...]:
         short = rss != sizes[0] and (plan.name == "quick" or rss == 0)
-        return sleeps[:1] + sleeps[-1:] if short else sleeps
+        if not short:
+            return sleeps
+        return sleeps[:1] + ((QUICK_OTHER_SLEEP,) if plan.name == "quick" else sleeps[-1:])
 
     for rnd in range(rounds):
         this: list[tuple[str, Callable[[], None]]] = []
