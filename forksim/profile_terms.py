@@ -314,11 +314,26 @@ class Fraction(BaseModel):
 
 class Spread(BaseModel):
     """How far an image's struct pages spread over the vmemmap (ImageShape.spread) as measured on this host, with
-    where it came from."""
+    where it came from. With `fragments`, a freshly touched image's spread depends on its size: the allocator hands
+    an image the scattered free pages first (the per-CPU lists' recently freed pages, then the lowest order that has
+    any: __rmqueue_smallest), each on a vmemmap page of its own, and the rest of it in dense ranges, so the extra
+    vmemmap pages are about a count of fragments, not a share of the image: an image of P pages sits at spread
+    1 + 64 F / P, F interpolated between the measured sizes in log2(P) and held beyond them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     value: float = Field(ge=1.0, le=64.0)
+    fragments: list[tuple[float, float]] | None = Field(
+        default=None, min_length=1, description="(4 KiB pages of an image, vmemmap pages its struct pages sat on "
+        "beyond a dense range's pages / 64), by size; absent: every image at `value`")
     source: str = Field(min_length=1)
+
+    def at(self, pages: int) -> float:
+        """The spread of a freshly touched image of `pages` 4 KiB pages."""
+        if not self.fragments or pages <= 0:
+            return self.value
+        pts = sorted(self.fragments)
+        extra = float(np.interp(math.log2(pages), [math.log2(max(p, 1.0)) for p, _ in pts], [f for _, f in pts]))
+        return min(64.0, max(1.0, 1.0 + 64.0 * extra / pages))
 
 
 @dataclass(frozen=True)

@@ -588,6 +588,51 @@ def test_the_image_spread_comes_from_the_config_else_the_profile(tmp_path):
         parse_config({**base, "workload": {**base["workload"], "image": {"rss": "64MiB", "spread": 0.5}}})
 
 
+def test_the_spread_is_fitted_at_every_rounds_image_not_the_first_rounds():
+    """Rounds of the grid are separate processes whose images sit at different spreads; the pooled extra is theirs
+    together, so the per-page term divides it by the median of all of them (the first round's alone put the
+    2026-12-03 AMD full grid's 64 MiB slope at 0.6 of this), and fresh_image_spread's fragments say the same."""
+    from forksim.calibration.warmth import grid_spreads
+
+    fixed, per_pte, ptes = 160.0, 0.0045, 16384
+    store = Store()
+    for rnd, spread in enumerate((6.0, 3.0, 3.2)):
+        for gap in (0, 1000, 100_000, 1_000_000):
+            c = 1 - math.exp(-gap / 130_000.0)
+            run = _run(64 * MiB, "sleep", gap, 300.0 + c * (fixed + per_pte * ptes * 3.2), ptes, gap)
+            run["layout"] = {"scatter": 0.01, "pages": ptes, "struct_page_pages": round(ptes * spread / 64)}
+            store.runs.append(run)
+    store.runs.append(_run(0, "sleep", 0, 23.0, 0, 0))
+    store.runs.append(_run(0, "sleep", 1_000_000, 23.0 + fixed, 0, 1_000_000))
+    assert grid_spreads(store) == {64 * MiB: 3.2}
+    w, diag = fit_warmth(store)
+    assert diag["warmth_fit"]["spread"] == {str(64 * MiB): 3.2}
+    assert w["stages"]["dup_mmap"]["per_pte_us"] == pytest.approx(per_pte, rel=0.05)
+
+
+def test_a_fresh_images_spread_follows_its_size_from_the_fragments_the_grid_found():
+    """With fragments (the vmemmap pages beyond a dense range's, by size) an image of P pages sits at 1 + 64 F / P:
+    F interpolated in log2(P) between the measured sizes, held beyond them, the spread within 1..64; a config that
+    states its own spread keeps it; without fragments every size gets the value."""
+    from forksim.config import parse_config
+    from forksim.profile import Spread, load_profile
+
+    sp = Spread(value=1.1, fragments=[(16384, 600.0), (65536, 1200.0)], source="assumption: test")
+    assert sp.at(16384) == pytest.approx(1 + 64 * 600 / 16384)
+    assert sp.at(32768) == pytest.approx(1 + 64 * 900 / 32768)  # halfway in log2 between the sizes
+    assert sp.at(262144) == pytest.approx(1 + 64 * 1200 / 262144)  # held beyond the largest
+    assert sp.at(256) == 64.0 and sp.at(0) == 1.1  # never above 64; the empty image: the value
+    assert Spread(value=1.1, source="assumption: test").at(16384) == 1.1
+    assert sp.at(1 << 20) < sp.at(65536) < sp.at(16384)  # the same fragments are a smaller share of a larger image
+    prof = load_profile(REFERENCE_PROFILE).model_copy(update={"fresh_image_spread": sp})
+    base = {"experiment": {"name": "s", "duration": "10ms", "replications": 1},
+            "workload": {"kind": "closed", "parents": 1, "image": {"rss": "128MiB"}}}
+    assert parse_config(base).workload.image.spread_used(prof) == (
+        round(1 + 64 * 900 / 32768, 4), "profile fresh_image_spread at this image's size")
+    stated = parse_config({**base, "workload": {**base["workload"], "image": {"rss": "128MiB", "spread": 2}}})
+    assert stated.workload.image.spread_used(prof) == (2.0, "config")
+
+
 def test_a_more_spread_image_forks_slower_cold_and_the_summary_says_so():
     from forksim.predict import predict
 

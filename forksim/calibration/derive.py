@@ -23,10 +23,10 @@ from .fork_path import (ForkTotals, fit_fork_path, fit_remote_free, fit_stack_vm
                         fork_totals, trace_segments)
 from .layout import LayoutFit, scatter_rows, sweep_spread, with_scatter
 from .lifetime import fit_child_start, fit_exec, fit_exit, fit_faults, fit_vfork_wait_reap
-from .plan import FORK_MODE, FORKEXEC_MODE, VARIANTS, Plan, Store, label as _label
+from .plan import FORK_MODE, FORKEXEC_MODE, VARIANTS, MiB, Plan, Store, label as _label
 from .samples import Evidence, group, pct, preempted_share, seg_cfgs, vals
 from .scheduling import exit_head_share, fit_placement, fit_scheduler
-from .warmth import fit_warmth
+from .warmth import fit_warmth, grid_spreads
 
 __all__ = ["build_profile"]
 
@@ -176,16 +176,27 @@ def _fresh_scatter(ev: Evidence, layout: LayoutFit | None) -> dict[str, Any] | N
 
 
 def _fresh_spread(ev: Evidence) -> dict[str, Any] | None:
-    """The profile's fresh_image_spread: the median spread of the images fresh_image_scatter is read from."""
+    """The profile's fresh_image_spread: the median spread of the images fresh_image_scatter is read from, and by
+    size the cold grid's (what the cold terms were measured at) as fragments: Spread.at."""
     spreads = sweep_spread(ev.store)
-    if not spreads:
+    grid = grid_spreads(ev.store) or {}
+    if not spreads and not grid:
         return None
-    v = round(min(64.0, max(1.0, median(spreads))), 3)
-    return {"value": v, "source": (
+    v = round(min(64.0, max(1.0, median(spreads or list(grid.values())))), 3)
+    fragments = [[rss // 4096, round((sp - 1.0) * (rss // 4096) / 64.0, 1)] for rss, sp in sorted(grid.items())]
+    by_size = ", ".join(f"{rss // MiB} MiB {sp:.2f}" for rss, sp in sorted(grid.items()))
+    return {"value": v, **({"fragments": fragments} if fragments else {}), "source": (
         f"measured: spread (forksim.lab.pagemap.spread_of: the distinct 4 KiB vmemmap pages holding the image's "
-        f"struct pages x 64 / pages) of the {len(spreads)} images fresh_image_scatter is read from: median {v:.2f}, "
-        f"range {min(spreads):.2f} .. {max(spreads):.2f} (the buddy allocator's state on this host then: a process "
-        f"started after others exited can get frames among theirs, 1-10 on the 2026-12-03 Intel host)")}
+        f"struct pages x 64 / pages) of freshly touched images"
+        + (f"; value: the {len(spreads)} images fresh_image_scatter is read from, median {v:.2f}, range "
+           f"{min(spreads):.2f} .. {max(spreads):.2f}" if spreads else "")
+        + (f"; fragments, what a config that does not state its spread gets: by size, the cold grid's slept in-order "
+           f"images (every round's median: {by_size}), as the vmemmap pages beyond a dense range's, so that such a "
+           f"config's cold fork is priced at the spread its cold terms were measured at (a count of pages, not a share "
+           f"of the image: the sweep's images of 512 MiB and more picked up 750-880 such pages each in the 2026-12-03 AMD "
+           f"full calibration, whatever their size)" if grid else "")
+        + "; the buddy allocator's state on this host then: a process started after others exited gets frames among "
+          "theirs, 1-10 at 64 MiB on the 2026-12-02/03 hosts, right after compaction about 1")}
 
 
 def _held_out(ev: Evidence, totals: ForkTotals, st: dict[str, StageCost]) -> None:

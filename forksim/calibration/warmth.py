@@ -51,7 +51,7 @@ from .cold_scatter import SCATTER_GAP, fit_cold_scatter, is_layout, layout_jobs,
 from .layout import layout_reader
 from .plan import MiB, Plan, Store
 
-__all__ = ["GRIDS", "cold_jobs", "fit_warmth", "llc_bytes"]
+__all__ = ["GRIDS", "cold_jobs", "fit_warmth", "grid_spreads", "llc_bytes"]
 
 _MS = 1000  # us
 
@@ -305,19 +305,29 @@ def _spread(layout: dict[str, Any]) -> float | None:
     return None if v is None else round(v, 2)
 
 
-def _spreads(table: list[dict[str, Any]], sizes: list[int]) -> dict[int, float] | None:
-    """Per size but the empty image, the median spread of its slept in-order images (each run its own process and
-    image); None unless every such size has one (the cold terms are then priced per page as measured, whatever the
-    images' spread, as before the spread was read)."""
+def _spreads(runs: list[dict[str, Any]], sizes: list[int]) -> dict[int, float] | None:
+    """Per size but the empty image, the median spread of its slept in-order images over every run (each round its
+    own process and image: a pooled row keeps the first round's layout, while its extra pools every round's; the
+    2026-12-03 12:36 AMD full grid's 64 MiB rounds sat at 5.68, 3.45 and 3.39, and the first alone put the per-page
+    term at 0.6 of what the three gave); None unless every such size has one (the cold terms are then priced per
+    page as measured, whatever the images' spread, as before the spread was read)."""
     out: dict[int, float] = {}
     for rss in sizes:
         if rss == 0:  # a few dozen pages of stack and libraries: the fixed part
             continue
-        got = [t["spread"] for t in table if t["rss_bytes"] == rss and t["cond"] == "sleep" and t.get("spread")]
+        got = [v for r in runs if r["key"]["rss"] == rss and r["key"]["cond"] == "sleep"
+               and (v := _spread(r.get("layout") or {}))]
         if not got:
             return None
         out[rss] = max(1.0, statistics.median(got))
     return out or None
+
+
+def grid_spreads(store: Store) -> dict[int, float] | None:
+    """The spread the cold terms were measured at, per size of the cold grid (its slept in-order images: _spreads);
+    None where the grid read none."""
+    runs = store.select("cold")
+    return _spreads(runs, sorted({r["key"]["rss"] for r in runs})) if runs else None
 
 
 def _reference_gap(table: list[dict[str, Any]]) -> float | None:
@@ -395,8 +405,8 @@ def _spread_source(spreads: dict[int, float] | None) -> str:
     """The provenance of per_spread ("" without it)."""
     if not spreads:
         return ""
-    return ("; per_spread: per_pte_us is per page at spread 1, each size's extra divided by its slept images' "
-            "median spread (lab.pagemap.spread_of: " + ", ".join(f"{s // MiB} MiB {v:.2f}" for s, v in spreads.items())
+    return ("; per_spread: per_pte_us is per page at spread 1, each size's extra divided by the median spread of its "
+            "slept images, every round's (lab.pagemap.spread_of: " + ", ".join(f"{s // MiB} MiB {v:.2f}" for s, v in spreads.items())
             + "; the cold extra grows about linearly with it: on the 2026-12-02/03 Intel host 0.3-0.4 us per "
             "vmemmap page, calibration/data/layout-spread-20261202.json)")
 
@@ -597,7 +607,7 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
 
     # fully cold: each size's extra at its longest sleep over the curve's coldness there (about 1 at 1 s)
     sat = {s: measured[s] / cold_at(longest[s]["gap_p50_us"]) for s in measured}
-    spreads = _spreads(table, fitted)
+    spreads = _spreads(store.select("cold"), fitted)
     per_spread = spreads is not None
     fixed, per_pte, cap = _fully_cold_fit(table, fitted, {s: max(sat[s], 0.01 * warm[s]) for s in fitted}, fell, spreads)
 
