@@ -236,11 +236,10 @@ class ImageSection(_Section):
     def spread_used(self, profile: Any) -> tuple[float, str]:
         """The spread the model prices this image at and where it came from: the config's own, else the profile's
         `fresh_image_spread` at this image's size (what calibrate's freshly touched images had), else 1."""
-        value, origin = self._layout_used("spread", profile, 1.0)
         fresh = getattr(profile, "fresh_image_spread", None)
-        if origin != "config" and fresh is not None and fresh.fragments:
+        if self.spread is None and fresh is not None and fresh.fragments:
             return round(fresh.at(self.rss // 4096), 4), "profile fresh_image_spread at this image's size"
-        return value, origin
+        return self._layout_used("spread", profile, 1.0)
 
     def _layout_used(self, key: str, profile: Any, default: float) -> tuple[float, str]:
         stated = getattr(self, key)

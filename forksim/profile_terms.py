@@ -317,8 +317,9 @@ class Spread(BaseModel):
     where it came from. With `fragments`, a freshly touched image's spread depends on its size: the allocator hands
     an image the scattered free pages first (the per-CPU lists' recently freed pages, then the lowest order that has
     any: __rmqueue_smallest), each on a vmemmap page of its own, and the rest of it in dense ranges, so the extra
-    vmemmap pages are about a count of fragments, not a share of the image: an image of P pages sits at spread
-    1 + 64 F / P, F interpolated between the measured sizes in log2(P) and held beyond them."""
+    vmemmap pages are about a count of fragments, not a share of the image (the 2026-12-03 AMD full calibration's
+    sweep images of 512 MiB to 4 GiB picked up 750-880 each): an image of P pages sits at spread 1 + 64 F / P, F
+    interpolated between the measured sizes in log2(P) and held beyond them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     value: float = Field(ge=1.0, le=64.0)

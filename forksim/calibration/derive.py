@@ -183,18 +183,16 @@ def _fresh_spread(ev: Evidence) -> dict[str, Any] | None:
     if not spreads and not grid:
         return None
     v = round(min(64.0, max(1.0, median(spreads or list(grid.values())))), 3)
-    fragments = [[rss // 4096, round((sp - 1.0) * (rss // 4096) / 64.0, 1)] for rss, sp in sorted(grid.items())]
+    fragments = [[pages, round((sp - 1.0) * pages / 64.0, 1)] for rss, sp in sorted(grid.items()) if (pages := rss // 4096)]
     by_size = ", ".join(f"{rss // MiB} MiB {sp:.2f}" for rss, sp in sorted(grid.items()))
     return {"value": v, **({"fragments": fragments} if fragments else {}), "source": (
         f"measured: spread (forksim.lab.pagemap.spread_of: the distinct 4 KiB vmemmap pages holding the image's "
         f"struct pages x 64 / pages) of freshly touched images"
         + (f"; value: the {len(spreads)} images fresh_image_scatter is read from, median {v:.2f}, range "
            f"{min(spreads):.2f} .. {max(spreads):.2f}" if spreads else "")
-        + (f"; fragments, what a config that does not state its spread gets: by size, the cold grid's slept in-order "
-           f"images (every round's median: {by_size}), as the vmemmap pages beyond a dense range's, so that such a "
-           f"config's cold fork is priced at the spread its cold terms were measured at (a count of pages, not a share "
-           f"of the image: the sweep's images of 512 MiB and more picked up 750-880 such pages each in the 2026-12-03 AMD "
-           f"full calibration, whatever their size)" if grid else "")
+        + (f"; fragments, what a config that does not state its spread gets (Spread.at): by size, the cold grid's "
+           f"slept in-order images (every round's median: {by_size}) as the vmemmap pages beyond a dense range's, so "
+           f"that such a config's cold fork is priced at the spread its cold terms were measured at" if grid else "")
         + "; the buddy allocator's state on this host then: a process started after others exited gets frames among "
           "theirs, 1-10 at 64 MiB on the 2026-12-02/03 hosts, right after compaction about 1")}
 

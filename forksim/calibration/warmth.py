@@ -405,8 +405,9 @@ def _spread_source(spreads: dict[int, float] | None) -> str:
     """The provenance of per_spread ("" without it)."""
     if not spreads:
         return ""
+    sizes = ", ".join(f"{s // MiB} MiB {v:.2f}" for s, v in spreads.items())
     return ("; per_spread: per_pte_us is per page at spread 1, each size's extra divided by the median spread of its "
-            "slept images, every round's (lab.pagemap.spread_of: " + ", ".join(f"{s // MiB} MiB {v:.2f}" for s, v in spreads.items())
+            f"slept images, every round's (lab.pagemap.spread_of: {sizes}"
             + "; the cold extra grows about linearly with it: on the 2026-12-02/03 Intel host 0.3-0.4 us per "
             "vmemmap page, calibration/data/layout-spread-20261202.json)")
 
