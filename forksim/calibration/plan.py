@@ -57,7 +57,8 @@ class Plan:
 PLANS = {
     "smoke": Plan("smoke", (0, 16 * MiB), (8 * MiB,), 1, (0,), (10, 300), (16 * MiB,), (0, 16 * MiB), (300,),
                   60_000, 30, 40, 512, 3, 15, 3, layout_sizes=(16 * MiB,), layout_rounds=1),
-    # quick: under a minute on a 2-vCPU VM (diagnostics.seconds_by_step says where it goes): 4 rounds (300 ms of
+    # quick: about 70 s on a 2-vCPU VM (2026-12-03 15:07, AMD; diagnostics.seconds_by_step says where it goes; 3
+    # rounds of 400 ms took as long, 68.6 s both: the sweep's setup is not where the time goes): 4 rounds (300 ms of
     # fork round trips per size and round: 350 until the layout runs took their ~4 s, 2026-12-02), no
     # unpinned 1 GiB, no traced 1 GiB without THP (2.1 s; refitting the 2026-12-02 03:21 quick raw file
     # without it moved predict at 0-1 GiB by under 0.3%), one traced VMA count; the fitted terms are the full plan's

@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--out", help="profile file to write (default: the user's profile store, "
                    "$XDG_DATA_HOME/forksim/profiles/<host>.json, used from then on by every command on a matching "
                    "host; see `forksim profiles --help`)")
-    p.add_argument("--quick", action="store_true", help="the short plan (about a minute on a 2-vCPU VM)")
+    p.add_argument("--quick", action="store_true", help="the short plan (about 75 s on a 2-vCPU VM, its report included)")
     p.add_argument("--raw", help="also write every raw sample (.json or .json.gz)")
     p.add_argument("--no-tracefs", action="store_true", help="microbenchmarks only, even as root")
     p.add_argument("--quiet", action="store_true")
