@@ -130,9 +130,11 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
     rounds = _ROUNDS[plan.name]
     rng = random.Random(1313)
 
+    def short(rss: int) -> bool:  # a size that gets the back-to-back fork and one long sleep only
+        return rss != sizes[0] and (plan.name == "quick" or rss == 0)
+
     def sleeps_of(rss: int) -> tuple[tuple[int, int], ...]:
-        short = rss != sizes[0] and (plan.name == "quick" or rss == 0)
-        if not short:
+        if not short(rss):
             return sleeps
         return sleeps[:1] + ((QUICK_OTHER_SLEEP,) if plan.name == "quick" else sleeps[-1:])
 
@@ -140,7 +142,6 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
         this: list[tuple[str, Callable[[], None]]] = []
         per = f" (round {rnd + 1}/{rounds})" if rounds > 1 else ""
         for rss in sizes:
-            short = rss != sizes[0] and (plan.name == "quick" or rss == 0)
             gaps = [(gap, reps, False) for gap, reps in sleeps_of(rss)] + [(gap, reps, True) for gap, reps in spins]
             passes, items = _interleaved(gaps, rounds)
             said = ", ".join(f"{gap / _MS:g} ms {'spinning' if spin else 'asleep'}" for gap, _, spin in gaps)
@@ -149,11 +150,11 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
             for gap, reps in exits:
                 this.append((f"cold exit {rss // MiB}MiB after the child slept {gap / _MS:g} ms{per}",
                              job(rss, "exit", gap, -(-reps // rounds), ["-E", str(gap)], cpu)))
-            for mult, reps in ([] if short else works):
+            for mult, reps in ([] if short(rss) else works):
                 w = int(mult * llc)
                 this.append((f"cold fork {rss // MiB}MiB after {w // MiB} MiB of other work{per}",
                              job(rss, "work", float(w), -(-reps // rounds), ["-W", str(w)], cpu)))
-            if other != cpu and not short and mig_reps:
+            if other != cpu and not short(rss) and mig_reps:
                 this.append((f"cold fork {rss // MiB}MiB after a move to another CPU{per}",
                              job(rss, "migrate", 0.0, -(-mig_reps // rounds), ["-M"], min(cpu, other))))
             if other != cpu and remote_reps:  # a pair, side by side: the remote extra is a few hundred us
