@@ -63,6 +63,7 @@ class LocalPool:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["forksim.runner"])
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        self.broken = False  # a worker died: the pool has nothing left to run
 
     def run(self, fn: Callable[..., Any], jobs: Iterable[Job]) -> Iterator[tuple[Any, Any]]:
         from concurrent.futures import as_completed
@@ -73,11 +74,15 @@ class LocalPool:
             try:
                 res = fut.result()
             except BrokenProcessPool as exc:  # a worker died (killed, out of memory)
+                self.broken = True
                 raise WorkersLost(f"{exc.__class__.__name__}: {exc}") from None
             yield futures[fut], res
 
     def close(self, cancel: bool = False) -> None:
-        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        # a broken pool is waited for (its manager thread is only tearing down): left running, it closes its wake-up
+        # pipe while the interpreter's exit handler (concurrent.futures _python_exit) writes to it, and the exit
+        # prints an OSError traceback (EBADF; seen once in CI, 2026-12-03, after the workers were killed)
+        self.pool.shutdown(wait=not cancel or self.broken, cancel_futures=cancel)
 
 
 class DaskCluster:

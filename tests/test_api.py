@@ -63,6 +63,22 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def test_a_local_pool_whose_worker_died_is_torn_down_before_close_returns():
+    """A worker killed (here: it _exits) breaks the pool: run raises WorkersLost, and close, even asked to cancel,
+    waits for the pool's manager thread, which otherwise closes its wake-up pipe while the interpreter's exit handler
+    writes to it (an EBADF traceback at exit)."""
+    import threading
+    from concurrent.futures.process import _ExecutorManagerThread
+
+    from forksim.executor import LocalPool, WorkersLost
+
+    ex = LocalPool(1)
+    with pytest.raises(WorkersLost):
+        list(ex.run(os._exit, [(0, (1,))]))
+    ex.close(cancel=True)
+    assert not [t for t in threading.enumerate() if isinstance(t, _ExecutorManagerThread) and t.is_alive()]
+
+
 def test_sweep_whose_workers_die_exits_nonzero(tmp_path):
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(SMALL.format(duration="2s", reps=2))
