@@ -189,14 +189,14 @@ class ImageSection(_Section):
         default=None, ge=0.0, le=1.0,
         description="physical layout of the image: the share of consecutive anonymous pages whose frames are not "
         "neighbours in /proc/PID/pagemap (0 = in order, 1 = none in order; tools/image_shape.py PID reads it; "
-        "default: the profile's fresh_image_scatter, else 0)")
+        "default: the profile's fresh_image_scatter at this image's size, else 0)")
     # a cold walk misses per vmemmap page of struct pages: frames spread among other processes' put the image's
     # struct pages on more of them (ColdTerms.per_spread prices it)
     spread: float | None = Field(
         default=None, ge=1.0, le=64.0,
         description="how far the image's struct pages spread: the distinct 4 KiB vmemmap pages holding them x 64 / "
         "pages, from /proc/PID/pagemap (1 = one dense range of frames, up to 64; tools/image_shape.py PID reads it; "
-        "default: the profile's fresh_image_spread, else 1)")
+        "default: the profile's fresh_image_spread at this image's size, else 1)")
 
     @field_validator("rss")
     @classmethod
@@ -230,15 +230,12 @@ class ImageSection(_Section):
 
     def scatter_used(self, profile: Any) -> tuple[float, str]:
         """The scatter the model prices this image at and where it came from: the config's own, else the
-        profile's `fresh_image_scatter` (what calibrate's freshly touched images had), else 0."""
+        profile's `fresh_image_scatter` at this image's size (what calibrate's freshly touched images had), else 0."""
         return self._layout_used("scatter", profile, 0.0)
 
     def spread_used(self, profile: Any) -> tuple[float, str]:
         """The spread the model prices this image at and where it came from: the config's own, else the profile's
         `fresh_image_spread` at this image's size (what calibrate's freshly touched images had), else 1."""
-        fresh = getattr(profile, "fresh_image_spread", None)
-        if self.spread is None and fresh is not None and fresh.fragments:
-            return round(fresh.at(self.rss // 4096), 4), "profile fresh_image_spread at this image's size"
         return self._layout_used("spread", profile, 1.0)
 
     def _layout_used(self, key: str, profile: Any, default: float) -> tuple[float, str]:
@@ -246,9 +243,11 @@ class ImageSection(_Section):
         if stated is not None:
             return stated, "config"
         fresh = getattr(profile, f"fresh_image_{key}", None)
-        if fresh is not None:
-            return fresh.value, f"profile fresh_image_{key}"
-        return default, "default (neither the config nor the profile states it)"
+        if fresh is None:
+            return default, "default (neither the config nor the profile states it)"
+        if fresh.by_size:
+            return round(fresh.at(self.rss // 4096), 4), f"profile fresh_image_{key} at this image's size"
+        return fresh.value, f"profile fresh_image_{key}"
 
     @property
     def anon_vma_count(self) -> int:

@@ -46,8 +46,8 @@ def predict(
     the flags the child unshares first: as `[workload.image] fds`, `[workload.child] flags`,
     `[workload] live_children`, `[workload] wait` and `[workload.child] unshare`.
     `scatter`: the image's physical layout as `[workload.image] scatter` (0..1, what tools/image_shape.py reads
-    from /proc/PID/pagemap; None: the profile's fresh_image_scatter, else 0); `spread` as `[workload.image] spread`
-    (1..64; None: the profile's fresh_image_spread, else 1).
+    from /proc/PID/pagemap; None: the profile's fresh_image_scatter at this size, else 0); `spread` as `[workload.image] spread`
+    (1..64; None: the profile's fresh_image_spread at this size, else 1).
     `warm`: every fork as warm as in a back-to-back loop (the warmth terms off), to compare with
     back-to-back measurements."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)

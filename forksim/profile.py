@@ -72,6 +72,7 @@ from .profile_terms import (  # noqa: F401 - _TERMS: the old private name of TER
     IdleWakeCurve,
     IpiSendCurve,
     SchedulerCosts,
+    Scatter,
     Spread,
     StageCost,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "SchedulerCosts",
     "Fraction",
     "Spread",
+    "Scatter",
     "RecentIdle",
     "RoomCurve",
     "PlacementRoom",
@@ -194,8 +196,9 @@ class Profile(BaseModel):
     # one VMA visit per process mapping the folio (forksim.kernel.damon); absent: no monitor
     damon_rmap: DamonRmap | None = None
     # ImageShape.scatter of a freshly touched image on this host (what calibrate's own images had, read from
-    # /proc/PID/pagemap): the layout a config that does not state `workload.image.scatter` gets; absent: 0
-    fresh_image_scatter: Fraction | None = None
+    # /proc/PID/pagemap): the layout a config that does not state `workload.image.scatter` gets (Scatter.at: by
+    # size where the profile has breaks); absent: 0
+    fresh_image_scatter: Scatter | None = None
     # ImageShape.spread of a freshly touched image on this host, from the same images: what a config that does not
     # state `workload.image.spread` gets; absent: 1 (one dense range of frames)
     fresh_image_spread: Spread | None = None

@@ -20,7 +20,7 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["TERMS", "scatter_ramp", "Residual", "CacheCurve", "StageCost", "IdleWakeCurve", "IpiSendCurve", "SchedulerCosts", "Fraction", "Spread",
+__all__ = ["TERMS", "scatter_ramp", "Residual", "CacheCurve", "StageCost", "IdleWakeCurve", "IpiSendCurve", "SchedulerCosts", "Fraction", "Spread", "Scatter",
            "ImageShape"]
 
 
@@ -312,6 +312,19 @@ class Fraction(BaseModel):
     source: str = Field(min_length=1)
 
 
+def _share_by_size(counts: list[tuple[float, float]], pages: int) -> float:
+    """The share of an image of `pages` pages that a per-size count (fragments, breaks) makes: the count
+    interpolated in log2(pages) between the measured sizes and held beyond the largest (the allocator's scattered
+    free pages are a count, which a larger image dilutes), its share held below the smallest (a smaller image may
+    lie wholly among them: the 2026-12-03 AMD full grid's 16 and 64 MiB images sat at spread 3.9 and 3.5)."""
+    pts = sorted(counts)
+    lo_pages, lo_count = pts[0]
+    if pages <= lo_pages:
+        return lo_count / max(lo_pages, 1.0)
+    count = float(np.interp(math.log2(pages), [math.log2(max(p, 1.0)) for p, _ in pts], [c for _, c in pts]))
+    return count / pages
+
+
 class Spread(BaseModel):
     """How far an image's struct pages spread over the vmemmap (ImageShape.spread) as measured on this host, with
     where it came from. With `fragments`, a freshly touched image's spread depends on its size: the allocator hands
@@ -319,7 +332,7 @@ class Spread(BaseModel):
     any: __rmqueue_smallest), each on a vmemmap page of its own, and the rest of it in dense ranges, so the extra
     vmemmap pages are about a count of fragments, not a share of the image (the 2026-12-03 AMD full calibration's
     sweep images of 512 MiB to 4 GiB picked up 750-880 each): an image of P pages sits at spread 1 + 64 F / P, F
-    interpolated between the measured sizes in log2(P) and held beyond them."""
+    interpolated between the measured sizes in log2(P) and held beyond the largest (_share_by_size)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     value: float = Field(ge=1.0, le=64.0)
@@ -328,13 +341,41 @@ class Spread(BaseModel):
         "beyond a dense range's pages / 64), by size; absent: every image at `value`")
     source: str = Field(min_length=1)
 
+    @property
+    def by_size(self) -> bool:
+        return bool(self.fragments)
+
     def at(self, pages: int) -> float:
         """The spread of a freshly touched image of `pages` 4 KiB pages."""
         if not self.fragments or pages <= 0:
             return self.value
-        pts = sorted(self.fragments)
-        extra = float(np.interp(math.log2(pages), [math.log2(max(p, 1.0)) for p, _ in pts], [f for _, f in pts]))
-        return min(64.0, max(1.0, 1.0 + 64.0 * extra / pages))
+        return min(64.0, max(1.0, 1.0 + 64.0 * _share_by_size(self.fragments, pages)))
+
+
+class Scatter(BaseModel):
+    """How far a freshly touched image's pages are from physical order (ImageShape.scatter) as measured on this host,
+    with where it came from. With `breaks`, it depends on the image's size as Spread's fragments do, for the same
+    reason: the scattered free pages the allocator hands out first put a count of breaks in the frame order, and the
+    rest of the image comes in dense ranges (the 2026-12-03 AMD full calibration: cold grid images 0.074 / 0.083 /
+    0.147 / 0.057 at 16 MiB / 64 MiB / 256 MiB / 1 GiB; its fork sweep's 4 GiB images 0.011): an image of P pages
+    sits at B / P, B interpolated between the measured sizes in log2(P) and held beyond the largest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    value: float = Field(ge=0.0, le=1.0)
+    breaks: list[tuple[float, float]] | None = Field(
+        default=None, min_length=1, description="(4 KiB pages of an image, pages whose frame does not follow their "
+        "virtual predecessor's), by size; absent: every image at `value`")
+    source: str = Field(min_length=1)
+
+    @property
+    def by_size(self) -> bool:
+        return bool(self.breaks)
+
+    def at(self, pages: int) -> float:
+        """The scatter of a freshly touched image of `pages` 4 KiB pages."""
+        if not self.breaks or pages <= 0:
+            return self.value
+        return min(1.0, max(0.0, _share_by_size(self.breaks, pages)))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from forksim.config import ConfigError, parse_config
 from forksim.lab.pagemap import AFTER_BREAK_PAGES, PagemapUnreadable, image_layout, within_window
 from forksim.model import ModelParams, image_shape
 from forksim.predict import predict
-from forksim.profile import CacheCurve, Fraction, ImageShape, load_profile
+from forksim.profile import CacheCurve, ImageShape, Scatter, load_profile
 from forksim.validation import apps
 from forksim.validation.document import _row_name
 from forksim.validation.layouts import ParentLayouts, pooled_layout
@@ -39,7 +39,7 @@ def _with_scatter_term(per_pte_scatter_us: float = 0.1, fresh: float | None = No
                                                        "scatter_curve": _CURVE})
     update = {"stages": stages}
     if fresh is not None:
-        update["fresh_image_scatter"] = Fraction(value=fresh, source="assumption: test value")
+        update["fresh_image_scatter"] = Scatter(value=fresh, source="assumption: test value")
     return prof.model_copy(update=update)
 
 

@@ -612,8 +612,9 @@ def test_the_spread_is_fitted_at_every_rounds_image_not_the_first_rounds():
 
 def test_a_fresh_images_spread_follows_its_size_from_the_fragments_the_grid_found():
     """With fragments (the vmemmap pages beyond a dense range's, by size) an image of P pages sits at 1 + 64 F / P:
-    F interpolated in log2(P) between the measured sizes, held beyond them, the spread within 1..64; a config that
-    states its own spread keeps it; without fragments every size gets the value."""
+    F interpolated in log2(P) between the measured sizes, held beyond the largest, its share held below the smallest,
+    the spread within 1..64; a config that states its own spread keeps it; without fragments every size gets the
+    value."""
     from forksim.config import parse_config
     from forksim.profile import Spread, load_profile
 
@@ -621,7 +622,8 @@ def test_a_fresh_images_spread_follows_its_size_from_the_fragments_the_grid_foun
     assert sp.at(16384) == pytest.approx(1 + 64 * 600 / 16384)
     assert sp.at(32768) == pytest.approx(1 + 64 * 900 / 32768)  # halfway in log2 between the sizes
     assert sp.at(262144) == pytest.approx(1 + 64 * 1200 / 262144)  # held beyond the largest
-    assert sp.at(256) == 64.0 and sp.at(0) == 1.1  # never above 64; the empty image: the value
+    assert sp.at(4096) == sp.at(256) == sp.at(16384)  # below the smallest size: its share; the empty image: the value
+    assert sp.at(0) == 1.1 and Spread(value=1.1, fragments=[(16384, 1e6)], source="test").at(65536) == 64.0
     assert Spread(value=1.1, source="assumption: test").at(16384) == 1.1
     assert sp.at(1 << 20) < sp.at(65536) < sp.at(16384)  # the same fragments are a smaller share of a larger image
     prof = load_profile(REFERENCE_PROFILE).model_copy(update={"fresh_image_spread": sp})
@@ -631,6 +633,44 @@ def test_a_fresh_images_spread_follows_its_size_from_the_fragments_the_grid_foun
         round(1 + 64 * 900 / 32768, 4), "profile fresh_image_spread at this image's size")
     stated = parse_config({**base, "workload": {**base["workload"], "image": {"rss": "128MiB", "spread": 2}}})
     assert stated.workload.image.spread_used(prof) == (2.0, "config")
+
+
+def test_a_fresh_images_scatter_follows_its_size_from_the_breaks_the_grid_found():
+    """With breaks (pages out of frame order, by size) an image of P pages sits at B / P: B interpolated in log2(P)
+    between the measured sizes and held beyond the largest (a larger image dilutes them), the share held below the
+    smallest; the model prices a config without a scatter there and says so; a stated scatter is kept."""
+    from forksim.config import parse_config
+    from forksim.profile import Scatter, load_profile
+
+    sc = Scatter(value=0.02, breaks=[(16384, 1300.0), (65536, 9600.0)], source="assumption: test")
+    assert sc.at(16384) == pytest.approx(1300 / 16384)
+    assert sc.at(32768) == pytest.approx((1300 + 9600) / 2 / 32768)  # halfway in log2 between the sizes
+    assert sc.at(1 << 20) == pytest.approx(9600 / (1 << 20))  # held beyond the largest: a smaller share
+    assert sc.at(1024) == sc.at(16384) and sc.at(0) == 0.02  # below the smallest: its share; empty: the value
+    assert Scatter(value=0.02, source="assumption: test").at(65536) == 0.02
+    prof = load_profile(REFERENCE_PROFILE).model_copy(update={"fresh_image_scatter": sc})
+    base = {"experiment": {"name": "s", "duration": "10ms", "replications": 1},
+            "workload": {"kind": "closed", "parents": 1, "image": {"rss": "256MiB"}}}
+    assert parse_config(base).workload.image.scatter_used(prof) == (
+        round(9600 / 65536, 4), "profile fresh_image_scatter at this image's size")
+    stated = parse_config({**base, "workload": {**base["workload"], "image": {"rss": "256MiB", "scatter": 0.5}}})
+    assert stated.workload.image.scatter_used(prof) == (0.5, "config")
+
+
+def test_the_fresh_scatter_by_size_is_the_cold_grids_slept_in_order_images():
+    """grid_scatters: per size but the empty image, the median over the rounds of the grid's slept in-order images;
+    the images touched out of order (random, runs of K pages) are not a fresh process's layout."""
+    from forksim.calibration.warmth import grid_scatters
+
+    store = Store()
+    for rnd, scatter in enumerate((0.30, 0.10, 0.12)):
+        for cond in ("sleep", "random"):
+            run = _run(64 * MiB, cond, 1000, 900.0, 16384, 1000)
+            run["layout"] = {"scatter": scatter if cond == "sleep" else 0.999, "pages": 16384}
+            store.runs.append(run)
+    store.runs.append(_run(0, "sleep", 0, 23.0, 0, 0))
+    assert grid_scatters(store) == {64 * MiB: 0.12}
+    assert grid_scatters(Store()) is None
 
 
 def test_a_more_spread_image_forks_slower_cold_and_the_summary_says_so():

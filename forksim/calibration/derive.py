@@ -26,7 +26,7 @@ from .lifetime import fit_child_start, fit_exec, fit_exit, fit_faults, fit_vfork
 from .plan import FORK_MODE, FORKEXEC_MODE, VARIANTS, MiB, Plan, Store, label as _label
 from .samples import Evidence, group, pct, preempted_share, seg_cfgs, vals
 from .scheduling import exit_head_share, fit_placement, fit_scheduler
-from .warmth import fit_warmth, grid_spreads
+from .warmth import fit_warmth, grid_scatters, grid_spreads
 
 __all__ = ["build_profile"]
 
@@ -163,16 +163,27 @@ def _variant_diagnostics(ev: Evidence) -> None:
 
 
 def _fresh_scatter(ev: Evidence, layout: LayoutFit | None) -> dict[str, Any] | None:
-    """The profile's fresh_image_scatter: the median scatter of the fork sweep's freshly touched images."""
-    if layout is None or not layout.fresh:
+    """The profile's fresh_image_scatter: the median scatter of the fork sweep's freshly touched images, and by size
+    the cold grid's (the images the cold terms and fresh_image_spread's fragments come from) as breaks: Scatter.at."""
+    grid = grid_scatters(ev.store) or {}
+    if (layout is None or not layout.fresh) and not grid:
         return None
-    v = round(median(layout.fresh), 4)
-    return {"value": v, "source": (
-        f"measured: scatter (forksim.lab.pagemap.image_layout: share of consecutive private anonymous pages whose "
-        f"frames are not neighbours) of the {len(layout.fresh)} images of 16 MiB and more that this calibration's "
-        f"pinned fork sweep touched in address order, read at forkbench's gate before the first fork: median "
-        f"{v:.3f}, range {min(layout.fresh):.3f} .. {max(layout.fresh):.3f} (the buddy allocator's state on this "
-        f"host then; a long-lived or fragmented system hands out frames further from order)")}
+    sweep = list(layout.fresh) if layout is not None else []
+    v = round(median(sweep or list(grid.values())), 4)
+    breaks = [[pages, round(sc * pages, 1)] for rss, sc in sorted(grid.items()) if (pages := rss // 4096)]
+    by_size = ", ".join(f"{rss // MiB} MiB {sc:.3f}" for rss, sc in sorted(grid.items()))
+    return {"value": v, **({"breaks": breaks} if breaks else {}), "source": (
+        "measured: scatter (forksim.lab.pagemap.image_layout: share of consecutive private anonymous pages whose "
+        "frames are not neighbours) of freshly touched images"
+        + (f"; value: the {len(sweep)} images of 16 MiB and more that this calibration's pinned fork sweep touched in "
+           f"address order, read at forkbench's gate before the first fork, median {v:.3f}, range {min(sweep):.3f} .. "
+           f"{max(sweep):.3f}" if sweep else "")
+        + (f"; breaks, what a config that does not state its scatter gets (Scatter.at): by size, the cold grid's slept "
+           f"in-order images (every round's median: {by_size}) as a count of pages out of order, the images "
+           f"fresh_image_spread's fragments come from: a process touching its image after others ran and exited, "
+           f"where the sweep's images reuse the large blocks the previous size's exit just freed" if grid else "")
+        + "; the buddy allocator's state on this host then: a long-lived or fragmented system hands out frames further "
+          "from order")}
 
 
 def _fresh_spread(ev: Evidence) -> dict[str, Any] | None:

@@ -9,7 +9,8 @@ every struct page is a miss (and, past the TLB's reach, a page walk). What a cal
 
 - the layout of every image it forks (forkbench -g gate; forksim.lab.pagemap.image_layout, the one
   definition of `scatter`): each run's scatter, so that the fork sweep's per-page fit is corrected for
-  its own images' scatter, and `fresh_image_scatter` (the median of the sweep's freshly touched images);
+  its own images' scatter, and `fresh_image_scatter`'s value (the median of the sweep's freshly touched
+  images; its breaks by size, what a config without a scatter gets, come from the cold grid's images: derive.py);
 - forks of images touched in a random order (forkbench -L random: scatter ~1) beside the sweep's
   in-order image of the same size in the same round (interleaved A/B), pinned: per size, the p50 of
   fork() and of the child's exit, random minus in order;

@@ -51,7 +51,7 @@ from .cold_scatter import SCATTER_GAP, fit_cold_scatter, is_layout, layout_jobs,
 from .layout import layout_reader
 from .plan import MiB, Plan, Store
 
-__all__ = ["GRIDS", "cold_jobs", "fit_warmth", "grid_spreads", "llc_bytes"]
+__all__ = ["GRIDS", "cold_jobs", "fit_warmth", "grid_scatters", "grid_spreads", "llc_bytes"]
 
 _MS = 1000  # us
 
@@ -329,6 +329,18 @@ def grid_spreads(store: Store) -> dict[int, float] | None:
     None where the grid read none."""
     runs = store.select("cold")
     return _spreads(runs, sorted({r["key"]["rss"] for r in runs})) if runs else None
+
+
+def grid_scatters(store: Store) -> dict[int, float] | None:
+    """The scatter of the cold grid's slept in-order images (the images the cold terms were measured on), per size
+    but the empty image: every round's median; None where the grid read none."""
+    out: dict[int, float] = {}
+    for rss in sorted({r["key"]["rss"] for r in store.select("cold")} - {0}):
+        got = [v for r in store.select("cold") if r["key"]["rss"] == rss and r["key"]["cond"] == "sleep"
+               and (v := (r.get("layout") or {}).get("scatter")) is not None]
+        if got:
+            out[rss] = round(statistics.median(got), 4)
+    return out or None
 
 
 def _reference_gap(table: list[dict[str, Any]]) -> float | None:

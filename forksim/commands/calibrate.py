@@ -355,7 +355,7 @@ def _scattered_table(diag: dict) -> None:
     first = diag.get("image_layout", {}).get("first_images_scatter")
     if first:
         console.print("scatter of the first images this calibration touched (as a process started now meets the free "
-                      "lists; fresh_image_scatter is the sweep's median): "
+                      "lists; fresh_image_scatter's value is the sweep's median, its breaks by size the cold grid's): "
                       + ", ".join(f"{int(rss) >> 20} MiB {s:.3f}" for rss, s in first))
 
 

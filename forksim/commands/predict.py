@@ -25,11 +25,11 @@ def register(sub) -> None:
     p.add_argument("--scatter", type=float, metavar="F",
                    help="physical layout of the parent's image, 0..1: the share of consecutive anonymous pages whose "
                    "frames are not neighbours (tools/image_shape.py PID reads it; default: the profile's "
-                   "fresh_image_scatter, else 0)")
+                   "fresh_image_scatter at this image's size, else 0)")
     p.add_argument("--spread", type=float, metavar="S",
                    help="how far the image's struct pages spread, 1..64: distinct vmemmap pages holding them x 64 / "
                    "pages (1 = one dense range of frames; tools/image_shape.py PID reads it; default: the profile's "
-                   "fresh_image_spread, else 1); a cold fork's walk grows with it")
+                   "fresh_image_spread at this image's size, else 1); a cold fork's walk grows with it")
     p.add_argument("--gap", default="2ms", help="time from each reap to the next creation (default 2ms): the longer, "
                    "the colder the parent's image when the fork walks it, by the profile's warmth terms (1s: fully "
                    "cold, a process that forks now and then)")

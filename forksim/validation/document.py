@@ -140,8 +140,8 @@ def _stated_rows(rows: list[dict[str, Any]]) -> list[str]:
     if not cold:
         return []
     lines = ["", "Cold forks as a user states them: the image's RSS and VMAs and the gap between forks only (the model "
-             "takes the layout of calibrate's freshly touched images, the profile's fresh_image_scatter and, at the "
-             "image's size, fresh_image_spread), beside the "
+             "takes the layout of calibrate's freshly touched images, the profile's fresh_image_scatter and "
+             "fresh_image_spread at the image's size), beside the "
              "main table's prediction, which was given the parents' layout as read at the run's start:", "",
              "| scenario | fork() p50 (us) meas | pred, layout read | err | pred, image and gap only | err |",
              "|---|---|---|---|---|---|"]
