@@ -313,16 +313,19 @@ class Fraction(BaseModel):
 
 
 def _share_by_size(counts: list[tuple[float, float]], pages: int) -> float:
-    """The share of an image of `pages` pages that a per-size count (fragments, breaks) makes: the count
-    interpolated in log2(pages) between the measured sizes and held beyond the largest (the allocator's scattered
-    free pages are a count, which a larger image dilutes), its share held below the smallest (a smaller image may
-    lie wholly among them: the 2026-12-03 AMD full grid's 16 and 64 MiB images sat at spread 3.9 and 3.5)."""
-    pts = sorted(counts)
-    lo_pages, lo_count = pts[0]
+    """The share of an image of `pages` pages that a per-size count (fragments, breaks) makes: between the measured
+    sizes the share interpolated in log2(pages) (a count interpolated there would overshoot both neighbours' shares),
+    beyond the largest the count held (the allocator's scattered free pages are a count, which a larger image
+    dilutes: the 2026-12-03 AMD full calibration's sweep images of 512 MiB to 4 GiB picked up 750-880 extra vmemmap
+    pages each), below the smallest its share held (a smaller image may lie wholly among them: that calibration's
+    grid images sat at spread 3.9 and 3.5 at 16 and 64 MiB)."""
+    pts = sorted((max(p, 1.0), c) for p, c in counts)
+    (lo_pages, lo_count), (hi_pages, hi_count) = pts[0], pts[-1]
+    if pages >= hi_pages:
+        return hi_count / pages
     if pages <= lo_pages:
-        return lo_count / max(lo_pages, 1.0)
-    count = float(np.interp(math.log2(pages), [math.log2(max(p, 1.0)) for p, _ in pts], [c for _, c in pts]))
-    return count / pages
+        return lo_count / lo_pages
+    return float(np.interp(math.log2(pages), [math.log2(p) for p, _ in pts], [c / p for p, c in pts]))
 
 
 class Spread(BaseModel):
@@ -331,8 +334,8 @@ class Spread(BaseModel):
     an image the scattered free pages first (the per-CPU lists' recently freed pages, then the lowest order that has
     any: __rmqueue_smallest), each on a vmemmap page of its own, and the rest of it in dense ranges, so the extra
     vmemmap pages are about a count of fragments, not a share of the image (the 2026-12-03 AMD full calibration's
-    sweep images of 512 MiB to 4 GiB picked up 750-880 each): an image of P pages sits at spread 1 + 64 F / P, F
-    interpolated between the measured sizes in log2(P) and held beyond the largest (_share_by_size)."""
+    sweep images of 512 MiB to 4 GiB picked up 750-880 each): an image of P pages sits at spread 1 + 64 F / P, F / P
+    interpolated between the measured sizes in log2(P), F held beyond the largest (_share_by_size)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     value: float = Field(ge=1.0, le=64.0)
@@ -358,7 +361,7 @@ class Scatter(BaseModel):
     reason: the scattered free pages the allocator hands out first put a count of breaks in the frame order, and the
     rest of the image comes in dense ranges (the 2026-12-03 AMD full calibration: cold grid images 0.074 / 0.083 /
     0.147 / 0.057 at 16 MiB / 64 MiB / 256 MiB / 1 GiB; its fork sweep's 4 GiB images 0.011): an image of P pages
-    sits at B / P, B interpolated between the measured sizes in log2(P) and held beyond the largest."""
+    sits at B / P, B / P interpolated between the measured sizes in log2(P), B held beyond the largest."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     value: float = Field(ge=0.0, le=1.0)

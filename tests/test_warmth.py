@@ -612,7 +612,7 @@ def test_the_spread_is_fitted_at_every_rounds_image_not_the_first_rounds():
 
 def test_a_fresh_images_spread_follows_its_size_from_the_fragments_the_grid_found():
     """With fragments (the vmemmap pages beyond a dense range's, by size) an image of P pages sits at 1 + 64 F / P:
-    F interpolated in log2(P) between the measured sizes, held beyond the largest, its share held below the smallest,
+    F / P interpolated in log2(P) between the measured sizes, F held beyond the largest, F / P below the smallest,
     the spread within 1..64; a config that states its own spread keeps it; without fragments every size gets the
     value."""
     from forksim.config import parse_config
@@ -620,7 +620,7 @@ def test_a_fresh_images_spread_follows_its_size_from_the_fragments_the_grid_foun
 
     sp = Spread(value=1.1, fragments=[(16384, 600.0), (65536, 1200.0)], source="assumption: test")
     assert sp.at(16384) == pytest.approx(1 + 64 * 600 / 16384)
-    assert sp.at(32768) == pytest.approx(1 + 64 * 900 / 32768)  # halfway in log2 between the sizes
+    assert sp.at(32768) == pytest.approx(1 + 64 * (600 / 16384 + 1200 / 65536) / 2)  # the share, halfway in log2
     assert sp.at(262144) == pytest.approx(1 + 64 * 1200 / 262144)  # held beyond the largest
     assert sp.at(4096) == sp.at(256) == sp.at(16384)  # below the smallest size: its share; the empty image: the value
     assert sp.at(0) == 1.1 and Spread(value=1.1, fragments=[(16384, 1e6)], source="test").at(65536) == 64.0
@@ -630,21 +630,22 @@ def test_a_fresh_images_spread_follows_its_size_from_the_fragments_the_grid_foun
     base = {"experiment": {"name": "s", "duration": "10ms", "replications": 1},
             "workload": {"kind": "closed", "parents": 1, "image": {"rss": "128MiB"}}}
     assert parse_config(base).workload.image.spread_used(prof) == (
-        round(1 + 64 * 900 / 32768, 4), "profile fresh_image_spread at this image's size")
+        round(1 + 64 * (600 / 16384 + 1200 / 65536) / 2, 4), "profile fresh_image_spread at this image's size")
     stated = parse_config({**base, "workload": {**base["workload"], "image": {"rss": "128MiB", "spread": 2}}})
     assert stated.workload.image.spread_used(prof) == (2.0, "config")
 
 
 def test_a_fresh_images_scatter_follows_its_size_from_the_breaks_the_grid_found():
-    """With breaks (pages out of frame order, by size) an image of P pages sits at B / P: B interpolated in log2(P)
-    between the measured sizes and held beyond the largest (a larger image dilutes them), the share held below the
-    smallest; the model prices a config without a scatter there and says so; a stated scatter is kept."""
+    """With breaks (pages out of frame order, by size) an image of P pages sits at B / P: the share interpolated in
+    log2(P) between the measured sizes, B held beyond the largest (a larger image dilutes them), the share held below
+    the smallest; the model prices a config without a scatter there and says so; a stated scatter is kept."""
     from forksim.config import parse_config
     from forksim.profile import Scatter, load_profile
 
     sc = Scatter(value=0.02, breaks=[(16384, 1300.0), (65536, 9600.0)], source="assumption: test")
     assert sc.at(16384) == pytest.approx(1300 / 16384)
-    assert sc.at(32768) == pytest.approx((1300 + 9600) / 2 / 32768)  # halfway in log2 between the sizes
+    assert sc.at(32768) == pytest.approx((1300 / 16384 + 9600 / 65536) / 2)  # the share, halfway in log2
+    assert 1300 / 16384 < sc.at(32768) < 9600 / 65536  # never beyond its neighbours' shares
     assert sc.at(1 << 20) == pytest.approx(9600 / (1 << 20))  # held beyond the largest: a smaller share
     assert sc.at(1024) == sc.at(16384) and sc.at(0) == 0.02  # below the smallest: its share; empty: the value
     assert Scatter(value=0.02, source="assumption: test").at(65536) == 0.02
