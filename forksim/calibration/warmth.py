@@ -306,6 +306,12 @@ def _spread(layout: dict[str, Any]) -> float | None:
     return None if v is None else round(v, 2)
 
 
+def _slept_images(runs: list[dict[str, Any]], rss: int, read: Callable[[dict[str, Any]], float | None]) -> list[float]:
+    """`read` of the layout of every slept in-order image of `rss` bytes among `runs` (each round its own process)."""
+    return [v for r in runs if r["key"]["rss"] == rss and r["key"]["cond"] == "sleep"
+            and (v := read(r.get("layout") or {})) is not None]
+
+
 def _spreads(runs: list[dict[str, Any]], sizes: list[int]) -> dict[int, float] | None:
     """Per size but the empty image, the median spread of its slept in-order images over every run (each round its
     own process and image: a pooled row keeps the first round's layout, while its extra pools every round's; the
@@ -316,8 +322,7 @@ def _spreads(runs: list[dict[str, Any]], sizes: list[int]) -> dict[int, float] |
     for rss in sizes:
         if rss == 0:  # a few dozen pages of stack and libraries: the fixed part
             continue
-        got = [v for r in runs if r["key"]["rss"] == rss and r["key"]["cond"] == "sleep"
-               and (v := _spread(r.get("layout") or {}))]
+        got = [v for v in _slept_images(runs, rss, _spread) if v]
         if not got:
             return None
         out[rss] = max(1.0, statistics.median(got))
@@ -334,13 +339,9 @@ def grid_spreads(store: Store) -> dict[int, float] | None:
 def grid_scatters(store: Store) -> dict[int, float] | None:
     """The scatter of the cold grid's slept in-order images (the images the cold terms were measured on), per size
     but the empty image: every round's median; None where the grid read none."""
-    out: dict[int, float] = {}
-    for rss in sorted({r["key"]["rss"] for r in store.select("cold")} - {0}):
-        got = [v for r in store.select("cold") if r["key"]["rss"] == rss and r["key"]["cond"] == "sleep"
-               and (v := (r.get("layout") or {}).get("scatter")) is not None]
-        if got:
-            out[rss] = round(statistics.median(got), 4)
-    return out or None
+    runs = store.select("cold")
+    got = {rss: _slept_images(runs, rss, lambda lay: lay.get("scatter")) for rss in {r["key"]["rss"] for r in runs} - {0}}
+    return {rss: round(statistics.median(v), 4) for rss, v in sorted(got.items()) if v} or None
 
 
 def _reference_gap(table: list[dict[str, Any]]) -> float | None:
