@@ -57,7 +57,8 @@ class Plan:
 PLANS = {
     "smoke": Plan("smoke", (0, 16 * MiB), (8 * MiB,), 1, (0,), (10, 300), (16 * MiB,), (0, 16 * MiB), (300,),
                   60_000, 30, 40, 512, 3, 15, 3, layout_sizes=(16 * MiB,), layout_rounds=1),
-    # quick: about 70 s on a 2-vCPU VM (2026-12-03 15:07, AMD; diagnostics.seconds_by_step says where it goes; 3
+    # quick: about 70 s on a 2-vCPU VM (2026-12-03 15:07, AMD; 81.8 s at 17:13 the same day on a slower host, its 1 GiB
+    # rounds 1.7-2.6 s against 1.1-1.4; diagnostics.seconds_by_step says where it goes; 3
     # rounds of 400 ms took as long, 68.6 s both: the sweep's setup is not where the time goes): 4 rounds (300 ms of
     # fork round trips per size and round: 350 until the layout runs took their ~4 s, 2026-12-02), no
     # unpinned 1 GiB, no traced 1 GiB without THP (2.1 s; refitting the 2026-12-02 03:21 quick raw file
