@@ -27,7 +27,7 @@ class CPU:
 
     __slots__ = (
         "machine", "id", "rq", "current", "min_vruntime", "_token", "_busy_since", "busy_us",
-        "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load", "_picks", "idle_since",
+        "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load", "delayed", "idle_since",
         "awake_since", "_halted",
         "_next_irq", "rcu",
     )
@@ -57,7 +57,7 @@ class CPU:
         self.awake_since = 0.0
         self._halted = True
         self._seq = 0
-        self._picks = 0  # tasks made current so far (DELAY_DEQUEUE: a delayed sleeper leaves at a pick)
+        self.delayed: list[Task] = []  # DELAY_DEQUEUE sleepers still queued here (EEVDF)
 
     def __repr__(self) -> str:
         return f"<CPU {self.id} current={self.current.name if self.current else None} rq={len(self.rq)}>"
@@ -84,7 +84,7 @@ class CPU:
         if self.rq:
             self.load -= 1
             if self.machine.params.eevdf:
-                return self._take(eevdf.pick_index(self.rq, _tolerance(self.machine.env._now)))
+                return self._take(eevdf.pick_index(self.rq, _tolerance(self.machine.env._now), self.delayed))
             return heapq.heappop(self.rq)[2]
         return None
 
@@ -281,6 +281,8 @@ class CPU:
         if m.tracer is not None:
             m.tracer("leave", self, self.current, now + after)
         self.current.last_ran = now + after
+        if m._balancer is not None:
+            self.current._pelt_util(now + after, True)
         if self._busy_since is not None:
             self.busy_us += now - self._busy_since
             self._busy_since = None
@@ -290,7 +292,7 @@ class CPU:
         rq = self.rq
         if rq:  # _pick, inline
             self.load -= 1
-            nxt = self._take(eevdf.pick_index(rq, _tolerance(now))) if m.params.eevdf else heapq.heappop(rq)[2]
+            nxt = self._take(eevdf.pick_index(rq, _tolerance(now), self.delayed)) if m.params.eevdf else heapq.heappop(rq)[2]
         else:
             nxt = None
         cost = 0.0
@@ -299,6 +301,8 @@ class CPU:
             if nxt is not None:
                 cost += m.params.migration()
         if nxt is None:
+            if self.delayed:
+                eevdf.flush_delayed(self)  # pick_next_entity dequeues each delayed sleeper, then idles
             m._idle.add(self.id)
             self.idle_since = m.env._now
             self._halted = True
@@ -314,7 +318,6 @@ class CPU:
         task.cpu = self
         self.current = task
         self.load += 1
-        self._picks += 1
         m._idle.discard(self.id)
         if task.vruntime < self.min_vruntime and not m.params.eevdf:
             task.vruntime = self.min_vruntime
@@ -354,6 +357,9 @@ class CPU:
             self._halted = False
             self.awake_since = now
         task._slice_start = now
+        task.listed_t = now  # set_next_entity: moved to the head of rq->cfs_tasks
+        if self.machine._balancer is not None:
+            task._pelt_util(now, False)
         p = self.machine.params
         if p.eevdf:  # set_next_entity -> set_protect_slice: protected up to its deadline
             eevdf.renew_deadline(task, p.slice_us)

@@ -36,7 +36,7 @@ from simpy.events import PENDING
 
 from .cpu import CPU
 from .sched import eevdf
-from .sched.balance import Balancer
+from .sched.balance import Balancer, initial_util
 from .sched.idlest import find_dst_cpu
 from .sched.params import SchedulerParams
 from .task import SLEEPING, Task, _new_event, _tolerance
@@ -123,7 +123,9 @@ class Machine:
             eevdf.place_new(task, target, self.params.slice_us)
         else:
             task.vruntime = target.min_vruntime
-        task.load_t = self.env._now
+        task.load_t = task.util_t = self.env._now
+        if self._balancer is not None:
+            task.util_avg = task.runnable_avg = initial_util(self, target, self.env._now)
         return ev, self._activate(task, target, home, new=True)
 
     def wake(self, task: Task, waker: Task | None, sync: bool = False, to: CPU | None = None) -> float:
@@ -132,16 +134,17 @@ class Machine:
         if task.state != SLEEPING:
             return 0.0
         waker_cpu = waker.cpu if waker is not None else None
-        target = to if to is not None else self._select_wake_cpu(task, waker_cpu, sync)
+        delayed = task._delayed
+        if delayed is not None:
+            target = delayed  # ttwu_runnable: still queued (DELAY_DEQUEUE), so requeued where it is
+        else:
+            target = to if to is not None else self._select_wake_cpu(task, waker_cpu, sync)
         if self._balancer is not None:
             task._pelt(False)
         target._sync_min_vruntime()
         if self.params.eevdf:
-            d = task._delayed
-            task._delayed = None
-            if d is None or d[0] is not target or d[1] != target._picks:
+            if delayed is None or not eevdf.requeue_delayed(task):
                 eevdf.place_woken(task, target, self.params.slice_us)
-            # else still delayed on this CPU (no pick since it slept): requeued with its vruntime
             return self._activate(task, target, waker_cpu)
         # A sleeper keeps a little credit (half a slice) but never its whole sleep.
         credit = self.params.slice_us / 2.0
@@ -163,6 +166,7 @@ class Machine:
 
     def _activate(self, task: Task, target: CPU, waker_cpu: CPU | None, new: bool = False) -> float:
         p = self.params
+        task.listed_t = self.env._now  # account_entity_enqueue: at the head of rq->cfs_tasks
         if target.current is None and not target.rq:  # target.idle
             # An idle vCPU halts at once (haltpoll without polling): it must be woken.
             idle_us = self.env._now - target.idle_since
@@ -265,7 +269,7 @@ class Machine:
         was halted)."""
         target._sync_min_vruntime()
         if self.params.eevdf:
-            task._delayed = None
+            eevdf.undelay(task)
             eevdf.place_woken(task, target, self.params.slice_us)
         else:
             task.prev_cpu._sync_min_vruntime()

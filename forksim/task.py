@@ -43,6 +43,7 @@ class Task:
         "machine", "name", "pid", "cpu", "prev_cpu", "state", "vruntime", "need_resched",
         "_left", "_total", "_done", "_preemptible", "_preempt_from", "_chunk_start", "_slice_start",
         "_wake_event", "deadline", "vlag", "_protect_end", "last_ran", "load_avg", "load_t", "_delayed",
+        "util_avg", "util_t", "runnable_avg", "listed_t",
         "affinity", "_end_cb",
     )
 
@@ -68,7 +69,11 @@ class Task:
         self._protect_end = 0.0  # RUN_TO_PARITY: wall time its protected slice ends
         self.last_ran = -math.inf  # when it last left a CPU (task_hot)
         self.load_avg = 1024.0   # PELT runnable average (a new task starts full)
-        self._delayed: tuple[CPU, int] | None = None  # DELAY_DEQUEUE: (its CPU, that CPU's picks then)
+        self.runnable_avg = 0.0  # the same average from post_init_entity_util_avg's start (forksim.sched.balance)
+        self.util_avg = 0.0      # PELT running average (util_avg), brought up to util_t
+        self.util_t = machine.env._now
+        self.listed_t = machine.env._now  # when it last went to the head of its CPU's task list (balancing's order)
+        self._delayed: CPU | None = None  # DELAY_DEQUEUE: the CPU it still sits queued on, asleep
         self.load_t = machine.env._now
         self.affinity: CPU | None = None  # the one CPU it may run on (sched_setaffinity), None: any
         self._end_cb = self._chunk_end  # bound once: the first callback of every non-preemptible chunk
@@ -78,7 +83,14 @@ class Task:
         now = self.machine.env._now
         d = decay(now - self.load_t)
         self.load_avg = self.load_avg * d + (1024.0 * (1.0 - d) if runnable else 0.0)
+        self.runnable_avg = self.runnable_avg * d + (1024.0 * (1.0 - d) if runnable else 0.0)
         self.load_t = now
+
+    def _pelt_util(self, now: float, running: bool) -> None:
+        """Bring util_avg up to `now`; `running`: whether it ran since the last update."""
+        d = decay(now - self.util_t)
+        self.util_avg = self.util_avg * d + (1024.0 * (1.0 - d) if running else 0.0)
+        self.util_t = now
 
     def __repr__(self) -> str:
         return f"<Task {self.name} pid={self.pid} {self.state} cpu={self.cpu.id if self.cpu else None}>"
@@ -184,12 +196,14 @@ class Task:
             self._pelt(True)
         if m.params.eevdf:
             self.vlag = eevdf.dequeue_lag(self, cpu, m.params.slice_us, m.params.tick_us)
-            # DELAY_DEQUEUE: a sleeper with negative lag stays queued (its vruntime kept) until its
-            # CPU next picks; woken before that, it is requeued as it was (see Machine.wake)
-            # (the switch away from it below is the one pick it survives: the next task is chosen)
-            # A lag of exactly 0 counts: the kernel's sleeper ran a few us past the placement of
-            # what it woke (a vfork parent after wake_up_new_task), which the model folds into one chunk.
-            self._delayed = (cpu, cpu._picks + 1) if cpu.rq and eevdf.raw_lag(self, cpu) <= 0.0 else None
+            # DELAY_DEQUEUE: a sleeper with negative lag stays queued (its vruntime kept, counted in V)
+            # until pick_eevdf chooses it, eligible at last; woken before that, it is requeued where it
+            # is (see Machine.wake). A lag of exactly 0 counts: the kernel's sleeper ran a few us past
+            # the placement of what it woke (a vfork parent after wake_up_new_task), which the model
+            # folds into one chunk.
+            if cpu.rq and eevdf.raw_lag(self, cpu) <= 0.0:
+                self._delayed = cpu
+                cpu.delayed.append(self)
         self.state = SLEEPING
         self.need_resched = False
         self.prev_cpu = cpu

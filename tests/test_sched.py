@@ -381,7 +381,7 @@ def test_measured_fork_shares_with_no_idle_cpu(shares, draw, expect):
 
 
 def test_a_delayed_sleeper_counts_as_queued_for_fork_placement():
-    """rq->nr_running counts a DELAY_DEQUEUE sleeper until its CPU next picks (forksim.sched.idlest)."""
+    """rq->nr_running counts a DELAY_DEQUEUE sleeper until it leaves the queue (forksim.sched.idlest)."""
     from forksim.sched.idlest import nr_queued
 
     env = simpy.Environment()
@@ -389,10 +389,11 @@ def test_a_delayed_sleeper_counts_as_queued_for_fork_placement():
     cpu = m.cpus[0]
     t = m.new_task("t")
     t.state = "sleeping"
-    t._delayed = (cpu, cpu._picks)
+    t._delayed = cpu
+    cpu.delayed.append(t)
     assert nr_queued(m, cpu) == 1
-    t._delayed = (cpu, cpu._picks - 1)  # picked since: gone
-    assert nr_queued(m, cpu) == 0
+    eevdf.undelay(t)  # picked off (or woken): gone
+    assert nr_queued(m, cpu) == 0 and t._delayed is None
 
 
 def test_pick_eevdf_runs_the_eligible_task_with_the_earliest_deadline():
@@ -411,3 +412,119 @@ def test_pick_eevdf_runs_the_eligible_task_with_the_earliest_deadline():
     assert cpu._pick() is child
     assert cpu._pick() is hog_  # V now 3000: the hog is eligible, late is not
     assert cpu._pick() is late
+
+
+@pytest.mark.parametrize("queued_deadline, preempts", [(1500.0, False), (2500.0, True)])
+def test_a_wakee_preempts_an_ineligible_runner_only_if_it_is_the_pick(queued_deadline, preempts):
+    """check_preempt_wakeup_fair: `__pick_eevdf() == pse`. The running task is above V (ineligible), so
+    its protection is dropped; the new child (at V, deadline V + half a slice) preempts only when no
+    eligible queued task has an earlier deadline (a child forked earlier by the CPU's other parent)."""
+    env = simpy.Environment()
+    m = Machine(env, 1, eevdf_params())
+    cpu = m.cpus[0]
+    cur, other, child = m.new_task("cur"), m.new_task("other"), m.new_task("child")
+    cur.vruntime, cur.deadline, cur._protect_end = 1100.0, 2400.0, 1e9  # inside its protected slice
+    other.vruntime, other.deadline = 900.0, queued_deadline
+    cpu.current = cur
+    cpu._enqueue(other)
+    child.vruntime, child.deadline = 1000.0, 2000.0  # V of the three = 1000: at V, eligible
+    cpu._enqueue(child)
+    assert eevdf.avg_vruntime(cpu) == (1000.0, 3)
+    assert eevdf.wakeup_preempts(cpu, cur, child, 0.0, 1400.0, 1e-6, new=True) is preempts
+
+
+def _fork_loop(m: Machine, cpu: int, work_us: float = 40.0, child_us: float = 60.0):
+    """A parent on `cpu` that forks a child onto its own CPU, sleeps in wait until the child (`child_us`
+    of work) exits and wakes it, and forks again: the CPU is busy all the time with short-lived tasks."""
+    parent = m.new_task("parent")
+    first = simpy.Event(m.env)
+    parent._wake_event = first
+    eevdf.place_new(parent, m.cpus[cpu], SLICE)
+    m._activate(parent, m.cpus[cpu], None)
+
+    def child_life(child, started):
+        yield started
+        yield child.run(child_us)
+        m.wake(parent, child, sync=True)
+        child.exit()
+
+    def body():
+        yield first
+        n = 0
+        while True:
+            yield parent.run(work_us)
+            child = m.new_task(f"child{n}")
+            n += 1
+            started, _ = m.spawn(child, parent, pack=True)
+            m.env.process(child_life(child, started))
+            yield parent.sleep()
+
+    m.env.process(body())
+    return parent
+
+
+def test_a_cpu_busy_with_short_lived_children_has_spare_capacity_and_takes_no_hog():
+    """Two hogs on CPU 0, a fork loop alone on CPU 1 (busy all the time): each child's utilisation leaves
+    with it, so CPU 1's util_avg stays under capacity / imbalance_pct (group_has_spare) and the periodic
+    balance evens task counts only: 2 against 1 is as even as it gets, and the hogs stay packed, as
+    traced on this kernel (closed-fork-K1-rss0-hogs2: no hog migration in the window)."""
+    from forksim.sched.balance import HAS_SPARE, cpu_stats, group_type
+
+    env = simpy.Environment()
+    bal = BalanceParams(interval_us=2000.0, idle_pull=0.0, uniform=lambda: 0.5)
+    m = Machine(env, 2, eevdf_params(balance=bal))
+    ran: dict[str, float] = {}
+    a, b = hog(m, "a", ran, pin=0), hog(m, "b", ran, pin=0)
+    _fork_loop(m, 1)
+    env.run(until=400_000.0)
+    assert (a.cpu.id, b.cpu.id) == (0, 0)
+    assert m._balancer.migrations == 0
+    busy = m.busy_per_cpu()[1] / env.now
+    _, util, runnable = cpu_stats(m, m.cpus[1], env.now)
+    assert busy > 0.95 and util < 1024.0 * 100 / 117
+    assert group_type(1, util, runnable, 117) == HAS_SPARE
+
+
+@pytest.mark.parametrize("util, load, expect", [(0.0, 0.0, 512.0), (400.0, 800.0, 312.0), (300.0, 3000.0, 102.3)])
+def test_a_new_task_starts_at_its_share_of_the_cpus_utilisation(util, load, expect):
+    """post_init_entity_util_avg: util x 1024 / (load + 1), at most half the spare capacity."""
+    from forksim.sched import balance
+
+    env = simpy.Environment()
+    m = Machine(env, 1, eevdf_params(balance=BalanceParams()))
+    orig = balance.cpu_stats
+    try:
+        balance.cpu_stats = lambda *_: (load, util, 0.0)
+        assert balance.initial_util(m, m.cpus[0], 0.0) == pytest.approx(expect, abs=0.1)
+    finally:
+        balance.cpu_stats = orig
+
+
+def test_a_delayed_sleeper_counts_in_v_until_picked_and_is_woken_where_it_sleeps():
+    """DELAY_DEQUEUE: a sleeper above V stays queued on its CPU (its vruntime in V) while others run;
+    woken meanwhile it is requeued there (ttwu_runnable) with its vruntime kept, whatever CPU the wake
+    rule would pick; once eligible and chosen by pick_eevdf it leaves with zero lag."""
+    env = simpy.Environment()
+    m = Machine(env, 2, eevdf_params())
+    cpu = m.cpus[0]
+    s, x, y = m.new_task("s"), m.new_task("x"), m.new_task("y")
+    s.vruntime, s.deadline = 3000.0, 3500.0
+    x.vruntime, x.deadline = 1000.0, 2400.0
+    y.vruntime, y.deadline = 1100.0, 2500.0
+    s.state, s._delayed, s.prev_cpu = "sleeping", cpu, cpu
+    cpu.delayed.append(s)
+    for t in (x, y):
+        cpu._enqueue(t)
+    assert eevdf.avg_vruntime(cpu) == (pytest.approx(5100.0 / 3), 3)
+    assert cpu._pick() is x and s._delayed is cpu  # s is above V: not eligible, still queued
+    m.wake(s, None, to=m.cpus[1])
+    assert s.cpu is cpu and s.vruntime == 3000.0 and not cpu.delayed
+    # queued now: y (1100) and s (3000). A sleeper t delayed at 4000 is above V = 2700 and stays at a
+    # pick; once y has run past it (V = 4000) it is eligible with the earliest deadline: picked off
+    t = m.new_task("t")
+    t.vruntime, t.deadline, t.state, t._delayed = 4000.0, 3200.0, "sleeping", cpu
+    cpu.delayed.append(t)
+    assert eevdf.pick_index(cpu.rq, 1e-6, cpu.delayed) >= 0 and t._delayed is cpu
+    y.vruntime = 5000.0
+    assert cpu.rq[eevdf.pick_index(cpu.rq, 1e-6, cpu.delayed)][2] is s
+    assert t._delayed is None and not cpu.delayed and t.vlag == 0.0

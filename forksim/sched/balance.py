@@ -5,11 +5,22 @@
   is the sum over the tasks that belong to it, running, waiting or blocked (a sleeping task's load
   stays on the CPU it last ran on and decays there, as cfs_rq->avg.load_avg keeps blocked load).
   A new task starts at 1024 (init_entity_runnable_average).
-- sched_balance_rq (periodic, from the tick of a busy CPU every balance_interval x busy_factor):
-  the busiest CPU must be overloaded (2+ runnable) and more loaded than this one by more than
-  imbalance_pct; the imbalance is half the difference (two groups of one CPU: min of the two
-  distances to the average); a waiting task moves if its load, halved for each failed attempt
-  (shr_bound(load, nr_balance_failed)), fits the imbalance.
+- PELT utilisation (util_avg): the geometric average of the time a task ran; a new task starts at
+  its CPU's util_avg x its weight / (the CPU's load_avg + 1), at most half the CPU's spare capacity
+  (post_init_entity_util_avg), and its runnable average starts there too. A dead task's averages
+  leave its CPU with it, so a CPU kept busy by short-lived children shows a utilisation well below
+  its busy time.
+- sched_balance_rq (periodic, from the tick of a busy CPU every balance_interval x busy_factor),
+  with the groups of one CPU each classified as update_sg_lb_stats/group_classify do: "overloaded"
+  (2+ runnable and utilisation above capacity / imbalance_pct or runnable average above capacity x
+  imbalance_pct), "has spare" (nothing runnable, or one task with both below those bounds), else
+  "fully busy". find_busiest_group: nothing moves to a CPU of a higher type, nor from a busiest CPU
+  that is not overloaded (this CPU being busy); two overloaded CPUs must differ by more than
+  imbalance_pct in load. calculate_imbalance: a CPU with spare capacity evens the number of tasks
+  (migrate_task: (busiest's runnable - this one's) / 2 tasks, none for a difference of one); a fully
+  busy or overloaded one takes load (migrate_load: the smaller distance of the two to their
+  average), a waiting task moving if its load, halved for each failed attempt (shr_bound(load,
+  nr_balance_failed)), fits the imbalance.
 - Idle balancing (sched_balance_newidle when a CPU goes idle; nohz idle balance, kicked from a busy
   CPU's tick while it has 2+ runnable, every balance_interval for each idle CPU): pull one waiting
   task from the busiest overloaded CPU (migrate_task).
@@ -27,15 +38,18 @@ from __future__ import annotations
 
 import heapq
 import math
+from operator import attrgetter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from ..machine import CPU, Machine, Task
 
-__all__ = ["BalanceParams", "PELT_HALFLIFE_US", "decay", "task_load", "cpu_load", "Balancer"]
+__all__ = ["BalanceParams", "PELT_HALFLIFE_US", "decay", "task_load", "cpu_load", "task_util", "initial_util",
+           "cpu_stats", "group_type", "HAS_SPARE", "FULLY_BUSY", "OVERLOADED", "Balancer"]
 
-PELT_HALFLIFE_US = 32 * 1024.0  # 32 periods of 1024 us (LOAD_AVG_PERIOD)
+PELT_HALFLIFE_US = 32 * 1024.0
+_LISTED = attrgetter("listed_t")  # 32 periods of 1024 us (LOAD_AVG_PERIOD)
 _LN2 = math.log(2.0)
 
 
@@ -75,6 +89,55 @@ def cpu_load(machine: "Machine", cpu: "CPU", now: float) -> float:
     return sum(task_load(t, now) for t in machine.tasks if (t.cpu or t.prev_cpu) is cpu)
 
 
+def task_util(task: "Task", now: float) -> float:
+    """The task's util_avg now (its running average x 1024)."""
+    d = decay(now - task.util_t)
+    running = task.cpu is not None and task.cpu.current is task and not task.cpu.in_transit
+    return task.util_avg * d + (1024.0 * (1.0 - d) if running else 0.0)
+
+
+def _task_runnable(task: "Task", now: float) -> float:
+    d = decay(now - task.load_t)
+    if task.state in ("running", "runnable"):
+        return task.runnable_avg * d + 1024.0 * (1.0 - d)
+    return task.runnable_avg * d
+
+
+def cpu_stats(machine: "Machine", cpu: "CPU", now: float) -> tuple[float, float, float]:
+    """cfs_rq->avg's load_avg, util_avg and runnable_avg of `cpu` (blocked tasks included)."""
+    load = util = runnable = 0.0
+    for t in machine.tasks:
+        if (t.cpu or t.prev_cpu) is cpu:
+            load += task_load(t, now)
+            util += task_util(t, now)
+            runnable += _task_runnable(t, now)
+    return load, util, runnable
+
+
+def initial_util(machine: "Machine", cpu: "CPU", now: float) -> float:
+    """post_init_entity_util_avg: a new nice-0 task's util_avg on `cpu` (its runnable_avg starts there)."""
+    load, util, _ = cpu_stats(machine, cpu, now)
+    cap = (CAPACITY - util) / 2.0
+    if cap <= 0.0:
+        return 0.0
+    return min(util * 1024.0 / (load + 1.0), cap) if util > 0.0 else cap
+
+
+CAPACITY = 1024.0  # SCHED_CAPACITY_SCALE: every vCPU's capacity
+HAS_SPARE, FULLY_BUSY, OVERLOADED = 0, 1, 6  # enum group_type's order (misfit .. imbalanced between)
+
+
+def group_type(nr: int, util: float, runnable: float, imbalance_pct: int) -> int:
+    """group_classify for a group of one CPU with `nr` runnable tasks (running included)."""
+    over_util = CAPACITY * 100.0 < util * imbalance_pct
+    over_runnable = CAPACITY * imbalance_pct < runnable * 100.0
+    if nr > 1 and (over_util or over_runnable):
+        return OVERLOADED  # group_is_overloaded
+    if nr < 1 or not (over_util or over_runnable):
+        return HAS_SPARE  # group_has_capacity
+    return FULLY_BUSY
+
+
 def _renormalise(task: "Task", src: "CPU", dst: "CPU") -> None:
     """A moved task keeps its place relative to its queue: vruntime and deadline shift by the
     difference of the two queues' min_vruntime."""
@@ -101,10 +164,11 @@ class Balancer:
         return now - task.last_ran < self.p.migration_cost_us
 
     def _movable(self, local: "CPU", src: "CPU", now: float, max_load: float | None = None) -> "Task | None":
-        """detach_tasks(): the first waiting task of `src` that may move (lowest vruntime first)."""
+        """detach_tasks(): the first waiting task of `src` that may move, from the tail of rq->cfs_tasks (the
+        task enqueued or picked longest ago first: a hog waiting behind a new child goes before the child)."""
         failed = self.failed[local.id]
         force = failed > self.p.cache_nice_tries
-        for _v, _s, task in sorted(src.rq):
+        for task in sorted((e[2] for e in src.rq), key=_LISTED):
             if task.affinity is not None and task.affinity is not local:
                 continue  # can_migrate_task: not in its cpus_mask
             if self._hot(task, now) and not force:
@@ -147,16 +211,30 @@ class Balancer:
         return task
 
     def busy_pass(self, local: "CPU") -> None:
-        """sched_balance_rq() from a busy CPU's tick: pull load from an overloaded, busier CPU."""
+        """sched_balance_rq() from a busy CPU's tick: find_busiest_group and calculate_imbalance for two
+        groups of one CPU, then detach_tasks."""
         now = self.m.env._now
         src = self._busiest(local)
         if src is None or src.nr_running < 2:
             return
-        l_load = cpu_load(self.m, local, now)
-        b_load = cpu_load(self.m, src, now)
-        if 100.0 * b_load <= self.p.imbalance_pct * l_load:
-            return  # balanced within imbalance_pct
-        imbalance = (b_load - l_load) / 2.0
+        pct = self.p.imbalance_pct
+        l_load, l_util, l_run = cpu_stats(self.m, local, now)
+        b_load, b_util, b_run = cpu_stats(self.m, src, now)
+        l_type = group_type(local.nr_running, l_util, l_run, pct)
+        b_type = group_type(src.nr_running, b_util, b_run, pct)
+        avg = (l_load + b_load) / 2.0
+        if l_type > b_type or b_type != OVERLOADED:
+            return  # a busy CPU pulls only from an overloaded one, never from a lesser type
+        if l_type == OVERLOADED and (l_load >= avg or 100.0 * b_load <= pct * l_load):
+            return
+        if l_type == HAS_SPARE:
+            if (src.nr_running - local.nr_running) >> 1 < 1:
+                return  # migrate_task: the number of tasks is as even as it gets
+            imbalance = None
+        elif l_load >= avg:
+            return
+        else:
+            imbalance = min(b_load - avg, avg - l_load)  # migrate_load
         task = self._movable(local, src, now, imbalance)
         if task is None:
             self.failed[local.id] += 1

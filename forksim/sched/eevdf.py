@@ -9,10 +9,12 @@ What the model keeps of it:
   (n + 1) / n for the n tasks it joins (PLACE_LAG), so that the lag survives the task's own weight
   entering the average. A new task has no lag. Its deadline is vruntime + slice, half a slice for a
   new task (PLACE_DEADLINE_INITIAL).
-- DELAY_DEQUEUE: a task that sleeps with negative lag stays queued until its CPU next picks, and
-  leaves then with (about) zero lag; woken before that pick on the same CPU it is requeued with its
-  vruntime unchanged, so that the running task, which has advanced meanwhile, may have become
-  ineligible (a vfork parent woken at mm_release preempts its exiting child this way).
+- DELAY_DEQUEUE: a task that sleeps with negative lag stays queued (`CPU.delayed`), its vruntime
+  counted in V, until pick_eevdf chooses it (eligible at last: pick_next_entity dequeues it with zero
+  lag and picks again) or the CPU runs out of runnable tasks; woken before that it is requeued where it
+  is (ttwu_runnable) with its vruntime unchanged while its lag is still negative (DELAY_ZERO: placed
+  afresh at zero lag otherwise), so that the running task, which has advanced meanwhile, may have
+  become ineligible (a vfork parent woken at mm_release preempts its exiting child this way).
 - update_deadline: once a task's vruntime reaches its deadline it gets a new one a slice later.
 - RUN_TO_PARITY (set_protect_slice at pick): the picked task is protected up to its deadline;
   wake-up preemption (check_preempt_wakeup_fair -> __pick_eevdf with protection) waits for it,
@@ -33,15 +35,19 @@ if TYPE_CHECKING:
     from ..machine import CPU, Task
 
 __all__ = ["avg_vruntime", "raw_lag", "lag_limit", "dequeue_lag", "place_woken", "place_new", "renew_deadline",
-           "others_queued", "slice_over", "wakeup_preempts", "new_task_resched", "pick_index"]
+           "others_queued", "slice_over", "wakeup_preempts", "new_task_resched", "pick_index", "requeue_delayed",
+           "undelay", "flush_delayed"]
 
 
 def avg_vruntime(cpu: "CPU") -> tuple[float, int]:
-    """avg_vruntime(): V of `cpu` and the number of tasks it averages (0: V is min_vruntime)."""
-    n = len(cpu.rq)
+    """avg_vruntime(): V of `cpu` and the number of tasks it averages, delayed sleepers included (0: V
+    is min_vruntime)."""
+    n = len(cpu.rq) + len(cpu.delayed)
     total = 0.0
     for entry in cpu.rq:
         total += entry[0]
+    for t in cpu.delayed:
+        total += t.vruntime
     cur = cpu.current
     if cur is not None:
         total += cur.vruntime
@@ -118,14 +124,65 @@ def wakeup_preempts(cpu: "CPU", cur: "Task", task: "Task", now: float, slice_us:
     nr_queued == 1, and the child (half a slice to its deadline) did not displace a parent alone with
     it (traced: 1 of 33 after an idle sleep, 26 of 26 beside a runnable co-runner;
     tools/child_first_trace.py). An eligible cur keeps its protected slice (RUN_TO_PARITY);
-    pick_eevdf drops an ineligible cur, and the wakee runs if it is eligible."""
+    pick_eevdf drops an ineligible cur, and the wakee runs if it is then the pick: eligible, with the
+    earliest deadline of the queued tasks."""
     renew_deadline(cur, slice_us)
     if slice_over(cur, now, cur._protect_end, tol) and (not new or others_queued(cpu)):
         return True
     v, _ = avg_vruntime(cpu)
     if cur.vruntime <= v + tol:
         return False
-    return task.vruntime <= v + tol
+    return _earliest_eligible(cpu.rq, cpu.delayed, v, tol)[0] is task
+
+
+def _earliest_eligible(rq: list, delayed: list, v: float, tol: float) -> "tuple[Task | None, int]":
+    """__pick_eevdf's choice among the queued tasks and delayed sleepers (the running one left out): the
+    eligible one (vruntime at most `v`) with the earliest deadline; ties to the lower vruntime, then the
+    earlier enqueue. Returns it and its index in `rq` (-1: a delayed sleeper). A wakee preempts only if
+    it is this task (check_preempt_wakeup_fair: `__pick_eevdf() == pse`): an earlier deadline queued
+    before it (a child forked earlier by the CPU's other parent) leaves the running task to its next
+    preemption point."""
+    best, key, index = None, None, -1
+    for i, entry in enumerate(rq):
+        t = entry[2]
+        if t.vruntime <= v + tol:
+            k = (t.deadline, entry[0], entry[1])
+            if key is None or k < key:
+                best, key, index = t, k, i
+    for t in delayed:
+        if t.vruntime <= v + tol:
+            k = (t.deadline, t.vruntime, -1)
+            if key is None or k < key:
+                best, key, index = t, k, -1
+    return best, index
+
+
+def requeue_delayed(task: "Task") -> bool:
+    """requeue_delayed_entity: a delayed sleeper woken on its CPU. Keeps its vruntime (True) while its lag
+    is negative; with a positive lag (DELAY_ZERO) it is to be placed afresh at zero lag (False)."""
+    cpu = task._delayed
+    v, _ = avg_vruntime(cpu)
+    undelay(task)
+    if v - task.vruntime > 0.0:
+        task.vlag = 0.0
+        return False
+    return True
+
+
+def undelay(task: "Task") -> None:
+    """The task leaves its CPU's delayed sleepers (woken, moved or picked off)."""
+    cpu = task._delayed
+    if cpu is not None:
+        cpu.delayed.remove(task)
+        task._delayed = None
+
+
+def flush_delayed(cpu: "CPU") -> None:
+    """pick_next_entity with no runnable task left: every delayed sleeper is dequeued, with zero lag."""
+    for t in cpu.delayed:
+        t._delayed = None
+        t.vlag = 0.0
+    cpu.delayed.clear()
 
 
 def new_task_resched(cpu: "CPU", cur: "Task", now: float, slice_us: float, tol: float) -> bool:
@@ -139,22 +196,24 @@ def new_task_resched(cpu: "CPU", cur: "Task", now: float, slice_us: float, tol: 
     return others_queued(cpu) and slice_over(cur, now, cur._slice_start + slice_us, tol)
 
 
-def pick_index(rq: list, tol: float) -> int:
+def pick_index(rq: list, tol: float, delayed: list | None = None) -> int:
     """pick_eevdf() at a pick (no task running): the index in the runqueue `rq` of (vruntime, seq, task)
-    entries of the eligible task (vruntime at most V, the queued tasks' average) with the earliest
-    deadline; ties go to the lower vruntime, then the earlier enqueue."""
-    n = len(rq)
-    if n == 1:
-        return 0
-    v = 0.0
-    for entry in rq:
-        v += entry[2].vruntime
-    v /= n
-    best, key = 0, None
-    for i, entry in enumerate(rq):
-        task = entry[2]
-        if task.vruntime <= v + tol:
-            k = (task.deadline, entry[0], entry[1])
-            if key is None or k < key:
-                best, key = i, k
-    return best
+    entries of the eligible task (vruntime at most V, the average of the queued tasks and the `delayed`
+    sleepers) with the earliest deadline; ties go to the lower vruntime, then the earlier enqueue. A
+    delayed sleeper chosen leaves (pick_next_entity: DEQUEUE_DELAYED, zero lag) and the pick is made
+    again; `rq` must hold a task."""
+    delayed = delayed if delayed is not None else []
+    while True:
+        n = len(rq) + len(delayed)
+        if n == 1:
+            return 0
+        v = 0.0
+        for entry in rq:
+            v += entry[2].vruntime
+        for t in delayed:
+            v += t.vruntime
+        task, index = _earliest_eligible(rq, delayed, v / n, tol)
+        if index >= 0:
+            return index
+        undelay(task)
+        task.vlag = 0.0

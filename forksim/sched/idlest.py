@@ -5,9 +5,9 @@ VM), as wake_up_new_task -> select_task_rq_fair(SD_BALANCE_FORK) reaches it.
 - update_sg_wakeup_stats: each CPU's nr_running is rq->nr_running, which counts the queued entities,
   DELAY_DEQUEUE sleepers included (sub_nr_running(rq, h_nr_queued) happens only when a delayed task
   finally leaves); its load is the CPU's PELT load (cpu_load_without: the new task has none yet).
-- group_classify: a busy CPU with more than one queued task is group_overloaded, with one it is
-  group_fully_busy (its util is near capacity: over capacity * 100 / imbalance_pct); an idle CPU has
-  spare capacity (the caller handles idle CPUs before asking here).
+- group_classify (forksim.sched.balance.group_type): overloaded with more than one queued task and
+  its PELT utilisation or runnable average past capacity by imbalance_pct, spare capacity when
+  neither is (or nothing is queued), else fully busy.
 - sched_balance_find_dst_group: the idlest other group is the lowest type, then the lowest avg_load
   (update_pick_idlest); the local group keeps the task when it is of a lower type; a higher type
   pushes it; of the same type (fully busy or overloaded) the task leaves only when the local load
@@ -24,15 +24,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .balance import cpu_load
+from .balance import cpu_stats, group_type
 
 if TYPE_CHECKING:
     from ..machine import CPU, Machine
     from .balance import BalanceParams
 
-__all__ = ["HAS_SPARE", "FULLY_BUSY", "OVERLOADED", "NO_IDLE_KEYS", "nr_queued", "group_type", "find_dst_cpu"]
+__all__ = ["NO_IDLE_KEYS", "nr_queued", "find_dst_cpu"]
 
-HAS_SPARE, FULLY_BUSY, OVERLOADED = 0, 2, 5  # enum group_type's order (kernel/sched/fair.c)
 NICE_0_LOAD = 1024.0
 # The measured alternative (BalanceParams.fork_local_no_idle), by the parent's CPU's runnable tasks minus
 # the idlest other CPU's: <= 0, 1, >= 2 (forksim.calibration.busy.fork_placement_no_idle)
@@ -41,19 +40,7 @@ NO_IDLE_KEYS = ("not_more", "one_more", "more")
 
 def nr_queued(machine: "Machine", cpu: "CPU") -> int:
     """rq->nr_running: running, waiting, waking from halt, and DELAY_DEQUEUE sleepers not yet picked off."""
-    n = cpu.nr_running + (1 if cpu.waking and cpu.current is None else 0)
-    for t in machine.tasks:
-        d = t._delayed
-        if d is not None and d[0] is cpu and d[1] == cpu._picks and t.state == "sleeping":
-            n += 1
-    return n
-
-
-def group_type(nr: int) -> int:
-    """group_classify of one busy CPU: overloaded above one queued task, fully busy with one."""
-    if nr == 0:
-        return HAS_SPARE
-    return OVERLOADED if nr > 1 else FULLY_BUSY
+    return cpu.nr_running + (1 if cpu.waking and cpu.current is None else 0) + len(cpu.delayed)
 
 
 def find_dst_cpu(machine: "Machine", home: "CPU", params: "BalanceParams") -> "CPU":
@@ -61,7 +48,10 @@ def find_dst_cpu(machine: "Machine", home: "CPU", params: "BalanceParams") -> "C
     With `params.fork_local_no_idle` (measured shares) the child stays on `home` with the share for
     the difference in runnable tasks, else goes to the idlest other CPU."""
     now = machine.env._now
-    stats = {c.id: (group_type(nr_queued(machine, c)), cpu_load(machine, c, now)) for c in machine.cpus}
+    stats = {}
+    for c in machine.cpus:
+        load, util, runnable = cpu_stats(machine, c, now)
+        stats[c.id] = (group_type(nr_queued(machine, c), util, runnable, params.imbalance_pct), load)
     idlest = None
     for c in machine.cpus:  # update_pick_idlest: lowest type, then lowest load; the first on ties
         if c is home:
