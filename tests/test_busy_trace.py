@@ -76,3 +76,26 @@ def test_parents_on_one_cpu_share():
           Event(4, 21, 0, "sched_migrate_task", {"pid": "21", "dest_cpu": "0"})]
     assert parents_together(ev, [20, 21], 0, 10)["parents_on_one_cpu"] == pytest.approx(0.6)
     assert parents_together(ev, [20], 0, 10)["parents_on_one_cpu"] is None
+
+
+def test_fit_balancing_makes_a_profile_section_from_the_traced_runs():
+    """calibrate's busy step: the pooled shares become the `balancing` section (the fair queue, the measured
+    no-idle fork shares, idle_pull from 10+ ticks of chance only) and the busy placement shares."""
+    from forksim.calibration.busy import KIND, fit_balancing
+    from forksim.calibration.plan import Store
+    from forksim.profile import Balancing
+
+    run = {"parents": 2, "hogs": 2, "duration_s": 1.0, "fork_no_idle_not_more": [19, 20], "fork_no_idle_one_more": [10, 20],
+           "fork_no_idle_more": [1, 20], "idle_pull_chances": 4.0, "idle_pulls": 0,
+           "parent_woken_from_other_cpu": 50, "parent_wake_stays_on_prev": 0.98}
+    assert fit_balancing(Store()) == (None, {})
+    store = Store()
+    store.add(KIND, {"rep": 0}, {}, [], [run])
+    section, placement = fit_balancing(store)
+    bal = Balancing(**section)
+    assert bal.eevdf is False and "idle_pull" not in section  # 4 ticks of chance say nothing
+    assert [bal.fork_local_no_idle[k].value for k in ("not_more", "one_more", "more")] == [0.95, 0.5, 0.05]
+    assert placement["wake_prev_when_busy"]["value"] == 0.98 and "1 traced 1 s runs" in placement["wake_prev_when_busy"]["source"]
+    store.add(KIND, {"rep": 1}, {}, [], [run | {"idle_pull_chances": 8.0, "idle_pulls": 3}])
+    section, _ = fit_balancing(store)
+    assert section["idle_pull"]["value"] == pytest.approx(3 / 12)

@@ -12,6 +12,9 @@ pids only) and reduced to what decides its throughput:
 
 The runs are repeated (placement is decided anew each time), so the spread across runs is the
 spread of the kernel's placement outcomes.
+
+`measure` runs a plan's loads into the calibration's store (kind "busy"); `fit_balancing` pools them
+into the profile's `balancing` section and the placement shares of a busy machine (`fractions`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -30,8 +33,13 @@ from ..kernel.flags import FORK
 from ..validation.measure import REC_DTYPE  # the load generator's record layout
 from .tracefs import Event, TraceInstance
 
-__all__ = ["EVENTS", "trace_run", "layout"]
+if TYPE_CHECKING:
+    from .plan import Store
 
+__all__ = ["EVENTS", "KIND", "trace_run", "layout", "fractions", "measure", "fit_balancing"]
+
+KIND = "busy"
+IDLE_PULL_MIN_CHANCES = 10  # ticks with a CPU idle while a task waited: fewer say nothing about idle_pull
 EVENTS = ("sched/sched_switch", "sched/sched_migrate_task", "sched/sched_wakeup", "sched/sched_wakeup_new",
           "sched/sched_process_fork", "sched/sched_process_exit")
 
@@ -365,7 +373,11 @@ def fractions(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     prev, n_prev = pooled("parent_wake_stays_on_prev", "parent_woken_from_other_cpu")
     chances = sum(r.get("idle_pull_chances") or 0 for r in runs)
     pulls = sum(r.get("idle_pulls") or 0 for r in runs)
-    what = f"{len(runs)} traced 3 s runs of 1-2 fork parents beside 1-4 CPU hogs (forksim.calibration.busy)"
+    secs = sorted({f"{r.get('duration_s', 0):g}" for r in runs})
+    k = sorted({int(r["parents"]) for r in runs if "parents" in r}) or [0]
+    h = sorted({int(r["hogs"]) for r in runs if "hogs" in r}) or [0]
+    what = (f"{len(runs)} traced {'/'.join(secs)} s runs of {k[0]}-{k[-1]} fork parents beside {h[0]}-{h[-1]} CPU "
+            f"hogs (forksim.calibration.busy)")
     out = {}
     if local is not None:
         out["fork_local_when_idle_busy"] = {"value": local, "source": (
@@ -381,11 +393,47 @@ def fractions(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             f"measured: {what}: of {n} forks made while no CPU was idle and the parent's CPU held "
             f"{_NO_IDLE_TEXT[k]} of the load's runnable tasks (the parent included) than the other, this share "
             f"put the child on the parent's CPU (sched_wakeup_new target_cpu)")} for k, (s, n) in no_idle.items()}
-    if chances >= 1:
+    if chances >= IDLE_PULL_MIN_CHANCES:
         out["idle_pull"] = {"value": round(min(1.0, pulls / chances), 4), "source": (
             f"measured: {what}: {pulls} pulls of a waiting task to an idle CPU (sched_migrate_task) in "
             f"{chances:.0f} ticks during which a CPU was idle while a task waited on another")}
     return out
+
+
+# The model's EEVDF is not what a `balancing` section from calibrate turns on: with it a new child displaces its
+# forking parent in the four-parent loop (closed-fork-K4-rss0 fork() p50 +500%, 2026-12-03 repredict), which
+# the kernel does not (tools/sched_trace.py: 97% of parents asleep in wait before anything displaced them).
+_FAIR_SRC = ("assumption: the plain fair queue (lowest vruntime), not the model's EEVDF: with EEVDF a new child "
+             "displaces its forking parent in the four-parent loop (closed-fork-K4-rss0 fork() p50 +500% in the "
+             "2026-12-03 repredict of the AMD validation), which this kernel does not do (tools/sched_trace.py: "
+             "97% of such parents asleep in wait before anything displaced them)")
+
+
+def measure(store: "Store", loads: tuple[tuple[int, int, int], ...], duration_s: float, warmup_s: float, reps: int,
+            log: Callable[[str], None]) -> None:
+    """Trace each (parents, hogs, rss) load `reps` times into `store` (kind "busy", the run's summary as its
+    one segment); needs root and tracefs."""
+    from ..validation.measure import build_tools
+
+    tools = build_tools()
+    for parents, hogs, rss in loads:
+        for rep in range(reps):
+            r = trace_run(tools.loadgen, tools.helper, parents=parents, hogs=hogs, rss=rss, duration=duration_s,
+                          warmup=warmup_s)
+            store.add(KIND, {"parents": parents, "hogs": hogs, "rss": rss, "rep": rep}, {}, [], [r])
+    log(f"busy machine: {len(loads) * reps} traced runs of fork parents beside CPU hogs")
+
+
+def fit_balancing(store: "Store") -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The profile's `balancing` section (None where no busy run was measured) and the busy machine's
+    placement shares for `placement`, pooled over the store's traced hog runs (`fractions`)."""
+    runs = [r["segments"][0] for r in store.select(KIND) if r["segments"]]
+    if not runs:
+        return None, {}
+    shares = fractions(runs)
+    placement = {k: shares.pop(k) for k in ("fork_local_when_idle_busy", "wake_prev_when_busy") if k in shares}
+    section: dict[str, Any] = {"eevdf": False, "eevdf_source": _FAIR_SRC, **shares}
+    return section, placement
 
 
 def main(argv: list[str]) -> int:

@@ -29,6 +29,7 @@ from typing import Any, Iterator
 from ..errors import MeasurementError
 from ..io import write_text
 from . import bench, tracefs
+from .busy import fit_balancing, measure as measure_busy
 from .derive import build_profile
 from .jobs import calibration_jobs
 from .interruptions import measure_interruptions
@@ -257,6 +258,10 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         if ok:  # RCU callbacks of exited tasks, traced (rcu.py; about 2 s)
             with _timed(took, "rcu callbacks"):
                 measure_rcu(b, store, cpu, other, reps=300 if smoke else 600)
+        if ok and plan.busy_loads:  # where the kernel places hogs, parents and children (busy.py)
+            prog.step(what := "busy machine: fork parents beside CPU hogs, traced")
+            with _timed(took, what):
+                measure_busy(store, plan.busy_loads, plan.busy_s, plan.busy_warmup_s, plan.busy_reps, prog.log)
         prog.step("fitting")
         _note_busy(load_start, load_end, store, prog)
         prov_extra = _provenance(plan, b, why, name or out.stem, (load_start, load_end))
@@ -301,8 +306,12 @@ def _raw_content(provenance: dict[str, Any], host: dict[str, Any], plan: Plan, s
 def _add_sections(profile: dict[str, Any], store: Store, copies: dict[str, Any] | None, cpu: int,
                   facts: dict[str, Any]) -> None:
     """The sections fitted beside build_profile's, by calibrate and refit alike: RCU callbacks, recent-idle
-    placement, placement room, and the copies step's (where it ran)."""
+    placement, placement room, balancing (where the busy runs were traced), and the copies step's (where it ran)."""
     profile.update(_rcu_section(store, profile))
+    balancing, busy_placement = fit_balancing(store)
+    if balancing is not None:
+        profile["balancing"] = balancing
+        profile["placement"].update(busy_placement)
     profile.update(_recent_idle_section(store, profile))
     profile.update(_room_section(store, profile))
     if copies:

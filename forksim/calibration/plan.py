@@ -52,6 +52,14 @@ class Plan:
     layout_sizes: tuple[int, ...] = ()
     layout_held_out: tuple[int, ...] = ()
     layout_rounds: int = 0
+    # the busy machine (busy.py): (parents, hogs, rss) loads of the validation's load generator, traced, each
+    # `busy_reps` times for `busy_s` seconds after `busy_warmup_s`: where the kernel places hogs, parents and
+    # children (the profile's `balancing` section). The quick plan's three loads give each share its cases:
+    # K2 beside 1 hog (an idle CPU while a task waits), 2 and 4 hogs (no CPU idle, every runnable difference).
+    busy_loads: tuple[tuple[int, int, int], ...] = ()
+    busy_s: float = 2.0
+    busy_warmup_s: float = 0.5
+    busy_reps: int = 1
 
 
 PLANS = {
@@ -66,12 +74,15 @@ PLANS = {
     "quick": Plan("quick", (0, 16 * MiB, 256 * MiB, 1 * GiB), (64 * MiB,), 4, (0, 64 * MiB, 256 * MiB),
                   (10, 100, 1000, 10000), (256 * MiB, 1 * GiB), (0, 16 * MiB, 256 * MiB), (1000,),
                   300_000, 300, 400, 4096, 15, 50, 30, layout_sizes=(64 * MiB, 128 * MiB, 256 * MiB),
-                  layout_held_out=(64 * MiB,), layout_rounds=2),
+                  layout_held_out=(64 * MiB,), layout_rounds=2,
+                  busy_loads=((2, 1, 0), (2, 2, 0), (2, 4, 0)), busy_s=1.0, busy_warmup_s=0.3),
     "full": Plan("full", (0, 16 * MiB, 128 * MiB, 256 * MiB, 1 * GiB, 2 * GiB), (64 * MiB, 512 * MiB), 10,
                  (0, 64 * MiB, 256 * MiB, 1 * GiB), (10, 100, 1000, 3000, 10000), (64 * MiB, 256 * MiB, 1 * GiB, 2 * GiB),
                  (0, 16 * MiB, 128 * MiB, 256 * MiB, 1 * GiB, 2 * GiB), (1000, 10000),
                  450_000, 600, 1000, 8192, 20, 80, 60, optional_sizes=(4 * GiB,),
-                 layout_sizes=(64 * MiB, 128 * MiB, 256 * MiB, 1 * GiB), layout_held_out=(64 * MiB,), layout_rounds=4),
+                 layout_sizes=(64 * MiB, 128 * MiB, 256 * MiB, 1 * GiB), layout_held_out=(64 * MiB,), layout_rounds=4,
+                 busy_loads=tuple((k, h, rss) for rss in (0, 256 * MiB) for k in (1, 2) for h in (1, 2, 4)),
+                 busy_reps=2),
 }
 
 
