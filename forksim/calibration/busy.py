@@ -362,6 +362,10 @@ def _ours(events: list[Event], master: int) -> set[int]:
     return ours
 
 
+def _span(values: list[int]) -> str:
+    return f"{values[0]}" if values[0] == values[-1] else f"{values[0]}-{values[-1]}"
+
+
 def fractions(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The profile's vCPU-packing shares, pooled over traced runs (None where no chance was seen)."""
     def pooled(num_key: str, den_key: str) -> tuple[float | None, float]:
@@ -376,8 +380,8 @@ def fractions(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     secs = sorted({f"{r.get('duration_s', 0):g}" for r in runs})
     k = sorted({int(r["parents"]) for r in runs if "parents" in r}) or [0]
     h = sorted({int(r["hogs"]) for r in runs if "hogs" in r}) or [0]
-    what = (f"{len(runs)} traced {'/'.join(secs)} s runs of {k[0]}-{k[-1]} fork parents beside {h[0]}-{h[-1]} CPU "
-            f"hogs (forksim.calibration.busy)")
+    what = (f"{len(runs)} traced {'/'.join(secs)} s runs of {_span(k)} fork parents beside {_span(h)} CPU hogs "
+            f"(forksim.calibration.busy)")
     out = {}
     if local is not None:
         out["fork_local_when_idle_busy"] = {"value": local, "source": (

@@ -218,7 +218,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
     `out` None: the user's profile store (forksim.store), as <host>.json, named after the host; the
     path written is in the returned profile's provenance ("written_to" is not kept in the file).
 
-    quick: the short plan (about 70 s on a 2-vCPU VM); default: the full plan (< 10 min). smoke: a seconds-long subset
+    quick: the short plan (about 75 s on a 2-vCPU VM); default: the full plan (< 10 min). smoke: a seconds-long subset
     (tests). use_tracefs: None = when root and tracefs allow; False = never. raw_out: also write
     every raw sample (JSON, gzip if it ends in .gz). cpu: the CPU for pinned runs (default: the last)."""
     t_start = time.monotonic()
