@@ -25,10 +25,11 @@ _K_OVER_CPUS = (
     "us, plus 5% idle. Of the K2 cost over a pinned loop alone (~68 us), the shared creation state every "
     "creation and exit writes, last written by the other CPU for another parent, is modelled (kernel/shared.py, "
     "the profile's concurrent_creation: +6 us in fork(), +9 us in the exit and reap, measured by calibrate). "
-    "The model runs the plain fair queue without a `balancing` section: it keeps every child "
-    "local and never preempts a parent inside fork(), so its p99 and throughput do not move with K; its EEVDF "
-    "mode (a `balancing` section) lets the new child take the CPU at ~100% of forks (the parent is ineligible "
-    "by ~7 us after ~25 us of running), so neither reproduces the traced eligibility")
+    "The model runs the plain fair queue (the calibrated `balancing` section keeps EEVDF off): it never "
+    "preempts a parent inside fork(), so its p99 does not move with K as the real one does; its EEVDF mode lets "
+    "the new child take the CPU at ~80% of K4's forks (the parent is ineligible after ~25 us of running beside "
+    "the CPU's other parent, queued: fork() p50 +500% in the 2026-12-03 repredict, with wake-up preemption only "
+    "by pick_eevdf's choice and delayed sleepers counted in V), so neither reproduces the traced eligibility")
 
 # (substring of the scenario name, explanation); the first match wins.
 MECHANISMS: tuple[tuple[str, str], ...] = (
@@ -51,14 +52,15 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "6-37% stay local when the parent's vCPU holds 2+ more runnable tasks) and wait there for the hog's protected "
      "slice to end at a tick (nothing else runs there; p50 ~2 ms, bimodal: ~40% at ~250 us, ~50% at the next "
      "tick); woken parents preempt a hog in 5-6 us (their lag) and stay on their vCPU (98.75% of 4,729 wake-ups "
-     "from the other one). The calibrated profiles have no `balancing` section, so the model places one task per "
-     "CPU at start, balances only idle CPUs and keeps every child of a busy parent local. With a `balancing` "
-     "section (EEVDF, PELT balancer, forksim.sched.idlest's fork placement with the measured no-idle shares) a "
-     "child beside a busy parent goes and waits as traced (25% to the other vCPU, ~3 ms there), and K2-hogs4 "
-     "comes within 13%, but in the replication traced the model's balancer split K1's hogs one per vCPU (the real ones mostly share one) "
-     "and keeps K2's two parents one per vCPU (the real ones mostly share one), so K1-hogs2 stays ~70% slow and "
-     "K2-hogs2 ~3x fast; and EEVDF on regresses the K4/K8 fork p50 (+377%/+651%), so calibrate does not emit "
-     "the section yet"),
+     "from the other one). The profiles carry a `balancing` section (calibrate's busy step; forksim.sched.balance: "
+     "PELT load and utilisation, group_classify, the busy pass evening task counts from a CPU with spare capacity "
+     "and moving load otherwise; the measured no-idle fork shares, pooled over the loads; the fair queue): a vCPU kept busy by short-lived "
+     "children has spare capacity (their utilisation leaves with them), so two packed hogs beside a lone parent "
+     "stay packed, as traced. Not reproduced: how K1's hogs get packed (traced 69-235 ms after the start: the "
+     "lone hog waits behind a child placed on its vCPU and the parent's vCPU, its parent asleep in wait, pulls "
+     "it; the parent then wakes on the emptied vCPU), which in the model's fair queue, where such a child waits "
+     "for the hog's slice instead, comes late or never; and K2's two parents sharing one vCPU (the model keeps "
+     "them one per vCPU)"),
     ("think", "a fork after an idle gap finds the parent's page tables and struct pages cold; the model adds the "
      "profile's cold extra to dup_mmap by the time since the image was last walked (warmth: 1-exp(-(gap/tau)^beta)), "
      "measured pinned on 0, 64 and 256 MiB images up to 1 s asleep (100 ms left them about half as cold), per page "
