@@ -357,8 +357,8 @@ class CPU:
             self._halted = False
             self.awake_since = now
         task._slice_start = now
-        task.listed_t = now  # set_next_entity: moved to the head of rq->cfs_tasks
         if self.machine._balancer is not None:
+            task.listed_t = now  # set_next_entity: moved to the head of rq->cfs_tasks
             task._pelt_util(now, False)
         p = self.machine.params
         if p.eevdf:  # set_next_entity -> set_protect_slice: protected up to its deadline

@@ -166,7 +166,8 @@ class Machine:
 
     def _activate(self, task: Task, target: CPU, waker_cpu: CPU | None, new: bool = False) -> float:
         p = self.params
-        task.listed_t = self.env._now  # account_entity_enqueue: at the head of rq->cfs_tasks
+        if self._balancer is not None:
+            task.listed_t = self.env._now  # account_entity_enqueue: at the head of rq->cfs_tasks
         if target.current is None and not target.rq:  # target.idle
             # An idle vCPU halts at once (haltpoll without polling): it must be woken.
             idle_us = self.env._now - target.idle_since

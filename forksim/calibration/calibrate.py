@@ -255,13 +255,8 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         # calibration's own, yet lift the load average (to 134 in the 2026-12-02 full run on an idle machine)
         load_end = _loadavg()
         raw_copies = _measure_copies(plan.name, b.cc, cpu, ok, took, prog)
-        if ok:  # RCU callbacks of exited tasks, traced (rcu.py; about 2 s)
-            with _timed(took, "rcu callbacks"):
-                measure_rcu(b, store, cpu, other, reps=300 if smoke else 600)
-        if ok and plan.busy_loads:  # where the kernel places hogs, parents and children (busy.py)
-            prog.step(what := "busy machine: fork parents beside CPU hogs, traced")
-            with _timed(took, what):
-                measure_busy(store, plan.busy_loads, plan.busy_s, plan.busy_warmup_s, plan.busy_reps, prog.log)
+        if ok:
+            _measure_traced_loads(b, store, plan, cpu, other, smoke, took, prog)
         prog.step("fitting")
         _note_busy(load_start, load_end, store, prog)
         prov_extra = _provenance(plan, b, why, name or out.stem, (load_start, load_end))
@@ -293,6 +288,18 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         bench.kill_children()
         unreg_kids()
         restore()
+
+
+def _measure_traced_loads(b: bench.Benchmarks, store: Store, plan: Plan, cpu: int, other: int, smoke: bool,
+                          took: dict[str, float], prog: Reporter) -> None:
+    """The traced runs after the jobs and the copies: RCU callbacks of exited tasks (rcu.py; about 2 s) and
+    where the kernel places hogs, parents and children on a busy machine (busy.py; the plan's loads)."""
+    with _timed(took, "rcu callbacks"):
+        measure_rcu(b, store, cpu, other, reps=300 if smoke else 600)
+    if plan.busy_loads:
+        prog.step(what := "busy machine: fork parents beside CPU hogs, traced")
+        with _timed(took, what):
+            measure_busy(store, plan.busy_loads, plan.busy_s, plan.busy_warmup_s, plan.busy_reps, prog.log)
 
 
 def _raw_content(provenance: dict[str, Any], host: dict[str, Any], plan: Plan, store: Store,
