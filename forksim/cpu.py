@@ -29,7 +29,7 @@ class CPU:
         "machine", "id", "rq", "current", "min_vruntime", "_token", "_busy_since", "busy_us",
         "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load", "delayed", "idle_since",
         "awake_since", "_halted",
-        "_next_irq", "rcu",
+        "_next_irq", "rcu", "members",
     )
 
     def __init__(self, machine: "Machine", cpu_id: int):
@@ -58,6 +58,8 @@ class CPU:
         self._halted = True
         self._seq = 0
         self.delayed: list[Task] = []  # DELAY_DEQUEUE sleepers still queued here (EEVDF)
+        # the live tasks whose PELT averages count in this CPU's (Task.home), where a balancer keeps them
+        self.members: dict[Task, None] = {}
 
     def __repr__(self) -> str:
         return f"<CPU {self.id} current={self.current.name if self.current else None} rq={len(self.rq)}>"
@@ -76,9 +78,18 @@ class CPU:
         self.machine._idle.discard(self.id)
         task.state = RUNNABLE
         task.cpu = self
+        if task.home is not self and self.machine._balancer is not None:
+            self._adopt(task)
         self._seq += 1
         heapq.heappush(self.rq, (task.vruntime, self._seq, task))
         self.load += 1
+
+    def _adopt(self, task: Task) -> None:
+        """The task's PELT averages move here with it (cfs_rq attach/detach on migration)."""
+        if task.home is not None:
+            del task.home.members[task]
+        task.home = self
+        self.members[task] = None
 
     def _pick(self) -> Task | None:
         if self.rq:
@@ -316,6 +327,8 @@ class CPU:
         now = m.env._now
         task.state = RUNNING
         task.cpu = self
+        if task.home is not self and m._balancer is not None:
+            self._adopt(task)
         self.current = task
         self.load += 1
         m._idle.discard(self.id)

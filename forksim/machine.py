@@ -64,9 +64,6 @@ class Machine:
         # "begin" (task starts running: after the switch, migration or halt exit) and
         # "leave" (task leaves the CPU; task.state says why: sleeping, runnable or dead).
         self.tracer: Callable[[str, "CPU", Task, float], None] | None = None
-        # live tasks, in creation order (PELT load per CPU sums over them; a dict, not a set, so the
-        # float sums run in the same order in every process: reproducible)
-        self.tasks: dict[Task, None] = {}
         self._balancer = Balancer(self, params.balance) if params.balance is not None else None
         if self._balancer is not None and params.balance.enabled:
             env.process(self._ticks())
@@ -86,8 +83,6 @@ class Machine:
         self._next_pid += 1
         if pin is not None:
             task.affinity = self.cpus[pin % len(self.cpus)]
-        if self._balancer is not None:
-            self.tasks[task] = None
         return task
 
     def start_task(self, name: str, pin: int | None = None) -> tuple[Task, simpy.Event]:
@@ -125,7 +120,7 @@ class Machine:
             task.vruntime = target.min_vruntime
         task.load_t = task.util_t = self.env._now
         if self._balancer is not None:
-            task.util_avg = task.runnable_avg = initial_util(self, target, self.env._now)
+            task.util_avg = task.runnable_avg = initial_util(target, self.env._now)
         return ev, self._activate(task, target, home, new=True)
 
     def wake(self, task: Task, waker: Task | None, sync: bool = False, to: CPU | None = None) -> float:

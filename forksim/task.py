@@ -44,7 +44,7 @@ class Task:
         "_left", "_total", "_done", "_preemptible", "_preempt_from", "_chunk_start", "_slice_start",
         "_wake_event", "deadline", "vlag", "_protect_end", "last_ran", "load_avg", "load_t", "_delayed",
         "util_avg", "util_t", "runnable_avg", "listed_t",
-        "affinity", "_end_cb",
+        "affinity", "_end_cb", "home",
     )
 
     def __init__(self, machine: "Machine", name: str, pid: int):
@@ -77,6 +77,8 @@ class Task:
         self.load_t = machine.env._now
         self.affinity: CPU | None = None  # the one CPU it may run on (sched_setaffinity), None: any
         self._end_cb = self._chunk_end  # bound once: the first callback of every non-preemptible chunk
+        # the CPU whose PELT sums it counts in (its CPU, or the last one it ran on), where a balancer keeps them
+        self.home: CPU | None = None
 
     def _pelt(self, runnable: bool) -> None:
         """Bring the PELT load up to now; `runnable`: whether it was runnable since the last update."""
@@ -224,7 +226,8 @@ class Task:
             cpu._account(self)
         self.state = DEAD
         self._end_cb = None  # no reference cycle left: a dead task is freed at once, not by the cyclic collector
-        self.machine.tasks.pop(self, None)
+        if self.home is not None:
+            del self.home.members[self]  # its PELT averages leave with it
         self.prev_cpu = cpu
         self.cpu = None
         cpu._switch_away()

@@ -480,7 +480,7 @@ def test_a_cpu_busy_with_short_lived_children_has_spare_capacity_and_takes_no_ho
     assert (a.cpu.id, b.cpu.id) == (0, 0)
     assert m._balancer.migrations == 0
     busy = m.busy_per_cpu()[1] / env.now
-    _, util, runnable = cpu_stats(m, m.cpus[1], env.now)
+    _, util, runnable = cpu_stats(m.cpus[1], env.now)
     assert busy > 0.95 and util < 1024.0 * 100 / 117
     assert group_type(1, util, runnable, 117) == HAS_SPARE
 
@@ -495,7 +495,7 @@ def test_a_new_task_starts_at_its_share_of_the_cpus_utilisation(util, load, expe
     orig = balance.cpu_stats
     try:
         balance.cpu_stats = lambda *_: (load, util, 0.0)
-        assert balance.initial_util(m, m.cpus[0], 0.0) == pytest.approx(expect, abs=0.1)
+        assert balance.initial_util(m.cpus[0], 0.0) == pytest.approx(expect, abs=0.1)
     finally:
         balance.cpu_stats = orig
 

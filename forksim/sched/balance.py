@@ -45,11 +45,13 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     from ..machine import CPU, Machine, Task
 
-__all__ = ["BalanceParams", "PELT_HALFLIFE_US", "decay", "task_load", "cpu_load", "task_util", "initial_util",
+__all__ = ["BalanceParams", "PELT_HALFLIFE_US", "decay", "task_load", "task_util", "initial_util",
            "cpu_stats", "group_type", "HAS_SPARE", "FULLY_BUSY", "OVERLOADED", "Balancer"]
 
 PELT_HALFLIFE_US = 32 * 1024.0
 _LISTED = attrgetter("listed_t")  # 32 periods of 1024 us (LOAD_AVG_PERIOD)
+_PID = attrgetter("pid")
+_NR_RUNNING = attrgetter("nr_running")
 _LN2 = math.log(2.0)
 
 
@@ -84,9 +86,10 @@ def task_load(task: "Task", now: float) -> float:
     return task.load_avg * d
 
 
-def cpu_load(machine: "Machine", cpu: "CPU", now: float) -> float:
-    """cfs_rq->avg.load_avg: the loads of the tasks that belong to `cpu`, blocked ones included."""
-    return sum(task_load(t, now) for t in machine.tasks if (t.cpu or t.prev_cpu) is cpu)
+def _members(cpu: "CPU") -> list["Task"]:
+    """The live tasks that belong to `cpu` (running, waiting or blocked there), in creation order, so that
+    the float sums run in the same order in every process: reproducible."""
+    return sorted(cpu.members, key=_PID)
 
 
 def task_util(task: "Task", now: float) -> float:
@@ -96,27 +99,24 @@ def task_util(task: "Task", now: float) -> float:
     return task.util_avg * d + (1024.0 * (1.0 - d) if running else 0.0)
 
 
-def _task_runnable(task: "Task", now: float) -> float:
-    d = decay(now - task.load_t)
-    if task.state in ("running", "runnable"):
-        return task.runnable_avg * d + 1024.0 * (1.0 - d)
-    return task.runnable_avg * d
-
-
-def cpu_stats(machine: "Machine", cpu: "CPU", now: float) -> tuple[float, float, float]:
+def cpu_stats(cpu: "CPU", now: float) -> tuple[float, float, float]:
     """cfs_rq->avg's load_avg, util_avg and runnable_avg of `cpu` (blocked tasks included)."""
     load = util = runnable = 0.0
-    for t in machine.tasks:
-        if (t.cpu or t.prev_cpu) is cpu:
-            load += task_load(t, now)
-            util += task_util(t, now)
-            runnable += _task_runnable(t, now)
+    for t in _members(cpu):
+        d = decay(now - t.load_t)  # task_load's, and the runnable average's
+        if t.state in ("running", "runnable"):
+            load += t.load_avg * d + 1024.0 * (1.0 - d)
+            runnable += t.runnable_avg * d + 1024.0 * (1.0 - d)
+        else:
+            load += t.load_avg * d
+            runnable += t.runnable_avg * d
+        util += task_util(t, now)
     return load, util, runnable
 
 
-def initial_util(machine: "Machine", cpu: "CPU", now: float) -> float:
+def initial_util(cpu: "CPU", now: float) -> float:
     """post_init_entity_util_avg: a new nice-0 task's util_avg on `cpu` (its runnable_avg starts there)."""
-    load, util, _ = cpu_stats(machine, cpu, now)
+    load, util, _ = cpu_stats(cpu, now)
     cap = (CAPACITY - util) / 2.0
     if cap <= 0.0:
         return 0.0
@@ -181,11 +181,9 @@ class Balancer:
         return None
 
     def _busiest(self, local: "CPU") -> "CPU | None":
-        best = None
-        for cpu in self.m.cpus:
-            if cpu is not local and cpu.rq and (best is None or cpu.nr_running > best.nr_running):
-                best = cpu
-        return best
+        """The CPU with the most runnable tasks among those with a task waiting (the first on ties)."""
+        waiting = [c for c in self.m.cpus if c.rq and c is not local]
+        return max(waiting, key=_NR_RUNNING) if waiting else None
 
     # ---- passes
 
@@ -218,8 +216,8 @@ class Balancer:
         if src is None or src.nr_running < 2:
             return
         pct = self.p.imbalance_pct
-        l_load, l_util, l_run = cpu_stats(self.m, local, now)
-        b_load, b_util, b_run = cpu_stats(self.m, src, now)
+        l_load, l_util, l_run = cpu_stats(local, now)
+        b_load, b_util, b_run = cpu_stats(src, now)
         l_type = group_type(local.nr_running, l_util, l_run, pct)
         b_type = group_type(src.nr_running, b_util, b_run, pct)
         avg = (l_load + b_load) / 2.0

@@ -50,7 +50,7 @@ def find_dst_cpu(machine: "Machine", home: "CPU", params: "BalanceParams") -> "C
     now = machine.env._now
     stats = {}
     for c in machine.cpus:
-        load, util, runnable = cpu_stats(machine, c, now)
+        load, util, runnable = cpu_stats(c, now)
         stats[c.id] = (group_type(nr_queued(machine, c), util, runnable, params.imbalance_pct), load)
     idlest = None
     for c in machine.cpus:  # update_pick_idlest: lowest type, then lowest load; the first on ties
