@@ -145,7 +145,8 @@ class CPU:
     def _interruptions(self, us: float) -> float:
         """Time taken by the interruptions and RCU batches that land in `us` of work starting now (the
         interruptions a Poisson stream per CPU; memoryless, so a stream that fell behind while the CPU
-        did not run restarts now; a batch due while the CPU did not run ran then)."""
+        did not run restarts now; a batch due while the CPU did not run ran then, and what is left of it
+        comes first)."""
         p = self.machine.params
         now = self.machine.env._now
         nxt = self._next_irq
@@ -153,8 +154,12 @@ class CPU:
             nxt = now + p.interruption_gap()
         extra = 0.0
         rcu = self.rcu
-        if rcu is not None:
-            rcu.drop_before(now)
+        if rcu is not None and rcu.batches and rcu.batches[0][0] < now:
+            # batches that came due while the CPU idled ran there then; what is left of them is ahead of this task
+            soft, rest = rcu.run_idle(now, p.rcu.softirq_cap_us)
+            extra += soft
+            if rest > 0.0:
+                self.machine.env.process(ksoftirqd(self.machine, self.id, now + soft, rest))
         while True:
             due = rcu.next_due if rcu is not None else math.inf
             if nxt <= due:

@@ -5,9 +5,13 @@ Tree RCU (kernel/rcu/tree.c) hands callbacks queued during one grace period to t
 them from RCU_SOFTIRQ (rcu_core -> rcu_do_batch) raised by the tick (rcu_sched_clock_irq) once that one
 has ended: the callbacks of one grace period's worth of exits run together, between one and two grace
 periods after they were queued. Grace periods here are back to back, `grace_us` long, from time 0.
-A CPU idle when its batch is due runs it in idle: nobody waits (the batch is dropped). A batch longer
-than `softirq_cap_us` runs that much in softirq and the rest in ksoftirqd, a task pinned to the CPU
-(__do_softirq restarts a few times, at most 2 ms and while nothing needs the CPU, then wakes ksoftirqd).
+A batch longer than `softirq_cap_us` runs that much in softirq and the rest in ksoftirqd, a task pinned to
+the CPU (__do_softirq restarts a few times, at most 2 ms and while nothing needs the CPU, then wakes
+ksoftirqd). A CPU idle when its batch is due runs it there and then (rcu_needs_cpu keeps an idle CPU with
+callbacks ticking), the same way: a task that arrives before the batch is done waits for the softirq part
+left and competes with ksoftirqd for the rest. Traced on the AMD host (2026-12-04, the validation's closed
+vfork loop, 1 parent, RSS 0): 85% of the calls at or above the fork() p99 had RCU softirq running on the
+parent's or the child's CPU inside them, and without that time the p99 was 68 us instead of 198 us.
 """
 
 from __future__ import annotations
@@ -78,11 +82,20 @@ class RcuBacklog:
     def next_due(self) -> float:
         return self.batches[0][0] if self.batches else math.inf
 
-    def drop_before(self, now: float) -> None:
-        """Batches due before `now` ran while the CPU was idle (or between two chunks): nobody waited."""
+    def run_idle(self, now: float, cap: float) -> tuple[float, float]:
+        """Batches due before `now` ran on the idle CPU from their due time, back to back, each in softirq up to
+        `cap` and the rest in ksoftirqd. Returns what is left of them at `now`: the softirq part (a task arriving
+        waits for it) and ksoftirqd's (a task it competes with)."""
         b = self.batches
+        end = soft_end = -math.inf
         while b and b[0][0] < now:
-            b.popleft()
+            due, us = b.popleft()
+            start = due if due > end else end
+            soft_end = start + min(us, cap)
+            end = start + us
+        soft = soft_end - now if soft_end > now else 0.0
+        rest = end - max(now, soft_end)
+        return soft, rest if rest > 0.0 else 0.0
 
     def pop(self) -> float:
         """The next batch's length (it runs now, inside the running chunk)."""

@@ -105,6 +105,60 @@ def test_a_batch_due_while_the_cpu_is_idle_ran_in_idle_and_stretches_nothing():
     assert ends["t"] == pytest.approx(35000.0)
 
 
+def test_run_idle_chains_the_batches_due_while_idle_and_returns_what_is_left():
+    b = RcuBacklog(GRACE, TICK)
+    b.batches.extend([[100.0, 300.0], [200.0, 50.0], [5000.0, 10.0]])
+    # the first from 100 us: softirq to 200, ksoftirqd to 400; at 150 us 50 us of softirq and 200 of ksoftirqd are left
+    assert b.run_idle(150.0, cap=100.0) == (50.0, 200.0)
+    assert list(b.batches) == [[200.0, 50.0], [5000.0, 10.0]]
+    b.batches.appendleft([100.0, 300.0])
+    # both: the second waits for the first (from 400 us), all softirq; done by 450 us
+    assert b.run_idle(420.0, cap=100.0) == (30.0, 0.0)
+    assert b.run_idle(4000.0, cap=100.0) == (0.0, 0.0)  # nothing due yet
+    assert list(b.batches) == [[5000.0, 10.0]]
+
+
+def test_a_task_woken_onto_a_cpu_still_running_a_batch_in_idle_waits_for_its_softirq_part():
+    """50 us due at 20 ms on an idle CPU: a task woken there 30 us later starts its 10 ms chunk 20 us late."""
+    env, m = _machine(1)
+    ends = {}
+
+    def body(task):
+        yield task.run(1000.0)
+        task.cpu.queue_rcu(50.0)  # due at 20 ms
+        woken = task.sleep()
+        env.process(_wake_at(env, m, task, 20030.0))
+        yield woken
+        yield task.run(10000.0)
+        ends["t"] = env.now
+
+    start_task(env, m, "a", body)
+    env.run()
+    assert ends["t"] == pytest.approx(30050.0)
+
+
+def test_ksoftirqd_keeps_the_rest_of_a_batch_that_ran_in_idle_and_competes_with_the_woken_task():
+    """500 us due at 20 ms on an idle CPU, 200 us cap: a task woken at 20.1 ms waits the 100 us of softirq left;
+    ksoftirqd, queued on that CPU with the 300 us left, runs after it (this machine's slice outlasts the chunk)."""
+    env, m = _machine(1, cap=200.0)
+    ends = {}
+
+    def body(task):
+        yield task.run(1000.0)
+        task.cpu.queue_rcu(500.0)
+        woken = task.sleep()
+        env.process(_wake_at(env, m, task, 20100.0))
+        yield woken
+        yield task.run(10000.0, preemptible=True)
+        ends["t"] = env.now
+
+    start_task(env, m, "a", body)
+    env.run()
+    assert ends["t"] == pytest.approx(20100.0 + 100.0 + 10000.0)
+    assert env.now == pytest.approx(ends["t"] + 300.0)
+    assert m.cpus[0].busy_us == pytest.approx(1000.0 + 10000.0 + 100.0 + 300.0)
+
+
 def _wake_at(env, m, task, at):
     yield env.timeout(at - env.now)
     m.wake(task, None)
