@@ -144,15 +144,18 @@ def test_pelt_load_halves_in_32_ms():
 
 @pytest.mark.parametrize("idle_pull, moved", [(1.0, True), (0.0, False)])
 def test_an_idle_cpu_pulls_one_of_two_hogs_within_the_interval(idle_pull, moved):
-    """Two hogs on CPU 0, CPU 1 idle: the nohz idle balance moves the waiting one to CPU 1 at the
-    first tick after it stopped being cache hot (migration_cost); with vCPU packing (an idle vCPU
-    never pulls) both stay on CPU 0."""
+    """Two hogs on CPU 0, CPU 1 idle: they switch at every tick, so the nohz idle balance (after the
+    tick's switch) finds the waiting one cache hot (it ran until then: migration_cost) and fails, until
+    its failures pass cache_nice_tries: at the third tick it moves it to CPU 1. With vCPU packing (an
+    idle vCPU never pulls) both stay on CPU 0."""
     env = simpy.Environment()
     bal = BalanceParams(interval_us=2000.0, idle_pull=idle_pull, uniform=lambda: 0.5)
     m = Machine(env, 2, eevdf_params(balance=bal))
     ran: dict[str, float] = {}
     a, b = hog(m, "a", ran, pin=0), hog(m, "b", ran, pin=0)
     env.run(until=2 * TICK + 1.0)
+    assert {a.cpu.id, b.cpu.id} == {0}
+    env.run(until=3 * TICK + 1.0)
     on = {a.cpu.id, b.cpu.id}
     assert (on == {0, 1}) is moved, (a, b)
     env.run(until=200_000.0)
@@ -528,3 +531,34 @@ def test_a_delayed_sleeper_counts_in_v_until_picked_and_is_woken_where_it_sleeps
     y.vruntime = 5000.0
     assert cpu.rq[eevdf.pick_index(cpu.rq, 1e-6, cpu.delayed)][2] is s
     assert t._delayed is None and not cpu.delayed and t.vlag == 0.0
+
+
+def test_the_ticks_balance_pass_sees_the_switch_that_tick_made():
+    """Two hogs sharing CPU 0 switch at ticks (their slices end there); the balance pass of each tick runs
+    after that switch (SCHED_SOFTIRQ after sched_tick): the CPU's current task it sees is the one just
+    switched to, and the waiting one is the hog that was switched out (the one a balancer may pull)."""
+    env = simpy.Environment()
+    bal = BalanceParams(interval_us=2000.0, idle_pull=0.0, uniform=lambda: 0.5)
+    m = Machine(env, 2, eevdf_params(balance=bal))
+    ran: dict[str, float] = {}
+    hog(m, "a", ran, pin=0)
+    hog(m, "b", ran, pin=0)
+    dispatched: dict[float, str] = {}
+    m.tracer = lambda ev, cpu, task, now: dispatched.__setitem__(now, task.name) if (
+        ev == "dispatch" and cpu.id == 0) else None
+    seen: dict[float, tuple[str, list[str]]] = {}
+    tick = m._balancer.tick
+
+    def spy():
+        c = m.cpus[0]
+        seen[env.now] = (c.current.name, [e[2].name for e in c.rq])
+        tick()
+
+    m._balancer.tick = spy
+    env.run(until=100_000.0)
+    switches = [t for t in dispatched if t in seen]
+    assert len(switches) >= 10
+    for t in switches:
+        current, waiting = seen[t]
+        assert current == dispatched[t]
+        assert waiting == [{"a": "b", "b": "a"}[current]]
