@@ -56,11 +56,12 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "PELT load and utilisation, group_classify, the busy pass evening task counts from a CPU with spare capacity "
      "and moving load otherwise; the measured no-idle fork shares, pooled over the loads; the fair queue): a vCPU kept busy by short-lived "
      "children has spare capacity (their utilisation leaves with them), so two packed hogs beside a lone parent "
-     "stay packed, as traced. Not reproduced: how K1's hogs get packed (traced 69-235 ms after the start: the "
-     "lone hog waits behind a child placed on its vCPU and the parent's vCPU, its parent asleep in wait, pulls "
-     "it; the parent then wakes on the emptied vCPU), which in the model's fair queue, where such a child waits "
-     "for the hog's slice instead, comes late or never; and K2's two parents sharing one vCPU (the model keeps "
-     "them one per vCPU)"),
+     "stay packed, as traced. How K1's hogs get packed (traced 69-235 ms after the start: the lone hog waits "
+     "behind a child placed on its vCPU and the parent's vCPU, its parent asleep in wait, pulls it; the parent "
+     "then wakes on the emptied vCPU) follows from the tick's balance pass running after the switch that tick "
+     "made (the child runs, the hog waits and is pulled once the failures pass cache_nice_tries). Not reproduced: "
+     "K2's two parents sharing one vCPU (the model keeps them one per vCPU), and at 256 MiB a K1 parent sharing a "
+     "vCPU with a hog part of the time (its long dup_mmap makes it look like one more hog to the balancer)"),
     ("think", "a fork after an idle gap finds the parent's page tables and struct pages cold; the model adds the "
      "profile's cold extra to dup_mmap by the time since the image was last walked (warmth: 1-exp(-(gap/tau)^beta)), "
      "measured pinned on 0, 64 and 256 MiB images up to 1 s asleep (100 ms left them about half as cold), per page "
@@ -127,8 +128,10 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
     ("rss0", "the p99s: the RCU callbacks of the loop's own exited children run in softirq on the forking CPU "
      "(traced, tools/tail_trace.py: the slowest 1% of a K1 loop's fork() calls held 190 us of RCU softirq each, "
      "the middle ones 0.1 us); the model runs them (rcu_callbacks, measured by calibrate under tracefs) batched "
-     "after a grace period, up to the measured softirq cap, the rest in ksoftirqd; what remains is the tick "
-     "(about 25 us here) and host-level noise"),
+     "after a grace period, up to the measured softirq cap, the rest in ksoftirqd, also where a batch comes due "
+     "while its CPU idles (a vfork parent asleep in the call): a task arriving before it is done waits (traced "
+     "2026-12-04: 85% of the vfork calls at or above the p99 held RCU softirq on the parent's or the child's CPU); "
+     "what remains is the tick (about 25 us here) and host-level noise"),
     ("rss", "dup_mmap's cost per PTE is not quite linear in the image (memcg charging and page-table allocation "
      "grow with it), and at the p99 host-level noise"),
 )
