@@ -48,8 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["BalanceParams", "PELT_HALFLIFE_US", "decay", "task_load", "task_util", "initial_util",
            "cpu_stats", "group_type", "HAS_SPARE", "FULLY_BUSY", "OVERLOADED", "Balancer"]
 
-PELT_HALFLIFE_US = 32 * 1024.0
-_LISTED = attrgetter("listed_t")  # 32 periods of 1024 us (LOAD_AVG_PERIOD)
+PELT_HALFLIFE_US = 32 * 1024.0  # 32 periods of 1024 us (LOAD_AVG_PERIOD)
+_LISTED = attrgetter("listed_t")
 _PID = attrgetter("pid")
 _NR_RUNNING = attrgetter("nr_running")
 _LN2 = math.log(2.0)
@@ -78,12 +78,17 @@ def decay(dt_us: float) -> float:
     return math.exp(-_LN2 * dt_us / PELT_HALFLIFE_US) if dt_us > 0.0 else 1.0
 
 
-def task_load(task: "Task", now: float) -> float:
-    """The task's PELT load_avg now (its runnable average x 1024)."""
+def _load_and_runnable(task: "Task", now: float) -> tuple[float, float]:
+    """The task's PELT load_avg and runnable_avg now (both averages of the time it was runnable)."""
     d = decay(now - task.load_t)
     if task.state in ("running", "runnable"):
-        return task.load_avg * d + 1024.0 * (1.0 - d)
-    return task.load_avg * d
+        return task.load_avg * d + 1024.0 * (1.0 - d), task.runnable_avg * d + 1024.0 * (1.0 - d)
+    return task.load_avg * d, task.runnable_avg * d
+
+
+def task_load(task: "Task", now: float) -> float:
+    """The task's PELT load_avg now (its runnable average x 1024)."""
+    return _load_and_runnable(task, now)[0]
 
 
 def _members(cpu: "CPU") -> list["Task"]:
@@ -103,14 +108,10 @@ def cpu_stats(cpu: "CPU", now: float) -> tuple[float, float, float]:
     """cfs_rq->avg's load_avg, util_avg and runnable_avg of `cpu` (blocked tasks included)."""
     load = util = runnable = 0.0
     for t in _members(cpu):
-        d = decay(now - t.load_t)  # task_load's, and the runnable average's
-        if t.state in ("running", "runnable"):
-            load += t.load_avg * d + 1024.0 * (1.0 - d)
-            runnable += t.runnable_avg * d + 1024.0 * (1.0 - d)
-        else:
-            load += t.load_avg * d
-            runnable += t.runnable_avg * d
+        t_load, t_runnable = _load_and_runnable(t, now)
+        load += t_load
         util += task_util(t, now)
+        runnable += t_runnable
     return load, util, runnable
 
 
