@@ -87,22 +87,32 @@ def test_a_batch_over_the_softirq_cap_leaves_the_rest_to_ksoftirqd_on_that_cpu()
     assert m.cpus[0].busy_us == pytest.approx(32500.0)
 
 
-def test_a_batch_due_while_the_cpu_is_idle_ran_in_idle_and_stretches_nothing():
-    env, m = _machine(1)
+def _sleep_through_a_batch(batch_us: float, wake_at: float, cap: float = math.inf, preemptible: bool = False):
+    """One task runs 1 ms, queues `batch_us` of callbacks (due at 20 ms), sleeps until `wake_at`, then runs a
+    10 ms chunk on the same, otherwise idle CPU: (the machine, when the chunk ended)."""
+    env, m = _machine(1, cap=cap)
     ends = {}
 
     def body(task):
         yield task.run(1000.0)
-        task.cpu.queue_rcu(50.0)  # due at 20 ms
+        task.cpu.queue_rcu(batch_us)
         woken = task.sleep()
-        env.process(_wake_at(env, m, task, 25000.0))
+        env.process(_wake_at(env, m, task, wake_at))
         yield woken
-        yield task.run(10000.0)
+        yield task.run(10000.0, preemptible=preemptible)
         ends["t"] = env.now
 
     start_task(env, m, "a", body)
     env.run()
-    assert ends["t"] == pytest.approx(35000.0)
+    return m, ends["t"]
+
+
+@pytest.mark.parametrize("wake_at, late", [(25000.0, 0.0), (20030.0, 20.0)])
+def test_a_batch_due_while_the_cpu_idles_runs_there_and_delays_only_a_task_arriving_before_it_is_done(wake_at, late):
+    """50 us due at 20 ms on an idle CPU: a task woken at 25 ms starts at once, one woken 30 us after the batch
+    began waits the 20 us of softirq left."""
+    _m, end = _sleep_through_a_batch(50.0, wake_at)
+    assert end == pytest.approx(wake_at + late + 10000.0)
 
 
 def test_run_idle_chains_the_batches_due_while_idle_and_returns_what_is_left():
@@ -118,44 +128,12 @@ def test_run_idle_chains_the_batches_due_while_idle_and_returns_what_is_left():
     assert list(b.batches) == [[5000.0, 10.0]]
 
 
-def test_a_task_woken_onto_a_cpu_still_running_a_batch_in_idle_waits_for_its_softirq_part():
-    """50 us due at 20 ms on an idle CPU: a task woken there 30 us later starts its 10 ms chunk 20 us late."""
-    env, m = _machine(1)
-    ends = {}
-
-    def body(task):
-        yield task.run(1000.0)
-        task.cpu.queue_rcu(50.0)  # due at 20 ms
-        woken = task.sleep()
-        env.process(_wake_at(env, m, task, 20030.0))
-        yield woken
-        yield task.run(10000.0)
-        ends["t"] = env.now
-
-    start_task(env, m, "a", body)
-    env.run()
-    assert ends["t"] == pytest.approx(30050.0)
-
-
 def test_ksoftirqd_keeps_the_rest_of_a_batch_that_ran_in_idle_and_competes_with_the_woken_task():
     """500 us due at 20 ms on an idle CPU, 200 us cap: a task woken at 20.1 ms waits the 100 us of softirq left;
     ksoftirqd, queued on that CPU with the 300 us left, runs after it (this machine's slice outlasts the chunk)."""
-    env, m = _machine(1, cap=200.0)
-    ends = {}
-
-    def body(task):
-        yield task.run(1000.0)
-        task.cpu.queue_rcu(500.0)
-        woken = task.sleep()
-        env.process(_wake_at(env, m, task, 20100.0))
-        yield woken
-        yield task.run(10000.0, preemptible=True)
-        ends["t"] = env.now
-
-    start_task(env, m, "a", body)
-    env.run()
-    assert ends["t"] == pytest.approx(20100.0 + 100.0 + 10000.0)
-    assert env.now == pytest.approx(ends["t"] + 300.0)
+    m, end = _sleep_through_a_batch(500.0, 20100.0, cap=200.0, preemptible=True)
+    assert end == pytest.approx(20100.0 + 100.0 + 10000.0)
+    assert m.env.now == pytest.approx(end + 300.0)
     assert m.cpus[0].busy_us == pytest.approx(1000.0 + 10000.0 + 100.0 + 300.0)
 
 
