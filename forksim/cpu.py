@@ -154,7 +154,7 @@ class CPU:
             nxt = now + p.interruption_gap()
         extra = 0.0
         rcu = self.rcu
-        if rcu is not None and rcu.batches and rcu.batches[0][0] < now:
+        if rcu is not None and rcu.next_due < now:
             # batches that came due while the CPU idled ran there then; what is left of them is ahead of this task
             soft, rest = rcu.run_idle(now, p.rcu.softirq_cap_us)
             extra += soft
