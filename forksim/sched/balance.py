@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     from ..machine import CPU, Machine, Task
 
-__all__ = ["BalanceParams", "PELT_HALFLIFE_US", "decay", "task_load", "task_util", "initial_util",
+__all__ = ["BalanceParams", "PELT_HALFLIFE_US", "decay", "task_load", "task_util", "initial_util", "post_init_util",
            "cpu_stats", "group_type", "HAS_SPARE", "FULLY_BUSY", "OVERLOADED", "Balancer"]
 
 PELT_HALFLIFE_US = 32 * 1024.0  # 32 periods of 1024 us (LOAD_AVG_PERIOD)
@@ -118,6 +118,12 @@ def cpu_stats(cpu: "CPU", now: float) -> tuple[float, float, float]:
 def initial_util(cpu: "CPU", now: float) -> float:
     """post_init_entity_util_avg: a new nice-0 task's util_avg on `cpu` (its runnable_avg starts there)."""
     load, util, _ = cpu_stats(cpu, now)
+    return post_init_util(load, util)
+
+
+def post_init_util(load: float, util: float) -> float:
+    """post_init_entity_util_avg on a CPU of PELT `load` and `util`: the CPU's utilisation per unit of
+    load for a nice-0 task, at most half the CPU's spare capacity."""
     cap = (CAPACITY - util) / 2.0
     if cap <= 0.0:
         return 0.0
