@@ -23,6 +23,7 @@ from .kernel.copies import Copies
 from .rcu import RcuSpec
 from .profile import IdleWakeCurve, ImageShape, IpiSendCurve, Profile, StageCost
 from .sched.balance import BalanceParams
+from .sched.idlest import NO_IDLE_KEYS
 from .sched.params import SchedulerParams
 from .workloads.arrivals import FILE_FREE, load_arrivals
 
@@ -70,7 +71,7 @@ class BalanceSpec:
     migration_cost_us: float
     idle_pull: float
     wake_prev: float
-    fork_local_no_idle: tuple[float, float, float] | None = None  # by runnable difference <= 0, 1, >= 2
+    fork_local_no_idle: tuple[float, ...] | None = None  # in forksim.sched.idlest.NO_IDLE_KEYS order
 
     @classmethod
     def of(cls, exp: "Experiment", profile: Profile) -> "BalanceSpec":
@@ -79,7 +80,7 @@ class BalanceSpec:
         no_idle = b.fork_local_no_idle
         return cls(interval_us=1000.0 * exp.machine.cpus, migration_cost_us=b.migration_cost_us,
                    idle_pull=b.idle_pull.value, wake_prev=wake_prev.value if wake_prev else 0.0,
-                   fork_local_no_idle=tuple(no_idle[k].value for k in ("not_more", "one_more", "more"))
+                   fork_local_no_idle=tuple(no_idle[k].value for k in NO_IDLE_KEYS)
                    if no_idle is not None else None)
 
     def bind(self, costs: "Costs") -> BalanceParams:

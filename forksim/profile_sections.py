@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .kernel.stages import COLD_STAGES
+from .sched.idlest import NO_IDLE_KEYS
 from .profile_terms import Fraction, StageCost, scatter_ramp
 
 __all__ = ["Balancing", "Interruptions", "RcuCallbacks", "FD_BASE", "FlagCost", "FilesCost", "ChildrenCost", "ColdTerms", "Warmth",
@@ -38,16 +39,17 @@ class Balancing(BaseModel):
     migration_cost_source: str = _MIGRATION_COST_SRC
     # sched_vcpu_pack-style packing: P(an idle vCPU's balance pass pulls a waiting task); 1 upstream.
     idle_pull: Fraction = Field(default_factory=lambda: Fraction(value=1.0, source=_IDLE_PULL_SRC))
-    # P(a new child stays on its parent's CPU when no CPU is idle), by the parent's CPU's runnable tasks
-    # minus the other's: "not_more" (<= 0), "one_more", "more" (>= 2); measured by forksim.calibration.busy
-    # (fork_placement_no_idle). Absent: the kernel's sched_balance_find_dst_group rule (forksim.sched.idlest).
-    fork_local_no_idle: dict[Literal["not_more", "one_more", "more"], Fraction] | None = None
+    # P(a new child stays on its parent's CPU when no CPU is idle), by the case of the kernel's
+    # sched_balance_find_dst_group that decided and the parent's CPU's runnable tasks minus the other's
+    # (forksim.sched.idlest.NO_IDLE_KEYS: "<case>/<difference>", e.g. "both_spare/one_more"); measured by
+    # forksim.calibration.busy (fork_placement_no_idle). Absent: the kernel's rule decides.
+    fork_local_no_idle: dict[Literal[NO_IDLE_KEYS], Fraction] | None = None
 
     @field_validator("fork_local_no_idle")
     @classmethod
-    def _all_three(cls, v: dict | None) -> dict | None:
-        if v is not None and len(v) != 3:
-            raise ValueError("needs all of not_more, one_more and more")
+    def _every_case(cls, v: dict | None) -> dict | None:
+        if v is not None and len(v) != len(NO_IDLE_KEYS):
+            raise ValueError(f"needs every one of {', '.join(NO_IDLE_KEYS)}")
         return v
 
 

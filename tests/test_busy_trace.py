@@ -47,25 +47,54 @@ def test_fork_placement_and_wakeups_split_by_where_the_hog_is():
     assert fr["wake_prev_when_busy"]["value"] == 1.0 and "idle_pull" not in fr
 
 
-def test_fork_placement_with_no_idle_cpu_by_runnable_difference():
-    """fork_placement_no_idle: forks while both CPUs run, split by the parent's CPU's runnable tasks of
-    the load minus the other's; other sessions' tasks (99) are not counted."""
-    from forksim.calibration.busy import NO_IDLE_KEYS, fork_placement_no_idle
+def test_fork_placement_with_no_idle_cpu_by_the_kernels_case():
+    """fork_placement_no_idle: forks while both CPUs run, counted by the case of the kernel's rule reached on
+    the PELT state replayed from the trace, and by the difference in runnable tasks. Hogs 10 and 11 run
+    200 ms alone, one per CPU (fully busy); parent 20 preempts hog 11 on CPU 1 (overloaded: two runnable,
+    utilisation past capacity / imbalance_pct; one more than CPU 0) and its child goes to CPU 0 (pushed); the
+    child exits, the parent sleeps, and parent 21, alone on CPU 1 after the hog moved away (spare capacity;
+    one task against two), keeps its child."""
+    from forksim.calibration.busy import fork_placement_no_idle
 
-    ours = {10, 11, 20, 50, 51, 52}
-    ev = [sw(0, 0, 0, 10), sw(0, 1, 0, 11),  # hog 10 on CPU 0, hog 11 on CPU 1
-          Event(1, 20, 0, "sched_wakeup", {"pid": "20", "target_cpu": "000"}),  # parent queued on CPU 0
-          sw(2, 0, 10, 20, "R"),  # parent runs, hog 10 waits: CPU 0 holds 2, CPU 1 holds 1
-          Event(3, 20, 0, "sched_wakeup_new", {"pid": "50", "target_cpu": "001"}),  # d = 1: left
-          Event(3.5, 50, 1, "sched_process_exit", {}),
-          sw(4, 1, 11, 99, "R"),  # another session's task on CPU 1 (not counted): CPU 1 holds 1 of ours
-          Event(5, 20, 0, "sched_wakeup_new", {"pid": "51", "target_cpu": "000"}),  # d = 1 (2 vs 1): stayed
-          Event(6, 51, 0, "sched_process_exit", {}),
-          Event(7, 20, 0, "sched_wakeup_new", {"pid": "52", "target_cpu": "000"})]  # 51 gone: d = 1 again
-    out = fork_placement_no_idle(ev, ours, [20], 0, 10, 2)
-    assert out["fork_no_idle_one_more"] == [2, 3]
-    assert out["fork_no_idle_not_more"] == [0, 0] and out["fork_no_idle_more"] == [0, 0]
-    assert set(NO_IDLE_KEYS) == {"not_more", "one_more", "more"}
+    ms = 1e6
+    ours = {10, 11, 20, 21, 50, 51}
+    ev = [sw(0, 0, 0, 10), sw(0, 1, 0, 11),
+          Event(200 * ms, 20, 1, "sched_wakeup", {"pid": "20", "target_cpu": "001"}),
+          sw(200 * ms, 1, 11, 20, "R"),
+          Event(200 * ms + 1e3, 20, 1, "sched_wakeup_new", {"pid": "50", "target_cpu": "000"}),  # pushed
+          Event(201 * ms, 50, 0, "sched_process_exit", {}), sw(201 * ms, 0, 50, 10, "Z"),
+          sw(202 * ms, 1, 20, 21),  # parent 20 sleeps; 21 runs
+          Event(202 * ms, 11, 1, "sched_migrate_task", {"pid": "11", "dest_cpu": "0"}),  # hog 11 moves to CPU 0
+          Event(202 * ms + 1e3, 21, 1, "sched_wakeup_new", {"pid": "51", "target_cpu": "001"})]  # stayed
+    out = fork_placement_no_idle(ev, ours, [20, 21], 0, 300 * ms, 2)
+    assert out.pop("fork_no_idle_higher_type/one_more") == [0, 1]
+    assert out.pop("fork_no_idle_lower_type/not_more") == [1, 1]
+    assert all(v == [0, 0] for v in out.values()) and len(out) == 13
+
+
+def test_pelt_replay_averages_follow_the_traced_states():
+    """PeltReplay: a task running one PELT half-life from nothing reaches half the capacity in utilisation;
+    asleep as long, its load halves and stays on its CPU; a dead task's averages leave; a new task starts at
+    post_init_entity_util_avg's share of its CPU; another session's task (99) counts nowhere."""
+    from forksim.calibration.pelt_replay import PeltReplay
+    from forksim.sched.balance import PELT_HALFLIFE_US, post_init_util
+
+    h = PELT_HALFLIFE_US * 1e3  # ns
+    pr = PeltReplay({10, 20, 30})
+    pr.feed(sw(0, 0, 0, 10))  # first seen running: load 1024, utilisation 0
+    pr.feed(sw(0, 1, 0, 99))
+    nr, load, util, runnable = pr.stats(0, h)
+    assert nr == 1 and load == pytest.approx(1024.0) and util == pytest.approx(512.0) and runnable == pytest.approx(512.0)
+    assert pr.stats(1, h) == (0, 0.0, 0.0, 0.0)
+    pr.feed(sw(h, 0, 10, 0, "S"))
+    nr, load, util, _ = pr.stats(0, 2 * h)
+    assert nr == 0 and load == pytest.approx(512.0) and util == pytest.approx(256.0)
+    pr.feed(Event(2 * h, 10, 0, "sched_wakeup_new", {"pid": "30", "target_cpu": "000"}))
+    new = pr.tasks[30]
+    assert new.load == 1024.0 and new.util == new.runnable == pytest.approx(post_init_util(512.0, 256.0))
+    pr.feed(sw(2 * h, 0, 0, 30))
+    pr.feed(sw(2 * h + 1, 0, 30, 0, "Z"))
+    assert 30 not in pr.tasks and pr.stats(0, 2 * h + 1)[1] == pytest.approx(512.0, rel=1e-6)
 
 
 def test_parents_on_one_cpu_share():
@@ -85,8 +114,10 @@ def test_fit_balancing_makes_a_profile_section_from_the_traced_runs():
     from forksim.calibration.plan import Store
     from forksim.profile import Balancing
 
-    run = {"parents": 2, "hogs": 2, "duration_s": 1.0, "fork_no_idle_not_more": [19, 20], "fork_no_idle_one_more": [10, 20],
-           "fork_no_idle_more": [1, 20], "idle_pull_chances": 4.0, "idle_pulls": 0,
+    run = {"parents": 2, "hogs": 2, "duration_s": 1.0, "fork_no_idle_lower_type/not_more": [19, 20],
+           "fork_no_idle_both_spare/one_more": [1, 20], "fork_no_idle_both_spare/not_more": [3, 3],
+           "fork_no_idle_higher_type/more": [1, 20], "fork_no_idle_load_push/one_more": [0, 1],
+           "idle_pull_chances": 4.0, "idle_pulls": 0,
            "parent_woken_from_other_cpu": 50, "parent_wake_stays_on_prev": 0.98}
     assert fit_balancing(Store()) == (None, {})
     store = Store()
@@ -94,7 +125,12 @@ def test_fit_balancing_makes_a_profile_section_from_the_traced_runs():
     section, placement = fit_balancing(store)
     bal = Balancing(**section)
     assert bal.eevdf is False and "idle_pull" not in section  # 4 ticks of chance say nothing
-    assert [bal.fork_local_no_idle[k].value for k in ("not_more", "one_more", "more")] == [0.95, 0.5, 0.05]
+    shares = {k: v.value for k, v in bal.fork_local_no_idle.items()}
+    assert (shares["lower_type/not_more"], shares["both_spare/one_more"], shares["higher_type/more"]) == (0.95, 0.05, 0.05)
+    # met fewer than 20 times: the kernel's own answer counted as 2 forks beside the few measured
+    assert shares["both_spare/not_more"] == 1.0 and shares["load_push/one_more"] == 0.0
+    assert shares["load_keep/more"] == 1.0 and shares["higher_type/not_more"] == 0.0  # never met: the rule
+    assert bal.fork_local_no_idle["both_spare/not_more"].source.startswith("assumption")
     assert placement["wake_prev_when_busy"]["value"] == 0.98 and "1 traced 1 s runs" in placement["wake_prev_when_busy"]["source"]
     store.add(KIND, {"rep": 1}, {}, [], [run | {"idle_pull_chances": 8.0, "idle_pulls": 3}])
     section, _ = fit_balancing(store)

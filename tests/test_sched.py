@@ -8,7 +8,7 @@ import simpy
 
 from forksim.machine import Machine, SchedulerParams
 from forksim.sched import eevdf
-from forksim.sched.balance import BalanceParams, decay
+from forksim.sched.balance import FULLY_BUSY, HAS_SPARE, OVERLOADED, BalanceParams, decay
 
 TICK, SLICE = 4000.0, 1500.0
 
@@ -337,12 +337,14 @@ def test_a_sync_wakeup_keeps_the_wakee_on_its_idle_previous_cpu():
         assert where["woke_on"] == (1 if prev_busy else 0), (prev_busy, where)
 
 
-def _forking_parent_beside(m: Machine, ran: dict, hogs_here: int, hogs_there: int):
-    """A parent on CPU 0 running (a long chunk), `hogs_here` hogs waiting beside it, `hogs_there` on CPU 1."""
+def _forking_parent_beside(m: Machine, ran: dict, hogs_here: int, hogs_there: int, settle_us: float = 0.0):
+    """A parent on CPU 0 running (a long chunk), `hogs_here` hogs waiting beside it, `hogs_there` on CPU 1;
+    the hogs (kept there: their affinity) run `settle_us` alone first (their PELT utilisation builds up)."""
     for i in range(hogs_here):
-        hog(m, f"h{i}", ran, pin=0)
+        hog(m, f"h{i}", ran, pin=0).affinity = m.cpus[0]
     for i in range(hogs_there):
-        hog(m, f"r{i}", ran, pin=1)
+        hog(m, f"r{i}", ran, pin=1).affinity = m.cpus[1]
+    m.env.run(until=settle_us)
     parent = m.new_task("parent")
     first = simpy.Event(m.env)
     parent._wake_event = first
@@ -353,34 +355,53 @@ def _forking_parent_beside(m: Machine, ran: dict, hogs_here: int, hogs_there: in
 
 @pytest.mark.parametrize("here, there, expect", [(1, 1, 1), (0, 2, 0), (1, 2, 0)])
 def test_fork_placement_with_no_idle_cpu_follows_the_group_types(here, there, expect):
-    """sched_balance_find_dst_group (forksim.sched.idlest): the parent's CPU overloaded (parent + a hog)
-    against one fully busy with a lone hog pushes the child there; a parent alone (fully busy) against
-    two hogs (overloaded) keeps it; both overloaded with loads within imbalance_pct keep it."""
+    """sched_balance_find_dst_group (forksim.sched.idlest), the hogs running 200 ms first: the parent's CPU
+    overloaded (parent + a hog) against one fully busy with a lone hog pushes the child there; a new parent
+    alone (spare capacity) against two hogs (overloaded) keeps it; both overloaded with loads within
+    imbalance_pct keep it. Fresh hogs (no utilisation yet) leave both CPUs with spare capacity: kept."""
     from forksim.sched.idlest import find_dst_cpu
 
     env = simpy.Environment()
     bal = BalanceParams(interval_us=2000.0, uniform=lambda: 0.5)
     m = Machine(env, 2, eevdf_params(balance=bal))
     ran: dict[str, float] = {}
-    parent = _forking_parent_beside(m, ran, here, there)
-    env.run(until=1.0)
+    parent = _forking_parent_beside(m, ran, here, there, settle_us=200_000.0)
+    env.run(until=200_001.0)
     assert not m._idle
     assert find_dst_cpu(m, m.cpus[0], bal).id == expect, (m.cpus, parent)
 
 
-@pytest.mark.parametrize("shares, draw, expect", [((1.0, 0.0, 1.0), 0.5, 1), ((0.0, 1.0, 0.0), 0.5, 0),
-                                                  ((0.0, 0.6, 0.0), 0.5, 0), ((0.0, 0.6, 0.0), 0.7, 1)])
-def test_measured_fork_shares_with_no_idle_cpu(shares, draw, expect):
-    """BalanceParams.fork_local_no_idle: parent + hog on CPU 0 (2 runnable), a hog on CPU 1 (1): the
-    difference is one, so the child stays with the "one_more" share (a U(0,1) draw below it)."""
-    from forksim.sched.idlest import find_dst_cpu
+@pytest.mark.parametrize("share, others, draw, expect", [(0.0, 1.0, 0.5, 1), (1.0, 0.0, 0.5, 0),
+                                                          (0.6, 0.0, 0.5, 0), (0.6, 1.0, 0.7, 1)])
+def test_measured_fork_shares_with_no_idle_cpu(share, others, draw, expect):
+    """BalanceParams.fork_local_no_idle: parent + hog on CPU 0 (overloaded), a lone hog on CPU 1 (fully
+    busy): the kernel's case is "higher_type" with one runnable task more on the parent's CPU, so the child
+    stays with that cell's share (a U(0,1) draw below it), whatever the other cells' shares."""
+    from forksim.sched.idlest import NO_IDLE_KEYS, find_dst_cpu
 
+    shares = tuple(share if k == "higher_type/one_more" else others for k in NO_IDLE_KEYS)
     env = simpy.Environment()
     bal = BalanceParams(interval_us=2000.0, fork_local_no_idle=shares, uniform=lambda: draw)
     m = Machine(env, 2, eevdf_params(balance=bal))
-    _forking_parent_beside(m, {}, 1, 1)
-    env.run(until=1.0)
+    _forking_parent_beside(m, {}, 1, 1, settle_us=200_000.0)
+    env.run(until=200_001.0)
     assert find_dst_cpu(m, m.cpus[0], bal).id == expect
+
+
+@pytest.mark.parametrize("local, idlest, case", [
+    ((HAS_SPARE, 900.0), (FULLY_BUSY, 1024.0), "lower_type"),
+    ((OVERLOADED, 2048.0), (FULLY_BUSY, 1024.0), "higher_type"),
+    ((HAS_SPARE, 3000.0), (HAS_SPARE, 100.0), "both_spare"),  # no idle CPU on either side: kept
+    ((OVERLOADED, 2200.0), (OVERLOADED, 2048.0), "load_keep"),  # within imbalance_pct
+    ((OVERLOADED, 2600.0), (OVERLOADED, 2048.0), "load_push"),
+    ((FULLY_BUSY, 1100.0), (FULLY_BUSY, 1000.0), "load_keep"),  # more by 10%, less than NICE_0_LOAD x 17%
+])
+def test_the_kernels_case_for_a_new_task_with_no_idle_cpu(local, idlest, case):
+    """forksim.sched.idlest.verdict: sched_balance_find_dst_group's decision for (group type, PELT load)."""
+    from forksim.sched.idlest import KEEPS, verdict
+
+    assert verdict(local, idlest, 117) == case
+    assert (case in KEEPS) == (case in ("lower_type", "both_spare", "load_keep"))
 
 
 def test_a_delayed_sleeper_counts_as_queued_for_fork_placement():

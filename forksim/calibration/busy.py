@@ -31,6 +31,9 @@ import numpy as np
 
 from ..kernel.flags import FORK
 from ..validation.measure import REC_DTYPE  # the load generator's record layout
+from ..sched.balance import BalanceParams, group_type
+from ..sched.idlest import KEEPS, NO_IDLE_KEYS, VERDICTS, no_idle_key, verdict
+from .pelt_replay import PeltReplay
 from .tracefs import Event, TraceInstance
 
 if TYPE_CHECKING:
@@ -40,6 +43,8 @@ __all__ = ["EVENTS", "KIND", "trace_run", "layout", "fractions", "measure", "fit
 
 KIND = "busy"
 IDLE_PULL_MIN_CHANCES = 10  # ticks with a CPU idle while a task waited: fewer say nothing about idle_pull
+NO_IDLE_MIN_CHANCES = 20  # forks made with no CPU idle, in one cell of NO_IDLE_KEYS: fewer are smoothed
+NO_IDLE_PRIOR_FORKS = 2  # the kernel's own answer's weight, in forks, in a cell met fewer times
 EVENTS = ("sched/sched_switch", "sched/sched_migrate_task", "sched/sched_wakeup", "sched/sched_wakeup_new",
           "sched/sched_process_fork", "sched/sched_process_exit")
 
@@ -258,53 +263,33 @@ def fork_placement(events: list[Event], hogs: list[int], parents: list[int], t0:
         f"fork_idle_chances_{k}": v[1] for k, v in cnt.items()}
 
 
-NO_IDLE_KEYS = ("not_more", "one_more", "more")
-_NO_IDLE_TEXT = {"not_more": "no more", "one_more": "one more", "more": "two or more more"}  # the parent's CPU's queued tasks of ours minus the other's: <=0, 1, >=2
-
-
 def fork_placement_no_idle(events: list[Event], ours: set[int], parents: list[int], t0: float, t1: float,
-                           ncpu: int) -> dict[str, Any]:
-    """Where new children went (sched_wakeup_new target_cpu) when no CPU was idle, by how many of the
-    load's tasks were runnable (running or waiting) on the parent's CPU, the parent included, against
-    the least loaded other CPU: [stayed, total] per NO_IDLE_KEYS. The load's tasks only (other
-    sessions' tasks are counted neither here nor in the model)."""
+                           ncpu: int, imbalance_pct: int = BalanceParams.imbalance_pct) -> dict[str, Any]:
+    """Where new children went (sched_wakeup_new target_cpu) when no CPU was idle, by the case of the
+    kernel's sched_balance_find_dst_group that the model's rule reaches on the traced state (forksim.sched
+    .idlest.verdict, with each CPU's runnable tasks and PELT averages replayed from the trace: PeltReplay)
+    and by the parent's CPU's runnable tasks minus the other's: [stayed, total] per NO_IDLE_KEYS. The load's
+    tasks only (other sessions' tasks are counted neither here nor in the model)."""
     pset = set(parents)
     running = [-1] * ncpu
-    where: dict[int, int] = {}  # pid of ours -> the CPU it is runnable on
+    pelt = PeltReplay(ours)
     cnt = {k: [0, 0] for k in NO_IDLE_KEYS}
     for e in events:
         if e.ts > t1:
             break
         if e.name == "sched_switch":
-            prev, nxt = int(e.f.get("prev_pid") or -1), int(e.f.get("next_pid") or -1)
-            running[e.cpu] = nxt
-            if prev in ours:
-                if e.f.get("prev_state", "").startswith("R"):
-                    where[prev] = e.cpu
-                else:
-                    where.pop(prev, None)
-            if nxt in ours:
-                where[nxt] = e.cpu
-        elif e.name in ("sched_wakeup", "sched_wakeup_new"):
-            pid = int(e.f.get("pid") or -1)
-            if e.name == "sched_wakeup_new" and e.pid in pset and e.ts >= t0 and all(r > 0 for r in running):
-                per = [0] * ncpu
-                for c in where.values():
-                    if 0 <= c < ncpu:
-                        per[c] += 1
-                other = min((per[c], c) for c in range(ncpu) if c != e.cpu)[0]
-                d = per[e.cpu] - other
-                key = NO_IDLE_KEYS[0] if d <= 0 else NO_IDLE_KEYS[1] if d == 1 else NO_IDLE_KEYS[2]
-                cnt[key][0] += int(e.f.get("target_cpu") or -1) == e.cpu
-                cnt[key][1] += 1
-            if pid in ours:
-                where[pid] = int(e.f.get("target_cpu") or e.cpu)
-        elif e.name == "sched_migrate_task":
-            pid = int(e.f.get("pid") or -1)
-            if pid in where:
-                where[pid] = int(e.f.get("dest_cpu") or -1)
-        elif e.name == "sched_process_exit":
-            where.pop(e.pid, None)
+            running[e.cpu] = int(e.f.get("next_pid") or -1)
+        elif (e.name == "sched_wakeup_new" and e.pid in pset and e.ts >= t0 and all(r > 0 for r in running)
+              and 0 <= e.cpu < ncpu):
+            stats = {c: pelt.stats(c, e.ts) for c in range(ncpu)}
+            groups = {c: (group_type(nr, util, runnable, imbalance_pct), load)
+                      for c, (nr, load, util, runnable) in stats.items()}
+            idlest = min((groups[c], c) for c in range(ncpu) if c != e.cpu)[1]
+            key = no_idle_key(verdict(groups[e.cpu], groups[idlest], imbalance_pct),
+                              stats[e.cpu][0] - stats[idlest][0])
+            cnt[key][0] += int(e.f.get("target_cpu") or -1) == e.cpu
+            cnt[key][1] += 1
+        pelt.feed(e)
     return {f"fork_no_idle_{k}": v for k, v in cnt.items()}
 
 
@@ -392,15 +377,49 @@ def fractions(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             f"measured: {what}: of {n_prev:.0f} wake-ups of a parent from another CPU (its child's exit), "
             f"this share left it on the CPU it last ran on (sched_wakeup target_cpu)")}
     no_idle = {k: [sum((r.get(f"fork_no_idle_{k}") or [0, 0])[i] for r in runs) for i in (0, 1)] for k in NO_IDLE_KEYS}
-    if all(n >= 20 for _, n in no_idle.values()):
-        out["fork_local_no_idle"] = {k: {"value": round(s / n, 4), "source": (
-            f"measured: {what}: of {n} forks made while no CPU was idle and the parent's CPU held "
-            f"{_NO_IDLE_TEXT[k]} of the load's runnable tasks (the parent included) than the other, this share "
-            f"put the child on the parent's CPU (sched_wakeup_new target_cpu)")} for k, (s, n) in no_idle.items()}
+    if sum(n for _, n in no_idle.values()) >= NO_IDLE_MIN_CHANCES:
+        out["fork_local_no_idle"] = _no_idle_shares(no_idle, what)
     if chances >= IDLE_PULL_MIN_CHANCES:
         out["idle_pull"] = {"value": round(min(1.0, pulls / chances), 4), "source": (
             f"measured: {what}: {pulls} pulls of a waiting task to an idle CPU (sched_migrate_task) in "
             f"{chances:.0f} ticks during which a CPU was idle while a task waited on another")}
+    return out
+
+
+_VERDICT_TEXT = {  # forksim.sched.idlest.VERDICTS, as the kernel decides each
+    "lower_type": "the parent's CPU was of a lower group type than the other's (the kernel keeps the child)",
+    "both_spare": "both CPUs had spare capacity (the kernel keeps the child: neither has an idle CPU)",
+    "load_keep": ("both CPUs were fully busy or both overloaded and the parent's not loaded enough more than the "
+                  "other to push (the kernel keeps the child)"),
+    "load_push": ("both CPUs were fully busy or both overloaded and the parent's loaded more than the other by "
+                  "imbalance_pct (the kernel pushes the child)"),
+    "higher_type": "the parent's CPU was of a higher group type than the other's (the kernel pushes the child)",
+}
+_DIFFERENCE_TEXT = {"not_more": "no more", "one_more": "one more", "more": "two or more more"}
+
+
+def _no_idle_shares(counts: dict[str, list[int]], what: str) -> dict[str, dict[str, Any]]:
+    """Each NO_IDLE_KEYS cell's share of children kept on the parent's CPU: measured where the runs met it
+    NO_IDLE_MIN_CHANCES times; else the kernel's own answer for its case (keep 1, push 0) counted as
+    NO_IDLE_PRIOR_FORKS forks beside the few measured (additive smoothing toward the kernel's rule)."""
+    out = {}
+    for key in NO_IDLE_KEYS:
+        case, difference = key.split("/")
+        stayed, n = counts[key]
+        what_case = (f"{_VERDICT_TEXT[case]}, by the model's rule (forksim.sched.idlest.verdict) on each CPU's "
+                     f"runnable tasks and PELT averages replayed from the trace (forksim.calibration.pelt_replay), "
+                     f"and the parent's CPU held {_DIFFERENCE_TEXT[difference]} of the load's runnable tasks than "
+                     f"the other")
+        if n >= NO_IDLE_MIN_CHANCES:
+            out[key] = {"value": round(stayed / n, 4), "source": (
+                f"measured: {what}: of {n} forks made while no CPU was idle, {what_case}, this share put the "
+                f"child on the parent's CPU (sched_wakeup_new target_cpu)")}
+            continue
+        rule = 1.0 if case in KEEPS else 0.0
+        out[key] = {"value": round((stayed + NO_IDLE_PRIOR_FORKS * rule) / (n + NO_IDLE_PRIOR_FORKS), 4), "source": (
+            f"assumption: the kernel's rule ({'keep' if rule else 'push'}) counted as {NO_IDLE_PRIOR_FORKS} forks "
+            f"beside the {n} measured ({stayed} kept: {what}; no CPU idle, {what_case}), fewer than "
+            f"{NO_IDLE_MIN_CHANCES}")}
     return out
 
 

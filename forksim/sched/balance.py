@@ -67,9 +67,9 @@ class BalanceParams:
     cache_nice_tries: int = 1        # sd->cache_nice_tries of an MC domain
     idle_pull: float = 1.0           # P(an idle vCPU's balance pass pulls): < 1 with vCPU packing
     wake_prev: float = 0.0           # P(a sync wakee stays on its busy previous vCPU): > 0 with packing
-    # P(a new child stays on its parent's CPU when no CPU is idle), by that CPU's runnable tasks minus the
-    # idlest other's (<= 0, 1, >= 2), as measured (forksim.sched.idlest); None: the kernel's rule
-    fork_local_no_idle: tuple[float, float, float] | None = None
+    # P(a new child stays on its parent's CPU when no CPU is idle), by the kernel's case and the difference in
+    # runnable tasks (forksim.sched.idlest.NO_IDLE_KEYS order), as measured; None: the kernel's case decides
+    fork_local_no_idle: tuple[float, ...] | None = None
     uniform: Callable[[], float] = lambda: 0.0  # a U(0,1) draw for `idle_pull` and `fork_local_no_idle`
 
 

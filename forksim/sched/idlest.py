@@ -10,32 +10,47 @@ VM), as wake_up_new_task -> select_task_rq_fair(SD_BALANCE_FORK) reaches it.
   neither is (or nothing is queued), else fully busy.
 - sched_balance_find_dst_group: the idlest other group is the lowest type, then the lowest avg_load
   (update_pick_idlest); the local group keeps the task when it is of a lower type; a higher type
-  pushes it; of the same type (fully busy or overloaded) the task leaves only when the local load
-  exceeds the idlest's by imbalance_pct and by NICE_0_LOAD * (imbalance_pct - 100) / 100.
+  pushes it; both with spare capacity, it stays (neither has an idle CPU: local_sgs.idle_cpus >=
+  idlest_sgs.idle_cpus); of the same busy type (fully busy or overloaded) it leaves only when the local
+  load exceeds the idlest's by imbalance_pct and by NICE_0_LOAD * (imbalance_pct - 100) / 100.
 
-Traced on this kernel (2 vCPUs, 2 fork parents beside 2 hogs, 2026-12-02, /tmp traces of
-forksim.calibration.busy's events): with the parent's CPU holding hog + parent + its previous child
-and the other only a hog, 98% of the children went to the other CPU; with a hog and a parent on each
-(the other parent sleeping delayed), 92% stayed; about half of all children left, each then waiting
-for the other CPU's hog to end its protected slice at a tick (p50 1.8-2.3 ms).
+This kernel does not always follow that rule (it boots with the non-upstream sched_vcpu_pack). Traced
+(forksim.calibration.busy, 2026-12-04, 1-2 fork parents beside 1-4 hogs, each fork put in its case by PELT
+replayed over the trace): a parent's CPU of a lower type kept 99.6% of its children, but with both CPUs
+of spare capacity the child was pushed when the parent's CPU held one more runnable task (0.04 kept,
+against 1.0 with no more), and of a higher type 44% / 34% / 5% stayed with no more / one more / two more
+runnable tasks there. So the profile's `fork_local_no_idle` holds a measured share per case and
+difference in runnable tasks (NO_IDLE_KEYS), and the rule decides only where it has none.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .balance import cpu_stats, group_type
+from .balance import HAS_SPARE, cpu_stats, group_type
 
 if TYPE_CHECKING:
     from ..machine import CPU, Machine
     from .balance import BalanceParams
 
-__all__ = ["NO_IDLE_KEYS", "nr_queued", "find_dst_cpu"]
+__all__ = ["VERDICTS", "KEEPS", "DIFFERENCES", "NO_IDLE_KEYS", "no_idle_key", "nr_queued", "verdict", "find_dst_cpu"]
 
 NICE_0_LOAD = 1024.0
-# The measured alternative (BalanceParams.fork_local_no_idle), by the parent's CPU's runnable tasks minus
-# the idlest other CPU's: <= 0, 1, >= 2 (forksim.calibration.busy.fork_placement_no_idle)
-NO_IDLE_KEYS = ("not_more", "one_more", "more")
+# What decided sched_balance_find_dst_group's choice: the local group's type lower than the idlest's
+# (keep), higher (push), both with spare capacity (kept: neither has an idle CPU), or both fully busy or
+# overloaded, then kept or pushed by load.
+VERDICTS = ("lower_type", "both_spare", "load_keep", "load_push", "higher_type")
+KEEPS = frozenset({"lower_type", "both_spare", "load_keep"})
+# The parent's CPU's runnable tasks minus the idlest other's: <= 0, 1, >= 2. BalanceParams.fork_local_no_idle
+# holds the measured share of children that stayed on the parent's CPU for each case and difference, in
+# NO_IDLE_KEYS order (forksim.calibration.busy.fork_placement_no_idle).
+DIFFERENCES = ("not_more", "one_more", "more")
+NO_IDLE_KEYS = tuple(f"{v}/{d}" for v in VERDICTS for d in DIFFERENCES)
+
+
+def no_idle_key(case: str, difference: int) -> str:
+    """The NO_IDLE_KEYS entry of a case of VERDICTS and a difference in runnable tasks."""
+    return f"{case}/{DIFFERENCES[min(max(difference, 0), 2)]}"
 
 
 def nr_queued(machine: "Machine", cpu: "CPU") -> int:
@@ -45,8 +60,9 @@ def nr_queued(machine: "Machine", cpu: "CPU") -> int:
 
 def find_dst_cpu(machine: "Machine", home: "CPU", params: "BalanceParams") -> "CPU":
     """sched_balance_find_dst_group from the parent's CPU `home`, no CPU idle: the CPU for the new task.
-    With `params.fork_local_no_idle` (measured shares) the child stays on `home` with the share for
-    the difference in runnable tasks, else goes to the idlest other CPU."""
+    With `params.fork_local_no_idle` (measured shares) the child stays on `home` with the share for the
+    kernel's case and the difference in runnable tasks, else goes to the idlest other CPU; without, the
+    kernel's case decides."""
     now = machine.env._now
     stats = {}
     for c in machine.cpus:
@@ -60,18 +76,26 @@ def find_dst_cpu(machine: "Machine", home: "CPU", params: "BalanceParams") -> "C
             idlest = c
     if idlest is None:
         return home
+    v = verdict(stats[home.id], stats[idlest.id], params.imbalance_pct)
     shares = params.fork_local_no_idle
     if shares is not None:
-        d = _runnable(home) - _runnable(idlest)
-        share = shares[0] if d <= 0 else shares[1] if d == 1 else shares[2]
+        share = shares[NO_IDLE_KEYS.index(no_idle_key(v, _runnable(home) - _runnable(idlest)))]
         return home if params.uniform() < share else idlest
-    (l_type, l_load), (i_type, i_load) = stats[home.id], stats[idlest.id]
+    return home if v in KEEPS else idlest
+
+
+def verdict(local: tuple[int, float], idlest: tuple[int, float], imbalance_pct: int) -> str:
+    """sched_balance_find_dst_group's case (one of VERDICTS) for the local and the idlest group, each
+    (group type, PELT load), when neither has an idle CPU."""
+    (l_type, l_load), (i_type, i_load) = local, idlest
     if l_type != i_type:
-        return home if l_type < i_type else idlest
-    imbalance = NICE_0_LOAD * (params.imbalance_pct - 100) / 100.0
-    if i_load >= l_load + imbalance or 100.0 * l_load <= params.imbalance_pct * i_load:
-        return home  # the local group is not loaded enough more to push the task
-    return idlest
+        return "lower_type" if l_type < i_type else "higher_type"
+    if l_type == HAS_SPARE:
+        return "both_spare"  # local_sgs.idle_cpus >= idlest_sgs.idle_cpus: 0 >= 0
+    imbalance = NICE_0_LOAD * (imbalance_pct - 100) / 100.0
+    if i_load >= l_load + imbalance or 100.0 * l_load <= imbalance_pct * i_load:
+        return "load_keep"  # the local group is not loaded enough more to push the task
+    return "load_push"
 
 
 def _runnable(cpu: "CPU") -> int:
