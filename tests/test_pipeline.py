@@ -415,3 +415,31 @@ def test_the_waker_pays_the_ipi_cost_measured_at_the_wakee_cpus_idle_time():
 
     # some creations wake the other CPU (300 us x their share), none after 10 ms idle
     assert mean(with_stall_at(10.0)) > mean(with_stall_at(10_000.0)) + 20.0
+
+
+def test_the_launcher_forks_one_task_per_copy_process(monkeypatch):
+    """A busy-machine load starts as the load generator does: a launcher forks the hogs, then the parents,
+    each fork taking its copy_process stages (the profile's, for an empty image) before the new task is
+    placed, so the tasks forked before it already run when the next one is placed."""
+    from forksim.machine import Machine
+    from forksim.workloads import base
+
+    placed: list[tuple[str, float]] = []
+    spawn = Machine.spawn
+
+    def recording(self, task, parent=None, pack=False):
+        if parent is not None and parent.name == "launcher":
+            placed.append((task.name, self.env.now))
+        return spawn(self, task, parent, pack)
+
+    monkeypatch.setattr(Machine, "spawn", recording)
+    from forksim.profile import Balancing
+
+    exp = closed(cpus=2, parents=2, rss="0", hogs=2, duration="5ms", warmup="0", reps=1)
+    profile = runner.resolve_profile(exp)
+    profile = profile.model_copy(update={"balancing": Balancing()})  # the launcher runs with one
+    run_experiment(exp, profile=profile)
+    assert [name for name, _ in placed] == ["hog0", "hog1", "parent0", "parent1"]
+    fork_floor = sum(profile.stages[s].fixed_us for s in base._LAUNCHER_FORK) * 0.25  # the draws vary about these
+    gaps = np.diff([0.0] + [t for _, t in placed])
+    assert (gaps > fork_floor).all(), (gaps, fork_floor)

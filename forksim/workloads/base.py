@@ -106,6 +106,10 @@ class Workload:
         return None
 
 
+# copy_process's stages for a process of no image, up to the placement in wake_up_new_task
+_LAUNCHER_FORK = ("copy_process_setup", "stack_cache_hit", "dup_mm", "dup_mmap", "copy_process_tail")
+
+
 class ParentWorkload(Workload):
     """Parents that create (closed.py, open.py): each a process with `workload.image` as its address
     space and `image.threads - 1` faulting threads; a subclass says what each parent does (`_parent`)."""
@@ -144,10 +148,14 @@ class ParentWorkload(Workload):
         self.env.process(self._launch(launcher, first, plan))
 
     def _launch(self, launcher: "Task", first: simpy.Event, plan):
-        """The launcher: fork each planned task (SD_BALANCE_FORK placement from its CPU), then exit."""
+        """The launcher: fork each planned task (its copy_process, then SD_BALANCE_FORK placement from its
+        CPU at wake_up_new_task), then exit."""
         yield first
         pack = self.kernel._pack  # P(local although a CPU is idle), by (CLONE_VFORK, parent's CPU busy)
+        costs = self.kernel.costs
         for name, begin, pin in plan:
+            # the launcher's fork of its small image (EMPTY_IMAGE): the tasks forked before it run meanwhile
+            yield launcher.run(sum(costs.draw(stage) for stage in _LAUNCHER_FORK))
             task = self.machine.new_task(name, pin)
             local = pack[False, bool(launcher.cpu.rq)]
             first_run, ipi = self.machine.spawn(task, launcher, pack=self.kernel.costs.uniform() < local)
