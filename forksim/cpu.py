@@ -271,6 +271,8 @@ class CPU:
     def _preempt(self, task: Task) -> simpy.Event | None:
         """Put the running task back on the runqueue and run the next one."""
         self._account(task)
+        if self.machine.params.eevdf:  # put_prev_entity -> update_curr -> update_deadline
+            eevdf.renew_deadline(task, self.machine.params.slice_us)
         self._token += 1
         task.need_resched = False
         ev = None

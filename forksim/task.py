@@ -204,6 +204,7 @@ class Task:
             # the placement of what it woke (a vfork parent after wake_up_new_task), which the model
             # folds into one chunk.
             if cpu.rq and eevdf.raw_lag(self, cpu) <= 0.0:
+                eevdf.renew_deadline(self, m.params.slice_us)  # dequeue_entity -> update_curr -> update_deadline
                 self._delayed = cpu
                 cpu.delayed.append(self)
         self.state = SLEEPING

@@ -441,20 +441,55 @@ def test_pick_eevdf_runs_the_eligible_task_with_the_earliest_deadline():
 @pytest.mark.parametrize("queued_deadline, preempts", [(1500.0, False), (2500.0, True)])
 def test_a_wakee_preempts_an_ineligible_runner_only_if_it_is_the_pick(queued_deadline, preempts):
     """check_preempt_wakeup_fair: `__pick_eevdf() == pse`. The running task is above V (ineligible), so
-    its protection is dropped; the new child (at V, deadline V + half a slice) preempts only when no
-    eligible queued task has an earlier deadline (a child forked earlier by the CPU's other parent)."""
+    its protection is dropped; the woken task (at V, deadline V + half a slice) preempts only when no
+    eligible queued task has an earlier deadline."""
+    m, cpu, cur, woken = _ineligible_runner(queued_deadline)
+    assert eevdf.wakeup_preempts(cpu, cur, woken, 0.0, 1400.0, 1e-6) is preempts
+
+
+def test_a_task_switched_out_past_its_deadline_queues_with_a_new_one():
+    """update_deadline runs in put_prev_entity's update_curr: a hog that ran alone for 10 ms, far past its
+    first deadline, queues with its deadline a slice past its vruntime, so a new child placed beside it
+    (at V, half a slice) is picked first; with the deadline it ran through, the hog would be."""
+    env = simpy.Environment()
+    m = Machine(env, 1, eevdf_params())
+    h = hog(m, "h", {})
+    env.run(until=10_000.0)
+    cpu = m.cpus[0]
+    cpu._account(h)
+    child = m.new_task("child")
+    eevdf.place_new(child, cpu, SLICE)
+    cpu._enqueue(child)
+    cpu._preempt(h)
+    assert h.deadline == pytest.approx(h.vruntime + SLICE)
+    assert cpu.current is child
+
+
+def test_a_new_child_leaves_its_parent_the_cpu_inside_its_protected_slice():
+    """wake_up_new_task: the same state as a new child keeps the forking parent running, however it stands
+    against V (traced: 10 of 40,955 children forked inside the parent's slice ran first; the pick would give
+    most)."""
+    m, cpu, cur, child = _ineligible_runner(2500.0)
+    assert eevdf.wakeup_preempts(cpu, cur, child, 0.0, 1400.0, 1e-6, new=True) is False
+    cur._protect_end = 0.0  # past its slice, another task queued: update_curr reschedules it
+    assert eevdf.wakeup_preempts(cpu, cur, child, 0.0, 1400.0, 1e-6, new=True) is True
+
+
+def _ineligible_runner(queued_deadline: float):
+    """One CPU: `cur` running above V inside its protected slice, `other` queued below V with the deadline
+    given, and a third task just queued at V (deadline V + half a slice)."""
     env = simpy.Environment()
     m = Machine(env, 1, eevdf_params())
     cpu = m.cpus[0]
-    cur, other, child = m.new_task("cur"), m.new_task("other"), m.new_task("child")
-    cur.vruntime, cur.deadline, cur._protect_end = 1100.0, 2400.0, 1e9  # inside its protected slice
+    cur, other, task = m.new_task("cur"), m.new_task("other"), m.new_task("task")
+    cur.vruntime, cur.deadline, cur._protect_end = 1100.0, 2400.0, 1e9
     other.vruntime, other.deadline = 900.0, queued_deadline
     cpu.current = cur
     cpu._enqueue(other)
-    child.vruntime, child.deadline = 1000.0, 2000.0  # V of the three = 1000: at V, eligible
-    cpu._enqueue(child)
+    task.vruntime, task.deadline = 1000.0, 2000.0  # V of the three = 1000: at V, eligible
+    cpu._enqueue(task)
     assert eevdf.avg_vruntime(cpu) == (1000.0, 3)
-    assert eevdf.wakeup_preempts(cpu, cur, child, 0.0, 1400.0, 1e-6, new=True) is preempts
+    return m, cpu, cur, task
 
 
 def _fork_loop(m: Machine, cpu: int, work_us: float = 40.0, child_us: float = 60.0):
