@@ -18,11 +18,11 @@ from .kernel.stages import COLD_STAGES
 from .sched.idlest import NO_IDLE_KEYS
 from .profile_terms import Fraction, StageCost, scatter_ramp
 
-__all__ = ["Balancing", "Interruptions", "RcuCallbacks", "FD_BASE", "FlagCost", "FilesCost", "ChildrenCost", "ColdTerms", "Warmth",
+__all__ = ["Balancing", "EEVDF_SOURCE", "Interruptions", "RcuCallbacks", "FD_BASE", "FlagCost", "FilesCost", "ChildrenCost", "ColdTerms", "Warmth",
            "RemoteFree", "ConcurrentCreation"]
 
 
-_EEVDF_SRC = ("assumption: Linux 6.6+ EEVDF with the default features (PLACE_LAG, PLACE_DEADLINE_INITIAL, "
+EEVDF_SOURCE = ("assumption: Linux 6.6+ EEVDF with the default features (PLACE_LAG, PLACE_DEADLINE_INITIAL, "
               "RUN_TO_PARITY, DELAY_DEQUEUE; kernel/sched/features.h); debugfs sched/features is not readable here")
 _MIGRATION_COST_SRC = ("assumption: sysctl_sched_migration_cost default 500 us (kernel/sched/fair.c); "
                        "debugfs sched/migration_cost_ns is not readable here")
@@ -34,7 +34,7 @@ class Balancing(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     eevdf: bool = True
-    eevdf_source: str = _EEVDF_SRC
+    eevdf_source: str = EEVDF_SOURCE
     migration_cost_us: float = Field(default=500.0, ge=0.0, le=1e6)
     migration_cost_source: str = _MIGRATION_COST_SRC
     # sched_vcpu_pack-style packing: P(an idle vCPU's balance pass pulls a waiting task); 1 upstream.

@@ -108,8 +108,8 @@ def test_parents_on_one_cpu_share():
 
 
 def test_fit_balancing_makes_a_profile_section_from_the_traced_runs():
-    """calibrate's busy step: the pooled shares become the `balancing` section (the fair queue, the measured
-    no-idle fork shares, idle_pull from 10+ ticks of chance only) and the busy placement shares."""
+    """calibrate's busy step: the pooled shares become the `balancing` section (EEVDF with the traced
+    children-first counts as its provenance, the measured no-idle fork shares, idle_pull from 10+ ticks of chance only) and the busy placement shares."""
     from forksim.calibration.busy import KIND, fit_balancing
     from forksim.calibration.plan import Store
     from forksim.profile import Balancing
@@ -117,14 +117,15 @@ def test_fit_balancing_makes_a_profile_section_from_the_traced_runs():
     run = {"parents": 2, "hogs": 2, "duration_s": 1.0, "fork_no_idle_lower_type/not_more": [19, 20],
            "fork_no_idle_both_spare/one_more": [1, 20], "fork_no_idle_both_spare/not_more": [3, 3],
            "fork_no_idle_higher_type/more": [1, 20], "fork_no_idle_load_push/one_more": [0, 1],
-           "idle_pull_chances": 4.0, "idle_pulls": 0,
-           "parent_woken_from_other_cpu": 50, "parent_wake_stays_on_prev": 0.98}
+           "idle_pull_chances": 4.0, "idle_pulls": 0, "forks_child_first_in_slice": [1, 40],
+           "forks_child_first_past_slice": [3, 5], "parent_woken_from_other_cpu": 50, "parent_wake_stays_on_prev": 0.98}
     assert fit_balancing(Store()) == (None, {})
     store = Store()
     store.add(KIND, {"rep": 0}, {}, [], [run])
     section, placement = fit_balancing(store)
     bal = Balancing(**section)
-    assert bal.eevdf is False and "idle_pull" not in section  # 4 ticks of chance say nothing
+    assert bal.eevdf is True and "idle_pull" not in section  # 4 ticks of chance say nothing
+    assert "of 40 children put on their parent's CPU while the parent was inside its slice, 1 ran" in bal.eevdf_source
     shares = {k: v.value for k, v in bal.fork_local_no_idle.items()}
     assert (shares["lower_type/not_more"], shares["both_spare/one_more"], shares["higher_type/more"]) == (0.95, 0.05, 0.05)
     # met fewer than 20 times: the kernel's own answer counted as 2 forks beside the few measured
@@ -135,3 +136,20 @@ def test_fit_balancing_makes_a_profile_section_from_the_traced_runs():
     store.add(KIND, {"rep": 1}, {}, [], [run | {"idle_pull_chances": 8.0, "idle_pulls": 3}])
     section, _ = fit_balancing(store)
     assert section["idle_pull"]["value"] == pytest.approx(3 / 12)
+
+
+def test_child_first_counts_children_that_ran_before_their_parent_left_the_cpu():
+    """child_first: parent 20, switched in at 0, forks child 50 at 100 us (inside a 1.4 ms slice) and leaves
+    asleep; then forks 51 at 3 ms (past the slice) and is preempted by it (R); a child put on another CPU
+    (52) is not counted."""
+    from forksim.calibration.busy import child_first
+
+    us = 1e3
+    ev = [sw(0, 0, 0, 20),
+          Event(100 * us, 20, 0, "sched_wakeup_new", {"pid": "50", "target_cpu": "000"}),
+          sw(150 * us, 0, 20, 50, "S"), sw(300 * us, 0, 50, 20, "X"),
+          Event(400 * us, 20, 0, "sched_wakeup_new", {"pid": "52", "target_cpu": "001"}),
+          Event(3000 * us, 20, 0, "sched_wakeup_new", {"pid": "51", "target_cpu": "000"}),
+          sw(3010 * us, 0, 20, 51, "R")]
+    out = child_first(ev, [20], 0, 10e6, 1400 * us)
+    assert out == {"forks_child_first_in_slice": [0, 1], "forks_child_first_past_slice": [1, 1]}

@@ -20,6 +20,7 @@ into the profile's `balancing` section and the placement shares of a busy machin
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ..kernel.flags import FORK
+from ..lab.facts import proc_sched_slice
 from ..validation.measure import REC_DTYPE  # the load generator's record layout
+from ..profile_sections import EEVDF_SOURCE
 from ..sched.balance import BalanceParams, group_type
 from ..sched.idlest import KEEPS, NO_IDLE_KEYS, VERDICTS, no_idle_key, verdict
 from .pelt_replay import PeltReplay
@@ -39,7 +42,7 @@ from .tracefs import Event, TraceInstance
 if TYPE_CHECKING:
     from .plan import Store
 
-__all__ = ["EVENTS", "KIND", "trace_run", "layout", "fractions", "measure", "fit_balancing"]
+__all__ = ["EVENTS", "KIND", "trace_run", "layout", "child_first", "fractions", "measure", "fit_balancing"]
 
 KIND = "busy"
 IDLE_PULL_MIN_CHANCES = 10  # ticks with a CPU idle while a task waited: fewer say nothing about idle_pull
@@ -194,6 +197,31 @@ def parent_wakeups(events: list[Event], parents: list[int], t0: float, t1: float
             "parent_wake_stays_on_prev": round(away_prev / away, 4) if away else None}
 
 
+def child_first(events: list[Event], parents: list[int], t0: float, t1: float, slice_ns: float) -> dict[str, Any]:
+    """How often a child put on its parent's CPU (sched_wakeup_new, target_cpu the parent's) ran before
+    the parent left that CPU: the parent's next sched_switch away was a preemption (prev_state R) to the
+    child (wake_up_new_task -> check_preempt_wakeup_fair). Counted apart for a parent that had run less
+    than `slice_ns` since it was switched in (inside its protected slice) and one that had run longer."""
+    pset = set(parents)
+    since: dict[int, float] = {}  # parent pid -> when it was last switched in
+    pending: dict[int, tuple[int, bool]] = {}  # parent pid -> (its local child, forked inside its slice)
+    counts = {"in_slice": [0, 0], "past_slice": [0, 0]}  # [children first, forks]
+    for e in events:
+        if e.name == "sched_wakeup_new":
+            if e.pid in pset and t0 <= e.ts <= t1 and int(e.f.get("target_cpu") or -1) == e.cpu and e.pid in since:
+                pending[e.pid] = (int(e.f["pid"]), e.ts - since[e.pid] < slice_ns)
+        elif e.name == "sched_switch":
+            nxt = int(e.f.get("next_pid") or -1)
+            if nxt in pset:
+                since[nxt] = e.ts
+            got = pending.pop(int(e.f.get("prev_pid") or -1), None)
+            if got is not None:
+                c = counts["in_slice" if got[1] else "past_slice"]
+                c[0] += e.f.get("prev_state", "").startswith("R") and nxt == got[0]
+                c[1] += 1
+    return {f"forks_child_first_{k}": v for k, v in counts.items()}
+
+
 def idle_pulls(events: list[Event], pids: set[int], t0: float, t1: float, ncpu: int,
                tick_ns: float = 4e6) -> dict[str, Any]:
     """How often an idle CPU pulled a waiting task off a busy one: pulls (sched_migrate_task of a
@@ -318,6 +346,10 @@ def trace_run(loadgen: Path, helper: Path, *, parents: int, hogs: int, rss: int,
     hog_pids = kids[:hogs]
     fork_ns = (recs["t1"] - recs["t0"]) / 1e3
     ncpu = int(summary["cpus"])
+    slice_us, _ = proc_sched_slice("")
+    if slice_us is None:  # no se.slice before 6.12: the default base slice, 0.75 ms x (1 + ilog2(min(cpus, 8)))
+        slice_us = 750.0 * (1 + int(math.log2(min(ncpu, 8))))
+    slice_ns = slice_us * 1e3
     w0, w1 = float(summary["t_warm_ns"]), float(summary["t_end_ns"])
     lay = layout(events, hog_pids, w0, w1, ncpu, kids[hogs:hogs + parents])
     local = recs["ccpu"] == recs["pcpu1"]
@@ -331,6 +363,7 @@ def trace_run(loadgen: Path, helper: Path, *, parents: int, hogs: int, rss: int,
         "lost_events": tr.lost,
         **lay,
         **parent_wakeups(events, kids[hogs:hogs + parents], w0, w1),
+        **child_first(events, kids[hogs:hogs + parents], w0, w1, slice_ns),
         **parents_together(events, kids[hogs:hogs + parents], w0, w1),
         **idle_pulls(events, _ours(events, master), w0, w1, ncpu),
         **fork_placement(events, hog_pids, kids[hogs:hogs + parents], w0, w1, ncpu),
@@ -423,13 +456,17 @@ def _no_idle_shares(counts: dict[str, list[int]], what: str) -> dict[str, dict[s
     return out
 
 
-# The model's EEVDF is not what a `balancing` section from calibrate turns on: with it a new child displaces its
-# forking parent in the four-parent loop (closed-fork-K4-rss0 fork() p50 +500%, 2026-12-03 repredict), which
-# the kernel does not (tools/sched_trace.py: 97% of parents asleep in wait before anything displaced them).
-_FAIR_SRC = ("assumption: the plain fair queue (lowest vruntime), not the model's EEVDF: with EEVDF a new child "
-             "displaces its forking parent in the four-parent loop (closed-fork-K4-rss0 fork() p50 +500% in the "
-             "2026-12-03 repredict of the AMD validation), which this kernel does not do (tools/sched_trace.py: "
-             "97% of such parents asleep in wait before anything displaced them)")
+def _eevdf_source(runs: list[dict[str, Any]]) -> str:
+    """The provenance of `balancing.eevdf` from the traced runs: the model's EEVDF keeps a forking parent on
+    its CPU through wake_up_new_task inside its protected slice, and reschedules it past the slice with
+    others queued (forksim.sched.eevdf.wakeup_preempts); these runs measure both."""
+    def pooled(key: str) -> list[int]:
+        return [sum((r.get(f"forks_child_first_{key}") or [0, 0])[i] for r in runs) for i in (0, 1)]
+    (first_in, n_in), (first_past, n_past) = pooled("in_slice"), pooled("past_slice")
+    return (f"{EEVDF_SOURCE}; measured ({len(runs)} traced runs of fork parents beside CPU hogs, "
+            f"forksim.calibration.busy child_first): of {n_in} children put on their parent's CPU while the "
+            f"parent was inside its slice, {first_in} ran before the parent left it (the model: none); of "
+            f"{n_past} forked past the slice, {first_past} (the model: rescheduled with another task queued, then the pick decides)")
 
 
 def measure(store: "Store", loads: tuple[tuple[int, int, int], ...], duration_s: float, warmup_s: float, reps: int,
@@ -455,7 +492,7 @@ def fit_balancing(store: "Store") -> tuple[dict[str, Any] | None, dict[str, Any]
         return None, {}
     shares = fractions(runs)
     placement = {k: shares.pop(k) for k in ("fork_local_when_idle_busy", "wake_prev_when_busy") if k in shares}
-    section: dict[str, Any] = {"eevdf": False, "eevdf_source": _FAIR_SRC, **shares}
+    section: dict[str, Any] = {"eevdf": True, "eevdf_source": _eevdf_source(runs), **shares}
     return section, placement
 
 

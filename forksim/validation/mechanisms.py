@@ -25,11 +25,11 @@ _K_OVER_CPUS = (
     "us, plus 5% idle. Of the K2 cost over a pinned loop alone (~68 us), the shared creation state every "
     "creation and exit writes, last written by the other CPU for another parent, is modelled (kernel/shared.py, "
     "the profile's concurrent_creation: +6 us in fork(), +9 us in the exit and reap, measured by calibrate). "
-    "The model runs the plain fair queue (the calibrated `balancing` section keeps EEVDF off): it never "
-    "preempts a parent inside fork(), so its p99 does not move with K as the real one does; its EEVDF mode lets "
-    "the new child take the CPU at ~80% of K4's forks (the parent is ineligible after ~25 us of running beside "
-    "the CPU's other parent, queued: fork() p50 +500% in the 2026-12-03 repredict, with wake-up preemption only "
-    "by pick_eevdf's choice and delayed sleepers counted in V), so neither reproduces the traced eligibility")
+    "The model runs EEVDF (the calibrated `balancing` section) with a new child never displacing its forking "
+    "parent inside the parent's slice (traced on 2026-12-04: 212 of 45,632 such children ran first, 0.5%; the "
+    "eligibility pick alone gave the child 16-42% of K2-K4's forks, the parent found ineligible after ~25 us "
+    "of running beside the CPU's other parent); other parents' wake-ups do preempt, so its fork() p99 grows "
+    "with K, by less than the real one")
 
 # (substring of the scenario name, explanation); the first match wins.
 MECHANISMS: tuple[tuple[str, str], ...] = (
@@ -56,13 +56,14 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "PELT load and utilisation, group_classify, the busy pass evening task counts from a CPU with spare capacity "
      "and moving load otherwise; with no CPU idle, the measured share of children kept for each case of the kernel's "
      "sched_balance_find_dst_group rule and difference in runnable tasks, each traced fork put in its case by PELT "
-     "replayed over the trace (forksim.calibration.pelt_replay); the fair queue): a vCPU kept busy by short-lived "
+     "replayed over the trace (forksim.calibration.pelt_replay); EEVDF): a vCPU kept busy by short-lived "
      "children has spare capacity (their utilisation leaves with them), so two packed hogs beside a lone parent "
      "stay packed, as traced. How K1's hogs get packed (traced 69-235 ms after the start: the lone hog waits "
      "behind a child placed on its vCPU and the parent's vCPU, its parent asleep in wait, pulls it; the parent "
      "then wakes on the emptied vCPU) follows from the tick's balance pass running after the switch that tick "
-     "made (the child runs, the hog waits and is pulled once the failures pass cache_nice_tries). Not reproduced: "
-     "K2's two parents sharing one vCPU (the model keeps them one per vCPU), and at 256 MiB a K1 parent sharing a "
+     "made (the child runs, the hog waits and is pulled once the failures pass cache_nice_tries). Partly reproduced: "
+     "K2's two parents sharing one vCPU with a hog (the model reaches it 41-77% of the time in three 5 s "
+     "replications, traced 83%); not reproduced: at 256 MiB a K1 parent sharing a "
      "vCPU with a hog part of the time (its long dup_mmap makes it look like one more hog to the balancer)"),
     ("think", "a fork after an idle gap finds the parent's page tables and struct pages cold; the model adds the "
      "profile's cold extra to dup_mmap by the time since the image was last walked (warmth: 1-exp(-(gap/tau)^beta)), "
