@@ -19,6 +19,8 @@ rewritten after every scenario, so a run cut short still leaves what it measured
 Environment:
   FORKSIM_DEV_SMALL=1      K in (1, 2), 0.5 s runs, the extras at K=2 (vfork) and K=1 (1 GiB): a local test
   FORKSIM_DEV_BUDGET_S=S   stop starting scenarios once one would end past S seconds (default 215)
+  FORKSIM_MANY_PLAN=pinned fork K = 1..16 parents each pinned to its own CPU, RSS 0 and 64 MiB, and the unpinned
+                           RSS-0 loads at K = 8 and 16 again (instead of the scaling plan above)
   FORKSIM_PREBUILT_DIR=D   a build cache (D/loadgen-*/loadgen, spawn_helper) used when build_tools() fails
                            (no compiler: a machine lent without gcc); default: prebuilt/forksim beside this script
 """
@@ -39,6 +41,7 @@ from pathlib import Path
 T0 = time.monotonic()
 SMALL = os.environ.get("FORKSIM_DEV_SMALL", "") not in ("", "0")
 BUDGET_S = float(os.environ.get("FORKSIM_DEV_BUDGET_S", "215"))
+PLAN = os.environ.get("FORKSIM_MANY_PLAN", "scaling")
 HERE = Path(__file__).resolve().parent
 
 
@@ -127,22 +130,27 @@ def plan():
     dur, warm = (0.5, 0.3) if SMALL else (2.0, 0.3)
     kmax = max(ks)
 
-    def sc(kind: str, k: int, rss: int) -> Scenario:
+    def sc(kind: str, k: int, rss: int, pin: bool = False) -> Scenario:
         # The run reads every parent's pagemap once all images are touched, just as the forks begin
         # (validation/layouts.py: about 0.12 s per GiB on a 2-vCPU VM, one CPU, taking each parent's mmap_lock
         # for reading): a longer warm-up for large images keeps that read out of the measured window.
         warm_k = round(warm + 0.2 * rss * k / GiB, 1)
         return Scenario(
-            name=f"dev{cpus}-closed-{kind}-K{k}-rss{size_name(rss)}",
-            mode="closed", kind=kind, parents=k, rss=rss, repeats=1,
+            name=f"dev{cpus}-closed-{kind}-K{k}-rss{size_name(rss)}{'-pin' if pin else ''}",
+            mode="closed", kind=kind, parents=k, rss=rss, repeats=1, pin=pin,
             duration_s=dur, warmup_s=warm_k, quick_duration_s=dur, quick_warmup_s=warm_k,
             notes=f"tools/many_cpus_measure.py on {cpus} CPUs",
         )
 
-    out = [sc("fork", k, 0) for k in ks]
-    out += [sc("fork", k, 256 * MiB) for k in ks]
-    out.append(sc("vfork", kmax, 0))
-    out.append(sc("fork", 1 if SMALL else kmax, 1 * GiB))
+    if PLAN == "pinned":  # each parent pinned to its own CPU: the scheduler's placement out of the growth with K
+        out = [sc("fork", k, 0, pin=True) for k in ks]
+        out += [sc("fork", k, 64 * MiB, pin=True) for k in ks]
+        out += [sc("fork", k, 0) for k in (kmax // 2, kmax)]  # the unpinned loads again: their run-to-run spread
+    else:
+        out = [sc("fork", k, 0) for k in ks]
+        out += [sc("fork", k, 256 * MiB) for k in ks]
+        out.append(sc("vfork", kmax, 0))
+        out.append(sc("fork", 1 if SMALL else kmax, 1 * GiB))
     names = [s.name for s in out]
     assert len(set(names)) == len(names), names
     return out
