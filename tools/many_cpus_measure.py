@@ -76,24 +76,11 @@ def write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def mem_available_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024**2
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    from forksim.lab.facts import mem_available
+
+    got = mem_available()
+    return None if got is None else got / 1024**3
 
 
 def get_tools():
@@ -171,12 +158,13 @@ def main(argv: list[str]) -> int:
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
     import forksim
+    from forksim.lab import facts
     from forksim.validation.measure import measure
 
     tools, tools_from = get_tools()
     say(f"load generator: {tools.loadgen} (helper static: {tools.helper_static}; {tools.compiler_version}; {tools_from})")
     host = {
-        "cpu_model": cpu_model(),
+        "cpu_model": facts.cpu_model() or platform.processor() or "unknown",
         "nproc": os.cpu_count(),
         "sched_getaffinity": len(os.sched_getaffinity(0)),
         "kernel": platform.release(),
