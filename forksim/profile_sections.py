@@ -291,6 +291,12 @@ class ConcurrentCreation(BaseModel):
     exit_us: float = Field(ge=0.0, le=10000.0, description="median extra of the child's exit and its reap (us)")
     sigma: float = Field(default=0.3, ge=0.0, le=2.0, description="lognormal residual of each extra")
     source: str = Field(min_length=1)
+    # Past two writers: the extras grow by this fraction of themselves for each further CPU that wrote the state
+    # within `window_us` (the lines' transfers queue behind one another). 0: two CPUs' extra at any count.
+    per_writer: float = Field(default=0.0, ge=0.0, le=100.0)
+    window_us: float = Field(default=1000.0, gt=0.0, le=1e6)
+    per_writer_source: str = ("assumption: no growth past two writers (measured only with two CPUs creating; "
+                              "docs/MANY_CPUS.md measures the growth on a 16-vCPU machine)")
 
 
 class RemoteFree(BaseModel):

@@ -29,17 +29,30 @@ def _costs(term: ConcurrentCreation | None = TERM) -> Costs:
 def test_only_another_cpu_writing_for_another_process_costs():
     costs, a, b = _costs(), object(), object()
     s = SharedState(TERM)
-    assert s.fork_us(0, a, costs) == 0.0  # a booted machine: nobody wrote it yet
-    assert s.fork_us(0, a, costs) == 0.0  # the same CPU again
-    assert s.exit_us(1, a, costs) == 0.0  # a's own child exiting on the other CPU: remote_free's case
-    assert s.fork_us(1, b, costs) == 0.0  # another process on the CPU that wrote it last
-    assert s.fork_us(0, a, costs) == 6.0  # CPU 1 wrote it last, for b: a's creation on CPU 0 pays
-    assert s.exit_us(1, b, costs) == 9.0  # and b's child's exit on CPU 1 after it
+    assert s.fork_us(0, a, costs, 0.0) == 0.0  # a booted machine: nobody wrote it yet
+    assert s.fork_us(0, a, costs, 1.0) == 0.0  # the same CPU again
+    assert s.exit_us(1, a, costs, 2.0) == 0.0  # a's own child exiting on the other CPU: remote_free's case
+    assert s.fork_us(1, b, costs, 3.0) == 0.0  # another process on the CPU that wrote it last
+    assert s.fork_us(0, a, costs, 4.0) == 6.0  # CPU 1 wrote it last, for b: a's creation on CPU 0 pays
+    assert s.exit_us(1, b, costs, 5.0) == 9.0  # and b's child's exit on CPU 1 after it
+
+
+def test_past_two_writers_the_extra_grows_per_cpu_that_wrote_within_the_window():
+    """per_writer: each CPU beyond two that wrote the state within window_us adds that share of the extra; a
+    CPU whose last write is older than the window no longer counts."""
+    term = TERM.model_copy(update={"per_writer": 0.5, "window_us": 100.0})
+    costs, s = _costs(term), SharedState(term)
+    owners = [object() for _ in range(4)]
+    for cpu in range(3):
+        s.fork_us(cpu, owners[cpu], costs, float(cpu))
+    assert s.fork_us(3, owners[3], costs, 10.0) == pytest.approx(6.0 * (1 + 0.5 * 2))  # 4 writers within 100 us
+    assert s.fork_us(0, owners[0], costs, 105.0) == pytest.approx(6.0 * (1 + 0.5 * 0))  # CPUs 1, 2 out of it
+    assert s.exit_us(1, owners[1], costs, 108.0) == pytest.approx(9.0 * (1 + 0.5 * 1))  # CPUs 3, 0, 1
 
 
 def test_no_section_or_a_zero_one_costs_nothing_and_keeps_the_streams():
     assert load_profile(REFERENCE_PROFILE).concurrent_creation is None  # measured before the term: loads without it
-    assert SharedState(None).fork_us(1, object(), _costs(None)) == 0.0
+    assert SharedState(None).fork_us(1, object(), _costs(None), 0.0) == 0.0
     exp = _two_parents(pinned=True)
     base = load_profile(REFERENCE_PROFILE)
     zero = ConcurrentCreation(fork_us=0.0, exit_us=0.0, sigma=0.3, source="assumption: test")
@@ -104,3 +117,24 @@ def test_the_fit_floors_a_negative_difference_and_needs_both_sides():
     sec = fit_concurrent_creation(ev)
     assert sec["fork_us"] == 0.0 and sec["exit_us"] == 0.0
     assert fit_concurrent_creation(Evidence(Store(), cpu=0, traced=False)) is None
+
+
+def test_a_cpu_that_wrote_again_stays_a_writer_when_its_older_write_leaves_the_window():
+    term = TERM.model_copy(update={"per_writer": 1.0, "window_us": 100.0})
+    costs, s, a, b, c = _costs(term), SharedState(term), object(), object(), object()
+    s.fork_us(0, a, costs, 0.0)
+    s.fork_us(1, b, costs, 10.0)
+    s.fork_us(0, a, costs, 50.0)  # CPU 0 again: its write at 0 is no longer its last
+    assert s.fork_us(2, c, costs, 105.0) == pytest.approx(6.0 * 2)  # CPUs 1 (10), 0 (50) and 2: three writers
+    assert s.fork_us(1, b, costs, 130.0) == pytest.approx(6.0 * 2)  # since 30: CPU 0's write at 0 gone, at 50 kept
+
+
+def test_the_growth_past_two_writers_is_for_a_copied_mm_only():
+    """A vfork, posix_spawn or thread creation (no mm of its own) pays the two-CPU extra, however many CPUs
+    write; its write still counts as a writer for the forks beside it."""
+    term = TERM.model_copy(update={"per_writer": 1.0, "window_us": 100.0})
+    costs, s = _costs(term), SharedState(term)
+    for cpu in range(3):
+        s.fork_us(cpu, object(), costs, float(cpu), grows=False)
+    assert s.fork_us(3, object(), costs, 3.0, grows=False) == pytest.approx(6.0)
+    assert s.fork_us(4, object(), costs, 4.0) == pytest.approx(6.0 * 4)  # five writers: three beyond two

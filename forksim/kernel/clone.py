@@ -201,7 +201,7 @@ class Kernel:
         rec.parent_cpu = P.cpu.id
         setup = self._setup_cost(P, k, rec)
         if self.shared.cost is not None:  # the shared creation state last written on another CPU (kernel/shared.py)
-            setup += self.shared.fork_us(P.cpu.id, parent, self.costs)
+            setup += self.shared.fork_us(P.cpu.id, parent, self.costs, t0, k.copies_mm)
         child_mm = parent.mm
         if k.copies_mm:
             mm = parent.mm
@@ -554,7 +554,7 @@ class Kernel:
             rel, pid_hold = d.release_hold(), d.pid_hold()
         body = max(0.0, d.do_exit() - (hold + (rel + pid_hold)))  # grouped as it always was: the same float
         if self.shared.cost is not None:  # exit_creds, cgroup_exit, free_pid after another CPU's (kernel/shared.py)
-            body += self.shared.exit_us(child.task.cpu.id, child.parent, c)
+            body += self.shared.exit_us(child.task.cpu.id, child.parent, c, self.env._now, child.inherited)
         x = self.copies
         if x is not None:  # exit_files -> close_files per fd, exit_task_namespaces; exit_notify's share
             body = max(0.0, body + c.term("+exit", x.exit_us, x.sigma))
