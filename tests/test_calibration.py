@@ -370,3 +370,10 @@ def test_a_background_co_runner_ends_with_everything_it_forked():
             assert p.pid in bench.running_children() and group_alive(p.pid)
             raise RuntimeError("the measurement beside it failed")
     assert not group_alive(p.pid) and p.pid not in bench.running_children()
+
+
+def test_a_lock_contention_event_keeps_its_positional_lock_address():
+    """lock:contention_begin prints "%p (flags=%s)": the address has no key, the flags may be several."""
+    (ev,) = tracefs.parse_trace(
+        "  loadgen-7 [003] d..1. 100: contention_begin: 00000000c0ffee42 (flags=READ|WRITE)\n", tsc_hz=1e9)
+    assert ev.f == {"lock_addr": "00000000c0ffee42", "flags": "READ|WRITE"}

@@ -80,6 +80,9 @@ def parse_trace(text: str, tsc_hz: float | None) -> list[Event]:
             nf = dict(_KV.findall(nxt))
             f = {"prev_pid": pf.get("prev_pid", ""), "prev_state": pf.get("prev_state", ""),
                  "next_pid": nf.get("next_pid", "")}
+        elif name == "contention_begin":  # "%p (flags=%s)": the lock's (hashed) address is positional
+            addr, _, flags = rest.partition(" (flags=")
+            f = {"lock_addr": addr.strip(), "flags": flags.rstrip(")")}
         else:
             f = dict(_KV.findall(rest))
         out.append(Event(ts, int(m["pid"]), int(m["cpu"]), name, f))
