@@ -26,7 +26,7 @@ _K_OVER_CPUS = (
     "creation and exit writes, last written by the other CPU for another parent, is modelled (kernel/shared.py, "
     "the profile's concurrent_creation: +6 us in fork(), +9 us in the exit and reap, measured by calibrate). "
     "The model runs EEVDF (the calibrated `balancing` section) with a new child never displacing its forking "
-    "parent inside the parent's slice (traced on 2026-12-04: 212 of 45,632 such children ran first, 0.5%; the "
+    "parent inside the parent's slice (traced on 2026-12-04: 57 of 63,831 such children ran first, 0.1%; the "
     "eligibility pick alone gave the child 16-42% of K2-K4's forks, the parent found ineligible after ~25 us "
     "of running beside the CPU's other parent); other parents' wake-ups do preempt, so its fork() p99 grows "
     "with K, by less than the real one")
