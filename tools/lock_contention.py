@@ -19,42 +19,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from forksim.calibration.busy import _ours
-from forksim.calibration.tracefs import TraceInstance
-from forksim.validation.measure import REC_DTYPE, build_tools
+from forksim.calibration.busy import load_pids, traced_loadgen
+from forksim.validation.measure import build_tools
 
 EVENTS = ("lock/contention_begin", "lock/contention_end", "sched/sched_process_fork")
 
 
 def run(parents: int, rss: int, seconds: float, pin: bool) -> dict:
     tools = build_tools()
-    with tempfile.TemporaryDirectory() as d, TraceInstance(EVENTS, buffer_kb=131072, optional=False) as tr:
-        out = Path(d) / "run"
-        tr._write("trace_clock", "mono")  # CLOCK_MONOTONIC, as the load generator's window
-        tr.clock = "mono"
-        cmd = [str(tools.loadgen), "--mode", "closed", "--kind", "fork", "--parents", str(parents), "--rss", str(rss),
-               "--duration", f"{seconds:g}", "--warmup", "0.3", "--helper", str(tools.helper), "--out", str(out)]
-        if pin:
-            cmd.append("--pin")
-        sh = subprocess.Popen(["sh", "-c", 'read x; exec "$@"', "sh", *cmd], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-        tr.follow(sh.pid)
-        tr.start()
-        stdout, _ = sh.communicate("go\n")
-        tr.stop()
-        summary = json.loads(stdout.strip().splitlines()[-1])
-        events = tr.read()
-        lost = tr.lost
-        recs = np.fromfile(str(out) + ".rec", dtype=REC_DTYPE)
-    ours = _ours(events, sh.pid)
+    args = ["--mode", "closed", "--kind", "fork", "--parents", str(parents), "--rss", str(rss),
+            "--duration", f"{seconds:g}", "--warmup", "0.3", "--helper", str(tools.helper)] + (["--pin"] if pin else [])
+    summary, events, recs, master, lost = traced_loadgen(tools.loadgen, args, EVENTS, 131072)
+    ours = load_pids(events, master)
     t0, t1 = float(summary["t_warm_ns"]), float(summary["t_end_ns"])
     open_wait: dict[int, tuple[float, str, str]] = {}
     waits: dict[str, list[float]] = defaultdict(list)

@@ -42,7 +42,7 @@ from .tracefs import Event, TraceInstance
 if TYPE_CHECKING:
     from .plan import Store
 
-__all__ = ["EVENTS", "KIND", "trace_run", "layout", "child_first", "fractions", "measure", "fit_balancing"]
+__all__ = ["EVENTS", "KIND", "load_pids", "traced_loadgen", "trace_run", "layout", "child_first", "fractions", "measure", "fit_balancing"]
 
 KIND = "busy"
 IDLE_PULL_MIN_CHANCES = 10  # ticks with a CPU idle while a task waited: fewer say nothing about idle_pull
@@ -321,27 +321,34 @@ def fork_placement_no_idle(events: list[Event], ours: set[int], parents: list[in
     return {f"fork_no_idle_{k}": v for k, v in cnt.items()}
 
 
-def trace_run(loadgen: Path, helper: Path, *, parents: int, hogs: int, rss: int, duration: float,
-              warmup: float) -> dict[str, Any]:
-    """One traced closed-loop fork run beside `hogs` CPU hogs; its summary and placement."""
-    with tempfile.TemporaryDirectory() as d, TraceInstance(EVENTS, buffer_kb=65536, optional=False) as tr:
+def traced_loadgen(loadgen: Path, args: list[str], events: tuple[str, ...], buffer_kb: int
+                   ) -> tuple[dict[str, Any], list[Event], np.ndarray, int, int]:
+    """Run the load generator with `args` (less --out) while a private tracefs instance records `events` for it
+    and every task it forks (CLOCK_MONOTONIC, as its own times). Returns its summary, the events, its records,
+    its pid and the events tracefs lost."""
+    with tempfile.TemporaryDirectory() as d, TraceInstance(events, buffer_kb=buffer_kb, optional=False) as tr:
         out = Path(d) / "run"
-        tr._write("trace_clock", "mono")  # CLOCK_MONOTONIC, as loadgen's times (us resolution is enough)
+        tr._write("trace_clock", "mono")  # us resolution is enough
         tr.clock = "mono"
         # A shell that waits for one line, then execs loadgen: its pid is followed before any fork.
-        cmd = [str(loadgen), "--mode", "closed", "--kind", FORK, "--parents", str(parents), "--hogs",
-               str(hogs), "--rss", str(rss), "--duration", f"{duration:g}", "--warmup", f"{warmup:g}",
-               "--helper", str(helper), "--out", str(out)]
-        sh = subprocess.Popen(["sh", "-c", 'read x; exec "$@"', "sh", *cmd], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+        sh = subprocess.Popen(["sh", "-c", 'read x; exec "$@"', "sh", str(loadgen), *args, "--out", str(out)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         tr.follow(sh.pid)
         tr.start()
         stdout, _ = sh.communicate("go\n")
         tr.stop()
         summary = json.loads(stdout.strip().splitlines()[-1])
-        events = tr.read()
+        got = tr.read()
         recs = np.fromfile(str(out) + ".rec", dtype=REC_DTYPE)
-    master = sh.pid
+    return summary, got, recs, sh.pid, tr.lost
+
+
+def trace_run(loadgen: Path, helper: Path, *, parents: int, hogs: int, rss: int, duration: float,
+              warmup: float) -> dict[str, Any]:
+    """One traced closed-loop fork run beside `hogs` CPU hogs; its summary and placement."""
+    cmd = ["--mode", "closed", "--kind", FORK, "--parents", str(parents), "--hogs", str(hogs), "--rss", str(rss),
+           "--duration", f"{duration:g}", "--warmup", f"{warmup:g}", "--helper", str(helper)]
+    summary, events, recs, master, lost = traced_loadgen(loadgen, cmd, EVENTS, 65536)
     kids = [int(e.f["child_pid"]) for e in events if e.name == "sched_process_fork" and int(e.f["pid"]) == master]
     hog_pids = kids[:hogs]
     fork_ns = (recs["t1"] - recs["t0"]) / 1e3
@@ -360,18 +367,18 @@ def trace_run(loadgen: Path, helper: Path, *, parents: int, hogs: int, rss: int,
         "fork_p99_us": round(float(np.percentile(fork_ns, 99)), 1) if len(recs) else None,
         "child_on_parent_cpu": round(float(local.mean()), 4) if len(recs) else None,
         "hog_ticks_share": round(summary["win_hog_ticks"] / max(1, summary["win_busy_ticks"] + summary["win_idle_ticks"]), 3),
-        "lost_events": tr.lost,
+        "lost_events": lost,
         **lay,
         **parent_wakeups(events, kids[hogs:hogs + parents], w0, w1),
         **child_first(events, kids[hogs:hogs + parents], w0, w1, slice_ns),
         **parents_together(events, kids[hogs:hogs + parents], w0, w1),
-        **idle_pulls(events, _ours(events, master), w0, w1, ncpu),
+        **idle_pulls(events, load_pids(events, master), w0, w1, ncpu),
         **fork_placement(events, hog_pids, kids[hogs:hogs + parents], w0, w1, ncpu),
-        **fork_placement_no_idle(events, _ours(events, master), kids[hogs:hogs + parents], w0, w1, ncpu),
+        **fork_placement_no_idle(events, load_pids(events, master), kids[hogs:hogs + parents], w0, w1, ncpu),
     }
 
 
-def _ours(events: list[Event], master: int) -> set[int]:
+def load_pids(events: list[Event], master: int) -> set[int]:
     """The load's pids: the master and every task forked from it, transitively."""
     ours = {master}
     for e in events:
