@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .config import BackgroundSection, ChildSection, Experiment, WorkloadSection
     from .kernel.costs import Costs
 
-__all__ = ["ModelParams", "SchedulerSpec", "BalanceSpec", "image_shape", "scaled_slice_us"]
+__all__ = ["ModelParams", "SchedulerSpec", "BalanceSpec", "image_shape", "scaled_slice_us", "slice_factor"]
 
 
 def image_shape(exp: "Experiment", profile: Profile | None = None) -> ImageShape:
@@ -43,7 +43,7 @@ def image_shape(exp: "Experiment", profile: Profile | None = None) -> ImageShape
     return ImageShape.from_rss(img.rss, img.vmas, img.anon_vma_count, img.thp, img.threads, scatter, spread)
 
 
-def _slice_factor(cpus: int) -> int:
+def slice_factor(cpus: int) -> int:
     """kernel/sched/fair.c get_update_sysctl_factor (SCHED_TUNABLESCALING_LOG, the default): the boot-time
     scale of sysctl_sched_base_slice, 1 + ilog2(min(online CPUs, 8))."""
     return 1 + (min(max(cpus, 1), 8).bit_length() - 1)
@@ -58,7 +58,7 @@ def scaled_slice_us(profile: Profile, cpus: int) -> float:
     base = profile.scheduler.slice.fixed_us
     if not measured_on:
         return base
-    return base * _slice_factor(cpus) / _slice_factor(int(measured_on))
+    return base * slice_factor(cpus) / slice_factor(int(measured_on))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ into the profile's `balancing` section and the placement shares of a busy machin
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import numpy as np
 
 from ..kernel.flags import FORK
 from ..lab.facts import proc_sched_slice
+from ..model import slice_factor
 from ..validation.measure import REC_DTYPE  # the load generator's record layout
 from ..profile_sections import EEVDF_SOURCE
 from ..sched.balance import BalanceParams, group_type
@@ -354,8 +354,8 @@ def trace_run(loadgen: Path, helper: Path, *, parents: int, hogs: int, rss: int,
     fork_ns = (recs["t1"] - recs["t0"]) / 1e3
     ncpu = int(summary["cpus"])
     slice_us, _ = proc_sched_slice("")
-    if slice_us is None:  # no se.slice before 6.12: the default base slice, 0.75 ms x (1 + ilog2(min(cpus, 8)))
-        slice_us = 750.0 * (1 + int(math.log2(min(ncpu, 8))))
+    if slice_us is None:  # no se.slice before 6.12: the default base slice, 0.75 ms scaled to the CPU count
+        slice_us = 750.0 * slice_factor(ncpu)
     slice_ns = slice_us * 1e3
     w0, w1 = float(summary["t_warm_ns"]), float(summary["t_end_ns"])
     lay = layout(events, hog_pids, w0, w1, ncpu, kids[hogs:hogs + parents])

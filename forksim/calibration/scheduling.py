@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..lab import debugfs_base_slice
+from ..model import slice_factor
 from ..profile import StageCost
 from .fit import median, stage_cost
 from .plan import FORK_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE, Store
@@ -105,7 +106,7 @@ def fit_scheduler(ev: Evidence, facts: dict[str, Any]) -> tuple[dict[str, StageC
     if slice_us:
         out["slice"] = stage_cost(fixed_us=slice_us, source=why)
     else:
-        f = 1 + int(math.log2(min(ncpu, 8)))
+        f = slice_factor(ncpu)
         out["slice"] = stage_cost(fixed_us=750.0 * f, source=(
             f"assumption: EEVDF base slice 0.75 ms x (1 + ilog2(min({ncpu} CPUs, 8))) = {0.75 * f} ms "
             f"(SCHED_TUNABLESCALING_LOG); {why}"))

@@ -61,8 +61,6 @@ class SharedState:
         """1 + per_writer x the CPUs beyond two (this one included) that wrote within the window, for a creation
         or exit of a copied mm (`grows`); every write counts as a writer."""
         c = self.cost
-        if not c.per_writer:
-            return 1.0
         since, wrote, writes = now - c.window_us, self._wrote, self._writes
         while writes and writes[0][0] < since:
             t, old = writes.popleft()
@@ -84,7 +82,7 @@ class SharedState:
 
     def _extra(self, term: str, median_us: float, cpu: int, owner: object, costs: "Costs", now: float,
                grows: bool) -> float:
-        scale = self._scale(cpu, now, grows)
+        scale = self._scale(cpu, now, grows) if self.cost.per_writer else 1.0
         if not self._moved(cpu, owner):
             return 0.0
         return costs.term(term, median_us, self.cost.sigma) * scale
