@@ -131,11 +131,12 @@ def copies_check(profile_path: str, measured: list[dict]) -> list[dict]:
 
 def cold_check(profile_path: str, cold: list[dict]) -> list[dict]:
     """The cold forks measured after a sleep (pinned, and unpinned on every CPU: cond "unpinned") or a
-    co-runner's sweep on the parent's CPU (pinned) beside `forksim run` of a closed loop on one CPU
-    (unpinned: on this machine's CPUs) that states only the image and the gap (think time), and for a
-    sweep the bytes swept (workload.other_work): the warmth terms at work, and after a sweep the scheduler
-    too (the co-runner's wake-up can leave the child running before fork() returns: compared by fork()
-    wall time)."""
+    co-runner's sweep on the parent's CPU (pinned) beside `forksim run` of a closed loop on this machine's
+    CPUs, its parent pinned where forkbench's was (workload.pin: not a one-CPU machine, whose kernel would
+    scale its base slice down, model.slice_factor), that states only the image and the gap (think time),
+    and for a sweep the bytes swept (workload.other_work): the warmth terms at work, and after a sweep the
+    scheduler too (the co-runner's wake-up can leave the child running before fork() returns, once the
+    fork outlasts the parent's slice: compared by fork() wall time)."""
     import os
 
     from ..calibration.cold_scatter import is_layout
@@ -153,8 +154,8 @@ def cold_check(profile_path: str, cold: list[dict]) -> list[dict]:
         exp = parse_config({
             "experiment": {"name": "cold-check", "duration": 1e12, "warmup": 0, "replications": 1, "seed": 0,
                            "max_creations": 60 if c["x"] < 100_000 else 15},
-            "machine": {"cpus": (os.cpu_count() or 1) if c["cond"] == "unpinned" else 1, "profile": profile_path},
-            "workload": {"kind": "closed", "parents": 1, "think_time": think, **other,
+            "machine": {"cpus": len(os.sched_getaffinity(0)), "profile": profile_path},
+            "workload": {"kind": "closed", "parents": 1, "think_time": think, "pin": c["cond"] != "unpinned", **other,
                          "image": {"rss": int(c["rss_bytes"]), "vmas": int(c.get("vmas") or 26),
                                    **({"anon_vmas": int(c["anon_vmas"])} if c.get("anon_vmas") is not None else {}),
                                    **({"scatter": float(c["scatter"])} if c.get("scatter") is not None else {})},
