@@ -138,6 +138,28 @@ def test_fit_balancing_makes_a_profile_section_from_the_traced_runs():
     assert section["idle_pull"]["value"] == pytest.approx(3 / 12)
 
 
+def test_fit_balancing_leaves_out_runs_that_shared_the_cpus_with_other_processes():
+    """A traced run during which other processes used the CPUs (busy.measure marks it noisy) measured their
+    contention: left out while a quiet run remains; with none, kept and its sources say so."""
+    from forksim.calibration.busy import KIND, fit_balancing
+    from forksim.calibration.plan import Store
+
+    def run(stays: float, noisy: bool) -> dict:
+        return {"parents": 1, "hogs": 2, "duration_s": 1.0, "parent_woken_from_other_cpu": 100,
+                "parent_wake_stays_on_prev": stays, "noisy": noisy, "foreign_cpu_frac": 0.4 if noisy else 0.01}
+
+    store = Store()
+    store.add(KIND, {"rep": 0}, {}, [], [run(0.9, False)])
+    store.add(KIND, {"rep": 1}, {}, [], [run(0.1, True)])
+    _, placement = fit_balancing(store)
+    assert placement["wake_prev_when_busy"]["value"] == 0.9 and "other processes" not in placement["wake_prev_when_busy"]["source"]
+    noisy_only = Store()
+    noisy_only.add(KIND, {"rep": 0}, {}, [], [run(0.1, True)])
+    _, placement = fit_balancing(noisy_only)
+    assert placement["wake_prev_when_busy"]["value"] == 0.1
+    assert "1 of them while other processes used over 10% of the CPUs" in placement["wake_prev_when_busy"]["source"]
+
+
 def test_child_first_counts_children_that_ran_before_their_parent_left_the_cpu():
     """child_first: parent 20, switched in at 0, forks child 50 at 100 us (inside a 1.4 ms slice) and leaves
     asleep; then forks 51 at 3 ms (past the slice) and is preempted by it (R); a child put on another CPU

@@ -71,7 +71,7 @@ def _placement(recs: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def _cpu_accounting(meta: dict, duration: float) -> dict[str, float]:
+def cpu_accounting(meta: dict, duration: float) -> dict[str, float]:
     """Shares of the machine's CPU time over the measured window (USER_HZ resolution): busy, ours
     (parents, their reaped children, hogs), the hogs alone, foreign (everything else running on the
     machine meanwhile: other users' load makes a run noisy) and steal."""
@@ -146,7 +146,7 @@ def summarize(scenario: Scenario, meta: dict, recs: np.ndarray, stalls: np.ndarr
         "cpus": int(meta["cpus"]),
         "pinned": scenario.pin,
         "placement": _placement(recs),
-        "cpu": _cpu_accounting(meta, duration),
+        "cpu": cpu_accounting(meta, duration),
     }
     if "image_layout" in meta:  # the parents' physical layout, read as the run began (validation/layouts.py)
         out["image_layout"] = meta["image_layout"]
