@@ -29,7 +29,7 @@ class CPU:
         "machine", "id", "rq", "current", "min_vruntime", "_token", "_busy_since", "busy_us",
         "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load", "delayed", "idle_since",
         "awake_since", "_halted",
-        "_next_irq", "rcu", "members",
+        "_next_irq", "rcu", "members", "updated",
     )
 
     def __init__(self, machine: "Machine", cpu_id: int):
@@ -60,6 +60,9 @@ class CPU:
         self.delayed: list[Task] = []  # DELAY_DEQUEUE sleepers still queued here (EEVDF)
         # the live tasks whose PELT averages count in this CPU's (Task.home), where a balancer keeps them
         self.members: dict[Task, None] = {}
+        # when the kernel last stored the running task's vruntime (update_curr) other than at a tick: its pick,
+        # an enqueue here, a wake-up check (stored_vruntime)
+        self.updated = 0.0
 
     def __repr__(self) -> str:
         return f"<CPU {self.id} current={self.current.name if self.current else None} rq={len(self.rq)}>"
@@ -76,6 +79,7 @@ class CPU:
 
     def _enqueue(self, task: Task) -> None:
         self.machine._idle.discard(self.id)
+        self.updated = self.machine.env._now  # enqueue_entity -> update_curr
         task.state = RUNNABLE
         task.cpu = self
         if task.home is not self and self.machine._balancer is not None:
@@ -134,6 +138,18 @@ class CPU:
             floor = min(task.vruntime, self.rq[0][0]) if self.rq else task.vruntime
             if floor > self.min_vruntime:
                 self.min_vruntime = floor
+
+    def stored_vruntime(self) -> float | None:
+        """The running task's vruntime as the kernel last stored it (None: no task running), which avg_vruntime
+        reads until the next update_curr: at its pick, an enqueue on this CPU, a wake-up check or the last tick
+        (entity_tick), whichever came last; the time it ran since is not in it yet."""
+        task = self.current
+        if task is None:
+            return None
+        now = self.machine.env._now
+        live = task.vruntime + (now - task._chunk_start if task._done is not None else 0.0)
+        tick = self.machine.params.tick_us
+        return live - max(0.0, now - max(self.updated, math.floor(now / tick) * tick))
 
     def _preempt_at(self, task: Task) -> float:
         """The first tick at or after the end of the task's slice (no hrtick: ticks notice it);
@@ -377,6 +393,7 @@ class CPU:
             self._halted = False
             self.awake_since = now
         task._slice_start = now
+        self.updated = now  # set_next_entity: picked with the vruntime it was queued with
         if self.machine._balancer is not None:
             task.listed_t = now  # set_next_entity: moved to the head of rq->cfs_tasks
             task._pelt_util(now, False)

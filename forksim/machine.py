@@ -146,7 +146,9 @@ class Machine:
             task._pelt(False)
         target._sync_min_vruntime()
         if self.params.eevdf:
-            if delayed is None or not eevdf.requeue_delayed(task):
+            if delayed is not None:
+                eevdf.requeue_delayed(task, self.params.slice_us, target.stored_vruntime())
+            else:
                 eevdf.place_woken(task, target, self.params.slice_us)
             return self._activate(task, target, waker_cpu)
         # A sleeper keeps a little credit (half a slice) but never its whole sleep.
@@ -209,6 +211,7 @@ class Machine:
                 return eevdf.new_task_resched(cpu, cur, now, p.slice_us, _tolerance(now))
             return now - cur._slice_start >= p.wakeup_granularity_us and task.vruntime <= cur.vruntime
         cpu._account(cur)  # update_curr
+        cpu.updated = now
         return eevdf.wakeup_preempts(cpu, cur, task, now, p.slice_us, _tolerance(now), new)
 
     def _kick_idle(self, busy: CPU) -> None:

@@ -589,6 +589,42 @@ def test_a_delayed_sleeper_counts_in_v_until_picked_and_is_woken_where_it_sleeps
     assert t._delayed is None and not cpu.delayed and t.vlag == 0.0
 
 
+@pytest.mark.parametrize("wake_at, preempts", [(3990.0, True), (4000.0, False)])
+def test_a_delayed_sleeper_woken_by_the_runner_reads_v_with_the_runners_stored_vruntime(wake_at, preempts):
+    """A parent that forked at 3,700 us and slept at once (lag 0: delayed) is woken by its child (a vfork
+    child's mm_release). requeue_delayed_entity reads V with the child's vruntime as stored at its pick, 290 us
+    stale: the parent keeps its vruntime, and at the wake-up check's update_curr the child, inside its protected
+    slice, is past V, ineligible: the parent is the pick and preempts it. At the tick (4,000 us) the child's
+    vruntime was stored just then: the parent, with lag above zero, is placed at V and the child keeps the CPU."""
+    env = simpy.Environment()
+    m = Machine(env, 1, eevdf_params())
+    parent = m.new_task("parent")
+    first, _ = m.spawn(parent, None)
+    seen = {}
+
+    def child_body(child, child_first):
+        yield child_first
+        yield child.run(wake_at - env.now)
+        assert m.cpus[0].stored_vruntime() == pytest.approx(child.vruntime - (wake_at - 3700.0 if wake_at % TICK else 0.0))
+        m.wake(parent, child)
+        seen["resched"] = child.need_resched
+        yield child.run(1.0)
+        child.exit()
+
+    def parent_body():
+        yield first
+        yield parent.run(3700.0)
+        child = m.new_task("child")
+        child_first, _ = m.spawn(child, parent)
+        env.process(child_body(child, child_first))
+        yield parent.sleep()
+        seen["delayed_lag"] = parent.vlag
+
+    env.process(parent_body())
+    env.run(until=5000.0)
+    assert seen["resched"] is preempts
+
+
 def test_the_ticks_balance_pass_sees_the_switch_that_tick_made():
     """Two hogs sharing CPU 0 switch at ticks (their slices end there); the balance pass of each tick runs
     after that switch (SCHED_SOFTIRQ after sched_tick): the CPU's current task it sees is the one just

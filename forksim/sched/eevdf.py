@@ -13,8 +13,9 @@ What the model keeps of it:
   counted in V, until pick_eevdf chooses it (eligible at last: pick_next_entity dequeues it with zero
   lag and picks again) or the CPU runs out of runnable tasks; woken before that it is requeued where it
   is (ttwu_runnable) with its vruntime unchanged while its lag is still negative (DELAY_ZERO: placed
-  afresh at zero lag otherwise), so that the running task, which has advanced meanwhile, may have
-  become ineligible (a vfork parent woken at mm_release preempts its exiting child this way).
+  afresh at zero lag otherwise), both read against the running task's vruntime as last stored (no
+  update_curr first), so that the running task, which has advanced meanwhile, becomes ineligible (a
+  vfork parent woken at mm_release preempts its exiting or exec'ing child this way).
 - update_deadline: once a task's vruntime reaches its deadline it gets a new one a slice later (checked
   where the kernel's update_curr runs: at a pick, a wake-up check, and as the task leaves the CPU,
   preempted or delayed, so that it never queues with a deadline it has run through).
@@ -42,9 +43,10 @@ __all__ = ["avg_vruntime", "raw_lag", "lag_limit", "dequeue_lag", "place_woken",
            "undelay", "flush_delayed"]
 
 
-def avg_vruntime(cpu: "CPU") -> tuple[float, int]:
+def avg_vruntime(cpu: "CPU", stored: float | None = None) -> tuple[float, int]:
     """avg_vruntime(): V of `cpu` and the number of tasks it averages, delayed sleepers included (0: V
-    is min_vruntime)."""
+    is min_vruntime). `stored`: the running task's vruntime as the kernel last stored it (CPU.stored_vruntime),
+    where no update_curr precedes the read."""
     n = len(cpu.rq) + len(cpu.delayed)
     total = 0.0
     for entry in cpu.rq:
@@ -53,7 +55,7 @@ def avg_vruntime(cpu: "CPU") -> tuple[float, int]:
         total += t.vruntime
     cur = cpu.current
     if cur is not None:
-        total += cur.vruntime
+        total += cur.vruntime if stored is None else stored
         n += 1
     if n == 0:
         return cpu.min_vruntime, 0
@@ -166,16 +168,22 @@ def _earliest_eligible(rq: list, delayed: list, v: float, tol: float) -> "tuple[
     return best, index
 
 
-def requeue_delayed(task: "Task") -> bool:
-    """requeue_delayed_entity: a delayed sleeper woken on its CPU. Keeps its vruntime (True) while its lag
-    is negative; with a positive lag (DELAY_ZERO) it is to be placed afresh at zero lag (False)."""
+def requeue_delayed(task: "Task", slice_us: float, stored: float | None) -> None:
+    """requeue_delayed_entity: a delayed sleeper woken on its CPU (ttwu_runnable). It keeps its vruntime and
+    deadline while its lag is not positive; a positive lag (DELAY_ZERO) places it afresh at V, zero lag, a full
+    slice to its deadline. Both read V with the running task's vruntime as last stored (`stored`): enqueue_task_fair
+    goes straight to requeue_delayed_entity, no update_curr first. So a running task that has run on since its last
+    update (its pick, an enqueue on its CPU, a tick) finds, at the wake-up check's update_curr, the woken task
+    below its own vruntime and itself past V, ineligible: the woken task runs at its next preemption point. Traced
+    (2026-12-04, forkbench spawn pinned, sched_switch/sched_waking): a posix_spawn parent woken at its child's
+    exec_mmap (mm_release) took the CPU from the child, R+, 7 us later in 218 of 220 creations."""
     cpu = task._delayed
-    v, _ = avg_vruntime(cpu)
+    v, _ = avg_vruntime(cpu, stored)  # update_entity_lag: the sleeper still counted
     undelay(task)
     if v - task.vruntime > 0.0:
         task.vlag = 0.0
-        return False
-    return True
+        task.vruntime = avg_vruntime(cpu, stored)[0]  # place_entity, the sleeper out of the tree
+        task.deadline = task.vruntime + slice_us
 
 
 def undelay(task: "Task") -> None:
