@@ -26,12 +26,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["HostFingerprint", "this_host", "MATCH_KEYS", "MATCHING_RULE", "host_from_provenance", "differences"]
+__all__ = ["HostFingerprint", "this_host", "MATCH_KEYS", "DETAIL_KEYS", "MATCHING_RULE", "host_from_provenance", "differences"]
 
 # The facts two hosts must share for a profile of one to be used on the other without being asked.
 MATCH_KEYS = ("cpu_vendor", "cpu_model", "kernel_series", "cpus", "hypervisor")
+# ... and these where both hosts know them (a profile's host section predates them, or the machine does not say:
+# no 'cpu family' in an arm64 /proc/cpuinfo): a VM's generic model name, such as 'AMD EPYC', covers several
+# generations, and an idle vCPU's wake-up costs what its cpuidle driver makes it
+DETAIL_KEYS = ("cpu_family", "cpu_model_number", "cpuidle_driver")
 MATCHING_RULE = ("same CPU vendor and model name, same kernel major.minor (e.g. 6.18), same number of online "
-                 "CPUs, same hypervisor (or both bare metal); among stored profiles that match, the newest "
+                 "CPUs, same hypervisor (or both bare metal); and where both hosts record them, the same CPU family "
+                 "and model number (a VM's generic name, such as 'AMD EPYC', covers several generations) and the "
+                 "same cpuidle driver (haltpoll polls before a vCPU halts: idle wake-ups cost what it makes "
+                 "them); among stored profiles that match, the newest "
                  "(its calibration date) wins; with no stored one, a shipped profile of a matching host; "
                  "with none, the shipped 'default'")
 
@@ -55,6 +62,12 @@ class HostFingerprint(BaseModel):
     hypervisor: str | None = Field(default=None, description="hypervisor vendor (KVM, Xen, ...), 'none' on bare metal")
     cpus: int | None = Field(default=None, ge=1, description="online CPUs")
     numa_nodes: int | None = Field(default=None, ge=1)
+    # 2026-12-04: the same AMD EPYC host kind came with two kernel builds, one halting an idle vCPU at once
+    # ("none"), one polling first (haltpoll): a wake-up of the idle vCPU 6-22 us on the first, 28-55 us on the
+    # second (futex ping-pong, 10-1,000 us idle), its IPI 2.1 against 9.1 us; forks of an empty image 4,164 against
+    # 5,804 /s in the same closed loop
+    cpuidle_driver: str | None = Field(default=None, description="/sys/devices/system/cpu/cpuidle/current_driver "
+                                       "(none, haltpoll, acpi_idle, intel_idle): how an idle CPU waits")
     source: str = Field(default="measured: /proc/cpuinfo, uname, /proc/config.gz, /sys, lscpu",
                         description="where the facts came from")
 
@@ -68,19 +81,27 @@ class HostFingerprint(BaseModel):
         return tuple(getattr(self, k) for k in MATCH_KEYS)
 
     def matches(self, other: "HostFingerprint") -> bool:
-        """Same kind of host (see MATCHING_RULE); unknown facts never match."""
+        """Same kind of host (see MATCHING_RULE): unknown MATCH_KEYS never match; DETAIL_KEYS are compared
+        where both know them."""
         a, b = self.key(), other.key()
-        return all(x is not None and x == y for x, y in zip(a, b))
+        if not all(x is not None and x == y for x, y in zip(a, b)):
+            return False
+        return all(x == y for k in DETAIL_KEYS if (x := getattr(self, k)) is not None
+                   and (y := getattr(other, k)) is not None)
 
     def describe(self) -> str:
-        """One line: 'AMD EPYC (AuthenticAMD), 2 CPUs, Linux 6.18.44, KVM'."""
+        """One line: 'AMD EPYC (family 25 model 17), 2 CPUs, Linux 6.18.44, KVM, cpuidle haltpoll'."""
         parts = [self.cpu_model or "unknown CPU"]
+        if self.cpu_family is not None and self.cpu_model_number is not None:
+            parts[0] += f" (family {self.cpu_family} model {self.cpu_model_number})"
         if self.cpus:
             parts.append(f"{self.cpus} CPUs")
         if self.kernel:
             parts.append(f"Linux {self.kernel}")
         if self.hypervisor:
             parts.append("bare metal" if self.hypervisor == "none" else self.hypervisor)
+        if self.cpuidle_driver:
+            parts.append(f"cpuidle {self.cpuidle_driver}")
         return ", ".join(parts)
 
     def slug(self) -> str:
@@ -194,6 +215,7 @@ def this_host() -> HostFingerprint:
         hypervisor=_hypervisor(info.get("flags", "")),
         cpus=os.cpu_count() or None,
         numa_nodes=len(nodes) or None,
+        cpuidle_driver=_read("/sys/devices/system/cpu/cpuidle/current_driver"),
     )
 
 
@@ -211,6 +233,6 @@ def host_from_provenance(prov: dict[str, Any]) -> HostFingerprint | None:
     return HostFingerprint(
         cpu_vendor=vendor, cpu_model=model, kernel=prov.get("kernel"), hz=prov.get("hz"),
         preempt=prov.get("preempt"), thp_mode=prov.get("thp_mode"), mem_total_bytes=prov.get("mem_total_bytes"),
-        cpus=prov.get("cpus"), hypervisor=prov.get("hypervisor"),
+        cpus=prov.get("cpus"), hypervisor=prov.get("hypervisor"), cpuidle_driver=prov.get("cpuidle_driver"),
         source="derived: from the profile's provenance (written before profiles carried a host section)",
     )

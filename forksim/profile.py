@@ -305,8 +305,13 @@ class Profile(BaseModel):
         return self.stages[name]
 
     def fingerprint(self) -> HostFingerprint | None:
-        """The host this profile was measured on: its `host` section, else what its provenance says."""
-        return self.host if self.host is not None else host_from_provenance(self.provenance)
+        """The host this profile was measured on: its `host` section, else what its provenance says (a host
+        section written before it carried the cpuidle driver takes the one its provenance recorded)."""
+        if self.host is None:
+            return host_from_provenance(self.provenance)
+        if self.host.cpuidle_driver is None and self.provenance.get("cpuidle_driver"):
+            return self.host.model_copy(update={"cpuidle_driver": self.provenance["cpuidle_driver"]})
+        return self.host
 
     def with_whatif(self, modifiers: dict[str, float]) -> "Profile":
         """Scale cost terms, e.g. {'dup_mmap.per_pte_us': 0.05} (what-if experiments)."""

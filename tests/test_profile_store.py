@@ -50,6 +50,13 @@ def test_matching_needs_vendor_model_kernel_series_cpus_and_hypervisor():
                    {"cpu_vendor": "GenuineIntel"}):
         assert not a.matches(a.model_copy(update=change)), change
     assert not a.matches(a.model_copy(update={"hypervisor": None}))  # unknown never matches
+    # family, model number and cpuidle driver: compared where both hosts know them (two EPYC generations under
+    # the one name 'AMD EPYC', and a kernel that polls before it halts an idle vCPU, were two hosts of one name)
+    milan = a.model_copy(update={"cpu_family": 25, "cpu_model_number": 1, "cpuidle_driver": "none"})
+    assert milan.matches(a)
+    for change in ({"cpu_model_number": 17}, {"cpuidle_driver": "haltpoll"}):
+        assert not milan.matches(milan.model_copy(update=change)), change
+    assert "family 25 model 1" in milan.describe() and "cpuidle none" in milan.describe()
     assert differences(a, a.model_copy(update={"cpus": 4})) == ["cpus: 2 -> 4"]
     assert a.slug() == "amd-epyc-2cpu-linux6.18-kvm"
     assert INTEL.slug() == "intel-xeon-platinum-8375c-2cpu-linux6.18-kvm"

@@ -26,9 +26,12 @@ def _off_host_warning_already_given():
     from forksim.profile import load_profile
     from forksim.store import warn_if_off_host
 
+    from conftest import REFERENCE_PROFILE
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        warn_if_off_host(load_profile("default"))
+        for name in ("default", REFERENCE_PROFILE):  # the shipped one, and the one `auto` means in the tests
+            warn_if_off_host(load_profile(name))
 
 BASE = """
 [experiment]
