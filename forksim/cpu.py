@@ -146,6 +146,8 @@ class CPU:
         task = self.current
         if task is None:
             return None
+        if self.in_transit:  # chosen, not yet running: its vruntime is the one it was queued with
+            return task.vruntime
         now = self.machine.env._now
         live = task.vruntime + (now - task._chunk_start if task._done is not None else 0.0)
         tick = self.machine.params.tick_us

@@ -625,6 +625,19 @@ def test_a_delayed_sleeper_woken_by_the_runner_reads_v_with_the_runners_stored_v
     assert seen["resched"] is preempts
 
 
+def test_a_task_on_its_way_to_the_cpu_has_its_queued_vruntime_stored():
+    """A task chosen but not yet running (a halted vCPU waking for it) has run nothing since its pick: the
+    vruntime V reads for it is the one it was queued with, however long ago the CPU last stored one."""
+    env = simpy.Environment()
+    m = Machine(env, 1, eevdf_params(idle_wake=lambda: 30.0))
+    task = m.new_task("t")
+    m.spawn(task, None)
+    env.run(until=10.0)  # inside the 30 us halt exit
+    cpu = m.cpus[0]
+    assert cpu.current is task and cpu.in_transit
+    assert cpu.stored_vruntime() == task.vruntime
+
+
 def test_the_ticks_balance_pass_sees_the_switch_that_tick_made():
     """Two hogs sharing CPU 0 switch at ticks (their slices end there); the balance pass of each tick runs
     after that switch (SCHED_SOFTIRQ after sched_tick): the CPU's current task it sees is the one just
