@@ -26,7 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["HostFingerprint", "this_host", "MATCH_KEYS", "DETAIL_KEYS", "MATCHING_RULE", "host_from_provenance", "differences"]
+__all__ = ["HostFingerprint", "this_host", "MATCH_KEYS", "DETAIL_KEYS", "MATCHING_RULE", "host_from_provenance",
+           "differences"]
 
 # The facts two hosts must share for a profile of one to be used on the other without being asked.
 MATCH_KEYS = ("cpu_vendor", "cpu_model", "kernel_series", "cpus", "hypervisor")
@@ -62,10 +63,9 @@ class HostFingerprint(BaseModel):
     hypervisor: str | None = Field(default=None, description="hypervisor vendor (KVM, Xen, ...), 'none' on bare metal")
     cpus: int | None = Field(default=None, ge=1, description="online CPUs")
     numa_nodes: int | None = Field(default=None, ge=1)
-    # 2026-12-04: the same AMD EPYC host kind came with two kernel builds, one halting an idle vCPU at once
-    # ("none"), one polling first (haltpoll): a wake-up of the idle vCPU 6-22 us on the first, 28-55 us on the
-    # second (futex ping-pong, 10-1,000 us idle), its IPI 2.1 against 9.1 us; forks of an empty image 4,164 against
-    # 5,804 /s in the same closed loop
+    # 2026-12-04: two hosts that both read 'AMD EPYC' (family 25, models 1 and 17) ran kernels that idle a vCPU
+    # differently, halting it at once ("none") or polling first (haltpoll): a wake-up of the idle vCPU cost 6-22 us
+    # on the first, 28-55 us on the second (futex ping-pong, 10-1,000 us idle), an IPI 2.1 against 9.1 us
     cpuidle_driver: str | None = Field(default=None, description="/sys/devices/system/cpu/cpuidle/current_driver "
                                        "(none, haltpoll, acpi_idle, intel_idle): how an idle CPU waits")
     source: str = Field(default="measured: /proc/cpuinfo, uname, /proc/config.gz, /sys, lscpu",
