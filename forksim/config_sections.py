@@ -340,6 +340,12 @@ class WorkloadSection(_Section):
     )
     max_queue: int = Field(default=100_000, ge=1, le=MAX_QUEUE,
                            description="open workload: refuse to queue more requests")
+    arrival_wakeup: Literal["event", "timer"] = Field(
+        default="event",
+        description="open workload: how an idle parent learns of an arrival: 'event' (woken at once, as a server by "
+        "its socket) or 'timer' (it sleeps in clock_nanosleep until the arrival's time, as the validation's load "
+        "generator does: woken the profile's scheduler.timer_slack later)",
+    )
     queue: Literal["shared", "per_parent"] = Field(
         default="shared",
         description="open workload: one queue served by every parent, or per_parent: each parent its own "

@@ -22,6 +22,7 @@ from .draws import Draws
 from .kernel.copies import Copies
 from .rcu import RcuSpec
 from .profile import IdleWakeCurve, ImageShape, IpiSendCurve, Profile, StageCost
+from .profile_terms import DEFAULT_TIMER_SLACK_US
 from .sched.balance import BalanceParams
 from .sched.idlest import NO_IDLE_KEYS
 from .sched.params import SchedulerParams
@@ -113,6 +114,7 @@ class SchedulerSpec:
     interruption_rate_per_s: float  # interruptions of a running CPU; 0: none
     interruption: StageCost | None  # how long one lasts
     rcu: RcuSpec | None  # RCU callbacks of exited tasks (profile.rcu_callbacks); None: none
+    timer_slack_us: float  # a user task's timer sleep ends this much late (profile.scheduler.timer_slack)
 
     @classmethod
     def of(cls, exp: "Experiment", profile: Profile) -> "SchedulerSpec":
@@ -139,6 +141,7 @@ class SchedulerSpec:
             interruption=irq.duration if has_irq else None,
             rcu=RcuSpec(rc.reap_us, rc.exit_mm_us, rc.grace_us, rc.softirq_cap_us or math.inf)
             if (rc := profile.rcu_callbacks) is not None else None,
+            timer_slack_us=sched.timer_slack.fixed_us if sched.timer_slack is not None else DEFAULT_TIMER_SLACK_US,
         )
 
     def bind(self, costs: "Costs") -> SchedulerParams:
@@ -164,6 +167,7 @@ class SchedulerSpec:
             eevdf=self.eevdf,
             balance=self.balance.bind(costs) if self.balance is not None else None,
             rcu=self.rcu,
+            timer_slack_us=self.timer_slack_us,
             **self._interruptions(costs),
         )
 

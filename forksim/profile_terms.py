@@ -20,7 +20,7 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["TERMS", "scatter_ramp", "Residual", "CacheCurve", "StageCost", "IdleWakeCurve", "IpiSendCurve", "SchedulerCosts", "Fraction", "Spread", "Scatter",
+__all__ = ["TERMS", "scatter_ramp", "Residual", "CacheCurve", "StageCost", "IdleWakeCurve", "IpiSendCurve", "SchedulerCosts", "DEFAULT_TIMER_SLACK_US", "Fraction", "Spread", "Scatter",
            "ImageShape"]
 
 
@@ -280,6 +280,11 @@ class IpiSendCurve(BaseModel):
         return index
 
 
+# init_task.timer_slack_ns: every SCHED_OTHER task's hrtimer sleep may end this much after the time it asked for
+# (hrtimer_set_expires_range_ns); on a CPU with no other timer due in that range it ends at the range's end
+DEFAULT_TIMER_SLACK_US = 50.0
+
+
 class SchedulerCosts(BaseModel):
     """The machine's scheduling costs, each a StageCost with only `fixed_us` used as its median."""
 
@@ -295,6 +300,9 @@ class SchedulerCosts(BaseModel):
     idle_wake_curve: IdleWakeCurve | None = None
     # optional (profiles before 2026-12-02 lack it: ipi_send, measured after 200 us idle, whatever the idle time)
     ipi_send_curve: IpiSendCurve | None = None
+    # optional (profiles before 2026-12-04 lack it: the kernel's default, DEFAULT_TIMER_SLACK_US): how much later than
+    # asked a user task's timer sleep (nanosleep, clock_nanosleep) ends on an idle CPU
+    timer_slack: StageCost | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "SchedulerCosts":

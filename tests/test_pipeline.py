@@ -443,3 +443,40 @@ def test_the_launcher_forks_one_task_per_copy_process(monkeypatch):
     fork_floor = sum(profile.stages[s].fixed_us for s in base._LAUNCHER_FORK) * 0.25  # the draws vary about these
     gaps = np.diff([0.0] + [t for _, t in placed])
     assert (gaps > fork_floor).all(), (gaps, fork_floor)
+
+
+def _slack_profile(us: float):
+    from forksim.profile import StageCost
+
+    prof = runner.resolve_profile(parse_config({"experiment": {"name": "t"}}, source="test"))
+    slack = StageCost(fixed_us=us, source="test")
+    return prof.model_copy(update={"scheduler": prof.scheduler.model_copy(update={"timer_slack": slack})})
+
+
+def test_a_think_time_sleep_ends_its_timer_slack_late():
+    """A closed loop's think time is a nanosleep: the kernel arms the timer for a range ending timer_slack_ns later
+    and an idle CPU wakes at its end, so each cycle is the round trip, the think time and the slack (and the
+    halted vCPU's wake-up, the same in both). 200 us more slack: a 1 ms-think loop's cycle grows by 200 us."""
+    exp = parse_config({
+        "experiment": {"name": "t", "duration": "200ms", "warmup": "10ms", "replications": 1, "seed": 3},
+        "machine": {"cpus": 1},
+        "workload": {"kind": "closed", "parents": 1, "think_time": "1ms", "image": {"rss": "0"}},
+    }, source="test")
+    cycle = {us: 1e6 / run_experiment(exp, profile=_slack_profile(us)).summary["throughput_per_s"]["mean"]
+             for us in (0.0, 200.0)}
+    assert cycle[200.0] - cycle[0.0] == pytest.approx(200.0, rel=0.1)
+
+
+@pytest.mark.parametrize("wakeup, late", [("event", False), ("timer", True)])
+def test_an_open_loads_parent_asleep_on_a_timer_starts_the_slack_late(wakeup, late):
+    """At low load an arrival finds its parent asleep: woken by the arrival itself ('event': a socket) it starts at
+    once; asleep in clock_nanosleep until the arrival's time ('timer': the validation's load generator) it starts
+    the timer slack later, and the response grows by about that."""
+    exp = parse_config({
+        "experiment": {"name": "t", "duration": "300ms", "warmup": "10ms", "replications": 1, "seed": 4},
+        "machine": {"cpus": 2},
+        "workload": {"kind": "open", "parents": 1, "rate": "500/s", "arrival_wakeup": wakeup, "image": {"rss": "0"}},
+    }, source="test")
+    p50 = {us: run_experiment(exp, profile=_slack_profile(us)).summary["response_latency_us"]["p50"]
+           for us in (0.0, 300.0)}
+    assert p50[300.0] - p50[0.0] == (pytest.approx(300.0, rel=0.15) if late else pytest.approx(0.0, abs=5.0))

@@ -29,6 +29,8 @@ class SchedulerParams:
     # ipi_send for a wakee CPU idle this long (microseconds); None: ipi_send whatever the idle time
     ipi_send_by_idle: Callable[[float], float] | None = None
     migration: Callable[[], float] = field(default=lambda: 0.0)
+    # how much later than asked a user task's timer sleep ends (timer_slack_ns: Task.nanosleep)
+    timer_slack_us: float = 0.0
     # Interruptions of a running CPU (tick, device interrupts, host preemption of a vCPU): the gap
     # to the next one (None: none) and how long one lasts.
     interruption_gap: Callable[[], float] | None = None

@@ -183,6 +183,7 @@ class Scenario:
             workload["rate"] = float(rate)
             workload["arrivals"] = "poisson"
             workload["queue"] = "per_parent"  # loadgen: each parent its own Poisson stream at rate/K
+            workload["arrival_wakeup"] = "timer"  # each parent sleeps in clock_nanosleep until its next arrival
         if self.mode == "mt":
             fault_rate = measured.get("writer_fault_rate_per_s")
             if fault_rate:

@@ -52,10 +52,10 @@ def cpu_hog(task: "Task", first_run: simpy.Event, duty: float = 1.0, period: flo
             yield task.run(min(100.0, on - (env.now - start)), preemptible=True)
         start += period
         if start > env.now:
-            yield task.sleep_for(start - env.now)
+            yield task.nanosleep(start - env.now)
         else:  # fell behind: missed periods are skipped, not made up
             start += math.ceil((env.now - start) / period) * period
-            yield task.sleep_for(start - env.now)
+            yield task.nanosleep(start - env.now)
 
 
 def start_cpu_hogs(machine: "Machine", count: int, duty: float = 1.0, period: float = 10_000.0) -> None:

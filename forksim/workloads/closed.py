@@ -26,4 +26,4 @@ class ClosedWorkload(ParentWorkload):
             if co is not None:
                 yield from co.sweep()
             elif think > 0.0:
-                yield task.sleep_for(think)
+                yield task.nanosleep(think)

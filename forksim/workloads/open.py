@@ -57,9 +57,15 @@ class OpenWorkload(ParentWorkload):
         env = self.env
         rate = wl.rate / streams if wl.rate else None
 
+        slack = self.machine.params.timer_slack_us if wl.arrival_wakeup == "timer" else 0.0
+
         def wake_a_parent() -> None:
             if queue.idle:
-                self.machine.wake(queue.idle.pop(), None)
+                if slack > 0.0:  # its clock_nanosleep to the arrival's time ends the timer slack later
+                    parent = queue.idle.pop()
+                    env.timeout(slack).callbacks.append(lambda _e: self.machine.wake(parent, None))
+                else:
+                    self.machine.wake(queue.idle.pop(), None)
 
         def overflow(queued: int) -> str:
             return (f"the open workload is unstable: {queued} requests queued at t={env.now / 1e6:.3f}s "
