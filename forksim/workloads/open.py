@@ -61,11 +61,11 @@ class OpenWorkload(ParentWorkload):
 
         def wake_a_parent() -> None:
             if queue.idle:
+                parent = queue.idle.pop()
                 if slack > 0.0:  # its clock_nanosleep to the arrival's time ends the timer slack later
-                    parent = queue.idle.pop()
                     env.timeout(slack).callbacks.append(lambda _e: self.machine.wake(parent, None))
                 else:
-                    self.machine.wake(queue.idle.pop(), None)
+                    self.machine.wake(parent, None)
 
         def overflow(queued: int) -> str:
             return (f"the open workload is unstable: {queued} requests queued at t={env.now / 1e6:.3f}s "
