@@ -147,7 +147,14 @@ def test_the_fork_family_also_runs_the_sparse_loop_and_its_long_idle_placements_
 
     calls = []
 
-    def fake(kind, seconds, family, rss=0, think_s=0.0):
+    class NoTrace:  # the loops' tracefs instance, never opened here
+        def open(self):
+            return self
+
+        def close(self):
+            return None
+
+    def fake(trace, kind, seconds, family, rss=0, think_s=0.0):
         calls.append((family, rss, think_s))
         if rss:  # other CPU idle 3 ms, the parent's awake 400 us (its 64 MiB copy): kept local
             place = [(family, 400.0, 3000.0, True)] * 150
@@ -156,6 +163,7 @@ def test_the_fork_family_also_runs_the_sparse_loop_and_its_long_idle_placements_
         return {"creations": 1}, 0, place, [], []
 
     monkeypatch.setattr(room_loops, "_traced_loop", fake)
+    monkeypatch.setattr(room_loops, "_room_trace", NoTrace)
     store = Store()
     room_loops.measure_room(store, 0.3, lambda msg: None)
     assert [c for c in calls if c[0] == "fork"] == [("fork", 0, 0.0), ("fork", 64 << 20, 0.001)]

@@ -9,8 +9,10 @@ process group; `running_children()` lists what is still alive.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,15 +59,24 @@ def build(cc: str | None = None) -> Benchmarks:
         return r.returncode == 0
 
     fb, sb, hp, hc = out / "forkbench", out / "schedbench", out / "helper", out / "hiccup"
-    cc_run(["-O2", str(CSRC / "forkbench.c"), "-lpthread"], fb, "forkbench.c")
-    cc_run(["-O2", str(CSRC / "schedbench.c")], sb, "schedbench.c")
-    cc_run(["-O2", str(CSRC / "hiccup.c")], hc, "hiccup.c")
     static_flag = out / "helper.static"
-    if not hp.exists():
+
+    def helper() -> None:
+        if hp.exists():
+            return
         if cc_run(["-O2", "-static", "-nostdlib", "-ffreestanding", str(CSRC / "helper.c")], hp, ""):
             static_flag.touch()
         else:  # no static toolchain: a dynamic helper (the exec then includes ld.so)
             cc_run(["-O2", str(CSRC / "helper.c")], hp, "helper.c")
+
+    # side by side: a fresh machine's first calibration compiles them all (~2 s one after another)
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        builds = [pool.submit(cc_run, ["-O2", str(CSRC / "forkbench.c"), "-lpthread"], fb, "forkbench.c"),
+                  pool.submit(cc_run, ["-O2", str(CSRC / "schedbench.c")], sb, "schedbench.c"),
+                  pool.submit(cc_run, ["-O2", str(CSRC / "hiccup.c")], hc, "hiccup.c"),
+                  pool.submit(helper)]
+        for b in builds:
+            b.result()  # a failed compile raises its MeasurementError here
     return Benchmarks(fb, sb, hp, static_flag.exists(), cc, hc)
 
 

@@ -218,7 +218,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
     `out` None: the user's profile store (forksim.store), as <host>.json, named after the host; the
     path written is in the returned profile's provenance ("written_to" is not kept in the file).
 
-    quick: the short plan (about 75 s on a 2-vCPU VM); default: the full plan (< 10 min). smoke: a seconds-long subset
+    quick: the short plan (about a minute on a 2-vCPU VM); default: the full plan (< 10 min). smoke: a seconds-long subset
     (tests). use_tracefs: None = when root and tracefs allow; False = never. raw_out: also write
     every raw sample (JSON, gzip if it ends in .gz). cpu: the CPU for pinned runs (default: the last)."""
     t_start = time.monotonic()
@@ -241,7 +241,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
     unreg_kids = tracefs.register_cleanup(bench.kill_children)
     trace = None
     try:
-        b = bench.build()
+        b = _build_all()
         if ok:
             trace, err = _open_trace()
             if trace is None:
@@ -288,6 +288,29 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         bench.kill_children()
         unreg_kids()
         restore()
+
+
+def _build_all() -> bench.Benchmarks:
+    """Compile every C program a calibration runs (each cached by content hash): the benchmarks, and beside them
+    clonebench and the validation's load generator (the room loops and the busy step run it), so that a fresh
+    machine's compilers run side by side rather than one by one in the middle of the measurements. A program
+    that does not compile is left to the step that runs it (the build is tried again there, and that step says
+    what it could not measure)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..validation.loadgen import LoadgenError, build_tools
+    from .copies import build_clonebench
+
+    with ThreadPoolExecutor(2) as pool:
+        others = [pool.submit(build_tools)]
+        b = bench.build()
+        others.append(pool.submit(build_clonebench, b.cc))
+        for job in others:
+            try:
+                job.result()
+            except (LoadgenError, MeasurementError):
+                pass
+    return b
 
 
 def _measure_traced_loads(b: bench.Benchmarks, store: Store, plan: Plan, cpu: int, other: int, smoke: bool,

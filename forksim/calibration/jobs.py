@@ -125,10 +125,6 @@ class _Jobs:
         for nv in plan.traced_vmas:
             jobs.append((f"traced fork +{nv} file VMAs", self.fork(FORK_MODE, file_vmas=nv, traced=True, reps=reps // 2)))
             jobs.append((f"traced fork +{nv} anon VMAs", self.fork(FORK_MODE, anon_vmas=nv, traced=True, reps=reps // 2)))
-        if plan.thp_sizes:
-            t = plan.thp_sizes[-1]
-            jobs.append((f"traced fork {_label({'rss': t})} THP", self.fork(FORK_MODE, rss=t, thp=True, traced=True,
-                                                                           reps=reps)))
         for mode in (VFORK_MODE, THREAD_MODE):
             jobs.append((f"traced {mode}", self.fork(mode, traced=True, reps=reps * 2, mode=mode)))
         spawn = SPAWN_MODE
@@ -142,11 +138,24 @@ class _Jobs:
         # a thread's placement is its own (the fork share does not carry: tools/place_trace.py, 2026-12-02)
         jobs.append(("traced thread unpinned", self.fork(THREAD_MODE, mode=THREAD_MODE, traced=True, pinned=False,
                                                          reps=reps * 4, aux=aux)))
+        if plan.thp_sizes:  # last: the untraced THP runs follow it (thp())
+            t = plan.thp_sizes[-1]
+            jobs.append((f"traced fork {_label({'rss': t})} THP", self.fork(FORK_MODE, rss=t, thp=True, traced=True,
+                                                                           reps=reps)))
         return jobs
+
+    def thp(self) -> list[Job]:
+        """3a. fork with THP on, each size in `rounds // 4` passes, as soon after the traced THP run as the traced
+        runs allow: the frames a THP image freed are reported free to the host after ~2 s (free page reporting),
+        which drops them, and the next image's huge pages are then backed anew: a first 1 GiB THP image took
+        1.9-2.4 s of system time to touch and the next one, right after, 0.1 s (2026-12-04, AMD zen4 host)."""
+        plan = self.plan
+        return [(f"fork {_label({'rss': rss})} THP", self.fork(FORK_MODE, rss=rss, thp=True, rnd=rnd))
+                for rnd in range(max(1, plan.rounds // 4)) for rss in sorted(plan.thp_sizes, reverse=True)]
 
     def untraced_forks(self) -> list[Job]:
         """2. fork vs RSS, pinned, sizes interleaved over rounds (held-out sizes in the same rounds);
-        3. VMA counts; THP on."""
+        3. VMA counts (THP on: thp())."""
         plan, jobs, rng = self.plan, [], random.Random(20240611)
         sizes = list(plan.sizes) + list(plan.held_out) + list(plan.optional_sizes)
         for rnd in range(plan.rounds):
@@ -169,8 +178,6 @@ class _Jobs:
             for nv in plan.vma_counts:
                 jobs.append((f"fork +{nv} file VMAs", self.fork(FORK_MODE, file_vmas=nv, rnd=rnd)))
                 jobs.append((f"fork +{nv} anon VMAs", self.fork(FORK_MODE, anon_vmas=nv, rnd=rnd)))
-            for rss in plan.thp_sizes:
-                jobs.append((f"fork {_label({'rss': rss})} THP", self.fork(FORK_MODE, rss=rss, thp=True, rnd=rnd)))
         return jobs
 
     def scattered(self, rnd: int) -> list[Job]:
@@ -301,6 +308,8 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
     if trace is not None:  # the traced burst goes last among the traced runs
         jobs.append(("traced burst of 8 forks", j.fork("burst", mode="burst", traced=True, reps=plan.burst_reps,
                                                        extra=["-k", "8"])))
+    jobs += j.thp()  # closes the trace: the room loops record with their own instance
+    if trace is not None:
         # the placement room rule in the regime a running program's tight loop settles in (room_loops.py)
         secs = 1.0 if plan.name == "full" else 0.3
         jobs.append(("traced tight loops (placement room)", lambda: measure_room(store, secs, store.notes.append)))

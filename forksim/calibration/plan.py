@@ -65,14 +65,16 @@ class Plan:
 PLANS = {
     "smoke": Plan("smoke", (0, 16 * MiB), (8 * MiB,), 1, (0,), (10, 300), (16 * MiB,), (0, 16 * MiB), (300,),
                   60_000, 30, 40, 512, 3, 15, 3, layout_sizes=(16 * MiB,), layout_rounds=1),
-    # quick: about 70 s on a 2-vCPU VM (2026-12-03 15:07, AMD; 81.8 s at 17:13 the same day on a slower host, its 1 GiB
-    # rounds 1.7-2.6 s against 1.1-1.4; diagnostics.seconds_by_step says where it goes; 3
-    # rounds of 400 ms took as long, 68.6 s both: the sweep's setup is not where the time goes): 4 rounds (300 ms of
-    # fork round trips per size and round: 350 until the layout runs took their ~4 s, 2026-12-02), no
-    # unpinned 1 GiB, no traced 1 GiB without THP (2.1 s; refitting the 2026-12-02 03:21 quick raw file
-    # without it moved predict at 0-1 GiB by under 0.3%), one traced VMA count; the fitted terms are the full plan's
-    "quick": Plan("quick", (0, 16 * MiB, 256 * MiB, 1 * GiB), (64 * MiB,), 4, (0, 64 * MiB, 256 * MiB),
-                  (10, 100, 1000, 10000), (256 * MiB, 1 * GiB), (0, 16 * MiB, 256 * MiB), (1000,),
+    # quick: 64 s on a 2-vCPU VM with 4 rounds and THP at 256 MiB and 1 GiB (2026-12-04 17:24, AMD zen4; 70 s on
+    # 2026-12-03's AMD host, 81.8 s on a slower one, its 1 GiB rounds 1.7-2.6 s against 1.1-1.4; seconds_by_step in
+    # the profile's diagnostics says where it goes): 3 rounds of 300 ms of fork round trips per size (a round's
+    # setup, its images touched, is ~0.5 s of a 1 GiB round's 0.8-1.2), no unpinned 1 GiB, no traced 1 GiB without
+    # THP (2.1 s; refitting the 2026-12-02 03:21 quick raw file without it moved predict at 0-1 GiB by under 0.3%),
+    # THP at 256 and 512 MiB (a first 1 GiB THP image took 1.9-2.4 s of system time and the next 0.1 s: the
+    # host backs huge frames the guest reported free anew, 2026-12-04), one traced VMA count; the fitted terms
+    # are the full plan's
+    "quick": Plan("quick", (0, 16 * MiB, 256 * MiB, 1 * GiB), (64 * MiB,), 3, (0, 64 * MiB, 256 * MiB),
+                  (10, 100, 1000, 10000), (256 * MiB, 512 * MiB), (0, 16 * MiB, 256 * MiB), (1000,),
                   300_000, 300, 400, 4096, 15, 50, 30, layout_sizes=(64 * MiB, 128 * MiB, 256 * MiB),
                   layout_held_out=(64 * MiB,), layout_rounds=2,
                   busy_loads=((2, 1, 0), (2, 2, 0), (2, 4, 0)), busy_s=1.0, busy_warmup_s=0.3),

@@ -47,29 +47,25 @@ ATTEMPTS = 4
 SETTLE_S = 0.15
 
 
-def _traced_loop(kind: str, seconds: float, family: str, rss: int = 0,
+def _traced_loop(trace: tracefs.TraceInstance, kind: str, seconds: float, family: str, rss: int = 0,
                  think_s: float = 0.0) -> tuple[dict[str, Any], int, list, list, list]:
-    """One traced run of the load generator's loop (an image of `rss` bytes, `think_s` asleep after each
-    creation): (its summary, events lost, placements, wake-ups, and for posix_spawn whether each exec that began
-    with another CPU idle left on another CPU)."""
+    """One run of the load generator's loop (an image of `rss` bytes, `think_s` asleep after each creation)
+    recorded by `trace` (open, its buffer emptied for the run): (its summary, events lost, placements,
+    wake-ups, and for posix_spawn whether each exec that began with another CPU idle left on another CPU)."""
     from ..validation.loadgen import run_loadgen
 
     args = ["--mode", "closed", "--kind", kind, "--parents", "1", "--duration", f"{seconds + SETTLE_S:g}",
             "--warmup", "0.05", "--hogs", "0", "--rss", str(rss), *(["--think", f"{think_s:g}"] if think_s else [])]
-    trace = tracefs.TraceInstance(events=EVENTS, buffer_kb=65536, name=f"forksim-{os.getpid()}-room", optional=False)
+    trace.clear_buffer()
+    trace.start()
     try:
-        trace.open()
-        trace.start()
-        try:
-            meta, _recs, _stalls = run_loadgen(args, timeout=30.0 + 10 * seconds)
-        finally:
-            trace.stop()
-        lost = trace.overruns()
-        evs = _events(trace)
-        place, wakes = trace_points(evs, family, settle_us=SETTLE_S * 1e6)
-        execs = exec_points(evs, settle_us=SETTLE_S * 1e6) if family == "spawn" else []
+        meta, _recs, _stalls = run_loadgen(args, timeout=30.0 + 10 * seconds)
     finally:
-        trace.close()
+        trace.stop()
+    lost = trace.overruns()
+    evs = _events(trace)
+    place, wakes = trace_points(evs, family, settle_us=SETTLE_S * 1e6)
+    execs = exec_points(evs, settle_us=SETTLE_S * 1e6) if family == "spawn" else []
     return meta, lost, place, wakes, execs
 
 
@@ -87,29 +83,44 @@ def measure_room(store: Store, seconds: float, log: Callable[[str], None]) -> No
     """Run each family's traced loop for `seconds` (again while it has under MIN_PLACEMENTS placements), then the
     family's SPARSE_LOOP once, and add their points to `store` (kind "room", key family; the sparse loop's key also
     rss and think_s): samples of placements {"awake_us", "idle_us", "local"} and segments of wait wake-ups
-    {"idle_us", "moved"}."""
-    for family in ROOM_FAMILIES:
-        n, got = 0, 0
-        for attempt in range(ATTEMPTS):
-            got = _measure_loop(store, family, seconds, attempt, log)
-            if got is None:  # the load generator cannot run here: nor will the sparse loop
-                break
-            n += got
-            if n >= MIN_PLACEMENTS:
-                break
-        if got is not None and family in SPARSE_LOOP:
-            rss, think_s, secs = SPARSE_LOOP[family]
-            _measure_loop(store, family, secs, 0, log, rss, think_s)
+    {"idle_us", "moved"}. One tracefs instance records every loop in turn (each costs ~0.1 s to make and remove)."""
+    trace = _room_trace()
+    try:
+        trace.open()
+    except OSError as exc:
+        trace.close()
+        log(f"placement room loops not measured: tracefs instance: {exc}")
+        return
+    try:
+        for family in ROOM_FAMILIES:
+            n, got = 0, 0
+            for attempt in range(ATTEMPTS):
+                got = _measure_loop(trace, store, family, seconds, attempt, log)
+                if got is None:  # the load generator cannot run here: nor will the sparse loop
+                    break
+                n += got
+                if n >= MIN_PLACEMENTS:
+                    break
+            if got is not None and family in SPARSE_LOOP:
+                rss, think_s, secs = SPARSE_LOOP[family]
+                _measure_loop(trace, store, family, secs, 0, log, rss, think_s)
+    finally:
+        trace.close()
 
 
-def _measure_loop(store: Store, family: str, seconds: float, attempt: int, log: Callable[[str], None], rss: int = 0,
-                  think_s: float = 0.0) -> int | None:
+def _room_trace() -> tracefs.TraceInstance:
+    """The tracefs instance the loops are recorded by (not yet open)."""
+    return tracefs.TraceInstance(events=EVENTS, buffer_kb=65536, name=f"forksim-{os.getpid()}-room", optional=False)
+
+
+def _measure_loop(trace: tracefs.TraceInstance, store: Store, family: str, seconds: float, attempt: int,
+                  log: Callable[[str], None], rss: int = 0, think_s: float = 0.0) -> int | None:
     """One traced loop of `family` into `store`: its number of placements, None where it could not run."""
     from ..validation.loadgen import LoadgenError
 
     kind = LOADGEN_KINDS[family]
     try:
-        meta, lost, place, wakes, execs = _traced_loop(kind, seconds, family, rss, think_s)
+        meta, lost, place, wakes, execs = _traced_loop(trace, kind, seconds, family, rss, think_s)
     except (OSError, LoadgenError) as exc:
         log(f"placement room loop ({kind}) not measured: {exc}")
         return None

@@ -68,6 +68,10 @@ EVENTS = (
 # and counts the child's user page faults before it exits (its start-up COW faults)
 OPTIONAL_EVENTS = ("vmalloc/alloc_vmap_area", "exceptions/page_fault_user")
 
+# The x86-tsc clock's rate, measured by the first instance that uses it (a 50 ms trace_marker pair): the TSC is
+# the same counter for every instance of this boot, and a calibration opens a dozen of them.
+_tsc_hz: float | None = None
+
 _SYSCALL_FILTER = " || ".join(f"id == {n}" for n in sorted(set(SYSCALLS.values())))
 
 # ---------------------------------------------------------------------------------------------
@@ -292,9 +296,12 @@ class TraceInstance:
             f.write(text)
 
     def start(self) -> None:
+        global _tsc_hz
         self._write("tracing_on", "1")
         if self.clock == "x86-tsc" and self.tsc_hz is None:
-            self.tsc_hz = self._calibrate_tsc()
+            if _tsc_hz is None:
+                _tsc_hz = self._calibrate_tsc()
+            self.tsc_hz = _tsc_hz
 
     def stop(self) -> None:
         self._write("tracing_on", "0")

@@ -51,7 +51,7 @@ def cache_root() -> Path:
     root = Path(base) / "forksim" if base else Path.home() / ".cache" / "forksim"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".probe-{os.getpid()}"
+        probe = root / f".probe-{os.getpid()}.{threading.get_ident()}"  # builds run in threads side by side
         probe.touch()
         probe.unlink()
         return root
