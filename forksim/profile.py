@@ -227,6 +227,14 @@ class Profile(BaseModel):
     # fitted to its family's untraced round trip (calibration.families); absent: 0 (not modelled).
     thread_start: StageCost | None = None
     exec_start: StageCost | None = None
+    # execve split where exec_mmap's exec_mm_release wakes a vfork parent (complete_vfork_done): with exec_tail
+    # set, the stage `exec` is bprm_execve up to that release and exec_tail the rest (mmput of the old mm aside:
+    # begin_new_exec's remainder and the binary's load), so a posix_spawn parent runs before the tail;
+    # spawn_prep is posix_spawn's child-side work in glibc before its execve (__spawni_child: signal mask and
+    # dispositions, file actions). Fitted from the traced posix_spawn loop's split and its untraced call
+    # (calibration.families); absent: `exec` is the whole execve, the release at its end, no spawn_prep.
+    exec_tail: StageCost | None = None
+    spawn_prep: StageCost | None = None
     # What copy_process copies beyond the address space; profiles without them load (costs 0, see
     # `files_cost`, `children_cost`, `flag_cost`).
     clone_flags: dict[str, FlagCost] = Field(default_factory=dict)

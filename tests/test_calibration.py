@@ -167,6 +167,35 @@ def test_trace_parsing_cuts_the_head_of_a_preempted_exit():
     assert "exit_head" not in f  # a fork child that exits in one go has no head
 
 
+_SPAWN_TRACE = """\
+# tracer: nop
+       forkbench-100   [001] .....    1000000: sys_enter: NR 56 (4111, 0, 0, 0, 0, 0)
+       forkbench-100   [001] .....    1006000: task_newtask: pid=101 comm=forkbench clone_flags=4111 oom_score_adj=0
+       forkbench-100   [001] d..2.    1007000: sched_wakeup_new: comm=forkbench pid=101 prio=120 target_cpu=001
+       forkbench-100   [001] d..2.    1009000: sched_switch: prev_comm=forkbench prev_pid=100 prev_prio=120 prev_state=D ==> next_comm=forkbench next_pid=101 next_prio=120
+       forkbench-101   [001] .....    1029000: sys_enter: NR 59 (7ffd, 7ffd, 7ffd, 0, 0, 0)
+       forkbench-101   [001] d..2.    1041000: sched_switch: prev_comm=forkbench prev_pid=101 prev_prio=120 prev_state=R+ ==> next_comm=forkbench next_pid=100 next_prio=120
+       forkbench-100   [001] .....    1043000: sys_exit: NR 56 = 101
+       forkbench-100   [001] .....    1044000: sys_enter: NR 61 (65, 7ffd, 0, 0, 0, 0)
+       forkbench-100   [001] d..2.    1045000: sched_switch: prev_comm=forkbench prev_pid=100 prev_prio=120 prev_state=S ==> next_comm=helper next_pid=101 next_prio=120
+          helper-101   [001] .....    1052000: sys_exit: NR 59 = 0
+          helper-101   [001] .....    1060000: sys_enter: NR 231 (0, 0, 0, 0, 0, 0)
+          helper-101   [001] d..2.    1066000: sched_switch: prev_comm=helper prev_pid=101 prev_prio=120 prev_state=Z ==> next_comm=forkbench next_pid=100 next_prio=120
+       forkbench-100   [001] .....    1068000: sys_exit: NR 61 = 101
+"""
+
+
+def test_trace_parsing_splits_an_execve_at_the_parents_preemption():
+    """A posix_spawn child: its work before the execve (prep), and the execve up to the switch-out by the parent
+    exec_mmap released (head); the execve's on-CPU total leaves out the time the parent ran."""
+    (s,) = tracefs.fork_segments(tracefs.parse_trace(_SPAWN_TRACE, tsc_hz=1e9), 100)
+    assert s["exec_prep"] == pytest.approx(20.0)  # first run at 1009 -> execve at 1029
+    assert s["exec_head"] == pytest.approx(12.0)  # 1029 -> the runnable switch-out at 1041
+    assert s["exec"] == pytest.approx(12.0 + 7.0)  # back in at 1045, sys_exit at 1052
+    (f,) = tracefs.fork_segments(tracefs.parse_trace(_TRACE, tsc_hz=1e9), 100)
+    assert "exec_head" not in f and "exec_prep" not in f  # no execve
+
+
 # ---------------------------------------------------------------------------------------------
 # real measurements
 

@@ -136,3 +136,50 @@ def test_the_cold_table_puts_the_error_on_the_extra_over_its_own_runs_back_to_ba
     assert "extra_us" not in rows[0] and "extra_us" not in rows[2]
     assert rows[1]["extra_us"] == pytest.approx(500.0) and rows[1]["forksim_extra_us"] == pytest.approx(500.0)
     assert rows[1]["extra_error"] == pytest.approx(0.0)
+
+
+def _spawn_traced(prep: float, head: float, tail: float, n: int = 40, preempted: int | None = None) -> dict:
+    """A traced pinned posix_spawn run whose children spent `prep` us before the execve (beyond ret_from_fork),
+    `head` in it up to the parent's preemption and `tail` after; `preempted` of them preempted inside execve."""
+    run = _run(SPAWN_MODE, 0.0, 0.0, traced=True)
+    k = n if preempted is None else preempted
+    run["segments"] = [{"exec": head + tail, "exec_prep": prep + 1.5, "ret_from_fork": 1.5,
+                        **({"exec_head": head} if i < k else {})} for i in range(n)]
+    return run
+
+
+def test_posix_spawn_call_splits_into_glibc_work_and_the_exec_up_to_its_release():
+    """With the traced split (before execve : execve up to exec_mmap's release : after it = 3 : 1 : 0.5, all
+    inflated alike by tracing), posix_spawn's untraced call remainder goes 3:1 to spawn_prep and exec, exec_tail
+    is half the untraced exec, and fork+exec's round trip then holds the whole execve and no glibc work."""
+    true = _true_stages()
+    truth = _loops(true, 5.0)
+    store = _store(truth)
+    store.runs.append(_spawn_traced(60.0, 20.0, 10.0))
+    ev = Evidence(store, 1, True)
+    st, _, starts = fit_families(ev, dict(true), CTX, HEAD, None)
+    rest = true["exec"].fixed_us  # what the call leaves beyond the shared stages: the old exec, all of it
+    assert st["exec"].fixed_us == pytest.approx(rest / 4, rel=1e-4)
+    assert starts["spawn_prep"].fixed_us == pytest.approx(3 * rest / 4, rel=1e-4)
+    assert starts["exec_tail"].fixed_us == pytest.approx(rest / 8, rel=1e-4)
+    split = {n: starts[n].fixed_us for n in ("spawn_prep", "exec_tail")}
+    after = family_paths(st, CTX, HEAD, BASE, None, starts["thread_start"].fixed_us, starts["exec_start"].fixed_us,
+                         **split)
+    assert after["posix_spawn call"] == pytest.approx(truth["posix_spawn call"], rel=1e-4)
+    assert after["posix_spawn round trip"] == pytest.approx(truth["posix_spawn round trip"], rel=1e-4)
+    # fork+exec: the exec up to the release and its tail (which exec_start held before), no posix_spawn glibc work:
+    # shorter by spawn_prep
+    assert after["fork_exec round trip"] == pytest.approx(truth["fork_exec round trip"] - 3 * rest / 4, rel=1e-4)
+    assert "exec_split" in ev.diag["families"]
+
+
+def test_no_exec_split_where_the_parent_did_not_preempt_the_child_inside_execve():
+    """Too few posix_spawn children preempted inside execve (a kernel where the released parent waits): exec
+    keeps the whole call remainder, as before, and no spawn_prep or exec_tail is fitted."""
+    true = _true_stages()
+    truth = _loops(true, 5.0)
+    store = _store(truth)
+    store.runs.append(_spawn_traced(60.0, 20.0, 10.0, preempted=10))
+    st, _, starts = fit_families(Evidence(store, 1, True), dict(true), CTX, HEAD, None)
+    assert st["exec"].fixed_us == pytest.approx(true["exec"].fixed_us, rel=1e-4)
+    assert "spawn_prep" not in starts and "exec_tail" not in starts

@@ -127,3 +127,41 @@ def test_a_pinned_waiter_takes_the_cpu_from_a_child_at_its_first_preemption_poin
     back = df["reap_us" if kind == "thread" else "fork_ret_us"]  # pthread_join() returns; vfork(), posix_spawn()
     returned_first = (back < df["child_exit_us"]).mean()
     assert returned_first > 0.95 if preempted else returned_first < 0.05
+
+
+def _spawn_loop(kind: str):
+    return parse_config({
+        "experiment": {"name": "t", "duration": "40ms", "warmup": "2ms", "replications": 1, "seed": 5},
+        "machine": {"cpus": 2},
+        "workload": {"kind": "closed", "parents": 1, "pin": True, "image": {"rss": "0"}, "child": {"clone": kind}},
+    }, source="test")
+
+
+def test_a_posix_spawn_parent_is_released_at_exec_mmap_before_the_exec_s_tail():
+    """A profile with exec_tail splits the execve where exec_mmap releases a vfork parent: a pinned posix_spawn
+    returns a tail sooner (the parent preempts the child there) while its round trip and fork+exec's, which run the
+    whole execve either way, stay as they were; spawn_prep, glibc's work before the execve, lengthens the
+    posix_spawn call by itself and leaves fork+exec alone."""
+    from forksim.calibration.fit import stage_cost
+
+    prof = runner.resolve_profile(_spawn_loop("posix_spawn")).model_copy(update={"interruptions": None})
+    whole, tail = 60.0, 25.0
+    stages = dict(prof.stages)
+    stages["exec"] = stages["exec"].model_copy(update={"fixed_us": whole})
+    one = prof.model_copy(update={"stages": stages, "exec_tail": None, "spawn_prep": None})
+    stages = dict(stages)
+    stages["exec"] = stages["exec"].model_copy(update={"fixed_us": whole - tail})
+    split = one.model_copy(update={"stages": stages, "exec_tail": stage_cost(fixed_us=tail, source="test")})
+    prep = split.model_copy(update={"spawn_prep": stage_cost(fixed_us=10.0, source="test")})
+
+    def p50s(kind, profile):
+        s = run_experiment(_spawn_loop(kind), profile=profile).summary
+        return s["fork_latency_us"]["p50"], s["roundtrip_latency_us"]["p50"]
+
+    call_one, rt_one = p50s("posix_spawn", one)
+    call_split, rt_split = p50s("posix_spawn", split)
+    assert call_one - call_split == pytest.approx(tail, rel=0.15)
+    assert rt_split == pytest.approx(rt_one, rel=0.05)
+    assert p50s("posix_spawn", prep)[0] - call_split == pytest.approx(10.0, rel=0.2)
+    assert p50s("fork_exec", split)[1] == pytest.approx(p50s("fork_exec", one)[1], rel=0.05)
+    assert p50s("fork_exec", prep)[1] == pytest.approx(p50s("fork_exec", split)[1], rel=0.02)

@@ -38,7 +38,7 @@ from .fit import median, stage_cost
 from .plan import FORK_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE
 from .samples import Evidence, fork_cfg, fork_field, vals
 
-__all__ = ["SHORT_STAGES", "MERGED_STAGES", "fit_families", "family_paths", "merge_into"]
+__all__ = ["SHORT_STAGES", "MERGED_STAGES", "fit_families", "family_paths", "merge_into", "exec_split"]
 
 # the stages measured as short traced segments: scaled together by vfork's untraced loop
 SHORT_STAGES = ("copy_process_setup", "copy_process_tail", "wake_up_new_task", RET_FROM_FORK, DO_EXIT, WAIT_REAP)
@@ -60,13 +60,15 @@ def _at(cost: StageCost, shape: dict[str, Any]) -> float:
 
 
 def family_paths(st: dict[str, StageCost], ctx: float, head: float, shape: dict[str, Any],
-                 reap_vfork: float | None = None, thread_start: float = 0.0, exec_start: float = 0.0) -> dict[str, float]:
+                 reap_vfork: float | None = None, thread_start: float = 0.0, exec_start: float = 0.0,
+                 spawn_prep: float = 0.0, exec_tail: float = 0.0) -> dict[str, float]:
     """The pinned, one-CPU p50 of each family's call and round trip as the model composes them from stage
     medians (kernel/clone.py): the sum of the stages each runs, and `ctx` per context switch.
 
     vfork: the parent sleeps (a switch), the child runs ret_from_fork and do_exit up to its first
     preemption point (`head` of its body, exit_notify's hold aside), the parent is switched back;
-    posix_spawn: the same with the child's exec instead of the exit's head; fork: the parent returns before
+    posix_spawn: the same with the child's glibc work (spawn_prep) and its exec up to exec_mmap's release instead
+    of the exit's head, the rest of the exec (exec_tail) after the parent has run; fork: the parent returns before
     the child runs; a round trip adds the parent's sleep in wait4 (two switches), the child's life and
     the reap. A thread's joiner, woken at mm_release without a sync wake-up, runs after the thread's whole
     exit; an exec'd child's exit tears down the empty image's exit_mmap (the fixed part)."""
@@ -77,7 +79,7 @@ def family_paths(st: dict[str, StageCost], ctx: float, head: float, shape: dict[
     reap_v = f(WAIT_REAP) if reap_vfork is None else reap_vfork
     vfork_call = shared + 2 * ctx + f(RET_FROM_FORK) + head * body
     thread_call = f("copy_process_setup_thread") + f("stack_cache_hit") + f("copy_process_tail") + f("wake_up_new_task")
-    spawn_call = shared + 2 * ctx + f(RET_FROM_FORK) + f("exec")
+    spawn_call = shared + 2 * ctx + f(RET_FROM_FORK) + spawn_prep + f("exec")
     return {
         "fork call": fork_call,
         "fork round trip": fork_call + 2 * ctx + f(RET_FROM_FORK) + f("fork_child_touch") + f(DO_EXIT)
@@ -87,8 +89,9 @@ def family_paths(st: dict[str, StageCost], ctx: float, head: float, shape: dict[
         "thread call": thread_call,
         "thread round trip": thread_call + 2 * ctx + f(RET_FROM_FORK) + thread_start + f(DO_EXIT),
         "posix_spawn call": spawn_call,
-        "posix_spawn round trip": spawn_call + 2 * ctx + exec_start + f(DO_EXIT) + f("exit_mmap") + f(WAIT_REAP),
-        "fork_exec round trip": fork_call + 2 * ctx + f(RET_FROM_FORK) + f("fork_child_touch") + f("exec")
+        "posix_spawn round trip": spawn_call + 2 * ctx + exec_tail + exec_start + f(DO_EXIT) + f("exit_mmap")
+        + f(WAIT_REAP),
+        "fork_exec round trip": fork_call + 2 * ctx + f(RET_FROM_FORK) + f("fork_child_touch") + f("exec") + exec_tail
         + _at(st["exit_mmap"], shape) + exec_start + f(DO_EXIT) + f("exit_mmap") + f(WAIT_REAP),
     }
 
@@ -154,9 +157,10 @@ def _scale_short(ev: Evidence, st: dict[str, StageCost], ctx: float, head: float
 
 
 def _own_stages(ev: Evidence, st: dict[str, StageCost], ctx: float, head: float, loops: dict[str, Any],
-                diag: dict[str, Any]) -> None:
+                diag: dict[str, Any]) -> dict[str, StageCost]:
     """Each family's own stage, what its untraced call (fork: also its round trip) leaves after the shared
-    stages: pthread_create -> copy_process_setup_thread, posix_spawn -> exec, fork -> dup_mm, fork_child_touch."""
+    stages: pthread_create -> copy_process_setup_thread, posix_spawn -> exec (with the traced split: spawn_prep,
+    exec up to exec_mmap's release, exec_tail, returned), fork -> dup_mm, fork_child_touch."""
     shared = sum(_fx(st, n) for n in _SHARED)
     t_call = loops[THREAD_MODE][0]
     if t_call is not None:
@@ -165,13 +169,19 @@ def _own_stages(ev: Evidence, st: dict[str, StageCost], ctx: float, head: float,
             f"pthread_create's untraced pinned p50 {t_call:.2f} us less the stack, copy_process_tail and "
             f"wake_up_new_task (calibration.families)"), diag)
     s_call = loops[SPAWN_MODE][0]
+    extra: dict[str, StageCost] = {}
     if s_call is not None:
-        _remainder(st, "exec", s_call - shared - 2 * ctx - _fx(st, RET_FROM_FORK), (
-            f"posix_spawn's untraced pinned p50 {s_call:.2f} us less the shared stages, ret_from_fork and two "
-            f"context switches (calibration.families)"), diag)
+        rest = s_call - shared - 2 * ctx - _fx(st, RET_FROM_FORK)
+        why = (f"posix_spawn's untraced pinned p50 {s_call:.2f} us less the shared stages, ret_from_fork and two "
+               f"context switches")
+        split = exec_split(ev)
+        if split is None:
+            _remainder(st, "exec", rest, f"{why} (calibration.families)", diag)
+        else:
+            extra = _split_exec(st, rest, why, split, diag)
     f_call, f_rt, f_shape = loops[FORK_MODE]
     if f_call is None or f_shape is None:
-        return
+        return extra
     _remainder(st, "dup_mm", f_call - shared - _at(st[DUP_MMAP], f_shape), (
         f"fork()'s untraced pinned p50 at the base image {f_call:.2f} us (the parent's CPU time) less the "
         f"shared stages and dup_mmap there: what fork adds to a CLONE_VM creation besides the copy "
@@ -182,13 +192,71 @@ def _own_stages(ev: Evidence, st: dict[str, StageCost], ctx: float, head: float,
         _remainder(st, "fork_child_touch", f_rt - f_call - rest, (
             f"fork()'s untraced pinned round trip at the base image {f_rt:.2f} us less its call, two context "
             f"switches and the child's other stages and the reap (calibration.families)"), diag)
+    return extra
+
+
+# The traced posix_spawn loop gives the split when its parent preempted the child inside execve in most
+# iterations (traced 2026-12-04, AMD zen4 host, pinned: 209 of 210; the released parent preempts the child
+# as soon as it is woken, forksim.sched's requeue of a delayed sleeper): fewer, and no split is fitted.
+MIN_EXEC_SPLIT = 20
+MIN_EXEC_PREEMPTED = 0.8
+
+
+def exec_split(ev: Evidence) -> dict[str, float] | None:
+    """From the traced pinned posix_spawn children (segments.py): the medians, in traced microseconds, of the
+    child's work before its execve beyond ret_from_fork (prep), its execve up to the first preemption, which is
+    exec_mmap's release of the parent (head), and the execve's remainder (tail); None where too few children
+    were preempted inside execve to tell."""
+    segs = [s for r in ev.store.select(SPAWN_MODE, traced=True, pinned=True) for s in r["segments"] if "exec" in s]
+    split = [s for s in segs if "exec_head" in s and "exec_prep" in s]
+    if len(split) < MIN_EXEC_SPLIT or len(split) < MIN_EXEC_PREEMPTED * len(segs):
+        return None
+    prep = median([max(0.0, s["exec_prep"] - s.get(RET_FROM_FORK, 0.0)) for s in split])
+    head = median([s["exec_head"] for s in split])
+    tail = median([max(0.0, s["exec"] - s["exec_head"]) for s in split])
+    if head <= 0.0 or prep + head <= 0.0:
+        return None
+    return {"prep": prep, "head": head, "tail": tail, "n": len(split), "of": len(segs)}
+
+
+def _split_exec(st: dict[str, StageCost], rest: float, why: str, split: dict[str, float],
+                diag: dict[str, Any]) -> dict[str, StageCost]:
+    """posix_spawn's call remainder `rest` is the child's glibc work (spawn_prep) and its execve up to exec_mmap's
+    release (exec), apportioned by the traced split; the execve's tail after the release is exec_tail, at the
+    traced tail-to-head ratio of the untraced head. Returns spawn_prep and exec_tail (none if exec was refused)."""
+    share = split["head"] / (split["prep"] + split["head"])
+    traced = (f"the traced split of {split['n']} of {split['of']} posix_spawn children (pinned): before the execve "
+              f"{split['prep']:.2f} us, execve up to the parent's preemption (exec_mmap's release) {split['head']:.2f}, "
+              f"after it {split['tail']:.2f} (traced us, medians)")
+    n_refused = len(diag["refused"])
+    _remainder(st, "exec", rest * share, f"{why}, times {share:.3f}: the execve's share of it up to exec_mmap's "
+                                         f"release by {traced} (calibration.families)", diag)
+    if len(diag["refused"]) > n_refused:  # kept the traced whole execve: no split
+        return {}
+    head = _fx(st, "exec")
+    prep, tail = rest - head, head * split["tail"] / split["head"]
+    diag["exec_split"] = {k: round(float(v), 3) for k, v in split.items()}
+    diag["stages"]["spawn_prep"] = {"before_us": 0.0, "after_us": round(prep, 3)}
+    diag["stages"]["exec_tail"] = {"before_us": 0.0, "after_us": round(tail, 3)}
+    return {
+        "spawn_prep": stage_cost(fixed_us=prep, sigma=_START_SIGMA, source=(
+            f"derived: posix_spawn's child-side work in glibc before its execve (__spawni_child: signal mask and "
+            f"dispositions, file actions): {why}, less the execve's share ({head:.2f} us) by {traced} "
+            f"(calibration.families); sigma {_START_SIGMA}: assumption")),
+        "exec_tail": stage_cost(fixed_us=tail, sigma=_START_SIGMA, source=(
+            f"derived: the execve after exec_mmap's release of a vfork parent (begin_new_exec's rest, the binary's "
+            f"load): the untraced exec ({head:.2f} us) times the traced tail-to-head ratio "
+            f"{split['tail'] / split['head']:.3f}, by {traced} (calibration.families); sigma {_START_SIGMA}: "
+            f"assumption")),
+    }
 
 
 def _start_stages(st: dict[str, StageCost], ctx: float, head: float, shape: dict[str, Any], loops: dict[str, Any],
-                  diag: dict[str, Any]) -> dict[str, StageCost]:
+                  diag: dict[str, Any], split: dict[str, StageCost]) -> dict[str, StageCost]:
     """The profile's optional thread_start and exec_start: what the thread's and posix_spawn's untraced round
-    trips leave after every stage the model charges on them (no stage of the model stood for them before)."""
-    paths = family_paths(st, ctx, head, shape)
+    trips leave after every stage the model charges on them (no stage of the model stood for them before;
+    `split`: spawn_prep and exec_tail where fitted)."""
+    paths = family_paths(st, ctx, head, shape, **_split_us(split))
     out: dict[str, StageCost] = {}
     for name, mode, path, what in (
             ("thread_start", THREAD_MODE, "thread round trip", "a thread's own work in glibc's start_thread around "
@@ -231,10 +299,11 @@ def fit_families(ev: Evidence, st: dict[str, StageCost], ctx: float, head: float
             "source": f"derived: x{k:.4f}, the short path's scale (calibration.families); apportioned by: "
                       f"{reap_vfork.source}"})
     diag["k_short"] = round(k, 4)
-    _own_stages(ev, st, ctx, head, loops, diag)
-    extra = _start_stages(st, ctx, head, shape, loops, diag)
+    split = _own_stages(ev, st, ctx, head, loops, diag)
+    extra = {**_start_stages(st, ctx, head, shape, loops, diag, split), **split}
     after = family_paths(st, ctx, head, shape, None if reap_vfork is None else float(reap_vfork.fixed_us),
-                         *(float(extra[n].fixed_us) if n in extra else 0.0 for n in ("thread_start", "exec_start")))
+                         *(float(extra[n].fixed_us) if n in extra else 0.0 for n in ("thread_start", "exec_start")),
+                         **_split_us(split))
     diag["untraced_p50_us"] = {
         f"{name} {what}": loops[m][i] for m, name in ((VFORK_MODE, "vfork"), (THREAD_MODE, "thread"),
                                                      (SPAWN_MODE, "posix_spawn"), (FORK_MODE, "fork"))
@@ -246,6 +315,11 @@ def fit_families(ev: Evidence, st: dict[str, StageCost], ctx: float, head: float
                      "forksim/calibration/families.py")
     ev.diag["families"] = _rounded(diag)
     return st, reap_vfork, extra
+
+
+def _split_us(split: dict[str, StageCost]) -> dict[str, float]:
+    """family_paths' spawn_prep and exec_tail from the fitted stages (0 where absent)."""
+    return {n: float(split[n].fixed_us) if n in split else 0.0 for n in ("spawn_prep", "exec_tail")}
 
 
 def _rounded(d: Any) -> Any:
@@ -260,7 +334,7 @@ def _rounded(d: Any) -> Any:
 
 # what the families' fit (and the fork sweep's fit through the base image) changes in a profile
 MERGED_STAGES = SHORT_STAGES + ("copy_process_setup_thread", "exec", "dup_mm", "fork_child_touch", DUP_MMAP)
-_OPTIONAL = ("thread_start", "exec_start")
+_OPTIONAL = ("thread_start", "exec_start", "spawn_prep", "exec_tail")
 _MERGED_DIAG = ("families", "fork_total_fit", "held_out", "fit_in_sample")
 
 

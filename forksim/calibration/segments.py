@@ -15,6 +15,10 @@ here and the per-fork segments cut from them (`fork_segments`), in microseconds 
            exit_group -> final switch-out                          [do_exit + exit_mmap]
            exit_group -> first switch-out while runnable           [do_exit's head: up to its first
                                                                     preemption point (vfork parent)]
+           first switch-in -> sys_enter(execve)                    [ret_from_fork + the child's user work
+                                                                    before its exec (posix_spawn's glibc)]
+           sys_enter(execve) -> first switch-out while runnable    [execve up to exec_mmap's release of a
+                                                                    posix_spawn parent, which preempts it]
     parent's wait4: the parts of the syscall outside its sleep     [wait_reap]
 """
 
@@ -180,6 +184,9 @@ class _Tracker:
             c["last_out"] = ev.ts
             if "exit_enter" in c and "exit_first_out" not in c and ev.f.get("prev_state", "").startswith("R"):
                 c["exit_first_out"] = ev.ts  # preempted inside do_exit (by a parent woken at mm_release)
+            if ("exec_enter" in c and "exec_exit" not in c and "exec_first_out" not in c
+                    and ev.f.get("prev_state", "").startswith("R")):
+                c["exec_first_out"] = ev.ts  # preempted inside execve (by a vfork parent woken at exec_mmap)
 
     @staticmethod
     def _child(c: dict[str, Any], ev: Event) -> None:
@@ -251,6 +258,11 @@ def _child_segments(t: _Tracker, r: dict[str, Any], s: dict[str, float]) -> None
         s["t_exec"] = r["exec_enter"]
         s["exec_cpu"] = float(r["exec_cpu"])
         s["exec_moved"] = float(r["exec_exit_cpu"] != r["exec_cpu"])
+        if "exec_first_out" in r and r["exec_first_out"] < r["exec_exit"]:
+            # execve up to its first preemption: for a posix_spawn child, exec_mmap's release of its parent
+            s["exec_head"] = on_cpu(kid, r["exec_enter"], r["exec_first_out"])
+        if "run" in r and r["run"] < r["exec_enter"]:
+            s["exec_prep"] = on_cpu(kid, r["run"], r["exec_enter"])  # the child's first run up to its execve
     if "exit_enter" in r and "last_out" in r and r["last_out"] > r["exit_enter"]:
         s["exit_total"] = on_cpu(kid, r["exit_enter"], r["last_out"])
         if "exit_first_out" in r and r["exit_first_out"] < r["last_out"]:

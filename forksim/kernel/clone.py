@@ -16,7 +16,7 @@ import simpy
 from ..locks import LockStats, SpinRWLock
 from .copies import Copies
 from .costs import EMPTY_IMAGE, Costs
-from .flags import COPIES_MM, EXECS, KINDS, NEW_PROCESS, VFORK_WAIT
+from .flags import COPIES_MM, EXECS, KINDS, NEW_PROCESS, POSIX_SPAWN, VFORK_WAIT
 from .mm import MM, Process
 from .stages import EXIT_MMAP
 from .damon import Kdamond
@@ -112,6 +112,11 @@ class Kernel:
         ts, es = costs.profile.thread_start, costs.profile.exec_start  # optional: None, not modelled
         self._thread_start = costs.sampler(ts, "thread_start") if ts is not None else None
         self._exec_start = costs.sampler(es, "exec_start") if es is not None else None
+        # execve split at exec_mmap's release of a vfork parent, and posix_spawn's glibc work before it (optional:
+        # None, the whole exec before the release, no glibc work)
+        et, sp = costs.profile.exec_tail, costs.profile.spawn_prep
+        self._exec_tail = costs.sampler(et, "exec_tail") if et is not None else None
+        self._spawn_prep = costs.sampler(sp, "spawn_prep") if sp is not None else None
         mm_release = costs.profile.mm_release_share
         self._mm_release = mm_release.value if mm_release is not None else self._exit_head
         # kinds whose child shares its parent's fd table at exit (CLONE_FILES, not unshared): exit_files only drops
@@ -487,22 +492,35 @@ class Kernel:
             yield C.run(self._thread_start())  # glibc's start_thread around the function, up to the exit
 
         if KINDS[kind].execs:
+            if kind == POSIX_SPAWN and self._spawn_prep is not None:
+                yield C.run(self._spawn_prep(), preemptible=True)  # glibc's __spawni_child before its execve
             yield from self._sched_exec(C)
-            # execve: begin_new_exec -> exec_mmap drops the old mm (exit_mmap if its last user)
+            # execve: begin_new_exec -> exec_mmap releases a vfork parent (exec_mm_release), then drops the old mm
+            # (exit_mmap if its last user)
             t = env._now
             cost = d.exec()
             zapped = child.inherited
             if zapped:
                 zap, cold = self._exit_mmap(child)
-                cost += zap
                 child.inherited = False
                 child.parent.mm.users -= 1
-            yield C.run(cost, preemptible=True)
+            if self._exec_tail is None:  # a profile without the split: the release at the end of the whole exec
+                yield C.run(cost + zap if zapped else cost, preemptible=True)
+            else:
+                yield C.run(cost, preemptible=True)  # bprm_execve up to exec_mmap's exec_mm_release
+                self._stage(C, "exec", t)
+                ipi = self._complete_vfork(child, rec)
+                if ipi > 0.0:
+                    yield C.run(ipi)
+                yield from self._return_to_user(C)  # a preemption point: the released parent runs here
+                # exec_mmap's mmput of the old mm, begin_new_exec's rest and the binary's load
+                t = env._now
+                yield C.run(self._exec_tail() + zap if zapped else self._exec_tail(), preemptible=True)
             if zapped:  # exec_mmap's mmput zapped the struct pages it shared, as an exit does
                 self.warmth.exit_walked(child.parent.mm, C.cpu.id, env._now, cold)
-            self._stage(C, "exec", t)
+            self._stage(C, "exec" if self._exec_tail is None else "exec_tail", t)
             child.mm = self.new_mm(EMPTY_IMAGE)
-            ipi = self._complete_vfork(child, rec)
+            ipi = self._complete_vfork(child, rec)  # without the split (released already: nothing to do)
             if ipi > 0.0:
                 yield C.run(ipi)
             yield from self._return_to_user(C)  # into the new program: a parent released by exec runs here
