@@ -14,6 +14,7 @@ from simpy.events import NORMAL, PENDING
 
 from .rcu import RcuBacklog, ksoftirqd
 from .sched import eevdf
+from .sched.balance import _NEG_LN2, PELT_HALFLIFE_US, _exp
 from .task import _TOL_ABS, _TOL_REL, RUNNABLE, RUNNING, Task, _new_event, _tolerance
 
 if TYPE_CHECKING:
@@ -314,11 +315,15 @@ class CPU:
         leave and the next dispatch then."""
         m = self.machine
         now = m.env._now
+        cur = self.current
         if m.tracer is not None:
-            m.tracer("leave", self, self.current, now + after)
-        self.current.last_ran = now + after
-        if m._balancer is not None:
-            self.current._pelt_util(now + after, True)
+            m.tracer("leave", self, cur, now + after)
+        left = cur.last_ran = now + after
+        if m._balancer is not None:  # cur._pelt_util(left, True), written out
+            dt = left - cur.util_t
+            d = _exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0
+            cur.util_avg = cur.util_avg * d + 1024.0 * (1.0 - d)
+            cur.util_t = left
         if self._busy_since is not None:
             self.busy_us += now - self._busy_since
             self._busy_since = None
@@ -398,7 +403,10 @@ class CPU:
         self.updated = now  # set_next_entity: picked with the vruntime it was queued with
         if self.machine._balancer is not None:
             task.listed_t = now  # set_next_entity: moved to the head of rq->cfs_tasks
-            task._pelt_util(now, False)
+            # task._pelt_util(now, False), written out: the time since it last ran decays
+            dt = now - task.util_t
+            task.util_avg = task.util_avg * (_exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0) + 0.0
+            task.util_t = now
         p = self.machine.params
         if p.eevdf:  # set_next_entity -> set_protect_slice: protected up to its deadline
             eevdf.renew_deadline(task, p.slice_us)

@@ -13,7 +13,7 @@ import simpy
 from simpy.events import NORMAL, PENDING, Event, Timeout
 
 from .sched import eevdf
-from .sched.balance import decay
+from .sched.balance import _NEG_LN2, PELT_HALFLIFE_US, _exp
 
 if TYPE_CHECKING:
     from .cpu import CPU
@@ -83,14 +83,17 @@ class Task:
     def _pelt(self, runnable: bool) -> None:
         """Bring the PELT load up to now; `runnable`: whether it was runnable since the last update."""
         now = self.machine.env._now
-        d = decay(now - self.load_t)
+        dt = now - self.load_t
+        d = _exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0  # decay(dt), written out
         self.load_avg = self.load_avg * d + (1024.0 * (1.0 - d) if runnable else 0.0)
         self.runnable_avg = self.runnable_avg * d + (1024.0 * (1.0 - d) if runnable else 0.0)
         self.load_t = now
 
     def _pelt_util(self, now: float, running: bool) -> None:
-        """Bring util_avg up to `now`; `running`: whether it ran since the last update."""
-        d = decay(now - self.util_t)
+        """Bring util_avg up to `now`; `running`: whether it ran since the last update. (CPU._switch_away
+        and CPU._begin write it out in place.)"""
+        dt = now - self.util_t
+        d = _exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0  # decay(dt), written out
         self.util_avg = self.util_avg * d + (1024.0 * (1.0 - d) if running else 0.0)
         self.util_t = now
 

@@ -51,7 +51,6 @@ __all__ = ["BalanceParams", "PELT_HALFLIFE_US", "decay", "task_load", "task_util
 PELT_HALFLIFE_US = 32 * 1024.0  # 32 periods of 1024 us (LOAD_AVG_PERIOD)
 _LISTED = attrgetter("listed_t")
 _PID = attrgetter("pid")
-_NR_RUNNING = attrgetter("nr_running")
 _LN2 = math.log(2.0)
 
 
@@ -73,9 +72,14 @@ class BalanceParams:
     uniform: Callable[[], float] = lambda: 0.0  # a U(0,1) draw for `idle_pull` and `fork_local_no_idle`
 
 
+_NEG_LN2 = -_LN2
+_exp = math.exp
+
+
 def decay(dt_us: float) -> float:
-    """PELT's y^(dt/1024us), y^32 = 1/2."""
-    return math.exp(-_LN2 * dt_us / PELT_HALFLIFE_US) if dt_us > 0.0 else 1.0
+    """PELT's y^(dt/1024us), y^32 = 1/2. (The hot paths write it out in place, as
+    `_exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0`: the same float, a call fewer.)"""
+    return _exp(_NEG_LN2 * dt_us / PELT_HALFLIFE_US) if dt_us > 0.0 else 1.0
 
 
 def _load_and_runnable(task: "Task", now: float) -> tuple[float, float]:
@@ -105,13 +109,25 @@ def task_util(task: "Task", now: float) -> float:
 
 
 def cpu_stats(cpu: "CPU", now: float) -> tuple[float, float, float]:
-    """cfs_rq->avg's load_avg, util_avg and runnable_avg of `cpu` (blocked tasks included)."""
+    """cfs_rq->avg's load_avg, util_avg and runnable_avg of `cpu` (blocked tasks included).
+    (_load_and_runnable, task_util and decay written out in place, the same floats in the same order:
+    placement reads every CPU's at a fork when none is idle.)"""
     load = util = runnable = 0.0
-    for t in _members(cpu):
-        t_load, t_runnable = _load_and_runnable(t, now)
-        load += t_load
-        util += task_util(t, now)
-        runnable += t_runnable
+    for t in sorted(cpu.members, key=_PID):  # _members(cpu)
+        dt = now - t.load_t
+        d = _exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0
+        if t.state in ("running", "runnable"):
+            gain = 1024.0 * (1.0 - d)
+            load += t.load_avg * d + gain
+            runnable += t.runnable_avg * d + gain
+        else:
+            load += t.load_avg * d
+            runnable += t.runnable_avg * d
+        dt = now - t.util_t
+        d = _exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0
+        c = t.cpu
+        running = c is not None and c.current is t and not c.in_transit
+        util += t.util_avg * d + (1024.0 * (1.0 - d) if running else 0.0)
     return load, util, runnable
 
 
@@ -187,19 +203,27 @@ class Balancer:
             return task
         return None
 
-    def _busiest(self, local: "CPU") -> "CPU | None":
-        """The CPU with the most runnable tasks among those with a task waiting (the first on ties)."""
-        waiting = [c for c in self.m.cpus if c.rq and c is not local]
-        return max(waiting, key=_NR_RUNNING) if waiting else None
+    def _busiest(self, local: "CPU", waiting: "list[CPU] | None" = None) -> "CPU | None":
+        """The CPU with the most runnable tasks among those with a task waiting (the first on ties).
+        `waiting`: CPUs in CPU order that hold every CPU with a task waiting (a tick's passes look among
+        those that had one when the tick began, not among all CPUs); None: every CPU."""
+        best, most = None, 0
+        for c in self.m.cpus if waiting is None else waiting:
+            rq = c.rq
+            if rq and c is not local:
+                n = len(rq) + (c.current is not None)  # c.nr_running
+                if n > most:  # strictly more: the first on ties, as max() picks
+                    best, most = c, n
+        return best
 
     # ---- passes
 
-    def idle_pull(self, local: "CPU", newidle: bool) -> "Task | None":
+    def idle_pull(self, local: "CPU", newidle: bool, waiting: "list[CPU] | None" = None) -> "Task | None":
         """An idle CPU's pass (newidle, or nohz on its behalf): a waiting task to run here, detached
-        from its runqueue, or None."""
+        from its runqueue, or None. `waiting`: as for `_busiest`."""
         if not self.p.enabled:
             return None
-        src = self._busiest(local)
+        src = self._busiest(local, waiting)
         if src is None:
             return None
         if self.p.idle_pull < 1.0 and self.p.uniform() >= self.p.idle_pull:
@@ -215,13 +239,14 @@ class Balancer:
         _renormalise(task, src, local)
         return task
 
-    def busy_pass(self, local: "CPU") -> None:
+    def busy_pass(self, local: "CPU", waiting: "list[CPU] | None" = None) -> bool:
         """sched_balance_rq() from a busy CPU's tick: find_busiest_group and calculate_imbalance for two
-        groups of one CPU, then detach_tasks."""
+        groups of one CPU, then detach_tasks. `waiting`: as for `_busiest`. Returns whether a task moved
+        (queued on `local`)."""
         now = self.m.env._now
-        src = self._busiest(local)
+        src = self._busiest(local, waiting)
         if src is None or src.nr_running < 2:
-            return
+            return False
         pct = self.p.imbalance_pct
         l_load, l_util, l_run = cpu_stats(local, now)
         b_load, b_util, b_run = cpu_stats(src, now)
@@ -229,27 +254,28 @@ class Balancer:
         b_type = group_type(src.nr_running, b_util, b_run, pct)
         avg = (l_load + b_load) / 2.0
         if l_type > b_type or b_type != OVERLOADED:
-            return  # a busy CPU pulls only from an overloaded one, never from a lesser type
+            return False  # a busy CPU pulls only from an overloaded one, never from a lesser type
         if l_type == OVERLOADED and (l_load >= avg or 100.0 * b_load <= pct * l_load):
-            return
+            return False
         if l_type == HAS_SPARE:
             if (src.nr_running - local.nr_running) >> 1 < 1:
-                return  # migrate_task: the number of tasks is as even as it gets
+                return False  # migrate_task: the number of tasks is as even as it gets
             imbalance = None
         elif l_load >= avg:
-            return
+            return False
         else:
             imbalance = min(b_load - avg, avg - l_load)  # migrate_load
         task = self._movable(local, src, now, imbalance)
         if task is None:
             self.failed[local.id] += 1
-            return
+            return False
         self.failed[local.id] = 0
         src._sync_min_vruntime()
         local._sync_min_vruntime()
         self._detach(src, task)
         _renormalise(task, src, local)
         self._attach(task, local)
+        return True
 
     def _detach(self, src: "CPU", task: "Task") -> None:
         """detach_task: off the source runqueue."""
@@ -281,17 +307,23 @@ class Balancer:
         idle CPUs due for balancing get a nohz idle pass."""
         now = self.m.env._now
         p = self.p
-        overloaded = any(c.nr_running >= 2 for c in self.m.cpus)
-        for cpu in self.m.cpus:
-            if now < self.next_balance[cpu.id]:
+        cpus = self.m.cpus
+        # the CPUs with a task waiting: the passes below look for the busiest among them. A pass can only
+        # take tasks off them, but for a busy pass's move, which queues one on its own CPU: then looked up again
+        waiting = [c for c in cpus if c.rq]
+        overloaded = any(len(c.rq) >= 2 or c.current is not None for c in waiting)  # any c.nr_running >= 2
+        next_balance = self.next_balance
+        for cpu in cpus:
+            if now < next_balance[cpu.id]:
                 continue
-            if cpu.idle and not cpu.waking:
+            if cpu.current is None and not cpu.rq and not cpu.waking:  # cpu.idle, not waking
                 if not overloaded:
                     continue
-                self.next_balance[cpu.id] = now + p.interval_us
-                task = self.idle_pull(cpu, newidle=False)
+                next_balance[cpu.id] = now + p.interval_us
+                task = self.idle_pull(cpu, False, waiting)
                 if task is not None:
                     self._run_pulled(cpu, task)
             elif cpu.current is not None:
-                self.next_balance[cpu.id] = now + p.interval_us * p.busy_factor
-                self.busy_pass(cpu)
+                next_balance[cpu.id] = now + p.interval_us * p.busy_factor
+                if self.busy_pass(cpu, waiting):
+                    waiting = [c for c in cpus if c.rq]

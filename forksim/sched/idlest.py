@@ -64,10 +64,13 @@ def find_dst_cpu(machine: "Machine", home: "CPU", params: "BalanceParams") -> "C
     kernel's case and the difference in runnable tasks, else goes to the idlest other CPU; without, the
     kernel's case decides."""
     now = machine.env._now
+    pct = params.imbalance_pct
     stats = {}
     for c in machine.cpus:
         load, util, runnable = cpu_stats(c, now)
-        stats[c.id] = (group_type(nr_queued(machine, c), util, runnable, params.imbalance_pct), load)
+        # nr_queued(machine, c), written out (a call per CPU at every such fork)
+        queued = len(c.rq) + (1 if c.current is not None else (1 if c.waking else 0)) + len(c.delayed)
+        stats[c.id] = (group_type(queued, util, runnable, pct), load)
     idlest = None
     for c in machine.cpus:  # update_pick_idlest: lowest type, then lowest load; the first on ties
         if c is home:
