@@ -87,6 +87,7 @@ class CPU:
             self._adopt(task)
         self._seq += 1
         heapq.heappush(self.rq, (task.vruntime, self._seq, task))
+        self.machine._queued.add(self.id)
         self.load += 1
 
     def _adopt(self, task: Task) -> None:
@@ -97,11 +98,16 @@ class CPU:
         self.members[task] = None
 
     def _pick(self) -> Task | None:
-        if self.rq:
+        rq = self.rq
+        if rq:
             self.load -= 1
             if self.machine.params.eevdf:
-                return self._take(eevdf.pick_index(self.rq, _tolerance(self.machine.env._now), self.delayed))
-            return heapq.heappop(self.rq)[2]
+                task = self._take(eevdf.pick_index(rq, _tolerance(self.machine.env._now), self.delayed))
+            else:
+                task = heapq.heappop(rq)[2]
+            if not rq:
+                self.machine._queued.discard(self.id)
+            return task
         return None
 
     def _take(self, i: int) -> Task:
@@ -122,6 +128,8 @@ class CPU:
             if task.affinity is None or task.affinity is dst:
                 self.rq.remove(entry)
                 heapq.heapify(self.rq)
+                if not self.rq:
+                    self.machine._queued.discard(self.id)
                 self.load -= 1
                 return task
         return None
@@ -334,6 +342,8 @@ class CPU:
         if rq:  # _pick, inline
             self.load -= 1
             nxt = self._take(eevdf.pick_index(rq, _tolerance(now), self.delayed)) if m.params.eevdf else heapq.heappop(rq)[2]
+            if not rq:
+                m._queued.discard(self.id)
         else:
             nxt = None
         cost = 0.0

@@ -58,6 +58,9 @@ class Machine:
         # ids of the idle CPUs (no current task, empty runqueue): placement and idle balance
         # look here instead of scanning every CPU
         self._idle: set[int] = set(range(cpus))
+        # ids of the CPUs with a task waiting on their runqueue (balancing looks for the busiest among
+        # them, not among hundreds of CPUs): kept by CPU._enqueue, the picks and the balancer's detach
+        self._queued: set[int] = set()
         self._next_pid = 1
         # Tracing hook (forksim.trace), None for no cost: tracer(event, cpu, task, now_us) with event
         # "dispatch" (task made current; the CPU counts busy from here unless it is waking from halt),

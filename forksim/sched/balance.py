@@ -203,12 +203,19 @@ class Balancer:
             return task
         return None
 
+    def _waiting(self) -> "list[CPU]":
+        """The CPUs with a task waiting, in CPU order."""
+        cpus = self.m.cpus
+        return [cpus[i] for i in sorted(self.m._queued)]
+
     def _busiest(self, local: "CPU", waiting: "list[CPU] | None" = None) -> "CPU | None":
         """The CPU with the most runnable tasks among those with a task waiting (the first on ties).
         `waiting`: CPUs in CPU order that hold every CPU with a task waiting (a tick's passes look among
-        those that had one when the tick began, not among all CPUs); None: every CPU."""
+        those that had one when the tick began); None: those that have one now (Machine._queued)."""
+        if waiting is None:
+            waiting = self._waiting()
         best, most = None, 0
-        for c in self.m.cpus if waiting is None else waiting:
+        for c in waiting:
             rq = c.rq
             if rq and c is not local:
                 n = len(rq) + (c.current is not None)  # c.nr_running
@@ -281,6 +288,8 @@ class Balancer:
         """detach_task: off the source runqueue."""
         src.rq = [e for e in src.rq if e[2] is not task]
         heapq.heapify(src.rq)
+        if not src.rq:
+            self.m._queued.discard(src.id)
         src.load -= 1
         self.migrations += 1
 
@@ -310,7 +319,7 @@ class Balancer:
         cpus = self.m.cpus
         # the CPUs with a task waiting: the passes below look for the busiest among them. A pass can only
         # take tasks off them, but for a busy pass's move, which queues one on its own CPU: then looked up again
-        waiting = [c for c in cpus if c.rq]
+        waiting = self._waiting()
         overloaded = any(len(c.rq) >= 2 or c.current is not None for c in waiting)  # any c.nr_running >= 2
         next_balance = self.next_balance
         for cpu in cpus:
@@ -326,4 +335,4 @@ class Balancer:
             elif cpu.current is not None:
                 next_balance[cpu.id] = now + p.interval_us * p.busy_factor
                 if self.busy_pass(cpu, waiting):
-                    waiting = [c for c in cpus if c.rq]
+                    waiting = self._waiting()
