@@ -341,7 +341,11 @@ class CPU:
         rq = self.rq
         if rq:  # _pick, inline
             self.load -= 1
-            nxt = self._take(eevdf.pick_index(rq, _tolerance(now), self.delayed)) if m.params.eevdf else heapq.heappop(rq)[2]
+            if not m.params.eevdf or (len(rq) == 1 and not self.delayed):
+                nxt = heapq.heappop(rq)[2]  # (pick_eevdf of a lone task: it, eligible or not)
+            else:
+                tol = now * _TOL_REL  # _tolerance(now), inline (the clock is never negative)
+                nxt = self._take(eevdf.pick_index(rq, tol if tol > _TOL_ABS else _TOL_ABS, self.delayed))
             if not rq:
                 m._queued.discard(self.id)
         else:
@@ -411,18 +415,22 @@ class CPU:
             self.awake_since = now
         task._slice_start = now
         self.updated = now  # set_next_entity: picked with the vruntime it was queued with
-        if self.machine._balancer is not None:
+        m = self.machine
+        if m._balancer is not None:
             task.listed_t = now  # set_next_entity: moved to the head of rq->cfs_tasks
             # task._pelt_util(now, False), written out: the time since it last ran decays
             dt = now - task.util_t
             task.util_avg = task.util_avg * (_exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0) + 0.0
             task.util_t = now
-        p = self.machine.params
+        p = m.params
         if p.eevdf:  # set_next_entity -> set_protect_slice: protected up to its deadline
-            eevdf.renew_deadline(task, p.slice_us)
-            task._protect_end = now + max(0.0, task.deadline - task.vruntime)
-        if self.machine.tracer is not None:
-            self.machine.tracer("begin", self, task, now)
+            vr = task.vruntime
+            if vr >= task.deadline:  # eevdf.renew_deadline, inline
+                task.deadline = vr + p.slice_us
+            ahead = task.deadline - vr
+            task._protect_end = now + (ahead if ahead > 0.0 else 0.0)  # max(0.0, ahead)
+        if m.tracer is not None:
+            m.tracer("begin", self, task, now)
         if task._done is not None:  # a preempted chunk resumes
             task._chunk_start = now
             self._program(task)

@@ -36,10 +36,10 @@ from simpy.events import PENDING
 
 from .cpu import CPU
 from .sched import eevdf
-from .sched.balance import Balancer, initial_util
+from .sched.balance import Balancer, initial_util, post_init_util
 from .sched.idlest import find_dst_cpu
 from .sched.params import SchedulerParams
-from .task import SLEEPING, Task, _new_event, _tolerance
+from .task import _TOL_ABS, _TOL_REL, SLEEPING, Task, _new_event, _tolerance
 
 __all__ = ["SchedulerParams", "Machine", "CPU", "Task"]
 
@@ -115,6 +115,7 @@ class Machine:
         ev.callbacks = []
         ev._value = PENDING
         task._wake_event = ev
+        seen: dict[int, tuple[float, float]] = {}  # CPUs' PELT (load, util) as placement read them, if it did
         home = parent.cpu if parent is not None and parent.cpu is not None else None
         if parent is not None and parent.affinity is not None:
             task.affinity = parent.affinity  # copy_process: the child inherits cpus_mask
@@ -123,7 +124,7 @@ class Machine:
         else:
             # pack: local although a CPU is idle; with none idle the balancer's fork placement decides
             packed = pack and home is not None and (self._idle or self._balancer is None)
-            target = home if packed else self._idlest(home)
+            target = home if packed else self._idlest(home, seen)
         target._sync_min_vruntime()
         if self.params.eevdf:
             eevdf.place_new(task, target, self.params.slice_us)
@@ -131,7 +132,11 @@ class Machine:
             task.vruntime = target.min_vruntime
         task.load_t = task.util_t = self.env._now
         if self._balancer is not None:
-            task.util_avg = task.runnable_avg = initial_util(target, self.env._now)
+            # post_init_entity_util_avg on the target: its PELT sums as placement just read them, where it did
+            # (nothing since changed them), else initial_util reads them
+            pelt = seen.get(target.id)
+            task.util_avg = task.runnable_avg = post_init_util(*pelt) if pelt is not None else \
+                initial_util(target, self.env._now)
         return ev, self._activate(task, target, home, new=True)
 
     def wake(self, task: Task, waker: Task | None, sync: bool = False, to: CPU | None = None) -> float:
@@ -215,7 +220,8 @@ class Machine:
             return now - cur._slice_start >= p.wakeup_granularity_us and task.vruntime <= cur.vruntime
         cpu._account(cur)  # update_curr
         cpu.updated = now
-        return eevdf.wakeup_preempts(cpu, cur, task, now, p.slice_us, _tolerance(now), new)
+        tol = now * _TOL_REL  # _tolerance(now), inline (the clock is never negative)
+        return eevdf.wakeup_preempts(cpu, cur, task, now, p.slice_us, tol if tol > _TOL_ABS else _TOL_ABS, new)
 
     def _kick_idle(self, busy: CPU) -> None:
         """nohz idle balance: at the busy CPU's next tick, an idle CPU pulls a waiting task."""
@@ -246,12 +252,12 @@ class Machine:
 
     # ---- placement
 
-    def _idlest(self, home: CPU | None) -> CPU:
-        # an idle CPU has load 0 and comes first in CPU order among the least loaded
+    def _idlest(self, home: CPU | None, seen: dict | None = None) -> CPU:
+        # (`seen`: as find_dst_cpu's) an idle CPU has load 0 and comes first in CPU order among the least loaded
         if self._idle and (home is None or home.nr_running > 0):
             return self.cpus[min(self._idle)]
         if not self._idle and home is not None and self._balancer is not None:  # (h-hogs' hook)
-            return find_dst_cpu(self, home, self._balancer.p)  # sched_balance_find_dst_group
+            return find_dst_cpu(self, home, self._balancer.p, seen)  # sched_balance_find_dst_group
         if not self._idle and home is not None and home.load <= 1:
             return home  # no CPU is idle, so none has a load below 1: nothing beats the parent's
         best = min(self.cpus, key=_LOAD)  # the first of the least loaded, in CPU order

@@ -58,11 +58,11 @@ def nr_queued(machine: "Machine", cpu: "CPU") -> int:
     return cpu.nr_running + (1 if cpu.waking and cpu.current is None else 0) + len(cpu.delayed)
 
 
-def find_dst_cpu(machine: "Machine", home: "CPU", params: "BalanceParams") -> "CPU":
+def find_dst_cpu(machine: "Machine", home: "CPU", params: "BalanceParams", seen: dict | None = None) -> "CPU":
     """sched_balance_find_dst_group from the parent's CPU `home`, no CPU idle: the CPU for the new task.
     With `params.fork_local_no_idle` (measured shares) the child stays on `home` with the share for the
     kernel's case and the difference in runnable tasks, else goes to the idlest other CPU; without, the
-    kernel's case decides."""
+    kernel's case decides. `seen`: where to leave each CPU's PELT (load, util) as read here, by CPU id."""
     now = machine.env._now
     pct = params.imbalance_pct
     stats = {}
@@ -71,6 +71,8 @@ def find_dst_cpu(machine: "Machine", home: "CPU", params: "BalanceParams") -> "C
         # nr_queued(machine, c), written out (a call per CPU at every such fork)
         queued = len(c.rq) + (1 if c.current is not None else (1 if c.waking else 0)) + len(c.delayed)
         stats[c.id] = (group_type(queued, util, runnable, pct), load)
+        if seen is not None:
+            seen[c.id] = (load, util)
     idlest = None
     for c in machine.cpus:  # update_pick_idlest: lowest type, then lowest load; the first on ties
         if c is home:
