@@ -165,7 +165,8 @@ class MmapLock:
         if self.holder is None and not self.readers:
             self.holder = task
             self._released = None  # made on demand: most walks end with nobody waiting
-            self._record(0.0, self.env._now)
+            if self.env._now >= self.record_from:  # self._record(0.0, now), written out
+                self.stats.waits.append(0.0)
             return None
         ev = simpy.Event(self.env)
         self._queue.append((task, ev, self.env._now))

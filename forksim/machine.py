@@ -254,7 +254,7 @@ class Machine:
 
     def _idlest(self, home: CPU | None, seen: dict | None = None) -> CPU:
         # (`seen`: as find_dst_cpu's) an idle CPU has load 0 and comes first in CPU order among the least loaded
-        if self._idle and (home is None or home.nr_running > 0):
+        if self._idle and (home is None or home.current is not None or home.rq):  # home.nr_running > 0
             return self.cpus[min(self._idle)]
         if not self._idle and home is not None and self._balancer is not None:  # (h-hogs' hook)
             return find_dst_cpu(self, home, self._balancer.p, seen)  # sched_balance_find_dst_group
@@ -296,7 +296,7 @@ class Machine:
         if task.affinity is not None:
             return task.affinity  # select_task_rq: a task allowed on one CPU goes there
         prev = task.prev_cpu or self.cpus[0]
-        if waker_cpu is not None and sync and waker_cpu.nr_running == 1:
+        if waker_cpu is not None and sync and len(waker_cpu.rq) + (waker_cpu.current is not None) == 1:  # nr_running
             b = self.params.balance
             if (b is not None and b.wake_prev > 0.0 and prev is not waker_cpu and not prev.idle
                     and b.uniform() < b.wake_prev):

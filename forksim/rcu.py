@@ -70,7 +70,8 @@ class RcuBacklog:
 
     def queue(self, now: float, us: float) -> float:
         """call_rcu() of `us` of callbacks at `now`; returns when they run."""
-        due = self.due(now)
+        grace, tick = self.grace, self.tick
+        due = math.ceil((math.floor(now / grace) + 2) * grace / tick) * tick  # self.due(now), written out
         b = self.batches
         if b and b[-1][0] == due:
             b[-1][1] += us

@@ -103,7 +103,10 @@ class Costs:
         """A draw of `stage` whose median is raised by `extra_us` (a cold walk), under the same residual."""
         if extra_us <= 0.0:
             return self.draw(stage, shape)
-        return (self._median_of(stage, shape) + extra_us) * self._ratio(stage)
+        hit = self._by_identity.get((stage, id(shape)))  # self._median_of(stage, shape), its hit written out
+        m = hit[1] if hit is not None and hit[0] is shape else self._median_of(stage, shape)
+        it = self._ratios.get(stage)  # self._ratio(stage), written out
+        return (m + extra_us) * next(it if it is not None else self._ratio_iter(stage))
 
     def draw_many(self, stage: str, count: int, shape: ImageShape = EMPTY_IMAGE) -> float:
         """The total of `count` independent draws (per-page costs); large counts use the mean ratio."""

@@ -83,6 +83,9 @@ class SharedState:
     def _extra(self, term: str, median_us: float, cpu: int, owner: object, costs: "Costs", now: float,
                grows: bool) -> float:
         scale = self._scale(cpu, now, grows) if self.cost.per_writer else 1.0
-        if not self._moved(cpu, owner):
+        last = self._last_cpu  # self._moved(cpu, owner), written out
+        moved = last >= 0 and last != cpu and self._last_owner is not owner
+        self._last_cpu, self._last_owner = cpu, owner
+        if not moved:
             return 0.0
         return costs.term(term, median_us, self.cost.sigma) * scale

@@ -101,7 +101,11 @@ class WarmthTracker:
         prices lines another CPU last wrote (Warmth.remote) and the image's are there, the part of the image still
         cached (1 - coldness) pays those terms instead of nothing."""
         coldness = self.coldness(mm, cpu, now)
-        extra = self.extra_us(stage, coldness, shape)
+        extra = 0.0  # self.extra_us(stage, coldness, shape), written out
+        if coldness > 0.0:
+            full = self._full_us(stage, shape)
+            if full is not None:
+                extra = coldness * full
         if self.curve.remote and mm.walked_cpu is not None and mm.walked_cpu != cpu and coldness < 1.0:
             remote = self._full_us(stage, shape, remote=True)
             if remote is not None:

@@ -79,7 +79,7 @@ def dequeue_lag(task: "Task", cpu: "CPU", slice_us: float, tick_us: float) -> fl
     v, n = avg_vruntime(cpu)
     if n <= 1:
         return 0.0  # alone: V is its own vruntime
-    lim = lag_limit(slice_us, tick_us)
+    lim = max(2.0 * slice_us, tick_us)  # lag_limit(slice_us, tick_us)
     lag = min(max(v - task.vruntime, -lim), lim)
     return lag if lag > 0.0 else 0.0
 
@@ -135,8 +135,10 @@ def wakeup_preempts(cpu: "CPU", cur: "Task", task: "Task", now: float, slice_us:
     2026-12-04), where the pick below would give the child 16-42% of them. A woken `cur`
     that is eligible keeps its protected slice (RUN_TO_PARITY); pick_eevdf drops an ineligible one,
     and the wakee runs if it is then the pick: eligible, with the earliest deadline of the queued tasks."""
-    renew_deadline(cur, slice_us)
-    if slice_over(cur, now, cur._protect_end, tol) and (not new or others_queued(cpu)):
+    if cur.vruntime >= cur.deadline:  # renew_deadline(cur, slice_us), written out
+        cur.deadline = cur.vruntime + slice_us
+    # slice_over(cur, now, cur._protect_end, tol) and (not new or others_queued(cpu)), written out
+    if now >= cur._protect_end - tol and (not new or len(cpu.rq) > 1):
         return True
     if new:
         return False

@@ -46,6 +46,8 @@ KEEPS = frozenset({"lower_type", "both_spare", "load_keep"})
 # NO_IDLE_KEYS order (forksim.calibration.busy.fork_placement_no_idle).
 DIFFERENCES = ("not_more", "one_more", "more")
 NO_IDLE_KEYS = tuple(f"{v}/{d}" for v in VERDICTS for d in DIFFERENCES)
+# where a case's entries start in NO_IDLE_KEYS (find_dst_cpu indexes the shares without building the key)
+_CASE_AT = {v: i * len(DIFFERENCES) for i, v in enumerate(VERDICTS)}
 
 
 def no_idle_key(case: str, difference: int) -> str:
@@ -84,7 +86,10 @@ def find_dst_cpu(machine: "Machine", home: "CPU", params: "BalanceParams", seen:
     v = verdict(stats[home.id], stats[idlest.id], params.imbalance_pct)
     shares = params.fork_local_no_idle
     if shares is not None:
-        share = shares[NO_IDLE_KEYS.index(no_idle_key(v, _runnable(home) - _runnable(idlest)))]
+        # NO_IDLE_KEYS.index(no_idle_key(v, _runnable(home) - _runnable(idlest))), written out
+        difference = len(home.rq) + (1 if home.current is not None else (1 if home.waking else 0)) - (
+            len(idlest.rq) + (1 if idlest.current is not None else (1 if idlest.waking else 0)))
+        share = shares[_CASE_AT[v] + min(max(difference, 0), 2)]
         return home if params.uniform() < share else idlest
     return home if v in KEEPS else idlest
 
