@@ -212,9 +212,16 @@ class Balancer:
         """The CPU with the most runnable tasks among those with a task waiting (the first on ties).
         `waiting`: CPUs in CPU order that hold every CPU with a task waiting (a tick's passes look among
         those that had one when the tick began); None: those that have one now (Machine._queued)."""
-        if waiting is None:
-            waiting = self._waiting()
         best, most = None, 0
+        if waiting is None:  # Machine._queued, in no order: a tie goes to the lower CPU id, as in CPU order
+            cpus = self.m.cpus
+            for i in self.m._queued:
+                c = cpus[i]
+                if c is not local:
+                    n = len(c.rq) + (c.current is not None)  # c.nr_running
+                    if n > most or (n == most and i < best.id):
+                        best, most = c, n
+            return best
         for c in waiting:
             rq = c.rq
             if rq and c is not local:
