@@ -200,13 +200,14 @@ class Task:
         if m._balancer is not None:
             self._pelt(True)
         if m.params.eevdf:
-            self.vlag = eevdf.dequeue_lag(self, cpu, m.params.slice_us, m.params.tick_us)
+            vn = eevdf.avg_vruntime(cpu)  # V, read once for the lag kept and the delay below
+            self.vlag = eevdf.dequeue_lag(self, cpu, m.params.slice_us, m.params.tick_us, vn)
             # DELAY_DEQUEUE: a sleeper with negative lag stays queued (its vruntime kept, counted in V)
             # until pick_eevdf chooses it, eligible at last; woken before that, it is requeued where it
             # is (see Machine.wake). A lag of exactly 0 counts: the kernel's sleeper ran a few us past
             # the placement of what it woke (a vfork parent after wake_up_new_task), which the model
             # folds into one chunk.
-            if cpu.rq and eevdf.raw_lag(self, cpu) <= 0.0:
+            if cpu.rq and (vn[0] - self.vruntime if vn[1] > 1 else 0.0) <= 0.0:  # eevdf.raw_lag(self, cpu)
                 eevdf.renew_deadline(self, m.params.slice_us)  # dequeue_entity -> update_curr -> update_deadline
                 self._delayed = cpu
                 cpu.delayed.append(self)

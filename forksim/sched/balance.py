@@ -113,7 +113,8 @@ def cpu_stats(cpu: "CPU", now: float) -> tuple[float, float, float]:
     (_load_and_runnable, task_util and decay written out in place, the same floats in the same order:
     placement reads every CPU's at a fork when none is idle.)"""
     load = util = runnable = 0.0
-    for t in sorted(cpu.members, key=_PID):  # _members(cpu)
+    members = cpu.members
+    for t in sorted(members, key=_PID) if len(members) > 1 else members:  # _members(cpu)
         dt = now - t.load_t
         d = _exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0
         if t.state in ("running", "runnable"):

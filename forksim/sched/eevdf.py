@@ -73,10 +73,11 @@ def raw_lag(task: "Task", cpu: "CPU") -> float:
     return v - task.vruntime if n > 1 else 0.0
 
 
-def dequeue_lag(task: "Task", cpu: "CPU", slice_us: float, tick_us: float) -> float:
+def dequeue_lag(task: "Task", cpu: "CPU", slice_us: float, tick_us: float,
+                vn: "tuple[float, int] | None" = None) -> float:
     """The lag a task keeps when it leaves `cpu` to sleep (update_entity_lag, with DELAY_DEQUEUE
-    turning a negative lag into zero)."""
-    v, n = avg_vruntime(cpu)
+    turning a negative lag into zero). `vn`: avg_vruntime(cpu) as the caller just read it."""
+    v, n = avg_vruntime(cpu) if vn is None else vn
     if n <= 1:
         return 0.0  # alone: V is its own vruntime
     lim = max(2.0 * slice_us, tick_us)  # lag_limit(slice_us, tick_us)
