@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import operator
 import struct
+from itertools import starmap
 from typing import Any, Sequence
 
 import numpy as np
@@ -65,7 +66,8 @@ _FLOAT_FIELDS = tuple(f for f in Creation.FIELDS if f not in (*_INT_FIELDS, "kin
 _ROW_VALUES = operator.attrgetter(*_FLOAT_FIELDS, *_INT_FIELDS, "code", "stack_hit")  # a row's values, in order
 _ROW_STRUCT = struct.Struct(f"={len(_FLOAT_FIELDS)}d{len(_INT_FIELDS)}q2B6x")
 _WORDS = len(_FLOAT_FIELDS) + len(_INT_FIELDS)
-# Rows are packed a block at a time (numpy.fromiter over the records' value tuples: no Python frame per row)
+# Rows are packed a block at a time (struct.pack over the records' value tuples, by itertools.starmap: no Python
+# frame per row, and about a third of numpy.fromiter's time for the same bytes)
 _BLOCK = 4096
 _ROW_DTYPE = np.dtype({
     "names": [*_FLOAT_FIELDS, *_INT_FIELDS, "kind", "stack_hit"],
@@ -79,9 +81,9 @@ class Records:
     """One replication's creations: a `Creation` object while it is in flight (the kernel fills in its
     fields), then a packed row of bytes (144 a creation instead of ~500 as an object): a million-creation
     run's records fit in memory and cross process boundaries quickly. Final rows are packed a block of
-    `_BLOCK` at a time (one numpy.fromiter: no Python call per row); the table's columns are views of the
-    rows, made once at the end. Rows are written in entry order (`seq`): a creation reaped before an
-    earlier one waits for it."""
+    `_BLOCK` at a time (_ROW_STRUCT.pack by itertools.starmap: no Python call per row); the table's
+    columns are views of the rows, made once at the end. Rows are written in entry order (`seq`): a
+    creation reaped before an earlier one waits for it."""
 
     def __init__(self) -> None:
         self.active: dict[int, Creation] = {}  # in flight
@@ -122,7 +124,7 @@ class Records:
         """The final records so far, packed onto the rows."""
         final = self._final
         if final:
-            self._rows += np.fromiter(final, _ROW_DTYPE, len(final)).tobytes()
+            self._rows += b"".join(starmap(_ROW_STRUCT.pack, final))  # _ROW_DTYPE rows
             final.clear()
 
     def __len__(self) -> int:
