@@ -245,12 +245,35 @@ class IdleWakeCurve(BaseModel):
 
     def scaler(self) -> Callable[[float], float]:
         """`at` with the logs of the idle times worked out once (it runs at every halt exit)."""
-        logs, scale = [math.log(x) for x in self.idle_us], list(self.scale)
+        logs, scale = [math.log(x) for x in self.idle_us], [float(s) for s in self.scale]
 
         def at(idle_us: float) -> float:
-            return float(np.interp(math.log(max(idle_us, 1e-3)), logs, scale))
+            return interp_one(math.log(max(idle_us, 1e-3)), logs, scale)
 
         return at
+
+
+def interp_one(x: float, xp: list[float], fp: list[float]) -> float:
+    """float(numpy.interp(x, xp, fp)) for one float `x` and ascending `xp` (two or more points), with numpy's own
+    branches and arithmetic (numpy/_core/src/multiarray/compiled_base.c, arr_interp): the same float, without a
+    numpy call's conversions (a scalar np.interp costs microseconds; it runs at every halt exit)."""
+    if x != x:
+        return x  # NaN
+    j = bisect.bisect_right(xp, x) - 1  # binary_search_with_guess: xp[j] <= x < xp[j + 1]
+    if j < 0:
+        return fp[0]  # left of the first point
+    last = len(xp) - 1
+    if j >= last:
+        return fp[last]  # at or right of the last point
+    if xp[j] == x:
+        return fp[j]
+    slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
+    y = slope * (x - xp[j]) + fp[j]
+    if y != y:  # NaN one way: the other way, then the flat segment's value
+        y = slope * (x - xp[j + 1]) + fp[j + 1]
+        if y != y and fp[j] == fp[j + 1]:
+            y = fp[j]
+    return y
 
 
 class IpiSendCurve(BaseModel):
