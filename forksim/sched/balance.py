@@ -236,13 +236,20 @@ class Balancer:
     def idle_pull(self, local: "CPU", newidle: bool, waiting: "list[CPU] | None" = None) -> "Task | None":
         """An idle CPU's pass (newidle, or nohz on its behalf): a waiting task to run here, detached
         from its runqueue, or None. `waiting`: as for `_busiest`."""
-        if not self.p.enabled:
+        p = self.p
+        if not p.enabled:
             return None
+        if p.idle_pull < 1.0:
+            # whether another CPU has a task waiting decides whether the pass draws (Machine._queued: exactly
+            # those CPUs); which one is the busiest matters only to a pass that pulls
+            queued = self.m._queued
+            if not queued or (len(queued) == 1 and local.id in queued):
+                return None
+            if p.uniform() >= p.idle_pull:
+                return None  # vCPU packing: the halted vCPU stays halted
         src = self._busiest(local, waiting)
         if src is None:
             return None
-        if self.p.idle_pull < 1.0 and self.p.uniform() >= self.p.idle_pull:
-            return None  # vCPU packing: the halted vCPU stays halted
         now = self.m.env._now
         task = self._movable(local, src, now)
         if task is None:
