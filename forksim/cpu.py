@@ -79,15 +79,18 @@ class CPU:
     # ---- runqueue
 
     def _enqueue(self, task: Task) -> None:
-        self.machine._idle.discard(self.id)
-        self.updated = self.machine.env._now  # enqueue_entity -> update_curr
+        m = self.machine
+        m._idle.discard(self.id)
+        if m._idle_min == self.id:
+            m._idle_min = None  # (Machine.first_idle)
+        self.updated = m.env._now  # enqueue_entity -> update_curr
         task.state = RUNNABLE
         task.cpu = self
-        if task.home is not self and self.machine._balancer is not None:
+        if task.home is not self and m._balancer is not None:
             self._adopt(task)
         self._seq += 1
         heapq.heappush(self.rq, (task.vruntime, self._seq, task))
-        self.machine._queued.add(self.id)
+        m._queued.add(self.id)
         self.load += 1
 
     def _adopt(self, task: Task) -> None:
@@ -359,6 +362,8 @@ class CPU:
             if self.delayed:
                 eevdf.flush_delayed(self)  # pick_next_entity dequeues each delayed sleeper, then idles
             m._idle.add(self.id)
+            if m._idle_min is not None and self.id < m._idle_min:
+                m._idle_min = self.id  # (Machine.first_idle)
             self.idle_since = m.env._now
             self._halted = True
             return  # idle: the vCPU halts
@@ -376,6 +381,8 @@ class CPU:
         self.current = task
         self.load += 1
         m._idle.discard(self.id)
+        if m._idle_min == self.id:
+            m._idle_min = None  # (Machine.first_idle)
         if task.vruntime < self.min_vruntime and not m.params.eevdf:
             task.vruntime = self.min_vruntime
         self._token += 1

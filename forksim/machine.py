@@ -58,6 +58,9 @@ class Machine:
         # ids of the idle CPUs (no current task, empty runqueue): placement and idle balance
         # look here instead of scanning every CPU
         self._idle: set[int] = set(range(cpus))
+        # min(self._idle) as last computed (None: not known), kept by the CPUs' add and discard (placement asks for
+        # the first idle CPU at most forks: a scan of a set of a hundred CPUs on a big machine)
+        self._idle_min: int | None = None
         # ids of the CPUs with a task waiting on their runqueue (balancing looks for the busiest among
         # them, not among hundreds of CPUs): kept by CPU._enqueue, the picks and the balancer's detach
         self._queued: set[int] = set()
@@ -252,10 +255,17 @@ class Machine:
 
     # ---- placement
 
+    def first_idle(self) -> CPU:
+        """The idle CPU of the lowest id (some CPU must be idle): min(self._idle), kept until the set changes."""
+        i = self._idle_min
+        if i is None:
+            i = self._idle_min = min(self._idle)
+        return self.cpus[i]
+
     def _idlest(self, home: CPU | None, seen: dict | None = None) -> CPU:
         # (`seen`: as find_dst_cpu's) an idle CPU has load 0 and comes first in CPU order among the least loaded
         if self._idle and (home is None or home.current is not None or home.rq):  # home.nr_running > 0
-            return self.cpus[min(self._idle)]
+            return self.first_idle()
         if not self._idle and home is not None and self._balancer is not None:  # (h-hogs' hook)
             return find_dst_cpu(self, home, self._balancer.p, seen)  # sched_balance_find_dst_group
         if not self._idle and home is not None and home.load <= 1:
@@ -274,7 +284,7 @@ class Machine:
         if task.affinity is not None or not self._idle:
             return None
         cpu = task.cpu
-        target = self.cpus[min(self._idle)]
+        target = self.first_idle()
         if cpu.rq:  # others wait on its CPU: the idle one is idler
             return target
         return target if alone_moves > 0.0 and uniform() < alone_moves else None
@@ -311,7 +321,7 @@ class Machine:
         if waker_cpu is not None and waker_cpu.idle and not waker_cpu.waking:
             return waker_cpu
         if self._idle:  # the first idle CPU (an idle CPU is never waking)
-            return self.cpus[min(self._idle)]
+            return self.first_idle()
         if waker_cpu is not None and waker_cpu.nr_running < prev.nr_running:
             return waker_cpu
         return prev

@@ -300,7 +300,7 @@ class Kernel:
             idle = self.machine._idle  # read only: the ids of the idle CPUs
             if curve is not None and idle:
                 now = self.env._now
-                return curve.share(now - P.cpu.awake_since, room.room_us, now - self.machine.cpus[min(idle)].idle_since)
+                return curve.share(now - P.cpu.awake_since, room.room_us, now - self.machine.first_idle().idle_since)
         if k.clone_thread and self._thread_local is not None and not busy:
             return self._thread_local
         if vfork and k.execs and self._spawn_local is not None:
@@ -310,7 +310,7 @@ class Kernel:
             idle = self.machine._idle  # read only: the ids of the idle CPUs
             if idle:
                 below_us, local = self._recent_idle
-                if self.env._now - self.machine.cpus[min(idle)].idle_since < below_us:
+                if self.env._now - self.machine.first_idle().idle_since < below_us:
                     return local
         return share
 
@@ -332,7 +332,7 @@ class Kernel:
         curve = room.wake_away.get(_family(KINDS[kind]))
         if curve is None:
             return None
-        cpu = m.cpus[min(m._idle)]
+        cpu = m.first_idle()
         return cpu if self.costs.uniform() < curve.at(self.env._now - cpu.idle_since) else C.cpu
 
     def _setup_cost(self, P: "Task", k, rec: "Creation") -> float:
