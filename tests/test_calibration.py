@@ -406,3 +406,30 @@ def test_a_lock_contention_event_keeps_its_positional_lock_address():
     (ev,) = tracefs.parse_trace(
         "  loadgen-7 [003] d..1. 100: contention_begin: 00000000c0ffee42 (flags=READ|WRITE)\n", tsc_hz=1e9)
     assert ev.f == {"lock_addr": "00000000c0ffee42", "flags": "READ|WRITE"}
+
+
+def test_calibrate_s_report_runs_its_checks_side_by_side_as_one_after_another(tmp_path, monkeypatch, capsys):
+    """`forksim calibrate`'s report simulates the held-out sizes, the other families, the copies and the cold forks
+    in a process pool: each check's rows are those of the check run alone, and the report prints them (here from
+    the shipped zen4 profile's own diagnostics, the measurement left out)."""
+    import argparse
+    import shutil
+
+    import forksim.calibration as calibration
+    from forksim.commands import calibrate as cli
+
+    src = Path(cli.__file__).resolve().parents[1] / "profiles" / "amd-epyc-zen4-2cpu-linux6.18-kvm-haltpoll.json"
+    out = tmp_path / "p.json"
+    shutil.copy(src, out)
+    prof = json.loads(out.read_text())
+    diag = prof["diagnostics"]
+    pooled = cli._run_checks(str(out), diag)
+    alone = {"held_out": cli.held_out_check(str(out), diag["held_out"]),
+             "families": cli.family_check(str(out), diag["variants_us"]),
+             "copies": cli.copies_check(str(out), diag["copies"]["measured"]),
+             "cold": cli.cold_check(str(out), diag["cold_forks"])}
+    assert pooled == alone and all(alone.values())
+    monkeypatch.setattr(calibration, "calibrate", lambda *a, **k: prof)
+    assert cli.main(argparse.Namespace(out=str(out), quick=True, quiet=True, raw=None, no_tracefs=False)) == 0
+    text = capsys.readouterr().out
+    assert "held-out sizes" in text and "other families" in text and "cold forks" in text
