@@ -19,7 +19,7 @@ from .sched.idlest import NO_IDLE_KEYS
 from .profile_terms import Fraction, StageCost, scatter_ramp
 
 __all__ = ["Balancing", "EEVDF_SOURCE", "Interruptions", "RcuCallbacks", "FD_BASE", "FlagCost", "FilesCost", "ChildrenCost", "ColdTerms", "Warmth",
-           "RemoteFree", "ConcurrentCreation"]
+           "RemoteFree", "ConcurrentCreation", "MAX_PER_SCATTERED_PTE_US"]
 
 
 EEVDF_SOURCE = ("assumption: Linux 6.6+ EEVDF with the default features (PLACE_LAG, PLACE_DEADLINE_INITIAL, "
@@ -175,6 +175,10 @@ class ChildrenCost(BaseModel):
     sigma: float = Field(default=0.1, ge=0.0, le=2.0)
     source: str = Field(min_length=1)
 
+# The most a page out of physical order may add to a cold walk: about ten misses to memory
+MAX_PER_SCATTERED_PTE_US = 1.0
+
+
 class ColdTerms(BaseModel):
     """What a stage that walks the parent's image costs on top of its (warm, back-to-back) median
     when the walk finds the image fully cold: fixed_us + per_pte_us * min(ptes, pte_cap) (times the image's
@@ -191,7 +195,7 @@ class ColdTerms(BaseModel):
     per_pte_us: float = Field(default=0.0, ge=0.0)
     pte_cap: float = Field(default=0.0, ge=0.0, description="4 KiB pages beyond which the extra stops growing "
                            "(what the caches held warm of a larger image)")
-    per_scattered_pte_us: float = Field(default=0.0, ge=0.0, le=1.0, description="the cold extra per page out of "
+    per_scattered_pte_us: float = Field(default=0.0, ge=0.0, le=MAX_PER_SCATTERED_PTE_US, description="the cold extra per page out of "
                                         "physical order, beyond the in-order cold extra and the warm scatter term")
     scatter_window: float = Field(default=1.0, ge=1.0, le=4096.0, description="pages after a break in the frame "
                                   "order that a cold walk pays per_scattered_pte_us on (absent: 1, the pages out "

@@ -212,6 +212,26 @@ def test_fit_recovers_the_cold_extra_of_pages_out_of_order_and_corrects_the_in_o
     assert fit_cold_scatter(diag2["cold_forks"]) == (None, 1.0, [])
 
 
+def test_a_layout_a_b_without_contrast_prices_no_scatter_term_and_says_so():
+    """On a guest whose free lists have fragmented, the in-order image comes out nearly as scattered as the random
+    one: their difference in cold extra is noise over a few pages, and the slope through it is absurd (4.6 us a
+    page, 2026-12-04). The fit leaves the term out and says why; the warmth section stays valid."""
+    from forksim.calibration.cold_scatter import SCATTER_GAP
+
+    tau, fixed, per_pte = 3000.0, 50.0, 0.03
+    store = Store()
+    for rss, ptes, warm in ((64 * MiB, 16384, 1500.0), (256 * MiB, 65536, 6000.0)):
+        for layout, sc, noise in (("sleep", 0.99, 0.0), ("random", 0.999, 600.0)):
+            for gap in ((0, 1000, 10000, SCATTER_GAP, 1_000_000) if layout == "sleep" else (0, SCATTER_GAP)):
+                c = 1 - math.exp(-gap / tau)
+                p50 = warm + c * (fixed + per_pte * ptes) + (noise if gap == SCATTER_GAP else 0.0)
+                store.runs.append({**_run(rss, layout, gap, p50, ptes, gap), "layout": {"scatter": sc}})
+    w, diag = fit_warmth(store)
+    assert "per_scattered_pte_us" not in w["stages"]["dup_mmap"]
+    assert "not priced" in diag["cold_scatter_note"] and "64 MiB 0.99" in diag["cold_scatter_note"]
+    Warmth.model_validate(w)
+
+
 def test_the_scatter_ramp_is_the_share_out_of_order_at_window_1_and_grows_with_the_window():
     from forksim.profile_terms import scatter_ramp
 

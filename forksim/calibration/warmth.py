@@ -46,6 +46,7 @@ from ..errors import MeasurementError
 from ..kernel.stages import DUP_MMAP, EXIT_MMAP
 from ..lab import llc_bytes
 from ..lab.pagemap import spread_of
+from ..profile_sections import MAX_PER_SCATTERED_PTE_US
 from . import bench
 from .cold_scatter import SCATTER_GAP, fit_cold_scatter, is_layout, layout_jobs, scatter_source
 from .layout import layout_reader
@@ -638,6 +639,15 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     footprint = statistics.median(fp) if fp else 1e15
     mig = [rel(t) for t in table if t["cond"] == "migrate" and t["rss_bytes"] in good]
     migration = statistics.median(mig) if mig else 0.0
+    if per_scattered is not None and per_scattered / cold_at(SCATTER_GAP) > MAX_PER_SCATTERED_PTE_US:
+        # the A/B had no contrast to measure: on a guest whose free lists had fragmented for hours the in-order images
+        # came out scattered too, and the pairs' differences were the noise (2026-12-04 19:08 quick grid: 4.6 us a
+        # page, which the profile's schema refuses, and the calibration failed after its measurements)
+        diag["cold_scatter_note"] = (
+            f"per_scattered_pte_us fitted at {per_scattered / cold_at(SCATTER_GAP):.3g} us a page, over "
+            f"{MAX_PER_SCATTERED_PTE_US:g} (about ten misses to memory a page): not priced; in-order images' scatter "
+            + ", ".join(f"{p['rss_bytes'] // MiB} MiB {p['scatter_order']:.2f}" for p in pairs))
+        per_scattered = None
     src = (_source(runs, table, sizes, ref, len(fp)) + scatter_source(pairs if per_scattered is not None else [], window)
            + _spread_source(spreads))
     cold_terms = {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0),
