@@ -330,7 +330,7 @@ class CPU:
         if m.tracer is not None:
             m.tracer("leave", self, cur, now + after)
         left = cur.last_ran = now + after
-        if m._balancer is not None:  # cur._pelt_util(left, True), written out
+        if m._balancer is not None:  # util_avg brought up to `left`, running since its last update
             dt = left - cur.util_t
             d = _exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0
             cur.util_avg = cur.util_avg * d + 1024.0 * (1.0 - d)
@@ -425,7 +425,7 @@ class CPU:
         m = self.machine
         if m._balancer is not None:
             task.listed_t = now  # set_next_entity: moved to the head of rq->cfs_tasks
-            # task._pelt_util(now, False), written out: the time since it last ran decays
+            # util_avg brought up to now: it did not run since its last update, so it only decays
             dt = now - task.util_t
             task.util_avg = task.util_avg * (_exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0) + 0.0
             task.util_t = now

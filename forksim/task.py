@@ -89,14 +89,6 @@ class Task:
         self.runnable_avg = self.runnable_avg * d + (1024.0 * (1.0 - d) if runnable else 0.0)
         self.load_t = now
 
-    def _pelt_util(self, now: float, running: bool) -> None:
-        """Bring util_avg up to `now`; `running`: whether it ran since the last update. (CPU._switch_away
-        and CPU._begin write it out in place.)"""
-        dt = now - self.util_t
-        d = _exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0  # decay(dt), written out
-        self.util_avg = self.util_avg * d + (1024.0 * (1.0 - d) if running else 0.0)
-        self.util_t = now
-
     def __repr__(self) -> str:
         return f"<Task {self.name} pid={self.pid} {self.state} cpu={self.cpu.id if self.cpu else None}>"
 

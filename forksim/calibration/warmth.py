@@ -427,6 +427,21 @@ def _spread_source(spreads: dict[int, float] | None) -> str:
             "vmemmap page, calibration/data/layout-spread-20261202.json)")
 
 
+def _fully_cold_scatter(slope: float, coldness: float, pairs: list[dict[str, Any]],
+                        diag: dict[str, Any]) -> float | None:
+    """per_scattered_pte_us fully cold: the slope fitted at `coldness` (its gap's) over it; None, with diag's
+    cold_scatter_note, where that exceeds ColdTerms' bound: the A/B had no contrast to measure. On a guest whose
+    free lists had fragmented for hours the in-order images came out scattered too, and the pairs' differences were
+    the noise (2026-12-04 19:08 quick grid: 4.6 us a page, which the schema refused after the measurements)."""
+    if slope / coldness <= MAX_PER_SCATTERED_PTE_US:
+        return slope / coldness
+    diag["cold_scatter_note"] = (
+        f"per_scattered_pte_us fitted at {slope / coldness:.3g} us a page, over {MAX_PER_SCATTERED_PTE_US:g} (about "
+        f"ten misses to memory a page): not priced; in-order images' scatter "
+        + ", ".join(f"{p['rss_bytes'] // MiB} MiB {p['scatter_order']:.2f}" for p in pairs))
+    return None
+
+
 def _scatter_terms(per_scattered: float, window: float, pairs: list[dict[str, Any]]) -> dict[str, float]:
     """The breaks' cold terms (fully cold per page, the in-order images' own scatter, the window unless 1)."""
     return {"per_scattered_pte_us": round(per_scattered, 6),
@@ -639,21 +654,12 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     footprint = statistics.median(fp) if fp else 1e15
     mig = [rel(t) for t in table if t["cond"] == "migrate" and t["rss_bytes"] in good]
     migration = statistics.median(mig) if mig else 0.0
-    if per_scattered is not None and per_scattered / cold_at(SCATTER_GAP) > MAX_PER_SCATTERED_PTE_US:
-        # the A/B had no contrast to measure: on a guest whose free lists had fragmented for hours the in-order images
-        # came out scattered too, and the pairs' differences were the noise (2026-12-04 19:08 quick grid: 4.6 us a
-        # page, which the profile's schema refuses, and the calibration failed after its measurements)
-        diag["cold_scatter_note"] = (
-            f"per_scattered_pte_us fitted at {per_scattered / cold_at(SCATTER_GAP):.3g} us a page, over "
-            f"{MAX_PER_SCATTERED_PTE_US:g} (about ten misses to memory a page): not priced; in-order images' scatter "
-            + ", ".join(f"{p['rss_bytes'] // MiB} MiB {p['scatter_order']:.2f}" for p in pairs))
-        per_scattered = None
-    src = (_source(runs, table, sizes, ref, len(fp)) + scatter_source(pairs if per_scattered is not None else [], window)
+    scattered = None if per_scattered is None else _fully_cold_scatter(per_scattered, cold_at(SCATTER_GAP), pairs, diag)
+    src = (_source(runs, table, sizes, ref, len(fp)) + scatter_source(pairs if scattered is not None else [], window)
            + _spread_source(spreads))
     cold_terms = {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0),
-                  **({"per_spread": True} if per_spread else {})}
-    if per_scattered is not None:
-        cold_terms.update(_scatter_terms(per_scattered / cold_at(SCATTER_GAP), window, pairs))
+                  **({"per_spread": True} if per_spread else {}),
+                  **(_scatter_terms(scattered, window, pairs) if scattered is not None else {})}
     exit_terms, residual, exit_points = _fit_exit(table, warm, sat, cold_at)
     if exit_terms is not None or residual:
         src += _exit_source(exit_points, exit_terms, residual)

@@ -492,43 +492,48 @@ class Kernel:
             yield C.run(self._thread_start())  # glibc's start_thread around the function, up to the exit
 
         if KINDS[kind].execs:
-            if kind == POSIX_SPAWN and self._spawn_prep is not None:
-                yield C.run(self._spawn_prep(), preemptible=True)  # glibc's __spawni_child before its execve
-            yield from self._sched_exec(C)
-            # execve: begin_new_exec -> exec_mmap releases a vfork parent (exec_mm_release), then drops the old mm
-            # (exit_mmap if its last user)
-            t = env._now
-            cost = d.exec()
-            zapped = child.inherited
-            if zapped:
-                zap, cold = self._exit_mmap(child)
-                child.inherited = False
-                child.parent.mm.users -= 1
-            if self._exec_tail is None:  # a profile without the split: the release at the end of the whole exec
-                yield C.run(cost + zap if zapped else cost, preemptible=True)
-            else:
-                yield C.run(cost, preemptible=True)  # bprm_execve up to exec_mmap's exec_mm_release
-                self._stage(C, "exec", t)
-                ipi = self._complete_vfork(child, rec)
-                if ipi > 0.0:
-                    yield C.run(ipi)
-                yield from self._return_to_user(C)  # a preemption point: the released parent runs here
-                # exec_mmap's mmput of the old mm, begin_new_exec's rest and the binary's load
-                t = env._now
-                yield C.run(self._exec_tail() + zap if zapped else self._exec_tail(), preemptible=True)
-            if zapped:  # exec_mmap's mmput zapped the struct pages it shared, as an exit does
-                self.warmth.exit_walked(child.parent.mm, C.cpu.id, env._now, cold)
-            self._stage(C, "exec" if self._exec_tail is None else "exec_tail", t)
-            child.mm = self.new_mm(EMPTY_IMAGE)
-            ipi = self._complete_vfork(child, rec)  # without the split (released already: nothing to do)
-            if ipi > 0.0:
-                yield C.run(ipi)
-            yield from self._return_to_user(C)  # into the new program: a parent released by exec runs here
-            if self._exec_start is not None:
-                yield C.run(self._exec_start())  # the new program's start, its image's teardown beyond empty
-            if cfg.exec_lifetime > 0.0:
-                yield C.run(cfg.exec_lifetime, preemptible=True)
+            yield from self._execve(child, kind, rec)
         yield from self.do_exit(child, kind, rec)
+
+    def _execve(self, child: Process, kind: str, rec: "Creation") -> Proc:
+        """glibc's posix_spawn work before its execve, sched_exec, then execve: begin_new_exec -> exec_mmap releases
+        a vfork parent (exec_mm_release) and drops the old mm (exit_mmap if its last user). A profile with exec_tail
+        releases the parent after `exec` and runs the tail after a preemption point; without it the release comes
+        at the end of the whole exec. Then the new program's start and life."""
+        env, C = self.env, child.task
+        if kind == POSIX_SPAWN and self._spawn_prep is not None:
+            yield C.run(self._spawn_prep(), preemptible=True)  # glibc's __spawni_child before its execve
+        yield from self._sched_exec(C)
+        t = env._now
+        cost = self._d.exec()
+        zapped = child.inherited
+        zap, cold = self._exit_mmap(child) if zapped else (0.0, 0.0)
+        if zapped:
+            child.inherited = False
+            child.parent.mm.users -= 1
+        if self._exec_tail is not None:
+            yield C.run(cost, preemptible=True)  # bprm_execve up to exec_mmap's exec_mm_release
+            self._stage(C, "exec", t)
+            yield from self._release_vfork(child, rec)  # the released parent takes the CPU here
+            t, cost = env._now, self._exec_tail()  # exec_mmap's mmput of the old mm, the rest and the binary's load
+        yield C.run(cost + zap, preemptible=True)
+        if zapped:  # exec_mmap's mmput zapped the struct pages it shared, as an exit does
+            self.warmth.exit_walked(child.parent.mm, C.cpu.id, env._now, cold)
+        self._stage(C, "exec" if self._exec_tail is None else "exec_tail", t)
+        child.mm = self.new_mm(EMPTY_IMAGE)
+        yield from self._release_vfork(child, rec)  # into the new program (a parent released already: no wake-up)
+        if self._exec_start is not None:
+            yield C.run(self._exec_start())  # the new program's start, its image's teardown beyond empty
+        if self.child_cfg.exec_lifetime > 0.0:
+            yield C.run(self.child_cfg.exec_lifetime, preemptible=True)
+
+    def _release_vfork(self, child: Process, rec: "Creation") -> Proc:
+        """exec_mmap's mm_release: a vfork parent woken (the waker's cost), then a preemption point, where a parent
+        released by the exec runs."""
+        ipi = self._complete_vfork(child, rec)
+        if ipi > 0.0:
+            yield child.task.run(ipi)
+        yield from self._return_to_user(child.task)
 
     def _sched_exec(self, C: "Task") -> Proc:
         """sched_exec (bprm_execve, before the new image is read): select_task_rq(WF_EXEC), and for

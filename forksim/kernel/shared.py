@@ -51,12 +51,6 @@ class SharedState:
         self._wrote: dict[int, float] = {}
         self._writes: deque[tuple[float, int]] = deque()
 
-    def _moved(self, cpu: int, owner: object) -> bool:
-        """Whether another CPU, for another process, wrote the state last; `cpu` and `owner` write it now."""
-        moved = self._last_cpu >= 0 and self._last_cpu != cpu and self._last_owner is not owner
-        self._last_cpu, self._last_owner = cpu, owner
-        return moved
-
     def _scale(self, cpu: int, now: float, grows: bool) -> float:
         """1 + per_writer x the CPUs beyond two (this one included) that wrote within the window, for a creation
         or exit of a copied mm (`grows`); every write counts as a writer."""
@@ -83,7 +77,7 @@ class SharedState:
     def _extra(self, term: str, median_us: float, cpu: int, owner: object, costs: "Costs", now: float,
                grows: bool) -> float:
         scale = self._scale(cpu, now, grows) if self.cost.per_writer else 1.0
-        last = self._last_cpu  # self._moved(cpu, owner), written out
+        last = self._last_cpu  # another CPU, for another process, wrote the state last: its lines move here
         moved = last >= 0 and last != cpu and self._last_owner is not owner
         self._last_cpu, self._last_owner = cpu, owner
         if not moved:
