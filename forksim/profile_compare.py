@@ -68,13 +68,14 @@ def compare_profiles(a: Profile, b: Profile) -> dict[str, Any]:
     optional = (("interruptions", "interruptions.rate_per_s (/s)", lambda x: x.rate_per_s),
                 ("interruptions", "interruptions.duration (us)", lambda x: x.duration.fixed_us),
                 ("remote_free", "remote_free.fixed_us (us)", lambda x: x.fixed_us),
+                ("remote_free", "remote_free.thread_us (us)", lambda x: x.thread_us),
                 ("concurrent_creation", "concurrent_creation.fork_us (us)", lambda x: x.fork_us),
                 ("concurrent_creation", "concurrent_creation.exit_us (us)", lambda x: x.exit_us))
     for section, what, figure in optional:
         sa, sb = getattr(a, section), getattr(b, section)
-        if sa is None and sb is None:
-            continue
         fa, fb = (figure(sa) if sa is not None else None), (figure(sb) if sb is not None else None)
+        if fa is None and fb is None:  # neither profile has the section, or the figure within it
+            continue
         machine.append({"what": what, "a": fa, "b": fb,
                         "ratio": _ratio(fa, fb) if fa is not None and fb is not None else None})
     ha, hb = a.fingerprint(), b.fingerprint()

@@ -312,7 +312,9 @@ class RemoteFree(BaseModel):
     image's VMAs (one vm_area_struct each) and anonymous VMAs (an anon_vma and two anon_vma_chains
     each). The thread-stack cache miss it also causes is not in here: StackCache prices it
     (stack_vmalloc); nor the image's lines the child's exit_mmap wrote on the other CPU, which grow with the
-    image (the warmth section's `remote`).
+    image (the warmth section's `remote`). `thread_us` prices a thread's creation the same way: a thread
+    releases its own task and pid where it exits (exit_notify's release_task), so the next thread on
+    its creator's CPU reallocates them.
     Absent from a profile: such a fork costs what a back-to-back pinned one does."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -321,6 +323,10 @@ class RemoteFree(BaseModel):
     per_anon_vma_us: float = Field(default=0.0, ge=0.0, le=100.0,
                                    description="... per VMA holding anonymous pages, beyond per_vma_us (us)")
     sigma: float = Field(default=0.3, ge=0.0, le=2.0, description="lognormal residual of the extra")
+    thread_us: float | None = Field(
+        default=None, ge=0.0, le=10000.0,
+        description="median extra of a thread's creation (CLONE_THREAD) when the last thread created on its CPU "
+                    "exited on another CPU: the task_struct and pid it released there (us); absent: not priced")
     source: str = Field(min_length=1)
 
     def median_us(self, vmas: int, anon_vmas: int) -> float:

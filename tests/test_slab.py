@@ -1,5 +1,6 @@
 """Remote frees (kernel/slab.py): a fork after its CPU's last child was freed on another CPU pays the
-profile's `remote_free`; a back-to-back fork whose children exit where they were made does not."""
+profile's `remote_free`; a back-to-back fork whose children exit where they were made does not. A thread
+after its CPU's last thread exited on another CPU pays `remote_free.thread_us`."""
 
 from __future__ import annotations
 
@@ -69,15 +70,28 @@ def test_profiles_without_the_section_load_and_a_bad_one_names_its_field(tmp_pat
     assert "remote_free.fixed_us" in str(exc.value)
 
 
-def _k1(remote_free: RemoteFree | None, fork_local: float) -> dict:
+def test_a_thread_pays_for_its_cpus_last_thread_exiting_elsewhere_and_a_fork_does_not():
+    costs = _costs(TERM.model_copy(update={"thread_us": 5.0}))
+    slab = SlabFreelists(costs.profile.remote_free, 2)
+    slab.thread_freed(0, 1)  # a thread made on CPU 0 released itself on CPU 1
+    assert slab.thread_extra_us(0, costs) == 5.0 and slab.thread_extra_us(1, costs) == 0.0
+    assert slab.extra_us(0, SHAPE, costs) == 0.0  # a fork's freelists of mm objects are untouched
+    slab.thread_freed(0, 0)
+    assert slab.thread_extra_us(0, costs) == 0.0
+    unpriced = SlabFreelists(TERM, 2)  # a profile measured before the thread A/B: nothing drawn
+    unpriced.thread_freed(0, 1)
+    assert unpriced.thread_cost is None and unpriced.thread_extra_us(0, costs) == 0.0
+
+
+def _k1(remote_free: RemoteFree | None, fork_local: float, clone: str = "fork") -> dict:
     exp = parse_config({
         "experiment": {"name": "t", "duration": 300_000.0, "warmup": 30_000.0, "replications": 1, "seed": 5},
         "machine": {"cpus": 2, "profile": REFERENCE_PROFILE},
         "workload": {"kind": "closed", "parents": 1, "think_time": 0.0,
-                     "image": {"rss": 0, "vmas": 25}, "child": {"clone": "fork", "lifetime": 0.0}},
+                     "image": {"rss": 0, "vmas": 25}, "child": {"clone": clone, "lifetime": 0.0}},
     }, resolved=True)
     base = load_profile(REFERENCE_PROFILE)
-    placement = {**base.placement, "fork_local_when_idle": Fraction(value=fork_local, source="assumption: test")}
+    placement = {**base.placement, f"{clone}_local_when_idle": Fraction(value=fork_local, source="assumption: test")}
     prof = base.model_copy(update={"remote_free": remote_free, "placement": placement})
     return run_experiment(exp, profile=prof).summary
 
@@ -99,10 +113,23 @@ def test_children_kept_on_the_parents_cpu_pay_nothing():
     assert with_["mean"] == pytest.approx(without["mean"], rel=0.02)
 
 
-def _runs(store, kind: str, shape: dict, p50_us: float, rnd: int) -> None:
+def test_threads_exiting_on_the_other_cpu_slow_the_next_thread_by_thread_us():
+    thread_term = TERM.model_copy(update={"thread_us": 6.0})
+    without, with_ = _k1(TERM, 0.0, "thread"), _k1(thread_term, 0.0, "thread")
+    gain = with_["fork_latency_us"]["p50"] - without["fork_latency_us"]["p50"]
+    assert 0.8 * 6.0 < gain < 1.2 * 6.0  # every thread runs and exits on the idle CPU
+    # kept on the creator's CPU, a thread releases itself there: nothing to pay, and a profile
+    # without thread_us runs exactly as before
+    def same(a: dict, b: dict) -> bool:
+        return all(a[k] == b[k] for k in ("fork_latency_us", "roundtrip_latency_us", "throughput_per_s"))
+    assert same(_k1(thread_term, 1.0, "thread"), _k1(TERM, 1.0, "thread"))
+    assert same(_k1(None, 0.0, "thread"), without)
+
+
+def _runs(store, kind: str, shape: dict, p50_us: float, rnd: int, mode: str = "fork") -> None:
     samples = [{"fork_ns": int(1000 * p50_us * f), "fork_cpu_ns": int(1000 * p50_us * f)} for f in (0.9, 1.0, 1.1)]
     key = {"rss": 0, "anon_vmas": shape["anon_vmas"] - 11, "file_vmas": shape["vmas"] - 25 - (shape["anon_vmas"] - 11),
-           "thp": False, "pinned": True, "traced": False, "mode": "fork", "round": rnd}
+           "thp": False, "pinned": True, "traced": False, "mode": mode, "round": rnd}
     store.add(kind, key, shape, samples)
 
 
@@ -122,6 +149,8 @@ def test_the_fit_recovers_a_known_extra_less_the_stack_miss():
             local = 60.0 + sh["vmas"] + rnd
             _runs(store, "free_local", sh, local, rnd)
             _runs(store, "free_remote", sh, local + extra(sh["vmas"], sh["anon_vmas"]), rnd)
+        _runs(store, "thread_free_local", shapes[0], 7.0 + rnd, rnd, "thread")
+        _runs(store, "thread_free_remote", shapes[0], 7.0 + rnd + 4.0 + 2.5, rnd, "thread")  # 4 us, + the stack miss
     st = {"stack_vmalloc": StageCost(fixed_us=3.1, source="measured: t"),
           "stack_cache_hit": StageCost(fixed_us=0.6, source="assumption: t")}
     ev = Evidence(store, 1, False)
@@ -129,4 +158,8 @@ def test_the_fit_recovers_a_known_extra_less_the_stack_miss():
     assert got.fixed_us == pytest.approx(8.0, abs=0.01)
     assert got.per_vma_us == pytest.approx(0.4, abs=1e-3) and got.per_anon_vma_us == pytest.approx(0.9, abs=1e-3)
     assert got.source.startswith("measured:") and ev.diag["remote_free"]["stack_miss_us"] == pytest.approx(2.5)
+    assert got.thread_us == pytest.approx(4.0, abs=0.01) and "thread_us" in got.source
     assert fit_remote_free(Evidence(Store(), 1, False), st) is None  # an old raw file: no section
+    for kind in ("thread_free_local", "thread_free_remote"):  # a raw file older than the thread A/B
+        store.runs = [r for r in store.runs if r["kind"] != kind]
+    assert RemoteFree.model_validate(fit_remote_free(Evidence(store, 1, False), st)).thread_us is None

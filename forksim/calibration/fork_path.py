@@ -20,6 +20,7 @@ from ..kernel.stages import DO_EXIT, DUP_MMAP, EXIT_MMAP, RET_FROM_FORK, WAIT_RE
 from ..profile import CacheCurve, StageCost
 from .caches import fit_cache_curve
 from .layout import LayoutFit, first_images, fit_layout, runs_layout
+from .jobs import THREAD_FREE
 from .fit import (WALK_TERMS, Config, LinearFit, cross_validate, fit_linear, fit_linear_through, median, residual_quantiles,
                   stage_cost, typical_quantiles)
 from .plan import FORK_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE, Plan
@@ -373,12 +374,13 @@ def fit_stack_vmalloc(ev: Evidence) -> dict[str, StageCost]:
 _REMOTE_SIGMA = 0.3  # the extra's lognormal residual: not separable from the fork's own spread
 
 
-def _diffs(ev: Evidence, files: bool, anon: bool) -> tuple[list[float], dict[str, Any]] | None:
-    """Per round, fork() p50 with the children exiting on the other CPU minus with them exiting on the
-    parent's (us), for the image with extra file VMAs, anonymous VMAs or neither; and its shape."""
+def _diffs(ev: Evidence, files: bool, anon: bool, thread: bool = False) -> tuple[list[float], dict[str, Any]] | None:
+    """Per round, fork() p50 (`thread`: pthread_create's) with the children exiting on the other CPU minus
+    with them exiting on the parent's (us), for the image with extra file VMAs, anonymous VMAs or
+    neither; and its shape."""
     def pick(kind: str) -> list[dict[str, Any]]:
-        return [r for r in ev.store.select(kind) if bool(r["key"]["file_vmas"]) == files
-                and bool(r["key"]["anon_vmas"]) == anon]
+        return [r for r in ev.store.select(THREAD_FREE[kind] if thread else kind)
+                if bool(r["key"]["file_vmas"]) == files and bool(r["key"]["anon_vmas"]) == anon]
 
     rem, loc = pick("free_remote"), pick("free_local")
     rounds = sorted({r["key"].get("round", 0) for r in rem} & {r["key"].get("round", 0) for r in loc})
@@ -419,11 +421,20 @@ def fit_remote_free(ev: Evidence, st: dict[str, StageCost]) -> dict[str, Any] | 
                                   "remote_minus_local_us": [round(d, 2) for d in v[0]]}
                               for k, v in runs.items() if v is not None}
     ev.diag["remote_free"]["stack_miss_us"] = round(stack, 3)
-    return {"fixed_us": round(fixed, 3), "per_vma_us": round(per_vma, 4), "per_anon_vma_us": round(per_anon, 4),
-            "sigma": _REMOTE_SIGMA, "source": (
-                f"measured: fork() {ev.pin_txt}, each child pinning itself to the other CPU before it exits, "
-                f"against the same loop with its pin to the parent's CPU (rounds alternate the order); p50 "
-                f"remote - local per round, {txt} us; medians less the stack-cache miss those forks take "
-                f"({stack:.2f} us, stack_vmalloc - stack_cache_hit), solved for the fixed part and the slopes per "
-                f"VMA and per anonymous VMA (floored at 0); sigma {_REMOTE_SIGMA} is an assumption (the extra's "
-                f"spread is not separable from the fork's own)")}
+    out = {"fixed_us": round(fixed, 3), "per_vma_us": round(per_vma, 4), "per_anon_vma_us": round(per_anon, 4),
+           "sigma": _REMOTE_SIGMA, "source": (
+               f"measured: fork() {ev.pin_txt}, each child pinning itself to the other CPU before it exits, "
+               f"against the same loop with its pin to the parent's CPU (rounds alternate the order); p50 "
+               f"remote - local per round, {txt} us; medians less the stack-cache miss those forks take "
+               f"({stack:.2f} us, stack_vmalloc - stack_cache_hit), solved for the fixed part and the slopes per "
+               f"VMA and per anonymous VMA (floored at 0); sigma {_REMOTE_SIGMA} is an assumption (the extra's "
+               f"spread is not separable from the fork's own)")}
+    thread = _diffs(ev, False, False, thread=True)
+    if thread is not None:
+        ev.diag["remote_free"]["thread_remote_minus_local_us"] = [round(d, 2) for d in thread[0]]
+        out["thread_us"] = round(max(0.0, median(thread[0]) - stack), 3)
+        out["source"] += (
+            f"; thread_us: the same A/B with pthread_create (the thread pins itself before it returns; it releases "
+            f"its task and pid on the CPU it exits on), p50 remote - local per round "
+            f"{', '.join(f'{d:.1f}' for d in thread[0])} us, their median less the same stack-cache miss")
+    return out

@@ -248,7 +248,8 @@ class _Jobs:
         """5a. fork() pinned, each child exiting on the other CPU (forkbench -R: it pins itself there first)
         against the same loop with the child's pin to the parent's own CPU: the next fork refills
         freelists the remote frees emptied (kernel/slab.py). The base image, and +REMOTE_VMAS file and
-        anonymous VMAs (what the refill grows with); rounds alternate the order."""
+        anonymous VMAs (what the refill grows with); then the same A/B with pthread_create (a thread
+        releases its task and pid where it exits); rounds alternate the order."""
         jobs: list[Job] = []
         reps = self.plan.variant_reps
         for rnd in range(max(1, self.plan.rounds // 2)):
@@ -261,6 +262,11 @@ class _Jobs:
                                  self.fork(kind, file_vmas=files, anon_vmas=anon, rnd=rnd,
                                            reps=reps if not (files or anon) else reps // 2,
                                            extra=["-R", str(exit_cpu)])))
+            for kind, exit_cpu in (sides if rnd % 2 == 0 else sides[::-1]):  # a thread releases itself there
+                where = "the other CPU" if kind == "free_remote" else "its creator's CPU"
+                jobs.append((f"pthread_create, the thread exits on {where} (round {rnd + 1})",
+                             self.fork(THREAD_FREE[kind], mode="thread", rnd=rnd, reps=reps,
+                                       extra=["-R", str(exit_cpu)])))
         return jobs
 
     def concurrency(self) -> list[Job]:
@@ -295,6 +301,8 @@ class _Jobs:
 
 # the VMAs the remote-free runs add to the base image (file-backed, then anonymous)
 REMOTE_VMAS = 100
+# the store kinds of the remote-free A/B's thread runs
+THREAD_FREE = {"free_local": "thread_free_local", "free_remote": "thread_free_remote"}
 
 # how long the wakee's CPU has been idle before the cross-CPU wake-ups beside the 200 us reference
 IDLE_SPINS_US = (10, 50, 1000)

@@ -215,6 +215,8 @@ class Kernel:
         setup = self._setup_cost(P, k, rec)
         if self.shared.cost is not None:  # the shared creation state last written on another CPU (kernel/shared.py)
             setup += self.shared.fork_us(P.cpu.id, parent, self.costs, t0, k.copies_mm)
+        if k.clone_thread and self.slab.thread_cost is not None:  # the last thread made here exited elsewhere
+            setup += self.slab.thread_extra_us(P.cpu.id, self.costs)
         child_mm = parent.mm
         if k.copies_mm:
             mm = parent.mm
@@ -675,6 +677,8 @@ class Kernel:
                             + (rcu.reap_us if KINDS[kind].clone_thread else 0.0))
         if KINDS[kind].copies_mm:  # its VMAs, anon_vma chains, page tables: freed here (kernel/slab.py)
             self.slab.freed(rec.parent_cpu, C.cpu.id)
+        elif KINDS[kind].clone_thread:  # release_task at its own exit_notify: its task_struct and pid, here
+            self.slab.thread_freed(rec.parent_cpu, C.cpu.id)
         C.exit()
         if x is not None and x.deferred_us > 0.0:
             self._defer(c.term("+deferred", x.deferred_us, x.sigma))

@@ -14,9 +14,18 @@ parent: 25 VMAs, 11 with anonymous pages): 60 of the 80 allocations of such a fo
 freed on the other CPU (0.2 of 80 after a local exit), and it took twice the zone-locked page refills
 (4.8 against 2.4 pages).
 
+A thread (CLONE_THREAD) releases itself: exit_notify's release_task, then the last reference to its
+task_struct in finish_task_switch, both on the CPU it exits on, so a thread that ran and exited on
+another CPU leaves its task_struct and pid there, and the next pthread_create on its creator's CPU
+allocates them through the slow path, their lines last written by the other CPU (measured pinned on
+the 2026-12-04 zen4 host: +4 to +8 us a creation after a thread that exited on the other CPU, against
+one after a thread that exited on the same CPU). A forked child is reaped by its parent, whose
+release_task drops that reference on the parent's CPU: its remote frees are its mm's objects.
+
 The state kept here, per CPU: whether the last child created there that copied the address space
-was freed on another CPU; the profile's `remote_free` prices the next fork there (the stack cache
-miss the same exit causes is StackCache's, kernel/stack.py).
+was freed on another CPU, and whether the last thread created there exited on another CPU; the
+profile's `remote_free` prices the next fork, and its `thread_us` the next thread, there (the stack
+cache miss the same exits cause is StackCache's, kernel/stack.py).
 """
 
 from __future__ import annotations
@@ -33,11 +42,13 @@ __all__ = ["SlabFreelists"]
 class SlabFreelists:
     """Per CPU: were the objects the next fork there reuses freed on another CPU (remote frees)?"""
 
-    __slots__ = ("remote", "cost")
+    __slots__ = ("remote", "cost", "thread_remote", "thread_cost")
 
     def __init__(self, cost: "RemoteFree | None", ncpu: int):
         self.cost = cost
         self.remote = [False] * ncpu  # a booted machine's freelists hold its own frees
+        self.thread_cost = cost.thread_us if cost is not None else None
+        self.thread_remote = [False] * ncpu
 
     def freed(self, alloc_cpu: int, free_cpu: int) -> None:
         """A child created on `alloc_cpu` (a fork that copied the address space) is freed on
@@ -52,3 +63,15 @@ class SlabFreelists:
         if c is None or not self.remote[cpu]:
             return 0.0
         return costs.term("remote_free", c.median_us(shape.vmas, shape.anon_vmas), c.sigma)
+
+    def thread_freed(self, alloc_cpu: int, free_cpu: int) -> None:
+        """A thread created on `alloc_cpu` exits (and releases itself) on `free_cpu`."""
+        self.thread_remote[alloc_cpu] = free_cpu != alloc_cpu
+
+    def thread_extra_us(self, cpu: int, costs: "Costs") -> float:
+        """What a thread's creation on `cpu` pays now on top of its stages (us): the profile's
+        remote_free.thread_us draw after the last thread created there exited on another CPU, else 0
+        (nothing drawn where the profile does not price it)."""
+        if self.thread_cost is None or not self.thread_remote[cpu]:
+            return 0.0
+        return costs.term("remote_free_thread", self.thread_cost, self.cost.sigma)

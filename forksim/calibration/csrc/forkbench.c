@@ -63,10 +63,10 @@
  *                 runs:K touches runs of K pages, each in address order, the runs in a random permutation:
  *                 a break in the frame order every K pages (scatter about 1/K), what a partly fragmented
  *                 free list hands out
- *          -R CPU (fork, cold) each child pins itself to CPU before it exits, so that its task, VMAs and
- *                 anon_vma chains are freed there: with CPU other than -c's, the next fork reuses slab
- *                 objects another CPU freed (SLUB remote frees); -R with -c's own CPU is the same call
- *                 without the move (the A/B baseline)
+ *          -R CPU (fork, cold, thread) each child pins itself to CPU before it exits, so that its task, VMAs
+ *                 and anon_vma chains are freed there (a thread: its task and pid, as it releases itself): with
+ *                 CPU other than -c's, the next creation reuses slab objects another CPU freed (SLUB remote
+ *                 frees); -R with -c's own CPU is the same call without the move (the A/B baseline)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -314,8 +314,11 @@ static void pin(int cpu)
 
 static void *thread_fn(void *arg)
 {
-    (void)arg;
+    int exit_cpu = *(const int *)arg;
+
     sh->thread_start = now_ns();
+    if (exit_cpu >= 0 && pin_cpu(exit_cpu)) /* -R: it exits, and releases itself, there */
+        die("sched_setaffinity");
     return NULL;
 }
 
@@ -612,7 +615,7 @@ int main(int argc, char **argv)
             pthread_t th;
             sh->thread_start = 0;
             t0 = now_ns();
-            if (pthread_create(&th, NULL, thread_fn, NULL))
+            if (pthread_create(&th, NULL, thread_fn, &exit_cpu))
                 die("pthread_create");
             t1 = now_ns();
             pthread_join(th, NULL);
