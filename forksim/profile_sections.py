@@ -179,6 +179,22 @@ class ChildrenCost(BaseModel):
 MAX_PER_SCATTERED_PTE_US = 1.0
 
 
+class FamilyCold(BaseModel):
+    """How a creation that copies no image (vfork, posix_spawn, pthread_create) cools with the time since the
+    parent's last creation: full_us * (1 - exp(-gap/tau_us)) on top of its back-to-back call (pinned on the
+    2026-12-04 zen4 host, pthread_create: +3..+7 us after 1 ms, +40 after 10 ms, +46..+54 after 30 ms, +52..+77
+    from 100 ms on)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    full_us: float = Field(ge=0.0, le=10000.0, description="the fully cold extra of the creating call (us)")
+    tau_us: float = Field(gt=0.0, description="the time scale of its cooling (us)")
+
+    def extra_us(self, gap_us: float, evicted: float = 0.0) -> float:
+        """The extra after `gap_us`; `evicted`: the share other work on the CPU, or a move to another CPU, took
+        besides."""
+        return self.full_us * (1.0 - math.exp(-gap_us / self.tau_us) * (1.0 - evicted))
+
+
 class ColdTerms(BaseModel):
     """What a stage that walks the parent's image costs on top of its (warm, back-to-back) median
     when the walk finds the image fully cold: fixed_us + per_pte_us * min(ptes, pte_cap) (times the image's
@@ -243,6 +259,11 @@ class Warmth(BaseModel):
         "that share of its own cold extra), interpolated in the image's pages, flat beyond the points; absent: "
         "every walk leaves its image as warm as a back-to-back loop's")
     stages: dict[Literal[COLD_STAGES], ColdTerms]  # type: ignore[valid-type] - kernel/stages.py marks them
+    families: dict[Literal["vfork", "posix_spawn", "thread"], FamilyCold] = Field(
+        default_factory=dict, description="the creating call's cold extra for the kinds that copy no image "
+        "(CLONE_VM: vfork, posix_spawn, pthread_create): the parent's task, mm and files structs, the kernel's code "
+        "and slabs cool from the parent's last creation (when, on which CPU, the bytes walked there since); absent "
+        "for a kind: its creations are as warm as back to back")
     remote: dict[Literal[COLD_STAGES], ColdTerms] = Field(  # type: ignore[valid-type]
         default_factory=dict, description="what a walk pays on top of its warm median when the image's lines were "
         "last written on another CPU (the child's exit there, or the parent's last walk before it moved) and are "

@@ -21,7 +21,7 @@ from forksim.kernel.warmth import WarmthTracker
 
 from conftest import REFERENCE_PROFILE
 from forksim.locks import LockStats
-from forksim.profile import ImageShape, Warmth, load_profile
+from forksim.profile import FamilyCold, ImageShape, Warmth, load_profile
 from forksim.runner import run_experiment
 
 CURVE = Warmth(tau_us=2000.0, beta=1.0, footprint_bytes=8 * MiB, migration=0.4,
@@ -1025,3 +1025,75 @@ def test_the_quick_plan_has_children_exit_on_the_other_cpu_at_every_size():
         assert f"fork {rss // MiB}MiB, the children exiting on the other CPU" in names
         assert f"fork {rss // MiB}MiB, the children exiting on its parent's CPU" in names
     assert not [n for n in cold_jobs(PLANS["quick"], "forkbench", Store(), 0, 0) if "other CPU" in n[0]]  # one CPU
+
+
+def _thread_loop(think_us: float, warmth: Warmth | None, clone: str = "thread") -> float:
+    exp = parse_config({
+        "experiment": {"name": "t", "duration": 600_000.0, "warmup": 50_000.0, "replications": 1, "seed": 3},
+        "machine": {"cpus": 1, "profile": REFERENCE_PROFILE},
+        "workload": {"kind": "closed", "parents": 1, "think_time": think_us,
+                     "image": {"rss": 0, "vmas": 26}, "child": {"clone": clone, "lifetime": 0.0}},
+    }, resolved=True)
+    prof = load_profile(REFERENCE_PROFILE).model_copy(update={"warmth": warmth})
+    return run_experiment(exp, profile=prof).summary["fork_latency_us"]["p50"]
+
+
+@pytest.mark.parametrize("clone", ["thread", "vfork"])
+def test_a_creation_that_copies_no_image_cools_with_the_time_since_the_parents_last(clone):
+    cold = FamilyCold(full_us=40.0, tau_us=10_000.0)
+    curve = CURVE.model_copy(update={"families": {clone: cold}})
+    warm0, cold0 = _thread_loop(0.0, None, clone), _thread_loop(0.0, curve, clone)
+    assert cold0 - warm0 < 0.5  # back to back: a cycle of tens of us, a few thousandths of tau
+    gaps = (1000.0, 5000.0, 50_000.0)
+    extras = [_thread_loop(g, curve, clone) - _thread_loop(g, None, clone) for g in gaps]
+    assert extras[0] < extras[1] < extras[2]  # the longer the gap, the colder
+    assert extras[2] == pytest.approx(40.0, rel=0.05)  # 50 ms = 5 tau: about fully cold
+    # 1 ms (and the cycle, the timer slack): about a tenth
+    assert extras[0] == pytest.approx(cold.extra_us(1000.0), abs=1.0)
+    # a fork's cold extra is its image's (dup_mmap): the families' term leaves it alone
+    assert _thread_loop(20_000.0, curve, "fork") == _thread_loop(20_000.0, CURVE, "fork")
+
+
+def test_a_family_term_cools_on_another_cpu_and_with_other_work_there():
+    cold = FamilyCold(full_us=50.0, tau_us=10_000.0)
+    w = WarmthTracker(CURVE.model_copy(update={"families": {"thread": cold}}), 2)
+    mm = _mm()
+    assert w.creation_extra_us("thread", mm, 0, 0.0) == 50.0  # the run's first: nothing cached
+    assert w.creation_extra_us("thread", mm, 0, 10.0) == pytest.approx(cold.extra_us(10.0))
+    assert w.creation_extra_us("vfork", mm, 0, 20.0) == 0.0  # a kind the profile does not price
+    moved = w.creation_extra_us("thread", mm, 1, 30.0)  # on the other CPU: the image curve's migration share too
+    assert moved == pytest.approx(cold.extra_us(20.0, CURVE.migration))
+    w.touched(1, 8 * MiB)  # other work on that CPU: one footprint scale
+    swept = w.creation_extra_us("thread", mm, 1, 40.0)
+    assert swept == pytest.approx(cold.extra_us(10.0, 1 - math.exp(-1.0)))
+
+
+def test_the_family_fit_recovers_each_curve():
+    from forksim.calibration.cold_families import COLD_FAMILY, GAPS, fit_families
+
+    truth = {"vfork": (80.0, 30_000.0), "posix_spawn": (160.0, 12_000.0), "thread": (55.0, 10_000.0)}
+
+    def store_of(plan: str, rounds: int) -> Store:
+        store = Store()
+        for rnd, drift in ((r, 3.0 * r) for r in range(rounds)):  # a round's drift moves all its runs alike
+            for kind, (full, tau) in truth.items():
+                for gap in [0] + [g for g, _ in GAPS[plan][2]]:
+                    p50 = 10.0 + drift + FamilyCold(full_us=full, tau_us=tau).extra_us(gap)
+                    store.add(COLD_FAMILY, {"kind": kind, "x": gap, "round": rnd, "pinned": True}, {},
+                              [{"fork_ns": int(p50 * 1e3)}] * 5)
+        return store
+
+    got, src, diag = fit_families(store_of("full", 2), 7000.0)
+    for kind, (full, tau) in truth.items():
+        g = FamilyCold.model_validate(got[kind])
+        assert (g.full_us, g.tau_us) == (pytest.approx(full, rel=0.02), pytest.approx(tau, rel=0.05))
+    assert "families" in src and "fitted" in src and set(diag["families_extra_us"]) == set(truth)
+    assert fit_families(Store(), 7000.0) == ({}, "", {})  # a raw file older than the family runs
+    got, _, _ = fit_families(store_of("quick", 1), 7000.0)  # two gaps still fit a time scale
+    assert got["thread"]["full_us"] == pytest.approx(55.0, rel=0.05)
+    one = Store()  # one gap: the image curve's time scale, and the source says so
+    for gap, ms in ((0, 0.0), (10_000, 10.0)):
+        one.add(COLD_FAMILY, {"kind": "thread", "x": gap, "round": 0, "pinned": True}, {},
+                [{"fork_ns": int((10.0 + FamilyCold(full_us=55.0, tau_us=7000.0).extra_us(gap)) * 1e3)}])
+    got, src, _ = fit_families(one, 7000.0)
+    assert got["thread"] == {"full_us": pytest.approx(55.0, rel=0.01), "tau_us": 7000.0} and "an assumption" in src

@@ -27,6 +27,7 @@ from .plan import (FORK_MODE, FORKEXEC_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE
 from .caches import lines_job
 from .concurrency import ALONE, BESIDE, beside_forker
 from .layout import RANDOM, SCATTERED, layout_reader
+from .cold_families import family_jobs
 from .warmth import cold_jobs
 
 __all__ = ["Job", "calibration_jobs"]
@@ -331,4 +332,5 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
                      lines_job(str(b.forkbench), store, cpu, 32 * MiB, layout=RANDOM)))
     # 5c. cold forks: after idle gaps, other work, a move to the other CPU (warmth.py)
     jobs.extend(cold_jobs(plan, str(b.forkbench), store, cpu, other))
+    jobs.extend(family_jobs(plan, str(b.forkbench), j.helper, store, cpu))  # and the kinds that copy no image
     return jobs + j.scheduler()

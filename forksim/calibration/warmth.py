@@ -48,6 +48,7 @@ from ..lab import llc_bytes
 from ..lab.pagemap import spread_of
 from ..profile_sections import MAX_PER_SCATTERED_PTE_US
 from . import bench
+from .cold_families import fit_families
 from .cold_scatter import SCATTER_GAP, fit_cold_scatter, is_layout, layout_jobs, scatter_source
 from .layout import layout_reader
 from .plan import MiB, Plan, Store
@@ -665,17 +666,19 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         src += _exit_source(exit_points, exit_terms, residual)
     remote, remote_points = _fit_remote(table)
     src += _remote_source(remote, remote_points)
+    families, families_src, families_diag = fit_families(store, tau)
+    src += families_src
     warmth = {"tau_us": round(float(tau), 1), "beta": round(float(beta), 3),
               "footprint_bytes": round(float(footprint), 0), "walk_bytes_per_pte": 80.0,
               "migration": round(float(np.clip(migration, 0.0, 1.0)), 3),
               **({"residual": sorted(residual)} if residual else {}),
               "stages": {DUP_MMAP: cold_terms, **({EXIT_MMAP: exit_terms} if exit_terms is not None else {})},
-              **({"remote": remote} if remote else {}), "source": src}
+              **({"remote": remote} if remote else {}), **({"families": families} if families else {}), "source": src}
     diag["warmth_fit"] = {"warm_p50_us": {str(s): warm[s] for s in warm},
                           "cold_extra_us": {str(s): round(v, 1) for s, v in sat.items()},
                           "longest_sleep_extra_us": {str(s): [longest[s]["x"], round(v, 1)] for s, v in measured.items()},
                           "spread": {str(s): v for s, v in (spreads or {}).items()},
                           "coldness_points": [[round(float(a), 1), round(float(b), 3)] for a, b in zip(g, c)],
                           "footprint_estimates_bytes": [round(x) for x in fp], "migration_points": mig,
-                          "exit": exit_points, "remote": remote_points}
+                          "exit": exit_points, "remote": remote_points, **families_diag}
     return warmth, diag

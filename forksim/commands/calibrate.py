@@ -279,7 +279,19 @@ def main(args: argparse.Namespace) -> int:
         _spread_line(cold)
     _exit_line(prof.get("warmth"), diag.get("warmth_fit", {}).get("exit"))
     _remote_line(prof.get("warmth"), diag.get("warmth_fit", {}).get("remote"))
+    _families_line(prof.get("warmth"), diag.get("warmth_fit", {}).get("families_extra_us"))
     return 0
+
+
+def _families_line(warmth: dict | None, points: dict | None) -> None:
+    """The creations that copy no image after sleeps: their extras, and the fully cold extra fitted to them."""
+    if not points:
+        return
+    full = (warmth or {}).get("families", {})
+    console.print("cold creations that copy no image (pinned, after sleeps): call p50 over back to back, us: "
+                  + "; ".join(f"{kind} " + ", ".join(f"{e:+,.1f} after {g:g} ms" for g, e in pts)
+                              + (f" -> fully cold +{fmt(full[kind])}" if kind in full else "")
+                              for kind, pts in points.items()))
 
 
 def _remote_line(warmth: dict | None, points: dict | None) -> None:

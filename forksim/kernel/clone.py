@@ -105,6 +105,7 @@ class Kernel:
         # a child's exit_mmap priced cold where the profile measured it (absent: read no coldness at exits)
         w = costs.profile.warmth
         self._exit_cold = w is not None and (EXIT_MMAP in w.stages or EXIT_MMAP in w.remote)
+        self._families_cold = w is not None and bool(w.families)
         self._placement_rules(costs)
         self._exit_head = costs.profile.exit_head_share.value
         reap = costs.profile.wait_reap_vfork
@@ -217,6 +218,8 @@ class Kernel:
             setup += self.shared.fork_us(P.cpu.id, parent, self.costs, t0, k.copies_mm)
         if k.clone_thread and self.slab.thread_cost is not None:  # the last thread made here exited elsewhere
             setup += self.slab.thread_extra_us(P.cpu.id, self.costs)
+        if self._families_cold and not k.copies_mm:  # the creation path cooled since the parent's last one
+            setup += self.warmth.creation_extra_us(kind, parent.mm, P.cpu.id, t0)
         child_mm = parent.mm
         if k.copies_mm:
             mm = parent.mm

@@ -18,7 +18,8 @@ __all__ = ["MM", "Process"]
 class MM:
     """An mm_struct: its image shape (what dup_mmap and exit_mmap walk) and its mmap_lock."""
 
-    __slots__ = ("shape", "mmap_lock", "users", "walked_at", "walked_cpu", "walked_mark", "walk_residual")
+    __slots__ = ("shape", "mmap_lock", "users", "walked_at", "walked_cpu", "walked_mark", "walk_residual",
+                 "created_at", "created_cpu", "created_mark")
 
     def __init__(self, env: simpy.Environment, shape: ImageShape, mmap_stats: LockStats):
         self.shape = shape
@@ -30,6 +31,11 @@ class MM:
         self.walked_cpu = -1
         self.walked_mark = 0.0
         self.walk_residual = 0.0
+        # the last creation that copied no image from it (a thread, vfork, posix_spawn): when, on which CPU,
+        # and that CPU's walk-byte total then; None: none in this run (kernel/warmth.py)
+        self.created_at: float | None = None
+        self.created_cpu = -1
+        self.created_mark = 0.0
 
 
 class Process:

@@ -21,6 +21,13 @@ byte a page, 555 / 230 / 148 / 113 us for the first four passes against 115 us w
 the image's: the fork's residual right after the fork, the time since for a child that lived.
 The profile's `warmth` curve turns that state into a coldness 0..1, and `ColdTerms` into microseconds.
 
+A creation that copies no image (vfork, posix_spawn, a thread: CLONE_VM) cools too: the parent's task, mm,
+files and signal structs, the slabs they come from, the kernel's code. Pinned on the 2026-12-04 zen4 host, a
+pthread_create took 7 us back to back, 16-17 us after 1 ms and 40 us after 5 ms, asleep or spinning alike (time,
+the host's other work, not the halt), 50-77 us from 30 ms on. The same state per mm for its last such creation
+(MM.created_at), the image curve's footprint and migration terms and each kind's own curve (Warmth.families:
+FamilyCold, calibration/cold_families.py) price it.
+
 Where a walk's lines go matters as much as when: the lines a walk wrote stay in its CPU's private caches, and a walk
 on the other CPU fetches them from there (Warmth.remote). Pinned, forkbench -R (each child pins itself to the other
 CPU before it exits), the 2026-12-03 Intel host: the parent's next fork pays +190 / +500 / +500 us at 16 / 64 /
@@ -87,6 +94,24 @@ class WarmthTracker:
             # another CPU's private caches held it; the other CPU's walks since do not count here
             warm *= 1.0 - w.migration
         return 1.0 - warm
+
+    def creation_extra_us(self, kind: str, mm: "MM", cpu: int, now: float) -> float:
+        """What a creation of `kind` that copies no image (Warmth.families) costs on top of its warm median
+        now (us), from `mm`'s last such creation; records this one. 0 for a kind the profile does not price."""
+        w = self.curve
+        cold = w.families.get(kind) if w is not None else None
+        if cold is None:
+            return 0.0
+        if mm.created_at is None:  # nothing of its creation path is in the caches
+            extra = cold.full_us
+        else:
+            if mm.created_cpu != cpu:  # another CPU's private caches held it
+                evicted = w.migration
+            else:
+                evicted = 1.0 - math.exp(-max(0.0, self.cpu_bytes[cpu] - mm.created_mark) / w.footprint_bytes)
+            extra = cold.extra_us(max(0.0, now - mm.created_at), evicted)
+        mm.created_at, mm.created_cpu, mm.created_mark = now, cpu, self.cpu_bytes[cpu]
+        return extra
 
     def extra_us(self, stage: str, coldness: float, shape: ImageShape) -> float:
         """What `stage` costs on top of its warm median at this coldness (microseconds)."""

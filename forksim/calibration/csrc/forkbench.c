@@ -17,6 +17,8 @@
  *   spawn    fork_ns  = return from posix_spawn(helper) - t0 (glibc: CLONE_VM|CLONE_VFORK + execve)
  *   forkexec fork_ns  = return from fork() - t0; rt_ns = waitpid return - t0 (child execve's helper)
  *   thread   fork_ns  = return from pthread_create - t0; rt_ns = pthread_join return - t0
+ *            (thread, vfork, spawn: -s US sleeps that long before each recorded call, not before the -w warm-ups:
+ *            a creation whose path the host's other work cooled for that long)
  *   burst    K forks before any reap; children block on a pipe; fork_ns per index j (stack cache)
  *   cow      per pass over P pages, the writing thread's CPU time: copy_ns (child writes while the parent maps them),
  *            pcopy_ns (parent writes while the child is alive), reuse_ns (parent writes after the
@@ -539,6 +541,10 @@ int main(int argc, char **argv)
                             * read -1, "no pin", and the parent never moved */
                 pin(cpu = cpu == home ? home + 1 : home);
             gap = now_ns() - g0;
+        } else if (sleep_us && i >= 0 && (!strcmp(mode, "thread") || !strcmp(mode, "vfork") || !strcmp(mode, "spawn"))) {
+            struct timespec ts = {sleep_us / 1000000, (sleep_us % 1000000) * 1000}; /* -s: a cold creation */
+            while (nanosleep(&ts, &ts) && errno == EINTR)
+                ;
         }
         if (!strcmp(mode, "fork") || !strcmp(mode, "cold")) {
             sh->child_start = sh->child_exit = 0;

@@ -1,0 +1,114 @@
+"""Cold creations that copy no image: vfork, posix_spawn and pthread_create after the parent slept.
+
+A fork's cold extra is measured on its image (warmth.py: the empty image's gives the fixed part). The
+kinds that share the parent's mm (CLONE_VM) walk no image, yet their path cools as well: the parent's
+task, mm, files and signal structs, the slabs they allocate from, the kernel's code. Measured pinned on
+the 2026-12-04 zen4 host (a C loop with a sleep or a spin before each pthread_create): 7 us back to back,
+16-17 after 1 ms, 40 after 5 ms, alike asleep and spinning: time, the host's other work, cools it, not
+the halt. forkbench's thread, vfork and spawn modes take -s (a sleep before each recorded call); each
+family's p50 after a gap less its back-to-back p50 of the same round is its extra at that gap (pthread_create / vfork / posix_spawn, 2026-12-04 20:15, 2 rounds: +3..+7 / +7..+15 /
++21..+44 us after 1 ms, +40 / +45..+61 / +77..+139 after 10 ms, +52..+77 / +74..+93 / +146..+203 from 100 ms
+on). The profile's FamilyCold is full_us * (1 - exp(-gap/tau_us)): the time scale the fit takes from the gaps
+(scipy's bounded scalar minimisation of the squared error, the height by least squares at each time scale),
+the image curve's tau where a single gap leaves it open (said in the source). The model charges it by the
+time since the parent's last creation (kernel/warmth.py). Back to back (cycles of 20-110 us) that is under
+1% of it: the stage costs hold their own warmth.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Callable
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from ..kernel.flags import POSIX_SPAWN, THREAD, VFORK
+from . import bench
+from .plan import BENCH_MODES, Plan, Store
+
+__all__ = ["COLD_FAMILY", "family_jobs", "fit_families"]
+
+COLD_FAMILY = "cold_family"  # the store kind of these runs
+_MS = 1000
+_KINDS = (VFORK, POSIX_SPAWN, THREAD)
+# plan name -> rounds, back-to-back reps, [(sleep us, reps)] per round: from the first millisecond to where the
+# extra holds (the full plan's gaps: ~13 s in all; the quick plan's: under a second)
+GAPS: dict[str, tuple[int, int, tuple[tuple[int, int], ...]]] = {
+    "smoke": (1, 50, ((1 * _MS, 3), (10 * _MS, 3))),
+    "quick": (1, 200, ((1 * _MS, 10), (30 * _MS, 8))),
+    "full": (2, 400, ((1 * _MS, 15), (3 * _MS, 12), (10 * _MS, 10), (30 * _MS, 8), (100 * _MS, 6), (300 * _MS, 4))),
+}
+
+
+def family_jobs(plan: Plan, fb: str, helper: list[str], store: Store, cpu: int) -> list[tuple[str, Callable[[], None]]]:
+    """Each family back to back and after each gap, pinned; rounds alternate the order of the gaps."""
+    rounds, b2b, gaps = GAPS[plan.name]
+    jobs: list[tuple[str, Callable[[], None]]] = []
+
+    def job(kind: str, gap: int, reps: int, rnd: int) -> Callable[[], None]:
+        def run() -> None:
+            mode = BENCH_MODES[kind]
+            argv = [fb, mode, "-n", str(reps), "-w", "5", "-c", str(cpu), "-s", str(gap),
+                    *(helper if kind == POSIX_SPAWN else [])]
+            shape, samples, _, _ = bench.run_bench(argv)
+            store.add(COLD_FAMILY, {"kind": kind, "x": gap, "round": rnd, "pinned": True}, shape, samples)
+
+        return run
+
+    for rnd in range(rounds):
+        order = [(0, b2b), *gaps]
+        for gap, reps in (order if rnd % 2 == 0 else order[::-1]):
+            for kind in _KINDS:
+                what = "back to back" if gap == 0 else f"after {gap / _MS:g} ms asleep"
+                jobs.append((f"cold {kind} {what} (round {rnd + 1}/{rounds})", job(kind, gap, reps, rnd)))
+    return jobs
+
+
+def _p50_us(run: dict[str, Any]) -> float:
+    return statistics.median(x["fork_ns"] for x in run["samples"]) / 1e3
+
+
+def _fit_kind(pts: list[tuple[float, float]], tau_img: float) -> tuple[dict[str, float], bool]:
+    """FamilyCold's terms through one kind's (gap us, extra us) points, and whether the time scale was fitted
+    (two gaps or more) rather than taken from the image curve."""
+    g = np.array([p[0] for p in pts], dtype=float)
+    e = np.array([p[1] for p in pts], dtype=float)
+
+    def height(tau: float) -> tuple[float, float]:  # least squares through the origin, floored at 0; its error
+        c = 1.0 - np.exp(-g / tau)
+        h = max(0.0, float(c @ e / (c @ c)))
+        return h, float(np.sum((e - h * c) ** 2))
+
+    fitted = len(set(g.tolist())) >= 2
+    tau = (float(np.exp(minimize_scalar(lambda lt: height(float(np.exp(lt)))[1], bounds=(np.log(0.3 * _MS),
+                                        np.log(1000 * _MS)), method="bounded").x)) if fitted else tau_img)
+    return {"full_us": round(height(tau)[0], 2), "tau_us": round(tau, 0)}, fitted
+
+
+def fit_families(store: Store, tau_img: float) -> tuple[dict[str, dict[str, float]], str, dict[str, Any]]:
+    """Warmth.families (kind -> FamilyCold's terms), its source sentence and its diagnostics; empty where the
+    calibration has no such runs (a raw file older than them). `tau_img`: the image curve's time scale (us)."""
+    runs = store.select(COLD_FAMILY)
+    out: dict[str, dict[str, float]] = {}
+    points: dict[str, list[list[float]]] = {}
+    said: list[str] = []
+    for kind in _KINDS:
+        mine = [r for r in runs if r["key"]["kind"] == kind and r["samples"]]
+        warm = {r["key"]["round"]: _p50_us(r) for r in mine if r["key"]["x"] == 0}
+        pts = [(r["key"]["x"], _p50_us(r) - warm[r["key"]["round"]]) for r in mine
+               if r["key"]["x"] > 0 and r["key"]["round"] in warm]
+        if not pts:
+            continue
+        out[kind], fitted = _fit_kind(pts, tau_img)
+        points[kind] = [[g / _MS, round(e, 2)] for g, e in pts]
+        t = out[kind]
+        said.append(f"{kind} {', '.join(f'{e:+.1f} us after {g / _MS:g} ms' for g, e in pts)} -> fully cold "
+                    f"{t['full_us']:.1f} us over " + (f"{t['tau_us'] / _MS:.1f} ms (fitted)" if fitted else
+                    f"the image curve's tau {t['tau_us'] / _MS:.1f} ms (an assumption: one gap cannot fit it)"))
+    if not out:
+        return {}, "", {}
+    src = (f"; families: vfork, posix_spawn and pthread_create pinned, each after sleeps (forkbench -s) against "
+           f"back to back in the same round (rounds alternate the order), the call's p50 extra fitted as full * "
+           f"(1 - exp(-gap/tau)) by least squares: " + "; ".join(said))
+    return out, src, {"families_extra_us": points}
