@@ -184,7 +184,7 @@ def test_scenario_set():
     names = [s.name for s in SCENARIOS]
     assert len(names) == len(set(names))
     full = scenarios.scenarios(quick=False)
-    assert len(full) == len(SCENARIOS) == 52
+    assert len(full) == len(SCENARIOS) == 58
     # the busy machine: 1 and 2 parents beside 1, 2 and 4 hogs at RSS 0 and 256 MiB, and 50% duty hogs,
     # each repeated (the real run-to-run spread)
     hogs = [s for s in SCENARIOS if s.hogs]
@@ -197,9 +197,12 @@ def test_scenario_set():
     assert duty.loadgen_args(False)[-4:] == ["--hog-duty", "0.5", "--hog-period", "0.01"]
     assert duty.to_config({}, cpus=2)["background"] == {"cpu_hogs": 2, "hog_duty": 0.5, "hog_period": 10_000.0}
     # forks after idle gaps and after other work are measured interleaved, one group per image size
+    # (the kinds that copy no image: one group per kind, its 1 and 10 ms gaps)
     assert {s.name: s.interleave for s in SCENARIOS if s.interleave} == {
-        s.name: f"cold-{'64MiB' if s.rss == 64 * scenarios.MiB else '256MiB'}"
+        s.name: f"cold-{'64MiB' if s.rss == 64 * scenarios.MiB else '256MiB'}" if s.kind == "fork" else f"cold-{s.kind}"
         for s in SCENARIOS if s.think_s or s.other_work_llc or s.child_life_s}
+    assert {s.name for s in SCENARIOS if s.kind != "fork" and s.think_s} == {
+        f"closed-{k}-K1-rss0-think{g}ms" for k in ("vfork", "posix_spawn", "thread") for g in (1, 10)}
     quick = scenarios.scenarios(quick=True)
     assert {"closed-fork-K1-rss0", "closed-fork-K2-rss0", "closed-vfork-K1-rss0", "closed-posix_spawn-K1-rss0",
             "closed-thread-K1-rss0", "closed-fork-K1-rss0-hogs2"} <= {s.name for s in quick}

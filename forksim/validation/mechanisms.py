@@ -65,6 +65,12 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "K2's two parents sharing one vCPU with a hog (the model reaches it 41-77% of the time in three 5 s "
      "replications, traced 83%); not reproduced: at 256 MiB a K1 parent sharing a "
      "vCPU with a hog part of the time (its long dup_mmap makes it look like one more hog to the balancer)"),
+    ("rss0-think", "a creation that copies no image after an idle gap: the parent's task, mm and files structs, "
+     "the slabs they come from and the kernel's code have cooled (pinned on 2026-12-04, pthread_create 7 us back to "
+     "back, 16-17 us after 1 ms, 40 us after 5 ms, asleep or spinning alike); the model charges the profile's "
+     "warmth.families extra of the kind by the image curve's coldness at the time since the parent's last creation "
+     "(measured by calibrate pinned after sleeps); unpinned, the parent wakes on either vCPU and the child's "
+     "placement and the other vCPU's halt exit follow the gap as well"),
     ("think", "a fork after an idle gap finds the parent's page tables and struct pages cold; the model adds the "
      "profile's cold extra to dup_mmap by the time since the image was last walked (warmth: 1-exp(-(gap/tau)^beta)), "
      "measured pinned on 0, 64 and 256 MiB images up to 1 s asleep (100 ms left them about half as cold), per page "
@@ -101,7 +107,11 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "the halt exits, not the host's stalls"),
     (THREAD, "placement of the new thread (about half go to the idle vCPU: an IPI and a halt exit of tens of "
      "microseconds, both now by how long that vCPU idled: scheduler.idle_wake_curve and ipi_send_curve) "
-     "dominates a 7-14 us creation; its p99 holds host stalls the model lacks"),
+     "dominates a 7-14 us creation, and a thread made after one that exited on the other vCPU reallocates the "
+     "task and pid that one released there (remote_free.thread_us: pinned, +4..+7 us on 2026-12-04; the real "
+     "loop alternates, 89% of the threads after a local one go to the other vCPU, the model's 61%); the round "
+     "trip's p50 stays about a third under (the thread's exit and the joiner's wake-up, not identified); its p99 "
+     "holds host stalls the model lacks"),
     ("-K4-", _K_OVER_CPUS),
     ("-K8-", _K_OVER_CPUS),
     ("newnet", "the p99s: a clone(CLONE_NEWNET) waits on rtnl_mutex while the netns workqueue's cleanup_net holds it "

@@ -224,13 +224,17 @@ def _paced(gap_s: float) -> dict[str, float]:
             "warmup_s": max(0.5, 2 * gap_s), "quick_warmup_s": max(0.2, 1.5 * gap_s)}
 
 
-def _think(rss: int, think_s: float, *, quick: bool = False) -> Scenario:
-    """One parent forking after an idle gap: fork -> reap -> sleep `think_s` -> fork (a server, a
-    database snapshot, a shell at the pace of its user); enough gaps for a p50 in the time given."""
+def _think(rss: int, think_s: float, *, quick: bool = False, kind: Kind = FORK) -> Scenario:
+    """One parent creating after an idle gap: fork -> reap -> sleep `think_s` -> fork (a server, a
+    database snapshot, a shell at the pace of its user; a server spawning a helper, a pool starting a
+    thread now and then); enough gaps for a p50 in the time given."""
     gap = f"{think_s * 1e3:g}ms"
-    return Scenario(name=f"closed-fork-K1-rss{_size_name(rss)}-think{gap}", mode="closed", kind=FORK, parents=1,
-                    rss=rss, think_s=think_s, quick=quick, **_paced(think_s), interleave=f"cold-{_size_name(rss)}",
-                    notes=f"a fork after {gap} asleep: the parent's page tables and struct pages have cooled")
+    cooled = ("the parent's page tables and struct pages have cooled" if kind in COPIES_MM else
+              "the creation path (the parent's structs, the slabs, the kernel's code) has cooled")
+    return Scenario(name=f"closed-{kind}-K1-rss{_size_name(rss)}-think{gap}", mode="closed", kind=kind, parents=1,
+                    rss=rss, think_s=think_s, quick=quick, **_paced(think_s),
+                    interleave=f"cold-{_size_name(rss)}" if kind == FORK else f"cold-{kind}",
+                    notes=f"a {kind} after {gap} asleep: {cooled}")
 
 
 def _after_work(rss: int, llc: float, *, quick: bool = False) -> Scenario:
@@ -285,6 +289,9 @@ def _build() -> tuple[Scenario, ...]:
     for rss in (64 * MiB, 256 * MiB):
         for think in (0.001, 0.01, 0.1, 1.0):
             out.append(_think(rss, think, quick=rss == 64 * MiB and think in (0.01, 0.1)))
+    for kind in (k for k in LOADGEN_KINDS if k not in COPIES_MM):  # the kinds that copy no image, cold
+        for think in (0.001, 0.01):
+            out.append(_think(0, think, kind=kind))
     for llc in (0.5, 2.0):
         out.append(_after_work(64 * MiB, llc, quick=llc == 0.5))
     for rss in (64 * MiB, 256 * MiB):
