@@ -1097,3 +1097,15 @@ def test_the_family_fit_recovers_each_curve():
                 [{"fork_ns": int((10.0 + FamilyCold(full_us=55.0, tau_us=7000.0).extra_us(gap)) * 1e3)}])
     got, src, _ = fit_families(one, 7000.0)
     assert got["thread"] == {"full_us": pytest.approx(55.0, rel=0.01), "tau_us": 7000.0} and "an assumption" in src
+
+
+def test_calibrate_reports_the_family_extras_and_their_curves(capsys):
+    from forksim.commands import calibrate as cmd
+
+    points = {"thread": [[10.0, 40.1], [30.0, 54.3]], "vfork": [[10.0, 61.2]]}
+    cmd._families_line({"families": {"thread": {"full_us": 59.1, "tau_us": 11038.0}}}, points)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "thread +40.1 after 10 ms, +54.3 after 30 ms -> fully cold +59.1 over 11.0 ms" in out
+    assert "vfork +61.2 after 10 ms;" not in out and out.endswith("vfork +61.2 after 10 ms")  # measured, not fitted
+    cmd._families_line(None, None)
+    assert capsys.readouterr().out == ""

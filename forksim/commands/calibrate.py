@@ -290,7 +290,8 @@ def _families_line(warmth: dict | None, points: dict | None) -> None:
     full = (warmth or {}).get("families", {})
     console.print("cold creations that copy no image (pinned, after sleeps): call p50 over back to back, us: "
                   + "; ".join(f"{kind} " + ", ".join(f"{e:+,.1f} after {g:g} ms" for g, e in pts)
-                              + (f" -> fully cold +{fmt(full[kind])}" if kind in full else "")
+                              + (f" -> fully cold +{fmt(full[kind]['full_us'])} over "
+                                 f"{full[kind]['tau_us'] / 1000:.1f} ms" if kind in full else "")
                               for kind, pts in points.items()))
 
 
