@@ -108,11 +108,10 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
     (THREAD, "placement of the new thread (about half go to the idle vCPU: an IPI and a halt exit of tens of "
      "microseconds, both now by how long that vCPU idled: scheduler.idle_wake_curve and ipi_send_curve) "
      "dominates a 7-14 us creation, and a thread made after one that exited on the other vCPU reallocates the "
-     "task and pid that one released there (remote_free.thread_us: pinned, +4..+7 us on 2026-12-04), and runs, "
-     "exits and is joined ~2 us slower (remote_free.thread_life_us: the stack glibc hands it again and the thread "
-     "group's lines, last written on the other vCPU); the real loop alternates (88-90% of the threads after a "
-     "local one go to the other vCPU, the model's 92%), so the call's p50 falls between the local and the remote "
-     "calls' (13.6 and 18.5 us) and moves with their spread; its p99 holds host stalls the model lacks"),
+     "task and pid that one released there (remote_free.thread_us: pinned, +4..+7 us on 2026-12-04; the real "
+     "loop alternates, 89% of the threads after a local one go to the other vCPU, the model's 61%); the round "
+     "trip's p50 stays about a third under (the thread's exit and the joiner's wake-up, not identified); its p99 "
+     "holds host stalls the model lacks"),
     ("-K4-", _K_OVER_CPUS),
     ("-K8-", _K_OVER_CPUS),
     ("newnet", "the p99s: a clone(CLONE_NEWNET) waits on rtnl_mutex while the netns workqueue's cleanup_net holds it "
