@@ -348,11 +348,6 @@ class RemoteFree(BaseModel):
         default=None, ge=0.0, le=10000.0,
         description="median extra of a thread's creation (CLONE_THREAD) when the last thread created on its CPU "
                     "exited on another CPU: the task_struct and pid it released there (us); absent: not priced")
-    thread_life_us: float | None = Field(
-        default=None, ge=0.0, le=10000.0,
-        description="median extra of a thread's run, exit and joiner's wake-up when the process's previous thread "
-                    "exited on another CPU: the stack glibc hands it again, the thread group's signal struct and "
-                    "futex lines, last written there (us); absent: not priced")
     source: str = Field(min_length=1)
 
     def median_us(self, vmas: int, anon_vmas: int) -> float:

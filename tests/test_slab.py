@@ -126,23 +126,6 @@ def test_threads_exiting_on_the_other_cpu_slow_the_next_thread_by_thread_us():
     assert same(_k1(None, 0.0, "thread"), without)
 
 
-def test_a_thread_run_where_the_last_thread_did_not_exit_pays_thread_life_us():
-    from forksim.kernel.mm import Process
-
-    costs = _costs(TERM.model_copy(update={"thread_life_us": 3.0}))
-    slab = SlabFreelists(costs.profile.remote_free, 2)
-    group = Process(None, None)
-    assert slab.thread_life_extra_us(group, 0, costs) == 0.0  # its first thread
-    group.thread_exit_cpu = 1
-    assert slab.thread_life_extra_us(group, 0, costs) == 3.0 and slab.thread_life_extra_us(group, 1, costs) == 0.0
-    life = TERM.model_copy(update={"thread_life_us": 20.0})
-    # half of them on the other CPU: the threads after one that exited elsewhere take longer to run, exit and be
-    # joined; their calls do not change
-    mixed, plain = _k1(life, 0.5, "thread"), _k1(TERM, 0.5, "thread")
-    assert mixed["roundtrip_latency_us"]["mean"] > plain["roundtrip_latency_us"]["mean"] + 3.0
-    assert mixed["fork_latency_us"]["p50"] == pytest.approx(plain["fork_latency_us"]["p50"], rel=0.1)
-
-
 def _runs(store, kind: str, shape: dict, p50_us: float, rnd: int, mode: str = "fork") -> None:
     samples = [{"fork_ns": int(1000 * p50_us * f), "fork_cpu_ns": int(1000 * p50_us * f)} for f in (0.9, 1.0, 1.1)]
     key = {"rss": 0, "anon_vmas": shape["anon_vmas"] - 11, "file_vmas": shape["vmas"] - 25 - (shape["anon_vmas"] - 11),
@@ -168,14 +151,6 @@ def test_the_fit_recovers_a_known_extra_less_the_stack_miss():
             _runs(store, "free_remote", sh, local + extra(sh["vmas"], sh["anon_vmas"]), rnd)
         _runs(store, "thread_free_local", shapes[0], 7.0 + rnd, rnd, "thread")
         _runs(store, "thread_free_remote", shapes[0], 7.0 + rnd + 4.0 + 2.5, rnd, "thread")  # 4 us, + the stack miss
-        for r in store.select("thread_free_local"):  # its life: round trip less the call, 13 us
-            for x in r["samples"]:
-                x["rt_ns"] = x["fork_ns"] + 13_000
-        # every other thread after one that exited on the other CPU: a life 3 us longer (+ the round's drift)
-        alt = [{"fork_ns": 9_000, "rt_ns": 9_000 + 13_000 + 3_000 + 500 * rnd + 100 * j, "after_remote": 1} for j in (-1, 0, 1)]
-        alt += [{"fork_ns": 9_000, "rt_ns": 80_000, "after_remote": 0}] * 3  # the migrating ones: not read
-        store.add("thread_free_alt", {"rss": 0, "anon_vmas": 0, "file_vmas": 0, "thp": False, "pinned": True,
-                                      "traced": False, "mode": "thread", "round": rnd}, shapes[0], alt)
     st = {"stack_vmalloc": StageCost(fixed_us=3.1, source="measured: t"),
           "stack_cache_hit": StageCost(fixed_us=0.6, source="assumption: t")}
     ev = Evidence(store, 1, False)
@@ -184,8 +159,7 @@ def test_the_fit_recovers_a_known_extra_less_the_stack_miss():
     assert got.per_vma_us == pytest.approx(0.4, abs=1e-3) and got.per_anon_vma_us == pytest.approx(0.9, abs=1e-3)
     assert got.source.startswith("measured:") and ev.diag["remote_free"]["stack_miss_us"] == pytest.approx(2.5)
     assert got.thread_us == pytest.approx(4.0, abs=0.01) and "thread_us" in got.source
-    assert got.thread_life_us == pytest.approx(3.25, abs=0.01) and "thread_life_us" in got.source
     assert fit_remote_free(Evidence(Store(), 1, False), st) is None  # an old raw file: no section
-    for kind in ("thread_free_local", "thread_free_remote", "thread_free_alt"):  # a raw file older than the thread A/B
+    for kind in ("thread_free_local", "thread_free_remote"):  # a raw file older than the thread A/B
         store.runs = [r for r in store.runs if r["kind"] != kind]
     assert RemoteFree.model_validate(fit_remote_free(Evidence(store, 1, False), st)).thread_us is None

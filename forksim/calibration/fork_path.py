@@ -437,25 +437,4 @@ def fit_remote_free(ev: Evidence, st: dict[str, StageCost]) -> dict[str, Any] | 
             f"; thread_us: the same A/B with pthread_create (the thread pins itself before it returns; it releases "
             f"its task and pid on the CPU it exits on), p50 remote - local per round "
             f"{', '.join(f'{d:.1f}' for d in thread[0])} us, their median less the same stack-cache miss")
-    life = _thread_life_diffs(ev)
-    if life:
-        ev.diag["remote_free"]["thread_life_after_remote_minus_local_us"] = [round(d, 2) for d in life]
-        out["thread_life_us"] = round(max(0.0, median(life)), 3)
-        out["source"] += (
-            f"; thread_life_us: pthread_create with every other thread exiting on the other CPU (forkbench thread "
-            f"-a), the p50 of round trip - call of the threads after one that exited there, less the same p50 of the "
-            f"all-local loop of the round: {', '.join(f'{d:.1f}' for d in life)} us, their median")
-    return out
-
-
-def _thread_life_diffs(ev: Evidence) -> list[float]:
-    """Per round: a thread's life (round trip less the call: its run, exit and the joiner's wake-up) after one
-    that exited on the other CPU (the alternating run's) less in the all-local loop (us)."""
-    local = {r["key"].get("round", 0): r for r in ev.store.select(THREAD_FREE["free_local"]) if r["samples"]}
-    out = []
-    for r in ev.store.select(THREAD_FREE["alternate"]):
-        base = local.get(r["key"].get("round", 0))
-        after = [x["rt_ns"] - x["fork_ns"] for x in r["samples"] if x.get("after_remote")]
-        if base is not None and after:
-            out.append((median(after) - median([x["rt_ns"] - x["fork_ns"] for x in base["samples"]])) / 1e3)
     return out

@@ -268,11 +268,6 @@ class _Jobs:
                 jobs.append((f"pthread_create, the thread exits on {where} (round {rnd + 1})",
                              self.fork(THREAD_FREE[kind], mode="thread", rnd=rnd, reps=reps,
                                        extra=["-R", str(exit_cpu)])))
-            # every other thread on the other CPU (an unpinned loop's alternation): the life of a thread after one
-            # that exited there
-            jobs.append((f"pthread_create, every other thread exits on the other CPU (round {rnd + 1})",
-                         self.fork(THREAD_FREE["alternate"], mode="thread", rnd=rnd, reps=reps,
-                                   extra=["-R", str(self.other), "-a"])))
         return jobs
 
     def concurrency(self) -> list[Job]:
@@ -308,7 +303,7 @@ class _Jobs:
 # the VMAs the remote-free runs add to the base image (file-backed, then anonymous)
 REMOTE_VMAS = 100
 # the store kinds of the remote-free A/B's thread runs
-THREAD_FREE = {"free_local": "thread_free_local", "free_remote": "thread_free_remote", "alternate": "thread_free_alt"}
+THREAD_FREE = {"free_local": "thread_free_local", "free_remote": "thread_free_remote"}
 
 # how long the wakee's CPU has been idle before the cross-CPU wake-ups beside the 200 us reference
 IDLE_SPINS_US = (10, 50, 1000)

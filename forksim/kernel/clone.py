@@ -494,10 +494,7 @@ class Kernel:
             if cfg.lifetime > 0.0:
                 yield C.run(cfg.lifetime, preemptible=True)
         if self._thread_start is not None and KINDS[kind].clone_thread:
-            start = self._thread_start()  # glibc's start_thread around the function, up to the exit
-            if self.slab.thread_life_cost is not None:  # the process's previous thread exited on another CPU
-                start += self.slab.thread_life_extra_us(child.parent, C.cpu.id, c)
-            yield C.run(start)
+            yield C.run(self._thread_start())  # glibc's start_thread around the function, up to the exit
 
         if KINDS[kind].execs:
             yield from self._execve(child, kind, rec)
@@ -685,7 +682,6 @@ class Kernel:
             self.slab.freed(rec.parent_cpu, C.cpu.id)
         elif KINDS[kind].clone_thread:  # release_task at its own exit_notify: its task_struct and pid, here
             self.slab.thread_freed(rec.parent_cpu, C.cpu.id)
-            child.parent.thread_exit_cpu = C.cpu.id
         C.exit()
         if x is not None and x.deferred_us > 0.0:
             self._defer(c.term("+deferred", x.deferred_us, x.sigma))

@@ -42,7 +42,7 @@ class Process:
     """A thread group: its main task, its mm, and its children awaiting wait()."""
 
     __slots__ = ("task", "mm", "parent", "zombies", "waiter", "vfork_waiter", "inherited", "exited", "tid_cleared",
-                 "threads", "thread_exit_cpu")
+                 "threads")
 
     def __init__(self, task: "Task", mm: MM | None, parent: "Process | None" = None):
         self.task = task
@@ -55,4 +55,3 @@ class Process:
         self.exited = False
         self.tid_cleared = False  # a thread: mm_release cleared its tid and woke pthread_join
         self.threads: list["Task"] = [task]
-        self.thread_exit_cpu = -1  # where the last thread it created exited (kernel/slab.py); -1: none yet

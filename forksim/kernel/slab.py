@@ -25,10 +25,7 @@ release_task drops that reference on the parent's CPU: its remote frees are its 
 The state kept here, per CPU: whether the last child created there that copied the address space
 was freed on another CPU, and whether the last thread created there exited on another CPU; the
 profile's `remote_free` prices the next fork, and its `thread_us` the next thread, there (the stack
-cache miss the same exits cause is StackCache's, kernel/stack.py). The thread itself, run where the
-process's previous thread did not exit, finds the stack glibc hands it again and the thread group's
-shared lines (signal struct, futex) last written on that other CPU: `thread_life_us` (pinned, every
-other thread exiting on the other CPU: +2.6 to +6.6 us of run, exit and join over an all-local loop).
+cache miss the same exits cause is StackCache's, kernel/stack.py).
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..profile import ImageShape, RemoteFree
-    from .mm import Process
     from .costs import Costs
 
 __all__ = ["SlabFreelists"]
@@ -46,13 +42,12 @@ __all__ = ["SlabFreelists"]
 class SlabFreelists:
     """Per CPU: were the objects the next fork there reuses freed on another CPU (remote frees)?"""
 
-    __slots__ = ("remote", "cost", "thread_remote", "thread_cost", "thread_life_cost")
+    __slots__ = ("remote", "cost", "thread_remote", "thread_cost")
 
     def __init__(self, cost: "RemoteFree | None", ncpu: int):
         self.cost = cost
         self.remote = [False] * ncpu  # a booted machine's freelists hold its own frees
         self.thread_cost = cost.thread_us if cost is not None else None
-        self.thread_life_cost = cost.thread_life_us if cost is not None else None
         self.thread_remote = [False] * ncpu
 
     def freed(self, alloc_cpu: int, free_cpu: int) -> None:
@@ -80,10 +75,3 @@ class SlabFreelists:
         if self.thread_cost is None or not self.thread_remote[cpu]:
             return 0.0
         return costs.term("remote_free_thread", self.thread_cost, self.cost.sigma)
-
-    def thread_life_extra_us(self, group: "Process", cpu: int, costs: "Costs") -> float:
-        """What a thread of `group` running on `cpu` pays on its way to its exit and its joiner's wake-up (us): the
-        profile's remote_free.thread_life_us draw where the group's previous thread exited on another CPU."""
-        if self.thread_life_cost is None or group.thread_exit_cpu in (-1, cpu):
-            return 0.0
-        return costs.term("remote_free_thread_life", self.thread_life_cost, self.cost.sigma)

@@ -68,9 +68,7 @@
  *          -R CPU (fork, cold, thread) each child pins itself to CPU before it exits, so that its task, VMAs
  *                 and anon_vma chains are freed there (a thread: its task and pid, as it releases itself): with
  *                 CPU other than -c's, the next creation reuses slab objects another CPU freed (SLUB remote
- *                 frees); -R with -c's own CPU is the same call without the move (the A/B baseline); thread -a:
- *                 every other thread exits on -R's CPU, the rest on -c's (an unpinned loop's alternation), each
- *                 sample's "after_remote" saying whether the thread before it exited on -R's CPU
+ *                 frees); -R with -c's own CPU is the same call without the move (the A/B baseline)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -435,14 +433,13 @@ int main(int argc, char **argv)
     const char *mode = argc > 1 ? argv[1] : "fork";
     size_t rss = 0, pages = 1024;
     long anon_vmas = 0, file_vmas = 0, reps = 100, warm = 5, k = 8;
-    int thp = 0, cpu = -1, gate = 0, migrate = 0, exit_cpu = -1, alternate = 0, opt;
-    int thread_cpu = -1, prev_remote = 0; /* thread -R -a: where this thread exits; did the last one exit on -R's CPU */
+    int thp = 0, cpu = -1, gate = 0, migrate = 0, exit_cpu = -1, opt;
     long sleep_us = 0, spin_us = 0, child_sleep_us = 0;
     size_t work_bytes = 0;
     const char *helper = NULL;
 
     optind = 2;
-    while ((opt = getopt(argc, argv, "r:A:F:t:n:w:c:k:p:x:gs:S:G:W:MR:L:E:a")) != -1) {
+    while ((opt = getopt(argc, argv, "r:A:F:t:n:w:c:k:p:x:gs:S:G:W:MR:L:E:")) != -1) {
         switch (opt) {
         case 'r': rss = strtoull(optarg, NULL, 0); break;
         case 'A': anon_vmas = atol(optarg); break;
@@ -461,7 +458,6 @@ int main(int argc, char **argv)
         case 'W': work_bytes = strtoull(optarg, NULL, 0); break;
         case 'M': migrate = 1; break;
         case 'R': exit_cpu = atoi(optarg); break;
-        case 'a': alternate = 1; break;
         case 'E': child_sleep_us = atol(optarg); break;
         case 'L':
             if (!strcmp(optarg, "random"))
@@ -624,18 +620,15 @@ int main(int argc, char **argv)
         } else if (!strcmp(mode, "thread")) {
             pthread_t th;
             sh->thread_start = 0;
-            thread_cpu = alternate && !prev_remote ? exit_cpu : alternate ? cpu : exit_cpu;
             t0 = now_ns();
-            if (pthread_create(&th, NULL, thread_fn, &thread_cpu))
+            if (pthread_create(&th, NULL, thread_fn, &exit_cpu))
                 die("pthread_create");
             t1 = now_ns();
             pthread_join(th, NULL);
             t2 = now_ns();
             if (i >= 0)
-                printf("{\"b\": \"thread\", \"i\": %ld, \"fork_ns\": %ld, \"rt_ns\": %ld, \"child_ns\": %ld, "
-                       "\"after_remote\": %d}\n", i, (long)(t1 - t0), (long)(t2 - t0), (long)(sh->thread_start - t0),
-                       prev_remote);
-            prev_remote = thread_cpu >= 0 && thread_cpu != cpu;
+                printf("{\"b\": \"thread\", \"i\": %ld, \"fork_ns\": %ld, \"rt_ns\": %ld, \"child_ns\": %ld}\n", i,
+                       (long)(t1 - t0), (long)(t2 - t0), (long)(sh->thread_start - t0));
         } else if (!strcmp(mode, "burst")) {
             int fds[2];
             pid_t kids[256];
