@@ -6,13 +6,14 @@ task, mm, files and signal structs, the slabs they allocate from, the kernel's c
 the 2026-12-04 zen4 host (a C loop with a sleep or a spin before each pthread_create): 7 us back to back,
 16-17 after 1 ms, 40 after 5 ms, alike asleep and spinning: time, the host's other work, cools it, not
 the halt. forkbench's thread, vfork and spawn modes take -s (a sleep before each recorded call); each
-family's p50 after a gap less its back-to-back p50 of the same round is its extra at that gap (pthread_create / vfork / posix_spawn, 2026-12-04 20:15, 2 rounds: +3..+7 / +7..+15 /
-+21..+44 us after 1 ms, +40 / +45..+61 / +77..+139 after 10 ms, +52..+77 / +74..+93 / +146..+203 from 100 ms
-on). The profile's FamilyCold is full_us * (1 - exp(-gap/tau_us)): the time scale the fit takes from the gaps
+family's p50 after a gap less its back-to-back p50 of the same round is its extra at that gap
+(pthread_create / vfork / posix_spawn, 2026-12-04 20:15, 2 rounds: +3..+7 / +7..+15 / +21..+44 us after
+1 ms, +40 / +45..+61 / +77..+139 after 10 ms, +52..+77 / +74..+93 / +146..+203 from 100 ms on). The
+profile's FamilyCold is full_us * (1 - exp(-gap/tau_us)): the time scale the fit takes from the gaps
 (scipy's bounded scalar minimisation of the squared error, the height by least squares at each time scale),
 the image curve's tau where a single gap leaves it open (said in the source). The model charges it by the
-time since the parent's last creation (kernel/warmth.py). Back to back (cycles of 20-110 us) that is under
-1% of it: the stage costs hold their own warmth.
+time since the parent's last creation (kernel/warmth.py). Back to back (cycles of 20-110 us) that is about
+1% of it or less: the stage costs hold their own warmth.
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ from ..kernel.stages import DO_EXIT, DUP_MMAP, EXIT_MMAP, RET_FROM_FORK, WAIT_RE
 from ..profile import CacheCurve, StageCost
 from .caches import fit_cache_curve
 from .layout import LayoutFit, first_images, fit_layout, runs_layout
-from .jobs import THREAD_FREE
 from .fit import (WALK_TERMS, Config, LinearFit, cross_validate, fit_linear, fit_linear_through, median, residual_quantiles,
                   stage_cost, typical_quantiles)
+from .jobs import THREAD_FREE
 from .plan import FORK_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE, Plan
 from .samples import Evidence, fork_cfg, fork_field, group, pct, preempted_share, quantiles, seg_cfgs, vals
 
