@@ -601,10 +601,33 @@ def _fully_cold_fit(table: list[dict[str, Any]], fitted: list[int], extras: dict
 
 
 def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """The profile's `warmth` section (None when not measured or no effect) and its diagnostics."""
+    """The profile's `warmth` section (None when not measured or no effect) and its diagnostics: the image's
+    terms, then the kinds that copy no image (cold_families.py) on the image curve's time scale."""
+    warmth, diag, tau = _fit_image_warmth(store)
+    if warmth is None:
+        return None, diag
+    families, families_src, families_diag = fit_families(store, tau)
+    source = warmth.pop("source") + families_src
+    warmth.update(({"families": families} if families else {}), source=source)
+    diag["warmth_fit"].update(families_diag)
+    return warmth, diag
+
+
+def _footprint_migration(table: list[dict[str, Any]], good: list[int], rel: Callable[[dict[str, Any]], float],
+                         tau: float, beta: float) -> tuple[float, float, list[float], list[float]]:
+    """The footprint scale (bytes) from the sweeps and the migration coldness from the moves, at the sizes with a
+    cold extra, and their points (1e15 and 0 where not measured)."""
+    fp = _footprints([t for t in table if t["cond"] == "work" and t["rss_bytes"] in good and t["x"] > 0],
+                     rel, tau, beta)
+    mig = [rel(t) for t in table if t["cond"] == "migrate" and t["rss_bytes"] in good]
+    return (statistics.median(fp) if fp else 1e15), (statistics.median(mig) if mig else 0.0), fp, mig
+
+
+def _fit_image_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any], float]:
+    """The `warmth` section's image terms, their diagnostics and the curve's time scale (us; nan where unfitted)."""
     runs = _pooled(store.select("cold"))
     if not runs:
-        return None, {}
+        return None, {}, math.nan
     sizes = sorted({r["key"]["rss"] for r in runs})
     table, warm = _cold_table(runs)
     diag: dict[str, Any] = {"cold_forks": table}
@@ -621,7 +644,7 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     good = [s for s in measured if measured[s] > 0.02 * warm[s]]
     if not good:
         diag["warmth_note"] = "no cold extra above 2% of the warm fork at the longest sleep: no warmth terms"
-        return None, diag
+        return None, diag, math.nan
     # the empty image anchors the fixed part even when its extra is within the noise (floored at 1%)
     fitted = _rising(good + ([0] if 0 in measured and 0 not in good else []), measured)
     fell = any(g not in fitted for g in good)
@@ -631,7 +654,7 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     tau_beta = _fit_curve(g, c)
     if tau_beta is None:
         diag["warmth_note"] = "the coldness against the gap does not fit 1-exp(-(gap/tau)^beta): no warmth terms"
-        return None, diag
+        return None, diag, math.nan
     tau, beta = tau_beta
 
     def cold_at(gap_us: float) -> float:
@@ -650,11 +673,7 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     def rel(t: dict[str, Any]) -> float:
         return float(np.clip((t["fork_p50_us"] - warm[t["rss_bytes"]]) / extra(t["rss_bytes"]), 0.0, 0.999))
 
-    fp = _footprints([t for t in table if t["cond"] == "work" and t["rss_bytes"] in good and t["x"] > 0],
-                     rel, tau, beta)
-    footprint = statistics.median(fp) if fp else 1e15
-    mig = [rel(t) for t in table if t["cond"] == "migrate" and t["rss_bytes"] in good]
-    migration = statistics.median(mig) if mig else 0.0
+    footprint, migration, fp, mig = _footprint_migration(table, good, rel, tau, beta)
     scattered = None if per_scattered is None else _fully_cold_scatter(per_scattered, cold_at(SCATTER_GAP), pairs, diag)
     src = (_source(runs, table, sizes, ref, len(fp)) + scatter_source(pairs if scattered is not None else [], window)
            + _spread_source(spreads))
@@ -666,19 +685,17 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         src += _exit_source(exit_points, exit_terms, residual)
     remote, remote_points = _fit_remote(table)
     src += _remote_source(remote, remote_points)
-    families, families_src, families_diag = fit_families(store, tau)
-    src += families_src
     warmth = {"tau_us": round(float(tau), 1), "beta": round(float(beta), 3),
               "footprint_bytes": round(float(footprint), 0), "walk_bytes_per_pte": 80.0,
               "migration": round(float(np.clip(migration, 0.0, 1.0)), 3),
               **({"residual": sorted(residual)} if residual else {}),
               "stages": {DUP_MMAP: cold_terms, **({EXIT_MMAP: exit_terms} if exit_terms is not None else {})},
-              **({"remote": remote} if remote else {}), **({"families": families} if families else {}), "source": src}
+              **({"remote": remote} if remote else {}), "source": src}
     diag["warmth_fit"] = {"warm_p50_us": {str(s): warm[s] for s in warm},
                           "cold_extra_us": {str(s): round(v, 1) for s, v in sat.items()},
                           "longest_sleep_extra_us": {str(s): [longest[s]["x"], round(v, 1)] for s, v in measured.items()},
                           "spread": {str(s): v for s, v in (spreads or {}).items()},
                           "coldness_points": [[round(float(a), 1), round(float(b), 3)] for a, b in zip(g, c)],
                           "footprint_estimates_bytes": [round(x) for x in fp], "migration_points": mig,
-                          "exit": exit_points, "remote": remote_points, **families_diag}
-    return warmth, diag
+                          "exit": exit_points, "remote": remote_points}
+    return warmth, diag, float(tau)
