@@ -188,11 +188,20 @@ class FamilyCold(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     full_us: float = Field(ge=0.0, le=10000.0, description="the fully cold extra of the creating call (us)")
     tau_us: float = Field(gt=0.0, description="the time scale of its cooling (us)")
+    rest_full_us: float = Field(
+        default=0.0, ge=0.0, le=10000.0, description="the fully cold extra of the rest of the round trip, from the "
+        "call's return to the wait's (the child's start, its exec where it execs, its exit, the reap: pinned on the "
+        "2026-12-04 zen4 host, pthread_create +34..+37 us after 10 ms, +39..+75 from 30 ms on), on the call's time "
+        "scale; 0: the rest is as warm as back to back")
+
+    def coldness(self, gap_us: float, evicted: float = 0.0) -> float:
+        """The share of the fully cold extras due after `gap_us`; `evicted`: the share other work on the CPU, or a
+        move to another CPU, took besides."""
+        return 1.0 - math.exp(-gap_us / self.tau_us) * (1.0 - evicted)
 
     def extra_us(self, gap_us: float, evicted: float = 0.0) -> float:
-        """The extra after `gap_us`; `evicted`: the share other work on the CPU, or a move to another CPU, took
-        besides."""
-        return self.full_us * (1.0 - math.exp(-gap_us / self.tau_us) * (1.0 - evicted))
+        """The call's extra after `gap_us` (see `coldness`)."""
+        return self.full_us * self.coldness(gap_us, evicted)
 
 
 class ColdTerms(BaseModel):

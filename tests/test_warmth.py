@@ -1027,7 +1027,7 @@ def test_the_quick_plan_has_children_exit_on_the_other_cpu_at_every_size():
     assert not [n for n in cold_jobs(PLANS["quick"], "forkbench", Store(), 0, 0) if "other CPU" in n[0]]  # one CPU
 
 
-def _thread_loop(think_us: float, warmth: Warmth | None, clone: str = "thread") -> float:
+def _thread_loop(think_us: float, warmth: Warmth | None, clone: str = "thread", metric: str = "fork_latency_us") -> float:
     exp = parse_config({
         "experiment": {"name": "t", "duration": 600_000.0, "warmup": 50_000.0, "replications": 1, "seed": 3},
         "machine": {"cpus": 1, "profile": REFERENCE_PROFILE},
@@ -1035,7 +1035,7 @@ def _thread_loop(think_us: float, warmth: Warmth | None, clone: str = "thread") 
                      "image": {"rss": 0, "vmas": 26}, "child": {"clone": clone, "lifetime": 0.0}},
     }, resolved=True)
     prof = load_profile(REFERENCE_PROFILE).model_copy(update={"warmth": warmth})
-    return run_experiment(exp, profile=prof).summary["fork_latency_us"]["p50"]
+    return run_experiment(exp, profile=prof).summary[metric]["p50"]
 
 
 @pytest.mark.parametrize("clone", ["thread", "vfork"])
@@ -1055,39 +1055,61 @@ def test_a_creation_that_copies_no_image_cools_with_the_time_since_the_parents_l
 
 
 def test_a_family_term_cools_on_another_cpu_and_with_other_work_there():
-    cold = FamilyCold(full_us=50.0, tau_us=10_000.0)
+    cold = FamilyCold(full_us=50.0, tau_us=10_000.0, rest_full_us=20.0)
     w = WarmthTracker(CURVE.model_copy(update={"families": {"thread": cold}}), 2)
     mm = _mm()
-    assert w.creation_extra_us("thread", mm, 0, 0.0) == 50.0  # the run's first: nothing cached
-    assert w.creation_extra_us("thread", mm, 0, 10.0) == pytest.approx(cold.extra_us(10.0))
-    assert w.creation_extra_us("vfork", mm, 0, 20.0) == 0.0  # a kind the profile does not price
-    moved = w.creation_extra_us("thread", mm, 1, 30.0)  # on the other CPU: the image curve's migration share too
+    assert w.creation_extras_us("thread", mm, 0, 0.0) == (50.0, 20.0)  # the run's first: nothing cached
+    call, rest = w.creation_extras_us("thread", mm, 0, 10.0)
+    assert call == pytest.approx(cold.extra_us(10.0)) and rest == pytest.approx(20.0 * cold.coldness(10.0))
+    assert w.creation_extras_us("vfork", mm, 0, 20.0) == (0.0, 0.0)  # a kind the profile does not price
+    moved, _ = w.creation_extras_us("thread", mm, 1, 30.0)  # on the other CPU: the image curve's migration share too
     assert moved == pytest.approx(cold.extra_us(20.0, CURVE.migration))
     w.touched(1, 8 * MiB)  # other work on that CPU: one footprint scale
-    swept = w.creation_extra_us("thread", mm, 1, 40.0)
+    swept, swept_rest = w.creation_extras_us("thread", mm, 1, 40.0)
     assert swept == pytest.approx(cold.extra_us(10.0, 1 - math.exp(-1.0)))
+    assert swept_rest == pytest.approx(swept * 20.0 / 50.0)  # the rest cools as the call does
+
+
+@pytest.mark.parametrize("clone", ["thread", "vfork", "posix_spawn"])
+def test_the_rest_of_a_cold_round_trip_is_charged_after_the_call(clone):
+    call_only = CURVE.model_copy(update={"families": {clone: FamilyCold(full_us=40.0, tau_us=10_000.0)}})
+    both = CURVE.model_copy(update={"families": {clone: FamilyCold(full_us=40.0, tau_us=10_000.0,
+                                                                     rest_full_us=30.0)}})
+    gap = 50_000.0  # 5 tau: about fully cold
+    # the call's p50 is the call's alone
+    assert _thread_loop(gap, both, clone) == pytest.approx(_thread_loop(gap, call_only, clone), abs=0.5)
+    rt = [_thread_loop(gap, w, clone, "roundtrip_latency_us") for w in (call_only, both)]
+    assert rt[1] - rt[0] == pytest.approx(30.0, rel=0.05)  # the round trip gains the rest's extra
+    # back to back it is about nothing
+    b2b = [_thread_loop(0.0, w, clone, "roundtrip_latency_us") for w in (call_only, both)]
+    assert b2b[1] - b2b[0] < 0.5
 
 
 def test_the_family_fit_recovers_each_curve():
     from forksim.calibration.cold_families import COLD_FAMILY, GAPS, fit_families
 
     truth = {"vfork": (80.0, 30_000.0), "posix_spawn": (160.0, 12_000.0), "thread": (55.0, 10_000.0)}
+    rests = {"vfork": 20.0, "posix_spawn": 60.0, "thread": 0.0}  # the rest of the round trip, fully cold
 
     def store_of(plan: str, rounds: int) -> Store:
         store = Store()
         for rnd, drift in ((r, 3.0 * r) for r in range(rounds)):  # a round's drift moves all its runs alike
             for kind, (full, tau) in truth.items():
                 for gap in [0] + [g for g, _ in GAPS[plan][2]]:
-                    p50 = 10.0 + drift + FamilyCold(full_us=full, tau_us=tau).extra_us(gap)
+                    cold = FamilyCold(full_us=full, tau_us=tau, rest_full_us=rests[kind])
+                    p50 = 10.0 + drift + cold.extra_us(gap)
+                    rt = p50 + 12.0 + drift + rests[kind] * cold.coldness(gap)
                     store.add(COLD_FAMILY, {"kind": kind, "x": gap, "round": rnd, "pinned": True}, {},
-                              [{"fork_ns": int(p50 * 1e3)}] * 5)
+                              [{"fork_ns": int(p50 * 1e3), "rt_ns": int(rt * 1e3)}] * 5)
         return store
 
     got, src, diag = fit_families(store_of("full", 2), 7000.0)
     for kind, (full, tau) in truth.items():
         g = FamilyCold.model_validate(got[kind])
         assert (g.full_us, g.tau_us) == (pytest.approx(full, rel=0.02), pytest.approx(tau, rel=0.05))
+        assert g.rest_full_us == pytest.approx(rests[kind], rel=0.03, abs=0.1)
     assert "families" in src and "fitted" in src and set(diag["families_extra_us"]) == set(truth)
+    assert set(diag["families_rest_extra_us"]) == set(truth) and "the rest of the round trip" in src
     assert fit_families(Store(), 7000.0) == ({}, "", {})  # a raw file older than the family runs
     got, _, _ = fit_families(store_of("quick", 1), 7000.0)  # two gaps still fit a time scale
     assert got["thread"]["full_us"] == pytest.approx(55.0, rel=0.05)

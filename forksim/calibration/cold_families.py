@@ -11,9 +11,13 @@ family's p50 after a gap less its back-to-back p50 of the same round is its extr
 1 ms, +40 / +45..+61 / +77..+139 after 10 ms, +52..+77 / +74..+93 / +146..+203 from 100 ms on). The
 profile's FamilyCold is full_us * (1 - exp(-gap/tau_us)): the time scale the fit takes from the gaps
 (scipy's bounded scalar minimisation of the squared error, the height by least squares at each time scale),
-the image curve's tau where a single gap leaves it open (said in the source). The model charges it by the
-time since the parent's last creation (kernel/warmth.py). Back to back (cycles of 20-110 us) that is about
-1% of it or less: the stage costs hold their own warmth.
+the image curve's tau where a single gap leaves it open (said in the source). The rest of the round trip,
+from the call's return to the wait's (the child's start, exec and exit, the reap), cools too (same runs,
+2 rounds, after 10 ms / from 30 ms on: pthread_create +34..+37 / +39..+75 us, posix_spawn +23..+43 / +40..+74,
+vfork +13..+16 / +16..+24): its p50 over back to back gives FamilyCold.rest_full_us on the call's time
+scale. The model charges both by the time since the parent's last creation (kernel/warmth.py; the rest in
+the child's exit, kernel/clone.py). Back to back (cycles of 20-110 us) that is about 1% of it or less: the
+stage costs hold their own warmth.
 """
 
 from __future__ import annotations
@@ -72,21 +76,29 @@ def _p50_us(run: dict[str, Any]) -> float:
     return statistics.median(x["fork_ns"] for x in run["samples"]) / 1e3
 
 
+def _rest_p50_us(run: dict[str, Any]) -> float | None:
+    """The p50 of the rest of each round trip: from the call's return to the wait's (None: no round trips)."""
+    rests = [x["rt_ns"] - x["fork_ns"] for x in run["samples"] if "rt_ns" in x]
+    return statistics.median(rests) / 1e3 if rests else None
+
+
 def _fit_kind(pts: list[tuple[float, float]], tau_img: float) -> tuple[dict[str, float], bool]:
     """FamilyCold's terms through one kind's (gap us, extra us) points, and whether the time scale was fitted
     (two gaps or more) rather than taken from the image curve."""
     g = np.array([p[0] for p in pts], dtype=float)
     e = np.array([p[1] for p in pts], dtype=float)
-
-    def height(tau: float) -> tuple[float, float]:  # least squares through the origin, floored at 0; its error
-        c = 1.0 - np.exp(-g / tau)
-        h = max(0.0, float(c @ e / (c @ c)))
-        return h, float(np.sum((e - h * c) ** 2))
-
     fitted = len(set(g.tolist())) >= 2
-    tau = (float(np.exp(minimize_scalar(lambda lt: height(float(np.exp(lt)))[1], bounds=(np.log(0.3 * _MS),
+    tau = (float(np.exp(minimize_scalar(lambda lt: _height(g, e, float(np.exp(lt)))[1], bounds=(np.log(0.3 * _MS),
                                         np.log(1000 * _MS)), method="bounded").x)) if fitted else tau_img)
-    return {"full_us": round(height(tau)[0], 2), "tau_us": round(tau, 0)}, fitted
+    return {"full_us": round(_height(g, e, tau)[0], 2), "tau_us": round(tau, 0)}, fitted
+
+
+def _height(g: np.ndarray, e: np.ndarray, tau: float) -> tuple[float, float]:
+    """The height h of h * (1 - exp(-g/tau)) through the (gap us, extra us) points by least squares through the
+    origin, floored at 0, and its squared error."""
+    c = 1.0 - np.exp(-g / tau)
+    h = max(0.0, float(c @ e / (c @ c)))
+    return h, float(np.sum((e - h * c) ** 2))
 
 
 def fit_families(store: Store, tau_img: float) -> tuple[dict[str, dict[str, float]], str, dict[str, Any]]:
@@ -95,6 +107,7 @@ def fit_families(store: Store, tau_img: float) -> tuple[dict[str, dict[str, floa
     runs = store.select(COLD_FAMILY)
     out: dict[str, dict[str, float]] = {}
     points: dict[str, list[list[float]]] = {}
+    rest_points: dict[str, list[list[float]]] = {}
     said: list[str] = []
     for kind in _KINDS:
         mine = [r for r in runs if r["key"]["kind"] == kind and r["samples"]]
@@ -109,9 +122,23 @@ def fit_families(store: Store, tau_img: float) -> tuple[dict[str, dict[str, floa
         said.append(f"{kind} {', '.join(f'{e:+.1f} us after {g / _MS:g} ms' for g, e in pts)} -> fully cold "
                     f"{t['full_us']:.1f} us over " + (f"{t['tau_us'] / _MS:.1f} ms (fitted)" if fitted else
                     f"the image curve's tau {t['tau_us'] / _MS:.1f} ms (an assumption: one gap cannot fit it)"))
+        rest = _rest_points(mine)
+        if rest:
+            t["rest_full_us"] = round(_height(np.array([p[0] for p in rest], float),
+                                              np.array([p[1] for p in rest], float), t["tau_us"])[0], 2)
+            rest_points[kind] = [[g / _MS, round(e, 2)] for g, e in rest]
+            said[-1] += (f"; the rest of the round trip {', '.join(f'{e:+.1f}' for _, e in rest)} us -> fully cold "
+                         f"{t['rest_full_us']:.1f} us on the call's time scale (an assumption: one cooling for both)")
     if not out:
         return {}, "", {}
     src = (f"; families: vfork, posix_spawn and pthread_create pinned, each after sleeps (forkbench -s) against "
            f"back to back in the same round (rounds alternate the order), the call's p50 extra fitted as full * "
            f"(1 - exp(-gap/tau)) by least squares: " + "; ".join(said))
-    return out, src, {"families_extra_us": points}
+    return out, src, {"families_extra_us": points, "families_rest_extra_us": rest_points}
+
+
+def _rest_points(runs: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """(gap us, extra us) of the rest of the round trip (_rest_p50_us) over back to back in the same round."""
+    warm = {r["key"]["round"]: w for r in runs if r["key"]["x"] == 0 and (w := _rest_p50_us(r)) is not None}
+    return [(r["key"]["x"], p - warm[r["key"]["round"]]) for r in runs
+            if r["key"]["x"] > 0 and r["key"]["round"] in warm and (p := _rest_p50_us(r)) is not None]

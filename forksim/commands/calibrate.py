@@ -279,20 +279,30 @@ def main(args: argparse.Namespace) -> int:
         _spread_line(cold)
     _exit_line(prof.get("warmth"), diag.get("warmth_fit", {}).get("exit"))
     _remote_line(prof.get("warmth"), diag.get("warmth_fit", {}).get("remote"))
-    _families_line(prof.get("warmth"), diag.get("warmth_fit", {}).get("families_extra_us"))
+    fit = diag.get("warmth_fit", {})
+    _families_line(prof.get("warmth"), fit.get("families_extra_us"), fit.get("families_rest_extra_us"))
     return 0
 
 
-def _families_line(warmth: dict | None, points: dict | None) -> None:
-    """The creations that copy no image after sleeps: their extras, and the fully cold extra fitted to them."""
+def _families_line(warmth: dict | None, points: dict | None, rest: dict | None = None) -> None:
+    """The creations that copy no image after sleeps: their extras (the call's, and the rest of the round trip's
+    where measured), and the fully cold extras fitted to them."""
     if not points:
         return
-    full = (warmth or {}).get("families", {})
+    full, rest = (warmth or {}).get("families", {}), rest or {}
+
+    def kind_line(kind: str, pts: list) -> str:
+        line = f"{kind} " + ", ".join(f"{e:+,.1f} after {g:g} ms" for g, e in pts)
+        if kind in full:
+            line += f" -> fully cold +{fmt(full[kind]['full_us'])} over {full[kind]['tau_us'] / 1000:.1f} ms"
+        if rest.get(kind):
+            line += (" (rest of the round trip " + ", ".join(f"{e:+,.1f}" for _, e in rest[kind])
+                     + (f" -> +{fmt(full[kind]['rest_full_us'])}" if full.get(kind, {}).get("rest_full_us") is not None
+                        else "") + ")")
+        return line
+
     console.print("cold creations that copy no image (pinned, after sleeps): call p50 over back to back, us: "
-                  + "; ".join(f"{kind} " + ", ".join(f"{e:+,.1f} after {g:g} ms" for g, e in pts)
-                              + (f" -> fully cold +{fmt(full[kind]['full_us'])} over "
-                                 f"{full[kind]['tau_us'] / 1000:.1f} ms" if kind in full else "")
-                              for kind, pts in points.items()))
+                  + "; ".join(kind_line(kind, pts) for kind, pts in points.items()))
 
 
 def _remote_line(warmth: dict | None, points: dict | None) -> None:

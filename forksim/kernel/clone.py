@@ -218,8 +218,10 @@ class Kernel:
             setup += self.shared.fork_us(P.cpu.id, parent, self.costs, t0, k.copies_mm)
         if k.clone_thread and self.slab.thread_cost is not None:  # the last thread made here exited elsewhere
             setup += self.slab.thread_extra_us(P.cpu.id, self.costs)
+        rest_cold = 0.0
         if self._families_cold and not k.copies_mm:  # the creation path cooled since the parent's last one
-            setup += self.warmth.creation_extra_us(kind, parent.mm, P.cpu.id, t0)
+            call_cold, rest_cold = self.warmth.creation_extras_us(kind, parent.mm, P.cpu.id, t0)
+            setup += call_cold
         child_mm = parent.mm
         if k.copies_mm:
             mm = parent.mm
@@ -262,6 +264,7 @@ class Kernel:
         child_task = self.machine.new_task(f"{parent.task.name}.{kind}")
         child = Process(child_task, child_mm, parent)
         child.inherited = k.copies_mm
+        child.cold_rest_us = rest_cold
         if k.vfork_wait:
             child.vfork_waiter = P
         pack = self.costs.uniform() < self._local_share(k, P)
@@ -618,6 +621,11 @@ class Kernel:
         if waiter is not None and waiter.prev_cpu is not C.cpu:
             head = self._mm_release * body
         rest = body - head
+        if child.cold_rest_us > 0.0:  # the child's own path cooled with its creation's (FamilyCold.rest_full_us):
+            if thread:  # before mm_release's futex wake of the joiner
+                head += child.cold_rest_us
+            else:  # before exit_notify's wake of the parent
+                rest += child.cold_rest_us
         cold = 0.0
         if child.mm is not child.parent.mm:  # exit_mm -> mmput -> exit_mmap of an mm it owns
             zap, cold = self._exit_mmap(child)
