@@ -67,10 +67,13 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "vCPU with a hog part of the time (its long dup_mmap makes it look like one more hog to the balancer)"),
     ("rss0-think", "a creation that copies no image after an idle gap: the parent's task, mm and files structs, "
      "the slabs they come from and the kernel's code have cooled (pinned on 2026-12-04, pthread_create 7 us back to "
-     "back, 16-17 us after 1 ms, 40 us after 5 ms, asleep or spinning alike); the model charges the profile's "
-     "warmth.families extra of the kind by the image curve's coldness at the time since the parent's last creation "
-     "(measured by calibrate pinned after sleeps); unpinned, the parent wakes on either vCPU and the child's "
-     "placement and the other vCPU's halt exit follow the gap as well"),
+     "back, 16-17 us after 1 ms, 40 us after 5 ms, asleep or spinning alike; the rest of the round trip, the "
+     "child's start, exec and exit, +34..+37 us after 10 ms); the model charges the profile's warmth.families "
+     "extras of the kind, the call's and the rest's (in the child's exit), by the time since the parent's last "
+     "creation (measured by calibrate pinned after sleeps); unpinned, the parent wakes on either vCPU and the "
+     "child's placement and the other vCPU's halt exit follow the gap as well. How cold 10 ms leaves them moves "
+     "with the host's other tenants: pinned vfork after 10 ms asleep +27..+62 us over back to back in four runs "
+     "on one vCPU within three minutes (2026-12-04 22:20)"),
     ("think", "a fork after an idle gap finds the parent's page tables and struct pages cold; the model adds the "
      "profile's cold extra to dup_mmap by the time since the image was last walked (warmth: 1-exp(-(gap/tau)^beta)), "
      "measured pinned on 0, 64 and 256 MiB images up to 1 s asleep (100 ms left them about half as cold), per page "
