@@ -177,6 +177,26 @@ def test_a_busy_cpu_takes_a_hog_from_an_overloaded_one():
     assert per == [2, 2], per
 
 
+def test_a_balanced_pass_starts_the_failed_attempts_over():
+    """sched_balance_rq's out_balanced sets nr_balance_failed to 0: failures count only in a row, so a hot
+    task (or one whose load outweighs the imbalance) is forced over only after passes that each found an
+    imbalance and moved nothing."""
+    env = simpy.Environment()
+    # PELT kept, the periodic passes off: this test makes the passes itself
+    bal = BalanceParams(enabled=False, interval_us=2000.0, idle_pull=0.0, uniform=lambda: 0.5)
+    m = Machine(env, 2, eevdf_params(balance=bal))
+    ran: dict[str, float] = {}
+    hog(m, "a", ran, pin=0), hog(m, "b", ran, pin=0), hog(m, "c", ran, pin=1)
+    balancer, cpu0, cpu1 = m._balancer, m.cpus[0], m.cpus[1]
+    env.run(until=200_000.0)  # PELT: CPU 0 overloaded (load 2048), CPU 1 fully busy (1024)
+    # an imbalance of 512, and a hog's load (1024) does not fit it: a failure (the next pass would halve the load)
+    assert not balancer.busy_pass(cpu1)
+    assert balancer.failed[1] == 1
+    cpu0.rq.clear()  # CPU 0 with one task: nothing to balance
+    assert not balancer.busy_pass(cpu1)
+    assert balancer.failed[1] == 0
+
+
 def test_eevdf_with_short_slices_is_processor_sharing():
     """M/G/1 (hyperexponential service, cv^2 = 4) under EEVDF with a 4% slice and tick: the mean
     response is that of exact processor sharing on the same arrivals and service times within 3%

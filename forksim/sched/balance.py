@@ -26,7 +26,8 @@
   task from the busiest overloaded CPU (migrate_task).
 - can_migrate_task: a task that ran less than migration_cost ago is cache hot and stays, unless
   this domain's balancing has failed more than cache_nice_tries times in a row (periodic and nohz
-  passes count failures; newidle passes do not).
+  passes count failures; newidle passes do not; a pass that finds nothing to balance starts the
+  count over, as sched_balance_rq's out_balanced does).
 - vCPU packing (this kernel's non-upstream sched_vcpu_pack, as measured): an idle vCPU's balance
   pass pulls with probability `idle_pull` (1 upstream); the rest leave the waiting task packed on
   its busy vCPU, so that the halted vCPU stays halted. A sync wake-up (a child's exit waking its
@@ -244,11 +245,13 @@ class Balancer:
             # those CPUs); which one is the busiest matters only to a pass that pulls
             queued = self.m._queued
             if not queued or (len(queued) == 1 and local.id in queued):
+                self._balanced(local)
                 return None
             if p.uniform() >= p.idle_pull:
                 return None  # vCPU packing: the halted vCPU stays halted
         src = self._busiest(local, waiting)
         if src is None:
+            self._balanced(local)
             return None
         now = self.m.env._now
         task = self._movable(local, src, now)
@@ -268,7 +271,7 @@ class Balancer:
         now = self.m.env._now
         src = self._busiest(local, waiting)
         if src is None or src.nr_running < 2:
-            return False
+            return self._balanced(local)
         pct = self.p.imbalance_pct
         l_load, l_util, l_run = cpu_stats(local, now)
         b_load, b_util, b_run = cpu_stats(src, now)
@@ -276,15 +279,15 @@ class Balancer:
         b_type = group_type(src.nr_running, b_util, b_run, pct)
         avg = (l_load + b_load) / 2.0
         if l_type > b_type or b_type != OVERLOADED:
-            return False  # a busy CPU pulls only from an overloaded one, never from a lesser type
+            return self._balanced(local)  # a busy CPU pulls only from an overloaded one, never from a lesser type
         if l_type == OVERLOADED and (l_load >= avg or 100.0 * b_load <= pct * l_load):
-            return False
+            return self._balanced(local)
         if l_type == HAS_SPARE:
             if (src.nr_running - local.nr_running) >> 1 < 1:
-                return False  # migrate_task: the number of tasks is as even as it gets
+                return self._balanced(local)  # migrate_task: the number of tasks is as even as it gets
             imbalance = None
         elif l_load >= avg:
-            return False
+            return self._balanced(local)
         else:
             imbalance = min(b_load - avg, avg - l_load)  # migrate_load
         task = self._movable(local, src, now, imbalance)
@@ -298,6 +301,13 @@ class Balancer:
         _renormalise(task, src, local)
         self._attach(task, local)
         return True
+
+    def _balanced(self, local: "CPU") -> bool:
+        """sched_balance_rq's out_balanced: no imbalance to act on, so the domain's failed attempts start over
+        (sd->nr_balance_failed = 0): only passes in a row that found an imbalance and moved nothing count.
+        Returns False (nothing moved)."""
+        self.failed[local.id] = 0
+        return False
 
     def _detach(self, src: "CPU", task: "Task") -> None:
         """detach_task: off the source runqueue."""
