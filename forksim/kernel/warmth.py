@@ -59,7 +59,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from ..profile import ImageShape, Warmth
+from ..profile import ColdTerms, ImageShape, Warmth
 
 if TYPE_CHECKING:
     from .mm import MM
@@ -67,18 +67,51 @@ if TYPE_CHECKING:
 __all__ = ["WarmthTracker"]
 
 
+_NO_TERMS = (None, None)
+
+
+class _ImageTerms:
+    """What the profile's warmth makes of one image shape, fixed for a run: the bytes one walk of it touches, the
+    share of a walk's coldness it keeps (Warmth.residual_at), and per stage its fully cold extra and its remote
+    terms' extra (None where the profile has none; a stage in neither: _NO_TERMS)."""
+
+    __slots__ = ("shape", "walk_bytes", "residual", "stages")
+
+    def __init__(self, curve: Warmth, shape: ImageShape):
+        self.shape = shape
+        self.walk_bytes = curve.walk_bytes_per_pte * (shape.ptes + shape.pmds)
+        self.residual = curve.residual_at(shape.ptes + shape.pmds)
+
+        def extra(terms: ColdTerms | None) -> float | None:
+            return None if terms is None else terms.extra_us(shape.ptes, shape.scatter, shape.spread)
+
+        self.stages = {stage: (extra(curve.stages.get(stage)), extra(curve.remote.get(stage)))
+                       for stage in (*curve.stages, *curve.remote)}
+
+
 class WarmthTracker:
     """Per-CPU walk footprints and per-mm last walks of one simulated machine."""
 
-    __slots__ = ("curve", "cpu_bytes", "_full")
+    __slots__ = ("curve", "cpu_bytes", "_by_shape", "_last")
 
     def __init__(self, curve: Warmth | None, ncpu: int):
         self.curve = curve
         self.cpu_bytes = [0.0] * ncpu  # bytes of image walks done on each CPU so far
-        # a stage's fully cold extra (and, under "residual", the residual share) per image, keyed by the shape's
-        # identity (a process keeps one shape object; the shape is kept in the entry so its id is not reused): a
-        # fork reads it every time, and ColdTerms.extra_us is four Python calls for a figure fixed by the shape
-        self._full: dict[tuple[str, int], tuple[ImageShape, float | None]] = {}
+        # each image shape's terms (ColdTerms.extra_us is four Python calls for a figure fixed by the shape), keyed
+        # by the shape's identity (a process keeps one shape object; the shape is kept in the entry so its id is
+        # not reused), and the last shape's looked up first: a run's walks are nearly all of one image
+        self._by_shape: dict[int, _ImageTerms] = {}
+        self._last: _ImageTerms | None = None
+
+    def _terms(self, shape: ImageShape) -> _ImageTerms:
+        """The terms of `shape` (the profile must have a warmth curve)."""
+        terms = self._last
+        if terms is None or terms.shape is not shape:
+            terms = self._by_shape.get(id(shape))
+            if terms is None or terms.shape is not shape:
+                terms = self._by_shape[id(shape)] = _ImageTerms(self.curve, shape)
+            self._last = terms
+        return terms
 
     def coldness(self, mm: "MM", cpu: int, now: float) -> float:
         """0 (as warm as a back-to-back fork) .. 1 (fully cold) for a walk of `mm` on `cpu` now."""
@@ -118,7 +151,7 @@ class WarmthTracker:
         """What `stage` costs on top of its warm median at this coldness (microseconds)."""
         if coldness <= 0.0 or self.curve is None:
             return 0.0
-        full = self._full_us(stage, shape)
+        full = self._terms(shape).stages.get(stage, _NO_TERMS)[0]
         return 0.0 if full is None else coldness * full
 
     def cold_walk(self, stage: str, mm: "MM", cpu: int, now: float, shape: ImageShape) -> tuple[float, float]:
@@ -127,27 +160,13 @@ class WarmthTracker:
         prices lines another CPU last wrote (Warmth.remote) and the image's are there, the part of the image still
         cached (1 - coldness) pays those terms instead of nothing."""
         coldness = self.coldness(mm, cpu, now)
+        full, remote = self._terms(shape).stages.get(stage, _NO_TERMS)
         extra = 0.0  # self.extra_us(stage, coldness, shape), written out
-        if coldness > 0.0:
-            full = self._full_us(stage, shape)
-            if full is not None:
-                extra = coldness * full
-        if self.curve.remote and mm.walked_cpu is not None and mm.walked_cpu != cpu and coldness < 1.0:
-            remote = self._full_us(stage, shape, remote=True)
-            if remote is not None:
-                extra += (1.0 - coldness) * remote
+        if coldness > 0.0 and full is not None:
+            extra = coldness * full
+        if remote is not None and mm.walked_cpu != cpu and coldness < 1.0:  # (remote: the curve has such terms)
+            extra += (1.0 - coldness) * remote
         return extra, coldness
-
-    def _full_us(self, stage: str, shape: ImageShape, remote: bool = False) -> float | None:
-        """A stage's fully cold extra for this image (remote: its Warmth.remote terms'), cached per shape; None
-        where the profile has no such terms."""
-        key = ("remote " if remote else "") + stage
-        hit = self._full.get((key, id(shape)))
-        if hit is None or hit[0] is not shape:
-            terms = (self.curve.remote if remote else self.curve.stages).get(stage)
-            full = None if terms is None else terms.extra_us(shape.ptes, shape.scatter, shape.spread)
-            hit = self._full[(key, id(shape))] = (shape, full)
-        return hit[1]
 
     def touched(self, cpu: int, nbytes: float) -> None:
         """Another process touched `nbytes` of its own memory on `cpu` (workload.other_work): lines the
@@ -160,23 +179,12 @@ class WarmthTracker:
         but for the profile's residual share of that coldness."""
         if self.curve is None:
             return
-        self.cpu_bytes[cpu] += self.curve.walk_bytes_per_pte * (mm.shape.ptes + mm.shape.pmds)
+        terms = self._terms(mm.shape)
+        self.cpu_bytes[cpu] += terms.walk_bytes
         mm.walked_at = now
         mm.walked_cpu = cpu
         mm.walked_mark = self.cpu_bytes[cpu]
-        self._leave(mm, coldness)
-
-    def _leave(self, mm: "MM", coldness: float) -> None:
-        """What a walk begun at `coldness` leaves cold: the profile's residual share for this image (cached per
-        shape, as `_full`)."""
-        if coldness <= 0.0:
-            mm.walk_residual = 0.0
-            return
-        shape = mm.shape
-        hit = self._full.get(("residual", id(shape)))
-        if hit is None or hit[0] is not shape:
-            hit = self._full[("residual", id(shape))] = (shape, self.curve.residual_at(shape.ptes + shape.pmds))
-        mm.walk_residual = hit[1] * coldness
+        mm.walk_residual = 0.0 if coldness <= 0.0 else terms.residual * coldness
 
     def exit_walked(self, mm: "MM", cpu: int, now: float, coldness: float = 0.0) -> None:
         """A child that shared `mm`'s pages exited on `cpu`, ending now: zap_pte_range touched the
@@ -194,6 +202,7 @@ class WarmthTracker:
             # remote terms, forkbench -R)
             self.walked(mm, cpu, now, coldness)
             return
-        self.cpu_bytes[cpu] += self.curve.walk_bytes_per_pte * (mm.shape.ptes + mm.shape.pmds)
+        terms = self._terms(mm.shape)
+        self.cpu_bytes[cpu] += terms.walk_bytes
         mm.walked_at = now
-        self._leave(mm, coldness)
+        mm.walk_residual = 0.0 if coldness <= 0.0 else terms.residual * coldness
