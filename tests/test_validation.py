@@ -114,6 +114,12 @@ def test_rows_far_from_their_canary_are_marked_as_host_drift():
     assert "| a (host drift: canary -20%) |" in md and "| b |" in md and "| c |" in md
     assert "Host drift:" in md and "800 us" in md
     assert canary_summary(rows[2:]) is None
+    # a row with a gap has a cold canary too: marked and summed up alike
+    rows[2]["cold_canary"] = {"measured_fork_p50_us": 1000.0, "predicted_fork_p50_us": 1500.0, "rel_error": 0.5}
+    summ["cold_canary"] = canary_summary(rows, "cold_canary")
+    assert summ["cold_canary"]["n"] == 1 and canary_summary(rows)["n"] == 2
+    md = render_markdown({"rows": rows, "summary": summ})
+    assert "| c (host drift: cold canary +50%) |" in md and "a cold canary ran too" in md
 
 
 def test_stall_metric_compared_for_multithreaded_rows():
@@ -453,6 +459,7 @@ def test_validate_end_to_end_with_a_stub_simulator(tmp_path):
     assert len(canary_calls) == 1 and canary_calls[0]["workload"]["pin"] is True
     assert row["canary"]["measured_fork_p50_us"] > 0 and row["canary"]["predicted_fork_p50_us"] == 50.0
     assert report["summary"]["canary"]["n"] == 1
+    assert "cold_canary" not in row and report["summary"]["cold_canary"] is None  # no gap: no cold canary
     assert (tmp_path / "validation.json").exists() and (tmp_path / "validation.md").exists()
     assert report["provenance"]["profile"] == "default" and report["provenance"]["cpus"] == os.cpu_count()
     assert not _our_loadgens()

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from .measure import LoadgenError, build_tools, interleaved_measurer, measure
 from .apps import redis_bgsave
-from .canary import Canary, canary_summary
+from .canary import COLD_CANARY, Canary, canary_summary
 from .crosscheck import stress_ng_vfork
 from .document import _fmt, _fmt_err, plot_report, render_markdown, write_report
 from .metrics import EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, TARGETS
@@ -264,8 +264,9 @@ def _progress_lines(name: str, row: dict[str, Any]) -> list[str]:
         line += f"  scatter {scatter:.2f}"
     if (row.get("foreign_cpu_frac") or 0) > NOISY_FOREIGN_FRAC:
         line += f"  noisy: {row['foreign_cpu_frac'] * 100:.0f}% of the CPUs busy with other processes"
-    if (row.get("canary") or {}).get("rel_error") is not None:
-        line += f"  canary {_fmt_err(row['canary']['rel_error'])}"
+    for key, what in (("canary", "canary"), ("cold_canary", "cold canary")):
+        if (row.get(key) or {}).get("rel_error") is not None:
+            line += f"  {what} {_fmt_err(row[key]['rel_error'])}"
     return [line, f"  {'':34s} {error}"] if error else [line]
 
 
@@ -298,12 +299,17 @@ def validate(profile: str = "default", quick: bool = False, out: Path | None = N
     say(f"forksim validate: {len(chosen)} scenarios ({'quick' if quick else 'full'}), profile {profile!r}")
     grouped = interleaved_measurer(chosen, quick, say)
     canary, drift, groups_seen = Canary(sim, profile, cpus), None, set()
+    cold_canary, cold_drift = Canary(sim, profile, cpus, COLD_CANARY), None
     for sc in chosen:
         if not sc.interleave or quick or sc.interleave not in groups_seen:
             drift = canary.measure()  # before each row; once before an interleaved group
+            # a row with a gap: how cold a gap leaves an image drifts on its own (canary.py)
+            cold_drift = cold_canary.measure() if sc.think_s or sc.child_life_s or sc.other_work_llc else None
         groups_seen.add(sc.interleave)
         row = _scenario_row(sc, quick, capacity, cpus, sim, profile, grouped(sc))
         row["canary"] = drift
+        if cold_drift is not None:
+            row["cold_canary"] = cold_drift
         rows.append(row)
         for line in _progress_lines(sc.name, row):
             say(line)
@@ -320,7 +326,8 @@ def validate(profile: str = "default", quick: bool = False, out: Path | None = N
         "apps": apps,
         "quick": quick,
         "targets": TARGETS,
-        "summary": {**summarize_rows(rows), "canary": canary_summary(rows)},
+        "summary": {**summarize_rows(rows), "canary": canary_summary(rows),
+                    "cold_canary": canary_summary(rows, "cold_canary")},
         "rows": rows,
         "wall_s": round(time.monotonic() - t_start, 1),
     }

@@ -47,9 +47,10 @@ def _row_name(r: dict[str, Any]) -> str:
         name += " (2x!)"
     if (r.get("foreign_cpu_frac") or 0) > NOISY_FOREIGN_FRAC:
         name += f" (noisy: {r['foreign_cpu_frac'] * 100:.0f}% foreign CPU)"
-    drift = (r.get("canary") or {}).get("rel_error")
-    if drift is not None and abs(drift) > DRIFT_NOTE:
-        name += f" (host drift: canary {_fmt_err(drift)})"
+    drifts = [f"{what} {_fmt_err(d)}" for key, what in (("canary", "canary"), ("cold_canary", "cold canary"))
+              if (d := (r.get(key) or {}).get("rel_error")) is not None and abs(d) > DRIFT_NOTE]
+    if drifts:
+        name += f" (host drift: {', '.join(drifts)})"
     scatter = ((r.get("measured_full") or {}).get("image_layout") or {}).get("scatter")
     if scatter is not None:  # the parents' physical layout, configured into the row's model
         name += f" (scatter {scatter:.2f})"
@@ -155,17 +156,27 @@ def _stated_rows(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _drift_line(c: dict[str, Any] | None) -> list[str]:
-    """What the canary said about the host's drift over the run."""
+def _drift_line(c: dict[str, Any] | None, cold: dict[str, Any] | None = None) -> list[str]:
+    """What the canaries said about the host's drift over the run."""
     if not c:
         return []
-    return [f"Host drift: before each row (once before an interleaved group) a canary ran, one pinned parent "
-            f"forking a 64 MiB image back to back for 0.3 s. Its fork() p50 measured "
-            f"{_fmt(c['measured_fork_p50_us_min'])}-{_fmt(c['measured_fork_p50_us_max'])} us over the run, against "
-            f"the model's {_fmt(c['predicted_fork_p50_us'])} us: error {_fmt_err(c['rel_error_min'])} to "
-            f"{_fmt_err(c['rel_error_max'])} (median {_fmt_err(c['rel_error_median'])}, {c['n']} rows). Rows whose "
-            f"canary was off by more than {DRIFT_NOTE * 100:.0f}% are marked: the host had moved that far from the "
-            "profile, and a row's error that follows its canary's is that drift, not the model's."]
+    lines = [f"Host drift: before each row (once before an interleaved group) a canary ran, one pinned parent "
+             f"forking a 64 MiB image back to back for 0.3 s. {_canary_range(c)} Rows whose canary was off by more "
+             f"than {DRIFT_NOTE * 100:.0f}% are marked: the host had moved that far from the profile, and a row's "
+             "error that follows its canary's is that drift, not the model's."]
+    if cold:
+        lines.append(f"Before each row with a gap (think time, a child's life, a co-runner's sweep) a cold canary "
+                     f"ran too, the same parent asleep 10 ms before each fork for 0.5 s: how cold a gap leaves an "
+                     f"image moves with the host's other tenants on its own. {_canary_range(cold)} Rows whose cold "
+                     f"canary was off by more than {DRIFT_NOTE * 100:.0f}% are marked alike.")
+    return lines
+
+
+def _canary_range(c: dict[str, Any]) -> str:
+    return (f"Its fork() p50 measured {_fmt(c['measured_fork_p50_us_min'])}-{_fmt(c['measured_fork_p50_us_max'])} "
+            f"us over the run, against the model's {_fmt(c['predicted_fork_p50_us'])} us: error "
+            f"{_fmt_err(c['rel_error_min'])} to {_fmt_err(c['rel_error_max'])} (median "
+            f"{_fmt_err(c['rel_error_median'])}, {c['n']} rows).")
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -188,7 +199,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                      f"CPUs (not part of the simulated load): {len(noisy)}; median errors over the quiet rows only: "
                      + ", ".join(f"{k} {_fmt_pct(v)}" for k, v in (summ.get("median_abs_rel_error_quiet") or {}).items()
                                  if k in {m[0] for m in METRICS}) + ".")
-    lines += _drift_line(summ.get("canary"))
+    lines += _drift_line(summ.get("canary"), summ.get("cold_canary"))
     stolen = [r["scenario"] for r in rows if "(host steal:" in _row_name(r)]
     if stolen:
         lines.append(f"Host steal: rows measured while the host held the vCPUs for more than {STEAL_NOTE * 100:.0f}% "
