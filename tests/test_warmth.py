@@ -1027,7 +1027,8 @@ def test_the_quick_plan_has_children_exit_on_the_other_cpu_at_every_size():
     assert not [n for n in cold_jobs(PLANS["quick"], "forkbench", Store(), 0, 0) if "other CPU" in n[0]]  # one CPU
 
 
-def _thread_loop(think_us: float, warmth: Warmth | None, clone: str = "thread", metric: str = "fork_latency_us") -> float:
+def _thread_loop(think_us: float, warmth: Warmth | None, clone: str = "thread",
+                 metric: str = "fork_latency_us") -> float:
     exp = parse_config({
         "experiment": {"name": "t", "duration": 600_000.0, "warmup": 50_000.0, "replications": 1, "seed": 3},
         "machine": {"cpus": 1, "profile": REFERENCE_PROFILE},
