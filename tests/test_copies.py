@@ -323,6 +323,12 @@ def test_calibrate_copies_check_returns_its_rows(tmp_path):
     rows = copies_check("default", measured)
     assert [r["case"] for r in rows] == ["10000 fds"]
     assert rows[0]["forksim_p50_us"] > 0 and rows[0]["rel_error"] == pytest.approx(rows[0]["forksim_p50_us"] / 100.0 - 1)
+    # and each case's extra over its base in the same run (3 fds), the model's beside it: what the fd terms price
+    assert rows[0]["measured_extra_us"] == 50.0
+    fewer = copies_check("default", [measured[0], {"what": "fds", "fds": 1000, "call_p50_us": 60.0, "vmas": 25}])[0]
+    assert 0.0 < fewer["forksim_extra_us"] < rows[0]["forksim_extra_us"] < rows[0]["forksim_p50_us"]
+    alone = copies_check("default", measured[1:])[0]
+    assert "measured_extra_us" not in alone and "forksim_extra_us" not in alone  # no base case measured
     # live children: the fork itself and the fork right after a waitpid(-1) walk (clonebench -A's two halves)
     kids = [{"what": "children", "live_children": 10000, "after_walk": True, "call_p50_us": 49.0},
             {"what": "children_any", "live_children": 10000, "after_walk": False, "call_p50_us": 29.0}]
