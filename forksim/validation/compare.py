@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from .measure import LoadgenError, build_tools, interleaved_measurer, measure
 from .apps import redis_bgsave
-from .canary import COLD_CANARY, Canary, canary_summary
+from .canary import CANARIES, COLD_CANARY, Canary, canary_summary
 from .crosscheck import stress_ng_vfork
 from .document import _fmt, _fmt_err, plot_report, render_markdown, write_report
 from .metrics import EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, TARGETS
@@ -264,7 +264,7 @@ def _progress_lines(name: str, row: dict[str, Any]) -> list[str]:
         line += f"  scatter {scatter:.2f}"
     if (row.get("foreign_cpu_frac") or 0) > NOISY_FOREIGN_FRAC:
         line += f"  noisy: {row['foreign_cpu_frac'] * 100:.0f}% of the CPUs busy with other processes"
-    for key, what in (("canary", "canary"), ("cold_canary", "cold canary")):
+    for key, what in CANARIES:
         if (row.get(key) or {}).get("rel_error") is not None:
             line += f"  {what} {_fmt_err(row[key]['rel_error'])}"
     return [line, f"  {'':34s} {error}"] if error else [line]

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_text
-from .metrics import DRIFT_NOTE, EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, STEAL_NOTE, TARGETS
+from .canary import CANARIES
 from .mechanisms import mechanism_for
+from .metrics import DRIFT_NOTE, EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, STEAL_NOTE, TARGETS
 from .other_hosts import render_other_hosts
 
 __all__ = ["render_markdown", "render_doc", "plot_report", "write_report"]
@@ -47,7 +48,7 @@ def _row_name(r: dict[str, Any]) -> str:
         name += " (2x!)"
     if (r.get("foreign_cpu_frac") or 0) > NOISY_FOREIGN_FRAC:
         name += f" (noisy: {r['foreign_cpu_frac'] * 100:.0f}% foreign CPU)"
-    drifts = [f"{what} {_fmt_err(d)}" for key, what in (("canary", "canary"), ("cold_canary", "cold canary"))
+    drifts = [f"{what} {_fmt_err(d)}" for key, what in CANARIES
               if (d := (r.get(key) or {}).get("rel_error")) is not None and abs(d) > DRIFT_NOTE]
     if drifts:
         name += f" (host drift: {', '.join(drifts)})"
