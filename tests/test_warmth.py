@@ -1122,6 +1122,32 @@ def test_the_family_fit_recovers_each_curve():
     assert got["thread"] == {"full_us": pytest.approx(55.0, rel=0.01), "tau_us": 7000.0} and "an assumption" in src
 
 
+def test_the_families_are_kept_where_the_images_show_no_cold_extra():
+    """A host whose images do not cool (no cold runs here) may still cool the kinds that copy none: fit_warmth
+    writes a warmth section with the families alone, no image terms, and the model prices the families by it."""
+    from forksim.calibration.cold_families import COLD_FAMILY, GAPS
+    from forksim.calibration.warmth import fit_warmth
+
+    cold = FamilyCold(full_us=50.0, tau_us=9000.0)
+    store = Store()
+    for gap in [0] + [g for g, _ in GAPS["quick"][2]]:
+        store.add(COLD_FAMILY, {"kind": "thread", "x": gap, "round": 0, "pinned": True}, {},
+                  [{"fork_ns": int((8.0 + cold.extra_us(gap)) * 1e3)}] * 5)
+    warmth, diag = fit_warmth(store)
+    w = Warmth.model_validate(warmth)
+    assert w.stages == {} and w.families["thread"].full_us == pytest.approx(50.0, rel=0.05)
+    assert "no image terms" in w.source and diag["warmth_fit"]["families_extra_us"]["thread"]
+    tracker = WarmthTracker(w, 1)
+    mm = _mm()
+    assert tracker.creation_extras_us("thread", mm, 0, 0.0)[0] == pytest.approx(w.families["thread"].full_us)
+    assert tracker.cold_walk("dup_mmap", mm, 0, 1e6, mm.shape)[0] == 0.0  # images as warm as back to back
+    one = Store()  # one gap and no image curve: no time scale to take, so no family either
+    for gap in (0, 10_000):
+        one.add(COLD_FAMILY, {"kind": "thread", "x": gap, "round": 0, "pinned": True}, {},
+                [{"fork_ns": int((8.0 + cold.extra_us(gap)) * 1e3)}] * 5)
+    assert fit_warmth(one)[0] is None
+
+
 def test_calibrate_reports_the_family_extras_and_their_curves(capsys):
     from forksim.commands import calibrate as cmd
 

@@ -22,6 +22,7 @@ stage costs hold their own warmth.
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any, Callable
 
@@ -82,12 +83,14 @@ def _rest_p50_us(run: dict[str, Any]) -> float | None:
     return statistics.median(rests) / 1e3 if rests else None
 
 
-def _fit_kind(pts: list[tuple[float, float]], tau_img: float) -> tuple[dict[str, float], bool]:
+def _fit_kind(pts: list[tuple[float, float]], tau_img: float) -> tuple[dict[str, float], bool] | None:
     """FamilyCold's terms through one kind's (gap us, extra us) points, and whether the time scale was fitted
-    (two gaps or more) rather than taken from the image curve."""
+    (two gaps or more) rather than taken from the image curve; None for one gap and no image curve."""
     g = np.array([p[0] for p in pts], dtype=float)
     e = np.array([p[1] for p in pts], dtype=float)
     fitted = len(set(g.tolist())) >= 2
+    if not fitted and not math.isfinite(tau_img):
+        return None
     tau = (float(np.exp(minimize_scalar(lambda lt: _height(g, e, float(np.exp(lt)))[1], bounds=(np.log(0.3 * _MS),
                                         np.log(1000 * _MS)), method="bounded").x)) if fitted else tau_img)
     return {"full_us": round(_height(g, e, tau)[0], 2), "tau_us": round(tau, 0)}, fitted
@@ -103,7 +106,8 @@ def _height(g: np.ndarray, e: np.ndarray, tau: float) -> tuple[float, float]:
 
 def fit_families(store: Store, tau_img: float) -> tuple[dict[str, dict[str, float]], str, dict[str, Any]]:
     """Warmth.families (kind -> FamilyCold's terms), its source sentence and its diagnostics; empty where the
-    calibration has no such runs (a raw file older than them). `tau_img`: the image curve's time scale (us)."""
+    calibration has no such runs (a raw file older than them). `tau_img`: the image curve's time scale (us; nan
+    where there is none: a kind measured at one gap only is then left out)."""
     runs = store.select(COLD_FAMILY)
     out: dict[str, dict[str, float]] = {}
     points: dict[str, list[list[float]]] = {}
@@ -114,9 +118,10 @@ def fit_families(store: Store, tau_img: float) -> tuple[dict[str, dict[str, floa
         warm = {r["key"]["round"]: _p50_us(r) for r in mine if r["key"]["x"] == 0}
         pts = [(r["key"]["x"], _p50_us(r) - warm[r["key"]["round"]]) for r in mine
                if r["key"]["x"] > 0 and r["key"]["round"] in warm]
-        if not pts:
+        fit = _fit_kind(pts, tau_img) if pts else None
+        if fit is None:
             continue
-        out[kind], fitted = _fit_kind(pts, tau_img)
+        out[kind], fitted = fit
         points[kind] = [[g / _MS, round(e, 2)] for g, e in pts]
         t = out[kind]
         said.append(f"{kind} {', '.join(f'{e:+.1f} us after {g / _MS:g} ms' for g, e in pts)} -> fully cold "

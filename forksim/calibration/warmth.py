@@ -604,13 +604,24 @@ def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The profile's `warmth` section (None when not measured or no effect) and its diagnostics: the image's
     terms, then the kinds that copy no image (cold_families.py) on the image curve's time scale."""
     warmth, diag, tau = _fit_image_warmth(store)
-    if warmth is None:
-        return None, diag
     families, families_src, families_diag = fit_families(store, tau)
+    if warmth is None:
+        if not families:
+            return None, diag
+        # a host whose images show no cold extra may still cool the kinds that copy none
+        warmth = _families_only(families, diag.get("warmth_note", "no cold forks measured"))
     source = warmth.pop("source") + families_src
     warmth.update(({"families": families} if families else {}), source=source)
-    diag["warmth_fit"].update(families_diag)
+    diag.setdefault("warmth_fit", {}).update(families_diag)
     return warmth, diag
+
+
+def _families_only(families: dict[str, dict[str, float]], why: str) -> dict[str, Any]:
+    """A `warmth` section with no image terms, for the families' curves alone."""
+    return {"tau_us": float(np.median([f["tau_us"] for f in families.values()])), "beta": 1.0,
+            "footprint_bytes": 1e15, "migration": 0.0, "stages": {},
+            "source": (f"no image terms ({why}); the curve's time scale the families' median, no footprint or "
+                       "migration term (assumptions: nothing measured them here)")}
 
 
 def _footprint_migration(table: list[dict[str, Any]], good: list[int], rel: Callable[[dict[str, Any]], float],
