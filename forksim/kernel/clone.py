@@ -213,15 +213,7 @@ class Kernel:
         P = thread or parent.task
         rec.start = t0 = env._now
         rec.parent_cpu = P.cpu.id
-        setup = self._setup_cost(P, k, rec)
-        if self.shared.cost is not None:  # the shared creation state last written on another CPU (kernel/shared.py)
-            setup += self.shared.fork_us(P.cpu.id, parent, self.costs, t0, k.copies_mm)
-        if k.clone_thread and self.slab.thread_cost is not None:  # the last thread made here exited elsewhere
-            setup += self.slab.thread_extra_us(P.cpu.id, self.costs)
-        rest_cold = 0.0
-        if self._families_cold and not k.copies_mm:  # the creation path cooled since the parent's last one
-            call_cold, rest_cold = self.warmth.creation_extras_us(kind, parent.mm, P.cpu.id, t0)
-            setup += call_cold
+        setup, rest_cold = self._left_behind(self._setup_cost(P, k, rec), parent, P, kind, t0)
         child_mm = parent.mm
         if k.copies_mm:
             mm = parent.mm
@@ -284,6 +276,22 @@ class Kernel:
                 yield ev
         rec.fork_ret = env._now  # the caller's clock reads after it (a preemption there is in fork())
         return child
+
+    def _left_behind(self, setup: float, parent: Process, P: "Task", kind: str, t0: float) -> tuple[float, float]:
+        """copy_process_setup's cost with what earlier creations and exits left it: the shared creation state last
+        written on another CPU (kernel/shared.py), the task and pid freed on another CPU (a thread), and a
+        creation path cooled since the parent's last creation (one that copies no image). Returns that and the
+        cooled rest of its round trip (FamilyCold.rest_full_us: the child's exit charges it)."""
+        k = KINDS[kind]
+        if self.shared.cost is not None:
+            setup += self.shared.fork_us(P.cpu.id, parent, self.costs, t0, k.copies_mm)
+        if k.clone_thread and self.slab.thread_cost is not None:
+            setup += self.slab.thread_extra_us(P.cpu.id, self.costs)
+        rest_cold = 0.0
+        if self._families_cold and not k.copies_mm:
+            call_cold, rest_cold = self.warmth.creation_extras_us(kind, parent.mm, P.cpu.id, t0)
+            setup += call_cold
+        return setup, rest_cold
 
     def _copy_process_setup(self, P: "Task", setup: float, rec: "Creation", t0: float) -> Proc:
         """copy_process_setup as a chunk of its own (where it merges with nothing after it)."""
