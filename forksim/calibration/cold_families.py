@@ -10,12 +10,12 @@ family's p50 after a gap less its back-to-back p50 of the same round is its extr
 (pthread_create / vfork / posix_spawn, 2026-12-04 20:15, 2 rounds: +3..+7 / +7..+15 / +21..+44 us after
 1 ms, +40 / +45..+61 / +77..+139 after 10 ms, +52..+77 / +74..+93 / +146..+203 from 100 ms on). The
 profile's FamilyCold is full_us * (1 - exp(-gap/tau_us)): the time scale the fit takes from the gaps
-(scipy's bounded scalar minimisation of the squared error, the height by least squares at each time scale),
-the image curve's tau where a single gap leaves it open (said in the source). The rest of the round trip,
-from the call's return to the wait's (the child's start, exec and exit, the reap), cools too (same runs,
-2 rounds, after 10 ms / from 30 ms on: pthread_create +34..+37 / +39..+75 us, posix_spawn +23..+43 / +40..+74,
-vfork +13..+16 / +16..+24): its p50 over back to back gives FamilyCold.rest_full_us on the call's time
-scale. The model charges both by the time since the parent's last creation (kernel/warmth.py; the rest in
+(scipy's bounded scalar minimisation of the squared error from a third of the shortest gap up, the height by
+least squares at each time scale), the image curve's tau where a single gap leaves it open (said in the source).
+The rest of the round trip, from the call's return to the wait's (the child's start, exec and exit, the reap),
+cools too (same runs, 2 rounds, after 10 ms / from 30 ms on: pthread_create +34..+37 / +39..+75 us, posix_spawn
++23..+43 / +40..+74, vfork +13..+16 / +16..+24): its p50 over back to back gives FamilyCold.rest_full_us on the
+call's time scale. The model charges both by the time since the parent's last creation (kernel/warmth.py; the rest in
 the child's exit, kernel/clone.py). Back to back (cycles of 20-110 us) that is about 1% of it or less: the
 stage costs hold their own warmth.
 """
@@ -38,6 +38,7 @@ __all__ = ["COLD_FAMILY", "family_jobs", "fit_families"]
 COLD_FAMILY = "cold_family"  # the store kind of these runs
 _MS = 1000
 _KINDS = (VFORK, POSIX_SPAWN, THREAD)
+_TAU_MIN_US = 0.3 * _MS  # the time scale's lower bound whatever the gaps
 # plan name -> rounds, back-to-back reps, [(sleep us, reps)] per round: from the first millisecond to where the
 # extra holds (the full plan's gaps: ~15 s in all; the quick plan's: about a second)
 GAPS: dict[str, tuple[int, int, tuple[tuple[int, int], ...]]] = {
@@ -91,7 +92,11 @@ def _fit_kind(pts: list[tuple[float, float]], tau_img: float) -> tuple[dict[str,
     fitted = len(set(g.tolist())) >= 2
     if not fitted and not math.isfinite(tau_img):
         return None
-    tau = (float(np.exp(minimize_scalar(lambda lt: _height(g, e, float(np.exp(lt)))[1], bounds=(np.log(0.3 * _MS),
+    # Not sought below a third of the shortest gap, where the curve is 95% of the way there already: the points
+    # cannot tell shorter time scales apart, and a noisy pair that falls from the first gap to the next (posix_spawn
+    # +108 then +73 us after 10 and 30 ms, 2026-12-05) drove the fit to 0.3 ms, cold at a back-to-back loop's gaps.
+    lo = max(_TAU_MIN_US, float(g.min()) / 3.0)
+    tau = (float(np.exp(minimize_scalar(lambda lt: _height(g, e, float(np.exp(lt)))[1], bounds=(np.log(lo),
                                         np.log(1000 * _MS)), method="bounded").x)) if fitted else tau_img)
     return {"full_us": round(_height(g, e, tau)[0], 2), "tau_us": round(tau, 0)}, fitted
 

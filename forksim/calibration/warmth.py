@@ -27,8 +27,9 @@ forksim/kernel/warmth.py for how the model uses it):
   there, as E is;
 - exit_mmap's ColdTerms and the residual share a walk leaves (_fit_exit): runs whose child sleeps before its
   exit (-E) give the exit's fully cold extra over the back-to-back run's exit, fitted as the fork's is; the exit
-  right after the longest-sleep fork and the fork right after a cold exit each pay the residual share of their
-  own fully cold extra (calibration/data/exit-warmth-20261203.json). The coldness curve is fitted as if a walk
+  right after each sleep's fork and the fork right after a cold exit each pay the residual share of their
+  own fully cold extra (calibration/data/exit-warmth-20261203.json; the median of those ratios, robust to a
+  stalled exit). The coldness curve is fitted as if a walk
   left none (the forks after 1-10 ms carry a little of the previous cold fork's residual: a small bias).
 """
 
@@ -460,8 +461,9 @@ def _exit_source(points: dict[str, Any], terms: dict[str, Any] | None, residual:
                "not measured)" if terms is not None else "; no size cooled: no exit_mmap terms")
             + ("; residual: the share of a walk's coldness left right after it, per size (ptes, share) "
                + ", ".join(f"({p:.0f}, {r:.2f})" for p, r in sorted(residual))
-               + ", by least squares through the origin over the exit right after the longest-sleep fork (share of the "
-               "exit's fully cold extra) and the fork right after a cold exit (share of the fork's)" if residual else ""))
+               + ", the median ratio of measured to fully cold extra over the exits right after each sleep's fork "
+               "(share of the exit's fully cold extra at the coldness that fork found) and the fork right after a cold "
+               "exit (share of the fork's)" if residual else ""))
 
 
 def _coldness_points(table: list[dict[str, Any]], warm: dict[int, float], measured: dict[int, float],
@@ -490,7 +492,9 @@ def _fit_exit(table: list[dict[str, Any]], warm: dict[int, float], fork_full: di
       child sleep is kept in the table, not fitted: on 2026-12-03 100 ms left the exit 0.55-0.63 as cold as 1 s);
     - the residual share r: the exit right after a fork that found the image at coldness c (each parent sleep of
       the size) pays r * c of the exit's fully cold extra, and the fork right after a cold exit r of the fork's; r
-      by least squares through the origin over them, clipped to 0..1.
+      the median of their ratios (measured / fully cold share), clipped to 0..1: one stalled exit among three
+      (256 MiB +1,541 us against a fully cold +351, 2026-12-05) put least squares at 1.25, a walk that leaves
+      the image as cold as it found it, where the other two said 0.09 and 0.16.
 
     Returns the terms (None where no size's exit cooled), the residual points and the per-size diagnostics."""
     def rows(rss: int, cond: str) -> list[dict[str, Any]]:
@@ -518,8 +522,8 @@ def _fit_exit(table: list[dict[str, Any]], warm: dict[int, float], fork_full: di
             xs.append(fork_full[rss] * c_exit)
             ys.append(exited["fork_after_exit_p50_us"] - warm[rss])
         x, y = np.array(xs), np.array(ys)
-        if len(xs) and float(x @ x) > 0.0 and np.all(x > 0.0):
-            r = float(np.clip((x @ y) / (x @ x), 0.0, 1.0))
+        if len(xs) and np.all(x > 0.0):
+            r = float(np.clip(np.median(y / x), 0.0, 1.0))
             residual.append([float(exited["ptes"]), round(r, 3)])
         points[str(rss)] = {"exit_warm_us": warm_exit, "exit_full_us": round(full[rss], 1),
                             "residual_pairs_us": [[round(float(a), 1), round(float(b), 1)] for a, b in zip(xs, ys)]}
