@@ -1016,6 +1016,19 @@ def test_calibrate_reports_the_remote_extras_and_their_terms(capsys):
     assert "no remote terms" in capsys.readouterr().out
 
 
+def test_calibrate_warns_when_the_host_moved_between_its_two_back_to_back_forks(capsys):
+    """The fork sweep and the cold grid both fork each size back to back: 2026-12-05 a quick calibration found 256 MiB at
+    3,321 then 4,172 us (+26%) while a neighbour's load inflated its cold, exit and remote runs several-fold."""
+    from forksim.commands import calibrate as cmd
+
+    cmd._drift_warning([(64 * MiB, 847.5, 876.2), (256 * MiB, 3321.4, 4172.5)])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "the host moved" in out and "256 MiB +26%" in out and "64 MiB" not in out
+    assert "forksim calibrate --quick" in out
+    cmd._drift_warning([(64 * MiB, 847.5, 876.2)])  # +3%: the host's usual drift, nothing said
+    assert capsys.readouterr().out == ""
+
+
 def test_the_quick_plan_has_children_exit_on_the_other_cpu_at_every_size():
     from forksim.calibration.plan import PLANS
     from forksim.calibration.warmth import GRIDS, cold_jobs

@@ -299,11 +299,13 @@ def main(args: argparse.Namespace) -> int:
                       f"{100 * ee:+.1f}%" if ee is not None else "-")
         console.print(t)
         sweep = _sweep_p50(diag)
-        same = [f"{int(r['rss_bytes']) >> 20} MiB {fmt(sweep[int(r['rss_bytes'])])} / {fmt(r['fork_p50_us'])}"
-                for r in cold if r["cond"] == "sleep" and r["x"] == 0 and int(r["rss_bytes"]) in sweep]
-        if same:
+        pairs = [(int(r["rss_bytes"]), sweep[int(r["rss_bytes"])], r["fork_p50_us"])
+                 for r in cold if r["cond"] == "sleep" and r["x"] == 0 and int(r["rss_bytes"]) in sweep]
+        if pairs:
             console.print("back to back, the fork sweep's p50 (what forksim prices) / the cold grid's, us: "
-                          + "; ".join(same) + " (the same fork minutes apart: the host's drift)")
+                          + "; ".join(f"{rss >> 20} MiB {fmt(a)} / {fmt(b)}" for rss, a, b in pairs)
+                          + " (the same fork minutes apart: the host's drift)")
+            _drift_warning(pairs)
         _spread_line(cold)
     _exit_line(prof.get("warmth"), diag.get("warmth_fit", {}).get("exit"))
     _remote_line(prof.get("warmth"), diag.get("warmth_fit", {}).get("remote"))
@@ -430,6 +432,23 @@ def _scattered_table(diag: dict) -> None:
         console.print("scatter of the first images this calibration touched (as a process started now meets the free "
                       "lists; fresh_image_scatter's value is the sweep's median, its breaks by size the cold grid's): "
                       + ", ".join(f"{int(rss) >> 20} MiB {s:.3f}" for rss, s in first))
+
+
+# The same pinned back-to-back fork measured twice in one calibration, further apart than this, says the host's other
+# tenants were busy meanwhile (the validation marks rows whose canary moved as far: validation.metrics.DRIFT_NOTE).
+_DRIFT_WARN = 0.15
+
+
+def _drift_warning(pairs: list[tuple[int, float, float]]) -> None:
+    """Say so when the fork sweep and the cold grid found the same back-to-back fork far apart: the runs between them
+    (the cold grid, the exits, the remote frees) were measured on a host that was moving."""
+    moved = [(rss, b / a - 1.0) for rss, a, b in pairs if a > 0 and abs(b / a - 1.0) > _DRIFT_WARN]
+    if moved:
+        console.print("[yellow]warning: the host moved while this calibration ran (the same back-to-back fork "
+                      + ", ".join(f"{rss >> 20} MiB {d:+.0%}" for rss, d in moved)
+                      + " between the fork sweep and the cold grid): other tenants were busy, and the cold, exit and "
+                      "remote terms measured meanwhile may be theirs; run `forksim calibrate --quick` again when the "
+                      "host is quiet[/yellow]")
 
 
 def _sweep_p50(diag: dict) -> dict[int, float]:
