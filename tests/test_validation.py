@@ -375,9 +375,31 @@ def test_real_fork_after_other_work():
 
 @NEEDS_CC
 @pytest.mark.kernel
+def test_a_closed_loops_throughput_is_its_cycles_not_a_windows_count():
+    """Four rounds of 6.25 s, each window opening just before a fork of a loop with 1.004 s cycles: 7 forks a round,
+    1.12/s counted in the window, from a loop that cannot make 1/s; its cycles over their span give 1/1.004. Two
+    parents: their rates add. An open stream: its creations over the window."""
+    def recs(parents: int, cycle_s: float, first_s: float, n: int) -> np.ndarray:
+        r = np.zeros(parents * n, dtype=loadgen.REC_DTYPE)
+        for p in range(parents):
+            t0 = ((first_s + p * 0.1 + cycle_s * np.arange(n)) * 1e9).astype(np.int64)
+            r["t0"][p * n:(p + 1) * n], r["parent"][p * n:(p + 1) * n] = t0, p
+        return r
+
+    think = get_scenario("closed-fork-K1-rss64MiB-think1000ms")
+    rounds = [recs(1, 1.004, 2.008, 7) for _ in range(4)]
+    assert sum(r.size for r in rounds) / 25.0 == pytest.approx(1.12)  # the window's count
+    assert measure._throughput(think, rounds, 25.0) == pytest.approx(1 / 1.004)
+    two = dataclasses.replace(think, parents=2)
+    assert measure._throughput(two, [recs(2, 0.5, 0.0, 11)], 5.0) == pytest.approx(4.0)
+    assert measure._throughput(two, [recs(1, 0.5, 0.0, 11)], 5.0) == pytest.approx(11 / 5.0)  # a parent missing
+    open_ = next(s for s in SCENARIOS if s.mode == "open")
+    assert measure._throughput(open_, [recs(1, 0.001, 0.0, 100)], 0.5) == pytest.approx(200.0)
+
+
 def test_interleaved_rounds_pool_every_round():
     """A group measured in rounds: each scenario runs once a round (its time split among the rounds), its
-    records pool all rounds, its throughput is all forks over all measured time, and the gaps come from
+    records pool all rounds, its throughput is its cycles over their time in all rounds, and the gaps come from
     within each run (no gap spans two runs)."""
     group = [dataclasses.replace(get_scenario(name), rss=4 * MiB, duration_s=0.6, warmup_s=0.05)
              for name in ("closed-fork-K1-rss64MiB-think1ms", "closed-fork-K1-rss64MiB-think10ms")]
@@ -387,7 +409,8 @@ def test_interleaved_rounds_pool_every_round():
         r = res[sc.name]
         assert len(r["rounds"]) == 3 and sum(x["samples"] for x in r["rounds"]) == r["samples"]
         assert r["duration_s"] == pytest.approx(0.6, rel=0.02)      # 3 rounds of 0.2 s
-        assert r["throughput_per_s"] == pytest.approx(r["samples"] / r["duration_s"])
+        assert r["throughput_per_s"] == pytest.approx(r["samples"] / r["duration_s"], rel=0.25)  # cycles over their span
+        assert r["throughput_per_s"] < 1.0 / sc.think_s  # a loop that sleeps think_s each cycle
         assert sc.think_s * 1e6 <= r["gap_us"]["p50"] < 10 * sc.think_s * 1e6 + 5000  # the sleep, not minutes
         assert r["gap_us"]["n"] == r["samples"] - 3                  # one gap fewer than forks per run
     assert res[group[0].name]["samples"] > res[group[1].name]["samples"]  # the shorter sleep forks more often
