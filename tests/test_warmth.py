@@ -1017,8 +1017,9 @@ def test_calibrate_reports_the_remote_extras_and_their_terms(capsys):
 
 
 def test_calibrate_warns_when_the_host_moved_between_its_two_back_to_back_forks(capsys):
-    """The fork sweep and the cold grid both fork each size back to back: 2026-12-05 a quick calibration found 256 MiB at
-    3,321 then 4,172 us (+26%) while a neighbour's load inflated its cold, exit and remote runs several-fold."""
+    """The fork sweep and the cold grid both fork each size back to back: 2026-12-05 a quick calibration found
+    256 MiB at 3,321 then 4,172 us (+26%) while a neighbour's load inflated its cold, exit and remote runs
+    several-fold."""
     from forksim.commands import calibrate as cmd
 
     cmd._drift_warning([(64 * MiB, 847.5, 876.2), (256 * MiB, 3321.4, 4172.5)])
@@ -1136,9 +1137,9 @@ def test_the_family_fit_recovers_each_curve():
 
 
 def test_a_noisy_pair_of_gaps_does_not_put_the_family_cold_at_back_to_back_gaps():
-    """The quick plan's two gaps (10, 30 ms) with the extra falling between them (noise, the curve saturated: posix_spawn
-    +108 then +73 us on 2026-12-05) leave the time scale unresolved below the first gap: it is not sought under a third
-    of it, so a closed loop's ~100 us gaps stay warm."""
+    """The quick plan's two gaps (10, 30 ms) with the extra falling between them (noise, the curve saturated:
+    posix_spawn +108 then +73 us on 2026-12-05) leave the time scale unresolved below the first gap: it is not
+    sought under a third of it, so a closed loop's ~100 us gaps stay warm."""
     from forksim.calibration.cold_families import COLD_FAMILY, GAPS, fit_families
 
     store = Store()

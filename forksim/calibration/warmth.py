@@ -29,8 +29,8 @@ forksim/kernel/warmth.py for how the model uses it):
   exit (-E) give the exit's fully cold extra over the back-to-back run's exit, fitted as the fork's is; the exit
   right after each sleep's fork and the fork right after a cold exit each pay the residual share of their
   own fully cold extra (calibration/data/exit-warmth-20261203.json; the median of those ratios, robust to a
-  stalled exit). The coldness curve is fitted as if a walk
-  left none (the forks after 1-10 ms carry a little of the previous cold fork's residual: a small bias).
+  stalled exit). The coldness curve is fitted as if a walk left none (the forks after 1-10 ms carry a little of
+  the previous cold fork's residual: a small bias).
 """
 
 from __future__ import annotations
