@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ..cpu import CPU
     from ..machine import Machine, Task
     from ..metrics import Creation
+    from .flags import Kind
 
 __all__ = ["Kernel", "NEW_PROCESS", "COPIES_MM", "VFORK_WAIT", "EXECS"]  # the sets: kernel/flags.py
 
@@ -213,7 +214,7 @@ class Kernel:
         P = thread or parent.task
         rec.start = t0 = env._now
         rec.parent_cpu = P.cpu.id
-        setup, rest_cold = self._left_behind(self._setup_cost(P, k, rec), parent, P, kind, t0)
+        setup, rest_cold = self._left_behind(self._setup_cost(P, k, rec), parent, P, kind, k, t0)
         child_mm = parent.mm
         if k.copies_mm:
             mm = parent.mm
@@ -277,12 +278,12 @@ class Kernel:
         rec.fork_ret = env._now  # the caller's clock reads after it (a preemption there is in fork())
         return child
 
-    def _left_behind(self, setup: float, parent: Process, P: "Task", kind: str, t0: float) -> tuple[float, float]:
+    def _left_behind(self, setup: float, parent: Process, P: "Task", kind: str, k: "Kind",
+                     t0: float) -> tuple[float, float]:
         """copy_process_setup's cost with what earlier creations and exits left it: the shared creation state last
         written on another CPU (kernel/shared.py), the task and pid freed on another CPU (a thread), and a
         creation path cooled since the parent's last creation (one that copies no image). Returns that and the
-        cooled rest of its round trip (FamilyCold.rest_full_us: the child's exit charges it)."""
-        k = KINDS[kind]
+        cooled rest of its round trip (FamilyCold.rest_full_us: the child's exit charges it). `k`: KINDS[kind]."""
         if self.shared.cost is not None:
             setup += self.shared.fork_us(P.cpu.id, parent, self.costs, t0, k.copies_mm)
         if k.clone_thread and self.slab.thread_cost is not None:
