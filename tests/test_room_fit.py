@@ -138,10 +138,11 @@ def test_a_family_the_room_rule_leaves_out_gets_its_share_from_the_same_loops():
     assert loop_shares(Store(), None) == {}
 
 
-def test_the_fork_family_also_runs_the_sparse_loop_and_its_long_idle_placements_reach_the_curve(monkeypatch):
-    """measure_room runs each family's tight loop until it has MIN_PLACEMENTS placements, then the fork family's
-    sparse loop once (an image, a think time); room_section pools them: the tight loop's short idle times say
-    spread, the sparse loop's long ones say local, each in its own idle bin."""
+def test_the_sparse_loops_run_once_and_their_long_idle_points_reach_the_curves(monkeypatch):
+    """measure_room runs each family's tight loop until it has MIN_PLACEMENTS placements, then the family's sparse
+    loop once where it has one (fork: an image and a think time; vfork and thread: a think time); room_section pools
+    them: the tight loop's short idle times say spread, the sparse loop's long ones say local (a placement) and
+    stay (a wait wake-up), each in its own idle bin."""
     from forksim.calibration import room_loops
     from forksim.calibration.plan import Store
 
@@ -156,22 +157,30 @@ def test_the_fork_family_also_runs_the_sparse_loop_and_its_long_idle_placements_
 
     def fake(trace, kind, seconds, family, rss=0, think_s=0.0):
         calls.append((family, rss, think_s))
-        if rss:  # other CPU idle 3 ms, the parent's awake 400 us (its 64 MiB copy): kept local
-            place = [(family, 400.0, 3000.0, True)] * 150
+        if think_s:  # other CPU idle 3 ms, the parent's awake 400 us (a 64 MiB copy, or a cold path): kept local
+            place, wakes = [(family, 400.0, 3000.0, True)] * 150, [(3000.0, False)] * 100
         else:  # the tight loop: awake under the room keeps it local, beyond it the recently idle CPU takes it
             place = [(family, 20.0, 30.0, True)] * 150 + [(family, 200.0, 150.0, False)] * 150
-        return {"creations": 1}, 0, place, [], []
+            wakes = [(40.0, True), (40.0, False)] * 50 + [(3000.0, True)] * 12  # a few long-idle ones, moved
+        return {"creations": 1}, 0, place, wakes, []
 
     monkeypatch.setattr(room_loops, "_traced_loop", fake)
     monkeypatch.setattr(room_loops, "_room_trace", NoTrace)
     store = Store()
     room_loops.measure_room(store, 0.3, lambda msg: None)
     assert [c for c in calls if c[0] == "fork"] == [("fork", 0, 0.0), ("fork", 64 << 20, 0.001)]
-    assert all(c[1:] == (0, 0.0) for c in calls if c[0] != "fork")
+    assert [c for c in calls if c[0] == "vfork"] == [("vfork", 0, 0.0), ("vfork", 0, 0.005)]
+    assert [c for c in calls if c[0] == "spawn"] == [("spawn", 0, 0.0)]  # no sparse loop of its own
     sec = room_loops.room_section(store)
-    fork = sec["families"]["fork"]
-    assert fork["local"][0] < 0.05 and fork["local"][-1] > 0.95 and fork["idle_us"][-1] > 1000.0
+    for family in ("fork", "vfork", "thread"):
+        curve = sec["families"][family]
+        assert curve["local"][0] < 0.05 and curve["local"][-1] > 0.95 and curve["idle_us"][-1] > 1000.0
+        away = sec["wake_away"][family]
+        assert away["share"][0] == pytest.approx(0.5) and away["share"][-1] < 0.15  # 12 moved of 112
     assert "fork 0.3 s, fork 0.4 s, 64 MiB, 1 ms asleep after each" in sec["source"]
+    assert "vfork 0.3 s, 0 MiB, 5 ms asleep after each" in sec["source"]
+    # the tight loop's share of a family the rule leaves out is the tight loop's alone
+    assert room_loops.loop_shares(store, None)["fork_local_when_idle"]["value"] == 0.5
 
 
 def test_the_start_of_a_loop_is_left_out_when_asked():
