@@ -193,6 +193,11 @@ class FamilyCold(BaseModel):
         "call's return to the wait's (the child's start, its exec where it execs, its exit, the reap: pinned on the "
         "2026-12-04 zen4 host, pthread_create +34..+37 us after 10 ms, +39..+75 from 30 ms on), on the call's time "
         "scale; 0: the rest is as warm as back to back")
+    before_wakeup: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="the share of the call's extra that comes before wake_up_new_task "
+        "places the child (the rest after it: the child's run to its exit or exec, the return); measured traced, "
+        "sys_enter to task_newtask against the call, after 10 ms asleep (zen4 haltpoll host 2026-12-05: vfork "
+        "0.45-0.50, pthread_create 0.60-0.62, posix_spawn 0.17-0.18); 1: all of it before (older profiles)")
 
     def coldness(self, gap_us: float, evicted: float = 0.0) -> float:
         """The share of the fully cold extras due after `gap_us`; `evicted`: the share other work on the CPU, or a

@@ -13,7 +13,7 @@ from forksim import runner
 from forksim.config import parse_config
 from forksim.kernel import clone as kclone
 from forksim.machine import Machine
-from forksim.profile import PlacementRoom, RoomCurve, WakeAway
+from forksim.profile import FamilyCold, PlacementRoom, RoomCurve, WakeAway
 from forksim.runner import run_experiment
 
 EDGES = [25.0, 50.0, 1e9]
@@ -106,3 +106,37 @@ def test_families_not_listed_keep_the_old_rules():
     b = run_experiment(exp, profile=_profile(exp, _room({"thread": thread}, {"thread": [1.0] * 3}))).records
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
 
+
+
+def _think_loop(clone: str, cpus: int):
+    return parse_config({
+        "experiment": {"name": "t", "duration": "1s", "warmup": "50ms", "replications": 1, "seed": 7},
+        "machine": {"cpus": cpus},
+        "workload": {"kind": "closed", "parents": 1, "think_time": "10ms", "image": {"rss": "0"},
+                     "child": {"clone": clone}},
+    }, source="test")
+
+
+def _cold(exp, before: float, room: PlacementRoom | None) -> "pd.DataFrame":
+    prof = _profile(exp, room)
+    cold = FamilyCold(full_us=60.0, tau_us=5000.0, before_wakeup=before)  # ~52 us after 10 ms asleep
+    prof = prof.model_copy(update={"warmth": prof.warmth.model_copy(update={"families": {"vfork": cold}})})
+    r = run_experiment(exp, profile=prof)
+    return r.records[~r.records["warmup"]]
+
+
+def test_the_part_of_a_cold_call_after_the_placement_does_not_count_in_the_room():
+    """A vfork after 10 ms asleep: its ~52 us cold extra all before wake_up_new_task puts the parent's CPU past a
+    40 us room, and the child goes to the idle CPU (local 0 beyond the room); with 0.3 of it before, the child stays
+    (the zen4 host's think loops: 30 of 30 local, 27 us awake at the placement). One CPU: the call is as long either
+    way (the extra moves, it does not grow)."""
+    room = PlacementRoom(room_us=40.0, source="assumption: test",
+                         families={"vfork": RoomCurve(room_local=1.0, idle_us=EDGES, local=[0.0, 0.0, 0.0])})
+    exp = _think_loop("vfork", 2)
+    before_all, split = _cold(exp, 1.0, room), _cold(exp, 0.3, room)
+    assert len(before_all) > 50 and len(split) > 50
+    assert (before_all.child_cpu == before_all.parent_cpu).mean() < 0.05
+    assert (split.child_cpu == split.parent_cpu).mean() > 0.95
+    one = _think_loop("vfork", 1)
+    calls = [_cold(one, b, None).fork_latency_us.median() for b in (1.0, 0.3)]
+    assert calls[1] == pytest.approx(calls[0], abs=0.5)

@@ -1073,14 +1073,15 @@ def test_a_family_term_cools_on_another_cpu_and_with_other_work_there():
     cold = FamilyCold(full_us=50.0, tau_us=10_000.0, rest_full_us=20.0)
     w = WarmthTracker(CURVE.model_copy(update={"families": {"thread": cold}}), 2)
     mm = _mm()
-    assert w.creation_extras_us("thread", mm, 0, 0.0) == (50.0, 20.0)  # the run's first: nothing cached
-    call, rest = w.creation_extras_us("thread", mm, 0, 10.0)
+    assert w.creation_extras_us("thread", mm, 0, 0.0) == (50.0, 0.0, 20.0)  # the run's first: nothing cached
+    call, after, rest = w.creation_extras_us("thread", mm, 0, 10.0)
     assert call == pytest.approx(cold.extra_us(10.0)) and rest == pytest.approx(20.0 * cold.coldness(10.0))
-    assert w.creation_extras_us("vfork", mm, 0, 20.0) == (0.0, 0.0)  # a kind the profile does not price
-    moved, _ = w.creation_extras_us("thread", mm, 1, 30.0)  # on the other CPU: the image curve's migration share too
+    assert after == 0.0  # all of the call's extra before the placement (before_wakeup's default)
+    assert w.creation_extras_us("vfork", mm, 0, 20.0) == (0.0, 0.0, 0.0)  # a kind the profile does not price
+    moved, _, _ = w.creation_extras_us("thread", mm, 1, 30.0)  # on the other CPU: the image curve's migration share too
     assert moved == pytest.approx(cold.extra_us(20.0, CURVE.migration))
     w.touched(1, 8 * MiB)  # other work on that CPU: one footprint scale
-    swept, swept_rest = w.creation_extras_us("thread", mm, 1, 40.0)
+    swept, _, swept_rest = w.creation_extras_us("thread", mm, 1, 40.0)
     assert swept == pytest.approx(cold.extra_us(10.0, 1 - math.exp(-1.0)))
     assert swept_rest == pytest.approx(swept * 20.0 / 50.0)  # the rest cools as the call does
 
@@ -1098,6 +1099,35 @@ def test_the_rest_of_a_cold_round_trip_is_charged_after_the_call(clone):
     # back to back it is about nothing
     b2b = [_thread_loop(0.0, w, clone, "roundtrip_latency_us") for w in (call_only, both)]
     assert b2b[1] - b2b[0] < 0.5
+
+
+def test_the_family_fit_finds_where_the_call_cooled_from_the_traced_pairs():
+    """before_wakeup: each round's to_newtask extra over its call extra after 10 ms asleep, the median over rounds;
+    a pair whose call did not cool says nothing; without traced pairs (older raw files) the field is left out."""
+    from forksim.calibration.cold_families import COLD_FAMILY, COLD_FAMILY_TRACED, TRACED_GAP_US, fit_families
+
+    def store_of(shares: dict[str, list[float]], call_extra: float = 30.0) -> Store:
+        store = Store()
+        for kind in shares:
+            for gap in (0, TRACED_GAP_US, 30_000):
+                store.add(COLD_FAMILY, {"kind": kind, "x": gap, "round": 0, "pinned": True}, {},
+                          [{"fork_ns": int((10.0 + FamilyCold(full_us=60.0, tau_us=8000.0).extra_us(gap)) * 1e3)}] * 5)
+            for rnd, share in enumerate(shares[kind]):
+                for gap, extra in ((0, 0.0), (TRACED_GAP_US, call_extra)):
+                    store.add(COLD_FAMILY_TRACED, {"kind": kind, "x": gap, "round": rnd, "pinned": True,
+                                                   "traced": True}, {},
+                              [{"fork_ns": int((14.0 + extra) * 1e3)}] * 5,
+                              [{"to_newtask": 6.0 + share * extra, "E": 5.0}] * 5)
+        return store
+
+    got, src, diag = fit_families(store_of({"vfork": [0.45, 0.5, 0.9], "thread": [0.6], "posix_spawn": [1.4]}), 7000.0)
+    assert got["vfork"]["before_wakeup"] == pytest.approx(0.5, abs=0.005)  # the median of the rounds
+    assert got["thread"]["before_wakeup"] == pytest.approx(0.6, abs=0.005)
+    assert got["posix_spawn"]["before_wakeup"] == 1.0  # clipped: a share, never more than the whole
+    assert "before task_newtask" in src and diag["families_before_wakeup_us"]["vfork"][0] == [30.0, 13.5]
+    got, _, diag = fit_families(store_of({"vfork": [0.5]}, call_extra=1.0), 7000.0)  # the call did not cool
+    assert "before_wakeup" not in got["vfork"] and "families_before_wakeup_us" not in diag
+    assert FamilyCold.model_validate(got["vfork"]).before_wakeup == 1.0
 
 
 def test_the_family_fit_recovers_each_curve():

@@ -18,6 +18,16 @@ cools too (same runs, 2 rounds, after 10 ms / from 30 ms on: pthread_create +34.
 call's time scale. The model charges both by the time since the parent's last creation (kernel/warmth.py; the rest in
 the child's exit, kernel/clone.py). Back to back (cycles of 20-110 us) that is about 1% of it or less: the
 stage costs hold their own warmth.
+
+Where the call's extra falls decides where the child goes: a vCPU-packing kernel keeps it on the parent's CPU while that
+CPU has been awake under a few tens of us (profile.placement_room), and wake_up_new_task places it. The same kinds
+run traced (sys_enter to task_newtask, the end of copy_process, against the call), back to back and after 10 ms asleep:
+on the zen4 haltpoll host (2026-12-05, 2 rounds) the part before task_newtask took 0.45-0.50 of vfork's call extra,
+0.60-0.62 of pthread_create's and 0.17-0.18 of posix_spawn's; the rest comes after the placement (the child's run
+to its exit or exec, the return). The load generator's 10 ms think loops, traced the same day, placed 30 of 30 vfork
+and 47 of 47 thread children with the parent's CPU awake 27 / 23 us (p50), where the whole extra before the placement
+put the model's at 53-64 us, past the room, and sent 22-63% of them to the idle CPU. FamilyCold.before_wakeup is
+that share (the median over rounds of the ratio of the two extras).
 """
 
 from __future__ import annotations
@@ -30,12 +40,13 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from ..kernel.flags import POSIX_SPAWN, THREAD, VFORK
-from . import bench
-from .plan import BENCH_MODES, Plan, Store
+from . import bench, tracefs
+from .plan import BENCH_MODES, Plan, Store, measured_segments
 
-__all__ = ["COLD_FAMILY", "family_jobs", "fit_families"]
+__all__ = ["COLD_FAMILY", "COLD_FAMILY_TRACED", "family_jobs", "family_traced_jobs", "fit_families"]
 
 COLD_FAMILY = "cold_family"  # the store kind of these runs
+COLD_FAMILY_TRACED = "cold_family_traced"  # ... and of their traced pairs (before_wakeup)
 _MS = 1000
 _KINDS = (VFORK, POSIX_SPAWN, THREAD)
 _TAU_MIN_US = 0.3 * _MS  # the time scale's lower bound whatever the gaps
@@ -48,6 +59,10 @@ GAPS: dict[str, tuple[int, int, tuple[tuple[int, int], ...]]] = {
     "quick": (1, 200, ((10 * _MS, 8), (30 * _MS, 6))),
     "full": (2, 400, ((1 * _MS, 15), (3 * _MS, 12), (10 * _MS, 10), (30 * _MS, 8), (100 * _MS, 6), (300 * _MS, 4))),
 }
+# the traced pairs: plan name -> rounds, back-to-back reps, reps after TRACED_GAP_US asleep (~0.2 s a kind and round)
+TRACED: dict[str, tuple[int, int, int]] = {"smoke": (1, 30, 4), "quick": (1, 40, 8), "full": (2, 100, 12)}
+TRACED_GAP_US = 10 * _MS
+_MIN_CALL_EXTRA_US = 3.0  # a pair whose call cooled less than this says nothing of where its extra fell
 
 
 def family_jobs(plan: Plan, fb: str, helper: list[str], store: Store, cpu: int) -> list[tuple[str, Callable[[], None]]]:
@@ -72,6 +87,50 @@ def family_jobs(plan: Plan, fb: str, helper: list[str], store: Store, cpu: int) 
                 what = "back to back" if gap == 0 else f"after {gap / _MS:g} ms asleep"
                 jobs.append((f"cold {kind} {what} (round {rnd + 1}/{rounds})", job(kind, gap, reps, rnd)))
     return jobs
+
+
+def family_traced_jobs(plan: Plan, fb: str, helper: list[str], store: Store, cpu: int,
+                       trace: tracefs.TraceInstance) -> list[tuple[str, Callable[[], None]]]:
+    """Each family traced back to back and after TRACED_GAP_US asleep, pinned (rounds alternate the order): where
+    in the call its cold extra falls (FamilyCold.before_wakeup)."""
+    rounds, b2b, cold = TRACED.get(plan.name, TRACED["quick"])
+
+    def job(kind: str, gap: int, reps: int, rnd: int) -> Callable[[], None]:
+        def run() -> None:
+            argv = [fb, BENCH_MODES[kind], "-n", str(reps), "-w", "5", "-c", str(cpu), "-s", str(gap),
+                    *(helper if kind == POSIX_SPAWN else [])]
+            shape, samples, events, pid = bench.run_bench(argv, trace)
+            segs = measured_segments(tracefs.fork_segments(events, pid), samples) if events is not None else None
+            store.add(COLD_FAMILY_TRACED, {"kind": kind, "x": gap, "round": rnd, "pinned": True, "traced": True},
+                      shape, samples, segs)
+
+        return run
+
+    jobs: list[tuple[str, Callable[[], None]]] = []
+    for rnd in range(rounds):
+        pair = [(0, b2b), (TRACED_GAP_US, cold)]
+        for kind in _KINDS:
+            for gap, reps in (pair if rnd % 2 == 0 else pair[::-1]):
+                what = "back to back" if gap == 0 else f"after {gap / _MS:g} ms asleep"
+                jobs.append((f"traced {kind} {what} (round {rnd + 1}/{rounds})", job(kind, gap, reps, rnd)))
+    return jobs
+
+
+def _before_wakeup(store: Store, kind: str) -> tuple[float, list[list[float]]] | None:
+    """The share of `kind`'s call extra after TRACED_GAP_US asleep that came before task_newtask (the end of
+    copy_process, just before wake_up_new_task places the child): the median over rounds of (to_newtask extra) /
+    (call extra), each over back to back in the same round, clipped to [0, 1]; with each round's (call extra,
+    to_newtask extra) us. None where no round cooled the call by _MIN_CALL_EXTRA_US."""
+    by: dict[int, dict[int, tuple[float, float]]] = {}
+    for r in store.select(COLD_FAMILY_TRACED):
+        k = r["key"]
+        segs = [s["to_newtask"] for s in (r.get("segments") or []) if "to_newtask" in s]
+        if k["kind"] == kind and r["samples"] and segs:
+            by.setdefault(k["round"], {})[k["x"]] = (_p50_us(r), statistics.median(segs))
+    pairs = [[round(c[0] - w[0], 2), round(c[1] - w[1], 2)] for got in by.values()
+             if (w := got.get(0)) is not None and (c := got.get(TRACED_GAP_US)) is not None]
+    ratios = [min(1.0, max(0.0, pre / call)) for call, pre in pairs if call >= _MIN_CALL_EXTRA_US]
+    return (round(statistics.median(ratios), 3), pairs) if ratios else None
 
 
 def _p50_us(run: dict[str, Any]) -> float:
@@ -117,6 +176,7 @@ def fit_families(store: Store, tau_img: float) -> tuple[dict[str, dict[str, floa
     out: dict[str, dict[str, float]] = {}
     points: dict[str, list[list[float]]] = {}
     rest_points: dict[str, list[list[float]]] = {}
+    before_points: dict[str, list[list[float]]] = {}  # kind -> each round's [call extra, to_newtask extra] us
     said: list[str] = []
     for kind in _KINDS:
         mine = [r for r in runs if r["key"]["kind"] == kind and r["samples"]]
@@ -139,12 +199,19 @@ def fit_families(store: Store, tau_img: float) -> tuple[dict[str, dict[str, floa
             rest_points[kind] = [[g / _MS, round(e, 2)] for g, e in rest]
             said[-1] += (f"; the rest of the round trip {', '.join(f'{e:+.1f}' for _, e in rest)} us -> fully cold "
                          f"{t['rest_full_us']:.1f} us on the call's time scale (an assumption: one cooling for both)")
+        split = _before_wakeup(store, kind)
+        if split is not None:
+            t["before_wakeup"], before_points[kind] = split
+            said[-1] += (f"; traced after {TRACED_GAP_US / _MS:g} ms asleep, the part before task_newtask took "
+                         + ", ".join(f"{pre:+.1f} of {call:+.1f}" for call, pre in split[1])
+                         + f" us -> before_wakeup {split[0]:g} (the median ratio)")
     if not out:
         return {}, "", {}
     src = (f"; families: vfork, posix_spawn and pthread_create pinned, each after sleeps (forkbench -s) against "
            f"back to back in the same round (rounds alternate the order), the call's p50 extra fitted as full * "
            f"(1 - exp(-gap/tau)) by least squares: " + "; ".join(said))
-    return out, src, {"families_extra_us": points, "families_rest_extra_us": rest_points}
+    return out, src, {"families_extra_us": points, "families_rest_extra_us": rest_points,
+                      **({"families_before_wakeup_us": before_points} if before_points else {})}
 
 
 def _rest_points(runs: list[dict[str, Any]]) -> list[tuple[float, float]]:

@@ -27,7 +27,7 @@ from .plan import (FORK_MODE, FORKEXEC_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE
 from .caches import lines_job
 from .concurrency import ALONE, BESIDE, beside_forker
 from .layout import RANDOM, SCATTERED, layout_reader
-from .cold_families import family_jobs
+from .cold_families import family_jobs, family_traced_jobs
 from .warmth import cold_jobs
 
 __all__ = ["Job", "calibration_jobs"]
@@ -314,7 +314,10 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
     """Every run of one calibration, in order (the traced ones first, while `trace` is open)."""
     j = _Jobs(plan, b, store, trace, cpu, other)
     jobs = j.traced() if trace is not None else []
-    if trace is not None:  # the traced burst goes last among the traced runs
+    if trace is not None:
+        # where a cold creation that copies no image spends its extra: before the placement or after (cold_families)
+        jobs += family_traced_jobs(plan, str(b.forkbench), j.helper, store, cpu, trace)
+        # the traced burst goes last among the traced runs
         jobs.append(("traced burst of 8 forks", j.fork("burst", mode="burst", traced=True, reps=plan.burst_reps,
                                                        extra=["-k", "8"])))
     jobs += j.thp()  # closes the trace: the room loops record with their own instance

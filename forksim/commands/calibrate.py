@@ -325,6 +325,8 @@ def _families_line(warmth: dict | None, points: dict | None, rest: dict | None =
         line = f"{kind} " + ", ".join(f"{e:+,.1f} after {g:g} ms" for g, e in pts)
         if kind in full:
             line += f" -> fully cold +{fmt(full[kind]['full_us'])} over {full[kind]['tau_us'] / 1000:.1f} ms"
+            if "before_wakeup" in full[kind]:  # traced: the share of it before wake_up_new_task places the child
+                line += f", {full[kind]['before_wakeup']:.0%} of it before the placement"
         if rest.get(kind):
             line += (" (rest of the round trip " + ", ".join(f"{e:+,.1f}" for _, e in rest[kind])
                      + (f" -> +{fmt(full[kind]['rest_full_us'])}" if full.get(kind, {}).get("rest_full_us") is not None

@@ -214,7 +214,7 @@ class Kernel:
         P = thread or parent.task
         rec.start = t0 = env._now
         rec.parent_cpu = P.cpu.id
-        setup, rest_cold = self._left_behind(self._setup_cost(P, k, rec), parent, P, kind, k, t0)
+        setup, after_cold, rest_cold = self._left_behind(self._setup_cost(P, k, rec), parent, P, kind, k, t0)
         child_mm = parent.mm
         if k.copies_mm:
             mm = parent.mm
@@ -260,11 +260,14 @@ class Kernel:
         child.cold_rest_us = rest_cold
         if k.vfork_wait:
             child.vfork_waiter = P
+            # the parent sleeps from the placement until the release: the call's cooled rest is the child's run
+            child.cold_start_us, after_cold = after_cold, 0.0
         pack = self.costs.uniform() < self._local_share(k, P)
         first_run, ipi = self.machine.spawn(child_task, P, pack=pack)
         Coroutine(self.child_life(child, kind, rec), first_run)
-        if ipi > 0.0:
-            yield P.run(ipi)
+        after = ipi + after_cold  # the parent's work after the placement: an IPI to an idle CPU, a cooled return
+        if after > 0.0:
+            yield P.run(after)
         if child.vfork_waiter is not None:
             # wait_for_vfork_done(): sleep until the child execs or exits (mm_release)
             yield P.sleep()
@@ -279,20 +282,21 @@ class Kernel:
         return child
 
     def _left_behind(self, setup: float, parent: Process, P: "Task", kind: str, k: "Kind",
-                     t0: float) -> tuple[float, float]:
+                     t0: float) -> tuple[float, float, float]:
         """copy_process_setup's cost with what earlier creations and exits left it: the shared creation state last
         written on another CPU (kernel/shared.py), the task and pid freed on another CPU (a thread), and a
-        creation path cooled since the parent's last creation (one that copies no image). Returns that and the
-        cooled rest of its round trip (FamilyCold.rest_full_us: the child's exit charges it). `k`: KINDS[kind]."""
+        creation path cooled since the parent's last creation (one that copies no image). Returns that, the cooled
+        part of the call after wake_up_new_task (FamilyCold.before_wakeup) and the cooled rest of its round trip
+        (FamilyCold.rest_full_us: the child's exit charges it). `k`: KINDS[kind]."""
         if self.shared.cost is not None:
             setup += self.shared.fork_us(P.cpu.id, parent, self.costs, t0, k.copies_mm)
         if k.clone_thread and self.slab.thread_cost is not None:
             setup += self.slab.thread_extra_us(P.cpu.id, self.costs)
-        rest_cold = 0.0
+        after_cold = rest_cold = 0.0
         if self._families_cold and not k.copies_mm:
-            call_cold, rest_cold = self.warmth.creation_extras_us(kind, parent.mm, P.cpu.id, t0)
-            setup += call_cold
-        return setup, rest_cold
+            before_cold, after_cold, rest_cold = self.warmth.creation_extras_us(kind, parent.mm, P.cpu.id, t0)
+            setup += before_cold
+        return setup, after_cold, rest_cold
 
     def _copy_process_setup(self, P: "Task", setup: float, rec: "Creation", t0: float) -> Proc:
         """copy_process_setup as a chunk of its own (where it merges with nothing after it)."""
@@ -464,7 +468,7 @@ class Kernel:
         C = child.task
         # ret_from_fork -> schedule_tail: the first return to user space; a fork child then takes
         # COW faults on the pages it writes first (stack, glibc's fork bookkeeping)
-        cost = d.ret_from_fork()
+        cost = d.ret_from_fork() + child.cold_start_us
         if child.inherited:
             cost += d.child_touch()
         if kind in self._exits_at_once and self.merge_stages and not (C.need_resched or C.cpu.rq):

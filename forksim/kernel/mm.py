@@ -42,7 +42,7 @@ class Process:
     """A thread group: its main task, its mm, and its children awaiting wait()."""
 
     __slots__ = ("task", "mm", "parent", "zombies", "waiter", "vfork_waiter", "inherited", "exited", "tid_cleared",
-                 "threads", "cold_rest_us")
+                 "threads", "cold_rest_us", "cold_start_us")
 
     def __init__(self, task: "Task", mm: MM | None, parent: "Process | None" = None):
         self.task = task
@@ -56,3 +56,5 @@ class Process:
         self.tid_cleared = False  # a thread: mm_release cleared its tid and woke pthread_join
         self.threads: list["Task"] = [task]
         self.cold_rest_us = 0.0  # a creation that copies no image: its cold extra after the call (do_exit charges it)
+        # ... and a vfork child's share of the call's, after the placement (its ret_from_fork charges it)
+        self.cold_start_us = 0.0

@@ -128,14 +128,15 @@ class WarmthTracker:
             warm *= 1.0 - w.migration
         return 1.0 - warm
 
-    def creation_extras_us(self, kind: str, mm: "MM", cpu: int, now: float) -> tuple[float, float]:
+    def creation_extras_us(self, kind: str, mm: "MM", cpu: int, now: float) -> tuple[float, float, float]:
         """What a creation of `kind` that copies no image (Warmth.families) costs on top of its warm median now
-        (us), from `mm`'s last such creation: (the call's extra, the rest of the round trip's: FamilyCold.rest_full_us);
-        records this one. (0, 0) for a kind the profile does not price."""
+        (us), from `mm`'s last such creation: (the call's extra before wake_up_new_task, the call's extra after it:
+        FamilyCold.before_wakeup, the rest of the round trip's: FamilyCold.rest_full_us); records this one. Zeros for
+        a kind the profile does not price."""
         w = self.curve
         cold = w.families.get(kind) if w is not None else None
         if cold is None:
-            return 0.0, 0.0
+            return 0.0, 0.0, 0.0
         if mm.created_at is None:  # nothing of its creation path is in the caches
             share = 1.0
         else:
@@ -145,7 +146,9 @@ class WarmthTracker:
                 evicted = 1.0 - math.exp(-max(0.0, self.cpu_bytes[cpu] - mm.created_mark) / w.footprint_bytes)
             share = cold.coldness(max(0.0, now - mm.created_at), evicted)
         mm.created_at, mm.created_cpu, mm.created_mark = now, cpu, self.cpu_bytes[cpu]
-        return cold.full_us * share, cold.rest_full_us * share
+        call = cold.full_us * share
+        before = call * cold.before_wakeup
+        return before, call - before, cold.rest_full_us * share
 
     def extra_us(self, stage: str, coldness: float, shape: ImageShape) -> float:
         """What `stage` costs on top of its warm median at this coldness (microseconds)."""
