@@ -197,7 +197,7 @@ class FamilyCold(BaseModel):
         default=1.0, ge=0.0, le=1.0, description="the share of the call's extra that comes before wake_up_new_task "
         "places the child (the rest after it: the child's run to its exit or exec, the return); measured traced, "
         "sys_enter to task_newtask against the call, after 10 ms asleep (zen4 haltpoll host 2026-12-05: vfork "
-        "0.45-0.50, pthread_create 0.60-0.62, posix_spawn 0.17-0.18); 1: all of it before (older profiles)")
+        "0.45-0.53, pthread_create 0.60-0.67, posix_spawn 0.17-0.21); 1: all of it before (older profiles)")
 
     def coldness(self, gap_us: float, evicted: float = 0.0) -> float:
         """The share of the fully cold extras due after `gap_us`; `evicted`: the share other work on the CPU, or a

@@ -22,12 +22,13 @@ stage costs hold their own warmth.
 Where the call's extra falls decides where the child goes: a vCPU-packing kernel keeps it on the parent's CPU while that
 CPU has been awake under a few tens of us (profile.placement_room), and wake_up_new_task places it. The same kinds
 run traced (sys_enter to task_newtask, the end of copy_process, against the call), back to back and after 10 ms asleep:
-on the zen4 haltpoll host (2026-12-05, 2 rounds) the part before task_newtask took 0.45-0.50 of vfork's call extra,
-0.60-0.62 of pthread_create's and 0.17-0.18 of posix_spawn's; the rest comes after the placement (the child's run
-to its exit or exec, the return). The load generator's 10 ms think loops, traced the same day, placed 30 of 30 vfork
-and 47 of 47 thread children with the parent's CPU awake 27 / 23 us (p50), where the whole extra before the placement
-put the model's at 53-64 us, past the room, and sent 22-63% of them to the idle CPU. FamilyCold.before_wakeup is
-that share (the median over rounds of the ratio of the two extras).
+on the zen4 haltpoll host (2026-12-05, 6 pairs of each kind in 4 runs over 22 minutes, the call's extra after 10 ms
++13 to +186 us) the part before task_newtask took 0.45-0.53 of vfork's call extra, 0.60-0.67 of pthread_create's and
+0.17-0.21 of posix_spawn's; the rest comes after the placement (the child's run to its exit or exec, the return).
+The load generator's 10 ms think loops, traced the same day, placed 30 of 30 vfork and 47 of 47 thread children with
+the parent's CPU awake 27 / 23 us (p50), where the whole extra before the placement put the model's at 53-64 us, past
+the room, and sent 22-63% of them to the idle CPU. FamilyCold.before_wakeup is that share (the median over rounds of
+the ratio of the two extras).
 """
 
 from __future__ import annotations

@@ -73,7 +73,12 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "creation (measured by calibrate pinned after sleeps); unpinned, the parent wakes on either vCPU and the "
      "child's placement and the other vCPU's halt exit follow the gap as well. How cold 10 ms leaves them moves "
      "with the host's other tenants: pinned vfork after 10 ms asleep +27..+62 us over back to back in four runs "
-     "on one vCPU within three minutes (2026-12-04 22:20)"),
+     "on one vCPU within three minutes (2026-12-04 22:20), +13..+96 us in four runs within 22 minutes (2026-12-05 "
+     "02:30). The call's extra is charged in two parts, before and after wake_up_new_task places the child "
+     "(warmth.families before_wakeup, traced: vfork 0.52, posix_spawn 0.20, pthread_create 0.66 before), and the "
+     "placement and the wait wake-up with the other vCPU idle for milliseconds come from the room loops' sparse "
+     "loops (kept local 0.99, the parent moved 0.02): the model had sent the children and the woken parents of "
+     "these rows to the idle vCPU"),
     ("think", "a fork after an idle gap finds the parent's page tables and struct pages cold; the model adds the "
      "profile's cold extra to dup_mmap by the time since the image was last walked (warmth: 1-exp(-(gap/tau)^beta)), "
      "measured pinned on 0, 64 and 256 MiB images up to 1 s asleep (100 ms left them about half as cold), per page "
