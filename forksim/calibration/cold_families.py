@@ -70,23 +70,12 @@ def family_jobs(plan: Plan, fb: str, helper: list[str], store: Store, cpu: int) 
     """Each family back to back and after each gap, pinned; rounds alternate the order of the gaps."""
     rounds, b2b, gaps = GAPS[plan.name]
     jobs: list[tuple[str, Callable[[], None]]] = []
-
-    def job(kind: str, gap: int, reps: int, rnd: int) -> Callable[[], None]:
-        def run() -> None:
-            mode = BENCH_MODES[kind]
-            argv = [fb, mode, "-n", str(reps), "-w", "5", "-c", str(cpu), "-s", str(gap),
-                    *(helper if kind == POSIX_SPAWN else [])]
-            shape, samples, _, _ = bench.run_bench(argv)
-            store.add(COLD_FAMILY, {"kind": kind, "x": gap, "round": rnd, "pinned": True}, shape, samples)
-
-        return run
-
     for rnd in range(rounds):
         order = [(0, b2b), *gaps]
         for gap, reps in (order if rnd % 2 == 0 else order[::-1]):
             for kind in _KINDS:
-                what = "back to back" if gap == 0 else f"after {gap / _MS:g} ms asleep"
-                jobs.append((f"cold {kind} {what} (round {rnd + 1}/{rounds})", job(kind, gap, reps, rnd)))
+                jobs.append((_label("cold", kind, gap, rnd, rounds),
+                             _job(fb, helper, store, cpu, kind, gap, reps, rnd)))
     return jobs
 
 
@@ -95,26 +84,37 @@ def family_traced_jobs(plan: Plan, fb: str, helper: list[str], store: Store, cpu
     """Each family traced back to back and after TRACED_GAP_US asleep, pinned (rounds alternate the order): where
     in the call its cold extra falls (FamilyCold.before_wakeup)."""
     rounds, b2b, cold = TRACED.get(plan.name, TRACED["quick"])
-
-    def job(kind: str, gap: int, reps: int, rnd: int) -> Callable[[], None]:
-        def run() -> None:
-            argv = [fb, BENCH_MODES[kind], "-n", str(reps), "-w", "5", "-c", str(cpu), "-s", str(gap),
-                    *(helper if kind == POSIX_SPAWN else [])]
-            shape, samples, events, pid = bench.run_bench(argv, trace)
-            segs = measured_segments(tracefs.fork_segments(events, pid), samples) if events is not None else None
-            store.add(COLD_FAMILY_TRACED, {"kind": kind, "x": gap, "round": rnd, "pinned": True, "traced": True},
-                      shape, samples, segs)
-
-        return run
-
     jobs: list[tuple[str, Callable[[], None]]] = []
     for rnd in range(rounds):
         pair = [(0, b2b), (TRACED_GAP_US, cold)]
         for kind in _KINDS:
             for gap, reps in (pair if rnd % 2 == 0 else pair[::-1]):
-                what = "back to back" if gap == 0 else f"after {gap / _MS:g} ms asleep"
-                jobs.append((f"traced {kind} {what} (round {rnd + 1}/{rounds})", job(kind, gap, reps, rnd)))
+                jobs.append((_label("traced", kind, gap, rnd, rounds),
+                             _job(fb, helper, store, cpu, kind, gap, reps, rnd, trace)))
     return jobs
+
+
+def _label(what: str, kind: str, gap: int, rnd: int, rounds: int) -> str:
+    return (f"{what} {kind} " + ("back to back" if gap == 0 else f"after {gap / _MS:g} ms asleep")
+            + f" (round {rnd + 1}/{rounds})")
+
+
+def _job(fb: str, helper: list[str], store: Store, cpu: int, kind: str, gap: int, reps: int, rnd: int,
+         trace: tracefs.TraceInstance | None = None) -> Callable[[], None]:
+    """One forkbench run of `kind`, pinned to `cpu`, `gap` us asleep before each recorded call, into `store`:
+    COLD_FAMILY, or with `trace` COLD_FAMILY_TRACED with its per-call segments."""
+    def run() -> None:
+        argv = [fb, BENCH_MODES[kind], "-n", str(reps), "-w", "5", "-c", str(cpu), "-s", str(gap),
+                *(helper if kind == POSIX_SPAWN else [])]
+        shape, samples, events, pid = bench.run_bench(argv, trace)
+        key = {"kind": kind, "x": gap, "round": rnd, "pinned": True}
+        if trace is None:
+            store.add(COLD_FAMILY, key, shape, samples)
+            return
+        segs = measured_segments(tracefs.fork_segments(events, pid), samples) if events is not None else None
+        store.add(COLD_FAMILY_TRACED, {**key, "traced": True}, shape, samples, segs)
+
+    return run
 
 
 def _before_wakeup(store: Store, kind: str) -> tuple[float, list[list[float]]] | None:
