@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from heapq import heappush
 from typing import TYPE_CHECKING
 
 import simpy
@@ -15,7 +16,7 @@ from simpy.events import NORMAL, PENDING
 from .rcu import RcuBacklog, ksoftirqd
 from .sched import eevdf
 from .sched.balance import _NEG_LN2, PELT_HALFLIFE_US, _exp
-from .task import _TOL_ABS, _TOL_REL, RUNNABLE, RUNNING, Task, _new_event, _tolerance
+from .task import _TOL_ABS, _TOL_REL, RUNNABLE, RUNNING, Task, _new_event, _timeout, _tolerance
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -30,11 +31,13 @@ class CPU:
         "machine", "id", "rq", "current", "min_vruntime", "_token", "_busy_since", "busy_us",
         "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load", "delayed", "idle_since",
         "awake_since", "_halted",
-        "_next_irq", "rcu", "members", "updated",
+        "_next_irq", "rcu", "members", "updated", "env", "params", "_begin_cb", "_chunk_done_cb",
     )
 
     def __init__(self, machine: "Machine", cpu_id: int):
         self.machine = machine
+        self.env = machine.env  # (machine.env and machine.params, read on every switch and chunk)
+        self.params = machine.params
         self.id = cpu_id
         self.rq: list[tuple[float, int, Task]] = []
         self.current: Task | None = None
@@ -48,7 +51,8 @@ class CPU:
         self.load = 0
         self.in_transit = False  # current task chosen but not yet running (switch, migration, halt exit)
         self._kick_pending = False
-        self._next_interruption = 0.0  # the next interruption or RCU batch (Task.run skips the call before it)
+        # the next interruption or RCU batch (Task.run skips the call before it; inf: no interruptions come)
+        self._next_interruption = 0.0 if machine.params.interruption_gap is not None else math.inf
         self._next_irq = 0.0  # the next of the interruption stream
         rcu = machine.params.rcu
         self.rcu = RcuBacklog(rcu.grace_us, machine.params.tick_us) if rcu is not None else None
@@ -64,6 +68,8 @@ class CPU:
         # when the kernel last stored the running task's vruntime (update_curr) other than at a tick: its pick,
         # an enqueue here, a wake-up check (stored_vruntime)
         self.updated = 0.0
+        self._begin_cb = self._begin  # the bound methods made once (an event's callbacks, at every switch and chunk)
+        self._chunk_done_cb = self._chunk_done
 
     def __repr__(self) -> str:
         return f"<CPU {self.id} current={self.current.name if self.current else None} rq={len(self.rq)}>"
@@ -80,32 +86,27 @@ class CPU:
 
     def _enqueue(self, task: Task) -> None:
         m = self.machine
-        m._idle.discard(self.id)
-        if m._idle_min == self.id:
-            m._idle_min = None  # (Machine.first_idle)
-        self.updated = m.env._now  # enqueue_entity -> update_curr
+        m._idle.discard(self.id)  # (its id stays in Machine._idle_heap until first_idle drops it)
+        self.updated = self.env._now  # enqueue_entity -> update_curr
         task.state = RUNNABLE
         task.cpu = self
-        if task.home is not self and m._balancer is not None:
-            self._adopt(task)
-        self._seq += 1
-        heapq.heappush(self.rq, (task.vruntime, self._seq, task))
+        if task.home is not self and m._balancer is not None:  # its PELT averages move here (cfs_rq attach/detach)
+            home = task.home
+            if home is not None:
+                del home.members[task]
+            task.home = self
+            self.members[task] = None
+        seq = self._seq = self._seq + 1
+        heappush(self.rq, (task.vruntime, seq, task))
         m._queued.add(self.id)
         self.load += 1
-
-    def _adopt(self, task: Task) -> None:
-        """The task's PELT averages move here with it (cfs_rq attach/detach on migration)."""
-        if task.home is not None:
-            del task.home.members[task]
-        task.home = self
-        self.members[task] = None
 
     def _pick(self) -> Task | None:
         rq = self.rq
         if rq:
             self.load -= 1
-            if self.machine.params.eevdf:
-                task = self._take(eevdf.pick_index(rq, _tolerance(self.machine.env._now), self.delayed))
+            if self.params.eevdf:
+                task = self._take(eevdf.pick_index(rq, _tolerance(self.env._now), self.delayed))
             else:
                 task = heapq.heappop(rq)[2]
             if not rq:
@@ -142,14 +143,18 @@ class CPU:
     def _account(self, task: Task) -> None:
         """Charge the running task for the CPU time of its current chunk so far."""
         if task._done is not None:
-            now = self.machine.env._now
+            now = self.env._now
             ran = now - task._chunk_start
             task._left -= ran
             task._chunk_start = now
-            task.vruntime += ran
-            floor = min(task.vruntime, self.rq[0][0]) if self.rq else task.vruntime
-            if floor > self.min_vruntime:
-                self.min_vruntime = floor
+            vr = task.vruntime = task.vruntime + ran
+            rq = self.rq
+            if rq:  # min(vr, the queue's lowest), written out
+                low = rq[0][0]
+                if low < vr:
+                    vr = low
+            if vr > self.min_vruntime:
+                self.min_vruntime = vr
 
     def stored_vruntime(self) -> float | None:
         """The running task's vruntime as the kernel last stored it (None: no task running), which avg_vruntime
@@ -160,15 +165,19 @@ class CPU:
             return None
         if self.in_transit:  # chosen, not yet running: its vruntime is the one it was queued with
             return task.vruntime
-        now = self.machine.env._now
+        now = self.env._now
         live = task.vruntime + (now - task._chunk_start if task._done is not None else 0.0)
-        tick = self.machine.params.tick_us
-        return live - max(0.0, now - max(self.updated, math.floor(now / tick) * tick))
+        tick = self.params.tick_us
+        last = math.floor(now / tick) * tick  # the last tick; the max()es below written out
+        if not last > self.updated:
+            last = self.updated
+        since = now - last
+        return live - (since if since > 0.0 else 0.0)
 
     def _preempt_at(self, task: Task) -> float:
         """The first tick at or after the end of the task's slice (no hrtick: ticks notice it);
         under EEVDF the end of its protected slice (RUN_TO_PARITY: up to its deadline)."""
-        p = self.machine.params
+        p = self.params
         end = task._protect_end if p.eevdf else task._slice_start + p.slice_us
         return math.ceil(end / p.tick_us) * p.tick_us
 
@@ -177,21 +186,24 @@ class CPU:
         interruptions a Poisson stream per CPU; memoryless, so a stream that fell behind while the CPU
         did not run restarts now; a batch due while the CPU did not run ran then, and what is left of it
         comes first)."""
-        p = self.machine.params
-        now = self.machine.env._now
+        m = self.machine
+        p = m.params
+        now = m.env._now
         nxt = self._next_irq
         if nxt < now:
             nxt = now + p.interruption_gap()
         extra = 0.0
         rcu = self.rcu
-        if rcu is not None and rcu.next_due < now:
+        batches = rcu.batches if rcu is not None else ()  # rcu.next_due: batches[0][0], or none due (inf)
+        inf = math.inf
+        if batches and batches[0][0] < now:
             # batches that came due while the CPU idled ran there then; what is left of them is ahead of this task
             soft, rest = rcu.run_idle(now, p.rcu.softirq_cap_us)
             extra += soft
             if rest > 0.0:
-                self.machine.env.process(ksoftirqd(self.machine, self.id, now + soft, rest))
+                m.env.process(ksoftirqd(m, self.id, now + soft, rest))
         while True:
-            due = rcu.next_due if rcu is not None else math.inf
+            due = batches[0][0] if batches else inf
             if nxt <= due:
                 if nxt >= now + us + extra:
                     break
@@ -201,19 +213,29 @@ class CPU:
                 batch = rcu.pop()
                 cap = p.rcu.softirq_cap_us
                 if batch > cap:  # the rest goes to ksoftirqd, a task on this CPU from then on
-                    self.machine.env.process(ksoftirqd(self.machine, self.id, due + cap, batch - cap))
+                    m.env.process(ksoftirqd(m, self.id, due + cap, batch - cap))
                     batch = cap
                 extra += batch
             else:
                 break
         self._next_irq = nxt
-        self._next_interruption = min(nxt, rcu.next_due) if rcu is not None else nxt
+        due = batches[0][0] if batches else inf
+        self._next_interruption = (due if due < nxt else nxt) if rcu is not None else nxt  # min(nxt, due)
         return extra
 
     def queue_rcu(self, us: float) -> None:
         """call_rcu(): `us` of callbacks this CPU runs in softirq after the next grace period."""
-        if self.rcu is not None and us > 0.0:
-            due = self.rcu.queue(self.machine.env._now, us)
+        rcu = self.rcu
+        if rcu is not None and us > 0.0:
+            # rcu.queue(now, us), written out: the callbacks join the batch that runs at the first tick after the
+            # end of the next grace period
+            now, grace, tick = self.env._now, rcu.grace, rcu.tick
+            due = math.ceil((math.floor(now / grace) + 2) * grace / tick) * tick
+            b = rcu.batches
+            if b and b[-1][0] == due:
+                b[-1][1] += us
+            else:
+                b.append([due, us])
             if due < self._next_interruption:
                 self._next_interruption = due
 
@@ -224,24 +246,15 @@ class CPU:
             self._account(cur)
 
     def _slice_expired(self, task: Task) -> bool:
-        now = self.machine.env._now
+        now = self.env._now
         tol = now * _TOL_REL  # _tolerance(now), inline (the clock is never negative)
         return now >= self._preempt_at(task) - (tol if tol > _TOL_ABS else _TOL_ABS)
-
-    def _start_chunk(self, task: Task) -> None:
-        now = self.machine.env._now
-        task._chunk_start = now
-        if task._preemptible and now >= task._preempt_from and (
-                task.need_resched or (self.rq and self._slice_expired(task))):
-            self._preempt(task)
-            return
-        self._program(task)
 
     def _program(self, task: Task) -> None:
         """Set the timer for the running chunk: its end, or the next preemption check."""
         self._token += 1
         token = self._token
-        env = self.machine.env
+        env = self.env
         now = env._now
         done = task._done
         if done._value is not PENDING:
@@ -249,35 +262,44 @@ class CPU:
         delay = task._left
         if task._preemptible and self.rq:
             tol = _tolerance(now)
-            check = max(self._preempt_at(task) - now, tol)
+            check = self._preempt_at(task) - now
+            if tol > check:  # max(check, tol), written out
+                check = tol
             if task._preempt_from > now + tol:  # in the head: no check before its end
                 head_left = task._preempt_from - now
-                check = head_left if task.need_resched else max(check, head_left)
+                if task.need_resched or head_left > check:  # max(check, head_left)
+                    check = head_left
             if check < delay:
-                env.timeout(check).callbacks.append(lambda _e: self._timer(token))
+                _timeout(env, check, lambda _e: self._timer(token))
                 return
         # Nothing due before the chunk's end: schedule the event the task waits on itself, with the
         # CPU's accounting first among its callbacks (one event per chunk, not a timer and an event).
-        done.callbacks.insert(0, self._chunk_done)
+        done.callbacks.insert(0, self._chunk_done_cb)
         done._ok = True
         done._value = None
-        heapq.heappush(env._queue, (now + delay, NORMAL, next(env._eid), done))  # env.schedule, inline
+        heappush(env._queue, (now + delay, NORMAL, next(env._eid), done))  # env.schedule, inline
 
     def _chunk_done(self, _ev: simpy.Event) -> None:
         task = self.current
         # _account, inlined (a call per preemptible chunk fewer); the chunk is over, so its _left and
         # _chunk_start are not read again (Task.run sets them afresh)
-        vr = task.vruntime = task.vruntime + (self.machine.env._now - task._chunk_start)
-        floor = min(vr, self.rq[0][0]) if self.rq else vr
-        if floor > self.min_vruntime:
-            self.min_vruntime = floor
+        vr = task.vruntime = task.vruntime + (self.env._now - task._chunk_start)
+        rq = self.rq
+        if rq:  # min(vr, the queue's lowest), written out
+            low = rq[0][0]
+            if low < vr:
+                vr = low
+        if vr > self.min_vruntime:
+            self.min_vruntime = vr
         task._done = None
 
     def _disarm(self, task: Task) -> simpy.Event:
         """The chunk's end, already scheduled, will not be its end (preempted, or a waiter came):
         the scheduled event goes off with no callbacks, and the task waits on a fresh one."""
         old = task._done
-        fresh = simpy.Event(self.machine.env)
+        fresh = _new_event(simpy.Event)  # pending, built in place as simpy.Event.__init__ builds it
+        fresh.env = self.env
+        fresh._value = PENDING
         fresh.callbacks = old.callbacks[1:]  # less _chunk_done
         old.callbacks = []
         task._done = fresh
@@ -288,7 +310,7 @@ class CPU:
             return  # reprogrammed since
         task = self.current
         self._account(task)
-        if task._left <= _tolerance(self.machine.env._now):
+        if task._left <= _tolerance(self.env._now):
             done = task._done
             task._done = None
             done.succeed()
@@ -301,8 +323,9 @@ class CPU:
     def _preempt(self, task: Task) -> simpy.Event | None:
         """Put the running task back on the runqueue and run the next one."""
         self._account(task)
-        if self.machine.params.eevdf:  # put_prev_entity -> update_curr -> update_deadline
-            eevdf.renew_deadline(task, self.machine.params.slice_us)
+        if self.params.eevdf:  # put_prev_entity -> update_curr -> update_deadline (eevdf.renew_deadline, inline)
+            if task.vruntime >= task.deadline:
+                task.deadline = task.vruntime + self.params.slice_us
         self._token += 1
         task.need_resched = False
         ev = None
@@ -310,7 +333,7 @@ class CPU:
             self._disarm(task)
         if task._done is None:  # at a preemption point between chunks: resume its process later
             ev = _new_event(simpy.Event)  # pending, built in place as simpy.Event.__init__ builds it
-            ev.env = self.machine.env
+            ev.env = self.env
             ev.callbacks = []
             ev._value = PENDING
             task._wake_event = ev
@@ -325,7 +348,7 @@ class CPU:
         the CPU then switches to a waiting task, never idles: the caller's condition); observers see the
         leave and the next dispatch then."""
         m = self.machine
-        now = m.env._now
+        now = self.env._now
         cur = self.current
         if m.tracer is not None:
             m.tracer("leave", self, cur, now + after)
@@ -335,55 +358,68 @@ class CPU:
             d = _exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0
             cur.util_avg = cur.util_avg * d + 1024.0 * (1.0 - d)
             cur.util_t = left
-        if self._busy_since is not None:
-            self.busy_us += now - self._busy_since
+        busy = self._busy_since
+        if busy is not None:
+            self.busy_us += now - busy
             self._busy_since = None
         self.current = None
-        self.load -= 1
         self._token += 1
         rq = self.rq
+        p = self.params
         if rq:  # _pick, inline
-            self.load -= 1
-            if not m.params.eevdf or (len(rq) == 1 and not self.delayed):
+            self.load -= 2  # the task that left, and the one picked
+            if not p.eevdf or (len(rq) == 1 and not self.delayed):
                 nxt = heapq.heappop(rq)[2]  # (pick_eevdf of a lone task: it, eligible or not)
             else:
                 tol = now * _TOL_REL  # _tolerance(now), inline (the clock is never negative)
-                nxt = self._take(eevdf.pick_index(rq, tol if tol > _TOL_ABS else _TOL_ABS, self.delayed))
+                i = eevdf.pick_index(rq, tol if tol > _TOL_ABS else _TOL_ABS, self.delayed)
+                if i == 0:  # self._take(i), written out
+                    nxt = heapq.heappop(rq)[2]
+                else:
+                    nxt = rq.pop(i)[2]
+                    heapq.heapify(rq)
             if not rq:
                 m._queued.discard(self.id)
         else:
+            self.load -= 1
             nxt = None
         cost = 0.0
         if nxt is None:
-            nxt = m._steal_for(self)  # sched_balance_newidle
+            b = m._balancer  # sched_balance_newidle (Machine._steal_for, its balancer's case written out)
+            nxt = b.idle_pull(self, True) if b is not None else m._steal_for(self)
             if nxt is not None:
-                cost += m.params.migration()
+                cost += p.migration()
         if nxt is None:
             if self.delayed:
                 eevdf.flush_delayed(self)  # pick_next_entity dequeues each delayed sleeper, then idles
-            m._idle.add(self.id)
-            if m._idle_min is not None and self.id < m._idle_min:
-                m._idle_min = self.id  # (Machine.first_idle)
-            self.idle_since = m.env._now
+            i = self.id
+            m._idle.add(i)
+            in_heap = m._in_heap
+            if not in_heap[i]:  # (Machine.first_idle)
+                in_heap[i] = True
+                heappush(m._idle_heap, i)
+            self.idle_since = now
             self._halted = True
             return  # idle: the vCPU halts
-        self._dispatch(nxt, cost + m.params.context_switch() + after, after)
+        self._dispatch(nxt, cost + p.context_switch() + after, after)
 
     def _dispatch(self, task: Task, delay: float, after: float = 0.0) -> None:
         """Make `task` current; it starts running after `delay` (switch, migration or halt exit). `after`:
         the part of `delay` the task before it still ran (_switch_away's), for observers."""
         m = self.machine
-        now = m.env._now
+        now = self.env._now
         task.state = RUNNING
         task.cpu = self
-        if task.home is not self and m._balancer is not None:
-            self._adopt(task)
+        if task.home is not self and m._balancer is not None:  # its PELT averages move here (cfs_rq attach/detach)
+            home = task.home
+            if home is not None:
+                del home.members[task]
+            task.home = self
+            self.members[task] = None
         self.current = task
         self.load += 1
-        m._idle.discard(self.id)
-        if m._idle_min == self.id:
-            m._idle_min = None  # (Machine.first_idle)
-        if task.vruntime < self.min_vruntime and not m.params.eevdf:
+        m._idle.discard(self.id)  # (its id stays in Machine._idle_heap until first_idle drops it)
+        if task.vruntime < self.min_vruntime and not self.params.eevdf:
             task.vruntime = self.min_vruntime
         self._token += 1
         if self._busy_since is None and not self.waking:
@@ -399,19 +435,19 @@ class CPU:
             # The task's process waits on its wake-up event: schedule that event itself after the
             # delay, with _begin first among its callbacks (one event, not a timeout and a wake-up).
             task._wake_event = None
-            ev.callbacks.insert(0, self._begin)
+            ev.callbacks.insert(0, self._begin_cb)
             ev._ok = True
             ev._value = None
-            env = m.env
-            heapq.heappush(env._queue, (now + delay, NORMAL, next(env._eid), ev))  # env.schedule, inline
+            env = self.env
+            heappush(env._queue, (now + delay, NORMAL, next(env._eid), ev))  # env.schedule, inline
         else:
-            m.env.timeout(delay).callbacks.append(self._begin)
+            _timeout(self.env, delay, self._begin_cb)
 
     def _begin(self, _ev: simpy.Event | None = None) -> None:
         """The current task starts running (after the switch, migration or halt exit: the current task
         cannot change while the CPU is in transit)."""
         task = self.current
-        now = self.machine.env._now
+        now = self.env._now
         self.in_transit = False
         if self.waking:
             self.waking = False
@@ -429,7 +465,7 @@ class CPU:
             dt = now - task.util_t
             task.util_avg = task.util_avg * (_exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0) + 0.0
             task.util_t = now
-        p = m.params
+        p = self.params
         if p.eevdf:  # set_next_entity -> set_protect_slice: protected up to its deadline
             vr = task.vruntime
             if vr >= task.deadline:  # eevdf.renew_deadline, inline
@@ -445,5 +481,9 @@ class CPU:
         ev = task._wake_event
         if ev is not None:
             task._wake_event = None
-            ev.succeed()
+            # ev.succeed(), written out: the pending wake-up scheduled now
+            ev._ok = True
+            ev._value = None
+            env = self.env
+            heappush(env._queue, (now, NORMAL, next(env._eid), ev))
 

@@ -118,27 +118,30 @@ class SpinRWLock:
         if w and w[0][1] <= now:
             if w[-1][1] <= now:  # all over (granted writes end in order): what _prune leaves
                 w.clear()
-            else:
-                self._prune(w, now)
+            else:  # _prune: granted writes end in order, so the grants over are those before the first still held
+                del w[:bisect.bisect_right(w, now, key=_end)]
         if r:
             if r[0][1] <= now:
                 self._prune(r, now)
             if r:
                 return self._take(at, hold, True)
-        if w and w[-1][1] > at:  # a writer still holds it at `at` (granted writes end in order)
+        if w:
             first, last = w[-1]
-            if first > at or at + hold <= first:
-                return self._take(at, hold, True)
-            # `at` inside the last grant (3 in 4 of a 256-CPU bench's waits): the writer spins to its end and the grant
-            # extends it, as _take and _insert would find and record it
-            w[-1] = (first, last + hold)
-            wait = last - at
-            if at >= self.record_from:
-                self.stats.waits.append(wait)
-            return wait
-        # Uncontended, as _take would find it (no wait; the grant goes last): the common case, inline.
-        if w and w[-1][1] == at:
-            w[-1] = (w[-1][0], at + hold)
+            if last > at:  # a writer still holds it at `at` (granted writes end in order)
+                if first > at or at + hold <= first:
+                    return self._take(at, hold, True)
+                # `at` inside the last grant (3 in 4 of a 256-CPU bench's waits): the writer spins to its end and the
+                # grant extends it, as _take and _insert would find and record it
+                w[-1] = (first, last + hold)
+                wait = last - at
+                if at >= self.record_from:
+                    self.stats.waits.append(wait)
+                return wait
+            # Uncontended, as _take would find it (no wait; the grant goes last): the common case, inline.
+            if last == at:
+                w[-1] = (first, at + hold)
+            else:
+                w.append((at, at + hold))
         else:
             w.append((at, at + hold))
         if at >= self.record_from:

@@ -28,6 +28,7 @@ places new and woken tasks and balances idle CPUs. All four names are importable
 from __future__ import annotations
 
 import math
+from heapq import heappop
 from operator import attrgetter
 from typing import Callable
 
@@ -36,7 +37,7 @@ from simpy.events import PENDING
 
 from .cpu import CPU
 from .sched import eevdf
-from .sched.balance import Balancer, initial_util, post_init_util
+from .sched.balance import _NEG_LN2, PELT_HALFLIFE_US, Balancer, _exp, cpu_stats, post_init_util
 from .sched.idlest import find_dst_cpu
 from .sched.params import SchedulerParams
 from .task import _TOL_ABS, _TOL_REL, SLEEPING, Task, _new_event, _tolerance
@@ -54,13 +55,18 @@ class Machine:
             raise ValueError("a machine needs at least one CPU")
         self.env = env
         self.params = params
+        # whether interruptions come at all (Task.run asks only when a CPU's next one lands in its chunk)
+        self.interruptions = params.interruption_gap is not None
         self.cpus = [CPU(self, i) for i in range(cpus)]
         # ids of the idle CPUs (no current task, empty runqueue): placement and idle balance
         # look here instead of scanning every CPU
         self._idle: set[int] = set(range(cpus))
-        # min(self._idle) as last computed (None: not known), kept by the CPUs' add and discard (placement asks for
-        # the first idle CPU at most forks: a scan of a set of a hundred CPUs on a big machine)
-        self._idle_min: int | None = None
+        # min(self._idle) without a scan of the set (placement asks for the first idle CPU at most forks, and the
+        # CPU it names goes busy at once: a scan of a hundred ids per fork on a big machine): a heap of ids holding
+        # every idle CPU's, and some that went busy since (dropped when they come to the top); _in_heap[i]: CPU i's
+        # id is in it (once at most). CPU._switch_away pushes an idle CPU's id.
+        self._idle_heap: list[int] = list(range(cpus))  # ascending: a heap
+        self._in_heap = [True] * cpus
         # ids of the CPUs with a task waiting on their runqueue (balancing looks for the busiest among
         # them, not among hundreds of CPUs): kept by CPU._enqueue, the picks and the balancer's detach
         self._queued: set[int] = set()
@@ -128,9 +134,12 @@ class Machine:
             # pack: local although a CPU is idle; with none idle the balancer's fork placement decides
             packed = pack and home is not None and (self._idle or self._balancer is None)
             target = home if packed else self._idlest(home, seen)
-        target._sync_min_vruntime()
-        if self.params.eevdf:
-            eevdf.place_new(task, target, self.params.slice_us)
+        cur = target.current  # target._sync_min_vruntime(), written out
+        if cur is not None and not target.in_transit and cur._done is not None:
+            target._account(cur)
+        p = self.params
+        if p.eevdf:
+            eevdf.place_new(task, target, p.slice_us)
         else:
             task.vruntime = target.min_vruntime
         task.load_t = task.util_t = self.env._now
@@ -138,8 +147,9 @@ class Machine:
             # post_init_entity_util_avg on the target: its PELT sums as placement just read them, where it did
             # (nothing since changed them), else initial_util reads them
             pelt = seen.get(target.id)
-            task.util_avg = task.runnable_avg = post_init_util(*pelt) if pelt is not None else \
-                initial_util(target, self.env._now)
+            if pelt is None:  # initial_util(target, now), written out
+                pelt = cpu_stats(target, self.env._now)
+            task.util_avg = task.runnable_avg = post_init_util(pelt[0], pelt[1])
         return ev, self._activate(task, target, home, new=True)
 
     def wake(self, task: Task, waker: Task | None, sync: bool = False, to: CPU | None = None) -> float:
@@ -153,9 +163,16 @@ class Machine:
             target = delayed  # ttwu_runnable: still queued (DELAY_DEQUEUE), so requeued where it is
         else:
             target = to if to is not None else self._select_wake_cpu(task, waker_cpu, sync)
-        if self._balancer is not None:
-            task._pelt(False)
-        target._sync_min_vruntime()
+        if self._balancer is not None:  # task._pelt(False), written out: asleep since its last update
+            now = self.env._now
+            dt = now - task.load_t
+            d = _exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0
+            task.load_avg = task.load_avg * d + 0.0
+            task.runnable_avg = task.runnable_avg * d + 0.0
+            task.load_t = now
+        cur = target.current  # target._sync_min_vruntime(), written out
+        if cur is not None and not target.in_transit and cur._done is not None:
+            target._account(cur)
         if self.params.eevdf:
             if delayed is not None:
                 eevdf.requeue_delayed(task, self.params.slice_us, target.stored_vruntime())
@@ -189,7 +206,8 @@ class Machine:
             idle_us = self.env._now - target.idle_since
             target.waking = True
             target.load += 1
-            target._dispatch(task, self._halt_exit_after(idle_us))
+            wake = p.idle_wake()  # self._halt_exit_after(idle_us), written out
+            target._dispatch(task, wake if p.idle_wake_scale is None else wake * p.idle_wake_scale(idle_us))
             if waker_cpu is None or waker_cpu is target:
                 return 0.0
             return p.ipi_send() if p.ipi_send_by_idle is None else p.ipi_send_by_idle(idle_us)
@@ -199,7 +217,16 @@ class Machine:
             now = self.env._now
             preemptible = cur._done is not None and cur._preemptible
             in_head = preemptible and cur._preempt_from > now
-            if self._wakeup_preempts(target, cur, task, now, new):
+            if p.eevdf:  # self._wakeup_preempts(target, cur, task, now, new), its EEVDF case written out
+                target._account(cur)  # update_curr
+                target.updated = now
+                tol = now * _TOL_REL  # _tolerance(now), inline (the clock is never negative)
+                if not tol > _TOL_ABS:
+                    tol = _TOL_ABS
+                preempts = eevdf.wakeup_preempts(target, cur, task, now, p.slice_us, tol, new)
+            else:
+                preempts = self._wakeup_preempts(target, cur, task, now, new)
+            if preempts:
                 if preemptible and not in_head:
                     target._preempt(cur)
                 else:
@@ -256,11 +283,11 @@ class Machine:
     # ---- placement
 
     def first_idle(self) -> CPU:
-        """The idle CPU of the lowest id (some CPU must be idle): min(self._idle), kept until the set changes."""
-        i = self._idle_min
-        if i is None:
-            i = self._idle_min = min(self._idle)
-        return self.cpus[i]
+        """The idle CPU of the lowest id (some CPU must be idle): min(self._idle), the first live id of the heap."""
+        heap, idle = self._idle_heap, self._idle
+        while heap[0] not in idle:  # went busy since it was pushed
+            self._in_heap[heappop(heap)] = False
+        return self.cpus[heap[0]]
 
     def _idlest(self, home: CPU | None, seen: dict | None = None) -> CPU:
         # (`seen`: as find_dst_cpu's) an idle CPU has load 0 and comes first in CPU order among the least loaded

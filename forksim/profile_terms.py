@@ -248,7 +248,7 @@ class IdleWakeCurve(BaseModel):
         logs, scale = [math.log(x) for x in self.idle_us], [float(s) for s in self.scale]
 
         def at(idle_us: float) -> float:
-            return interp_one(math.log(max(idle_us, 1e-3)), logs, scale)
+            return interp_one(math.log(1e-3 if 1e-3 > idle_us else idle_us), logs, scale)  # max(idle_us, 1e-3)
 
         return at
 
@@ -293,9 +293,13 @@ class IpiSendCurve(BaseModel):
         _check_idle_times("ipi_send_curve", self.idle_us, "costs", self.costs)
         return self
 
+    def cuts(self) -> list[float]:
+        """The geometric midpoints of the measured idle times: `bisect_right(cuts, idle_us)` is `nearest`'s index."""
+        return np.sqrt(np.multiply(self.idle_us[:-1], self.idle_us[1:])).tolist()
+
     def nearest(self) -> Callable[[float], int]:
         """The index of the measured idle time nearest to a CPU's idle time (in log), for each wake-up."""
-        cuts = np.sqrt(np.multiply(self.idle_us[:-1], self.idle_us[1:])).tolist()  # geometric midpoints
+        cuts = self.cuts()
 
         def index(idle_us: float) -> int:
             return bisect.bisect_right(cuts, idle_us)

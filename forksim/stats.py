@@ -59,13 +59,15 @@ def _weighted_quantiles(sorted_blocks: list[np.ndarray], pooled: np.ndarray, wei
                         qs: Sequence[float]) -> np.ndarray:
     """For each resample (a row of block multiplicities) and each q, the smallest pooled value whose
     weighted count of samples at or below it reaches q x the resample's size (inverted CDF), by
-    bisection over the pooled order statistics, all resamples at once."""
+    bisection over the pooled order statistics, all resamples at once. The bisection starts from each
+    target's bracket on a grid of `_GRID` order statistics (the counts there for every resample in one
+    matrix product): half the rounds on a million samples, and the same index (the smallest that
+    reaches the target; the counts are whole numbers, exact in any order of summation)."""
     sizes = np.array([len(b) for b in sorted_blocks], dtype=float)
     total = weights @ sizes  # (R,)
     target = np.concatenate([q * total for q in qs])  # (len(qs) * R,)
     w = np.tile(weights, (len(qs), 1))
-    lo = np.zeros(len(target), dtype=np.int64)
-    hi = np.full(len(target), len(pooled) - 1, dtype=np.int64)
+    lo, hi = _brackets(sorted_blocks, pooled, weights, target)
     while (lo < hi).any():
         mid = (lo + hi) // 2
         t = pooled[mid]
@@ -76,6 +78,28 @@ def _weighted_quantiles(sorted_blocks: list[np.ndarray], pooled: np.ndarray, wei
         hi = np.where(ok, mid, hi)
         lo = np.where(ok, lo, mid + 1)
     return pooled[lo].reshape(len(qs), -1)
+
+
+_GRID = 1024  # order statistics _brackets counts at
+
+
+def _brackets(sorted_blocks: list[np.ndarray], pooled: np.ndarray, weights: np.ndarray,
+              target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each target (the resamples' rows repeated per quantile), the range of pooled indices [lo, hi] that
+    holds the smallest index whose weighted count reaches it (hi = the last index where none does): between
+    the grid points on either side of the crossing."""
+    last = len(pooled) - 1
+    grid = np.unique(np.linspace(0, last, min(_GRID, last + 1)).astype(np.int64))  # ends at `last`
+    at = pooled[grid]
+    per_block = np.array([np.searchsorted(b, at, side="right") for b in sorted_blocks], dtype=float)  # (B, G)
+    counts = weights @ per_block  # (R, G): whole numbers
+    reps = len(weights)
+    ok = counts[np.arange(len(target)) % reps] >= target[:, None]  # (len(target), G)
+    first = ok.argmax(axis=1)  # the first grid point that reaches the target (0 where none does)
+    reached = ok[np.arange(len(target)), first]
+    hi = np.where(reached, grid[first], last)
+    lo = np.where(reached, np.where(first > 0, grid[first - 1] + 1, 0), last)
+    return lo.astype(np.int64), hi.astype(np.int64)
 
 
 def bootstrap_ci95(per_rep: Sequence[np.ndarray], percentiles: dict[str, float], rng: np.random.Generator,

@@ -28,12 +28,26 @@ _TOL_REL = 4e-16  # the float resolution of the clock, relative to its value
 
 def _tolerance(now: float) -> float:
     """Work left below this is done: 1 ps, or the float resolution of the clock at `now`."""
-    return max(_TOL_ABS, abs(now) * _TOL_REL)
+    tol = abs(now) * _TOL_REL
+    return tol if tol > _TOL_ABS else _TOL_ABS  # max(_TOL_ABS, tol), written out (a builtin's call costs more)
 
 
 RUNNING, RUNNABLE, SLEEPING, DEAD = "running", "runnable", "sleeping", "dead"
 
 _new_event = object.__new__  # an event's attributes are set in place on the hot path (Task.run)
+
+
+def _timeout(env: simpy.Environment, delay: float, callback) -> Timeout:
+    """`env.timeout(delay)` with `callback` its first callback, built in place as Timeout.__init__ and env.schedule
+    build it (one call, not three: the CPUs' timers and switches)."""
+    ev = _new_event(Timeout)
+    ev.env = env
+    ev.callbacks = [callback]
+    ev._value = None
+    ev._delay = delay
+    ev._ok = True
+    heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), ev))
+    return ev
 
 
 class Task:
@@ -44,11 +58,12 @@ class Task:
         "_left", "_total", "_done", "_preemptible", "_preempt_from", "_chunk_start", "_slice_start",
         "_wake_event", "deadline", "vlag", "_protect_end", "last_ran", "load_avg", "load_t", "_delayed",
         "util_avg", "util_t", "runnable_avg", "listed_t",
-        "affinity", "_end_cb", "home",
+        "affinity", "_end_cb", "home", "env",
     )
 
     def __init__(self, machine: "Machine", name: str, pid: int):
         self.machine = machine
+        self.env = machine.env  # (machine.env, read at every chunk)
         self.name = name
         self.pid = pid
         self.cpu: CPU | None = None
@@ -71,10 +86,11 @@ class Task:
         self.load_avg = 1024.0   # PELT runnable average (a new task starts full)
         self.runnable_avg = 0.0  # the same average from post_init_entity_util_avg's start (forksim.sched.balance)
         self.util_avg = 0.0      # PELT running average (util_avg), brought up to util_t
-        self.util_t = machine.env._now
-        self.listed_t = machine.env._now  # when it last went to the head of its CPU's task list (balancing's order)
+        now = machine.env._now
+        self.util_t = now
+        self.listed_t = now  # when it last went to the head of its CPU's task list (balancing's order)
         self._delayed: CPU | None = None  # DELAY_DEQUEUE: the CPU it still sits queued on, asleep
-        self.load_t = machine.env._now
+        self.load_t = now
         self.affinity: CPU | None = None  # the one CPU it may run on (sched_setaffinity), None: any
         self._end_cb = self._chunk_end  # bound once: the first callback of every non-preemptible chunk
         # the CPU whose PELT sums it counts in (its CPU, or the last one it ran on), where a balancer keeps them
@@ -82,7 +98,7 @@ class Task:
 
     def _pelt(self, runnable: bool) -> None:
         """Bring the PELT load up to now; `runnable`: whether it was runnable since the last update."""
-        now = self.machine.env._now
+        now = self.env._now
         dt = now - self.load_t
         d = _exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0  # decay(dt), written out
         self.load_avg = self.load_avg * d + (1024.0 * (1.0 - d) if runnable else 0.0)
@@ -99,14 +115,15 @@ class Task:
         have no preemption point (a wake-up meanwhile is acted on once they are done)."""
         if self.state != RUNNING or self._done is not None:
             raise RuntimeError(f"{self} asked for CPU work while not running on a CPU")
-        us = us if us > 0.0 else 0.0
-        env = self.machine.env
+        if not us > 0.0:
+            us = 0.0
+        env = self.env
         now = env._now
         cpu = self.cpu
-        if self.machine.params.interruption_gap is not None:
-            nxt = cpu._next_interruption
-            if nxt < now + us or nxt < now:  # else none lands in this chunk: skip the call
-                us += cpu._interruptions(us)
+        # else none lands in this chunk (`us` is not negative: a next one before now is before now + us too;
+        # inf where none ever comes, CPU.__init__)
+        if cpu._next_interruption < now + us and self.machine.interruptions:
+            us += cpu._interruptions(us)
         self._left = self._total = us
         self._preemptible = preemptible
         # (the events below are built in place, as simpy.Event / Timeout.__init__ and env.schedule
@@ -131,30 +148,37 @@ class Task:
         ev._value = PENDING
         self._done = ev
         self._preempt_from = now + head
-        cpu._start_chunk(self)
+        # the chunk starts: preempted at once at a preemption point already due, else its timer set
+        self._chunk_start = now
+        if now >= self._preempt_from and (self.need_resched or (cpu.rq and cpu._slice_expired(self))):
+            cpu._preempt(self)
+        else:
+            cpu._program(self)
         return ev
 
     def interrupted(self, us: float) -> float:
         """`us` of work from now, lengthened by the interruptions that land in it (consumed: a chunk
         that then runs this span and more counts only those after it). A head whose end is no event
         (forksim.kernel.clone merges stages) knows its own length this way."""
-        us = us if us > 0.0 else 0.0
-        if self.machine.params.interruption_gap is not None:
-            cpu = self.cpu
-            nxt, now = cpu._next_interruption, self.machine.env._now
-            if nxt < now + us or nxt < now:
-                us += cpu._interruptions(us)
+        if not us > 0.0:
+            us = 0.0
+        cpu = self.cpu
+        if cpu._next_interruption < self.env._now + us and self.machine.interruptions:  # (as in run)
+            us += cpu._interruptions(us)
         return us
 
     def _chunk_end(self, _ev: simpy.Event) -> None:
         # CPU._account for the chunk just ended, inlined (one call per chunk fewer); its _left and
         # _chunk_start are not read once the chunk is over (run sets them afresh), so they are left
         cpu = self.cpu
-        vr = self.vruntime = self.vruntime + (self.machine.env._now - self._chunk_start)
+        vr = self.vruntime = self.vruntime + (self.env._now - self._chunk_start)
         rq = cpu.rq
-        floor = min(vr, rq[0][0]) if rq else vr
-        if floor > cpu.min_vruntime:
-            cpu.min_vruntime = floor
+        if rq:  # min(vr, the queue's lowest), written out
+            low = rq[0][0]
+            if low < vr:
+                vr = low
+        if vr > cpu.min_vruntime:
+            cpu.min_vruntime = vr
         self._done = None
 
     def ret_to_user(self) -> simpy.Event | None:
@@ -174,7 +198,7 @@ class Task:
         if self.state != RUNNING:
             raise RuntimeError(f"{self} cannot sleep: not running")
         ev = _new_event(Event)  # pending, built in place as simpy.Event.__init__ builds it
-        ev.env = self.machine.env
+        ev.env = self.env
         ev.callbacks = []
         ev._value = PENDING
         self._wake_event = ev
@@ -185,12 +209,20 @@ class Task:
             after = self.interrupted(after)
             vr = self.vruntime = self.vruntime + after
             rq = cpu.rq
-            floor = min(vr, rq[0][0]) if rq else vr
-            if floor > cpu.min_vruntime:
-                cpu.min_vruntime = floor
+            if rq:  # min(vr, the queue's lowest), written out
+                low = rq[0][0]
+                if low < vr:
+                    vr = low
+            if vr > cpu.min_vruntime:
+                cpu.min_vruntime = vr
         m = self.machine
-        if m._balancer is not None:
-            self._pelt(True)
+        if m._balancer is not None:  # self._pelt(True), written out: runnable since its last update
+            now = self.env._now
+            dt = now - self.load_t
+            d = _exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0
+            self.load_avg = self.load_avg * d + 1024.0 * (1.0 - d)
+            self.runnable_avg = self.runnable_avg * d + 1024.0 * (1.0 - d)
+            self.load_t = now
         if m.params.eevdf:
             vn = eevdf.avg_vruntime(cpu)  # V, read once for the lag kept and the delay below
             self.vlag = eevdf.dequeue_lag(self, cpu, m.params.slice_us, m.params.tick_us, vn)
@@ -200,7 +232,8 @@ class Task:
             # the placement of what it woke (a vfork parent after wake_up_new_task), which the model
             # folds into one chunk.
             if cpu.rq and (vn[0] - self.vruntime if vn[1] > 1 else 0.0) <= 0.0:  # eevdf.raw_lag(self, cpu)
-                eevdf.renew_deadline(self, m.params.slice_us)  # dequeue_entity -> update_curr -> update_deadline
+                if self.vruntime >= self.deadline:  # dequeue_entity -> update_curr -> update_deadline (renew_deadline)
+                    self.deadline = self.vruntime + m.params.slice_us
                 self._delayed = cpu
                 cpu.delayed.append(self)
         self.state = SLEEPING

@@ -340,7 +340,11 @@ class Kernel:
         """Whether every task waiting on P's CPU is a child of P's (named f"{P.name}.{kind}", as kernel_clone
         names them)."""
         prefix = P.name + "."
-        return all(t.name.startswith(prefix) for _v, _s, t in P.cpu.rq)
+        n = len(prefix)
+        for _v, _s, t in P.cpu.rq:
+            if t.name[:n] != prefix:  # not t.name.startswith(prefix), a cheaper test of the same
+                return False
+        return True
 
     def _wake_away(self, waiter: "Task", C: "Task", kind: str) -> "CPU | None":
         """Where a packing kernel's wake-up of the parent by its child alone on the parent's CPU (wait's
@@ -383,13 +387,16 @@ class Kernel:
             link = c.term("+link", x.link_us, x.sigma)  # grows with the parent's live children
             link_hold += link
             tail += link
-        free = max(0.0, tail - pid_hold - link_hold)
+        free = tail - pid_hold - link_hold
+        if not free > 0.0:  # max(0.0, free), written out (as below: a builtin's call costs more)
+            free = 0.0
         pid_at = t + _ALLOC_PID_AT * free
         pid_wait = self.pidmap_lock.write(pid_at, pid_hold)
         link_at = pid_at + pid_wait + pid_hold + (_TASKLIST_AT - _ALLOC_PID_AT) * free
         link_wait = self.tasklist_lock.write(link_at, link_hold)
         rec.pidmap_wait, rec.tasklist_wait = pid_wait, link_wait
-        return max(tail, pid_hold + link_hold) + pid_wait + link_wait + d.wake_new()
+        held = pid_hold + link_hold
+        return (held if held > tail else tail) + pid_wait + link_wait + d.wake_new()  # max(tail, held)
 
     def _setup_dup_mmap(self, P: "Task", mm: MM, setup: float, rec: "Creation") -> tuple[simpy.Event, float, float]:
         """copy_process_setup, then dup_mmap under the free mmap_lock of a single-threaded parent, as
@@ -604,7 +611,9 @@ class Kernel:
         rel = pid_hold = 0.0
         if thread:
             rel, pid_hold = d.release_hold(), d.pid_hold()
-        body = max(0.0, d.do_exit() - (hold + (rel + pid_hold)))  # grouped as it always was: the same float
+        body = d.do_exit() - (hold + (rel + pid_hold))  # grouped as it always was: the same float
+        if not body > 0.0:  # max(0.0, body), written out (a builtin's call costs more)
+            body = 0.0
         if self.shared.cost is not None:  # exit_creds, cgroup_exit, free_pid after another CPU's (kernel/shared.py)
             body += self.shared.exit_us(child.task.cpu.id, child.parent, c, self.env._now, child.inherited)
         x = self.copies
@@ -692,17 +701,18 @@ class Kernel:
     def _task_dead(self, child: Process, kind: str, rec: "Creation") -> None:
         """do_task_dead and what the exit leaves behind it: the stack, RCU callbacks, slab objects, deferred
         work and the network namespace."""
-        C, x, c = child.task, self.copies, self.costs
+        C, x, c, k = child.task, self.copies, self.costs, KINDS[kind]
+        cpu = C.cpu
         # do_task_dead -> __schedule -> finish_task_switch: the stack goes back to this CPU's cache
-        self.stacks.free(C.cpu.id)
+        self.stacks.free(cpu.id)
         rcu = self.machine.params.rcu
         if rcu is not None:  # call_rcu here: exit_mmap's maple nodes and page tables; a thread's release_task
-            C.cpu.queue_rcu((rcu.exit_mm_us if child.mm is not child.parent.mm else 0.0)
-                            + (rcu.reap_us if KINDS[kind].clone_thread else 0.0))
-        if KINDS[kind].copies_mm:  # its VMAs, anon_vma chains, page tables: freed here (kernel/slab.py)
-            self.slab.freed(rec.parent_cpu, C.cpu.id)
-        elif KINDS[kind].clone_thread:  # release_task at its own exit_notify: its task_struct and pid, here
-            self.slab.thread_freed(rec.parent_cpu, C.cpu.id)
+            cpu.queue_rcu((rcu.exit_mm_us if child.mm is not child.parent.mm else 0.0)
+                          + (rcu.reap_us if k.clone_thread else 0.0))
+        if k.copies_mm:  # its VMAs, anon_vma chains, page tables: freed here (kernel/slab.py)
+            self.slab.freed(rec.parent_cpu, cpu.id)
+        elif k.clone_thread:  # release_task at its own exit_notify: its task_struct and pid, here
+            self.slab.thread_freed(rec.parent_cpu, cpu.id)
         C.exit()
         if x is not None and x.deferred_us > 0.0:
             self._defer(c.term("+deferred", x.deferred_us, x.sigma))
@@ -786,8 +796,9 @@ class Kernel:
         wait2 = self.pidmap_lock.write(now + 0.5 * rest + wait + hold, pid_hold)
         yield P.run(rest + wait + wait2)
         parent.zombies.remove(child)
-        if self.machine.params.rcu is not None:  # release_task: delayed_put_task_struct, delayed_put_pid
-            P.cpu.queue_rcu(self.machine.params.rcu.reap_us)
+        rcu = self.machine.params.rcu
+        if rcu is not None:  # release_task: delayed_put_task_struct, delayed_put_pid
+            P.cpu.queue_rcu(rcu.reap_us)
         rec.reap = env._now
         if self.on_stage is not None:
             self.on_stage(P, "wait_reap", t, env._now)

@@ -40,10 +40,16 @@ class SharedState:
     """The last writer of the shared creation state: (CPU, the process whose creation or child's exit it was),
     and when each CPU last wrote it."""
 
-    __slots__ = ("cost", "_last_cpu", "_last_owner", "_wrote", "_writes")
+    __slots__ = ("cost", "_last_cpu", "_last_owner", "_wrote", "_writes", "_fork_us", "_exit_us", "_sigma",
+                 "_per_writer", "_window")
 
     def __init__(self, cost: "ConcurrentCreation | None"):
         self.cost = cost
+        # the cost's figures as plain attributes (read at every creation and exit; a pydantic model's cost more)
+        c = cost
+        self._fork_us, self._exit_us = (c.fork_us, c.exit_us) if c is not None else (0.0, 0.0)
+        self._sigma = c.sigma if c is not None else 0.0
+        self._per_writer, self._window = (c.per_writer, c.window_us) if c is not None else (0.0, 0.0)
         self._last_cpu = -1
         self._last_owner: object = None
         # only where per_writer is priced: each CPU whose last write is inside the window -> that write's time,
@@ -54,32 +60,33 @@ class SharedState:
     def _scale(self, cpu: int, now: float, grows: bool) -> float:
         """1 + per_writer x the CPUs beyond two (this one included) that wrote within the window, for a creation
         or exit of a copied mm (`grows`); every write counts as a writer."""
-        c = self.cost
-        since, wrote, writes = now - c.window_us, self._wrote, self._writes
+        since, wrote, writes = now - self._window, self._wrote, self._writes
         while writes and writes[0][0] < since:
             t, old = writes.popleft()
             if wrote.get(old) == t:  # that CPU's last write has left the window
                 del wrote[old]
         wrote[cpu] = now
         writes.append((now, cpu))
-        return 1.0 + c.per_writer * max(0, len(wrote) - 2) if grows else 1.0
+        return 1.0 + self._per_writer * max(0, len(wrote) - 2) if grows else 1.0
 
     def fork_us(self, cpu: int, owner: object, costs: "Costs", now: float, grows: bool = True) -> float:
         """What copy_process on `cpu` for the process `owner` pays now on top of its stages (us)."""
-        c = self.cost
-        return 0.0 if c is None else self._extra("concurrent_fork", c.fork_us, cpu, owner, costs, now, grows)
+        if self.cost is None:
+            return 0.0
+        return self._extra("concurrent_fork", self._fork_us, cpu, owner, costs, now, grows)
 
     def exit_us(self, cpu: int, owner: object, costs: "Costs", now: float, grows: bool = True) -> float:
         """What an exit and its reap on `cpu` of a child of `owner` pay now on top of their stages (us)."""
-        c = self.cost
-        return 0.0 if c is None else self._extra("concurrent_exit", c.exit_us, cpu, owner, costs, now, grows)
+        if self.cost is None:
+            return 0.0
+        return self._extra("concurrent_exit", self._exit_us, cpu, owner, costs, now, grows)
 
     def _extra(self, term: str, median_us: float, cpu: int, owner: object, costs: "Costs", now: float,
                grows: bool) -> float:
-        scale = self._scale(cpu, now, grows) if self.cost.per_writer else 1.0
+        scale = self._scale(cpu, now, grows) if self._per_writer else 1.0
         last = self._last_cpu  # another CPU, for another process, wrote the state last: its lines move here
         moved = last >= 0 and last != cpu and self._last_owner is not owner
         self._last_cpu, self._last_owner = cpu, owner
         if not moved:
             return 0.0
-        return costs.term(term, median_us, self.cost.sigma) * scale
+        return costs.term(term, median_us, self._sigma) * scale

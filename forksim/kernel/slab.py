@@ -42,10 +42,12 @@ __all__ = ["SlabFreelists"]
 class SlabFreelists:
     """Per CPU: were the objects the next fork there reuses freed on another CPU (remote frees)?"""
 
-    __slots__ = ("remote", "cost", "thread_remote", "thread_cost")
+    __slots__ = ("remote", "cost", "thread_remote", "thread_cost", "_sigma", "_median")
 
     def __init__(self, cost: "RemoteFree | None", ncpu: int):
         self.cost = cost
+        self._sigma = cost.sigma if cost is not None else 0.0
+        self._median: tuple["ImageShape | None", float] = (None, 0.0)  # the last shape's median (a parent keeps one)
         self.remote = [False] * ncpu  # a booted machine's freelists hold its own frees
         self.thread_cost = cost.thread_us if cost is not None else None
         self.thread_remote = [False] * ncpu
@@ -62,7 +64,11 @@ class SlabFreelists:
         c = self.cost
         if c is None or not self.remote[cpu]:
             return 0.0
-        return costs.term("remote_free", c.median_us(shape.vmas, shape.anon_vmas), c.sigma)
+        last, median = self._median
+        if last is not shape:
+            median = c.median_us(shape.vmas, shape.anon_vmas)
+            self._median = (shape, median)
+        return costs.term("remote_free", median, self._sigma)
 
     def thread_freed(self, alloc_cpu: int, free_cpu: int) -> None:
         """A thread created on `alloc_cpu` exits (and releases itself) on `free_cpu`."""

@@ -68,6 +68,7 @@ __all__ = ["WarmthTracker"]
 
 
 _NO_TERMS = (None, None)
+_exp = math.exp
 
 
 class _ImageTerms:
@@ -92,10 +93,15 @@ class _ImageTerms:
 class WarmthTracker:
     """Per-CPU walk footprints and per-mm last walks of one simulated machine."""
 
-    __slots__ = ("curve", "cpu_bytes", "_by_shape", "_last")
+    __slots__ = ("curve", "cpu_bytes", "_by_shape", "_last", "_tau", "_beta", "_footprint", "_migration", "_remote")
 
     def __init__(self, curve: Warmth | None, ncpu: int):
         self.curve = curve
+        # the curve's figures every walk reads, as plain attributes (a pydantic model's cost three times as much)
+        c = curve
+        self._tau, self._beta = (c.tau_us, c.beta) if c is not None else (1.0, 1.0)
+        self._footprint, self._migration = (c.footprint_bytes, c.migration) if c is not None else (1.0, 0.0)
+        self._remote = c is not None and bool(c.remote)  # the curve prices lines another CPU wrote (Warmth.remote)
         self.cpu_bytes = [0.0] * ncpu  # bytes of image walks done on each CPU so far
         # each image shape's terms (ColdTerms.extra_us is four Python calls for a figure fixed by the shape), keyed
         # by the shape's identity (a process keeps one shape object; the shape is kept in the entry so its id is
@@ -162,8 +168,23 @@ class WarmthTracker:
         it): what it costs on top of its warm median (microseconds) and the coldness it found. Where the profile
         prices lines another CPU last wrote (Warmth.remote) and the image's are there, the part of the image still
         cached (1 - coldness) pays those terms instead of nothing."""
-        coldness = self.coldness(mm, cpu, now)
-        full, remote = self._terms(shape).stages.get(stage, _NO_TERMS)
+        # self.coldness(mm, cpu, now) and self._terms(shape)'s hit, written out (two calls fewer a walk: a fork
+        # walks its image twice, at dup_mmap and at the child's exit)
+        if mm.walked_at is None:
+            coldness = 1.0  # never walked in this run: nothing of it is in the caches
+        else:
+            gap = now - mm.walked_at
+            warm = (1.0 - mm.walk_residual) * _exp(-((gap if gap > 0.0 else 0.0) / self._tau) ** self._beta)
+            if mm.walked_cpu == cpu:
+                gone = self.cpu_bytes[cpu] - mm.walked_mark
+                warm *= _exp(-(gone if gone > 0.0 else 0.0) / self._footprint)
+            elif not self._remote:
+                warm *= 1.0 - self._migration
+            coldness = 1.0 - warm
+        terms = self._last
+        if terms is None or terms.shape is not shape:
+            terms = self._terms(shape)
+        full, remote = terms.stages.get(stage, _NO_TERMS)
         extra = 0.0  # self.extra_us(stage, coldness, shape), written out
         if coldness > 0.0 and full is not None:
             extra = coldness * full
@@ -182,11 +203,14 @@ class WarmthTracker:
         but for the profile's residual share of that coldness."""
         if self.curve is None:
             return
-        terms = self._terms(mm.shape)
-        self.cpu_bytes[cpu] += terms.walk_bytes
+        terms = self._last
+        if terms is None or terms.shape is not mm.shape:
+            terms = self._terms(mm.shape)
+        marks = self.cpu_bytes
+        mark = marks[cpu] = marks[cpu] + terms.walk_bytes
         mm.walked_at = now
         mm.walked_cpu = cpu
-        mm.walked_mark = self.cpu_bytes[cpu]
+        mm.walked_mark = mark
         mm.walk_residual = 0.0 if coldness <= 0.0 else terms.residual * coldness
 
     def exit_walked(self, mm: "MM", cpu: int, now: float, coldness: float = 0.0) -> None:
@@ -200,7 +224,7 @@ class WarmthTracker:
         CPU's own images."""
         if self.curve is None:
             return
-        if mm.walked_at is None or mm.walked_cpu == cpu or self.curve.remote:
+        if mm.walked_at is None or mm.walked_cpu == cpu or self._remote:
             # with Warmth.remote: the lines it wrote are that CPU's now (measured: the parent's next fork pays the
             # remote terms, forkbench -R)
             self.walked(mm, cpu, now, coldness)

@@ -145,7 +145,10 @@ def post_init_util(load: float, util: float) -> float:
     cap = (CAPACITY - util) / 2.0
     if cap <= 0.0:
         return 0.0
-    return min(util * 1024.0 / (load + 1.0), cap) if util > 0.0 else cap
+    if not util > 0.0:
+        return cap
+    share = util * 1024.0 / (load + 1.0)
+    return cap if cap < share else share  # min(share, cap), written out (a builtin's call costs more)
 
 
 CAPACITY = 1024.0  # SCHED_CAPACITY_SCALE: every vCPU's capacity
@@ -245,7 +248,7 @@ class Balancer:
             # those CPUs); which one is the busiest matters only to a pass that pulls
             queued = self.m._queued
             if not queued or (len(queued) == 1 and local.id in queued):
-                self._balanced(local)
+                self.failed[local.id] = 0  # self._balanced(local), written out (at most times a CPU goes idle)
                 return None
             if p.uniform() >= p.idle_pull:
                 return None  # vCPU packing: the halted vCPU stays halted

@@ -47,12 +47,17 @@ def avg_vruntime(cpu: "CPU", stored: float | None = None) -> tuple[float, int]:
     """avg_vruntime(): V of `cpu` and the number of tasks it averages, delayed sleepers included (0: V
     is min_vruntime). `stored`: the running task's vruntime as the kernel last stored it (CPU.stored_vruntime),
     where no update_curr precedes the read."""
-    n = len(cpu.rq) + len(cpu.delayed)
+    rq, delayed = cpu.rq, cpu.delayed
+    n = 0
     total = 0.0
-    for entry in cpu.rq:
-        total += entry[0]
-    for t in cpu.delayed:
-        total += t.vruntime
+    if rq:  # (on a big machine most runqueues are empty: no len() calls for them)
+        n = len(rq)
+        for entry in rq:
+            total += entry[0]
+    if delayed:
+        n += len(delayed)
+        for t in delayed:
+            total += t.vruntime
     cur = cpu.current
     if cur is not None:
         total += cur.vruntime if stored is None else stored
@@ -80,8 +85,14 @@ def dequeue_lag(task: "Task", cpu: "CPU", slice_us: float, tick_us: float,
     v, n = avg_vruntime(cpu) if vn is None else vn
     if n <= 1:
         return 0.0  # alone: V is its own vruntime
-    lim = max(2.0 * slice_us, tick_us)  # lag_limit(slice_us, tick_us)
-    lag = min(max(v - task.vruntime, -lim), lim)
+    lim = 2.0 * slice_us  # lag_limit(slice_us, tick_us) and the clamp below, the max()es and min() written out
+    if tick_us > lim:
+        lim = tick_us
+    lag = v - task.vruntime
+    if -lim > lag:
+        lag = -lim
+    if lim < lag:
+        lag = lim
     return lag if lag > 0.0 else 0.0
 
 
