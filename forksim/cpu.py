@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import simpy
 from simpy.events import NORMAL, PENDING
 
-from .rcu import RcuBacklog, ksoftirqd
+from .rcu import Ksoftirqd, RcuBacklog
 from .sched import eevdf
 from .sched.balance import _NEG_LN2, PELT_HALFLIFE_US, _exp
 from .task import _TOL_ABS, _TOL_REL, RUNNABLE, RUNNING, Task, _new_event, _timeout, _tolerance
@@ -31,7 +31,7 @@ class CPU:
         "machine", "id", "rq", "current", "min_vruntime", "_token", "_busy_since", "busy_us",
         "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load", "delayed", "idle_since",
         "awake_since", "_halted",
-        "_next_irq", "rcu", "members", "updated", "env", "params", "_begin_cb", "_chunk_done_cb",
+        "_next_irq", "rcu", "ksoftirqd", "members", "updated", "env", "params", "_begin_cb", "_chunk_done_cb",
     )
 
     def __init__(self, machine: "Machine", cpu_id: int):
@@ -56,6 +56,7 @@ class CPU:
         self._next_irq = 0.0  # the next of the interruption stream
         rcu = machine.params.rcu
         self.rcu = RcuBacklog(rcu.grace_us, machine.params.tick_us) if rcu is not None else None
+        self.ksoftirqd = Ksoftirqd(machine, cpu_id, self.rcu) if self.rcu is not None else None
         self.idle_since = 0.0  # when it last went idle (a halted vCPU wakes slower the longer it slept)
         # when its first task began after its last idle spell (the placement room rule of a packing kernel,
         # profile.placement_room, keys on how long the parent's CPU has been awake); _halted: idle since then
@@ -201,7 +202,7 @@ class CPU:
             soft, rest = rcu.run_idle(now, p.rcu.softirq_cap_us)
             extra += soft
             if rest > 0.0:
-                m.env.process(ksoftirqd(m, self.id, now + soft, rest))
+                self._softirq_left(rest, soft)
         while True:
             due = batches[0][0] if batches else inf
             if nxt <= due:
@@ -212,8 +213,8 @@ class CPU:
             elif due < now + us + extra:
                 batch = rcu.pop()
                 cap = p.rcu.softirq_cap_us
-                if batch > cap:  # the rest goes to ksoftirqd, a task on this CPU from then on
-                    m.env.process(ksoftirqd(m, self.id, due + cap, batch - cap))
+                if batch > cap:  # one budget in this irq_exit; the rest pending, ksoftirqd woken at its end
+                    self._softirq_left(batch - cap, due + cap - now)
                     batch = cap
                 extra += batch
             else:
@@ -222,6 +223,20 @@ class CPU:
         due = batches[0][0] if batches else inf
         self._next_interruption = (due if due < nxt else nxt) if rcu is not None else nxt  # min(nxt, due)
         return extra
+
+    def _softirq_left(self, us: float, after: float) -> None:
+        """`us` of ready callbacks a softirq budget left: pending here, and ksoftirqd woken `after` us from now
+        (wakeup_softirqd as that budget ends; an event, not a call, as this runs inside Task.run)."""
+        self.rcu.pending += us
+        self.machine.env.timeout(max(0.0, after)).callbacks.append(self.ksoftirqd.wake)
+
+    def softirq_point(self) -> float:
+        """A softirq point of the task running here (the creating call's entry): the microseconds of pending RCU
+        callbacks it runs there, one __do_softirq budget at most (0 where none are pending)."""
+        rcu = self.rcu
+        if rcu is None or not rcu.pending > 0.0:
+            return 0.0
+        return rcu.take(self.machine.params.rcu.softirq_cap_us)
 
     def queue_rcu(self, us: float) -> None:
         """call_rcu(): `us` of callbacks this CPU runs in softirq after the next grace period."""

@@ -72,7 +72,8 @@ class RcuCallbacks(BaseModel):
     reap_us: float = Field(ge=0.0, le=1e4)
     exit_mm_us: float = Field(ge=0.0, le=1e4)
     grace_us: float = Field(gt=0.0, le=1e6)
-    # the most a batch runs in softirq; the rest runs in ksoftirqd, a task (absent: all in softirq)
+    # one __do_softirq budget: a batch runs that much at its tick, the rest at the running task's softirq points
+    # or in ksoftirqd, whichever gets there first (forksim.rcu; absent: all at the tick)
     softirq_cap_us: float | None = Field(default=None, gt=0.0, le=1e6)
     source: str = Field(min_length=1)
 

@@ -5,11 +5,19 @@ Tree RCU (kernel/rcu/tree.c) hands callbacks queued during one grace period to t
 them from RCU_SOFTIRQ (rcu_core -> rcu_do_batch) raised by the tick (rcu_sched_clock_irq) once that one
 has ended: the callbacks of one grace period's worth of exits run together, between one and two grace
 periods after they were queued. Grace periods here are back to back, `grace_us` long, from time 0.
-A batch longer than `softirq_cap_us` runs that much in softirq and the rest in ksoftirqd, a task pinned to
-the CPU (__do_softirq restarts a few times, at most 2 ms and while nothing needs the CPU, then wakes
-ksoftirqd). A CPU idle when its batch is due runs it there and then (rcu_needs_cpu keeps an idle CPU with
+A batch runs in softirq at that tick's irq_exit up to `softirq_cap_us`, one __do_softirq's budget
+(rcu_do_batch invokes blimit callbacks a pass and raises RCU_SOFTIRQ again while more are ready; __do_softirq
+restarts MAX_SOFTIRQ_RESTART times, then wakes ksoftirqd). What is left stays pending on that CPU: the task
+running there takes another budget of it at each softirq point of its own (the creating call's entry: traced on
+the AMD host, 2026-12-05, a pinned fork loop at RSS 0, 269 of 299 RCU bursts away from a tick began right after
+clone's sys_enter), and ksoftirqd/N (Ksoftirqd: one task per CPU for the machine's life, with its own EEVDF lag)
+takes all that is still pending once it gets the CPU, then sleeps. Which of the two drains a batch is the
+scheduler's call: on that host, the machine otherwise quiet, ksoftirqd ran 69-77% of the loop's RCU softirq time
+(fork() p99 82-132 us); in runs while another process kept a CPU busy the forking task ran 95-100% of it
+(ksoftirqd woken with need_resched but not run for 5.8 ms, p50; fork() p99 155-181 us).
+A CPU idle when its batch is due runs it there and then (rcu_needs_cpu keeps an idle CPU with
 callbacks ticking), the same way: a task that arrives before the batch is done waits for the softirq part
-left and competes with ksoftirqd for the rest. Traced on the AMD host (2026-12-04, the validation's closed
+left, and the rest is pending as above. Traced on the AMD host (2026-12-04, the validation's closed
 vfork loop, 1 parent, RSS 0): 85% of the calls at or above the fork() p99 had RCU softirq running on the
 parent's or the child's CPU inside them, and without that time the p99 was 68 us instead of 198 us.
 """
@@ -21,12 +29,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generator
 
+from .task import SLEEPING
+
 if TYPE_CHECKING:
     import simpy
 
     from .machine import Machine
+    from .task import Task
 
-__all__ = ["RcuSpec", "RcuBacklog", "ksoftirqd"]
+__all__ = ["RcuSpec", "RcuBacklog", "Ksoftirqd"]
 
 
 @dataclass(frozen=True)
@@ -41,20 +52,44 @@ class RcuSpec:
     softirq_cap_us: float = math.inf
 
 
-def ksoftirqd(machine: "Machine", cpu_id: int, at: float, us: float) -> "Generator[simpy.Event, None, None]":
-    """The rest of a batch from time `at`: ksoftirqd/N, a task of its own on that CPU (run_ksoftirqd)."""
-    env = machine.env
-    yield env.timeout(max(0.0, at - env.now))
-    task, first_run = machine.start_task(f"ksoftirqd/{cpu_id}", pin=cpu_id)
-    yield first_run
-    yield task.run(us, preemptible=True)
-    task.exit()
+class Ksoftirqd:
+    """ksoftirqd/N (kernel/softirq.c run_ksoftirqd): a task pinned to its CPU for the machine's life, started at
+    the first wakeup_softirqd. Woken, it runs whatever RCU softirq work is still pending when it gets the CPU
+    (the running task may have taken it at its softirq points meanwhile), then sleeps again."""
+
+    __slots__ = ("machine", "cpu_id", "backlog", "task")
+
+    def __init__(self, machine: "Machine", cpu_id: int, backlog: "RcuBacklog"):
+        self.machine = machine
+        self.cpu_id = cpu_id
+        self.backlog = backlog
+        self.task: "Task | None" = None
+
+    def wake(self, _ev: object = None) -> None:
+        """wakeup_softirqd(): start the thread the first time, else wake it where it sleeps."""
+        if self.task is None:
+            self.machine.env.process(self._run())
+        elif self.task.state == SLEEPING:
+            self.machine.wake(self.task, None)
+
+    def _run(self) -> "Generator[simpy.Event, None, None]":
+        task, first_run = self.machine.start_task(f"ksoftirqd/{self.cpu_id}", pin=self.cpu_id)
+        self.task = task
+        yield first_run
+        backlog = self.backlog
+        while True:
+            work, backlog.pending = backlog.pending, 0.0
+            if work > 0.0:
+                yield task.run(work, preemptible=True)
+            else:
+                yield task.sleep()
 
 
 class RcuBacklog:
-    """One CPU's queued callbacks: [due time, microseconds] in due order (the tick that runs them)."""
+    """One CPU's queued callbacks: [due time, microseconds] in due order (the tick that runs them), and the
+    microseconds of ready callbacks a softirq budget left (`pending`: for softirq points and ksoftirqd)."""
 
-    __slots__ = ("grace", "tick", "batches")
+    __slots__ = ("grace", "tick", "batches", "pending")
 
     def __init__(self, grace_us: float, tick_us: float):
         if not (grace_us > 0.0 and tick_us > 0.0):
@@ -62,6 +97,7 @@ class RcuBacklog:
         self.grace = grace_us
         self.tick = tick_us
         self.batches: deque[list[float]] = deque()
+        self.pending = 0.0
 
     def due(self, now: float) -> float:
         """When callbacks queued `now` run: the first tick after the end of the next grace period."""
@@ -86,7 +122,7 @@ class RcuBacklog:
     def run_idle(self, now: float, cap: float) -> tuple[float, float]:
         """Batches due before `now` ran on the idle CPU from their due time, back to back, each in softirq up to
         `cap` and the rest in ksoftirqd. Returns what is left of them at `now`: the softirq part (a task arriving
-        waits for it) and ksoftirqd's (a task it competes with)."""
+        waits for it) and the rest (pending from then on)."""
         b = self.batches
         end = soft_end = -math.inf
         while b and b[0][0] < now:
@@ -97,6 +133,13 @@ class RcuBacklog:
         soft = soft_end - now if soft_end > now else 0.0
         rest = end - max(now, soft_end)
         return soft, rest if rest > 0.0 else 0.0
+
+    def take(self, cap: float) -> float:
+        """A softirq point of the running task (__do_softirq at a local_bh_enable or irq_exit): one budget of
+        the pending callbacks, `cap` microseconds at most, runs there."""
+        piece = self.pending if self.pending < cap else cap
+        self.pending -= piece
+        return piece
 
     def pop(self) -> float:
         """The next batch's length (it runs now, inside the running chunk)."""

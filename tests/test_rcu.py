@@ -68,8 +68,8 @@ def test_a_chunk_running_when_the_batch_is_due_is_stretched_by_exactly_the_batch
 
 def test_a_batch_over_the_softirq_cap_leaves_the_rest_to_ksoftirqd_on_that_cpu():
     """500 us due at 20 ms with a 200 us cap: the running 30 ms chunk ends 200 us late; ksoftirqd/0
-    then runs the other 300 us on that CPU (the chunk cannot be preempted), so the CPU is busy 300 us
-    longer than the task."""
+    then runs the other 300 us on that CPU (the chunk cannot be preempted, and the task reaches no softirq point
+    of its own), so the CPU is busy 300 us longer than the task."""
     env, m = _machine(1, cap=200.0)
     ends = {}
 
@@ -85,6 +85,53 @@ def test_a_batch_over_the_softirq_cap_leaves_the_rest_to_ksoftirqd_on_that_cpu()
     assert ends["task"] == pytest.approx(32200.0)
     assert env.now == pytest.approx(32500.0)
     assert m.cpus[0].busy_us == pytest.approx(32500.0)
+
+
+def test_the_running_tasks_softirq_points_take_the_rest_a_budget_at_a_time_before_ksoftirqd_runs():
+    """1000 us due at 20 ms with a 200 us budget: the tick's irq_exit runs 200 inside the running chunk; the
+    task's next softirq points (it keeps the CPU: the chunk was not preemptible) take 200 each; ksoftirqd, woken
+    as the first budget ended, finds what is left once the task sleeps. Every us of the batch runs once."""
+    env, m = _machine(1, cap=200.0)
+    got = {}
+
+    def body(task):
+        yield task.run(1000.0)
+        task.cpu.queue_rcu(1000.0)
+        yield task.run(1000.0)
+        yield task.run(30000.0)
+        got["end"] = env.now
+        got["pieces"] = [task.cpu.softirq_point() for _ in range(2)]
+        got["left"] = task.cpu.rcu.pending
+
+    start_task(env, m, "a", body)
+    env.run()
+    assert got["end"] == pytest.approx(32200.0)
+    assert got["pieces"] == [200.0, 200.0]
+    assert got["left"] == pytest.approx(400.0)
+    # the task exits at 32.2 ms (its two pieces are the caller's to charge); ksoftirqd then runs the 400 left
+    assert env.now == pytest.approx(32600.0)
+    assert m.cpus[0].busy_us == pytest.approx(32600.0)
+    assert m.cpus[0].rcu.pending == 0.0
+
+
+def test_a_creating_call_runs_a_budget_of_the_pending_callbacks_in_copy_process_setup():
+    """The clone path's softirq point: with callbacks pending on the parent's CPU, the next fork's setup is one
+    budget longer, and the budget leaves the pending work."""
+    from forksim import runner
+    from forksim.config import parse_config
+    from forksim.profile_sections import RcuCallbacks
+
+    exp = parse_config({"experiment": {"name": "t", "duration": "100ms", "warmup": "0ms", "replications": 1, "seed": 3},
+                        "machine": {"cpus": 1}, "workload": {"kind": "closed", "parents": 1, "image": {"rss": "0"}}},
+                       source="test")
+    base = runner.resolve_profile(exp).model_copy(update={"interruptions": None})
+    capped = base.model_copy(update={"rcu_callbacks": RcuCallbacks(reap_us=40.0, exit_mm_us=60.0, grace_us=GRACE,
+                                                                   softirq_cap_us=150.0, source="assumption: test")})
+    recs = runner.run_experiment(exp, profile=capped).records
+    plain = runner.run_experiment(exp, profile=base).records
+    # some setups carry a whole budget (150 us) on top of a plain setup (a few us)
+    assert (recs["setup_us"] > 150.0).any()
+    assert not (plain["setup_us"] > 150.0).any()
 
 
 def _sleep_through_a_batch(batch_us: float, wake_at: float, cap: float = math.inf, preemptible: bool = False):

@@ -165,7 +165,10 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
     ("rss0", "the p99s: the RCU callbacks of the loop's own exited children run in softirq on the forking CPU "
      "(traced, tools/tail_trace.py: the slowest 1% of a K1 loop's fork() calls held 190 us of RCU softirq each, "
      "the middle ones 0.1 us); the model runs them (rcu_callbacks, measured by calibrate under tracefs) batched "
-     "after a grace period, up to the measured softirq cap, the rest in ksoftirqd, also where a batch comes due "
+     "after a grace period, one softirq budget at the tick, the rest at the next creating calls or in ksoftirqd, "
+     "whichever gets the CPU first (pinned on the real kernel: ksoftirqd 69-77% of it on the quiet machine, fork() "
+     "p99 82-132 us; the creating task 95-100% while another process kept a CPU busy, 155-181 us), also where a "
+     "batch comes due "
      "while its CPU idles (a vfork parent asleep in the call): a task arriving before it is done waits (traced "
      "2026-12-04: 85% of the vfork calls at or above the p99 held RCU softirq on the parent's or the child's CPU); "
      "what remains is the tick (about 25 us here) and host-level noise"),
