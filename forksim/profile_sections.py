@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .kernel.stages import COLD_STAGES
 from .sched.idlest import NO_IDLE_KEYS
-from .profile_terms import Fraction, StageCost, scatter_ramp
+from .profile_terms import Fraction, Residual, StageCost, scatter_ramp
 
 __all__ = ["Balancing", "EEVDF_SOURCE", "Interruptions", "RcuCallbacks", "FD_BASE", "FlagCost", "FilesCost", "ChildrenCost", "ColdTerms", "Warmth",
            "RemoteFree", "ConcurrentCreation", "MAX_PER_SCATTERED_PTE_US"]
@@ -199,6 +199,11 @@ class FamilyCold(BaseModel):
         "places the child (the rest after it: the child's run to its exit or exec, the return); measured traced, "
         "sys_enter to task_newtask against the call, after 10 ms asleep (zen4 haltpoll host 2026-12-05: vfork "
         "0.45-0.53, pthread_create 0.60-0.67, posix_spawn 0.17-0.21); 1: all of it before (older profiles)")
+    residual: Residual | None = Field(
+        default=None, description="the spread of a call's cooled extra around the curve, as each call's extra over "
+        "its run's median extra (pinned on the zen4 haltpoll host, 2026-12-05, 200 calls each after 10 ms asleep: "
+        "vfork's extra p10 / p90 / p99 0.6 / 2.1 / 3.3 times its p50, pthread_create's 0.4 / 1.7 / 2.3); the rest "
+        "of the round trip scales with the same draw; absent: every call cools by the curve alone")
 
     def coldness(self, gap_us: float, evicted: float = 0.0) -> float:
         """The share of the fully cold extras due after `gap_us`; `evicted`: the share other work on the CPU, or a

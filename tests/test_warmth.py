@@ -1086,6 +1086,70 @@ def test_a_family_term_cools_on_another_cpu_and_with_other_work_there():
     assert swept_rest == pytest.approx(swept * 20.0 / 50.0)  # the rest cools as the call does
 
 
+def test_the_spread_of_a_cooled_call_scales_call_and_rest_by_one_draw():
+    cold = FamilyCold(full_us=50.0, tau_us=10_000.0, rest_full_us=20.0, before_wakeup=0.5)
+    w = WarmthTracker(CURVE.model_copy(update={"families": {"vfork": cold}}), 1)
+    mm = _mm()
+    draws = iter([3.0, 0.5])
+    assert w.creation_extras_us("vfork", mm, 0, 0.0, lambda: next(draws)) == (75.0, 75.0, 60.0)
+    before, after, rest = w.creation_extras_us("vfork", mm, 0, 10_000.0, lambda: next(draws))
+    assert before + after == pytest.approx(0.5 * cold.extra_us(10_000.0)) and rest == pytest.approx(
+        0.5 * 20.0 * cold.coldness(10_000.0))
+    # nothing cooled (the same instant): nothing drawn
+    assert w.creation_extras_us("vfork", mm, 0, 10_000.0, lambda: pytest.fail("drawn")) == (0.0, 0.0, 0.0)
+
+
+def test_a_cooled_calls_spread_widens_the_tail_not_the_median():
+    """FamilyCold.residual: with a spread of median 1 the think loop's p50 stays within a few us, its p99 grows;
+    without one the run is as before, draw for draw."""
+    from forksim.profile import Residual
+
+    spread = Residual(family="empirical", quantiles=[0.3, 0.7, 1.0, 1.6, 3.0])
+    plain = CURVE.model_copy(update={"families": {"vfork": FamilyCold(full_us=60.0, tau_us=10_000.0)}})
+    wide = CURVE.model_copy(update={"families": {"vfork": FamilyCold(full_us=60.0, tau_us=10_000.0,
+                                                                       residual=spread)}})
+
+    def p(w, q):
+        exp = parse_config({
+            "experiment": {"name": "t", "duration": 2_000_000.0, "warmup": 50_000.0, "replications": 1, "seed": 3},
+            "machine": {"cpus": 1, "profile": REFERENCE_PROFILE},
+            "workload": {"kind": "closed", "parents": 1, "think_time": 10_000.0,
+                         "image": {"rss": 0, "vmas": 26}, "child": {"clone": "vfork", "lifetime": 0.0}},
+        }, resolved=True)
+        prof = load_profile(REFERENCE_PROFILE).model_copy(update={"warmth": w})
+        return run_experiment(exp, profile=prof).records.fork_latency_us.quantile(q)
+
+    assert p(wide, 0.5) == pytest.approx(p(plain, 0.5), abs=3.0)
+    assert p(wide, 0.99) > p(plain, 0.99) + 30.0  # the fully cold extra 60 us x 0.63, times up to 3
+
+
+def test_the_family_fit_measures_the_spread_of_the_cooled_calls():
+    """Each call's extra over its run's median extra, pooled over the kinds and gaps, kept up to its p99; runs whose
+    median extra is small are left out (their spread is the warm call's), and too few calls give no spread."""
+    from forksim.calibration.cold_families import COLD_FAMILY, fit_families
+
+    def store_of(extras: list[float], gaps=(10_000, 30_000)) -> Store:
+        store = Store()
+        for kind in ("vfork", "thread"):
+            store.add(COLD_FAMILY, {"kind": kind, "x": 0, "round": 0, "pinned": True}, {},
+                      [{"fork_ns": 10_000}] * 9)
+            for gap in gaps:
+                store.add(COLD_FAMILY, {"kind": kind, "x": gap, "round": 0, "pinned": True}, {},
+                          [{"fork_ns": int((10.0 + e * gap / 1000) * 1e3)} for e in extras])
+        return store
+
+    got, src, _ = fit_families(store_of([2.0, 3.0, 4.0, 4.0, 4.0, 5.0, 12.0]), 8000.0)
+    q = got["vfork"]["residual"]["quantiles"]
+    assert got["thread"]["residual"] == got["vfork"]["residual"]  # one spread for the kinds
+    assert q[0] == pytest.approx(0.5, abs=0.01)
+    assert q[5] < 1.0 < q[-1] <= 3.0  # p25 below the median, the top clipped at the ratios' p99
+    assert "FamilyCold.residual" in src
+    got, _, _ = fit_families(store_of([2.0, 4.0]), 8000.0)  # 8 calls: 12 would be needed
+    assert "residual" not in got["vfork"]
+    got, _, _ = fit_families(store_of([0.1, 0.2, 0.3, 0.3, 0.4, 0.5, 1.0], gaps=(10_000, 30_000)), 8000.0)
+    assert "residual" not in got["vfork"]  # median extras of 3 and 9 us: under the floor
+
+
 @pytest.mark.parametrize("clone", ["thread", "vfork", "posix_spawn"])
 def test_the_rest_of_a_cold_round_trip_is_charged_after_the_call(clone):
     call_only = CURVE.model_copy(update={"families": {clone: FamilyCold(full_us=40.0, tau_us=10_000.0)}})

@@ -43,6 +43,7 @@ from scipy.optimize import minimize_scalar
 from ..kernel.flags import POSIX_SPAWN, THREAD, VFORK
 from . import bench, tracefs
 from .plan import BENCH_MODES, Plan, Store, measured_segments
+from .samples import tail_residual
 
 __all__ = ["COLD_FAMILY", "COLD_FAMILY_TRACED", "family_jobs", "family_traced_jobs", "fit_families"]
 
@@ -64,6 +65,8 @@ GAPS: dict[str, tuple[int, int, tuple[tuple[int, int], ...]]] = {
 TRACED: dict[str, tuple[int, int, int]] = {"smoke": (1, 30, 4), "quick": (1, 40, 8), "full": (2, 100, 12)}
 TRACED_GAP_US = 10 * _MS
 _MIN_CALL_EXTRA_US = 3.0  # a pair whose call cooled less than this says nothing of where its extra fell
+_MIN_SPREAD_EXTRA_US = 10.0  # a run's median extra below this: its calls' spread is the warm call's own
+_MIN_SPREAD_SAMPLES = 12  # fewer cooled calls than this: no spread (a quantile of a handful is not a tail)
 
 
 def family_jobs(plan: Plan, fb: str, helper: list[str], store: Store, cpu: int) -> list[tuple[str, Callable[[], None]]]:
@@ -211,8 +214,35 @@ def fit_families(store: Store, tau_img: float) -> tuple[dict[str, dict[str, floa
     src = (f"; families: vfork, posix_spawn and pthread_create pinned, each after sleeps (forkbench -s) against "
            f"back to back in the same round (rounds alternate the order), the call's p50 extra fitted as full * "
            f"(1 - exp(-gap/tau)) by least squares: " + "; ".join(said))
+    ratios = _spread_ratios([r for r in runs if r["samples"] and r["key"]["kind"] in out])
+    if ratios.size >= _MIN_SPREAD_SAMPLES:
+        # beyond the p99 the calls held interruptions (the tick, the host), which the model adds on its own
+        residual = tail_residual(np.minimum(ratios, np.quantile(ratios, 0.99)))
+        for t in out.values():
+            t["residual"] = residual
+        q = np.quantile(ratios, [0.1, 0.9, 0.99])
+        src += (f"; their spread (FamilyCold.residual, one for the three kinds): each call's extra over its run's "
+                f"median extra, {ratios.size} calls of the runs whose median extra was at least "
+                f"{_MIN_SPREAD_EXTRA_US:g} us: p10 / p90 / p99 {q[0]:.2f} / {q[1]:.2f} / {q[2]:.2f} (kept up to the "
+                f"p99: beyond it the calls held interruptions, which the model adds on its own)")
     return out, src, {"families_extra_us": points, "families_rest_extra_us": rest_points,
                       **({"families_before_wakeup_us": before_points} if before_points else {})}
+
+
+def _spread_ratios(runs: list[dict[str, Any]]) -> np.ndarray:
+    """Each cooled call's extra over its run's median extra (both over back to back in the same round), from the
+    runs whose median extra is at least _MIN_SPREAD_EXTRA_US (below it the warm call's own noise is the spread)."""
+    warm = {(r["key"]["kind"], r["key"]["round"]): _p50_us(r) for r in runs if r["key"]["x"] == 0}
+    out: list[float] = []
+    for r in runs:
+        base = warm.get((r["key"]["kind"], r["key"]["round"]))
+        if r["key"]["x"] <= 0 or base is None:
+            continue
+        extras = np.array([x["fork_ns"] / 1e3 - base for x in r["samples"]])
+        mid = float(np.median(extras))
+        if mid >= _MIN_SPREAD_EXTRA_US:
+            out.extend(extras / mid)
+    return np.asarray(out, dtype=float)
 
 
 def _rest_points(runs: list[dict[str, Any]]) -> list[tuple[float, float]]:

@@ -107,6 +107,10 @@ class Kernel:
         w = costs.profile.warmth
         self._exit_cold = w is not None and (EXIT_MMAP in w.stages or EXIT_MMAP in w.remote)
         self._families_cold = w is not None and bool(w.families)
+        # FamilyCold.residual: a draw per cooled creation of that kind, on a stream of its own
+        families = w.families if w is not None else {}
+        self._family_spread = {kind: costs.ratio_drawer(f"cold spread {kind}", fam.residual)
+                               for kind, fam in families.items() if fam.residual is not None}
         self._placement_rules(costs)
         self._exit_head = costs.profile.exit_head_share.value
         reap = costs.profile.wait_reap_vfork
@@ -295,7 +299,8 @@ class Kernel:
             setup += self.slab.thread_extra_us(P.cpu.id, self.costs)
         after_cold = rest_cold = 0.0
         if self._families_cold and not k.copies_mm:
-            before_cold, after_cold, rest_cold = self.warmth.creation_extras_us(kind, parent.mm, P.cpu.id, t0)
+            before_cold, after_cold, rest_cold = self.warmth.creation_extras_us(kind, parent.mm, P.cpu.id, t0,
+                                                                                self._family_spread.get(kind))
             setup += before_cold
         return setup, after_cold, rest_cold
 

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..draws import scaled, values
-from ..profile import ImageShape, Profile
+from ..profile import ImageShape, Profile, Residual
 from ..streams import Streams
 
 __all__ = ["Costs", "EMPTY_IMAGE"]
@@ -89,6 +89,12 @@ class Costs:
             rng = self.streams(key)
             it = self._ratios[key] = values(lambda n: rng.lognormal(0.0, sigma, n), _BLOCK)
         return median * next(it)
+
+    def ratio_drawer(self, key: str, residual: Residual) -> Callable[[], float]:
+        """Draws of `residual` (a spread beyond the profile's stages) on the stream `key`, as a no-argument
+        function (a C-level iterator's `__next__`)."""
+        rng = self.streams(key)
+        return values(lambda n: residual.draw(rng, n), _BLOCK).__next__
 
     def _median_of(self, stage: str, shape: ImageShape) -> float:
         """`median(stage, shape)` looked up by the shape's identity (a process keeps one shape object):

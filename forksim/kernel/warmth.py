@@ -62,6 +62,8 @@ from typing import TYPE_CHECKING
 from ..profile import ColdTerms, ImageShape, Warmth
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .mm import MM
 
 __all__ = ["WarmthTracker"]
@@ -134,11 +136,12 @@ class WarmthTracker:
             warm *= 1.0 - w.migration
         return 1.0 - warm
 
-    def creation_extras_us(self, kind: str, mm: "MM", cpu: int, now: float) -> tuple[float, float, float]:
+    def creation_extras_us(self, kind: str, mm: "MM", cpu: int, now: float,
+                           spread: "Callable[[], float] | None" = None) -> tuple[float, float, float]:
         """What a creation of `kind` that copies no image (Warmth.families) costs on top of its warm median now
         (us), from `mm`'s last such creation: (the call's extra before wake_up_new_task, the call's extra after it:
         FamilyCold.before_wakeup, the rest of the round trip's: FamilyCold.rest_full_us); records this one. Zeros for
-        a kind the profile does not price."""
+        a kind the profile does not price. `spread`: a draw of FamilyCold.residual, taken where anything cooled."""
         w = self.curve
         cold = w.families.get(kind) if w is not None else None
         if cold is None:
@@ -152,6 +155,8 @@ class WarmthTracker:
                 evicted = 1.0 - math.exp(-max(0.0, self.cpu_bytes[cpu] - mm.created_mark) / w.footprint_bytes)
             share = cold.coldness(max(0.0, now - mm.created_at), evicted)
         mm.created_at, mm.created_cpu, mm.created_mark = now, cpu, self.cpu_bytes[cpu]
+        if spread is not None and share > 0.0:
+            share *= spread()
         call = cold.full_us * share
         before = call * cold.before_wakeup
         return before, call - before, cold.rest_full_us * share
