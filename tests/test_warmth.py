@@ -1123,6 +1123,17 @@ def test_a_cooled_calls_spread_widens_the_tail_not_the_median():
     assert p(wide, 0.99) > p(plain, 0.99) + 30.0  # the fully cold extra 60 us x 0.63, times up to 3
 
 
+def test_a_family_rise_that_never_bends_is_not_extrapolated_past_ten_times_the_longest_gap():
+    """Two points on a straight line (the smoke plan's 1 and 10 ms): the time scale stops at 100 ms, so the fully
+    cold extra stays about ten times the longest gap's, not a second's worth of the slope."""
+    from forksim.calibration.cold_families import _fit_kind
+
+    terms, fitted = _fit_kind([(1_000.0, 15.0), (10_000.0, 150.0)], math.nan)
+    assert fitted and terms["tau_us"] <= 100_000.0
+    assert terms["full_us"] < 12 * 150.0
+    assert FamilyCold.model_validate(terms)  # within the profile's bounds
+
+
 def test_the_family_fit_measures_the_spread_of_the_cooled_calls():
     """Each call's extra over its run's median extra, pooled over the kinds and gaps, kept up to its p99; runs whose
     median extra is small are left out (their spread is the warm call's), and too few calls give no spread."""

@@ -52,6 +52,8 @@ COLD_FAMILY_TRACED = "cold_family_traced"  # ... and of their traced pairs (befo
 _MS = 1000
 _KINDS = (VFORK, POSIX_SPAWN, THREAD)
 _TAU_MIN_US = 0.3 * _MS  # the time scale's lower bound whatever the gaps
+_TAU_MAX_US = 1000 * _MS  # ... and its upper bound
+_TAU_SPAN = 10.0  # ... at most this many times the longest gap measured
 # plan name -> rounds, back-to-back reps, [(sleep us, reps)] per round: from the first millisecond to where the
 # extra holds (the full plan's gaps: ~15 s in all; the quick plan's: about a second)
 GAPS: dict[str, tuple[int, int, tuple[tuple[int, int], ...]]] = {
@@ -158,9 +160,12 @@ def _fit_kind(pts: list[tuple[float, float]], tau_img: float) -> tuple[dict[str,
     # Not sought below a third of the shortest gap, where the curve is 95% of the way there already: the points
     # cannot tell shorter time scales apart, and a noisy pair that falls from the first gap to the next (posix_spawn
     # +108 then +73 us after 10 and 30 ms, 2026-12-05) drove the fit to 0.3 ms, cold at a back-to-back loop's gaps.
+    # Nor above ten times the longest gap, where the curve is still a straight line through them: a rise that had
+    # not bent by 10 ms, extrapolated to a 1 s time scale, put a smoke plan's posix_spawn fully cold at 15 ms.
     lo = max(_TAU_MIN_US, float(g.min()) / 3.0)
+    hi = min(_TAU_MAX_US, _TAU_SPAN * float(g.max()))
     tau = (float(np.exp(minimize_scalar(lambda lt: _height(g, e, float(np.exp(lt)))[1], bounds=(np.log(lo),
-                                        np.log(1000 * _MS)), method="bounded").x)) if fitted else tau_img)
+                                        np.log(max(hi, lo))), method="bounded").x)) if fitted else tau_img)
     return {"full_us": round(_height(g, e, tau)[0], 2), "tau_us": round(tau, 0)}, fitted
 
 
