@@ -228,7 +228,7 @@ class CPU:
         """`us` of ready callbacks a softirq budget left: pending here, and ksoftirqd woken `after` us from now
         (wakeup_softirqd as that budget ends; an event, not a call, as this runs inside Task.run)."""
         self.rcu.pending += us
-        self.machine.env.timeout(max(0.0, after)).callbacks.append(self.ksoftirqd.wake)
+        self.env.timeout(max(0.0, after)).callbacks.append(self.ksoftirqd.wake)
 
     def softirq_point(self) -> float:
         """A softirq point of the task running here (the creating call's entry): the microseconds of pending RCU
@@ -236,7 +236,7 @@ class CPU:
         rcu = self.rcu
         if rcu is None or not rcu.pending > 0.0:
             return 0.0
-        return rcu.take(self.machine.params.rcu.softirq_cap_us)
+        return rcu.take(self.params.rcu.softirq_cap_us)
 
     def queue_rcu(self, us: float) -> None:
         """call_rcu(): `us` of callbacks this CPU runs in softirq after the next grace period."""

@@ -219,7 +219,9 @@ class Kernel:
         rec.start = t0 = env._now
         rec.parent_cpu = P.cpu.id
         setup, after_cold, rest_cold = self._left_behind(self._setup_cost(P, k, rec), parent, P, kind, k, t0)
-        setup += P.cpu.softirq_point()  # RCU callbacks a softirq budget left pending here (forksim.rcu)
+        rcu = P.cpu.rcu
+        if rcu is not None and rcu.pending > 0.0:  # RCU callbacks a softirq budget left here (forksim.rcu)
+            setup += P.cpu.softirq_point()
         child_mm = parent.mm
         if k.copies_mm:
             mm = parent.mm

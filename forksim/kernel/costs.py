@@ -48,8 +48,7 @@ class Costs:
     def _ratio_iter(self, stage: str) -> Iterator[float]:
         it = self._ratios.get(stage)
         if it is None:
-            residual, rng = self.profile.stages[stage].residual, self.streams(stage)
-            it = self._ratios[stage] = values(lambda n: residual.draw(rng, n), _BLOCK)
+            it = self._ratios[stage] = _draws(self.profile.stages[stage].residual, self.streams(stage))
         return it
 
     def _ratio(self, stage: str) -> float:
@@ -93,8 +92,7 @@ class Costs:
     def ratio_drawer(self, key: str, residual: Residual) -> Callable[[], float]:
         """Draws of `residual` (a spread beyond the profile's stages) on the stream `key`, as a no-argument
         function (a C-level iterator's `__next__`)."""
-        rng = self.streams(key)
-        return values(lambda n: residual.draw(rng, n), _BLOCK).__next__
+        return _draws(residual, self.streams(key)).__next__
 
     def _median_of(self, stage: str, shape: ImageShape) -> float:
         """`median(stage, shape)` looked up by the shape's identity (a process keeps one shape object):
@@ -132,5 +130,9 @@ class Costs:
     def sampler(self, stage_cost, name: str) -> Callable[[], float]:
         """A no-argument sampler for a scheduler cost (a StageCost using fixed_us as its median), on
         the stream `name` (a C-level iterator's `__next__`: no Python frame per draw)."""
-        residual, rng = stage_cost.residual, self.streams(name)
-        return scaled(stage_cost.fixed_us, values(lambda n: residual.draw(rng, n), _BLOCK))
+        return scaled(stage_cost.fixed_us, _draws(stage_cost.residual, self.streams(name)))
+
+
+def _draws(residual: Residual, rng: np.random.Generator) -> Iterator[float]:
+    """A residual's factors on one stream, drawn _BLOCK at a time (a C-level iterator: no Python frame per draw)."""
+    return values(lambda n: residual.draw(rng, n), _BLOCK)

@@ -150,9 +150,9 @@ class WarmthTracker:
             share = 1.0
         else:
             if mm.created_cpu != cpu:  # another CPU's private caches held it
-                evicted = w.migration
+                evicted = self._migration
             else:
-                evicted = 1.0 - math.exp(-max(0.0, self.cpu_bytes[cpu] - mm.created_mark) / w.footprint_bytes)
+                evicted = 1.0 - math.exp(-max(0.0, self.cpu_bytes[cpu] - mm.created_mark) / self._footprint)
             share = cold.coldness(max(0.0, now - mm.created_at), evicted)
         mm.created_at, mm.created_cpu, mm.created_mark = now, cpu, self.cpu_bytes[cpu]
         if spread is not None and share > 0.0:
