@@ -275,7 +275,7 @@ class CPU:
         if done._value is not PENDING:
             done = self._disarm(task)
         delay = task._left
-        if task._preemptible and self.rq:
+        if task._preemptible and (self.rq or self.delayed):  # (delayed sleepers: the tick's pick, repick)
             tol = _tolerance(now)
             check = self._preempt_at(task) - now
             if tol > check:  # max(check, tol), written out
@@ -332,8 +332,24 @@ class CPU:
             return
         if self.rq and (task.need_resched or self._slice_expired(task)):
             self._preempt(task)
-        else:
-            self._program(task)
+            return
+        if self.delayed and not self.rq and self._slice_expired(task):
+            self.repick(task)
+        self._program(task)
+
+    def repick(self, task: Task) -> None:
+        """The tick's reschedule of the running `task` past its protected slice with only delayed sleepers queued
+        beside it (eevdf.pick_over_delayed): those the pick chooses leave; `task` runs on, picked again
+        (set_next_entity: its vruntime stored, a fresh protected slice from its deadline)."""
+        self._account(task)
+        p = self.params
+        if task.vruntime >= task.deadline:  # update_curr -> update_deadline (eevdf.renew_deadline, inline)
+            task.deadline = task.vruntime + p.slice_us
+        now = self.env._now
+        eevdf.pick_over_delayed(self, task, _tolerance(now))
+        self.updated = task._slice_start = now
+        ahead = task.deadline - task.vruntime
+        task._protect_end = now + (ahead if ahead > 0.0 else 0.0)
 
     def _preempt(self, task: Task) -> simpy.Event | None:
         """Put the running task back on the runqueue and run the next one."""

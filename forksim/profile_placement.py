@@ -64,14 +64,31 @@ class WakeAway(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     idle_us: list[float] = Field(min_length=1)
     share: list[float] = Field(min_length=1)
+    # A parent a pick dequeued while it slept as a delayed sleeper (Task.picked_off: its CPU's tick once its child's
+    # protected slice was over, eevdf.pick_over_delayed) is woken through select_task_rq, not in place: the share
+    # that then goes to the idle CPU, by how long the waker's CPU had been awake (ascending upper edges).
+    after_pick_awake_us: list[float] | None = Field(default=None, min_length=1, description=(
+        "upper edges (us) of the waker CPU's awake time for after_pick; absent: the curve for every wake-up"))
+    after_pick: list[float] | None = Field(default=None, min_length=1, description=(
+        "the share that went to the idle CPU of the wake-ups that came after a tick on the parent's CPU at least "
+        "the child's protected slice (half a slice: a new task's) after the parent left it, per awake-time bin "
+        "(the curve is then fitted on the other wake-ups)"))
     source: str = Field(min_length=1)
 
     @model_validator(mode="after")
     def _curve(self) -> "WakeAway":
         _check_curve("placement_room wake_away", self.idle_us, "share", self.share)
+        if (self.after_pick is None) != (self.after_pick_awake_us is None):
+            raise ValueError("placement_room wake_away: after_pick and after_pick_awake_us come together")
+        if self.after_pick is not None:
+            _check_curve("placement_room wake_away", self.after_pick_awake_us, "after_pick", self.after_pick)
         return self
 
-    def at(self, idle_us: float) -> float:
+    def at(self, idle_us: float, picked_awake_us: float | None = None) -> float:
+        """P(the parent goes to the idle CPU, idle `idle_us`); `picked_awake_us`: for a parent a pick dequeued
+        while it slept, how long the waker's CPU has been awake (after_pick's curve where the profile has it)."""
+        if picked_awake_us is not None and self.after_pick is not None:
+            return _step(self.after_pick_awake_us, self.after_pick, picked_awake_us)
         return _step(self.idle_us, self.share, idle_us)
 
 

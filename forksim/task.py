@@ -56,7 +56,7 @@ class Task:
     __slots__ = (
         "machine", "name", "pid", "cpu", "prev_cpu", "state", "vruntime", "need_resched",
         "_left", "_total", "_done", "_preemptible", "_preempt_from", "_chunk_start", "_slice_start",
-        "_wake_event", "deadline", "vlag", "_protect_end", "last_ran", "load_avg", "load_t", "_delayed",
+        "_wake_event", "deadline", "vlag", "_protect_end", "last_ran", "load_avg", "load_t", "_delayed", "picked_off",
         "util_avg", "util_t", "runnable_avg", "listed_t",
         "affinity", "_end_cb", "home", "env",
     )
@@ -90,6 +90,9 @@ class Task:
         self.util_t = now
         self.listed_t = now  # when it last went to the head of its CPU's task list (balancing's order)
         self._delayed: CPU | None = None  # DELAY_DEQUEUE: the CPU it still sits queued on, asleep
+        # a pick dequeued it while it slept as a delayed sleeper (eevdf.pick_index, pick_over_delayed): its wake-up
+        # then goes through select_task_rq (placement_room.wake_away.after_pick), not ttwu_runnable in place
+        self.picked_off = False
         self.load_t = now
         self.affinity: CPU | None = None  # the one CPU it may run on (sched_setaffinity), None: any
         self._end_cb = self._chunk_end  # bound once: the first callback of every non-preemptible chunk
@@ -186,6 +189,8 @@ class Task:
         cpu = self.cpu
         if self.need_resched or (cpu.rq and cpu._slice_expired(self)):
             return cpu._preempt(self)
+        if cpu.delayed and cpu._slice_expired(self):  # the tick's pick with only delayed sleepers queued
+            cpu.repick(self)
         return None
 
     def sleep(self, after: float = 0.0) -> simpy.Event:
@@ -238,6 +243,7 @@ class Task:
                 cpu.delayed.append(self)
         self.state = SLEEPING
         self.need_resched = False
+        self.picked_off = False
         self.prev_cpu = cpu
         self.cpu = None
         cpu._switch_away(after)

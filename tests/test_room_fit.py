@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from forksim.calibration.room import fit_room, fit_wake_away, trace_points
-from forksim.profile import PlacementRoom
+from forksim.profile import PlacementRoom, WakeAway
 
 P, C1, C2 = 100, 101, 102
 
@@ -43,7 +43,7 @@ def test_trace_points_read_the_state_at_each_creation_and_wake_up():
     assert place[0] == ("fork", 10.0, 20.0, True)
     assert place[1] == ("fork", 10.0, 29.0, False)
     assert len(place) == 2  # the creation at 170 (CPU 0's awake time unknown) is left out
-    assert wakes == [(30.0, True)]
+    assert wakes == [(30.0, True, None, 20.0)]  # no tick traced; CPU 0 awake since 100
 
 
 def _synthetic(rng, n: int, room: float, room_local: float, edges, shares):
@@ -90,6 +90,50 @@ def test_fit_wake_away_bins_the_moves_by_idle_time():
     assert fit_wake_away([(10.0, True)] * 5, "few") is None
 
 
+def _tick(t, cpu):
+    return (t, cpu, 0, "local_timer_entry", {})
+
+
+def test_trace_points_time_the_last_tick_after_the_parent_left():
+    """The parent leaves CPU 0 at 111 for its child; CPU 0 ticks at 500 and 1,000: the wake-up at 1,200 carries
+    the last tick's 889 us after the parent left, and CPU 0 awake 1,100 us. A tick before the parent left gives
+    None (no pick could dequeue it since)."""
+    evs = [
+        _sw(90.0, 1, 55, 0), _sw(95.0, 0, 55, 0), _tick(96.0, 0), _sw(100.0, 0, 0, P),
+        _new(110.0, 0, C1, 0), _sw(111.0, 0, P, C1, "S"),
+        _tick(500.0, 0), _tick(1000.0, 0),
+        _waking(1200.0, 0, C1), _sw(1201.0, 0, C1, 0, "Z"), _sw(1220.0, 1, 0, P, "R"),
+        _new(1300.0, 1, C2, 1), _sw(1301.0, 1, P, C2, "S"),
+        _waking(1400.0, 1, C2), _sw(1401.0, 1, C2, 0, "Z"), _sw(1405.0, 1, 0, P, "R"),
+    ]
+    _place, wakes = trace_points(evs, "fork")
+    assert wakes == [(1110.0, True, 889.0, 1100.0), (199.0, False, None, 180.0)]
+
+
+def test_fit_wake_away_splits_the_wake_ups_after_a_pick():
+    """Wake-ups after a tick past the child's protected slice (750 us) move by the waker CPU's awake time (0.03
+    under 2 ms, 0.98 past 3 ms), the others by the idle CPU's idle time (0.01): after_pick and the curve come back
+    apart; without the protected slice (no ticks traced) every wake-up makes the curve, as before."""
+    rng = np.random.default_rng(6)
+    pts = []
+    for _ in range(3000):
+        tick = float(rng.choice([200.0, 900.0]))
+        awake = float(rng.choice([1500.0, 4000.0]))
+        p = (0.03 if awake < 2000 else 0.98) if tick >= 750 else 0.01
+        pts.append((5000.0, bool(rng.random() < p), tick, awake))
+    w = fit_wake_away(pts, "synthetic", protect_us=750.0)
+    got = dict(zip(w["after_pick_awake_us"], w["after_pick"]))
+    assert got[2000.0] == pytest.approx(0.03, abs=0.02) and got[5000.0] == pytest.approx(0.98, abs=0.02)
+    assert w["share"] == [pytest.approx(0.01, abs=0.01)]
+    PlacementRoom.model_validate({"room_us": 30.0, "families": {"fork": {"room_local": 1.0, "idle_us": [1e9],
+                                  "local": [1.0]}}, "wake_away": {"fork": w}, "source": "synthetic"})
+    model = WakeAway.model_validate(w)  # what the model reads: after_pick for a parent a pick took off, by awake time
+    assert model.at(5000.0, 4000.0) == got[5000.0] and model.at(5000.0, 1500.0) == got[2000.0]
+    assert model.at(5000.0) == model.at(5000.0, None) == w["share"][0]
+    mixed = fit_wake_away(pts, "synthetic")
+    assert "after_pick" not in mixed and mixed["share"][0] > 0.2
+
+
 def test_a_family_the_room_does_not_explain_is_left_out():
     """Creations of one family all come late after a halt (a fork's long copy): the room says nothing about them,
     so the family keeps its placement share (left out of the section, said in the source)."""
@@ -113,7 +157,7 @@ def test_a_wake_up_whose_switch_in_the_trace_missed_is_read_from_the_parents_nex
         _new(150.0, 1, C2, 1),  # the parent on CPU 1: its switch in (prev 0) was not recorded
     ]
     _place, wakes = trace_points(evs, "vfork")
-    assert wakes == [(30.0, True)]
+    assert wakes == [(30.0, True, None, 20.0)]
 
 
 def test_a_family_the_room_rule_leaves_out_gets_its_share_from_the_same_loops():
@@ -158,25 +202,33 @@ def test_the_sparse_loops_run_once_and_their_long_idle_points_reach_the_curves(m
     def fake(trace, kind, seconds, family, rss=0, think_s=0.0):
         calls.append((family, rss, think_s))
         if think_s:  # other CPU idle 3 ms, the parent's awake 400 us (a 64 MiB copy, or a cold path): kept local
-            place, wakes = [(family, 400.0, 3000.0, True)] * 150, [(3000.0, False)] * 100
+            place, wakes = [(family, 400.0, 3000.0, True)] * 150, [(3000.0, False, None, 1500.0)] * 100
+        elif rss:  # the wait loop (128 MiB, no think): after a tick past the child's protected slice, moved
+            place = [(family, 200.0, 3000.0, True)] * 60
+            wakes = [(3500.0, True, 900.0, 4000.0)] * 40 + [(3500.0, False, 300.0, 4000.0)] * 40
         else:  # the tight loop: awake under the room keeps it local, beyond it the recently idle CPU takes it
             place = [(family, 20.0, 30.0, True)] * 150 + [(family, 200.0, 150.0, False)] * 150
-            wakes = [(40.0, True), (40.0, False)] * 50 + [(3000.0, True)] * 12  # a few long-idle ones, moved
+            # a few long-idle ones, moved
+            wakes = [(40.0, True, None, 50.0), (40.0, False, None, 50.0)] * 50 + [(3000.0, True, None, 50.0)] * 12
         return {"creations": 1}, 0, place, wakes, []
 
     monkeypatch.setattr(room_loops, "_traced_loop", fake)
     monkeypatch.setattr(room_loops, "_room_trace", NoTrace)
     store = Store()
     room_loops.measure_room(store, 0.3, lambda msg: None)
-    assert [c for c in calls if c[0] == "fork"] == [("fork", 0, 0.0), ("fork", 64 << 20, 0.001)]
+    assert [c for c in calls if c[0] == "fork"] == [("fork", 0, 0.0), ("fork", 64 << 20, 0.001),
+                                                     ("fork", 128 << 20, 0.0)]
     assert [c for c in calls if c[0] == "vfork"] == [("vfork", 0, 0.0), ("vfork", 0, 0.005)]
     assert [c for c in calls if c[0] == "spawn"] == [("spawn", 0, 0.0)]  # no sparse loop of its own
-    sec = room_loops.room_section(store)
+    sec = room_loops.room_section(store, protect_us=750.0)
     for family in ("fork", "vfork", "thread"):
         curve = sec["families"][family]
         assert curve["local"][0] < 0.05 and curve["local"][-1] > 0.95 and curve["idle_us"][-1] > 1000.0
         away = sec["wake_away"][family]
         assert away["share"][0] == pytest.approx(0.5) and away["share"][-1] < 0.15  # 12 moved of 112
+    # fork's wait loop: 40 wake-ups after a pick, all moved, out of the curve; the other families have none
+    assert sec["wake_away"]["fork"]["after_pick"] == [1.0] and "after_pick" not in sec["wake_away"]["vfork"]
+    assert "fork 0.3 s, 128 MiB" in sec["source"]
     assert "fork 0.3 s, fork 0.4 s, 64 MiB, 1 ms asleep after each" in sec["source"]
     assert "vfork 0.3 s, 0 MiB, 5 ms asleep after each" in sec["source"]
     # the tight loop's share of a family the rule leaves out is the tight loop's alone

@@ -398,7 +398,9 @@ def _recent_idle_section(store: Store, profile: dict[str, Any]) -> dict[str, Any
 def _room_section(store: Store, profile: dict[str, Any]) -> dict[str, Any]:
     """{"placement_room": ...} from the traced tight loops (room_loops.py) where they show the rule, else {}; the
     families it leaves out get their placement share from the same loops (room_loops.loop_shares)."""
-    sec = room_section(store)
+    slice_us = profile.get("scheduler", {}).get("slice", {}).get("fixed_us")
+    # the child's protected slice: a new task's deadline half a slice ahead (PLACE_DEADLINE_INITIAL, RUN_TO_PARITY)
+    sec = room_section(store, slice_us / 2.0 if slice_us else None)
     profile["placement"].update(loop_shares(store, sec))
     return {"placement_room": sec} if sec else {}
 

@@ -19,14 +19,22 @@ from scipy.stats import chi2
 
 from ..profile import ROOM_FAMILIES
 
-__all__ = ["RoomPoint", "WakePoint", "TraceEvent", "IDLE_EDGES_US", "ROOM_CANDIDATES_US", "MIN_BIN", "fit_room",
-           "fit_wake_away", "trace_points", "exec_points"]
+__all__ = ["RoomPoint", "WakePoint", "TraceEvent", "IDLE_EDGES_US", "AWAKE_EDGES_US", "ROOM_CANDIDATES_US", "MIN_BIN",
+           "TICK_EVENT", "fit_room", "fit_wake_away", "picked_off", "trace_points", "exec_points"]
 
 RoomPoint = tuple[str, float, float, bool]  # (family, parent CPU awake us, idle CPU idle us, kept local)
 
 # Upper edges of the idle CPU's idle-time bins (us): the bins tools/vfork_trace.py reports, where the loops'
 # two regimes sit (the previous child's CPU idle tens of us; an idle CPU idle over 1 ms).
 IDLE_EDGES_US = (25.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 1e9)
+# Upper edges of the waker CPU's awake-time bins (us) for the wake-ups of a parent a pick dequeued
+# (WakeAway.after_pick): traced on the zen4 haltpoll host (2026-12-05, the load generator's unpinned fork loops),
+# 0.03 of 67 went to the idle CPU with the waker's CPU awake 1-2 ms (64 MiB, 1 ms asleep after each), 0.23 of 26
+# at 2-3 ms, 0.98 of 226 at 3-5 ms (128 MiB) and 0.98-0.99 of 445 at 5-10 ms (256 MiB, with and without 1 ms asleep).
+AWAKE_EDGES_US = (1000.0, 2000.0, 3000.0, 5000.0, 10000.0, 1e9)
+# The tick's event: a wake-up whose waker CPU ticked at least the child's protected slice after the parent left it
+# came after a pick that could dequeue the parent (eevdf.pick_over_delayed); x86's local APIC timer interrupt.
+TICK_EVENT = "local_timer_entry"
 # Candidate room thresholds (us): 1 us apart (the trace clock's resolution) up to 200 us.
 ROOM_CANDIDATES_US = tuple(float(x) for x in range(2, 201))
 LR_ALPHA = 1e-3  # the likelihood-ratio test's level for a room to be said to exist
@@ -41,15 +49,16 @@ def _loglik(k: int, n: int) -> float:
     return k * math.log(p) + (n - k) * math.log(1.0 - p)
 
 
-def _bins(idle: np.ndarray, local: np.ndarray) -> tuple[list[float], list[float], list[int]]:
-    """(upper edges, local shares, counts) over IDLE_EDGES_US, a bin under MIN_BIN points merged into the next
-    (the last such one into its left neighbour)."""
-    idx = np.searchsorted(np.asarray(IDLE_EDGES_US), idle, side="left")
-    n = np.bincount(idx, minlength=len(IDLE_EDGES_US))[: len(IDLE_EDGES_US)]
-    k = np.bincount(idx, weights=local, minlength=len(IDLE_EDGES_US))[: len(IDLE_EDGES_US)]
+def _bins(idle: np.ndarray, local: np.ndarray,
+          bin_edges: tuple[float, ...] = IDLE_EDGES_US) -> tuple[list[float], list[float], list[int]]:
+    """(upper edges, local shares, counts) over `bin_edges` (the last: beyond any value), a bin under MIN_BIN
+    points merged into the next (the last such one into its left neighbour)."""
+    idx = np.searchsorted(np.asarray(bin_edges), idle, side="left")
+    n = np.bincount(idx, minlength=len(bin_edges))[: len(bin_edges)]
+    k = np.bincount(idx, weights=local, minlength=len(bin_edges))[: len(bin_edges)]
     edges, kk, nn = [], [], []
     acc_k = acc_n = 0.0
-    for e, ki, ni in zip(IDLE_EDGES_US, k, n):
+    for e, ki, ni in zip(bin_edges, k, n):
         acc_k, acc_n = acc_k + ki, acc_n + ni
         if acc_n >= MIN_BIN:
             edges.append(e)
@@ -57,7 +66,7 @@ def _bins(idle: np.ndarray, local: np.ndarray) -> tuple[list[float], list[float]
             nn.append(acc_n)
             acc_k = acc_n = 0.0
     if acc_n and nn:
-        edges[-1] = IDLE_EDGES_US[-1]
+        edges[-1] = bin_edges[-1]
         kk[-1] += acc_k
         nn[-1] += acc_n
     return [float(e) for e in edges], [round(float(a / b), 3) for a, b in zip(kk, nn)], [int(b) for b in nn]
@@ -141,7 +150,10 @@ def fit_room(points: Iterable[RoomPoint], what: str, min_points: int = 50) -> di
 # the points, from a tracefs text's events
 
 TraceEvent = tuple[float, int, int, str, dict[str, str]]  # (time us, cpu, emitting pid, event, fields)
-WakePoint = tuple[float, bool]  # (idle CPU's idle time us at the wake-up, the wakee went there)
+# (the idle CPU's idle time us at the wake-up, the wakee went there, how long after the parent left its CPU that
+# CPU last ticked before the wake-up (us; None: not since, or no tick events), how long the waker's CPU had been
+# awake (us; None: unknown))
+WakePoint = tuple[float, bool, float | None, float | None]
 
 
 class _Cpus:
@@ -153,6 +165,7 @@ class _Cpus:
         self.cur: dict[int, int] = {}
         self.idle_from: dict[int, float] = {}
         self.awake_from: dict[int, float | None] = {}
+        self.last_tick: dict[int, float] = {}
 
     def switch(self, t: float, c: int, prev: int, nxt: int) -> None:
         if nxt == 0:
@@ -198,19 +211,23 @@ def trace_points(events: Iterable[TraceEvent], family: str,
     cpus, place, wakes = _Cpus(), [], []
     p_cpu: int | None = None
     p_slept = False
-    pending: tuple[float, int, float] | None = None  # a wake-up: (time, waker's CPU, idle CPU's idle us)
+    p_left = 0.0
+    # a wake-up: (time, waker's CPU, idle CPU's idle us, the waker CPU's last tick after the parent left, its awake us)
+    pending: tuple[float, int, float, float | None, float | None] | None = None
     for t, c, pid, e, f in evs:
         if pending is not None and (pid == P or (e == "sched_switch" and P in (int(f["prev_pid"]), int(f["next_pid"])))):
             # the woken parent's first sign of life says where it runs: its switch in, or (where tracefs missed
             # that switch, as it misses some switches away from the idle task) whatever it does next there
             if pending[0] >= settled:
-                wakes.append((pending[2], c != pending[1]))
+                wakes.append((pending[2], c != pending[1], pending[3], pending[4]))
             pending = None
-        if e == "sched_switch":
+        if e == TICK_EVENT:
+            cpus.last_tick[c] = t
+        elif e == "sched_switch":
             prev, nxt = int(f["prev_pid"]), int(f["next_pid"])
             cpus.switch(t, c, prev, nxt)
             if prev == P:
-                p_cpu, p_slept = c, f.get("prev_state", "").startswith("S")
+                p_cpu, p_slept, p_left = c, f.get("prev_state", "").startswith("S"), t
         elif e == "sched_wakeup_new" and pid == P:
             o = cpus.first_idle_other(c)
             awake = cpus.awake_from.get(c)
@@ -221,23 +238,53 @@ def trace_points(events: Iterable[TraceEvent], family: str,
             if p_slept and c == p_cpu and cpus.cur.get(c) == pid:
                 o = cpus.first_idle_other(c)
                 if o is not None:
-                    pending = (t, c, t - cpus.idle_from[o])
+                    tick = cpus.last_tick.get(c)
+                    awake = cpus.awake_from.get(c)
+                    since_left = tick - p_left if tick is not None and tick > p_left else None
+                    pending = (t, c, t - cpus.idle_from[o], since_left, t - awake if awake is not None else None)
     return place, wakes
 
 
-def fit_wake_away(points: Sequence[WakePoint], what: str, min_points: int = 50) -> dict[str, Any] | None:
+def picked_off(point: WakePoint, protect_us: float) -> bool:
+    """Whether the wake-up came after a tick on the parent's CPU at least `protect_us` (the child's protected slice)
+    after the parent left it: a pick the parent could be dequeued at (eevdf.pick_over_delayed)."""
+    return point[2] is not None and point[2] >= protect_us
+
+
+def fit_wake_away(points: Sequence[WakePoint], what: str, min_points: int = 50,
+                  protect_us: float | None = None, min_picked: int = 20) -> dict[str, Any] | None:
     """One family's placement_room.wake_away curve: the share of wake-ups by an exiting child on the parent's CPU
     that put the parent on the idle CPU, by that CPU's idle time (IDLE_EDGES_US bins, sparse ones merged); None
     under `min_points` points. (Either direction between the vCPUs: on the Intel host the moves up and down were
-    the same, 0.80 and 0.81 of the wake-ups with the other CPU idle under 25 us, tools/place_rule.py 2026-12-02.)"""
-    if len(points) < min_points:
+    the same, 0.80 and 0.81 of the wake-ups with the other CPU idle under 25 us, tools/place_rule.py 2026-12-02.)
+
+    `protect_us` (the child's protected slice; the points carry the ticks): the wake-ups after a tick at least that
+    long after the parent left its CPU (picked_off: the parent could be dequeued there, and is then woken through
+    select_task_rq, not in place) give after_pick, by the waker CPU's awake time (AWAKE_EDGES_US), where there are
+    `min_picked` of them; the curve comes from the others."""
+    picked = [p for p in points if protect_us is not None and picked_off(p, protect_us) and p[3] is not None]
+    rest = [p for p in points if not (protect_us is not None and picked_off(p, protect_us))] \
+        if len(picked) >= min_picked else list(points)
+    if len(rest) < min_points:
         return None
-    edges, shares, counts = _bins(np.array([p[0] for p in points]), np.array([p[1] for p in points], float))
-    return {"idle_us": edges, "share": shares, "source": (
-        f"measured: {what}: {len(points)} wake-ups of a parent sleeping in wait (a process child's exit_notify) or "
-        f"pthread_join (a thread's clear_child_tid) by the child on the parent's CPU while another CPU was idle; the "
-        f"parent ran next on the idle CPU, by its idle time: "
-        + ", ".join(f"<= {e:g} us {s:g} of {n}" for e, s, n in zip(edges, shares, counts)))}
+    edges, shares, counts = _bins(np.array([p[0] for p in rest]), np.array([p[1] for p in rest], float))
+    out: dict[str, Any] = {"idle_us": edges, "share": shares}
+    text = (f"measured: {what}: {len(rest)} wake-ups of a parent sleeping in wait (a process child's exit_notify) or "
+            f"pthread_join (a thread's clear_child_tid) by the child on the parent's CPU while another CPU was idle; "
+            f"the parent ran next on the idle CPU, by its idle time: "
+            + ", ".join(f"<= {e:g} us {s:g} of {n}" for e, s, n in zip(edges, shares, counts)))
+    if len(picked) >= min_picked:
+        a_edges, a_shares, a_counts = _bins(np.array([p[3] for p in picked]), np.array([p[1] for p in picked], float),
+                                            AWAKE_EDGES_US)
+        out.update(after_pick_awake_us=a_edges, after_pick=a_shares)
+        text += (f"; after_pick: {len(picked)} wake-ups after a tick on the parent's CPU at least {protect_us:g} us "
+                 f"(the child's protected slice: half a slice) after the parent left it, left out of the curve, by the "
+                 f"waker CPU's awake time: " + ", ".join(f"<= {e:g} us {s:g} of {n}"
+                                                         for e, s, n in zip(a_edges, a_shares, a_counts)))
+    elif protect_us is not None:
+        text += f" (after_pick: {len(picked)} wake-ups after such a tick, under {min_picked}: not fitted)"
+    out["source"] = text
+    return out
 
 
 def exec_points(events: Iterable[TraceEvent], settle_us: float = 0.0) -> list[bool]:

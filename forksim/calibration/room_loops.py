@@ -17,16 +17,19 @@ from typing import Any, Callable
 from ..profile import ROOM_FAMILIES
 from . import tracefs
 from .plan import MiB, Store
-from .room import exec_points, fit_room, fit_wake_away, trace_points
+from .room import TICK_EVENT, exec_points, fit_room, fit_wake_away, trace_points
 from .scheduling import MIN_IDLE_EXECS
 
-__all__ = ["LOADGEN_KINDS", "MIN_PLACEMENTS", "ATTEMPTS", "SPARSE_LOOP", "measure_room", "room_section", "loop_shares"]
+__all__ = ["LOADGEN_KINDS", "MIN_PLACEMENTS", "ATTEMPTS", "SPARSE_LOOP", "WAIT_LOOP", "measure_room", "room_section",
+           "loop_shares"]
 
 # profile family -> the load generator's --kind
 LOADGEN_KINDS = {"vfork": "vfork", "spawn": "posix_spawn", "thread": "thread", "fork": "fork"}
 # sched_migrate_task and sched_process_exec: where sched_exec takes the posix_spawn loop's children (room.exec_points)
 EVENTS = ("sched/sched_switch", "sched/sched_waking", "sched/sched_wakeup_new", "sched/sched_migrate_task",
           "sched/sched_process_exec")
+# and the tick where the kernel has its event (x86): which wake-ups came after a pick (room.picked_off)
+TICK_EVENTS = (f"irq_vectors/{TICK_EVENT}",)
 KIND = "room"  # the Store's kind of these runs
 
 
@@ -85,6 +88,14 @@ SPARSE_LOOP = {"fork": (64 * MiB, 0.001, 0.4),  # family -> (rss bytes, think se
                "vfork": (0, 0.005, 0.3), "thread": (0, 0.005, 0.3)}
 
 
+# A parent waits in wait() as long as its child's exit takes: past the child's protected slice (half a slice, 0.75 ms
+# on 2 vCPUs) a tick's pick can dequeue it (eevdf.pick_over_delayed), and its wake-up then goes through
+# select_task_rq. The tight loops' children exit in tens of us and the sparse loop's in ~0.9 ms: few such wake-ups.
+# A fork loop of a 128 MiB image (its child's exit ~1.8 ms) gives them (traced 2026-12-05, zen4 haltpoll host: 311
+# of 671 wake-ups came after such a tick, 0.98 of them to the idle CPU, against 0 of 360 of the others).
+WAIT_LOOP = {"fork": 128 * MiB}  # family -> rss bytes (traced as long as the tight loop)
+
+
 def measure_room(store: Store, seconds: float, log: Callable[[str], None]) -> None:
     """Run each family's traced loop for `seconds` (again while it has under MIN_PLACEMENTS placements), then the
     family's SPARSE_LOOP once, and add their points to `store` (kind "room", key family; the sparse loop's key also
@@ -110,13 +121,17 @@ def measure_room(store: Store, seconds: float, log: Callable[[str], None]) -> No
             if got is not None and family in SPARSE_LOOP:
                 rss, think_s, secs = SPARSE_LOOP[family]
                 _measure_loop(trace, store, family, secs, 0, log, rss, think_s)
+            if got is not None and family in WAIT_LOOP:
+                _measure_loop(trace, store, family, seconds, 0, log, WAIT_LOOP[family])
     finally:
         trace.close()
 
 
 def _room_trace() -> tracefs.TraceInstance:
     """The tracefs instance the loops are recorded by (not yet open)."""
-    return tracefs.TraceInstance(events=EVENTS, buffer_kb=65536, name=f"forksim-{os.getpid()}-room", optional=False)
+    ticks = tuple(e for e in TICK_EVENTS if (tracefs.TRACEFS / "events" / e / "enable").exists())
+    return tracefs.TraceInstance(events=EVENTS + ticks, buffer_kb=65536, name=f"forksim-{os.getpid()}-room",
+                                 optional=False)
 
 
 def _measure_loop(trace: tracefs.TraceInstance, store: Store, family: str, seconds: float, attempt: int,
@@ -132,10 +147,11 @@ def _measure_loop(trace: tracefs.TraceInstance, store: Store, family: str, secon
         return None
     summary = {k: v for k, v in meta.items() if isinstance(v, (int, float))}
     store.add(KIND, {"family": family, "seconds": seconds, "settle_s": SETTLE_S, "lost_events": lost,
-                     "attempt": attempt, **({"rss": rss, "think_s": think_s} if think_s else {})},
+                     "attempt": attempt, **({"rss": rss} if rss else {}), **({"think_s": think_s} if think_s else {})},
               {"loadgen_summary": summary},
               [{"awake_us": round(a, 2), "idle_us": round(i, 2), "local": loc} for _f, a, i, loc in place],
-              [{"idle_us": round(i, 2), "moved": m} for i, m in wakes])
+              [{"idle_us": round(i, 2), "moved": m, "tick_after_us": _round(tick), "awake_us": _round(awake)}
+               for i, m, tick, awake in wakes])
     if execs:
         store.runs[-1]["exec_moved"] = execs
     log(f"placement room loop ({kind}, {_loop_label(store.runs[-1]['key'])}): {len(place)} placements, "
@@ -143,9 +159,15 @@ def _measure_loop(trace: tracefs.TraceInstance, store: Store, family: str, secon
     return len(place)
 
 
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
 def _loop_label(key: dict[str, Any]) -> str:
-    """A traced loop as the sources name it: its length, and a sparse loop's image and think time."""
-    extra = f", {key['rss'] // MiB} MiB, {key['think_s'] * 1e3:g} ms asleep after each" if key.get("think_s") else ""
+    """A traced loop as the sources name it: its length, and a sparse or wait loop's image and think time."""
+    extra = f", {key.get('rss', 0) // MiB} MiB" if key.get("rss") or key.get("think_s") else ""
+    if key.get("think_s"):
+        extra += f", {key['think_s'] * 1e3:g} ms asleep after each"
     return f"{key['seconds']:g} s{extra}"
 
 
@@ -163,7 +185,8 @@ def loop_shares(store: Store, room: dict[str, Any] | None) -> dict[str, dict[str
     out: dict[str, dict[str, Any]] = {}
     listed = (room or {}).get("families", {})
     for family, key in LOOP_SHARE_KEYS.items():
-        runs = [r for r in store.select(KIND) if r["key"]["family"] == family and not r["key"].get("think_s")]
+        runs = [r for r in store.select(KIND) if r["key"]["family"] == family and not r["key"].get("think_s")
+                and not r["key"].get("rss")]  # the tight loop, not the sparse or the wait loop
         local = [bool(s["local"]) for r in runs for s in r["samples"]]
         if family in listed or len(local) < MIN_PLACEMENTS:
             continue
@@ -194,8 +217,10 @@ def _settle_note(runs: list[dict[str, Any]]) -> str:
         " ms (its start from a long-idle other CPU, a regime of its own: room_loops.SETTLE_S), left out"
 
 
-def room_section(store: Store) -> dict[str, Any] | None:
-    """The profile's placement_room section from the store's room runs, or None (none, or no rule visible)."""
+def room_section(store: Store, protect_us: float | None = None) -> dict[str, Any] | None:
+    """The profile's placement_room section from the store's room runs, or None (none, or no rule visible).
+    `protect_us`: the child's protected slice (half the scheduler's slice), for the wake-ups after a pick
+    (room.fit_wake_away's after_pick; runs traced without the tick have none)."""
     runs = store.select(KIND)
     if not runs:
         return None
@@ -210,8 +235,10 @@ def room_section(store: Store) -> dict[str, Any] | None:
         return None
     wakes = {}
     for fam in sorted({r["key"]["family"] for r in runs}):
-        w = fit_wake_away([(s["idle_us"], bool(s["moved"])) for r in runs if r["key"]["family"] == fam
-                           for s in r["segments"]], what)
+        w = fit_wake_away([(s["idle_us"], bool(s["moved"]), s.get("tick_after_us"), s.get("awake_us"))
+                           for r in runs if r["key"]["family"] == fam for s in r["segments"]], what,
+                          protect_us=protect_us if any("tick_after_us" in s for r in runs for s in r["segments"])
+                          else None)
         if w is not None:
             wakes[fam] = w
     if wakes:

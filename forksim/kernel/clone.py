@@ -357,16 +357,18 @@ class Kernel:
     def _wake_away(self, waiter: "Task", C: "Task", kind: str) -> "CPU | None":
         """Where a packing kernel's wake-up of the parent by its child alone on the parent's CPU (wait's
         exit_notify, pthread_join's clear_child_tid) puts the parent while another CPU is idle: that idle CPU or
-        the parent's own, by the profile's measured curve (placement_room.wake_away); None where the profile has
-        none for the family (Machine._select_wake_cpu's rule)."""
+        the parent's own, by the profile's measured curve (placement_room.wake_away; its after_pick curve, by the
+        waker CPU's awake time, for a parent a pick took off its CPU's queue while it slept); None where the
+        profile has none for the family (Machine._select_wake_cpu's rule)."""
         room, m = self._room, self.machine
         if room is None or waiter.affinity is not None or waiter.prev_cpu is not C.cpu or not m._idle or C.cpu.rq:
             return None
         curve = room.wake_away.get(_family(KINDS[kind]))
         if curve is None:
             return None
-        cpu = m.first_idle()
-        return cpu if self.costs.uniform() < curve.at(self.env._now - cpu.idle_since) else C.cpu
+        cpu, now = m.first_idle(), self.env._now
+        picked_awake = now - C.cpu.awake_since if waiter.picked_off else None
+        return cpu if self.costs.uniform() < curve.at(now - cpu.idle_since, picked_awake) else C.cpu
 
     def _setup_cost(self, P: "Task", k, rec: "Creation") -> float:
         """copy_process_setup: dup_task_struct .. copy_signal, alloc_thread_stack_node, copy_mm -> dup_mm

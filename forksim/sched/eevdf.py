@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["avg_vruntime", "raw_lag", "lag_limit", "dequeue_lag", "place_woken", "place_new", "renew_deadline",
            "others_queued", "slice_over", "wakeup_preempts", "new_task_resched", "pick_index", "requeue_delayed",
-           "undelay", "flush_delayed"]
+           "undelay", "flush_delayed", "pick_over_delayed"]
 
 
 def avg_vruntime(cpu: "CPU", stored: float | None = None) -> tuple[float, int]:
@@ -216,6 +216,36 @@ def flush_delayed(cpu: "CPU") -> None:
     cpu.delayed.clear()
 
 
+def pick_over_delayed(cpu: "CPU", cur: "Task", tol: float) -> None:
+    """The pick a tick makes on `cpu` once the running `cur`'s protected slice is over while only delayed sleepers
+    are queued beside it: update_curr counts them (cfs_rq->nr_queued > 1) and reschedules, and pick_next_entity
+    dequeues a delayed sleeper that pick_eevdf chooses (eligible, the earliest deadline, `cur` among the
+    candidates; a tie goes to the sleeper: entity_before is strict) with zero lag (DEQUEUE_DELAYED) and picks
+    again, until `cur` is the pick and runs on (prev == next: no switch). A parent that slept in wait() with
+    negative lag is then no longer queued here, and its child's exit wakes it through select_task_rq, not
+    ttwu_runnable in place (Task.picked_off; where it goes: placement_room.wake_away's after_pick). Traced
+    (2026-12-05, the load generator's unpinned fork loops at 64 MiB asleep 1 ms after each, 128 and 256 MiB;
+    sched_switch, sched_waking, irq_vectors:local_timer_entry): the parent ran next on the idle CPU in 0-14% of
+    the wake-ups where its CPU's last tick came under 0.6 ms after it left (the child's protected slice, half a
+    slice as a new task, not over); of those after a later tick, in 0.98-0.99 where the waker's CPU had been
+    awake over 3 ms, 0.03-0.23 where under (this kernel's vCPU packing keeps it then)."""
+    delayed = cpu.delayed
+    while delayed:
+        v = cur.vruntime
+        for t in delayed:
+            v += t.vruntime
+        v /= len(delayed) + 1
+        best, key = None, None
+        for t in delayed:
+            if t.vruntime <= v + tol and (key is None or (t.deadline, t.vruntime) < key):
+                best, key = t, (t.deadline, t.vruntime)
+        if best is None or (cur.vruntime <= v + tol and cur.deadline < key[0]):
+            return
+        undelay(best)
+        best.vlag = 0.0
+        best.picked_off = True
+
+
 def new_task_resched(cpu: "CPU", cur: "Task", now: float, slice_us: float, tol: float) -> bool:
     """wake_up_new_task on the running parent's CPU under the plain fair queue (no EEVDF state): the
     new child (no lag, half a slice to its deadline, WF_FORK: no next buddy) leaves the parent running,
@@ -248,3 +278,4 @@ def pick_index(rq: list, tol: float, delayed: list | None = None) -> int:
             return index
         undelay(task)
         task.vlag = 0.0
+        task.picked_off = True
