@@ -609,6 +609,30 @@ def test_a_delayed_sleeper_counts_in_v_until_picked_and_is_woken_where_it_sleeps
     assert t._delayed is None and not cpu.delayed and t.vlag == 0.0
 
 
+def one_parent() -> tuple:
+    """A one-CPU EEVDF machine and a parent task started on it: (env, machine, parent, its first run)."""
+    env = simpy.Environment()
+    m = Machine(env, 1, eevdf_params())
+    parent = m.new_task("parent")
+    first, _ = m.spawn(parent, None)
+    return env, m, parent, first
+
+
+def fork_then_sleep(m: Machine, parent, first, run_us: float, child_body, seen: dict) -> None:
+    """The parent's process: after its first run it runs `run_us`, forks a child placed on its CPU (whose process
+    is child_body(child, the child's first run)) and sleeps at once; seen["woken"]: when it runs again."""
+    def body():
+        yield first
+        yield parent.run(run_us)
+        child = m.new_task("child")
+        child_first, _ = m.spawn(child, parent)
+        m.env.process(child_body(child, child_first))
+        yield parent.sleep()
+        seen["woken"] = m.env.now
+
+    m.env.process(body())
+
+
 @pytest.mark.parametrize("wake_at, preempts", [(3990.0, True), (4000.0, False)])
 def test_a_delayed_sleeper_woken_by_the_runner_reads_v_with_the_runners_stored_vruntime(wake_at, preempts):
     """A parent that forked at 3,700 us and slept at once (lag 0: delayed) is woken by its child (a vfork
@@ -616,10 +640,7 @@ def test_a_delayed_sleeper_woken_by_the_runner_reads_v_with_the_runners_stored_v
     stale: the parent keeps its vruntime, and at the wake-up check's update_curr the child, inside its protected
     slice, is past V, ineligible: the parent is the pick and preempts it. At the tick (4,000 us) the child's
     vruntime was stored just then: the parent, with lag above zero, is placed at V and the child keeps the CPU."""
-    env = simpy.Environment()
-    m = Machine(env, 1, eevdf_params())
-    parent = m.new_task("parent")
-    first, _ = m.spawn(parent, None)
+    env, m, parent, first = one_parent()
     seen = {}
 
     def child_body(child, child_first):
@@ -631,16 +652,7 @@ def test_a_delayed_sleeper_woken_by_the_runner_reads_v_with_the_runners_stored_v
         yield child.run(1.0)
         child.exit()
 
-    def parent_body():
-        yield first
-        yield parent.run(3700.0)
-        child = m.new_task("child")
-        child_first, _ = m.spawn(child, parent)
-        env.process(child_body(child, child_first))
-        yield parent.sleep()
-        seen["delayed_lag"] = parent.vlag
-
-    env.process(parent_body())
+    fork_then_sleep(m, parent, first, 3700.0, child_body, seen)
     env.run(until=5000.0)
     assert seen["resched"] is preempts
 
@@ -698,10 +710,7 @@ def test_the_tick_past_the_childs_protected_slice_picks_off_a_delayed_parent(chi
     deadline) off the queue with zero lag; the child runs on, and its exit's wake-up of the parent goes through
     select_task_rq (Task.picked_off). Traced: the parent of a 128 MiB fork loop went to the idle CPU in 0.98 of
     the wake-ups after such a tick, against 0 of 360 without (2026-12-05)."""
-    env = simpy.Environment()
-    m = Machine(env, 1, eevdf_params())
-    parent = m.new_task("parent")
-    first, _ = m.spawn(parent, None)
+    env, m, parent, first = one_parent()
     seen = {}
 
     def child_body(child, child_first):
@@ -711,16 +720,7 @@ def test_the_tick_past_the_childs_protected_slice_picks_off_a_delayed_parent(chi
         m.wake(parent, child, sync=True)
         child.exit()
 
-    def parent_body():
-        yield first
-        yield parent.run(3000.0)
-        child = m.new_task("child")
-        child_first, _ = m.spawn(child, parent)
-        env.process(child_body(child, child_first))
-        yield parent.sleep()
-        seen["woken"] = env.now
-
-    env.process(parent_body())
+    fork_then_sleep(m, parent, first, 3000.0, child_body, seen)
     env.run(until=6000.0)
     assert seen["delayed"] is not picked and seen["picked_off"] is picked
     if picked:
