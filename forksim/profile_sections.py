@@ -263,7 +263,8 @@ class Warmth(BaseModel):
     since it, 1 - exp(-(dt/tau_us)^beta), the bytes other walks touched on that CPU since,
     1 - exp(-bytes/footprint_bytes), and a move to another CPU (`migration`), combined as
     independent chances of eviction; where the profile has `remote` terms, a walk on another CPU than the
-    image's last walk pays those on what is still cached instead of `migration`. Absent from a profile: every
+    image's last walk pays those on what is still cached instead of `migration`, and a family's creation on
+    another CPU than its last (`families`) pays no move (none was measured). Absent from a profile: every
     walk is warm."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

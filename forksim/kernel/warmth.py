@@ -150,7 +150,11 @@ class WarmthTracker:
             share = 1.0
         else:
             if mm.created_cpu != cpu:  # another CPU's private caches held it
-                evicted = self._migration
+                # `migration` is the image walks' price of a move for a profile without remote terms (calibration
+                # fits it for those alone, from forks whose parent moved); with remote terms it is not used, here
+                # either: a family's own moves were never measured (the unpinned vfork loop's fork() p50 measured
+                # 16.5 us, as pinned; a migration share of 0.157 put it at 27.2, 2026-12-05)
+                evicted = 0.0 if self._remote else self._migration
             else:
                 evicted = 1.0 - math.exp(-max(0.0, self.cpu_bytes[cpu] - mm.created_mark) / self._footprint)
             share = cold.coldness(max(0.0, now - mm.created_at), evicted)
