@@ -66,6 +66,15 @@ def test_a_chunk_running_when_the_batch_is_due_is_stretched_by_exactly_the_batch
     assert ends["plain"] == pytest.approx(32000.0)
 
 
+def _batch_due_at_20ms_then_run(task, us: float):
+    """`us` of RCU callbacks queued at 1 ms (due at the 20 ms tick), then a 30 ms chunk that cannot be preempted
+    from 2 ms on: the batch lands in it."""
+    yield task.run(1000.0)
+    task.cpu.queue_rcu(us)
+    yield task.run(1000.0)
+    yield task.run(30000.0)
+
+
 def test_a_batch_over_the_softirq_cap_leaves_the_rest_to_ksoftirqd_on_that_cpu():
     """500 us due at 20 ms with a 200 us cap: the running 30 ms chunk ends 200 us late; ksoftirqd/0
     then runs the other 300 us on that CPU (the chunk cannot be preempted, and the task reaches no softirq point
@@ -74,10 +83,7 @@ def test_a_batch_over_the_softirq_cap_leaves_the_rest_to_ksoftirqd_on_that_cpu()
     ends = {}
 
     def body(task):
-        yield task.run(1000.0)
-        task.cpu.queue_rcu(500.0)
-        yield task.run(1000.0)
-        yield task.run(30000.0)
+        yield from _batch_due_at_20ms_then_run(task, 500.0)
         ends["task"] = env.now
 
     start_task(env, m, "a", body)
@@ -95,10 +101,7 @@ def test_the_running_tasks_softirq_points_take_the_rest_a_budget_at_a_time_befor
     got = {}
 
     def body(task):
-        yield task.run(1000.0)
-        task.cpu.queue_rcu(1000.0)
-        yield task.run(1000.0)
-        yield task.run(30000.0)
+        yield from _batch_due_at_20ms_then_run(task, 1000.0)
         got["end"] = env.now
         got["pieces"] = [task.cpu.softirq_point() for _ in range(2)]
         got["left"] = task.cpu.rcu.pending

@@ -222,26 +222,7 @@ class Kernel:
         rcu = P.cpu.rcu
         if rcu is not None and rcu.pending > 0.0:  # RCU callbacks a softirq budget left here (forksim.rcu)
             setup += P.cpu.softirq_point()
-        child_mm = parent.mm
-        if k.copies_mm:
-            mm = parent.mm
-            if self.damon is not None:  # dup_mmap -> anon_vma_fork: the anon_vma root for write (kernel/damon.py)
-                yield from self.damon.anon_vma_write(P)
-            if self.slab.cost is not None:  # freelists emptied by remote frees (the call only where priced)
-                setup += self.slab.extra_us(P.cpu.id, mm.shape, self.costs)
-            if self.merge_stages and len(parent.threads) == 1 and mm.mmap_lock.holder is None:
-                chunk, head, cold = self._setup_dup_mmap(P, mm, setup, rec)
-                t1 = t0 + head
-                yield chunk
-                self._dup_mmap_done(P, mm, rec, t1, cold)
-                if self.on_stage is not None:
-                    self.on_stage(P, "copy_process_setup", t0, t1)
-                    self.on_stage(P, "dup_mmap", t1, env._now)
-            else:
-                yield from self._copy_process_setup(P, setup, rec, t0)
-                yield from self._dup_mmap(P, mm, rec)
-            child_mm = self.new_mm(mm.shape)
-            mm.users += 1
+        child_mm = (yield from self._copy_mm(parent, P, setup, rec, t0)) if k.copies_mm else parent.mm
         if not k.copies_mm and self.merge_stages and not self._clones_netns:
             # copy_process_setup and copy_process_tail as one chunk: the tail's locks at its own start
             head = P.interrupted(setup)
@@ -287,6 +268,29 @@ class Kernel:
                 yield ev
         rec.fork_ret = env._now  # the caller's clock reads after it (a preemption there is in fork())
         return child
+
+    def _copy_mm(self, parent: Process, P: "Task", setup: float, rec: "Creation", t0: float):
+        """copy_process_setup, then copy_mm -> dup_mm -> dup_mmap (one chunk where nobody else can take the
+        parent's mmap_lock: a single-threaded parent); returns the child's new mm."""
+        mm = parent.mm
+        if self.damon is not None:  # dup_mmap -> anon_vma_fork: the anon_vma root for write (kernel/damon.py)
+            yield from self.damon.anon_vma_write(P)
+        if self.slab.cost is not None:  # freelists emptied by remote frees (the call only where priced)
+            setup += self.slab.extra_us(P.cpu.id, mm.shape, self.costs)
+        if self.merge_stages and len(parent.threads) == 1 and mm.mmap_lock.holder is None:
+            chunk, head, cold = self._setup_dup_mmap(P, mm, setup, rec)
+            t1 = t0 + head
+            yield chunk
+            self._dup_mmap_done(P, mm, rec, t1, cold)
+            if self.on_stage is not None:
+                self.on_stage(P, "copy_process_setup", t0, t1)
+                self.on_stage(P, "dup_mmap", t1, self.env._now)
+        else:
+            yield from self._copy_process_setup(P, setup, rec, t0)
+            yield from self._dup_mmap(P, mm, rec)
+        child_mm = self.new_mm(mm.shape)
+        mm.users += 1
+        return child_mm
 
     def _left_behind(self, setup: float, parent: Process, P: "Task", kind: str, k: "Kind",
                      t0: float) -> tuple[float, float, float]:
