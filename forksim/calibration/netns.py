@@ -55,7 +55,7 @@ def measure(exe: str, cpu: int, reps: int = 900, log: Callable[[str], None] = la
         ti.stop()
         if r.returncode != 0:
             raise RuntimeError(f"clonebench {' '.join(argv[1:])}: {r.stderr.strip()[-200:] or r.returncode}")
-        raw = analyse((ti.dir / "trace").read_text(), ti.tsc_hz if ti.clock == "x86-tsc" else None, "clonebench")
+        raw = analyse(ti.text(), ti.tsc_hz if ti.clock == "x86-tsc" else None, "clonebench")
         raw["lost_events"] = ti.overruns()
     log(f"netns teardown: {len(raw['items'])} cleanup_net batches over {raw['exits']} namespaces")
     return raw
