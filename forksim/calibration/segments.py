@@ -47,6 +47,9 @@ TRACE_LINE = re.compile(
     r"(?P<ts>\d+(?:\.\d+)?):\s+(?P<event>\w+):\s?(?P<rest>.*)$"
 )
 _KV = re.compile(r"(\w+)=(\S+)")
+# sched_switch's fields as the kernel prints them (half of a placement trace's events: matched once, not as key=value
+# pairs); a line it does not match takes the pairs
+_SWITCH = re.compile(r"prev_pid=(\S+) prev_prio=\S+ prev_state=(\S+) ==> next_comm=.* next_pid=(\S+) next_prio=\S+$")
 
 
 @dataclass(slots=True)
@@ -78,6 +81,8 @@ def parse_trace(text: str, tsc_hz: float | None) -> list[Event]:
             f = {"id": parts[1]} if len(parts) > 1 else {}
             if name == "sys_exit" and "=" in parts:
                 f["ret"] = parts[-1]
+        elif name == "sched_switch" and (sw := _SWITCH.search(rest)) is not None:
+            f = {"prev_pid": sw[1], "prev_state": sw[2], "next_pid": sw[3]}
         elif name == "sched_switch":
             prev, _, nxt = rest.partition("==>")
             pf = dict(_KV.findall(prev))

@@ -214,7 +214,8 @@ class TraceInstance:
                 subprocess.run(["mount", "-t", "tracefs", "nodev", str(self.root)], check=True,
                                capture_output=True)
                 self.mounted_here = True
-        if self.dir.exists():  # a leftover of a killed run with our pid: reuse after clearing
+        leftover = self.dir.exists()
+        if leftover:  # a leftover of a killed run with our pid: reuse after clearing
             self._clear()
         else:
             self.dir.mkdir()
@@ -230,8 +231,9 @@ class TraceInstance:
             if ev.startswith("raw_syscalls/"):
                 self._write(f"events/{ev}/filter", _SYSCALL_FILTER)
             self._write(f"events/{ev}/enable", "1")
-        self._write("trace", "")  # clear the buffer (a leftover's); resets the overrun counters
-        self._overrun_base = 0
+        if leftover:  # empty its buffer (a new instance's is; the truncation waits for an RCU grace period)
+            self.text()
+        self._overrun_base = self._overrun_total()
         return self
 
     def __enter__(self) -> "TraceInstance":
