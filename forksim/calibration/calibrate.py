@@ -268,7 +268,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         profile = build_profile(store, plan, facts, ok, cpu, prov_extra)
         profile["host"] = host_d
         with _timed(took, "interruptions"):
-            profile["interruptions"] = measure_interruptions(b, sorted({cpu, other}), seconds=0.5 if smoke else 2.0)
+            profile["interruptions"] = measure_interruptions(b, sorted({cpu, other}), seconds=plan.interruption_s)
         _add_sections(profile, store, raw_copies, cpu, facts)
         profile["diagnostics"]["seconds_by_step"] = took
         from .copies import measured_p50

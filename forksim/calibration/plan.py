@@ -60,11 +60,13 @@ class Plan:
     busy_s: float = 2.0
     busy_warmup_s: float = 0.5
     busy_reps: int = 1
+    # the interruption probe's spin, seconds in all (interruptions.py: 4 windows over the CPUs)
+    interruption_s: float = 2.0
 
 
 PLANS = {
     "smoke": Plan("smoke", (0, 16 * MiB), (8 * MiB,), 1, (0,), (10, 300), (16 * MiB,), (0, 16 * MiB), (300,),
-                  60_000, 30, 40, 512, 3, 15, 3, layout_sizes=(16 * MiB,), layout_rounds=1),
+                  60_000, 30, 40, 512, 3, 15, 3, layout_sizes=(16 * MiB,), layout_rounds=1, interruption_s=0.5),
     # quick: 64 s on a 2-vCPU VM with 4 rounds and THP at 256 MiB and 1 GiB (2026-12-04 17:24, AMD zen4; 70 s on
     # 2026-12-03's AMD host, 81.8 s on a slower one, its 1 GiB rounds 1.7-2.6 s against 1.1-1.4; seconds_by_step in
     # the profile's diagnostics says where it goes): 3 rounds of 300 ms of fork round trips per size (a round's
@@ -72,12 +74,15 @@ PLANS = {
     # THP (2.1 s; refitting the 2026-12-02 03:21 quick raw file without it moved predict at 0-1 GiB by under 0.3%),
     # THP at 256 and 512 MiB (a first 1 GiB THP image took 1.9-2.4 s of system time and the next 0.1 s: the
     # host backs huge frames the guest reported free anew, 2026-12-04), one traced VMA count; the fitted terms
-    # are the full plan's
+    # are the full plan's. Since 2026-12-05 (the families' 100 ms gap and a second co-runner sweep, +1.6 s, put the
+    # command at 61 s) the busy loads run 0.8 s, not 1 (their shares still from thousands of forks: 4,136-5,253 a
+    # share in 1 s), and the interruption probe 1.5 s, not 2 (~1,800 gaps at this host's ~1,200/s, its tail
+    # quantiles up to p99.9 from a dozen or more)
     "quick": Plan("quick", (0, 16 * MiB, 256 * MiB, 1 * GiB), (64 * MiB,), 3, (0, 64 * MiB, 256 * MiB),
                   (10, 100, 1000, 10000), (256 * MiB, 512 * MiB), (0, 16 * MiB, 256 * MiB), (1000,),
                   300_000, 300, 400, 4096, 15, 50, 30, layout_sizes=(64 * MiB, 128 * MiB, 256 * MiB),
                   layout_held_out=(64 * MiB,), layout_rounds=2,
-                  busy_loads=((2, 1, 0), (2, 2, 0), (2, 4, 0)), busy_s=1.0, busy_warmup_s=0.3),
+                  busy_loads=((2, 1, 0), (2, 2, 0), (2, 4, 0)), busy_s=0.8, busy_warmup_s=0.3, interruption_s=1.5),
     "full": Plan("full", (0, 16 * MiB, 128 * MiB, 256 * MiB, 1 * GiB, 2 * GiB), (64 * MiB, 512 * MiB), 10,
                  (0, 64 * MiB, 256 * MiB, 1 * GiB), (10, 100, 1000, 3000, 10000), (64 * MiB, 256 * MiB, 1 * GiB, 2 * GiB),
                  (0, 16 * MiB, 128 * MiB, 256 * MiB, 1 * GiB, 2 * GiB), (1000, 10000),

@@ -81,8 +81,10 @@ REMOTE_LOCAL = "remote_local"  # the remote runs' pair: the same forkbench -R ca
 # the back-to-back and the longest sleep in every plan: it pins the cold extra's fixed part, which two sizes
 # alone leave free (the 2026-12-01 quick grids put 271 us and, on a busy box, 2 ms there: a cold fork of an
 # empty parent). The quick plan's cold exits (2 a size: the second fork follows the first cold exit) took 9 s with 3
-# and the plan 65.0 s (2026-12-03 06:54): 2 exits, the co-runner's sweep 4 times (not 6) and the unpinned forks 4 (not
-# 8; compared, never fitted) keep it near a minute. Since 2026-12-03 15:10 the quick plan's other sizes and its exits
+# and the plan 65.0 s (2026-12-03 06:54): 2 exits and the unpinned forks 4 (not 8; compared, never fitted) keep it
+# near a minute. The co-runner sweeps (the footprint scale) ran 4 times at 2 LLCs until 2026-12-05: one estimate,
+# 2.75 GB in the 07:40 quick calibration against the full plan's median of 11, 80 MB (10-364), and the validation's
+# fork after 2 LLCs of other work 59% under; now 6 times at half an LLC and at 2 (each sweep ~20 ms with its fork). Since 2026-12-03 15:10 the quick plan's other sizes and its exits
 # sleep 300 ms, not 1 s (QUICK_OTHER_SLEEP: 9 s of the 80 s plan): the first size's curve still reaches 1 s, and the
 # fit divides their extra by the curve's coldness at 300 ms (the Intel host's images were 0.78-0.92 as cold there
 # as after 3 s, so at worst a sixth of their fully cold extra is missed).
@@ -94,7 +96,7 @@ GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple
                        tuple[tuple[int, int], ...], tuple[tuple[int, int], ...], tuple[tuple[int, int], ...], int]] = {
     "smoke": ((16 * MiB,), ((0, 8), (10 * _MS, 4), (100 * _MS, 3)), ((2.0, 3),), 6, (), (), ((100 * _MS, 3),), 4),
     "quick": ((64 * MiB, 256 * MiB, 0), ((0, 20), (1 * _MS, 12), (10 * _MS, 8), (100 * _MS, 10), (1000 * _MS, 4)),
-              ((2.0, 4),), 0, (),
+              ((0.5, 6), (2.0, 6)), 0, (),
               ((100 * _MS, 4),), ((300 * _MS, 2),), 20),
     "full": ((16 * MiB, 64 * MiB, 256 * MiB, 0),
              ((0, 60), (1 * _MS, 40), (3 * _MS, 30), (10 * _MS, 25), (30 * _MS, 15), (100 * _MS, 10), (1000 * _MS, 4)),
