@@ -804,13 +804,15 @@ def test_fit_recovers_the_exits_cold_terms_and_the_residual():
 
 
 def test_a_sizes_gaps_run_interleaved_with_each_gaps_reps():
-    """The sleeps and spins of a size are one forkbench cold -G run: passes enough for the rarest gap, each gap repeated
-    in a pass as often as its reps ask (so the back-to-back reference is measured beside the cold forks)."""
-    from forksim.calibration.warmth import _interleaved
+    """The sleeps, spins and co-runner sweeps of a size are one forkbench cold -G run: passes enough for the rarest gap,
+    each gap repeated in a pass as often as its reps ask (so the back-to-back reference is measured beside the cold
+    forks)."""
+    from forksim.calibration.warmth import SLEEP, SPIN, WORK, _interleaved
 
-    passes, items = _interleaved([(0, 20, False), (1000, 12, False), (1_000_000, 4, False), (10_000, 8, True)], 1)
-    assert passes == 4 and items == ["0"] * 5 + ["1000"] * 3 + ["1000000"] + ["S10000"] * 2
-    passes, items = _interleaved([(0, 60, False), (1_000_000, 4, False)], 3)
+    passes, items = _interleaved([(0, 20, SLEEP), (1000, 12, SLEEP), (1_000_000, 4, SLEEP), (10_000, 8, SPIN),
+                                  (16 * MiB, 6, WORK)], 1)
+    assert passes == 4 and items == ["0"] * 5 + ["1000"] * 3 + ["1000000"] + ["S10000"] * 2 + [f"W{16 * MiB}"] * 2
+    passes, items = _interleaved([(0, 60, SLEEP), (1_000_000, 4, SLEEP)], 3)
     assert passes == 2 and items == ["0"] * 10 + ["1000000"]  # 2 passes a round, 3 rounds: 60 and 6 forks
 
 

@@ -60,7 +60,9 @@ _MS = 1000  # us
 
 REMOTE_LOCAL = "remote_local"  # the remote runs' pair: the same forkbench -R call, the child's pin its parent's CPU
 
-# A size's sleeps and spins run interleaved in one process (forkbench cold -G, _interleaved), each gap after two
+# A size's sleeps, spins and co-runner sweeps run interleaved in one process (forkbench cold -G, _interleaved; the
+# sweeps since 2026-12-05: run apart, the 09:27 quick grid's 64 MiB forks after 16 and 64 MiB of other work came out
+# at 961 and 931 us against the grid's own back to back 954, a difference of processes), each gap after two
 # back-to-back forks: run one after another, the back-to-back reference and the cold runs were minutes apart, and this
 # host drifts by +-25% in minutes (the 2026-12-03 12:00 AMD full grid: the 64 MiB back-to-back fork 1,506 us, its
 # remote_local pair 1,088 us, so extras of +200 us read as noise; interleaved, the same gaps one after another in a
@@ -106,6 +108,9 @@ GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple
 
 
 _ROUNDS = {"smoke": 1, "quick": 1, "full": 3}
+# the gaps of forkbench cold -G (the store's cond of their runs), and each one's prefix in its list
+SLEEP, SPIN, WORK = "sleep", "spin", "work"
+_ITEM_PREFIX = {SLEEP: "", SPIN: "S", WORK: "W"}
 # the quick plan's longest sleep of the sizes after the first, (sleep us, reps): see GRIDS
 QUICK_OTHER_SLEEP = (300 * _MS, 4)
 
@@ -147,18 +152,16 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
         this: list[tuple[str, Callable[[], None]]] = []
         per = f" (round {rnd + 1}/{rounds})" if rounds > 1 else ""
         for rss in sizes:
-            gaps = [(gap, reps, False) for gap, reps in sleeps_of(rss)] + [(gap, reps, True) for gap, reps in spins]
+            gaps = ([(gap, reps, SLEEP) for gap, reps in sleeps_of(rss)] + [(gap, reps, SPIN) for gap, reps in spins]
+                    + [(int(mult * llc), reps, WORK) for mult, reps in ([] if short(rss) else works)])
             passes, items = _interleaved(gaps, rounds)
-            said = ", ".join(f"{gap / _MS:g} ms {'spinning' if spin else 'asleep'}" for gap, _, spin in gaps)
+            said = ", ".join(f"{gap // MiB} MiB of other work" if how == WORK else
+                             f"{gap / _MS:g} ms {'spinning' if how == SPIN else 'asleep'}" for gap, _, how in gaps)
             this.append((f"cold forks {rss // MiB}MiB after {said}, interleaved{per}",
                          _gaps_job(fb, store, cpu, llc, rss, passes, items)))
             for gap, reps in exits:
                 this.append((f"cold exit {rss // MiB}MiB after the child slept {gap / _MS:g} ms{per}",
                              job(rss, "exit", gap, -(-reps // rounds), ["-E", str(gap)], cpu)))
-            for mult, reps in ([] if short(rss) else works):
-                w = int(mult * llc)
-                this.append((f"cold fork {rss // MiB}MiB after {w // MiB} MiB of other work{per}",
-                             job(rss, "work", float(w), -(-reps // rounds), ["-W", str(w)], cpu)))
             if other != cpu and not short(rss) and mig_reps:
                 this.append((f"cold fork {rss // MiB}MiB after a move to another CPU{per}",
                              job(rss, "migrate", 0.0, -(-mig_reps // rounds), ["-M"], min(cpu, other))))
@@ -179,8 +182,8 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
 
 
 def _gaps_job(fb: str, store: Store, cpu: int, llc: int, rss: int, passes: int, items: list[str]) -> Callable[[], None]:
-    """The sleeps and spins of one size in one process, interleaved (forkbench cold -G): stored as one run per gap, as
-    separate runs were, so the fit reads them alike."""
+    """The sleeps, spins and co-runner sweeps of one size in one process, interleaved (forkbench cold -G): stored as
+    one run per gap, as separate runs were, so the fit reads them alike."""
     def run() -> None:
         argv = [fb, "cold", "-r", str(rss), "-n", str(passes), "-w", "3", "-c", str(cpu), "-G", ",".join(items)]
         got: dict[str, Any] = {}
@@ -190,7 +193,8 @@ def _gaps_job(fb: str, store: Store, cpu: int, llc: int, rss: int, passes: int, 
         shape, samples = ran
         by: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for x in samples:
-            by.setdefault(("spin" if x.get("spin") else "sleep", int(x["x_us"])), []).append(x)
+            key = (WORK, int(x["work"])) if x.get("work") else (SPIN if x.get("spin") else SLEEP, int(x["x_us"]))
+            by.setdefault(key, []).append(x)
         for (cond, x), part in sorted(by.items()):
             _add_cold(store, {"rss": rss, "cond": cond, "x": x, "llc_bytes": llc}, shape, part, got)
 
@@ -218,14 +222,14 @@ def _run_or_refused(argv: list[str], on_ready: Callable[..., Any] | None,
     return shape, samples
 
 
-def _interleaved(gaps: list[tuple[int, int, bool]], rounds: int) -> tuple[int, list[str]]:
-    """forkbench cold -G's passes and gap list for (gap us, reps, spin) asked over `rounds`: as many passes as the
-    rarest gap needs (the longest sleep: each costs its own length), each gap repeated in a pass as often as its
-    reps need over those passes."""
+def _interleaved(gaps: list[tuple[int, int, str]], rounds: int) -> tuple[int, list[str]]:
+    """forkbench cold -G's passes and gap list for (gap, reps, SLEEP / SPIN / WORK) asked over `rounds` (a gap in us,
+    a WORK's in bytes swept): as many passes as the rarest gap needs (the longest sleep: each costs its own length),
+    each gap repeated in a pass as often as its reps need over those passes."""
     passes = max(1, -(-min(reps for _, reps, _ in gaps) // rounds))
     items: list[str] = []
-    for gap, reps, spin in gaps:
-        items += [f"{'S' if spin else ''}{gap}"] * max(1, -(-reps // (rounds * passes)))
+    for gap, reps, how in gaps:
+        items += [f"{_ITEM_PREFIX[how]}{gap}"] * max(1, -(-reps // (rounds * passes)))
     return passes, items
 
 

@@ -33,11 +33,12 @@
  *            (one write per 64-byte line) while the parent blocks on a pipe, -M the parent moves to
  *            the other CPU of a pair (sched_setaffinity) just before each fork; gap_ns = the gap
  *            -G LIST  the gaps interleaved in one process: LIST is comma-separated microseconds, each a sleep, or a
- *            spin with an S prefix (e.g. 0,1000,100000,S10000); -n passes, each over the list in a fresh random
+ *            spin with an S prefix, or with a W prefix bytes of other work, -W's sweep of that many bytes (e.g.
+ *            0,1000,100000,S10000,W16777216); -n passes, each over the list in a fresh random
  *            order (fixed seed), so that the host's drift, +-25% within minutes on this machine kind, hits every
  *            gap alike; before each gap two unrecorded back-to-back forks walk the image, so each gap starts from
  *            a warm image whatever gap came before (one cold walk leaves a share of its coldness); each sample
- *            carries its gap's "x_us" and "spin"; -s and -S are ignored
+ *            carries its gap's "x_us" and "spin" (a W item's: its bytes as "work", "x_us" 0); -s and -S are ignored
  *   lines    the caches as a back-to-back fork's walk sees them: for footprints of 256 KiB .. -r bytes
  *            (steps of sqrt(2)), passes over a private buffer of that size incrementing one
  *            word per 64-byte line in address order (what copy_page_range does to the struct pages and
@@ -331,10 +332,11 @@ static void reap(pid_t pid)
         ;
 }
 
-/* cold -G: the gap list (microseconds; spin[i] set for an S prefix) */
+/* cold -G: the gap list (microseconds; spin[i] set for an S prefix; work[i] the bytes of a W item) */
 #define MAX_GAPS 64
 static long gap_us[MAX_GAPS];
 static int gap_spin[MAX_GAPS];
+static size_t gap_work[MAX_GAPS];
 static int n_gaps;
 
 static void parse_gaps(const char *list)
@@ -344,7 +346,10 @@ static void parse_gaps(const char *list)
         if (n_gaps == MAX_GAPS)
             refuse("-G: too many gaps");
         gap_spin[n_gaps] = *tok == 'S';
-        gap_us[n_gaps] = atol(tok + gap_spin[n_gaps]);
+        if (*tok == 'W')
+            gap_work[n_gaps] = strtoull(tok + 1, NULL, 0);
+        else
+            gap_us[n_gaps] = atol(tok + gap_spin[n_gaps]);
         n_gaps++;
     }
     free(copy);
@@ -379,9 +384,9 @@ static void start_worker(size_t bytes)
         die("worker");
 }
 
-static void other_work(void)
+static void other_work(size_t bytes)
 {
-    if (lab_sweep())
+    if (lab_sweep_bytes(bytes))
         die("worker");
 }
 
@@ -478,8 +483,12 @@ int main(int argc, char **argv)
         lines_curve(rss ? rss : 64ul << 20, reps > 0 ? reps : 1);
         return 0;
     }
-    if (!strcmp(mode, "cold") && work_bytes)
-        start_worker(work_bytes);
+    size_t most_work = work_bytes; /* the sweeper's buffer: -W's, or the largest W item of -G */
+    for (int j = 0; j < n_gaps; j++)
+        if (gap_work[j] > most_work)
+            most_work = gap_work[j];
+    if (!strcmp(mode, "cold") && most_work)
+        start_worker(most_work);
     if (!strcmp(mode, "cow") && rss < pages * PAGE)
         rss = pages * PAGE;
     if (!strcmp(mode, "fault"))
@@ -514,6 +523,7 @@ int main(int argc, char **argv)
         reps *= n_gaps;
     }
     int item = -1; /* the gap of this fork, in order */
+    size_t sweep_bytes = work_bytes; /* -W's, or this gap's W item */
 
     for (long i = -warm; i < reps; i++) {
         int64_t t0, t1, t2, c0, c1;
@@ -524,6 +534,7 @@ int main(int argc, char **argv)
                 item = order[i];
                 sleep_us = gap_spin[item] ? 0 : gap_us[item];
                 spin_us = gap_spin[item] ? gap_us[item] : 0;
+                sweep_bytes = gap_work[item];
                 fork_and_reap();
                 fork_and_reap();
             }
@@ -535,8 +546,8 @@ int main(int argc, char **argv)
             }
             if (spin_us)
                 busy_wait_us(spin_us);
-            if (work_bytes)
-                other_work();
+            if (sweep_bytes)
+                other_work(sweep_bytes);
             if (migrate) /* a toggle, not the parity of i: from a negative i (an odd warm-up count) that
                             * read -1, "no pin", and the parent never moved */
                 pin(cpu = cpu == home ? home + 1 : home);
@@ -575,7 +586,8 @@ int main(int argc, char **argv)
                        mode, i, (long)(t1 - t0), (long)(c1 - c0), (long)(t2 - t0), (long)(sh->child_start - t0),
                        (long)(t2 - sh->child_exit), (long)gap, sched_getcpu());
                 if (item >= 0) /* cold -G: the gap this fork followed */
-                    printf(", \"x_us\": %ld, \"spin\": %d", gap_us[item], gap_spin[item]);
+                    printf(", \"x_us\": %ld, \"spin\": %d, \"work\": %zu", gap_us[item], gap_spin[item],
+                           gap_work[item]);
                 printf("}\n");
             }
         } else if (!strcmp(mode, "vfork")) {

@@ -53,8 +53,9 @@ static inline int pin_cpu(int cpu)
 
 /* Other work on the caller's CPU: lab_start_sweeper forks a process now (so it shares none of an image
  * made later; it inherits the caller's pinning) that owns `bytes` of anonymous 4 KiB pages, touched
- * once; each lab_sweep() has it write one byte per 64-byte line of them and returns when it is done.
- * Both return 0, or -1 when a pipe, the fork or the handshake fails. */
+ * once; each lab_sweep() has it write one byte per 64-byte line of them, lab_sweep_bytes(n) of their
+ * first n bytes, and returns when it is done. All return 0, or -1 when a pipe, the fork or the
+ * handshake fails. */
 static int lab_sweep_go = -1, lab_sweep_done = -1;
 
 static inline int lab_start_sweeper(size_t bytes)
@@ -75,9 +76,10 @@ static inline int lab_start_sweeper(size_t bytes)
         madvise(buf, bytes, MADV_NOHUGEPAGE);
         for (size_t off = 0; off < bytes; off += 4096)
             buf[off] = 1;
-        char c;
-        while (read(a[0], &c, 1) == 1) {
-            for (size_t off = 0; off < bytes; off += 64)
+        size_t n;
+        char c = 1;
+        while (read(a[0], &n, sizeof n) == sizeof n) { /* a pipe write this small is atomic */
+            for (size_t off = 0; off < n && off < bytes; off += 64)
                 buf[off] += 1;
             if (write(b[1], &c, 1) != 1)
                 _exit(3);
@@ -91,15 +93,20 @@ static inline int lab_start_sweeper(size_t bytes)
     return 0;
 }
 
-static inline int lab_sweep(void)
+static inline int lab_sweep_bytes(size_t n)
 {
-    char c = 1;
-    if (write(lab_sweep_go, &c, 1) != 1)
+    char c;
+    if (write(lab_sweep_go, &n, sizeof n) != sizeof n)
         return -1;
     while (read(lab_sweep_done, &c, 1) != 1)
         if (errno != EINTR)
             return -1;
     return 0;
+}
+
+static inline int lab_sweep(void)
+{
+    return lab_sweep_bytes((size_t)-1);
 }
 
 #endif
