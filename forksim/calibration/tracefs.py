@@ -202,7 +202,7 @@ class TraceInstance:
         self._unregister: Callable[[], None] | None = None
         self._open = False
         self._created = False
-        self._lost_before = 0  # events lost before the last clear_buffer (overrun counters only grow: see _drain)
+        self._lost_before = 0  # events lost before the last clear_buffer (overrun counters only grow: see text())
         self._overrun_base = 0  # ... and the counters' total at that clear
         self.aux: "TraceInstance | None" = None  # a companion instance (calibrate's idle-CPU tracker)
 

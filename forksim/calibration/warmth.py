@@ -86,10 +86,11 @@ REMOTE_LOCAL = "remote_local"  # the remote runs' pair: the same forkbench -R ca
 # and the plan 65.0 s (2026-12-03 06:54): 2 exits and the unpinned forks 4 (not 8; compared, never fitted) keep it
 # near a minute. The co-runner sweeps (the footprint scale) ran 4 times at 2 LLCs until 2026-12-05: one estimate,
 # 2.75 GB in the 07:40 quick calibration against the full plan's median of 11, 80 MB (10-364), and the validation's
-# fork after 2 LLCs of other work 59% under; now 6 times at half an LLC and at 2 (each sweep ~20 ms with its fork). Since 2026-12-03 15:10 the quick plan's other sizes and its exits
-# sleep 300 ms, not 1 s (QUICK_OTHER_SLEEP: 9 s of the 80 s plan): the first size's curve still reaches 1 s, and the
-# fit divides their extra by the curve's coldness at 300 ms (the Intel host's images were 0.78-0.92 as cold there
-# as after 3 s, so at worst a sixth of their fully cold extra is missed).
+# fork after 2 LLCs of other work 59% under; now 6 times at half an LLC and at 2 (a few ms each with its two walks).
+# Since 2026-12-03 15:10 the quick plan's other sizes and its exits sleep 300 ms, not 1 s (QUICK_OTHER_SLEEP: 9 s of
+# the 80 s plan): the first size's curve still reaches 1 s, and the fit divides their extra by the curve's coldness
+# at 300 ms (the Intel host's images were 0.78-0.92 as cold there as after 3 s, so at worst a sixth of their fully
+# cold extra is missed).
 # Last, remote reps: forks whose children exit on the other CPU, at every size, beside as many whose children exit
 # on the parent's (forkbench -R: Warmth.remote). With those terms a move of the parent is priced by them (forkbench
 # -M measured +280 us at 64 MiB against -R's +240 us, 2026-12-03), so the quick plan leaves the moves out; the full
