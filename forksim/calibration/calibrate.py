@@ -80,7 +80,7 @@ def _loadavg() -> float:
         return 0.0
 
 
-def _idlest_cpu(allowed: list[int], window_s: float = 0.3) -> int:
+def _idlest_cpu(allowed: list[int], window_s: float = 0.1) -> int:
     """The allowed CPU with the most idle time over a short window (others share this machine)."""
 
     def idle() -> dict[int, int]:

@@ -159,13 +159,17 @@ class _Jobs:
         3. VMA counts (THP on: thp())."""
         plan, jobs, rng = self.plan, [], random.Random(20240611)
         sizes = list(plan.sizes) + list(plan.held_out) + list(plan.optional_sizes)
+        gib_rounds = plan.gib_rounds or plan.rounds
         for rnd in range(plan.rounds):
             order = sizes[:]
             rng.shuffle(order)
             # the images' layout read in the rounds of the layout A/B (what the fits use)
             read = rnd in self.layout_rounds()
             this = [(f"fork {_label({'rss': rss})} pinned (round {rnd + 1}/{plan.rounds})",
-                     self.fork(FORK_MODE, rss=rss, rnd=rnd, layout=read and rss >= 16 * MiB)) for rss in order]
+                     self.fork(FORK_MODE, rss=rss, rnd=rnd, layout=read and rss >= 16 * MiB,
+                               reps=_reps(rss, 0, plan.budget_us * plan.rounds / gib_rounds, 5, 400)
+                               if rss >= GiB else None))
+                    for rss in order if rss < GiB or rnd < gib_rounds]
             # the scattered images after the round's in-order ones, before them in every other layout round
             scattered = self.scattered(rnd)
             before = plan.layout_rounds and (rnd * plan.layout_rounds // plan.rounds) % 2 == 1
