@@ -31,7 +31,8 @@ class CPU:
         "machine", "id", "rq", "current", "min_vruntime", "_token", "_busy_since", "busy_us",
         "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load", "delayed", "idle_since",
         "awake_since", "_halted",
-        "_next_irq", "rcu", "ksoftirqd", "members", "updated", "env", "params", "_begin_cb", "_chunk_done_cb",
+        "_next_irq", "rcu", "ksoftirqd", "members", "members_top", "members_sorted", "updated", "env", "params",
+        "_begin_cb", "_chunk_done_cb",
     )
 
     def __init__(self, machine: "Machine", cpu_id: int):
@@ -66,6 +67,10 @@ class CPU:
         self.delayed: list[Task] = []  # DELAY_DEQUEUE sleepers still queued here (EEVDF)
         # the live tasks whose PELT averages count in this CPU's (Task.home), where a balancer keeps them
         self.members: dict[Task, None] = {}
+        # whether `members` is in pid order (the order cpu_stats sums in: new tasks join last with the highest pid,
+        # so it mostly is, and no sort is needed per read), and the highest pid that joined since it was last sorted
+        self.members_sorted = True
+        self.members_top = -1
         # when the kernel last stored the running task's vruntime (update_curr) other than at a tick: its pick,
         # an enqueue here, a wake-up check (stored_vruntime)
         self.updated = 0.0
@@ -97,6 +102,10 @@ class CPU:
                 del home.members[task]
             task.home = self
             self.members[task] = None
+            if task.pid > self.members_top:  # still in pid order (see __init__)
+                self.members_top = task.pid
+            else:
+                self.members_sorted = False
         seq = self._seq = self._seq + 1
         heappush(self.rq, (task.vruntime, seq, task))
         m._queued.add(self.id)
@@ -447,6 +456,10 @@ class CPU:
                 del home.members[task]
             task.home = self
             self.members[task] = None
+            if task.pid > self.members_top:  # still in pid order (see __init__)
+                self.members_top = task.pid
+            else:
+                self.members_sorted = False
         self.current = task
         self.load += 1
         m._idle.discard(self.id)  # (its id stays in Machine._idle_heap until first_idle drops it)

@@ -115,7 +115,10 @@ def cpu_stats(cpu: "CPU", now: float) -> tuple[float, float, float]:
     placement reads every CPU's at a fork when none is idle.)"""
     load = util = runnable = 0.0
     members = cpu.members
-    for t in sorted(members, key=_PID) if len(members) > 1 else members:  # _members(cpu)
+    if not cpu.members_sorted:  # a task joined out of pid order: the dict rebuilt in _members(cpu)'s order, once
+        members = cpu.members = dict.fromkeys(sorted(members, key=_PID))
+        cpu.members_sorted = True
+    for t in members:  # in pid order (_members(cpu))
         dt = now - t.load_t
         d = _exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0
         if t.state in ("running", "runnable"):
@@ -125,8 +128,9 @@ def cpu_stats(cpu: "CPU", now: float) -> tuple[float, float, float]:
         else:
             load += t.load_avg * d
             runnable += t.runnable_avg * d
-        dt = now - t.util_t
-        d = _exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0
+        if t.util_t != t.load_t:  # else the same decay as the load's (a new task that has not run yet)
+            dt = now - t.util_t
+            d = _exp(_NEG_LN2 * dt / PELT_HALFLIFE_US) if dt > 0.0 else 1.0
         c = t.cpu
         running = c is not None and c.current is t and not c.in_transit
         util += t.util_avg * d + (1024.0 * (1.0 - d) if running else 0.0)

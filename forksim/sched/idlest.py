@@ -67,29 +67,28 @@ def find_dst_cpu(machine: "Machine", home: "CPU", params: "BalanceParams", seen:
     kernel's case decides. `seen`: where to leave each CPU's PELT (load, util) as read here, by CPU id."""
     now = machine.env._now
     pct = params.imbalance_pct
-    stats = {}
-    for c in machine.cpus:
+    home_stat = idlest = idlest_stat = None
+    for c in machine.cpus:  # each CPU's (group type, PELT load), and the idlest other one (one pass)
         load, util, runnable = cpu_stats(c, now)
         # nr_queued(machine, c), written out (a call per CPU at every such fork)
         queued = len(c.rq) + (1 if c.current is not None else (1 if c.waking else 0)) + len(c.delayed)
-        stats[c.id] = (group_type(queued, util, runnable, pct), load)
+        stat = (group_type(queued, util, runnable, pct), load)
         if seen is not None:
             seen[c.id] = (load, util)
-    idlest = None
-    for c in machine.cpus:  # update_pick_idlest: lowest type, then lowest load; the first on ties
         if c is home:
-            continue
-        if idlest is None or stats[c.id] < stats[idlest.id]:
-            idlest = c
+            home_stat = stat
+        elif idlest is None or stat < idlest_stat:  # update_pick_idlest: lowest type, then lowest load; first on ties
+            idlest, idlest_stat = c, stat
     if idlest is None:
         return home
-    v = verdict(stats[home.id], stats[idlest.id], params.imbalance_pct)
+    v = verdict(home_stat, idlest_stat, pct)
     shares = params.fork_local_no_idle
     if shares is not None:
         # NO_IDLE_KEYS.index(no_idle_key(v, _runnable(home) - _runnable(idlest))), written out
         difference = len(home.rq) + (1 if home.current is not None else (1 if home.waking else 0)) - (
             len(idlest.rq) + (1 if idlest.current is not None else (1 if idlest.waking else 0)))
-        share = shares[_CASE_AT[v] + min(max(difference, 0), 2)]
+        # min(max(difference, 0), 2), written out (two builtins' calls cost more)
+        share = shares[_CASE_AT[v] + (0 if difference < 0 else (difference if difference < 2 else 2))]
         return home if params.uniform() < share else idlest
     return home if v in KEEPS else idlest
 
