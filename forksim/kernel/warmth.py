@@ -102,8 +102,13 @@ class WarmthTracker:
         # the curve's figures every walk reads, as plain attributes (a pydantic model's cost three times as much)
         c = curve
         self._tau, self._beta = (c.tau_us, c.beta) if c is not None else (1.0, 1.0)
-        self._footprint, self._migration = (c.footprint_bytes, c.migration) if c is not None else (1.0, 0.0)
         self._remote = c is not None and bool(c.remote)  # the curve prices lines another CPU wrote (Warmth.remote)
+        # `migration` is the image walks' price of a move for a profile without remote terms (calibration fits it
+        # for those alone, from forks whose parent moved); with remote terms nothing pays it: the image walks price
+        # the other CPU's lines, and a family's own moves were never measured (the unpinned vfork loop's fork() p50
+        # measured 16.5 us, as pinned; a migration share of 0.157 put it at 27.2, 2026-12-05)
+        self._footprint = c.footprint_bytes if c is not None else 1.0
+        self._migration = c.migration if c is not None and not self._remote else 0.0
         self.cpu_bytes = [0.0] * ncpu  # bytes of image walks done on each CPU so far
         # each image shape's terms (ColdTerms.extra_us is four Python calls for a figure fixed by the shape), keyed
         # by the shape's identity (a process keeps one shape object; the shape is kept in the entry so its id is
@@ -149,12 +154,8 @@ class WarmthTracker:
         if mm.created_at is None:  # nothing of its creation path is in the caches
             share = 1.0
         else:
-            if mm.created_cpu != cpu:  # another CPU's private caches held it
-                # `migration` is the image walks' price of a move for a profile without remote terms (calibration
-                # fits it for those alone, from forks whose parent moved); with remote terms it is not used, here
-                # either: a family's own moves were never measured (the unpinned vfork loop's fork() p50 measured
-                # 16.5 us, as pinned; a migration share of 0.157 put it at 27.2, 2026-12-05)
-                evicted = 0.0 if self._remote else self._migration
+            if mm.created_cpu != cpu:  # another CPU's private caches held it (0 with remote terms: see __init__)
+                evicted = self._migration
             else:
                 evicted = 1.0 - math.exp(-max(0.0, self.cpu_bytes[cpu] - mm.created_mark) / self._footprint)
             share = cold.coldness(max(0.0, now - mm.created_at), evicted)
@@ -187,7 +188,7 @@ class WarmthTracker:
             if mm.walked_cpu == cpu:
                 gone = self.cpu_bytes[cpu] - mm.walked_mark
                 warm *= _exp(-(gone if gone > 0.0 else 0.0) / self._footprint)
-            elif not self._remote:
+            else:  # a move (0 with remote terms: see __init__)
                 warm *= 1.0 - self._migration
             coldness = 1.0 - warm
         terms = self._last
