@@ -105,12 +105,19 @@ class HostFingerprint(BaseModel):
         return ", ".join(parts)
 
     def slug(self) -> str:
-        """A file and profile name for this kind of host: 'amd-epyc-2cpu-linux6.18-kvm'."""
+        """A file and profile name for this kind of host, from the facts MATCHING_RULE compares (two hosts that do not
+        match get two names, so that calibrating on one never overwrites the other's stored profile):
+        'amd-epyc-family25-model17-2cpu-linux6.18-kvm-haltpoll', 'amd-epyc-2cpu-linux6.18-kvm' where the host
+        does not say its family or idles its CPUs without a driver."""
         model = re.sub(r"\((r|tm)\)|cpu|processor|@.*$", "", (self.cpu_model or "unknown").lower())
-        model = re.sub(r"[^a-z0-9]+", "-", model).strip("-") or "unknown"
-        parts = [model, f"{self.cpus or 0}cpu", f"linux{self.kernel_series or 'x'}"]
+        parts = [re.sub(r"[^a-z0-9]+", "-", model).strip("-") or "unknown"]
+        if self.cpu_family is not None and self.cpu_model_number is not None:
+            parts.append(f"family{self.cpu_family}-model{self.cpu_model_number}")
+        parts += [f"{self.cpus or 0}cpu", f"linux{self.kernel_series or 'x'}"]
         if self.hypervisor and self.hypervisor != "none":
             parts.append(re.sub(r"[^a-z0-9]+", "", self.hypervisor.lower()))
+        if self.cpuidle_driver and self.cpuidle_driver != "none":
+            parts.append(re.sub(r"[^a-z0-9]+", "", self.cpuidle_driver.lower()))
         return "-".join(parts)
 
 

@@ -359,7 +359,7 @@ def stored_profiles() -> dict[str, Path]:
 def profile_path(name_or_path: str) -> Path:
     """A shipped profile's name, `auto` (forksim.store.auto_profile: this host's stored profile, else the
     shipped one measured on this kind of host, else `default`), a stored
-    profile's name (its host, e.g. amd-epyc-2cpu-linux6.18-kvm), or a file."""
+    profile's name (its host, e.g. intel-xeon-family6-model207-2cpu-linux6.18-kvm), or a file."""
     if name_or_path == "auto":
         from .store import auto_profile
 

@@ -59,6 +59,11 @@ def test_matching_needs_vendor_model_kernel_series_cpus_and_hypervisor():
     assert "family 25 model 1" in milan.describe() and "cpuidle none" in milan.describe()
     assert differences(a, a.model_copy(update={"cpus": 4})) == ["cpus: 2 -> 4"]
     assert a.slug() == "amd-epyc-2cpu-linux6.18-kvm"
+    # two hosts that do not match never share a stored profile's file (the 12-05 Intel host, family 6 model 207,
+    # would have overwritten the model 167 one's)
+    assert milan.slug() == "amd-epyc-family25-model1-2cpu-linux6.18-kvm"
+    assert milan.model_copy(update={"cpu_model_number": 17, "cpuidle_driver": "haltpoll"}).slug() == \
+        "amd-epyc-family25-model17-2cpu-linux6.18-kvm-haltpoll"
     assert INTEL.slug() == "intel-xeon-platinum-8375c-2cpu-linux6.18-kvm"
 
 
