@@ -1261,10 +1261,10 @@ def test_a_noisy_pair_of_gaps_does_not_put_the_family_cold_at_back_to_back_gaps(
 
 
 def test_one_stalled_exit_does_not_make_a_walk_leave_the_image_cold():
-    """The residual share is the median of the pairs' ratios: one exit that stalled (+1,541 us where the image's fully
-    cold exit costs +351, 256 MiB on 2026-12-05) among pairs at ~0.1 leaves it there, where least squares through the
-    origin put it at 1.25 (clipped to 1: a walk that leaves the image as cold as it found it)."""
-    from forksim.calibration.warmth import _fit_exit
+    """The residual share is the weighted median of the pairs' ratios: one exit that stalled (+1,541 us where the
+    image's fully cold exit costs +351, 256 MiB on 2026-12-05) among pairs at ~0.1 leaves it there, where least
+    squares through the origin put it at 1.25 (clipped to 1: a walk that leaves the image as cold as it found it)."""
+    from forksim.calibration.warmth import _fit_exit, _fit_residual
 
     fork_full, exit_full, tau = 420.0, 351.0, 30_000.0
     table = []
@@ -1273,9 +1273,34 @@ def test_one_stalled_exit_does_not_make_a_walk_leave_the_image_cold():
                       "exit_p50_us": 3500.0 + exit_extra})
     table.append({"rss_bytes": 256 * MiB, "cond": "exit", "x": 1_000_000, "gap_p50_us": 0.0, "ptes": 65561,
                   "exit_p50_us": 3500.0 + exit_full, "fork_after_exit_p50_us": 3300.0 + 0.12 * fork_full})
-    terms, residual, _ = _fit_exit(table, {256 * MiB: 3300.0}, {256 * MiB: fork_full},
-                                   lambda gap: 1 - math.exp(-gap / tau))
-    assert residual == [[65561.0, pytest.approx(0.12, abs=0.04)]]
+    warm = {256 * MiB: 3300.0}
+    _, pairs, points = _fit_exit(table, warm, {256 * MiB: fork_full}, lambda gap: 1 - math.exp(-gap / tau))
+    assert _fit_residual(table, warm, pairs, points) == [[65561.0, pytest.approx(0.12, abs=0.04)]]
+
+
+def test_the_fork_after_each_cold_fork_sets_the_residual_where_the_exits_cooling_is_noise():
+    """An exit whose whole cold extra is within its noise (+66 us on 745, 64 MiB, the 2026-12-05 Intel host) gives
+    exit pairs whose ratios say a walk leaves the image as cold as it found it (median 1.36, clipped to 1: every
+    back-to-back fork fully cold). The grid's fork right after each cold fork, whose walk and child's exit each
+    left r, pays r^2 of the cold fork's extra: those pairs, with 2-3x the signal, set r."""
+    r, tau, warm, fork_full = 0.3, 12_000.0, 550.0, 170.0
+    store = Store()
+    for gap in (0, 10_000, 100_000, 1_000_000):
+        c = 1 - math.exp(-gap / tau)
+        run = _run(64 * MiB, "sleep", gap, warm + c * fork_full, 16410, gap,
+                   exit_us=745.0 + (0.0 if gap == 0 else 100.0))  # the exits after cold forks: +100 us of noise
+        for x in run["samples"]:
+            x["next_cpu_ns"] = (warm + r * r * c * fork_full) * 1e3
+        store.runs.append(run)
+    exit_run = _run(64 * MiB, "exit", 1_000_000, warm + r * fork_full, 16410, 0.0, exit_us=745.0 + 66.0)
+    for i, x in enumerate(exit_run["samples"]):
+        x["i"] = i
+    store.runs.append(exit_run)
+    w, diag = fit_warmth(store)
+    assert w["residual"] == [[16410.0, pytest.approx(r, abs=0.03)]]
+    pairs = diag["warmth_fit"]["exit"][str(64 * MiB)]
+    assert max(y / x for x, y in pairs["residual_pairs_us"]) > 1.0  # the exit pairs alone said: never warms
+    assert len(pairs["next_fork_pairs_us"]) == 3
 
 
 def test_the_families_are_kept_where_the_images_show_no_cold_extra():

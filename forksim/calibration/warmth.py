@@ -25,12 +25,14 @@ forksim/kernel/warmth.py for how the model uses it):
   the share after a break beyond the in-order images' (reference_scatter), whose extras the fit above
   takes as they are; measured after cold_scatter.SCATTER_GAP asleep, it is divided by the curve's coldness
   there, as E is;
-- exit_mmap's ColdTerms and the residual share a walk leaves (_fit_exit): runs whose child sleeps before its
-  exit (-E) give the exit's fully cold extra over the back-to-back run's exit, fitted as the fork's is; the exit
-  right after each sleep's fork and the fork right after a cold exit each pay the residual share of their
-  own fully cold extra (calibration/data/exit-warmth-20261203.json; the median of those ratios, robust to a
-  stalled exit). The coldness curve is fitted as if a walk left none (the forks after 1-10 ms carry a little of
-  the previous cold fork's residual: a small bias).
+- exit_mmap's ColdTerms (_fit_exit): runs whose child sleeps before its exit (-E) give the exit's fully cold
+  extra over the back-to-back run's exit, fitted as the fork's is;
+- the residual share a walk leaves (_fit_residual): the exit right after each sleep's fork and the fork right
+  after a cold exit each pay the residual share of their own fully cold extra
+  (calibration/data/exit-warmth-20261203.json), and the fork right after each cold fork of the grid its square
+  (two walks); a median of those ratios weighted by their signal, robust to a stalled exit. The coldness curve
+  is fitted as if a walk left none (the forks after 1-10 ms carry a little of the previous cold fork's residual:
+  a small bias).
 """
 
 from __future__ import annotations
@@ -300,6 +302,8 @@ def _cold_table(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[
                "ptes": r["shape"].get("ptes", 0), "vmas": r["shape"].get("vmas"),
                "anon_vmas": r["shape"].get("anon_vmas"), "scatter": (r.get("layout") or {}).get("scatter"),
                "after_break": (r.get("layout") or {}).get("after_break"), "spread": _spread(r.get("layout") or {})}
+        if any("next_cpu_ns" in x for x in r["samples"]):  # the fork right after each (forkbench cold -G)
+            row["next_p50_us"] = round(_p50(r, "next_cpu_ns"), 2)
         if k["cond"] == "exit":  # the forks that followed one of the run's cold exits (the first followed a warm-up's)
             after = [x["fork_cpu_ns"] for x in r["samples"] if x["i"] >= 1]
             row["fork_after_exit_p50_us"] = round(statistics.median(after) / 1e3, 2) if after else None
@@ -461,16 +465,18 @@ def _scatter_terms(per_scattered: float, window: float, pairs: list[dict[str, An
 def _exit_source(points: dict[str, Any], terms: dict[str, Any] | None, residual: list[list[float]]) -> str:
     """The provenance of exit_mmap's cold terms and of the residual points."""
     sizes = ", ".join(f"{int(s) // MiB} MiB {p['exit_full_us']:.0f} us over {p['exit_warm_us']:.0f}"
-                      for s, p in points.items())
+                      for s, p in points.items() if "exit_full_us" in p)
     return ("; exit_mmap: forkbench cold -E (the child sleeps before its exit, the parent blocked in waitpid, both "
             f"pinned), the exit's fully cold extra (exit_ns p50 over the back-to-back run's): {sizes}"
             + ("; fitted as fixed + per_pte*min(ptes, cap) (NNLS), per page as measured on these images (no spread term: "
                "not measured)" if terms is not None else "; no size cooled: no exit_mmap terms")
             + ("; residual: the share of a walk's coldness left right after it, per size (ptes, share) "
                + ", ".join(f"({p:.0f}, {r:.2f})" for p, r in sorted(residual))
-               + ", the median ratio of measured to fully cold extra over the exits right after each sleep's fork "
-               "(share of the exit's fully cold extra at the coldness that fork found) and the fork right after a cold "
-               "exit (share of the fork's)" if residual else ""))
+               + ", the median, weighted by the fully cold share squared, of the ratios of measured to fully cold "
+               "extra over the exits right after each sleep's fork (share of the exit's fully cold extra at the "
+               "coldness that fork found), the fork right after a cold exit (share of the fork's) and the fork right "
+               "after each cold fork of the grid (the square root of its extra over the cold fork's: two walks, the "
+               "fork's and its child's exit)" if residual else ""))
 
 
 def _coldness_points(table: list[dict[str, Any]], warm: dict[int, float], measured: dict[int, float],
@@ -489,21 +495,20 @@ def _coldness_points(table: list[dict[str, Any]], warm: dict[int, float], measur
 
 
 def _fit_exit(table: list[dict[str, Any]], warm: dict[int, float], fork_full: dict[int, float],
-              cold_at: Callable[[float], float]) -> tuple[dict[str, Any] | None, list[list[float]], dict[str, Any]]:
-    """exit_mmap's ColdTerms and the residual points, from the runs whose child slept before its exit (cond "exit")
-    beside the same size's back-to-back and longest-sleep runs. Per size:
+              cold_at: Callable[[float], float]) -> tuple[dict[str, Any] | None, dict[int, list[tuple[float, float]]],
+                                                          dict[str, Any]]:
+    """exit_mmap's ColdTerms, from the runs whose child slept before its exit (cond "exit") beside the same size's
+    back-to-back and longest-sleep runs, and the pairs they give the residual (_fit_residual). Per size:
 
     - the exit's warm p50 is the back-to-back run's exit_ns (child's _exit to waitpid's return, both pinned to one CPU);
     - its fully cold extra is the exit after the child's longest sleep over that, divided by the curve's coldness
       there (assumption: the image cools by the fork's clock, however it was last walked; the full plan's shorter
       child sleep is kept in the table, not fitted: on 2026-12-03 100 ms left the exit 0.55-0.63 as cold as 1 s);
-    - the residual share r: the exit right after a fork that found the image at coldness c (each parent sleep of
-      the size) pays r * c of the exit's fully cold extra, and the fork right after a cold exit r of the fork's; r
-      the median of their ratios (measured / fully cold share), clipped to 0..1: one stalled exit among three
-      (256 MiB +1,541 us against a fully cold +351, 2026-12-05) put least squares at 1.25, a walk that leaves
-      the image as cold as it found it, where the other two said 0.09 and 0.16.
+    - the residual pairs (fully cold share x, measured extra y; y = r * x): the exit right after a fork that found
+      the image at coldness c (each parent sleep of the size) pays r * c of the exit's fully cold extra, and the fork
+      right after a cold exit r of the fork's.
 
-    Returns the terms (None where no size's exit cooled), the residual points and the per-size diagnostics."""
+    Returns the terms (None where no size's exit cooled), the pairs per size and the per-size diagnostics."""
     def rows(rss: int, cond: str) -> list[dict[str, Any]]:
         return [t for t in table if t["rss_bytes"] == rss and t["cond"] == cond]
 
@@ -512,7 +517,7 @@ def _fit_exit(table: list[dict[str, Any]], warm: dict[int, float], fork_full: di
         return max(got, key=lambda t: t["x"]) if got else None
 
     full: dict[int, float] = {}
-    residual: list[list[float]] = []
+    pairs: dict[int, list[tuple[float, float]]] = {}
     points: dict[str, Any] = {}
     for rss in sorted({t["rss_bytes"] for t in table if t["cond"] == "exit"}):
         b2b, exited = row(rss, "sleep", 0), row(rss, "exit")
@@ -521,25 +526,58 @@ def _fit_exit(table: list[dict[str, Any]], warm: dict[int, float], fork_full: di
         warm_exit = b2b["exit_p50_us"]
         c_exit = cold_at(exited["x"])
         full[rss] = (exited["exit_p50_us"] - warm_exit) / c_exit
-        xs, ys = [], []
+        got = pairs[rss] = []
         for slept in (t for t in rows(rss, "sleep") if t["x"] > 0):  # the exit right after a fork at coldness c
-            xs.append(full[rss] * cold_at(slept["gap_p50_us"]))
-            ys.append(slept["exit_p50_us"] - warm_exit)
+            got.append((full[rss] * cold_at(slept["gap_p50_us"]), slept["exit_p50_us"] - warm_exit))
         if exited.get("fork_after_exit_p50_us") is not None:  # the fork right after a cold exit
-            xs.append(fork_full[rss] * c_exit)
-            ys.append(exited["fork_after_exit_p50_us"] - warm[rss])
-        x, y = np.array(xs), np.array(ys)
-        if len(xs) and np.all(x > 0.0):
-            r = float(np.clip(np.median(y / x), 0.0, 1.0))
-            residual.append([float(exited["ptes"]), round(r, 3)])
+            got.append((fork_full[rss] * c_exit, exited["fork_after_exit_p50_us"] - warm[rss]))
         points[str(rss)] = {"exit_warm_us": warm_exit, "exit_full_us": round(full[rss], 1),
-                            "residual_pairs_us": [[round(float(a), 1), round(float(b), 1)] for a, b in zip(xs, ys)]}
+                            "residual_pairs_us": [[round(float(a), 1), round(float(b), 1)] for a, b in got]}
     fitted = [s for s in full if full[s] > 0.0]
     if not fitted:
-        return None, residual, points
+        return None, pairs, points
     ptes = np.array([row(s, "exit")["ptes"] for s in fitted], dtype=float)
     fixed, per_pte, cap = _cap_fit(ptes, np.array([full[s] for s in fitted]))
-    return {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0)}, residual, points
+    return {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0)}, pairs, points
+
+
+def _fit_residual(table: list[dict[str, Any]], warm: dict[int, float], exit_pairs: dict[int, list[tuple[float, float]]],
+                  points: dict[str, Any]) -> list[list[float]]:
+    """The residual share r a walk leaves of the coldness it found, per size (ptes, r), from every pair that shows it:
+    the exit pairs (_fit_exit: y = r * x) and the fork right after each cold fork of the grid (forkbench cold -G's
+    next_cpu_ns: the cold fork's walk and its child's exit each left r, so its extra is r^2 times the cold fork's,
+    over the back-to-back run's own next fork). Each pair gives r (sqrt(y / x) for the forks'), weighted by x^2 (a
+    ratio's noise goes as 1 / x: the measurement's noise over the signal it divides), and r is their weighted
+    median, clipped to 0..1. On the 2026-12-05 Intel host (family 6 model 207) the 64 MiB exit's whole cold extra
+    was +66 us on a 745 us exit, within its noise, in one quick calibration: the exit pairs' plain median was 1.36,
+    clipped to 1, a walk that leaves the image as cold as it found it (every back-to-back fork then fully cold: the
+    validation's 64 MiB canary predicted at 922 us against 318-757 measured). The next quick calibration, with the
+    forks' pairs: 64 MiB exit pairs 0.41-0.50 and one 1.30, forks' pairs 0.53-0.87 (x 131-165 us), r 0.43; 256 MiB
+    0.69. Least squares through the origin is the x^2-weighted mean of the same ratios: one stalled exit (256 MiB
+    +1,541 us where fully cold costs +351, 2026-12-05 AMD host) put it at 1.25; their weighted median stays at the
+    others' 0.1."""
+    ratios: dict[int, list[tuple[float, float]]] = {rss: [(y / x, x * x) for x, y in got if x > 0.0]
+                                                    for rss, got in exit_pairs.items()}
+    for rss in sorted({t["rss_bytes"] for t in table}):
+        slept = [t for t in table if t["rss_bytes"] == rss and t["cond"] == "sleep"
+                 and t.get("next_p50_us") is not None]
+        ref = next((t["next_p50_us"] for t in slept if t["x"] == 0), None)
+        if ref is None or rss not in warm:
+            continue
+        got = [(t["fork_p50_us"] - warm[rss], t["next_p50_us"] - ref) for t in slept if t["x"] > 0]
+        got = [(x, y) for x, y in got if x > 0.0]
+        if not got:
+            continue
+        ratios.setdefault(rss, []).extend((math.sqrt(max(y / x, 0.0)), x * x) for x, y in got)
+        points.setdefault(str(rss), {})["next_fork_pairs_us"] = [[round(x, 1), round(y, 1)] for x, y in got]
+    residual = []
+    for rss, rw in sorted(ratios.items()):
+        if rw:
+            r, w = np.array(rw).T
+            median = float(np.quantile(r, 0.5, weights=w, method="inverted_cdf"))
+            ptes = next(t["ptes"] for t in table if t["rss_bytes"] == rss)
+            residual.append([float(ptes), round(float(np.clip(median, 0.0, 1.0)), 3)])
+    return residual
 
 
 def _fit_remote(table: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -702,7 +740,8 @@ def _fit_image_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, An
     cold_terms = {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0),
                   **({"per_spread": True} if per_spread else {}),
                   **(_scatter_terms(scattered, window, pairs) if scattered is not None else {})}
-    exit_terms, residual, exit_points = _fit_exit(table, warm, sat, cold_at)
+    exit_terms, exit_pairs, exit_points = _fit_exit(table, warm, sat, cold_at)
+    residual = _fit_residual(table, warm, exit_pairs, exit_points)
     if exit_terms is not None or residual:
         src += _exit_source(exit_points, exit_terms, residual)
     remote, remote_points = _fit_remote(table)

@@ -38,7 +38,9 @@
  *            order (fixed seed), so that the host's drift, +-25% within minutes on this machine kind, hits every
  *            gap alike; before each gap two unrecorded back-to-back forks walk the image, so each gap starts from
  *            a warm image whatever gap came before (one cold walk leaves a share of its coldness); each sample
- *            carries its gap's "x_us" and "spin" (a W item's: its bytes as "work", "x_us" 0); -s and -S are ignored
+ *            carries its gap's "x_us" and "spin" (a W item's: its bytes as "work", "x_us" 0) and "next_cpu_ns", the
+ *            parent's CPU time in one more fork right after it (and its child's exit): the walks that followed a cold
+ *            one; -s and -S are ignored
  *   lines    the caches as a back-to-back fork's walk sees them: for footprints of 256 KiB .. -r bytes
  *            (steps of sqrt(2)), passes over a private buffer of that size incrementing one
  *            word per 64-byte line in address order (what copy_page_range does to the struct pages and
@@ -357,15 +359,19 @@ static void parse_gaps(const char *list)
         refuse("-G needs at least one gap");
 }
 
-/* An unrecorded fork whose child exits at once: a walk of the image (cold -G's reset before each gap). */
-static void fork_and_reap(void)
+/* A fork whose child exits at once: a walk of the image (cold -G's reset before each gap); returns the parent's CPU
+ * time in fork() (ns) */
+static int64_t fork_and_reap(void)
 {
+    int64_t c0 = cpu_ns();
     pid_t pid = fork();
     if (pid == 0)
         _exit(0);
+    int64_t c1 = cpu_ns();
     if (pid < 0)
         die("fork");
     reap(pid);
+    return c1 - c0;
 }
 
 /* One write per page; returns the thread's CPU time for the pass (faults included). */
@@ -580,14 +586,17 @@ int main(int argc, char **argv)
                 die("fork");
             reap(pid);
             t2 = now_ns();
+            /* cold -G: the fork right after this one and its child's exit, which walked the image at this fork's
+             * coldness and left a share of it (the model's Warmth.residual, twice: the fork's walk and the exit's) */
+            int64_t next_cpu = item >= 0 ? fork_and_reap() : 0;
             if (i >= 0) {
                 printf("{\"b\": \"%s\", \"i\": %ld, \"fork_ns\": %ld, \"fork_cpu_ns\": %ld, \"rt_ns\": %ld, "
                        "\"child_ns\": %ld, \"exit_ns\": %ld, \"gap_ns\": %ld, \"cpu\": %d",
                        mode, i, (long)(t1 - t0), (long)(c1 - c0), (long)(t2 - t0), (long)(sh->child_start - t0),
                        (long)(t2 - sh->child_exit), (long)gap, sched_getcpu());
                 if (item >= 0) /* cold -G: the gap this fork followed */
-                    printf(", \"x_us\": %ld, \"spin\": %d, \"work\": %zu", gap_us[item], gap_spin[item],
-                           gap_work[item]);
+                    printf(", \"x_us\": %ld, \"spin\": %d, \"work\": %zu, \"next_cpu_ns\": %ld", gap_us[item],
+                           gap_spin[item], gap_work[item], (long)next_cpu);
                 printf("}\n");
             }
         } else if (!strcmp(mode, "vfork")) {
