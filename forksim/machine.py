@@ -194,6 +194,8 @@ class Machine:
 
     def _halt_exit_after(self, idle_us: float) -> float:
         p = self.params
+        if p.idle_wake_at is not None:
+            return p.idle_wake_at(idle_us)
         wake = p.idle_wake()
         return wake if p.idle_wake_scale is None else wake * p.idle_wake_scale(idle_us)
 
@@ -206,8 +208,11 @@ class Machine:
             idle_us = self.env._now - target.idle_since
             target.waking = True
             target.load += 1
-            wake = p.idle_wake()  # self._halt_exit_after(idle_us), written out
-            target._dispatch(task, wake if p.idle_wake_scale is None else wake * p.idle_wake_scale(idle_us))
+            if p.idle_wake_at is not None:
+                target._dispatch(task, p.idle_wake_at(idle_us))
+            else:  # self._halt_exit_after(idle_us), written out
+                wake = p.idle_wake()
+                target._dispatch(task, wake if p.idle_wake_scale is None else wake * p.idle_wake_scale(idle_us))
             if waker_cpu is None or waker_cpu is target:
                 return 0.0
             return p.ipi_send() if p.ipi_send_by_idle is None else p.ipi_send_by_idle(idle_us)

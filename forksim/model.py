@@ -162,6 +162,7 @@ class SchedulerSpec:
             context_switch=sampler(self.context_switch, "context_switch"),
             idle_wake=sampler(self.idle_wake, "idle_wake"),
             idle_wake_scale=self.idle_wake_curve.scaler() if self.idle_wake_curve is not None else None,
+            idle_wake_at=self._idle_wake_at(costs),
             ipi_send=costs.sampler(ipi, "ipi_send") if ipi is not None else (lambda: 0.0),
             ipi_send_by_idle=self._ipi_send_by_idle(costs),
             migration=sampler(self.migration, "migration"),
@@ -171,6 +172,17 @@ class SchedulerSpec:
             timer_slack_us=self.timer_slack_us,
             **self._interruptions(costs),
         )
+
+    def _idle_wake_at(self, costs: "Costs") -> Callable[[float], float] | None:
+        """idle_wake's median scaled by the curve at the CPU's idle time, times a draw of the shape measured nearest
+        that idle time (IdleWakeCurve.residuals); None where the profile has no shapes by idle time."""
+        curve = self.idle_wake_curve
+        if curve is None or curve.residuals is None or not isinstance(self.idle_wake, StageCost):
+            return None
+        median, scale, cuts = self.idle_wake.fixed_us, curve.scaler(), curve.cuts()
+        draws = [costs.sampler(StageCost(fixed_us=1.0, residual=r, source="idle_wake_curve"), f"idle_wake@{idle:g}us")
+                 for idle, r in zip(curve.idle_us, curve.residuals)]
+        return lambda idle_us: median * scale(idle_us) * draws[bisect_right(cuts, idle_us)]()
 
     def _ipi_send_by_idle(self, costs: "Costs") -> Callable[[float], float] | None:
         curve = self.ipi_send_curve

@@ -99,6 +99,25 @@ def test_the_same_cpu_wake_reference_leaves_out_the_calls_that_switched_to_the_w
     assert _local_wake_call([22.0] * 100 + [0.2] * 5) is None
 
 
+def test_idle_wake_curve_keeps_each_idle_times_shape():
+    """The wake-up latency after each idle time: its median over the 200 us run's (scale) and its own shape, so a
+    stall the host adds after long idle times stays there."""
+    from forksim.calibration.scheduling import _idle_wake_curve
+    from forksim.profile import IdleWakeCurve
+
+    def run(spin, lat_us):
+        key = {"mode": "wake", "a": 0, "b": 1, **({"spin": spin} if spin != 200 else {})}
+        return {"key": key, "samples": [{"lat_ns": v * 1e3, "lat_back_ns": v * 1e3} for v in lat_us]}
+
+    stalled = [140.0] * 60 + [20.0] * 38 + [600.0] * 2 + [5000.0] * 5  # over 1 ms: the other CPU was busy, dropped
+    c = IdleWakeCurve.model_validate(_idle_wake_curve([run(10, [4.5] * 50), run(200, [10.0] * 50), run(1000, stalled)],
+                                                      10.0))
+    assert c.idle_us == [10.0, 200.0, 1000.0] and c.scale == pytest.approx([0.45, 1.0, 14.0])
+    assert c.residuals[0].quantiles[-1] == pytest.approx(1.0)
+    assert c.residuals[2].quantiles[0] == pytest.approx(20.0 / 140.0, abs=1e-5)
+    assert c.residuals[2].quantiles[-1] == pytest.approx(600.0 / 140.0, abs=1e-5)
+
+
 def test_ipi_send_curve_keeps_each_idle_times_distribution_and_picks_the_nearest_in_log():
     from forksim.calibration.scheduling import _ipi_send_curve
     from forksim.profile import IpiSendCurve

@@ -24,19 +24,22 @@ __all__ = ["fit_scheduler", "fit_placement", "fit_recent_idle", "exit_head_share
 
 def _idle_wake_curve(wakes: list[dict[str, Any]], ref_us: float) -> dict[str, Any] | None:
     """The wake-up latency's median after each idle time the wakee's CPU had (the waker's spin before
-    FUTEX_WAKE), over the 200 us reference's: the profile's scheduler.idle_wake_curve."""
+    FUTEX_WAKE), over the 200 us reference's, and its shape there: the profile's scheduler.idle_wake_curve."""
     by: dict[float, list[float]] = {}
     for r in wakes:
         lat = [v for v in vals([r], "lat_ns") + vals([r], "lat_back_ns") if v < 1000.0]
         by.setdefault(float(r["key"].get("spin", 200)), []).extend(lat)
-    pts = sorted((s, median(v)) for s, v in by.items() if len(v) >= 10)
+    pts = sorted((s, median(v), pct(v)["p99"], tail_residual(np.asarray(v) / median(v)))
+                 for s, v in by.items() if len(v) >= 10)
     if len(pts) < 2 or ref_us <= 0:
         return None
-    return {"idle_us": [s for s, _ in pts], "scale": [round(m / ref_us, 4) for _, m in pts],
-            "source": "measured: futex ping-pong across CPUs, the waker spinning " + ", ".join(f"{s:g}" for s, _ in pts)
+    return {"idle_us": [s for s, *_ in pts], "scale": [round(m / ref_us, 4) for _, m, *_ in pts],
+            "residuals": [r for *_, r in pts],
+            "source": "measured: futex ping-pong across CPUs, the waker spinning " + ", ".join(f"{s:g}" for s, *_ in pts)
                       + " us before FUTEX_WAKE (the wakee's CPU idle about as long): wake-up latency p50 "
-                      + ", ".join(f"{m:.1f}" for _, m in pts) + " us, over idle_wake's median (the 200 us run); "
-                      "samples over 1 ms dropped (the other CPU was busy)"}
+                      + ", ".join(f"{m:.1f}" for _, m, *_ in pts) + " us, over idle_wake's median (the 200 us run); "
+                      "p99 " + ", ".join(f"{p:.1f}" for _, _, p, _ in pts) + " us: each idle time's shape (sample / "
+                      "median) is its residual; samples over 1 ms dropped (the other CPU was busy)"}
 
 
 # A same-CPU FUTEX_WAKE whose waker's call took longer than this switched to its wakee before returning (the wakee

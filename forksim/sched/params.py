@@ -25,6 +25,9 @@ class SchedulerParams:
     idle_wake: Callable[[], float] = field(default=lambda: 0.0)
     # idle_wake's scale for a CPU idle this long (microseconds); None: 1 whatever the idle time
     idle_wake_scale: Callable[[float], float] | None = None
+    # a whole halt exit's draw for a CPU idle this long (microseconds), where the profile measured its shape by idle
+    # time (IdleWakeCurve.residuals); None: idle_wake (times idle_wake_scale)
+    idle_wake_at: Callable[[float], float] | None = None
     ipi_send: Callable[[], float] = field(default=lambda: 0.0)
     # ipi_send for a wakee CPU idle this long (microseconds); None: ipi_send whatever the idle time
     ipi_send_by_idle: Callable[[float], float] | None = None
