@@ -81,6 +81,19 @@ class ForkSplit:
     setup_us: float = 0.0
 
 
+# how far apart the fitted images' walk miss shares must lie for the fit to tell a per-page cost from a per-miss cost
+MISS_SPAN = 0.1
+
+
+def _miss_separable(configs: list[Config]) -> bool:
+    """Whether the images (with PTEs) miss the caches differently enough, MISS_SPAN apart, to fit per_pte_miss_us
+    beside per_pte_us. Where they do not (the smoke plan's one image size, whose walk missed 0.24% on the
+    2026-12-05 Intel host), the two columns are proportional and NNLS gives the slope to either: one smoke
+    calibration of three put 15.3 us a missed page there, which priced a 64 MiB fork at 16.9 ms."""
+    misses = [c.miss for c in configs if c.ptes > 0]
+    return len(misses) >= 2 and max(misses) - min(misses) >= MISS_SPAN
+
+
 def fork_totals(ev: Evidence, plan: Plan) -> ForkTotals:
     """Pinned, untraced fork(): the ground truth of fork() latency, fitted against the image."""
     held = set(plan.held_out)
@@ -102,13 +115,14 @@ def fork_totals(ev: Evidence, plan: Plan) -> ForkTotals:
     layout = ev.layout = _correct_for_layout(ev, plan, train, held_cfgs)
     # through the base image (its p50 exactly): every family's and the fork path's fixed parts build on it
     base = next((c for c, runs in train if _is_base(runs[0]["key"])), None)
-    total_fit = (fit_linear_through([c for c, _ in train], base, WALK_TERMS) if base is not None
-                 else fit_linear([c for c, _ in train], WALK_TERMS))
+    terms = WALK_TERMS if _miss_separable([c for c, _ in train]) else WALK_TERMS[:5]
+    total_fit = (fit_linear_through([c for c, _ in train], base, terms) if base is not None
+                 else fit_linear([c for c, _ in train], terms))
     ev.diag["fork_total_fit"] = {"coef": total_fit.coef, "r2": round(total_fit.r2, 5),
                                  "through": base.label if base is not None else None,
                                  "rel_errors": {k: round(v, 4) for k, v in total_fit.rel_errors.items()},
                                  "n_samples": total_fit.n_samples,
-                                 "cross_validation": cross_validate([c for c, _ in train], WALK_TERMS)}
+                                 "cross_validation": cross_validate([c for c, _ in train], terms)}
     ev.diag["fork_p50_us"] = {c.label: pct(c.samples) for c, _ in train + held_cfgs}
     ev.diag["fork_wall_p50_us"] = {c.label: pct(vals(runs, "fork_ns")) for c, runs in train + held_cfgs}
     ev.diag["fork_preempted_share"] = {c.label: preempted_share(runs) for c, runs in train + held_cfgs}
