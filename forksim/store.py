@@ -5,9 +5,10 @@
 of host (`HostFingerprint.slug`). A config that leaves `machine.profile` at `auto` (the default), and a
 command without `--profile`, then use the newest stored profile whose host matches this one (see
 `forksim.host.MATCHING_RULE`); with none, the shipped profile measured on this kind of host (`default` on
-the AMD EPYC host, `intel-xeon-2cpu-linux6.18-kvm` on the Intel Xeon one, `amd-epyc-zen4-2cpu-linux6.18-kvm-haltpoll` on the
-AMD EPYC family 25 model 17 host with haltpoll); with none of those either, the
-shipped `default`, and a one-line warning that it describes another host.
+the AMD EPYC host, `intel-xeon-2cpu-linux6.18-kvm` on the Intel Xeon family 6 model 167 one,
+`intel-xeon-family6-model207-2cpu-linux6.18-kvm` on the model 207 one, `amd-epyc-zen4-2cpu-linux6.18-kvm-haltpoll`
+on the AMD EPYC family 25 model 17 host with haltpoll); with none of those either, the shipped `default`, and a
+one-line warning that it describes another host.
 """
 
 from __future__ import annotations
