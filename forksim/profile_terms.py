@@ -221,6 +221,11 @@ def _check_idle_times(name: str, idle_us: list[float], what: str, values: list) 
         raise ValueError(f"{name}.idle_us must be positive and rise strictly (microseconds)")
 
 
+def _log_midpoints(idle_us: list[float]) -> list[float]:
+    """The geometric midpoints of ascending idle times: the bounds of each one's nearest range in log(idle)."""
+    return np.sqrt(np.multiply(idle_us[:-1], idle_us[1:])).tolist()
+
+
 class IdleWakeCurve(BaseModel):
     """How a halted vCPU's wake-up latency depends on how long it has been idle: `scale` (the median
     latency over `idle_wake`'s median) at each `idle_us`, interpolated in log(idle) and held flat
@@ -247,9 +252,8 @@ class IdleWakeCurve(BaseModel):
         return self
 
     def cuts(self) -> list[float]:
-        """The geometric midpoints of the measured idle times: `bisect_right(cuts, idle_us)` is the nearest one's
-        index (in log)."""
-        return np.sqrt(np.multiply(self.idle_us[:-1], self.idle_us[1:])).tolist()
+        """`bisect_right(cuts, idle_us)` is the index of the measured idle time nearest `idle_us` (in log)."""
+        return _log_midpoints(self.idle_us)
 
     def at(self, idle_us: float) -> float:
         """The latency scale for a CPU idle `idle_us` microseconds."""
@@ -305,7 +309,9 @@ class IpiSendCurve(BaseModel):
         _check_idle_times("ipi_send_curve", self.idle_us, "costs", self.costs)
         return self
 
-    cuts = IdleWakeCurve.cuts
+    def cuts(self) -> list[float]:
+        """`bisect_right(cuts, idle_us)` is `nearest`'s index."""
+        return _log_midpoints(self.idle_us)
 
     def nearest(self) -> Callable[[float], int]:
         """The index of the measured idle time nearest to a CPU's idle time (in log), for each wake-up."""
