@@ -89,19 +89,35 @@ def test_the_fit_recovers_the_scatter_slope_and_predicts_the_held_out_size():
 
 
 def test_the_sweep_fit_is_corrected_for_its_own_images_scatter():
-    """The sweep's in-order images at scatter 0.6: without the correction the per-page cost would absorb
-    0.6 x the scatter term at 256 MiB and 1 GiB; with it the fit finds the in-order per-page cost."""
-    ev = Evidence(_store(sweep_scatter=0.6), cpu=1, traced=False)
+    """The sweep's in-order images at scatter 0.45: without the correction the per-page cost would absorb
+    0.45 x the scatter term at 256 MiB and 1 GiB; with it the fit finds the in-order per-page cost."""
+    ev = Evidence(_store(sweep_scatter=0.45), cpu=1, traced=False)
     totals = fork_totals(ev, PLANS["quick"])
     assert totals.fit.coef["per_pte_us"] == pytest.approx(PER_PTE, rel=0.05)
     assert totals.fit.coef.get("per_pte_miss_us", 0.0) < 0.01
     assert ev.diag["image_layout"]["dup_mmap_scatter_term_taken_out_us"]["1GiB"] > 0
     held = dict((c.label, c) for c, _ in totals.held)["64MiB"]  # the quick plan's held-out sweep size
-    assert held.scatter == 0.6  # measured; kept as measured (its prediction carries the term)
+    assert held.scatter == 0.45  # measured; kept as measured (its prediction carries the term)
     # the child's exit alike (untraced: exit_ns against the image; truth 0.1 us per page in order)
     exit_mmap = fit_exit(ev)["exit_mmap"]
     assert exit_mmap.per_pte_us == pytest.approx(0.1, rel=0.05)
     assert ev.diag["image_layout"]["exit_mmap_scatter_term_taken_out_us"]["1GiB"] > 0
+
+
+def test_a_pair_whose_in_order_image_is_nearly_random_prices_no_scatter():
+    """A fresh VM's scattered free lists: the sweep's "in-order" images at scatter 0.9, and the random ones 5%
+    slower than the model says (the host's drift between two runs). The pairs' contrast (1.0 vs 0.9) would
+    multiply that drift by 9 into a slope whose term takes the sweep's whole per-page cost out; they are
+    reported, not fitted, and the per-page cost stays."""
+    store = _store(sweep_scatter=0.9)
+    for r in store.runs:
+        if r["kind"] == SCATTERED:
+            r["samples"] = [{**x, "fork_ns": 1.05 * x["fork_ns"], "fork_cpu_ns": 1.05 * x["fork_cpu_ns"]}
+                            for x in r["samples"]]
+    fit = fit_layout(store, held_out=(64 * MiB,))
+    assert fit.rows and "dup_mmap" not in fit.slope
+    totals = fork_totals(Evidence(store, cpu=1, traced=False), PLANS["quick"])
+    assert totals.fit.coef["per_pte_us"] >= PER_PTE
 
 
 def test_the_terms_land_in_a_profile_that_loads_and_prices_the_scatter():
@@ -143,7 +159,7 @@ def test_images_touched_in_runs_give_the_warm_scatter_window():
     runs of K pages lands in the stage's term, which then prices scatter_ramp(scatter, window)."""
     from forksim.profile_terms import scatter_ramp
 
-    store = _store()
+    store = _store(sweep_scatter=0.1)  # within 4-6 pages after a break: 34-47% of the in-order images' pages
     _cold_b2b(store, {"dup_mmap": 4.0, "exit_mmap": 6.0})
     assert layout.fit_window(store, "dup_mmap") == pytest.approx(4.0, rel=0.02)
     assert layout.fit_window(store, "exit_mmap") == pytest.approx(6.0, rel=0.02)

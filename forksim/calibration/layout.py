@@ -231,12 +231,26 @@ def _spread(runs: list[dict[str, Any]]) -> float | None:
     return round(median(v), 2) if v else None
 
 
+def _shares(row: dict[str, Any], window: float) -> tuple[float, float]:
+    """(the random image's, the in-order image's) share of pages within `window` after a break."""
+    return (page_share(row["scatter_random"], row.get("after_break_random"), window),
+            page_share(row["scatter_order"], row.get("after_break_order"), window))
+
+
 def _x(row: dict[str, Any], curve: CacheCurve, window: float = 1.0) -> float:
     """ptes x (the random image's share within `window` after a break - the in-order one's) x the walk's miss
     fraction."""
-    ramp = (page_share(row["scatter_random"], row.get("after_break_random"), window)
-            - page_share(row["scatter_order"], row.get("after_break_order"), window))
-    return row["ptes"] * ramp * curve.walk_miss(row["ptes"], row["pmds"])
+    random_share, order_share = _shares(row, window)
+    return row["ptes"] * (random_share - order_share) * curve.walk_miss(row["ptes"], row["pmds"])
+
+
+def _contrasted(row: dict[str, Any], window: float) -> bool:
+    """Whether a size's pair can price scatter: its in-order image at most half as scattered as its random one.
+    The fit then takes out of an in-order image at most the difference its pair measured (share / contrast <= 1);
+    a nearly random "in-order" image (a fresh VM's scattered free lists: the smoke plan's one 16 MiB image at
+    scatter 0.9) turned a few microseconds of noise into a slope that took its whole per-page cost out."""
+    random_share, order_share = _shares(row, window)
+    return order_share <= random_share - order_share
 
 
 _RUN_MEASURES = {"dup_mmap": "fork_cpu_ns", "exit_mmap": "exit_ns"}
@@ -290,10 +304,12 @@ def fit_window(store: Store, stage: str) -> float:
 
 def _slope(rows: list[dict[str, Any]], stage: str, curve: CacheCurve, window: float = 1.0) -> tuple[float, float]:
     """(slope, error): the least-squares slope through 0 of the per-size difference D on X over the sizes
-    not held out, each weighted by 1 / its in-order p50 (relative error; a size whose difference is nil
+    not held out whose pair is contrasted (`_contrasted`), each weighted by 1 / its in-order p50 (relative error; a size whose difference is nil
     counts too), and the weighted squared error left; none (inf) unless a fitted size's walk is at least
     half past the knee (below it, the slope is the noise of a small difference over a small miss share)."""
-    use = [r for r in rows if not r["held_out"]]
+    use = [r for r in rows if not r["held_out"] and _contrasted(r, window)]
+    if not use:
+        return 0.0, float("inf")
     x = np.array([_x(r, curve, window) for r in use])
     if not np.any(x > 0) or max(curve.walk_miss(r["ptes"], r["pmds"]) for r in use) < 0.5:
         return 0.0, float("inf")
@@ -313,7 +329,7 @@ def _fit_stage(rows: list[dict[str, Any]], stage: str, shape: dict[str, Any], wi
     best = min(e for _, e in fits.values())
     if not np.isfinite(best):
         return 0.0, FOOTPRINTS[0]
-    tol = best + _NOISE**2 * sum(not r["held_out"] for r in rows)
+    tol = best + _NOISE**2 * sum(not r["held_out"] and _contrasted(r, window) for r in rows)
     return next((s, b) for b, (s, e) in fits.items() if e <= tol)
 
 
@@ -328,7 +344,6 @@ def fit_layout(store: Store, held_out: tuple[int, ...]) -> LayoutFit | None:
         return fit
     for rss in sorted({r["key"]["rss"] for r, _ in pairs}):
         fit.rows.append(_row(rss, [(r, o) for r, o in pairs if r["key"]["rss"] == rss], rss in held_out))
-    used = ", ".join(f"{r['rss_bytes'] // MiB} MiB" for r in fit.rows if not r["held_out"])
     for stage, what in _MEASURES.items():
         window = fit_window(store, stage)
         s, b = _fit_stage(fit.rows, stage, fit.curve, window)
@@ -337,6 +352,7 @@ def fit_layout(store: Store, held_out: tuple[int, ...]) -> LayoutFit | None:
         fit.slope[stage], fit.footprint[stage] = s, b
         if window != 1.0:
             fit.window[stage] = window
+        used = ", ".join(f"{r['rss_bytes'] // MiB} MiB" for r in fit.rows if not r["held_out"] and _contrasted(r, window))
         spread = [r["spread_random"] for r in fit.rows if not r["held_out"] and r.get("spread_random")]
         beside = (f"; 64 B x the random images' spread (struct_page_pages x 64 / pages, median "
                   f"{median(spread):.2f}) = {64 * median(spread):.0f} B" if spread else "")
