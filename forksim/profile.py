@@ -6,7 +6,8 @@ parent's image,
     median_us = fixed_us + per_vma_us*vmas + per_anon_vma_us*anon_vmas + per_pte_us*ptes
                 + per_pmd_us*pmds + per_thread_us*threads
 
-times a residual factor with median 1 drawn from the stage's residual distribution (a lognormal
+(with the optional terms of forksim.profile_terms: a VMA's interval-tree insertion, a walk larger than the
+caches, pages out of physical order), times a residual factor with median 1 drawn from the stage's residual distribution (a lognormal
 `sigma`, or empirical quantiles of measured/fitted ratios), so the model reproduces tails as well
 as medians. `ptes` counts 4 KiB anonymous pages, `pmds` 2 MiB transparent huge pages. Every stage
 and scheduler entry says where its number came from in `source` ("measured: ...",
@@ -72,6 +73,7 @@ from .profile_terms import (  # noqa: F401 - _TERMS: the old private name of TER
     Residual,
     IdleWakeCurve,
     IpiSendCurve,
+    vma_log,
     SchedulerCosts,
     Scatter,
     Spread,
@@ -104,6 +106,7 @@ __all__ = [
     "Warmth",
     "Balancing",
     "TERMS",
+    "vma_log",
     "CacheCurve",
     "Profile",
     "ImageShape",

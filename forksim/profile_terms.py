@@ -3,6 +3,7 @@ median, the image shape it is priced at, the scheduler's costs, and a measured f
 
     median_us = fixed_us + per_vma_us*vmas + per_anon_vma_us*anon_vmas + per_pte_us*ptes
                 + per_pmd_us*pmds + per_thread_us*threads
+                (+ per_vma_log_us*vmas*log2(vmas): each VMA's insertion into an interval tree, StageCost)
                 (+ per_pte_miss_us*ptes*miss(walk bytes): a walk larger than the caches, CacheCurve)
                 (+ per_pte_scatter_us*ptes*scatter_ramp(scatter, scatter_window)*scatter_curve.miss(walk bytes):
                  an image whose physical pages are not in its virtual order, ImageShape.scatter)
@@ -20,7 +21,7 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["TERMS", "scatter_ramp", "Residual", "CacheCurve", "StageCost", "IdleWakeCurve", "IpiSendCurve", "SchedulerCosts", "DEFAULT_TIMER_SLACK_US", "Fraction", "Spread", "Scatter",
+__all__ = ["TERMS", "vma_log", "scatter_ramp", "Residual", "CacheCurve", "StageCost", "IdleWakeCurve", "IpiSendCurve", "SchedulerCosts", "DEFAULT_TIMER_SLACK_US", "Fraction", "Spread", "Scatter",
            "ImageShape"]
 
 
@@ -90,8 +91,13 @@ class Residual(BaseModel):
 
 
 # The cost terms every stage carries (a what-if scales one of them: `stage.term`).
-TERMS = ("fixed_us", "per_vma_us", "per_anon_vma_us", "per_pte_us", "per_pmd_us", "per_thread_us")
+TERMS = ("fixed_us", "per_vma_us", "per_anon_vma_us", "per_pte_us", "per_pmd_us", "per_thread_us", "per_vma_log_us")
 _TERMS = TERMS
+
+
+def vma_log(vmas: float) -> float:
+    """vmas x log2(vmas): the tree insertions of an image's VMAs (StageCost.per_vma_log_us); 0 below 2 VMAs."""
+    return vmas * math.log2(vmas) if vmas > 1 else 0.0
 
 
 class CacheCurve(BaseModel):
@@ -141,6 +147,14 @@ class StageCost(BaseModel):
     per_pte_us: float = Field(default=0.0, ge=0.0)
     per_pmd_us: float = Field(default=0.0, ge=0.0)
     per_thread_us: float = Field(default=0.0, ge=0.0)
+    # dup_mmap links each copied VMA into an augmented rb-tree: the anon_vma's (anon_vma_clone ->
+    # anon_vma_interval_tree_insert) and the file's i_mmap (vma_interval_tree_insert_after), O(log n) in the VMAs
+    # already there. Forks of 10 .. 10,000 extra VMAs that share one tree (calibrate's, as an mprotect-split heap or
+    # one file mapped many times) cost n log n on four hosts; a linear fit missed 3,000-10,000 VMAs by -8..-37% and
+    # 100 by +12..+32% (2026-12-05, the shipped profiles' raw files). The term takes the image's VMAs as one tree:
+    # for VMAs over many small trees (distinct files) it is an upper bound
+    per_vma_log_us: float = Field(default=0.0, ge=0.0, description="per VMA times log2 of the image's VMAs "
+                                  "(absent: 0, the per-VMA cost is flat)")
     per_pte_miss_us: float = Field(default=0.0, ge=0.0, description="per 4 KiB page, times cache_curve's miss "
                                    "fraction of the walk (absent: 0, the walk's cost is linear)")
     cache_curve: CacheCurve | None = None
@@ -172,6 +186,7 @@ class StageCost(BaseModel):
             + self.per_pte_us * shape.ptes
             + self.per_pmd_us * shape.pmds
             + self.per_thread_us * shape.threads
+            + self.per_vma_log_us * vma_log(shape.vmas)
             + self.miss_us(shape)
             + self.scatter_us(shape)
         )
@@ -205,6 +220,8 @@ class StageCost(BaseModel):
         if term not in _TERMS:
             raise ValueError(f"unknown cost term {term!r} (one of {', '.join(_TERMS)})")
         update = {term: getattr(self, term) * factor}
+        if term == "per_vma_us" and self.per_vma_log_us:  # a VMA's copy, its tree insertion included
+            update["per_vma_log_us"] = self.per_vma_log_us * factor
         if term == "per_pte_us":  # a walk with less work per page misses alike, in or out of physical order
             if self.per_pte_miss_us:
                 update["per_pte_miss_us"] = self.per_pte_miss_us * factor
