@@ -1,7 +1,7 @@
 """Fit stage costs: a non-negative linear model of the median in the image, plus residuals.
 
     median_us = fixed + per_vma*vmas + per_anon_vma*anon_vmas + per_pte*ptes + per_pmd*pmds
-                (+ per_thread*threads) (+ per_pte_miss*ptes*miss)
+                (+ per_thread*threads) (+ per_pte_miss*ptes*miss) (+ per_vma_log*vmas*log2(vmas))
 
 (`miss`: the share of the walk of the configuration's image that misses the caches, from the measured
 cache curve, profile_terms.CacheCurve; a fit that names the term fits a per-page cost that bends where
@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from scipy.optimize import nnls
 
-from ..profile import StageCost
+from ..profile import StageCost, vma_log
 
 # where a residual is kept: every 5% up to p95, every 1% to p99, then the tail (a rare stall then comes out
 # about as often as it was measured, not smeared over a 5% step)
@@ -37,7 +37,9 @@ __all__ = ["TERMS", "WALK_TERMS", "PROBABILITIES", "Config", "LinearFit", "fit_l
            "cross_validate", "stage_cost", "stage_json", "median"]
 
 TERMS = ("fixed_us", "per_vma_us", "per_anon_vma_us", "per_pte_us", "per_pmd_us", "per_thread_us",
-         "per_pte_miss_us")
+         "per_pte_miss_us", "per_vma_log_us")
+# terms a StageCost leaves out where they are fitted at 0 (a file keeps the schema a profile without them has)
+_OPTIONAL_TERMS = ("per_pte_miss_us", "per_vma_log_us")
 # the terms of the image's walk: with the cache curve's miss term when a curve was measured
 WALK_TERMS = TERMS[:5] + ("per_pte_miss_us",)
 
@@ -60,7 +62,7 @@ class Config:
     def features(self, terms: Sequence[str]) -> np.ndarray:
         vals = {"fixed_us": 1.0, "per_vma_us": self.vmas, "per_anon_vma_us": self.anon_vmas,
                 "per_pte_us": self.ptes, "per_pmd_us": self.pmds, "per_thread_us": self.threads,
-                "per_pte_miss_us": self.ptes * self.miss}
+                "per_pte_miss_us": self.ptes * self.miss, "per_vma_log_us": vma_log(self.vmas)}
         return np.array([float(vals[t]) for t in terms])
 
     @property
@@ -234,7 +236,10 @@ def stage_cost(coef: dict[str, float] | None = None, *, fixed_us: float | None =
     if d["per_pte_miss_us"] > 0.0 and cache_curve is not None:
         d["cache_curve"] = cache_curve
     else:
-        del d["per_pte_miss_us"]  # absent: the file keeps the schema a profile without the term has
+        d["per_pte_miss_us"] = 0.0
+    for t in _OPTIONAL_TERMS:
+        if not d[t]:
+            del d[t]
     if quantiles and quantiles[-1] > quantiles[0]:
         if len(quantiles) != len(PROBABILITIES):
             raise ValueError(f"a residual has {len(quantiles)} quantiles, not one per PROBABILITIES")

@@ -94,6 +94,18 @@ def _miss_separable(configs: list[Config]) -> bool:
     return len(misses) >= 2 and max(misses) - min(misses) >= MISS_SPAN
 
 
+# the VMA counts' ratio (largest over smallest, with VMAs beyond the base image) that fits per_vma_log_us beside
+# per_vma_us: over a range of 100x, log2 moves by ~6.6 and the two columns part; the smoke plan's 10 and 300 extra
+# VMAs (36 and 326 in all: log2 5.2 .. 8.3) leave them nearly proportional
+TREE_SPAN = 100.0
+
+
+def _tree_separable(configs: list[Config]) -> bool:
+    """Whether the configurations' VMA counts span TREE_SPAN, over at least three counts, to fit per_vma_log_us."""
+    counts = sorted({c.vmas for c in configs if c.vmas > 1})
+    return len(counts) >= 3 and counts[-1] >= TREE_SPAN * counts[0]
+
+
 def fork_totals(ev: Evidence, plan: Plan) -> ForkTotals:
     """Pinned, untraced fork(): the ground truth of fork() latency, fitted against the image."""
     held = set(plan.held_out)
@@ -115,7 +127,8 @@ def fork_totals(ev: Evidence, plan: Plan) -> ForkTotals:
     layout = ev.layout = _correct_for_layout(ev, plan, train, held_cfgs)
     # through the base image (its p50 exactly): every family's and the fork path's fixed parts build on it
     base = next((c for c, runs in train if _is_base(runs[0]["key"])), None)
-    terms = WALK_TERMS if _miss_separable([c for c, _ in train]) else WALK_TERMS[:5]
+    terms = ((WALK_TERMS if _miss_separable([c for c, _ in train]) else WALK_TERMS[:5])
+             + (("per_vma_log_us",) if _tree_separable([c for c, _ in train]) else ()))
     total_fit = (fit_linear_through([c for c, _ in train], base, terms) if base is not None
                  else fit_linear([c for c, _ in train], terms))
     ev.diag["fork_total_fit"] = {"coef": total_fit.coef, "r2": round(total_fit.r2, 5),
@@ -275,6 +288,10 @@ def _dup_mmap(ev: Evidence, totals: ForkTotals, split: ForkSplit) -> StageCost:
         dm_q = residual_quantiles([c for c, _ in totals.train])
         dm_src = (measured + f"the parent's CPU time in fork()), NNLS on medians (R^2 {fit.r2:.4f}); "
                   f"all image-dependent cost attributed to dup_mmap; no tracefs")
+    if dm.get("per_vma_log_us", 0.0) > 0.0:
+        dm_src += ("; per_vma_log_us: per VMA times log2 of the image's VMAs (each copied VMA linked into the anon_vma's "
+                   "or the file's interval tree, O(log n); calibrate's extra VMAs share one tree), NNLS with the "
+                   "other terms over VMA counts spanning 100x or more")
     if dm.get("per_pte_miss_us", 0.0) > 0.0:
         dm_src += ("; per_pte_miss_us: what a page costs more when the walk misses the caches, times the share of "
                    "the walk (80 B per page) that misses by the measured cache_curve, NNLS with the other terms")
