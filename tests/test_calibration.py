@@ -450,6 +450,23 @@ def test_a_lock_contention_event_keeps_its_positional_lock_address():
     assert ev.f == {"lock_addr": "00000000c0ffee42", "flags": "READ|WRITE"}
 
 
+def test_calibrate_s_report_names_the_fitted_configurations_the_profile_misses(capsys):
+    """A fit through a host that drifted between the sizes: the report puts each fitted configuration beside the
+    profile and warns of those missed by more than FIT_MISS, naming them and only them."""
+    from forksim.commands import calibrate as cli
+
+    cli._fit_table({"fit_in_sample": [
+        {"config": "0MiB", "fork_p50_us": 27.7, "profile_predicted_p50_us": 27.7},
+        {"config": "256MiB", "fork_p50_us": 1761.3, "profile_predicted_p50_us": 2001.0},  # +13.6%
+        {"config": "1GiB", "fork_p50_us": 10348.7, "profile_predicted_p50_us": 8001.5}]})  # -22.7%
+    text = capsys.readouterr().out
+    assert "fitted configurations" in text and "+13.6%" in text and "-22.7%" in text
+    warning = text[text.index("warning:"):]
+    assert "1GiB (-23%)" in warning and "256MiB" not in warning
+    cli._fit_table({"fit_in_sample": [{"config": "0MiB", "fork_p50_us": 27.7, "profile_predicted_p50_us": 28.0}]})
+    assert "warning" not in capsys.readouterr().out
+
+
 def test_calibrate_s_report_runs_its_checks_side_by_side_as_one_after_another(tmp_path, monkeypatch, capsys):
     """`forksim calibrate`'s report simulates the held-out sizes, the other families, the copies and the cold forks
     in a process pool: each check's rows are those of the check run alone, and the report prints them (here from

@@ -265,6 +265,7 @@ def main(args: argparse.Namespace) -> int:
             t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", str(r.get("vmas", "-")), "on" if r.get("thp") else "off",
                       fmt(r["fork_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%")
         console.print(t)
+    _fit_table(diag)
     _family_table(checks["families"])
     cop = checks["copies"]
     if cop:
@@ -406,6 +407,38 @@ def _spread_line(cold: list[dict]) -> None:
                       "larger than a dense image's (4-7x at spread ~10 on this machine kind), and the profile's cold "
                       "terms are fitted per unit of spread (warmth per_spread), which assumes it grows linearly; a "
                       "later calibration may find denser free lists[/yellow]")
+
+
+# a fitted configuration the profile misses by more than this (validate's fork() p50 target) is named in a warning
+FIT_MISS = 0.15
+
+
+def _fit_table(diag: dict) -> None:
+    """The fork sweep's fitted configurations: each one's measured fork() p50 beside the fitted profile's (in sample),
+    and a warning naming those it misses by more than FIT_MISS: a fit through a host that drifted between the sizes
+    (2026-12-05 14:53, a quick calibration on the Intel host: 256 MiB +14%, 1 GiB -23%, and `forksim predict` at 1 GiB
+    22-28% under the pinned forks that followed) is no better at the sizes in between."""
+    rows = [r for r in diag.get("fit_in_sample") or [] if r.get("fork_p50_us")]
+    if not rows:
+        return
+    t = Table(title="fitted configurations (in sample): measured vs the fitted profile, pinned, fork() p50",
+              title_justify="left")
+    for c in ("configuration", "measured (us)", "profile (us)", "error"):
+        t.add_column(c, justify="left" if c == "configuration" else "right")
+    missed = []
+    for r in rows:
+        err = (r["profile_predicted_p50_us"] - r["fork_p50_us"]) / r["fork_p50_us"]
+        t.add_row(r["config"], fmt(r["fork_p50_us"]), fmt(r["profile_predicted_p50_us"]), f"{100 * err:+.1f}%")
+        if abs(err) > FIT_MISS:
+            missed.append(f"{r['config']} ({100 * err:+.0f}%)")
+    console.print(t)
+    if missed:
+        console.print(f"[yellow]warning:[/] the fitted profile misses {', '.join(missed)} by more than "
+                      f"{100 * FIT_MISS:.0f}% of what calibrate measured there: the fork's cost was not one linear "
+                      "function of the image's size and VMAs while it was measured (the host drifting between the "
+                      "configurations, or a cost the model lacks), and predictions near them carry that error. "
+                      "Calibrating again when the host is quieter, or with the full plan (no --quick), fits more "
+                      "rounds.")
 
 
 def _scattered_table(diag: dict) -> None:
