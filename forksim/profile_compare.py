@@ -29,7 +29,8 @@ def _ratio(a: float, b: float) -> float | None:
     return b / a if a > 0 else None
 
 
-# The linear terms and the cache-miss term of a page walk (StageCost.per_pte_miss_us, with its cache curve)
+# The linear terms (with the VMAs' tree insertions, per_vma_log_us) and the cache-miss term of a page walk
+# (StageCost.per_pte_miss_us, with its cache curve)
 COMPARED_TERMS = (*TERMS, "per_pte_miss_us")
 
 

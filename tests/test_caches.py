@@ -59,7 +59,7 @@ def test_shipped_profiles_without_the_term_load_and_price_as_before():
     assert dm.per_pte_miss_us == 0.0 and dm.cache_curve is None
     shape = ImageShape(26, 12, 262144)
     assert dm.median_us(shape) == pytest.approx(dm.fixed_us + dm.per_vma_us * 26 + dm.per_anon_vma_us * 12
-                                                + dm.per_pte_us * 262144)
+                                                + dm.per_pte_us * 262144 + dm.per_vma_log_us * 26 * np.log2(26))
 
 
 def _lines_store(hit: float, mem: float, knee: float) -> Store:
