@@ -7,9 +7,9 @@ parent's image,
                 + per_pmd_us*pmds + per_thread_us*threads
 
 (with the optional terms of forksim.profile_terms: a VMA's interval-tree insertion, a walk larger than the
-caches, pages out of physical order), times a residual factor with median 1 drawn from the stage's residual distribution (a lognormal
-`sigma`, or empirical quantiles of measured/fitted ratios), so the model reproduces tails as well
-as medians. `ptes` counts 4 KiB anonymous pages, `pmds` 2 MiB transparent huge pages. Every stage
+caches, pages out of physical order), times a residual factor with median 1 drawn from the stage's residual
+distribution (a lognormal `sigma`, or empirical quantiles of measured/fitted ratios), so the model reproduces
+tails as well as medians. `ptes` counts 4 KiB anonymous pages, `pmds` 2 MiB transparent huge pages. Every stage
 and scheduler entry says where its number came from in `source` ("measured: ...",
 "derived: ...", "assumption: ...").
 

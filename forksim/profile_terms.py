@@ -21,8 +21,8 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["TERMS", "vma_log", "scatter_ramp", "Residual", "CacheCurve", "StageCost", "IdleWakeCurve", "IpiSendCurve", "SchedulerCosts", "DEFAULT_TIMER_SLACK_US", "Fraction", "Spread", "Scatter",
-           "ImageShape"]
+__all__ = ["TERMS", "vma_log", "scatter_ramp", "Residual", "CacheCurve", "StageCost", "IdleWakeCurve", "IpiSendCurve",
+           "SchedulerCosts", "DEFAULT_TIMER_SLACK_US", "Fraction", "Spread", "Scatter", "ImageShape"]
 
 
 def scatter_ramp(scatter: float, window: float = 1.0) -> float:

@@ -94,9 +94,9 @@ def _miss_separable(configs: list[Config]) -> bool:
     return len(misses) >= 2 and max(misses) - min(misses) >= MISS_SPAN
 
 
-# the VMA counts' ratio (largest over smallest, with VMAs beyond the base image) that fits per_vma_log_us beside
-# per_vma_us: over a range of 100x, log2 moves by ~6.6 and the two columns part; the smoke plan's 10 and 300 extra
-# VMAs (36 and 326 in all: log2 5.2 .. 8.3) leave them nearly proportional
+# the ratio of the fitted configurations' largest VMA count to their smallest that fits per_vma_log_us beside
+# per_vma_us: over 100x, log2 moves by ~6.6 and the two columns part (the quick plan's 26 .. 10,026 VMAs); the smoke
+# plan's 26, 36 and 326 (log2 4.7 .. 8.3) leave them nearly proportional
 TREE_SPAN = 100.0
 
 
@@ -289,9 +289,9 @@ def _dup_mmap(ev: Evidence, totals: ForkTotals, split: ForkSplit) -> StageCost:
         dm_src = (measured + f"the parent's CPU time in fork()), NNLS on medians (R^2 {fit.r2:.4f}); "
                   f"all image-dependent cost attributed to dup_mmap; no tracefs")
     if dm.get("per_vma_log_us", 0.0) > 0.0:
-        dm_src += ("; per_vma_log_us: per VMA times log2 of the image's VMAs (each copied VMA linked into the anon_vma's "
-                   "or the file's interval tree, O(log n); calibrate's extra VMAs share one tree), NNLS with the "
-                   "other terms over VMA counts spanning 100x or more")
+        dm_src += ("; per_vma_log_us: per VMA times log2 of the image's VMAs (each copied VMA linked into the "
+                   "anon_vma's or the file's interval tree, O(log n); calibrate's extra VMAs share one tree), NNLS "
+                   "with the other terms over VMA counts spanning 100x or more")
     if dm.get("per_pte_miss_us", 0.0) > 0.0:
         dm_src += ("; per_pte_miss_us: what a page costs more when the walk misses the caches, times the share of "
                    "the walk (80 B per page) that misses by the measured cache_curve, NNLS with the other terms")

@@ -304,7 +304,8 @@ def fit_window(store: Store, stage: str) -> float:
 
 def _slope(rows: list[dict[str, Any]], stage: str, curve: CacheCurve, window: float = 1.0) -> tuple[float, float]:
     """(slope, error): the least-squares slope through 0 of the per-size difference D on X over the sizes
-    not held out whose pair is contrasted (`_contrasted`), each weighted by 1 / its in-order p50 (relative error; a size whose difference is nil
+    not held out whose pair is contrasted (`_contrasted`), each weighted by 1 / its in-order p50 (relative
+    error; a size whose difference is nil
     counts too), and the weighted squared error left; none (inf) unless a fitted size's walk is at least
     half past the knee (below it, the slope is the noise of a small difference over a small miss share)."""
     use = [r for r in rows if not r["held_out"] and _contrasted(r, window)]
@@ -352,7 +353,8 @@ def fit_layout(store: Store, held_out: tuple[int, ...]) -> LayoutFit | None:
         fit.slope[stage], fit.footprint[stage] = s, b
         if window != 1.0:
             fit.window[stage] = window
-        used = ", ".join(f"{r['rss_bytes'] // MiB} MiB" for r in fit.rows if not r["held_out"] and _contrasted(r, window))
+        used = ", ".join(f"{r['rss_bytes'] // MiB} MiB" for r in fit.rows
+                         if not r["held_out"] and _contrasted(r, window))
         spread = [r["spread_random"] for r in fit.rows if not r["held_out"] and r.get("spread_random")]
         beside = (f"; 64 B x the random images' spread (struct_page_pages x 64 / pages, median "
                   f"{median(spread):.2f}) = {64 * median(spread):.0f} B" if spread else "")
