@@ -305,9 +305,9 @@ def fit_window(store: Store, stage: str) -> float:
 def _slope(rows: list[dict[str, Any]], stage: str, curve: CacheCurve, window: float = 1.0) -> tuple[float, float]:
     """(slope, error): the least-squares slope through 0 of the per-size difference D on X over the sizes
     not held out whose pair is contrasted (`_contrasted`), each weighted by 1 / its in-order p50 (relative
-    error; a size whose difference is nil
-    counts too), and the weighted squared error left; none (inf) unless a fitted size's walk is at least
-    half past the knee (below it, the slope is the noise of a small difference over a small miss share)."""
+    error; a size whose difference is nil counts too), and the weighted squared error left; none (inf) unless
+    a fitted size's walk is at least half past the knee (below it, the slope is the noise of a small
+    difference over a small miss share)."""
     use = [r for r in rows if not r["held_out"] and _contrasted(r, window)]
     if not use:
         return 0.0, float("inf")
