@@ -236,7 +236,7 @@ def stage_cost(coef: dict[str, float] | None = None, *, fixed_us: float | None =
     if d["per_pte_miss_us"] > 0.0 and cache_curve is not None:
         d["cache_curve"] = cache_curve
     else:
-        d["per_pte_miss_us"] = 0.0
+        d["per_pte_miss_us"] = 0.0  # without its curve the term prices nothing
     for t in _OPTIONAL_TERMS:
         if not d[t]:
             del d[t]

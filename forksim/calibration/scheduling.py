@@ -36,7 +36,8 @@ def _idle_wake_curve(wakes: list[dict[str, Any]], ref_us: float) -> dict[str, An
     return {"idle_us": [s for s, *_ in pts], "scale": [round(m / ref_us, 4) for _, m, *_ in pts],
             "residuals": [r for *_, r in pts],
             "source": "measured: futex ping-pong across CPUs, the waker spinning "
-                      + ", ".join(f"{s:g}" for s, *_ in pts) + " us before FUTEX_WAKE (the wakee's CPU idle about as long): wake-up latency p50 "
+                      + ", ".join(f"{s:g}" for s, *_ in pts)
+                      + " us before FUTEX_WAKE (the wakee's CPU idle about as long): wake-up latency p50 "
                       + ", ".join(f"{m:.1f}" for _, m, *_ in pts) + " us, over idle_wake's median (the 200 us run); "
                       "p99 " + ", ".join(f"{p:.1f}" for _, _, p, _ in pts) + " us: each idle time's shape (sample / "
                       "median) is its residual; samples over 1 ms dropped (the other CPU was busy)"}

@@ -255,68 +255,84 @@ def main(args: argparse.Namespace) -> int:
                       f"({this_host().describe()}) unless a config or --profile names another")
     diag = prof.get("diagnostics", {})
     checks = _run_checks(out, diag)
-    rows = checks["held_out"]
-    if rows:
-        t = Table(title="held-out sizes (left out of the fit): measured vs forksim predict, pinned, fork() p50",
-                  title_justify="left")
-        for c in ("RSS", "VMAs", "THP", "measured (us)", "forksim (us)", "error"):
-            t.add_column(c, justify="right")
-        for r in rows:
-            t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", str(r.get("vmas", "-")), "on" if r.get("thp") else "off",
-                      fmt(r["fork_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%")
-        console.print(t)
+    _held_out_table(checks["held_out"])
     _fit_table(diag)
     _family_table(checks["families"])
-    cop = checks["copies"]
-    if cop:
-        t = Table(title="fds, namespaces, live children (pinned, RSS ~0): measured vs forksim predict, call p50; "
-                  "extra: over the case's base in the same run (3 fds, a plain clone(), no live children), what the "
-                  "profile's terms price", title_justify="left")
-        for c in ("case", "measured (us)", "forksim (us)", "error", "extra (us)", "forksim extra (us)"):
-            t.add_column(c, justify="left" if c == "case" else "right")
-        for r in cop:
-            t.add_row(r["case"], fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%",
-                      fmt(r["measured_extra_us"]) if "measured_extra_us" in r else "-",
-                      fmt(r["forksim_extra_us"]) if "forksim_extra_us" in r else "-")
-        console.print(t)
+    _copies_table(checks["copies"])
     _scattered_table(diag)
-    cold = checks["cold"]
-    if cold:
-        t = Table(title="cold forks (after a sleep or a co-runner's sweep on the same CPU; scatter: an image touched "
-                  "in a random order or in runs of K pages): measured vs forksim run (closed loop, think time = the "
-                  "gap), fork() p50 (after a sweep: wall time); extra: over the pinned back-to-back fork of the same "
-                  "size and layout (gap 0)",
-                  title_justify="left")
-        for c in ("RSS", "before", "gap (ms)", "parent", "measured (us)", "forksim (us)", "error", "extra (us)",
-                  "forksim extra (us)", "extra error"):
-            t.add_column(c, justify="right")
-        for r in cold:
-            work, ee = r["cond"] == "work", r.get("extra_error")
-            gap = r["gap_p50_us"] if work else r["x"]
-            layout = r["cond"] not in ("sleep", "unpinned", "work")
-            before = f"sweep {int(r['x']) >> 20} MiB" if work else f"sleep, {r['cond']}, scatter {r['scatter']:.2f}" \
-                if layout else "sleep"
-            t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", before,
-                      f"{gap / 1000:.3g}", "unpinned" if r["cond"] == "unpinned" else "pinned",
-                      fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%",
-                      fmt(r["extra_us"]) if "extra_us" in r else "-",
-                      fmt(r["forksim_extra_us"]) if "forksim_extra_us" in r else "-",
-                      f"{100 * ee:+.1f}%" if ee is not None else "-")
-        console.print(t)
-        sweep = _sweep_p50(diag)
-        pairs = [(int(r["rss_bytes"]), sweep[int(r["rss_bytes"])], r["fork_p50_us"])
-                 for r in cold if r["cond"] == "sleep" and r["x"] == 0 and int(r["rss_bytes"]) in sweep]
-        if pairs:
-            console.print("back to back, the fork sweep's p50 (what forksim prices) / the cold grid's, us: "
-                          + "; ".join(f"{rss >> 20} MiB {fmt(a)} / {fmt(b)}" for rss, a, b in pairs)
-                          + " (the same fork minutes apart: the host's drift)")
-            _drift_warning(pairs)
-        _spread_line(cold)
+    _cold_table(checks["cold"], diag)
     _exit_line(prof.get("warmth"), diag.get("warmth_fit", {}).get("exit"))
     _remote_line(prof.get("warmth"), diag.get("warmth_fit", {}).get("remote"))
     fit = diag.get("warmth_fit", {})
     _families_line(prof.get("warmth"), fit.get("families_extra_us"), fit.get("families_rest_extra_us"))
     return 0
+
+
+def _held_out_table(rows: list[dict]) -> None:
+    """The held-out sizes' measured fork() p50 beside forksim's prediction."""
+    if not rows:
+        return
+    t = Table(title="held-out sizes (left out of the fit): measured vs forksim predict, pinned, fork() p50",
+              title_justify="left")
+    for c in ("RSS", "VMAs", "THP", "measured (us)", "forksim (us)", "error"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", str(r.get("vmas", "-")), "on" if r.get("thp") else "off",
+                  fmt(r["fork_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%")
+    console.print(t)
+
+
+def _copies_table(cop: list[dict]) -> None:
+    """fds, namespaces and live children: measured call p50 beside forksim's, and each case's extra."""
+    if not cop:
+        return
+    t = Table(title="fds, namespaces, live children (pinned, RSS ~0): measured vs forksim predict, call p50; "
+              "extra: over the case's base in the same run (3 fds, a plain clone(), no live children), what the "
+              "profile's terms price", title_justify="left")
+    for c in ("case", "measured (us)", "forksim (us)", "error", "extra (us)", "forksim extra (us)"):
+        t.add_column(c, justify="left" if c == "case" else "right")
+    for r in cop:
+        t.add_row(r["case"], fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%",
+                  fmt(r["measured_extra_us"]) if "measured_extra_us" in r else "-",
+                  fmt(r["forksim_extra_us"]) if "forksim_extra_us" in r else "-")
+    console.print(t)
+
+
+def _cold_table(cold: list[dict], diag: dict) -> None:
+    """The cold forks beside forksim run's, the back-to-back drift between the sweep and the cold grid, and the
+    images' spread."""
+    if not cold:
+        return
+    t = Table(title="cold forks (after a sleep or a co-runner's sweep on the same CPU; scatter: an image touched "
+              "in a random order or in runs of K pages): measured vs forksim run (closed loop, think time = the "
+              "gap), fork() p50 (after a sweep: wall time); extra: over the pinned back-to-back fork of the same "
+              "size and layout (gap 0)",
+              title_justify="left")
+    for c in ("RSS", "before", "gap (ms)", "parent", "measured (us)", "forksim (us)", "error", "extra (us)",
+              "forksim extra (us)", "extra error"):
+        t.add_column(c, justify="right")
+    for r in cold:
+        work, ee = r["cond"] == "work", r.get("extra_error")
+        gap = r["gap_p50_us"] if work else r["x"]
+        layout = r["cond"] not in ("sleep", "unpinned", "work")
+        before = f"sweep {int(r['x']) >> 20} MiB" if work else f"sleep, {r['cond']}, scatter {r['scatter']:.2f}" \
+            if layout else "sleep"
+        t.add_row(f"{int(r['rss_bytes']) >> 20} MiB", before,
+                  f"{gap / 1000:.3g}", "unpinned" if r["cond"] == "unpinned" else "pinned",
+                  fmt(r["measured_p50_us"]), fmt(r["forksim_p50_us"]), f"{100 * r['rel_error']:+.1f}%",
+                  fmt(r["extra_us"]) if "extra_us" in r else "-",
+                  fmt(r["forksim_extra_us"]) if "forksim_extra_us" in r else "-",
+                  f"{100 * ee:+.1f}%" if ee is not None else "-")
+    console.print(t)
+    sweep = _sweep_p50(diag)
+    pairs = [(int(r["rss_bytes"]), sweep[int(r["rss_bytes"])], r["fork_p50_us"])
+             for r in cold if r["cond"] == "sleep" and r["x"] == 0 and int(r["rss_bytes"]) in sweep]
+    if pairs:
+        console.print("back to back, the fork sweep's p50 (what forksim prices) / the cold grid's, us: "
+                      + "; ".join(f"{rss >> 20} MiB {fmt(a)} / {fmt(b)}" for rss, a, b in pairs)
+                      + " (the same fork minutes apart: the host's drift)")
+        _drift_warning(pairs)
+    _spread_line(cold)
 
 
 def _families_line(warmth: dict | None, points: dict | None, rest: dict | None = None) -> None:
