@@ -284,6 +284,8 @@ def test_smoke_calibration_writes_a_valid_profile(tmp_path, traced, monkeypatch)
         assert p.rcu_callbacks is None
     for key in ("kernel", "cpu_model", "cpus", "thp_mode", "page_size", "date", "command", "forksim_version"):
         assert key in p.provenance, key
+    compaction = p.provenance["memory_compaction"]  # the free lists compacted first, or why not
+    assert compaction["compacted"] is True or compaction["reason"]
     assert all(s.source.split(":")[0] in ("measured", "derived", "assumption") for s in p.stages.values())
     ho = p.diagnostics["held_out"]
     assert ho and {"rss_bytes", "vmas", "thp", "fork_p50_us"} <= set(ho[0])

@@ -16,6 +16,7 @@ from forksim import lab
 from forksim.calibration.fit import PROBABILITIES, stage_cost, stage_json
 from forksim.calibration.plan import BENCH_MODES, VARIANTS
 from forksim.kernel.flags import COPIES_MM, EXECS, KINDS
+from forksim.lab.memory import compact_memory, large_block_share
 from forksim.lab.processes import end_group
 
 NEEDS_CC = pytest.mark.skipif(lab.compiler() is None, reason="no C compiler")
@@ -67,6 +68,30 @@ def test_machine_facts_and_memory():
     avail = lab.mem_available()
     assert avail is None or 0 < avail <= facts["mem_total_bytes"]
     assert lab.read_text("/nonexistent/file") is None
+
+
+BUDDYINFO = """Node 0, zone      DMA      0      0      0      0      0      0      0      0      1      1      3
+Node 0, zone   Normal      8      0      0      0      0      0      0      0      0      1      0
+"""
+
+
+def test_large_block_share_counts_pages_not_blocks():
+    # DMA: 256 + 512 + 3 * 1024 pages in blocks of order 8..10; Normal: 8 single pages and one order-9 block
+    large = 512 + 3 * 1024 + 512
+    assert large_block_share(BUDDYINFO) == round(large / (large + 256 + 8), 4)
+    assert large_block_share("") is None
+
+
+def test_compact_memory_writes_once_and_reports_a_refusal(tmp_path):
+    knob, info = tmp_path / "compact_memory", tmp_path / "buddyinfo"
+    knob.write_text("")
+    info.write_text(BUDDYINFO)
+    done = compact_memory(knob, info)
+    assert done["compacted"] and knob.read_text() == "1\n" and done["seconds"] >= 0
+    assert done["large_free_share_before"] == done["large_free_share_after"] == large_block_share(BUDDYINFO)
+    refused = compact_memory(tmp_path / "no" / "compact_memory", tmp_path / "no" / "buddyinfo")  # never raises
+    assert not refused["compacted"] and "not writable" in refused["reason"]
+    assert refused["large_free_share_before"] is None
 
 
 @pytest.mark.skipif(shutil.which("sh") is None, reason="no sh")

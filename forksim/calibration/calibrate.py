@@ -39,6 +39,7 @@ from .scheduling import fit_recent_idle
 from ..host import this_host
 from ..store import store_dir
 from ..lab import machine_facts, read_text
+from ..lab.memory import compact_memory
 from .plan import PLANS, Plan, Store, measured_segments
 
 __all__ = ["calibrate", "refit", "Reporter", "Plan", "PLANS", "machine_facts"]
@@ -197,8 +198,21 @@ def _write_profile(out: Path, profile: dict[str, Any]) -> dict[str, Any]:
     return json.loads(text)
 
 
-def _provenance(plan: Plan, b: bench.Benchmarks, why: str, name: str, loadavg: tuple[float, float]) -> dict[str, Any]:
-    """How this calibration ran: when, the command, the plan, the compiler, tracefs, the load."""
+def _compact(compact: bool, prog: Reporter) -> dict[str, Any]:
+    """Compact the free memory before the first measured image (forksim.lab.memory), unless asked not to;
+    what was done, for the provenance."""
+    if not compact:
+        return {"compacted": False, "reason": "--no-compact: the free lists are as this host's past runs left them"}
+    done = compact_memory()
+    share = f"free pages in blocks of 2 MiB or more: {done['large_free_share_before']} -> "
+    prog.log(f"memory compacted in {done['seconds']:.2f} s ({share}{done['large_free_share_after']})"
+             if done["compacted"] else f"memory not compacted: {done['reason']}")
+    return done
+
+
+def _provenance(plan: Plan, b: bench.Benchmarks, why: str, name: str, loadavg: tuple[float, float],
+                compaction: dict[str, Any]) -> dict[str, Any]:
+    """How this calibration ran: when, the command, the plan, the compiler, tracefs, the load, the free lists."""
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in sys.argv) or "python",
@@ -208,19 +222,21 @@ def _provenance(plan: Plan, b: bench.Benchmarks, why: str, name: str, loadavg: t
         "tracefs_reason": why,
         "profile_name": name,
         "loadavg_start_end": [round(loadavg[0], 2), round(loadavg[1], 2)],
+        "memory_compaction": compaction,
     }
 
 
 def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Reporter" = True, *, smoke: bool = False,
               use_tracefs: bool | None = None, raw_out: str | Path | None = None, cpu: int | None = None,
-              name: str | None = None) -> dict[str, Any]:
+              name: str | None = None, compact: bool = True) -> dict[str, Any]:
     """Measure this machine and write a profile to `out` (atomically); return the profile dict.
     `out` None: the user's profile store (forksim.store), as <host>.json, named after the host; the
     path written is in the returned profile's provenance ("written_to" is not kept in the file).
 
     quick: the short plan (about a minute on a 2-vCPU VM); default: the full plan (< 10 min). smoke: a seconds-long subset
     (tests). use_tracefs: None = when root and tracefs allow; False = never. raw_out: also write
-    every raw sample (JSON, gzip if it ends in .gz). cpu: the CPU for pinned runs (default: the last)."""
+    every raw sample (JSON, gzip if it ends in .gz). cpu: the CPU for pinned runs (default: the last). compact:
+    compact the free memory first (forksim.lab.memory: the state the shipped profiles were measured in)."""
     t_start = time.monotonic()
     load_start = _loadavg()
     host = this_host()
@@ -249,6 +265,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         if not ok:
             prog.log(f"no tracepoints ({why}): calibrating from the microbenchmarks alone")
             store.notes.append(f"tracefs not used: {why}")
+        compaction = _compact(compact, prog)
         took = _run_jobs(calibration_jobs(plan, b, store, trace, cpu, other), trace, store, prog)
         trace = None  # _run_jobs closed it
         # read before the copies step: its thousands of live children and dying namespaces are this
@@ -259,7 +276,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
             _measure_traced_loads(b, store, plan, cpu, other, smoke, took, prog)
         prog.step("fitting")
         _note_busy(load_start, load_end, store, prog)
-        prov_extra = _provenance(plan, b, why, name or out.stem, (load_start, load_end))
+        prov_extra = _provenance(plan, b, why, name or out.stem, (load_start, load_end), compaction)
         host_d = host.model_dump(mode="json", exclude_none=True)
         if raw_out:  # before the fits, so that one that fails leaves the minutes measured for `refit` (less the
             # interruptions, measured after the fits: the copies step's dying namespaces are torn down meanwhile)

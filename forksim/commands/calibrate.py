@@ -23,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="the short plan (about a minute on a 2-vCPU VM, its report included)")
     p.add_argument("--raw", help="also write every raw sample (.json or .json.gz)")
     p.add_argument("--no-tracefs", action="store_true", help="microbenchmarks only, even as root")
+    p.add_argument("--no-compact", action="store_true",
+                   help="do not compact the free memory first (/proc/sys/vm/compact_memory, as root: the state the "
+                   "shipped profiles were measured in; a freshly touched image's physical layout follows the free lists)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=main)
 
@@ -246,7 +249,8 @@ def main(args: argparse.Namespace) -> int:
     if not args.out:  # the user's profile store: made on first use
         store_dir().mkdir(parents=True, exist_ok=True)
     prof = calibrate(out, quick=args.quick, progress=_Bar() if not args.quiet else False, raw_out=args.raw,
-                     use_tracefs=False if args.no_tracefs else None, name=None if args.out else this_host().slug())
+                     use_tracefs=False if args.no_tracefs else None, name=None if args.out else this_host().slug(),
+                     compact=not args.no_compact)
     prov = prof["provenance"]
     console.print(f"wrote {out} ({prov.get('duration_s')} s; tracepoints: "
                   f"{'yes' if prov.get('tracefs') else 'no — ' + str(prov.get('tracefs_reason'))})")

@@ -3,6 +3,7 @@
 - `compiler`: the C compiler lookup, the cache root and the content-hashed build of C programs;
 - `facts`: the machine's facts for a profile's provenance, MemAvailable, the EEVDF base slice;
 - `pagemap`: the physical layout (scatter) of a process's anonymous pages, from /proc/PID/pagemap;
+- `memory`: compacting the free lists before a calibration, and how fragmented they were (/proc/buddyinfo);
 - `processes`: killing a measured program's whole process group, and asking whether any of it is left.
 
 Nothing in the model imports it; `forksim calibrate` and `forksim validate` do.
