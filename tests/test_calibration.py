@@ -490,7 +490,10 @@ def test_calibrate_s_report_runs_its_checks_side_by_side_as_one_after_another(tm
              "copies": cli.copies_check(str(out), diag["copies"]["measured"]),
              "cold": cli.cold_check(str(out), diag["cold_forks"])}
     assert pooled == alone and all(alone.values())
-    monkeypatch.setattr(calibration, "calibrate", lambda *a, **k: prof)
-    assert cli.main(argparse.Namespace(out=str(out), quick=True, quiet=True, raw=None, no_tracefs=False)) == 0
+    asked: dict = {}
+    monkeypatch.setattr(calibration, "calibrate", lambda *a, **k: asked.update(k) or prof)
+    assert cli.main(argparse.Namespace(out=str(out), quick=True, quiet=True, raw=None, no_tracefs=False,
+                                       no_compact=True)) == 0
+    assert asked["compact"] is False  # --no-compact reaches calibrate
     text = capsys.readouterr().out
     assert "held-out sizes" in text and "other families" in text and "cold forks" in text
