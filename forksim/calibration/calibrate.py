@@ -204,9 +204,12 @@ def _compact(compact: bool, prog: Reporter) -> dict[str, Any]:
     if not compact:
         return {"compacted": False, "reason": "--no-compact: the free lists are as this host's past runs left them"}
     done = compact_memory()
-    share = f"free pages in blocks of 2 MiB or more: {done['large_free_share_before']} -> "
-    prog.log(f"memory compacted in {done['seconds']:.2f} s ({share}{done['large_free_share_after']})"
-             if done["compacted"] else f"memory not compacted: {done['reason']}")
+    if not done["compacted"]:
+        prog.log(f"memory not compacted: {done['reason']}")
+        return done
+    shares = [done[f"large_free_share_{when}"] for when in ("before", "after")]
+    said = " -> ".join("?" if s is None else f"{100 * s:.1f}%" for s in shares)
+    prog.log(f"memory compacted in {done['seconds']:.2f} s (free pages in blocks of 2 MiB or more: {said})")
     return done
 
 

@@ -24,8 +24,9 @@ def register(sub) -> None:
     p.add_argument("--raw", help="also write every raw sample (.json or .json.gz)")
     p.add_argument("--no-tracefs", action="store_true", help="microbenchmarks only, even as root")
     p.add_argument("--no-compact", action="store_true",
-                   help="do not compact the free memory first (/proc/sys/vm/compact_memory, as root: the state the "
-                   "shipped profiles were measured in; a freshly touched image's physical layout follows the free lists)")
+                   help="do not compact the free memory first (/proc/sys/vm/compact_memory, as root: the state "
+                   "the shipped profiles were measured in; a freshly touched image's physical layout follows the "
+                   "free lists)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=main)
 

@@ -3,9 +3,9 @@
 A freshly touched image takes its frames from the free lists (the per-CPU page lists first, then the buddy
 allocator), so its physical layout (scatter, spread: forksim.lab.pagemap) follows whatever ran and exited
 before it. On the 2026-12-05 Intel host a 64 MiB image touched in address order came out at scatter 0.84
-after a day of other runs and at 0.03 right after `echo 1 > /proc/sys/vm/compact_memory`
-(kernel/mm/compaction.c sysctl_compaction_handler -> compact_nodes), and a quick calibration's fork sweep
-and cold layout pairs are fitted on those images. The shipped profiles were measured right after such a
+after three hours of other runs and at 0.03 right after `echo 1 > /proc/sys/vm/compact_memory`
+(mm/compaction.c: sysctl_compaction_handler -> compact_nodes), and a calibration's fork sweep is fitted
+on such images. The shipped profiles were measured right after such a
 compaction, so `forksim calibrate` starts from the same state; this module does the compaction and reads
 /proc/buddyinfo before and after, for the profile's provenance.
 """
