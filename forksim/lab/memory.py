@@ -29,7 +29,7 @@ def large_block_share(buddyinfo: str) -> float | None:
     zone of /proc/buddyinfo's text (one line a zone: the free block counts per order 0..MAX_ORDER)."""
     total = large = 0
     for line in buddyinfo.splitlines():
-        head, _, counts = line.partition("zone")
+        _, _, counts = line.partition("zone")
         fields = counts.split()[1:]  # after the zone's name
         for order, count in enumerate(int(f) for f in fields):
             pages = count << order
