@@ -80,3 +80,44 @@ def test_summary_counts_the_sleeping_fork():
     assert s["forks"] == 1 and s["writers"] == 2
     assert s["lock_waits"]["slept"] == 1 and s["lock_waits"]["runq_us"] == [4000]
     assert s["woken_writers_placed"] == {"other+other": 1}
+
+
+def _switch(cpu: int, t_us: float, prev: int, state: str, nxt: int) -> str:
+    return _line(prev, cpu, t_us, "sched_switch", f"prev_comm=loadgen prev_pid={prev} prev_prio=120 prev_state={state} "
+                                                  f"==> next_comm=loadgen next_pid={nxt} next_prio=120")
+
+
+def _waiting_writer_trace(pulled: bool) -> list[str]:
+    """W1 waits on the forker's CPU 1 (preempted there) when the walk takes the lock at +10; W2 sleeps on CPU 0,
+    which idles. At +2000 the idle CPU 0's own pass pulls W1 (`pulled`), or at +4000 CPU 1's tick hands it
+    the CPU; the walk ends at +6000."""
+    out = []
+    for i, w in enumerate((W1, W2)):
+        t = -1000.0 + 10 * i
+        out += [_line(F, 1, t, "sys_enter", "NR 435 (7ffd, 58, 0, 0, 0, 0)"),
+                _line(F, 1, t + 1, "sched_process_fork", f"comm=loadgen pid={F} child_comm=loadgen child_pid={w}"),
+                _line(F, 1, t + 2, "sys_exit", f"NR 435 = {w}")]
+    out += [_switch(0, -500.0, W2, "D", 0), _switch(1, -100.0, W1, "R", F),
+            _line(F, 1, 0.0, "sys_enter", "NR 56 (1200011, 0, 0, 7ff8, 0, 0)"),
+            _lock(F, 1, 5.0, "start_locking", "A", True), _lock(F, 1, 10.0, "acquire_returned", "A", True, True)]
+    if pulled:
+        out += [_line(0, 0, 2000.0, "sched_migrate_task", f"comm=loadgen pid={W1} prio=120 orig_cpu=1 dest_cpu=0"),
+                _switch(0, 2001.0, 0, "R", W1)]
+    else:
+        out += [_switch(1, 4000.0, F, "R", W1), _switch(1, 4006.0, W1, "D", F)]
+    out += [_lock(F, 1, 6000.0, "released", "A", True), _line(F, 1, 6050.0, "sys_exit", f"NR 56 = {CHILD}")]
+    return out
+
+
+@pytest.mark.parametrize("pulled", [True, False])
+def test_a_writer_waiting_on_the_forkers_cpu_is_pulled_by_the_idle_cpu_or_runs_at_the_tick(pulled):
+    ev = mt_trace.parse(_waiting_writer_trace(pulled))
+    forker, threads = mt_trace.roles(ev)
+    fs = mt_trace.forks(ev, forker, threads)
+    got = mt_trace.walk_starts(ev, fs, threads)
+    assert got["writers_on_forker_cpu"] == {1: 1}
+    ww = got["waiting_writer"]
+    assert ww["pulled"] == ([pytest.approx(1.99)] if pulled else [])
+    assert ww["ran_on_forker_cpu"] == ([] if pulled else [pytest.approx(3.99)])
+    assert ww["neither"] == 0
+    assert mt_trace.writer_pulls(ev, fs, threads) == {"idle_in_walk": int(pulled), "idle_between": 0, "in_a_task": 0}

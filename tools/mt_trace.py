@@ -14,7 +14,10 @@ mmap_write_lock_killable: the call's first write lock; dup_mmap's walk ends at t
 the wait for the lock and, where the forker slept for it, how long until it was woken (the last reader's
 mmap_read_unlock) and then until it ran; the walk (the lock's hold) by the time since the previous fork
 returned; when each writer blocked (its first mmap_lock_start_locking after the walk took the lock); where
-the writers the walk's end woke were placed (the forker's vCPU or the other); and the IPIs' handlers.
+the writers the walk's end woke were placed (the forker's vCPU or the other); how many writers were on the
+forker's vCPU when each walk took the lock and, where one waited there, whether the idle vCPU's own balance
+pass (nohz idle balance) pulled it or the forker's slice ended first; the writers' moves by an idle vCPU's
+pass and in a task's context; and the IPIs' handlers.
 
 Recorded 2026-12-02 12:30-12:36 UTC (Intel Xeon host, 2 vCPUs, Linux 6.18.44, sched_vcpu_pack=15; 1.5 s
 runs with 3 writers and 1 GiB, 95 and 101 forks, warm-up included; a closed single-threaded 1 GiB loop beside
@@ -27,6 +30,15 @@ walk's end had handed it to for read was still queued behind the others; they we
 asking, and 14 of 28 and 13 of 32 then waited 3.9-5.0 ms on the runqueue (the writer that let them in kept
 the CPU to the next tick), the rest under 0.1 ms (the forker's vCPU had pulled that writer when it slept).
 Function-call IPIs (TLB shootdowns among them): 9,959 in 1.8 s, 1 us each (p50), 7.7 ms in all.
+
+Recorded again 2026-12-05 19:27 UTC (the same host kind, 3 s, 170 forks): the walk p50 6.4 ms, the three
+writers woken onto the other vCPU in 130 forks. When the walk took the lock, 0 writers were on the forker's
+vCPU in 114 forks, 1 in 35 and 2 in 21 (those in the first 90 forks). Of the 56 walks that found one waiting
+there, the idle vCPU's own pass pulled it in 19 (0.1-4.1 ms into the walk) and the forker's slice ended
+first, at a tick (mostly 4.0 ms in), in 37, the writer then blocking on the lock within 6 us. The idle
+vCPU's passes moved writers 45 times (23 in walks, 22 between forks, towards the forker's vCPU); moves
+in a task's context: 3. Of 228 switches of a vCPU to idle while a writer that had not run for 0.5 ms waited
+on the other, none pulled it (newidle balancing does not pull here).
 """
 
 from __future__ import annotations
@@ -174,6 +186,79 @@ def woken_placement(ev: list, fs: list[dict], threads: set[int], window_us: floa
     return out
 
 
+def _writer_states(ev: list, threads: set[int], at: list[float]) -> list[dict[int, tuple[int, str]]]:
+    """Each writer's (vCPU, "running" / "runnable" / "sleeping") just before each time in `at` (ascending)."""
+    where: dict[int, tuple[int, str]] = {}
+    out, k = [], 0
+    for t, cpu, _, n, r in ev:
+        while k < len(at) and at[k] <= t:
+            out.append(dict(where))
+            k += 1
+        if k == len(at):
+            break
+        if n == "sched_switch":
+            kv = dict(KV.findall(r))
+            prev, nxt = int(kv["prev_pid"]), int(kv["next_pid"])
+            if prev in threads:
+                where[prev] = (cpu, "runnable" if kv["prev_state"].startswith("R") else "sleeping")
+            if nxt in threads:
+                where[nxt] = (cpu, "running")
+        elif n in ("sched_wakeup", "sched_wakeup_new", "sched_migrate_task"):
+            kv = dict(KV.findall(r))
+            pid = int(kv["pid"])
+            if pid in threads:
+                if n == "sched_migrate_task":
+                    where[pid] = (int(kv["dest_cpu"]), where.get(pid, (0, "runnable"))[1])
+                elif where.get(pid, (0, ""))[1] != "running":
+                    where[pid] = (int(kv["target_cpu"]), "runnable")
+    return out + [dict(where)] * (len(at) - len(out))
+
+
+def walk_starts(ev: list, fs: list[dict], threads: set[int]) -> dict:
+    """Where the writers were when each walk took the lock: how many on the forker's vCPU (running or
+    waiting there), by fork; and, for the walks that found one waiting there while the other vCPU idled
+    through the walk, what came first: the idle vCPU's own balance pass pulled it (sched_migrate_task with
+    the idle task current: nohz idle balance), or it ran on the forker's vCPU (the forker's slice ended at a
+    tick), or neither before the walk's end, with the times (ms into the walk)."""
+    starts = [f["walk_end"] - f["hold_us"] for f in fs]
+    states = _writer_states(ev, threads, starts)
+    times = np.array([e[0] for e in ev])
+    on_forker: collections.Counter = collections.Counter()
+    first = {"pulled": [], "ran_on_forker_cpu": [], "neither": 0}
+    for f, a, st in zip(fs, starts, states):
+        on_forker[sum(1 for c, _ in st.values() if c == f["cpu"])] += 1
+        waiting = {p for p, (c, s) in st.items() if c == f["cpu"] and s == "runnable"}
+        if not waiting:
+            continue
+        for t, cpu, pid, n, r in ev[int(np.searchsorted(times, a)):int(np.searchsorted(times, f["walk_end"]))]:
+            kv = dict(KV.findall(r)) if n in ("sched_migrate_task", "sched_switch") else {}
+            if n == "sched_migrate_task" and pid == 0 and int(kv["pid"]) in waiting:
+                first["pulled"].append(round((t - a) / 1e3, 2))
+                break
+            if n == "sched_switch" and cpu == f["cpu"] and int(kv["next_pid"]) in waiting:
+                first["ran_on_forker_cpu"].append(round((t - a) / 1e3, 2))
+                break
+        else:
+            first["neither"] += 1
+    return {"writers_on_forker_cpu": dict(sorted(on_forker.items())), "waiting_writer": first}
+
+
+def writer_pulls(ev: list, fs: list[dict], threads: set[int]) -> dict:
+    """The writers' moves to an idle vCPU by its own balance pass (sched_migrate_task with the idle task
+    current: nohz idle balance), inside a walk or between forks, and the moves made in a task's context
+    (a vCPU going idle: newidle balance; a wake-up's placement)."""
+    walks = [(f["walk_end"] - f["hold_us"], f["walk_end"]) for f in fs]
+    out = {"idle_in_walk": 0, "idle_between": 0, "in_a_task": 0}
+    for t, _, pid, n, r in ev:
+        if n != "sched_migrate_task" or int(dict(KV.findall(r))["pid"]) not in threads:
+            continue
+        if pid != 0:
+            out["in_a_task"] += 1
+        else:
+            out["idle_in_walk" if any(a <= t <= b for a, b in walks) else "idle_between"] += 1
+    return out
+
+
 def ipis(ev: list) -> dict:
     """The function-call IPI handlers (TLB shootdowns among them): count and time."""
     opened, durs = {}, []
@@ -212,6 +297,8 @@ def summarise(ev: list) -> dict:
                        "until_granted_us": [round(f["until_granted_us"]) for f in slept if "until_granted_us" in f],
                        "runq_us": [round(f["runq_us"]) for f in slept if "runq_us" in f]},
         "woken_writers_placed": {"+".join(k) or "none": v for k, v in woken_placement(ev, fs, threads).most_common()},
+        **walk_starts(ev, fs, threads),
+        "writer_moves": writer_pulls(ev, fs, threads),
         "ipis": ipis(ev),
     }
 
@@ -227,6 +314,13 @@ def show(prefix: str, json_out: str | None) -> int:
     print(f"  forks that slept for the lock: {lw['slept']} (waits {sorted(lw['wait_us'])} us); woken after "
           f"{sorted(lw['until_granted_us'])} us, then on the runqueue {sorted(lw['runq_us'])} us")
     print("  writers woken by the walk's end, placed:", s["woken_writers_placed"])
+    ww, mv = s["waiting_writer"], s["writer_moves"]
+    print("  writers on the forker's vCPU when the walk took the lock (count: forks):", s["writers_on_forker_cpu"])
+    print(f"  a writer waiting there: pulled by the idle vCPU's own pass in {len(ww['pulled'])} walks (ms in: "
+          f"{sorted(ww['pulled'])}), ran on the forker's vCPU first in {len(ww['ran_on_forker_cpu'])} (ms in: "
+          f"{sorted(ww['ran_on_forker_cpu'])}), neither in {ww['neither']}")
+    print(f"  writers moved by an idle vCPU's own pass: {mv['idle_in_walk']} in walks, {mv['idle_between']} between "
+          f"forks; in a task's context (newidle, a wake-up): {mv['in_a_task']}")
     print(f"  function-call IPIs: {s['ipis']['count']}, {s['ipis']['us_total']:.0f} us in all, p50 "
           f"{s['ipis']['us_p50']:.1f} us")
     if json_out:

@@ -44,7 +44,17 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "0.1-7.6 ms until a writer still queued there has run its fault (modelled: in the model the forker's vCPU "
      "pulls that writer at once, so the wait stays ~5 us), and half of those then wait ~4 ms more on the runqueue "
      "behind the writer that let them in, to the next tick (EEVDF's RUN_TO_PARITY: not in the validated "
-     "scheduler); TLB-shootdown IPIs are ~8 a cycle of ~1 us (negligible)"),
+     "scheduler); TLB-shootdown IPIs are ~8 a cycle of ~1 us (negligible). Where the writers sit when the walk "
+     "begins (traced again 2026-12-05, 3 s, 170 forks): on the other vCPU, all three, in 114 forks (in every fork "
+     "after the first 90); a writer left waiting on the forker's vCPU was pulled by the idle vCPU's own pass at a "
+     "tick (nohz idle balance) in 19 of 56 walks, and blocked on the lock when the forker's slice ended in the rest. "
+     "The model keeps 1-2 writers on the forker's vCPU at most walks, blocking there 3.7 ms in (p50): the profile's "
+     "balancing.idle_pull 0 was measured on a vCPU going idle (newidle: 0 pulls of 228 such moments in the trace) "
+     "and the model applies it to the nohz pass too, and the walk's end wakes each writer onto its last vCPU. A "
+     "trial that let the nohz pass pull (and set a vCPU's next balance when it goes idle, as update_next_balance "
+     "does) moved this row's fork() p50 from +98% to +22..+47% and closed-fork-K2-rss0-hogs2's throughput from "
+     "+78% to -28..+15%, but closed-fork-K1-rss0-hogs2's to -44..-71% (idle moments then pull a hog onto the "
+     "parent's vCPU): not kept (issue 'A busy machine')"),
     ("hogs", "placement of the CPU hogs and parents. Traced on this kernel (2026-12-02, 2 s loadgen runs, every sched "
      "event): one parent beside 2 hogs is fast when the hogs share one vCPU and the parent is alone (61-97% of the "
      "time in the runs traced); two parents beside 2 hogs are slow because the hogs spread one per vCPU while both "
