@@ -294,7 +294,7 @@ class _Jobs:
         return [
             ("idle wake-up (cross-CPU futex)", self.sched("wake", cpu, other, max(20, r // 2))),
             # the same after shorter and longer idle times (IDLE_SPINS_US): the host's halt polling
-            *((f"idle wake-up after {s} us idle", self.sched("wake", cpu, other, max(20, r // 4), spin=s))
+            *((f"idle wake-up after {s} us idle", self.sched("wake", cpu, other, _idle_reps(r, s), spin=s))
               for s in IDLE_SPINS_US),
             ("local wake-up (same-CPU futex)", self.sched("wake", cpu, cpu, max(10, r // 10), spin=20)),
             ("futex wake without waiter", self.sched("nowake", cpu, cpu, r)),
@@ -309,8 +309,19 @@ REMOTE_VMAS = 100
 # the store kinds of the remote-free A/B's thread runs
 THREAD_FREE = {"free_local": "thread_free_local", "free_remote": "thread_free_remote"}
 
-# how long the wakee's CPU has been idle before the cross-CPU wake-ups beside the 200 us reference
-IDLE_SPINS_US = (10, 50, 1000)
+# how long the wakee's CPU has been idle before the cross-CPU wake-ups beside the 200 us reference. 10 ms: a
+# closed loop's think time or a server's gap between forks leaves the other vCPU halted that long, and its wake-up
+# is slower again than after 1 ms (Intel host, 2026-12-05 20:17, schedbench wake, 160 wakes each: median 15-27 us
+# after 1 ms, 46-183 us after 10 ms, 68-176 us after 30-100 ms; two modes, ~10-50 us and ~150-220 us, the host's),
+# which the curve, held flat past its last point, priced at the 1 ms point's (24 us in that host's 17:52 profile)
+IDLE_SPINS_US = (10, 50, 1000, 10000)
+LONG_IDLE_US = 10000  # from this idle time on, fewer wake-ups: each costs its idle time twice
+
+
+def _idle_reps(sched_reps: int, spin_us: int) -> int:
+    """Round trips of the idle wake-up run after `spin_us` of idle (two wake-ups each): a quarter of the plan's
+    scheduler repetitions, a sixteenth from LONG_IDLE_US on (the quick plan's 25 at 10 ms: 0.5 s)."""
+    return max(20, sched_reps // 4) if spin_us < LONG_IDLE_US else max(10, sched_reps // 16)
 
 
 def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: tracefs.TraceInstance | None, cpu: int,
