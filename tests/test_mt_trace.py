@@ -27,17 +27,23 @@ def _lock(pid: int, cpu: int, t_us: float, what: str, mm: str, write: bool, succ
     return _line(pid, cpu, t_us, f"mmap_lock_{what}", rest)
 
 
-def _trace() -> list[str]:
-    """F (CPU 1) creates W1 and W2 with clone3, then forks at t=0: it asks for its mm's lock at +10, sleeps at
-    +30 (a writer still holds it for read), is woken at +1000 and runs at +5000, when it takes the lock; the
-    writers fault at +5020 and +5030; the walk ends at +11001, waking W1 and W2 onto CPU 0; fork() returns
-    at +11050."""
+def _threads_made() -> list[str]:
+    """F creates W1 and W2 with clone3 (on CPU 1, before t=0)."""
     out = []
     for i, w in enumerate((W1, W2)):
         t = -1000.0 + 10 * i
         out += [_line(F, 1, t, "sys_enter", "NR 435 (7ffd, 58, 0, 0, 0, 0)"),
                 _line(F, 1, t + 1, "sched_process_fork", f"comm=loadgen pid={F} child_comm=loadgen child_pid={w}"),
                 _line(F, 1, t + 2, "sys_exit", f"NR 435 = {w}")]
+    return out
+
+
+def _trace() -> list[str]:
+    """F (CPU 1) creates W1 and W2 with clone3, then forks at t=0: it asks for its mm's lock at +10, sleeps at
+    +30 (a writer still holds it for read), is woken at +1000 and runs at +5000, when it takes the lock; the
+    writers fault at +5020 and +5030; the walk ends at +11001, waking W1 and W2 onto CPU 0; fork() returns
+    at +11050."""
+    out = _threads_made()
     out += [
         _line(F, 1, 0.0, "sys_enter", "NR 56 (1200011, 0, 0, 7ff8, 0, 0)"),
         _lock(F, 1, 10.0, "start_locking", "A", True),
@@ -91,12 +97,7 @@ def _waiting_writer_trace(pulled: bool) -> list[str]:
     """W1 waits on the forker's CPU 1 (preempted there) when the walk takes the lock at +10; W2 sleeps on CPU 0,
     which idles. At +2000 the idle CPU 0's own pass pulls W1 (`pulled`), or at +4000 CPU 1's tick hands it
     the CPU; the walk ends at +6000."""
-    out = []
-    for i, w in enumerate((W1, W2)):
-        t = -1000.0 + 10 * i
-        out += [_line(F, 1, t, "sys_enter", "NR 435 (7ffd, 58, 0, 0, 0, 0)"),
-                _line(F, 1, t + 1, "sched_process_fork", f"comm=loadgen pid={F} child_comm=loadgen child_pid={w}"),
-                _line(F, 1, t + 2, "sys_exit", f"NR 435 = {w}")]
+    out = _threads_made()
     out += [_switch(0, -500.0, W2, "D", 0), _switch(1, -100.0, W1, "R", F),
             _line(F, 1, 0.0, "sys_enter", "NR 56 (1200011, 0, 0, 7ff8, 0, 0)"),
             _lock(F, 1, 5.0, "start_locking", "A", True), _lock(F, 1, 10.0, "acquire_returned", "A", True, True)]
