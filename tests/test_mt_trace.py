@@ -121,4 +121,4 @@ def test_a_writer_waiting_on_the_forkers_cpu_is_pulled_by_the_idle_cpu_or_runs_a
     assert ww["pulled"] == ([pytest.approx(1.99)] if pulled else [])
     assert ww["ran_on_forker_cpu"] == ([] if pulled else [pytest.approx(3.99)])
     assert ww["neither"] == 0
-    assert mt_trace.writer_pulls(ev, fs, threads) == {"idle_in_walk": int(pulled), "idle_between": 0, "in_a_task": 0}
+    assert mt_trace.writer_moves(ev, fs, threads) == {"idle_in_walk": int(pulled), "idle_between": 0, "in_a_task": 0}

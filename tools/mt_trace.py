@@ -33,9 +33,9 @@ Function-call IPIs (TLB shootdowns among them): 9,959 in 1.8 s, 1 us each (p50),
 
 Recorded again 2026-12-05 19:27 UTC (the same host kind, 3 s, 170 forks): the walk p50 6.4 ms, the three
 writers woken onto the other vCPU in 130 forks. When the walk took the lock, 0 writers were on the forker's
-vCPU in 114 forks, 1 in 35 and 2 in 21 (those in the first 90 forks). Of the 56 walks that found one waiting
-there, the idle vCPU's own pass pulled it in 19 (0.1-4.1 ms into the walk) and the forker's slice ended
-first, at a tick (mostly 4.0 ms in), in 37, the writer then blocking on the lock within 6 us. The idle
+vCPU in 114 forks, 1 in 35 and 2 in 21 (after the first 95 forks, 1 in 6 of 75). Of the 56 walks that found
+one waiting there, the idle vCPU's own pass pulled it in 19 (0.1-4.1 ms into the walk) and the forker's slice
+ended first, at a tick (mostly 4.0 ms in), in 37, the writer then blocking on the lock within 6 us. The idle
 vCPU's passes moved writers 45 times (23 in walks, 22 between forks, towards the forker's vCPU); moves
 in a task's context: 3. Of 228 switches of a vCPU to idle while a writer that had not run for 0.5 ms waited
 on the other, none pulled it (newidle balancing does not pull here).
@@ -216,10 +216,10 @@ def _writer_states(ev: list, threads: set[int], at: list[float]) -> list[dict[in
 
 def walk_starts(ev: list, fs: list[dict], threads: set[int]) -> dict:
     """Where the writers were when each walk took the lock: how many on the forker's vCPU (running or
-    waiting there), by fork; and, for the walks that found one waiting there while the other vCPU idled
-    through the walk, what came first: the idle vCPU's own balance pass pulled it (sched_migrate_task with
-    the idle task current: nohz idle balance), or it ran on the forker's vCPU (the forker's slice ended at a
-    tick), or neither before the walk's end, with the times (ms into the walk)."""
+    waiting there), by fork; and, for the walks that found one waiting there, what came first: the idle
+    vCPU's own balance pass pulled it (sched_migrate_task with the idle task current: nohz idle balance), or
+    it ran on the forker's vCPU (the forker's slice ended at a tick), or neither before the walk's end, with
+    the times (ms into the walk)."""
     starts = [f["walk_end"] - f["hold_us"] for f in fs]
     states = _writer_states(ev, threads, starts)
     times = np.array([e[0] for e in ev])
@@ -243,7 +243,7 @@ def walk_starts(ev: list, fs: list[dict], threads: set[int]) -> dict:
     return {"writers_on_forker_cpu": dict(sorted(on_forker.items())), "waiting_writer": first}
 
 
-def writer_pulls(ev: list, fs: list[dict], threads: set[int]) -> dict:
+def writer_moves(ev: list, fs: list[dict], threads: set[int]) -> dict:
     """The writers' moves to an idle vCPU by its own balance pass (sched_migrate_task with the idle task
     current: nohz idle balance), inside a walk or between forks, and the moves made in a task's context
     (a vCPU going idle: newidle balance; a wake-up's placement)."""
@@ -298,7 +298,7 @@ def summarise(ev: list) -> dict:
                        "runq_us": [round(f["runq_us"]) for f in slept if "runq_us" in f]},
         "woken_writers_placed": {"+".join(k) or "none": v for k, v in woken_placement(ev, fs, threads).most_common()},
         **walk_starts(ev, fs, threads),
-        "writer_moves": writer_pulls(ev, fs, threads),
+        "writer_moves": writer_moves(ev, fs, threads),
         "ipis": ipis(ev),
     }
 
