@@ -141,3 +141,19 @@ def test_ipi_send_curve_keeps_each_idle_times_distribution_and_picks_the_nearest
     assert _ipi_send_curve([run(200, stalled)], 1.0) is None
     with pytest.raises(ValidationError):
         IpiSendCurve(idle_us=[200.0, 10.0], costs=curve.costs[:2], source="test")
+
+
+def test_the_quick_plan_wakes_a_vcpu_idle_10_ms_in_about_half_a_second():
+    """The idle wake-up runs reach 10 ms of idle (a think time's or a gap's), with as few round trips there as
+    still give the curve its point (10 wake-ups, two a round trip) and keep the quick plan's step near 0.5 s;
+    the shorter idle times keep a quarter of the scheduler repetitions."""
+    from forksim.calibration.jobs import IDLE_SPINS_US, _idle_reps
+    from forksim.calibration.plan import PLANS
+
+    assert max(IDLE_SPINS_US) >= 10_000
+    for name in ("quick", "full", "smoke"):
+        r = PLANS[name].sched_reps
+        long_s = sum(2 * _idle_reps(r, s) * s for s in IDLE_SPINS_US if s >= 10_000) / 1e6
+        assert 2 * _idle_reps(r, 10_000) >= 10
+        assert long_s <= (0.6 if name != "full" else 1.5), (name, long_s)
+    assert _idle_reps(PLANS["quick"].sched_reps, 1000) == PLANS["quick"].sched_reps // 4
