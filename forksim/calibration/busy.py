@@ -325,18 +325,18 @@ def fork_placement_no_idle(events: list[Event], ours: set[int], parents: list[in
             running[e.cpu] = int(e.f.get("next_pid") or -1)
             slept[e.cpu] = int(e.f.get("prev_pid") or -1) in ours and e.f.get("prev_state", "")[:1] in ("S", "D")
         elif (e.name == "sched_wakeup_new" and e.pid in pset and e.ts >= t0 and all(r > 0 for r in running)
-              and 0 <= e.cpu < ncpu and any(slept)):
-            unclear += 1  # its case cannot be told from the trace: left out
-        elif (e.name == "sched_wakeup_new" and e.pid in pset and e.ts >= t0 and all(r > 0 for r in running)
               and 0 <= e.cpu < ncpu):
-            stats = {c: pelt.stats(c, e.ts) for c in range(ncpu)}
-            groups = {c: (group_type(nr, util, runnable, imbalance_pct), load)
-                      for c, (nr, load, util, runnable) in stats.items()}
-            idlest = min((groups[c], c) for c in range(ncpu) if c != e.cpu)[1]
-            key = no_idle_key(verdict(groups[e.cpu], groups[idlest], imbalance_pct),
-                              stats[e.cpu][0] - stats[idlest][0])
-            cnt[key][0] += int(e.f.get("target_cpu") or -1) == e.cpu
-            cnt[key][1] += 1
+            if any(slept):
+                unclear += 1  # its case cannot be told from the trace: left out
+            else:
+                stats = {c: pelt.stats(c, e.ts) for c in range(ncpu)}
+                groups = {c: (group_type(nr, util, runnable, imbalance_pct), load)
+                          for c, (nr, load, util, runnable) in stats.items()}
+                idlest = min((groups[c], c) for c in range(ncpu) if c != e.cpu)[1]
+                key = no_idle_key(verdict(groups[e.cpu], groups[idlest], imbalance_pct),
+                                  stats[e.cpu][0] - stats[idlest][0])
+                cnt[key][0] += int(e.f.get("target_cpu") or -1) == e.cpu
+                cnt[key][1] += 1
         pelt.feed(e)
     return {f"fork_no_idle_{k}": v for k, v in cnt.items()} | {"fork_no_idle_unclear": unclear}
 
