@@ -170,7 +170,8 @@ class Profile(BaseModel):
     # Under load, with vCPU packing (measured by forksim.calibration.busy; absent: as upstream):
     # fork_local_when_idle_busy: the same share when the parent's CPU also has a task waiting (a hog);
     # absent: fork_local_when_idle. wake_prev_when_busy: share of sync wake-ups (a child's exit
-    # waking its parent) that leave the wakee on its own busy CPU instead of the waker's; absent: 0.
+    # waking its parent) that leave the wakee on its own busy CPU instead of the waker's, the waker alone
+    # on its CPU (measured by schedbench exitwake since 2026-12-05, by the busy traces before); absent: 0.
     # By creation family where measured (forksim.calibration.scheduling.fit_placement; absent: the
     # fallback named): thread_local_when_idle, a CLONE_THREAD child (absent: fork_local_when_idle);
     # spawn_local_when_idle, a CLONE_VFORK child that execs, posix_spawn (absent: vfork_local_when_idle);

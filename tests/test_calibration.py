@@ -298,6 +298,11 @@ def test_smoke_calibration_writes_a_valid_profile(tmp_path, traced, monkeypatch)
         # a fork loop beside another process's on the other CPU (calibration/concurrency.py)
         assert p.concurrent_creation is not None and p.concurrent_creation.source.startswith("measured:")
         assert len(p.diagnostics["concurrent_creation"]["fork_beside_minus_alone_us"]) == PLANS["smoke"].rounds
+        # a child's exit waking its parent whose CPU runs a hog (schedbench exitwake): the share kept there
+        wake = p.placement["wake_prev_when_busy"]
+        assert 0.0 <= wake.value <= 1.0 and "schedbench exitwake" in wake.source
+        assert p.diagnostics["placement_counts"]["wake_prev_when_busy"]["exit_wakes"] >= 30
+        assert again["placement"]["wake_prev_when_busy"] == prof["placement"]["wake_prev_when_busy"]
     assert not list(out.parent.glob(f".{out.name}.*"))  # no temp file left behind
 
     pub = build_published(tmp_path / "published.json", base=out)

@@ -199,3 +199,43 @@ def test_derived_idle_time_is_the_time_since_the_previous_child_left_the_other_c
             {"t_wakeup_new": 55e3, "waker_cpu": 0.0, "target_cpu": 0.0, "total_wall": 20.0, "to_newtask": 5.0},
             {"t_wakeup_new": 90e3, "waker_cpu": 1.0, "target_cpu": 1.0, "total_wall": 20.0, "to_newtask": 5.0}]
     assert _derived_idle_us(segs) == [None, pytest.approx(40.0), None]  # the parent moved: unknown
+
+
+def _exit_wakes(store: Store, cpus: list[int], prev: int = 0) -> None:
+    samples = [{"b": "exitwake", "i": i, "prev_cpu": prev, "waker_cpu": 1 - prev, "cpu": c} for i, c in enumerate(cpus)]
+    store.add("sched", {"mode": "exitwake", "a": prev, "b": 1 - prev}, {}, samples)
+
+
+def test_fit_placement_measures_wake_prev_where_the_model_applies_it():
+    """wake_prev_when_busy from the exit wake-ups of schedbench exitwake (a child alone on the other CPU, the
+    parent's CPU running a hog): the share that came back on the busy CPU, pooled over runs and CPU pairs."""
+    store = Store()
+    _exit_wakes(store, [0] * 27 + [1] * 3)
+    _exit_wakes(store, [1] * 10, prev=1)
+    out = fit_placement(store)
+    assert out["wake_prev_when_busy"]["value"] == pytest.approx(37 / 40, abs=1e-3)
+    assert out["wake_prev_when_busy"]["_counts"] == {"exit_wakes": 40, "stayed_on_prev": 37}
+    assert "exitwake" in out["wake_prev_when_busy"]["source"]
+
+
+def test_fit_placement_leaves_wake_prev_out_below_the_fewest_exit_wakes():
+    from forksim.calibration.scheduling import MIN_EXIT_WAKES
+
+    store = Store()
+    _exit_wakes(store, [0] * (MIN_EXIT_WAKES - 1))
+    assert "wake_prev_when_busy" not in fit_placement(store)
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_calibrate_keeps_the_direct_wake_prev_over_the_traced_loads(direct):
+    """The busy traces' share of parents staying on their CPU (woken from one with other tasks runnable too) is
+    the profile's only where schedbench exitwake measured none; beside a direct measurement its source names it."""
+    from forksim.calibration.calibrate import _merge_busy_placement
+
+    traced = {"value": 0.99, "source": "measured: traced loads"}
+    placement = {"wake_prev_when_busy": {"value": 0.9, "source": "measured: exitwake"}} if direct else {}
+    _merge_busy_placement(placement, {"wake_prev_when_busy": traced, "fork_local_when_idle_busy": traced})
+    got = placement["wake_prev_when_busy"]
+    assert got["value"] == (0.9 if direct else 0.99)
+    assert ("traced loads" in got["source"]) and (("exitwake" in got["source"]) == direct)
+    assert placement["fork_local_when_idle_busy"] is traced

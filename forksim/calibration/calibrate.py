@@ -361,13 +361,25 @@ def _add_sections(profile: dict[str, Any], store: Store, copies: dict[str, Any] 
     balancing, busy_placement = fit_balancing(store)
     if balancing is not None:
         profile["balancing"] = balancing
-        profile["placement"].update(busy_placement)
+        _merge_busy_placement(profile["placement"], busy_placement)
     profile.update(_recent_idle_section(store, profile))
     profile.update(_room_section(store, profile))
     if copies:
         from .copies import fit_copies
 
         profile.update(fit_copies(copies, cpu, str(facts.get("cpu_model") or "")))
+
+
+def _merge_busy_placement(placement: dict[str, Any], busy: dict[str, Any]) -> None:
+    """The traced hog loads' placement shares into the profile's, but wake_prev_when_busy measured in the model's
+    case (schedbench exitwake: the waker alone on its CPU) stays, the traced loads' share named in its source (their
+    parents were woken from CPUs with other tasks runnable too)."""
+    direct, traced = placement.get("wake_prev_when_busy"), busy.get("wake_prev_when_busy")
+    placement.update(busy)
+    if direct is not None:
+        placement["wake_prev_when_busy"] = direct
+        if traced is not None:
+            direct["source"] += f"; in the traced hog loads {traced['value']}: {traced['source']}"
 
 
 def _measure_copies(plan: str, cc: str, cpu: int, traced: bool, took: dict[str, float],

@@ -28,6 +28,7 @@ from .caches import lines_job
 from .concurrency import ALONE, BESIDE, beside_forker
 from .layout import RANDOM, SCATTERED, layout_reader
 from .cold_families import family_jobs, family_traced_jobs
+from .scheduling import MIN_EXIT_WAKES
 from .warmth import cold_jobs
 
 __all__ = ["Job", "calibration_jobs"]
@@ -105,7 +106,7 @@ class _Jobs:
         return run
 
     def sched(self, mode: str, a: int, bb: int, reps: int, spin: int = 200) -> Callable[[], None]:
-        """A schedbench run (wake, nowake, pipe, pipe1) between CPUs a and bb."""
+        """A schedbench run (wake, nowake, pipe, pipe1, exitwake) between CPUs a and bb."""
         def run() -> None:
             argv = [str(self.b.schedbench), mode, "-a", str(a), "-b", str(bb), "-n", str(reps), "-s", str(spin)]
             shape, samples, _, _ = bench.run_bench(argv)
@@ -291,12 +292,16 @@ class _Jobs:
     def scheduler(self) -> list[Job]:
         """6. the scheduler's costs: wake-ups across and on one CPU, context switches, IPIs."""
         r, cpu, other = self.plan.sched_reps, self.cpu, self.other
+        exit_wakes = max(MIN_EXIT_WAKES, r // 4)
         return [
             ("idle wake-up (cross-CPU futex)", self.sched("wake", cpu, other, max(20, r // 2))),
             # the same after shorter and longer idle times (IDLE_SPINS_US): the host's halt polling
             *((f"idle wake-up after {s} us idle", self.sched("wake", cpu, other, _idle_reps(r, s), spin=s))
               for s in IDLE_SPINS_US),
             ("local wake-up (same-CPU futex)", self.sched("wake", cpu, cpu, max(10, r // 10), spin=20)),
+            # where a child's exit on the other CPU puts its parent whose own CPU is busy (wake_prev_when_busy)
+            *((("exit wake-up of a parent beside a hog", self.sched("exitwake", cpu, other, exit_wakes)),)
+              if other != cpu else ()),
             ("futex wake without waiter", self.sched("nowake", cpu, cpu, r)),
             ("context switch (same-CPU pipe)", self.sched("pipe", cpu, cpu, r * 5)),
             ("cross-CPU pipe ping-pong", self.sched("pipe", cpu, other, r)),

@@ -17,11 +17,17 @@
  *          rtt_ns = one round trip (two wake-ups and, on one CPU, two context switches).
  * pipe1  One process writes then reads one byte through its own pipe (no block, no switch):
  *          rtt_ns = the two syscalls' cost, to subtract from pipe's half round trip.
+ * exitwake  Where a child's exit wakes its parent (do_notify_parent) when the child ran alone on CPU_B and
+ *        the parent's CPU, CPU_A, runs a CPU hog (pinned there): the parent moves to CPU_A, widens its
+ *        affinity to both CPUs, spins spin_us (default 200 us) beside the hog, forks a child that pins
+ *        itself to CPU_B, spins 50 us and exits, and blocks in waitpid. Per creation:
+ *          cpu = the CPU the parent returned from waitpid on (sched_getcpu), prev_cpu = CPU_A
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,6 +139,39 @@ int main(int argc, char **argv)
         }
         close(p1[1]);
         waitpid(pid, NULL, 0);
+        return 0;
+    }
+    if (!strcmp(mode, "exitwake")) {
+        pid_t hog = fork();
+        if (hog == 0) {
+            pin(a);
+            for (;;)
+                __asm__ volatile("");
+        }
+        cpu_set_t both;
+        CPU_ZERO(&both);
+        CPU_SET(a, &both);
+        CPU_SET(b, &both);
+        for (long i = -warm; i < reps; i++) {
+            pin(a);
+            if (sched_setaffinity(0, sizeof both, &both))
+                break;
+            busy_wait_us(spin_us);
+            pid_t child = fork();
+            if (child == 0) {
+                pin(b);
+                busy_wait_us(50);
+                _exit(0);
+            }
+            if (child < 0 || waitpid(child, NULL, 0) != child)
+                break;
+            int cpu = sched_getcpu();
+            if (i >= 0)
+                printf("{\"b\": \"exitwake\", \"i\": %ld, \"prev_cpu\": %d, \"waker_cpu\": %d, \"cpu\": %d}\n",
+                       i, a, b, cpu);
+        }
+        kill(hog, SIGKILL);
+        waitpid(hog, NULL, 0);
         return 0;
     }
     /* wake */
