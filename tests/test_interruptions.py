@@ -145,15 +145,34 @@ def test_ipi_send_curve_keeps_each_idle_times_distribution_and_picks_the_nearest
 
 def test_the_quick_plan_wakes_a_vcpu_idle_10_ms_in_about_half_a_second():
     """The idle wake-up runs reach 10 ms of idle (a think time's or a gap's), with as few round trips there as
-    still give the curve its point (10 wake-ups, two a round trip) and keep the quick plan's step near 0.5 s;
-    the shorter idle times keep a quarter of the scheduler repetitions."""
-    from forksim.calibration.jobs import IDLE_SPINS_US, _idle_reps
+    still give the curve its point (10 wake-ups, two a round trip) and keep the quick plan's step near 0.5 s,
+    warm-ups included; the shorter idle times keep a quarter of the scheduler repetitions."""
+    from forksim.calibration.jobs import IDLE_SPINS_US, IDLE_WAKE_PARTS, LONG_IDLE_US, LONG_IDLE_WARM, _idle_reps
     from forksim.calibration.plan import PLANS
 
-    assert max(IDLE_SPINS_US) >= 10_000
+    assert max(IDLE_SPINS_US) == LONG_IDLE_US >= 10_000
     for name in ("quick", "full", "smoke"):
         r = PLANS[name].sched_reps
-        long_s = sum(2 * _idle_reps(r, s) * s for s in IDLE_SPINS_US if s >= 10_000) / 1e6
-        assert 2 * _idle_reps(r, 10_000) >= 10
-        assert long_s <= (0.6 if name != "full" else 1.5), (name, long_s)
+        part = -(-_idle_reps(r, LONG_IDLE_US) // IDLE_WAKE_PARTS)
+        assert 2 * part * IDLE_WAKE_PARTS >= 10
+        long_s = IDLE_WAKE_PARTS * 2 * (part + LONG_IDLE_WARM) * LONG_IDLE_US / 1e6
+        assert long_s <= (0.7 if name != "full" else 1.5), (name, long_s)
     assert _idle_reps(PLANS["quick"].sched_reps, 1000) == PLANS["quick"].sched_reps // 4
+
+
+def test_the_long_idle_wake_ups_are_measured_in_parts_apart_in_the_calibration():
+    """The host's wake-up mode after 10 ms of idle changes within seconds: the calibration measures it in
+    IDLE_WAKE_PARTS runs, after the traced runs, before the cold grid and with the scheduler's costs, all under
+    one key (the fit pools them), each after few warm-ups."""
+    from pathlib import Path
+
+    from forksim.calibration.bench import Benchmarks
+    from forksim.calibration.jobs import IDLE_WAKE_PARTS, LONG_IDLE_US, calibration_jobs
+    from forksim.calibration.plan import PLANS, Store
+
+    b = Benchmarks(*(Path("/nonexistent"),) * 3, False, "cc", Path("/nonexistent"))
+    names = [name for name, _ in calibration_jobs(PLANS["quick"], b, Store(), None, 0, 1)]
+    parts = [i for i, n in enumerate(names) if n.startswith(f"idle wake-up after {LONG_IDLE_US} us")]
+    assert len(parts) == IDLE_WAKE_PARTS
+    cold = next(i for i, n in enumerate(names) if n.startswith("cold forks"))  # the cold grid's first run
+    assert parts == [0, *range(cold - IDLE_WAKE_PARTS + 2, cold), names.index("idle wake-up after 1000 us idle") + 1]

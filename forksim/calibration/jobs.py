@@ -105,10 +105,11 @@ class _Jobs:
 
         return run
 
-    def sched(self, mode: str, a: int, bb: int, reps: int, spin: int = 200) -> Callable[[], None]:
-        """A schedbench run (wake, nowake, pipe, pipe1, exitwake) between CPUs a and bb."""
+    def sched(self, mode: str, a: int, bb: int, reps: int, spin: int = 200, warm: int = 10) -> Callable[[], None]:
+        """A schedbench run (wake, nowake, pipe, pipe1, exitwake) between CPUs a and bb, after `warm` unrecorded."""
         def run() -> None:
-            argv = [str(self.b.schedbench), mode, "-a", str(a), "-b", str(bb), "-n", str(reps), "-s", str(spin)]
+            argv = [str(self.b.schedbench), mode, "-a", str(a), "-b", str(bb), "-n", str(reps), "-s", str(spin),
+                    "-w", str(warm)]
             shape, samples, _, _ = bench.run_bench(argv)
             key = {"mode": mode, "a": a, "b": bb}
             if spin != 200:  # the reference idle time keeps the old key (raw files before 2026-12-01 evening)
@@ -275,6 +276,12 @@ class _Jobs:
                                        extra=["-R", str(exit_cpu)])))
         return jobs
 
+    def long_idle_wakes(self, part: int) -> Job:
+        """One of the IDLE_WAKE_PARTS runs of idle wake-ups after LONG_IDLE_US, placed apart in the calibration."""
+        reps = -(-_idle_reps(self.plan.sched_reps, LONG_IDLE_US) // IDLE_WAKE_PARTS)
+        return (f"idle wake-up after {LONG_IDLE_US} us idle (part {part + 1} of {IDLE_WAKE_PARTS})",
+                self.sched("wake", self.cpu, self.other, reps, spin=LONG_IDLE_US, warm=LONG_IDLE_WARM))
+
     def concurrency(self) -> list[Job]:
         """5a'. fork() pinned at RSS 0, alone against beside another process's fork loop pinned to the other CPU:
         the shared creation state its writes find there (concurrency.py); rounds alternate the order."""
@@ -295,9 +302,10 @@ class _Jobs:
         exit_wakes = max(MIN_EXIT_WAKES, r // 4)
         return [
             ("idle wake-up (cross-CPU futex)", self.sched("wake", cpu, other, max(20, r // 2))),
-            # the same after shorter and longer idle times (IDLE_SPINS_US): the host's halt polling
+            # the same after shorter idle times (IDLE_SPINS_US): the host's halt polling; the longest's last part
             *((f"idle wake-up after {s} us idle", self.sched("wake", cpu, other, _idle_reps(r, s), spin=s))
-              for s in IDLE_SPINS_US),
+              for s in IDLE_SPINS_US if s < LONG_IDLE_US),
+            self.long_idle_wakes(IDLE_WAKE_PARTS - 1),
             ("local wake-up (same-CPU futex)", self.sched("wake", cpu, cpu, max(10, r // 10), spin=20)),
             # where a child's exit on the other CPU puts its parent whose own CPU is busy (wake_prev_when_busy)
             *((("exit wake-up of a parent beside a hog", self.sched("exitwake", cpu, other, exit_wakes)),)
@@ -321,6 +329,13 @@ THREAD_FREE = {"free_local": "thread_free_local", "free_remote": "thread_free_re
 # which the curve, held flat past its last point, priced at the 1 ms point's (24 us in that host's 17:52 profile)
 IDLE_SPINS_US = (10, 50, 1000, 10000)
 LONG_IDLE_US = 10000  # from this idle time on, fewer wake-ups: each costs its idle time twice
+# Which of the two modes a wake-up after 10 ms of idle lands in changes within seconds (Intel host, 2026-12-05
+# 22:28-22:35, 36 runs of 16 round trips 10 s apart: medians 13-58 us in 30 of them, 131-163 us in 6, alone or two
+# in a row; each run's wake-ups 10-730 us), so one half-second run set the curve's point in one mode (48.9 us,
+# then 173 us, in two quick calibrations 46 minutes apart). The runs after LONG_IDLE_US come in parts spread over
+# the calibration (after the traced runs, before the cold grid, with the scheduler's), pooled by the fit.
+IDLE_WAKE_PARTS = 3
+LONG_IDLE_WARM = 2  # unrecorded round trips before each part (10 before the other runs: 0.2 s each at 10 ms)
 
 
 def _idle_reps(sched_reps: int, spin_us: int) -> int:
@@ -340,6 +355,7 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
         # the traced burst goes last among the traced runs
         jobs.append(("traced burst of 8 forks", j.fork("burst", mode="burst", traced=True, reps=plan.burst_reps,
                                                        extra=["-k", "8"])))
+    jobs += [j.long_idle_wakes(0)]  # (IDLE_WAKE_PARTS: the host's wake-up mode, apart in time)
     jobs += j.thp()  # closes the trace: the room loops record with their own instance
     if trace is not None:
         # the placement room rule in the regime a running program's tight loop settles in (room_loops.py)
@@ -354,6 +370,7 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
         jobs.append(("scatter curve (forkbench lines -L random)",
                      lines_job(str(b.forkbench), store, cpu, 32 * MiB, layout=RANDOM)))
     # 5c. cold forks: after idle gaps, other work, a move to the other CPU (warmth.py)
+    jobs.extend(j.long_idle_wakes(k) for k in range(1, IDLE_WAKE_PARTS - 1))
     jobs.extend(cold_jobs(plan, str(b.forkbench), store, cpu, other))
     jobs.extend(family_jobs(plan, str(b.forkbench), j.helper, store, cpu))  # and the kinds that copy no image
     return jobs + j.scheduler()
