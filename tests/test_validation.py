@@ -120,6 +120,14 @@ def test_rows_far_from_their_canary_are_marked_as_host_drift():
     assert summ["cold_canary"]["n"] == 1 and canary_summary(rows)["n"] == 2
     md = render_markdown({"rows": rows, "summary": summ})
     assert "| c (host drift: cold canary +50%) |" in md and "a cold canary ran too" in md
+    # a row with a think time has a wake canary: its own figure (the wake-up latency), marked and summed up alike
+    rows[1]["wake_canary"] = {"measured_wake_p50_us": 180.0, "predicted_wake_p50_us": 30.0, "rel_error": -0.8333}
+    summ["wake_canary"] = canary_summary(rows, "wake_canary")
+    assert summ["wake_canary"]["n"] == 1 and summ["wake_canary"]["measured_wake_p50_us_max"] == 180.0
+    assert summ["wake_canary"]["predicted_wake_p50_us"] == 30.0
+    md = render_markdown({"summary": summ, "rows": rows})
+    assert "| b (host drift: wake canary -83%) |" in md
+    assert "a wake canary ran: cross-CPU wake-ups of a vCPU halted 10 ms" in md and "180 us over the run" in md
 
 
 def test_stall_metric_compared_for_multithreaded_rows():
@@ -484,6 +492,7 @@ def test_validate_end_to_end_with_a_stub_simulator(tmp_path):
     assert row["canary"]["measured_fork_p50_us"] > 0 and row["canary"]["predicted_fork_p50_us"] == 50.0
     assert report["summary"]["canary"]["n"] == 1
     assert "cold_canary" not in row and report["summary"]["cold_canary"] is None  # no gap: no cold canary
+    assert "wake_canary" not in row and report["summary"]["wake_canary"] is None  # no think time: no wake canary
     assert (tmp_path / "validation.json").exists() and (tmp_path / "validation.md").exists()
     assert report["provenance"]["profile"] == "default" and report["provenance"]["cpus"] == os.cpu_count()
     assert not _our_loadgens()
@@ -498,3 +507,49 @@ def test_loadgen_kinds_follow_the_kind_table():
     for kind in scenarios.LOADGEN_KINDS:
         assert f'!strcmp(v, "{kind}")' in text, f"loadgen.c has no --kind {kind}"
     assert {s.kind for s in SCENARIOS} == set(scenarios.LOADGEN_KINDS)
+
+
+def test_the_wake_canary_measures_wake_ups_after_10_ms_idle_against_the_profiles_curve(monkeypatch):
+    """The wake canary runs the calibration's schedbench wake after WAKE_IDLE_US of idle and compares the median of
+    both directions' latencies with the profile's idle_wake median scaled by its curve there; on one CPU, or where
+    the benchmark cannot run, it gives nothing."""
+    from forksim.calibration import bench
+    from forksim.errors import MeasurementError
+    from forksim.profile import load_profile
+    from forksim.validation.canary import WAKE_IDLE_US, WakeCanary, predicted_wake_us
+
+    name = "intel-xeon-family6-model207-2cpu-linux6.18-kvm"
+    sched = load_profile(name).scheduler
+    assert predicted_wake_us(name, WAKE_IDLE_US) == pytest.approx(
+        sched.idle_wake.fixed_us * sched.idle_wake_curve.at(WAKE_IDLE_US))
+    argvs = []
+
+    class B:
+        schedbench = "/x/schedbench"
+
+    def fake_run(argv, timeout=300.0):
+        argvs.append(argv)
+        return {}, [{"b": "wake", "lat_ns": 20_000, "lat_back_ns": 180_000}, {"b": "wake", "lat_ns": 30_000}], None, 1
+
+    monkeypatch.setattr(bench, "build", lambda: B())
+    monkeypatch.setattr(bench, "run_bench", fake_run)
+    got = WakeCanary(name, 2).measure()
+    assert argvs[0][:2] == ["/x/schedbench", "wake"] and argvs[0][argvs[0].index("-s") + 1] == str(WAKE_IDLE_US)
+    assert got["measured_wake_p50_us"] == 30.0
+    assert got["rel_error"] == pytest.approx((got["predicted_wake_p50_us"] - 30.0) / 30.0)
+    assert WakeCanary(name, 1).measure() is None
+
+    def refused(argv, timeout=300.0):
+        raise MeasurementError("no")
+
+    monkeypatch.setattr(bench, "run_bench", refused)
+    assert WakeCanary(name, 2).measure() is None
+
+
+@NEEDS_CC
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the wake canary wakes the other CPU: needs two")
+def test_the_wake_canary_runs_on_this_machine():
+    from forksim.validation.canary import WakeCanary
+
+    got = WakeCanary("intel-xeon-family6-model207-2cpu-linux6.18-kvm", os.cpu_count() or 1).measure()
+    assert got is not None and 0.0 < got["measured_wake_p50_us"] < 10_000.0 and got["predicted_wake_p50_us"] > 0

@@ -11,7 +11,7 @@ A row's config names the profile it was predicted with; --profile replaces it (a
 (Scenario.to_config), for a change in how a scenario becomes a config. --out writes the report again
 (validation.json/.md/.png, and with --doc VALIDATION.md), the real application's rows and the stress-ng
 cross-check re-simulated too, its provenance saying that the predictions were re-simulated and why. Each
-row's canary (the host's drift: forksim.validation.canary) is carried over as it was: measured with the
+row's canaries (the host's drift: forksim.validation.canary) are carried over as they were: measured with the
 row, its model figure the run's own (the canary's measured shape is not stored, so it is not re-simulated).
 """
 
@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from forksim.validation.canary import canary_summary
+from forksim.validation.canary import CANARIES, canary_summary
 from forksim.validation.compare import METRICS, compare_row, simulate, stated_prediction, summarize_rows
 from forksim.kernel.flags import VFORK
 from forksim.profile import load_profile, profile_info
@@ -49,8 +49,9 @@ def repredict(report: dict, profile: str | None, only: list[str], seed: int | No
         predicted = simulate(config, config["machine"]["profile"])
         new = compare_row(old["scenario"], old["measured_full"], predicted, config=config)
         new.update(measured_full=old["measured_full"], predicted_full=predicted, seconds=old.get("seconds"))
-        if old.get("canary") is not None:  # the host's drift then: measured with the row, its model figure as then
-            new["canary"] = old["canary"]
+        for key, _ in CANARIES:  # the host's drift then: measured with the row, its model figure as then
+            if old.get(key) is not None:
+                new[key] = old[key]
         stated = stated_prediction(config, old["measured_full"], simulate)
         if stated is not None:
             new["predicted_stated"] = stated
@@ -61,7 +62,8 @@ def repredict(report: dict, profile: str | None, only: list[str], seed: int | No
 
 def rewrite(report: dict, rows: list[dict], profile: str, why: str) -> dict:
     """The report with these rows, its real application and stress-ng rows re-simulated with `profile`."""
-    new = {**report, "rows": rows, "summary": {**summarize_rows(rows), "canary": canary_summary(rows)}}
+    new = {**report, "rows": rows,
+           "summary": {**summarize_rows(rows), **{key: canary_summary(rows, key) for key, _ in CANARIES}}}
     cpus = report["provenance"].get("cpus") or 2
     apps = report.get("apps") or {}
     if apps.get("rows"):

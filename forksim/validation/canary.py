@@ -15,6 +15,14 @@ ran 12-21% slower than predicted at 20:26 on 2026-12-04 and 16-60% faster at 23:
 1,921 then 981 us, against 870 back to back), while the back-to-back canary stayed within 10%. So the rows
 with a gap (think time, a child's life, a co-runner's sweep) get a second canary before them, the same
 parent sleeping 10 ms before each fork (COLD_CANARY: rows[].cold_canary, the summary's `cold_canary`).
+
+And how fast a vCPU halted for a think time wakes is the host's too: after 10 ms idle the wake-up falls in one of two
+modes (~10-50 us, ~130-220 us), which changes within seconds and now and then holds for minutes. In five full
+validations on 2026-12-05 (Intel model 207 host, 17:52-22:43) vfork() after 10 ms think took 63-80 us p50 in three
+and 197-212 us in two, the thread's round trip after 10 ms think 78-85 us in two and 213-237 us in three, the two
+rows of one run not always in the same mode. So the rows with a think time get a third canary, the wake canary:
+cross-CPU futex wake-ups of a vCPU halted WAKE_IDLE_US (calibration's schedbench wake, WAKE_ROUND_TRIPS round trips)
+against the profile's idle wake-up after that idle time (rows[].wake_canary, the summary's `wake_canary`).
 """
 
 from __future__ import annotations
@@ -22,11 +30,12 @@ from __future__ import annotations
 import statistics
 from typing import Any, Callable
 
+from ..errors import MeasurementError
 from ..kernel.flags import FORK
 from .measure import LoadgenError, measure
 from .scenarios import MiB, Scenario
 
-__all__ = ["CANARIES", "CANARY", "COLD_CANARY", "Canary", "canary_summary"]
+__all__ = ["CANARIES", "CANARY", "COLD_CANARY", "Canary", "WakeCanary", "canary_summary", "WAKE_IDLE_US"]
 
 CANARY = Scenario(name="canary-fork-K1-rss64MiB-pin", mode="closed", kind=FORK, parents=1, rss=64 * MiB, pin=True,
                   duration_s=0.3, quick_duration_s=0.3, warmup_s=0.05, quick_warmup_s=0.05,
@@ -40,7 +49,11 @@ COLD_CANARY = Scenario(name="canary-fork-K1-rss64MiB-think10ms-pin", mode="close
 
 
 # each canary's key in a validation row and its name in the progress line and the document
-CANARIES = (("canary", "canary"), ("cold_canary", "cold canary"))
+CANARIES = (("canary", "canary"), ("cold_canary", "cold canary"), ("wake_canary", "wake canary"))
+# the figure each canary measures: its dict's "measured_<value>" and "predicted_<value>" keys
+CANARY_VALUES = {"canary": "fork_p50_us", "cold_canary": "fork_p50_us", "wake_canary": "wake_p50_us"}
+WAKE_IDLE_US = 10_000  # the wake canary's idle time (the calibration's longest: jobs.LONG_IDLE_US)
+WAKE_ROUND_TRIPS = 8  # two wake-ups each: 16 wake-ups, about 0.2 s at 10 ms
 
 
 class Canary:
@@ -67,14 +80,55 @@ class Canary:
                 "rel_error": (self._predicted - meas) / meas if meas > 0 else None}
 
 
+class WakeCanary:
+    """Measures the wake canary on demand: the median latency of WAKE_ROUND_TRIPS round trips of cross-CPU futex
+    wake-ups after WAKE_IDLE_US of idle (the calibration's schedbench wake), against the profile's idle_wake
+    median scaled by its idle_wake_curve there."""
+
+    def __init__(self, profile: str, cpus: int):
+        self._profile, self._cpus = profile, cpus
+        self._predicted: float | None = None
+
+    def measure(self) -> dict[str, Any] | None:
+        """{"measured_wake_p50_us", "predicted_wake_p50_us", "rel_error"}; None on one CPU or when it cannot run."""
+        if self._cpus < 2:
+            return None
+        from ..calibration.bench import build, run_bench
+
+        try:
+            argv = [str(build().schedbench), "wake", "-a", "0", "-b", "1", "-n", str(WAKE_ROUND_TRIPS), "-w", "2",
+                    "-s", str(WAKE_IDLE_US)]
+            _shape, samples, _, _ = run_bench(argv, timeout=30.0)
+        except (MeasurementError, OSError):
+            return None
+        lat = [s[k] / 1e3 for s in samples for k in ("lat_ns", "lat_back_ns") if k in s]
+        if not lat:
+            return None
+        meas = statistics.median(lat)
+        if self._predicted is None:
+            self._predicted = predicted_wake_us(self._profile, WAKE_IDLE_US)
+        return {"measured_wake_p50_us": meas, "predicted_wake_p50_us": self._predicted,
+                "rel_error": (self._predicted - meas) / meas if meas > 0 else None}
+
+
+def predicted_wake_us(profile: str, idle_us: float) -> float:
+    """The model's median wake-up latency of a CPU halted `idle_us`: idle_wake's median times its curve's scale."""
+    from ..profile import load_profile
+
+    sched = load_profile(profile).scheduler
+    curve = sched.idle_wake_curve
+    return sched.idle_wake.fixed_us * (curve.at(idle_us) if curve is not None else 1.0)
+
+
 def canary_summary(rows: list[dict[str, Any]], key: str = "canary") -> dict[str, Any] | None:
     """A canary's error over the run (rows[][`key`]): median, min, max, its measured range and how many rows
-    had one."""
+    had one (the range's keys named by its figure: CANARY_VALUES)."""
     seen = [r[key] for r in rows if (r.get(key) or {}).get("rel_error") is not None]
     if not seen:
         return None
+    value = CANARY_VALUES.get(key, "fork_p50_us")
     errs = [c["rel_error"] for c in seen]
-    meas = [c["measured_fork_p50_us"] for c in seen]
+    meas = [c[f"measured_{value}"] for c in seen]
     return {"n": len(seen), "rel_error_median": statistics.median(errs), "rel_error_min": min(errs),
-            "rel_error_max": max(errs), "measured_fork_p50_us_min": min(meas), "measured_fork_p50_us_max": max(meas),
-            "predicted_fork_p50_us": seen[0]["predicted_fork_p50_us"]}
+            "rel_error_max": max(errs), f"measured_{value}_min": min(meas), f"measured_{value}_max": max(meas),
+            f"predicted_{value}": seen[0][f"predicted_{value}"]}

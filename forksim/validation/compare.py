@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from .measure import LoadgenError, build_tools, interleaved_measurer, measure
 from .apps import redis_bgsave
-from .canary import CANARIES, COLD_CANARY, Canary, canary_summary
+from .canary import CANARIES, COLD_CANARY, Canary, WakeCanary, canary_summary
 from .crosscheck import stress_ng_vfork
 from .document import _fmt, _fmt_err, plot_report, render_markdown, write_report
 from .metrics import EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, TARGETS
@@ -300,16 +300,21 @@ def validate(profile: str = "default", quick: bool = False, out: Path | None = N
     grouped = interleaved_measurer(chosen, quick, say)
     canary, drift, groups_seen = Canary(sim, profile, cpus), None, set()
     cold_canary, cold_drift = Canary(sim, profile, cpus, COLD_CANARY), None
+    wake_canary, wake_drift = WakeCanary(profile, cpus), None
     for sc in chosen:
         if not sc.interleave or quick or sc.interleave not in groups_seen:
             drift = canary.measure()  # before each row; once before an interleaved group
             # a row with a gap: how cold a gap leaves an image drifts on its own (canary.py)
             cold_drift = cold_canary.measure() if sc.think_s or sc.child_life_s or sc.other_work_llc else None
+            # a row with a think time: how fast the halted vCPU wakes, the host's mode (canary.py)
+            wake_drift = wake_canary.measure() if sc.think_s else None
         groups_seen.add(sc.interleave)
         row = _scenario_row(sc, quick, capacity, cpus, sim, profile, grouped(sc))
         row["canary"] = drift
         if cold_drift is not None:
             row["cold_canary"] = cold_drift
+        if wake_drift is not None:
+            row["wake_canary"] = wake_drift
         rows.append(row)
         for line in _progress_lines(sc.name, row):
             say(line)
@@ -326,8 +331,7 @@ def validate(profile: str = "default", quick: bool = False, out: Path | None = N
         "apps": apps,
         "quick": quick,
         "targets": TARGETS,
-        "summary": {**summarize_rows(rows), "canary": canary_summary(rows),
-                    "cold_canary": canary_summary(rows, "cold_canary")},
+        "summary": {**summarize_rows(rows), **{key: canary_summary(rows, key) for key, _ in CANARIES}},
         "rows": rows,
         "wall_s": round(time.monotonic() - t_start, 1),
     }

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_text
-from .canary import CANARIES
+from .canary import CANARIES, WAKE_IDLE_US
 from .mechanisms import mechanism_for
 from .metrics import DRIFT_NOTE, EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, STEAL_NOTE, TARGETS
 from .other_hosts import render_other_hosts
@@ -157,7 +157,8 @@ def _stated_rows(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _drift_line(c: dict[str, Any] | None, cold: dict[str, Any] | None = None) -> list[str]:
+def _drift_line(c: dict[str, Any] | None, cold: dict[str, Any] | None = None,
+                wake: dict[str, Any] | None = None) -> list[str]:
     """What the canaries said about the host's drift over the run."""
     if not c:
         return []
@@ -170,12 +171,17 @@ def _drift_line(c: dict[str, Any] | None, cold: dict[str, Any] | None = None) ->
                      f"ran too, the same parent asleep 10 ms before each fork for 0.5 s: how cold a gap leaves an "
                      f"image moves with the host's other tenants on its own. {_canary_range(cold)} Rows whose cold "
                      f"canary was off by more than {DRIFT_NOTE * 100:.0f}% are marked alike.")
+    if wake:
+        lines.append(f"Before each row with a think time a wake canary ran: cross-CPU wake-ups of a vCPU halted "
+                     f"{WAKE_IDLE_US / 1000:g} ms (the calibration's schedbench wake), whose latency falls in one of "
+                     f"two modes the host picks. {_canary_range(wake, 'wake_p50_us', 'Its wake-up latency p50')} "
+                     f"Rows whose wake canary was off by more than {DRIFT_NOTE * 100:.0f}% are marked alike.")
     return lines
 
 
-def _canary_range(c: dict[str, Any]) -> str:
-    return (f"Its fork() p50 measured {_fmt(c['measured_fork_p50_us_min'])}-{_fmt(c['measured_fork_p50_us_max'])} "
-            f"us over the run, against the model's {_fmt(c['predicted_fork_p50_us'])} us: error "
+def _canary_range(c: dict[str, Any], value: str = "fork_p50_us", what: str = "Its fork() p50") -> str:
+    return (f"{what} measured {_fmt(c[f'measured_{value}_min'])}-{_fmt(c[f'measured_{value}_max'])} "
+            f"us over the run, against the model's {_fmt(c[f'predicted_{value}'])} us: error "
             f"{_fmt_err(c['rel_error_min'])} to {_fmt_err(c['rel_error_max'])} (median "
             f"{_fmt_err(c['rel_error_median'])}, {c['n']} rows).")
 
@@ -200,7 +206,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                      f"CPUs (not part of the simulated load): {len(noisy)}; median errors over the quiet rows only: "
                      + ", ".join(f"{k} {_fmt_pct(v)}" for k, v in (summ.get("median_abs_rel_error_quiet") or {}).items()
                                  if k in {m[0] for m in METRICS}) + ".")
-    lines += _drift_line(summ.get("canary"), summ.get("cold_canary"))
+    lines += _drift_line(summ.get("canary"), summ.get("cold_canary"), summ.get("wake_canary"))
     stolen = [r["scenario"] for r in rows if "(host steal:" in _row_name(r)]
     if stolen:
         lines.append(f"Host steal: rows measured while the host held the vCPUs for more than {STEAL_NOTE * 100:.0f}% "
