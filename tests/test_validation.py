@@ -127,7 +127,7 @@ def test_rows_far_from_their_canary_are_marked_as_host_drift():
     assert summ["wake_canary"]["predicted_wake_p50_us"] == 30.0
     md = render_markdown({"summary": summ, "rows": rows})
     assert "| b (host drift: wake canary -83%) |" in md
-    assert "a wake canary ran: cross-CPU wake-ups of a vCPU halted 10 ms" in md and "180 us over the run" in md
+    assert "a wake canary ran, pooled: cross-CPU wake-ups of a vCPU halted 10 ms" in md and "180 us over the run" in md
 
 
 def test_stall_metric_compared_for_multithreaded_rows():
@@ -533,10 +533,15 @@ def test_the_wake_canary_measures_wake_ups_after_10_ms_idle_against_the_profiles
 
     monkeypatch.setattr(bench, "build", lambda: B())
     monkeypatch.setattr(bench, "run_bench", fake_run)
-    got = WakeCanary(name, 2).measure()
+    canary = WakeCanary(name, 2)
+    got = canary.measure()
     assert argvs[0][:2] == ["/x/schedbench", "wake"] and argvs[0][argvs[0].index("-s") + 1] == str(WAKE_IDLE_US)
-    assert got["measured_wake_p50_us"] == 30.0
+    assert got["measured_wake_p50_us"] == 30.0 and got["latencies_us"] == [20.0, 180.0, 30.0]
     assert got["rel_error"] == pytest.approx((got["predicted_wake_p50_us"] - 30.0) / 30.0)
+    # after the row, measured again and pooled: the median of all six wake-ups, each run's own beside it
+    pooled = canary.after(got)
+    assert pooled["measured_wake_p50_us"] == 30.0 and len(pooled["latencies_us"]) == 6
+    assert pooled["before_p50_us"] == 30.0 and pooled["after_p50_us"] == 30.0 and canary.after(None) is None
     assert WakeCanary(name, 1).measure() is None
 
     def refused(argv, timeout=300.0):
@@ -544,6 +549,7 @@ def test_the_wake_canary_measures_wake_ups_after_10_ms_idle_against_the_profiles
 
     monkeypatch.setattr(bench, "run_bench", refused)
     assert WakeCanary(name, 2).measure() is None
+    assert canary.after(got) == got  # the second run refused: the first stands
 
 
 @NEEDS_CC

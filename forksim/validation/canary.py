@@ -22,7 +22,9 @@ validations on 2026-12-05 (Intel model 207 host, 17:52-22:43) vfork() after 10 m
 and 197-212 us in two, the thread's round trip after 10 ms think 78-85 us in two and 213-237 us in three, the two
 rows of one run not always in the same mode. So the rows with a think time get a third canary, the wake canary:
 cross-CPU futex wake-ups of a vCPU halted WAKE_IDLE_US (calibration's schedbench wake, WAKE_ROUND_TRIPS round trips)
-against the profile's idle wake-up after that idle time (rows[].wake_canary, the summary's `wake_canary`).
+before and after the row, pooled, against the profile's idle wake-up after that idle time (rows[].wake_canary, the
+summary's `wake_canary`). Before only, it missed the row's mode: the slow one just before a vfork row that then met
+the fast one (2026-12-05 23:16: 154 us, then the row's vfork() 71.9 us p50).
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ class WakeCanary:
         self._predicted: float | None = None
 
     def measure(self) -> dict[str, Any] | None:
-        """{"measured_wake_p50_us", "predicted_wake_p50_us", "rel_error"}; None on one CPU or when it cannot run."""
+        """{"measured_wake_p50_us", "predicted_wake_p50_us", "rel_error", "latencies_us"}; None on one CPU or when
+        it cannot run."""
         if self._cpus < 2:
             return None
         from ..calibration.bench import build, run_bench
@@ -101,14 +104,26 @@ class WakeCanary:
             _shape, samples, _, _ = run_bench(argv, timeout=30.0)
         except (MeasurementError, OSError):
             return None
-        lat = [s[k] / 1e3 for s in samples for k in ("lat_ns", "lat_back_ns") if k in s]
-        if not lat:
+        lat = [round(s[k] / 1e3, 3) for s in samples for k in ("lat_ns", "lat_back_ns") if k in s]
+        return self._result(lat) if lat else None
+
+    def after(self, before: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The canary measured again after the row and pooled with `before` (the mode can change within a row that
+        runs for seconds): the median over both runs' wake-ups, each run's own median beside it."""
+        if before is None:
             return None
+        again = self.measure()
+        if again is None:
+            return before
+        return {**self._result(before["latencies_us"] + again["latencies_us"]),
+                "before_p50_us": before["measured_wake_p50_us"], "after_p50_us": again["measured_wake_p50_us"]}
+
+    def _result(self, lat: list[float]) -> dict[str, Any]:
         meas = statistics.median(lat)
         if self._predicted is None:
             self._predicted = predicted_wake_us(self._profile, WAKE_IDLE_US)
         return {"measured_wake_p50_us": meas, "predicted_wake_p50_us": self._predicted,
-                "rel_error": (self._predicted - meas) / meas if meas > 0 else None}
+                "rel_error": (self._predicted - meas) / meas if meas > 0 else None, "latencies_us": lat}
 
 
 def predicted_wake_us(profile: str, idle_us: float) -> float:

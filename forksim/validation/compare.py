@@ -314,7 +314,7 @@ def validate(profile: str = "default", quick: bool = False, out: Path | None = N
         if cold_drift is not None:
             row["cold_canary"] = cold_drift
         if wake_drift is not None:
-            row["wake_canary"] = wake_drift
+            row["wake_canary"] = wake_canary.after(wake_drift)  # the mode may change within the row: after it too
         rows.append(row)
         for line in _progress_lines(sc.name, row):
             say(line)

@@ -172,9 +172,9 @@ def _drift_line(c: dict[str, Any] | None, cold: dict[str, Any] | None = None,
                      f"image moves with the host's other tenants on its own. {_canary_range(cold)} Rows whose cold "
                      f"canary was off by more than {DRIFT_NOTE * 100:.0f}% are marked alike.")
     if wake:
-        lines.append(f"Before each row with a think time a wake canary ran: cross-CPU wake-ups of a vCPU halted "
-                     f"{WAKE_IDLE_US / 1000:g} ms (the calibration's schedbench wake), whose latency falls in one of "
-                     f"two modes the host picks. {_canary_range(wake, 'wake_p50_us', 'Its wake-up latency p50')} "
+        lines.append(f"Before and after each row with a think time a wake canary ran, pooled: cross-CPU wake-ups of "
+                     f"a vCPU halted {WAKE_IDLE_US / 1000:g} ms (the calibration's schedbench wake), whose latency falls "
+                     f"in one of two modes the host picks. {_canary_range(wake, 'wake_p50_us', 'Its wake-up latency p50')} "
                      f"Rows whose wake canary was off by more than {DRIFT_NOTE * 100:.0f}% are marked alike.")
     return lines
 
