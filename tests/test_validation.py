@@ -559,3 +559,19 @@ def test_the_wake_canary_runs_on_this_machine():
 
     got = WakeCanary("intel-xeon-family6-model207-2cpu-linux6.18-kvm", os.cpu_count() or 1).measure()
     assert got is not None and 0.0 < got["measured_wake_p50_us"] < 10_000.0 and got["predicted_wake_p50_us"] > 0
+
+
+@NEEDS_CC
+def test_a_parents_co_runner_counts_as_the_load_not_as_foreign_cpu_time():
+    """--other-work's co-runner is the parent's live child for the whole window, sweeping while the parent waits: its
+    CPU time is the load's (the model runs it as a task), so the pinned CPU it keeps busy is not foreign load."""
+    from forksim.validation.loadgen import run_loadgen
+    from forksim.validation.measure import cpu_accounting
+
+    duration = 0.5
+    meta, _recs, _stalls = run_loadgen(["--mode", "closed", "--kind", "fork", "--parents", "1", "--duration",
+                                        f"{duration:g}", "--warmup", "0.1", "--rss", str(16 << 20), "--pin",
+                                        "--other-work", str(64 << 20)], timeout=60.0)
+    cpu = cpu_accounting(meta, duration)
+    assert cpu["ours_frac"] > 0.3 / (os.cpu_count() or 1), cpu  # the sweeps fill most of the pinned CPU
+    assert not _our_loadgens()
