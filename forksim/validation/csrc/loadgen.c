@@ -614,18 +614,26 @@ struct cpu_sample {
     long long hogs, parents;     /* utime+stime of our hogs, and of our parents with their reaped and live children */
 };
 
-static long long pid_ticks(pid_t pid, int with_children)
+/* The start of a /proc file into buf (NUL-terminated); 0 when it cannot be read or is empty. */
+static int read_proc(const char *path, char *buf, size_t size)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     int fd = open(path, O_RDONLY);
     if (fd < 0)
         return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+    ssize_t n = read(fd, buf, size - 1);
     close(fd);
     if (n <= 0)
         return 0;
     buf[n] = 0;
+    return 1;
+}
+
+static long long pid_ticks(pid_t pid, int with_children)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    if (!read_proc(path, buf, sizeof buf))
+        return 0;
     char *p = strrchr(buf, ')');
     if (!p)
         return 0;
@@ -645,14 +653,8 @@ static long long live_children_ticks(pid_t pid)
 {
     char path[96], buf[4096];
     snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
+    if (!read_proc(path, buf, sizeof buf))
         return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
     long long ticks = 0;
     char *save = NULL;
     for (char *tok = strtok_r(buf, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save))
