@@ -162,8 +162,8 @@ def test_the_quick_plan_wakes_a_vcpu_idle_10_ms_in_about_half_a_second():
 
 def test_the_long_idle_wake_ups_are_measured_in_parts_apart_in_the_calibration():
     """The host's wake-up mode after 10 ms of idle changes within seconds: the calibration measures it in
-    IDLE_WAKE_PARTS runs, after the traced runs, before the cold grid and with the scheduler's costs, all under
-    one key (the fit pools them), each after few warm-ups."""
+    IDLE_WAKE_PARTS runs, the first before the untraced runs (here, without tracefs, the first of all), one just
+    before the cold grid, the last with the scheduler's costs."""
     from pathlib import Path
 
     from forksim.calibration.bench import Benchmarks
