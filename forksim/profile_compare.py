@@ -70,6 +70,8 @@ def compare_profiles(a: Profile, b: Profile) -> dict[str, Any]:
                 ("interruptions", "interruptions.duration (us)", lambda x: x.duration.fixed_us),
                 ("remote_free", "remote_free.fixed_us (us)", lambda x: x.fixed_us),
                 ("remote_free", "remote_free.thread_us (us)", lambda x: x.thread_us),
+                ("warmth", "warmth.remote.exit_mmap.fixed_us (us)",
+                 lambda x: x.remote["exit_mmap"].fixed_us if "exit_mmap" in x.remote else None),
                 ("concurrent_creation", "concurrent_creation.fork_us (us)", lambda x: x.fork_us),
                 ("concurrent_creation", "concurrent_creation.exit_us (us)", lambda x: x.exit_us))
     for section, what, figure in optional:

@@ -289,7 +289,9 @@ class Warmth(BaseModel):
         default_factory=dict, description="what a walk pays on top of its warm median when the image's lines were "
         "last written on another CPU (the child's exit there, or the parent's last walk before it moved) and are "
         "still in that CPU's private caches, per stage: per_pte_us * min(ptes, pte_cap) (the cap: what that cache "
-        "holds); a walk at coldness c pays c of the cold terms and 1 - c of these. Present: a child's exit on "
+        "holds), and exit_mmap's fixed_us: the structs the fork wrote on the parent's CPU (task, mm, files, "
+        "signal) that a child's exit on the other CPU fetches, beyond the parent's cross-CPU wake-up the scheduler "
+        "prices; a walk at coldness c pays c of the cold terms and 1 - c of these. Present: a child's exit on "
         "another CPU moves the image's lines there and `migration` is not used; absent: an exit elsewhere leaves "
         "the image where it was, and a move pays `migration`")
     source: str = Field(min_length=1)

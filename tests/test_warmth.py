@@ -21,7 +21,7 @@ from forksim.kernel.warmth import WarmthTracker
 
 from conftest import REFERENCE_PROFILE
 from forksim.locks import LockStats
-from forksim.profile import FamilyCold, ImageShape, Warmth, load_profile
+from forksim.profile import FamilyCold, Fraction, ImageShape, Warmth, load_profile
 from forksim.runner import run_experiment
 
 CURVE = Warmth(tau_us=2000.0, beta=1.0, footprint_bytes=8 * MiB, migration=0.4,
@@ -961,15 +961,19 @@ def test_an_exit_on_another_cpu_moves_the_lines_there_where_the_profile_prices_t
     assert mm2.walked_cpu == 0 and old.cold_walk("dup_mmap", mm2, 0, 200.0, mm2.shape) == (0.0, 0.0)
 
 
-def _unpinned(warmth: Warmth | None, pin: bool) -> tuple[float, float]:
-    """fork() p50 and round-trip p50 of a 64 MiB closed loop on two CPUs, pinned or not (us)."""
+def _unpinned(warmth: Warmth | None, pin: bool, rss: int = 64 * MiB, local: float | None = None) -> tuple[float, float]:
+    """fork() p50 and round-trip p50 of a closed loop (a 64 MiB image unless `rss`) on two CPUs, pinned or not (us);
+    `local`: the placement's share of children kept on the parent's CPU while the other idles (else the profile's)."""
     exp = parse_config({
         "experiment": {"name": "t", "duration": 1_000_000.0, "warmup": 50_000.0, "replications": 1, "seed": 7},
         "machine": {"cpus": 2, "profile": REFERENCE_PROFILE},
-        "workload": {"kind": "closed", "parents": 1, "pin": pin, "image": {"rss": 64 * MiB, "vmas": 26},
+        "workload": {"kind": "closed", "parents": 1, "pin": pin, "image": {"rss": rss, "vmas": 26},
                      "child": {"clone": "fork", "lifetime": 0.0}},
     }, resolved=True)  # us, bytes
-    res = run_experiment(exp, profile=load_profile(REFERENCE_PROFILE).model_copy(update={"warmth": warmth}))
+    prof = load_profile(REFERENCE_PROFILE)
+    placement = prof.placement if local is None else {
+        **prof.placement, "fork_local_when_idle": Fraction(value=local, source="assumption: test")}
+    res = run_experiment(exp, profile=prof.model_copy(update={"warmth": warmth, "placement": placement}))
     return res.summary["fork_latency_us"]["p50"], res.summary["roundtrip_latency_us"]["p50"]
 
 
@@ -1007,6 +1011,75 @@ def test_fit_recovers_the_remote_terms_less_the_empty_images():
     Warmth.model_validate(w)
 
 
+def _remote_store(exit0_extra: float) -> Store:
+    """The remote pairs of four sizes whose exits pay `exit0_extra` at the empty image and 0.012 us a page more."""
+    store = Store()
+    for rss, ptes in ((0, 26), (16 * MiB, 4122), (64 * MiB, 16410), (256 * MiB, 65561)):
+        warm_fork, warm_exit = 25.0 + 0.02 * ptes, 27.0 + 0.026 * ptes
+        for gap in (0, 1_000_000):
+            c = 0.0 if gap == 0 else 1.0
+            store.runs.append(_run(rss, "sleep", gap, warm_fork + c * (150 + 0.02 * ptes), ptes, gap, exit_us=warm_exit))
+        store.runs.append(_run(rss, "remote_local", 0.0, warm_fork, ptes, 0.0, exit_us=warm_exit))
+        store.runs.append(_run(rss, "remote", 0.0, warm_fork + 17.0 + 0.03 * min(ptes, 16410), ptes, 0.0,
+                               exit_us=warm_exit + exit0_extra + 0.012 * min(ptes, 16410)))
+    return store
+
+
+def test_the_empty_images_remote_exit_beyond_the_wake_up_is_exit_mmaps_fixed_remote_term():
+    """The empty image's remote exit extra is the parent's cross-CPU wake-up (which the model charges on its own) and
+    the lines the exit fetches from the parent's CPU: the latter is exit_mmap's fixed remote term, the wake-up priced
+    after the remote exit's own p50 of idle; a wake-up that costs the whole extra leaves no term, and without the
+    wake-up's price the fit adds none (as before)."""
+    idles: list[float] = []
+
+    def wake(idle_us: float) -> float:
+        idles.append(idle_us)
+        return 6.0
+
+    w, diag = fit_warmth(_remote_store(28.0), wake)
+    extra0 = diag["warmth_fit"]["remote"]["0"]["exit_extra_us"]
+    assert extra0 == pytest.approx(28.0 + 0.012 * 26, abs=0.2)
+    assert w["remote"]["exit_mmap"]["fixed_us"] == pytest.approx(extra0 - 6.0, abs=0.01)
+    assert w["remote"]["exit_mmap"]["per_pte_us"] == pytest.approx(0.012, rel=0.03)  # beyond the empty image's
+    assert idles == [pytest.approx(27.0 + 0.026 * 26 + 28.0 + 0.012 * 26, rel=0.02)]  # the remote exit's p50
+    assert "exit_mmap's fixed_us" in w["source"] and diag["warmth_fit"]["remote"]["0"]["exit_wake_us"] == 6.0
+    Warmth.model_validate(w)
+    w, _ = fit_warmth(_remote_store(5.0), wake)
+    assert "fixed_us" not in w["remote"]["exit_mmap"] and "none left" in w["source"]
+    w, _ = fit_warmth(_remote_store(28.0))
+    assert "fixed_us" not in w["remote"]["exit_mmap"] and "exit_mmap's fixed_us" not in w["source"]
+
+
+def test_the_cross_cpu_wake_up_price_is_the_models_by_idle_time():
+    """ipi_send at the measured idle time nearest in log, plus idle_wake's median times the curve's scale (log-linear
+    between its points); without curves the flat figures."""
+    from forksim.calibration.warmth import cross_cpu_wake_us
+
+    sched = {"idle_wake": {"fixed_us": 10.0},
+             "idle_wake_curve": {"idle_us": [10.0, 1000.0], "scale": [0.5, 2.0], "source": "t"},
+             "ipi_send_curve": {"idle_us": [10.0, 1000.0], "source": "t",
+                                "costs": [{"fixed_us": 1.0, "source": "t"}, {"fixed_us": 3.0, "source": "t"}]}}
+    price = cross_cpu_wake_us(sched, ipi_send_us=99.0)
+    assert price(10.0) == pytest.approx(5.0 + 1.0) and price(1000.0) == pytest.approx(20.0 + 3.0)
+    assert price(50.0) == pytest.approx(10.0 * (0.5 + 1.5 * math.log(5) / math.log(100)) + 1.0)
+    assert price(200.0) == pytest.approx(10.0 * (0.5 + 1.5 * math.log(20) / math.log(100)) + 3.0)
+    assert cross_cpu_wake_us({"idle_wake": {"fixed_us": 10.0}}, ipi_send_us=2.0)(500.0) == pytest.approx(12.0)
+
+
+def test_a_fixed_remote_exit_term_prices_an_unpinned_loops_round_trip_not_a_pinned_one():
+    """An empty image forked in a closed loop: unpinned, every child placed on the idle CPU (as on the Intel model 207
+    host), the children's exits pay the fixed remote term on the part still cached; pinned they exit where they
+    were made and pay nothing."""
+    fixed = Warmth.model_validate({**REMOTE.model_dump(), "remote": {
+        **REMOTE.model_dump()["remote"], "exit_mmap": {"per_pte_us": 0.012, "pte_cap": 16384, "fixed_us": 20.0}}})
+    _, rt0 = _unpinned(REMOTE, pin=False, rss=0, local=0.0)
+    _, rt1 = _unpinned(fixed, pin=False, rss=0, local=0.0)
+    # (1 - coldness) x 20 us (the loop's gap cools a few percent of it), and a few us more: the parent's CPU idles
+    # longer, and the profile's idle wake-up curve wakes it slower
+    assert 15.0 < rt1 - rt0 < 30.0
+    assert _unpinned(fixed, pin=True, rss=0) == _unpinned(REMOTE, pin=True, rss=0)
+
+
 def test_calibrate_reports_the_remote_extras_and_their_terms(capsys):
     from forksim.commands import calibrate as cmd
 
@@ -1015,7 +1088,11 @@ def test_calibrate_reports_the_remote_extras_and_their_terms(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "64 MiB fork +500, exit +260" in out and "dup_mmap 29.5 ns up to 16,410 pages" in out
     cmd._remote_line({}, points)
-    assert "no remote terms" in capsys.readouterr().out
+    assert "no per-page remote terms" in capsys.readouterr().out
+    points["0"] = {"ptes": 25, "fork_extra_us": 14.8, "exit_extra_us": 27.3, "exit_wake_us": 5.7}
+    cmd._remote_line({"remote": {"exit_mmap": {"fixed_us": 21.6}}}, points)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no per-page remote terms" in out and "cross-CPU wake-up (5.7 us): exit_mmap 21.6 us" in out
 
 
 def test_calibrate_warns_when_the_host_moved_between_its_two_back_to_back_forks(capsys):

@@ -26,7 +26,7 @@ from .lifetime import fit_child_start, fit_exec, fit_exit, fit_faults, fit_vfork
 from .plan import FORK_MODE, FORKEXEC_MODE, VARIANTS, MiB, Plan, Store, label as _label
 from .samples import Evidence, group, pct, preempted_share, seg_cfgs, vals
 from .scheduling import exit_head_share, fit_placement, fit_scheduler
-from .warmth import fit_warmth, grid_scatters, grid_spreads
+from .warmth import cross_cpu_wake_us, fit_warmth, grid_scatters, grid_spreads
 
 __all__ = ["build_profile"]
 
@@ -79,7 +79,9 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
     fresh_spread = _fresh_spread(ev)
     placement = fit_placement(store)
     ev.diag["placement_counts"] = {k: v.pop("_counts") for k, v in placement.items()}
-    warmth, warmth_diag = fit_warmth(store)
+    scheduler = {**{k: stage_json(v) for k, v in sched.items()},
+                 **{k: c for k in ("idle_wake_curve", "ipi_send_curve") if (c := ev.diag["scheduler"].get(k))}}
+    warmth, warmth_diag = fit_warmth(store, cross_cpu_wake_us(scheduler, st["ipi_send"].fixed_us))
     ev.diag.update(warmth_diag)
 
     missing = [s for s in STAGES if s not in st]
@@ -97,8 +99,7 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
                         f"{plan.name} mode, {'with' if ev.traced else 'without'} tracepoints"),
         "provenance": prov,
         "stages": {s: stage_json(st[s]) for s in STAGES},
-        "scheduler": {**{k: stage_json(v) for k, v in sched.items()},
-                      **{k: c for k in ("idle_wake_curve", "ipi_send_curve") if (c := ev.diag["scheduler"].get(k))}},
+        "scheduler": scheduler,
         "stack_cache_per_cpu": 2,
         "placement": placement,
         **({"exit_head_share": exit_head} if exit_head else {}),

@@ -56,7 +56,7 @@ from .cold_scatter import SCATTER_GAP, fit_cold_scatter, is_layout, layout_jobs,
 from .layout import layout_reader
 from .plan import MiB, Plan, Store
 
-__all__ = ["GRIDS", "cold_jobs", "fit_warmth", "grid_scatters", "grid_spreads", "llc_bytes"]
+__all__ = ["GRIDS", "cold_jobs", "cross_cpu_wake_us", "fit_warmth", "grid_scatters", "grid_spreads", "llc_bytes"]
 
 _MS = 1000  # us
 
@@ -580,7 +580,8 @@ def _fit_residual(table: list[dict[str, Any]], warm: dict[int, float], exit_pair
     return residual
 
 
-def _fit_remote(table: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _fit_remote(table: list[dict[str, Any]], wake_us: Callable[[float], float] | None = None
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Warmth.remote, from the runs whose children exit on the other CPU (cond "remote", forkbench -R) beside the same
     size's run whose children pin themselves to the parent's CPU (cond REMOTE_LOCAL, run next to it: the extra moved
     from +500 to +100 us at 64 MiB within an hour on the 2026-12-03 Intel host, so a reference minutes away does
@@ -590,6 +591,13 @@ def _fit_remote(table: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, 
     CPU); per stage per_pte_us * min(ptes, cap) through the sizes' extras by least squares, the cap one of
     the sizes' PTEs or none (what the other CPU's private caches hold of a larger image: measured flat beyond 64 MiB,
     2026-12-03 Intel host). A stage none of whose sizes paid more than the empty image gets no terms.
+    The empty image's exit extra is not all priced elsewhere: remote_free prices the parent's next fork, and the
+    model's cross-CPU wake-up of the parent (`wake_us`, cross_cpu_wake_us: the median it charges after an idle time)
+    only part of the exit's. What is left over the wake-up, after an idle time of the remote exit's own p50 (the
+    parent's CPU halts from the child's move to the wake-up), is exit_mmap's fixed remote term: the task, mm, files
+    and signal structs the fork wrote on the parent's CPU, which the child's exit on the other CPU fetches from
+    there (Intel model 207 host, 2026-12-05: +26-27 us at 0 MiB, the wake-up 5 us of it; the unpinned closed loop's
+    round trip was predicted 98 us against 124 measured in the same calibration).
     Returns the terms per stage and the per-size extras (us)."""
     def row(rss: int, cond: str) -> dict[str, Any] | None:
         got = [t for t in table if t["rss_bytes"] == rss and t["cond"] == cond and t["x"] == 0]
@@ -621,7 +629,34 @@ def _fit_remote(table: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, 
         assert best is not None
         _, k, cap = best
         terms[stage] = {"per_pte_us": round(k, 6), "pte_cap": round(cap if math.isfinite(cap) else ptes.max() * 1e6, 0)}
+    remote0 = row(0, "remote")
+    if base is not None and remote0 is not None and wake_us is not None:
+        base["exit_wake_us"] = round(wake_us(remote0["exit_p50_us"]), 1)
+        fixed = base["exit_extra_us"] - base["exit_wake_us"]
+        if fixed > 0.0:
+            terms[EXIT_MMAP] = {**terms.get(EXIT_MMAP, {}), "fixed_us": round(fixed, 2)}
     return terms, {str(s): p for s, p in points.items()}
+
+
+def cross_cpu_wake_us(scheduler: dict[str, Any], ipi_send_us: float) -> Callable[[float], float]:
+    """The model's median price of waking a task on a vCPU halted `idle_us` (the argument) from the other CPU, from a
+    profile's `scheduler` section (JSON) and its ipi_send stage's median: the waker's ipi_send (the curve's cost
+    measured nearest that idle time, where the profile has one) and the wakee's idle wake-up (idle_wake's median
+    times the curve's scale there), as model.SchedulerSpec's bound parameters charge them."""
+    from bisect import bisect_right
+
+    from ..profile_terms import IdleWakeCurve, IpiSendCurve
+
+    median = float(scheduler["idle_wake"]["fixed_us"])
+    scale = IdleWakeCurve(**scheduler["idle_wake_curve"]).at if scheduler.get("idle_wake_curve") else (lambda _: 1.0)
+    ipi = scheduler.get("ipi_send_curve")
+    cuts = IpiSendCurve(**ipi).cuts() if ipi else []
+    ipi_us = [float(c["fixed_us"]) for c in ipi["costs"]] if ipi else [ipi_send_us]
+
+    def price(idle_us: float) -> float:
+        return median * scale(idle_us) + ipi_us[bisect_right(cuts, idle_us)]
+
+    return price
 
 
 def _remote_source(terms: dict[str, Any], points: dict[str, Any]) -> str:
@@ -630,11 +665,18 @@ def _remote_source(terms: dict[str, Any], points: dict[str, Any]) -> str:
         return ""
     sizes = ", ".join(f"{int(s) // MiB} MiB fork {p['fork_extra_us']:+.0f} us, exit {p['exit_extra_us']:+.0f} us"
                       for s, p in points.items())
+    base = points.get("0") or {}
+    fixed = (terms.get(EXIT_MMAP) or {}).get("fixed_us")
+    wake = ("" if "exit_wake_us" not in base else
+            f"; exit_mmap's fixed_us: the empty image's exit extra less the model's cross-CPU wake-up of the parent "
+            f"after the remote exit's p50 idle ({base['exit_wake_us']:.1f} us: ipi_send and idle_wake by the curves), "
+            + (f"{fixed:.1f} us" if fixed else "none left"))
     return ("; remote: forkbench cold -R (each child pins itself to the other CPU before its exit) against the same "
             f"call with the pin to the parent's CPU, run beside it, p50 extras: {sizes}; less the empty image's "
             "(remote_free and the parent's cross-CPU wake-up price it), fitted as per_pte*min(ptes, cap) by least "
             "squares, the cap one of the sizes' PTEs or none"
-            + ("" if terms else "; no size paid more than the empty image: no remote terms"))
+            + ("" if any(t.get("per_pte_us") for t in terms.values())
+               else "; no size paid more than the empty image: no per-page remote terms") + wake)
 
 
 def _fully_cold_fit(table: list[dict[str, Any]], fitted: list[int], extras: dict[int, float], fell: bool,
@@ -649,10 +691,13 @@ def _fully_cold_fit(table: list[dict[str, Any]], fitted: list[int], extras: dict
                     None if spreads is None else np.array([spreads.get(s, 1.0) for s in fitted]))
 
 
-def fit_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+def fit_warmth(store: Store, wake_us: Callable[[float], float] | None = None
+               ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The profile's `warmth` section (None when not measured or no effect) and its diagnostics: the image's
-    terms, then the kinds that copy no image (cold_families.py) on the image curve's time scale."""
-    warmth, diag, tau = _fit_image_warmth(store)
+    terms, then the kinds that copy no image (cold_families.py) on the image curve's time scale. `wake_us`: the
+    model's cross-CPU wake-up price by idle time (cross_cpu_wake_us), for exit_mmap's fixed remote term (none
+    without it)."""
+    warmth, diag, tau = _fit_image_warmth(store, wake_us)
     families, families_src, families_diag = fit_families(store, tau)
     if warmth is None:
         if not families:
@@ -683,8 +728,10 @@ def _footprint_migration(table: list[dict[str, Any]], good: list[int], rel: Call
     return (statistics.median(fp) if fp else 1e15), (statistics.median(mig) if mig else 0.0), fp, mig
 
 
-def _fit_image_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any], float]:
-    """The `warmth` section's image terms, their diagnostics and the curve's time scale (us; nan where unfitted)."""
+def _fit_image_warmth(store: Store, wake_us: Callable[[float], float] | None
+                      ) -> tuple[dict[str, Any] | None, dict[str, Any], float]:
+    """The `warmth` section's image terms, their diagnostics and the curve's time scale (us; nan where unfitted);
+    `wake_us` as fit_warmth's."""
     runs = _pooled(store.select("cold"))
     if not runs:
         return None, {}, math.nan
@@ -744,7 +791,7 @@ def _fit_image_warmth(store: Store) -> tuple[dict[str, Any] | None, dict[str, An
     residual = _fit_residual(table, warm, exit_pairs, exit_points)
     if exit_terms is not None or residual:
         src += _exit_source(exit_points, exit_terms, residual)
-    remote, remote_points = _fit_remote(table)
+    remote, remote_points = _fit_remote(table, wake_us)
     src += _remote_source(remote, remote_points)
     warmth = {"tau_us": round(float(tau), 1), "beta": round(float(beta), 3),
               "footprint_bytes": round(float(footprint), 0), "walk_bytes_per_pte": 80.0,

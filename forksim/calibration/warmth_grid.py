@@ -16,7 +16,7 @@ from ..errors import ForksimError, MeasurementError
 from . import bench
 from .plan import PLANS, MiB, Store
 from .room_loops import KIND as ROOM_KIND, room_section
-from .warmth import cold_jobs, fit_warmth
+from .warmth import cold_jobs, cross_cpu_wake_us, fit_warmth
 
 __all__ = ["measure_warmth", "merge_into", "main"]
 
@@ -84,11 +84,11 @@ def merge_into(raw: str | Path, profile: str | Path, note: str = "", scale: bool
     rp = Path(raw)
     r = _read_raw(rp)
     store = Store(runs=[x for x in r["runs"] if x["kind"] == "cold"])
-    warmth, diag = fit_warmth(store)
-    if warmth is None:
-        raise MeasurementError(f"{rp}: {diag.get('warmth_note', 'no cold-fork runs')}")
     path = Path(profile)
     prof = json.loads(path.read_text())
+    warmth, diag = fit_warmth(store, cross_cpu_wake_us(prof["scheduler"], prof["stages"]["ipi_send"]["fixed_us"]))
+    if warmth is None:
+        raise MeasurementError(f"{rp}: {diag.get('warmth_note', 'no cold-fork runs')}")
     speed, ratio = _speed(prof, diag)
     warmth["source"] += f"; {speed}"
     if scale and ratio:

@@ -368,12 +368,16 @@ def _remote_line(warmth: dict | None, points: dict | None) -> None:
     if not points:
         return
     terms = (warmth or {}).get("remote", {})
+    slopes = {stage: t for stage, t in terms.items() if t.get("per_pte_us")}
+    wake = (points.get("0") or {}).get("exit_wake_us")
     console.print("children exiting on the other CPU (pinned parent, forkbench -R), p50 over exits on its CPU, us: "
                   + "; ".join(f"{int(rss) >> 20} MiB fork {p['fork_extra_us']:+,.0f}, exit {p['exit_extra_us']:+,.0f}"
                               for rss, p in points.items())
                   + ("; priced beyond the empty image's, per page up to a cap: "
                      + ", ".join(f"{stage} {t['per_pte_us'] * 1e3:.1f} ns up to {t['pte_cap']:,.0f} pages"
-                                 for stage, t in terms.items()) if terms else "; no remote terms"))
+                                 for stage, t in slopes.items()) if slopes else "; no per-page remote terms")
+                  + ("" if wake is None else f"; the empty image's exit over the parent's cross-CPU wake-up ({wake:.1f}"
+                     f" us): exit_mmap {terms.get('exit_mmap', {}).get('fixed_us', 0.0):.1f} us"))
 
 
 def _exit_line(warmth: dict | None, points: dict | None) -> None:

@@ -33,7 +33,10 @@ on the other CPU fetches them from there (Warmth.remote). Pinned, forkbench -R (
 CPU before it exits), the 2026-12-03 Intel host: the parent's next fork pays +190 / +500 / +500 us at 16 / 64 /
 256 MiB over a child exiting on the parent's CPU (+17 us at 0 MiB: remote_free's slab objects), flat beyond
 64 MiB (the other core's 2 MiB L2 holds the last lines the zap wrote); the child's exit pays +145 / +260 / +320 us
-when its fork ran on the other CPU; a parent that moved pays about the same (forkbench -M: +280 us at 64 MiB).
+when its fork ran on the other CPU; a parent that moved pays about the same (forkbench -M: +280 us at 64 MiB). The
+empty image's exit pays +26 us there (Intel model 207 host, 2026-12-05), 5 us of it the parent's wake-up on its
+halted CPU, which the scheduler prices: the rest is exit_mmap's fixed remote term (the task, mm, files and signal
+structs the fork wrote on the parent's CPU).
 Unpinned, a closed loop's children exit on the other CPU 40-50% of the time (64 / 256 MiB), and those forks cost
 1.8x / 1.3x the others (calibration/data/remote-exit-20261203.json).
 
