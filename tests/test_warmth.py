@@ -1120,6 +1120,26 @@ def test_the_quick_plan_has_children_exit_on_the_other_cpu_at_every_size():
     assert not [n for n in cold_jobs(PLANS["quick"], "forkbench", Store(), 0, 0) if "other CPU" in n[0]]  # one CPU
 
 
+def test_the_empty_images_remote_pair_runs_enough_reps_for_its_fixed_term(monkeypatch):
+    """The empty image's pair sets exit_mmap's fixed remote term: EMPTY_REMOTE_REPS a side in each plan, the larger
+    images' pairs their plan's reps."""
+    from forksim.calibration import warmth as cal
+    from forksim.calibration.plan import PLANS
+
+    argvs: list[list[str]] = []
+    monkeypatch.setattr(cal, "_run_or_refused", lambda argv, read, store: argvs.append(argv))
+    for plan in ("quick", "full"):
+        argvs.clear()
+        for what, job in cal.cold_jobs(PLANS[plan], "forkbench", Store(), 0, 1):
+            if "the children exiting" in what:
+                job()
+        reps = {(argv[argv.index("-r") + 1], argv[argv.index("-R") + 1]): 0 for argv in argvs}
+        for argv in argvs:
+            reps[argv[argv.index("-r") + 1], argv[argv.index("-R") + 1]] += int(argv[argv.index("-n") + 1])
+        assert reps[("0", "1")] >= cal.EMPTY_REMOTE_REPS and reps[("0", "0")] >= cal.EMPTY_REMOTE_REPS
+        assert reps[(str(256 * MiB), "1")] == cal.GRIDS[plan][-1]
+
+
 def _thread_loop(think_us: float, warmth: Warmth | None, clone: str = "thread",
                  metric: str = "fork_latency_us") -> float:
     exp = parse_config({

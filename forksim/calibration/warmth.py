@@ -111,6 +111,10 @@ GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple
 
 
 _ROUNDS = {"smoke": 1, "quick": 1, "full": 3}
+# The empty image's remote pair sets exit_mmap's fixed remote term (_fit_remote): a difference of two p50s of ~50-70
+# us whose spread is tens of us, at ~0.1 ms a fork, so it takes at least this many reps a side (0.04 s in all);
+# with the plans' 20 a side ten quick calibrations on 2026-12-05 read +16..+35 us
+EMPTY_REMOTE_REPS = 200
 # the gaps of forkbench cold -G (the store's cond of their runs), and each one's prefix in its list
 SLEEP, SPIN, WORK = "sleep", "spin", "work"
 _ITEM_PREFIX = {SLEEP: "", SPIN: "S", WORK: "W"}
@@ -171,8 +175,9 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
             if other != cpu and remote_reps:  # a pair, side by side: the remote extra is a few hundred us
                 pair = [("remote", other, "the other CPU"), (REMOTE_LOCAL, cpu, "its parent's CPU")]
                 for cond, exit_cpu, where in pair if (rnd + sizes.index(rss)) % 2 == 0 else pair[::-1]:
+                    reps = max(remote_reps, EMPTY_REMOTE_REPS) if rss == 0 else remote_reps
                     this.append((f"fork {rss // MiB}MiB, the children exiting on {where}{per}",
-                                 job(rss, cond, 0.0, -(-remote_reps // rounds), ["-R", str(exit_cpu)], cpu)))
+                                 job(rss, cond, 0.0, -(-reps // rounds), ["-R", str(exit_cpu)], cpu)))
             for gap, reps in ([] if rss != sizes[0] else unpinned):
                 this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep, unpinned{per}",
                              job(rss, "unpinned", gap, -(-reps // rounds), ["-s", str(gap)], -1)))
