@@ -111,10 +111,13 @@ GRIDS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[tuple
 
 
 _ROUNDS = {"smoke": 1, "quick": 1, "full": 3}
-# The empty image's remote pair sets exit_mmap's fixed remote term (_fit_remote): a difference of two p50s of ~50-70
-# us whose spread is tens of us, at ~0.1 ms a fork, so it takes at least this many reps a side (0.04 s in all);
-# with the plans' 20 a side ten quick calibrations on 2026-12-05 read +16..+35 us
+# The empty image's remote pair sets exit_mmap's fixed remote term (_fit_remote): a difference of two p50s of 40-80
+# us, at ~0.1 ms a fork, so it takes this many reps a side (0.07 s in all; ten quick calibrations on 2026-12-05, 20
+# a side, read +16..+35 us), in EMPTY_REMOTE_CHUNKS pairs that alternate, pooled: the host flips between a fast and
+# a slow phase within seconds, and one 200-rep run a side read -3 us at 01:41 on 2026-12-06 (local 57.9, remote
+# 55.1) where alternating single runs before and after it read +20..+45 us (local 36-61, remote 75-85)
 EMPTY_REMOTE_REPS = 200
+EMPTY_REMOTE_CHUNKS = 5
 # the gaps of forkbench cold -G (the store's cond of their runs), and each one's prefix in its list
 SLEEP, SPIN, WORK = "sleep", "spin", "work"
 _ITEM_PREFIX = {SLEEP: "", SPIN: "S", WORK: "W"}
@@ -174,10 +177,13 @@ def cold_jobs(plan: Plan, fb: str, store: Store, cpu: int, other: int) -> list[t
                              job(rss, "migrate", 0.0, -(-mig_reps // rounds), ["-M"], min(cpu, other))))
             if other != cpu and remote_reps:  # a pair, side by side: the remote extra is a few hundred us
                 pair = [("remote", other, "the other CPU"), (REMOTE_LOCAL, cpu, "its parent's CPU")]
-                for cond, exit_cpu, where in pair if (rnd + sizes.index(rss)) % 2 == 0 else pair[::-1]:
-                    reps = max(remote_reps, EMPTY_REMOTE_REPS) if rss == 0 else remote_reps
-                    this.append((f"fork {rss // MiB}MiB, the children exiting on {where}{per}",
-                                 job(rss, cond, 0.0, -(-reps // rounds), ["-R", str(exit_cpu)], cpu)))
+                chunks = EMPTY_REMOTE_CHUNKS if rss == 0 else 1
+                reps = -(-(max(remote_reps, EMPTY_REMOTE_REPS) if rss == 0 else remote_reps) // (rounds * chunks))
+                for chunk in range(chunks):
+                    part = f" (part {chunk + 1} of {chunks})" if chunks > 1 else ""
+                    for cond, exit_cpu, where in pair if (rnd + sizes.index(rss) + chunk) % 2 == 0 else pair[::-1]:
+                        this.append((f"fork {rss // MiB}MiB, the children exiting on {where}{part}{per}",
+                                     job(rss, cond, 0.0, reps, ["-R", str(exit_cpu)], cpu)))
             for gap, reps in ([] if rss != sizes[0] else unpinned):
                 this.append((f"cold fork {rss // MiB}MiB after {gap / _MS:g} ms asleep, unpinned{per}",
                              job(rss, "unpinned", gap, -(-reps // rounds), ["-s", str(gap)], -1)))
