@@ -1017,8 +1017,8 @@ def _remote_store(exit0_extra: float) -> Store:
     for rss, ptes in ((0, 26), (16 * MiB, 4122), (64 * MiB, 16410), (256 * MiB, 65561)):
         warm_fork, warm_exit = 25.0 + 0.02 * ptes, 27.0 + 0.026 * ptes
         for gap in (0, 1_000_000):
-            c = 0.0 if gap == 0 else 1.0
-            store.runs.append(_run(rss, "sleep", gap, warm_fork + c * (150 + 0.02 * ptes), ptes, gap, exit_us=warm_exit))
+            cold = 0.0 if gap == 0 else 150 + 0.02 * ptes
+            store.runs.append(_run(rss, "sleep", gap, warm_fork + cold, ptes, gap, exit_us=warm_exit))
         store.runs.append(_run(rss, "remote_local", 0.0, warm_fork, ptes, 0.0, exit_us=warm_exit))
         store.runs.append(_run(rss, "remote", 0.0, warm_fork + 17.0 + 0.03 * min(ptes, 16410), ptes, 0.0,
                                exit_us=warm_exit + exit0_extra + 0.012 * min(ptes, 16410)))
