@@ -654,20 +654,15 @@ def cross_cpu_wake_us(scheduler: dict[str, Any], ipi_send_us: float) -> Callable
     profile's `scheduler` section (JSON) and its ipi_send stage's median: the waker's ipi_send (the curve's cost
     measured nearest that idle time, where the profile has one) and the wakee's idle wake-up (idle_wake's median
     times the curve's scale there), as model.SchedulerSpec's bound parameters charge them."""
-    from bisect import bisect_right
-
     from ..profile_terms import IdleWakeCurve, IpiSendCurve
 
     median = float(scheduler["idle_wake"]["fixed_us"])
     scale = IdleWakeCurve(**scheduler["idle_wake_curve"]).at if scheduler.get("idle_wake_curve") else (lambda _: 1.0)
-    ipi = scheduler.get("ipi_send_curve")
-    cuts = IpiSendCurve(**ipi).cuts() if ipi else []
-    ipi_us = [float(c["fixed_us"]) for c in ipi["costs"]] if ipi else [ipi_send_us]
-
-    def price(idle_us: float) -> float:
-        return median * scale(idle_us) + ipi_us[bisect_right(cuts, idle_us)]
-
-    return price
+    ipi = IpiSendCurve(**scheduler["ipi_send_curve"]) if scheduler.get("ipi_send_curve") else None
+    if ipi is None:
+        return lambda idle_us: median * scale(idle_us) + ipi_send_us
+    nearest = ipi.nearest()
+    return lambda idle_us: median * scale(idle_us) + ipi.costs[nearest(idle_us)].fixed_us
 
 
 def _remote_source(terms: dict[str, Any], points: dict[str, Any]) -> str:
