@@ -197,3 +197,36 @@ def test_child_first_counts_children_that_ran_before_their_parent_left_the_cpu()
           sw(3010 * us, 0, 20, 51, "R")]
     out = child_first(ev, [20], 0, 10e6, 1400 * us)
     assert out == {"forks_child_first_in_slice": [0, 1], "forks_child_first_past_slice": [1, 1]}
+
+
+def test_measure_runs_a_noisy_load_again_and_reads_every_run_after_the_last(monkeypatch):
+    """busy.measure records every load in turn (a run that other processes shared the CPUs with is run again, up to
+    NOISY_ATTEMPTS in all, and the last kept and marked), then reads the kept runs (read_run, in forked workers)
+    into the store in the loads' order."""
+    import contextlib
+
+    from forksim.calibration import busy
+    from forksim.calibration.plan import Store
+    from forksim.validation import measure as vmeasure
+
+    foreign = {(1, 1): [0.5, 0.02], (2, 2): [0.5] * busy.NOISY_ATTEMPTS, (2, 4): [0.01]}
+    recorded = []
+
+    def record_run(tr, loadgen, helper, *, parents, hogs, rss, duration, warmup):
+        recorded.append((parents, hogs))
+        return busy.Recorded({"foreign": foreign[parents, hogs].pop(0)}, "x" * hogs, None, 0, 0,
+                             {"parents": parents, "hogs": hogs, "rss": rss, "duration_s": duration})
+
+    monkeypatch.setattr(busy, "_instance", lambda events, kb: contextlib.nullcontext())
+    monkeypatch.setattr(vmeasure, "build_tools", lambda: type("Tools", (), {"loadgen": None, "helper": None}))
+    monkeypatch.setattr(busy, "record_run", record_run)
+    monkeypatch.setattr(busy, "foreign_cpu_frac", lambda run: run.summary["foreign"])
+    monkeypatch.setattr(busy, "read_run", lambda run: {**run.load, "foreign_cpu_frac": run.summary["foreign"]})
+    said = []
+    store = Store()
+    busy.measure(store, ((1, 1, 0), (2, 2, 0), (2, 4, 0)), 0.8, 0.3, 1, said.append)
+    assert recorded == [(1, 1)] * 2 + [(2, 2)] * busy.NOISY_ATTEMPTS + [(2, 4)]
+    got = [(r["key"]["parents"], r["key"]["hogs"], r["segments"][0]["foreign_cpu_frac"], r["segments"][0]["noisy"])
+           for r in store.select(busy.KIND)]
+    assert got == [(1, 1, 0.02, False), (2, 2, 0.5, True), (2, 4, 0.01, False)]
+    assert "(1 shared the CPUs with other processes" in said[-1]

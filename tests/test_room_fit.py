@@ -199,8 +199,14 @@ def test_the_sparse_loops_run_once_and_their_long_idle_points_reach_the_curves(m
         def close(self):
             return None
 
-    def fake(trace, kind, seconds, family, rss=0, think_s=0.0):
-        calls.append((family, rss, think_s))
+    family_of = {kind: family for family, kind in room_loops.LOADGEN_KINDS.items()}
+
+    def record(trace, kind, seconds, rss=0, think_s=0.0):
+        calls.append((family_of[kind], rss, think_s))
+        return {"creations": 1}, 0, "(the trace)", None
+
+    def read(loop):  # forked_map runs this in workers forked from the test: the patch holds there too
+        family, rss, think_s = loop.family, loop.rss, loop.think_s
         if think_s:  # other CPU idle 3 ms, the parent's awake 400 us (a 64 MiB copy, or a cold path): kept local
             place, wakes = [(family, 400.0, 3000.0, True)] * 150, [(3000.0, False, None, 1500.0)] * 100
         elif rss:  # the wait loop (128 MiB, no think): after a tick past the child's protected slice, moved
@@ -210,9 +216,10 @@ def test_the_sparse_loops_run_once_and_their_long_idle_points_reach_the_curves(m
             place = [(family, 20.0, 30.0, True)] * 150 + [(family, 200.0, 150.0, False)] * 150
             # a few long-idle ones, moved
             wakes = [(40.0, True, None, 50.0), (40.0, False, None, 50.0)] * 50 + [(3000.0, True, None, 50.0)] * 12
-        return {"creations": 1}, 0, place, wakes, []
+        return place, wakes, []
 
-    monkeypatch.setattr(room_loops, "_traced_loop", fake)
+    monkeypatch.setattr(room_loops, "_traced_loop", record)
+    monkeypatch.setattr(room_loops, "_points", read)
     monkeypatch.setattr(room_loops, "_room_trace", NoTrace)
     store = Store()
     room_loops.measure_room(store, 0.3, lambda msg: None)
@@ -307,3 +314,25 @@ def test_the_spawn_loop_s_exec_moves_replace_forkbench_s():
     assert got["value"] == round(3 / MIN_IDLE_EXECS, 3) and got["source"].startswith("measured:")
     store.runs[-1]["exec_moved"] = [True] * (MIN_IDLE_EXECS - 1)  # too few: forkbench's share stands
     assert "exec_moves_when_idle" not in loop_shares(store, None)
+
+
+def test_a_tight_loop_short_of_placements_runs_again_after_every_loop_is_read(monkeypatch):
+    """A family whose tight loop gives under MIN_PLACEMENTS placements runs it again (up to ATTEMPTS loops in all)
+    once every first loop has been read; the store keeps each family's tight loops first, in their order, then its
+    other loops, as the fit's sources list them."""
+    from forksim.calibration import room_loops
+    from forksim.calibration.plan import Store
+
+    monkeypatch.setattr(room_loops, "ROOM_FAMILIES", ("fork", "spawn"))
+    monkeypatch.setattr(room_loops, "_room_trace", lambda: type("NoTrace", (), {"open": lambda self: self,
+                                                                               "close": lambda self: None})())
+    monkeypatch.setattr(room_loops, "_traced_loop", lambda trace, kind, seconds, rss=0, think_s=0.0:
+                        ({"creations": 1}, 0, kind, None))
+    per_loop = {"fork": 70, "spawn": 20}  # fork: 3 loops reach 200; spawn: never, stops at ATTEMPTS
+    monkeypatch.setattr(room_loops, "_points", lambda loop: (
+        [(loop.family, 20.0, 30.0, True)] * (0 if loop.rss else per_loop[loop.family]), [], []))
+    store = Store()
+    room_loops.measure_room(store, 0.3, lambda msg: None)
+    keys = [(r["key"]["family"], r["key"]["attempt"], r["key"].get("rss", 0)) for r in store.runs]
+    assert keys == [("fork", 0, 0), ("fork", 1, 0), ("fork", 2, 0), ("fork", 0, 64 << 20), ("fork", 0, 128 << 20),
+                    *[("spawn", a, 0) for a in range(room_loops.ATTEMPTS)]]

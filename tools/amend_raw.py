@@ -28,7 +28,7 @@ def main(path: str) -> None:
     try:
         for family in ("vfork", "thread"):
             rss, think_s, seconds = room_loops.SPARSE_LOOP[family]
-            room_loops._measure_loop(trace, store, family, seconds, 0, print, rss, think_s)
+            room_loops.measure_loop(trace, store, family, seconds, print, rss, think_s)
     finally:
         trace.close()
     trace = tracefs.TraceInstance().open()

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -37,13 +38,16 @@ from ..validation.metrics import NOISY_FOREIGN_FRAC
 from ..profile_sections import EEVDF_SOURCE
 from ..sched.balance import BalanceParams, group_type
 from ..sched.idlest import KEEPS, NO_IDLE_KEYS, VERDICTS, no_idle_key, verdict
+from .forked import forked_map
 from .pelt_replay import PeltReplay
+from .segments import parse_trace
 from .tracefs import Event, TraceInstance
 
 if TYPE_CHECKING:
     from .plan import Store
 
-__all__ = ["EVENTS", "KIND", "load_pids", "traced_loadgen", "trace_run", "layout", "child_first", "fractions", "measure", "fit_balancing"]
+__all__ = ["EVENTS", "KIND", "Recorded", "load_pids", "record_loadgen", "traced_loadgen", "record_run", "read_run",
+           "foreign_cpu_frac", "trace_run", "layout", "child_first", "fractions", "measure", "fit_balancing"]
 
 KIND = "busy"
 IDLE_PULL_MIN_CHANCES = 10  # ticks with a CPU idle while a task waited: fewer say nothing about idle_pull
@@ -341,15 +345,29 @@ def fork_placement_no_idle(events: list[Event], ours: set[int], parents: list[in
     return {f"fork_no_idle_{k}": v for k, v in cnt.items()} | {"fork_no_idle_unclear": unclear}
 
 
-def traced_loadgen(loadgen: Path, args: list[str], events: tuple[str, ...], buffer_kb: int
-                   ) -> tuple[dict[str, Any], list[Event], np.ndarray, int, int]:
-    """Run the load generator with `args` (less --out) while a private tracefs instance records `events` for it
-    and every task it forks (CLOCK_MONOTONIC, as its own times). Returns its summary, the events, its records,
-    its pid and the events tracefs lost."""
-    with tempfile.TemporaryDirectory() as d, TraceInstance(events, buffer_kb=buffer_kb, optional=False) as tr:
+@dataclass
+class Recorded:
+    """One traced run of the load generator, its trace not yet read: its summary, the trace's text (monotonic
+    clock), its records, its pid, the events tracefs lost, and the load it ran."""
+
+    summary: dict[str, Any]
+    text: str
+    recs: np.ndarray
+    master: int
+    lost: int
+    load: dict[str, Any] = field(default_factory=dict)
+
+    def events(self) -> list[Event]:
+        return parse_trace(self.text, None)
+
+
+def record_loadgen(tr: TraceInstance, loadgen: Path, args: list[str], load: dict[str, Any] | None = None) -> Recorded:
+    """Run the load generator with `args` (less --out) while `tr` (open, on the monotonic clock, as the load
+    generator's own times; its buffer and pid filter emptied here) records its events for it and every task it
+    forks; `load`: what the run was, kept with it."""
+    tr.clear_buffer()
+    with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "run"
-        tr._write("trace_clock", "mono")  # us resolution is enough
-        tr.clock = "mono"
         # A shell that waits for one line, then execs loadgen: its pid is followed before any fork.
         sh = subprocess.Popen(["sh", "-c", 'read x; exec "$@"', "sh", str(loadgen), *args, "--out", str(out)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -358,17 +376,51 @@ def traced_loadgen(loadgen: Path, args: list[str], events: tuple[str, ...], buff
         stdout, _ = sh.communicate("go\n")
         tr.stop()
         summary = json.loads(stdout.strip().splitlines()[-1])
-        got = tr.read()
         recs = np.fromfile(str(out) + ".rec", dtype=REC_DTYPE)
-    return summary, got, recs, sh.pid, tr.lost
+    return Recorded(summary, tr.text(), recs, sh.pid, tr.overruns(), load or {})
+
+
+def _instance(events: tuple[str, ...], buffer_kb: int) -> TraceInstance:
+    return TraceInstance(events, buffer_kb=buffer_kb, optional=False, clock="mono")  # us resolution is enough
+
+
+def traced_loadgen(loadgen: Path, args: list[str], events: tuple[str, ...], buffer_kb: int
+                   ) -> tuple[dict[str, Any], list[Event], np.ndarray, int, int]:
+    """Run the load generator with `args` (less --out) while a private tracefs instance records `events` for it
+    and every task it forks (CLOCK_MONOTONIC, as its own times). Returns its summary, the events, its records,
+    its pid and the events tracefs lost."""
+    with _instance(events, buffer_kb) as tr:
+        run = record_loadgen(tr, loadgen, args)
+    return run.summary, run.events(), run.recs, run.master, run.lost
+
+
+def record_run(tr: TraceInstance, loadgen: Path, helper: Path, *, parents: int, hogs: int, rss: int,
+               duration: float, warmup: float) -> Recorded:
+    """One closed-loop fork run beside `hogs` CPU hogs, recorded by `tr` (open, with EVENTS): read_run reads it."""
+    cmd = ["--mode", "closed", "--kind", FORK, "--parents", str(parents), "--hogs", str(hogs), "--rss", str(rss),
+           "--duration", f"{duration:g}", "--warmup", f"{warmup:g}", "--helper", str(helper)]
+    return record_loadgen(tr, loadgen, cmd, {"parents": parents, "hogs": hogs, "rss": rss, "duration_s": duration})
 
 
 def trace_run(loadgen: Path, helper: Path, *, parents: int, hogs: int, rss: int, duration: float,
               warmup: float) -> dict[str, Any]:
     """One traced closed-loop fork run beside `hogs` CPU hogs; its summary and placement."""
-    cmd = ["--mode", "closed", "--kind", FORK, "--parents", str(parents), "--hogs", str(hogs), "--rss", str(rss),
-           "--duration", f"{duration:g}", "--warmup", f"{warmup:g}", "--helper", str(helper)]
-    summary, events, recs, master, lost = traced_loadgen(loadgen, cmd, EVENTS, 65536)
+    with _instance(EVENTS, 65536) as tr:
+        run = record_run(tr, loadgen, helper, parents=parents, hogs=hogs, rss=rss, duration=duration, warmup=warmup)
+    return read_run(run)
+
+
+def foreign_cpu_frac(run: Recorded) -> float:
+    """The share of the CPUs over the run's window that went to everything but the load (other users'
+    processes, kernel threads)."""
+    return round(cpu_accounting(run.summary, run.load["duration_s"]).get("foreign_frac", 0.0), 3)
+
+
+def read_run(run: Recorded) -> dict[str, Any]:
+    """A recorded run's summary and placement."""
+    parents, hogs, duration = run.load["parents"], run.load["hogs"], run.load["duration_s"]
+    summary, recs, master = run.summary, run.recs, run.master
+    events = run.events()
     kids = [int(e.f["child_pid"]) for e in events if e.name == "sched_process_fork" and int(e.f["pid"]) == master]
     hog_pids = kids[:hogs]
     fork_ns = (recs["t1"] - recs["t0"]) / 1e3
@@ -381,15 +433,14 @@ def trace_run(loadgen: Path, helper: Path, *, parents: int, hogs: int, rss: int,
     lay = layout(events, hog_pids, w0, w1, ncpu, kids[hogs:hogs + parents])
     local = recs["ccpu"] == recs["pcpu1"]
     return {
-        "parents": parents, "hogs": hogs, "rss": rss, "duration_s": duration,
+        **run.load,
         "throughput_per_s": round(len(recs) / duration, 1),
         "fork_p50_us": round(float(np.percentile(fork_ns, 50)), 1) if len(recs) else None,
         "fork_p99_us": round(float(np.percentile(fork_ns, 99)), 1) if len(recs) else None,
         "child_on_parent_cpu": round(float(local.mean()), 4) if len(recs) else None,
         "hog_ticks_share": round(summary["win_hog_ticks"] / max(1, summary["win_busy_ticks"] + summary["win_idle_ticks"]), 3),
-        # everything but the load on the CPUs over the window (other users' processes, kernel threads)
-        "foreign_cpu_frac": round(cpu_accounting(summary, duration).get("foreign_frac", 0.0), 3),
-        "lost_events": lost,
+        "foreign_cpu_frac": foreign_cpu_frac(run),
+        "lost_events": run.lost,
         **lay,
         **parent_wakeups(events, kids[hogs:hogs + parents], w0, w1),
         **child_first(events, kids[hogs:hogs + parents], w0, w1, slice_ns),
@@ -509,25 +560,31 @@ def _eevdf_source(runs: list[dict[str, Any]]) -> str:
 def measure(store: "Store", loads: tuple[tuple[int, int, int], ...], duration_s: float, warmup_s: float, reps: int,
             log: Callable[[str], None]) -> None:
     """Trace each (parents, hogs, rss) load `reps` times into `store` (kind "busy", the run's summary as its
-    one segment); needs root and tracefs."""
+    one segment), one tracefs instance recording every run in turn, and read the traces side by side once the
+    last has run (forked_map: ~2 s of the step's ~7 one after another); needs root and tracefs."""
     from ..validation.measure import build_tools
 
     tools = build_tools()
-    noisy = 0
-    for parents, hogs, rss in loads:
-        for rep in range(reps):
-            for attempt in range(1, NOISY_ATTEMPTS + 1):
-                r = trace_run(tools.loadgen, tools.helper, parents=parents, hogs=hogs, rss=rss, duration=duration_s,
-                              warmup=warmup_s)
-                r["noisy"] = r["foreign_cpu_frac"] > NOISY_FOREIGN_FRAC
-                if not r["noisy"]:
-                    break
-                log(f"busy machine: other processes used {100 * r['foreign_cpu_frac']:.0f}% of the CPUs during the "
-                    f"run of {parents} parents beside {hogs} hogs"
-                    + (": measured again" if attempt < NOISY_ATTEMPTS else f" in each of {attempt} runs: kept, marked"))
-            noisy += r["noisy"]
-            store.add(KIND, {"parents": parents, "hogs": hogs, "rss": rss, "rep": rep}, {}, [], [r])
-    log(f"busy machine: {len(loads) * reps} traced runs of fork parents beside CPU hogs"
+    runs: list[tuple[dict[str, Any], Recorded, bool]] = []
+    with _instance(EVENTS, 65536) as tr:
+        for parents, hogs, rss in loads:
+            for rep in range(reps):
+                for attempt in range(1, NOISY_ATTEMPTS + 1):
+                    run = record_run(tr, tools.loadgen, tools.helper, parents=parents, hogs=hogs, rss=rss,
+                                     duration=duration_s, warmup=warmup_s)
+                    foreign = foreign_cpu_frac(run)
+                    if foreign <= NOISY_FOREIGN_FRAC:
+                        break
+                    log(f"busy machine: other processes used {100 * foreign:.0f}% of the CPUs during the run of "
+                        f"{parents} parents beside {hogs} hogs" + (": measured again" if attempt < NOISY_ATTEMPTS
+                                                                    else f" in each of {attempt} runs: kept, marked"))
+                runs.append(({"parents": parents, "hogs": hogs, "rss": rss, "rep": rep}, run,
+                             foreign > NOISY_FOREIGN_FRAC))
+    read = forked_map(read_run, [run for _key, run, _noisy in runs], cost=lambda run: len(run.text))
+    for (key, _run, noisy), r in zip(runs, read):
+        store.add(KIND, key, {}, [], [{**r, "noisy": noisy}])
+    noisy = sum(n for _key, _run, n in runs)
+    log(f"busy machine: {len(runs)} traced runs of fork parents beside CPU hogs"
         + (f" ({noisy} shared the CPUs with other processes: calibrate on a quiet machine)" if noisy else ""))
 
 

@@ -12,16 +12,19 @@ per-creation state room.trace_points reads from them. The fit is room.fit_room /
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..profile import ROOM_FAMILIES
 from . import tracefs
+from .forked import forked_map
 from .plan import MiB, Store
 from .room import TICK_EVENT, exec_points, fit_room, fit_wake_away, trace_points
 from .scheduling import MIN_IDLE_EXECS
+from .segments import parse_trace
 
 __all__ = ["LOADGEN_KINDS", "MIN_PLACEMENTS", "ATTEMPTS", "SPARSE_LOOP", "WAIT_LOOP", "measure_room", "room_section",
-           "loop_shares"]
+           "loop_shares", "measure_loop"]
 
 # profile family -> the load generator's --kind
 LOADGEN_KINDS = {"vfork": "vfork", "spawn": "posix_spawn", "thread": "thread", "fork": "fork"}
@@ -31,10 +34,6 @@ EVENTS = ("sched/sched_switch", "sched/sched_waking", "sched/sched_wakeup_new", 
 # and the tick where the kernel has its event (x86): which wake-ups came after a pick (room.picked_off)
 TICK_EVENTS = (f"irq_vectors/{TICK_EVENT}",)
 KIND = "room"  # the Store's kind of these runs
-
-
-def _events(trace: tracefs.TraceInstance) -> list[tuple[float, int, int, str, dict[str, str]]]:
-    return [(e.ts * 1e-3, e.cpu, e.pid, e.name, e.f) for e in trace.read()]
 
 
 # A loop whose parent sat on a CPU whose switches away from the idle task tracefs did not record (CPU 1 of the
@@ -50,11 +49,30 @@ ATTEMPTS = 4
 SETTLE_S = 0.15
 
 
-def _traced_loop(trace: tracefs.TraceInstance, kind: str, seconds: float, family: str, rss: int = 0,
-                 think_s: float = 0.0) -> tuple[dict[str, Any], int, list, list, list]:
+@dataclass
+class _Loop:
+    """One traced loop as recorded: what ran, the load generator's summary, and its trace, not yet read."""
+
+    family: str
+    seconds: float
+    attempt: int
+    rss: int
+    think_s: float
+    meta: dict[str, Any]
+    lost: int
+    text: str
+    tsc_hz: float | None
+    points: tuple[list, list, list] = ([], [], [])  # what _points read from the text
+
+    def read(self, points: tuple[list, list, list]) -> None:
+        self.points, self.text = points, ""  # the text is not needed again (tens of MB a tight loop)
+
+
+def _traced_loop(trace: tracefs.TraceInstance, kind: str, seconds: float, rss: int = 0,
+                 think_s: float = 0.0) -> tuple[dict[str, Any], int, str, float | None]:
     """One run of the load generator's loop (an image of `rss` bytes, `think_s` asleep after each creation)
-    recorded by `trace` (open, its buffer emptied for the run): (its summary, events lost, placements,
-    wake-ups, and for posix_spawn whether each exec that began with another CPU idle left on another CPU)."""
+    recorded by `trace` (open, its buffer emptied for the run): its summary, the events lost, the trace's text
+    and the clock's rate it is read with (TraceInstance.read)."""
     from ..validation.loadgen import run_loadgen
 
     args = ["--mode", "closed", "--kind", kind, "--parents", "1", "--duration", f"{seconds + SETTLE_S:g}",
@@ -66,10 +84,16 @@ def _traced_loop(trace: tracefs.TraceInstance, kind: str, seconds: float, family
     finally:
         trace.stop()
     lost = trace.overruns()
-    evs = _events(trace)
-    place, wakes = trace_points(evs, family, settle_us=SETTLE_S * 1e6)
-    execs = exec_points(evs, settle_us=SETTLE_S * 1e6) if family == "spawn" else []
-    return meta, lost, place, wakes, execs
+    return meta, lost, trace.text(), trace.tsc_hz if trace.clock == "x86-tsc" else None
+
+
+def _points(loop: _Loop) -> tuple[list, list, list]:
+    """A recorded loop's placements, wake-ups, and for posix_spawn whether each exec that began with another CPU
+    idle left on another CPU (room.trace_points, room.exec_points)."""
+    evs = [(e.ts * 1e-3, e.cpu, e.pid, e.name, e.f) for e in parse_trace(loop.text, loop.tsc_hz)]
+    place, wakes = trace_points(evs, loop.family, settle_us=SETTLE_S * 1e6)
+    execs = exec_points(evs, settle_us=SETTLE_S * 1e6) if loop.family == "spawn" else []
+    return place, wakes, execs
 
 
 # The tight loops leave the other CPU idle a few hundred microseconds at most; a fork after a while asleep, or of an
@@ -97,10 +121,12 @@ WAIT_LOOP = {"fork": 128 * MiB}  # family -> rss bytes (traced as long as the ti
 
 
 def measure_room(store: Store, seconds: float, log: Callable[[str], None]) -> None:
-    """Run each family's traced loop for `seconds` (again while it has under MIN_PLACEMENTS placements), then the
-    family's SPARSE_LOOP once, and add their points to `store` (kind "room", key family; the sparse loop's key also
-    rss and think_s): samples of placements {"awake_us", "idle_us", "local"} and segments of wait wake-ups
-    {"idle_us", "moved"}. One tracefs instance records every loop in turn (each costs ~0.1 s to make and remove)."""
+    """Run each family's traced loop for `seconds`, then its SPARSE_LOOP and WAIT_LOOP once, read their traces
+    side by side (forked_map: the reading took ~2.5 of the step's ~7.5 s one after another), run a family's tight
+    loop again while it has under MIN_PLACEMENTS placements, and add their points to `store` (kind "room", key
+    family; the sparse and wait loops' key also rss and think_s), each family's tight loops first: samples of
+    placements {"awake_us", "idle_us", "local"} and segments of wait wake-ups {"idle_us", "moved"}. One tracefs
+    instance records every loop in turn (each costs ~0.1 s to make and remove)."""
     trace = _room_trace()
     try:
         trace.open()
@@ -109,22 +135,34 @@ def measure_room(store: Store, seconds: float, log: Callable[[str], None]) -> No
         log(f"placement room loops not measured: tracefs instance: {exc}")
         return
     try:
+        families: list[tuple[list[_Loop], list[_Loop]]] = []  # each family's tight loops, and its other loops
         for family in ROOM_FAMILIES:
-            n, got = 0, 0
-            for attempt in range(ATTEMPTS):
-                got = _measure_loop(trace, store, family, seconds, attempt, log)
-                if got is None:  # the load generator cannot run here: nor will the sparse loop
-                    break
-                n += got
-                if n >= MIN_PLACEMENTS:
-                    break
-            if got is not None and family in SPARSE_LOOP:
+            tight = _record_loop(trace, family, seconds, 0, log)
+            if tight is None:  # the load generator cannot run here: nor will the sparse loop
+                continue
+            others = []  # (seconds, rss, think_s)
+            if family in SPARSE_LOOP:
                 rss, think_s, secs = SPARSE_LOOP[family]
-                _measure_loop(trace, store, family, secs, 0, log, rss, think_s)
-            if got is not None and family in WAIT_LOOP:
-                _measure_loop(trace, store, family, seconds, 0, log, WAIT_LOOP[family])
+                others.append((secs, rss, think_s))
+            if family in WAIT_LOOP:
+                others.append((seconds, WAIT_LOOP[family], 0.0))
+            families.append(([tight], [loop for secs, rss, think_s in others
+                                       if (loop := _record_loop(trace, family, secs, 0, log, rss, think_s))]))
+        recorded = [loop for tight, others in families for loop in tight + others]
+        for loop, points in zip(recorded, forked_map(_points, recorded, cost=lambda loop: len(loop.text))):
+            loop.read(points)
+        for tight, _others in families:
+            while sum(len(loop.points[0]) for loop in tight) < MIN_PLACEMENTS and len(tight) < ATTEMPTS:
+                again = _record_loop(trace, tight[0].family, seconds, len(tight), log)
+                if again is None:
+                    break
+                again.read(_points(again))
+                tight.append(again)
     finally:
         trace.close()
+    for tight, others in families:
+        for loop in tight + others:
+            _store_loop(store, loop, log)
 
 
 def _room_trace() -> tracefs.TraceInstance:
@@ -134,29 +172,46 @@ def _room_trace() -> tracefs.TraceInstance:
                                  optional=False)
 
 
-def _measure_loop(trace: tracefs.TraceInstance, store: Store, family: str, seconds: float, attempt: int,
-                  log: Callable[[str], None], rss: int = 0, think_s: float = 0.0) -> int | None:
-    """One traced loop of `family` into `store`: its number of placements, None where it could not run."""
+def _record_loop(trace: tracefs.TraceInstance, family: str, seconds: float, attempt: int,
+                 log: Callable[[str], None], rss: int = 0, think_s: float = 0.0) -> _Loop | None:
+    """One traced loop of `family`, recorded: None where it could not run (said in `log`)."""
     from ..validation.loadgen import LoadgenError
 
-    kind = LOADGEN_KINDS[family]
     try:
-        meta, lost, place, wakes, execs = _traced_loop(trace, kind, seconds, family, rss, think_s)
+        meta, lost, text, tsc_hz = _traced_loop(trace, LOADGEN_KINDS[family], seconds, rss, think_s)
     except (OSError, LoadgenError) as exc:
-        log(f"placement room loop ({kind}) not measured: {exc}")
+        log(f"placement room loop ({LOADGEN_KINDS[family]}) not measured: {exc}")
         return None
-    summary = {k: v for k, v in meta.items() if isinstance(v, (int, float))}
-    store.add(KIND, {"family": family, "seconds": seconds, "settle_s": SETTLE_S, "lost_events": lost,
-                     "attempt": attempt, **({"rss": rss} if rss else {}), **({"think_s": think_s} if think_s else {})},
+    return _Loop(family, seconds, attempt, rss, think_s, meta, lost, text, tsc_hz)
+
+
+def _store_loop(store: Store, loop: _Loop, log: Callable[[str], None]) -> None:
+    """A read loop's points into `store`, said in `log`."""
+    place, wakes, execs = loop.points
+    summary = {k: v for k, v in loop.meta.items() if isinstance(v, (int, float))}
+    store.add(KIND, {"family": loop.family, "seconds": loop.seconds, "settle_s": SETTLE_S, "lost_events": loop.lost,
+                     "attempt": loop.attempt, **({"rss": loop.rss} if loop.rss else {}),
+                     **({"think_s": loop.think_s} if loop.think_s else {})},
               {"loadgen_summary": summary},
               [{"awake_us": round(a, 2), "idle_us": round(i, 2), "local": loc} for _f, a, i, loc in place],
               [{"idle_us": round(i, 2), "moved": m, "tick_after_us": _round(tick), "awake_us": _round(awake)}
                for i, m, tick, awake in wakes])
     if execs:
         store.runs[-1]["exec_moved"] = execs
-    log(f"placement room loop ({kind}, {_loop_label(store.runs[-1]['key'])}): {len(place)} placements, "
-        f"{len(wakes)} wake-ups")
-    return len(place)
+    log(f"placement room loop ({LOADGEN_KINDS[loop.family]}, {_loop_label(store.runs[-1]['key'])}): "
+        f"{len(place)} placements, {len(wakes)} wake-ups")
+
+
+def measure_loop(trace: tracefs.TraceInstance, store: Store, family: str, seconds: float,
+                 log: Callable[[str], None], rss: int = 0, think_s: float = 0.0) -> int | None:
+    """One traced loop of `family`, read and added to `store` at once (a loop measured alone, tools/amend_raw.py):
+    its number of placements, None where it could not run."""
+    loop = _record_loop(trace, family, seconds, 0, log, rss, think_s)
+    if loop is None:
+        return None
+    loop.read(_points(loop))
+    _store_loop(store, loop, log)
+    return len(loop.points[0])
 
 
 def _round(x: float | None) -> float | None:

@@ -218,26 +218,23 @@ def _cold_extras(rows: list[dict]) -> None:
 
 def _run_checks(profile_path: str, diag: dict) -> dict[str, list[dict]]:
     """The report's simulations of what calibration measured (held-out sizes, other families, copies, cold
-    forks), each check in a worker of a local pool: they are independent, and the measurements are over, so
-    the CPUs are free. The family check goes one family a job, the longest first: its 2,000-sample predictions
-    took 1.3 s of the pool's 1.9 s as one job (2026-12-05, quick profile; the other three 1.0 s together)."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    from ..executor import default_workers
+    forks), side by side in workers forked from this process (forked_map: they start with its imports, the
+    model's modules; executor.LocalPool's forkserver start took ~1.3 s of its own): they are independent, and
+    the measurements are over, so the CPUs are free. The family check goes one family a job: its 2,000-sample
+    predictions took 1.3 s of the pool's 1.9 s as one job (2026-12-05, quick profile; the other three 1.0 s
+    together); the cold and copies checks, ~0.5 s each, go first."""
+    from ..calibration.forked import forked_map
 
     jobs = [("families", family_check, {name: v}) for name, v in diag.get("variants_us", {}).items()]
     jobs += [("cold", cold_check, diag.get("cold_forks", [])),
              ("copies", copies_check, diag.get("copies", {}).get("measured", [])),
              ("held_out", held_out_check, diag.get("held_out", []))]
-    # fork: the workers start with this process's imports (the model's modules), not from scratch; not
-    # executor.LocalPool, whose forkserver start took ~1.3 s of its own (report 2.9-3.3 s against 1.6-1.8 s here)
-    with ProcessPoolExecutor(min(len(jobs), default_workers()), mp_context=get_context("fork")) as pool:
-        running = [(name, pool.submit(fn, profile_path, arg)) for name, fn, arg in jobs]
-        out: dict[str, list[dict]] = {"families": [], "cold": [], "copies": [], "held_out": []}
-        for name, job in running:
-            out[name] += job.result()
-        return out
+    done = forked_map(lambda job: job[1](profile_path, job[2]), jobs,
+                      cost=lambda job: 2 if job[0] in ("cold", "copies") else 0 if job[0] == "held_out" else 1)
+    out: dict[str, list[dict]] = {"families": [], "cold": [], "copies": [], "held_out": []}
+    for (name, _fn, _arg), rows in zip(jobs, done):
+        out[name] += rows
+    return out
 
 
 def main(args: argparse.Namespace) -> int:
