@@ -174,15 +174,22 @@ class SchedulerSpec:
         )
 
     def _idle_wake_at(self, costs: "Costs") -> Callable[[float], float] | None:
-        """idle_wake's median scaled by the curve at the CPU's idle time, times a draw of the shape measured nearest
-        that idle time (IdleWakeCurve.residuals); None where the profile has no shapes by idle time."""
+        """A wake-up latency after the CPU's idle time drawn from one of the two measured idle times' latencies around
+        it (idle_wake's median times the curve's scale and shape there), the upper one's with the share
+        IdleWakeCurve.around gives; None where the profile has no shapes by idle time."""
         curve = self.idle_wake_curve
         if curve is None or curve.residuals is None or not isinstance(self.idle_wake, StageCost):
             return None
-        median, scale, cuts = self.idle_wake.fixed_us, curve.scaler(), curve.cuts()
-        draws = [costs.sampler(StageCost(fixed_us=1.0, residual=r, source="idle_wake_curve"), f"idle_wake@{idle:g}us")
-                 for idle, r in zip(curve.idle_us, curve.residuals)]
-        return lambda idle_us: median * scale(idle_us) * draws[bisect_right(cuts, idle_us)]()
+        around = curve.around()
+        draws = [costs.sampler(StageCost(fixed_us=self.idle_wake.fixed_us * s, residual=r, source="idle_wake_curve"),
+                               f"idle_wake@{idle:g}us") for idle, s, r in zip(curve.idle_us, curve.scale, curve.residuals)]
+        upper = values(costs.stream("idle_wake_between").random).__next__  # which of the two, where between
+
+        def at(idle_us: float) -> float:
+            lo, hi, share = around(idle_us)
+            return draws[hi if share and upper() < share else lo]()
+
+        return at
 
     def _ipi_send_by_idle(self, costs: "Costs") -> Callable[[float], float] | None:
         curve = self.ipi_send_curve

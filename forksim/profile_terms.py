@@ -81,6 +81,15 @@ class Residual(BaseModel):
             return float(np.sum(np.diff(p) * (q[1:] + q[:-1]) / 2))
         return 1.0
 
+    def cdf(self, ratio: float) -> float:
+        """The share of draws at or under `ratio` (over the median)."""
+        if self.family == "none" or (self.family == "lognormal" and self.sigma == 0.0):
+            return 1.0 if ratio >= 1.0 else 0.0
+        if self.family == "lognormal":
+            return 0.5 * (1.0 + math.erf(math.log(ratio) / (self.sigma * math.sqrt(2.0)))) if ratio > 0 else 0.0
+        p, q = self._grid()  # the piecewise-linear inverse CDF, read the other way
+        return float(np.interp(ratio, q, p))
+
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         if self.family == "none" or (self.family == "lognormal" and self.sigma == 0.0):
             return np.ones(n)
@@ -245,17 +254,24 @@ def _log_midpoints(idle_us: list[float]) -> list[float]:
 
 class IdleWakeCurve(BaseModel):
     """How a halted vCPU's wake-up latency depends on how long it has been idle: `scale` (the median
-    latency over `idle_wake`'s median) at each `idle_us`, interpolated in log(idle) and held flat
-    beyond the ends. The host polls a halted vCPU a while before it deschedules its thread, so a CPU
-    idle for microseconds wakes faster than one idle for a millisecond."""
+    latency over `idle_wake`'s median) at each `idle_us`. The host polls a halted vCPU a while before it
+    deschedules its thread, so a CPU idle for microseconds wakes faster than one idle for a millisecond.
+    With `residuals` (the latencies' shapes at each idle time) a wake-up between two measured idle times
+    draws from one of the two measured distributions (`around`): the upper one's with a share rising in
+    log(idle) from 0 to 1. The host's latencies past its polling are two modes (this VM, 2026-12-06 04:30,
+    schedbench wake, 900 wake-ups an idle time: ~10-15 us or ~130-300 us) whose shares move with the idle
+    time (the slow one 13% after 200 us, 26% after 300, 37% after 450, 75% after 1 ms): the mixture of the
+    200 us and 1 ms measurements gave 11 / 182 / 270 us at 300 us (p50 / p90 / p99) against 12 / 176 / 282
+    measured, where the median scaled in log(idle) times the nearer one's shape gave 44 / 610 / 1,102 (its
+    slow mode scaled up a second time). Without residuals, `scale` interpolated in log(idle) times
+    idle_wake's own shape; held flat beyond the ends either way."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     idle_us: list[float] = Field(min_length=2)
     scale: list[float] = Field(min_length=2)
-    # the latency's shape (sample / median) after each idle_us: a wake-up draws the nearest one's in log(idle) (as
-    # IpiSendCurve does), where the host's stalls of a halted vCPU come at long idle times only (2026-12-05 Intel
-    # host: p99 5.8 us over a 4.5 us median after 10 us idle, 85 over 9.2 after 200, 375 over 140 after 1 ms).
-    # None: idle_wake's own residual (measured after 200 us) at every idle time
+    # the latency's shape (sample / median) after each idle_us, where the host's stalls of a halted vCPU come at long
+    # idle times only (2026-12-05 Intel host: p99 5.8 us over a 4.5 us median after 10 us idle, 85 over 9.2 after
+    # 200, 375 over 140 after 1 ms). None: idle_wake's own residual (measured after 200 us) at every idle time
     residuals: list[Residual] | None = None
     source: str = Field(min_length=1)
 
@@ -284,6 +300,41 @@ class IdleWakeCurve(BaseModel):
             return interp_one(math.log(1e-3 if 1e-3 > idle_us else idle_us), logs, scale)  # max(idle_us, 1e-3)
 
         return at
+
+    def around(self) -> Callable[[float], tuple[int, int, float]]:
+        """For an idle time: the indices of the measured idle times below and above it and the share of wake-ups
+        drawn from the upper one's distribution (its distance in log(idle)); past the ends the end's, share 0."""
+        logs, last = [math.log(x) for x in self.idle_us], len(self.idle_us) - 1
+
+        def at(idle_us: float) -> tuple[int, int, float]:
+            x = math.log(1e-3 if 1e-3 > idle_us else idle_us)
+            j = bisect.bisect_right(logs, x)
+            if j == 0:
+                return 0, 0, 0.0
+            if j > last:
+                return last, last, 0.0
+            return j - 1, j, (x - logs[j - 1]) / (logs[j] - logs[j - 1])
+
+        return at
+
+    def median_us(self, idle_us: float, median_us: float) -> float:
+        """The median wake-up latency after `idle_us` as the model draws it, `median_us` being idle_wake's median:
+        with residuals, the median of the mixture of the two measured distributions around it; without,
+        median_us times the scale there."""
+        if self.residuals is None:
+            return median_us * self.at(idle_us)
+        lo, hi, w = self.around()(idle_us)
+        parts = [(1.0 - w, median_us * self.scale[lo], self.residuals[lo]), (w, median_us * self.scale[hi],
+                                                                             self.residuals[hi])]
+
+        def below(x: float) -> float:  # the mixture's CDF
+            return sum(share * r.cdf(x / at) for share, at, r in parts if share > 0)
+
+        a, b = math.log(median_us * min(self.scale) * 1e-6), math.log(median_us * max(self.scale) * 1e6)
+        for _ in range(100):  # bisection in log(latency)
+            mid = (a + b) / 2
+            a, b = (mid, b) if below(math.exp(mid)) < 0.5 else (a, mid)
+        return math.exp((a + b) / 2)
 
 
 def interp_one(x: float, xp: list[float], fp: list[float]) -> float:

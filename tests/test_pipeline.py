@@ -417,12 +417,12 @@ def test_the_waker_pays_the_ipi_cost_measured_at_the_wakee_cpus_idle_time():
     assert mean(with_stall_at(10.0)) > mean(with_stall_at(10_000.0)) + 20.0
 
 
-def test_a_halted_cpus_wake_up_draws_the_shape_measured_nearest_its_idle_time():
+def test_a_halted_cpus_wake_up_draws_from_the_latencies_measured_around_its_idle_time():
     """idle_wake_curve.residuals: the host stalls a halted vCPU's wake-up only after long idle times (2026-12-05
-    Intel host: p99 5.8 us after 10 us idle, 373 us after 1 ms). A CPU woken after microseconds idle draws the
-    shape measured there, without the stalls; one idle for milliseconds draws those (idle_wake's own residual,
-    measured after 200 us, would put the same tail at every idle time). The median stays idle_wake's times the
-    curve's scale."""
+    Intel host: p99 5.8 us after 10 us idle, 373 us after 1 ms). A CPU woken at a measured idle time draws that
+    time's latencies (idle_wake's median times the scale and shape there); one between two measured idle times
+    draws one of the two, the upper one's with a share rising in log(idle), so never a latency neither gave (the
+    scale between them times a stall). IdleWakeCurve.median_us is the median of those draws."""
     import simpy
 
     from forksim.kernel.costs import Costs
@@ -436,15 +436,28 @@ def test_a_halted_cpus_wake_up_draws_the_shape_measured_nearest_its_idle_time():
     stalls = Residual(family="empirical", quantiles=[1.0, 1.0, 1.0, 40.0], probabilities=[0.0, 0.5, 0.9, 1.0])
     curve = IdleWakeCurve(idle_us=[10.0, 10_000.0], scale=[0.5, 2.0], residuals=[Residual(family="none"), stalls],
                           source="test")
-    prof = base.model_copy(update={"scheduler": base.scheduler.model_copy(update={"idle_wake_curve": curve})})
-    params = SchedulerSpec.of(exp, prof).bind(Costs(prof, Streams(np.random.SeedSequence(0))))
-    machine = Machine(simpy.Environment(), 2, params)
-    median = prof.scheduler.idle_wake.fixed_us
-    short = np.array([machine._halt_exit_after(12.0) for _ in range(5_000)])
-    long = np.array([machine._halt_exit_after(5_000.0) for _ in range(5_000)])
-    assert np.allclose(short, median * curve.at(12.0))  # no stall after microseconds idle
-    assert np.median(long) == pytest.approx(median * curve.at(5_000.0), rel=0.01)
-    assert np.quantile(long, 0.99) > 20 * np.median(long)  # the stalls measured after long idle times
+
+    def draws(curve: IdleWakeCurve, idle_us: float, n: int = 6_000) -> np.ndarray:
+        prof = base.model_copy(update={"scheduler": base.scheduler.model_copy(update={"idle_wake_curve": curve})})
+        params = SchedulerSpec.of(exp, prof).bind(Costs(prof, Streams(np.random.SeedSequence(0))))
+        machine = Machine(simpy.Environment(), 2, params)
+        return np.array([machine._halt_exit_after(idle_us) for _ in range(n)])
+
+    median = base.scheduler.idle_wake.fixed_us
+    assert np.allclose(draws(curve, 10.0), median * 0.5)  # no stall at the short idle time measured
+    long = draws(curve, 20_000.0)  # past the last: its latencies
+    assert np.median(long) == pytest.approx(median * 2.0, rel=0.01)
+    assert np.quantile(long, 0.99) > 20 * np.median(long)
+    between = draws(curve, 1_000.0)  # 2/3 of the way up in log(idle)
+    lower = np.isclose(between, median * 0.5)
+    assert lower.mean() == pytest.approx(1 / 3, abs=0.03)
+    assert between[~lower].min() >= median * 2.0 * 0.999 and between.max() <= median * 2.0 * 40 * 1.001
+    assert curve.median_us(1_000.0, median) == pytest.approx(np.median(between), rel=0.01)
+    smooth = IdleWakeCurve(idle_us=[10.0, 10_000.0], scale=[0.5, 2.0], source="test", residuals=[
+        Residual(family="lognormal", sigma=0.3),
+        Residual(family="empirical", quantiles=[0.5, 1.0, 3.0, 40.0], probabilities=[0.0, 0.5, 0.9, 1.0])])
+    for idle_us in (30.0, 100.0, 3_000.0):  # (where the median sits in a body: a gap between modes has none)
+        assert smooth.median_us(idle_us, median) == pytest.approx(np.median(draws(smooth, idle_us, 20_000)), rel=0.03)
     with pytest.raises(ValueError, match="one residual per idle_us"):
         IdleWakeCurve(idle_us=[10.0, 10_000.0], scale=[1.0, 1.0], residuals=[stalls], source="test")
 

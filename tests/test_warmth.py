@@ -1052,7 +1052,8 @@ def test_the_empty_images_remote_exit_beyond_the_wake_up_is_exit_mmaps_fixed_rem
 
 def test_the_cross_cpu_wake_up_price_is_the_models_by_idle_time():
     """ipi_send at the measured idle time nearest in log, plus idle_wake's median times the curve's scale (log-linear
-    between its points); without curves the flat figures."""
+    between its points) where the curve has no shapes by idle time, the median of the model's draws where it has;
+    without curves the flat figures."""
     from forksim.calibration.warmth import cross_cpu_wake_us
 
     sched = {"idle_wake": {"fixed_us": 10.0},
@@ -1064,6 +1065,11 @@ def test_the_cross_cpu_wake_up_price_is_the_models_by_idle_time():
     assert price(50.0) == pytest.approx(10.0 * (0.5 + 1.5 * math.log(5) / math.log(100)) + 1.0)
     assert price(200.0) == pytest.approx(10.0 * (0.5 + 1.5 * math.log(20) / math.log(100)) + 3.0)
     assert cross_cpu_wake_us({"idle_wake": {"fixed_us": 10.0}}, ipi_send_us=2.0)(500.0) == pytest.approx(12.0)
+    # with shapes by idle time the model draws from one of the two measured idle times around it: the median of that
+    # mixture (here two exact latencies, 5 and 20 us, the upper's share 0.3 and 0.7 in log(idle))
+    sched["idle_wake_curve"]["residuals"] = [{"family": "none"}, {"family": "none"}]
+    price = cross_cpu_wake_us(sched, ipi_send_us=99.0)
+    assert price(10 ** 1.6) == pytest.approx(5.0 + 1.0, rel=1e-6) and price(10 ** 2.4) == pytest.approx(20.0 + 3.0, rel=1e-6)
 
 
 def test_a_fixed_remote_exit_term_prices_an_unpinned_loops_round_trip_not_a_pinned_one():

@@ -652,17 +652,18 @@ def _fit_remote(table: list[dict[str, Any]], wake_us: Callable[[float], float] |
 def cross_cpu_wake_us(scheduler: dict[str, Any], ipi_send_us: float) -> Callable[[float], float]:
     """The model's median price of waking a task on a vCPU halted `idle_us` (the argument) from the other CPU, from a
     profile's `scheduler` section (JSON) and its ipi_send stage's median: the waker's ipi_send (the curve's cost
-    measured nearest that idle time, where the profile has one) and the wakee's idle wake-up (idle_wake's median
-    times the curve's scale there), as model.SchedulerSpec's bound parameters charge them."""
+    measured nearest that idle time, where the profile has one) and the wakee's idle wake-up (IdleWakeCurve.median_us:
+    the median of what the model draws there), as model.SchedulerSpec's bound parameters charge them."""
     from ..profile_terms import IdleWakeCurve, IpiSendCurve
 
     median = float(scheduler["idle_wake"]["fixed_us"])
-    scale = IdleWakeCurve(**scheduler["idle_wake_curve"]).at if scheduler.get("idle_wake_curve") else (lambda _: 1.0)
+    curve = IdleWakeCurve(**scheduler["idle_wake_curve"]) if scheduler.get("idle_wake_curve") else None
+    wake = (lambda _: median) if curve is None else (lambda idle_us: curve.median_us(idle_us, median))
     ipi = IpiSendCurve(**scheduler["ipi_send_curve"]) if scheduler.get("ipi_send_curve") else None
     if ipi is None:
-        return lambda idle_us: median * scale(idle_us) + ipi_send_us
+        return lambda idle_us: wake(idle_us) + ipi_send_us
     nearest = ipi.nearest()
-    return lambda idle_us: median * scale(idle_us) + ipi.costs[nearest(idle_us)].fixed_us
+    return lambda idle_us: wake(idle_us) + ipi.costs[nearest(idle_us)].fixed_us
 
 
 def _remote_source(terms: dict[str, Any], points: dict[str, Any]) -> str:

@@ -127,12 +127,12 @@ class WakeCanary:
 
 
 def predicted_wake_us(profile: str, idle_us: float) -> float:
-    """The model's median wake-up latency of a CPU halted `idle_us`: idle_wake's median times its curve's scale."""
+    """The model's median wake-up latency of a CPU halted `idle_us` (IdleWakeCurve.median_us)."""
     from ..profile import load_profile
 
     sched = load_profile(profile).scheduler
     curve = sched.idle_wake_curve
-    return sched.idle_wake.fixed_us * (curve.at(idle_us) if curve is not None else 1.0)
+    return sched.idle_wake.fixed_us if curve is None else curve.median_us(idle_us, sched.idle_wake.fixed_us)
 
 
 def canary_summary(rows: list[dict[str, Any]], key: str = "canary") -> dict[str, Any] | None:
