@@ -326,8 +326,12 @@ THREAD_FREE = {"free_local": "thread_free_local", "free_remote": "thread_free_re
 # closed loop's think time or a server's gap between forks leaves the other vCPU halted that long, and its wake-up
 # is slower again than after 1 ms (Intel host, 2026-12-05 20:17, schedbench wake, 160 wakes each: median 15-27 us
 # after 1 ms, 46-183 us after 10 ms, 68-176 us after 30-100 ms; two modes, ~10-50 us and ~150-220 us, the host's),
-# which the curve, held flat past its last point, priced at the 1 ms point's (24 us in that host's 17:52 profile)
-IDLE_SPINS_US = (10, 50, 1000, 10000)
+# which the curve, held flat past its last point, priced at the 1 ms point's (24 us in that host's 17:52 profile).
+# 150 us: the host polls a halted vCPU up to ~200 us (KVM's halt_poll_ns default on x86; this VM 2026-12-06 04:45,
+# 900 wake-ups each: p50 4.3-5.8 us after 50-170 us idle, none over 11 us; 11.4 us and 7% over 60 us after 200),
+# and the model draws a wake-up between two measured idle times from one of the two (IdleWakeCurve.around): with
+# 50 and 200 only, one after 100 us came from the 200 us distribution half the time, its slow mode included
+IDLE_SPINS_US = (10, 50, 150, 1000, 10000)
 LONG_IDLE_US = 10000  # from this idle time on, fewer wake-ups: each costs its idle time twice
 # Which of the two modes a wake-up after 10 ms of idle lands in changes within seconds (Intel host, 2026-12-05
 # 22:28-22:35, 36 runs of 16 round trips 10 s apart: medians 13-58 us in 30 of them, 131-163 us in 6, alone or two
