@@ -51,7 +51,7 @@ SETTLE_S = 0.15
 
 @dataclass
 class _Loop:
-    """One traced loop as recorded: what ran, the load generator's summary, and its trace, not yet read."""
+    """One traced loop: what ran, the load generator's summary, and its trace's text until read (then its points)."""
 
     family: str
     seconds: float
