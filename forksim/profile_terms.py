@@ -284,10 +284,6 @@ class IdleWakeCurve(BaseModel):
             raise ValueError("idle_wake_curve.residuals needs one residual per idle_us")
         return self
 
-    def cuts(self) -> list[float]:
-        """`bisect_right(cuts, idle_us)` is the index of the measured idle time nearest `idle_us` (in log)."""
-        return _log_midpoints(self.idle_us)
-
     def at(self, idle_us: float) -> float:
         """The latency scale for a CPU idle `idle_us` microseconds."""
         return self.scaler()(idle_us)
