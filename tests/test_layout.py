@@ -207,7 +207,8 @@ def test_unreadable_pagemap_skips_the_step_with_one_note(monkeypatch):
 @pytest.mark.skipif(not (LINUX and HAVE_CC), reason="needs Linux and a C compiler")
 def test_forkbench_random_touch_and_random_lines():
     """forkbench -L random builds a scattered image (read at the gate where pagemap allows) and lines -L
-    random tags its samples; -L runs:8 breaks the frame order about every 8 pages; a bad -L value is refused."""
+    random tags its samples; -L runs:8 breaks the frame order about every 8 pages, -L spread:16 spreads the struct pages
+    16-fold; a bad -L value is refused."""
     b = bench.build()
     store, got = Store(), {}
     shape, samples, _, _ = bench.run_bench([str(b.forkbench), "fork", "-r", str(4 * MiB), "-n", "2", "-w", "0",
@@ -224,16 +225,20 @@ def test_forkbench_random_touch_and_random_lines():
     # runs of 8 pages in a random order of runs: a break in the frame order about every 8 pages, where the free
     # lists hand out frames in order (an in-order image comes out in order; a box whose free lists are already
     # scattered gives every layout its own scatter: 4-32 MiB in-order images at 0.8-0.95 seen on 2026-12-02)
-    scatter = {}
-    for layout in ("order", "runs:8"):
+    # spread:16, runs of 4 pages interleaved with another buffer's 60: 16 vmemmap pages where a dense image has one
+    # (where the free lists hand out frames in order)
+    scatter, spread = {}, {}
+    for layout in ("order", "runs:8", "spread:16"):
         got = {}
         bench.run_bench([str(b.forkbench), "fork", "-r", str(4 * MiB), "-n", "1", "-w", "0", "-L", layout],
                         on_ready=layout_reader(store, got))
         scatter[layout] = got["layout"]["scatter"] if got else None
+        spread[layout] = got["layout"]["struct_page_pages"] * 64 / got["layout"]["pages"] if got else None
     if scatter["order"] is not None and scatter["order"] < 0.05:
         assert 0.08 < scatter["runs:8"] < 0.25
-    for bad in ("sideways", "runs:0"):
-        with pytest.raises(Exception, match="-L takes order, random or runs:K"):
+        assert 12 < spread["spread:16"] <= 17 and spread["order"] < 2
+    for bad in ("sideways", "runs:0", "spread:0"):
+        with pytest.raises(Exception, match="-L takes order, random, runs:K or spread:K"):
             bench.run_bench([str(b.forkbench), "fork", "-L", bad])
 
 

@@ -67,7 +67,8 @@
  *                 frames (the physical layout a long-lived, fragmented process has; forksim.lab.pagemap);
  *                 runs:K touches runs of K pages, each in address order, the runs in a random permutation:
  *                 a break in the frame order every K pages (scatter about 1/K), what a partly fragmented
- *                 free list hands out
+ *                 free list hands out; spread:K touches them in address order, runs of 64/K pages
+ *                 interleaved with another buffer's pages: struct pages spread K (needs large free blocks)
  *          -R CPU (fork, cold, thread) each child pins itself to CPU before it exits, so that its task, VMAs
  *                 and anon_vma chains are freed there (a thread: its task and pid, as it releases itself): with
  *                 CPU other than -c's, the next creation reuses slab objects another CPU freed (SLUB remote
@@ -216,6 +217,27 @@ static void release_random(void)
 }
 
 static int random_layout; /* -L random */
+static size_t spread_k;   /* -L spread:K */
+
+/* -L spread:K: the image's pages in address order, each run of 64 / K of them followed by (K - 1) times as many
+ * pages of another buffer, freed once the image is touched: with frames handed out in touch order, each 4 KiB page
+ * of struct pages (64 frames) then holds one run of the image's, spread K (forksim.lab.pagemap.spread_of) */
+static void touch_spread(char *p, size_t len)
+{
+    size_t n = len / PAGE, run = spread_k >= 64 ? 1 : 64 / spread_k;
+    size_t flen = (n + run) * (spread_k - 1) * PAGE, fi = 0;
+    char *f = mmap(NULL, flen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (f == MAP_FAILED)
+        die("mmap spread filler");
+    madvise(f, flen, MADV_NOHUGEPAGE);
+    for (size_t i = 0; i < n; i += run) {
+        for (size_t j = i; j < i + run && j < n; j++)
+            p[j * PAGE] = 1;
+        for (size_t j = 0; j < run * (spread_k - 1); j++, fi++)
+            f[fi * PAGE] = 1;
+    }
+    munmap(f, flen);
+}
 
 static void setup_image(size_t rss, int thp, long anon_vmas, long file_vmas)
 {
@@ -248,7 +270,9 @@ static void setup_image(size_t rss, int thp, long anon_vmas, long file_vmas)
         } else {
             madvise(p, len, MADV_NOHUGEPAGE);
         }
-        if (random_layout)
+        if (spread_k > 1)
+            touch_spread(p, len);
+        else if (random_layout)
             touch_random(p, len);
         else {
             /* the write faults in address order without a trap per page (a kernel before 5.14: the loop's
@@ -475,8 +499,10 @@ int main(int argc, char **argv)
                 random_layout = 1;
             else if (!strncmp(optarg, "runs:", 5) && atol(optarg + 5) >= 1)
                 random_layout = 1, run_pages = (size_t)atol(optarg + 5);
+            else if (!strncmp(optarg, "spread:", 7) && atol(optarg + 7) >= 1)
+                spread_k = (size_t)atol(optarg + 7);
             else if (strcmp(optarg, "order"))
-                refuse("-L takes order, random or runs:K (K >= 1)");
+                refuse("-L takes order, random, runs:K or spread:K (K >= 1)");
             break;
         default: refuse("bad option");
         }
