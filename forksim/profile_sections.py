@@ -224,7 +224,9 @@ class ColdTerms(BaseModel):
     order (ptes * scatter_ramp(scatter, scatter_window)) beyond the in-order calibration images' own share
     (reference_scatter: the fixed and per-PTE terms include theirs): walked cold in physical order, the struct
     pages stream in behind the hardware prefetcher; after each break the stream starts again from demand
-    misses to memory, however large the image (no cap)."""
+    misses to memory, however large the image (no cap). Both layout terms together stop at
+    saturated_per_pte_us a page where the profile has it: once every struct page is a demand miss, a wider spread
+    or more breaks add nothing."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     fixed_us: float = Field(default=0.0, ge=0.0)
@@ -243,6 +245,11 @@ class ColdTerms(BaseModel):
                              "pages are one dense range (spread 1), and grows with the image's spread (the vmemmap "
                              "pages its struct pages sit on), and the breaks' term (per_scattered_pte_us) shrinks as "
                              "1 / spread; absent: as measured on the calibration's images, whatever their spread")
+    saturated_per_pte_us: float | None = Field(
+        default=None, ge=0.0, le=MAX_PER_SCATTERED_PTE_US, description="the most a cold walk pays per page beyond "
+        "fixed_us whatever the layout: one demand miss per struct page, no prefetch (images touched in a random "
+        "order, measured); the spread and breaks' terms stop there, never below the dense image's per_pte_us; "
+        "absent: no bound")
 
     def extra_us(self, ptes: int, scatter: float = 0.0, spread: float = 1.0) -> float:
         w = self.scatter_window
@@ -252,8 +259,13 @@ class ColdTerms(BaseModel):
         # pages, which the spread term prices, and the two overlap: the breaks' term is divided by the spread
         # (assumption, chosen on validate's 1 s rounds: see the README's "spread")
         spread = max(1.0, spread) if self.per_spread else 1.0
-        return (self.fixed_us + self.per_pte_us * spread * min(float(ptes), self.pte_cap)
-                + self.per_scattered_pte_us * ptes * beyond / spread)
+        dense = self.per_pte_us * min(float(ptes), self.pte_cap)
+        layout = dense * spread + self.per_scattered_pte_us * ptes * beyond / spread
+        if self.saturated_per_pte_us is not None:
+            # a walk misses at most once per struct page: past a spread of ~8 (runs of 8 struct pages or fewer per
+            # vmemmap page) no prefetch is left to lose (calibration/data/spread-saturation-20261206.json)
+            layout = min(layout, max(dense, self.saturated_per_pte_us * ptes))
+        return self.fixed_us + layout
 
 
 class Warmth(BaseModel):

@@ -572,6 +572,59 @@ def test_a_cold_walk_grows_with_the_images_spread_where_the_terms_say_so():
     assert old_breaks.extra_us(65536, 1.0, 4.0) == old_breaks.extra_us(65536, 1.0, 1.0) == pytest.approx(dense)
 
 
+def test_a_cold_walk_stops_growing_once_every_struct_page_misses():
+    """saturated_per_pte_us: the spread and breaks' terms grow until each page pays one demand miss (the
+    2026-12-06 Intel host: 64 MiB after 100 ms asleep, 9 / 16 / 20 ns a page at spread 1 / 2 / 4, 37-47 from 8 to 32),
+    then stay there; never below the dense image's own per-page term; without the bound, as before."""
+    from forksim.profile import ColdTerms
+
+    terms = ColdTerms(fixed_us=100.0, per_pte_us=0.005, pte_cap=1e9, per_spread=True, per_scattered_pte_us=0.02,
+                      scatter_window=6.0)
+    bounded = terms.model_copy(update={"saturated_per_pte_us": 0.03})
+    got = [bounded.extra_us(16384, min(1.0, 0.02 * s), s) for s in (1, 2, 4, 8, 16, 32, 64)]
+    assert got == sorted(got)  # never falls as the spread grows
+    assert got[-1] == pytest.approx(100.0 + 0.03 * 16384) and got[-2] == got[-1]
+    assert got[0] == terms.extra_us(16384, 0.02, 1.0)  # below the bound: unchanged
+    assert bounded.extra_us(16384, 1.0, 1.0) == terms.extra_us(16384, 1.0, 1.0)  # a dense random order: below it
+    assert terms.extra_us(16384, 0.5, 32) > 100.0 + 0.03 * 16384 * 5  # unbounded, the spread term runs on
+    # a bound under the dense image's own per-page term leaves that term alone
+    tight = terms.model_copy(update={"saturated_per_pte_us": 0.001})
+    assert tight.extra_us(16384, 0.5, 16) == pytest.approx(100.0 + 0.005 * 16384)
+
+
+def test_fit_bounds_the_layout_terms_at_the_random_orders_median_extra_a_page():
+    """Images touched in a random order at two sizes beside in-order ones whose spread was read: the bound is the
+    median over sizes of the random order's fully cold extra a page beyond fixed_us (measured at 100 ms, scaled by the
+    curve's coldness there); none where the spread is not priced or no random order was measured."""
+    from forksim.calibration.cold_scatter import SCATTER_GAP, saturated_per_pte
+
+    tau, fixed, per_pte = 30_000.0, 60.0, 0.004
+    random_per_page = {64 * MiB: 0.040, 256 * MiB: 0.030}
+    store = Store()
+    for rss, ptes, warm in ((0, 0, 23.0), (64 * MiB, 16384, 300.0), (256 * MiB, 65536, 1200.0)):
+        for cond in ("sleep", "random") if rss else ("sleep",):
+            for gap in (0, 1000, 10_000, SCATTER_GAP, 1_000_000) if cond == "sleep" else (0, SCATTER_GAP):
+                c = 1 - math.exp(-gap / tau)
+                full = fixed + (per_pte if cond == "sleep" else random_per_page[rss]) * ptes
+                run = _run(rss, cond, gap, warm + c * full, ptes, gap)
+                if rss:
+                    run["layout"] = {"scatter": 0.01 if cond == "sleep" else 0.999, "pages": ptes,
+                                     "struct_page_pages": ptes // 64}
+                store.runs.append(run)
+    w, diag = fit_warmth(store)
+    d = w["stages"]["dup_mmap"]
+    assert d["per_spread"] is True
+    assert d["saturated_per_pte_us"] == pytest.approx(0.035, rel=0.05)
+    assert "saturated_per_pte_us" in w["source"]
+    terms = Warmth.model_validate(w).stages["dup_mmap"]
+    assert terms.extra_us(65536, 0.5, 32.0) == pytest.approx(d["fixed_us"] + d["saturated_per_pte_us"] * 65536)
+    pairs = diag["cold_scatter_pairs"]
+    assert saturated_per_pte([p for p in pairs if p["layout"] != "random"], 1.0, fixed) is None
+    for r in store.runs:  # no spread read: the spread is not priced, nor bounded
+        r.get("layout", {}).pop("struct_page_pages", None)
+    assert "saturated_per_pte_us" not in fit_warmth(store)[0]["stages"]["dup_mmap"]
+
+
 def test_fit_prices_the_cold_extra_per_page_at_spread_one():
     """The 2026-12-03 quick grid: 64 MiB in-order images at spread 6.3 (the free lists handed out frames among
     others'), 256 MiB at 1.35. Fitted per page as measured, the 64 MiB extra set a per-page slope five times the

@@ -16,21 +16,25 @@ model prices a config's scatter). The fit: for each window w, the least-squares 
 origin; the window with the least squared error (a grid over 1..MAX_WINDOW pages, then scipy's bounded
 scalar minimiser around it). Without a `runs:K` layout the window is not identified (ramp(~1, w) ~ 1 for
 every w) and stays 1: the pages out of order themselves.
+The random order's own fully cold extra a page (the median over sizes: saturated_per_pte) bounds the layout
+terms: past it every struct page is a demand miss, and a wider spread adds nothing (ColdTerms.extra_us).
 """
 
 from __future__ import annotations
 
+import statistics
 from typing import Any, Callable
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 
 from ..lab.pagemap import within_window
+from ..profile_sections import MAX_PER_SCATTERED_PTE_US
 from ..profile_terms import scatter_ramp
 from .plan import MiB
 
 __all__ = ["SCATTERED", "RUN_LAYOUTS", "SCATTER_GAP", "RANDOM_COND", "runs_cond", "is_layout", "layout_jobs",
-           "fit_cold_scatter", "scatter_source", "MAX_WINDOW", "page_share"]
+           "fit_cold_scatter", "scatter_source", "MAX_WINDOW", "page_share", "saturated_per_pte", "saturated_source"]
 
 _MS = 1000  # us
 
@@ -102,6 +106,31 @@ def layout_jobs(plan: str, grid: set[tuple[int, float]], job: Job) -> list[tuple
             jobs.append((f"cold fork {rss // MiB}MiB {what} after {gap / _MS:g} ms asleep",
                          job(rss, cond, gap, reps, ["-s", str(gap), "-L", arg])))
     return jobs
+
+
+def saturated_per_pte(pairs: list[dict[str, Any]], coldness: float, fixed: float) -> float | None:
+    """ColdTerms.saturated_per_pte_us: the median over sizes of the fully cold extra per page beyond `fixed` of the
+    images touched in a random order (every struct page a demand miss; measured at `coldness`, their gap's); None
+    without one. On the Intel host on 2026-12-06 (64 / 256 MiB after 100 ms asleep, pinned; images made spread 1-32
+    by interleaving their pages with another buffer's: calibration/data/spread-saturation-20261206.json) the extra a
+    page rose with the spread, 4-10 ns at 1, 16-22 ns at 2-4, and stopped from 8 to 32 (medians 37-47 ns), at both
+    sizes; the random orders paid 40 (median of three) and 30 ns. The median, as one size's random run can be the
+    host's noise (the AMD default profile's grid: 102, 8 and 24 ns a page at 64 MiB, 256 MiB and 1 GiB)."""
+    per_page = [(p["cold_extra_layout_us"] / coldness - fixed) / p["ptes"] for p in pairs
+                if p["layout"] == RANDOM_COND and p["ptes"]]
+    if not per_page or statistics.median(per_page) <= 0:
+        return None
+    return min(statistics.median(per_page), MAX_PER_SCATTERED_PTE_US)
+
+
+def saturated_source(pairs: list[dict[str, Any]], saturated: float) -> str:
+    """The provenance of saturated_per_pte_us."""
+    random_ = ", ".join(f"{p['rss_bytes'] // MiB} MiB {p['cold_extra_layout_us']:.0f} us" for p in pairs
+                        if p["layout"] == RANDOM_COND)
+    return (f"; saturated_per_pte_us {saturated * 1e3:.1f} ns a page: the median over sizes of the fully cold extra "
+            f"a page beyond fixed_us of the images touched in a random order (cold extra over their own back-to-back fork: "
+            f"{random_}, {SCATTER_GAP / _MS:g} ms asleep, over the curve's coldness there), where the spread and "
+            f"breaks' terms stop (every struct page a demand miss)")
 
 
 def _pairs(table: list[dict[str, Any]]) -> list[dict[str, Any]]:

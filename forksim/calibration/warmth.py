@@ -52,7 +52,8 @@ from ..lab.pagemap import spread_of
 from ..profile_sections import MAX_PER_SCATTERED_PTE_US
 from . import bench
 from .cold_families import fit_families
-from .cold_scatter import SCATTER_GAP, fit_cold_scatter, is_layout, layout_jobs, scatter_source
+from .cold_scatter import (SCATTER_GAP, fit_cold_scatter, is_layout, layout_jobs, saturated_per_pte, saturated_source,
+                           scatter_source)
 from .layout import layout_reader
 from .plan import MiB, Plan, Store
 
@@ -791,9 +792,13 @@ def _fit_image_warmth(store: Store, wake_us: Callable[[float], float] | None
     scattered = None if per_scattered is None else _fully_cold_scatter(per_scattered, cold_at(SCATTER_GAP), pairs, diag)
     src = (_source(runs, table, sizes, ref, len(fp)) + scatter_source(pairs if scattered is not None else [], window)
            + _spread_source(spreads))
+    saturated = saturated_per_pte(pairs, cold_at(SCATTER_GAP), fixed) if per_spread else None
+    if saturated is not None:
+        src += saturated_source(pairs, saturated)
     cold_terms = {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0),
                   **({"per_spread": True} if per_spread else {}),
-                  **(_scatter_terms(scattered, window, pairs) if scattered is not None else {})}
+                  **(_scatter_terms(scattered, window, pairs) if scattered is not None else {}),
+                  **({"saturated_per_pte_us": round(saturated, 6)} if saturated is not None else {})}
     exit_terms, exit_pairs, exit_points = _fit_exit(table, warm, sat, cold_at)
     residual = _fit_residual(table, warm, exit_pairs, exit_points)
     if exit_terms is not None or residual:

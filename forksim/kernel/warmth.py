@@ -55,6 +55,9 @@ ImageShape.spread enters the in-order per-page term (ColdTerms.per_spread): a co
 page of struct pages, and frames handed out among other processes' put the image's struct pages on more of them
 (64 MiB after 1 s asleep, the 2026-12-03 Intel host: 250 / 550 / 830 us over back to back at spread 1 / 3.6 / 5.9),
 and the breaks' term, measured on dense images, is divided by the spread (the two overlap on a fragmented image).
+Both stop where every struct page is a demand miss (ColdTerms.saturated_per_pte_us, the random-order images'
+extra a page): images made spread 8, 16 and 32 paid the same 37-47 ns a page at 64 and 256 MiB after 100 ms asleep
+(the 2026-12-06 Intel host, calibration/data/spread-saturation-20261206.json).
 """
 
 from __future__ import annotations
