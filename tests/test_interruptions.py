@@ -160,19 +160,25 @@ def test_the_quick_plan_wakes_a_vcpu_idle_10_ms_in_about_half_a_second():
     assert _idle_reps(PLANS["quick"].sched_reps, 1000) == PLANS["quick"].sched_reps // 4
 
 
-def test_the_long_idle_wake_ups_are_measured_in_parts_apart_in_the_calibration():
-    """The host's wake-up mode after 10 ms of idle changes within seconds: the calibration measures it in
+def test_the_1_and_10_ms_idle_wake_ups_are_measured_in_parts_apart_in_the_calibration():
+    """The host's wake-up mode after 1 and 10 ms of idle changes within seconds: the calibration measures each in
     IDLE_WAKE_PARTS runs, the first before the untraced runs (here, without tracefs, the first of all), one just
     before the cold grid, the last with the scheduler's costs."""
     from pathlib import Path
 
     from forksim.calibration.bench import Benchmarks
-    from forksim.calibration.jobs import IDLE_WAKE_PARTS, LONG_IDLE_US, calibration_jobs
+    from forksim.calibration.jobs import IDLE_SPINS_US, IDLE_WAKE_PARTS, PARTED_IDLE_US, calibration_jobs
     from forksim.calibration.plan import PLANS, Store
 
     b = Benchmarks(*(Path("/nonexistent"),) * 3, False, "cc", Path("/nonexistent"))
     names = [name for name, _ in calibration_jobs(PLANS["quick"], b, Store(), None, 0, 1)]
-    parts = [i for i, n in enumerate(names) if n.startswith(f"idle wake-up after {LONG_IDLE_US} us")]
-    assert len(parts) == IDLE_WAKE_PARTS
     cold = next(i for i, n in enumerate(names) if n.startswith("cold forks"))  # the cold grid's first run
-    assert parts == [0, *range(cold - IDLE_WAKE_PARTS + 2, cold), names.index("idle wake-up after 1000 us idle") + 1]
+    last = names.index("idle wake-up after 150 us idle") + 1  # the shorter idle times' runs come first
+    for k, spin in enumerate(PARTED_IDLE_US):  # 1 ms and 10 ms: their slow mode's share flips too
+        parts = [i for i, n in enumerate(names) if n.startswith(f"idle wake-up after {spin} us")]
+        assert [names[i].endswith(f"(part {p + 1} of {IDLE_WAKE_PARTS})") for p, i in enumerate(parts)] == [True] * 3
+        n = len(PARTED_IDLE_US)
+        assert parts == [k, *range(cold - n * (IDLE_WAKE_PARTS - 2) + k, cold, n), last + k]
+    # every idle time is measured, the parted ones in parts only
+    once = [s for s in IDLE_SPINS_US if s not in PARTED_IDLE_US]
+    assert all(names.count(f"idle wake-up after {s} us idle") == 1 for s in once)

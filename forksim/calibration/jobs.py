@@ -276,11 +276,16 @@ class _Jobs:
                                        extra=["-R", str(exit_cpu)])))
         return jobs
 
-    def long_idle_wakes(self, part: int) -> Job:
-        """One of the IDLE_WAKE_PARTS runs of idle wake-ups after LONG_IDLE_US, placed apart in the calibration."""
-        reps = -(-_idle_reps(self.plan.sched_reps, LONG_IDLE_US) // IDLE_WAKE_PARTS)
-        return (f"idle wake-up after {LONG_IDLE_US} us idle (part {part + 1} of {IDLE_WAKE_PARTS})",
-                self.sched("wake", self.cpu, self.other, reps, spin=LONG_IDLE_US, warm=LONG_IDLE_WARM))
+    def idle_wakes_part(self, part: int) -> list[Job]:
+        """Part `part` of the IDLE_WAKE_PARTS runs of idle wake-ups after each of PARTED_IDLE_US, placed apart in
+        the calibration (the fit pools a spin's runs)."""
+        jobs = []
+        for spin in PARTED_IDLE_US:
+            reps = -(-_idle_reps(self.plan.sched_reps, spin) // IDLE_WAKE_PARTS)
+            warm = LONG_IDLE_WARM if spin >= LONG_IDLE_US else 10
+            jobs.append((f"idle wake-up after {spin} us idle (part {part + 1} of {IDLE_WAKE_PARTS})",
+                         self.sched("wake", self.cpu, self.other, reps, spin=spin, warm=warm)))
+        return jobs
 
     def concurrency(self) -> list[Job]:
         """5a'. fork() pinned at RSS 0, alone against beside another process's fork loop pinned to the other CPU:
@@ -304,8 +309,8 @@ class _Jobs:
             ("idle wake-up (cross-CPU futex)", self.sched("wake", cpu, other, max(20, r // 2))),
             # the same after shorter idle times (IDLE_SPINS_US): the host's halt polling; the longest's last part
             *((f"idle wake-up after {s} us idle", self.sched("wake", cpu, other, _idle_reps(r, s), spin=s))
-              for s in IDLE_SPINS_US if s < LONG_IDLE_US),
-            self.long_idle_wakes(IDLE_WAKE_PARTS - 1),
+              for s in IDLE_SPINS_US if s not in PARTED_IDLE_US),
+            *self.idle_wakes_part(IDLE_WAKE_PARTS - 1),
             ("local wake-up (same-CPU futex)", self.sched("wake", cpu, cpu, max(10, r // 10), spin=20)),
             # where a child's exit on the other CPU puts its parent whose own CPU is busy (wake_prev_when_busy)
             *((("exit wake-up of a parent beside a hog", self.sched("exitwake", cpu, other, exit_wakes)),)
@@ -337,8 +342,13 @@ LONG_IDLE_US = 10000  # from this idle time on, fewer wake-ups: each costs its i
 # 22:28-22:35, 36 runs of 16 round trips 10 s apart: medians 13-58 us in 30 of them, 131-163 us in 6, alone or two
 # in a row; each run's wake-ups 10-730 us), so one half-second run set the curve's point in one mode (48.9 us,
 # then 173 us, in two quick calibrations 46 minutes apart). The runs after LONG_IDLE_US come in parts spread over
-# the calibration (after the traced runs, before the cold grid, with the scheduler's), pooled by the fit.
+# the calibration (after the traced runs, before the cold grid, with the scheduler's), pooled by the fit. So do the
+# runs after 1 ms: its slow mode's share flips too (this VM 2026-12-06 06:30, 60 runs of 100 round trips 3.3 s
+# apart: p50 15-48 us in 43 of them, 134-154 us in 17, in phases of 1-7 runs; slow share per run 0-86%, sd 0.27 over
+# the runs against 0.16 for three runs of 34 round trips 23 s apart; two quick calibrations that morning put the
+# 1 ms point at 12.9x and 2.1x the 200 us one).
 IDLE_WAKE_PARTS = 3
+PARTED_IDLE_US = (1000, LONG_IDLE_US)  # the idle times measured in IDLE_WAKE_PARTS parts
 LONG_IDLE_WARM = 2  # unrecorded round trips before each part (10 before the other runs: 0.2 s each at 10 ms)
 
 
@@ -359,7 +369,7 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
         # the traced burst goes last among the traced runs
         jobs.append(("traced burst of 8 forks", j.fork("burst", mode="burst", traced=True, reps=plan.burst_reps,
                                                        extra=["-k", "8"])))
-    jobs += [j.long_idle_wakes(0)]  # (IDLE_WAKE_PARTS: the host's wake-up mode, apart in time)
+    jobs += j.idle_wakes_part(0)  # (IDLE_WAKE_PARTS: the host's wake-up mode, apart in time)
     jobs += j.thp()  # closes the trace: the room loops record with their own instance
     if trace is not None:
         # the placement room rule in the regime a running program's tight loop settles in (room_loops.py)
@@ -374,7 +384,7 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
         jobs.append(("scatter curve (forkbench lines -L random)",
                      lines_job(str(b.forkbench), store, cpu, 32 * MiB, layout=RANDOM)))
     # 5c. cold forks: after idle gaps, other work, a move to the other CPU (warmth.py)
-    jobs.extend(j.long_idle_wakes(k) for k in range(1, IDLE_WAKE_PARTS - 1))
+    jobs.extend(job for k in range(1, IDLE_WAKE_PARTS - 1) for job in j.idle_wakes_part(k))
     jobs.extend(cold_jobs(plan, str(b.forkbench), store, cpu, other))
     jobs.extend(family_jobs(plan, str(b.forkbench), j.helper, store, cpu))  # and the kinds that copy no image
     return jobs + j.scheduler()
