@@ -150,11 +150,19 @@ def test_fit_balancing_makes_a_profile_section_from_the_traced_runs():
     assert "of 40 children put on their parent's CPU while the parent was inside its slice, 1 ran" in bal.eevdf_source
     shares = {k: v.value for k, v in bal.fork_local_no_idle.items()}
     assert (shares["lower_type/not_more"], shares["both_spare/one_more"], shares["higher_type/more"]) == (0.95, 0.05, 0.05)
-    # met fewer than 20 times: the kernel's own answer counted as 2 forks beside the few measured
+    # met fewer than 20 times: the kernel's own answer counted as 20 forks beside the few measured, held within what
+    # the same case's measured cells allow (a CPU with more runnable tasks keeps no more of its children)
     assert shares["both_spare/not_more"] == 1.0 and shares["load_push/one_more"] == 0.0
-    assert shares["load_keep/more"] == 1.0 and shares["higher_type/not_more"] == 0.0  # never met: the rule
+    assert shares["load_keep/more"] == 1.0  # never met, nothing of its case measured: the rule
+    assert shares["both_spare/more"] == pytest.approx(0.05)  # the rule (keep), held to one_more's 1 of 20
+    assert shares["higher_type/not_more"] == pytest.approx(0.05)  # the rule (push), held up to more's 1 of 20
     assert bal.fork_local_no_idle["both_spare/not_more"].source.startswith("assumption")
     assert placement["wake_prev_when_busy"]["value"] == 0.98 and "1 traced 1 s runs" in placement["wake_prev_when_busy"]["source"]
+    # one fork against the rule in a thin cell leaves it near the rule (0 kept of 1: 20 / 21)
+    one = Store()
+    one.add(KIND, {"rep": 0}, {}, [], [run | {"fork_no_idle_both_spare/not_more": [0, 1]}])
+    thin, _ = fit_balancing(one)
+    assert Balancing(**thin).fork_local_no_idle["both_spare/not_more"].value == pytest.approx(20 / 21, abs=1e-4)
     store.add(KIND, {"rep": 1}, {}, [], [run | {"idle_pull_chances": 8.0, "idle_pulls": 3}])
     section, _ = fit_balancing(store)
     assert section["idle_pull"]["value"] == pytest.approx(3 / 12)

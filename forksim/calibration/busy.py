@@ -37,7 +37,7 @@ from ..validation.measure import REC_DTYPE, cpu_accounting  # the load generator
 from ..validation.metrics import NOISY_FOREIGN_FRAC
 from ..profile_sections import EEVDF_SOURCE
 from ..sched.balance import BalanceParams, group_type
-from ..sched.idlest import KEEPS, NO_IDLE_KEYS, VERDICTS, no_idle_key, verdict
+from ..sched.idlest import DIFFERENCES, KEEPS, NO_IDLE_KEYS, VERDICTS, no_idle_key, verdict
 from .forked import forked_map
 from .pelt_replay import PeltReplay
 from .segments import parse_trace
@@ -52,7 +52,12 @@ __all__ = ["EVENTS", "KIND", "Recorded", "load_pids", "record_loadgen", "traced_
 KIND = "busy"
 IDLE_PULL_MIN_CHANCES = 10  # ticks with a CPU idle while a task waited: fewer say nothing about idle_pull
 NO_IDLE_MIN_CHANCES = 20  # forks made with no CPU idle, in one cell of NO_IDLE_KEYS: fewer are smoothed
-NO_IDLE_PRIOR_FORKS = 2  # the kernel's own answer's weight, in forks, in a cell met fewer times
+# the kernel's own answer's weight, in forks, in a cell met fewer times: as many as a measured cell needs, so that a
+# thin cell leans on the rule (a quick calibration on 2026-12-06 06:39 met "both CPUs of spare capacity, no more
+# runnable tasks on the parent's" once, the child pushed: with a weight of 2 the cell became 0.67, and the model's
+# two fork loops at RSS 0 ran 16,020 creations/s against 24,204 measured, 22,880 at the rule's 1.0; the shipped full
+# profile measured the cell at 1.00 over 531 forks)
+NO_IDLE_PRIOR_FORKS = NO_IDLE_MIN_CHANCES
 # A run whose CPUs other processes used for over NOISY_FOREIGN_FRAC of the window measured their contention, not
 # the kernel's placement (2026-12-04 12:34: a helper's test runs beside the busy step put K1 beside two hogs at
 # 2,755 forks/s against 4,929 at 13:55 and turned the no-idle cells' shares over): measured again, up to this many
@@ -517,8 +522,9 @@ _DIFFERENCE_TEXT = {"not_more": "no more", "one_more": "one more", "more": "two 
 
 def _no_idle_shares(counts: dict[str, list[int]], what: str, unclear: int | None = None) -> dict[str, dict[str, Any]]:
     """Each NO_IDLE_KEYS cell's share of children kept on the parent's CPU: measured where the runs met it
-    NO_IDLE_MIN_CHANCES times; else the kernel's own answer for its case (keep 1, push 0) counted as
-    NO_IDLE_PRIOR_FORKS forks beside the few measured (additive smoothing toward the kernel's rule). `unclear`:
+    NO_IDLE_MIN_CHANCES times; else a prior counted as NO_IDLE_PRIOR_FORKS forks beside the few measured: the
+    kernel's own answer for its case (keep 1, push 0) within the bounds the same case's measured cells set (_prior).
+    `unclear`:
     the runs' forks left out of every cell (fork_placement_no_idle), None where the runs did not count them."""
     left_out = ("" if unclear is None else
                 f"; {unclear} more forks of these runs left out of every case: a sleeper of the load may still have "
@@ -536,12 +542,33 @@ def _no_idle_shares(counts: dict[str, list[int]], what: str, unclear: int | None
                 f"measured: {what}: of {n} forks made while no CPU was idle, {what_case}, this share put the "
                 f"child on the parent's CPU (sched_wakeup_new target_cpu){left_out}")}
             continue
-        rule = 1.0 if case in KEEPS else 0.0
-        out[key] = {"value": round((stayed + NO_IDLE_PRIOR_FORKS * rule) / (n + NO_IDLE_PRIOR_FORKS), 4), "source": (
-            f"assumption: the kernel's rule ({'keep' if rule else 'push'}) counted as {NO_IDLE_PRIOR_FORKS} forks "
-            f"beside the {n} measured ({stayed} kept: {what}; no CPU idle, {what_case}), fewer than "
-            f"{NO_IDLE_MIN_CHANCES}")}
+        prior, whence = _prior(counts, case, difference)
+        out[key] = {"value": round((stayed + NO_IDLE_PRIOR_FORKS * prior) / (n + NO_IDLE_PRIOR_FORKS), 4), "source": (
+            f"assumption: {whence} counted as {NO_IDLE_PRIOR_FORKS} forks beside the {n} measured ({stayed} kept: "
+            f"{what}; no CPU idle, {what_case}), fewer than {NO_IDLE_MIN_CHANCES}")}
     return out
+
+
+def _prior(counts: dict[str, list[int]], case: str, difference: str) -> tuple[float, str]:
+    """A thin cell's prior and what it is: the kernel's rule for the case (keep 1, push 0), held within what the same
+    case's cells met NO_IDLE_MIN_CHANCES times allow if a parent's CPU with more runnable tasks keeps no more of its
+    children: at most the share measured with fewer, at least the share measured with more. This kernel's choice
+    moves with the difference where the rule has none (the full model 207 calibration of 2026-12-05: both CPUs of
+    spare capacity, 1.00 of 531 children kept with no more runnable tasks on the parent's CPU, 0.36 of 695 with one
+    more, 1 of 6 with two or more; the parent's CPU loaded enough more to push, 0.87 of 3,481 kept with one more)."""
+    at = DIFFERENCES.index(difference)
+    prior = 1.0 if case in KEEPS else 0.0
+    whence = f"the kernel's rule ({'keep' if prior else 'push'})"
+    for d, name in enumerate(DIFFERENCES):
+        stayed, n = counts[f"{case}/{name}"]
+        if d == at or n < NO_IDLE_MIN_CHANCES:
+            continue
+        share = stayed / n
+        if (d < at and share < prior) or (d > at and share > prior):
+            prior = share
+            whence = (f"the kernel's rule held to the same case's measured share with {_DIFFERENCE_TEXT[name]} "
+                      f"runnable tasks on the parent's CPU ({stayed} of {n} kept; a CPU with more keeps no more)")
+    return prior, whence
 
 
 def _eevdf_source(runs: list[dict[str, Any]]) -> str:

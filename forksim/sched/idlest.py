@@ -20,7 +20,9 @@ replayed over the trace): a parent's CPU of a lower type kept 99.6% of its child
 of spare capacity the child was pushed when the parent's CPU held one more runnable task (0.04 kept,
 against 1.0 with no more), and of a higher type 44% / 34% / 5% stayed with no more / one more / two more
 runnable tasks there. So the profile's `fork_local_no_idle` holds a measured share per case and
-difference in runnable tasks (NO_IDLE_KEYS), and the rule decides only where it has none.
+difference in runnable tasks (NO_IDLE_KEYS); where the calibration met a cell fewer than 20 times, the rule weighs
+as 20 forks, held within the same case's measured shares (a CPU with more runnable tasks keeps no more:
+forksim.calibration.busy._prior).
 """
 
 from __future__ import annotations
