@@ -524,8 +524,8 @@ def _no_idle_shares(counts: dict[str, list[int]], what: str, unclear: int | None
     """Each NO_IDLE_KEYS cell's share of children kept on the parent's CPU: measured where the runs met it
     NO_IDLE_MIN_CHANCES times; else a prior counted as NO_IDLE_PRIOR_FORKS forks beside the few measured: the
     kernel's own answer for its case (keep 1, push 0) within the bounds the same case's measured cells set (_prior).
-    `unclear`:
-    the runs' forks left out of every cell (fork_placement_no_idle), None where the runs did not count them."""
+    `unclear`: the runs' forks left out of every cell (fork_placement_no_idle), None where the runs did not count
+    them."""
     left_out = ("" if unclear is None else
                 f"; {unclear} more forks of these runs left out of every case: a sleeper of the load may still have "
                 f"been queued (DELAY_DEQUEUE), which the trace does not show")
