@@ -768,6 +768,21 @@ def test_a_more_spread_image_forks_slower_cold_and_the_summary_says_so():
     assert warm[4.0]["fork_latency_us"]["p50"] == warm[1.0]["fork_latency_us"]["p50"]
 
 
+def test_a_cold_fork_stops_slowing_once_the_spread_saturates():
+    """With the bound, a cold fork slows as its image's struct pages spread, up to where every one is a demand miss,
+    then no further (64 MiB after 100 ms asleep, pinned: 1,032 us at spread 32 measured, calibration/data)."""
+    from forksim.predict import predict
+
+    prof = load_profile(REFERENCE_PROFILE)
+    dup = prof.warmth.stages["dup_mmap"]  # bounded where the dense image's per-page term has grown 8-fold
+    terms = dup.model_copy(update={"per_spread": True, "saturated_per_pte_us": 8 * dup.per_pte_us})
+    prof = prof.model_copy(update={"warmth": prof.warmth.model_copy(update={"stages": {"dup_mmap": terms}})})
+    p50 = {s: predict(64 * MiB, profile=prof, samples=200, spread=s, scatter=0.5 * s / 32, seed=3,
+                      gap_us=1e6)["fork_latency_us"]["p50"] for s in (1.0, 4.0, 16.0, 32.0)}
+    assert p50[1.0] < p50[4.0] < p50[16.0]
+    assert p50[32.0] == pytest.approx(p50[16.0], rel=0.02)
+
+
 RESIDUAL = CURVE.model_copy(update={"residual": [(0.0, 0.5), (20_000.0, 0.25)],
                                     "stages": {**CURVE.stages, "exit_mmap": CURVE.stages["dup_mmap"]}})
 
