@@ -182,7 +182,8 @@ class SchedulerSpec:
             return None
         around = curve.around()
         draws = [costs.sampler(StageCost(fixed_us=self.idle_wake.fixed_us * s, residual=r, source="idle_wake_curve"),
-                               f"idle_wake@{idle:g}us") for idle, s, r in zip(curve.idle_us, curve.scale, curve.residuals)]
+                               f"idle_wake@{idle:g}us")
+                 for idle, s, r in zip(curve.idle_us, curve.scale, curve.residuals)]
         upper = values(costs.stream("idle_wake_between").random).__next__  # which of the two, where between
 
         def at(idle_us: float) -> float:

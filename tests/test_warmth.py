@@ -1137,7 +1137,8 @@ def test_the_cross_cpu_wake_up_price_is_the_models_by_idle_time():
     # mixture (here two exact latencies, 5 and 20 us, the upper's share 0.3 and 0.7 in log(idle))
     sched["idle_wake_curve"]["residuals"] = [{"family": "none"}, {"family": "none"}]
     price = cross_cpu_wake_us(sched, ipi_send_us=99.0)
-    assert price(10 ** 1.6) == pytest.approx(5.0 + 1.0, rel=1e-6) and price(10 ** 2.4) == pytest.approx(20.0 + 3.0, rel=1e-6)
+    assert price(10 ** 1.6) == pytest.approx(5.0 + 1.0, rel=1e-6)
+    assert price(10 ** 2.4) == pytest.approx(20.0 + 3.0, rel=1e-6)
 
 
 def test_a_fixed_remote_exit_term_prices_an_unpinned_loops_round_trip_not_a_pinned_one():

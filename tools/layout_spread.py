@@ -16,8 +16,8 @@ interleaved with another buffer's, struct pages spread K), back to back and afte
 order; before each run a buffer pinned to forkbench's CPU takes the free lists' small blocks (orders 0-8, from
 /proc/buddyinfo) and holds them until the image is touched, so that the image's frames come from large blocks
 and its spread is the one asked for, also on a box whose free lists fragmented
-(calibration/data/spread-saturation-20261206.json). Each row printed as a JSON line as it is measured; p50_us: fork()'s wall-time p50
-(pinned, nothing else on the CPU).
+(calibration/data/spread-saturation-20261206.json). Each row printed as a JSON line as it is measured; p50_us:
+fork()'s wall-time p50 (pinned, nothing else on the CPU).
 """
 
 from __future__ import annotations

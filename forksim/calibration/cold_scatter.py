@@ -118,9 +118,8 @@ def saturated_per_pte(pairs: list[dict[str, Any]], coldness: float, fixed: float
     host's noise (the AMD default profile's grid: 102, 8 and 24 ns a page at 64 MiB, 256 MiB and 1 GiB)."""
     per_page = [(p["cold_extra_layout_us"] / coldness - fixed) / p["ptes"] for p in pairs
                 if p["layout"] == RANDOM_COND and p["ptes"]]
-    if not per_page or statistics.median(per_page) <= 0:
-        return None
-    return min(statistics.median(per_page), MAX_PER_SCATTERED_PTE_US)
+    median = statistics.median(per_page) if per_page else 0.0
+    return min(median, MAX_PER_SCATTERED_PTE_US) if median > 0 else None
 
 
 def saturated_source(pairs: list[dict[str, Any]], saturated: float) -> str:
@@ -128,8 +127,8 @@ def saturated_source(pairs: list[dict[str, Any]], saturated: float) -> str:
     random_ = ", ".join(f"{p['rss_bytes'] // MiB} MiB {p['cold_extra_layout_us']:.0f} us" for p in pairs
                         if p["layout"] == RANDOM_COND)
     return (f"; saturated_per_pte_us {saturated * 1e3:.1f} ns a page: the median over sizes of the fully cold extra "
-            f"a page beyond fixed_us of the images touched in a random order (cold extra over their own back-to-back fork: "
-            f"{random_}, {SCATTER_GAP / _MS:g} ms asleep, over the curve's coldness there), where the spread and "
+            f"a page beyond fixed_us of the images touched in a random order (cold extra over their own back-to-back "
+            f"fork: {random_}, {SCATTER_GAP / _MS:g} ms asleep, over the curve's coldness there), where the spread and "
             f"breaks' terms stop (every struct page a demand miss)")
 
 

@@ -467,6 +467,18 @@ def _fully_cold_scatter(slope: float, coldness: float, pairs: list[dict[str, Any
     return None
 
 
+def _layout_terms(per_scattered: float | None, window: float, pairs: list[dict[str, Any]], coldness: float,
+                  fixed: float, per_spread: bool, diag: dict[str, Any]) -> tuple[dict[str, float], str, str]:
+    """dup_mmap's layout terms: the breaks' (fully cold from the slope fitted at `coldness`, SCATTER_GAP's) and, where
+    the spread is priced, their bound (saturated_per_pte_us); with the breaks' source and the bound's."""
+    scattered = None if per_scattered is None else _fully_cold_scatter(per_scattered, coldness, pairs, diag)
+    saturated = saturated_per_pte(pairs, coldness, fixed) if per_spread else None
+    terms = {**(_scatter_terms(scattered, window, pairs) if scattered is not None else {}),
+             **({"saturated_per_pte_us": round(saturated, 6)} if saturated is not None else {})}
+    return (terms, scatter_source(pairs if scattered is not None else [], window),
+            "" if saturated is None else saturated_source(pairs, saturated))
+
+
 def _scatter_terms(per_scattered: float, window: float, pairs: list[dict[str, Any]]) -> dict[str, float]:
     """The breaks' cold terms (fully cold per page, the in-order images' own scatter, the window unless 1)."""
     return {"per_scattered_pte_us": round(per_scattered, 6),
@@ -789,16 +801,11 @@ def _fit_image_warmth(store: Store, wake_us: Callable[[float], float] | None
         return float(np.clip((t["fork_p50_us"] - warm[t["rss_bytes"]]) / extra(t["rss_bytes"]), 0.0, 0.999))
 
     footprint, migration, fp, mig = _footprint_migration(table, good, rel, tau, beta)
-    scattered = None if per_scattered is None else _fully_cold_scatter(per_scattered, cold_at(SCATTER_GAP), pairs, diag)
-    src = (_source(runs, table, sizes, ref, len(fp)) + scatter_source(pairs if scattered is not None else [], window)
-           + _spread_source(spreads))
-    saturated = saturated_per_pte(pairs, cold_at(SCATTER_GAP), fixed) if per_spread else None
-    if saturated is not None:
-        src += saturated_source(pairs, saturated)
+    layout, breaks_src, bound_src = _layout_terms(per_scattered, window, pairs, cold_at(SCATTER_GAP), fixed,
+                                                  per_spread, diag)
+    src = _source(runs, table, sizes, ref, len(fp)) + breaks_src + _spread_source(spreads) + bound_src
     cold_terms = {"fixed_us": round(fixed, 2), "per_pte_us": round(per_pte, 6), "pte_cap": round(cap, 0),
-                  **({"per_spread": True} if per_spread else {}),
-                  **(_scatter_terms(scattered, window, pairs) if scattered is not None else {}),
-                  **({"saturated_per_pte_us": round(saturated, 6)} if saturated is not None else {})}
+                  **({"per_spread": True} if per_spread else {}), **layout}
     exit_terms, exit_pairs, exit_points = _fit_exit(table, warm, sat, cold_at)
     residual = _fit_residual(table, warm, exit_pairs, exit_points)
     if exit_terms is not None or residual:
