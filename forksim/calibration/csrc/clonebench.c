@@ -10,7 +10,8 @@
  *
  * The parent (RSS ~0) first opens fds up to -d (dup of /dev/null: the fdtable grows to the next
  * power of two above the highest fd, as expand_fdtable does), then starts -L live children that
- * block in read() on a pipe (a prefork master's idle workers), then times -n creations:
+ * block in read() on a pipe (a prefork master's idle workers; it waits until each has got there, and
+ * with -L it warms up for at least 300 ms), then times -n creations:
  *   fork_ns     = parent's return from the call - t0           (the call: copy_process)
  *   fork_cpu_ns = the parent thread's CPU time over the same call
  *   exit_ns     = waitpid return - the child's last clock read before it exits (do_exit + reap)
@@ -169,6 +170,9 @@ static long open_fds(long want)
     return have;
 }
 
+#define SETTLE_NS 300000000LL /* warm-up after -L children start: their start-up transient is over */
+static int64_t settle_until;
+
 /* The timed loop of one creator (worker `w`, -1 without -P). */
 static void creator(long reps, long warm, unsigned long flags, int use_clone, int any, int w, char *stack,
                     size_t stack_len, unsigned long uflags)
@@ -204,6 +208,8 @@ static void creator(long reps, long warm, unsigned long flags, int use_clone, in
             errno = sh->unshare_err;
             die("unshare");
         }
+        if (i == -1 && now_ns() < settle_until)
+            i = -3; /* still settling: more warm-up rounds (-A's alternation goes on) */
         if (i < 0)
             continue;
         if (do_unshare)
@@ -233,7 +239,7 @@ int main(int argc, char **argv)
 {
     long reps = 200, warm = 10, fds = 3, live = 0;
     unsigned long flags = 0, uflags = 0;
-    int cpu = -1, any = 0, use_clone = 0, opt, pipefd[2], creators = 0;
+    int cpu = -1, any = 0, use_clone = 0, opt, pipefd[2], readyfd[2], creators = 0;
     const size_t stack_len = 64 * 1024;
     char *stack;
     struct shared *slots;
@@ -276,11 +282,15 @@ int main(int argc, char **argv)
     fds = open_fds(fds);
     if (pipe(pipefd))
         die("pipe");
+    if (pipe(readyfd))
+        die("pipe");
     for (long j = 0; j < live; j++) {
         pid_t pid = fork();
         if (pid == 0) {
-            char c;
+            char c = 0;
             close(pipefd[1]);
+            if (write(readyfd[1], &c, 1) != 1)
+                _exit(1);
             while (read(pipefd[0], &c, 1) < 0 && errno == EINTR)
                 ;
             _exit(0);
@@ -288,6 +298,22 @@ int main(int argc, char **argv)
         if (pid < 0)
             die("fork (live children)");
     }
+    /* Time nothing until every live child has run up to its read(), and then only after SETTLE_NS of
+     * warm-up rounds: for up to ~90 ms after 10,000 children start, a fork costs 3x its CPU time
+     * (measured on the AMD EPYC host, 2026-12-06: 147-172 us against 50-55 us later in the same run;
+     * a quick calibration's 80 calls fell inside that and fitted a 20x slope) */
+    close(readyfd[1]);
+    for (long got = 0; got < live;) {
+        char buf[4096];
+        ssize_t r = read(readyfd[0], buf, sizeof buf);
+        if (r > 0)
+            got += r;
+        else if (r == 0 || errno != EINTR)
+            die("read (live children ready)");
+    }
+    close(readyfd[0]);
+    if (live > 0)
+        settle_until = now_ns() + SETTLE_NS;
     printf("{\"shape\": {\"pid\": %d, \"fds\": %ld, \"live_children\": %ld, \"flags\": \"0x%lx\", \"clone\": %d, "
            "\"wait_any\": %d, \"vmas\": %ld, \"unshare\": \"0x%lx\", \"creators\": %d}}\n", getpid(), fds, live, flags,
            use_clone, any, count_vmas(), uflags, creators);
