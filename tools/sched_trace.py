@@ -31,6 +31,15 @@ vfork 44% (52.7), 44% (9.7), 11% (8.2); pthread_create 45% (15.6), 45% (7.5), 9%
 97% of K4's children local and 89% of them start before fork() returns: both parents of a CPU runnable at
 nearly every fork, the forking one a few us past V, so pick_eevdf drops it for its child (a regime the
 kernel does not enter), which is why calibrate emits no `balancing` section yet (issue 14).
+
+With one parent, `show` also says how the hogs sat beside it (`hog_layout`). 2026-12-06 09:35 UTC (AMD EPYC
+family 25 model 17 host, quiet, 3 s, RSS 256 MiB, one parent beside 4 hogs, validate's
+closed-fork-K1-rss256MiB-hogs4): 0 hogs on the parent's CPU 32% of the time, 1 13%, 2 37%, 3 19%; 4.1 hog
+migrations/s; 3 moves in 57 busy-balance intervals in which the kernel's rule moves a task; fork() preempted in 28%
+of the forks (p50 3.4 ms). The model with the shipped profile keeps 1 or 2 hogs there (45% / 55%), moves hogs
+10 times a second and preempts most forks (p50 12 ms). A per-pass probability of 0.05 that a busy pass moves
+the task it found (tried that day, not kept) made the model's layouts stick rather than wander as these do:
+two parents beside 2 hogs went from +45% to +173% in throughput.
 """
 
 from __future__ import annotations
@@ -189,6 +198,56 @@ def placement_sequence(rec_path: Path) -> list[str]:
     return out
 
 
+def hog_layout(ev: list, role: dict[int, str]) -> tuple[collections.Counter, int, float, int]:
+    """How the hogs sat beside one parent over the trace: seconds by the number of hogs on the CPU the parent last
+    ran on, and the hogs' migrations; and the busy CPUs' periodic balancing as the kernel's rule has it: intervals
+    of 32 ms (a 2-CPU domain's balance_interval 2 ms x busy_factor 16) during which a CPU running something held two
+    or more fewer of the load's runnable tasks than one where a task waited (both of calculate_imbalance's cases
+    move a task then), and the moves of a waiting task onto such a CPU (sched_migrate_task) in them."""
+    hogs = {p for p, r in role.items() if r == "hog"}
+    ours = set(role)
+    where: dict[int, int] = {}
+    running: dict[int, int] = {}
+    waiting: dict[int, int] = {}
+    by_count: collections.Counter = collections.Counter()
+    parent_cpu, last, chance_us, pulls, migrations = None, None, 0.0, 0, 0
+
+    def ours_on(c: int) -> int:
+        return (running.get(c) in ours) + sum(1 for w in waiting.values() if w == c)
+
+    def short(dst: int, src: int) -> bool:
+        return running.get(dst, 0) > 0 and ours_on(src) - ours_on(dst) >= 2
+
+    for t, cpu, name, d in ev:
+        if last is not None:
+            if parent_cpu is not None and len(where) == len(hogs):
+                by_count[sum(1 for c in where.values() if c == parent_cpu)] += (t - last) / 1e6
+            if any(short(c, w) for c in running for w in set(waiting.values()) if w != c):
+                chance_us += t - last
+        last = t
+        if name == "sched_switch":
+            nxt, prev = int(d["next_pid"]), int(d["prev_pid"])
+            running[cpu] = nxt
+            waiting.pop(nxt, None)
+            if prev in ours and d["prev_state"].startswith("R"):
+                waiting[prev] = cpu
+            if nxt in hogs:
+                where[nxt] = cpu
+            elif role.get(nxt) == "parent":
+                parent_cpu = cpu
+        elif name in ("sched_wakeup", "sched_wakeup_new") and int(d["pid"]) in ours:
+            waiting[int(d["pid"])] = int(d.get("target_cpu", cpu))
+        elif name == "sched_migrate_task":
+            pid, dest = int(d["pid"]), int(d["dest_cpu"])
+            if pid in hogs:
+                migrations += 1
+                where[pid] = dest
+            if pid in waiting:
+                pulls += short(dest, waiting[pid])
+                waiting[pid] = dest
+    return by_count, migrations, chance_us / 32e3, pulls
+
+
 def show(path: str) -> None:
     ev = parse(path)
     role = roles(ev)
@@ -199,6 +258,13 @@ def show(path: str) -> None:
     for cpu in sorted({c for c, _ in share}):
         print(f"  cpu{cpu}: " + ", ".join(f"{r} {100 * v / span:.0f}%" for (c, r), v in sorted(share.items()) if c == cpu))
     print("  hog runs by (pid, cpu):", dict(hogs))
+    if sum(r == "parent" for r in role.values()) == 1 and hogs:
+        by_count, migrations, chances, pulls = hog_layout(ev, role)
+        total = sum(by_count.values()) or 1.0
+        print("  hogs on the parent's CPU, share of time: "
+              + ", ".join(f"{k}: {100 * v / total:.0f}%" for k, v in sorted(by_count.items()))
+              + f"; hog migrations {migrations / (span / 1e6):.1f}/s; busy balancing: {pulls} moves in "
+              f"{chances:.0f} intervals of 32 ms that the kernel's rule would move a task in")
     if forks:
         print(f"  {forks} forks: the child on the parent's CPU {100 * local / forks:.0f}%; the parent's next switch-out: "
               + ", ".join(f"{st} then {who} {100 * n / forks:.1f}%" for (st, who), n in outcome.most_common()))
