@@ -984,6 +984,18 @@ def test_forkbench_moves_the_parent_at_every_fork(warm):
 
 
 @pytest.mark.skipif(not (sys.platform == "linux" and shutil.which("gcc")), reason="needs Linux and gcc")
+def test_forkbench_alternates_written_and_read_images():
+    """forkbench fork -D (tools/dirty_ptes.py): the forks alternate between an image written since the last fork
+    (odd samples) and one only read, and each sample says which (its halves are compared within one process)."""
+    from forksim.calibration import bench
+
+    fb = str(bench.build().forkbench)
+    _, samples, _, _ = bench.run_bench([fb, "fork", "-r", str(1 * MiB), "-n", "6", "-w", "3",
+                                        "-c", str(min(os.sched_getaffinity(0))), "-D"])
+    assert [s["dirty"] for s in samples] == [0, 1, 0, 1, 0, 1]
+
+
+@pytest.mark.skipif(not (sys.platform == "linux" and shutil.which("gcc")), reason="needs Linux and gcc")
 def test_forkbench_interleaves_the_gaps_each_pass_in_its_own_order():
     """forkbench cold -G: every pass runs each listed gap once (a sleep, or a spin with an S prefix), in a shuffled
     order, and each sample says which gap it followed (the interleaved cold grid splits them by it)."""

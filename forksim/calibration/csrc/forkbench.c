@@ -73,6 +73,10 @@
  *                 and anon_vma chains are freed there (a thread: its task and pid, as it releases itself): with
  *                 CPU other than -c's, the next creation reuses slab objects another CPU freed (SLUB remote
  *                 frees); -R with -c's own CPU is the same call without the move (the A/B baseline)
+ *          -D (fork) the image written since the last fork or not, alternating: before each fork one byte of every
+ *                 page of the image written (odd i: its PTEs writable again after the write faults, so that the
+ *                 fork write-protects each, copy_present_pte's ptep_set_wrprotect) or read (even i: the same
+ *                 pass over the data, PTEs left read-only by the previous fork); each sample gains "dirty": 0|1
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -407,6 +411,16 @@ static int64_t write_pass(char *p, size_t pages)
     return cpu_ns() - c0;
 }
 
+/* One read per page (-D's clean half: the same pass over the data as write_pass, no fault). */
+volatile char read_sink;
+static void read_pass(const char *p, size_t pages)
+{
+    char sum = 0;
+    for (size_t i = 0; i < pages; i++)
+        sum += p[i * PAGE];
+    read_sink = sum;
+}
+
 /* cold mode's other work: lab_start_sweeper (lab.h), started before the image exists. */
 static void start_worker(size_t bytes)
 {
@@ -468,13 +482,13 @@ int main(int argc, char **argv)
     const char *mode = argc > 1 ? argv[1] : "fork";
     size_t rss = 0, pages = 1024;
     long anon_vmas = 0, file_vmas = 0, reps = 100, warm = 5, k = 8;
-    int thp = 0, cpu = -1, gate = 0, migrate = 0, exit_cpu = -1, opt;
+    int thp = 0, cpu = -1, gate = 0, migrate = 0, exit_cpu = -1, dirty_ab = 0, opt;
     long sleep_us = 0, spin_us = 0, child_sleep_us = 0;
     size_t work_bytes = 0;
     const char *helper = NULL;
 
     optind = 2;
-    while ((opt = getopt(argc, argv, "r:A:F:t:n:w:c:k:p:x:gs:S:G:W:MR:L:E:")) != -1) {
+    while ((opt = getopt(argc, argv, "r:A:F:t:n:w:c:k:p:x:gs:S:G:W:MR:L:E:D")) != -1) {
         switch (opt) {
         case 'r': rss = strtoull(optarg, NULL, 0); break;
         case 'A': anon_vmas = atol(optarg); break;
@@ -494,6 +508,7 @@ int main(int argc, char **argv)
         case 'M': migrate = 1; break;
         case 'R': exit_cpu = atoi(optarg); break;
         case 'E': child_sleep_us = atol(optarg); break;
+        case 'D': dirty_ab = 1; break;
         case 'L':
             if (!strcmp(optarg, "random"))
                 random_layout = 1;
@@ -589,6 +604,12 @@ int main(int argc, char **argv)
             while (nanosleep(&ts, &ts) && errno == EINTR)
                 ;
         }
+        if (dirty_ab && !strcmp(mode, "fork") && region) {
+            if (i & 1)
+                write_pass(region, region_len / PAGE);
+            else
+                read_pass(region, region_len / PAGE);
+        }
         if (!strcmp(mode, "fork") || !strcmp(mode, "cold")) {
             sh->child_start = sh->child_exit = 0;
             c0 = cpu_ns();
@@ -620,6 +641,8 @@ int main(int argc, char **argv)
                        "\"child_ns\": %ld, \"exit_ns\": %ld, \"gap_ns\": %ld, \"cpu\": %d",
                        mode, i, (long)(t1 - t0), (long)(c1 - c0), (long)(t2 - t0), (long)(sh->child_start - t0),
                        (long)(t2 - sh->child_exit), (long)gap, sched_getcpu());
+                if (dirty_ab)
+                    printf(", \"dirty\": %d", (int)(i & 1));
                 if (item >= 0) /* cold -G: the gap this fork followed */
                     printf(", \"x_us\": %ld, \"spin\": %d, \"work\": %zu, \"next_cpu_ns\": %ld", gap_us[item],
                            gap_spin[item], gap_work[item], (long)next_cpu);
