@@ -282,7 +282,7 @@ int main(int argc, char **argv)
     fds = open_fds(fds);
     if (pipe(pipefd))
         die("pipe");
-    if (pipe(readyfd))
+    if (live > 0 && pipe(readyfd)) /* (only then: an fd more can grow the fd table -d sized) */
         die("pipe");
     for (long j = 0; j < live; j++) {
         pid_t pid = fork();
@@ -302,18 +302,19 @@ int main(int argc, char **argv)
      * warm-up rounds: for up to ~90 ms after 10,000 children start, a fork costs 3x its CPU time
      * (measured on the AMD EPYC host, 2026-12-06: 147-172 us against 50-55 us later in the same run;
      * a quick calibration's 80 calls fell inside that and fitted a 20x slope) */
-    close(readyfd[1]);
-    for (long got = 0; got < live;) {
-        char buf[4096];
-        ssize_t r = read(readyfd[0], buf, sizeof buf);
-        if (r > 0)
-            got += r;
-        else if (r == 0 || errno != EINTR)
-            die("read (live children ready)");
-    }
-    close(readyfd[0]);
-    if (live > 0)
+    if (live > 0) {
+        close(readyfd[1]);
+        for (long got = 0; got < live;) {
+            char buf[4096];
+            ssize_t r = read(readyfd[0], buf, sizeof buf);
+            if (r > 0)
+                got += r;
+            else if (r == 0 || errno != EINTR)
+                die("read (live children ready)");
+        }
+        close(readyfd[0]);
         settle_until = now_ns() + SETTLE_NS;
+    }
     printf("{\"shape\": {\"pid\": %d, \"fds\": %ld, \"live_children\": %ld, \"flags\": \"0x%lx\", \"clone\": %d, "
            "\"wait_any\": %d, \"vmas\": %ld, \"unshare\": \"0x%lx\", \"creators\": %d}}\n", getpid(), fds, live, flags,
            use_clone, any, count_vmas(), uflags, creators);
