@@ -502,3 +502,16 @@ def test_calibrate_s_report_runs_its_checks_side_by_side_as_one_after_another(tm
     assert asked["compact"] is False  # --no-compact reaches calibrate
     text = capsys.readouterr().out
     assert "held-out sizes" in text and "other families" in text and "cold forks" in text
+
+
+def test_mount_tracefs_mounts_only_where_tracefs_is_not(tmp_path, monkeypatch):
+    """The trace tools and calibrate's instances mount tracefs on a fresh VM (it boots without it), and leave a
+    mounted one alone."""
+    from forksim.calibration import tracefs
+
+    calls = []
+    monkeypatch.setattr(tracefs.subprocess, "run", lambda argv, **kw: calls.append(argv))
+    assert tracefs.mount_tracefs(tmp_path) is True
+    assert calls == [["mount", "-t", "tracefs", "nodev", str(tmp_path)]]
+    (tmp_path / "instances").mkdir()
+    assert tracefs.mount_tracefs(tmp_path) is False and len(calls) == 1

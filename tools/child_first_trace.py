@@ -62,6 +62,9 @@ def _events(on: bool) -> None:
 
 def record(out: str, forkbench: str, args: list[str]) -> int:
     """Run forkbench with the tracepoints on: OUT.trace (the trace) and OUT.json (its samples)."""
+    from forksim.calibration.tracefs import mount_tracefs
+
+    mount_tracefs()  # a fresh VM boots without tracefs
     INSTANCE.mkdir(exist_ok=True)
     try:
         (INSTANCE / "tracing_on").write_text("0")

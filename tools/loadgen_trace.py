@@ -17,9 +17,11 @@ def record(instance: Path, events: Iterable[str], loadgen_args: list[str], out: 
            filters: dict[str, str] | None = None) -> Path:
     """Run the load generator with `events` on in the tracefs `instance` (each event of `filters` with its
     filter); returns the path of the trace text written under `out`."""
+    from forksim.calibration.tracefs import mount_tracefs
     from forksim.validation.measure import build_tools
 
     tools = build_tools()
+    mount_tracefs()  # a fresh VM boots without tracefs
     instance.mkdir(exist_ok=True)
     (instance / "tracing_on").write_text("0")
     (instance / "buffer_size_kb").write_text(str(buffer_kb))

@@ -43,6 +43,9 @@ def steal() -> int:
 
 
 def trace_on(pid: int) -> None:
+    from forksim.calibration.tracefs import mount_tracefs
+
+    mount_tracefs()  # a fresh VM boots without tracefs
     T.mkdir(exist_ok=True)
     (T / "tracing_on").write_text("0")
     (T / "buffer_size_kb").write_text("32768")

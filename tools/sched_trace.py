@@ -68,9 +68,11 @@ def _events(on: bool) -> None:
 
 def record(out: str, nice: int, loadgen_args: list[str]) -> int:
     """Run the load generator with the tracepoints on; OUT.trace/.json/.rec."""
+    from forksim.calibration.tracefs import mount_tracefs
     from forksim.validation.measure import build_tools
 
     tools = build_tools()
+    mount_tracefs()  # a fresh VM boots without tracefs
     INSTANCE.mkdir(exist_ok=True)
     (INSTANCE / "tracing_on").write_text("0")
     (INSTANCE / "trace_clock").write_text("mono")

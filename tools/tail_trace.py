@@ -35,9 +35,11 @@ LINE = re.compile(r"^\s*(.+?)-(\d+)\s+\[(\d+)\]\s+\S+\s+([\d.]+):\s+(\w+):\s*(.*
 
 def record(kind: str, duration: float, pin: bool, prefix: str) -> None:
     """The load generator (one parent, RSS 0) under a tracefs instance of its own."""
+    from forksim.calibration.tracefs import mount_tracefs
     from forksim.validation.measure import build_tools
 
     tools = build_tools()
+    mount_tracefs()  # a fresh VM boots without tracefs
     T.mkdir(exist_ok=True)
     try:
         for f, v in (("tracing_on", "0"), ("buffer_size_kb", "65536"), ("trace_clock", "mono")):

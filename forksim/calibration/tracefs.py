@@ -37,6 +37,7 @@ __all__ = [
     "EVENTS",
     "SYSCALLS",
     "tracefs_status",
+    "mount_tracefs",
     "TraceInstance",
     "Event",
     "parse_trace",
@@ -180,6 +181,15 @@ def _is_mounted(path: Path) -> bool:
     return False
 
 
+def mount_tracefs(root: Path = TRACEFS) -> bool:
+    """Mount tracefs at `root` where it is not (a fresh VM of this machine kind boots without it); True when this
+    call mounted it."""
+    if (root / "instances").exists() or _is_mounted(root):
+        return False
+    subprocess.run(["mount", "-t", "tracefs", "nodev", str(root)], check=True, capture_output=True)
+    return True
+
+
 # ---------------------------------------------------------------------------------------------
 # the private instance
 
@@ -209,11 +219,7 @@ class TraceInstance:
     # -- life cycle
     def open(self) -> "TraceInstance":
         self._unregister = register_cleanup(self.close)
-        if not (self.root / "instances").exists():
-            if not _is_mounted(self.root):
-                subprocess.run(["mount", "-t", "tracefs", "nodev", str(self.root)], check=True,
-                               capture_output=True)
-                self.mounted_here = True
+        self.mounted_here = mount_tracefs(self.root)
         leftover = self.dir.exists()
         if leftover:  # a leftover of a killed run with our pid: reuse after clearing
             self._clear()
