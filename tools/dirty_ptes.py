@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]  # the forksim of this tree
 
 from forksim.calibration.bench import build  # noqa: E402 - after the path
+from forksim.host import this_host  # noqa: E402
 
 PAGE = 4096
 
@@ -60,12 +60,12 @@ def main() -> int:
                 for m in sorted({r["mib"] for r in rows})}
     print("fork()'s extra per written page (ns), median over rounds:", per_page)
     if args.json:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "")
+        host = this_host()
         Path(args.json).write_text(json.dumps({
             "what": "tools/dirty_ptes.py: fork() after the parent wrote (dirty 1) or read (dirty 0) one byte of every "
                     "page of its image, alternating in one pinned process (forkbench -D); fork()'s CPU time",
             "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "cpu_model": cpu, "kernel": platform.release(), "rows": rows,
+            "cpu_model": host.cpu_model, "kernel": host.kernel, "rows": rows,
             "extra_per_page_ns_median": per_page}, indent=1) + "\n")
     return 0
 
