@@ -180,6 +180,12 @@ class ImageSection(_Section):
         default="uniform",
         description="where in the VMA walk the threads' faults land: 'uniform' or a fraction 0..1",
     )
+    # dup_mmap write-protects each PTE written since the last fork (StageCost.per_written_pte_us prices it)
+    write_fraction: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="share of the image's 4 KiB pages each parent writes between a reap and its next creation (its "
+        "own work: a write fault on each, and the next fork write-protects each again; closed and open workloads; "
+        "tools/image_shape.py PID --written S reads a running process's share; default 0: the image is only read)")
     fds: int = Field(default=3, ge=0, le=MAX_FDS,
                      description="open file descriptors: copy_files -> dup_fd copies them, exit closes them "
                      "(default 3: stdin, stdout, stderr; at most fs.nr_open's default 1048576)")
@@ -391,6 +397,9 @@ class WorkloadSection(_Section):
                 raise ValueError("a server workload needs the request `rate` (e.g. rate = \"20000/s\") or an arrivals file")
             if self.image.threads != 1:
                 raise ValueError("a server workload models a single-threaded server: workload.image.threads must be 1")
+            if self.image.write_fraction:
+                raise ValueError("a server writes its dataset per request: set workload.server.writes_per_request, "
+                                 "not workload.image.write_fraction")
             if self.child.clone not in _SNAPSHOT_KINDS:
                 need = " or ".join(f'"{k}"' for k in _SNAPSHOT_KINDS)
                 raise ValueError(f"a server workload snapshots with fork: workload.child.clone must be {need}")

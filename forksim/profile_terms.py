@@ -177,6 +177,11 @@ class StageCost(BaseModel):
     # prices the share within scatter_window pages of a break, scatter_ramp(scatter, scatter_window)
     scatter_window: float = Field(default=1.0, ge=1.0, le=4096.0, description="pages after a break in the frame "
                                   "order that pay per_pte_scatter_us (absent: 1, the pages out of order themselves)")
+    # copy_present_pte write-protects (ptep_set_wrprotect) each writable PTE it copies: the parent's pages it wrote
+    # since its last fork (a write fault made them writable again); from the second fork of a loop that writes
+    # nothing, none are
+    per_written_pte_us: float = Field(default=0.0, ge=0.0, description="per 4 KiB page the parent wrote since its "
+                                      "last fork (absent: 0, a written page forks as a read-only one)")
     residual: Residual = Residual()
     source: str = Field(min_length=1, description="measured: ... | derived: ... | assumption: ...")
 

@@ -17,7 +17,7 @@ from ..locks import LockStats, SpinRWLock
 from .copies import Copies
 from .costs import EMPTY_IMAGE, Costs
 from .flags import COPIES_MM, EXECS, KINDS, NEW_PROCESS, POSIX_SPAWN, VFORK_WAIT
-from .mm import MM, Process
+from .mm import MM, Process, wrote
 from .stages import EXIT_MMAP
 from .damon import Kdamond
 from .netns import Netns
@@ -141,6 +141,7 @@ class Kernel:
         self.on_stage = None  # tracing hook: (task, stage_name, start_us, end_us)
         # the hot path's cost draws, one function per stage (Costs.drawer: same draws as costs.draw)
         self._d = _Drawers(costs)
+        self._per_written_pte = costs.profile.stages["dup_mmap"].per_written_pte_us  # (_walk_extra)
         # stages with nothing between them that another task could see run as one chunk (one event);
         # False: each its own chunk, as the kernel's stage boundaries (tests compare the two)
         self.merge_stages = True
@@ -423,10 +424,20 @@ class Kernel:
         head = P.interrupted(setup)
         t1 = t0 + head
         rec.setup_us = t1 - t0
-        w = self.warmth
-        extra, cold = w.cold_walk("dup_mmap", mm, P.cpu.id, t1, mm.shape) if w.curve is not None else (0.0, 0.0)
+        extra, cold = self._walk_extra(mm, P.cpu.id, t1)
         walk = self.costs.draw_plus("dup_mmap", mm.shape, extra)
         return P.run(head + walk, preemptible=True, head=head), head, cold
+
+    def _walk_extra(self, mm: MM, cpu: int, t: float) -> tuple[float, float]:
+        """What dup_mmap's walk of `mm` on `cpu` at `t` costs beyond its warm, read-only median: the cold walk
+        (and the coldness it found) and the write-protection of the PTEs written since the last fork, which
+        this fork leaves read-only."""
+        w = self.warmth
+        extra, cold = w.cold_walk("dup_mmap", mm, cpu, t, mm.shape) if w.curve is not None else (0.0, 0.0)
+        if mm.written:
+            extra += self._per_written_pte * mm.written
+            mm.written = 0
+        return extra, cold
 
     def _dup_mmap_done(self, P: "Task", mm: MM, rec: "Creation", t1: float, cold: float) -> None:
         """The end of dup_mmap's walk (begun at coldness `cold`): the image is warm on this CPU, the mmap_lock released."""
@@ -444,8 +455,7 @@ class Kernel:
             yield self.sleep_until(P, granted)
         rec.mmap_wait = env._now - t
         t1 = env._now
-        w = self.warmth
-        extra, cold = w.cold_walk("dup_mmap", mm, P.cpu.id, t1, mm.shape) if w.curve is not None else (0.0, 0.0)
+        extra, cold = self._walk_extra(mm, P.cpu.id, t1)
         yield P.run(c.draw_plus("dup_mmap", mm.shape, extra), preemptible=True)
         self.warmth.walked(mm, P.cpu.id, env._now, cold)  # its PTEs and struct pages are now in this CPU's caches
         lock.release()
@@ -757,8 +767,10 @@ class Kernel:
         cfg = self.child_cfg
         if KINDS[kind].copies_mm and cfg.cow_writer == "parent" and cfg.cow_write_fraction > 0.0:
             P = thread or parent.task
-            shape = parent.mm.shape
-            yield P.run(self._cow_cost(shape, parent.mm.users > 1, cfg.cow_write_fraction), preemptible=True)
+            mm = parent.mm
+            cost = self._cow_cost(mm.shape, mm.users > 1, cfg.cow_write_fraction)
+            wrote(mm, round(cfg.cow_write_fraction * mm.shape.ptes))
+            yield P.run(cost, preemptible=True)
 
     def do_wait(self, parent: Process, child: Process, kind: str, rec: "Creation", thread: "Task | None" = None) -> Proc:
         """wait4() -> do_wait -> wait_task_zombie -> release_task; pthread_join for a thread."""

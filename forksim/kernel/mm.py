@@ -12,19 +12,23 @@ from ..profile import ImageShape
 if TYPE_CHECKING:
     from ..machine import Task
 
-__all__ = ["MM", "Process"]
+__all__ = ["MM", "Process", "wrote"]
 
 
 class MM:
     """An mm_struct: its image shape (what dup_mmap and exit_mmap walk) and its mmap_lock."""
 
     __slots__ = ("shape", "mmap_lock", "users", "walked_at", "walked_cpu", "walked_mark", "walk_residual",
-                 "created_at", "created_cpu", "created_mark")
+                 "written", "created_at", "created_cpu", "created_mark")
 
     def __init__(self, env: simpy.Environment, shape: ImageShape, mmap_stats: LockStats):
         self.shape = shape
         self.mmap_lock = MmapLock(env, mmap_stats)
         self.users = 1  # processes mapping these pages (COW: a copy while the other side still maps)
+        # 4 KiB pages written since the last fork copied this mm: their PTEs are writable, and the next fork
+        # write-protects each (copy_present_pte). A run starts in the state of a process that forks regularly,
+        # its image forked just before: none (a first fork after touching the image would find all of them)
+        self.written = 0
         # the last walk of its image (kernel/warmth.py): when (us), on which CPU, and that CPU's
         # walk-byte total then, and the coldness that walk left; None: not walked in this run
         self.walked_at: float | None = None
@@ -58,3 +62,8 @@ class Process:
         self.cold_rest_us = 0.0  # a creation that copies no image: its cold extra after the call (do_exit charges it)
         # ... and a vfork child's share of the call's, after the placement (its ret_from_fork charges it)
         self.cold_start_us = 0.0
+
+
+def wrote(mm: MM, pages: int) -> None:
+    """The process wrote `pages` 4 KiB pages of its image (write faults: their PTEs writable again); at most all."""
+    mm.written = min(mm.shape.ptes, mm.written + pages)

@@ -19,7 +19,7 @@ import simpy
 
 from ..draws import Draws
 from ..kernel.flags import DEFAULT_KIND
-from ..kernel.mm import Process
+from ..kernel.mm import Process, wrote
 from ..metrics import Creation, Records
 from ..task import Coroutine
 
@@ -117,6 +117,8 @@ class ParentWorkload(Workload):
     def __init__(self, params: "ModelParams", kernel: "Kernel", streams: "Streams"):
         super().__init__(params, kernel, streams)
         self.kind = params.child.clone
+        # the pages each parent writes between a reap and its next creation (image.write_fraction: _rewrite)
+        self._rewrites = round(params.workload.image.write_fraction * self.shape.ptes)
 
     def _before_parents(self) -> None:
         """Started before the parents (an open workload's arrival streams)."""
@@ -183,6 +185,17 @@ class ParentWorkload(Workload):
             yield from k.cow_by_parent(proc, self.kind, rec)
         yield from k.do_wait(proc, child, self.kind, rec)
         self._reaped(rec)
+        if self._rewrites:
+            yield from self._rewrite(proc)
+
+    def _rewrite(self, proc: Process):
+        """The parent's own work after the reap writes `image.write_fraction` of its pages: a write fault on each
+        PTE the last fork write-protected (do_wp_page: a reuse where no child maps the page any more, a copy
+        where a live child still does), each PTE writable again for the next fork to write-protect."""
+        mm, pages = proc.mm, self._rewrites
+        wrote(mm, pages)
+        yield proc.task.run(self.kernel.costs.draw_many("cow_fault_copy" if mm.users > 1 else "cow_fault_reuse",
+                                                        pages), preemptible=True)
 
     # ---- the parent's other threads
 
@@ -213,5 +226,6 @@ class ParentWorkload(Workload):
                     k.stalls.append(stall)
                     lock.stats.waits.append(stall)
             yield task.run(costs.draw("page_fault"))
+            wrote(proc.mm, 1)  # the written page's PTE is writable: the next fork write-protects it
             if handed:  # the walk's end handed it the lock for read: held through the fault (mmap_read_unlock)
                 lock.read_release()
