@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from forksim.calibration import tracefs
-from forksim.calibration.plan import PLANS
+from forksim.calibration.plan import PLANS, MiB
 from forksim.calibration.fit import (PROBABILITIES, Config, cross_validate, fit_linear, lognormal_sigma,
                                     residual_quantiles, stage_cost, typical_quantiles)
 from forksim.profile import ImageShape, Profile
@@ -292,6 +292,9 @@ def test_smoke_calibration_writes_a_valid_profile(tmp_path, traced, monkeypatch)
     # dup_mmap grows with the image (the smoke plan's one image size leaves no miss term to take the slope)
     dm = p.stages["dup_mmap"]
     assert dm.median_us(ImageShape(vmas=26, anon_vmas=12, ptes=16384)) > dm.median_us(ImageShape(vmas=26, anon_vmas=12, ptes=0))
+    # and forks of its image written since the last fork against read (calibration/written.py)
+    assert "; per_written_pte_us: measured: forkbench -D" in dm.source and dm.per_written_pte_us >= 0.0
+    assert set(p.diagnostics["written_ptes"]) == {f"{rss // MiB}MiB" for rss in PLANS["smoke"].written_sizes}
     if (os.cpu_count() or 1) > 1:  # forks whose children exit on the other CPU (kernel/slab.py)
         assert p.remote_free is not None and p.remote_free.source.startswith("measured:")
         assert set(p.diagnostics["remote_free"]) >= {"base", "file VMAs", "anon VMAs", "stack_miss_us"}

@@ -1,20 +1,26 @@
 """Pages the parent wrote since its last fork (dup_mmap's per_written_pte_us): the config key, the state the model
-keeps."""
+keeps, and the calibration's fit and merge."""
 
 from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
 
 import pytest
 import simpy
 
+from forksim.calibration.plan import PLANS, WRITTEN, MiB, Store
+from forksim.calibration.written import fit_written, merge_into, with_written
 from forksim.config import ConfigError, parse_config
 from forksim.kernel.mm import MM, wrote
 from forksim.locks import LockStats
-from forksim.profile import ImageShape, load_profile
+from forksim.profile import ImageShape, StageCost, load_profile
 from forksim.runner import run_experiment
 
-from conftest import REFERENCE_PROFILE
+from conftest import REFERENCE_PROFILE, REPO
 
-MiB = 1024**2
 PAGES_64M = 64 * MiB // 4096
 
 
@@ -97,3 +103,61 @@ def test_a_parent_writing_after_each_fork_pays_at_its_next_fork():
     cow = _loop(0.0, per_page, child={"cow_writer": "parent", "cow_write_fraction": 1.0})["fork_latency_us"]["p50"]
     assert cow - quiet == pytest.approx(per_page * PAGES_64M, rel=0.15)
 
+# ------------------------------------------------------------------ calibration: the fit and the merge
+
+
+def _run(rss: int, read_us: float, written_us: float) -> dict:
+    samples = [{"fork_cpu_ns": (written_us if i % 2 else read_us) * 1e3, "dirty": i % 2} for i in range(20)]
+    return {"kind": WRITTEN, "key": {"rss": rss}, "shape": {}, "samples": samples, "segments": []}
+
+
+def test_the_fit_is_the_sizes_extra_over_their_pages():
+    store = Store(runs=[_run(64 * MiB, 900.0, 1200.0), _run(256 * MiB, 3600.0, 4600.0)])
+    fit = fit_written(store)
+    pages = (64 + 256) * MiB // 4096
+    assert fit["per_written_pte_us"] == pytest.approx((300.0 + 1000.0) / pages, rel=1e-5)
+    assert fit["rows"]["64MiB"]["extra_per_page_ns"] == pytest.approx(300.0 / PAGES_64M * 1e3, abs=0.01)
+    assert "forkbench -D" in fit["source"] and "64 MiB 900 -> 1,200 us" in fit["source"]
+    assert fit_written(Store()) is None
+    # a written image measured no dearer never gives a negative price
+    assert fit_written(Store(runs=[_run(64 * MiB, 900.0, 880.0)]))["per_written_pte_us"] == 0.0
+
+
+def test_with_written_keeps_the_stage_and_appends_the_terms_source():
+    cost = StageCost(fixed_us=5.0, per_pte_us=0.05, source="measured: the sweep")
+    got = with_written(cost, {"per_written_pte_us": 0.015, "source": "measured: forkbench -D"})
+    assert got.per_written_pte_us == 0.015 and got.per_pte_us == 0.05
+    assert got.source == "measured: the sweep; per_written_pte_us: measured: forkbench -D"
+    assert with_written(cost, None) is cost
+
+
+def test_merge_sets_the_term_and_a_second_merge_replaces_the_first(tmp_path):
+    prof = tmp_path / "p.json"
+    shutil.copy(REFERENCE_PROFILE, prof)
+    before = json.loads(prof.read_text())
+    for written_us in (1200.0, 1300.0):
+        raw = tmp_path / "raw.json"
+        raw.write_text(json.dumps({"facts": {"kernel": "6.18"}, "runs": [_run(64 * MiB, 900.0, written_us)]}))
+        merge_into(str(raw), str(prof), note="test")
+    after = json.loads(prof.read_text())
+    dup = after["stages"]["dup_mmap"]
+    assert dup["per_written_pte_us"] == pytest.approx(400.0 / PAGES_64M, rel=1e-4)
+    assert dup["source"].count("per_written_pte_us:") == 1 and "900 -> 1,300 us" in dup["source"]
+    assert after["provenance"]["merged_written"]["sections"] == ["stages.dup_mmap.per_written_pte_us"]
+    # every other number as it was
+    del dup["per_written_pte_us"], dup["source"], before["stages"]["dup_mmap"]["source"]
+    assert after["stages"] == before["stages"]
+    assert load_profile(str(prof)).stages["dup_mmap"].per_written_pte_us > 0
+
+
+def test_merge_of_a_raw_file_without_such_runs_says_so(tmp_path):
+    raw = tmp_path / "raw.json"
+    raw.write_text(json.dumps({"runs": []}))
+    res = subprocess.run([sys.executable, "-m", "forksim.calibration.written", "merge", str(raw), REFERENCE_PROFILE],
+                         capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 2 and "no runs of kind 'written'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_plans_measure_written_images():
+    assert PLANS["quick"].written_sizes and PLANS["full"].written_sizes
+    assert set(PLANS["quick"].written_sizes) <= set(PLANS["full"].written_sizes)

@@ -67,6 +67,12 @@ def build_profile(store: Store, plan: Plan, facts: dict[str, Any], traced: bool,
     for name in (DUP_MMAP, EXIT_MMAP):  # an image out of physical order (layout.py)
         st[name] = with_scatter(st[name], totals.layout, name)
     st.update(fit_faults(ev))
+    from .written import fit_written, with_written  # here: `python -m forksim.calibration.written` runs it as main
+
+    written = fit_written(store)
+    st[DUP_MMAP] = with_written(st[DUP_MMAP], written)
+    if written is not None:
+        ev.diag["written_ptes"] = written["rows"]
     sched, st["ipi_send"] = fit_scheduler(ev, facts)
     exit_head = exit_head_share(store)
     vfork_reap = fit_vfork_wait_reap(store)

@@ -22,7 +22,7 @@ from ..kernel.flags import EXECS
 from ..lab import llc_bytes, mem_available
 from . import bench, tracefs
 from .room_loops import measure_room
-from .plan import (FORK_MODE, FORKEXEC_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE, VARIANTS, GiB, MiB, Plan, Store,
+from .plan import (FORK_MODE, FORKEXEC_MODE, SPAWN_MODE, THREAD_MODE, VFORK_MODE, VARIANTS, WRITTEN, GiB, MiB, Plan, Store,
                    label as _label, measured_segments)
 from .caches import lines_job
 from .concurrency import ALONE, BESIDE, beside_forker
@@ -31,7 +31,7 @@ from .cold_families import family_jobs, family_traced_jobs
 from .scheduling import MIN_EXIT_WAKES
 from .warmth import cold_jobs
 
-__all__ = ["Job", "calibration_jobs"]
+__all__ = ["Job", "calibration_jobs", "written_jobs"]
 
 Job = tuple[str, Callable[[], None]]
 
@@ -251,6 +251,13 @@ class _Jobs:
             ("anonymous page faults", self.fork("fault", mode="fault", reps=plan.cow_reps, extra=pages)),
         ]
 
+    def written(self) -> list[Job]:
+        """5'. fork of an image written since the last fork against one only read, alternating (written.py)."""
+        plan = self.plan
+        return [(f"fork {_label({'rss': rss})}, written or read between forks",
+                 self.fork(WRITTEN, rss=rss, reps=2 * plan.written_forks, warm=2, extra=["-D"]))
+                for rss in plan.written_sizes]
+
     def remote_free(self) -> list[Job]:
         """5a. fork() pinned, each child exiting on the other CPU (forkbench -R: it pins itself there first)
         against the same loop with the child's pin to the parent's own CPU: the next fork refills
@@ -375,7 +382,7 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
         # the placement room rule in the regime a running program's tight loop settles in (room_loops.py)
         secs = 1.0 if plan.name == "full" else 0.3
         jobs.append(("traced tight loops (placement room)", lambda: measure_room(store, secs, store.notes.append)))
-    jobs += j.untraced_forks() + j.variants() + j.memory()
+    jobs += j.untraced_forks() + j.variants() + j.memory() + j.written()
     if other != cpu:
         jobs += j.remote_free() + j.concurrency()
     # 5b. the caches as the fork sweep's back-to-back walks see them: dup_mmap's miss term (caches.py)
@@ -388,3 +395,8 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
     jobs.extend(cold_jobs(plan, str(b.forkbench), store, cpu, other))
     jobs.extend(family_jobs(plan, str(b.forkbench), j.helper, store, cpu))  # and the kinds that copy no image
     return jobs + j.scheduler()
+
+
+def written_jobs(plan: Plan, b: bench.Benchmarks, store: Store, cpu: int) -> list[Job]:
+    """The runs of written.py alone (its `measure`)."""
+    return _Jobs(plan, b, store, None, cpu, cpu).written()

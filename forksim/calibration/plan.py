@@ -25,6 +25,10 @@ FORK_MODE, VFORK_MODE, SPAWN_MODE, FORKEXEC_MODE, THREAD_MODE = (
 VARIANTS = {kind: mode for kind, mode in BENCH_MODES.items() if kind not in COPIES_MM - EXECS}
 
 
+# the store kind of calibrate's forkbench -D runs: an image written between forks, or only read (written.py)
+WRITTEN = "written"
+
+
 @dataclass(frozen=True)
 class Plan:
     name: str
@@ -72,11 +76,15 @@ class Plan:
     # it leaves out: a round builds its image anew, 0.4 s at 1 GiB on a quiet host and up to 1.5 s when the host
     # backs the memory afresh (2026-12-05), for ~30 ms a fork round trip
     gib_rounds: int = 0
+    # images whose parent writes them between forks (written.py): forks per half of each forkbench -D run
+    written_sizes: tuple[int, ...] = ()
+    written_forks: int = 20
 
 
 PLANS = {
     "smoke": Plan("smoke", (0, 16 * MiB), (8 * MiB,), 1, (0,), (10, 300), (16 * MiB,), (0, 16 * MiB), (300,),
-                  60_000, 30, 40, 512, 3, 15, 3, layout_sizes=(16 * MiB,), layout_rounds=1, interruption_s=0.5),
+                  60_000, 30, 40, 512, 3, 15, 3, layout_sizes=(16 * MiB,), layout_rounds=1, interruption_s=0.5,
+                  written_sizes=(16 * MiB,), written_forks=4),
     # quick: 64 s on a 2-vCPU VM with 4 rounds and THP at 256 MiB and 1 GiB (2026-12-04 17:24, AMD zen4; 70 s on
     # 2026-12-03's AMD host, 81.8 s on a slower one, its 1 GiB rounds 1.7-2.6 s against 1.1-1.4; seconds_by_step in
     # the profile's diagnostics says where it goes): 3 rounds of 300 ms of fork round trips per size (a round's
@@ -94,14 +102,14 @@ PLANS = {
                   300_000, 300, 400, 4096, 15, 50, 30, layout_sizes=(64 * MiB, 128 * MiB, 256 * MiB),
                   layout_held_out=(64 * MiB,), layout_rounds=2,
                   busy_loads=((1, 2, 0), (2, 1, 0), (2, 2, 0), (2, 4, 0)), busy_s=0.8, busy_warmup_s=0.3,
-                  interruption_s=1.5, gib_rounds=2),
+                  interruption_s=1.5, gib_rounds=2, written_sizes=(64 * MiB, 256 * MiB), written_forks=12),
     "full": Plan("full", (0, 16 * MiB, 128 * MiB, 256 * MiB, 1 * GiB, 2 * GiB), (64 * MiB, 512 * MiB), 10,
                  (0, 64 * MiB, 256 * MiB, 1 * GiB), (10, 100, 1000, 3000, 10000), (64 * MiB, 256 * MiB, 1 * GiB, 2 * GiB),
                  (0, 16 * MiB, 128 * MiB, 256 * MiB, 1 * GiB, 2 * GiB), (1000, 10000),
                  450_000, 600, 1000, 8192, 20, 80, 60, optional_sizes=(4 * GiB,),
                  layout_sizes=(64 * MiB, 128 * MiB, 256 * MiB, 1 * GiB), layout_held_out=(64 * MiB,), layout_rounds=4,
                  busy_loads=tuple((k, h, rss) for rss in (0, 256 * MiB) for k in (1, 2) for h in (1, 2, 4)),
-                 busy_reps=2),
+                 busy_reps=2, written_sizes=(64 * MiB, 256 * MiB, 1 * GiB), written_forks=30),
 }
 
 
