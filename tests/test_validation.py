@@ -198,7 +198,7 @@ def test_scenario_set():
     names = [s.name for s in SCENARIOS]
     assert len(names) == len(set(names))
     full = scenarios.scenarios(quick=False)
-    assert len(full) == len(SCENARIOS) == 58
+    assert len(full) == len(SCENARIOS) == 61
     # the busy machine: 1 and 2 parents beside 1, 2 and 4 hogs at RSS 0 and 256 MiB, and 50% duty hogs,
     # each repeated (the real run-to-run spread)
     hogs = [s for s in SCENARIOS if s.hogs]

@@ -1,10 +1,11 @@
 """Pages the parent wrote since its last fork (dup_mmap's per_written_pte_us): the config key, the state the model
-keeps, and the calibration's fit and merge."""
+keeps, the calibration's fit and merge, and the validation rows that state it."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import resource
 import subprocess
 import sys
 
@@ -14,10 +15,13 @@ import simpy
 from forksim.calibration.plan import PLANS, WRITTEN, MiB, Store
 from forksim.calibration.written import fit_written, merge_into, with_written
 from forksim.config import ConfigError, parse_config
+from forksim.lab.compiler import compiler
 from forksim.kernel.mm import MM, wrote
 from forksim.locks import LockStats
 from forksim.profile import ImageShape, StageCost, load_profile
 from forksim.runner import run_experiment
+from forksim.validation.loadgen import build_tools
+from forksim.validation.scenarios import get_scenario
 
 from conftest import REFERENCE_PROFILE, REPO
 
@@ -161,3 +165,36 @@ def test_merge_of_a_raw_file_without_such_runs_says_so(tmp_path):
 def test_the_plans_measure_written_images():
     assert PLANS["quick"].written_sizes and PLANS["full"].written_sizes
     assert set(PLANS["quick"].written_sizes) <= set(PLANS["full"].written_sizes)
+
+# ------------------------------------------------------------------ the validation rows
+
+
+def test_the_writing_rows_state_their_fraction_to_loadgen_and_to_the_model():
+    sc = get_scenario("closed-fork-K1-rss256MiB-writes25pct")
+    args = sc.loadgen_args(quick=False)
+    assert args[args.index("--write-fraction") + 1] == "0.25" and "--pin" not in args
+    cfg = sc.to_config({"vmas": 30, "rss_bytes": 256 * MiB}, cpus=2)
+    assert cfg["workload"]["image"]["write_fraction"] == 0.25
+    assert get_scenario("closed-fork-K1-rss64MiB-writes100pct-pin").pin
+
+
+
+def _loadgen_minor_faults(loadgen: str, out, fraction: float) -> int:
+    """Minor faults of one 0.3 s pinned loadgen run of a 16 MiB parent (its parents and children, reaped)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+    run = subprocess.run([loadgen, "--out", str(out), "--rss", str(16 * MiB), "--duration", "0.3", "--warmup", "0.05",
+                          "--write-fraction", f"{fraction:g}", "--pin"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before
+
+
+@pytest.mark.skipif(compiler() is None, reason="needs a C compiler (gcc or cc) to build the load generator")
+def test_loadgen_writes_its_share_after_each_reap_and_refuses_one_out_of_range(tmp_path):
+    loadgen = str(build_tools().loadgen)
+    bad = subprocess.run([loadgen, "--out", str(tmp_path / "x"), "--write-fraction", "1.5"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--write-fraction" in bad.stderr
+    # a quarter of the image written after each reap faults once a page (the fork write-protected it): 1,024 a
+    # cycle of ~2 ms, against none without writes
+    extra = _loadgen_minor_faults(loadgen, tmp_path / "w", 0.25) - _loadgen_minor_faults(loadgen, tmp_path / "r", 0.0)
+    assert extra > 10 * 1024

@@ -106,6 +106,13 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "of a cold image leaves part of its coldness (warmth.residual: on 2026-12-03 0.3 at 0-64 MiB, 0.55-0.6 at "
      "256 MiB), so this fork pays that share of its own cold extra; both measured by calibrate's cold grid "
      "(forkbench cold -E, pinned)"),
+    ("-writes", "a parent writing its image after each reap: fork() is priced by dup_mmap's per_written_pte_us "
+     "(each PTE written since the last fork write-protected, measured by calibrate's forkbench -D), the write pass "
+     "by the profile's cow_fault_reuse per page. The fault's cost moves more between VMs of one host kind than the "
+     "fork's: on a fresh VM of the AMD zen4 host (2026-12-06) forkbench cow measured 0.87-0.89 us a reuse against "
+     "the shipped profile's 0.69 (its calibration, 2026-12-05, on another VM) while the fork canary was within 3%, "
+     "and loadgen's own pass took ~1.0 us a page; so with a profile from another VM the cycle, hence the "
+     "throughput, is that far off, and fork() and the round trip (fork to reap) are not"),
     ("llc-pin", "a fork after a co-runner swept its memory on the parent's CPU: its wake-up of the parent leaves it "
      "runnable (preempted before its blocking read), so at the child's wake_up_new_task the parent, past its "
      "slice, is rescheduled (update_curr with another task queued) and the child's whole life, its exit "

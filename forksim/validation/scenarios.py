@@ -81,6 +81,7 @@ class Scenario:
     live_children: int = 0         # idle children each parent keeps (loadgen --live-children)
     wait: str = "pid"              # how each parent reaps: "pid" or "any" (loadgen --wait-any: waitpid(-1))
     unshare: tuple[str, ...] = ()  # fork kind: the child calls unshare(flags) before it exits (loadgen --unshare)
+    write_fraction: float = 0.0    # closed: after each reap the parent writes this share of its pages
 
     def duration(self, quick: bool) -> float:
         return self.quick_duration_s if quick else self.duration_s
@@ -139,6 +140,8 @@ class Scenario:
             args += ["--other-work", str(self.other_work_bytes)]
         if self.child_life_s > 0:
             args += ["--child-life", f"{self.child_life_s:g}"]
+        if self.write_fraction > 0:
+            args += ["--write-fraction", f"{self.write_fraction:g}"]
         return args
 
     def to_config(self, measured: dict[str, Any], *, cpus: int, quick: bool = False,
@@ -148,7 +151,8 @@ class Scenario:
         anon_vmas = measured.get("anon_vmas")
         anon_vmas = None if anon_vmas is None else max(0, min(int(anon_vmas), vmas))
         rss = int(measured.get("rss_bytes", self.rss))
-        image: dict[str, Any] = {"rss": rss, "vmas": vmas, "thp": False, "threads": self.threads, "fds": self.fds}
+        image: dict[str, Any] = {"rss": rss, "vmas": vmas, "thp": False, "threads": self.threads, "fds": self.fds,
+                                 "write_fraction": self.write_fraction}
         if anon_vmas is not None:
             image["anon_vmas"] = anon_vmas
         # what a user reads from /proc/PID/pagemap (tools/image_shape.py): the parents' layout as the run began
@@ -256,6 +260,15 @@ def _lived(rss: int, life_s: float) -> Scenario:
                     notes=f"a fork right after the exit of a child that lived {life}: the exit found the image cold")
 
 
+def _writing(rss: int, fraction: float, *, pin: bool = True, quick: bool = False) -> Scenario:
+    """One parent writing `fraction` of its image after each reap (a service that forks after doing work, an
+    interpreter whose objects it touches): the next fork write-protects each of those PTEs again."""
+    pct = f"{fraction * 100:g}pct"
+    return Scenario(name=f"closed-fork-K1-rss{_size_name(rss)}-writes{pct}" + ("-pin" if pin else ""), mode="closed",
+                    kind=FORK, parents=1, rss=rss, write_fraction=fraction, pin=pin, quick=quick, duration_s=4.0,
+                    notes=f"a fork after the parent wrote {pct} of its pages since the last: their PTEs writable")
+
+
 def _open(fraction: float, rss: int, *, quick: bool = False) -> Scenario:
     pct = int(round(fraction * 100))
     return Scenario(name=f"open-fork-{pct}pct-rss{_size_name(rss)}", mode="open", kind=FORK, parents=2, rss=rss,
@@ -296,6 +309,8 @@ def _build() -> tuple[Scenario, ...]:
         out.append(_after_work(64 * MiB, llc, quick=llc == 0.5))
     for rss in (64 * MiB, 256 * MiB):
         out.append(_lived(rss, 1.0))
+    for rss, fraction, pin in ((64 * MiB, 1.0, True), (256 * MiB, 1.0, True), (256 * MiB, 0.25, False)):
+        out.append(_writing(rss, fraction, pin=pin, quick=rss == 64 * MiB))
     out.append(Scenario(name="mt-fork-4threads-rss1GiB", mode="mt", kind=FORK, parents=1, rss=1 * GiB, writers=3,
                         quick=True, duration_s=6.0, quick_duration_s=1.5,
                         notes="1 forking thread + 3 threads writing one byte per page across the 1 GiB image"))

@@ -142,6 +142,7 @@ static struct {
     unsigned long unshare;   /* fork kind: the child calls unshare(unshare) before it exits */
     size_t other_work;       /* closed: bytes a co-runner on the parent's CPU sweeps before each creation */
     double child_life;       /* fork kind: the child spins this many seconds (clock reads) before it exits */
+    double write_fraction;   /* closed: after each reap the parent writes one byte of this share of its pages */
 } opt = {M_CLOSED, K_FORK, 1, 0, 3, 0, 0, 1.0, 0.2, 0.0, 1.0, 0.0, 1.0, 0.01, 0, 0, 0, 50000, NULL, NULL, 1};
 
 static struct ctl *ctl;
@@ -175,6 +176,8 @@ static void usage(void)
             "  [--fds N] [--live-children N] [--clone-flags HEX] [--wait-any] [--unshare HEX]\n"
             "  [--think S] (closed: sleep S seconds after each creation)\n"
             "  [--child-life S] (fork kind: the child spins S seconds before it exits)\n"
+            "  [--write-fraction F] (closed: after each reap the parent writes one byte of each page of the first\n"
+            "   F of its image, so that the next fork finds those PTEs writable and write-protects them)\n"
             "  [--other-work BYTES] (closed: then another process on the parent's CPU writes one byte per\n"
             "   64-byte line of its own BYTES of memory while the parent waits; --pin keeps them on one CPU)\n"
 
@@ -455,6 +458,7 @@ static void parent_main(int idx)
     if (opt.other_work && opt.mode == M_CLOSED)
         start_co_runner(opt.other_work); /* before the image: it shares none of it */
     char *image = touch_rss(opt.rss);
+    size_t write_pages = opt.mode == M_CLOSED ? (size_t)(opt.write_fraction * (double)(opt.rss / PAGE) + 0.5) : 0;
 
     struct writer ws[MAXW];
     if (opt.mode == M_MT) {
@@ -569,6 +573,9 @@ static void parent_main(int idx)
                 else
                     ctl->dropped[idx]++;
             }
+            if (write_pages) /* the parent's own work writes its image: the next fork write-protects the PTEs */
+                for (size_t pg = 0; pg < write_pages; pg++)
+                    ((volatile char *)image)[pg * PAGE]++;
             if (opt.think > 0) /* closed loop with think time: the parent sleeps between creations */
                 sleep_until(now_ns() + (int64_t)(opt.think * 1e9));
             if (opt.other_work) /* then another process's work on this CPU, just before the next creation */
@@ -741,6 +748,7 @@ int main(int argc, char **argv)
         else if (ARG("--grace")) opt.grace = atof(v);
         else if (ARG("--think")) opt.think = atof(v);
         else if (ARG("--child-life")) opt.child_life = atof(v);
+        else if (ARG("--write-fraction")) opt.write_fraction = atof(v);
         else if (ARG("--other-work")) opt.other_work = (size_t)strtoull(v, NULL, 10);
         else if (ARG("--hogs")) opt.hogs = atoi(v);
         else if (ARG("--hog-duty")) opt.hog_duty = atof(v);
@@ -780,6 +788,10 @@ int main(int argc, char **argv)
     }
     if (opt.mode == M_MT)
         opt.parents = 1;
+    if (!(opt.write_fraction >= 0 && opt.write_fraction <= 1)) {
+        fprintf(stderr, "loadgen: --write-fraction must be between 0 and 1\n");
+        return 2;
+    }
     if (opt.rss % PAGE)
         opt.rss += PAGE - opt.rss % PAGE;
     if (opt.cap <= 0) {
