@@ -1,5 +1,5 @@
 """Pages the parent wrote since its last fork (dup_mmap's per_written_pte_us): the config key, the state the model
-keeps, the calibration's fit and merge, and the validation rows that state it."""
+keeps, the calibration's fit and merge, the validation rows that state it and the tool that reads it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import shutil
 import resource
 import subprocess
 import sys
+import tomllib
 
 import pytest
 import simpy
@@ -198,3 +199,41 @@ def test_loadgen_writes_its_share_after_each_reap_and_refuses_one_out_of_range(t
     # cycle of ~2 ms, against none without writes
     extra = _loadgen_minor_faults(loadgen, tmp_path / "w", 0.25) - _loadgen_minor_faults(loadgen, tmp_path / "r", 0.0)
     assert extra > 10 * 1024
+
+# ------------------------------------------------------------------ the user's tool: tools/image_shape.py --written
+
+_WRITER = """
+import mmap, os, sys, time
+n = 64 << 20
+m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for i in range(0, n, 4096):
+    m[i] = 1
+print("ready", flush=True)
+while True:  # fork, reap, write a quarter of the image, sleep: a fork every ~0.2 s
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    for i in range(0, n // 4, 4096):
+        m[i] = 2
+    time.sleep(0.2)
+"""
+
+
+def test_image_shape_reads_the_share_written_between_forks():
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        res = subprocess.run([sys.executable, str(REPO / "tools" / "image_shape.py"), str(writer.pid), "--written",
+                              "0.2"], capture_output=True, text=True, timeout=60)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert res.returncode == 0, res.stderr
+    image = tomllib.loads(res.stdout)["workload"]["image"]
+    # a quarter of 64 MiB of its ~70 MiB, give or take a fork in the window and the interpreter's own faults
+    assert 0.1 < image["write_fraction"] < 0.6
+    assert "minor faults in 0.2 s" in res.stdout
+    bad = subprocess.run([sys.executable, str(REPO / "tools" / "image_shape.py"), "1", "--written", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--written" in bad.stderr
