@@ -17,7 +17,8 @@ event loop, like Redis's:
   copy_process/dup_mmap, so the requests arriving meanwhile queue behind it (the fork stall). The
   child runs `workload.child.lifetime` (the snapshot's write time, as CPU time on another CPU when
   one is free) and exits;
-- after a fork every page of the dataset is write-protected in the server: each request writes
+- after a fork every page of the dataset is write-protected in the server (so at the start too: a run begins as
+  just after a snapshot, the state of a server that snapshots regularly): each request writes
   `writes_per_request` random 4 KiB pages, and a write to a page still write-protected faults once:
   a copy (`cow_fault_copy`) while the child still maps the pages, a reuse (`cow_fault_reuse`) after
   it exited. `[workload.child] cow_write_fraction` with `cow_writer = "parent"` adds a one-off burst
@@ -60,7 +61,7 @@ class _Instance:
     __slots__ = ("index", "proc", "queue", "idle", "cron_due", "child", "child_rec", "next_snapshot",
                  "wp_pages", "serving")
 
-    def __init__(self, index: int, proc: Process, first_snapshot: float):
+    def __init__(self, index: int, proc: Process, first_snapshot: float, pages: int):
         self.index = index
         self.proc = proc
         self.queue: deque[float] = deque()
@@ -69,7 +70,9 @@ class _Instance:
         self.child: Process | None = None
         self.child_rec: Creation | None = None
         self.next_snapshot = first_snapshot
-        self.wp_pages = 0  # pages write-protected in the server since the last fork
+        # pages write-protected in the server since the last fork: all of them at the start, which is the state of a
+        # server that snapshots regularly just after a snapshot (as MM.written, none written since)
+        self.wp_pages = pages
         self.serving: float | None = None  # arrival time of the request in service
 
 
@@ -103,7 +106,7 @@ class Server(Workload):
         self.first_snapshot = first
         for i in range(wl.parents):
             task, first_run = self.machine.start_task(f"server{i}", pin=self._pin(i))
-            inst = _Instance(i, Process(task, self.kernel.new_mm(self.shape)), first)
+            inst = _Instance(i, Process(task, self.kernel.new_mm(self.shape)), first, self.pages)
             self.instances.append(inst)
             self.env.process(self._serve(inst, first_run))
             self.env.process(self._requests(inst))
