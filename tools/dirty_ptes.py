@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]  # the forksim of this tree
 
 from forksim.calibration.bench import build  # noqa: E402 - after the path
+from forksim.calibration.written import halves  # noqa: E402
 from forksim.host import this_host  # noqa: E402
 
 PAGE = 4096
@@ -36,8 +37,7 @@ def measure(fb: str, mib: int, forks: int) -> dict:
     out = subprocess.run([fb, "fork", "-r", str(mib << 20), "-n", str(2 * forks), "-w", "4", "-c", "1", "-D"],
                          capture_output=True, text=True, check=True).stdout
     samples = [json.loads(line) for line in out.splitlines() if line.startswith('{"b"')]
-    half = {d: [s["fork_cpu_ns"] / 1e3 for s in samples if s["dirty"] == d] for d in (0, 1)}
-    clean, dirty = statistics.median(half[0]), statistics.median(half[1])
+    clean, dirty = halves({"samples": samples})
     return {"mib": mib, "forks": len(samples), "clean_p50_us": round(clean, 1), "dirty_p50_us": round(dirty, 1),
             "extra_per_page_ns": round((dirty - clean) * 1e3 / ((mib << 20) // PAGE), 2)}
 

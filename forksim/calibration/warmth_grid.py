@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ForksimError, MeasurementError
 from . import bench
-from .plan import PLANS, MiB, Store
+from .plan import PLANS, MiB, Store, read_raw, write_raw
 from .room_loops import KIND as ROOM_KIND, room_section
 from .warmth import cold_jobs, cross_cpu_wake_us, fit_warmth
 
@@ -41,14 +41,6 @@ def measure_warmth(plan: str = "full", cpu: int | None = None, progress=print) -
         job()
     return {"facts": machine_facts(), "plan": plan, "cpu": cpu, "other_cpu": other, "date": start,
             "refused": store.refused, "runs": store.runs}
-
-
-def _read_raw(path: Path) -> dict[str, Any]:
-    import gzip
-    import json
-
-    data = path.read_bytes()
-    return json.loads(gzip.decompress(data) if path.suffix == ".gz" else data)
 
 
 def _speed(prof: dict[str, Any], diag: dict[str, Any]) -> tuple[str, float | None]:
@@ -82,7 +74,7 @@ def merge_into(raw: str | Path, profile: str | Path, note: str = "", scale: bool
     from ..profile import Profile
 
     rp = Path(raw)
-    r = _read_raw(rp)
+    r = read_raw(rp)
     store = Store(runs=[x for x in r["runs"] if x["kind"] == "cold"])
     path = Path(profile)
     prof = json.loads(path.read_text())
@@ -148,13 +140,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(a: Any) -> None:
-    import gzip
     import json
 
     if a.cmd == "measure":
         raw = measure_warmth(a.plan, a.cpu, progress=lambda s: print(s, flush=True))
-        data = json.dumps(raw).encode()
-        Path(a.raw).write_bytes(gzip.compress(data) if a.raw.endswith(".gz") else data)
+        write_raw(a.raw, raw)
         warmth, diag = fit_warmth(Store(runs=raw["runs"]))
         for row in diag.get("cold_forks", []):
             print(f"{row['rss_bytes'] // MiB:5d} MiB {row['cond']:8s} {row['x']:>12g}  n={row['n']:3d}  "

@@ -16,7 +16,6 @@ files: dup_mmap's per_written_pte_us and its source, every other number as it wa
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import json
 import os
 import sys
@@ -28,14 +27,14 @@ from ..io import write_text
 from ..kernel.stages import DUP_MMAP
 from ..profile import Profile, StageCost
 from .fit import median
-from .plan import PLANS, WRITTEN, MiB, Store
+from .plan import PLANS, WRITTEN, MiB, Store, read_raw, write_raw
 
-__all__ = ["WRITTEN", "fit_written", "with_written", "measure_written", "merge_into"]
+__all__ = ["WRITTEN", "halves", "fit_written", "with_written", "measure_written", "merge_into"]
 
 PAGE = 4096
 
 
-def _halves(run: dict[str, Any]) -> tuple[float, float] | None:
+def halves(run: dict[str, Any]) -> tuple[float, float] | None:
     """p50 of fork()'s CPU time (us) after a read pass and after a write pass; None without both halves."""
     half = {d: [s["fork_cpu_ns"] / 1e3 for s in run["samples"] if s.get("dirty") == d] for d in (0, 1)}
     if not (half[0] and half[1]):
@@ -49,9 +48,9 @@ def fit_written(store: Store) -> dict[str, Any] | None:
     least-squares slope through zero weighted by pages would let the largest size alone decide it)."""
     sizes: dict[int, list[tuple[float, float]]] = {}
     for run in store.select(WRITTEN):
-        halves = _halves(run)
-        if halves is not None:
-            sizes.setdefault(run["key"]["rss"], []).append(halves)
+        pair = halves(run)
+        if pair is not None:
+            sizes.setdefault(run["key"]["rss"], []).append(pair)
     if not sizes:
         return None
     rows = {}
@@ -101,8 +100,7 @@ def measure_written(plan: str, cpu: int) -> dict[str, Any]:
 
 def merge_into(raw_path: str, profile: str, note: str = "") -> dict[str, Any]:
     """Fit the WRITTEN runs of a raw file into a profile file's dup_mmap (its other numbers as they were)."""
-    data = Path(raw_path).read_bytes()
-    raw = json.loads(gzip.decompress(data) if raw_path.endswith(".gz") else data)
+    raw = read_raw(raw_path)
     fit = fit_written(Store(runs=[r for r in raw["runs"] if r["kind"] == WRITTEN]))
     if fit is None:
         raise MeasurementError(f"{raw_path}: no runs of kind {WRITTEN!r} (forkbench -D)")
@@ -144,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.cmd == "measure":
             raw = measure_written(a.plan, a.cpu)
-            blob = json.dumps(raw).encode()
-            Path(a.raw).write_bytes(gzip.compress(blob) if a.raw.endswith(".gz") else blob)
+            write_raw(a.raw, raw)
             fit = fit_written(Store(runs=raw["runs"]))
             print(json.dumps(fit, indent=1))
         for prof in a.merge if a.cmd == "measure" else a.profiles:

@@ -609,6 +609,13 @@ class Kernel:
         if ev is not None:
             yield ev
 
+    def write_faults(self, mm: MM, pages: int) -> float:
+        """do_wp_page for `pages` write-protected 4 KiB pages of `mm` its process writes: a copy while another
+        process still maps them, else a reuse; their CPU time. Their PTEs are writable again (the next fork
+        write-protects them)."""
+        wrote(mm, pages)
+        return self.costs.draw_many("cow_fault_copy" if mm.users > 1 else "cow_fault_reuse", pages)
+
     def _cow_cost(self, shape, shared: bool, fraction: float) -> float:
         """do_wp_page for `fraction` of the inherited 4 KiB pages (a write to a shared THP splits it
         and copies one 4 KiB page, since Linux 5.8): a copy while shared, else a reuse."""

@@ -192,10 +192,7 @@ class ParentWorkload(Workload):
         """The parent's own work after the reap writes `image.write_fraction` of its pages: a write fault on each
         PTE the last fork write-protected (do_wp_page: a reuse where no child maps the page any more, a copy
         where a live child still does), each PTE writable again for the next fork to write-protect."""
-        mm, pages = proc.mm, self._rewrites
-        wrote(mm, pages)
-        yield proc.task.run(self.kernel.costs.draw_many("cow_fault_copy" if mm.users > 1 else "cow_fault_reuse",
-                                                        pages), preemptible=True)
+        yield proc.task.run(self.kernel.write_faults(proc.mm, self._rewrites), preemptible=True)
 
     # ---- the parent's other threads
 

@@ -39,7 +39,7 @@ import simpy
 
 from ..draws import Draws
 from ..kernel.flags import FORK
-from ..kernel.mm import Process, wrote
+from ..kernel.mm import Process
 from ..metrics import Creation
 from ..requests import RequestLog, mark_windows
 from .arrivals import arrival_times, feed_arrivals
@@ -159,9 +159,7 @@ class Server(Workload):
                 faults += 1
         if not faults:
             return 0.0
-        wrote(inst.proc.mm, faults)
-        shared = inst.proc.mm.users > 1  # the snapshot child still maps the pages
-        return self.kernel.costs.draw_many("cow_fault_copy" if shared else "cow_fault_reuse", faults)
+        return self.kernel.write_faults(inst.proc.mm, faults)  # a copy while the snapshot child still maps them
 
     def _cron_work(self, inst: _Instance):
         """serverCron: reap an exited snapshot child (WNOHANG), start a due snapshot."""
