@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,7 +199,10 @@ def test_scenario_set():
     names = [s.name for s in SCENARIOS]
     assert len(names) == len(set(names))
     full = scenarios.scenarios(quick=False)
-    assert len(full) == len(SCENARIOS) == 61
+    assert len(full) == len(SCENARIOS) == 63
+    # fork then exec (the copy dropped by exec_mmap at once): one parent at RSS 0 and 256 MiB
+    assert {s.name for s in SCENARIOS if s.kind == "fork_exec"} == {"closed-fork_exec-K1-rss0",
+                                                                    "closed-fork_exec-K1-rss256MiB"}
     # the busy machine: 1 and 2 parents beside 1, 2 and 4 hogs at RSS 0 and 256 MiB, and 50% duty hogs,
     # each repeated (the real run-to-run spread)
     hogs = [s for s in SCENARIOS if s.hogs]
@@ -219,7 +223,7 @@ def test_scenario_set():
         f"closed-{k}-K1-rss0-think{g}ms" for k in ("vfork", "posix_spawn", "thread") for g in (1, 10)}
     quick = scenarios.scenarios(quick=True)
     assert {"closed-fork-K1-rss0", "closed-fork-K2-rss0", "closed-vfork-K1-rss0", "closed-posix_spawn-K1-rss0",
-            "closed-thread-K1-rss0", "closed-fork-K1-rss0-hogs2"} <= {s.name for s in quick}
+            "closed-thread-K1-rss0", "closed-fork_exec-K1-rss0", "closed-fork-K1-rss0-hogs2"} <= {s.name for s in quick}
     # every open load comes after the K=2 closed load at its RSS that sets its rate
     for runs in (full, quick):
         seen = set()
@@ -559,6 +563,23 @@ def test_the_wake_canary_runs_on_this_machine():
 
     got = WakeCanary("intel-xeon-family6-model207-2cpu-linux6.18-kvm", os.cpu_count() or 1).measure()
     assert got is not None and 0.0 < got["measured_wake_p50_us"] < 10_000.0 and got["predicted_wake_p50_us"] > 0
+
+
+@NEEDS_CC
+def test_a_fork_exec_child_runs_the_helper_and_a_helper_that_cannot_run_fails_the_run():
+    """--kind fork_exec forks and the child execs the helper, which exits with its CPU as status (every record names
+    a CPU of this machine); a helper execve refuses fails the run, saying so."""
+    from forksim.validation.loadgen import LoadgenError, run_loadgen
+
+    args = ["--mode", "closed", "--kind", "fork_exec", "--parents", "1", "--duration", "0.3", "--warmup", "0.05"]
+    meta, recs, _stalls = run_loadgen(args, timeout=60.0)
+    assert meta["records"] > 10 and meta["errors"] == 0
+    assert ((recs["ccpu"] >= 0) & (recs["ccpu"] < (os.cpu_count() or 1))).all()
+    assert (recs["t1"] > recs["t0"]).all() and (recs["t2"] >= recs["t1"]).all()
+    tools = dataclasses.replace(measure.build_tools(), helper=Path("/dev/null"))
+    with pytest.raises(LoadgenError, match="execve of the helper in the child"):
+        run_loadgen(args, timeout=60.0, tools=tools)
+    assert not _our_loadgens()
 
 
 @NEEDS_CC

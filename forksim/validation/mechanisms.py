@@ -7,7 +7,7 @@ mechanism is thought responsible. Update them when the model or the evidence cha
 
 from __future__ import annotations
 
-from ..kernel.flags import POSIX_SPAWN, THREAD, VFORK
+from ..kernel.flags import FORK_EXEC, POSIX_SPAWN, THREAD, VFORK
 
 __all__ = ["MECHANISMS", "mechanism_for"]
 
@@ -124,6 +124,12 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
     ("open-fork", "at low load the parent waits between requests, so its forks run cold (the model now charges the "
      "profile's cold extra by the time since the last walk of the image); queueing then amplifies the remaining "
      "service-time error in the response percentiles"),
+    (FORK_EXEC, "a fork whose child execs the no-libc helper at once: fork() is the plain fork's walk (measured "
+     "2026-12-06 on the AMD zen4 host, loadgen at 256 MiB, three runs each within 20 minutes: fork() p50 "
+     "3,606-4,447 us in this loop, 3,756-4,031 us in the fork-and-exit one), and sched_exec sends the exec'ing "
+     "child to the idle vCPU (99-100% of the helpers exited there; the model's exec_moves_when_idle), where "
+     "exec_mmap drops its copy of the image (an exit's zap) while the parent waits; the round trip adds that "
+     "exec, the helper's exit and the parent's wake-up across vCPUs. The p99s as in the rss0 rows below"),
     (POSIX_SPAWN, "the exec of the no-libc helper and its exit, and the IPI to a halted vCPU when the "
      "exec'd child or the woken parent lands on the other vCPU"),
     (VFORK, "the p99: host-side stalls. Traced (tools/vfork_trace.py, 6,025 creations): in the slowest 1% both "

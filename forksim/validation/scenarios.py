@@ -30,9 +30,8 @@ MiB = 1024**2
 GiB = 1024**3
 
 Mode = Literal["closed", "open", "mt"]
-# The creation kinds the load generator runs (its --kind): every kind of kernel/flags.KINDS but the
-# one that copies the mm and then execs (fork+exec), which loadgen.c has no mode for.
-LOADGEN_KINDS = tuple(k for k in KINDS if k not in COPIES_MM & EXECS)
+# The creation kinds the load generator runs (its --kind): every kind of kernel/flags.KINDS.
+LOADGEN_KINDS = tuple(KINDS)
 Kind = str  # one of LOADGEN_KINDS
 
 
@@ -284,6 +283,9 @@ def _build() -> tuple[Scenario, ...]:
             # Large images fork slowly (milliseconds): fewer samples per second, so run longer.
             out.append(_closed(FORK, k, rss, quick=rss == 256 * MiB, duration_s=6.0, quick_duration_s=1.5))
     for kind in (k for k in LOADGEN_KINDS if k not in COPIES_MM):  # the kinds that share the parent's mm
+        for rss in (0, 256 * MiB):
+            out.append(_closed(kind, 1, rss, quick=rss == 0))
+    for kind in (k for k in LOADGEN_KINDS if k in COPIES_MM & EXECS):  # fork, then exec: the copy dropped at once
         for rss in (0, 256 * MiB):
             out.append(_closed(kind, 1, rss, quick=rss == 0))
     # A busy machine: CPU hogs beside the parents. Where the balancer puts hogs and parents differs
