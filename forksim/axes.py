@@ -17,8 +17,8 @@ __all__ = ["SIZE_KEYS", "TIME_KEYS", "RATE_KEYS", "COUNT_UNITS", "time_text", "s
 
 # what a swept key's values are (the resolved config's units: bytes, microseconds, per second)
 SIZE_KEYS = {"rss", "other_work"}
-TIME_KEYS = {"duration", "warmup", "think_time", "lifetime", "exec_lifetime", "tick", "slice", "idle_wake",
-              "context_switch", "migration", "service", "interval", "cron", "first_snapshot"}
+TIME_KEYS = {"duration", "warmup", "think_time", "parent_work", "lifetime", "exec_lifetime", "tick", "slice",
+             "idle_wake", "context_switch", "migration", "service", "interval", "cron", "first_snapshot"}
 RATE_KEYS = {"rate", "fault_rate"}
 COUNT_UNITS = {"cpus": "CPUs", "parents": "processes", "threads": "threads", "vmas": "mappings",
                 "anon_vmas": "mappings", "cpu_hogs": "tasks"}

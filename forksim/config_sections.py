@@ -340,6 +340,12 @@ class WorkloadSection(_Section):
     kind: Literal["closed", "open", "server"] = "closed"
     parents: int = Field(default=1, ge=1, le=100_000)
     think_time: Micros = 0.0
+    parent_work: Micros = Field(
+        default=0.0,
+        description="CPU time each parent runs after each reap, before its think time and its next creation (its "
+        "own work between creations: a shell reading the next command, a master's bookkeeping, a service handling "
+        "the next request); its CPU stays busy meanwhile, unlike think_time's sleep (default 0)",
+    )
     rate: PerSecond | None = None
     arrivals: str = Field(
         default="poisson", description="poisson | deterministic | bursty ([workload.bursts]) | path to a file of arrival times"
@@ -395,6 +401,9 @@ class WorkloadSection(_Section):
         if self.kind == "server":
             if self.rate is None and self.arrivals in ("poisson", "deterministic"):
                 raise ValueError("a server workload needs the request `rate` (e.g. rate = \"20000/s\") or an arrivals file")
+            if self.parent_work:
+                raise ValueError("a server workload states its own work per request (workload.server.service), "
+                                 "not workload.parent_work")
             if self.image.threads != 1:
                 raise ValueError("a server workload models a single-threaded server: workload.image.threads must be 1")
             if self.image.write_fraction:

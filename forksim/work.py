@@ -75,7 +75,7 @@ def estimate_work(exp: Experiment, profile: Profile) -> WorkEstimate:
     parent, childw = _mean_creation_us(exp, profile)
     # Mean costs; half of them as the floor (the estimate errs towards more work, not less).
     floor = max(0.5 * parent, 0.5)
-    cpu = max(0.5 * (parent + childw), 0.5)
+    cpu = max(0.5 * (parent + childw), 0.5) + wl.parent_work
     # A closed parent forks, then waits to reap: its loop takes at least the child's life too.
     cycle = cpu + wl.think_time
     per_us = min(wl.parents / cycle, exp.machine.cpus / cpu)  # creations per us, upper bound

@@ -199,7 +199,7 @@ def test_scenario_set():
     names = [s.name for s in SCENARIOS]
     assert len(names) == len(set(names))
     full = scenarios.scenarios(quick=False)
-    assert len(full) == len(SCENARIOS) == 63
+    assert len(full) == len(SCENARIOS) == 65
     # fork then exec (the copy dropped by exec_mmap at once): one parent at RSS 0 and 256 MiB
     assert {s.name for s in SCENARIOS if s.kind == "fork_exec"} == {"closed-fork_exec-K1-rss0",
                                                                     "closed-fork_exec-K1-rss256MiB"}

@@ -190,13 +190,13 @@ def simulate(config: dict[str, Any], profile: str | None) -> dict[str, Any]:
 
 def stated_prediction(config: dict[str, Any], measured: dict[str, Any],
                       sim: Callable[[dict[str, Any], str | None], dict[str, Any]]) -> dict[str, Any] | None:
-    """A cold row (a gap between forks: think time, or a child's life before its exit) predicted as a user states
-    it: the image's RSS, VMAs and threads and the gap, its layout not read (`workload.image.scatter` and `spread`
-    left out, so the model takes the profile's fresh_image_scatter and fresh_image_spread): {"fork_p50": predicted
-    us, "rel_error": against the measured p50}. None for a row without a gap or without a layout to leave out (its main prediction is that
-    already)."""
+    """A cold row (a gap between forks: think time, the parent's own work, or a child's life before its exit)
+    predicted as a user states it: the image's RSS, VMAs and threads and the gap, its layout not read
+    (`workload.image.scatter` and `spread` left out, so the model takes the profile's fresh_image_scatter and
+    fresh_image_spread): {"fork_p50": predicted us, "rel_error": against the measured p50}. None for a row without
+    a gap or without a layout to leave out (its main prediction is that already)."""
     workload = config.get("workload") or {}
-    gap = workload.get("think_time") or (workload.get("child") or {}).get("lifetime")
+    gap = workload.get("think_time") or workload.get("parent_work") or (workload.get("child") or {}).get("lifetime")
     if not gap or "scatter" not in (workload.get("image") or {}):
         return None
     stated = copy.deepcopy(config)
@@ -305,7 +305,8 @@ def validate(profile: str = "default", quick: bool = False, out: Path | None = N
         if not sc.interleave or quick or sc.interleave not in groups_seen:
             drift = canary.measure()  # before each row; once before an interleaved group
             # a row with a gap: how cold a gap leaves an image drifts on its own (canary.py)
-            cold_drift = cold_canary.measure() if sc.think_s or sc.child_life_s or sc.other_work_llc else None
+            gap = sc.think_s or sc.child_life_s or sc.other_work_llc or sc.parent_work_s
+            cold_drift = cold_canary.measure() if gap else None
             # a row with a think time: how fast the halted vCPU wakes, the host's mode (canary.py)
             wake_drift = wake_canary.measure() if sc.think_s else None
         groups_seen.add(sc.interleave)

@@ -171,8 +171,9 @@ def summarize(scenario: Scenario, meta: dict, recs: np.ndarray, stalls: np.ndarr
     }
     if "image_layout" in meta:  # the parents' physical layout, read as the run began (validation/layouts.py)
         out["image_layout"] = meta["image_layout"]
-    if scenario.mode == "closed" and scenario.parents == 1 and (scenario.think_s > 0 or scenario.other_work_llc > 0):
-        # the gap each fork followed: from the previous reap to this fork (sleep, co-runner's sweep)
+    if scenario.mode == "closed" and scenario.parents == 1 and (scenario.think_s > 0 or scenario.other_work_llc > 0
+                                                                or scenario.parent_work_s > 0):
+        # the gap each fork followed: from the previous reap to this fork (sleep, co-runner's sweep, own work)
         out["gap_us"] = latency_stats(_gaps(recs))
         out["other_work_bytes"] = scenario.other_work_bytes
     if scenario.mode == "open":

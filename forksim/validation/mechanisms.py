@@ -113,6 +113,11 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "the shipped profile's 0.69 (its calibration, 2026-12-05, on another VM) while the fork canary was within 3%, "
      "and loadgen's own pass took ~1.0 us a page; so with a profile from another VM the cycle, hence the "
      "throughput, is that far off, and fork() and the round trip (fork to reap) are not"),
+    ("-busy", "a parent that spins between its forks (loadgen --parent-work; workload.parent_work): its vCPU never "
+     "halts and no wake-up moves it, so the image stays in that CPU's caches (64 MiB after 1 ms of work: fork() p50 "
+     "908 us against the back-to-back canary's 874-902, 2026-12-06, AMD zen4; the model 914) and the children's "
+     "placement is the back-to-back loop's (100 us of work: 0.51 on the parent's vCPU, as without it; the model "
+     "0.51; at 64 MiB 0.71, the model 0.85). The p99s as in the rss0 rows below"),
     ("llc-pin", "a fork after a co-runner swept its memory on the parent's CPU: its wake-up of the parent leaves it "
      "runnable (preempted before its blocking read), so at the child's wake_up_new_task the parent, past its "
      "slice, is rescheduled (update_curr with another task queued) and the child's whole life, its exit "

@@ -43,6 +43,10 @@ def _size_name(rss: int) -> str:
     return f"{rss // MiB}MiB"
 
 
+def _time_name(s: float) -> str:
+    return f"{s * 1e3:g}ms" if s >= 1e-3 else f"{s * 1e6:g}us"
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One real load and its simulated twin.
@@ -81,6 +85,7 @@ class Scenario:
     wait: str = "pid"              # how each parent reaps: "pid" or "any" (loadgen --wait-any: waitpid(-1))
     unshare: tuple[str, ...] = ()  # fork kind: the child calls unshare(flags) before it exits (loadgen --unshare)
     write_fraction: float = 0.0    # closed: after each reap the parent writes this share of its pages
+    parent_work_s: float = 0.0     # closed: then the parent spins this long, its own CPU work (workload.parent_work)
 
     def duration(self, quick: bool) -> float:
         return self.quick_duration_s if quick else self.duration_s
@@ -141,6 +146,8 @@ class Scenario:
             args += ["--child-life", f"{self.child_life_s:g}"]
         if self.write_fraction > 0:
             args += ["--write-fraction", f"{self.write_fraction:g}"]
+        if self.parent_work_s > 0:
+            args += ["--parent-work", f"{self.parent_work_s:g}"]
         return args
 
     def to_config(self, measured: dict[str, Any], *, cpus: int, quick: bool = False,
@@ -164,6 +171,7 @@ class Scenario:
             "kind": "open" if self.mode == "open" else "closed",
             "parents": self.parents,
             "think_time": self.think_s * 1e6,
+            "parent_work": self.parent_work_s * 1e6,
             "image": image,
             "child": {"clone": self.kind, "lifetime": self.child_life_s * 1e6, "flags": list(self.clone_flags),
                       "unshare": list(self.unshare)},
@@ -313,6 +321,11 @@ def _build() -> tuple[Scenario, ...]:
         out.append(_lived(rss, 1.0))
     for rss, fraction, pin in ((64 * MiB, 1.0, True), (256 * MiB, 1.0, True), (256 * MiB, 0.25, False)):
         out.append(_writing(rss, fraction, pin=pin, quick=rss == 64 * MiB))
+    # a parent that works between its creations (its CPU busy, not halted): unpinned, as a service runs
+    for rss, work in ((0, 100e-6), (64 * MiB, 1e-3)):
+        out.append(Scenario(name=f"closed-fork-K1-rss{_size_name(rss)}-busy{_time_name(work)}", mode="closed",
+                            kind=FORK, parents=1, rss=rss, parent_work_s=work, quick=rss == 0,
+                            notes=f"after each reap the parent spins {_time_name(work)} before its next fork"))
     out.append(Scenario(name="mt-fork-4threads-rss1GiB", mode="mt", kind=FORK, parents=1, rss=1 * GiB, writers=3,
                         quick=True, duration_s=6.0, quick_duration_s=1.5,
                         notes="1 forking thread + 3 threads writing one byte per page across the 1 GiB image"))

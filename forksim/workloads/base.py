@@ -119,6 +119,7 @@ class ParentWorkload(Workload):
         self.kind = params.child.clone
         # the pages each parent writes between a reap and its next creation (image.write_fraction: _rewrite)
         self._rewrites = round(params.workload.image.write_fraction * self.shape.ptes)
+        self._work = params.workload.parent_work  # CPU time each parent runs after a reap (workload.parent_work)
 
     def _before_parents(self) -> None:
         """Started before the parents (an open workload's arrival streams)."""
@@ -187,6 +188,8 @@ class ParentWorkload(Workload):
         self._reaped(rec)
         if self._rewrites:
             yield from self._rewrite(proc)
+        if self._work > 0.0:
+            yield proc.task.run(self._work, preemptible=True)  # the parent's own work before its next creation
 
     def _rewrite(self, proc: Process):
         """The parent's own work after the reap writes `image.write_fraction` of its pages: a write fault on each

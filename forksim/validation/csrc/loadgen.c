@@ -143,6 +143,7 @@ static struct {
     size_t other_work;       /* closed: bytes a co-runner on the parent's CPU sweeps before each creation */
     double child_life;       /* fork kind: the child spins this many seconds (clock reads) before it exits */
     double write_fraction;   /* closed: after each reap the parent writes one byte of this share of its pages */
+    double parent_work;      /* closed: after each reap (and its writes) the parent spins this many seconds */
 } opt = {M_CLOSED, K_FORK, 1, 0, 3, 0, 0, 1.0, 0.2, 0.0, 1.0, 0.0, 1.0, 0.01, 0, 0, 0, 50000, NULL, NULL, 1};
 
 static struct ctl *ctl;
@@ -178,6 +179,7 @@ static void usage(void)
             "  [--child-life S] (fork kind: the child spins S seconds before it exits)\n"
             "  [--write-fraction F] (closed: after each reap the parent writes one byte of each page of the first\n"
             "   F of its image, so that the next fork finds those PTEs writable and write-protects them)\n"
+            "  [--parent-work S] (closed: after each reap the parent spins S seconds, its own CPU work)\n"
             "  [--other-work BYTES] (closed: then another process on the parent's CPU writes one byte per\n"
             "   64-byte line of its own BYTES of memory while the parent waits; --pin keeps them on one CPU)\n"
 
@@ -599,6 +601,11 @@ static void parent_main(int idx)
             if (write_pages) /* the parent's own work writes its image: the next fork write-protects the PTEs */
                 for (size_t pg = 0; pg < write_pages; pg++)
                     ((volatile char *)image)[pg * PAGE]++;
+            if (opt.parent_work > 0) { /* the parent's own CPU work before its next creation: clock reads */
+                int64_t end = now_ns() + (int64_t)(opt.parent_work * 1e9);
+                while (now_ns() < end)
+                    ;
+            }
             if (opt.think > 0) /* closed loop with think time: the parent sleeps between creations */
                 sleep_until(now_ns() + (int64_t)(opt.think * 1e9));
             if (opt.other_work) /* then another process's work on this CPU, just before the next creation */
@@ -773,6 +780,7 @@ int main(int argc, char **argv)
         else if (ARG("--think")) opt.think = atof(v);
         else if (ARG("--child-life")) opt.child_life = atof(v);
         else if (ARG("--write-fraction")) opt.write_fraction = atof(v);
+        else if (ARG("--parent-work")) opt.parent_work = atof(v);
         else if (ARG("--other-work")) opt.other_work = (size_t)strtoull(v, NULL, 10);
         else if (ARG("--hogs")) opt.hogs = atoi(v);
         else if (ARG("--hog-duty")) opt.hog_duty = atof(v);
@@ -812,6 +820,10 @@ int main(int argc, char **argv)
     }
     if (opt.mode == M_MT)
         opt.parents = 1;
+    if (!(opt.parent_work >= 0)) {
+        fprintf(stderr, "loadgen: --parent-work must be 0 or more seconds\n");
+        return 2;
+    }
     if (!(opt.write_fraction >= 0 && opt.write_fraction <= 1)) {
         fprintf(stderr, "loadgen: --write-fraction must be between 0 and 1\n");
         return 2;
