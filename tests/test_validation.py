@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -596,3 +597,38 @@ def test_a_parents_co_runner_counts_as_the_load_not_as_foreign_cpu_time():
     cpu = cpu_accounting(meta, duration)
     assert cpu["ours_frac"] > 0.3 / (os.cpu_count() or 1), cpu  # the sweeps fill most of the pinned CPU
     assert not _our_loadgens()
+
+
+def test_read_stressor_reads_an_image_and_its_per_creation_counters():
+    """What a user reads from /proc about a forking process: this process's own image and, per pid handed out in
+    the window (at least one), its faults and user time."""
+    from forksim.validation.crosscheck import read_stressor
+
+    st = read_stressor(os.getpid(), 0.02)
+    assert st["vmas"] > 0 and 0 <= st["anon_vmas"] <= st["vmas"] and st["rss_bytes"] > 0 and st["ops"] >= 1
+    assert st["minflt_per_op"] >= 0 and st["child_minflt_per_op"] >= 0 and st["user_us_per_op"] >= 0
+
+
+@pytest.mark.skipif(shutil.which("stress-ng") is None, reason="stress-ng is not installed (.ci/run installs it)")
+def test_stress_ng_fork_is_predicted_from_what_proc_says_of_its_stressor():
+    """The model is configured from the stressor's /proc, never its result: its image, its faults per op as the
+    written and child-written fractions, its user time per op as the parent's work; the doc states both rates."""
+    from forksim.validation.crosscheck import stress_ng_fork
+    from forksim.validation.document import render_doc
+
+    seen = []
+
+    def sim(config, profile):
+        seen.append(config)
+        return {"throughput_per_s": {"mean": 1234.0}}
+
+    got = stress_ng_fork(1.0, sim, "default", 2)
+    assert got is not None and not got.get("error"), got
+    st, wl = got["stressor"], seen[0]["workload"]
+    assert got["stress_ng_per_s"] > 0 and got["model_per_s"] == 1234.0
+    assert wl["image"]["rss"] == st["rss_bytes"] > 0 and wl["image"]["vmas"] == st["vmas"] > 10
+    assert wl["parent_work"] == st["user_us_per_op"] and wl["child"]["clone"] == "fork"
+    assert wl["image"]["write_fraction"] == pytest.approx(min(1.0, st["minflt_per_op"] / (st["rss_bytes"] // 4096)))
+    doc = render_doc({"provenance": {"cpus": 2}, "quick": True, "summary": summarize_rows([]), "rows": [],
+                      "crosscheck_stress_ng_fork": got})
+    assert "stress-ng --fork 1" in doc and "the model 1,234 creations/s" in doc

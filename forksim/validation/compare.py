@@ -27,7 +27,7 @@ from typing import Any, Callable
 from .measure import LoadgenError, build_tools, interleaved_measurer, measure
 from .apps import redis_bgsave
 from .canary import CANARIES, COLD_CANARY, Canary, WakeCanary, canary_summary
-from .crosscheck import stress_ng_vfork
+from .crosscheck import stress_ng_fork, stress_ng_vfork
 from .document import _fmt, _fmt_err, plot_report, render_markdown, write_report
 from .metrics import EXTRA_METRICS, METRICS, NOISY_FOREIGN_FRAC, TARGETS
 from .scenarios import capacity_key, scenarios
@@ -323,12 +323,18 @@ def validate(profile: str = "default", quick: bool = False, out: Path | None = N
     if crosscheck:
         say("  stress-ng cross-check (vfork, pinned, per s): " + ", ".join(
             f"{k} {_fmt(v)}" for k, v in crosscheck.items() if k.endswith("_per_s")))
+    fork_check = stress_ng_fork(2.0 if quick else 4.0, sim, profile, cpus)
+    if fork_check:
+        say("  stress-ng --fork 1 (unpinned, per s): " + ", ".join(
+            f"{k} {_fmt(v)}" for k, v in fork_check.items() if k.endswith("_per_s")) + (
+            f"  {fork_check['error']}" if fork_check.get("error") else ""))
     # a real application, timed by itself (full set only: it fills Redis to 1 GiB)
     apps = ({"skipped": "quick set: the real application (Redis BGSAVE) runs in the full set only"} if quick or only
             else redis_bgsave(sim, profile, quick=quick, say=say))
     report = {
         "provenance": provenance(profile),
         "crosscheck_stress_ng": crosscheck,
+        "crosscheck_stress_ng_fork": fork_check,
         "apps": apps,
         "quick": quick,
         "targets": TARGETS,

@@ -117,6 +117,17 @@ def _other_comparisons(report: dict[str, Any]) -> list[str]:
         lines += ["", "Cross-check with stress-ng (vfork+_exit+wait, one process pinned to CPU 0, creations/s): "
                   f"stress-ng {_fmt(cc.get('stress_ng_per_s'))}, forksim's load generator "
                   f"{_fmt(cc.get('loadgen_per_s'))}, the model (1 CPU) {_fmt(cc.get('model_per_s'))}."]
+    fc = report.get("crosscheck_stress_ng_fork")
+    if fc and fc.get("stress_ng_per_s") and fc.get("model_per_s"):
+        st = fc["stressor"]
+        lines += ["", "A benchmark of its own, stress-ng --fork 1 (unpinned; per bogo-op the stressor forks, "
+                  "setpgid()s and kill()s the child and reaps it), against the model given what /proc says of the "
+                  f"stressor, never its result: {st['rss_bytes'] / 1024:.0f} KiB RssAnon, {st['vmas']} VMAs "
+                  f"({st['anon_vmas']} with anonymous pages), per op {st['minflt_per_op']:.1f} minor faults "
+                  f"(write_fraction), {st['child_minflt_per_op']:.1f} in the child (cow_write_fraction) and "
+                  f"{st['user_us_per_op']:.1f} us of user CPU time (parent_work): stress-ng "
+                  f"{_fmt(fc['stress_ng_per_s'])} bogo ops/s, the model {_fmt(fc['model_per_s'])} creations/s "
+                  f"({_fmt_err(fc['model_per_s'] / fc['stress_ng_per_s'] - 1.0)})."]
     apps = report.get("apps") or {}
     if apps.get("rows"):
         lines += ["", f"A real application, timed by itself ({apps.get('app')}: BGSAVE every "
