@@ -34,7 +34,6 @@ def _bogo(stressor: str) -> re.Pattern[str]:
     return re.compile(stressor + r"\s+(\d+)\s+([\d.]+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)")
 
 
-
 def stress_ng_vfork(seconds: float, simulate: Callable[[dict[str, Any], str | None], dict[str, Any]],
                     profile: str) -> dict[str, Any] | None:
     """stress-ng --vfork 1 pinned to CPU 0, the load generator's pinned K=1 vfork, and the model
@@ -138,8 +137,7 @@ def stress_ng_fork(seconds: float, simulate: Callable[[dict[str, Any], str | Non
                        "seed": 42},
         "machine": {"cpus": cpus, "profile": profile},
         "workload": {"kind": "closed", "parents": 1, "parent_work": st["user_us_per_op"],
-                     "image": {"rss": st["rss_bytes"], "vmas": st["vmas"],
-                               "anon_vmas": min(st["anon_vmas"], st["vmas"]),
+                     "image": {"rss": st["rss_bytes"], "vmas": st["vmas"], "anon_vmas": st["anon_vmas"],
                                "write_fraction": min(1.0, st["minflt_per_op"] / ptes)},
                      "child": {"clone": FORK, "cow_write_fraction": min(1.0, st["child_minflt_per_op"] / ptes)}},
     }
