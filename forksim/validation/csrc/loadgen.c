@@ -275,6 +275,21 @@ static void *thread_fn(void *arg)
     return (void *)(intptr_t)sched_getcpu();
 }
 
+/* The creating call has returned in the parent: its end and the parent's CPU then. */
+static void returned(struct rec *r)
+{
+    r->t1 = now_ns();
+    r->pcpu1 = sched_getcpu();
+}
+
+/* Wait for `pid` (-1: any child) and time the reap; its status in *st. */
+static void reap(struct rec *r, pid_t pid, int *st)
+{
+    while (waitpid(pid, st, 0) < 0 && errno == EINTR)
+        ;
+    r->t2 = now_ns();
+}
+
 /* Create, let the child exit at once, reap it. Returns 0 or -1 (failed creation). */
 static int create_one(struct rec *r)
 {
@@ -295,13 +310,10 @@ static int create_one(struct rec *r)
             }
             _exit(sched_getcpu() & 0xff);
         }
-        r->t1 = now_ns();
-        r->pcpu1 = sched_getcpu();
+        returned(r);
         if (pid < 0)
             return -1;
-        while (waitpid(opt.wait_any ? -1 : pid, &st, 0) < 0 && errno == EINTR)
-            ;
-        r->t2 = now_ns();
+        reap(r, opt.wait_any ? -1 : pid, &st);
         if (opt.unshare && WIFEXITED(st) && WEXITSTATUS(st) == 254) {
             errno = EPERM;
             die("unshare in the child (--unshare needs CAP_SYS_ADMIN)");
@@ -318,13 +330,10 @@ static int create_one(struct rec *r)
             syscall(SYS_getcpu, &cpu, NULL, NULL);
             _exit(cpu & 0xff);
         }
-        r->t1 = now_ns();
-        r->pcpu1 = sched_getcpu();
+        returned(r);
         if (pid < 0)
             return -1;
-        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-            ;
-        r->t2 = now_ns();
+        reap(r, pid, &st);
         r->ccpu = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
         return 0;
     case K_FORK_EXEC: {
@@ -336,13 +345,10 @@ static int create_one(struct rec *r)
             execve(opt.helper, argv, empty_env);
             abort(); /* (any exit status is a CPU number): the parent says why, below */
         }
-        r->t1 = now_ns();
-        r->pcpu1 = sched_getcpu();
+        returned(r);
         if (pid < 0)
             return -1;
-        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-            ;
-        r->t2 = now_ns();
+        reap(r, pid, &st);
         if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT) {
             errno = ENOEXEC;
             die("execve of the helper in the child");
@@ -354,13 +360,10 @@ static int create_one(struct rec *r)
         char *argv[] = {(char *)opt.helper, NULL};
         r->t0 = now_ns();
         int e = posix_spawn(&pid, opt.helper, NULL, NULL, argv, empty_env);
-        r->t1 = now_ns();
-        r->pcpu1 = sched_getcpu();
+        returned(r);
         if (e)
             return -1;
-        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-            ;
-        r->t2 = now_ns();
+        reap(r, pid, &st);
         r->ccpu = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
         return 0;
     }
@@ -369,8 +372,7 @@ static int create_one(struct rec *r)
         void *ret = NULL;
         r->t0 = now_ns();
         int e = pthread_create(&th, NULL, thread_fn, NULL);
-        r->t1 = now_ns();
-        r->pcpu1 = sched_getcpu();
+        returned(r);
         if (e)
             return -1;
         pthread_join(th, &ret);
