@@ -10,8 +10,8 @@ from typing import Any
 
 from ..kernel.flags import COPIES_MM, EXECS, FORK, FORK_EXEC, KINDS, POSIX_SPAWN, THREAD, VFORK
 
-__all__ = ["MiB", "GiB", "Plan", "PLANS", "Store", "read_raw", "write_raw", "label", "BENCH_MODES", "VARIANTS", "FORK_MODE", "VFORK_MODE",
-           "SPAWN_MODE", "FORKEXEC_MODE", "THREAD_MODE", "measured_segments"]
+__all__ = ["MiB", "GiB", "Plan", "PLANS", "Store", "read_raw", "write_raw", "label", "BENCH_MODES", "VARIANTS",
+           "FORK_MODE", "VFORK_MODE", "SPAWN_MODE", "FORKEXEC_MODE", "THREAD_MODE", "measured_segments"]
 
 MiB = 1024**2
 GiB = 1024**3

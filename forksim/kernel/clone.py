@@ -614,13 +614,16 @@ class Kernel:
         process still maps them, else a reuse; their CPU time. Their PTEs are writable again (the next fork
         write-protects them)."""
         wrote(mm, pages)
-        return self.costs.draw_many("cow_fault_copy" if mm.users > 1 else "cow_fault_reuse", pages)
+        return self._wp_faults(mm.users > 1, pages)
+
+    def _wp_faults(self, shared: bool, pages: int) -> float:
+        """do_wp_page for `pages` write-protected 4 KiB pages: a copy while another process maps them, else a reuse."""
+        return self.costs.draw_many("cow_fault_copy" if shared else "cow_fault_reuse", pages)
 
     def _cow_cost(self, shape, shared: bool, fraction: float) -> float:
         """do_wp_page for `fraction` of the inherited 4 KiB pages (a write to a shared THP splits it
         and copies one 4 KiB page, since Linux 5.8): a copy while shared, else a reuse."""
-        pages = int(round(fraction * (shape.ptes + shape.pmds * 512)))
-        return self.costs.draw_many("cow_fault_copy" if shared else "cow_fault_reuse", pages)
+        return self._wp_faults(shared, int(round(fraction * (shape.ptes + shape.pmds * 512))))
 
     def _exit_mmap(self, child: Process) -> tuple[float, float]:
         """exit_mmap of the child's own mm (do_exit's mmput, or exec_mmap): its draw and the coldness it finds the
