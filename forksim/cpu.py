@@ -260,6 +260,7 @@ class CPU:
                 b[-1][1] += us
             else:
                 b.append([due, us])
+            rcu.last_due = due
             if due < self._next_interruption:
                 self._next_interruption = due
 

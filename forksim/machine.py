@@ -36,6 +36,7 @@ import simpy
 from simpy.events import PENDING
 
 from .cpu import CPU
+from .rcu import GpKthread
 from .sched import eevdf
 from .sched.balance import _NEG_LN2, PELT_HALFLIFE_US, Balancer, _exp, cpu_stats, post_init_util
 from .sched.idlest import find_dst_cpu
@@ -77,6 +78,8 @@ class Machine:
         # "leave" (task leaves the CPU; task.state says why: sleeping, runnable or dead).
         self.tracer: Callable[[str, "CPU", Task, float], None] | None = None
         self._balancer = Balancer(self, params.balance) if params.balance is not None else None
+        if params.rcu is not None and params.rcu.gp_kthread_us > 0.0:
+            GpKthread(self, params.rcu)  # rcu_preempt: wakes while callbacks wait for a grace period
         if self._balancer is not None and params.balance.enabled:
             env.process(self._ticks())
 

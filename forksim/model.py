@@ -125,8 +125,10 @@ class SchedulerSpec:
             return override if override is not None else measured
 
         has_irq = irq is not None and irq.rate_per_s > 0.0
+        tick_us = m.tick if m.tick is not None else sched.tick.fixed_us
+        rc = profile.rcu_callbacks
         return cls(
-            tick_us=m.tick if m.tick is not None else sched.tick.fixed_us,
+            tick_us=tick_us,
             slice_us=m.slice if m.slice is not None else scaled_slice_us(profile, m.cpus),
             wakeup_granularity_us=m.slice if m.slice is not None else sched.wakeup_granularity.fixed_us,
             wakeup_preemption=m.wakeup_preemption,
@@ -140,8 +142,9 @@ class SchedulerSpec:
             balance=BalanceSpec.of(exp, profile) if profile.balancing is not None else None,
             interruption_rate_per_s=irq.rate_per_s if has_irq else 0.0,
             interruption=irq.duration if has_irq else None,
-            rcu=RcuSpec(rc.reap_us, rc.exit_mm_us, rc.grace_us, rc.softirq_cap_us or math.inf)
-            if (rc := profile.rcu_callbacks) is not None else None,
+            rcu=RcuSpec(rc.reap_us, rc.exit_mm_us, rc.grace_us, rc.softirq_cap_us or math.inf,
+                        rc.gp_kthread_us or 0.0, (rc.fqs_jiffies or 1) * tick_us, rc.vfree_per_stack_us or 0.0)
+            if rc is not None else None,
             timer_slack_us=sched.timer_slack.fixed_us if sched.timer_slack is not None else DEFAULT_TIMER_SLACK_US,
         )
 

@@ -75,6 +75,13 @@ class RcuCallbacks(BaseModel):
     # one __do_softirq budget: a batch runs that much at its tick, the rest at the running task's softirq points
     # or in ksoftirqd, whichever gets there first (forksim.rcu; absent: all at the tick)
     softirq_cap_us: float | None = Field(default=None, gt=0.0, le=1e6)
+    # the grace-period kthread (rcu_preempt; forksim.rcu.GpKthread): its run at each wake-up, and its
+    # force-quiescent-state wait in ticks (rcutree.jiffies_till_next_fqs); absent: not modelled
+    gp_kthread_us: float | None = Field(default=None, gt=0.0, le=1e4)
+    fqs_jiffies: int | None = Field(default=None, ge=1, le=1000)
+    # a kworker's delayed_vfree_work per thread stack the per-CPU cache could not take (forksim.kernel.stack.StackVfree);
+    # absent: such stacks cost nothing
+    vfree_per_stack_us: float | None = Field(default=None, gt=0.0, le=1e4)
     source: str = Field(min_length=1)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import simpy
 
@@ -12,6 +13,7 @@ from forksim.calibration.plan import Store
 from forksim.calibration.rcu import fit_rcu, rcu_run
 from forksim.calibration.segments import Event
 from forksim.machine import Machine, SchedulerParams
+from forksim.profile_sections import RcuCallbacks
 from forksim.rcu import RcuBacklog, RcuSpec
 from engine_tasks import start_task  # tests/engine_tasks.py
 from conftest import REFERENCE_PROFILE
@@ -122,7 +124,6 @@ def test_a_creating_call_runs_a_budget_of_the_pending_callbacks_in_copy_process_
     budget longer, and the budget leaves the pending work."""
     from forksim import runner
     from forksim.config import parse_config
-    from forksim.profile_sections import RcuCallbacks
 
     exp = parse_config({"experiment": {"name": "t", "duration": "100ms", "warmup": "0ms", "replications": 1, "seed": 3},
                         "machine": {"cpus": 1}, "workload": {"kind": "closed", "parents": 1, "image": {"rss": "0"}}},
@@ -195,7 +196,6 @@ def _wake_at(env, m, task, at):
 def test_the_clone_path_queues_a_reap_on_the_parents_cpu_and_an_exit_on_the_childs():
     from forksim import runner
     from forksim.config import parse_config
-    from forksim.profile_sections import RcuCallbacks
 
     exp = parse_config({"experiment": {"name": "t", "duration": "200ms", "warmup": "0ms", "replications": 1, "seed": 3},
                         "machine": {"cpus": 2}, "workload": {"kind": "closed", "parents": 1, "pin": True,
@@ -240,7 +240,207 @@ def test_fit_from_two_traced_loops():
     assert fit_rcu(Store(), TICK) is None
 
 
+def test_fit_takes_the_gp_kthread_and_the_vfree_worker_where_the_traces_hold_them():
+    gp = 15
+
+    def loop(run_us, fqs, vfree_runs=0):
+        followed = [_ev(i * 200.0, "sched_process_exit", child=1000 + i) for i in range(10)]
+        every = [_ev(i * 200.0 + 12000.0, "sched_process_free", child=1000 + i) for i in range(10)]
+        every += [_ev(i * 400.0 + 50, "softirq_entry", vec=9) for i in range(10)]
+        every += [_ev(i * 400.0 + 60, "softirq_exit", vec=9) for i in range(10)]
+        for i in range(15):  # rcu_preempt switched in and out on CPU 0, another task's switch on CPU 1 between
+            every += [_ev(i * 700.0, "sched_switch", cpu=0, prev_pid=0, next_pid=gp),
+                      _ev(i * 700.0 + 1.0, "sched_switch", cpu=1, prev_pid=7, next_pid=8),
+                      _ev(i * 700.0 + run_us, "sched_switch", cpu=0, prev_pid=gp, next_pid=0)]
+        for i in range(vfree_runs):  # the deferred vfree worker (pid 50), 20 us a run; another work item between
+            every += [_ev(i * 900.0, "workqueue_execute_start", cpu=0, pid=50, function="delayed_vfree_work"),
+                      _ev(i * 900.0 + 20.0, "workqueue_execute_end", cpu=0, pid=50, function="delayed_vfree_work"),
+                      _ev(i * 900.0 + 30.0, "workqueue_execute_start", cpu=0, pid=50, function="vmstat_update"),
+                      _ev(i * 900.0 + 90.0, "workqueue_execute_end", cpu=0, pid=50, function="vmstat_update")]
+        return rcu_run(followed, sorted(every, key=lambda e: e.ts), 1, ksoftirqd=-1, gp_kthread=gp) | {
+            "fqs_jiffies": fqs}
+
+    def fit(fqs, vfree_runs=12):
+        store = Store()
+        store.add("rcu", {"exit_cpu": "same", "cpu": 1}, {}, [], [loop(4.0, fqs)])
+        store.add("rcu", {"exit_cpu": "other", "cpu": 1}, {}, [], [loop(6.0, fqs, vfree_runs)])
+        return fit_rcu(store, TICK)
+
+    assert loop(4.0, 1)["gp_kthread_runs_us"] == [4.0] * 15
+    sec = fit(1)
+    assert sec["gp_kthread_us"] == pytest.approx(5.0) and sec["fqs_jiffies"] == 1
+    assert "rcu_preempt" in sec["source"] and "jiffies_till_next_fqs" in sec["source"]
+    # the worker's 12 runs of 20 us over the other-CPU loop's 10 stacks
+    assert sec["vfree_per_stack_us"] == pytest.approx(24.0) and "delayed_vfree_work" in sec["source"]
+    RcuCallbacks(**sec)  # a valid profile section
+    # rcutree's parameter unread and no worker traced (a raw file from before 2026-12-06): the section as before
+    old = fit(None, vfree_runs=0)
+    assert not {"gp_kthread_us", "fqs_jiffies", "vfree_per_stack_us"} & set(old) and old["grace_us"] == sec["grace_us"]
+
+
+def test_a_profile_section_refuses_an_fqs_wait_under_a_tick():
+    with pytest.raises(ValueError, match="fqs_jiffies"):
+        RcuCallbacks(reap_us=1.0, exit_mm_us=1.0, grace_us=GRACE, gp_kthread_us=5.0, fqs_jiffies=0,
+                     source="assumption: test")
+
+
 def test_a_profile_without_the_section_loads_and_runs_as_before():
     from forksim.profile import load_profile
 
     assert load_profile(REFERENCE_PROFILE).rcu_callbacks is None
+
+
+# ------------------------------------------------------------------ the grace-period kthread (rcu_preempt)
+
+def _gp_machine(cpus: int, fqs_ticks: int = 1, run_us: float = 5.0) -> tuple[simpy.Environment, Machine]:
+    env = simpy.Environment()
+    params = SchedulerParams(tick_us=TICK, slice_us=1e9, wakeup_granularity_us=0.0,
+                             rcu=RcuSpec(reap_us=5.0, exit_mm_us=10.0, grace_us=GRACE, gp_kthread_us=run_us,
+                                         fqs_us=fqs_ticks * TICK),
+                             interruption_gap=lambda: math.inf)
+    return env, Machine(env, cpus, params)
+
+
+def _gp_runs(m: Machine) -> list[float]:
+    """When rcu_preempt began each of its runs (the tracer's "begin")."""
+    starts: list[float] = []
+    m.tracer = lambda ev, cpu, task, now: starts.append(now) if ev == "begin" and task.name == "rcu_preempt" else None
+    return starts
+
+
+@pytest.mark.parametrize("fqs_ticks", [1, 2, 3])
+def test_the_gp_kthread_wakes_every_fqs_and_at_each_periods_first_tick_while_callbacks_wait(fqs_ticks):
+    """Callbacks queued every millisecond for 100 ms (the last due at the 112 ms tick): the kthread runs at ticks
+    only, every fqs ticks at most apart while callbacks wait (every tick with fqs 1), at each grace period's first
+    tick, and never once the last batch's tick has come."""
+    env, m = _gp_machine(2, fqs_ticks)
+    starts = _gp_runs(m)
+
+    def queue(task):
+        for _ in range(100):
+            task.cpu.queue_rcu(1.0)
+            yield task.run(1000.0)
+        yield task.sleep()
+
+    start_task(env, m, "q", queue, cpu=0)
+    env.run(until=300_000.0)
+    ticks = [round(s / TICK) for s in starts]
+    assert all(abs(s - t * TICK) < 50.0 for s, t in zip(starts, ticks))  # at a tick (plus the vCPU's halt exit)
+    assert ticks[0] == min(fqs_ticks, 3) and 27 - fqs_ticks < ticks[-1] <= 27
+    assert max(np.diff(ticks)) <= fqs_ticks
+    if fqs_ticks == 1:
+        assert ticks == list(range(1, 28))
+    first_ticks = {math.ceil(k * GRACE / TICK) for k in range(1, 11)}
+    assert first_ticks <= set(ticks)
+
+
+def test_no_gp_kthread_without_callbacks_or_without_its_figures():
+    env, m = _gp_machine(2)
+    starts = _gp_runs(m)
+    env.run(until=100_000.0)
+    assert starts == []
+    env, m = _machine(2)  # an RcuSpec without gp_kthread_us
+    starts = _gp_runs(m)
+    m.cpus[0].queue_rcu(5.0)
+    env.run(until=100_000.0)
+    assert starts == []
+
+
+def test_the_gp_kthread_takes_the_cpu_only_from_a_task_past_its_protected_slice():
+    """One CPU, a task running 30 ms alone while its callbacks wait: alone it is never past its slice (nothing else
+    queued), so each wake-up of the kthread waits for the task to block; a slice of 1 ms (RUN_TO_PARITY ends at each
+    tick's check) lets the kthread in at its wake-up ticks."""
+    ends = {}
+    for slice_us in (1e9, 1000.0):
+        env = simpy.Environment()
+        params = SchedulerParams(tick_us=TICK, slice_us=slice_us, wakeup_granularity_us=0.0, eevdf=True,
+                                 rcu=RcuSpec(reap_us=5.0, exit_mm_us=10.0, grace_us=GRACE, gp_kthread_us=5.0,
+                                             fqs_us=TICK),
+                                 interruption_gap=lambda: math.inf)
+        m = Machine(env, 1, params)
+        starts = _gp_runs(m)
+
+        def work(task):
+            task.cpu.queue_rcu(1.0)
+            yield task.run(30_000.0, preemptible=True)
+            ends[slice_us] = (env.now, list(starts))
+            yield task.sleep()
+
+        start_task(env, m, "w", work, cpu=0)
+        env.run(until=40_000.0)
+    end, runs = ends[1e9]
+    assert runs == [] and end == pytest.approx(30_000.0, abs=1.0)
+    end, runs = ends[1000.0]
+    assert runs and end > 30_000.0 + 5.0 * len(runs) - 1.0
+
+
+# ------------------------------------------------------------------ stacks freed after RCU (deferred vfree)
+
+def test_the_stack_cache_takes_what_fits_and_says_so():
+    from forksim.kernel.stack import StackCache
+
+    cache = StackCache(2, 2)
+    assert cache.alloc(0) and cache.alloc(0) and not cache.alloc(0)
+    assert cache.free(1) is False  # full since boot
+    assert cache.free(0) is True
+    assert cache.refill(0, 5) == 1 and cache.refill(0, 5) == 0
+
+
+def test_stacks_the_cache_cannot_take_are_freed_at_their_batchs_tick_by_the_cpus_worker():
+    """Five stacks queued on CPU 0 at 1 ms (their callbacks run at the 20 ms tick), while CPU 0's cache is full: at
+    that tick the worker runs 5 x 3 us there. With two slots freed before the tick (two stacks taken by forks), the
+    cache takes two back and the worker frees three."""
+    from forksim.kernel.stack import StackCache, StackVfree
+
+    for taken, freed_by_worker in ((0, 5), (2, 3)):
+        env = simpy.Environment()
+        params = SchedulerParams(tick_us=TICK, slice_us=1e9, wakeup_granularity_us=0.0,
+                                 rcu=RcuSpec(reap_us=0.0, exit_mm_us=0.0, grace_us=GRACE, vfree_per_stack_us=3.0),
+                                 interruption_gap=lambda: math.inf)
+        m = Machine(env, 2, params)
+        cache = StackCache(2, 2)
+        vfree = StackVfree(m, cache, 3.0)
+        runs: list[tuple[float, str, str]] = []
+        m.tracer = lambda ev, cpu, task, now: runs.append((now, ev, task.state)) if task.name == "kworker/0:vfree" \
+            else None
+
+        def exits(task):
+            yield task.run(1000.0)
+            for _ in range(5):
+                assert not cache.free(0)
+                vfree.queue(task.cpu)
+            yield task.run(1000.0)
+            for _ in range(taken):
+                assert cache.alloc(0)
+            yield task.sleep()
+
+        start_task(env, m, "x", exits, cpu=0)
+        env.run(until=50_000.0)
+        begin = next(t for t, ev, _ in runs if ev == "begin")
+        end = next(t for t, ev, state in runs if ev == "leave")
+        assert begin == pytest.approx(20_000.0, abs=50.0)  # the tick after the next grace period (a halt exit)
+        assert end - begin == pytest.approx(3.0 * freed_by_worker)
+        assert cache.slots[0] == 2
+
+
+def test_a_profile_without_the_workers_cost_frees_no_stack_after_rcu(monkeypatch):
+    from forksim import runner
+    from forksim.config import parse_config
+    from forksim.kernel.clone import Kernel
+
+    exp = parse_config({"experiment": {"name": "t", "duration": "50ms", "warmup": "0ms", "replications": 1, "seed": 3},
+                        "machine": {"cpus": 2}, "workload": {"kind": "closed", "parents": 2,
+                                                             "image": {"rss": "0"}}}, source="test")
+    base = runner.resolve_profile(exp).model_copy(update={"interruptions": None})
+    rcu = RcuCallbacks(reap_us=1.0, exit_mm_us=1.0, grace_us=GRACE, source="assumption: test")
+    seen = []
+    orig = Kernel.__init__
+
+    def init(self, *a, **k):
+        orig(self, *a, **k)
+        seen.append(self.vfree)
+
+    monkeypatch.setattr(Kernel, "__init__", init)
+    for sec in (rcu, rcu.model_copy(update={"vfree_per_stack_us": 1.0})):
+        runner.run_experiment(exp, profile=base.model_copy(update={"rcu_callbacks": sec}))
+    assert seen[0] is None and seen[-1] is not None

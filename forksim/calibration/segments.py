@@ -89,6 +89,8 @@ def parse_trace(text: str, tsc_hz: float | None) -> list[Event]:
             nf = dict(_KV.findall(nxt))
             f = {"prev_pid": pf.get("prev_pid", ""), "prev_state": pf.get("prev_state", ""),
                  "next_pid": nf.get("next_pid", "")}
+        elif name in ("workqueue_execute_start", "workqueue_execute_end"):  # "work struct %p: function %ps"
+            f = {"function": rest.rpartition(" ")[2]}
         elif name == "contention_begin":  # "%p (flags=%s)": the lock's (hashed) address is positional
             addr, _, flags = rest.partition(" (flags=")
             f = {"lock_addr": addr.strip(), "flags": flags.rstrip(")")}

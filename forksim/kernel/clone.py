@@ -23,7 +23,7 @@ from .damon import Kdamond
 from .netns import Netns
 from .shared import SharedState
 from .slab import SlabFreelists
-from .stack import StackCache
+from .stack import StackCache, StackVfree
 from .warmth import WarmthTracker
 from ..task import RUNNABLE, Coroutine
 
@@ -100,6 +100,9 @@ class Kernel:
         self.costs = costs
         self.child_cfg = child
         self.stacks = StackCache(len(machine.cpus), stack_per_cpu)
+        rcu = machine.params.rcu
+        self.vfree = StackVfree(machine, self.stacks, rcu.vfree_per_stack_us) \
+            if rcu is not None and rcu.vfree_per_stack_us > 0.0 else None
         self.slab = SlabFreelists(costs.profile.remote_free, len(machine.cpus))
         self.shared = SharedState(costs.profile.concurrent_creation)
         self.warmth = WarmthTracker(costs.profile.warmth, len(machine.cpus))
@@ -737,8 +740,9 @@ class Kernel:
         work and the network namespace."""
         C, x, c, k = child.task, self.copies, self.costs, KINDS[kind]
         cpu = C.cpu
-        # do_task_dead -> __schedule -> finish_task_switch: the stack goes back to this CPU's cache
-        self.stacks.free(cpu.id)
+        # do_task_dead -> __schedule -> finish_task_switch: the stack goes back to this CPU's cache, else after RCU
+        if not self.stacks.free(cpu.id) and self.vfree is not None:
+            self.vfree.queue(cpu)
         rcu = self.machine.params.rcu
         if rcu is not None:  # call_rcu here: exit_mmap's maple nodes and page tables; a thread's release_task
             cpu.queue_rcu((rcu.exit_mm_us if child.mm is not child.parent.mm else 0.0)

@@ -29,7 +29,14 @@ _K_OVER_CPUS = (
     "parent inside the parent's slice (traced on 2026-12-04: 57 of 63,831 such children ran first, 0.1%; the "
     "eligibility pick alone gave the child 16-42% of K2-K4's forks, the parent found ineligible after ~25 us "
     "of running beside the CPU's other parent); other parents' wake-ups do preempt, so its fork() p99 grows "
-    "with K, by less than the real one")
+    "with K, by less than the real one. Traced again (2026-12-06, AMD zen4 host, sched_switch and workqueue "
+    "events, 1 s loops at RSS 0): the parent was switched out inside fork() in 0.6 / 1.3 / 4.7 / 2.8% of the calls "
+    "at K1 / K2 / K4 / K8, at K8 by another parent (1.1%), a child (0.8%), rcu_preempt (0.3%), a kworker running "
+    "delayed_vfree_work (0.4%: stacks the full per-CPU cache could not take, freed after RCU from softirq, so "
+    "vfree defers them to a worker) and ksoftirqd (0.2%), then off the CPU p50 ~400 us. The model has both "
+    "kernel threads (rcu_callbacks.gp_kthread_us and vfree_per_stack_us, measured by calibrate): at K8 1.4% of its "
+    "fork() calls switched out (another parent 0.6%, rcu_preempt 0.3%, a child 0.3%, the vfree worker 0.2%, "
+    "ksoftirqd 0.06%; 1.2% without the two threads), off the CPU p50 142 us")
 
 # (substring of the scenario name, explanation); the first match wins.
 MECHANISMS: tuple[tuple[str, str], ...] = (
