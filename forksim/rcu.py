@@ -166,7 +166,8 @@ class GpKthread:
     behind the others queued there. Traced on the AMD zen4 host (2026-12-06, the validation's closed fork loops at
     RSS 0, 1-8 parents): rcu_preempt ran 239-416 times a second, p50 4-6 us, and took the CPU from the loop's tasks
     18-128 times a second, in 0.1-0.5% of the fork() calls, which then waited hundreds of microseconds for the CPU
-    where other tasks were queued."""
+    where other tasks were queued. Beside CPU hogs it ran 127 times a second (their user-mode ticks report
+    quiescent states at once, so grace periods need fewer passes), where this rule still gives ~300."""
 
     __slots__ = ("machine", "spec", "task")
 

@@ -20,7 +20,13 @@ preempts a running hog at once (under 50 us) is EEVDF's wake-up preemption (the 
 lag drags V below the hog's vruntime: pick_eevdf drops the ineligible hog); the rest waited for the
 hog's protected slice to end at a tick (RUN_TO_PARITY). Per fork by a parent it also says where the child
 was placed and what the parent's next switch-out was: its sleep in wait, or a preemption (at fork()'s
-return when the child or another task displaced it).
+return when the child or another task displaced it). From the load generator's own records (OUT.rec: each
+call's start and end, on the trace's clock) it says in how many fork() calls the parent was switched out
+runnable, who took the CPU (a parent, a child, or a kernel thread by name) and how long the parent stayed off it:
+on 2026-12-06 (AMD zen4 host, 1 s, RSS 0) 0.6% of K1's calls (ksoftirqd 0.31%, rcu_preempt 0.17%, a kworker
+0.06%; off p50 91 us), 4.7% of K4's (a parent 2.60%, a child 0.88%, rcu_preempt 0.78%; 221 us) and 2.8% of K8's
+(a parent 1.07%, a child 0.82%, a kworker 0.36%, rcu_preempt 0.32%, ksoftirqd 0.23%; 345 us), where the model
+then had neither kernel thread.
 
 2026-12-03 01:19 UTC (Intel Xeon host, quiet, nice 0, 1.5 s, RSS 0): four parents (closed-fork-K4-rss0's
 loop), 31,823 forks: the child on the parent's CPU 58%; the parent's next switch-out its sleep in wait
@@ -200,6 +206,53 @@ def placement_sequence(rec_path: Path) -> list[str]:
     return out
 
 
+def switched_in_fork(ev: list, role: dict[int, str], rec_path: Path) -> tuple[int, collections.Counter, list[float]]:
+    """The fork() calls (the load generator's own t0..t1, CLOCK_MONOTONIC as the trace's mono clock) inside which
+    the parent was switched out runnable: (calls in the trace, who took the CPU at the first such switch: the role
+    of a task of the load, else its comm without the CPU suffix, the time the parent spent off the CPU in each)."""
+    from forksim.validation.loadgen import REC_DTYPE
+
+    r = np.fromfile(rec_path, dtype=REC_DTYPE)
+    forks = collections.defaultdict(list)  # parent pid -> its sched_process_fork times
+    out = collections.defaultdict(list)  # pid -> (time, "out"/"in", state, next pid, next comm)
+    for t, _cpu, name, d in ev:
+        if name == "sched_process_fork" and role.get(int(d["pid"])) == "parent":
+            forks[int(d["pid"])].append(t)
+        elif name == "sched_switch":
+            out[int(d["prev_pid"])].append((t, "out", d["prev_state"], int(d["next_pid"]), d["next_comm"]))
+            out[int(d["next_pid"])].append((t, "in", "", 0, ""))
+    if not len(r) or not forks:
+        return 0, collections.Counter(), []
+    fk = {p: np.array(v) for p, v in forks.items()}
+    pid_of = {}  # the load generator's parent index -> pid: whose forks fall inside that index's calls
+    for i in np.unique(r["parent"]):
+        rr = r[r["parent"] == i][:200]
+        pid_of[int(i)] = max(fk, key=lambda p: sum(bool(((fk[p] >= a / 1e3) & (fk[p] <= b / 1e3)).any())
+                                                   for a, b in zip(rr["t0"], rr["t1"])))
+    times = {p: np.array([e[0] for e in v]) for p, v in out.items()}
+    lo_t, hi_t = ev[0][0], ev[-1][0]
+    calls, who, off = 0, collections.Counter(), []
+    for rec in r:
+        a, b = rec["t0"] / 1e3, rec["t1"] / 1e3
+        pid = pid_of[int(rec["parent"])]
+        if not (lo_t < a and b < hi_t) or pid not in times:
+            continue
+        calls += 1
+        evs = out[pid][np.searchsorted(times[pid], a):np.searchsorted(times[pid], b)]
+        first = next((e for e in evs if e[1] == "out" and e[2].startswith("R")), None)
+        if first is None:
+            continue
+        who[role.get(first[3]) or first[4].split("/")[0].rstrip("0123456789.:-") or "idle"] += 1
+        away, since = 0.0, None
+        for t, kind, *_ in evs:
+            if kind == "out":
+                since = t
+            elif since is not None:
+                away, since = away + t - since, None
+        off.append(away + (b - since if since is not None else 0.0))
+    return calls, who, off
+
+
 def hog_layout(ev: list, role: dict[int, str]) -> tuple[collections.Counter, int, float, int]:
     """How the hogs sat beside one parent over the trace: seconds by the number of hogs on the CPU the parent last
     ran on, and the hogs' migrations; and the busy CPUs' periodic balancing as the kernel's rule has it: intervals
@@ -271,6 +324,11 @@ def show(path: str) -> None:
         print(f"  {forks} forks: the child on the parent's CPU {100 * local / forks:.0f}%; the parent's next switch-out: "
               + ", ".join(f"{st} then {who} {100 * n / forks:.1f}%" for (st, who), n in outcome.most_common()))
     rec = Path(path).with_suffix(".rec")
+    calls, who, off = switched_in_fork(ev, role, rec) if rec.exists() else (0, None, [])
+    if off:
+        print(f"  the parent switched out (runnable) inside {100 * len(off) / calls:.1f}% of {calls} fork() calls, the "
+              "CPU taken by " + ", ".join(f"{k} {100 * n / calls:.2f}%" for k, n in who.most_common())
+              + f"; off the CPU p50 {np.median(off):.0f} us, p90 {np.percentile(off, 90):.0f} us")
     seq = placement_sequence(rec) if rec.exists() else []
     if seq:
         print("  by where this child and the previous one ran: " + ", ".join(seq))

@@ -33,7 +33,8 @@ _K_OVER_CPUS = (
     "events, 1 s loops at RSS 0): the parent was switched out inside fork() in 0.6 / 1.3 / 4.7 / 2.8% of the calls "
     "at K1 / K2 / K4 / K8, at K8 by another parent (1.1%), a child (0.8%), rcu_preempt (0.3%), a kworker running "
     "delayed_vfree_work (0.4%: stacks the full per-CPU cache could not take, freed after RCU from softirq, so "
-    "vfree defers them to a worker) and ksoftirqd (0.2%), then off the CPU p50 ~400 us. The model has both "
+    "vfree defers them to a worker) and ksoftirqd (0.2%), then off the CPU p50 345 us (tools/sched_trace.py "
+    "show). The model has both "
     "kernel threads (rcu_callbacks.gp_kthread_us and vfree_per_stack_us, measured by calibrate): at K8 1.4% of its "
     "fork() calls switched out (another parent 0.6%, rcu_preempt 0.3%, a child 0.3%, the vfree worker 0.2%, "
     "ksoftirqd 0.06%; 1.2% without the two threads), off the CPU p50 142 us")
