@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import simpy
 from simpy.events import NORMAL, PENDING
 
-from .rcu import Ksoftirqd, RcuBacklog
+from .rcu import RcuBacklog, ksoftirqd
 from .sched import eevdf
 from .sched.balance import _NEG_LN2, PELT_HALFLIFE_US, _exp
 from .task import _TOL_ABS, _TOL_REL, RUNNABLE, RUNNING, Task, _new_event, _timeout, _tolerance
@@ -57,7 +57,7 @@ class CPU:
         self._next_irq = 0.0  # the next of the interruption stream
         rcu = machine.params.rcu
         self.rcu = RcuBacklog(rcu.grace_us, machine.params.tick_us) if rcu is not None else None
-        self.ksoftirqd = Ksoftirqd(machine, cpu_id, self.rcu) if self.rcu is not None else None
+        self.ksoftirqd = ksoftirqd(machine, cpu_id, self.rcu) if self.rcu is not None else None
         self.idle_since = 0.0  # when it last went idle (a halted vCPU wakes slower the longer it slept)
         # when its first task began after its last idle spell (the placement room rule of a packing kernel,
         # profile.placement_room, keys on how long the parent's CPU has been awake); _halted: idle since then

@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generator
 
-from .task import SLEEPING
+from .kthread import KernelThread
 
 if TYPE_CHECKING:
     import simpy
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .machine import Machine
     from .task import Task
 
-__all__ = ["RcuSpec", "RcuBacklog", "Ksoftirqd", "GpKthread"]
+__all__ = ["RcuSpec", "RcuBacklog", "ksoftirqd", "GpKthread"]
 
 
 @dataclass(frozen=True)
@@ -58,37 +58,11 @@ class RcuSpec:
     vfree_per_stack_us: float = 0.0
 
 
-class Ksoftirqd:
+def ksoftirqd(machine: "Machine", cpu_id: int, backlog: "RcuBacklog") -> KernelThread:
     """ksoftirqd/N (kernel/softirq.c run_ksoftirqd): a task pinned to its CPU for the machine's life, started at
     the first wakeup_softirqd. Woken, it runs whatever RCU softirq work is still pending when it gets the CPU
     (the running task may have taken it at its softirq points meanwhile), then sleeps again."""
-
-    __slots__ = ("machine", "cpu_id", "backlog", "task")
-
-    def __init__(self, machine: "Machine", cpu_id: int, backlog: "RcuBacklog"):
-        self.machine = machine
-        self.cpu_id = cpu_id
-        self.backlog = backlog
-        self.task: "Task | None" = None
-
-    def wake(self, _ev: object = None) -> None:
-        """wakeup_softirqd(): start the thread the first time, else wake it where it sleeps."""
-        if self.task is None:
-            self.machine.env.process(self._run())
-        elif self.task.state == SLEEPING:
-            self.machine.wake(self.task, None)
-
-    def _run(self) -> "Generator[simpy.Event, None, None]":
-        task, first_run = self.machine.start_task(f"ksoftirqd/{self.cpu_id}", pin=self.cpu_id)
-        self.task = task
-        yield first_run
-        backlog = self.backlog
-        while True:
-            work, backlog.pending = backlog.pending, 0.0
-            if work > 0.0:
-                yield task.run(work, preemptible=True)
-            else:
-                yield task.sleep()
+    return KernelThread(machine, f"ksoftirqd/{cpu_id}", cpu_id, lambda: backlog.take(math.inf))
 
 
 class RcuBacklog:
@@ -169,13 +143,18 @@ class GpKthread:
     where other tasks were queued. Beside CPU hogs it ran 127 times a second (their user-mode ticks report
     quiescent states at once, so grace periods need fewer passes), where this rule still gives ~300."""
 
-    __slots__ = ("machine", "spec", "task")
+    __slots__ = ("machine", "spec", "thread", "_pending")
 
     def __init__(self, machine: "Machine", spec: RcuSpec):
         self.machine = machine
         self.spec = spec
-        self.task: "Task | None" = None
+        self._pending = 0.0
+        self.thread = KernelThread(machine, "rcu_preempt", None, self._take)
         machine.env.process(self._drive())
+
+    def _take(self) -> float:
+        work, self._pending = self._pending, 0.0
+        return work
 
     def _waiting(self, now: float) -> bool:
         """Whether callbacks wait for a grace period on any CPU (their batch's tick not reached)."""
@@ -194,19 +173,6 @@ class GpKthread:
             yield env.timeout(j * tick - env._now)
             now = env._now
             period_began = math.floor(now / grace) != math.floor((now - tick) / grace)
-            if (j % every == 0 or period_began) and self._waiting(now):
-                self._wake()
-
-    def _wake(self) -> None:
-        if self.task is None:
-            self.machine.env.process(self._run())
-        elif self.task.state == SLEEPING:
-            self.machine.wake(self.task, None)
-
-    def _run(self) -> "Generator[simpy.Event, None, None]":
-        task, first_run = self.machine.start_task("rcu_preempt")
-        self.task = task
-        yield first_run
-        while True:
-            yield task.run(self.spec.gp_kthread_us, preemptible=True)
-            yield task.sleep()
+            if (j % every == 0 or period_began) and self._waiting(now) and self.thread.idle:
+                self._pending = self.spec.gp_kthread_us  # one pass a wake-up (still on a runqueue: none more)
+                self.thread.wake()

@@ -105,10 +105,9 @@ def rcu_run(followed: list[Any], every: list[Any], cpu: int, ksoftirqd: int, gp_
             runs.append([round((e.ts - start) / 1e3, 3), int(e.pid == ksoftirqd), round(start / 1e3, 1)])
             start = None
     exits = {e.f.get("pid", ""): e.ts for e in followed if e.name == "sched_process_exit"}
-    frees = [e.ts for e in every if e.name == "sched_process_free" and e.f.get("pid", "") in exits]
-    delays = [round((e.ts - exits[e.f["pid"]]) / 1e3, 1) for e in every
-              if e.name == "sched_process_free" and e.f.get("pid", "") in exits]
-    span = (max(frees) - min(exits.values())) / 1e3 if frees and exits else 0.0
+    frees = [(e.ts, exits[e.f["pid"]]) for e in every if e.name == "sched_process_free" and e.f.get("pid", "") in exits]
+    delays = [round((freed - exited) / 1e3, 1) for freed, exited in frees]
+    span = (max(f for f, _ in frees) - min(exits.values())) / 1e3 if frees else 0.0
     return {"rcu_runs_us": runs, "exits": len(exits), "free_delay_us": delays,
             "gp_kthread_runs_us": kthread_runs(every, gp_kthread), "vfree_work_runs_us": work_runs(every, VFREE_WORK),
             "span_us": round(span, 1)}
@@ -174,7 +173,8 @@ def fit_rcu(store: Store, tick_us: float) -> dict[str, Any] | None:
     # one __do_softirq budget: MAX_SOFTIRQ_RESTART passes of rcu_do_batch (blimit callbacks each); the median
     # run is one pass (many of them in any loop, unlike the bursts, which the ksoftirqd share thins out)
     cap = MAX_SOFTIRQ_RESTART * float(np.median(runs)) if runs.size >= 20 else None
-    gp = _gp_kthread(got, grace, tick_us) | _vfree(got)
+    gp, gp_source = _gp_kthread(got, grace, tick_us)
+    vfree, vfree_source = _vfree(got)
     how = (f"{got['same']['exits']} + {got['other']['exits']} children of forkbench's pinned fork loop at RSS 0 "
            f"(CPU {store.select(KIND)[0]['key']['cpu']}), traced (irq:softirq_entry/exit of RCU on that CPU outside "
            f"idle, sched:sched_process_exit/free)")
@@ -183,7 +183,8 @@ def fit_rcu(store: Store, tick_us: float) -> dict[str, Any] | None:
         "exit_mm_us": round(max(0.0, same - reap), 3),
         "grace_us": round(grace, 1),
         **({"softirq_cap_us": round(cap, 1)} if cap else {}),
-        **{k: v for k, v in gp.items() if not k.endswith("source")},
+        **gp,
+        **vfree,
         "source": (f"measured: {how}: RCU softirq per creation {same:.1f} us with the child exiting on the "
                    f"parent's CPU, {other:.1f} us with it exiting on the other CPU (the reaper's callbacks: "
                    f"reap_us; the rest, exit_mmap's: exit_mm_us); softirq runs p50 {np.median(runs) if runs.size else 0:.0f} "
@@ -191,38 +192,37 @@ def fit_rcu(store: Store, tick_us: float) -> dict[str, Any] | None:
                    f"{_cap_source(bursts) if cap else ''}; grace_us: the exit -> "
                    f"sched_process_free delay's median ({np.median(delays) if delays.size else float('nan'):.0f} us) "
                    f"less half a {tick_us:g} us tick, over 1.5 (queued during one grace period, run after the next)"
-                   f"{gp.get('source', '')}{gp.get('vfree_source', '')}"),
+                   f"{gp_source}{vfree_source}"),
     }
 
 
-def _vfree(got: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """vfree_per_stack_us from the loop whose children exit on the other CPU: there every stack meets that CPU's
-    full cache (the parent's CPU takes none back), goes through RCU and is vfree'd by its worker; {} where the trace
-    holds under 10 runs of the worker (raw files from before 2026-12-06)."""
+def _vfree(got: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    """vfree_per_stack_us from the loop whose children exit on the other CPU (there every stack meets that CPU's
+    full cache, the parent's CPU takes none back, goes through RCU and is vfree'd by its worker), and its
+    provenance; nothing where the trace holds under 10 runs of the worker (raw files from before 2026-12-06)."""
     runs = got["other"].get("vfree_work_runs_us", [])
     stacks = got["other"]["exits"]
     if len(runs) < 10 or not stacks:
-        return {}
+        return {}, ""
     per_stack = float(sum(runs)) / stacks
-    return {"vfree_per_stack_us": round(per_stack, 3),
-            "vfree_source": (f"; vfree_per_stack_us: the {len(runs)} runs of {VFREE_WORK} (workqueue_execute_start/"
-                             f"end, p50 {np.median(runs):.1f} us, p90 {np.quantile(runs, 0.9):.1f} us) in the loop "
-                             f"whose children exit on the other CPU, {sum(runs):.0f} us in all over its {stacks} "
-                             f"stacks (each met that CPU's full cache and was freed after RCU)")}
+    return {"vfree_per_stack_us": round(per_stack, 3)}, (
+        f"; vfree_per_stack_us: the {len(runs)} runs of {VFREE_WORK} (workqueue_execute_start/end, p50 "
+        f"{np.median(runs):.1f} us, p90 {np.quantile(runs, 0.9):.1f} us) in the loop whose children exit on the other "
+        f"CPU, {sum(runs):.0f} us in all over its {stacks} stacks (each met that CPU's full cache and was freed after "
+        f"RCU)")
 
 
-def _gp_kthread(got: dict[str, dict[str, Any]], grace_us: float, tick_us: float) -> dict[str, Any]:
-    """gp_kthread_us and fqs_jiffies from the loops' traces, with their provenance ({} where the traces hold
+def _gp_kthread(got: dict[str, dict[str, Any]], grace_us: float, tick_us: float) -> tuple[dict[str, Any], str]:
+    """gp_kthread_us and fqs_jiffies from the loops' traces, and their provenance (nothing where the traces hold
     under 20 runs of the kthread, or rcutree's parameter was not read: raw files from before 2026-12-06)."""
     runs = [r for g in got.values() for r in g.get("gp_kthread_runs_us", [])]
     fqs = got["same"].get("fqs_jiffies")
     if len(runs) < 20 or not fqs:
-        return {}
+        return {}, ""
     span_s = sum(g.get("span_us", 0.0) for g in got.values()) / 1e6
     per_grace = math.ceil(grace_us / (fqs * tick_us))  # its start, then a pass every fqs ticks inside it
-    return {"gp_kthread_us": round(float(np.median(runs)), 2), "fqs_jiffies": int(fqs),
-            "source": (f"; gp_kthread_us: the median of {len(runs)} runs of {GP_KTHREAD} (sched_switch) in the same "
-                       f"loops, p90 {np.quantile(runs, 0.9):.1f} us, {len(runs) / span_s:.0f} a second over their "
-                       f"{span_s:.2f} s (the model wakes it at each grace period's start and every fqs_jiffies "
-                       f"ticks in it while callbacks wait: {per_grace} a period, {per_grace * 1e6 / grace_us:.0f} a "
-                       f"second); fqs_jiffies: {FQS_JIFFIES} ({fqs})" if span_s > 0 else "")}
+    return {"gp_kthread_us": round(float(np.median(runs)), 2), "fqs_jiffies": int(fqs)}, (
+        f"; gp_kthread_us: the median of {len(runs)} runs of {GP_KTHREAD} (sched_switch) in the same loops, p90 "
+        f"{np.quantile(runs, 0.9):.1f} us, {len(runs) / span_s:.0f} a second over their {span_s:.2f} s (the model "
+        f"wakes it at each grace period's start and every fqs_jiffies ticks in it while callbacks wait: {per_grace} a "
+        f"period, {per_grace * 1e6 / grace_us:.0f} a second); fqs_jiffies: {FQS_JIFFIES} ({fqs})" if span_s > 0 else "")

@@ -3,16 +3,13 @@ cannot take, freed after RCU by a kernel worker (mm/vmalloc.c's deferred vfree).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generator
+from typing import TYPE_CHECKING
 
-from ..task import SLEEPING
+from ..kthread import KernelThread
 
 if TYPE_CHECKING:
-    import simpy
-
     from ..cpu import CPU
     from ..machine import Machine
-    from ..task import Task
 
 __all__ = ["StackCache", "StackVfree"]
 
@@ -72,7 +69,7 @@ class StackVfree:
         self.per_stack_us = per_stack_us
         self._due: list[dict[float, int]] = [{} for _ in range(n)]  # per CPU: a batch's tick -> its stacks
         self._pending = [0] * n  # per CPU: stacks handed to its worker, not yet freed
-        self._workers: list["Task | None"] = [None] * n
+        self._workers = [KernelThread(machine, f"kworker/{c}:vfree", c, lambda c=c: self._take(c)) for c in range(n)]
 
     def queue(self, cpu: "CPU") -> None:
         """call_rcu(thread_stack_free_rcu) on `cpu`: the stack's callback runs with the batch queued now."""
@@ -89,24 +86,11 @@ class StackVfree:
         """thread_stack_free_rcu for the batch's stacks: the cache, else vfree -> vfree_atomic -> the worker."""
         n = self._due[cpu_id].pop(due)
         n -= self.stacks.refill(cpu_id, n)
-        if n <= 0:
-            return
-        self._pending[cpu_id] += n
-        worker = self._workers[cpu_id]
-        if worker is None:
-            self._workers[cpu_id] = self.machine.new_task(f"kworker/{cpu_id}:vfree", pin=cpu_id)
-            self.machine.env.process(self._work(cpu_id))
-        elif worker.state == SLEEPING:
-            self.machine.wake(worker, None)
+        if n > 0:
+            self._pending[cpu_id] += n
+            self._workers[cpu_id].wake()
 
-    def _work(self, cpu_id: int) -> "Generator[simpy.Event, None, None]":
-        """delayed_vfree_work: the worker frees what its CPU handed it, then sleeps."""
-        task = self._workers[cpu_id]
-        first_run, _ = self.machine.spawn(task, None)
-        yield first_run
-        while True:
-            n, self._pending[cpu_id] = self._pending[cpu_id], 0
-            if n:
-                yield task.run(n * self.per_stack_us, preemptible=True)
-            else:
-                yield task.sleep()
+    def _take(self, cpu_id: int) -> float:
+        """delayed_vfree_work: what the CPU handed its worker, freed."""
+        n, self._pending[cpu_id] = self._pending[cpu_id], 0
+        return n * self.per_stack_us
