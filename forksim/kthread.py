@@ -47,6 +47,9 @@ class KernelThread:
 
     def _run(self) -> "Generator[simpy.Event, None, None]":
         task, first_run = self.machine.start_task(self.name, pin=self.pin)
+        # alive since boot and asleep nearly all of it (rcu_preempt: ~5 us a tick): PELT averages of ~0, not a new
+        # task's full load, which would weigh on its CPU's load for the first ~100 ms and draw the balancer there
+        task.load_avg = task.runnable_avg = task.util_avg = 0.0
         self.task = task
         yield first_run
         while True:

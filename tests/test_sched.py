@@ -726,3 +726,22 @@ def test_the_tick_past_the_childs_protected_slice_picks_off_a_delayed_parent(chi
     if picked:
         assert seen["vlag"] == 0.0
     assert seen["woken"] == pytest.approx(3000.0 + child_runs, abs=50.0)
+
+
+def test_a_kernel_thread_carries_a_long_sleepers_pelt_load_not_a_new_tasks():
+    """A kernel thread (alive since boot, asleep nearly always) first woken inside the run weighs nothing on its
+    CPU's load; a new task would start at 1024 (init_entity_runnable_average) and weigh for ~100 ms."""
+    from forksim.kthread import KernelThread
+    from forksim.sched.balance import cpu_stats, task_load
+
+    env = simpy.Environment()
+    m = Machine(env, 2, eevdf_params(balance=BalanceParams(interval_us=2000.0, idle_pull=0.0)))
+    ran: dict[str, float] = {}
+    hog(m, "a", ran, pin=0)
+    work = [5.0]
+    thread = KernelThread(m, "rcu_preempt", 0, lambda: work.pop() if work else 0.0)
+    env.timeout(10_000.0).callbacks.append(thread.wake)
+    env.run(until=10_100.0)
+    assert thread.task is not None and thread.idle  # ran its 5 us and sleeps
+    assert task_load(thread.task, env.now) < 5.0
+    assert cpu_stats(m.cpus[0], env.now)[0] == pytest.approx(task_load(m.cpus[0].current, env.now), abs=5.0)
