@@ -90,9 +90,15 @@ class Machine:
         the next one (a child that waited behind a hog runs, the hog waits and may be pulled). Without this
         order the pass saw the hog still running and the child waiting, moved the child, and never packed the
         hogs as the kernel does (traced: 69-235 ms after the start); closed-fork-K1-rss0-hogs2 was predicted at
-        661 forks/s, now 2,438, against 4,054-4,682 measured (2026-12-04)."""
+        661 forks/s, now 2,438, against 4,054-4,682 measured (2026-12-04). The pass comes `tick_pass_delay_us`
+        after the tick (the profile's, measured: the kernel's balancing pulls land 20-70 us after it), by which
+        time a kernel thread the tick woke (rcu_preempt, a kworker: ~5 us) has run and left the CPU again; at the
+        tick itself the pass would find it running and the task it displaced waiting, a task it may move."""
         tick = self.params.tick_us
         timeout = self.env.timeout
+        delay = self._balancer.p.tick_pass_delay_us
+        if delay > 0.0:
+            yield timeout(delay)
         while True:
             yield timeout(tick)
             yield timeout(0.0)  # behind every event already due at this tick (the CPUs' slice expiries)

@@ -74,6 +74,7 @@ class BalanceSpec:
     idle_pull: float
     wake_prev: float
     fork_local_no_idle: tuple[float, ...] | None = None  # in forksim.sched.idlest.NO_IDLE_KEYS order
+    tick_pass_delay_us: float = 0.0
 
     @classmethod
     def of(cls, exp: "Experiment", profile: Profile) -> "BalanceSpec":
@@ -83,12 +84,13 @@ class BalanceSpec:
         return cls(interval_us=1000.0 * exp.machine.cpus, migration_cost_us=b.migration_cost_us,
                    idle_pull=b.idle_pull.value, wake_prev=wake_prev.value if wake_prev else 0.0,
                    fork_local_no_idle=tuple(no_idle[k].value for k in NO_IDLE_KEYS)
-                   if no_idle is not None else None)
+                   if no_idle is not None else None, tick_pass_delay_us=b.tick_pass_delay_us)
 
     def bind(self, costs: "Costs") -> BalanceParams:
         return BalanceParams(interval_us=self.interval_us, migration_cost_us=self.migration_cost_us,
                              idle_pull=self.idle_pull, wake_prev=self.wake_prev,
-                             fork_local_no_idle=self.fork_local_no_idle, uniform=costs.uniform)
+                             fork_local_no_idle=self.fork_local_no_idle, uniform=costs.uniform,
+                             tick_pass_delay_us=self.tick_pass_delay_us)
 
 
 # A scheduler cost: a fixed value (a [machine] override) or the profile's cost, sampled per use.

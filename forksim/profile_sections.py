@@ -27,6 +27,8 @@ EEVDF_SOURCE = ("assumption: Linux 6.6+ EEVDF with the default features (PLACE_L
 _MIGRATION_COST_SRC = ("assumption: sysctl_sched_migration_cost default 500 us (kernel/sched/fair.c); "
                        "debugfs sched/migration_cost_ns is not readable here")
 _IDLE_PULL_SRC = "assumption: upstream (no vCPU packing): an idle CPU's balance pass pulls a waiting task"
+_TICK_PASS_DELAY_SRC = ("assumption: the tick's balance pass sees its CPUs as they are once the tick's own switches "
+                        "are done, before anything they wake has run (not measured on this profile's host)")
 
 
 class Balancing(BaseModel):
@@ -39,6 +41,10 @@ class Balancing(BaseModel):
     migration_cost_source: str = _MIGRATION_COST_SRC
     # sched_vcpu_pack-style packing: P(an idle vCPU's balance pass pulls a waiting task); 1 upstream.
     idle_pull: Fraction = Field(default_factory=lambda: Fraction(value=1.0, source=_IDLE_PULL_SRC))
+    # how long after the tick its balance pass (SCHED_SOFTIRQ's sched_balance_rq) detaches what it pulls: the kernel
+    # threads the tick woke (rcu_preempt, a kworker) have run by then; measured by forksim.calibration.busy
+    tick_pass_delay_us: float = Field(default=0.0, ge=0.0, le=1e4)
+    tick_pass_delay_source: str = _TICK_PASS_DELAY_SRC
     # P(a new child stays on its parent's CPU when no CPU is idle), by the case of the kernel's
     # sched_balance_find_dst_group that decided and the parent's CPU's runnable tasks minus the other's
     # (forksim.sched.idlest.NO_IDLE_KEYS: "<case>/<difference>", e.g. "both_spare/one_more"); measured by

@@ -141,10 +141,10 @@ def test_fit_balancing_makes_a_profile_section_from_the_traced_runs():
            "fork_no_idle_higher_type/more": [1, 20], "fork_no_idle_load_push/one_more": [0, 1],
            "idle_pull_chances": 4.0, "idle_pulls": 0, "forks_child_first_in_slice": [1, 40],
            "forks_child_first_past_slice": [3, 5], "parent_woken_from_other_cpu": 50, "parent_wake_stays_on_prev": 0.98}
-    assert fit_balancing(Store()) == (None, {})
+    assert fit_balancing(Store(), 4000.0) == (None, {})
     store = Store()
     store.add(KIND, {"rep": 0}, {}, [], [run])
-    section, placement = fit_balancing(store)
+    section, placement = fit_balancing(store, 4000.0)
     bal = Balancing(**section)
     assert bal.eevdf is True and "idle_pull" not in section  # 4 ticks of chance say nothing
     assert "of 40 children put on their parent's CPU while the parent was inside its slice, 1 ran" in bal.eevdf_source
@@ -161,10 +161,10 @@ def test_fit_balancing_makes_a_profile_section_from_the_traced_runs():
     # one fork against the rule in a thin cell leaves it near the rule (0 kept of 1: 20 / 21)
     one = Store()
     one.add(KIND, {"rep": 0}, {}, [], [run | {"fork_no_idle_both_spare/not_more": [0, 1]}])
-    thin, _ = fit_balancing(one)
+    thin, _ = fit_balancing(one, 4000.0)
     assert Balancing(**thin).fork_local_no_idle["both_spare/not_more"].value == pytest.approx(20 / 21, abs=1e-4)
     store.add(KIND, {"rep": 1}, {}, [], [run | {"idle_pull_chances": 8.0, "idle_pulls": 3}])
-    section, _ = fit_balancing(store)
+    section, _ = fit_balancing(store, 4000.0)
     assert section["idle_pull"]["value"] == pytest.approx(3 / 12)
 
 
@@ -181,11 +181,11 @@ def test_fit_balancing_leaves_out_runs_that_shared_the_cpus_with_other_processes
     store = Store()
     store.add(KIND, {"rep": 0}, {}, [], [run(0.9, False)])
     store.add(KIND, {"rep": 1}, {}, [], [run(0.1, True)])
-    _, placement = fit_balancing(store)
+    _, placement = fit_balancing(store, 4000.0)
     assert placement["wake_prev_when_busy"]["value"] == 0.9 and "other processes" not in placement["wake_prev_when_busy"]["source"]
     noisy_only = Store()
     noisy_only.add(KIND, {"rep": 0}, {}, [], [run(0.1, True)])
-    _, placement = fit_balancing(noisy_only)
+    _, placement = fit_balancing(noisy_only, 4000.0)
     assert placement["wake_prev_when_busy"]["value"] == 0.1
     assert "1 of them while other processes used over 10% of the CPUs" in placement["wake_prev_when_busy"]["source"]
 
@@ -238,3 +238,61 @@ def test_measure_runs_a_noisy_load_again_and_reads_every_run_after_the_last(monk
            for r in store.select(busy.KIND)]
     assert got == [(1, 1, 0.02, False), (2, 2, 0.5, True), (2, 4, 0.01, False)]
     assert "(1 shared the CPUs with other processes" in said[-1]
+
+
+def test_the_balancers_moves_and_the_delay_of_the_ticks_pass():
+    """balance_pulls keeps the migrations no wake-up follows (the balancer's, not a waking task's placement);
+    tick_pass_delay is the median phase after the tick of those in the tick's first eighth (the tick's own
+    pass), none with fewer than ten."""
+    from forksim.calibration.busy import TICK_PASS_MIN_PULLS, balance_pulls, tick_pass_delay
+
+    tick_ns = 4e6
+
+    def pulled(ts):
+        return Event(ts, 0, 1, "sched_migrate_task", {"pid": "30", "orig_cpu": "0", "dest_cpu": "1"})
+
+    ev = []
+    for k in range(1, 13):  # the tick's pass, 30 + k us after tick k; a wake-up's migration 100 us later
+        ev.append(pulled(k * tick_ns + (30 + k) * 1e3))
+        ev.append(Event(k * tick_ns + 100e3, 30, 0, "sched_migrate_task",
+                        {"pid": "30", "orig_cpu": "1", "dest_cpu": "0"}))
+        ev.append(Event(k * tick_ns + 100e3 + 500, 31, 0, "sched_wakeup", {"pid": "30", "target_cpu": "000"}))
+    ev.append(pulled(13 * tick_ns + 2e6))  # a newly idle CPU's pull, mid-tick
+    ev.append(pulled(14 * tick_ns + 30e3))  # not one of the load's tasks
+    ev[-1].f["pid"] = "99"
+    got = balance_pulls(ev, {30, 31}, 0, 20 * tick_ns)["balance_pulls_ns"]
+    assert len(got) == 13 and all(ts % tick_ns != 100e3 for ts in got)
+    delay, source = tick_pass_delay([{"balance_pulls_ns": got}], 4000.0)
+    assert delay == pytest.approx(36.5) and source.startswith("measured: 12 of the load balancer's 13 moves")
+    assert tick_pass_delay([{"balance_pulls_ns": got[:TICK_PASS_MIN_PULLS - 1]}], 4000.0) is None
+    assert tick_pass_delay([{}], 4000.0) is None
+
+
+def test_the_tick_pass_delay_merges_into_a_profile_file_and_nothing_else_moves(tmp_path):
+    import json
+    import shutil
+
+    from forksim.calibration.busy import KIND, merge_tick_pass_delay
+    from forksim.calibration.plan import write_raw
+    from forksim.profile import load_profile, profile_path
+
+    prof = tmp_path / "p.json"
+    shutil.copy(profile_path("amd-epyc-zen4-2cpu-linux6.18-kvm-haltpoll"), prof)
+    before = json.loads(prof.read_text())
+    pulls = [k * 4_000_000 + 30_000 + 1000 * (k % 5) for k in range(1, 21)]
+    raw = tmp_path / "busy.json.gz"
+    write_raw(raw, {"facts": {"kernel": "6.18"}, "runs": [
+        {"kind": KIND, "key": {}, "shape": {}, "samples": [], "segments": [{"balance_pulls_ns": pulls}]}]})
+    delay, source = merge_tick_pass_delay(str(raw), str(prof), "a note")
+    after = json.loads(prof.read_text())
+    assert delay == 32.0 and after["balancing"]["tick_pass_delay_us"] == 32.0
+    assert after["balancing"]["tick_pass_delay_source"].endswith("raw: busy.json.gz; a note")
+    assert "merged_tick_pass_delay" in after["provenance"]
+    for doc in (before, after):
+        doc["balancing"].pop("tick_pass_delay_us", None), doc["balancing"].pop("tick_pass_delay_source", None)
+        doc["provenance"].pop("merged_tick_pass_delay", None)
+    assert after == before
+    assert load_profile(str(prof)).balancing.tick_pass_delay_us == 32.0
+    with pytest.raises(ValueError, match="under 10 balancing moves"):
+        write_raw(raw, {"runs": []})
+        merge_tick_pass_delay(str(raw), str(prof))

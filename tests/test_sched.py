@@ -728,6 +728,43 @@ def test_the_tick_past_the_childs_protected_slice_picks_off_a_delayed_parent(chi
     assert seen["woken"] == pytest.approx(3000.0 + child_runs, abs=50.0)
 
 
+def test_the_ticks_balance_pass_comes_its_measured_delay_after_the_tick():
+    """balancing.tick_pass_delay_us: the pass runs that long after each tick (SCHED_SOFTIRQ's detach, traced 20-70 us
+    after it), so a kernel thread the tick woke (5 us of work) has run and left the CPU: the pass finds the hog it
+    displaced running again and nothing waiting (at the tick itself it would find the thread running and the hog
+    waiting, or the thread waiting beside the hog)."""
+    from forksim.kthread import KernelThread
+
+    env = simpy.Environment()
+    bal = BalanceParams(interval_us=2000.0, idle_pull=0.0, uniform=lambda: 0.5, tick_pass_delay_us=35.0)
+    m = Machine(env, 2, eevdf_params(balance=bal))
+    ran: dict[str, float] = {}
+    hog(m, "a", ran, pin=0)
+    work = []
+    thread = KernelThread(m, "rcu_preempt", 0, lambda: work.pop() if work else 0.0)
+
+    def ticks():
+        while True:
+            yield env.timeout(TICK - env.now % TICK)
+            work.append(5.0)
+            thread.wake()
+
+    env.process(ticks())
+    seen: dict[float, tuple[str, tuple[str, ...]]] = {}
+    tick = m._balancer.tick
+
+    def spy():
+        c = m.cpus[0]
+        seen[env.now] = (c.current.name, tuple(e[2].name for e in c.rq))
+        tick()
+
+    m._balancer.tick = spy
+    env.run(until=40_000.0)
+    assert sorted(seen) == pytest.approx([k * TICK + 35.0 for k in range(1, 10)])
+    assert ran["a"] > 30_000.0 and thread.task is not None  # the thread ran at the ticks
+    assert set(seen.values()) == {("a", ())}
+
+
 def test_a_kernel_thread_carries_a_long_sleepers_pelt_load_not_a_new_tasks():
     """A kernel thread (alive since boot, asleep nearly always) first woken inside the run weighs nothing on its
     CPU's load; a new task would start at 1024 (init_entity_runnable_average) and weigh for ~100 ms."""

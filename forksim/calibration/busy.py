@@ -6,7 +6,8 @@ pids only) and reduced to what decides its throughput:
 
 - the hogs' layout over the measured window: the share of time the hogs were spread as evenly as
   the CPUs allow, and the share they were packed one CPU heavier than that ("stacked");
-- the hogs' migrations per second (load balancing moving them);
+- the hogs' migrations per second (load balancing moving them), and when after the tick the balancer's
+  moves come (the tick's pass runs in SCHED_SOFTIRQ, after what the tick woke has run);
 - where each forked child first ran: on the parent's CPU, or another one;
 - the throughput and the fork latency percentiles of the run itself.
 
@@ -47,7 +48,8 @@ if TYPE_CHECKING:
     from .plan import Store
 
 __all__ = ["EVENTS", "KIND", "Recorded", "load_pids", "record_loadgen", "traced_loadgen", "record_run", "read_run",
-           "foreign_cpu_frac", "trace_run", "layout", "child_first", "fractions", "measure", "fit_balancing"]
+           "foreign_cpu_frac", "trace_run", "layout", "child_first", "balance_pulls", "tick_pass_delay", "fractions",
+           "measure", "fit_balancing"]
 
 KIND = "busy"
 IDLE_PULL_MIN_CHANCES = 10  # ticks with a CPU idle while a task waited: fewer say nothing about idle_pull
@@ -278,6 +280,50 @@ def idle_pulls(events: list[Event], pids: set[int], t0: float, t1: float, ncpu: 
             "idle_pull": round(min(1.0, pulls / ticks), 4) if ticks >= 1 else None}
 
 
+def balance_pulls(events: list[Event], pids: set[int], t0: float, t1: float) -> dict[str, Any]:
+    """When the load balancer moved a task of the load (sched_migrate_task with no wake-up of the task right
+    after it: try_to_wake_up and wake_up_new_task place a waking task with a migration followed by its
+    sched_wakeup(_new)): CLOCK_MONOTONIC ns, for their phase against the tick (`tick_pass_delay`)."""
+    out = []
+    for i, e in enumerate(events):
+        if e.name != "sched_migrate_task" or not t0 <= e.ts <= t1:
+            continue
+        pid = e.f.get("pid")
+        if int(pid or -1) not in pids:
+            continue
+        woken = any(n.name.startswith("sched_wakeup") and n.f.get("pid") == pid and n.ts - e.ts < 50e3
+                    for n in events[i + 1:i + 4])
+        if not woken:
+            out.append(int(e.ts))
+    return {"balance_pulls_ns": out}
+
+
+# Of the balancer's moves, those within this share of a tick after it are the tick's own pass (SCHED_SOFTIRQ);
+# a newly idle CPU's pull lands anywhere in the tick
+TICK_PASS_WINDOW = 1 / 8
+TICK_PASS_MIN_PULLS = 10  # fewer say nothing about when the pass comes
+
+
+def tick_pass_delay(runs: list[dict[str, Any]], tick_us: float) -> tuple[float, str] | None:
+    """How long after the tick its balance pass detaches what it pulls (the median phase of the traced balancing
+    moves in the first TICK_PASS_WINDOW of a tick; the tick's expiries sit on multiples of the tick in
+    CLOCK_MONOTONIC, tick_init_jiffy_update) and its provenance; None with fewer than TICK_PASS_MIN_PULLS."""
+    tick_ns = tick_us * 1e3
+    ts = np.array([t for r in runs for t in r.get("balance_pulls_ns") or ()], dtype=np.int64)
+    if not ts.size:
+        return None
+    phase = (ts % int(round(tick_ns))) / 1e3
+    near = phase[phase < TICK_PASS_WINDOW * tick_us]
+    if near.size < TICK_PASS_MIN_PULLS:
+        return None
+    p10, p50, p90 = np.percentile(near, [10, 50, 90])
+    return round(float(p50), 1), (
+        f"measured: {near.size} of the load balancer's {ts.size} moves of a task of the load (sched_migrate_task "
+        f"with no wake-up after it) in {len(runs)} traced runs of fork parents beside CPU hogs "
+        f"(forksim.calibration.busy) came within {TICK_PASS_WINDOW * tick_us:g} us after a {tick_us:g} us tick, "
+        f"{p10:.0f} / {p50:.0f} / {p90:.0f} us after it (p10 / p50 / p90); the model takes the p50")
+
+
 def fork_placement(events: list[Event], hogs: list[int], parents: list[int], t0: float, t1: float,
                    ncpu: int) -> dict[str, Any]:
     """Where new children went (sched_wakeup_new target_cpu) when another CPU was idle: on the
@@ -451,6 +497,7 @@ def read_run(run: Recorded) -> dict[str, Any]:
         **child_first(events, kids[hogs:hogs + parents], w0, w1, slice_ns),
         **parents_together(events, kids[hogs:hogs + parents], w0, w1),
         **idle_pulls(events, load_pids(events, master), w0, w1, ncpu),
+        **balance_pulls(events, load_pids(events, master), w0, w1),
         **fork_placement(events, hog_pids, kids[hogs:hogs + parents], w0, w1, ncpu),
         **fork_placement_no_idle(events, load_pids(events, master), kids[hogs:hogs + parents], w0, w1, ncpu),
     }
@@ -615,9 +662,10 @@ def measure(store: "Store", loads: tuple[tuple[int, int, int], ...], duration_s:
         + (f" ({noisy} shared the CPUs with other processes: calibrate on a quiet machine)" if noisy else ""))
 
 
-def fit_balancing(store: "Store") -> tuple[dict[str, Any] | None, dict[str, Any]]:
+def fit_balancing(store: "Store", tick_us: float) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The profile's `balancing` section (None where no busy run was measured) and the busy machine's
-    placement shares for `placement`, pooled over the store's traced hog runs (`fractions`)."""
+    placement shares for `placement`, pooled over the store's traced hog runs (`fractions`, `tick_pass_delay`
+    against the host's `tick_us`)."""
     runs = [r["segments"][0] for r in store.select(KIND) if r["segments"]]
     if not runs:
         return None, {}
@@ -626,13 +674,66 @@ def fit_balancing(store: "Store") -> tuple[dict[str, Any] | None, dict[str, Any]
     shares = fractions(runs)
     placement = {k: shares.pop(k) for k in ("fork_local_when_idle_busy", "wake_prev_when_busy") if k in shares}
     section: dict[str, Any] = {"eevdf": True, "eevdf_source": _eevdf_source(runs), **shares}
+    delay = tick_pass_delay(runs, tick_us)
+    if delay is not None:
+        section["tick_pass_delay_us"], section["tick_pass_delay_source"] = delay
     return section, placement
 
 
+def merge_tick_pass_delay(raw_path: str, profile: str, note: str = "") -> tuple[float, str]:
+    """Fit the busy runs of a raw file (`tick-pass`'s, or calibrate --raw's) into a profile file's
+    balancing.tick_pass_delay_us, every other number as it was (provenance.merged_tick_pass_delay)."""
+    import datetime as dt
+
+    from ..io import write_text
+    from ..profile import Profile
+    from .plan import read_raw
+
+    raw = read_raw(raw_path)
+    path = Path(profile)
+    prof = json.loads(path.read_text())
+    runs = [r["segments"][0] for r in raw["runs"] if r["kind"] == KIND and r["segments"]]
+    fit = tick_pass_delay([r for r in runs if not r.get("noisy")] or runs, float(prof["scheduler"]["tick"]["fixed_us"]))
+    if fit is None:
+        raise ValueError(f"{raw_path}: under {TICK_PASS_MIN_PULLS} balancing moves near a tick in its busy runs")
+    if "balancing" not in prof:
+        raise ValueError(f"{profile}: no balancing section to add the tick pass's delay to (calibrate the busy runs)")
+    delay, source = fit
+    prof["balancing"]["tick_pass_delay_us"] = delay
+    prof["balancing"]["tick_pass_delay_source"] = (f"{source}; raw: {Path(raw_path).name}"
+                                                   + (f"; {note}" if note else ""))
+    prof.setdefault("provenance", {})["merged_tick_pass_delay"] = {
+        "sections": ["balancing.tick_pass_delay_us"], "note": f"python -m forksim.calibration.busy tick-pass "
+        f"(raw: {raw_path}), kernel {(raw.get('facts') or {}).get('kernel')}" + (f"; {note}" if note else ""),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    Profile.model_validate(prof)
+    write_text(path, json.dumps(prof, indent=1) + "\n")
+    return fit
+
+
 def main(argv: list[str]) -> int:
-    """Trace every hog load `reps` times (default 3); print each run and the pooled shares (JSON)."""
+    """`python -m forksim.calibration.busy [REPS]`: trace every hog load REPS times (default 3); print each run and
+    the pooled shares (JSON). `... tick-pass RAW [PROFILE ...] [--note TEXT]`: trace the full plan's hog loads into
+    the raw file RAW (.json or .json.gz) and merge the tick pass's delay they show into each PROFILE file."""
     from ..validation.measure import build_tools
 
+    if argv and argv[0] == "tick-pass":
+        from ..lab.facts import machine_facts
+        from .plan import PLANS, Store, write_raw
+
+        note = argv[argv.index("--note") + 1] if "--note" in argv else ""
+        args = [a for i, a in enumerate(argv[1:], 1) if a != "--note" and argv[i - 1] != "--note"]
+        if not args:
+            print("usage: python -m forksim.calibration.busy tick-pass RAW [PROFILE ...] [--note TEXT]",
+                  file=sys.stderr)
+            return 2
+        plan, store = PLANS["full"], Store()
+        measure(store, plan.busy_loads, plan.busy_s, plan.busy_warmup_s, plan.busy_reps, print)
+        write_raw(args[0], {"facts": machine_facts(), "runs": store.runs})
+        for prof in args[1:]:
+            delay, _ = merge_tick_pass_delay(args[0], prof, note)
+            print(f"merged tick_pass_delay_us {delay:g} into {prof}")
+        return 0
     reps = int(argv[0]) if argv else 3
     tools = build_tools()
     runs = []

@@ -350,7 +350,7 @@ def _add_sections(profile: dict[str, Any], store: Store, copies: dict[str, Any] 
     """The sections fitted beside build_profile's, by calibrate and refit alike: RCU callbacks, recent-idle
     placement, placement room, balancing (where the busy runs were traced), and the copies step's (where it ran)."""
     profile.update(_rcu_section(store, profile))
-    balancing, busy_placement = fit_balancing(store)
+    balancing, busy_placement = fit_balancing(store, float(profile["scheduler"]["tick"]["fixed_us"]))
     if balancing is not None:
         profile["balancing"] = balancing
         _merge_busy_placement(profile["placement"], busy_placement)

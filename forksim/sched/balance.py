@@ -71,6 +71,8 @@ class BalanceParams:
     # runnable tasks (forksim.sched.idlest.NO_IDLE_KEYS order), as measured; None: the kernel's case decides
     fork_local_no_idle: tuple[float, ...] | None = None
     uniform: Callable[[], float] = lambda: 0.0  # a U(0,1) draw for `idle_pull` and `fork_local_no_idle`
+    # the tick's pass runs this long after the tick (SCHED_SOFTIRQ: what the tick woke has run by then)
+    tick_pass_delay_us: float = 0.0
 
 
 _NEG_LN2 = -_LN2
