@@ -93,7 +93,10 @@ class Machine:
         661 forks/s, now 2,438, against 4,054-4,682 measured (2026-12-04). The pass comes `tick_pass_delay_us`
         after the tick (the profile's, measured: the kernel's balancing pulls land 20-70 us after it), by which
         time a kernel thread the tick woke (rcu_preempt, a kworker: ~5 us) has run and left the CPU again; at the
-        tick itself the pass would find it running and the task it displaced waiting, a task it may move."""
+        tick itself the pass would find it running and the task it displaced waiting, a task it may move. Not
+        modelled: the tick's own switch waits for the softirqs at the tick's irq exit (traced beside two hogs and two
+        fork loops: the hog switched out 20-60 us after the tick, p50 ~35 us), so at about half the ticks that switch a
+        hog out the real pass comes first and finds the hog still running; here it always sees the switch done."""
         tick = self.params.tick_us
         timeout = self.env.timeout
         delay = self._balancer.p.tick_pass_delay_us

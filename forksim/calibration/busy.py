@@ -693,7 +693,8 @@ def merge_tick_pass_delay(raw_path: str, profile: str, note: str = "") -> tuple[
     path = Path(profile)
     prof = json.loads(path.read_text())
     runs = [r["segments"][0] for r in raw["runs"] if r["kind"] == KIND and r["segments"]]
-    fit = tick_pass_delay([r for r in runs if not r.get("noisy")] or runs, float(prof["scheduler"]["tick"]["fixed_us"]))
+    quiet = [r for r in runs if not r.get("noisy")] or runs
+    fit = tick_pass_delay(quiet, float(prof["scheduler"]["tick"]["fixed_us"]))
     if fit is None:
         raise ValueError(f"{raw_path}: under {TICK_PASS_MIN_PULLS} balancing moves near a tick in its busy runs")
     if "balancing" not in prof:
@@ -718,20 +719,23 @@ def main(argv: list[str]) -> int:
     from ..validation.measure import build_tools
 
     if argv and argv[0] == "tick-pass":
+        import argparse
+
         from ..lab.facts import machine_facts
         from .plan import PLANS, Store, write_raw
 
-        note = argv[argv.index("--note") + 1] if "--note" in argv else ""
-        args = [a for i, a in enumerate(argv[1:], 1) if a != "--note" and argv[i - 1] != "--note"]
-        if not args:
-            print("usage: python -m forksim.calibration.busy tick-pass RAW [PROFILE ...] [--note TEXT]",
-                  file=sys.stderr)
-            return 2
+        ap = argparse.ArgumentParser(prog="python -m forksim.calibration.busy tick-pass",
+                                     description="trace the full plan's hog loads (root, tracefs; about 75 s) into "
+                                                 "RAW and merge the tick pass's delay they show into each PROFILE")
+        ap.add_argument("raw", help="the raw file to write (.json or .json.gz)")
+        ap.add_argument("profiles", nargs="*", metavar="PROFILE", help="profile files to merge it into")
+        ap.add_argument("--note", default="", help="added to the merged source (when, how quiet)")
+        a = ap.parse_args(argv[1:])
         plan, store = PLANS["full"], Store()
         measure(store, plan.busy_loads, plan.busy_s, plan.busy_warmup_s, plan.busy_reps, print)
-        write_raw(args[0], {"facts": machine_facts(), "runs": store.runs})
-        for prof in args[1:]:
-            delay, _ = merge_tick_pass_delay(args[0], prof, note)
+        write_raw(a.raw, {"facts": machine_facts(), "runs": store.runs})
+        for prof in a.profiles:
+            delay, _ = merge_tick_pass_delay(a.raw, prof, a.note)
             print(f"merged tick_pass_delay_us {delay:g} into {prof}")
         return 0
     reps = int(argv[0]) if argv else 3
