@@ -714,8 +714,8 @@ def merge_tick_pass_delay(raw_path: str, profile: str, note: str = "") -> tuple[
 
 def main(argv: list[str]) -> int:
     """`python -m forksim.calibration.busy [REPS]`: trace every hog load REPS times (default 3); print each run and
-    the pooled shares (JSON). `... tick-pass RAW [PROFILE ...] [--note TEXT]`: trace the full plan's hog loads into
-    the raw file RAW (.json or .json.gz) and merge the tick pass's delay they show into each PROFILE file."""
+    the pooled shares (JSON). `... tick-pass RAW [--merge PROFILE ...] [--note TEXT]`: trace the full plan's hog loads
+    into the raw file RAW (.json or .json.gz) and merge the tick pass's delay they show into each PROFILE file."""
     from ..validation.measure import build_tools
 
     if argv and argv[0] == "tick-pass":
@@ -726,15 +726,17 @@ def main(argv: list[str]) -> int:
 
         ap = argparse.ArgumentParser(prog="python -m forksim.calibration.busy tick-pass",
                                      description="trace the full plan's hog loads (root, tracefs; about 75 s) into "
-                                                 "RAW and merge the tick pass's delay they show into each PROFILE")
+                                                 "RAW and merge the tick pass's delay they show into each --merge "
+                                                 "PROFILE")
         ap.add_argument("raw", help="the raw file to write (.json or .json.gz)")
-        ap.add_argument("profiles", nargs="*", metavar="PROFILE", help="profile files to merge it into")
+        ap.add_argument("--merge", action="append", default=[], metavar="PROFILE",
+                        help="then merge the fit into this profile file (repeatable)")
         ap.add_argument("--note", default="", help="added to the merged source (when, how quiet)")
         a = ap.parse_args(argv[1:])
         plan, store = PLANS["full"], Store()
         measure(store, plan.busy_loads, plan.busy_s, plan.busy_warmup_s, plan.busy_reps, print)
         write_raw(a.raw, {"facts": machine_facts(), "runs": store.runs})
-        for prof in a.profiles:
+        for prof in a.merge:
             delay, _ = merge_tick_pass_delay(a.raw, prof, a.note)
             print(f"merged tick_pass_delay_us {delay:g} into {prof}")
         return 0
