@@ -662,15 +662,20 @@ def measure(store: "Store", loads: tuple[tuple[int, int, int], ...], duration_s:
         + (f" ({noisy} shared the CPUs with other processes: calibrate on a quiet machine)" if noisy else ""))
 
 
+def _fitted_runs(store: "Store") -> list[dict[str, Any]]:
+    """The store's traced busy runs a fit pools: the quiet ones, or every one where none was quiet (kept, and the
+    sources say so)."""
+    runs = [r["segments"][0] for r in store.select(KIND) if r["segments"]]
+    return [r for r in runs if not r.get("noisy")] or runs
+
+
 def fit_balancing(store: "Store", tick_us: float) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The profile's `balancing` section (None where no busy run was measured) and the busy machine's
     placement shares for `placement`, pooled over the store's traced hog runs (`fractions`, `tick_pass_delay`
     against the host's `tick_us`)."""
-    runs = [r["segments"][0] for r in store.select(KIND) if r["segments"]]
+    runs = _fitted_runs(store)
     if not runs:
         return None, {}
-    quiet = [r for r in runs if not r.get("noisy")]
-    runs = quiet or runs  # (every run noisy: kept, and their sources say so)
     shares = fractions(runs)
     placement = {k: shares.pop(k) for k in ("fork_local_when_idle_busy", "wake_prev_when_busy") if k in shares}
     section: dict[str, Any] = {"eevdf": True, "eevdf_source": _eevdf_source(runs), **shares}
@@ -683,18 +688,13 @@ def fit_balancing(store: "Store", tick_us: float) -> tuple[dict[str, Any] | None
 def merge_tick_pass_delay(raw_path: str, profile: str, note: str = "") -> tuple[float, str]:
     """Fit the busy runs of a raw file (`tick-pass`'s, or calibrate --raw's) into a profile file's
     balancing.tick_pass_delay_us, every other number as it was (provenance.merged_tick_pass_delay)."""
-    import datetime as dt
-
-    from ..io import write_text
-    from ..profile import Profile
-    from .plan import read_raw
+    from .merge import write_merged
+    from .plan import Store, read_raw
 
     raw = read_raw(raw_path)
     path = Path(profile)
     prof = json.loads(path.read_text())
-    runs = [r["segments"][0] for r in raw["runs"] if r["kind"] == KIND and r["segments"]]
-    quiet = [r for r in runs if not r.get("noisy")] or runs
-    fit = tick_pass_delay(quiet, float(prof["scheduler"]["tick"]["fixed_us"]))
+    fit = tick_pass_delay(_fitted_runs(Store(runs=raw["runs"])), float(prof["scheduler"]["tick"]["fixed_us"]))
     if fit is None:
         raise ValueError(f"{raw_path}: under {TICK_PASS_MIN_PULLS} balancing moves near a tick in its busy runs")
     if "balancing" not in prof:
@@ -703,12 +703,9 @@ def merge_tick_pass_delay(raw_path: str, profile: str, note: str = "") -> tuple[
     prof["balancing"]["tick_pass_delay_us"] = delay
     prof["balancing"]["tick_pass_delay_source"] = (f"{source}; raw: {Path(raw_path).name}"
                                                    + (f"; {note}" if note else ""))
-    prof.setdefault("provenance", {})["merged_tick_pass_delay"] = {
+    write_merged(path, prof, "merged_tick_pass_delay", {
         "sections": ["balancing.tick_pass_delay_us"], "note": f"python -m forksim.calibration.busy tick-pass "
-        f"(raw: {raw_path}), kernel {(raw.get('facts') or {}).get('kernel')}" + (f"; {note}" if note else ""),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    Profile.model_validate(prof)
-    write_text(path, json.dumps(prof, indent=1) + "\n")
+        f"(raw: {raw_path}), kernel {(raw.get('facts') or {}).get('kernel')}" + (f"; {note}" if note else "")})
     return fit
 
 

@@ -404,21 +404,14 @@ def measured_p50(raw: dict[str, Any]) -> list[dict[str, Any]]:
 def merge_into(path: str, fit: dict[str, Any], note: str, key: str = "merged_copies") -> None:
     """Add the fitted sections to an existing profile file (an additive merge: every other number stays),
     with a provenance entry saying what was added, when and how."""
-    import datetime as _dt
     import json
     from pathlib import Path
 
-    from ..io import write_text
-    from ..profile import Profile
+    from .merge import write_merged
 
     data = json.loads(Path(path).read_text())
     data.update(fit)
-    data.setdefault("provenance", {})[key] = {
-        "sections": sorted(fit), "note": note,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    Profile.model_validate(data)
-    write_text(Path(path), json.dumps(data, indent=1) + "\n")
+    write_merged(path, data, key, {"sections": sorted(fit), "note": note})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -342,14 +342,12 @@ def merge_into(raw: str, profile_path: str, note: str = "") -> dict[str, Any]:
     """Refit a calibration's raw file (calibrate --raw) and put the stages the families' fit changes
     (MERGED_STAGES, wait_reap_vfork) and their diagnostics into a profile file; every other number stays.
     provenance.merged_families says from what and when. Returns the refitted profile."""
-    import datetime as _dt
     import json
     import tempfile
     from pathlib import Path
 
-    from ..io import write_text
-    from ..profile import Profile
     from .calibrate import refit
+    from .merge import write_merged
 
     with tempfile.TemporaryDirectory() as tmp:
         new = refit(raw, Path(tmp) / "refit.json")
@@ -362,13 +360,10 @@ def merge_into(raw: str, profile_path: str, note: str = "") -> dict[str, Any]:
     for k in _MERGED_DIAG:
         if k in new["diagnostics"]:
             prof.setdefault("diagnostics", {})[k] = new["diagnostics"][k]
-    prof.setdefault("provenance", {})["merged_families"] = {
+    write_merged(profile_path, prof, "merged_families", {
         "stages": list(MERGED_STAGES) + ["wait_reap_vfork", *_OPTIONAL], "from": str(raw),
         "note": "python -m forksim.calibration.families: each family's fixed cost fitted to its untraced loop, "
-                "the fork sweep fitted through the base image" + (f"; {note}" if note else ""),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    Profile.model_validate(prof)
-    write_text(profile_path, json.dumps(prof, indent=1) + "\n")
+                "the fork sweep fitted through the base image" + (f"; {note}" if note else "")})
     return new
 
 

@@ -67,11 +67,9 @@ def merge_into(raw: str | Path, profile: str | Path, note: str = "", scale: bool
     placement room loops, leaving everything else as it is (additive).
     scale: divide the cold extra (fixed_us, per_pte_us) by the grid's back-to-back speed relative to
     the profile's (an assumption: a host running slower slows the cold extra alike)."""
-    import datetime as _dt
     import json
 
-    from ..io import write_text
-    from ..profile import Profile
+    from .merge import write_merged
 
     rp = Path(raw)
     r = read_raw(rp)
@@ -100,11 +98,9 @@ def merge_into(raw: str | Path, profile: str | Path, note: str = "", scale: bool
         prof["placement_room"] = room
         sections.append("placement_room")
     kernel = (r.get("facts") or r.get("provenance") or {}).get("kernel")
-    prof.setdefault("provenance", {})["merged_warmth"] = {
+    write_merged(path, prof, "merged_warmth", {
         "sections": sections, "note": f"python -m forksim.calibration.warmth_grid (raw: {rp}), kernel {kernel}"
-        + (f"; {note}" if note else ""), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    Profile.model_validate(prof)
-    write_text(path, json.dumps(prof, indent=1) + "\n")
+        + (f"; {note}" if note else "")})
     return warmth
 
 

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ForksimError, MeasurementError
-from ..io import write_text
 from ..kernel.stages import DUP_MMAP
-from ..profile import Profile, StageCost
+from ..profile import StageCost
 from .fit import median
+from .merge import write_merged
 from .plan import PLANS, WRITTEN, MiB, Store, read_raw, write_raw
 
 __all__ = ["WRITTEN", "halves", "fit_written", "with_written", "measure_written", "merge_into"]
@@ -112,12 +112,9 @@ def merge_into(raw_path: str, profile: str, note: str = "") -> dict[str, Any]:
     dup["source"] = f"{dup['source'].split(_SOURCE)[0]}{_SOURCE}{fit['source']}"  # replaces an earlier merge's
     prof.setdefault("diagnostics", {})["written_ptes"] = fit["rows"]
     kernel = (raw.get("facts") or {}).get("kernel")
-    prof.setdefault("provenance", {})["merged_written"] = {
+    write_merged(path, prof, "merged_written", {
         "sections": [f"stages.{DUP_MMAP}.per_written_pte_us"], "note": f"python -m forksim.calibration.written "
-        f"(raw: {raw_path}), kernel {kernel}" + (f"; {note}" if note else ""),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    Profile.model_validate(prof)
-    write_text(path, json.dumps(prof, indent=1) + "\n")
+        f"(raw: {raw_path}), kernel {kernel}" + (f"; {note}" if note else "")})
     return fit
 
 
