@@ -136,6 +136,9 @@ class MachineSection(_Section):
     context_switch: Micros | None = Field(default=None, description="cost of a context switch (default: profile)")
     migration: Micros | None = Field(default=None, description="cost of pulling a task to another CPU (default: profile)")
     wakeup_preemption: bool = True
+    host_speed: bool = Field(default=True, description="the profile's slow episodes of the host (its vCPUs' work "
+                             "1.2-1.8x as long for milliseconds at a time, where the profile measured them); false: "
+                             "every CPU at one speed throughout, as on a dedicated host")
 
     @field_validator("profile")
     @classmethod

@@ -32,7 +32,7 @@ class CPU:
         "waking", "in_transit", "_kick_pending", "_seq", "_next_interruption", "load", "delayed", "idle_since",
         "awake_since", "_halted",
         "_next_irq", "rcu", "ksoftirqd", "members", "members_top", "members_sorted", "updated", "env", "params",
-        "_begin_cb", "_chunk_done_cb",
+        "_begin_cb", "_chunk_done_cb", "speed", "_speed_until", "_speed_slow",
     )
 
     def __init__(self, machine: "Machine", cpu_id: int):
@@ -58,6 +58,15 @@ class CPU:
         rcu = machine.params.rcu
         self.rcu = RcuBacklog(rcu.grace_us, machine.params.tick_us) if rcu is not None else None
         self.ksoftirqd = ksoftirqd(machine, cpu_id, self.rcu) if self.rcu is not None else None
+        # the host's speed here (forksim.host_speed): the factor on work until _speed_until (inf: 1 throughout)
+        self.speed = 1.0
+        self._speed_slow = False
+        self._speed_until = math.inf
+        episodes = machine.params.host_speed
+        if episodes is not None:
+            self._speed_slow, self._speed_until = episodes.first()
+            if self._speed_slow:
+                self.speed = episodes.factor()
         self.idle_since = 0.0  # when it last went idle (a halted vCPU wakes slower the longer it slept)
         # when its first task began after its last idle spell (the placement room rule of a packing kernel,
         # profile.placement_room, keys on how long the parent's CPU has been awake); _halted: idle since then
@@ -190,6 +199,16 @@ class CPU:
         p = self.params
         end = task._protect_end if p.eevdf else task._slice_start + p.slice_us
         return math.ceil(end / p.tick_us) * p.tick_us
+
+    def speed_at(self, now: float) -> float:
+        """The host's factor on this CPU's work at `now`: its stretches at the usual speed and slow episodes
+        drawn in turn up to now (Task.run asks only once the current one has ended)."""
+        episodes = self.params.host_speed
+        while self._speed_until <= now:
+            slow = self._speed_slow = not self._speed_slow
+            self.speed = episodes.factor() if slow else 1.0
+            self._speed_until += episodes.dwell(slow)
+        return self.speed
 
     def _interruptions(self, us: float) -> float:
         """Time taken by the interruptions and RCU batches that land in `us` of work starting now (the

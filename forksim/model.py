@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from .draws import values
+from .host_speed import SpeedEpisodes
 from .kernel.copies import Copies
 from .rcu import RcuSpec
-from .profile import IdleWakeCurve, ImageShape, IpiSendCurve, Profile, StageCost
+from .profile import HostSpeed, IdleWakeCurve, ImageShape, IpiSendCurve, Profile, StageCost
 from .profile_terms import DEFAULT_TIMER_SLACK_US
 from .sched.balance import BalanceParams
 from .sched.idlest import NO_IDLE_KEYS
@@ -118,6 +119,7 @@ class SchedulerSpec:
     interruption: StageCost | None  # how long one lasts
     rcu: RcuSpec | None  # RCU callbacks of exited tasks (profile.rcu_callbacks); None: none
     timer_slack_us: float  # a user task's timer sleep ends this much late (profile.scheduler.timer_slack)
+    host_speed: HostSpeed | None = None  # the host's slow episodes (profile.host_speed, unless machine.host_speed off)
 
     @classmethod
     def of(cls, exp: "Experiment", profile: Profile) -> "SchedulerSpec":
@@ -148,6 +150,8 @@ class SchedulerSpec:
                         rc.gp_kthread_us or 0.0, (rc.fqs_jiffies or 1) * tick_us, rc.vfree_per_stack_us or 0.0)
             if rc is not None else None,
             timer_slack_us=sched.timer_slack.fixed_us if sched.timer_slack is not None else DEFAULT_TIMER_SLACK_US,
+            host_speed=profile.host_speed if m.host_speed and profile.host_speed is not None
+            and profile.host_speed.slow_share > 0.0 else None,
         )
 
     def bind(self, costs: "Costs") -> SchedulerParams:
@@ -175,6 +179,7 @@ class SchedulerSpec:
             balance=self.balance.bind(costs) if self.balance is not None else None,
             rcu=self.rcu,
             timer_slack_us=self.timer_slack_us,
+            host_speed=SpeedEpisodes(self.host_speed, costs) if self.host_speed is not None else None,
             **self._interruptions(costs),
         )
 

@@ -57,6 +57,7 @@ from .profile_sections import (
     FilesCost,
     FlagCost,
     DamonRmap,
+    HostSpeed,
     Interruptions,
     NetnsCleanup,
     RcuCallbacks,
@@ -98,6 +99,7 @@ __all__ = [
     "WakeAway",
     "ROOM_FAMILIES",
     "Interruptions",
+    "HostSpeed",
     "RcuCallbacks",
     "NetnsCleanup",
     "DamonRmap",
@@ -192,6 +194,8 @@ class Profile(BaseModel):
     # (PlacementRoom); where present for a family it replaces placement and placement_recent_idle for it.
     placement_room: PlacementRoom | None = None
     interruptions: Interruptions | None = None
+    # The host's slow episodes per vCPU (forksim.calibration.host_speed); absent: every CPU at one speed throughout
+    host_speed: HostSpeed | None = None
     # RCU callbacks of exited tasks, run a grace period later in softirq (forksim.rcu; measured by
     # forksim.calibration.rcu); absent: they cost nothing
     rcu_callbacks: RcuCallbacks | None = None

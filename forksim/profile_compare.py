@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .kernel.stages import FORK_PATH
 from .profile import STAGES, TERMS, ImageShape, Profile
 
@@ -68,6 +70,9 @@ def compare_profiles(a: Profile, b: Profile) -> dict[str, Any]:
     # optional sections, where either profile has them: (section, row label, the figure of the section)
     optional = (("interruptions", "interruptions.rate_per_s (/s)", lambda x: x.rate_per_s),
                 ("interruptions", "interruptions.duration (us)", lambda x: x.duration.fixed_us),
+                ("host_speed", "host_speed.slow_share (share of time)", lambda x: x.slow_share),
+                ("host_speed", "host_speed.slow_factor p50 (x)",
+                 lambda x: float(np.interp(0.5, x.probabilities, x.slow_factor))),
                 ("remote_free", "remote_free.fixed_us (us)", lambda x: x.fixed_us),
                 ("remote_free", "remote_free.thread_us (us)", lambda x: x.thread_us),
                 ("warmth", "warmth.remote.exit_mmap.fixed_us (us)",

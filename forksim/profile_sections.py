@@ -12,13 +12,14 @@ import math
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .kernel.stages import COLD_STAGES
 from .sched.idlest import NO_IDLE_KEYS
 from .profile_terms import Fraction, Residual, StageCost, scatter_ramp
 
-__all__ = ["Balancing", "EEVDF_SOURCE", "Interruptions", "RcuCallbacks", "FD_BASE", "FlagCost", "FilesCost", "ChildrenCost", "ColdTerms", "Warmth",
+__all__ = ["Balancing", "EEVDF_SOURCE", "Interruptions", "HostSpeed", "RcuCallbacks", "FD_BASE", "FlagCost", "FilesCost",
+           "ChildrenCost", "ColdTerms", "Warmth",
            "RemoteFree", "ConcurrentCreation", "MAX_PER_SCATTERED_PTE_US"]
 
 
@@ -67,6 +68,45 @@ class Interruptions(BaseModel):
     rate_per_s: float = Field(ge=0.0, le=1e6)
     duration: StageCost
     source: str = Field(min_length=1)
+
+
+class HostSpeed(BaseModel):
+    """The host's speed over time as a vCPU sees it: episodes in which all of a CPU's work runs `slow_factor`
+    times as long as usual (another tenant on the physical core's SMT sibling, the host's frequency), between
+    stretches at the usual speed; each CPU's episodes independent of the other's (measured: P(slow) on one vCPU
+    the same whether the other was slow or not). The stretches' and episodes' lengths and the episodes' factors
+    are empirical quantiles at `probabilities` (forksim.calibration.host_speed); the model draws them in turn
+    per CPU and scales each chunk of a task's work by the factor at its start (forksim.cpu.CPU.speed_at)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    probabilities: list[float] = Field(min_length=2)
+    slow_factor: list[float] = Field(min_length=2, description="an episode's factor on work (>= 1), its quantiles")
+    slow_us: list[float] = Field(min_length=2, description="an episode's length (us), its quantiles")
+    normal_us: list[float] = Field(min_length=2, description="a stretch at the usual speed (us), its quantiles")
+    slow_share: float = Field(ge=0.0, le=1.0, description="the share of the measured time in episodes (reported)")
+    source: str = Field(min_length=1)
+
+    @field_validator("probabilities")
+    @classmethod
+    def _probabilities(cls, v: list[float]) -> list[float]:
+        if v[0] != 0.0 or v[-1] != 1.0 or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError("probabilities rise strictly from 0 to 1")
+        return v
+
+    @field_validator("slow_factor", "slow_us", "normal_us")
+    @classmethod
+    def _quantiles(cls, v: list[float], info) -> list[float]:
+        if any(not math.isfinite(x) or x <= 0.0 for x in v) or any(b < a for a, b in zip(v, v[1:])):
+            raise ValueError(f"{info.field_name}: quantiles are positive, finite and non-decreasing")
+        if info.field_name == "slow_factor" and v[0] < 1.0:
+            raise ValueError("slow_factor: an episode slows work (>= 1)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_per_probability(self) -> "HostSpeed":
+        if not len(self.slow_factor) == len(self.slow_us) == len(self.normal_us) == len(self.probabilities):
+            raise ValueError("one quantile per probability in slow_factor, slow_us and normal_us")
+        return self
 
 
 class RcuCallbacks(BaseModel):

@@ -86,6 +86,12 @@ DEFAULT_SCALING: dict[str, dict[str, str]] = {
         "source": "measured: on one CPU of the calibrated host; assumption: every CPU of a bigger machine sees the "
                   "same tick, device and host-preemption interruptions",
     },
+    "host_speed": {
+        "depends_on": "cpus",
+        "model": "each simulated CPU has its own slow episodes, drawn from the profile's host_speed quantiles",
+        "source": "measured: on each CPU of the calibrated host in turn (one vCPU's episodes independent of the "
+                  "other's); assumption: every vCPU of a bigger VM on the same host kind sees the same episodes",
+    },
     "rcu_callbacks": {
         "depends_on": "cpus",
         "model": "each simulated CPU runs the RCU callbacks queued on it (forksim.rcu), per reap and per dying mm",

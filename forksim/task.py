@@ -113,9 +113,10 @@ class Task:
 
     # ---- what a task's process calls
 
-    def run(self, us: float, preemptible: bool = False, head: float = 0.0) -> simpy.Event:
+    def run(self, us: float, preemptible: bool = False, head: float = 0.0, scaled: float = 0.0) -> simpy.Event:
         """Do `us` of CPU work; the event fires when it is done. A preemptible chunk's first `head` us
-        have no preemption point (a wake-up meanwhile is acted on once they are done)."""
+        have no preemption point (a wake-up meanwhile is acted on once they are done). `scaled`: the first us
+        of `us` (and of `head`) that came from `interrupted` now, at the host's speed and interrupted already."""
         if self.state != RUNNING or self._done is not None:
             raise RuntimeError(f"{self} asked for CPU work while not running on a CPU")
         if not us > 0.0:
@@ -123,6 +124,12 @@ class Task:
         env = self.env
         now = env._now
         cpu = self.cpu
+        # the host's speed at the chunk's start (episodes last milliseconds: one factor a chunk)
+        f = cpu.speed if now < cpu._speed_until else cpu.speed_at(now)
+        if f != 1.0:
+            us = scaled + (us - scaled) * f
+            if head > scaled:
+                head = scaled + (head - scaled) * f
         # else none lands in this chunk (`us` is not negative: a next one before now is before now + us too;
         # inf where none ever comes, CPU.__init__)
         if cpu._next_interruption < now + us and self.machine.interruptions:
@@ -166,7 +173,9 @@ class Task:
         if not us > 0.0:
             us = 0.0
         cpu = self.cpu
-        if cpu._next_interruption < self.env._now + us and self.machine.interruptions:  # (as in run)
+        now = self.env._now
+        us *= cpu.speed if now < cpu._speed_until else cpu.speed_at(now)  # (as in run)
+        if cpu._next_interruption < now + us and self.machine.interruptions:  # (as in run)
             us += cpu._interruptions(us)
         return us
 

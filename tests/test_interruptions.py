@@ -170,7 +170,7 @@ def test_the_1_and_10_ms_idle_wake_ups_are_measured_in_parts_apart_in_the_calibr
     from forksim.calibration.jobs import IDLE_SPINS_US, IDLE_WAKE_PARTS, PARTED_IDLE_US, calibration_jobs
     from forksim.calibration.plan import PLANS, Store
 
-    b = Benchmarks(*(Path("/nonexistent"),) * 3, False, "cc", Path("/nonexistent"))
+    b = Benchmarks(*(Path("/nonexistent"),) * 3, False, "cc", Path("/nonexistent"), Path("/nonexistent"))
     names = [name for name, _ in calibration_jobs(PLANS["quick"], b, Store(), None, 0, 1)]
     cold = next(i for i, n in enumerate(names) if n.startswith("cold forks"))  # the cold grid's first run
     last = names.index("idle wake-up after 150 us idle") + 1  # the shorter idle times' runs come first

@@ -38,10 +38,11 @@ class Benchmarks:
     helper_static: bool
     cc: str
     hiccup: Path
+    pace: Path
 
 
 def build(cc: str | None = None) -> Benchmarks:
-    """Compile forkbench, schedbench, hiccup and the static helper (cached by content hash)."""
+    """Compile forkbench, schedbench, hiccup, pace and the static helper (cached by content hash)."""
     cc = cc or compiler()
     if not cc:
         raise MeasurementError("no C compiler found (set CC or install gcc): calibration builds C benchmarks")
@@ -58,7 +59,7 @@ def build(cc: str | None = None) -> Benchmarks:
             raise MeasurementError(f"cannot compile {what}: {r.stderr.strip()[-400:]}")
         return r.returncode == 0
 
-    fb, sb, hp, hc = out / "forkbench", out / "schedbench", out / "helper", out / "hiccup"
+    fb, sb, hp, hc, pc = out / "forkbench", out / "schedbench", out / "helper", out / "hiccup", out / "pace"
     static_flag = out / "helper.static"
 
     def helper() -> None:
@@ -74,10 +75,11 @@ def build(cc: str | None = None) -> Benchmarks:
         builds = [pool.submit(cc_run, ["-O2", str(CSRC / "forkbench.c"), "-lpthread"], fb, "forkbench.c"),
                   pool.submit(cc_run, ["-O2", str(CSRC / "schedbench.c")], sb, "schedbench.c"),
                   pool.submit(cc_run, ["-O2", str(CSRC / "hiccup.c")], hc, "hiccup.c"),
+                  pool.submit(cc_run, ["-O2", str(CSRC / "pace.c")], pc, "pace.c"),
                   pool.submit(helper)]
         for b in builds:
             b.result()  # a failed compile raises its MeasurementError here
-    return Benchmarks(fb, sb, hp, static_flag.exists(), cc, hc)
+    return Benchmarks(fb, sb, hp, static_flag.exists(), cc, hc, pc)
 
 
 def _kill(p: subprocess.Popen) -> None:

@@ -281,6 +281,10 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         profile["host"] = host_d
         with _timed(took, "interruptions"):
             profile["interruptions"] = measure_interruptions(b, sorted({cpu, other}), seconds=plan.interruption_s)
+        with _timed(took, "host_speed"):
+            from .host_speed import measure_host_speed  # (here: python -m forksim.calibration.host_speed runs it too)
+
+            profile["host_speed"] = measure_host_speed(b, sorted({cpu, other}), seconds=plan.host_speed_s)
         _add_sections(profile, store, raw_copies, cpu, facts)
         profile["diagnostics"]["seconds_by_step"] = took
         from .copies import measured_p50
@@ -291,7 +295,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         profile = _write_profile(out, profile)
         if raw_out:  # again, with the profile's whole provenance
             write_raw(raw_out, _raw_content(profile["provenance"], host_d, plan, store, raw_copies,
-                                                   profile["interruptions"]))
+                                                   profile["interruptions"], profile["host_speed"]))
         return profile
     finally:
         prog.close()
@@ -338,11 +342,13 @@ def _measure_traced_loads(b: bench.Benchmarks, store: Store, plan: Plan, cpu: in
 
 
 def _raw_content(provenance: dict[str, Any], host: dict[str, Any], plan: Plan, store: Store,
-                 copies: dict[str, Any], interruptions: dict[str, Any] | None) -> dict[str, Any]:
+                 copies: dict[str, Any], interruptions: dict[str, Any] | None,
+                 host_speed: dict[str, Any] | None = None) -> dict[str, Any]:
     """The raw file: every sample, with what `refit` needs to fit them again."""
     return {"provenance": provenance, "host": host, "plan": plan.__dict__, "runs": store.runs, "copies": copies,
             "refused": store.refused, "notes": store.notes,
-            "interruptions": interruptions}  # measured and fitted in one step (hiccup.c): kept whole
+            # each measured and fitted in one step (hiccup.c, pace.c): kept whole
+            "interruptions": interruptions, "host_speed": host_speed}
 
 
 def _add_sections(profile: dict[str, Any], store: Store, copies: dict[str, Any] | None, cpu: int,
@@ -455,6 +461,8 @@ def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
         profile["host"] = r["host"]
     if r.get("interruptions"):  # raw files since 2026-12-02 11:00 UTC; older ones: the section is left out
         profile["interruptions"] = r["interruptions"]
+    if r.get("host_speed"):  # raw files since 2026-12-06 21:00 UTC
+        profile["host_speed"] = r["host_speed"]
     Profile.model_validate(profile)
     text = json.dumps(profile, indent=1) + "\n"
     write_text(out, text)

@@ -75,6 +75,9 @@ class Plan:
     busy_reps: int = 1
     # the interruption probe's spin, seconds in all (interruptions.py: 4 windows over the CPUs)
     interruption_s: float = 2.0
+    # the host speed probe's units of work, seconds in all (host_speed.py: 4 runs over the CPUs, ~1,000 windows of
+    # 2 ms at 2 s; how much of the time is slow moves from minute to minute: 1-23% in 4 s runs a minute apart)
+    host_speed_s: float = 4.0
     # the sweep's rounds that fork the images of 1 GiB and more (0: every round), each with the forks of the rounds
     # it leaves out: a round builds its image anew, 0.4 s at 1 GiB on a quiet host and up to 1.5 s when the host
     # backs the memory afresh (2026-12-05), for ~30 ms a fork round trip
@@ -87,7 +90,7 @@ class Plan:
 PLANS = {
     "smoke": Plan("smoke", (0, 16 * MiB), (8 * MiB,), 1, (0,), (10, 300), (16 * MiB,), (0, 16 * MiB), (300,),
                   60_000, 30, 40, 512, 3, 15, 3, layout_sizes=(16 * MiB,), layout_rounds=1, interruption_s=0.5,
-                  written_sizes=(16 * MiB,), written_forks=4),
+                  written_sizes=(16 * MiB,), written_forks=4, host_speed_s=0.5),
     # quick: 64 s on a 2-vCPU VM with 4 rounds and THP at 256 MiB and 1 GiB (2026-12-04 17:24, AMD zen4; 70 s on
     # 2026-12-03's AMD host, 81.8 s on a slower one, its 1 GiB rounds 1.7-2.6 s against 1.1-1.4; seconds_by_step in
     # the profile's diagnostics says where it goes): 3 rounds of 300 ms of fork round trips per size (a round's
@@ -105,7 +108,8 @@ PLANS = {
                   300_000, 300, 400, 4096, 15, 50, 30, layout_sizes=(64 * MiB, 128 * MiB, 256 * MiB),
                   layout_held_out=(64 * MiB,), layout_rounds=2,
                   busy_loads=((1, 2, 0), (2, 1, 0), (2, 2, 0), (2, 4, 0)), busy_s=0.8, busy_warmup_s=0.3,
-                  interruption_s=1.5, gib_rounds=2, written_sizes=(64 * MiB, 256 * MiB), written_forks=12),
+                  interruption_s=1.5, gib_rounds=2, written_sizes=(64 * MiB, 256 * MiB), written_forks=12,
+                  host_speed_s=2.0),
     "full": Plan("full", (0, 16 * MiB, 128 * MiB, 256 * MiB, 1 * GiB, 2 * GiB), (64 * MiB, 512 * MiB), 10,
                  (0, 64 * MiB, 256 * MiB, 1 * GiB), (10, 100, 1000, 3000, 10000), (64 * MiB, 256 * MiB, 1 * GiB, 2 * GiB),
                  (0, 16 * MiB, 128 * MiB, 256 * MiB, 1 * GiB, 2 * GiB), (1000, 10000),

@@ -232,7 +232,7 @@ class Kernel:
             head = P.interrupted(setup)
             t = t0 + head
             rec.setup_us = t - t0
-            yield P.run(head + self._tail(t, rec))
+            yield P.run(head + self._tail(t, rec), scaled=head)
             if self.on_stage is not None:
                 self.on_stage(P, "copy_process_setup", t0, t)
         else:
@@ -429,7 +429,7 @@ class Kernel:
         rec.setup_us = t1 - t0
         extra, cold = self._walk_extra(mm, P.cpu.id, t1)
         walk = self.costs.draw_plus("dup_mmap", mm.shape, extra)
-        return P.run(head + walk, preemptible=True, head=head), head, cold
+        return P.run(head + walk, preemptible=True, head=head, scaled=head), head, cold
 
     def _walk_extra(self, mm: MM, cpu: int, t: float) -> tuple[float, float]:
         """What dup_mmap's walk of `mm` on `cpu` at `t` costs beyond its warm, read-only median: the cold walk
@@ -523,7 +523,7 @@ class Kernel:
             rec.child_start = env._now + head
             rec.child_cpu = C.cpu.id
             user = self._cow_cost(child.mm.shape, True, cfg.cow_write_fraction) if cow else 0.0
-            yield C.run(head + user + cfg.lifetime, preemptible=True, head=head)
+            yield C.run(head + user + cfg.lifetime, preemptible=True, head=head, scaled=head)
         else:
             yield C.run(cost)
             rec.child_start = env._now
@@ -700,7 +700,7 @@ class Kernel:
             rest += self._clear_child_tid(child, rec)
             yield C.run(rest, preemptible=kind not in self._files_shared)
         elif lead is not None:  # ret_from_fork, then do_exit: one chunk (see above)
-            yield C.run(lead + head + rest, preemptible=True, head=lead + head)
+            yield C.run(lead + head + rest, preemptible=True, head=lead + head, scaled=lead)
         else:  # nothing happens at the head's end: one chunk whose preemption points start there
             yield C.run(head + rest, preemptible=True, head=head)
         if child.inherited:

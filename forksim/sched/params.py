@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..host_speed import SpeedEpisodes
 from ..rcu import RcuSpec
 from .balance import BalanceParams
 
@@ -38,6 +39,8 @@ class SchedulerParams:
     # to the next one (None: none) and how long one lasts.
     interruption_gap: Callable[[], float] | None = None
     interruption: Callable[[], float] = field(default=lambda: 0.0)
+    # The host's slow episodes per CPU (forksim.host_speed); None: every CPU at one speed throughout
+    host_speed: SpeedEpisodes | None = None
     # RCU callbacks of exited tasks (forksim.rcu): what a reap and a dying mm queue, the grace period;
     # None: none (they cost nothing)
     rcu: RcuSpec | None = None

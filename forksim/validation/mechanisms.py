@@ -190,14 +190,19 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "profiles do not: how often walks reach the parent's folios follows the host's memory activity. Pinned, the "
      "model's cycle is also shorter than the real one (about 250 against 430 us) for reasons not identified"),
     ("-pin", "one pinned parent: its children run, exit and are reaped on its CPU (the model pins them too, "
-     "workload.pin); the p99s hold host noise absent from the pinned stage residuals"),
+     "workload.pin); "
+     "the p90s and p99s hold the host's slow episodes (all of a vCPU's work 1.2-1.8x as long for "
+     "milliseconds at a time, with no guest event inside: the profile's host_speed, run per CPU by the model; "
+     "how much of the time they take moves with the host's other tenants, 1-23% in probes a minute apart)"),
     ("K1-rss", "a single parent alternates: a child made while its CPU has been awake under ~115 us (just after a "
      "halt) stays local, the next goes to the idle vCPU (traced, tools/place_trace.py, 2026-12-02: 0.95-1.0 local "
      "under 110 us, 0.01 at 120-150 us; the profile's placement_room fork curve), and a local child after a remote "
      "one pays the remote frees (remote_free): real fork() p50 46 us either way, the model's 41-43; the local "
      "cycle's rest (child, exit, reap) is ~15 us longer in the real loop than in the model (61 against 47 us, not "
      "identified), so the model's CPU is awake less long at the next creation and keeps more children local; "
-     "the p99s hold host noise absent from the pinned stage residuals"),
+     "the p90s and p99s hold the host's slow episodes (all of a vCPU's work 1.2-1.8x as long for "
+     "milliseconds at a time, with no guest event inside: the profile's host_speed, run per CPU by the model; "
+     "how much of the time they take moves with the host's other tenants, 1-23% in probes a minute apart)"),
     ("rss0", "the p99s: the RCU callbacks of the loop's own exited children run in softirq on the forking CPU "
      "(traced, tools/tail_trace.py: the slowest 1% of a K1 loop's fork() calls held 190 us of RCU softirq each, "
      "the middle ones 0.1 us); the model runs them (rcu_callbacks, measured by calibrate under tracefs) batched "
@@ -207,7 +212,7 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "batch comes due "
      "while its CPU idles (a vfork parent asleep in the call): a task arriving before it is done waits (traced "
      "2026-12-04: 85% of the vfork calls at or above the p99 held RCU softirq on the parent's or the child's CPU); "
-     "what remains is the tick (about 25 us here) and host-level noise"),
+     "what remains is the tick (about 25 us here) and the host's slow episodes (host_speed)"),
     ("rss", "dup_mmap's cost per PTE is not quite linear in the image (memcg charging and page-table allocation "
      "grow with it), and at the p99 host-level noise"),
 )

@@ -1,0 +1,177 @@
+"""The host's slow episodes: how often, for how long and by how much a vCPU's work runs slower than usual.
+
+A pinned loop (csrc/pace.c) times a fixed unit of work (~10 us: a multiply-add chain over an L1-sized table,
+no system call) back to back on one CPU while the other is idle, in windows alternating over the CPUs. Per
+`WINDOW_US` of units, the units' median over the median of the usual windows is the host's factor on work
+there; windows above `SLOW_AT` are slow. A run of slow windows is an episode; the runs between are the usual
+stretches. Their lengths (the windows' count times WINDOW_US) and the slow windows' factors become the profile's
+`host_speed` quantiles (forksim.profile.HostSpeed); the model draws them in turn per CPU (forksim.host_speed).
+
+Why the window median: a unit that an interruption hits (the tick, the host taking the vCPU for tens of us) is
+long on its own and is the `interruptions` section's (hiccup.c); the median of a window's ~200 units ignores it.
+Measured on the AMD zen4 host (2026-12-06 20:45-21:00, 4 s per CPU): 8-19% of the windows slow on a CPU alone
+(19-31% with both spinning), their factor p50 1.3-1.4 (up to 1.8), episodes 6-17 ms on average and up to 290
+ms; one vCPU's episodes independent of the other's (P(CPU 1 slow) 0.31, 0.29 given CPU 0 slow). A pinned fork
+loop of the validation's load generator at RSS 0 at the same time: 6-15% of its 2 ms windows slow, the forks
+there 1.4x as long (p50 61-64 against 44-46 us), no interrupt, softirq or switch of the guest's inside the
+slower ones up to the p98 (traced: irq, softirq, local_timer and sched_switch events). How much of the time
+is slow moves with the host's other tenants from minute to minute; the profile keeps what its calibration saw.
+
+    python -m forksim.calibration.host_speed measure [--seconds S] [--rounds N --every S] [--merge PROFILE]...
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import MeasurementError
+from .bench import Benchmarks
+
+__all__ = ["measure_host_speed", "fit_host_speed", "WINDOW_US", "SLOW_AT", "PROBABILITIES", "UNIT_ITERATIONS"]
+
+WINDOW_US = 2000.0  # a window of units: an episode's length is counted in these
+SLOW_AT = 1.15  # a window this much slower than the usual ones is slow (usual windows: 0.97-1.03; slow: 1.2-1.8)
+UNIT_ITERATIONS = 4000  # ~9.4 us a unit on the AMD zen4 host
+WINDOWS = 2  # probe runs a round, alternating over the CPUs (few: a stretch cut by a run's end is shorter than it was)
+# dense in the upper tail: the lengths are heavy-tailed (episodes of 2 ms to hundreds), and the model's share of slow
+# time is the mean episode over the mean of both, which a coarse top segment, linear up to the longest, inflates
+PROBABILITIES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 1.0)
+
+
+def _probe(b: Benchmarks, cpu: int, seconds: float) -> np.ndarray:
+    """One run of pace.c: rows of (start us, unit us)."""
+    try:
+        proc = subprocess.run([str(b.pace), str(cpu), f"{seconds:g}", str(UNIT_ITERATIONS)],
+                              capture_output=True, text=True, timeout=seconds + 30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise MeasurementError(f"the host speed probe failed: {exc}") from None
+    if proc.returncode != 0:
+        raise MeasurementError(f"the host speed probe failed: {proc.stderr.strip()[-200:]}")
+    return np.loadtxt(proc.stdout.splitlines(), ndmin=2).reshape(-1, 2)
+
+
+def measure_host_speed(b: Benchmarks, cpus: Sequence[int], seconds: float = 2.0, rounds: int = 1,
+                       every_s: float = 0.0, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Time units of work `seconds` a round, in WINDOWS runs alternating over `cpus` (one CPU at a time), `rounds`
+    times `every_s` seconds apart (start to start: the host's share of slow time moves from minute to minute, so a
+    profile meant for hours pools rounds over minutes); the profile's `host_speed` section."""
+    runs: list[tuple[int, np.ndarray]] = []
+    t0 = time.monotonic()
+    for r in range(rounds):
+        time.sleep(max(0.0, t0 + r * every_s - time.monotonic()))
+        runs += [(cpus[i % len(cpus)], _probe(b, cpus[i % len(cpus)], seconds / WINDOWS)) for i in range(WINDOWS)]
+        if log is not None and rounds > 1:
+            log(f"host speed: round {r + 1} of {rounds} measured")
+    section = fit_host_speed(runs)
+    if rounds > 1:
+        section["source"] += f"; {rounds} rounds of {seconds:g} s, {every_s:g} s apart, pooled"
+    return section
+
+
+def _windows(rows: np.ndarray) -> np.ndarray:
+    """The median unit length of each WINDOW_US of a run (windows with fewer than 5 units left out)."""
+    idx = (rows[:, 0] // WINDOW_US).astype(int)
+    order = np.argsort(idx, kind="stable")
+    idx, units = idx[order], rows[order, 1]
+    cuts = np.flatnonzero(np.diff(idx)) + 1
+    return np.array([np.median(u) for u in np.split(units, cuts) if len(u) >= 5])
+
+
+def _stretches(slow: np.ndarray) -> tuple[list[int], list[int]]:
+    """The lengths (in windows) of the runs of slow windows and of the runs between them."""
+    runs: tuple[list[int], list[int]] = ([], [])
+    start = 0
+    for i in range(1, len(slow) + 1):
+        if i == len(slow) or slow[i] != slow[start]:
+            runs[0 if slow[start] else 1].append(i - start)
+            start = i
+    return runs
+
+
+def fit_host_speed(runs: list[tuple[int, np.ndarray]]) -> dict[str, Any]:
+    """The `host_speed` section from probe runs, each (cpu, rows of unit start and length in us); None-free: a
+    host with no slow window gets slow_share 0 (the model then runs every CPU at one speed)."""
+    factors, slow_w, normal_w = [], [], []
+    total = 0
+    for _, rows in runs:
+        w = _windows(rows)
+        if len(w) < 10:
+            raise MeasurementError(f"the host speed probe gave {len(w)} windows of {WINDOW_US:g} us (10 needed)")
+        f = w / np.median(w[w <= np.median(w) * SLOW_AT])  # over the usual windows' median
+        slow = f > SLOW_AT
+        factors.append(f[slow])
+        s, n = _stretches(slow)
+        slow_w += s
+        normal_w += n
+        total += len(w)
+    slow_f = np.concatenate(factors)
+    cpus = sorted({c for c, _ in runs})
+    share = float(sum(slow_w)) / total
+    where = (f"{len(runs)} runs of a pinned unit of work (csrc/pace.c, {UNIT_ITERATIONS} iterations, p50 "
+             f"{np.median(np.concatenate([r[:, 1] for _, r in runs])):.2f} us) alternating over CPUs "
+             f"{', '.join(map(str, cpus))}, the other CPU idle; windows of {WINDOW_US:g} us, slow where their median "
+             f"unit is over {SLOW_AT:g}x the usual windows'")
+    if not slow_w:
+        return {"probabilities": [0.0, 1.0], "slow_factor": [1.0, 1.0], "slow_us": [WINDOW_US, WINDOW_US],
+                "normal_us": [float(total * WINDOW_US)] * 2, "slow_share": 0.0,
+                "source": f"measured: no slow window of {total} in {where}"}
+    p = np.array(PROBABILITIES)
+    q = lambda a: [round(float(x), 4) for x in np.quantile(np.asarray(a, dtype=float), p)]  # noqa: E731
+    slow_us, normal_us = q(np.array(slow_w) * WINDOW_US), q(np.array(normal_w) * WINDOW_US)
+    drawn = np.trapezoid(slow_us, p) / (np.trapezoid(slow_us, p) + np.trapezoid(normal_us, p))  # SpeedEpisodes' draws
+    return {"probabilities": list(PROBABILITIES), "slow_factor": q(slow_f), "slow_us": slow_us, "normal_us": normal_us,
+            "slow_share": round(share, 4),
+            "source": (f"measured: {len(slow_w)} slow episodes over {sum(slow_w)} of {total} windows "
+                       f"({100 * share:.1f}% "
+                       f"of the time; factor p50 {np.median(slow_f):.2f}, max {slow_f.max():.2f}; episodes p50 "
+                       f"{np.median(slow_w) * WINDOW_US / 1e3:.0f} ms, max {max(slow_w) * WINDOW_US / 1e3:.0f} ms) in "
+                       f"{where}; a stretch cut by a run's start or end counts as measured (shorter than it was); "
+                       f"the model's draws from these quantiles are slow {100 * drawn:.1f}% of the time")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m forksim.calibration.host_speed",
+                                 description="Measure the host's slow episodes (csrc/pace.c on each CPU in turn) "
+                                             "and print the profile's host_speed section, or merge it into profiles.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("measure", help="run the probe (SECONDS in all, ~1 s more) and fit it")
+    m.add_argument("--seconds", type=float, default=4.0, help="probe time a round (default 4)")
+    m.add_argument("--rounds", type=int, default=1, help="rounds, pooled (default 1)")
+    m.add_argument("--every", type=float, default=60.0, metavar="S",
+                   help="seconds from one round's start to the next's (default 60)")
+    m.add_argument("--merge", action="append", default=[], metavar="PROFILE",
+                   help="a profile file to write the section into (repeatable); without: print it")
+    a = ap.parse_args(argv)
+    import json
+    import os
+
+    from . import bench
+    from .merge import write_merged
+
+    b = bench.build()
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    if a.rounds < 1 or a.seconds <= 0 or a.every < 0:
+        ap.error("--rounds must be at least 1, --seconds positive and --every not negative")
+    section = measure_host_speed(b, cpus, a.seconds, a.rounds, a.every,
+                                 log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    if not a.merge:
+        print(json.dumps(section, indent=1))
+    for path in a.merge:
+        prof = json.loads(Path(path).read_text())
+        prof["host_speed"] = section
+        write_merged(path, prof, "host_speed_merge", {"what": "host_speed from python -m "
+                     "forksim.calibration.host_speed measure", "seconds": a.seconds, "rounds": a.rounds,
+                     "every_s": a.every})
+        print(f"merged host_speed (slow {100 * section['slow_share']:.1f}% of the time) into {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
