@@ -268,7 +268,7 @@ def test_smoke_calibration_writes_a_valid_profile(tmp_path, traced, monkeypatch)
     again = refit(raw, tmp_path / "refit.json")  # the fits redone offline from the raw samples
     assert again["stages"] == prof["stages"] and again["scheduler"]["tick"] == prof["scheduler"]["tick"]
     assert again["host"] == prof["host"] and again.get("interruptions") == prof.get("interruptions")
-    assert again["host_speed"] == prof["host_speed"] and "pace.c" in prof["host_speed"]["source"]
+    assert again["host_speed"] == prof["host_speed"] and "4 parts" in prof["host_speed"]["source"]
     p = Profile.model_validate(prof)
     assert p.host is not None and p.host.matches(this_host()) and p.host.cpu_model == this_host().cpu_model
     assert p.provenance["tracefs"] is traced
@@ -333,12 +333,11 @@ def test_a_fit_that_fails_leaves_the_raw_samples_for_refit(tmp_path, monkeypatch
         cal.calibrate(tmp_path / "smoke.json", smoke=True, progress=False, use_tracefs=False, raw_out=raw)
     assert not (tmp_path / "smoke.json").exists()
     data = json.loads(gzip.decompress(raw.read_bytes()))
-    assert data["runs"] and data["interruptions"] is None and data["host_speed"] is None
-    assert data["provenance"]["mode"] == "smoke"
+    assert data["runs"] and data["interruptions"] is None and data["provenance"]["mode"] == "smoke"
     monkeypatch.setattr(cal, "build_profile", real)
     again = cal.refit(raw, tmp_path / "refit.json")  # the fits, once mended, redone from it
     assert Profile.model_validate(again).stages["dup_mmap"].per_pte_us >= 0 and "interruptions" not in again
-    assert "host_speed" not in again
+    assert "3 parts" in again["host_speed"]["source"]  # the parts among the jobs; the last comes after the fits
 
 
 def _tracefs_state() -> dict[str, object]:

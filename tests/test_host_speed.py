@@ -10,7 +10,8 @@ import pytest
 import simpy
 from pydantic import ValidationError
 
-from forksim.calibration.host_speed import WINDOW_US, fit_host_speed
+from forksim.calibration.host_speed import KIND, WINDOW_US, fit_host_speed, fit_store, windows
+from forksim.calibration.plan import Store
 from forksim.config import parse_config
 from forksim.host_speed import SpeedEpisodes
 from forksim.machine import Machine, SchedulerParams
@@ -33,7 +34,7 @@ def test_fit_finds_the_episodes_their_lengths_and_factors():
     # run 1: one episode of 5 windows at 1.4x among 100; run 2: two of 1 and 2 windows at 1.6x
     r1 = _units(100, {w: 1.4 for w in range(40, 45)})
     r2 = _units(100, {10: 1.6, 70: 1.6, 71: 1.6})
-    s = fit_host_speed([(0, r1), (1, r2)])
+    s = fit_host_speed([(0, windows(r1)), (1, windows(r2))])
     HostSpeed.model_validate(s)
     assert s["slow_share"] == pytest.approx(8 / 200, abs=0.006)  # a window edge may fall inside an episode
     assert s["slow_us"][-1] == pytest.approx(5 * WINDOW_US, rel=0.25)
@@ -43,7 +44,7 @@ def test_fit_finds_the_episodes_their_lengths_and_factors():
 
 
 def test_a_steady_host_has_no_episodes():
-    s = fit_host_speed([(0, _units(50, {})), (1, _units(50, {}))])
+    s = fit_host_speed([(0, windows(_units(50, {}))), (1, windows(_units(50, {})))])
     assert s["slow_share"] == 0.0 and "no slow window" in s["source"]
     HostSpeed.model_validate(s)
 
@@ -52,7 +53,26 @@ def test_too_short_a_probe_is_an_error():
     from forksim.errors import MeasurementError
 
     with pytest.raises(MeasurementError, match="windows"):
-        fit_host_speed([(0, _units(3, {}))])
+        fit_host_speed([(0, windows(_units(3, {})))])
+
+
+def test_a_calibrations_parts_are_pooled_from_its_store():
+    """calibrate keeps each part's windows in the Store (so refit redoes the fit); the parts pool."""
+    store = Store()
+    assert fit_store(store) is None  # no probe ran (a raw file from before it)
+    for part, slow in enumerate(({20: 1.5}, {}, {5: 1.5, 6: 1.5})):
+        store.add(KIND, {"cpu": part % 2, "part": part}, {}, [{"window_us": w} for w in windows(_units(60, slow))])
+    s = fit_store(store)
+    assert s["slow_share"] == pytest.approx(3 / 180, abs=0.006) and "3 parts" in s["source"]
+
+
+@pytest.mark.parametrize("args", [["--rounds", "0"], ["--seconds", "0"], ["--every", "-1"]])
+def test_the_command_refuses_a_meaningless_probe(args, capsys):
+    from forksim.calibration.host_speed import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["measure", *args])
+    assert e.value.code == 2 and "--rounds must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", [

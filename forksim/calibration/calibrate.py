@@ -281,10 +281,10 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         profile["host"] = host_d
         with _timed(took, "interruptions"):
             profile["interruptions"] = measure_interruptions(b, sorted({cpu, other}), seconds=plan.interruption_s)
-        with _timed(took, "host_speed"):
-            from .host_speed import measure_host_speed  # (here: python -m forksim.calibration.host_speed runs it too)
+        with _timed(took, "host speed (last part)"):  # the parts before it ran among the jobs (jobs.py)
+            from .host_speed import PARTS, measure_part  # (here: python -m forksim.calibration.host_speed runs it too)
 
-            profile["host_speed"] = measure_host_speed(b, sorted({cpu, other}), seconds=plan.host_speed_s)
+            measure_part(b, store, sorted({cpu, other}), plan.host_speed_s / PARTS / len({cpu, other}), PARTS - 1)
         _add_sections(profile, store, raw_copies, cpu, facts)
         profile["diagnostics"]["seconds_by_step"] = took
         from .copies import measured_p50
@@ -295,7 +295,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         profile = _write_profile(out, profile)
         if raw_out:  # again, with the profile's whole provenance
             write_raw(raw_out, _raw_content(profile["provenance"], host_d, plan, store, raw_copies,
-                                                   profile["interruptions"], profile["host_speed"]))
+                                                   profile["interruptions"]))
         return profile
     finally:
         prog.close()
@@ -342,20 +342,24 @@ def _measure_traced_loads(b: bench.Benchmarks, store: Store, plan: Plan, cpu: in
 
 
 def _raw_content(provenance: dict[str, Any], host: dict[str, Any], plan: Plan, store: Store,
-                 copies: dict[str, Any], interruptions: dict[str, Any] | None,
-                 host_speed: dict[str, Any] | None = None) -> dict[str, Any]:
+                 copies: dict[str, Any], interruptions: dict[str, Any] | None) -> dict[str, Any]:
     """The raw file: every sample, with what `refit` needs to fit them again."""
     return {"provenance": provenance, "host": host, "plan": plan.__dict__, "runs": store.runs, "copies": copies,
             "refused": store.refused, "notes": store.notes,
-            # each measured and fitted in one step (hiccup.c, pace.c): kept whole
-            "interruptions": interruptions, "host_speed": host_speed}
+            "interruptions": interruptions}  # measured and fitted in one step (hiccup.c): kept whole
 
 
 def _add_sections(profile: dict[str, Any], store: Store, copies: dict[str, Any] | None, cpu: int,
                   facts: dict[str, Any]) -> None:
     """The sections fitted beside build_profile's, by calibrate and refit alike: RCU callbacks, recent-idle
-    placement, placement room, balancing (where the busy runs were traced), and the copies step's (where it ran)."""
+    placement, placement room, balancing (where the busy runs were traced), the host's speed (where its probe ran)
+    and the copies step's (where it ran)."""
     profile.update(_rcu_section(store, profile))
+    from .host_speed import fit_store
+
+    host_speed = fit_store(store)
+    if host_speed is not None:
+        profile["host_speed"] = host_speed
     balancing, busy_placement = fit_balancing(store, float(profile["scheduler"]["tick"]["fixed_us"]))
     if balancing is not None:
         profile["balancing"] = balancing
@@ -461,8 +465,6 @@ def refit(raw: str | Path, out: str | Path) -> dict[str, Any]:
         profile["host"] = r["host"]
     if r.get("interruptions"):  # raw files since 2026-12-02 11:00 UTC; older ones: the section is left out
         profile["interruptions"] = r["interruptions"]
-    if r.get("host_speed"):  # raw files since 2026-12-06 21:00 UTC
-        profile["host_speed"] = r["host_speed"]
     Profile.model_validate(profile)
     text = json.dumps(profile, indent=1) + "\n"
     write_text(out, text)

@@ -1,7 +1,8 @@
 """The host's slow episodes: how often, for how long and by how much a vCPU's work runs slower than usual.
 
 A pinned loop (csrc/pace.c) times a fixed unit of work (~10 us: a multiply-add chain over an L1-sized table,
-no system call) back to back on one CPU while the other is idle, in windows alternating over the CPUs. Per
+no system call) back to back on one CPU while the other is idle, on each CPU in turn; calibrate runs it in PARTS
+parts spread over its jobs (the Store keeps each run's windows, so refit redoes the fit). Per
 `WINDOW_US` of units, the units' median over the median of the usual windows is the host's factor on work
 there; windows above `SLOW_AT` are slow. A run of slow windows is an episode; the runs between are the usual
 stretches. Their lengths (the windows' count times WINDOW_US) and the slow windows' factors become the profile's
@@ -23,6 +24,8 @@ is slow moves with the host's other tenants from minute to minute; the profile k
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import time
@@ -32,21 +35,25 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import MeasurementError
-from .bench import Benchmarks
+from .bench import Benchmarks, build
+from .merge import write_merged
+from .plan import Store
 
-__all__ = ["measure_host_speed", "fit_host_speed", "WINDOW_US", "SLOW_AT", "PROBABILITIES", "UNIT_ITERATIONS"]
+__all__ = ["measure_host_speed", "measure_part", "fit_host_speed", "fit_store", "probe", "windows", "WINDOW_US",
+           "SLOW_AT", "PROBABILITIES", "UNIT_ITERATIONS", "PARTS", "KIND"]
 
 WINDOW_US = 2000.0  # a window of units: an episode's length is counted in these
 SLOW_AT = 1.15  # a window this much slower than the usual ones is slow (usual windows: 0.97-1.03; slow: 1.2-1.8)
 UNIT_ITERATIONS = 4000  # ~9.4 us a unit on the AMD zen4 host
-WINDOWS = 2  # probe runs a round, alternating over the CPUs (few: a stretch cut by a run's end is shorter than it was)
+KIND = "host_speed"  # the Store's runs of a calibration's probe parts
+PARTS = 4  # calibrate's probe parts, spread over its jobs (a part: each CPU in turn)
 # dense in the upper tail: the lengths are heavy-tailed (episodes of 2 ms to hundreds), and the model's share of slow
 # time is the mean episode over the mean of both, which a coarse top segment, linear up to the longest, inflates
 PROBABILITIES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 1.0)
 
 
-def _probe(b: Benchmarks, cpu: int, seconds: float) -> np.ndarray:
-    """One run of pace.c: rows of (start us, unit us)."""
+def probe(b: Benchmarks, cpu: int, seconds: float) -> np.ndarray:
+    """One run of pace.c on `cpu`: the median unit (us) of each WINDOW_US, in order."""
     try:
         proc = subprocess.run([str(b.pace), str(cpu), f"{seconds:g}", str(UNIT_ITERATIONS)],
                               capture_output=True, text=True, timeout=seconds + 30)
@@ -54,34 +61,54 @@ def _probe(b: Benchmarks, cpu: int, seconds: float) -> np.ndarray:
         raise MeasurementError(f"the host speed probe failed: {exc}") from None
     if proc.returncode != 0:
         raise MeasurementError(f"the host speed probe failed: {proc.stderr.strip()[-200:]}")
-    return np.loadtxt(proc.stdout.splitlines(), ndmin=2).reshape(-1, 2)
+    return windows(np.loadtxt(proc.stdout.splitlines(), ndmin=2).reshape(-1, 2))
+
+
+def windows(rows: np.ndarray) -> np.ndarray:
+    """The median unit length of each WINDOW_US of a run of rows (start us, unit us); windows with fewer than 5
+    units left out."""
+    idx = (rows[:, 0] // WINDOW_US).astype(int)
+    order = np.argsort(idx, kind="stable")
+    idx, units = idx[order], rows[order, 1]
+    cuts = np.flatnonzero(np.diff(idx)) + 1
+    return np.array([np.median(u) for u in np.split(units, cuts) if len(u) >= 5])
+
+
+def measure_part(b: Benchmarks, store: Store, cpus: Sequence[int], seconds: float, part: int) -> None:
+    """One part of a calibration's probe: `seconds` on each of `cpus` in turn, kept in `store` (KIND, one run a
+    CPU, its windows in order) for fit_store. calibrate spreads PARTS of them over its minute or more: the share of
+    slow time moves within a minute (1.2-23% in 4 s probes a minute apart)."""
+    for cpu in cpus:
+        store.add(KIND, {"cpu": cpu, "part": part}, {}, [{"window_us": round(float(w), 4)} for w in probe(b, cpu, seconds)])
+
+
+def fit_store(store: Store) -> dict[str, Any] | None:
+    """The `host_speed` section from a calibration's probe parts (None where it ran none: an older raw file)."""
+    runs = [(r["key"]["cpu"], np.array([x["window_us"] for x in r["samples"]])) for r in store.select(KIND)]
+    if not runs:
+        return None
+    section = fit_host_speed(runs)
+    parts = len({r["key"]["part"] for r in store.select(KIND)})
+    section["source"] += f"; {parts} parts spread over the calibration, pooled"
+    return section
 
 
 def measure_host_speed(b: Benchmarks, cpus: Sequence[int], seconds: float = 2.0, rounds: int = 1,
                        every_s: float = 0.0, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Time units of work `seconds` a round, in WINDOWS runs alternating over `cpus` (one CPU at a time), `rounds`
-    times `every_s` seconds apart (start to start: the host's share of slow time moves from minute to minute, so a
-    profile meant for hours pools rounds over minutes); the profile's `host_speed` section."""
+    """Time units of work `seconds` a round, on each of `cpus` in turn, `rounds` times `every_s` seconds apart (start
+    to start: the host's share of slow time moves from minute to minute, so a profile meant for hours pools rounds
+    over minutes); the profile's `host_speed` section."""
     runs: list[tuple[int, np.ndarray]] = []
     t0 = time.monotonic()
     for r in range(rounds):
         time.sleep(max(0.0, t0 + r * every_s - time.monotonic()))
-        runs += [(cpus[i % len(cpus)], _probe(b, cpus[i % len(cpus)], seconds / WINDOWS)) for i in range(WINDOWS)]
+        runs += [(cpu, probe(b, cpu, seconds / len(cpus))) for cpu in cpus]
         if log is not None and rounds > 1:
             log(f"host speed: round {r + 1} of {rounds} measured")
     section = fit_host_speed(runs)
     if rounds > 1:
         section["source"] += f"; {rounds} rounds of {seconds:g} s, {every_s:g} s apart, pooled"
     return section
-
-
-def _windows(rows: np.ndarray) -> np.ndarray:
-    """The median unit length of each WINDOW_US of a run (windows with fewer than 5 units left out)."""
-    idx = (rows[:, 0] // WINDOW_US).astype(int)
-    order = np.argsort(idx, kind="stable")
-    idx, units = idx[order], rows[order, 1]
-    cuts = np.flatnonzero(np.diff(idx)) + 1
-    return np.array([np.median(u) for u in np.split(units, cuts) if len(u) >= 5])
 
 
 def _stretches(slow: np.ndarray) -> tuple[list[int], list[int]]:
@@ -96,12 +123,11 @@ def _stretches(slow: np.ndarray) -> tuple[list[int], list[int]]:
 
 
 def fit_host_speed(runs: list[tuple[int, np.ndarray]]) -> dict[str, Any]:
-    """The `host_speed` section from probe runs, each (cpu, rows of unit start and length in us); None-free: a
-    host with no slow window gets slow_share 0 (the model then runs every CPU at one speed)."""
+    """The `host_speed` section from probe runs, each (cpu, its windows' median unit in us, in order); a host with
+    no slow window gets slow_share 0 (the model then runs every CPU at one speed)."""
     factors, slow_w, normal_w = [], [], []
     total = 0
-    for _, rows in runs:
-        w = _windows(rows)
+    for _, w in runs:
         if len(w) < 10:
             raise MeasurementError(f"the host speed probe gave {len(w)} windows of {WINDOW_US:g} us (10 needed)")
         f = w / np.median(w[w <= np.median(w) * SLOW_AT])  # over the usual windows' median
@@ -114,8 +140,8 @@ def fit_host_speed(runs: list[tuple[int, np.ndarray]]) -> dict[str, Any]:
     slow_f = np.concatenate(factors)
     cpus = sorted({c for c, _ in runs})
     share = float(sum(slow_w)) / total
-    where = (f"{len(runs)} runs of a pinned unit of work (csrc/pace.c, {UNIT_ITERATIONS} iterations, p50 "
-             f"{np.median(np.concatenate([r[:, 1] for _, r in runs])):.2f} us) alternating over CPUs "
+    where = (f"{len(runs)} runs of a pinned unit of work (csrc/pace.c, {UNIT_ITERATIONS} iterations, the windows' p50 "
+             f"{np.median(np.concatenate([w for _, w in runs])):.2f} us) alternating over CPUs "
              f"{', '.join(map(str, cpus))}, the other CPU idle; windows of {WINDOW_US:g} us, slow where their median "
              f"unit is over {SLOW_AT:g}x the usual windows'")
     if not slow_w:
@@ -149,16 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--merge", action="append", default=[], metavar="PROFILE",
                    help="a profile file to write the section into (repeatable); without: print it")
     a = ap.parse_args(argv)
-    import json
-    import os
-
-    from . import bench
-    from .merge import write_merged
-
-    b = bench.build()
-    cpus = sorted(os.sched_getaffinity(0))[:2]
     if a.rounds < 1 or a.seconds <= 0 or a.every < 0:
         ap.error("--rounds must be at least 1, --seconds positive and --every not negative")
+    b = build()
+    cpus = sorted(os.sched_getaffinity(0))[:2]
     section = measure_host_speed(b, cpus, a.seconds, a.rounds, a.every,
                                  log=lambda msg: print(msg, file=sys.stderr, flush=True))
     if not a.merge:

@@ -283,6 +283,16 @@ class _Jobs:
                                        extra=["-R", str(exit_cpu)])))
         return jobs
 
+    def host_speed_part(self, part: int) -> list[Job]:
+        """Part `part` of the host speed probe (host_speed.py: PARTS parts spread over the calibration, the last
+        run by calibrate after the fits), on each CPU in turn."""
+        from .host_speed import PARTS, measure_part  # (here: python -m forksim.calibration.host_speed runs it too)
+
+        cpus = sorted({self.cpu, self.other})
+        secs = self.plan.host_speed_s / PARTS / len(cpus)
+        return [(f"host speed (part {part + 1} of {PARTS})",
+                 lambda: measure_part(self.b, self.store, cpus, secs, part))]
+
     def idle_wakes_part(self, part: int) -> list[Job]:
         """Part `part` of the IDLE_WAKE_PARTS runs of idle wake-ups after each of PARTED_IDLE_US, placed apart in
         the calibration (the fit pools a spin's runs)."""
@@ -377,12 +387,13 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
         jobs.append(("traced burst of 8 forks", j.fork("burst", mode="burst", traced=True, reps=plan.burst_reps,
                                                        extra=["-k", "8"])))
     jobs += j.idle_wakes_part(0)  # (IDLE_WAKE_PARTS: the host's wake-up mode, apart in time)
+    jobs += j.host_speed_part(0)  # (host_speed.PARTS: the host's slow episodes, apart in time; the last after the fits)
     jobs += j.thp()  # closes the trace: the room loops record with their own instance
     if trace is not None:
         # the placement room rule in the regime a running program's tight loop settles in (room_loops.py)
         secs = 1.0 if plan.name == "full" else 0.3
         jobs.append(("traced tight loops (placement room)", lambda: measure_room(store, secs, store.notes.append)))
-    jobs += j.untraced_forks() + j.variants() + j.memory() + j.written()
+    jobs += j.untraced_forks() + j.variants() + j.host_speed_part(1) + j.memory() + j.written()
     if other != cpu:
         jobs += j.remote_free() + j.concurrency()
     # 5b. the caches as the fork sweep's back-to-back walks see them: dup_mmap's miss term (caches.py)
@@ -394,6 +405,7 @@ def calibration_jobs(plan: Plan, b: bench.Benchmarks, store: Store, trace: trace
     jobs.extend(job for k in range(1, IDLE_WAKE_PARTS - 1) for job in j.idle_wakes_part(k))
     jobs.extend(cold_jobs(plan, str(b.forkbench), store, cpu, other))
     jobs.extend(family_jobs(plan, str(b.forkbench), j.helper, store, cpu))  # and the kinds that copy no image
+    jobs += j.host_speed_part(2)
     return jobs + j.scheduler()
 
 

@@ -75,8 +75,9 @@ class Plan:
     busy_reps: int = 1
     # the interruption probe's spin, seconds in all (interruptions.py: 4 windows over the CPUs)
     interruption_s: float = 2.0
-    # the host speed probe's units of work, seconds in all (host_speed.py: 4 runs over the CPUs, ~1,000 windows of
-    # 2 ms at 2 s; how much of the time is slow moves from minute to minute: 1-23% in 4 s runs a minute apart)
+    # the host speed probe's units of work, seconds in all (host_speed.py: PARTS parts spread over the calibration,
+    # each CPU in turn; 1,000 windows of 2 ms at 2 s; how much of the time is slow moves within a minute: 1-23% in
+    # 4 s runs a minute apart)
     host_speed_s: float = 4.0
     # the sweep's rounds that fork the images of 1 GiB and more (0: every round), each with the forks of the rounds
     # it leaves out: a round builds its image anew, 0.4 s at 1 GiB on a quiet host and up to 1.5 s when the host
