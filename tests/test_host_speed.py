@@ -43,6 +43,13 @@ def test_fit_finds_the_episodes_their_lengths_and_factors():
     assert sum(s["normal_us"]) > 0
 
 
+def test_a_run_slow_throughout_counts_as_slow():
+    """A phase longer than a run (seconds to minutes) is slow against the usual speed of the other runs."""
+    s = fit_host_speed([(0, windows(_units(100, {}))), (1, windows(_units(100, {w: 1.3 for w in range(100)})))])
+    assert s["slow_share"] == pytest.approx(0.5, abs=0.01)
+    assert s["slow_factor"][0] == pytest.approx(1.3, rel=0.02) and "10.00 us at the usual speed" in s["source"]
+
+
 def test_a_steady_host_has_no_episodes():
     s = fit_host_speed([(0, windows(_units(50, {}))), (1, windows(_units(50, {})))])
     assert s["slow_share"] == 0.0 and "no slow window" in s["source"]

@@ -3,8 +3,8 @@
 A pinned loop (csrc/pace.c) times a fixed unit of work (~10 us: a multiply-add chain over an L1-sized table,
 no system call) back to back on one CPU while the other is idle, on each CPU in turn; calibrate runs it in PARTS
 parts spread over its jobs (the Store keeps each run's windows, so refit redoes the fit). Per
-`WINDOW_US` of units, the units' median over the median of the usual windows is the host's factor on work
-there; windows above `SLOW_AT` are slow. A run of slow windows is an episode; the runs between are the usual
+`WINDOW_US` of units, the units' median over the unit at the usual speed (pooled over every run: the windows
+near the fastest) is the host's factor on work there; windows above `SLOW_AT` are slow. A run of slow windows is an episode; the runs between are the usual
 stretches. Their lengths (the windows' count times WINDOW_US) and the slow windows' factors become the profile's
 `host_speed` quantiles (forksim.profile.HostSpeed); the model draws them in turn per CPU (forksim.host_speed).
 
@@ -122,6 +122,13 @@ def _stretches(slow: np.ndarray) -> tuple[list[int], list[int]]:
     return runs
 
 
+def _usual_unit(windows_us: np.ndarray) -> float:
+    """The unit's length at the host's usual speed: the median of the windows within SLOW_AT of the fastest ones
+    (their 5th percentile), pooled over every run, so that a run slow throughout (a phase of seconds or minutes:
+    2026-12-06 21:36, two 3 s runs at 1.27 and 1.46x) counts as slow, not as its own reference."""
+    return float(np.median(windows_us[windows_us <= np.percentile(windows_us, 5) * SLOW_AT]))
+
+
 def fit_host_speed(runs: list[tuple[int, np.ndarray]]) -> dict[str, Any]:
     """The `host_speed` section from probe runs, each (cpu, its windows' median unit in us, in order); a host with
     no slow window gets slow_share 0 (the model then runs every CPU at one speed)."""
@@ -130,7 +137,9 @@ def fit_host_speed(runs: list[tuple[int, np.ndarray]]) -> dict[str, Any]:
     for _, w in runs:
         if len(w) < 10:
             raise MeasurementError(f"the host speed probe gave {len(w)} windows of {WINDOW_US:g} us (10 needed)")
-        f = w / np.median(w[w <= np.median(w) * SLOW_AT])  # over the usual windows' median
+    usual = _usual_unit(np.concatenate([w for _, w in runs]))
+    for _, w in runs:
+        f = w / usual
         slow = f > SLOW_AT
         factors.append(f[slow])
         s, n = _stretches(slow)
@@ -140,10 +149,10 @@ def fit_host_speed(runs: list[tuple[int, np.ndarray]]) -> dict[str, Any]:
     slow_f = np.concatenate(factors)
     cpus = sorted({c for c, _ in runs})
     share = float(sum(slow_w)) / total
-    where = (f"{len(runs)} runs of a pinned unit of work (csrc/pace.c, {UNIT_ITERATIONS} iterations, the windows' p50 "
-             f"{np.median(np.concatenate([w for _, w in runs])):.2f} us) alternating over CPUs "
+    where = (f"{len(runs)} runs of a pinned unit of work (csrc/pace.c, {UNIT_ITERATIONS} iterations, {usual:.2f} us at "
+             f"the usual speed) alternating over CPUs "
              f"{', '.join(map(str, cpus))}, the other CPU idle; windows of {WINDOW_US:g} us, slow where their median "
-             f"unit is over {SLOW_AT:g}x the usual windows'")
+             f"unit is over {SLOW_AT:g}x the usual one")
     if not slow_w:
         return {"probabilities": [0.0, 1.0], "slow_factor": [1.0, 1.0], "slow_us": [WINDOW_US, WINDOW_US],
                 "normal_us": [float(total * WINDOW_US)] * 2, "slow_share": 0.0,

@@ -193,7 +193,8 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "workload.pin); "
      "the p90s and p99s hold the host's slow episodes (all of a vCPU's work 1.2-1.8x as long for "
      "milliseconds at a time, with no guest event inside: the profile's host_speed, run per CPU by the model; "
-     "how much of the time they take moves with the host's other tenants, 1-23% in probes a minute apart)"),
+     "how much of the time they take moves with the host's other tenants, 1-23% in probes a minute apart, and for "
+     "minutes at a time all of it)"),
     ("K1-rss", "a single parent alternates: a child made while its CPU has been awake under ~115 us (just after a "
      "halt) stays local, the next goes to the idle vCPU (traced, tools/place_trace.py, 2026-12-02: 0.95-1.0 local "
      "under 110 us, 0.01 at 120-150 us; the profile's placement_room fork curve), and a local child after a remote "
@@ -202,7 +203,8 @@ MECHANISMS: tuple[tuple[str, str], ...] = (
      "identified), so the model's CPU is awake less long at the next creation and keeps more children local; "
      "the p90s and p99s hold the host's slow episodes (all of a vCPU's work 1.2-1.8x as long for "
      "milliseconds at a time, with no guest event inside: the profile's host_speed, run per CPU by the model; "
-     "how much of the time they take moves with the host's other tenants, 1-23% in probes a minute apart)"),
+     "how much of the time they take moves with the host's other tenants, 1-23% in probes a minute apart, and for "
+     "minutes at a time all of it)"),
     ("rss0", "the p99s: the RCU callbacks of the loop's own exited children run in softirq on the forking CPU "
      "(traced, tools/tail_trace.py: the slowest 1% of a K1 loop's fork() calls held 190 us of RCU softirq each, "
      "the middle ones 0.1 us); the model runs them (rcu_callbacks, measured by calibrate under tracefs) batched "
