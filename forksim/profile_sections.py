@@ -18,8 +18,8 @@ from .kernel.stages import COLD_STAGES
 from .sched.idlest import NO_IDLE_KEYS
 from .profile_terms import Fraction, Residual, StageCost, scatter_ramp
 
-__all__ = ["Balancing", "EEVDF_SOURCE", "Interruptions", "HostSpeed", "RcuCallbacks", "FD_BASE", "FlagCost", "FilesCost",
-           "ChildrenCost", "ColdTerms", "Warmth",
+__all__ = ["Balancing", "EEVDF_SOURCE", "Interruptions", "HostSpeed", "RcuCallbacks", "FD_BASE", "FlagCost",
+           "FilesCost", "ChildrenCost", "ColdTerms", "Warmth",
            "RemoteFree", "ConcurrentCreation", "MAX_PER_SCATTERED_PTE_US"]
 
 

@@ -2,17 +2,19 @@
 
 A pinned loop (csrc/pace.c) times a fixed unit of work (~10 us: a multiply-add chain over an L1-sized table,
 no system call) back to back on one CPU while the other is idle, on each CPU in turn; calibrate runs it in PARTS
-parts spread over its jobs (the Store keeps each run's windows, so refit redoes the fit). Per
-`WINDOW_US` of units, the units' median over the unit at the usual speed (pooled over every run: the windows
-near the fastest) is the host's factor on work there; windows above `SLOW_AT` are slow. A run of slow windows is an episode; the runs between are the usual
-stretches. Their lengths (the windows' count times WINDOW_US) and the slow windows' factors become the profile's
-`host_speed` quantiles (forksim.profile.HostSpeed); the model draws them in turn per CPU (forksim.host_speed).
+parts spread over its jobs (the Store keeps each run's windows, so refit redoes the fit). Per `WINDOW_US` of
+units, the units' median over the unit at the usual speed (pooled over every run: the windows near the fastest)
+is the host's factor on work there; windows above `SLOW_AT` are slow. A run of slow windows is an episode; the
+runs between are the usual stretches. Their lengths (the windows' count times WINDOW_US) and the slow windows'
+factors become the profile's `host_speed` quantiles (forksim.profile.HostSpeed); the model draws them in turn
+per CPU (forksim.host_speed).
 
 Why the window median: a unit that an interruption hits (the tick, the host taking the vCPU for tens of us) is
 long on its own and is the `interruptions` section's (hiccup.c); the median of a window's ~200 units ignores it.
-Measured on the AMD zen4 host (2026-12-06 20:45-21:00, 4 s per CPU): 8-19% of the windows slow on a CPU alone
-(19-31% with both spinning), their factor p50 1.3-1.4 (up to 1.8), episodes 6-17 ms on average and up to 290
-ms; one vCPU's episodes independent of the other's (P(CPU 1 slow) 0.31, 0.29 given CPU 0 slow). A pinned fork
+Measured on the AMD zen4 host (2026-12-06 20:45-21:00, 4 s per CPU, each run against its own median): 8-31% of
+the windows slow, their factor p50 1.3-1.4 (up to 1.8), episodes 6-17 ms on average and up to 290 ms; one vCPU's
+episodes independent of the other's (P(CPU 1 slow) 0.31, 0.29 given CPU 0 slow), and our own vCPUs do not slow
+each other (a unit's median the same with the other vCPU spinning: not SMT siblings that contend). A pinned fork
 loop of the validation's load generator at RSS 0 at the same time: 6-15% of its 2 ms windows slow, the forks
 there 1.4x as long (p50 61-64 against 44-46 us), no interrupt, softirq or switch of the guest's inside the
 slower ones up to the p98 (traced: irq, softirq, local_timer and sched_switch events). How much of the time
@@ -79,7 +81,8 @@ def measure_part(b: Benchmarks, store: Store, cpus: Sequence[int], seconds: floa
     CPU, its windows in order) for fit_store. calibrate spreads PARTS of them over its minute or more: the share of
     slow time moves within a minute (1.2-23% in 4 s probes a minute apart)."""
     for cpu in cpus:
-        store.add(KIND, {"cpu": cpu, "part": part}, {}, [{"window_us": round(float(w), 4)} for w in probe(b, cpu, seconds)])
+        samples = [{"window_us": round(float(w), 4)} for w in probe(b, cpu, seconds)]
+        store.add(KIND, {"cpu": cpu, "part": part}, {}, samples)
 
 
 def fit_store(store: Store) -> dict[str, Any] | None:
@@ -164,9 +167,9 @@ def fit_host_speed(runs: list[tuple[int, np.ndarray]]) -> dict[str, Any]:
     return {"probabilities": list(PROBABILITIES), "slow_factor": q(slow_f), "slow_us": slow_us, "normal_us": normal_us,
             "slow_share": round(share, 4),
             "source": (f"measured: {len(slow_w)} slow episodes over {sum(slow_w)} of {total} windows "
-                       f"({100 * share:.1f}% "
-                       f"of the time; factor p50 {np.median(slow_f):.2f}, max {slow_f.max():.2f}; episodes p50 "
-                       f"{np.median(slow_w) * WINDOW_US / 1e3:.0f} ms, max {max(slow_w) * WINDOW_US / 1e3:.0f} ms) in "
+                       f"({100 * share:.1f}% of the time; factor p50 {np.median(slow_f):.2f}, max {slow_f.max():.2f}; "
+                       f"episodes p50 {np.median(slow_w) * WINDOW_US / 1e3:.0f} ms, "
+                       f"max {max(slow_w) * WINDOW_US / 1e3:.0f} ms) in "
                        f"{where}; a stretch cut by a run's start or end counts as measured (shorter than it was); "
                        f"the model's draws from these quantiles are slow {100 * drawn:.1f}% of the time")}
 
