@@ -279,12 +279,7 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
                                                    plan, store, raw_copies, None))
         profile = build_profile(store, plan, facts, ok, cpu, prov_extra)
         profile["host"] = host_d
-        with _timed(took, "interruptions"):
-            profile["interruptions"] = measure_interruptions(b, sorted({cpu, other}), seconds=plan.interruption_s)
-        with _timed(took, "host speed (last part)"):  # the parts before it ran among the jobs (jobs.py)
-            from .host_speed import PARTS, measure_part  # (here: python -m forksim.calibration.host_speed runs it too)
-
-            measure_part(b, store, sorted({cpu, other}), plan.host_speed_s / PARTS / len({cpu, other}), PARTS - 1)
+        _probe_after_fits(b, store, plan, profile, sorted({cpu, other}), took)
         _add_sections(profile, store, raw_copies, cpu, facts)
         profile["diagnostics"]["seconds_by_step"] = took
         from .copies import measured_p50
@@ -304,6 +299,18 @@ def calibrate(out: str | Path | None, quick: bool = False, progress: "bool | Rep
         bench.kill_children()
         unreg_kids()
         restore()
+
+
+def _probe_after_fits(b: bench.Benchmarks, store: Store, plan: Plan, profile: dict[str, Any], cpus: list[int],
+                      took: dict[str, float]) -> None:
+    """The probes run once the copies step's dying namespaces are torn down: the interruptions (into `profile`) and
+    the host speed probe's last part (into `store`; the parts before it ran among the jobs, jobs.py)."""
+    from .host_speed import PARTS, measure_part  # (here: python -m forksim.calibration.host_speed runs it too)
+
+    with _timed(took, "interruptions"):
+        profile["interruptions"] = measure_interruptions(b, cpus, seconds=plan.interruption_s)
+    with _timed(took, "host speed (last part)"):
+        measure_part(b, store, cpus, plan.host_speed_s, PARTS - 1)
 
 
 def _build_all() -> bench.Benchmarks:

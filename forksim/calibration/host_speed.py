@@ -76,10 +76,11 @@ def windows(rows: np.ndarray) -> np.ndarray:
     return np.array([np.median(u) for u in np.split(units, cuts) if len(u) >= 5])
 
 
-def measure_part(b: Benchmarks, store: Store, cpus: Sequence[int], seconds: float, part: int) -> None:
-    """One part of a calibration's probe: `seconds` on each of `cpus` in turn, kept in `store` (KIND, one run a
-    CPU, its windows in order) for fit_store. calibrate spreads PARTS of them over its minute or more: the share of
-    slow time moves within a minute (1.2-23% in 4 s probes a minute apart)."""
+def measure_part(b: Benchmarks, store: Store, cpus: Sequence[int], total_s: float, part: int) -> None:
+    """One of PARTS parts of a calibration's probe of `total_s` seconds in all: its share on each of `cpus` in turn,
+    kept in `store` (KIND, one run a CPU, its windows in order) for fit_store. calibrate spreads the parts over its
+    minute or more: the share of slow time moves within a minute (1.2-23% in 4 s probes a minute apart)."""
+    seconds = total_s / PARTS / len(cpus)
     for cpu in cpus:
         samples = [{"window_us": round(float(w), 4)} for w in probe(b, cpu, seconds)]
         store.add(KIND, {"cpu": cpu, "part": part}, {}, samples)

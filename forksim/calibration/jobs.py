@@ -289,9 +289,8 @@ class _Jobs:
         from .host_speed import PARTS, measure_part  # (here: python -m forksim.calibration.host_speed runs it too)
 
         cpus = sorted({self.cpu, self.other})
-        secs = self.plan.host_speed_s / PARTS / len(cpus)
         return [(f"host speed (part {part + 1} of {PARTS})",
-                 lambda: measure_part(self.b, self.store, cpus, secs, part))]
+                 lambda: measure_part(self.b, self.store, cpus, self.plan.host_speed_s, part))]
 
     def idle_wakes_part(self, part: int) -> list[Job]:
         """Part `part` of the IDLE_WAKE_PARTS runs of idle wake-ups after each of PARTED_IDLE_US, placed apart in
